@@ -1,0 +1,94 @@
+// Command sendense-hub is the Sendense backup server: the HTTPS API for agents and operators,
+// the catalog, the repositories, and the operator CLI.
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/sendense/sendense/hub/internal/catalog"
+	"github.com/sendense/sendense/hub/internal/config"
+	"github.com/sendense/sendense/shared/version"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr, os.Getenv)
+	stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "sendense-hub:", err)
+		os.Exit(1)
+	}
+}
+
+// env is the process environment seen by one invocation (tests inject their own).
+type env struct {
+	stdout, stderr io.Writer
+	getenv         func(string) string
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) error {
+	root := newRootCmd(&env{stdout: stdout, stderr: stderr, getenv: getenv})
+	root.SetArgs(args)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	return root.ExecuteContext(ctx)
+}
+
+func newRootCmd(e *env) *cobra.Command {
+	root := &cobra.Command{
+		Use:           "sendense-hub",
+		Short:         "Sendense backup server for VMware vSphere",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	scratch := config.Default()
+	root.PersistentFlags().String("config", "", "YAML configuration file (env SENDENSE_HUB_CONFIG)")
+	config.BindFlags(root.PersistentFlags(), &scratch)
+
+	root.AddCommand(
+		newServeCmd(e),
+		newMigrateCmd(e),
+		&cobra.Command{
+			Use:   "version",
+			Short: "Print the version",
+			Args:  cobra.NoArgs,
+			RunE: func(cmd *cobra.Command, _ []string) error {
+				_, err := fmt.Fprintln(e.stdout, "sendense-hub", version.Get())
+				return err
+			},
+		},
+	)
+	return root
+}
+
+// loadConfig reads the configuration for a command: defaults, --config file, environment, flags.
+func loadConfig(cmd *cobra.Command, e *env) (*config.Config, error) {
+	path, _ := cmd.Flags().GetString("config")
+	if path == "" {
+		path = e.getenv(config.EnvPrefix + "CONFIG")
+	}
+	return config.Load(path, e.getenv, cmd.Flags())
+}
+
+// catalogCmd adapts a command body that needs the configuration and an open catalog.
+func catalogCmd(e *env, fn func(cmd *cobra.Command, cfg *config.Config, cat *catalog.Catalog) error) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, _ []string) error {
+		cfg, err := loadConfig(cmd, e)
+		if err != nil {
+			return err
+		}
+		cat, err := openCatalog(cmd.Context(), cfg)
+		if err != nil {
+			return err
+		}
+		defer cat.Close()
+		return fn(cmd, cfg, cat)
+	}
+}

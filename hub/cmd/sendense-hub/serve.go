@@ -1,0 +1,148 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/spf13/cobra"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/sendense/sendense/hub/internal/api"
+	"github.com/sendense/sendense/hub/internal/catalog"
+	"github.com/sendense/sendense/hub/internal/config"
+	"github.com/sendense/sendense/hub/internal/pki"
+	"github.com/sendense/sendense/hub/internal/storage"
+	"github.com/sendense/sendense/shared/httpserve"
+	"github.com/sendense/sendense/shared/version"
+)
+
+func newServeCmd(e *env) *cobra.Command {
+	return &cobra.Command{
+		Use:   "serve",
+		Short: "Run the hub: HTTPS API, catalog migrations, metrics",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := loadConfig(cmd, e)
+			if err != nil {
+				return err
+			}
+			return serve(cmd.Context(), cfg, cfg.NewLogger(e.stderr))
+		},
+	}
+}
+
+// openCatalog opens the configured catalog (SQLite in the data dir unless a DSN is set).
+func openCatalog(ctx context.Context, cfg *config.Config) (*catalog.Catalog, error) {
+	pw, err := cfg.DBPassword()
+	if err != nil {
+		return nil, err
+	}
+	if cfg.DB == "" {
+		if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
+			return nil, fmt.Errorf("create data dir: %w", err)
+		}
+	}
+	return catalog.Open(ctx, catalog.Options{MySQLDSN: cfg.DB, MySQLPassword: pw, SQLitePath: cfg.SQLitePath()})
+}
+
+func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
+	started := time.Now()
+	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
+		return fmt.Errorf("create data dir: %w", err)
+	}
+	ca, err := pki.LoadOrCreate(cfg.PKIDir(), nil)
+	if err != nil {
+		return err
+	}
+	cert, err := ca.ServerCertificate(cfg.TLSNames)
+	if err != nil {
+		return err
+	}
+	cat, err := openCatalog(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer cat.Close()
+	cat.WithLogging(log)
+	if _, err := cat.MigrateUp(ctx, log); err != nil {
+		return err
+	}
+	repos := storage.NewManager(cat)
+	_, defRepo, err := repos.EnsureDefault(ctx, cfg.DefaultRepoPath())
+	if err != nil {
+		return fmt.Errorf("default repository: %w", err)
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		buildInfo("sendense_hub_build_info"),
+	)
+	apiSrv := api.New(api.Deps{Log: log, Registry: reg, Catalog: cat, Repository: defRepo, Started: started})
+
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", cfg.Listen, err)
+	}
+	httpSrv := &http.Server{
+		Handler:           apiSrv.Handler(),
+		TLSConfig:         serverTLS(ca, cert),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return httpserve.Serve(gctx, httpSrv, ln, cfg.ShutdownTimeout) })
+	log.InfoContext(ctx, "hub listening", "addr", ln.Addr().String(), "tls", "1.3", "catalog", cat.Driver(),
+		"data_dir", cfg.DataDir, "ca_fingerprint", ca.Fingerprint(), "version", version.Get().Version)
+
+	if cfg.MetricsListen != "" {
+		mln, err := net.Listen("tcp", cfg.MetricsListen)
+		if err != nil {
+			_ = ln.Close()
+			return fmt.Errorf("listen %s: %w", cfg.MetricsListen, err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+		msrv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		g.Go(func() error { return httpserve.Serve(gctx, msrv, mln, cfg.ShutdownTimeout) })
+		log.InfoContext(ctx, "metrics listening", "addr", mln.Addr().String())
+	}
+	err = g.Wait()
+	log.InfoContext(context.WithoutCancel(ctx), "hub stopped", "err", err)
+	return err
+}
+
+// serverTLS accepts TLS 1.3 only. Client certificates are optional at the handshake (enrollment
+// and operator routes have none) but, when presented, must chain to the hub CA; the API decides
+// per route whether one is required.
+func serverTLS(ca *pki.CA, cert tls.Certificate) *tls.Config {
+	return &tls.Config{
+		MinVersion:   tls.VersionTLS13,
+		MaxVersion:   tls.VersionTLS13,
+		Certificates: []tls.Certificate{cert},
+		ClientAuth:   tls.VerifyClientCertIfGiven,
+		ClientCAs:    ca.Pool(),
+	}
+}
+
+func buildInfo(name string) prometheus.Collector {
+	v := version.Get()
+	g := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name:        name,
+		Help:        "Build information; the value is always 1.",
+		ConstLabels: prometheus.Labels{"version": v.Version, "commit": v.Commit, "goversion": v.GoVersion},
+	})
+	g.Set(1)
+	return g
+}

@@ -1,0 +1,118 @@
+// Package api is the hub's HTTP API: routing, authentication, request validation and the mapping
+// of domain errors to HTTP status codes. It is the only user of Gin.
+package api
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"sort"
+	"time"
+
+	"github.com/gin-gonic/gin"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/sendense/sendense/shared/api"
+	"github.com/sendense/sendense/shared/version"
+)
+
+func init() { gin.SetMode(gin.ReleaseMode) }
+
+// catalogProbe is what the health check needs from the catalog.
+type catalogProbe interface {
+	Ping(ctx context.Context) error
+	Driver() string
+}
+
+// repositoryProbe reports whether the default repository accepts durable writes.
+type repositoryProbe interface {
+	CheckWritable() error
+}
+
+// Deps are the hub components the API serves.
+type Deps struct {
+	Log        *slog.Logger
+	Registry   prometheus.Registerer
+	Catalog    catalogProbe
+	Repository repositoryProbe
+	Started    time.Time
+}
+
+// Server is the hub's HTTP API.
+type Server struct {
+	deps    Deps
+	engine  *gin.Engine
+	metrics *httpMetrics
+}
+
+// New builds the router with every route registered.
+func New(d Deps) *Server {
+	if d.Started.IsZero() {
+		d.Started = time.Now()
+	}
+	s := &Server{deps: d, engine: gin.New(), metrics: newHTTPMetrics(d.Registry)}
+	s.engine.ContextWithFallback = true
+	s.engine.HandleMethodNotAllowed = true
+	s.engine.Use(s.recovery(), s.logRequests(), s.metrics.middleware())
+	s.engine.NoRoute(func(c *gin.Context) {
+		c.AbortWithStatusJSON(http.StatusNotFound, api.Error{Error: "no route " + c.Request.Method + " " + c.Request.URL.Path, Code: api.CodeNotFound})
+	})
+	s.engine.NoMethod(func(c *gin.Context) {
+		c.AbortWithStatusJSON(http.StatusMethodNotAllowed, api.Error{Error: "method " + c.Request.Method + " not allowed on " + c.Request.URL.Path, Code: api.CodeInvalid})
+	})
+	s.engine.GET(api.PathHealth, s.health)
+	return s
+}
+
+// Handler returns the HTTP handler.
+func (s *Server) Handler() http.Handler { return s.engine }
+
+// Endpoints lists the registered routes, read from the router.
+func (s *Server) Endpoints() []api.Endpoint {
+	routes := s.engine.Routes()
+	out := make([]api.Endpoint, 0, len(routes))
+	for _, r := range routes {
+		out = append(out, api.Endpoint{Method: r.Method, Path: r.Path})
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Path != out[j].Path {
+			return out[i].Path < out[j].Path
+		}
+		return out[i].Method < out[j].Method
+	})
+	return out
+}
+
+func (s *Server) health(c *gin.Context) {
+	ctx, cancel := context.WithTimeout(c.Request.Context(), 5*time.Second)
+	defer cancel()
+	h := api.Health{
+		Status:        "ok",
+		Version:       version.Get().Version,
+		UptimeSeconds: time.Since(s.deps.Started).Seconds(),
+		Catalog:       api.Check{OK: true},
+		Repository:    api.Check{OK: true},
+		SystemInfo: api.SystemInfo{
+			GoVersion:    version.Get().GoVersion,
+			APIEndpoints: s.Endpoints(),
+		},
+	}
+	if s.deps.Catalog != nil {
+		h.SystemInfo.CatalogDriver = s.deps.Catalog.Driver()
+		if err := s.deps.Catalog.Ping(ctx); err != nil {
+			h.Catalog = api.Check{OK: false, Detail: "catalog does not answer"}
+			s.deps.Log.WarnContext(ctx, "health: catalog ping failed", "err", err)
+		}
+	}
+	if s.deps.Repository != nil {
+		if err := s.deps.Repository.CheckWritable(); err != nil {
+			h.Repository = api.Check{OK: false, Detail: "default repository is not writable"}
+			s.deps.Log.WarnContext(ctx, "health: repository not writable", "err", err)
+		}
+	}
+	code := http.StatusOK
+	if !h.Catalog.OK || !h.Repository.OK {
+		h.Status = "degraded"
+		code = http.StatusServiceUnavailable
+	}
+	c.JSON(code, h)
+}

@@ -1,0 +1,202 @@
+// Package catalog owns the hub's database: connection, schema migrations and every query. It is
+// the only user of Bun. MySQL/MariaDB serves production; an embedded SQLite file is the
+// zero-setup default.
+package catalog
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/go-sql-driver/mysql"
+	"github.com/uptrace/bun"
+	"github.com/uptrace/bun/dialect/mysqldialect"
+	"github.com/uptrace/bun/dialect/sqlitedialect"
+	"github.com/uptrace/bun/schema"
+	_ "modernc.org/sqlite" // registers the pure-Go "sqlite" driver
+)
+
+// Drivers reported by Catalog.Driver.
+const (
+	DriverSQLite = "sqlite"
+	DriverMySQL  = "mysql"
+)
+
+// Sentinel errors callers branch on.
+var (
+	ErrNotFound = errors.New("not found")
+	ErrConflict = errors.New("conflict")
+)
+
+// Options selects and configures the database.
+type Options struct {
+	// MySQLDSN, when set, selects MySQL/MariaDB ("user:pass@tcp(host:3306)/sendense").
+	MySQLDSN string
+	// MySQLPassword, when set, replaces the DSN's password (read from a secret file).
+	MySQLPassword string
+	// SQLitePath is the catalog file used when MySQLDSN is empty.
+	SQLitePath string
+	// ConnectTimeout bounds the first connection; an unreachable server fails within it.
+	ConnectTimeout time.Duration
+}
+
+// Catalog is an open catalog database.
+type Catalog struct {
+	db     *bun.DB
+	driver string
+	now    func() time.Time
+}
+
+// Open connects to the catalog and checks that it answers. It does not migrate.
+func Open(ctx context.Context, opts Options) (*Catalog, error) {
+	if opts.ConnectTimeout <= 0 {
+		opts.ConnectTimeout = 10 * time.Second
+	}
+	var (
+		sqldb   *sql.DB
+		dialect schema.Dialect
+		driver  string
+	)
+	if opts.MySQLDSN != "" {
+		cfg, err := mysqlConfig(opts.MySQLDSN, opts.MySQLPassword, opts.ConnectTimeout)
+		if err != nil {
+			return nil, err
+		}
+		conn, err := mysql.NewConnector(cfg)
+		if err != nil {
+			return nil, fmt.Errorf("mysql dsn: %w", err)
+		}
+		sqldb = sql.OpenDB(conn)
+		sqldb.SetMaxOpenConns(32)
+		sqldb.SetMaxIdleConns(8)
+		sqldb.SetConnMaxLifetime(30 * time.Minute)
+		dialect, driver = mysqldialect.New(), DriverMySQL
+	} else {
+		if opts.SQLitePath == "" {
+			return nil, errors.New("catalog: neither a MySQL DSN nor a SQLite path is set")
+		}
+		if err := os.MkdirAll(filepath.Dir(opts.SQLitePath), 0o750); err != nil {
+			return nil, fmt.Errorf("create catalog directory: %w", err)
+		}
+		var err error
+		sqldb, err = sql.Open("sqlite", sqliteDSN(opts.SQLitePath))
+		if err != nil {
+			return nil, fmt.Errorf("open sqlite catalog %s: %w", opts.SQLitePath, err)
+		}
+		// SQLite serialises writers; a few connections let readers proceed under WAL while
+		// busy_timeout queues writers instead of failing them.
+		sqldb.SetMaxOpenConns(4)
+		dialect, driver = sqlitedialect.New(), DriverSQLite
+	}
+	// Ping before bun.NewDB: the MySQL dialect queries the server version as it is attached and
+	// would otherwise block without a deadline on an unreachable server.
+	pctx, cancel := context.WithTimeout(ctx, opts.ConnectTimeout)
+	defer cancel()
+	if err := sqldb.PingContext(pctx); err != nil {
+		_ = sqldb.Close()
+		if pctx.Err() != nil {
+			return nil, fmt.Errorf("connect to %s catalog: no answer within %s: %w", driver, opts.ConnectTimeout, err)
+		}
+		return nil, fmt.Errorf("connect to %s catalog: %w", driver, err)
+	}
+	c := &Catalog{db: bun.NewDB(sqldb, dialect), driver: driver, now: func() time.Time { return time.Now().UTC() }}
+	return c, nil
+}
+
+// sqliteDSN enables foreign keys (the vm_disks.job_id constraint depends on it), WAL, full fsync
+// on commit, a busy timeout, and BEGIN IMMEDIATE so that read-then-write transactions queue
+// instead of failing with SQLITE_BUSY.
+func sqliteDSN(path string) string {
+	q := url.Values{}
+	q.Set("_busy_timeout", "15000")
+	q.Set("_foreign_keys", "1")
+	q.Set("_journal_mode", "WAL")
+	q.Set("_synchronous", "FULL")
+	q.Set("_txlock", "immediate")
+	return "file:" + path + "?" + q.Encode()
+}
+
+func mysqlConfig(dsn, password string, timeout time.Duration) (*mysql.Config, error) {
+	cfg, err := mysql.ParseDSN(dsn)
+	if err != nil {
+		// The parser's message may quote the DSN; never repeat a secret.
+		return nil, errors.New("mysql dsn: cannot parse (expected user:password@tcp(host:3306)/dbname)")
+	}
+	if password != "" {
+		cfg.Passwd = password
+	}
+	if cfg.DBName == "" {
+		return nil, errors.New("mysql dsn: no database name (expected .../dbname)")
+	}
+	cfg.ParseTime = true
+	cfg.Loc = time.UTC
+	if cfg.Timeout == 0 || cfg.Timeout > timeout {
+		cfg.Timeout = timeout
+	}
+	if cfg.Params == nil {
+		cfg.Params = map[string]string{}
+	}
+	cfg.Params["time_zone"] = "'+00:00'"
+	return cfg, nil
+}
+
+// RedactDSN returns the DSN with its password replaced, for messages.
+func RedactDSN(dsn string) string {
+	cfg, err := mysql.ParseDSN(dsn)
+	if err != nil {
+		return "(unparsable dsn)"
+	}
+	if cfg.Passwd != "" {
+		cfg.Passwd = "xxxxx"
+	}
+	return cfg.FormatDSN()
+}
+
+// Driver names the database in use: "sqlite" or "mysql".
+func (c *Catalog) Driver() string { return c.driver }
+
+// Ping checks that the database answers.
+func (c *Catalog) Ping(ctx context.Context) error { return c.db.PingContext(ctx) }
+
+// Close releases the connections.
+func (c *Catalog) Close() error { return c.db.Close() }
+
+// SetClock replaces the clock used for created_at/updated_at and time-based conditions (tests).
+func (c *Catalog) SetClock(now func() time.Time) { c.now = func() time.Time { return now().UTC() } }
+
+// Now returns the catalog's current time.
+func (c *Catalog) Now() time.Time { return c.now() }
+
+// WithLogging makes every query log at debug level (never with argument values).
+func (c *Catalog) WithLogging(log *slog.Logger) {
+	c.db.AddQueryHook(queryLogHook{log: log})
+}
+
+type queryLogHook struct{ log *slog.Logger }
+
+func (h queryLogHook) BeforeQuery(ctx context.Context, _ *bun.QueryEvent) context.Context { return ctx }
+
+func (h queryLogHook) AfterQuery(ctx context.Context, e *bun.QueryEvent) {
+	if e.Err != nil && !errors.Is(e.Err, sql.ErrNoRows) {
+		h.log.DebugContext(ctx, "catalog query failed", "operation", e.Operation(), "duration_seconds", time.Since(e.StartTime).Seconds(), "err", e.Err)
+	}
+}
+
+// isUniqueViolation reports whether err is a duplicate-key error on either dialect.
+func isUniqueViolation(err error) bool {
+	if err == nil {
+		return false
+	}
+	var me *mysql.MySQLError
+	if errors.As(err, &me) {
+		return me.Number == 1062
+	}
+	return strings.Contains(err.Error(), "UNIQUE constraint failed")
+}

@@ -1,0 +1,64 @@
+package catalog
+
+import (
+	"context"
+	"testing"
+)
+
+// ProbeTable returns an error when the table does not exist.
+func ProbeTable(ctx context.Context, c *Catalog, table string) error {
+	_, err := c.db.ExecContext(ctx, "SELECT 1 FROM "+table+" LIMIT 1")
+	return err
+}
+
+// SeedVMForTest inserts an agent, a source and a VM and returns the VM's context id.
+func SeedVMForTest(t *testing.T, c *Catalog) string {
+	t.Helper()
+	ctx := t.Context()
+	now := c.now()
+	a := &Agent{ID: "agent-seed", Name: "seed", Status: AgentActive, CertSerial: "1", CertFingerprint: "00", CertNotAfter: now, CreatedAt: now, UpdatedAt: now}
+	if _, err := c.db.NewInsert().Model(a).Exec(ctx); err != nil {
+		t.Fatalf("insert agent: %v", err)
+	}
+	s := &Source{AgentID: a.ID, Name: "vc1", Status: "ok", CreatedAt: now, UpdatedAt: now}
+	if _, err := c.db.NewInsert().Model(s).Exec(ctx); err != nil {
+		t.Fatalf("insert source: %v", err)
+	}
+	vm := &VMContext{ContextID: "ctx-pgtest1-20251006-203401", SourceID: s.ID, AgentID: a.ID, InstanceUUID: "uuid-1", VMName: "pgtest1", CurrentStatus: VMDiscovered, CreatedAt: now, UpdatedAt: now}
+	if _, err := c.db.NewInsert().Model(vm).Exec(ctx); err != nil {
+		t.Fatalf("insert vm: %v", err)
+	}
+	if err := c.CreateRepository(ctx, &Repository{ID: "repo-seed", Name: "seed", Kind: "local", Path: "/nonexistent", ChunkSize: 4 << 20}); err != nil {
+		t.Fatalf("insert repository: %v", err)
+	}
+	return vm.ContextID
+}
+
+// SeedJobForTest inserts a queued job for the VM and returns its id.
+func SeedJobForTest(t *testing.T, c *Catalog, ctxID string) string {
+	t.Helper()
+	now := c.now()
+	j := &BackupJob{ID: "job-seed", VMContextID: ctxID, AgentID: "agent-seed", RepositoryID: "repo-seed", RequestedType: "auto", Status: JobQueued, CreatedAt: now, UpdatedAt: now}
+	if _, err := c.db.NewInsert().Model(j).Exec(t.Context()); err != nil {
+		t.Fatalf("insert job: %v", err)
+	}
+	return j.ID
+}
+
+// InsertDiskForTest inserts a disk row with the given job id ("" = NULL).
+func InsertDiskForTest(ctx context.Context, c *Catalog, ctxID, diskID, jobID string) error {
+	now := c.now()
+	d := &VMDisk{VMContextID: ctxID, DiskID: diskID, DeviceKey: 2000, CapacityBytes: 102 << 30, Status: DiskPresent, Backupable: true, JobID: jobID, CreatedAt: now, UpdatedAt: now}
+	_, err := c.db.NewInsert().Model(d).Exec(ctx)
+	return err
+}
+
+// CleanSeedForTest removes what the seed helpers inserted, children first.
+func CleanSeedForTest(t *testing.T, c *Catalog) {
+	t.Helper()
+	for _, q := range []string{"DELETE FROM vm_disks", "DELETE FROM backup_jobs", "DELETE FROM vm_contexts", "DELETE FROM sources", "DELETE FROM agents", "DELETE FROM repositories"} {
+		if _, err := c.db.ExecContext(t.Context(), q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+}

@@ -1,0 +1,230 @@
+package catalog
+
+import (
+	"time"
+
+	"github.com/uptrace/bun"
+)
+
+// Row types, one per table. Nullable columns use bun's nullzero: the zero value is stored as NULL
+// and NULL scans back as the zero value.
+
+// Repository is a backup repository (a chunk store and its indexes).
+type Repository struct {
+	bun.BaseModel `bun:"table:repositories"`
+
+	ID        string    `bun:"id,pk"`
+	Name      string    `bun:"name,notnull"`
+	Kind      string    `bun:"kind,notnull"` // "local"
+	Path      string    `bun:"path,notnull"`
+	ChunkSize int64     `bun:"chunk_size,notnull"`
+	CreatedAt time.Time `bun:"created_at,notnull"`
+	UpdatedAt time.Time `bun:"updated_at,notnull"`
+}
+
+// Agent is an enrolled sendense-agent.
+type Agent struct {
+	bun.BaseModel `bun:"table:agents"`
+
+	ID              string    `bun:"id,pk"`
+	Name            string    `bun:"name,notnull"`
+	Hostname        string    `bun:"hostname,notnull"`
+	Version         string    `bun:"version,notnull"`
+	Status          string    `bun:"status,notnull"` // AgentActive, AgentRevoked
+	CertSerial      string    `bun:"cert_serial,notnull"`
+	CertFingerprint string    `bun:"cert_fingerprint,notnull"`
+	CertNotAfter    time.Time `bun:"cert_not_after,notnull"`
+	JoinTokenID     string    `bun:"join_token_id,nullzero"`
+	LastSeenAt      time.Time `bun:"last_seen_at,nullzero"`
+	RevokedAt       time.Time `bun:"revoked_at,nullzero"`
+	CreatedAt       time.Time `bun:"created_at,notnull"`
+	UpdatedAt       time.Time `bun:"updated_at,notnull"`
+}
+
+// Agent statuses.
+const (
+	AgentActive  = "active"
+	AgentRevoked = "revoked"
+)
+
+// JoinToken is a single-use enrollment token. Only the SHA-256 of its secret is stored.
+type JoinToken struct {
+	bun.BaseModel `bun:"table:join_tokens"`
+
+	ID         string    `bun:"id,pk"`
+	Name       string    `bun:"name,notnull"`
+	SecretHash string    `bun:"secret_hash,notnull"`
+	ExpiresAt  time.Time `bun:"expires_at,notnull"`
+	RedeemedAt time.Time `bun:"redeemed_at,nullzero"`
+	AgentID    string    `bun:"agent_id,nullzero"`
+	RevokedAt  time.Time `bun:"revoked_at,nullzero"`
+	CreatedAt  time.Time `bun:"created_at,notnull"`
+	UpdatedAt  time.Time `bun:"updated_at,notnull"`
+}
+
+// APIToken is an operator bearer token. Only the SHA-256 of its secret is stored.
+type APIToken struct {
+	bun.BaseModel `bun:"table:api_tokens"`
+
+	ID         string    `bun:"id,pk"`
+	Name       string    `bun:"name,notnull"`
+	Role       string    `bun:"role,notnull"` // admin, operator, viewer
+	SecretHash string    `bun:"secret_hash,notnull"`
+	LastUsedAt time.Time `bun:"last_used_at,nullzero"`
+	RevokedAt  time.Time `bun:"revoked_at,nullzero"`
+	CreatedAt  time.Time `bun:"created_at,notnull"`
+	UpdatedAt  time.Time `bun:"updated_at,notnull"`
+}
+
+// Source is one vCenter/ESXi endpoint an agent reports on.
+type Source struct {
+	bun.BaseModel `bun:"table:sources"`
+
+	ID              int64     `bun:"id,pk,autoincrement"`
+	AgentID         string    `bun:"agent_id,notnull"`
+	Name            string    `bun:"name,notnull"`
+	URL             string    `bun:"url,notnull"`
+	Status          string    `bun:"status,notnull"`
+	LastError       string    `bun:"last_error,nullzero"`
+	LastInventoryAt time.Time `bun:"last_inventory_at,nullzero"`
+	CreatedAt       time.Time `bun:"created_at,notnull"`
+	UpdatedAt       time.Time `bun:"updated_at,notnull"`
+}
+
+// VMContext is one VM the hub knows, keyed by a context id like ctx-pgtest1-20251006-203401.
+type VMContext struct {
+	bun.BaseModel `bun:"table:vm_contexts"`
+
+	ContextID     string    `bun:"context_id,pk"`
+	SourceID      int64     `bun:"source_id,notnull"`
+	AgentID       string    `bun:"agent_id,notnull"`
+	InstanceUUID  string    `bun:"instance_uuid,notnull"`
+	BIOSUUID      string    `bun:"bios_uuid,notnull"`
+	VMName        string    `bun:"vm_name,notnull"`
+	PowerState    string    `bun:"power_state,notnull"`
+	GuestOS       string    `bun:"guest_os,notnull"`
+	NumCPU        int       `bun:"num_cpu,notnull"`
+	MemoryMB      int64     `bun:"memory_mb,notnull"`
+	Datacenter    string    `bun:"datacenter,notnull"`
+	Cluster       string    `bun:"cluster,notnull"`
+	Host          string    `bun:"host,notnull"`
+	Folder        string    `bun:"folder,notnull"`
+	IsTemplate    bool      `bun:"is_template,notnull"`
+	CBTEnabled    bool      `bun:"cbt_enabled,notnull"`
+	CurrentStatus string    `bun:"current_status,notnull"` // VMDiscovered, VMProtected, VMGone
+	GoneAt        time.Time `bun:"gone_at,nullzero"`
+	CreatedAt     time.Time `bun:"created_at,notnull"`
+	UpdatedAt     time.Time `bun:"updated_at,notnull"`
+}
+
+// VM statuses.
+const (
+	VMDiscovered = "discovered"
+	VMProtected  = "protected"
+	VMGone       = "gone"
+)
+
+// VMDisk is one virtual disk, recorded the moment discovery sees it. JobID is empty (NULL) until
+// a backup job touches the disk; when set, the foreign key to backup_jobs is enforced.
+type VMDisk struct {
+	bun.BaseModel `bun:"table:vm_disks"`
+
+	ID             int64     `bun:"id,pk,autoincrement"`
+	VMContextID    string    `bun:"vm_context_id,notnull"`
+	DiskID         string    `bun:"disk_id,notnull"`
+	DeviceKey      int32     `bun:"device_key,notnull"`
+	Label          string    `bun:"label,notnull"`
+	CapacityBytes  int64     `bun:"capacity_bytes,notnull"`
+	Datastore      string    `bun:"datastore,notnull"`
+	VMDKPath       string    `bun:"vmdk_path,notnull"`
+	BackingType    string    `bun:"backing_type,notnull"`
+	Provisioning   string    `bun:"provisioning,notnull"`
+	ControllerType string    `bun:"controller_type,notnull"`
+	ControllerBus  int32     `bun:"controller_bus,notnull"`
+	UnitNumber     int32     `bun:"unit_number,notnull"`
+	DiskMode       string    `bun:"disk_mode,notnull"`
+	Backupable     bool      `bun:"backupable,notnull"`
+	ChangeID       string    `bun:"change_id,notnull"` // CBT change ID of the last successful backup
+	Status         string    `bun:"status,notnull"`    // DiskPresent, DiskGone
+	GoneAt         time.Time `bun:"gone_at,nullzero"`
+	JobID          string    `bun:"job_id,nullzero"`
+	CreatedAt      time.Time `bun:"created_at,notnull"`
+	UpdatedAt      time.Time `bun:"updated_at,notnull"`
+}
+
+// Disk statuses.
+const (
+	DiskPresent = "present"
+	DiskGone    = "gone"
+)
+
+// BackupJob is one backup run of one VM.
+type BackupJob struct {
+	bun.BaseModel `bun:"table:backup_jobs"`
+
+	ID                string    `bun:"id,pk"`
+	VMContextID       string    `bun:"vm_context_id,notnull"`
+	AgentID           string    `bun:"agent_id,notnull"`
+	RepositoryID      string    `bun:"repository_id,notnull"`
+	RequestedType     string    `bun:"requested_type,notnull"` // auto, full, incremental
+	Type              string    `bun:"type,notnull"`           // full or incremental once decided
+	Status            string    `bun:"status,notnull"`
+	CancelRequested   bool      `bun:"cancel_requested,notnull"`
+	SnapshotName      string    `bun:"snapshot_name,notnull"`
+	SnapshotRef       string    `bun:"snapshot_ref,notnull"`
+	SnapshotCreatedAt time.Time `bun:"snapshot_created_at,nullzero"`
+	ClaimedAt         time.Time `bun:"claimed_at,nullzero"`
+	StartedAt         time.Time `bun:"started_at,nullzero"`
+	FinishedAt        time.Time `bun:"finished_at,nullzero"`
+	HeartbeatAt       time.Time `bun:"heartbeat_at,nullzero"`
+	BytesRead         int64     `bun:"bytes_read,notnull"`
+	BytesSent         int64     `bun:"bytes_sent,notnull"`
+	BytesDeduplicated int64     `bun:"bytes_deduplicated,notnull"`
+	BytesZero         int64     `bun:"bytes_zero,notnull"`
+	Error             string    `bun:"error,nullzero"`
+	Protected         bool      `bun:"protected,notnull"`
+	VerifiedAt        time.Time `bun:"verified_at,nullzero"`
+	VerifyStatus      string    `bun:"verify_status,notnull"`
+	CreatedAt         time.Time `bun:"created_at,notnull"`
+	UpdatedAt         time.Time `bun:"updated_at,notnull"`
+}
+
+// Job statuses.
+const (
+	JobQueued    = "queued"
+	JobRunning   = "running"
+	JobSucceeded = "succeeded"
+	JobFailed    = "failed"
+	JobCancelled = "cancelled"
+)
+
+// BackupDisk is the outcome of one disk in one backup job.
+type BackupDisk struct {
+	bun.BaseModel `bun:"table:backup_disks"`
+
+	ID                int64     `bun:"id,pk,autoincrement"`
+	JobID             string    `bun:"job_id,notnull"`
+	VMContextID       string    `bun:"vm_context_id,notnull"`
+	DiskID            string    `bun:"disk_id,notnull"`
+	Type              string    `bun:"type,notnull"`
+	Reason            string    `bun:"reason,notnull"`
+	ParentJobID       string    `bun:"parent_job_id,nullzero"`
+	BaseChangeID      string    `bun:"base_change_id,notnull"`
+	ChangeID          string    `bun:"change_id,notnull"`
+	CapacityBytes     int64     `bun:"capacity_bytes,notnull"`
+	ChunkSize         int64     `bun:"chunk_size,notnull"`
+	SlotsTotal        int64     `bun:"slots_total,notnull"`
+	SlotsChanged      int64     `bun:"slots_changed,notnull"`
+	BytesRead         int64     `bun:"bytes_read,notnull"`
+	BytesSent         int64     `bun:"bytes_sent,notnull"`
+	BytesDeduplicated int64     `bun:"bytes_deduplicated,notnull"`
+	BytesZero         int64     `bun:"bytes_zero,notnull"`
+	IndexPath         string    `bun:"index_path,notnull"`
+	IndexDigest       string    `bun:"index_digest,notnull"`
+	Status            string    `bun:"status,notnull"`
+	Error             string    `bun:"error,nullzero"`
+	StartedAt         time.Time `bun:"started_at,nullzero"`
+	FinishedAt        time.Time `bun:"finished_at,nullzero"`
+	CreatedAt         time.Time `bun:"created_at,notnull"`
+	UpdatedAt         time.Time `bun:"updated_at,notnull"`
+}

@@ -1,0 +1,269 @@
+// Package config loads and validates the hub's configuration: defaults, then a YAML file, then
+// SENDENSE_HUB_* environment variables, then command-line flags, checked before anything is
+// created on disk or any socket opens.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/spf13/pflag"
+	"go.yaml.in/yaml/v3"
+)
+
+// EnvPrefix prefixes every environment variable: flag --data-dir ↔ SENDENSE_HUB_DATA_DIR.
+const EnvPrefix = "SENDENSE_HUB_"
+
+// Config is the hub's configuration. Every key can be set in the YAML file (its yaml name), the
+// environment and a flag.
+type Config struct {
+	// Listen is the HTTPS API address (TLS 1.3 only).
+	Listen string `yaml:"listen"`
+	// DataDir holds the SQLite catalog, the CA and the default repository.
+	DataDir string `yaml:"data_dir"`
+	// DB is a MySQL/MariaDB DSN; empty selects the embedded SQLite catalog in DataDir.
+	DB string `yaml:"db"`
+	// DBPasswordFile holds the MySQL password so that it need not appear in the DSN.
+	DBPasswordFile string `yaml:"db_password_file"`
+	// PublicURL is the address agents use to reach this hub; it is written into join tokens.
+	PublicURL string `yaml:"public_url"`
+	// TLSNames are extra DNS names and IP addresses for the hub's server certificate.
+	TLSNames []string `yaml:"tls_names"`
+	// MetricsListen is the plain-HTTP Prometheus address; empty disables it.
+	MetricsListen string `yaml:"metrics_listen"`
+	// ShutdownTimeout bounds how long in-flight requests may drain after SIGTERM.
+	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
+	// AgentCertLifetime is the lifetime of agent client certificates.
+	AgentCertLifetime time.Duration `yaml:"agent_cert_lifetime"`
+	// LogLevel is debug, info, warn or error.
+	LogLevel string `yaml:"log_level"`
+	// LogFormat is text or json.
+	LogFormat string `yaml:"log_format"`
+}
+
+// Default returns the configuration used when nothing is set: embedded SQLite in ./sendense-data.
+func Default() Config {
+	return Config{
+		Listen:            ":8082",
+		DataDir:           "./sendense-data",
+		MetricsListen:     "127.0.0.1:9082",
+		ShutdownTimeout:   30 * time.Second,
+		AgentCertLifetime: 30 * 24 * time.Hour,
+		LogLevel:          "info",
+		LogFormat:         "text",
+	}
+}
+
+// BindFlags registers one flag per configuration key on fs, writing into c.
+func BindFlags(fs *pflag.FlagSet, c *Config) {
+	fs.StringVar(&c.Listen, "listen", c.Listen, "HTTPS API listen address (TLS 1.3)")
+	fs.StringVar(&c.DataDir, "data-dir", c.DataDir, "directory for the SQLite catalog, the CA and the default repository")
+	fs.StringVar(&c.DB, "db", c.DB, "MySQL/MariaDB DSN user:pass@tcp(host:3306)/db (default: embedded SQLite)")
+	fs.StringVar(&c.DBPasswordFile, "db-password-file", c.DBPasswordFile, "file holding the MySQL password")
+	fs.StringVar(&c.PublicURL, "public-url", c.PublicURL, "URL agents use to reach the hub (default https://<hostname>:<port>)")
+	fs.StringSliceVar(&c.TLSNames, "tls-names", c.TLSNames, "extra DNS names/IPs for the server certificate")
+	fs.StringVar(&c.MetricsListen, "metrics-listen", c.MetricsListen, "plain-HTTP /metrics listen address (empty disables)")
+	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", c.ShutdownTimeout, "how long in-flight requests may drain on shutdown")
+	fs.DurationVar(&c.AgentCertLifetime, "agent-cert-lifetime", c.AgentCertLifetime, "lifetime of agent client certificates")
+	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error")
+	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "text or json")
+}
+
+// Load builds the configuration: defaults, then the YAML file at path (if any), then environment
+// variables, then the flags of set that were given on the command line. It validates the result.
+func Load(path string, getenv func(string) string, set *pflag.FlagSet) (*Config, error) {
+	c := Default()
+	if path != "" {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return nil, fmt.Errorf("config: %w", err)
+		}
+		if err := decodeYAML(b, &c); err != nil {
+			return nil, fmt.Errorf("config %s: %w", path, err)
+		}
+	}
+	bound := pflag.NewFlagSet("config", pflag.ContinueOnError)
+	BindFlags(bound, &c)
+	if err := applyEnv(bound, getenv); err != nil {
+		return nil, err
+	}
+	if set != nil {
+		if err := applyFlags(bound, set); err != nil {
+			return nil, err
+		}
+	}
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+func decodeYAML(b []byte, c *Config) error {
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) {
+		return err
+	}
+	return nil
+}
+
+// EnvName is the environment variable for a flag name.
+func EnvName(flag string) string {
+	return EnvPrefix + strings.ToUpper(strings.ReplaceAll(flag, "-", "_"))
+}
+
+func applyEnv(bound *pflag.FlagSet, getenv func(string) string) error {
+	var err error
+	bound.VisitAll(func(f *pflag.Flag) {
+		if err != nil {
+			return
+		}
+		if v := getenv(EnvName(f.Name)); v != "" {
+			if sv, ok := f.Value.(pflag.SliceValue); ok {
+				err = sv.Replace(strings.Split(v, ","))
+			} else {
+				err = f.Value.Set(v)
+			}
+			if err != nil {
+				err = fmt.Errorf("config: %s: %w", EnvName(f.Name), err)
+			}
+		}
+	})
+	return err
+}
+
+func applyFlags(bound, set *pflag.FlagSet) error {
+	var err error
+	set.Visit(func(f *pflag.Flag) {
+		dst := bound.Lookup(f.Name)
+		if dst == nil || err != nil {
+			return
+		}
+		if sv, ok := f.Value.(pflag.SliceValue); ok {
+			err = dst.Value.(pflag.SliceValue).Replace(sv.GetSlice())
+		} else {
+			err = dst.Value.Set(f.Value.String())
+		}
+		if err != nil {
+			err = fmt.Errorf("config: --%s: %w", f.Name, err)
+		}
+	})
+	return err
+}
+
+// FieldError is a validation failure naming the configuration key.
+type FieldError struct {
+	Field string
+	Msg   string
+}
+
+func (e *FieldError) Error() string { return fmt.Sprintf("config: %s: %s", e.Field, e.Msg) }
+
+// Validate checks every key; the error names the first bad one.
+func (c *Config) Validate() error {
+	if err := checkHostPort(c.Listen, false); err != nil {
+		return &FieldError{"listen", err.Error()}
+	}
+	if strings.TrimSpace(c.DataDir) == "" {
+		return &FieldError{"data_dir", "must not be empty"}
+	}
+	if c.MetricsListen != "" {
+		if err := checkHostPort(c.MetricsListen, false); err != nil {
+			return &FieldError{"metrics_listen", err.Error()}
+		}
+	}
+	if c.DBPasswordFile != "" && c.DB == "" {
+		return &FieldError{"db_password_file", "set without db"}
+	}
+	if c.DBPasswordFile != "" {
+		if _, err := os.Stat(c.DBPasswordFile); err != nil {
+			return &FieldError{"db_password_file", err.Error()}
+		}
+	}
+	if c.PublicURL != "" {
+		u, err := url.Parse(c.PublicURL)
+		if err != nil || u.Scheme != "https" || u.Host == "" {
+			return &FieldError{"public_url", fmt.Sprintf("%q is not an https:// URL", c.PublicURL)}
+		}
+	}
+	for _, n := range c.TLSNames {
+		if strings.TrimSpace(n) == "" || strings.ContainsAny(n, " /:") && net.ParseIP(n) == nil {
+			return &FieldError{"tls_names", fmt.Sprintf("%q is not a DNS name or IP address", n)}
+		}
+	}
+	if c.ShutdownTimeout <= 0 {
+		return &FieldError{"shutdown_timeout", "must be positive"}
+	}
+	if c.AgentCertLifetime < time.Hour {
+		return &FieldError{"agent_cert_lifetime", "must be at least 1h"}
+	}
+	if _, err := ParseLevel(c.LogLevel); err != nil {
+		return &FieldError{"log_level", err.Error()}
+	}
+	if c.LogFormat != "text" && c.LogFormat != "json" {
+		return &FieldError{"log_format", fmt.Sprintf("%q is neither text nor json", c.LogFormat)}
+	}
+	return nil
+}
+
+func checkHostPort(s string, needHost bool) error {
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return fmt.Errorf("%q is not host:port", s)
+	}
+	if needHost && host == "" {
+		return fmt.Errorf("%q has no host", s)
+	}
+	if port == "" {
+		return fmt.Errorf("%q has no port", s)
+	}
+	if _, err := net.LookupPort("tcp", port); err != nil {
+		return fmt.Errorf("%q: bad port", s)
+	}
+	return nil
+}
+
+// ParseLevel parses a log level name.
+func ParseLevel(s string) (slog.Level, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(s)); err != nil {
+		return 0, fmt.Errorf("%q is not one of debug, info, warn, error", s)
+	}
+	return l, nil
+}
+
+// DBPassword reads the MySQL password file, if one is configured.
+func (c *Config) DBPassword() (string, error) {
+	if c.DBPasswordFile == "" {
+		return "", nil
+	}
+	b, err := os.ReadFile(c.DBPasswordFile)
+	if err != nil {
+		return "", fmt.Errorf("read db_password_file: %w", err)
+	}
+	return strings.TrimRight(string(b), "\r\n"), nil
+}
+
+// Paths inside the data directory.
+func (c *Config) SQLitePath() string      { return filepath.Join(c.DataDir, "catalog.db") }
+func (c *Config) PKIDir() string          { return filepath.Join(c.DataDir, "pki") }
+func (c *Config) DefaultRepoPath() string { return filepath.Join(c.DataDir, "repositories", "default") }
+
+// NewLogger builds the slog logger the configuration asks for.
+func (c *Config) NewLogger(w io.Writer) *slog.Logger {
+	lvl, _ := ParseLevel(c.LogLevel)
+	opts := &slog.HandlerOptions{Level: lvl}
+	if c.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}

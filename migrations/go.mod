@@ -1,0 +1,3 @@
+module github.com/sendense/sendense/migrations
+
+go 1.26

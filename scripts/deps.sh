@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Installs the system packages the tests and the demo use, with apt, when they are missing.
+set -euo pipefail
+
+need=()
+command -v mariadbd >/dev/null 2>&1 || [ -x /usr/sbin/mariadbd ] || need+=(mariadb-server)
+command -v nbdkit >/dev/null 2>&1 || need+=(nbdkit)
+command -v nbdinfo >/dev/null 2>&1 || need+=(libnbd-bin)
+command -v qemu-img >/dev/null 2>&1 || need+=(qemu-utils)
+
+if [ ${#need[@]} -gt 0 ]; then
+  echo "deps.sh: installing ${need[*]} with apt" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi

@@ -1,0 +1,3 @@
+module github.com/sendense/sendense/shared
+
+go 1.26
