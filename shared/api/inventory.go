@@ -81,4 +81,3 @@ type Disk struct {
 
 // DiskIDForKey returns the disk id for a device key: "disk-2000".
 func DiskIDForKey(key int32) string { return "disk-" + strconv.FormatInt(int64(key), 10) }
-
