@@ -17,6 +17,7 @@ CREATE TABLE IF NOT EXISTS agents (
   version          VARCHAR(64)  NOT NULL DEFAULT '',
   status           VARCHAR(16)  NOT NULL,
   cert_serial      VARCHAR(64)  NOT NULL,
+  prev_cert_serial VARCHAR(64)  NOT NULL DEFAULT '',
   cert_fingerprint CHAR(64)     NOT NULL,
   cert_not_after   DATETIME(6)  NOT NULL,
   join_token_id    VARCHAR(64)  NULL,

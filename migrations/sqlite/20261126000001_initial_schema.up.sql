@@ -17,6 +17,7 @@ CREATE TABLE IF NOT EXISTS agents (
   version          TEXT NOT NULL DEFAULT '',
   status           TEXT NOT NULL,
   cert_serial      TEXT NOT NULL,
+  prev_cert_serial TEXT NOT NULL DEFAULT '',
   cert_fingerprint TEXT NOT NULL,
   cert_not_after   TIMESTAMP NOT NULL,
   join_token_id    TEXT NULL,

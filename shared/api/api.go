@@ -31,3 +31,12 @@ type Page struct {
 	Offset int `json:"offset"`
 	Total  int `json:"total"`
 }
+
+// FieldError is a validation failure of one request field. The hub answers it with 400 and an
+// Error body whose Field names the field.
+type FieldError struct {
+	Field string
+	Msg   string
+}
+
+func (e *FieldError) Error() string { return e.Field + ": " + e.Msg }

@@ -10,12 +10,15 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/spf13/cobra"
+
+	"github.com/sendense/sendense/agent/internal/config"
 	"github.com/sendense/sendense/shared/version"
 )
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr, os.Getenv)
 	stop()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "sendense-agent:", err)
@@ -23,10 +26,47 @@ func main() {
 	}
 }
 
-func run(_ context.Context, args []string, stdout, _ io.Writer) error {
-	if len(args) == 1 && args[0] == "version" {
-		_, err := fmt.Fprintln(stdout, "sendense-agent", version.Get())
-		return err
+// env is the process environment seen by one invocation (tests inject their own).
+type env struct {
+	stdout, stderr io.Writer
+	getenv         func(string) string
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) error {
+	e := &env{stdout: stdout, stderr: stderr, getenv: getenv}
+	root := &cobra.Command{
+		Use:           "sendense-agent",
+		Short:         "Sendense agent: discovers and backs up vSphere VMs, sending data to the hub",
+		SilenceUsage:  true,
+		SilenceErrors: true,
 	}
-	return fmt.Errorf("usage: sendense-agent version")
+	scratch := config.Default()
+	root.PersistentFlags().String("config", "", "YAML configuration file (env SENDENSE_AGENT_CONFIG)")
+	config.BindFlags(root.PersistentFlags(), &scratch)
+	root.AddCommand(
+		newEnrollCmd(e),
+		newRunCmd(e),
+		newStatusCmd(e),
+		&cobra.Command{
+			Use:   "version",
+			Short: "Print the version",
+			Args:  cobra.NoArgs,
+			RunE: func(*cobra.Command, []string) error {
+				_, err := fmt.Fprintln(stdout, "sendense-agent", version.Get())
+				return err
+			},
+		},
+	)
+	root.SetArgs(args)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	return root.ExecuteContext(ctx)
+}
+
+func loadConfig(cmd *cobra.Command, e *env) (*config.Config, error) {
+	path, _ := cmd.Flags().GetString("config")
+	if path == "" {
+		path = e.getenv(config.EnvPrefix + "CONFIG")
+	}
+	return config.Load(path, e.getenv, cmd.Flags())
 }

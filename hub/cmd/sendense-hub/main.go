@@ -55,6 +55,9 @@ func newRootCmd(e *env) *cobra.Command {
 	root.AddCommand(
 		newServeCmd(e),
 		newMigrateCmd(e),
+		newTokenCmd(e),
+		newAgentsCmd(e),
+		newAPITokenCmd(e),
 		&cobra.Command{
 			Use:   "version",
 			Short: "Print the version",

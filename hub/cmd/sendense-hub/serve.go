@@ -19,6 +19,7 @@ import (
 	"github.com/sendense/sendense/hub/internal/api"
 	"github.com/sendense/sendense/hub/internal/catalog"
 	"github.com/sendense/sendense/hub/internal/config"
+	"github.com/sendense/sendense/hub/internal/identity"
 	"github.com/sendense/sendense/hub/internal/pki"
 	"github.com/sendense/sendense/hub/internal/storage"
 	"github.com/sendense/sendense/shared/httpserve"
@@ -88,7 +89,9 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		buildInfo("sendense_hub_build_info"),
 	)
-	apiSrv := api.New(api.Deps{Log: log, Registry: reg, Catalog: cat, Repository: defRepo, Started: started})
+	ids := identity.New(cat, ca, log, identity.Options{HubURL: hubURL(cfg), CertLifetime: cfg.AgentCertLifetime})
+	reg.MustRegister(identity.NewAgentCollector(cat, log))
+	apiSrv := api.New(api.Deps{Log: log, Registry: reg, Catalog: cat, Repository: defRepo, Identity: ids, Started: started})
 
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {

@@ -51,6 +51,7 @@ func (s *Server) logRequests() gin.HandlerFunc {
 const (
 	ctxAgentID = "agent_id"
 	ctxTokenID = "api_token_id"
+	ctxRole    = "role"
 )
 
 // recovery turns a panic into a logged 500 with the standard error body.

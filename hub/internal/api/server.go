@@ -34,6 +34,7 @@ type Deps struct {
 	Registry   prometheus.Registerer
 	Catalog    catalogProbe
 	Repository repositoryProbe
+	Identity   identityService
 	Started    time.Time
 }
 
@@ -42,6 +43,7 @@ type Server struct {
 	deps    Deps
 	engine  *gin.Engine
 	metrics *httpMetrics
+	auth    *authMetrics
 }
 
 // New builds the router with every route registered.
@@ -49,7 +51,7 @@ func New(d Deps) *Server {
 	if d.Started.IsZero() {
 		d.Started = time.Now()
 	}
-	s := &Server{deps: d, engine: gin.New(), metrics: newHTTPMetrics(d.Registry)}
+	s := &Server{deps: d, engine: gin.New(), metrics: newHTTPMetrics(d.Registry), auth: newAuthMetrics(d.Registry)}
 	s.engine.ContextWithFallback = true
 	s.engine.HandleMethodNotAllowed = true
 	s.engine.Use(s.recovery(), s.logRequests(), s.metrics.middleware())
@@ -60,6 +62,7 @@ func New(d Deps) *Server {
 		c.AbortWithStatusJSON(http.StatusMethodNotAllowed, api.Error{Error: "method " + c.Request.Method + " not allowed on " + c.Request.URL.Path, Code: api.CodeInvalid})
 	})
 	s.engine.GET(api.PathHealth, s.health)
+	s.registerIdentity()
 	return s
 }
 

@@ -106,7 +106,7 @@ func Open(ctx context.Context, opts Options) (*Catalog, error) {
 		}
 		return nil, fmt.Errorf("connect to %s catalog: %w", driver, err)
 	}
-	c := &Catalog{db: bun.NewDB(sqldb, dialect), driver: driver, now: func() time.Time { return time.Now().UTC() }}
+	c := &Catalog{db: bun.NewDB(sqldb, dialect), driver: driver, now: wallClock}
 	return c, nil
 }
 
@@ -169,7 +169,13 @@ func (c *Catalog) Ping(ctx context.Context) error { return c.db.PingContext(ctx)
 func (c *Catalog) Close() error { return c.db.Close() }
 
 // SetClock replaces the clock used for created_at/updated_at and time-based conditions (tests).
-func (c *Catalog) SetClock(now func() time.Time) { c.now = func() time.Time { return now().UTC() } }
+func (c *Catalog) SetClock(now func() time.Time) {
+	c.now = func() time.Time { return now().UTC().Truncate(time.Microsecond) }
+}
+
+// wallClock is UTC truncated to the microsecond, the precision of DATETIME(6), so that a time
+// written and read back compares equal on both dialects.
+func wallClock() time.Time { return time.Now().UTC().Truncate(time.Microsecond) }
 
 // Now returns the catalog's current time.
 func (c *Catalog) Now() time.Time { return c.now() }

@@ -32,6 +32,7 @@ type Agent struct {
 	Version         string    `bun:"version,notnull"`
 	Status          string    `bun:"status,notnull"` // AgentActive, AgentRevoked
 	CertSerial      string    `bun:"cert_serial,notnull"`
+	PrevCertSerial  string    `bun:"prev_cert_serial,notnull"` // still accepted until the next renewal
 	CertFingerprint string    `bun:"cert_fingerprint,notnull"`
 	CertNotAfter    time.Time `bun:"cert_not_after,notnull"`
 	JoinTokenID     string    `bun:"join_token_id,nullzero"`

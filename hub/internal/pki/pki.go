@@ -160,7 +160,7 @@ func (ca *CA) ServerCertificate(names []string) (tls.Certificate, error) {
 	if tc, err := tls.LoadX509KeyPair(certPath, keyPath); err == nil {
 		if leaf, err := x509.ParseCertificate(tc.Certificate[0]); err == nil && ca.serverCertUsable(leaf, dns, ips) {
 			tc.Leaf = leaf
-			return tc, nil
+			return ca.withChain(tc), nil
 		}
 	}
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -197,7 +197,18 @@ func (ca *CA) ServerCertificate(names []string) (tls.Certificate, error) {
 	if err := atomicfile.WriteFile(certPath, certPEM, 0o644); err != nil {
 		return tls.Certificate{}, err
 	}
-	return tls.X509KeyPair(certPEM, keyPEM)
+	tc, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	return ca.withChain(tc), nil
+}
+
+// withChain appends the CA certificate so that a client enrolling with a pinned CA fingerprint
+// sees the CA in the handshake.
+func (ca *CA) withChain(tc tls.Certificate) tls.Certificate {
+	tc.Certificate = append(tc.Certificate[:1:1], ca.Cert.Raw)
+	return tc
 }
 
 func (ca *CA) serverCertUsable(leaf *x509.Certificate, dns []string, ips []net.IP) bool {

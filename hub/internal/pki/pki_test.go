@@ -3,7 +3,11 @@ package pki
 import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
 	"os"
 	"path/filepath"
 	"testing"
@@ -94,5 +98,43 @@ func TestServerCertificateNamesAndReuse(t *testing.T) {
 	}
 	if string(renewed.Certificate[0]) == string(more.Certificate[0]) {
 		t.Fatal("a certificate with under 30 days left was reused")
+	}
+}
+
+func TestSignAgentCSR(t *testing.T) {
+	ca, err := LoadOrCreate(t.TempDir(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: "ignored"}}, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	csrPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der})
+	cert, _, err := ca.SignAgentCSR(csrPEM, "agent-123", 24*time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cert.Subject.CommonName != "agent-123" {
+		t.Fatalf("CN %q", cert.Subject.CommonName)
+	}
+	if _, err := cert.Verify(x509.VerifyOptions{Roots: ca.Pool(), KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
+		t.Fatalf("client certificate does not verify: %v", err)
+	}
+	if d := cert.NotAfter.Sub(cert.NotBefore); d < 24*time.Hour || d > 25*time.Hour {
+		t.Fatalf("lifetime %s", d)
+	}
+
+	rsaLike := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der[:len(der)-3]})
+	for name, in := range map[string][]byte{"garbage": []byte("nope"), "truncated": rsaLike, "wrong type": pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})} {
+		if _, _, err := ca.SignAgentCSR(in, "a", time.Hour); !errors.Is(err, ErrBadCSR) {
+			t.Errorf("%s: err %v, want ErrBadCSR", name, err)
+		}
+	}
+	p384, _ := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
+	der384, _ := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, p384)
+	if _, _, err := ca.SignAgentCSR(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der384}), "a", time.Hour); !errors.Is(err, ErrBadCSR) {
+		t.Errorf("P-384 key accepted: %v", err)
 	}
 }

@@ -1,0 +1,112 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/sendense/sendense/agent/internal/config"
+	"github.com/sendense/sendense/agent/internal/enroll"
+	"github.com/sendense/sendense/agent/internal/hubclient"
+	"github.com/sendense/sendense/agent/internal/identity"
+	"github.com/sendense/sendense/shared/api"
+	"github.com/sendense/sendense/shared/version"
+)
+
+func newEnrollCmd(e *env) *cobra.Command {
+	var token, hub, name string
+	var force bool
+	cmd := &cobra.Command{
+		Use:   "enroll --token TOKEN [--hub URL] [--state-dir DIR]",
+		Short: "Enroll this agent with a hub using a join token",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := loadConfig(cmd, e)
+			if err != nil {
+				return err
+			}
+			if token == "" {
+				token = e.getenv(config.EnvPrefix + "TOKEN")
+			}
+			if token == "" {
+				return errors.New("--token is required (the string printed by `sendense-hub token create`)")
+			}
+			host, _ := os.Hostname()
+			if name == "" {
+				name = host
+			}
+			id, err := enroll.Enroll(cmd.Context(), enroll.Options{
+				Token: token, HubURL: hub, StateDir: cfg.StateDir, Force: force,
+				Name: name, Hostname: host, Version: version.Get().Version,
+			}, cfg.NewLogger(e.stderr))
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(e.stdout, "enrolled as %s with %s (certificate valid until %s); identity in %s\n",
+				id.AgentID(), id.HubURL(), id.NotAfter().UTC().Format(time.RFC3339), cfg.StateDir)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&token, "token", "", "join token (env SENDENSE_AGENT_TOKEN)")
+	cmd.Flags().StringVar(&hub, "hub", "", "hub URL, overriding the one in the token")
+	cmd.Flags().StringVar(&name, "name", "", "agent name (default: host name)")
+	cmd.Flags().BoolVar(&force, "force", false, "replace an existing identity")
+	return cmd
+}
+
+// connect loads the identity and builds the mTLS hub client.
+func connect(cfg *config.Config, log *slog.Logger, opts hubclient.Options) (*identity.Identity, *hubclient.Client, error) {
+	id, err := identity.Load(cfg.StateDir)
+	if errors.Is(err, identity.ErrNotEnrolled) {
+		return nil, nil, fmt.Errorf("not enrolled (no identity in %s): run `sendense-agent enroll --token TOKEN` first", cfg.StateDir)
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	url := id.HubURL()
+	if cfg.HubURL != "" {
+		url = cfg.HubURL
+	}
+	hc, err := hubclient.New(url, id.TLSConfig(), log, opts)
+	if err != nil {
+		return nil, nil, err
+	}
+	return id, hc, nil
+}
+
+func newStatusCmd(e *env) *cobra.Command {
+	return &cobra.Command{
+		Use:   "status",
+		Short: "Show the agent identity and whether the hub answers",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := loadConfig(cmd, e)
+			if err != nil {
+				return err
+			}
+			log := cfg.NewLogger(e.stderr)
+			id, hc, err := connect(cfg, log, hubclient.Options{NoRetry: true})
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(e.stdout, "agent id:     %s\n", id.AgentID())
+			fmt.Fprintf(e.stdout, "hub:          %s\n", id.HubURL())
+			fmt.Fprintf(e.stdout, "certificate:  valid until %s (%s left)\n", id.NotAfter().UTC().Format(time.RFC3339), time.Until(id.NotAfter()).Round(time.Minute))
+			ctx, cancel := context.WithTimeout(cmd.Context(), 15*time.Second)
+			defer cancel()
+			host, _ := os.Hostname()
+			_, err = hc.Heartbeat(ctx, api.HeartbeatRequest{Hostname: host, Version: version.Get().Version})
+			if err != nil {
+				fmt.Fprintf(e.stdout, "hub answers:  no (%v)\n", err)
+				return errors.New("the hub does not accept this agent")
+			}
+			fmt.Fprintln(e.stdout, "hub answers:  yes (mutual TLS accepted)")
+			return nil
+		},
+	}
+}

@@ -1,0 +1,77 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/spf13/cobra"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/sendense/sendense/agent/internal/config"
+	"github.com/sendense/sendense/agent/internal/daemon"
+	"github.com/sendense/sendense/agent/internal/hubclient"
+	"github.com/sendense/sendense/shared/httpserve"
+	"github.com/sendense/sendense/shared/version"
+)
+
+func newRunCmd(e *env) *cobra.Command {
+	return &cobra.Command{
+		Use:   "run",
+		Short: "Run the agent daemon: heartbeats, certificate renewal, discovery and backups",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := loadConfig(cmd, e)
+			if err != nil {
+				return err
+			}
+			return runDaemon(cmd.Context(), cfg, cfg.NewLogger(e.stderr))
+		},
+	}
+}
+
+func runDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
+	reg := prometheus.NewRegistry()
+	retries := prometheus.NewCounter(prometheus.CounterOpts{Name: "sendense_agent_hub_request_retries_total", Help: "Hub requests retried after a connection failure, 429 or 5xx."})
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), retries, buildInfo())
+	id, hc, err := connect(cfg, log, hubclient.Options{Retries: retries})
+	if err != nil {
+		return err
+	}
+	m := daemon.NewMetrics(reg, id)
+	g, gctx := errgroup.WithContext(ctx)
+	if cfg.MetricsListen != "" {
+		ln, err := net.Listen("tcp", cfg.MetricsListen)
+		if err != nil {
+			return fmt.Errorf("listen %s: %w", cfg.MetricsListen, err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+		srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		g.Go(func() error { return httpserve.Serve(gctx, srv, ln, 10*time.Second) })
+		log.InfoContext(ctx, "metrics listening", "addr", ln.Addr().String())
+	}
+	g.Go(func() error { return daemon.Heartbeat(gctx, hc, cfg.HeartbeatInterval, m, log) })
+	g.Go(func() error { return daemon.Renewal(gctx, id, hc, nil, log) })
+	log.InfoContext(ctx, "agent running", "agent_id", id.AgentID(), "hub", id.HubURL(), "cert_not_after", id.NotAfter(), "version", version.Get().Version)
+	err = g.Wait()
+	log.InfoContext(context.WithoutCancel(ctx), "agent stopped", "err", err)
+	return err
+}
+
+func buildInfo() prometheus.Collector {
+	v := version.Get()
+	g := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name:        "sendense_agent_build_info",
+		Help:        "Build information; the value is always 1.",
+		ConstLabels: prometheus.Labels{"version": v.Version, "commit": v.Commit, "goversion": v.GoVersion},
+	})
+	g.Set(1)
+	return g
+}

@@ -1,0 +1,218 @@
+// Package hubclient is the agent's HTTP client for the hub: JSON requests over mutual TLS with
+// retries and backoff. It is the only user of go-retryablehttp.
+package hubclient
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-retryablehttp"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/sendense/sendense/shared/api"
+)
+
+// Error is a non-2xx answer of the hub.
+type Error struct {
+	Status int
+	Body   api.Error
+}
+
+func (e *Error) Error() string {
+	if e.Body.Error == "" {
+		return fmt.Sprintf("hub answered %d %s", e.Status, http.StatusText(e.Status))
+	}
+	if e.Body.Field != "" {
+		return fmt.Sprintf("hub answered %d: %s (field %s)", e.Status, e.Body.Error, e.Body.Field)
+	}
+	return fmt.Sprintf("hub answered %d: %s", e.Status, e.Body.Error)
+}
+
+// StatusOf returns the HTTP status of a hub error, or 0 for other errors (network, TLS, ...).
+func StatusOf(err error) int {
+	var he *Error
+	if errors.As(err, &he) {
+		return he.Status
+	}
+	return 0
+}
+
+// Options tune the client.
+type Options struct {
+	// RetryMax is the number of retries after the first attempt (default 6).
+	RetryMax int
+	// NoRetry makes every call a single attempt (interactive commands that must answer fast).
+	NoRetry bool
+	// RetryWaitMin and RetryWaitMax bound the exponential backoff (defaults 500ms and 30s).
+	RetryWaitMin, RetryWaitMax time.Duration
+	// Timeout bounds each call whose context has no deadline (default 2m).
+	Timeout time.Duration
+	// Retries, when set, counts retried requests.
+	Retries prometheus.Counter
+}
+
+// Client talks to one hub. It is safe for concurrent use.
+type Client struct {
+	base    *url.URL
+	http    *retryablehttp.Client
+	rt      *rotatingTransport
+	timeout time.Duration
+	log     *slog.Logger
+}
+
+// New returns a client for the hub at baseURL using tlsConfig (TLS 1.3, the hub CA as root, the
+// agent's certificate).
+func New(baseURL string, tlsConfig *tls.Config, log *slog.Logger, opts Options) (*Client, error) {
+	u, err := url.Parse(baseURL)
+	if err != nil || u.Scheme != "https" || u.Host == "" {
+		return nil, fmt.Errorf("hub URL %q is not https://host:port", baseURL)
+	}
+	if opts.RetryMax == 0 {
+		opts.RetryMax = 6
+	}
+	if opts.RetryWaitMin == 0 {
+		opts.RetryWaitMin = 500 * time.Millisecond
+	}
+	if opts.RetryWaitMax == 0 {
+		opts.RetryWaitMax = 30 * time.Second
+	}
+	if opts.Timeout == 0 {
+		opts.Timeout = 2 * time.Minute
+	}
+	rt := &rotatingTransport{tls: tlsConfig}
+	rt.cur.Store(rt.newTransport())
+	rc := retryablehttp.NewClient()
+	rc.HTTPClient = &http.Client{Transport: rt}
+	rc.RetryMax = opts.RetryMax
+	if opts.NoRetry {
+		rc.RetryMax = 0
+	}
+	rc.RetryWaitMin, rc.RetryWaitMax = opts.RetryWaitMin, opts.RetryWaitMax
+	rc.Logger = nil
+	rc.ErrorHandler = retryablehttp.PassthroughErrorHandler
+	rc.RequestLogHook = func(_ retryablehttp.Logger, r *http.Request, attempt int) {
+		if attempt > 0 {
+			log.DebugContext(r.Context(), "retrying hub request", "method", r.Method, "path", r.URL.Path, "attempt", attempt)
+			if opts.Retries != nil {
+				opts.Retries.Inc()
+			}
+		}
+	}
+	return &Client{base: u, http: rc, rt: rt, timeout: opts.Timeout, log: log}, nil
+}
+
+// rotatingTransport lets a renewed client certificate take effect on every later request: a TLS
+// connection keeps the certificate of its handshake, so Rotate moves new requests to a fresh
+// transport while requests in flight finish on the old one.
+type rotatingTransport struct {
+	tls *tls.Config
+	cur atomic.Pointer[http.Transport]
+}
+
+func (r *rotatingTransport) newTransport() *http.Transport {
+	return &http.Transport{
+		TLSClientConfig:       r.tls,
+		Proxy:                 http.ProxyFromEnvironment,
+		MaxIdleConnsPerHost:   64,
+		IdleConnTimeout:       90 * time.Second,
+		TLSHandshakeTimeout:   15 * time.Second,
+		ResponseHeaderTimeout: 0, // long polls wait on purpose; calls are bounded by their context
+		// HTTP/1.1: parallel uploads spread over several connections instead of sharing one
+		// HTTP/2 flow-control window.
+		ForceAttemptHTTP2: false,
+	}
+}
+
+func (r *rotatingTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	return r.cur.Load().RoundTrip(req)
+}
+
+func (r *rotatingTransport) rotate() {
+	old := r.cur.Swap(r.newTransport())
+	old.CloseIdleConnections()
+}
+
+// ResetConnections makes later requests open new TLS connections, e.g. to present a renewed
+// client certificate. Requests in flight are not interrupted.
+func (c *Client) ResetConnections() { c.rt.rotate() }
+
+// Do sends one JSON request (in may be nil) and decodes a 2xx JSON answer into out (may be nil).
+// Connection failures, 429 and 5xx answers are retried with backoff; other answers are not.
+func (c *Client) Do(ctx context.Context, method, path string, in, out any) error {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, c.timeout)
+		defer cancel()
+	}
+	var body []byte
+	if in != nil {
+		var err error
+		if body, err = json.Marshal(in); err != nil {
+			return fmt.Errorf("encode %s %s: %w", method, path, err)
+		}
+	}
+	req, err := retryablehttp.NewRequestWithContext(ctx, method, c.base.JoinPath(path).String(), body)
+	if err != nil {
+		return fmt.Errorf("%s %s: %w", method, path, err)
+	}
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	req.Header.Set("Accept", "application/json")
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return fmt.Errorf("%s %s: %w", method, path, err)
+	}
+	defer resp.Body.Close()
+	return decodeResponse(resp, method, path, out)
+}
+
+func decodeResponse(resp *http.Response, method, path string, out any) error {
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		he := &Error{Status: resp.StatusCode}
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+		if json.Unmarshal(b, &he.Body) != nil {
+			he.Body.Error = strings.TrimSpace(string(b))
+		}
+		return fmt.Errorf("%s %s: %w", method, path, he)
+	}
+	if out == nil {
+		_, _ = io.Copy(io.Discard, resp.Body)
+		return nil
+	}
+	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+		return fmt.Errorf("%s %s: decode answer: %w", method, path, err)
+	}
+	return nil
+}
+
+// Heartbeat tells the hub the agent is alive.
+func (c *Client) Heartbeat(ctx context.Context, req api.HeartbeatRequest) (api.HeartbeatResponse, error) {
+	var resp api.HeartbeatResponse
+	err := c.Do(ctx, http.MethodPost, api.PathAgentHeartbeat, req, &resp)
+	return resp, err
+}
+
+// Renew asks for a new certificate for the key behind csrPEM.
+func (c *Client) Renew(ctx context.Context, csrPEM []byte) (api.RenewResponse, error) {
+	var resp api.RenewResponse
+	err := c.Do(ctx, http.MethodPost, api.PathAgentRenew, api.RenewRequest{CSR: string(csrPEM)}, &resp)
+	return resp, err
+}
+
+// Health fetches the hub's unauthenticated health document.
+func (c *Client) Health(ctx context.Context) (api.Health, error) {
+	var h api.Health
+	err := c.Do(ctx, http.MethodGet, api.PathHealth, nil, &h)
+	return h, err
+}

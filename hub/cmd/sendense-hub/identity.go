@@ -1,0 +1,234 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/sendense/sendense/hub/internal/catalog"
+	"github.com/sendense/sendense/hub/internal/config"
+	"github.com/sendense/sendense/hub/internal/identity"
+	"github.com/sendense/sendense/hub/internal/pki"
+)
+
+// hubURL is where agents reach this hub: public_url, else https://<hostname>:<listen port>.
+func hubURL(cfg *config.Config) string {
+	if cfg.PublicURL != "" {
+		return cfg.PublicURL
+	}
+	_, port, _ := net.SplitHostPort(cfg.Listen)
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "localhost"
+	}
+	return "https://" + net.JoinHostPort(host, port)
+}
+
+func newIdentity(cfg *config.Config, cat *catalog.Catalog, log *slog.Logger) (*identity.Service, error) {
+	ca, err := pki.LoadOrCreate(cfg.PKIDir(), nil)
+	if err != nil {
+		return nil, err
+	}
+	return identity.New(cat, ca, log, identity.Options{HubURL: hubURL(cfg), CertLifetime: cfg.AgentCertLifetime}), nil
+}
+
+// identityCmd adapts a command body that needs the identity service.
+func identityCmd(e *env, fn func(cmd *cobra.Command, args []string, id *identity.Service) error) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, args []string) error {
+		return catalogCmd(e, func(cmd *cobra.Command, cfg *config.Config, cat *catalog.Catalog) error {
+			svc, err := newIdentity(cfg, cat, cfg.NewLogger(e.stderr))
+			if err != nil {
+				return err
+			}
+			return fn(cmd, args, svc)
+		})(cmd, args)
+	}
+}
+
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func fmtTime(t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return t.UTC().Format("2006-01-02 15:04:05Z")
+}
+
+func newTokenCmd(e *env) *cobra.Command {
+	cmd := &cobra.Command{Use: "token", Short: "Manage agent join tokens"}
+	var ttl time.Duration
+	var name string
+	create := &cobra.Command{
+		Use:   "create",
+		Short: "Create a single-use join token and print it (only the token goes to stdout)",
+		Args:  cobra.NoArgs,
+		RunE: identityCmd(e, func(cmd *cobra.Command, _ []string, id *identity.Service) error {
+			tok, _, err := id.CreateJoinToken(cmd.Context(), name, ttl)
+			if err != nil {
+				return err
+			}
+			_, err = fmt.Fprintln(e.stdout, tok)
+			return err
+		}),
+	}
+	create.Flags().DurationVar(&ttl, "ttl", time.Hour, "how long the token can be redeemed")
+	create.Flags().StringVar(&name, "name", "", "a label for the token, e.g. site-a")
+
+	var asJSON bool
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List join tokens (never their secrets)",
+		Args:  cobra.NoArgs,
+		RunE: identityCmd(e, func(cmd *cobra.Command, _ []string, id *identity.Service) error {
+			ts, err := id.JoinTokens(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return printJSON(e.stdout, ts)
+			}
+			tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "ID\tNAME\tSTATUS\tEXPIRES\tAGENT")
+			for _, t := range ts {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", t.ID, t.Name, t.Status, fmtTime(t.ExpiresAt), t.AgentID)
+			}
+			return tw.Flush()
+		}),
+	}
+	list.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	revoke := &cobra.Command{
+		Use:   "revoke ID",
+		Short: "Revoke an unused join token",
+		Args:  cobra.ExactArgs(1),
+		RunE: identityCmd(e, func(cmd *cobra.Command, args []string, id *identity.Service) error {
+			if err := id.RevokeJoinToken(cmd.Context(), args[0]); err != nil {
+				return err
+			}
+			_, err := fmt.Fprintln(e.stdout, "revoked", args[0])
+			return err
+		}),
+	}
+	cmd.AddCommand(create, list, revoke)
+	return cmd
+}
+
+func newAgentsCmd(e *env) *cobra.Command {
+	cmd := &cobra.Command{Use: "agents", Short: "List, show and revoke enrolled agents"}
+	var asJSON bool
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List enrolled agents",
+		Args:  cobra.NoArgs,
+		RunE: identityCmd(e, func(cmd *cobra.Command, _ []string, id *identity.Service) error {
+			as, err := id.Agents(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return printJSON(e.stdout, as)
+			}
+			tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "ID\tNAME\tHOSTNAME\tSTATUS\tVERSION\tLAST SEEN\tCERT EXPIRES")
+			for _, a := range as {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", a.ID, a.Name, a.Hostname, a.Status, a.Version, fmtTime(a.LastSeenAt), fmtTime(a.CertNotAfter))
+			}
+			return tw.Flush()
+		}),
+	}
+	list.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	show := &cobra.Command{
+		Use:   "show ID",
+		Short: "Show one agent",
+		Args:  cobra.ExactArgs(1),
+		RunE: identityCmd(e, func(cmd *cobra.Command, args []string, id *identity.Service) error {
+			a, err := id.Agent(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			return printJSON(e.stdout, a)
+		}),
+	}
+	revoke := &cobra.Command{
+		Use:   "revoke ID",
+		Short: "Revoke an agent: its next request is refused",
+		Args:  cobra.ExactArgs(1),
+		RunE: identityCmd(e, func(cmd *cobra.Command, args []string, id *identity.Service) error {
+			if err := id.RevokeAgent(cmd.Context(), args[0]); err != nil {
+				return err
+			}
+			_, err := fmt.Fprintln(e.stdout, "revoked", args[0])
+			return err
+		}),
+	}
+	cmd.AddCommand(list, show, revoke)
+	return cmd
+}
+
+func newAPITokenCmd(e *env) *cobra.Command {
+	cmd := &cobra.Command{Use: "apitoken", Short: "Manage operator API tokens"}
+	var name, role string
+	create := &cobra.Command{
+		Use:   "create --name NAME --role admin|operator|viewer",
+		Short: "Create an operator API token and print it once (only the token goes to stdout)",
+		Args:  cobra.NoArgs,
+		RunE: identityCmd(e, func(cmd *cobra.Command, _ []string, id *identity.Service) error {
+			tok, _, err := id.CreateAPIToken(cmd.Context(), name, role)
+			if err != nil {
+				return err
+			}
+			_, err = fmt.Fprintln(e.stdout, tok)
+			return err
+		}),
+	}
+	create.Flags().StringVar(&name, "name", "", "token name (required)")
+	create.Flags().StringVar(&role, "role", "", "admin, operator or viewer (required)")
+	_ = create.MarkFlagRequired("name")
+	_ = create.MarkFlagRequired("role")
+	var asJSON bool
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List API tokens (never their secrets)",
+		Args:  cobra.NoArgs,
+		RunE: identityCmd(e, func(cmd *cobra.Command, _ []string, id *identity.Service) error {
+			ts, err := id.APITokens(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return printJSON(e.stdout, ts)
+			}
+			tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "ID\tNAME\tROLE\tSTATUS\tLAST USED")
+			for _, t := range ts {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", t.ID, t.Name, t.Role, t.Status, fmtTime(t.LastUsedAt))
+			}
+			return tw.Flush()
+		}),
+	}
+	list.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	revoke := &cobra.Command{
+		Use:   "revoke ID",
+		Short: "Revoke an API token",
+		Args:  cobra.ExactArgs(1),
+		RunE: identityCmd(e, func(cmd *cobra.Command, args []string, id *identity.Service) error {
+			if err := id.RevokeAPIToken(cmd.Context(), args[0]); err != nil {
+				return err
+			}
+			_, err := fmt.Fprintln(e.stdout, "revoked", args[0])
+			return err
+		}),
+	}
+	cmd.AddCommand(create, list, revoke)
+	return cmd
+}

@@ -1,0 +1,99 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/sendense/sendense/hub/internal/catalog"
+	"github.com/sendense/sendense/hub/internal/identity"
+	"github.com/sendense/sendense/hub/internal/pki"
+	"github.com/sendense/sendense/shared/api"
+)
+
+// errTooLarge is returned by decodeJSON when the body exceeds its cap.
+var errTooLarge = errors.New("request body too large")
+
+// statusOf is the one place where domain errors become HTTP status codes and error codes.
+func statusOf(err error) (int, string) {
+	var fe *api.FieldError
+	switch {
+	case errors.As(err, &fe):
+		return http.StatusBadRequest, api.CodeInvalidField
+	case errors.Is(err, errTooLarge):
+		return http.StatusRequestEntityTooLarge, api.CodeTooLarge
+	case errors.Is(err, identity.ErrInvalidInput), errors.Is(err, pki.ErrBadCSR):
+		return http.StatusBadRequest, api.CodeInvalid
+	case errors.Is(err, identity.ErrNoCertificate), errors.Is(err, identity.ErrAgentUnknown),
+		errors.Is(err, identity.ErrAPITokenInvalid), errors.Is(err, identity.ErrAPITokenRevoked),
+		errors.Is(err, identity.ErrTokenInvalid), errors.Is(err, errNoBearer):
+		return http.StatusUnauthorized, api.CodeUnauthenticated
+	case errors.Is(err, identity.ErrAgentRevoked), errors.Is(err, identity.ErrCertSuperseded),
+		errors.Is(err, identity.ErrForbiddenRole), errors.Is(err, identity.ErrTokenUsed),
+		errors.Is(err, identity.ErrTokenExpired), errors.Is(err, identity.ErrTokenRevoked):
+		return http.StatusForbidden, api.CodeForbidden
+	case errors.Is(err, catalog.ErrNotFound):
+		return http.StatusNotFound, api.CodeNotFound
+	case errors.Is(err, catalog.ErrConflict):
+		return http.StatusConflict, api.CodeConflict
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
+		return http.StatusServiceUnavailable, api.CodeUnavailable
+	default:
+		return http.StatusInternalServerError, api.CodeInternal
+	}
+}
+
+// fail answers with the error body for err. Internal errors are logged and reported without
+// detail; everything else names the problem.
+func (s *Server) fail(c *gin.Context, err error) {
+	code, ecode := statusOf(err)
+	body := api.Error{Error: err.Error(), Code: ecode}
+	var fe *api.FieldError
+	if errors.As(err, &fe) {
+		body.Field = fe.Field
+	}
+	if code == http.StatusInternalServerError {
+		s.deps.Log.ErrorContext(c.Request.Context(), "request failed", "route", c.FullPath(), "err", err)
+		body.Error = "internal error"
+	}
+	_ = c.Error(err)
+	c.AbortWithStatusJSON(code, body)
+}
+
+// decodeJSON reads a JSON body of at most limit bytes into dst. Unknown fields, trailing data
+// and bodies over the limit are refused with errors naming the problem.
+func decodeJSON(c *gin.Context, limit int64, dst any) error {
+	r := http.MaxBytesReader(c.Writer, c.Request.Body, limit)
+	dec := json.NewDecoder(r)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(dst); err != nil {
+		var mbe *http.MaxBytesError
+		var ute *json.UnmarshalTypeError
+		switch {
+		case errors.As(err, &mbe):
+			return fmt.Errorf("%w: over %d bytes", errTooLarge, limit)
+		case errors.As(err, &ute):
+			return &api.FieldError{Field: ute.Field, Msg: fmt.Sprintf("must be %s, not %s", ute.Type, ute.Value)}
+		case strings.HasPrefix(err.Error(), "json: unknown field "):
+			return &api.FieldError{Field: strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`), Msg: "unknown field"}
+		case errors.Is(err, io.EOF):
+			return &api.FieldError{Field: "body", Msg: "empty; a JSON object is required"}
+		default:
+			return &api.FieldError{Field: "body", Msg: "not valid JSON: " + err.Error()}
+		}
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return fmt.Errorf("%w: over %d bytes", errTooLarge, limit)
+		}
+		return &api.FieldError{Field: "body", Msg: "trailing data after the JSON object"}
+	}
+	return nil
+}

@@ -1,0 +1,236 @@
+package api_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/json"
+	"encoding/pem"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	hubapi "github.com/sendense/sendense/hub/internal/api"
+	"github.com/sendense/sendense/hub/internal/catalog"
+	"github.com/sendense/sendense/hub/internal/catalog/catalogtest"
+	"github.com/sendense/sendense/hub/internal/identity"
+	"github.com/sendense/sendense/hub/internal/pki"
+	"github.com/sendense/sendense/hub/internal/repository"
+	"github.com/sendense/sendense/shared/api"
+)
+
+// logBuffer collects every log line of a test hub, to search for leaked secrets.
+type logBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// testHub is a hub API on real TLS 1.3 on loopback with a real catalog.
+type testHub struct {
+	t       *testing.T
+	URL     string
+	CA      *pki.CA
+	Cat     *catalog.Catalog
+	IDs     *identity.Service
+	Reg     *prometheus.Registry
+	Logs    *logBuffer
+	Clock   *fakeClock
+	Repo    *repository.Local
+	RepoDir string
+}
+
+type fakeClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *fakeClock) Add(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+func newTestHub(t *testing.T, c *catalog.Catalog) *testHub {
+	t.Helper()
+	logs := &logBuffer{}
+	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	ca, err := pki.LoadOrCreate(t.TempDir(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := ca.ServerCertificate(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clock := &fakeClock{t: time.Now().UTC()}
+	c.SetClock(clock.Now)
+	ids := identity.New(c, ca, log, identity.Options{HubURL: "https://127.0.0.1:1", CertLifetime: 24 * time.Hour, Now: clock.Now})
+	repoDir := t.TempDir()
+	repo, err := repository.Init(repoDir, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	srv := hubapi.New(hubapi.Deps{Log: log, Registry: reg, Catalog: c, Repository: repo, Identity: ids})
+	ts := httptest.NewUnstartedServer(srv.Handler())
+	ts.TLS = &tls.Config{
+		MinVersion: tls.VersionTLS13, MaxVersion: tls.VersionTLS13,
+		Certificates: []tls.Certificate{cert}, ClientAuth: tls.VerifyClientCertIfGiven, ClientCAs: ca.Pool(),
+	}
+	ts.StartTLS()
+	t.Cleanup(ts.Close)
+	return &testHub{t: t, URL: ts.URL, CA: ca, Cat: c, IDs: ids, Reg: reg, Logs: logs, Clock: clock, Repo: repo, RepoDir: repoDir}
+}
+
+// forEachHub runs fn against a test hub on each catalog dialect.
+func forEachHub(t *testing.T, fn func(t *testing.T, h *testHub)) {
+	catalogtest.ForEachDialect(t, func(t *testing.T, c *catalog.Catalog) { fn(t, newTestHub(t, c)) })
+}
+
+// client returns an HTTP client trusting the hub CA, presenting cert when not nil.
+func (h *testHub) client(cert *tls.Certificate) *http.Client {
+	cfg := &tls.Config{RootCAs: h.CA.Pool(), MinVersion: tls.VersionTLS13}
+	if cert != nil {
+		cfg.Certificates = []tls.Certificate{*cert}
+	}
+	return &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: cfg}}
+}
+
+// call sends a JSON request and decodes the answer into out (when 2xx) or returns the error body.
+func (h *testHub) call(c *http.Client, method, path, bearer string, in, out any) (int, api.Error) {
+	h.t.Helper()
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			h.t.Fatal(err)
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(context.Background(), method, h.URL+path, body)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	if bearer != "" {
+		req.Header.Set("Authorization", "Bearer "+bearer)
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		h.t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	var e api.Error
+	if resp.StatusCode >= 300 {
+		if err := json.Unmarshal(b, &e); err != nil {
+			h.t.Fatalf("%s %s: status %d with a non-JSON error body %q", method, path, resp.StatusCode, b)
+		}
+		if e.Error == "" || e.Code == "" {
+			h.t.Fatalf("%s %s: status %d with an empty error body %q", method, path, resp.StatusCode, b)
+		}
+		return resp.StatusCode, e
+	}
+	if out != nil && len(b) > 0 {
+		if err := json.Unmarshal(b, out); err != nil {
+			h.t.Fatalf("%s %s: decode %q: %v", method, path, b, err)
+		}
+	}
+	return resp.StatusCode, e
+}
+
+// csr makes a P-256 key and its PEM certificate request.
+func csr(t *testing.T) (*ecdsa.PrivateKey, string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: "agent"}}, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return key, string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}))
+}
+
+func tlsCert(t *testing.T, key *ecdsa.PrivateKey, certPEM string) *tls.Certificate {
+	t.Helper()
+	der, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tc, err := tls.X509KeyPair([]byte(certPEM), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &tc
+}
+
+// enrollAgent creates a join token and enrolls an agent with it, returning its id and certificate.
+func (h *testHub) enrollAgent(name string) (string, *tls.Certificate) {
+	h.t.Helper()
+	tokStr, _, err := h.IDs.CreateJoinToken(context.Background(), name, time.Hour)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	tok, err := api.ParseJoinToken(tokStr)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	key, csrPEM := csr(h.t)
+	var resp api.EnrollResponse
+	code, e := h.call(h.client(nil), http.MethodPost, api.PathEnroll, "", api.EnrollRequest{TokenID: tok.ID, TokenSecret: tok.Secret, CSR: csrPEM, Name: name, Hostname: name + ".example"}, &resp)
+	if code != http.StatusCreated {
+		h.t.Fatalf("enroll %s: %d %+v", name, code, e)
+	}
+	return resp.AgentID, tlsCert(h.t, key, resp.Certificate)
+}
+
+// apiToken creates an operator token with the role.
+func (h *testHub) apiToken(role string) string {
+	h.t.Helper()
+	tok, _, err := h.IDs.CreateAPIToken(context.Background(), "test-"+role, role)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return tok
+}
+
+func (h *testHub) assertNoSecret(secrets ...string) {
+	h.t.Helper()
+	logs := h.Logs.String()
+	for _, s := range secrets {
+		if s != "" && strings.Contains(logs, s) {
+			h.t.Fatalf("a secret appears in the hub logs")
+		}
+	}
+}
