@@ -58,6 +58,7 @@ func newRootCmd(e *env) *cobra.Command {
 		newTokenCmd(e),
 		newAgentsCmd(e),
 		newAPITokenCmd(e),
+		newVMsCmd(e),
 		&cobra.Command{
 			Use:   "version",
 			Short: "Print the version",

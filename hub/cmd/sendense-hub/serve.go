@@ -20,6 +20,7 @@ import (
 	"github.com/sendense/sendense/hub/internal/catalog"
 	"github.com/sendense/sendense/hub/internal/config"
 	"github.com/sendense/sendense/hub/internal/identity"
+	"github.com/sendense/sendense/hub/internal/inventory"
 	"github.com/sendense/sendense/hub/internal/pki"
 	"github.com/sendense/sendense/hub/internal/storage"
 	"github.com/sendense/sendense/shared/httpserve"
@@ -91,7 +92,8 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	)
 	ids := identity.New(cat, ca, log, identity.Options{HubURL: hubURL(cfg), CertLifetime: cfg.AgentCertLifetime})
 	reg.MustRegister(identity.NewAgentCollector(cat, log))
-	apiSrv := api.New(api.Deps{Log: log, Registry: reg, Catalog: cat, Repository: defRepo, Identity: ids, Started: started})
+	inv := inventory.New(cat, log, reg)
+	apiSrv := api.New(api.Deps{Log: log, Registry: reg, Catalog: cat, Repository: defRepo, Identity: ids, Inventory: inv, Started: started})
 
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {

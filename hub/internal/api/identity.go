@@ -13,14 +13,10 @@ import (
 // Small bodies: a CSR is under 1 KiB.
 const smallBody = 64 << 10
 
-func (s *Server) registerIdentity() {
+func (s *Server) registerIdentity(agent, v1 *gin.RouterGroup) {
 	s.engine.POST(api.PathEnroll, s.enroll)
-
-	agent := s.engine.Group("/api/v1/agent", s.requireAgent())
 	agent.POST("/renew", s.renew)
 	agent.POST("/heartbeat", s.heartbeat)
-
-	v1 := s.engine.Group("/api/v1")
 	v1.GET("/agents", s.requireRole(api.RoleViewer), s.listAgents)
 	v1.GET("/agents/:id", s.requireRole(api.RoleViewer), s.showAgent)
 	v1.POST("/agents/:id/revoke", s.requireRole(api.RoleAdmin), s.revokeAgent)

@@ -35,6 +35,7 @@ type Deps struct {
 	Catalog    catalogProbe
 	Repository repositoryProbe
 	Identity   identityService
+	Inventory  inventoryService
 	Started    time.Time
 }
 
@@ -62,7 +63,10 @@ func New(d Deps) *Server {
 		c.AbortWithStatusJSON(http.StatusMethodNotAllowed, api.Error{Error: "method " + c.Request.Method + " not allowed on " + c.Request.URL.Path, Code: api.CodeInvalid})
 	})
 	s.engine.GET(api.PathHealth, s.health)
-	s.registerIdentity()
+	agent := s.engine.Group("/api/v1/agent", s.requireAgent())
+	v1 := s.engine.Group("/api/v1")
+	s.registerIdentity(agent, v1)
+	s.registerInventory(agent, v1)
 	return s
 }
 

@@ -62,3 +62,42 @@ func CleanSeedForTest(t *testing.T, c *Catalog) {
 		}
 	}
 }
+
+// RedeemJoinTokenForTest inserts an agent without a token.
+func (c *Catalog) RedeemJoinTokenForTest(ctx context.Context, a *Agent) error {
+	now := c.now()
+	a.CreatedAt, a.UpdatedAt = now, now
+	_, err := c.db.NewInsert().Model(a).Exec(ctx)
+	return err
+}
+
+// DiskJobIDIsNullForTest reports whether the disk's job_id column is SQL NULL.
+func DiskJobIDIsNullForTest(t *testing.T, c *Catalog, ctxID, diskID string) bool {
+	t.Helper()
+	n, err := c.db.NewSelect().Model((*VMDisk)(nil)).Where("vm_context_id = ?", ctxID).Where("disk_id = ?", diskID).Where("job_id IS NULL").Count(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n == 1
+}
+
+// SetDiskJobForTest creates a job for the VM and points the disk's job_id at it.
+func SetDiskJobForTest(t *testing.T, c *Catalog, ctxID, diskID string) string {
+	t.Helper()
+	vm, err := c.VMByContextID(t.Context(), ctxID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := c.now()
+	if err := c.CreateRepository(t.Context(), &Repository{ID: "repo-t", Name: "t", Kind: "local", Path: "/x", ChunkSize: 4 << 20}); err != nil {
+		t.Fatal(err)
+	}
+	j := &BackupJob{ID: "job-t", VMContextID: ctxID, AgentID: vm.AgentID, RepositoryID: "repo-t", RequestedType: "auto", Status: JobSucceeded, CreatedAt: now, UpdatedAt: now}
+	if _, err := c.db.NewInsert().Model(j).Exec(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.db.NewUpdate().Model((*VMDisk)(nil)).Set("job_id = ?", j.ID).Where("vm_context_id = ?", ctxID).Where("disk_id = ?", diskID).Exec(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	return j.ID
+}

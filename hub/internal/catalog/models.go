@@ -94,7 +94,7 @@ type Source struct {
 
 // VMContext is one VM the hub knows, keyed by a context id like ctx-pgtest1-20251006-203401.
 type VMContext struct {
-	bun.BaseModel `bun:"table:vm_contexts"`
+	bun.BaseModel `bun:"table:vm_contexts,alias:vmc"`
 
 	ContextID     string    `bun:"context_id,pk"`
 	SourceID      int64     `bun:"source_id,notnull"`

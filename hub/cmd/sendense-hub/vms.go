@@ -1,0 +1,99 @@
+package main
+
+import (
+	"fmt"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"github.com/sendense/sendense/hub/internal/catalog"
+	"github.com/sendense/sendense/hub/internal/config"
+	"github.com/sendense/sendense/hub/internal/inventory"
+)
+
+func humanBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
+// inventoryCmd adapts a command body that needs the inventory service.
+func inventoryCmd(e *env, fn func(cmd *cobra.Command, args []string, inv *inventory.Service) error) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, args []string) error {
+		return catalogCmd(e, func(cmd *cobra.Command, cfg *config.Config, cat *catalog.Catalog) error {
+			return fn(cmd, args, inventory.New(cat, cfg.NewLogger(e.stderr), nil))
+		})(cmd, args)
+	}
+}
+
+func newVMsCmd(e *env) *cobra.Command {
+	cmd := &cobra.Command{Use: "vms", Short: "List and show discovered VMs"}
+	var f catalog.VMFilter
+	var asJSON bool
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List VMs (filters: --name, --status, --agent)",
+		Args:  cobra.NoArgs,
+		RunE: inventoryCmd(e, func(cmd *cobra.Command, _ []string, inv *inventory.Service) error {
+			l, err := inv.List(cmd.Context(), f)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return printJSON(e.stdout, l)
+			}
+			tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "CONTEXT ID\tNAME\tSTATUS\tPOWER\tCBT\tAGENT\tSOURCE")
+			for _, v := range l.VMs {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%v\t%s\t%s\n", v.ContextID, v.VMName, v.CurrentStatus, v.PowerState, v.CBTEnabled, v.AgentID, v.Source)
+			}
+			if err := tw.Flush(); err != nil {
+				return err
+			}
+			_, err = fmt.Fprintf(e.stdout, "%d of %d VMs\n", len(l.VMs), l.Page.Total)
+			return err
+		}),
+	}
+	list.Flags().StringVar(&f.Name, "name", "", "exact VM name")
+	list.Flags().StringVar(&f.Status, "status", "", "discovered, protected or gone")
+	list.Flags().StringVar(&f.AgentID, "agent", "", "agent id")
+	list.Flags().IntVar(&f.Limit, "limit", 0, "at most this many (0 = all)")
+	list.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	var showJSON bool
+	show := &cobra.Command{
+		Use:   "show NAME|CONTEXT-ID",
+		Short: "Show a VM and its disks",
+		Args:  cobra.ExactArgs(1),
+		RunE: inventoryCmd(e, func(cmd *cobra.Command, args []string, inv *inventory.Service) error {
+			vm, err := inv.Show(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			if showJSON {
+				return printJSON(e.stdout, vm)
+			}
+			fmt.Fprintf(e.stdout, "context id:  %s\nname:        %s\nstatus:      %s\npower:       %s\nuuid:        %s\nagent:       %s (source %s)\nplacement:   %s / %s / %s\nCBT:         %v\n\n",
+				vm.ContextID, vm.VMName, vm.CurrentStatus, vm.PowerState, vm.InstanceUUID, vm.AgentID, vm.Source, vm.Datacenter, vm.Cluster, vm.Host, vm.CBTEnabled)
+			tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "DISK\tCAPACITY\tSTATUS\tBACKUP\tDATASTORE\tFILE\tJOB")
+			for _, d := range vm.Disks {
+				job := "-"
+				if d.JobID != nil {
+					job = *d.JobID
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%v\t%s\t%s\t%s\n", d.DiskID, humanBytes(d.CapacityBytes), d.Status, d.Backupable, d.Datastore, d.VMDKPath, job)
+			}
+			return tw.Flush()
+		}),
+	}
+	show.Flags().BoolVar(&showJSON, "json", false, "print JSON")
+	cmd.AddCommand(list, show)
+	return cmd
+}

@@ -1,0 +1,103 @@
+package api
+
+import (
+	"context"
+	"net/http"
+	"strconv"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/sendense/sendense/hub/internal/catalog"
+	"github.com/sendense/sendense/shared/api"
+)
+
+// inventoryService is what the API needs for discovery and VM queries.
+type inventoryService interface {
+	Apply(ctx context.Context, agentID string, inv *api.Inventory) (api.InventoryResult, error)
+	List(ctx context.Context, f catalog.VMFilter) (api.VMList, error)
+	Show(ctx context.Context, idOrName string) (api.VMContext, error)
+}
+
+func (s *Server) registerInventory(agent, v1 *gin.RouterGroup) {
+	agent.PUT("/inventory", s.putInventory)
+	v1.GET("/vms", s.requireRole(api.RoleViewer), s.listVMs)
+	v1.GET("/vms/:id", s.requireRole(api.RoleViewer), s.showVM)
+	v1.GET("/vms/:id/disks", s.requireRole(api.RoleViewer), s.showVMDisks)
+}
+
+func (s *Server) putInventory(c *gin.Context) {
+	var inv api.Inventory
+	if err := decodeJSON(c, api.MaxInventoryBytes, &inv); err != nil {
+		s.fail(c, err)
+		return
+	}
+	res, err := s.deps.Inventory.Apply(c.Request.Context(), agentID(c), &inv)
+	if err != nil {
+		s.fail(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, res)
+}
+
+// pagination reads limit/offset query parameters (default 100, at most 1000).
+func pagination(c *gin.Context) (int, int, error) {
+	limit, offset := 100, 0
+	if v := c.Query("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 1000 {
+			return 0, 0, &api.FieldError{Field: "limit", Msg: "must be an integer between 1 and 1000"}
+		}
+		limit = n
+	}
+	if v := c.Query("offset"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			return 0, 0, &api.FieldError{Field: "offset", Msg: "must be a non-negative integer"}
+		}
+		offset = n
+	}
+	return limit, offset, nil
+}
+
+func (s *Server) listVMs(c *gin.Context) {
+	limit, offset, err := pagination(c)
+	if err != nil {
+		s.fail(c, err)
+		return
+	}
+	status := c.Query("status")
+	switch status {
+	case "", catalog.VMDiscovered, catalog.VMProtected, catalog.VMGone:
+	default:
+		s.fail(c, &api.FieldError{Field: "status", Msg: "must be discovered, protected or gone"})
+		return
+	}
+	list, err := s.deps.Inventory.List(c.Request.Context(), catalog.VMFilter{Name: c.Query("name"), Status: status, AgentID: c.Query("agent"), Limit: limit, Offset: offset})
+	if err != nil {
+		s.fail(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, list)
+}
+
+func (s *Server) showVM(c *gin.Context) {
+	vm, err := s.deps.Inventory.Show(c.Request.Context(), c.Param("id"))
+	if err != nil {
+		s.fail(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, vm)
+}
+
+func (s *Server) showVMDisks(c *gin.Context) {
+	vm, err := s.deps.Inventory.Show(c.Request.Context(), c.Param("id"))
+	if err != nil {
+		s.fail(c, err)
+		return
+	}
+	disks := vm.Disks
+	if disks == nil {
+		disks = []api.VMDisk{}
+	}
+	c.JSON(http.StatusOK, gin.H{"vm_context_id": vm.ContextID, "disks": disks})
+}

@@ -1,0 +1,180 @@
+package api_test
+
+import (
+	"bytes"
+	"crypto/tls"
+	"encoding/json"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/sendense/sendense/shared/api"
+)
+
+func seedInventory() api.Inventory {
+	return api.Inventory{
+		Source: api.Source{Name: "vc1", URL: "https://vc.example/sdk"},
+		VMs: []api.VM{{
+			InstanceUUID: "5012-aaaa", Name: "pgtest1", PowerState: "poweredOn", CBTEnabled: true,
+			Disks: []api.Disk{
+				{Key: 2000, DiskID: "disk-2000", CapacityBytes: 102_000_000_000, Backupable: true},
+				{Key: 2001, DiskID: "disk-2001", CapacityBytes: 5_000_000_000, Backupable: true},
+			},
+		}},
+	}
+}
+
+func (h *testHub) vms(token string) api.VMList {
+	h.t.Helper()
+	var l api.VMList
+	if code, e := h.call(h.client(nil), http.MethodGet, api.PathVMs, token, nil, &l); code != http.StatusOK {
+		h.t.Fatalf("list vms: %d %+v", code, e)
+	}
+	return l
+}
+
+func TestInventoryPushAndQuery(t *testing.T) {
+	forEachHub(t, func(t *testing.T, h *testHub) {
+		_, cert := h.enrollAgent("a1")
+		viewer := h.apiToken(api.RoleViewer)
+		inv := seedInventory()
+		var res api.InventoryResult
+		if code, e := h.call(h.client(cert), http.MethodPut, api.PathAgentInventory, "", inv, &res); code != http.StatusOK {
+			t.Fatalf("push: %d %+v", code, e)
+		}
+		if res.VMs != 1 || res.Disks != 2 || len(res.Events) != 1 || res.Events[0].Kind != "vm_added" {
+			t.Fatalf("result %+v", res)
+		}
+		l := h.vms(viewer)
+		if l.Page.Total != 1 || l.VMs[0].VMName != "pgtest1" || l.VMs[0].CurrentStatus != "discovered" || !strings.HasPrefix(l.VMs[0].ContextID, "ctx-pgtest1-") {
+			t.Fatalf("list %+v", l)
+		}
+		var vm api.VMContext
+		if code, e := h.call(h.client(nil), http.MethodGet, api.PathVMs+"/pgtest1", viewer, nil, &vm); code != http.StatusOK {
+			t.Fatalf("show by name: %d %+v", code, e)
+		}
+		if len(vm.Disks) != 2 || vm.Disks[0].DiskID != "disk-2000" || vm.Disks[0].CapacityBytes != 102_000_000_000 || vm.Disks[0].JobID != nil || vm.Disks[1].CapacityBytes != 5_000_000_000 {
+			t.Fatalf("vm %+v", vm)
+		}
+		// job_id is explicitly null on the wire.
+		raw := h.raw(http.MethodGet, api.PathVMs+"/"+vm.ContextID+"/disks", viewer)
+		if !strings.Contains(raw, `"job_id":null`) {
+			t.Fatalf("disks body does not show job_id null: %s", raw)
+		}
+		// Filters and pagination.
+		if l := h.vmsQuery(viewer, "?status=gone"); l.Page.Total != 0 {
+			t.Fatalf("status filter: %+v", l)
+		}
+		if code, e := h.call(h.client(nil), http.MethodGet, api.PathVMs+"?limit=0", viewer, nil, nil); code != http.StatusBadRequest || e.Field != "limit" {
+			t.Fatalf("bad limit: %d %+v", code, e)
+		}
+		// The same push again is a no-op.
+		if code, _ := h.call(h.client(cert), http.MethodPut, api.PathAgentInventory, "", inv, &res); code != http.StatusOK || !res.Unchanged {
+			t.Fatalf("repeat push: %d %+v", code, res)
+		}
+		if code, _ := h.call(h.client(nil), http.MethodGet, api.PathVMs, "", nil, nil); code != http.StatusUnauthorized {
+			t.Fatalf("vms without a token: %d", code)
+		}
+	})
+}
+
+func (h *testHub) raw(method, path, token string) string {
+	h.t.Helper()
+	req, _ := http.NewRequest(method, h.URL+path, nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := h.client(nil).Do(req)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var b bytes.Buffer
+	_, _ = b.ReadFrom(resp.Body)
+	return b.String()
+}
+
+func (h *testHub) vmsQuery(token, q string) api.VMList {
+	h.t.Helper()
+	var l api.VMList
+	if code, e := h.call(h.client(nil), http.MethodGet, api.PathVMs+q, token, nil, &l); code != http.StatusOK {
+		h.t.Fatalf("list vms%s: %d %+v", q, code, e)
+	}
+	return l
+}
+
+func TestInventoryRejectsBadInputAndChangesNothing(t *testing.T) {
+	forEachHub(t, func(t *testing.T, h *testHub) {
+		_, cert := h.enrollAgent("a1")
+		viewer := h.apiToken(api.RoleViewer)
+		good := seedInventory()
+		if code, _ := h.call(h.client(cert), http.MethodPut, api.PathAgentInventory, "", good, nil); code != http.StatusOK {
+			t.Fatal("seed push failed")
+		}
+		before := h.vmsQuery(viewer, "")
+		for _, tc := range []struct {
+			name, field string
+			body        any
+		}{
+			{"negative capacity", "vms[0].disks[0].capacity_bytes", func() api.Inventory { i := seedInventory(); i.VMs[0].Disks[0].CapacityBytes = -1; return i }()},
+			{"empty vm uuid", "vms[0].instance_uuid", func() api.Inventory { i := seedInventory(); i.VMs[0].InstanceUUID = ""; return i }()},
+			{"long name", "vms[0].name", func() api.Inventory { i := seedInventory(); i.VMs[0].Name = strings.Repeat("n", 256); return i }()},
+			{"duplicate disk key", "vms[0].disks[1].key", func() api.Inventory {
+				i := seedInventory()
+				i.VMs[0].Disks[1].Key, i.VMs[0].Disks[1].DiskID = 2000, "disk-2000"
+				return i
+			}()},
+			{"unknown field", "colour", map[string]any{"source": map[string]string{"name": "vc1"}, "vms": []map[string]any{{"instance_uuid": "x", "name": "y", "colour": "red"}}}},
+			{"wrong type", "vms.disks.capacity_bytes", map[string]any{"source": map[string]string{"name": "vc1"}, "vms": []map[string]any{{"instance_uuid": "x", "name": "y", "disks": []map[string]any{{"capacity_bytes": "big"}}}}}},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				code, e := h.call(h.client(cert), http.MethodPut, api.PathAgentInventory, "", tc.body, nil)
+				if code != http.StatusBadRequest || e.Field != tc.field {
+					t.Fatalf("%d %+v, want 400 naming %s", code, e, tc.field)
+				}
+			})
+		}
+		// A body over the cap → 413.
+		big := bytes.Repeat([]byte(" "), api.MaxInventoryBytes+1)
+		req, _ := http.NewRequest(http.MethodPut, h.URL+api.PathAgentInventory, bytes.NewReader(big))
+		resp, err := h.client(cert).Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var e api.Error
+		_ = json.NewDecoder(resp.Body).Decode(&e)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusRequestEntityTooLarge || e.Code != api.CodeTooLarge {
+			t.Fatalf("oversized body: %d %+v", resp.StatusCode, e)
+		}
+		if diff := cmp.Diff(before, h.vmsQuery(viewer, "")); diff != "" {
+			t.Fatalf("a rejected push changed the catalog:\n%s", diff)
+		}
+	})
+}
+
+func TestInventoryOwnership(t *testing.T) {
+	forEachHub(t, func(t *testing.T, h *testHub) {
+		_, certA := h.enrollAgent("a")
+		agentB, certB := h.enrollAgent("b")
+		viewer := h.apiToken(api.RoleViewer)
+		push := func(cert *tls.Certificate, inv api.Inventory) {
+			t.Helper()
+			if code, e := h.call(h.client(cert), http.MethodPut, api.PathAgentInventory, "", inv, nil); code != http.StatusOK {
+				t.Fatalf("push: %d %+v", code, e)
+			}
+		}
+		push(certA, seedInventory())
+		before := h.vmsQuery(viewer, "")
+		// Agent B pushes an empty inventory for a source of the same name: A's VM must not be
+		// marked gone, because B can only speak for its own sources.
+		push(certB, api.Inventory{Source: api.Source{Name: "vc1"}})
+		if diff := cmp.Diff(before, h.vmsQuery(viewer, "")); diff != "" {
+			t.Fatalf("agent b changed agent a's VMs:\n%s", diff)
+		}
+		push(certB, seedInventory())
+		if l := h.vmsQuery(viewer, "?agent="+agentB); l.Page.Total != 1 || l.VMs[0].ContextID == before.VMs[0].ContextID {
+			t.Fatalf("agent b's report of the same VM must be its own context: %+v", l)
+		}
+	})
+}

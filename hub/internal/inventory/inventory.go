@@ -1,0 +1,185 @@
+// Package inventory records what agents discover: it applies inventory pushes to the catalog,
+// turns the changes into logged and counted events, and answers operators' questions about VMs
+// and their disks.
+package inventory
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/sendense/sendense/hub/internal/catalog"
+	"github.com/sendense/sendense/shared/api"
+)
+
+// inventoryCatalog is what this package needs from the catalog.
+type inventoryCatalog interface {
+	ApplyInventory(ctx context.Context, agentID string, inv *api.Inventory) ([]api.InventoryEvent, error)
+	VMs(ctx context.Context, f catalog.VMFilter) ([]catalog.VMWithSource, int, error)
+	VMByContextID(ctx context.Context, id string) (*catalog.VMWithSource, error)
+	VMDisks(ctx context.Context, contextID string) ([]catalog.VMDisk, error)
+}
+
+// ErrAmbiguous is returned when a VM name matches several VMs.
+var ErrAmbiguous = errors.New("several VMs have this name; use the context id")
+
+// Service applies inventories and answers VM queries.
+type Service struct {
+	cat     inventoryCatalog
+	log     *slog.Logger
+	events  *prometheus.CounterVec
+	pushes  *prometheus.CounterVec
+	applied *prometheus.HistogramVec
+}
+
+// New returns the service, registering its metrics on reg.
+func New(cat inventoryCatalog, log *slog.Logger, reg prometheus.Registerer) *Service {
+	s := &Service{
+		cat: cat, log: log,
+		events: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sendense_hub_inventory_events_total",
+			Help: "Inventory changes seen by discovery: vm_added, vm_gone, vm_returned, vm_renamed, cbt_disabled, disk_added, disk_removed, disk_resized, disk_moved, disk_returned.",
+		}, []string{"kind"}),
+		pushes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sendense_hub_inventory_pushes_total",
+			Help: "Inventory pushes by result (applied, unchanged, rejected, error).",
+		}, []string{"result"}),
+		applied: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "sendense_hub_inventory_apply_duration_seconds",
+			Help:    "Time to apply one inventory push to the catalog.",
+			Buckets: prometheus.ExponentialBuckets(0.005, 2, 14),
+		}, []string{}),
+	}
+	for _, k := range []string{catalog.EventVMAdded, catalog.EventVMGone, catalog.EventVMReturned, catalog.EventVMRenamed, catalog.EventCBTDisabled,
+		catalog.EventDiskAdded, catalog.EventDiskRemoved, catalog.EventDiskResized, catalog.EventDiskMoved, catalog.EventDiskReturn} {
+		s.events.WithLabelValues(k)
+	}
+	for _, r := range []string{"applied", "unchanged", "rejected", "error"} {
+		s.pushes.WithLabelValues(r)
+	}
+	if reg != nil {
+		reg.MustRegister(s.events, s.pushes, s.applied)
+	}
+	return s
+}
+
+// Apply validates and records the complete inventory of one source of agentID.
+func (s *Service) Apply(ctx context.Context, agentID string, inv *api.Inventory) (api.InventoryResult, error) {
+	if err := inv.Validate(); err != nil {
+		s.pushes.WithLabelValues("rejected").Inc()
+		return api.InventoryResult{}, err
+	}
+	start := time.Now()
+	evs, err := s.cat.ApplyInventory(ctx, agentID, inv)
+	if err != nil {
+		s.pushes.WithLabelValues("error").Inc()
+		return api.InventoryResult{}, fmt.Errorf("apply inventory of source %s: %w", inv.Source.Name, err)
+	}
+	elapsed := time.Since(start)
+	s.applied.WithLabelValues().Observe(elapsed.Seconds())
+	disks := 0
+	for i := range inv.VMs {
+		disks += len(inv.VMs[i].Disks)
+	}
+	for _, e := range evs {
+		s.events.WithLabelValues(e.Kind).Inc()
+		level := slog.LevelInfo
+		if e.Kind == catalog.EventCBTDisabled || e.Kind == catalog.EventVMGone || e.Kind == catalog.EventDiskRemoved {
+			level = slog.LevelWarn
+		}
+		s.log.Log(ctx, level, "inventory change", "event", e.Kind, "agent_id", agentID, "source", inv.Source.Name,
+			"vm_context_id", e.VMContextID, "vm_name", e.VMName, "disk_id", e.DiskID, "detail", e.Detail)
+	}
+	result := "applied"
+	if len(evs) == 0 {
+		result = "unchanged"
+	}
+	s.pushes.WithLabelValues(result).Inc()
+	s.log.DebugContext(ctx, "inventory applied", "agent_id", agentID, "source", inv.Source.Name, "vms", len(inv.VMs), "disks", disks, "events", len(evs), "duration_seconds", elapsed.Seconds())
+	return api.InventoryResult{
+		Source: inv.Source.Name, VMs: len(inv.VMs), Disks: disks, Events: evs, Unchanged: len(evs) == 0,
+		AppliedAt: time.Now().UTC(), ElapsedSecs: elapsed.Seconds(),
+	}, nil
+}
+
+// VMInfo converts a catalog VM (and optionally its disks) to the API form.
+func VMInfo(v *catalog.VMWithSource, disks []catalog.VMDisk) api.VMContext {
+	out := api.VMContext{
+		ContextID: v.ContextID, VMName: v.VMName, CurrentStatus: v.CurrentStatus, AgentID: v.AgentID, Source: v.SourceName,
+		InstanceUUID: v.InstanceUUID, BIOSUUID: v.BIOSUUID, PowerState: v.PowerState, GuestOS: v.GuestOS, NumCPU: v.NumCPU,
+		MemoryMB: v.MemoryMB, Datacenter: v.Datacenter, Cluster: v.Cluster, Host: v.Host, Folder: v.Folder,
+		Template: v.IsTemplate, CBTEnabled: v.CBTEnabled, GoneAt: v.GoneAt, CreatedAt: v.CreatedAt, UpdatedAt: v.UpdatedAt,
+	}
+	for i := range disks {
+		out.Disks = append(out.Disks, DiskInfo(&disks[i]))
+	}
+	return out
+}
+
+// DiskInfo converts a catalog disk to the API form; a NULL job_id stays null.
+func DiskInfo(d *catalog.VMDisk) api.VMDisk {
+	var job *string
+	if d.JobID != "" {
+		j := d.JobID
+		job = &j
+	}
+	return api.VMDisk{
+		VMContextID: d.VMContextID, DiskID: d.DiskID, DeviceKey: d.DeviceKey, Label: d.Label, CapacityBytes: d.CapacityBytes,
+		Datastore: d.Datastore, VMDKPath: d.VMDKPath, BackingType: d.BackingType, Provisioning: d.Provisioning,
+		ControllerType: d.ControllerType, ControllerBus: d.ControllerBus, UnitNumber: d.UnitNumber, DiskMode: d.DiskMode,
+		Backupable: d.Backupable, ChangeID: d.ChangeID, Status: d.Status, JobID: job, CreatedAt: d.CreatedAt, UpdatedAt: d.UpdatedAt,
+	}
+}
+
+// List returns VMs matching the filter.
+func (s *Service) List(ctx context.Context, f catalog.VMFilter) (api.VMList, error) {
+	vms, total, err := s.cat.VMs(ctx, f)
+	if err != nil {
+		return api.VMList{}, err
+	}
+	out := api.VMList{VMs: make([]api.VMContext, 0, len(vms)), Page: api.Page{Limit: f.Limit, Offset: f.Offset, Total: total}}
+	for i := range vms {
+		out.VMs = append(out.VMs, VMInfo(&vms[i], nil))
+	}
+	return out, nil
+}
+
+// Resolve finds a VM by context id, or else by name when exactly one VM has it.
+func (s *Service) Resolve(ctx context.Context, idOrName string) (*catalog.VMWithSource, error) {
+	vm, err := s.cat.VMByContextID(ctx, idOrName)
+	if err == nil {
+		return vm, nil
+	}
+	if !errors.Is(err, catalog.ErrNotFound) {
+		return nil, err
+	}
+	vms, n, err := s.cat.VMs(ctx, catalog.VMFilter{Name: idOrName, Limit: 2})
+	if err != nil {
+		return nil, err
+	}
+	switch n {
+	case 0:
+		return nil, fmt.Errorf("vm %q: %w", idOrName, catalog.ErrNotFound)
+	case 1:
+		return &vms[0], nil
+	default:
+		return nil, fmt.Errorf("vm %q: %w: %w", idOrName, ErrAmbiguous, catalog.ErrConflict)
+	}
+}
+
+// Show returns a VM with its disks.
+func (s *Service) Show(ctx context.Context, idOrName string) (api.VMContext, error) {
+	vm, err := s.Resolve(ctx, idOrName)
+	if err != nil {
+		return api.VMContext{}, err
+	}
+	ds, err := s.cat.VMDisks(ctx, vm.ContextID)
+	if err != nil {
+		return api.VMContext{}, err
+	}
+	return VMInfo(vm, ds), nil
+}
