@@ -1,0 +1,89 @@
+package repository
+
+import (
+	"encoding/binary"
+	"testing"
+
+	"github.com/sendense/sendense/shared/chunk"
+)
+
+// benchData is a 4 MiB slot of each kind the benchmarks measure: random data (the agent stores
+// it raw) and compressible text (stored with zstd).
+var benchKinds = []struct {
+	name string
+	gen  func(seed uint64, n int) []byte
+}{
+	{"random-raw", randomData},
+	{"compressible-zstd", textData},
+}
+
+// BenchmarkPutChunk measures PutChunk of distinct 4 MiB chunks, each written durably (new), and
+// of chunks the repository holds already (existing: verification only, no write). Throughput is
+// in plaintext bytes.
+func BenchmarkPutChunk(b *testing.B) {
+	for _, kind := range benchKinds {
+		base := kind.gen(1, DefaultChunkSize)
+		b.Run(kind.name+"/new", func(b *testing.B) {
+			l := newRepo(b, 0)
+			b.SetBytes(DefaultChunkSize)
+			for i := 0; b.Loop(); i++ {
+				b.StopTimer()
+				plain := base
+				binary.LittleEndian.PutUint64(plain, uint64(i)) // a new chunk every time
+				d, blob := chunk.Sum(plain), agentFrame(b, plain)
+				b.StartTimer()
+				if stored, err := l.PutChunk(b.Context(), d, blob); err != nil || !stored {
+					b.Fatalf("PutChunk = %v, %v", stored, err)
+				}
+			}
+		})
+		b.Run(kind.name+"/existing", func(b *testing.B) {
+			l := newRepo(b, 0)
+			d, blob := chunk.Sum(base), agentFrame(b, base)
+			if _, err := l.PutChunk(b.Context(), d, blob); err != nil {
+				b.Fatal(err)
+			}
+			b.SetBytes(DefaultChunkSize)
+			for b.Loop() {
+				if stored, err := l.PutChunk(b.Context(), d, blob); err != nil || stored {
+					b.Fatalf("PutChunk = %v, %v", stored, err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkReadChunk measures ReadChunk of a 4 MiB chunk from a hot page cache, into a reused
+// buffer, single-threaded and from all CPUs. Throughput is in plaintext bytes.
+func BenchmarkReadChunk(b *testing.B) {
+	for _, kind := range benchKinds {
+		plain := kind.gen(2, DefaultChunkSize)
+		l := newRepo(b, 0)
+		d := chunk.Sum(plain)
+		if _, err := l.PutChunk(b.Context(), d, agentFrame(b, plain)); err != nil {
+			b.Fatal(err)
+		}
+		b.Run(kind.name, func(b *testing.B) {
+			b.SetBytes(DefaultChunkSize)
+			buf := make([]byte, DefaultChunkSize)
+			for b.Loop() {
+				out, err := l.ReadChunk(b.Context(), d, buf)
+				if err != nil || len(out) != DefaultChunkSize {
+					b.Fatalf("ReadChunk: %d bytes, %v", len(out), err)
+				}
+			}
+		})
+		b.Run(kind.name+"/parallel", func(b *testing.B) {
+			b.SetBytes(DefaultChunkSize)
+			b.RunParallel(func(pb *testing.PB) {
+				buf := make([]byte, DefaultChunkSize)
+				for pb.Next() {
+					if _, err := l.ReadChunk(b.Context(), d, buf); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		})
+	}
+}
