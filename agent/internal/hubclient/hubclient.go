@@ -216,3 +216,11 @@ func (c *Client) Health(ctx context.Context) (api.Health, error) {
 	err := c.Do(ctx, http.MethodGet, api.PathHealth, nil, &h)
 	return h, err
 }
+
+// PutInventory pushes the complete inventory of one source. Pushing is idempotent, so the client
+// retries it freely.
+func (c *Client) PutInventory(ctx context.Context, inv *api.Inventory) (api.InventoryResult, error) {
+	var res api.InventoryResult
+	err := c.Do(ctx, http.MethodPut, api.PathAgentInventory, inv, &res)
+	return res, err
+}

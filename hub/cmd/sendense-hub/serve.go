@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/sendense/sendense/hub/internal/api"
+	"github.com/sendense/sendense/hub/internal/backup"
 	"github.com/sendense/sendense/hub/internal/catalog"
 	"github.com/sendense/sendense/hub/internal/config"
 	"github.com/sendense/sendense/hub/internal/identity"
@@ -93,7 +94,9 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	ids := identity.New(cat, ca, log, identity.Options{HubURL: hubURL(cfg), CertLifetime: cfg.AgentCertLifetime})
 	reg.MustRegister(identity.NewAgentCollector(cat, log))
 	inv := inventory.New(cat, log, reg)
-	apiSrv := api.New(api.Deps{Log: log, Registry: reg, Catalog: cat, Repository: defRepo, Identity: ids, Inventory: inv, Started: started})
+	backups := backup.New(cat, repos, log, backup.NewMetrics(reg), backup.Options{JobTimeout: cfg.JobTimeout})
+	reg.MustRegister(backup.NewJobsCollector(cat, log))
+	apiSrv := api.New(api.Deps{Log: log, Registry: reg, Catalog: cat, Repository: defRepo, Identity: ids, Inventory: inv, Backup: backups, Started: started})
 
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
@@ -106,8 +109,10 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
+	httpSrv.RegisterOnShutdown(apiSrv.Drain)
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return httpserve.Serve(gctx, httpSrv, ln, cfg.ShutdownTimeout) })
+	g.Go(func() error { return backups.ReapStale(gctx, 30*time.Second) })
 	log.InfoContext(ctx, "hub listening", "addr", ln.Addr().String(), "tls", "1.3", "catalog", cat.Driver(),
 		"data_dir", cfg.DataDir, "ca_fingerprint", ca.Fingerprint(), "version", version.Get().Version)
 

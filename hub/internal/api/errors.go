@@ -11,10 +11,12 @@ import (
 
 	"github.com/gin-gonic/gin"
 
+	"github.com/sendense/sendense/hub/internal/backup"
 	"github.com/sendense/sendense/hub/internal/catalog"
 	"github.com/sendense/sendense/hub/internal/identity"
 	"github.com/sendense/sendense/hub/internal/inventory"
 	"github.com/sendense/sendense/hub/internal/pki"
+	"github.com/sendense/sendense/hub/internal/repository"
 	"github.com/sendense/sendense/shared/api"
 )
 
@@ -29,7 +31,9 @@ func statusOf(err error) (int, string) {
 		return http.StatusBadRequest, api.CodeInvalidField
 	case errors.Is(err, errTooLarge):
 		return http.StatusRequestEntityTooLarge, api.CodeTooLarge
-	case errors.Is(err, identity.ErrInvalidInput), errors.Is(err, pki.ErrBadCSR):
+	case errors.Is(err, identity.ErrInvalidInput), errors.Is(err, pki.ErrBadCSR),
+		errors.Is(err, repository.ErrDigestMismatch), errors.Is(err, repository.ErrBadBlob),
+		errors.Is(err, repository.ErrZeroChunk), errors.Is(err, repository.ErrMissingChunk):
 		return http.StatusBadRequest, api.CodeInvalid
 	case errors.Is(err, identity.ErrNoCertificate), errors.Is(err, identity.ErrAgentUnknown),
 		errors.Is(err, identity.ErrAPITokenInvalid), errors.Is(err, identity.ErrAPITokenRevoked),
@@ -41,7 +45,7 @@ func statusOf(err error) (int, string) {
 		return http.StatusForbidden, api.CodeForbidden
 	case errors.Is(err, catalog.ErrNotFound):
 		return http.StatusNotFound, api.CodeNotFound
-	case errors.Is(err, catalog.ErrConflict), errors.Is(err, inventory.ErrAmbiguous):
+	case errors.Is(err, catalog.ErrConflict), errors.Is(err, inventory.ErrAmbiguous), errors.Is(err, backup.ErrFullRequired):
 		return http.StatusConflict, api.CodeConflict
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
 		return http.StatusServiceUnavailable, api.CodeUnavailable

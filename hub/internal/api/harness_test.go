@@ -23,12 +23,14 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	hubapi "github.com/sendense/sendense/hub/internal/api"
+	"github.com/sendense/sendense/hub/internal/backup"
 	"github.com/sendense/sendense/hub/internal/catalog"
 	"github.com/sendense/sendense/hub/internal/catalog/catalogtest"
 	"github.com/sendense/sendense/hub/internal/identity"
 	"github.com/sendense/sendense/hub/internal/inventory"
 	"github.com/sendense/sendense/hub/internal/pki"
 	"github.com/sendense/sendense/hub/internal/repository"
+	"github.com/sendense/sendense/hub/internal/storage"
 	"github.com/sendense/sendense/shared/api"
 )
 
@@ -97,13 +99,18 @@ func newTestHub(t *testing.T, c *catalog.Catalog) *testHub {
 	c.SetClock(clock.Now)
 	ids := identity.New(c, ca, log, identity.Options{HubURL: "https://127.0.0.1:1", CertLifetime: 24 * time.Hour, Now: clock.Now})
 	repoDir := t.TempDir()
-	repo, err := repository.Init(repoDir, 0)
+	reg := prometheus.NewRegistry()
+	inv := inventory.New(c, log, reg)
+	repos := storage.NewManager(c)
+	if _, _, err := repos.Create(context.Background(), storage.DefaultName, repoDir, 64<<10); err != nil {
+		t.Fatal(err)
+	}
+	repo, err := repos.Open(context.Background(), mustRepoID(t, c))
 	if err != nil {
 		t.Fatal(err)
 	}
-	reg := prometheus.NewRegistry()
-	inv := inventory.New(c, log, reg)
-	srv := hubapi.New(hubapi.Deps{Log: log, Registry: reg, Catalog: c, Repository: repo, Identity: ids, Inventory: inv})
+	backups := backup.New(c, repos, log, backup.NewMetrics(reg), backup.Options{Now: clock.Now, PollInterval: 50 * time.Millisecond})
+	srv := hubapi.New(hubapi.Deps{Log: log, Registry: reg, Catalog: c, Repository: repo, Identity: ids, Inventory: inv, Backup: backups})
 	ts := httptest.NewUnstartedServer(srv.Handler())
 	ts.Config.ErrorLog = slog.NewLogLogger(log.Handler(), slog.LevelWarn)
 	ts.TLS = &tls.Config{
@@ -236,4 +243,13 @@ func (h *testHub) assertNoSecret(secrets ...string) {
 			h.t.Fatalf("a secret appears in the hub logs")
 		}
 	}
+}
+
+func mustRepoID(t *testing.T, c *catalog.Catalog) string {
+	t.Helper()
+	r, err := c.RepositoryByName(context.Background(), storage.DefaultName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r.ID
 }

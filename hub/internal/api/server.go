@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"sort"
+	"sync"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -36,6 +37,7 @@ type Deps struct {
 	Repository repositoryProbe
 	Identity   identityService
 	Inventory  inventoryService
+	Backup     backupService
 	Started    time.Time
 }
 
@@ -45,6 +47,9 @@ type Server struct {
 	engine  *gin.Engine
 	metrics *httpMetrics
 	auth    *authMetrics
+
+	draining  chan struct{} // closed when the server starts shutting down: long polls return
+	drainOnce sync.Once
 }
 
 // New builds the router with every route registered.
@@ -52,7 +57,7 @@ func New(d Deps) *Server {
 	if d.Started.IsZero() {
 		d.Started = time.Now()
 	}
-	s := &Server{deps: d, engine: gin.New(), metrics: newHTTPMetrics(d.Registry), auth: newAuthMetrics(d.Registry)}
+	s := &Server{deps: d, engine: gin.New(), metrics: newHTTPMetrics(d.Registry), auth: newAuthMetrics(d.Registry), draining: make(chan struct{})}
 	s.engine.ContextWithFallback = true
 	s.engine.HandleMethodNotAllowed = true
 	s.engine.Use(s.recovery(), s.logRequests(), s.metrics.middleware())
@@ -67,8 +72,13 @@ func New(d Deps) *Server {
 	v1 := s.engine.Group("/api/v1")
 	s.registerIdentity(agent, v1)
 	s.registerInventory(agent, v1)
+	s.registerBackup(agent, v1)
 	return s
 }
+
+// Drain ends waiting long polls; register it with http.Server.RegisterOnShutdown so that a
+// graceful shutdown does not wait for them.
+func (s *Server) Drain() { s.drainOnce.Do(func() { close(s.draining) }) }
 
 // Handler returns the HTTP handler.
 func (s *Server) Handler() http.Handler { return s.engine }

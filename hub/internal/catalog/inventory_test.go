@@ -137,7 +137,7 @@ func TestInventoryChanges(t *testing.T) {
 		inv := pgtest1()
 		inv.VMs[0].Name = "pgtest1-renamed"
 		inv.VMs[0].Disks[0].CapacityBytes = 110_000_000_000 // grown
-		inv.VMs[0].Disks = inv.VMs[0].Disks[:1]              // disk-2001 detached
+		inv.VMs[0].Disks = inv.VMs[0].Disks[:1]             // disk-2001 detached
 		inv.VMs[0].CBTEnabled = false
 		evs := apply(t, c, "agent-1", inv)
 		want := []string{"vm_renamed:", "cbt_disabled:", "disk_resized:disk-2000", "disk_removed:disk-2001"}

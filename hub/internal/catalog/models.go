@@ -161,7 +161,7 @@ const (
 
 // BackupJob is one backup run of one VM.
 type BackupJob struct {
-	bun.BaseModel `bun:"table:backup_jobs"`
+	bun.BaseModel `bun:"table:backup_jobs,alias:j"`
 
 	ID                string    `bun:"id,pk"`
 	VMContextID       string    `bun:"vm_context_id,notnull"`
@@ -184,11 +184,19 @@ type BackupJob struct {
 	BytesZero         int64     `bun:"bytes_zero,notnull"`
 	Error             string    `bun:"error,nullzero"`
 	Protected         bool      `bun:"protected,notnull"`
+	Notes             string    `bun:"notes,nullzero"`
 	VerifiedAt        time.Time `bun:"verified_at,nullzero"`
 	VerifyStatus      string    `bun:"verify_status,notnull"`
 	CreatedAt         time.Time `bun:"created_at,notnull"`
 	UpdatedAt         time.Time `bun:"updated_at,notnull"`
 }
+
+// Backup types of jobs and disks.
+const (
+	BackupAuto        = "auto"
+	BackupFull        = "full"
+	BackupIncremental = "incremental"
+)
 
 // Job statuses.
 const (
@@ -201,7 +209,7 @@ const (
 
 // BackupDisk is the outcome of one disk in one backup job.
 type BackupDisk struct {
-	bun.BaseModel `bun:"table:backup_disks"`
+	bun.BaseModel `bun:"table:backup_disks,alias:bd"`
 
 	ID                int64     `bun:"id,pk,autoincrement"`
 	JobID             string    `bun:"job_id,notnull"`
@@ -228,4 +236,44 @@ type BackupDisk struct {
 	FinishedAt        time.Time `bun:"finished_at,nullzero"`
 	CreatedAt         time.Time `bun:"created_at,notnull"`
 	UpdatedAt         time.Time `bun:"updated_at,notnull"`
+}
+
+// UploadSession collects the slots of one disk of one job until it is committed into an index.
+type UploadSession struct {
+	bun.BaseModel `bun:"table:upload_sessions"`
+
+	ID            string    `bun:"id,pk"`
+	JobID         string    `bun:"job_id,notnull"`
+	DiskID        string    `bun:"disk_id,notnull"`
+	AgentID       string    `bun:"agent_id,notnull"`
+	RepositoryID  string    `bun:"repository_id,notnull"`
+	Type          string    `bun:"type,notnull"`
+	Reason        string    `bun:"reason,notnull"`
+	ParentJobID   string    `bun:"parent_job_id,nullzero"`
+	BaseChangeID  string    `bun:"base_change_id,notnull"`
+	ChangeID      string    `bun:"change_id,notnull"`
+	CapacityBytes int64     `bun:"capacity_bytes,notnull"`
+	ChunkSize     int64     `bun:"chunk_size,notnull"`
+	SlotCount     int64     `bun:"slot_count,notnull"`
+	Status        string    `bun:"status,notnull"` // SessionOpen, SessionCommitted, SessionAborted
+	CreatedAt     time.Time `bun:"created_at,notnull"`
+	UpdatedAt     time.Time `bun:"updated_at,notnull"`
+}
+
+// Session statuses.
+const (
+	SessionOpen      = "open"
+	SessionCommitted = "committed"
+	SessionAborted   = "aborted"
+)
+
+// UploadSlot records that one slot of a session has the given content digest (hex SHA-256).
+type UploadSlot struct {
+	bun.BaseModel `bun:"table:upload_slots,alias:us"`
+
+	SessionID string    `bun:"session_id,pk"`
+	Slot      int64     `bun:"slot,pk"`
+	Digest    string    `bun:"digest,notnull"`
+	CreatedAt time.Time `bun:"created_at,notnull"`
+	UpdatedAt time.Time `bun:"updated_at,notnull"`
 }

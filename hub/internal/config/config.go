@@ -44,6 +44,8 @@ type Config struct {
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
 	// AgentCertLifetime is the lifetime of agent client certificates.
 	AgentCertLifetime time.Duration `yaml:"agent_cert_lifetime"`
+	// JobTimeout fails a running backup whose agent has not reported for this long.
+	JobTimeout time.Duration `yaml:"job_timeout"`
 	// LogLevel is debug, info, warn or error.
 	LogLevel string `yaml:"log_level"`
 	// LogFormat is text or json.
@@ -58,6 +60,7 @@ func Default() Config {
 		MetricsListen:     "127.0.0.1:9082",
 		ShutdownTimeout:   30 * time.Second,
 		AgentCertLifetime: 30 * 24 * time.Hour,
+		JobTimeout:        10 * time.Minute,
 		LogLevel:          "info",
 		LogFormat:         "text",
 	}
@@ -74,6 +77,7 @@ func BindFlags(fs *pflag.FlagSet, c *Config) {
 	fs.StringVar(&c.MetricsListen, "metrics-listen", c.MetricsListen, "plain-HTTP /metrics listen address (empty disables)")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", c.ShutdownTimeout, "how long in-flight requests may drain on shutdown")
 	fs.DurationVar(&c.AgentCertLifetime, "agent-cert-lifetime", c.AgentCertLifetime, "lifetime of agent client certificates")
+	fs.DurationVar(&c.JobTimeout, "job-timeout", c.JobTimeout, "fail a running backup whose agent has not reported for this long")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error")
 	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "text or json")
 }
@@ -205,6 +209,9 @@ func (c *Config) Validate() error {
 	}
 	if c.AgentCertLifetime < time.Hour {
 		return &FieldError{"agent_cert_lifetime", "must be at least 1h"}
+	}
+	if c.JobTimeout < 10*time.Second {
+		return &FieldError{"job_timeout", "must be at least 10s"}
 	}
 	if _, err := ParseLevel(c.LogLevel); err != nil {
 		return &FieldError{"log_level", err.Error()}

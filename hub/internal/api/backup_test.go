@@ -1,0 +1,521 @@
+package api_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/sendense/sendense/hub/internal/catalog"
+	"github.com/sendense/sendense/hub/internal/repository"
+	"github.com/sendense/sendense/shared/api"
+	"github.com/sendense/sendense/shared/chunk"
+)
+
+const testChunk = 64 << 10 // the harness repository's slot size
+
+// fakeAgent speaks the agent side of the backup protocol with in-memory disk images.
+type fakeAgent struct {
+	h    *testHub
+	id   string
+	cert *tls.Certificate
+	c    *http.Client
+}
+
+func (h *testHub) newAgent(name string) *fakeAgent {
+	id, cert := h.enrollAgent(name)
+	return &fakeAgent{h: h, id: id, cert: cert, c: h.client(cert)}
+}
+
+func (a *fakeAgent) call(method, path string, in, out any) (int, api.Error) {
+	a.h.t.Helper()
+	return a.h.call(a.c, method, path, "", in, out)
+}
+
+func (a *fakeAgent) push(inv api.Inventory) {
+	a.h.t.Helper()
+	if code, e := a.call(http.MethodPut, api.PathAgentInventory, inv, nil); code != http.StatusOK {
+		a.h.t.Fatalf("push inventory: %d %+v", code, e)
+	}
+}
+
+func (a *fakeAgent) nextJob(wait string) *api.Job {
+	a.h.t.Helper()
+	var j api.Job
+	code, e := a.call(http.MethodGet, api.PathAgentJobs+"?wait="+wait, nil, &j)
+	switch code {
+	case http.StatusOK:
+		return &j
+	case http.StatusNoContent:
+		return nil
+	}
+	a.h.t.Fatalf("next job: %d %+v", code, e)
+	return nil
+}
+
+func (a *fakeAgent) putChunk(sid string, plain []byte) int {
+	a.h.t.Helper()
+	d := chunk.Sum(plain)
+	blob, err := chunk.AppendBlob(nil, chunk.CodecRaw, len(plain), plain)
+	if err != nil {
+		a.h.t.Fatal(err)
+	}
+	return a.putBlob(sid, d.String(), blob)
+}
+
+func (a *fakeAgent) putBlob(sid, digest string, blob []byte) int {
+	a.h.t.Helper()
+	req, _ := http.NewRequest(http.MethodPut, a.h.URL+"/api/v1/agent/sessions/"+sid+"/chunks/"+digest, bytes.NewReader(blob))
+	resp, err := a.c.Do(req)
+	if err != nil {
+		a.h.t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// uploadDisk sends the given slots of img through a session: record, upload what is missing,
+// record again; it returns how many chunks were uploaded.
+func (a *fakeAgent) uploadDisk(sid string, img []byte, slots []int64) int {
+	a.h.t.Helper()
+	var batch api.SlotBatch
+	plain := map[string][]byte{}
+	for _, s := range slots {
+		p := img[s*testChunk : min(int64(len(img)), (s+1)*testChunk)]
+		d := chunk.Sum(p).String()
+		plain[d] = p
+		batch.Slots = append(batch.Slots, api.SlotDigest{Slot: s, Digest: d})
+	}
+	var res api.SlotBatchResult
+	if code, e := a.call(http.MethodPost, "/api/v1/agent/sessions/"+sid+"/slots", batch, &res); code != http.StatusOK {
+		a.h.t.Fatalf("record slots: %d %+v", code, e)
+	}
+	for _, d := range res.Missing {
+		if code := a.putChunk(sid, plain[d]); code != http.StatusCreated && code != http.StatusOK {
+			a.h.t.Fatalf("put chunk %s: %d", d, code)
+		}
+	}
+	if len(res.Missing) > 0 {
+		var again api.SlotBatchResult
+		if code, e := a.call(http.MethodPost, "/api/v1/agent/sessions/"+sid+"/slots", batch, &again); code != http.StatusOK || len(again.Missing) != 0 {
+			a.h.t.Fatalf("record slots again: %d %+v %+v", code, e, again)
+		}
+	}
+	return len(res.Missing)
+}
+
+func (a *fakeAgent) openSession(jobID, diskID string, req api.OpenSessionRequest) (api.Session, int, api.Error) {
+	var s api.Session
+	code, e := a.call(http.MethodPost, "/api/v1/agent/jobs/"+jobID+"/disks/"+diskID+"/session", req, &s)
+	return s, code, e
+}
+
+func (a *fakeAgent) commit(sid string) api.BackupDisk {
+	a.h.t.Helper()
+	var bd api.BackupDisk
+	if code, e := a.call(http.MethodPost, "/api/v1/agent/sessions/"+sid+"/commit", api.CommitRequest{SlotsChanged: 1}, &bd); code != http.StatusOK {
+		a.h.t.Fatalf("commit: %d %+v", code, e)
+	}
+	return bd
+}
+
+func (a *fakeAgent) complete(jobID, status string) (int, api.Error) {
+	return a.call(http.MethodPost, "/api/v1/agent/jobs/"+jobID+"/complete", api.JobCompletion{Status: status}, nil)
+}
+
+// restore reads a disk of a backup back through the repository code.
+func (h *testHub) restore(instanceUUID, diskID, backupID string) []byte {
+	h.t.Helper()
+	ctx := context.Background()
+	idx, err := h.Repo.ReadIndex(ctx, repository.IndexRef{VMUUID: instanceUUID, DiskID: diskID, BackupID: backupID})
+	if err != nil {
+		h.t.Fatalf("read index: %v", err)
+	}
+	out := make([]byte, 0, idx.DiskSize)
+	for i := range idx.SlotCount() {
+		if idx.IsZeroSlot(i) {
+			out = append(out, make([]byte, idx.SlotLen(i))...)
+			continue
+		}
+		b, err := h.Repo.ReadChunk(ctx, idx.Digests[i], nil)
+		if err != nil {
+			h.t.Fatalf("read chunk of slot %d: %v", i, err)
+		}
+		out = append(out, b...)
+	}
+	return out
+}
+
+func randomImage(t *testing.T, size int) []byte {
+	t.Helper()
+	b := make([]byte, size)
+	_, _ = rand.Read(b)
+	// Leave a zero slot so that zero handling is exercised.
+	clear(b[testChunk : 2*testChunk])
+	return b
+}
+
+func twoDiskInventory(cap0, cap1 int64) api.Inventory {
+	return api.Inventory{Source: api.Source{Name: "vc1"}, VMs: []api.VM{{
+		InstanceUUID: "5012-pg", Name: "pgtest1", CBTEnabled: true,
+		Disks: []api.Disk{
+			{Key: 2000, DiskID: "disk-2000", CapacityBytes: cap0, Backupable: true},
+			{Key: 2001, DiskID: "disk-2001", CapacityBytes: cap1, Backupable: true},
+		},
+	}}}
+}
+
+func allSlots(n int64) []int64 {
+	out := make([]int64, n)
+	for i := range out {
+		out[i] = int64(i)
+	}
+	return out
+}
+
+func slotsOf(size int) int64 { return int64((size + testChunk - 1) / testChunk) }
+
+func TestBackupProtocolFullThenIncremental(t *testing.T) {
+	forEachHub(t, func(t *testing.T, h *testHub) {
+		a := h.newAgent("a1")
+		img0, img1 := randomImage(t, 10*testChunk+123), randomImage(t, 3*testChunk)
+		a.push(twoDiskInventory(int64(len(img0)), int64(len(img1))))
+		operator, viewer := h.apiToken(api.RoleOperator), h.apiToken(api.RoleViewer)
+		if code, _ := h.call(h.client(nil), http.MethodPost, api.PathBackups, viewer, api.StartBackupRequest{VM: "pgtest1"}, nil); code != http.StatusForbidden {
+			t.Fatalf("viewer started a backup: %d", code)
+		}
+		var b api.Backup
+		if code, e := h.call(h.client(nil), http.MethodPost, api.PathBackups, operator, api.StartBackupRequest{VM: "pgtest1"}, &b); code != http.StatusAccepted {
+			t.Fatalf("start: %d %+v", code, e)
+		}
+		if code, _ := h.call(h.client(nil), http.MethodPost, api.PathBackups, operator, api.StartBackupRequest{VM: "pgtest1"}, nil); code != http.StatusConflict {
+			t.Fatalf("second start while one is queued: %d, want 409", code)
+		}
+		j := a.nextJob("5s")
+		if j == nil || j.ID != b.ID || j.SnapshotName != "sendense-"+b.ID || len(j.Disks) != 2 || j.Disks[0].Parent != nil || j.Repository.ChunkSize != testChunk {
+			t.Fatalf("job %+v", j)
+		}
+		vm, _ := h.Cat.VMByContextID(t.Context(), b.VMContextID)
+		disks, _ := h.Cat.VMDisks(t.Context(), vm.ContextID)
+		for _, d := range disks {
+			if d.JobID != j.ID {
+				t.Fatalf("claiming did not set vm_disks.job_id: %+v", d)
+			}
+		}
+		imgs := map[string][]byte{"disk-2000": img0, "disk-2001": img1}
+		for _, d := range j.Disks {
+			s, code, e := a.openSession(j.ID, d.DiskID, api.OpenSessionRequest{Type: "full", Reason: "no parent backup", ChangeID: "uuid-1/1", CapacityBytes: d.CapacityBytes, ChunkSize: testChunk})
+			if code != http.StatusOK {
+				t.Fatalf("open session: %d %+v", code, e)
+			}
+			a.uploadDisk(s.ID, imgs[d.DiskID], allSlots(s.SlotCount))
+			a.commit(s.ID)
+		}
+		if code, e := a.complete(j.ID, "succeeded"); code != http.StatusOK {
+			t.Fatalf("complete: %d %+v", code, e)
+		}
+		for id, img := range imgs {
+			if got := h.restore("5012-pg", id, j.ID); !bytes.Equal(got, img) {
+				t.Fatalf("full backup of %s does not restore the same bytes", id)
+			}
+		}
+		vmAfter, _ := h.Cat.VMByContextID(t.Context(), vm.ContextID)
+		disks, _ = h.Cat.VMDisks(t.Context(), vm.ContextID)
+		if vmAfter.CurrentStatus != catalog.VMProtected || disks[0].ChangeID != "uuid-1/1" {
+			t.Fatalf("after success: vm %s, change id %q", vmAfter.CurrentStatus, disks[0].ChangeID)
+		}
+
+		// Incremental: two slots of disk-2000 change, one becomes all zero.
+		img0b := bytes.Clone(img0)
+		_, _ = rand.Read(img0b[3*testChunk : 4*testChunk])
+		clear(img0b[7*testChunk : 8*testChunk])
+		if code, e := h.call(h.client(nil), http.MethodPost, api.PathBackups, operator, api.StartBackupRequest{VM: vm.ContextID}, &b); code != http.StatusAccepted {
+			t.Fatalf("start incremental: %d %+v", code, e)
+		}
+		j2 := a.nextJob("5s")
+		if j2.Disks[0].Parent == nil || j2.Disks[0].Parent.BackupID != j.ID || j2.Disks[0].Parent.ChangeID != "uuid-1/1" {
+			t.Fatalf("incremental job parents %+v", j2.Disks[0].Parent)
+		}
+		for _, d := range j2.Disks {
+			req := api.OpenSessionRequest{Type: "incremental", Reason: "cbt", ParentBackupID: d.Parent.BackupID, BaseChangeID: d.Parent.ChangeID, ChangeID: "uuid-1/2", CapacityBytes: d.CapacityBytes, ChunkSize: testChunk}
+			// A wrong base change id is refused: an incremental must continue its parent.
+			bad := req
+			bad.BaseChangeID = "uuid-9/9"
+			if _, code, _ := a.openSession(j2.ID, d.DiskID, bad); code != http.StatusConflict {
+				t.Fatalf("incremental with a foreign base change id: %d, want 409", code)
+			}
+			bad = req
+			bad.CapacityBytes += testChunk
+			if _, code, e := a.openSession(j2.ID, d.DiskID, bad); code != http.StatusConflict || !strings.Contains(e.Error, "resized") {
+				t.Fatalf("incremental across a resize: %d %+v, want 409 naming the resize", code, e)
+			}
+			s, code, e := a.openSession(j2.ID, d.DiskID, req)
+			if code != http.StatusOK {
+				t.Fatalf("open incremental: %d %+v", code, e)
+			}
+			if d.DiskID == "disk-2000" {
+				a.uploadDisk(s.ID, img0b, []int64{3, 7})
+			}
+			a.commit(s.ID)
+		}
+		if code, e := a.complete(j2.ID, "succeeded"); code != http.StatusOK {
+			t.Fatalf("complete incremental: %d %+v", code, e)
+		}
+		if got := h.restore("5012-pg", "disk-2000", j2.ID); !bytes.Equal(got, img0b) {
+			t.Fatal("incremental does not restore the changed disk")
+		}
+		if got := h.restore("5012-pg", "disk-2001", j2.ID); !bytes.Equal(got, img1) {
+			t.Fatal("incremental does not restore the unchanged disk")
+		}
+		if got := h.restore("5012-pg", "disk-2000", j.ID); !bytes.Equal(got, img0) {
+			t.Fatal("the full backup changed after the incremental")
+		}
+		var got api.Backup
+		h.call(h.client(nil), http.MethodGet, api.PathBackups+"/"+j2.ID, viewer, nil, &got)
+		if got.Status != "succeeded" || got.Type != "incremental" || len(got.Disks) != 2 || got.Disks[0].ParentBackupID != j.ID {
+			t.Fatalf("incremental backup %+v", got)
+		}
+		var chain api.Chain
+		if code, e := h.call(h.client(nil), http.MethodGet, api.PathBackups+"/pgtest1/chain", viewer, nil, &chain); code != http.StatusOK {
+			t.Fatalf("chain: %d %+v", code, e)
+		}
+		if c := chain.Disks["disk-2000"]; len(c) != 2 || c[0].Type != "full" || c[1].Type != "incremental" || c[1].BaseChangeID != "uuid-1/1" {
+			t.Fatalf("chain %+v", chain)
+		}
+		var list api.BackupList
+		h.call(h.client(nil), http.MethodGet, api.PathBackups+"?vm=pgtest1&status=succeeded", viewer, nil, &list)
+		if list.Page.Total != 2 {
+			t.Fatalf("list %+v", list)
+		}
+	})
+}
+
+func TestBackupRejectsBadUploadsAndStoresNothing(t *testing.T) {
+	forEachHub(t, func(t *testing.T, h *testHub) {
+		a := h.newAgent("a1")
+		img := randomImage(t, 4*testChunk)
+		a.push(twoDiskInventory(int64(len(img)), testChunk))
+		operator := h.apiToken(api.RoleOperator)
+		var b api.Backup
+		h.call(h.client(nil), http.MethodPost, api.PathBackups, operator, api.StartBackupRequest{VM: "pgtest1"}, &b)
+		j := a.nextJob("5s")
+		s, code, e := a.openSession(j.ID, "disk-2000", api.OpenSessionRequest{Type: "full", CapacityBytes: int64(len(img)), ChunkSize: testChunk})
+		if code != http.StatusOK {
+			t.Fatalf("open: %d %+v", code, e)
+		}
+		chunksBefore, _, _ := h.Repo.Stats(t.Context())
+
+		// A blob whose content does not hash to its name.
+		blob, _ := chunk.AppendBlob(nil, chunk.CodecRaw, testChunk, img[:testChunk])
+		other := chunk.Sum(img[2*testChunk : 3*testChunk]).String()
+		if code := a.putBlob(s.ID, other, blob); code != http.StatusBadRequest {
+			t.Fatalf("wrong digest: %d, want 400", code)
+		}
+		// Garbage instead of a blob.
+		if code := a.putBlob(s.ID, chunk.Sum([]byte("x")).String(), []byte("not a blob")); code != http.StatusBadRequest {
+			t.Fatalf("garbage blob: %d, want 400", code)
+		}
+		// A body over the cap.
+		if code := a.putBlob(s.ID, other, make([]byte, 65<<20)); code != http.StatusRequestEntityTooLarge {
+			t.Fatalf("oversized chunk: %d, want 413", code)
+		}
+		if n, _, _ := h.Repo.Stats(t.Context()); n != chunksBefore {
+			t.Fatalf("refused uploads stored %d chunks", n-chunksBefore)
+		}
+		// A slot out of range names the field and records nothing.
+		code, e = a.call(http.MethodPost, "/api/v1/agent/sessions/"+s.ID+"/slots", api.SlotBatch{Slots: []api.SlotDigest{{Slot: 0, Digest: chunk.ZeroDigest(testChunk).String()}, {Slot: 4, Digest: other}}}, nil)
+		if code != http.StatusBadRequest || e.Field != "slots[1].slot" {
+			t.Fatalf("slot out of range: %d %+v", code, e)
+		}
+		var sess api.Session
+		a.call(http.MethodGet, "/api/v1/agent/sessions/"+s.ID, nil, &sess)
+		if len(sess.Done) != 0 {
+			t.Fatalf("a refused batch recorded slots: %+v", sess.Done)
+		}
+
+		// Resume: what was recorded is reported, so a restarted agent skips it.
+		a.uploadDisk(s.ID, img, []int64{0, 1})
+		a.call(http.MethodGet, "/api/v1/agent/sessions/"+s.ID, nil, &sess)
+		if fmt.Sprint(sess.Done) != "[[0 2]]" {
+			t.Fatalf("done ranges %v, want [[0 2]]", sess.Done)
+		}
+		a.uploadDisk(s.ID, img, []int64{2, 3})
+		// A chunk that vanished before the commit: the index is not written.
+		d := chunk.Sum(img[3*testChunk:])
+		if err := h.Repo.RemoveChunk(t.Context(), d); err != nil {
+			t.Fatal(err)
+		}
+		code, e = a.call(http.MethodPost, "/api/v1/agent/sessions/"+s.ID+"/commit", api.CommitRequest{}, nil)
+		if code != http.StatusBadRequest || !strings.Contains(e.Error, d.String()) {
+			t.Fatalf("commit naming a missing chunk: %d %+v", code, e)
+		}
+		if _, err := h.Repo.ReadIndex(t.Context(), repository.IndexRef{VMUUID: "5012-pg", DiskID: "disk-2000", BackupID: j.ID}); err == nil {
+			t.Fatal("an index naming a missing chunk was written")
+		}
+		// A job cannot succeed without all its disks.
+		if code, _ := a.complete(j.ID, "succeeded"); code != http.StatusConflict {
+			t.Fatalf("success without committed disks: %d, want 409", code)
+		}
+		if code, _ := a.complete(j.ID, "failed"); code != http.StatusOK {
+			t.Fatalf("fail: %d", code)
+		}
+		var got api.Backup
+		h.call(h.client(nil), http.MethodGet, api.PathBackups+"/"+j.ID, operator, nil, &got)
+		if got.Status != "failed" || len(got.Disks) != 0 {
+			t.Fatalf("failed backup %+v", got)
+		}
+	})
+}
+
+func TestAgentCannotTouchAnotherAgentsJob(t *testing.T) {
+	forEachHub(t, func(t *testing.T, h *testHub) {
+		a, b := h.newAgent("a"), h.newAgent("b")
+		a.push(twoDiskInventory(2*testChunk, testChunk))
+		operator := h.apiToken(api.RoleOperator)
+		var bk api.Backup
+		h.call(h.client(nil), http.MethodPost, api.PathBackups, operator, api.StartBackupRequest{VM: "pgtest1"}, &bk)
+		if j := b.nextJob("0s"); j != nil {
+			t.Fatalf("agent b was handed agent a's job %s", j.ID)
+		}
+		j := a.nextJob("5s")
+		s, _, _ := a.openSession(j.ID, "disk-2000", api.OpenSessionRequest{Type: "full", CapacityBytes: 2 * testChunk, ChunkSize: testChunk})
+		for _, tc := range []struct{ method, path string }{
+			{http.MethodGet, "/api/v1/agent/jobs/" + j.ID},
+			{http.MethodPost, "/api/v1/agent/jobs/" + j.ID + "/progress"},
+			{http.MethodPost, "/api/v1/agent/jobs/" + j.ID + "/complete"},
+			{http.MethodPost, "/api/v1/agent/jobs/" + j.ID + "/disks/disk-2000/session"},
+			{http.MethodGet, "/api/v1/agent/sessions/" + s.ID},
+			{http.MethodPost, "/api/v1/agent/sessions/" + s.ID + "/slots"},
+			{http.MethodPost, "/api/v1/agent/sessions/" + s.ID + "/commit"},
+		} {
+			var body any
+			switch {
+			case strings.HasSuffix(tc.path, "/complete"):
+				body = api.JobCompletion{Status: "failed"}
+			case strings.HasSuffix(tc.path, "/session"):
+				body = api.OpenSessionRequest{Type: "full", CapacityBytes: 2 * testChunk, ChunkSize: testChunk}
+			case strings.HasSuffix(tc.path, "/slots"):
+				body = api.SlotBatch{Slots: []api.SlotDigest{{Slot: 0, Digest: chunk.ZeroDigest(testChunk).String()}}}
+			case tc.method == http.MethodPost:
+				body = struct{}{}
+			}
+			if code, e := b.call(tc.method, tc.path, body, nil); code != http.StatusNotFound {
+				t.Errorf("agent b %s %s: %d %+v, want 404", tc.method, tc.path, code, e)
+			}
+		}
+		if code := b.putChunk(s.ID, []byte("hello")); code != http.StatusNotFound {
+			t.Errorf("agent b put chunk into a's session: %d", code)
+		}
+		st, _ := h.Cat.AgentJob(t.Context(), j.ID, a.id)
+		if st.Status != catalog.JobRunning {
+			t.Fatalf("agent b changed agent a's job: %s", st.Status)
+		}
+		var sess api.Session
+		a.call(http.MethodGet, "/api/v1/agent/sessions/"+s.ID, nil, &sess)
+		if len(sess.Done) != 0 {
+			t.Fatalf("agent b recorded slots in a's session: %v", sess.Done)
+		}
+	})
+}
+
+func TestCancelAndDelete(t *testing.T) {
+	forEachHub(t, func(t *testing.T, h *testHub) {
+		a := h.newAgent("a1")
+		a.push(twoDiskInventory(testChunk, testChunk))
+		operator := h.apiToken(api.RoleOperator)
+		var b api.Backup
+		h.call(h.client(nil), http.MethodPost, api.PathBackups, operator, api.StartBackupRequest{VM: "pgtest1"}, &b)
+		// Cancel while queued: done at once, never handed out.
+		if code, _ := h.call(h.client(nil), http.MethodPost, api.PathBackups+"/"+b.ID+"/cancel", operator, nil, &b); code != http.StatusAccepted || b.Status != "cancelled" {
+			t.Fatalf("cancel queued: %d %+v", code, b)
+		}
+		if j := a.nextJob("0s"); j != nil {
+			t.Fatalf("a cancelled job was handed out: %s", j.ID)
+		}
+		// Cancel while running: the agent learns it from its next progress report.
+		h.call(h.client(nil), http.MethodPost, api.PathBackups, operator, api.StartBackupRequest{VM: "pgtest1"}, &b)
+		j := a.nextJob("5s")
+		if code, _ := h.call(h.client(nil), http.MethodDelete, api.PathBackups+"/"+j.ID, operator, nil, nil); code != http.StatusConflict {
+			t.Fatalf("delete a running backup: %d, want 409", code)
+		}
+		h.call(h.client(nil), http.MethodPost, api.PathBackups+"/"+j.ID+"/cancel", operator, nil, nil)
+		var st api.JobState
+		a.call(http.MethodPost, "/api/v1/agent/jobs/"+j.ID+"/progress", api.JobProgress{Phase: "reading"}, &st)
+		if !st.CancelRequested {
+			t.Fatal("progress did not tell the agent to cancel")
+		}
+		a.complete(j.ID, "cancelled")
+		if code, _ := h.call(h.client(nil), http.MethodPost, api.PathBackups+"/"+j.ID+"/cancel", operator, nil, nil); code != http.StatusConflict {
+			t.Fatalf("cancel a finished job: %d, want 409", code)
+		}
+		// A finished backup can be deleted; the VM's disks then point at another job or NULL.
+		if code, e := h.call(h.client(nil), http.MethodDelete, api.PathBackups+"/"+j.ID, operator, nil, nil); code != http.StatusNoContent {
+			t.Fatalf("delete: %d %+v", code, e)
+		}
+		if code, _ := h.call(h.client(nil), http.MethodGet, api.PathBackups+"/"+j.ID, operator, nil, nil); code != http.StatusNotFound {
+			t.Fatalf("deleted backup still shown: %d", code)
+		}
+	})
+}
+
+func TestJobIsClaimedOnce(t *testing.T) {
+	forEachHub(t, func(t *testing.T, h *testHub) {
+		a := h.newAgent("a1")
+		a.push(twoDiskInventory(testChunk, testChunk))
+		operator := h.apiToken(api.RoleOperator)
+		var b api.Backup
+		h.call(h.client(nil), http.MethodPost, api.PathBackups, operator, api.StartBackupRequest{VM: "pgtest1"}, &b)
+		var mu sync.Mutex
+		claims, resumes := 0, 0
+		var wg sync.WaitGroup
+		for range 8 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				j, resumed, err := h.Cat.ClaimJob(context.Background(), a.id, nil)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				mu.Lock()
+				defer mu.Unlock()
+				if j != nil && !resumed {
+					claims++
+				} else if j != nil {
+					resumes++
+				}
+			}()
+		}
+		wg.Wait()
+		if claims != 1 {
+			t.Fatalf("%d claims of one job (and %d hand-backs); want exactly 1 claim", claims, resumes)
+		}
+	})
+}
+
+func TestLongPollWakesOnNewJob(t *testing.T) {
+	forEachHub(t, func(t *testing.T, h *testHub) {
+		a := h.newAgent("a1")
+		a.push(twoDiskInventory(testChunk, testChunk))
+		operator := h.apiToken(api.RoleOperator)
+		got := make(chan *api.Job, 1)
+		go func() { got <- a.nextJob("30s") }()
+		time.Sleep(100 * time.Millisecond) // let the poll start waiting
+		var b api.Backup
+		h.call(h.client(nil), http.MethodPost, api.PathBackups, operator, api.StartBackupRequest{VM: "pgtest1"}, &b)
+		select {
+		case j := <-got:
+			if j == nil || j.ID != b.ID {
+				t.Fatalf("poll returned %+v", j)
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatal("the long poll did not return the new job")
+		}
+	})
+}

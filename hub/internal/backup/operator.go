@@ -1,0 +1,236 @@
+package backup
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/sendense/sendense/hub/internal/catalog"
+	"github.com/sendense/sendense/hub/internal/storage"
+	"github.com/sendense/sendense/shared/api"
+)
+
+// resolveVM finds a VM by context id, else by its unique name.
+func (s *Service) resolveVM(ctx context.Context, idOrName string) (*catalog.VMWithSource, error) {
+	vm, err := s.cat.VMByContextID(ctx, idOrName)
+	if err == nil || !errors.Is(err, catalog.ErrNotFound) {
+		return vm, err
+	}
+	vms, n, err := s.cat.VMs(ctx, catalog.VMFilter{Name: idOrName, Limit: 2})
+	if err != nil {
+		return nil, err
+	}
+	switch n {
+	case 0:
+		return nil, fmt.Errorf("vm %q: %w", idOrName, catalog.ErrNotFound)
+	case 1:
+		return &vms[0], nil
+	default:
+		return nil, fmt.Errorf("several VMs are named %q; use the context id: %w", idOrName, catalog.ErrConflict)
+	}
+}
+
+// Start queues a backup of a VM. A VM with a queued or running job → catalog.ErrConflict.
+func (s *Service) Start(ctx context.Context, req api.StartBackupRequest) (api.Backup, error) {
+	if req.VM == "" {
+		return api.Backup{}, &api.FieldError{Field: "vm", Msg: "is required (a VM name or context id)"}
+	}
+	typ := req.Type
+	if typ == "" {
+		typ = api.BackupAuto
+	}
+	if typ != api.BackupAuto && typ != api.BackupFull && typ != api.BackupIncremental {
+		return api.Backup{}, &api.FieldError{Field: "type", Msg: "must be auto, full or incremental"}
+	}
+	repoName := req.Repository
+	if repoName == "" {
+		repoName = storage.DefaultName
+	}
+	vm, err := s.resolveVM(ctx, req.VM)
+	if err != nil {
+		return api.Backup{}, err
+	}
+	if vm.CurrentStatus == catalog.VMGone {
+		return api.Backup{}, fmt.Errorf("%s: %w: %w", vm.VMName, ErrVMGone, catalog.ErrConflict)
+	}
+	disks, err := s.cat.VMDisks(ctx, vm.ContextID)
+	if err != nil {
+		return api.Backup{}, err
+	}
+	n := 0
+	for _, d := range disks {
+		if d.Status == catalog.DiskPresent && d.Backupable {
+			n++
+		}
+	}
+	if n == 0 {
+		return api.Backup{}, fmt.Errorf("%s: %w: %w", vm.VMName, ErrNoDisks, catalog.ErrConflict)
+	}
+	repo, err := s.cat.RepositoryByName(ctx, repoName)
+	if errors.Is(err, catalog.ErrNotFound) {
+		return api.Backup{}, &api.FieldError{Field: "repository", Msg: fmt.Sprintf("no repository named %q", repoName)}
+	}
+	if err != nil {
+		return api.Backup{}, err
+	}
+	id, err := newID("bk-", s.opts.Now())
+	if err != nil {
+		return api.Backup{}, err
+	}
+	j := &catalog.BackupJob{
+		ID: id, VMContextID: vm.ContextID, AgentID: vm.AgentID, RepositoryID: repo.ID,
+		RequestedType: typ, SnapshotName: "sendense-" + id,
+	}
+	if err := s.cat.CreateJob(ctx, j); err != nil {
+		return api.Backup{}, err
+	}
+	s.log.InfoContext(ctx, "backup queued", "job_id", id, "vm_context_id", vm.ContextID, "vm_name", vm.VMName, "agent_id", vm.AgentID, "repository", repo.Name, "requested_type", typ)
+	s.wake(vm.AgentID)
+	return s.Get(ctx, id)
+}
+
+// Get returns one backup with its disks.
+func (s *Service) Get(ctx context.Context, id string) (api.Backup, error) {
+	row, err := s.cat.BackupByID(ctx, id)
+	if err != nil {
+		return api.Backup{}, err
+	}
+	disks, err := s.cat.BackupDisks(ctx, id)
+	if err != nil {
+		return api.Backup{}, err
+	}
+	return backupInfo(row, disks), nil
+}
+
+func backupInfo(r *catalog.BackupRow, disks []catalog.BackupDisk) api.Backup {
+	b := api.Backup{
+		ID: r.ID, VMContextID: r.VMContextID, VMName: r.VMName, AgentID: r.AgentID, Repository: r.RepositoryName,
+		RequestedType: r.RequestedType, Type: r.Type, Status: r.Status, CancelRequested: r.CancelRequested, Protected: r.Protected,
+		SnapshotName: r.SnapshotName, CreatedAt: r.CreatedAt, StartedAt: r.StartedAt, FinishedAt: r.FinishedAt,
+		BytesRead: r.BytesRead, BytesSent: r.BytesSent, BytesDeduplicated: r.BytesDeduplicated, BytesZero: r.BytesZero,
+		Error: r.Error, Notes: r.Notes, VerifiedAt: r.VerifiedAt, VerifyStatus: r.VerifyStatus,
+	}
+	if !r.StartedAt.IsZero() && !r.FinishedAt.IsZero() {
+		b.DurationSeconds = r.FinishedAt.Sub(r.StartedAt).Seconds()
+		if b.DurationSeconds > 0 {
+			b.ThroughputBPS = float64(r.BytesRead) / b.DurationSeconds
+		}
+	}
+	for _, d := range disks {
+		bd := api.BackupDisk{
+			DiskID: d.DiskID, Type: d.Type, Reason: d.Reason, ParentBackupID: d.ParentJobID, BaseChangeID: d.BaseChangeID,
+			ChangeID: d.ChangeID, CapacityBytes: d.CapacityBytes, ChunkSize: d.ChunkSize, SlotsTotal: d.SlotsTotal,
+			SlotsChanged: d.SlotsChanged, BytesRead: d.BytesRead, BytesSent: d.BytesSent, BytesDeduplicated: d.BytesDeduplicated,
+			BytesZero: d.BytesZero, Status: d.Status, Error: d.Error, StartedAt: d.StartedAt, FinishedAt: d.FinishedAt,
+		}
+		if !d.StartedAt.IsZero() && !d.FinishedAt.IsZero() {
+			bd.DurationSeconds = d.FinishedAt.Sub(d.StartedAt).Seconds()
+			if bd.DurationSeconds > 0 {
+				bd.ThroughputBPS = float64(d.BytesRead) / bd.DurationSeconds
+			}
+		}
+		b.Disks = append(b.Disks, bd)
+	}
+	return b
+}
+
+// ListFilter selects backups; VM is a name or context id.
+type ListFilter struct {
+	VM     string
+	Status string
+	Since  time.Time
+	Limit  int
+	Offset int
+}
+
+// List returns backups, newest first.
+func (s *Service) List(ctx context.Context, f ListFilter) (api.BackupList, error) {
+	cf := catalog.BackupFilter{Status: f.Status, Since: f.Since, Limit: f.Limit, Offset: f.Offset}
+	if f.VM != "" {
+		vm, err := s.resolveVM(ctx, f.VM)
+		if errors.Is(err, catalog.ErrNotFound) {
+			return api.BackupList{Backups: []api.Backup{}, Page: api.Page{Limit: f.Limit, Offset: f.Offset}}, nil
+		}
+		if err != nil {
+			return api.BackupList{}, err
+		}
+		cf.VMContextID = vm.ContextID
+	}
+	rows, total, err := s.cat.Backups(ctx, cf)
+	if err != nil {
+		return api.BackupList{}, err
+	}
+	out := api.BackupList{Backups: make([]api.Backup, 0, len(rows)), Page: api.Page{Limit: f.Limit, Offset: f.Offset, Total: total}}
+	for i := range rows {
+		out.Backups = append(out.Backups, backupInfo(&rows[i], nil))
+	}
+	return out, nil
+}
+
+// Cancel cancels a queued job at once or asks the agent to stop a running one.
+func (s *Service) Cancel(ctx context.Context, id string) (api.Backup, error) {
+	j, err := s.cat.RequestCancel(ctx, id)
+	if err != nil {
+		return api.Backup{}, err
+	}
+	s.log.InfoContext(ctx, "backup cancel requested", "job_id", id, "status", j.Status)
+	if j.Status == catalog.JobCancelled {
+		s.metrics.JobsFinished.WithLabelValues(catalog.JobCancelled).Inc()
+	}
+	return s.Get(ctx, id)
+}
+
+// Delete removes a finished, unprotected backup and its indexes; the chunks are reclaimed by
+// garbage collection.
+func (s *Service) Delete(ctx context.Context, id string) error {
+	row, err := s.cat.BackupByID(ctx, id)
+	if err != nil {
+		return err
+	}
+	j, disks, err := s.cat.DeleteBackup(ctx, id)
+	if err != nil {
+		return err
+	}
+	s.removeIndexes(ctx, j.RepositoryID, row.InstanceUUID, disks)
+	s.log.InfoContext(ctx, "backup deleted", "job_id", id, "vm_context_id", j.VMContextID, "disks", len(disks))
+	return nil
+}
+
+// removeIndexes deletes the index files of discarded disk results; a failure is logged, and the
+// consistency check finds what is left.
+func (s *Service) removeIndexes(ctx context.Context, repositoryID, instanceUUID string, disks []catalog.BackupDisk) {
+	if len(disks) == 0 {
+		return
+	}
+	repo, err := s.repos.Open(ctx, repositoryID)
+	if err != nil {
+		s.log.WarnContext(ctx, "open repository to remove indexes", "repository_id", repositoryID, "err", err)
+		return
+	}
+	for _, d := range disks {
+		if err := repo.RemoveIndex(ctx, indexRef(instanceUUID, d.DiskID, d.JobID)); err != nil {
+			s.log.WarnContext(ctx, "remove index", "job_id", d.JobID, "disk_id", d.DiskID, "err", err)
+		}
+	}
+}
+
+// Chain returns, per disk, the successful backups of a VM, oldest first.
+func (s *Service) Chain(ctx context.Context, vmNameOrID string) (api.Chain, error) {
+	vm, err := s.resolveVM(ctx, vmNameOrID)
+	if err != nil {
+		return api.Chain{}, err
+	}
+	entries, err := s.cat.Chain(ctx, vm.ContextID)
+	if err != nil {
+		return api.Chain{}, err
+	}
+	out := api.Chain{VMContextID: vm.ContextID, VMName: vm.VMName, Disks: map[string][]api.ChainEntry{}}
+	for _, e := range entries {
+		out.Disks[e.DiskID] = append(out.Disks[e.DiskID], api.ChainEntry{
+			BackupID: e.JobID, Type: e.Type, Reason: e.Reason, BaseChangeID: e.BaseChangeID, ChangeID: e.ChangeID,
+			CreatedAt: e.JobCreated, Protected: e.Protected,
+		})
+	}
+	return out, nil
+}

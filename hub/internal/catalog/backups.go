@@ -1,0 +1,182 @@
+package catalog
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/uptrace/bun"
+)
+
+// ErrProtected is returned when deleting a protected backup.
+var ErrProtected = errors.New("the backup is protected")
+
+// BackupRow is a job with the names operators know it by.
+type BackupRow struct {
+	BackupJob      `bun:",extend"`
+	VMName         string `bun:"vm_name"`
+	InstanceUUID   string `bun:"instance_uuid"`
+	RepositoryName string `bun:"repository_name"`
+}
+
+// BackupFilter selects backups for listing.
+type BackupFilter struct {
+	VMContextID string
+	Status      string
+	Since       time.Time
+	Limit       int
+	Offset      int
+}
+
+func (c *Catalog) backupQuery(dst any) *bun.SelectQuery {
+	return c.db.NewSelect().Model(dst).
+		ColumnExpr("j.*").ColumnExpr("vmc.vm_name AS vm_name").ColumnExpr("vmc.instance_uuid AS instance_uuid").ColumnExpr("r.name AS repository_name").
+		Join("JOIN vm_contexts AS vmc ON vmc.context_id = j.vm_context_id").
+		Join("JOIN repositories AS r ON r.id = j.repository_id")
+}
+
+// Backups lists jobs, newest first, with the total number matching.
+func (c *Catalog) Backups(ctx context.Context, f BackupFilter) ([]BackupRow, int, error) {
+	var out []BackupRow
+	q := c.backupQuery(&out)
+	if f.VMContextID != "" {
+		q = q.Where("j.vm_context_id = ?", f.VMContextID)
+	}
+	if f.Status != "" {
+		q = q.Where("j.status = ?", f.Status)
+	}
+	if !f.Since.IsZero() {
+		q = q.Where("j.created_at >= ?", f.Since.UTC())
+	}
+	if f.Limit > 0 {
+		q = q.Limit(int64(f.Limit)).Offset(int64(f.Offset))
+	}
+	n, err := q.Order("j.created_at DESC", "j.id DESC").ScanAndCount(ctx)
+	if err != nil {
+		return nil, 0, fmt.Errorf("list backups: %w", err)
+	}
+	return out, int(n), nil
+}
+
+// BackupByID returns one job with its names, or ErrNotFound.
+func (c *Catalog) BackupByID(ctx context.Context, id string) (*BackupRow, error) {
+	out := new(BackupRow)
+	err := c.backupQuery(out).Where("j.id = ?", id).Scan(ctx)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("backup %s: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("select backup %s: %w", id, err)
+	}
+	return out, nil
+}
+
+// ChainEntry is one successful backup of one disk.
+type ChainEntry struct {
+	BackupDisk `bun:",extend"`
+	JobCreated time.Time `bun:"job_created_at"`
+	Protected  bool      `bun:"job_protected"`
+}
+
+// Chain returns the successful backups of every disk of a VM, oldest first.
+func (c *Catalog) Chain(ctx context.Context, vmContextID string) ([]ChainEntry, error) {
+	var out []ChainEntry
+	err := c.db.NewSelect().Model(&out).
+		ColumnExpr("bd.*").ColumnExpr("j.created_at AS job_created_at").ColumnExpr("j.protected AS job_protected").
+		Join("JOIN backup_jobs AS j ON j.id = bd.job_id").
+		Where("bd.vm_context_id = ?", vmContextID).Where("j.status = ?", JobSucceeded).
+		Order("bd.disk_id ASC", "j.created_at ASC").Scan(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("select chain of %s: %w", vmContextID, err)
+	}
+	return out, nil
+}
+
+// DeleteBackup removes a finished, unprotected backup from the catalog and returns its disks so
+// that the caller can remove their indexes (the chunks are reclaimed by garbage collection). A
+// queued or running job, or a protected backup → ErrConflict.
+func (c *Catalog) DeleteBackup(ctx context.Context, id string) (*BackupJob, []BackupDisk, error) {
+	j := new(BackupJob)
+	var disks []BackupDisk
+	err := c.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+		q := tx.NewSelect().Model(j).Where("id = ?", id)
+		if c.driver == DriverMySQL {
+			q = q.For("UPDATE")
+		}
+		if err := q.Scan(ctx); err != nil {
+			if errors.Is(err, sql.ErrNoRows) {
+				return fmt.Errorf("backup %s: %w", id, ErrNotFound)
+			}
+			return fmt.Errorf("select backup %s: %w", id, err)
+		}
+		switch {
+		case j.Status == JobQueued || j.Status == JobRunning:
+			return fmt.Errorf("backup %s is %s; cancel it first: %w", id, j.Status, ErrConflict)
+		case j.Protected:
+			return fmt.Errorf("backup %s: %w; unprotect it first: %w", id, ErrProtected, ErrConflict)
+		}
+		if err := tx.NewSelect().Model(&disks).Where("job_id = ?", id).Scan(ctx); err != nil {
+			return fmt.Errorf("select disks of backup %s: %w", id, err)
+		}
+		// vm_disks.job_id must keep naming an existing job: the newest other job of the VM, or
+		// NULL when none is left.
+		var other string
+		err := tx.NewSelect().Model((*BackupJob)(nil)).Column("id").
+			Where("vm_context_id = ?", j.VMContextID).Where("id <> ?", id).
+			Order("created_at DESC").Limit(1).Scan(ctx, &other)
+		if err != nil && !errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("select other jobs: %w", err)
+		}
+		uq := tx.NewUpdate().Model((*VMDisk)(nil)).Set("updated_at = ?", c.now()).Where("job_id = ?", id)
+		if other == "" {
+			uq = uq.Set("job_id = NULL")
+		} else {
+			uq = uq.Set("job_id = ?", other)
+		}
+		if _, err := uq.Exec(ctx); err != nil {
+			return fmt.Errorf("repoint disks of backup %s: %w", id, err)
+		}
+		if _, err := tx.NewDelete().Model((*UploadSlot)(nil)).
+			Where("session_id IN (?)", tx.NewSelect().Model((*UploadSession)(nil)).Column("id").Where("job_id = ?", id)).Exec(ctx); err != nil {
+			return fmt.Errorf("delete slots of backup %s: %w", id, err)
+		}
+		for _, m := range []any{(*UploadSession)(nil), (*BackupDisk)(nil)} {
+			if _, err := tx.NewDelete().Model(m).Where("job_id = ?", id).Exec(ctx); err != nil {
+				return fmt.Errorf("delete backup %s: %w", id, err)
+			}
+		}
+		if _, err := tx.NewDelete().Model((*BackupJob)(nil)).Where("id = ?", id).Exec(ctx); err != nil {
+			return fmt.Errorf("delete backup %s: %w", id, err)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	return j, disks, nil
+}
+
+// SetProtected protects a backup from pruning and deletion, or lifts that protection.
+func (c *Catalog) SetProtected(ctx context.Context, id string, protected bool) error {
+	res, err := c.db.NewUpdate().Model((*BackupJob)(nil)).Set("protected = ?", protected).Set("updated_at = ?", c.now()).
+		Where("id = ?", id).Exec(ctx)
+	if err != nil {
+		return fmt.Errorf("protect backup %s: %w", id, err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return fmt.Errorf("backup %s: %w", id, ErrNotFound)
+	}
+	return nil
+}
+
+// RecordVerify stores the outcome of verifying a backup.
+func (c *Catalog) RecordVerify(ctx context.Context, id, status string, at time.Time) error {
+	_, err := c.db.NewUpdate().Model((*BackupJob)(nil)).Set("verified_at = ?", at.UTC()).Set("verify_status = ?", status).
+		Where("id = ?", id).Exec(ctx)
+	if err != nil {
+		return fmt.Errorf("record verification of backup %s: %w", id, err)
+	}
+	return nil
+}

@@ -1,0 +1,359 @@
+package catalog
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/uptrace/bun"
+)
+
+// ErrJobActive is returned when a VM already has a queued or running backup job.
+var ErrJobActive = errors.New("the VM already has a backup job queued or running")
+
+var errNotStale = errors.New("job is no longer stale")
+
+// ErrNotCancellable is returned when a job has already finished.
+var ErrNotCancellable = errors.New("the job has already finished")
+
+// lockVM takes a row lock on the VM for the rest of the transaction (MySQL); on SQLite the
+// immediate transaction already serialises writers.
+func (c *Catalog) lockVM(ctx context.Context, tx bun.Tx, contextID string) (*VMContext, error) {
+	vm := new(VMContext)
+	q := tx.NewSelect().Model(vm).Where("context_id = ?", contextID)
+	if c.driver == DriverMySQL {
+		q = q.For("UPDATE")
+	}
+	if err := q.Scan(ctx); err != nil {
+		if errors.Is(err, sql.ErrNoRows) {
+			return nil, fmt.Errorf("vm %s: %w", contextID, ErrNotFound)
+		}
+		return nil, fmt.Errorf("lock vm %s: %w", contextID, err)
+	}
+	return vm, nil
+}
+
+// CreateJob records a queued job unless its VM already has an active one (ErrJobActive).
+func (c *Catalog) CreateJob(ctx context.Context, j *BackupJob) error {
+	return c.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+		if _, err := c.lockVM(ctx, tx, j.VMContextID); err != nil {
+			return err
+		}
+		var active BackupJob
+		err := tx.NewSelect().Model(&active).Column("id", "status").
+			Where("vm_context_id = ?", j.VMContextID).Where("status IN (?)", bun.In([]string{JobQueued, JobRunning})).
+			Limit(1).Scan(ctx)
+		if err == nil {
+			return fmt.Errorf("%w: %s is %s: %w", ErrJobActive, active.ID, active.Status, ErrConflict)
+		}
+		if !errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("check active jobs: %w", err)
+		}
+		now := c.now()
+		j.Status, j.CreatedAt, j.UpdatedAt = JobQueued, now, now
+		if _, err := tx.NewInsert().Model(j).Exec(ctx); err != nil {
+			return fmt.Errorf("insert job: %w", err)
+		}
+		return nil
+	})
+}
+
+// JobByID returns one job or ErrNotFound.
+func (c *Catalog) JobByID(ctx context.Context, id string) (*BackupJob, error) {
+	j := new(BackupJob)
+	err := c.db.NewSelect().Model(j).Where("id = ?", id).Scan(ctx)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("backup %s: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("select backup %s: %w", id, err)
+	}
+	return j, nil
+}
+
+// AgentJob returns a job only when it belongs to the agent; another agent's job is ErrNotFound.
+func (c *Catalog) AgentJob(ctx context.Context, id, agentID string) (*BackupJob, error) {
+	j := new(BackupJob)
+	err := c.db.NewSelect().Model(j).Where("id = ?", id).Where("agent_id = ?", agentID).Scan(ctx)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("job %s: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("select job %s: %w", id, err)
+	}
+	return j, nil
+}
+
+// ClaimJob hands the agent a job: first one of its running jobs it is not working on (it was
+// restarted and resumes it), else the oldest queued job, claimed with a conditional UPDATE so
+// that a job is claimed exactly once. Claiming sets vm_disks.job_id on the VM's present disks.
+// It returns (nil, false, nil) when there is nothing to do.
+func (c *Catalog) ClaimJob(ctx context.Context, agentID string, busy []string) (*BackupJob, bool, error) {
+	q := c.db.NewSelect().Model((*BackupJob)(nil)).Where("agent_id = ?", agentID).Where("status = ?", JobRunning).Order("created_at ASC").Limit(1)
+	if len(busy) > 0 {
+		q = q.Where("id NOT IN (?)", bun.In(busy))
+	}
+	resume := new(BackupJob)
+	err := q.Scan(ctx, resume)
+	if err == nil {
+		return resume, true, nil
+	}
+	if !errors.Is(err, sql.ErrNoRows) {
+		return nil, false, fmt.Errorf("find running jobs: %w", err)
+	}
+	for range 5 { // another claimer may win a candidate; try the next
+		cand := new(BackupJob)
+		err := c.db.NewSelect().Model(cand).Where("agent_id = ?", agentID).Where("status = ?", JobQueued).Order("created_at ASC").Limit(1).Scan(ctx)
+		if errors.Is(err, sql.ErrNoRows) {
+			return nil, false, nil
+		}
+		if err != nil {
+			return nil, false, fmt.Errorf("find queued jobs: %w", err)
+		}
+		claimed := false
+		err = c.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+			now := c.now()
+			res, err := tx.NewUpdate().Model((*BackupJob)(nil)).
+				Set("status = ?", JobRunning).Set("claimed_at = ?", now).Set("started_at = ?", now).
+				Set("heartbeat_at = ?", now).Set("updated_at = ?", now).
+				Where("id = ?", cand.ID).Where("status = ?", JobQueued).Where("agent_id = ?", agentID).
+				Exec(ctx)
+			if err != nil {
+				return fmt.Errorf("claim job %s: %w", cand.ID, err)
+			}
+			if n, _ := res.RowsAffected(); n != 1 {
+				return nil
+			}
+			if _, err := tx.NewUpdate().Model((*VMDisk)(nil)).
+				Set("job_id = ?", cand.ID).Set("updated_at = ?", now).
+				Where("vm_context_id = ?", cand.VMContextID).Where("status = ?", DiskPresent).Where("backupable = ?", true).
+				Exec(ctx); err != nil {
+				return fmt.Errorf("mark disks of job %s: %w", cand.ID, err)
+			}
+			claimed = true
+			return nil
+		})
+		if err != nil {
+			return nil, false, err
+		}
+		if claimed {
+			j, err := c.JobByID(ctx, cand.ID)
+			return j, false, err
+		}
+	}
+	return nil, false, nil
+}
+
+// JobProgress records a running job's liveness and counters; it returns the job.
+func (c *Catalog) JobProgress(ctx context.Context, id, agentID string, p JobCounters, snapshotRef string, snapshotAt time.Time) (*BackupJob, error) {
+	now := c.now()
+	q := c.db.NewUpdate().Model((*BackupJob)(nil)).
+		Set("heartbeat_at = ?", now).Set("updated_at = ?", now).
+		Set("bytes_read = ?", p.BytesRead).Set("bytes_sent = ?", p.BytesSent).
+		Set("bytes_deduplicated = ?", p.BytesDeduplicated).Set("bytes_zero = ?", p.BytesZero).
+		Where("id = ?", id).Where("agent_id = ?", agentID).Where("status = ?", JobRunning)
+	if snapshotRef != "" {
+		q = q.Set("snapshot_ref = ?", snapshotRef)
+	}
+	if !snapshotAt.IsZero() {
+		q = q.Set("snapshot_created_at = ?", snapshotAt.UTC())
+	}
+	if _, err := q.Exec(ctx); err != nil {
+		return nil, fmt.Errorf("record progress of job %s: %w", id, err)
+	}
+	return c.AgentJob(ctx, id, agentID)
+}
+
+// JobCounters are a job's byte counters.
+type JobCounters struct {
+	BytesRead, BytesSent, BytesDeduplicated, BytesZero int64
+}
+
+// RequestCancel cancels a queued job at once, or asks the agent to stop a running one.
+func (c *Catalog) RequestCancel(ctx context.Context, id string) (*BackupJob, error) {
+	now := c.now()
+	res, err := c.db.NewUpdate().Model((*BackupJob)(nil)).
+		Set("status = ?", JobCancelled).Set("cancel_requested = ?", true).Set("finished_at = ?", now).
+		Set("error = ?", "cancelled before it started").Set("updated_at = ?", now).
+		Where("id = ?", id).Where("status = ?", JobQueued).Exec(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("cancel job %s: %w", id, err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		res, err = c.db.NewUpdate().Model((*BackupJob)(nil)).
+			Set("cancel_requested = ?", true).Set("updated_at = ?", now).
+			Where("id = ?", id).Where("status = ?", JobRunning).Exec(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("cancel job %s: %w", id, err)
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			j, err := c.JobByID(ctx, id)
+			if err != nil {
+				return nil, err
+			}
+			return nil, fmt.Errorf("backup %s is %s: %w: %w", id, j.Status, ErrNotCancellable, ErrConflict)
+		}
+	}
+	return c.JobByID(ctx, id)
+}
+
+// FinishJob ends a running job of the agent. For a success, every present backup-able disk of
+// the VM must have a committed session; their backup_disks rows become visible, the disks'
+// change IDs advance and the VM becomes protected, all in one transaction. Any other outcome
+// discards the job's sessions and uncommitted results; the returned index paths (if any) are
+// the ones the caller should delete from the repository.
+func (c *Catalog) FinishJob(ctx context.Context, id, agentID, status, errMsg, notes string) (*BackupJob, []BackupDisk, error) {
+	return c.finishJob(ctx, id, agentID, status, errMsg, notes, time.Time{})
+}
+
+// finishJob is FinishJob; a non-zero staleBefore finishes the job only if its last heartbeat is
+// older, checked under the row lock so that a job that just reported is left alone.
+func (c *Catalog) finishJob(ctx context.Context, id, agentID, status, errMsg, notes string, staleBefore time.Time) (*BackupJob, []BackupDisk, error) {
+	var dropped []BackupDisk
+	err := c.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+		dropped = nil
+		j := new(BackupJob)
+		q := tx.NewSelect().Model(j).Where("id = ?", id).Where("agent_id = ?", agentID)
+		if c.driver == DriverMySQL {
+			q = q.For("UPDATE")
+		}
+		if err := q.Scan(ctx); err != nil {
+			if errors.Is(err, sql.ErrNoRows) {
+				return fmt.Errorf("job %s: %w", id, ErrNotFound)
+			}
+			return err
+		}
+		if !staleBefore.IsZero() && (j.Status != JobRunning || !j.HeartbeatAt.Before(staleBefore)) {
+			return errNotStale
+		}
+		if j.Status != JobRunning {
+			if j.Status == status {
+				return nil // a retried completion
+			}
+			return fmt.Errorf("job %s is %s: %w", id, j.Status, ErrConflict)
+		}
+		now := c.now()
+		var bds []BackupDisk
+		if err := tx.NewSelect().Model(&bds).Where("job_id = ?", id).Scan(ctx); err != nil {
+			return fmt.Errorf("select disks of job %s: %w", id, err)
+		}
+		if status == JobSucceeded {
+			var disks []VMDisk
+			if err := tx.NewSelect().Model(&disks).Where("vm_context_id = ?", j.VMContextID).
+				Where("status = ?", DiskPresent).Where("backupable = ?", true).Scan(ctx); err != nil {
+				return fmt.Errorf("select disks of vm %s: %w", j.VMContextID, err)
+			}
+			done := map[string]*BackupDisk{}
+			for i := range bds {
+				done[bds[i].DiskID] = &bds[i]
+			}
+			var missing []string
+			for _, d := range disks {
+				if done[d.DiskID] == nil {
+					missing = append(missing, d.DiskID)
+				}
+			}
+			if len(missing) > 0 || len(bds) == 0 {
+				return fmt.Errorf("job %s cannot succeed: disks %v have no committed backup: %w", id, missing, ErrConflict)
+			}
+			jobType := BackupIncremental
+			for i := range bds {
+				bd := &bds[i]
+				if bd.Type == BackupFull {
+					jobType = BackupFull
+				}
+				if _, err := tx.NewUpdate().Model((*BackupDisk)(nil)).Set("status = ?", JobSucceeded).Set("updated_at = ?", now).
+					Where("id = ?", bd.ID).Exec(ctx); err != nil {
+					return fmt.Errorf("finish disk %s: %w", bd.DiskID, err)
+				}
+				if _, err := tx.NewUpdate().Model((*VMDisk)(nil)).Set("change_id = ?", bd.ChangeID).Set("updated_at = ?", now).
+					Where("vm_context_id = ?", j.VMContextID).Where("disk_id = ?", bd.DiskID).Exec(ctx); err != nil {
+					return fmt.Errorf("advance change id of %s: %w", bd.DiskID, err)
+				}
+			}
+			if _, err := tx.NewUpdate().Model((*VMContext)(nil)).Set("current_status = ?", VMProtected).Set("updated_at = ?", now).
+				Where("context_id = ?", j.VMContextID).Where("current_status = ?", VMDiscovered).Exec(ctx); err != nil {
+				return fmt.Errorf("mark vm protected: %w", err)
+			}
+			j.Type = jobType
+		} else {
+			dropped = bds
+			if _, err := tx.NewDelete().Model((*BackupDisk)(nil)).Where("job_id = ?", id).Exec(ctx); err != nil {
+				return fmt.Errorf("discard disks of job %s: %w", id, err)
+			}
+		}
+		if _, err := tx.NewUpdate().Model((*UploadSession)(nil)).Set("status = ?", SessionAborted).Set("updated_at = ?", now).
+			Where("job_id = ?", id).Where("status = ?", SessionOpen).Exec(ctx); err != nil {
+			return fmt.Errorf("close sessions of job %s: %w", id, err)
+		}
+		uq := tx.NewUpdate().Model((*BackupJob)(nil)).
+			Set("status = ?", status).Set("finished_at = ?", now).Set("heartbeat_at = ?", now).Set("updated_at = ?", now).
+			Set("type = ?", j.Type).Where("id = ?", id).Where("status = ?", JobRunning)
+		if errMsg != "" {
+			uq = uq.Set("error = ?", truncate(errMsg, 4000))
+		}
+		if notes != "" {
+			uq = uq.Set("notes = ?", truncate(notes, 4000))
+		}
+		if _, err := uq.Exec(ctx); err != nil {
+			return fmt.Errorf("finish job %s: %w", id, err)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	j, err := c.JobByID(ctx, id)
+	return j, dropped, err
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n]
+}
+
+// FailedJob is a job failed by FailStaleJobs with the disk results it discarded.
+type FailedJob struct {
+	Job       BackupJob
+	Discarded []BackupDisk
+}
+
+// FailStaleJobs fails running jobs whose agent has not reported since before cutoff.
+func (c *Catalog) FailStaleJobs(ctx context.Context, cutoff time.Time) ([]FailedJob, error) {
+	var stale []BackupJob
+	if err := c.db.NewSelect().Model(&stale).Where("status = ?", JobRunning).Where("heartbeat_at < ?", cutoff.UTC()).Scan(ctx); err != nil {
+		return nil, fmt.Errorf("find stale jobs: %w", err)
+	}
+	var failed []FailedJob
+	for _, j := range stale {
+		fj, dropped, err := c.finishJob(ctx, j.ID, j.AgentID, JobFailed, "the agent stopped reporting progress (timed out)", "", cutoff)
+		if err != nil {
+			if errors.Is(err, errNotStale) {
+				continue // it reported or finished meanwhile
+			}
+			return failed, err
+		}
+		failed = append(failed, FailedJob{Job: *fj, Discarded: dropped})
+	}
+	return failed, nil
+}
+
+// CountJobsByStatus returns the number of jobs per status.
+func (c *Catalog) CountJobsByStatus(ctx context.Context) (map[string]int, error) {
+	var rows []struct {
+		Status string `bun:"status"`
+		N      int    `bun:"n"`
+	}
+	if err := c.db.NewSelect().Model((*BackupJob)(nil)).Column("status").ColumnExpr("COUNT(*) AS n").Group("status").Scan(ctx, &rows); err != nil {
+		return nil, fmt.Errorf("count jobs: %w", err)
+	}
+	out := map[string]int{JobQueued: 0, JobRunning: 0, JobSucceeded: 0, JobFailed: 0, JobCancelled: 0}
+	for _, r := range rows {
+		out[r.Status] = r.N
+	}
+	return out, nil
+}

@@ -1,0 +1,163 @@
+package catalog
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+
+	"github.com/uptrace/bun"
+)
+
+// OpenSession creates the upload session of one disk of a job, or returns the existing one (an
+// agent resuming after a restart opens it again). Reopening with other parameters → ErrConflict.
+func (c *Catalog) OpenSession(ctx context.Context, s *UploadSession) (*UploadSession, error) {
+	now := c.now()
+	s.Status, s.CreatedAt, s.UpdatedAt = SessionOpen, now, now
+	_, err := c.db.NewInsert().Model(s).Exec(ctx)
+	if err == nil {
+		return s, nil
+	}
+	if !isUniqueViolation(err) {
+		return nil, fmt.Errorf("insert upload session: %w", err)
+	}
+	ex := new(UploadSession)
+	if err := c.db.NewSelect().Model(ex).Where("job_id = ?", s.JobID).Where("disk_id = ?", s.DiskID).Scan(ctx); err != nil {
+		return nil, fmt.Errorf("select upload session: %w", err)
+	}
+	if ex.Type != s.Type || ex.CapacityBytes != s.CapacityBytes || ex.ChunkSize != s.ChunkSize || ex.ParentJobID != s.ParentJobID || ex.ChangeID != s.ChangeID {
+		return nil, fmt.Errorf("disk %s of job %s already has a %s session for %d bytes (change id %q): %w", s.DiskID, s.JobID, ex.Type, ex.CapacityBytes, ex.ChangeID, ErrConflict)
+	}
+	return ex, nil
+}
+
+// AgentSession returns a session only when it belongs to the agent; another agent's → ErrNotFound.
+func (c *Catalog) AgentSession(ctx context.Context, id, agentID string) (*UploadSession, error) {
+	s := new(UploadSession)
+	err := c.db.NewSelect().Model(s).Where("id = ?", id).Where("agent_id = ?", agentID).Scan(ctx)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("upload session %s: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("select upload session %s: %w", id, err)
+	}
+	return s, nil
+}
+
+// RecordSlots stores slot digests of an open session (a slot recorded again takes the new
+// digest). It refuses a session that is no longer open.
+func (c *Catalog) RecordSlots(ctx context.Context, sessionID string, slots []UploadSlot) error {
+	if len(slots) == 0 {
+		return nil
+	}
+	now := c.now()
+	for i := range slots {
+		slots[i].SessionID, slots[i].CreatedAt, slots[i].UpdatedAt = sessionID, now, now
+	}
+	return c.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+		var status string
+		if err := tx.NewSelect().Model((*UploadSession)(nil)).Column("status").Where("id = ?", sessionID).Scan(ctx, &status); err != nil {
+			return fmt.Errorf("select upload session %s: %w", sessionID, err)
+		}
+		if status != SessionOpen {
+			return fmt.Errorf("upload session %s is %s: %w", sessionID, status, ErrConflict)
+		}
+		for start := 0; start < len(slots); start += 500 {
+			part := slots[start:min(start+500, len(slots))]
+			ins := tx.NewInsert().Model(&part)
+			if c.driver == DriverMySQL {
+				ins = ins.On("DUPLICATE KEY UPDATE").Set("digest = VALUES(digest)").Set("updated_at = VALUES(updated_at)")
+			} else {
+				ins = ins.On("CONFLICT (session_id, slot) DO UPDATE").Set("digest = EXCLUDED.digest").Set("updated_at = EXCLUDED.updated_at")
+			}
+			if _, err := ins.Exec(ctx); err != nil {
+				return fmt.Errorf("record slots of session %s: %w", sessionID, err)
+			}
+		}
+		return nil
+	})
+}
+
+// SessionSlots returns the recorded slots of a session in slot order.
+func (c *Catalog) SessionSlots(ctx context.Context, sessionID string) ([]UploadSlot, error) {
+	var out []UploadSlot
+	if err := c.db.NewSelect().Model(&out).Where("session_id = ?", sessionID).Order("slot ASC").Scan(ctx); err != nil {
+		return nil, fmt.Errorf("select slots of session %s: %w", sessionID, err)
+	}
+	return out, nil
+}
+
+// CommitSession closes an open session and records the disk's result (not yet visible as a
+// backup: the job must succeed first). Committing a committed session returns its result.
+func (c *Catalog) CommitSession(ctx context.Context, sessionID string, bd *BackupDisk) (*BackupDisk, error) {
+	err := c.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+		now := c.now()
+		res, err := tx.NewUpdate().Model((*UploadSession)(nil)).Set("status = ?", SessionCommitted).Set("updated_at = ?", now).
+			Where("id = ?", sessionID).Where("status = ?", SessionOpen).Exec(ctx)
+		if err != nil {
+			return fmt.Errorf("commit session %s: %w", sessionID, err)
+		}
+		if n, _ := res.RowsAffected(); n != 1 {
+			return errAlreadyCommitted
+		}
+		bd.Status, bd.CreatedAt, bd.UpdatedAt = "committed", now, now
+		if _, err := tx.NewInsert().Model(bd).Exec(ctx); err != nil {
+			return fmt.Errorf("record disk %s of job %s: %w", bd.DiskID, bd.JobID, err)
+		}
+		return nil
+	})
+	if errors.Is(err, errAlreadyCommitted) {
+		ex := new(BackupDisk)
+		if err := c.db.NewSelect().Model(ex).Where("job_id = ?", bd.JobID).Where("disk_id = ?", bd.DiskID).Scan(ctx); err != nil {
+			return nil, fmt.Errorf("upload session %s is not open: %w", sessionID, ErrConflict)
+		}
+		return ex, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return bd, nil
+}
+
+var errAlreadyCommitted = errors.New("session already committed")
+
+// LatestBackupDisk returns the newest successful backup of a disk in a repository: the parent of
+// an incremental. No backup → ErrNotFound.
+func (c *Catalog) LatestBackupDisk(ctx context.Context, vmContextID, diskID, repositoryID string) (*BackupDisk, error) {
+	bd := new(BackupDisk)
+	err := c.db.NewSelect().Model(bd).
+		Join("JOIN backup_jobs AS j ON j.id = bd.job_id").
+		Where("bd.vm_context_id = ?", vmContextID).Where("bd.disk_id = ?", diskID).
+		Where("bd.status = ?", JobSucceeded).Where("j.status = ?", JobSucceeded).Where("j.repository_id = ?", repositoryID).
+		Order("j.created_at DESC").Limit(1).Scan(ctx)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("backup of %s/%s: %w", vmContextID, diskID, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("select latest backup of %s/%s: %w", vmContextID, diskID, err)
+	}
+	return bd, nil
+}
+
+// BackupDisks returns the per-disk results of a job.
+func (c *Catalog) BackupDisks(ctx context.Context, jobID string) ([]BackupDisk, error) {
+	var out []BackupDisk
+	if err := c.db.NewSelect().Model(&out).Where("job_id = ?", jobID).Order("disk_id ASC").Scan(ctx); err != nil {
+		return nil, fmt.Errorf("select disks of backup %s: %w", jobID, err)
+	}
+	return out, nil
+}
+
+// OpenSessionDigests returns every digest recorded by an open session writing to the
+// repository: chunks that garbage collection must keep although no index names them yet.
+func (c *Catalog) OpenSessionDigests(ctx context.Context, repositoryID string) ([]string, error) {
+	var out []string
+	err := c.db.NewSelect().Model((*UploadSlot)(nil)).ColumnExpr("DISTINCT us.digest").
+		Join("JOIN upload_sessions AS s ON s.id = us.session_id").
+		Where("s.repository_id = ?", repositoryID).Where("s.status = ?", SessionOpen).
+		Scan(ctx, &out)
+	if err != nil {
+		return nil, fmt.Errorf("select digests of open sessions: %w", err)
+	}
+	return out, nil
+}

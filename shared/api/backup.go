@@ -1,0 +1,268 @@
+package api
+
+import "time"
+
+// Operator routes for backups (the seed system's endpoints).
+const (
+	PathBackups      = "/api/v1/backups"      // POST start, GET list
+	PathRepositories = "/api/v1/repositories" // GET list, POST create (admin)
+)
+
+// Backup types.
+const (
+	BackupAuto        = "auto"
+	BackupFull        = "full"
+	BackupIncremental = "incremental"
+)
+
+// Job statuses.
+const (
+	JobQueued    = "queued"
+	JobRunning   = "running"
+	JobSucceeded = "succeeded"
+	JobFailed    = "failed"
+	JobCancelled = "cancelled"
+)
+
+// StartBackupRequest is the body of POST /api/v1/backups.
+type StartBackupRequest struct {
+	VM         string `json:"vm"`                   // VM name or context id
+	Type       string `json:"type,omitempty"`       // auto (default), full or incremental
+	Repository string `json:"repository,omitempty"` // repository name; default "default"
+}
+
+// Backup is one backup job as operators see it.
+type Backup struct {
+	ID                string       `json:"id"`
+	VMContextID       string       `json:"vm_context_id"`
+	VMName            string       `json:"vm_name"`
+	AgentID           string       `json:"agent_id"`
+	Repository        string       `json:"repository"`
+	RequestedType     string       `json:"requested_type"`
+	Type              string       `json:"type,omitempty"`
+	Status            string       `json:"status"`
+	CancelRequested   bool         `json:"cancel_requested,omitempty"`
+	Protected         bool         `json:"protected"`
+	SnapshotName      string       `json:"snapshot_name,omitempty"`
+	CreatedAt         time.Time    `json:"created_at"`
+	StartedAt         time.Time    `json:"started_at,omitzero"`
+	FinishedAt        time.Time    `json:"finished_at,omitzero"`
+	DurationSeconds   float64      `json:"duration_seconds,omitempty"`
+	BytesRead         int64        `json:"bytes_read"`
+	BytesSent         int64        `json:"bytes_sent"`
+	BytesDeduplicated int64        `json:"bytes_deduplicated"`
+	BytesZero         int64        `json:"bytes_zero"`
+	ThroughputBPS     float64      `json:"throughput_bytes_per_second,omitempty"`
+	Error             string       `json:"error,omitempty"`
+	Notes             string       `json:"notes,omitempty"`
+	VerifiedAt        time.Time    `json:"verified_at,omitzero"`
+	VerifyStatus      string       `json:"verify_status,omitempty"`
+	Disks             []BackupDisk `json:"disks,omitempty"`
+}
+
+// BackupDisk is the outcome of one disk in a backup.
+type BackupDisk struct {
+	DiskID            string    `json:"disk_id"`
+	Type              string    `json:"type"`
+	Reason            string    `json:"reason,omitempty"`
+	ParentBackupID    string    `json:"parent_backup_id,omitempty"`
+	BaseChangeID      string    `json:"base_change_id,omitempty"`
+	ChangeID          string    `json:"change_id,omitempty"`
+	CapacityBytes     int64     `json:"capacity_bytes"`
+	ChunkSize         int64     `json:"chunk_size"`
+	SlotsTotal        int64     `json:"slots_total"`
+	SlotsChanged      int64     `json:"slots_changed"`
+	BytesRead         int64     `json:"bytes_read"`
+	BytesSent         int64     `json:"bytes_sent"`
+	BytesDeduplicated int64     `json:"bytes_deduplicated"`
+	BytesZero         int64     `json:"bytes_zero"`
+	Status            string    `json:"status"`
+	Error             string    `json:"error,omitempty"`
+	DurationSeconds   float64   `json:"duration_seconds,omitempty"`
+	ThroughputBPS     float64   `json:"throughput_bytes_per_second,omitempty"`
+	StartedAt         time.Time `json:"started_at,omitzero"`
+	FinishedAt        time.Time `json:"finished_at,omitzero"`
+}
+
+// BackupList is the body of GET /api/v1/backups.
+type BackupList struct {
+	Backups []Backup `json:"backups"`
+	Page    Page     `json:"page"`
+}
+
+// ChainEntry is one backup of one disk in GET /api/v1/backups/{vm_name}/chain.
+type ChainEntry struct {
+	BackupID     string    `json:"backup_id"`
+	Type         string    `json:"type"`
+	Reason       string    `json:"reason,omitempty"`
+	BaseChangeID string    `json:"base_change_id,omitempty"`
+	ChangeID     string    `json:"change_id,omitempty"`
+	CreatedAt    time.Time `json:"created_at"`
+	Protected    bool      `json:"protected"`
+}
+
+// Chain is the body of GET /api/v1/backups/{vm_name}/chain: per disk, oldest first.
+type Chain struct {
+	VMContextID string                  `json:"vm_context_id"`
+	VMName      string                  `json:"vm_name"`
+	Disks       map[string][]ChainEntry `json:"disks"`
+}
+
+// Repository is a backup repository as admins see it.
+type Repository struct {
+	ID        string    `json:"id"`
+	Name      string    `json:"name"`
+	Kind      string    `json:"kind"`
+	Path      string    `json:"path"`
+	ChunkSize int64     `json:"chunk_size"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+// CreateRepositoryRequest is the body of POST /api/v1/repositories.
+type CreateRepositoryRequest struct {
+	Name      string `json:"name"`
+	Path      string `json:"path"`
+	ChunkSize int64  `json:"chunk_size,omitempty"`
+}
+
+// ---- Agent side of a backup job ----
+
+// Agent job routes. {id} is a job id, {disk} a disk id, {session} an upload session id.
+const (
+	PathAgentJobs = "/api/v1/agent/jobs" // GET: long poll for the next job (?wait=30s&running=id,id)
+	// GET  /api/v1/agent/jobs/{id}                 job state (cancel requested?)
+	// POST /api/v1/agent/jobs/{id}/progress        JobProgress → JobState
+	// POST /api/v1/agent/jobs/{id}/complete        JobCompletion
+	// POST /api/v1/agent/jobs/{id}/disks/{disk}/session   OpenSessionRequest → Session (idempotent)
+	// GET  /api/v1/agent/sessions/{session}                Session (with done slots, for resume)
+	// PUT  /api/v1/agent/sessions/{session}/chunks/{digest}  chunk blob → 201 stored / 200 known
+	// POST /api/v1/agent/sessions/{session}/slots          SlotBatch → SlotBatchResult
+	// POST /api/v1/agent/sessions/{session}/commit         CommitRequest → BackupDisk
+)
+
+// MaxJobWait bounds the long poll of GET /api/v1/agent/jobs.
+const MaxJobWait = 60 * time.Second
+
+// Job is a backup job handed to an agent.
+type Job struct {
+	ID            string    `json:"id"`
+	Status        string    `json:"status"`
+	RequestedType string    `json:"requested_type"` // auto, full, incremental
+	SnapshotName  string    `json:"snapshot_name"`  // sendense-<job id>
+	VM            JobVM     `json:"vm"`
+	Repository    JobRepo   `json:"repository"`
+	Disks         []JobDisk `json:"disks"`
+	Resumed       bool      `json:"resumed"` // the agent had claimed this job before (restart)
+}
+
+// JobVM identifies the VM to back up.
+type JobVM struct {
+	ContextID    string `json:"context_id"`
+	Name         string `json:"name"`
+	Source       string `json:"source"` // agent-local source name
+	InstanceUUID string `json:"instance_uuid"`
+	CBTEnabled   bool   `json:"cbt_enabled"` // as last discovered
+}
+
+// JobRepo is the repository a job writes to.
+type JobRepo struct {
+	ID        string `json:"id"`
+	ChunkSize int64  `json:"chunk_size"`
+}
+
+// JobDisk is one disk to back up, with its parent backup when one exists.
+type JobDisk struct {
+	DiskID        string     `json:"disk_id"`
+	Key           int32      `json:"key"`
+	CapacityBytes int64      `json:"capacity_bytes"` // as last discovered
+	Parent        *ParentRef `json:"parent,omitempty"`
+}
+
+// ParentRef is the latest successful backup of a disk in the job's repository.
+type ParentRef struct {
+	BackupID      string `json:"backup_id"`
+	ChangeID      string `json:"change_id"`
+	CapacityBytes int64  `json:"capacity_bytes"`
+}
+
+// JobProgress is the body of POST .../progress: a liveness heartbeat with counters so far.
+type JobProgress struct {
+	Phase             string    `json:"phase"` // snapshot, reading, uploading, committing, cleanup
+	SnapshotRef       string    `json:"snapshot_ref,omitempty"`
+	SnapshotCreatedAt time.Time `json:"snapshot_created_at,omitzero"`
+	BytesRead         int64     `json:"bytes_read"`
+	BytesSent         int64     `json:"bytes_sent"`
+	BytesDeduplicated int64     `json:"bytes_deduplicated"`
+	BytesZero         int64     `json:"bytes_zero"`
+	BytesTotal        int64     `json:"bytes_total"` // bytes the agent plans to read
+}
+
+// JobState is the hub's answer to progress and GET: cancel when the operator asked for it.
+type JobState struct {
+	ID              string `json:"id"`
+	Status          string `json:"status"`
+	CancelRequested bool   `json:"cancel_requested"`
+}
+
+// JobCompletion is the body of POST .../complete.
+type JobCompletion struct {
+	Status string `json:"status"` // succeeded, failed or cancelled
+	Error  string `json:"error,omitempty"`
+	Notes  string `json:"notes,omitempty"` // e.g. "quiesce failed; crash-consistent snapshot"
+}
+
+// OpenSessionRequest opens (or reopens) the upload session of one disk of a job.
+type OpenSessionRequest struct {
+	Type           string `json:"type"`   // full or incremental
+	Reason         string `json:"reason"` // why this type, e.g. "no parent backup", "disk resized"
+	ParentBackupID string `json:"parent_backup_id,omitempty"`
+	BaseChangeID   string `json:"base_change_id,omitempty"`
+	ChangeID       string `json:"change_id,omitempty"` // change ID of the disk in the snapshot
+	CapacityBytes  int64  `json:"capacity_bytes"`      // capacity in the snapshot
+	ChunkSize      int64  `json:"chunk_size"`
+}
+
+// Session is an upload session: where the slots of one disk of one job are collected.
+type Session struct {
+	ID            string `json:"id"`
+	JobID         string `json:"job_id"`
+	DiskID        string `json:"disk_id"`
+	Type          string `json:"type"`
+	CapacityBytes int64  `json:"capacity_bytes"`
+	ChunkSize     int64  `json:"chunk_size"`
+	SlotCount     int64  `json:"slot_count"`
+	Status        string `json:"status"` // open, committed
+	// Done lists, as half-open [start, end) slot ranges, the slots already recorded: a resumed
+	// upload skips them.
+	Done [][2]int64 `json:"done"`
+}
+
+// SlotDigest names the content of one slot: the SHA-256 (hex) of its plaintext.
+type SlotDigest struct {
+	Slot   int64  `json:"slot"`
+	Digest string `json:"digest"`
+}
+
+// MaxSlotBatch bounds one SlotBatch.
+const MaxSlotBatch = 1024
+
+// SlotBatch records slots whose chunks the hub holds (or that are all zero).
+type SlotBatch struct {
+	Slots []SlotDigest `json:"slots"`
+}
+
+// SlotBatchResult says which slots were recorded and which digests the hub lacks: the agent
+// uploads those chunks and sends their slots again.
+type SlotBatchResult struct {
+	Recorded int      `json:"recorded"`
+	Missing  []string `json:"missing,omitempty"`
+}
+
+// CommitRequest closes a session; the hub writes the disk's index.
+type CommitRequest struct {
+	SlotsChanged      int64 `json:"slots_changed"`
+	BytesRead         int64 `json:"bytes_read"`
+	BytesSent         int64 `json:"bytes_sent"`
+	BytesDeduplicated int64 `json:"bytes_deduplicated"`
+	BytesZero         int64 `json:"bytes_zero"`
+}
