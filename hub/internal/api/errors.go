@@ -17,6 +17,7 @@ import (
 	"github.com/sendense/sendense/hub/internal/inventory"
 	"github.com/sendense/sendense/hub/internal/pki"
 	"github.com/sendense/sendense/hub/internal/repository"
+	"github.com/sendense/sendense/hub/internal/restore"
 	"github.com/sendense/sendense/shared/api"
 )
 
@@ -43,6 +44,10 @@ func statusOf(err error) (int, string) {
 		errors.Is(err, identity.ErrForbiddenRole), errors.Is(err, identity.ErrTokenUsed),
 		errors.Is(err, identity.ErrTokenExpired), errors.Is(err, identity.ErrTokenRevoked):
 		return http.StatusForbidden, api.CodeForbidden
+	case errors.Is(err, restore.ErrNotRestorable):
+		return http.StatusConflict, api.CodeConflict
+	case errors.Is(err, repository.ErrIndexNotFound), errors.Is(err, repository.ErrIndexDamaged):
+		return http.StatusInternalServerError, api.CodeInternal
 	case errors.Is(err, catalog.ErrNotFound):
 		return http.StatusNotFound, api.CodeNotFound
 	case errors.Is(err, catalog.ErrConflict), errors.Is(err, inventory.ErrAmbiguous), errors.Is(err, backup.ErrFullRequired):

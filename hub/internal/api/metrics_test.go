@@ -6,7 +6,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// metricValue returns the value of the counter or gauge series name{label=value} in reg.
+// metricValue returns the value of the counter or gauge series name{label=value} in reg (the
+// only series when label is empty).
 func metricValue(t *testing.T, reg *prometheus.Registry, name, label, value string) float64 {
 	t.Helper()
 	mfs, err := reg.Gather()
@@ -18,6 +19,12 @@ func metricValue(t *testing.T, reg *prometheus.Registry, name, label, value stri
 			continue
 		}
 		for _, m := range mf.GetMetric() {
+			if label == "" {
+				if m.GetCounter() != nil {
+					return m.GetCounter().GetValue()
+				}
+				return m.GetGauge().GetValue()
+			}
 			for _, l := range m.GetLabel() {
 				if l.GetName() == label && l.GetValue() == value {
 					if m.GetCounter() != nil {

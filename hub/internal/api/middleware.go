@@ -57,6 +57,9 @@ const (
 // recovery turns a panic into a logged 500 with the standard error body.
 func (s *Server) recovery() gin.HandlerFunc {
 	return gin.CustomRecoveryWithWriter(nil, func(c *gin.Context, rec any) {
+		if rec == http.ErrAbortHandler {
+			panic(rec) // a deliberate abort: let net/http close the connection
+		}
 		s.deps.Log.ErrorContext(c.Request.Context(), "panic in handler", "route", c.FullPath(), "err", fmt.Sprint(rec))
 		c.AbortWithStatusJSON(http.StatusInternalServerError, api.Error{Error: "internal error", Code: api.CodeInternal})
 	})

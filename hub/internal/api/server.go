@@ -38,6 +38,7 @@ type Deps struct {
 	Identity   identityService
 	Inventory  inventoryService
 	Backup     backupService
+	Restore    restoreService
 	Started    time.Time
 }
 
@@ -50,6 +51,9 @@ type Server struct {
 
 	draining  chan struct{} // closed when the server starts shutting down: long polls return
 	drainOnce sync.Once
+
+	restoreBytes    prometheus.Counter
+	restoreFailures prometheus.Counter
 }
 
 // New builds the router with every route registered.
@@ -58,6 +62,11 @@ func New(d Deps) *Server {
 		d.Started = time.Now()
 	}
 	s := &Server{deps: d, engine: gin.New(), metrics: newHTTPMetrics(d.Registry), auth: newAuthMetrics(d.Registry), draining: make(chan struct{})}
+	s.restoreBytes = prometheus.NewCounter(prometheus.CounterOpts{Name: "sendense_hub_restore_bytes_total", Help: "Bytes of disk images served for restore."})
+	s.restoreFailures = prometheus.NewCounter(prometheus.CounterOpts{Name: "sendense_hub_restore_failures_total", Help: "Restore streams aborted because a chunk was damaged or missing."})
+	if d.Registry != nil {
+		d.Registry.MustRegister(s.restoreBytes, s.restoreFailures)
+	}
 	s.engine.ContextWithFallback = true
 	s.engine.HandleMethodNotAllowed = true
 	s.engine.Use(s.recovery(), s.logRequests(), s.metrics.middleware())
@@ -73,6 +82,7 @@ func New(d Deps) *Server {
 	s.registerIdentity(agent, v1)
 	s.registerInventory(agent, v1)
 	s.registerBackup(agent, v1)
+	s.registerRestore(v1)
 	return s
 }
 

@@ -1,0 +1,118 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/sendense/sendense/hub/internal/restore"
+	"github.com/sendense/sendense/shared/api"
+)
+
+// restoreService opens restore points.
+type restoreService interface {
+	Open(ctx context.Context, backupID, diskID string) (*restore.Image, restore.Disk, error)
+}
+
+// errBadRange is answered with 416.
+var errBadRange = errors.New("range not satisfiable")
+
+func (s *Server) registerRestore(v1 *gin.RouterGroup) {
+	v1.GET("/backups/:id/disks/:disk/image", s.requireRole(api.RoleViewer), s.diskImage)
+	v1.HEAD("/backups/:id/disks/:disk/image", s.requireRole(api.RoleViewer), s.diskImage)
+}
+
+// diskImage streams the raw image of one disk of a restore point, with single byte-range
+// support for random access. Every chunk is verified as it is read; damage aborts the response
+// (the client sees a truncated body and a broken connection, never wrong bytes with a 200).
+func (s *Server) diskImage(c *gin.Context) {
+	img, d, err := s.deps.Restore.Open(c.Request.Context(), c.Param("id"), c.Param("disk"))
+	if err != nil {
+		s.fail(c, err)
+		return
+	}
+	size := img.Size()
+	etag := `"` + d.IndexDigest + `"`
+	h := c.Writer.Header()
+	h.Set("ETag", etag)
+	h.Set("Accept-Ranges", "bytes")
+	h.Set("Content-Type", "application/octet-stream")
+	h.Set("Content-Disposition", fmt.Sprintf(`attachment; filename="%s-%s.raw"`, d.BackupID, d.DiskID))
+	if inm := c.GetHeader("If-None-Match"); inm != "" && (inm == etag || inm == "*") {
+		c.Status(http.StatusNotModified)
+		return
+	}
+	off, n, partial := int64(0), size, false
+	if rh := c.GetHeader("Range"); rh != "" && (c.GetHeader("If-Range") == "" || c.GetHeader("If-Range") == etag) {
+		o, l, ok, err := parseRange(rh, size)
+		if err != nil {
+			h.Set("Content-Range", fmt.Sprintf("bytes */%d", size))
+			c.AbortWithStatusJSON(http.StatusRequestedRangeNotSatisfiable, api.Error{Error: err.Error(), Code: api.CodeInvalid, Field: "Range"})
+			return
+		}
+		if ok {
+			off, n, partial = o, l, true
+		}
+	}
+	h.Set("Content-Length", strconv.FormatInt(n, 10))
+	status := http.StatusOK
+	if partial {
+		h.Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", off, off+n-1, size))
+		status = http.StatusPartialContent
+	}
+	c.Status(status)
+	if c.Request.Method == http.MethodHead {
+		return
+	}
+	written, err := img.Stream(c.Request.Context(), c.Writer, off, n, 4)
+	s.restoreBytes.Add(float64(written))
+	if err != nil {
+		if c.Request.Context().Err() == nil {
+			s.restoreFailures.Inc()
+			s.deps.Log.ErrorContext(c.Request.Context(), "restore stream aborted", "backup_id", d.BackupID, "disk_id", d.DiskID,
+				"offset", off, "bytes_written", written, "err", err)
+		}
+		panic(http.ErrAbortHandler) // closes the connection: the client cannot mistake this for a complete image
+	}
+}
+
+// parseRange parses one "bytes=" range. It returns ok=false for headers it ignores (several
+// ranges, other units): the whole image is then sent, as RFC 9110 allows.
+func parseRange(h string, size int64) (off, n int64, ok bool, err error) {
+	spec, found := strings.CutPrefix(h, "bytes=")
+	if !found || strings.Contains(spec, ",") {
+		return 0, 0, false, nil
+	}
+	a, b, found := strings.Cut(strings.TrimSpace(spec), "-")
+	if !found {
+		return 0, 0, false, fmt.Errorf("%w: %q", errBadRange, h)
+	}
+	switch {
+	case a == "": // suffix: the last b bytes
+		k, perr := strconv.ParseInt(b, 10, 64)
+		if perr != nil || k <= 0 {
+			return 0, 0, false, fmt.Errorf("%w: %q", errBadRange, h)
+		}
+		k = min(k, size)
+		return size - k, k, true, nil
+	default:
+		first, perr := strconv.ParseInt(a, 10, 64)
+		if perr != nil || first < 0 || first >= size {
+			return 0, 0, false, fmt.Errorf("%w: %q for a %d-byte image", errBadRange, h, size)
+		}
+		last := size - 1
+		if b != "" {
+			l, perr := strconv.ParseInt(b, 10, 64)
+			if perr != nil || l < first {
+				return 0, 0, false, fmt.Errorf("%w: %q", errBadRange, h)
+			}
+			last = min(l, size-1)
+		}
+		return first, last - first + 1, true, nil
+	}
+}

@@ -1,0 +1,141 @@
+package api_test
+
+import (
+	"bytes"
+	"crypto/rand"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/sendense/sendense/shared/api"
+	"github.com/sendense/sendense/shared/chunk"
+)
+
+// backupImage runs a full backup of one disk holding img through the fake agent and returns
+// the backup id.
+func (h *testHub) backupImage(a *fakeAgent, operator string, img []byte) string {
+	h.t.Helper()
+	a.push(twoDiskInventory(int64(len(img)), testChunk))
+	var b api.Backup
+	if code, e := h.call(h.client(nil), http.MethodPost, api.PathBackups, operator, api.StartBackupRequest{VM: "pgtest1"}, &b); code != http.StatusAccepted {
+		h.t.Fatalf("start: %d %+v", code, e)
+	}
+	j := a.nextJob("5s")
+	for _, d := range j.Disks {
+		s, code, e := a.openSession(j.ID, d.DiskID, api.OpenSessionRequest{Type: "full", CapacityBytes: d.CapacityBytes, ChunkSize: testChunk})
+		if code != http.StatusOK {
+			h.t.Fatalf("open: %d %+v", code, e)
+		}
+		data := img
+		if d.DiskID != "disk-2000" {
+			data = make([]byte, testChunk)
+		}
+		a.uploadDisk(s.ID, data, allSlots(s.SlotCount))
+		a.commit(s.ID)
+	}
+	if code, e := a.complete(j.ID, "succeeded"); code != http.StatusOK {
+		h.t.Fatalf("complete: %d %+v", code, e)
+	}
+	return j.ID
+}
+
+func (h *testHub) getImage(token, backupID, rangeHdr string) (*http.Response, []byte, error) {
+	req, _ := http.NewRequest(http.MethodGet, h.URL+api.PathBackups+"/"+backupID+"/disks/disk-2000/image", nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	if rangeHdr != "" {
+		req.Header.Set("Range", rangeHdr)
+	}
+	resp, err := h.client(nil).Do(req)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return resp, b, err
+}
+
+func TestRestoreImageOverHTTP(t *testing.T) {
+	forEachHub(t, func(t *testing.T, h *testHub) {
+		a := h.newAgent("a1")
+		operator, viewer := h.apiToken(api.RoleOperator), h.apiToken(api.RoleViewer)
+		img := randomImage(t, 7*testChunk+4321)
+		id := h.backupImage(a, operator, img)
+
+		resp, got, err := h.getImage(viewer, id, "")
+		if err != nil || resp.StatusCode != http.StatusOK || !bytes.Equal(got, img) {
+			t.Fatalf("full image: status %v err %v equal %v", resp.StatusCode, err, bytes.Equal(got, img))
+		}
+		if resp.Header.Get("ETag") == "" || resp.ContentLength != int64(len(img)) {
+			t.Fatalf("headers %v", resp.Header)
+		}
+		for _, tc := range []struct {
+			hdr       string
+			off, n    int
+			wantRange string
+		}{
+			{"bytes=0-0", 0, 1, fmt.Sprintf("bytes 0-0/%d", len(img))},
+			{"bytes=100-70000", 100, 69901, fmt.Sprintf("bytes 100-70000/%d", len(img))},
+			{fmt.Sprintf("bytes=%d-", testChunk-5), testChunk - 5, len(img) - (testChunk - 5), fmt.Sprintf("bytes %d-%d/%d", testChunk-5, len(img)-1, len(img))},
+			{"bytes=-10", len(img) - 10, 10, fmt.Sprintf("bytes %d-%d/%d", len(img)-10, len(img)-1, len(img))},
+			{fmt.Sprintf("bytes=%d-%d", testChunk, 2*testChunk-1), testChunk, testChunk, fmt.Sprintf("bytes %d-%d/%d", testChunk, 2*testChunk-1, len(img))}, // the zero slot
+		} {
+			resp, got, err := h.getImage(viewer, id, tc.hdr)
+			if err != nil || resp.StatusCode != http.StatusPartialContent {
+				t.Fatalf("%s: status %v err %v", tc.hdr, resp.StatusCode, err)
+			}
+			if resp.Header.Get("Content-Range") != tc.wantRange || !bytes.Equal(got, img[tc.off:tc.off+tc.n]) {
+				t.Fatalf("%s: content-range %q, equal %v", tc.hdr, resp.Header.Get("Content-Range"), bytes.Equal(got, img[tc.off:tc.off+tc.n]))
+			}
+		}
+		if resp, _, _ := h.getImage(viewer, id, fmt.Sprintf("bytes=%d-", len(img)+5)); resp.StatusCode != http.StatusRequestedRangeNotSatisfiable {
+			t.Fatalf("range past the end: %d, want 416", resp.StatusCode)
+		}
+		if resp, _, _ := h.getImage("", id, ""); resp.StatusCode != http.StatusUnauthorized {
+			t.Fatalf("no token: %d", resp.StatusCode)
+		}
+	})
+}
+
+func TestRestoreOfDamagedChunkFailsLoudly(t *testing.T) {
+	forEachHub(t, func(t *testing.T, h *testHub) {
+		a := h.newAgent("a1")
+		operator := h.apiToken(api.RoleOperator)
+		img := make([]byte, 6*testChunk)
+		_, _ = rand.Read(img)
+		id := h.backupImage(a, operator, img)
+		// Flip one byte in the chunk of slot 4.
+		d := chunk.Sum(img[4*testChunk : 5*testChunk]).String()
+		p := filepath.Join(h.RepoDir, "chunks", d[:2], d[2:4], d)
+		if err := os.Chmod(p, 0o640); err != nil {
+			t.Fatal(err)
+		}
+		f, err := os.OpenFile(p, os.O_RDWR, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var b [1]byte
+		_, _ = f.ReadAt(b[:], 100)
+		b[0] ^= 0xff
+		_, _ = f.WriteAt(b[:], 100)
+		f.Close()
+
+		resp, got, err := h.getImage(operator, id, "")
+		if err == nil {
+			t.Fatalf("a damaged image was served whole: status %d, %d bytes", resp.StatusCode, len(got))
+		}
+		if len(got) > 4*testChunk || !bytes.Equal(got, img[:len(got)]) {
+			t.Fatalf("wrong bytes before the damage: %d bytes", len(got))
+		}
+		// A range that avoids the damaged slot still restores.
+		resp, got, err = h.getImage(operator, id, fmt.Sprintf("bytes=0-%d", 4*testChunk-1))
+		if err != nil || resp.StatusCode != http.StatusPartialContent || !bytes.Equal(got, img[:4*testChunk]) {
+			t.Fatalf("undamaged range: %v %v", resp.StatusCode, err)
+		}
+		if v := metricValue(t, h.Reg, "sendense_hub_restore_failures_total", "", ""); v < 1 {
+			t.Fatalf("restore failures metric %v", v)
+		}
+	})
+}

@@ -1,0 +1,177 @@
+package restore
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"sync"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/sendense/sendense/hub/internal/repository"
+)
+
+// slotData is one decoded slot, or why it could not be read.
+type slotData struct {
+	buf  *[]byte // nil for a zero slot
+	data []byte
+	err  error
+}
+
+// readSlot reads and verifies one slot into a pooled buffer.
+func (im *Image) readSlot(slot int) slotData {
+	if im.idx.IsZeroSlot(slot) {
+		return slotData{}
+	}
+	bp := im.bufs.Get().(*[]byte)
+	got, err := im.repo.ReadChunk(im.ctx, im.idx.Digests[slot], (*bp)[:0])
+	if err == nil && len(got) != im.idx.SlotLen(slot) {
+		err = fmt.Errorf("chunk holds %d bytes, the index expects %d: %w", len(got), im.idx.SlotLen(slot), repository.ErrChunkDamaged)
+	}
+	if err != nil {
+		im.bufs.Put(bp)
+		return slotData{err: fmt.Errorf("slot %d: %w", slot, err)}
+	}
+	return slotData{buf: bp, data: got}
+}
+
+// Stream writes bytes [off, off+n) of the image to w in order, reading up to parallel slots
+// ahead (each verified). It stops at the first damaged or missing chunk with an error; what was
+// written before is correct.
+func (im *Image) Stream(ctx context.Context, w io.Writer, off, n int64, parallel int) (int64, error) {
+	if off < 0 || n < 0 || off+n > im.idx.DiskSize {
+		return 0, fmt.Errorf("range %d+%d outside the %d-byte image", off, n, im.idx.DiskSize)
+	}
+	if n == 0 {
+		return 0, nil
+	}
+	parallel = max(parallel, 1)
+	cs := im.idx.ChunkSize
+	first, last := int(off/cs), int((off+n-1)/cs)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	// One channel per slot, created in order by the producer; the window of buffered channels
+	// bounds how many slots are read ahead.
+	window := make(chan chan slotData, parallel)
+	go func() {
+		defer close(window)
+		for s := first; s <= last; s++ {
+			ch := make(chan slotData, 1)
+			select {
+			case window <- ch:
+			case <-ctx.Done():
+				return
+			}
+			go func(s int) { ch <- im.readSlot(s) }(s)
+		}
+	}()
+	zero := make([]byte, min(cs, 1<<20))
+	var written int64
+	var werr error
+	for s := first; s <= last; s++ {
+		ch, ok := <-window
+		if !ok {
+			return written, ctx.Err()
+		}
+		d := <-ch
+		if werr == nil && d.err != nil {
+			werr = d.err
+		}
+		if werr == nil {
+			start := max(off, int64(s)*cs) - int64(s)*cs
+			end := min(off+n, int64(s)*cs+int64(im.idx.SlotLen(s))) - int64(s)*cs
+			if d.buf == nil {
+				for p := start; p < end && werr == nil; {
+					k := min(end-p, int64(len(zero)))
+					var m int
+					m, werr = w.Write(zero[:k])
+					written += int64(m)
+					p += k
+				}
+			} else {
+				var m int
+				m, werr = w.Write(d.data[start:end])
+				written += int64(m)
+			}
+		}
+		if d.buf != nil {
+			im.bufs.Put(d.buf)
+		}
+		if werr != nil {
+			cancel()
+			// Drain what is in flight so its buffers return to the pool.
+			for ch := range window {
+				if d := <-ch; d.buf != nil {
+					im.bufs.Put(d.buf)
+				}
+			}
+			return written, werr
+		}
+	}
+	return written, nil
+}
+
+// Progress is called with the number of bytes of the image restored so far.
+type Progress func(done int64)
+
+// ToFile writes the whole image to f (which must be empty): zero slots become holes, the other
+// slots are read by parallel workers and written at their offsets. The file is synced.
+func (im *Image) ToFile(ctx context.Context, f *os.File, parallel int, progress Progress) error {
+	if err := f.Truncate(im.idx.DiskSize); err != nil {
+		return fmt.Errorf("size the output: %w", err)
+	}
+	var done int64
+	var mu sync.Mutex
+	report := func(n int64) {
+		if progress == nil {
+			return
+		}
+		mu.Lock()
+		done += n
+		d := done
+		mu.Unlock()
+		progress(d)
+	}
+	slots := make(chan int)
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		defer close(slots)
+		for s := range im.idx.SlotCount() {
+			if im.idx.IsZeroSlot(s) {
+				report(int64(im.idx.SlotLen(s)))
+				continue
+			}
+			select {
+			case slots <- s:
+			case <-gctx.Done():
+				return gctx.Err()
+			}
+		}
+		return nil
+	})
+	for range max(parallel, 1) {
+		g.Go(func() error {
+			for s := range slots {
+				d := im.readSlot(s)
+				if d.err != nil {
+					return d.err
+				}
+				_, err := f.WriteAt(d.data, int64(s)*im.idx.ChunkSize)
+				im.bufs.Put(d.buf)
+				if err != nil {
+					return fmt.Errorf("write slot %d: %w", s, err)
+				}
+				report(int64(len(d.data)))
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("sync the output: %w", err)
+	}
+	return nil
+}
