@@ -59,6 +59,9 @@ func newRootCmd(e *env) *cobra.Command {
 		newAgentsCmd(e),
 		newAPITokenCmd(e),
 		newVMsCmd(e),
+		newBackupCmd(e),
+		newRestoreCmd(e),
+		newRepoCmd(e),
 		&cobra.Command{
 			Use:   "version",
 			Short: "Print the version",

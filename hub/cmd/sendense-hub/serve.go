@@ -25,6 +25,7 @@ import (
 	"github.com/sendense/sendense/hub/internal/pki"
 	"github.com/sendense/sendense/hub/internal/restore"
 	"github.com/sendense/sendense/hub/internal/storage"
+	"github.com/sendense/sendense/hub/internal/verify"
 	"github.com/sendense/sendense/shared/httpserve"
 	"github.com/sendense/sendense/shared/version"
 )
@@ -97,7 +98,8 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	inv := inventory.New(cat, log, reg)
 	backups := backup.New(cat, repos, log, backup.NewMetrics(reg), backup.Options{JobTimeout: cfg.JobTimeout})
 	reg.MustRegister(backup.NewJobsCollector(cat, log))
-	apiSrv := api.New(api.Deps{Log: log, Registry: reg, Catalog: cat, Repository: defRepo, Identity: ids, Inventory: inv, Backup: backups, Restore: restore.New(cat, repos), Started: started})
+	apiSrv := api.New(api.Deps{Log: log, Registry: reg, Catalog: cat, Repository: defRepo, Identity: ids, Inventory: inv, Backup: backups, Restore: restore.New(cat, repos), Repositories: repos, Started: started})
+	reg.MustRegister(verify.NewCollector(cat, log))
 
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {

@@ -39,7 +39,9 @@ type Deps struct {
 	Inventory  inventoryService
 	Backup     backupService
 	Restore    restoreService
-	Started    time.Time
+	// Repositories lists and creates repositories.
+	Repositories repositoryService
+	Started      time.Time
 }
 
 // Server is the hub's HTTP API.
@@ -83,6 +85,7 @@ func New(d Deps) *Server {
 	s.registerInventory(agent, v1)
 	s.registerBackup(agent, v1)
 	s.registerRestore(v1)
+	s.registerRepositories(v1)
 	return s
 }
 

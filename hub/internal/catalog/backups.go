@@ -180,3 +180,18 @@ func (c *Catalog) RecordVerify(ctx context.Context, id, status string, at time.T
 	}
 	return nil
 }
+
+// VerifySummary returns how many successful backups were found damaged at their last
+// verification, and the time of the most recent verification.
+func (c *Catalog) VerifySummary(ctx context.Context) (int, time.Time, error) {
+	damaged, err := c.db.NewSelect().Model((*BackupJob)(nil)).Where("status = ?", JobSucceeded).Where("verify_status = ?", "damaged").Count(ctx)
+	if err != nil {
+		return 0, time.Time{}, fmt.Errorf("count damaged backups: %w", err)
+	}
+	var last BackupJob
+	err = c.db.NewSelect().Model(&last).Column("verified_at").Where("verified_at IS NOT NULL").Order("verified_at DESC").Limit(1).Scan(ctx)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return 0, time.Time{}, fmt.Errorf("latest verification: %w", err)
+	}
+	return int(damaged), last.VerifiedAt, nil
+}

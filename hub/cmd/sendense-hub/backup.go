@@ -1,0 +1,189 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/sendense/sendense/hub/internal/backup"
+	"github.com/sendense/sendense/hub/internal/catalog"
+	"github.com/sendense/sendense/hub/internal/config"
+	"github.com/sendense/sendense/hub/internal/storage"
+	"github.com/sendense/sendense/shared/api"
+)
+
+// backupCmd adapts a command body that needs the backup service and the catalog.
+func backupCmd(e *env, fn func(cmd *cobra.Command, args []string, b *backup.Service, cat *catalog.Catalog) error) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, args []string) error {
+		return catalogCmd(e, func(cmd *cobra.Command, cfg *config.Config, cat *catalog.Catalog) error {
+			svc := backup.New(cat, storage.NewManager(cat), cfg.NewLogger(e.stderr), nil, backup.Options{})
+			return fn(cmd, args, svc, cat)
+		})(cmd, args)
+	}
+}
+
+func newBackupCmd(e *env) *cobra.Command {
+	cmd := &cobra.Command{Use: "backup", Short: "Start, list, show, cancel, protect and delete backups"}
+	var vm, repo string
+	var full, incremental, wait bool
+	start := &cobra.Command{
+		Use:   "start --vm NAME [--full] [--wait]",
+		Short: "Queue a backup of a VM (the VM's agent picks it up)",
+		Args:  cobra.NoArgs,
+		RunE: backupCmd(e, func(cmd *cobra.Command, _ []string, b *backup.Service, _ *catalog.Catalog) error {
+			typ := api.BackupAuto
+			switch {
+			case full && incremental:
+				return errors.New("--full and --incremental exclude each other")
+			case full:
+				typ = api.BackupFull
+			case incremental:
+				typ = api.BackupIncremental
+			}
+			bk, err := b.Start(cmd.Context(), api.StartBackupRequest{VM: vm, Type: typ, Repository: repo})
+			if err != nil {
+				return err
+			}
+			if !wait {
+				_, err = fmt.Fprintln(e.stdout, bk.ID)
+				return err
+			}
+			fmt.Fprintf(e.stderr, "backup %s of %s queued\n", bk.ID, bk.VMName)
+			return waitBackup(cmd.Context(), e, b, bk.ID)
+		}),
+	}
+	start.Flags().StringVar(&vm, "vm", "", "VM name or context id (required)")
+	start.Flags().StringVar(&repo, "repository", "", "repository name (default: default)")
+	start.Flags().BoolVar(&full, "full", false, "force a full backup")
+	start.Flags().BoolVar(&incremental, "incremental", false, "ask for an incremental (falls back to full with a reason)")
+	start.Flags().BoolVar(&wait, "wait", false, "wait for the backup to finish, showing progress")
+	_ = start.MarkFlagRequired("vm")
+
+	var lf backup.ListFilter
+	var asJSON bool
+	list := &cobra.Command{
+		Use:   "list [--vm NAME] [--status S]",
+		Short: "List backups, newest first",
+		Args:  cobra.NoArgs,
+		RunE: backupCmd(e, func(cmd *cobra.Command, _ []string, b *backup.Service, _ *catalog.Catalog) error {
+			l, err := b.List(cmd.Context(), lf)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return printJSON(e.stdout, l)
+			}
+			tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "ID\tVM\tTYPE\tSTATUS\tCREATED\tREAD\tSENT\tPROTECTED")
+			for _, bk := range l.Backups {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%v\n", bk.ID, bk.VMName, orDash(bk.Type), bk.Status, fmtTime(bk.CreatedAt), humanBytes(bk.BytesRead), humanBytes(bk.BytesSent), bk.Protected)
+			}
+			return tw.Flush()
+		}),
+	}
+	list.Flags().StringVar(&lf.VM, "vm", "", "VM name or context id")
+	list.Flags().StringVar(&lf.Status, "status", "", "queued, running, succeeded, failed or cancelled")
+	list.Flags().IntVar(&lf.Limit, "limit", 0, "at most this many (0 = all)")
+	list.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+
+	show := &cobra.Command{
+		Use:   "show ID",
+		Short: "Show a backup with its disks",
+		Args:  cobra.ExactArgs(1),
+		RunE: backupCmd(e, func(cmd *cobra.Command, args []string, b *backup.Service, _ *catalog.Catalog) error {
+			bk, err := b.Get(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			return printJSON(e.stdout, bk)
+		}),
+	}
+	rm := &cobra.Command{
+		Use:   "rm ID",
+		Short: "Delete a finished, unprotected backup (its space is reclaimed by repo gc)",
+		Args:  cobra.ExactArgs(1),
+		RunE: backupCmd(e, func(cmd *cobra.Command, args []string, b *backup.Service, _ *catalog.Catalog) error {
+			if err := b.Delete(cmd.Context(), args[0]); err != nil {
+				return err
+			}
+			_, err := fmt.Fprintln(e.stdout, "deleted", args[0])
+			return err
+		}),
+	}
+	cancel := &cobra.Command{
+		Use:   "cancel ID",
+		Short: "Cancel a queued or running backup",
+		Args:  cobra.ExactArgs(1),
+		RunE: backupCmd(e, func(cmd *cobra.Command, args []string, b *backup.Service, _ *catalog.Catalog) error {
+			bk, err := b.Cancel(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			_, err = fmt.Fprintf(e.stdout, "%s: %s (cancel requested)\n", bk.ID, bk.Status)
+			return err
+		}),
+	}
+	protect := func(on bool) *cobra.Command {
+		use, short := "protect ID", "Protect a backup from pruning and deletion"
+		if !on {
+			use, short = "unprotect ID", "Lift the protection of a backup"
+		}
+		return &cobra.Command{
+			Use:   use,
+			Short: short,
+			Args:  cobra.ExactArgs(1),
+			RunE: backupCmd(e, func(cmd *cobra.Command, args []string, _ *backup.Service, cat *catalog.Catalog) error {
+				if err := cat.SetProtected(cmd.Context(), args[0], on); err != nil {
+					return err
+				}
+				_, err := fmt.Fprintf(e.stdout, "%s protected=%v\n", args[0], on)
+				return err
+			}),
+		}
+	}
+	cmd.AddCommand(start, list, show, rm, cancel, protect(true), protect(false))
+	return cmd
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// waitBackup polls a backup until it ends, with a progress line; a backup that does not succeed
+// is an error.
+func waitBackup(ctx context.Context, e *env, b *backup.Service, id string) error {
+	bar := newProgress(e.stderr, "backup "+id, 0)
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		bk, err := b.Get(ctx, id)
+		if err != nil {
+			return err
+		}
+		extra := fmt.Sprintf("(%s; sent %s)", bk.Status, humanBytes(bk.BytesSent))
+		switch bk.Status {
+		case api.JobSucceeded, api.JobFailed, api.JobCancelled:
+			bar.Done(bk.BytesRead, extra)
+			if err := printJSON(e.stdout, bk); err != nil {
+				return err
+			}
+			if bk.Status != api.JobSucceeded {
+				return fmt.Errorf("backup %s %s: %s", id, bk.Status, bk.Error)
+			}
+			return nil
+		}
+		bar.Update(bk.BytesRead, extra)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+}
