@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -11,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/sendense/sendense/agent/internal/config"
+	"github.com/sendense/sendense/agent/internal/daemon"
 	"github.com/sendense/sendense/agent/internal/enroll"
 	"github.com/sendense/sendense/agent/internal/hubclient"
 	"github.com/sendense/sendense/agent/internal/identity"
@@ -97,6 +99,22 @@ func newStatusCmd(e *env) *cobra.Command {
 			fmt.Fprintf(e.stdout, "agent id:     %s\n", id.AgentID())
 			fmt.Fprintf(e.stdout, "hub:          %s\n", id.HubURL())
 			fmt.Fprintf(e.stdout, "certificate:  valid until %s (%s left)\n", id.NotAfter().UTC().Format(time.RFC3339), time.Until(id.NotAfter()).Round(time.Minute))
+			if b, err := os.ReadFile(daemon.StatusFile(cfg.StateDir)); err == nil {
+				var st []daemon.SourceStatus
+				if json.Unmarshal(b, &st) == nil {
+					for _, s := range st {
+						state := "reachable"
+						if !s.Reachable {
+							state = "UNREACHABLE: " + s.Error
+						}
+						fmt.Fprintf(e.stdout, "source %-6s %s; %d VMs; last inventory %s; pushed %s\n", s.Name+":", state, s.VMs,
+							fmtAgo(s.LastSuccess), fmtAgo(s.LastPushed))
+						if s.PushPending {
+							fmt.Fprintf(e.stdout, "              inventory not yet taken by the hub: %s\n", s.HubLastError)
+						}
+					}
+				}
+			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), 15*time.Second)
 			defer cancel()
 			host, _ := os.Hostname()
@@ -109,4 +127,11 @@ func newStatusCmd(e *env) *cobra.Command {
 			return nil
 		},
 	}
+}
+
+func fmtAgo(t time.Time) string {
+	if t.IsZero() {
+		return "never"
+	}
+	return fmt.Sprintf("%s ago", time.Since(t).Round(time.Second))
 }

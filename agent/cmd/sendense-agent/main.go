@@ -46,6 +46,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 	root.AddCommand(
 		newEnrollCmd(e),
 		newRunCmd(e),
+		newDiscoverCmd(e),
 		newStatusCmd(e),
 		&cobra.Command{
 			Use:   "version",

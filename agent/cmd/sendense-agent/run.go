@@ -14,9 +14,11 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/sendense/sendense/agent/internal/backup"
 	"github.com/sendense/sendense/agent/internal/config"
 	"github.com/sendense/sendense/agent/internal/daemon"
 	"github.com/sendense/sendense/agent/internal/hubclient"
+	"github.com/sendense/sendense/agent/internal/sources"
 	"github.com/sendense/sendense/shared/httpserve"
 	"github.com/sendense/sendense/shared/version"
 )
@@ -45,6 +47,11 @@ func runDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger) error 
 		return err
 	}
 	m := daemon.NewMetrics(reg, id)
+	srcs := sources.New(cfg.Sources, cfg.StateDir, log)
+	defer srcs.Close(context.WithoutCancel(ctx))
+	runner := backup.NewRunner(hc, srcs.Lookup, log, backup.NewMetrics(reg), backup.RunnerOptions{
+		Upload: backup.UploadOptions{MaxInFlight: int64(cfg.UploadMemoryMiB) << 20},
+	})
 	g, gctx := errgroup.WithContext(ctx)
 	if cfg.MetricsListen != "" {
 		ln, err := net.Listen("tcp", cfg.MetricsListen)
@@ -59,6 +66,24 @@ func runDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger) error 
 	}
 	g.Go(func() error { return daemon.Heartbeat(gctx, hc, cfg.HeartbeatInterval, m, log) })
 	g.Go(func() error { return daemon.Renewal(gctx, id, hc, nil, log) })
+	if len(cfg.Sources) > 0 {
+		var discover []daemon.Source
+		var reap []daemon.SnapshotSource
+		for _, c := range srcs.All() {
+			discover = append(discover, c)
+			reap = append(reap, c)
+		}
+		dm := daemon.NewDiscoveryMetrics(reg)
+		g.Go(func() error {
+			return daemon.Discovery(gctx, discover, hc, cfg.DiscoveryInterval, cfg.StateDir, dm, log)
+		})
+		g.Go(func() error {
+			return daemon.ReapSnapshots(gctx, reap, hc, runner.Busy, backup.SnapshotPrefix, 10*time.Minute, log)
+		})
+		g.Go(func() error { return daemon.Jobs(gctx, hc, runner, cfg.MaxParallelJobs, log) })
+	} else {
+		log.WarnContext(ctx, "no sources configured: the agent only heartbeats; add sources to the configuration to discover and back up VMs")
+	}
 	log.InfoContext(ctx, "agent running", "agent_id", id.AgentID(), "hub", id.HubURL(), "cert_not_after", id.NotAfter(), "version", version.Get().Version)
 	err = g.Wait()
 	log.InfoContext(context.WithoutCancel(ctx), "agent stopped", "err", err)

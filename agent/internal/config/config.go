@@ -33,6 +33,10 @@ type Config struct {
 	HeartbeatInterval time.Duration `yaml:"heartbeat_interval"`
 	// MetricsListen is the plain-HTTP Prometheus address; empty disables it.
 	MetricsListen string `yaml:"metrics_listen"`
+	// MaxParallelJobs is how many backup jobs run at once.
+	MaxParallelJobs int `yaml:"max_parallel_jobs"`
+	// UploadMemoryMiB caps the memory of disk data read but not yet acknowledged, per job.
+	UploadMemoryMiB int `yaml:"upload_memory_mib"`
 	// LogLevel is debug, info, warn or error; LogFormat is text or json.
 	LogLevel  string `yaml:"log_level"`
 	LogFormat string `yaml:"log_format"`
@@ -50,6 +54,25 @@ type Source struct {
 	CAFile       string   `yaml:"ca_file"`
 	Insecure     bool     `yaml:"insecure"`
 	Datacenters  []string `yaml:"datacenters"`
+	// Transport reads snapshot disks: "https" (datastore /folder access; powered-off VMs and
+	// labs), "nbd" (nbdkit, with VMware's VDDK in production) or "file" (datastores mounted on
+	// this appliance, see DatastorePaths).
+	Transport string `yaml:"transport"`
+	// DatastorePaths maps datastore names to local directories for the file transport.
+	DatastorePaths map[string]string `yaml:"datastore_paths"`
+	// NBD configures the nbd transport.
+	NBD NBDConfig `yaml:"nbd"`
+}
+
+// NBDConfig configures the nbd transport.
+type NBDConfig struct {
+	// Plugin is "vddk" (production: needs VMware's VDDK in LibDir) or "curl" (reads the
+	// snapshot's disk file over datastore HTTPS; for labs).
+	Plugin string `yaml:"plugin"`
+	// LibDir is the VDDK installation directory (vddk libdir=).
+	LibDir string `yaml:"libdir"`
+	// Transports is the VDDK transport order, e.g. "nbdssl:nbd" or "hotadd:nbdssl".
+	Transports string `yaml:"transports"`
 }
 
 // Default returns the configuration used when nothing is set.
@@ -59,6 +82,8 @@ func Default() Config {
 		DiscoveryInterval: 5 * time.Minute,
 		HeartbeatInterval: 30 * time.Second,
 		MetricsListen:     "127.0.0.1:9083",
+		MaxParallelJobs:   1,
+		UploadMemoryMiB:   256,
 		LogLevel:          "info",
 		LogFormat:         "text",
 	}
@@ -71,6 +96,8 @@ func BindFlags(fs *pflag.FlagSet, c *Config) {
 	fs.DurationVar(&c.DiscoveryInterval, "discovery-interval", c.DiscoveryInterval, "how often inventory is pushed")
 	fs.DurationVar(&c.HeartbeatInterval, "heartbeat-interval", c.HeartbeatInterval, "how often the agent reports to the hub")
 	fs.StringVar(&c.MetricsListen, "metrics-listen", c.MetricsListen, "plain-HTTP /metrics listen address (empty disables)")
+	fs.IntVar(&c.MaxParallelJobs, "max-parallel-jobs", c.MaxParallelJobs, "backup jobs run at once")
+	fs.IntVar(&c.UploadMemoryMiB, "upload-memory-mib", c.UploadMemoryMiB, "memory cap (MiB) for disk data in flight per job")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error")
 	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "text or json")
 }
@@ -145,6 +172,12 @@ func (c *Config) Validate() error {
 			return &FieldError{"metrics_listen", fmt.Sprintf("%q is not host:port", c.MetricsListen)}
 		}
 	}
+	if c.MaxParallelJobs < 1 || c.MaxParallelJobs > 16 {
+		return &FieldError{"max_parallel_jobs", "must be between 1 and 16"}
+	}
+	if c.UploadMemoryMiB < 16 || c.UploadMemoryMiB > 16384 {
+		return &FieldError{"upload_memory_mib", "must be between 16 and 16384"}
+	}
 	var lvl slog.Level
 	if err := lvl.UnmarshalText([]byte(c.LogLevel)); err != nil {
 		return &FieldError{"log_level", fmt.Sprintf("%q is not one of debug, info, warn, error", c.LogLevel)}
@@ -173,6 +206,30 @@ func (c *Config) Validate() error {
 		}
 		if _, err := os.Stat(s.PasswordFile); err != nil {
 			return &FieldError{f("password_file"), err.Error()}
+		}
+		switch s.Transport {
+		case "", "https":
+		case "file":
+			if len(s.DatastorePaths) == 0 {
+				return &FieldError{f("datastore_paths"), "the file transport needs datastore names mapped to local directories"}
+			}
+			for ds, dir := range s.DatastorePaths {
+				if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+					return &FieldError{f("datastore_paths." + ds), fmt.Sprintf("%q is not a directory", dir)}
+				}
+			}
+		case "nbd":
+			switch s.NBD.Plugin {
+			case "vddk":
+				if s.NBD.LibDir == "" {
+					return &FieldError{f("nbd.libdir"), "the vddk plugin needs the VDDK directory"}
+				}
+			case "curl":
+			default:
+				return &FieldError{f("nbd.plugin"), "must be vddk or curl"}
+			}
+		default:
+			return &FieldError{f("transport"), fmt.Sprintf("%q is not https, nbd or file", s.Transport)}
 		}
 		if s.CAFile != "" {
 			if _, err := os.Stat(s.CAFile); err != nil {

@@ -149,32 +149,17 @@ func (c *Client) ResetConnections() { c.rt.rotate() }
 // Do sends one JSON request (in may be nil) and decodes a 2xx JSON answer into out (may be nil).
 // Connection failures, 429 and 5xx answers are retried with backoff; other answers are not.
 func (c *Client) Do(ctx context.Context, method, path string, in, out any) error {
-	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, c.timeout)
-		defer cancel()
-	}
 	var body []byte
+	contentType := ""
 	if in != nil {
 		var err error
 		if body, err = json.Marshal(in); err != nil {
 			return fmt.Errorf("encode %s %s: %w", method, path, err)
 		}
+		contentType = "application/json"
 	}
-	req, err := retryablehttp.NewRequestWithContext(ctx, method, c.base.JoinPath(path).String(), body)
-	if err != nil {
-		return fmt.Errorf("%s %s: %w", method, path, err)
-	}
-	if in != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	req.Header.Set("Accept", "application/json")
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return fmt.Errorf("%s %s: %w", method, path, err)
-	}
-	defer resp.Body.Close()
-	return decodeResponse(resp, method, path, out)
+	_, err := c.do(ctx, method, path, body, contentType, out)
+	return err
 }
 
 func decodeResponse(resp *http.Response, method, path string, out any) error {

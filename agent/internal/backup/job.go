@@ -1,0 +1,424 @@
+package backup
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/sendense/sendense/agent/internal/disk"
+	"github.com/sendense/sendense/agent/internal/hubclient"
+	"github.com/sendense/sendense/agent/internal/vsphere"
+	"github.com/sendense/sendense/shared/api"
+)
+
+// SnapshotPrefix starts the name of every snapshot the agent takes: "sendense-<job id>".
+const SnapshotPrefix = "sendense-"
+
+// ErrCancelled is the cause of a job stopped by the operator.
+var ErrCancelled = errors.New("cancelled by the operator")
+
+// jobHub is what a job needs from the hub.
+type jobHub interface {
+	sessionHub
+	Progress(ctx context.Context, jobID string, p api.JobProgress) (api.JobState, error)
+	Complete(ctx context.Context, jobID string, done api.JobCompletion) error
+	OpenSession(ctx context.Context, jobID, diskID string, req api.OpenSessionRequest) (api.Session, error)
+	Commit(ctx context.Context, sessionID string, req api.CommitRequest) (api.BackupDisk, error)
+}
+
+// Source is one connected vCenter/ESXi endpoint.
+type Source interface {
+	FindVM(ctx context.Context, instanceUUID string) (*vsphere.VM, error)
+	DatastoreHTTP(ctx context.Context, dcPath, datastore, path string) (string, *http.Client, error)
+}
+
+// Transport opens a snapshot disk for reading.
+type Transport interface {
+	Open(ctx context.Context, snap *vsphere.Snapshot, d vsphere.SnapshotDisk) (disk.Reader, error)
+}
+
+// Runner runs backup jobs.
+type Runner struct {
+	hub     jobHub
+	sources func(name string) (Source, Transport, error)
+	log     *slog.Logger
+	metrics *Metrics
+	opts    RunnerOptions
+
+	mu        sync.Mutex
+	snapshots map[string]time.Time // open snapshots by job id → creation time
+	active    map[string]bool      // jobs running now
+}
+
+// RunnerOptions tune jobs.
+type RunnerOptions struct {
+	Upload           UploadOptions
+	ProgressInterval time.Duration // default 5s
+	Now              func() time.Time
+}
+
+// NewRunner returns a job runner. sources resolves a job's source name to a connected source
+// and its disk transport.
+func NewRunner(hub jobHub, sources func(name string) (Source, Transport, error), log *slog.Logger, m *Metrics, opts RunnerOptions) *Runner {
+	if opts.ProgressInterval <= 0 {
+		opts.ProgressInterval = 5 * time.Second
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if m == nil {
+		m = NewMetrics(nil)
+	}
+	return &Runner{hub: hub, sources: sources, log: log, metrics: m, opts: opts, snapshots: map[string]time.Time{}, active: map[string]bool{}}
+}
+
+// Run runs one job to its end and reports the outcome to the hub. The snapshot it takes is
+// removed in every case, also when ctx is cancelled (SIGTERM): then the job is reported failed.
+// Only a crash leaves the snapshot and the job for a restarted agent to resume.
+func (r *Runner) Run(ctx context.Context, job *api.Job) error {
+	start := r.opts.Now()
+	r.mu.Lock()
+	r.active[job.ID] = true
+	r.mu.Unlock()
+	defer func() {
+		r.mu.Lock()
+		delete(r.active, job.ID)
+		r.mu.Unlock()
+	}()
+	log := r.log.With("job_id", job.ID, "vm_context_id", job.VM.ContextID, "vm_name", job.VM.Name)
+	log.InfoContext(ctx, "backup started", "requested_type", job.RequestedType, "resumed", job.Resumed, "disks", len(job.Disks))
+	jctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	c := &Counters{}
+	st := &jobStatus{}
+	stopProgress := r.reportProgress(jctx, job.ID, c, st, cancel, log)
+	notes, err := r.run(jctx, job, c, st, log)
+	stopProgress()
+
+	status, msg := api.JobSucceeded, ""
+	switch {
+	case err == nil:
+	case errors.Is(context.Cause(jctx), ErrCancelled):
+		status, msg = api.JobCancelled, "cancelled by the operator"
+	case ctx.Err() != nil:
+		status, msg = api.JobFailed, "the agent was stopped during the backup"
+	default:
+		status, msg = api.JobFailed, err.Error()
+	}
+	// The outcome must reach the hub even when ctx is already cancelled (SIGTERM).
+	cctx, ccancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
+	defer ccancel()
+	p := c.Progress()
+	p.Phase = "finished"
+	_, _ = r.hub.Progress(cctx, job.ID, p)
+	if cerr := r.hub.Complete(cctx, job.ID, api.JobCompletion{Status: status, Error: msg, Notes: strings.Join(notes, "; ")}); cerr != nil {
+		log.ErrorContext(cctx, "could not report the end of the job", "status", status, "err", cerr)
+		if err == nil {
+			err = cerr
+		}
+	}
+	r.metrics.jobs.WithLabelValues(status).Inc()
+	r.metrics.jobDuration.Observe(r.opts.Now().Sub(start).Seconds())
+	log.InfoContext(ctx, "backup finished", "status", status, "bytes_read", c.BytesRead.Load(), "bytes_sent", c.BytesSent.Load(),
+		"bytes_deduplicated", c.BytesDeduplicated.Load(), "bytes_zero", c.BytesZero.Load(), "duration_seconds", r.opts.Now().Sub(start).Seconds(), "err", msg)
+	return err
+}
+
+type jobStatus struct {
+	mu      sync.Mutex
+	phase   string
+	snapRef string
+	snapAt  time.Time
+	total   int64
+}
+
+func (s *jobStatus) set(f func(*jobStatus)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	f(s)
+}
+
+// reportProgress sends the counters every interval (the job's heartbeat) and cancels the job
+// when the operator asked for it or the hub no longer considers it running.
+func (r *Runner) reportProgress(ctx context.Context, jobID string, c *Counters, st *jobStatus, cancel context.CancelCauseFunc, log *slog.Logger) (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(r.opts.ProgressInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			p := c.Progress()
+			st.mu.Lock()
+			p.Phase, p.SnapshotRef, p.SnapshotCreatedAt, p.BytesTotal = st.phase, st.snapRef, st.snapAt, st.total
+			st.mu.Unlock()
+			state, err := r.hub.Progress(ctx, jobID, p)
+			switch {
+			case err == nil && state.CancelRequested:
+				log.InfoContext(ctx, "the operator cancelled the backup")
+				cancel(ErrCancelled)
+				return
+			case err == nil && state.Status != api.JobRunning:
+				cancel(fmt.Errorf("the hub ended the job (%s)", state.Status))
+				return
+			case hubclient.StatusOf(err) == http.StatusNotFound:
+				cancel(errors.New("the hub no longer knows the job"))
+				return
+			case err != nil && ctx.Err() == nil:
+				log.WarnContext(ctx, "progress report failed", "err", err)
+			}
+		}
+	}()
+	return func() { close(done); wg.Wait() }
+}
+
+func (r *Runner) run(ctx context.Context, job *api.Job, c *Counters, st *jobStatus, log *slog.Logger) (notes []string, err error) {
+	src, transport, err := r.sources(job.VM.Source)
+	if err != nil {
+		return nil, err
+	}
+	vm, err := src.FindVM(ctx, job.VM.InstanceUUID)
+	if err != nil {
+		return nil, err
+	}
+	cbtWasOff := false
+	if !job.VM.CBTEnabled {
+		if err := vm.EnableCBT(ctx); err != nil {
+			return nil, err
+		}
+		cbtWasOff = true
+		notes = append(notes, "changed block tracking was off and has been enabled")
+	}
+	st.set(func(s *jobStatus) { s.phase = "snapshot" })
+	snap, snapNote, err := r.snapshot(ctx, vm, job)
+	if err != nil {
+		return notes, err
+	}
+	if snapNote != "" {
+		notes = append(notes, snapNote)
+	}
+	defer r.removeSnapshot(ctx, job.ID, snap, log)
+	st.set(func(s *jobStatus) { s.snapRef, s.snapAt = snap.MoRef(), r.opts.Now().UTC() })
+
+	sdisks, err := snap.Disks(ctx)
+	if err != nil {
+		return notes, err
+	}
+	byKey := map[int32]vsphere.SnapshotDisk{}
+	for _, d := range sdisks {
+		byKey[d.Key] = d
+	}
+	for _, jd := range job.Disks {
+		sd, ok := byKey[jd.Key]
+		if !ok {
+			return notes, fmt.Errorf("disk %s (key %d) is not in the snapshot; was it removed?", jd.DiskID, jd.Key)
+		}
+		if !sd.Backupable {
+			return notes, fmt.Errorf("disk %s cannot be backed up: %s", jd.DiskID, sd.NotBackupableReason)
+		}
+		if err := r.backupDisk(ctx, job, jd, snap, sd, transport, cbtWasOff, c, st, log.With("disk_id", jd.DiskID)); err != nil {
+			return notes, fmt.Errorf("disk %s: %w", jd.DiskID, err)
+		}
+	}
+	return notes, nil
+}
+
+// snapshot takes the job's snapshot (quiesced, else crash-consistent) or, for a job resumed
+// after a crash, finds the one taken before.
+func (r *Runner) snapshot(ctx context.Context, vm *vsphere.VM, job *api.Job) (*vsphere.Snapshot, string, error) {
+	name := job.SnapshotName
+	if name == "" {
+		name = SnapshotPrefix + job.ID
+	}
+	if job.Resumed {
+		snap, err := vm.FindSnapshot(ctx, name)
+		if err != nil {
+			return nil, "", err
+		}
+		if snap == nil {
+			return nil, "", fmt.Errorf("resuming job %s: its snapshot %q is gone; the backup must start again", job.ID, name)
+		}
+		r.track(job.ID, true)
+		return snap, "resumed after an agent restart", nil
+	}
+	desc := "Sendense backup job " + job.ID + "; removed automatically when the job ends"
+	snap, err := vm.CreateSnapshot(ctx, name, desc, true)
+	note := ""
+	if errors.Is(err, vsphere.ErrQuiesceFailed) {
+		note = "quiescing failed; the snapshot is crash-consistent"
+		snap, err = vm.CreateSnapshot(ctx, name, desc, false)
+	}
+	if err != nil {
+		return nil, "", err
+	}
+	r.track(job.ID, true)
+	return snap, note, nil
+}
+
+func (r *Runner) track(jobID string, open bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if open {
+		r.snapshots[jobID] = r.opts.Now()
+	} else {
+		delete(r.snapshots, jobID)
+	}
+	oldest := time.Time{}
+	for _, t := range r.snapshots {
+		if oldest.IsZero() || t.Before(oldest) {
+			oldest = t
+		}
+	}
+	if oldest.IsZero() {
+		r.metrics.snapshotAge.Set(0)
+	} else {
+		r.metrics.snapshotAge.Set(r.opts.Now().Sub(oldest).Seconds())
+	}
+}
+
+// removeSnapshot removes the job's snapshot even after ctx was cancelled.
+func (r *Runner) removeSnapshot(ctx context.Context, jobID string, snap *vsphere.Snapshot, log *slog.Logger) {
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Minute)
+	defer cancel()
+	if err := snap.Remove(rctx); err != nil {
+		log.ErrorContext(rctx, "could not remove the job's snapshot; the reaper will retry", "snapshot", snap.MoRef(), "err", err)
+		return
+	}
+	r.track(jobID, false)
+}
+
+// Busy lists the jobs running now.
+func (r *Runner) Busy() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]string, 0, len(r.active))
+	for id := range r.active {
+		out = append(out, id)
+	}
+	return out
+}
+
+// plan decides how one disk is backed up: full or incremental, why, and which slots to read.
+type plan struct {
+	typ, reason       string
+	parent, baseID    string
+	allSlots, useStar bool
+}
+
+func decide(job *api.Job, jd api.JobDisk, sd vsphere.SnapshotDisk, cbtWasOff bool) plan {
+	full := func(reason string) plan {
+		if sd.ChangeID == "" {
+			reason += "; the disk has no change ID (no CBT): every slot read"
+		}
+		return plan{typ: api.BackupFull, reason: reason, useStar: sd.ChangeID != "", allSlots: sd.ChangeID == ""}
+	}
+	p := jd.Parent
+	switch {
+	case job.RequestedType == api.BackupFull:
+		return full("full backup requested")
+	case p == nil:
+		return full("no earlier backup of this disk")
+	case cbtWasOff:
+		return full("changed block tracking was off")
+	case sd.ChangeID == "":
+		return full("changed block tracking is off for this disk")
+	case p.CapacityBytes != sd.CapacityBytes:
+		return full(fmt.Sprintf("disk resized from %d to %d bytes", p.CapacityBytes, sd.CapacityBytes))
+	case p.ChangeID == "":
+		return full("the parent backup has no change ID")
+	}
+	pu, _, _ := vsphere.ParseChangeID(p.ChangeID)
+	su, _, _ := vsphere.ParseChangeID(sd.ChangeID)
+	if pu != su {
+		return full("the change ID's UUID changed (CBT was reset)")
+	}
+	return plan{typ: api.BackupIncremental, reason: "changed blocks since " + p.ChangeID, parent: p.BackupID, baseID: p.ChangeID}
+}
+
+func (r *Runner) backupDisk(ctx context.Context, job *api.Job, jd api.JobDisk, snap *vsphere.Snapshot, sd vsphere.SnapshotDisk, transport Transport, cbtWasOff bool, c *Counters, st *jobStatus, log *slog.Logger) error {
+	chunkSize := job.Repository.ChunkSize
+	pl := decide(job, jd, sd, cbtWasOff)
+	var slots []int64
+	if !pl.allSlots {
+		since := pl.baseID
+		if pl.typ == api.BackupFull {
+			since = "*"
+		}
+		extents, err := snap.ChangedAreas(ctx, sd.Key, sd.CapacityBytes, since)
+		switch {
+		case err == nil:
+			slots = SlotsForExtents(toExtents(extents), sd.CapacityBytes, chunkSize)
+		case errors.Is(err, vsphere.ErrChangeIDInvalid) && pl.typ == api.BackupIncremental:
+			pl = plan{typ: api.BackupFull, reason: "the parent's change ID is no longer valid: " + err.Error(), useStar: true}
+			if extents, err = snap.ChangedAreas(ctx, sd.Key, sd.CapacityBytes, "*"); err != nil {
+				pl.allSlots, pl.reason = true, pl.reason+"; CBT unavailable, every slot read"
+				slots = AllSlots(sd.CapacityBytes, chunkSize)
+			} else {
+				slots = SlotsForExtents(toExtents(extents), sd.CapacityBytes, chunkSize)
+			}
+		case errors.Is(err, vsphere.ErrCBTUnavailable) || errors.Is(err, vsphere.ErrChangeIDInvalid):
+			// Slower but still correct: read everything, send only what the hub lacks.
+			pl = plan{typ: api.BackupFull, reason: "CBT unavailable (" + err.Error() + "); every slot read", allSlots: true}
+		default:
+			return err
+		}
+	}
+	if pl.allSlots {
+		slots = AllSlots(sd.CapacityBytes, chunkSize)
+	}
+	sess, err := r.hub.OpenSession(ctx, job.ID, jd.DiskID, api.OpenSessionRequest{
+		Type: pl.typ, Reason: pl.reason, ParentBackupID: pl.parent, BaseChangeID: pl.baseID, ChangeID: sd.ChangeID,
+		CapacityBytes: sd.CapacityBytes, ChunkSize: chunkSize,
+	})
+	if err != nil {
+		return err
+	}
+	todo := withoutDone(slots, sess.Done)
+	log.InfoContext(ctx, "backing up disk", "type", pl.typ, "reason", pl.reason, "capacity_bytes", sd.CapacityBytes,
+		"slots_changed", len(slots), "slots_to_read", len(todo), "session_id", sess.ID)
+	r.metrics.fullReasons.WithLabelValues(pl.typ).Inc()
+	st.set(func(s *jobStatus) { s.phase = "reading"; s.total += int64(len(todo)) * chunkSize })
+	rd, err := transport.Open(ctx, snap, sd)
+	if err != nil {
+		return fmt.Errorf("open disk: %w", err)
+	}
+	defer rd.Close()
+	if rd.Size() < sd.CapacityBytes {
+		return fmt.Errorf("the transport sees %d bytes, the snapshot says %d", rd.Size(), sd.CapacityBytes)
+	}
+	dc := &Counters{}
+	err = upload(ctx, r.hub, uploadTask{SessionID: sess.ID, Job: c, Reader: rd, Capacity: sd.CapacityBytes, ChunkSize: chunkSize, Slots: todo}, dc, r.metrics, r.opts.Upload)
+	if err != nil {
+		return err
+	}
+	bd, err := r.hub.Commit(ctx, sess.ID, api.CommitRequest{
+		SlotsChanged: int64(len(slots)), BytesRead: dc.BytesRead.Load(), BytesSent: dc.BytesSent.Load(),
+		BytesDeduplicated: dc.BytesDeduplicated.Load(), BytesZero: dc.BytesZero.Load(),
+	})
+	if err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	log.InfoContext(ctx, "disk committed", "type", bd.Type, "bytes_read", bd.BytesRead, "bytes_sent", bd.BytesSent, "bytes_deduplicated", bd.BytesDeduplicated)
+	return nil
+}
+
+func toExtents(in []vsphere.Extent) []Extent {
+	out := make([]Extent, len(in))
+	for i, e := range in {
+		out[i] = Extent{Offset: e.Offset, Length: e.Length}
+	}
+	return out
+}

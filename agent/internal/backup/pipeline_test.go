@@ -1,0 +1,196 @@
+package backup_test
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/sendense/sendense/agent/internal/backup"
+	"github.com/sendense/sendense/agent/internal/lab"
+)
+
+const mib = 1 << 20
+
+func twoDiskSpec(vm string) lab.Spec {
+	return lab.Spec{VMs: []lab.VMSpec{{
+		Name: vm, CBT: true,
+		Disks: []lab.DiskSpec{
+			{Key: 2000, Size: "96MiB", Fill: lab.FillSparse, Data: "40MiB", Seed: 7},
+			{Key: 2001, Size: "30MiB", Fill: lab.FillCompressible, Data: "21MiB", Seed: 8},
+		},
+	}}}
+}
+
+func slotsTouched(extents []lab.Extent, chunk int64) int64 {
+	var exts []backup.Extent
+	for _, e := range extents {
+		exts = append(exts, backup.Extent{Offset: e.Offset, Length: e.Length})
+	}
+	return int64(len(backup.SlotsForExtents(exts, 1<<62, chunk)))
+}
+
+// Full → write → incremental → write → incremental: every restore point restores exactly the
+// bytes the disks had, and an incremental reads and sends only the changed slots.
+func TestFullThenIncrementals(t *testing.T) {
+	e := newEnv(t, twoDiskSpec("db1"), envOptions{})
+	full := e.backup("db1", "")
+	if full.Status != "succeeded" || full.Type != "full" {
+		t.Fatalf("first backup: %+v\n%s", full, e.logs)
+	}
+	d0 := diskOf(t, full, "disk-2000")
+	if d0.Type != "full" || !strings.Contains(d0.Reason, "no earlier backup") {
+		t.Fatalf("full disk: %+v", d0)
+	}
+	// CBT "*" lists only allocated areas: a 96 MiB disk with 40 MiB of data reads about 40 MiB.
+	if d0.BytesRead > 48*mib || d0.BytesRead < 40*mib {
+		t.Fatalf("full read %d bytes of a disk with 40 MiB allocated", d0.BytesRead)
+	}
+	sums := map[string][32]byte{"disk-2000": e.diskSum("db1", "disk-2000"), "disk-2001": e.diskSum("db1", "disk-2001")}
+	for id, want := range sums {
+		if e.imageSum(full.ID, id) != want {
+			t.Fatalf("full backup of %s does not restore the disk's bytes", id)
+		}
+	}
+
+	extents, err := e.lab.WritePercent("db1", "disk-2000", 5, 99)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inc := e.backup("db1", "")
+	i0, i1 := diskOf(t, inc, "disk-2000"), diskOf(t, inc, "disk-2001")
+	changed := slotsTouched(extents, 4*mib)
+	if inc.Type != "incremental" || i0.Type != "incremental" || i0.ParentBackupID != full.ID {
+		t.Fatalf("second backup: %+v %+v", inc, i0)
+	}
+	if i0.SlotsChanged != changed || i0.BytesRead != changed*4*mib {
+		t.Fatalf("incremental read %d slots (%d bytes); the writes touched %d slots", i0.SlotsChanged, i0.BytesRead, changed)
+	}
+	if i1.BytesRead != 0 || i1.BytesSent != 0 {
+		t.Fatalf("unchanged disk read %d and sent %d bytes", i1.BytesRead, i1.BytesSent)
+	}
+	if i0.BytesSent == 0 || i0.BytesSent > i0.BytesRead+changed*64 {
+		t.Fatalf("incremental sent %d bytes for %d read", i0.BytesSent, i0.BytesRead)
+	}
+	sum2 := e.diskSum("db1", "disk-2000")
+	if e.imageSum(inc.ID, "disk-2000") != sum2 || e.imageSum(inc.ID, "disk-2001") != sums["disk-2001"] {
+		t.Fatal("incremental does not restore the disks' bytes")
+	}
+
+	if err := e.lab.Write("db1", "disk-2001", 3*mib+17, []byte("a few changed bytes")); err != nil {
+		t.Fatal(err)
+	}
+	inc2 := e.backup("db1", "")
+	if d := diskOf(t, inc2, "disk-2001"); d.Type != "incremental" || d.SlotsChanged != 1 || d.BytesRead != 4*mib {
+		t.Fatalf("third backup of disk-2001: %+v", d)
+	}
+	if e.imageSum(inc2.ID, "disk-2001") != e.diskSum("db1", "disk-2001") || e.imageSum(inc2.ID, "disk-2000") != sum2 {
+		t.Fatal("second incremental does not restore the disks' bytes")
+	}
+	// Older restore points are untouched by later backups.
+	if e.imageSum(full.ID, "disk-2000") != sums["disk-2000"] || e.imageSum(inc.ID, "disk-2000") != sum2 {
+		t.Fatal("an older restore point changed")
+	}
+	if n := snapshotsLeft(t, e); n != 0 {
+		t.Fatalf("%d snapshots left behind", n)
+	}
+}
+
+// Two VMs cloned from one template: the second full sends almost nothing.
+func TestCloneDeduplicates(t *testing.T) {
+	spec := lab.Spec{VMs: []lab.VMSpec{
+		{Name: "tmpl", CBT: true, Disks: []lab.DiskSpec{{Key: 2000, Size: "48MiB", Fill: lab.FillRandom, Data: "32MiB", Seed: 3}}},
+		{Name: "clone", CBT: true, CloneOf: "tmpl"},
+	}}
+	e := newEnv(t, spec, envOptions{})
+	first := e.backup("tmpl", "")
+	second := e.backup("clone", "")
+	if first.BytesSent < 32*mib {
+		t.Fatalf("first full sent only %d bytes", first.BytesSent)
+	}
+	if second.BytesSent > first.BytesSent/100 || second.BytesDeduplicated < 32*mib {
+		t.Fatalf("clone full sent %d bytes (deduplicated %d); the template's sent %d", second.BytesSent, second.BytesDeduplicated, first.BytesSent)
+	}
+	if e.imageSum(second.ID, "disk-2000") != e.diskSum("clone", "disk-2000") {
+		t.Fatal("the clone's backup does not restore its bytes")
+	}
+}
+
+// A resized disk and a reset change ID each force a full backup, with the reason recorded.
+func TestResizeAndCBTResetForceFull(t *testing.T) {
+	e := newEnv(t, twoDiskSpec("db2"), envOptions{})
+	e.backup("db2", "")
+	if err := e.lab.ResizeDisk("db2", "disk-2000", 128*mib); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.lab.ResetCBT("db2", "disk-2001"); err != nil {
+		t.Fatal(err)
+	}
+	e.discover()
+	b := e.backup("db2", "")
+	d0, d1 := diskOf(t, b, "disk-2000"), diskOf(t, b, "disk-2001")
+	if d0.Type != "full" || !strings.Contains(d0.Reason, "resized") || d0.CapacityBytes != 128*mib {
+		t.Fatalf("resized disk: %+v", d0)
+	}
+	if d1.Type != "full" || !strings.Contains(d1.Reason, "UUID changed") {
+		t.Fatalf("disk with a reset change ID: %+v", d1)
+	}
+	if e.imageSum(b.ID, "disk-2000") != e.diskSum("db2", "disk-2000") || e.imageSum(b.ID, "disk-2001") != e.diskSum("db2", "disk-2001") {
+		t.Fatal("forced fulls do not restore the disks' bytes")
+	}
+	if b.Type != "full" {
+		t.Fatalf("job type %q, want full", b.Type)
+	}
+}
+
+// The nbd transport (nbdkit's curl plugin on the lab's datastore HTTPS) and the file transport
+// read the same bytes as https.
+func TestTransports(t *testing.T) {
+	for _, tr := range []string{"nbd", "file"} {
+		t.Run(tr, func(t *testing.T) {
+			e := newEnv(t, twoDiskSpec("db3"), envOptions{transport: tr})
+			b := e.backup("db3", "")
+			for _, id := range []string{"disk-2000", "disk-2001"} {
+				if e.imageSum(b.ID, id) != e.diskSum("db3", id) {
+					t.Fatalf("%s transport: %s does not restore its bytes", tr, id)
+				}
+			}
+		})
+	}
+}
+
+// CBT off: the agent enables it and the backup is full; a disk without CBT support is read
+// whole and still restores; a failing quiesce falls back to a crash-consistent snapshot.
+func TestCBTOffUnsupportedAndQuiesce(t *testing.T) {
+	spec := lab.Spec{VMs: []lab.VMSpec{{
+		Name: "legacy", CBT: false, QuiesceFails: true,
+		Disks: []lab.DiskSpec{
+			{Key: 2000, Size: "40MiB", Fill: lab.FillSparse, Data: "12MiB"},
+			{Key: 2001, Size: "20MiB", Fill: lab.FillRandom, Data: "8MiB", CBTUnsupported: true},
+		},
+	}}}
+	e := newEnv(t, spec, envOptions{})
+	b := e.backup("legacy", "")
+	if !strings.Contains(b.Notes, "was off") || !strings.Contains(b.Notes, "crash-consistent") {
+		t.Fatalf("notes %q do not record CBT enabling and the quiesce fallback", b.Notes)
+	}
+	d1 := diskOf(t, b, "disk-2001")
+	if d1.Type != "full" || !strings.Contains(d1.Reason, "every slot") || d1.BytesRead != 20*mib {
+		t.Fatalf("disk without CBT: %+v", d1)
+	}
+	for _, id := range []string{"disk-2000", "disk-2001"} {
+		if e.imageSum(b.ID, id) != e.diskSum("legacy", id) {
+			t.Fatalf("%s does not restore its bytes", id)
+		}
+	}
+	// The next backup of the CBT-less disk reads it all again but sends only what changed.
+	if err := e.lab.Write("legacy", "disk-2001", 1*mib, []byte("changed")); err != nil {
+		t.Fatal(err)
+	}
+	e.discover()
+	b2 := e.backup("legacy", "")
+	if d := diskOf(t, b2, "disk-2001"); d.BytesRead != 20*mib || d.BytesSent > 5*mib {
+		t.Fatalf("second backup of the CBT-less disk: %+v", d)
+	}
+	if e.imageSum(b2.ID, "disk-2001") != e.diskSum("legacy", "disk-2001") {
+		t.Fatal("second backup does not restore the CBT-less disk")
+	}
+}

@@ -1,0 +1,236 @@
+// Package backup is the agent's data path: for one job it takes the snapshot, asks CBT what
+// changed, reads the changed slots through a disk transport, skips zeros, hashes, compresses
+// what the hub lacks and uploads it in parallel under a memory cap, resumably.
+package backup
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync/atomic"
+
+	"github.com/klauspost/compress/zstd"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/sendense/sendense/shared/api"
+	"github.com/sendense/sendense/shared/chunk"
+)
+
+// sessionHub is what the uploader needs from the hub. Both calls are idempotent.
+type sessionHub interface {
+	RecordSlots(ctx context.Context, sessionID string, batch api.SlotBatch) (api.SlotBatchResult, error)
+	PutChunk(ctx context.Context, sessionID, digest string, blob []byte) error
+}
+
+// Counters are a job's running totals; safe for concurrent use.
+type Counters struct {
+	BytesRead, BytesSent, BytesDeduplicated, BytesZero atomic.Int64
+	SlotsRead, SlotsUploaded                           atomic.Int64
+}
+
+// Snapshot returns the counters as a progress report.
+func (c *Counters) Progress() api.JobProgress {
+	return api.JobProgress{BytesRead: c.BytesRead.Load(), BytesSent: c.BytesSent.Load(), BytesDeduplicated: c.BytesDeduplicated.Load(), BytesZero: c.BytesZero.Load()}
+}
+
+// UploadOptions bound the uploader.
+type UploadOptions struct {
+	// MaxInFlight caps the memory of slots read but not yet acknowledged (default 256 MiB).
+	MaxInFlight int64
+	// GroupSlots is how many consecutive slots one worker reads and records at once (default 8).
+	GroupSlots int
+}
+
+// uploadTask describes one disk's upload.
+type uploadTask struct {
+	SessionID string
+	Job       *Counters // also counted here when set (the job's totals)
+	Reader    io.ReaderAt
+	Capacity  int64
+	ChunkSize int64
+	Slots     []int64 // the slots to read, ascending
+}
+
+// upload reads, hashes and sends the task's slots. Workers each take a group of slots: read
+// them, record their digests (the hub answers which chunks it lacks), compress and upload only
+// those, and record them again. The number of workers follows from the memory cap, so memory in
+// flight never exceeds it.
+func upload(ctx context.Context, hub sessionHub, t uploadTask, c *Counters, m *Metrics, opts UploadOptions) error {
+	if opts.MaxInFlight <= 0 {
+		opts.MaxInFlight = 256 << 20
+	}
+	if opts.GroupSlots <= 0 {
+		opts.GroupSlots = 8
+	}
+	if len(t.Slots) == 0 {
+		return nil
+	}
+	// Per worker: the group's slot buffers plus one compression buffer.
+	perWorker := int64(opts.GroupSlots+1) * t.ChunkSize
+	workers := int(max(1, min(opts.MaxInFlight/perWorker, 16)))
+	groups := make(chan []int64)
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		defer close(groups)
+		for i := 0; i < len(t.Slots); i += opts.GroupSlots {
+			select {
+			case groups <- t.Slots[i:min(i+opts.GroupSlots, len(t.Slots))]:
+			case <-gctx.Done():
+				return gctx.Err()
+			}
+		}
+		return nil
+	})
+	zero := make([]byte, t.ChunkSize)
+	for range workers {
+		g.Go(func() error {
+			w, err := newWorker(hub, t, c, m, opts.GroupSlots, zero)
+			if err != nil {
+				return err
+			}
+			defer w.enc.Close()
+			for grp := range groups {
+				if err := w.group(gctx, grp); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}
+	return g.Wait()
+}
+
+type worker struct {
+	hub  sessionHub
+	t    uploadTask
+	c    *Counters
+	m    *Metrics
+	bufs [][]byte
+	out  []byte
+	zero []byte
+	enc  *zstd.Encoder
+}
+
+func newWorker(hub sessionHub, t uploadTask, c *Counters, m *Metrics, group int, zero []byte) (*worker, error) {
+	enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(1), zstd.WithZeroFrames(true))
+	if err != nil {
+		return nil, fmt.Errorf("zstd encoder: %w", err)
+	}
+	w := &worker{hub: hub, t: t, c: c, m: m, zero: zero, enc: enc, out: make([]byte, 0, chunk.MaxBlobLen(int(t.ChunkSize)))}
+	for range group {
+		w.bufs = append(w.bufs, make([]byte, t.ChunkSize))
+	}
+	return w, nil
+}
+
+// add counts on the disk's counters and, when set, the job's.
+func (w *worker) add(f func(c *Counters)) {
+	f(w.c)
+	if w.t.Job != nil {
+		f(w.t.Job)
+	}
+}
+
+// group handles consecutive slots: read, hash, record, upload what is missing, record again.
+func (w *worker) group(ctx context.Context, slots []int64) error {
+	batch := api.SlotBatch{Slots: make([]api.SlotDigest, 0, len(slots))}
+	plain := make(map[string][]byte, len(slots))
+	for i, s := range slots {
+		off := s * w.t.ChunkSize
+		n := min(w.t.ChunkSize, w.t.Capacity-off)
+		buf := w.bufs[i][:n]
+		if err := readFull(w.t.Reader, buf, off); err != nil {
+			return fmt.Errorf("read slot %d at offset %d: %w", s, off, err)
+		}
+		w.add(func(c *Counters) { c.BytesRead.Add(n); c.SlotsRead.Add(1) })
+		w.m.readBytes.Add(float64(n))
+		var d chunk.Digest
+		if bytes.Equal(buf, w.zero[:n]) {
+			d = chunk.ZeroDigest(int(n))
+			w.add(func(c *Counters) { c.BytesZero.Add(n) })
+			w.m.zeroBytes.Add(float64(n))
+			w.m.slots.WithLabelValues("zero").Inc()
+		} else {
+			d = chunk.Sum(buf)
+		}
+		hex := d.String()
+		plain[hex] = buf
+		batch.Slots = append(batch.Slots, api.SlotDigest{Slot: s, Digest: hex})
+	}
+	res, err := w.hub.RecordSlots(ctx, w.t.SessionID, batch)
+	if err != nil {
+		return fmt.Errorf("record slots %d..%d: %w", slots[0], slots[len(slots)-1], err)
+	}
+	missing := make(map[string]bool, len(res.Missing))
+	for _, d := range res.Missing {
+		p, ok := plain[d]
+		if !ok {
+			return fmt.Errorf("hub asked for chunk %s that this batch does not hold", d)
+		}
+		blob, err := w.seal(p)
+		if err != nil {
+			return err
+		}
+		if err := w.hub.PutChunk(ctx, w.t.SessionID, d, blob); err != nil {
+			return fmt.Errorf("upload chunk %s: %w", d, err)
+		}
+		missing[d] = true
+		w.add(func(c *Counters) { c.BytesSent.Add(int64(len(blob))) })
+		w.m.sentBytes.Add(float64(len(blob)))
+	}
+	var again api.SlotBatch
+	for _, sd := range batch.Slots {
+		n := int64(len(plain[sd.Digest]))
+		switch {
+		case missing[sd.Digest]:
+			again.Slots = append(again.Slots, sd)
+			w.add(func(c *Counters) { c.SlotsUploaded.Add(1) })
+			w.m.slots.WithLabelValues("uploaded").Inc()
+		case sd.Digest != chunk.ZeroDigest(int(n)).String():
+			w.add(func(c *Counters) { c.BytesDeduplicated.Add(n) })
+			w.m.dedupBytes.Add(float64(n))
+			w.m.slots.WithLabelValues("deduplicated").Inc()
+		}
+	}
+	if len(again.Slots) > 0 {
+		res, err := w.hub.RecordSlots(ctx, w.t.SessionID, again)
+		if err != nil {
+			return fmt.Errorf("record uploaded slots: %w", err)
+		}
+		if len(res.Missing) > 0 {
+			return fmt.Errorf("hub still lacks %d chunks after their upload", len(res.Missing))
+		}
+	}
+	return nil
+}
+
+// seal compresses a slot with zstd into a chunk blob, or stores it raw when compression does not
+// save at least 1/32 (random data, already compressed files).
+func (w *worker) seal(p []byte) ([]byte, error) {
+	out := w.out[:chunk.HeaderSize]
+	out = w.enc.EncodeAll(p, out)
+	codec := chunk.CodecZstd
+	if len(out)-chunk.HeaderSize >= len(p)-len(p)/32 {
+		out = append(w.out[:chunk.HeaderSize], p...)
+		codec = chunk.CodecRaw
+	}
+	if err := chunk.SealBlob(out, codec, len(p)); err != nil {
+		return nil, fmt.Errorf("seal chunk: %w", err)
+	}
+	w.out = out[:0]
+	return out, nil
+}
+
+// readFull reads exactly len(p) bytes at off.
+func readFull(r io.ReaderAt, p []byte, off int64) error {
+	n, err := r.ReadAt(p, off)
+	if n == len(p) {
+		return nil
+	}
+	if err == nil || errors.Is(err, io.EOF) {
+		return fmt.Errorf("short read: %d of %d bytes: %w", n, len(p), io.ErrUnexpectedEOF)
+	}
+	return err
+}

@@ -1,0 +1,114 @@
+package hubclient
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/go-retryablehttp"
+
+	"github.com/sendense/sendense/shared/api"
+)
+
+// NextJob long-polls the hub for a job for up to wait. busy lists the jobs this agent is running
+// now, so that the hub hands back only running jobs the agent lost (after a restart). It returns
+// nil when no job came.
+func (c *Client) NextJob(ctx context.Context, wait time.Duration, busy []string) (*api.Job, error) {
+	q := url.Values{}
+	q.Set("wait", wait.String())
+	if len(busy) > 0 {
+		q.Set("running", strings.Join(busy, ","))
+	}
+	ctx, cancel := context.WithTimeout(ctx, wait+30*time.Second)
+	defer cancel()
+	var j api.Job
+	status, err := c.do(ctx, http.MethodGet, api.PathAgentJobs+"?"+q.Encode(), nil, "", &j)
+	if err != nil || status == http.StatusNoContent {
+		return nil, err
+	}
+	return &j, nil
+}
+
+// JobState asks whether a job is still running and whether its cancellation was requested.
+func (c *Client) JobState(ctx context.Context, jobID string) (api.JobState, error) {
+	var st api.JobState
+	err := c.Do(ctx, http.MethodGet, api.PathAgentJobs+"/"+url.PathEscape(jobID), nil, &st)
+	return st, err
+}
+
+// Progress reports a job's progress (its heartbeat) and returns whether to cancel.
+func (c *Client) Progress(ctx context.Context, jobID string, p api.JobProgress) (api.JobState, error) {
+	var st api.JobState
+	err := c.Do(ctx, http.MethodPost, api.PathAgentJobs+"/"+url.PathEscape(jobID)+"/progress", p, &st)
+	return st, err
+}
+
+// Complete reports the end of a job.
+func (c *Client) Complete(ctx context.Context, jobID string, done api.JobCompletion) error {
+	return c.Do(ctx, http.MethodPost, api.PathAgentJobs+"/"+url.PathEscape(jobID)+"/complete", done, nil)
+}
+
+// OpenSession opens (or reopens) the upload session of one disk of a job.
+func (c *Client) OpenSession(ctx context.Context, jobID, diskID string, req api.OpenSessionRequest) (api.Session, error) {
+	var s api.Session
+	err := c.Do(ctx, http.MethodPost, api.PathAgentJobs+"/"+url.PathEscape(jobID)+"/disks/"+url.PathEscape(diskID)+"/session", req, &s)
+	return s, err
+}
+
+// RecordSlots records slot digests and returns the digests the hub lacks.
+func (c *Client) RecordSlots(ctx context.Context, sessionID string, batch api.SlotBatch) (api.SlotBatchResult, error) {
+	var res api.SlotBatchResult
+	err := c.Do(ctx, http.MethodPost, "/api/v1/agent/sessions/"+url.PathEscape(sessionID)+"/slots", batch, &res)
+	return res, err
+}
+
+// PutChunk uploads one chunk blob (idempotent: the name is the content's digest).
+func (c *Client) PutChunk(ctx context.Context, sessionID, digest string, blob []byte) error {
+	_, err := c.do(ctx, http.MethodPut, "/api/v1/agent/sessions/"+url.PathEscape(sessionID)+"/chunks/"+digest, blob, "application/octet-stream", nil)
+	return err
+}
+
+// Commit closes a disk's session; the hub writes its index.
+func (c *Client) Commit(ctx context.Context, sessionID string, req api.CommitRequest) (api.BackupDisk, error) {
+	var bd api.BackupDisk
+	err := c.Do(ctx, http.MethodPost, "/api/v1/agent/sessions/"+url.PathEscape(sessionID)+"/commit", req, &bd)
+	return bd, err
+}
+
+// do sends a raw body (or none) and decodes a JSON answer; it returns the HTTP status.
+func (c *Client) do(ctx context.Context, method, path string, body []byte, contentType string, out any) (int, error) {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, c.timeout)
+		defer cancel()
+	}
+	u := c.base.JoinPath(strings.SplitN(path, "?", 2)[0])
+	if i := strings.IndexByte(path, '?'); i >= 0 {
+		u.RawQuery = path[i+1:]
+	}
+	var rd any
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := retryablehttp.NewRequestWithContext(ctx, method, u.String(), rd)
+	if err != nil {
+		return 0, fmt.Errorf("%s %s: %w", method, path, err)
+	}
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	req.Header.Set("Accept", "application/json")
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return 0, fmt.Errorf("%s %s: %w", method, path, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode == http.StatusNoContent {
+		return resp.StatusCode, nil
+	}
+	return resp.StatusCode, decodeResponse(resp, method, strings.SplitN(path, "?", 2)[0], out)
+}

@@ -1,0 +1,329 @@
+package vsphere
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"path"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/vmware/govmomi/object"
+	"github.com/vmware/govmomi/view"
+	"github.com/vmware/govmomi/vim25/mo"
+	"github.com/vmware/govmomi/vim25/types"
+
+	"github.com/sendense/sendense/shared/api"
+)
+
+// vmProperties are the only VirtualMachine properties discovery retrieves. config.hardware.device
+// is the bulk of the answer; everything else is a few bytes.
+var vmProperties = []string{
+	"name", "parent", "parentVApp",
+	"config.instanceUuid", "config.uuid", "config.guestId", "config.guestFullName",
+	"config.hardware.numCPU", "config.hardware.memoryMB", "config.hardware.device",
+	"config.changeTrackingEnabled", "config.template",
+	"runtime.powerState", "runtime.host",
+}
+
+// entity is a managed entity's name and parent, enough to build inventory paths.
+type entity struct {
+	kind   string
+	name   string
+	parent types.ManagedObjectReference // zero for the root folder
+}
+
+// datacenter is one datacenter of the inventory.
+type datacenter struct {
+	ref  types.ManagedObjectReference
+	name string
+	path string // inventory path, "/DC0" or "/F0/DC0"
+}
+
+// Inventory lists every VM and disk of the configured datacenters. It makes, per datacenter,
+// one container view and one property retrieval (with continuation) for VMs, hosts, clusters,
+// datastores and vApps, and resolves names through maps, so its cost grows with the number
+// of datacenters, not of VMs. VMs whose configuration is unreadable (inaccessible, orphaned)
+// are left out and logged.
+func (c *Client) Inventory(ctx context.Context) (api.Inventory, error) {
+	start := c.now()
+	dcs, folders, err := c.datacenters(ctx)
+	if err != nil {
+		return api.Inventory{}, err
+	}
+	inv := api.Inventory{
+		Source: api.Source{
+			Name:         c.cfg.Name,
+			URL:          c.cfg.sdkURL().String(),
+			APIType:      c.about.ApiType,
+			Version:      c.about.ApiVersion,
+			InstanceUUID: c.about.InstanceUuid,
+		},
+		CollectedAt: start.UTC(),
+		VMs:         []api.VM{},
+	}
+	for _, dc := range dcs {
+		vms, err := c.datacenterVMs(ctx, dc, folders)
+		if err != nil {
+			return api.Inventory{}, err
+		}
+		inv.VMs = append(inv.VMs, vms...)
+	}
+	slices.SortFunc(inv.VMs, func(a, b api.VM) int {
+		return cmp.Or(cmp.Compare(a.Datacenter, b.Datacenter), cmp.Compare(a.Name, b.Name),
+			cmp.Compare(a.InstanceUUID, b.InstanceUUID))
+	})
+	c.log.Debug("vsphere inventory collected", "datacenters", len(dcs), "vms", len(inv.VMs),
+		"duration_seconds", time.Since(start).Seconds())
+	return inv, nil
+}
+
+// datacenters returns the selected datacenters and every folder of the inventory (for paths).
+// A datacenter named in Config.Datacenters that does not exist is an ErrDatacenterNotFound.
+func (c *Client) datacenters(ctx context.Context) ([]datacenter, map[types.ManagedObjectReference]entity, error) {
+	objs, err := c.retrieveView(ctx, c.vc.ServiceContent.RootFolder, map[string][]string{
+		"Datacenter": {"name", "parent"},
+		"Folder":     {"name", "parent"},
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("list datacenters: %w", err)
+	}
+	ents := make(map[types.ManagedObjectReference]entity, len(objs))
+	for _, o := range objs {
+		e := entity{kind: o.Obj.Type}
+		for _, p := range o.PropSet {
+			switch p.Name {
+			case "name":
+				e.name, _ = p.Val.(string)
+			case "parent":
+				e.parent, _ = p.Val.(types.ManagedObjectReference)
+			}
+		}
+		ents[o.Obj] = e
+	}
+	var all, out []datacenter
+	for ref, e := range ents {
+		if e.kind == "Datacenter" {
+			all = append(all, datacenter{ref: ref, name: e.name, path: entityPath(ents, ref)})
+		}
+	}
+	slices.SortFunc(all, func(a, b datacenter) int { return cmp.Compare(a.path, b.path) })
+	for _, dc := range all {
+		if c.wantDatacenter(dc.name, dc.path) {
+			out = append(out, dc)
+		}
+	}
+	for _, want := range c.cfg.Datacenters {
+		if !slices.ContainsFunc(all, func(dc datacenter) bool {
+			return dc.name == want || strings.Trim(dc.path, "/") == strings.Trim(want, "/")
+		}) {
+			return nil, nil, fmt.Errorf("%w: %q (configured in datacenters of source %s)", ErrDatacenterNotFound, want, c.cfg.Name)
+		}
+	}
+	return out, ents, nil
+}
+
+// entityPath builds the inventory path of ref ("/DC0/vm/prod") from a name/parent map. The
+// root folder (the entity without parent) is not part of paths. Unknown entities end the walk.
+func entityPath(ents map[types.ManagedObjectReference]entity, ref types.ManagedObjectReference) string {
+	var parts []string
+	for i := 0; i < 64; i++ { // inventories are shallow; the bound only guards against cycles
+		e, ok := ents[ref]
+		if !ok || e.parent.Value == "" {
+			break
+		}
+		parts = append(parts, e.name)
+		ref = e.parent
+	}
+	slices.Reverse(parts)
+	return "/" + strings.Join(parts, "/")
+}
+
+// datacenterVMs lists the VMs of one datacenter.
+func (c *Client) datacenterVMs(ctx context.Context, dc datacenter, folders map[types.ManagedObjectReference]entity) ([]api.VM, error) {
+	objs, err := c.retrieveView(ctx, dc.ref, map[string][]string{
+		"VirtualMachine":         vmProperties,
+		"HostSystem":             {"name", "parent"},
+		"ComputeResource":        {"name"},
+		"ClusterComputeResource": {"name"},
+		"Datastore":              {"name"},
+		"VirtualApp":             {"name", "parentFolder", "parentVApp"},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list vms of datacenter %s: %w", dc.path, err)
+	}
+
+	names := make(map[types.ManagedObjectReference]string) // hosts, clusters, datastores, vApps
+	hostParent := make(map[types.ManagedObjectReference]types.ManagedObjectReference)
+	vappParent := make(map[types.ManagedObjectReference]types.ManagedObjectReference)
+	var vmObjs []types.ObjectContent
+	for _, o := range objs {
+		if o.Obj.Type == "VirtualMachine" {
+			vmObjs = append(vmObjs, o)
+			continue
+		}
+		for _, p := range o.PropSet {
+			switch p.Name {
+			case "name":
+				names[o.Obj], _ = p.Val.(string)
+			case "parent":
+				hostParent[o.Obj], _ = p.Val.(types.ManagedObjectReference)
+			case "parentFolder", "parentVApp":
+				if ref, ok := p.Val.(types.ManagedObjectReference); ok {
+					vappParent[o.Obj] = ref
+				}
+			}
+		}
+	}
+
+	// folderPath resolves a VM's folder: a Folder, or a vApp (itself in a folder or a vApp).
+	var folderPath func(ref types.ManagedObjectReference, depth int) string
+	folderPath = func(ref types.ManagedObjectReference, depth int) string {
+		if ref.Type == "VirtualApp" && depth < 16 {
+			parent, ok := vappParent[ref]
+			if !ok {
+				return ""
+			}
+			return path.Join(folderPath(parent, depth+1), names[ref])
+		}
+		return entityPath(folders, ref)
+	}
+
+	vms := make([]api.VM, 0, len(vmObjs))
+	for _, o := range vmObjs {
+		vm, ok := c.decodeVM(o, dc, names, hostParent, folderPath)
+		if ok {
+			vms = append(vms, vm)
+		}
+	}
+	return vms, nil
+}
+
+// decodeVM turns one VirtualMachine's properties into the wire type. It reports false (and
+// logs) for a VM without readable configuration.
+func (c *Client) decodeVM(o types.ObjectContent, dc datacenter, names map[types.ManagedObjectReference]string,
+	hostParent map[types.ManagedObjectReference]types.ManagedObjectReference,
+	folderPath func(types.ManagedObjectReference, int) string,
+) (api.VM, bool) {
+	vm := api.VM{MoRef: o.Obj.Value, Datacenter: dc.name, Disks: []api.Disk{}}
+	var devices object.VirtualDeviceList
+	var parent, parentVApp, host types.ManagedObjectReference
+	var guestID, guestFull string
+	for _, p := range o.PropSet {
+		switch p.Name {
+		case "name":
+			vm.Name, _ = p.Val.(string)
+		case "parent":
+			parent, _ = p.Val.(types.ManagedObjectReference)
+		case "parentVApp":
+			parentVApp, _ = p.Val.(types.ManagedObjectReference)
+		case "config.instanceUuid":
+			vm.InstanceUUID, _ = p.Val.(string)
+		case "config.uuid":
+			vm.BIOSUUID, _ = p.Val.(string)
+		case "config.guestId":
+			guestID, _ = p.Val.(string)
+		case "config.guestFullName":
+			guestFull, _ = p.Val.(string)
+		case "config.hardware.numCPU":
+			n, _ := p.Val.(int32)
+			vm.NumCPU = int(n)
+		case "config.hardware.memoryMB":
+			n, _ := p.Val.(int32)
+			vm.MemoryMB = int64(n)
+		case "config.hardware.device":
+			if a, ok := p.Val.(types.ArrayOfVirtualDevice); ok {
+				devices = a.VirtualDevice
+			}
+		case "config.changeTrackingEnabled":
+			vm.CBTEnabled, _ = p.Val.(bool)
+		case "config.template":
+			vm.Template, _ = p.Val.(bool)
+		case "runtime.powerState":
+			if s, ok := p.Val.(types.VirtualMachinePowerState); ok {
+				vm.PowerState = string(s)
+			}
+		case "runtime.host":
+			host, _ = p.Val.(types.ManagedObjectReference)
+		}
+	}
+	if vm.InstanceUUID == "" {
+		reason := "configuration unreadable"
+		if len(o.MissingSet) > 0 {
+			reason = fmt.Sprintf("property %s: %T", o.MissingSet[0].Path, o.MissingSet[0].Fault.Fault)
+		}
+		c.log.Warn("vm left out of inventory: no instance uuid", "moref", vm.MoRef, "vm_name", vm.Name, "reason", reason)
+		return api.VM{}, false
+	}
+	vm.GuestOS = cmp.Or(guestFull, guestID)
+	if host.Value != "" {
+		vm.Host = names[host]
+		if cr := hostParent[host]; cr.Type == "ClusterComputeResource" {
+			vm.Cluster = names[cr]
+		}
+	}
+	switch {
+	case parent.Value != "":
+		vm.Folder = folderPath(parent, 0)
+	case parentVApp.Value != "":
+		vm.Folder = folderPath(parentVApp, 0)
+	}
+
+	for _, d := range devices.SelectByType((*types.VirtualDisk)(nil)) {
+		f := describeDisk(d.(*types.VirtualDisk), devices)
+		ds := ""
+		if f.datastoreRef != nil {
+			ds = names[*f.datastoreRef]
+		}
+		vm.Disks = append(vm.Disks, f.apiDisk(cmp.Or(ds, datastoreFromPath(f.fileName))))
+	}
+	slices.SortFunc(vm.Disks, func(a, b api.Disk) int { return cmp.Compare(a.Key, b.Key) })
+	return vm, true
+}
+
+// retrieveView creates a recursive container view of the given kinds under container,
+// retrieves the given properties per kind (following continuation tokens) and destroys the
+// view. The view is session-scoped; creating it is the call that re-logs in after a lost
+// session.
+func (c *Client) retrieveView(ctx context.Context, container types.ManagedObjectReference, props map[string][]string) ([]types.ObjectContent, error) {
+	kinds := make([]string, 0, len(props))
+	for k := range props {
+		kinds = append(kinds, k)
+	}
+	slices.Sort(kinds)
+	v, err := view.NewManager(c.vc).CreateContainerView(ctx, container, kinds, true)
+	if err != nil {
+		return nil, fmt.Errorf("create container view: %w", err)
+	}
+	defer func() {
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		defer cancel()
+		if err := v.Destroy(dctx); err != nil {
+			c.log.Debug("destroy container view", "err", err)
+		}
+	}()
+	specs := make([]types.PropertySpec, 0, len(kinds))
+	for _, k := range kinds {
+		specs = append(specs, types.PropertySpec{Type: k, PathSet: props[k]})
+	}
+	objs, err := mo.RetrievePropertiesEx(ctx, c.vc, types.RetrievePropertiesEx{
+		This:    c.vc.ServiceContent.PropertyCollector,
+		Options: types.RetrieveOptions{MaxObjects: c.pageSize},
+		SpecSet: []types.PropertyFilterSpec{{
+			ObjectSet: []types.ObjectSpec{{
+				Obj:  v.Reference(),
+				Skip: types.NewBool(true),
+				SelectSet: []types.BaseSelectionSpec{&types.TraversalSpec{
+					Type: "ContainerView",
+					Path: "view",
+				}},
+			}},
+			PropSet: specs,
+		}},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("retrieve properties: %w", err)
+	}
+	return objs, nil
+}
