@@ -99,7 +99,8 @@ func DiscoverOnce(ctx context.Context, src Source, hub inventoryPusher) (api.Inv
 
 func discoverLoop(ctx context.Context, src Source, hub inventoryPusher, interval time.Duration, st *statusBook, m *DiscoveryMetrics, log *slog.Logger) {
 	name := src.Name()
-	backoff := 5 * time.Second
+	firstBackoff := min(5*time.Second, interval)
+	backoff := firstBackoff
 	var pending *api.Inventory
 	s := &SourceStatus{Name: name}
 	for {
@@ -120,7 +121,7 @@ func discoverLoop(ctx context.Context, src Source, hub inventoryPusher, interval
 			wait = backoff
 			backoff = min(backoff*2, interval)
 		} else {
-			backoff = 5 * time.Second
+			backoff = firstBackoff
 			m.Up.WithLabelValues(name).Set(1)
 			m.VMs.WithLabelValues(name).Set(float64(len(inv.VMs)))
 			s.Reachable, s.Error, s.LastSuccess, s.VMs = true, "", time.Now().UTC(), len(inv.VMs)
