@@ -97,7 +97,9 @@ func TestDiscoveryLoopSurvivesOutages(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
 	// A short interval: the backoff of an unreachable source starts at 5s, capped by it.
-	go func() { done <- Discovery(ctx, []Source{src}, hub, 200*time.Millisecond, dir, m, slog.New(slog.DiscardHandler)) }()
+	go func() {
+		done <- Discovery(ctx, []Source{src}, hub, 200*time.Millisecond, dir, m, slog.New(slog.DiscardHandler))
+	}()
 
 	waitUntil(t, "the outage to be recorded", func() bool {
 		st := readStatus(t, dir)
