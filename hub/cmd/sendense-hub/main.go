@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	_ "time/tzdata" // policy time zones work on hosts without zoneinfo
 
 	"github.com/spf13/cobra"
 
