@@ -15,12 +15,16 @@ build:
 	@mkdir -p $(BIN)
 	cd hub && go build -trimpath -ldflags '$(LDFLAGS)' -o ../$(BIN)/sendense-hub ./cmd/sendense-hub
 	cd agent && go build -trimpath -ldflags '$(LDFLAGS)' -o ../$(BIN)/sendense-agent ./cmd/sendense-agent
+	cd agent && go build -trimpath -ldflags '$(LDFLAGS)' -o ../$(BIN)/sendense-lab ./cmd/sendense-lab
 
 test:
 	scripts/test.sh
 
 demo: build
 	scripts/demo.sh
+
+bench: build
+	scripts/bench.sh
 
 lint:
 	@out=$$(gofmt -l $(MODULES)); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

@@ -22,4 +22,12 @@ for m in "${modules[@]}"; do
   echo "== $m: go test"
   (cd "$m" && go test -count=1 -timeout 20m ./...)
 done
+echo "== race detector: backup pipeline, upload sessions, job claiming, restore"
+(cd agent && CGO_ENABLED=1 go test -race -count=1 -timeout 20m ./internal/backup/ ./internal/daemon/ ./internal/nbd/)
+(cd hub && CGO_ENABLED=1 go test -race -count=1 -timeout 20m ./internal/api/ ./internal/restore/ ./internal/repository/)
+
+echo "== end to end: the demo (make demo) as a test"
+make build
+scripts/demo.sh
+
 echo "== all tests passed"

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"time"
 )
 
@@ -42,4 +43,14 @@ func Serve(ctx context.Context, srv *http.Server, ln net.Listener, drain time.Du
 		return fmt.Errorf("drain %s within %s: %w", ln.Addr(), drain, err)
 	}
 	return nil
+}
+
+// Pprof mounts Go's profiler under /debug/pprof/ on mux (for the metrics listener, which is
+// plain HTTP on loopback by default: never expose it further).
+func Pprof(mux *http.ServeMux) {
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 }

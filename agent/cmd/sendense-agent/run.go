@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"runtime/debug"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -39,6 +41,11 @@ func newRunCmd(e *env) *cobra.Command {
 }
 
 func runDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
+	if os.Getenv("GOMEMLIMIT") == "" {
+		// The upload buffers are the agent's working set; a soft limit just above them makes the
+		// garbage collector run before the heap doubles (the default GOGC behaviour).
+		debug.SetMemoryLimit(int64(cfg.UploadMemoryMiB*cfg.MaxParallelJobs+96) << 20)
+	}
 	reg := prometheus.NewRegistry()
 	retries := prometheus.NewCounter(prometheus.CounterOpts{Name: "sendense_agent_hub_request_retries_total", Help: "Hub requests retried after a connection failure, 429 or 5xx."})
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), retries, buildInfo())
@@ -60,6 +67,9 @@ func runDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger) error 
 		}
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+		if cfg.Pprof {
+			httpserve.Pprof(mux)
+		}
 		srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 		g.Go(func() error { return httpserve.Serve(gctx, srv, ln, 10*time.Second) })
 		log.InfoContext(ctx, "metrics listening", "addr", ln.Addr().String())

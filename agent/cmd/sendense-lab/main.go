@@ -46,6 +46,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		newWriteCmd(stdout),
 		newResizeCmd(),
 		newResetCBTCmd(),
+		newCompareCmd(stdout),
+		newAgentConfigCmd(stdout),
 		&cobra.Command{
 			Use:   "version",
 			Short: "Print the version",
@@ -307,6 +309,89 @@ func newResetCBTCmd() *cobra.Command {
 		},
 	}
 	diskFlags(cmd, &dir, &vm, &disk)
+	return cmd
+}
+
+func newCompareCmd(stdout io.Writer) *cobra.Command {
+	var dir, vm, disk string
+	cmd := &cobra.Command{
+		Use:   "compare --dir DIR --vm NAME --disk ID IMAGE",
+		Short: "Check that IMAGE (e.g. a restored disk) holds exactly the bytes of a lab disk; exit 1 if not",
+		Long: "Compares the lab disk's raw bytes with IMAGE over IMAGE's size, reading only the areas either\n" +
+			"file has allocated (holes read as zeros), so sparse 100 GB disks compare in seconds.",
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			st, err := lab.ReadState(dir)
+			if err != nil {
+				return err
+			}
+			flat := ""
+			for _, v := range st.VMs {
+				for _, d := range v.Disks {
+					if v.Name == vm && d.DiskID == disk {
+						flat = d.FlatPath
+					}
+				}
+			}
+			if flat == "" {
+				return fmt.Errorf("the lab in %s has no disk %s of VM %s", dir, disk, vm)
+			}
+			fi, err := os.Stat(args[0])
+			if err != nil {
+				return err
+			}
+			if err := lab.CompareFiles(flat, args[0], fi.Size()); err != nil {
+				return fmt.Errorf("%s of %s and %s: %w", disk, vm, args[0], err)
+			}
+			_, err = fmt.Fprintf(stdout, "identical: %s of %s and %s (%d bytes)\n", disk, vm, args[0], fi.Size())
+			return err
+		},
+	}
+	diskFlags(cmd, &dir, &vm, &disk)
+	return cmd
+}
+
+func newAgentConfigCmd(stdout io.Writer) *cobra.Command {
+	var dir, name, transport, stateDir string
+	cmd := &cobra.Command{
+		Use:   "agent-config --dir DIR [--name lab] [--state-dir DIR] [--transport https|nbd|file]",
+		Short: "Print a sendense-agent configuration whose source is this lab",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			st, err := lab.ReadState(dir)
+			if err != nil {
+				return err
+			}
+			var b strings.Builder
+			if stateDir != "" {
+				fmt.Fprintf(&b, "state_dir: %s\n", stateDir)
+			}
+			fmt.Fprintf(&b, "sources:\n  - name: %s\n    url: %s\n    username: %s\n    password_file: %s\n    ca_file: %s\n",
+				name, st.SDKURL, st.Username, st.PasswordFile, st.CAFile)
+			switch transport {
+			case "https":
+			case "nbd":
+				b.WriteString("    transport: nbd\n    nbd:\n      plugin: curl\n")
+			case "file":
+				if len(st.VMs) == 0 || len(st.VMs[0].Disks) == 0 {
+					return errors.New("the file transport needs a lab with at least one disk")
+				}
+				d := st.VMs[0].Disks[0]
+				rel := strings.TrimPrefix(d.FlatDatastorePath, "["+d.Datastore+"] ")
+				fmt.Fprintf(&b, "    transport: file\n    datastore_paths:\n      %s: %s\n", d.Datastore, strings.TrimSuffix(d.FlatPath, "/"+rel))
+			default:
+				return fmt.Errorf("--transport must be https, nbd or file, not %q", transport)
+			}
+			_, err = io.WriteString(stdout, b.String())
+			return err
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&dir, "dir", "", "directory of the serving lab (its lab.json)")
+	f.StringVar(&name, "name", "lab", "source name in the agent configuration")
+	f.StringVar(&stateDir, "state-dir", "", "agent state directory to put in the configuration")
+	f.StringVar(&transport, "transport", "https", "disk transport: https, nbd (nbdkit curl) or file")
+	_ = cmd.MarkFlagRequired("dir")
 	return cmd
 }
 

@@ -114,7 +114,10 @@ type worker struct {
 }
 
 func newWorker(hub sessionHub, t uploadTask, c *Counters, m *Metrics, group int, zero []byte) (*worker, error) {
-	enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(1), zstd.WithZeroFrames(true))
+	// No zstd frame checksum: the blob header carries a CRC-32C and the hub re-hashes the
+	// plaintext with SHA-256 anyway.
+	enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(1),
+		zstd.WithZeroFrames(true), zstd.WithEncoderCRC(false))
 	if err != nil {
 		return nil, fmt.Errorf("zstd encoder: %w", err)
 	}

@@ -37,6 +37,8 @@ type Config struct {
 	MaxParallelJobs int `yaml:"max_parallel_jobs"`
 	// UploadMemoryMiB caps the memory of disk data read but not yet acknowledged, per job.
 	UploadMemoryMiB int `yaml:"upload_memory_mib"`
+	// Pprof serves Go's profiler at /debug/pprof/ on the metrics listener (loopback by default).
+	Pprof bool `yaml:"pprof"`
 	// LogLevel is debug, info, warn or error; LogFormat is text or json.
 	LogLevel  string `yaml:"log_level"`
 	LogFormat string `yaml:"log_format"`
@@ -98,6 +100,7 @@ func BindFlags(fs *pflag.FlagSet, c *Config) {
 	fs.StringVar(&c.MetricsListen, "metrics-listen", c.MetricsListen, "plain-HTTP /metrics listen address (empty disables)")
 	fs.IntVar(&c.MaxParallelJobs, "max-parallel-jobs", c.MaxParallelJobs, "backup jobs run at once")
 	fs.IntVar(&c.UploadMemoryMiB, "upload-memory-mib", c.UploadMemoryMiB, "memory cap (MiB) for disk data in flight per job")
+	fs.BoolVar(&c.Pprof, "pprof", c.Pprof, "serve /debug/pprof/ on the metrics listener")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error")
 	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "text or json")
 }

@@ -127,6 +127,9 @@ func (r *rotatingTransport) newTransport() *http.Transport {
 		IdleConnTimeout:       90 * time.Second,
 		TLSHandshakeTimeout:   15 * time.Second,
 		ResponseHeaderTimeout: 0, // long polls wait on purpose; calls are bounded by their context
+		// Chunks are megabytes: large buffers mean fewer, fuller TLS records and syscalls.
+		WriteBufferSize: 256 << 10,
+		ReadBufferSize:  64 << 10,
 		// HTTP/1.1: parallel uploads spread over several connections instead of sharing one
 		// HTTP/2 flow-control window.
 		ForceAttemptHTTP2: false,

@@ -145,8 +145,30 @@ func newBackupCmd(e *env) *cobra.Command {
 			}),
 		}
 	}
-	cmd.AddCommand(start, list, show, rm, cancel, protect(true), protect(false))
+	waitCmd := &cobra.Command{
+		Use:   "wait ID",
+		Short: "Wait for a backup to finish, showing progress; exit 1 unless it succeeded",
+		Args:  cobra.ExactArgs(1),
+		RunE: backupCmd(e, func(cmd *cobra.Command, args []string, b *backup.Service, _ *catalog.Catalog) error {
+			return waitBackup(cmd.Context(), e, b, args[0])
+		}),
+	}
+	cmd.AddCommand(start, waitCmd, list, show, rm, cancel, protect(true), protect(false))
 	return cmd
+}
+
+// summary is a one-line account of a finished backup.
+func summary(b api.Backup) string {
+	line := fmt.Sprintf("backup %s of %s %s: %s, read %s, sent %s, deduplicated %s, zero %s, %.1fs, %.0f MB/s read",
+		b.ID, b.VMName, b.Status, orDash(b.Type), humanBytes(b.BytesRead), humanBytes(b.BytesSent),
+		humanBytes(b.BytesDeduplicated), humanBytes(b.BytesZero), b.DurationSeconds, b.ThroughputBPS/1e6)
+	if b.Notes != "" {
+		line += " (" + b.Notes + ")"
+	}
+	if b.Error != "" {
+		line += ": " + b.Error
+	}
+	return line
 }
 
 func orDash(s string) string {
@@ -160,7 +182,7 @@ func orDash(s string) string {
 // is an error.
 func waitBackup(ctx context.Context, e *env, b *backup.Service, id string) error {
 	bar := newProgress(e.stderr, "backup "+id, 0)
-	t := time.NewTicker(time.Second)
+	t := time.NewTicker(100 * time.Millisecond)
 	defer t.Stop()
 	for {
 		bk, err := b.Get(ctx, id)
@@ -171,9 +193,7 @@ func waitBackup(ctx context.Context, e *env, b *backup.Service, id string) error
 		switch bk.Status {
 		case api.JobSucceeded, api.JobFailed, api.JobCancelled:
 			bar.Done(bk.BytesRead, extra)
-			if err := printJSON(e.stdout, bk); err != nil {
-				return err
-			}
+			fmt.Fprintln(e.stdout, summary(bk))
 			if bk.Status != api.JobSucceeded {
 				return fmt.Errorf("backup %s %s: %s", id, bk.Status, bk.Error)
 			}

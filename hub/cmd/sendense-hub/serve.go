@@ -115,7 +115,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	httpSrv.RegisterOnShutdown(apiSrv.Drain)
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return httpserve.Serve(gctx, httpSrv, ln, cfg.ShutdownTimeout) })
-	g.Go(func() error { return backups.ReapStale(gctx, 30*time.Second) })
+	g.Go(func() error { return backups.ReapStale(gctx, min(30*time.Second, cfg.JobTimeout/4)) })
 	log.InfoContext(ctx, "hub listening", "addr", ln.Addr().String(), "tls", "1.3", "catalog", cat.Driver(),
 		"data_dir", cfg.DataDir, "ca_fingerprint", ca.Fingerprint(), "version", version.Get().Version)
 
@@ -127,6 +127,9 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		}
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+		if cfg.Pprof {
+			httpserve.Pprof(mux)
+		}
 		msrv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 		g.Go(func() error { return httpserve.Serve(gctx, msrv, mln, cfg.ShutdownTimeout) })
 		log.InfoContext(ctx, "metrics listening", "addr", mln.Addr().String())

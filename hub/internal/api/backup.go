@@ -241,11 +241,24 @@ func (s *Server) getSession(c *gin.Context) {
 // make; the repository then checks it against the session's real chunk size.
 func (s *Server) putChunk(c *gin.Context) {
 	limit := backup.MaxChunkUpload(64 << 20)
-	if c.Request.ContentLength > limit {
+	n := c.Request.ContentLength
+	if n > limit {
 		s.fail(c, errTooLarge)
 		return
 	}
-	blob, err := io.ReadAll(http.MaxBytesReader(c.Writer, c.Request.Body, limit))
+	body := http.MaxBytesReader(c.Writer, c.Request.Body, limit)
+	var blob []byte
+	var err error
+	if n >= 0 {
+		// Read straight into a pooled buffer of the announced size: chunks are megabytes, and
+		// growing a buffer while reading would copy and zero each one several times.
+		bp := s.getBuf(int(n))
+		defer s.bufs.Put(bp)
+		blob = (*bp)[:n]
+		_, err = io.ReadFull(body, blob)
+	} else {
+		blob, err = io.ReadAll(body)
+	}
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
@@ -265,6 +278,15 @@ func (s *Server) putChunk(c *gin.Context) {
 		return
 	}
 	c.Status(http.StatusOK)
+}
+
+// getBuf returns a pooled buffer of at least n bytes.
+func (s *Server) getBuf(n int) *[]byte {
+	if bp, ok := s.bufs.Get().(*[]byte); ok && cap(*bp) >= n {
+		return bp
+	}
+	b := make([]byte, n)
+	return &b
 }
 
 func (s *Server) recordSlots(c *gin.Context) {

@@ -54,6 +54,8 @@ type Server struct {
 	draining  chan struct{} // closed when the server starts shutting down: long polls return
 	drainOnce sync.Once
 
+	bufs sync.Pool // chunk upload buffers
+
 	restoreBytes    prometheus.Counter
 	restoreFailures prometheus.Counter
 }

@@ -70,7 +70,7 @@ type Options struct {
 	// JobTimeout fails a running job whose agent has not reported for this long (default 10m).
 	JobTimeout time.Duration
 	// PollInterval is how often a waiting agent's long poll looks for new jobs created by other
-	// hub instances (default 1s); jobs created by this instance wake it at once.
+	// hub instances or the CLI (default 250ms); jobs created by this instance wake it at once.
 	PollInterval time.Duration
 	Now          func() time.Time
 }
@@ -93,7 +93,7 @@ func New(cat backupCatalog, repos repositories, log *slog.Logger, m *Metrics, op
 		opts.JobTimeout = 10 * time.Minute
 	}
 	if opts.PollInterval <= 0 {
-		opts.PollInterval = time.Second
+		opts.PollInterval = 250 * time.Millisecond
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now

@@ -46,6 +46,8 @@ type Config struct {
 	AgentCertLifetime time.Duration `yaml:"agent_cert_lifetime"`
 	// JobTimeout fails a running backup whose agent has not reported for this long.
 	JobTimeout time.Duration `yaml:"job_timeout"`
+	// Pprof serves Go's profiler at /debug/pprof/ on the metrics listener (loopback by default).
+	Pprof bool `yaml:"pprof"`
 	// LogLevel is debug, info, warn or error.
 	LogLevel string `yaml:"log_level"`
 	// LogFormat is text or json.
@@ -78,6 +80,7 @@ func BindFlags(fs *pflag.FlagSet, c *Config) {
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", c.ShutdownTimeout, "how long in-flight requests may drain on shutdown")
 	fs.DurationVar(&c.AgentCertLifetime, "agent-cert-lifetime", c.AgentCertLifetime, "lifetime of agent client certificates")
 	fs.DurationVar(&c.JobTimeout, "job-timeout", c.JobTimeout, "fail a running backup whose agent has not reported for this long")
+	fs.BoolVar(&c.Pprof, "pprof", c.Pprof, "serve /debug/pprof/ on the metrics listener")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error")
 	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "text or json")
 }

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/sendense/sendense/hub/internal/directio"
 	"github.com/sendense/sendense/shared/atomicfile"
 	"github.com/sendense/sendense/shared/chunk"
 )
@@ -264,7 +265,7 @@ func (l *Local) writeTemp(prefix string, data []byte) (path string, err error) {
 			_ = os.Remove(f.Name())
 		}
 	}()
-	if _, err := f.Write(data); err != nil {
+	if err := directio.WriteAt(f, data, 0); err != nil {
 		return "", fmt.Errorf("write %s: %w", f.Name(), err)
 	}
 	if err := f.Chmod(filePerm); err != nil {

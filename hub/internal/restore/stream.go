@@ -9,6 +9,7 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
+	"github.com/sendense/sendense/hub/internal/directio"
 	"github.com/sendense/sendense/hub/internal/repository"
 )
 
@@ -116,30 +117,30 @@ func (im *Image) Stream(ctx context.Context, w io.Writer, off, n int64, parallel
 type Progress func(done int64)
 
 // ToFile writes the whole image to f (which must be empty): zero slots become holes, the other
-// slots are read by parallel workers and written at their offsets. The file is synced.
+// slots are read and verified by parallel workers and written by one writer, with direct I/O
+// where possible (concurrent writes to one file contend on its inode lock). The file is synced.
 func (im *Image) ToFile(ctx context.Context, f *os.File, parallel int, progress Progress) error {
 	if err := f.Truncate(im.idx.DiskSize); err != nil {
 		return fmt.Errorf("size the output: %w", err)
 	}
 	var done int64
-	var mu sync.Mutex
 	report := func(n int64) {
-		if progress == nil {
-			return
-		}
-		mu.Lock()
 		done += n
-		d := done
-		mu.Unlock()
-		progress(d)
+		if progress != nil {
+			progress(done)
+		}
+	}
+	type readSlot struct {
+		slot int
+		data slotData
 	}
 	slots := make(chan int)
+	out := make(chan readSlot, parallel)
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
 		defer close(slots)
 		for s := range im.idx.SlotCount() {
 			if im.idx.IsZeroSlot(s) {
-				report(int64(im.idx.SlotLen(s)))
 				continue
 			}
 			select {
@@ -150,25 +151,49 @@ func (im *Image) ToFile(ctx context.Context, f *os.File, parallel int, progress 
 		}
 		return nil
 	})
+	var readers sync.WaitGroup
 	for range max(parallel, 1) {
+		readers.Add(1)
 		g.Go(func() error {
+			defer readers.Done()
 			for s := range slots {
 				d := im.readSlot(s)
 				if d.err != nil {
 					return d.err
 				}
-				_, err := f.WriteAt(d.data, int64(s)*im.idx.ChunkSize)
-				im.bufs.Put(d.buf)
-				if err != nil {
-					return fmt.Errorf("write slot %d: %w", s, err)
+				select {
+				case out <- readSlot{s, d}:
+				case <-gctx.Done():
+					im.bufs.Put(d.buf)
+					return gctx.Err()
 				}
-				report(int64(len(d.data)))
 			}
 			return nil
 		})
 	}
+	go func() { readers.Wait(); close(out) }()
+	g.Go(func() error {
+		var werr error
+		for r := range out {
+			if werr == nil {
+				if err := directio.WriteAt(f, r.data.data, int64(r.slot)*im.idx.ChunkSize); err != nil {
+					werr = fmt.Errorf("write slot %d: %w", r.slot, err)
+				}
+			}
+			im.bufs.Put(r.data.buf)
+			if werr == nil {
+				report(int64(len(r.data.data)))
+			}
+		}
+		return werr
+	})
 	if err := g.Wait(); err != nil {
 		return err
+	}
+	for s := range im.idx.SlotCount() {
+		if im.idx.IsZeroSlot(s) {
+			report(int64(im.idx.SlotLen(s)))
+		}
 	}
 	if err := f.Sync(); err != nil {
 		return fmt.Errorf("sync the output: %w", err)

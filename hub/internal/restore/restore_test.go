@@ -1,0 +1,118 @@
+package restore
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/sendense/sendense/hub/internal/repository"
+	"github.com/sendense/sendense/shared/chunk"
+	"github.com/sendense/sendense/shared/fidx"
+)
+
+const slot = 64 << 10
+
+// storeImage writes img into a new repository as one index and returns the image.
+func storeImage(t *testing.T, img []byte) (*repository.Local, repository.IndexRef) {
+	t.Helper()
+	repo, err := repository.Init(filepath.Join(t.TempDir(), "repo"), slot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	idx, err := fidx.New(int64(len(img)), slot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range idx.SlotCount() {
+		p := img[idx.SlotOffset(i) : idx.SlotOffset(i)+int64(idx.SlotLen(i))]
+		d := chunk.Sum(p)
+		idx.Digests[i] = d
+		if d == chunk.ZeroDigest(len(p)) {
+			continue
+		}
+		blob, err := chunk.AppendBlob(nil, chunk.CodecRaw, len(p), p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := repo.PutChunk(t.Context(), d, blob); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ref := repository.IndexRef{VMUUID: "vm", DiskID: "disk-2000", BackupID: "bk-1"}
+	if _, err := repo.WriteIndex(t.Context(), ref, idx); err != nil {
+		t.Fatal(err)
+	}
+	return repo, ref
+}
+
+func testImage(t *testing.T) []byte {
+	img := make([]byte, 9*slot+1234) // a short last slot
+	_, _ = rand.Read(img)
+	clear(img[2*slot : 4*slot]) // zero slots become holes
+	return img
+}
+
+func TestToFileAndStream(t *testing.T) {
+	img := testImage(t)
+	repo, ref := storeImage(t, img)
+	im, err := OpenImage(t.Context(), repo, ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(t.TempDir(), "disk.raw")
+	f, err := os.Create(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var last int64
+	if err := im.ToFile(t.Context(), f, 3, func(d int64) { last = d }); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	got, _ := os.ReadFile(out)
+	if !bytes.Equal(got, img) || last != int64(len(img)) {
+		t.Fatalf("restored file differs (progress %d of %d)", last, len(img))
+	}
+
+	for _, r := range [][2]int64{{0, int64(len(img))}, {5, 10}, {slot - 3, slot + 7}, {2 * slot, 2 * slot}, {int64(len(img)) - 100, 100}, {0, 0}} {
+		var buf bytes.Buffer
+		n, err := im.Stream(t.Context(), &buf, r[0], r[1], 2)
+		if err != nil || n != r[1] || !bytes.Equal(buf.Bytes(), img[r[0]:r[0]+r[1]]) {
+			t.Fatalf("stream %v: n=%d err=%v", r, n, err)
+		}
+		p := make([]byte, r[1])
+		if m, err := im.ReadAt(p, r[0]); m != len(p) || (err != nil && m != len(p)) || !bytes.Equal(p, img[r[0]:r[0]+r[1]]) {
+			t.Fatalf("ReadAt %v: n=%d err=%v", r, m, err)
+		}
+	}
+	if _, err := im.Stream(t.Context(), &bytes.Buffer{}, int64(len(img))-1, 2, 1); err == nil {
+		t.Fatal("a range past the end was streamed")
+	}
+}
+
+func TestDamageFailsToFileAndStream(t *testing.T) {
+	img := testImage(t)
+	repo, ref := storeImage(t, img)
+	im, err := OpenImage(t.Context(), repo, ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := chunk.Sum(img[6*slot : 7*slot])
+	if err := repo.RemoveChunk(context.Background(), d); err != nil {
+		t.Fatal(err)
+	}
+	f, _ := os.Create(filepath.Join(t.TempDir(), "disk.raw"))
+	defer f.Close()
+	if err := im.ToFile(t.Context(), f, 2, nil); !errors.Is(err, repository.ErrChunkNotFound) {
+		t.Fatalf("restore with a missing chunk: %v", err)
+	}
+	var buf bytes.Buffer
+	n, err := im.Stream(t.Context(), &buf, 0, int64(len(img)), 2)
+	if !errors.Is(err, repository.ErrChunkNotFound) || n > 6*slot || !bytes.Equal(buf.Bytes(), img[:n]) {
+		t.Fatalf("stream with a missing chunk: n=%d err=%v", n, err)
+	}
+}

@@ -1,0 +1,125 @@
+#!/usr/bin/env bash
+# Benchmark: Sendense against restic on the same 4 GiB disk image, every figure measured in this
+# one run on this machine. The image: 2 GiB random, 1 GiB of compressible binaries (from /usr),
+# 1 GiB never written (a hole). Steps: full backup, backup after 1% of the blocks changed (ten
+# 1 MiB writes per GiB, spread), restore of the latest; plus the machine's limits (reading the
+# file, one SHA-256 pass) and the peak RSS of hub and agent. Prints one table.
+#
+# Sendense reads the disk through the lab's vSphere API with CBT and the file transport (as a
+# hot-add appliance would), sends to a hub on loopback over TLS 1.3, and restores to a sparse
+# file. restic 0.18.1 backs up the lab's disk file itself (it must re-read all of it each time).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=${BIN:-bin}
+TOOLS=${TOOLS:-$PWD/.tools}
+if [ ! -x "$TOOLS/restic" ]; then
+  echo "installing restic 0.18.1 into $TOOLS (about a minute)" >&2
+  GOBIN="$TOOLS" go install github.com/restic/restic/cmd/restic@v0.18.1
+fi
+RESTIC="$TOOLS/restic"
+W=$(mktemp -d "${TMPDIR:-/tmp}/sendense-bench.XXXXXX")
+pids=()
+cleanup() {
+  for ((i = ${#pids[@]} - 1; i >= 0; i--)); do kill -TERM "${pids[i]}" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  rm -rf "$W"
+}
+trap cleanup EXIT
+now() { date +%s.%N; }
+secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }
+mbps() { awk -v n="$1" -v s="$2" 'BEGIN { printf "%.0f", n / s / 1e6 }'; }
+wait_for() { for _ in $(seq 1 600); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.1; done; echo "timed out: $2" >&2; return 1; }
+json_field() { sed -n "s/.*\"$1\":\"\([^\"]*\)\".*/\1/p" | head -n 1; }
+hub() { "$BIN/sendense-hub" --data-dir "$W/hub" "$@"; }
+GiB=$((1 << 30))
+SIZE=$((4 * GiB))
+
+echo "== preparing the 4 GiB lab disk" >&2
+"$BIN/sendense-lab" serve --dir "$W/lab" --vm bench --disk 4GiB:zeros 2>"$W/lab.log" &
+pids+=($!)
+for _ in $(seq 1 600); do [ -f "$W/lab/lab.json" ] && break; sleep 0.1; done
+FLAT=$(tr ',' '\n' <"$W/lab/lab.json" | sed -n 's/.*"flat_path": *"\([^"]*\)".*/\1/p' | head -n 1)
+[ -f "$FLAT" ] || { echo "no lab disk file" >&2; exit 1; }
+head -c $((2 * GiB)) /dev/urandom | dd of="$FLAT" bs=4M conv=notrunc status=none
+# The reading side of this pipe is cut off after 1 GiB: SIGPIPE there is expected.
+(set +o pipefail
+  find /usr/bin /usr/lib /usr/libexec -type f -size +64k 2>/dev/null | sort | xargs cat 2>/dev/null | head -c $GiB |
+    dd of="$FLAT" bs=4M seek=$((2 * GiB)) oflag=seek_bytes conv=notrunc status=none)
+[ "$(du -B1 --apparent-size "$FLAT" | cut -f1)" -eq $SIZE ] || { echo "the lab disk is not 4 GiB" >&2; exit 1; }
+sync "$FLAT"
+
+echo "== machine limits" >&2
+t=$(now); cat "$FLAT" >/dev/null; read_s=$(secs "$t" "$(now)")
+t=$(now); sha256sum "$FLAT" >/dev/null; sha_s=$(secs "$t" "$(now)")
+
+echo "== starting hub and agent" >&2
+"$BIN/sendense-hub" serve --data-dir "$W/hub" --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 --log-format json --pprof 2>"$W/hub.log" &
+HUB_PID=$!
+pids+=($HUB_PID)
+wait_for "$W/hub.log" '"msg":"metrics listening"'
+HUB="https://$(grep '"msg":"hub listening"' "$W/hub.log" | json_field addr)"
+"$BIN/sendense-agent" enroll --token "$(hub token create --public-url "$HUB")" --state-dir "$W/agent" >/dev/null
+"$BIN/sendense-lab" agent-config --dir "$W/lab" --state-dir "$W/agent" --transport file >"$W/agent.yaml"
+"$BIN/sendense-agent" run --config "$W/agent.yaml" --metrics-listen 127.0.0.1:0 --pprof --log-format json 2>"$W/agent.log" &
+AGENT_PID=$!
+pids+=($AGENT_PID)
+wait_for "$W/agent.log" '"msg":"inventory pushed"'
+
+# Backups are started through the operator API, as an operator's tooling would: the hub wakes
+# the agent's waiting long poll at once.
+TOKEN=$(hub apitoken create --name bench --role operator 2>/dev/null)
+# backup_run: one Sendense backup; prints "seconds bytes_sent id".
+backup_run() {
+  local id t s out
+  t=$(now)
+  id=$(curl -sf --cacert "$W/hub/pki/ca.crt" -H "Authorization: Bearer $TOKEN" -d '{"vm":"bench"}' "$HUB/api/v1/backups" | json_field id)
+  out=$(hub backup wait "$id" 2>/dev/null)
+  s=$(secs "$t" "$(now)")
+  hub backup show "$id" >"$W/$id.json" 2>/dev/null
+  echo "$s $(sed -n 's/^  "bytes_sent": \([0-9]*\),/\1/p' "$W/$id.json") $id"
+}
+
+export RESTIC_PASSWORD=bench RESTIC_REPOSITORY="$W/restic" RESTIC_CACHE_DIR="$W/restic-cache"
+"$RESTIC" init -q
+restic_backup() {
+  local t
+  t=$(now)
+  "$RESTIC" backup -q --no-scan "$FLAT" >/dev/null
+  secs "$t" "$(now)"
+}
+
+echo "== full backups" >&2
+read -r s_full sent_full _ < <(backup_run)
+echo "sendense full: ${s_full}s" >&2
+r_full=$(restic_backup)
+echo "restic full: ${r_full}s" >&2
+r_size_full=$(du -sb "$W/restic" | cut -f1)
+
+echo "== 1% of the blocks changed" >&2
+"$BIN/sendense-lab" write --dir "$W/lab" --vm bench --disk disk-2000 --percent 1 --seed 7 >/dev/null
+read -r s_inc sent_inc inc_id < <(backup_run)
+r_inc=$(restic_backup)
+
+echo "== restores" >&2
+t=$(now); hub restore --backup "$inc_id" --disk disk-2000 --output "$W/restored.raw" >/dev/null 2>&1; s_rest=$(secs "$t" "$(now)")
+cmp "$FLAT" "$W/restored.raw" || { echo "Sendense restore differs from the disk!" >&2; exit 1; }
+t=$(now); "$RESTIC" restore -q latest --target "$W/restic-out" >/dev/null; r_rest=$(secs "$t" "$(now)")
+cmp "$FLAT" "$W/restic-out$FLAT" || { echo "restic restore differs from the disk!" >&2; exit 1; }
+rm -rf "$W/restic-out" "$W/restored.raw"
+
+hub_rss=$(awk '/VmHWM/ {print int($2/1024)}' "/proc/$HUB_PID/status")
+agent_rss=$(awk '/VmHWM/ {print int($2/1024)}' "/proc/$AGENT_PID/status")
+repo_size=$(du -sb "$W/hub/repositories" | cut -f1)
+r_size=$(du -sb "$W/restic" | cut -f1)
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f×", a / b }'; }
+printf '\nSendense vs restic 0.18.1, 4 GiB image (2 GiB random, 1 GiB binaries, 1 GiB hole), %s, %s cores, %s\n' \
+  "$(date -u +%Y-%m-%d)" "$(nproc)" "$(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -n 1)"
+printf '| step | Sendense | restic | Sendense/restic |\n|---|---|---|---|\n'
+printf '| full backup | %ss, %s MB/s, %s MiB sent | %ss, %s MB/s | %s faster |\n' "$s_full" "$(mbps $SIZE "$s_full")" $((sent_full >> 20)) "$r_full" "$(mbps $SIZE "$r_full")" "$(ratio "$r_full" "$s_full")"
+printf '| backup after 1%% changed | %ss, %s MiB sent | %ss | %s faster |\n' "$s_inc" $((sent_inc >> 20)) "$r_inc" "$(ratio "$r_inc" "$s_inc")"
+printf '| restore of the latest | %ss, %s MB/s (sparse, verified) | %ss, %s MB/s | %s faster |\n' "$s_rest" "$(mbps $SIZE "$s_rest")" "$r_rest" "$(mbps $SIZE "$r_rest")" "$(ratio "$r_rest" "$s_rest")"
+printf '| repository size | %s MiB | %s MiB (after the full: %s MiB) | |\n' $((repo_size >> 20)) $((r_size >> 20)) $((r_size_full >> 20))
+printf '| peak RSS | hub %s MiB, agent %s MiB | | |\n' "$hub_rss" "$agent_rss"
+printf '| machine: read the file (cat) | %ss, %s MB/s | | |\n' "$read_s" "$(mbps $SIZE "$read_s")"
+printf '| machine: one SHA-256 pass (sha256sum) | %ss, %s MB/s | | |\n' "$sha_s" "$(mbps $SIZE "$sha_s")"
