@@ -7,6 +7,8 @@ command -v mariadbd >/dev/null 2>&1 || [ -x /usr/sbin/mariadbd ] || need+=(maria
 command -v nbdkit >/dev/null 2>&1 || need+=(nbdkit)
 command -v nbdinfo >/dev/null 2>&1 || need+=(libnbd-bin)
 command -v qemu-img >/dev/null 2>&1 || need+=(qemu-utils)
+command -v curl >/dev/null 2>&1 || need+=(curl ca-certificates)
+[ -x /usr/bin/time ] || need+=(time)
 
 if [ ${#need[@]} -gt 0 ]; then
   echo "deps.sh: installing ${need[*]} with apt" >&2

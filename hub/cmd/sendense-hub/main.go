@@ -82,7 +82,16 @@ func loadConfig(cmd *cobra.Command, e *env) (*config.Config, error) {
 	if path == "" {
 		path = e.getenv(config.EnvPrefix + "CONFIG")
 	}
-	return config.Load(path, e.getenv, cmd.Flags())
+	cfg, err := config.Load(path, e.getenv, cmd.Flags())
+	if err != nil {
+		return nil, err
+	}
+	// The server logs at the configured level; one-shot commands print their results and log
+	// only warnings unless --log-level asks for more.
+	if cmd.Name() != "serve" && !cmd.Flags().Changed("log-level") {
+		cfg.LogLevel = "warn"
+	}
+	return cfg, nil
 }
 
 // catalogCmd adapts a command body that needs the configuration and an open catalog.
