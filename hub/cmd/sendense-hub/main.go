@@ -63,6 +63,8 @@ func newRootCmd(e *env) *cobra.Command {
 		newBackupCmd(e),
 		newRestoreCmd(e),
 		newRepoCmd(e),
+		newPolicyCmd(e),
+		newPruneCmd(e),
 		&cobra.Command{
 			Use:   "version",
 			Short: "Print the version",

@@ -6,11 +6,14 @@ import (
 	"strconv"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/sendense/sendense/hub/internal/catalog"
+	"github.com/sendense/sendense/hub/internal/check"
 	"github.com/sendense/sendense/hub/internal/config"
+	"github.com/sendense/sendense/hub/internal/gc"
 	"github.com/sendense/sendense/hub/internal/storage"
 	"github.com/sendense/sendense/hub/internal/verify"
 )
@@ -106,6 +109,58 @@ func newRepoCmd(e *env) *cobra.Command {
 	}
 	verifyCmd.Flags().StringVar(&backupID, "backup", "", "only this backup")
 	verifyCmd.Flags().IntVar(&parallel, "parallel", 4, "chunks verified at once")
-	cmd.AddCommand(create, list, verifyCmd)
+	var repoName string
+	var grace time.Duration
+	var dryRun bool
+	gcCmd := &cobra.Command{
+		Use:   "gc [--repository NAME] [--grace 24h] [--dry-run]",
+		Short: "Remove chunks no backup and no running upload needs, older than the grace period",
+		Args:  cobra.NoArgs,
+		RunE: catalogCmd(e, func(cmd *cobra.Command, cfg *config.Config, cat *catalog.Catalog) error {
+			reps, err := gc.New(cat, storage.NewManager(cat), cfg.NewLogger(e.stderr), nil).Run(cmd.Context(), repoName, grace, dryRun)
+			for _, r := range reps {
+				verb := "freed"
+				if r.DryRun {
+					verb = "would free"
+				}
+				fmt.Fprintf(e.stdout, "%s: %d indexes, %d chunks (%d referenced, %d too young to collect); %s %d chunks, %s, in %s\n",
+					r.Repository, r.Indexes, r.Chunks, r.Referenced, r.YoungSpared, verb, r.FreedChunks, humanBytes(r.FreedBytes), r.Duration.Round(time.Millisecond))
+			}
+			return err
+		}),
+	}
+	gcCmd.Flags().StringVar(&repoName, "repository", "", "only this repository (default: all)")
+	gcCmd.Flags().DurationVar(&grace, "grace", 24*time.Hour, "keep unreferenced chunks younger than this (0s: an idle repository)")
+	gcCmd.Flags().BoolVar(&dryRun, "dry-run", false, "report what would be freed; remove nothing")
+	var repair bool
+	checkCmd := &cobra.Command{
+		Use:   "check [--repair]",
+		Short: "Compare the catalog with the repositories; exit 1 on problems; --repair removes only orphaned indexes and stale temporary files",
+		Args:  cobra.NoArgs,
+		RunE: catalogCmd(e, func(cmd *cobra.Command, cfg *config.Config, cat *catalog.Catalog) error {
+			rep, err := check.New(cat, storage.NewManager(cat), cfg.NewLogger(e.stderr)).Run(cmd.Context(), repair)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(e.stdout, "checked %d indexes and %d chunks\n", rep.Indexes, rep.Chunks)
+			for _, p := range rep.Problems {
+				state := "PROBLEM"
+				if p.Repaired {
+					state = "repaired"
+				}
+				fmt.Fprintf(e.stdout, "%s %s: %s backup %s disk %s: %s\n", state, p.Kind, p.Repository, p.BackupID, p.DiskID, p.Detail)
+			}
+			if rep.TempsRemoved > 0 {
+				fmt.Fprintf(e.stdout, "removed %d stale temporary files\n", rep.TempsRemoved)
+			}
+			if !rep.OK() {
+				return fmt.Errorf("the check found problems%s", map[bool]string{false: " (--repair removes orphaned indexes; missing data cannot be repaired)", true: " that cannot be repaired"}[repair])
+			}
+			fmt.Fprintln(e.stdout, "consistent")
+			return nil
+		}),
+	}
+	checkCmd.Flags().BoolVar(&repair, "repair", false, "remove orphaned indexes and stale temporary files")
+	cmd.AddCommand(create, list, verifyCmd, gcCmd, checkCmd)
 	return cmd
 }

@@ -20,9 +20,11 @@ import (
 	"github.com/sendense/sendense/hub/internal/backup"
 	"github.com/sendense/sendense/hub/internal/catalog"
 	"github.com/sendense/sendense/hub/internal/config"
+	"github.com/sendense/sendense/hub/internal/gc"
 	"github.com/sendense/sendense/hub/internal/identity"
 	"github.com/sendense/sendense/hub/internal/inventory"
 	"github.com/sendense/sendense/hub/internal/pki"
+	"github.com/sendense/sendense/hub/internal/policy"
 	"github.com/sendense/sendense/hub/internal/restore"
 	"github.com/sendense/sendense/hub/internal/storage"
 	"github.com/sendense/sendense/hub/internal/verify"
@@ -98,8 +100,22 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	inv := inventory.New(cat, log, reg)
 	backups := backup.New(cat, repos, log, backup.NewMetrics(reg), backup.Options{JobTimeout: cfg.JobTimeout})
 	reg.MustRegister(backup.NewJobsCollector(cat, log))
-	apiSrv := api.New(api.Deps{Log: log, Registry: reg, Catalog: cat, Repository: defRepo, Identity: ids, Inventory: inv, Backup: backups, Restore: restore.New(cat, repos), Repositories: repos, Started: started})
 	reg.MustRegister(verify.NewCollector(cat, log))
+	policies := policy.New(cat, backups, log, nil)
+	reg.MustRegister(policy.NewCollector(policies, log))
+	collector := gc.New(cat, repos, log, gc.NewMetrics(reg))
+	backups.OnFinished = func(j catalog.BackupJob) {
+		if j.PolicyID == "" || j.Status != catalog.JobSucceeded {
+			return
+		}
+		// Prune after each scheduled backup, off the agent's request.
+		go func() {
+			pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Minute)
+			defer cancel()
+			policies.PruneVM(pctx, j.VMContextID)
+		}()
+	}
+	apiSrv := api.New(api.Deps{Log: log, Registry: reg, Catalog: cat, Repository: defRepo, Identity: ids, Inventory: inv, Backup: backups, Restore: restore.New(cat, repos), Repositories: repos, Policies: policies, Started: started})
 
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
@@ -116,6 +132,10 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return httpserve.Serve(gctx, httpSrv, ln, cfg.ShutdownTimeout) })
 	g.Go(func() error { return backups.ReapStale(gctx, min(30*time.Second, cfg.JobTimeout/4)) })
+	g.Go(func() error { return policies.Run(gctx, cfg.SchedulerInterval) })
+	if cfg.GCInterval > 0 {
+		g.Go(func() error { return collector.Schedule(gctx, cfg.GCInterval, cfg.GCGrace) })
+	}
 	log.InfoContext(ctx, "hub listening", "addr", ln.Addr().String(), "tls", "1.3", "catalog", cat.Driver(),
 		"data_dir", cfg.DataDir, "ca_fingerprint", ca.Fingerprint(), "version", version.Get().Version)
 

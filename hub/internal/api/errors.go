@@ -50,7 +50,7 @@ func statusOf(err error) (int, string) {
 		return http.StatusInternalServerError, api.CodeInternal
 	case errors.Is(err, catalog.ErrNotFound):
 		return http.StatusNotFound, api.CodeNotFound
-	case errors.Is(err, catalog.ErrConflict), errors.Is(err, inventory.ErrAmbiguous), errors.Is(err, backup.ErrFullRequired):
+	case errors.Is(err, catalog.ErrConflict), errors.Is(err, inventory.ErrAmbiguous), errors.Is(err, backup.ErrFullRequired), errors.Is(err, catalog.ErrJobActive):
 		return http.StatusConflict, api.CodeConflict
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
 		return http.StatusServiceUnavailable, api.CodeUnavailable

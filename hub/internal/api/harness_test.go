@@ -29,6 +29,7 @@ import (
 	"github.com/sendense/sendense/hub/internal/identity"
 	"github.com/sendense/sendense/hub/internal/inventory"
 	"github.com/sendense/sendense/hub/internal/pki"
+	"github.com/sendense/sendense/hub/internal/policy"
 	"github.com/sendense/sendense/hub/internal/repository"
 	"github.com/sendense/sendense/hub/internal/restore"
 	"github.com/sendense/sendense/hub/internal/storage"
@@ -111,7 +112,8 @@ func newTestHub(t *testing.T, c *catalog.Catalog) *testHub {
 		t.Fatal(err)
 	}
 	backups := backup.New(c, repos, log, backup.NewMetrics(reg), backup.Options{Now: clock.Now, PollInterval: 50 * time.Millisecond})
-	srv := hubapi.New(hubapi.Deps{Log: log, Registry: reg, Catalog: c, Repository: repo, Identity: ids, Inventory: inv, Backup: backups, Restore: restore.New(c, repos), Repositories: repos})
+	srv := hubapi.New(hubapi.Deps{Log: log, Registry: reg, Catalog: c, Repository: repo, Identity: ids, Inventory: inv, Backup: backups, Restore: restore.New(c, repos), Repositories: repos,
+		Policies: policy.New(c, backups, log, clock.Now)})
 	ts := httptest.NewUnstartedServer(srv.Handler())
 	ts.Config.ErrorLog = slog.NewLogLogger(log.Handler(), slog.LevelWarn)
 	ts.TLS = &tls.Config{

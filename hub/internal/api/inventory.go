@@ -8,6 +8,7 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"github.com/sendense/sendense/hub/internal/catalog"
+	"github.com/sendense/sendense/hub/internal/inventory"
 	"github.com/sendense/sendense/shared/api"
 )
 
@@ -72,6 +73,15 @@ func (s *Server) listVMs(c *gin.Context) {
 		s.fail(c, &api.FieldError{Field: "status", Msg: "must be discovered, protected or gone"})
 		return
 	}
+	switch c.Query("protected") {
+	case "":
+	case "false":
+		s.unprotectedVMs(c, limit, offset)
+		return
+	default:
+		s.fail(c, &api.FieldError{Field: "protected", Msg: "only protected=false (VMs no policy covers) is supported"})
+		return
+	}
 	list, err := s.deps.Inventory.List(c.Request.Context(), catalog.VMFilter{Name: c.Query("name"), Status: status, AgentID: c.Query("agent"), Limit: limit, Offset: offset})
 	if err != nil {
 		s.fail(c, err)
@@ -100,4 +110,18 @@ func (s *Server) showVMDisks(c *gin.Context) {
 		disks = []api.VMDisk{}
 	}
 	c.JSON(http.StatusOK, gin.H{"vm_context_id": vm.ContextID, "disks": disks})
+}
+
+// unprotectedVMs lists the VMs no enabled policy covers.
+func (s *Server) unprotectedVMs(c *gin.Context, limit, offset int) {
+	vms, err := s.deps.Policies.Unprotected(c.Request.Context())
+	if err != nil {
+		s.fail(c, err)
+		return
+	}
+	out := api.VMList{VMs: []api.VMContext{}, Page: api.Page{Limit: limit, Offset: offset, Total: len(vms)}}
+	for i := offset; i < len(vms) && i < offset+limit; i++ {
+		out.VMs = append(out.VMs, inventory.VMInfo(&vms[i], nil))
+	}
+	c.JSON(http.StatusOK, out)
 }

@@ -41,6 +41,7 @@ type Deps struct {
 	Restore    restoreService
 	// Repositories lists and creates repositories.
 	Repositories repositoryService
+	Policies     policyService
 	Started      time.Time
 }
 
@@ -88,6 +89,7 @@ func New(d Deps) *Server {
 	s.registerBackup(agent, v1)
 	s.registerRestore(v1)
 	s.registerRepositories(v1)
+	s.registerPolicies(v1)
 	return s
 }
 

@@ -144,6 +144,9 @@ func (s *Service) Complete(ctx context.Context, agentID, id string, c api.JobCom
 	if j.Status != catalog.JobSucceeded {
 		level = s.log.WarnContext
 	}
+	if s.OnFinished != nil {
+		s.OnFinished(*j)
+	}
 	level(ctx, "backup finished", "job_id", id, "agent_id", agentID, "vm_context_id", j.VMContextID, "status", j.Status, "type", j.Type,
 		"bytes_read", j.BytesRead, "bytes_sent", j.BytesSent, "bytes_deduplicated", j.BytesDeduplicated, "err", c.Error, "notes", c.Notes)
 	return nil
@@ -324,7 +327,7 @@ func (s *Service) PutChunk(ctx context.Context, agentID, sessionID, digest strin
 	s.metrics.ChunksReceived.Inc()
 	s.metrics.ChunkBytes.Add(float64(len(blob)))
 	if !stored {
-		s.metrics.ChunksDuplicate.Inc()
+		s.metrics.ChunksDuplicate.Inc() // PutChunk touched it: garbage collection spares it now
 	}
 	return stored, nil
 }
@@ -355,11 +358,13 @@ func (s *Service) RecordSlots(ctx context.Context, agentID, sessionID string, ba
 			rows = append(rows, catalog.UploadSlot{Slot: sl.Slot, Digest: sl.Digest})
 			continue
 		}
-		has, err := repo.HasChunk(d)
-		if err != nil {
+		// Touching both checks that the chunk exists and protects it from garbage collection
+		// (which spares chunks younger than its grace period) until the index names it.
+		err = repo.TouchChunk(ctx, d)
+		if err != nil && !errors.Is(err, repository.ErrChunkNotFound) {
 			return api.SlotBatchResult{}, err
 		}
-		if !has {
+		if err != nil {
 			if !seen[d] {
 				missing = append(missing, sl.Digest)
 				seen[d] = true

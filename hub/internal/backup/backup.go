@@ -85,6 +85,10 @@ type Service struct {
 
 	mu      sync.Mutex
 	waiters map[string][]chan struct{} // agent id → long polls to wake
+
+	// OnFinished, when set, is called after a job an agent completed is recorded (for example to
+	// prune after a scheduled backup). It must not block.
+	OnFinished func(j catalog.BackupJob)
 }
 
 // New returns the backup service.

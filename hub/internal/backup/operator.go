@@ -74,20 +74,31 @@ func (s *Service) Start(ctx context.Context, req api.StartBackupRequest) (api.Ba
 	if err != nil {
 		return api.Backup{}, err
 	}
-	id, err := newID("bk-", s.opts.Now())
+	id, err := s.Queue(ctx, vm, repo.ID, "", typ)
 	if err != nil {
 		return api.Backup{}, err
 	}
+	return s.Get(ctx, id)
+}
+
+// Queue creates a queued job for a VM (policyID empty for an operator's request) and wakes the
+// VM's agent. A VM with a queued or running job → catalog.ErrJobActive (and ErrConflict).
+func (s *Service) Queue(ctx context.Context, vm *catalog.VMWithSource, repositoryID, policyID, typ string) (string, error) {
+	id, err := newID("bk-", s.opts.Now())
+	if err != nil {
+		return "", err
+	}
 	j := &catalog.BackupJob{
-		ID: id, VMContextID: vm.ContextID, AgentID: vm.AgentID, RepositoryID: repo.ID,
-		RequestedType: typ, SnapshotName: "sendense-" + id,
+		ID: id, VMContextID: vm.ContextID, AgentID: vm.AgentID, RepositoryID: repositoryID,
+		RequestedType: typ, SnapshotName: "sendense-" + id, PolicyID: policyID,
 	}
 	if err := s.cat.CreateJob(ctx, j); err != nil {
-		return api.Backup{}, err
+		return "", err
 	}
-	s.log.InfoContext(ctx, "backup queued", "job_id", id, "vm_context_id", vm.ContextID, "vm_name", vm.VMName, "agent_id", vm.AgentID, "repository", repo.Name, "requested_type", typ)
+	s.log.InfoContext(ctx, "backup queued", "job_id", id, "vm_context_id", vm.ContextID, "vm_name", vm.VMName, "agent_id", vm.AgentID,
+		"repository_id", repositoryID, "requested_type", typ, "policy_id", policyID)
 	s.wake(vm.AgentID)
-	return s.Get(ctx, id)
+	return id, nil
 }
 
 // Get returns one backup with its disks.

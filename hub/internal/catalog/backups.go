@@ -195,3 +195,41 @@ func (c *Catalog) VerifySummary(ctx context.Context) (int, time.Time, error) {
 	}
 	return int(damaged), last.VerifiedAt, nil
 }
+
+// IndexedDisk is one disk result that names an index in a repository.
+type IndexedDisk struct {
+	JobID        string `bun:"job_id"`
+	DiskID       string `bun:"disk_id"`
+	InstanceUUID string `bun:"instance_uuid"`
+	JobStatus    string `bun:"job_status"`
+	DiskStatus   string `bun:"disk_status"`
+}
+
+// IndexedDisks lists every disk result of every job in a repository, with the job's status: the
+// catalog's side of a consistency check.
+func (c *Catalog) IndexedDisks(ctx context.Context, repositoryID string) ([]IndexedDisk, error) {
+	var out []IndexedDisk
+	err := c.db.NewSelect().Model((*BackupDisk)(nil)).
+		ColumnExpr("bd.job_id AS job_id").ColumnExpr("bd.disk_id AS disk_id").ColumnExpr("bd.status AS disk_status").
+		ColumnExpr("vmc.instance_uuid AS instance_uuid").ColumnExpr("j.status AS job_status").
+		Join("JOIN backup_jobs AS j ON j.id = bd.job_id").
+		Join("JOIN vm_contexts AS vmc ON vmc.context_id = j.vm_context_id").
+		Where("j.repository_id = ?", repositoryID).Scan(ctx, &out)
+	if err != nil {
+		return nil, fmt.Errorf("list indexed disks: %w", err)
+	}
+	return out, nil
+}
+
+// ActiveJobIDs returns the ids of queued and running jobs.
+func (c *Catalog) ActiveJobIDs(ctx context.Context) (map[string]bool, error) {
+	var ids []string
+	if err := c.db.NewSelect().Model((*BackupJob)(nil)).Column("id").Where("status IN (?)", bun.In([]string{JobQueued, JobRunning})).Scan(ctx, &ids); err != nil {
+		return nil, fmt.Errorf("list active jobs: %w", err)
+	}
+	out := make(map[string]bool, len(ids))
+	for _, id := range ids {
+		out[id] = true
+	}
+	return out, nil
+}

@@ -184,6 +184,7 @@ type BackupJob struct {
 	BytesZero         int64     `bun:"bytes_zero,notnull"`
 	Error             string    `bun:"error,nullzero"`
 	Protected         bool      `bun:"protected,notnull"`
+	PolicyID          string    `bun:"policy_id,nullzero"`
 	Notes             string    `bun:"notes,nullzero"`
 	VerifiedAt        time.Time `bun:"verified_at,nullzero"`
 	VerifyStatus      string    `bun:"verify_status,notnull"`
@@ -276,4 +277,31 @@ type UploadSlot struct {
 	Digest    string    `bun:"digest,notnull"`
 	CreatedAt time.Time `bun:"created_at,notnull"`
 	UpdatedAt time.Time `bun:"updated_at,notnull"`
+}
+
+// Policy says which VMs are backed up when, where, and how long their backups are kept.
+type Policy struct {
+	bun.BaseModel `bun:"table:policies,alias:p"`
+
+	ID                    string    `bun:"id,pk"`
+	Name                  string    `bun:"name,notnull"`
+	Enabled               bool      `bun:"enabled,notnull"`
+	VMNames               []string  `bun:"vm_names,type:text,nullzero"` // explicit names or context ids, stored as JSON
+	VMGlob                string    `bun:"vm_glob,notnull"`
+	AgentID               string    `bun:"agent_id,nullzero"`
+	RepositoryID          string    `bun:"repository_id,notnull"`
+	Schedule              string    `bun:"schedule,notnull"`
+	Timezone              string    `bun:"timezone,notnull"`
+	KeepLast              int       `bun:"keep_last,notnull"`
+	KeepHourly            int       `bun:"keep_hourly,notnull"`
+	KeepDaily             int       `bun:"keep_daily,notnull"`
+	KeepWeekly            int       `bun:"keep_weekly,notnull"`
+	KeepMonthly           int       `bun:"keep_monthly,notnull"`
+	KeepYearly            int       `bun:"keep_yearly,notnull"`
+	FullEveryIncrementals int       `bun:"full_every_incrementals,notnull"`
+	FullEveryDays         int       `bun:"full_every_days,notnull"`
+	LastRunAt             time.Time `bun:"last_run_at,nullzero"`
+	NextRunAt             time.Time `bun:"next_run_at,nullzero"`
+	CreatedAt             time.Time `bun:"created_at,notnull"`
+	UpdatedAt             time.Time `bun:"updated_at,notnull"`
 }

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/uptrace/bun"
 )
@@ -160,4 +161,20 @@ func (c *Catalog) OpenSessionDigests(ctx context.Context, repositoryID string) (
 		return nil, fmt.Errorf("select digests of open sessions: %w", err)
 	}
 	return out, nil
+}
+
+// OldestOpenSession returns when the oldest open session writing to the repository was opened
+// (zero when none is open): every chunk such a session uploaded is younger than that.
+func (c *Catalog) OldestOpenSession(ctx context.Context, repositoryID string) (time.Time, error) {
+	var s UploadSession
+	err := c.db.NewSelect().Model(&s).Column("created_at").
+		Where("repository_id = ?", repositoryID).Where("status = ?", SessionOpen).
+		Order("created_at ASC").Limit(1).Scan(ctx)
+	if errors.Is(err, sql.ErrNoRows) {
+		return time.Time{}, nil
+	}
+	if err != nil {
+		return time.Time{}, fmt.Errorf("oldest open session: %w", err)
+	}
+	return s.CreatedAt, nil
 }

@@ -46,6 +46,12 @@ type Config struct {
 	AgentCertLifetime time.Duration `yaml:"agent_cert_lifetime"`
 	// JobTimeout fails a running backup whose agent has not reported for this long.
 	JobTimeout time.Duration `yaml:"job_timeout"`
+	// SchedulerInterval is how often the scheduler looks for due policies.
+	SchedulerInterval time.Duration `yaml:"scheduler_interval"`
+	// GCInterval is how often garbage collection runs (0 disables the schedule); GCGrace is the
+	// age below which an unreferenced chunk is kept.
+	GCInterval time.Duration `yaml:"gc_interval"`
+	GCGrace    time.Duration `yaml:"gc_grace"`
 	// Pprof serves Go's profiler at /debug/pprof/ on the metrics listener (loopback by default).
 	Pprof bool `yaml:"pprof"`
 	// LogLevel is debug, info, warn or error.
@@ -63,6 +69,9 @@ func Default() Config {
 		ShutdownTimeout:   30 * time.Second,
 		AgentCertLifetime: 30 * 24 * time.Hour,
 		JobTimeout:        10 * time.Minute,
+		SchedulerInterval: 15 * time.Second,
+		GCInterval:        24 * time.Hour,
+		GCGrace:           24 * time.Hour,
 		LogLevel:          "info",
 		LogFormat:         "text",
 	}
@@ -80,6 +89,9 @@ func BindFlags(fs *pflag.FlagSet, c *Config) {
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", c.ShutdownTimeout, "how long in-flight requests may drain on shutdown")
 	fs.DurationVar(&c.AgentCertLifetime, "agent-cert-lifetime", c.AgentCertLifetime, "lifetime of agent client certificates")
 	fs.DurationVar(&c.JobTimeout, "job-timeout", c.JobTimeout, "fail a running backup whose agent has not reported for this long")
+	fs.DurationVar(&c.SchedulerInterval, "scheduler-interval", c.SchedulerInterval, "how often due policies are looked for")
+	fs.DurationVar(&c.GCInterval, "gc-interval", c.GCInterval, "how often garbage collection runs (0 disables)")
+	fs.DurationVar(&c.GCGrace, "gc-grace", c.GCGrace, "unreferenced chunks younger than this are kept")
 	fs.BoolVar(&c.Pprof, "pprof", c.Pprof, "serve /debug/pprof/ on the metrics listener")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error")
 	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "text or json")
@@ -215,6 +227,15 @@ func (c *Config) Validate() error {
 	}
 	if c.JobTimeout < 10*time.Second {
 		return &FieldError{"job_timeout", "must be at least 10s"}
+	}
+	if c.SchedulerInterval < time.Second {
+		return &FieldError{"scheduler_interval", "must be at least 1s"}
+	}
+	if c.GCInterval != 0 && c.GCInterval < time.Minute {
+		return &FieldError{"gc_interval", "must be 0 (off) or at least 1m"}
+	}
+	if c.GCGrace < 0 {
+		return &FieldError{"gc_grace", "must not be negative"}
 	}
 	if _, err := ParseLevel(c.LogLevel); err != nil {
 		return &FieldError{"log_level", err.Error()}

@@ -113,8 +113,11 @@ func (l *Local) PutChunk(ctx context.Context, d chunk.Digest, blob []byte) (stor
 		return false, fmt.Errorf("put chunk %s: %w", d, err)
 	}
 	defer unlock()
-	if ok, err := l.HasChunk(d); err != nil || ok {
+	if ok, err := l.HasChunk(d); err != nil {
 		return false, err
+	} else if ok {
+		// Already stored: refresh its time so that garbage collection spares it (see TouchChunk).
+		return false, l.touchLocked(d)
 	}
 	if err := l.writeChunk(d, blob); err != nil {
 		return false, fmt.Errorf("put chunk %s: %w", d, err)
@@ -531,4 +534,55 @@ func (l *Local) CleanTemp(olderThan time.Duration) (removed int, err error) {
 		removed++
 	}
 	return removed, nil
+}
+
+// TouchChunk sets a chunk's modification time to now. A backup that reuses an existing chunk
+// touches it, so that garbage collection, which only removes unreferenced chunks older than its
+// grace period, cannot remove it between the backup's decision and its index.
+func (l *Local) TouchChunk(ctx context.Context, d chunk.Digest) error {
+	unlock, err := l.lockDigest(ctx, d)
+	if err != nil {
+		return fmt.Errorf("touch chunk %s: %w", d, err)
+	}
+	defer unlock()
+	return l.touchLocked(d)
+}
+
+func (l *Local) touchLocked(d chunk.Digest) error {
+	now := time.Now()
+	if err := os.Chtimes(l.chunkPath(d), now, now); err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("touch chunk %s: %w", d, ErrChunkNotFound)
+		}
+		return fmt.Errorf("touch chunk %s: %w", d, err)
+	}
+	return nil
+}
+
+// RemoveChunkIfOlder removes chunk d only if its modification time is still before cutoff,
+// checked under the chunk's lock: a chunk that a backup reused (touched) after garbage
+// collection looked at it survives. It reports whether it removed the chunk, and its size.
+func (l *Local) RemoveChunkIfOlder(ctx context.Context, d chunk.Digest, cutoff time.Time) (bool, int64, error) {
+	unlock, err := l.lockDigest(ctx, d)
+	if err != nil {
+		return false, 0, fmt.Errorf("remove chunk %s: %w", d, err)
+	}
+	defer unlock()
+	fi, err := os.Stat(l.chunkPath(d))
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, 0, nil
+	}
+	if err != nil {
+		return false, 0, fmt.Errorf("remove chunk %s: %w", d, err)
+	}
+	if !fi.ModTime().Before(cutoff) {
+		return false, 0, nil
+	}
+	if err := os.Remove(l.chunkPath(d)); err != nil {
+		return false, 0, fmt.Errorf("remove chunk %s: %w", d, err)
+	}
+	if err := atomicfile.SyncDir(l.chunkDir(d)); err != nil {
+		return false, 0, fmt.Errorf("remove chunk %s: %w", d, err)
+	}
+	return true, fi.Size(), nil
 }

@@ -1,0 +1,158 @@
+package main
+
+import (
+	"fmt"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/sendense/sendense/hub/internal/backup"
+	"github.com/sendense/sendense/hub/internal/catalog"
+	"github.com/sendense/sendense/hub/internal/config"
+	"github.com/sendense/sendense/hub/internal/policy"
+	"github.com/sendense/sendense/hub/internal/storage"
+	"github.com/sendense/sendense/shared/api"
+)
+
+// policyCmd adapts a command body that needs the policy service.
+func policyCmd(e *env, fn func(cmd *cobra.Command, args []string, p *policy.Service) error) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, args []string) error {
+		return catalogCmd(e, func(cmd *cobra.Command, cfg *config.Config, cat *catalog.Catalog) error {
+			log := cfg.NewLogger(e.stderr)
+			b := backup.New(cat, storage.NewManager(cat), log, nil, backup.Options{})
+			return fn(cmd, args, policy.New(cat, b, log, nil))
+		})(cmd, args)
+	}
+}
+
+func newPolicyCmd(e *env) *cobra.Command {
+	cmd := &cobra.Command{Use: "policy", Short: "Create, list, show and remove backup policies"}
+	var in api.Policy
+	var disabled bool
+	create := &cobra.Command{
+		Use:   "create --name N --schedule '0 3 * * *' [--timezone Europe/Berlin] [--vm NAME]... [--vm-glob 'db-*'] [--agent ID] [--keep-daily 7 ...]",
+		Short: "Create a policy: which VMs are backed up when, where, and how long backups are kept",
+		Args:  cobra.NoArgs,
+		RunE: policyCmd(e, func(cmd *cobra.Command, _ []string, ps *policy.Service) error {
+			in.Enabled = !disabled
+			p, err := ps.Create(cmd.Context(), in)
+			if err != nil {
+				return err
+			}
+			return printJSON(e.stdout, p)
+		}),
+	}
+	f := create.Flags()
+	f.StringVar(&in.Name, "name", "", "policy name (required)")
+	f.StringVar(&in.Schedule, "schedule", "", `cron "0 3 * * *", "@daily", or "@every 6h" (required)`)
+	f.StringVar(&in.Timezone, "timezone", "UTC", "IANA time zone of the cron schedule and of retention buckets")
+	f.StringSliceVar(&in.VMs, "vm", nil, "VM name or context id (repeatable)")
+	f.StringVar(&in.VMGlob, "vm-glob", "", `VM name pattern, e.g. "db-*"`)
+	f.StringVar(&in.Agent, "agent", "", "only VMs of this agent")
+	f.StringVar(&in.Repository, "repository", "", "repository name (default: default)")
+	f.IntVar(&in.Retention.KeepLast, "keep-last", 0, "keep the N newest backups")
+	f.IntVar(&in.Retention.KeepHourly, "keep-hourly", 0, "keep the newest backup of each of the last N hours with backups")
+	f.IntVar(&in.Retention.KeepDaily, "keep-daily", 0, "... days")
+	f.IntVar(&in.Retention.KeepWeekly, "keep-weekly", 0, "... ISO weeks")
+	f.IntVar(&in.Retention.KeepMonthly, "keep-monthly", 0, "... months")
+	f.IntVar(&in.Retention.KeepYearly, "keep-yearly", 0, "... years")
+	f.IntVar(&in.FullEveryIncrementals, "full-every-incrementals", 0, "force a full after N incrementals (0: never)")
+	f.IntVar(&in.FullEveryDays, "full-every-days", 0, "force a full when the last one is N days old (0: never)")
+	f.BoolVar(&disabled, "disabled", false, "create the policy disabled")
+	_ = create.MarkFlagRequired("name")
+	_ = create.MarkFlagRequired("schedule")
+
+	var asJSON bool
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List policies with their last and next runs",
+		Args:  cobra.NoArgs,
+		RunE: policyCmd(e, func(cmd *cobra.Command, _ []string, ps *policy.Service) error {
+			l, err := ps.List(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return printJSON(e.stdout, l)
+			}
+			tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "NAME\tENABLED\tSCHEDULE\tREPOSITORY\tLAST RUN\tLAST STATUS\tNEXT RUN")
+			for _, p := range l {
+				fmt.Fprintf(tw, "%s\t%v\t%s %s\t%s\t%s\t%s\t%s\n", p.Name, p.Enabled, p.Schedule, p.Timezone, p.Repository, fmtTime(p.LastRunAt), orDash(p.LastStatus), fmtTime(p.NextRunAt))
+			}
+			return tw.Flush()
+		}),
+	}
+	list.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	show := &cobra.Command{
+		Use:   "show NAME",
+		Short: "Show a policy",
+		Args:  cobra.ExactArgs(1),
+		RunE: policyCmd(e, func(cmd *cobra.Command, args []string, ps *policy.Service) error {
+			p, err := ps.Get(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			return printJSON(e.stdout, p)
+		}),
+	}
+	rm := &cobra.Command{
+		Use:   "rm NAME",
+		Short: "Remove a policy (its backups stay)",
+		Args:  cobra.ExactArgs(1),
+		RunE: policyCmd(e, func(cmd *cobra.Command, args []string, ps *policy.Service) error {
+			if err := ps.Delete(cmd.Context(), args[0]); err != nil {
+				return err
+			}
+			_, err := fmt.Fprintln(e.stdout, "removed", args[0])
+			return err
+		}),
+	}
+	cmd.AddCommand(create, list, show, rm)
+	return cmd
+}
+
+func newPruneCmd(e *env) *cobra.Command {
+	var o policy.PruneOptions
+	cmd := &cobra.Command{
+		Use:   "prune [--policy NAME] [--vm NAME] [--dry-run]",
+		Short: "Apply the policies' retention rules: delete the backups no rule keeps (never protected ones)",
+		Args:  cobra.NoArgs,
+		RunE: policyCmd(e, func(cmd *cobra.Command, _ []string, ps *policy.Service) error {
+			rep, err := ps.Prune(cmd.Context(), o)
+			if err != nil {
+				return err
+			}
+			tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "BACKUP\tVM\tCREATED\tDECISION\tWHY")
+			for _, d := range rep.Decisions {
+				decision := "keep"
+				if !d.Keep {
+					decision = "remove"
+					if !o.DryRun {
+						decision = "removed"
+					}
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", d.BackupID, d.VMName, d.CreatedAt.UTC().Format(time.RFC3339), decision, strings.Join(d.Reasons, "; "))
+			}
+			if err := tw.Flush(); err != nil {
+				return err
+			}
+			if o.DryRun {
+				fmt.Fprintln(e.stdout, "dry run: nothing was removed")
+			} else {
+				fmt.Fprintf(e.stdout, "%d backups removed; run `sendense-hub repo gc` to reclaim their space\n", rep.Removed)
+			}
+			if len(rep.Errors) > 0 {
+				return fmt.Errorf("prune could not remove %d backups: %s", len(rep.Errors), strings.Join(rep.Errors, "; "))
+			}
+			return nil
+		}),
+	}
+	cmd.Flags().StringVar(&o.Policy, "policy", "", "only the VMs of this policy")
+	cmd.Flags().StringVar(&o.VM, "vm", "", "only this VM (name or context id)")
+	cmd.Flags().BoolVar(&o.DryRun, "dry-run", false, "show what would be kept and removed, and why; remove nothing")
+	return cmd
+}

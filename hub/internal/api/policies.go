@@ -1,0 +1,83 @@
+package api
+
+import (
+	"context"
+	"net/http"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/sendense/sendense/hub/internal/catalog"
+	"github.com/sendense/sendense/shared/api"
+)
+
+// policyService manages backup policies.
+type policyService interface {
+	Create(ctx context.Context, in api.Policy) (api.Policy, error)
+	Update(ctx context.Context, nameOrID string, in api.Policy) (api.Policy, error)
+	Get(ctx context.Context, nameOrID string) (api.Policy, error)
+	List(ctx context.Context) ([]api.Policy, error)
+	Delete(ctx context.Context, nameOrID string) error
+	Unprotected(ctx context.Context) ([]catalog.VMWithSource, error)
+}
+
+func (s *Server) registerPolicies(v1 *gin.RouterGroup) {
+	v1.GET("/policies", s.requireRole(api.RoleViewer), s.listPolicies)
+	v1.GET("/policies/:name", s.requireRole(api.RoleViewer), s.getPolicy)
+	v1.POST("/policies", s.requireRole(api.RoleOperator), s.createPolicy)
+	v1.PUT("/policies/:name", s.requireRole(api.RoleOperator), s.updatePolicy)
+	v1.DELETE("/policies/:name", s.requireRole(api.RoleOperator), s.deletePolicy)
+}
+
+func (s *Server) listPolicies(c *gin.Context) {
+	ps, err := s.deps.Policies.List(c.Request.Context())
+	if err != nil {
+		s.fail(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{"policies": ps})
+}
+
+func (s *Server) getPolicy(c *gin.Context) {
+	p, err := s.deps.Policies.Get(c.Request.Context(), c.Param("name"))
+	if err != nil {
+		s.fail(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, p)
+}
+
+func (s *Server) createPolicy(c *gin.Context) {
+	var in api.Policy
+	if err := decodeJSON(c, smallBody*16, &in); err != nil {
+		s.fail(c, err)
+		return
+	}
+	p, err := s.deps.Policies.Create(c.Request.Context(), in)
+	if err != nil {
+		s.fail(c, err)
+		return
+	}
+	c.JSON(http.StatusCreated, p)
+}
+
+func (s *Server) updatePolicy(c *gin.Context) {
+	var in api.Policy
+	if err := decodeJSON(c, smallBody*16, &in); err != nil {
+		s.fail(c, err)
+		return
+	}
+	p, err := s.deps.Policies.Update(c.Request.Context(), c.Param("name"), in)
+	if err != nil {
+		s.fail(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, p)
+}
+
+func (s *Server) deletePolicy(c *gin.Context) {
+	if err := s.deps.Policies.Delete(c.Request.Context(), c.Param("name")); err != nil {
+		s.fail(c, err)
+		return
+	}
+	c.Status(http.StatusNoContent)
+}

@@ -1,0 +1,187 @@
+// Package check compares the catalog with the repositories: backups whose index is missing,
+// indexes no backup references, chunks that indexes name but the repository lacks. Repair
+// removes only what is provably orphaned, never data a backup needs.
+package check
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sort"
+	"time"
+
+	"github.com/sendense/sendense/hub/internal/catalog"
+	"github.com/sendense/sendense/hub/internal/repository"
+	"github.com/sendense/sendense/shared/chunk"
+)
+
+type checkCatalog interface {
+	Repositories(ctx context.Context) ([]catalog.Repository, error)
+	IndexedDisks(ctx context.Context, repositoryID string) ([]catalog.IndexedDisk, error)
+	ActiveJobIDs(ctx context.Context) (map[string]bool, error)
+}
+
+type repositories interface {
+	Open(ctx context.Context, id string) (*repository.Local, error)
+}
+
+// Problem is one inconsistency.
+type Problem struct {
+	Repository string
+	Kind       string // missing_index, orphan_index, missing_chunk, unreadable_index
+	BackupID   string
+	DiskID     string
+	Detail     string
+	Repaired   bool
+}
+
+// Report is the outcome of a check.
+type Report struct {
+	Problems     []Problem
+	Indexes      int
+	Chunks       int
+	TempsRemoved int
+}
+
+// OK reports whether the check found nothing left to fix.
+func (r *Report) OK() bool {
+	for _, p := range r.Problems {
+		if !p.Repaired {
+			return false
+		}
+	}
+	return true
+}
+
+// Checker checks consistency.
+type Checker struct {
+	cat   checkCatalog
+	repos repositories
+	log   *slog.Logger
+}
+
+// New returns a checker.
+func New(cat checkCatalog, repos repositories, log *slog.Logger) *Checker {
+	return &Checker{cat: cat, repos: repos, log: log}
+}
+
+// Run checks every repository. With repair it removes orphaned indexes — index files whose
+// backup the catalog does not know as successful or committed and whose job is neither queued nor
+// running (a failed or deleted backup's leftovers) — and temporary files older than an hour.
+// Missing indexes and chunks cannot be repaired: they are reported with the backups they break.
+func (c *Checker) Run(ctx context.Context, repair bool) (Report, error) {
+	var rep Report
+	rs, err := c.cat.Repositories(ctx)
+	if err != nil {
+		return rep, err
+	}
+	for _, r := range rs {
+		if err := c.repository(ctx, r, repair, &rep); err != nil {
+			return rep, fmt.Errorf("repository %s: %w", r.Name, err)
+		}
+	}
+	return rep, nil
+}
+
+func (c *Checker) repository(ctx context.Context, r catalog.Repository, repair bool, rep *Report) error {
+	repo, err := c.repos.Open(ctx, r.ID)
+	if err != nil {
+		return err
+	}
+	disks, err := c.cat.IndexedDisks(ctx, r.ID)
+	if err != nil {
+		return err
+	}
+	// What the catalog expects: every disk result of a successful job, and committed results of
+	// running jobs (their index exists before the job ends).
+	known := map[repository.IndexRef]catalog.IndexedDisk{}
+	for _, d := range disks {
+		known[repository.IndexRef{VMUUID: d.InstanceUUID, DiskID: d.DiskID, BackupID: d.JobID}] = d
+	}
+	onDisk := map[repository.IndexRef]bool{}
+	var refs []repository.IndexRef
+	if err := repo.WalkIndexes(ctx, func(ref repository.IndexRef) error {
+		onDisk[ref] = true
+		refs = append(refs, ref)
+		return nil
+	}); err != nil {
+		return err
+	}
+	rep.Indexes += len(refs)
+	for ref, d := range known {
+		if d.JobStatus == catalog.JobSucceeded && !onDisk[ref] {
+			rep.Problems = append(rep.Problems, Problem{Repository: r.Name, Kind: "missing_index", BackupID: d.JobID, DiskID: d.DiskID,
+				Detail: "the backup is recorded as successful but its index is missing: it cannot be restored"})
+		}
+	}
+	// Orphans are decided against the active jobs read after the walk: a job that started
+	// meanwhile is active, so its fresh index is never taken for an orphan.
+	active, err := c.cat.ActiveJobIDs(ctx)
+	if err != nil {
+		return err
+	}
+	missingChunks := map[chunk.Digest][]repository.IndexRef{}
+	present := map[chunk.Digest]bool{}
+	sort.Slice(refs, func(i, j int) bool { return refs[i].String() < refs[j].String() })
+	for _, ref := range refs {
+		d, isKnown := known[ref]
+		if !isKnown && !active[ref.BackupID] {
+			p := Problem{Repository: r.Name, Kind: "orphan_index", BackupID: ref.BackupID, DiskID: ref.DiskID,
+				Detail: "no backup in the catalog names this index (a deleted or failed backup's leftover)"}
+			if repair {
+				if err := repo.RemoveIndex(ctx, ref); err != nil {
+					return err
+				}
+				p.Repaired = true
+				c.log.InfoContext(ctx, "removed an orphaned index", "repository", r.Name, "index", ref.String())
+			}
+			rep.Problems = append(rep.Problems, p)
+			continue
+		}
+		if isKnown && d.JobStatus != catalog.JobSucceeded {
+			continue // a running job's committed disk; checked once the job succeeds
+		}
+		idx, err := repo.ReadIndex(ctx, ref)
+		if err != nil {
+			rep.Problems = append(rep.Problems, Problem{Repository: r.Name, Kind: "unreadable_index", BackupID: ref.BackupID, DiskID: ref.DiskID, Detail: err.Error()})
+			continue
+		}
+		for _, dg := range idx.Referenced() {
+			if present[dg] {
+				continue
+			}
+			if _, seen := missingChunks[dg]; seen {
+				missingChunks[dg] = append(missingChunks[dg], ref)
+				continue
+			}
+			has, err := repo.HasChunk(dg)
+			if err != nil {
+				return err
+			}
+			if has {
+				present[dg] = true
+			} else {
+				missingChunks[dg] = []repository.IndexRef{ref}
+			}
+		}
+	}
+	for dg, users := range missingChunks {
+		for _, u := range users {
+			rep.Problems = append(rep.Problems, Problem{Repository: r.Name, Kind: "missing_chunk", BackupID: u.BackupID, DiskID: u.DiskID,
+				Detail: fmt.Sprintf("chunk %s is referenced but absent", dg)})
+		}
+	}
+	n, _, err := repo.Stats(ctx)
+	if err != nil {
+		return err
+	}
+	rep.Chunks += int(n)
+	if repair {
+		removed, err := repo.CleanTemp(time.Hour)
+		if err != nil {
+			return err
+		}
+		rep.TempsRemoved += removed
+	}
+	return nil
+}

@@ -1,0 +1,237 @@
+// Package gc reclaims repository space: it marks every chunk that an index or an open upload
+// session names and removes the unmarked chunks older than a grace period, so that a backup
+// running at the same time never loses a chunk.
+package gc
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/sendense/sendense/hub/internal/catalog"
+	"github.com/sendense/sendense/hub/internal/repository"
+	"github.com/sendense/sendense/shared/chunk"
+)
+
+// gcCatalog is what garbage collection needs from the catalog.
+type gcCatalog interface {
+	Repositories(ctx context.Context) ([]catalog.Repository, error)
+	OpenSessionDigests(ctx context.Context, repositoryID string) ([]string, error)
+	OldestOpenSession(ctx context.Context, repositoryID string) (time.Time, error)
+}
+
+type repositories interface {
+	Open(ctx context.Context, id string) (*repository.Local, error)
+}
+
+// Metrics of garbage collection, labelled by repository name (operators name few repositories).
+type Metrics struct {
+	FreedBytes  *prometheus.CounterVec
+	FreedChunks *prometheus.CounterVec
+	Duration    *prometheus.GaugeVec
+	LastRun     *prometheus.GaugeVec
+	Size        *prometheus.GaugeVec
+	Chunks      *prometheus.GaugeVec
+}
+
+// NewMetrics registers the metrics on reg (nil: unregistered).
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		FreedBytes:  prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sendense_hub_gc_freed_bytes_total", Help: "Bytes of chunks removed by garbage collection."}, []string{"repository"}),
+		FreedChunks: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sendense_hub_gc_freed_chunks_total", Help: "Chunks removed by garbage collection."}, []string{"repository"}),
+		Duration:    prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "sendense_hub_gc_duration_seconds", Help: "Duration of the last garbage collection."}, []string{"repository"}),
+		LastRun:     prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "sendense_hub_gc_last_run_timestamp_seconds", Help: "Unix time of the last garbage collection."}, []string{"repository"}),
+		Size:        prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "sendense_hub_repository_size_bytes", Help: "Bytes of chunk files in the repository, as of the last garbage collection."}, []string{"repository"}),
+		Chunks:      prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "sendense_hub_repository_chunks", Help: "Chunks in the repository, as of the last garbage collection."}, []string{"repository"}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.FreedBytes, m.FreedChunks, m.Duration, m.LastRun, m.Size, m.Chunks)
+	}
+	return m
+}
+
+// clockMargin is subtracted from every cutoff; see collect.
+const clockMargin = 5 * time.Second
+
+// Report is the outcome of collecting one repository.
+type Report struct {
+	Repository  string
+	Indexes     int
+	Referenced  int // distinct chunks named by indexes or open sessions
+	Chunks      int // chunks found
+	FreedChunks int
+	FreedBytes  int64
+	KeptBytes   int64
+	YoungSpared int // unreferenced but younger than the cutoff
+	Duration    time.Duration
+	DryRun      bool
+	Cutoff      time.Time
+}
+
+// Collector collects garbage.
+type Collector struct {
+	cat   gcCatalog
+	repos repositories
+	log   *slog.Logger
+	m     *Metrics
+	now   func() time.Time
+}
+
+// New returns a collector.
+func New(cat gcCatalog, repos repositories, log *slog.Logger, m *Metrics) *Collector {
+	if m == nil {
+		m = NewMetrics(nil)
+	}
+	return &Collector{cat: cat, repos: repos, log: log, m: m, now: time.Now}
+}
+
+// Run collects the named repository (every repository when name is empty). A chunk is removed
+// only when no index and no open upload session names it and it is older than both the grace
+// period and the oldest open session (every chunk a running backup wrote or reused is younger
+// than its session: reused chunks are touched). An index that cannot be read stops the
+// collection of its repository: what it references is unknown, so nothing may be removed.
+func (g *Collector) Run(ctx context.Context, name string, grace time.Duration, dryRun bool) ([]Report, error) {
+	rs, err := g.cat.Repositories(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out []Report
+	found := false
+	for _, r := range rs {
+		if name != "" && r.Name != name {
+			continue
+		}
+		found = true
+		rep, err := g.collect(ctx, r, grace, dryRun)
+		if err != nil {
+			return out, fmt.Errorf("repository %s: %w", r.Name, err)
+		}
+		out = append(out, rep)
+	}
+	if name != "" && !found {
+		return nil, fmt.Errorf("repository %q: %w", name, catalog.ErrNotFound)
+	}
+	return out, nil
+}
+
+func (g *Collector) collect(ctx context.Context, r catalog.Repository, grace time.Duration, dryRun bool) (Report, error) {
+	start := g.now()
+	rep := Report{Repository: r.Name, DryRun: dryRun}
+	repo, err := g.repos.Open(ctx, r.ID)
+	if err != nil {
+		return rep, err
+	}
+	// The cutoff is taken before marking: chunks written after it are spared whatever marking
+	// saw.
+	cutoff := start.Add(-grace)
+	oldest, err := g.cat.OldestOpenSession(ctx, r.ID)
+	if err != nil {
+		return rep, err
+	}
+	if !oldest.IsZero() && oldest.Before(cutoff) {
+		cutoff = oldest
+	}
+	// File times come from the kernel's coarse clock, which lags time.Now by milliseconds: a
+	// chunk written just after the collection started can look older than the cutoff. The margin
+	// keeps such chunks (and absorbs small clock differences between hub instances).
+	cutoff = cutoff.Add(-clockMargin)
+	rep.Cutoff = cutoff
+	marked := map[chunk.Digest]struct{}{}
+	err = repo.WalkIndexes(ctx, func(ref repository.IndexRef) error {
+		idx, err := repo.ReadIndex(ctx, ref)
+		if err != nil {
+			return fmt.Errorf("index %s cannot be read, so nothing can be collected: %w", ref, err)
+		}
+		rep.Indexes++
+		for _, d := range idx.Referenced() {
+			marked[d] = struct{}{}
+		}
+		return nil
+	})
+	if err != nil {
+		return rep, err
+	}
+	open, err := g.cat.OpenSessionDigests(ctx, r.ID)
+	if err != nil {
+		return rep, err
+	}
+	for _, h := range open {
+		d, err := chunk.ParseDigest(h)
+		if err != nil {
+			return rep, fmt.Errorf("open session names a bad digest %q: %w", h, err)
+		}
+		marked[d] = struct{}{}
+	}
+	rep.Referenced = len(marked)
+	var doomed []chunk.Digest
+	var sizes []int64
+	err = repo.WalkChunks(ctx, func(d chunk.Digest, size int64, mod time.Time) error {
+		rep.Chunks++
+		if _, ok := marked[d]; ok {
+			rep.KeptBytes += size
+			return nil
+		}
+		if !mod.Before(cutoff) {
+			rep.YoungSpared++
+			rep.KeptBytes += size
+			return nil
+		}
+		doomed = append(doomed, d)
+		sizes = append(sizes, size)
+		return nil
+	})
+	if err != nil {
+		return rep, err
+	}
+	for i, d := range doomed {
+		if dryRun {
+			rep.FreedChunks++
+			rep.FreedBytes += sizes[i]
+			continue
+		}
+		// Checked again under the chunk's lock: a backup may have reused (touched) it since the
+		// walk, and then it stays.
+		removed, size, err := repo.RemoveChunkIfOlder(ctx, d, cutoff)
+		if err != nil {
+			return rep, err
+		}
+		if !removed {
+			rep.YoungSpared++
+			rep.KeptBytes += sizes[i]
+			continue
+		}
+		rep.FreedChunks++
+		rep.FreedBytes += size
+		g.log.DebugContext(ctx, "chunk removed", "repository", r.Name, "digest", d.String(), "cutoff", cutoff)
+	}
+	rep.Duration = g.now().Sub(start)
+	if !dryRun {
+		g.m.FreedBytes.WithLabelValues(r.Name).Add(float64(rep.FreedBytes))
+		g.m.FreedChunks.WithLabelValues(r.Name).Add(float64(rep.FreedChunks))
+		g.m.Duration.WithLabelValues(r.Name).Set(rep.Duration.Seconds())
+		g.m.LastRun.WithLabelValues(r.Name).Set(float64(g.now().Unix()))
+		g.m.Size.WithLabelValues(r.Name).Set(float64(rep.KeptBytes))
+		g.m.Chunks.WithLabelValues(r.Name).Set(float64(rep.Chunks - rep.FreedChunks))
+	}
+	g.log.InfoContext(ctx, "garbage collection finished", "repository", r.Name, "indexes", rep.Indexes, "chunks", rep.Chunks,
+		"referenced", rep.Referenced, "freed_chunks", rep.FreedChunks, "freed_bytes", rep.FreedBytes, "young_spared", rep.YoungSpared,
+		"dry_run", dryRun, "duration_seconds", rep.Duration.Seconds())
+	return rep, nil
+}
+
+// Schedule runs a collection of every repository every interval until ctx ends.
+func (g *Collector) Schedule(ctx context.Context, interval, grace time.Duration) error {
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(interval):
+		}
+		if _, err := g.Run(ctx, "", grace, false); err != nil && ctx.Err() == nil {
+			g.log.ErrorContext(ctx, "scheduled garbage collection failed", "err", err)
+		}
+	}
+}

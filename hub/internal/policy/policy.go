@@ -1,0 +1,284 @@
+// Package policy runs Sendense unattended: backup policies say which VMs are backed up when, to
+// which repository and for how long; the scheduler turns due policies into jobs (claimed through
+// the catalog, so several hubs on one database run each due run once), and prune applies the
+// retention rules.
+package policy
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/sendense/sendense/hub/internal/catalog"
+	"github.com/sendense/sendense/hub/internal/retention"
+	"github.com/sendense/sendense/hub/internal/schedule"
+	"github.com/sendense/sendense/hub/internal/storage"
+	"github.com/sendense/sendense/shared/api"
+)
+
+// policyCatalog is what this package needs from the catalog.
+type policyCatalog interface {
+	CreatePolicy(ctx context.Context, p *catalog.Policy) error
+	UpdatePolicy(ctx context.Context, p *catalog.Policy) error
+	PolicyByName(ctx context.Context, nameOrID string) (*catalog.Policy, error)
+	Policies(ctx context.Context) ([]catalog.Policy, error)
+	DeletePolicy(ctx context.Context, id string) error
+	ClaimPolicyRun(ctx context.Context, id string, seenLastRun, runAt, nextRun time.Time) (bool, error)
+	SetPolicyNextRun(ctx context.Context, id string, next time.Time) error
+	PolicyStats(ctx context.Context, policyID string) (catalog.PolicyRunStats, error)
+	VMBackupHistory(ctx context.Context, vmContextID, repositoryID string) ([]catalog.BackupJob, error)
+	VMs(ctx context.Context, f catalog.VMFilter) ([]catalog.VMWithSource, int, error)
+	RepositoryByName(ctx context.Context, name string) (*catalog.Repository, error)
+	RepositoryByID(ctx context.Context, id string) (*catalog.Repository, error)
+	AgentByID(ctx context.Context, id string) (*catalog.Agent, error)
+}
+
+// jobs queues and deletes backups.
+type jobs interface {
+	Queue(ctx context.Context, vm *catalog.VMWithSource, repositoryID, policyID, typ string) (string, error)
+	Delete(ctx context.Context, id string) error
+}
+
+// Service manages policies, runs the scheduler and prunes.
+type Service struct {
+	cat  policyCatalog
+	jobs jobs
+	log  *slog.Logger
+	now  func() time.Time
+}
+
+// New returns the service; now is the clock (nil: time.Now).
+func New(cat policyCatalog, jobs jobs, log *slog.Logger, now func() time.Time) *Service {
+	if now == nil {
+		now = time.Now
+	}
+	return &Service{cat: cat, jobs: jobs, log: log, now: now}
+}
+
+func rule(p *catalog.Policy) retention.Rule {
+	return retention.Rule{KeepLast: p.KeepLast, KeepHourly: p.KeepHourly, KeepDaily: p.KeepDaily, KeepWeekly: p.KeepWeekly, KeepMonthly: p.KeepMonthly, KeepYearly: p.KeepYearly}
+}
+
+func (s *Service) info(ctx context.Context, p *catalog.Policy) (api.Policy, error) {
+	repo, err := s.cat.RepositoryByID(ctx, p.RepositoryID)
+	if err != nil {
+		return api.Policy{}, err
+	}
+	st, err := s.cat.PolicyStats(ctx, p.ID)
+	if err != nil {
+		return api.Policy{}, err
+	}
+	return api.Policy{
+		ID: p.ID, Name: p.Name, Enabled: p.Enabled, VMs: p.VMNames, VMGlob: p.VMGlob, Agent: p.AgentID, Repository: repo.Name,
+		Schedule: p.Schedule, Timezone: p.Timezone,
+		Retention:             api.Retention{KeepLast: p.KeepLast, KeepHourly: p.KeepHourly, KeepDaily: p.KeepDaily, KeepWeekly: p.KeepWeekly, KeepMonthly: p.KeepMonthly, KeepYearly: p.KeepYearly},
+		FullEveryIncrementals: p.FullEveryIncrementals, FullEveryDays: p.FullEveryDays,
+		LastRunAt: p.LastRunAt, NextRunAt: p.NextRunAt, LastStatus: st.LastStatus, LastSuccessAt: st.LastSuccessAt, CreatedAt: p.CreatedAt,
+	}, nil
+}
+
+// fromAPI validates an API policy into a catalog row; each error names the field.
+func (s *Service) fromAPI(ctx context.Context, in api.Policy) (*catalog.Policy, error) {
+	switch {
+	case in.Name == "" || len(in.Name) > 128 || strings.ContainsAny(in.Name, " /\\\t\n"):
+		return nil, &api.FieldError{Field: "name", Msg: "must be a non-empty name without spaces or slashes, at most 128 characters"}
+	case len(in.VMs) > 10000:
+		return nil, &api.FieldError{Field: "vms", Msg: "at most 10000 entries"}
+	}
+	for i, v := range in.VMs {
+		if v == "" || len(v) > api.MaxNameLen {
+			return nil, &api.FieldError{Field: fmt.Sprintf("vms[%d]", i), Msg: "must be a VM name or context id"}
+		}
+	}
+	if in.VMGlob != "" {
+		if _, err := path.Match(in.VMGlob, ""); err != nil || len(in.VMGlob) > 255 {
+			return nil, &api.FieldError{Field: "vm_glob", Msg: "not a valid pattern (path.Match syntax: *, ?, [a-z])"}
+		}
+	}
+	if in.Agent != "" {
+		if _, err := s.cat.AgentByID(ctx, in.Agent); err != nil {
+			return nil, &api.FieldError{Field: "agent", Msg: fmt.Sprintf("no agent %q", in.Agent)}
+		}
+	}
+	tz := in.Timezone
+	if tz == "" {
+		tz = "UTC"
+	}
+	if _, err := schedule.Parse(in.Schedule, tz); err != nil {
+		field := "schedule"
+		if strings.Contains(err.Error(), "zone") {
+			field = "timezone"
+		}
+		return nil, &api.FieldError{Field: field, Msg: err.Error()}
+	}
+	r := retention.Rule{KeepLast: in.Retention.KeepLast, KeepHourly: in.Retention.KeepHourly, KeepDaily: in.Retention.KeepDaily,
+		KeepWeekly: in.Retention.KeepWeekly, KeepMonthly: in.Retention.KeepMonthly, KeepYearly: in.Retention.KeepYearly}
+	if err := r.Validate(); err != nil {
+		return nil, &api.FieldError{Field: "retention", Msg: err.Error()}
+	}
+	if in.FullEveryIncrementals < 0 || in.FullEveryDays < 0 {
+		return nil, &api.FieldError{Field: "full_every_incrementals", Msg: "full-backup cadences must not be negative"}
+	}
+	repoName := in.Repository
+	if repoName == "" {
+		repoName = storage.DefaultName
+	}
+	repo, err := s.cat.RepositoryByName(ctx, repoName)
+	if errors.Is(err, catalog.ErrNotFound) {
+		return nil, &api.FieldError{Field: "repository", Msg: fmt.Sprintf("no repository named %q", repoName)}
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &catalog.Policy{
+		Name: in.Name, Enabled: in.Enabled, VMNames: in.VMs, VMGlob: in.VMGlob, AgentID: in.Agent, RepositoryID: repo.ID,
+		Schedule: in.Schedule, Timezone: tz, KeepLast: r.KeepLast, KeepHourly: r.KeepHourly, KeepDaily: r.KeepDaily,
+		KeepWeekly: r.KeepWeekly, KeepMonthly: r.KeepMonthly, KeepYearly: r.KeepYearly,
+		FullEveryIncrementals: in.FullEveryIncrementals, FullEveryDays: in.FullEveryDays,
+	}, nil
+}
+
+// Create validates and records a policy. Its first run is the first scheduled time after now.
+func (s *Service) Create(ctx context.Context, in api.Policy) (api.Policy, error) {
+	p, err := s.fromAPI(ctx, in)
+	if err != nil {
+		return api.Policy{}, err
+	}
+	var b [6]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return api.Policy{}, err
+	}
+	p.ID = "pol-" + hex.EncodeToString(b[:])
+	sched, _ := schedule.Parse(p.Schedule, p.Timezone)
+	p.NextRunAt = sched.Next(s.now())
+	if err := s.cat.CreatePolicy(ctx, p); err != nil {
+		return api.Policy{}, err
+	}
+	s.log.InfoContext(ctx, "policy created", "policy", p.Name, "schedule", p.Schedule, "timezone", p.Timezone, "next_run", p.NextRunAt)
+	return s.info(ctx, p)
+}
+
+// Update replaces a policy's settings; its run history stays.
+func (s *Service) Update(ctx context.Context, nameOrID string, in api.Policy) (api.Policy, error) {
+	old, err := s.cat.PolicyByName(ctx, nameOrID)
+	if err != nil {
+		return api.Policy{}, err
+	}
+	p, err := s.fromAPI(ctx, in)
+	if err != nil {
+		return api.Policy{}, err
+	}
+	p.ID, p.CreatedAt, p.LastRunAt = old.ID, old.CreatedAt, old.LastRunAt
+	sched, _ := schedule.Parse(p.Schedule, p.Timezone)
+	p.NextRunAt = sched.Next(s.now())
+	if err := s.cat.UpdatePolicy(ctx, p); err != nil {
+		return api.Policy{}, err
+	}
+	return s.info(ctx, p)
+}
+
+// Get returns one policy by name or id.
+func (s *Service) Get(ctx context.Context, nameOrID string) (api.Policy, error) {
+	p, err := s.cat.PolicyByName(ctx, nameOrID)
+	if err != nil {
+		return api.Policy{}, err
+	}
+	return s.info(ctx, p)
+}
+
+// List returns every policy.
+func (s *Service) List(ctx context.Context) ([]api.Policy, error) {
+	ps, err := s.cat.Policies(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]api.Policy, 0, len(ps))
+	for i := range ps {
+		p, err := s.info(ctx, &ps[i])
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+// Delete removes a policy; its backups stay until deleted or pruned by another policy.
+func (s *Service) Delete(ctx context.Context, nameOrID string) error {
+	p, err := s.cat.PolicyByName(ctx, nameOrID)
+	if err != nil {
+		return err
+	}
+	if err := s.cat.DeletePolicy(ctx, p.ID); err != nil {
+		return err
+	}
+	s.log.InfoContext(ctx, "policy deleted", "policy", p.Name)
+	return nil
+}
+
+// covers reports whether a policy selects a VM.
+func covers(p *catalog.Policy, vm *catalog.VMWithSource) bool {
+	if vm.CurrentStatus == catalog.VMGone || vm.IsTemplate || !p.Enabled {
+		return false
+	}
+	if p.AgentID != "" && vm.AgentID != p.AgentID {
+		return false
+	}
+	if len(p.VMNames) == 0 && p.VMGlob == "" {
+		return true
+	}
+	if slices.Contains(p.VMNames, vm.VMName) || slices.Contains(p.VMNames, vm.ContextID) {
+		return true
+	}
+	if p.VMGlob != "" {
+		if ok, _ := path.Match(p.VMGlob, vm.VMName); ok {
+			return true
+		}
+	}
+	return false
+}
+
+// Covered lists the VMs a policy selects.
+func (s *Service) Covered(ctx context.Context, p *catalog.Policy) ([]catalog.VMWithSource, error) {
+	vms, _, err := s.cat.VMs(ctx, catalog.VMFilter{AgentID: p.AgentID})
+	if err != nil {
+		return nil, err
+	}
+	var out []catalog.VMWithSource
+	for i := range vms {
+		if covers(p, &vms[i]) {
+			out = append(out, vms[i])
+		}
+	}
+	return out, nil
+}
+
+// Unprotected lists the VMs (not gone, not templates) that no enabled policy covers.
+func (s *Service) Unprotected(ctx context.Context) ([]catalog.VMWithSource, error) {
+	ps, err := s.cat.Policies(ctx)
+	if err != nil {
+		return nil, err
+	}
+	vms, _, err := s.cat.VMs(ctx, catalog.VMFilter{})
+	if err != nil {
+		return nil, err
+	}
+	var out []catalog.VMWithSource
+	for i := range vms {
+		vm := &vms[i]
+		if vm.CurrentStatus == catalog.VMGone || vm.IsTemplate {
+			continue
+		}
+		if !slices.ContainsFunc(ps, func(p catalog.Policy) bool { return covers(&p, vm) }) {
+			out = append(out, *vm)
+		}
+	}
+	return out, nil
+}

@@ -1,0 +1,136 @@
+package policy
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/sendense/sendense/hub/internal/catalog"
+	"github.com/sendense/sendense/hub/internal/schedule"
+)
+
+// Run ticks the scheduler every interval until ctx ends.
+func (s *Service) Run(ctx context.Context, interval time.Duration) error {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		if _, err := s.Tick(ctx); err != nil && ctx.Err() == nil {
+			s.log.WarnContext(ctx, "scheduler tick failed", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// Tick starts the runs that are due now: for each enabled policy whose schedule has a slot
+// between its last run (or creation) and now, it claims the run in the catalog — one claim per
+// due run whatever the number of hubs, and one run however many slots passed while the hub was
+// down — and queues a backup of every covered VM that has none queued or running. It returns
+// the ids of the jobs it queued.
+func (s *Service) Tick(ctx context.Context) ([]string, error) {
+	ps, err := s.cat.Policies(ctx)
+	if err != nil {
+		return nil, err
+	}
+	now := s.now()
+	var queued []string
+	var errs []error
+	for i := range ps {
+		p := &ps[i]
+		if !p.Enabled {
+			continue
+		}
+		sched, err := schedule.Parse(p.Schedule, p.Timezone)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		last := p.LastRunAt
+		if last.IsZero() {
+			last = p.CreatedAt // a new policy waits for its first scheduled time
+		}
+		due, next := schedule.Due(sched, last, now)
+		if !due {
+			if !next.Equal(p.NextRunAt) {
+				_ = s.cat.SetPolicyNextRun(ctx, p.ID, next)
+			}
+			continue
+		}
+		won, err := s.cat.ClaimPolicyRun(ctx, p.ID, p.LastRunAt, now, next)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if !won {
+			continue // another hub instance took this run
+		}
+		ids, err := s.runPolicy(ctx, p, now)
+		queued = append(queued, ids...)
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return queued, errors.Join(errs...)
+}
+
+func (s *Service) runPolicy(ctx context.Context, p *catalog.Policy, now time.Time) ([]string, error) {
+	vms, err := s.Covered(ctx, p)
+	if err != nil {
+		return nil, err
+	}
+	var ids []string
+	skipped := 0
+	for i := range vms {
+		vm := &vms[i]
+		typ, err := s.backupType(ctx, p, vm, now)
+		if err != nil {
+			return ids, err
+		}
+		id, err := s.jobs.Queue(ctx, vm, p.RepositoryID, p.ID, typ)
+		switch {
+		case errors.Is(err, catalog.ErrJobActive):
+			skipped++ // a VM never has two backup jobs at once
+			s.log.InfoContext(ctx, "scheduled backup skipped: the VM already has a job", "policy", p.Name, "vm_name", vm.VMName)
+			continue
+		case err != nil:
+			return ids, err
+		}
+		ids = append(ids, id)
+	}
+	s.log.InfoContext(ctx, "policy run", "policy", p.Name, "vms", len(vms), "queued", len(ids), "skipped", skipped)
+	return ids, nil
+}
+
+// backupType applies the policy's full-backup cadence: a full after FullEveryIncrementals
+// incrementals in a row, or when the last full is FullEveryDays old; otherwise auto.
+func (s *Service) backupType(ctx context.Context, p *catalog.Policy, vm *catalog.VMWithSource, now time.Time) (string, error) {
+	if p.FullEveryIncrementals == 0 && p.FullEveryDays == 0 {
+		return catalog.BackupAuto, nil
+	}
+	hist, err := s.cat.VMBackupHistory(ctx, vm.ContextID, p.RepositoryID)
+	if err != nil {
+		return "", err
+	}
+	incrementals := 0
+	var lastFull time.Time
+	for _, j := range hist {
+		if j.Type == catalog.BackupFull {
+			lastFull = j.CreatedAt
+			break
+		}
+		incrementals++
+	}
+	if len(hist) == 0 {
+		return catalog.BackupAuto, nil
+	}
+	if p.FullEveryIncrementals > 0 && incrementals >= p.FullEveryIncrementals {
+		return catalog.BackupFull, nil
+	}
+	if p.FullEveryDays > 0 && (lastFull.IsZero() || now.Sub(lastFull) >= time.Duration(p.FullEveryDays)*24*time.Hour) {
+		return catalog.BackupFull, nil
+	}
+	return catalog.BackupAuto, nil
+}

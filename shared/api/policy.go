@@ -1,0 +1,55 @@
+package api
+
+import "time"
+
+// PathPolicies is the operator route for backup policies.
+const PathPolicies = "/api/v1/policies"
+
+// Retention says which backups a policy keeps, with restic/Proxmox semantics: the newest backup
+// of each of the most recent N hours, days, ISO weeks, months and years with backups, and the N
+// newest. All zero keeps everything. Protected backups are always kept.
+type Retention struct {
+	KeepLast    int `json:"keep_last,omitempty"`
+	KeepHourly  int `json:"keep_hourly,omitempty"`
+	KeepDaily   int `json:"keep_daily,omitempty"`
+	KeepWeekly  int `json:"keep_weekly,omitempty"`
+	KeepMonthly int `json:"keep_monthly,omitempty"`
+	KeepYearly  int `json:"keep_yearly,omitempty"`
+}
+
+// Policy says which VMs are backed up when, to which repository, and how long backups are kept.
+type Policy struct {
+	ID      string `json:"id,omitempty"`
+	Name    string `json:"name"`
+	Enabled bool   `json:"enabled"`
+	// VMs selects VMs by exact name or context id; VMGlob by name pattern (path.Match syntax,
+	// e.g. "db-*"); Agent restricts both to one agent's VMs. With neither VMs nor VMGlob, every
+	// VM (of Agent, when set) is covered. Templates and gone VMs are never covered.
+	VMs        []string `json:"vms,omitempty"`
+	VMGlob     string   `json:"vm_glob,omitempty"`
+	Agent      string   `json:"agent,omitempty"`
+	Repository string   `json:"repository,omitempty"` // default "default"
+	// Schedule is a 5-field cron expression ("0 3 * * *"), a shorthand ("@daily") or an interval
+	// ("@every 6h"); Timezone is an IANA zone for cron (default UTC).
+	Schedule  string    `json:"schedule"`
+	Timezone  string    `json:"timezone,omitempty"`
+	Retention Retention `json:"retention"`
+	// FullEveryIncrementals and FullEveryDays force a full backup after that many incrementals
+	// or days; 0 (the default) never forces one: every backup is a full restore point anyway.
+	FullEveryIncrementals int       `json:"full_every_incrementals,omitempty"`
+	FullEveryDays         int       `json:"full_every_days,omitempty"`
+	LastRunAt             time.Time `json:"last_run_at,omitzero"`
+	NextRunAt             time.Time `json:"next_run_at,omitzero"`
+	LastStatus            string    `json:"last_status,omitempty"`
+	LastSuccessAt         time.Time `json:"last_success_at,omitzero"`
+	CreatedAt             time.Time `json:"created_at,omitzero"`
+}
+
+// PruneDecision is what prune decided for one backup, and why.
+type PruneDecision struct {
+	BackupID  string    `json:"backup_id"`
+	VMName    string    `json:"vm_name"`
+	CreatedAt time.Time `json:"created_at"`
+	Keep      bool      `json:"keep"`
+	Reasons   []string  `json:"reasons,omitempty"`
+}
