@@ -7,7 +7,7 @@ LDFLAGS := -s -w -X github.com/sendense/sendense/shared/version.Version=$(VERSIO
 BIN := bin
 export CGO_ENABLED ?= 0
 
-.PHONY: all build test demo lint bench clean
+.PHONY: all build test demo lint bench clean package
 
 all: build
 
@@ -25,6 +25,9 @@ demo: build
 
 bench: build
 	scripts/bench.sh
+
+package:
+	VERSION='$(VERSION)' COMMIT='$(COMMIT)' scripts/package.sh
 
 lint:
 	@out=$$(gofmt -l $(MODULES)); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

@@ -9,6 +9,8 @@ command -v nbdinfo >/dev/null 2>&1 || need+=(libnbd-bin)
 command -v qemu-img >/dev/null 2>&1 || need+=(qemu-utils)
 command -v curl >/dev/null 2>&1 || need+=(curl ca-certificates)
 [ -x /usr/bin/time ] || need+=(time)
+command -v rpm >/dev/null 2>&1 || need+=(rpm)
+command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 
 if [ ${#need[@]} -gt 0 ]; then
   echo "deps.sh: installing ${need[*]} with apt" >&2
