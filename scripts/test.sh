@@ -5,6 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/deps.sh
+scripts/tools.sh
 eval "$(scripts/mariadb.sh env)"
 export SENDENSE_TEST_STRICT=1
 

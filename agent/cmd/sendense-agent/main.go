@@ -47,6 +47,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		newEnrollCmd(e),
 		newRunCmd(e),
 		newDiscoverCmd(e),
+		newConfigCmd(e),
 		newStatusCmd(e),
 		&cobra.Command{
 			Use:   "version",
@@ -70,4 +71,18 @@ func loadConfig(cmd *cobra.Command, e *env) (*config.Config, error) {
 		path = e.getenv(config.EnvPrefix + "CONFIG")
 	}
 	return config.Load(path, e.getenv, cmd.Flags())
+}
+
+func newConfigCmd(e *env) *cobra.Command {
+	cmd := &cobra.Command{Use: "config", Short: "Show the configuration"}
+	cmd.AddCommand(&cobra.Command{
+		Use:   "example",
+		Short: "Print a complete, commented configuration with every key at its default",
+		Args:  cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			_, err := fmt.Fprint(e.stdout, config.Example)
+			return err
+		},
+	})
+	return cmd
 }

@@ -64,6 +64,7 @@ func newRootCmd(e *env) *cobra.Command {
 		newRestoreCmd(e),
 		newRepoCmd(e),
 		newPolicyCmd(e),
+		newConfigCmd(e),
 		newPruneCmd(e),
 		&cobra.Command{
 			Use:   "version",
@@ -110,4 +111,18 @@ func catalogCmd(e *env, fn func(cmd *cobra.Command, cfg *config.Config, cat *cat
 		defer cat.Close()
 		return fn(cmd, cfg, cat)
 	}
+}
+
+func newConfigCmd(e *env) *cobra.Command {
+	cmd := &cobra.Command{Use: "config", Short: "Show the configuration"}
+	cmd.AddCommand(&cobra.Command{
+		Use:   "example",
+		Short: "Print a complete, commented configuration with every key at its default",
+		Args:  cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			_, err := fmt.Fprint(e.stdout, config.Example)
+			return err
+		},
+	})
+	return cmd
 }

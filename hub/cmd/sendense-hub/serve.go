@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"log/slog"
 	"net"
@@ -79,7 +80,6 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		return err
 	}
 	defer cat.Close()
-	cat.WithLogging(log)
 	if _, err := cat.MigrateUp(ctx, log); err != nil {
 		return err
 	}
@@ -94,16 +94,19 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		buildInfo("sendense_hub_build_info"),
+		certExpiry(ca.Cert, cert.Leaf),
 	)
+	cat.Instrument(log, reg)
 	ids := identity.New(cat, ca, log, identity.Options{HubURL: hubURL(cfg), CertLifetime: cfg.AgentCertLifetime})
 	reg.MustRegister(identity.NewAgentCollector(cat, log))
 	inv := inventory.New(cat, log, reg)
 	backups := backup.New(cat, repos, log, backup.NewMetrics(reg), backup.Options{JobTimeout: cfg.JobTimeout})
 	reg.MustRegister(backup.NewJobsCollector(cat, log))
-	reg.MustRegister(verify.NewCollector(cat, log))
+	reg.MustRegister(verify.NewCollector(cat, log), storage.NewCollector(repos, log))
 	policies := policy.New(cat, backups, log, nil)
 	reg.MustRegister(policy.NewCollector(policies, log))
 	collector := gc.New(cat, repos, log, gc.NewMetrics(reg))
+	verifier := verify.New(cat, repos, log, verify.NewMetrics(reg), 2)
 	backups.OnFinished = func(j catalog.BackupJob) {
 		if j.PolicyID == "" || j.Status != catalog.JobSucceeded {
 			return
@@ -133,6 +136,17 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	g.Go(func() error { return httpserve.Serve(gctx, httpSrv, ln, cfg.ShutdownTimeout) })
 	g.Go(func() error { return backups.ReapStale(gctx, min(30*time.Second, cfg.JobTimeout/4)) })
 	g.Go(func() error { return policies.Run(gctx, cfg.SchedulerInterval) })
+	g.Go(func() error {
+		// Repository size for the metrics until the first collection; a large repository takes
+		// a while to walk, so in the background.
+		if err := collector.Measure(gctx); err != nil && gctx.Err() == nil {
+			log.WarnContext(gctx, "measure repositories", "err", err)
+		}
+		return nil
+	})
+	if cfg.VerifyInterval > 0 {
+		g.Go(func() error { return verifier.Schedule(gctx, cfg.VerifyInterval) })
+	}
 	if cfg.GCInterval > 0 {
 		g.Go(func() error { return collector.Schedule(gctx, cfg.GCInterval, cfg.GCGrace) })
 	}
@@ -170,6 +184,19 @@ func serverTLS(ca *pki.CA, cert tls.Certificate) *tls.Config {
 		ClientAuth:   tls.VerifyClientCertIfGiven,
 		ClientCAs:    ca.Pool(),
 	}
+}
+
+// certExpiry exports the expiry of the hub's CA and server certificates.
+func certExpiry(ca, server *x509.Certificate) prometheus.Collector {
+	g := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "sendense_hub_certificate_expiry_timestamp_seconds",
+		Help: "Unix time at which the hub's certificates expire (certificate: ca, server).",
+	}, []string{"certificate"})
+	g.WithLabelValues("ca").Set(float64(ca.NotAfter.Unix()))
+	if server != nil {
+		g.WithLabelValues("server").Set(float64(server.NotAfter.Unix()))
+	}
+	return g
 }
 
 func buildInfo(name string) prometheus.Collector {

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/go-sql-driver/mysql"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/uptrace/bun"
 	"github.com/uptrace/bun/dialect/mysqldialect"
 	"github.com/uptrace/bun/dialect/sqlitedialect"
@@ -180,19 +181,41 @@ func wallClock() time.Time { return time.Now().UTC().Truncate(time.Microsecond) 
 // Now returns the catalog's current time.
 func (c *Catalog) Now() time.Time { return c.now() }
 
-// WithLogging makes every query log at debug level (never with argument values).
-func (c *Catalog) WithLogging(log *slog.Logger) {
-	c.db.AddQueryHook(queryLogHook{log: log})
+// Instrument logs failed queries at debug level (never with argument values) and counts them in
+// sendense_hub_catalog_query_errors_total{operation} on reg.
+func (c *Catalog) Instrument(log *slog.Logger, reg prometheus.Registerer) {
+	errs := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sendense_hub_catalog_query_errors_total",
+		Help: "Catalog queries that failed (not counting 'no rows'), by operation.",
+	}, []string{"operation"})
+	for _, op := range []string{"SELECT", "INSERT", "UPDATE", "DELETE"} {
+		errs.WithLabelValues(op)
+	}
+	if reg != nil {
+		reg.MustRegister(errs)
+	}
+	c.db.AddQueryHook(queryHook{log: log, errs: errs})
 }
 
-type queryLogHook struct{ log *slog.Logger }
+type queryHook struct {
+	log  *slog.Logger
+	errs *prometheus.CounterVec
+}
 
-func (h queryLogHook) BeforeQuery(ctx context.Context, _ *bun.QueryEvent) context.Context { return ctx }
+func (h queryHook) BeforeQuery(ctx context.Context, _ *bun.QueryEvent) context.Context { return ctx }
 
-func (h queryLogHook) AfterQuery(ctx context.Context, e *bun.QueryEvent) {
-	if e.Err != nil && !errors.Is(e.Err, sql.ErrNoRows) {
-		h.log.DebugContext(ctx, "catalog query failed", "operation", e.Operation(), "duration_seconds", time.Since(e.StartTime).Seconds(), "err", e.Err)
+func (h queryHook) AfterQuery(ctx context.Context, e *bun.QueryEvent) {
+	if e.Err == nil || errors.Is(e.Err, sql.ErrNoRows) {
+		return
 	}
+	op := e.Operation()
+	switch op {
+	case "SELECT", "INSERT", "UPDATE", "DELETE":
+	default:
+		op = "OTHER" // DDL, transactions: a bounded label either way
+	}
+	h.errs.WithLabelValues(op).Inc()
+	h.log.DebugContext(ctx, "catalog query failed", "operation", op, "duration_seconds", time.Since(e.StartTime).Seconds(), "err", e.Err)
 }
 
 // isUniqueViolation reports whether err is a duplicate-key error on either dialect.

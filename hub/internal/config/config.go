@@ -52,6 +52,9 @@ type Config struct {
 	// age below which an unreferenced chunk is kept.
 	GCInterval time.Duration `yaml:"gc_interval"`
 	GCGrace    time.Duration `yaml:"gc_grace"`
+	// VerifyInterval is how often every successful backup's chunks are re-read and re-hashed
+	// (0 disables the schedule; `sendense-hub repo verify` runs it on demand).
+	VerifyInterval time.Duration `yaml:"verify_interval"`
 	// Pprof serves Go's profiler at /debug/pprof/ on the metrics listener (loopback by default).
 	Pprof bool `yaml:"pprof"`
 	// LogLevel is debug, info, warn or error.
@@ -72,6 +75,7 @@ func Default() Config {
 		SchedulerInterval: 15 * time.Second,
 		GCInterval:        24 * time.Hour,
 		GCGrace:           24 * time.Hour,
+		VerifyInterval:    7 * 24 * time.Hour,
 		LogLevel:          "info",
 		LogFormat:         "text",
 	}
@@ -92,6 +96,7 @@ func BindFlags(fs *pflag.FlagSet, c *Config) {
 	fs.DurationVar(&c.SchedulerInterval, "scheduler-interval", c.SchedulerInterval, "how often due policies are looked for")
 	fs.DurationVar(&c.GCInterval, "gc-interval", c.GCInterval, "how often garbage collection runs (0 disables)")
 	fs.DurationVar(&c.GCGrace, "gc-grace", c.GCGrace, "unreferenced chunks younger than this are kept")
+	fs.DurationVar(&c.VerifyInterval, "verify-interval", c.VerifyInterval, "how often all backups are verified (0 disables)")
 	fs.BoolVar(&c.Pprof, "pprof", c.Pprof, "serve /debug/pprof/ on the metrics listener")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error")
 	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "text or json")
@@ -233,6 +238,9 @@ func (c *Config) Validate() error {
 	}
 	if c.GCInterval != 0 && c.GCInterval < time.Minute {
 		return &FieldError{"gc_interval", "must be 0 (off) or at least 1m"}
+	}
+	if c.VerifyInterval != 0 && c.VerifyInterval < time.Minute {
+		return &FieldError{"verify_interval", "must be 0 (off) or at least 1m"}
 	}
 	if c.GCGrace < 0 {
 		return &FieldError{"gc_grace", "must not be negative"}

@@ -235,3 +235,29 @@ func (g *Collector) Schedule(ctx context.Context, interval, grace time.Duration)
 		}
 	}
 }
+
+// Measure sets the size and chunk gauges of every repository from a walk of its chunks, and
+// makes the per-repository series exist before the first collection (at hub start).
+func (g *Collector) Measure(ctx context.Context) error {
+	rs, err := g.cat.Repositories(ctx)
+	if err != nil {
+		return err
+	}
+	for _, r := range rs {
+		g.m.FreedBytes.WithLabelValues(r.Name)
+		g.m.FreedChunks.WithLabelValues(r.Name)
+		g.m.Duration.WithLabelValues(r.Name)
+		g.m.LastRun.WithLabelValues(r.Name)
+		repo, err := g.repos.Open(ctx, r.ID)
+		if err != nil {
+			return err
+		}
+		n, size, err := repo.Stats(ctx)
+		if err != nil {
+			return err
+		}
+		g.m.Size.WithLabelValues(r.Name).Set(float64(size))
+		g.m.Chunks.WithLabelValues(r.Name).Set(float64(n))
+	}
+	return nil
+}

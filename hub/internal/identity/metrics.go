@@ -6,27 +6,42 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/sendense/sendense/hub/internal/catalog"
 )
 
 type agentCounter interface {
 	CountAgentsByStatus(ctx context.Context) (map[string]int, error)
+	Agents(ctx context.Context) ([]catalog.Agent, error)
 }
 
 // AgentCollector exports sendense_hub_agents{status}, counted in the catalog at scrape time so
 // that every hub instance reports the same fleet.
 type AgentCollector struct {
-	cat  agentCounter
-	log  *slog.Logger
-	desc *prometheus.Desc
+	cat      agentCounter
+	log      *slog.Logger
+	desc     *prometheus.Desc
+	lastSeen *prometheus.Desc
+	certEnd  *prometheus.Desc
 }
 
 // NewAgentCollector returns the collector.
 func NewAgentCollector(cat agentCounter, log *slog.Logger) *AgentCollector {
-	return &AgentCollector{cat: cat, log: log, desc: prometheus.NewDesc("sendense_hub_agents", "Enrolled agents by status.", []string{"status"}, nil)}
+	return &AgentCollector{
+		cat: cat, log: log,
+		desc: prometheus.NewDesc("sendense_hub_agents", "Enrolled agents by status.", []string{"status"}, nil),
+		// Per active agent: the fleet is a bounded set, and these are what alerts need.
+		lastSeen: prometheus.NewDesc("sendense_hub_agent_last_seen_timestamp_seconds", "Unix time of the active agent's last heartbeat.", []string{"agent_id"}, nil),
+		certEnd:  prometheus.NewDesc("sendense_hub_agent_certificate_expiry_timestamp_seconds", "Unix time at which the active agent's current certificate expires.", []string{"agent_id"}, nil),
+	}
 }
 
 // Describe implements prometheus.Collector.
-func (c *AgentCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+func (c *AgentCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.desc
+	ch <- c.lastSeen
+	ch <- c.certEnd
+}
 
 // Collect implements prometheus.Collector.
 func (c *AgentCollector) Collect(ch chan<- prometheus.Metric) {
@@ -40,5 +55,17 @@ func (c *AgentCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	for status, n := range counts {
 		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(n), status)
+	}
+	agents, err := c.cat.Agents(ctx)
+	if err != nil {
+		ch <- prometheus.NewInvalidMetric(c.lastSeen, err)
+		return
+	}
+	for _, a := range agents {
+		if a.Status != catalog.AgentActive {
+			continue
+		}
+		ch <- prometheus.MustNewConstMetric(c.lastSeen, prometheus.GaugeValue, float64(a.LastSeenAt.Unix()), a.ID)
+		ch <- prometheus.MustNewConstMetric(c.certEnd, prometheus.GaugeValue, float64(a.CertNotAfter.Unix()), a.ID)
 	}
 }

@@ -16,6 +16,7 @@ type Collector struct {
 	log                       *slog.Logger
 	lastSuccess, lastFailed   *prometheus.Desc
 	nextRun, unprotected, vms *prometheus.Desc
+	overdue                   *prometheus.Desc
 }
 
 // NewCollector returns the collector.
@@ -27,12 +28,14 @@ func NewCollector(s *Service, log *slog.Logger) *Collector {
 		nextRun:     prometheus.NewDesc("sendense_hub_policy_next_run_timestamp_seconds", "Unix time of the policy's next scheduled run.", []string{"policy"}, nil),
 		vms:         prometheus.NewDesc("sendense_hub_policy_vms", "VMs the policy covers.", []string{"policy"}, nil),
 		unprotected: prometheus.NewDesc("sendense_hub_vms_unprotected", "VMs (not gone, not templates) that no enabled policy covers.", nil, nil),
+		overdue: prometheus.NewDesc("sendense_hub_policy_vms_overdue",
+			"VMs the policy covers whose last successful backup is older than two schedule periods (or that have none although the policy is that old).", []string{"policy"}, nil),
 	}
 }
 
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.lastSuccess, c.lastFailed, c.nextRun, c.vms, c.unprotected} {
+	for _, d := range []*prometheus.Desc{c.lastSuccess, c.lastFailed, c.nextRun, c.vms, c.unprotected, c.overdue} {
 		ch <- d
 	}
 }
@@ -74,6 +77,11 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(c.lastFailed, prometheus.GaugeValue, failed, p.Name)
 		ch <- prometheus.MustNewConstMetric(c.nextRun, prometheus.GaugeValue, unix(p.NextRunAt), p.Name)
 		ch <- prometheus.MustNewConstMetric(c.vms, prometheus.GaugeValue, float64(len(covered)), p.Name)
+		if n, err := c.s.overdue(ctx, p, covered); err != nil {
+			ch <- prometheus.NewInvalidMetric(c.overdue, err)
+		} else {
+			ch <- prometheus.MustNewConstMetric(c.overdue, prometheus.GaugeValue, float64(n), p.Name)
+		}
 	}
 	un, err := c.s.Unprotected(ctx)
 	if err != nil {

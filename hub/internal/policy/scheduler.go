@@ -134,3 +134,34 @@ func (s *Service) backupType(ctx context.Context, p *catalog.Policy, vm *catalog
 	}
 	return catalog.BackupAuto, nil
 }
+
+// overdue counts the covered VMs whose last successful backup is older than two schedule periods
+// (a policy's own window: a nightly policy tolerates one missed night), or that never had one
+// although the policy is older than that.
+func (s *Service) overdue(ctx context.Context, p *catalog.Policy, covered []catalog.VMWithSource) (int, error) {
+	if !p.Enabled || len(covered) == 0 {
+		return 0, nil
+	}
+	sched, err := schedule.Parse(p.Schedule, p.Timezone)
+	if err != nil {
+		return 0, err
+	}
+	now := s.now()
+	n1 := sched.Next(now)
+	window := 2 * sched.Next(n1).Sub(n1)
+	last, err := s.cat.LastSuccessByVM(ctx, p.RepositoryID)
+	if err != nil {
+		return 0, err
+	}
+	count := 0
+	for _, vm := range covered {
+		t, ok := last[vm.ContextID]
+		switch {
+		case ok && now.Sub(t) > window:
+			count++
+		case !ok && now.Sub(p.CreatedAt) > window:
+			count++
+		}
+	}
+	return count, nil
+}

@@ -244,3 +244,21 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.damaged, prometheus.GaugeValue, float64(damaged))
 	ch <- prometheus.MustNewConstMetric(c.last, prometheus.GaugeValue, ts)
 }
+
+// Schedule verifies every successful backup every interval until ctx ends.
+func (v *Verifier) Schedule(ctx context.Context, interval time.Duration) error {
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(interval):
+		}
+		rep, err := v.Run(ctx, "")
+		switch {
+		case err != nil && ctx.Err() == nil:
+			v.log.ErrorContext(ctx, "scheduled verification failed", "err", err)
+		case err == nil && !rep.OK():
+			v.log.ErrorContext(ctx, "scheduled verification found damaged backups", "backups", len(rep.DamagedBackups), "chunks", len(rep.DamagedChunks))
+		}
+	}
+}
