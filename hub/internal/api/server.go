@@ -90,6 +90,7 @@ func New(d Deps) *Server {
 	s.registerRestore(v1)
 	s.registerRepositories(v1)
 	s.registerPolicies(v1)
+	s.registerOpenAPI()
 	return s
 }
 

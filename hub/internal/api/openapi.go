@@ -1,0 +1,256 @@
+package api
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"reflect"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/sendense/sendense/shared/api"
+	"github.com/sendense/sendense/shared/version"
+)
+
+// PathOpenAPI serves the OpenAPI 3 description of this API (no authentication).
+const PathOpenAPI = "/api/v1/openapi.json"
+
+// Who may call an operation.
+const (
+	authPublic   = "public"
+	authAgent    = "agent"
+	authViewer   = api.RoleViewer
+	authOperator = api.RoleOperator
+	authAdmin    = api.RoleAdmin
+)
+
+// operation describes one route for the OpenAPI document; the types of its bodies are turned
+// into schemas by reflection, so the document follows the wire types in shared/api.
+type operation struct {
+	method, path string // path in OpenAPI form: /api/v1/backups/{id}
+	summary      string
+	auth         string
+	query        []string // query parameters
+	req, resp    any      // nil: none; a []byte: raw octets
+	status       int
+}
+
+
+var operations = []operation{
+	{"GET", api.PathHealth, "Health: status, version, uptime, catalog and repository checks, the registered routes", authPublic, nil, nil, api.Health{}, 200},
+	{"GET", PathOpenAPI, "This document", authPublic, nil, nil, map[string]any{}, 200},
+	{"POST", api.PathEnroll, "Redeem a join token for an agent certificate", authPublic, nil, api.EnrollRequest{}, api.EnrollResponse{}, 201},
+
+	{"POST", api.PathAgentHeartbeat, "Agent heartbeat", authAgent, nil, api.HeartbeatRequest{}, api.HeartbeatResponse{}, 200},
+	{"POST", api.PathAgentRenew, "Renew the agent certificate for a new key", authAgent, nil, api.RenewRequest{}, api.RenewResponse{}, 200},
+	{"PUT", api.PathAgentInventory, "Push the complete inventory of one source", authAgent, nil, api.Inventory{}, api.InventoryResult{}, 200},
+	{"GET", api.PathAgentJobs, "Long poll for the next job (204: none)", authAgent, []string{"wait", "running"}, nil, api.Job{}, 200},
+	{"GET", api.PathAgentJobs + "/{id}", "A job's state", authAgent, nil, nil, api.JobState{}, 200},
+	{"POST", api.PathAgentJobs + "/{id}/progress", "Report progress (heartbeat of the job); answers whether to cancel", authAgent, nil, api.JobProgress{}, api.JobState{}, 200},
+	{"POST", api.PathAgentJobs + "/{id}/complete", "Report the end of a job", authAgent, nil, api.JobCompletion{}, api.JobState{}, 200},
+	{"POST", api.PathAgentJobs + "/{id}/disks/{disk}/session", "Open (or reopen) the upload session of a disk", authAgent, nil, api.OpenSessionRequest{}, api.Session{}, 200},
+	{"GET", "/api/v1/agent/sessions/{session}", "A session with the slots already recorded", authAgent, nil, nil, api.Session{}, 200},
+	{"PUT", "/api/v1/agent/sessions/{session}/chunks/{digest}", "Upload one chunk blob (201 stored, 200 already held)", authAgent, nil, []byte{}, nil, 201},
+	{"POST", "/api/v1/agent/sessions/{session}/slots", "Record slot digests; answers the digests the hub lacks", authAgent, nil, api.SlotBatch{}, api.SlotBatchResult{}, 200},
+	{"POST", "/api/v1/agent/sessions/{session}/commit", "Close a session: the hub writes the disk's index", authAgent, nil, api.CommitRequest{}, api.BackupDisk{}, 200},
+
+	{"GET", api.PathAgents, "List agents", authViewer, nil, nil, map[string][]api.Agent{"agents": nil}, 200},
+	{"GET", api.PathAgents + "/{id}", "Show an agent", authViewer, nil, nil, api.Agent{}, 200},
+	{"POST", api.PathAgents + "/{id}/revoke", "Revoke an agent: its next request is refused", authAdmin, nil, nil, api.Agent{}, 200},
+	{"GET", api.PathJoinTokens, "List join tokens (no secrets)", authAdmin, nil, nil, map[string][]api.JoinTokenInfo{"tokens": nil}, 200},
+	{"POST", api.PathJoinTokens, "Create a join token (its string is shown once)", authAdmin, nil, api.CreateJoinTokenRequest{}, api.CreateJoinTokenResponse{}, 201},
+	{"DELETE", api.PathJoinTokens + "/{id}", "Revoke an unused join token", authAdmin, nil, nil, nil, 204},
+	{"GET", api.PathAPITokens, "List API tokens (no secrets)", authAdmin, nil, nil, map[string][]api.APITokenInfo{"api_tokens": nil}, 200},
+	{"POST", api.PathAPITokens, "Create an API token (shown once)", authAdmin, nil, api.CreateAPITokenRequest{}, api.CreateAPITokenResponse{}, 201},
+	{"DELETE", api.PathAPITokens + "/{id}", "Revoke an API token", authAdmin, nil, nil, nil, 204},
+
+	{"GET", api.PathVMs, "List VMs", authViewer, []string{"name", "status", "agent", "protected", "limit", "offset"}, nil, api.VMList{}, 200},
+	{"GET", api.PathVMs + "/{id}", "Show a VM (by context id or unique name) with its disks", authViewer, nil, nil, api.VMContext{}, 200},
+	{"GET", api.PathVMs + "/{id}/disks", "A VM's disks", authViewer, nil, nil, map[string]any{"vm_context_id": "", "disks": []api.VMDisk{}}, 200},
+
+	{"POST", api.PathBackups, "Start a backup of a VM", authOperator, nil, api.StartBackupRequest{}, api.Backup{}, 202},
+	{"GET", api.PathBackups, "List backups, newest first", authViewer, []string{"vm", "status", "since", "limit", "offset"}, nil, api.BackupList{}, 200},
+	{"GET", api.PathBackups + "/{id}", "Show a backup with its disks", authViewer, nil, nil, api.Backup{}, 200},
+	{"DELETE", api.PathBackups + "/{id}", "Delete a finished, unprotected backup (space is reclaimed by garbage collection)", authOperator, nil, nil, nil, 204},
+	{"POST", api.PathBackups + "/{id}/cancel", "Cancel a queued or running backup", authOperator, nil, nil, api.Backup{}, 202},
+	{"GET", api.PathBackups + "/{id}/chain", "Per disk, the lineage of a VM's backups ({id} is the VM name or context id)", authViewer, nil, nil, api.Chain{}, 200},
+	{"GET", api.PathBackups + "/{id}/disks/{disk}/image", "The raw disk image of a restore point (Range supported, every chunk verified)", authViewer, nil, nil, []byte{}, 200},
+	{"HEAD", api.PathBackups + "/{id}/disks/{disk}/image", "Size and ETag of a disk image", authViewer, nil, nil, nil, 200},
+
+	{"GET", api.PathRepositories, "List repositories", authAdmin, nil, nil, map[string][]api.Repository{"repositories": nil}, 200},
+	{"POST", api.PathRepositories, "Create a repository", authAdmin, nil, api.CreateRepositoryRequest{}, api.Repository{}, 201},
+
+	{"GET", api.PathPolicies, "List policies", authViewer, nil, nil, map[string][]api.Policy{"policies": nil}, 200},
+	{"POST", api.PathPolicies, "Create a policy", authOperator, nil, api.Policy{}, api.Policy{}, 201},
+	{"GET", api.PathPolicies + "/{name}", "Show a policy", authViewer, nil, nil, api.Policy{}, 200},
+	{"PUT", api.PathPolicies + "/{name}", "Replace a policy's settings", authOperator, nil, api.Policy{}, api.Policy{}, 200},
+	{"DELETE", api.PathPolicies + "/{name}", "Delete a policy (its backups stay)", authOperator, nil, nil, nil, 204},
+}
+
+// schemaGen turns Go types into OpenAPI schemas, collecting named structs as components.
+type schemaGen struct{ components map[string]any }
+
+var timeType = reflect.TypeOf(time.Time{})
+
+func (g *schemaGen) schema(t reflect.Type) map[string]any {
+	switch {
+	case t == timeType:
+		return map[string]any{"type": "string", "format": "date-time"}
+	case t.Kind() == reflect.Pointer:
+		s := g.schema(t.Elem())
+		s["nullable"] = true
+		return s
+	}
+	switch t.Kind() {
+	case reflect.String:
+		return map[string]any{"type": "string"}
+	case reflect.Bool:
+		return map[string]any{"type": "boolean"}
+	case reflect.Int, reflect.Int32, reflect.Int64, reflect.Uint8:
+		return map[string]any{"type": "integer"}
+	case reflect.Float32, reflect.Float64:
+		return map[string]any{"type": "number"}
+	case reflect.Slice, reflect.Array:
+		return map[string]any{"type": "array", "items": g.schema(t.Elem())}
+	case reflect.Map:
+		return map[string]any{"type": "object", "additionalProperties": g.schema(t.Elem())}
+	case reflect.Interface:
+		return map[string]any{}
+	case reflect.Struct:
+		name := t.Name()
+		if _, done := g.components[name]; !done {
+			g.components[name] = nil // breaks cycles
+			props := map[string]any{}
+			for i := range t.NumField() {
+				f := t.Field(i)
+				if !f.IsExported() {
+					continue
+				}
+				tag := strings.Split(f.Tag.Get("json"), ",")[0]
+				if tag == "-" {
+					continue
+				}
+				if tag == "" {
+					tag = f.Name
+				}
+				props[tag] = g.schema(f.Type)
+			}
+			g.components[name] = map[string]any{"type": "object", "properties": props}
+		}
+		return map[string]any{"$ref": "#/components/schemas/" + name}
+	}
+	return map[string]any{}
+}
+
+func (g *schemaGen) content(v any) map[string]any {
+	if b, ok := v.([]byte); ok && b != nil {
+		return map[string]any{"application/octet-stream": map[string]any{"schema": map[string]any{"type": "string", "format": "binary"}}}
+	}
+	var s map[string]any
+	if m, ok := v.(map[string]any); ok {
+		props := map[string]any{}
+		for k, val := range m {
+			props[k] = g.schema(reflect.TypeOf(val))
+		}
+		s = map[string]any{"type": "object", "properties": props}
+	} else {
+		s = g.schema(reflect.TypeOf(v))
+	}
+	return map[string]any{"application/json": map[string]any{"schema": s}}
+}
+
+// OpenAPI builds the API's OpenAPI 3 document.
+func OpenAPI() ([]byte, error) {
+	g := &schemaGen{components: map[string]any{}}
+	paths := map[string]map[string]any{}
+	for _, op := range operations {
+		o := map[string]any{
+			"summary": op.summary,
+			"tags":    []string{strings.Split(strings.TrimPrefix(op.path, "/api/v1/"), "/")[0]},
+		}
+		var params []any
+		for _, seg := range strings.Split(op.path, "/") {
+			if strings.HasPrefix(seg, "{") {
+				params = append(params, map[string]any{"name": strings.Trim(seg, "{}"), "in": "path", "required": true, "schema": map[string]any{"type": "string"}})
+			}
+		}
+		for _, q := range op.query {
+			params = append(params, map[string]any{"name": q, "in": "query", "schema": map[string]any{"type": "string"}})
+		}
+		if len(params) > 0 {
+			o["parameters"] = params
+		}
+		switch op.auth {
+		case authPublic:
+			o["security"] = []any{}
+		case authAgent:
+			o["security"] = []any{map[string]any{"agentCertificate": []string{}}}
+			o["description"] = "Mutual TLS: the client certificate of an active agent (CN = agent id). An agent only sees its own objects."
+		default:
+			o["security"] = []any{map[string]any{"apiToken": []string{}}}
+			o["description"] = fmt.Sprintf("Operator API token with role %s or higher.", op.auth)
+		}
+		if op.req != nil {
+			o["requestBody"] = map[string]any{"required": true, "content": g.content(op.req)}
+		}
+		ok := map[string]any{"description": http.StatusText(op.status)}
+		if op.resp != nil {
+			ok["content"] = g.content(op.resp)
+		}
+		errResp := map[string]any{"description": "Error", "content": g.content(api.Error{})}
+		o["responses"] = map[string]any{fmt.Sprint(op.status): ok, "default": errResp}
+		if paths[op.path] == nil {
+			paths[op.path] = map[string]any{}
+		}
+		paths[op.path][strings.ToLower(op.method)] = o
+	}
+	doc := map[string]any{
+		"openapi": "3.0.3",
+		"info": map[string]any{
+			"title":   "Sendense hub API",
+			"version": version.Get().Version,
+			"description": "Backups of VMware vSphere VMs. Operators authenticate with API tokens (Authorization: Bearer sdt_...), " +
+				"agents with client certificates issued at enrollment. Errors are {error, code, field}.",
+		},
+		"paths": paths,
+		"components": map[string]any{
+			"schemas": g.components,
+			"securitySchemes": map[string]any{
+				"apiToken":         map[string]any{"type": "http", "scheme": "bearer"},
+				"agentCertificate": map[string]any{"type": "mutualTLS"},
+			},
+		},
+	}
+	return json.MarshalIndent(doc, "", "  ")
+}
+
+// DescribedRoutes lists "METHOD /path" of every operation in the document, in Gin's path form.
+func DescribedRoutes() []string {
+	var out []string
+	for _, op := range operations {
+		segs := strings.Split(op.path, "/")
+		for i, s := range segs {
+			if strings.HasPrefix(s, "{") {
+				segs[i] = ":" + strings.Trim(s, "{}")
+			}
+		}
+		out = append(out, op.method+" "+strings.Join(segs, "/"))
+	}
+	sort.Strings(out)
+	return out
+}
+
+func (s *Server) registerOpenAPI() {
+	doc, err := OpenAPI()
+	s.engine.GET(PathOpenAPI, func(c *gin.Context) {
+		if err != nil {
+			s.fail(c, err)
+			return
+		}
+		c.Data(http.StatusOK, "application/json", doc)
+	})
+}
+
