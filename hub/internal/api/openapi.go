@@ -38,7 +38,6 @@ type operation struct {
 	status       int
 }
 
-
 var operations = []operation{
 	{"GET", api.PathHealth, "Health: status, version, uptime, catalog and repository checks, the registered routes", authPublic, nil, nil, api.Health{}, 200},
 	{"GET", PathOpenAPI, "This document", authPublic, nil, nil, map[string]any{}, 200},
@@ -253,4 +252,3 @@ func (s *Server) registerOpenAPI() {
 		c.Data(http.StatusOK, "application/json", doc)
 	})
 }
-
