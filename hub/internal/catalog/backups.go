@@ -63,12 +63,8 @@ func (c *Catalog) Backups(ctx context.Context, f BackupFilter) ([]BackupRow, int
 // BackupByID returns one job with its names, or ErrNotFound.
 func (c *Catalog) BackupByID(ctx context.Context, id string) (*BackupRow, error) {
 	out := new(BackupRow)
-	err := c.backupQuery(out).Where("j.id = ?", id).Scan(ctx)
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, fmt.Errorf("backup %s: %w", id, ErrNotFound)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("select backup %s: %w", id, err)
+	if err := scanOne(ctx, c.backupQuery(out).Where("j.id = ?", id), fmt.Sprintf("backup %s", id)); err != nil {
+		return nil, err
 	}
 	return out, nil
 }

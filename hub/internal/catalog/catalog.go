@@ -229,3 +229,15 @@ func isUniqueViolation(err error) bool {
 	}
 	return strings.Contains(err.Error(), "UNIQUE constraint failed")
 }
+
+// scanOne runs a query for one row: no row is ErrNotFound; both outcomes name the row with what.
+func scanOne(ctx context.Context, q *bun.SelectQuery, what string) error {
+	err := q.Scan(ctx)
+	if errors.Is(err, sql.ErrNoRows) {
+		return fmt.Errorf("%s: %w", what, ErrNotFound)
+	}
+	if err != nil {
+		return fmt.Errorf("select %s: %w", what, err)
+	}
+	return nil
+}

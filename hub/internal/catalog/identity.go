@@ -2,7 +2,6 @@ package catalog
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
 	"time"
@@ -27,12 +26,8 @@ func (c *Catalog) CreateJoinToken(ctx context.Context, t *JoinToken) error {
 // JoinTokenByID returns one join token or ErrNotFound.
 func (c *Catalog) JoinTokenByID(ctx context.Context, id string) (*JoinToken, error) {
 	t := new(JoinToken)
-	err := c.db.NewSelect().Model(t).Where("id = ?", id).Scan(ctx)
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, fmt.Errorf("join token %s: %w", id, ErrNotFound)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("select join token %s: %w", id, err)
+	if err := scanOne(ctx, c.db.NewSelect().Model(t).Where("id = ?", id), fmt.Sprintf("join token %s", id)); err != nil {
+		return nil, err
 	}
 	return t, nil
 }
@@ -94,12 +89,8 @@ func (c *Catalog) RedeemJoinToken(ctx context.Context, tokenID, secretHash strin
 // AgentByID returns one agent or ErrNotFound.
 func (c *Catalog) AgentByID(ctx context.Context, id string) (*Agent, error) {
 	a := new(Agent)
-	err := c.db.NewSelect().Model(a).Where("id = ?", id).Scan(ctx)
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, fmt.Errorf("agent %s: %w", id, ErrNotFound)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("select agent %s: %w", id, err)
+	if err := scanOne(ctx, c.db.NewSelect().Model(a).Where("id = ?", id), fmt.Sprintf("agent %s", id)); err != nil {
+		return nil, err
 	}
 	return a, nil
 }
@@ -194,12 +185,8 @@ func (c *Catalog) CreateAPIToken(ctx context.Context, t *APIToken) error {
 // APITokenByID returns one API token or ErrNotFound.
 func (c *Catalog) APITokenByID(ctx context.Context, id string) (*APIToken, error) {
 	t := new(APIToken)
-	err := c.db.NewSelect().Model(t).Where("id = ?", id).Scan(ctx)
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, fmt.Errorf("api token %s: %w", id, ErrNotFound)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("select api token %s: %w", id, err)
+	if err := scanOne(ctx, c.db.NewSelect().Model(t).Where("id = ?", id), fmt.Sprintf("api token %s", id)); err != nil {
+		return nil, err
 	}
 	return t, nil
 }

@@ -361,12 +361,8 @@ func (c *Catalog) VMs(ctx context.Context, f VMFilter) ([]VMWithSource, int, err
 // VMByContextID returns one VM, or ErrNotFound.
 func (c *Catalog) VMByContextID(ctx context.Context, id string) (*VMWithSource, error) {
 	out := new(VMWithSource)
-	err := c.vmQuery(out).Where("vmc.context_id = ?", id).Scan(ctx)
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, fmt.Errorf("vm %s: %w", id, ErrNotFound)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("select vm %s: %w", id, err)
+	if err := scanOne(ctx, c.vmQuery(out).Where("vmc.context_id = ?", id), fmt.Sprintf("vm %s", id)); err != nil {
+		return nil, err
 	}
 	return out, nil
 }

@@ -63,12 +63,8 @@ func (c *Catalog) CreateJob(ctx context.Context, j *BackupJob) error {
 // JobByID returns one job or ErrNotFound.
 func (c *Catalog) JobByID(ctx context.Context, id string) (*BackupJob, error) {
 	j := new(BackupJob)
-	err := c.db.NewSelect().Model(j).Where("id = ?", id).Scan(ctx)
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, fmt.Errorf("backup %s: %w", id, ErrNotFound)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("select backup %s: %w", id, err)
+	if err := scanOne(ctx, c.db.NewSelect().Model(j).Where("id = ?", id), fmt.Sprintf("backup %s", id)); err != nil {
+		return nil, err
 	}
 	return j, nil
 }
@@ -76,12 +72,8 @@ func (c *Catalog) JobByID(ctx context.Context, id string) (*BackupJob, error) {
 // AgentJob returns a job only when it belongs to the agent; another agent's job is ErrNotFound.
 func (c *Catalog) AgentJob(ctx context.Context, id, agentID string) (*BackupJob, error) {
 	j := new(BackupJob)
-	err := c.db.NewSelect().Model(j).Where("id = ?", id).Where("agent_id = ?", agentID).Scan(ctx)
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, fmt.Errorf("job %s: %w", id, ErrNotFound)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("select job %s: %w", id, err)
+	if err := scanOne(ctx, c.db.NewSelect().Model(j).Where("id = ?", id).Where("agent_id = ?", agentID), fmt.Sprintf("job %s", id)); err != nil {
+		return nil, err
 	}
 	return j, nil
 }

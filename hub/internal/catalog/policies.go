@@ -42,14 +42,11 @@ func (c *Catalog) UpdatePolicy(ctx context.Context, p *Policy) error {
 // PolicyByName returns a policy by name or id, or ErrNotFound.
 func (c *Catalog) PolicyByName(ctx context.Context, nameOrID string) (*Policy, error) {
 	p := new(Policy)
-	err := c.db.NewSelect().Model(p).WhereGroup(" AND ", func(q *bun.SelectQuery) *bun.SelectQuery {
+	q := c.db.NewSelect().Model(p).WhereGroup(" AND ", func(q *bun.SelectQuery) *bun.SelectQuery {
 		return q.Where("name = ?", nameOrID).WhereOr("id = ?", nameOrID)
-	}).Limit(1).Scan(ctx)
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, fmt.Errorf("policy %q: %w", nameOrID, ErrNotFound)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("select policy %q: %w", nameOrID, err)
+	}).Limit(1)
+	if err := scanOne(ctx, q, fmt.Sprintf("policy %q", nameOrID)); err != nil {
+		return nil, err
 	}
 	return p, nil
 }

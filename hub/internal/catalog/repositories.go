@@ -2,8 +2,6 @@ package catalog
 
 import (
 	"context"
-	"database/sql"
-	"errors"
 	"fmt"
 )
 
@@ -23,12 +21,8 @@ func (c *Catalog) CreateRepository(ctx context.Context, r *Repository) error {
 // RepositoryByName returns the repository with that name, or ErrNotFound.
 func (c *Catalog) RepositoryByName(ctx context.Context, name string) (*Repository, error) {
 	r := new(Repository)
-	err := c.db.NewSelect().Model(r).Where("name = ?", name).Scan(ctx)
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, fmt.Errorf("repository %q: %w", name, ErrNotFound)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("select repository %q: %w", name, err)
+	if err := scanOne(ctx, c.db.NewSelect().Model(r).Where("name = ?", name), fmt.Sprintf("repository %q", name)); err != nil {
+		return nil, err
 	}
 	return r, nil
 }
@@ -36,12 +30,8 @@ func (c *Catalog) RepositoryByName(ctx context.Context, name string) (*Repositor
 // RepositoryByID returns the repository with that id, or ErrNotFound.
 func (c *Catalog) RepositoryByID(ctx context.Context, id string) (*Repository, error) {
 	r := new(Repository)
-	err := c.db.NewSelect().Model(r).Where("id = ?", id).Scan(ctx)
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, fmt.Errorf("repository %s: %w", id, ErrNotFound)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("select repository %s: %w", id, err)
+	if err := scanOne(ctx, c.db.NewSelect().Model(r).Where("id = ?", id), fmt.Sprintf("repository %s", id)); err != nil {
+		return nil, err
 	}
 	return r, nil
 }

@@ -35,12 +35,8 @@ func (c *Catalog) OpenSession(ctx context.Context, s *UploadSession) (*UploadSes
 // AgentSession returns a session only when it belongs to the agent; another agent's → ErrNotFound.
 func (c *Catalog) AgentSession(ctx context.Context, id, agentID string) (*UploadSession, error) {
 	s := new(UploadSession)
-	err := c.db.NewSelect().Model(s).Where("id = ?", id).Where("agent_id = ?", agentID).Scan(ctx)
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, fmt.Errorf("upload session %s: %w", id, ErrNotFound)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("select upload session %s: %w", id, err)
+	if err := scanOne(ctx, c.db.NewSelect().Model(s).Where("id = ?", id).Where("agent_id = ?", agentID), fmt.Sprintf("upload session %s", id)); err != nil {
+		return nil, err
 	}
 	return s, nil
 }
