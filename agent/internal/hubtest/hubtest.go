@@ -103,12 +103,16 @@ func (h *Hub) start() {
 	go func() { h.done <- h.cmd.Wait() }()
 	deadline := time.Now().Add(60 * time.Second)
 	for time.Now().Before(deadline) {
-		if addr, ok := h.logField("hub listening", "addr"); ok {
-			h.Addr = addr
-			h.URL = "https://" + addr
-			if m, ok := h.logField("metrics listening", "addr"); ok {
-				h.Metrics = "http://" + m + "/metrics"
+		// "hub listening" is logged once every listener is open and carries every address, so
+		// one line read once is the whole answer.
+		if line, ok := h.logLine("hub listening"); ok {
+			h.Addr, _ = line["addr"].(string)
+			h.URL = "https://" + h.Addr
+			m, _ := line["metrics_addr"].(string)
+			if h.Addr == "" || m == "" {
+				h.t.Fatalf("hub listening without addresses: %v", line)
 			}
+			h.Metrics = "http://" + m + "/metrics"
 			return
 		}
 		select {
@@ -120,18 +124,16 @@ func (h *Hub) start() {
 	h.t.Fatalf("hub did not listen within 60s:\n%s", h.logs.String())
 }
 
-func (h *Hub) logField(msg, field string) (string, bool) {
+func (h *Hub) logLine(msg string) (map[string]any, bool) {
 	sc := bufio.NewScanner(strings.NewReader(h.logs.String()))
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	for sc.Scan() {
 		var line map[string]any
 		if json.Unmarshal(sc.Bytes(), &line) == nil && line["msg"] == msg {
-			if v, ok := line[field].(string); ok {
-				return v, true
-			}
+			return line, true
 		}
 	}
-	return "", false
+	return nil, false
 }
 
 // Logs returns everything the hub has logged so far (all runs).

@@ -124,6 +124,14 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", cfg.Listen, err)
 	}
+	var mln net.Listener
+	metricsAddr := ""
+	if cfg.MetricsListen != "" {
+		if mln, err = net.Listen("tcp", cfg.MetricsListen); err != nil {
+			_ = ln.Close()
+			return fmt.Errorf("listen %s: %w", cfg.MetricsListen, err)
+		}
+	}
 	httpSrv := &http.Server{
 		Handler:           apiSrv.Handler(),
 		TLSConfig:         serverTLS(ca, cert),
@@ -150,15 +158,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	if cfg.GCInterval > 0 {
 		g.Go(func() error { return collector.Schedule(gctx, cfg.GCInterval, cfg.GCGrace) })
 	}
-	log.InfoContext(ctx, "hub listening", "addr", ln.Addr().String(), "tls", "1.3", "catalog", cat.Driver(),
-		"data_dir", cfg.DataDir, "ca_fingerprint", ca.Fingerprint(), "version", version.Get().Version)
-
-	if cfg.MetricsListen != "" {
-		mln, err := net.Listen("tcp", cfg.MetricsListen)
-		if err != nil {
-			_ = ln.Close()
-			return fmt.Errorf("listen %s: %w", cfg.MetricsListen, err)
-		}
+	if mln != nil {
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 		if cfg.Pprof {
@@ -166,8 +166,13 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		}
 		msrv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 		g.Go(func() error { return httpserve.Serve(gctx, msrv, mln, cfg.ShutdownTimeout) })
-		log.InfoContext(ctx, "metrics listening", "addr", mln.Addr().String())
+		metricsAddr = mln.Addr().String()
+		log.InfoContext(ctx, "metrics listening", "addr", metricsAddr)
 	}
+	// Both listeners are open before this line: whoever waits for it (tests, scripts) can read
+	// every address from it at once.
+	log.InfoContext(ctx, "hub listening", "addr", ln.Addr().String(), "metrics_addr", metricsAddr, "tls", "1.3",
+		"catalog", cat.Driver(), "data_dir", cfg.DataDir, "ca_fingerprint", ca.Fingerprint(), "version", version.Get().Version)
 	err = g.Wait()
 	log.InfoContext(context.WithoutCancel(ctx), "hub stopped", "err", err)
 	return err
