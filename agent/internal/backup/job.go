@@ -14,6 +14,7 @@ import (
 	"github.com/sendense/sendense/agent/internal/hubclient"
 	"github.com/sendense/sendense/agent/internal/vsphere"
 	"github.com/sendense/sendense/shared/api"
+	"github.com/sendense/sendense/shared/chunk"
 )
 
 // SnapshotPrefix starts the name of every snapshot the agent takes: "sendense-<job id>".
@@ -360,14 +361,14 @@ func (r *Runner) backupDisk(ctx context.Context, job *api.Job, jd api.JobDisk, s
 		extents, err := snap.ChangedAreas(ctx, sd.Key, sd.CapacityBytes, since)
 		switch {
 		case err == nil:
-			slots = SlotsForExtents(toExtents(extents), sd.CapacityBytes, chunkSize)
+			slots = chunk.Grid{Capacity: sd.CapacityBytes, ChunkSize: chunkSize}.ForExtents(toExtents(extents))
 		case errors.Is(err, vsphere.ErrChangeIDInvalid) && pl.typ == api.BackupIncremental:
 			pl = plan{typ: api.BackupFull, reason: "the parent's change ID is no longer valid: " + err.Error(), useStar: true}
 			if extents, err = snap.ChangedAreas(ctx, sd.Key, sd.CapacityBytes, "*"); err != nil {
 				pl.allSlots, pl.reason = true, pl.reason+"; CBT unavailable, every slot read"
-				slots = AllSlots(sd.CapacityBytes, chunkSize)
+				slots = chunk.Grid{Capacity: sd.CapacityBytes, ChunkSize: chunkSize}.All()
 			} else {
-				slots = SlotsForExtents(toExtents(extents), sd.CapacityBytes, chunkSize)
+				slots = chunk.Grid{Capacity: sd.CapacityBytes, ChunkSize: chunkSize}.ForExtents(toExtents(extents))
 			}
 		case errors.Is(err, vsphere.ErrCBTUnavailable) || errors.Is(err, vsphere.ErrChangeIDInvalid):
 			// Slower but still correct: read everything, send only what the hub lacks.
@@ -377,7 +378,7 @@ func (r *Runner) backupDisk(ctx context.Context, job *api.Job, jd api.JobDisk, s
 		}
 	}
 	if pl.allSlots {
-		slots = AllSlots(sd.CapacityBytes, chunkSize)
+		slots = chunk.Grid{Capacity: sd.CapacityBytes, ChunkSize: chunkSize}.All()
 	}
 	sess, err := r.hub.OpenSession(ctx, job.ID, jd.DiskID, api.OpenSessionRequest{
 		Type: pl.typ, Reason: pl.reason, ParentBackupID: pl.parent, BaseChangeID: pl.baseID, ChangeID: sd.ChangeID,
@@ -415,10 +416,10 @@ func (r *Runner) backupDisk(ctx context.Context, job *api.Job, jd api.JobDisk, s
 	return nil
 }
 
-func toExtents(in []vsphere.Extent) []Extent {
-	out := make([]Extent, len(in))
+func toExtents(in []vsphere.Extent) []chunk.Extent {
+	out := make([]chunk.Extent, len(in))
 	for i, e := range in {
-		out[i] = Extent{Offset: e.Offset, Length: e.Length}
+		out[i] = chunk.Extent{Offset: e.Offset, Length: e.Length}
 	}
 	return out
 }

@@ -4,8 +4,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/sendense/sendense/agent/internal/backup"
 	"github.com/sendense/sendense/agent/internal/lab"
+	"github.com/sendense/sendense/shared/chunk"
 )
 
 const mib = 1 << 20
@@ -20,12 +20,12 @@ func twoDiskSpec(vm string) lab.Spec {
 	}}}
 }
 
-func slotsTouched(extents []lab.Extent, chunk int64) int64 {
-	var exts []backup.Extent
+func slotsTouched(extents []lab.Extent, chunkSize int64) int64 {
+	var exts []chunk.Extent
 	for _, e := range extents {
-		exts = append(exts, backup.Extent{Offset: e.Offset, Length: e.Length})
+		exts = append(exts, chunk.Extent{Offset: e.Offset, Length: e.Length})
 	}
-	return int64(len(backup.SlotsForExtents(exts, 1<<62, chunk)))
+	return int64(len(chunk.Grid{Capacity: 1 << 62, ChunkSize: chunkSize}.ForExtents(exts)))
 }
 
 // Full → write → incremental → write → incremental: every restore point restores exactly the

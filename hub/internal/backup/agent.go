@@ -8,10 +8,10 @@ import (
 	"time"
 
 	"github.com/sendense/sendense/hub/internal/catalog"
+	"github.com/sendense/sendense/hub/internal/fidx"
 	"github.com/sendense/sendense/hub/internal/repository"
 	"github.com/sendense/sendense/shared/api"
 	"github.com/sendense/sendense/shared/chunk"
-	"github.com/sendense/sendense/shared/fidx"
 )
 
 // MaxDiskBytes bounds the capacity of a disk accepted in a session (64 TiB, the vSphere limit).
@@ -224,7 +224,7 @@ func (s *Service) OpenSession(ctx context.Context, agentID, jobID, diskID string
 	sess := &catalog.UploadSession{
 		JobID: jobID, DiskID: diskID, AgentID: agentID, RepositoryID: repo.ID, Type: req.Type, Reason: req.Reason,
 		BaseChangeID: req.BaseChangeID, ChangeID: req.ChangeID, CapacityBytes: req.CapacityBytes, ChunkSize: req.ChunkSize,
-		SlotCount: fidx.SlotCount(req.CapacityBytes, req.ChunkSize),
+		SlotCount: chunk.Grid{Capacity: req.CapacityBytes, ChunkSize: req.ChunkSize}.Slots(),
 	}
 	if req.Type == api.BackupIncremental {
 		parent, err := s.cat.LatestBackupDisk(ctx, j.VMContextID, diskID, repo.ID)
@@ -346,15 +346,16 @@ func (s *Service) RecordSlots(ctx context.Context, agentID, sessionID string, ba
 	var rows []catalog.UploadSlot
 	var missing []string
 	seen := map[chunk.Digest]bool{}
+	grid := chunk.Grid{Capacity: sess.CapacityBytes, ChunkSize: sess.ChunkSize}
 	for i, sl := range batch.Slots {
-		if sl.Slot < 0 || sl.Slot >= sess.SlotCount {
+		if !grid.Contains(sl.Slot) {
 			return api.SlotBatchResult{}, &api.FieldError{Field: fmt.Sprintf("slots[%d].slot", i), Msg: fmt.Sprintf("slot %d is outside the disk (0..%d)", sl.Slot, sess.SlotCount-1)}
 		}
 		d, err := chunk.ParseDigest(sl.Digest)
 		if err != nil {
 			return api.SlotBatchResult{}, &api.FieldError{Field: fmt.Sprintf("slots[%d].digest", i), Msg: "must be a lowercase hex SHA-256"}
 		}
-		if d == zeroDigest(slotLen(sess.CapacityBytes, sess.ChunkSize, sl.Slot)) {
+		if d == grid.Zero(sl.Slot) {
 			rows = append(rows, catalog.UploadSlot{Slot: sl.Slot, Digest: sl.Digest})
 			continue
 		}

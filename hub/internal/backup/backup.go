@@ -16,7 +16,6 @@ import (
 	"github.com/sendense/sendense/hub/internal/catalog"
 	"github.com/sendense/sendense/hub/internal/repository"
 	"github.com/sendense/sendense/hub/internal/storage"
-	"github.com/sendense/sendense/shared/chunk"
 )
 
 // Sentinel errors the API maps to status codes.
@@ -134,15 +133,7 @@ func (s *Service) waiter(agentID string) chan struct{} {
 	return ch
 }
 
-// slotLen is the length of slot i of a disk.
-func slotLen(capacity, chunkSize, i int64) int64 {
-	return min(chunkSize, capacity-i*chunkSize)
-}
-
 // indexRef names the index of one disk of one backup.
 func indexRef(instanceUUID, diskID, backupID string) repository.IndexRef {
 	return repository.IndexRef{VMUUID: instanceUUID, DiskID: diskID, BackupID: backupID}
 }
-
-// zeroDigest is the digest of an all-zero slot of the given length.
-func zeroDigest(n int64) chunk.Digest { return chunk.ZeroDigest(int(n)) }

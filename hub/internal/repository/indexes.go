@@ -13,8 +13,8 @@ import (
 	"strings"
 	"unicode/utf8"
 
+	"github.com/sendense/sendense/hub/internal/fidx"
 	"github.com/sendense/sendense/shared/atomicfile"
-	"github.com/sendense/sendense/shared/fidx"
 )
 
 // Errors of the index store. Callers branch on them with errors.Is; every returned error names

@@ -13,8 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sendense/sendense/hub/internal/fidx"
 	"github.com/sendense/sendense/shared/chunk"
-	"github.com/sendense/sendense/shared/fidx"
 )
 
 // diskIndex builds the index of a disk of size bytes whose non-zero slots hold data, stores

@@ -11,9 +11,9 @@ import (
 	"sync"
 
 	"github.com/sendense/sendense/hub/internal/catalog"
+	"github.com/sendense/sendense/hub/internal/fidx"
 	"github.com/sendense/sendense/hub/internal/repository"
 	"github.com/sendense/sendense/shared/chunk"
-	"github.com/sendense/sendense/shared/fidx"
 )
 
 // ErrNotRestorable is returned for a backup that is not a successful restore point.

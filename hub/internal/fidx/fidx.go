@@ -82,10 +82,7 @@ type Index struct {
 
 // SlotCount returns ceil(diskSize / chunkSize), the number of slots of such a disk.
 func SlotCount(diskSize, chunkSize int64) int64 {
-	if chunkSize <= 0 || diskSize <= 0 {
-		return 0
-	}
-	return (diskSize-1)/chunkSize + 1
+	return chunk.Grid{Capacity: diskSize, ChunkSize: chunkSize}.Slots()
 }
 
 func checkSizes(diskSize, chunkSize int64) error {
@@ -147,16 +144,15 @@ func (x *Index) SlotCount() int {
 	return int(SlotCount(x.DiskSize, x.ChunkSize))
 }
 
+// Grid returns the slot grid of the indexed disk.
+func (x *Index) Grid() chunk.Grid { return chunk.Grid{Capacity: x.DiskSize, ChunkSize: x.ChunkSize} }
+
 // SlotOffset returns the disk offset of slot i.
-func (x *Index) SlotOffset(i int) int64 {
-	return int64(i) * x.ChunkSize
-}
+func (x *Index) SlotOffset(i int) int64 { return x.Grid().Offset(int64(i)) }
 
 // SlotLen returns the length of slot i: ChunkSize, except for a shorter last slot when the disk
 // size is not a multiple of the chunk size.
-func (x *Index) SlotLen(i int) int {
-	return int(min(x.ChunkSize, x.DiskSize-x.SlotOffset(i)))
-}
+func (x *Index) SlotLen(i int) int { return int(x.Grid().Len(int64(i))) }
 
 // IsZeroSlot reports whether slot i holds only zeros, that is whether its digest is the zero
 // digest of its length. Such a slot has no stored chunk.
