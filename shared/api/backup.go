@@ -24,6 +24,17 @@ const (
 	JobCancelled = "cancelled"
 )
 
+// Upload session statuses (Session.Status).
+const (
+	SessionOpen      = "open"
+	SessionCommitted = "committed"
+	SessionAborted   = "aborted"
+)
+
+// SnapshotPrefix starts the name of every snapshot an agent takes, "sendense-<job id>": the
+// agent's reaper recognises its own snapshots by it.
+const SnapshotPrefix = "sendense-"
+
 // StartBackupRequest is the body of POST /api/v1/backups.
 type StartBackupRequest struct {
 	VM         string `json:"vm"`                   // VM name or context id

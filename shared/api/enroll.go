@@ -129,6 +129,12 @@ type Agent struct {
 	CreatedAt       time.Time `json:"created_at"`
 }
 
+// Agent statuses (Agent.Status).
+const (
+	AgentActive  = "active"
+	AgentRevoked = "revoked"
+)
+
 // Operator routes for identity management (admin role).
 const (
 	PathAgents     = "/api/v1/agents"

@@ -78,3 +78,16 @@ type InventoryEvent struct {
 	DiskID      string `json:"disk_id,omitempty"`
 	Detail      string `json:"detail,omitempty"`
 }
+
+// VM statuses (VMContext.CurrentStatus).
+const (
+	VMDiscovered = "discovered"
+	VMProtected  = "protected"
+	VMGone       = "gone"
+)
+
+// Disk statuses (VMDisk.Status).
+const (
+	DiskPresent = "present"
+	DiskGone    = "gone"
+)

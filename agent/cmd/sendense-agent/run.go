@@ -21,6 +21,7 @@ import (
 	"github.com/sendense/sendense/agent/internal/daemon"
 	"github.com/sendense/sendense/agent/internal/hubclient"
 	"github.com/sendense/sendense/agent/internal/sources"
+	"github.com/sendense/sendense/shared/api"
 	"github.com/sendense/sendense/shared/httpserve"
 	"github.com/sendense/sendense/shared/version"
 )
@@ -88,7 +89,7 @@ func runDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger) error 
 			return daemon.Discovery(gctx, discover, hc, cfg.DiscoveryInterval, cfg.StateDir, dm, log)
 		})
 		g.Go(func() error {
-			return daemon.ReapSnapshots(gctx, reap, hc, runner.Busy, backup.SnapshotPrefix, 10*time.Minute, log)
+			return daemon.ReapSnapshots(gctx, reap, hc, runner.Busy, api.SnapshotPrefix, 10*time.Minute, log)
 		})
 		g.Go(func() error { return daemon.Jobs(gctx, hc, runner, cfg.MaxParallelJobs, log) })
 	} else {

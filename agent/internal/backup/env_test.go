@@ -284,7 +284,7 @@ func diskOf(t *testing.T, b api.Backup, id string) api.BackupDisk {
 func snapshotsLeft(t *testing.T, e *env) int {
 	t.Helper()
 	conn, _ := e.srcs.Get("lab")
-	snaps, err := conn.Snapshots(t.Context(), backup.SnapshotPrefix)
+	snaps, err := conn.Snapshots(t.Context(), api.SnapshotPrefix)
 	if err != nil {
 		t.Fatal(err)
 	}

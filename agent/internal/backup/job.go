@@ -17,9 +17,6 @@ import (
 	"github.com/sendense/sendense/shared/chunk"
 )
 
-// SnapshotPrefix starts the name of every snapshot the agent takes: "sendense-<job id>".
-const SnapshotPrefix = "sendense-"
-
 // ErrCancelled is the cause of a job stopped by the operator.
 var ErrCancelled = errors.New("cancelled by the operator")
 
@@ -242,7 +239,7 @@ func (r *Runner) run(ctx context.Context, job *api.Job, c *Counters, st *jobStat
 func (r *Runner) snapshot(ctx context.Context, vm *vsphere.VM, job *api.Job) (*vsphere.Snapshot, string, error) {
 	name := job.SnapshotName
 	if name == "" {
-		name = SnapshotPrefix + job.ID
+		name = api.SnapshotPrefix + job.ID
 	}
 	if job.Resumed {
 		snap, err := vm.FindSnapshot(ctx, name)

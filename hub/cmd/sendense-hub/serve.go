@@ -29,6 +29,7 @@ import (
 	"github.com/sendense/sendense/hub/internal/restore"
 	"github.com/sendense/sendense/hub/internal/storage"
 	"github.com/sendense/sendense/hub/internal/verify"
+	wire "github.com/sendense/sendense/shared/api"
 	"github.com/sendense/sendense/shared/httpserve"
 	"github.com/sendense/sendense/shared/version"
 )
@@ -108,7 +109,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	collector := gc.New(cat, repos, log, gc.NewMetrics(reg))
 	verifier := verify.New(cat, repos, log, verify.NewMetrics(reg), 2)
 	backups.OnFinished = func(j catalog.BackupJob) {
-		if j.PolicyID == "" || j.Status != catalog.JobSucceeded {
+		if j.PolicyID == "" || j.Status != wire.JobSucceeded {
 			return
 		}
 		// Prune after each scheduled backup, off the agent's request.

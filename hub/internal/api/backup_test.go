@@ -12,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sendense/sendense/hub/internal/catalog"
 	"github.com/sendense/sendense/hub/internal/repository"
 	"github.com/sendense/sendense/shared/api"
 	"github.com/sendense/sendense/shared/chunk"
@@ -227,7 +226,7 @@ func TestBackupProtocolFullThenIncremental(t *testing.T) {
 		}
 		vmAfter, _ := h.Cat.VMByContextID(t.Context(), vm.ContextID)
 		disks, _ = h.Cat.VMDisks(t.Context(), vm.ContextID)
-		if vmAfter.CurrentStatus != catalog.VMProtected || disks[0].ChangeID != "uuid-1/1" {
+		if vmAfter.CurrentStatus != api.VMProtected || disks[0].ChangeID != "uuid-1/1" {
 			t.Fatalf("after success: vm %s, change id %q", vmAfter.CurrentStatus, disks[0].ChangeID)
 		}
 
@@ -413,7 +412,7 @@ func TestAgentCannotTouchAnotherAgentsJob(t *testing.T) {
 			t.Errorf("agent b put chunk into a's session: %d", code)
 		}
 		st, _ := h.Cat.AgentJob(t.Context(), j.ID, a.id)
-		if st.Status != catalog.JobRunning {
+		if st.Status != api.JobRunning {
 			t.Fatalf("agent b changed agent a's job: %s", st.Status)
 		}
 		var sess api.Session

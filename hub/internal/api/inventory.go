@@ -68,7 +68,7 @@ func (s *Server) listVMs(c *gin.Context) {
 	}
 	status := c.Query("status")
 	switch status {
-	case "", catalog.VMDiscovered, catalog.VMProtected, catalog.VMGone:
+	case "", api.VMDiscovered, api.VMProtected, api.VMGone:
 	default:
 		s.fail(c, &api.FieldError{Field: "status", Msg: "must be discovered, protected or gone"})
 		return

@@ -71,11 +71,11 @@ func (s *Service) jobSpec(ctx context.Context, j *catalog.BackupJob, resumed boo
 		Repository: api.JobRepo{ID: repo.ID, ChunkSize: repo.ChunkSize},
 	}
 	for _, d := range disks {
-		if d.Status != catalog.DiskPresent || !d.Backupable {
+		if d.Status != api.DiskPresent || !d.Backupable {
 			continue
 		}
 		jd := api.JobDisk{DiskID: d.DiskID, Key: d.DeviceKey, CapacityBytes: d.CapacityBytes}
-		if j.RequestedType != catalog.BackupFull {
+		if j.RequestedType != api.BackupFull {
 			parent, err := s.cat.LatestBackupDisk(ctx, j.VMContextID, d.DiskID, j.RepositoryID)
 			switch {
 			case err == nil:
@@ -135,13 +135,13 @@ func (s *Service) Complete(ctx context.Context, agentID, id string, c api.JobCom
 	if !j.StartedAt.IsZero() && !j.FinishedAt.IsZero() {
 		s.metrics.BackupDuration.Observe(j.FinishedAt.Sub(j.StartedAt).Seconds())
 	}
-	if j.Status == catalog.JobSucceeded {
+	if j.Status == api.JobSucceeded {
 		s.metrics.BackupBytesRead.Add(float64(j.BytesRead))
 		s.metrics.BackupBytesSent.Add(float64(j.BytesSent))
 		s.metrics.BackupBytesDedup.Add(float64(j.BytesDeduplicated))
 	}
 	level := s.log.InfoContext
-	if j.Status != catalog.JobSucceeded {
+	if j.Status != api.JobSucceeded {
 		level = s.log.WarnContext
 	}
 	if s.OnFinished != nil {
@@ -167,7 +167,7 @@ func (s *Service) ReapStale(ctx context.Context, interval time.Duration) error {
 			s.log.WarnContext(ctx, "fail stale jobs", "err", err)
 		}
 		for _, f := range failed {
-			s.metrics.JobsFinished.WithLabelValues(catalog.JobFailed).Inc()
+			s.metrics.JobsFinished.WithLabelValues(api.JobFailed).Inc()
 			s.log.WarnContext(ctx, "backup failed: its agent stopped reporting", "job_id", f.Job.ID, "agent_id", f.Job.AgentID, "timeout_seconds", s.opts.JobTimeout.Seconds())
 			if vm, err := s.cat.VMByContextID(ctx, f.Job.VMContextID); err == nil {
 				s.removeIndexes(ctx, f.Job.RepositoryID, vm.InstanceUUID, f.Discarded)
@@ -182,7 +182,7 @@ func (s *Service) runningJob(ctx context.Context, agentID, id string) (*catalog.
 	if err != nil {
 		return nil, err
 	}
-	if j.Status != catalog.JobRunning {
+	if j.Status != api.JobRunning {
 		return nil, fmt.Errorf("job %s is %s: %w", id, j.Status, catalog.ErrConflict)
 	}
 	return j, nil
@@ -205,7 +205,7 @@ func (s *Service) OpenSession(ctx context.Context, agentID, jobID, diskID string
 		return api.Session{}, err
 	}
 	if !slices.ContainsFunc(disks, func(d catalog.VMDisk) bool {
-		return d.DiskID == diskID && d.Status == catalog.DiskPresent && d.Backupable
+		return d.DiskID == diskID && d.Status == api.DiskPresent && d.Backupable
 	}) {
 		return api.Session{}, fmt.Errorf("disk %s is not a backup-able disk of the job's VM: %w", diskID, catalog.ErrNotFound)
 	}
@@ -218,7 +218,7 @@ func (s *Service) OpenSession(ctx context.Context, agentID, jobID, diskID string
 		return api.Session{}, &api.FieldError{Field: "capacity_bytes", Msg: fmt.Sprintf("must be between 1 and %d", int64(MaxDiskBytes))}
 	case len(req.Reason) > 255 || len(req.ChangeID) > 255 || len(req.BaseChangeID) > 255:
 		return api.Session{}, &api.FieldError{Field: "reason", Msg: "reason and change ids must be at most 255 characters"}
-	case req.Type == api.BackupIncremental && j.RequestedType == catalog.BackupFull:
+	case req.Type == api.BackupIncremental && j.RequestedType == api.BackupFull:
 		return api.Session{}, fmt.Errorf("%w: the job asks for a full backup", ErrFullRequired)
 	}
 	sess := &catalog.UploadSession{
@@ -287,7 +287,7 @@ func (s *Service) openSession(ctx context.Context, agentID, id string) (*catalog
 	if err != nil {
 		return nil, nil, err
 	}
-	if sess.Status != catalog.SessionOpen {
+	if sess.Status != api.SessionOpen {
 		return nil, nil, fmt.Errorf("upload session %s is %s: %w", id, sess.Status, catalog.ErrConflict)
 	}
 	if _, err := s.runningJob(ctx, agentID, sess.JobID); err != nil {
@@ -397,7 +397,7 @@ func (s *Service) Commit(ctx context.Context, agentID, sessionID string, req api
 	if err != nil {
 		return api.BackupDisk{}, err
 	}
-	if sess.Status == catalog.SessionCommitted {
+	if sess.Status == api.SessionCommitted {
 		bds, err := s.cat.BackupDisks(ctx, sess.JobID)
 		if err != nil {
 			return api.BackupDisk{}, err
@@ -409,7 +409,7 @@ func (s *Service) Commit(ctx context.Context, agentID, sessionID string, req api
 		}
 		return api.BackupDisk{}, fmt.Errorf("upload session %s is committed without a result: %w", sessionID, catalog.ErrConflict)
 	}
-	if sess.Status != catalog.SessionOpen {
+	if sess.Status != api.SessionOpen {
 		return api.BackupDisk{}, fmt.Errorf("upload session %s is %s: %w", sessionID, sess.Status, catalog.ErrConflict)
 	}
 	repo, err := s.repos.Open(ctx, sess.RepositoryID)
@@ -417,7 +417,7 @@ func (s *Service) Commit(ctx context.Context, agentID, sessionID string, req api
 		return api.BackupDisk{}, err
 	}
 	var idx *fidx.Index
-	if sess.Type == catalog.BackupIncremental {
+	if sess.Type == api.BackupIncremental {
 		parent, err := repo.ReadIndex(ctx, indexRef(vm.InstanceUUID, sess.DiskID, sess.ParentJobID))
 		if err != nil {
 			return api.BackupDisk{}, fmt.Errorf("read parent index of %s: %w", sess.DiskID, err)

@@ -51,7 +51,7 @@ func (s *Service) Start(ctx context.Context, req api.StartBackupRequest) (api.Ba
 	if err != nil {
 		return api.Backup{}, err
 	}
-	if vm.CurrentStatus == catalog.VMGone {
+	if vm.CurrentStatus == api.VMGone {
 		return api.Backup{}, fmt.Errorf("%s: %w: %w", vm.VMName, ErrVMGone, catalog.ErrConflict)
 	}
 	disks, err := s.cat.VMDisks(ctx, vm.ContextID)
@@ -60,7 +60,7 @@ func (s *Service) Start(ctx context.Context, req api.StartBackupRequest) (api.Ba
 	}
 	n := 0
 	for _, d := range disks {
-		if d.Status == catalog.DiskPresent && d.Backupable {
+		if d.Status == api.DiskPresent && d.Backupable {
 			n++
 		}
 	}
@@ -90,7 +90,7 @@ func (s *Service) Queue(ctx context.Context, vm *catalog.VMWithSource, repositor
 	}
 	j := &catalog.BackupJob{
 		ID: id, VMContextID: vm.ContextID, AgentID: vm.AgentID, RepositoryID: repositoryID,
-		RequestedType: typ, SnapshotName: "sendense-" + id, PolicyID: policyID,
+		RequestedType: typ, SnapshotName: api.SnapshotPrefix + id, PolicyID: policyID,
 	}
 	if err := s.cat.CreateJob(ctx, j); err != nil {
 		return "", err
@@ -186,8 +186,8 @@ func (s *Service) Cancel(ctx context.Context, id string) (api.Backup, error) {
 		return api.Backup{}, err
 	}
 	s.log.InfoContext(ctx, "backup cancel requested", "job_id", id, "status", j.Status)
-	if j.Status == catalog.JobCancelled {
-		s.metrics.JobsFinished.WithLabelValues(catalog.JobCancelled).Inc()
+	if j.Status == api.JobCancelled {
+		s.metrics.JobsFinished.WithLabelValues(api.JobCancelled).Inc()
 	}
 	return s.Get(ctx, id)
 }

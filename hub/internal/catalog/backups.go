@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/sendense/sendense/shared/api"
 	"github.com/uptrace/bun"
 )
 
@@ -82,7 +83,7 @@ func (c *Catalog) Chain(ctx context.Context, vmContextID string) ([]ChainEntry, 
 	err := c.db.NewSelect().Model(&out).
 		ColumnExpr("bd.*").ColumnExpr("j.created_at AS job_created_at").ColumnExpr("j.protected AS job_protected").
 		Join("JOIN backup_jobs AS j ON j.id = bd.job_id").
-		Where("bd.vm_context_id = ?", vmContextID).Where("j.status = ?", JobSucceeded).
+		Where("bd.vm_context_id = ?", vmContextID).Where("j.status = ?", api.JobSucceeded).
 		Order("bd.disk_id ASC", "j.created_at ASC").Scan(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("select chain of %s: %w", vmContextID, err)
@@ -108,7 +109,7 @@ func (c *Catalog) DeleteBackup(ctx context.Context, id string) (*BackupJob, []Ba
 			return fmt.Errorf("select backup %s: %w", id, err)
 		}
 		switch {
-		case j.Status == JobQueued || j.Status == JobRunning:
+		case j.Status == api.JobQueued || j.Status == api.JobRunning:
 			return fmt.Errorf("backup %s is %s; cancel it first: %w", id, j.Status, ErrConflict)
 		case j.Protected:
 			return fmt.Errorf("backup %s: %w; unprotect it first: %w", id, ErrProtected, ErrConflict)
@@ -180,7 +181,7 @@ func (c *Catalog) RecordVerify(ctx context.Context, id, status string, at time.T
 // VerifySummary returns how many successful backups were found damaged at their last
 // verification, and the time of the most recent verification.
 func (c *Catalog) VerifySummary(ctx context.Context) (int, time.Time, error) {
-	damaged, err := c.db.NewSelect().Model((*BackupJob)(nil)).Where("status = ?", JobSucceeded).Where("verify_status = ?", "damaged").Count(ctx)
+	damaged, err := c.db.NewSelect().Model((*BackupJob)(nil)).Where("status = ?", api.JobSucceeded).Where("verify_status = ?", "damaged").Count(ctx)
 	if err != nil {
 		return 0, time.Time{}, fmt.Errorf("count damaged backups: %w", err)
 	}
@@ -220,7 +221,7 @@ func (c *Catalog) IndexedDisks(ctx context.Context, repositoryID string) ([]Inde
 // ActiveJobIDs returns the ids of queued and running jobs.
 func (c *Catalog) ActiveJobIDs(ctx context.Context) (map[string]bool, error) {
 	var ids []string
-	if err := c.db.NewSelect().Model((*BackupJob)(nil)).Column("id").Where("status IN (?)", bun.In([]string{JobQueued, JobRunning})).Scan(ctx, &ids); err != nil {
+	if err := c.db.NewSelect().Model((*BackupJob)(nil)).Column("id").Where("status IN (?)", bun.In([]string{api.JobQueued, api.JobRunning})).Scan(ctx, &ids); err != nil {
 		return nil, fmt.Errorf("list active jobs: %w", err)
 	}
 	out := make(map[string]bool, len(ids))

@@ -3,6 +3,8 @@ package catalog
 import (
 	"context"
 	"testing"
+
+	"github.com/sendense/sendense/shared/api"
 )
 
 // ProbeTable returns an error when the table does not exist.
@@ -16,7 +18,7 @@ func SeedVMForTest(t *testing.T, c *Catalog) string {
 	t.Helper()
 	ctx := t.Context()
 	now := c.now()
-	a := &Agent{ID: "agent-seed", Name: "seed", Status: AgentActive, CertSerial: "1", CertFingerprint: "00", CertNotAfter: now, CreatedAt: now, UpdatedAt: now}
+	a := &Agent{ID: "agent-seed", Name: "seed", Status: api.AgentActive, CertSerial: "1", CertFingerprint: "00", CertNotAfter: now, CreatedAt: now, UpdatedAt: now}
 	if _, err := c.db.NewInsert().Model(a).Exec(ctx); err != nil {
 		t.Fatalf("insert agent: %v", err)
 	}
@@ -24,7 +26,7 @@ func SeedVMForTest(t *testing.T, c *Catalog) string {
 	if _, err := c.db.NewInsert().Model(s).Exec(ctx); err != nil {
 		t.Fatalf("insert source: %v", err)
 	}
-	vm := &VMContext{ContextID: "ctx-pgtest1-20251006-203401", SourceID: s.ID, AgentID: a.ID, InstanceUUID: "uuid-1", VMName: "pgtest1", CurrentStatus: VMDiscovered, CreatedAt: now, UpdatedAt: now}
+	vm := &VMContext{ContextID: "ctx-pgtest1-20251006-203401", SourceID: s.ID, AgentID: a.ID, InstanceUUID: "uuid-1", VMName: "pgtest1", CurrentStatus: api.VMDiscovered, CreatedAt: now, UpdatedAt: now}
 	if _, err := c.db.NewInsert().Model(vm).Exec(ctx); err != nil {
 		t.Fatalf("insert vm: %v", err)
 	}
@@ -38,7 +40,7 @@ func SeedVMForTest(t *testing.T, c *Catalog) string {
 func SeedJobForTest(t *testing.T, c *Catalog, ctxID string) string {
 	t.Helper()
 	now := c.now()
-	j := &BackupJob{ID: "job-seed", VMContextID: ctxID, AgentID: "agent-seed", RepositoryID: "repo-seed", RequestedType: "auto", Status: JobQueued, CreatedAt: now, UpdatedAt: now}
+	j := &BackupJob{ID: "job-seed", VMContextID: ctxID, AgentID: "agent-seed", RepositoryID: "repo-seed", RequestedType: "auto", Status: api.JobQueued, CreatedAt: now, UpdatedAt: now}
 	if _, err := c.db.NewInsert().Model(j).Exec(t.Context()); err != nil {
 		t.Fatalf("insert job: %v", err)
 	}
@@ -48,7 +50,7 @@ func SeedJobForTest(t *testing.T, c *Catalog, ctxID string) string {
 // InsertDiskForTest inserts a disk row with the given job id ("" = NULL).
 func InsertDiskForTest(ctx context.Context, c *Catalog, ctxID, diskID, jobID string) error {
 	now := c.now()
-	d := &VMDisk{VMContextID: ctxID, DiskID: diskID, DeviceKey: 2000, CapacityBytes: 102 << 30, Status: DiskPresent, Backupable: true, JobID: jobID, CreatedAt: now, UpdatedAt: now}
+	d := &VMDisk{VMContextID: ctxID, DiskID: diskID, DeviceKey: 2000, CapacityBytes: 102 << 30, Status: api.DiskPresent, Backupable: true, JobID: jobID, CreatedAt: now, UpdatedAt: now}
 	_, err := c.db.NewInsert().Model(d).Exec(ctx)
 	return err
 }
@@ -92,7 +94,7 @@ func SetDiskJobForTest(t *testing.T, c *Catalog, ctxID, diskID string) string {
 	if err := c.CreateRepository(t.Context(), &Repository{ID: "repo-t", Name: "t", Kind: "local", Path: "/x", ChunkSize: 4 << 20}); err != nil {
 		t.Fatal(err)
 	}
-	j := &BackupJob{ID: "job-t", VMContextID: ctxID, AgentID: vm.AgentID, RepositoryID: "repo-t", RequestedType: "auto", Status: JobSucceeded, CreatedAt: now, UpdatedAt: now}
+	j := &BackupJob{ID: "job-t", VMContextID: ctxID, AgentID: vm.AgentID, RepositoryID: "repo-t", RequestedType: "auto", Status: api.JobSucceeded, CreatedAt: now, UpdatedAt: now}
 	if _, err := c.db.NewInsert().Model(j).Exec(t.Context()); err != nil {
 		t.Fatal(err)
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/sendense/sendense/shared/api"
 	"github.com/uptrace/bun"
 )
 
@@ -113,7 +114,7 @@ func (c *Catalog) CountAgentsByStatus(ctx context.Context) (map[string]int, erro
 	if err := c.db.NewSelect().Model((*Agent)(nil)).Column("status").ColumnExpr("COUNT(*) AS n").Group("status").Scan(ctx, &rows); err != nil {
 		return nil, fmt.Errorf("count agents: %w", err)
 	}
-	out := map[string]int{AgentActive: 0, AgentRevoked: 0}
+	out := map[string]int{api.AgentActive: 0, api.AgentRevoked: 0}
 	for _, r := range rows {
 		out[r.Status] = r.N
 	}
@@ -125,8 +126,8 @@ func (c *Catalog) CountAgentsByStatus(ctx context.Context) (map[string]int, erro
 func (c *Catalog) RevokeAgent(ctx context.Context, id string) error {
 	now := c.now()
 	res, err := c.db.NewUpdate().Model((*Agent)(nil)).
-		Set("status = ?", AgentRevoked).Set("revoked_at = ?", now).Set("updated_at = ?", now).
-		Where("id = ?", id).Where("status = ?", AgentActive).
+		Set("status = ?", api.AgentRevoked).Set("revoked_at = ?", now).Set("updated_at = ?", now).
+		Where("id = ?", id).Where("status = ?", api.AgentActive).
 		Exec(ctx)
 	if err != nil {
 		return fmt.Errorf("revoke agent %s: %w", id, err)
@@ -148,7 +149,7 @@ func (c *Catalog) RenewAgentCert(ctx context.Context, id, serial, fingerprint st
 		Set("prev_cert_serial = cert_serial").
 		Set("cert_serial = ?", serial).Set("cert_fingerprint = ?", fingerprint).
 		Set("cert_not_after = ?", notAfter.UTC()).Set("updated_at = ?", now).
-		Where("id = ?", id).Where("status = ?", AgentActive).
+		Where("id = ?", id).Where("status = ?", api.AgentActive).
 		Exec(ctx)
 	if err != nil {
 		return fmt.Errorf("record renewed certificate of agent %s: %w", id, err)
@@ -164,7 +165,7 @@ func (c *Catalog) TouchAgent(ctx context.Context, id, hostname, version string) 
 	now := c.now()
 	_, err := c.db.NewUpdate().Model((*Agent)(nil)).
 		Set("last_seen_at = ?", now).Set("hostname = ?", hostname).Set("version = ?", version).Set("updated_at = ?", now).
-		Where("id = ?", id).Where("status = ?", AgentActive).
+		Where("id = ?", id).Where("status = ?", api.AgentActive).
 		Exec(ctx)
 	if err != nil {
 		return fmt.Errorf("record heartbeat of agent %s: %w", id, err)

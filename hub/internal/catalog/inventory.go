@@ -14,20 +14,6 @@ import (
 	"github.com/sendense/sendense/shared/api"
 )
 
-// Inventory event kinds.
-const (
-	EventVMAdded     = "vm_added"
-	EventVMGone      = "vm_gone"
-	EventVMReturned  = "vm_returned"
-	EventVMRenamed   = "vm_renamed"
-	EventCBTDisabled = "cbt_disabled"
-	EventDiskAdded   = "disk_added"
-	EventDiskRemoved = "disk_removed"
-	EventDiskResized = "disk_resized"
-	EventDiskMoved   = "disk_moved"
-	EventDiskReturn  = "disk_returned"
-)
-
 // ApplyInventory records the complete inventory of one source of one agent in one transaction:
 // new VMs and disks are inserted at once (disks with job_id NULL), changed attributes updated,
 // VMs and disks no longer reported marked gone (never deleted). Rows that did not change are not
@@ -88,12 +74,12 @@ func (c *Catalog) ApplyInventory(ctx context.Context, agentID string, inv *api.I
 					return err
 				}
 				vm := vmRow(rv, id, src.ID, agentID)
-				vm.CurrentStatus, vm.CreatedAt, vm.UpdatedAt = VMDiscovered, now, now
+				vm.CurrentStatus, vm.CreatedAt, vm.UpdatedAt = api.VMDiscovered, now, now
 				newVMs = append(newVMs, vm)
-				events = append(events, api.InventoryEvent{Kind: EventVMAdded, VMContextID: id, VMName: rv.Name})
+				events = append(events, api.InventoryEvent{Kind: api.EventVMAdded, VMContextID: id, VMName: rv.Name})
 				for j := range rv.Disks {
 					d := diskRow(&rv.Disks[j], id)
-					d.Status, d.CreatedAt, d.UpdatedAt = DiskPresent, now, now
+					d.Status, d.CreatedAt, d.UpdatedAt = api.DiskPresent, now, now
 					newDisks = append(newDisks, d)
 				}
 				continue
@@ -111,9 +97,9 @@ func (c *Catalog) ApplyInventory(ctx context.Context, agentID string, inv *api.I
 				ed := existing[rd.DiskID]
 				if ed == nil {
 					d := diskRow(rd, ex.ContextID)
-					d.Status, d.CreatedAt, d.UpdatedAt = DiskPresent, now, now
+					d.Status, d.CreatedAt, d.UpdatedAt = api.DiskPresent, now, now
 					newDisks = append(newDisks, d)
-					events = append(events, api.InventoryEvent{Kind: EventDiskAdded, VMContextID: ex.ContextID, VMName: rv.Name, DiskID: rd.DiskID})
+					events = append(events, api.InventoryEvent{Kind: api.EventDiskAdded, VMContextID: ex.ContextID, VMName: rv.Name, DiskID: rd.DiskID})
 					continue
 				}
 				evs, err := updateDisk(ctx, tx, ed, rd, rv.Name, now)
@@ -123,30 +109,30 @@ func (c *Catalog) ApplyInventory(ctx context.Context, agentID string, inv *api.I
 				events = append(events, evs...)
 			}
 			for id, ed := range existing {
-				if !reported[id] && ed.Status != DiskGone {
+				if !reported[id] && ed.Status != api.DiskGone {
 					if err := markDiskGone(ctx, tx, ed.ID, now); err != nil {
 						return err
 					}
-					events = append(events, api.InventoryEvent{Kind: EventDiskRemoved, VMContextID: ex.ContextID, VMName: rv.Name, DiskID: id})
+					events = append(events, api.InventoryEvent{Kind: api.EventDiskRemoved, VMContextID: ex.ContextID, VMName: rv.Name, DiskID: id})
 				}
 			}
 		}
 		for i := range vms {
 			vm := &vms[i]
-			if seen[vm.InstanceUUID] || vm.CurrentStatus == VMGone {
+			if seen[vm.InstanceUUID] || vm.CurrentStatus == api.VMGone {
 				continue
 			}
 			if _, err := tx.NewUpdate().Model((*VMContext)(nil)).
-				Set("current_status = ?", VMGone).Set("gone_at = ?", now).Set("updated_at = ?", now).
+				Set("current_status = ?", api.VMGone).Set("gone_at = ?", now).Set("updated_at = ?", now).
 				Where("context_id = ?", vm.ContextID).Exec(ctx); err != nil {
 				return fmt.Errorf("mark vm %s gone: %w", vm.ContextID, err)
 			}
 			if _, err := tx.NewUpdate().Model((*VMDisk)(nil)).
-				Set("status = ?", DiskGone).Set("gone_at = ?", now).Set("updated_at = ?", now).
-				Where("vm_context_id = ?", vm.ContextID).Where("status <> ?", DiskGone).Exec(ctx); err != nil {
+				Set("status = ?", api.DiskGone).Set("gone_at = ?", now).Set("updated_at = ?", now).
+				Where("vm_context_id = ?", vm.ContextID).Where("status <> ?", api.DiskGone).Exec(ctx); err != nil {
 				return fmt.Errorf("mark disks of vm %s gone: %w", vm.ContextID, err)
 			}
-			events = append(events, api.InventoryEvent{Kind: EventVMGone, VMContextID: vm.ContextID, VMName: vm.VMName})
+			events = append(events, api.InventoryEvent{Kind: api.EventVMGone, VMContextID: vm.ContextID, VMName: vm.VMName})
 		}
 		if err := bulkInsert(ctx, tx, newVMs); err != nil {
 			return fmt.Errorf("insert vms: %w", err)
@@ -250,15 +236,15 @@ func updateVM(ctx context.Context, tx bun.Tx, ex *VMContext, rv *api.VM, now tim
 	ev := func(kind, detail string) {
 		events = append(events, api.InventoryEvent{Kind: kind, VMContextID: ex.ContextID, VMName: rv.Name, Detail: detail})
 	}
-	if ex.CurrentStatus == VMGone {
-		want.CurrentStatus, want.GoneAt = VMDiscovered, time.Time{}
-		ev(EventVMReturned, "")
+	if ex.CurrentStatus == api.VMGone {
+		want.CurrentStatus, want.GoneAt = api.VMDiscovered, time.Time{}
+		ev(api.EventVMReturned, "")
 	}
 	if ex.VMName != rv.Name {
-		ev(EventVMRenamed, fmt.Sprintf("%s → %s", ex.VMName, rv.Name))
+		ev(api.EventVMRenamed, fmt.Sprintf("%s → %s", ex.VMName, rv.Name))
 	}
 	if ex.CBTEnabled && !rv.CBTEnabled {
-		ev(EventCBTDisabled, "the next backup of this VM is a full one")
+		ev(api.EventCBTDisabled, "the next backup of this VM is a full one")
 	}
 	cmp := *ex
 	cmp.CreatedAt, cmp.UpdatedAt = time.Time{}, time.Time{}
@@ -282,15 +268,15 @@ func updateDisk(ctx context.Context, tx bun.Tx, ed *VMDisk, rd *api.Disk, vmName
 	ev := func(kind, detail string) {
 		events = append(events, api.InventoryEvent{Kind: kind, VMContextID: ed.VMContextID, VMName: vmName, DiskID: ed.DiskID, Detail: detail})
 	}
-	if ed.Status == DiskGone {
-		want.Status, want.GoneAt = DiskPresent, time.Time{}
-		ev(EventDiskReturn, "")
+	if ed.Status == api.DiskGone {
+		want.Status, want.GoneAt = api.DiskPresent, time.Time{}
+		ev(api.EventDiskReturn, "")
 	}
 	if ed.CapacityBytes != rd.CapacityBytes {
-		ev(EventDiskResized, fmt.Sprintf("%d → %d bytes", ed.CapacityBytes, rd.CapacityBytes))
+		ev(api.EventDiskResized, fmt.Sprintf("%d → %d bytes", ed.CapacityBytes, rd.CapacityBytes))
 	}
 	if ed.VMDKPath != rd.BackingFile || ed.Datastore != rd.Datastore {
-		ev(EventDiskMoved, fmt.Sprintf("%s → %s", ed.VMDKPath, rd.BackingFile))
+		ev(api.EventDiskMoved, fmt.Sprintf("%s → %s", ed.VMDKPath, rd.BackingFile))
 	}
 	cmp := *ed
 	cmp.CreatedAt, cmp.UpdatedAt = time.Time{}, time.Time{}
@@ -307,7 +293,7 @@ func updateDisk(ctx context.Context, tx bun.Tx, ed *VMDisk, rd *api.Disk, vmName
 
 func markDiskGone(ctx context.Context, tx bun.Tx, id int64, now time.Time) error {
 	if _, err := tx.NewUpdate().Model((*VMDisk)(nil)).
-		Set("status = ?", DiskGone).Set("gone_at = ?", now).Set("updated_at = ?", now).
+		Set("status = ?", api.DiskGone).Set("gone_at = ?", now).Set("updated_at = ?", now).
 		Where("id = ?", id).Exec(ctx); err != nil {
 		return fmt.Errorf("mark disk %d gone: %w", id, err)
 	}

@@ -14,7 +14,7 @@ import (
 
 func seedAgent(t *testing.T, c *catalog.Catalog, id string) {
 	t.Helper()
-	a := &catalog.Agent{ID: id, Name: id, Status: catalog.AgentActive, CertSerial: "1", CertFingerprint: "f", CertNotAfter: time.Now()}
+	a := &catalog.Agent{ID: id, Name: id, Status: api.AgentActive, CertSerial: "1", CertFingerprint: "f", CertNotAfter: time.Now()}
 	if err := c.RedeemJoinTokenForTest(t.Context(), a); err != nil {
 		t.Fatal(err)
 	}
@@ -87,7 +87,7 @@ func TestInventorySeedScenario(t *testing.T) {
 			t.Fatalf("vms: %d %v", n, err)
 		}
 		vm := vms[0]
-		if vm.ContextID != "ctx-pgtest1-20251006-203401" || vm.CurrentStatus != catalog.VMDiscovered || vm.SourceName != "vc1" {
+		if vm.ContextID != "ctx-pgtest1-20251006-203401" || vm.CurrentStatus != api.VMDiscovered || vm.SourceName != "vc1" {
 			t.Fatalf("vm %+v", vm)
 		}
 		disks, err := c.VMDisks(t.Context(), vm.ContextID)
@@ -102,7 +102,7 @@ func TestInventorySeedScenario(t *testing.T) {
 			cap int64
 		}{{"disk-2000", 102_000_000_000}, {"disk-2001", 5_000_000_000}} {
 			d := disks[i]
-			if d.DiskID != want.id || d.CapacityBytes != want.cap || d.JobID != "" || d.Status != catalog.DiskPresent || d.VMContextID != vm.ContextID {
+			if d.DiskID != want.id || d.CapacityBytes != want.cap || d.JobID != "" || d.Status != api.DiskPresent || d.VMContextID != vm.ContextID {
 				t.Fatalf("disk %d: %+v", i, d)
 			}
 		}
@@ -152,7 +152,7 @@ func TestInventoryChanges(t *testing.T) {
 			t.Fatalf("vm after change %+v", vm)
 		}
 		ds, _ := c.VMDisks(t.Context(), ctxID)
-		if ds[0].CapacityBytes != 110_000_000_000 || ds[0].JobID != jobID || ds[1].Status != catalog.DiskGone || ds[1].GoneAt.IsZero() {
+		if ds[0].CapacityBytes != 110_000_000_000 || ds[0].JobID != jobID || ds[1].Status != api.DiskGone || ds[1].GoneAt.IsZero() {
 			t.Fatalf("disks after change %+v", ds)
 		}
 
@@ -164,16 +164,16 @@ func TestInventoryChanges(t *testing.T) {
 		}
 		vm, _ = c.VMByContextID(t.Context(), ctxID)
 		ds, _ = c.VMDisks(t.Context(), ctxID)
-		if vm.CurrentStatus != catalog.VMGone || len(ds) != 2 || ds[0].Status != catalog.DiskGone || ds[0].JobID != jobID {
+		if vm.CurrentStatus != api.VMGone || len(ds) != 2 || ds[0].Status != api.DiskGone || ds[0].JobID != jobID {
 			t.Fatalf("after removal: vm %+v disks %+v", vm, ds)
 		}
 		// And comes back.
 		evs = apply(t, c, "agent-1", pgtest1())
-		if len(evs) == 0 || evs[0].Kind != catalog.EventVMReturned {
+		if len(evs) == 0 || evs[0].Kind != api.EventVMReturned {
 			t.Fatalf("events on return %v", kinds(evs))
 		}
 		vm, _ = c.VMByContextID(t.Context(), ctxID)
-		if vm.CurrentStatus != catalog.VMDiscovered || !vm.GoneAt.IsZero() {
+		if vm.CurrentStatus != api.VMDiscovered || !vm.GoneAt.IsZero() {
 			t.Fatalf("returned vm %+v", vm)
 		}
 	})

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/sendense/sendense/shared/api"
 	"github.com/uptrace/bun"
 )
 
@@ -43,7 +44,7 @@ func (c *Catalog) CreateJob(ctx context.Context, j *BackupJob) error {
 		}
 		var active BackupJob
 		err := tx.NewSelect().Model(&active).Column("id", "status").
-			Where("vm_context_id = ?", j.VMContextID).Where("status IN (?)", bun.In([]string{JobQueued, JobRunning})).
+			Where("vm_context_id = ?", j.VMContextID).Where("status IN (?)", bun.In([]string{api.JobQueued, api.JobRunning})).
 			Limit(1).Scan(ctx)
 		if err == nil {
 			return fmt.Errorf("%w: %s is %s: %w", ErrJobActive, active.ID, active.Status, ErrConflict)
@@ -52,7 +53,7 @@ func (c *Catalog) CreateJob(ctx context.Context, j *BackupJob) error {
 			return fmt.Errorf("check active jobs: %w", err)
 		}
 		now := c.now()
-		j.Status, j.CreatedAt, j.UpdatedAt = JobQueued, now, now
+		j.Status, j.CreatedAt, j.UpdatedAt = api.JobQueued, now, now
 		if _, err := tx.NewInsert().Model(j).Exec(ctx); err != nil {
 			return fmt.Errorf("insert job: %w", err)
 		}
@@ -83,7 +84,7 @@ func (c *Catalog) AgentJob(ctx context.Context, id, agentID string) (*BackupJob,
 // that a job is claimed exactly once. Claiming sets vm_disks.job_id on the VM's present disks.
 // It returns (nil, false, nil) when there is nothing to do.
 func (c *Catalog) ClaimJob(ctx context.Context, agentID string, busy []string) (*BackupJob, bool, error) {
-	q := c.db.NewSelect().Model((*BackupJob)(nil)).Where("agent_id = ?", agentID).Where("status = ?", JobRunning).Order("created_at ASC").Limit(1)
+	q := c.db.NewSelect().Model((*BackupJob)(nil)).Where("agent_id = ?", agentID).Where("status = ?", api.JobRunning).Order("created_at ASC").Limit(1)
 	if len(busy) > 0 {
 		q = q.Where("id NOT IN (?)", bun.In(busy))
 	}
@@ -97,7 +98,7 @@ func (c *Catalog) ClaimJob(ctx context.Context, agentID string, busy []string) (
 	}
 	for range 5 { // another claimer may win a candidate; try the next
 		cand := new(BackupJob)
-		err := c.db.NewSelect().Model(cand).Where("agent_id = ?", agentID).Where("status = ?", JobQueued).Order("created_at ASC").Limit(1).Scan(ctx)
+		err := c.db.NewSelect().Model(cand).Where("agent_id = ?", agentID).Where("status = ?", api.JobQueued).Order("created_at ASC").Limit(1).Scan(ctx)
 		if errors.Is(err, sql.ErrNoRows) {
 			return nil, false, nil
 		}
@@ -108,9 +109,9 @@ func (c *Catalog) ClaimJob(ctx context.Context, agentID string, busy []string) (
 		err = c.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
 			now := c.now()
 			res, err := tx.NewUpdate().Model((*BackupJob)(nil)).
-				Set("status = ?", JobRunning).Set("claimed_at = ?", now).Set("started_at = ?", now).
+				Set("status = ?", api.JobRunning).Set("claimed_at = ?", now).Set("started_at = ?", now).
 				Set("heartbeat_at = ?", now).Set("updated_at = ?", now).
-				Where("id = ?", cand.ID).Where("status = ?", JobQueued).Where("agent_id = ?", agentID).
+				Where("id = ?", cand.ID).Where("status = ?", api.JobQueued).Where("agent_id = ?", agentID).
 				Exec(ctx)
 			if err != nil {
 				return fmt.Errorf("claim job %s: %w", cand.ID, err)
@@ -120,7 +121,7 @@ func (c *Catalog) ClaimJob(ctx context.Context, agentID string, busy []string) (
 			}
 			if _, err := tx.NewUpdate().Model((*VMDisk)(nil)).
 				Set("job_id = ?", cand.ID).Set("updated_at = ?", now).
-				Where("vm_context_id = ?", cand.VMContextID).Where("status = ?", DiskPresent).Where("backupable = ?", true).
+				Where("vm_context_id = ?", cand.VMContextID).Where("status = ?", api.DiskPresent).Where("backupable = ?", true).
 				Exec(ctx); err != nil {
 				return fmt.Errorf("mark disks of job %s: %w", cand.ID, err)
 			}
@@ -145,7 +146,7 @@ func (c *Catalog) JobProgress(ctx context.Context, id, agentID string, p JobCoun
 		Set("heartbeat_at = ?", now).Set("updated_at = ?", now).
 		Set("bytes_read = ?", p.BytesRead).Set("bytes_sent = ?", p.BytesSent).
 		Set("bytes_deduplicated = ?", p.BytesDeduplicated).Set("bytes_zero = ?", p.BytesZero).
-		Where("id = ?", id).Where("agent_id = ?", agentID).Where("status = ?", JobRunning)
+		Where("id = ?", id).Where("agent_id = ?", agentID).Where("status = ?", api.JobRunning)
 	if snapshotRef != "" {
 		q = q.Set("snapshot_ref = ?", snapshotRef)
 	}
@@ -167,16 +168,16 @@ type JobCounters struct {
 func (c *Catalog) RequestCancel(ctx context.Context, id string) (*BackupJob, error) {
 	now := c.now()
 	res, err := c.db.NewUpdate().Model((*BackupJob)(nil)).
-		Set("status = ?", JobCancelled).Set("cancel_requested = ?", true).Set("finished_at = ?", now).
+		Set("status = ?", api.JobCancelled).Set("cancel_requested = ?", true).Set("finished_at = ?", now).
 		Set("error = ?", "cancelled before it started").Set("updated_at = ?", now).
-		Where("id = ?", id).Where("status = ?", JobQueued).Exec(ctx)
+		Where("id = ?", id).Where("status = ?", api.JobQueued).Exec(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("cancel job %s: %w", id, err)
 	}
 	if n, _ := res.RowsAffected(); n == 0 {
 		res, err = c.db.NewUpdate().Model((*BackupJob)(nil)).
 			Set("cancel_requested = ?", true).Set("updated_at = ?", now).
-			Where("id = ?", id).Where("status = ?", JobRunning).Exec(ctx)
+			Where("id = ?", id).Where("status = ?", api.JobRunning).Exec(ctx)
 		if err != nil {
 			return nil, fmt.Errorf("cancel job %s: %w", id, err)
 		}
@@ -217,10 +218,10 @@ func (c *Catalog) finishJob(ctx context.Context, id, agentID, status, errMsg, no
 			}
 			return err
 		}
-		if !staleBefore.IsZero() && (j.Status != JobRunning || !j.HeartbeatAt.Before(staleBefore)) {
+		if !staleBefore.IsZero() && (j.Status != api.JobRunning || !j.HeartbeatAt.Before(staleBefore)) {
 			return errNotStale
 		}
-		if j.Status != JobRunning {
+		if j.Status != api.JobRunning {
 			if j.Status == status {
 				return nil // a retried completion
 			}
@@ -231,10 +232,10 @@ func (c *Catalog) finishJob(ctx context.Context, id, agentID, status, errMsg, no
 		if err := tx.NewSelect().Model(&bds).Where("job_id = ?", id).Scan(ctx); err != nil {
 			return fmt.Errorf("select disks of job %s: %w", id, err)
 		}
-		if status == JobSucceeded {
+		if status == api.JobSucceeded {
 			var disks []VMDisk
 			if err := tx.NewSelect().Model(&disks).Where("vm_context_id = ?", j.VMContextID).
-				Where("status = ?", DiskPresent).Where("backupable = ?", true).Scan(ctx); err != nil {
+				Where("status = ?", api.DiskPresent).Where("backupable = ?", true).Scan(ctx); err != nil {
 				return fmt.Errorf("select disks of vm %s: %w", j.VMContextID, err)
 			}
 			done := map[string]*BackupDisk{}
@@ -250,13 +251,13 @@ func (c *Catalog) finishJob(ctx context.Context, id, agentID, status, errMsg, no
 			if len(missing) > 0 || len(bds) == 0 {
 				return fmt.Errorf("job %s cannot succeed: disks %v have no committed backup: %w", id, missing, ErrConflict)
 			}
-			jobType := BackupIncremental
+			jobType := api.BackupIncremental
 			for i := range bds {
 				bd := &bds[i]
-				if bd.Type == BackupFull {
-					jobType = BackupFull
+				if bd.Type == api.BackupFull {
+					jobType = api.BackupFull
 				}
-				if _, err := tx.NewUpdate().Model((*BackupDisk)(nil)).Set("status = ?", JobSucceeded).Set("updated_at = ?", now).
+				if _, err := tx.NewUpdate().Model((*BackupDisk)(nil)).Set("status = ?", api.JobSucceeded).Set("updated_at = ?", now).
 					Where("id = ?", bd.ID).Exec(ctx); err != nil {
 					return fmt.Errorf("finish disk %s: %w", bd.DiskID, err)
 				}
@@ -265,8 +266,8 @@ func (c *Catalog) finishJob(ctx context.Context, id, agentID, status, errMsg, no
 					return fmt.Errorf("advance change id of %s: %w", bd.DiskID, err)
 				}
 			}
-			if _, err := tx.NewUpdate().Model((*VMContext)(nil)).Set("current_status = ?", VMProtected).Set("updated_at = ?", now).
-				Where("context_id = ?", j.VMContextID).Where("current_status = ?", VMDiscovered).Exec(ctx); err != nil {
+			if _, err := tx.NewUpdate().Model((*VMContext)(nil)).Set("current_status = ?", api.VMProtected).Set("updated_at = ?", now).
+				Where("context_id = ?", j.VMContextID).Where("current_status = ?", api.VMDiscovered).Exec(ctx); err != nil {
 				return fmt.Errorf("mark vm protected: %w", err)
 			}
 			j.Type = jobType
@@ -276,13 +277,13 @@ func (c *Catalog) finishJob(ctx context.Context, id, agentID, status, errMsg, no
 				return fmt.Errorf("discard disks of job %s: %w", id, err)
 			}
 		}
-		if _, err := tx.NewUpdate().Model((*UploadSession)(nil)).Set("status = ?", SessionAborted).Set("updated_at = ?", now).
-			Where("job_id = ?", id).Where("status = ?", SessionOpen).Exec(ctx); err != nil {
+		if _, err := tx.NewUpdate().Model((*UploadSession)(nil)).Set("status = ?", api.SessionAborted).Set("updated_at = ?", now).
+			Where("job_id = ?", id).Where("status = ?", api.SessionOpen).Exec(ctx); err != nil {
 			return fmt.Errorf("close sessions of job %s: %w", id, err)
 		}
 		uq := tx.NewUpdate().Model((*BackupJob)(nil)).
 			Set("status = ?", status).Set("finished_at = ?", now).Set("heartbeat_at = ?", now).Set("updated_at = ?", now).
-			Set("type = ?", j.Type).Where("id = ?", id).Where("status = ?", JobRunning)
+			Set("type = ?", j.Type).Where("id = ?", id).Where("status = ?", api.JobRunning)
 		if errMsg != "" {
 			uq = uq.Set("error = ?", truncate(errMsg, 4000))
 		}
@@ -317,12 +318,12 @@ type FailedJob struct {
 // FailStaleJobs fails running jobs whose agent has not reported since before cutoff.
 func (c *Catalog) FailStaleJobs(ctx context.Context, cutoff time.Time) ([]FailedJob, error) {
 	var stale []BackupJob
-	if err := c.db.NewSelect().Model(&stale).Where("status = ?", JobRunning).Where("heartbeat_at < ?", cutoff.UTC()).Scan(ctx); err != nil {
+	if err := c.db.NewSelect().Model(&stale).Where("status = ?", api.JobRunning).Where("heartbeat_at < ?", cutoff.UTC()).Scan(ctx); err != nil {
 		return nil, fmt.Errorf("find stale jobs: %w", err)
 	}
 	var failed []FailedJob
 	for _, j := range stale {
-		fj, dropped, err := c.finishJob(ctx, j.ID, j.AgentID, JobFailed, "the agent stopped reporting progress (timed out)", "", cutoff)
+		fj, dropped, err := c.finishJob(ctx, j.ID, j.AgentID, api.JobFailed, "the agent stopped reporting progress (timed out)", "", cutoff)
 		if err != nil {
 			if errors.Is(err, errNotStale) {
 				continue // it reported or finished meanwhile
@@ -343,7 +344,7 @@ func (c *Catalog) CountJobsByStatus(ctx context.Context) (map[string]int, error)
 	if err := c.db.NewSelect().Model((*BackupJob)(nil)).Column("status").ColumnExpr("COUNT(*) AS n").Group("status").Scan(ctx, &rows); err != nil {
 		return nil, fmt.Errorf("count jobs: %w", err)
 	}
-	out := map[string]int{JobQueued: 0, JobRunning: 0, JobSucceeded: 0, JobFailed: 0, JobCancelled: 0}
+	out := map[string]int{api.JobQueued: 0, api.JobRunning: 0, api.JobSucceeded: 0, api.JobFailed: 0, api.JobCancelled: 0}
 	for _, r := range rows {
 		out[r.Status] = r.N
 	}

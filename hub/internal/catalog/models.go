@@ -30,7 +30,7 @@ type Agent struct {
 	Name            string    `bun:"name,notnull"`
 	Hostname        string    `bun:"hostname,notnull"`
 	Version         string    `bun:"version,notnull"`
-	Status          string    `bun:"status,notnull"` // AgentActive, AgentRevoked
+	Status          string    `bun:"status,notnull"` // api.AgentActive, api.AgentRevoked
 	CertSerial      string    `bun:"cert_serial,notnull"`
 	PrevCertSerial  string    `bun:"prev_cert_serial,notnull"` // still accepted until the next renewal
 	CertFingerprint string    `bun:"cert_fingerprint,notnull"`
@@ -41,12 +41,6 @@ type Agent struct {
 	CreatedAt       time.Time `bun:"created_at,notnull"`
 	UpdatedAt       time.Time `bun:"updated_at,notnull"`
 }
-
-// Agent statuses.
-const (
-	AgentActive  = "active"
-	AgentRevoked = "revoked"
-)
 
 // JoinToken is a single-use enrollment token. Only the SHA-256 of its secret is stored.
 type JoinToken struct {
@@ -112,18 +106,11 @@ type VMContext struct {
 	Folder        string    `bun:"folder,notnull"`
 	IsTemplate    bool      `bun:"is_template,notnull"`
 	CBTEnabled    bool      `bun:"cbt_enabled,notnull"`
-	CurrentStatus string    `bun:"current_status,notnull"` // VMDiscovered, VMProtected, VMGone
+	CurrentStatus string    `bun:"current_status,notnull"` // api.VMDiscovered, api.VMProtected, api.VMGone
 	GoneAt        time.Time `bun:"gone_at,nullzero"`
 	CreatedAt     time.Time `bun:"created_at,notnull"`
 	UpdatedAt     time.Time `bun:"updated_at,notnull"`
 }
-
-// VM statuses.
-const (
-	VMDiscovered = "discovered"
-	VMProtected  = "protected"
-	VMGone       = "gone"
-)
 
 // VMDisk is one virtual disk, recorded the moment discovery sees it. JobID is empty (NULL) until
 // a backup job touches the disk; when set, the foreign key to backup_jobs is enforced.
@@ -146,18 +133,12 @@ type VMDisk struct {
 	DiskMode       string    `bun:"disk_mode,notnull"`
 	Backupable     bool      `bun:"backupable,notnull"`
 	ChangeID       string    `bun:"change_id,notnull"` // CBT change ID of the last successful backup
-	Status         string    `bun:"status,notnull"`    // DiskPresent, DiskGone
+	Status         string    `bun:"status,notnull"`    // api.DiskPresent, api.DiskGone
 	GoneAt         time.Time `bun:"gone_at,nullzero"`
 	JobID          string    `bun:"job_id,nullzero"`
 	CreatedAt      time.Time `bun:"created_at,notnull"`
 	UpdatedAt      time.Time `bun:"updated_at,notnull"`
 }
-
-// Disk statuses.
-const (
-	DiskPresent = "present"
-	DiskGone    = "gone"
-)
 
 // BackupJob is one backup run of one VM.
 type BackupJob struct {
@@ -191,22 +172,6 @@ type BackupJob struct {
 	CreatedAt         time.Time `bun:"created_at,notnull"`
 	UpdatedAt         time.Time `bun:"updated_at,notnull"`
 }
-
-// Backup types of jobs and disks.
-const (
-	BackupAuto        = "auto"
-	BackupFull        = "full"
-	BackupIncremental = "incremental"
-)
-
-// Job statuses.
-const (
-	JobQueued    = "queued"
-	JobRunning   = "running"
-	JobSucceeded = "succeeded"
-	JobFailed    = "failed"
-	JobCancelled = "cancelled"
-)
 
 // BackupDisk is the outcome of one disk in one backup job.
 type BackupDisk struct {
@@ -256,17 +221,10 @@ type UploadSession struct {
 	CapacityBytes int64     `bun:"capacity_bytes,notnull"`
 	ChunkSize     int64     `bun:"chunk_size,notnull"`
 	SlotCount     int64     `bun:"slot_count,notnull"`
-	Status        string    `bun:"status,notnull"` // SessionOpen, SessionCommitted, SessionAborted
+	Status        string    `bun:"status,notnull"` // api.SessionOpen, api.SessionCommitted, api.SessionAborted
 	CreatedAt     time.Time `bun:"created_at,notnull"`
 	UpdatedAt     time.Time `bun:"updated_at,notnull"`
 }
-
-// Session statuses.
-const (
-	SessionOpen      = "open"
-	SessionCommitted = "committed"
-	SessionAborted   = "aborted"
-)
 
 // UploadSlot records that one slot of a session has the given content digest (hex SHA-256).
 type UploadSlot struct {

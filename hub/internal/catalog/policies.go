@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/sendense/sendense/shared/api"
 	"github.com/uptrace/bun"
 )
 
@@ -114,7 +115,7 @@ func (c *Catalog) PolicyStats(ctx context.Context, policyID string) (PolicyRunSt
 	var out PolicyRunStats
 	var last BackupJob
 	err := c.db.NewSelect().Model(&last).Column("status", "finished_at").
-		Where("policy_id = ?", policyID).Where("status IN (?)", bun.In([]string{JobSucceeded, JobFailed, JobCancelled})).
+		Where("policy_id = ?", policyID).Where("status IN (?)", bun.In([]string{api.JobSucceeded, api.JobFailed, api.JobCancelled})).
 		Order("finished_at DESC").Limit(1).Scan(ctx)
 	if err != nil && !errors.Is(err, sql.ErrNoRows) {
 		return out, fmt.Errorf("last job of policy %s: %w", policyID, err)
@@ -122,7 +123,7 @@ func (c *Catalog) PolicyStats(ctx context.Context, policyID string) (PolicyRunSt
 	out.LastStatus, out.LastFinished = last.Status, last.FinishedAt
 	var ok BackupJob
 	err = c.db.NewSelect().Model(&ok).Column("finished_at").
-		Where("policy_id = ?", policyID).Where("status = ?", JobSucceeded).
+		Where("policy_id = ?", policyID).Where("status = ?", api.JobSucceeded).
 		Order("finished_at DESC").Limit(1).Scan(ctx)
 	if err != nil && !errors.Is(err, sql.ErrNoRows) {
 		return out, fmt.Errorf("last success of policy %s: %w", policyID, err)
@@ -136,7 +137,7 @@ func (c *Catalog) PolicyStats(ctx context.Context, policyID string) (PolicyRunSt
 func (c *Catalog) VMBackupHistory(ctx context.Context, vmContextID, repositoryID string) ([]BackupJob, error) {
 	var out []BackupJob
 	err := c.db.NewSelect().Model(&out).
-		Where("vm_context_id = ?", vmContextID).Where("repository_id = ?", repositoryID).Where("status = ?", JobSucceeded).
+		Where("vm_context_id = ?", vmContextID).Where("repository_id = ?", repositoryID).Where("status = ?", api.JobSucceeded).
 		Order("created_at DESC", "id DESC").Scan(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("select backups of %s: %w", vmContextID, err)
@@ -151,7 +152,7 @@ func (c *Catalog) LastSuccessByVM(ctx context.Context, repositoryID string) (map
 		Last        time.Time `bun:"last"`
 	}
 	err := c.db.NewSelect().Model((*BackupJob)(nil)).Column("vm_context_id").ColumnExpr("MAX(created_at) AS last").
-		Where("repository_id = ?", repositoryID).Where("status = ?", JobSucceeded).Group("vm_context_id").Scan(ctx, &rows)
+		Where("repository_id = ?", repositoryID).Where("status = ?", api.JobSucceeded).Group("vm_context_id").Scan(ctx, &rows)
 	if err != nil {
 		return nil, fmt.Errorf("last successful backups: %w", err)
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/sendense/sendense/shared/api"
 	"github.com/uptrace/bun"
 )
 
@@ -14,7 +15,7 @@ import (
 // agent resuming after a restart opens it again). Reopening with other parameters → ErrConflict.
 func (c *Catalog) OpenSession(ctx context.Context, s *UploadSession) (*UploadSession, error) {
 	now := c.now()
-	s.Status, s.CreatedAt, s.UpdatedAt = SessionOpen, now, now
+	s.Status, s.CreatedAt, s.UpdatedAt = api.SessionOpen, now, now
 	_, err := c.db.NewInsert().Model(s).Exec(ctx)
 	if err == nil {
 		return s, nil
@@ -56,7 +57,7 @@ func (c *Catalog) RecordSlots(ctx context.Context, sessionID string, slots []Upl
 		if err := tx.NewSelect().Model((*UploadSession)(nil)).Column("status").Where("id = ?", sessionID).Scan(ctx, &status); err != nil {
 			return fmt.Errorf("select upload session %s: %w", sessionID, err)
 		}
-		if status != SessionOpen {
+		if status != api.SessionOpen {
 			return fmt.Errorf("upload session %s is %s: %w", sessionID, status, ErrConflict)
 		}
 		for start := 0; start < len(slots); start += 500 {
@@ -89,8 +90,8 @@ func (c *Catalog) SessionSlots(ctx context.Context, sessionID string) ([]UploadS
 func (c *Catalog) CommitSession(ctx context.Context, sessionID string, bd *BackupDisk) (*BackupDisk, error) {
 	err := c.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
 		now := c.now()
-		res, err := tx.NewUpdate().Model((*UploadSession)(nil)).Set("status = ?", SessionCommitted).Set("updated_at = ?", now).
-			Where("id = ?", sessionID).Where("status = ?", SessionOpen).Exec(ctx)
+		res, err := tx.NewUpdate().Model((*UploadSession)(nil)).Set("status = ?", api.SessionCommitted).Set("updated_at = ?", now).
+			Where("id = ?", sessionID).Where("status = ?", api.SessionOpen).Exec(ctx)
 		if err != nil {
 			return fmt.Errorf("commit session %s: %w", sessionID, err)
 		}
@@ -125,7 +126,7 @@ func (c *Catalog) LatestBackupDisk(ctx context.Context, vmContextID, diskID, rep
 	err := c.db.NewSelect().Model(bd).
 		Join("JOIN backup_jobs AS j ON j.id = bd.job_id").
 		Where("bd.vm_context_id = ?", vmContextID).Where("bd.disk_id = ?", diskID).
-		Where("bd.status = ?", JobSucceeded).Where("j.status = ?", JobSucceeded).Where("j.repository_id = ?", repositoryID).
+		Where("bd.status = ?", api.JobSucceeded).Where("j.status = ?", api.JobSucceeded).Where("j.repository_id = ?", repositoryID).
 		Order("j.created_at DESC").Limit(1).Scan(ctx)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, fmt.Errorf("backup of %s/%s: %w", vmContextID, diskID, ErrNotFound)
@@ -151,7 +152,7 @@ func (c *Catalog) OpenSessionDigests(ctx context.Context, repositoryID string) (
 	var out []string
 	err := c.db.NewSelect().Model((*UploadSlot)(nil)).ColumnExpr("DISTINCT us.digest").
 		Join("JOIN upload_sessions AS s ON s.id = us.session_id").
-		Where("s.repository_id = ?", repositoryID).Where("s.status = ?", SessionOpen).
+		Where("s.repository_id = ?", repositoryID).Where("s.status = ?", api.SessionOpen).
 		Scan(ctx, &out)
 	if err != nil {
 		return nil, fmt.Errorf("select digests of open sessions: %w", err)
@@ -164,7 +165,7 @@ func (c *Catalog) OpenSessionDigests(ctx context.Context, repositoryID string) (
 func (c *Catalog) OldestOpenSession(ctx context.Context, repositoryID string) (time.Time, error) {
 	var s UploadSession
 	err := c.db.NewSelect().Model(&s).Column("created_at").
-		Where("repository_id = ?", repositoryID).Where("status = ?", SessionOpen).
+		Where("repository_id = ?", repositoryID).Where("status = ?", api.SessionOpen).
 		Order("created_at ASC").Limit(1).Scan(ctx)
 	if errors.Is(err, sql.ErrNoRows) {
 		return time.Time{}, nil

@@ -12,6 +12,7 @@ import (
 
 	"github.com/sendense/sendense/hub/internal/catalog"
 	"github.com/sendense/sendense/hub/internal/repository"
+	"github.com/sendense/sendense/shared/api"
 	"github.com/sendense/sendense/shared/chunk"
 )
 
@@ -109,7 +110,7 @@ func (c *Checker) repository(ctx context.Context, r catalog.Repository, repair b
 	}
 	rep.Indexes += len(refs)
 	for ref, d := range known {
-		if d.JobStatus == catalog.JobSucceeded && !onDisk[ref] {
+		if d.JobStatus == api.JobSucceeded && !onDisk[ref] {
 			rep.Problems = append(rep.Problems, Problem{Repository: r.Name, Kind: "missing_index", BackupID: d.JobID, DiskID: d.DiskID,
 				Detail: "the backup is recorded as successful but its index is missing: it cannot be restored"})
 		}
@@ -138,7 +139,7 @@ func (c *Checker) repository(ctx context.Context, r catalog.Repository, repair b
 			rep.Problems = append(rep.Problems, p)
 			continue
 		}
-		if isKnown && d.JobStatus != catalog.JobSucceeded {
+		if isKnown && d.JobStatus != api.JobSucceeded {
 			continue // a running job's committed disk; checked once the job succeeds
 		}
 		idx, err := repo.ReadIndex(ctx, ref)

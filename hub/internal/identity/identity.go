@@ -217,7 +217,7 @@ func (s *Service) Enroll(ctx context.Context, req api.EnrollRequest) (api.Enroll
 		name = agentID
 	}
 	a := &catalog.Agent{
-		ID: agentID, Name: name, Hostname: req.Hostname, Version: req.Version, Status: catalog.AgentActive,
+		ID: agentID, Name: name, Hostname: req.Hostname, Version: req.Version, Status: api.AgentActive,
 		CertSerial: pki.SerialHex(cert), CertFingerprint: pki.Fingerprint(cert), CertNotAfter: cert.NotAfter.UTC(),
 	}
 	if err := s.cat.RedeemJoinToken(ctx, req.TokenID, hashSecret(req.TokenSecret), a); err != nil {
@@ -262,7 +262,7 @@ func (s *Service) AuthenticateAgent(ctx context.Context, cert *x509.Certificate)
 	if err != nil {
 		return nil, err
 	}
-	if a.Status != catalog.AgentActive {
+	if a.Status != api.AgentActive {
 		return nil, ErrAgentRevoked
 	}
 	// The previous certificate stays valid until the next renewal: connections opened before a
@@ -298,7 +298,7 @@ func (s *Service) Heartbeat(ctx context.Context, agentID string, req api.Heartbe
 	if err := s.cat.TouchAgent(ctx, agentID, req.Hostname, req.Version); err != nil {
 		return api.HeartbeatResponse{}, err
 	}
-	return api.HeartbeatResponse{AgentID: agentID, Status: catalog.AgentActive, ServerTime: s.now().UTC()}, nil
+	return api.HeartbeatResponse{AgentID: agentID, Status: api.AgentActive, ServerTime: s.now().UTC()}, nil
 }
 
 // AgentInfo converts a catalog agent to its API form.

@@ -8,6 +8,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sendense/sendense/hub/internal/catalog"
+	"github.com/sendense/sendense/shared/api"
 )
 
 type agentCounter interface {
@@ -62,7 +63,7 @@ func (c *AgentCollector) Collect(ch chan<- prometheus.Metric) {
 		return
 	}
 	for _, a := range agents {
-		if a.Status != catalog.AgentActive {
+		if a.Status != api.AgentActive {
 			continue
 		}
 		ch <- prometheus.MustNewConstMetric(c.lastSeen, prometheus.GaugeValue, float64(a.LastSeenAt.Unix()), a.ID)

@@ -54,8 +54,8 @@ func New(cat inventoryCatalog, log *slog.Logger, reg prometheus.Registerer) *Ser
 			Buckets: prometheus.ExponentialBuckets(0.005, 2, 14),
 		}, []string{}),
 	}
-	for _, k := range []string{catalog.EventVMAdded, catalog.EventVMGone, catalog.EventVMReturned, catalog.EventVMRenamed, catalog.EventCBTDisabled,
-		catalog.EventDiskAdded, catalog.EventDiskRemoved, catalog.EventDiskResized, catalog.EventDiskMoved, catalog.EventDiskReturn} {
+	for _, k := range []string{api.EventVMAdded, api.EventVMGone, api.EventVMReturned, api.EventVMRenamed, api.EventCBTDisabled,
+		api.EventDiskAdded, api.EventDiskRemoved, api.EventDiskResized, api.EventDiskMoved, api.EventDiskReturn} {
 		s.events.WithLabelValues(k)
 	}
 	for _, r := range []string{"applied", "unchanged", "rejected", "error"} {
@@ -88,7 +88,7 @@ func (s *Service) Apply(ctx context.Context, agentID string, inv *api.Inventory)
 	for _, e := range evs {
 		s.events.WithLabelValues(e.Kind).Inc()
 		level := slog.LevelInfo
-		if e.Kind == catalog.EventCBTDisabled || e.Kind == catalog.EventVMGone || e.Kind == catalog.EventDiskRemoved {
+		if e.Kind == api.EventCBTDisabled || e.Kind == api.EventVMGone || e.Kind == api.EventDiskRemoved {
 			level = slog.LevelWarn
 		}
 		s.log.Log(ctx, level, "inventory change", "event", e.Kind, "agent_id", agentID, "source", inv.Source.Name,

@@ -226,7 +226,7 @@ func (s *Service) Delete(ctx context.Context, nameOrID string) error {
 
 // covers reports whether a policy selects a VM.
 func covers(p *catalog.Policy, vm *catalog.VMWithSource) bool {
-	if vm.CurrentStatus == catalog.VMGone || vm.IsTemplate || !p.Enabled {
+	if vm.CurrentStatus == api.VMGone || vm.IsTemplate || !p.Enabled {
 		return false
 	}
 	if p.AgentID != "" && vm.AgentID != p.AgentID {
@@ -274,7 +274,7 @@ func (s *Service) Unprotected(ctx context.Context) ([]catalog.VMWithSource, erro
 	var out []catalog.VMWithSource
 	for i := range vms {
 		vm := &vms[i]
-		if vm.CurrentStatus == catalog.VMGone || vm.IsTemplate {
+		if vm.CurrentStatus == api.VMGone || vm.IsTemplate {
 			continue
 		}
 		if !slices.ContainsFunc(ps, func(p catalog.Policy) bool { return covers(&p, vm) }) {

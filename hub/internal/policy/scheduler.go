@@ -7,6 +7,7 @@ import (
 
 	"github.com/sendense/sendense/hub/internal/catalog"
 	"github.com/sendense/sendense/hub/internal/schedule"
+	"github.com/sendense/sendense/shared/api"
 )
 
 // Run ticks the scheduler every interval until ctx ends.
@@ -108,7 +109,7 @@ func (s *Service) runPolicy(ctx context.Context, p *catalog.Policy, now time.Tim
 // incrementals in a row, or when the last full is FullEveryDays old; otherwise auto.
 func (s *Service) backupType(ctx context.Context, p *catalog.Policy, vm *catalog.VMWithSource, now time.Time) (string, error) {
 	if p.FullEveryIncrementals == 0 && p.FullEveryDays == 0 {
-		return catalog.BackupAuto, nil
+		return api.BackupAuto, nil
 	}
 	hist, err := s.cat.VMBackupHistory(ctx, vm.ContextID, p.RepositoryID)
 	if err != nil {
@@ -117,22 +118,22 @@ func (s *Service) backupType(ctx context.Context, p *catalog.Policy, vm *catalog
 	incrementals := 0
 	var lastFull time.Time
 	for _, j := range hist {
-		if j.Type == catalog.BackupFull {
+		if j.Type == api.BackupFull {
 			lastFull = j.CreatedAt
 			break
 		}
 		incrementals++
 	}
 	if len(hist) == 0 {
-		return catalog.BackupAuto, nil
+		return api.BackupAuto, nil
 	}
 	if p.FullEveryIncrementals > 0 && incrementals >= p.FullEveryIncrementals {
-		return catalog.BackupFull, nil
+		return api.BackupFull, nil
 	}
 	if p.FullEveryDays > 0 && (lastFull.IsZero() || now.Sub(lastFull) >= time.Duration(p.FullEveryDays)*24*time.Hour) {
-		return catalog.BackupFull, nil
+		return api.BackupFull, nil
 	}
-	return catalog.BackupAuto, nil
+	return api.BackupAuto, nil
 }
 
 // overdue counts the covered VMs whose last successful backup is older than two schedule periods

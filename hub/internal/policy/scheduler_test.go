@@ -32,7 +32,7 @@ func seed(t *testing.T, c *catalog.Catalog) {
 	if err := c.CreateJoinToken(ctx, &catalog.JoinToken{ID: "jt-1", SecretHash: "h", ExpiresAt: time.Now().Add(time.Hour)}); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.RedeemJoinToken(ctx, "jt-1", "h", &catalog.Agent{ID: "agent-1", Name: "a1", Status: catalog.AgentActive, CertSerial: "1", CertFingerprint: "f", CertNotAfter: time.Now().Add(time.Hour)}); err != nil {
+	if err := c.RedeemJoinToken(ctx, "jt-1", "h", &catalog.Agent{ID: "agent-1", Name: "a1", Status: api.AgentActive, CertSerial: "1", CertFingerprint: "f", CertNotAfter: time.Now().Add(time.Hour)}); err != nil {
 		t.Fatal(err)
 	}
 	inv := &api.Inventory{Source: api.Source{Name: "vc1"}}
@@ -70,7 +70,7 @@ func jobCount(t *testing.T, c *catalog.Catalog) map[string]int {
 // finishAll marks every queued job finished (the jobs' agent is not part of these tests).
 func finishAll(t *testing.T, c *catalog.Catalog) {
 	t.Helper()
-	rows, _, _ := c.Backups(t.Context(), catalog.BackupFilter{Status: catalog.JobQueued})
+	rows, _, _ := c.Backups(t.Context(), catalog.BackupFilter{Status: api.JobQueued})
 	for _, r := range rows {
 		if _, err := c.RequestCancel(t.Context(), r.ID); err != nil {
 			t.Fatal(err)

@@ -13,6 +13,7 @@ import (
 	"github.com/sendense/sendense/hub/internal/catalog"
 	"github.com/sendense/sendense/hub/internal/fidx"
 	"github.com/sendense/sendense/hub/internal/repository"
+	"github.com/sendense/sendense/shared/api"
 	"github.com/sendense/sendense/shared/chunk"
 )
 
@@ -53,7 +54,7 @@ func (s *Service) Disks(ctx context.Context, backupID string) ([]Disk, error) {
 	if err != nil {
 		return nil, err
 	}
-	if row.Status != catalog.JobSucceeded {
+	if row.Status != api.JobSucceeded {
 		return nil, fmt.Errorf("backup %s is %s: %w", backupID, row.Status, ErrNotRestorable)
 	}
 	bds, err := s.cat.BackupDisks(ctx, backupID)
@@ -73,7 +74,7 @@ func (s *Service) Open(ctx context.Context, backupID, diskID string) (*Image, Di
 	if err != nil {
 		return nil, Disk{}, err
 	}
-	if row.Status != catalog.JobSucceeded {
+	if row.Status != api.JobSucceeded {
 		return nil, Disk{}, fmt.Errorf("backup %s is %s: %w", backupID, row.Status, ErrNotRestorable)
 	}
 	bds, err := s.cat.BackupDisks(ctx, backupID)

@@ -17,6 +17,7 @@ import (
 
 	"github.com/sendense/sendense/hub/internal/catalog"
 	"github.com/sendense/sendense/hub/internal/repository"
+	"github.com/sendense/sendense/shared/api"
 	"github.com/sendense/sendense/shared/chunk"
 )
 
@@ -101,13 +102,13 @@ func (v *Verifier) Run(ctx context.Context, backupID string) (*Report, error) {
 		if err != nil {
 			return nil, err
 		}
-		if r.Status != catalog.JobSucceeded {
+		if r.Status != api.JobSucceeded {
 			return nil, fmt.Errorf("backup %s is %s; only successful backups are restore points", backupID, r.Status)
 		}
 		rows = []catalog.BackupRow{*r}
 	} else {
 		var err error
-		if rows, _, err = v.cat.Backups(ctx, catalog.BackupFilter{Status: catalog.JobSucceeded}); err != nil {
+		if rows, _, err = v.cat.Backups(ctx, catalog.BackupFilter{Status: api.JobSucceeded}); err != nil {
 			return nil, err
 		}
 	}
