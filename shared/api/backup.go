@@ -2,12 +2,6 @@ package api
 
 import "time"
 
-// Operator routes for backups (the seed system's endpoints).
-const (
-	PathBackups      = "/api/v1/backups"      // POST start, GET list
-	PathRepositories = "/api/v1/repositories" // GET list, POST create (admin)
-)
-
 // Backup types.
 const (
 	BackupAuto        = "auto"
@@ -138,19 +132,6 @@ type CreateRepositoryRequest struct {
 
 // ---- Agent side of a backup job ----
 
-// Agent job routes. {id} is a job id, {disk} a disk id, {session} an upload session id.
-const (
-	PathAgentJobs = "/api/v1/agent/jobs" // GET: long poll for the next job (?wait=30s&running=id,id)
-	// GET  /api/v1/agent/jobs/{id}                 job state (cancel requested?)
-	// POST /api/v1/agent/jobs/{id}/progress        JobProgress → JobState
-	// POST /api/v1/agent/jobs/{id}/complete        JobCompletion
-	// POST /api/v1/agent/jobs/{id}/disks/{disk}/session   OpenSessionRequest → Session (idempotent)
-	// GET  /api/v1/agent/sessions/{session}                Session (with done slots, for resume)
-	// PUT  /api/v1/agent/sessions/{session}/chunks/{digest}  chunk blob → 201 stored / 200 known
-	// POST /api/v1/agent/sessions/{session}/slots          SlotBatch → SlotBatchResult
-	// POST /api/v1/agent/sessions/{session}/commit         CommitRequest → BackupDisk
-)
-
 // MaxJobWait bounds the long poll of GET /api/v1/agent/jobs.
 const MaxJobWait = 60 * time.Second
 
@@ -276,4 +257,9 @@ type CommitRequest struct {
 	BytesSent         int64 `json:"bytes_sent"`
 	BytesDeduplicated int64 `json:"bytes_deduplicated"`
 	BytesZero         int64 `json:"bytes_zero"`
+}
+
+// RepositoryList is the body of GET /api/v1/repositories.
+type RepositoryList struct {
+	Repositories []Repository `json:"repositories"`
 }

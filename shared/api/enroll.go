@@ -11,13 +11,6 @@ import (
 	"time"
 )
 
-// Enrollment and agent identity routes.
-const (
-	PathEnroll         = "/api/v1/enroll"          // POST, no client certificate: redeem a join token
-	PathAgentRenew     = "/api/v1/agent/renew"     // POST over mTLS: a new certificate for a new key
-	PathAgentHeartbeat = "/api/v1/agent/heartbeat" // POST over mTLS: liveness, last_seen
-)
-
 // JoinTokenPrefix starts every join token string; the digit is the format version.
 const JoinTokenPrefix = "SDJ1."
 
@@ -135,13 +128,6 @@ const (
 	AgentRevoked = "revoked"
 )
 
-// Operator routes for identity management (admin role).
-const (
-	PathAgents     = "/api/v1/agents"
-	PathJoinTokens = "/api/v1/tokens"
-	PathAPITokens  = "/api/v1/apitokens"
-)
-
 // JoinTokenInfo describes a join token without its secret.
 type JoinTokenInfo struct {
 	ID         string    `json:"id"`
@@ -193,3 +179,18 @@ const (
 	RoleOperator = "operator"
 	RoleAdmin    = "admin"
 )
+
+// AgentList is the body of GET /api/v1/agents.
+type AgentList struct {
+	Agents []Agent `json:"agents"`
+}
+
+// JoinTokenList is the body of GET /api/v1/tokens.
+type JoinTokenList struct {
+	Tokens []JoinTokenInfo `json:"tokens"`
+}
+
+// APITokenList is the body of GET /api/v1/apitokens.
+type APITokenList struct {
+	APITokens []APITokenInfo `json:"api_tokens"`
+}

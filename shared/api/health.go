@@ -1,8 +1,5 @@
 package api
 
-// PathHealth is the unauthenticated health route.
-const PathHealth = "/api/v1/debug/health"
-
 // Health is the body of GET /api/v1/debug/health.
 type Health struct {
 	Status        string     `json:"status"` // "ok" or "degraded"

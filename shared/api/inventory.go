@@ -5,9 +5,6 @@ import (
 	"time"
 )
 
-// PathAgentInventory is where an agent PUTs the complete inventory of one source.
-const PathAgentInventory = "/api/v1/agent/inventory"
-
 // MaxInventoryBytes caps an inventory request body (about 20,000 VMs with several disks each).
 const MaxInventoryBytes = 64 << 20
 

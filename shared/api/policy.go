@@ -2,9 +2,6 @@ package api
 
 import "time"
 
-// PathPolicies is the operator route for backup policies.
-const PathPolicies = "/api/v1/policies"
-
 // Retention says which backups a policy keeps, with restic/Proxmox semantics: the newest backup
 // of each of the most recent N hours, days, ISO weeks, months and years with backups, and the N
 // newest. All zero keeps everything. Protected backups are always kept.
@@ -52,4 +49,9 @@ type PruneDecision struct {
 	CreatedAt time.Time `json:"created_at"`
 	Keep      bool      `json:"keep"`
 	Reasons   []string  `json:"reasons,omitempty"`
+}
+
+// PolicyList is the body of GET /api/v1/policies.
+type PolicyList struct {
+	Policies []Policy `json:"policies"`
 }

@@ -2,9 +2,6 @@ package api
 
 import "time"
 
-// Operator routes for VMs.
-const PathVMs = "/api/v1/vms"
-
 // VMContext is a VM as the hub knows it.
 type VMContext struct {
 	ContextID     string    `json:"context_id"`
@@ -91,3 +88,9 @@ const (
 	DiskPresent = "present"
 	DiskGone    = "gone"
 )
+
+// VMDiskList is the body of GET /api/v1/vms/{id}/disks.
+type VMDiskList struct {
+	VMContextID string   `json:"vm_context_id"`
+	Disks       []VMDisk `json:"disks"`
+}

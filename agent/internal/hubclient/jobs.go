@@ -36,46 +36,46 @@ func (c *Client) NextJob(ctx context.Context, wait time.Duration, busy []string)
 // JobState asks whether a job is still running and whether its cancellation was requested.
 func (c *Client) JobState(ctx context.Context, jobID string) (api.JobState, error) {
 	var st api.JobState
-	err := c.Do(ctx, http.MethodGet, api.PathAgentJobs+"/"+url.PathEscape(jobID), nil, &st)
+	err := c.Do(ctx, http.MethodGet, api.Path(api.PathAgentJob, jobID), nil, &st)
 	return st, err
 }
 
 // Progress reports a job's progress (its heartbeat) and returns whether to cancel.
 func (c *Client) Progress(ctx context.Context, jobID string, p api.JobProgress) (api.JobState, error) {
 	var st api.JobState
-	err := c.Do(ctx, http.MethodPost, api.PathAgentJobs+"/"+url.PathEscape(jobID)+"/progress", p, &st)
+	err := c.Do(ctx, http.MethodPost, api.Path(api.PathAgentJobProg, jobID), p, &st)
 	return st, err
 }
 
 // Complete reports the end of a job.
 func (c *Client) Complete(ctx context.Context, jobID string, done api.JobCompletion) error {
-	return c.Do(ctx, http.MethodPost, api.PathAgentJobs+"/"+url.PathEscape(jobID)+"/complete", done, nil)
+	return c.Do(ctx, http.MethodPost, api.Path(api.PathAgentJobDone, jobID), done, nil)
 }
 
 // OpenSession opens (or reopens) the upload session of one disk of a job.
 func (c *Client) OpenSession(ctx context.Context, jobID, diskID string, req api.OpenSessionRequest) (api.Session, error) {
 	var s api.Session
-	err := c.Do(ctx, http.MethodPost, api.PathAgentJobs+"/"+url.PathEscape(jobID)+"/disks/"+url.PathEscape(diskID)+"/session", req, &s)
+	err := c.Do(ctx, http.MethodPost, api.Path(api.PathAgentOpenSess, jobID, diskID), req, &s)
 	return s, err
 }
 
 // RecordSlots records slot digests and returns the digests the hub lacks.
 func (c *Client) RecordSlots(ctx context.Context, sessionID string, batch api.SlotBatch) (api.SlotBatchResult, error) {
 	var res api.SlotBatchResult
-	err := c.Do(ctx, http.MethodPost, "/api/v1/agent/sessions/"+url.PathEscape(sessionID)+"/slots", batch, &res)
+	err := c.Do(ctx, http.MethodPost, api.Path(api.PathAgentSlots, sessionID), batch, &res)
 	return res, err
 }
 
 // PutChunk uploads one chunk blob (idempotent: the name is the content's digest).
 func (c *Client) PutChunk(ctx context.Context, sessionID, digest string, blob []byte) error {
-	_, err := c.do(ctx, http.MethodPut, "/api/v1/agent/sessions/"+url.PathEscape(sessionID)+"/chunks/"+digest, blob, "application/octet-stream", nil)
+	_, err := c.do(ctx, http.MethodPut, api.Path(api.PathAgentChunk, sessionID, digest), blob, "application/octet-stream", nil)
 	return err
 }
 
 // Commit closes a disk's session; the hub writes its index.
 func (c *Client) Commit(ctx context.Context, sessionID string, req api.CommitRequest) (api.BackupDisk, error) {
 	var bd api.BackupDisk
-	err := c.Do(ctx, http.MethodPost, "/api/v1/agent/sessions/"+url.PathEscape(sessionID)+"/commit", req, &bd)
+	err := c.Do(ctx, http.MethodPost, api.Path(api.PathAgentCommitSess, sessionID), req, &bd)
 	return bd, err
 }
 

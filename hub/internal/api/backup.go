@@ -35,23 +35,23 @@ type backupService interface {
 }
 
 func (s *Server) registerBackup(agent, v1 *gin.RouterGroup) {
-	v1.POST("/backups", s.requireRole(api.RoleOperator), s.startBackup)
-	v1.GET("/backups", s.requireRole(api.RoleViewer), s.listBackups)
-	v1.GET("/backups/:id", s.requireRole(api.RoleViewer), s.getBackup)
-	v1.DELETE("/backups/:id", s.requireRole(api.RoleOperator), s.deleteBackup)
-	v1.POST("/backups/:id/cancel", s.requireRole(api.RoleOperator), s.cancelBackup)
+	v1.POST(rel(v1, api.PathBackups), s.requireRole(api.RoleOperator), s.startBackup)
+	v1.GET(rel(v1, api.PathBackups), s.requireRole(api.RoleViewer), s.listBackups)
+	v1.GET(rel(v1, api.PathBackup), s.requireRole(api.RoleViewer), s.getBackup)
+	v1.DELETE(rel(v1, api.PathBackup), s.requireRole(api.RoleOperator), s.deleteBackup)
+	v1.POST(rel(v1, api.PathBackupCancel), s.requireRole(api.RoleOperator), s.cancelBackup)
 	// The seed system's chain route shares the /backups/:id prefix; Gin routes the segment to :id.
-	v1.GET("/backups/:id/chain", s.requireRole(api.RoleViewer), s.chain)
+	v1.GET(rel(v1, api.PathBackupChain), s.requireRole(api.RoleViewer), s.chain)
 
-	agent.GET("/jobs", s.nextJob)
-	agent.GET("/jobs/:id", s.jobState)
-	agent.POST("/jobs/:id/progress", s.jobProgress)
-	agent.POST("/jobs/:id/complete", s.completeJob)
-	agent.POST("/jobs/:id/disks/:disk/session", s.openSession)
-	agent.GET("/sessions/:session", s.getSession)
-	agent.PUT("/sessions/:session/chunks/:digest", s.putChunk)
-	agent.POST("/sessions/:session/slots", s.recordSlots)
-	agent.POST("/sessions/:session/commit", s.commitSession)
+	agent.GET(rel(agent, api.PathAgentJobs), s.nextJob)
+	agent.GET(rel(agent, api.PathAgentJob), s.jobState)
+	agent.POST(rel(agent, api.PathAgentJobProg), s.jobProgress)
+	agent.POST(rel(agent, api.PathAgentJobDone), s.completeJob)
+	agent.POST(rel(agent, api.PathAgentOpenSess), s.openSession)
+	agent.GET(rel(agent, api.PathAgentSession), s.getSession)
+	agent.PUT(rel(agent, api.PathAgentChunk), s.putChunk)
+	agent.POST(rel(agent, api.PathAgentSlots), s.recordSlots)
+	agent.POST(rel(agent, api.PathAgentCommitSess), s.commitSession)
 }
 
 func (s *Server) startBackup(c *gin.Context) {

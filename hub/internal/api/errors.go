@@ -107,3 +107,11 @@ func decodeJSON(c *gin.Context, limit int64, dst any) error {
 	}
 	return nil
 }
+
+// nonNil returns s, or an empty slice for nil, so that a list encodes as [] and never as null.
+func nonNil[T any](s []T) []T {
+	if s == nil {
+		return []T{}
+	}
+	return s
+}

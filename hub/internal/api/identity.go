@@ -15,17 +15,17 @@ const smallBody = 64 << 10
 
 func (s *Server) registerIdentity(agent, v1 *gin.RouterGroup) {
 	s.engine.POST(api.PathEnroll, s.enroll)
-	agent.POST("/renew", s.renew)
-	agent.POST("/heartbeat", s.heartbeat)
-	v1.GET("/agents", s.requireRole(api.RoleViewer), s.listAgents)
-	v1.GET("/agents/:id", s.requireRole(api.RoleViewer), s.showAgent)
-	v1.POST("/agents/:id/revoke", s.requireRole(api.RoleAdmin), s.revokeAgent)
-	v1.GET("/tokens", s.requireRole(api.RoleAdmin), s.listJoinTokens)
-	v1.POST("/tokens", s.requireRole(api.RoleAdmin), s.createJoinToken)
-	v1.DELETE("/tokens/:id", s.requireRole(api.RoleAdmin), s.revokeJoinToken)
-	v1.GET("/apitokens", s.requireRole(api.RoleAdmin), s.listAPITokens)
-	v1.POST("/apitokens", s.requireRole(api.RoleAdmin), s.createAPIToken)
-	v1.DELETE("/apitokens/:id", s.requireRole(api.RoleAdmin), s.revokeAPIToken)
+	agent.POST(rel(agent, api.PathAgentRenew), s.renew)
+	agent.POST(rel(agent, api.PathAgentHeartbeat), s.heartbeat)
+	v1.GET(rel(v1, api.PathAgents), s.requireRole(api.RoleViewer), s.listAgents)
+	v1.GET(rel(v1, api.PathAgent), s.requireRole(api.RoleViewer), s.showAgent)
+	v1.POST(rel(v1, api.PathAgentRevoke), s.requireRole(api.RoleAdmin), s.revokeAgent)
+	v1.GET(rel(v1, api.PathJoinTokens), s.requireRole(api.RoleAdmin), s.listJoinTokens)
+	v1.POST(rel(v1, api.PathJoinTokens), s.requireRole(api.RoleAdmin), s.createJoinToken)
+	v1.DELETE(rel(v1, api.PathJoinToken), s.requireRole(api.RoleAdmin), s.revokeJoinToken)
+	v1.GET(rel(v1, api.PathAPITokens), s.requireRole(api.RoleAdmin), s.listAPITokens)
+	v1.POST(rel(v1, api.PathAPITokens), s.requireRole(api.RoleAdmin), s.createAPIToken)
+	v1.DELETE(rel(v1, api.PathAPIToken), s.requireRole(api.RoleAdmin), s.revokeAPIToken)
 }
 
 func (s *Server) enroll(c *gin.Context) {
@@ -78,7 +78,7 @@ func (s *Server) listAgents(c *gin.Context) {
 		s.fail(c, err)
 		return
 	}
-	c.JSON(http.StatusOK, gin.H{"agents": as})
+	c.JSON(http.StatusOK, api.AgentList{Agents: nonNil(as)})
 }
 
 func (s *Server) showAgent(c *gin.Context) {
@@ -109,7 +109,7 @@ func (s *Server) listJoinTokens(c *gin.Context) {
 		s.fail(c, err)
 		return
 	}
-	c.JSON(http.StatusOK, gin.H{"tokens": ts})
+	c.JSON(http.StatusOK, api.JoinTokenList{Tokens: nonNil(ts)})
 }
 
 func (s *Server) createJoinToken(c *gin.Context) {
@@ -149,7 +149,7 @@ func (s *Server) listAPITokens(c *gin.Context) {
 		s.fail(c, err)
 		return
 	}
-	c.JSON(http.StatusOK, gin.H{"api_tokens": ts})
+	c.JSON(http.StatusOK, api.APITokenList{APITokens: nonNil(ts)})
 }
 
 func (s *Server) createAPIToken(c *gin.Context) {

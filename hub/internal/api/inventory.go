@@ -20,10 +20,10 @@ type inventoryService interface {
 }
 
 func (s *Server) registerInventory(agent, v1 *gin.RouterGroup) {
-	agent.PUT("/inventory", s.putInventory)
-	v1.GET("/vms", s.requireRole(api.RoleViewer), s.listVMs)
-	v1.GET("/vms/:id", s.requireRole(api.RoleViewer), s.showVM)
-	v1.GET("/vms/:id/disks", s.requireRole(api.RoleViewer), s.showVMDisks)
+	agent.PUT(rel(agent, api.PathAgentInventory), s.putInventory)
+	v1.GET(rel(v1, api.PathVMs), s.requireRole(api.RoleViewer), s.listVMs)
+	v1.GET(rel(v1, api.PathVM), s.requireRole(api.RoleViewer), s.showVM)
+	v1.GET(rel(v1, api.PathVMDisks), s.requireRole(api.RoleViewer), s.showVMDisks)
 }
 
 func (s *Server) putInventory(c *gin.Context) {
@@ -105,11 +105,7 @@ func (s *Server) showVMDisks(c *gin.Context) {
 		s.fail(c, err)
 		return
 	}
-	disks := vm.Disks
-	if disks == nil {
-		disks = []api.VMDisk{}
-	}
-	c.JSON(http.StatusOK, gin.H{"vm_context_id": vm.ContextID, "disks": disks})
+	c.JSON(http.StatusOK, api.VMDiskList{VMContextID: vm.ContextID, Disks: nonNil(vm.Disks)})
 }
 
 // unprotectedVMs lists the VMs no enabled policy covers.

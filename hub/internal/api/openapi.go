@@ -15,9 +15,6 @@ import (
 	"github.com/sendense/sendense/shared/version"
 )
 
-// PathOpenAPI serves the OpenAPI 3 description of this API (no authentication).
-const PathOpenAPI = "/api/v1/openapi.json"
-
 // Who may call an operation.
 const (
 	authPublic   = "public"
@@ -40,53 +37,53 @@ type operation struct {
 
 var operations = []operation{
 	{"GET", api.PathHealth, "Health: status, version, uptime, catalog and repository checks, the registered routes", authPublic, nil, nil, api.Health{}, 200},
-	{"GET", PathOpenAPI, "This document", authPublic, nil, nil, map[string]any{}, 200},
+	{"GET", api.PathOpenAPI, "This document", authPublic, nil, nil, map[string]any{}, 200},
 	{"POST", api.PathEnroll, "Redeem a join token for an agent certificate", authPublic, nil, api.EnrollRequest{}, api.EnrollResponse{}, 201},
 
 	{"POST", api.PathAgentHeartbeat, "Agent heartbeat", authAgent, nil, api.HeartbeatRequest{}, api.HeartbeatResponse{}, 200},
 	{"POST", api.PathAgentRenew, "Renew the agent certificate for a new key", authAgent, nil, api.RenewRequest{}, api.RenewResponse{}, 200},
 	{"PUT", api.PathAgentInventory, "Push the complete inventory of one source", authAgent, nil, api.Inventory{}, api.InventoryResult{}, 200},
 	{"GET", api.PathAgentJobs, "Long poll for the next job (204: none)", authAgent, []string{"wait", "running"}, nil, api.Job{}, 200},
-	{"GET", api.PathAgentJobs + "/{id}", "A job's state", authAgent, nil, nil, api.JobState{}, 200},
-	{"POST", api.PathAgentJobs + "/{id}/progress", "Report progress (heartbeat of the job); answers whether to cancel", authAgent, nil, api.JobProgress{}, api.JobState{}, 200},
-	{"POST", api.PathAgentJobs + "/{id}/complete", "Report the end of a job", authAgent, nil, api.JobCompletion{}, api.JobState{}, 200},
-	{"POST", api.PathAgentJobs + "/{id}/disks/{disk}/session", "Open (or reopen) the upload session of a disk", authAgent, nil, api.OpenSessionRequest{}, api.Session{}, 200},
-	{"GET", "/api/v1/agent/sessions/{session}", "A session with the slots already recorded", authAgent, nil, nil, api.Session{}, 200},
-	{"PUT", "/api/v1/agent/sessions/{session}/chunks/{digest}", "Upload one chunk blob (201 stored, 200 already held)", authAgent, nil, []byte{}, nil, 201},
-	{"POST", "/api/v1/agent/sessions/{session}/slots", "Record slot digests; answers the digests the hub lacks", authAgent, nil, api.SlotBatch{}, api.SlotBatchResult{}, 200},
-	{"POST", "/api/v1/agent/sessions/{session}/commit", "Close a session: the hub writes the disk's index", authAgent, nil, api.CommitRequest{}, api.BackupDisk{}, 200},
+	{"GET", api.PathAgentJob, "A job's state", authAgent, nil, nil, api.JobState{}, 200},
+	{"POST", api.PathAgentJobProg, "Report progress (heartbeat of the job); answers whether to cancel", authAgent, nil, api.JobProgress{}, api.JobState{}, 200},
+	{"POST", api.PathAgentJobDone, "Report the end of a job", authAgent, nil, api.JobCompletion{}, api.JobState{}, 200},
+	{"POST", api.PathAgentOpenSess, "Open (or reopen) the upload session of a disk", authAgent, nil, api.OpenSessionRequest{}, api.Session{}, 200},
+	{"GET", api.PathAgentSession, "A session with the slots already recorded", authAgent, nil, nil, api.Session{}, 200},
+	{"PUT", api.PathAgentChunk, "Upload one chunk blob (201 stored, 200 already held)", authAgent, nil, []byte{}, nil, 201},
+	{"POST", api.PathAgentSlots, "Record slot digests; answers the digests the hub lacks", authAgent, nil, api.SlotBatch{}, api.SlotBatchResult{}, 200},
+	{"POST", api.PathAgentCommitSess, "Close a session: the hub writes the disk's index", authAgent, nil, api.CommitRequest{}, api.BackupDisk{}, 200},
 
-	{"GET", api.PathAgents, "List agents", authViewer, nil, nil, map[string][]api.Agent{"agents": nil}, 200},
-	{"GET", api.PathAgents + "/{id}", "Show an agent", authViewer, nil, nil, api.Agent{}, 200},
-	{"POST", api.PathAgents + "/{id}/revoke", "Revoke an agent: its next request is refused", authAdmin, nil, nil, api.Agent{}, 200},
-	{"GET", api.PathJoinTokens, "List join tokens (no secrets)", authAdmin, nil, nil, map[string][]api.JoinTokenInfo{"tokens": nil}, 200},
+	{"GET", api.PathAgents, "List agents", authViewer, nil, nil, api.AgentList{}, 200},
+	{"GET", api.PathAgent, "Show an agent", authViewer, nil, nil, api.Agent{}, 200},
+	{"POST", api.PathAgentRevoke, "Revoke an agent: its next request is refused", authAdmin, nil, nil, api.Agent{}, 200},
+	{"GET", api.PathJoinTokens, "List join tokens (no secrets)", authAdmin, nil, nil, api.JoinTokenList{}, 200},
 	{"POST", api.PathJoinTokens, "Create a join token (its string is shown once)", authAdmin, nil, api.CreateJoinTokenRequest{}, api.CreateJoinTokenResponse{}, 201},
-	{"DELETE", api.PathJoinTokens + "/{id}", "Revoke an unused join token", authAdmin, nil, nil, nil, 204},
-	{"GET", api.PathAPITokens, "List API tokens (no secrets)", authAdmin, nil, nil, map[string][]api.APITokenInfo{"api_tokens": nil}, 200},
+	{"DELETE", api.PathJoinToken, "Revoke an unused join token", authAdmin, nil, nil, nil, 204},
+	{"GET", api.PathAPITokens, "List API tokens (no secrets)", authAdmin, nil, nil, api.APITokenList{}, 200},
 	{"POST", api.PathAPITokens, "Create an API token (shown once)", authAdmin, nil, api.CreateAPITokenRequest{}, api.CreateAPITokenResponse{}, 201},
-	{"DELETE", api.PathAPITokens + "/{id}", "Revoke an API token", authAdmin, nil, nil, nil, 204},
+	{"DELETE", api.PathAPIToken, "Revoke an API token", authAdmin, nil, nil, nil, 204},
 
 	{"GET", api.PathVMs, "List VMs", authViewer, []string{"name", "status", "agent", "protected", "limit", "offset"}, nil, api.VMList{}, 200},
-	{"GET", api.PathVMs + "/{id}", "Show a VM (by context id or unique name) with its disks", authViewer, nil, nil, api.VMContext{}, 200},
-	{"GET", api.PathVMs + "/{id}/disks", "A VM's disks", authViewer, nil, nil, map[string]any{"vm_context_id": "", "disks": []api.VMDisk{}}, 200},
+	{"GET", api.PathVM, "Show a VM (by context id or unique name) with its disks", authViewer, nil, nil, api.VMContext{}, 200},
+	{"GET", api.PathVMDisks, "A VM's disks", authViewer, nil, nil, api.VMDiskList{}, 200},
 
 	{"POST", api.PathBackups, "Start a backup of a VM", authOperator, nil, api.StartBackupRequest{}, api.Backup{}, 202},
 	{"GET", api.PathBackups, "List backups, newest first", authViewer, []string{"vm", "status", "since", "limit", "offset"}, nil, api.BackupList{}, 200},
-	{"GET", api.PathBackups + "/{id}", "Show a backup with its disks", authViewer, nil, nil, api.Backup{}, 200},
-	{"DELETE", api.PathBackups + "/{id}", "Delete a finished, unprotected backup (space is reclaimed by garbage collection)", authOperator, nil, nil, nil, 204},
-	{"POST", api.PathBackups + "/{id}/cancel", "Cancel a queued or running backup", authOperator, nil, nil, api.Backup{}, 202},
-	{"GET", api.PathBackups + "/{id}/chain", "Per disk, the lineage of a VM's backups ({id} is the VM name or context id)", authViewer, nil, nil, api.Chain{}, 200},
-	{"GET", api.PathBackups + "/{id}/disks/{disk}/image", "The raw disk image of a restore point (Range supported, every chunk verified)", authViewer, nil, nil, []byte{}, 200},
-	{"HEAD", api.PathBackups + "/{id}/disks/{disk}/image", "Size and ETag of a disk image", authViewer, nil, nil, nil, 200},
+	{"GET", api.PathBackup, "Show a backup with its disks", authViewer, nil, nil, api.Backup{}, 200},
+	{"DELETE", api.PathBackup, "Delete a finished, unprotected backup (space is reclaimed by garbage collection)", authOperator, nil, nil, nil, 204},
+	{"POST", api.PathBackupCancel, "Cancel a queued or running backup", authOperator, nil, nil, api.Backup{}, 202},
+	{"GET", api.PathBackupChain, "Per disk, the lineage of a VM's backups ({id} is the VM name or context id)", authViewer, nil, nil, api.Chain{}, 200},
+	{"GET", api.PathBackupImage, "The raw disk image of a restore point (Range supported, every chunk verified)", authViewer, nil, nil, []byte{}, 200},
+	{"HEAD", api.PathBackupImage, "Size and ETag of a disk image", authViewer, nil, nil, nil, 200},
 
-	{"GET", api.PathRepositories, "List repositories", authAdmin, nil, nil, map[string][]api.Repository{"repositories": nil}, 200},
+	{"GET", api.PathRepositories, "List repositories", authAdmin, nil, nil, api.RepositoryList{}, 200},
 	{"POST", api.PathRepositories, "Create a repository", authAdmin, nil, api.CreateRepositoryRequest{}, api.Repository{}, 201},
 
-	{"GET", api.PathPolicies, "List policies", authViewer, nil, nil, map[string][]api.Policy{"policies": nil}, 200},
+	{"GET", api.PathPolicies, "List policies", authViewer, nil, nil, api.PolicyList{}, 200},
 	{"POST", api.PathPolicies, "Create a policy", authOperator, nil, api.Policy{}, api.Policy{}, 201},
-	{"GET", api.PathPolicies + "/{name}", "Show a policy", authViewer, nil, nil, api.Policy{}, 200},
-	{"PUT", api.PathPolicies + "/{name}", "Replace a policy's settings", authOperator, nil, api.Policy{}, api.Policy{}, 200},
-	{"DELETE", api.PathPolicies + "/{name}", "Delete a policy (its backups stay)", authOperator, nil, nil, nil, 204},
+	{"GET", api.PathPolicy, "Show a policy", authViewer, nil, nil, api.Policy{}, 200},
+	{"PUT", api.PathPolicy, "Replace a policy's settings", authOperator, nil, api.Policy{}, api.Policy{}, 200},
+	{"DELETE", api.PathPolicy, "Delete a policy (its backups stay)", authOperator, nil, nil, nil, 204},
 }
 
 // schemaGen turns Go types into OpenAPI schemas, collecting named structs as components.
@@ -244,7 +241,7 @@ func DescribedRoutes() []string {
 
 func (s *Server) registerOpenAPI() {
 	doc, err := OpenAPI()
-	s.engine.GET(PathOpenAPI, func(c *gin.Context) {
+	s.engine.GET(api.PathOpenAPI, func(c *gin.Context) {
 		if err != nil {
 			s.fail(c, err)
 			return

@@ -8,12 +8,13 @@ import (
 	"testing"
 
 	hubapi "github.com/sendense/sendense/hub/internal/api"
+	"github.com/sendense/sendense/shared/api"
 )
 
 // The OpenAPI document describes every registered route, and only those.
 func TestOpenAPIMatchesTheRouter(t *testing.T) {
 	forEachHub(t, func(t *testing.T, h *testHub) {
-		resp, err := h.client(nil).Get(h.URL + hubapi.PathOpenAPI)
+		resp, err := h.client(nil).Get(h.URL + api.PathOpenAPI)
 		if err != nil || resp.StatusCode != http.StatusOK {
 			t.Fatalf("openapi.json: %v", err)
 		}

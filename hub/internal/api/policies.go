@@ -21,11 +21,11 @@ type policyService interface {
 }
 
 func (s *Server) registerPolicies(v1 *gin.RouterGroup) {
-	v1.GET("/policies", s.requireRole(api.RoleViewer), s.listPolicies)
-	v1.GET("/policies/:name", s.requireRole(api.RoleViewer), s.getPolicy)
-	v1.POST("/policies", s.requireRole(api.RoleOperator), s.createPolicy)
-	v1.PUT("/policies/:name", s.requireRole(api.RoleOperator), s.updatePolicy)
-	v1.DELETE("/policies/:name", s.requireRole(api.RoleOperator), s.deletePolicy)
+	v1.GET(rel(v1, api.PathPolicies), s.requireRole(api.RoleViewer), s.listPolicies)
+	v1.GET(rel(v1, api.PathPolicy), s.requireRole(api.RoleViewer), s.getPolicy)
+	v1.POST(rel(v1, api.PathPolicies), s.requireRole(api.RoleOperator), s.createPolicy)
+	v1.PUT(rel(v1, api.PathPolicy), s.requireRole(api.RoleOperator), s.updatePolicy)
+	v1.DELETE(rel(v1, api.PathPolicy), s.requireRole(api.RoleOperator), s.deletePolicy)
 }
 
 func (s *Server) listPolicies(c *gin.Context) {
@@ -34,7 +34,7 @@ func (s *Server) listPolicies(c *gin.Context) {
 		s.fail(c, err)
 		return
 	}
-	c.JSON(http.StatusOK, gin.H{"policies": ps})
+	c.JSON(http.StatusOK, api.PolicyList{Policies: nonNil(ps)})
 }
 
 func (s *Server) getPolicy(c *gin.Context) {

@@ -19,8 +19,8 @@ type repositoryService interface {
 }
 
 func (s *Server) registerRepositories(v1 *gin.RouterGroup) {
-	v1.GET("/repositories", s.requireRole(api.RoleAdmin), s.listRepositories)
-	v1.POST("/repositories", s.requireRole(api.RoleAdmin), s.createRepository)
+	v1.GET(rel(v1, api.PathRepositories), s.requireRole(api.RoleAdmin), s.listRepositories)
+	v1.POST(rel(v1, api.PathRepositories), s.requireRole(api.RoleAdmin), s.createRepository)
 }
 
 func repositoryInfo(r *catalog.Repository) api.Repository {
@@ -37,7 +37,7 @@ func (s *Server) listRepositories(c *gin.Context) {
 	for i := range rs {
 		out = append(out, repositoryInfo(&rs[i]))
 	}
-	c.JSON(http.StatusOK, gin.H{"repositories": out})
+	c.JSON(http.StatusOK, api.RepositoryList{Repositories: out})
 }
 
 func (s *Server) createRepository(c *gin.Context) {

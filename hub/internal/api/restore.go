@@ -23,7 +23,7 @@ type restoreService interface {
 var errBadRange = errors.New("range not satisfiable")
 
 func (s *Server) registerRestore(v1 *gin.RouterGroup) {
-	v1.GET("/backups/:id/disks/:disk/image", s.requireRole(api.RoleViewer), s.diskImage)
+	v1.GET(rel(v1, api.PathBackupImage), s.requireRole(api.RoleViewer), s.diskImage)
 	v1.HEAD("/backups/:id/disks/:disk/image", s.requireRole(api.RoleViewer), s.diskImage)
 }
 

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -82,8 +83,8 @@ func New(d Deps) *Server {
 		c.AbortWithStatusJSON(http.StatusMethodNotAllowed, api.Error{Error: "method " + c.Request.Method + " not allowed on " + c.Request.URL.Path, Code: api.CodeInvalid})
 	})
 	s.engine.GET(api.PathHealth, s.health)
-	agent := s.engine.Group("/api/v1/agent", s.requireAgent())
-	v1 := s.engine.Group("/api/v1")
+	agent := s.engine.Group(agentBase, s.requireAgent())
+	v1 := s.engine.Group(apiBase)
 	s.registerIdentity(agent, v1)
 	s.registerInventory(agent, v1)
 	s.registerBackup(agent, v1)
@@ -92,6 +93,34 @@ func New(d Deps) *Server {
 	s.registerPolicies(v1)
 	s.registerOpenAPI()
 	return s
+}
+
+// Route groups: every route lies under apiBase; those under agentBase require an agent's client
+// certificate.
+const (
+	apiBase   = "/api/v1"
+	agentBase = "/api/v1/agent"
+)
+
+// rel turns a route of shared/api into Gin's form relative to the group g: the route must lie
+// under the group ("/api/v1/agent/jobs/{id}" in the agent group → "/jobs/:id").
+func rel(g *gin.RouterGroup, route string) string {
+	p, ok := strings.CutPrefix(route, g.BasePath())
+	if !ok {
+		panic("route " + route + " is outside the group " + g.BasePath())
+	}
+	return ginPath(p)
+}
+
+// ginPath writes {param} segments as Gin's :param.
+func ginPath(route string) string {
+	segs := strings.Split(route, "/")
+	for i, seg := range segs {
+		if len(seg) > 2 && seg[0] == '{' && seg[len(seg)-1] == '}' {
+			segs[i] = ":" + seg[1:len(seg)-1]
+		}
+	}
+	return strings.Join(segs, "/")
 }
 
 // Drain ends waiting long polls; register it with http.Server.RegisterOnShutdown so that a

@@ -1,0 +1,75 @@
+package api
+
+import (
+	"fmt"
+	"net/url"
+	"strings"
+)
+
+// Every route of the hub API. A segment in braces ({id}) is a parameter: the hub's router
+// registers these exact strings and a client fills them with Path, so both sides always agree.
+const (
+	// Unauthenticated.
+	PathHealth = "/api/v1/debug/health"
+	PathEnroll = "/api/v1/enroll" // POST: redeem a join token (no client certificate)
+
+	// Agents, over mutual TLS.
+	PathAgentRenew      = "/api/v1/agent/renew"     // POST: a new certificate for a new key
+	PathAgentHeartbeat  = "/api/v1/agent/heartbeat" // POST: liveness, last_seen
+	PathAgentInventory  = "/api/v1/agent/inventory" // PUT: the complete inventory of one source
+	PathAgentJobs       = "/api/v1/agent/jobs"      // GET: long poll for the next job (?wait=30s&running=id,id)
+	PathAgentJob        = "/api/v1/agent/jobs/{id}" // GET: job state (cancel requested?)
+	PathAgentJobProg    = "/api/v1/agent/jobs/{id}/progress"
+	PathAgentJobDone    = "/api/v1/agent/jobs/{id}/complete"
+	PathAgentOpenSess   = "/api/v1/agent/jobs/{id}/disks/{disk}/session" // POST: open or reopen (idempotent)
+	PathAgentSession    = "/api/v1/agent/sessions/{session}"             // GET: with the slots done, to resume
+	PathAgentChunk      = "/api/v1/agent/sessions/{session}/chunks/{digest}"
+	PathAgentSlots      = "/api/v1/agent/sessions/{session}/slots"
+	PathAgentCommitSess = "/api/v1/agent/sessions/{session}/commit"
+
+	// Operators, with an API token.
+	PathAgents        = "/api/v1/agents"
+	PathAgent         = "/api/v1/agents/{id}"
+	PathAgentRevoke   = "/api/v1/agents/{id}/revoke"
+	PathJoinTokens    = "/api/v1/tokens"
+	PathJoinToken     = "/api/v1/tokens/{id}"
+	PathAPITokens     = "/api/v1/apitokens"
+	PathAPIToken      = "/api/v1/apitokens/{id}"
+	PathVMs           = "/api/v1/vms"
+	PathVM            = "/api/v1/vms/{id}"
+	PathVMDisks       = "/api/v1/vms/{id}/disks"
+	PathBackups       = "/api/v1/backups"
+	PathBackup        = "/api/v1/backups/{id}"
+	PathBackupCancel  = "/api/v1/backups/{id}/cancel"
+	PathBackupChain   = "/api/v1/backups/{id}/chain" // {id} is a VM name or context id (the seed system's route)
+	PathBackupImage   = "/api/v1/backups/{id}/disks/{disk}/image"
+	PathBackupProtect = "/api/v1/backups/{id}/protect"
+	PathBackupUnprot  = "/api/v1/backups/{id}/unprotect"
+	PathRepositories  = "/api/v1/repositories"
+	PathPolicies      = "/api/v1/policies"
+	PathPolicy        = "/api/v1/policies/{name}"
+	PathEvents        = "/api/v1/events"
+	PathOpenAPI       = "/api/v1/openapi.json"
+)
+
+// Path fills the {parameters} of route, in order, with params, each escaped as one path segment.
+// It panics when the counts differ: that is a programming error, never a runtime condition.
+func Path(route string, params ...string) string {
+	var b strings.Builder
+	rest := route
+	for _, p := range params {
+		i := strings.IndexByte(rest, '{')
+		j := strings.IndexByte(rest, '}')
+		if i < 0 || j < i {
+			panic(fmt.Sprintf("api.Path(%q): %d parameters for fewer braces", route, len(params)))
+		}
+		b.WriteString(rest[:i])
+		b.WriteString(url.PathEscape(p))
+		rest = rest[j+1:]
+	}
+	if strings.IndexByte(rest, '{') >= 0 {
+		panic(fmt.Sprintf("api.Path(%q): %d parameters for more braces", route, len(params)))
+	}
+	b.WriteString(rest)
+	return b.String()
+}
