@@ -145,6 +145,10 @@ func mysqlConfig(dsn, password string, timeout time.Duration) (*mysql.Config, er
 		cfg.Params = map[string]string{}
 	}
 	cfg.Params["time_zone"] = "'+00:00'"
+	// Conditional UPDATEs check that they hit exactly the rows they meant to. MySQL reports only
+	// rows whose values changed unless asked for rows found, so an UPDATE that sets what is
+	// already there (protecting a protected backup) would look like a miss.
+	cfg.ClientFoundRows = true
 	return cfg, nil
 }
 
@@ -181,38 +185,45 @@ func wallClock() time.Time { return time.Now().UTC().Truncate(time.Microsecond) 
 // Now returns the catalog's current time.
 func (c *Catalog) Now() time.Time { return c.now() }
 
-// Instrument logs failed queries at debug level (never with argument values) and counts them in
-// sendense_hub_catalog_query_errors_total{operation} on reg.
+// Instrument counts queries in sendense_hub_catalog_queries_total{operation}, logs failed ones at
+// debug level (never with argument values) and counts those in
+// sendense_hub_catalog_query_errors_total{operation}, on reg.
 func (c *Catalog) Instrument(log *slog.Logger, reg prometheus.Registerer) {
+	queries := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sendense_hub_catalog_queries_total",
+		Help: "Catalog queries run, by operation.",
+	}, []string{"operation"})
 	errs := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "sendense_hub_catalog_query_errors_total",
 		Help: "Catalog queries that failed (not counting 'no rows'), by operation.",
 	}, []string{"operation"})
-	for _, op := range []string{"SELECT", "INSERT", "UPDATE", "DELETE"} {
+	for _, op := range []string{"SELECT", "INSERT", "UPDATE", "DELETE", "OTHER"} {
+		queries.WithLabelValues(op)
 		errs.WithLabelValues(op)
 	}
 	if reg != nil {
-		reg.MustRegister(errs)
+		reg.MustRegister(queries, errs)
 	}
-	c.db.AddQueryHook(queryHook{log: log, errs: errs})
+	c.db.AddQueryHook(queryHook{log: log, queries: queries, errs: errs})
 }
 
 type queryHook struct {
-	log  *slog.Logger
-	errs *prometheus.CounterVec
+	log           *slog.Logger
+	queries, errs *prometheus.CounterVec
 }
 
 func (h queryHook) BeforeQuery(ctx context.Context, _ *bun.QueryEvent) context.Context { return ctx }
 
 func (h queryHook) AfterQuery(ctx context.Context, e *bun.QueryEvent) {
-	if e.Err == nil || errors.Is(e.Err, sql.ErrNoRows) {
-		return
-	}
 	op := e.Operation()
 	switch op {
 	case "SELECT", "INSERT", "UPDATE", "DELETE":
 	default:
 		op = "OTHER" // DDL, transactions: a bounded label either way
+	}
+	h.queries.WithLabelValues(op).Inc()
+	if e.Err == nil || errors.Is(e.Err, sql.ErrNoRows) {
+		return
 	}
 	h.errs.WithLabelValues(op).Inc()
 	h.log.DebugContext(ctx, "catalog query failed", "operation", op, "duration_seconds", time.Since(e.StartTime).Seconds(), "err", e.Err)
