@@ -18,10 +18,12 @@ import (
 	"github.com/sendense/sendense/shared/chunk"
 )
 
-// sessionHub is what the uploader needs from the hub. Both calls are idempotent.
+// sessionHub is what the uploader needs from the hub. Both calls are idempotent: RecordSlots
+// records the slots whose chunk the hub holds and answers the digests it lacks; PutChunk stores
+// a chunk and records the slots that hold it.
 type sessionHub interface {
 	RecordSlots(ctx context.Context, sessionID string, batch api.SlotBatch) (api.SlotBatchResult, error)
-	PutChunk(ctx context.Context, sessionID, digest string, blob []byte) error
+	PutChunk(ctx context.Context, sessionID, digest string, slots []int64, blob []byte) error
 }
 
 // Counters are a job's running totals; safe for concurrent use.
@@ -136,7 +138,7 @@ func (w *worker) add(f func(c *Counters)) {
 	}
 }
 
-// group handles consecutive slots: read, hash, record, upload what is missing, record again.
+// group handles consecutive slots: read, hash, record, upload what the hub lacks.
 func (w *worker) group(ctx context.Context, slots []int64) error {
 	batch := api.SlotBatch{Slots: make([]api.SlotDigest, 0, len(slots))}
 	plain := make(map[string][]byte, len(slots))
@@ -172,38 +174,35 @@ func (w *worker) group(ctx context.Context, slots []int64) error {
 		if !ok {
 			return fmt.Errorf("hub asked for chunk %s that this batch does not hold", d)
 		}
+		var holders []int64
+		for _, sd := range batch.Slots {
+			if sd.Digest == d {
+				holders = append(holders, sd.Slot)
+			}
+		}
 		blob, err := w.seal(p)
 		if err != nil {
 			return err
 		}
-		if err := w.hub.PutChunk(ctx, w.t.SessionID, d, blob); err != nil {
+		// The upload records the slots that hold the chunk: one round trip per missing chunk,
+		// none more for the group.
+		if err := w.hub.PutChunk(ctx, w.t.SessionID, d, holders, blob); err != nil {
 			return fmt.Errorf("upload chunk %s: %w", d, err)
 		}
 		missing[d] = true
 		w.add(func(c *Counters) { c.BytesSent.Add(int64(len(blob))) })
 		w.m.sentBytes.Add(float64(len(blob)))
 	}
-	var again api.SlotBatch
 	for _, sd := range batch.Slots {
 		n := int64(len(plain[sd.Digest]))
 		switch {
 		case missing[sd.Digest]:
-			again.Slots = append(again.Slots, sd)
 			w.add(func(c *Counters) { c.SlotsUploaded.Add(1) })
 			w.m.slots.WithLabelValues("uploaded").Inc()
 		case sd.Digest != chunk.ZeroDigest(int(n)).String():
 			w.add(func(c *Counters) { c.BytesDeduplicated.Add(n) })
 			w.m.dedupBytes.Add(float64(n))
 			w.m.slots.WithLabelValues("deduplicated").Inc()
-		}
-	}
-	if len(again.Slots) > 0 {
-		res, err := w.hub.RecordSlots(ctx, w.t.SessionID, again)
-		if err != nil {
-			return fmt.Errorf("record uploaded slots: %w", err)
-		}
-		if len(res.Missing) > 0 {
-			return fmt.Errorf("hub still lacks %d chunks after their upload", len(res.Missing))
 		}
 	}
 	return nil

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -66,9 +67,18 @@ func (c *Client) RecordSlots(ctx context.Context, sessionID string, batch api.Sl
 	return res, err
 }
 
-// PutChunk uploads one chunk blob (idempotent: the name is the content's digest).
-func (c *Client) PutChunk(ctx context.Context, sessionID, digest string, blob []byte) error {
-	_, err := c.do(ctx, http.MethodPut, api.Path(api.PathAgentChunk, sessionID, digest), blob, "application/octet-stream", nil)
+// PutChunk uploads one chunk blob (idempotent: the name is the content's digest) and records
+// the slots of the session that hold it.
+func (c *Client) PutChunk(ctx context.Context, sessionID, digest string, slots []int64, blob []byte) error {
+	path := api.Path(api.PathAgentChunk, sessionID, digest)
+	if len(slots) > 0 {
+		list := make([]string, len(slots))
+		for i, s := range slots {
+			list[i] = strconv.FormatInt(s, 10)
+		}
+		path += "?slots=" + strings.Join(list, ",")
+	}
+	_, err := c.do(ctx, http.MethodPut, path, blob, "application/octet-stream", nil)
 	return err
 }
 

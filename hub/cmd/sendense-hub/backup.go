@@ -9,18 +9,18 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/sendense/sendense/hub/internal/backup"
 	"github.com/sendense/sendense/hub/internal/catalog"
 	"github.com/sendense/sendense/hub/internal/config"
+	"github.com/sendense/sendense/hub/internal/jobs"
 	"github.com/sendense/sendense/hub/internal/storage"
 	"github.com/sendense/sendense/shared/api"
 )
 
 // backupCmd adapts a command body that needs the backup service and the catalog.
-func backupCmd(e *env, fn func(cmd *cobra.Command, args []string, b *backup.Service, cat *catalog.Catalog) error) func(*cobra.Command, []string) error {
+func backupCmd(e *env, fn func(cmd *cobra.Command, args []string, b *jobs.Service, cat *catalog.Catalog) error) func(*cobra.Command, []string) error {
 	return func(cmd *cobra.Command, args []string) error {
 		return catalogCmd(e, func(cmd *cobra.Command, cfg *config.Config, cat *catalog.Catalog) error {
-			svc := backup.New(cat, storage.NewManager(cat), cfg.NewLogger(e.stderr), nil, backup.Options{})
+			svc := jobs.New(cat, storage.NewManager(cat), cfg.NewLogger(e.stderr), nil, jobs.Options{})
 			return fn(cmd, args, svc, cat)
 		})(cmd, args)
 	}
@@ -34,7 +34,7 @@ func newBackupCmd(e *env) *cobra.Command {
 		Use:   "start --vm NAME [--full] [--wait]",
 		Short: "Queue a backup of a VM (the VM's agent picks it up)",
 		Args:  cobra.NoArgs,
-		RunE: backupCmd(e, func(cmd *cobra.Command, _ []string, b *backup.Service, _ *catalog.Catalog) error {
+		RunE: backupCmd(e, func(cmd *cobra.Command, _ []string, b *jobs.Service, _ *catalog.Catalog) error {
 			typ := api.BackupAuto
 			switch {
 			case full && incremental:
@@ -63,13 +63,13 @@ func newBackupCmd(e *env) *cobra.Command {
 	start.Flags().BoolVar(&wait, "wait", false, "wait for the backup to finish, showing progress")
 	_ = start.MarkFlagRequired("vm")
 
-	var lf backup.ListFilter
+	var lf jobs.ListFilter
 	var asJSON bool
 	list := &cobra.Command{
 		Use:   "list [--vm NAME] [--status S]",
 		Short: "List backups, newest first",
 		Args:  cobra.NoArgs,
-		RunE: backupCmd(e, func(cmd *cobra.Command, _ []string, b *backup.Service, _ *catalog.Catalog) error {
+		RunE: backupCmd(e, func(cmd *cobra.Command, _ []string, b *jobs.Service, _ *catalog.Catalog) error {
 			l, err := b.List(cmd.Context(), lf)
 			if err != nil {
 				return err
@@ -94,7 +94,7 @@ func newBackupCmd(e *env) *cobra.Command {
 		Use:   "show ID",
 		Short: "Show a backup with its disks",
 		Args:  cobra.ExactArgs(1),
-		RunE: backupCmd(e, func(cmd *cobra.Command, args []string, b *backup.Service, _ *catalog.Catalog) error {
+		RunE: backupCmd(e, func(cmd *cobra.Command, args []string, b *jobs.Service, _ *catalog.Catalog) error {
 			bk, err := b.Get(cmd.Context(), args[0])
 			if err != nil {
 				return err
@@ -106,7 +106,7 @@ func newBackupCmd(e *env) *cobra.Command {
 		Use:   "rm ID",
 		Short: "Delete a finished, unprotected backup (its space is reclaimed by repo gc)",
 		Args:  cobra.ExactArgs(1),
-		RunE: backupCmd(e, func(cmd *cobra.Command, args []string, b *backup.Service, _ *catalog.Catalog) error {
+		RunE: backupCmd(e, func(cmd *cobra.Command, args []string, b *jobs.Service, _ *catalog.Catalog) error {
 			if err := b.Delete(cmd.Context(), args[0]); err != nil {
 				return err
 			}
@@ -118,7 +118,7 @@ func newBackupCmd(e *env) *cobra.Command {
 		Use:   "cancel ID",
 		Short: "Cancel a queued or running backup",
 		Args:  cobra.ExactArgs(1),
-		RunE: backupCmd(e, func(cmd *cobra.Command, args []string, b *backup.Service, _ *catalog.Catalog) error {
+		RunE: backupCmd(e, func(cmd *cobra.Command, args []string, b *jobs.Service, _ *catalog.Catalog) error {
 			bk, err := b.Cancel(cmd.Context(), args[0])
 			if err != nil {
 				return err
@@ -136,11 +136,12 @@ func newBackupCmd(e *env) *cobra.Command {
 			Use:   use,
 			Short: short,
 			Args:  cobra.ExactArgs(1),
-			RunE: backupCmd(e, func(cmd *cobra.Command, args []string, _ *backup.Service, cat *catalog.Catalog) error {
-				if err := cat.SetProtected(cmd.Context(), args[0], on); err != nil {
+			RunE: backupCmd(e, func(cmd *cobra.Command, args []string, b *jobs.Service, _ *catalog.Catalog) error {
+				bk, err := b.SetProtected(cmd.Context(), args[0], on)
+				if err != nil {
 					return err
 				}
-				_, err := fmt.Fprintf(e.stdout, "%s protected=%v\n", args[0], on)
+				_, err = fmt.Fprintf(e.stdout, "%s protected=%v\n", bk.ID, bk.Protected)
 				return err
 			}),
 		}
@@ -149,7 +150,7 @@ func newBackupCmd(e *env) *cobra.Command {
 		Use:   "wait ID",
 		Short: "Wait for a backup to finish, showing progress; exit 1 unless it succeeded",
 		Args:  cobra.ExactArgs(1),
-		RunE: backupCmd(e, func(cmd *cobra.Command, args []string, b *backup.Service, _ *catalog.Catalog) error {
+		RunE: backupCmd(e, func(cmd *cobra.Command, args []string, b *jobs.Service, _ *catalog.Catalog) error {
 			return waitBackup(cmd.Context(), e, b, args[0])
 		}),
 	}
@@ -180,7 +181,7 @@ func orDash(s string) string {
 
 // waitBackup polls a backup until it ends, with a progress line; a backup that does not succeed
 // is an error.
-func waitBackup(ctx context.Context, e *env, b *backup.Service, id string) error {
+func waitBackup(ctx context.Context, e *env, b *jobs.Service, id string) error {
 	bar := newProgress(e.stderr, "backup "+id, 0)
 	t := time.NewTicker(100 * time.Millisecond)
 	defer t.Stop()

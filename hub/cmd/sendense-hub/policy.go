@@ -8,9 +8,9 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/sendense/sendense/hub/internal/backup"
 	"github.com/sendense/sendense/hub/internal/catalog"
 	"github.com/sendense/sendense/hub/internal/config"
+	"github.com/sendense/sendense/hub/internal/jobs"
 	"github.com/sendense/sendense/hub/internal/policy"
 	"github.com/sendense/sendense/hub/internal/storage"
 	"github.com/sendense/sendense/shared/api"
@@ -21,7 +21,7 @@ func policyCmd(e *env, fn func(cmd *cobra.Command, args []string, p *policy.Serv
 	return func(cmd *cobra.Command, args []string) error {
 		return catalogCmd(e, func(cmd *cobra.Command, cfg *config.Config, cat *catalog.Catalog) error {
 			log := cfg.NewLogger(e.stderr)
-			b := backup.New(cat, storage.NewManager(cat), log, nil, backup.Options{})
+			b := jobs.New(cat, storage.NewManager(cat), log, nil, jobs.Options{})
 			return fn(cmd, args, policy.New(cat, b, log, nil))
 		})(cmd, args)
 	}

@@ -18,12 +18,13 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/sendense/sendense/hub/internal/api"
-	"github.com/sendense/sendense/hub/internal/backup"
 	"github.com/sendense/sendense/hub/internal/catalog"
 	"github.com/sendense/sendense/hub/internal/config"
 	"github.com/sendense/sendense/hub/internal/gc"
 	"github.com/sendense/sendense/hub/internal/identity"
+	"github.com/sendense/sendense/hub/internal/ingest"
 	"github.com/sendense/sendense/hub/internal/inventory"
+	"github.com/sendense/sendense/hub/internal/jobs"
 	"github.com/sendense/sendense/hub/internal/pki"
 	"github.com/sendense/sendense/hub/internal/policy"
 	"github.com/sendense/sendense/hub/internal/restore"
@@ -101,8 +102,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	ids := identity.New(cat, ca, log, identity.Options{HubURL: hubURL(cfg), CertLifetime: cfg.AgentCertLifetime})
 	reg.MustRegister(identity.NewAgentCollector(cat, log))
 	inv := inventory.New(cat, log, reg)
-	backups := backup.New(cat, repos, log, backup.NewMetrics(reg), backup.Options{JobTimeout: cfg.JobTimeout})
-	reg.MustRegister(backup.NewJobsCollector(cat, log))
+	backups := jobs.New(cat, repos, log, reg, jobs.Options{JobTimeout: cfg.JobTimeout})
 	reg.MustRegister(verify.NewCollector(cat, log), storage.NewCollector(repos, log))
 	policies := policy.New(cat, backups, log, nil)
 	reg.MustRegister(policy.NewCollector(policies, log))
@@ -119,7 +119,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 			policies.PruneVM(pctx, j.VMContextID)
 		}()
 	}
-	apiSrv := api.New(api.Deps{Log: log, Registry: reg, Catalog: cat, Repository: defRepo, Identity: ids, Inventory: inv, Backup: backups, Restore: restore.New(cat, repos), Repositories: repos, Policies: policies, Started: started})
+	apiSrv := api.New(api.Deps{Log: log, Registry: reg, Catalog: cat, Repository: defRepo, Identity: ids, Inventory: inv, Backup: backups, Ingest: ingest.New(cat, repos, log, reg), Restore: restore.New(cat, repos), Repositories: repos, Policies: policies, Started: started})
 
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {

@@ -6,7 +6,9 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"fmt"
+	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -15,6 +17,7 @@ import (
 	"github.com/sendense/sendense/hub/internal/repository"
 	"github.com/sendense/sendense/shared/api"
 	"github.com/sendense/sendense/shared/chunk"
+	"github.com/sendense/sendense/shared/testenv"
 )
 
 const testChunk = 64 << 10 // the harness repository's slot size
@@ -58,19 +61,28 @@ func (a *fakeAgent) nextJob(wait string) *api.Job {
 	return nil
 }
 
-func (a *fakeAgent) putChunk(sid string, plain []byte) int {
+// putChunk uploads plain as a raw chunk blob and records the given slots with it.
+func (a *fakeAgent) putChunk(sid string, plain []byte, slots ...int64) int {
 	a.h.t.Helper()
 	d := chunk.Sum(plain)
 	blob, err := chunk.AppendBlob(nil, chunk.CodecRaw, len(plain), plain)
 	if err != nil {
 		a.h.t.Fatal(err)
 	}
-	return a.putBlob(sid, d.String(), blob)
+	return a.putBlob(sid, d.String(), blob, slots...)
 }
 
-func (a *fakeAgent) putBlob(sid, digest string, blob []byte) int {
+func (a *fakeAgent) putBlob(sid, digest string, blob []byte, slots ...int64) int {
 	a.h.t.Helper()
-	req, _ := http.NewRequest(http.MethodPut, a.h.URL+"/api/v1/agent/sessions/"+sid+"/chunks/"+digest, bytes.NewReader(blob))
+	u := a.h.URL + api.Path(api.PathAgentChunk, sid, digest)
+	for i, s := range slots {
+		sep := ","
+		if i == 0 {
+			sep = "?slots="
+		}
+		u += sep + strconv.FormatInt(s, 10)
+	}
+	req, _ := http.NewRequest(http.MethodPut, u, bytes.NewReader(blob))
 	resp, err := a.c.Do(req)
 	if err != nil {
 		a.h.t.Fatal(err)
@@ -79,31 +91,28 @@ func (a *fakeAgent) putBlob(sid, digest string, blob []byte) int {
 	return resp.StatusCode
 }
 
-// uploadDisk sends the given slots of img through a session: record, upload what is missing,
-// record again; it returns how many chunks were uploaded.
+// uploadDisk sends the given slots of img through a session as an agent does: record the slots,
+// then upload each missing chunk with the slots that hold it; it returns how many chunks were
+// uploaded.
 func (a *fakeAgent) uploadDisk(sid string, img []byte, slots []int64) int {
 	a.h.t.Helper()
 	var batch api.SlotBatch
 	plain := map[string][]byte{}
+	holders := map[string][]int64{}
 	for _, s := range slots {
 		p := img[s*testChunk : min(int64(len(img)), (s+1)*testChunk)]
 		d := chunk.Sum(p).String()
 		plain[d] = p
+		holders[d] = append(holders[d], s)
 		batch.Slots = append(batch.Slots, api.SlotDigest{Slot: s, Digest: d})
 	}
 	var res api.SlotBatchResult
-	if code, e := a.call(http.MethodPost, "/api/v1/agent/sessions/"+sid+"/slots", batch, &res); code != http.StatusOK {
+	if code, e := a.call(http.MethodPost, api.Path(api.PathAgentSlots, sid), batch, &res); code != http.StatusOK {
 		a.h.t.Fatalf("record slots: %d %+v", code, e)
 	}
 	for _, d := range res.Missing {
-		if code := a.putChunk(sid, plain[d]); code != http.StatusCreated && code != http.StatusOK {
+		if code := a.putChunk(sid, plain[d], holders[d]...); code != http.StatusCreated && code != http.StatusOK {
 			a.h.t.Fatalf("put chunk %s: %d", d, code)
-		}
-	}
-	if len(res.Missing) > 0 {
-		var again api.SlotBatchResult
-		if code, e := a.call(http.MethodPost, "/api/v1/agent/sessions/"+sid+"/slots", batch, &again); code != http.StatusOK || len(again.Missing) != 0 {
-			a.h.t.Fatalf("record slots again: %d %+v %+v", code, e, again)
 		}
 	}
 	return len(res.Missing)
@@ -498,6 +507,8 @@ func TestJobIsClaimedOnce(t *testing.T) {
 	})
 }
 
+// A job queued by this hub reaches the agent's waiting long poll at once: the hub looks for jobs
+// queued elsewhere only every hour here, so only the wake-up can deliver it in time.
 func TestLongPollWakesOnNewJob(t *testing.T) {
 	forEachHub(t, func(t *testing.T, h *testHub) {
 		a := h.newAgent("a1")
@@ -505,7 +516,9 @@ func TestLongPollWakesOnNewJob(t *testing.T) {
 		operator := h.apiToken(api.RoleOperator)
 		got := make(chan *api.Job, 1)
 		go func() { got <- a.nextJob("30s") }()
-		time.Sleep(100 * time.Millisecond) // let the poll start waiting
+		testenv.WaitFor(t, 10*time.Second, "the long poll to wait", func() bool {
+			return metricValue(t, h.Reg, "sendense_hub_job_polls_waiting", "", "") == 1
+		})
 		var b api.Backup
 		h.call(h.client(nil), http.MethodPost, api.PathBackups, operator, api.StartBackupRequest{VM: "pgtest1"}, &b)
 		select {
@@ -513,8 +526,105 @@ func TestLongPollWakesOnNewJob(t *testing.T) {
 			if j == nil || j.ID != b.ID {
 				t.Fatalf("poll returned %+v", j)
 			}
-		case <-time.After(20 * time.Second):
-			t.Fatal("the long poll did not return the new job")
+		case <-time.After(10 * time.Second):
+			t.Fatal("the long poll was not woken by the new job")
+		}
+	}, hubOptions{pollInterval: time.Hour})
+}
+
+// A chunk upload records the slots that hold it: one catalog read for the session (with its job
+// and VM) and one write for the slots, and no second slot batch is needed.
+func TestChunkUploadRecordsItsSlots(t *testing.T) {
+	forEachHub(t, func(t *testing.T, h *testHub) {
+		a := h.newAgent("a1")
+		img := randomImage(t, 4*testChunk)
+		copy(img[3*testChunk:], img[:testChunk]) // slots 0 and 3 hold the same chunk
+		a.push(twoDiskInventory(int64(len(img)), testChunk))
+		operator := h.apiToken(api.RoleOperator)
+		var b api.Backup
+		h.call(h.client(nil), http.MethodPost, api.PathBackups, operator, api.StartBackupRequest{VM: "pgtest1"}, &b)
+		j := a.nextJob("5s")
+		s, code, e := a.openSession(j.ID, "disk-2000", api.OpenSessionRequest{Type: "full", CapacityBytes: int64(len(img)), ChunkSize: testChunk})
+		if code != http.StatusOK {
+			t.Fatalf("open: %d %+v", code, e)
+		}
+		selects := metricValue(t, h.CatReg, "sendense_hub_catalog_queries_total", "operation", "SELECT")
+		inserts := metricValue(t, h.CatReg, "sendense_hub_catalog_queries_total", "operation", "INSERT")
+		others := metricValue(t, h.CatReg, "sendense_hub_catalog_queries_total", "operation", "OTHER")
+		if code := a.putChunk(s.ID, img[:testChunk], 0, 3); code != http.StatusCreated {
+			t.Fatalf("put chunk: %d, want 201", code)
+		}
+		// The agent's certificate is checked against the catalog on every request: one more read.
+		if d := metricValue(t, h.CatReg, "sendense_hub_catalog_queries_total", "operation", "SELECT") - selects; d != 2 {
+			t.Errorf("a chunk upload ran %v SELECTs, want 2 (agent, session)", d)
+		}
+		if d := metricValue(t, h.CatReg, "sendense_hub_catalog_queries_total", "operation", "INSERT") - inserts; d != 1 {
+			t.Errorf("a chunk upload ran %v INSERTs, want 1 (its slots)", d)
+		}
+		if d := metricValue(t, h.CatReg, "sendense_hub_catalog_queries_total", "operation", "OTHER") - others; d != 0 {
+			t.Errorf("a chunk upload ran %v other statements (transactions), want none", d)
+		}
+		var sess api.Session
+		a.call(http.MethodGet, api.Path(api.PathAgentSession, s.ID), nil, &sess)
+		if want := [][2]int64{{0, 1}, {3, 4}}; fmt.Sprint(sess.Done) != fmt.Sprint(want) {
+			t.Fatalf("slots done = %v, want %v", sess.Done, want)
+		}
+		// A slot outside the disk is refused before anything is stored or recorded.
+		if code := a.putChunk(s.ID, img[testChunk:2*testChunk], 4); code != http.StatusBadRequest {
+			t.Fatalf("slot outside the disk: %d, want 400", code)
 		}
 	})
+}
+
+// The session is checked before a byte of the body is read, and the body is capped at the
+// session's chunk size, not at the largest chunk any repository may use.
+func TestChunkUploadCheckedBeforeItsBody(t *testing.T) {
+	forEachHub(t, func(t *testing.T, h *testHub) {
+		a := h.newAgent("a1")
+		img := randomImage(t, 4*testChunk)
+		a.push(twoDiskInventory(int64(len(img)), testChunk))
+		operator := h.apiToken(api.RoleOperator)
+		var b api.Backup
+		h.call(h.client(nil), http.MethodPost, api.PathBackups, operator, api.StartBackupRequest{VM: "pgtest1"}, &b)
+		j := a.nextJob("5s")
+		s, code, e := a.openSession(j.ID, "disk-2000", api.OpenSessionRequest{Type: "full", CapacityBytes: int64(len(img)), ChunkSize: testChunk})
+		if code != http.StatusOK {
+			t.Fatalf("open: %d %+v", code, e)
+		}
+		digest := chunk.Sum(img[:testChunk]).String()
+		// A made-up session: refused from the headers, the announced body is never read.
+		body := &countingReader{n: 64 << 20}
+		req, _ := http.NewRequest(http.MethodPut, h.URL+api.Path(api.PathAgentChunk, "us-made-up", digest), body)
+		req.ContentLength = body.n
+		resp, err := a.c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusNotFound {
+			t.Fatalf("made-up session: %d, want 404", resp.StatusCode)
+		}
+		// The client streams into socket buffers until the answer comes; the hub must answer
+		// long before taking the whole announced body.
+		if body.read >= body.n/2 {
+			t.Errorf("%d of %d bytes were sent before the hub refused a session that does not exist", body.read, body.n)
+		}
+		// A body larger than a blob of this session's 64 KiB chunks, far below the 64 MiB maximum.
+		if code := a.putBlob(s.ID, digest, make([]byte, 2*testChunk)); code != http.StatusRequestEntityTooLarge {
+			t.Fatalf("body over the session's chunk size: %d, want 413", code)
+		}
+	})
+}
+
+// countingReader yields n zero bytes and counts how many were read.
+type countingReader struct{ n, read int64 }
+
+func (r *countingReader) Read(p []byte) (int, error) {
+	if r.read >= r.n {
+		return 0, io.EOF
+	}
+	k := min(int64(len(p)), r.n-r.read)
+	clear(p[:k])
+	r.read += k
+	return int(k), nil
 }

@@ -11,9 +11,9 @@ import (
 
 	"github.com/gin-gonic/gin"
 
-	"github.com/sendense/sendense/hub/internal/backup"
 	"github.com/sendense/sendense/hub/internal/catalog"
 	"github.com/sendense/sendense/hub/internal/identity"
+	"github.com/sendense/sendense/hub/internal/ingest"
 	"github.com/sendense/sendense/hub/internal/inventory"
 	"github.com/sendense/sendense/hub/internal/pki"
 	"github.com/sendense/sendense/hub/internal/repository"
@@ -30,7 +30,7 @@ func statusOf(err error) (int, string) {
 	switch {
 	case errors.As(err, &fe):
 		return http.StatusBadRequest, api.CodeInvalidField
-	case errors.Is(err, errTooLarge):
+	case errors.Is(err, errTooLarge), errors.Is(err, ingest.ErrTooLarge):
 		return http.StatusRequestEntityTooLarge, api.CodeTooLarge
 	case errors.Is(err, identity.ErrInvalidInput), errors.Is(err, pki.ErrBadCSR),
 		errors.Is(err, repository.ErrDigestMismatch), errors.Is(err, repository.ErrBadBlob),
@@ -50,7 +50,7 @@ func statusOf(err error) (int, string) {
 		return http.StatusInternalServerError, api.CodeInternal
 	case errors.Is(err, catalog.ErrNotFound):
 		return http.StatusNotFound, api.CodeNotFound
-	case errors.Is(err, catalog.ErrConflict), errors.Is(err, inventory.ErrAmbiguous), errors.Is(err, backup.ErrFullRequired), errors.Is(err, catalog.ErrJobActive):
+	case errors.Is(err, catalog.ErrConflict), errors.Is(err, inventory.ErrAmbiguous), errors.Is(err, ingest.ErrFullRequired), errors.Is(err, catalog.ErrJobActive):
 		return http.StatusConflict, api.CodeConflict
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
 		return http.StatusServiceUnavailable, api.CodeUnavailable

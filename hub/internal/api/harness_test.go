@@ -23,11 +23,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	hubapi "github.com/sendense/sendense/hub/internal/api"
-	"github.com/sendense/sendense/hub/internal/backup"
 	"github.com/sendense/sendense/hub/internal/catalog"
 	"github.com/sendense/sendense/hub/internal/catalog/catalogtest"
 	"github.com/sendense/sendense/hub/internal/identity"
+	"github.com/sendense/sendense/hub/internal/ingest"
 	"github.com/sendense/sendense/hub/internal/inventory"
+	"github.com/sendense/sendense/hub/internal/jobs"
 	"github.com/sendense/sendense/hub/internal/pki"
 	"github.com/sendense/sendense/hub/internal/policy"
 	"github.com/sendense/sendense/hub/internal/repository"
@@ -62,6 +63,7 @@ type testHub struct {
 	Cat     *catalog.Catalog
 	IDs     *identity.Service
 	Reg     *prometheus.Registry
+	CatReg  *prometheus.Registry // sendense_hub_catalog_* only
 	Logs    *logBuffer
 	Clock   *fakeClock
 	Repo    *repository.Local
@@ -85,8 +87,21 @@ func (c *fakeClock) Add(d time.Duration) {
 	c.mu.Unlock()
 }
 
-func newTestHub(t *testing.T, c *catalog.Catalog) *testHub {
+// hubOptions change the test hub's defaults.
+type hubOptions struct {
+	// pollInterval is how often a waiting long poll looks for jobs queued elsewhere (default
+	// 50ms); an hour leaves the in-process wake-up as the only way a poll learns of a job.
+	pollInterval time.Duration
+}
+
+func newTestHub(t *testing.T, c *catalog.Catalog, opts ...hubOptions) *testHub {
 	t.Helper()
+	o := hubOptions{pollInterval: 50 * time.Millisecond}
+	for _, x := range opts {
+		if x.pollInterval > 0 {
+			o.pollInterval = x.pollInterval
+		}
+	}
 	logs := &logBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	ca, err := pki.LoadOrCreate(t.TempDir(), nil)
@@ -102,6 +117,10 @@ func newTestHub(t *testing.T, c *catalog.Catalog) *testHub {
 	ids := identity.New(c, ca, log, identity.Options{HubURL: "https://127.0.0.1:1", CertLifetime: 24 * time.Hour, Now: clock.Now})
 	repoDir := t.TempDir()
 	reg := prometheus.NewRegistry()
+	// The catalog's own query counters on a registry of their own: gathering h.Reg runs
+	// collectors that query the catalog, which would count themselves.
+	catReg := prometheus.NewRegistry()
+	c.Instrument(log, catReg)
 	inv := inventory.New(c, log, reg)
 	repos := storage.NewManager(c)
 	if _, _, err := repos.Create(context.Background(), storage.DefaultName, repoDir, 64<<10); err != nil {
@@ -111,8 +130,8 @@ func newTestHub(t *testing.T, c *catalog.Catalog) *testHub {
 	if err != nil {
 		t.Fatal(err)
 	}
-	backups := backup.New(c, repos, log, backup.NewMetrics(reg), backup.Options{Now: clock.Now, PollInterval: 50 * time.Millisecond})
-	srv := hubapi.New(hubapi.Deps{Log: log, Registry: reg, Catalog: c, Repository: repo, Identity: ids, Inventory: inv, Backup: backups, Restore: restore.New(c, repos), Repositories: repos,
+	backups := jobs.New(c, repos, log, reg, jobs.Options{Now: clock.Now, PollInterval: o.pollInterval})
+	srv := hubapi.New(hubapi.Deps{Log: log, Registry: reg, Catalog: c, Repository: repo, Identity: ids, Inventory: inv, Backup: backups, Ingest: ingest.New(c, repos, log, reg), Restore: restore.New(c, repos), Repositories: repos,
 		Policies: policy.New(c, backups, log, clock.Now)})
 	ts := httptest.NewUnstartedServer(srv.Handler())
 	ts.Config.ErrorLog = slog.NewLogLogger(log.Handler(), slog.LevelWarn)
@@ -122,12 +141,12 @@ func newTestHub(t *testing.T, c *catalog.Catalog) *testHub {
 	}
 	ts.StartTLS()
 	t.Cleanup(ts.Close)
-	return &testHub{t: t, URL: ts.URL, CA: ca, Cat: c, IDs: ids, Reg: reg, Logs: logs, Clock: clock, Repo: repo, RepoDir: repoDir}
+	return &testHub{t: t, URL: ts.URL, CA: ca, Cat: c, IDs: ids, Reg: reg, CatReg: catReg, Logs: logs, Clock: clock, Repo: repo, RepoDir: repoDir}
 }
 
 // forEachHub runs fn against a test hub on each catalog dialect.
-func forEachHub(t *testing.T, fn func(t *testing.T, h *testHub)) {
-	catalogtest.ForEachDialect(t, func(t *testing.T, c *catalog.Catalog) { fn(t, newTestHub(t, c)) })
+func forEachHub(t *testing.T, fn func(t *testing.T, h *testHub), opts ...hubOptions) {
+	catalogtest.ForEachDialect(t, func(t *testing.T, c *catalog.Catalog) { fn(t, newTestHub(t, c, opts...)) })
 }
 
 // client returns an HTTP client trusting the hub CA, presenting cert when not nil.

@@ -13,10 +13,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sendense/sendense/hub/internal/backup"
 	"github.com/sendense/sendense/hub/internal/catalog"
 	"github.com/sendense/sendense/hub/internal/check"
 	"github.com/sendense/sendense/hub/internal/gc"
+	"github.com/sendense/sendense/hub/internal/jobs"
 	"github.com/sendense/sendense/hub/internal/policy"
 	"github.com/sendense/sendense/hub/internal/storage"
 	"github.com/sendense/sendense/shared/api"
@@ -24,7 +24,7 @@ import (
 )
 
 func (h *testHub) policies() *policy.Service {
-	b := backup.New(h.Cat, storage.NewManager(h.Cat), slog.New(slog.DiscardHandler), nil, backup.Options{Now: h.Clock.Now})
+	b := jobs.New(h.Cat, storage.NewManager(h.Cat), slog.New(slog.DiscardHandler), nil, jobs.Options{Now: h.Clock.Now})
 	return policy.New(h.Cat, b, slog.New(slog.DiscardHandler), h.Clock.Now)
 }
 

@@ -49,7 +49,7 @@ var operations = []operation{
 	{"POST", api.PathAgentJobDone, "Report the end of a job", authAgent, nil, api.JobCompletion{}, api.JobState{}, 200},
 	{"POST", api.PathAgentOpenSess, "Open (or reopen) the upload session of a disk", authAgent, nil, api.OpenSessionRequest{}, api.Session{}, 200},
 	{"GET", api.PathAgentSession, "A session with the slots already recorded", authAgent, nil, nil, api.Session{}, 200},
-	{"PUT", api.PathAgentChunk, "Upload one chunk blob (201 stored, 200 already held)", authAgent, nil, []byte{}, nil, 201},
+	{"PUT", api.PathAgentChunk, "Upload one chunk blob (201 stored, 200 already held) and record the slots that hold it", authAgent, []string{"slots"}, []byte{}, nil, 201},
 	{"POST", api.PathAgentSlots, "Record slot digests; answers the digests the hub lacks", authAgent, nil, api.SlotBatch{}, api.SlotBatchResult{}, 200},
 	{"POST", api.PathAgentCommitSess, "Close a session: the hub writes the disk's index", authAgent, nil, api.CommitRequest{}, api.BackupDisk{}, 200},
 
@@ -71,6 +71,8 @@ var operations = []operation{
 	{"GET", api.PathBackups, "List backups, newest first", authViewer, []string{"vm", "status", "since", "limit", "offset"}, nil, api.BackupList{}, 200},
 	{"GET", api.PathBackup, "Show a backup with its disks", authViewer, nil, nil, api.Backup{}, 200},
 	{"DELETE", api.PathBackup, "Delete a finished, unprotected backup (space is reclaimed by garbage collection)", authOperator, nil, nil, nil, 204},
+	{"POST", api.PathBackupProtect, "Protect a backup from pruning and deletion", authOperator, nil, nil, api.Backup{}, 200},
+	{"POST", api.PathBackupUnprot, "Lift the protection of a backup", authOperator, nil, nil, api.Backup{}, 200},
 	{"POST", api.PathBackupCancel, "Cancel a queued or running backup", authOperator, nil, nil, api.Backup{}, 202},
 	{"GET", api.PathBackupChain, "Per disk, the lineage of a VM's backups ({id} is the VM name or context id)", authViewer, nil, nil, api.Chain{}, 200},
 	{"GET", api.PathBackupImage, "The raw disk image of a restore point (Range supported, every chunk verified)", authViewer, nil, nil, []byte{}, 200},

@@ -39,6 +39,7 @@ type Deps struct {
 	Identity   identityService
 	Inventory  inventoryService
 	Backup     backupService
+	Ingest     ingestService
 	Restore    restoreService
 	// Repositories lists and creates repositories.
 	Repositories repositoryService
@@ -55,8 +56,6 @@ type Server struct {
 
 	draining  chan struct{} // closed when the server starts shutting down: long polls return
 	drainOnce sync.Once
-
-	bufs sync.Pool // chunk upload buffers
 
 	restoreBytes    prometheus.Counter
 	restoreFailures prometheus.Counter
@@ -88,6 +87,7 @@ func New(d Deps) *Server {
 	s.registerIdentity(agent, v1)
 	s.registerInventory(agent, v1)
 	s.registerBackup(agent, v1)
+	s.registerIngest(agent)
 	s.registerRestore(v1)
 	s.registerRepositories(v1)
 	s.registerPolicies(v1)

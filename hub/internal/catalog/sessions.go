@@ -33,47 +33,53 @@ func (c *Catalog) OpenSession(ctx context.Context, s *UploadSession) (*UploadSes
 	return ex, nil
 }
 
-// AgentSession returns a session only when it belongs to the agent; another agent's → ErrNotFound.
-func (c *Catalog) AgentSession(ctx context.Context, id, agentID string) (*UploadSession, error) {
-	s := new(UploadSession)
-	if err := scanOne(ctx, c.db.NewSelect().Model(s).Where("id = ?", id).Where("agent_id = ?", agentID), fmt.Sprintf("upload session %s", id)); err != nil {
+// LiveSession is an upload session with what every request on it must check: the status of
+// its job and the VM the job backs up. One query reads it all.
+type LiveSession struct {
+	UploadSession `bun:",extend"`
+	JobStatus     string `bun:"job_status"`
+	VMContextID   string `bun:"vm_context_id"`
+	InstanceUUID  string `bun:"instance_uuid"`
+}
+
+// AgentLiveSession returns the agent's session with its job's status and VM, in one query;
+// another agent's session → ErrNotFound.
+func (c *Catalog) AgentLiveSession(ctx context.Context, id, agentID string) (*LiveSession, error) {
+	s := new(LiveSession)
+	q := c.db.NewSelect().Model(s).
+		ColumnExpr("upload_session.*").
+		ColumnExpr("j.status AS job_status, j.vm_context_id AS vm_context_id, vmc.instance_uuid AS instance_uuid").
+		Join("JOIN backup_jobs AS j ON j.id = upload_session.job_id").
+		Join("JOIN vm_contexts AS vmc ON vmc.context_id = j.vm_context_id").
+		Where("upload_session.id = ?", id).Where("upload_session.agent_id = ?", agentID)
+	if err := scanOne(ctx, q, fmt.Sprintf("upload session %s", id)); err != nil {
 		return nil, err
 	}
 	return s, nil
 }
 
-// RecordSlots stores slot digests of an open session (a slot recorded again takes the new
-// digest). It refuses a session that is no longer open.
+// RecordSlots stores slot digests of a session (a slot recorded again takes the new digest), at
+// most 500 rows per statement. The caller has checked in the same request that the session is
+// open: a slot recorded after a concurrent commit is ignored by that commit, which read the
+// slots it indexes in its own transaction, and only the agent that owns both can race them.
 func (c *Catalog) RecordSlots(ctx context.Context, sessionID string, slots []UploadSlot) error {
-	if len(slots) == 0 {
-		return nil
-	}
 	now := c.now()
 	for i := range slots {
 		slots[i].SessionID, slots[i].CreatedAt, slots[i].UpdatedAt = sessionID, now, now
 	}
-	return c.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
-		var status string
-		if err := tx.NewSelect().Model((*UploadSession)(nil)).Column("status").Where("id = ?", sessionID).Scan(ctx, &status); err != nil {
-			return fmt.Errorf("select upload session %s: %w", sessionID, err)
+	for start := 0; start < len(slots); start += 500 {
+		part := slots[start:min(start+500, len(slots))]
+		ins := c.db.NewInsert().Model(&part)
+		if c.driver == DriverMySQL {
+			ins = ins.On("DUPLICATE KEY UPDATE").Set("digest = VALUES(digest)").Set("updated_at = VALUES(updated_at)")
+		} else {
+			ins = ins.On("CONFLICT (session_id, slot) DO UPDATE").Set("digest = EXCLUDED.digest").Set("updated_at = EXCLUDED.updated_at")
 		}
-		if status != api.SessionOpen {
-			return fmt.Errorf("upload session %s is %s: %w", sessionID, status, ErrConflict)
+		if _, err := ins.Exec(ctx); err != nil {
+			return fmt.Errorf("record slots of session %s: %w", sessionID, err)
 		}
-		for start := 0; start < len(slots); start += 500 {
-			part := slots[start:min(start+500, len(slots))]
-			ins := tx.NewInsert().Model(&part)
-			if c.driver == DriverMySQL {
-				ins = ins.On("DUPLICATE KEY UPDATE").Set("digest = VALUES(digest)").Set("updated_at = VALUES(updated_at)")
-			} else {
-				ins = ins.On("CONFLICT (session_id, slot) DO UPDATE").Set("digest = EXCLUDED.digest").Set("updated_at = EXCLUDED.updated_at")
-			}
-			if _, err := ins.Exec(ctx); err != nil {
-				return fmt.Errorf("record slots of session %s: %w", sessionID, err)
-			}
-		}
-		return nil
-	})
+	}
+	return nil
 }
 
 // SessionSlots returns the recorded slots of a session in slot order.

@@ -1,29 +1,26 @@
-// Package backup runs backup jobs on the hub side: operators start, list, cancel and delete
-// backups; agents claim jobs by long polling, upload chunks into per-disk sessions and commit
-// them; the hub turns every committed session into a fixed index, so that every backup is a full
-// restore point.
-package backup
+// Package jobs owns the life of a backup job on the hub: operators (and the scheduler) queue,
+// list, cancel, protect and delete backups; agents claim jobs by long polling, report progress
+// and complete them; jobs whose agent went silent are failed. The data of a job arrives through
+// package ingest.
+package jobs
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sendense/sendense/hub/internal/catalog"
 	"github.com/sendense/sendense/hub/internal/repository"
-	"github.com/sendense/sendense/hub/internal/storage"
 )
 
 // Sentinel errors the API maps to status codes.
 var (
-	ErrInvalid      = errors.New("invalid request")
-	ErrVMGone       = errors.New("the VM is gone from its vCenter")
-	ErrNoDisks      = errors.New("the VM has no disk that can be backed up")
-	ErrFullRequired = errors.New("an incremental is not possible")
+	ErrVMGone  = errors.New("the VM is gone from its vCenter")
+	ErrNoDisks = errors.New("the VM has no disk that can be backed up")
 )
 
 // backupCatalog is what this package needs from the catalog.
@@ -43,11 +40,6 @@ type backupCatalog interface {
 	FinishJob(ctx context.Context, id, agentID, status, errMsg, notes string) (*catalog.BackupJob, []catalog.BackupDisk, error)
 	FailStaleJobs(ctx context.Context, cutoff time.Time) ([]catalog.FailedJob, error)
 
-	OpenSession(ctx context.Context, s *catalog.UploadSession) (*catalog.UploadSession, error)
-	AgentSession(ctx context.Context, id, agentID string) (*catalog.UploadSession, error)
-	RecordSlots(ctx context.Context, sessionID string, slots []catalog.UploadSlot) error
-	SessionSlots(ctx context.Context, sessionID string) ([]catalog.UploadSlot, error)
-	CommitSession(ctx context.Context, sessionID string, bd *catalog.BackupDisk) (*catalog.BackupDisk, error)
 	LatestBackupDisk(ctx context.Context, vmContextID, diskID, repositoryID string) (*catalog.BackupDisk, error)
 	BackupDisks(ctx context.Context, jobID string) ([]catalog.BackupDisk, error)
 
@@ -55,14 +47,23 @@ type backupCatalog interface {
 	BackupByID(ctx context.Context, id string) (*catalog.BackupRow, error)
 	Chain(ctx context.Context, vmContextID string) ([]catalog.ChainEntry, error)
 	DeleteBackup(ctx context.Context, id string) (*catalog.BackupJob, []catalog.BackupDisk, error)
+	SetProtected(ctx context.Context, id string, protected bool) error
+	CountJobsByStatus(ctx context.Context) (map[string]int, error)
 }
 
-// repositories opens repositories by catalog id.
-type repositories interface {
-	Open(ctx context.Context, id string) (*repository.Local, error)
+// IndexRemover deletes the index of one disk of one backup (repository.ErrIndexNotFound when
+// there is none).
+type IndexRemover interface {
+	RemoveIndex(ctx context.Context, ref repository.IndexRef) error
 }
 
-var _ repositories = (*storage.Manager)(nil)
+// Opener opens a repository by catalog id (a registry of repositories).
+type Opener[R IndexRemover] interface {
+	Open(ctx context.Context, id string) (R, error)
+}
+
+// DefaultRepository is the repository a backup goes to when the request names none.
+const DefaultRepository = "default"
 
 // Options tune the service.
 type Options struct {
@@ -77,9 +78,9 @@ type Options struct {
 // Service is the hub's side of backups.
 type Service struct {
 	cat     backupCatalog
-	repos   repositories
+	open    func(ctx context.Context, id string) (IndexRemover, error)
 	log     *slog.Logger
-	metrics *Metrics
+	metrics *metrics
 	opts    Options
 
 	mu      sync.Mutex
@@ -90,8 +91,9 @@ type Service struct {
 	OnFinished func(j catalog.BackupJob)
 }
 
-// New returns the backup service.
-func New(cat backupCatalog, repos repositories, log *slog.Logger, m *Metrics, opts Options) *Service {
+// New returns the job service; its metrics, and a collector counting jobs by status in the
+// catalog, are registered on reg (nil: not registered).
+func New[R IndexRemover](cat backupCatalog, repos Opener[R], log *slog.Logger, reg prometheus.Registerer, opts Options) *Service {
 	if opts.JobTimeout <= 0 {
 		opts.JobTimeout = 10 * time.Minute
 	}
@@ -101,18 +103,18 @@ func New(cat backupCatalog, repos repositories, log *slog.Logger, m *Metrics, op
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	if m == nil {
-		m = NewMetrics(nil)
+	m := newMetrics(reg)
+	if reg != nil {
+		reg.MustRegister(newJobsCollector(cat, log))
 	}
-	return &Service{cat: cat, repos: repos, log: log, metrics: m, opts: opts, waiters: map[string][]chan struct{}{}}
-}
-
-func newID(prefix string, now time.Time) (string, error) {
-	var b [4]byte
-	if _, err := rand.Read(b[:]); err != nil {
-		return "", err
+	open := func(ctx context.Context, id string) (IndexRemover, error) {
+		r, err := repos.Open(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		return r, nil
 	}
-	return prefix + now.UTC().Format("20060102-150405") + "-" + hex.EncodeToString(b[:]), nil
+	return &Service{cat: cat, open: open, log: log, metrics: m, opts: opts, waiters: map[string][]chan struct{}{}}
 }
 
 func (s *Service) wake(agentID string) {
@@ -125,15 +127,31 @@ func (s *Service) wake(agentID string) {
 	}
 }
 
-func (s *Service) waiter(agentID string) chan struct{} {
+// waiter registers a long poll of the agent to be woken by the next job queued for it; the poll
+// unregisters when it stops waiting, so an idle agent's polls leave nothing behind.
+func (s *Service) waiter(agentID string) (woken <-chan struct{}, unregister func()) {
 	ch := make(chan struct{})
 	s.mu.Lock()
 	s.waiters[agentID] = append(s.waiters[agentID], ch)
 	s.mu.Unlock()
-	return ch
+	return ch, func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		ws := s.waiters[agentID]
+		if i := slices.Index(ws, ch); i >= 0 {
+			ws = slices.Delete(ws, i, i+1)
+		}
+		if len(ws) == 0 {
+			delete(s.waiters, agentID)
+		} else {
+			s.waiters[agentID] = ws
+		}
+	}
 }
 
-// indexRef names the index of one disk of one backup.
-func indexRef(instanceUUID, diskID, backupID string) repository.IndexRef {
-	return repository.IndexRef{VMUUID: instanceUUID, DiskID: diskID, BackupID: backupID}
+// waiting counts the long polls registered for an agent.
+func (s *Service) waiting(agentID string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.waiters[agentID])
 }

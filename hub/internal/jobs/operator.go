@@ -1,4 +1,4 @@
-package backup
+package jobs
 
 import (
 	"context"
@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/sendense/sendense/hub/internal/catalog"
-	"github.com/sendense/sendense/hub/internal/storage"
+	"github.com/sendense/sendense/hub/internal/repository"
 	"github.com/sendense/sendense/shared/api"
 )
 
@@ -45,7 +45,7 @@ func (s *Service) Start(ctx context.Context, req api.StartBackupRequest) (api.Ba
 	}
 	repoName := req.Repository
 	if repoName == "" {
-		repoName = storage.DefaultName
+		repoName = DefaultRepository
 	}
 	vm, err := s.resolveVM(ctx, req.VM)
 	if err != nil {
@@ -84,10 +84,7 @@ func (s *Service) Start(ctx context.Context, req api.StartBackupRequest) (api.Ba
 // Queue creates a queued job for a VM (policyID empty for an operator's request) and wakes the
 // VM's agent. A VM with a queued or running job → catalog.ErrJobActive (and ErrConflict).
 func (s *Service) Queue(ctx context.Context, vm *catalog.VMWithSource, repositoryID, policyID, typ string) (string, error) {
-	id, err := newID("bk-", s.opts.Now())
-	if err != nil {
-		return "", err
-	}
+	id := catalog.NewID("bk-", s.opts.Now())
 	j := &catalog.BackupJob{
 		ID: id, VMContextID: vm.ContextID, AgentID: vm.AgentID, RepositoryID: repositoryID,
 		RequestedType: typ, SnapshotName: api.SnapshotPrefix + id, PolicyID: policyID,
@@ -128,20 +125,8 @@ func backupInfo(r *catalog.BackupRow, disks []catalog.BackupDisk) api.Backup {
 			b.ThroughputBPS = float64(r.BytesRead) / b.DurationSeconds
 		}
 	}
-	for _, d := range disks {
-		bd := api.BackupDisk{
-			DiskID: d.DiskID, Type: d.Type, Reason: d.Reason, ParentBackupID: d.ParentJobID, BaseChangeID: d.BaseChangeID,
-			ChangeID: d.ChangeID, CapacityBytes: d.CapacityBytes, ChunkSize: d.ChunkSize, SlotsTotal: d.SlotsTotal,
-			SlotsChanged: d.SlotsChanged, BytesRead: d.BytesRead, BytesSent: d.BytesSent, BytesDeduplicated: d.BytesDeduplicated,
-			BytesZero: d.BytesZero, Status: d.Status, Error: d.Error, StartedAt: d.StartedAt, FinishedAt: d.FinishedAt,
-		}
-		if !d.StartedAt.IsZero() && !d.FinishedAt.IsZero() {
-			bd.DurationSeconds = d.FinishedAt.Sub(d.StartedAt).Seconds()
-			if bd.DurationSeconds > 0 {
-				bd.ThroughputBPS = float64(d.BytesRead) / bd.DurationSeconds
-			}
-		}
-		b.Disks = append(b.Disks, bd)
+	for i := range disks {
+		b.Disks = append(b.Disks, disks[i].Wire())
 	}
 	return b
 }
@@ -187,7 +172,7 @@ func (s *Service) Cancel(ctx context.Context, id string) (api.Backup, error) {
 	}
 	s.log.InfoContext(ctx, "backup cancel requested", "job_id", id, "status", j.Status)
 	if j.Status == api.JobCancelled {
-		s.metrics.JobsFinished.WithLabelValues(api.JobCancelled).Inc()
+		s.metrics.jobsFinished.WithLabelValues(api.JobCancelled).Inc()
 	}
 	return s.Get(ctx, id)
 }
@@ -214,13 +199,13 @@ func (s *Service) removeIndexes(ctx context.Context, repositoryID, instanceUUID 
 	if len(disks) == 0 {
 		return
 	}
-	repo, err := s.repos.Open(ctx, repositoryID)
+	repo, err := s.open(ctx, repositoryID)
 	if err != nil {
 		s.log.WarnContext(ctx, "open repository to remove indexes", "repository_id", repositoryID, "err", err)
 		return
 	}
 	for _, d := range disks {
-		if err := repo.RemoveIndex(ctx, indexRef(instanceUUID, d.DiskID, d.JobID)); err != nil {
+		if err := repo.RemoveIndex(ctx, repository.IndexRef{VMUUID: instanceUUID, DiskID: d.DiskID, BackupID: d.JobID}); err != nil {
 			s.log.WarnContext(ctx, "remove index", "job_id", d.JobID, "disk_id", d.DiskID, "err", err)
 		}
 	}
@@ -244,4 +229,14 @@ func (s *Service) Chain(ctx context.Context, vmNameOrID string) (api.Chain, erro
 		})
 	}
 	return out, nil
+}
+
+// SetProtected protects a backup from pruning and deletion, or lifts that protection, and
+// returns the backup. Setting what is already set is not an error.
+func (s *Service) SetProtected(ctx context.Context, id string, protected bool) (api.Backup, error) {
+	if err := s.cat.SetProtected(ctx, id, protected); err != nil {
+		return api.Backup{}, err
+	}
+	s.log.InfoContext(ctx, "backup protection set", "job_id", id, "protected", protected)
+	return s.Get(ctx, id)
 }

@@ -7,9 +7,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sendense/sendense/hub/internal/backup"
 	"github.com/sendense/sendense/hub/internal/catalog"
 	"github.com/sendense/sendense/hub/internal/catalog/catalogtest"
+	"github.com/sendense/sendense/hub/internal/jobs"
 	"github.com/sendense/sendense/hub/internal/policy"
 	"github.com/sendense/sendense/hub/internal/storage"
 	"github.com/sendense/sendense/shared/api"
@@ -50,7 +50,7 @@ func seed(t *testing.T, c *catalog.Catalog) {
 
 func services(c *catalog.Catalog, clk *clock) *policy.Service {
 	c.SetClock(clk.Now)
-	b := backup.New(c, storage.NewManager(c), quiet, nil, backup.Options{Now: clk.Now})
+	b := jobs.New(c, storage.NewManager(c), quiet, nil, jobs.Options{Now: clk.Now})
 	return policy.New(c, b, quiet, clk.Now)
 }
 

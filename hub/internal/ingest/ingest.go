@@ -1,0 +1,419 @@
+// Package ingest receives backup data from agents: one upload session per disk of a running
+// job, chunks re-hashed and stored durably before they are acknowledged, the slots that hold
+// them recorded, and a commit that turns the session into the disk's fixed index.
+//
+// Every request on a session reads the session, its job's status and its VM in one catalog
+// query; a chunk upload records the slots that hold the chunk itself, so a group of k slots of
+// which m are new costs one slot batch and m uploads.
+package ingest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/sendense/sendense/hub/internal/catalog"
+	"github.com/sendense/sendense/hub/internal/fidx"
+	"github.com/sendense/sendense/hub/internal/repository"
+	"github.com/sendense/sendense/shared/api"
+	"github.com/sendense/sendense/shared/chunk"
+)
+
+// Errors the API maps to status codes.
+var (
+	// ErrFullRequired: the agent asked for an incremental that is not possible; it must send a
+	// full backup of the disk.
+	ErrFullRequired = errors.New("an incremental is not possible")
+	// ErrTooLarge: a chunk upload longer than the largest blob of the session's chunk size.
+	ErrTooLarge = errors.New("chunk upload too large")
+)
+
+// MaxDiskBytes bounds the capacity of a disk accepted in a session (64 TiB, the vSphere limit).
+const MaxDiskBytes = 64 << 40
+
+// ingestCatalog is what intake needs from the catalog.
+type ingestCatalog interface {
+	AgentJob(ctx context.Context, id, agentID string) (*catalog.BackupJob, error)
+	RepositoryByID(ctx context.Context, id string) (*catalog.Repository, error)
+	VMDisks(ctx context.Context, contextID string) ([]catalog.VMDisk, error)
+	LatestBackupDisk(ctx context.Context, vmContextID, diskID, repositoryID string) (*catalog.BackupDisk, error)
+	OpenSession(ctx context.Context, s *catalog.UploadSession) (*catalog.UploadSession, error)
+	AgentLiveSession(ctx context.Context, id, agentID string) (*catalog.LiveSession, error)
+	RecordSlots(ctx context.Context, sessionID string, slots []catalog.UploadSlot) error
+	SessionSlots(ctx context.Context, sessionID string) ([]catalog.UploadSlot, error)
+	CommitSession(ctx context.Context, sessionID string, bd *catalog.BackupDisk) (*catalog.BackupDisk, error)
+	BackupDisks(ctx context.Context, jobID string) ([]catalog.BackupDisk, error)
+}
+
+// Repository is what intake needs of one repository. PutChunk re-hashes and stores a blob
+// durably (idempotent); TouchChunk proves a chunk exists and spares it from garbage collection
+// (repository.ErrChunkNotFound when it does not); WriteIndex refuses an index naming a missing
+// chunk.
+type Repository interface {
+	PutChunk(ctx context.Context, d chunk.Digest, blob []byte) (stored bool, err error)
+	TouchChunk(ctx context.Context, d chunk.Digest) error
+	ReadIndex(ctx context.Context, ref repository.IndexRef) (*fidx.Index, error)
+	WriteIndex(ctx context.Context, ref repository.IndexRef, idx *fidx.Index) (digest string, err error)
+}
+
+// Opener opens a repository by catalog id (a registry of repositories).
+type Opener[R Repository] interface {
+	Open(ctx context.Context, id string) (R, error)
+}
+
+// Service is the hub's data intake. It is safe for concurrent use.
+type Service struct {
+	cat     ingestCatalog
+	open    func(ctx context.Context, id string) (Repository, error)
+	log     *slog.Logger
+	metrics *metrics
+	now     func() time.Time
+
+	bufs sync.Pool // *[]byte upload buffers, reused: chunks are megabytes
+}
+
+// New returns the intake service over the repositories of repos; its metrics are registered on
+// reg (nil: not registered).
+func New[R Repository](cat ingestCatalog, repos Opener[R], log *slog.Logger, reg prometheus.Registerer) *Service {
+	open := func(ctx context.Context, id string) (Repository, error) {
+		r, err := repos.Open(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		return r, nil
+	}
+	return &Service{cat: cat, open: open, log: log, metrics: newMetrics(reg), now: time.Now}
+}
+
+// OpenSession opens (or reopens, for a resuming agent) the upload session of one disk of a job.
+// An incremental must name the disk's latest successful backup as parent, with the same
+// capacity and chunk size and its change ID as base; otherwise ErrFullRequired says why.
+func (s *Service) OpenSession(ctx context.Context, agentID, jobID, diskID string, req api.OpenSessionRequest) (api.Session, error) {
+	j, err := s.cat.AgentJob(ctx, jobID, agentID)
+	if err != nil {
+		return api.Session{}, err
+	}
+	if j.Status != api.JobRunning {
+		return api.Session{}, fmt.Errorf("job %s is %s: %w", jobID, j.Status, catalog.ErrConflict)
+	}
+	repo, err := s.cat.RepositoryByID(ctx, j.RepositoryID)
+	if err != nil {
+		return api.Session{}, err
+	}
+	disks, err := s.cat.VMDisks(ctx, j.VMContextID)
+	if err != nil {
+		return api.Session{}, err
+	}
+	if !slices.ContainsFunc(disks, func(d catalog.VMDisk) bool {
+		return d.DiskID == diskID && d.Status == api.DiskPresent && d.Backupable
+	}) {
+		return api.Session{}, fmt.Errorf("disk %s is not a backup-able disk of the job's VM: %w", diskID, catalog.ErrNotFound)
+	}
+	switch {
+	case req.Type != api.BackupFull && req.Type != api.BackupIncremental:
+		return api.Session{}, &api.FieldError{Field: "type", Msg: "must be full or incremental"}
+	case req.ChunkSize != repo.ChunkSize:
+		return api.Session{}, &api.FieldError{Field: "chunk_size", Msg: fmt.Sprintf("must be the repository's chunk size %d", repo.ChunkSize)}
+	case req.CapacityBytes <= 0 || req.CapacityBytes > MaxDiskBytes:
+		return api.Session{}, &api.FieldError{Field: "capacity_bytes", Msg: fmt.Sprintf("must be between 1 and %d", int64(MaxDiskBytes))}
+	case len(req.Reason) > 255 || len(req.ChangeID) > 255 || len(req.BaseChangeID) > 255:
+		return api.Session{}, &api.FieldError{Field: "reason", Msg: "reason and change ids must be at most 255 characters"}
+	case req.Type == api.BackupIncremental && j.RequestedType == api.BackupFull:
+		return api.Session{}, fmt.Errorf("%w: the job asks for a full backup", ErrFullRequired)
+	}
+	grid := chunk.Grid{Capacity: req.CapacityBytes, ChunkSize: req.ChunkSize}
+	sess := &catalog.UploadSession{
+		JobID: jobID, DiskID: diskID, AgentID: agentID, RepositoryID: repo.ID, Type: req.Type, Reason: req.Reason,
+		BaseChangeID: req.BaseChangeID, ChangeID: req.ChangeID, CapacityBytes: req.CapacityBytes, ChunkSize: req.ChunkSize,
+		SlotCount: grid.Slots(),
+	}
+	if req.Type == api.BackupIncremental {
+		parent, err := s.cat.LatestBackupDisk(ctx, j.VMContextID, diskID, repo.ID)
+		switch {
+		case errors.Is(err, catalog.ErrNotFound):
+			return api.Session{}, fmt.Errorf("%w: disk %s has no earlier backup in this repository", ErrFullRequired, diskID)
+		case err != nil:
+			return api.Session{}, err
+		case parent.JobID != req.ParentBackupID:
+			return api.Session{}, fmt.Errorf("%w: the latest backup of %s is %s, not %s", ErrFullRequired, diskID, parent.JobID, req.ParentBackupID)
+		case parent.CapacityBytes != req.CapacityBytes:
+			return api.Session{}, fmt.Errorf("%w: disk %s was resized (%d → %d bytes)", ErrFullRequired, diskID, parent.CapacityBytes, req.CapacityBytes)
+		case parent.ChunkSize != req.ChunkSize:
+			return api.Session{}, fmt.Errorf("%w: chunk size changed", ErrFullRequired)
+		case parent.ChangeID == "" || parent.ChangeID != req.BaseChangeID:
+			return api.Session{}, fmt.Errorf("%w: base change id %q is not the parent's %q", ErrFullRequired, req.BaseChangeID, parent.ChangeID)
+		}
+		sess.ParentJobID = parent.JobID
+	}
+	sess.ID = catalog.NewID("us-", s.now())
+	got, err := s.cat.OpenSession(ctx, sess)
+	if err != nil {
+		return api.Session{}, err
+	}
+	return s.sessionInfo(ctx, got)
+}
+
+// Session returns an agent's session with the slots already recorded, for resuming.
+func (s *Service) Session(ctx context.Context, agentID, id string) (api.Session, error) {
+	ls, err := s.cat.AgentLiveSession(ctx, id, agentID)
+	if err != nil {
+		return api.Session{}, err
+	}
+	return s.sessionInfo(ctx, &ls.UploadSession)
+}
+
+func (s *Service) sessionInfo(ctx context.Context, sess *catalog.UploadSession) (api.Session, error) {
+	slots, err := s.cat.SessionSlots(ctx, sess.ID)
+	if err != nil {
+		return api.Session{}, err
+	}
+	out := api.Session{ID: sess.ID, JobID: sess.JobID, DiskID: sess.DiskID, Type: sess.Type, CapacityBytes: sess.CapacityBytes,
+		ChunkSize: sess.ChunkSize, SlotCount: sess.SlotCount, Status: sess.Status, Done: [][2]int64{}}
+	for _, sl := range slots {
+		if n := len(out.Done); n > 0 && out.Done[n-1][1] == sl.Slot {
+			out.Done[n-1][1]++
+			continue
+		}
+		out.Done = append(out.Done, [2]int64{sl.Slot, sl.Slot + 1})
+	}
+	return out, nil
+}
+
+// live returns the agent's session, which must be open and belong to a running job: the one
+// catalog read of a request on a session.
+func (s *Service) live(ctx context.Context, agentID, id string) (*catalog.LiveSession, error) {
+	ls, err := s.cat.AgentLiveSession(ctx, id, agentID)
+	if err != nil {
+		return nil, err
+	}
+	if ls.Status != api.SessionOpen {
+		return nil, fmt.Errorf("upload session %s is %s: %w", id, ls.Status, catalog.ErrConflict)
+	}
+	if ls.JobStatus != api.JobRunning {
+		return nil, fmt.Errorf("job %s is %s: %w", ls.JobID, ls.JobStatus, catalog.ErrConflict)
+	}
+	return ls, nil
+}
+
+func grid(sess *catalog.UploadSession) chunk.Grid {
+	return chunk.Grid{Capacity: sess.CapacityBytes, ChunkSize: sess.ChunkSize}
+}
+
+// MaxChunkUpload is the largest blob accepted for a chunk size.
+func MaxChunkUpload(chunkSize int64) int64 { return int64(chunk.MaxBlobLen(int(chunkSize))) }
+
+// PutChunk stores one uploaded chunk and records the slots that hold it. The session is checked
+// before any byte of the body is read; the body (size bytes as announced, -1 when unknown) may be
+// at most the largest blob of the session's chunk size (ErrTooLarge otherwise). The blob is
+// re-hashed: one whose content does not hash to its name is refused and nothing is stored or
+// recorded. It reports whether the chunk was new.
+func (s *Service) PutChunk(ctx context.Context, agentID, sessionID, digest string, slots []int64, body io.Reader, size int64) (bool, error) {
+	d, err := chunk.ParseDigest(digest)
+	if err != nil {
+		return false, &api.FieldError{Field: "digest", Msg: "must be a lowercase hex SHA-256"}
+	}
+	if len(slots) > api.MaxSlotBatch {
+		return false, &api.FieldError{Field: "slots", Msg: fmt.Sprintf("at most %d per upload", api.MaxSlotBatch)}
+	}
+	ls, err := s.live(ctx, agentID, sessionID)
+	if err != nil {
+		return false, err
+	}
+	g := grid(&ls.UploadSession)
+	for _, sl := range slots {
+		if !g.Contains(sl) {
+			return false, &api.FieldError{Field: "slots", Msg: fmt.Sprintf("slot %d is outside the disk (0..%d)", sl, g.Slots()-1)}
+		}
+	}
+	limit := MaxChunkUpload(ls.ChunkSize)
+	if size > limit {
+		return false, fmt.Errorf("%w: %d bytes, a chunk of this session takes at most %d", ErrTooLarge, size, limit)
+	}
+	bp := s.buf(int(limit) + 1)
+	defer s.bufs.Put(bp)
+	n, err := io.ReadFull(body, (*bp)[:limit+1])
+	switch {
+	case err == nil:
+		return false, fmt.Errorf("%w: more than %d bytes", ErrTooLarge, limit)
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+	default:
+		return false, &api.FieldError{Field: "body", Msg: "could not read the chunk: " + err.Error()}
+	}
+	if size >= 0 && int64(n) != size {
+		return false, &api.FieldError{Field: "body", Msg: fmt.Sprintf("%d bytes received, %d announced", n, size)}
+	}
+	blob := (*bp)[:n]
+	repo, err := s.open(ctx, ls.RepositoryID)
+	if err != nil {
+		return false, err
+	}
+	stored, err := repo.PutChunk(ctx, d, blob)
+	switch {
+	case errors.Is(err, repository.ErrDigestMismatch):
+		s.metrics.digestMismatches.Inc()
+		s.log.WarnContext(ctx, "chunk refused: content does not match its digest", "agent_id", agentID, "session_id", sessionID, "digest", digest)
+		return false, err
+	case err != nil:
+		s.metrics.badBlobs.Inc()
+		return false, err
+	}
+	s.metrics.chunksReceived.Inc()
+	s.metrics.chunkBytes.Add(float64(len(blob)))
+	if !stored {
+		s.metrics.chunksDuplicate.Inc() // PutChunk touched it: garbage collection spares it now
+	}
+	if len(slots) > 0 {
+		rows := make([]catalog.UploadSlot, len(slots))
+		for i, sl := range slots {
+			rows[i] = catalog.UploadSlot{Slot: sl, Digest: digest}
+		}
+		if err := s.cat.RecordSlots(ctx, sessionID, rows); err != nil {
+			return false, err
+		}
+		s.metrics.slotsRecorded.Add(float64(len(rows)))
+	}
+	return stored, nil
+}
+
+// buf returns a pooled buffer of at least n bytes.
+func (s *Service) buf(n int) *[]byte {
+	if bp, ok := s.bufs.Get().(*[]byte); ok && len(*bp) >= n {
+		return bp
+	}
+	b := make([]byte, n)
+	return &b
+}
+
+// RecordSlots records slots whose chunk the repository holds (or that are all zero) and returns
+// the digests it lacks; the agent uploads those with the slots that hold them.
+func (s *Service) RecordSlots(ctx context.Context, agentID, sessionID string, batch api.SlotBatch) (api.SlotBatchResult, error) {
+	if len(batch.Slots) > api.MaxSlotBatch {
+		return api.SlotBatchResult{}, &api.FieldError{Field: "slots", Msg: fmt.Sprintf("at most %d per batch", api.MaxSlotBatch)}
+	}
+	ls, err := s.live(ctx, agentID, sessionID)
+	if err != nil {
+		return api.SlotBatchResult{}, err
+	}
+	repo, err := s.open(ctx, ls.RepositoryID)
+	if err != nil {
+		return api.SlotBatchResult{}, err
+	}
+	g := grid(&ls.UploadSession)
+	var rows []catalog.UploadSlot
+	missing := []string{}
+	seen := map[chunk.Digest]bool{}
+	for i, sl := range batch.Slots {
+		if !g.Contains(sl.Slot) {
+			return api.SlotBatchResult{}, &api.FieldError{Field: fmt.Sprintf("slots[%d].slot", i), Msg: fmt.Sprintf("slot %d is outside the disk (0..%d)", sl.Slot, g.Slots()-1)}
+		}
+		d, err := chunk.ParseDigest(sl.Digest)
+		if err != nil {
+			return api.SlotBatchResult{}, &api.FieldError{Field: fmt.Sprintf("slots[%d].digest", i), Msg: "must be a lowercase hex SHA-256"}
+		}
+		if d == g.Zero(sl.Slot) {
+			rows = append(rows, catalog.UploadSlot{Slot: sl.Slot, Digest: sl.Digest})
+			continue
+		}
+		// Touching both checks that the chunk exists and protects it from garbage collection
+		// (which spares chunks younger than its grace period) until the index names it.
+		err = repo.TouchChunk(ctx, d)
+		if err != nil && !errors.Is(err, repository.ErrChunkNotFound) {
+			return api.SlotBatchResult{}, err
+		}
+		if err != nil {
+			if !seen[d] {
+				missing = append(missing, sl.Digest)
+				seen[d] = true
+			}
+			continue
+		}
+		rows = append(rows, catalog.UploadSlot{Slot: sl.Slot, Digest: sl.Digest})
+	}
+	if err := s.cat.RecordSlots(ctx, sessionID, rows); err != nil {
+		return api.SlotBatchResult{}, err
+	}
+	s.metrics.slotsRecorded.Add(float64(len(rows)))
+	return api.SlotBatchResult{Recorded: len(rows), Missing: missing}, nil
+}
+
+// Commit writes the disk's fixed index — the parent's index with the recorded slots replaced,
+// or a new one for a full — after the repository has checked that every chunk it names is
+// durable, and records the disk's result. Committing twice returns the first result.
+func (s *Service) Commit(ctx context.Context, agentID, sessionID string, req api.CommitRequest) (api.BackupDisk, error) {
+	ls, err := s.cat.AgentLiveSession(ctx, sessionID, agentID)
+	if err != nil {
+		return api.BackupDisk{}, err
+	}
+	if ls.JobStatus != api.JobRunning {
+		return api.BackupDisk{}, fmt.Errorf("job %s is %s: %w", ls.JobID, ls.JobStatus, catalog.ErrConflict)
+	}
+	sess := &ls.UploadSession
+	if sess.Status == api.SessionCommitted {
+		bds, err := s.cat.BackupDisks(ctx, sess.JobID)
+		if err != nil {
+			return api.BackupDisk{}, err
+		}
+		for _, bd := range bds {
+			if bd.DiskID == sess.DiskID {
+				return bd.Wire(), nil
+			}
+		}
+		return api.BackupDisk{}, fmt.Errorf("upload session %s is committed without a result: %w", sessionID, catalog.ErrConflict)
+	}
+	if sess.Status != api.SessionOpen {
+		return api.BackupDisk{}, fmt.Errorf("upload session %s is %s: %w", sessionID, sess.Status, catalog.ErrConflict)
+	}
+	repo, err := s.open(ctx, sess.RepositoryID)
+	if err != nil {
+		return api.BackupDisk{}, err
+	}
+	var idx *fidx.Index
+	if sess.Type == api.BackupIncremental {
+		parent, err := repo.ReadIndex(ctx, repository.IndexRef{VMUUID: ls.InstanceUUID, DiskID: sess.DiskID, BackupID: sess.ParentJobID})
+		if err != nil {
+			return api.BackupDisk{}, fmt.Errorf("read parent index of %s: %w", sess.DiskID, err)
+		}
+		if idx, err = fidx.Derive(parent, sess.CapacityBytes); err != nil {
+			return api.BackupDisk{}, fmt.Errorf("derive index of %s: %w", sess.DiskID, err)
+		}
+	} else if idx, err = fidx.New(sess.CapacityBytes, sess.ChunkSize); err != nil {
+		return api.BackupDisk{}, fmt.Errorf("new index of %s: %w", sess.DiskID, err)
+	}
+	idx.Created = sess.CreatedAt.UTC() // deterministic: a retried commit writes the same bytes
+	slots, err := s.cat.SessionSlots(ctx, sessionID)
+	if err != nil {
+		return api.BackupDisk{}, err
+	}
+	for _, sl := range slots {
+		d, err := chunk.ParseDigest(sl.Digest)
+		if err != nil {
+			return api.BackupDisk{}, fmt.Errorf("slot %d of session %s: %w", sl.Slot, sessionID, err)
+		}
+		idx.Digests[sl.Slot] = d
+	}
+	ref := repository.IndexRef{VMUUID: ls.InstanceUUID, DiskID: sess.DiskID, BackupID: sess.JobID}
+	digest, err := repo.WriteIndex(ctx, ref, idx)
+	if err != nil {
+		return api.BackupDisk{}, fmt.Errorf("write index of %s: %w", sess.DiskID, err)
+	}
+	bd := &catalog.BackupDisk{
+		JobID: sess.JobID, VMContextID: ls.VMContextID, DiskID: sess.DiskID, Type: sess.Type, Reason: sess.Reason,
+		ParentJobID: sess.ParentJobID, BaseChangeID: sess.BaseChangeID, ChangeID: sess.ChangeID,
+		CapacityBytes: sess.CapacityBytes, ChunkSize: sess.ChunkSize, SlotsTotal: sess.SlotCount, SlotsChanged: req.SlotsChanged,
+		BytesRead: req.BytesRead, BytesSent: req.BytesSent, BytesDeduplicated: req.BytesDeduplicated, BytesZero: req.BytesZero,
+		IndexPath: ref.String(), IndexDigest: digest, StartedAt: sess.CreatedAt, FinishedAt: s.now().UTC(),
+	}
+	got, err := s.cat.CommitSession(ctx, sessionID, bd)
+	if err != nil {
+		return api.BackupDisk{}, err
+	}
+	s.log.InfoContext(ctx, "disk committed", "job_id", sess.JobID, "disk_id", sess.DiskID, "type", sess.Type, "slots_recorded", len(slots), "index", ref.String())
+	return got.Wire(), nil
+}

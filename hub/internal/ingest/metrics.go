@@ -1,0 +1,28 @@
+package ingest
+
+import "github.com/prometheus/client_golang/prometheus"
+
+// metrics of the data intake.
+type metrics struct {
+	chunksReceived   prometheus.Counter
+	chunkBytes       prometheus.Counter
+	chunksDuplicate  prometheus.Counter
+	digestMismatches prometheus.Counter
+	badBlobs         prometheus.Counter
+	slotsRecorded    prometheus.Counter
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		chunksReceived:   prometheus.NewCounter(prometheus.CounterOpts{Name: "sendense_hub_chunks_received_total", Help: "Chunks uploaded by agents and accepted (new or already stored)."}),
+		chunkBytes:       prometheus.NewCounter(prometheus.CounterOpts{Name: "sendense_hub_chunk_received_bytes_total", Help: "Bytes of chunk blobs uploaded by agents and accepted."}),
+		chunksDuplicate:  prometheus.NewCounter(prometheus.CounterOpts{Name: "sendense_hub_chunks_duplicate_total", Help: "Uploaded chunks the repository already held."}),
+		digestMismatches: prometheus.NewCounter(prometheus.CounterOpts{Name: "sendense_hub_chunk_digest_mismatches_total", Help: "Uploaded chunks refused because their content did not hash to their name."}),
+		badBlobs:         prometheus.NewCounter(prometheus.CounterOpts{Name: "sendense_hub_chunk_rejected_total", Help: "Uploaded chunks refused as malformed (bad header, checksum or compression)."}),
+		slotsRecorded:    prometheus.NewCounter(prometheus.CounterOpts{Name: "sendense_hub_slots_recorded_total", Help: "Disk slots recorded in upload sessions."}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.chunksReceived, m.chunkBytes, m.chunksDuplicate, m.digestMismatches, m.badBlobs, m.slotsRecorded)
+	}
+	return m
+}
