@@ -56,7 +56,7 @@ func runDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger) error 
 	m := daemon.NewMetrics(reg, id)
 	srcs := sources.New(cfg.Sources, cfg.StateDir, log)
 	defer srcs.Close(context.WithoutCancel(ctx))
-	runner := backup.NewRunner(hc, srcs.Lookup, log, backup.NewMetrics(reg), backup.RunnerOptions{
+	runner := backup.NewRunner(hc, lookupSource(srcs), log, backup.NewMetrics(reg), backup.RunnerOptions{
 		Upload: backup.UploadOptions{MaxInFlight: int64(cfg.UploadMemoryMiB) << 20},
 	})
 	g, gctx := errgroup.WithContext(ctx)
@@ -98,6 +98,17 @@ func runDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger) error 
 	err = g.Wait()
 	log.InfoContext(context.WithoutCancel(ctx), "agent stopped", "err", err)
 	return err
+}
+
+// lookupSource resolves a job's source name for the backup runner.
+func lookupSource(srcs *sources.Set) func(name string) (backup.Source, error) {
+	return func(name string) (backup.Source, error) {
+		c, err := srcs.Get(name)
+		if err != nil {
+			return nil, err // not a nil *Conn inside a non-nil interface
+		}
+		return c, nil
+	}
 }
 
 func buildInfo() prometheus.Collector {

@@ -110,7 +110,13 @@ func newEnv(t *testing.T, spec lab.Spec, o envOptions) *env {
 	m := backup.NewMetrics(nil)
 	e := &env{
 		t: t, lab: l, hub: hub, hc: hc, srcs: srcs, metrics: m, logs: logs, stateDir: stateDir, srcCfg: src,
-		runner:   backup.NewRunner(hc, srcs.Lookup, log, m, backup.RunnerOptions{ProgressInterval: 200 * time.Millisecond}),
+		runner: backup.NewRunner(hc, func(name string) (backup.Source, error) {
+			c, err := srcs.Get(name)
+			if err != nil {
+				return nil, err
+			}
+			return c, nil
+		}, log, m, backup.RunnerOptions{ProgressInterval: 200 * time.Millisecond}),
 		operator: hub.APIToken("operator"),
 		op:       operatorClient(t, hub),
 	}

@@ -32,21 +32,26 @@ type jobHub interface {
 	Commit(ctx context.Context, sessionID string, req api.CommitRequest) (api.BackupDisk, error)
 }
 
-// Source is one connected vCenter/ESXi endpoint.
+// Source is one connected vCenter/ESXi endpoint (sources.Conn). Both calls may connect, and
+// may be called concurrently by parallel jobs.
 type Source interface {
 	FindVM(ctx context.Context, instanceUUID string) (*vsphere.VM, error)
-	DatastoreHTTP(ctx context.Context, dcPath, datastore, path string) (string, *http.Client, error)
+	// OpenDisk opens a snapshot disk with the source's configured transport; the Reader's
+	// Close releases everything it started.
+	OpenDisk(ctx context.Context, d vsphere.SnapshotDisk) (disk.Reader, error)
 }
 
-// Transport opens a snapshot disk for reading.
-type Transport interface {
-	Open(ctx context.Context, snap *vsphere.Snapshot, d vsphere.SnapshotDisk) (disk.Reader, error)
+// changeTracker answers CBT queries against the job's snapshot (*vsphere.Snapshot): the areas
+// of a disk changed since changeID ("*": the allocated areas). It fails with
+// vsphere.ErrChangeIDInvalid or vsphere.ErrCBTUnavailable when CBT cannot answer.
+type changeTracker interface {
+	ChangedAreas(ctx context.Context, diskKey int32, capacity int64, changeID string) ([]vsphere.Extent, error)
 }
 
 // Runner runs backup jobs.
 type Runner struct {
 	hub     jobHub
-	sources func(name string) (Source, Transport, error)
+	sources func(name string) (Source, error)
 	log     *slog.Logger
 	metrics *Metrics
 	opts    RunnerOptions
@@ -63,9 +68,8 @@ type RunnerOptions struct {
 	Now              func() time.Time
 }
 
-// NewRunner returns a job runner. sources resolves a job's source name to a connected source
-// and its disk transport.
-func NewRunner(hub jobHub, sources func(name string) (Source, Transport, error), log *slog.Logger, m *Metrics, opts RunnerOptions) *Runner {
+// NewRunner returns a job runner. sources resolves a job's source name to a connected source.
+func NewRunner(hub jobHub, sources func(name string) (Source, error), log *slog.Logger, m *Metrics, opts RunnerOptions) *Runner {
 	if opts.ProgressInterval <= 0 {
 		opts.ProgressInterval = 5 * time.Second
 	}
@@ -187,7 +191,7 @@ func (r *Runner) reportProgress(ctx context.Context, jobID string, c *Counters, 
 }
 
 func (r *Runner) run(ctx context.Context, job *api.Job, c *Counters, st *jobStatus, log *slog.Logger) (notes []string, err error) {
-	src, transport, err := r.sources(job.VM.Source)
+	src, err := r.sources(job.VM.Source)
 	if err != nil {
 		return nil, err
 	}
@@ -230,7 +234,7 @@ func (r *Runner) run(ctx context.Context, job *api.Job, c *Counters, st *jobStat
 		if !sd.Backupable {
 			return notes, fmt.Errorf("disk %s cannot be backed up: %s", jd.DiskID, sd.NotBackupableReason)
 		}
-		if err := r.backupDisk(ctx, job, jd, snap, sd, transport, cbtWasOff, c, st, log.With("disk_id", jd.DiskID)); err != nil {
+		if err := r.backupDisk(ctx, job, jd, snap, sd, src, cbtWasOff, c, st, log.With("disk_id", jd.DiskID)); err != nil {
 			return notes, fmt.Errorf("disk %s: %w", jd.DiskID, err)
 		}
 	}
@@ -349,7 +353,7 @@ func decide(job *api.Job, jd api.JobDisk, sd vsphere.SnapshotDisk, cbtWasOff boo
 	return plan{typ: api.BackupIncremental, reason: "changed blocks since " + p.ChangeID, parent: p.BackupID, baseID: p.ChangeID}
 }
 
-func (r *Runner) backupDisk(ctx context.Context, job *api.Job, jd api.JobDisk, snap *vsphere.Snapshot, sd vsphere.SnapshotDisk, transport Transport, cbtWasOff bool, c *Counters, st *jobStatus, log *slog.Logger) error {
+func (r *Runner) backupDisk(ctx context.Context, job *api.Job, jd api.JobDisk, snap changeTracker, sd vsphere.SnapshotDisk, src Source, cbtWasOff bool, c *Counters, st *jobStatus, log *slog.Logger) error {
 	chunkSize := job.Repository.ChunkSize
 	pl := decide(job, jd, sd, cbtWasOff)
 	var slots []int64
@@ -392,7 +396,7 @@ func (r *Runner) backupDisk(ctx context.Context, job *api.Job, jd api.JobDisk, s
 		"slots_changed", len(slots), "slots_to_read", len(todo), "session_id", sess.ID)
 	r.metrics.fullReasons.WithLabelValues(pl.typ).Inc()
 	st.set(func(s *jobStatus) { s.phase = "reading"; s.total += int64(len(todo)) * chunkSize })
-	rd, err := transport.Open(ctx, snap, sd)
+	rd, err := src.OpenDisk(ctx, sd)
 	if err != nil {
 		return fmt.Errorf("open disk: %w", err)
 	}
