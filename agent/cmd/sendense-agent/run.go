@@ -78,7 +78,7 @@ func runDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger) error 
 	g.Go(func() error { return daemon.Renewal(gctx, id, hc, nil, log) })
 	if len(cfg.Sources) > 0 {
 		var discover []daemon.Source
-		var reap []daemon.SnapshotSource
+		var reap []backup.SnapshotSource
 		for _, c := range srcs.All() {
 			discover = append(discover, c)
 			reap = append(reap, c)
@@ -88,7 +88,7 @@ func runDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger) error 
 			return daemon.Discovery(gctx, discover, hc, cfg.DiscoveryInterval, cfg.StateDir, dm, log)
 		})
 		g.Go(func() error {
-			return daemon.ReapSnapshots(gctx, reap, hc, runner.Busy, backup.SnapshotPrefix, 10*time.Minute, log)
+			return backup.ReapSnapshots(gctx, reap, hc, runner.Busy, 10*time.Minute, log)
 		})
 		g.Go(func() error { return daemon.Jobs(gctx, hc, runner, cfg.MaxParallelJobs, log) })
 	} else {
