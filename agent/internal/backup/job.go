@@ -254,9 +254,9 @@ func (r *Runner) Busy() []string {
 
 // plan decides how one disk is backed up: full or incremental, why, and which slots to read.
 type plan struct {
-	typ, reason       string
-	parent, baseID    string
-	allSlots, useStar bool
+	typ, reason    string
+	parent, baseID string
+	allSlots       bool // no CBT to ask: read every slot
 }
 
 func decide(job *api.Job, jd api.JobDisk, sd vsphere.SnapshotDisk, cbtWasOff bool) plan {
@@ -264,7 +264,7 @@ func decide(job *api.Job, jd api.JobDisk, sd vsphere.SnapshotDisk, cbtWasOff boo
 		if sd.ChangeID == "" {
 			reason += "; the disk has no change ID (no CBT): every slot read"
 		}
-		return plan{typ: api.BackupFull, reason: reason, useStar: sd.ChangeID != "", allSlots: sd.ChangeID == ""}
+		return plan{typ: api.BackupFull, reason: reason, allSlots: sd.ChangeID == ""}
 	}
 	p := jd.Parent
 	switch {
@@ -303,7 +303,7 @@ func (r *Runner) backupDisk(ctx context.Context, job *api.Job, jd api.JobDisk, s
 		case err == nil:
 			slots = chunk.Grid{Capacity: sd.CapacityBytes, ChunkSize: chunkSize}.ForExtents(toExtents(extents))
 		case errors.Is(err, vsphere.ErrChangeIDInvalid) && pl.typ == api.BackupIncremental:
-			pl = plan{typ: api.BackupFull, reason: "the parent's change ID is no longer valid: " + err.Error(), useStar: true}
+			pl = plan{typ: api.BackupFull, reason: "the parent's change ID is no longer valid: " + err.Error()}
 			if extents, err = snap.ChangedAreas(ctx, sd.Key, sd.CapacityBytes, "*"); err != nil {
 				pl.allSlots, pl.reason = true, pl.reason+"; CBT unavailable, every slot read"
 				slots = chunk.Grid{Capacity: sd.CapacityBytes, ChunkSize: chunkSize}.All()
