@@ -281,9 +281,16 @@ func decide(job *api.Job, jd api.JobDisk, sd vsphere.SnapshotDisk, cbtWasOff boo
 	case p.ChangeID == "":
 		return full("the parent backup has no change ID")
 	}
-	pu, _, _ := vsphere.ParseChangeID(p.ChangeID)
-	su, _, _ := vsphere.ParseChangeID(sd.ChangeID)
-	if pu != su {
+	// Two malformed IDs would both parse to an empty UUID and look unchanged: only IDs that
+	// parse can vouch for an incremental.
+	pu, _, pok := vsphere.ParseChangeID(p.ChangeID)
+	su, _, sok := vsphere.ParseChangeID(sd.ChangeID)
+	switch {
+	case !pok:
+		return full(fmt.Sprintf("the parent backup's change ID %q is malformed", p.ChangeID))
+	case !sok:
+		return full(fmt.Sprintf("the disk's change ID %q is malformed", sd.ChangeID))
+	case pu != su:
 		return full("the change ID's UUID changed (CBT was reset)")
 	}
 	return plan{typ: api.BackupIncremental, reason: "changed blocks since " + p.ChangeID, parent: p.BackupID, baseID: p.ChangeID}
