@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 	"golang.org/x/sync/errgroup"
@@ -47,9 +46,8 @@ func runDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger) error 
 		debug.SetMemoryLimit(int64(cfg.UploadMemoryMiB*cfg.MaxParallelJobs+96) << 20)
 	}
 	reg := prometheus.NewRegistry()
-	retries := prometheus.NewCounter(prometheus.CounterOpts{Name: "sendense_agent_hub_request_retries_total", Help: "Hub requests retried after a connection failure, 429 or 5xx."})
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), retries, buildInfo())
-	id, hc, err := connect(cfg, log, hubclient.Options{Retries: retries})
+	pm := newProcessMetrics(reg)
+	id, hc, err := connect(cfg, log, hubclient.Options{Retries: pm.hubRetries})
 	if err != nil {
 		return err
 	}
@@ -109,15 +107,4 @@ func lookupSource(srcs *sources.Set) func(name string) (backup.Source, error) {
 		}
 		return c, nil
 	}
-}
-
-func buildInfo() prometheus.Collector {
-	v := version.Get()
-	g := prometheus.NewGauge(prometheus.GaugeOpts{
-		Name:        "sendense_agent_build_info",
-		Help:        "Build information; the value is always 1.",
-		ConstLabels: prometheus.Labels{"version": v.Version, "commit": v.Commit, "goversion": v.GoVersion},
-	})
-	g.Set(1)
-	return g
 }
