@@ -10,7 +10,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -20,26 +19,10 @@ import (
 	"github.com/sendense/sendense/agent/internal/hubtest"
 	"github.com/sendense/sendense/agent/internal/identity"
 	"github.com/sendense/sendense/shared/api"
+	"github.com/sendense/sendense/shared/testenv"
 )
 
 func TestMain(m *testing.M) { os.Exit(hubtest.Main(m)) }
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 func noEnv(string) string { return "" }
 
@@ -73,7 +56,7 @@ func tokenStatus(t *testing.T, hub *hubtest.Hub, id string) string {
 
 func TestEnrollStatusRenewRevoke(t *testing.T) {
 	hub := hubtest.Start(t)
-	logs := &syncBuffer{}
+	logs := &testenv.LogBuffer{}
 	state := filepath.Join(t.TempDir(), "state")
 	tokStr := hub.JoinToken()
 	tok, err := api.ParseJoinToken(tokStr)
@@ -132,13 +115,9 @@ func TestEnrollStatusRenewRevoke(t *testing.T) {
 		return time.Now()
 	}
 	go func() { renewed <- daemon.Renewal(ctx, id, hc, future, log) }()
-	deadline := time.Now().Add(30 * time.Second)
-	for id.Certificate().Leaf.SerialNumber.String() == oldSerial {
-		if time.Now().After(deadline) {
-			t.Fatalf("certificate not renewed within 30s:\n%s", logs)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testenv.WaitFor(t, 30*time.Second, "the certificate to be renewed", func() bool {
+		return id.Certificate().Leaf.SerialNumber.String() != oldSerial
+	})
 	cancel()
 	if err := <-renewed; err != nil {
 		t.Fatal(err)
@@ -180,7 +159,7 @@ func TestEnrollRefusesWrongPin(t *testing.T) {
 	}
 	tok.CAFingerprint = strings.Repeat("ab", 32) // an attacker's hub, or a copy-paste mix-up
 	state := filepath.Join(t.TempDir(), "state")
-	logs := &syncBuffer{}
+	logs := &testenv.LogBuffer{}
 	_, err = agentCLI(t, logs, "enroll", "--token", tok.String(), "--state-dir", state)
 	if err == nil || !errors.Is(err, hubclient.ErrPinMismatch) && !strings.Contains(err.Error(), "pinned CA") {
 		t.Fatalf("enroll against a hub with another CA: %v", err)

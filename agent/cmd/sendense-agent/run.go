@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 	"golang.org/x/sync/errgroup"
@@ -21,7 +20,6 @@ import (
 	"github.com/sendense/sendense/agent/internal/daemon"
 	"github.com/sendense/sendense/agent/internal/hubclient"
 	"github.com/sendense/sendense/agent/internal/sources"
-	"github.com/sendense/sendense/shared/api"
 	"github.com/sendense/sendense/shared/httpserve"
 	"github.com/sendense/sendense/shared/version"
 )
@@ -48,16 +46,15 @@ func runDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger) error 
 		debug.SetMemoryLimit(int64(cfg.UploadMemoryMiB*cfg.MaxParallelJobs+96) << 20)
 	}
 	reg := prometheus.NewRegistry()
-	retries := prometheus.NewCounter(prometheus.CounterOpts{Name: "sendense_agent_hub_request_retries_total", Help: "Hub requests retried after a connection failure, 429 or 5xx."})
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), retries, buildInfo())
-	id, hc, err := connect(cfg, log, hubclient.Options{Retries: retries})
+	pm := newProcessMetrics(reg)
+	id, hc, err := connect(cfg, log, hubclient.Options{Retries: pm.hubRetries})
 	if err != nil {
 		return err
 	}
 	m := daemon.NewMetrics(reg, id)
 	srcs := sources.New(cfg.Sources, cfg.StateDir, log)
 	defer srcs.Close(context.WithoutCancel(ctx))
-	runner := backup.NewRunner(hc, srcs.Lookup, log, backup.NewMetrics(reg), backup.RunnerOptions{
+	runner := backup.NewRunner(hc, lookupSource(srcs), log, backup.NewMetrics(reg), backup.RunnerOptions{
 		Upload: backup.UploadOptions{MaxInFlight: int64(cfg.UploadMemoryMiB) << 20},
 	})
 	g, gctx := errgroup.WithContext(ctx)
@@ -79,7 +76,7 @@ func runDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger) error 
 	g.Go(func() error { return daemon.Renewal(gctx, id, hc, nil, log) })
 	if len(cfg.Sources) > 0 {
 		var discover []daemon.Source
-		var reap []daemon.SnapshotSource
+		var reap []backup.SnapshotSource
 		for _, c := range srcs.All() {
 			discover = append(discover, c)
 			reap = append(reap, c)
@@ -89,7 +86,7 @@ func runDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger) error 
 			return daemon.Discovery(gctx, discover, hc, cfg.DiscoveryInterval, cfg.StateDir, dm, log)
 		})
 		g.Go(func() error {
-			return daemon.ReapSnapshots(gctx, reap, hc, runner.Busy, api.SnapshotPrefix, 10*time.Minute, log)
+			return backup.ReapSnapshots(gctx, reap, hc, runner.Busy, 10*time.Minute, log)
 		})
 		g.Go(func() error { return daemon.Jobs(gctx, hc, runner, cfg.MaxParallelJobs, log) })
 	} else {
@@ -101,13 +98,13 @@ func runDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger) error 
 	return err
 }
 
-func buildInfo() prometheus.Collector {
-	v := version.Get()
-	g := prometheus.NewGauge(prometheus.GaugeOpts{
-		Name:        "sendense_agent_build_info",
-		Help:        "Build information; the value is always 1.",
-		ConstLabels: prometheus.Labels{"version": v.Version, "commit": v.Commit, "goversion": v.GoVersion},
-	})
-	g.Set(1)
-	return g
+// lookupSource resolves a job's source name for the backup runner.
+func lookupSource(srcs *sources.Set) func(name string) (backup.Source, error) {
+	return func(name string) (backup.Source, error) {
+		c, err := srcs.Get(name)
+		if err != nil {
+			return nil, err // not a nil *Conn inside a non-nil interface
+		}
+		return c, nil
+	}
 }

@@ -13,7 +13,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -26,27 +25,10 @@ import (
 	"github.com/sendense/sendense/agent/internal/lab"
 	"github.com/sendense/sendense/agent/internal/sources"
 	"github.com/sendense/sendense/shared/api"
+	"github.com/sendense/sendense/shared/testenv"
 )
 
 func TestMain(m *testing.M) { os.Exit(hubtest.Main(m)) }
-
-// logBuf collects logs for failure messages.
-type logBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // env is a lab vCenter, a real hub process and an enrolled in-process agent.
 type env struct {
@@ -59,7 +41,7 @@ type env struct {
 	metrics  *backup.Metrics
 	operator string
 	op       *http.Client
-	logs     *logBuf
+	logs     *testenv.LogBuffer
 	stateDir string
 	srcCfg   config.Source
 }
@@ -73,7 +55,7 @@ type envOptions struct {
 func newEnv(t *testing.T, spec lab.Spec, o envOptions) *env {
 	t.Helper()
 	ctx := t.Context()
-	logs := &logBuf{}
+	logs := &testenv.LogBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	l, err := lab.Start(ctx, spec, lab.Options{})
 	if err != nil {
@@ -110,7 +92,13 @@ func newEnv(t *testing.T, spec lab.Spec, o envOptions) *env {
 	m := backup.NewMetrics(nil)
 	e := &env{
 		t: t, lab: l, hub: hub, hc: hc, srcs: srcs, metrics: m, logs: logs, stateDir: stateDir, srcCfg: src,
-		runner:   backup.NewRunner(hc, srcs.Lookup, log, m, backup.RunnerOptions{ProgressInterval: 200 * time.Millisecond}),
+		runner: backup.NewRunner(hc, func(name string) (backup.Source, error) {
+			c, err := srcs.Get(name)
+			if err != nil {
+				return nil, err
+			}
+			return c, nil
+		}, log, m, backup.RunnerOptions{ProgressInterval: 200 * time.Millisecond}),
 		operator: hub.APIToken("operator"),
 		op:       operatorClient(t, hub),
 	}

@@ -29,21 +29,26 @@ type jobHub interface {
 	Commit(ctx context.Context, sessionID string, req api.CommitRequest) (api.BackupDisk, error)
 }
 
-// Source is one connected vCenter/ESXi endpoint.
+// Source is one connected vCenter/ESXi endpoint (sources.Conn). Both calls may connect, and
+// may be called concurrently by parallel jobs.
 type Source interface {
 	FindVM(ctx context.Context, instanceUUID string) (*vsphere.VM, error)
-	DatastoreHTTP(ctx context.Context, dcPath, datastore, path string) (string, *http.Client, error)
+	// OpenDisk opens a snapshot disk with the source's configured transport; the Reader's
+	// Close releases everything it started.
+	OpenDisk(ctx context.Context, d vsphere.SnapshotDisk) (disk.Reader, error)
 }
 
-// Transport opens a snapshot disk for reading.
-type Transport interface {
-	Open(ctx context.Context, snap *vsphere.Snapshot, d vsphere.SnapshotDisk) (disk.Reader, error)
+// changeTracker answers CBT queries against the job's snapshot (*vsphere.Snapshot): the areas
+// of a disk changed since changeID ("*": the allocated areas). It fails with
+// vsphere.ErrChangeIDInvalid or vsphere.ErrCBTUnavailable when CBT cannot answer.
+type changeTracker interface {
+	ChangedAreas(ctx context.Context, diskKey int32, capacity int64, changeID string) ([]vsphere.Extent, error)
 }
 
 // Runner runs backup jobs.
 type Runner struct {
 	hub     jobHub
-	sources func(name string) (Source, Transport, error)
+	sources func(name string) (Source, error)
 	log     *slog.Logger
 	metrics *Metrics
 	opts    RunnerOptions
@@ -60,9 +65,8 @@ type RunnerOptions struct {
 	Now              func() time.Time
 }
 
-// NewRunner returns a job runner. sources resolves a job's source name to a connected source
-// and its disk transport.
-func NewRunner(hub jobHub, sources func(name string) (Source, Transport, error), log *slog.Logger, m *Metrics, opts RunnerOptions) *Runner {
+// NewRunner returns a job runner. sources resolves a job's source name to a connected source.
+func NewRunner(hub jobHub, sources func(name string) (Source, error), log *slog.Logger, m *Metrics, opts RunnerOptions) *Runner {
 	if opts.ProgressInterval <= 0 {
 		opts.ProgressInterval = 5 * time.Second
 	}
@@ -184,7 +188,7 @@ func (r *Runner) reportProgress(ctx context.Context, jobID string, c *Counters, 
 }
 
 func (r *Runner) run(ctx context.Context, job *api.Job, c *Counters, st *jobStatus, log *slog.Logger) (notes []string, err error) {
-	src, transport, err := r.sources(job.VM.Source)
+	src, err := r.sources(job.VM.Source)
 	if err != nil {
 		return nil, err
 	}
@@ -227,75 +231,11 @@ func (r *Runner) run(ctx context.Context, job *api.Job, c *Counters, st *jobStat
 		if !sd.Backupable {
 			return notes, fmt.Errorf("disk %s cannot be backed up: %s", jd.DiskID, sd.NotBackupableReason)
 		}
-		if err := r.backupDisk(ctx, job, jd, snap, sd, transport, cbtWasOff, c, st, log.With("disk_id", jd.DiskID)); err != nil {
+		if err := r.backupDisk(ctx, job, jd, snap, sd, src, cbtWasOff, c, st, log.With("disk_id", jd.DiskID)); err != nil {
 			return notes, fmt.Errorf("disk %s: %w", jd.DiskID, err)
 		}
 	}
 	return notes, nil
-}
-
-// snapshot takes the job's snapshot (quiesced, else crash-consistent) or, for a job resumed
-// after a crash, finds the one taken before.
-func (r *Runner) snapshot(ctx context.Context, vm *vsphere.VM, job *api.Job) (*vsphere.Snapshot, string, error) {
-	name := job.SnapshotName
-	if name == "" {
-		name = api.SnapshotPrefix + job.ID
-	}
-	if job.Resumed {
-		snap, err := vm.FindSnapshot(ctx, name)
-		if err != nil {
-			return nil, "", err
-		}
-		if snap == nil {
-			return nil, "", fmt.Errorf("resuming job %s: its snapshot %q is gone; the backup must start again", job.ID, name)
-		}
-		r.track(job.ID, true)
-		return snap, "resumed after an agent restart", nil
-	}
-	desc := "Sendense backup job " + job.ID + "; removed automatically when the job ends"
-	snap, err := vm.CreateSnapshot(ctx, name, desc, true)
-	note := ""
-	if errors.Is(err, vsphere.ErrQuiesceFailed) {
-		note = "quiescing failed; the snapshot is crash-consistent"
-		snap, err = vm.CreateSnapshot(ctx, name, desc, false)
-	}
-	if err != nil {
-		return nil, "", err
-	}
-	r.track(job.ID, true)
-	return snap, note, nil
-}
-
-func (r *Runner) track(jobID string, open bool) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if open {
-		r.snapshots[jobID] = r.opts.Now()
-	} else {
-		delete(r.snapshots, jobID)
-	}
-	oldest := time.Time{}
-	for _, t := range r.snapshots {
-		if oldest.IsZero() || t.Before(oldest) {
-			oldest = t
-		}
-	}
-	if oldest.IsZero() {
-		r.metrics.snapshotAge.Set(0)
-	} else {
-		r.metrics.snapshotAge.Set(r.opts.Now().Sub(oldest).Seconds())
-	}
-}
-
-// removeSnapshot removes the job's snapshot even after ctx was cancelled.
-func (r *Runner) removeSnapshot(ctx context.Context, jobID string, snap *vsphere.Snapshot, log *slog.Logger) {
-	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Minute)
-	defer cancel()
-	if err := snap.Remove(rctx); err != nil {
-		log.ErrorContext(rctx, "could not remove the job's snapshot; the reaper will retry", "snapshot", snap.MoRef(), "err", err)
-		return
-	}
-	r.track(jobID, false)
 }
 
 // Busy lists the jobs running now.
@@ -311,9 +251,9 @@ func (r *Runner) Busy() []string {
 
 // plan decides how one disk is backed up: full or incremental, why, and which slots to read.
 type plan struct {
-	typ, reason       string
-	parent, baseID    string
-	allSlots, useStar bool
+	typ, reason    string
+	parent, baseID string
+	allSlots       bool // no CBT to ask: read every slot
 }
 
 func decide(job *api.Job, jd api.JobDisk, sd vsphere.SnapshotDisk, cbtWasOff bool) plan {
@@ -321,7 +261,7 @@ func decide(job *api.Job, jd api.JobDisk, sd vsphere.SnapshotDisk, cbtWasOff boo
 		if sd.ChangeID == "" {
 			reason += "; the disk has no change ID (no CBT): every slot read"
 		}
-		return plan{typ: api.BackupFull, reason: reason, useStar: sd.ChangeID != "", allSlots: sd.ChangeID == ""}
+		return plan{typ: api.BackupFull, reason: reason, allSlots: sd.ChangeID == ""}
 	}
 	p := jd.Parent
 	switch {
@@ -338,15 +278,22 @@ func decide(job *api.Job, jd api.JobDisk, sd vsphere.SnapshotDisk, cbtWasOff boo
 	case p.ChangeID == "":
 		return full("the parent backup has no change ID")
 	}
-	pu, _, _ := vsphere.ParseChangeID(p.ChangeID)
-	su, _, _ := vsphere.ParseChangeID(sd.ChangeID)
-	if pu != su {
+	// Two malformed IDs would both parse to an empty UUID and look unchanged: only IDs that
+	// parse can vouch for an incremental.
+	pu, _, pok := vsphere.ParseChangeID(p.ChangeID)
+	su, _, sok := vsphere.ParseChangeID(sd.ChangeID)
+	switch {
+	case !pok:
+		return full(fmt.Sprintf("the parent backup's change ID %q is malformed", p.ChangeID))
+	case !sok:
+		return full(fmt.Sprintf("the disk's change ID %q is malformed", sd.ChangeID))
+	case pu != su:
 		return full("the change ID's UUID changed (CBT was reset)")
 	}
 	return plan{typ: api.BackupIncremental, reason: "changed blocks since " + p.ChangeID, parent: p.BackupID, baseID: p.ChangeID}
 }
 
-func (r *Runner) backupDisk(ctx context.Context, job *api.Job, jd api.JobDisk, snap *vsphere.Snapshot, sd vsphere.SnapshotDisk, transport Transport, cbtWasOff bool, c *Counters, st *jobStatus, log *slog.Logger) error {
+func (r *Runner) backupDisk(ctx context.Context, job *api.Job, jd api.JobDisk, snap changeTracker, sd vsphere.SnapshotDisk, src Source, cbtWasOff bool, c *Counters, st *jobStatus, log *slog.Logger) error {
 	chunkSize := job.Repository.ChunkSize
 	pl := decide(job, jd, sd, cbtWasOff)
 	var slots []int64
@@ -360,7 +307,7 @@ func (r *Runner) backupDisk(ctx context.Context, job *api.Job, jd api.JobDisk, s
 		case err == nil:
 			slots = chunk.Grid{Capacity: sd.CapacityBytes, ChunkSize: chunkSize}.ForExtents(toExtents(extents))
 		case errors.Is(err, vsphere.ErrChangeIDInvalid) && pl.typ == api.BackupIncremental:
-			pl = plan{typ: api.BackupFull, reason: "the parent's change ID is no longer valid: " + err.Error(), useStar: true}
+			pl = plan{typ: api.BackupFull, reason: "the parent's change ID is no longer valid: " + err.Error()}
 			if extents, err = snap.ChangedAreas(ctx, sd.Key, sd.CapacityBytes, "*"); err != nil {
 				pl.allSlots, pl.reason = true, pl.reason+"; CBT unavailable, every slot read"
 				slots = chunk.Grid{Capacity: sd.CapacityBytes, ChunkSize: chunkSize}.All()
@@ -389,7 +336,7 @@ func (r *Runner) backupDisk(ctx context.Context, job *api.Job, jd api.JobDisk, s
 		"slots_changed", len(slots), "slots_to_read", len(todo), "session_id", sess.ID)
 	r.metrics.fullReasons.WithLabelValues(pl.typ).Inc()
 	st.set(func(s *jobStatus) { s.phase = "reading"; s.total += int64(len(todo)) * chunkSize })
-	rd, err := transport.Open(ctx, snap, sd)
+	rd, err := src.OpenDisk(ctx, sd)
 	if err != nil {
 		return fmt.Errorf("open disk: %w", err)
 	}

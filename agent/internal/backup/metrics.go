@@ -15,7 +15,8 @@ type Metrics struct {
 	fullReasons *prometheus.CounterVec
 }
 
-// NewMetrics registers the data-path metrics on reg (nil: unregistered, for tests).
+// NewMetrics returns the data-path metrics and registers them on reg; a nil reg registers
+// nothing (tests).
 func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		readBytes:  prometheus.NewCounter(prometheus.CounterOpts{Name: "sendense_agent_read_bytes_total", Help: "Bytes read from VM disks."}),

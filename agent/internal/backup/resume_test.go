@@ -19,6 +19,7 @@ import (
 	"github.com/sendense/sendense/agent/internal/hubtest"
 	"github.com/sendense/sendense/agent/internal/lab"
 	"github.com/sendense/sendense/shared/api"
+	"github.com/sendense/sendense/shared/testenv"
 )
 
 // cutProxy forwards TCP to a target and can sever every open connection at once.
@@ -91,7 +92,7 @@ func TestConnectionCutMidUpload(t *testing.T) {
 		if sent := e.metricsSent(); sent > int64(proxy.cuts+1)*40*mib {
 			proxy.cut()
 		}
-		time.Sleep(5 * time.Millisecond)
+		time.Sleep(5 * time.Millisecond) // paces the polling of the counter; the cuts follow what it shows
 	}
 	if err := <-done; err != nil {
 		t.Fatalf("backup across connection cuts: %v\n%s", err, e.logs)
@@ -119,7 +120,7 @@ func TestAgentKilledMidBackupResumes(t *testing.T) {
 
 	first := startAgent(t, agentBin, cfg)
 	// Wait until a good part (but not all) of the disk is stored, then kill -9.
-	waitFor(t, 2*time.Minute, func() bool { return e.hubChunks(t) >= 100 }, "100 of 160 chunks stored")
+	testenv.WaitFor(t, 2*time.Minute, "100 of 160 chunks stored", func() bool { return e.hubChunks(t) >= 100 })
 	first.kill()
 	if st := e.get(queued.ID); st.Status != "running" {
 		t.Fatalf("job after the kill: %s", st.Status)
@@ -133,7 +134,7 @@ func TestAgentKilledMidBackupResumes(t *testing.T) {
 	second := startAgent(t, agentBin, cfg)
 	defer second.kill()
 	var b api.Backup
-	waitFor(t, 3*time.Minute, func() bool { b = e.get(queued.ID); return b.Status != "running" }, "the job to finish")
+	testenv.WaitFor(t, 3*time.Minute, "the job to finish", func() bool { b = e.get(queued.ID); return b.Status != "running" })
 	if b.Status != "succeeded" {
 		t.Fatalf("resumed job: %+v\nagent 1:\n%s\nagent 2:\n%s", b, first.logs, second.logs)
 	}
@@ -155,7 +156,7 @@ func TestAgentKilledMidBackupResumes(t *testing.T) {
 	if e.imageSum(b.ID, "disk-2000") != e.diskSum("vm1", "disk-2000") {
 		t.Fatal("the resumed backup does not restore the disk's bytes")
 	}
-	waitFor(t, time.Minute, func() bool { return snapshotsLeft(t, e) == 0 }, "the snapshot to be removed")
+	testenv.WaitFor(t, time.Minute, "the snapshot to be removed", func() bool { return snapshotsLeft(t, e) == 0 })
 }
 
 // An agent killed in the middle of a backup whose job then times out on the hub: the restarted
@@ -167,28 +168,17 @@ func TestStaleSnapshotIsReaped(t *testing.T) {
 	cfg := e.writeAgentConfig(t)
 	queued := e.startBackup("vm2", "")
 	first := startAgent(t, agentBin, cfg)
-	waitFor(t, 2*time.Minute, func() bool { return e.hubChunks(t) >= 10 }, "10 chunks stored")
+	testenv.WaitFor(t, 2*time.Minute, "10 chunks stored", func() bool { return e.hubChunks(t) >= 10 })
 	first.kill()
-	waitFor(t, time.Minute, func() bool { return e.get(queued.ID).Status == "failed" }, "the hub to fail the silent job")
+	testenv.WaitFor(t, time.Minute, "the hub to fail the silent job", func() bool { return e.get(queued.ID).Status == "failed" })
 	if n := snapshotsLeft(t, e); n != 1 {
 		t.Fatalf("%d snapshots after the kill", n)
 	}
 	second := startAgent(t, agentBin, cfg)
 	defer second.kill()
-	waitFor(t, time.Minute, func() bool { return snapshotsLeft(t, e) == 0 }, "the reaper to remove the stale snapshot")
+	testenv.WaitFor(t, time.Minute, "the reaper to remove the stale snapshot", func() bool { return snapshotsLeft(t, e) == 0 })
 	if !strings.Contains(second.logs.String(), "removed a stale snapshot") {
 		t.Fatalf("no reaper log:\n%s", second.logs)
-	}
-}
-
-func waitFor(t *testing.T, d time.Duration, cond func() bool, what string) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(50 * time.Millisecond)
 	}
 }
 
@@ -264,13 +254,13 @@ sources:
 
 type agentProc struct {
 	cmd  *exec.Cmd
-	logs *logBuf
+	logs *testenv.LogBuffer
 	once sync.Once
 }
 
 func startAgent(t *testing.T, bin, cfg string) *agentProc {
 	t.Helper()
-	a := &agentProc{logs: &logBuf{}}
+	a := &agentProc{logs: &testenv.LogBuffer{}}
 	a.cmd = exec.Command(bin, "run", "--config", cfg)
 	a.cmd.Stderr = a.logs
 	a.cmd.Stdout = a.logs

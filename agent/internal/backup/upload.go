@@ -69,9 +69,7 @@ func upload(ctx context.Context, hub sessionHub, t uploadTask, c *Counters, m *M
 	if len(t.Slots) == 0 {
 		return nil
 	}
-	// Per worker: the group's slot buffers plus one compression buffer.
-	perWorker := int64(opts.GroupSlots+1) * t.ChunkSize
-	workers := int(max(1, min(opts.MaxInFlight/perWorker, 16)))
+	workers := uploadWorkers(opts.MaxInFlight, opts.GroupSlots, t.ChunkSize)
 	groups := make(chan []int64)
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {

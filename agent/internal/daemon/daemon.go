@@ -33,8 +33,8 @@ type Metrics struct {
 	Heartbeats        prometheus.Counter
 }
 
-// NewMetrics registers the identity metrics, including the certificate expiry read from id at
-// scrape time.
+// NewMetrics returns the identity loops' metrics and registers them on reg, including the
+// certificate expiry read from id at scrape time; a nil reg registers nothing (tests).
 func NewMetrics(reg prometheus.Registerer, id *identity.Identity) *Metrics {
 	m := &Metrics{
 		HeartbeatFailures: prometheus.NewCounter(prometheus.CounterOpts{Name: "sendense_agent_heartbeat_failures_total", Help: "Heartbeats the hub did not acknowledge."}),
@@ -44,7 +44,9 @@ func NewMetrics(reg prometheus.Registerer, id *identity.Identity) *Metrics {
 		Name: "sendense_agent_certificate_expiry_timestamp_seconds",
 		Help: "Unix time at which the agent's client certificate expires.",
 	}, func() float64 { return float64(id.NotAfter().Unix()) })
-	reg.MustRegister(m.HeartbeatFailures, m.Heartbeats, expiry)
+	if reg != nil {
+		reg.MustRegister(m.HeartbeatFailures, m.Heartbeats, expiry)
+	}
 	return m
 }
 

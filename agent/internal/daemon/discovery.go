@@ -36,7 +36,8 @@ type DiscoveryMetrics struct {
 	Duration *prometheus.HistogramVec
 }
 
-// NewDiscoveryMetrics registers the discovery metrics.
+// NewDiscoveryMetrics returns the discovery metrics and registers them on reg; a nil reg
+// registers nothing (tests).
 func NewDiscoveryMetrics(reg prometheus.Registerer) *DiscoveryMetrics {
 	m := &DiscoveryMetrics{
 		Runs: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sendense_agent_discovery_runs_total", Help: "Discovery runs by source and result (ok, source_error, hub_error)."}, []string{"source", "result"}),
@@ -47,7 +48,9 @@ func NewDiscoveryMetrics(reg prometheus.Registerer) *DiscoveryMetrics {
 			Buckets: prometheus.ExponentialBuckets(0.05, 2, 12),
 		}, []string{"source"}),
 	}
-	reg.MustRegister(m.Runs, m.Up, m.VMs, m.Duration)
+	if reg != nil {
+		reg.MustRegister(m.Runs, m.Up, m.VMs, m.Duration)
+	}
 	return m
 }
 

@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/sendense/sendense/shared/api"
+	"github.com/sendense/sendense/shared/testenv"
 )
 
 // flakySource fails while down is set, else returns an inventory numbered by the call.
@@ -62,17 +63,6 @@ func (h *flakyHub) got() []int {
 	return append([]int(nil), h.pushed...)
 }
 
-func waitUntil(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 func readStatus(t *testing.T, dir string) []SourceStatus {
 	t.Helper()
 	b, err := os.ReadFile(StatusFile(dir))
@@ -101,7 +91,7 @@ func TestDiscoveryLoopSurvivesOutages(t *testing.T) {
 		done <- Discovery(ctx, []Source{src}, hub, 200*time.Millisecond, dir, m, slog.New(slog.DiscardHandler))
 	}()
 
-	waitUntil(t, "the outage to be recorded", func() bool {
+	testenv.WaitFor(t, 30*time.Second, "the outage to be recorded", func() bool {
 		st := readStatus(t, dir)
 		return len(st) == 1 && !st[0].Reachable && st[0].Error != ""
 	})
@@ -109,19 +99,19 @@ func TestDiscoveryLoopSurvivesOutages(t *testing.T) {
 		t.Fatalf("source_up = %v while vCenter is down", v)
 	}
 	src.set(false)
-	waitUntil(t, "a push after vCenter came back", func() bool { return len(hub.got()) > 0 })
+	testenv.WaitFor(t, 30*time.Second, "a push after vCenter came back", func() bool { return len(hub.got()) > 0 })
 	if v := testutil.ToFloat64(m.Up.WithLabelValues("vc1")); v != 1 {
 		t.Fatalf("source_up = %v after recovery", v)
 	}
 
 	hub.set(true)
-	waitUntil(t, "a pending push to be recorded", func() bool {
+	testenv.WaitFor(t, 30*time.Second, "a pending push to be recorded", func() bool {
 		st := readStatus(t, dir)
 		return len(st) == 1 && st[0].PushPending
 	})
 	before := len(hub.got())
 	hub.set(false)
-	waitUntil(t, "the push after the hub came back", func() bool { return len(hub.got()) > before })
+	testenv.WaitFor(t, 30*time.Second, "the push after the hub came back", func() bool { return len(hub.got()) > before })
 	// What reached the hub after the outage is the newest inventory, not a stale one.
 	got := hub.got()
 	src.mu.Lock()

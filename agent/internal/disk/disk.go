@@ -4,7 +4,6 @@
 package disk
 
 import (
-	"context"
 	"io"
 
 	"github.com/sendense/sendense/agent/internal/nbd"
@@ -29,15 +28,5 @@ type Reader interface {
 	Close() error
 }
 
+// An NBD connection reads like any other disk (NBDKit.Open wraps one).
 var _ Reader = (*nbd.Client)(nil)
-
-// OpenNBD connects to an NBD server (network "unix" with a socket path, or "tcp" with
-// host:port) and opens the named export ("" for nbdkit's default). ctx bounds the connection
-// and handshake. Reads are pipelined over the one connection; see nbd.Client.
-func OpenNBD(ctx context.Context, network, address, export string) (Reader, error) {
-	c, err := nbd.Dial(ctx, network, address, export)
-	if err != nil {
-		return nil, err
-	}
-	return c, nil
-}

@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
+
+	"github.com/sendense/sendense/shared/testenv"
 )
 
 // requireTool returns the path of an external program or skips the test (fails it under
@@ -18,11 +20,7 @@ func requireTool(t testing.TB, name, how string) string {
 	t.Helper()
 	path, err := exec.LookPath(name)
 	if err != nil {
-		msg := fmt.Sprintf("%s not found in PATH: %s (make test installs it)", name, how)
-		if os.Getenv("SENDENSE_TEST_STRICT") != "" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
+		testenv.Skip(t, "%s not found in PATH: %s (make test installs it)", name, how)
 	}
 	return path
 }

@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/sendense/sendense/shared/testenv"
 )
 
 var (
@@ -70,7 +72,7 @@ type Hub struct {
 	Metrics string // http://127.0.0.1:PORT/metrics
 	args    []string
 	history string // logs of earlier runs (before Restart)
-	logs    *syncBuffer
+	logs    *testenv.LogBuffer
 	cmd     *exec.Cmd
 	done    chan error
 }
@@ -92,7 +94,7 @@ func (h *Hub) start() {
 		listen = h.Addr // restart on the same port
 	}
 	args := append([]string{"serve", "--data-dir", h.DataDir, "--listen", listen, "--metrics-listen", "127.0.0.1:0", "--log-format", "json", "--log-level", "debug"}, h.args...)
-	h.logs = &syncBuffer{}
+	h.logs = &testenv.LogBuffer{}
 	h.cmd = exec.Command(Binary(h.t), args...)
 	h.cmd.Stderr = h.logs
 	h.cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
@@ -210,20 +212,3 @@ func (h *Hub) APIToken(role string) string {
 
 // CAFile is the hub CA certificate.
 func (h *Hub) CAFile() string { return filepath.Join(h.DataDir, "pki", "ca.crt") }
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}

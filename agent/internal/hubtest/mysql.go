@@ -8,6 +8,8 @@ import (
 	"os/exec"
 	"regexp"
 	"testing"
+
+	"github.com/sendense/sendense/shared/testenv"
 )
 
 // EnvMySQLDSN names the MariaDB/MySQL server for tests (scripts/test.sh starts one), as a DSN
@@ -56,9 +58,5 @@ func CatalogArgs(t testing.TB, dialect string) []string {
 // skip skips, or fails under SENDENSE_TEST_STRICT (make test sets it: nothing may be skipped).
 func skip(t testing.TB, format string, args ...any) {
 	t.Helper()
-	msg := fmt.Sprintf(format, args...)
-	if os.Getenv("SENDENSE_TEST_STRICT") != "" {
-		t.Fatalf("%s (SENDENSE_TEST_STRICT is set)", msg)
-	}
-	t.Skip(msg)
+	testenv.Skip(t, format, args...)
 }

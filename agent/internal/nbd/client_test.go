@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/sendense/sendense/shared/testenv"
 )
 
 // imageSize is deliberately not a multiple of 512 so the last block is partial.
@@ -262,6 +264,16 @@ func startReads(c *Client, n int) <-chan error {
 	return errs
 }
 
+// waitPending waits until n reads are pending on c: the case the caller tests.
+func waitPending(t *testing.T, c *Client, n int) {
+	t.Helper()
+	testenv.WaitFor(t, 10*time.Second, fmt.Sprintf("%d pending reads", n), func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return len(c.pending) >= n
+	})
+}
+
 // collect waits for n results, failing the test instead of hanging.
 func collect(t *testing.T, errs <-chan error, n int) []error {
 	t.Helper()
@@ -284,7 +296,7 @@ func TestServerKilledMidRead(t *testing.T) {
 	c := dialUnix(t, srv, "")
 
 	errs := startReads(c, 8)
-	time.Sleep(200 * time.Millisecond) // let the requests reach the server; not an assertion
+	waitPending(t, c, 8)
 	if err := srv.cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
@@ -307,7 +319,7 @@ func TestCloseFailsPendingReads(t *testing.T) {
 	c := dialUnix(t, srv, "")
 
 	errs := startReads(c, 8)
-	time.Sleep(200 * time.Millisecond) // let the requests reach the server; not an assertion
+	waitPending(t, c, 8)
 	closed := make(chan error, 1)
 	go func() { closed <- c.Close() }()
 	for _, err := range collect(t, errs, 8) {

@@ -7,10 +7,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/sendense/sendense/shared/testenv"
 )
 
 // lookNBDKit returns the nbdkit binary or skips the test (fails it under SENDENSE_TEST_STRICT).
@@ -18,31 +19,9 @@ func lookNBDKit(t testing.TB) string {
 	t.Helper()
 	path, err := exec.LookPath("nbdkit")
 	if err != nil {
-		msg := "nbdkit not found in PATH: install it with `apt-get install nbdkit` (make test does)"
-		if os.Getenv("SENDENSE_TEST_STRICT") != "" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
+		testenv.Skip(t, "nbdkit not found in PATH: install it with `apt-get install nbdkit` (make test does)")
 	}
 	return path
-}
-
-// syncBuffer collects nbdkit's stderr for failure messages.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // testServer is an nbdkit process serving on a unix socket.
@@ -67,7 +46,7 @@ func startNBDKit(t testing.TB, args ...string) *testServer {
 	pidfile := filepath.Join(dir, "pid")
 	all := append([]string{"--readonly", "--exit-with-parent", "--foreground", "--unix", sock, "--pidfile", pidfile}, args...)
 	cmd := exec.Command(bin, all...)
-	stderr := &syncBuffer{}
+	stderr := &testenv.LogBuffer{}
 	cmd.Stderr = stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start nbdkit: %v", err)

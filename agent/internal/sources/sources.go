@@ -1,21 +1,16 @@
 // Package sources holds the agent's connections to its configured vCenter/ESXi endpoints:
-// connected lazily, reused, and reconnected after a failure. Each source also opens snapshot
-// disks through its configured transport.
+// connected lazily, reused, and reconnected after a failure, each with its configuration.
+// The consumers (discovery, backup, the snapshot reaper) declare what they need of a source.
 package sources
 
 import (
 	"context"
-	"crypto/sha1"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
-	"net/url"
-	"path/filepath"
-	"strings"
 	"sync"
 
-	"github.com/sendense/sendense/agent/internal/backup"
 	"github.com/sendense/sendense/agent/internal/config"
 	"github.com/sendense/sendense/agent/internal/disk"
 	"github.com/sendense/sendense/agent/internal/vsphere"
@@ -57,15 +52,6 @@ func (s *Set) Get(name string) (*Conn, error) {
 		return nil, fmt.Errorf("%w: %q", ErrUnknownSource, name)
 	}
 	return c, nil
-}
-
-// Lookup resolves a job's source for the backup runner.
-func (s *Set) Lookup(name string) (backup.Source, backup.Transport, error) {
-	c, err := s.Get(name)
-	if err != nil {
-		return nil, nil, err
-	}
-	return c, c, nil
 }
 
 // Close logs out of every connected source.
@@ -145,22 +131,13 @@ func (c *Conn) Inventory(ctx context.Context) (api.Inventory, error) {
 	return inv, nil
 }
 
-// FindVM implements backup.Source.
+// FindVM finds a VM by its instance UUID.
 func (c *Conn) FindVM(ctx context.Context, instanceUUID string) (*vsphere.VM, error) {
 	cl, err := c.Client(ctx)
 	if err != nil {
 		return nil, err
 	}
 	return cl.FindVM(ctx, instanceUUID)
-}
-
-// DatastoreHTTP implements backup.Source.
-func (c *Conn) DatastoreHTTP(ctx context.Context, dcPath, datastore, path string) (string, *http.Client, error) {
-	cl, err := c.Client(ctx)
-	if err != nil {
-		return "", nil, err
-	}
-	return cl.DatastoreHTTP(ctx, dcPath, datastore, path)
 }
 
 // Snapshots lists snapshots whose names start with prefix (for the reaper).
@@ -181,124 +158,32 @@ func (c *Conn) RemoveSnapshotByRef(ctx context.Context, vmUUID, ref string) erro
 	return cl.RemoveSnapshotByRef(ctx, vmUUID, ref)
 }
 
-// Open implements backup.Transport: it opens a snapshot disk with the source's transport.
-func (c *Conn) Open(ctx context.Context, snap *vsphere.Snapshot, d vsphere.SnapshotDisk) (disk.Reader, error) {
-	switch c.cfg.Transport {
-	case "", "https":
-		u, hc, err := c.dataFileURL(ctx, d)
-		if err != nil {
-			return nil, err
-		}
-		return disk.OpenHTTP(ctx, hc, u, d.CapacityBytes, nil)
-	case "file":
-		dir, ok := c.cfg.DatastorePaths[d.Datastore]
-		if !ok {
-			return nil, fmt.Errorf("the file transport has no local path for datastore %q (datastore_paths)", d.Datastore)
-		}
-		if d.DataFile == "" {
-			return nil, fmt.Errorf("disk %s is not one plain file (%s); use the nbd transport with VDDK", d.DiskID, d.BackingType)
-		}
-		return disk.OpenFile(filepath.Join(dir, filepath.FromSlash(d.DataFile)))
-	case "nbd":
-		return c.openNBD(ctx, snap, d)
-	default:
-		return nil, fmt.Errorf("unknown transport %q", c.cfg.Transport)
+// OpenDisk opens a snapshot disk with the source's configured transport (package disk owns
+// how the bytes are read; this maps the source's configuration onto it).
+func (c *Conn) OpenDisk(ctx context.Context, d vsphere.SnapshotDisk) (disk.Reader, error) {
+	t := disk.Transport{
+		Name:           c.cfg.Transport,
+		DatastoreHTTP:  c.datastoreHTTP,
+		DatastorePaths: c.cfg.DatastorePaths,
+		NBD: disk.NBDTransport{
+			Plugin: c.cfg.NBD.Plugin, Dir: c.workDir, Log: c.log,
+			Insecure: c.cfg.Insecure, CAFile: c.cfg.CAFile,
+			SourceURL: c.cfg.URL, User: c.cfg.Username, PasswordFile: c.cfg.PasswordFile, Thumbprint: c.cfg.Thumbprint,
+			LibDir: c.cfg.NBD.LibDir, Transports: c.cfg.NBD.Transports,
+		},
 	}
+	return disk.Open(ctx, t, disk.Disk{
+		ID: d.DiskID, BackingType: d.BackingType, Size: d.CapacityBytes,
+		DatacenterPath: d.DatacenterPath, Datastore: d.Datastore, DataFile: d.DataFile,
+		FileName: d.FileName, VMMoRef: d.VMMoRef, SnapshotMoRef: d.SnapshotMoRef,
+	})
 }
 
-func (c *Conn) dataFileURL(ctx context.Context, d vsphere.SnapshotDisk) (string, *http.Client, error) {
-	if d.DataFile == "" {
-		return "", nil, fmt.Errorf("disk %s is not one plain file (%s); use the nbd transport with VDDK", d.DiskID, d.BackingType)
-	}
-	return c.DatastoreHTTP(ctx, d.DatacenterPath, d.Datastore, d.DataFile)
-}
-
-// openNBD starts nbdkit for one disk and returns a reader that stops it on Close.
-func (c *Conn) openNBD(ctx context.Context, snap *vsphere.Snapshot, d vsphere.SnapshotDisk) (disk.Reader, error) {
-	opts := disk.NBDKitOptions{Dir: c.workDir, Log: c.log}
-	switch c.cfg.NBD.Plugin {
-	case "curl":
-		u, hc, err := c.dataFileURL(ctx, d)
-		if err != nil {
-			return nil, err
-		}
-		opts.Plugin = "curl"
-		opts.Args = []string{"url=" + u}
-		switch {
-		case c.cfg.Insecure:
-			opts.Args = append(opts.Args, "sslverify=false")
-		case c.cfg.CAFile != "":
-			opts.Args = append(opts.Args, "cainfo="+c.cfg.CAFile)
-		default:
-			return nil, errors.New("the nbd curl plugin needs ca_file (or insecure) to verify the source")
-		}
-		if pu, err := url.Parse(u); err == nil && hc.Jar != nil {
-			var parts []string
-			for _, ck := range hc.Jar.Cookies(pu) {
-				parts = append(parts, ck.Name+"="+ck.Value)
-			}
-			if len(parts) > 0 {
-				opts.Args = append(opts.Args, "cookie="+strings.Join(parts, "; "))
-			}
-		}
-	case "vddk":
-		u, err := url.Parse(c.cfg.URL)
-		if err != nil {
-			return nil, err
-		}
-		opts.Plugin = "vddk"
-		opts.Args = []string{
-			"libdir=" + c.cfg.NBD.LibDir, "server=" + u.Hostname(), "user=" + c.cfg.Username,
-			"password=+" + c.cfg.PasswordFile, "vm=moref=" + snap.VM().MoRef(), "snapshot=" + snap.MoRef(),
-			"file=" + d.FileName,
-		}
-		if tp := vddkThumbprint(c.cfg.Thumbprint); tp != "" {
-			opts.Args = append(opts.Args, "thumbprint="+tp)
-		}
-		if c.cfg.NBD.Transports != "" {
-			opts.Args = append(opts.Args, "transports="+c.cfg.NBD.Transports)
-		}
-	default:
-		return nil, fmt.Errorf("unknown nbd plugin %q", c.cfg.NBD.Plugin)
-	}
-	kit, err := disk.StartNBDKit(ctx, opts)
+// datastoreHTTP is the datastore file access of the connected client.
+func (c *Conn) datastoreHTTP(ctx context.Context, dcPath, datastore, path string) (string, *http.Client, error) {
+	cl, err := c.Client(ctx)
 	if err != nil {
-		return nil, err
+		return "", nil, err
 	}
-	r, err := kit.Open(ctx)
-	if err != nil {
-		_ = kit.Close()
-		return nil, err
-	}
-	return &kitReader{Reader: r, kit: kit}, nil
-}
-
-// vddkThumbprint gives VDDK the SHA-1 colon form it expects; a SHA-256 pin cannot be converted
-// and is left to vSphere's own verification.
-func vddkThumbprint(tp string) string {
-	clean := strings.ToUpper(strings.NewReplacer(":", "", " ", "").Replace(tp))
-	if len(clean) != 2*sha1.Size {
-		return ""
-	}
-	var b strings.Builder
-	for i := 0; i < len(clean); i += 2 {
-		if i > 0 {
-			b.WriteByte(':')
-		}
-		b.WriteString(clean[i : i+2])
-	}
-	return b.String()
-}
-
-type kitReader struct {
-	disk.Reader
-	kit *disk.NBDKit
-}
-
-func (k *kitReader) Close() error {
-	err := k.Reader.Close()
-	if kerr := k.kit.Close(); err == nil {
-		err = kerr
-	}
-	return err
+	return cl.DatastoreHTTP(ctx, dcPath, datastore, path)
 }

@@ -31,6 +31,10 @@ type SnapshotDisk struct {
 	// FileName is the datastore path of the disk descriptor, "[LocalDS_0] vm/vm.vmdk": what
 	// VDDK (nbdkit vddk file=...) opens together with the snapshot moref.
 	FileName string
+	// VMMoRef and SnapshotMoRef name the VM and the snapshot that captured the disk (VDDK's
+	// vm=moref= and snapshot=), so that a disk can be opened from this description alone.
+	VMMoRef       string
+	SnapshotMoRef string
 	// Datastore is the datastore's name; DatacenterPath is the inventory path of its datacenter
 	// without leading slash ("DC0", "F0/DC0", "ha-datacenter" on ESXi): DatastoreHTTP's dcPath.
 	Datastore      string
@@ -104,6 +108,8 @@ func (s *Snapshot) Disks(ctx context.Context) ([]SnapshotDisk, error) {
 			Label:               f.label,
 			CapacityBytes:       f.capacity,
 			FileName:            f.fileName,
+			VMMoRef:             s.vm.MoRef(),
+			SnapshotMoRef:       s.ref.Value,
 			Datastore:           ds,
 			DatacenterPath:      dcPath,
 			DataFile:            dataFile,

@@ -72,7 +72,7 @@ func TestSnapshotLifecycleSimulator(t *testing.T) {
 		Key: 204, DiskID: "disk-204", Label: "disk-202-0", CapacityBytes: 10 << 30,
 		FileName: "[LocalDS_0] DC0_H0_VM0/disk1.vmdk", Datastore: "LocalDS_0", DatacenterPath: "DC0",
 		DataFile: "DC0_H0_VM0/disk1-flat.vmdk", BackingUUID: d.BackingUUID, BackingType: "flatVer2",
-		DiskMode: "persistent", Backupable: true,
+		DiskMode: "persistent", Backupable: true, VMMoRef: vm.MoRef(), SnapshotMoRef: snap.MoRef(),
 	}
 	if d != wantDisk {
 		t.Errorf("snapshot disk =\n %+v, want\n %+v", d, wantDisk)

@@ -1,0 +1,207 @@
+package backup
+
+import (
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/sendense/sendense/agent/internal/vsphere"
+	"github.com/sendense/sendense/shared/api"
+	"github.com/sendense/sendense/shared/chunk"
+)
+
+// A small disk keeps the tests fast: 16 slots of 4 KiB, the last one cut short.
+const (
+	testChunk    = 4096
+	testCapacity = 15*testChunk + 1000
+)
+
+// testDisk returns the disk's bytes: random, except slots 2 and 6, which are zero.
+func testDisk() []byte {
+	b := make([]byte, testCapacity)
+	r := rand.NewChaCha8([32]byte{7})
+	_, _ = r.Read(b)
+	for _, s := range []int{2, 6} {
+		clear(b[s*testChunk : (s+1)*testChunk])
+	}
+	return b
+}
+
+func slotExtent(slots ...int64) []vsphere.Extent {
+	var out []vsphere.Extent
+	for _, s := range slots {
+		out = append(out, vsphere.Extent{Offset: s * testChunk, Length: min(testChunk, testCapacity-s*testChunk)})
+	}
+	return out
+}
+
+// diskRun is one backupDisk call against the fakes.
+type diskRun struct {
+	requested string // job's requested type; "" is auto
+	parent    *api.ParentRef
+	changeID  string // the disk's change ID in the snapshot
+	capacity  int64  // the disk's capacity in the snapshot; 0 is testCapacity
+	cbtWasOff bool
+	tracker   *fakeTracker
+	done      [][2]int64 // slots the hub already holds (a resumed session)
+}
+
+func (d diskRun) run(t *testing.T) (*fakeHub, *fakeTracker, error) {
+	t.Helper()
+	hub := newFakeHub()
+	hub.done = d.done
+	tr := d.tracker
+	if tr == nil {
+		// A full backup lists the allocated slots; an incremental from 52 aa/4 one slot.
+		tr = &fakeTracker{changed: map[string][]vsphere.Extent{
+			"*":       slotExtent(0, 1, 2, 5, 15),
+			"52 aa/4": slotExtent(3),
+		}}
+	}
+	capacity := d.capacity
+	if capacity == 0 {
+		capacity = testCapacity
+	}
+	job := &api.Job{ID: "job-1", RequestedType: d.requested, Repository: api.JobRepo{ChunkSize: testChunk}}
+	jd := api.JobDisk{DiskID: "disk-2000", Key: 2000, CapacityBytes: capacity, Parent: d.parent}
+	sd := vsphere.SnapshotDisk{Key: 2000, DiskID: "disk-2000", CapacityBytes: capacity, ChangeID: d.changeID, Backupable: true}
+	r := NewRunner(hub, nil, slog.New(slog.DiscardHandler), nil, RunnerOptions{Upload: UploadOptions{GroupSlots: 2}})
+	data := testDisk()
+	if int64(len(data)) < capacity {
+		data = append(data, make([]byte, capacity-int64(len(data)))...)
+	}
+	err := r.backupDisk(t.Context(), job, jd, tr, sd, memSource{data}, d.cbtWasOff, &Counters{}, &jobStatus{}, slog.New(slog.DiscardHandler))
+	return hub, tr, err
+}
+
+// TestFullOrIncremental checks what the hub is told for each reason a backup must be full, and
+// that an incremental reads only the changed slots. "malformed change IDs" fails on code that
+// ignores ParseChangeID's ok: both IDs parse to an empty UUID and compare equal.
+func TestFullOrIncremental(t *testing.T) {
+	good := &api.ParentRef{BackupID: "bk-parent", ChangeID: "52 aa/4", CapacityBytes: testCapacity}
+	withID := func(id string) *api.ParentRef { p := *good; p.ChangeID = id; return &p }
+	allocated := []int64{0, 1, 2, 5, 15}
+	all := make([]int64, 16)
+	for i := range all {
+		all[i] = int64(i)
+	}
+	for _, tt := range []struct {
+		name       string
+		run        diskRun
+		wantType   string
+		wantReason string
+		wantAsked  []string // change IDs CBT was asked about, in order
+		wantSlots  []int64  // slots the hub ends up holding
+	}{
+		{"incremental", diskRun{parent: good, changeID: "52 aa/7"},
+			api.BackupIncremental, "changed blocks since 52 aa/4", []string{"52 aa/4"}, []int64{3}},
+		{"job asks for full", diskRun{requested: api.BackupFull, parent: good, changeID: "52 aa/7"},
+			api.BackupFull, "full backup requested", []string{"*"}, allocated},
+		{"no parent", diskRun{changeID: "52 aa/7"},
+			api.BackupFull, "no earlier backup", []string{"*"}, allocated},
+		{"cbt was off for the vm", diskRun{parent: good, changeID: "52 aa/7", cbtWasOff: true},
+			api.BackupFull, "changed block tracking was off", []string{"*"}, allocated},
+		{"cbt off for the disk", diskRun{parent: good, changeID: ""},
+			api.BackupFull, "no change ID (no CBT): every slot read", nil, all},
+		{"disk resized", diskRun{parent: withID("52 aa/4"), changeID: "52 aa/7", capacity: testCapacity + testChunk},
+			api.BackupFull, fmt.Sprintf("disk resized from %d to %d bytes", testCapacity, testCapacity+testChunk), []string{"*"}, allocated},
+		{"change id uuid changed", diskRun{parent: good, changeID: "52 bb/1"},
+			api.BackupFull, "UUID changed", []string{"*"}, allocated},
+		{"parent without change id", diskRun{parent: withID(""), changeID: "52 aa/7"},
+			api.BackupFull, "parent backup has no change ID", []string{"*"}, allocated},
+		{"malformed change ids", diskRun{parent: withID("garbage"), changeID: "junk"},
+			api.BackupFull, `parent backup's change ID "garbage" is malformed`, []string{"*"}, allocated},
+		{"malformed parent change id", diskRun{parent: withID("52 aa/"), changeID: "52 aa/7"},
+			api.BackupFull, `change ID "52 aa/" is malformed`, []string{"*"}, allocated},
+		{"malformed disk change id", diskRun{parent: good, changeID: "52 aa"},
+			api.BackupFull, `disk's change ID "52 aa" is malformed`, []string{"*"}, allocated},
+		{"parent change id no longer valid", diskRun{parent: good, changeID: "52 aa/7", tracker: &fakeTracker{
+			changed: map[string][]vsphere.Extent{"*": slotExtent(0, 1, 2, 5, 15)},
+			errs:    map[string]error{"52 aa/4": vsphere.ErrChangeIDInvalid},
+		}}, api.BackupFull, "no longer valid", []string{"52 aa/4", "*"}, allocated},
+		{"cbt unavailable", diskRun{changeID: "52 aa/7", tracker: &fakeTracker{
+			errs: map[string]error{"*": vsphere.ErrCBTUnavailable},
+		}}, api.BackupFull, "CBT unavailable", []string{"*"}, all},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			hub, tr, err := tt.run.run(t)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(hub.opened) != 1 {
+				t.Fatalf("%d sessions opened, want 1", len(hub.opened))
+			}
+			req := hub.opened[0]
+			if req.Type != tt.wantType || !strings.Contains(req.Reason, tt.wantReason) {
+				t.Errorf("session %s (%q), want %s with reason containing %q", req.Type, req.Reason, tt.wantType, tt.wantReason)
+			}
+			wantParent, wantBase := "", ""
+			if tt.wantType == api.BackupIncremental {
+				wantParent, wantBase = tt.run.parent.BackupID, tt.run.parent.ChangeID
+			}
+			if req.ParentBackupID != wantParent || req.BaseChangeID != wantBase || req.ChangeID != tt.run.changeID {
+				t.Errorf("session parent %q base %q change ID %q, want %q %q %q",
+					req.ParentBackupID, req.BaseChangeID, req.ChangeID, wantParent, wantBase, tt.run.changeID)
+			}
+			if !slices.Equal(tr.asked, tt.wantAsked) {
+				t.Errorf("CBT asked about %q, want %q", tr.asked, tt.wantAsked)
+			}
+			checkHolds(t, hub, tt.run, tt.wantSlots)
+		})
+	}
+}
+
+// checkHolds checks that the hub recorded exactly want and that each recorded slot's chunk
+// holds the disk's bytes.
+func checkHolds(t *testing.T, hub *fakeHub, d diskRun, want []int64) {
+	t.Helper()
+	if got := hub.recorded(); !slices.Equal(got, want) {
+		t.Fatalf("hub holds slots %v, want %v", got, want)
+	}
+	capacity := d.capacity
+	if capacity == 0 {
+		capacity = testCapacity
+	}
+	data := testDisk()
+	data = append(data, make([]byte, max(0, capacity-int64(len(data))))...)
+	g := chunk.Grid{Capacity: capacity, ChunkSize: testChunk}
+	for _, s := range want {
+		b := data[g.Offset(s) : g.Offset(s)+g.Len(s)]
+		if got := hub.slots[s]; got != chunk.Sum(b).String() {
+			t.Errorf("slot %d recorded as %s, want the digest of its bytes", s, got)
+		}
+	}
+	if len(hub.commits) != 1 || hub.commits[0].SlotsChanged == 0 && len(want) > 0 {
+		t.Errorf("commits %+v", hub.commits)
+	}
+}
+
+// A resumed session skips the slots the hub reports done and reads the rest.
+func TestResumedSessionSkipsDoneSlots(t *testing.T) {
+	d := diskRun{changeID: "52 aa/7", done: [][2]int64{{0, 2}}}
+	hub, _, err := d.run(t)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := hub.recorded(), []int64{2, 5, 15}; !slices.Equal(got, want) {
+		t.Fatalf("the resumed session recorded %v, want %v (0 and 1 were done)", got, want)
+	}
+	if c := hub.commits[0]; c.SlotsChanged != 5 || c.BytesRead != 2*testChunk+1000 {
+		t.Fatalf("commit %+v: want 5 slots changed and only the 3 left read", c)
+	}
+}
+
+// Two malformed change IDs both parse to an empty UUID; the decision must not read that as
+// "unchanged" and plan an incremental from a base CBT cannot know.
+func TestDecideMalformedChangeIDsForceFull(t *testing.T) {
+	for _, ids := range [][2]string{{"garbage", "junk"}, {"*", "*"}, {"/1", "/2"}, {"52 aa/", "52 aa/"}, {"52 aa/4", "x"}, {"x", "52 aa/4"}} {
+		parent := &api.ParentRef{BackupID: "bk-1", ChangeID: ids[0], CapacityBytes: testCapacity}
+		p := decide(&api.Job{}, api.JobDisk{Parent: parent}, vsphere.SnapshotDisk{CapacityBytes: testCapacity, ChangeID: ids[1]}, false)
+		if p.typ != api.BackupFull || !strings.Contains(p.reason, "malformed") || p.parent != "" || p.baseID != "" {
+			t.Errorf("parent %q, disk %q: plan %+v, want a full because a change ID is malformed", ids[0], ids[1], p)
+		}
+	}
+}
