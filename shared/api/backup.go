@@ -57,6 +57,8 @@ type Backup struct {
 	BytesSent         int64        `json:"bytes_sent"`
 	BytesDeduplicated int64        `json:"bytes_deduplicated"`
 	BytesZero         int64        `json:"bytes_zero"`
+	BytesTotal        int64        `json:"bytes_total,omitempty"` // while running: what the agent plans to read
+	Phase             string       `json:"phase,omitempty"`       // while running: PhaseSnapshot, PhaseReading, ...
 	ThroughputBPS     float64      `json:"throughput_bytes_per_second,omitempty"`
 	Error             string       `json:"error,omitempty"`
 	Notes             string       `json:"notes,omitempty"`
@@ -179,15 +181,24 @@ type ParentRef struct {
 
 // JobProgress is the body of POST .../progress: a liveness heartbeat with counters so far.
 type JobProgress struct {
-	Phase             string    `json:"phase"` // snapshot, reading, uploading, committing, cleanup
+	Phase             string    `json:"phase"` // PhaseSnapshot, PhaseReading, PhaseFinished
 	SnapshotRef       string    `json:"snapshot_ref,omitempty"`
 	SnapshotCreatedAt time.Time `json:"snapshot_created_at,omitzero"`
-	BytesRead         int64     `json:"bytes_read"`
-	BytesSent         int64     `json:"bytes_sent"`
-	BytesDeduplicated int64     `json:"bytes_deduplicated"`
-	BytesZero         int64     `json:"bytes_zero"`
-	BytesTotal        int64     `json:"bytes_total"` // bytes the agent plans to read
+	// The counters cover the disks not yet committed; the hub adds those of committed disks, so
+	// a job's totals stay right across an agent restart.
+	BytesRead         int64 `json:"bytes_read"`
+	BytesSent         int64 `json:"bytes_sent"`
+	BytesDeduplicated int64 `json:"bytes_deduplicated"`
+	BytesZero         int64 `json:"bytes_zero"`
+	BytesTotal        int64 `json:"bytes_total"` // bytes the agent plans to read in all
 }
+
+// Phases of a running job (JobProgress.Phase, Backup.Phase).
+const (
+	PhaseSnapshot = "snapshot" // taking the snapshot
+	PhaseReading  = "reading"  // reading, hashing and uploading disks
+	PhaseFinished = "finished" // done; the outcome follows
+)
 
 // JobState is the hub's answer to progress and GET: cancel when the operator asked for it.
 type JobState struct {

@@ -116,7 +116,7 @@ func (r *Runner) Run(ctx context.Context, job *api.Job) error {
 	cctx, ccancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
 	defer ccancel()
 	p := c.Progress()
-	p.Phase = "finished"
+	p.Phase = api.PhaseFinished
 	_, _ = r.hub.Progress(cctx, job.ID, p)
 	if cerr := r.hub.Complete(cctx, job.ID, api.JobCompletion{Status: status, Error: msg, Notes: strings.Join(notes, "; ")}); cerr != nil {
 		log.ErrorContext(cctx, "could not report the end of the job", "status", status, "err", cerr)
@@ -204,7 +204,7 @@ func (r *Runner) run(ctx context.Context, job *api.Job, c *Counters, st *jobStat
 		cbtWasOff = true
 		notes = append(notes, "changed block tracking was off and has been enabled")
 	}
-	st.set(func(s *jobStatus) { s.phase = "snapshot" })
+	st.set(func(s *jobStatus) { s.phase = api.PhaseSnapshot })
 	snap, snapNote, err := r.snapshot(ctx, vm, job)
 	if err != nil {
 		return notes, err
@@ -335,7 +335,7 @@ func (r *Runner) backupDisk(ctx context.Context, job *api.Job, jd api.JobDisk, s
 	log.InfoContext(ctx, "backing up disk", "type", pl.typ, "reason", pl.reason, "capacity_bytes", sd.CapacityBytes,
 		"slots_changed", len(slots), "slots_to_read", len(todo), "session_id", sess.ID)
 	r.metrics.fullReasons.WithLabelValues(pl.typ).Inc()
-	st.set(func(s *jobStatus) { s.phase = "reading"; s.total += int64(len(todo)) * chunkSize })
+	st.set(func(s *jobStatus) { s.phase = api.PhaseReading; s.total += int64(len(todo)) * chunkSize })
 	rd, err := src.OpenDisk(ctx, sd)
 	if err != nil {
 		return fmt.Errorf("open disk: %w", err)
@@ -356,6 +356,7 @@ func (r *Runner) backupDisk(ctx context.Context, job *api.Job, jd api.JobDisk, s
 	if err != nil {
 		return fmt.Errorf("commit: %w", err)
 	}
+	c.remove(dc) // the hub counts the committed disk in the job's totals from now on
 	log.InfoContext(ctx, "disk committed", "type", bd.Type, "bytes_read", bd.BytesRead, "bytes_sent", bd.BytesSent, "bytes_deduplicated", bd.BytesDeduplicated)
 	return nil
 }

@@ -29,12 +29,20 @@ type sessionHub interface {
 // Counters are a job's running totals; safe for concurrent use.
 type Counters struct {
 	BytesRead, BytesSent, BytesDeduplicated, BytesZero atomic.Int64
-	SlotsRead, SlotsUploaded                           atomic.Int64
 }
 
 // Snapshot returns the counters as a progress report.
 func (c *Counters) Progress() api.JobProgress {
 	return api.JobProgress{BytesRead: c.BytesRead.Load(), BytesSent: c.BytesSent.Load(), BytesDeduplicated: c.BytesDeduplicated.Load(), BytesZero: c.BytesZero.Load()}
+}
+
+// remove takes the byte counters of o out of c: a disk's, once it is committed, leaves the
+// job's running totals, which cover only what the hub has not recorded yet.
+func (c *Counters) remove(o *Counters) {
+	c.BytesRead.Add(-o.BytesRead.Load())
+	c.BytesSent.Add(-o.BytesSent.Load())
+	c.BytesDeduplicated.Add(-o.BytesDeduplicated.Load())
+	c.BytesZero.Add(-o.BytesZero.Load())
 }
 
 // UploadOptions bound the uploader.
@@ -147,7 +155,7 @@ func (w *worker) group(ctx context.Context, slots []int64) error {
 		if err := readFull(w.t.Reader, buf, off); err != nil {
 			return fmt.Errorf("read slot %d at offset %d: %w", s, off, err)
 		}
-		w.add(func(c *Counters) { c.BytesRead.Add(n); c.SlotsRead.Add(1) })
+		w.add(func(c *Counters) { c.BytesRead.Add(n) })
 		w.m.readBytes.Add(float64(n))
 		var d chunk.Digest
 		if bytes.Equal(buf, w.zero[:n]) {
@@ -195,7 +203,6 @@ func (w *worker) group(ctx context.Context, slots []int64) error {
 		n := int64(len(plain[sd.Digest]))
 		switch {
 		case missing[sd.Digest]:
-			w.add(func(c *Counters) { c.SlotsUploaded.Add(1) })
 			w.m.slots.WithLabelValues("uploaded").Inc()
 		case sd.Digest != chunk.ZeroDigest(int(n)).String():
 			w.add(func(c *Counters) { c.BytesDeduplicated.Add(n) })

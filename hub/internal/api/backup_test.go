@@ -628,3 +628,94 @@ func (r *countingReader) Read(p []byte) (int, error) {
 	r.read += k
 	return int(k), nil
 }
+
+// Every number an agent reports is checked: a negative or impossible counter is refused with
+// 400 naming the field, the job goes on, and its completion still counts in the metrics.
+func TestAgentNumbersAreChecked(t *testing.T) {
+	forEachHub(t, func(t *testing.T, h *testHub) {
+		a := h.newAgent("a1")
+		img := randomImage(t, 4*testChunk)
+		a.push(twoDiskInventory(int64(len(img)), testChunk))
+		operator := h.apiToken(api.RoleOperator)
+		var b api.Backup
+		h.call(h.client(nil), http.MethodPost, api.PathBackups, operator, api.StartBackupRequest{VM: "pgtest1"}, &b)
+		j := a.nextJob("5s")
+		for _, tc := range []struct {
+			p     api.JobProgress
+			field string
+		}{
+			{api.JobProgress{BytesRead: -999}, "bytes_read"},
+			{api.JobProgress{BytesSent: 1 << 62}, "bytes_sent"},
+			{api.JobProgress{BytesTotal: -1}, "bytes_total"},
+			{api.JobProgress{Phase: "pwned\x1b[2J"}, "phase"},
+			{api.JobProgress{SnapshotRef: "snapshot-1\r\nX"}, "snapshot_ref"},
+		} {
+			code, e := a.call(http.MethodPost, api.Path(api.PathAgentJobProg, j.ID), tc.p, nil)
+			if code != http.StatusBadRequest || e.Field != tc.field {
+				t.Errorf("progress %+v: %d %+v, want 400 naming %s", tc.p, code, e, tc.field)
+			}
+		}
+		disks := map[string]int64{"disk-2000": int64(len(img)), "disk-2001": testChunk}
+		for _, d := range j.Disks {
+			s, code, e := a.openSession(j.ID, d.DiskID, api.OpenSessionRequest{Type: "full", CapacityBytes: disks[d.DiskID], ChunkSize: testChunk})
+			if code != http.StatusOK {
+				t.Fatalf("open: %d %+v", code, e)
+			}
+			for _, bad := range []api.CommitRequest{{BytesRead: -1}, {BytesZero: disks[d.DiskID] + 1}, {SlotsChanged: 99}} {
+				if code, _ := a.call(http.MethodPost, api.Path(api.PathAgentCommitSess, s.ID), bad, nil); code != http.StatusBadRequest {
+					t.Errorf("commit %+v: %d, want 400", bad, code)
+				}
+			}
+			a.commit(s.ID)
+		}
+		if code, e := a.complete(j.ID, "succeeded"); code != http.StatusOK {
+			t.Fatalf("complete after refused reports: %d %+v", code, e)
+		}
+		if v := metricValue(t, h.Reg, "sendense_hub_backup_jobs_finished_total", "result", "succeeded"); v != 1 {
+			t.Fatalf("succeeded jobs counted %v, want 1", v)
+		}
+	})
+}
+
+// A job's totals are the sum of its committed disks plus what the agent reports of the disks
+// still in flight: they move while the job runs, and a resumed agent, which counts only its own
+// work, cannot make them shrink to that.
+func TestJobTotalsAreTheSumOfItsDisks(t *testing.T) {
+	forEachHub(t, func(t *testing.T, h *testHub) {
+		a := h.newAgent("a1")
+		img0, img1 := randomImage(t, 4*testChunk), randomImage(t, 2*testChunk)
+		a.push(twoDiskInventory(int64(len(img0)), int64(len(img1))))
+		operator, viewer := h.apiToken(api.RoleOperator), h.apiToken(api.RoleViewer)
+		var b api.Backup
+		h.call(h.client(nil), http.MethodPost, api.PathBackups, operator, api.StartBackupRequest{VM: "pgtest1"}, &b)
+		j := a.nextJob("5s")
+		show := func() api.Backup {
+			var got api.Backup
+			h.call(h.client(nil), http.MethodGet, api.Path(api.PathBackup, j.ID), viewer, nil, &got)
+			return got
+		}
+		s0, _, _ := a.openSession(j.ID, "disk-2000", api.OpenSessionRequest{Type: "full", CapacityBytes: int64(len(img0)), ChunkSize: testChunk})
+		a.uploadDisk(s0.ID, img0, allSlots(s0.SlotCount))
+		if code, e := a.call(http.MethodPost, api.Path(api.PathAgentCommitSess, s0.ID), api.CommitRequest{SlotsChanged: 4, BytesRead: 4 * testChunk, BytesSent: 3 * testChunk}, nil); code != http.StatusOK {
+			t.Fatalf("commit: %d %+v", code, e)
+		}
+		// The agent restarted: it reports only what it read of disk-2001 since.
+		if code, e := a.call(http.MethodPost, api.Path(api.PathAgentJobProg, j.ID), api.JobProgress{Phase: api.PhaseReading, BytesRead: testChunk, BytesTotal: 6 * testChunk}, nil); code != http.StatusOK {
+			t.Fatalf("progress: %d %+v", code, e)
+		}
+		if got := show(); got.BytesRead != 5*testChunk || got.BytesSent != 3*testChunk || got.Phase != api.PhaseReading || got.BytesTotal != 6*testChunk {
+			t.Fatalf("running totals read=%d sent=%d phase=%q total=%d; want %d, %d, reading, %d", got.BytesRead, got.BytesSent, got.Phase, got.BytesTotal, 5*testChunk, 3*testChunk, 6*testChunk)
+		}
+		s1, _, _ := a.openSession(j.ID, "disk-2001", api.OpenSessionRequest{Type: "full", CapacityBytes: int64(len(img1)), ChunkSize: testChunk})
+		a.uploadDisk(s1.ID, img1, allSlots(s1.SlotCount))
+		if code, e := a.call(http.MethodPost, api.Path(api.PathAgentCommitSess, s1.ID), api.CommitRequest{SlotsChanged: 2, BytesRead: 2 * testChunk, BytesSent: 2 * testChunk}, nil); code != http.StatusOK {
+			t.Fatalf("commit: %d %+v", code, e)
+		}
+		if code, e := a.complete(j.ID, "succeeded"); code != http.StatusOK {
+			t.Fatalf("complete: %d %+v", code, e)
+		}
+		if got := show(); got.BytesRead != 6*testChunk || got.BytesSent != 5*testChunk {
+			t.Fatalf("final totals read=%d sent=%d, want the disks' sum %d and %d", got.BytesRead, got.BytesSent, 6*testChunk, 5*testChunk)
+		}
+	})
+}

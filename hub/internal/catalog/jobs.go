@@ -139,19 +139,21 @@ func (c *Catalog) ClaimJob(ctx context.Context, agentID string, busy []string) (
 	return nil, false, nil
 }
 
-// JobProgress records a running job's liveness and counters; it returns the job.
-func (c *Catalog) JobProgress(ctx context.Context, id, agentID string, p JobCounters, snapshotRef string, snapshotAt time.Time) (*BackupJob, error) {
+// JobProgress records a running job's liveness and progress; it returns the job. The counters of
+// p are those of the disks not yet committed: the job's totals are the sum of its committed
+// disks plus these, so they move while the job runs and stay right after an agent restart.
+func (c *Catalog) JobProgress(ctx context.Context, id, agentID string, p JobProgress) (*BackupJob, error) {
 	now := c.now()
 	q := c.db.NewUpdate().Model((*BackupJob)(nil)).
 		Set("heartbeat_at = ?", now).Set("updated_at = ?", now).
-		Set("bytes_read = ?", p.BytesRead).Set("bytes_sent = ?", p.BytesSent).
-		Set("bytes_deduplicated = ?", p.BytesDeduplicated).Set("bytes_zero = ?", p.BytesZero).
+		Set("phase = ?", p.Phase).Set("bytes_total = ?", p.BytesTotal).
 		Where("id = ?", id).Where("agent_id = ?", agentID).Where("status = ?", api.JobRunning)
-	if snapshotRef != "" {
-		q = q.Set("snapshot_ref = ?", snapshotRef)
+	setTotals(q, id, p.JobCounters)
+	if p.SnapshotRef != "" {
+		q = q.Set("snapshot_ref = ?", p.SnapshotRef)
 	}
-	if !snapshotAt.IsZero() {
-		q = q.Set("snapshot_created_at = ?", snapshotAt.UTC())
+	if !p.SnapshotAt.IsZero() {
+		q = q.Set("snapshot_created_at = ?", p.SnapshotAt.UTC())
 	}
 	if _, err := q.Exec(ctx); err != nil {
 		return nil, fmt.Errorf("record progress of job %s: %w", id, err)
@@ -159,9 +161,28 @@ func (c *Catalog) JobProgress(ctx context.Context, id, agentID string, p JobCoun
 	return c.AgentJob(ctx, id, agentID)
 }
 
+// setTotals sets each byte counter of job id to the sum over its committed disks plus extra.
+func setTotals(q *bun.UpdateQuery, id string, extra JobCounters) {
+	for _, col := range []struct {
+		name string
+		v    int64
+	}{{"bytes_read", extra.BytesRead}, {"bytes_sent", extra.BytesSent}, {"bytes_deduplicated", extra.BytesDeduplicated}, {"bytes_zero", extra.BytesZero}} {
+		q.Set("? = (SELECT COALESCE(SUM(bd.?), 0) FROM backup_disks AS bd WHERE bd.job_id = ?) + ?", bun.Ident(col.name), bun.Ident(col.name), id, col.v)
+	}
+}
+
 // JobCounters are a job's byte counters.
 type JobCounters struct {
 	BytesRead, BytesSent, BytesDeduplicated, BytesZero int64
+}
+
+// JobProgress is what an agent reports of a running job.
+type JobProgress struct {
+	JobCounters           // of the disks not yet committed
+	BytesTotal  int64     // bytes the agent plans to read in all
+	Phase       string    // snapshot, reading, uploading, committing, cleanup
+	SnapshotRef string    // the snapshot's managed object reference
+	SnapshotAt  time.Time // when the snapshot was taken
 }
 
 // RequestCancel cancels a queued job at once, or asks the agent to stop a running one.
@@ -284,6 +305,9 @@ func (c *Catalog) finishJob(ctx context.Context, id, agentID, status, errMsg, no
 		uq := tx.NewUpdate().Model((*BackupJob)(nil)).
 			Set("status = ?", status).Set("finished_at = ?", now).Set("heartbeat_at = ?", now).Set("updated_at = ?", now).
 			Set("type = ?", j.Type).Where("id = ?", id).Where("status = ?", api.JobRunning)
+		if status == api.JobSucceeded {
+			setTotals(uq, id, JobCounters{}) // exactly the sum of the committed disks
+		}
 		if errMsg != "" {
 			uq = uq.Set("error = ?", truncate(errMsg, 4000))
 		}

@@ -163,6 +163,8 @@ type BackupJob struct {
 	BytesSent         int64     `bun:"bytes_sent,notnull"`
 	BytesDeduplicated int64     `bun:"bytes_deduplicated,notnull"`
 	BytesZero         int64     `bun:"bytes_zero,notnull"`
+	BytesTotal        int64     `bun:"bytes_total,notnull"` // what the agent plans to read
+	Phase             string    `bun:"phase,notnull"`       // the agent's last reported phase
 	Error             string    `bun:"error,nullzero"`
 	Protected         bool      `bun:"protected,notnull"`
 	PolicyID          string    `bun:"policy_id,nullzero"`

@@ -355,6 +355,9 @@ func (s *Service) Commit(ctx context.Context, agentID, sessionID string, req api
 		return api.BackupDisk{}, fmt.Errorf("job %s is %s: %w", ls.JobID, ls.JobStatus, catalog.ErrConflict)
 	}
 	sess := &ls.UploadSession
+	if err := checkCommit(req, grid(sess)); err != nil {
+		return api.BackupDisk{}, err
+	}
 	if sess.Status == api.SessionCommitted {
 		bds, err := s.cat.BackupDisks(ctx, sess.JobID)
 		if err != nil {
@@ -416,4 +419,27 @@ func (s *Service) Commit(ctx context.Context, agentID, sessionID string, req api
 	}
 	s.log.InfoContext(ctx, "disk committed", "job_id", sess.JobID, "disk_id", sess.DiskID, "type", sess.Type, "slots_recorded", len(slots), "index", ref.String())
 	return got.Wire(), nil
+}
+
+// checkCommit refuses a commit whose numbers no disk of this geometry can produce: nothing is
+// negative, nothing read exceeds the disk, and what was sent exceeds it at most by the blob
+// framing.
+func checkCommit(req api.CommitRequest, g chunk.Grid) error {
+	if req.SlotsChanged < 0 || req.SlotsChanged > g.Slots() {
+		return &api.FieldError{Field: "slots_changed", Msg: fmt.Sprintf("must be between 0 and %d", g.Slots())}
+	}
+	for _, f := range []struct {
+		name   string
+		v, max int64
+	}{
+		{"bytes_read", req.BytesRead, g.Capacity},
+		{"bytes_deduplicated", req.BytesDeduplicated, g.Capacity},
+		{"bytes_zero", req.BytesZero, g.Capacity},
+		{"bytes_sent", req.BytesSent, g.Slots() * MaxChunkUpload(g.ChunkSize)},
+	} {
+		if f.v < 0 || f.v > f.max {
+			return &api.FieldError{Field: f.name, Msg: fmt.Sprintf("must be between 0 and %d for this disk", f.max)}
+		}
+	}
+	return nil
 }

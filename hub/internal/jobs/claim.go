@@ -3,8 +3,11 @@ package jobs
 import (
 	"context"
 	"errors"
+	"fmt"
+	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sendense/sendense/hub/internal/catalog"
 	"github.com/sendense/sendense/shared/api"
 )
@@ -103,16 +106,52 @@ func (s *Service) JobState(ctx context.Context, agentID, id string) (api.JobStat
 	return jobState(j), nil
 }
 
-// Progress records a running job's heartbeat and counters and answers whether to cancel.
+// Progress records a running job's heartbeat and progress and answers whether to cancel. Every
+// number is checked: none may be negative or exceed what the VM's disks can hold (with room for
+// a disk grown or added since discovery).
 func (s *Service) Progress(ctx context.Context, agentID, id string, p api.JobProgress) (api.JobState, error) {
-	j, err := s.cat.JobProgress(ctx, id, agentID, catalog.JobCounters{
-		BytesRead: p.BytesRead, BytesSent: p.BytesSent, BytesDeduplicated: p.BytesDeduplicated, BytesZero: p.BytesZero,
-	}, p.SnapshotRef, p.SnapshotCreatedAt)
+	j, err := s.cat.AgentJob(ctx, id, agentID)
+	if err != nil {
+		return api.JobState{}, err
+	}
+	disks, err := s.cat.VMDisks(ctx, j.VMContextID)
+	if err != nil {
+		return api.JobState{}, err
+	}
+	limit := int64(MaxDiskBytes)
+	for _, d := range disks {
+		if d.Status == api.DiskPresent && d.Backupable {
+			limit += 2 * d.CapacityBytes
+		}
+	}
+	for _, f := range []struct {
+		name string
+		v    int64
+	}{{"bytes_read", p.BytesRead}, {"bytes_sent", p.BytesSent}, {"bytes_deduplicated", p.BytesDeduplicated}, {"bytes_zero", p.BytesZero}, {"bytes_total", p.BytesTotal}} {
+		if f.v < 0 || f.v > limit {
+			return api.JobState{}, &api.FieldError{Field: f.name, Msg: fmt.Sprintf("must be between 0 and %d for this VM's disks", limit)}
+		}
+	}
+	switch p.Phase {
+	case "", api.PhaseSnapshot, api.PhaseReading, api.PhaseFinished:
+	default:
+		return api.JobState{}, &api.FieldError{Field: "phase", Msg: "must be snapshot, reading or finished"}
+	}
+	if len(p.SnapshotRef) > 255 || strings.IndexFunc(p.SnapshotRef, func(r rune) bool { return r < 0x21 || r > 0x7e }) >= 0 {
+		return api.JobState{}, &api.FieldError{Field: "snapshot_ref", Msg: "must be a managed object reference: at most 255 printable ASCII characters"}
+	}
+	j, err = s.cat.JobProgress(ctx, id, agentID, catalog.JobProgress{
+		JobCounters: catalog.JobCounters{BytesRead: p.BytesRead, BytesSent: p.BytesSent, BytesDeduplicated: p.BytesDeduplicated, BytesZero: p.BytesZero},
+		BytesTotal:  p.BytesTotal, Phase: p.Phase, SnapshotRef: p.SnapshotRef, SnapshotAt: p.SnapshotCreatedAt,
+	})
 	if err != nil {
 		return api.JobState{}, err
 	}
 	return jobState(j), nil
 }
+
+// MaxDiskBytes bounds the capacity of one disk (64 TiB, the vSphere limit).
+const MaxDiskBytes = 64 << 40
 
 // Complete ends a job. A success requires a committed session for every disk of the job; a
 // failure or cancellation discards whatever the job wrote.
@@ -137,9 +176,11 @@ func (s *Service) Complete(ctx context.Context, agentID, id string, c api.JobCom
 		s.metrics.backupDuration.Observe(j.FinishedAt.Sub(j.StartedAt).Seconds())
 	}
 	if j.Status == api.JobSucceeded {
-		s.metrics.bytesRead.Add(float64(j.BytesRead))
-		s.metrics.bytesSent.Add(float64(j.BytesSent))
-		s.metrics.bytesDedup.Add(float64(j.BytesDeduplicated))
+		// The totals are sums of checked numbers; still, a metric must never fail a request
+		// (a negative Add panics), so only non-negative values are added.
+		addBytes(s.metrics.bytesRead, j.BytesRead)
+		addBytes(s.metrics.bytesSent, j.BytesSent)
+		addBytes(s.metrics.bytesDedup, j.BytesDeduplicated)
 	}
 	level := s.log.InfoContext
 	if j.Status != api.JobSucceeded {
@@ -174,5 +215,12 @@ func (s *Service) ReapStale(ctx context.Context, interval time.Duration) error {
 				s.removeIndexes(ctx, f.Job.RepositoryID, vm.InstanceUUID, f.Discarded)
 			}
 		}
+	}
+}
+
+// addBytes adds n to a byte counter when n is not negative.
+func addBytes(c prometheus.Counter, n int64) {
+	if n > 0 {
+		c.Add(float64(n))
 	}
 }

@@ -35,7 +35,7 @@ type backupCatalog interface {
 	JobByID(ctx context.Context, id string) (*catalog.BackupJob, error)
 	AgentJob(ctx context.Context, id, agentID string) (*catalog.BackupJob, error)
 	ClaimJob(ctx context.Context, agentID string, busy []string) (*catalog.BackupJob, bool, error)
-	JobProgress(ctx context.Context, id, agentID string, p catalog.JobCounters, snapshotRef string, snapshotAt time.Time) (*catalog.BackupJob, error)
+	JobProgress(ctx context.Context, id, agentID string, p catalog.JobProgress) (*catalog.BackupJob, error)
 	RequestCancel(ctx context.Context, id string) (*catalog.BackupJob, error)
 	FinishJob(ctx context.Context, id, agentID, status, errMsg, notes string) (*catalog.BackupJob, []catalog.BackupDisk, error)
 	FailStaleJobs(ctx context.Context, cutoff time.Time) ([]catalog.FailedJob, error)

@@ -1,0 +1,3 @@
+ALTER TABLE backup_jobs DROP COLUMN bytes_total;
+--bun:split
+ALTER TABLE backup_jobs DROP COLUMN phase;

@@ -1,0 +1,3 @@
+ALTER TABLE backup_jobs ADD COLUMN phase VARCHAR(32) NOT NULL DEFAULT '';
+--bun:split
+ALTER TABLE backup_jobs ADD COLUMN bytes_total BIGINT NOT NULL DEFAULT 0;

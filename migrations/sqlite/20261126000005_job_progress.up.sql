@@ -1,0 +1,3 @@
+ALTER TABLE backup_jobs ADD COLUMN phase TEXT NOT NULL DEFAULT '';
+--bun:split
+ALTER TABLE backup_jobs ADD COLUMN bytes_total INTEGER NOT NULL DEFAULT 0;
