@@ -1,6 +1,7 @@
-// Package inventory records what agents discover: it applies inventory pushes to the catalog,
-// turns the changes into logged and counted events, and answers operators' questions about VMs
-// and their disks.
+// Package inventory records what agents discover: it decides what an inventory push changes (VMs
+// and disks added, gone, returned, renamed, resized, moved; CBT turned off) and which catalog rows
+// that writes, turns the changes into logged and counted events, and answers operators' questions
+// about VMs and their disks.
 package inventory
 
 import (
@@ -18,7 +19,7 @@ import (
 
 // inventoryCatalog is what this package needs from the catalog.
 type inventoryCatalog interface {
-	ApplyInventory(ctx context.Context, agentID string, inv *api.Inventory) ([]api.InventoryEvent, error)
+	ApplyInventory(ctx context.Context, agentID string, src api.Source, decide func(st *catalog.InventoryState) (*catalog.InventoryChanges, error)) error
 	VMs(ctx context.Context, f catalog.VMFilter) ([]catalog.VMWithSource, int, error)
 	VMByContextID(ctx context.Context, id string) (*catalog.VMWithSource, error)
 	VMDisks(ctx context.Context, contextID string) ([]catalog.VMDisk, error)
@@ -74,7 +75,12 @@ func (s *Service) Apply(ctx context.Context, agentID string, inv *api.Inventory)
 		return api.InventoryResult{}, err
 	}
 	start := time.Now()
-	evs, err := s.cat.ApplyInventory(ctx, agentID, inv)
+	var evs []api.InventoryEvent
+	err := s.cat.ApplyInventory(ctx, agentID, inv.Source, func(st *catalog.InventoryState) (*catalog.InventoryChanges, error) {
+		ch, e, err := diff(st, agentID, inv)
+		evs = e
+		return ch, err
+	})
 	if err != nil {
 		s.pushes.WithLabelValues("error").Inc()
 		return api.InventoryResult{}, fmt.Errorf("apply inventory of source %s: %w", inv.Source.Name, err)
