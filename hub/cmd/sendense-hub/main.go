@@ -66,6 +66,7 @@ func newRootCmd(e *env) *cobra.Command {
 		newPolicyCmd(e),
 		newConfigCmd(e),
 		newPruneCmd(e),
+		newEventsCmd(e),
 		&cobra.Command{
 			Use:   "version",
 			Short: "Print the version",

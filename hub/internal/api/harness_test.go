@@ -26,6 +26,7 @@ import (
 	"github.com/sendense/sendense/hub/internal/backup"
 	"github.com/sendense/sendense/hub/internal/catalog"
 	"github.com/sendense/sendense/hub/internal/catalog/catalogtest"
+	"github.com/sendense/sendense/hub/internal/events"
 	"github.com/sendense/sendense/hub/internal/identity"
 	"github.com/sendense/sendense/hub/internal/inventory"
 	"github.com/sendense/sendense/hub/internal/pki"
@@ -113,7 +114,7 @@ func newTestHub(t *testing.T, c *catalog.Catalog) *testHub {
 	}
 	backups := backup.New(c, repos, log, backup.NewMetrics(reg), backup.Options{Now: clock.Now, PollInterval: 50 * time.Millisecond})
 	srv := hubapi.New(hubapi.Deps{Log: log, Registry: reg, Catalog: c, Repository: repo, Identity: ids, Inventory: inv, Backup: backups, Restore: restore.New(c, repos), Repositories: repos,
-		Policies: policy.New(c, backups, log, clock.Now)})
+		Policies: policy.New(c, backups, log, clock.Now), Events: events.New(c, log)})
 	ts := httptest.NewUnstartedServer(srv.Handler())
 	ts.Config.ErrorLog = slog.NewLogLogger(log.Handler(), slog.LevelWarn)
 	ts.TLS = &tls.Config{

@@ -14,7 +14,7 @@ import (
 
 // inventoryService is what the API needs for discovery and VM queries.
 type inventoryService interface {
-	Apply(ctx context.Context, agentID string, inv *api.Inventory) (api.InventoryResult, error)
+	Apply(ctx context.Context, agentID, addr string, inv *api.Inventory) (api.InventoryResult, error)
 	List(ctx context.Context, f catalog.VMFilter) (api.VMList, error)
 	Show(ctx context.Context, idOrName string) (api.VMContext, error)
 }
@@ -32,7 +32,7 @@ func (s *Server) putInventory(c *gin.Context) {
 		s.fail(c, err)
 		return
 	}
-	res, err := s.deps.Inventory.Apply(c.Request.Context(), agentID(c), &inv)
+	res, err := s.deps.Inventory.Apply(c.Request.Context(), agentID(c), c.ClientIP(), &inv)
 	if err != nil {
 		s.fail(c, err)
 		return

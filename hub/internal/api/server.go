@@ -43,6 +43,7 @@ type Deps struct {
 	// Repositories lists and creates repositories.
 	Repositories repositoryService
 	Policies     policyService
+	Events       eventService
 	Started      time.Time
 }
 
@@ -73,6 +74,9 @@ func New(d Deps) *Server {
 	if d.Registry != nil {
 		d.Registry.MustRegister(s.restoreBytes, s.restoreFailures)
 	}
+	// The hub is reached directly (agents over mutual TLS cannot pass a proxy), so the client
+	// address is the connection's: X-Forwarded-For from a client is never believed.
+	_ = s.engine.SetTrustedProxies(nil)
 	s.engine.ContextWithFallback = true
 	s.engine.HandleMethodNotAllowed = true
 	s.engine.Use(s.recovery(), s.logRequests(), s.metrics.middleware())
@@ -91,6 +95,7 @@ func New(d Deps) *Server {
 	s.registerRestore(v1)
 	s.registerRepositories(v1)
 	s.registerPolicies(v1)
+	s.registerEvents(v1)
 	s.registerOpenAPI()
 	return s
 }

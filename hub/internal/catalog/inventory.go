@@ -43,11 +43,13 @@ type InventoryChanges struct {
 	GoneVMs []string
 	// GoneDisks are ids (vm_disks.id) of disks marked gone.
 	GoneDisks []int64
+	// Events are recorded with the changes they describe.
+	Events []Event
 }
 
 // Empty reports whether the changes write nothing.
 func (ch *InventoryChanges) Empty() bool {
-	return len(ch.NewVMs)+len(ch.NewDisks)+len(ch.VMs)+len(ch.Disks)+len(ch.GoneVMs)+len(ch.GoneDisks) == 0
+	return len(ch.NewVMs)+len(ch.NewDisks)+len(ch.VMs)+len(ch.Disks)+len(ch.GoneVMs)+len(ch.GoneDisks)+len(ch.Events) == 0
 }
 
 // ApplyInventory records one inventory push of agentID for source src in one transaction: it
@@ -132,7 +134,7 @@ func writeInventory(ctx context.Context, tx bun.Tx, ch *InventoryChanges, now ti
 	if err := bulkInsert(ctx, tx, ch.NewDisks); err != nil {
 		return fmt.Errorf("insert disks: %w", err)
 	}
-	return nil
+	return insertEvents(ctx, tx, ch.Events)
 }
 
 func bulkInsert[T any](ctx context.Context, tx bun.Tx, rows []T) error {

@@ -55,8 +55,7 @@ func New(cat inventoryCatalog, log *slog.Logger, reg prometheus.Registerer) *Ser
 			Buckets: prometheus.ExponentialBuckets(0.005, 2, 14),
 		}, []string{}),
 	}
-	for _, k := range []string{api.EventVMAdded, api.EventVMGone, api.EventVMReturned, api.EventVMRenamed, api.EventCBTDisabled,
-		api.EventDiskAdded, api.EventDiskRemoved, api.EventDiskResized, api.EventDiskMoved, api.EventDiskReturn} {
+	for _, k := range api.InventoryEventTypes {
 		s.events.WithLabelValues(k)
 	}
 	for _, r := range []string{"applied", "unchanged", "rejected", "error"} {
@@ -68,8 +67,9 @@ func New(cat inventoryCatalog, log *slog.Logger, reg prometheus.Registerer) *Ser
 	return s
 }
 
-// Apply validates and records the complete inventory of one source of agentID.
-func (s *Service) Apply(ctx context.Context, agentID string, inv *api.Inventory) (api.InventoryResult, error) {
+// Apply validates and records the complete inventory of one source of agentID, pushed from the
+// client address addr; the changes and their events are recorded together or not at all.
+func (s *Service) Apply(ctx context.Context, agentID, addr string, inv *api.Inventory) (api.InventoryResult, error) {
 	if err := inv.Validate(); err != nil {
 		s.pushes.WithLabelValues("rejected").Inc()
 		return api.InventoryResult{}, err
@@ -78,8 +78,12 @@ func (s *Service) Apply(ctx context.Context, agentID string, inv *api.Inventory)
 	var evs []api.InventoryEvent
 	err := s.cat.ApplyInventory(ctx, agentID, inv.Source, func(st *catalog.InventoryState) (*catalog.InventoryChanges, error) {
 		ch, e, err := diff(st, agentID, inv)
+		if err != nil {
+			return nil, err
+		}
 		evs = e
-		return ch, err
+		ch.Events = eventRows(e, st.Now, agentID, addr, inv.Source.Name)
+		return ch, nil
 	})
 	if err != nil {
 		s.pushes.WithLabelValues("error").Inc()
@@ -110,6 +114,25 @@ func (s *Service) Apply(ctx context.Context, agentID string, inv *api.Inventory)
 		Source: inv.Source.Name, VMs: len(inv.VMs), Disks: disks, Events: evs, Unchanged: len(evs) == 0,
 		AppliedAt: time.Now().UTC(), ElapsedSecs: elapsed.Seconds(),
 	}, nil
+}
+
+// eventRows are the stored form of an inventory push's events: the agent is their actor.
+func eventRows(evs []api.InventoryEvent, at time.Time, agentID, addr, source string) []catalog.Event {
+	rows := make([]catalog.Event, 0, len(evs))
+	for _, e := range evs {
+		details := map[string]string{"source": source}
+		if e.DiskID != "" {
+			details["disk_id"] = e.DiskID
+		}
+		if e.Detail != "" {
+			details["detail"] = e.Detail
+		}
+		rows = append(rows, catalog.Event{
+			Type: e.Kind, OccurredAt: at, VMContextID: e.VMContextID, VMName: e.VMName, AgentID: agentID,
+			Actor: agentID, SourceAddress: addr, Outcome: api.OutcomeOK, Details: details,
+		})
+	}
+	return rows
 }
 
 // VMInfo converts a catalog VM (and optionally its disks) to the API form.

@@ -69,7 +69,7 @@ func snap(t *testing.T, c *catalog.Catalog) snapshot {
 
 func apply(t *testing.T, s *inventory.Service, agent string, inv *api.Inventory) []api.InventoryEvent {
 	t.Helper()
-	res, err := s.Apply(t.Context(), agent, inv)
+	res, err := s.Apply(t.Context(), agent, "192.0.2.1", inv)
 	if err != nil {
 		t.Fatalf("apply: %v", err)
 	}
@@ -135,7 +135,18 @@ func TestInventorySeedScenario(t *testing.T) {
 			}
 		}
 
-		// The same inventory again, later: nothing changes, not even updated_at.
+		// The event is stored with the change, its agent as the actor.
+		stored, n, err := c.Events(t.Context(), catalog.EventFilter{})
+		if err != nil || n != 1 {
+			t.Fatalf("stored events: %d %v", n, err)
+		}
+		want := catalog.Event{ID: stored[0].ID, Type: api.EventVMAdded, OccurredAt: clock, VMContextID: vm.ContextID, VMName: "pgtest1",
+			AgentID: "agent-1", Actor: "agent-1", SourceAddress: "192.0.2.1", Outcome: api.OutcomeOK, Details: map[string]string{"source": "vc1"}}
+		if diff := cmp.Diff(want, stored[0]); diff != "" {
+			t.Fatalf("stored event (-want +got):\n%s", diff)
+		}
+
+		// The same inventory again, later: nothing changes, not even updated_at, and no event.
 		before := snap(t, c)
 		clock = clock.Add(time.Hour)
 		if evs := apply(t, s, "agent-1", pgtest1()); len(evs) != 0 {
@@ -143,6 +154,9 @@ func TestInventorySeedScenario(t *testing.T) {
 		}
 		if diff := cmp.Diff(before, snap(t, c)); diff != "" {
 			t.Fatalf("repeated push changed rows (-before +after):\n%s", diff)
+		}
+		if _, n, _ := c.Events(t.Context(), catalog.EventFilter{}); n != 1 {
+			t.Fatalf("%d events after a repeated push, want 1", n)
 		}
 	})
 }
@@ -169,6 +183,11 @@ func TestInventoryChanges(t *testing.T) {
 		want := []string{"vm_renamed:", "cbt_disabled:", "disk_resized:disk-2000", "disk_removed:disk-2001"}
 		if diff := cmp.Diff(want, kinds(evs)); diff != "" {
 			t.Fatalf("events (-want +got):\n%s", diff)
+		}
+		stored, _, err := c.Events(t.Context(), catalog.EventFilter{Type: api.EventDiskResized})
+		if err != nil || len(stored) != 1 || stored[0].VMName != "pgtest1-renamed" ||
+			!cmp.Equal(stored[0].Details, map[string]string{"source": "vc1", "disk_id": "disk-2000", "detail": "102000000000 → 110000000000 bytes"}) {
+			t.Fatalf("stored resize event %+v %v", stored, err)
 		}
 		vm, err := c.VMByContextID(t.Context(), ctxID)
 		if err != nil {
@@ -247,14 +266,14 @@ func TestInventoryScale(t *testing.T) {
 		}
 		ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
 		defer cancel()
-		if _, err := s.Apply(ctx, "agent-1", inv); err != nil {
+		if _, err := s.Apply(ctx, "agent-1", "192.0.2.1", inv); err != nil {
 			t.Fatal(err)
 		}
 		_, n, _ := c.VMs(t.Context(), catalog.VMFilter{})
 		if n != 1000 {
 			t.Fatalf("%d vms recorded", n)
 		}
-		res, err := s.Apply(ctx, "agent-1", inv)
+		res, err := s.Apply(ctx, "agent-1", "192.0.2.1", inv)
 		if err != nil || !res.Unchanged || len(res.Events) != 0 {
 			t.Fatalf("repeat: %v %+v", err, res)
 		}

@@ -41,7 +41,7 @@ func seed(t *testing.T, c *catalog.Catalog) {
 		inv.VMs = append(inv.VMs, api.VM{InstanceUUID: "u-" + n, Name: n, Template: n == "golden",
 			Disks: []api.Disk{{Key: 2000, DiskID: "disk-2000", CapacityBytes: 1 << 30, Backupable: true}}})
 	}
-	if _, err := inventory.New(c, quiet, nil).Apply(ctx, "agent-1", inv); err != nil {
+	if _, err := inventory.New(c, quiet, nil).Apply(ctx, "agent-1", "192.0.2.1", inv); err != nil {
 		t.Fatal(err)
 	}
 	if _, _, err := storage.NewManager(c).Create(ctx, storage.DefaultName, t.TempDir(), 0); err != nil {
