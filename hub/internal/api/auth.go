@@ -12,7 +12,6 @@ import (
 	"github.com/gin-gonic/gin"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/sendense/sendense/hub/internal/catalog"
 	"github.com/sendense/sendense/hub/internal/identity"
 	"github.com/sendense/sendense/shared/api"
 )
@@ -20,10 +19,10 @@ import (
 // identityService is what the API needs to authenticate callers and manage identities.
 type identityService interface {
 	Enroll(ctx context.Context, req api.EnrollRequest) (api.EnrollResponse, error)
-	AuthenticateAgent(ctx context.Context, cert *x509.Certificate) (*catalog.Agent, error)
+	AuthenticateAgent(ctx context.Context, cert *x509.Certificate) (api.Agent, error)
 	Renew(ctx context.Context, agentID, csrPEM string) (api.RenewResponse, error)
 	Heartbeat(ctx context.Context, agentID string, req api.HeartbeatRequest) (api.HeartbeatResponse, error)
-	AuthenticateToken(ctx context.Context, bearer string) (*catalog.APIToken, error)
+	AuthenticateToken(ctx context.Context, bearer string) (api.APITokenInfo, error)
 	Agents(ctx context.Context) ([]api.Agent, error)
 	Agent(ctx context.Context, id string) (api.Agent, error)
 	RevokeAgent(ctx context.Context, id string) error

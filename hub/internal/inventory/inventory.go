@@ -164,9 +164,18 @@ func DiskInfo(d *catalog.VMDisk) api.VMDisk {
 	}
 }
 
+// Filter selects VMs for listing. The zero Filter selects every VM.
+type Filter struct {
+	Name    string // exact VM name
+	Status  string // api.VMDiscovered, api.VMProtected, api.VMGone
+	AgentID string
+	Limit   int // 0: all
+	Offset  int
+}
+
 // List returns VMs matching the filter.
-func (s *Service) List(ctx context.Context, f catalog.VMFilter) (api.VMList, error) {
-	vms, total, err := s.cat.VMs(ctx, f)
+func (s *Service) List(ctx context.Context, f Filter) (api.VMList, error) {
+	vms, total, err := s.cat.VMs(ctx, catalog.VMFilter{Name: f.Name, Status: f.Status, AgentID: f.AgentID, Limit: f.Limit, Offset: f.Offset})
 	if err != nil {
 		return api.VMList{}, err
 	}

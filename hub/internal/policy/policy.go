@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/sendense/sendense/hub/internal/catalog"
+	"github.com/sendense/sendense/hub/internal/inventory"
 	"github.com/sendense/sendense/hub/internal/retention"
 	"github.com/sendense/sendense/hub/internal/schedule"
 	"github.com/sendense/sendense/hub/internal/storage"
@@ -262,7 +263,7 @@ func (s *Service) Covered(ctx context.Context, p *catalog.Policy) ([]catalog.VMW
 }
 
 // Unprotected lists the VMs (not gone, not templates) that no enabled policy covers.
-func (s *Service) Unprotected(ctx context.Context) ([]catalog.VMWithSource, error) {
+func (s *Service) Unprotected(ctx context.Context) ([]api.VMContext, error) {
 	ps, err := s.cat.Policies(ctx)
 	if err != nil {
 		return nil, err
@@ -271,14 +272,14 @@ func (s *Service) Unprotected(ctx context.Context) ([]catalog.VMWithSource, erro
 	if err != nil {
 		return nil, err
 	}
-	var out []catalog.VMWithSource
+	var out []api.VMContext
 	for i := range vms {
 		vm := &vms[i]
 		if vm.CurrentStatus == api.VMGone || vm.IsTemplate {
 			continue
 		}
 		if !slices.ContainsFunc(ps, func(p catalog.Policy) bool { return covers(&p, vm) }) {
-			out = append(out, *vm)
+			out = append(out, inventory.VMInfo(vm, nil))
 		}
 	}
 	return out, nil
