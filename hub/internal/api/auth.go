@@ -139,6 +139,7 @@ func (s *Server) requireRole(need string) gin.HandlerFunc {
 		t, err := s.deps.Identity.AuthenticateToken(c.Request.Context(), strings.TrimSpace(bearer))
 		if err == nil && !identity.Allows(t.Role, need) {
 			c.Set(ctxTokenID, t.ID)
+			c.Set(ctxTokenName, t.Name)
 			err = fmt.Errorf("%w: %s role is needed, token %s has %s", identity.ErrForbiddenRole, need, t.ID, t.Role)
 		}
 		if err != nil {
@@ -147,6 +148,7 @@ func (s *Server) requireRole(need string) gin.HandlerFunc {
 			return
 		}
 		c.Set(ctxTokenID, t.ID)
+		c.Set(ctxTokenName, t.Name)
 		c.Set(ctxRole, t.Role)
 		c.Next()
 	}

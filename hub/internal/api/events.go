@@ -11,9 +11,12 @@ import (
 	"github.com/sendense/sendense/shared/api"
 )
 
-// eventService lists recorded events.
+// eventService records and lists events.
 type eventService interface {
+	// List returns the events matching f, newest first; an invalid filter is an *api.FieldError.
 	List(ctx context.Context, f events.Filter) (api.EventList, error)
+	// Record stores one event; a zero At is the current time.
+	Record(ctx context.Context, e api.Event) error
 }
 
 func (s *Server) registerEvents(v1 *gin.RouterGroup) {

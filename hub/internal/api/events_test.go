@@ -50,22 +50,22 @@ func TestInventoryEventsAreServed(t *testing.T) {
 			t.Fatalf("page %v", page)
 		}
 
-		l := h.events(viewer, "")
-		ev := l.Events[0]
+		ev := h.events(viewer, "?vm=pgtest1").Events[0]
 		if ev.AgentID != agentID || ev.Actor != agentID || ev.SourceAddress != "127.0.0.1" || ev.Outcome != api.OutcomeOK || ev.Details["source"] != "vc1" {
 			t.Fatalf("event %+v", ev)
 		}
 		past, future := url.QueryEscape(ev.At.Add(-time.Second).Format(time.RFC3339)), url.QueryEscape(ev.At.Add(time.Minute).Format(time.RFC3339))
 		for q, want := range map[string][2]int{ // events on the page, total
-			"?vm=pgtest1":                   {1, 1},
-			"?vm=" + ev.VMContextID:         {1, 1},
-			"?vm=pgtest2":                   {0, 0},
-			"?type=vm_gone":                 {0, 0},
-			"?type=vm_added&vm=pgtest1":     {1, 1},
-			"?since=" + past:                {1, 1},
-			"?since=" + future:              {0, 0},
-			"?since=2026-01-02T15:04:05.5Z": {1, 1},
-			"?limit=1&offset=1":             {0, 1},
+			"?vm=pgtest1":                                 {1, 1},
+			"?vm=" + ev.VMContextID:                       {1, 1},
+			"?vm=pgtest2":                                 {0, 0},
+			"?type=vm_gone":                               {0, 0},
+			"?type=vm_added&vm=pgtest1":                   {1, 1},
+			"?type=vm_added&since=" + past:                {1, 1},
+			"?type=vm_added&since=" + future:              {0, 0},
+			"?type=vm_added&since=2026-01-02T15:04:05.5Z": {1, 1},
+			"?type=vm_added&limit=1&offset=1":             {0, 1},
+			"?type=audit":                                 {1, 1}, // the enrollment
 		} {
 			if l := h.events(viewer, q); len(l.Events) != want[0] || l.Page.Total != want[1] {
 				t.Errorf("%s: %d events of %d, want %d of %d", q, len(l.Events), l.Page.Total, want[0], want[1])
