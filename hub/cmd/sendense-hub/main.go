@@ -105,7 +105,7 @@ func catalogCmd(e *env, fn func(cmd *cobra.Command, cfg *config.Config, cat *cat
 		if err != nil {
 			return err
 		}
-		cat, err := openCatalog(cmd.Context(), cfg)
+		cat, err := openCatalog(cmd.Context(), cfg, nil, nil)
 		if err != nil {
 			return err
 		}

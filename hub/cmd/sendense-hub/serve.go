@@ -50,8 +50,9 @@ func newServeCmd(e *env) *cobra.Command {
 	}
 }
 
-// openCatalog opens the configured catalog (SQLite in the data dir unless a DSN is set).
-func openCatalog(ctx context.Context, cfg *config.Config) (*catalog.Catalog, error) {
+// openCatalog opens the configured catalog (SQLite in the data dir unless a DSN is set); log and
+// reg may be nil.
+func openCatalog(ctx context.Context, cfg *config.Config, log *slog.Logger, reg prometheus.Registerer) (*catalog.Catalog, error) {
 	pw, err := cfg.DBPassword()
 	if err != nil {
 		return nil, err
@@ -61,7 +62,7 @@ func openCatalog(ctx context.Context, cfg *config.Config) (*catalog.Catalog, err
 			return nil, fmt.Errorf("create data dir: %w", err)
 		}
 	}
-	return catalog.Open(ctx, catalog.Options{MySQLDSN: cfg.DB, MySQLPassword: pw, SQLitePath: cfg.SQLitePath()})
+	return catalog.Open(ctx, catalog.Options{MySQLDSN: cfg.DB, MySQLPassword: pw, SQLitePath: cfg.SQLitePath(), Log: log, Registerer: reg})
 }
 
 func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
@@ -77,7 +78,14 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	cat, err := openCatalog(ctx, cfg)
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		buildInfo("sendense_hub_build_info"),
+		certExpiry(ca.Cert, cert.Leaf),
+	)
+	cat, err := openCatalog(ctx, cfg, log, reg)
 	if err != nil {
 		return err
 	}
@@ -91,22 +99,12 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		return fmt.Errorf("default repository: %w", err)
 	}
 
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(
-		collectors.NewGoCollector(),
-		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		buildInfo("sendense_hub_build_info"),
-		certExpiry(ca.Cert, cert.Leaf),
-	)
-	cat.Instrument(log, reg)
-	ids := identity.New(cat, ca, log, identity.Options{HubURL: hubURL(cfg), CertLifetime: cfg.AgentCertLifetime})
-	reg.MustRegister(identity.NewAgentCollector(cat, log))
+	ids := identity.New(cat, ca, log, reg, identity.Options{HubURL: hubURL(cfg), CertLifetime: cfg.AgentCertLifetime})
 	inv := inventory.New(cat, log, reg)
 	backups := backup.New(cat, repos, log, backup.NewMetrics(reg), backup.Options{JobTimeout: cfg.JobTimeout})
 	reg.MustRegister(backup.NewJobsCollector(cat, log))
 	reg.MustRegister(verify.NewCollector(cat, log), storage.NewCollector(repos, log))
-	policies := policy.New(cat, backups, log, nil)
-	reg.MustRegister(policy.NewCollector(policies, log))
+	policies := policy.New(cat, backups, log, reg, nil)
 	collector := gc.New(cat, repos, log, gc.NewMetrics(reg))
 	verifier := verify.New(cat, repos, log, verify.NewMetrics(reg), 2)
 	backups.OnFinished = func(j catalog.BackupJob) {

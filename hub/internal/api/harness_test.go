@@ -99,10 +99,10 @@ func newTestHub(t *testing.T, c *catalog.Catalog) *testHub {
 		t.Fatal(err)
 	}
 	clock := &fakeClock{t: time.Now().UTC()}
-	c.SetClock(clock.Now)
-	ids := identity.New(c, ca, log, identity.Options{HubURL: "https://127.0.0.1:1", CertLifetime: 24 * time.Hour, Now: clock.Now})
-	repoDir := t.TempDir()
 	reg := prometheus.NewRegistry()
+	c.SetClock(clock.Now)
+	ids := identity.New(c, ca, log, reg, identity.Options{HubURL: "https://127.0.0.1:1", CertLifetime: 24 * time.Hour, Now: clock.Now})
+	repoDir := t.TempDir()
 	inv := inventory.New(c, log, reg)
 	repos := storage.NewManager(c)
 	if _, _, err := repos.Create(context.Background(), storage.DefaultName, repoDir, 64<<10); err != nil {
@@ -114,7 +114,7 @@ func newTestHub(t *testing.T, c *catalog.Catalog) *testHub {
 	}
 	backups := backup.New(c, repos, log, backup.NewMetrics(reg), backup.Options{Now: clock.Now, PollInterval: 50 * time.Millisecond})
 	srv := hubapi.New(hubapi.Deps{Log: log, Registry: reg, Catalog: c, Repository: repo, Identity: ids, Inventory: inv, Backup: backups, Restore: restore.New(c, repos), Repositories: repos,
-		Policies: policy.New(c, backups, log, clock.Now), Events: events.New(c, log)})
+		Policies: policy.New(c, backups, log, reg, clock.Now), Events: events.New(c, log)})
 	ts := httptest.NewUnstartedServer(srv.Handler())
 	ts.Config.ErrorLog = slog.NewLogLogger(log.Handler(), slog.LevelWarn)
 	ts.TLS = &tls.Config{

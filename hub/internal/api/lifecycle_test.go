@@ -25,7 +25,7 @@ import (
 
 func (h *testHub) policies() *policy.Service {
 	b := backup.New(h.Cat, storage.NewManager(h.Cat), slog.New(slog.DiscardHandler), nil, backup.Options{Now: h.Clock.Now})
-	return policy.New(h.Cat, b, slog.New(slog.DiscardHandler), h.Clock.Now)
+	return policy.New(h.Cat, b, slog.New(slog.DiscardHandler), nil, h.Clock.Now)
 }
 
 func (h *testHub) collector() *gc.Collector {

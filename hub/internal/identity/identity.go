@@ -17,6 +17,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/sendense/sendense/hub/internal/catalog"
 	"github.com/sendense/sendense/hub/internal/pki"
 	"github.com/sendense/sendense/shared/api"
@@ -58,6 +60,7 @@ type identityCatalog interface {
 	APITokens(ctx context.Context) ([]catalog.APIToken, error)
 	RevokeAPIToken(ctx context.Context, id string) error
 	TouchAPIToken(ctx context.Context, id string) error
+	CountAgentsByStatus(ctx context.Context) (map[string]int, error)
 }
 
 // Service implements identity for the API and the CLI.
@@ -80,13 +83,17 @@ type Options struct {
 	Now func() time.Time
 }
 
-// New returns the identity service.
-func New(cat identityCatalog, ca *pki.CA, log *slog.Logger, opts Options) *Service {
+// New returns the identity service, registering its collector (agents by status, last seen,
+// certificate expiry) on reg unless reg is nil.
+func New(cat identityCatalog, ca *pki.CA, log *slog.Logger, reg prometheus.Registerer, opts Options) *Service {
 	if opts.CertLifetime <= 0 {
 		opts.CertLifetime = 30 * 24 * time.Hour
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
+	}
+	if reg != nil {
+		reg.MustRegister(newAgentCollector(cat, log))
 	}
 	return &Service{cat: cat, ca: ca, log: log, hubURL: opts.HubURL, certLifetime: opts.CertLifetime, now: opts.Now}
 }

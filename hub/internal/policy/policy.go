@@ -16,6 +16,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/sendense/sendense/hub/internal/catalog"
 	"github.com/sendense/sendense/hub/internal/inventory"
 	"github.com/sendense/sendense/hub/internal/retention"
@@ -56,12 +58,17 @@ type Service struct {
 	now  func() time.Time
 }
 
-// New returns the service; now is the clock (nil: time.Now).
-func New(cat policyCatalog, jobs jobs, log *slog.Logger, now func() time.Time) *Service {
+// New returns the service, registering its collector (per-policy run state, unprotected VMs) on
+// reg unless reg is nil; now is the clock (nil: time.Now).
+func New(cat policyCatalog, jobs jobs, log *slog.Logger, reg prometheus.Registerer, now func() time.Time) *Service {
 	if now == nil {
 		now = time.Now
 	}
-	return &Service{cat: cat, jobs: jobs, log: log, now: now}
+	s := &Service{cat: cat, jobs: jobs, log: log, now: now}
+	if reg != nil {
+		reg.MustRegister(newCollector(s, log))
+	}
+	return s
 }
 
 func rule(p *catalog.Policy) retention.Rule {

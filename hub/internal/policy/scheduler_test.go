@@ -52,7 +52,7 @@ func seed(t *testing.T, c *catalog.Catalog) {
 func services(c *catalog.Catalog, clk *clock) *policy.Service {
 	c.SetClock(clk.Now)
 	b := backup.New(c, storage.NewManager(c), quiet, nil, backup.Options{Now: clk.Now})
-	return policy.New(c, b, quiet, clk.Now)
+	return policy.New(c, b, quiet, nil, clk.Now)
 }
 
 func jobCount(t *testing.T, c *catalog.Catalog) map[string]int {
