@@ -21,25 +21,8 @@ import (
 
 	"github.com/sendense/sendense/hub/internal/catalog/catalogtest"
 	"github.com/sendense/sendense/shared/api"
+	"github.com/sendense/sendense/shared/testenv"
 )
-
-// syncBuffer is a goroutine-safe log sink.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 func noEnv(string) string { return "" }
 
@@ -64,10 +47,10 @@ func TestInvalidConfigCreatesNothing(t *testing.T) {
 }
 
 // startHub runs `serve` in-process on loopback and returns its API address and data dir.
-func startHub(t *testing.T, extra ...string) (addr, dataDir string, logs *syncBuffer, stop func() error) {
+func startHub(t *testing.T, extra ...string) (addr, dataDir string, logs *testenv.LogBuffer, stop func() error) {
 	t.Helper()
 	dataDir = filepath.Join(t.TempDir(), "data")
-	logs = &syncBuffer{}
+	logs = &testenv.LogBuffer{}
 	ctx, cancel := context.WithCancel(context.Background())
 	args := append([]string{"serve", "--listen", "127.0.0.1:0", "--metrics-listen", "", "--data-dir", dataDir, "--log-format", "json"}, extra...)
 	done := make(chan error, 1)
@@ -90,7 +73,7 @@ func startHub(t *testing.T, extra ...string) (addr, dataDir string, logs *syncBu
 	return addr, dataDir, logs, stop
 }
 
-func waitListening(t *testing.T, logs *syncBuffer, done <-chan error) string {
+func waitListening(t *testing.T, logs *testenv.LogBuffer, done <-chan error) string {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
@@ -196,7 +179,7 @@ func TestSIGTERMExitsCleanly(t *testing.T) {
 		t.Fatalf("build: %v", err)
 	}
 	dataDir := filepath.Join(t.TempDir(), "data")
-	logs := &syncBuffer{}
+	logs := &testenv.LogBuffer{}
 	cmd := exec.Command(bin, "serve", "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--data-dir", dataDir, "--log-format", "json")
 	cmd.Stderr = logs
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH")}

@@ -35,25 +35,8 @@ import (
 	"github.com/sendense/sendense/hub/internal/restore"
 	"github.com/sendense/sendense/hub/internal/storage"
 	"github.com/sendense/sendense/shared/api"
+	"github.com/sendense/sendense/shared/testenv"
 )
-
-// logBuffer collects every log line of a test hub, to search for leaked secrets.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // testHub is a hub API on real TLS 1.3 on loopback with a real catalog.
 type testHub struct {
@@ -63,7 +46,7 @@ type testHub struct {
 	Cat     *catalog.Catalog
 	IDs     *identity.Service
 	Reg     *prometheus.Registry
-	Logs    *logBuffer
+	Logs    *testenv.LogBuffer
 	Clock   *fakeClock
 	Repo    *repository.Local
 	RepoDir string
@@ -88,7 +71,7 @@ func (c *fakeClock) Add(d time.Duration) {
 
 func newTestHub(t *testing.T, c *catalog.Catalog) *testHub {
 	t.Helper()
-	logs := &logBuffer{}
+	logs := &testenv.LogBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	ca, err := pki.LoadOrCreate(t.TempDir(), nil)
 	if err != nil {
