@@ -1,5 +1,7 @@
 package api
 
+import "time"
+
 // Event types: what the hub records when it notices a change (inventory) or an operator acts
 // (audit).
 const (
@@ -13,4 +15,47 @@ const (
 	EventDiskResized = "disk_resized"
 	EventDiskMoved   = "disk_moved"
 	EventDiskReturn  = "disk_returned"
+	EventAudit       = "audit"
 )
+
+// InventoryEventTypes lists the types of the events inventory pushes cause.
+var InventoryEventTypes = []string{EventVMAdded, EventVMGone, EventVMReturned, EventVMRenamed, EventCBTDisabled,
+	EventDiskAdded, EventDiskRemoved, EventDiskResized, EventDiskMoved, EventDiskReturn}
+
+// EventTypes lists every event type.
+var EventTypes = append(append([]string(nil), InventoryEventTypes...), EventAudit)
+
+// Event outcomes besides the HTTP status codes of audit events.
+const (
+	// OutcomeOK is the outcome of every inventory event: the change was recorded.
+	OutcomeOK = "ok"
+)
+
+// Event is one recorded event: an inventory change an agent reported or an operator's request.
+// Every field is always present; those that do not apply are empty.
+type Event struct {
+	ID   int64  `json:"id"`
+	Type string `json:"type"` // one of EventTypes
+	// VM is the VM's name at the time of the event; VMContextID names it for good.
+	VM          string    `json:"vm"`
+	VMContextID string    `json:"vm_context_id"`
+	At          time.Time `json:"at"`
+	AgentID     string    `json:"agent_id"`
+	// Actor is who caused the event: an agent id for inventory events, an API token's name for
+	// audit events ("" when the request carried no valid token). Never a secret.
+	Actor string `json:"actor"`
+	// SourceAddress is the client IP address of the request that caused the event.
+	SourceAddress string `json:"source_address"`
+	// Outcome is OutcomeOK for inventory events and the HTTP status code ("201", "403") for audit
+	// events.
+	Outcome string `json:"outcome"`
+	// Details are type-specific: disk_id, detail and source for inventory events; method, route,
+	// status and api_token_id for audit events.
+	Details map[string]string `json:"details,omitempty"`
+}
+
+// EventList is the body of GET /api/v1/events, newest first.
+type EventList struct {
+	Events []Event `json:"events"`
+	Page   Page    `json:"page"`
+}

@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -90,8 +91,14 @@ func TestDiscoverySeedScenario(t *testing.T) {
 			if gone := showVM(t, hub, "web1"); gone.CurrentStatus != "gone" {
 				t.Fatalf("removed VM: %+v", gone)
 			}
-			if !strings.Contains(hub.Logs(), "vm_renamed") || !strings.Contains(hub.Logs(), "disk_resized") || !strings.Contains(hub.Logs(), "vm_gone") {
-				t.Fatal("inventory changes were not logged as events")
+			var events api.EventList
+			if err := json.Unmarshal([]byte(hub.CLI("events", "list", "--json")), &events); err != nil {
+				t.Fatal(err)
+			}
+			for _, typ := range []string{api.EventVMRenamed, api.EventDiskResized, api.EventVMGone} {
+				if !slices.ContainsFunc(events.Events, func(e api.Event) bool { return e.Type == typ }) {
+					t.Fatalf("inventory change %s was not recorded as an event: %+v", typ, events.Events)
+				}
 			}
 		})
 	}

@@ -36,7 +36,7 @@ func newIdentity(cfg *config.Config, cat *catalog.Catalog, log *slog.Logger) (*i
 	if err != nil {
 		return nil, err
 	}
-	return identity.New(cat, ca, log, identity.Options{HubURL: hubURL(cfg), CertLifetime: cfg.AgentCertLifetime}), nil
+	return identity.New(cat, ca, log, nil, identity.Options{HubURL: hubURL(cfg), CertLifetime: cfg.AgentCertLifetime}), nil
 }
 
 // identityCmd adapts a command body that needs the identity service.

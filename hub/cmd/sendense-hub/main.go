@@ -66,6 +66,7 @@ func newRootCmd(e *env) *cobra.Command {
 		newPolicyCmd(e),
 		newConfigCmd(e),
 		newPruneCmd(e),
+		newEventsCmd(e),
 		&cobra.Command{
 			Use:   "version",
 			Short: "Print the version",
@@ -104,7 +105,7 @@ func catalogCmd(e *env, fn func(cmd *cobra.Command, cfg *config.Config, cat *cat
 		if err != nil {
 			return err
 		}
-		cat, err := openCatalog(cmd.Context(), cfg)
+		cat, err := openCatalog(cmd.Context(), cfg, nil, nil)
 		if err != nil {
 			return err
 		}

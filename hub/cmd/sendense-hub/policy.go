@@ -22,7 +22,7 @@ func policyCmd(e *env, fn func(cmd *cobra.Command, args []string, p *policy.Serv
 		return catalogCmd(e, func(cmd *cobra.Command, cfg *config.Config, cat *catalog.Catalog) error {
 			log := cfg.NewLogger(e.stderr)
 			b := jobs.New(cat, storage.NewManager(cat), log, nil, jobs.Options{})
-			return fn(cmd, args, policy.New(cat, b, log, nil))
+			return fn(cmd, args, policy.New(cat, b, log, nil, nil))
 		})(cmd, args)
 	}
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/sendense/sendense/hub/internal/api"
 	"github.com/sendense/sendense/hub/internal/catalog"
 	"github.com/sendense/sendense/hub/internal/config"
+	"github.com/sendense/sendense/hub/internal/events"
 	"github.com/sendense/sendense/hub/internal/gc"
 	"github.com/sendense/sendense/hub/internal/identity"
 	"github.com/sendense/sendense/hub/internal/ingest"
@@ -50,8 +51,9 @@ func newServeCmd(e *env) *cobra.Command {
 	}
 }
 
-// openCatalog opens the configured catalog (SQLite in the data dir unless a DSN is set).
-func openCatalog(ctx context.Context, cfg *config.Config) (*catalog.Catalog, error) {
+// openCatalog opens the configured catalog (SQLite in the data dir unless a DSN is set); log and
+// reg may be nil.
+func openCatalog(ctx context.Context, cfg *config.Config, log *slog.Logger, reg prometheus.Registerer) (*catalog.Catalog, error) {
 	pw, err := cfg.DBPassword()
 	if err != nil {
 		return nil, err
@@ -61,7 +63,7 @@ func openCatalog(ctx context.Context, cfg *config.Config) (*catalog.Catalog, err
 			return nil, fmt.Errorf("create data dir: %w", err)
 		}
 	}
-	return catalog.Open(ctx, catalog.Options{MySQLDSN: cfg.DB, MySQLPassword: pw, SQLitePath: cfg.SQLitePath()})
+	return catalog.Open(ctx, catalog.Options{MySQLDSN: cfg.DB, MySQLPassword: pw, SQLitePath: cfg.SQLitePath(), Log: log, Registerer: reg})
 }
 
 func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
@@ -77,7 +79,14 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	cat, err := openCatalog(ctx, cfg)
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		buildInfo("sendense_hub_build_info"),
+		certExpiry(ca.Cert, cert.Leaf),
+	)
+	cat, err := openCatalog(ctx, cfg, log, reg)
 	if err != nil {
 		return err
 	}
@@ -91,21 +100,11 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		return fmt.Errorf("default repository: %w", err)
 	}
 
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(
-		collectors.NewGoCollector(),
-		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		buildInfo("sendense_hub_build_info"),
-		certExpiry(ca.Cert, cert.Leaf),
-	)
-	cat.Instrument(log, reg)
-	ids := identity.New(cat, ca, log, identity.Options{HubURL: hubURL(cfg), CertLifetime: cfg.AgentCertLifetime})
-	reg.MustRegister(identity.NewAgentCollector(cat, log))
+	ids := identity.New(cat, ca, log, reg, identity.Options{HubURL: hubURL(cfg), CertLifetime: cfg.AgentCertLifetime})
 	inv := inventory.New(cat, log, reg)
 	backups := jobs.New(cat, repos, log, reg, jobs.Options{JobTimeout: cfg.JobTimeout})
 	reg.MustRegister(verify.NewCollector(cat, log), storage.NewCollector(repos, log))
-	policies := policy.New(cat, backups, log, nil)
-	reg.MustRegister(policy.NewCollector(policies, log))
+	policies := policy.New(cat, backups, log, reg, nil)
 	collector := gc.New(cat, repos, log, gc.NewMetrics(reg))
 	verifier := verify.New(cat, repos, log, verify.NewMetrics(reg), 2)
 	backups.OnFinished = func(j catalog.BackupJob) {
@@ -119,7 +118,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 			policies.PruneVM(pctx, j.VMContextID)
 		}()
 	}
-	apiSrv := api.New(api.Deps{Log: log, Registry: reg, Catalog: cat, Repository: defRepo, Identity: ids, Inventory: inv, Backup: backups, Ingest: ingest.New(cat, repos, log, reg), Restore: restore.New(cat, repos), Repositories: repos, Policies: policies, Started: started})
+	apiSrv := api.New(api.Deps{Log: log, Registry: reg, Catalog: cat, Repository: defRepo, Identity: ids, Inventory: inv, Backup: backups, Ingest: ingest.New(cat, repos, log, reg), Restore: restore.New(cat, repos), Repositories: repos, Policies: policies, Events: events.New(cat, log), Started: started})
 
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {

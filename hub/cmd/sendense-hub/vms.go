@@ -35,7 +35,7 @@ func inventoryCmd(e *env, fn func(cmd *cobra.Command, args []string, inv *invent
 
 func newVMsCmd(e *env) *cobra.Command {
 	cmd := &cobra.Command{Use: "vms", Short: "List and show discovered VMs"}
-	var f catalog.VMFilter
+	var f inventory.Filter
 	var asJSON bool
 	list := &cobra.Command{
 		Use:   "list",

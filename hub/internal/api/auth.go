@@ -12,7 +12,6 @@ import (
 	"github.com/gin-gonic/gin"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/sendense/sendense/hub/internal/catalog"
 	"github.com/sendense/sendense/hub/internal/identity"
 	"github.com/sendense/sendense/shared/api"
 )
@@ -20,10 +19,10 @@ import (
 // identityService is what the API needs to authenticate callers and manage identities.
 type identityService interface {
 	Enroll(ctx context.Context, req api.EnrollRequest) (api.EnrollResponse, error)
-	AuthenticateAgent(ctx context.Context, cert *x509.Certificate) (*catalog.Agent, error)
+	AuthenticateAgent(ctx context.Context, cert *x509.Certificate) (api.Agent, error)
 	Renew(ctx context.Context, agentID, csrPEM string) (api.RenewResponse, error)
 	Heartbeat(ctx context.Context, agentID string, req api.HeartbeatRequest) (api.HeartbeatResponse, error)
-	AuthenticateToken(ctx context.Context, bearer string) (*catalog.APIToken, error)
+	AuthenticateToken(ctx context.Context, bearer string) (api.APITokenInfo, error)
 	Agents(ctx context.Context) ([]api.Agent, error)
 	Agent(ctx context.Context, id string) (api.Agent, error)
 	RevokeAgent(ctx context.Context, id string) error
@@ -140,6 +139,7 @@ func (s *Server) requireRole(need string) gin.HandlerFunc {
 		t, err := s.deps.Identity.AuthenticateToken(c.Request.Context(), strings.TrimSpace(bearer))
 		if err == nil && !identity.Allows(t.Role, need) {
 			c.Set(ctxTokenID, t.ID)
+			c.Set(ctxTokenName, t.Name)
 			err = fmt.Errorf("%w: %s role is needed, token %s has %s", identity.ErrForbiddenRole, need, t.ID, t.Role)
 		}
 		if err != nil {
@@ -148,6 +148,7 @@ func (s *Server) requireRole(need string) gin.HandlerFunc {
 			return
 		}
 		c.Set(ctxTokenID, t.ID)
+		c.Set(ctxTokenName, t.Name)
 		c.Set(ctxRole, t.Role)
 		c.Next()
 	}

@@ -25,6 +25,7 @@ import (
 	hubapi "github.com/sendense/sendense/hub/internal/api"
 	"github.com/sendense/sendense/hub/internal/catalog"
 	"github.com/sendense/sendense/hub/internal/catalog/catalogtest"
+	"github.com/sendense/sendense/hub/internal/events"
 	"github.com/sendense/sendense/hub/internal/identity"
 	"github.com/sendense/sendense/hub/internal/ingest"
 	"github.com/sendense/sendense/hub/internal/inventory"
@@ -35,25 +36,8 @@ import (
 	"github.com/sendense/sendense/hub/internal/restore"
 	"github.com/sendense/sendense/hub/internal/storage"
 	"github.com/sendense/sendense/shared/api"
+	"github.com/sendense/sendense/shared/testenv"
 )
-
-// logBuffer collects every log line of a test hub, to search for leaked secrets.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // testHub is a hub API on real TLS 1.3 on loopback with a real catalog.
 type testHub struct {
@@ -64,7 +48,7 @@ type testHub struct {
 	IDs     *identity.Service
 	Reg     *prometheus.Registry
 	CatReg  *prometheus.Registry // sendense_hub_catalog_* only
-	Logs    *logBuffer
+	Logs    *testenv.LogBuffer
 	Clock   *fakeClock
 	Repo    *repository.Local
 	RepoDir string
@@ -102,7 +86,7 @@ func newTestHub(t *testing.T, c *catalog.Catalog, opts ...hubOptions) *testHub {
 			o.pollInterval = x.pollInterval
 		}
 	}
-	logs := &logBuffer{}
+	logs := &testenv.LogBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	ca, err := pki.LoadOrCreate(t.TempDir(), nil)
 	if err != nil {
@@ -113,14 +97,10 @@ func newTestHub(t *testing.T, c *catalog.Catalog, opts ...hubOptions) *testHub {
 		t.Fatal(err)
 	}
 	clock := &fakeClock{t: time.Now().UTC()}
-	c.SetClock(clock.Now)
-	ids := identity.New(c, ca, log, identity.Options{HubURL: "https://127.0.0.1:1", CertLifetime: 24 * time.Hour, Now: clock.Now})
-	repoDir := t.TempDir()
 	reg := prometheus.NewRegistry()
-	// The catalog's own query counters on a registry of their own: gathering h.Reg runs
-	// collectors that query the catalog, which would count themselves.
-	catReg := prometheus.NewRegistry()
-	c.Instrument(log, catReg)
+	c.SetClock(clock.Now)
+	ids := identity.New(c, ca, log, reg, identity.Options{HubURL: "https://127.0.0.1:1", CertLifetime: 24 * time.Hour, Now: clock.Now})
+	repoDir := t.TempDir()
 	inv := inventory.New(c, log, reg)
 	repos := storage.NewManager(c)
 	if _, _, err := repos.Create(context.Background(), storage.DefaultName, repoDir, 64<<10); err != nil {
@@ -132,7 +112,7 @@ func newTestHub(t *testing.T, c *catalog.Catalog, opts ...hubOptions) *testHub {
 	}
 	backups := jobs.New(c, repos, log, reg, jobs.Options{Now: clock.Now, PollInterval: o.pollInterval})
 	srv := hubapi.New(hubapi.Deps{Log: log, Registry: reg, Catalog: c, Repository: repo, Identity: ids, Inventory: inv, Backup: backups, Ingest: ingest.New(c, repos, log, reg), Restore: restore.New(c, repos), Repositories: repos,
-		Policies: policy.New(c, backups, log, clock.Now)})
+		Policies: policy.New(c, backups, log, reg, clock.Now), Events: events.New(c, log)})
 	ts := httptest.NewUnstartedServer(srv.Handler())
 	ts.Config.ErrorLog = slog.NewLogLogger(log.Handler(), slog.LevelWarn)
 	ts.TLS = &tls.Config{
@@ -141,12 +121,31 @@ func newTestHub(t *testing.T, c *catalog.Catalog, opts ...hubOptions) *testHub {
 	}
 	ts.StartTLS()
 	t.Cleanup(ts.Close)
-	return &testHub{t: t, URL: ts.URL, CA: ca, Cat: c, IDs: ids, Reg: reg, CatReg: catReg, Logs: logs, Clock: clock, Repo: repo, RepoDir: repoDir}
+	return &testHub{t: t, URL: ts.URL, CA: ca, Cat: c, IDs: ids, Reg: reg, Logs: logs, Clock: clock, Repo: repo, RepoDir: repoDir}
 }
 
 // forEachHub runs fn against a test hub on each catalog dialect.
 func forEachHub(t *testing.T, fn func(t *testing.T, h *testHub), opts ...hubOptions) {
-	catalogtest.ForEachDialect(t, func(t *testing.T, c *catalog.Catalog) { fn(t, newTestHub(t, c, opts...)) })
+	for _, d := range catalogtest.Dialects {
+		t.Run(d, func(t *testing.T) {
+			// The catalog's query counters on a registry of their own: gathering h.Reg runs
+			// collectors that query the catalog, which would count themselves.
+			catReg := prometheus.NewRegistry()
+			co := catalogtest.Options(t, d)
+			co.Registerer = catReg
+			c, err := catalog.Open(t.Context(), co)
+			if err != nil {
+				t.Fatalf("open %s catalog: %v", d, err)
+			}
+			t.Cleanup(func() { _ = c.Close() })
+			if _, err := c.MigrateUp(t.Context(), slog.New(slog.DiscardHandler)); err != nil {
+				t.Fatalf("migrate up: %v", err)
+			}
+			h := newTestHub(t, c, opts...)
+			h.CatReg = catReg
+			fn(t, h)
+		})
+	}
 }
 
 // client returns an HTTP client trusting the hub CA, presenting cert when not nil.

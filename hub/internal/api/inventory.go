@@ -7,15 +7,14 @@ import (
 
 	"github.com/gin-gonic/gin"
 
-	"github.com/sendense/sendense/hub/internal/catalog"
 	"github.com/sendense/sendense/hub/internal/inventory"
 	"github.com/sendense/sendense/shared/api"
 )
 
 // inventoryService is what the API needs for discovery and VM queries.
 type inventoryService interface {
-	Apply(ctx context.Context, agentID string, inv *api.Inventory) (api.InventoryResult, error)
-	List(ctx context.Context, f catalog.VMFilter) (api.VMList, error)
+	Apply(ctx context.Context, agentID, addr string, inv *api.Inventory) (api.InventoryResult, error)
+	List(ctx context.Context, f inventory.Filter) (api.VMList, error)
 	Show(ctx context.Context, idOrName string) (api.VMContext, error)
 }
 
@@ -32,7 +31,7 @@ func (s *Server) putInventory(c *gin.Context) {
 		s.fail(c, err)
 		return
 	}
-	res, err := s.deps.Inventory.Apply(c.Request.Context(), agentID(c), &inv)
+	res, err := s.deps.Inventory.Apply(c.Request.Context(), agentID(c), c.ClientIP(), &inv)
 	if err != nil {
 		s.fail(c, err)
 		return
@@ -82,7 +81,7 @@ func (s *Server) listVMs(c *gin.Context) {
 		s.fail(c, &api.FieldError{Field: "protected", Msg: "only protected=false (VMs no policy covers) is supported"})
 		return
 	}
-	list, err := s.deps.Inventory.List(c.Request.Context(), catalog.VMFilter{Name: c.Query("name"), Status: status, AgentID: c.Query("agent"), Limit: limit, Offset: offset})
+	list, err := s.deps.Inventory.List(c.Request.Context(), inventory.Filter{Name: c.Query("name"), Status: status, AgentID: c.Query("agent"), Limit: limit, Offset: offset})
 	if err != nil {
 		s.fail(c, err)
 		return
@@ -117,7 +116,7 @@ func (s *Server) unprotectedVMs(c *gin.Context, limit, offset int) {
 	}
 	out := api.VMList{VMs: []api.VMContext{}, Page: api.Page{Limit: limit, Offset: offset, Total: len(vms)}}
 	for i := offset; i < len(vms) && i < offset+limit; i++ {
-		out.VMs = append(out.VMs, inventory.VMInfo(&vms[i], nil))
+		out.VMs = append(out.VMs, vms[i])
 	}
 	c.JSON(http.StatusOK, out)
 }

@@ -38,3 +38,16 @@ func metricValue(t *testing.T, reg *prometheus.Registry, name, label, value stri
 	t.Fatalf("no series %s{%s=%q}", name, label, value)
 	return 0
 }
+
+// The identity and policy services register their collectors on the registry they are given.
+func TestServicesRegisterTheirCollectors(t *testing.T) {
+	forEachHub(t, func(t *testing.T, h *testHub) {
+		h.enrollAgent("a1")
+		if got := metricValue(t, h.Reg, "sendense_hub_agents", "status", "active"); got != 1 {
+			t.Fatalf("sendense_hub_agents{status=active} = %v", got)
+		}
+		if got := metricValue(t, h.Reg, "sendense_hub_vms_unprotected", "", ""); got != 0 {
+			t.Fatalf("sendense_hub_vms_unprotected = %v", got)
+		}
+	})
+}

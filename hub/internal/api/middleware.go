@@ -49,9 +49,10 @@ func (s *Server) logRequests() gin.HandlerFunc {
 
 // Keys under which authentication stores the caller in the gin context.
 const (
-	ctxAgentID = "agent_id"
-	ctxTokenID = "api_token_id"
-	ctxRole    = "role"
+	ctxAgentID   = "agent_id"
+	ctxTokenID   = "api_token_id"
+	ctxTokenName = "api_token_name"
+	ctxRole      = "role"
 )
 
 // recovery turns a panic into a logged 500 with the standard error body.

@@ -86,6 +86,8 @@ var operations = []operation{
 	{"GET", api.PathPolicy, "Show a policy", authViewer, nil, nil, api.Policy{}, 200},
 	{"PUT", api.PathPolicy, "Replace a policy's settings", authOperator, nil, api.Policy{}, api.Policy{}, 200},
 	{"DELETE", api.PathPolicy, "Delete a policy (its backups stay)", authOperator, nil, nil, nil, 204},
+
+	{"GET", api.PathEvents, "List recorded events, newest first (vm: name or context id; since: RFC 3339)", authViewer, []string{"vm", "type", "since", "limit", "offset"}, nil, api.EventList{}, 200},
 }
 
 // schemaGen turns Go types into OpenAPI schemas, collecting named structs as components.

@@ -6,7 +6,6 @@ import (
 
 	"github.com/gin-gonic/gin"
 
-	"github.com/sendense/sendense/hub/internal/catalog"
 	"github.com/sendense/sendense/shared/api"
 )
 
@@ -17,7 +16,7 @@ type policyService interface {
 	Get(ctx context.Context, nameOrID string) (api.Policy, error)
 	List(ctx context.Context) ([]api.Policy, error)
 	Delete(ctx context.Context, nameOrID string) error
-	Unprotected(ctx context.Context) ([]catalog.VMWithSource, error)
+	Unprotected(ctx context.Context) ([]api.VMContext, error)
 }
 
 func (s *Server) registerPolicies(v1 *gin.RouterGroup) {

@@ -44,6 +44,7 @@ type Deps struct {
 	// Repositories lists and creates repositories.
 	Repositories repositoryService
 	Policies     policyService
+	Events       eventService
 	Started      time.Time
 }
 
@@ -59,6 +60,7 @@ type Server struct {
 
 	restoreBytes    prometheus.Counter
 	restoreFailures prometheus.Counter
+	auditFailures   prometheus.Counter
 }
 
 // New builds the router with every route registered.
@@ -69,12 +71,17 @@ func New(d Deps) *Server {
 	s := &Server{deps: d, engine: gin.New(), metrics: newHTTPMetrics(d.Registry), auth: newAuthMetrics(d.Registry), draining: make(chan struct{})}
 	s.restoreBytes = prometheus.NewCounter(prometheus.CounterOpts{Name: "sendense_hub_restore_bytes_total", Help: "Bytes of disk images served for restore."})
 	s.restoreFailures = prometheus.NewCounter(prometheus.CounterOpts{Name: "sendense_hub_restore_failures_total", Help: "Restore streams aborted because a chunk was damaged or missing."})
+	s.auditFailures = prometheus.NewCounter(prometheus.CounterOpts{Name: "sendense_hub_audit_failures_total", Help: "Operator requests whose audit event could not be recorded."})
 	if d.Registry != nil {
-		d.Registry.MustRegister(s.restoreBytes, s.restoreFailures)
+		d.Registry.MustRegister(s.restoreBytes, s.restoreFailures, s.auditFailures)
 	}
+	// The hub is reached directly (agents over mutual TLS cannot pass a proxy), so the client
+	// address is the connection's: X-Forwarded-For from a client is never believed.
+	_ = s.engine.SetTrustedProxies(nil)
 	s.engine.ContextWithFallback = true
 	s.engine.HandleMethodNotAllowed = true
-	s.engine.Use(s.recovery(), s.logRequests(), s.metrics.middleware())
+	// audit wraps recovery so that a request whose handler panicked is recorded with its 500.
+	s.engine.Use(s.audit(), s.recovery(), s.logRequests(), s.metrics.middleware())
 	s.engine.NoRoute(func(c *gin.Context) {
 		c.AbortWithStatusJSON(http.StatusNotFound, api.Error{Error: "no route " + c.Request.Method + " " + c.Request.URL.Path, Code: api.CodeNotFound})
 	})
@@ -91,6 +98,7 @@ func New(d Deps) *Server {
 	s.registerRestore(v1)
 	s.registerRepositories(v1)
 	s.registerPolicies(v1)
+	s.registerEvents(v1)
 	s.registerOpenAPI()
 	return s
 }

@@ -46,6 +46,10 @@ type Options struct {
 	SQLitePath string
 	// ConnectTimeout bounds the first connection; an unreachable server fails within it.
 	ConnectTimeout time.Duration
+	// Log receives failed queries at debug level, never with argument values (nil: discarded).
+	Log *slog.Logger
+	// Registerer, when set, receives sendense_hub_catalog_query_errors_total{operation}.
+	Registerer prometheus.Registerer
 }
 
 // Catalog is an open catalog database.
@@ -108,6 +112,7 @@ func Open(ctx context.Context, opts Options) (*Catalog, error) {
 		return nil, fmt.Errorf("connect to %s catalog: %w", driver, err)
 	}
 	c := &Catalog{db: bun.NewDB(sqldb, dialect), driver: driver, now: wallClock}
+	c.instrument(opts.Log, opts.Registerer)
 	return c, nil
 }
 
@@ -185,10 +190,13 @@ func wallClock() time.Time { return time.Now().UTC().Truncate(time.Microsecond) 
 // Now returns the catalog's current time.
 func (c *Catalog) Now() time.Time { return c.now() }
 
-// Instrument counts queries in sendense_hub_catalog_queries_total{operation}, logs failed ones at
+// instrument counts queries in sendense_hub_catalog_queries_total{operation}, logs failed ones at
 // debug level (never with argument values) and counts those in
-// sendense_hub_catalog_query_errors_total{operation}, on reg.
-func (c *Catalog) Instrument(log *slog.Logger, reg prometheus.Registerer) {
+// sendense_hub_catalog_query_errors_total{operation}, registered on reg when it is not nil.
+func (c *Catalog) instrument(log *slog.Logger, reg prometheus.Registerer) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	queries := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "sendense_hub_catalog_queries_total",
 		Help: "Catalog queries run, by operation.",

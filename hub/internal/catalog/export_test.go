@@ -4,6 +4,8 @@ import (
 	"context"
 	"testing"
 
+	"github.com/uptrace/bun"
+
 	"github.com/sendense/sendense/shared/api"
 )
 
@@ -102,4 +104,14 @@ func SetDiskJobForTest(t *testing.T, c *Catalog, ctxID, diskID string) string {
 		t.Fatal(err)
 	}
 	return j.ID
+}
+
+// EventColumnIsNullForTest reports whether a column of an event row is SQL NULL.
+func EventColumnIsNullForTest(t *testing.T, c *Catalog, id int64, column string) bool {
+	t.Helper()
+	n, err := c.db.NewSelect().Model((*Event)(nil)).Where("id = ?", id).Where("? IS NULL", bun.Ident(column)).Count(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n == 1
 }

@@ -5,8 +5,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"regexp"
-	"strings"
 	"time"
 
 	"github.com/uptrace/bun"
@@ -14,135 +12,129 @@ import (
 	"github.com/sendense/sendense/shared/api"
 )
 
-// ApplyInventory records the complete inventory of one source of one agent in one transaction:
-// new VMs and disks are inserted at once (disks with job_id NULL), changed attributes updated,
-// VMs and disks no longer reported marked gone (never deleted). Rows that did not change are not
-// written, so pushing the same inventory twice changes nothing. The job_id and change_id of an
-// existing disk are never touched here.
-func (c *Catalog) ApplyInventory(ctx context.Context, agentID string, inv *api.Inventory) ([]api.InventoryEvent, error) {
-	var events []api.InventoryEvent
-	err := c.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
-		events = nil
+// InventoryState is what the catalog holds for one source of one agent when an inventory push
+// arrives: the rows an inventory decision compares the push with.
+type InventoryState struct {
+	// Source is the source row, created on its first push.
+	Source Source
+	// VMs are every VM of the source, gone ones included.
+	VMs []VMContext
+	// Disks are every disk of those VMs, gone ones included.
+	Disks []VMDisk
+	// Now is the catalog's clock, read once for the whole push.
+	Now time.Time
+	// ContextIDInUse reports whether any VM of any agent has the context id. It reads inside the
+	// push's transaction and is valid only while the decision runs.
+	ContextIDInUse func(id string) (bool, error)
+}
+
+// InventoryChanges are the rows one inventory push writes. The inventory package decides them;
+// ApplyInventory writes them as given, in one transaction.
+type InventoryChanges struct {
+	// NewVMs and NewDisks are inserted. A new disk's JobID must be empty: it is stored as NULL.
+	NewVMs   []VMContext
+	NewDisks []VMDisk
+	// VMs are existing VMs written whole, except context_id and created_at.
+	VMs []VMContext
+	// Disks are existing disks written whole, except id, vm_context_id, disk_id, created_at and
+	// job_id and change_id, which belong to backups and are never written by discovery.
+	Disks []VMDisk
+	// GoneVMs are context ids of VMs marked gone, with every disk of theirs not already gone.
+	GoneVMs []string
+	// GoneDisks are ids (vm_disks.id) of disks marked gone.
+	GoneDisks []int64
+	// Events are recorded with the changes they describe.
+	Events []Event
+}
+
+// Empty reports whether the changes write nothing.
+func (ch *InventoryChanges) Empty() bool {
+	return len(ch.NewVMs)+len(ch.NewDisks)+len(ch.VMs)+len(ch.Disks)+len(ch.GoneVMs)+len(ch.GoneDisks)+len(ch.Events) == 0
+}
+
+// ApplyInventory records one inventory push of agentID for source src in one transaction: it
+// records the source (and the time of its last push), loads the source's VMs and disks, lets
+// decide choose the changes, and writes them. Nothing is written when decide fails. VMs and disks
+// are never deleted here.
+func (c *Catalog) ApplyInventory(ctx context.Context, agentID string, src api.Source, decide func(st *InventoryState) (*InventoryChanges, error)) error {
+	return c.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
 		now := c.now()
-		src, err := upsertSource(ctx, tx, agentID, inv.Source, now)
+		row, err := upsertSource(ctx, tx, agentID, src, now)
 		if err != nil {
 			return err
 		}
-		var vms []VMContext
-		if err := tx.NewSelect().Model(&vms).Where("source_id = ?", src.ID).Scan(ctx); err != nil {
-			return fmt.Errorf("select vms of source %s: %w", src.Name, err)
+		st := &InventoryState{Source: *row, Now: now}
+		if err := tx.NewSelect().Model(&st.VMs).Where("source_id = ?", row.ID).Order("context_id ASC").Scan(ctx); err != nil {
+			return fmt.Errorf("select vms of source %s: %w", row.Name, err)
 		}
-		byUUID := make(map[string]*VMContext, len(vms))
-		ctxIDs := make([]string, 0, len(vms))
-		for i := range vms {
-			byUUID[vms[i].InstanceUUID] = &vms[i]
-			ctxIDs = append(ctxIDs, vms[i].ContextID)
+		ctxIDs := make([]string, 0, len(st.VMs))
+		for i := range st.VMs {
+			ctxIDs = append(ctxIDs, st.VMs[i].ContextID)
 		}
-		disks := map[string]map[string]*VMDisk{}
-		if len(ctxIDs) > 0 {
-			var ds []VMDisk
-			// Chunked IN lists keep every statement under placeholder and packet limits.
-			for start := 0; start < len(ctxIDs); start += 500 {
-				end := min(start+500, len(ctxIDs))
-				var part []VMDisk
-				if err := tx.NewSelect().Model(&part).Where("vm_context_id IN (?)", bun.In(ctxIDs[start:end])).Scan(ctx); err != nil {
-					return fmt.Errorf("select disks of source %s: %w", src.Name, err)
-				}
-				ds = append(ds, part...)
+		// Chunked IN lists keep every statement under placeholder and packet limits.
+		for start := 0; start < len(ctxIDs); start += 500 {
+			var part []VMDisk
+			if err := tx.NewSelect().Model(&part).Where("vm_context_id IN (?)", bun.In(ctxIDs[start:min(start+500, len(ctxIDs))])).
+				Order("vm_context_id ASC", "device_key ASC").Scan(ctx); err != nil {
+				return fmt.Errorf("select disks of source %s: %w", row.Name, err)
 			}
-			for i := range ds {
-				m := disks[ds[i].VMContextID]
-				if m == nil {
-					m = map[string]*VMDisk{}
-					disks[ds[i].VMContextID] = m
-				}
-				m[ds[i].DiskID] = &ds[i]
-			}
+			st.Disks = append(st.Disks, part...)
 		}
-
-		var newVMs []VMContext
-		var newDisks []VMDisk
-		seen := make(map[string]bool, len(inv.VMs))
-		takenIDs := map[string]bool{}
-		for i := range inv.VMs {
-			rv := &inv.VMs[i]
-			seen[rv.InstanceUUID] = true
-			ex := byUUID[rv.InstanceUUID]
-			if ex == nil {
-				id, err := c.newContextID(ctx, tx, rv.Name, now, takenIDs)
-				if err != nil {
-					return err
-				}
-				vm := vmRow(rv, id, src.ID, agentID)
-				vm.CurrentStatus, vm.CreatedAt, vm.UpdatedAt = api.VMDiscovered, now, now
-				newVMs = append(newVMs, vm)
-				events = append(events, api.InventoryEvent{Kind: api.EventVMAdded, VMContextID: id, VMName: rv.Name})
-				for j := range rv.Disks {
-					d := diskRow(&rv.Disks[j], id)
-					d.Status, d.CreatedAt, d.UpdatedAt = api.DiskPresent, now, now
-					newDisks = append(newDisks, d)
-				}
-				continue
-			}
-			evs, err := updateVM(ctx, tx, ex, rv, now)
+		st.ContextIDInUse = func(id string) (bool, error) {
+			ok, err := tx.NewSelect().Model((*VMContext)(nil)).Where("context_id = ?", id).Exists(ctx)
 			if err != nil {
-				return err
+				return false, fmt.Errorf("check context id %s: %w", id, err)
 			}
-			events = append(events, evs...)
-			existing := disks[ex.ContextID]
-			reported := make(map[string]bool, len(rv.Disks))
-			for j := range rv.Disks {
-				rd := &rv.Disks[j]
-				reported[rd.DiskID] = true
-				ed := existing[rd.DiskID]
-				if ed == nil {
-					d := diskRow(rd, ex.ContextID)
-					d.Status, d.CreatedAt, d.UpdatedAt = api.DiskPresent, now, now
-					newDisks = append(newDisks, d)
-					events = append(events, api.InventoryEvent{Kind: api.EventDiskAdded, VMContextID: ex.ContextID, VMName: rv.Name, DiskID: rd.DiskID})
-					continue
-				}
-				evs, err := updateDisk(ctx, tx, ed, rd, rv.Name, now)
-				if err != nil {
-					return err
-				}
-				events = append(events, evs...)
-			}
-			for id, ed := range existing {
-				if !reported[id] && ed.Status != api.DiskGone {
-					if err := markDiskGone(ctx, tx, ed.ID, now); err != nil {
-						return err
-					}
-					events = append(events, api.InventoryEvent{Kind: api.EventDiskRemoved, VMContextID: ex.ContextID, VMName: rv.Name, DiskID: id})
-				}
-			}
+			return ok, nil
 		}
-		for i := range vms {
-			vm := &vms[i]
-			if seen[vm.InstanceUUID] || vm.CurrentStatus == api.VMGone {
-				continue
-			}
-			if _, err := tx.NewUpdate().Model((*VMContext)(nil)).
-				Set("current_status = ?", api.VMGone).Set("gone_at = ?", now).Set("updated_at = ?", now).
-				Where("context_id = ?", vm.ContextID).Exec(ctx); err != nil {
-				return fmt.Errorf("mark vm %s gone: %w", vm.ContextID, err)
-			}
-			if _, err := tx.NewUpdate().Model((*VMDisk)(nil)).
-				Set("status = ?", api.DiskGone).Set("gone_at = ?", now).Set("updated_at = ?", now).
-				Where("vm_context_id = ?", vm.ContextID).Where("status <> ?", api.DiskGone).Exec(ctx); err != nil {
-				return fmt.Errorf("mark disks of vm %s gone: %w", vm.ContextID, err)
-			}
-			events = append(events, api.InventoryEvent{Kind: api.EventVMGone, VMContextID: vm.ContextID, VMName: vm.VMName})
+		ch, err := decide(st)
+		if err != nil {
+			return err
 		}
-		if err := bulkInsert(ctx, tx, newVMs); err != nil {
-			return fmt.Errorf("insert vms: %w", err)
-		}
-		if err := bulkInsert(ctx, tx, newDisks); err != nil {
-			return fmt.Errorf("insert disks: %w", err)
-		}
-		return nil
+		return writeInventory(ctx, tx, ch, now)
 	})
-	return events, err
+}
+
+func writeInventory(ctx context.Context, tx bun.Tx, ch *InventoryChanges, now time.Time) error {
+	for i := range ch.VMs {
+		vm := &ch.VMs[i]
+		if _, err := tx.NewUpdate().Model(vm).WherePK().ExcludeColumn("context_id", "created_at").Exec(ctx); err != nil {
+			return fmt.Errorf("update vm %s: %w", vm.ContextID, err)
+		}
+	}
+	for i := range ch.Disks {
+		d := &ch.Disks[i]
+		if _, err := tx.NewUpdate().Model(d).WherePK().
+			ExcludeColumn("id", "vm_context_id", "disk_id", "job_id", "change_id", "created_at").Exec(ctx); err != nil {
+			return fmt.Errorf("update disk %s/%s: %w", d.VMContextID, d.DiskID, err)
+		}
+	}
+	for _, id := range ch.GoneDisks {
+		if _, err := tx.NewUpdate().Model((*VMDisk)(nil)).
+			Set("status = ?", api.DiskGone).Set("gone_at = ?", now).Set("updated_at = ?", now).
+			Where("id = ?", id).Exec(ctx); err != nil {
+			return fmt.Errorf("mark disk %d gone: %w", id, err)
+		}
+	}
+	for _, id := range ch.GoneVMs {
+		if _, err := tx.NewUpdate().Model((*VMContext)(nil)).
+			Set("current_status = ?", api.VMGone).Set("gone_at = ?", now).Set("updated_at = ?", now).
+			Where("context_id = ?", id).Exec(ctx); err != nil {
+			return fmt.Errorf("mark vm %s gone: %w", id, err)
+		}
+		if _, err := tx.NewUpdate().Model((*VMDisk)(nil)).
+			Set("status = ?", api.DiskGone).Set("gone_at = ?", now).Set("updated_at = ?", now).
+			Where("vm_context_id = ?", id).Where("status <> ?", api.DiskGone).Exec(ctx); err != nil {
+			return fmt.Errorf("mark disks of vm %s gone: %w", id, err)
+		}
+	}
+	if err := bulkInsert(ctx, tx, ch.NewVMs); err != nil {
+		return fmt.Errorf("insert vms: %w", err)
+	}
+	if err := bulkInsert(ctx, tx, ch.NewDisks); err != nil {
+		return fmt.Errorf("insert disks: %w", err)
+	}
+	return insertEvents(ctx, tx, ch.Events)
 }
 
 func bulkInsert[T any](ctx context.Context, tx bun.Tx, rows []T) error {
@@ -176,128 +168,6 @@ func upsertSource(ctx context.Context, tx bun.Tx, agentID string, s api.Source, 
 		return nil, fmt.Errorf("update source %s: %w", s.Name, err)
 	}
 	return src, nil
-}
-
-var unsafeIDChars = regexp.MustCompile(`[^A-Za-z0-9._-]+`)
-
-// newContextID names a new VM like the seed system: ctx-<vm name>-<YYYYMMDD-HHMMSS>, with a
-// numeric suffix when two VMs of that name appear in the same second.
-func (c *Catalog) newContextID(ctx context.Context, tx bun.Tx, name string, now time.Time, taken map[string]bool) (string, error) {
-	clean := strings.Trim(unsafeIDChars.ReplaceAllString(name, "-"), "-")
-	if len(clean) > 100 {
-		clean = clean[:100]
-	}
-	if clean == "" {
-		clean = "vm"
-	}
-	base := "ctx-" + clean + "-" + now.Format("20060102-150405")
-	for n := 1; n < 10000; n++ {
-		id := base
-		if n > 1 {
-			id = fmt.Sprintf("%s-%d", base, n)
-		}
-		if taken[id] {
-			continue
-		}
-		exists, err := tx.NewSelect().Model((*VMContext)(nil)).Where("context_id = ?", id).Exists(ctx)
-		if err != nil {
-			return "", fmt.Errorf("check context id %s: %w", id, err)
-		}
-		if !exists {
-			taken[id] = true
-			return id, nil
-		}
-	}
-	return "", fmt.Errorf("no free context id for vm %q", name)
-}
-
-func vmRow(v *api.VM, contextID string, sourceID int64, agentID string) VMContext {
-	return VMContext{
-		ContextID: contextID, SourceID: sourceID, AgentID: agentID, InstanceUUID: v.InstanceUUID, BIOSUUID: v.BIOSUUID,
-		VMName: v.Name, PowerState: v.PowerState, GuestOS: v.GuestOS, NumCPU: v.NumCPU, MemoryMB: v.MemoryMB,
-		Datacenter: v.Datacenter, Cluster: v.Cluster, Host: v.Host, Folder: v.Folder, IsTemplate: v.Template, CBTEnabled: v.CBTEnabled,
-	}
-}
-
-func diskRow(d *api.Disk, contextID string) VMDisk {
-	return VMDisk{
-		VMContextID: contextID, DiskID: d.DiskID, DeviceKey: d.Key, Label: d.Label, CapacityBytes: d.CapacityBytes,
-		Datastore: d.Datastore, VMDKPath: d.BackingFile, BackingType: d.BackingType, Provisioning: d.Provisioning,
-		ControllerType: d.ControllerType, ControllerBus: d.ControllerBus, UnitNumber: d.UnitNumber, DiskMode: d.DiskMode,
-		Backupable: d.Backupable,
-	}
-}
-
-// updateVM writes the reported attributes of an existing VM when any of them changed.
-func updateVM(ctx context.Context, tx bun.Tx, ex *VMContext, rv *api.VM, now time.Time) ([]api.InventoryEvent, error) {
-	want := vmRow(rv, ex.ContextID, ex.SourceID, ex.AgentID)
-	want.CurrentStatus, want.GoneAt = ex.CurrentStatus, ex.GoneAt
-	var events []api.InventoryEvent
-	ev := func(kind, detail string) {
-		events = append(events, api.InventoryEvent{Kind: kind, VMContextID: ex.ContextID, VMName: rv.Name, Detail: detail})
-	}
-	if ex.CurrentStatus == api.VMGone {
-		want.CurrentStatus, want.GoneAt = api.VMDiscovered, time.Time{}
-		ev(api.EventVMReturned, "")
-	}
-	if ex.VMName != rv.Name {
-		ev(api.EventVMRenamed, fmt.Sprintf("%s → %s", ex.VMName, rv.Name))
-	}
-	if ex.CBTEnabled && !rv.CBTEnabled {
-		ev(api.EventCBTDisabled, "the next backup of this VM is a full one")
-	}
-	cmp := *ex
-	cmp.CreatedAt, cmp.UpdatedAt = time.Time{}, time.Time{}
-	if cmp == want {
-		return events, nil
-	}
-	want.CreatedAt, want.UpdatedAt = ex.CreatedAt, now
-	if _, err := tx.NewUpdate().Model(&want).WherePK().
-		ExcludeColumn("context_id", "created_at").Exec(ctx); err != nil {
-		return nil, fmt.Errorf("update vm %s: %w", ex.ContextID, err)
-	}
-	return events, nil
-}
-
-// updateDisk writes the reported attributes of an existing disk when any of them changed. The
-// job_id and change_id columns belong to backups and are never written here.
-func updateDisk(ctx context.Context, tx bun.Tx, ed *VMDisk, rd *api.Disk, vmName string, now time.Time) ([]api.InventoryEvent, error) {
-	want := diskRow(rd, ed.VMContextID)
-	want.ID, want.Status, want.GoneAt, want.JobID, want.ChangeID = ed.ID, ed.Status, ed.GoneAt, ed.JobID, ed.ChangeID
-	var events []api.InventoryEvent
-	ev := func(kind, detail string) {
-		events = append(events, api.InventoryEvent{Kind: kind, VMContextID: ed.VMContextID, VMName: vmName, DiskID: ed.DiskID, Detail: detail})
-	}
-	if ed.Status == api.DiskGone {
-		want.Status, want.GoneAt = api.DiskPresent, time.Time{}
-		ev(api.EventDiskReturn, "")
-	}
-	if ed.CapacityBytes != rd.CapacityBytes {
-		ev(api.EventDiskResized, fmt.Sprintf("%d → %d bytes", ed.CapacityBytes, rd.CapacityBytes))
-	}
-	if ed.VMDKPath != rd.BackingFile || ed.Datastore != rd.Datastore {
-		ev(api.EventDiskMoved, fmt.Sprintf("%s → %s", ed.VMDKPath, rd.BackingFile))
-	}
-	cmp := *ed
-	cmp.CreatedAt, cmp.UpdatedAt = time.Time{}, time.Time{}
-	if cmp == want {
-		return events, nil
-	}
-	want.CreatedAt, want.UpdatedAt = ed.CreatedAt, now
-	if _, err := tx.NewUpdate().Model(&want).WherePK().
-		ExcludeColumn("id", "vm_context_id", "disk_id", "job_id", "change_id", "created_at").Exec(ctx); err != nil {
-		return nil, fmt.Errorf("update disk %s/%s: %w", ed.VMContextID, ed.DiskID, err)
-	}
-	return events, nil
-}
-
-func markDiskGone(ctx context.Context, tx bun.Tx, id int64, now time.Time) error {
-	if _, err := tx.NewUpdate().Model((*VMDisk)(nil)).
-		Set("status = ?", api.DiskGone).Set("gone_at = ?", now).Set("updated_at = ?", now).
-		Where("id = ?", id).Exec(ctx); err != nil {
-		return fmt.Errorf("mark disk %d gone: %w", id, err)
-	}
-	return nil
 }
 
 // VMFilter selects VMs for listing.

@@ -1,7 +1,7 @@
 package catalog_test
 
 import (
-	"context"
+	"errors"
 	"testing"
 	"time"
 
@@ -12,25 +12,14 @@ import (
 	"github.com/sendense/sendense/shared/api"
 )
 
+// These tests check that ApplyInventory loads and writes exactly what it is given; what an
+// inventory push should change is decided, and tested, in the inventory package.
+
 func seedAgent(t *testing.T, c *catalog.Catalog, id string) {
 	t.Helper()
 	a := &catalog.Agent{ID: id, Name: id, Status: api.AgentActive, CertSerial: "1", CertFingerprint: "f", CertNotAfter: time.Now()}
 	if err := c.RedeemJoinTokenForTest(t.Context(), a); err != nil {
 		t.Fatal(err)
-	}
-}
-
-func pgtest1() *api.Inventory {
-	return &api.Inventory{
-		Source: api.Source{Name: "vc1", URL: "https://vc.example/sdk"},
-		VMs: []api.VM{{
-			InstanceUUID: "5012-aaaa", BIOSUUID: "4212-bbbb", Name: "pgtest1", PowerState: "poweredOn", NumCPU: 4, MemoryMB: 8192,
-			Datacenter: "DC0", Host: "esx1", CBTEnabled: true,
-			Disks: []api.Disk{
-				{Key: 2000, DiskID: "disk-2000", Label: "Hard disk 1", CapacityBytes: 102_000_000_000, Datastore: "LocalDS_0", BackingFile: "[LocalDS_0] pgtest1/pgtest1.vmdk", Provisioning: "thin", Backupable: true},
-				{Key: 2001, DiskID: "disk-2001", Label: "Hard disk 2", CapacityBytes: 5_000_000_000, Datastore: "LocalDS_0", BackingFile: "[LocalDS_0] pgtest1/pgtest1_1.vmdk", Provisioning: "thin", Backupable: true},
-			},
-		}},
 	}
 }
 
@@ -56,175 +45,134 @@ func snap(t *testing.T, c *catalog.Catalog) snapshot {
 	return s
 }
 
-func apply(t *testing.T, c *catalog.Catalog, agent string, inv *api.Inventory) []api.InventoryEvent {
+// write applies fixed changes and returns the state ApplyInventory loaded for them.
+func write(t *testing.T, c *catalog.Catalog, agent string, ch func(st *catalog.InventoryState) *catalog.InventoryChanges) *catalog.InventoryState {
 	t.Helper()
-	evs, err := c.ApplyInventory(t.Context(), agent, inv)
+	var seen *catalog.InventoryState
+	err := c.ApplyInventory(t.Context(), agent, api.Source{Name: "vc1", URL: "https://vc.example/sdk"}, func(st *catalog.InventoryState) (*catalog.InventoryChanges, error) {
+		seen = st
+		return ch(st), nil
+	})
 	if err != nil {
 		t.Fatalf("apply: %v", err)
 	}
-	return evs
+	return seen
 }
 
-func kinds(evs []api.InventoryEvent) []string {
-	var out []string
-	for _, e := range evs {
-		out = append(out, e.Kind+":"+e.DiskID)
-	}
-	return out
+func newVM(st *catalog.InventoryState, id, uuid string) catalog.VMContext {
+	return catalog.VMContext{ContextID: id, SourceID: st.Source.ID, AgentID: st.Source.AgentID, InstanceUUID: uuid, VMName: "pgtest1",
+		CurrentStatus: api.VMDiscovered, CBTEnabled: true, CreatedAt: st.Now, UpdatedAt: st.Now}
 }
 
-func TestInventorySeedScenario(t *testing.T) {
+func newDisk(st *catalog.InventoryState, ctxID, diskID string, key int32) catalog.VMDisk {
+	return catalog.VMDisk{VMContextID: ctxID, DiskID: diskID, DeviceKey: key, CapacityBytes: 1 << 30, Status: api.DiskPresent, Backupable: true, CreatedAt: st.Now, UpdatedAt: st.Now}
+}
+
+const ctxID = "ctx-pgtest1-20251006-203401"
+
+func TestApplyInventoryWritesWhatItIsGiven(t *testing.T) {
 	catalogtest.ForEachDialect(t, func(t *testing.T, c *catalog.Catalog) {
 		clock := time.Date(2025, 10, 6, 20, 34, 1, 0, time.UTC)
 		c.SetClock(func() time.Time { return clock })
 		seedAgent(t, c, "agent-1")
-		evs := apply(t, c, "agent-1", pgtest1())
-		if diff := cmp.Diff([]string{"vm_added:"}, kinds(evs)); diff != "" {
-			t.Fatalf("events (-want +got):\n%s", diff)
-		}
-		vms, n, err := c.VMs(t.Context(), catalog.VMFilter{Name: "pgtest1"})
-		if err != nil || n != 1 {
-			t.Fatalf("vms: %d %v", n, err)
-		}
-		vm := vms[0]
-		if vm.ContextID != "ctx-pgtest1-20251006-203401" || vm.CurrentStatus != api.VMDiscovered || vm.SourceName != "vc1" {
-			t.Fatalf("vm %+v", vm)
-		}
-		disks, err := c.VMDisks(t.Context(), vm.ContextID)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(disks) != 2 {
-			t.Fatalf("%d disks", len(disks))
-		}
-		for i, want := range []struct {
-			id  string
-			cap int64
-		}{{"disk-2000", 102_000_000_000}, {"disk-2001", 5_000_000_000}} {
-			d := disks[i]
-			if d.DiskID != want.id || d.CapacityBytes != want.cap || d.JobID != "" || d.Status != api.DiskPresent || d.VMContextID != vm.ContextID {
-				t.Fatalf("disk %d: %+v", i, d)
+
+		// First push: the source is created; new rows are inserted, disks with job_id NULL.
+		st := write(t, c, "agent-1", func(st *catalog.InventoryState) *catalog.InventoryChanges {
+			return &catalog.InventoryChanges{
+				NewVMs:   []catalog.VMContext{newVM(st, ctxID, "uuid-1")},
+				NewDisks: []catalog.VMDisk{newDisk(st, ctxID, "disk-2000", 2000), newDisk(st, ctxID, "disk-2001", 2001)},
 			}
+		})
+		if st.Source.ID == 0 || st.Source.AgentID != "agent-1" || len(st.VMs) != 0 || !st.Now.Equal(clock) {
+			t.Fatalf("first state %+v", st)
 		}
-		if !catalog.DiskJobIDIsNullForTest(t, c, vm.ContextID, "disk-2000") {
+		if !catalog.DiskJobIDIsNullForTest(t, c, ctxID, "disk-2000") {
 			t.Fatal("vm_disks.job_id is not NULL after discovery")
 		}
-
-		// The same inventory again, later: nothing changes, not even updated_at.
-		before := snap(t, c)
-		clock = clock.Add(time.Hour)
-		if evs := apply(t, c, "agent-1", pgtest1()); len(evs) != 0 {
-			t.Fatalf("repeated push produced events %v", kinds(evs))
-		}
-		if diff := cmp.Diff(before, snap(t, c)); diff != "" {
-			t.Fatalf("repeated push changed rows (-before +after):\n%s", diff)
-		}
-	})
-}
-
-func TestInventoryChanges(t *testing.T) {
-	catalogtest.ForEachDialect(t, func(t *testing.T, c *catalog.Catalog) {
-		clock := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
-		c.SetClock(func() time.Time { return clock })
-		seedAgent(t, c, "agent-1")
-		apply(t, c, "agent-1", pgtest1())
-		vms, _, _ := c.VMs(t.Context(), catalog.VMFilter{})
-		ctxID := vms[0].ContextID
-		// A backup touched disk-2000: discovery must never clear that.
 		jobID := catalog.SetDiskJobForTest(t, c, ctxID, "disk-2000")
 
-		clock = clock.Add(time.Minute)
-		inv := pgtest1()
-		inv.VMs[0].Name = "pgtest1-renamed"
-		inv.VMs[0].Disks[0].CapacityBytes = 110_000_000_000 // grown
-		inv.VMs[0].Disks = inv.VMs[0].Disks[:1]             // disk-2001 detached
-		inv.VMs[0].CBTEnabled = false
-		evs := apply(t, c, "agent-1", inv)
-		want := []string{"vm_renamed:", "cbt_disabled:", "disk_resized:disk-2000", "disk_removed:disk-2001"}
-		if diff := cmp.Diff(want, kinds(evs)); diff != "" {
-			t.Fatalf("events (-want +got):\n%s", diff)
+		// The next push sees what the first wrote; writing nothing changes nothing.
+		before := snap(t, c)
+		clock = clock.Add(time.Hour)
+		st = write(t, c, "agent-1", func(st *catalog.InventoryState) *catalog.InventoryChanges {
+			// ContextIDInUse reads inside the transaction, while the decision runs.
+			if used, err := st.ContextIDInUse(ctxID); err != nil || !used {
+				t.Errorf("ContextIDInUse(%s) = %v, %v", ctxID, used, err)
+			}
+			if used, err := st.ContextIDInUse(ctxID + "-2"); err != nil || used {
+				t.Errorf("ContextIDInUse(free) = %v, %v", used, err)
+			}
+			return &catalog.InventoryChanges{}
+		})
+		if len(st.VMs) != 1 || st.VMs[0].ContextID != ctxID || len(st.Disks) != 2 || st.Disks[0].DiskID != "disk-2000" || st.Disks[0].JobID != jobID {
+			t.Fatalf("second state %+v", st)
 		}
-		vm, err := c.VMByContextID(t.Context(), ctxID)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if vm.VMName != "pgtest1-renamed" || vm.CBTEnabled || !vm.UpdatedAt.Equal(clock) {
-			t.Fatalf("vm after change %+v", vm)
-		}
-		ds, _ := c.VMDisks(t.Context(), ctxID)
-		if ds[0].CapacityBytes != 110_000_000_000 || ds[0].JobID != jobID || ds[1].Status != api.DiskGone || ds[1].GoneAt.IsZero() {
-			t.Fatalf("disks after change %+v", ds)
+		if diff := cmp.Diff(before, snap(t, c)); diff != "" {
+			t.Fatalf("empty changes wrote rows (-before +after):\n%s", diff)
 		}
 
-		// The VM disappears: marked gone with its disks, never deleted.
-		clock = clock.Add(time.Minute)
-		evs = apply(t, c, "agent-1", &api.Inventory{Source: inv.Source})
-		if diff := cmp.Diff([]string{"vm_gone:"}, kinds(evs)); diff != "" {
-			t.Fatalf("events (-want +got):\n%s", diff)
+		// Updates are written whole, except a disk's job_id and change_id, which belong to
+		// backups; gone rows are marked, never deleted.
+		write(t, c, "agent-1", func(st *catalog.InventoryState) *catalog.InventoryChanges {
+			vm := st.VMs[0]
+			vm.VMName, vm.UpdatedAt = "renamed", st.Now
+			d := st.Disks[0]
+			d.CapacityBytes, d.JobID, d.ChangeID, d.UpdatedAt = 2<<30, "", "forged", st.Now
+			return &catalog.InventoryChanges{VMs: []catalog.VMContext{vm}, Disks: []catalog.VMDisk{d}, GoneDisks: []int64{st.Disks[1].ID}}
+		})
+		vm, err := c.VMByContextID(t.Context(), ctxID)
+		if err != nil || vm.VMName != "renamed" || !vm.UpdatedAt.Equal(clock) || !vm.CreatedAt.Equal(before.VMs[0].CreatedAt) {
+			t.Fatalf("updated vm %+v %v", vm, err)
 		}
+		ds, _ := c.VMDisks(t.Context(), ctxID)
+		if ds[0].CapacityBytes != 2<<30 || ds[0].JobID != jobID || ds[0].ChangeID != "" || ds[1].Status != api.DiskGone || !ds[1].GoneAt.Equal(clock) {
+			t.Fatalf("updated disks %+v", ds)
+		}
+
+		clock = clock.Add(time.Minute)
+		write(t, c, "agent-1", func(*catalog.InventoryState) *catalog.InventoryChanges {
+			return &catalog.InventoryChanges{GoneVMs: []string{ctxID}}
+		})
 		vm, _ = c.VMByContextID(t.Context(), ctxID)
 		ds, _ = c.VMDisks(t.Context(), ctxID)
-		if vm.CurrentStatus != api.VMGone || len(ds) != 2 || ds[0].Status != api.DiskGone || ds[0].JobID != jobID {
-			t.Fatalf("after removal: vm %+v disks %+v", vm, ds)
+		if vm.CurrentStatus != api.VMGone || !vm.GoneAt.Equal(clock) || len(ds) != 2 || ds[0].Status != api.DiskGone || ds[0].JobID != jobID {
+			t.Fatalf("gone: vm %+v disks %+v", vm, ds)
 		}
-		// And comes back.
-		evs = apply(t, c, "agent-1", pgtest1())
-		if len(evs) == 0 || evs[0].Kind != api.EventVMReturned {
-			t.Fatalf("events on return %v", kinds(evs))
-		}
-		vm, _ = c.VMByContextID(t.Context(), ctxID)
-		if vm.CurrentStatus != api.VMDiscovered || !vm.GoneAt.IsZero() {
-			t.Fatalf("returned vm %+v", vm)
+		if !ds[1].GoneAt.Equal(clock.Add(-time.Minute)) {
+			t.Fatalf("a disk already gone got a new gone_at: %+v", ds[1])
 		}
 	})
 }
 
-func TestInventoryIsScopedToTheAgent(t *testing.T) {
+func TestApplyInventoryLoadsOnlyTheAgentsSource(t *testing.T) {
 	catalogtest.ForEachDialect(t, func(t *testing.T, c *catalog.Catalog) {
 		seedAgent(t, c, "agent-a")
 		seedAgent(t, c, "agent-b")
-		apply(t, c, "agent-a", pgtest1())
-		before := snap(t, c)
-		// Agent B reports the same source name with nothing in it: A's VMs are untouched.
-		apply(t, c, "agent-b", &api.Inventory{Source: api.Source{Name: "vc1"}})
-		if diff := cmp.Diff(before, snap(t, c)); diff != "" {
-			t.Fatalf("agent b changed agent a's vms:\n%s", diff)
-		}
-		// Agent B reporting the same VM gets its own context: never A's row.
-		apply(t, c, "agent-b", pgtest1())
-		vms, n, _ := c.VMs(t.Context(), catalog.VMFilter{AgentID: "agent-a"})
-		if n != 1 || vms[0].UpdatedAt != before.VMs[0].UpdatedAt {
-			t.Fatalf("agent a's vm changed: %+v", vms)
+		write(t, c, "agent-a", func(st *catalog.InventoryState) *catalog.InventoryChanges {
+			return &catalog.InventoryChanges{NewVMs: []catalog.VMContext{newVM(st, ctxID, "uuid-1")}, NewDisks: []catalog.VMDisk{newDisk(st, ctxID, "disk-2000", 2000)}}
+		})
+		a := write(t, c, "agent-a", func(*catalog.InventoryState) *catalog.InventoryChanges { return &catalog.InventoryChanges{} })
+		b := write(t, c, "agent-b", func(*catalog.InventoryState) *catalog.InventoryChanges { return &catalog.InventoryChanges{} })
+		if len(a.VMs) != 1 || len(b.VMs) != 0 || len(b.Disks) != 0 || a.Source.ID == b.Source.ID {
+			t.Fatalf("agent a sees %d vms in source %d, agent b %d vms in source %d", len(a.VMs), a.Source.ID, len(b.VMs), b.Source.ID)
 		}
 	})
 }
 
-func TestInventoryScale(t *testing.T) {
+func TestApplyInventoryWritesNothingWhenTheDecisionFails(t *testing.T) {
 	catalogtest.ForEachDialect(t, func(t *testing.T, c *catalog.Catalog) {
 		seedAgent(t, c, "agent-1")
-		inv := &api.Inventory{Source: api.Source{Name: "vc1"}}
-		for i := range 1000 {
-			vm := api.VM{InstanceUUID: "uuid-" + itoa(i), Name: "vm-" + itoa(i%997)} // some names repeat
-			for k := range 3 {
-				key := int32(2000 + k)
-				vm.Disks = append(vm.Disks, api.Disk{Key: key, DiskID: api.DiskIDForKey(key), CapacityBytes: 1 << 30})
-			}
-			inv.VMs = append(inv.VMs, vm)
+		boom := errors.New("no")
+		err := c.ApplyInventory(t.Context(), "agent-1", api.Source{Name: "vc1"}, func(*catalog.InventoryState) (*catalog.InventoryChanges, error) {
+			return nil, boom
+		})
+		if !errors.Is(err, boom) {
+			t.Fatalf("err %v", err)
 		}
-		ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
-		defer cancel()
-		if _, err := c.ApplyInventory(ctx, "agent-1", inv); err != nil {
-			t.Fatal(err)
-		}
-		_, n, _ := c.VMs(t.Context(), catalog.VMFilter{})
-		if n != 1000 {
-			t.Fatalf("%d vms recorded", n)
-		}
-		evs, err := c.ApplyInventory(ctx, "agent-1", inv)
-		if err != nil || len(evs) != 0 {
-			t.Fatalf("repeat: %v %d events", err, len(evs))
+		// Not even the source was recorded.
+		st := write(t, c, "agent-1", func(*catalog.InventoryState) *catalog.InventoryChanges { return &catalog.InventoryChanges{} })
+		if !st.Source.CreatedAt.Equal(st.Now) {
+			t.Fatalf("source from the failed push survived: %+v", st.Source)
 		}
 	})
 }
-
-func itoa(i int) string { return api.DiskIDForKey(int32(i))[5:] }

@@ -13,6 +13,9 @@ import (
 
 var quiet = slog.New(slog.DiscardHandler)
 
+// tables are created by the migrations, each in a different one, and dropped by their downs.
+var tables = []string{"vm_disks", "upload_slots", "policies", "events"}
+
 func TestMigrateUpDownUp(t *testing.T) {
 	for _, d := range catalogtest.Dialects {
 		t.Run(d, func(t *testing.T) {
@@ -28,6 +31,11 @@ func TestMigrateUpDownUp(t *testing.T) {
 			}
 			assertAllApplied(t, c, true)
 			checkJobIDConstraint(t, c)
+			for _, table := range tables {
+				if err := catalog.ProbeTable(ctx, c, table); err != nil {
+					t.Fatalf("%s after up: %v", table, err)
+				}
+			}
 
 			again, err := c.MigrateUp(ctx, quiet)
 			if err != nil || len(again) != 0 {
@@ -42,8 +50,10 @@ func TestMigrateUpDownUp(t *testing.T) {
 				t.Fatalf("down rolled back %v, want %v", rolled, applied)
 			}
 			assertAllApplied(t, c, false)
-			if err := catalog.ProbeTable(ctx, c, "vm_disks"); err == nil {
-				t.Fatal("vm_disks still exists after down")
+			for _, table := range tables {
+				if err := catalog.ProbeTable(ctx, c, table); err == nil {
+					t.Fatalf("%s still exists after down", table)
+				}
 			}
 
 			if _, err := c.MigrateUp(ctx, quiet); err != nil {

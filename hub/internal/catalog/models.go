@@ -265,3 +265,20 @@ type Policy struct {
 	CreatedAt             time.Time `bun:"created_at,notnull"`
 	UpdatedAt             time.Time `bun:"updated_at,notnull"`
 }
+
+// Event is one recorded event: an inventory change or an operator's request. Events are only
+// ever inserted.
+type Event struct {
+	bun.BaseModel `bun:"table:events,alias:ev"`
+
+	ID            int64             `bun:"id,pk,autoincrement"`
+	Type          string            `bun:"type,notnull"`
+	OccurredAt    time.Time         `bun:"occurred_at,notnull"`
+	VMContextID   string            `bun:"vm_context_id,nullzero"`
+	VMName        string            `bun:"vm_name,nullzero"`
+	AgentID       string            `bun:"agent_id,nullzero"`
+	Actor         string            `bun:"actor,notnull"`
+	SourceAddress string            `bun:"source_address,nullzero"`
+	Outcome       string            `bun:"outcome,notnull"`
+	Details       map[string]string `bun:"details,type:text,nullzero"` // stored as JSON
+}

@@ -17,6 +17,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/sendense/sendense/hub/internal/catalog"
 	"github.com/sendense/sendense/hub/internal/pki"
 	"github.com/sendense/sendense/shared/api"
@@ -58,6 +60,7 @@ type identityCatalog interface {
 	APITokens(ctx context.Context) ([]catalog.APIToken, error)
 	RevokeAPIToken(ctx context.Context, id string) error
 	TouchAPIToken(ctx context.Context, id string) error
+	CountAgentsByStatus(ctx context.Context) (map[string]int, error)
 }
 
 // Service implements identity for the API and the CLI.
@@ -80,13 +83,17 @@ type Options struct {
 	Now func() time.Time
 }
 
-// New returns the identity service.
-func New(cat identityCatalog, ca *pki.CA, log *slog.Logger, opts Options) *Service {
+// New returns the identity service, registering its collector (agents by status, last seen,
+// certificate expiry) on reg unless reg is nil.
+func New(cat identityCatalog, ca *pki.CA, log *slog.Logger, reg prometheus.Registerer, opts Options) *Service {
 	if opts.CertLifetime <= 0 {
 		opts.CertLifetime = 30 * 24 * time.Hour
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
+	}
+	if reg != nil {
+		reg.MustRegister(newAgentCollector(cat, log))
 	}
 	return &Service{cat: cat, ca: ca, log: log, hubURL: opts.HubURL, certLifetime: opts.CertLifetime, now: opts.Now}
 }
@@ -251,27 +258,27 @@ func (s *Service) whyNotRedeemable(ctx context.Context, req api.EnrollRequest) e
 // AuthenticateAgent maps a verified client certificate (it already chains to the hub CA: the TLS
 // handshake checked that) to an active agent. The catalog is asked on every request so that a
 // revocation takes effect at once on every hub instance.
-func (s *Service) AuthenticateAgent(ctx context.Context, cert *x509.Certificate) (*catalog.Agent, error) {
+func (s *Service) AuthenticateAgent(ctx context.Context, cert *x509.Certificate) (api.Agent, error) {
 	if cert == nil {
-		return nil, ErrNoCertificate
+		return api.Agent{}, ErrNoCertificate
 	}
 	a, err := s.cat.AgentByID(ctx, cert.Subject.CommonName)
 	if errors.Is(err, catalog.ErrNotFound) {
-		return nil, ErrAgentUnknown
+		return api.Agent{}, ErrAgentUnknown
 	}
 	if err != nil {
-		return nil, err
+		return api.Agent{}, err
 	}
 	if a.Status != api.AgentActive {
-		return nil, ErrAgentRevoked
+		return api.Agent{}, ErrAgentRevoked
 	}
 	// The previous certificate stays valid until the next renewal: connections opened before a
 	// renewal keep presenting it, and an agent whose renewal answer was lost must not be locked
 	// out. Anything older is refused.
 	if serial := pki.SerialHex(cert); serial != a.CertSerial && serial != a.PrevCertSerial {
-		return nil, ErrCertSuperseded
+		return api.Agent{}, ErrCertSuperseded
 	}
-	return a, nil
+	return AgentInfo(a), nil
 }
 
 // Renew signs a new certificate for an authenticated agent and records it.
@@ -422,31 +429,31 @@ func (s *Service) RevokeAPIToken(ctx context.Context, id string) error {
 	return nil
 }
 
-// AuthenticateToken checks a bearer token and returns its record.
-func (s *Service) AuthenticateToken(ctx context.Context, bearer string) (*catalog.APIToken, error) {
+// AuthenticateToken checks a bearer token and returns what it is (never its secret).
+func (s *Service) AuthenticateToken(ctx context.Context, bearer string) (api.APITokenInfo, error) {
 	rest, ok := strings.CutPrefix(bearer, APITokenPrefix)
 	if !ok {
-		return nil, ErrAPITokenInvalid
+		return api.APITokenInfo{}, ErrAPITokenInvalid
 	}
 	id, secret, ok := strings.Cut(rest, ".")
 	if !ok || id == "" || secret == "" || len(id) > 64 {
-		return nil, ErrAPITokenInvalid
+		return api.APITokenInfo{}, ErrAPITokenInvalid
 	}
 	t, err := s.cat.APITokenByID(ctx, id)
 	if errors.Is(err, catalog.ErrNotFound) {
-		return nil, ErrAPITokenInvalid
+		return api.APITokenInfo{}, ErrAPITokenInvalid
 	}
 	if err != nil {
-		return nil, err
+		return api.APITokenInfo{}, err
 	}
 	if subtle.ConstantTimeCompare([]byte(t.SecretHash), []byte(hashSecret(secret))) != 1 {
-		return nil, ErrAPITokenInvalid
+		return api.APITokenInfo{}, ErrAPITokenInvalid
 	}
 	if !t.RevokedAt.IsZero() {
-		return nil, ErrAPITokenRevoked
+		return api.APITokenInfo{}, ErrAPITokenRevoked
 	}
 	if err := s.cat.TouchAPIToken(ctx, t.ID); err != nil {
 		s.log.WarnContext(ctx, "record api token use", "api_token_id", t.ID, "err", err)
 	}
-	return t, nil
+	return APITokenInfo(t), nil
 }

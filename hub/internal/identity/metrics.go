@@ -16,9 +16,9 @@ type agentCounter interface {
 	Agents(ctx context.Context) ([]catalog.Agent, error)
 }
 
-// AgentCollector exports sendense_hub_agents{status}, counted in the catalog at scrape time so
+// agentCollector exports sendense_hub_agents{status}, counted in the catalog at scrape time so
 // that every hub instance reports the same fleet.
-type AgentCollector struct {
+type agentCollector struct {
 	cat      agentCounter
 	log      *slog.Logger
 	desc     *prometheus.Desc
@@ -26,9 +26,8 @@ type AgentCollector struct {
 	certEnd  *prometheus.Desc
 }
 
-// NewAgentCollector returns the collector.
-func NewAgentCollector(cat agentCounter, log *slog.Logger) *AgentCollector {
-	return &AgentCollector{
+func newAgentCollector(cat agentCounter, log *slog.Logger) *agentCollector {
+	return &agentCollector{
 		cat: cat, log: log,
 		desc: prometheus.NewDesc("sendense_hub_agents", "Enrolled agents by status.", []string{"status"}, nil),
 		// Per active agent: the fleet is a bounded set, and these are what alerts need.
@@ -38,14 +37,14 @@ func NewAgentCollector(cat agentCounter, log *slog.Logger) *AgentCollector {
 }
 
 // Describe implements prometheus.Collector.
-func (c *AgentCollector) Describe(ch chan<- *prometheus.Desc) {
+func (c *agentCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.desc
 	ch <- c.lastSeen
 	ch <- c.certEnd
 }
 
 // Collect implements prometheus.Collector.
-func (c *AgentCollector) Collect(ch chan<- prometheus.Metric) {
+func (c *agentCollector) Collect(ch chan<- prometheus.Metric) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	counts, err := c.cat.CountAgentsByStatus(ctx)

@@ -1,6 +1,7 @@
-// Package inventory records what agents discover: it applies inventory pushes to the catalog,
-// turns the changes into logged and counted events, and answers operators' questions about VMs
-// and their disks.
+// Package inventory records what agents discover: it decides what an inventory push changes (VMs
+// and disks added, gone, returned, renamed, resized, moved; CBT turned off) and which catalog rows
+// that writes, turns the changes into logged and counted events, and answers operators' questions
+// about VMs and their disks.
 package inventory
 
 import (
@@ -18,7 +19,7 @@ import (
 
 // inventoryCatalog is what this package needs from the catalog.
 type inventoryCatalog interface {
-	ApplyInventory(ctx context.Context, agentID string, inv *api.Inventory) ([]api.InventoryEvent, error)
+	ApplyInventory(ctx context.Context, agentID string, src api.Source, decide func(st *catalog.InventoryState) (*catalog.InventoryChanges, error)) error
 	VMs(ctx context.Context, f catalog.VMFilter) ([]catalog.VMWithSource, int, error)
 	VMByContextID(ctx context.Context, id string) (*catalog.VMWithSource, error)
 	VMDisks(ctx context.Context, contextID string) ([]catalog.VMDisk, error)
@@ -54,8 +55,7 @@ func New(cat inventoryCatalog, log *slog.Logger, reg prometheus.Registerer) *Ser
 			Buckets: prometheus.ExponentialBuckets(0.005, 2, 14),
 		}, []string{}),
 	}
-	for _, k := range []string{api.EventVMAdded, api.EventVMGone, api.EventVMReturned, api.EventVMRenamed, api.EventCBTDisabled,
-		api.EventDiskAdded, api.EventDiskRemoved, api.EventDiskResized, api.EventDiskMoved, api.EventDiskReturn} {
+	for _, k := range api.InventoryEventTypes {
 		s.events.WithLabelValues(k)
 	}
 	for _, r := range []string{"applied", "unchanged", "rejected", "error"} {
@@ -67,14 +67,24 @@ func New(cat inventoryCatalog, log *slog.Logger, reg prometheus.Registerer) *Ser
 	return s
 }
 
-// Apply validates and records the complete inventory of one source of agentID.
-func (s *Service) Apply(ctx context.Context, agentID string, inv *api.Inventory) (api.InventoryResult, error) {
+// Apply validates and records the complete inventory of one source of agentID, pushed from the
+// client address addr; the changes and their events are recorded together or not at all.
+func (s *Service) Apply(ctx context.Context, agentID, addr string, inv *api.Inventory) (api.InventoryResult, error) {
 	if err := inv.Validate(); err != nil {
 		s.pushes.WithLabelValues("rejected").Inc()
 		return api.InventoryResult{}, err
 	}
 	start := time.Now()
-	evs, err := s.cat.ApplyInventory(ctx, agentID, inv)
+	var evs []api.InventoryEvent
+	err := s.cat.ApplyInventory(ctx, agentID, inv.Source, func(st *catalog.InventoryState) (*catalog.InventoryChanges, error) {
+		ch, e, err := diff(st, agentID, inv)
+		if err != nil {
+			return nil, err
+		}
+		evs = e
+		ch.Events = eventRows(e, st.Now, agentID, addr, inv.Source.Name)
+		return ch, nil
+	})
 	if err != nil {
 		s.pushes.WithLabelValues("error").Inc()
 		return api.InventoryResult{}, fmt.Errorf("apply inventory of source %s: %w", inv.Source.Name, err)
@@ -106,6 +116,25 @@ func (s *Service) Apply(ctx context.Context, agentID string, inv *api.Inventory)
 	}, nil
 }
 
+// eventRows are the stored form of an inventory push's events: the agent is their actor.
+func eventRows(evs []api.InventoryEvent, at time.Time, agentID, addr, source string) []catalog.Event {
+	rows := make([]catalog.Event, 0, len(evs))
+	for _, e := range evs {
+		details := map[string]string{"source": source}
+		if e.DiskID != "" {
+			details["disk_id"] = e.DiskID
+		}
+		if e.Detail != "" {
+			details["detail"] = e.Detail
+		}
+		rows = append(rows, catalog.Event{
+			Type: e.Kind, OccurredAt: at, VMContextID: e.VMContextID, VMName: e.VMName, AgentID: agentID,
+			Actor: agentID, SourceAddress: addr, Outcome: api.OutcomeOK, Details: details,
+		})
+	}
+	return rows
+}
+
 // VMInfo converts a catalog VM (and optionally its disks) to the API form.
 func VMInfo(v *catalog.VMWithSource, disks []catalog.VMDisk) api.VMContext {
 	out := api.VMContext{
@@ -135,9 +164,18 @@ func DiskInfo(d *catalog.VMDisk) api.VMDisk {
 	}
 }
 
+// Filter selects VMs for listing. The zero Filter selects every VM.
+type Filter struct {
+	Name    string // exact VM name
+	Status  string // api.VMDiscovered, api.VMProtected, api.VMGone
+	AgentID string
+	Limit   int // 0: all
+	Offset  int
+}
+
 // List returns VMs matching the filter.
-func (s *Service) List(ctx context.Context, f catalog.VMFilter) (api.VMList, error) {
-	vms, total, err := s.cat.VMs(ctx, f)
+func (s *Service) List(ctx context.Context, f Filter) (api.VMList, error) {
+	vms, total, err := s.cat.VMs(ctx, catalog.VMFilter{Name: f.Name, Status: f.Status, AgentID: f.AgentID, Limit: f.Limit, Offset: f.Offset})
 	if err != nil {
 		return api.VMList{}, err
 	}

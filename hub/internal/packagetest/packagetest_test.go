@@ -22,7 +22,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -31,6 +30,7 @@ import (
 
 	"github.com/sendense/sendense/hub/internal/config"
 	"github.com/sendense/sendense/shared/api"
+	"github.com/sendense/sendense/shared/testenv"
 )
 
 // The packages are built as if from a commit four after tag v1.2.3 in a modified tree: package.sh
@@ -111,25 +111,10 @@ func checkEntries(t *testing.T, got, want map[string]entry) {
 	}
 }
 
-func strict() bool { return os.Getenv("SENDENSE_TEST_STRICT") != "" }
-
-// need skips the test with the message when ok is false, or fails it under SENDENSE_TEST_STRICT.
-func need(t *testing.T, ok bool, format string, args ...any) {
-	t.Helper()
-	if ok {
-		return
-	}
-	msg := fmt.Sprintf(format, args...)
-	if strict() {
-		t.Fatalf("%s (SENDENSE_TEST_STRICT is set: failing instead of skipping)", msg)
-	}
-	t.Skip(msg)
-}
-
 func needCommand(t *testing.T, name, howto string) {
 	t.Helper()
 	_, err := exec.LookPath(name)
-	need(t, err == nil, "%s is not installed: %s", name, howto)
+	testenv.Require(t, err == nil, "%s is not installed: %s", name, howto)
 }
 
 // repoRoot is the directory holding go.work and scripts/package.sh above the test.
@@ -483,7 +468,7 @@ func checkUnits(t *testing.T, b built) {
 		output(t, command(t, "dpkg-deb", "-x", b.deb[c.name], r))
 	}
 	_, err := os.Stat("/lib/systemd/system/sysinit.target")
-	need(t, err == nil, "no /lib/systemd/system/sysinit.target for systemd-analyze verify: apt-get install systemd")
+	testenv.Require(t, err == nil, "no /lib/systemd/system/sysinit.target for systemd-analyze verify: apt-get install systemd")
 	output(t, command(t, "cp", "-an", "/lib/systemd/system/.", filepath.Join(r, "lib/systemd/system")))
 	t.Run("verify", func(t *testing.T) {
 		out, err := command(t, "systemd-analyze", "verify", "--root="+r, hub.unit(), agent.unit()).CombinedOutput()
@@ -594,24 +579,6 @@ func checkConfigs(t *testing.T, root string, b built) {
 	})
 }
 
-// syncBuffer collects a process's output while the test reads it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // process is a started command: exited is closed once it has exited, with err from Wait.
 type process struct {
 	exited chan struct{}
@@ -619,7 +586,7 @@ type process struct {
 }
 
 // waitLogged waits for the JSON log lines with the given messages and returns their addr fields.
-func waitLogged(t *testing.T, logs *syncBuffer, p *process, msgs ...string) map[string]string {
+func waitLogged(t *testing.T, logs *testenv.LogBuffer, p *process, msgs ...string) map[string]string {
 	t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
 	for time.Now().Before(deadline) {
@@ -649,7 +616,7 @@ func waitLogged(t *testing.T, logs *syncBuffer, p *process, msgs ...string) map[
 // SIGTERM and expects a clean exit.
 func serveAndCheck(t *testing.T, cmd *exec.Cmd, dataDir func(pid int) string) {
 	t.Helper()
-	logs := &syncBuffer{}
+	logs := &testenv.LogBuffer{}
 	cmd.Stdout, cmd.Stderr = logs, logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -753,7 +720,7 @@ read -r _ || true
 // until t ends.
 func newSandbox(t *testing.T, packages string) *sandbox {
 	t.Helper()
-	need(t, os.Geteuid() == 0, "installing the packages needs root (dpkg and rpm run in a private mount namespace and change nothing on the machine): run the test as root")
+	testenv.Require(t, os.Geteuid() == 0, "installing the packages needs root (dpkg and rpm run in a private mount namespace and change nothing on the machine): run the test as root")
 	needCommand(t, "unshare", "apt-get install util-linux")
 	needCommand(t, "nsenter", "apt-get install util-linux")
 	needCommand(t, "setpriv", "apt-get install util-linux")
@@ -768,7 +735,7 @@ func newSandbox(t *testing.T, packages string) *sandbox {
 	if err != nil {
 		t.Fatal(err)
 	}
-	stderr := &syncBuffer{}
+	stderr := &testenv.LogBuffer{}
 	cmd.Stderr = stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -777,7 +744,7 @@ func newSandbox(t *testing.T, packages string) *sandbox {
 	if line != "ready\n" {
 		stdin.Close()
 		_ = cmd.Wait()
-		need(t, false, "cannot mount an overlay of / in a private mount namespace (needs overlayfs and CAP_SYS_ADMIN): %s", stderr.String())
+		testenv.Require(t, false, "cannot mount an overlay of / in a private mount namespace (needs overlayfs and CAP_SYS_ADMIN): %s", stderr.String())
 	}
 	t.Cleanup(func() {
 		stdin.Close() // the holder exits, and the namespace and its mounts go with it

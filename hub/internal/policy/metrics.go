@@ -8,10 +8,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// Collector exports per-policy run state and the count of unprotected VMs, read from the
+// collector exports per-policy run state and the count of unprotected VMs, read from the
 // catalog at scrape time so that every hub instance reports the same. Policy names are chosen by
 // operators and few, so they make a bounded label.
-type Collector struct {
+type collector struct {
 	s                         *Service
 	log                       *slog.Logger
 	lastSuccess, lastFailed   *prometheus.Desc
@@ -19,9 +19,8 @@ type Collector struct {
 	overdue                   *prometheus.Desc
 }
 
-// NewCollector returns the collector.
-func NewCollector(s *Service, log *slog.Logger) *Collector {
-	return &Collector{
+func newCollector(s *Service, log *slog.Logger) *collector {
+	return &collector{
 		s: s, log: log,
 		lastSuccess: prometheus.NewDesc("sendense_hub_policy_last_success_timestamp_seconds", "Unix time the policy's last successful backup finished (0: never).", []string{"policy"}, nil),
 		lastFailed:  prometheus.NewDesc("sendense_hub_policy_last_run_failed", "1 when the policy's most recent finished backup failed or was cancelled.", []string{"policy"}, nil),
@@ -34,7 +33,7 @@ func NewCollector(s *Service, log *slog.Logger) *Collector {
 }
 
 // Describe implements prometheus.Collector.
-func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
+func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.lastSuccess, c.lastFailed, c.nextRun, c.vms, c.unprotected, c.overdue} {
 		ch <- d
 	}
@@ -48,7 +47,7 @@ func unix(t time.Time) float64 {
 }
 
 // Collect implements prometheus.Collector.
-func (c *Collector) Collect(ch chan<- prometheus.Metric) {
+func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	ps, err := c.s.cat.Policies(ctx)

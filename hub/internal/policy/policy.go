@@ -16,7 +16,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/sendense/sendense/hub/internal/catalog"
+	"github.com/sendense/sendense/hub/internal/inventory"
 	"github.com/sendense/sendense/hub/internal/retention"
 	"github.com/sendense/sendense/hub/internal/schedule"
 	"github.com/sendense/sendense/hub/internal/storage"
@@ -55,12 +58,17 @@ type Service struct {
 	now  func() time.Time
 }
 
-// New returns the service; now is the clock (nil: time.Now).
-func New(cat policyCatalog, jobs jobs, log *slog.Logger, now func() time.Time) *Service {
+// New returns the service, registering its collector (per-policy run state, unprotected VMs) on
+// reg unless reg is nil; now is the clock (nil: time.Now).
+func New(cat policyCatalog, jobs jobs, log *slog.Logger, reg prometheus.Registerer, now func() time.Time) *Service {
 	if now == nil {
 		now = time.Now
 	}
-	return &Service{cat: cat, jobs: jobs, log: log, now: now}
+	s := &Service{cat: cat, jobs: jobs, log: log, now: now}
+	if reg != nil {
+		reg.MustRegister(newCollector(s, log))
+	}
+	return s
 }
 
 func rule(p *catalog.Policy) retention.Rule {
@@ -262,7 +270,7 @@ func (s *Service) Covered(ctx context.Context, p *catalog.Policy) ([]catalog.VMW
 }
 
 // Unprotected lists the VMs (not gone, not templates) that no enabled policy covers.
-func (s *Service) Unprotected(ctx context.Context) ([]catalog.VMWithSource, error) {
+func (s *Service) Unprotected(ctx context.Context) ([]api.VMContext, error) {
 	ps, err := s.cat.Policies(ctx)
 	if err != nil {
 		return nil, err
@@ -271,14 +279,14 @@ func (s *Service) Unprotected(ctx context.Context) ([]catalog.VMWithSource, erro
 	if err != nil {
 		return nil, err
 	}
-	var out []catalog.VMWithSource
+	var out []api.VMContext
 	for i := range vms {
 		vm := &vms[i]
 		if vm.CurrentStatus == api.VMGone || vm.IsTemplate {
 			continue
 		}
 		if !slices.ContainsFunc(ps, func(p catalog.Policy) bool { return covers(&p, vm) }) {
-			out = append(out, *vm)
+			out = append(out, inventory.VMInfo(vm, nil))
 		}
 	}
 	return out, nil

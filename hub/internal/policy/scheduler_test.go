@@ -9,6 +9,7 @@ import (
 
 	"github.com/sendense/sendense/hub/internal/catalog"
 	"github.com/sendense/sendense/hub/internal/catalog/catalogtest"
+	"github.com/sendense/sendense/hub/internal/inventory"
 	"github.com/sendense/sendense/hub/internal/jobs"
 	"github.com/sendense/sendense/hub/internal/policy"
 	"github.com/sendense/sendense/hub/internal/storage"
@@ -40,7 +41,7 @@ func seed(t *testing.T, c *catalog.Catalog) {
 		inv.VMs = append(inv.VMs, api.VM{InstanceUUID: "u-" + n, Name: n, Template: n == "golden",
 			Disks: []api.Disk{{Key: 2000, DiskID: "disk-2000", CapacityBytes: 1 << 30, Backupable: true}}})
 	}
-	if _, err := c.ApplyInventory(ctx, "agent-1", inv); err != nil {
+	if _, err := inventory.New(c, quiet, nil).Apply(ctx, "agent-1", "192.0.2.1", inv); err != nil {
 		t.Fatal(err)
 	}
 	if _, _, err := storage.NewManager(c).Create(ctx, storage.DefaultName, t.TempDir(), 0); err != nil {
@@ -51,7 +52,7 @@ func seed(t *testing.T, c *catalog.Catalog) {
 func services(c *catalog.Catalog, clk *clock) *policy.Service {
 	c.SetClock(clk.Now)
 	b := jobs.New(c, storage.NewManager(c), quiet, nil, jobs.Options{Now: clk.Now})
-	return policy.New(c, b, quiet, clk.Now)
+	return policy.New(c, b, quiet, nil, clk.Now)
 }
 
 func jobCount(t *testing.T, c *catalog.Catalog) map[string]int {

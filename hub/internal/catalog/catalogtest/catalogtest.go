@@ -8,7 +8,6 @@ import (
 	"crypto/rand"
 	"database/sql"
 	"encoding/hex"
-	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -17,6 +16,7 @@ import (
 
 	"github.com/go-sql-driver/mysql"
 	"github.com/sendense/sendense/hub/internal/catalog"
+	"github.com/sendense/sendense/shared/testenv"
 )
 
 // EnvMySQLDSN names a MySQL/MariaDB server for tests, as a DSN without a database name, e.g.
@@ -25,17 +25,13 @@ const EnvMySQLDSN = "SENDENSE_TEST_MYSQL_DSN"
 
 // EnvStrict, when set, turns every "dependency missing" skip into a failure: `make test` sets it
 // so that nothing is silently skipped.
-const EnvStrict = "SENDENSE_TEST_STRICT"
+const EnvStrict = testenv.EnvStrict
 
 // Skip skips the test with a message saying how to get its dependency, or fails it under
-// SENDENSE_TEST_STRICT.
+// SENDENSE_TEST_STRICT (testenv.Skip).
 func Skip(t testing.TB, format string, args ...any) {
 	t.Helper()
-	msg := fmt.Sprintf(format, args...)
-	if os.Getenv(EnvStrict) != "" {
-		t.Fatalf("%s (%s is set, so missing dependencies fail)", msg, EnvStrict)
-	}
-	t.Skip(msg)
+	testenv.Skip(t, format, args...)
 }
 
 // Dialects are the catalog drivers every catalog test runs against.
