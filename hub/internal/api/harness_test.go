@@ -64,7 +64,7 @@ type testHub struct {
 	Reg     *prometheus.Registry
 	Logs    *logBuffer
 	Clock   *fakeClock
-	Repo    *repository.Local
+	Repo    *repository.Repository
 	RepoDir string
 }
 

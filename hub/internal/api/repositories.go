@@ -15,7 +15,7 @@ import (
 // repositoryService lists and creates repositories.
 type repositoryService interface {
 	List(ctx context.Context) ([]catalog.Repository, error)
-	Create(ctx context.Context, name, dir string, chunkSize int64) (*catalog.Repository, *repository.Local, error)
+	Create(ctx context.Context, name, dir string, chunkSize int64) (*catalog.Repository, *repository.Repository, error)
 }
 
 func (s *Server) registerRepositories(v1 *gin.RouterGroup) {

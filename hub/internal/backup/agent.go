@@ -282,7 +282,7 @@ func (s *Service) sessionInfo(ctx context.Context, sess *catalog.UploadSession) 
 
 // openSession returns the agent's session (which must be open, of a running job) and its
 // repository.
-func (s *Service) openSession(ctx context.Context, agentID, id string) (*catalog.UploadSession, *repository.Local, error) {
+func (s *Service) openSession(ctx context.Context, agentID, id string) (*catalog.UploadSession, *repository.Repository, error) {
 	sess, err := s.cat.AgentSession(ctx, id, agentID)
 	if err != nil {
 		return nil, nil, err

@@ -59,7 +59,7 @@ type backupCatalog interface {
 
 // repositories opens repositories by catalog id.
 type repositories interface {
-	Open(ctx context.Context, id string) (*repository.Local, error)
+	Open(ctx context.Context, id string) (*repository.Repository, error)
 }
 
 var _ repositories = (*storage.Manager)(nil)

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"log/slog"
 	"sort"
-	"time"
 
 	"github.com/sendense/sendense/hub/internal/catalog"
 	"github.com/sendense/sendense/hub/internal/repository"
@@ -22,7 +21,7 @@ type checkCatalog interface {
 }
 
 type repositories interface {
-	Open(ctx context.Context, id string) (*repository.Local, error)
+	Open(ctx context.Context, id string) (*repository.Repository, error)
 }
 
 // Problem is one inconsistency.
@@ -154,7 +153,7 @@ func (c *Checker) repository(ctx context.Context, r catalog.Repository, repair b
 				missingChunks[dg] = append(missingChunks[dg], ref)
 				continue
 			}
-			has, err := repo.HasChunk(dg)
+			has, err := repo.HasChunk(ctx, dg)
 			if err != nil {
 				return err
 			}
@@ -177,7 +176,7 @@ func (c *Checker) repository(ctx context.Context, r catalog.Repository, repair b
 	}
 	rep.Chunks += int(n)
 	if repair {
-		removed, err := repo.CleanTemp(time.Hour)
+		removed, err := repo.CleanTemp(ctx, false)
 		if err != nil {
 			return err
 		}

@@ -24,7 +24,7 @@ type gcCatalog interface {
 }
 
 type repositories interface {
-	Open(ctx context.Context, id string) (*repository.Local, error)
+	Open(ctx context.Context, id string) (*repository.Repository, error)
 }
 
 // Metrics of garbage collection, labelled by repository name (operators name few repositories).

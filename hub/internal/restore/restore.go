@@ -27,7 +27,7 @@ type restoreCatalog interface {
 
 // repositories opens repositories by catalog id.
 type repositories interface {
-	Open(ctx context.Context, id string) (*repository.Local, error)
+	Open(ctx context.Context, id string) (*repository.Repository, error)
 }
 
 // Service opens disk images of restore points.

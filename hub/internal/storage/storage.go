@@ -30,17 +30,17 @@ type Manager struct {
 	cat repoCatalog
 
 	mu   sync.Mutex
-	open map[string]*repository.Local
+	open map[string]*repository.Repository
 }
 
 // NewManager returns a manager over the catalog's repositories.
 func NewManager(cat repoCatalog) *Manager {
-	return &Manager{cat: cat, open: map[string]*repository.Local{}}
+	return &Manager{cat: cat, open: map[string]*repository.Repository{}}
 }
 
 // EnsureDefault makes sure the repository named "default" exists, creating it at dir when the
 // catalog has none, and returns it.
-func (m *Manager) EnsureDefault(ctx context.Context, dir string) (*catalog.Repository, *repository.Local, error) {
+func (m *Manager) EnsureDefault(ctx context.Context, dir string) (*catalog.Repository, *repository.Repository, error) {
 	rec, err := m.cat.RepositoryByName(ctx, DefaultName)
 	if err == nil {
 		l, err := m.Open(ctx, rec.ID)
@@ -63,7 +63,7 @@ func (m *Manager) EnsureDefault(ctx context.Context, dir string) (*catalog.Repos
 
 // Create initialises a repository directory (or adopts an existing repository there) and records
 // it in the catalog under name.
-func (m *Manager) Create(ctx context.Context, name, dir string, chunkSize int64) (*catalog.Repository, *repository.Local, error) {
+func (m *Manager) Create(ctx context.Context, name, dir string, chunkSize int64) (*catalog.Repository, *repository.Repository, error) {
 	abs, err := filepath.Abs(dir)
 	if err != nil {
 		return nil, nil, fmt.Errorf("repository path %s: %w", dir, err)
@@ -71,9 +71,9 @@ func (m *Manager) Create(ctx context.Context, name, dir string, chunkSize int64)
 	if _, err := m.cat.RepositoryByName(ctx, name); err == nil {
 		return nil, nil, fmt.Errorf("repository %q: %w", name, catalog.ErrConflict)
 	}
-	l, err := repository.Open(abs)
+	l, err := repository.OpenDir(ctx, abs, nil)
 	if errors.Is(err, repository.ErrNotRepository) {
-		l, err = repository.Init(abs, chunkSize)
+		l, err = repository.InitDir(ctx, abs, chunkSize, nil)
 	}
 	if err != nil {
 		return nil, nil, err
@@ -93,7 +93,7 @@ func (m *Manager) Create(ctx context.Context, name, dir string, chunkSize int64)
 
 // Open returns the repository with that catalog id, checking that the directory still holds the
 // repository the catalog recorded.
-func (m *Manager) Open(ctx context.Context, id string) (*repository.Local, error) {
+func (m *Manager) Open(ctx context.Context, id string) (*repository.Repository, error) {
 	m.mu.Lock()
 	l, ok := m.open[id]
 	m.mu.Unlock()
@@ -104,7 +104,7 @@ func (m *Manager) Open(ctx context.Context, id string) (*repository.Local, error
 	if err != nil {
 		return nil, err
 	}
-	l, err = repository.Open(rec.Path)
+	l, err = repository.OpenDir(ctx, rec.Path, nil)
 	if err != nil {
 		return nil, fmt.Errorf("repository %q: %w", rec.Name, err)
 	}

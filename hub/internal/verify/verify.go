@@ -35,7 +35,7 @@ type verifyCatalog interface {
 }
 
 type repositories interface {
-	Open(ctx context.Context, id string) (*repository.Local, error)
+	Open(ctx context.Context, id string) (*repository.Repository, error)
 }
 
 // Metrics counts verification work.

@@ -233,7 +233,7 @@ func (s *Store) renameInto(file, path string) error {
 		}
 		s.forgetDirs(dir)
 	}
-	return atomicfile.SyncDir(dir)
+	return syncDir(dir)
 }
 
 // writeTemp writes data to a new read-only file in the temp directory, fsyncs and closes it,
@@ -272,11 +272,22 @@ func (s *Store) writeTemp(data []byte) (path string, err error) {
 // each is fsynced even when the directory existed already: another writer may have created it
 // and not yet made its entry durable, and an object must not be reported durable before its
 // whole path is.
+// A Remove in any process may prune a directory meanwhile; then the path is created again.
 func (s *Store) ensureDir(dir string) error {
+	for attempt := 0; ; attempt++ {
+		err := s.ensureDirOnce(dir)
+		if err == nil || !errors.Is(err, fs.ErrNotExist) || attempt == 10 {
+			return err
+		}
+		s.forgetDirs(dir)
+	}
+}
+
+func (s *Store) ensureDirOnce(dir string) error {
 	if _, ok := s.dirs.Load(dir); ok || dir == s.root {
 		return nil
 	}
-	if err := s.ensureDir(filepath.Dir(dir)); err != nil {
+	if err := s.ensureDirOnce(filepath.Dir(dir)); err != nil {
 		return err
 	}
 	if err := os.Mkdir(dir, dirPerm); err != nil && !errors.Is(err, fs.ErrExist) {
@@ -515,7 +526,7 @@ func (s *Store) RemoveIfOlder(ctx context.Context, key string, cutoff time.Time)
 	if err := os.Remove(aside); err != nil {
 		return false, 0, fmt.Errorf("remove %s: %w", key, err)
 	}
-	if err := errors.Join(atomicfile.SyncDir(filepath.Dir(path)), atomicfile.SyncDir(filepath.Dir(aside))); err != nil {
+	if err := errors.Join(syncDir(filepath.Dir(path)), syncDir(filepath.Dir(aside))); err != nil {
 		return false, 0, fmt.Errorf("remove %s: %w", key, err)
 	}
 	return true, fi.Size(), nil
@@ -544,7 +555,7 @@ func (s *Store) restore(aside, path string) error {
 			return err
 		}
 	}
-	return atomicfile.SyncDir(filepath.Dir(path))
+	return syncDir(filepath.Dir(path))
 }
 
 // Remove implements store.Store. Directories it leaves empty are removed too (never a top-level
@@ -567,7 +578,7 @@ func (s *Store) Remove(ctx context.Context, key string) error {
 		return fmt.Errorf("remove %s: %w", key, err)
 	}
 	dir := filepath.Dir(path)
-	if err := atomicfile.SyncDir(dir); err != nil {
+	if err := syncDir(dir); err != nil {
 		return fmt.Errorf("remove %s: %w", key, err)
 	}
 	for depth := strings.Count(key, "/"); depth > 1; depth-- {
@@ -727,4 +738,13 @@ func (s *Store) cleanDead(dir string, dryRun bool) (int, error) {
 		return n, err
 	}
 	return n, os.RemoveAll(dir)
+}
+
+// syncDir fsyncs a directory so that entries created, renamed or removed in it are durable. A
+// directory that a concurrent Remove pruned meanwhile holds nothing that needs syncing.
+func syncDir(dir string) error {
+	if err := atomicfile.SyncDir(dir); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	return nil
 }
