@@ -26,8 +26,8 @@ import (
 	"github.com/sendense/sendense/hub/internal/inventory"
 	"github.com/sendense/sendense/hub/internal/pki"
 	"github.com/sendense/sendense/hub/internal/policy"
+	"github.com/sendense/sendense/hub/internal/repository"
 	"github.com/sendense/sendense/hub/internal/restore"
-	"github.com/sendense/sendense/hub/internal/storage"
 	"github.com/sendense/sendense/hub/internal/verify"
 	"github.com/sendense/sendense/shared/httpserve"
 	"github.com/sendense/sendense/shared/version"
@@ -83,13 +83,14 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	if _, err := cat.MigrateUp(ctx, log); err != nil {
 		return err
 	}
-	repos := storage.NewManager(cat)
+	reg := prometheus.NewRegistry()
+	repos := repository.NewRegistry(cat, log, reg)
+	defer repos.Close()
 	_, defRepo, err := repos.EnsureDefault(ctx, cfg.DefaultRepoPath())
 	if err != nil {
 		return fmt.Errorf("default repository: %w", err)
 	}
 
-	reg := prometheus.NewRegistry()
 	reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
@@ -102,7 +103,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	inv := inventory.New(cat, log, reg)
 	backups := backup.New(cat, repos, log, backup.NewMetrics(reg), backup.Options{JobTimeout: cfg.JobTimeout})
 	reg.MustRegister(backup.NewJobsCollector(cat, log))
-	reg.MustRegister(verify.NewCollector(cat, log), storage.NewCollector(repos, log))
+	reg.MustRegister(verify.NewCollector(cat, log))
 	policies := policy.New(cat, backups, log, nil)
 	reg.MustRegister(policy.NewCollector(policies, log))
 	collector := gc.New(cat, repos, log, gc.NewMetrics(reg))

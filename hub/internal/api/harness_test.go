@@ -32,7 +32,6 @@ import (
 	"github.com/sendense/sendense/hub/internal/policy"
 	"github.com/sendense/sendense/hub/internal/repository"
 	"github.com/sendense/sendense/hub/internal/restore"
-	"github.com/sendense/sendense/hub/internal/storage"
 	"github.com/sendense/sendense/shared/api"
 )
 
@@ -103,8 +102,9 @@ func newTestHub(t *testing.T, c *catalog.Catalog) *testHub {
 	repoDir := t.TempDir()
 	reg := prometheus.NewRegistry()
 	inv := inventory.New(c, log, reg)
-	repos := storage.NewManager(c)
-	if _, _, err := repos.Create(context.Background(), storage.DefaultName, repoDir, 64<<10); err != nil {
+	repos := repository.NewRegistry(c, nil, nil)
+	t.Cleanup(func() { _ = repos.Close() })
+	if _, err := repos.Create(context.Background(), repository.DefaultName, repoDir, 64<<10); err != nil {
 		t.Fatal(err)
 	}
 	repo, err := repos.Open(context.Background(), mustRepoID(t, c))
@@ -250,7 +250,7 @@ func (h *testHub) assertNoSecret(secrets ...string) {
 
 func mustRepoID(t *testing.T, c *catalog.Catalog) string {
 	t.Helper()
-	r, err := c.RepositoryByName(context.Background(), storage.DefaultName)
+	r, err := c.RepositoryByName(context.Background(), repository.DefaultName)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,7 +15,6 @@ import (
 
 	"github.com/sendense/sendense/hub/internal/catalog"
 	"github.com/sendense/sendense/hub/internal/repository"
-	"github.com/sendense/sendense/hub/internal/storage"
 )
 
 // Sentinel errors the API maps to status codes.
@@ -62,7 +61,7 @@ type repositories interface {
 	Open(ctx context.Context, id string) (*repository.Repository, error)
 }
 
-var _ repositories = (*storage.Manager)(nil)
+var _ repositories = (*repository.Registry)(nil)
 
 // Options tune the service.
 type Options struct {

@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/sendense/sendense/hub/internal/catalog"
-	"github.com/sendense/sendense/hub/internal/storage"
+	"github.com/sendense/sendense/hub/internal/repository"
 	"github.com/sendense/sendense/shared/api"
 )
 
@@ -45,7 +45,7 @@ func (s *Service) Start(ctx context.Context, req api.StartBackupRequest) (api.Ba
 	}
 	repoName := req.Repository
 	if repoName == "" {
-		repoName = storage.DefaultName
+		repoName = repository.DefaultName
 	}
 	vm, err := s.resolveVM(ctx, req.VM)
 	if err != nil {

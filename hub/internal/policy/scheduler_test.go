@@ -11,7 +11,7 @@ import (
 	"github.com/sendense/sendense/hub/internal/catalog"
 	"github.com/sendense/sendense/hub/internal/catalog/catalogtest"
 	"github.com/sendense/sendense/hub/internal/policy"
-	"github.com/sendense/sendense/hub/internal/storage"
+	"github.com/sendense/sendense/hub/internal/repository"
 	"github.com/sendense/sendense/shared/api"
 )
 
@@ -43,14 +43,14 @@ func seed(t *testing.T, c *catalog.Catalog) {
 	if _, err := c.ApplyInventory(ctx, "agent-1", inv); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := storage.NewManager(c).Create(ctx, storage.DefaultName, t.TempDir(), 0); err != nil {
+	if _, err := repository.NewRegistry(c, nil, nil).Create(ctx, repository.DefaultName, t.TempDir(), 0); err != nil {
 		t.Fatal(err)
 	}
 }
 
 func services(c *catalog.Catalog, clk *clock) *policy.Service {
 	c.SetClock(clk.Now)
-	b := backup.New(c, storage.NewManager(c), quiet, nil, backup.Options{Now: clk.Now})
+	b := backup.New(c, repository.NewRegistry(c, nil, nil), quiet, nil, backup.Options{Now: clk.Now})
 	return policy.New(c, b, quiet, clk.Now)
 }
 
