@@ -93,7 +93,7 @@ func newRepoCmd(e *env) *cobra.Command {
 			log := cfg.NewLogger(e.stderr)
 			repos := repository.NewRegistry(cat, log, nil)
 			defer repos.Close()
-			v := verify.New(cat, repos, log, nil, parallel)
+			v := verify.New(cat, verifyRepos(repos), log, nil, parallel)
 			rep, err := v.Run(cmd.Context(), backupID)
 			if err != nil {
 				return err
@@ -125,7 +125,7 @@ func newRepoCmd(e *env) *cobra.Command {
 			log := cfg.NewLogger(e.stderr)
 			repos := repository.NewRegistry(cat, log, nil)
 			defer repos.Close()
-			reps, err := gc.New(cat, repos, log, nil).Run(cmd.Context(), repoName, grace, dryRun)
+			reps, err := gc.New(cat, gcRepos(repos), log, nil).Run(cmd.Context(), repoName, grace, dryRun)
 			for _, r := range reps {
 				verb := "freed"
 				if r.DryRun {
@@ -149,7 +149,7 @@ func newRepoCmd(e *env) *cobra.Command {
 			log := cfg.NewLogger(e.stderr)
 			repos := repository.NewRegistry(cat, log, nil)
 			defer repos.Close()
-			rep, err := check.New(cat, repos, log).Run(cmd.Context(), repair)
+			rep, err := check.New(cat, checkRepos(repos), log).Run(cmd.Context(), repair)
 			if err != nil {
 				return err
 			}

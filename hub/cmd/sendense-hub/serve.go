@@ -106,8 +106,8 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	reg.MustRegister(verify.NewCollector(cat, log))
 	policies := policy.New(cat, backups, log, nil)
 	reg.MustRegister(policy.NewCollector(policies, log))
-	collector := gc.New(cat, repos, log, gc.NewMetrics(reg))
-	verifier := verify.New(cat, repos, log, verify.NewMetrics(reg), 2)
+	collector := gc.New(cat, gcRepos(repos), log, gc.NewMetrics(reg))
+	verifier := verify.New(cat, verifyRepos(repos), log, verify.NewMetrics(reg), 2)
 	backups.OnFinished = func(j catalog.BackupJob) {
 		if j.PolicyID == "" || j.Status != catalog.JobSucceeded {
 			return
@@ -119,7 +119,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 			policies.PruneVM(pctx, j.VMContextID)
 		}()
 	}
-	apiSrv := api.New(api.Deps{Log: log, Registry: reg, Catalog: cat, Repository: defRepo, Identity: ids, Inventory: inv, Backup: backups, Restore: restore.New(cat, repos), Repositories: repos, Policies: policies, Started: started})
+	apiSrv := api.New(api.Deps{Log: log, Registry: reg, Catalog: cat, Repository: defRepo, Identity: ids, Inventory: inv, Backup: backups, Restore: restore.New(cat, restoreRepos(repos)), Repositories: repos, Policies: policies, Started: started})
 
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {

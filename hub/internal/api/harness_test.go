@@ -26,12 +26,15 @@ import (
 	"github.com/sendense/sendense/hub/internal/backup"
 	"github.com/sendense/sendense/hub/internal/catalog"
 	"github.com/sendense/sendense/hub/internal/catalog/catalogtest"
+	"github.com/sendense/sendense/hub/internal/check"
+	"github.com/sendense/sendense/hub/internal/gc"
 	"github.com/sendense/sendense/hub/internal/identity"
 	"github.com/sendense/sendense/hub/internal/inventory"
 	"github.com/sendense/sendense/hub/internal/pki"
 	"github.com/sendense/sendense/hub/internal/policy"
 	"github.com/sendense/sendense/hub/internal/repository"
 	"github.com/sendense/sendense/hub/internal/restore"
+	"github.com/sendense/sendense/hub/internal/verify"
 	"github.com/sendense/sendense/shared/api"
 )
 
@@ -112,7 +115,7 @@ func newTestHub(t *testing.T, c *catalog.Catalog) *testHub {
 		t.Fatal(err)
 	}
 	backups := backup.New(c, repos, log, backup.NewMetrics(reg), backup.Options{Now: clock.Now, PollInterval: 50 * time.Millisecond})
-	srv := hubapi.New(hubapi.Deps{Log: log, Registry: reg, Catalog: c, Repository: repo, Identity: ids, Inventory: inv, Backup: backups, Restore: restore.New(c, repos), Repositories: repos,
+	srv := hubapi.New(hubapi.Deps{Log: log, Registry: reg, Catalog: c, Repository: repo, Identity: ids, Inventory: inv, Backup: backups, Restore: restore.New(c, restoreRepos(repos)), Repositories: repos,
 		Policies: policy.New(c, backups, log, clock.Now)})
 	ts := httptest.NewUnstartedServer(srv.Handler())
 	ts.Config.ErrorLog = slog.NewLogLogger(log.Handler(), slog.LevelWarn)
@@ -255,4 +258,46 @@ func mustRepoID(t *testing.T, c *catalog.Catalog) string {
 		t.Fatal(err)
 	}
 	return r.ID
+}
+
+// The registry adapted to each consumer's Repository, as cmd/sendense-hub wires them.
+
+func gcRepos(g *repository.Registry) gc.OpenFunc {
+	return func(ctx context.Context, id string) (gc.Repository, error) {
+		r, err := g.Open(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		return r, nil
+	}
+}
+
+func verifyRepos(g *repository.Registry) verify.OpenFunc {
+	return func(ctx context.Context, id string) (verify.Repository, error) {
+		r, err := g.Open(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		return r, nil
+	}
+}
+
+func checkRepos(g *repository.Registry) check.OpenFunc {
+	return func(ctx context.Context, id string) (check.Repository, error) {
+		r, err := g.Open(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		return r, nil
+	}
+}
+
+func restoreRepos(g *repository.Registry) restore.OpenFunc {
+	return func(ctx context.Context, id string) (restore.Repository, error) {
+		r, err := g.Open(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		return r, nil
+	}
 }

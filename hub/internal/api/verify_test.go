@@ -27,7 +27,7 @@ func TestVerifyFindsDamage(t *testing.T) {
 		_, _ = rand.Read(imgB)
 		second := h.backupImage(a, operator, imgB) // shares no data chunk with the first
 
-		v := verify.New(h.Cat, repository.NewRegistry(h.Cat, nil, nil), slog.New(slog.DiscardHandler), nil, 2)
+		v := verify.New(h.Cat, verifyRepos(repository.NewRegistry(h.Cat, nil, nil)), slog.New(slog.DiscardHandler), nil, 2)
 		rep, err := v.Run(t.Context(), "")
 		if err != nil || !rep.OK() || rep.Backups != 2 || rep.Chunks < 10 {
 			t.Fatalf("clean verify: %+v %v", rep, err)

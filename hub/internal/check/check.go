@@ -10,6 +10,7 @@ import (
 	"sort"
 
 	"github.com/sendense/sendense/hub/internal/catalog"
+	"github.com/sendense/sendense/hub/internal/fidx"
 	"github.com/sendense/sendense/hub/internal/repository"
 	"github.com/sendense/sendense/shared/chunk"
 )
@@ -20,9 +21,24 @@ type checkCatalog interface {
 	ActiveJobIDs(ctx context.Context) (map[string]bool, error)
 }
 
-type repositories interface {
-	Open(ctx context.Context, id string) (*repository.Repository, error)
+// Repository is what the check needs of one repository.
+type Repository interface {
+	// WalkIndexes calls fn for every index; an error from fn stops the walk and is returned.
+	WalkIndexes(ctx context.Context, fn func(ref repository.IndexRef) error) error
+	// ReadIndex reads and checks one index.
+	ReadIndex(ctx context.Context, ref repository.IndexRef) (*fidx.Index, error)
+	// RemoveIndex removes one index durably.
+	RemoveIndex(ctx context.Context, ref repository.IndexRef) error
+	// HasChunk reports whether the repository holds a chunk, without reading it.
+	HasChunk(ctx context.Context, d chunk.Digest) (bool, error)
+	// Stats counts the chunks and their bytes.
+	Stats(ctx context.Context) (chunks, bytes int64, err error)
+	// CleanTemp removes (dryRun: counts) the temp files no live writer owns.
+	CleanTemp(ctx context.Context, dryRun bool) (int, error)
 }
+
+// OpenFunc opens the repository with a catalog id.
+type OpenFunc func(ctx context.Context, id string) (Repository, error)
 
 // Problem is one inconsistency.
 type Problem struct {
@@ -54,14 +70,14 @@ func (r *Report) OK() bool {
 
 // Checker checks consistency.
 type Checker struct {
-	cat   checkCatalog
-	repos repositories
-	log   *slog.Logger
+	cat  checkCatalog
+	open OpenFunc
+	log  *slog.Logger
 }
 
 // New returns a checker.
-func New(cat checkCatalog, repos repositories, log *slog.Logger) *Checker {
-	return &Checker{cat: cat, repos: repos, log: log}
+func New(cat checkCatalog, open OpenFunc, log *slog.Logger) *Checker {
+	return &Checker{cat: cat, open: open, log: log}
 }
 
 // Run checks every repository. With repair it removes orphaned indexes — index files whose
@@ -83,7 +99,7 @@ func (c *Checker) Run(ctx context.Context, repair bool) (Report, error) {
 }
 
 func (c *Checker) repository(ctx context.Context, r catalog.Repository, repair bool, rep *Report) error {
-	repo, err := c.repos.Open(ctx, r.ID)
+	repo, err := c.open(ctx, r.ID)
 	if err != nil {
 		return err
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sendense/sendense/hub/internal/catalog"
+	"github.com/sendense/sendense/hub/internal/fidx"
 	"github.com/sendense/sendense/hub/internal/repository"
 	"github.com/sendense/sendense/shared/chunk"
 )
@@ -23,9 +24,22 @@ type gcCatalog interface {
 	OldestOpenSession(ctx context.Context, repositoryID string) (time.Time, error)
 }
 
-type repositories interface {
-	Open(ctx context.Context, id string) (*repository.Repository, error)
+// Repository is what garbage collection needs of one repository.
+type Repository interface {
+	// WalkIndexes calls fn for every index; an error from fn stops the walk and is returned.
+	WalkIndexes(ctx context.Context, fn func(ref repository.IndexRef) error) error
+	// ReadIndex reads and checks one index.
+	ReadIndex(ctx context.Context, ref repository.IndexRef) (*fidx.Index, error)
+	// WalkChunks calls fn for every chunk with its size and modification time.
+	WalkChunks(ctx context.Context, fn func(d chunk.Digest, size int64, modTime time.Time) error) error
+	// RemoveChunkIfOlder removes a chunk only if its modification time is before cutoff, which
+	// a backup in any process that touched or stored the chunk since has moved past; a missing
+	// chunk is not an error.
+	RemoveChunkIfOlder(ctx context.Context, d chunk.Digest, cutoff time.Time) (removed bool, size int64, err error)
 }
+
+// OpenFunc opens the repository with a catalog id.
+type OpenFunc func(ctx context.Context, id string) (Repository, error)
 
 // Metrics of garbage collection, labelled by repository name (operators name few repositories).
 type Metrics struct {
@@ -73,19 +87,19 @@ type Report struct {
 
 // Collector collects garbage.
 type Collector struct {
-	cat   gcCatalog
-	repos repositories
-	log   *slog.Logger
-	m     *Metrics
-	now   func() time.Time
+	cat  gcCatalog
+	open OpenFunc
+	log  *slog.Logger
+	m    *Metrics
+	now  func() time.Time
 }
 
 // New returns a collector.
-func New(cat gcCatalog, repos repositories, log *slog.Logger, m *Metrics) *Collector {
+func New(cat gcCatalog, open OpenFunc, log *slog.Logger, m *Metrics) *Collector {
 	if m == nil {
 		m = NewMetrics(nil)
 	}
-	return &Collector{cat: cat, repos: repos, log: log, m: m, now: time.Now}
+	return &Collector{cat: cat, open: open, log: log, m: m, now: time.Now}
 }
 
 // Run collects the named repository (every repository when name is empty). A chunk is removed
@@ -120,7 +134,7 @@ func (g *Collector) Run(ctx context.Context, name string, grace time.Duration, d
 func (g *Collector) collect(ctx context.Context, r catalog.Repository, grace time.Duration, dryRun bool) (Report, error) {
 	start := g.now()
 	rep := Report{Repository: r.Name, DryRun: dryRun}
-	repo, err := g.repos.Open(ctx, r.ID)
+	repo, err := g.open(ctx, r.ID)
 	if err != nil {
 		return rep, err
 	}
@@ -248,11 +262,16 @@ func (g *Collector) Measure(ctx context.Context) error {
 		g.m.FreedChunks.WithLabelValues(r.Name)
 		g.m.Duration.WithLabelValues(r.Name)
 		g.m.LastRun.WithLabelValues(r.Name)
-		repo, err := g.repos.Open(ctx, r.ID)
+		repo, err := g.open(ctx, r.ID)
 		if err != nil {
 			return err
 		}
-		n, size, err := repo.Stats(ctx)
+		var n, size int64
+		err = repo.WalkChunks(ctx, func(_ chunk.Digest, s int64, _ time.Time) error {
+			n++
+			size += s
+			return nil
+		})
 		if err != nil {
 			return err
 		}

@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/sendense/sendense/hub/internal/catalog"
+	"github.com/sendense/sendense/hub/internal/fidx"
 	"github.com/sendense/sendense/hub/internal/repository"
 	"github.com/sendense/sendense/shared/chunk"
 )
@@ -34,9 +35,18 @@ type verifyCatalog interface {
 	RecordVerify(ctx context.Context, id, status string, at time.Time) error
 }
 
-type repositories interface {
-	Open(ctx context.Context, id string) (*repository.Repository, error)
+// Repository is what verification needs of one repository.
+type Repository interface {
+	// ReadIndex reads and checks one index.
+	ReadIndex(ctx context.Context, ref repository.IndexRef) (*fidx.Index, error)
+	// VerifyChunk re-reads and re-hashes one chunk: nil when sound, an error wrapping
+	// repository.ErrChunkDamaged or ErrChunkNotFound for a verdict, any other error for an I/O
+	// problem that says nothing about the chunk.
+	VerifyChunk(ctx context.Context, d chunk.Digest) error
 }
+
+// OpenFunc opens the repository with a catalog id.
+type OpenFunc func(ctx context.Context, id string) (Repository, error)
 
 // Metrics counts verification work.
 type Metrics struct {
@@ -71,7 +81,7 @@ func (r *Report) OK() bool { return len(r.DamagedBackups) == 0 }
 // Verifier verifies backups.
 type Verifier struct {
 	cat      verifyCatalog
-	repos    repositories
+	open     OpenFunc
 	log      *slog.Logger
 	m        *Metrics
 	parallel int
@@ -79,11 +89,11 @@ type Verifier struct {
 }
 
 // New returns a verifier reading parallel chunks at once.
-func New(cat verifyCatalog, repos repositories, log *slog.Logger, m *Metrics, parallel int) *Verifier {
+func New(cat verifyCatalog, open OpenFunc, log *slog.Logger, m *Metrics, parallel int) *Verifier {
 	if m == nil {
 		m = NewMetrics(nil)
 	}
-	return &Verifier{cat: cat, repos: repos, log: log, m: m, parallel: max(parallel, 1), now: time.Now}
+	return &Verifier{cat: cat, open: open, log: log, m: m, parallel: max(parallel, 1), now: time.Now}
 }
 
 type use struct {
@@ -115,7 +125,7 @@ func (v *Verifier) Run(ctx context.Context, backupID string) (*Report, error) {
 	users := map[chunk.Digest][]use{}
 	repoOf := map[chunk.Digest]string{}
 	for _, r := range rows {
-		repo, err := v.repos.Open(ctx, r.RepositoryID)
+		repo, err := v.open(ctx, r.RepositoryID)
 		if err != nil {
 			return nil, err
 		}
@@ -157,7 +167,7 @@ func (v *Verifier) Run(ctx context.Context, backupID string) (*Report, error) {
 	for range v.parallel {
 		g.Go(func() error {
 			for d := range work {
-				repo, err := v.repos.Open(gctx, repoOf[d])
+				repo, err := v.open(gctx, repoOf[d])
 				if err != nil {
 					return err
 				}
