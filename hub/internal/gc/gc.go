@@ -5,6 +5,7 @@ package gc
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"time"
@@ -36,6 +37,9 @@ type Repository interface {
 	// a backup in any process that touched or stored the chunk since has moved past; a missing
 	// chunk is not an error.
 	RemoveChunkIfOlder(ctx context.Context, d chunk.Digest, cutoff time.Time) (removed bool, size int64, err error)
+	// LockGC takes the repository's collection lock, held across processes, without waiting:
+	// an error wrapping repository.ErrLocked while another collection holds it.
+	LockGC(ctx context.Context) (release func() error, err error)
 }
 
 // OpenFunc opens the repository with a catalog id.
@@ -107,6 +111,10 @@ func New(cat gcCatalog, open OpenFunc, log *slog.Logger, m *Metrics) *Collector 
 // period and the oldest open session (every chunk a running backup wrote or reused is younger
 // than its session: reused chunks are touched). An index that cannot be read stops the
 // collection of its repository: what it references is unknown, so nothing may be removed.
+//
+// Only one collection of a repository runs at a time, across processes: a repository whose
+// collection lock another process holds is an error wrapping repository.ErrLocked when named,
+// and skipped with a warning otherwise.
 func (g *Collector) Run(ctx context.Context, name string, grace time.Duration, dryRun bool) ([]Report, error) {
 	rs, err := g.cat.Repositories(ctx)
 	if err != nil {
@@ -120,6 +128,10 @@ func (g *Collector) Run(ctx context.Context, name string, grace time.Duration, d
 		}
 		found = true
 		rep, err := g.collect(ctx, r, grace, dryRun)
+		if errors.Is(err, repository.ErrLocked) && name == "" {
+			g.log.WarnContext(ctx, "garbage collection skipped: another one is running", "repository", r.Name)
+			continue
+		}
 		if err != nil {
 			return out, fmt.Errorf("repository %s: %w", r.Name, err)
 		}
@@ -138,6 +150,11 @@ func (g *Collector) collect(ctx context.Context, r catalog.Repository, grace tim
 	if err != nil {
 		return rep, err
 	}
+	release, err := repo.LockGC(ctx)
+	if err != nil {
+		return rep, err
+	}
+	defer func() { _ = release() }()
 	// The cutoff is taken before marking: chunks written after it are spared whatever marking
 	// saw.
 	cutoff := start.Add(-grace)
@@ -206,8 +223,8 @@ func (g *Collector) collect(ctx context.Context, r catalog.Repository, grace tim
 			rep.FreedBytes += sizes[i]
 			continue
 		}
-		// Checked again under the chunk's lock: a backup may have reused (touched) it since the
-		// walk, and then it stays.
+		// Checked again as it is removed: a backup in any process may have reused (touched) it
+		// since the walk, and then it stays.
 		removed, size, err := repo.RemoveChunkIfOlder(ctx, d, cutoff)
 		if err != nil {
 			return rep, err

@@ -55,6 +55,9 @@ const (
 // ErrNotRepository is returned by Open for a store (or directory) without repo.json.
 var ErrNotRepository = errors.New("not a sendense repository")
 
+// ErrLocked is returned by LockGC while another holder, in any process, has the lock.
+var ErrLocked = store.ErrLocked
+
 // descriptorKey is the key of repo.json; descriptorLimit bounds what Open reads of it.
 const (
 	descriptorKey   = "repo.json"
@@ -250,4 +253,18 @@ func (r *Repository) CleanTemp(ctx context.Context, dryRun bool) (int, error) {
 		return 0, nil
 	}
 	return tc.CleanTemp(ctx, dryRun)
+}
+
+// LockGC takes the repository's garbage collection lock without waiting: ErrLocked while
+// another collection, in this process or any other using the store, holds it. Two sweeps of one
+// repository at once would each be safe (RemoveChunkIfOlder is), but they double the work and
+// the second's report would be wrong; the lock makes the command-line "repo gc" and a serving
+// hub's scheduled collection, or several hubs, take turns. The lock is released by release, or
+// when the holding process ends.
+func (r *Repository) LockGC(ctx context.Context) (release func() error, err error) {
+	release, err = r.store.Lock(ctx, "gc")
+	if err != nil {
+		return nil, fmt.Errorf("lock repository for garbage collection: %w", err)
+	}
+	return release, nil
 }
