@@ -159,13 +159,17 @@ func newRepoCmd(e *env) *cobra.Command {
 				if p.Repaired {
 					state = "repaired"
 				}
+				if p.BackupID == "" {
+					fmt.Fprintf(e.stdout, "%s %s: %s: %s\n", state, p.Kind, p.Repository, p.Detail)
+					continue
+				}
 				fmt.Fprintf(e.stdout, "%s %s: %s backup %s disk %s: %s\n", state, p.Kind, p.Repository, p.BackupID, p.DiskID, p.Detail)
 			}
 			if rep.TempsRemoved > 0 {
 				fmt.Fprintf(e.stdout, "removed %d stale temporary files\n", rep.TempsRemoved)
 			}
 			if !rep.OK() {
-				return fmt.Errorf("the check found problems%s", map[bool]string{false: " (--repair removes orphaned indexes; missing data cannot be repaired)", true: " that cannot be repaired"}[repair])
+				return fmt.Errorf("the check found problems%s", map[bool]string{false: " (--repair removes orphaned indexes and stale temporary files; missing data cannot be repaired)", true: " that cannot be repaired"}[repair])
 			}
 			fmt.Fprintln(e.stdout, "consistent")
 			return nil

@@ -43,7 +43,7 @@ type OpenFunc func(ctx context.Context, id string) (Repository, error)
 // Problem is one inconsistency.
 type Problem struct {
 	Repository string
-	Kind       string // missing_index, orphan_index, missing_chunk, unreadable_index
+	Kind       string // missing_index, orphan_index, missing_chunk, unreadable_index, stale_temp
 	BackupID   string
 	DiskID     string
 	Detail     string
@@ -82,7 +82,8 @@ func New(cat checkCatalog, open OpenFunc, log *slog.Logger) *Checker {
 
 // Run checks every repository. With repair it removes orphaned indexes — index files whose
 // backup the catalog does not know as successful or committed and whose job is neither queued nor
-// running (a failed or deleted backup's leftovers) — and temporary files older than an hour.
+// running (a failed or deleted backup's leftovers) — and stale temporary files: those of
+// writers that died (a crash), which no live process owns.
 // Missing indexes and chunks cannot be repaired: they are reported with the backups they break.
 func (c *Checker) Run(ctx context.Context, repair bool) (Report, error) {
 	var rep Report
@@ -191,12 +192,22 @@ func (c *Checker) repository(ctx context.Context, r catalog.Repository, repair b
 		return err
 	}
 	rep.Chunks += int(n)
-	if repair {
-		removed, err := repo.CleanTemp(ctx, false)
-		if err != nil {
-			return err
+	stale, err := repo.CleanTemp(ctx, true)
+	if err != nil {
+		return err
+	}
+	if stale > 0 {
+		p := Problem{Repository: r.Name, Kind: "stale_temp",
+			Detail: fmt.Sprintf("%d temporary files of writers that died (wasted space; no data is missing)", stale)}
+		if repair {
+			removed, err := repo.CleanTemp(ctx, false)
+			if err != nil {
+				return err
+			}
+			rep.TempsRemoved += removed
+			p.Repaired = true
 		}
-		rep.TempsRemoved += removed
+		rep.Problems = append(rep.Problems, p)
 	}
 	return nil
 }
