@@ -103,11 +103,10 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	inv := inventory.New(cat, log, reg)
 	backups := backup.New(cat, repos, log, backup.NewMetrics(reg), backup.Options{JobTimeout: cfg.JobTimeout})
 	reg.MustRegister(backup.NewJobsCollector(cat, log))
-	reg.MustRegister(verify.NewCollector(cat, log))
 	policies := policy.New(cat, backups, log, nil)
 	reg.MustRegister(policy.NewCollector(policies, log))
-	collector := gc.New(cat, gcRepos(repos), log, gc.NewMetrics(reg))
-	verifier := verify.New(cat, verifyRepos(repos), log, verify.NewMetrics(reg), 2)
+	collector := gc.New(cat, gcRepos(repos), log, reg)
+	verifier := verify.New(cat, verifyRepos(repos), log, reg, 2)
 	backups.OnFinished = func(j catalog.BackupJob) {
 		if j.PolicyID == "" || j.Status != catalog.JobSucceeded {
 			return

@@ -45,8 +45,8 @@ type Repository interface {
 // OpenFunc opens the repository with a catalog id.
 type OpenFunc func(ctx context.Context, id string) (Repository, error)
 
-// Metrics of garbage collection, labelled by repository name (operators name few repositories).
-type Metrics struct {
+// metrics of garbage collection, labelled by repository name (operators name few repositories).
+type metrics struct {
 	FreedBytes  *prometheus.CounterVec
 	FreedChunks *prometheus.CounterVec
 	Duration    *prometheus.GaugeVec
@@ -55,9 +55,9 @@ type Metrics struct {
 	Chunks      *prometheus.GaugeVec
 }
 
-// NewMetrics registers the metrics on reg (nil: unregistered).
-func NewMetrics(reg prometheus.Registerer) *Metrics {
-	m := &Metrics{
+// newMetrics registers the metrics on reg (nil: unregistered).
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
 		FreedBytes:  prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sendense_hub_gc_freed_bytes_total", Help: "Bytes of chunks removed by garbage collection."}, []string{"repository"}),
 		FreedChunks: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sendense_hub_gc_freed_chunks_total", Help: "Chunks removed by garbage collection."}, []string{"repository"}),
 		Duration:    prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "sendense_hub_gc_duration_seconds", Help: "Duration of the last garbage collection."}, []string{"repository"}),
@@ -94,16 +94,13 @@ type Collector struct {
 	cat  gcCatalog
 	open OpenFunc
 	log  *slog.Logger
-	m    *Metrics
+	m    *metrics
 	now  func() time.Time
 }
 
-// New returns a collector.
-func New(cat gcCatalog, open OpenFunc, log *slog.Logger, m *Metrics) *Collector {
-	if m == nil {
-		m = NewMetrics(nil)
-	}
-	return &Collector{cat: cat, open: open, log: log, m: m, now: time.Now}
+// New returns a collector and registers its metrics on reg (nil: none).
+func New(cat gcCatalog, open OpenFunc, log *slog.Logger, reg prometheus.Registerer) *Collector {
+	return &Collector{cat: cat, open: open, log: log, m: newMetrics(reg), now: time.Now}
 }
 
 // Run collects the named repository (every repository when name is empty). A chunk is removed

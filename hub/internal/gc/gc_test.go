@@ -9,6 +9,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/sendense/sendense/hub/internal/catalog"
 	"github.com/sendense/sendense/hub/internal/fidx"
 	"github.com/sendense/sendense/hub/internal/repository"
@@ -52,7 +55,7 @@ func putChunk(t *testing.T, r *repository.Repository) chunk.Digest {
 
 // setup makes a repository with a chunk an index names, one an open session names and one
 // nothing names, and a collector for it whose clock is an hour ahead.
-func setup(t *testing.T) (c *Collector, repo *repository.Repository, indexed, session, garbage chunk.Digest) {
+func setup(t *testing.T, reg prometheus.Registerer) (c *Collector, repo *repository.Repository, indexed, session, garbage chunk.Digest) {
 	dir := filepath.Join(t.TempDir(), "repo")
 	repo, err := repository.InitDir(t.Context(), dir, slot, nil)
 	if err != nil {
@@ -78,13 +81,14 @@ func setup(t *testing.T) (c *Collector, repo *repository.Repository, indexed, se
 		t.Cleanup(func() { _ = r.Close() })
 		return r, nil
 	}
-	c = New(cat, open, slog.New(slog.DiscardHandler), nil)
+	c = New(cat, open, slog.New(slog.DiscardHandler), reg)
 	c.now = func() time.Time { return time.Now().Add(time.Hour) }
 	return c, repo, indexed, session, garbage
 }
 
 func TestCollectRemovesOnlyGarbage(t *testing.T) {
-	c, repo, indexed, session, garbage := setup(t)
+	reg := prometheus.NewPedanticRegistry()
+	c, repo, indexed, session, garbage := setup(t, reg)
 	reps, err := c.Run(t.Context(), "r", 30*time.Minute, false)
 	if err != nil {
 		t.Fatal(err)
@@ -97,13 +101,19 @@ func TestCollectRemovesOnlyGarbage(t *testing.T) {
 			t.Errorf("chunk %s present %v (%v), want %v", d, ok, err, want)
 		}
 	}
+	if got := testutil.ToFloat64(c.m.FreedChunks.WithLabelValues("r")); got != 1 {
+		t.Errorf("sendense_hub_gc_freed_chunks_total = %v, want 1", got)
+	}
+	if n, err := testutil.GatherAndCount(reg, "sendense_hub_gc_freed_chunks_total", "sendense_hub_repository_chunks"); err != nil || n != 2 {
+		t.Errorf("the registry the collector was given exports %d of its series (%v), want 2", n, err)
+	}
 }
 
 // TestOneCollectionAtATime: while another process collects a repository, a collection of it is
 // refused when asked for by name and skipped when all repositories are collected, and nothing
 // is removed.
 func TestOneCollectionAtATime(t *testing.T) {
-	c, repo, _, _, garbage := setup(t)
+	c, repo, _, _, garbage := setup(t, nil)
 	other, err := repository.OpenDir(t.Context(), c.cat.(*fakeCatalog).repo.Path, nil)
 	if err != nil {
 		t.Fatal(err)

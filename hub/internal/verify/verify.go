@@ -33,6 +33,7 @@ type verifyCatalog interface {
 	BackupByID(ctx context.Context, id string) (*catalog.BackupRow, error)
 	BackupDisks(ctx context.Context, jobID string) ([]catalog.BackupDisk, error)
 	RecordVerify(ctx context.Context, id, status string, at time.Time) error
+	verifySummary
 }
 
 // Repository is what verification needs of one repository.
@@ -48,15 +49,15 @@ type Repository interface {
 // OpenFunc opens the repository with a catalog id.
 type OpenFunc func(ctx context.Context, id string) (Repository, error)
 
-// Metrics counts verification work.
-type Metrics struct {
+// metrics counts verification work.
+type metrics struct {
 	ChunksVerified prometheus.Counter
 	ChunksDamaged  prometheus.Counter
 }
 
-// NewMetrics registers the verification metrics on reg (nil: unregistered).
-func NewMetrics(reg prometheus.Registerer) *Metrics {
-	m := &Metrics{
+// newMetrics registers the verification metrics on reg (nil: unregistered).
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
 		ChunksVerified: prometheus.NewCounter(prometheus.CounterOpts{Name: "sendense_hub_verify_chunks_total", Help: "Chunks re-read and re-hashed by verification."}),
 		ChunksDamaged:  prometheus.NewCounter(prometheus.CounterOpts{Name: "sendense_hub_verify_chunk_failures_total", Help: "Chunks verification found damaged or missing."}),
 	}
@@ -83,17 +84,18 @@ type Verifier struct {
 	cat      verifyCatalog
 	open     OpenFunc
 	log      *slog.Logger
-	m        *Metrics
+	m        *metrics
 	parallel int
 	now      func() time.Time
 }
 
-// New returns a verifier reading parallel chunks at once.
-func New(cat verifyCatalog, open OpenFunc, log *slog.Logger, m *Metrics, parallel int) *Verifier {
-	if m == nil {
-		m = NewMetrics(nil)
+// New returns a verifier reading parallel chunks at once, and registers its metrics on reg
+// (nil: none): its own counters and what the catalog records about verification.
+func New(cat verifyCatalog, open OpenFunc, log *slog.Logger, reg prometheus.Registerer, parallel int) *Verifier {
+	if reg != nil {
+		reg.MustRegister(newSummaryCollector(cat, log))
 	}
-	return &Verifier{cat: cat, open: open, log: log, m: m, parallel: max(parallel, 1), now: time.Now}
+	return &Verifier{cat: cat, open: open, log: log, m: newMetrics(reg), parallel: max(parallel, 1), now: time.Now}
 }
 
 type use struct {
@@ -215,19 +217,20 @@ type verifySummary interface {
 	VerifySummary(ctx context.Context) (damaged int, last time.Time, err error)
 }
 
-// Collector exports what the catalog records about verification, so every hub instance reports
-// it whoever ran the verification: sendense_hub_backups_damaged and
-// sendense_hub_verify_last_success_timestamp_seconds.
-type Collector struct {
+// summaryCollector exports what the catalog records about verification, so every hub instance
+// reports it whoever ran the verification: sendense_hub_backups_damaged and
+// sendense_hub_verify_last_timestamp_seconds.
+type summaryCollector struct {
 	cat     verifySummary
 	log     *slog.Logger
 	damaged *prometheus.Desc
 	last    *prometheus.Desc
 }
 
-// NewCollector returns the collector.
-func NewCollector(cat verifySummary, log *slog.Logger) *Collector {
-	return &Collector{
+var _ prometheus.Collector = (*summaryCollector)(nil)
+
+func newSummaryCollector(cat verifySummary, log *slog.Logger) *summaryCollector {
+	return &summaryCollector{
 		cat: cat, log: log,
 		damaged: prometheus.NewDesc("sendense_hub_backups_damaged", "Successful backups whose last verification found damage.", nil, nil),
 		last:    prometheus.NewDesc("sendense_hub_verify_last_timestamp_seconds", "Unix time of the most recent verification of any backup (0 when never verified).", nil, nil),
@@ -235,10 +238,10 @@ func NewCollector(cat verifySummary, log *slog.Logger) *Collector {
 }
 
 // Describe implements prometheus.Collector.
-func (c *Collector) Describe(ch chan<- *prometheus.Desc) { ch <- c.damaged; ch <- c.last }
+func (c *summaryCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.damaged; ch <- c.last }
 
 // Collect implements prometheus.Collector.
-func (c *Collector) Collect(ch chan<- prometheus.Metric) {
+func (c *summaryCollector) Collect(ch chan<- prometheus.Metric) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	damaged, last, err := c.cat.VerifySummary(ctx)
