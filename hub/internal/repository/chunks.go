@@ -12,7 +12,7 @@ import (
 	"github.com/sendense/sendense/shared/chunk"
 )
 
-// Errors of the chunk store. Callers branch on them with errors.Is; every returned error names
+// Errors of chunks. Callers branch on them with errors.Is; every returned error names
 // the digest concerned.
 var (
 	// ErrChunkNotFound: the repository holds no chunk with that digest.
@@ -83,10 +83,11 @@ func (r *Repository) MissingChunks(ctx context.Context, ds []chunk.Digest) ([]ch
 // ErrBadBlob, a well-formed blob of other content ErrDigestMismatch, the zero chunk ErrZeroChunk;
 // in each case nothing is stored. The blob is checked even when the chunk exists already.
 //
-// When the chunk exists, PutChunk returns stored=false and leaves the stored chunk untouched:
-// chunks are immutable. Otherwise it returns stored=true only once the chunk is durable (file and
-// directory entries fsynced). PutChunk is idempotent and safe for concurrent calls with the same
-// or different digests.
+// When the chunk exists, PutChunk returns stored=false and leaves its content untouched (chunks
+// are immutable) but refreshes its time, as TouchChunk does. Otherwise it returns stored=true
+// only once the chunk is durable. PutChunk is idempotent and safe for concurrent calls with the
+// same or different digests; within one process exactly one of concurrent puts of a new chunk
+// reports it stored.
 func (r *Repository) PutChunk(ctx context.Context, d chunk.Digest, blob []byte) (stored bool, err error) {
 	if err := ctx.Err(); err != nil {
 		return false, fmt.Errorf("put chunk %s: %w", d, err)

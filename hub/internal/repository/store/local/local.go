@@ -460,10 +460,13 @@ func (s *Store) Touch(ctx context.Context, key string) error {
 			return fmt.Errorf("touch %s: %w", key, err)
 		}
 		fi, err := os.Lstat(path)
-		if errors.Is(err, fs.ErrNotExist) {
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
 			return fmt.Errorf("touch %s: %w", key, store.ErrNotFound)
-		} else if err != nil {
+		case err != nil:
 			return fmt.Errorf("touch %s: %w", key, err)
+		case !fi.Mode().IsRegular():
+			return fmt.Errorf("touch %s: not a regular file", key)
 		}
 		if !fi.ModTime().Before(now.Add(-modTimeSlack)) {
 			return nil
@@ -497,6 +500,8 @@ func (s *Store) RemoveIfOlder(ctx context.Context, key string, cutoff time.Time)
 		return false, 0, nil
 	case err != nil:
 		return false, 0, fmt.Errorf("remove %s: %w", key, err)
+	case !fi.Mode().IsRegular():
+		return false, 0, fmt.Errorf("remove %s: not a regular file", key)
 	case !fi.ModTime().Before(cutoff):
 		return false, 0, nil
 	}
@@ -524,7 +529,7 @@ func (s *Store) RemoveIfOlder(ctx context.Context, key string, cutoff time.Time)
 		return false, 0, nil
 	}
 	if err := os.Remove(aside); err != nil {
-		return false, 0, fmt.Errorf("remove %s: %w", key, err)
+		return false, 0, fmt.Errorf("remove %s: %w", key, errors.Join(err, s.restore(aside, path)))
 	}
 	if err := errors.Join(syncDir(filepath.Dir(path)), syncDir(filepath.Dir(aside))); err != nil {
 		return false, 0, fmt.Errorf("remove %s: %w", key, err)

@@ -231,3 +231,26 @@ func TestOtherProcess(t *testing.T) {
 		t.Fatalf("CleanTemp after the other process died = %d, %v; want its 1 temp file", n, err)
 	}
 }
+
+// TestDirectoriesAreNotObjects: a key naming a directory (a prefix of other keys) is refused by
+// every operation that would change it.
+func TestDirectoriesAreNotObjects(t *testing.T) {
+	dir := t.TempDir()
+	s := open(t, dir)
+	ctx := t.Context()
+	if err := s.Put(ctx, "chunks/ab/cd/abcd", []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.RemoveIfOlder(ctx, "chunks/ab", time.Now().Add(time.Hour)); err == nil {
+		t.Error("RemoveIfOlder of a directory succeeded")
+	}
+	if err := s.Touch(ctx, "chunks/ab"); err == nil {
+		t.Error("Touch of a directory succeeded")
+	}
+	if err := s.Remove(ctx, "chunks"); err == nil {
+		t.Error("Remove of a directory succeeded")
+	}
+	if _, err := s.Stat(ctx, "chunks/ab/cd/abcd"); err != nil {
+		t.Fatalf("the object under the directory: %v", err)
+	}
+}
