@@ -12,7 +12,7 @@ import (
 	"github.com/sendense/sendense/hub/internal/catalog"
 	"github.com/sendense/sendense/hub/internal/config"
 	"github.com/sendense/sendense/hub/internal/jobs"
-	"github.com/sendense/sendense/hub/internal/storage"
+	"github.com/sendense/sendense/hub/internal/repository"
 	"github.com/sendense/sendense/shared/api"
 )
 
@@ -20,7 +20,10 @@ import (
 func backupCmd(e *env, fn func(cmd *cobra.Command, args []string, b *jobs.Service, cat *catalog.Catalog) error) func(*cobra.Command, []string) error {
 	return func(cmd *cobra.Command, args []string) error {
 		return catalogCmd(e, func(cmd *cobra.Command, cfg *config.Config, cat *catalog.Catalog) error {
-			svc := jobs.New(cat, storage.NewManager(cat), cfg.NewLogger(e.stderr), nil, jobs.Options{})
+			log := cfg.NewLogger(e.stderr)
+			repos := repository.NewRegistry(cat, log, nil)
+			defer repos.Close()
+			svc := jobs.New(cat, repos, log, nil, jobs.Options{})
 			return fn(cmd, args, svc, cat)
 		})(cmd, args)
 	}

@@ -12,7 +12,7 @@ import (
 	"github.com/sendense/sendense/hub/internal/config"
 	"github.com/sendense/sendense/hub/internal/jobs"
 	"github.com/sendense/sendense/hub/internal/policy"
-	"github.com/sendense/sendense/hub/internal/storage"
+	"github.com/sendense/sendense/hub/internal/repository"
 	"github.com/sendense/sendense/shared/api"
 )
 
@@ -21,7 +21,9 @@ func policyCmd(e *env, fn func(cmd *cobra.Command, args []string, p *policy.Serv
 	return func(cmd *cobra.Command, args []string) error {
 		return catalogCmd(e, func(cmd *cobra.Command, cfg *config.Config, cat *catalog.Catalog) error {
 			log := cfg.NewLogger(e.stderr)
-			b := jobs.New(cat, storage.NewManager(cat), log, nil, jobs.Options{})
+			repos := repository.NewRegistry(cat, log, nil)
+			defer repos.Close()
+			b := jobs.New(cat, repos, log, nil, jobs.Options{})
 			return fn(cmd, args, policy.New(cat, b, log, nil, nil))
 		})(cmd, args)
 	}

@@ -14,7 +14,7 @@ import (
 	"github.com/sendense/sendense/hub/internal/check"
 	"github.com/sendense/sendense/hub/internal/config"
 	"github.com/sendense/sendense/hub/internal/gc"
-	"github.com/sendense/sendense/hub/internal/storage"
+	"github.com/sendense/sendense/hub/internal/repository"
 	"github.com/sendense/sendense/hub/internal/verify"
 )
 
@@ -43,12 +43,14 @@ func newRepoCmd(e *env) *cobra.Command {
 		Use:   "create NAME --path DIR [--chunk-size 4MiB]",
 		Short: "Create a repository (or adopt an existing one at DIR)",
 		Args:  cobra.ExactArgs(1),
-		RunE: catalogCmd(e, func(cmd *cobra.Command, _ *config.Config, cat *catalog.Catalog) error {
+		RunE: catalogCmd(e, func(cmd *cobra.Command, cfg *config.Config, cat *catalog.Catalog) error {
 			cs, err := parseSize(chunkSize)
 			if err != nil {
 				return err
 			}
-			rec, _, err := storage.NewManager(cat).Create(cmd.Context(), cmd.Flags().Arg(0), path, cs)
+			repos := repository.NewRegistry(cat, cfg.NewLogger(e.stderr), nil)
+			defer repos.Close()
+			rec, err := repos.Create(cmd.Context(), cmd.Flags().Arg(0), path, cs)
 			if err != nil {
 				return err
 			}
@@ -65,7 +67,7 @@ func newRepoCmd(e *env) *cobra.Command {
 		Short: "List repositories",
 		Args:  cobra.NoArgs,
 		RunE: catalogCmd(e, func(cmd *cobra.Command, _ *config.Config, cat *catalog.Catalog) error {
-			rs, err := storage.NewManager(cat).List(cmd.Context())
+			rs, err := cat.Repositories(cmd.Context())
 			if err != nil {
 				return err
 			}
@@ -88,7 +90,10 @@ func newRepoCmd(e *env) *cobra.Command {
 		Short: "Re-read and re-hash every chunk of every successful backup (or of one); exit 1 on damage",
 		Args:  cobra.NoArgs,
 		RunE: catalogCmd(e, func(cmd *cobra.Command, cfg *config.Config, cat *catalog.Catalog) error {
-			v := verify.New(cat, storage.NewManager(cat), cfg.NewLogger(e.stderr), nil, parallel)
+			log := cfg.NewLogger(e.stderr)
+			repos := repository.NewRegistry(cat, log, nil)
+			defer repos.Close()
+			v := verify.New(cat, verifyRepos(repos), log, nil, parallel)
 			rep, err := v.Run(cmd.Context(), backupID)
 			if err != nil {
 				return err
@@ -117,7 +122,10 @@ func newRepoCmd(e *env) *cobra.Command {
 		Short: "Remove chunks no backup and no running upload needs, older than the grace period",
 		Args:  cobra.NoArgs,
 		RunE: catalogCmd(e, func(cmd *cobra.Command, cfg *config.Config, cat *catalog.Catalog) error {
-			reps, err := gc.New(cat, storage.NewManager(cat), cfg.NewLogger(e.stderr), nil).Run(cmd.Context(), repoName, grace, dryRun)
+			log := cfg.NewLogger(e.stderr)
+			repos := repository.NewRegistry(cat, log, nil)
+			defer repos.Close()
+			reps, err := gc.New(cat, gcRepos(repos), log, nil).Run(cmd.Context(), repoName, grace, dryRun)
 			for _, r := range reps {
 				verb := "freed"
 				if r.DryRun {
@@ -138,7 +146,10 @@ func newRepoCmd(e *env) *cobra.Command {
 		Short: "Compare the catalog with the repositories; exit 1 on problems; --repair removes only orphaned indexes and stale temporary files",
 		Args:  cobra.NoArgs,
 		RunE: catalogCmd(e, func(cmd *cobra.Command, cfg *config.Config, cat *catalog.Catalog) error {
-			rep, err := check.New(cat, storage.NewManager(cat), cfg.NewLogger(e.stderr)).Run(cmd.Context(), repair)
+			log := cfg.NewLogger(e.stderr)
+			repos := repository.NewRegistry(cat, log, nil)
+			defer repos.Close()
+			rep, err := check.New(cat, checkRepos(repos), log).Run(cmd.Context(), repair)
 			if err != nil {
 				return err
 			}
@@ -148,13 +159,17 @@ func newRepoCmd(e *env) *cobra.Command {
 				if p.Repaired {
 					state = "repaired"
 				}
+				if p.BackupID == "" {
+					fmt.Fprintf(e.stdout, "%s %s: %s: %s\n", state, p.Kind, p.Repository, p.Detail)
+					continue
+				}
 				fmt.Fprintf(e.stdout, "%s %s: %s backup %s disk %s: %s\n", state, p.Kind, p.Repository, p.BackupID, p.DiskID, p.Detail)
 			}
 			if rep.TempsRemoved > 0 {
 				fmt.Fprintf(e.stdout, "removed %d stale temporary files\n", rep.TempsRemoved)
 			}
 			if !rep.OK() {
-				return fmt.Errorf("the check found problems%s", map[bool]string{false: " (--repair removes orphaned indexes; missing data cannot be repaired)", true: " that cannot be repaired"}[repair])
+				return fmt.Errorf("the check found problems%s", map[bool]string{false: " (--repair removes orphaned indexes and stale temporary files; missing data cannot be repaired)", true: " that cannot be repaired"}[repair])
 			}
 			fmt.Fprintln(e.stdout, "consistent")
 			return nil

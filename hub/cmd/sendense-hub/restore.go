@@ -12,8 +12,8 @@ import (
 
 	"github.com/sendense/sendense/hub/internal/catalog"
 	"github.com/sendense/sendense/hub/internal/config"
+	"github.com/sendense/sendense/hub/internal/repository"
 	"github.com/sendense/sendense/hub/internal/restore"
-	"github.com/sendense/sendense/hub/internal/storage"
 )
 
 func newRestoreCmd(e *env) *cobra.Command {
@@ -38,7 +38,9 @@ func newRestoreCmd(e *env) *cobra.Command {
 				}
 				qemuImg = p
 			}
-			svc := restore.New(cat, storage.NewManager(cat))
+			repos := repository.NewRegistry(cat, nil, nil)
+			defer repos.Close()
+			svc := restore.New(cat, restoreRepos(repos))
 			disks, err := svc.Disks(cmd.Context(), backupID)
 			if err != nil {
 				return err

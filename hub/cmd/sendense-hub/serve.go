@@ -28,8 +28,8 @@ import (
 	"github.com/sendense/sendense/hub/internal/jobs"
 	"github.com/sendense/sendense/hub/internal/pki"
 	"github.com/sendense/sendense/hub/internal/policy"
+	"github.com/sendense/sendense/hub/internal/repository"
 	"github.com/sendense/sendense/hub/internal/restore"
-	"github.com/sendense/sendense/hub/internal/storage"
 	"github.com/sendense/sendense/hub/internal/verify"
 	wire "github.com/sendense/sendense/shared/api"
 	"github.com/sendense/sendense/shared/httpserve"
@@ -94,7 +94,8 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	if _, err := cat.MigrateUp(ctx, log); err != nil {
 		return err
 	}
-	repos := storage.NewManager(cat)
+	repos := repository.NewRegistry(cat, log, reg)
+	defer repos.Close()
 	_, defRepo, err := repos.EnsureDefault(ctx, cfg.DefaultRepoPath())
 	if err != nil {
 		return fmt.Errorf("default repository: %w", err)
@@ -103,10 +104,9 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	ids := identity.New(cat, ca, log, reg, identity.Options{HubURL: hubURL(cfg), CertLifetime: cfg.AgentCertLifetime})
 	inv := inventory.New(cat, log, reg)
 	backups := jobs.New(cat, repos, log, reg, jobs.Options{JobTimeout: cfg.JobTimeout})
-	reg.MustRegister(verify.NewCollector(cat, log), storage.NewCollector(repos, log))
 	policies := policy.New(cat, backups, log, reg, nil)
-	collector := gc.New(cat, repos, log, gc.NewMetrics(reg))
-	verifier := verify.New(cat, repos, log, verify.NewMetrics(reg), 2)
+	collector := gc.New(cat, gcRepos(repos), log, reg)
+	verifier := verify.New(cat, verifyRepos(repos), log, reg, 2)
 	backups.OnFinished = func(j catalog.BackupJob) {
 		if j.PolicyID == "" || j.Status != wire.JobSucceeded {
 			return
@@ -118,7 +118,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 			policies.PruneVM(pctx, j.VMContextID)
 		}()
 	}
-	apiSrv := api.New(api.Deps{Log: log, Registry: reg, Catalog: cat, Repository: defRepo, Identity: ids, Inventory: inv, Backup: backups, Ingest: ingest.New(cat, repos, log, reg), Restore: restore.New(cat, repos), Repositories: repos, Policies: policies, Events: events.New(cat, log), Started: started})
+	apiSrv := api.New(api.Deps{Log: log, Registry: reg, Catalog: cat, Repository: defRepo, Identity: ids, Inventory: inv, Backup: backups, Ingest: ingest.New(cat, repos, log, reg), Restore: restore.New(cat, restoreRepos(repos)), Repositories: repos, Policies: policies, Events: events.New(cat, log), Started: started})
 
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {

@@ -25,7 +25,9 @@ import (
 	hubapi "github.com/sendense/sendense/hub/internal/api"
 	"github.com/sendense/sendense/hub/internal/catalog"
 	"github.com/sendense/sendense/hub/internal/catalog/catalogtest"
+	"github.com/sendense/sendense/hub/internal/check"
 	"github.com/sendense/sendense/hub/internal/events"
+	"github.com/sendense/sendense/hub/internal/gc"
 	"github.com/sendense/sendense/hub/internal/identity"
 	"github.com/sendense/sendense/hub/internal/ingest"
 	"github.com/sendense/sendense/hub/internal/inventory"
@@ -34,7 +36,7 @@ import (
 	"github.com/sendense/sendense/hub/internal/policy"
 	"github.com/sendense/sendense/hub/internal/repository"
 	"github.com/sendense/sendense/hub/internal/restore"
-	"github.com/sendense/sendense/hub/internal/storage"
+	"github.com/sendense/sendense/hub/internal/verify"
 	"github.com/sendense/sendense/shared/api"
 	"github.com/sendense/sendense/shared/testenv"
 )
@@ -50,7 +52,7 @@ type testHub struct {
 	CatReg  *prometheus.Registry // sendense_hub_catalog_* only
 	Logs    *testenv.LogBuffer
 	Clock   *fakeClock
-	Repo    *repository.Local
+	Repo    *repository.Repository
 	RepoDir string
 }
 
@@ -102,8 +104,9 @@ func newTestHub(t *testing.T, c *catalog.Catalog, opts ...hubOptions) *testHub {
 	ids := identity.New(c, ca, log, reg, identity.Options{HubURL: "https://127.0.0.1:1", CertLifetime: 24 * time.Hour, Now: clock.Now})
 	repoDir := t.TempDir()
 	inv := inventory.New(c, log, reg)
-	repos := storage.NewManager(c)
-	if _, _, err := repos.Create(context.Background(), storage.DefaultName, repoDir, 64<<10); err != nil {
+	repos := repository.NewRegistry(c, nil, nil)
+	t.Cleanup(func() { _ = repos.Close() })
+	if _, err := repos.Create(context.Background(), repository.DefaultName, repoDir, 64<<10); err != nil {
 		t.Fatal(err)
 	}
 	repo, err := repos.Open(context.Background(), mustRepoID(t, c))
@@ -111,7 +114,7 @@ func newTestHub(t *testing.T, c *catalog.Catalog, opts ...hubOptions) *testHub {
 		t.Fatal(err)
 	}
 	backups := jobs.New(c, repos, log, reg, jobs.Options{Now: clock.Now, PollInterval: o.pollInterval})
-	srv := hubapi.New(hubapi.Deps{Log: log, Registry: reg, Catalog: c, Repository: repo, Identity: ids, Inventory: inv, Backup: backups, Ingest: ingest.New(c, repos, log, reg), Restore: restore.New(c, repos), Repositories: repos,
+	srv := hubapi.New(hubapi.Deps{Log: log, Registry: reg, Catalog: c, Repository: repo, Identity: ids, Inventory: inv, Backup: backups, Ingest: ingest.New(c, repos, log, reg), Restore: restore.New(c, restoreRepos(repos)), Repositories: repos,
 		Policies: policy.New(c, backups, log, reg, clock.Now), Events: events.New(c, log)})
 	ts := httptest.NewUnstartedServer(srv.Handler())
 	ts.Config.ErrorLog = slog.NewLogLogger(log.Handler(), slog.LevelWarn)
@@ -268,9 +271,51 @@ func (h *testHub) assertNoSecret(secrets ...string) {
 
 func mustRepoID(t *testing.T, c *catalog.Catalog) string {
 	t.Helper()
-	r, err := c.RepositoryByName(context.Background(), storage.DefaultName)
+	r, err := c.RepositoryByName(context.Background(), repository.DefaultName)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return r.ID
+}
+
+// The registry adapted to each consumer's Repository, as cmd/sendense-hub wires them.
+
+func gcRepos(g *repository.Registry) gc.OpenFunc {
+	return func(ctx context.Context, id string) (gc.Repository, error) {
+		r, err := g.Open(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		return r, nil
+	}
+}
+
+func verifyRepos(g *repository.Registry) verify.OpenFunc {
+	return func(ctx context.Context, id string) (verify.Repository, error) {
+		r, err := g.Open(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		return r, nil
+	}
+}
+
+func checkRepos(g *repository.Registry) check.OpenFunc {
+	return func(ctx context.Context, id string) (check.Repository, error) {
+		r, err := g.Open(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		return r, nil
+	}
+}
+
+func restoreRepos(g *repository.Registry) restore.OpenFunc {
+	return func(ctx context.Context, id string) (restore.Repository, error) {
+		r, err := g.Open(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		return r, nil
+	}
 }

@@ -18,18 +18,18 @@ import (
 	"github.com/sendense/sendense/hub/internal/gc"
 	"github.com/sendense/sendense/hub/internal/jobs"
 	"github.com/sendense/sendense/hub/internal/policy"
-	"github.com/sendense/sendense/hub/internal/storage"
+	"github.com/sendense/sendense/hub/internal/repository"
 	"github.com/sendense/sendense/shared/api"
 	"github.com/sendense/sendense/shared/chunk"
 )
 
 func (h *testHub) policies() *policy.Service {
-	b := jobs.New(h.Cat, storage.NewManager(h.Cat), slog.New(slog.DiscardHandler), nil, jobs.Options{Now: h.Clock.Now})
+	b := jobs.New(h.Cat, repository.NewRegistry(h.Cat, nil, nil), slog.New(slog.DiscardHandler), nil, jobs.Options{Now: h.Clock.Now})
 	return policy.New(h.Cat, b, slog.New(slog.DiscardHandler), nil, h.Clock.Now)
 }
 
 func (h *testHub) collector() *gc.Collector {
-	return gc.New(h.Cat, storage.NewManager(h.Cat), slog.New(slog.DiscardHandler), nil)
+	return gc.New(h.Cat, gcRepos(repository.NewRegistry(h.Cat, nil, nil)), slog.New(slog.DiscardHandler), nil)
 }
 
 // chunksOf returns the distinct non-zero chunk digests of an image.
@@ -155,7 +155,7 @@ func TestPruneProtectAndGC(t *testing.T) {
 			}
 		}
 		// And the catalog and the repository agree.
-		crep, err := check.New(h.Cat, storage.NewManager(h.Cat), slog.New(slog.DiscardHandler)).Run(t.Context(), false)
+		crep, err := check.New(h.Cat, checkRepos(repository.NewRegistry(h.Cat, nil, nil)), slog.New(slog.DiscardHandler)).Run(t.Context(), false)
 		if err != nil || !crep.OK() {
 			t.Fatalf("check after prune and gc: %+v %v", crep.Problems, err)
 		}
@@ -193,7 +193,7 @@ func TestGCDuringBackup(t *testing.T) {
 					return
 				default:
 				}
-				if _, err := gc.New(h.Cat, storage.NewManager(h.Cat), slog.New(slog.NewTextHandler(h.Logs, &slog.HandlerOptions{Level: slog.LevelDebug})), nil).Run(t.Context(), "", 0, false); err != nil {
+				if _, err := gc.New(h.Cat, gcRepos(repository.NewRegistry(h.Cat, nil, nil)), slog.New(slog.NewTextHandler(h.Logs, &slog.HandlerOptions{Level: slog.LevelDebug})), nil).Run(t.Context(), "", 0, false); err != nil {
 					if t.Context().Err() == nil {
 						t.Error(err)
 					}
@@ -250,7 +250,7 @@ func TestConsistencyCheck(t *testing.T) {
 		operator := h.apiToken(api.RoleOperator)
 		img := randomImage(t, 4*testChunk)
 		id := h.backupImage(a, operator, img)
-		c := check.New(h.Cat, storage.NewManager(h.Cat), slog.New(slog.DiscardHandler))
+		c := check.New(h.Cat, checkRepos(repository.NewRegistry(h.Cat, nil, nil)), slog.New(slog.DiscardHandler))
 		if rep, err := c.Run(t.Context(), false); err != nil || !rep.OK() {
 			t.Fatalf("clean check: %+v %v", rep.Problems, err)
 		}

@@ -8,14 +8,15 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"github.com/sendense/sendense/hub/internal/catalog"
-	"github.com/sendense/sendense/hub/internal/repository"
 	"github.com/sendense/sendense/shared/api"
 )
 
 // repositoryService lists and creates repositories.
 type repositoryService interface {
 	List(ctx context.Context) ([]catalog.Repository, error)
-	Create(ctx context.Context, name, dir string, chunkSize int64) (*catalog.Repository, *repository.Local, error)
+	// Create validates the name and chunk size (*api.FieldError), creates or adopts the
+	// repository in dir and records it.
+	Create(ctx context.Context, name, dir string, chunkSize int64) (*catalog.Repository, error)
 }
 
 func (s *Server) registerRepositories(v1 *gin.RouterGroup) {
@@ -46,18 +47,13 @@ func (s *Server) createRepository(c *gin.Context) {
 		s.fail(c, err)
 		return
 	}
-	switch {
-	case req.Name == "" || len(req.Name) > 128 || strings.ContainsAny(req.Name, " /\\\x00"):
-		s.fail(c, &api.FieldError{Field: "name", Msg: "must be a non-empty name without spaces or slashes, at most 128 characters"})
-		return
-	case !strings.HasPrefix(req.Path, "/"):
+	// The name and the chunk size are checked where every repository is created, also by the
+	// command line; a relative path means nothing to a remote caller.
+	if !strings.HasPrefix(req.Path, "/") {
 		s.fail(c, &api.FieldError{Field: "path", Msg: "must be an absolute directory path on the hub"})
 		return
-	case req.ChunkSize != 0 && (req.ChunkSize < repository.MinChunkSize || req.ChunkSize > repository.MaxChunkSize || req.ChunkSize&(req.ChunkSize-1) != 0):
-		s.fail(c, &api.FieldError{Field: "chunk_size", Msg: "must be a power of two between 64 KiB and 64 MiB"})
-		return
 	}
-	r, _, err := s.deps.Repositories.Create(c.Request.Context(), req.Name, req.Path, req.ChunkSize)
+	r, err := s.deps.Repositories.Create(c.Request.Context(), req.Name, req.Path, req.ChunkSize)
 	if err != nil {
 		s.fail(c, err)
 		return

@@ -27,7 +27,7 @@ type catalogProbe interface {
 
 // repositoryProbe reports whether the default repository accepts durable writes.
 type repositoryProbe interface {
-	CheckWritable() error
+	CheckWritable(ctx context.Context) error
 }
 
 // Deps are the hub components the API serves.
@@ -176,7 +176,7 @@ func (s *Server) health(c *gin.Context) {
 		}
 	}
 	if s.deps.Repository != nil {
-		if err := s.deps.Repository.CheckWritable(); err != nil {
+		if err := s.deps.Repository.CheckWritable(ctx); err != nil {
 			h.Repository = api.Check{OK: false, Detail: "default repository is not writable"}
 			s.deps.Log.WarnContext(ctx, "health: repository not writable", "err", err)
 		}

@@ -8,7 +8,7 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/sendense/sendense/hub/internal/storage"
+	"github.com/sendense/sendense/hub/internal/repository"
 	"github.com/sendense/sendense/hub/internal/verify"
 	"github.com/sendense/sendense/shared/api"
 	"github.com/sendense/sendense/shared/chunk"
@@ -27,7 +27,7 @@ func TestVerifyFindsDamage(t *testing.T) {
 		_, _ = rand.Read(imgB)
 		second := h.backupImage(a, operator, imgB) // shares no data chunk with the first
 
-		v := verify.New(h.Cat, storage.NewManager(h.Cat), slog.New(slog.DiscardHandler), nil, 2)
+		v := verify.New(h.Cat, verifyRepos(repository.NewRegistry(h.Cat, nil, nil)), slog.New(slog.DiscardHandler), nil, 2)
 		rep, err := v.Run(t.Context(), "")
 		if err != nil || !rep.OK() || rep.Backups != 2 || rep.Chunks < 10 {
 			t.Fatalf("clean verify: %+v %v", rep, err)

@@ -8,9 +8,9 @@ import (
 	"fmt"
 	"log/slog"
 	"sort"
-	"time"
 
 	"github.com/sendense/sendense/hub/internal/catalog"
+	"github.com/sendense/sendense/hub/internal/fidx"
 	"github.com/sendense/sendense/hub/internal/repository"
 	"github.com/sendense/sendense/shared/api"
 	"github.com/sendense/sendense/shared/chunk"
@@ -22,14 +22,29 @@ type checkCatalog interface {
 	ActiveJobIDs(ctx context.Context) (map[string]bool, error)
 }
 
-type repositories interface {
-	Open(ctx context.Context, id string) (*repository.Local, error)
+// Repository is what the check needs of one repository.
+type Repository interface {
+	// WalkIndexes calls fn for every index; an error from fn stops the walk and is returned.
+	WalkIndexes(ctx context.Context, fn func(ref repository.IndexRef) error) error
+	// ReadIndex reads and checks one index.
+	ReadIndex(ctx context.Context, ref repository.IndexRef) (*fidx.Index, error)
+	// RemoveIndex removes one index durably.
+	RemoveIndex(ctx context.Context, ref repository.IndexRef) error
+	// HasChunk reports whether the repository holds a chunk, without reading it.
+	HasChunk(ctx context.Context, d chunk.Digest) (bool, error)
+	// Stats counts the chunks and their bytes.
+	Stats(ctx context.Context) (chunks, bytes int64, err error)
+	// CleanTemp removes (dryRun: counts) the temp files no live writer owns.
+	CleanTemp(ctx context.Context, dryRun bool) (int, error)
 }
+
+// OpenFunc opens the repository with a catalog id.
+type OpenFunc func(ctx context.Context, id string) (Repository, error)
 
 // Problem is one inconsistency.
 type Problem struct {
 	Repository string
-	Kind       string // missing_index, orphan_index, missing_chunk, unreadable_index
+	Kind       string // missing_index, orphan_index, missing_chunk, unreadable_index, stale_temp
 	BackupID   string
 	DiskID     string
 	Detail     string
@@ -56,19 +71,20 @@ func (r *Report) OK() bool {
 
 // Checker checks consistency.
 type Checker struct {
-	cat   checkCatalog
-	repos repositories
-	log   *slog.Logger
+	cat  checkCatalog
+	open OpenFunc
+	log  *slog.Logger
 }
 
 // New returns a checker.
-func New(cat checkCatalog, repos repositories, log *slog.Logger) *Checker {
-	return &Checker{cat: cat, repos: repos, log: log}
+func New(cat checkCatalog, open OpenFunc, log *slog.Logger) *Checker {
+	return &Checker{cat: cat, open: open, log: log}
 }
 
 // Run checks every repository. With repair it removes orphaned indexes — index files whose
 // backup the catalog does not know as successful or committed and whose job is neither queued nor
-// running (a failed or deleted backup's leftovers) — and temporary files older than an hour.
+// running (a failed or deleted backup's leftovers) — and stale temporary files: those of
+// writers that died (a crash), which no live process owns.
 // Missing indexes and chunks cannot be repaired: they are reported with the backups they break.
 func (c *Checker) Run(ctx context.Context, repair bool) (Report, error) {
 	var rep Report
@@ -85,7 +101,7 @@ func (c *Checker) Run(ctx context.Context, repair bool) (Report, error) {
 }
 
 func (c *Checker) repository(ctx context.Context, r catalog.Repository, repair bool, rep *Report) error {
-	repo, err := c.repos.Open(ctx, r.ID)
+	repo, err := c.open(ctx, r.ID)
 	if err != nil {
 		return err
 	}
@@ -155,7 +171,7 @@ func (c *Checker) repository(ctx context.Context, r catalog.Repository, repair b
 				missingChunks[dg] = append(missingChunks[dg], ref)
 				continue
 			}
-			has, err := repo.HasChunk(dg)
+			has, err := repo.HasChunk(ctx, dg)
 			if err != nil {
 				return err
 			}
@@ -177,12 +193,22 @@ func (c *Checker) repository(ctx context.Context, r catalog.Repository, repair b
 		return err
 	}
 	rep.Chunks += int(n)
-	if repair {
-		removed, err := repo.CleanTemp(time.Hour)
-		if err != nil {
-			return err
+	stale, err := repo.CleanTemp(ctx, true)
+	if err != nil {
+		return err
+	}
+	if stale > 0 {
+		p := Problem{Repository: r.Name, Kind: "stale_temp",
+			Detail: fmt.Sprintf("%d temporary files of writers that died (wasted space; no data is missing)", stale)}
+		if repair {
+			removed, err := repo.CleanTemp(ctx, false)
+			if err != nil {
+				return err
+			}
+			rep.TempsRemoved += removed
+			p.Repaired = true
 		}
-		rep.TempsRemoved += removed
+		rep.Problems = append(rep.Problems, p)
 	}
 	return nil
 }

@@ -5,6 +5,7 @@ package gc
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"time"
@@ -12,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sendense/sendense/hub/internal/catalog"
+	"github.com/sendense/sendense/hub/internal/fidx"
 	"github.com/sendense/sendense/hub/internal/repository"
 	"github.com/sendense/sendense/shared/chunk"
 )
@@ -23,12 +25,28 @@ type gcCatalog interface {
 	OldestOpenSession(ctx context.Context, repositoryID string) (time.Time, error)
 }
 
-type repositories interface {
-	Open(ctx context.Context, id string) (*repository.Local, error)
+// Repository is what garbage collection needs of one repository.
+type Repository interface {
+	// WalkIndexes calls fn for every index; an error from fn stops the walk and is returned.
+	WalkIndexes(ctx context.Context, fn func(ref repository.IndexRef) error) error
+	// ReadIndex reads and checks one index.
+	ReadIndex(ctx context.Context, ref repository.IndexRef) (*fidx.Index, error)
+	// WalkChunks calls fn for every chunk with its size and modification time.
+	WalkChunks(ctx context.Context, fn func(d chunk.Digest, size int64, modTime time.Time) error) error
+	// RemoveChunkIfOlder removes a chunk only if its modification time is before cutoff, which
+	// a backup in any process that touched or stored the chunk since has moved past; a missing
+	// chunk is not an error.
+	RemoveChunkIfOlder(ctx context.Context, d chunk.Digest, cutoff time.Time) (removed bool, size int64, err error)
+	// LockGC takes the repository's collection lock, held across processes, without waiting:
+	// an error wrapping repository.ErrLocked while another collection holds it.
+	LockGC(ctx context.Context) (release func() error, err error)
 }
 
-// Metrics of garbage collection, labelled by repository name (operators name few repositories).
-type Metrics struct {
+// OpenFunc opens the repository with a catalog id.
+type OpenFunc func(ctx context.Context, id string) (Repository, error)
+
+// metrics of garbage collection, labelled by repository name (operators name few repositories).
+type metrics struct {
 	FreedBytes  *prometheus.CounterVec
 	FreedChunks *prometheus.CounterVec
 	Duration    *prometheus.GaugeVec
@@ -37,9 +55,9 @@ type Metrics struct {
 	Chunks      *prometheus.GaugeVec
 }
 
-// NewMetrics registers the metrics on reg (nil: unregistered).
-func NewMetrics(reg prometheus.Registerer) *Metrics {
-	m := &Metrics{
+// newMetrics registers the metrics on reg (nil: unregistered).
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
 		FreedBytes:  prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sendense_hub_gc_freed_bytes_total", Help: "Bytes of chunks removed by garbage collection."}, []string{"repository"}),
 		FreedChunks: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sendense_hub_gc_freed_chunks_total", Help: "Chunks removed by garbage collection."}, []string{"repository"}),
 		Duration:    prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "sendense_hub_gc_duration_seconds", Help: "Duration of the last garbage collection."}, []string{"repository"}),
@@ -73,19 +91,16 @@ type Report struct {
 
 // Collector collects garbage.
 type Collector struct {
-	cat   gcCatalog
-	repos repositories
-	log   *slog.Logger
-	m     *Metrics
-	now   func() time.Time
+	cat  gcCatalog
+	open OpenFunc
+	log  *slog.Logger
+	m    *metrics
+	now  func() time.Time
 }
 
-// New returns a collector.
-func New(cat gcCatalog, repos repositories, log *slog.Logger, m *Metrics) *Collector {
-	if m == nil {
-		m = NewMetrics(nil)
-	}
-	return &Collector{cat: cat, repos: repos, log: log, m: m, now: time.Now}
+// New returns a collector and registers its metrics on reg (nil: none).
+func New(cat gcCatalog, open OpenFunc, log *slog.Logger, reg prometheus.Registerer) *Collector {
+	return &Collector{cat: cat, open: open, log: log, m: newMetrics(reg), now: time.Now}
 }
 
 // Run collects the named repository (every repository when name is empty). A chunk is removed
@@ -93,6 +108,10 @@ func New(cat gcCatalog, repos repositories, log *slog.Logger, m *Metrics) *Colle
 // period and the oldest open session (every chunk a running backup wrote or reused is younger
 // than its session: reused chunks are touched). An index that cannot be read stops the
 // collection of its repository: what it references is unknown, so nothing may be removed.
+//
+// Only one collection of a repository runs at a time, across processes: a repository whose
+// collection lock another process holds is an error wrapping repository.ErrLocked when named,
+// and skipped with a warning otherwise.
 func (g *Collector) Run(ctx context.Context, name string, grace time.Duration, dryRun bool) ([]Report, error) {
 	rs, err := g.cat.Repositories(ctx)
 	if err != nil {
@@ -106,6 +125,10 @@ func (g *Collector) Run(ctx context.Context, name string, grace time.Duration, d
 		}
 		found = true
 		rep, err := g.collect(ctx, r, grace, dryRun)
+		if errors.Is(err, repository.ErrLocked) && name == "" {
+			g.log.WarnContext(ctx, "garbage collection skipped: another one is running", "repository", r.Name)
+			continue
+		}
 		if err != nil {
 			return out, fmt.Errorf("repository %s: %w", r.Name, err)
 		}
@@ -120,10 +143,15 @@ func (g *Collector) Run(ctx context.Context, name string, grace time.Duration, d
 func (g *Collector) collect(ctx context.Context, r catalog.Repository, grace time.Duration, dryRun bool) (Report, error) {
 	start := g.now()
 	rep := Report{Repository: r.Name, DryRun: dryRun}
-	repo, err := g.repos.Open(ctx, r.ID)
+	repo, err := g.open(ctx, r.ID)
 	if err != nil {
 		return rep, err
 	}
+	release, err := repo.LockGC(ctx)
+	if err != nil {
+		return rep, err
+	}
+	defer func() { _ = release() }()
 	// The cutoff is taken before marking: chunks written after it are spared whatever marking
 	// saw.
 	cutoff := start.Add(-grace)
@@ -192,8 +220,8 @@ func (g *Collector) collect(ctx context.Context, r catalog.Repository, grace tim
 			rep.FreedBytes += sizes[i]
 			continue
 		}
-		// Checked again under the chunk's lock: a backup may have reused (touched) it since the
-		// walk, and then it stays.
+		// Checked again as it is removed: a backup in any process may have reused (touched) it
+		// since the walk, and then it stays.
 		removed, size, err := repo.RemoveChunkIfOlder(ctx, d, cutoff)
 		if err != nil {
 			return rep, err
@@ -248,11 +276,16 @@ func (g *Collector) Measure(ctx context.Context) error {
 		g.m.FreedChunks.WithLabelValues(r.Name)
 		g.m.Duration.WithLabelValues(r.Name)
 		g.m.LastRun.WithLabelValues(r.Name)
-		repo, err := g.repos.Open(ctx, r.ID)
+		repo, err := g.open(ctx, r.ID)
 		if err != nil {
 			return err
 		}
-		n, size, err := repo.Stats(ctx)
+		var n, size int64
+		err = repo.WalkChunks(ctx, func(_ chunk.Digest, s int64, _ time.Time) error {
+			n++
+			size += s
+			return nil
+		})
 		if err != nil {
 			return err
 		}

@@ -7,14 +7,14 @@ import (
 
 	"github.com/sendense/sendense/hub/internal/catalog"
 	"github.com/sendense/sendense/hub/internal/catalog/catalogtest"
-	"github.com/sendense/sendense/hub/internal/storage"
+	"github.com/sendense/sendense/hub/internal/repository"
 )
 
 // An agent that polls for hours without ever getting a job leaves no registered wake-ups behind:
 // each poll unregisters what it registered, whatever ended it.
 func TestIdlePollsLeaveNoWaiters(t *testing.T) {
 	catalogtest.ForEachDialect(t, func(t *testing.T, c *catalog.Catalog) {
-		s := New(c, storage.NewManager(c), slog.New(slog.DiscardHandler), nil, Options{PollInterval: time.Millisecond})
+		s := New(c, repository.NewRegistry(c, nil, nil), slog.New(slog.DiscardHandler), nil, Options{PollInterval: time.Millisecond})
 		for range 3 {
 			j, err := s.NextJob(t.Context(), "agent-1", nil, 50*time.Millisecond)
 			if err != nil || j != nil {

@@ -62,9 +62,6 @@ type Opener[R IndexRemover] interface {
 	Open(ctx context.Context, id string) (R, error)
 }
 
-// DefaultRepository is the repository a backup goes to when the request names none.
-const DefaultRepository = "default"
-
 // Options tune the service.
 type Options struct {
 	// JobTimeout fails a running job whose agent has not reported for this long (default 10m).

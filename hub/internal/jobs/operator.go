@@ -45,7 +45,7 @@ func (s *Service) Start(ctx context.Context, req api.StartBackupRequest) (api.Ba
 	}
 	repoName := req.Repository
 	if repoName == "" {
-		repoName = DefaultRepository
+		repoName = repository.DefaultName
 	}
 	vm, err := s.resolveVM(ctx, req.VM)
 	if err != nil {

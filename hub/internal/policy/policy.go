@@ -20,9 +20,9 @@ import (
 
 	"github.com/sendense/sendense/hub/internal/catalog"
 	"github.com/sendense/sendense/hub/internal/inventory"
+	"github.com/sendense/sendense/hub/internal/repository"
 	"github.com/sendense/sendense/hub/internal/retention"
 	"github.com/sendense/sendense/hub/internal/schedule"
-	"github.com/sendense/sendense/hub/internal/storage"
 	"github.com/sendense/sendense/shared/api"
 )
 
@@ -137,7 +137,7 @@ func (s *Service) fromAPI(ctx context.Context, in api.Policy) (*catalog.Policy, 
 	}
 	repoName := in.Repository
 	if repoName == "" {
-		repoName = storage.DefaultName
+		repoName = repository.DefaultName
 	}
 	repo, err := s.cat.RepositoryByName(ctx, repoName)
 	if errors.Is(err, catalog.ErrNotFound) {

@@ -12,7 +12,7 @@ import (
 	"github.com/sendense/sendense/hub/internal/inventory"
 	"github.com/sendense/sendense/hub/internal/jobs"
 	"github.com/sendense/sendense/hub/internal/policy"
-	"github.com/sendense/sendense/hub/internal/storage"
+	"github.com/sendense/sendense/hub/internal/repository"
 	"github.com/sendense/sendense/shared/api"
 )
 
@@ -44,14 +44,14 @@ func seed(t *testing.T, c *catalog.Catalog) {
 	if _, err := inventory.New(c, quiet, nil).Apply(ctx, "agent-1", "192.0.2.1", inv); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := storage.NewManager(c).Create(ctx, storage.DefaultName, t.TempDir(), 0); err != nil {
+	if _, err := repository.NewRegistry(c, nil, nil).Create(ctx, repository.DefaultName, t.TempDir(), 0); err != nil {
 		t.Fatal(err)
 	}
 }
 
 func services(c *catalog.Catalog, clk *clock) *policy.Service {
 	c.SetClock(clk.Now)
-	b := jobs.New(c, storage.NewManager(c), quiet, nil, jobs.Options{Now: clk.Now})
+	b := jobs.New(c, repository.NewRegistry(c, nil, nil), quiet, nil, jobs.Options{Now: clk.Now})
 	return policy.New(c, b, quiet, nil, clk.Now)
 }
 

@@ -51,7 +51,7 @@ func TestPutReadRoundTrip(t *testing.T) {
 			}
 			// The chunk sits at chunks/ab/cd/<hex>, read-only, holding exactly the blob.
 			hexd := d.String()
-			p := filepath.Join(l.Root(), "chunks", hexd[:2], hexd[2:4], hexd)
+			p := filepath.Join(root(l), "chunks", hexd[:2], hexd[2:4], hexd)
 			onDisk, err := os.ReadFile(p)
 			if err != nil || !bytes.Equal(onDisk, blob) {
 				t.Fatalf("stored file %s: %v (equal to the blob: %v)", p, err, bytes.Equal(onDisk, blob))
@@ -64,7 +64,7 @@ func TestPutReadRoundTrip(t *testing.T) {
 			if err != nil || stored {
 				t.Fatalf("second PutChunk = %v, %v; want not stored, no error", stored, err)
 			}
-			if ok, err := l.HasChunk(d); !ok || err != nil {
+			if ok, err := l.HasChunk(t.Context(), d); !ok || err != nil {
 				t.Fatalf("HasChunk = %v, %v", ok, err)
 			}
 			for _, dst := range [][]byte{nil, make([]byte, 10, 5*mib)} {
@@ -88,7 +88,7 @@ func TestPutReadRoundTrip(t *testing.T) {
 
 func TestZeroChunksAreNeverStored(t *testing.T) {
 	l := newRepo(t, 0)
-	before := listing(t, l.Root())
+	before := listing(t, root(l))
 	for _, n := range []int{4 * mib, 1*mib + 123, 1} {
 		zeros := make([]byte, n)
 		for _, codec := range []chunk.Codec{chunk.CodecRaw, chunk.CodecZstd} {
@@ -102,7 +102,7 @@ func TestZeroChunksAreNeverStored(t *testing.T) {
 			}
 		}
 	}
-	assertUnchanged(t, before, l.Root())
+	assertUnchanged(t, before, root(l))
 }
 
 // zstdStream compresses n zero bytes as a stream, without a content size in the frame header: a
@@ -206,7 +206,7 @@ func TestPutChunkRejects(t *testing.T) {
 		{"zero chunk", chunk.ZeroDigest(cs), frame(t, chunk.CodecZstd, make([]byte, cs)), []error{ErrZeroChunk}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			before := listing(t, l.Root())
+			before := listing(t, root(l))
 			stored, err := l.PutChunk(t.Context(), tc.d, tc.blob)
 			if stored {
 				t.Fatal("PutChunk reported stored")
@@ -220,8 +220,8 @@ func TestPutChunkRejects(t *testing.T) {
 				t.Fatalf("error %q does not name the digest", err)
 			}
 			t.Log(err)
-			assertUnchanged(t, before, l.Root())
-			if ok, _ := l.HasChunk(tc.d); ok {
+			assertUnchanged(t, before, root(l))
+			if ok, _ := l.HasChunk(t.Context(), tc.d); ok {
 				t.Fatal("HasChunk after a rejected PutChunk")
 			}
 		})
@@ -260,13 +260,13 @@ func TestPutChunkBombMemory(t *testing.T) {
 func TestPutChunkCanceled(t *testing.T) {
 	l := newRepo(t, 64*kib)
 	plain := randomData(1, 64*kib)
-	before := listing(t, l.Root())
+	before := listing(t, root(l))
 	ctx, cancel := context.WithCancel(t.Context())
 	cancel()
 	if _, err := l.PutChunk(ctx, chunk.Sum(plain), frame(t, chunk.CodecRaw, plain)); !errors.Is(err, context.Canceled) {
 		t.Fatalf("PutChunk with a canceled context: %v", err)
 	}
-	assertUnchanged(t, before, l.Root())
+	assertUnchanged(t, before, root(l))
 }
 
 func TestDamagedChunk(t *testing.T) {
@@ -310,7 +310,7 @@ func TestDamagedChunk(t *testing.T) {
 				if _, err := l.PutChunk(t.Context(), d, frame(t, codec, plain)); err != nil {
 					t.Fatal(err)
 				}
-				tc.damage(t, l.chunkPath(d))
+				tc.damage(t, filepath.Join(root(l), filepath.FromSlash(chunkKey(d))))
 				got, err := l.ReadChunk(t.Context(), d, nil)
 				if !errors.Is(err, ErrChunkDamaged) || got != nil {
 					t.Fatalf("ReadChunk of a damaged chunk = %d bytes, %v; want nil, ErrChunkDamaged", len(got), err)
@@ -409,7 +409,7 @@ func TestConcurrentPut(t *testing.T) {
 			t.Fatal(err)
 		}
 		for i := range n {
-			if ok, err := l.HasChunk(chunk.Sum(plains[i])); !ok || err != nil {
+			if ok, err := l.HasChunk(t.Context(), chunk.Sum(plains[i])); !ok || err != nil {
 				t.Fatalf("chunk %d missing after concurrent puts: %v", i, err)
 			}
 		}
@@ -458,14 +458,14 @@ func TestMissingChunks(t *testing.T) {
 		}
 	}
 	ask := []chunk.Digest{have[0], lack[0], lack[1], have[1], lack[0], have[2], lack[2], lack[1]}
-	got, err := l.MissingChunks(ask)
+	got, err := l.MissingChunks(t.Context(), ask)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if fmt.Sprint(got) != fmt.Sprint(lack) {
 		t.Fatalf("MissingChunks = %v, want %v (each once, in order)", got, lack)
 	}
-	if got, err := l.MissingChunks(nil); err != nil || len(got) != 0 {
+	if got, err := l.MissingChunks(t.Context(), nil); err != nil || len(got) != 0 {
 		t.Fatalf("MissingChunks(nil) = %v, %v", got, err)
 	}
 }
@@ -501,7 +501,7 @@ func TestWalkChunksStatsRemove(t *testing.T) {
 		filepath.Join("tmp", "chunk-123456.tmp"),
 		filepath.Join("tmp", hexs),
 	} {
-		full := filepath.Join(l.Root(), p)
+		full := filepath.Join(root(l), p)
 		if err := os.MkdirAll(filepath.Dir(full), 0o750); err != nil {
 			t.Fatal(err)
 		}
@@ -509,7 +509,7 @@ func TestWalkChunksStatsRemove(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if ok, _ := l.HasChunk(stray); ok {
+	if ok, _ := l.HasChunk(t.Context(), stray); ok {
 		t.Fatal("HasChunk finds a chunk that is not in its place")
 	}
 
@@ -550,7 +550,7 @@ func TestWalkChunksStatsRemove(t *testing.T) {
 		if err := l.RemoveChunk(ctx, d); !errors.Is(err, ErrChunkNotFound) {
 			t.Fatalf("second RemoveChunk: %v, want ErrChunkNotFound", err)
 		}
-		if ok, err := l.HasChunk(d); ok || err != nil {
+		if ok, err := l.HasChunk(t.Context(), d); ok || err != nil {
 			t.Fatalf("HasChunk after RemoveChunk = %v, %v", ok, err)
 		}
 	}
@@ -561,7 +561,9 @@ func TestWalkChunksStatsRemove(t *testing.T) {
 
 func TestCleanTemp(t *testing.T) {
 	l := newRepo(t, 64*kib)
-	tmp := filepath.Join(l.Root(), "tmp")
+	tmp := filepath.Join(root(l), "tmp")
+	// Leftovers of hubs before per-instance temp directories: old ones are stale, a fresh one
+	// may be in flight.
 	old := time.Now().Add(-2 * time.Hour)
 	for _, name := range []string{"chunk-1.tmp", "index-2.tmp", ".repo.json.tmp-3"} {
 		p := filepath.Join(tmp, name)
@@ -575,13 +577,24 @@ func TestCleanTemp(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(tmp, "chunk-fresh.tmp"), []byte("in flight"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	removed, err := l.CleanTemp(time.Hour)
-	if err != nil || removed != 3 {
-		t.Fatalf("CleanTemp = %d, %v; want 3 removed", removed, err)
+	if n, err := l.CleanTemp(t.Context(), true); err != nil || n != 3 {
+		t.Fatalf("CleanTemp(dry run) = %d, %v; want 3 found", n, err)
+	}
+	if n, err := l.CleanTemp(t.Context(), false); err != nil || n != 3 {
+		t.Fatalf("CleanTemp = %d, %v; want 3 removed", n, err)
 	}
 	es, err := os.ReadDir(tmp)
-	if err != nil || len(es) != 1 || es[0].Name() != "chunk-fresh.tmp" {
-		t.Fatalf("tmp/ after CleanTemp holds %v (%v); want only the fresh file", es, err)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range es {
+		if !e.IsDir() {
+			names = append(names, e.Name())
+		}
+	}
+	if len(names) != 1 || names[0] != "chunk-fresh.tmp" {
+		t.Fatalf("tmp/ after CleanTemp holds %v; want only the fresh file", names)
 	}
 
 	// tmp/ removed by an operator: the next write recreates it.
@@ -592,40 +605,43 @@ func TestCleanTemp(t *testing.T) {
 	if _, err := l.PutChunk(t.Context(), chunk.Sum(plain), frame(t, chunk.CodecRaw, plain)); err != nil {
 		t.Fatalf("PutChunk without tmp/: %v", err)
 	}
-	if n, err := l.CleanTemp(0); err != nil || n != 0 {
+	if n, err := l.CleanTemp(t.Context(), true); err != nil || n != 0 {
 		t.Fatalf("CleanTemp after a successful put = %d, %v; want nothing left behind", n, err)
 	}
 }
 
 func TestReopenKeepsAPI(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "repo")
-	l, err := Init(dir, 128*kib)
+	l, err := InitDir(t.Context(), dir, 128*kib, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer l.Close()
 	plain := textData(1, 100*kib)
 	d := chunk.Sum(plain)
 	if _, err := l.PutChunk(t.Context(), d, agentFrame(t, plain)); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Init(dir, 0); err == nil {
+	if _, err := InitDir(t.Context(), dir, 0, nil); err == nil {
 		t.Fatal("Init over an existing repository succeeded")
 	}
-	r, err := Open(dir)
+	r, err := OpenDir(t.Context(), dir, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r.ID() != l.ID() || r.ChunkSize() != 128*kib || r.Root() != dir {
-		t.Fatalf("reopened repository: id %s chunk size %d root %s", r.ID(), r.ChunkSize(), r.Root())
+	defer r.Close()
+	if r.ID() != l.ID() || r.ChunkSize() != 128*kib || root(r) != dir {
+		t.Fatalf("reopened repository: id %s chunk size %d root %s", r.ID(), r.ChunkSize(), root(r))
 	}
-	if err := r.CheckWritable(); err != nil {
+	if err := r.CheckWritable(t.Context()); err != nil {
 		t.Fatal(err)
 	}
 	got, err := r.ReadChunk(t.Context(), d, nil)
 	if err != nil || !bytes.Equal(got, plain) {
 		t.Fatalf("ReadChunk from the reopened repository: %v", err)
 	}
-	if _, err := Open(t.TempDir()); !errors.Is(err, ErrNotRepository) {
+	empty := t.TempDir()
+	if _, err := OpenDir(t.Context(), empty, nil); !errors.Is(err, ErrNotRepository) {
 		t.Fatalf("Open of an empty directory: %v, want ErrNotRepository", err)
 	}
 }

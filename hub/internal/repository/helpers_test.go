@@ -2,6 +2,7 @@ package repository
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"io/fs"
 	"math/rand/v2"
@@ -13,6 +14,7 @@ import (
 	"testing"
 
 	"github.com/klauspost/compress/zstd"
+	"github.com/sendense/sendense/hub/internal/repository/store/local"
 	"github.com/sendense/sendense/shared/chunk"
 )
 
@@ -22,14 +24,18 @@ const (
 )
 
 // newRepo creates a repository with the given chunk size (0: the 4 MiB default) in a temp dir.
-func newRepo(t testing.TB, chunkSize int64) *Local {
+func newRepo(t testing.TB, chunkSize int64) *Repository {
 	t.Helper()
-	l, err := Init(filepath.Join(t.TempDir(), "repo"), chunkSize)
+	l, err := InitDir(context.Background(), filepath.Join(t.TempDir(), "repo"), chunkSize, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { _ = l.Close() })
 	return l
 }
+
+// root is the directory of a local repository.
+func root(l *Repository) string { return l.store.(*local.Store).Dir() }
 
 // randomData returns n incompressible bytes, different for every seed.
 func randomData(seed uint64, n int) []byte {

@@ -7,14 +7,11 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io/fs"
-	"os"
-	"path/filepath"
 	"strings"
 	"unicode/utf8"
 
 	"github.com/sendense/sendense/hub/internal/fidx"
-	"github.com/sendense/sendense/shared/atomicfile"
+	"github.com/sendense/sendense/hub/internal/repository/store"
 )
 
 // Errors of the index store. Callers branch on them with errors.Is; every returned error names
@@ -39,9 +36,14 @@ var (
 // MaxRefComponentLen bounds each IndexRef component, in bytes (file systems allow 255).
 const MaxRefComponentLen = 200
 
-const indexExt = ".fidx"
+const (
+	indexPrefix = "indexes/"
+	indexExt    = ".fidx"
+	// indexLimit bounds what ReadIndex reads: the largest index fidx accepts.
+	indexLimit = fidx.HeaderSize + 32*fidx.MaxSlots + fidx.TrailerSize
+)
 
-// IndexRef names one index: one disk of one VM at one backup. Each component becomes a path
+// IndexRef names one index: one disk of one VM at one backup. Each component becomes a key
 // component of indexes/<VMUUID>/<DiskID>/<BackupID>.fidx.
 type IndexRef struct {
 	VMUUID   string
@@ -85,12 +87,8 @@ func checkComponent(s string) error {
 	return nil
 }
 
-func (l *Local) indexDir(r IndexRef) string {
-	return filepath.Join(l.root, "indexes", r.VMUUID, r.DiskID)
-}
-
-func (l *Local) indexPath(r IndexRef) string {
-	return filepath.Join(l.indexDir(r), r.BackupID+indexExt)
+func indexKey(r IndexRef) string {
+	return indexPrefix + r.VMUUID + "/" + r.DiskID + "/" + r.BackupID + indexExt
 }
 
 // WriteIndex stores idx under ref and returns the SHA-256 (lowercase hex) of the index file,
@@ -98,16 +96,16 @@ func (l *Local) indexPath(r IndexRef) string {
 //
 // It first checks that every chunk idx names (fidx.Index.Referenced: all but zero slots) is in
 // the repository, and refuses with ErrMissingChunk naming one that is not, writing nothing.
-// It then writes durably (temp file → fsync → rename → fsync directory): when it returns nil the
-// index survives a crash. Indexes are immutable: writing the same content again returns nil,
-// different content ErrIndexExists. An index of another chunk size returns ErrInvalidIndex. Safe
-// for concurrent use.
-func (l *Local) WriteIndex(ctx context.Context, ref IndexRef, idx *fidx.Index) (digest string, err error) {
+// It then writes durably: when it returns nil the index survives a crash. Indexes are immutable: writing the same content again returns nil,
+// different content ErrIndexExists (checked within this process: two processes must not write
+// one reference). An index of another chunk size returns ErrInvalidIndex. Safe for concurrent
+// use.
+func (r *Repository) WriteIndex(ctx context.Context, ref IndexRef, idx *fidx.Index) (digest string, err error) {
 	if err := ref.Validate(); err != nil {
 		return "", fmt.Errorf("write index: %w", err)
 	}
-	if idx.ChunkSize != l.desc.ChunkSize {
-		return "", fmt.Errorf("write index %s: %w: chunk size %d, repository uses %d", ref, ErrInvalidIndex, idx.ChunkSize, l.desc.ChunkSize)
+	if idx.ChunkSize != r.desc.ChunkSize {
+		return "", fmt.Errorf("write index %s: %w: chunk size %d, repository uses %d", ref, ErrInvalidIndex, idx.ChunkSize, r.desc.ChunkSize)
 	}
 	b, err := idx.MarshalBinary()
 	if err != nil {
@@ -119,7 +117,7 @@ func (l *Local) WriteIndex(ctx context.Context, ref IndexRef, idx *fidx.Index) (
 				return "", fmt.Errorf("write index %s: %w", ref, err)
 			}
 		}
-		ok, err := l.HasChunk(d)
+		ok, err := r.HasChunk(ctx, d)
 		if err != nil {
 			return "", fmt.Errorf("write index %s: %w", ref, err)
 		}
@@ -130,149 +128,95 @@ func (l *Local) WriteIndex(ctx context.Context, ref IndexRef, idx *fidx.Index) (
 	sum := sha256.Sum256(b)
 	digest = hex.EncodeToString(sum[:])
 
-	l.indexMu.Lock()
-	defer l.indexMu.Unlock()
-	path := l.indexPath(ref)
-	old, err := os.ReadFile(path)
+	r.indexMu.Lock()
+	defer r.indexMu.Unlock()
+	old, err := r.store.Get(ctx, indexKey(ref), nil, int64(len(b)))
 	switch {
 	case err == nil && bytes.Equal(old, b):
 		return digest, nil
-	case err == nil:
+	case err == nil, errors.Is(err, store.ErrTooLarge):
 		return "", fmt.Errorf("write index %s: %w", ref, ErrIndexExists)
-	case !errors.Is(err, fs.ErrNotExist):
+	case !errors.Is(err, store.ErrNotFound):
 		return "", fmt.Errorf("write index %s: %w", ref, err)
 	}
-	if err := ctx.Err(); err != nil {
-		return "", fmt.Errorf("write index %s: %w", ref, err)
-	}
-	if err := l.writeIndexFile(ref, b); err != nil {
+	if err := r.store.Put(ctx, indexKey(ref), b); err != nil {
 		return "", fmt.Errorf("write index %s: %w", ref, err)
 	}
 	return digest, nil
 }
 
-// writeIndexFile writes b to ref's path durably, creating and fsyncing the directories on the
-// way. The caller holds indexMu.
-func (l *Local) writeIndexFile(ref IndexRef, b []byte) (err error) {
-	tmp, err := l.writeTemp("index-", b)
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if err != nil {
-			_ = os.Remove(tmp)
-		}
-	}()
-	indexes := filepath.Join(l.root, "indexes")
-	vmDir := filepath.Join(indexes, ref.VMUUID)
-	for _, dir := range []string{indexes, vmDir, l.indexDir(ref)} {
-		if err := os.Mkdir(dir, dirPerm); err != nil && !errors.Is(err, fs.ErrExist) {
-			return fmt.Errorf("create index directory: %w", err)
-		}
-		if err := atomicfile.SyncDir(filepath.Dir(dir)); err != nil {
-			return err
-		}
-	}
-	if err := os.Rename(tmp, l.indexPath(ref)); err != nil {
-		return fmt.Errorf("rename into place: %w", err)
-	}
-	return atomicfile.SyncDir(l.indexDir(ref))
-}
-
 // ReadIndex reads and checks the index stored under ref: ErrIndexNotFound when there is none,
 // ErrIndexDamaged when the file fails fidx's checks (magic, sizes, trailer) or does not match
 // the repository's chunk size.
-func (l *Local) ReadIndex(ctx context.Context, ref IndexRef) (*fidx.Index, error) {
+func (r *Repository) ReadIndex(ctx context.Context, ref IndexRef) (*fidx.Index, error) {
 	if err := ref.Validate(); err != nil {
 		return nil, fmt.Errorf("read index: %w", err)
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("read index %s: %w", ref, err)
 	}
-	b, err := os.ReadFile(l.indexPath(ref))
-	if errors.Is(err, fs.ErrNotExist) {
+	b, err := r.store.Get(ctx, indexKey(ref), nil, indexLimit)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
 		return nil, fmt.Errorf("read index %s: %w", ref, ErrIndexNotFound)
-	}
-	if err != nil {
+	case errors.Is(err, store.ErrTooLarge):
+		return nil, fmt.Errorf("read index %s: %w: %w", ref, ErrIndexDamaged, err)
+	case err != nil:
 		return nil, fmt.Errorf("read index %s: %w", ref, err)
 	}
 	var x fidx.Index
 	if err := x.UnmarshalBinary(b); err != nil {
 		return nil, fmt.Errorf("read index %s: %w: %w", ref, ErrIndexDamaged, err)
 	}
-	if x.ChunkSize != l.desc.ChunkSize {
-		return nil, fmt.Errorf("read index %s: %w: chunk size %d, repository uses %d", ref, ErrIndexDamaged, x.ChunkSize, l.desc.ChunkSize)
+	if x.ChunkSize != r.desc.ChunkSize {
+		return nil, fmt.Errorf("read index %s: %w: chunk size %d, repository uses %d", ref, ErrIndexDamaged, x.ChunkSize, r.desc.ChunkSize)
 	}
 	return &x, nil
 }
 
-// RemoveIndex deletes the index stored under ref durably (ErrIndexNotFound when there is none)
-// and then the VM and disk directories if they became empty. The chunks it named stay until
-// garbage collection.
-func (l *Local) RemoveIndex(ctx context.Context, ref IndexRef) error {
+// RemoveIndex deletes the index stored under ref durably (ErrIndexNotFound when there is none).
+// The chunks it named stay until garbage collection.
+func (r *Repository) RemoveIndex(ctx context.Context, ref IndexRef) error {
 	if err := ref.Validate(); err != nil {
 		return fmt.Errorf("remove index: %w", err)
 	}
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("remove index %s: %w", ref, err)
 	}
-	l.indexMu.Lock()
-	defer l.indexMu.Unlock()
-	if err := os.Remove(l.indexPath(ref)); errors.Is(err, fs.ErrNotExist) {
+	r.indexMu.Lock()
+	defer r.indexMu.Unlock()
+	if err := r.store.Remove(ctx, indexKey(ref)); errors.Is(err, store.ErrNotFound) {
 		return fmt.Errorf("remove index %s: %w", ref, ErrIndexNotFound)
 	} else if err != nil {
 		return fmt.Errorf("remove index %s: %w", ref, err)
 	}
-	if err := atomicfile.SyncDir(l.indexDir(ref)); err != nil {
-		return fmt.Errorf("remove index %s: %w", ref, err)
-	}
-	// Empty directories are harmless; removing them keeps WalkIndexes fast. A directory that is
-	// not empty stays, which os.Remove reports as an error we do not need.
-	if os.Remove(l.indexDir(ref)) == nil {
-		_ = os.Remove(filepath.Dir(l.indexDir(ref)))
-	}
 	return nil
 }
 
-// WalkIndexes calls fn for every index of the repository, sorted by VM, disk and file name.
+// WalkIndexes calls fn for every index of the repository, in ascending order of their keys.
 // Entries that are not index files with valid reference components are skipped. Indexes written
 // or removed during the walk may or may not be visited. An error from fn stops the walk and is
 // returned as is.
-func (l *Local) WalkIndexes(ctx context.Context, fn func(ref IndexRef) error) error {
-	root := filepath.Join(l.root, "indexes")
-	vms, err := readDir(root)
-	if err != nil {
+func (r *Repository) WalkIndexes(ctx context.Context, fn func(ref IndexRef) error) error {
+	var fnErr error
+	err := r.store.List(ctx, indexPrefix, func(info store.Info) error {
+		parts := strings.Split(strings.TrimPrefix(info.Key, indexPrefix), "/")
+		if len(parts) != 3 {
+			return nil
+		}
+		backup, ok := strings.CutSuffix(parts[2], indexExt)
+		ref := IndexRef{VMUUID: parts[0], DiskID: parts[1], BackupID: backup}
+		if !ok || ref.Validate() != nil {
+			return nil
+		}
+		fnErr = fn(ref)
+		return fnErr
+	})
+	switch {
+	case fnErr != nil:
+		return fnErr
+	case err != nil:
 		return fmt.Errorf("walk indexes: %w", err)
-	}
-	for _, vm := range vms {
-		if !vm.IsDir() || checkComponent(vm.Name()) != nil {
-			continue
-		}
-		disks, err := readDir(filepath.Join(root, vm.Name()))
-		if err != nil {
-			return fmt.Errorf("walk indexes: %w", err)
-		}
-		for _, disk := range disks {
-			if !disk.IsDir() || checkComponent(disk.Name()) != nil {
-				continue
-			}
-			if err := ctx.Err(); err != nil {
-				return fmt.Errorf("walk indexes: %w", err)
-			}
-			files, err := readDir(filepath.Join(root, vm.Name(), disk.Name()))
-			if err != nil {
-				return fmt.Errorf("walk indexes: %w", err)
-			}
-			for _, f := range files {
-				backup, ok := strings.CutSuffix(f.Name(), indexExt)
-				if !ok || !f.Type().IsRegular() || checkComponent(backup) != nil {
-					continue
-				}
-				if err := fn(IndexRef{VMUUID: vm.Name(), DiskID: disk.Name(), BackupID: backup}); err != nil {
-					return err
-				}
-			}
-		}
 	}
 	return nil
 }

@@ -38,7 +38,7 @@ func diskIndex(t testing.TB, chunkSize, size int64, data map[int][]byte) (*fidx.
 	return x, blobs
 }
 
-func putAll(t testing.TB, l *Local, blobs map[chunk.Digest][]byte) {
+func putAll(t testing.TB, l *Repository, blobs map[chunk.Digest][]byte) {
 	t.Helper()
 	for d, b := range blobs {
 		if _, err := l.PutChunk(t.Context(), d, b); err != nil {
@@ -73,12 +73,12 @@ func TestIndexRoundTrip(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	before := listing(t, l.Root())
+	before := listing(t, root(l))
 	_, err := l.WriteIndex(ctx, ref, x)
 	if !errors.Is(err, ErrMissingChunk) || !strings.Contains(err.Error(), missing.String()) {
 		t.Fatalf("WriteIndex with chunk %s missing: %v, want ErrMissingChunk naming it", missing, err)
 	}
-	assertUnchanged(t, before, l.Root())
+	assertUnchanged(t, before, root(l))
 	if _, err := l.ReadIndex(ctx, ref); !errors.Is(err, ErrIndexNotFound) {
 		t.Fatalf("ReadIndex after a refused write: %v, want ErrIndexNotFound", err)
 	}
@@ -90,7 +90,7 @@ func TestIndexRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	path := filepath.Join(l.Root(), "indexes", ref.VMUUID, ref.DiskID, ref.BackupID+".fidx")
+	path := filepath.Join(root(l), "indexes", ref.VMUUID, ref.DiskID, ref.BackupID+".fidx")
 	onDisk, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
@@ -125,11 +125,11 @@ func TestIndexRoundTrip(t *testing.T) {
 	}
 	changed := x.Clone()
 	changed.Digests[3] = changed.Digests[0]
-	before = listing(t, l.Root())
+	before = listing(t, root(l))
 	if _, err := l.WriteIndex(ctx, ref, changed); !errors.Is(err, ErrIndexExists) {
 		t.Fatalf("overwriting an index with other content: %v, want ErrIndexExists", err)
 	}
-	assertUnchanged(t, before, l.Root())
+	assertUnchanged(t, before, root(l))
 
 	// An incremental: derived from the parent, one slot changed, stored under a new backup id.
 	child, err := fidx.Derive(got, size)
@@ -171,7 +171,7 @@ func TestTamperedIndex(t *testing.T) {
 	if _, err := l.WriteIndex(t.Context(), ref, x); err != nil {
 		t.Fatal(err)
 	}
-	path := l.indexPath(ref)
+	path := filepath.Join(root(l), filepath.FromSlash(indexKey(ref)))
 	good, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
@@ -216,7 +216,7 @@ func TestIndexRefValidation(t *testing.T) {
 	l := newRepo(t, 64*kib)
 	ctx := t.Context()
 	x, _ := diskIndex(t, 64*kib, 64*kib, nil)
-	parent := filepath.Dir(l.Root())
+	parent := filepath.Dir(root(l))
 	before := listing(t, parent)
 	good := IndexRef{VMUUID: "vm", DiskID: "disk-2000", BackupID: "b1"}
 	for _, tc := range []struct {
@@ -288,7 +288,7 @@ func TestWalkAndRemoveIndexes(t *testing.T) {
 	}
 	// Strays that are not indexes.
 	for _, p := range []string{"indexes/README", "indexes/vm-a/notes.txt", "indexes/vm-a/disk-2000/b9.fidx.tmp", "indexes/vm-a/disk-2000/.b9.fidx"} {
-		if err := os.WriteFile(filepath.Join(l.Root(), p), []byte("x"), 0o600); err != nil {
+		if err := os.WriteFile(filepath.Join(root(l), p), []byte("x"), 0o600); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -323,7 +323,7 @@ func TestWalkAndRemoveIndexes(t *testing.T) {
 	}
 	// A directory still holding other files stays; one emptied by the removals goes, but not
 	// its VM directory while that holds another disk.
-	if _, err := os.Stat(filepath.Join(l.Root(), "indexes", "vm-a", "disk-2000", "b9.fidx.tmp")); err != nil {
+	if _, err := os.Stat(filepath.Join(root(l), "indexes", "vm-a", "disk-2000", "b9.fidx.tmp")); err != nil {
 		t.Fatalf("RemoveIndex removed a file it does not own: %v", err)
 	}
 	for _, ref := range want[6:9] {
@@ -331,10 +331,10 @@ func TestWalkAndRemoveIndexes(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if _, err := os.Stat(filepath.Join(l.Root(), "indexes", "vm-b", "disk-2000")); !errors.Is(err, os.ErrNotExist) {
+	if _, err := os.Stat(filepath.Join(root(l), "indexes", "vm-b", "disk-2000")); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("emptied disk directory still there: %v", err)
 	}
-	if _, err := os.Stat(filepath.Join(l.Root(), "indexes", "vm-b")); err != nil {
+	if _, err := os.Stat(filepath.Join(root(l), "indexes", "vm-b")); err != nil {
 		t.Fatalf("VM directory with another disk removed: %v", err)
 	}
 }
@@ -383,7 +383,7 @@ func TestConcurrentWriteIndex(t *testing.T) {
 	if !slices.Equal(got.Digests, x.Digests) && !slices.Equal(got.Digests, y.Digests) {
 		t.Fatal("stored index is neither of the written ones")
 	}
-	if n, err := l.CleanTemp(0); err != nil || n != 0 {
+	if n, err := l.CleanTemp(t.Context(), true); err != nil || n != 0 {
 		t.Fatalf("temp files left behind: %d, %v", n, err)
 	}
 }

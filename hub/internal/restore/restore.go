@@ -26,19 +26,17 @@ type restoreCatalog interface {
 	BackupDisks(ctx context.Context, jobID string) ([]catalog.BackupDisk, error)
 }
 
-// repositories opens repositories by catalog id.
-type repositories interface {
-	Open(ctx context.Context, id string) (*repository.Local, error)
-}
+// OpenFunc opens the repository with a catalog id.
+type OpenFunc func(ctx context.Context, id string) (Repository, error)
 
 // Service opens disk images of restore points.
 type Service struct {
-	cat   restoreCatalog
-	repos repositories
+	cat  restoreCatalog
+	open OpenFunc
 }
 
 // New returns the service.
-func New(cat restoreCatalog, repos repositories) *Service { return &Service{cat: cat, repos: repos} }
+func New(cat restoreCatalog, open OpenFunc) *Service { return &Service{cat: cat, open: open} }
 
 // Disk describes one disk of a restore point.
 type Disk struct {
@@ -85,7 +83,7 @@ func (s *Service) Open(ctx context.Context, backupID, diskID string) (*Image, Di
 		if d.DiskID != diskID {
 			continue
 		}
-		repo, err := s.repos.Open(ctx, row.RepositoryID)
+		repo, err := s.open(ctx, row.RepositoryID)
 		if err != nil {
 			return nil, Disk{}, err
 		}
@@ -98,9 +96,13 @@ func (s *Service) Open(ctx context.Context, backupID, diskID string) (*Image, Di
 	return nil, Disk{}, fmt.Errorf("backup %s has no disk %s: %w", backupID, diskID, catalog.ErrNotFound)
 }
 
-// chunkReader is what an Image needs from a repository.
-type chunkReader interface {
+// Repository is what a restore needs of a repository.
+type Repository interface {
+	// ReadChunk returns the plaintext of a chunk, verified against its digest, over dst's
+	// storage when it suffices; errors wrap repository.ErrChunkNotFound or ErrChunkDamaged
+	// for a missing or damaged chunk.
 	ReadChunk(ctx context.Context, d chunk.Digest, dst []byte) ([]byte, error)
+	// ReadIndex reads and checks one index.
 	ReadIndex(ctx context.Context, ref repository.IndexRef) (*fidx.Index, error)
 }
 
@@ -109,13 +111,13 @@ type chunkReader interface {
 // wrong bytes.
 type Image struct {
 	ctx  context.Context
-	repo chunkReader
+	repo Repository
 	idx  *fidx.Index
 	bufs sync.Pool
 }
 
 // OpenImage reads the index of ref and returns its image.
-func OpenImage(ctx context.Context, repo chunkReader, ref repository.IndexRef) (*Image, error) {
+func OpenImage(ctx context.Context, repo Repository, ref repository.IndexRef) (*Image, error) {
 	idx, err := repo.ReadIndex(ctx, ref)
 	if err != nil {
 		return nil, err

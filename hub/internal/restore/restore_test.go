@@ -17,12 +17,13 @@ import (
 const slot = 64 << 10
 
 // storeImage writes img into a new repository as one index and returns the image.
-func storeImage(t *testing.T, img []byte) (*repository.Local, repository.IndexRef) {
+func storeImage(t *testing.T, img []byte) (*repository.Repository, repository.IndexRef) {
 	t.Helper()
-	repo, err := repository.Init(filepath.Join(t.TempDir(), "repo"), slot)
+	repo, err := repository.InitDir(t.Context(), filepath.Join(t.TempDir(), "repo"), slot, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { _ = repo.Close() })
 	idx, err := fidx.New(int64(len(img)), slot)
 	if err != nil {
 		t.Fatal(err)

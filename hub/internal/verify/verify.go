@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/sendense/sendense/hub/internal/catalog"
+	"github.com/sendense/sendense/hub/internal/fidx"
 	"github.com/sendense/sendense/hub/internal/repository"
 	"github.com/sendense/sendense/shared/api"
 	"github.com/sendense/sendense/shared/chunk"
@@ -33,21 +34,31 @@ type verifyCatalog interface {
 	BackupByID(ctx context.Context, id string) (*catalog.BackupRow, error)
 	BackupDisks(ctx context.Context, jobID string) ([]catalog.BackupDisk, error)
 	RecordVerify(ctx context.Context, id, status string, at time.Time) error
+	verifySummary
 }
 
-type repositories interface {
-	Open(ctx context.Context, id string) (*repository.Local, error)
+// Repository is what verification needs of one repository.
+type Repository interface {
+	// ReadIndex reads and checks one index.
+	ReadIndex(ctx context.Context, ref repository.IndexRef) (*fidx.Index, error)
+	// VerifyChunk re-reads and re-hashes one chunk: nil when sound, an error wrapping
+	// repository.ErrChunkDamaged or ErrChunkNotFound for a verdict, any other error for an I/O
+	// problem that says nothing about the chunk.
+	VerifyChunk(ctx context.Context, d chunk.Digest) error
 }
 
-// Metrics counts verification work.
-type Metrics struct {
+// OpenFunc opens the repository with a catalog id.
+type OpenFunc func(ctx context.Context, id string) (Repository, error)
+
+// metrics counts verification work.
+type metrics struct {
 	ChunksVerified prometheus.Counter
 	ChunksDamaged  prometheus.Counter
 }
 
-// NewMetrics registers the verification metrics on reg (nil: unregistered).
-func NewMetrics(reg prometheus.Registerer) *Metrics {
-	m := &Metrics{
+// newMetrics registers the verification metrics on reg (nil: unregistered).
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
 		ChunksVerified: prometheus.NewCounter(prometheus.CounterOpts{Name: "sendense_hub_verify_chunks_total", Help: "Chunks re-read and re-hashed by verification."}),
 		ChunksDamaged:  prometheus.NewCounter(prometheus.CounterOpts{Name: "sendense_hub_verify_chunk_failures_total", Help: "Chunks verification found damaged or missing."}),
 	}
@@ -72,19 +83,20 @@ func (r *Report) OK() bool { return len(r.DamagedBackups) == 0 }
 // Verifier verifies backups.
 type Verifier struct {
 	cat      verifyCatalog
-	repos    repositories
+	open     OpenFunc
 	log      *slog.Logger
-	m        *Metrics
+	m        *metrics
 	parallel int
 	now      func() time.Time
 }
 
-// New returns a verifier reading parallel chunks at once.
-func New(cat verifyCatalog, repos repositories, log *slog.Logger, m *Metrics, parallel int) *Verifier {
-	if m == nil {
-		m = NewMetrics(nil)
+// New returns a verifier reading parallel chunks at once, and registers its metrics on reg
+// (nil: none): its own counters and what the catalog records about verification.
+func New(cat verifyCatalog, open OpenFunc, log *slog.Logger, reg prometheus.Registerer, parallel int) *Verifier {
+	if reg != nil {
+		reg.MustRegister(newSummaryCollector(cat, log))
 	}
-	return &Verifier{cat: cat, repos: repos, log: log, m: m, parallel: max(parallel, 1), now: time.Now}
+	return &Verifier{cat: cat, open: open, log: log, m: newMetrics(reg), parallel: max(parallel, 1), now: time.Now}
 }
 
 type use struct {
@@ -116,7 +128,7 @@ func (v *Verifier) Run(ctx context.Context, backupID string) (*Report, error) {
 	users := map[chunk.Digest][]use{}
 	repoOf := map[chunk.Digest]string{}
 	for _, r := range rows {
-		repo, err := v.repos.Open(ctx, r.RepositoryID)
+		repo, err := v.open(ctx, r.RepositoryID)
 		if err != nil {
 			return nil, err
 		}
@@ -158,7 +170,7 @@ func (v *Verifier) Run(ctx context.Context, backupID string) (*Report, error) {
 	for range v.parallel {
 		g.Go(func() error {
 			for d := range work {
-				repo, err := v.repos.Open(gctx, repoOf[d])
+				repo, err := v.open(gctx, repoOf[d])
 				if err != nil {
 					return err
 				}
@@ -206,19 +218,20 @@ type verifySummary interface {
 	VerifySummary(ctx context.Context) (damaged int, last time.Time, err error)
 }
 
-// Collector exports what the catalog records about verification, so every hub instance reports
-// it whoever ran the verification: sendense_hub_backups_damaged and
-// sendense_hub_verify_last_success_timestamp_seconds.
-type Collector struct {
+// summaryCollector exports what the catalog records about verification, so every hub instance
+// reports it whoever ran the verification: sendense_hub_backups_damaged and
+// sendense_hub_verify_last_timestamp_seconds.
+type summaryCollector struct {
 	cat     verifySummary
 	log     *slog.Logger
 	damaged *prometheus.Desc
 	last    *prometheus.Desc
 }
 
-// NewCollector returns the collector.
-func NewCollector(cat verifySummary, log *slog.Logger) *Collector {
-	return &Collector{
+var _ prometheus.Collector = (*summaryCollector)(nil)
+
+func newSummaryCollector(cat verifySummary, log *slog.Logger) *summaryCollector {
+	return &summaryCollector{
 		cat: cat, log: log,
 		damaged: prometheus.NewDesc("sendense_hub_backups_damaged", "Successful backups whose last verification found damage.", nil, nil),
 		last:    prometheus.NewDesc("sendense_hub_verify_last_timestamp_seconds", "Unix time of the most recent verification of any backup (0 when never verified).", nil, nil),
@@ -226,10 +239,10 @@ func NewCollector(cat verifySummary, log *slog.Logger) *Collector {
 }
 
 // Describe implements prometheus.Collector.
-func (c *Collector) Describe(ch chan<- *prometheus.Desc) { ch <- c.damaged; ch <- c.last }
+func (c *summaryCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.damaged; ch <- c.last }
 
 // Collect implements prometheus.Collector.
-func (c *Collector) Collect(ch chan<- prometheus.Metric) {
+func (c *summaryCollector) Collect(ch chan<- prometheus.Metric) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	damaged, last, err := c.cat.VerifySummary(ctx)

@@ -1,4 +1,4 @@
-package storage
+package repository
 
 import (
 	"context"
@@ -7,39 +7,49 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/sendense/sendense/hub/internal/catalog"
 )
 
-// Collector exports the capacity of the file system under each repository, read at scrape time:
-// what a "repository nearly full" alert needs.
-type Collector struct {
-	m          *Manager
+type repositoryLister interface {
+	Repositories(ctx context.Context) ([]catalog.Repository, error)
+}
+
+// capacityCollector exports the capacity of the file system under each local repository, read
+// at scrape time: what a "repository nearly full" alert needs.
+type capacityCollector struct {
+	cat        repositoryLister
 	log        *slog.Logger
 	size, free *prometheus.Desc
 }
 
-// NewCollector returns the collector.
-func NewCollector(m *Manager, log *slog.Logger) *Collector {
-	return &Collector{
-		m: m, log: log,
+var _ prometheus.Collector = (*capacityCollector)(nil)
+
+func newCapacityCollector(cat repositoryLister, log *slog.Logger) *capacityCollector {
+	return &capacityCollector{
+		cat: cat, log: log,
 		size: prometheus.NewDesc("sendense_hub_repository_filesystem_size_bytes", "Size of the file system holding the repository.", []string{"repository"}, nil),
 		free: prometheus.NewDesc("sendense_hub_repository_filesystem_avail_bytes", "Bytes available to the hub on the file system holding the repository.", []string{"repository"}, nil),
 	}
 }
 
 // Describe implements prometheus.Collector.
-func (c *Collector) Describe(ch chan<- *prometheus.Desc) { ch <- c.size; ch <- c.free }
+func (c *capacityCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.size; ch <- c.free }
 
 // Collect implements prometheus.Collector.
-func (c *Collector) Collect(ch chan<- prometheus.Metric) {
+func (c *capacityCollector) Collect(ch chan<- prometheus.Metric) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	rs, err := c.m.List(ctx)
+	rs, err := c.cat.Repositories(ctx)
 	if err != nil {
 		c.log.Warn("list repositories for metrics", "err", err)
 		ch <- prometheus.NewInvalidMetric(c.size, err)
 		return
 	}
 	for _, r := range rs {
+		if r.Kind != "local" {
+			continue
+		}
 		var st syscall.Statfs_t
 		if err := syscall.Statfs(r.Path, &st); err != nil {
 			ch <- prometheus.NewInvalidMetric(c.size, err)

@@ -1,0 +1,174 @@
+package repository
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"strings"
+	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/sendense/sendense/hub/internal/catalog"
+	"github.com/sendense/sendense/shared/api"
+)
+
+// DefaultName is the repository created in the data directory on first start.
+const DefaultName = "default"
+
+// MaxNameLen bounds a repository name, in bytes.
+const MaxNameLen = 128
+
+// registryCatalog is what the registry needs from the catalog.
+type registryCatalog interface {
+	CreateRepository(ctx context.Context, r *catalog.Repository) error
+	RepositoryByName(ctx context.Context, name string) (*catalog.Repository, error)
+	RepositoryByID(ctx context.Context, id string) (*catalog.Repository, error)
+	Repositories(ctx context.Context) ([]catalog.Repository, error)
+}
+
+// Registry is the hub's set of repositories: each one is a record in the catalog and a store
+// holding the repository, and the registry keeps the two in step. It opens each repository once
+// and keeps it open. It is safe for concurrent use.
+type Registry struct {
+	cat registryCatalog
+	log *slog.Logger
+
+	mu   sync.Mutex
+	open map[string]*Repository
+}
+
+// NewRegistry returns a registry over the catalog's repositories and registers its metrics
+// (the capacity of each repository's file system) on reg (nil: none).
+func NewRegistry(cat registryCatalog, log *slog.Logger, reg prometheus.Registerer) *Registry {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	r := &Registry{cat: cat, log: log, open: map[string]*Repository{}}
+	if reg != nil {
+		reg.MustRegister(newCapacityCollector(cat, log))
+	}
+	return r
+}
+
+// CheckName checks a repository name: 1 to MaxNameLen bytes without spaces, slashes, NUL or
+// other control characters. The error is an *api.FieldError.
+func CheckName(name string) error {
+	bad := name == "" || len(name) > MaxNameLen || strings.ContainsAny(name, " /\\") ||
+		strings.ContainsFunc(name, func(r rune) bool { return r < 0x20 || r == 0x7f })
+	if bad {
+		return &api.FieldError{Field: "name", Msg: "must be a non-empty name without spaces or slashes, at most 128 characters"}
+	}
+	return nil
+}
+
+// EnsureDefault makes sure the repository named DefaultName exists, creating it at dir when the
+// catalog has none, and returns it.
+func (g *Registry) EnsureDefault(ctx context.Context, dir string) (*catalog.Repository, *Repository, error) {
+	rec, err := g.cat.RepositoryByName(ctx, DefaultName)
+	if errors.Is(err, catalog.ErrNotFound) {
+		rec, err = g.Create(ctx, DefaultName, dir, 0)
+		if errors.Is(err, catalog.ErrConflict) {
+			// Another hub instance created it at the same moment.
+			rec, err = g.cat.RepositoryByName(ctx, DefaultName)
+		}
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	r, err := g.Open(ctx, rec.ID)
+	return rec, r, err
+}
+
+// Create checks name (CheckName) and chunkSize (CheckChunkSize; 0: DefaultChunkSize),
+// initialises a repository in dir (or adopts the repository there, which must then have that
+// chunk size unless chunkSize is 0) and records it in the catalog under name. A name in use
+// returns catalog.ErrConflict.
+func (g *Registry) Create(ctx context.Context, name, dir string, chunkSize int64) (*catalog.Repository, error) {
+	if err := CheckName(name); err != nil {
+		return nil, err
+	}
+	if err := CheckChunkSize(chunkSize); err != nil {
+		return nil, err
+	}
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, fmt.Errorf("repository path %s: %w", dir, err)
+	}
+	if _, err := g.cat.RepositoryByName(ctx, name); err == nil {
+		return nil, fmt.Errorf("repository %q: %w", name, catalog.ErrConflict)
+	}
+	r, err := OpenDir(ctx, abs, g.log)
+	if errors.Is(err, ErrNotRepository) {
+		r, err = InitDir(ctx, abs, chunkSize, g.log)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if chunkSize != 0 && r.ChunkSize() != chunkSize {
+		_ = r.Close()
+		return nil, fmt.Errorf("%s already holds a repository with chunk size %d", abs, r.ChunkSize())
+	}
+	rec := &catalog.Repository{ID: r.ID(), Name: name, Kind: "local", Path: abs, ChunkSize: r.ChunkSize()}
+	if err := g.cat.CreateRepository(ctx, rec); err != nil {
+		_ = r.Close()
+		return nil, err
+	}
+	g.keep(rec.ID, r)
+	return rec, nil
+}
+
+// keep caches r under id unless another goroutine opened it first; it returns the cached one.
+func (g *Registry) keep(id string, r *Repository) *Repository {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if have, ok := g.open[id]; ok {
+		_ = r.Close()
+		return have
+	}
+	g.open[id] = r
+	return r
+}
+
+// Open returns the repository with that catalog id, checking that its store still holds the
+// repository the catalog recorded.
+func (g *Registry) Open(ctx context.Context, id string) (*Repository, error) {
+	g.mu.Lock()
+	r, ok := g.open[id]
+	g.mu.Unlock()
+	if ok {
+		return r, nil
+	}
+	rec, err := g.cat.RepositoryByID(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	r, err = OpenDir(ctx, rec.Path, g.log)
+	if err != nil {
+		return nil, fmt.Errorf("repository %q: %w", rec.Name, err)
+	}
+	if r.ID() != rec.ID {
+		_ = r.Close()
+		return nil, fmt.Errorf("repository %q: %s holds repository %s, the catalog expects %s", rec.Name, rec.Path, r.ID(), rec.ID)
+	}
+	return g.keep(id, r), nil
+}
+
+// List returns every repository record.
+func (g *Registry) List(ctx context.Context) ([]catalog.Repository, error) {
+	return g.cat.Repositories(ctx)
+}
+
+// Close closes every repository the registry opened.
+func (g *Registry) Close() error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	var err error
+	for id, r := range g.open {
+		err = errors.Join(err, r.Close())
+		delete(g.open, id)
+	}
+	return err
+}

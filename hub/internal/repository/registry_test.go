@@ -1,0 +1,87 @@
+package repository_test
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/sendense/sendense/hub/internal/catalog"
+	"github.com/sendense/sendense/hub/internal/catalog/catalogtest"
+	"github.com/sendense/sendense/hub/internal/repository"
+	"github.com/sendense/sendense/shared/api"
+)
+
+// TestRegistryCreateValidates: every way of creating a repository (the API, the command line,
+// the default at first start) goes through Create, which refuses bad names and chunk sizes
+// before it touches the catalog or the disk.
+func TestRegistryCreateValidates(t *testing.T) {
+	catalogtest.ForEachDialect(t, func(t *testing.T, c *catalog.Catalog) {
+		ctx := t.Context()
+		g := repository.NewRegistry(c, nil, nil)
+		t.Cleanup(func() { _ = g.Close() })
+		for _, tc := range []struct {
+			name, field string
+			chunkSize   int64
+		}{
+			{"", "name", 0},
+			{"with space", "name", 0},
+			{"a/b", "name", 0},
+			{`a\b`, "name", 0},
+			{"tab\there", "name", 0},
+			{string(make([]byte, repository.MaxNameLen+1)), "name", 0},
+			{"ok", "chunk_size", 1000},
+			{"ok", "chunk_size", 32 << 10},
+			{"ok", "chunk_size", 128 << 20},
+			{"ok", "chunk_size", 3 << 20},
+		} {
+			dir := filepath.Join(t.TempDir(), "repo")
+			_, err := g.Create(ctx, tc.name, dir, tc.chunkSize)
+			var fe *api.FieldError
+			if !errors.As(err, &fe) || fe.Field != tc.field {
+				t.Errorf("Create(%q, chunk size %d): %v, want a field error on %s", tc.name, tc.chunkSize, err, tc.field)
+			}
+			if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("a refused Create(%q) touched the disk: %v", tc.name, err)
+			}
+		}
+		if rs, err := g.List(ctx); err != nil || len(rs) != 0 {
+			t.Fatalf("refused creations recorded %v, %v", rs, err)
+		}
+
+		dir := filepath.Join(t.TempDir(), "repo")
+		rec, err := g.Create(ctx, "main", dir, 128<<10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rec.ChunkSize != 128<<10 || rec.Path != dir || rec.Kind != "local" {
+			t.Fatalf("created %+v", rec)
+		}
+		if _, err := g.Create(ctx, "main", filepath.Join(t.TempDir(), "other"), 0); !errors.Is(err, catalog.ErrConflict) {
+			t.Fatalf("Create with a name in use: %v, want ErrConflict", err)
+		}
+		if _, err := g.Create(ctx, "again", dir, 64<<10); err == nil {
+			t.Fatal("adopting a repository with another chunk size succeeded")
+		}
+		r, err := g.Open(ctx, rec.ID)
+		if err != nil || r.ID() != rec.ID || r.ChunkSize() != 128<<10 {
+			t.Fatalf("Open = %v, %v", r, err)
+		}
+		if again, _ := g.Open(ctx, rec.ID); again != r {
+			t.Fatal("Open did not return the repository it has open")
+		}
+		// Another registry (another hub process) opens the same repository.
+		other := repository.NewRegistry(c, nil, nil)
+		t.Cleanup(func() { _ = other.Close() })
+		if r2, err := other.Open(ctx, rec.ID); err != nil || r2.ID() != rec.ID {
+			t.Fatalf("a second registry's Open = %v", err)
+		}
+		def, dr, err := g.EnsureDefault(ctx, filepath.Join(t.TempDir(), "default"))
+		if err != nil || def.Name != repository.DefaultName || dr.ChunkSize() != repository.DefaultChunkSize {
+			t.Fatalf("EnsureDefault = %+v, %v", def, err)
+		}
+		if def2, _, err := other.EnsureDefault(ctx, "/nonexistent"); err != nil || def2.ID != def.ID {
+			t.Fatalf("a second EnsureDefault = %+v, %v; want the existing default", def2, err)
+		}
+	})
+}

@@ -1,0 +1,256 @@
+package local
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sendense/sendense/hub/internal/repository/store"
+	"github.com/sendense/sendense/hub/internal/repository/store/storetest"
+)
+
+func open(t *testing.T, dir string) *Store {
+	t.Helper()
+	s, err := Open(t.Context(), dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	return s
+}
+
+func TestConformance(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) func(t *testing.T) store.Store {
+		dir := t.TempDir()
+		return func(t *testing.T) store.Store { return open(t, dir) }
+	})
+}
+
+func TestLayout(t *testing.T) {
+	dir := t.TempDir()
+	s := open(t, dir)
+	if err := s.Put(t.Context(), "chunks/ab/cd/abcd", []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(filepath.Join(dir, "chunks", "ab", "cd", "abcd"))
+	if err != nil {
+		t.Fatalf("the object is not at the path of its key: %v", err)
+	}
+	if fi.Mode().Perm()&0o222 != 0 {
+		t.Fatalf("object file mode %v is writable", fi.Mode())
+	}
+	for _, key := range []string{"tmp/x", "locks/gc"} {
+		if err := s.Put(t.Context(), key, []byte("x")); !errors.Is(err, store.ErrInvalidKey) {
+			t.Errorf("Put %s: %v, want ErrInvalidKey (reserved)", key, err)
+		}
+	}
+	// Temp files and crash leftovers are not objects.
+	for _, p := range []string{"tmp/put-1", "chunks/ab/cd/.abcd.tmp-1", "chunks/ab/cd/abcd~1"} {
+		if err := os.WriteFile(filepath.Join(dir, p), []byte("x"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var keys []string
+	if err := s.List(t.Context(), "", func(i store.Info) error { keys = append(keys, i.Key); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(keys, " ") != "chunks/ab/cd/abcd chunks/ab/cd/abcd~1" {
+		t.Fatalf("List = %q", keys)
+	}
+}
+
+// TestRemoveIndexPrunesDirectories: emptied directories go, top-level ones stay, and a Put
+// into a pruned place works.
+func TestRemovePrunes(t *testing.T) {
+	dir := t.TempDir()
+	s := open(t, dir)
+	ctx := t.Context()
+	for _, k := range []string{"indexes/vm-a/d/1.fidx", "indexes/vm-a/e/1.fidx", "indexes/vm-b/d/1.fidx"} {
+		if err := s.Put(ctx, k, []byte("x")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Remove(ctx, "indexes/vm-b/d/1.fidx"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Remove(ctx, "indexes/vm-a/d/1.fidx"); err != nil {
+		t.Fatal(err)
+	}
+	for p, want := range map[string]bool{"indexes/vm-b": false, "indexes/vm-a/d": false, "indexes/vm-a/e": true, "indexes": true} {
+		if _, err := os.Stat(filepath.Join(dir, p)); (err == nil) != want {
+			t.Errorf("%s exists: %v, want %v", p, err == nil, want)
+		}
+	}
+	if err := s.Put(ctx, "indexes/vm-b/d/2.fidx", []byte("y")); err != nil {
+		t.Fatalf("Put into a pruned directory: %v", err)
+	}
+}
+
+// TestTempFilesOfDeadWriters: an instance that died (its temp directory's lock is free) leaves
+// temp files that the next Open removes, and objects it had set aside, which the next Open puts
+// back; a live instance's temp files stay.
+func TestTempFilesOfDeadWriters(t *testing.T) {
+	dir := t.TempDir()
+	live := open(t, dir)
+	liveTemp := filepath.Join(live.tmp, "put-inflight")
+	if err := os.WriteFile(liveTemp, []byte("being written"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// A dead instance: its directory and lock file exist, nobody holds the lock.
+	dead := filepath.Join(dir, "tmp", "i-dead")
+	if err := os.MkdirAll(filepath.Join(dead, "aside", "chunks", "ab", "cd"), 0o750); err != nil {
+		t.Fatal(err)
+	}
+	for p, content := range map[string]string{"lock": "", "put-1": "partial", "put-2": "partial", "aside/chunks/ab/cd/abcd~7": "set aside"} {
+		if err := os.WriteFile(filepath.Join(dead, p), []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A hub before per-instance directories: old leftovers go, a fresh file may be in flight.
+	old := time.Now().Add(-2 * time.Hour)
+	for _, name := range []string{"chunk-1.tmp", "fresh.tmp"} {
+		p := filepath.Join(dir, "tmp", name)
+		if err := os.WriteFile(p, []byte("x"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if name != "fresh.tmp" {
+			if err := os.Chtimes(p, old, old); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if n, err := live.CleanTemp(t.Context(), true); err != nil || n != 3 {
+		t.Fatalf("CleanTemp(dry run) = %d, %v; want 3 stale temp files", n, err)
+	}
+	s := open(t, dir)
+	if _, err := os.Stat(dead); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("a dead instance's temp directory survived Open: %v", err)
+	}
+	if _, err := os.Stat(liveTemp); err != nil {
+		t.Fatalf("a live instance's temp file was removed: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "tmp", "fresh.tmp")); err != nil {
+		t.Fatalf("a fresh legacy temp file was removed: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "tmp", "chunk-1.tmp")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("an old legacy temp file survived: %v", err)
+	}
+	b, err := s.Get(t.Context(), "chunks/ab/cd/abcd", nil, 0)
+	if err != nil || string(b) != "set aside" {
+		t.Fatalf("the object a dead instance set aside: %q, %v; want it back", b, err)
+	}
+	if n, err := s.CleanTemp(t.Context(), true); err != nil || n != 0 {
+		t.Fatalf("CleanTemp after Open = %d, %v; want nothing stale", n, err)
+	}
+	// Closing an instance removes its own temp directory.
+	if err := live.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(live.tmp); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("Close left the temp directory: %v", err)
+	}
+}
+
+// TestTempDirRemoved: an operator removing tmp/ does not break writes.
+func TestTempDirRemoved(t *testing.T) {
+	dir := t.TempDir()
+	s := open(t, dir)
+	if err := os.RemoveAll(filepath.Join(dir, "tmp")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Put(t.Context(), "a/b", []byte("x")); err != nil {
+		t.Fatalf("Put without tmp/: %v", err)
+	}
+	if n, err := s.CleanTemp(t.Context(), true); err != nil || n != 0 {
+		t.Fatalf("CleanTemp after a Put = %d, %v; want nothing left behind", n, err)
+	}
+}
+
+const childEnv = "SENDENSE_LOCAL_STORE_CHILD"
+
+// TestMain lets the test binary act as a second process: it opens the store, takes the lock,
+// writes a temp file, says "ready" and waits to be killed.
+func TestMain(m *testing.M) {
+	if dir := os.Getenv(childEnv); dir != "" {
+		s, err := Open(context.Background(), dir, nil)
+		if err != nil {
+			panic(err)
+		}
+		if _, err := s.Lock(context.Background(), "gc"); err != nil {
+			panic(err)
+		}
+		if err := os.WriteFile(filepath.Join(s.tmp, "put-child"), []byte("partial"), 0o600); err != nil {
+			panic(err)
+		}
+		os.Stdout.WriteString("ready\n")
+		select {}
+	}
+	os.Exit(m.Run())
+}
+
+// TestOtherProcess: a lock held by another process excludes this one until that process dies,
+// and its temp files are removed only after it died.
+func TestOtherProcess(t *testing.T) {
+	dir := t.TempDir()
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), childEnv+"="+dir)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	if line, err := bufio.NewReader(out).ReadString('\n'); err != nil || line != "ready\n" {
+		t.Fatalf("child: %q, %v", line, err)
+	}
+	s := open(t, dir)
+	if _, err := s.Lock(t.Context(), "gc"); !errors.Is(err, store.ErrLocked) {
+		t.Fatalf("Lock held by another process: %v, want ErrLocked", err)
+	}
+	if n, err := s.CleanTemp(t.Context(), false); err != nil || n != 0 {
+		t.Fatalf("CleanTemp with the other process alive = %d, %v; want 0", n, err)
+	}
+	if err := cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	_ = cmd.Wait()
+	release, err := s.Lock(t.Context(), "gc")
+	if err != nil {
+		t.Fatalf("Lock after the holder died: %v", err)
+	}
+	_ = release()
+	if n, err := s.CleanTemp(t.Context(), false); err != nil || n != 1 {
+		t.Fatalf("CleanTemp after the other process died = %d, %v; want its 1 temp file", n, err)
+	}
+}
+
+// TestDirectoriesAreNotObjects: a key naming a directory (a prefix of other keys) is refused by
+// every operation that would change it.
+func TestDirectoriesAreNotObjects(t *testing.T) {
+	dir := t.TempDir()
+	s := open(t, dir)
+	ctx := t.Context()
+	if err := s.Put(ctx, "chunks/ab/cd/abcd", []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.RemoveIfOlder(ctx, "chunks/ab", time.Now().Add(time.Hour)); err == nil {
+		t.Error("RemoveIfOlder of a directory succeeded")
+	}
+	if err := s.Touch(ctx, "chunks/ab"); err == nil {
+		t.Error("Touch of a directory succeeded")
+	}
+	if err := s.Remove(ctx, "chunks"); err == nil {
+		t.Error("Remove of a directory succeeded")
+	}
+	if _, err := s.Stat(ctx, "chunks/ab/cd/abcd"); err != nil {
+		t.Fatalf("the object under the directory: %v", err)
+	}
+}

@@ -1,0 +1,126 @@
+// Package store defines the blob store under a repository: a flat namespace of objects named by
+// slash-separated keys, with the guarantees the repository format relies on. It knows nothing
+// of chunks or indexes; implementations (a local directory, later an S3-compatible bucket) are
+// checked by one conformance suite, storetest.
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+	"unicode/utf8"
+)
+
+// Errors of every store. Callers branch on them with errors.Is; every returned error names the
+// key concerned. Other errors are I/O errors: transient or not, the store cannot tell, and a
+// caller may retry them.
+var (
+	// ErrNotFound: no object is stored under the key. Permanent until someone puts one.
+	ErrNotFound = errors.New("object not found")
+	// ErrTooLarge: Get found an object larger than the caller's limit and read none of it.
+	ErrTooLarge = errors.New("object larger than the limit")
+	// ErrInvalidKey: a key or lock name that CheckKey refuses. Permanent.
+	ErrInvalidKey = errors.New("invalid key")
+	// ErrLocked: the lock is held by another holder, in this process or another.
+	ErrLocked = errors.New("lock held by another holder")
+)
+
+// MaxKeyLen bounds a key in bytes (S3's limit).
+const MaxKeyLen = 1024
+
+// Info describes one stored object.
+type Info struct {
+	Key  string
+	Size int64
+	// ModTime is when the object was last put or touched, from the store's clock. Garbage
+	// collection compares it with a cutoff; clocks of the store and of its users may differ
+	// by a few seconds, which callers absorb with a margin.
+	ModTime time.Time
+}
+
+// Store is a blob store. Every method is safe for concurrent use by many goroutines, and by many
+// processes (or hosts) opening the same store, with the guarantees each method states. Methods
+// that take a ctx stop early when it ends; an operation stopped that way either happened
+// completely or not at all.
+type Store interface {
+	// Put stores data under key. When Put returns nil the object is durable: it survives a crash
+	// or power loss of the store's host. Readers see the old object or the new one, never a
+	// partial one, and a failed Put leaves nothing visible under key. Putting over an existing
+	// object replaces it atomically; concurrent Puts of one key leave exactly one of their
+	// contents. Putting the same content again is harmless, so Put is idempotent. The new
+	// object's ModTime is the time of the Put.
+	Put(ctx context.Context, key string, data []byte) error
+
+	// Get returns the whole object under key, written over dst's storage when cap(dst) suffices
+	// and in a new slice otherwise. An object larger than limit bytes (limit > 0) returns
+	// ErrTooLarge without being read, so a damaged or hostile object cannot make the caller
+	// allocate. A missing object returns ErrNotFound.
+	Get(ctx context.Context, key string, dst []byte, limit int64) ([]byte, error)
+
+	// Stat describes the object under key; ErrNotFound when there is none.
+	Stat(ctx context.Context, key string) (Info, error)
+
+	// List calls fn for every object whose key starts with prefix, in ascending byte order of
+	// the keys. Objects put or removed during the listing may or may not be visited; every
+	// object present for the whole listing is visited once. Things in the store that are not
+	// objects (temporary files, locks) are never listed. An error from fn stops the listing and
+	// is returned as is.
+	List(ctx context.Context, prefix string, fn func(Info) error) error
+
+	// Touch sets the object's ModTime to now, or returns ErrNotFound. When Touch returns nil the
+	// object exists under key with a ModTime no earlier than the call's start, and
+	// RemoveIfOlder with a cutoff before that time, from any process, does not remove it: a
+	// RemoveIfOlder racing with Touch either spares the object or makes Touch return
+	// ErrNotFound. A caller that needs the object then puts it again.
+	Touch(ctx context.Context, key string) error
+
+	// RemoveIfOlder removes the object under key only if its ModTime is before cutoff, and
+	// reports whether it did and the size of what it removed. A missing object is not an error
+	// (false, 0, nil). It is safe against Touch and Put from any process as Touch states: an
+	// object touched or put at or after cutoff is never removed. A removal is durable on return.
+	RemoveIfOlder(ctx context.Context, key string, cutoff time.Time) (removed bool, size int64, err error)
+
+	// Remove removes the object under key durably; ErrNotFound when there is none.
+	Remove(ctx context.Context, key string) error
+
+	// Lock takes the exclusive lock called name (a single key component) without waiting:
+	// ErrLocked when another holder, in this process or any other, has it. The lock is held
+	// until release is called or the holding process ends (a crash releases it). Locks are
+	// advisory: they exclude other Lock calls, not other operations. name lives in a namespace
+	// of its own, apart from the keys.
+	Lock(ctx context.Context, name string) (release func() error, err error)
+
+	// Close releases the store's resources. Locks still held are released.
+	Close() error
+}
+
+// CheckKey checks that key is a valid object key: at most MaxKeyLen bytes of valid UTF-8,
+// components separated by "/", each non-empty, not starting with "." (which also excludes "."
+// and ".."), and without "\" or control characters. Such keys are safe as relative file paths
+// and as S3 object names alike.
+func CheckKey(key string) error {
+	if key == "" || len(key) > MaxKeyLen || !utf8.ValidString(key) {
+		return fmt.Errorf("%w: %q: empty, longer than %d bytes or not UTF-8", ErrInvalidKey, key, MaxKeyLen)
+	}
+	for c := range strings.SplitSeq(key, "/") {
+		if c == "" || c[0] == '.' {
+			return fmt.Errorf("%w: %q: empty component or one starting with \".\"", ErrInvalidKey, key)
+		}
+		for _, r := range c {
+			if r == '\\' || r < 0x20 || r == 0x7f {
+				return fmt.Errorf("%w: %q: contains %q", ErrInvalidKey, key, r)
+			}
+		}
+	}
+	return nil
+}
+
+// CheckName checks that name is a valid lock name: a key of one component.
+func CheckName(name string) error {
+	if strings.Contains(name, "/") {
+		return fmt.Errorf("%w: lock name %q contains \"/\"", ErrInvalidKey, name)
+	}
+	return CheckKey(name)
+}
