@@ -40,7 +40,7 @@ func newRestoreCmd(e *env) *cobra.Command {
 			}
 			repos := repository.NewRegistry(cat, nil, nil)
 			defer repos.Close()
-			svc := restore.New(cat, restoreRepos(repos))
+			svc := restore.New(cat, restoreRepos(repos), nil)
 			disks, err := svc.Disks(cmd.Context(), backupID)
 			if err != nil {
 				return err

@@ -118,7 +118,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 			policies.PruneVM(pctx, j.VMContextID)
 		}()
 	}
-	apiSrv := api.New(api.Deps{Log: log, Registry: reg, Catalog: cat, Repository: defRepo, Identity: ids, Inventory: inv, Backup: backups, Ingest: ingest.New(cat, repos, log, reg), Restore: restore.New(cat, restoreRepos(repos)), Repositories: repos, Policies: policies, Events: events.New(cat, log), Started: started})
+	apiSrv := api.New(api.Deps{Log: log, Registry: reg, Catalog: cat, Repository: defRepo, Identity: ids, Inventory: inv, Backup: backups, Ingest: ingest.New(cat, repos, log, reg), Restore: restore.New(cat, restoreRepos(repos), reg), Repositories: repos, Policies: policies, Events: events.New(cat, log), Started: started})
 
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {

@@ -70,10 +70,8 @@ func (s *Server) diskImage(c *gin.Context) {
 		return
 	}
 	written, err := img.Stream(c.Request.Context(), c.Writer, off, n, 4)
-	s.restoreBytes.Add(float64(written))
 	if err != nil {
 		if c.Request.Context().Err() == nil {
-			s.restoreFailures.Inc()
 			s.deps.Log.ErrorContext(c.Request.Context(), "restore stream aborted", "backup_id", d.BackupID, "disk_id", d.DiskID,
 				"offset", off, "bytes_written", written, "err", err)
 		}

@@ -55,12 +55,9 @@ type Server struct {
 	metrics *httpMetrics
 	auth    *authMetrics
 
-	draining  chan struct{} // closed when the server starts shutting down: long polls return
-	drainOnce sync.Once
-
-	restoreBytes    prometheus.Counter
-	restoreFailures prometheus.Counter
-	auditFailures   prometheus.Counter
+	draining      chan struct{} // closed when the server starts shutting down: long polls return
+	drainOnce     sync.Once
+	auditFailures prometheus.Counter
 }
 
 // New builds the router with every route registered.
@@ -69,11 +66,9 @@ func New(d Deps) *Server {
 		d.Started = time.Now()
 	}
 	s := &Server{deps: d, engine: gin.New(), metrics: newHTTPMetrics(d.Registry), auth: newAuthMetrics(d.Registry), draining: make(chan struct{})}
-	s.restoreBytes = prometheus.NewCounter(prometheus.CounterOpts{Name: "sendense_hub_restore_bytes_total", Help: "Bytes of disk images served for restore."})
-	s.restoreFailures = prometheus.NewCounter(prometheus.CounterOpts{Name: "sendense_hub_restore_failures_total", Help: "Restore streams aborted because a chunk was damaged or missing."})
 	s.auditFailures = prometheus.NewCounter(prometheus.CounterOpts{Name: "sendense_hub_audit_failures_total", Help: "Operator requests whose audit event could not be recorded."})
 	if d.Registry != nil {
-		d.Registry.MustRegister(s.restoreBytes, s.restoreFailures, s.auditFailures)
+		d.Registry.MustRegister(s.auditFailures)
 	}
 	// The hub is reached directly (agents over mutual TLS cannot pass a proxy), so the client
 	// address is the connection's: X-Forwarded-For from a client is never believed.

@@ -10,6 +10,7 @@ import (
 	"io"
 	"sync"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sendense/sendense/hub/internal/catalog"
 	"github.com/sendense/sendense/hub/internal/fidx"
 	"github.com/sendense/sendense/hub/internal/repository"
@@ -33,10 +34,31 @@ type OpenFunc func(ctx context.Context, id string) (Repository, error)
 type Service struct {
 	cat  restoreCatalog
 	open OpenFunc
+	m    *metrics
 }
 
-// New returns the service.
-func New(cat restoreCatalog, open OpenFunc) *Service { return &Service{cat: cat, open: open} }
+// New returns the service; the metrics of the images it opens are registered on reg (nil: not
+// registered).
+func New(cat restoreCatalog, open OpenFunc, reg prometheus.Registerer) *Service {
+	return &Service{cat: cat, open: open, m: newMetrics(reg)}
+}
+
+// metrics of restores served.
+type metrics struct {
+	bytes    prometheus.Counter
+	failures prometheus.Counter
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		bytes:    prometheus.NewCounter(prometheus.CounterOpts{Name: "sendense_hub_restore_bytes_total", Help: "Bytes of disk images served for restore."}),
+		failures: prometheus.NewCounter(prometheus.CounterOpts{Name: "sendense_hub_restore_failures_total", Help: "Restore streams aborted because a chunk was damaged or missing."}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.bytes, m.failures)
+	}
+	return m
+}
 
 // Disk describes one disk of a restore point.
 type Disk struct {
@@ -91,6 +113,7 @@ func (s *Service) Open(ctx context.Context, backupID, diskID string) (*Image, Di
 		if err != nil {
 			return nil, Disk{}, err
 		}
+		img.m = s.m
 		return img, Disk{BackupID: backupID, DiskID: diskID, Size: img.Size(), IndexDigest: d.IndexDigest}, nil
 	}
 	return nil, Disk{}, fmt.Errorf("backup %s has no disk %s: %w", backupID, diskID, catalog.ErrNotFound)
@@ -106,11 +129,11 @@ type Repository interface {
 	ReadIndex(ctx context.Context, ref repository.IndexRef) (*fidx.Index, error)
 }
 
-// Image is one disk of one restore point. ReadAt is safe for concurrent use; every chunk read
-// is verified against its digest, and a damaged or missing chunk is an error, never zeros or
-// wrong bytes.
+// Image is one disk of one restore point. Its methods are safe for concurrent use; every chunk
+// read is verified against its digest, and a damaged or missing chunk is an error, never zeros
+// or wrong bytes. Each read runs under the caller's context.
 type Image struct {
-	ctx  context.Context
+	m    *metrics // nil: not counted
 	repo Repository
 	idx  *fidx.Index
 	bufs sync.Pool
@@ -122,7 +145,7 @@ func OpenImage(ctx context.Context, repo Repository, ref repository.IndexRef) (*
 	if err != nil {
 		return nil, err
 	}
-	img := &Image{ctx: ctx, repo: repo, idx: idx}
+	img := &Image{repo: repo, idx: idx}
 	img.bufs.New = func() any { b := make([]byte, idx.ChunkSize); return &b }
 	return img, nil
 }
@@ -133,8 +156,18 @@ func (im *Image) Size() int64 { return im.idx.DiskSize }
 // Index returns the image's fixed index.
 func (im *Image) Index() *fidx.Index { return im.idx }
 
-// ReadAt implements io.ReaderAt.
-func (im *Image) ReadAt(p []byte, off int64) (int, error) {
+// Reader returns the image as an io.ReaderAt whose reads run under ctx.
+func (im *Image) Reader(ctx context.Context) io.ReaderAt { return imageReader{im, ctx} }
+
+type imageReader struct {
+	im  *Image
+	ctx context.Context
+}
+
+func (r imageReader) ReadAt(p []byte, off int64) (int, error) { return r.im.ReadAt(r.ctx, p, off) }
+
+// ReadAt reads len(p) bytes at off, like io.ReaderAt, under ctx.
+func (im *Image) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 	if off < 0 {
 		return 0, errors.New("negative offset")
 	}
@@ -147,7 +180,7 @@ func (im *Image) ReadAt(p []byte, off int64) (int, error) {
 		slot := int(pos / im.idx.ChunkSize)
 		in := pos - int64(slot)*im.idx.ChunkSize
 		want := int(min(int64(len(p)-n), int64(im.idx.SlotLen(slot))-in))
-		d := im.readSlot(slot)
+		d := im.readSlot(ctx, slot)
 		switch {
 		case d.err != nil:
 			return n, d.err

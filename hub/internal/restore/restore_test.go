@@ -5,9 +5,11 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/sendense/sendense/hub/internal/fidx"
 	"github.com/sendense/sendense/hub/internal/repository"
@@ -86,7 +88,7 @@ func TestToFileAndStream(t *testing.T) {
 			t.Fatalf("stream %v: n=%d err=%v", r, n, err)
 		}
 		p := make([]byte, r[1])
-		if m, err := im.ReadAt(p, r[0]); m != len(p) || (err != nil && m != len(p)) || !bytes.Equal(p, img[r[0]:r[0]+r[1]]) {
+		if m, err := im.ReadAt(t.Context(), p, r[0]); m != len(p) || (err != nil && m != len(p)) || !bytes.Equal(p, img[r[0]:r[0]+r[1]]) {
 			t.Fatalf("ReadAt %v: n=%d err=%v", r, m, err)
 		}
 	}
@@ -115,5 +117,51 @@ func TestDamageFailsToFileAndStream(t *testing.T) {
 	n, err := im.Stream(t.Context(), &buf, 0, int64(len(img)), 2)
 	if !errors.Is(err, repository.ErrChunkNotFound) || n > 6*slot || !bytes.Equal(buf.Bytes(), img[:n]) {
 		t.Fatalf("stream with a missing chunk: n=%d err=%v", n, err)
+	}
+}
+
+// stallingRepo serves the index of a real repository but holds every chunk read until the
+// reader's context ends, as a slow or hung storage would.
+type stallingRepo struct {
+	*repository.Repository
+	started chan struct{}
+}
+
+func (r stallingRepo) ReadChunk(ctx context.Context, _ chunk.Digest, _ []byte) ([]byte, error) {
+	select {
+	case r.started <- struct{}{}:
+	default:
+	}
+	<-ctx.Done()
+	return nil, ctx.Err()
+}
+
+// A download whose client goes away stops its chunk reads: the reads run under the request's
+// context, not the one the image was opened with.
+func TestCancelledStreamStopsItsReads(t *testing.T) {
+	repo, ref := storeImage(t, testImage(t))
+	stall := stallingRepo{Repository: repo, started: make(chan struct{}, 1)}
+	im, err := OpenImage(context.Background(), stall, ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() {
+		_, err := im.Stream(ctx, io.Discard, 0, im.Size(), 4)
+		done <- err
+	}()
+	<-stall.started
+	cancel()
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("Stream after cancel: %v, want context.Canceled", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a cancelled stream kept waiting for its chunk reads")
+	}
+	if _, err := im.Reader(ctx).ReadAt(make([]byte, 10), 0); !errors.Is(err, context.Canceled) {
+		t.Fatalf("ReadAt under a cancelled context: %v", err)
 	}
 }

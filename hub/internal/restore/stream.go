@@ -20,13 +20,14 @@ type slotData struct {
 	err  error
 }
 
-// readSlot reads and verifies one slot into a pooled buffer.
-func (im *Image) readSlot(slot int) slotData {
+// readSlot reads and verifies one slot into a pooled buffer; ctx is the caller's, so a
+// cancelled download or restore stops its chunk reads.
+func (im *Image) readSlot(ctx context.Context, slot int) slotData {
 	if im.idx.IsZeroSlot(slot) {
 		return slotData{}
 	}
 	bp := im.bufs.Get().(*[]byte)
-	got, err := im.repo.ReadChunk(im.ctx, im.idx.Digests[slot], (*bp)[:0])
+	got, err := im.repo.ReadChunk(ctx, im.idx.Digests[slot], (*bp)[:0])
 	if err == nil && len(got) != im.idx.SlotLen(slot) {
 		err = fmt.Errorf("chunk holds %d bytes, the index expects %d: %w", len(got), im.idx.SlotLen(slot), repository.ErrChunkDamaged)
 	}
@@ -41,11 +42,23 @@ func (im *Image) readSlot(slot int) slotData {
 // ahead (each verified). It stops at the first damaged or missing chunk with an error; what was
 // written before is correct.
 func (im *Image) Stream(ctx context.Context, w io.Writer, off, n int64, parallel int) (int64, error) {
+	written, damaged, err := im.stream(ctx, w, off, n, parallel)
+	if im.m != nil {
+		im.m.bytes.Add(float64(written))
+		if damaged {
+			im.m.failures.Inc()
+		}
+	}
+	return written, err
+}
+
+// stream is Stream; damaged reports that it stopped at a damaged or missing chunk.
+func (im *Image) stream(ctx context.Context, w io.Writer, off, n int64, parallel int) (written int64, damaged bool, err error) {
 	if off < 0 || n < 0 || off+n > im.idx.DiskSize {
-		return 0, fmt.Errorf("range %d+%d outside the %d-byte image", off, n, im.idx.DiskSize)
+		return 0, false, fmt.Errorf("range %d+%d outside the %d-byte image", off, n, im.idx.DiskSize)
 	}
 	if n == 0 {
-		return 0, nil
+		return 0, false, nil
 	}
 	parallel = max(parallel, 1)
 	cs := im.idx.ChunkSize
@@ -64,20 +77,20 @@ func (im *Image) Stream(ctx context.Context, w io.Writer, off, n int64, parallel
 			case <-ctx.Done():
 				return
 			}
-			go func(s int) { ch <- im.readSlot(s) }(s)
+			go func(s int) { ch <- im.readSlot(ctx, s) }(s)
 		}
 	}()
 	zero := make([]byte, min(cs, 1<<20))
-	var written int64
 	var werr error
 	for s := first; s <= last; s++ {
 		ch, ok := <-window
 		if !ok {
-			return written, ctx.Err()
+			return written, false, ctx.Err()
 		}
 		d := <-ch
 		if werr == nil && d.err != nil {
 			werr = d.err
+			damaged = ctx.Err() == nil
 		}
 		if werr == nil {
 			start := max(off, int64(s)*cs) - int64(s)*cs
@@ -107,10 +120,10 @@ func (im *Image) Stream(ctx context.Context, w io.Writer, off, n int64, parallel
 					im.bufs.Put(d.buf)
 				}
 			}
-			return written, werr
+			return written, damaged, werr
 		}
 	}
-	return written, nil
+	return written, false, nil
 }
 
 // Progress is called with the number of bytes of the image restored so far.
@@ -157,7 +170,7 @@ func (im *Image) ToFile(ctx context.Context, f *os.File, parallel int, progress 
 		g.Go(func() error {
 			defer readers.Done()
 			for s := range slots {
-				d := im.readSlot(s)
+				d := im.readSlot(gctx, s)
 				if d.err != nil {
 					return d.err
 				}
