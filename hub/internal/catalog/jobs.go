@@ -359,6 +359,55 @@ func (c *Catalog) FailStaleJobs(ctx context.Context, cutoff time.Time) ([]Failed
 	return failed, nil
 }
 
+// FailUnclaimedJobs fails queued jobs that their agent cannot be expected to claim: the agent was
+// revoked, or it has not been seen since before cutoff and the job was queued before cutoff. It
+// returns the jobs it failed, each with the reason recorded as its error. A queued job of a
+// live agent busy with other jobs is left to wait.
+func (c *Catalog) FailUnclaimedJobs(ctx context.Context, cutoff time.Time) ([]BackupJob, error) {
+	var rows []struct {
+		BackupJob   `bun:",extend"`
+		AgentStatus string    `bun:"agent_status"`
+		LastSeenAt  time.Time `bun:"agent_last_seen_at,nullzero"`
+	}
+	cutoff = cutoff.UTC()
+	err := c.db.NewSelect().Model(&rows).
+		ColumnExpr("j.*").ColumnExpr("a.status AS agent_status, a.last_seen_at AS agent_last_seen_at").
+		Join("JOIN agents AS a ON a.id = j.agent_id").
+		Where("j.status = ?", api.JobQueued).
+		WhereGroup(" AND ", func(q *bun.SelectQuery) *bun.SelectQuery {
+			return q.Where("a.status = ?", api.AgentRevoked).
+				WhereOr("j.created_at < ? AND (a.last_seen_at IS NULL OR a.last_seen_at < ?)", cutoff, cutoff)
+		}).Scan(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("find unclaimed jobs: %w", err)
+	}
+	var failed []BackupJob
+	for _, r := range rows {
+		reason := fmt.Sprintf("not claimed: agent %s was revoked", r.AgentID)
+		if r.AgentStatus != api.AgentRevoked {
+			seen := "never"
+			if !r.LastSeenAt.IsZero() {
+				seen = "last at " + r.LastSeenAt.UTC().Format(time.RFC3339)
+			}
+			reason = fmt.Sprintf("not claimed: agent %s has not been seen since the job was queued (%s)", r.AgentID, seen)
+		}
+		now := c.now()
+		res, err := c.db.NewUpdate().Model((*BackupJob)(nil)).
+			Set("status = ?", api.JobFailed).Set("error = ?", reason).Set("finished_at = ?", now).Set("updated_at = ?", now).
+			Where("id = ?", r.ID).Where("status = ?", api.JobQueued).Exec(ctx)
+		if err != nil {
+			return failed, fmt.Errorf("fail unclaimed job %s: %w", r.ID, err)
+		}
+		if n, _ := res.RowsAffected(); n != 1 {
+			continue // claimed or cancelled meanwhile
+		}
+		j := r.BackupJob
+		j.Status, j.Error, j.FinishedAt = api.JobFailed, reason, now
+		failed = append(failed, j)
+	}
+	return failed, nil
+}
+
 // CountJobsByStatus returns the number of jobs per status.
 func (c *Catalog) CountJobsByStatus(ctx context.Context) (map[string]int, error) {
 	var rows []struct {

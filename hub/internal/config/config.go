@@ -44,7 +44,8 @@ type Config struct {
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
 	// AgentCertLifetime is the lifetime of agent client certificates.
 	AgentCertLifetime time.Duration `yaml:"agent_cert_lifetime"`
-	// JobTimeout fails a running backup whose agent has not reported for this long.
+	// JobTimeout fails a running backup whose agent has not reported for this long, and a
+	// queued one whose agent was revoked or has not been seen for this long.
 	JobTimeout time.Duration `yaml:"job_timeout"`
 	// SchedulerInterval is how often the scheduler looks for due policies.
 	SchedulerInterval time.Duration `yaml:"scheduler_interval"`

@@ -194,7 +194,8 @@ func (s *Service) Complete(ctx context.Context, agentID, id string, c api.JobCom
 	return nil
 }
 
-// ReapStale fails running jobs whose agent went silent, every interval until ctx ends.
+// ReapStale fails, every interval until ctx ends, running jobs whose agent went silent and
+// queued jobs that no agent will claim (revoked, or silent as long as the job has waited).
 func (s *Service) ReapStale(ctx context.Context, interval time.Duration) error {
 	t := time.NewTicker(interval)
 	defer t.Stop()
@@ -204,16 +205,32 @@ func (s *Service) ReapStale(ctx context.Context, interval time.Duration) error {
 			return nil
 		case <-t.C:
 		}
-		failed, err := s.cat.FailStaleJobs(ctx, s.opts.Now().Add(-s.opts.JobTimeout))
-		if err != nil && ctx.Err() == nil {
-			s.log.WarnContext(ctx, "fail stale jobs", "err", err)
+		s.reapStale(ctx)
+	}
+}
+
+func (s *Service) reapStale(ctx context.Context) {
+	cutoff := s.opts.Now().Add(-s.opts.JobTimeout)
+	unclaimed, err := s.cat.FailUnclaimedJobs(ctx, cutoff)
+	if err != nil && ctx.Err() == nil {
+		s.log.WarnContext(ctx, "fail unclaimed jobs", "err", err)
+	}
+	for _, j := range unclaimed {
+		s.metrics.jobsFinished.WithLabelValues(api.JobFailed).Inc()
+		s.log.WarnContext(ctx, "backup failed: no agent claimed it", "job_id", j.ID, "agent_id", j.AgentID, "reason", j.Error)
+		if s.OnFinished != nil {
+			s.OnFinished(j)
 		}
-		for _, f := range failed {
-			s.metrics.jobsFinished.WithLabelValues(api.JobFailed).Inc()
-			s.log.WarnContext(ctx, "backup failed: its agent stopped reporting", "job_id", f.Job.ID, "agent_id", f.Job.AgentID, "timeout_seconds", s.opts.JobTimeout.Seconds())
-			if vm, err := s.cat.VMByContextID(ctx, f.Job.VMContextID); err == nil {
-				s.removeIndexes(ctx, f.Job.RepositoryID, vm.InstanceUUID, f.Discarded)
-			}
+	}
+	failed, err := s.cat.FailStaleJobs(ctx, cutoff)
+	if err != nil && ctx.Err() == nil {
+		s.log.WarnContext(ctx, "fail stale jobs", "err", err)
+	}
+	for _, f := range failed {
+		s.metrics.jobsFinished.WithLabelValues(api.JobFailed).Inc()
+		s.log.WarnContext(ctx, "backup failed: its agent stopped reporting", "job_id", f.Job.ID, "agent_id", f.Job.AgentID, "timeout_seconds", s.opts.JobTimeout.Seconds())
+		if vm, err := s.cat.VMByContextID(ctx, f.Job.VMContextID); err == nil {
+			s.removeIndexes(ctx, f.Job.RepositoryID, vm.InstanceUUID, f.Discarded)
 		}
 	}
 }

@@ -39,6 +39,7 @@ type backupCatalog interface {
 	RequestCancel(ctx context.Context, id string) (*catalog.BackupJob, error)
 	FinishJob(ctx context.Context, id, agentID, status, errMsg, notes string) (*catalog.BackupJob, []catalog.BackupDisk, error)
 	FailStaleJobs(ctx context.Context, cutoff time.Time) ([]catalog.FailedJob, error)
+	FailUnclaimedJobs(ctx context.Context, cutoff time.Time) ([]catalog.BackupJob, error)
 
 	LatestBackupDisk(ctx context.Context, vmContextID, diskID, repositoryID string) (*catalog.BackupDisk, error)
 	BackupDisks(ctx context.Context, jobID string) ([]catalog.BackupDisk, error)
