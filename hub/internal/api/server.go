@@ -45,6 +45,8 @@ type Deps struct {
 	Repositories repositoryService
 	Policies     policyService
 	Started      time.Time
+	// Limits bound slow and anonymous clients; zero fields select the defaults.
+	Limits Limits
 }
 
 // Server is the hub's HTTP API.
@@ -53,6 +55,8 @@ type Server struct {
 	engine  *gin.Engine
 	metrics *httpMetrics
 	auth    *authMetrics
+	limits  Limits
+	anon    *addressSemaphore // requests without credentials in flight, per client address
 
 	draining  chan struct{} // closed when the server starts shutting down: long polls return
 	drainOnce sync.Once
@@ -66,7 +70,9 @@ func New(d Deps) *Server {
 	if d.Started.IsZero() {
 		d.Started = time.Now()
 	}
-	s := &Server{deps: d, engine: gin.New(), metrics: newHTTPMetrics(d.Registry), auth: newAuthMetrics(d.Registry), draining: make(chan struct{})}
+	limits := d.Limits.withDefaults()
+	s := &Server{deps: d, engine: gin.New(), metrics: newHTTPMetrics(d.Registry), auth: newAuthMetrics(d.Registry), limits: limits,
+		anon: newAddressSemaphore(limits.UnauthenticatedPerAddress), draining: make(chan struct{})}
 	s.restoreBytes = prometheus.NewCounter(prometheus.CounterOpts{Name: "sendense_hub_restore_bytes_total", Help: "Bytes of disk images served for restore."})
 	s.restoreFailures = prometheus.NewCounter(prometheus.CounterOpts{Name: "sendense_hub_restore_failures_total", Help: "Restore streams aborted because a chunk was damaged or missing."})
 	if d.Registry != nil {
@@ -74,7 +80,13 @@ func New(d Deps) *Server {
 	}
 	s.engine.ContextWithFallback = true
 	s.engine.HandleMethodNotAllowed = true
-	s.engine.Use(s.recovery(), s.logRequests(), s.metrics.middleware())
+	// The hub terminates TLS itself (client certificates), so no proxy in front of it could be
+	// trusted: the client must not choose, with X-Forwarded-For, the address that its limits and
+	// the access log are keyed by.
+	s.engine.ForwardedByClientIP = false
+	// Body deadlines come before everything that may refuse a request, so that a body left
+	// unread is bounded as well.
+	s.engine.Use(s.recovery(), s.logRequests(), s.metrics.middleware(), s.bodyDeadlines(), s.limitUnauthenticated())
 	s.engine.NoRoute(func(c *gin.Context) {
 		c.AbortWithStatusJSON(http.StatusNotFound, api.Error{Error: "no route " + c.Request.Method + " " + c.Request.URL.Path, Code: api.CodeNotFound})
 	})
