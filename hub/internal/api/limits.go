@@ -82,9 +82,10 @@ var errTooManyRequests = errors.New("too many requests")
 //
 // Requests without a body (long polls, the image download) get no deadline, and no write
 // deadline is ever set: responses stream as long as the client reads them. Once the body is
-// read to its end the deadline is lifted, so the handler's work after it is not bounded and
-// net/http's background read of the connection does not hit it. A body cut by its deadline
-// makes the response close the connection; the cut is logged and counted.
+// read to its end the deadline is lifted, so the handler's work after it is not bounded (as of
+// Go 1.26 net/http also clears it when it starts its background read of an HTTP/1 connection;
+// lifting it here does not depend on that). A body cut by its deadline makes the response close
+// the connection; the cut is logged and counted.
 func (s *Server) bodyDeadlines() gin.HandlerFunc {
 	return func(c *gin.Context) {
 		if c.Request.Body == nil || c.Request.Body == http.NoBody {
