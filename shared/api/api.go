@@ -21,6 +21,7 @@ const (
 	CodeUnauthenticated = "unauthenticated"
 	CodeForbidden       = "forbidden"
 	CodeTooLarge        = "too_large"
+	CodeTooManyRequests = "too_many_requests"
 	CodeUnavailable     = "unavailable"
 	CodeInternal        = "internal"
 )

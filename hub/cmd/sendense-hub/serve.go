@@ -20,6 +20,7 @@ import (
 	"github.com/sendense/sendense/hub/internal/api"
 	"github.com/sendense/sendense/hub/internal/catalog"
 	"github.com/sendense/sendense/hub/internal/config"
+	"github.com/sendense/sendense/hub/internal/connlimit"
 	"github.com/sendense/sendense/hub/internal/events"
 	"github.com/sendense/sendense/hub/internal/gc"
 	"github.com/sendense/sendense/hub/internal/identity"
@@ -118,12 +119,14 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 			policies.PruneVM(pctx, j.VMContextID)
 		}()
 	}
-	apiSrv := api.New(api.Deps{Log: log, Registry: reg, Catalog: cat, Repository: defRepo, Identity: ids, Inventory: inv, Backup: backups, Ingest: ingest.New(cat, repos, log, reg), Restore: restore.New(cat, restoreRepos(repos), reg), Repositories: repos, Policies: policies, Events: events.New(cat, log), Started: started})
+	apiSrv := api.New(api.Deps{Log: log, Registry: reg, Catalog: cat, Repository: defRepo, Identity: ids, Inventory: inv, Backup: backups, Ingest: ingest.New(cat, repos, log, reg), Restore: restore.New(cat, restoreRepos(repos), reg), Repositories: repos, Policies: policies, Events: events.New(cat, log), Started: started,
+		Limits: api.Limits{BodyTimeout: cfg.RequestBodyTimeout, UploadMinRate: cfg.UploadMinKiBPerSecond << 10}})
 
-	ln, err := net.Listen("tcp", cfg.Listen)
+	tcpln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", cfg.Listen, err)
 	}
+	ln := connlimit.New(tcpln, connlimit.Options{MaxConns: cfg.MaxConnections, MaxConnsPerAddress: cfg.MaxConnectionsPerAddress}, log, reg)
 	var mln net.Listener
 	metricsAddr := ""
 	if cfg.MetricsListen != "" {
@@ -132,6 +135,10 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 			return fmt.Errorf("listen %s: %w", cfg.MetricsListen, err)
 		}
 	}
+	// No ReadTimeout or WriteTimeout: a 4 MiB chunk over a slow link and a disk image streamed
+	// to a slow reader must not be cut by a fixed bound on the whole request. Bodies are bounded
+	// per route by the API (request_body_timeout, upload_min_kib_per_second), connections by
+	// connlimit.
 	httpSrv := &http.Server{
 		Handler:           apiSrv.Handler(),
 		TLSConfig:         serverTLS(ca, cert),

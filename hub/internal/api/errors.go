@@ -32,9 +32,14 @@ func statusOf(err error) (int, string) {
 		return http.StatusBadRequest, api.CodeInvalidField
 	case errors.Is(err, errTooLarge), errors.Is(err, ingest.ErrTooLarge):
 		return http.StatusRequestEntityTooLarge, api.CodeTooLarge
+	case errors.Is(err, errSlowBody):
+		return http.StatusRequestTimeout, api.CodeInvalid
+	case errors.Is(err, errTooManyRequests):
+		return http.StatusTooManyRequests, api.CodeTooManyRequests
 	case errors.Is(err, identity.ErrInvalidInput), errors.Is(err, pki.ErrBadCSR),
 		errors.Is(err, repository.ErrDigestMismatch), errors.Is(err, repository.ErrBadBlob),
-		errors.Is(err, repository.ErrZeroChunk), errors.Is(err, repository.ErrMissingChunk):
+		errors.Is(err, repository.ErrZeroChunk), errors.Is(err, repository.ErrMissingChunk),
+		errors.Is(err, ingest.ErrBadBody):
 		return http.StatusBadRequest, api.CodeInvalid
 	case errors.Is(err, identity.ErrNoCertificate), errors.Is(err, identity.ErrAgentUnknown),
 		errors.Is(err, identity.ErrAPITokenInvalid), errors.Is(err, identity.ErrAPITokenRevoked),
@@ -88,6 +93,8 @@ func decodeJSON(c *gin.Context, limit int64, dst any) error {
 		switch {
 		case errors.As(err, &mbe):
 			return fmt.Errorf("%w: over %d bytes", errTooLarge, limit)
+		case errors.Is(err, errSlowBody):
+			return err
 		case errors.As(err, &ute):
 			return &api.FieldError{Field: ute.Field, Msg: fmt.Sprintf("must be %s, not %s", ute.Type, ute.Value)}
 		case strings.HasPrefix(err.Error(), "json: unknown field "):
@@ -102,6 +109,9 @@ func decodeJSON(c *gin.Context, limit int64, dst any) error {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
 			return fmt.Errorf("%w: over %d bytes", errTooLarge, limit)
+		}
+		if errors.Is(err, errSlowBody) {
+			return err
 		}
 		return &api.FieldError{Field: "body", Msg: "trailing data after the JSON object"}
 	}

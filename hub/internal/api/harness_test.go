@@ -78,6 +78,8 @@ type hubOptions struct {
 	// pollInterval is how often a waiting long poll looks for jobs queued elsewhere (default
 	// 50ms); an hour leaves the in-process wake-up as the only way a poll learns of a job.
 	pollInterval time.Duration
+	// limits are the API's limits for slow and anonymous clients (zero: the defaults).
+	limits hubapi.Limits
 }
 
 func newTestHub(t *testing.T, c *catalog.Catalog, opts ...hubOptions) *testHub {
@@ -87,6 +89,7 @@ func newTestHub(t *testing.T, c *catalog.Catalog, opts ...hubOptions) *testHub {
 		if x.pollInterval > 0 {
 			o.pollInterval = x.pollInterval
 		}
+		o.limits = x.limits
 	}
 	logs := &testenv.LogBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -115,7 +118,7 @@ func newTestHub(t *testing.T, c *catalog.Catalog, opts ...hubOptions) *testHub {
 	}
 	backups := jobs.New(c, repos, log, reg, jobs.Options{Now: clock.Now, PollInterval: o.pollInterval})
 	srv := hubapi.New(hubapi.Deps{Log: log, Registry: reg, Catalog: c, Repository: repo, Identity: ids, Inventory: inv, Backup: backups, Ingest: ingest.New(c, repos, log, reg), Restore: restore.New(c, restoreRepos(repos), reg), Repositories: repos,
-		Policies: policy.New(c, backups, log, reg, clock.Now), Events: events.New(c, log)})
+		Policies: policy.New(c, backups, log, reg, clock.Now), Events: events.New(c, log), Limits: o.limits})
 	ts := httptest.NewUnstartedServer(srv.Handler())
 	ts.Config.ErrorLog = slog.NewLogLogger(log.Handler(), slog.LevelWarn)
 	ts.TLS = &tls.Config{

@@ -67,8 +67,9 @@ func (s *Server) recovery() gin.HandlerFunc {
 }
 
 type httpMetrics struct {
-	requests *prometheus.CounterVec
-	duration *prometheus.HistogramVec
+	requests    *prometheus.CounterVec
+	duration    *prometheus.HistogramVec
+	slowClients *prometheus.CounterVec
 }
 
 func newHTTPMetrics(reg prometheus.Registerer) *httpMetrics {
@@ -82,9 +83,15 @@ func newHTTPMetrics(reg prometheus.Registerer) *httpMetrics {
 			Help:    "HTTP request latency by route pattern and method.",
 			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60},
 		}, []string{"route", "method"}),
+		slowClients: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sendense_hub_http_slow_clients_total",
+			Help: "Requests whose body arrived too slowly, cut with their connection, by reason (body_timeout, upload_min_rate).",
+		}, []string{"reason"}),
 	}
+	m.slowClients.WithLabelValues(cutBodyTimeout)
+	m.slowClients.WithLabelValues(cutUploadMinRate)
 	if reg != nil {
-		reg.MustRegister(m.requests, m.duration)
+		reg.MustRegister(m.requests, m.duration, m.slowClients)
 	}
 	return m
 }

@@ -46,6 +46,8 @@ type Deps struct {
 	Policies     policyService
 	Events       eventService
 	Started      time.Time
+	// Limits bound slow and anonymous clients; zero fields select the defaults.
+	Limits Limits
 }
 
 // Server is the hub's HTTP API.
@@ -54,6 +56,8 @@ type Server struct {
 	engine  *gin.Engine
 	metrics *httpMetrics
 	auth    *authMetrics
+	limits  Limits
+	anon    *addressSemaphore // requests without credentials in flight, per client address
 
 	draining      chan struct{} // closed when the server starts shutting down: long polls return
 	drainOnce     sync.Once
@@ -65,7 +69,9 @@ func New(d Deps) *Server {
 	if d.Started.IsZero() {
 		d.Started = time.Now()
 	}
-	s := &Server{deps: d, engine: gin.New(), metrics: newHTTPMetrics(d.Registry), auth: newAuthMetrics(d.Registry), draining: make(chan struct{})}
+	limits := d.Limits.withDefaults()
+	s := &Server{deps: d, engine: gin.New(), metrics: newHTTPMetrics(d.Registry), auth: newAuthMetrics(d.Registry), limits: limits,
+		anon: newAddressSemaphore(limits.UnauthenticatedPerAddress), draining: make(chan struct{})}
 	s.auditFailures = prometheus.NewCounter(prometheus.CounterOpts{Name: "sendense_hub_audit_failures_total", Help: "Operator requests whose audit event could not be recorded."})
 	if d.Registry != nil {
 		d.Registry.MustRegister(s.auditFailures)
@@ -75,8 +81,14 @@ func New(d Deps) *Server {
 	_ = s.engine.SetTrustedProxies(nil)
 	s.engine.ContextWithFallback = true
 	s.engine.HandleMethodNotAllowed = true
+	// The hub terminates TLS itself (client certificates), so no proxy in front of it could be
+	// trusted: the client must not choose, with X-Forwarded-For, the address that its limits and
+	// the access log are keyed by.
+	s.engine.ForwardedByClientIP = false
 	// audit wraps recovery so that a request whose handler panicked is recorded with its 500.
-	s.engine.Use(s.audit(), s.recovery(), s.logRequests(), s.metrics.middleware())
+	// Body deadlines come before everything that may refuse a request, so that a body left
+	// unread is bounded as well.
+	s.engine.Use(s.audit(), s.recovery(), s.logRequests(), s.metrics.middleware(), s.bodyDeadlines(), s.limitUnauthenticated())
 	s.engine.NoRoute(func(c *gin.Context) {
 		c.AbortWithStatusJSON(http.StatusNotFound, api.Error{Error: "no route " + c.Request.Method + " " + c.Request.URL.Path, Code: api.CodeNotFound})
 	})

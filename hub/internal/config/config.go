@@ -18,6 +18,8 @@ import (
 
 	"github.com/spf13/pflag"
 	"go.yaml.in/yaml/v3"
+
+	"github.com/sendense/sendense/hub/internal/connlimit"
 )
 
 // EnvPrefix prefixes every environment variable: flag --data-dir ↔ SENDENSE_HUB_DATA_DIR.
@@ -56,6 +58,19 @@ type Config struct {
 	// VerifyInterval is how often every successful backup's chunks are re-read and re-hashed
 	// (0 disables the schedule; `sendense-hub repo verify` runs it on demand).
 	VerifyInterval time.Duration `yaml:"verify_interval"`
+	// MaxConnections caps the API listener's open connections in total, MaxConnectionsPerAddress
+	// those from one client IP address; 0 selects the default (connlimit.DefaultMaxConns,
+	// connlimit.DefaultMaxConnsPerAddress, where their sizing is explained). The caps act before
+	// TLS, on every client alike.
+	MaxConnections           int `yaml:"max_connections"`
+	MaxConnectionsPerAddress int `yaml:"max_connections_per_address"`
+	// RequestBodyTimeout is the time allowed for the whole body of a request (enrollment,
+	// heartbeats, operator requests), and the grace before UploadMinKiBPerSecond applies to
+	// uploads.
+	RequestBodyTimeout time.Duration `yaml:"request_body_timeout"`
+	// UploadMinKiBPerSecond is the lowest average rate of an upload body (chunks, slot batches,
+	// inventories) after RequestBodyTimeout; a slower one is cut.
+	UploadMinKiBPerSecond int64 `yaml:"upload_min_kib_per_second"`
 	// Pprof serves Go's profiler at /debug/pprof/ on the metrics listener (loopback by default).
 	Pprof bool `yaml:"pprof"`
 	// LogLevel is debug, info, warn or error.
@@ -77,8 +92,17 @@ func Default() Config {
 		GCInterval:        24 * time.Hour,
 		GCGrace:           24 * time.Hour,
 		VerifyInterval:    7 * 24 * time.Hour,
-		LogLevel:          "info",
-		LogFormat:         "text",
+		// See connlimit for why these fit every legitimate client.
+		MaxConnections:           connlimit.DefaultMaxConns,
+		MaxConnectionsPerAddress: connlimit.DefaultMaxConnsPerAddress,
+		// Bodies other than uploads are a few KiB.
+		RequestBodyTimeout: 10 * time.Second,
+		// The agent gives up on a call after 2 minutes, so it never completes a 4 MiB chunk
+		// below 34 KiB/s: a quarter of that never cuts an upload the agent would have finished
+		// (the API's own default, api.DefaultUploadMinRate, is the same).
+		UploadMinKiBPerSecond: 8,
+		LogLevel:              "info",
+		LogFormat:             "text",
 	}
 }
 
@@ -98,6 +122,10 @@ func BindFlags(fs *pflag.FlagSet, c *Config) {
 	fs.DurationVar(&c.GCInterval, "gc-interval", c.GCInterval, "how often garbage collection runs (0 disables)")
 	fs.DurationVar(&c.GCGrace, "gc-grace", c.GCGrace, "unreferenced chunks younger than this are kept")
 	fs.DurationVar(&c.VerifyInterval, "verify-interval", c.VerifyInterval, "how often all backups are verified (0 disables)")
+	fs.IntVar(&c.MaxConnections, "max-connections", c.MaxConnections, "cap on open API connections (0: 4096)")
+	fs.IntVar(&c.MaxConnectionsPerAddress, "max-connections-per-address", c.MaxConnectionsPerAddress, "cap on open API connections from one client IP address (0: 128)")
+	fs.DurationVar(&c.RequestBodyTimeout, "request-body-timeout", c.RequestBodyTimeout, "time allowed for a whole request body; the grace before the upload minimum rate applies")
+	fs.Int64Var(&c.UploadMinKiBPerSecond, "upload-min-kib-per-second", c.UploadMinKiBPerSecond, "lowest average rate of an upload body (KiB/s); a slower one is cut")
 	fs.BoolVar(&c.Pprof, "pprof", c.Pprof, "serve /debug/pprof/ on the metrics listener")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error")
 	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "text or json")
@@ -242,6 +270,21 @@ func (c *Config) Validate() error {
 	}
 	if c.VerifyInterval != 0 && c.VerifyInterval < time.Minute {
 		return &FieldError{"verify_interval", "must be 0 (off) or at least 1m"}
+	}
+	if c.MaxConnections < 0 {
+		return &FieldError{"max_connections", "must not be negative (0: the default)"}
+	}
+	if c.MaxConnectionsPerAddress < 0 {
+		return &FieldError{"max_connections_per_address", "must not be negative (0: the default)"}
+	}
+	if c.MaxConnections > 0 && c.MaxConnectionsPerAddress > c.MaxConnections {
+		return &FieldError{"max_connections_per_address", fmt.Sprintf("%d is over max_connections (%d)", c.MaxConnectionsPerAddress, c.MaxConnections)}
+	}
+	if c.RequestBodyTimeout < time.Second {
+		return &FieldError{"request_body_timeout", "must be at least 1s"}
+	}
+	if c.UploadMinKiBPerSecond < 1 {
+		return &FieldError{"upload_min_kib_per_second", "must be at least 1"}
 	}
 	if c.GCGrace < 0 {
 		return &FieldError{"gc_grace", "must not be negative"}

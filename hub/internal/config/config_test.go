@@ -51,6 +51,10 @@ func TestInvalidConfigNamesTheField(t *testing.T) {
 		{"bad public url", "public_url: http://plain\n", "public_url", nil},
 		{"zero shutdown", "shutdown_timeout: 0s\n", "shutdown_timeout", nil},
 		{"password without db", "db_password_file: /etc/x\n", "db_password_file", nil},
+		{"negative connection cap", "max_connections: -1\n", "max_connections", nil},
+		{"per-address cap over the total", "max_connections: 100\nmax_connections_per_address: 200\n", "max_connections_per_address", nil},
+		{"body timeout too short", "request_body_timeout: 100ms\n", "request_body_timeout", nil},
+		{"no upload rate", "upload_min_kib_per_second: 0\n", "upload_min_kib_per_second", nil},
 		{"bad env duration", "", "SENDENSE_HUB_SHUTDOWN_TIMEOUT", map[string]string{"SENDENSE_HUB_SHUTDOWN_TIMEOUT": "soon"}},
 	}
 	for _, tc := range cases {
@@ -67,5 +71,16 @@ func TestInvalidConfigNamesTheField(t *testing.T) {
 				t.Fatalf("error %q does not name %s", err, tc.field)
 			}
 		})
+	}
+}
+
+// A connection cap of 0 selects the default, so that it can be reset from the environment.
+func TestZeroConnectionCapsAreAccepted(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "hub.yaml")
+	if err := os.WriteFile(p, []byte("max_connections: 0\nmax_connections_per_address: 0\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Load(p, env(nil), nil); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -33,6 +33,9 @@ var (
 	ErrFullRequired = errors.New("an incremental is not possible")
 	// ErrTooLarge: a chunk upload longer than the largest blob of the session's chunk size.
 	ErrTooLarge = errors.New("chunk upload too large")
+	// ErrBadBody: the chunk could not be read from the request; it wraps the reader's error
+	// (for example the server's body deadline).
+	ErrBadBody = errors.New("could not read the chunk")
 )
 
 // MaxDiskBytes bounds the capacity of a disk accepted in a session (64 TiB, the vSphere limit).
@@ -244,7 +247,7 @@ func (s *Service) PutChunk(ctx context.Context, agentID, sessionID, digest strin
 		return false, fmt.Errorf("%w: more than %d bytes", ErrTooLarge, limit)
 	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
 	default:
-		return false, &api.FieldError{Field: "body", Msg: "could not read the chunk: " + err.Error()}
+		return false, fmt.Errorf("%w: %w", ErrBadBody, err)
 	}
 	if size >= 0 && int64(n) != size {
 		return false, &api.FieldError{Field: "body", Msg: fmt.Sprintf("%d bytes received, %d announced", n, size)}
