@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sendense/sendense/hub/internal/ingest"
 	"github.com/sendense/sendense/hub/internal/repository"
 	"github.com/sendense/sendense/shared/api"
 	"github.com/sendense/sendense/shared/chunk"
@@ -716,6 +717,71 @@ func TestJobTotalsAreTheSumOfItsDisks(t *testing.T) {
 		}
 		if got := show(); got.BytesRead != 6*testChunk || got.BytesSent != 5*testChunk {
 			t.Fatalf("final totals read=%d sent=%d, want the disks' sum %d and %d", got.BytesRead, got.BytesSent, 6*testChunk, 5*testChunk)
+		}
+	})
+}
+
+// An agent may hold at most ingest.MaxUploadsPerAgent chunk uploads in flight: the next one is
+// answered 429 with Retry-After before its body is read.
+func TestChunkUploadsPerAgentAreBounded(t *testing.T) {
+	forEachHub(t, func(t *testing.T, h *testHub) {
+		a := h.newAgent("a1")
+		img := randomImage(t, 4*testChunk)
+		a.push(twoDiskInventory(int64(len(img)), testChunk))
+		operator := h.apiToken(api.RoleOperator)
+		var b api.Backup
+		h.call(h.client(nil), http.MethodPost, api.PathBackups, operator, api.StartBackupRequest{VM: "pgtest1"}, &b)
+		j := a.nextJob("5s")
+		s, code, e := a.openSession(j.ID, "disk-2000", api.OpenSessionRequest{Type: "full", CapacityBytes: int64(len(img)), ChunkSize: testChunk})
+		if code != http.StatusOK {
+			t.Fatalf("open: %d %+v", code, e)
+		}
+		plain := img[:testChunk]
+		blob, _ := chunk.AppendBlob(nil, chunk.CodecRaw, len(plain), plain)
+		url := h.URL + api.Path(api.PathAgentChunk, s.ID, chunk.Sum(plain).String())
+		// Hold the maximum of uploads open: each has sent part of its body.
+		var writers []*io.PipeWriter
+		results := make(chan int, ingest.MaxUploadsPerAgent)
+		for range ingest.MaxUploadsPerAgent {
+			pr, pw := io.Pipe()
+			writers = append(writers, pw)
+			req, _ := http.NewRequest(http.MethodPut, url, pr)
+			req.ContentLength = int64(len(blob))
+			go func() {
+				resp, err := a.c.Do(req)
+				if err != nil {
+					results <- 0
+					return
+				}
+				resp.Body.Close()
+				results <- resp.StatusCode
+			}()
+			if _, err := pw.Write(blob[:100]); err != nil {
+				t.Fatal(err)
+			}
+		}
+		testenv.WaitFor(t, 20*time.Second, "every held upload to be in flight", func() bool {
+			return metricValue(t, h.Reg, "sendense_hub_chunk_uploads_in_flight", "", "") == ingest.MaxUploadsPerAgent
+		})
+		req, _ := http.NewRequest(http.MethodPut, url, bytes.NewReader(blob))
+		resp, err := a.c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") == "" {
+			t.Fatalf("upload over the cap: %d (Retry-After %q), want 429 with Retry-After", resp.StatusCode, resp.Header.Get("Retry-After"))
+		}
+		for _, pw := range writers {
+			go func() { _, _ = pw.Write(blob[100:]); _ = pw.Close() }()
+		}
+		for range ingest.MaxUploadsPerAgent {
+			if code := <-results; code != http.StatusCreated && code != http.StatusOK {
+				t.Fatalf("a held upload ended %d, want 201 or 200", code)
+			}
+		}
+		if code := a.putBlob(s.ID, chunk.Sum(plain).String(), blob); code != http.StatusOK {
+			t.Fatalf("upload once the others finished: %d, want 200 (already stored)", code)
 		}
 	})
 }

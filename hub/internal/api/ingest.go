@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net/http"
 	"strconv"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/gin-gonic/gin"
 
+	"github.com/sendense/sendense/hub/internal/ingest"
 	"github.com/sendense/sendense/shared/api"
 )
 
@@ -61,6 +63,9 @@ func (s *Server) putChunk(c *gin.Context) {
 		return
 	}
 	stored, err := s.deps.Ingest.PutChunk(c.Request.Context(), agentID(c), c.Param("session"), c.Param("digest"), slots, c.Request.Body, c.Request.ContentLength)
+	if errors.Is(err, ingest.ErrBusy) {
+		c.Header("Retry-After", "1") // the agent's client backs off and retries
+	}
 	if err != nil {
 		s.fail(c, err)
 		return

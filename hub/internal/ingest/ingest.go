@@ -33,6 +33,8 @@ var (
 	ErrFullRequired = errors.New("an incremental is not possible")
 	// ErrTooLarge: a chunk upload longer than the largest blob of the session's chunk size.
 	ErrTooLarge = errors.New("chunk upload too large")
+	// ErrBusy: the agent already has MaxUploadsPerAgent chunk uploads in flight; it may retry.
+	ErrBusy = errors.New("too many chunk uploads in flight for this agent")
 	// ErrBadBody: the chunk could not be read from the request; it wraps the reader's error
 	// (for example the server's body deadline).
 	ErrBadBody = errors.New("could not read the chunk")
@@ -40,6 +42,11 @@ var (
 
 // MaxDiskBytes bounds the capacity of a disk accepted in a session (64 TiB, the vSphere limit).
 const MaxDiskBytes = 64 << 40
+
+// MaxUploadsPerAgent bounds the chunk uploads one agent has in flight, each holding a buffer of
+// up to one blob (4 MiB by default, 64 MiB at most): an agent runs at most 16 upload workers, so
+// 32 never holds one back, while a misbehaving agent holds at most 32 blobs of memory.
+const MaxUploadsPerAgent = 32
 
 // ingestCatalog is what intake needs from the catalog.
 type ingestCatalog interface {
@@ -80,6 +87,9 @@ type Service struct {
 	now     func() time.Time
 
 	bufs sync.Pool // *[]byte upload buffers, reused: chunks are megabytes
+
+	mu       sync.Mutex
+	inFlight map[string]int // agent id → chunk uploads in progress
 }
 
 // New returns the intake service over the repositories of repos; its metrics are registered on
@@ -92,7 +102,7 @@ func New[R Repository](cat ingestCatalog, repos Opener[R], log *slog.Logger, reg
 		}
 		return r, nil
 	}
-	return &Service{cat: cat, open: open, log: log, metrics: newMetrics(reg), now: time.Now}
+	return &Service{cat: cat, open: open, log: log, metrics: newMetrics(reg), now: time.Now, inFlight: map[string]int{}}
 }
 
 // OpenSession opens (or reopens, for a resuming agent) the upload session of one disk of a job.
@@ -239,6 +249,11 @@ func (s *Service) PutChunk(ctx context.Context, agentID, sessionID, digest strin
 	if size > limit {
 		return false, fmt.Errorf("%w: %d bytes, a chunk of this session takes at most %d", ErrTooLarge, size, limit)
 	}
+	if !s.acquire(agentID) {
+		s.metrics.uploadsRefused.Inc()
+		return false, fmt.Errorf("%w (%d)", ErrBusy, MaxUploadsPerAgent)
+	}
+	defer s.release(agentID)
 	bp := s.buf(int(limit) + 1)
 	defer s.bufs.Put(bp)
 	n, err := io.ReadFull(body, (*bp)[:limit+1])
@@ -283,6 +298,27 @@ func (s *Service) PutChunk(ctx context.Context, agentID, sessionID, digest strin
 		s.metrics.slotsRecorded.Add(float64(len(rows)))
 	}
 	return stored, nil
+}
+
+// acquire counts one more upload in flight for the agent unless it has MaxUploadsPerAgent.
+func (s *Service) acquire(agentID string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.inFlight[agentID] >= MaxUploadsPerAgent {
+		return false
+	}
+	s.inFlight[agentID]++
+	s.metrics.uploadsInFlight.Inc()
+	return true
+}
+
+func (s *Service) release(agentID string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.metrics.uploadsInFlight.Dec()
+	if s.inFlight[agentID]--; s.inFlight[agentID] <= 0 {
+		delete(s.inFlight, agentID)
+	}
 }
 
 // buf returns a pooled buffer of at least n bytes.

@@ -10,6 +10,8 @@ type metrics struct {
 	digestMismatches prometheus.Counter
 	badBlobs         prometheus.Counter
 	slotsRecorded    prometheus.Counter
+	uploadsRefused   prometheus.Counter
+	uploadsInFlight  prometheus.Gauge
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -20,9 +22,11 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		digestMismatches: prometheus.NewCounter(prometheus.CounterOpts{Name: "sendense_hub_chunk_digest_mismatches_total", Help: "Uploaded chunks refused because their content did not hash to their name."}),
 		badBlobs:         prometheus.NewCounter(prometheus.CounterOpts{Name: "sendense_hub_chunk_rejected_total", Help: "Uploaded chunks refused as malformed (bad header, checksum or compression)."}),
 		slotsRecorded:    prometheus.NewCounter(prometheus.CounterOpts{Name: "sendense_hub_slots_recorded_total", Help: "Disk slots recorded in upload sessions."}),
+		uploadsRefused:   prometheus.NewCounter(prometheus.CounterOpts{Name: "sendense_hub_chunk_uploads_refused_busy_total", Help: "Chunk uploads refused (429) because their agent had too many in flight."}),
+		uploadsInFlight:  prometheus.NewGauge(prometheus.GaugeOpts{Name: "sendense_hub_chunk_uploads_in_flight", Help: "Chunk uploads being received now."}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.chunksReceived, m.chunkBytes, m.chunksDuplicate, m.digestMismatches, m.badBlobs, m.slotsRecorded)
+		reg.MustRegister(m.chunksReceived, m.chunkBytes, m.chunksDuplicate, m.digestMismatches, m.badBlobs, m.slotsRecorded, m.uploadsRefused, m.uploadsInFlight)
 	}
 	return m
 }
