@@ -414,9 +414,19 @@ func TestAgentCannotTouchAnotherAgentsJob(t *testing.T) {
 			case tc.method == http.MethodPost:
 				body = struct{}{}
 			}
-			if code, e := b.call(tc.method, tc.path, body, nil); code != http.StatusNotFound {
-				t.Errorf("agent b %s %s: %d %+v, want 404", tc.method, tc.path, code, e)
+			// A job that exists answers 403 (another agent's: its snapshot reaper keeps the
+			// snapshot); a session is the agent's own business and answers 404.
+			want := http.StatusForbidden
+			if strings.Contains(tc.path, "/sessions/") {
+				want = http.StatusNotFound
 			}
+			if code, e := b.call(tc.method, tc.path, body, nil); code != want {
+				t.Errorf("agent b %s %s: %d %+v, want %d", tc.method, tc.path, code, e, want)
+			}
+		}
+		// A job that no longer exists is gone: 404, and a reaper may remove its snapshot.
+		if code, _ := b.call(http.MethodGet, api.Path(api.PathAgentJob, "bk-20200101-000000-00000000"), nil, nil); code != http.StatusNotFound {
+			t.Errorf("agent b asked about a job that does not exist: %d, want 404", code)
 		}
 		if code := b.putChunk(s.ID, []byte("hello")); code != http.StatusNotFound {
 			t.Errorf("agent b put chunk into a's session: %d", code)

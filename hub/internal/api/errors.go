@@ -47,7 +47,8 @@ func statusOf(err error) (int, string) {
 		return http.StatusUnauthorized, api.CodeUnauthenticated
 	case errors.Is(err, identity.ErrAgentRevoked), errors.Is(err, identity.ErrCertSuperseded),
 		errors.Is(err, identity.ErrForbiddenRole), errors.Is(err, identity.ErrTokenUsed),
-		errors.Is(err, identity.ErrTokenExpired), errors.Is(err, identity.ErrTokenRevoked):
+		errors.Is(err, identity.ErrTokenExpired), errors.Is(err, identity.ErrTokenRevoked),
+		errors.Is(err, catalog.ErrNotYours):
 		return http.StatusForbidden, api.CodeForbidden
 	case errors.Is(err, restore.ErrNotRestorable):
 		return http.StatusConflict, api.CodeConflict

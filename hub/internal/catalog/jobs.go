@@ -70,11 +70,20 @@ func (c *Catalog) JobByID(ctx context.Context, id string) (*BackupJob, error) {
 	return j, nil
 }
 
-// AgentJob returns a job only when it belongs to the agent; another agent's job is ErrNotFound.
+// ErrNotYours: the job exists but belongs to another agent. It differs from ErrNotFound on
+// purpose: an agent's snapshot reaper must keep a snapshot whose job is another agent's (on a
+// shared vCenter) and may remove one whose job is gone.
+var ErrNotYours = errors.New("the job belongs to another agent")
+
+// AgentJob returns a job only when it belongs to the agent: another agent's job is ErrNotYours,
+// no job ErrNotFound.
 func (c *Catalog) AgentJob(ctx context.Context, id, agentID string) (*BackupJob, error) {
 	j := new(BackupJob)
-	if err := scanOne(ctx, c.db.NewSelect().Model(j).Where("id = ?", id).Where("agent_id = ?", agentID), fmt.Sprintf("job %s", id)); err != nil {
+	if err := scanOne(ctx, c.db.NewSelect().Model(j).Where("id = ?", id), fmt.Sprintf("job %s", id)); err != nil {
 		return nil, err
+	}
+	if j.AgentID != agentID {
+		return nil, fmt.Errorf("job %s: %w", id, ErrNotYours)
 	}
 	return j, nil
 }

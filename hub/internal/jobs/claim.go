@@ -161,6 +161,9 @@ func (s *Service) Complete(ctx context.Context, agentID, id string, c api.JobCom
 	default:
 		return &api.FieldError{Field: "status", Msg: "must be succeeded, failed or cancelled"}
 	}
+	if _, err := s.cat.AgentJob(ctx, id, agentID); err != nil {
+		return err // another agent's job is refused as such, not as missing
+	}
 	j, dropped, err := s.cat.FinishJob(ctx, id, agentID, c.Status, c.Error, c.Notes)
 	if err != nil {
 		return err
