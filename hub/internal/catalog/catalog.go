@@ -90,6 +90,9 @@ func Open(ctx context.Context, opts Options) (*Catalog, error) {
 		if err := os.MkdirAll(filepath.Dir(opts.SQLitePath), 0o750); err != nil {
 			return nil, fmt.Errorf("create catalog directory: %w", err)
 		}
+		if err := privateFiles(opts.SQLitePath); err != nil {
+			return nil, err
+		}
 		var err error
 		sqldb, err = sql.Open("sqlite", sqliteDSN(opts.SQLitePath))
 		if err != nil {
@@ -155,6 +158,25 @@ func mysqlConfig(dsn, password string, timeout time.Duration) (*mysql.Config, er
 	// already there (protecting a protected backup) would look like a miss.
 	cfg.ClientFoundRows = true
 	return cfg, nil
+}
+
+// privateFiles makes the SQLite catalog file exist with mode 0600 before SQLite opens it (SQLite
+// gives its -wal and -shm files the mode of the database file), and narrows the mode of files
+// an older hub created world-readable. The catalog holds token hashes and the whole inventory.
+func privateFiles(path string) error {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return fmt.Errorf("open catalog file: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("open catalog file: %w", err)
+	}
+	for _, p := range []string{path, path + "-wal", path + "-shm"} {
+		if err := os.Chmod(p, 0o600); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("make %s private: %w", p, err)
+		}
+	}
+	return nil
 }
 
 // RedactDSN returns the DSN with its password replaced, for messages.

@@ -1,7 +1,10 @@
 package catalog_test
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -59,4 +62,46 @@ func counterValue(t *testing.T, reg *prometheus.Registry, name, op string) float
 	}
 	t.Fatalf("%s{operation=%q} not registered", name, op)
 	return 0
+}
+
+// The SQLite catalog and its -wal and -shm files are private to the hub's user, whatever the
+// umask, and an older world-readable catalog is narrowed when opened.
+func TestSQLiteFilesArePrivate(t *testing.T) {
+	old := syscall.Umask(0o022)
+	defer syscall.Umask(old)
+	dir := t.TempDir()
+	path := filepath.Join(dir, "catalog.db")
+	c, err := catalog.Open(t.Context(), catalog.Options{SQLitePath: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.MigrateUp(t.Context(), quiet); err != nil {
+		t.Fatal(err)
+	}
+	check := func() {
+		t.Helper()
+		for _, p := range []string{path, path + "-wal", path + "-shm"} {
+			fi, err := os.Stat(p)
+			if err != nil {
+				t.Fatalf("%s: %v", p, err)
+			}
+			if m := fi.Mode().Perm(); m != 0o600 {
+				t.Errorf("%s: mode %o, want 600", filepath.Base(p), m)
+			}
+		}
+	}
+	check()
+	_ = c.Close()
+	for _, p := range []string{path, path + "-wal", path + "-shm"} {
+		_ = os.Chmod(p, 0o644)
+	}
+	c, err = catalog.Open(t.Context(), catalog.Options{SQLitePath: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, _, err := c.VMs(t.Context(), catalog.VMFilter{}); err != nil {
+		t.Fatal(err)
+	}
+	check()
 }
