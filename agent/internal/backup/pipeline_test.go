@@ -95,22 +95,34 @@ func TestFullThenIncrementals(t *testing.T) {
 }
 
 // Two VMs cloned from one template: the second full sends almost nothing.
-func TestCloneDeduplicates(t *testing.T) {
+func TestCloneIsStoredOnce(t *testing.T) {
 	spec := lab.Spec{VMs: []lab.VMSpec{
 		{Name: "tmpl", CBT: true, Disks: []lab.DiskSpec{{Key: 2000, Size: "48MiB", Fill: lab.FillRandom, Data: "32MiB", Seed: 3}}},
 		{Name: "clone", CBT: true, CloneOf: "tmpl"},
 	}}
 	e := newEnv(t, spec, envOptions{})
 	first := e.backup("tmpl", "")
-	second := e.backup("clone", "")
 	if first.BytesSent < 32*mib {
 		t.Fatalf("first full sent only %d bytes", first.BytesSent)
 	}
-	if second.BytesSent > first.BytesSent/100 || second.BytesDeduplicated < 32*mib {
-		t.Fatalf("clone full sent %d bytes (deduplicated %d); the template's sent %d", second.BytesSent, second.BytesDeduplicated, first.BytesSent)
+	stored, dup := e.hubMetric(t, "sendense_hub_chunks_received_total"), e.hubMetric(t, "sendense_hub_chunks_duplicate_total")
+	second := e.backup("clone", "")
+	// The clone's agent must prove it holds the bytes (it never backed this disk up), so it
+	// uploads them; the repository already holds every one and stores none again.
+	if second.BytesSent < 32*mib {
+		t.Fatalf("clone full sent %d bytes: chunks first backed up for another disk were referenced without upload", second.BytesSent)
+	}
+	received := e.hubMetric(t, "sendense_hub_chunks_received_total") - stored
+	if again := e.hubMetric(t, "sendense_hub_chunks_duplicate_total") - dup; received == 0 || again != received {
+		t.Fatalf("the clone's %v uploaded chunks: %v were already stored, want all", received, again)
 	}
 	if e.imageSum(second.ID, "disk-2000") != e.diskSum("clone", "disk-2000") {
 		t.Fatal("the clone's backup does not restore its bytes")
+	}
+	// Its next backup references its own chunks again without uploading them.
+	third := e.backup("clone", "full")
+	if third.BytesSent > third.BytesRead/100 || third.BytesDeduplicated < 32*mib {
+		t.Fatalf("the clone's second full sent %d bytes (deduplicated %d), want its own chunks referenced", third.BytesSent, third.BytesDeduplicated)
 	}
 }
 

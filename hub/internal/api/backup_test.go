@@ -795,3 +795,61 @@ func TestChunkUploadsPerAgentAreBounded(t *testing.T) {
 		}
 	})
 }
+
+// Dedup is never an oracle across agents: an agent may reference without upload only chunks of
+// its own disk's last backup or of its own session. Another agent naming a stored chunk is told
+// to upload it, and can commit only once it has sent the bytes.
+func TestKnownChunksRule(t *testing.T) {
+	forEachHub(t, func(t *testing.T, h *testHub) {
+		operator := h.apiToken(api.RoleOperator)
+		img := randomImage(t, 4*testChunk)
+		secret := chunk.Sum(img[:testChunk]).String()
+
+		a := h.newAgent("a")
+		a.push(twoDiskInventory(int64(len(img)), testChunk))
+		var b api.Backup
+		h.call(h.client(nil), http.MethodPost, api.PathBackups, operator, api.StartBackupRequest{VM: "pgtest1"}, &b)
+		j := a.nextJob("5s")
+		s, _, _ := a.openSession(j.ID, "disk-2000", api.OpenSessionRequest{Type: "full", CapacityBytes: int64(len(img)), ChunkSize: testChunk})
+		a.uploadDisk(s.ID, img, allSlots(s.SlotCount))
+		a.commit(s.ID)
+		s1, _, _ := a.openSession(j.ID, "disk-2001", api.OpenSessionRequest{Type: "full", CapacityBytes: testChunk, ChunkSize: testChunk})
+		// The same agent's other disk never held the chunk: it must upload it too.
+		var res api.SlotBatchResult
+		a.call(http.MethodPost, api.Path(api.PathAgentSlots, s1.ID), api.SlotBatch{Slots: []api.SlotDigest{{Slot: 0, Digest: secret}}}, &res)
+		if len(res.Missing) != 1 || res.Missing[0] != secret {
+			t.Fatalf("another disk referenced a chunk it never held: %+v", res)
+		}
+		a.putChunk(s1.ID, img[:testChunk], 0)
+		a.commit(s1.ID)
+		if code, e := a.complete(j.ID, "succeeded"); code != http.StatusOK {
+			t.Fatalf("complete: %d %+v", code, e)
+		}
+
+		// Agent b backs up its own VM and names agent a's chunk.
+		bAgent := h.newAgent("b")
+		inv := twoDiskInventory(int64(len(img)), testChunk)
+		inv.Source.Name, inv.VMs[0].InstanceUUID, inv.VMs[0].Name = "vc-b", "5012-other", "other"
+		bAgent.push(inv)
+		h.call(h.client(nil), http.MethodPost, api.PathBackups, operator, api.StartBackupRequest{VM: "other"}, &b)
+		jb := bAgent.nextJob("5s")
+		sb, _, _ := bAgent.openSession(jb.ID, "disk-2000", api.OpenSessionRequest{Type: "full", CapacityBytes: int64(len(img)), ChunkSize: testChunk})
+		bAgent.call(http.MethodPost, api.Path(api.PathAgentSlots, sb.ID), api.SlotBatch{Slots: []api.SlotDigest{{Slot: 0, Digest: secret}}}, &res)
+		if res.Recorded != 0 || len(res.Missing) != 1 || res.Missing[0] != secret {
+			t.Fatalf("agent b referenced agent a's chunk without sending it: %+v", res)
+		}
+		var sess api.Session
+		bAgent.call(http.MethodGet, api.Path(api.PathAgentSession, sb.ID), nil, &sess)
+		if len(sess.Done) != 0 {
+			t.Fatalf("agent b's slot was recorded: %v", sess.Done)
+		}
+		// Sending the bytes is proof: accepted (already stored, so 200) and recorded.
+		if code := bAgent.putChunk(sb.ID, img[:testChunk], 0); code != http.StatusOK {
+			t.Fatalf("agent b uploading the chunk: %d, want 200 (stored once)", code)
+		}
+		bAgent.call(http.MethodGet, api.Path(api.PathAgentSession, sb.ID), nil, &sess)
+		if fmt.Sprint(sess.Done) != "[[0 1]]" {
+			t.Fatalf("after its upload, agent b's slots done = %v", sess.Done)
+		}
+	})
+}

@@ -90,6 +90,8 @@ type Service struct {
 
 	mu       sync.Mutex
 	inFlight map[string]int // agent id → chunk uploads in progress
+
+	knownSets knownCache // per session: the chunks its agent may reference without upload
 }
 
 // New returns the intake service over the repositories of repos; its metrics are registered on
@@ -287,6 +289,9 @@ func (s *Service) PutChunk(ctx context.Context, agentID, sessionID, digest strin
 	if !stored {
 		s.metrics.chunksDuplicate.Inc() // PutChunk touched it: garbage collection spares it now
 	}
+	if k := s.knownSets.get(sessionID); k != nil {
+		k.add(d) // uploaded, so proved: later slots with these bytes need no upload
+	}
 	if len(slots) > 0 {
 		rows := make([]catalog.UploadSlot, len(slots))
 		for i, sl := range slots {
@@ -344,6 +349,10 @@ func (s *Service) RecordSlots(ctx context.Context, agentID, sessionID string, ba
 	if err != nil {
 		return api.SlotBatchResult{}, err
 	}
+	known, err := s.known(ctx, ls, repo)
+	if err != nil {
+		return api.SlotBatchResult{}, err
+	}
 	g := grid(&ls.UploadSession)
 	var rows []catalog.UploadSlot
 	missing := []string{}
@@ -360,9 +369,14 @@ func (s *Service) RecordSlots(ctx context.Context, agentID, sessionID string, ba
 			rows = append(rows, catalog.UploadSlot{Slot: sl.Slot, Digest: sl.Digest})
 			continue
 		}
-		// Touching both checks that the chunk exists and protects it from garbage collection
-		// (which spares chunks younger than its grace period) until the index names it.
-		err = repo.TouchChunk(ctx, d)
+		// A chunk this agent has not proved it holds must be uploaded (the known-chunks rule).
+		// Touching a known one both checks that it exists and protects it from garbage
+		// collection (which spares chunks younger than its grace period) until the index names it.
+		if known.has(d) {
+			err = repo.TouchChunk(ctx, d)
+		} else {
+			err = repository.ErrChunkNotFound
+		}
 		if err != nil && !errors.Is(err, repository.ErrChunkNotFound) {
 			return api.SlotBatchResult{}, err
 		}
@@ -456,6 +470,7 @@ func (s *Service) Commit(ctx context.Context, agentID, sessionID string, req api
 	if err != nil {
 		return api.BackupDisk{}, err
 	}
+	s.knownSets.drop(sessionID)
 	s.log.InfoContext(ctx, "disk committed", "job_id", sess.JobID, "disk_id", sess.DiskID, "type", sess.Type, "slots_recorded", len(slots), "index", ref.String())
 	return got.Wire(), nil
 }

@@ -1,0 +1,124 @@
+package ingest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/sendense/sendense/hub/internal/catalog"
+	"github.com/sendense/sendense/hub/internal/repository"
+	"github.com/sendense/sendense/shared/chunk"
+)
+
+// The known-chunks rule (Proxmox Backup Server's): an agent may reference a stored chunk without
+// uploading it only when it has proved it holds those bytes before: the chunk is named by the
+// latest backup of the same disk in the same repository (which this agent uploaded or proved in
+// turn), or it was uploaded or proved earlier in this session. Any other chunk must be uploaded,
+// even when the repository already holds it; the hub re-hashes the upload and stores it once. So
+// deduplication is never an oracle telling one agent which data another agent's VMs hold, and
+// never a way to read that data through a backup of one's own.
+
+// maxKnownSessions bounds the sessions whose known chunks are cached; an evicted set is rebuilt
+// from the catalog and the parent index when the session is used again.
+const maxKnownSessions = 64
+
+// knownKey is the first 8 bytes of a digest. A chunk passes only if some digest the agent proved
+// shares them: forging one needs a 64-bit partial preimage of SHA-256, and 8 bytes keep a set for
+// a 64 TiB disk of 4 MiB slots at about 16 MiB.
+type knownKey [8]byte
+
+func keyOf(d chunk.Digest) (k knownKey) { copy(k[:], d[:8]); return k }
+
+type knownSet struct {
+	mu   sync.Mutex
+	keys map[knownKey]struct{}
+}
+
+func (k *knownSet) has(d chunk.Digest) bool {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	_, ok := k.keys[keyOf(d)]
+	return ok
+}
+
+func (k *knownSet) add(d chunk.Digest) {
+	k.mu.Lock()
+	k.keys[keyOf(d)] = struct{}{}
+	k.mu.Unlock()
+}
+
+// knownCache holds the known-chunk sets of recent sessions.
+type knownCache struct {
+	mu   sync.Mutex
+	sets map[string]*knownSet
+}
+
+func (c *knownCache) get(id string) *knownSet {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.sets[id]
+}
+
+func (c *knownCache) put(id string, k *knownSet) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.sets == nil {
+		c.sets = map[string]*knownSet{}
+	}
+	for other := range c.sets {
+		if len(c.sets) < maxKnownSessions {
+			break
+		}
+		delete(c.sets, other)
+	}
+	c.sets[id] = k
+}
+
+func (c *knownCache) drop(id string) {
+	c.mu.Lock()
+	delete(c.sets, id)
+	c.mu.Unlock()
+}
+
+// known returns the session's known chunks, building the set on first use: the digests of the
+// disk's latest backup in the repository (an incremental's parent) and those the session has
+// recorded so far (uploads included, also from before an agent or hub restart).
+func (s *Service) known(ctx context.Context, ls *catalog.LiveSession, repo Repository) (*knownSet, error) {
+	if k := s.knownSets.get(ls.ID); k != nil {
+		return k, nil
+	}
+	k := &knownSet{keys: map[knownKey]struct{}{}}
+	parent := ls.ParentJobID
+	if parent == "" {
+		latest, err := s.cat.LatestBackupDisk(ctx, ls.VMContextID, ls.DiskID, ls.RepositoryID)
+		switch {
+		case err == nil:
+			parent = latest.JobID
+		case !errors.Is(err, catalog.ErrNotFound):
+			return nil, err
+		}
+	}
+	if parent != "" {
+		idx, err := repo.ReadIndex(ctx, repository.IndexRef{VMUUID: ls.InstanceUUID, DiskID: ls.DiskID, BackupID: parent})
+		if err != nil {
+			return nil, fmt.Errorf("read the index of %s's last backup: %w", ls.DiskID, err)
+		}
+		for i, d := range idx.Digests {
+			if !idx.IsZeroSlot(i) {
+				k.keys[keyOf(d)] = struct{}{}
+			}
+		}
+	}
+	slots, err := s.cat.SessionSlots(ctx, ls.ID)
+	if err != nil {
+		return nil, err
+	}
+	for _, sl := range slots {
+		if d, err := chunk.ParseDigest(sl.Digest); err == nil {
+			k.keys[keyOf(d)] = struct{}{}
+		}
+	}
+	s.knownSets.put(ls.ID, k)
+	return k, nil
+}
