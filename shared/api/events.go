@@ -2,8 +2,8 @@ package api
 
 import "time"
 
-// Event types: what the hub records when it notices a change (inventory) or an operator acts
-// (audit).
+// Event types: what the hub records when it notices a change (inventory), when an operator acts
+// (audit), and when it finds damage in a repository or sees it mended (repository).
 const (
 	EventVMAdded     = "vm_added"
 	EventVMGone      = "vm_gone"
@@ -16,18 +16,31 @@ const (
 	EventDiskMoved   = "disk_moved"
 	EventDiskReturn  = "disk_returned"
 	EventAudit       = "audit"
+
+	// EventChunkQuarantined: verify or restore read a chunk that fails its checks and moved it
+	// into the repository's quarantine, so that the next backup holding its bytes uploads them
+	// again. Details: repository, repository_id, digest, quarantine_key, reason, found_by
+	// (verify or restore), and backup_id/disk_id where a restore found it.
+	EventChunkQuarantined = "chunk_quarantined"
+	// EventBackupHealed: a backup that verification had found damaged verified sound again, every
+	// chunk it names present and intact (a later backup uploaded the quarantined ones again).
+	// Details: backup_id, repository.
+	EventBackupHealed = "backup_healed"
 )
 
 // InventoryEventTypes lists the types of the events inventory pushes cause.
 var InventoryEventTypes = []string{EventVMAdded, EventVMGone, EventVMReturned, EventVMRenamed, EventCBTDisabled,
 	EventDiskAdded, EventDiskRemoved, EventDiskResized, EventDiskMoved, EventDiskReturn}
 
+// RepositoryEventTypes lists the types of the events of repository damage and its repair.
+var RepositoryEventTypes = []string{EventChunkQuarantined, EventBackupHealed}
+
 // EventTypes lists every event type.
-var EventTypes = append(append([]string(nil), InventoryEventTypes...), EventAudit)
+var EventTypes = append(append(append([]string(nil), InventoryEventTypes...), EventAudit), RepositoryEventTypes...)
 
 // Event outcomes besides the HTTP status codes of audit events.
 const (
-	// OutcomeOK is the outcome of every inventory event: the change was recorded.
+	// OutcomeOK is the outcome of every inventory and repository event: the change was recorded.
 	OutcomeOK = "ok"
 )
 
@@ -46,11 +59,11 @@ type Event struct {
 	Actor string `json:"actor"`
 	// SourceAddress is the client IP address of the request that caused the event.
 	SourceAddress string `json:"source_address"`
-	// Outcome is OutcomeOK for inventory events and the HTTP status code ("201", "403") for audit
-	// events.
+	// Outcome is OutcomeOK for inventory and repository events and the HTTP status code ("201",
+	// "403") for audit events.
 	Outcome string `json:"outcome"`
 	// Details are type-specific: disk_id, detail and source for inventory events; method, route,
-	// status and api_token_id for audit events.
+	// status and api_token_id for audit events; see each repository event type for its own.
 	Details map[string]string `json:"details,omitempty"`
 }
 

@@ -3,6 +3,8 @@ package main
 import (
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -87,8 +89,12 @@ func newRepoCmd(e *env) *cobra.Command {
 	var parallel int
 	verifyCmd := &cobra.Command{
 		Use:   "verify [--backup ID]",
-		Short: "Re-read and re-hash every chunk of every successful backup (or of one); exit 1 on damage",
-		Args:  cobra.NoArgs,
+		Short: "Re-read and re-hash every chunk of every successful backup (or of one), quarantine damaged chunks; exit 1 on damage",
+		Long: "Every chunk a successful backup names is read back and re-hashed. A damaged chunk is moved into the repository's\n" +
+			"quarantine (quarantine/<digest>.<time>) and recorded as a chunk_quarantined event: from then on it counts as missing, so\n" +
+			"the next backup holding its data uploads it again. Backups found damaged before whose every chunk is present and\n" +
+			"intact again are reported healed (and recorded as backup_healed events).",
+		Args: cobra.NoArgs,
 		RunE: catalogCmd(e, func(cmd *cobra.Command, cfg *config.Config, cat *catalog.Catalog) error {
 			log := cfg.NewLogger(e.stderr)
 			repos := repository.NewRegistry(cat, log, nil)
@@ -99,13 +105,19 @@ func newRepoCmd(e *env) *cobra.Command {
 				return err
 			}
 			fmt.Fprintf(e.stdout, "verified %d backups, %d chunks in %s\n", rep.Backups, rep.Chunks, rep.Duration.Round(1e6))
+			for _, id := range rep.Healed {
+				fmt.Fprintf(e.stdout, "HEALED backup %s: damaged at its last verification, every chunk it names is present and intact again\n", id)
+			}
+			for _, d := range rep.Quarantined {
+				fmt.Fprintf(e.stdout, "QUARANTINED chunk %s: damaged; the next backup holding its data uploads it again\n", d)
+			}
 			if rep.OK() {
 				fmt.Fprintln(e.stdout, "no damage found")
 				return nil
 			}
-			for id, problems := range rep.DamagedBackups {
+			for _, id := range slices.Sorted(maps.Keys(rep.DamagedBackups)) {
 				fmt.Fprintf(e.stdout, "DAMAGED backup %s:\n", id)
-				for _, p := range problems {
+				for _, p := range rep.DamagedBackups[id] {
 					fmt.Fprintf(e.stdout, "  %s\n", p)
 				}
 			}
@@ -154,6 +166,10 @@ func newRepoCmd(e *env) *cobra.Command {
 				return err
 			}
 			fmt.Fprintf(e.stdout, "checked %d indexes and %d chunks\n", rep.Indexes, rep.Chunks)
+			for _, q := range rep.Quarantined {
+				fmt.Fprintf(e.stdout, "quarantined %s: chunk %s found damaged at %s, %s kept at %s (remove it once inspected)\n",
+					q.Repository, q.Digest, q.At.Format(time.RFC3339), humanBytes(q.Size), q.Key)
+			}
 			for _, p := range rep.Problems {
 				state := "PROBLEM"
 				if p.Repaired {

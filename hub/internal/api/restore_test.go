@@ -137,5 +137,26 @@ func TestRestoreOfDamagedChunkFailsLoudly(t *testing.T) {
 		if v := metricValue(t, h.Reg, "sendense_hub_restore_failures_total", "", ""); v < 1 {
 			t.Fatalf("restore failures metric %v", v)
 		}
+		// The damaged chunk is quarantined and recorded: no backup reuses it any more.
+		if has, err := h.Repo.HasChunk(t.Context(), chunk.Sum(img[4*testChunk:5*testChunk])); has || err != nil {
+			t.Fatalf("the damaged chunk still counts as present: %v %v", has, err)
+		}
+		evs := h.events(operator, "?type=chunk_quarantined")
+		if len(evs.Events) != 1 || evs.Events[0].Details["digest"] != d || evs.Events[0].Details["found_by"] != "restore" ||
+			evs.Events[0].Details["backup_id"] != id || evs.Events[0].Details["disk_id"] != "disk-2000" || evs.Events[0].VM != "pgtest1" {
+			t.Fatalf("quarantine events: %+v", evs.Events)
+		}
+		// A read of the quarantined chunk fails as missing, and records nothing more.
+		if _, _, err := h.getImage(operator, id, ""); err == nil {
+			t.Fatal("an image with a quarantined chunk was served whole")
+		}
+		if n := len(h.events(operator, "?type=chunk_quarantined").Events); n != 1 {
+			t.Fatalf("%d quarantine events after a second read, want 1", n)
+		}
+		// The next backup of the same data uploads the chunk again, and the first restores whole.
+		h.backupImage(a, operator, img)
+		if resp, got, err := h.getImage(operator, id, ""); err != nil || resp.StatusCode != http.StatusOK || !bytes.Equal(got, img) {
+			t.Fatalf("restore after the chunk was uploaded again: %v", err)
+		}
 	})
 }

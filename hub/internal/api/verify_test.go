@@ -1,6 +1,7 @@
 package api_test
 
 import (
+	"bytes"
 	"crypto/rand"
 	"log/slog"
 	"net/http"
@@ -66,6 +67,117 @@ func TestVerifyFindsDamage(t *testing.T) {
 		}
 		if one, err := v.Run(t.Context(), second); err != nil || !one.OK() || one.Backups != 1 {
 			t.Fatalf("verify of one intact backup: %+v %v", one, err)
+		}
+	})
+}
+
+// The finding this guards against: after verify named a damaged chunk, the next full backup
+// of the same data sent nothing (the hub still counted the damaged chunk as present) and was
+// damaged too. Now verify quarantines the chunk and records it; the next backup is told the
+// chunk is missing and uploads it; verify then reports the first backup healed, and it
+// restores byte for byte.
+func TestDamagedChunkIsUploadedAgainAndTheBackupHeals(t *testing.T) {
+	forEachHub(t, func(t *testing.T, h *testHub) {
+		a := h.newAgent("a1")
+		operator := h.apiToken(api.RoleOperator)
+		img := make([]byte, 5*testChunk)
+		_, _ = rand.Read(img)
+		first := h.backupImage(a, operator, img)
+
+		d := chunk.Sum(img[2*testChunk : 3*testChunk]).String()
+		p := filepath.Join(h.RepoDir, "chunks", d[:2], d[2:4], d)
+		if err := os.Chmod(p, 0o640); err != nil {
+			t.Fatal(err)
+		}
+		b, _ := os.ReadFile(p)
+		b[len(b)/2] ^= 0x10
+		if err := os.WriteFile(p, b, 0o640); err != nil {
+			t.Fatal(err)
+		}
+
+		v := verify.New(h.Cat, verifyRepos(repository.NewRegistry(h.Cat, nil, nil)), slog.New(slog.DiscardHandler), nil, 2)
+		rep, err := v.Run(t.Context(), "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, bad := rep.DamagedBackups[first]; !bad || len(rep.DamagedChunks) != 1 || rep.DamagedChunks[0] != d {
+			t.Fatalf("verify after damage: %+v", rep)
+		}
+		if len(rep.Quarantined) != 1 || rep.Quarantined[0] != d {
+			t.Fatalf("verify quarantined %v, want [%s]", rep.Quarantined, d)
+		}
+		if _, err := os.Stat(p); !os.IsNotExist(err) {
+			t.Fatalf("the damaged chunk is still in chunks/: %v", err)
+		}
+		if q, _ := filepath.Glob(filepath.Join(h.RepoDir, "quarantine", d+".*")); len(q) != 1 {
+			t.Fatalf("quarantine holds %q, want one object of %s", q, d)
+		}
+		evs := h.events(operator, "?type=chunk_quarantined")
+		if len(evs.Events) != 1 || evs.Events[0].Details["digest"] != d || evs.Events[0].Details["found_by"] != "verify" ||
+			evs.Events[0].Details["backup_ids"] != first || evs.Events[0].Details["repository"] != repository.DefaultName {
+			t.Fatalf("quarantine events: %+v", evs.Events)
+		}
+
+		// The next full backup of the same data: the hub answers that exactly the damaged chunk
+		// is missing, the agent uploads it, and the backup succeeds.
+		a.push(twoDiskInventory(int64(len(img)), testChunk))
+		var started api.Backup
+		if code, e := h.call(h.client(nil), http.MethodPost, api.PathBackups, operator, api.StartBackupRequest{VM: "pgtest1"}, &started); code != http.StatusAccepted {
+			t.Fatalf("start: %d %+v", code, e)
+		}
+		j := a.nextJob("5s")
+		for _, disk := range j.Disks {
+			s, code, e := a.openSession(j.ID, disk.DiskID, api.OpenSessionRequest{Type: "full", CapacityBytes: disk.CapacityBytes, ChunkSize: testChunk})
+			if code != http.StatusOK {
+				t.Fatalf("open: %d %+v", code, e)
+			}
+			if disk.DiskID != "disk-2000" {
+				a.uploadDisk(s.ID, make([]byte, testChunk), allSlots(s.SlotCount))
+				a.commit(s.ID)
+				continue
+			}
+			var batch api.SlotBatch
+			for i := range int64(5) {
+				batch.Slots = append(batch.Slots, api.SlotDigest{Slot: i, Digest: chunk.Sum(img[i*testChunk : (i+1)*testChunk]).String()})
+			}
+			var res api.SlotBatchResult
+			if code, e := a.call(http.MethodPost, api.Path(api.PathAgentSlots, s.ID), batch, &res); code != http.StatusOK {
+				t.Fatalf("record slots: %d %+v", code, e)
+			}
+			if len(res.Missing) != 1 || res.Missing[0] != d {
+				t.Fatalf("the hub says %v are missing, want the damaged chunk %s: a damaged chunk was reused", res.Missing, d)
+			}
+			if code := a.putChunk(s.ID, img[2*testChunk:3*testChunk], 2); code != http.StatusCreated {
+				t.Fatalf("upload the chunk again: %d", code)
+			}
+			a.commit(s.ID)
+		}
+		if code, e := a.complete(j.ID, "succeeded"); code != http.StatusOK {
+			t.Fatalf("complete: %d %+v", code, e)
+		}
+
+		rep, err = v.Run(t.Context(), "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !rep.OK() || rep.Backups != 2 || len(rep.Quarantined) != 0 || len(rep.Healed) != 1 || rep.Healed[0] != first {
+			t.Fatalf("verify after the new backup: %+v", rep)
+		}
+		var got api.Backup
+		h.call(h.client(nil), http.MethodGet, api.PathBackups+"/"+first, operator, nil, &got)
+		if got.VerifyStatus != verify.StatusOK {
+			t.Fatalf("the healed backup is recorded %q", got.VerifyStatus)
+		}
+		healed := h.events(operator, "?type=backup_healed")
+		if len(healed.Events) != 1 || healed.Events[0].Details["backup_id"] != first || healed.Events[0].VM != "pgtest1" {
+			t.Fatalf("healed events: %+v", healed.Events)
+		}
+		if resp, body, err := h.getImage(operator, first, ""); err != nil || resp.StatusCode != http.StatusOK || !bytes.Equal(body, img) {
+			t.Fatalf("restore of the healed backup: %v", err)
+		}
+		// Healing is reported once: the next verification finds nothing new.
+		if rep, err = v.Run(t.Context(), ""); err != nil || !rep.OK() || len(rep.Healed) != 0 {
+			t.Fatalf("verify again: %+v %v", rep, err)
 		}
 	})
 }

@@ -1,6 +1,7 @@
 // Package check compares the catalog with the repositories: backups whose index is missing,
-// indexes no backup references, chunks that indexes name but the repository lacks. Repair
-// removes only what is provably orphaned, never data a backup needs.
+// indexes no backup references, chunks that indexes name but the repository lacks; and it lists
+// the damaged chunks in quarantine. Repair removes only what is provably orphaned, never data a
+// backup needs, and never a quarantined chunk (evidence for the operator).
 package check
 
 import (
@@ -36,6 +37,8 @@ type Repository interface {
 	Stats(ctx context.Context) (chunks, bytes int64, err error)
 	// CleanTemp removes (dryRun: counts) the temp files no live writer owns.
 	CleanTemp(ctx context.Context, dryRun bool) (int, error)
+	// WalkQuarantine calls fn for every damaged chunk object moved into quarantine.
+	WalkQuarantine(ctx context.Context, fn func(q repository.Quarantined) error) error
 }
 
 // OpenFunc opens the repository with a catalog id.
@@ -51,9 +54,18 @@ type Problem struct {
 	Repaired   bool
 }
 
+// Quarantined is one damaged chunk object kept in a repository's quarantine. It is not a
+// problem of its own: a backup that needs the chunk is reported as missing_chunk until a later
+// backup uploads the chunk again, and the object stays until an operator removes it.
+type Quarantined struct {
+	Repository string
+	repository.Quarantined
+}
+
 // Report is the outcome of a check.
 type Report struct {
 	Problems     []Problem
+	Quarantined  []Quarantined
 	Indexes      int
 	Chunks       int
 	TempsRemoved int
@@ -182,10 +194,21 @@ func (c *Checker) repository(ctx context.Context, r catalog.Repository, repair b
 			}
 		}
 	}
+	inQuarantine := map[chunk.Digest]string{}
+	if err := repo.WalkQuarantine(ctx, func(q repository.Quarantined) error {
+		rep.Quarantined = append(rep.Quarantined, Quarantined{Repository: r.Name, Quarantined: q})
+		inQuarantine[q.Digest] = q.Key
+		return nil
+	}); err != nil {
+		return err
+	}
 	for dg, users := range missingChunks {
+		detail := fmt.Sprintf("chunk %s is referenced but absent", dg)
+		if key, ok := inQuarantine[dg]; ok {
+			detail = fmt.Sprintf("chunk %s is referenced but was found damaged and quarantined as %s; the next backup holding its data uploads it again", dg, key)
+		}
 		for _, u := range users {
-			rep.Problems = append(rep.Problems, Problem{Repository: r.Name, Kind: "missing_chunk", BackupID: u.BackupID, DiskID: u.DiskID,
-				Detail: fmt.Sprintf("chunk %s is referenced but absent", dg)})
+			rep.Problems = append(rep.Problems, Problem{Repository: r.Name, Kind: "missing_chunk", BackupID: u.BackupID, DiskID: u.DiskID, Detail: detail})
 		}
 	}
 	n, _, err := repo.Stats(ctx)

@@ -1,24 +1,32 @@
 package check
 
 import (
+	"bytes"
 	"context"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/sendense/sendense/hub/internal/catalog"
+	"github.com/sendense/sendense/hub/internal/fidx"
 	"github.com/sendense/sendense/hub/internal/repository"
+	"github.com/sendense/sendense/shared/api"
+	"github.com/sendense/sendense/shared/chunk"
 )
 
-type fakeCatalog struct{ repo catalog.Repository }
+type fakeCatalog struct {
+	repo  catalog.Repository
+	disks []catalog.IndexedDisk
+}
 
 func (c *fakeCatalog) Repositories(context.Context) ([]catalog.Repository, error) {
 	return []catalog.Repository{c.repo}, nil
 }
 
 func (c *fakeCatalog) IndexedDisks(context.Context, string) ([]catalog.IndexedDisk, error) {
-	return nil, nil
+	return c.disks, nil
 }
 
 func (c *fakeCatalog) ActiveJobIDs(context.Context) (map[string]bool, error) {
@@ -69,5 +77,68 @@ func TestStaleTempFiles(t *testing.T) {
 	}
 	if rep, err = c.Run(t.Context(), false); err != nil || !rep.OK() || len(rep.Problems) != 0 {
 		t.Fatalf("check after repair: %+v, %v", rep, err)
+	}
+}
+
+// A quarantined chunk is listed, explains the missing chunk of the backup that names it, and
+// survives repair.
+func TestQuarantinedChunks(t *testing.T) {
+	ctx := t.Context()
+	dir := filepath.Join(t.TempDir(), "repo")
+	repo, err := repository.InitDir(ctx, dir, 64<<10, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = repo.Close() })
+	plain := bytes.Repeat([]byte("sendense"), 8<<10)
+	d := chunk.Sum(plain)
+	blob, err := chunk.AppendBlob(nil, chunk.CodecRaw, len(plain), plain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := repo.PutChunk(ctx, d, blob); err != nil {
+		t.Fatal(err)
+	}
+	idx, err := fidx.New(int64(len(plain)), 64<<10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	idx.Digests[0] = d
+	ref := repository.IndexRef{VMUUID: "vm", DiskID: "disk-2000", BackupID: "bk-1"}
+	if _, err := repo.WriteIndex(ctx, ref, idx); err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(dir, "chunks", d.String()[:2], d.String()[2:4], d.String())
+	if err := os.Chmod(p, 0o640); err != nil {
+		t.Fatal(err)
+	}
+	blob[len(blob)-1] ^= 1
+	if err := os.WriteFile(p, blob, 0o640); err != nil {
+		t.Fatal(err)
+	}
+	key, err := repo.QuarantineChunk(ctx, d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cat := &fakeCatalog{repo: catalog.Repository{ID: repo.ID(), Name: "r", Path: dir},
+		disks: []catalog.IndexedDisk{{JobID: "bk-1", DiskID: "disk-2000", InstanceUUID: "vm", JobStatus: api.JobSucceeded}}}
+	c := New(cat, func(context.Context, string) (Repository, error) { return repo, nil }, slog.New(slog.DiscardHandler))
+	for _, repair := range []bool{false, true} {
+		rep, err := c.Run(ctx, repair)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(rep.Quarantined) != 1 || rep.Quarantined[0].Key != key || rep.Quarantined[0].Digest != d || rep.Quarantined[0].Repository != "r" {
+			t.Fatalf("repair %v: quarantine listed as %+v", repair, rep.Quarantined)
+		}
+		if rep.OK() || len(rep.Problems) != 1 || rep.Problems[0].Kind != "missing_chunk" || !strings.Contains(rep.Problems[0].Detail, key) {
+			t.Fatalf("repair %v: problems %+v", repair, rep.Problems)
+		}
+		if rep.Chunks != 0 {
+			t.Fatalf("repair %v: %d chunks counted; a quarantined object is not a chunk", repair, rep.Chunks)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, filepath.FromSlash(key))); err != nil {
+		t.Fatalf("repair removed the quarantined chunk: %v", err)
 	}
 }

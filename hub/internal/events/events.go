@@ -1,5 +1,5 @@
-// Package events keeps the hub's record of what happened: the inventory changes agents report
-// and the requests operators make. It stores events in the catalog and answers questions about
+// Package events keeps the hub's record of what happened: the inventory changes agents report,
+// the requests operators make, and the damage found in repositories. It stores events in the catalog and answers questions about
 // them, newest first.
 package events
 
@@ -95,5 +95,25 @@ func Info(r *catalog.Event) api.Event {
 	return api.Event{
 		ID: r.ID, Type: r.Type, VM: r.VMName, VMContextID: r.VMContextID, At: r.OccurredAt, AgentID: r.AgentID,
 		Actor: r.Actor, SourceAddress: r.SourceAddress, Outcome: r.Outcome, Details: r.Details,
+	}
+}
+
+// ChunkQuarantined is the event of a damaged chunk moved into quarantine: the repository (id and
+// name), the chunk's digest, where it went, why (the read's error) and who found it ("verify",
+// "restore"). The caller adds what it knows of the backup that named the chunk.
+func ChunkQuarantined(repositoryID, repositoryName, digest, key, reason, foundBy string) api.Event {
+	return api.Event{
+		Type: api.EventChunkQuarantined, Actor: foundBy, Outcome: api.OutcomeOK,
+		Details: map[string]string{"repository_id": repositoryID, "repository": repositoryName, "digest": digest,
+			"quarantine_key": key, "reason": reason, "found_by": foundBy},
+	}
+}
+
+// BackupHealed is the event of a backup verified sound after an earlier verification had found
+// it damaged.
+func BackupHealed(backupID, vmContextID, vmName, repositoryName string) api.Event {
+	return api.Event{
+		Type: api.EventBackupHealed, Actor: "verify", Outcome: api.OutcomeOK, VMContextID: vmContextID, VM: vmName,
+		Details: map[string]string{"backup_id": backupID, "repository": repositoryName},
 	}
 }

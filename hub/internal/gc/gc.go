@@ -109,6 +109,10 @@ func New(cat gcCatalog, open OpenFunc, log *slog.Logger, reg prometheus.Register
 // than its session: reused chunks are touched). An index that cannot be read stops the
 // collection of its repository: what it references is unknown, so nothing may be removed.
 //
+// Damaged chunks that verify or restore moved into quarantine are not chunks any more: they are
+// neither counted nor removed here, and stay until an operator removes them (repo check lists
+// them).
+//
 // Only one collection of a repository runs at a time, across processes: a repository whose
 // collection lock another process holds is an error wrapping repository.ErrLocked when named,
 // and skipped with a warning otherwise.

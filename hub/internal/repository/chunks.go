@@ -243,6 +243,12 @@ func (r *Repository) readChunk(ctx context.Context, d chunk.Digest, dst []byte) 
 	case err != nil:
 		return nil, err
 	}
+	return r.openStored(d, blob, dst)
+}
+
+// openStored checks a stored blob of chunk d as ReadChunk does and returns its plaintext over
+// dst: an error wrapping ErrChunkDamaged when it fails any check.
+func (r *Repository) openStored(d chunk.Digest, blob, dst []byte) ([]byte, error) {
 	h, err := chunk.ParseHeader(blob[:min(len(blob), chunk.HeaderSize)])
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrChunkDamaged, err)

@@ -8,6 +8,8 @@
 //	chunks/ab/cd/<sha256 hex>                    one immutable chunk blob (shared/chunk) per digest;
 //	                                             ab and cd are the first two and next two hex digits
 //	indexes/<vm uuid>/<disk id>/<backup id>.fidx one fixed index (hub/internal/fidx) per disk and backup
+//	quarantine/<sha256 hex>.<unix nanoseconds>   a chunk blob found damaged, moved out of chunks/
+//	                                             (QuarantineChunk) so that it is uploaded again
 //
 // A local repository keeps each object in the file of the same relative path (store/local), so
 // the on-disk layout is the key layout. Every write is durable when it returns (see store.Store),

@@ -1,6 +1,7 @@
 // Package restore reads restore points back: a disk of a backup as a raw image with random
 // access, every chunk verified against its digest as it is read, so that damage fails the read
-// instead of returning wrong bytes.
+// instead of returning wrong bytes — and the damaged chunk is quarantined, so that the next
+// backup holding its bytes uploads them again.
 package restore
 
 import (
@@ -12,6 +13,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sendense/sendense/hub/internal/catalog"
+	"github.com/sendense/sendense/hub/internal/events"
 	"github.com/sendense/sendense/hub/internal/fidx"
 	"github.com/sendense/sendense/hub/internal/repository"
 	"github.com/sendense/sendense/shared/api"
@@ -25,6 +27,7 @@ var ErrNotRestorable = errors.New("backup is not a successful restore point")
 type restoreCatalog interface {
 	BackupByID(ctx context.Context, id string) (*catalog.BackupRow, error)
 	BackupDisks(ctx context.Context, jobID string) ([]catalog.BackupDisk, error)
+	RecordEvents(ctx context.Context, evs []catalog.Event) error
 }
 
 // OpenFunc opens the repository with a catalog id.
@@ -41,6 +44,18 @@ type Service struct {
 // registered).
 func New(cat restoreCatalog, open OpenFunc, reg prometheus.Registerer) *Service {
 	return &Service{cat: cat, open: open, m: newMetrics(reg)}
+}
+
+// recorder returns the function with which an image of row's disk records the quarantine of a
+// damaged chunk it read: an event naming the backup and disk. A failure to record is returned
+// to the reader, whose read fails anyway.
+func (s *Service) recorder(row *catalog.BackupRow, diskID string) func(ctx context.Context, d chunk.Digest, key string, cause error) error {
+	return func(ctx context.Context, d chunk.Digest, key string, cause error) error {
+		e := events.ChunkQuarantined(row.RepositoryID, row.RepositoryName, d.String(), key, cause.Error(), "restore")
+		e.VMContextID, e.VM = row.VMContextID, row.VMName
+		e.Details["backup_id"], e.Details["disk_id"] = row.ID, diskID
+		return s.cat.RecordEvents(ctx, []catalog.Event{events.Row(e)})
+	}
 }
 
 // metrics of restores served.
@@ -114,6 +129,7 @@ func (s *Service) Open(ctx context.Context, backupID, diskID string) (*Image, Di
 			return nil, Disk{}, err
 		}
 		img.m = s.m
+		img.record = s.recorder(row, diskID)
 		return img, Disk{BackupID: backupID, DiskID: diskID, Size: img.Size(), IndexDigest: d.IndexDigest}, nil
 	}
 	return nil, Disk{}, fmt.Errorf("backup %s has no disk %s: %w", backupID, diskID, catalog.ErrNotFound)
@@ -127,16 +143,26 @@ type Repository interface {
 	ReadChunk(ctx context.Context, d chunk.Digest, dst []byte) ([]byte, error)
 	// ReadIndex reads and checks one index.
 	ReadIndex(ctx context.Context, ref repository.IndexRef) (*fidx.Index, error)
+	// QuarantineChunk moves a chunk that a read found damaged out of the way, so that it counts
+	// as missing and the next backup holding its bytes uploads it again, and returns where it
+	// went; repository.ErrChunkSound when the chunk read back after the move is sound (a good
+	// copy uploaded meanwhile) and stays.
+	QuarantineChunk(ctx context.Context, d chunk.Digest) (key string, err error)
 }
 
 // Image is one disk of one restore point. Its methods are safe for concurrent use; every chunk
 // read is verified against its digest, and a damaged or missing chunk is an error, never zeros
-// or wrong bytes. Each read runs under the caller's context.
+// or wrong bytes. A damaged chunk is quarantined (Repository.QuarantineChunk) the first time the
+// image reads it. Each read runs under the caller's context.
 type Image struct {
-	m    *metrics // nil: not counted
-	repo Repository
-	idx  *fidx.Index
-	bufs sync.Pool
+	m      *metrics // nil: not counted
+	repo   Repository
+	idx    *fidx.Index
+	bufs   sync.Pool
+	record func(ctx context.Context, d chunk.Digest, key string, cause error) error // nil: not recorded
+
+	mu          sync.Mutex
+	quarantined map[chunk.Digest]bool // digests whose quarantine this image tried
 }
 
 // OpenImage reads the index of ref and returns its image.

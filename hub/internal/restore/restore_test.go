@@ -5,9 +5,12 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -21,7 +24,13 @@ const slot = 64 << 10
 // storeImage writes img into a new repository as one index and returns the image.
 func storeImage(t *testing.T, img []byte) (*repository.Repository, repository.IndexRef) {
 	t.Helper()
-	repo, err := repository.InitDir(t.Context(), filepath.Join(t.TempDir(), "repo"), slot, nil)
+	return storeImageIn(t, filepath.Join(t.TempDir(), "repo"), img)
+}
+
+// storeImageIn is storeImage with the repository in dir.
+func storeImageIn(t *testing.T, dir string, img []byte) (*repository.Repository, repository.IndexRef) {
+	t.Helper()
+	repo, err := repository.InitDir(t.Context(), dir, slot, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -163,5 +172,87 @@ func TestCancelledStreamStopsItsReads(t *testing.T) {
 	}
 	if _, err := im.Reader(ctx).ReadAt(make([]byte, 10), 0); !errors.Is(err, context.Canceled) {
 		t.Fatalf("ReadAt under a cancelled context: %v", err)
+	}
+}
+
+// A damaged chunk fails the restore loudly and is quarantined, so that it counts as missing and
+// the next upload of its data stores it again; then the image restores whole.
+func TestDamageQuarantinesTheChunk(t *testing.T) {
+	img := testImage(t)
+	dir := filepath.Join(t.TempDir(), "repo")
+	repo, ref := storeImageIn(t, dir, img)
+	im, err := OpenImage(t.Context(), repo, ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain := img[5*slot : 6*slot]
+	d := chunk.Sum(plain)
+	blob, err := chunk.AppendBlob(nil, chunk.CodecRaw, len(plain), plain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "chunks", d.String()[:2], d.String()[2:4], d.String())
+	if err := os.Chmod(path, 0o640); err != nil {
+		t.Fatal(err)
+	}
+	bad := bytes.Clone(blob)
+	bad[100] ^= 0xff
+	if err := os.WriteFile(path, bad, 0o640); err != nil {
+		t.Fatal(err)
+	}
+	f, _ := os.Create(filepath.Join(t.TempDir(), "disk.raw"))
+	defer f.Close()
+	err = im.ToFile(t.Context(), f, 2, nil)
+	if !errors.Is(err, repository.ErrChunkDamaged) || !strings.Contains(err.Error(), "quarantined as quarantine/"+d.String()) {
+		t.Fatalf("restore of a damaged chunk: %v", err)
+	}
+	if has, err := repo.HasChunk(t.Context(), d); has || err != nil {
+		t.Fatalf("the damaged chunk still counts as present: %v %v", has, err)
+	}
+	if stored, err := repo.PutChunk(t.Context(), d, blob); !stored || err != nil {
+		t.Fatalf("upload again: %v %v", stored, err)
+	}
+	var buf bytes.Buffer
+	if _, err := im.Stream(t.Context(), &buf, 0, im.Size(), 3); err != nil || !bytes.Equal(buf.Bytes(), img) {
+		t.Fatalf("stream after the chunk was uploaded again: %v", err)
+	}
+}
+
+// damagedOnce reports the first read of one chunk damaged, as a read of a damaged copy that
+// another process then quarantined and a backup replaced with a good one.
+type damagedOnce struct {
+	*repository.Repository
+	d    chunk.Digest
+	done atomic.Bool
+}
+
+func (r *damagedOnce) ReadChunk(ctx context.Context, d chunk.Digest, dst []byte) ([]byte, error) {
+	if d == r.d && !r.done.Swap(true) {
+		return nil, fmt.Errorf("read chunk %s: %w: crc mismatch", d, repository.ErrChunkDamaged)
+	}
+	return r.Repository.ReadChunk(ctx, d, dst)
+}
+
+// A chunk read damaged but sound when quarantined (a good copy uploaded meanwhile) is not
+// quarantined; the read is retried and the restore succeeds.
+func TestSoundChunkIsNotQuarantined(t *testing.T) {
+	img := testImage(t)
+	repo, ref := storeImage(t, img)
+	d := chunk.Sum(img[7*slot : 8*slot])
+	im, err := OpenImage(t.Context(), &damagedOnce{Repository: repo, d: d}, ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	if _, err := im.Stream(t.Context(), &buf, 0, im.Size(), 1); err != nil || !bytes.Equal(buf.Bytes(), img) {
+		t.Fatalf("stream: %v", err)
+	}
+	if has, err := repo.HasChunk(t.Context(), d); !has || err != nil {
+		t.Fatalf("a sound chunk was quarantined: %v %v", has, err)
+	}
+	n := 0
+	_ = repo.WalkQuarantine(t.Context(), func(repository.Quarantined) error { n++; return nil })
+	if n != 0 {
+		t.Fatalf("%d objects in quarantine, want none", n)
 	}
 }

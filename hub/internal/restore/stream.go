@@ -2,15 +2,18 @@ package restore
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"sync"
+	"time"
 
 	"golang.org/x/sync/errgroup"
 
 	"github.com/sendense/sendense/hub/internal/directio"
 	"github.com/sendense/sendense/hub/internal/repository"
+	"github.com/sendense/sendense/shared/chunk"
 )
 
 // slotData is one decoded slot, or why it could not be read.
@@ -27,7 +30,14 @@ func (im *Image) readSlot(ctx context.Context, slot int) slotData {
 		return slotData{}
 	}
 	bp := im.bufs.Get().(*[]byte)
-	got, err := im.repo.ReadChunk(ctx, im.idx.Digests[slot], (*bp)[:0])
+	d := im.idx.Digests[slot]
+	got, err := im.repo.ReadChunk(ctx, d, (*bp)[:0])
+	if errors.Is(err, repository.ErrChunkDamaged) {
+		var sound bool
+		if sound, err = im.quarantine(ctx, d, err); sound {
+			got, err = im.repo.ReadChunk(ctx, d, (*bp)[:0])
+		}
+	}
 	if err == nil && len(got) != im.idx.SlotLen(slot) {
 		err = fmt.Errorf("chunk holds %d bytes, the index expects %d: %w", len(got), im.idx.SlotLen(slot), repository.ErrChunkDamaged)
 	}
@@ -36,6 +46,45 @@ func (im *Image) readSlot(ctx context.Context, slot int) slotData {
 		return slotData{err: fmt.Errorf("slot %d: %w", slot, err)}
 	}
 	return slotData{buf: bp, data: got}
+}
+
+// quarantineTimeout bounds the quarantine of one damaged chunk, which runs even when the
+// reader's context has ended (a client that went away after the damage was read).
+const quarantineTimeout = 30 * time.Second
+
+// quarantine moves chunk d, which a read found damaged (cause), into quarantine, once per image,
+// and records it. It returns the error the read reports, naming what happened to the chunk, or
+// sound when the chunk read back after the move is sound (a good copy stored meanwhile) and
+// may be read again.
+func (im *Image) quarantine(ctx context.Context, d chunk.Digest, cause error) (sound bool, err error) {
+	im.mu.Lock()
+	tried := im.quarantined[d]
+	if im.quarantined == nil {
+		im.quarantined = map[chunk.Digest]bool{}
+	}
+	im.quarantined[d] = true
+	im.mu.Unlock()
+	if tried {
+		return false, cause
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), quarantineTimeout)
+	defer cancel()
+	key, qerr := im.repo.QuarantineChunk(ctx, d)
+	switch {
+	case qerr == nil:
+		if im.record != nil {
+			if rerr := im.record(ctx, d, key, cause); rerr != nil {
+				return false, fmt.Errorf("%w (quarantined as %s; recording that failed: %v)", cause, key, rerr)
+			}
+		}
+		return false, fmt.Errorf("%w (quarantined as %s: the next backup holding its data uploads it again)", cause, key)
+	case errors.Is(qerr, repository.ErrChunkSound):
+		return true, nil
+	case errors.Is(qerr, repository.ErrChunkNotFound):
+		return false, cause // quarantined by another reader meanwhile
+	default:
+		return false, fmt.Errorf("%w (quarantine failed: %v)", cause, qerr)
+	}
 }
 
 // Stream writes bytes [off, off+n) of the image to w in order, reading up to parallel slots

@@ -1,6 +1,8 @@
 // Package verify proves that restore points are intact: it re-reads and re-hashes every chunk
-// that successful backups reference (each chunk once), reports the backups that a damaged or
-// missing chunk or index affects, and records the outcome per backup.
+// that successful backups reference (each chunk once), quarantines the damaged ones so that the
+// next backup holding their bytes uploads them again, reports the backups that a damaged or
+// missing chunk or index affects, and records the outcome per backup — and the backups healed
+// since the last verification.
 package verify
 
 import (
@@ -8,7 +10,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -16,13 +20,15 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/sendense/sendense/hub/internal/catalog"
+	"github.com/sendense/sendense/hub/internal/events"
 	"github.com/sendense/sendense/hub/internal/fidx"
 	"github.com/sendense/sendense/hub/internal/repository"
 	"github.com/sendense/sendense/shared/api"
 	"github.com/sendense/sendense/shared/chunk"
 )
 
-// Verify statuses recorded per backup.
+// Verify statuses recorded per backup. A damaged backup that verifies sound again is recorded
+// ok once more; its healing is an event (api.EventBackupHealed) and a line of the report.
 const (
 	StatusOK      = "ok"
 	StatusDamaged = "damaged"
@@ -34,6 +40,7 @@ type verifyCatalog interface {
 	BackupByID(ctx context.Context, id string) (*catalog.BackupRow, error)
 	BackupDisks(ctx context.Context, jobID string) ([]catalog.BackupDisk, error)
 	RecordVerify(ctx context.Context, id, status string, at time.Time) error
+	RecordEvents(ctx context.Context, evs []catalog.Event) error
 	verifySummary
 }
 
@@ -45,6 +52,11 @@ type Repository interface {
 	// repository.ErrChunkDamaged or ErrChunkNotFound for a verdict, any other error for an I/O
 	// problem that says nothing about the chunk.
 	VerifyChunk(ctx context.Context, d chunk.Digest) error
+	// QuarantineChunk moves a chunk found damaged out of the way so that it counts as missing
+	// and is uploaded again, and returns where it went; repository.ErrChunkSound when the chunk
+	// read back after the move is sound (a good copy uploaded meanwhile) and stays,
+	// ErrChunkNotFound when it is gone already.
+	QuarantineChunk(ctx context.Context, d chunk.Digest) (key string, err error)
 }
 
 // OpenFunc opens the repository with a catalog id.
@@ -72,9 +84,13 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 type Report struct {
 	Backups        int
 	Chunks         int
-	DamagedChunks  []string            // digests
+	DamagedChunks  []string            // digests, damaged or missing
+	Quarantined    []string            // digests of the damaged chunks this run moved into quarantine
 	DamagedBackups map[string][]string // backup id → what is wrong
-	Duration       time.Duration
+	// Healed lists the backups the previous verification had found damaged and this one found
+	// sound: every chunk they name is present and intact again.
+	Healed   []string
+	Duration time.Duration
 }
 
 // OK reports whether nothing was damaged.
@@ -127,7 +143,9 @@ func (v *Verifier) Run(ctx context.Context, backupID string) (*Report, error) {
 	rep := &Report{Backups: len(rows), DamagedBackups: map[string][]string{}}
 	users := map[chunk.Digest][]use{}
 	repoOf := map[chunk.Digest]string{}
+	repoName := map[string]string{}
 	for _, r := range rows {
+		repoName[r.RepositoryID] = r.RepositoryName
 		repo, err := v.open(ctx, r.RepositoryID)
 		if err != nil {
 			return nil, err
@@ -179,13 +197,22 @@ func (v *Verifier) Run(ctx context.Context, backupID string) (*Report, error) {
 				if verr != nil && !errors.Is(verr, repository.ErrChunkDamaged) && !errors.Is(verr, repository.ErrChunkNotFound) {
 					return verr // an I/O problem of this machine, not a verdict on the chunk
 				}
+				problem, quarantined := "", false
+				if errors.Is(verr, repository.ErrChunkDamaged) {
+					problem, quarantined, verr = v.quarantine(gctx, repo, d, repoOf[d], repoName[repoOf[d]], users[d], verr)
+				} else if verr != nil {
+					problem = fmt.Sprintf("chunk %s: %v", d, verr)
+				}
 				mu.Lock()
 				rep.Chunks++
+				if quarantined {
+					rep.Quarantined = append(rep.Quarantined, d.String())
+				}
 				if verr != nil {
 					v.m.ChunksDamaged.Inc()
 					rep.DamagedChunks = append(rep.DamagedChunks, d.String())
 					for _, u := range users[d] {
-						rep.DamagedBackups[u.backup] = append(rep.DamagedBackups[u.backup], fmt.Sprintf("%s: chunk %s: %v", u.disk, d, verr))
+						rep.DamagedBackups[u.backup] = append(rep.DamagedBackups[u.backup], u.disk+": "+problem)
 					}
 				}
 				mu.Unlock()
@@ -206,12 +233,62 @@ func (v *Verifier) Run(ctx context.Context, backupID string) (*Report, error) {
 		if err := v.cat.RecordVerify(ctx, r.ID, status, at); err != nil {
 			return nil, err
 		}
+		if status == StatusOK && r.VerifyStatus == StatusDamaged {
+			rep.Healed = append(rep.Healed, r.ID)
+			v.log.InfoContext(ctx, "backup healed: every chunk it names is present and intact again", "job_id", r.ID, "vm_name", r.VMName)
+			v.record(ctx, events.BackupHealed(r.ID, r.VMContextID, r.VMName, r.RepositoryName))
+		}
 	}
 	rep.Duration = v.now().Sub(start)
 	sort.Strings(rep.DamagedChunks)
+	sort.Strings(rep.Quarantined)
+	sort.Strings(rep.Healed)
 	v.log.InfoContext(ctx, "verification finished", "backups", rep.Backups, "chunks", rep.Chunks, "damaged_chunks", len(rep.DamagedChunks),
-		"damaged_backups", len(rep.DamagedBackups), "duration_seconds", rep.Duration.Seconds())
+		"quarantined_chunks", len(rep.Quarantined), "damaged_backups", len(rep.DamagedBackups), "healed_backups", len(rep.Healed),
+		"duration_seconds", rep.Duration.Seconds())
 	return rep, nil
+}
+
+// quarantine moves a chunk that verification found damaged (cause) into quarantine and records
+// the event. It returns the problem to report for the chunk's backups, whether this call
+// quarantined it, and the chunk's verdict: nil when the chunk read back after the move is sound
+// (a good copy uploaded since the damage was seen), cause otherwise. A quarantine that fails
+// leaves the chunk damaged in place; that is logged and reported, and the verification goes on.
+func (v *Verifier) quarantine(ctx context.Context, repo Repository, d chunk.Digest, repoID, repoName string, users []use, cause error) (string, bool, error) {
+	key, err := repo.QuarantineChunk(ctx, d)
+	switch {
+	case err == nil:
+		v.log.WarnContext(ctx, "damaged chunk quarantined; the next backup holding its data uploads it again",
+			"repository", repoName, "digest", d.String(), "quarantine_key", key, "err", cause)
+		e := events.ChunkQuarantined(repoID, repoName, d.String(), key, cause.Error(), "verify")
+		ids := make([]string, 0, len(users))
+		for _, u := range users {
+			if !slices.Contains(ids, u.backup) {
+				ids = append(ids, u.backup)
+			}
+		}
+		e.Details["backup_ids"] = strings.Join(ids, ",")
+		v.record(ctx, e)
+		return fmt.Sprintf("chunk %s: %v (quarantined as %s: the next backup holding its data uploads it again)", d, cause, key), true, cause
+	case errors.Is(err, repository.ErrChunkSound):
+		v.log.InfoContext(ctx, "chunk read damaged is sound now: a good copy was stored meanwhile", "repository", repoName, "digest", d.String())
+		return "", false, nil
+	case errors.Is(err, repository.ErrChunkNotFound):
+		return fmt.Sprintf("chunk %s: %v (and gone since: quarantined elsewhere)", d, cause), false, cause
+	default:
+		v.log.ErrorContext(ctx, "quarantine a damaged chunk", "repository", repoName, "digest", d.String(), "err", err)
+		return fmt.Sprintf("chunk %s: %v (quarantine failed: %v)", d, cause, err), false, cause
+	}
+}
+
+// record stores one event; a failure is logged, and changes nothing else: the quarantine or the
+// verdict it describes stands.
+func (v *Verifier) record(ctx context.Context, e api.Event) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if err := v.cat.RecordEvents(ctx, []catalog.Event{events.Row(e)}); err != nil {
+		v.log.ErrorContext(ctx, "record event", "type", e.Type, "details", e.Details, "err", err)
+	}
 }
 
 type verifySummary interface {

@@ -25,6 +25,8 @@ var (
 	ErrInvalidKey = errors.New("invalid key")
 	// ErrLocked: the lock is held by another holder, in this process or another.
 	ErrLocked = errors.New("lock held by another holder")
+	// ErrExists: Rename found an object under its destination key and moved nothing.
+	ErrExists = errors.New("object exists")
 )
 
 // MaxKeyLen bounds a key in bytes (S3's limit).
@@ -84,6 +86,16 @@ type Store interface {
 
 	// Remove removes the object under key durably; ErrNotFound when there is none.
 	Remove(ctx context.Context, key string) error
+
+	// Rename moves the object under from to the key to, which must hold none: ErrNotFound when
+	// from holds none, ErrExists when to holds one (then nothing is moved). It moves whichever
+	// object is under from at one instant, whole: a reader of to sees it complete or not at all.
+	// The move is durable on return; a crash during it leaves the object under from, under to, or
+	// under both, never under neither. The content is unchanged; the ModTime may be the time of
+	// the move. A Touch of from racing with Rename either lands before the move (and the touched
+	// object is moved) or returns ErrNotFound. Of concurrent Renames of one from, at most one
+	// moves the object; the others return ErrNotFound.
+	Rename(ctx context.Context, from, to string) error
 
 	// Lock takes the exclusive lock called name (a single key component) without waiting:
 	// ErrLocked when another holder, in this process or any other, has it. The lock is held

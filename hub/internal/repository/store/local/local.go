@@ -7,7 +7,8 @@
 //	                           temp files; a directory whose lock can be taken is a dead
 //	                           process's and is cleaned up (see CleanTemp)
 //	tmp/<instance>/put-*       a Put in progress: written, fsynced, then renamed into place
-//	tmp/<instance>/aside/<key>~<n> an object RemoveIfOlder has renamed aside while it decides
+//	tmp/<instance>/aside/<key>~<n> an object RemoveIfOlder has renamed aside while it decides,
+//	                           or Rename while it links the object under its new key
 //	locks/<name>               the files of Lock
 //
 // tmp and locks are therefore not valid first key components.
@@ -592,6 +593,80 @@ func (s *Store) Remove(ctx context.Context, key string) error {
 			break // not empty, or removed by someone else
 		}
 		dir = filepath.Dir(dir)
+	}
+	return nil
+}
+
+// Rename implements store.Store. The object is first renamed aside into this instance's temp
+// directory, which takes whichever file is under from at that instant and makes concurrent
+// Renames of from find nothing; it is then hard-linked under to, which refuses to replace an
+// existing file, and the aside name removed. A crash in between leaves the file aside in a temp
+// directory whose lock dies with the process, and the next Open of the store puts it back under
+// from (CleanTemp). On file systems without hard links a check then a rename does the same,
+// with a window in which a Put of to can be replaced by the moved object.
+func (s *Store) Rename(ctx context.Context, from, to string) error {
+	src, err := s.path(from)
+	if err != nil {
+		return fmt.Errorf("rename: %w", err)
+	}
+	dst, err := s.path(to)
+	if err != nil {
+		return fmt.Errorf("rename: %w", err)
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("rename %s: %w", from, err)
+	}
+	fi, err := os.Lstat(src)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return fmt.Errorf("rename %s: %w", from, store.ErrNotFound)
+	case err != nil:
+		return fmt.Errorf("rename %s: %w", from, err)
+	case !fi.Mode().IsRegular():
+		return fmt.Errorf("rename %s: not a regular file", from)
+	}
+	if _, err := os.Lstat(dst); err == nil {
+		return fmt.Errorf("rename %s to %s: %w", from, to, store.ErrExists)
+	}
+	tmp, err := s.tempDir()
+	if err != nil {
+		return fmt.Errorf("rename %s: %w", from, err)
+	}
+	aside := filepath.Join(tmp, "aside", filepath.FromSlash(from)+"~"+strconv.FormatUint(s.seq.Add(1), 10))
+	if err := s.ensureDir(filepath.Dir(aside)); err != nil {
+		return fmt.Errorf("rename %s: %w", from, err)
+	}
+	if err := os.Rename(src, aside); errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("rename %s: %w", from, store.ErrNotFound) // moved or removed meanwhile
+	} else if err != nil {
+		return fmt.Errorf("rename %s: %w", from, err)
+	}
+	if err := s.ensureDir(filepath.Dir(dst)); err != nil {
+		return fmt.Errorf("rename %s: %w", from, errors.Join(err, s.restore(aside, src)))
+	}
+	err = os.Link(aside, dst)
+	switch {
+	case err == nil:
+		err = os.Remove(aside)
+	case errors.Is(err, fs.ErrExist):
+		if err := s.restore(aside, src); err != nil {
+			return fmt.Errorf("rename %s: put back: %w", from, err)
+		}
+		return fmt.Errorf("rename %s to %s: %w", from, to, store.ErrExists)
+	default:
+		if _, serr := os.Lstat(dst); serr == nil {
+			if err := s.restore(aside, src); err != nil {
+				return fmt.Errorf("rename %s: put back: %w", from, err)
+			}
+			return fmt.Errorf("rename %s to %s: %w", from, to, store.ErrExists)
+		}
+		err = os.Rename(aside, dst)
+	}
+	if err != nil {
+		return fmt.Errorf("rename %s: %w", from, errors.Join(err, s.restore(aside, src)))
+	}
+	if err := errors.Join(syncDir(filepath.Dir(dst)), syncDir(filepath.Dir(src)), syncDir(filepath.Dir(aside))); err != nil {
+		return fmt.Errorf("rename %s: %w", from, err)
 	}
 	return nil
 }

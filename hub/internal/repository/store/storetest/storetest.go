@@ -38,6 +38,9 @@ func Run(t *testing.T, newBacking NewBacking) {
 	t.Run("ConcurrentPutsOfOneKey", func(t *testing.T) { testConcurrentPuts(t, newBacking(t)(t)) })
 	t.Run("VisibleToOtherInstances", func(t *testing.T) { testOtherInstance(t, newBacking(t)) })
 	t.Run("Lock", func(t *testing.T) { testLock(t, newBacking(t)) })
+	t.Run("Rename", func(t *testing.T) { testRename(t, newBacking(t)(t)) })
+	t.Run("ConcurrentRenamesOfOneKey", func(t *testing.T) { testConcurrentRenames(t, newBacking(t)) })
+	t.Run("RenameRacesPut", func(t *testing.T) { testRenameRacesPut(t, newBacking(t)) })
 	t.Run("Times", func(t *testing.T) {
 		t.Parallel() // waits for stored times to be apart
 		testTimes(t, newBacking(t)(t))
@@ -450,5 +453,136 @@ func testTouchRacesRemove(t *testing.T, open func(t *testing.T) store.Store) {
 	t.Logf("%d objects: %d touches succeeded, %d found nothing, %d removals, %d lost", n, touched.Load(), notFound.Load(), removed.Load(), lost)
 	if removed.Load() == 0 || touched.Load() == 0 {
 		t.Error("the race was not exercised: want some objects touched and some removed")
+	}
+}
+
+func testRename(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	a, b := data(1, 3000), data(2, 100)
+	mustPut(t, s, "chunks/ab/cd/obj", a)
+	mustPut(t, s, "quarantine/taken", b)
+	if err := s.Rename(ctx, "chunks/ab/cd/obj", "quarantine/taken"); !errors.Is(err, store.ErrExists) {
+		t.Fatalf("Rename onto an object: %v, want ErrExists", err)
+	}
+	if !bytes.Equal(mustGet(t, s, "chunks/ab/cd/obj"), a) || !bytes.Equal(mustGet(t, s, "quarantine/taken"), b) {
+		t.Fatal("a refused Rename changed an object")
+	}
+	// The destination's directories are created as needed.
+	if err := s.Rename(ctx, "chunks/ab/cd/obj", "quarantine/x/y/obj.1"); err != nil {
+		t.Fatalf("Rename: %v", err)
+	}
+	if _, err := s.Stat(ctx, "chunks/ab/cd/obj"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("Stat of the source after Rename: %v, want ErrNotFound", err)
+	}
+	if !bytes.Equal(mustGet(t, s, "quarantine/x/y/obj.1"), a) {
+		t.Fatal("the renamed object's content changed")
+	}
+	if err := s.Touch(ctx, "chunks/ab/cd/obj"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("Touch of the source after Rename: %v, want ErrNotFound", err)
+	}
+	if err := s.Rename(ctx, "chunks/ab/cd/obj", "quarantine/z"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("Rename of a missing object: %v, want ErrNotFound", err)
+	}
+	if _, err := s.Stat(ctx, "quarantine/z"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("a Rename of nothing created its destination: %v", err)
+	}
+	// And back: the source key is free again.
+	if err := s.Rename(ctx, "quarantine/x/y/obj.1", "chunks/ab/cd/obj"); err != nil || !bytes.Equal(mustGet(t, s, "chunks/ab/cd/obj"), a) {
+		t.Fatalf("Rename back: %v", err)
+	}
+	for _, k := range [][2]string{{"", "x"}, {"x", ""}, {"chunks/ab/cd/obj", "../x"}, {"../x", "y"}} {
+		if err := s.Rename(ctx, k[0], k[1]); !errors.Is(err, store.ErrInvalidKey) {
+			t.Errorf("Rename %q → %q: %v, want ErrInvalidKey", k[0], k[1], err)
+		}
+	}
+	var keys []string
+	if err := s.List(ctx, "", func(i store.Info) error { keys = append(keys, i.Key); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"chunks/ab/cd/obj", "quarantine/taken"}; !slices.Equal(keys, want) {
+		t.Fatalf("List after the renames: %q, want %q", keys, want)
+	}
+}
+
+// testConcurrentRenames moves one object from several instances at once, each to a key of its
+// own, as two verifications in different processes quarantining one chunk do: exactly one
+// moves it and the object is whole under that one's key.
+func testConcurrentRenames(t *testing.T, open func(t *testing.T) store.Store) {
+	ctx := t.Context()
+	a, b := open(t), open(t)
+	for round := range 20 {
+		key := fmt.Sprintf("chunks/00/%02x/obj", round)
+		want := data(uint64(round), 4096)
+		mustPut(t, a, key, want)
+		var moved atomic.Int64
+		var winner atomic.Value
+		var wg sync.WaitGroup
+		start := make(chan struct{})
+		for i := range 8 {
+			s := a
+			if i%2 == 1 {
+				s = b
+			}
+			wg.Go(func() {
+				<-start
+				to := fmt.Sprintf("quarantine/%d.%d", round, i)
+				switch err := s.Rename(ctx, key, to); {
+				case err == nil:
+					moved.Add(1)
+					winner.Store(to)
+				case !errors.Is(err, store.ErrNotFound):
+					t.Error(err)
+				}
+			})
+		}
+		close(start)
+		wg.Wait()
+		if moved.Load() != 1 {
+			t.Fatalf("round %d: %d Renames of one object succeeded, want 1", round, moved.Load())
+		}
+		if got := mustGet(t, b, winner.Load().(string)); !bytes.Equal(got, want) {
+			t.Fatalf("round %d: the moved object differs", round)
+		}
+		if _, err := a.Stat(ctx, key); !errors.Is(err, store.ErrNotFound) {
+			t.Fatalf("round %d: the source is still there: %v", round, err)
+		}
+	}
+}
+
+// testRenameRacesPut moves an object while another instance puts new content under its key:
+// whichever order they take, the new content is not lost.
+func testRenameRacesPut(t *testing.T, open func(t *testing.T) store.Store) {
+	ctx := t.Context()
+	a, b := open(t), open(t)
+	for round := range 30 {
+		key := fmt.Sprintf("chunks/01/%02x/obj", round)
+		to := fmt.Sprintf("quarantine/put-race.%d", round)
+		old, fresh := data(uint64(1000+round), 2048), data(uint64(2000+round), 2048)
+		mustPut(t, a, key, old)
+		var wg sync.WaitGroup
+		start := make(chan struct{})
+		wg.Go(func() {
+			<-start
+			if err := a.Rename(ctx, key, to); err != nil {
+				t.Errorf("Rename: %v", err)
+			}
+		})
+		wg.Go(func() {
+			<-start
+			if err := b.Put(ctx, key, fresh); err != nil {
+				t.Errorf("Put: %v", err)
+			}
+		})
+		close(start)
+		wg.Wait()
+		var found bool
+		for _, k := range []string{key, to} {
+			if got, err := b.Get(ctx, k, nil, 0); err == nil && bytes.Equal(got, fresh) {
+				found = true
+			}
+		}
+		if !found {
+			t.Fatalf("round %d: the object put during a Rename is lost", round)
+		}
 	}
 }

@@ -1,0 +1,197 @@
+package repository
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/sendense/sendense/shared/chunk"
+)
+
+func chunkPath(r *Repository, d chunk.Digest) string {
+	return filepath.Join(root(r), filepath.FromSlash(chunkKey(d)))
+}
+
+func quarantined(t *testing.T, r *Repository) []Quarantined {
+	t.Helper()
+	var out []Quarantined
+	if err := r.WalkQuarantine(t.Context(), func(q Quarantined) error { out = append(out, q); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// A damaged chunk is moved out of the way: every existence check says it is missing, the next
+// upload stores it again, and the damaged blob stays in quarantine, apart from the chunks.
+func TestQuarantineDamagedChunk(t *testing.T) {
+	ctx := t.Context()
+	r := newRepo(t, 64*kib)
+	plain := randomData(1, 64*kib)
+	d := chunk.Sum(plain)
+	blob := frame(t, chunk.CodecRaw, plain)
+	if _, err := r.PutChunk(ctx, d, blob); err != nil {
+		t.Fatal(err)
+	}
+	flipByte(t, chunkPath(r, d), -1)
+	damaged, _ := os.ReadFile(chunkPath(r, d))
+	if err := r.VerifyChunk(ctx, d); !errors.Is(err, ErrChunkDamaged) {
+		t.Fatalf("verify: %v, want ErrChunkDamaged", err)
+	}
+	// Before: the damaged chunk counts as present, so a backup would reuse it.
+	before := time.Now()
+	key, err := r.QuarantineChunk(ctx, d)
+	if err != nil || !strings.HasPrefix(key, "quarantine/"+d.String()+".") {
+		t.Fatalf("QuarantineChunk = %q, %v", key, err)
+	}
+	if has, err := r.HasChunk(ctx, d); has || err != nil {
+		t.Fatalf("HasChunk after quarantine = %v, %v", has, err)
+	}
+	if err := r.TouchChunk(ctx, d); !errors.Is(err, ErrChunkNotFound) {
+		t.Fatalf("TouchChunk after quarantine: %v, want ErrChunkNotFound", err)
+	}
+	if m, err := r.MissingChunks(ctx, []chunk.Digest{d}); err != nil || len(m) != 1 {
+		t.Fatalf("MissingChunks after quarantine = %v, %v", m, err)
+	}
+	if _, err := r.ReadChunk(ctx, d, nil); !errors.Is(err, ErrChunkNotFound) {
+		t.Fatalf("ReadChunk after quarantine: %v, want ErrChunkNotFound", err)
+	}
+	if n, _, err := r.Stats(ctx); err != nil || n != 0 {
+		t.Fatalf("Stats counts %d chunks, %v; a quarantined object is not a chunk", n, err)
+	}
+	qs := quarantined(t, r)
+	if len(qs) != 1 || qs[0].Key != key || qs[0].Digest != d || qs[0].Size != int64(len(damaged)) || qs[0].At.Before(before.Add(-time.Second)) {
+		t.Fatalf("quarantine holds %+v", qs)
+	}
+	if b, err := os.ReadFile(filepath.Join(root(r), filepath.FromSlash(key))); err != nil || !bytes.Equal(b, damaged) {
+		t.Fatalf("the quarantined object is not the damaged blob: %v", err)
+	}
+	// The next backup of the same bytes stores them again.
+	if stored, err := r.PutChunk(ctx, d, blob); err != nil || !stored {
+		t.Fatalf("PutChunk after quarantine = %v, %v; want stored", stored, err)
+	}
+	if got, err := r.ReadChunk(ctx, d, nil); err != nil || !bytes.Equal(got, plain) {
+		t.Fatalf("ReadChunk of the fresh copy: %v", err)
+	}
+	if _, err := r.QuarantineChunk(ctx, chunk.Sum([]byte("never stored"))); !errors.Is(err, ErrChunkNotFound) {
+		t.Fatalf("QuarantineChunk of a missing chunk: %v, want ErrChunkNotFound", err)
+	}
+}
+
+// A sound chunk is never quarantined: it is put back, and the caller learns it is sound.
+func TestQuarantineSoundChunkPutsItBack(t *testing.T) {
+	ctx := t.Context()
+	r := newRepo(t, 64*kib)
+	plain := textData(2, 64*kib)
+	d := chunk.Sum(plain)
+	if _, err := r.PutChunk(ctx, d, frame(t, chunk.CodecZstd, plain)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.QuarantineChunk(ctx, d); !errors.Is(err, ErrChunkSound) {
+		t.Fatalf("QuarantineChunk of a sound chunk: %v, want ErrChunkSound", err)
+	}
+	if got, err := r.ReadChunk(ctx, d, nil); err != nil || !bytes.Equal(got, plain) {
+		t.Fatalf("the sound chunk after a refused quarantine: %v", err)
+	}
+	if qs := quarantined(t, r); len(qs) != 0 {
+		t.Fatalf("quarantine holds %+v", qs)
+	}
+}
+
+// A verification saw the chunk damaged; before it quarantines, another process quarantined
+// the damaged blob and a backup uploaded a good copy. The late quarantine must not take the
+// good copy away.
+func TestQuarantineSparesAGoodCopyUploadedMeanwhile(t *testing.T) {
+	ctx := t.Context()
+	a := newRepo(t, 64*kib)
+	b, err := OpenDir(ctx, root(a), nil) // another process on the same repository
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = b.Close() })
+	plain := randomData(3, 64*kib)
+	d := chunk.Sum(plain)
+	blob := frame(t, chunk.CodecRaw, plain)
+	if _, err := a.PutChunk(ctx, d, blob); err != nil {
+		t.Fatal(err)
+	}
+	flipByte(t, chunkPath(a, d), 30)
+	if err := a.VerifyChunk(ctx, d); !errors.Is(err, ErrChunkDamaged) {
+		t.Fatalf("verify: %v", err)
+	}
+	if _, err := b.QuarantineChunk(ctx, d); err != nil {
+		t.Fatal(err)
+	}
+	if stored, err := b.PutChunk(ctx, d, blob); err != nil || !stored {
+		t.Fatalf("re-upload = %v, %v", stored, err)
+	}
+	if _, err := a.QuarantineChunk(ctx, d); !errors.Is(err, ErrChunkSound) {
+		t.Fatalf("the late quarantine: %v, want ErrChunkSound", err)
+	}
+	if got, err := a.ReadChunk(ctx, d, nil); err != nil || !bytes.Equal(got, plain) {
+		t.Fatalf("the good copy after the late quarantine: %v", err)
+	}
+	if qs := quarantined(t, a); len(qs) != 1 {
+		t.Fatalf("quarantine holds %d objects, want the damaged one only", len(qs))
+	}
+}
+
+// Quarantines of a damaged chunk race with uploads of a good copy from another process. Nothing
+// sound ever ends in quarantine, and once the uploads are done the chunk is either sound or
+// absent (to be uploaded again), never damaged.
+func TestQuarantineRacesUpload(t *testing.T) {
+	ctx := t.Context()
+	a := newRepo(t, 64*kib)
+	b, err := OpenDir(ctx, root(a), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = b.Close() })
+	plain := randomData(4, 64*kib)
+	d := chunk.Sum(plain)
+	blob := frame(t, chunk.CodecRaw, plain)
+	for round := range 30 {
+		if _, err := a.PutChunk(ctx, d, blob); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := os.Stat(chunkPath(a, d)); err == nil {
+			flipByte(t, chunkPath(a, d), 40+round)
+		}
+		var wg sync.WaitGroup
+		start := make(chan struct{})
+		for range 2 {
+			wg.Go(func() {
+				<-start
+				_, err := a.QuarantineChunk(ctx, d)
+				if err != nil && !errors.Is(err, ErrChunkNotFound) && !errors.Is(err, ErrChunkSound) {
+					t.Error(err)
+				}
+			})
+		}
+		wg.Go(func() {
+			<-start
+			if _, err := b.PutChunk(ctx, d, blob); err != nil {
+				t.Error(err)
+			}
+		})
+		close(start)
+		wg.Wait()
+		if err := a.VerifyChunk(ctx, d); err != nil && !errors.Is(err, ErrChunkNotFound) {
+			t.Fatalf("round %d: after the race the chunk is %v", round, err)
+		}
+	}
+	for _, q := range quarantined(t, a) {
+		b, err := a.store.Get(context.Background(), q.Key, nil, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := a.openStored(d, b, nil); !errors.Is(err, ErrChunkDamaged) {
+			t.Fatalf("%s in quarantine is sound", q.Key)
+		}
+	}
+}
