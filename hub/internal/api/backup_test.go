@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -617,8 +618,8 @@ func TestChunkUploadCheckedBeforeItsBody(t *testing.T) {
 		}
 		// The client streams into socket buffers until the answer comes; the hub must answer
 		// long before taking the whole announced body.
-		if body.read >= body.n/2 {
-			t.Errorf("%d of %d bytes were sent before the hub refused a session that does not exist", body.read, body.n)
+		if sent := body.read.Load(); sent >= body.n/2 {
+			t.Errorf("%d of %d bytes were sent before the hub refused a session that does not exist", sent, body.n)
 		}
 		// A body larger than a blob of this session's 64 KiB chunks, far below the 64 MiB maximum.
 		if code := a.putBlob(s.ID, digest, make([]byte, 2*testChunk)); code != http.StatusRequestEntityTooLarge {
@@ -627,16 +628,21 @@ func TestChunkUploadCheckedBeforeItsBody(t *testing.T) {
 	})
 }
 
-// countingReader yields n zero bytes and counts how many were read.
-type countingReader struct{ n, read int64 }
+// countingReader yields n zero bytes and counts how many were read. The HTTP transport may still
+// be reading it after the response arrived, so the count is atomic.
+type countingReader struct {
+	n    int64
+	read atomic.Int64
+}
 
 func (r *countingReader) Read(p []byte) (int, error) {
-	if r.read >= r.n {
+	done := r.read.Load()
+	if done >= r.n {
 		return 0, io.EOF
 	}
-	k := min(int64(len(p)), r.n-r.read)
+	k := min(int64(len(p)), r.n-done)
 	clear(p[:k])
-	r.read += k
+	r.read.Add(k)
 	return int(k), nil
 }
 
