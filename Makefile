@@ -7,7 +7,7 @@ LDFLAGS := -s -w -X github.com/sendense/sendense/shared/version.Version=$(VERSIO
 BIN := bin
 export CGO_ENABLED ?= 0
 
-.PHONY: all build test demo lint bench clean package
+.PHONY: all build test fuzz demo lint bench clean package
 
 all: build
 
@@ -19,6 +19,11 @@ build:
 
 test:
 	scripts/test.sh
+
+# Every fuzz target for FUZZTIME each (scripts/test.sh runs them for 3s each).
+FUZZTIME ?= 60s
+fuzz:
+	scripts/fuzz.sh $(FUZZTIME)
 
 demo: build
 	scripts/demo.sh

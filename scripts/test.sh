@@ -23,6 +23,8 @@ for m in "${modules[@]}"; do
   echo "== $m: go test"
   (cd "$m" && go test -count=1 -timeout 20m ./...)
 done
+echo "== fuzz: every target for 3s (make fuzz runs them longer)"
+scripts/fuzz.sh 3s
 echo "== race detector: backup pipeline, upload sessions, job claiming, restore"
 (cd agent && CGO_ENABLED=1 go test -race -count=1 -timeout 20m ./internal/backup/ ./internal/daemon/ ./internal/nbd/)
 (cd hub && CGO_ENABLED=1 go test -race -count=1 -timeout 20m ./internal/api/ ./internal/restore/ ./internal/repository/)

@@ -93,8 +93,9 @@ func parseRange(h string, size int64) (off, n int64, ok bool, err error) {
 	switch {
 	case a == "": // suffix: the last b bytes
 		k, perr := strconv.ParseInt(b, 10, 64)
-		if perr != nil || k <= 0 {
-			return 0, 0, false, fmt.Errorf("%w: %q", errBadRange, h)
+		if perr != nil || k <= 0 || size == 0 {
+			// An empty image has no last bytes: "bytes 0--1/0" is not a Content-Range.
+			return 0, 0, false, fmt.Errorf("%w: %q for a %d-byte image", errBadRange, h, size)
 		}
 		k = min(k, size)
 		return size - k, k, true, nil

@@ -276,37 +276,3 @@ func TestDeriveAndClone(t *testing.T) {
 		t.Fatalf("Derive from an invalid parent: %v, want ErrInvalid", err)
 	}
 }
-
-func FuzzUnmarshalBinary(f *testing.F) {
-	good, _ := func() ([]byte, error) {
-		x, _ := New(3*4*mib+7, 4*mib)
-		x.Digests[1] = chunk.Sum([]byte("x"))
-		return x.MarshalBinary()
-	}()
-	empty, _ := func() ([]byte, error) {
-		x, _ := New(0, 64<<10)
-		return x.MarshalBinary()
-	}()
-	f.Add(good)
-	f.Add(empty)
-	f.Add(good[:HeaderSize])
-	f.Add([]byte("SDFX"))
-	f.Add([]byte{})
-	f.Fuzz(func(t *testing.T, b []byte) {
-		var x Index
-		err := x.UnmarshalBinary(b)
-		if err != nil {
-			if !errors.Is(err, ErrBadMagic) && !errors.Is(err, ErrUnsupportedVersion) && !errors.Is(err, ErrCorrupt) {
-				t.Fatalf("error %v wraps no sentinel", err)
-			}
-			return
-		}
-		if err := x.Validate(); err != nil {
-			t.Fatalf("accepted an index that does not validate: %v", err)
-		}
-		again, err := x.MarshalBinary()
-		if err != nil || !bytes.Equal(again, b) {
-			t.Fatalf("accepted bytes do not re-encode to themselves (err %v)", err)
-		}
-	})
-}

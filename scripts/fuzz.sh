@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Runs the native Go fuzz targets, each for DURATION (default 10s): scripts/fuzz.sh [DURATION]
+# [TARGET...]. With target names, only those run. `go test -fuzz` takes one target per
+# invocation, so they run one after another; every decoder of outside bytes has one, listed
+# below. Plain `go test` already runs each target's seed corpus (f.Add seeds and
+# testdata/fuzz/<Target>/). A failure leaves its input in testdata/fuzz/<Target>/ of the
+# package: fix the bug and commit that file as a regression seed.
+#
+# FUZZ_PARALLEL sets the workers per target (default 1: CI and dev machines are shared);
+# FUZZ_MINIMIZE bounds the minimisation of a failing input (default 10s).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+duration=${1:-10s}
+shift || true
+parallel=${FUZZ_PARALLEL:-1}
+minimize=${FUZZ_MINIMIZE:-10s}
+
+# module, package, target: one line per fuzz target.
+targets=(
+  "shared ./chunk FuzzParseHeader"
+  "shared ./chunk FuzzOpenBlob"
+  "shared ./chunk FuzzBlobRoundTrip"
+  "shared ./chunk FuzzParseDigest"
+  "shared ./api FuzzInventoryValidate"
+  "shared ./api FuzzParseJoinToken"
+  "hub ./internal/fidx FuzzUnmarshalBinary"
+  "hub ./internal/api FuzzParseRange"
+  "hub ./internal/api FuzzDecodeJSON"
+  "hub ./internal/pki FuzzSignAgentCSR"
+  "hub ./internal/schedule FuzzParse"
+  "agent ./internal/nbd FuzzServerBytes"
+)
+
+failed=()
+for line in "${targets[@]}"; do
+  read -r module pkg target <<<"$line"
+  if [ $# -gt 0 ] && [[ " $* " != *" $target "* ]]; then
+    continue
+  fi
+  echo "== fuzz $module/${pkg#./} $target for $duration"
+  if ! (cd "$module" && go test -run '^$' -fuzz "^${target}\$" -fuzztime "$duration" \
+    -fuzzminimizetime "$minimize" -parallel "$parallel" "$pkg"); then
+    failed+=("$module/${pkg#./} $target")
+  fi
+done
+
+if [ ${#failed[@]} -gt 0 ]; then
+  printf 'fuzz: failed: %s\n' "${failed[@]}"
+  exit 1
+fi
