@@ -27,7 +27,7 @@ echo "== fuzz: every target for 3s (make fuzz runs them longer)"
 scripts/fuzz.sh 3s
 echo "== race detector: backup pipeline, upload sessions, job claiming, restore"
 (cd agent && CGO_ENABLED=1 go test -race -count=1 -timeout 20m ./internal/backup/ ./internal/daemon/ ./internal/nbd/)
-(cd hub && CGO_ENABLED=1 go test -race -count=1 -timeout 20m ./internal/api/ ./internal/restore/ ./internal/repository/)
+(cd hub && CGO_ENABLED=1 go test -race -count=1 -timeout 20m ./internal/api/ ./internal/jobs/ ./internal/restore/ ./internal/repository/... ./internal/connlimit/)
 
 echo "== end to end: the demo (make demo) as a test"
 make build
