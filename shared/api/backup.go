@@ -65,6 +65,16 @@ type Backup struct {
 	VerifiedAt        time.Time    `json:"verified_at,omitzero"`
 	VerifyStatus      string       `json:"verify_status,omitempty"`
 	Disks             []BackupDisk `json:"disks,omitempty"`
+	// SkippedDisks are the VM's disks the backup could not capture (independent disks,
+	// physical RDMs): a succeeded backup with skipped disks succeeded with warnings.
+	SkippedDisks []SkippedDisk `json:"skipped_disks,omitempty"`
+}
+
+// SkippedDisk is a disk of the VM that a backup left out, and why.
+type SkippedDisk struct {
+	DiskID string `json:"disk_id"`
+	Label  string `json:"label,omitempty"`
+	Reason string `json:"reason"`
 }
 
 // BackupDisk is the outcome of one disk in a backup.

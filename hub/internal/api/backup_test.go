@@ -859,3 +859,38 @@ func TestKnownChunksRule(t *testing.T) {
 		}
 	})
 }
+
+// A VM's disk that snapshots cannot capture (independent, physical RDM) is not silently left
+// out: the succeeded backup lists it with the reason, and counts as succeeded with warnings.
+func TestSkippedDisksAreRecorded(t *testing.T) {
+	forEachHub(t, func(t *testing.T, h *testHub) {
+		a := h.newAgent("a1")
+		img := randomImage(t, 2*testChunk)
+		inv := twoDiskInventory(int64(len(img)), testChunk)
+		inv.VMs[0].Disks[1].Backupable = false
+		inv.VMs[0].Disks[1].DiskMode = "independent_persistent"
+		inv.VMs[0].Disks[1].NotBackupableReason = "independent disk"
+		a.push(inv)
+		operator, viewer := h.apiToken(api.RoleOperator), h.apiToken(api.RoleViewer)
+		var b api.Backup
+		h.call(h.client(nil), http.MethodPost, api.PathBackups, operator, api.StartBackupRequest{VM: "pgtest1"}, &b)
+		j := a.nextJob("5s")
+		if len(j.Disks) != 1 || j.Disks[0].DiskID != "disk-2000" {
+			t.Fatalf("job disks %+v, want only disk-2000", j.Disks)
+		}
+		s, _, _ := a.openSession(j.ID, "disk-2000", api.OpenSessionRequest{Type: "full", CapacityBytes: int64(len(img)), ChunkSize: testChunk})
+		a.uploadDisk(s.ID, img, allSlots(s.SlotCount))
+		a.commit(s.ID)
+		if code, e := a.complete(j.ID, "succeeded"); code != http.StatusOK {
+			t.Fatalf("complete: %d %+v", code, e)
+		}
+		var got api.Backup
+		h.call(h.client(nil), http.MethodGet, api.Path(api.PathBackup, j.ID), viewer, nil, &got)
+		if got.Status != api.JobSucceeded || len(got.SkippedDisks) != 1 || got.SkippedDisks[0].DiskID != "disk-2001" || !strings.Contains(got.SkippedDisks[0].Reason, "independent") {
+			t.Fatalf("backup %s skipped %+v, want disk-2001 with the reason", got.Status, got.SkippedDisks)
+		}
+		if v := metricValue(t, h.Reg, "sendense_hub_backup_jobs_finished_total", "result", "succeeded_with_warnings"); v != 1 {
+			t.Fatalf("jobs succeeded with warnings = %v, want 1", v)
+		}
+	})
+}

@@ -3,8 +3,10 @@ package catalog
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/sendense/sendense/shared/api"
@@ -262,11 +264,20 @@ func (c *Catalog) finishJob(ctx context.Context, id, agentID, status, errMsg, no
 		if err := tx.NewSelect().Model(&bds).Where("job_id = ?", id).Scan(ctx); err != nil {
 			return fmt.Errorf("select disks of job %s: %w", id, err)
 		}
+		var skipped []api.SkippedDisk
 		if status == api.JobSucceeded {
-			var disks []VMDisk
-			if err := tx.NewSelect().Model(&disks).Where("vm_context_id = ?", j.VMContextID).
-				Where("status = ?", api.DiskPresent).Where("backupable = ?", true).Scan(ctx); err != nil {
+			var all []VMDisk
+			if err := tx.NewSelect().Model(&all).Where("vm_context_id = ?", j.VMContextID).
+				Where("status = ?", api.DiskPresent).Order("device_key ASC").Scan(ctx); err != nil {
 				return fmt.Errorf("select disks of vm %s: %w", j.VMContextID, err)
+			}
+			var disks []VMDisk
+			for _, d := range all {
+				if d.Backupable {
+					disks = append(disks, d)
+				} else {
+					skipped = append(skipped, api.SkippedDisk{DiskID: d.DiskID, Label: d.Label, Reason: SkipReason(d.DiskMode, d.BackingType)})
+				}
 			}
 			done := map[string]*BackupDisk{}
 			for i := range bds {
@@ -316,6 +327,9 @@ func (c *Catalog) finishJob(ctx context.Context, id, agentID, status, errMsg, no
 			Set("type = ?", j.Type).Where("id = ?", id).Where("status = ?", api.JobRunning)
 		if status == api.JobSucceeded {
 			setTotals(uq, id, JobCounters{}) // exactly the sum of the committed disks
+			if len(skipped) > 0 {
+				uq = uq.Set("skipped_disks = ?", skippedJSON(skipped))
+			}
 		}
 		if errMsg != "" {
 			uq = uq.Set("error = ?", truncate(errMsg, 4000))
@@ -366,6 +380,23 @@ func (c *Catalog) FailStaleJobs(ctx context.Context, cutoff time.Time) ([]Failed
 		failed = append(failed, FailedJob{Job: *fj, Discarded: dropped})
 	}
 	return failed, nil
+}
+
+// SkipReason says why a snapshot does not capture a disk of this mode and backing.
+func SkipReason(diskMode, backingType string) string {
+	switch {
+	case strings.HasPrefix(diskMode, "independent"):
+		return "independent disk (" + diskMode + "): snapshots do not capture it"
+	case backingType == "rdmPhysical":
+		return "physical-mode RDM: snapshots do not capture it"
+	default:
+		return "its backing (" + backingType + ", " + diskMode + ") cannot be captured by a snapshot"
+	}
+}
+
+func skippedJSON(s []api.SkippedDisk) string {
+	b, _ := json.Marshal(s) // plain strings: cannot fail
+	return string(b)
 }
 
 // FailUnclaimedJobs fails queued jobs that their agent cannot be expected to claim: the agent was

@@ -3,6 +3,7 @@ package catalog
 import (
 	"time"
 
+	"github.com/sendense/sendense/shared/api"
 	"github.com/uptrace/bun"
 )
 
@@ -165,14 +166,17 @@ type BackupJob struct {
 	BytesZero         int64     `bun:"bytes_zero,notnull"`
 	BytesTotal        int64     `bun:"bytes_total,notnull"` // what the agent plans to read
 	Phase             string    `bun:"phase,notnull"`       // the agent's last reported phase
-	Error             string    `bun:"error,nullzero"`
-	Protected         bool      `bun:"protected,notnull"`
-	PolicyID          string    `bun:"policy_id,nullzero"`
-	Notes             string    `bun:"notes,nullzero"`
-	VerifiedAt        time.Time `bun:"verified_at,nullzero"`
-	VerifyStatus      string    `bun:"verify_status,notnull"`
-	CreatedAt         time.Time `bun:"created_at,notnull"`
-	UpdatedAt         time.Time `bun:"updated_at,notnull"`
+	// SkippedDisks are the VM's present disks a snapshot cannot capture, recorded when the job
+	// succeeds (JSON).
+	SkippedDisks []api.SkippedDisk `bun:"skipped_disks,type:text,nullzero"`
+	Error        string            `bun:"error,nullzero"`
+	Protected    bool              `bun:"protected,notnull"`
+	PolicyID     string            `bun:"policy_id,nullzero"`
+	Notes        string            `bun:"notes,nullzero"`
+	VerifiedAt   time.Time         `bun:"verified_at,nullzero"`
+	VerifyStatus string            `bun:"verify_status,notnull"`
+	CreatedAt    time.Time         `bun:"created_at,notnull"`
+	UpdatedAt    time.Time         `bun:"updated_at,notnull"`
 }
 
 // BackupDisk is the outcome of one disk in one backup job.

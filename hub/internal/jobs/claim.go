@@ -174,7 +174,11 @@ func (s *Service) Complete(ctx context.Context, agentID, id string, c api.JobCom
 			s.removeIndexes(ctx, j.RepositoryID, vm.InstanceUUID, dropped)
 		}
 	}
-	s.metrics.jobsFinished.WithLabelValues(j.Status).Inc()
+	result := j.Status
+	if j.Status == api.JobSucceeded && len(j.SkippedDisks) > 0 {
+		result = resultWithWarnings // a restore point, but not of every disk
+	}
+	s.metrics.jobsFinished.WithLabelValues(result).Inc()
 	if !j.StartedAt.IsZero() && !j.FinishedAt.IsZero() {
 		s.metrics.backupDuration.Observe(j.FinishedAt.Sub(j.StartedAt).Seconds())
 	}
@@ -191,6 +195,9 @@ func (s *Service) Complete(ctx context.Context, agentID, id string, c api.JobCom
 	}
 	if s.OnFinished != nil {
 		s.OnFinished(*j)
+	}
+	if len(j.SkippedDisks) > 0 {
+		s.log.WarnContext(ctx, "backup left disks out", "job_id", id, "vm_context_id", j.VMContextID, "skipped_disks", j.SkippedDisks)
 	}
 	level(ctx, "backup finished", "job_id", id, "agent_id", agentID, "vm_context_id", j.VMContextID, "status", j.Status, "type", j.Type,
 		"bytes_read", j.BytesRead, "bytes_sent", j.BytesSent, "bytes_deduplicated", j.BytesDeduplicated, "err", c.Error, "notes", c.Notes)

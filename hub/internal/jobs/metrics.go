@@ -9,6 +9,9 @@ import (
 	"github.com/sendense/sendense/shared/api"
 )
 
+// resultWithWarnings is the result label of a succeeded job that left disks out.
+const resultWithWarnings = "succeeded_with_warnings"
+
 // metrics of job outcomes.
 type metrics struct {
 	jobsFinished   *prometheus.CounterVec
@@ -21,7 +24,7 @@ type metrics struct {
 
 func newMetrics(reg prometheus.Registerer) *metrics {
 	m := &metrics{
-		jobsFinished: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sendense_hub_backup_jobs_finished_total", Help: "Backup jobs finished, by result (succeeded, failed, cancelled)."}, []string{"result"}),
+		jobsFinished: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sendense_hub_backup_jobs_finished_total", Help: "Backup jobs finished, by result (succeeded, succeeded_with_warnings, failed, cancelled)."}, []string{"result"}),
 		backupDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "sendense_hub_backup_duration_seconds", Help: "Duration of finished backup jobs, from claim to completion.",
 			Buckets: prometheus.ExponentialBuckets(1, 2, 16),
@@ -31,7 +34,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		bytesDedup:   prometheus.NewCounter(prometheus.CounterOpts{Name: "sendense_hub_backup_deduplicated_bytes_total", Help: "Bytes of successful backups not sent because the repository held the chunk."}),
 		pollsWaiting: prometheus.NewGauge(prometheus.GaugeOpts{Name: "sendense_hub_job_polls_waiting", Help: "Agents' long polls for jobs waiting now (found no job yet)."}),
 	}
-	for _, r := range []string{api.JobSucceeded, api.JobFailed, api.JobCancelled} {
+	for _, r := range []string{api.JobSucceeded, resultWithWarnings, api.JobFailed, api.JobCancelled} {
 		m.jobsFinished.WithLabelValues(r)
 	}
 	if reg != nil {

@@ -116,7 +116,7 @@ func backupInfo(r *catalog.BackupRow, disks []catalog.BackupDisk) api.Backup {
 		ID: r.ID, VMContextID: r.VMContextID, VMName: r.VMName, AgentID: r.AgentID, Repository: r.RepositoryName,
 		RequestedType: r.RequestedType, Type: r.Type, Status: r.Status, CancelRequested: r.CancelRequested, Protected: r.Protected,
 		SnapshotName: r.SnapshotName, CreatedAt: r.CreatedAt, StartedAt: r.StartedAt, FinishedAt: r.FinishedAt,
-		BytesRead: r.BytesRead, BytesSent: r.BytesSent, BytesDeduplicated: r.BytesDeduplicated, BytesZero: r.BytesZero, BytesTotal: r.BytesTotal, Phase: r.Phase,
+		BytesRead: r.BytesRead, BytesSent: r.BytesSent, BytesDeduplicated: r.BytesDeduplicated, BytesZero: r.BytesZero, BytesTotal: r.BytesTotal, Phase: r.Phase, SkippedDisks: r.SkippedDisks,
 		Error: r.Error, Notes: r.Notes, VerifiedAt: r.VerifiedAt, VerifyStatus: r.VerifyStatus,
 	}
 	if !r.StartedAt.IsZero() && !r.FinishedAt.IsZero() {
