@@ -6,7 +6,6 @@ package inventory
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"time"
@@ -21,12 +20,12 @@ import (
 type inventoryCatalog interface {
 	ApplyInventory(ctx context.Context, agentID string, src api.Source, decide func(st *catalog.InventoryState) (*catalog.InventoryChanges, error)) error
 	VMs(ctx context.Context, f catalog.VMFilter) ([]catalog.VMWithSource, int, error)
-	VMByContextID(ctx context.Context, id string) (*catalog.VMWithSource, error)
+	ResolveVM(ctx context.Context, idOrName string) (*catalog.VMWithSource, error)
 	VMDisks(ctx context.Context, contextID string) ([]catalog.VMDisk, error)
 }
 
 // ErrAmbiguous is returned when a VM name matches several VMs.
-var ErrAmbiguous = errors.New("several VMs have this name; use the context id")
+var ErrAmbiguous = catalog.ErrAmbiguous
 
 // Service applies inventories and answers VM queries.
 type Service struct {
@@ -188,25 +187,7 @@ func (s *Service) List(ctx context.Context, f Filter) (api.VMList, error) {
 
 // Resolve finds a VM by context id, or else by name when exactly one VM has it.
 func (s *Service) Resolve(ctx context.Context, idOrName string) (*catalog.VMWithSource, error) {
-	vm, err := s.cat.VMByContextID(ctx, idOrName)
-	if err == nil {
-		return vm, nil
-	}
-	if !errors.Is(err, catalog.ErrNotFound) {
-		return nil, err
-	}
-	vms, n, err := s.cat.VMs(ctx, catalog.VMFilter{Name: idOrName, Limit: 2})
-	if err != nil {
-		return nil, err
-	}
-	switch n {
-	case 0:
-		return nil, fmt.Errorf("vm %q: %w", idOrName, catalog.ErrNotFound)
-	case 1:
-		return &vms[0], nil
-	default:
-		return nil, fmt.Errorf("vm %q: %w: %w", idOrName, ErrAmbiguous, catalog.ErrConflict)
-	}
+	return s.cat.ResolveVM(ctx, idOrName)
 }
 
 // Show returns a VM with its disks.

@@ -26,7 +26,7 @@ var (
 // backupCatalog is what this package needs from the catalog.
 type backupCatalog interface {
 	VMByContextID(ctx context.Context, id string) (*catalog.VMWithSource, error)
-	VMs(ctx context.Context, f catalog.VMFilter) ([]catalog.VMWithSource, int, error)
+	ResolveVM(ctx context.Context, idOrName string) (*catalog.VMWithSource, error)
 	VMDisks(ctx context.Context, contextID string) ([]catalog.VMDisk, error)
 	RepositoryByName(ctx context.Context, name string) (*catalog.Repository, error)
 	RepositoryByID(ctx context.Context, id string) (*catalog.Repository, error)

@@ -11,26 +11,6 @@ import (
 	"github.com/sendense/sendense/shared/api"
 )
 
-// resolveVM finds a VM by context id, else by its unique name.
-func (s *Service) resolveVM(ctx context.Context, idOrName string) (*catalog.VMWithSource, error) {
-	vm, err := s.cat.VMByContextID(ctx, idOrName)
-	if err == nil || !errors.Is(err, catalog.ErrNotFound) {
-		return vm, err
-	}
-	vms, n, err := s.cat.VMs(ctx, catalog.VMFilter{Name: idOrName, Limit: 2})
-	if err != nil {
-		return nil, err
-	}
-	switch n {
-	case 0:
-		return nil, fmt.Errorf("vm %q: %w", idOrName, catalog.ErrNotFound)
-	case 1:
-		return &vms[0], nil
-	default:
-		return nil, fmt.Errorf("several VMs are named %q; use the context id: %w", idOrName, catalog.ErrConflict)
-	}
-}
-
 // Start queues a backup of a VM. A VM with a queued or running job → catalog.ErrConflict.
 func (s *Service) Start(ctx context.Context, req api.StartBackupRequest) (api.Backup, error) {
 	if req.VM == "" {
@@ -47,7 +27,7 @@ func (s *Service) Start(ctx context.Context, req api.StartBackupRequest) (api.Ba
 	if repoName == "" {
 		repoName = repository.DefaultName
 	}
-	vm, err := s.resolveVM(ctx, req.VM)
+	vm, err := s.cat.ResolveVM(ctx, req.VM)
 	if err != nil {
 		return api.Backup{}, err
 	}
@@ -144,7 +124,7 @@ type ListFilter struct {
 func (s *Service) List(ctx context.Context, f ListFilter) (api.BackupList, error) {
 	cf := catalog.BackupFilter{Status: f.Status, Since: f.Since, Limit: f.Limit, Offset: f.Offset}
 	if f.VM != "" {
-		vm, err := s.resolveVM(ctx, f.VM)
+		vm, err := s.cat.ResolveVM(ctx, f.VM)
 		if errors.Is(err, catalog.ErrNotFound) {
 			return api.BackupList{Backups: []api.Backup{}, Page: api.Page{Limit: f.Limit, Offset: f.Offset}}, nil
 		}
@@ -213,7 +193,7 @@ func (s *Service) removeIndexes(ctx context.Context, repositoryID, instanceUUID 
 
 // Chain returns, per disk, the successful backups of a VM, oldest first.
 func (s *Service) Chain(ctx context.Context, vmNameOrID string) (api.Chain, error) {
-	vm, err := s.resolveVM(ctx, vmNameOrID)
+	vm, err := s.cat.ResolveVM(ctx, vmNameOrID)
 	if err != nil {
 		return api.Chain{}, err
 	}
