@@ -18,8 +18,8 @@ func (inv *Inventory) Validate() error {
 	if strings.ContainsAny(inv.Source.Name, " /\t\n") || len(inv.Source.Name) > 128 {
 		return &FieldError{"source.name", "must not contain spaces or slashes and be at most 128 characters"}
 	}
-	if len(inv.Source.URL) > 1024 {
-		return &FieldError{"source.url", "longer than 1024 characters"}
+	if err := checkText("source.url", inv.Source.URL, false, 1024); err != nil {
+		return err
 	}
 	for _, f := range []struct{ name, v string }{{"source.api_type", inv.Source.APIType}, {"source.version", inv.Source.Version}, {"source.instance_uuid", inv.Source.InstanceUUID}} {
 		if err := checkName(f.name, f.v, false); err != nil {
@@ -48,8 +48,8 @@ func (inv *Inventory) Validate() error {
 				return err
 			}
 		}
-		if len(vm.Folder) > 1024 {
-			return &FieldError{p + ".folder", "longer than 1024 characters"}
+		if err := checkText(p+".folder", vm.Folder, false, 1024); err != nil {
+			return err
 		}
 		if vm.NumCPU < 0 {
 			return &FieldError{p + ".num_cpu", "must not be negative"}
@@ -65,6 +65,9 @@ func (inv *Inventory) Validate() error {
 				return &FieldError{dp + ".key", fmt.Sprintf("duplicate device key %d (also disks[%d])", d.Key, k)}
 			}
 			seenKey[d.Key] = j
+			if err := checkName(dp+".disk_id", d.DiskID, false); err != nil {
+				return err
+			}
 			if d.DiskID != DiskIDForKey(d.Key) {
 				return &FieldError{dp + ".disk_id", fmt.Sprintf("must be %q for key %d", DiskIDForKey(d.Key), d.Key)}
 			}
@@ -79,24 +82,48 @@ func (inv *Inventory) Validate() error {
 					return err
 				}
 			}
-			if len(d.BackingFile) > 1024 {
-				return &FieldError{dp + ".backing_file", "longer than 1024 characters"}
+			if err := checkText(dp+".backing_file", d.BackingFile, false, 1024); err != nil {
+				return err
 			}
 		}
 	}
 	return nil
 }
 
+// checkName checks a free-text field of at most MaxNameLen bytes.
 func checkName(field, v string, required bool) error {
+	return checkText(field, v, required, MaxNameLen)
+}
+
+// checkText checks a free-text field of at most max bytes: valid UTF-8 without control or bidi
+// characters (see UnsafeRune), so that nothing an agent sends can move a terminal's cursor,
+// start an escape sequence or reorder what an operator reads.
+func checkText(field, v string, required bool, max int) error {
 	switch {
 	case required && strings.TrimSpace(v) == "":
 		return &FieldError{field, "must not be empty"}
-	case len(v) > MaxNameLen:
-		return &FieldError{field, fmt.Sprintf("longer than %d characters", MaxNameLen)}
+	case len(v) > max:
+		return &FieldError{field, fmt.Sprintf("longer than %d characters", max)}
 	case !utf8.ValidString(v):
 		return &FieldError{field, "not valid UTF-8"}
-	case strings.ContainsRune(v, 0):
-		return &FieldError{field, "contains a NUL character"}
+	}
+	for _, r := range v {
+		if UnsafeRune(r) {
+			return &FieldError{field, fmt.Sprintf("contains the control or bidi character %U", r)}
+		}
 	}
 	return nil
+}
+
+// UnsafeRune reports whether r is a control character (C0, DEL, C1) or a Unicode bidi control
+// (U+061C, U+200E, U+200F, U+202A–U+202E, U+2066–U+2069): characters that make a terminal or a
+// text view show something other than the text.
+func UnsafeRune(r rune) bool {
+	switch {
+	case r < 0x20, r >= 0x7f && r <= 0x9f:
+		return true
+	case r == 0x061c, r == 0x200e, r == 0x200f, r >= 0x202a && r <= 0x202e, r >= 0x2066 && r <= 0x2069:
+		return true
+	}
+	return false
 }

@@ -119,6 +119,8 @@ func TestInventoryRejectsBadInputAndChangesNothing(t *testing.T) {
 			{"negative capacity", "vms[0].disks[0].capacity_bytes", func() api.Inventory { i := seedInventory(); i.VMs[0].Disks[0].CapacityBytes = -1; return i }()},
 			{"empty vm uuid", "vms[0].instance_uuid", func() api.Inventory { i := seedInventory(); i.VMs[0].InstanceUUID = ""; return i }()},
 			{"long name", "vms[0].name", func() api.Inventory { i := seedInventory(); i.VMs[0].Name = strings.Repeat("n", 256); return i }()},
+			{"terminal escape in name", "vms[0].name", func() api.Inventory { i := seedInventory(); i.VMs[0].Name = "x\x1b[2J\r\nfake"; return i }()},
+			{"bidi control in folder", "vms[0].folder", func() api.Inventory { i := seedInventory(); i.VMs[0].Folder = "/DC0/vm/\u202eexe.txt"; return i }()},
 			{"duplicate disk key", "vms[0].disks[1].key", func() api.Inventory {
 				i := seedInventory()
 				i.VMs[0].Disks[1].Key, i.VMs[0].Disks[1].DiskID = 2000, "disk-2000"
