@@ -8,6 +8,14 @@ import (
 // MaxInventoryBytes caps an inventory request body (about 20,000 VMs with several disks each).
 const MaxInventoryBytes = 64 << 20
 
+// Ranges of the numbers an inventory carries, above vSphere 8's configuration maximums (768
+// vCPUs, 24 TiB of memory, 62 TB per virtual disk, 64 TB per RDM) with room to grow.
+const (
+	MaxVMCPUs            = 4096
+	MaxVMMemoryMB        = 64 << 20 // 64 TiB
+	MaxDiskCapacityBytes = 1 << 50  // 1 PiB
+)
+
 // Inventory is the complete view of one vCenter/ESXi source at one moment. Pushing the same
 // inventory twice changes nothing; a VM or disk missing from it is marked gone.
 type Inventory struct {

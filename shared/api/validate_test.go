@@ -106,3 +106,82 @@ func TestInventoryAcceptsRealNames(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// Identifiers are checked for their vSphere form when they arrive, not when a path or a
+// statement built from them fails later.
+func TestInventoryChecksIdentifierFormats(t *testing.T) {
+	for _, tc := range []struct {
+		field, value string
+	}{
+		{"source.instance_uuid", "../../x"},
+		{"source.instance_uuid", "0ba3d9a4-8f39-4a3c-9d36-2c1b6f1e7a1"},
+		{"source.url", "vc.example/sdk"},
+		{"source.url", "ftp://vc.example/sdk"},
+		{"source.api_type", "Hypervisor"},
+		{"source.version", "8.0 beta"},
+		{"vms[0].instance_uuid", "../../x"},
+		{"vms[0].instance_uuid", "5012-aaaa"},
+		{"vms[0].instance_uuid", "5012abcd111122223333444455556666"},
+		{"vms[0].instance_uuid", "5012ABCD-1111-2222-3333-444455556666"},
+		{"vms[0].instance_uuid", "5012abcd-1111-2222-3333-44445555666g"},
+		{"vms[0].bios_uuid", "42 12 ab cd 11 11 22 22-33 33 44 44 55 55 66 66"},
+		{"vms[0].moref", "../vm-42"},
+		{"vms[0].moref", "vm 42"},
+		{"vms[0].power_state", "exploded"},
+		{"vms[0].disks[0].backing_file", "/etc/passwd"},
+		{"vms[0].disks[0].backing_file", "[LocalDS_0] ../../etc/passwd"},
+		{"vms[0].disks[0].backing_file", "[LocalDS_0 pgtest1/pgtest1.vmdk"},
+		{"vms[0].disks[0].backing_type", "flat Ver2"},
+		{"vms[0].disks[0].provisioning", "fat"},
+		{"vms[0].disks[0].controller_type", "SCSI controller 0"},
+		{"vms[0].disks[0].disk_mode", "independent persistent"},
+		{"vms[0].disks[0].datastore", "ds]x"},
+	} {
+		t.Run(tc.field+"="+tc.value, func(t *testing.T) {
+			inv := goodInventory()
+			*textFields(&inv)[tc.field] = tc.value
+			wantFieldError(t, inv.Validate(), tc.field)
+		})
+	}
+	for _, tc := range []struct {
+		field  string
+		mutate func(*Inventory)
+	}{
+		{"vms[0].disks[0].key", func(i *Inventory) { i.VMs[0].Disks[0].Key, i.VMs[0].Disks[0].DiskID = 0, "disk-0" }},
+		{"vms[0].disks[0].key", func(i *Inventory) { i.VMs[0].Disks[0].Key, i.VMs[0].Disks[0].DiskID = -5, "disk--5" }},
+		{"vms[0].disks[0].disk_id", func(i *Inventory) { i.VMs[0].Disks[0].DiskID = "disk-02000" }},
+		{"vms[0].disks[0].controller_bus", func(i *Inventory) { i.VMs[0].Disks[0].ControllerBus = -1 }},
+		{"vms[0].disks[0].unit_number", func(i *Inventory) { i.VMs[0].Disks[0].UnitNumber = -1 }},
+		{"vms[0].disks[0].capacity_bytes", func(i *Inventory) { i.VMs[0].Disks[0].CapacityBytes = MaxDiskCapacityBytes + 1 }},
+		{"vms[0].num_cpu", func(i *Inventory) { i.VMs[0].NumCPU = MaxVMCPUs + 1 }},
+		{"vms[0].memory_mb", func(i *Inventory) { i.VMs[0].MemoryMB = MaxVMMemoryMB + 1 }},
+	} {
+		t.Run(tc.field, func(t *testing.T) {
+			inv := goodInventory()
+			tc.mutate(&inv)
+			wantFieldError(t, inv.Validate(), tc.field)
+		})
+	}
+	// What vcsim, the lab and real vCenters and ESXi hosts send.
+	for _, mutate := range []func(*Inventory){
+		func(i *Inventory) { i.VMs[0].MoRef = "42" }, // ESXi's host agent numbers its VMs
+		func(i *Inventory) { i.VMs[0].BIOSUUID = "" },
+		func(i *Inventory) { i.VMs[0].PowerState = "suspended" },
+		func(i *Inventory) { i.Source.APIType, i.Source.URL = "HostAgent", "https://esx1.example:443/sdk" },
+		func(i *Inventory) { i.VMs[0].Disks[0].BackingFile = "[] /vmfs/volumes/5e1f.../vm/vm.vmdk" },
+		func(i *Inventory) {
+			i.VMs[0].Disks[0].BackingFile, i.VMs[0].Disks[0].Datastore = "[vsanDatastore] 5c6f1d2e-aaaa/vm.vmdk", "vsanDatastore"
+		},
+		func(i *Inventory) { i.VMs[0].Disks[0].BackingType = "partitionedRawDiskVer2" },
+		func(i *Inventory) { i.VMs[0].Disks[0].DiskMode = "independent_nonpersistent" },
+		func(i *Inventory) { i.VMs[0].Disks[0].ControllerType = "lsilogic-sas" },
+		func(i *Inventory) { i.VMs[0].Disks[0].Provisioning = "eagerZeroedThick" },
+		func(i *Inventory) { i.VMs[0].Disks[0].Key, i.VMs[0].Disks[0].DiskID = 31000, "disk-31000" }, // NVMe
+	} {
+		inv := goodInventory()
+		mutate(&inv)
+		if err := inv.Validate(); err != nil {
+			t.Errorf("valid inventory refused: %v", err)
+		}
+	}
+}

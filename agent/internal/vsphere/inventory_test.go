@@ -68,6 +68,13 @@ func TestInventoryMatchesSimulator(t *testing.T) {
 	if inv.CollectedAt.IsZero() {
 		t.Error("collected_at is zero")
 	}
+	// What the simulator reports is what a vCenter reports: the hub's checks accept it.
+	if err := inv.Validate(); err != nil {
+		t.Errorf("the hub would refuse this inventory: %v", err)
+	}
+	if !api.ValidUUID(inv.Source.InstanceUUID) {
+		t.Errorf("source instance uuid %q is not a vSphere UUID", inv.Source.InstanceUUID)
+	}
 
 	ctx := t.Context()
 	for _, got := range inv.VMs {
@@ -195,6 +202,9 @@ func TestInventoryDiskVariants(t *testing.T) {
 	inv, err := c.Inventory(ctx)
 	if err != nil {
 		t.Fatalf("inventory: %v", err)
+	}
+	if err := inv.Validate(); err != nil {
+		t.Errorf("the hub would refuse this inventory: %v", err)
 	}
 
 	got := vmByName(t, inv, "DC0_H0_VM0")

@@ -17,7 +17,7 @@ func seedInventory() api.Inventory {
 	return api.Inventory{
 		Source: api.Source{Name: "vc1", URL: "https://vc.example/sdk"},
 		VMs: []api.VM{{
-			InstanceUUID: "5012-aaaa", Name: "pgtest1", PowerState: "poweredOn", CBTEnabled: true,
+			InstanceUUID: "5012aaaa-0000-4000-8000-000000000001", Name: "pgtest1", PowerState: "poweredOn", CBTEnabled: true,
 			Disks: []api.Disk{
 				{Key: 2000, DiskID: "disk-2000", CapacityBytes: 102_000_000_000, Backupable: true},
 				{Key: 2001, DiskID: "disk-2001", CapacityBytes: 5_000_000_000, Backupable: true},
@@ -118,6 +118,17 @@ func TestInventoryRejectsBadInputAndChangesNothing(t *testing.T) {
 		}{
 			{"negative capacity", "vms[0].disks[0].capacity_bytes", func() api.Inventory { i := seedInventory(); i.VMs[0].Disks[0].CapacityBytes = -1; return i }()},
 			{"empty vm uuid", "vms[0].instance_uuid", func() api.Inventory { i := seedInventory(); i.VMs[0].InstanceUUID = ""; return i }()},
+			{"path in vm uuid", "vms[0].instance_uuid", func() api.Inventory { i := seedInventory(); i.VMs[0].InstanceUUID = "../../x"; return i }()},
+			{"bad disk key", "vms[0].disks[0].key", func() api.Inventory {
+				i := seedInventory()
+				i.VMs[0].Disks[0].Key, i.VMs[0].Disks[0].DiskID = -1, "disk--1"
+				return i
+			}()},
+			{"bad datastore path", "vms[0].disks[0].backing_file", func() api.Inventory {
+				i := seedInventory()
+				i.VMs[0].Disks[0].BackingFile = "[ds] ../../etc/passwd"
+				return i
+			}()},
 			{"long name", "vms[0].name", func() api.Inventory { i := seedInventory(); i.VMs[0].Name = strings.Repeat("n", 256); return i }()},
 			{"terminal escape in name", "vms[0].name", func() api.Inventory { i := seedInventory(); i.VMs[0].Name = "x\x1b[2J\r\nfake"; return i }()},
 			{"bidi control in folder", "vms[0].folder", func() api.Inventory { i := seedInventory(); i.VMs[0].Folder = "/DC0/vm/\u202eexe.txt"; return i }()},

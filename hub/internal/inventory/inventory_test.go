@@ -2,6 +2,7 @@ package inventory_test
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"strconv"
 	"testing"
@@ -35,7 +36,7 @@ func pgtest1() *api.Inventory {
 	return &api.Inventory{
 		Source: api.Source{Name: "vc1", URL: "https://vc.example/sdk"},
 		VMs: []api.VM{{
-			InstanceUUID: "5012-aaaa", BIOSUUID: "4212-bbbb", Name: "pgtest1", PowerState: "poweredOn", NumCPU: 4, MemoryMB: 8192,
+			InstanceUUID: "5012aaaa-0000-4000-8000-000000000001", BIOSUUID: "4212bbbb-0000-4000-8000-000000000001", Name: "pgtest1", PowerState: "poweredOn", NumCPU: 4, MemoryMB: 8192,
 			Datacenter: "DC0", Host: "esx1", CBTEnabled: true,
 			Disks: []api.Disk{
 				{Key: 2000, DiskID: "disk-2000", Label: "Hard disk 1", CapacityBytes: 102_000_000_000, Datastore: "LocalDS_0", BackingFile: "[LocalDS_0] pgtest1/pgtest1.vmdk", Provisioning: "thin", Backupable: true},
@@ -257,7 +258,7 @@ func TestInventoryScale(t *testing.T) {
 		seedAgent(t, c, "agent-1")
 		inv := &api.Inventory{Source: api.Source{Name: "vc1"}}
 		for i := range 1000 {
-			vm := api.VM{InstanceUUID: "uuid-" + strconv.Itoa(i), Name: "vm-" + strconv.Itoa(i%997)} // some names repeat
+			vm := api.VM{InstanceUUID: fmt.Sprintf("50120000-0000-4000-8000-%012d", i), Name: "vm-" + strconv.Itoa(i%997)} // some names repeat
 			for k := range 3 {
 				key := int32(2000 + k)
 				vm.Disks = append(vm.Disks, api.Disk{Key: key, DiskID: api.DiskIDForKey(key), CapacityBytes: 1 << 30})
