@@ -15,12 +15,15 @@ const (
 	EventDiskResized = "disk_resized"
 	EventDiskMoved   = "disk_moved"
 	EventDiskReturn  = "disk_returned"
-	EventAudit       = "audit"
+	// EventSourceConflict records a refused push: the agent reported a vCenter, or a VM, that
+	// belongs to another agent's source.
+	EventSourceConflict = "source_conflict"
+	EventAudit          = "audit"
 )
 
 // InventoryEventTypes lists the types of the events inventory pushes cause.
 var InventoryEventTypes = []string{EventVMAdded, EventVMGone, EventVMReturned, EventVMRenamed, EventCBTDisabled,
-	EventDiskAdded, EventDiskRemoved, EventDiskResized, EventDiskMoved, EventDiskReturn}
+	EventDiskAdded, EventDiskRemoved, EventDiskResized, EventDiskMoved, EventDiskReturn, EventSourceConflict}
 
 // EventTypes lists every event type.
 var EventTypes = append(append([]string(nil), InventoryEventTypes...), EventAudit)
@@ -29,6 +32,8 @@ var EventTypes = append(append([]string(nil), InventoryEventTypes...), EventAudi
 const (
 	// OutcomeOK is the outcome of every inventory event: the change was recorded.
 	OutcomeOK = "ok"
+	// OutcomeRefused is the outcome of a source_conflict event: nothing of the push was recorded.
+	OutcomeRefused = "refused"
 )
 
 // Event is one recorded event: an inventory change an agent reported or an operator's request.

@@ -34,8 +34,12 @@ type Source struct {
 	APIType string `json:"api_type,omitempty"`
 	// Version is the vSphere API version, e.g. "8.0.3.0".
 	Version string `json:"version,omitempty"`
-	// InstanceUUID is the vCenter instance UUID (about.instanceUuid), when known.
-	InstanceUUID string `json:"instance_uuid,omitempty"`
+	// InstanceUUID identifies the vCenter for good: about.instanceUuid of its ServiceContent
+	// (lowercase 8-4-4-4-12 hex). An ESXi host answering directly has none; the agent then sends
+	// the host's hardware UUID (hardware.systemInfo.uuid) in the same form. Required: the hub
+	// gives a source to the agent that first reports its UUID, and refuses (409) the pushes of
+	// any other agent until an operator moves the source.
+	InstanceUUID string `json:"instance_uuid"`
 }
 
 // VM is one virtual machine. InstanceUUID (config.instanceUuid) is its identity within a source.
@@ -86,3 +90,21 @@ type Disk struct {
 
 // DiskIDForKey returns the disk id for a device key: "disk-2000".
 func DiskIDForKey(key int32) string { return "disk-" + strconv.FormatInt(int64(key), 10) }
+
+// SourceInfo is one source as operators see it: the vCenter or ESXi host an agent reports on.
+type SourceInfo struct {
+	ID      int64  `json:"id"`
+	Name    string `json:"name"`
+	AgentID string `json:"agent_id"`
+	// InstanceUUID is "" for a source recorded before instance UUIDs were, until its agent's
+	// next push.
+	InstanceUUID    string    `json:"instance_uuid"`
+	URL             string    `json:"url"`
+	VMs             int       `json:"vms"` // VMs not gone
+	LastInventoryAt time.Time `json:"last_inventory_at"`
+}
+
+// SourceList is the body of GET /api/v1/sources.
+type SourceList struct {
+	Sources []SourceInfo `json:"sources"`
+}

@@ -79,7 +79,10 @@ func (s *Source) validate() error {
 	if err := checkForm("source.version", s.Version, versionForm, "a vSphere API version such as 8.0.3.0"); err != nil {
 		return err
 	}
-	if s.InstanceUUID != "" && !ValidUUID(s.InstanceUUID) {
+	if s.InstanceUUID == "" {
+		return &FieldError{"source.instance_uuid", "must not be empty: the vCenter's about.instanceUuid (or an ESXi host's hardware UUID)"}
+	}
+	if !ValidUUID(s.InstanceUUID) {
 		return &FieldError{"source.instance_uuid", "must be a lowercase UUID (about.instanceUuid), e.g. 0ba3d9a4-8f39-4a3c-9d36-2c1b6f1e7a10"}
 	}
 	return nil

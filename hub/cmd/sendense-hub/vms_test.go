@@ -33,7 +33,7 @@ func seedForged(t *testing.T, dataDir string) {
 	if err := cat.RedeemJoinToken(ctx, "jt-1", "h", a); err != nil {
 		t.Fatal(err)
 	}
-	err = cat.ApplyInventory(ctx, "agent-1", api.Source{Name: "vc1", InstanceUUID: "0ba3d9a4-8f39-4a3c-9d36-2c1b6f1e7a10"}, func(st *catalog.InventoryState) (*catalog.InventoryChanges, error) {
+	err = cat.ApplyInventory(ctx, "agent-1", api.Source{Name: "vc1", InstanceUUID: "0ba3d9a4-8f39-4a3c-9d36-2c1b6f1e7a10"}, nil, func(st *catalog.InventoryState) (*catalog.InventoryChanges, error) {
 		return &catalog.InventoryChanges{
 			NewVMs: []catalog.VMContext{{ContextID: "ctx-evil-1", SourceID: st.Source.ID, AgentID: "agent-1", InstanceUUID: "5012abcd-1111-2222-3333-444455556666",
 				VMName: forgedName, PowerState: "on\x1b[1m", CurrentStatus: api.VMDiscovered, CreatedAt: st.Now, UpdatedAt: st.Now}},
@@ -92,5 +92,44 @@ func TestPrintable(t *testing.T) {
 		if got := printable(in); got != want {
 			t.Errorf("printable(%q) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+func TestSourcesListAndMove(t *testing.T) {
+	dataDir := t.TempDir()
+	hub := func(args ...string) (string, error) {
+		var out bytes.Buffer
+		err := run(t.Context(), append(args, "--data-dir", dataDir), &out, io.Discard, noEnv)
+		return out.String(), err
+	}
+	if _, err := hub("migrate", "up"); err != nil {
+		t.Fatal(err)
+	}
+	seedForged(t, dataDir)
+	cat, err := catalog.Open(t.Context(), catalog.Options{SQLitePath: filepath.Join(dataDir, "catalog.db")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cat.CreateJoinToken(t.Context(), &catalog.JoinToken{ID: "jt-2", SecretHash: "h", ExpiresAt: time.Now().Add(time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	err = cat.RedeemJoinToken(t.Context(), "jt-2", "h", &catalog.Agent{ID: "agent-2", Name: "a2", Status: api.AgentActive, CertSerial: "2", CertFingerprint: "f2", CertNotAfter: time.Now().Add(time.Hour)})
+	_ = cat.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := hub("sources", "list")
+	if err != nil || !strings.Contains(out, "vc1") || !strings.Contains(out, "agent-1") || !strings.Contains(out, "0ba3d9a4-8f39-4a3c-9d36-2c1b6f1e7a10") {
+		t.Fatalf("sources list: %v\n%s", err, out)
+	}
+	if _, err := hub("sources", "move", "vc1", "--agent", "nobody"); err == nil {
+		t.Fatal("moved a source to an unknown agent")
+	}
+	if out, err := hub("sources", "move", "0ba3d9a4-8f39-4a3c-9d36-2c1b6f1e7a10", "--agent", "agent-2"); err != nil || !strings.Contains(out, "agent-2") {
+		t.Fatalf("sources move: %v\n%s", err, out)
+	}
+	out, err = hub("vms", "list", "--agent", "agent-2")
+	if err != nil || !strings.Contains(out, "ctx-evil-1") {
+		t.Fatalf("the source's vms did not move: %v\n%s", err, out)
 	}
 }

@@ -170,7 +170,7 @@ func randomImage(t *testing.T, size int) []byte {
 }
 
 func twoDiskInventory(cap0, cap1 int64) api.Inventory {
-	return api.Inventory{Source: api.Source{Name: "vc1"}, VMs: []api.VM{{
+	return api.Inventory{Source: api.Source{Name: "vc1", InstanceUUID: "0ba3d9a4-0000-4000-8000-0000000000aa"}, VMs: []api.VM{{
 		InstanceUUID: "50120000-0000-4000-8000-000000000001", Name: "pgtest1", CBTEnabled: true,
 		Disks: []api.Disk{
 			{Key: 2000, DiskID: "disk-2000", CapacityBytes: cap0, Backupable: true},

@@ -52,15 +52,46 @@ func (ch *InventoryChanges) Empty() bool {
 	return len(ch.NewVMs)+len(ch.NewDisks)+len(ch.VMs)+len(ch.Disks)+len(ch.GoneVMs)+len(ch.GoneDisks)+len(ch.Events) == 0
 }
 
+// SourceConflict is the error of a push that reports a vCenter, or a VM, that belongs to another
+// agent's source. It wraps ErrConflict; the push wrote nothing.
+type SourceConflict struct {
+	SourceName   string // the source as the pushing agent names it
+	InstanceUUID string // the vCenter instance UUID of the push
+	VMUUID       string // the VM instance UUID another agent's source holds; "" for a source conflict
+	OwnerAgentID string // the agent the source or VM belongs to
+	OwnerSource  string // the owner's name for its source
+	OwnerUUID    string // the owner's source instance UUID, when the conflict is about a source name
+}
+
+func (e *SourceConflict) Error() string {
+	switch {
+	case e.VMUUID != "":
+		return fmt.Sprintf("vm instance uuid %s belongs to source %s of agent %s; move that source to this agent (sendense-hub sources move) if it now reports on it",
+			e.VMUUID, e.OwnerSource, e.OwnerAgentID)
+	case e.OwnerUUID != "":
+		return fmt.Sprintf("source %s of agent %s is vCenter instance %s, this push is from instance %s; give the new vCenter another source name",
+			e.SourceName, e.OwnerAgentID, e.OwnerUUID, e.InstanceUUID)
+	default:
+		return fmt.Sprintf("vCenter instance %s is source %s of agent %s; an operator can move it (sendense-hub sources move)",
+			e.InstanceUUID, e.OwnerSource, e.OwnerAgentID)
+	}
+}
+
+func (e *SourceConflict) Unwrap() error { return ErrConflict }
+
 // ApplyInventory records one inventory push of agentID for source src in one transaction: it
-// records the source (and the time of its last push), loads the source's VMs and disks, lets
-// decide choose the changes, and writes them. Nothing is written when decide fails. VMs and disks
-// are never deleted here.
-func (c *Catalog) ApplyInventory(ctx context.Context, agentID string, src api.Source, decide func(st *InventoryState) (*InventoryChanges, error)) error {
+// resolves the source (see claimSource), refuses the push with a *SourceConflict when any of
+// vmUUIDs belongs to a VM (not gone) of another agent's source, loads the source's VMs and disks,
+// lets decide choose the changes, and writes them. Nothing is written when decide fails or the
+// push conflicts. VMs and disks are never deleted here.
+func (c *Catalog) ApplyInventory(ctx context.Context, agentID string, src api.Source, vmUUIDs []string, decide func(st *InventoryState) (*InventoryChanges, error)) error {
 	return c.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
 		now := c.now()
-		row, err := upsertSource(ctx, tx, agentID, src, now)
+		row, err := claimSource(ctx, tx, agentID, src, now)
 		if err != nil {
+			return err
+		}
+		if err := checkForeignVMs(ctx, tx, agentID, src, vmUUIDs); err != nil {
 			return err
 		}
 		st := &InventoryState{Source: *row, Now: now}
@@ -93,6 +124,27 @@ func (c *Catalog) ApplyInventory(ctx context.Context, agentID string, src api.So
 		}
 		return writeInventory(ctx, tx, ch, now)
 	})
+}
+
+// checkForeignVMs returns a *SourceConflict when one of uuids is a VM, not gone, of a source of
+// another agent. A VM gone from its old source (moved to another vCenter) is free to be reported.
+func checkForeignVMs(ctx context.Context, db bun.IDB, agentID string, src api.Source, uuids []string) error {
+	for start := 0; start < len(uuids); start += 500 {
+		var found []VMWithSource
+		err := db.NewSelect().Model(&found).ColumnExpr("vmc.*").ColumnExpr("s.name AS source_name").
+			Join("JOIN sources AS s ON s.id = vmc.source_id").
+			Where("vmc.instance_uuid IN (?)", bun.In(uuids[start:min(start+500, len(uuids))])).
+			Where("s.agent_id <> ?", agentID).Where("vmc.current_status <> ?", api.VMGone).
+			Order("vmc.instance_uuid ASC").Limit(1).Scan(ctx)
+		if err != nil {
+			return fmt.Errorf("check vm owners of source %s: %w", src.Name, err)
+		}
+		if len(found) > 0 {
+			return &SourceConflict{SourceName: src.Name, InstanceUUID: src.InstanceUUID, VMUUID: found[0].InstanceUUID,
+				OwnerAgentID: found[0].AgentID, OwnerSource: found[0].SourceName}
+		}
+	}
+	return nil
 }
 
 func writeInventory(ctx context.Context, tx bun.Tx, ch *InventoryChanges, now time.Time) error {
@@ -147,27 +199,111 @@ func bulkInsert[T any](ctx context.Context, tx bun.Tx, rows []T) error {
 	return nil
 }
 
-func upsertSource(ctx context.Context, tx bun.Tx, agentID string, s api.Source, now time.Time) (*Source, error) {
+// claimSource finds or records the source of a push of agentID and records the time of the
+// push. A source is found by its instance UUID; it belongs to the agent that recorded it, and
+// another agent's push is a *SourceConflict. A source recorded before instance UUIDs were (NULL)
+// is found by agent and name, and the owner's first push that brings a UUID claims it. A push
+// without a UUID (only older callers of the catalog) finds its source by agent and name.
+func claimSource(ctx context.Context, tx bun.Tx, agentID string, s api.Source, now time.Time) (*Source, error) {
 	src := new(Source)
+	if s.InstanceUUID != "" {
+		err := tx.NewSelect().Model(src).Where("instance_uuid = ?", s.InstanceUUID).Scan(ctx)
+		switch {
+		case err == nil:
+			if src.AgentID != agentID {
+				return nil, &SourceConflict{SourceName: s.Name, InstanceUUID: s.InstanceUUID, OwnerAgentID: src.AgentID, OwnerSource: src.Name}
+			}
+			return src, touchSource(ctx, tx, src, s, now)
+		case !errors.Is(err, sql.ErrNoRows):
+			return nil, fmt.Errorf("select source %s: %w", s.InstanceUUID, err)
+		}
+	}
 	err := tx.NewSelect().Model(src).Where("agent_id = ?", agentID).Where("name = ?", s.Name).Scan(ctx)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
-		src = &Source{AgentID: agentID, Name: s.Name, URL: s.URL, Status: "ok", LastInventoryAt: now, CreatedAt: now, UpdatedAt: now}
+		src = &Source{AgentID: agentID, Name: s.Name, InstanceUUID: s.InstanceUUID, URL: s.URL, Status: "ok", LastInventoryAt: now, CreatedAt: now, UpdatedAt: now}
 		if _, err := tx.NewInsert().Model(src).Exec(ctx); err != nil {
+			if isUniqueViolation(err) { // another agent recorded the UUID meanwhile
+				return nil, &SourceConflict{SourceName: s.Name, InstanceUUID: s.InstanceUUID, OwnerAgentID: "(another agent)", OwnerSource: "(being recorded)"}
+			}
 			return nil, fmt.Errorf("insert source %s: %w", s.Name, err)
 		}
 		return src, nil
 	case err != nil:
 		return nil, fmt.Errorf("select source %s: %w", s.Name, err)
+	case src.InstanceUUID != "" && s.InstanceUUID != "":
+		// The agent's name now points at another vCenter: its VMs are other VMs.
+		return nil, &SourceConflict{SourceName: s.Name, InstanceUUID: s.InstanceUUID, OwnerAgentID: agentID, OwnerSource: src.Name, OwnerUUID: src.InstanceUUID}
 	}
+	return src, touchSource(ctx, tx, src, s, now)
+}
+
+// touchSource records a push of the agent's own source: its time, and the instance UUID, name
+// and URL when they changed.
+func touchSource(ctx context.Context, tx bun.Tx, src *Source, s api.Source, now time.Time) error {
 	q := tx.NewUpdate().Model((*Source)(nil)).Set("last_inventory_at = ?", now).Where("id = ?", src.ID)
-	if src.URL != s.URL || src.Status != "ok" || src.LastError != "" {
-		q = q.Set("url = ?", s.URL).Set("status = 'ok'").Set("last_error = NULL").Set("updated_at = ?", now)
+	if src.URL != s.URL || src.Name != s.Name || (src.InstanceUUID == "" && s.InstanceUUID != "") || src.Status != "ok" || src.LastError != "" {
+		q = q.Set("url = ?", s.URL).Set("name = ?", s.Name).Set("status = 'ok'").Set("last_error = NULL").Set("updated_at = ?", now)
+		if src.InstanceUUID == "" && s.InstanceUUID != "" {
+			q = q.Set("instance_uuid = ?", s.InstanceUUID)
+			src.InstanceUUID = s.InstanceUUID
+		}
+		src.Name, src.URL = s.Name, s.URL
 	}
 	if _, err := q.Exec(ctx); err != nil {
-		return nil, fmt.Errorf("update source %s: %w", s.Name, err)
+		if isUniqueViolation(err) {
+			return &SourceConflict{SourceName: s.Name, InstanceUUID: s.InstanceUUID, OwnerAgentID: src.AgentID, OwnerSource: s.Name + " (another source of this agent has the name)"}
+		}
+		return fmt.Errorf("update source %s: %w", s.Name, err)
 	}
-	return src, nil
+	return nil
+}
+
+// SourceWithCounts is a source row with the number of its VMs that are not gone.
+type SourceWithCounts struct {
+	Source `bun:",extend"`
+	VMs    int `bun:"vms"`
+}
+
+// Sources lists every source, by agent and name, with its VM count.
+func (c *Catalog) Sources(ctx context.Context) ([]SourceWithCounts, error) {
+	var out []SourceWithCounts
+	err := c.db.NewSelect().Model(&out).ColumnExpr("source.*").
+		ColumnExpr("(SELECT COUNT(*) FROM vm_contexts AS v WHERE v.source_id = source.id AND v.current_status <> ?) AS vms", api.VMGone).
+		Order("source.agent_id ASC", "source.name ASC").Scan(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("list sources: %w", err)
+	}
+	return out, nil
+}
+
+// MoveSource gives the source with the given id, and its VMs, to agent agentID, which must exist
+// and not be revoked. Jobs already queued or running stay with the agent that had them.
+func (c *Catalog) MoveSource(ctx context.Context, id int64, agentID string) error {
+	return c.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+		now := c.now()
+		a := new(Agent)
+		if err := scanOne(ctx, tx.NewSelect().Model(a).Where("id = ?", agentID), "agent "+agentID); err != nil {
+			return err
+		}
+		if a.Status != api.AgentActive {
+			return fmt.Errorf("agent %s is %s: %w", agentID, a.Status, ErrConflict)
+		}
+		src := new(Source)
+		if err := scanOne(ctx, tx.NewSelect().Model(src).Where("id = ?", id), fmt.Sprintf("source %d", id)); err != nil {
+			return err
+		}
+		if _, err := tx.NewUpdate().Model((*Source)(nil)).Set("agent_id = ?", agentID).Set("updated_at = ?", now).Where("id = ?", id).Exec(ctx); err != nil {
+			if isUniqueViolation(err) {
+				return fmt.Errorf("agent %s already has a source named %s: %w", agentID, src.Name, ErrConflict)
+			}
+			return fmt.Errorf("move source %d: %w", id, err)
+		}
+		if _, err := tx.NewUpdate().Model((*VMContext)(nil)).Set("agent_id = ?", agentID).Set("updated_at = ?", now).Where("source_id = ?", id).Exec(ctx); err != nil {
+			return fmt.Errorf("move vms of source %d: %w", id, err)
+		}
+		return nil
+	})
 }
 
 // VMFilter selects VMs for listing.

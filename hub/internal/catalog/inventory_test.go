@@ -49,7 +49,7 @@ func snap(t *testing.T, c *catalog.Catalog) snapshot {
 func write(t *testing.T, c *catalog.Catalog, agent string, ch func(st *catalog.InventoryState) *catalog.InventoryChanges) *catalog.InventoryState {
 	t.Helper()
 	var seen *catalog.InventoryState
-	err := c.ApplyInventory(t.Context(), agent, api.Source{Name: "vc1", URL: "https://vc.example/sdk"}, func(st *catalog.InventoryState) (*catalog.InventoryChanges, error) {
+	err := c.ApplyInventory(t.Context(), agent, api.Source{Name: "vc1", URL: "https://vc.example/sdk"}, nil, func(st *catalog.InventoryState) (*catalog.InventoryChanges, error) {
 		seen = st
 		return ch(st), nil
 	})
@@ -163,7 +163,7 @@ func TestApplyInventoryWritesNothingWhenTheDecisionFails(t *testing.T) {
 	catalogtest.ForEachDialect(t, func(t *testing.T, c *catalog.Catalog) {
 		seedAgent(t, c, "agent-1")
 		boom := errors.New("no")
-		err := c.ApplyInventory(t.Context(), "agent-1", api.Source{Name: "vc1"}, func(*catalog.InventoryState) (*catalog.InventoryChanges, error) {
+		err := c.ApplyInventory(t.Context(), "agent-1", api.Source{Name: "vc1"}, nil, func(*catalog.InventoryState) (*catalog.InventoryChanges, error) {
 			return nil, boom
 		})
 		if !errors.Is(err, boom) {
