@@ -41,6 +41,9 @@ func (inv *Inventory) Validate() error {
 	if err := inv.Source.validate(); err != nil {
 		return err
 	}
+	if len(inv.VMs) > MaxInventoryVMs {
+		return &FieldError{"vms", fmt.Sprintf("%d VMs, more than the limit of %d per inventory (MaxInventoryVMs)", len(inv.VMs), MaxInventoryVMs)}
+	}
 	seenVM := make(map[string]int, len(inv.VMs))
 	for i := range inv.VMs {
 		p := fmt.Sprintf("vms[%d]", i)
@@ -124,6 +127,9 @@ func (vm *VM) validate(p string) error {
 	}
 	if err := checkRange(p+".memory_mb", vm.MemoryMB, 0, MaxVMMemoryMB); err != nil {
 		return err
+	}
+	if len(vm.Disks) > MaxDisksPerVM {
+		return &FieldError{p + ".disks", fmt.Sprintf("%d disks, more than the limit of %d per VM (MaxDisksPerVM)", len(vm.Disks), MaxDisksPerVM)}
 	}
 	seenKey := make(map[int32]int, len(vm.Disks))
 	for j := range vm.Disks {

@@ -185,3 +185,24 @@ func TestInventoryChecksIdentifierFormats(t *testing.T) {
 		}
 	}
 }
+
+// The documented limits of one inventory are enforced, naming the limit.
+func TestInventoryLimits(t *testing.T) {
+	inv := goodInventory()
+	inv.VMs = make([]VM, MaxInventoryVMs+1)
+	err := inv.Validate()
+	wantFieldError(t, err, "vms")
+	if !strings.Contains(err.Error(), fmt.Sprint(MaxInventoryVMs)) {
+		t.Fatalf("%v does not name the limit", err)
+	}
+	inv = goodInventory()
+	for k := range MaxDisksPerVM + 1 {
+		key := int32(3000 + k)
+		inv.VMs[0].Disks = append(inv.VMs[0].Disks, Disk{Key: key, DiskID: DiskIDForKey(key)})
+	}
+	err = inv.Validate()
+	wantFieldError(t, err, "vms[0].disks")
+	if !strings.Contains(err.Error(), fmt.Sprint(MaxDisksPerVM)) {
+		t.Fatalf("%v does not name the limit", err)
+	}
+}

@@ -29,7 +29,7 @@ type InventoryState struct {
 }
 
 // InventoryChanges are the rows one inventory push writes. The inventory package decides them;
-// ApplyInventory writes them as given, in one transaction.
+// ApplyInventory writes them as given, in batches (see ApplyInventory).
 type InventoryChanges struct {
 	// NewVMs and NewDisks are inserted. A new disk's JobID must be empty: it is stored as NULL.
 	NewVMs   []VMContext
@@ -79,51 +79,172 @@ func (e *SourceConflict) Error() string {
 
 func (e *SourceConflict) Unwrap() error { return ErrConflict }
 
-// ApplyInventory records one inventory push of agentID for source src in one transaction: it
-// resolves the source (see claimSource), refuses the push with a *SourceConflict when any of
-// vmUUIDs belongs to a VM (not gone) of another agent's source, loads the source's VMs and disks,
-// lets decide choose the changes, and writes them. Nothing is written when decide fails or the
-// push conflicts. VMs and disks are never deleted here.
+// inventoryBatchVMs bounds the VMs one write transaction of a push covers. On SQLite a
+// transaction holds the only write lock; a batch of 250 VMs with their disks and events takes
+// tens of milliseconds, so a heartbeat or another agent's push never waits long behind a push of
+// 100,000 VMs.
+const inventoryBatchVMs = 250
+
+// ApplyInventory records one inventory push of agentID for source src. It refuses the push with
+// a *SourceConflict when any of vmUUIDs belongs to a VM (not gone) of another agent's source or
+// the source is another agent's (see claimSource), loads the source's VMs and disks, lets decide
+// choose the changes, and writes them in transactions of at most inventoryBatchVMs VMs each:
+// every VM's rows and events together, VMs marked gone last, and the source's
+// last_inventory_at once everything is written. When decide fails, no VM, disk or event is
+// written; when a batch fails, the batches before it stay (each complete with its events),
+// nothing is marked gone, and the next push of the same inventory completes the rest. VMs and
+// disks are never deleted here.
 func (c *Catalog) ApplyInventory(ctx context.Context, agentID string, src api.Source, vmUUIDs []string, decide func(st *InventoryState) (*InventoryChanges, error)) error {
-	return c.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
-		now := c.now()
-		row, err := claimSource(ctx, tx, agentID, src, now)
-		if err != nil {
-			return err
+	// Reads outside any transaction: they hold no lock, and a VM taken by another agent between
+	// this check and the writes is caught by that agent's next push. The source is checked
+	// first, so that a push for another agent's vCenter is reported as that.
+	if src.InstanceUUID != "" {
+		owner := new(Source)
+		err := c.db.NewSelect().Model(owner).Where("instance_uuid = ?", src.InstanceUUID).Scan(ctx)
+		switch {
+		case err == nil && owner.AgentID != agentID:
+			return &SourceConflict{SourceName: src.Name, InstanceUUID: src.InstanceUUID, OwnerAgentID: owner.AgentID, OwnerSource: owner.Name}
+		case err != nil && !errors.Is(err, sql.ErrNoRows):
+			return fmt.Errorf("select source %s: %w", src.InstanceUUID, err)
 		}
-		if err := checkForeignVMs(ctx, tx, agentID, src, vmUUIDs); err != nil {
-			return err
-		}
-		st := &InventoryState{Source: *row, Now: now}
-		if err := tx.NewSelect().Model(&st.VMs).Where("source_id = ?", row.ID).Order("context_id ASC").Scan(ctx); err != nil {
-			return fmt.Errorf("select vms of source %s: %w", row.Name, err)
-		}
-		ctxIDs := make([]string, 0, len(st.VMs))
-		for i := range st.VMs {
-			ctxIDs = append(ctxIDs, st.VMs[i].ContextID)
-		}
-		// Chunked IN lists keep every statement under placeholder and packet limits.
-		for start := 0; start < len(ctxIDs); start += 500 {
-			var part []VMDisk
-			if err := tx.NewSelect().Model(&part).Where("vm_context_id IN (?)", bun.In(ctxIDs[start:min(start+500, len(ctxIDs))])).
-				Order("vm_context_id ASC", "device_key ASC").Scan(ctx); err != nil {
-				return fmt.Errorf("select disks of source %s: %w", row.Name, err)
-			}
-			st.Disks = append(st.Disks, part...)
-		}
-		st.ContextIDInUse = func(id string) (bool, error) {
-			ok, err := tx.NewSelect().Model((*VMContext)(nil)).Where("context_id = ?", id).Exists(ctx)
-			if err != nil {
-				return false, fmt.Errorf("check context id %s: %w", id, err)
-			}
-			return ok, nil
-		}
-		ch, err := decide(st)
-		if err != nil {
-			return err
-		}
-		return writeInventory(ctx, tx, ch, now)
+	}
+	if err := checkForeignVMs(ctx, c.db, agentID, src, vmUUIDs); err != nil {
+		return err
+	}
+	now := c.now()
+	var row *Source
+	err := c.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+		var err error
+		row, err = claimSource(ctx, tx, agentID, src, now)
+		return err
 	})
+	if err != nil {
+		return err
+	}
+	st := &InventoryState{Source: *row, Now: now}
+	if err := c.db.NewSelect().Model(&st.VMs).Where("source_id = ?", row.ID).Order("context_id ASC").Scan(ctx); err != nil {
+		return fmt.Errorf("select vms of source %s: %w", row.Name, err)
+	}
+	ctxIDs := make([]string, 0, len(st.VMs))
+	for i := range st.VMs {
+		ctxIDs = append(ctxIDs, st.VMs[i].ContextID)
+	}
+	// Chunked IN lists keep every statement under placeholder and packet limits.
+	for start := 0; start < len(ctxIDs); start += 500 {
+		var part []VMDisk
+		if err := c.db.NewSelect().Model(&part).Where("vm_context_id IN (?)", bun.In(ctxIDs[start:min(start+500, len(ctxIDs))])).
+			Order("vm_context_id ASC", "device_key ASC").Scan(ctx); err != nil {
+			return fmt.Errorf("select disks of source %s: %w", row.Name, err)
+		}
+		st.Disks = append(st.Disks, part...)
+	}
+	st.ContextIDInUse = func(id string) (bool, error) {
+		ok, err := c.db.NewSelect().Model((*VMContext)(nil)).Where("context_id = ?", id).Exists(ctx)
+		if err != nil {
+			return false, fmt.Errorf("check context id %s: %w", id, err)
+		}
+		return ok, nil
+	}
+	ch, err := decide(st)
+	if err != nil {
+		return err
+	}
+	wasGone := make(map[string]bool)
+	for i := range st.VMs {
+		if st.VMs[i].CurrentStatus == api.VMGone {
+			wasGone[st.VMs[i].ContextID] = true
+		}
+	}
+	diskVM := make(map[int64]string, len(st.Disks))
+	for i := range st.Disks {
+		diskVM[st.Disks[i].ID] = st.Disks[i].VMContextID
+	}
+	for i, b := range splitInventory(ch, diskVM) {
+		if i > 0 && c.driver == DriverSQLite {
+			// Let writers queued behind the lock (heartbeats, other pushes) in between batches.
+			time.Sleep(5 * time.Millisecond)
+		}
+		err := c.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+			return writeInventory(ctx, tx, b, now, wasGone)
+		})
+		if err != nil {
+			return err
+		}
+	}
+	if _, err := c.db.NewUpdate().Model((*Source)(nil)).Set("last_inventory_at = ?", now).Where("id = ?", row.ID).Exec(ctx); err != nil {
+		return fmt.Errorf("record inventory time of source %s: %w", row.Name, err)
+	}
+	return nil
+}
+
+// splitInventory cuts a push's changes into batches of at most inventoryBatchVMs VMs each, every
+// VM's rows and events in one batch, in the order the changes name the VMs; the VMs marked gone
+// (with their vm_gone events) come in batches after all others.
+func splitInventory(ch *InventoryChanges, diskVM map[int64]string) []*InventoryChanges {
+	if ch.Empty() {
+		return nil
+	}
+	goneVM := make(map[string]bool, len(ch.GoneVMs))
+	for _, id := range ch.GoneVMs {
+		goneVM[id] = true
+	}
+	slot := make(map[string]int)
+	var present []*InventoryChanges
+	at := func(id string) *InventoryChanges {
+		n, ok := slot[id]
+		if !ok {
+			n = len(slot)
+			slot[id] = n
+		}
+		for len(present) <= n/inventoryBatchVMs {
+			present = append(present, &InventoryChanges{})
+		}
+		return present[n/inventoryBatchVMs]
+	}
+	for _, v := range ch.VMs {
+		b := at(v.ContextID)
+		b.VMs = append(b.VMs, v)
+	}
+	for _, v := range ch.NewVMs {
+		b := at(v.ContextID)
+		b.NewVMs = append(b.NewVMs, v)
+	}
+	for _, d := range ch.Disks {
+		b := at(d.VMContextID)
+		b.Disks = append(b.Disks, d)
+	}
+	for _, d := range ch.NewDisks {
+		b := at(d.VMContextID)
+		b.NewDisks = append(b.NewDisks, d)
+	}
+	for _, id := range ch.GoneDisks {
+		b := at(diskVM[id])
+		b.GoneDisks = append(b.GoneDisks, id)
+	}
+	var goneEvents []Event
+	for _, e := range ch.Events {
+		if goneVM[e.VMContextID] {
+			goneEvents = append(goneEvents, e)
+			continue
+		}
+		b := at(e.VMContextID)
+		b.Events = append(b.Events, e)
+	}
+	out := present
+	for start := 0; start < len(ch.GoneVMs); start += inventoryBatchVMs {
+		b := &InventoryChanges{GoneVMs: ch.GoneVMs[start:min(start+inventoryBatchVMs, len(ch.GoneVMs))]}
+		in := make(map[string]bool, len(b.GoneVMs))
+		for _, id := range b.GoneVMs {
+			in[id] = true
+		}
+		for _, e := range goneEvents {
+			if in[e.VMContextID] {
+				b.Events = append(b.Events, e)
+			}
+		}
+		out = append(out, b)
+	}
+	return out
 }
 
 // checkForeignVMs returns a *SourceConflict when one of uuids is a VM, not gone, of a source of
@@ -147,11 +268,20 @@ func checkForeignVMs(ctx context.Context, db bun.IDB, agentID string, src api.So
 	return nil
 }
 
-func writeInventory(ctx context.Context, tx bun.Tx, ch *InventoryChanges, now time.Time) error {
+// writeInventory writes one batch of a push. A VM's status is not written from the push's view
+// of it, which may be older than a backup's change (protected): only a VM that was gone
+// (wasGone) and is reported again becomes discovered, by a conditional update.
+func writeInventory(ctx context.Context, tx bun.Tx, ch *InventoryChanges, now time.Time, wasGone map[string]bool) error {
 	for i := range ch.VMs {
 		vm := &ch.VMs[i]
-		if _, err := tx.NewUpdate().Model(vm).WherePK().ExcludeColumn("context_id", "created_at").Exec(ctx); err != nil {
+		if _, err := tx.NewUpdate().Model(vm).WherePK().ExcludeColumn("context_id", "created_at", "current_status", "gone_at").Exec(ctx); err != nil {
 			return fmt.Errorf("update vm %s: %w", vm.ContextID, err)
+		}
+		if wasGone[vm.ContextID] && vm.CurrentStatus != api.VMGone {
+			if _, err := tx.NewUpdate().Model((*VMContext)(nil)).Set("current_status = ?", vm.CurrentStatus).Set("gone_at = NULL").
+				Where("context_id = ?", vm.ContextID).Where("current_status = ?", api.VMGone).Exec(ctx); err != nil {
+				return fmt.Errorf("mark vm %s returned: %w", vm.ContextID, err)
+			}
 		}
 	}
 	for i := range ch.Disks {
@@ -171,7 +301,7 @@ func writeInventory(ctx context.Context, tx bun.Tx, ch *InventoryChanges, now ti
 	for _, id := range ch.GoneVMs {
 		if _, err := tx.NewUpdate().Model((*VMContext)(nil)).
 			Set("current_status = ?", api.VMGone).Set("gone_at = ?", now).Set("updated_at = ?", now).
-			Where("context_id = ?", id).Exec(ctx); err != nil {
+			Where("context_id = ?", id).Where("current_status <> ?", api.VMGone).Exec(ctx); err != nil {
 			return fmt.Errorf("mark vm %s gone: %w", id, err)
 		}
 		if _, err := tx.NewUpdate().Model((*VMDisk)(nil)).
@@ -221,7 +351,7 @@ func claimSource(ctx context.Context, tx bun.Tx, agentID string, s api.Source, n
 	err := tx.NewSelect().Model(src).Where("agent_id = ?", agentID).Where("name = ?", s.Name).Scan(ctx)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
-		src = &Source{AgentID: agentID, Name: s.Name, InstanceUUID: s.InstanceUUID, URL: s.URL, Status: "ok", LastInventoryAt: now, CreatedAt: now, UpdatedAt: now}
+		src = &Source{AgentID: agentID, Name: s.Name, InstanceUUID: s.InstanceUUID, URL: s.URL, Status: "ok", CreatedAt: now, UpdatedAt: now}
 		if _, err := tx.NewInsert().Model(src).Exec(ctx); err != nil {
 			if isUniqueViolation(err) { // another agent recorded the UUID meanwhile
 				return nil, &SourceConflict{SourceName: s.Name, InstanceUUID: s.InstanceUUID, OwnerAgentID: "(another agent)", OwnerSource: "(being recorded)"}
@@ -238,10 +368,13 @@ func claimSource(ctx context.Context, tx bun.Tx, agentID string, s api.Source, n
 	return src, touchSource(ctx, tx, src, s, now)
 }
 
-// touchSource records a push of the agent's own source: its time, and the instance UUID, name
-// and URL when they changed.
+// touchSource records the instance UUID, name and URL of the agent's own source when they
+// changed. The time of the push is recorded once the push is written.
 func touchSource(ctx context.Context, tx bun.Tx, src *Source, s api.Source, now time.Time) error {
-	q := tx.NewUpdate().Model((*Source)(nil)).Set("last_inventory_at = ?", now).Where("id = ?", src.ID)
+	if !(src.URL != s.URL || src.Name != s.Name || (src.InstanceUUID == "" && s.InstanceUUID != "") || src.Status != "ok" || src.LastError != "") {
+		return nil
+	}
+	q := tx.NewUpdate().Model((*Source)(nil)).Where("id = ?", src.ID)
 	if src.URL != s.URL || src.Name != s.Name || (src.InstanceUUID == "" && s.InstanceUUID != "") || src.Status != "ok" || src.LastError != "" {
 		q = q.Set("url = ?", s.URL).Set("name = ?", s.Name).Set("status = 'ok'").Set("last_error = NULL").Set("updated_at = ?", now)
 		if src.InstanceUUID == "" && s.InstanceUUID != "" {

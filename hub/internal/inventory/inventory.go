@@ -72,7 +72,9 @@ func New(cat inventoryCatalog, log *slog.Logger, reg prometheus.Registerer) *Ser
 }
 
 // Apply validates and records the complete inventory of one source of agentID, pushed from the
-// client address addr; the changes and their events are recorded together or not at all.
+// client address addr. Each VM's changes are recorded together with their events, in batches
+// (catalog.ApplyInventory); a push that reports another agent's source or VM is refused with a
+// *catalog.SourceConflict (an ErrConflict) and recorded as a source_conflict event.
 func (s *Service) Apply(ctx context.Context, agentID, addr string, inv *api.Inventory) (api.InventoryResult, error) {
 	if err := inv.Validate(); err != nil {
 		s.pushes.WithLabelValues("rejected").Inc()
