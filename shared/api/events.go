@@ -15,7 +15,10 @@ const (
 	EventDiskResized = "disk_resized"
 	EventDiskMoved   = "disk_moved"
 	EventDiskReturn  = "disk_returned"
-	EventAudit       = "audit"
+	// EventSourceConflict records a refused push: the agent reported a vCenter, or a VM, that
+	// belongs to another agent's source.
+	EventSourceConflict = "source_conflict"
+	EventAudit          = "audit"
 
 	// EventChunkQuarantined: verify or restore read a chunk that fails its checks and moved it
 	// into the repository's quarantine, so that the next backup holding its bytes uploads them
@@ -30,7 +33,7 @@ const (
 
 // InventoryEventTypes lists the types of the events inventory pushes cause.
 var InventoryEventTypes = []string{EventVMAdded, EventVMGone, EventVMReturned, EventVMRenamed, EventCBTDisabled,
-	EventDiskAdded, EventDiskRemoved, EventDiskResized, EventDiskMoved, EventDiskReturn}
+	EventDiskAdded, EventDiskRemoved, EventDiskResized, EventDiskMoved, EventDiskReturn, EventSourceConflict}
 
 // RepositoryEventTypes lists the types of the events of repository damage and its repair.
 var RepositoryEventTypes = []string{EventChunkQuarantined, EventBackupHealed}
@@ -42,6 +45,8 @@ var EventTypes = append(append(append([]string(nil), InventoryEventTypes...), Ev
 const (
 	// OutcomeOK is the outcome of every inventory and repository event: the change was recorded.
 	OutcomeOK = "ok"
+	// OutcomeRefused is the outcome of a source_conflict event: nothing of the push was recorded.
+	OutcomeRefused = "refused"
 )
 
 // Event is one recorded event: an inventory change an agent reported or an operator's request.

@@ -5,8 +5,22 @@ import (
 	"time"
 )
 
-// MaxInventoryBytes caps an inventory request body (about 20,000 VMs with several disks each).
-const MaxInventoryBytes = 64 << 20
+// Limits of one inventory push, above what one vCenter holds (vSphere 8: 45,000 registered VMs,
+// 256 virtual disks per VM). A body over MaxInventoryBytes is refused with 413; more VMs or
+// disks than these with 400 naming the limit. A 64 MiB inventory is about 125,000 small VMs.
+const (
+	MaxInventoryBytes = 64 << 20
+	MaxInventoryVMs   = 50_000
+	MaxDisksPerVM     = 256
+)
+
+// Ranges of the numbers an inventory carries, above vSphere 8's configuration maximums (768
+// vCPUs, 24 TiB of memory, 62 TB per virtual disk, 64 TB per RDM) with room to grow.
+const (
+	MaxVMCPUs            = 4096
+	MaxVMMemoryMB        = 64 << 20 // 64 TiB
+	MaxDiskCapacityBytes = 1 << 50  // 1 PiB
+)
 
 // Inventory is the complete view of one vCenter/ESXi source at one moment. Pushing the same
 // inventory twice changes nothing; a VM or disk missing from it is marked gone.
@@ -26,8 +40,12 @@ type Source struct {
 	APIType string `json:"api_type,omitempty"`
 	// Version is the vSphere API version, e.g. "8.0.3.0".
 	Version string `json:"version,omitempty"`
-	// InstanceUUID is the vCenter instance UUID (about.instanceUuid), when known.
-	InstanceUUID string `json:"instance_uuid,omitempty"`
+	// InstanceUUID identifies the vCenter for good: about.instanceUuid of its ServiceContent
+	// (lowercase 8-4-4-4-12 hex). An ESXi host answering directly has none; the agent then sends
+	// the host's hardware UUID (hardware.systemInfo.uuid) in the same form. Required: the hub
+	// gives a source to the agent that first reports its UUID, and refuses (409) the pushes of
+	// any other agent until an operator moves the source.
+	InstanceUUID string `json:"instance_uuid"`
 }
 
 // VM is one virtual machine. InstanceUUID (config.instanceUuid) is its identity within a source.
@@ -78,3 +96,21 @@ type Disk struct {
 
 // DiskIDForKey returns the disk id for a device key: "disk-2000".
 func DiskIDForKey(key int32) string { return "disk-" + strconv.FormatInt(int64(key), 10) }
+
+// SourceInfo is one source as operators see it: the vCenter or ESXi host an agent reports on.
+type SourceInfo struct {
+	ID      int64  `json:"id"`
+	Name    string `json:"name"`
+	AgentID string `json:"agent_id"`
+	// InstanceUUID is "" for a source recorded before instance UUIDs were, until its agent's
+	// next push.
+	InstanceUUID    string    `json:"instance_uuid"`
+	URL             string    `json:"url"`
+	VMs             int       `json:"vms"` // VMs not gone
+	LastInventoryAt time.Time `json:"last_inventory_at"`
+}
+
+// SourceList is the body of GET /api/v1/sources.
+type SourceList struct {
+	Sources []SourceInfo `json:"sources"`
+}

@@ -52,13 +52,17 @@ func (c *Client) Inventory(ctx context.Context) (api.Inventory, error) {
 	if err != nil {
 		return api.Inventory{}, err
 	}
+	sourceUUID, err := c.sourceUUID(ctx)
+	if err != nil {
+		return api.Inventory{}, err
+	}
 	inv := api.Inventory{
 		Source: api.Source{
 			Name:         c.cfg.Name,
 			URL:          c.cfg.sdkURL().String(),
 			APIType:      c.about.ApiType,
 			Version:      c.about.ApiVersion,
-			InstanceUUID: c.about.InstanceUuid,
+			InstanceUUID: sourceUUID,
 		},
 		CollectedAt: start.UTC(),
 		VMs:         []api.VM{},
@@ -77,6 +81,28 @@ func (c *Client) Inventory(ctx context.Context) (api.Inventory, error) {
 	c.log.Debug("vsphere inventory collected", "datacenters", len(dcs), "vms", len(inv.VMs),
 		"duration_seconds", time.Since(start).Seconds())
 	return inv, nil
+}
+
+// sourceUUID identifies the source for the hub: the vCenter's about.instanceUuid, or, for an
+// ESXi host answering directly (which has none), the host's hardware UUID. vSphere reports both
+// in lowercase; they are lowercased anyway, the form the hub accepts.
+func (c *Client) sourceUUID(ctx context.Context) (string, error) {
+	if c.about.InstanceUuid != "" {
+		return strings.ToLower(c.about.InstanceUuid), nil
+	}
+	objs, err := c.retrieveView(ctx, c.vc.ServiceContent.RootFolder, map[string][]string{"HostSystem": {"hardware.systemInfo.uuid"}})
+	if err != nil {
+		return "", fmt.Errorf("read host uuid: %w", err)
+	}
+	if len(objs) != 1 {
+		return "", fmt.Errorf("source %s has no instance uuid and %d hosts: cannot identify it", c.cfg.Name, len(objs))
+	}
+	for _, p := range objs[0].PropSet {
+		if s, ok := p.Val.(string); ok && p.Name == "hardware.systemInfo.uuid" && s != "" {
+			return strings.ToLower(s), nil
+		}
+	}
+	return "", fmt.Errorf("source %s has no instance uuid and its host reports no hardware uuid", c.cfg.Name)
 }
 
 // datacenters returns the selected datacenters and every folder of the inventory (for paths).

@@ -10,6 +10,7 @@ import (
 	"github.com/vmware/govmomi/find"
 	"github.com/vmware/govmomi/object"
 	"github.com/vmware/govmomi/simulator"
+	"github.com/vmware/govmomi/view"
 	"github.com/vmware/govmomi/vim25/mo"
 	"github.com/vmware/govmomi/vim25/types"
 
@@ -67,6 +68,13 @@ func TestInventoryMatchesSimulator(t *testing.T) {
 	}
 	if inv.CollectedAt.IsZero() {
 		t.Error("collected_at is zero")
+	}
+	// What the simulator reports is what a vCenter reports: the hub's checks accept it.
+	if err := inv.Validate(); err != nil {
+		t.Errorf("the hub would refuse this inventory: %v", err)
+	}
+	if !api.ValidUUID(inv.Source.InstanceUUID) {
+		t.Errorf("source instance uuid %q is not a vSphere UUID", inv.Source.InstanceUUID)
 	}
 
 	ctx := t.Context()
@@ -195,6 +203,9 @@ func TestInventoryDiskVariants(t *testing.T) {
 	inv, err := c.Inventory(ctx)
 	if err != nil {
 		t.Fatalf("inventory: %v", err)
+	}
+	if err := inv.Validate(); err != nil {
+		t.Errorf("the hub would refuse this inventory: %v", err)
 	}
 
 	got := vmByName(t, inv, "DC0_H0_VM0")
@@ -350,5 +361,34 @@ func TestFindVM(t *testing.T) {
 		if _, err := c.FindVM(t.Context(), id); !errors.Is(err, ErrVMNotFound) {
 			t.Errorf("FindVM(%q) error = %v, want ErrVMNotFound", id, err)
 		}
+	}
+}
+
+// An ESXi host answering directly has no about.instanceUuid: the source is identified by the
+// host's hardware UUID, in the same form.
+func TestInventoryESXiSourceUUID(t *testing.T) {
+	s := startSim(t, simulator.ESX())
+	admin := s.admin(t)
+	if admin.ServiceContent.About.InstanceUuid != "" {
+		t.Fatalf("the simulated ESXi host has an instance uuid %q; this test expects none", admin.ServiceContent.About.InstanceUuid)
+	}
+	c := s.connect(t)
+	inv, err := c.Inventory(t.Context())
+	if err != nil {
+		t.Fatalf("inventory: %v", err)
+	}
+	var hosts []mo.HostSystem
+	v, err := view.NewManager(admin.Client).CreateContainerView(t.Context(), admin.ServiceContent.RootFolder, []string{"HostSystem"}, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := v.Retrieve(t.Context(), []string{"HostSystem"}, []string{"hardware.systemInfo.uuid"}, &hosts); err != nil || len(hosts) != 1 {
+		t.Fatalf("hosts %d: %v", len(hosts), err)
+	}
+	if want := hosts[0].Hardware.SystemInfo.Uuid; inv.Source.InstanceUUID != want || inv.Source.APIType != "HostAgent" {
+		t.Fatalf("source %+v, want instance uuid %s", inv.Source, want)
+	}
+	if err := inv.Validate(); err != nil {
+		t.Fatalf("the hub would refuse this inventory: %v", err)
 	}
 }

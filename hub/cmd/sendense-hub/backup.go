@@ -55,7 +55,7 @@ func newBackupCmd(e *env) *cobra.Command {
 				_, err = fmt.Fprintln(e.stdout, bk.ID)
 				return err
 			}
-			fmt.Fprintf(e.stderr, "backup %s of %s queued\n", bk.ID, bk.VMName)
+			fmt.Fprintf(e.stderr, "backup %s of %s queued\n", bk.ID, printable(bk.VMName))
 			return waitBackup(cmd.Context(), e, b, bk.ID)
 		}),
 	}
@@ -83,7 +83,7 @@ func newBackupCmd(e *env) *cobra.Command {
 			tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "ID\tVM\tTYPE\tSTATUS\tCREATED\tREAD\tSENT\tPROTECTED")
 			for _, bk := range l.Backups {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%v\n", bk.ID, bk.VMName, orDash(bk.Type), bk.Status, fmtTime(bk.CreatedAt), humanBytes(bk.BytesRead), humanBytes(bk.BytesSent), bk.Protected)
+				row(tw, bk.ID, bk.VMName, orDash(bk.Type), bk.Status, fmtTime(bk.CreatedAt), humanBytes(bk.BytesRead), humanBytes(bk.BytesSent), bk.Protected)
 			}
 			return tw.Flush()
 		}),

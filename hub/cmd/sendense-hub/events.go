@@ -47,7 +47,7 @@ func newEventsCmd(e *env) *cobra.Command {
 					for _, k := range slices.Sorted(maps.Keys(ev.Details)) {
 						details = append(details, k+"="+ev.Details[k])
 					}
-					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", ev.At.UTC().Format(time.RFC3339), ev.Type, dash(ev.VM), dash(ev.Actor),
+					row(tw, ev.At.UTC().Format(time.RFC3339), ev.Type, dash(ev.VM), dash(ev.Actor),
 						dash(ev.SourceAddress), dash(ev.Outcome), strings.Join(details, " "))
 				}
 				if err := tw.Flush(); err != nil {

@@ -101,7 +101,7 @@ func newTokenCmd(e *env) *cobra.Command {
 			tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "ID\tNAME\tSTATUS\tEXPIRES\tAGENT")
 			for _, t := range ts {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", t.ID, t.Name, t.Status, fmtTime(t.ExpiresAt), t.AgentID)
+				row(tw, t.ID, t.Name, t.Status, fmtTime(t.ExpiresAt), t.AgentID)
 			}
 			return tw.Flush()
 		}),
@@ -141,7 +141,7 @@ func newAgentsCmd(e *env) *cobra.Command {
 			tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "ID\tNAME\tHOSTNAME\tSTATUS\tVERSION\tLAST SEEN\tCERT EXPIRES")
 			for _, a := range as {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", a.ID, a.Name, a.Hostname, a.Status, a.Version, fmtTime(a.LastSeenAt), fmtTime(a.CertNotAfter))
+				row(tw, a.ID, a.Name, a.Hostname, a.Status, a.Version, fmtTime(a.LastSeenAt), fmtTime(a.CertNotAfter))
 			}
 			return tw.Flush()
 		}),
@@ -211,7 +211,7 @@ func newAPITokenCmd(e *env) *cobra.Command {
 			tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "ID\tNAME\tROLE\tSTATUS\tLAST USED")
 			for _, t := range ts {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", t.ID, t.Name, t.Role, t.Status, fmtTime(t.LastUsedAt))
+				row(tw, t.ID, t.Name, t.Role, t.Status, fmtTime(t.LastUsedAt))
 			}
 			return tw.Flush()
 		}),

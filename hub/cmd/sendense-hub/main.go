@@ -60,6 +60,7 @@ func newRootCmd(e *env) *cobra.Command {
 		newAgentsCmd(e),
 		newAPITokenCmd(e),
 		newVMsCmd(e),
+		newSourcesCmd(e),
 		newBackupCmd(e),
 		newRestoreCmd(e),
 		newRepoCmd(e),

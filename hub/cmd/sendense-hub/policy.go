@@ -137,7 +137,7 @@ func newPruneCmd(e *env) *cobra.Command {
 						decision = "removed"
 					}
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", d.BackupID, d.VMName, d.CreatedAt.UTC().Format(time.RFC3339), decision, strings.Join(d.Reasons, "; "))
+				row(tw, d.BackupID, d.VMName, d.CreatedAt.UTC().Format(time.RFC3339), decision, strings.Join(d.Reasons, "; "))
 			}
 			if err := tw.Flush(); err != nil {
 				return err

@@ -52,7 +52,7 @@ func newVMsCmd(e *env) *cobra.Command {
 			tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "CONTEXT ID\tNAME\tSTATUS\tPOWER\tCBT\tAGENT\tSOURCE")
 			for _, v := range l.VMs {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%v\t%s\t%s\n", v.ContextID, v.VMName, v.CurrentStatus, v.PowerState, v.CBTEnabled, v.AgentID, v.Source)
+				row(tw, v.ContextID, v.VMName, v.CurrentStatus, v.PowerState, v.CBTEnabled, v.AgentID, v.Source)
 			}
 			if err := tw.Flush(); err != nil {
 				return err
@@ -80,7 +80,8 @@ func newVMsCmd(e *env) *cobra.Command {
 				return printJSON(e.stdout, vm)
 			}
 			fmt.Fprintf(e.stdout, "context id:  %s\nname:        %s\nstatus:      %s\npower:       %s\nuuid:        %s\nagent:       %s (source %s)\nplacement:   %s / %s / %s\nCBT:         %v\n\n",
-				vm.ContextID, vm.VMName, vm.CurrentStatus, vm.PowerState, vm.InstanceUUID, vm.AgentID, vm.Source, vm.Datacenter, vm.Cluster, vm.Host, vm.CBTEnabled)
+				printable(vm.ContextID), printable(vm.VMName), printable(vm.CurrentStatus), printable(vm.PowerState), printable(vm.InstanceUUID),
+				printable(vm.AgentID), printable(vm.Source), printable(vm.Datacenter), printable(vm.Cluster), printable(vm.Host), vm.CBTEnabled)
 			tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "DISK\tCAPACITY\tSTATUS\tBACKUP\tDATASTORE\tFILE\tJOB")
 			for _, d := range vm.Disks {
@@ -88,7 +89,7 @@ func newVMsCmd(e *env) *cobra.Command {
 				if d.JobID != nil {
 					job = *d.JobID
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%v\t%s\t%s\t%s\n", d.DiskID, humanBytes(d.CapacityBytes), d.Status, d.Backupable, d.Datastore, d.VMDKPath, job)
+				row(tw, d.DiskID, humanBytes(d.CapacityBytes), d.Status, d.Backupable, d.Datastore, d.VMDKPath, job)
 			}
 			return tw.Flush()
 		}),

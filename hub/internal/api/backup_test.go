@@ -172,8 +172,8 @@ func randomImage(t *testing.T, size int) []byte {
 }
 
 func twoDiskInventory(cap0, cap1 int64) api.Inventory {
-	return api.Inventory{Source: api.Source{Name: "vc1"}, VMs: []api.VM{{
-		InstanceUUID: "5012-pg", Name: "pgtest1", CBTEnabled: true,
+	return api.Inventory{Source: api.Source{Name: "vc1", InstanceUUID: "0ba3d9a4-0000-4000-8000-0000000000aa"}, VMs: []api.VM{{
+		InstanceUUID: "50120000-0000-4000-8000-000000000001", Name: "pgtest1", CBTEnabled: true,
 		Disks: []api.Disk{
 			{Key: 2000, DiskID: "disk-2000", CapacityBytes: cap0, Backupable: true},
 			{Key: 2001, DiskID: "disk-2001", CapacityBytes: cap1, Backupable: true},
@@ -231,7 +231,7 @@ func TestBackupProtocolFullThenIncremental(t *testing.T) {
 			t.Fatalf("complete: %d %+v", code, e)
 		}
 		for id, img := range imgs {
-			if got := h.restore("5012-pg", id, j.ID); !bytes.Equal(got, img) {
+			if got := h.restore("50120000-0000-4000-8000-000000000001", id, j.ID); !bytes.Equal(got, img) {
 				t.Fatalf("full backup of %s does not restore the same bytes", id)
 			}
 		}
@@ -277,13 +277,13 @@ func TestBackupProtocolFullThenIncremental(t *testing.T) {
 		if code, e := a.complete(j2.ID, "succeeded"); code != http.StatusOK {
 			t.Fatalf("complete incremental: %d %+v", code, e)
 		}
-		if got := h.restore("5012-pg", "disk-2000", j2.ID); !bytes.Equal(got, img0b) {
+		if got := h.restore("50120000-0000-4000-8000-000000000001", "disk-2000", j2.ID); !bytes.Equal(got, img0b) {
 			t.Fatal("incremental does not restore the changed disk")
 		}
-		if got := h.restore("5012-pg", "disk-2001", j2.ID); !bytes.Equal(got, img1) {
+		if got := h.restore("50120000-0000-4000-8000-000000000001", "disk-2001", j2.ID); !bytes.Equal(got, img1) {
 			t.Fatal("incremental does not restore the unchanged disk")
 		}
-		if got := h.restore("5012-pg", "disk-2000", j.ID); !bytes.Equal(got, img0) {
+		if got := h.restore("50120000-0000-4000-8000-000000000001", "disk-2000", j.ID); !bytes.Equal(got, img0) {
 			t.Fatal("the full backup changed after the incremental")
 		}
 		var got api.Backup
@@ -365,7 +365,7 @@ func TestBackupRejectsBadUploadsAndStoresNothing(t *testing.T) {
 		if code != http.StatusBadRequest || !strings.Contains(e.Error, d.String()) {
 			t.Fatalf("commit naming a missing chunk: %d %+v", code, e)
 		}
-		if _, err := h.Repo.ReadIndex(t.Context(), repository.IndexRef{VMUUID: "5012-pg", DiskID: "disk-2000", BackupID: j.ID}); err == nil {
+		if _, err := h.Repo.ReadIndex(t.Context(), repository.IndexRef{VMUUID: "50120000-0000-4000-8000-000000000001", DiskID: "disk-2000", BackupID: j.ID}); err == nil {
 			t.Fatal("an index naming a missing chunk was written")
 		}
 		// A job cannot succeed without all its disks.
@@ -835,7 +835,8 @@ func TestKnownChunksRule(t *testing.T) {
 		// Agent b backs up its own VM and names agent a's chunk.
 		bAgent := h.newAgent("b")
 		inv := twoDiskInventory(int64(len(img)), testChunk)
-		inv.Source.Name, inv.VMs[0].InstanceUUID, inv.VMs[0].Name = "vc-b", "5012-other", "other"
+		inv.Source.Name, inv.Source.InstanceUUID = "vc-b", "0ba3d9a4-0000-4000-8000-0000000000bb"
+		inv.VMs[0].InstanceUUID, inv.VMs[0].Name = "50120000-0000-4000-8000-0000000000b1", "other"
 		bAgent.push(inv)
 		h.call(h.client(nil), http.MethodPost, api.PathBackups, operator, api.StartBackupRequest{VM: "other"}, &b)
 		jb := bAgent.nextJob("5s")

@@ -15,9 +15,9 @@ import (
 
 func seedInventory() api.Inventory {
 	return api.Inventory{
-		Source: api.Source{Name: "vc1", URL: "https://vc.example/sdk"},
+		Source: api.Source{Name: "vc1", URL: "https://vc.example/sdk", InstanceUUID: "0ba3d9a4-0000-4000-8000-0000000000aa"},
 		VMs: []api.VM{{
-			InstanceUUID: "5012-aaaa", Name: "pgtest1", PowerState: "poweredOn", CBTEnabled: true,
+			InstanceUUID: "5012aaaa-0000-4000-8000-000000000001", Name: "pgtest1", PowerState: "poweredOn", CBTEnabled: true,
 			Disks: []api.Disk{
 				{Key: 2000, DiskID: "disk-2000", CapacityBytes: 102_000_000_000, Backupable: true},
 				{Key: 2001, DiskID: "disk-2001", CapacityBytes: 5_000_000_000, Backupable: true},
@@ -118,7 +118,20 @@ func TestInventoryRejectsBadInputAndChangesNothing(t *testing.T) {
 		}{
 			{"negative capacity", "vms[0].disks[0].capacity_bytes", func() api.Inventory { i := seedInventory(); i.VMs[0].Disks[0].CapacityBytes = -1; return i }()},
 			{"empty vm uuid", "vms[0].instance_uuid", func() api.Inventory { i := seedInventory(); i.VMs[0].InstanceUUID = ""; return i }()},
+			{"path in vm uuid", "vms[0].instance_uuid", func() api.Inventory { i := seedInventory(); i.VMs[0].InstanceUUID = "../../x"; return i }()},
+			{"bad disk key", "vms[0].disks[0].key", func() api.Inventory {
+				i := seedInventory()
+				i.VMs[0].Disks[0].Key, i.VMs[0].Disks[0].DiskID = -1, "disk--1"
+				return i
+			}()},
+			{"bad datastore path", "vms[0].disks[0].backing_file", func() api.Inventory {
+				i := seedInventory()
+				i.VMs[0].Disks[0].BackingFile = "[ds] ../../etc/passwd"
+				return i
+			}()},
 			{"long name", "vms[0].name", func() api.Inventory { i := seedInventory(); i.VMs[0].Name = strings.Repeat("n", 256); return i }()},
+			{"terminal escape in name", "vms[0].name", func() api.Inventory { i := seedInventory(); i.VMs[0].Name = "x\x1b[2J\r\nfake"; return i }()},
+			{"bidi control in folder", "vms[0].folder", func() api.Inventory { i := seedInventory(); i.VMs[0].Folder = "/DC0/vm/\u202eexe.txt"; return i }()},
 			{"duplicate disk key", "vms[0].disks[1].key", func() api.Inventory {
 				i := seedInventory()
 				i.VMs[0].Disks[1].Key, i.VMs[0].Disks[1].DiskID = 2000, "disk-2000"
@@ -153,28 +166,74 @@ func TestInventoryRejectsBadInputAndChangesNothing(t *testing.T) {
 	})
 }
 
+// A source is the agent's that registered it: another agent can neither report on it (same
+// vCenter instance UUID) nor take its VMs (same VM instance UUIDs under another source). Both are
+// refused with 409, recorded as events, and change nothing.
 func TestInventoryOwnership(t *testing.T) {
 	forEachHub(t, func(t *testing.T, h *testHub) {
-		_, certA := h.enrollAgent("a")
+		agentA, certA := h.enrollAgent("a")
 		agentB, certB := h.enrollAgent("b")
 		viewer := h.apiToken(api.RoleViewer)
-		push := func(cert *tls.Certificate, inv api.Inventory) {
+		push := func(cert *tls.Certificate, inv api.Inventory) (int, api.Error) {
 			t.Helper()
-			if code, e := h.call(h.client(cert), http.MethodPut, api.PathAgentInventory, "", inv, nil); code != http.StatusOK {
-				t.Fatalf("push: %d %+v", code, e)
+			return h.call(h.client(cert), http.MethodPut, api.PathAgentInventory, "", inv, nil)
+		}
+		if code, e := push(certA, seedInventory()); code != http.StatusOK {
+			t.Fatalf("push: %d %+v", code, e)
+		}
+		before := h.vmsQuery(viewer, "")
+		// B claims A's vCenter: refused whether it reports A's VMs or none.
+		empty := seedInventory()
+		empty.VMs = nil
+		for _, inv := range []api.Inventory{seedInventory(), empty} {
+			code, e := push(certB, inv)
+			if code != http.StatusConflict || e.Code != api.CodeConflict || !strings.Contains(e.Error, agentA) || !strings.Contains(e.Error, inv.Source.InstanceUUID) {
+				t.Fatalf("b pushed a's source: %d %+v, want 409 naming agent %s and the source", code, e, agentA)
 			}
 		}
-		push(certA, seedInventory())
-		before := h.vmsQuery(viewer, "")
-		// Agent B pushes an empty inventory for a source of the same name: A's VM must not be
-		// marked gone, because B can only speak for its own sources.
-		push(certB, api.Inventory{Source: api.Source{Name: "vc1"}})
-		if diff := cmp.Diff(before, h.vmsQuery(viewer, "")); diff != "" {
-			t.Fatalf("agent b changed agent a's VMs:\n%s", diff)
+		// B reports A's VM under a vCenter of its own: refused too.
+		other := seedInventory()
+		other.Source.InstanceUUID = "0ba3d9a4-0000-4000-8000-0000000000bb"
+		code, e := push(certB, other)
+		if code != http.StatusConflict || !strings.Contains(e.Error, other.VMs[0].InstanceUUID) || !strings.Contains(e.Error, agentA) {
+			t.Fatalf("b pushed a's vm: %d %+v, want 409 naming the vm and agent %s", code, e, agentA)
 		}
-		push(certB, seedInventory())
-		if l := h.vmsQuery(viewer, "?agent="+agentB); l.Page.Total != 1 || l.VMs[0].ContextID == before.VMs[0].ContextID {
-			t.Fatalf("agent b's report of the same VM must be its own context: %+v", l)
+		if diff := cmp.Diff(before, h.vmsQuery(viewer, "")); diff != "" {
+			t.Fatalf("agent b changed the catalog:\n%s", diff)
+		}
+		if l := h.vmsQuery(viewer, "?name=pgtest1"); l.Page.Total != 1 {
+			t.Fatalf("the name pgtest1 must stay unambiguous: %+v", l)
+		}
+		evs := h.events(viewer, "?type="+api.EventSourceConflict)
+		if evs.Page.Total != 3 {
+			t.Fatalf("want 3 source_conflict events, got %+v", evs)
+		}
+		for _, ev := range evs.Events {
+			if ev.AgentID != agentB || ev.Details["owner_agent_id"] != agentA || ev.Outcome != api.OutcomeRefused {
+				t.Fatalf("conflict event %+v", ev)
+			}
+		}
+		// B's own vCenter with its own VMs is fine.
+		mine := seedInventory()
+		mine.Source.InstanceUUID = other.Source.InstanceUUID
+		mine.VMs[0].InstanceUUID = "5012aaaa-0000-4000-8000-0000000000bb"
+		if code, e := push(certB, mine); code != http.StatusOK {
+			t.Fatalf("b's own source: %d %+v", code, e)
+		}
+		if l := h.vmsQuery(viewer, "?agent="+agentB); l.Page.Total != 1 {
+			t.Fatalf("b's vms: %+v", l)
+		}
+	})
+}
+
+// An inventory must say which vCenter it describes.
+func TestInventoryRequiresSourceInstanceUUID(t *testing.T) {
+	forEachHub(t, func(t *testing.T, h *testHub) {
+		_, cert := h.enrollAgent("a")
+		inv := seedInventory()
+		inv.Source.InstanceUUID = ""
+		if code, e := h.call(h.client(cert), http.MethodPut, api.PathAgentInventory, "", inv, nil); code != http.StatusBadRequest || e.Field != "source.instance_uuid" {
+			t.Fatalf("%d %+v, want 400 naming source.instance_uuid", code, e)
 		}
 	})
 }

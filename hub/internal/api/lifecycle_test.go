@@ -255,8 +255,8 @@ func TestConsistencyCheck(t *testing.T) {
 			t.Fatalf("clean check: %+v %v", rep.Problems, err)
 		}
 		// An orphan: an index file no backup names (copied under another backup id).
-		src := filepath.Join(h.RepoDir, "indexes", "5012-pg", "disk-2000", id+".fidx")
-		orphan := filepath.Join(h.RepoDir, "indexes", "5012-pg", "disk-2000", "bk-gone.fidx")
+		src := filepath.Join(h.RepoDir, "indexes", "50120000-0000-4000-8000-000000000001", "disk-2000", id+".fidx")
+		orphan := filepath.Join(h.RepoDir, "indexes", "50120000-0000-4000-8000-000000000001", "disk-2000", "bk-gone.fidx")
 		b, err := os.ReadFile(src)
 		if err != nil {
 			t.Fatal(err)

@@ -11,7 +11,7 @@ func TestPolicyAPI(t *testing.T) {
 	forEachHub(t, func(t *testing.T, h *testHub) {
 		a := h.newAgent("a1")
 		inv := twoDiskInventory(testChunk, testChunk)
-		inv.VMs = append(inv.VMs, api.VM{InstanceUUID: "u-web", Name: "web-1", Disks: []api.Disk{{Key: 2000, DiskID: "disk-2000", CapacityBytes: testChunk, Backupable: true}}})
+		inv.VMs = append(inv.VMs, api.VM{InstanceUUID: "50120000-0000-4000-8000-00000000eb01", Name: "web-1", Disks: []api.Disk{{Key: 2000, DiskID: "disk-2000", CapacityBytes: testChunk, Backupable: true}}})
 		a.push(inv)
 		viewer, operator := h.apiToken(api.RoleViewer), h.apiToken(api.RoleOperator)
 		c := h.client(nil)

@@ -92,7 +92,7 @@ func TestInventoryEventsAreWrittenWithTheChanges(t *testing.T) {
 			t.Fatalf("events %+v %d %v", evs, n, err)
 		}
 		// A decision that fails records neither its rows nor its events: one transaction.
-		err = c.ApplyInventory(t.Context(), "agent-1", api.Source{Name: "vc1"}, func(st *catalog.InventoryState) (*catalog.InventoryChanges, error) {
+		err = c.ApplyInventory(t.Context(), "agent-1", api.Source{Name: "vc1"}, nil, func(st *catalog.InventoryState) (*catalog.InventoryChanges, error) {
 			return &catalog.InventoryChanges{
 				NewVMs: []catalog.VMContext{newVM(st, ctxID, "uuid-dup")}, // the context id exists: the insert fails
 				Events: []catalog.Event{{Type: api.EventVMAdded, OccurredAt: st.Now, VMContextID: "ctx-other", Actor: "agent-1", Outcome: api.OutcomeOK}},

@@ -15,6 +15,12 @@ func ProbeTable(ctx context.Context, c *Catalog, table string) error {
 	return err
 }
 
+// ProbeColumn returns an error when the column does not exist.
+func ProbeColumn(ctx context.Context, c *Catalog, table, column string) error {
+	_, err := c.db.ExecContext(ctx, "SELECT "+column+" FROM "+table+" LIMIT 1")
+	return err
+}
+
 // SeedVMForTest inserts an agent, a source and a VM and returns the VM's context id.
 func SeedVMForTest(t *testing.T, c *Catalog) string {
 	t.Helper()

@@ -79,6 +79,7 @@ type Source struct {
 	ID              int64     `bun:"id,pk,autoincrement"`
 	AgentID         string    `bun:"agent_id,notnull"`
 	Name            string    `bun:"name,notnull"`
+	InstanceUUID    string    `bun:"instance_uuid,nullzero"` // about.instanceUuid; NULL until first reported
 	URL             string    `bun:"url,notnull"`
 	Status          string    `bun:"status,notnull"`
 	LastError       string    `bun:"last_error,nullzero"`

@@ -21,7 +21,7 @@ func reported() *api.Inventory {
 	return &api.Inventory{
 		Source: api.Source{Name: "vc1"},
 		VMs: []api.VM{{
-			InstanceUUID: "5012-aaaa", Name: "pgtest1", PowerState: "poweredOn", CBTEnabled: true,
+			InstanceUUID: "5012aaaa-0000-4000-8000-000000000001", Name: "pgtest1", PowerState: "poweredOn", CBTEnabled: true,
 			Disks: []api.Disk{
 				{Key: 2000, DiskID: "disk-2000", CapacityBytes: 100, Datastore: "ds1", BackingFile: "[ds1] pgtest1/pgtest1.vmdk", Backupable: true},
 				{Key: 2001, DiskID: "disk-2001", CapacityBytes: 50, Datastore: "ds1", BackingFile: "[ds1] pgtest1/pgtest1_1.vmdk", Backupable: true},
@@ -233,7 +233,7 @@ func TestDiff(t *testing.T) {
 			name:  "two new VMs of one name in one second get distinct context ids",
 			state: func(st *catalog.InventoryState) { st.VMs, st.Disks = nil, nil },
 			push: func(inv *api.Inventory) {
-				inv.VMs = append(inv.VMs, api.VM{InstanceUUID: "5012-bbbb", Name: "pgtest1"})
+				inv.VMs = append(inv.VMs, api.VM{InstanceUUID: "5012bbbb-0000-4000-8000-000000000002", Name: "pgtest1"})
 			},
 			events: []string{"vm_added:", "vm_added:"},
 			changes: []string{"new vm ctx-pgtest1-20260102-030405", "new vm ctx-pgtest1-20260102-030405-2",
@@ -254,7 +254,7 @@ func TestDiff(t *testing.T) {
 			state: func(st *catalog.InventoryState) { st.VMs, st.Disks = nil, nil },
 			push: func(inv *api.Inventory) {
 				inv.VMs[0].Name, inv.VMs[0].Disks = "db / prod (EU)", nil
-				inv.VMs = append(inv.VMs, api.VM{InstanceUUID: "x", Name: "ü"}, api.VM{InstanceUUID: "y", Name: strings.Repeat("a", 150)})
+				inv.VMs = append(inv.VMs, api.VM{InstanceUUID: "5012cccc-0000-4000-8000-000000000001", Name: "ü"}, api.VM{InstanceUUID: "5012dddd-0000-4000-8000-000000000001", Name: strings.Repeat("a", 150)})
 			},
 			events: []string{"vm_added:", "vm_added:", "vm_added:"},
 			changes: []string{"new vm ctx-db-prod-EU-20260102-030405", "new vm ctx-vm-20260102-030405",

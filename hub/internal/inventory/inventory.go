@@ -6,8 +6,10 @@ package inventory
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -18,7 +20,10 @@ import (
 
 // inventoryCatalog is what this package needs from the catalog.
 type inventoryCatalog interface {
-	ApplyInventory(ctx context.Context, agentID string, src api.Source, decide func(st *catalog.InventoryState) (*catalog.InventoryChanges, error)) error
+	ApplyInventory(ctx context.Context, agentID string, src api.Source, vmUUIDs []string, decide func(st *catalog.InventoryState) (*catalog.InventoryChanges, error)) error
+	RecordEvents(ctx context.Context, evs []catalog.Event) error
+	Sources(ctx context.Context) ([]catalog.SourceWithCounts, error)
+	MoveSource(ctx context.Context, id int64, agentID string) error
 	VMs(ctx context.Context, f catalog.VMFilter) ([]catalog.VMWithSource, int, error)
 	ResolveVM(ctx context.Context, idOrName string) (*catalog.VMWithSource, error)
 	VMDisks(ctx context.Context, contextID string) ([]catalog.VMDisk, error)
@@ -42,7 +47,7 @@ func New(cat inventoryCatalog, log *slog.Logger, reg prometheus.Registerer) *Ser
 		cat: cat, log: log,
 		events: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sendense_hub_inventory_events_total",
-			Help: "Inventory changes seen by discovery: vm_added, vm_gone, vm_returned, vm_renamed, cbt_disabled, disk_added, disk_removed, disk_resized, disk_moved, disk_returned.",
+			Help: "Inventory changes seen by discovery: vm_added, vm_gone, vm_returned, vm_renamed, cbt_disabled, disk_added, disk_removed, disk_resized, disk_moved, disk_returned; source_conflict counts refused pushes.",
 		}, []string{"kind"}),
 		pushes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sendense_hub_inventory_pushes_total",
@@ -67,7 +72,9 @@ func New(cat inventoryCatalog, log *slog.Logger, reg prometheus.Registerer) *Ser
 }
 
 // Apply validates and records the complete inventory of one source of agentID, pushed from the
-// client address addr; the changes and their events are recorded together or not at all.
+// client address addr. Each VM's changes are recorded together with their events, in batches
+// (catalog.ApplyInventory); a push that reports another agent's source or VM is refused with a
+// *catalog.SourceConflict (an ErrConflict) and recorded as a source_conflict event.
 func (s *Service) Apply(ctx context.Context, agentID, addr string, inv *api.Inventory) (api.InventoryResult, error) {
 	if err := inv.Validate(); err != nil {
 		s.pushes.WithLabelValues("rejected").Inc()
@@ -75,7 +82,11 @@ func (s *Service) Apply(ctx context.Context, agentID, addr string, inv *api.Inve
 	}
 	start := time.Now()
 	var evs []api.InventoryEvent
-	err := s.cat.ApplyInventory(ctx, agentID, inv.Source, func(st *catalog.InventoryState) (*catalog.InventoryChanges, error) {
+	uuids := make([]string, len(inv.VMs))
+	for i := range inv.VMs {
+		uuids[i] = inv.VMs[i].InstanceUUID
+	}
+	err := s.cat.ApplyInventory(ctx, agentID, inv.Source, uuids, func(st *catalog.InventoryState) (*catalog.InventoryChanges, error) {
 		ch, e, err := diff(st, agentID, inv)
 		if err != nil {
 			return nil, err
@@ -84,6 +95,12 @@ func (s *Service) Apply(ctx context.Context, agentID, addr string, inv *api.Inve
 		ch.Events = eventRows(e, st.Now, agentID, addr, inv.Source.Name)
 		return ch, nil
 	})
+	var conflict *catalog.SourceConflict
+	if errors.As(err, &conflict) {
+		s.pushes.WithLabelValues("rejected").Inc()
+		s.refused(ctx, agentID, addr, conflict)
+		return api.InventoryResult{}, fmt.Errorf("inventory of source %s refused: %w", inv.Source.Name, err)
+	}
 	if err != nil {
 		s.pushes.WithLabelValues("error").Inc()
 		return api.InventoryResult{}, fmt.Errorf("apply inventory of source %s: %w", inv.Source.Name, err)
@@ -113,6 +130,74 @@ func (s *Service) Apply(ctx context.Context, agentID, addr string, inv *api.Inve
 		Source: inv.Source.Name, VMs: len(inv.VMs), Disks: disks, Events: evs, Unchanged: len(evs) == 0,
 		AppliedAt: time.Now().UTC(), ElapsedSecs: elapsed.Seconds(),
 	}, nil
+}
+
+// refused logs and records a push refused because it reports another agent's source or VM. The
+// event is recorded even when the request was cancelled: it is the operator's evidence.
+func (s *Service) refused(ctx context.Context, agentID, addr string, c *catalog.SourceConflict) {
+	s.events.WithLabelValues(api.EventSourceConflict).Inc()
+	s.log.WarnContext(ctx, "inventory refused", "event", api.EventSourceConflict, "agent_id", agentID, "source", c.SourceName,
+		"instance_uuid", c.InstanceUUID, "vm_instance_uuid", c.VMUUID, "owner_agent_id", c.OwnerAgentID, "owner_source", c.OwnerSource)
+	details := map[string]string{"source": c.SourceName, "instance_uuid": c.InstanceUUID, "owner_agent_id": c.OwnerAgentID,
+		"owner_source": c.OwnerSource, "detail": c.Error()}
+	if c.VMUUID != "" {
+		details["vm_instance_uuid"] = c.VMUUID
+	}
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	err := s.cat.RecordEvents(rctx, []catalog.Event{{Type: api.EventSourceConflict, AgentID: agentID, Actor: agentID,
+		SourceAddress: addr, Outcome: api.OutcomeRefused, Details: details}})
+	if err != nil {
+		s.log.ErrorContext(ctx, "record source conflict", "agent_id", agentID, "err", err)
+	}
+}
+
+// Sources lists every source with its owning agent and VM count.
+func (s *Service) Sources(ctx context.Context) ([]api.SourceInfo, error) {
+	rows, err := s.cat.Sources(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]api.SourceInfo, 0, len(rows))
+	for _, r := range rows {
+		out = append(out, api.SourceInfo{ID: r.ID, Name: r.Name, AgentID: r.AgentID, InstanceUUID: r.InstanceUUID, URL: r.URL,
+			VMs: r.VMs, LastInventoryAt: r.LastInventoryAt})
+	}
+	return out, nil
+}
+
+// MoveSource gives a source, named by its id, its instance UUID, or its name when only one source
+// has it, and its VMs to another agent: the new agent's pushes are accepted, the old agent's are
+// refused. It returns the source as it is now.
+func (s *Service) MoveSource(ctx context.Context, source, agentID string) (api.SourceInfo, error) {
+	all, err := s.Sources(ctx)
+	if err != nil {
+		return api.SourceInfo{}, err
+	}
+	var match []api.SourceInfo
+	for _, src := range all {
+		if strconv.FormatInt(src.ID, 10) == source || (src.InstanceUUID != "" && src.InstanceUUID == source) {
+			match = []api.SourceInfo{src}
+			break
+		}
+		if src.Name == source {
+			match = append(match, src)
+		}
+	}
+	switch len(match) {
+	case 0:
+		return api.SourceInfo{}, fmt.Errorf("source %q: %w", source, catalog.ErrNotFound)
+	case 1:
+	default:
+		return api.SourceInfo{}, fmt.Errorf("source %q: several agents have a source of this name; use its id or instance uuid: %w", source, catalog.ErrConflict)
+	}
+	if err := s.cat.MoveSource(ctx, match[0].ID, agentID); err != nil {
+		return api.SourceInfo{}, err
+	}
+	s.log.InfoContext(ctx, "source moved", "source", match[0].Name, "source_id", match[0].ID, "from_agent_id", match[0].AgentID, "agent_id", agentID)
+	moved := match[0]
+	moved.AgentID = agentID
+	return moved, nil
 }
 
 // eventRows are the stored form of an inventory push's events: the agent is their actor.

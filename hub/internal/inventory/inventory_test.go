@@ -2,8 +2,12 @@ package inventory_test
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -33,9 +37,9 @@ func seedAgent(t *testing.T, c *catalog.Catalog, id string) {
 
 func pgtest1() *api.Inventory {
 	return &api.Inventory{
-		Source: api.Source{Name: "vc1", URL: "https://vc.example/sdk"},
+		Source: api.Source{Name: "vc1", URL: "https://vc.example/sdk", InstanceUUID: "0ba3d9a4-0000-4000-8000-0000000000aa"},
 		VMs: []api.VM{{
-			InstanceUUID: "5012-aaaa", BIOSUUID: "4212-bbbb", Name: "pgtest1", PowerState: "poweredOn", NumCPU: 4, MemoryMB: 8192,
+			InstanceUUID: "5012aaaa-0000-4000-8000-000000000001", BIOSUUID: "4212bbbb-0000-4000-8000-000000000001", Name: "pgtest1", PowerState: "poweredOn", NumCPU: 4, MemoryMB: 8192,
 			Datacenter: "DC0", Host: "esx1", CBTEnabled: true,
 			Disks: []api.Disk{
 				{Key: 2000, DiskID: "disk-2000", Label: "Hard disk 1", CapacityBytes: 102_000_000_000, Datastore: "LocalDS_0", BackingFile: "[LocalDS_0] pgtest1/pgtest1.vmdk", Provisioning: "thin", Backupable: true},
@@ -226,27 +230,69 @@ func TestInventoryChanges(t *testing.T) {
 	})
 }
 
-func TestInventoryIsScopedToTheAgent(t *testing.T) {
+// A source belongs to the agent that registered it, whether the catalog knew its vCenter instance
+// UUID or not (catalogs from before the UUID was recorded), until an operator moves it.
+func TestSourceBelongsToItsAgent(t *testing.T) {
 	catalogtest.ForEachDialect(t, func(t *testing.T, c *catalog.Catalog) {
 		s := inventory.New(c, quiet, nil)
 		seedAgent(t, c, "agent-a")
 		seedAgent(t, c, "agent-b")
-		apply(t, s, "agent-a", pgtest1())
-		before := snap(t, c)
-		// Agent B reports the same source name with nothing in it: A's VMs are untouched.
-		apply(t, s, "agent-b", &api.Inventory{Source: api.Source{Name: "vc1"}})
-		if diff := cmp.Diff(before, snap(t, c)); diff != "" {
-			t.Fatalf("agent b changed agent a's vms:\n%s", diff)
+		// A source as an older hub recorded it: no instance UUID.
+		legacy := pgtest1()
+		legacy.Source.InstanceUUID = ""
+		err := c.ApplyInventory(t.Context(), "agent-a", legacy.Source, nil, func(st *catalog.InventoryState) (*catalog.InventoryChanges, error) {
+			return &catalog.InventoryChanges{NewVMs: []catalog.VMContext{{ContextID: "ctx-pgtest1-1", SourceID: st.Source.ID, AgentID: "agent-a",
+				InstanceUUID: legacy.VMs[0].InstanceUUID, VMName: "pgtest1", CurrentStatus: api.VMDiscovered, CreatedAt: st.Now, UpdatedAt: st.Now}}}, nil
+		})
+		if err != nil {
+			t.Fatal(err)
 		}
-		// Agent B reporting the same VM gets its own context: never A's row.
-		apply(t, s, "agent-b", pgtest1())
-		vms, n, _ := c.VMs(t.Context(), catalog.VMFilter{AgentID: "agent-a"})
-		if n != 1 || vms[0].UpdatedAt != before.VMs[0].UpdatedAt {
-			t.Fatalf("agent a's vm changed: %+v", vms)
+		refused := func(agent string, inv *api.Inventory, want ...string) {
+			t.Helper()
+			before := snap(t, c)
+			_, err := s.Apply(t.Context(), agent, "192.0.2.9", inv)
+			if !errors.Is(err, catalog.ErrConflict) {
+				t.Fatalf("push of %s: %v, want a conflict", agent, err)
+			}
+			for _, w := range want {
+				if !strings.Contains(err.Error(), w) {
+					t.Fatalf("conflict %q does not name %q", err, w)
+				}
+			}
+			if diff := cmp.Diff(before, snap(t, c)); diff != "" {
+				t.Fatalf("a refused push changed the catalog:\n%s", diff)
+			}
 		}
-		vms, n, _ = c.VMs(t.Context(), catalog.VMFilter{AgentID: "agent-b"})
-		if n != 1 || vms[0].ContextID == before.VMs[0].ContextID {
-			t.Fatalf("agent b's vm: %+v", vms)
+		// Another agent cannot take the legacy source's VM, even before its UUID is known.
+		refused("agent-b", pgtest1(), "agent-a", pgtest1().VMs[0].InstanceUUID)
+		// The owner's first push with a UUID claims it: the VM keeps its context.
+		evs := apply(t, s, "agent-a", pgtest1())
+		if slices.Contains(kinds(evs), api.EventVMAdded) {
+			t.Fatalf("the owner's push re-added its vm: %v", kinds(evs))
+		}
+		srcs, err := c.Sources(t.Context())
+		if err != nil || len(srcs) != 1 || srcs[0].InstanceUUID != pgtest1().Source.InstanceUUID || srcs[0].AgentID != "agent-a" {
+			t.Fatalf("sources %+v, %v", srcs, err)
+		}
+		// Now the UUID itself is taken, also with no VMs in the push.
+		empty := pgtest1()
+		empty.VMs = nil
+		refused("agent-b", empty, "agent-a", empty.Source.InstanceUUID)
+		// An operator moves the source: the new agent reports on it, the old one no longer.
+		if _, err := s.MoveSource(t.Context(), "vc1", "agent-b"); err != nil {
+			t.Fatal(err)
+		}
+		if evs := apply(t, s, "agent-b", pgtest1()); len(evs) != 0 {
+			t.Fatalf("the moved source's first push changed %v", kinds(evs))
+		}
+		vms, n, _ := c.VMs(t.Context(), catalog.VMFilter{AgentID: "agent-b"})
+		if n != 1 || vms[0].ContextID != "ctx-pgtest1-1" {
+			t.Fatalf("moved vms: %+v", vms)
+		}
+		refused("agent-a", pgtest1(), "agent-b")
+		conflicts, total, err := c.Events(t.Context(), catalog.EventFilter{Type: api.EventSourceConflict})
+		if err != nil || total != 3 {
+			t.Fatalf("conflict events: %d %+v %v", total, conflicts, err)
 		}
 	})
 }
@@ -255,9 +301,9 @@ func TestInventoryScale(t *testing.T) {
 	catalogtest.ForEachDialect(t, func(t *testing.T, c *catalog.Catalog) {
 		s := inventory.New(c, quiet, nil)
 		seedAgent(t, c, "agent-1")
-		inv := &api.Inventory{Source: api.Source{Name: "vc1"}}
+		inv := &api.Inventory{Source: api.Source{Name: "vc1", InstanceUUID: "0ba3d9a4-0000-4000-8000-0000000000aa"}}
 		for i := range 1000 {
-			vm := api.VM{InstanceUUID: "uuid-" + strconv.Itoa(i), Name: "vm-" + strconv.Itoa(i%997)} // some names repeat
+			vm := api.VM{InstanceUUID: fmt.Sprintf("50120000-0000-4000-8000-%012d", i), Name: "vm-" + strconv.Itoa(i%997)} // some names repeat
 			for k := range 3 {
 				key := int32(2000 + k)
 				vm.Disks = append(vm.Disks, api.Disk{Key: key, DiskID: api.DiskIDForKey(key), CapacityBytes: 1 << 30})

@@ -1,6 +1,7 @@
 package jobs
 
 import (
+	"fmt"
 	"log/slog"
 	"strings"
 	"sync"
@@ -40,11 +41,13 @@ func TestUnclaimedJobsFailWithTheReason(t *testing.T) {
 		c.SetClock(clk.Now)
 		ctx := t.Context()
 		inv := inventory.New(c, quiet, nil)
-		for _, a := range []string{"agent-live", "agent-silent", "agent-revoked"} {
+		for i, a := range []string{"agent-live", "agent-silent", "agent-revoked"} {
 			enroll(t, c, a)
-			if _, err := inv.Apply(ctx, a, "127.0.0.1", &api.Inventory{Source: api.Source{Name: "vc-" + a}, VMs: []api.VM{{
-				InstanceUUID: "u-" + a, Name: "vm-" + a, Disks: []api.Disk{{Key: 2000, DiskID: "disk-2000", CapacityBytes: 1 << 30, Backupable: true}},
-			}}}); err != nil {
+			if _, err := inv.Apply(ctx, a, "127.0.0.1", &api.Inventory{
+				Source: api.Source{Name: "vc-" + a, InstanceUUID: fmt.Sprintf("0ba3d9a4-0000-4000-8000-%012d", i)},
+				VMs: []api.VM{{InstanceUUID: fmt.Sprintf("50120000-0000-4000-8000-%012d", i), Name: "vm-" + a,
+					Disks: []api.Disk{{Key: 2000, DiskID: "disk-2000", CapacityBytes: 1 << 30, Backupable: true}}}},
+			}); err != nil {
 				t.Fatal(err)
 			}
 		}

@@ -2,6 +2,7 @@ package policy_test
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"sync"
 	"testing"
@@ -36,9 +37,9 @@ func seed(t *testing.T, c *catalog.Catalog) {
 	if err := c.RedeemJoinToken(ctx, "jt-1", "h", &catalog.Agent{ID: "agent-1", Name: "a1", Status: api.AgentActive, CertSerial: "1", CertFingerprint: "f", CertNotAfter: time.Now().Add(time.Hour)}); err != nil {
 		t.Fatal(err)
 	}
-	inv := &api.Inventory{Source: api.Source{Name: "vc1"}}
-	for _, n := range []string{"db-1", "db-2", "web-1", "golden"} {
-		inv.VMs = append(inv.VMs, api.VM{InstanceUUID: "u-" + n, Name: n, Template: n == "golden",
+	inv := &api.Inventory{Source: api.Source{Name: "vc1", InstanceUUID: "0ba3d9a4-0000-4000-8000-0000000000aa"}}
+	for i, n := range []string{"db-1", "db-2", "web-1", "golden"} {
+		inv.VMs = append(inv.VMs, api.VM{InstanceUUID: fmt.Sprintf("50120000-0000-4000-8000-%012d", i), Name: n, Template: n == "golden",
 			Disks: []api.Disk{{Key: 2000, DiskID: "disk-2000", CapacityBytes: 1 << 30, Backupable: true}}})
 	}
 	if _, err := inventory.New(c, quiet, nil).Apply(ctx, "agent-1", "192.0.2.1", inv); err != nil {
