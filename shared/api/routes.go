@@ -21,6 +21,7 @@ const (
 	PathAgentJob        = "/api/v1/agent/jobs/{id}" // GET: job state (cancel requested?)
 	PathAgentJobProg    = "/api/v1/agent/jobs/{id}/progress"
 	PathAgentJobDone    = "/api/v1/agent/jobs/{id}/complete"
+	PathAgentJobDisks   = "/api/v1/agent/jobs/{id}/disks"                // PUT: the VM's disks as the snapshot sees them
 	PathAgentOpenSess   = "/api/v1/agent/jobs/{id}/disks/{disk}/session" // POST: open or reopen (idempotent)
 	PathAgentSession    = "/api/v1/agent/sessions/{session}"             // GET: with the slots done, to resume
 	PathAgentChunk      = "/api/v1/agent/sessions/{session}/chunks/{digest}"

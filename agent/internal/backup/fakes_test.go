@@ -2,6 +2,7 @@ package backup
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"slices"
@@ -37,6 +38,10 @@ func (h *fakeHub) Progress(context.Context, string, api.JobProgress) (api.JobSta
 }
 
 func (h *fakeHub) Complete(context.Context, string, api.JobCompletion) error { return nil }
+
+func (h *fakeHub) ReportDisks(context.Context, string, api.JobDisksReport) (*api.Job, error) {
+	return nil, errors.New("the fake hub runs single disks only")
+}
 
 func (h *fakeHub) OpenSession(_ context.Context, jobID, diskID string, req api.OpenSessionRequest) (api.Session, error) {
 	h.mu.Lock()

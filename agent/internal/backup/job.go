@@ -27,6 +27,9 @@ type jobHub interface {
 	Complete(ctx context.Context, jobID string, done api.JobCompletion) error
 	OpenSession(ctx context.Context, jobID, diskID string, req api.OpenSessionRequest) (api.Session, error)
 	Commit(ctx context.Context, sessionID string, req api.CommitRequest) (api.BackupDisk, error)
+	// ReportDisks tells the hub the VM's disks as the snapshot shows them and answers the job
+	// with the disks to back up (new ones included, with their geometry).
+	ReportDisks(ctx context.Context, jobID string, r api.JobDisksReport) (*api.Job, error)
 }
 
 // Source is one connected vCenter/ESXi endpoint (sources.Conn). Both calls may connect, and
@@ -219,6 +222,17 @@ func (r *Runner) run(ctx context.Context, job *api.Job, c *Counters, st *jobStat
 	if err != nil {
 		return notes, err
 	}
+	// The hub takes the disks' geometry from what the snapshot shows, and records disks added
+	// since the last discovery, so that this backup includes them.
+	report := api.JobDisksReport{Disks: make([]api.Disk, 0, len(sdisks))}
+	for _, d := range sdisks {
+		report.Disks = append(report.Disks, d.Wire())
+	}
+	spec, err := r.hub.ReportDisks(ctx, job.ID, report)
+	if err != nil {
+		return notes, fmt.Errorf("report the snapshot's disks: %w", err)
+	}
+	job.Disks = spec.Disks
 	byKey := map[int32]vsphere.SnapshotDisk{}
 	for _, d := range sdisks {
 		byKey[d.Key] = d

@@ -53,6 +53,16 @@ func (c *Client) Complete(ctx context.Context, jobID string, done api.JobComplet
 	return c.Do(ctx, http.MethodPost, api.Path(api.PathAgentJobDone, jobID), done, nil)
 }
 
+// ReportDisks sends the job's VM's disks as its snapshot shows them and returns the job with
+// the disks to back up.
+func (c *Client) ReportDisks(ctx context.Context, jobID string, r api.JobDisksReport) (*api.Job, error) {
+	var j api.Job
+	if err := c.Do(ctx, http.MethodPut, api.Path(api.PathAgentJobDisks, jobID), r, &j); err != nil {
+		return nil, err
+	}
+	return &j, nil
+}
+
 // OpenSession opens (or reopens) the upload session of one disk of a job.
 func (c *Client) OpenSession(ctx context.Context, jobID, diskID string, req api.OpenSessionRequest) (api.Session, error) {
 	var s api.Session

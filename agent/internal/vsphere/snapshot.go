@@ -56,6 +56,15 @@ type SnapshotDisk struct {
 	NotBackupableReason string
 }
 
+// Wire returns what the hub is told of the disk when a job reports its snapshot's disks.
+func (d SnapshotDisk) Wire() api.Disk {
+	return api.Disk{
+		Key: d.Key, DiskID: d.DiskID, Label: d.Label, CapacityBytes: d.CapacityBytes, Datastore: d.Datastore,
+		BackingFile: d.FileName, BackingType: d.BackingType, DiskMode: d.DiskMode,
+		Backupable: d.Backupable, NotBackupableReason: d.NotBackupableReason, ChangeID: d.ChangeID,
+	}
+}
+
 // Extent is a byte range of a disk.
 type Extent struct {
 	Offset int64

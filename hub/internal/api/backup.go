@@ -26,6 +26,7 @@ type backupService interface {
 	JobState(ctx context.Context, agentID, id string) (api.JobState, error)
 	Progress(ctx context.Context, agentID, id string, p api.JobProgress) (api.JobState, error)
 	Complete(ctx context.Context, agentID, id string, c api.JobCompletion) error
+	Spec(ctx context.Context, agentID, id string) (*api.Job, error)
 }
 
 func (s *Server) registerBackup(agent, v1 *gin.RouterGroup) {
@@ -43,6 +44,7 @@ func (s *Server) registerBackup(agent, v1 *gin.RouterGroup) {
 	agent.GET(rel(agent, api.PathAgentJob), s.jobState)
 	agent.POST(rel(agent, api.PathAgentJobProg), s.jobProgress)
 	agent.POST(rel(agent, api.PathAgentJobDone), s.completeJob)
+	agent.PUT(rel(agent, api.PathAgentJobDisks), s.reportJobDisks)
 }
 
 func (s *Server) startBackup(c *gin.Context) {
@@ -215,4 +217,33 @@ func (s *Server) completeJob(c *gin.Context) {
 		return
 	}
 	c.JSON(http.StatusOK, st)
+}
+
+// reportJobDisks takes the VM's disks as the job's snapshot shows them: disks added since
+// discovery are recorded, geometry refreshed; the answer is the job with the disks to back up.
+func (s *Server) reportJobDisks(c *gin.Context) {
+	var r api.JobDisksReport
+	if err := decodeJSON(c, 1<<20, &r); err != nil {
+		s.fail(c, err)
+		return
+	}
+	if err := r.Validate(); err != nil {
+		s.fail(c, err)
+		return
+	}
+	ctx := c.Request.Context()
+	spec, err := s.deps.Backup.Spec(ctx, agentID(c), c.Param("id"))
+	if err != nil {
+		s.fail(c, err)
+		return
+	}
+	if err := s.deps.Inventory.RefreshDisks(ctx, agentID(c), c.ClientIP(), spec.ID, spec.VM.ContextID, r.Disks); err != nil {
+		s.fail(c, err)
+		return
+	}
+	if spec, err = s.deps.Backup.Spec(ctx, agentID(c), spec.ID); err != nil {
+		s.fail(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, spec)
 }

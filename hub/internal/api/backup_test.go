@@ -262,8 +262,9 @@ func TestBackupProtocolFullThenIncremental(t *testing.T) {
 			}
 			bad = req
 			bad.CapacityBytes += testChunk
-			if _, code, e := a.openSession(j2.ID, d.DiskID, bad); code != http.StatusConflict || !strings.Contains(e.Error, "resized") {
-				t.Fatalf("incremental across a resize: %d %+v, want 409 naming the resize", code, e)
+			// A session cannot claim a geometry other than the disk's as reported.
+			if _, code, e := a.openSession(j2.ID, d.DiskID, bad); code != http.StatusBadRequest || e.Field != "capacity_bytes" {
+				t.Fatalf("session with another capacity than the disk's: %d %+v, want 400 naming capacity_bytes", code, e)
 			}
 			s, code, e := a.openSession(j2.ID, d.DiskID, req)
 			if code != http.StatusOK {
@@ -892,6 +893,78 @@ func TestSkippedDisksAreRecorded(t *testing.T) {
 		}
 		if v := metricValue(t, h.Reg, "sendense_hub_backup_jobs_finished_total", "result", "succeeded_with_warnings"); v != 1 {
 			t.Fatalf("jobs succeeded with warnings = %v, want 1", v)
+		}
+	})
+}
+
+// The job reports the VM's disks as its snapshot shows them: a disk added since discovery is
+// recorded at once and backed up by this job, a resized disk takes its new size, and sessions
+// must use exactly the reported geometry (a 256 MiB disk cannot be committed as a 2 TiB one).
+func TestJobReportsItsSnapshotsDisks(t *testing.T) {
+	forEachHub(t, func(t *testing.T, h *testHub) {
+		a := h.newAgent("a1")
+		inv := twoDiskInventory(4*testChunk, testChunk)
+		a.push(inv)
+		operator, viewer := h.apiToken(api.RoleOperator), h.apiToken(api.RoleViewer)
+		var b api.Backup
+		h.call(h.client(nil), http.MethodPost, api.PathBackups, operator, api.StartBackupRequest{VM: "pgtest1"}, &b)
+		j := a.nextJob("5s")
+		if len(j.Disks) != 2 {
+			t.Fatalf("job disks %+v", j.Disks)
+		}
+		// Since discovery: disk-2000 grew, disk-2002 was added.
+		disks := append([]api.Disk(nil), inv.VMs[0].Disks...)
+		disks[0].CapacityBytes = 6 * testChunk
+		disks = append(disks, api.Disk{Key: 2002, DiskID: "disk-2002", CapacityBytes: 2 * testChunk, Backupable: true})
+		var got api.Job
+		if code, e := a.call(http.MethodPut, api.Path(api.PathAgentJobDisks, j.ID), api.JobDisksReport{Disks: disks}, &got); code != http.StatusOK {
+			t.Fatalf("report disks: %d %+v", code, e)
+		}
+		caps := map[string]int64{}
+		for _, d := range got.Disks {
+			caps[d.DiskID] = d.CapacityBytes
+		}
+		if len(got.Disks) != 3 || caps["disk-2000"] != 6*testChunk || caps["disk-2002"] != 2*testChunk {
+			t.Fatalf("job disks after the report: %+v", got.Disks)
+		}
+		vmDisks, _ := h.Cat.VMDisks(t.Context(), j.VM.ContextID)
+		for _, d := range vmDisks {
+			if d.DiskID == "disk-2002" && d.JobID != j.ID {
+				t.Fatalf("the new disk's job_id is %q, want the job that found it", d.JobID)
+			}
+		}
+		if _, code, e := a.openSession(j.ID, "disk-2000", api.OpenSessionRequest{Type: "full", CapacityBytes: 2 << 40, ChunkSize: testChunk}); code != http.StatusBadRequest || e.Field != "capacity_bytes" {
+			t.Fatalf("a 2 TiB claim on a %d-byte disk: %d %+v, want 400", 6*testChunk, code, e)
+		}
+		if code, e := a.call(http.MethodPut, api.Path(api.PathAgentJobDisks, j.ID), api.JobDisksReport{Disks: []api.Disk{{Key: 2000, DiskID: "../x", CapacityBytes: 1}}}, nil); code != http.StatusBadRequest {
+			t.Fatalf("a malformed report: %d %+v, want 400", code, e)
+		}
+		for _, d := range got.Disks {
+			img := make([]byte, d.CapacityBytes)
+			_, _ = rand.Read(img)
+			s, code, e := a.openSession(j.ID, d.DiskID, api.OpenSessionRequest{Type: "full", CapacityBytes: d.CapacityBytes, ChunkSize: testChunk})
+			if code != http.StatusOK {
+				t.Fatalf("open %s: %d %+v", d.DiskID, code, e)
+			}
+			a.uploadDisk(s.ID, img, allSlots(s.SlotCount))
+			a.commit(s.ID)
+		}
+		if code, e := a.complete(j.ID, "succeeded"); code != http.StatusOK {
+			t.Fatalf("complete: %d %+v", code, e)
+		}
+		var evs api.EventList
+		h.call(h.client(nil), http.MethodGet, api.PathEvents+"?vm=pgtest1", viewer, nil, &evs)
+		kinds := map[string]bool{}
+		for _, e := range evs.Events {
+			kinds[e.Type] = true
+		}
+		if !kinds[api.EventDiskAdded] || !kinds[api.EventDiskResized] {
+			t.Fatalf("events %+v, want disk_added and disk_resized", evs.Events)
+		}
+		// Another agent cannot report disks for this job.
+		other := h.newAgent("a2")
+		if code, _ := other.call(http.MethodPut, api.Path(api.PathAgentJobDisks, j.ID), api.JobDisksReport{Disks: disks}, nil); code != http.StatusForbidden {
+			t.Fatalf("another agent's report: %d, want 403", code)
 		}
 	})
 }

@@ -16,6 +16,7 @@ type inventoryService interface {
 	Apply(ctx context.Context, agentID, addr string, inv *api.Inventory) (api.InventoryResult, error)
 	List(ctx context.Context, f inventory.Filter) (api.VMList, error)
 	Show(ctx context.Context, idOrName string) (api.VMContext, error)
+	RefreshDisks(ctx context.Context, agentID, addr, jobID, vmContextID string, disks []api.Disk) error
 }
 
 func (s *Server) registerInventory(agent, v1 *gin.RouterGroup) {

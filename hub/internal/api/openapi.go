@@ -47,6 +47,7 @@ var operations = []operation{
 	{"GET", api.PathAgentJob, "A job's state", authAgent, nil, nil, api.JobState{}, 200},
 	{"POST", api.PathAgentJobProg, "Report progress (heartbeat of the job); answers whether to cancel", authAgent, nil, api.JobProgress{}, api.JobState{}, 200},
 	{"POST", api.PathAgentJobDone, "Report the end of a job", authAgent, nil, api.JobCompletion{}, api.JobState{}, 200},
+	{"PUT", api.PathAgentJobDisks, "Report the VM's disks as the job's snapshot shows them; answers the job with the disks to back up", authAgent, nil, api.JobDisksReport{}, api.Job{}, 200},
 	{"POST", api.PathAgentOpenSess, "Open (or reopen) the upload session of a disk", authAgent, nil, api.OpenSessionRequest{}, api.Session{}, 200},
 	{"GET", api.PathAgentSession, "A session with the slots already recorded", authAgent, nil, nil, api.Session{}, 200},
 	{"PUT", api.PathAgentChunk, "Upload one chunk blob (201 stored, 200 already held) and record the slots that hold it", authAgent, []string{"slots"}, []byte{}, nil, 201},

@@ -319,6 +319,14 @@ func writeInventory(ctx context.Context, tx bun.Tx, ch *InventoryChanges, now ti
 	return insertEvents(ctx, tx, ch.Events)
 }
 
+// ApplyDiskChanges writes changes to disks (updated and new rows) with their events in one
+// transaction: what a job reports of its VM's disks at snapshot time.
+func (c *Catalog) ApplyDiskChanges(ctx context.Context, ch *InventoryChanges) error {
+	return c.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+		return writeInventory(ctx, tx, ch, c.now(), nil)
+	})
+}
+
 func bulkInsert[T any](ctx context.Context, tx bun.Tx, rows []T) error {
 	for start := 0; start < len(rows); start += 200 {
 		part := rows[start:min(start+200, len(rows))]

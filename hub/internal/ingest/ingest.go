@@ -126,10 +126,17 @@ func (s *Service) OpenSession(ctx context.Context, agentID, jobID, diskID string
 	if err != nil {
 		return api.Session{}, err
 	}
-	if !slices.ContainsFunc(disks, func(d catalog.VMDisk) bool {
+	i := slices.IndexFunc(disks, func(d catalog.VMDisk) bool {
 		return d.DiskID == diskID && d.Status == api.DiskPresent && d.Backupable
-	}) {
+	})
+	if i < 0 {
 		return api.Session{}, fmt.Errorf("disk %s is not a backup-able disk of the job's VM: %w", diskID, catalog.ErrNotFound)
+	}
+	// The disk's geometry is the catalog's (from discovery, refreshed by the job's report of
+	// its snapshot), never the session request's: an agent cannot claim a disk larger or
+	// smaller than the one it reported.
+	if req.CapacityBytes != disks[i].CapacityBytes {
+		return api.Session{}, &api.FieldError{Field: "capacity_bytes", Msg: fmt.Sprintf("must be the disk's capacity as reported for the job (%d); report the job's disks first", disks[i].CapacityBytes)}
 	}
 	switch {
 	case req.Type != api.BackupFull && req.Type != api.BackupIncremental:

@@ -27,6 +27,8 @@ type inventoryCatalog interface {
 	VMs(ctx context.Context, f catalog.VMFilter) ([]catalog.VMWithSource, int, error)
 	ResolveVM(ctx context.Context, idOrName string) (*catalog.VMWithSource, error)
 	VMDisks(ctx context.Context, contextID string) ([]catalog.VMDisk, error)
+	ApplyDiskChanges(ctx context.Context, ch *catalog.InventoryChanges) error
+	Now() time.Time
 }
 
 // ErrAmbiguous is returned when a VM name matches several VMs.

@@ -97,6 +97,19 @@ func jobState(j *catalog.BackupJob) api.JobState {
 	return api.JobState{ID: j.ID, Status: j.Status, CancelRequested: j.CancelRequested}
 }
 
+// Spec returns a running job of the agent with its disks as the catalog knows them now (after
+// the job reported what its snapshot shows).
+func (s *Service) Spec(ctx context.Context, agentID, id string) (*api.Job, error) {
+	j, err := s.cat.AgentJob(ctx, id, agentID)
+	if err != nil {
+		return nil, err
+	}
+	if j.Status != api.JobRunning {
+		return nil, fmt.Errorf("job %s is %s: %w", id, j.Status, catalog.ErrConflict)
+	}
+	return s.jobSpec(ctx, j, false)
+}
+
 // JobState tells an agent the state of one of its jobs.
 func (s *Service) JobState(ctx context.Context, agentID, id string) (api.JobState, error) {
 	j, err := s.cat.AgentJob(ctx, id, agentID)
