@@ -7,16 +7,15 @@ import (
 
 	"github.com/gin-gonic/gin"
 
-	"github.com/sendense/sendense/hub/internal/catalog"
 	"github.com/sendense/sendense/shared/api"
 )
 
 // repositoryService lists and creates repositories.
 type repositoryService interface {
-	List(ctx context.Context) ([]catalog.Repository, error)
-	// Create validates the name and chunk size (*api.FieldError), creates or adopts the
+	Describe(ctx context.Context) ([]api.Repository, error)
+	// Add validates the name and chunk size (*api.FieldError), creates or adopts the
 	// repository in dir and records it.
-	Create(ctx context.Context, name, dir string, chunkSize int64) (*catalog.Repository, error)
+	Add(ctx context.Context, name, dir string, chunkSize int64) (api.Repository, error)
 }
 
 func (s *Server) registerRepositories(v1 *gin.RouterGroup) {
@@ -24,21 +23,13 @@ func (s *Server) registerRepositories(v1 *gin.RouterGroup) {
 	v1.POST(rel(v1, api.PathRepositories), s.requireRole(api.RoleAdmin), s.createRepository)
 }
 
-func repositoryInfo(r *catalog.Repository) api.Repository {
-	return api.Repository{ID: r.ID, Name: r.Name, Kind: r.Kind, Path: r.Path, ChunkSize: r.ChunkSize, CreatedAt: r.CreatedAt}
-}
-
 func (s *Server) listRepositories(c *gin.Context) {
-	rs, err := s.deps.Repositories.List(c.Request.Context())
+	rs, err := s.deps.Repositories.Describe(c.Request.Context())
 	if err != nil {
 		s.fail(c, err)
 		return
 	}
-	out := make([]api.Repository, 0, len(rs))
-	for i := range rs {
-		out = append(out, repositoryInfo(&rs[i]))
-	}
-	c.JSON(http.StatusOK, api.RepositoryList{Repositories: out})
+	c.JSON(http.StatusOK, api.RepositoryList{Repositories: rs})
 }
 
 func (s *Server) createRepository(c *gin.Context) {
@@ -53,10 +44,10 @@ func (s *Server) createRepository(c *gin.Context) {
 		s.fail(c, &api.FieldError{Field: "path", Msg: "must be an absolute directory path on the hub"})
 		return
 	}
-	r, err := s.deps.Repositories.Create(c.Request.Context(), req.Name, req.Path, req.ChunkSize)
+	r, err := s.deps.Repositories.Add(c.Request.Context(), req.Name, req.Path, req.ChunkSize)
 	if err != nil {
 		s.fail(c, err)
 		return
 	}
-	c.JSON(http.StatusCreated, repositoryInfo(r))
+	c.JSON(http.StatusCreated, r)
 }

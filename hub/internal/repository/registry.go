@@ -172,3 +172,29 @@ func (g *Registry) Close() error {
 	}
 	return err
 }
+
+// Describe returns every repository as operators see it.
+func (g *Registry) Describe(ctx context.Context) ([]api.Repository, error) {
+	rs, err := g.List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]api.Repository, 0, len(rs))
+	for i := range rs {
+		out = append(out, wire(&rs[i]))
+	}
+	return out, nil
+}
+
+// Add is Create for operators: it returns the new repository as they see it.
+func (g *Registry) Add(ctx context.Context, name, dir string, chunkSize int64) (api.Repository, error) {
+	r, err := g.Create(ctx, name, dir, chunkSize)
+	if err != nil {
+		return api.Repository{}, err
+	}
+	return wire(r), nil
+}
+
+func wire(r *catalog.Repository) api.Repository {
+	return api.Repository{ID: r.ID, Name: r.Name, Kind: r.Kind, Path: r.Path, ChunkSize: r.ChunkSize, CreatedAt: r.CreatedAt}
+}
