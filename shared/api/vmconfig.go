@@ -214,7 +214,7 @@ func (c *VMConfig) Validate() error {
 	if err := checkForm("hardware_version", c.HardwareVersion, hwVersionForm, "a hardware version such as vmx-21"); err != nil {
 		return err
 	}
-	if err := checkForm("guest_id", c.GuestID, wordForm, "a guest id such as otherLinux64Guest"); err != nil {
+	if err := checkForm("guest_id", c.GuestID, versionForm, "a guest id such as windows2019srv_64Guest"); err != nil {
 		return err
 	}
 	if err := checkName("guest_full_name", c.GuestFullName, false); err != nil {
@@ -248,7 +248,9 @@ func (c *VMConfig) Validate() error {
 			return err
 		}
 	}
-	if err := checkText("annotation", c.Annotation, false, MaxAnnotationLen); err != nil {
+	// An annotation is free text that often spans lines: newlines and tabs are kept, every
+	// other control or bidi character is refused as elsewhere.
+	if err := checkText("annotation", strings.NewReplacer("\n", " ", "\t", " ").Replace(c.Annotation), false, MaxAnnotationLen); err != nil {
 		return err
 	}
 	if err := c.validateDevices(); err != nil {
