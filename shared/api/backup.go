@@ -68,6 +68,9 @@ type Backup struct {
 	// SkippedDisks are the VM's disks the backup could not capture (independent disks,
 	// physical RDMs): a succeeded backup with skipped disks succeeded with warnings.
 	SkippedDisks []SkippedDisk `json:"skipped_disks,omitempty"`
+	// VMConfig summarises the VM configuration stored with a succeeded backup (GET
+	// /api/v1/backups/{id}/vm has all of it); absent for backups taken before it was captured.
+	VMConfig *VMConfigSummary `json:"vm_config,omitempty"`
 }
 
 // SkippedDisk is a disk of the VM that a backup left out, and why.

@@ -22,6 +22,7 @@ const (
 	PathAgentJobProg    = "/api/v1/agent/jobs/{id}/progress"
 	PathAgentJobDone    = "/api/v1/agent/jobs/{id}/complete"
 	PathAgentJobDisks   = "/api/v1/agent/jobs/{id}/disks"                // PUT: the VM's disks as the snapshot sees them
+	PathAgentJobVM      = "/api/v1/agent/jobs/{id}/vm"                   // PUT: the VM's configuration as the snapshot recorded it
 	PathAgentOpenSess   = "/api/v1/agent/jobs/{id}/disks/{disk}/session" // POST: open or reopen (idempotent)
 	PathAgentSession    = "/api/v1/agent/sessions/{session}"             // GET: with the slots done, to resume
 	PathAgentChunk      = "/api/v1/agent/sessions/{session}/chunks/{digest}"
@@ -44,6 +45,7 @@ const (
 	PathBackupCancel  = "/api/v1/backups/{id}/cancel"
 	PathBackupChain   = "/api/v1/backups/{id}/chain" // {id} is a VM name or context id (the seed system's route)
 	PathBackupImage   = "/api/v1/backups/{id}/disks/{disk}/image"
+	PathBackupVM      = "/api/v1/backups/{id}/vm" // GET: the VM configuration of a restore point
 	PathBackupProtect = "/api/v1/backups/{id}/protect"
 	PathBackupUnprot  = "/api/v1/backups/{id}/unprotect"
 	PathRepositories  = "/api/v1/repositories"

@@ -43,6 +43,10 @@ func (h *fakeHub) ReportDisks(context.Context, string, api.JobDisksReport) (*api
 	return nil, errors.New("the fake hub runs single disks only")
 }
 
+func (h *fakeHub) PutVMConfig(context.Context, string, api.VMConfig) error {
+	return errors.New("the fake hub runs single disks only")
+}
+
 func (h *fakeHub) OpenSession(_ context.Context, jobID, diskID string, req api.OpenSessionRequest) (api.Session, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()

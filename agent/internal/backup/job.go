@@ -30,6 +30,8 @@ type jobHub interface {
 	// ReportDisks tells the hub the VM's disks as the snapshot shows them and answers the job
 	// with the disks to back up (new ones included, with their geometry).
 	ReportDisks(ctx context.Context, jobID string, r api.JobDisksReport) (*api.Job, error)
+	// PutVMConfig stores the VM's configuration with the backup (idempotent).
+	PutVMConfig(ctx context.Context, jobID string, cfg api.VMConfig) error
 }
 
 // Source is one connected vCenter/ESXi endpoint (sources.Conn). Both calls may connect, and
@@ -233,6 +235,15 @@ func (r *Runner) run(ctx context.Context, job *api.Job, c *Counters, st *jobStat
 		return notes, fmt.Errorf("report the snapshot's disks: %w", err)
 	}
 	job.Disks = spec.Disks
+	// The restore point carries the VM's configuration, so that the VM can be created again
+	// from the repository alone: a backup without it would not be restorable into vSphere.
+	cfg, err := snap.VMConfig(ctx)
+	if err != nil {
+		return notes, err
+	}
+	if err := r.hub.PutVMConfig(ctx, job.ID, cfg); err != nil {
+		return notes, fmt.Errorf("send the VM configuration: %w", err)
+	}
 	byKey := map[int32]vsphere.SnapshotDisk{}
 	for _, d := range sdisks {
 		byKey[d.Key] = d

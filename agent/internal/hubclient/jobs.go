@@ -63,6 +63,12 @@ func (c *Client) ReportDisks(ctx context.Context, jobID string, r api.JobDisksRe
 	return &j, nil
 }
 
+// PutVMConfig sends the job's VM configuration as its snapshot recorded it; the hub stores it
+// with the backup. Sending the same configuration again is harmless.
+func (c *Client) PutVMConfig(ctx context.Context, jobID string, cfg api.VMConfig) error {
+	return c.Do(ctx, http.MethodPut, api.Path(api.PathAgentJobVM, jobID), cfg, nil)
+}
+
 // OpenSession opens (or reopens) the upload session of one disk of a job.
 func (c *Client) OpenSession(ctx context.Context, jobID, diskID string, req api.OpenSessionRequest) (api.Session, error) {
 	var s api.Session

@@ -32,8 +32,10 @@ type diskFacts struct {
 	uuid           string
 	changeID       string
 	hasParent      bool // a delta disk: the bytes are spread over a chain of files
+	controllerKey  int32
 	controllerType string
 	controllerBus  int32
+	sharing        string // sharingNone, sharingMultiWriter ("" when the backing has none)
 	unitNumber     int32
 	backupable     bool
 	reason         string
@@ -51,6 +53,7 @@ func describeDisk(disk *types.VirtualDisk, devices object.VirtualDeviceList) dis
 	if disk.UnitNumber != nil {
 		f.unitNumber = *disk.UnitNumber
 	}
+	f.controllerKey = disk.ControllerKey
 	if c := devices.FindByKey(disk.ControllerKey); c != nil {
 		f.controllerType = controllerType(c)
 		if vc, ok := c.(types.BaseVirtualController); ok {
@@ -114,6 +117,7 @@ func describeDisk(disk *types.VirtualDisk, devices object.VirtualDeviceList) dis
 		f.backingType = "unknown"
 	}
 
+	f.sharing = sharing
 	f.backupable, f.reason = backupable(f.backingType, f.diskMode, sharing, physical)
 	return f
 }

@@ -93,15 +93,9 @@ func (s *Snapshot) Disks(ctx context.Context) ([]SnapshotDisk, error) {
 			dsRefs = append(dsRefs, *f.datastoreRef)
 		}
 	}
-	dsNames := make(map[types.ManagedObjectReference]string, len(dsRefs))
-	if len(dsRefs) > 0 {
-		var dss []mo.Datastore
-		if err := c.collector().Retrieve(ctx, dsRefs, []string{"name"}, &dss); err != nil {
-			return nil, fmt.Errorf("read datastores of snapshot %s: %w", s.ref.Value, err)
-		}
-		for _, ds := range dss {
-			dsNames[ds.Self] = ds.Name
-		}
+	dsNames, err := c.datastoreNames(ctx, dsRefs)
+	if err != nil {
+		return nil, fmt.Errorf("read datastores of snapshot %s: %w", s.ref.Value, err)
 	}
 
 	out := make([]SnapshotDisk, 0, len(facts))
@@ -132,6 +126,22 @@ func (s *Snapshot) Disks(ctx context.Context) ([]SnapshotDisk, error) {
 	}
 	slices.SortFunc(out, func(a, b SnapshotDisk) int { return cmp.Compare(a.Key, b.Key) })
 	return out, nil
+}
+
+// datastoreNames reads the names of datastores in one round trip (none for no refs).
+func (c *Client) datastoreNames(ctx context.Context, refs []types.ManagedObjectReference) (map[types.ManagedObjectReference]string, error) {
+	names := make(map[types.ManagedObjectReference]string, len(refs))
+	if len(refs) == 0 {
+		return names, nil
+	}
+	var dss []mo.Datastore
+	if err := c.collector().Retrieve(ctx, refs, []string{"name"}, &dss); err != nil {
+		return nil, err
+	}
+	for _, ds := range dss {
+		names[ds.Self] = ds.Name
+	}
+	return names, nil
 }
 
 // datacenterPathOf returns the inventory path, without leading slash, of the datacenter that

@@ -27,6 +27,8 @@ type backupService interface {
 	Progress(ctx context.Context, agentID, id string, p api.JobProgress) (api.JobState, error)
 	Complete(ctx context.Context, agentID, id string, c api.JobCompletion) error
 	Spec(ctx context.Context, agentID, id string) (*api.Job, error)
+	PutVMConfig(ctx context.Context, agentID, id string, cfg api.VMConfig) error
+	VMConfig(ctx context.Context, id string) (api.VMConfig, error)
 }
 
 func (s *Server) registerBackup(agent, v1 *gin.RouterGroup) {
@@ -39,12 +41,14 @@ func (s *Server) registerBackup(agent, v1 *gin.RouterGroup) {
 	v1.GET(rel(v1, api.PathBackupChain), s.requireRole(api.RoleViewer), s.chain)
 	v1.POST(rel(v1, api.PathBackupProtect), s.requireRole(api.RoleOperator), s.protect(true))
 	v1.POST(rel(v1, api.PathBackupUnprot), s.requireRole(api.RoleOperator), s.protect(false))
+	v1.GET(rel(v1, api.PathBackupVM), s.requireRole(api.RoleViewer), s.backupVMConfig)
 
 	agent.GET(rel(agent, api.PathAgentJobs), s.nextJob)
 	agent.GET(rel(agent, api.PathAgentJob), s.jobState)
 	agent.POST(rel(agent, api.PathAgentJobProg), s.jobProgress)
 	agent.POST(rel(agent, api.PathAgentJobDone), s.completeJob)
 	agent.PUT(rel(agent, api.PathAgentJobDisks), s.reportJobDisks)
+	agent.PUT(rel(agent, api.PathAgentJobVM), s.putJobVMConfig)
 }
 
 func (s *Server) startBackup(c *gin.Context) {
@@ -246,4 +250,33 @@ func (s *Server) reportJobDisks(c *gin.Context) {
 		return
 	}
 	c.JSON(http.StatusOK, spec)
+}
+
+// putJobVMConfig stores the VM configuration the job's snapshot recorded with the backup.
+func (s *Server) putJobVMConfig(c *gin.Context) {
+	var cfg api.VMConfig
+	if err := decodeJSON(c, api.MaxVMConfigBytes, &cfg); err != nil {
+		s.fail(c, err)
+		return
+	}
+	if err := cfg.Validate(); err != nil {
+		s.fail(c, err)
+		return
+	}
+	if err := s.deps.Backup.PutVMConfig(c.Request.Context(), agentID(c), c.Param("id"), cfg); err != nil {
+		s.fail(c, err)
+		return
+	}
+	c.Status(http.StatusNoContent)
+}
+
+// backupVMConfig answers the VM configuration of a restore point, checked against the digest
+// the catalog recorded; 404 for a backup taken before configurations were captured.
+func (s *Server) backupVMConfig(c *gin.Context) {
+	cfg, err := s.deps.Backup.VMConfig(c.Request.Context(), c.Param("id"))
+	if err != nil {
+		s.fail(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, cfg)
 }

@@ -52,7 +52,8 @@ func statusOf(err error) (int, string) {
 		return http.StatusForbidden, api.CodeForbidden
 	case errors.Is(err, restore.ErrNotRestorable):
 		return http.StatusConflict, api.CodeConflict
-	case errors.Is(err, repository.ErrIndexNotFound), errors.Is(err, repository.ErrIndexDamaged):
+	case errors.Is(err, repository.ErrIndexNotFound), errors.Is(err, repository.ErrIndexDamaged),
+		errors.Is(err, repository.ErrVMConfigNotFound), errors.Is(err, repository.ErrVMConfigDamaged):
 		return http.StatusInternalServerError, api.CodeInternal
 	case errors.Is(err, catalog.ErrNotFound):
 		return http.StatusNotFound, api.CodeNotFound

@@ -48,6 +48,7 @@ var operations = []operation{
 	{"POST", api.PathAgentJobProg, "Report progress (heartbeat of the job); answers whether to cancel", authAgent, nil, api.JobProgress{}, api.JobState{}, 200},
 	{"POST", api.PathAgentJobDone, "Report the end of a job", authAgent, nil, api.JobCompletion{}, api.JobState{}, 200},
 	{"PUT", api.PathAgentJobDisks, "Report the VM's disks as the job's snapshot shows them; answers the job with the disks to back up", authAgent, nil, api.JobDisksReport{}, api.Job{}, 200},
+	{"PUT", api.PathAgentJobVM, "Store the VM configuration the job's snapshot recorded with the backup (the same again: no change)", authAgent, nil, api.VMConfig{}, nil, 204},
 	{"POST", api.PathAgentOpenSess, "Open (or reopen) the upload session of a disk", authAgent, nil, api.OpenSessionRequest{}, api.Session{}, 200},
 	{"GET", api.PathAgentSession, "A session with the slots already recorded", authAgent, nil, nil, api.Session{}, 200},
 	{"PUT", api.PathAgentChunk, "Upload one chunk blob (201 stored, 200 already held) and record the slots that hold it", authAgent, []string{"slots"}, []byte{}, nil, 201},
@@ -77,6 +78,7 @@ var operations = []operation{
 	{"POST", api.PathBackupCancel, "Cancel a queued or running backup", authOperator, nil, nil, api.Backup{}, 202},
 	{"GET", api.PathBackupChain, "Per disk, the lineage of a VM's backups ({id} is the VM name or context id)", authViewer, nil, nil, api.Chain{}, 200},
 	{"GET", api.PathBackupImage, "The raw disk image of a restore point (Range supported, every chunk verified)", authViewer, nil, nil, []byte{}, 200},
+	{"GET", api.PathBackupVM, "The VM configuration of a restore point: hardware, firmware, controllers, disks, NICs, CD-ROMs, boot-relevant extraConfig (404: a backup without one)", authViewer, nil, nil, api.VMConfig{}, 200},
 	{"HEAD", api.PathBackupImage, "Size and ETag of a disk image", authViewer, nil, nil, nil, 200},
 
 	{"GET", api.PathRepositories, "List repositories", authAdmin, nil, nil, api.RepositoryList{}, 200},

@@ -72,6 +72,35 @@ func (c *Catalog) JobByID(ctx context.Context, id string) (*BackupJob, error) {
 	return j, nil
 }
 
+// SetJobVMConfig records the digest of the VM configuration a running job of the agent stored
+// in its repository. Recording the same digest again is not an error; a job that is not running,
+// or that recorded another digest → ErrConflict.
+func (c *Catalog) SetJobVMConfig(ctx context.Context, id, agentID, digest string) error {
+	res, err := c.db.NewUpdate().Model((*BackupJob)(nil)).
+		Set("vm_config_digest = ?", digest).Set("updated_at = ?", c.now()).
+		Where("id = ?", id).Where("agent_id = ?", agentID).Where("status = ?", api.JobRunning).
+		Where("(vm_config_digest IS NULL OR vm_config_digest = ?)", digest).Exec(ctx)
+	if err != nil {
+		return fmt.Errorf("record vm config of job %s: %w", id, err)
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return fmt.Errorf("record vm config of job %s: %w", id, err)
+	} else if n == 1 {
+		return nil
+	}
+	j, err := c.AgentJob(ctx, id, agentID)
+	switch {
+	case err != nil:
+		return err
+	case j.Status != api.JobRunning:
+		return fmt.Errorf("job %s is %s: %w", id, j.Status, ErrConflict)
+	case j.VMConfigDigest == digest:
+		return nil // MySQL counts rows changed, not matched: the same digest again changes none
+	default:
+		return fmt.Errorf("job %s recorded another vm configuration: %w", id, ErrConflict)
+	}
+}
+
 // ErrNotYours: the job exists but belongs to another agent. It differs from ErrNotFound on
 // purpose: an agent's snapshot reaper must keep a snapshot whose job is another agent's (on a
 // shared vCenter) and may remove one whose job is gone.
@@ -330,6 +359,9 @@ func (c *Catalog) finishJob(ctx context.Context, id, agentID, status, errMsg, no
 			if len(skipped) > 0 {
 				uq = uq.Set("skipped_disks = ?", skippedJSON(skipped))
 			}
+		}
+		if status != api.JobSucceeded {
+			uq = uq.Set("vm_config_digest = NULL") // the caller removes the blob with the indexes
 		}
 		if errMsg != "" {
 			uq = uq.Set("error = ?", truncate(errMsg, 4000))

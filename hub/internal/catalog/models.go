@@ -170,14 +170,18 @@ type BackupJob struct {
 	// SkippedDisks are the VM's present disks a snapshot cannot capture, recorded when the job
 	// succeeds (JSON).
 	SkippedDisks []api.SkippedDisk `bun:"skipped_disks,type:text,nullzero"`
-	Error        string            `bun:"error,nullzero"`
-	Protected    bool              `bun:"protected,notnull"`
-	PolicyID     string            `bun:"policy_id,nullzero"`
-	Notes        string            `bun:"notes,nullzero"`
-	VerifiedAt   time.Time         `bun:"verified_at,nullzero"`
-	VerifyStatus string            `bun:"verify_status,notnull"`
-	CreatedAt    time.Time         `bun:"created_at,notnull"`
-	UpdatedAt    time.Time         `bun:"updated_at,notnull"`
+	// VMConfigDigest is the SHA-256 (hex) of the VM configuration stored with the backup in
+	// its repository (vmconfigs/<instance uuid>/<id>.json); empty (NULL) for a backup taken
+	// before configurations were captured, and cleared when the job does not succeed.
+	VMConfigDigest string    `bun:"vm_config_digest,nullzero"`
+	Error          string    `bun:"error,nullzero"`
+	Protected      bool      `bun:"protected,notnull"`
+	PolicyID       string    `bun:"policy_id,nullzero"`
+	Notes          string    `bun:"notes,nullzero"`
+	VerifiedAt     time.Time `bun:"verified_at,nullzero"`
+	VerifyStatus   string    `bun:"verify_status,notnull"`
+	CreatedAt      time.Time `bun:"created_at,notnull"`
+	UpdatedAt      time.Time `bun:"updated_at,notnull"`
 }
 
 // BackupDisk is the outcome of one disk in one backup job.

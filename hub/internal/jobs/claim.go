@@ -181,10 +181,11 @@ func (s *Service) Complete(ctx context.Context, agentID, id string, c api.JobCom
 	if err != nil {
 		return err
 	}
-	if len(dropped) > 0 {
-		vm, verr := s.cat.VMByContextID(ctx, j.VMContextID)
-		if verr == nil {
+	if j.Status != api.JobSucceeded {
+		// Discarded with the disks: the VM configuration the job may have stored.
+		if vm, verr := s.cat.VMByContextID(ctx, j.VMContextID); verr == nil {
 			s.removeIndexes(ctx, j.RepositoryID, vm.InstanceUUID, dropped)
+			s.removeVMConfig(ctx, j.RepositoryID, vm.InstanceUUID, j.ID)
 		}
 	}
 	result := j.Status
@@ -254,6 +255,7 @@ func (s *Service) reapStale(ctx context.Context) {
 		s.log.WarnContext(ctx, "backup failed: its agent stopped reporting", "job_id", f.Job.ID, "agent_id", f.Job.AgentID, "timeout_seconds", s.opts.JobTimeout.Seconds())
 		if vm, err := s.cat.VMByContextID(ctx, f.Job.VMContextID); err == nil {
 			s.removeIndexes(ctx, f.Job.RepositoryID, vm.InstanceUUID, f.Discarded)
+			s.removeVMConfig(ctx, f.Job.RepositoryID, vm.InstanceUUID, f.Job.ID)
 		}
 	}
 }

@@ -38,6 +38,7 @@ type backupCatalog interface {
 	JobProgress(ctx context.Context, id, agentID string, p catalog.JobProgress) (*catalog.BackupJob, error)
 	RequestCancel(ctx context.Context, id string) (*catalog.BackupJob, error)
 	FinishJob(ctx context.Context, id, agentID, status, errMsg, notes string) (*catalog.BackupJob, []catalog.BackupDisk, error)
+	SetJobVMConfig(ctx context.Context, id, agentID, digest string) error
 	FailStaleJobs(ctx context.Context, cutoff time.Time) ([]catalog.FailedJob, error)
 	FailUnclaimedJobs(ctx context.Context, cutoff time.Time) ([]catalog.BackupJob, error)
 
@@ -52,14 +53,24 @@ type backupCatalog interface {
 	CountJobsByStatus(ctx context.Context) (map[string]int, error)
 }
 
-// IndexRemover deletes the index of one disk of one backup (repository.ErrIndexNotFound when
-// there is none).
-type IndexRemover interface {
+// Repository is what the service needs of a job's repository (*repository.Repository): it
+// removes the indexes of discarded disk results, and keeps the VM configuration of each backup.
+type Repository interface {
+	// RemoveIndex deletes the index of one disk of one backup (repository.ErrIndexNotFound when
+	// there is none).
 	RemoveIndex(ctx context.Context, ref repository.IndexRef) error
+	// WriteVMConfig stores a backup's VM configuration durably and returns its SHA-256; the same
+	// content again is not an error, different content repository.ErrVMConfigExists.
+	WriteVMConfig(ctx context.Context, vmUUID, backupID string, data []byte) (string, error)
+	// ReadVMConfig returns the stored configuration when it matches digest
+	// (repository.ErrVMConfigNotFound, repository.ErrVMConfigDamaged).
+	ReadVMConfig(ctx context.Context, vmUUID, backupID, digest string) ([]byte, error)
+	// RemoveVMConfig deletes it durably; none is not an error.
+	RemoveVMConfig(ctx context.Context, vmUUID, backupID string) error
 }
 
 // Opener opens a repository by catalog id (a registry of repositories).
-type Opener[R IndexRemover] interface {
+type Opener[R Repository] interface {
 	Open(ctx context.Context, id string) (R, error)
 }
 
@@ -76,7 +87,7 @@ type Options struct {
 // Service is the hub's side of backups.
 type Service struct {
 	cat     backupCatalog
-	open    func(ctx context.Context, id string) (IndexRemover, error)
+	open    func(ctx context.Context, id string) (Repository, error)
 	log     *slog.Logger
 	metrics *metrics
 	opts    Options
@@ -91,7 +102,7 @@ type Service struct {
 
 // New returns the job service; its metrics, and a collector counting jobs by status in the
 // catalog, are registered on reg (nil: not registered).
-func New[R IndexRemover](cat backupCatalog, repos Opener[R], log *slog.Logger, reg prometheus.Registerer, opts Options) *Service {
+func New[R Repository](cat backupCatalog, repos Opener[R], log *slog.Logger, reg prometheus.Registerer, opts Options) *Service {
 	if opts.JobTimeout <= 0 {
 		opts.JobTimeout = 10 * time.Minute
 	}
@@ -105,7 +116,7 @@ func New[R IndexRemover](cat backupCatalog, repos Opener[R], log *slog.Logger, r
 	if reg != nil {
 		reg.MustRegister(newJobsCollector(cat, log))
 	}
-	open := func(ctx context.Context, id string) (IndexRemover, error) {
+	open := func(ctx context.Context, id string) (Repository, error) {
 		r, err := repos.Open(ctx, id)
 		if err != nil {
 			return nil, err

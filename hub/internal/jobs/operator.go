@@ -88,7 +88,9 @@ func (s *Service) Get(ctx context.Context, id string) (api.Backup, error) {
 	if err != nil {
 		return api.Backup{}, err
 	}
-	return backupInfo(row, disks), nil
+	b := backupInfo(row, disks)
+	b.VMConfig = s.vmConfigSummary(ctx, row)
+	return b, nil
 }
 
 func backupInfo(r *catalog.BackupRow, disks []catalog.BackupDisk) api.Backup {
@@ -157,7 +159,7 @@ func (s *Service) Cancel(ctx context.Context, id string) (api.Backup, error) {
 	return s.Get(ctx, id)
 }
 
-// Delete removes a finished, unprotected backup and its indexes; the chunks are reclaimed by
+// Delete removes a finished, unprotected backup, its indexes and its VM configuration; the chunks are reclaimed by
 // garbage collection.
 func (s *Service) Delete(ctx context.Context, id string) error {
 	row, err := s.cat.BackupByID(ctx, id)
@@ -169,6 +171,9 @@ func (s *Service) Delete(ctx context.Context, id string) error {
 		return err
 	}
 	s.removeIndexes(ctx, j.RepositoryID, row.InstanceUUID, disks)
+	if row.VMConfigDigest != "" {
+		s.removeVMConfig(ctx, j.RepositoryID, row.InstanceUUID, id)
+	}
 	s.log.InfoContext(ctx, "backup deleted", "job_id", id, "vm_context_id", j.VMContextID, "disks", len(disks))
 	return nil
 }

@@ -8,6 +8,7 @@
 //	chunks/ab/cd/<sha256 hex>                    one immutable chunk blob (shared/chunk) per digest;
 //	                                             ab and cd are the first two and next two hex digits
 //	indexes/<vm uuid>/<disk id>/<backup id>.fidx one fixed index (hub/internal/fidx) per disk and backup
+//	vmconfigs/<vm uuid>/<backup id>.json         the VM configuration (api.VMConfig) of one backup
 //	quarantine/<sha256 hex>.<unix nanoseconds>   a chunk blob found damaged, moved out of chunks/
 //	                                             (QuarantineChunk) so that it is uploaded again
 //

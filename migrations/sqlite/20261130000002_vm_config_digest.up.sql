@@ -1,0 +1,1 @@
+ALTER TABLE backup_jobs ADD COLUMN vm_config_digest VARCHAR(64) NULL;
