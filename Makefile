@@ -7,7 +7,7 @@ LDFLAGS := -s -w -X github.com/sendense/sendense/shared/version.Version=$(VERSIO
 BIN := bin
 export CGO_ENABLED ?= 0
 
-.PHONY: all build test fuzz demo lint bench clean package
+.PHONY: all build test fuzz chaos demo lint bench clean package
 
 all: build
 
@@ -24,6 +24,12 @@ test:
 FUZZTIME ?= 60s
 fuzz:
 	scripts/fuzz.sh $(FUZZTIME)
+
+# The fault suite's long run: N randomized fault trials and the 50-agent load test
+# (scripts/test.sh runs a few trials).
+N ?= 100
+chaos:
+	scripts/chaos.sh $(N)
 
 demo: build
 	scripts/demo.sh

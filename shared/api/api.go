@@ -23,6 +23,7 @@ const (
 	CodeTooLarge        = "too_large"
 	CodeTooManyRequests = "too_many_requests"
 	CodeUnavailable     = "unavailable"
+	CodeStorageFull     = "storage_full" // 507: a file system the hub writes (a repository, the catalog) is full
 	CodeInternal        = "internal"
 )
 

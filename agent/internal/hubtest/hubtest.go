@@ -141,6 +141,15 @@ func (h *Hub) logLine(msg string) (map[string]any, bool) {
 // Logs returns everything the hub has logged so far (all runs).
 func (h *Hub) Logs() string { return h.history + h.logs.String() }
 
+// PID is the process id of the running hub (0 when it is not running), e.g. to read its peak
+// memory from /proc/PID/status.
+func (h *Hub) PID() int {
+	if h.cmd == nil || h.cmd.Process == nil || h.cmd.ProcessState != nil {
+		return 0
+	}
+	return h.cmd.Process.Pid
+}
+
 // Stop sends SIGTERM and waits for a clean exit.
 func (h *Hub) Stop() {
 	if h.cmd == nil || h.cmd.ProcessState != nil {

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"syscall"
 
 	"github.com/gin-gonic/gin"
 
@@ -61,6 +62,8 @@ func statusOf(err error) (int, string) {
 		return http.StatusConflict, api.CodeConflict
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
 		return http.StatusServiceUnavailable, api.CodeUnavailable
+	case errors.Is(err, syscall.ENOSPC), errors.Is(err, syscall.EDQUOT):
+		return http.StatusInsufficientStorage, api.CodeStorageFull
 	default:
 		return http.StatusInternalServerError, api.CodeInternal
 	}
@@ -75,9 +78,14 @@ func (s *Server) fail(c *gin.Context, err error) {
 	if errors.As(err, &fe) {
 		body.Field = fe.Field
 	}
-	if code == http.StatusInternalServerError {
+	switch code {
+	case http.StatusInternalServerError:
 		s.deps.Log.ErrorContext(c.Request.Context(), "request failed", "route", c.FullPath(), "err", err)
 		body.Error = "internal error"
+	case http.StatusInsufficientStorage:
+		// The error names the hub's file paths: they stay in the hub's log.
+		s.deps.Log.ErrorContext(c.Request.Context(), "request failed: out of space", "route", c.FullPath(), "err", err)
+		body.Error = "the hub is out of storage space (no space left on a repository or catalog file system); free space or add capacity, then retry"
 	}
 	_ = c.Error(err)
 	c.AbortWithStatusJSON(code, body)
