@@ -180,6 +180,11 @@ func (r *Runner) Run(ctx context.Context, job *api.RestoreJob) error {
 			}
 		}
 	}
+	if err == nil {
+		// The hub takes the bytes written from progress reports: the last disk's end is in none yet.
+		st.set(api.PhaseFinished, "")
+		_, _ = r.hub.RestoreProgress(cctx, job.ID, st.progress())
+	}
 	if cerr := r.hub.CompleteRestore(cctx, job.ID, done); cerr != nil {
 		log.ErrorContext(cctx, "could not report the end of the restore", "status", done.Status, "err", cerr)
 		if err == nil {
