@@ -28,6 +28,12 @@ const (
 	PathAgentChunk      = "/api/v1/agent/sessions/{session}/chunks/{digest}"
 	PathAgentSlots      = "/api/v1/agent/sessions/{session}/slots"
 	PathAgentCommitSess = "/api/v1/agent/sessions/{session}/commit"
+	// Restore jobs: the same long poll and lifecycle as backup jobs, on their own routes.
+	PathAgentRestores     = "/api/v1/agent/restores"      // GET: long poll for the next restore (?wait=30s&running=id,id)
+	PathAgentRestore      = "/api/v1/agent/restores/{id}" // GET: state (cancel requested?)
+	PathAgentRestoreProg  = "/api/v1/agent/restores/{id}/progress"
+	PathAgentRestoreDone  = "/api/v1/agent/restores/{id}/complete"
+	PathAgentRestoreImage = "/api/v1/agent/restores/{id}/disks/{disk}/image" // GET: a disk of the job's backup (Range)
 
 	// Operators, with an API token.
 	PathAgents        = "/api/v1/agents"
@@ -48,6 +54,9 @@ const (
 	PathBackupVM      = "/api/v1/backups/{id}/vm" // GET: the VM configuration of a restore point
 	PathBackupProtect = "/api/v1/backups/{id}/protect"
 	PathBackupUnprot  = "/api/v1/backups/{id}/unprotect"
+	PathRestores      = "/api/v1/restores"             // POST: restore a backup as a new VM; GET: list
+	PathRestore       = "/api/v1/restores/{id}"        // GET: one restore with its progress
+	PathRestoreCancel = "/api/v1/restores/{id}/cancel" // POST
 	PathRepositories  = "/api/v1/repositories"
 	PathPolicies      = "/api/v1/policies"
 	PathPolicy        = "/api/v1/policies/{name}"

@@ -19,6 +19,7 @@ import (
 	"github.com/sendense/sendense/agent/internal/config"
 	"github.com/sendense/sendense/agent/internal/daemon"
 	"github.com/sendense/sendense/agent/internal/hubclient"
+	"github.com/sendense/sendense/agent/internal/restore"
 	"github.com/sendense/sendense/agent/internal/sources"
 	"github.com/sendense/sendense/shared/httpserve"
 	"github.com/sendense/sendense/shared/version"
@@ -27,7 +28,7 @@ import (
 func newRunCmd(e *env) *cobra.Command {
 	return &cobra.Command{
 		Use:   "run",
-		Short: "Run the agent daemon: heartbeats, certificate renewal, discovery and backups",
+		Short: "Run the agent daemon: heartbeats, certificate renewal, discovery, backups and restores",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := loadConfig(cmd, e)
@@ -89,6 +90,9 @@ func runDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger) error 
 			return backup.ReapSnapshots(gctx, reap, hc, runner.Busy, 10*time.Minute, log)
 		})
 		g.Go(func() error { return daemon.Jobs(gctx, hc, runner, cfg.MaxParallelJobs, log) })
+		restores := restore.NewRunner(hc, restoreTarget(srcs), log, restore.Options{})
+		// Restores have their own loop: a queued restore does not wait for a backup slot.
+		g.Go(func() error { return daemon.Restores(gctx, hc, restores, cfg.MaxParallelJobs, log) })
 	} else {
 		log.WarnContext(ctx, "no sources configured: the agent only heartbeats; add sources to the configuration to discover and back up VMs")
 	}
@@ -106,5 +110,20 @@ func lookupSource(srcs *sources.Set) func(name string) (backup.Source, error) {
 			return nil, err // not a nil *Conn inside a non-nil interface
 		}
 		return c, nil
+	}
+}
+
+// restoreTarget resolves a restore's source name to its connected vCenter.
+func restoreTarget(srcs *sources.Set) func(ctx context.Context, name string) (restore.Target, error) {
+	return func(ctx context.Context, name string) (restore.Target, error) {
+		c, err := srcs.Get(name)
+		if err != nil {
+			return nil, err
+		}
+		cl, err := c.Client(ctx)
+		if err != nil {
+			return nil, err // not a nil *vsphere.Client inside a non-nil interface
+		}
+		return cl, nil
 	}
 }

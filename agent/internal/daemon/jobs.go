@@ -22,6 +22,32 @@ type jobRunner interface {
 // Jobs long-polls the hub for backup jobs and runs up to parallel of them at once, until ctx
 // ends; it then waits for the running jobs to wind down (they report and clean up).
 func Jobs(ctx context.Context, hub jobSource, runner jobRunner, parallel int, log *slog.Logger) error {
+	return poll(ctx, hub.NextJob, runner.Run, runner.Busy, parallel, log.With("loop", "backups"))
+}
+
+// restoreSource hands out restore jobs (the hub's long poll).
+type restoreSource interface {
+	NextRestore(ctx context.Context, wait time.Duration, busy []string) (*api.RestoreJob, error)
+}
+
+// restoreRunner runs one restore to its end (reporting the outcome and removing a half-made VM
+// itself) and lists the running ones.
+type restoreRunner interface {
+	Run(ctx context.Context, job *api.RestoreJob) error
+	Busy() []string
+}
+
+// Restores long-polls the hub for restore jobs and runs up to parallel of them at once, until
+// ctx ends; it then waits for the running restores to wind down (they remove what they made
+// and report).
+func Restores(ctx context.Context, hub restoreSource, runner restoreRunner, parallel int, log *slog.Logger) error {
+	return poll(ctx, hub.NextRestore, runner.Run, runner.Busy, parallel, log.With("loop", "restores"))
+}
+
+// poll is the claim loop of Jobs and Restores.
+func poll[J any](ctx context.Context, next func(context.Context, time.Duration, []string) (*J, error),
+	run func(context.Context, *J) error, busy func() []string, parallel int, log *slog.Logger,
+) error {
 	if parallel < 1 {
 		parallel = 1
 	}
@@ -33,14 +59,14 @@ func Jobs(ctx context.Context, hub jobSource, runner jobRunner, parallel int, lo
 		case <-ctx.Done():
 			return drain(slots, parallel)
 		}
-		job, err := hub.NextJob(ctx, 30*time.Second, runner.Busy())
+		job, err := next(ctx, 30*time.Second, busy())
 		if err != nil || job == nil {
 			<-slots
 			if ctx.Err() != nil {
 				return drain(slots, parallel)
 			}
 			if err != nil {
-				log.WarnContext(ctx, "asking the hub for jobs failed", "retry_in_seconds", backoff.Seconds(), "err", err)
+				log.WarnContext(ctx, "asking the hub for work failed", "retry_in_seconds", backoff.Seconds(), "err", err)
 				select {
 				case <-ctx.Done():
 				case <-time.After(backoff):
@@ -52,7 +78,7 @@ func Jobs(ctx context.Context, hub jobSource, runner jobRunner, parallel int, lo
 		backoff = time.Second
 		go func() {
 			defer func() { <-slots }()
-			_ = runner.Run(ctx, job) // Run reports the outcome and logs failures itself
+			_ = run(ctx, job) // run reports the outcome and logs failures itself
 		}()
 	}
 }

@@ -23,6 +23,7 @@ func newRestoreCmd(e *env) *cobra.Command {
 		Use:   "restore --backup ID [--disk disk-2000] --output PATH [--format raw|qcow2]",
 		Short: "Restore disks of a backup to sparse raw images (or qcow2), verifying every chunk",
 		Long: "Writes one disk to PATH, or, without --disk, every disk of the backup into the directory PATH as <disk>.raw.\n" +
+			"(restore vm restores a backup as a new VM in vSphere; restore list/show/cancel manage those restores.)\n" +
 			"Zero slots become holes. Every chunk is verified against its digest; any damage fails the restore (exit 1)\n" +
 			"and the partial image is removed.",
 		Args: cobra.NoArgs,
@@ -80,6 +81,7 @@ func newRestoreCmd(e *env) *cobra.Command {
 	cmd.Flags().IntVar(&parallel, "parallel", 4, "chunks read at once")
 	_ = cmd.MarkFlagRequired("backup")
 	_ = cmd.MarkFlagRequired("output")
+	cmd.AddCommand(restoreVMCmds(e)...)
 	return cmd
 }
 

@@ -119,7 +119,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 			policies.PruneVM(pctx, j.VMContextID)
 		}()
 	}
-	apiSrv := api.New(api.Deps{Log: log, Registry: reg, Catalog: cat, Repository: defRepo, Identity: ids, Inventory: inv, Backup: backups, Ingest: ingest.New(cat, repos, log, reg), Restore: restore.New(cat, restoreRepos(repos), reg), Repositories: repos, Policies: policies, Events: events.New(cat, log), Started: started,
+	apiSrv := api.New(api.Deps{Log: log, Registry: reg, Catalog: cat, Repository: defRepo, Identity: ids, Inventory: inv, Backup: backups, Restores: backups, Ingest: ingest.New(cat, repos, log, reg), Restore: restore.New(cat, restoreRepos(repos), reg), Repositories: repos, Policies: policies, Events: events.New(cat, log), Started: started,
 		Limits: api.Limits{BodyTimeout: cfg.RequestBodyTimeout, UploadMinRate: cfg.UploadMinKiBPerSecond << 10}})
 
 	tcpln, err := net.Listen("tcp", cfg.Listen)

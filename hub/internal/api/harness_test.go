@@ -117,7 +117,7 @@ func newTestHub(t *testing.T, c *catalog.Catalog, opts ...hubOptions) *testHub {
 		t.Fatal(err)
 	}
 	backups := jobs.New(c, repos, log, reg, jobs.Options{Now: clock.Now, PollInterval: o.pollInterval})
-	srv := hubapi.New(hubapi.Deps{Log: log, Registry: reg, Catalog: c, Repository: repo, Identity: ids, Inventory: inv, Backup: backups, Ingest: ingest.New(c, repos, log, reg), Restore: restore.New(c, restoreRepos(repos), reg), Repositories: repos,
+	srv := hubapi.New(hubapi.Deps{Log: log, Registry: reg, Catalog: c, Repository: repo, Identity: ids, Inventory: inv, Backup: backups, Restores: backups, Ingest: ingest.New(c, repos, log, reg), Restore: restore.New(c, restoreRepos(repos), reg), Repositories: repos,
 		Policies: policy.New(c, backups, log, reg, clock.Now), Events: events.New(c, log), Limits: o.limits})
 	ts := httptest.NewUnstartedServer(srv.Handler())
 	ts.Config.ErrorLog = slog.NewLogLogger(log.Handler(), slog.LevelWarn)

@@ -31,7 +31,12 @@ func (s *Server) registerRestore(v1 *gin.RouterGroup) {
 // support for random access. Every chunk is verified as it is read; damage aborts the response
 // (the client sees a truncated body and a broken connection, never wrong bytes with a 200).
 func (s *Server) diskImage(c *gin.Context) {
-	img, d, err := s.deps.Restore.Open(c.Request.Context(), c.Param("id"), c.Param("disk"))
+	s.serveImage(c, c.Param("id"), c.Param("disk"))
+}
+
+// serveImage answers the image of one disk of a backup (diskImage).
+func (s *Server) serveImage(c *gin.Context, backupID, diskID string) {
+	img, d, err := s.deps.Restore.Open(c.Request.Context(), backupID, diskID)
 	if err != nil {
 		s.fail(c, err)
 		return

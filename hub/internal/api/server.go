@@ -41,6 +41,8 @@ type Deps struct {
 	Backup     backupService
 	Ingest     ingestService
 	Restore    restoreService
+	// Restores queues restores as new VMs and hands them to agents (nil: the routes answer 500).
+	Restores restoreJobService
 	// Repositories lists and creates repositories.
 	Repositories repositoryService
 	Policies     policyService
@@ -103,6 +105,7 @@ func New(d Deps) *Server {
 	s.registerBackup(agent, v1)
 	s.registerIngest(agent)
 	s.registerRestore(v1)
+	s.registerRestoreJobs(agent, v1)
 	s.registerRepositories(v1)
 	s.registerPolicies(v1)
 	s.registerEvents(v1)

@@ -246,6 +246,7 @@ func (s *Service) reapStale(ctx context.Context) {
 			s.OnFinished(j)
 		}
 	}
+	s.reapStaleRestores(ctx, cutoff)
 	failed, err := s.cat.FailStaleJobs(ctx, cutoff)
 	if err != nil && ctx.Err() == nil {
 		s.log.WarnContext(ctx, "fail stale jobs", "err", err)

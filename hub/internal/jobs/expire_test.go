@@ -100,3 +100,74 @@ func TestUnclaimedJobsFailWithTheReason(t *testing.T) {
 		}
 	})
 }
+
+// A running restore whose agent stopped reporting is failed with the VM it made still named;
+// a queued restore of a revoked agent is failed with the reason; a live one is left alone.
+func TestStaleRestoresFail(t *testing.T) {
+	catalogtest.ForEachDialect(t, func(t *testing.T, c *catalog.Catalog) {
+		quiet := slog.New(slog.DiscardHandler)
+		clk := &testClock{t: time.Now().UTC().Truncate(time.Second)}
+		c.SetClock(clk.Now)
+		ctx := t.Context()
+		inv := inventory.New(c, quiet, nil)
+		enroll(t, c, "agent-1")
+		enroll(t, c, "agent-2")
+		if _, err := inv.Apply(ctx, "agent-1", "127.0.0.1", &api.Inventory{
+			Source: api.Source{Name: "vc1", InstanceUUID: "0ba3d9a4-0000-4000-8000-000000000001"},
+			VMs: []api.VM{{InstanceUUID: "50120000-0000-4000-8000-000000000001", Name: "vm1",
+				Disks: []api.Disk{{Key: 2000, DiskID: "disk-2000", CapacityBytes: 1 << 30, Backupable: true}}}},
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := repository.NewRegistry(c, nil, nil).Create(ctx, repository.DefaultName, t.TempDir(), 0); err != nil {
+			t.Fatal(err)
+		}
+		s := New(c, repository.NewRegistry(c, nil, nil), quiet, nil, Options{Now: clk.Now, JobTimeout: 10 * time.Minute})
+		b, err := s.Start(ctx, api.StartBackupRequest{VM: "vm1"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		mk := func(id, agent, name string) {
+			if err := c.CreateRestoreJob(ctx, &catalog.RestoreJob{ID: id, BackupID: b.ID, AgentID: agent, SourceName: "vc1", TargetName: name, Spec: "{}"}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		mk("rs-run", "agent-1", "a")
+		mk("rs-revoked", "agent-2", "b")
+		if j, _, err := c.ClaimRestoreJob(ctx, "agent-1", nil); err != nil || j.ID != "rs-run" {
+			t.Fatalf("claim: %v %v", j, err)
+		}
+		if _, err := c.RestoreProgress(ctx, "rs-run", "agent-1", api.PhaseWriting, "vm-7", 1, 2); err != nil {
+			t.Fatal(err)
+		}
+		mk("rs-queued", "agent-1", "c")
+		if err := c.RevokeAgent(ctx, "agent-2"); err != nil {
+			t.Fatal(err)
+		}
+		s.reapStale(ctx)
+		get := func(id string) api.Restore {
+			r, err := s.GetRestore(ctx, id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return r
+		}
+		if r := get("rs-revoked"); r.Status != api.JobFailed || !strings.Contains(r.Error, "revoked") {
+			t.Fatalf("restore of a revoked agent: %+v", r)
+		}
+		if get("rs-run").Status != api.JobRunning {
+			t.Fatal("a restore that reported recently was failed")
+		}
+		clk.Add(11 * time.Minute)
+		if err := c.TouchAgent(ctx, "agent-1", "h", "v"); err != nil {
+			t.Fatal(err)
+		}
+		s.reapStale(ctx)
+		if r := get("rs-run"); r.Status != api.JobFailed || r.VMRef != "vm-7" || !strings.Contains(r.Error, "stopped reporting") {
+			t.Fatalf("stale restore: %+v", r)
+		}
+		if r := get("rs-queued"); r.Status != api.JobQueued {
+			t.Fatalf("queued restore of a live agent: %+v", r)
+		}
+	})
+}

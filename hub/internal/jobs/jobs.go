@@ -1,4 +1,4 @@
-// Package jobs owns the life of a backup job on the hub: operators (and the scheduler) queue,
+// Package jobs owns the life of backup and restore jobs on the hub: operators (and the scheduler) queue,
 // list, cancel, protect and delete backups; agents claim jobs by long polling, report progress
 // and complete them; jobs whose agent went silent are failed. The data of a job arrives through
 // package ingest.
@@ -51,6 +51,8 @@ type backupCatalog interface {
 	DeleteBackup(ctx context.Context, id string) (*catalog.BackupJob, []catalog.BackupDisk, error)
 	SetProtected(ctx context.Context, id string, protected bool) error
 	CountJobsByStatus(ctx context.Context) (map[string]int, error)
+
+	restoreCatalog
 }
 
 // Repository is what the service needs of a job's repository (*repository.Repository): it
@@ -115,6 +117,7 @@ func New[R Repository](cat backupCatalog, repos Opener[R], log *slog.Logger, reg
 	m := newMetrics(reg)
 	if reg != nil {
 		reg.MustRegister(newJobsCollector(cat, log))
+		reg.MustRegister(newRestoresCollector(cat, log))
 	}
 	open := func(ctx context.Context, id string) (Repository, error) {
 		r, err := repos.Open(ctx, id)

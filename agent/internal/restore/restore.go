@@ -1,0 +1,352 @@
+// Package restore runs restore jobs on the agent: a backup restored as a new VM, created on the
+// target vCenter from the backup's configuration, its disks written from the hub's verified
+// images, removed again when the restore does not finish.
+package restore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/sendense/sendense/agent/internal/hubclient"
+	"github.com/sendense/sendense/agent/internal/vsphere"
+	"github.com/sendense/sendense/shared/api"
+)
+
+// ErrCancelled is the cause of a restore stopped by the operator.
+var ErrCancelled = errors.New("cancelled by the operator")
+
+// errHubEnded: the hub no longer considers the restore running (the reaper failed it).
+var errHubEnded = errors.New("the hub ended the restore")
+
+// restoreHub is what a restore needs from the hub (*hubclient.Client). Every call may be
+// retried by the caller; progress and completion are idempotent on the hub.
+type restoreHub interface {
+	// RestoreProgress records the phase, the VM made so far and the bytes written, and answers
+	// whether the operator asked to cancel.
+	RestoreProgress(ctx context.Context, id string, p api.RestoreProgress) (api.JobState, error)
+	CompleteRestore(ctx context.Context, id string, done api.RestoreCompletion) error
+	// OpenRestoreImage streams a disk image of the restore's backup from offset; a body that
+	// ends early reads as an error, never as a short image.
+	OpenRestoreImage(ctx context.Context, id, diskID string, offset int64) (io.ReadCloser, int64, error)
+}
+
+var _ restoreHub = (*hubclient.Client)(nil)
+
+// Target is one connected vCenter as a restore uses it (*vsphere.Client). Calls may run
+// concurrently for parallel restores.
+type Target interface {
+	// ResolveRestore finds and checks everything the restore names, creating nothing.
+	ResolveRestore(ctx context.Context, job *api.RestoreJob) (*vsphere.Placement, error)
+	// DestroyRestoredVM removes a VM this restore made; a VM already gone is not an error.
+	DestroyRestoredVM(ctx context.Context, moref, jobID string) error
+	// DatastoreHTTP gives the /folder URL of a datastore file and a client that may write it.
+	DatastoreHTTP(ctx context.Context, dcPath, datastore, path string) (string, *http.Client, error)
+}
+
+var _ Target = (*vsphere.Client)(nil)
+
+// Options tune restores.
+type Options struct {
+	ProgressInterval time.Duration // default 5s
+	// CleanupTimeout bounds removing a half-made VM and reporting the outcome after the agent
+	// was told to stop (default 2m).
+	CleanupTimeout time.Duration
+}
+
+// Runner runs restore jobs. It is safe for concurrent use.
+type Runner struct {
+	hub     restoreHub
+	targets func(ctx context.Context, source string) (Target, error)
+	log     *slog.Logger
+	opts    Options
+
+	mu     sync.Mutex
+	active map[string]bool
+}
+
+// NewRunner returns a restore runner; targets resolves a job's agent-local source name.
+func NewRunner(hub restoreHub, targets func(ctx context.Context, source string) (Target, error), log *slog.Logger, opts Options) *Runner {
+	if opts.ProgressInterval <= 0 {
+		opts.ProgressInterval = 5 * time.Second
+	}
+	if opts.CleanupTimeout <= 0 {
+		opts.CleanupTimeout = 2 * time.Minute
+	}
+	return &Runner{hub: hub, targets: targets, log: log, opts: opts, active: map[string]bool{}}
+}
+
+// Busy lists the restores running now (for the hub's long poll).
+func (r *Runner) Busy() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]string, 0, len(r.active))
+	for id := range r.active {
+		out = append(out, id)
+	}
+	return out
+}
+
+// state is what the progress reports carry.
+type state struct {
+	mu      sync.Mutex
+	phase   string
+	vmRef   string
+	total   int64
+	written atomic.Int64
+}
+
+func (s *state) progress() api.RestoreProgress {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return api.RestoreProgress{Phase: s.phase, VMRef: s.vmRef, BytesWritten: s.written.Load(), BytesTotal: s.total}
+}
+
+func (s *state) set(phase, vmRef string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.phase = phase
+	if vmRef != "" {
+		s.vmRef = vmRef
+	}
+}
+
+func (s *state) forgetVM() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.vmRef = ""
+}
+
+// Run runs one restore to its end and reports the outcome to the hub. A VM it made is removed
+// unless the restore succeeded, also when ctx is cancelled (SIGTERM); a resumed restore first
+// removes the VM its earlier run made and starts over. It returns the restore's error.
+func (r *Runner) Run(ctx context.Context, job *api.RestoreJob) error {
+	start := time.Now()
+	r.mu.Lock()
+	r.active[job.ID] = true
+	r.mu.Unlock()
+	defer func() {
+		r.mu.Lock()
+		delete(r.active, job.ID)
+		r.mu.Unlock()
+	}()
+	log := r.log.With("restore_id", job.ID, "backup_id", job.BackupID, "vm_name", job.Target.Name)
+	log.InfoContext(ctx, "restore started", "source", job.Source, "resumed", job.Resumed, "vm_ref", job.VMRef, "disks", len(job.Disks))
+
+	st := &state{phase: api.PhaseChecking}
+	for _, d := range job.Disks {
+		st.total += d.CapacityBytes
+	}
+	jctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	stop := r.reportProgress(jctx, job.ID, st, cancel, log)
+	target, err := r.targets(jctx, job.Source)
+	var vm *vsphere.RestoredVM
+	if err == nil {
+		vm, err = r.run(jctx, job, target, st, log)
+	}
+	stop()
+
+	done := api.RestoreCompletion{Status: api.JobSucceeded}
+	switch {
+	case err == nil:
+		done.VMRef = vm.MoRef()
+	case errors.Is(err, ErrCancelled) || errors.Is(context.Cause(jctx), ErrCancelled):
+		done.Status, done.Error = api.JobCancelled, "cancelled by the operator"
+	case ctx.Err() != nil:
+		done.Status, done.Error = api.JobFailed, "the agent was stopped during the restore"
+	default:
+		done.Status, done.Error = api.JobFailed, err.Error()
+	}
+	// Cleanup and the outcome must happen even when ctx is already cancelled (SIGTERM).
+	cctx, ccancel := context.WithTimeout(context.WithoutCancel(ctx), r.opts.CleanupTimeout)
+	defer ccancel()
+	if err != nil {
+		if ref := st.progress().VMRef; ref != "" && target != nil {
+			st.set(api.PhaseCleanup, "")
+			_, _ = r.hub.RestoreProgress(cctx, job.ID, st.progress())
+			if derr := target.DestroyRestoredVM(cctx, ref, job.ID); derr != nil {
+				log.ErrorContext(cctx, "could not remove the half-made vm; remove it by hand", "vm_ref", ref, "err", derr)
+				done.VMRef = ref
+				done.Error += "; removing the half-made vm " + ref + " failed: " + derr.Error()
+			} else {
+				log.InfoContext(cctx, "half-made vm removed", "vm_ref", ref)
+			}
+		}
+	}
+	if err == nil {
+		// The hub takes the bytes written from progress reports: the last disk's end is in none yet.
+		st.set(api.PhaseFinished, "")
+		_, _ = r.hub.RestoreProgress(cctx, job.ID, st.progress())
+	}
+	if cerr := r.hub.CompleteRestore(cctx, job.ID, done); cerr != nil {
+		log.ErrorContext(cctx, "could not report the end of the restore", "status", done.Status, "err", cerr)
+		if err == nil {
+			err = cerr
+		}
+	}
+	log.InfoContext(ctx, "restore finished", "status", done.Status, "vm_ref", done.VMRef, "bytes_written", st.written.Load(),
+		"duration_seconds", time.Since(start).Seconds(), "err", done.Error)
+	return err
+}
+
+// run does the restore; on an error the caller removes the VM recorded in st.
+func (r *Runner) run(ctx context.Context, job *api.RestoreJob, target Target, st *state, log *slog.Logger) (*vsphere.RestoredVM, error) {
+	if job.VMRef != "" {
+		// The simplest correct resume: what an earlier run wrote cannot be trusted to be
+		// complete, so its VM goes and the restore starts over.
+		st.set(api.PhaseCleanup, job.VMRef) // kept (and retried once) when the removal fails
+		if err := target.DestroyRestoredVM(ctx, job.VMRef, job.ID); err != nil {
+			return nil, fmt.Errorf("remove the vm of the earlier run: %w", err)
+		}
+		st.forgetVM()
+		log.InfoContext(ctx, "vm of the earlier run removed", "vm_ref", job.VMRef)
+	}
+	st.set(api.PhaseChecking, "")
+	p, err := target.ResolveRestore(ctx, job)
+	if err != nil {
+		return nil, err
+	}
+	st.set(api.PhaseCreating, "")
+	vm, err := p.CreateVM(ctx, job)
+	if vm != nil {
+		st.set(api.PhaseCreating, vm.MoRef())
+	}
+	if err != nil {
+		return nil, err
+	}
+	// The hub must know the VM before any byte goes into it: a crash from here on leaves a VM
+	// that the restarted agent (or the operator) finds by this reference.
+	st.set(api.PhaseWriting, "")
+	if err := r.report(ctx, job.ID, st); err != nil {
+		return nil, fmt.Errorf("record the new vm %s on the hub: %w", vm.MoRef(), err)
+	}
+	log.InfoContext(ctx, "vm created", "vm_ref", vm.MoRef())
+	for _, d := range job.Disks {
+		rd, ok := vm.Disks[d.DiskID]
+		if !ok {
+			return nil, fmt.Errorf("the new vm has no disk for %s", d.DiskID)
+		}
+		if err := r.writeDisk(ctx, job.ID, d, rd, p.DatacenterPath(), target, st, log); err != nil {
+			return nil, err
+		}
+	}
+	if job.PowerOn {
+		if err := vm.PowerOn(ctx); err != nil {
+			return nil, err
+		}
+	}
+	return vm, nil
+}
+
+// writeDisk streams a disk image from the hub into the new VM's flat file with one PUT of the
+// whole file (the datastore /folder interface cannot write at an offset). The PUT writes every
+// byte, zeros too: a thin disk ends up fully allocated (in the simulator, and on ESXi, whose
+// /folder upload does not punch holes).
+func (r *Runner) writeDisk(ctx context.Context, jobID string, d api.RestoreDiskSpec, rd vsphere.RestoredDisk, dcPath string, target Target, st *state, log *slog.Logger) error {
+	start := time.Now()
+	body, n, err := r.hub.OpenRestoreImage(ctx, jobID, d.DiskID, 0)
+	if err != nil {
+		return fmt.Errorf("read image of disk %s: %w", d.DiskID, err)
+	}
+	defer body.Close()
+	if n != rd.Capacity {
+		return fmt.Errorf("disk %s: the image has %d bytes, the new disk %d", d.DiskID, n, rd.Capacity)
+	}
+	url, client, err := target.DatastoreHTTP(ctx, dcPath, rd.Datastore, rd.DataFile)
+	if err != nil {
+		return err
+	}
+	before := st.written.Load()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPut, url, &countingReader{r: body, n: &st.written})
+	if err != nil {
+		return fmt.Errorf("write disk %s: %w", d.DiskID, err)
+	}
+	req.ContentLength = n
+	req.Header.Set("Content-Type", "application/octet-stream")
+	resp, err := client.Do(req)
+	if err != nil {
+		return fmt.Errorf("write disk %s to [%s] %s: %w", d.DiskID, rd.Datastore, rd.DataFile, err)
+	}
+	defer resp.Body.Close()
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		return fmt.Errorf("write disk %s to [%s] %s: datastore answered %s", d.DiskID, rd.Datastore, rd.DataFile, resp.Status)
+	}
+	if got := st.written.Load() - before; got != n {
+		return fmt.Errorf("write disk %s: sent %d of %d bytes", d.DiskID, got, n)
+	}
+	secs := time.Since(start).Seconds()
+	log.InfoContext(ctx, "disk written", "disk_id", d.DiskID, "datastore", rd.Datastore, "file", rd.DataFile, "bytes", n,
+		"duration_seconds", secs, "bytes_per_second", float64(n)/max(secs, 1e-9))
+	return nil
+}
+
+type countingReader struct {
+	r io.Reader
+	n *atomic.Int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n.Add(int64(n))
+	return n, err
+}
+
+// report sends one progress report and turns the hub's answer into an error when the restore
+// is to stop.
+func (r *Runner) report(ctx context.Context, id string, st *state) error {
+	s, err := r.hub.RestoreProgress(ctx, id, st.progress())
+	switch {
+	case err != nil:
+		return err
+	case s.CancelRequested:
+		return ErrCancelled
+	case s.Status != api.JobRunning:
+		return fmt.Errorf("%w (%s)", errHubEnded, s.Status)
+	}
+	return nil
+}
+
+// reportProgress sends the state every interval (the restore's heartbeat) and cancels the
+// restore when the operator asked for it or the hub no longer considers it running.
+func (r *Runner) reportProgress(ctx context.Context, id string, st *state, cancel context.CancelCauseFunc, log *slog.Logger) (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		t := time.NewTicker(r.opts.ProgressInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			err := r.report(ctx, id, st)
+			switch code := hubclient.StatusOf(err); {
+			case err == nil:
+			case errors.Is(err, ErrCancelled):
+				log.InfoContext(ctx, "the operator cancelled the restore")
+				cancel(ErrCancelled)
+				return
+			case code == http.StatusNotFound || code == http.StatusConflict:
+				cancel(fmt.Errorf("the hub no longer runs the restore: %w", err))
+				return
+			case errors.Is(err, errHubEnded):
+				cancel(err)
+				return
+			case ctx.Err() == nil:
+				log.WarnContext(ctx, "progress report failed", "err", err)
+			}
+		}
+	})
+	return func() { close(done); wg.Wait() }
+}

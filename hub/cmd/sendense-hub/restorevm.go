@@ -1,0 +1,175 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/sendense/sendense/hub/internal/catalog"
+	"github.com/sendense/sendense/hub/internal/jobs"
+	"github.com/sendense/sendense/shared/api"
+)
+
+// restoreVMCmds are the subcommands of "restore" that manage restores as new VMs.
+func restoreVMCmds(e *env) []*cobra.Command {
+	var req api.RestoreRequest
+	var netMap, diskDS []string
+	var thick, keepMACs, wait bool
+	vm := &cobra.Command{
+		Use:   "vm --backup ID --source S --datacenter DC --datastore DS --name N [--network-map old=new]... [--power-on] [--wait]",
+		Short: "Restore a backup as a new VM (the agent of the target source creates it and writes its disks)",
+		Long: "Queues a restore for the agent that reports the target source. The agent checks that every named object exists,\n" +
+			"that the name is free, the datastores have room and the host is not in maintenance, before it creates anything;\n" +
+			"a failed or cancelled restore removes the VM it made. Prints the restore id (with --wait: the outcome).",
+		Args: cobra.NoArgs,
+		RunE: backupCmd(e, func(cmd *cobra.Command, _ []string, b *jobs.Service, _ *catalog.Catalog) error {
+			var err error
+			if req.NetworkMap, err = pairs("--network-map", netMap); err != nil {
+				return err
+			}
+			if req.Target.DiskDatastores, err = pairs("--disk-datastore", diskDS); err != nil {
+				return err
+			}
+			req.DiskProvisioning = api.ProvisionThin
+			if thick {
+				req.DiskProvisioning = api.ProvisionThick
+			}
+			req.MACAddresses = api.MACNew
+			if keepMACs {
+				req.MACAddresses = api.MACKeep
+			}
+			r, err := b.StartRestore(cmd.Context(), req)
+			if err != nil {
+				return err
+			}
+			if !wait {
+				_, err = fmt.Fprintln(e.stdout, r.ID)
+				return err
+			}
+			fmt.Fprintf(e.stderr, "restore %s of %s as %s queued\n", r.ID, r.BackupID, printable(r.Target.Name))
+			return waitRestore(cmd.Context(), e, b, r.ID)
+		}),
+	}
+	f := vm.Flags()
+	f.StringVar(&req.BackupID, "backup", "", "backup id (required)")
+	f.StringVar(&req.Target.Source, "source", "", "target vCenter, as in sources list (required)")
+	f.StringVar(&req.Target.Datacenter, "datacenter", "", "target datacenter (required)")
+	f.StringVar(&req.Target.Datastore, "datastore", "", "datastore for the VM and its disks (required)")
+	f.StringVar(&req.Target.Name, "name", "", "name of the new VM (required; must not exist)")
+	f.StringVar(&req.Target.Folder, "folder", "", "VM folder (default: the datacenter's VM folder)")
+	f.StringVar(&req.Target.Cluster, "cluster", "", "cluster (default: the datacenter's first compute resource)")
+	f.StringVar(&req.Target.Host, "host", "", "host (instead of a cluster)")
+	f.StringVar(&req.Target.ResourcePool, "resource-pool", "", "resource pool (default: the compute resource's root pool)")
+	f.StringArrayVar(&diskDS, "disk-datastore", nil, "disk=datastore: put one disk elsewhere (repeatable)")
+	f.StringArrayVar(&netMap, "network-map", nil, "old=new: connect NICs of network old to network new (repeatable)")
+	f.BoolVar(&thick, "thick", false, "thick-provision the disks (default thin)")
+	f.BoolVar(&keepMACs, "keep-macs", false, "keep the backed-up MAC addresses (default: new ones)")
+	f.BoolVar(&req.PowerOn, "power-on", false, "power the VM on once restored")
+	f.BoolVar(&wait, "wait", false, "wait for the restore to finish, showing progress")
+	for _, n := range []string{"backup", "source", "datacenter", "datastore", "name"} {
+		_ = vm.MarkFlagRequired(n)
+	}
+
+	var lf jobs.RestoreListFilter
+	var asJSON bool
+	list := &cobra.Command{
+		Use:   "list [--status S] [--backup ID]",
+		Short: "List restores as new VMs, newest first",
+		Args:  cobra.NoArgs,
+		RunE: backupCmd(e, func(cmd *cobra.Command, _ []string, b *jobs.Service, _ *catalog.Catalog) error {
+			l, err := b.ListRestores(cmd.Context(), lf)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return json.NewEncoder(e.stdout).Encode(l)
+			}
+			tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "ID\tBACKUP\tTARGET\tSTATUS\tWRITTEN\tVM\tERROR")
+			for _, r := range l.Restores {
+				fmt.Fprintf(tw, "%s\t%s\t%s/%s\t%s\t%s\t%s\t%s\n", r.ID, r.BackupID, printable(r.Target.Source), printable(r.Target.Name),
+					r.Status, humanBytes(r.BytesWritten), r.VMRef, printable(r.Error))
+			}
+			return tw.Flush()
+		}),
+	}
+	list.Flags().StringVar(&lf.Status, "status", "", "queued, running, succeeded, failed or cancelled")
+	list.Flags().StringVar(&lf.BackupID, "backup", "", "only restores of this backup")
+	list.Flags().IntVar(&lf.Limit, "limit", 100, "at most this many")
+	list.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+
+	show := &cobra.Command{
+		Use:   "show ID",
+		Short: "Show a restore as JSON",
+		Args:  cobra.ExactArgs(1),
+		RunE: backupCmd(e, func(cmd *cobra.Command, args []string, b *jobs.Service, _ *catalog.Catalog) error {
+			r, err := b.GetRestore(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			enc := json.NewEncoder(e.stdout)
+			enc.SetIndent("", "  ")
+			return enc.Encode(r)
+		}),
+	}
+	cancel := &cobra.Command{
+		Use:   "cancel ID",
+		Short: "Cancel a queued or running restore (the agent removes the half-made VM)",
+		Args:  cobra.ExactArgs(1),
+		RunE: backupCmd(e, func(cmd *cobra.Command, args []string, b *jobs.Service, _ *catalog.Catalog) error {
+			r, err := b.CancelRestore(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			_, err = fmt.Fprintf(e.stdout, "%s\t%s\n", r.ID, r.Status)
+			return err
+		}),
+	}
+	return []*cobra.Command{vm, list, show, cancel}
+}
+
+// pairs parses repeated key=value flags.
+func pairs(flag string, vs []string) (map[string]string, error) {
+	out := map[string]string{}
+	for _, v := range vs {
+		k, val, ok := strings.Cut(v, "=")
+		if !ok || k == "" || val == "" {
+			return nil, fmt.Errorf("%s %q: want key=value", flag, v)
+		}
+		out[k] = val
+	}
+	return out, nil
+}
+
+func waitRestore(ctx context.Context, e *env, b *jobs.Service, id string) error {
+	bar := newProgress(e.stderr, "restore "+id, 0)
+	t := time.NewTicker(200 * time.Millisecond)
+	defer t.Stop()
+	for {
+		r, err := b.GetRestore(ctx, id)
+		if err != nil {
+			return err
+		}
+		extra := fmt.Sprintf("(%s %s)", r.Status, r.Phase)
+		switch r.Status {
+		case api.JobSucceeded, api.JobFailed, api.JobCancelled:
+			bar.Done(r.BytesWritten, extra)
+			if r.Status != api.JobSucceeded {
+				return fmt.Errorf("restore %s %s: %s", id, r.Status, printable(r.Error))
+			}
+			_, err := fmt.Fprintf(e.stdout, "%s\t%s\t%s\t%d bytes\n", r.ID, printable(r.Target.Name), r.VMRef, r.BytesWritten)
+			return err
+		}
+		bar.Update(r.BytesWritten, extra)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+}
