@@ -19,6 +19,12 @@ import (
 // now, so that the hub hands back only running jobs the agent lost (after a restart). It returns
 // nil when no job came.
 func (c *Client) NextJob(ctx context.Context, wait time.Duration, busy []string) (*api.Job, error) {
+	return longPoll[api.Job](ctx, c, api.PathAgentJobs, wait, busy)
+}
+
+// longPoll asks route for work for up to wait, naming the work the agent is busy with; nil when
+// none came (204).
+func longPoll[T any](ctx context.Context, c *Client, route string, wait time.Duration, busy []string) (*T, error) {
 	q := url.Values{}
 	q.Set("wait", wait.String())
 	if len(busy) > 0 {
@@ -26,12 +32,12 @@ func (c *Client) NextJob(ctx context.Context, wait time.Duration, busy []string)
 	}
 	ctx, cancel := context.WithTimeout(ctx, wait+30*time.Second)
 	defer cancel()
-	var j api.Job
-	status, err := c.do(ctx, http.MethodGet, api.PathAgentJobs+"?"+q.Encode(), nil, "", &j)
+	var out T
+	status, err := c.do(ctx, http.MethodGet, route+"?"+q.Encode(), nil, "", &out)
 	if err != nil || status == http.StatusNoContent {
 		return nil, err
 	}
-	return &j, nil
+	return &out, nil
 }
 
 // JobState asks whether a job is still running and whether its cancellation was requested.

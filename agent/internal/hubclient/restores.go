@@ -5,9 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/url"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/hashicorp/go-retryablehttp"
@@ -20,19 +18,7 @@ import (
 // restart: those come back with Resumed set and the VMRef recorded). It returns nil when no
 // restore came.
 func (c *Client) NextRestore(ctx context.Context, wait time.Duration, busy []string) (*api.RestoreJob, error) {
-	q := url.Values{}
-	q.Set("wait", wait.String())
-	if len(busy) > 0 {
-		q.Set("running", strings.Join(busy, ","))
-	}
-	ctx, cancel := context.WithTimeout(ctx, wait+30*time.Second)
-	defer cancel()
-	var j api.RestoreJob
-	status, err := c.do(ctx, http.MethodGet, api.PathAgentRestores+"?"+q.Encode(), nil, "", &j)
-	if err != nil || status == http.StatusNoContent {
-		return nil, err
-	}
-	return &j, nil
+	return longPoll[api.RestoreJob](ctx, c, api.PathAgentRestores, wait, busy)
 }
 
 // RestoreState asks whether a restore is still running and whether its cancellation was

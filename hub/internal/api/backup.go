@@ -143,7 +143,12 @@ func (s *Server) chain(c *gin.Context) {
 
 // nextJob long-polls for a job: 200 with the job, or 204 when none came within ?wait (default
 // 30s, at most 60s). The poll ends early when the hub shuts down.
-func (s *Server) nextJob(c *gin.Context) {
+func (s *Server) nextJob(c *gin.Context) { longPoll(s, c, s.deps.Backup.NextJob) }
+
+// longPoll answers an agent's long poll for work of one kind: ?wait (default 30s, at most
+// MaxJobWait) and ?running (the ids the agent is busy with, at most 64), 200 with the work or
+// 204 when none came. A hub shutting down ends the poll at once.
+func longPoll[T any](s *Server, c *gin.Context, next func(ctx context.Context, agentID string, busy []string, wait time.Duration) (*T, error)) {
 	wait := 30 * time.Second
 	if v := c.Query("wait"); v != "" {
 		d, err := time.ParseDuration(v)
@@ -157,7 +162,7 @@ func (s *Server) nextJob(c *gin.Context) {
 	if v := c.Query("running"); v != "" {
 		busy = strings.Split(v, ",")
 		if len(busy) > 64 {
-			s.fail(c, &api.FieldError{Field: "running", Msg: "at most 64 job ids"})
+			s.fail(c, &api.FieldError{Field: "running", Msg: "at most 64 ids"})
 			return
 		}
 	}
@@ -170,16 +175,16 @@ func (s *Server) nextJob(c *gin.Context) {
 		case <-ctx.Done():
 		}
 	}()
-	j, err := s.deps.Backup.NextJob(ctx, agentID(c), busy, wait)
+	work, err := next(ctx, agentID(c), busy, wait)
 	if err != nil {
 		s.fail(c, err)
 		return
 	}
-	if j == nil {
+	if work == nil {
 		c.Status(http.StatusNoContent)
 		return
 	}
-	c.JSON(http.StatusOK, j)
+	c.JSON(http.StatusOK, work)
 }
 
 func (s *Server) jobState(c *gin.Context) {

@@ -3,7 +3,6 @@ package api
 import (
 	"context"
 	"net/http"
-	"strings"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -95,44 +94,7 @@ func (s *Server) cancelRestore(c *gin.Context) {
 }
 
 // nextRestore long-polls for a restore like nextJob: 200 with the restore, 204 when none came.
-func (s *Server) nextRestore(c *gin.Context) {
-	wait := 30 * time.Second
-	if v := c.Query("wait"); v != "" {
-		d, err := time.ParseDuration(v)
-		if err != nil || d < 0 || d > api.MaxJobWait {
-			s.fail(c, &api.FieldError{Field: "wait", Msg: "must be a duration between 0s and 60s"})
-			return
-		}
-		wait = d
-	}
-	var busy []string
-	if v := c.Query("running"); v != "" {
-		busy = strings.Split(v, ",")
-		if len(busy) > 64 {
-			s.fail(c, &api.FieldError{Field: "running", Msg: "at most 64 restore ids"})
-			return
-		}
-	}
-	ctx, cancel := context.WithCancel(c.Request.Context())
-	defer cancel()
-	go func() {
-		select {
-		case <-s.draining:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
-	j, err := s.deps.Restores.NextRestore(ctx, agentID(c), busy, wait)
-	if err != nil {
-		s.fail(c, err)
-		return
-	}
-	if j == nil {
-		c.Status(http.StatusNoContent)
-		return
-	}
-	c.JSON(http.StatusOK, j)
-}
+func (s *Server) nextRestore(c *gin.Context) { longPoll(s, c, s.deps.Restores.NextRestore) }
 
 func (s *Server) restoreState(c *gin.Context) {
 	st, err := s.deps.Restores.RestoreState(c.Request.Context(), agentID(c), c.Param("id"))

@@ -16,27 +16,38 @@ import (
 // (it restarted), else a queued one, claimed exactly once. It returns nil when none came, or when
 // ctx ends (the agent went away or the hub is shutting down).
 func (s *Service) NextJob(ctx context.Context, agentID string, busy []string, wait time.Duration) (*api.Job, error) {
+	var out *api.Job
+	err := s.poll(ctx, agentID, wait, func() (bool, error) {
+		j, resumed, err := s.cat.ClaimJob(ctx, agentID, busy)
+		if err != nil || j == nil {
+			return false, err
+		}
+		if out, err = s.jobSpec(ctx, j, resumed); err != nil {
+			return false, err
+		}
+		if resumed {
+			s.log.InfoContext(ctx, "job handed back to its agent after a restart", "job_id", j.ID, "agent_id", agentID)
+		} else {
+			s.log.InfoContext(ctx, "job claimed", "job_id", j.ID, "agent_id", agentID, "vm_context_id", j.VMContextID)
+		}
+		return true, nil
+	})
+	return out, err
+}
+
+// poll runs claim until it finds work, for up to wait: at once, then whenever work is queued
+// for the agent on this hub (the wake-up, registered before each look so that nothing queued
+// meanwhile is missed) and every PollInterval for work queued elsewhere. It returns nil when
+// nothing came or ctx ended (the agent went away, the hub is shutting down).
+func (s *Service) poll(ctx context.Context, agentID string, wait time.Duration, claim func() (bool, error)) error {
 	deadline := time.NewTimer(wait)
 	defer deadline.Stop()
 	for {
-		woken, unregister := s.waiter(agentID) // registered before looking, so a job queued meanwhile wakes us
-		j, resumed, err := s.cat.ClaimJob(ctx, agentID, busy)
-		if err != nil {
+		woken, unregister := s.waiter(agentID)
+		found, err := claim()
+		if err != nil || found {
 			unregister()
-			return nil, err
-		}
-		if j != nil {
-			unregister()
-			spec, err := s.jobSpec(ctx, j, resumed)
-			if err != nil {
-				return nil, err
-			}
-			if resumed {
-				s.log.InfoContext(ctx, "job handed back to its agent after a restart", "job_id", j.ID, "agent_id", agentID)
-			} else {
-				s.log.InfoContext(ctx, "job claimed", "job_id", j.ID, "agent_id", agentID, "vm_context_id", j.VMContextID)
-			}
-			return spec, nil
+			return err
 		}
 		s.metrics.pollsWaiting.Inc()
 		var done bool
@@ -51,7 +62,7 @@ func (s *Service) NextJob(ctx context.Context, agentID string, busy []string, wa
 		s.metrics.pollsWaiting.Dec()
 		unregister()
 		if done {
-			return nil, nil
+			return nil
 		}
 	}
 }

@@ -168,45 +168,24 @@ func restoreInfo(j *catalog.RestoreJob) api.Restore {
 // restores it is not busy with (it restarted; the spec names the VM it had created), else a
 // queued one, claimed exactly once.
 func (s *Service) NextRestore(ctx context.Context, agentID string, busy []string, wait time.Duration) (*api.RestoreJob, error) {
-	deadline := time.NewTimer(wait)
-	defer deadline.Stop()
-	for {
-		woken, unregister := s.waiter(agentID)
+	var out *api.RestoreJob
+	err := s.poll(ctx, agentID, wait, func() (bool, error) {
 		j, resumed, err := s.cat.ClaimRestoreJob(ctx, agentID, busy)
-		if err != nil {
-			unregister()
-			return nil, err
+		if err != nil || j == nil {
+			return false, err
 		}
-		if j != nil {
-			unregister()
-			spec, err := s.restoreSpec(ctx, j, resumed)
-			if err != nil {
-				// A restore point that cannot be read now will not be readable on the next
-				// poll either: fail the restore rather than hand it out for ever.
-				if _, ferr := s.cat.FinishRestore(context.WithoutCancel(ctx), j.ID, agentID, api.JobFailed, err.Error(), j.VMRef); ferr == nil {
-					s.metrics.restoresFinished.WithLabelValues(api.JobFailed).Inc()
-				}
-				return nil, err
+		if out, err = s.restoreSpec(ctx, j, resumed); err != nil {
+			// A restore point that cannot be read now will not be readable on the next poll
+			// either: fail the restore rather than hand it out for ever.
+			if _, ferr := s.cat.FinishRestore(context.WithoutCancel(ctx), j.ID, agentID, api.JobFailed, err.Error(), j.VMRef); ferr == nil {
+				s.metrics.restoresFinished.WithLabelValues(api.JobFailed).Inc()
 			}
-			s.log.InfoContext(ctx, "restore claimed", "restore_id", j.ID, "agent_id", agentID, "backup_id", j.BackupID, "resumed", resumed)
-			return spec, nil
+			return false, err
 		}
-		s.metrics.pollsWaiting.Inc()
-		var done bool
-		select {
-		case <-ctx.Done():
-			done = true
-		case <-deadline.C:
-			done = true
-		case <-woken:
-		case <-time.After(s.opts.PollInterval):
-		}
-		s.metrics.pollsWaiting.Dec()
-		unregister()
-		if done {
-			return nil, nil
-		}
-	}
+		s.log.InfoContext(ctx, "restore claimed", "restore_id", j.ID, "agent_id", agentID, "backup_id", j.BackupID, "resumed", resumed)
+		return true, nil
+	})
+	return out, err
 }
 
 func (s *Service) restoreSpec(ctx context.Context, j *catalog.RestoreJob, resumed bool) (*api.RestoreJob, error) {
