@@ -213,6 +213,9 @@ func enrollLoadAgent(ctx context.Context, w *world, i int, src config.Source, lo
 		}
 	}
 	inv.VMs = own
+	// One lab stands in for 50 vCenters: a source belongs to the agent that registered its
+	// vCenter instance UUID, so each agent reports its own.
+	inv.Source.InstanceUUID = fmt.Sprintf("0ad0ad00-0000-4000-8000-%012d", i)
 	res, err := a.hc.PutInventory(ctx, &inv)
 	if err != nil {
 		return nil, fmt.Errorf("push the inventory of %s: %w", a.vm, err)
