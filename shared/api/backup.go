@@ -183,6 +183,9 @@ type JobDisk struct {
 	Key           int32      `json:"key"`
 	CapacityBytes int64      `json:"capacity_bytes"` // as last discovered
 	Parent        *ParentRef `json:"parent,omitempty"`
+	// FullReason, when set, makes this disk's backup a full one for the reason given (the
+	// VM was restored in place after the parent: CBT does not see what the restore wrote).
+	FullReason string `json:"full_reason,omitempty"`
 }
 
 // ParentRef is the latest successful backup of a disk in the job's repository.

@@ -49,10 +49,19 @@ type RestoreTarget struct {
 	Name           string            `json:"name"`
 }
 
-// RestoreRequest is the body of POST /api/v1/restores: restore a backup as a new VM.
+// RestoreRequest is the body of POST /api/v1/restores: restore a backup as a new VM, or with
+// InPlace over the VM it was taken of.
 type RestoreRequest struct {
-	BackupID string        `json:"backup_id"`
-	Target   RestoreTarget `json:"target"`
+	BackupID string `json:"backup_id"`
+	// InPlace powers the backed-up VM off, overwrites its disks with the backup's and resets
+	// its changed block tracking (the next backup is full); the VM keeps its identity (instance
+	// UUID, MACs, configuration). Confirm must then be the VM's name, and Target, NetworkMap,
+	// DiskProvisioning and MACAddresses stay empty. The VM is powered on again if it was on
+	// (or if PowerOn). Refused while a backup of the VM is queued or running.
+	InPlace bool   `json:"in_place,omitempty"`
+	Confirm string `json:"confirm,omitempty"`
+	// Target is where a new VM goes; the hub fills Source and Name for an in-place restore.
+	Target RestoreTarget `json:"target"`
 	// NetworkMap maps a network name the backup's NICs use to one on the target; a NIC whose
 	// network is not mapped keeps its name, which must then exist on the target.
 	NetworkMap       map[string]string `json:"network_map,omitempty"`
@@ -71,6 +80,12 @@ func (r *RestoreRequest) Normalize() error {
 	}
 	if err := checkName("backup_id", r.BackupID, true); err != nil {
 		return err
+	}
+	if r.InPlace {
+		return r.normalizeInPlace()
+	}
+	if r.Confirm != "" {
+		return &FieldError{"confirm", "only for an in-place restore (in_place: true)"}
 	}
 	t := &r.Target
 	for _, f := range []struct {
@@ -130,6 +145,28 @@ func (r *RestoreRequest) Normalize() error {
 	return nil
 }
 
+func (r *RestoreRequest) normalizeInPlace() error {
+	if r.Confirm == "" {
+		return &FieldError{"confirm", "is required for an in-place restore: the name of the VM whose disks are overwritten"}
+	}
+	if err := checkName("confirm", r.Confirm, true); err != nil {
+		return err
+	}
+	switch {
+	case r.Target.Source != "" || r.Target.Datacenter != "" || r.Target.Folder != "" || r.Target.Cluster != "" ||
+		r.Target.Host != "" || r.Target.ResourcePool != "" || r.Target.Datastore != "" || r.Target.Name != "" ||
+		len(r.Target.DiskDatastores) > 0:
+		return &FieldError{"target", "not used by an in-place restore: the VM is restored where it is"}
+	case len(r.NetworkMap) > 0:
+		return &FieldError{"network_map", "not used by an in-place restore: the VM keeps its NICs"}
+	case r.DiskProvisioning != "":
+		return &FieldError{"disk_provisioning", "not used by an in-place restore: the VM keeps its disks"}
+	case r.MACAddresses != "":
+		return &FieldError{"mac_addresses", "not used by an in-place restore: the VM keeps its MACs"}
+	}
+	return nil
+}
+
 func sortedKeys(m map[string]string) []string {
 	out := make([]string, 0, len(m))
 	for k := range m {
@@ -144,6 +181,7 @@ type Restore struct {
 	ID               string            `json:"id"`
 	BackupID         string            `json:"backup_id"`
 	VMName           string            `json:"vm_name,omitempty"` // the backed-up VM's name
+	InPlace          bool              `json:"in_place,omitempty"`
 	AgentID          string            `json:"agent_id"`
 	Target           RestoreTarget     `json:"target"`
 	NetworkMap       map[string]string `json:"network_map,omitempty"`
@@ -186,12 +224,16 @@ type RestoreJob struct {
 	DiskProvisioning string            `json:"disk_provisioning"`
 	MACAddresses     string            `json:"mac_addresses"`
 	PowerOn          bool              `json:"power_on"`
+	// InPlace: overwrite the disks of the VM with VM.InstanceUUID, whose name must still be
+	// Confirm, instead of creating one (Target.Name is that VM's name too).
+	InPlace bool   `json:"in_place,omitempty"`
+	Confirm string `json:"confirm,omitempty"`
 	// VM is the configuration the backup recorded; Disks are the backup's disks, each readable
 	// at PathAgentRestoreImage.
 	VM    VMConfig          `json:"vm"`
 	Disks []RestoreDiskSpec `json:"disks"`
 	// VMRef is the VM an earlier run of this job created (the agent restarted): it is removed
-	// before the job is run again or failed.
+	// before the job is run again or failed. Never set for an in-place restore.
 	VMRef   string `json:"vm_ref,omitempty"`
 	Resumed bool   `json:"resumed"`
 }

@@ -54,7 +54,7 @@ const (
 	PathBackupVM      = "/api/v1/backups/{id}/vm" // GET: the VM configuration of a restore point
 	PathBackupProtect = "/api/v1/backups/{id}/protect"
 	PathBackupUnprot  = "/api/v1/backups/{id}/unprotect"
-	PathRestores      = "/api/v1/restores"             // POST: restore a backup as a new VM; GET: list
+	PathRestores      = "/api/v1/restores"             // POST: restore a backup (new VM or in place); GET: list
 	PathRestore       = "/api/v1/restores/{id}"        // GET: one restore with its progress
 	PathRestoreCancel = "/api/v1/restores/{id}/cancel" // POST
 	PathRepositories  = "/api/v1/repositories"

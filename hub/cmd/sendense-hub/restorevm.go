@@ -130,7 +130,7 @@ func restoreVMCmds(e *env) []*cobra.Command {
 			return err
 		}),
 	}
-	return []*cobra.Command{vm, list, show, cancel}
+	return []*cobra.Command{vm, inPlaceCmd(e), list, show, cancel}
 }
 
 // pairs parses repeated key=value flags.
@@ -172,4 +172,40 @@ func waitRestore(ctx context.Context, e *env, b *jobs.Service, id string) error 
 		case <-t.C:
 		}
 	}
+}
+
+// inPlaceCmd is "restore in-place": a backup written back over the VM it was taken of.
+func inPlaceCmd(e *env) *cobra.Command {
+	req := api.RestoreRequest{InPlace: true}
+	var wait bool
+	cmd := &cobra.Command{
+		Use:   "in-place --backup ID --confirm VM-NAME [--power-on] [--wait]",
+		Short: "Restore a backup over the VM it was taken of (its disks are overwritten)",
+		Long: "Queues an in-place restore for the agent that backs the VM up. The agent finds the VM by instance UUID, checks\n" +
+			"that its name is the confirmed one and that it has no snapshots, powers it off, overwrites its disks with the\n" +
+			"backup's, resets changed block tracking (the next backup is a full one) and powers it on again if it was on.\n" +
+			"Refused while a backup of the VM is queued or running.",
+		Args: cobra.NoArgs,
+		RunE: backupCmd(e, func(cmd *cobra.Command, _ []string, b *jobs.Service, _ *catalog.Catalog) error {
+			r, err := b.StartRestore(cmd.Context(), req)
+			if err != nil {
+				return err
+			}
+			if !wait {
+				_, err = fmt.Fprintln(e.stdout, r.ID)
+				return err
+			}
+			fmt.Fprintf(e.stderr, "in-place restore %s of %s over %s queued\n", r.ID, r.BackupID, printable(r.Target.Name))
+			return waitRestore(cmd.Context(), e, b, r.ID)
+		}),
+	}
+	f := cmd.Flags()
+	f.StringVar(&req.BackupID, "backup", "", "backup id (required)")
+	f.StringVar(&req.Confirm, "confirm", "", "the name of the VM whose disks are overwritten (required)")
+	f.BoolVar(&req.PowerOn, "power-on", false, "power the VM on afterwards even if it was off")
+	f.BoolVar(&wait, "wait", false, "wait for the restore to finish, showing progress")
+	for _, n := range []string{"backup", "confirm"} {
+		_ = cmd.MarkFlagRequired(n)
+	}
+	return cmd
 }

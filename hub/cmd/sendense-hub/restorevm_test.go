@@ -29,6 +29,12 @@ func TestRestoreVMCommand(t *testing.T) {
 	if _, err := hub("restore", "vm", "--backup", "bk-none"); err == nil || !strings.Contains(err.Error(), "required") {
 		t.Fatalf("missing flags: %v", err)
 	}
+	if _, err := hub("restore", "in-place", "--backup", "bk-none", "--confirm", "db1"); err == nil || !strings.Contains(err.Error(), "backup_id") {
+		t.Fatalf("in-place restore of a missing backup: %v", err)
+	}
+	if _, err := hub("restore", "in-place", "--backup", "bk-none"); err == nil || !strings.Contains(err.Error(), "confirm") {
+		t.Fatalf("in-place restore without --confirm: %v", err)
+	}
 	out, err := hub("restore", "list")
 	if err != nil || !strings.HasPrefix(out, "ID") || strings.Count(out, "\n") != 1 {
 		t.Fatalf("restore list: %q %v", out, err)

@@ -38,21 +38,34 @@ func (c *Catalog) lockVM(ctx context.Context, tx bun.Tx, contextID string) (*VMC
 	return vm, nil
 }
 
-// CreateJob records a queued job unless its VM already has an active one (ErrJobActive).
+// activeBackup refuses (ErrJobActive, ErrConflict) while the VM has a queued or running backup.
+// The caller holds the VM's lock.
+func activeBackup(ctx context.Context, tx bun.Tx, contextID string) error {
+	var active BackupJob
+	err := tx.NewSelect().Model(&active).Column("id", "status").
+		Where("vm_context_id = ?", contextID).Where("status IN (?)", bun.In([]string{api.JobQueued, api.JobRunning})).
+		Limit(1).Scan(ctx)
+	if err == nil {
+		return fmt.Errorf("%w: %s is %s: %w", ErrJobActive, active.ID, active.Status, ErrConflict)
+	}
+	if !errors.Is(err, sql.ErrNoRows) {
+		return fmt.Errorf("check active jobs: %w", err)
+	}
+	return nil
+}
+
+// CreateJob records a queued job unless its VM already has an active backup (ErrJobActive) or
+// in-place restore (ErrInPlaceRestoreActive).
 func (c *Catalog) CreateJob(ctx context.Context, j *BackupJob) error {
 	return c.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
 		if _, err := c.lockVM(ctx, tx, j.VMContextID); err != nil {
 			return err
 		}
-		var active BackupJob
-		err := tx.NewSelect().Model(&active).Column("id", "status").
-			Where("vm_context_id = ?", j.VMContextID).Where("status IN (?)", bun.In([]string{api.JobQueued, api.JobRunning})).
-			Limit(1).Scan(ctx)
-		if err == nil {
-			return fmt.Errorf("%w: %s is %s: %w", ErrJobActive, active.ID, active.Status, ErrConflict)
+		if err := activeBackup(ctx, tx, j.VMContextID); err != nil {
+			return err
 		}
-		if !errors.Is(err, sql.ErrNoRows) {
-			return fmt.Errorf("check active jobs: %w", err)
+		if err := activeInPlaceRestore(ctx, tx, j.VMContextID); err != nil {
+			return err
 		}
 		now := c.now()
 		j.Status, j.CreatedAt, j.UpdatedAt = api.JobQueued, now, now

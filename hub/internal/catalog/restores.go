@@ -12,6 +12,10 @@ import (
 	"github.com/sendense/sendense/shared/api"
 )
 
+// ErrInPlaceRestoreActive is returned when a backup is asked for a VM whose in-place restore is
+// queued or running.
+var ErrInPlaceRestoreActive = errors.New("the VM has an in-place restore queued or running")
+
 // ErrRestoreActive is returned when a restore to the same VM name on the same source is
 // already queued or running.
 var ErrRestoreActive = errors.New("a restore to this VM name is already queued or running")
@@ -24,7 +28,10 @@ type RestoreJob struct {
 	BackupID   string `bun:"backup_id,notnull"`
 	AgentID    string `bun:"agent_id,notnull"`
 	SourceName string `bun:"source_name,notnull"` // the target source, as its agent names it
-	TargetName string `bun:"target_name,notnull"` // the new VM's name
+	TargetName string `bun:"target_name,notnull"` // the new VM's name (in place: the VM's)
+	// VMContextID is the VM an in-place restore overwrites ("" for a restore as a new VM): no
+	// backup of it may be queued or running at the same time.
+	VMContextID string `bun:"vm_context_id,nullzero"`
 	// Spec is the normalised api.RestoreRequest (JSON).
 	Spec            string    `bun:"spec,notnull"`
 	Status          string    `bun:"status,notnull"`
@@ -62,6 +69,16 @@ func (c *Catalog) SourceByName(ctx context.Context, name string) (*Source, error
 // is queued or running (ErrRestoreActive, ErrConflict).
 func (c *Catalog) CreateRestoreJob(ctx context.Context, j *RestoreJob) error {
 	return c.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+		if j.VMContextID != "" {
+			// The same lock CreateJob takes: a backup and an in-place restore of one VM are
+			// never both queued or running.
+			if _, err := c.lockVM(ctx, tx, j.VMContextID); err != nil {
+				return err
+			}
+			if err := activeBackup(ctx, tx, j.VMContextID); err != nil {
+				return err
+			}
+		}
 		var active RestoreJob
 		err := tx.NewSelect().Model(&active).Column("id", "status").
 			Where("agent_id = ?", j.AgentID).Where("source_name = ?", j.SourceName).Where("target_name = ?", j.TargetName).
@@ -308,4 +325,38 @@ func (c *Catalog) CountRestoresByStatus(ctx context.Context) (map[string]int, er
 		out[r.Status] = r.N
 	}
 	return out, nil
+}
+
+// activeInPlaceRestore refuses (ErrInPlaceRestoreActive, ErrConflict) while an in-place restore
+// of the VM is queued or running. The caller holds the VM's lock.
+func activeInPlaceRestore(ctx context.Context, tx bun.Tx, contextID string) error {
+	var active RestoreJob
+	err := tx.NewSelect().Model(&active).Column("id", "status").
+		Where("vm_context_id = ?", contextID).Where("status IN (?)", bun.In([]string{api.JobQueued, api.JobRunning})).
+		Limit(1).Scan(ctx)
+	if err == nil {
+		return fmt.Errorf("%w: %s is %s: %w", ErrInPlaceRestoreActive, active.ID, active.Status, ErrConflict)
+	}
+	if !errors.Is(err, sql.ErrNoRows) {
+		return fmt.Errorf("check active in-place restores: %w", err)
+	}
+	return nil
+}
+
+// InPlaceRestoredAfter returns the id of the latest in-place restore of the VM that succeeded
+// after the backup backupID finished, or "" when there is none: a backup after it must be full.
+func (c *Catalog) InPlaceRestoredAfter(ctx context.Context, contextID, backupID string) (string, error) {
+	var rs []RestoreJob
+	err := c.db.NewSelect().Model(&rs).Column("rj.id").
+		Join("JOIN backup_jobs AS b ON b.id = ?", backupID).
+		Where("rj.vm_context_id = ?", contextID).Where("rj.status = ?", api.JobSucceeded).
+		Where("(b.finished_at IS NULL OR rj.finished_at >= b.finished_at)").
+		Order("rj.finished_at DESC").Limit(1).Scan(ctx)
+	if err != nil {
+		return "", fmt.Errorf("find in-place restores of vm %s: %w", contextID, err)
+	}
+	if len(rs) == 0 {
+		return "", nil
+	}
+	return rs[0].ID, nil
 }

@@ -85,6 +85,7 @@ func (s *Service) jobSpec(ctx context.Context, j *catalog.BackupJob, resumed boo
 		VM:         api.JobVM{ContextID: vm.ContextID, Name: vm.VMName, Source: vm.SourceName, InstanceUUID: vm.InstanceUUID, CBTEnabled: vm.CBTEnabled},
 		Repository: api.JobRepo{ID: repo.ID, ChunkSize: repo.ChunkSize},
 	}
+	inPlace := map[string]string{} // parent backup id → the in-place restore after it, or ""
 	for _, d := range disks {
 		if d.Status != api.DiskPresent || !d.Backupable {
 			continue
@@ -95,6 +96,16 @@ func (s *Service) jobSpec(ctx context.Context, j *catalog.BackupJob, resumed boo
 			switch {
 			case err == nil:
 				jd.Parent = &api.ParentRef{BackupID: parent.JobID, ChangeID: parent.ChangeID, CapacityBytes: parent.CapacityBytes}
+				restored, ok := inPlace[parent.JobID]
+				if !ok {
+					if restored, err = s.cat.InPlaceRestoredAfter(ctx, j.VMContextID, parent.JobID); err != nil {
+						return nil, err
+					}
+					inPlace[parent.JobID] = restored
+				}
+				if restored != "" {
+					jd.FullReason = "the vm was restored in place by " + restored + " after the parent backup (CBT reset)"
+				}
 			case !errors.Is(err, catalog.ErrNotFound):
 				return nil, err
 			}

@@ -43,6 +43,7 @@ type backupCatalog interface {
 	FailUnclaimedJobs(ctx context.Context, cutoff time.Time) ([]catalog.BackupJob, error)
 
 	LatestBackupDisk(ctx context.Context, vmContextID, diskID, repositoryID string) (*catalog.BackupDisk, error)
+	InPlaceRestoredAfter(ctx context.Context, contextID, backupID string) (string, error)
 	BackupDisks(ctx context.Context, jobID string) ([]catalog.BackupDisk, error)
 
 	Backups(ctx context.Context, f catalog.BackupFilter) ([]catalog.BackupRow, int, error)

@@ -52,6 +52,9 @@ func (s *Service) StartRestore(ctx context.Context, req api.RestoreRequest) (api
 	if err != nil {
 		return api.Restore{}, err
 	}
+	if req.InPlace {
+		return s.startInPlace(ctx, req, row)
+	}
 	disks, err := s.cat.BackupDisks(ctx, row.ID)
 	if err != nil {
 		return api.Restore{}, err
@@ -95,6 +98,39 @@ func (s *Service) StartRestore(ctx context.Context, req api.RestoreRequest) (api
 	s.log.InfoContext(ctx, "restore queued", "restore_id", j.ID, "backup_id", row.ID, "agent_id", src.AgentID,
 		"source", src.Name, "target_name", req.Target.Name, "datastore", req.Target.Datastore)
 	s.wake(src.AgentID)
+	return s.GetRestore(ctx, j.ID)
+}
+
+// startInPlace queues the restore of a backup over the VM it was taken of, on the agent that
+// backs the VM up. The confirmation must be the VM's name as last discovered; a queued or
+// running backup of the VM refuses it (catalog.ErrJobActive), and while it is queued or
+// running no backup of the VM is queued.
+func (s *Service) startInPlace(ctx context.Context, req api.RestoreRequest, row *catalog.BackupRow) (api.Restore, error) {
+	vm, err := s.cat.VMByContextID(ctx, row.VMContextID)
+	if err != nil {
+		return api.Restore{}, err
+	}
+	if req.Confirm != vm.VMName {
+		return api.Restore{}, &api.FieldError{Field: "confirm", Msg: fmt.Sprintf("must be the name of the VM restored in place, %q", vm.VMName)}
+	}
+	if vm.CurrentStatus == api.VMGone {
+		return api.Restore{}, fmt.Errorf("vm %s is gone from its source; restore it as a new VM: %w", vm.VMName, catalog.ErrConflict)
+	}
+	req.Target = api.RestoreTarget{Source: vm.SourceName, Name: vm.VMName}
+	spec, err := json.Marshal(req)
+	if err != nil {
+		return api.Restore{}, fmt.Errorf("encode restore request: %w", err)
+	}
+	j := &catalog.RestoreJob{
+		ID: catalog.NewID(api.RestoreIDPrefix, s.opts.Now()), BackupID: row.ID, AgentID: vm.AgentID,
+		SourceName: vm.SourceName, TargetName: vm.VMName, VMContextID: vm.ContextID, Spec: string(spec),
+	}
+	if err := s.cat.CreateRestoreJob(ctx, j); err != nil {
+		return api.Restore{}, err
+	}
+	s.log.InfoContext(ctx, "in-place restore queued", "restore_id", j.ID, "backup_id", row.ID, "agent_id", vm.AgentID,
+		"source", vm.SourceName, "vm_name", vm.VMName, "vm_context_id", vm.ContextID)
+	s.wake(vm.AgentID)
 	return s.GetRestore(ctx, j.ID)
 }
 
@@ -149,7 +185,7 @@ func restoreInfo(j *catalog.RestoreJob) api.Restore {
 	_ = json.Unmarshal([]byte(j.Spec), &req) // written by StartRestore; a damaged row shows its columns only
 	r := api.Restore{
 		ID: j.ID, BackupID: j.BackupID, AgentID: j.AgentID, Target: req.Target, NetworkMap: req.NetworkMap,
-		DiskProvisioning: req.DiskProvisioning, MACAddresses: req.MACAddresses, PowerOn: req.PowerOn,
+		DiskProvisioning: req.DiskProvisioning, MACAddresses: req.MACAddresses, PowerOn: req.PowerOn, InPlace: req.InPlace,
 		Status: j.Status, CancelRequested: j.CancelRequested, Phase: j.Phase, VMRef: j.VMRef,
 		BytesWritten: j.BytesWritten, BytesTotal: j.BytesTotal, Error: j.Error,
 		CreatedAt: j.CreatedAt, StartedAt: j.ClaimedAt, FinishedAt: j.FinishedAt,
@@ -208,7 +244,10 @@ func (s *Service) restoreSpec(ctx context.Context, j *catalog.RestoreJob, resume
 	spec := &api.RestoreJob{
 		ID: j.ID, Status: j.Status, BackupID: j.BackupID, Source: j.SourceName, Target: req.Target, NetworkMap: req.NetworkMap,
 		DiskProvisioning: req.DiskProvisioning, MACAddresses: req.MACAddresses, PowerOn: req.PowerOn,
-		VM: cfg, VMRef: j.VMRef, Resumed: resumed,
+		VM: cfg, VMRef: j.VMRef, Resumed: resumed, InPlace: req.InPlace, Confirm: req.Confirm,
+	}
+	if req.InPlace {
+		spec.VMRef = "" // the restored VM is the original: never removed
 	}
 	for _, d := range disks {
 		ds := req.Target.Datastore
