@@ -294,6 +294,8 @@ func decide(job *api.Job, jd api.JobDisk, sd vsphere.SnapshotDisk, cbtWasOff boo
 		return full("full backup requested")
 	case p == nil:
 		return full("no earlier backup of this disk")
+	case jd.FullReason != "":
+		return full(jd.FullReason)
 	case cbtWasOff:
 		return full("changed block tracking was off")
 	case sd.ChangeID == "":

@@ -1,6 +1,7 @@
 // Package restore runs restore jobs on the agent: a backup restored as a new VM, created on the
 // target vCenter from the backup's configuration, its disks written from the hub's verified
-// images, removed again when the restore does not finish.
+// images, removed again when the restore does not finish; or restored in place, over the disks
+// of the VM it was taken of, which is never removed.
 package restore
 
 import (
@@ -46,6 +47,8 @@ type Target interface {
 	ResolveRestore(ctx context.Context, job *api.RestoreJob) (*vsphere.Placement, error)
 	// DestroyRestoredVM removes a VM this restore made; a VM already gone is not an error.
 	DestroyRestoredVM(ctx context.Context, moref, jobID string) error
+	// ResolveInPlace finds and checks the original VM of an in-place restore, changing nothing.
+	ResolveInPlace(ctx context.Context, job *api.RestoreJob) (*vsphere.InPlaceVM, error)
 	// DatastoreHTTP gives the /folder URL of a datastore file and a client that may write it.
 	DatastoreHTTP(ctx context.Context, dcPath, datastore, path string) (string, *http.Client, error)
 }
@@ -147,22 +150,29 @@ func (r *Runner) Run(ctx context.Context, job *api.RestoreJob) error {
 	defer cancel(nil)
 	stop := r.reportProgress(jctx, job.ID, st, cancel, log)
 	target, err := r.targets(jctx, job.Source)
-	var vm *vsphere.RestoredVM
+	var vmRef string
 	if err == nil {
-		vm, err = r.run(jctx, job, target, st, log)
+		if job.InPlace {
+			vmRef, err = r.runInPlace(jctx, job, target, st, log)
+		} else {
+			vmRef, err = r.run(jctx, job, target, st, log)
+		}
 	}
 	stop()
 
 	done := api.RestoreCompletion{Status: api.JobSucceeded}
 	switch {
 	case err == nil:
-		done.VMRef = vm.MoRef()
+		done.VMRef = vmRef
 	case errors.Is(err, ErrCancelled) || errors.Is(context.Cause(jctx), ErrCancelled):
 		done.Status, done.Error = api.JobCancelled, "cancelled by the operator"
 	case ctx.Err() != nil:
 		done.Status, done.Error = api.JobFailed, "the agent was stopped during the restore"
 	default:
 		done.Status, done.Error = api.JobFailed, err.Error()
+	}
+	if err != nil && job.InPlace && done.Error != err.Error() {
+		done.Error += ": " + err.Error() // what state the original VM is left in
 	}
 	// Cleanup and the outcome must happen even when ctx is already cancelled (SIGTERM).
 	cctx, ccancel := context.WithTimeout(context.WithoutCancel(ctx), r.opts.CleanupTimeout)
@@ -197,13 +207,13 @@ func (r *Runner) Run(ctx context.Context, job *api.RestoreJob) error {
 }
 
 // run does the restore; on an error the caller removes the VM recorded in st.
-func (r *Runner) run(ctx context.Context, job *api.RestoreJob, target Target, st *state, log *slog.Logger) (*vsphere.RestoredVM, error) {
+func (r *Runner) run(ctx context.Context, job *api.RestoreJob, target Target, st *state, log *slog.Logger) (string, error) {
 	if job.VMRef != "" {
 		// The simplest correct resume: what an earlier run wrote cannot be trusted to be
 		// complete, so its VM goes and the restore starts over.
 		st.set(api.PhaseCleanup, job.VMRef) // kept (and retried once) when the removal fails
 		if err := target.DestroyRestoredVM(ctx, job.VMRef, job.ID); err != nil {
-			return nil, fmt.Errorf("remove the vm of the earlier run: %w", err)
+			return "", fmt.Errorf("remove the vm of the earlier run: %w", err)
 		}
 		st.forgetVM()
 		log.InfoContext(ctx, "vm of the earlier run removed", "vm_ref", job.VMRef)
@@ -211,7 +221,7 @@ func (r *Runner) run(ctx context.Context, job *api.RestoreJob, target Target, st
 	st.set(api.PhaseChecking, "")
 	p, err := target.ResolveRestore(ctx, job)
 	if err != nil {
-		return nil, err
+		return "", err
 	}
 	st.set(api.PhaseCreating, "")
 	vm, err := p.CreateVM(ctx, job)
@@ -219,30 +229,62 @@ func (r *Runner) run(ctx context.Context, job *api.RestoreJob, target Target, st
 		st.set(api.PhaseCreating, vm.MoRef())
 	}
 	if err != nil {
-		return nil, err
+		return "", err
 	}
 	// The hub must know the VM before any byte goes into it: a crash from here on leaves a VM
 	// that the restarted agent (or the operator) finds by this reference.
 	st.set(api.PhaseWriting, "")
 	if err := r.report(ctx, job.ID, st); err != nil {
-		return nil, fmt.Errorf("record the new vm %s on the hub: %w", vm.MoRef(), err)
+		return "", fmt.Errorf("record the new vm %s on the hub: %w", vm.MoRef(), err)
 	}
 	log.InfoContext(ctx, "vm created", "vm_ref", vm.MoRef())
 	for _, d := range job.Disks {
 		rd, ok := vm.Disks[d.DiskID]
 		if !ok {
-			return nil, fmt.Errorf("the new vm has no disk for %s", d.DiskID)
+			return "", fmt.Errorf("the new vm has no disk for %s", d.DiskID)
 		}
 		if err := r.writeDisk(ctx, job.ID, d, rd, p.DatacenterPath(), target, st, log); err != nil {
-			return nil, err
+			return "", err
 		}
 	}
 	if job.PowerOn {
 		if err := vm.PowerOn(ctx); err != nil {
-			return nil, err
+			return "", err
 		}
 	}
-	return vm, nil
+	return vm.MoRef(), nil
+}
+
+// runInPlace overwrites the disks of the VM the backup was taken of: checks it (its name is the
+// confirmed one, no snapshots, the backup's disks), powers it off, writes every disk, resets
+// CBT and powers it on again if it was on (or PowerOn asks). The VM is never removed: on an
+// error it stays powered off with disks that may be partly written, and the error says so.
+func (r *Runner) runInPlace(ctx context.Context, job *api.RestoreJob, target Target, st *state, log *slog.Logger) (string, error) {
+	st.set(api.PhaseChecking, "")
+	vm, err := target.ResolveInPlace(ctx, job)
+	if err != nil {
+		return "", err
+	}
+	log = log.With("vm_ref", vm.MoRef())
+	if err := vm.PowerOff(ctx); err != nil {
+		return "", err
+	}
+	log.InfoContext(ctx, "vm powered off for an in-place restore", "was_on", vm.WasOn)
+	st.set(api.PhaseWriting, "")
+	for _, d := range job.Disks {
+		if err := r.writeDisk(ctx, job.ID, d, vm.Disks[d.DiskID], vm.DatacenterPath(), target, st, log); err != nil {
+			return "", fmt.Errorf("%w; vm %s is left powered off, its disks partly restored: run the restore again", err, vm.Name)
+		}
+	}
+	if err := vm.ResetCBT(ctx); err != nil {
+		return "", fmt.Errorf("%w; the disks are restored, but the next backup must be a full one", err)
+	}
+	if vm.WasOn || job.PowerOn {
+		if err := vm.PowerOn(ctx); err != nil {
+			return "", fmt.Errorf("%w; the disks are restored", err)
+		}
+	}
+	return vm.MoRef(), nil
 }
 
 // writeDisk streams a disk image from the hub into the new VM's flat file with one PUT of the

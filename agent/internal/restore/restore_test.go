@@ -48,6 +48,10 @@ func (t *fakeTarget) ResolveRestore(context.Context, *api.RestoreJob) (*vsphere.
 	return nil, t.resolveErr
 }
 
+func (t *fakeTarget) ResolveInPlace(context.Context, *api.RestoreJob) (*vsphere.InPlaceVM, error) {
+	return nil, t.resolveErr
+}
+
 func (t *fakeTarget) DestroyRestoredVM(_ context.Context, moref, _ string) error {
 	t.destroyed = append(t.destroyed, moref)
 	return t.destroyErr
