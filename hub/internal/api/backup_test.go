@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -965,6 +967,48 @@ func TestJobReportsItsSnapshotsDisks(t *testing.T) {
 		other := h.newAgent("a2")
 		if code, _ := other.call(http.MethodPut, api.Path(api.PathAgentJobDisks, j.ID), api.JobDisksReport{Disks: disks}, nil); code != http.StatusForbidden {
 			t.Fatalf("another agent's report: %d, want 403", code)
+		}
+	})
+}
+
+// A full backup is how a disk recovers from a damaged last index: the known-chunks rule then
+// has nothing to go on, and the full uploads every chunk instead of failing.
+func TestFullBackupDespiteAnUnreadableLastIndex(t *testing.T) {
+	forEachHub(t, func(t *testing.T, h *testHub) {
+		a := h.newAgent("a1")
+		img := randomImage(t, 4*testChunk)
+		a.push(twoDiskInventory(int64(len(img)), testChunk))
+		operator := h.apiToken(api.RoleOperator)
+		backupAll := func(typ string) string {
+			var b api.Backup
+			if code, e := h.call(h.client(nil), http.MethodPost, api.PathBackups, operator, api.StartBackupRequest{VM: "pgtest1", Type: typ}, &b); code != http.StatusAccepted {
+				t.Fatalf("start: %d %+v", code, e)
+			}
+			j := a.nextJob("5s")
+			for _, d := range j.Disks {
+				s, code, e := a.openSession(j.ID, d.DiskID, api.OpenSessionRequest{Type: "full", CapacityBytes: d.CapacityBytes, ChunkSize: testChunk})
+				if code != http.StatusOK {
+					t.Fatalf("open: %d %+v", code, e)
+				}
+				a.uploadDisk(s.ID, img[:d.CapacityBytes], allSlots(s.SlotCount))
+				a.commit(s.ID)
+			}
+			if code, e := a.complete(j.ID, "succeeded"); code != http.StatusOK {
+				t.Fatalf("complete: %d %+v", code, e)
+			}
+			return j.ID
+		}
+		first := backupAll("")
+		idx := filepath.Join(h.RepoDir, "indexes", "50120000-0000-4000-8000-000000000001", "disk-2000", first+".fidx")
+		if err := os.Chmod(idx, 0o640); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(idx, []byte("not an index"), 0o640); err != nil {
+			t.Fatal(err)
+		}
+		second := backupAll("full")
+		if got := h.restore("50120000-0000-4000-8000-000000000001", "disk-2000", second); !bytes.Equal(got, img) {
+			t.Fatal("the full backup after a damaged index does not restore the disk")
 		}
 	})
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/sendense/sendense/hub/internal/catalog"
 	"github.com/sendense/sendense/hub/internal/repository"
+	"github.com/sendense/sendense/shared/api"
 	"github.com/sendense/sendense/shared/chunk"
 )
 
@@ -101,13 +102,21 @@ func (s *Service) known(ctx context.Context, ls *catalog.LiveSession, repo Repos
 	}
 	if parent != "" {
 		idx, err := repo.ReadIndex(ctx, repository.IndexRef{VMUUID: ls.InstanceUUID, DiskID: ls.DiskID, BackupID: parent})
-		if err != nil {
-			return nil, fmt.Errorf("read the index of %s's last backup: %w", ls.DiskID, err)
-		}
-		for i, d := range idx.Digests {
-			if !idx.IsZeroSlot(i) {
-				k.keys[keyOf(d)] = struct{}{}
+		switch {
+		case err == nil:
+			for i, d := range idx.Digests {
+				if !idx.IsZeroSlot(i) {
+					k.keys[keyOf(d)] = struct{}{}
+				}
 			}
+		case ls.Type == api.BackupIncremental:
+			// An incremental needs its parent's index to commit anyway: fail now, loudly.
+			return nil, fmt.Errorf("read the index of %s's last backup: %w", ls.DiskID, err)
+		default:
+			// A full backup is how a disk recovers from a damaged or missing old index: it goes
+			// on without known chunks, so it uploads every chunk (each stored once).
+			s.log.WarnContext(ctx, "last backup's index unreadable: this full backup uploads every chunk",
+				"session_id", ls.ID, "disk_id", ls.DiskID, "backup_id", parent, "err", err)
 		}
 	}
 	slots, err := s.cat.SessionSlots(ctx, ls.ID)
