@@ -205,20 +205,22 @@ func newWriteCmd(stdout io.Writer) *cobra.Command {
 		dir, vm, disk, offset, length string
 		percent                       float64
 		seed                          int64
-		asJSON                        bool
+		asJSON, hide                  bool
 	)
 	cmd := &cobra.Command{
 		Use:   "write",
 		Short: "Change disk bytes of a serving lab; CBT reports them in the next incremental",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			req := lab.WriteRequest{VM: vm, Disk: disk, Percent: percent, Seed: seed}
+			req := lab.WriteRequest{VM: vm, Disk: disk, Percent: percent, Seed: seed, HideFromCBT: hide}
 			if !cmd.Flags().Changed("seed") {
 				req.Seed = randomSeed()
 			}
 			switch {
 			case percent != 0 && (offset != "" || length != ""):
 				return errors.New("give --percent or --offset and --length, not both")
+			case hide && percent == 0:
+				return errors.New("--hide-from-cbt needs --percent")
 			case percent == 0 && (offset == "" || length == ""):
 				return errors.New("give --percent, or --offset and --length")
 			case percent == 0:
@@ -267,6 +269,7 @@ func newWriteCmd(stdout io.Writer) *cobra.Command {
 	f.StringVar(&length, "length", "", "write this many random bytes")
 	f.Int64Var(&seed, "seed", 0, "content and placement seed (default: random)")
 	f.BoolVar(&asJSON, "json", false, "print the extents as JSON")
+	f.BoolVar(&hide, "hide-from-cbt", false, "keep the writes out of CBT, as a CBT bug would (to test drift detection)")
 	return cmd
 }
 

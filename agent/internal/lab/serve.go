@@ -167,6 +167,8 @@ type WriteRequest struct {
 	Offset  int64   `json:"offset,omitempty"`
 	Length  int64   `json:"length,omitempty"`
 	Seed    int64   `json:"seed"`
+	// HideFromCBT writes the percent without journaling it for CBT (WritePercentHidden).
+	HideFromCBT bool `json:"hide_from_cbt,omitempty"`
 }
 
 // WriteResponse lists the extents written, sorted.
@@ -260,6 +262,12 @@ func (c *control) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 func (c *control) write(req WriteRequest) ([]Extent, error) {
+	if req.Percent != 0 && req.HideFromCBT {
+		return c.lab.WritePercentHidden(req.VM, req.Disk, req.Percent, req.Seed)
+	}
+	if req.HideFromCBT {
+		return nil, fmt.Errorf("%w: hide_from_cbt needs percent", ErrOutOfRange)
+	}
 	if req.Percent != 0 {
 		return c.lab.WritePercent(req.VM, req.Disk, req.Percent, req.Seed)
 	}

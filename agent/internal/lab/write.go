@@ -80,7 +80,7 @@ func (l *Lab) Write(vm, diskID string, off int64, data []byte) error {
 	if off < 0 || e.End() > t.capacity {
 		return fmt.Errorf("%w: write of %d bytes at %d to disk %s of %s (%d bytes)", ErrOutOfRange, e.Length, off, diskID, vm, t.capacity)
 	}
-	return t.write([]Extent{e}, func(p []byte, off int64) { copy(p, data[off-e.Offset:]) })
+	return t.write([]Extent{e}, true, func(p []byte, off int64) { copy(p, data[off-e.Offset:]) })
 }
 
 // WritePercent overwrites about percent % of a disk with new random data and returns the
@@ -88,6 +88,17 @@ func (l *Lab) Write(vm, diskID string, off int64, data []byte) error {
 // spread evenly (seeded) over the disk: 1% of 1 GiB is ten 1 MiB writes. Above 25% whole blocks
 // are rewritten. The same seed gives the same extents and bytes.
 func (l *Lab) WritePercent(vm, diskID string, percent float64, seed int64) ([]Extent, error) {
+	return l.writePercent(vm, diskID, percent, seed, false)
+}
+
+// WritePercentHidden writes like WritePercent but keeps the extents out of the disk's CBT
+// journal: the next QueryChangedDiskAreas does not report them, as a CBT bug would not. It lets
+// tests prove that a backup catches CBT that lies.
+func (l *Lab) WritePercentHidden(vm, diskID string, percent float64, seed int64) ([]Extent, error) {
+	return l.writePercent(vm, diskID, percent, seed, true)
+}
+
+func (l *Lab) writePercent(vm, diskID string, percent float64, seed int64, hidden bool) ([]Extent, error) {
 	if !(percent > 0 && percent <= 100) {
 		return nil, fmt.Errorf("%w: percent %v not in (0, 100]", ErrOutOfRange, percent)
 	}
@@ -97,7 +108,7 @@ func (l *Lab) WritePercent(vm, diskID string, percent float64, seed int64) ([]Ex
 	}
 	extents := percentExtents(t.capacity, percent, seed)
 	g := newGenerator("write", seed)
-	err = t.write(extents, func(p []byte, off int64) { g.random(p, uint64(off)) })
+	err = t.write(extents, !hidden, func(p []byte, off int64) { g.random(p, uint64(off)) })
 	if err != nil {
 		return nil, err
 	}
@@ -116,13 +127,13 @@ func (l *Lab) WriteRandom(vm, diskID string, off, length, seed int64) error {
 		return fmt.Errorf("%w: write of %d bytes at %d to disk %s of %s (%d bytes)", ErrOutOfRange, length, off, diskID, vm, t.capacity)
 	}
 	g := newGenerator("write", seed)
-	return t.write([]Extent{e}, func(p []byte, off int64) { g.random(p, uint64(off)) })
+	return t.write([]Extent{e}, true, func(p []byte, off int64) { g.random(p, uint64(off)) })
 }
 
 // write writes extents (sorted, inside the disk) with content from fill(p, offset) in pieces of
-// at most one slot, and journals them, holding the disk's lock so a snapshot sees a write's
+// at most one slot, and journals them (unless track is false), holding the disk's lock so a snapshot sees a write's
 // bytes and its journal entry together.
-func (t diskTarget) write(extents []Extent, fill func(p []byte, off int64)) error {
+func (t diskTarget) write(extents []Extent, track bool, fill func(p []byte, off int64)) error {
 	d := t.state
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -147,7 +158,9 @@ func (t diskTarget) write(extents []Extent, fill func(p []byte, off int64)) erro
 	}
 	d.syncLocked(t.cbt && t.trackable)
 	for _, e := range extents {
-		d.recordLocked(e)
+		if track {
+			d.recordLocked(e)
+		}
 	}
 	return nil
 }
