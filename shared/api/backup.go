@@ -34,37 +34,55 @@ type StartBackupRequest struct {
 	VM         string `json:"vm"`                   // VM name or context id
 	Type       string `json:"type,omitempty"`       // auto (default), full or incremental
 	Repository string `json:"repository,omitempty"` // repository name; default "default"
+	// CBTSample is the fraction (0..1) of the slots CBT calls unchanged that an incremental
+	// re-reads and compares with its parent's index, to catch CBT that lies; absent:
+	// DefaultCBTSample. 0 turns the check off except for its floor of MinCBTSampleSlots.
+	CBTSample *float64 `json:"cbt_sample,omitempty"`
 }
+
+// DefaultCBTSample is the fraction of unchanged slots an incremental re-reads when the request
+// names none: 1% of a 100 GiB disk in 4 MiB slots is 256 slots, 1 GiB read.
+const DefaultCBTSample = 0.01
+
+// MinCBTSampleSlots is the floor of the drift check: an incremental re-reads at least this many
+// unchanged slots (all when fewer), whatever the fraction.
+const MinCBTSampleSlots = 8
+
+// MaxDriftSlots bounds the slots a commit reports as drifted; the count is exact beyond it.
+const MaxDriftSlots = 64
 
 // Backup is one backup job as operators see it.
 type Backup struct {
-	ID                string       `json:"id"`
-	VMContextID       string       `json:"vm_context_id"`
-	VMName            string       `json:"vm_name"`
-	AgentID           string       `json:"agent_id"`
-	Repository        string       `json:"repository"`
-	RequestedType     string       `json:"requested_type"`
-	Type              string       `json:"type,omitempty"`
-	Status            string       `json:"status"`
-	CancelRequested   bool         `json:"cancel_requested,omitempty"`
-	Protected         bool         `json:"protected"`
-	SnapshotName      string       `json:"snapshot_name,omitempty"`
-	CreatedAt         time.Time    `json:"created_at"`
-	StartedAt         time.Time    `json:"started_at,omitzero"`
-	FinishedAt        time.Time    `json:"finished_at,omitzero"`
-	DurationSeconds   float64      `json:"duration_seconds,omitempty"`
-	BytesRead         int64        `json:"bytes_read"`
-	BytesSent         int64        `json:"bytes_sent"`
-	BytesDeduplicated int64        `json:"bytes_deduplicated"`
-	BytesZero         int64        `json:"bytes_zero"`
-	BytesTotal        int64        `json:"bytes_total,omitempty"` // while running: what the agent plans to read
-	Phase             string       `json:"phase,omitempty"`       // while running: PhaseSnapshot, PhaseReading, ...
-	ThroughputBPS     float64      `json:"throughput_bytes_per_second,omitempty"`
-	Error             string       `json:"error,omitempty"`
-	Notes             string       `json:"notes,omitempty"`
-	VerifiedAt        time.Time    `json:"verified_at,omitzero"`
-	VerifyStatus      string       `json:"verify_status,omitempty"`
-	Disks             []BackupDisk `json:"disks,omitempty"`
+	ID                string    `json:"id"`
+	VMContextID       string    `json:"vm_context_id"`
+	VMName            string    `json:"vm_name"`
+	AgentID           string    `json:"agent_id"`
+	Repository        string    `json:"repository"`
+	RequestedType     string    `json:"requested_type"`
+	Type              string    `json:"type,omitempty"`
+	Status            string    `json:"status"`
+	CancelRequested   bool      `json:"cancel_requested,omitempty"`
+	Protected         bool      `json:"protected"`
+	SnapshotName      string    `json:"snapshot_name,omitempty"`
+	CreatedAt         time.Time `json:"created_at"`
+	StartedAt         time.Time `json:"started_at,omitzero"`
+	FinishedAt        time.Time `json:"finished_at,omitzero"`
+	DurationSeconds   float64   `json:"duration_seconds,omitempty"`
+	BytesRead         int64     `json:"bytes_read"`
+	BytesSent         int64     `json:"bytes_sent"`
+	BytesDeduplicated int64     `json:"bytes_deduplicated"`
+	BytesZero         int64     `json:"bytes_zero"`
+	BytesTotal        int64     `json:"bytes_total,omitempty"` // while running: what the agent plans to read
+	Phase             string    `json:"phase,omitempty"`       // while running: PhaseSnapshot, PhaseReading, ...
+	ThroughputBPS     float64   `json:"throughput_bytes_per_second,omitempty"`
+	Error             string    `json:"error,omitempty"`
+	Notes             string    `json:"notes,omitempty"`
+	VerifiedAt        time.Time `json:"verified_at,omitzero"`
+	VerifyStatus      string    `json:"verify_status,omitempty"`
+	// CBTDrift: a disk's incremental found slots CBT called unchanged that had changed; the
+	// agent then read the whole disk, so the backup is correct.
+	CBTDrift bool         `json:"cbt_drift"`
+	Disks    []BackupDisk `json:"disks,omitempty"`
 	// SkippedDisks are the VM's disks the backup could not capture (independent disks,
 	// physical RDMs): a succeeded backup with skipped disks succeeded with warnings.
 	SkippedDisks []SkippedDisk `json:"skipped_disks,omitempty"`
@@ -97,6 +115,7 @@ type BackupDisk struct {
 	BytesDeduplicated int64     `json:"bytes_deduplicated"`
 	BytesZero         int64     `json:"bytes_zero"`
 	Status            string    `json:"status"`
+	CBTDrift          bool      `json:"cbt_drift"`
 	Error             string    `json:"error,omitempty"`
 	DurationSeconds   float64   `json:"duration_seconds,omitempty"`
 	ThroughputBPS     float64   `json:"throughput_bytes_per_second,omitempty"`
@@ -160,6 +179,9 @@ type Job struct {
 	Repository    JobRepo   `json:"repository"`
 	Disks         []JobDisk `json:"disks"`
 	Resumed       bool      `json:"resumed"` // the agent had claimed this job before (restart)
+	// CBTSample is the fraction of the slots CBT calls unchanged that an incremental re-reads
+	// to check CBT (at least MinCBTSampleSlots).
+	CBTSample float64 `json:"cbt_sample"`
 }
 
 // JobVM identifies the VM to back up.
@@ -284,6 +306,26 @@ type CommitRequest struct {
 	BytesSent         int64 `json:"bytes_sent"`
 	BytesDeduplicated int64 `json:"bytes_deduplicated"`
 	BytesZero         int64 `json:"bytes_zero"`
+	// CBTDrift: the drift check found slots CBT called unchanged whose content differs from the
+	// parent's; every slot of the disk was read in this session. DriftSlots lists the first
+	// MaxDriftSlots of them, DriftCount counts them all.
+	CBTDrift   bool    `json:"cbt_drift,omitempty"`
+	DriftSlots []int64 `json:"drift_slots,omitempty"`
+	DriftCount int64   `json:"drift_count,omitempty"`
+}
+
+// MaxCheckSlots bounds one CheckRequest.
+const MaxCheckSlots = 1024
+
+// CheckRequest asks the hub to compare slot digests the agent read with the parent index of an
+// incremental's session: the drift check.
+type CheckRequest struct {
+	Slots []SlotDigest `json:"slots"`
+}
+
+// CheckResult lists the slots of a CheckRequest whose digest differs from the parent's.
+type CheckResult struct {
+	Mismatched []int64 `json:"mismatched"`
 }
 
 // RepositoryList is the body of GET /api/v1/repositories.

@@ -29,6 +29,10 @@ const (
 	// chunk it names present and intact (a later backup uploaded the quarantined ones again).
 	// Details: backup_id, repository.
 	EventBackupHealed = "backup_healed"
+	// EventCBTDrift: an incremental found slots CBT called unchanged whose content had changed,
+	// and read the whole disk instead. Details: backup_id, disk_id, drift_count and slots (the
+	// first api.MaxDriftSlots, comma-separated).
+	EventCBTDrift = "cbt_drift"
 )
 
 // InventoryEventTypes lists the types of the events inventory pushes cause.
@@ -38,8 +42,11 @@ var InventoryEventTypes = []string{EventVMAdded, EventVMGone, EventVMReturned, E
 // RepositoryEventTypes lists the types of the events of repository damage and its repair.
 var RepositoryEventTypes = []string{EventChunkQuarantined, EventBackupHealed}
 
+// BackupEventTypes lists the types of the events backups record.
+var BackupEventTypes = []string{EventCBTDrift}
+
 // EventTypes lists every event type.
-var EventTypes = append(append(append([]string(nil), InventoryEventTypes...), EventAudit), RepositoryEventTypes...)
+var EventTypes = append(append(append(append([]string(nil), InventoryEventTypes...), EventAudit), RepositoryEventTypes...), BackupEventTypes...)
 
 // Event outcomes besides the HTTP status codes of audit events.
 const (

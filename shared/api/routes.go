@@ -28,6 +28,7 @@ const (
 	PathAgentChunk      = "/api/v1/agent/sessions/{session}/chunks/{digest}"
 	PathAgentSlots      = "/api/v1/agent/sessions/{session}/slots"
 	PathAgentCommitSess = "/api/v1/agent/sessions/{session}/commit"
+	PathAgentCheckSess  = "/api/v1/agent/sessions/{session}/check" // POST: compare slot digests with the parent index
 	// Restore jobs: the same long poll and lifecycle as backup jobs, on their own routes.
 	PathAgentRestores     = "/api/v1/agent/restores"      // GET: long poll for the next restore (?wait=30s&running=id,id)
 	PathAgentRestore      = "/api/v1/agent/restores/{id}" // GET: state (cancel requested?)

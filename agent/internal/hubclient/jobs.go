@@ -104,6 +104,14 @@ func (c *Client) PutChunk(ctx context.Context, sessionID, digest string, slots [
 	return err
 }
 
+// Check compares slot digests with the parent index of the session and returns the slots that
+// differ (CBT drift).
+func (c *Client) Check(ctx context.Context, sessionID string, req api.CheckRequest) (api.CheckResult, error) {
+	var res api.CheckResult
+	err := c.Do(ctx, http.MethodPost, api.Path(api.PathAgentCheckSess, sessionID), req, &res)
+	return res, err
+}
+
 // Commit closes a disk's session; the hub writes its index.
 func (c *Client) Commit(ctx context.Context, sessionID string, req api.CommitRequest) (api.BackupDisk, error) {
 	var bd api.BackupDisk

@@ -21,6 +21,7 @@ type ingestService interface {
 	PutChunk(ctx context.Context, agentID, sessionID, digest string, slots []int64, body io.Reader, size int64) (bool, error)
 	RecordSlots(ctx context.Context, agentID, sessionID string, batch api.SlotBatch) (api.SlotBatchResult, error)
 	Commit(ctx context.Context, agentID, sessionID string, req api.CommitRequest) (api.BackupDisk, error)
+	Check(ctx context.Context, agentID, sessionID string, req api.CheckRequest) (api.CheckResult, error)
 }
 
 func (s *Server) registerIngest(agent *gin.RouterGroup) {
@@ -29,6 +30,7 @@ func (s *Server) registerIngest(agent *gin.RouterGroup) {
 	agent.PUT(rel(agent, api.PathAgentChunk), s.putChunk)
 	agent.POST(rel(agent, api.PathAgentSlots), s.recordSlots)
 	agent.POST(rel(agent, api.PathAgentCommitSess), s.commitSession)
+	agent.POST(rel(agent, api.PathAgentCheckSess), s.checkSession)
 }
 
 func (s *Server) openSession(c *gin.Context) {
@@ -123,4 +125,18 @@ func (s *Server) commitSession(c *gin.Context) {
 		return
 	}
 	c.JSON(http.StatusOK, bd)
+}
+
+func (s *Server) checkSession(c *gin.Context) {
+	var req api.CheckRequest
+	if err := decodeJSON(c, 4<<20, &req); err != nil {
+		s.fail(c, err)
+		return
+	}
+	res, err := s.deps.Ingest.Check(c.Request.Context(), agentID(c), c.Param("session"), req)
+	if err != nil {
+		s.fail(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, res)
 }

@@ -59,6 +59,7 @@ var operations = []operation{
 	{"GET", api.PathAgentSession, "A session with the slots already recorded", authAgent, nil, nil, api.Session{}, 200},
 	{"PUT", api.PathAgentChunk, "Upload one chunk blob (201 stored, 200 already held) and record the slots that hold it", authAgent, []string{"slots"}, []byte{}, nil, 201},
 	{"POST", api.PathAgentSlots, "Record slot digests; answers the digests the hub lacks", authAgent, nil, api.SlotBatch{}, api.SlotBatchResult{}, 200},
+	{"POST", api.PathAgentCheckSess, "Compare slot digests with the parent index (CBT drift check); answers the slots that differ", authAgent, nil, api.CheckRequest{}, api.CheckResult{}, 200},
 	{"POST", api.PathAgentCommitSess, "Close a session: the hub writes the disk's index", authAgent, nil, api.CommitRequest{}, api.BackupDisk{}, 200},
 
 	{"GET", api.PathAgents, "List agents", authViewer, nil, nil, api.AgentList{}, 200},

@@ -180,8 +180,12 @@ type BackupJob struct {
 	Notes          string    `bun:"notes,nullzero"`
 	VerifiedAt     time.Time `bun:"verified_at,nullzero"`
 	VerifyStatus   string    `bun:"verify_status,notnull"`
-	CreatedAt      time.Time `bun:"created_at,notnull"`
-	UpdatedAt      time.Time `bun:"updated_at,notnull"`
+	// CBTSample is the fraction of unchanged slots an incremental re-reads (the drift check);
+	// CBTDrift records that a disk of the backup caught CBT missing changes.
+	CBTSample float64   `bun:"cbt_sample,notnull"`
+	CBTDrift  bool      `bun:"cbt_drift,notnull"`
+	CreatedAt time.Time `bun:"created_at,notnull"`
+	UpdatedAt time.Time `bun:"updated_at,notnull"`
 }
 
 // BackupDisk is the outcome of one disk in one backup job.
@@ -208,6 +212,7 @@ type BackupDisk struct {
 	IndexPath         string    `bun:"index_path,notnull"`
 	IndexDigest       string    `bun:"index_digest,notnull"`
 	Status            string    `bun:"status,notnull"`
+	CBTDrift          bool      `bun:"cbt_drift,notnull"`
 	Error             string    `bun:"error,nullzero"`
 	StartedAt         time.Time `bun:"started_at,nullzero"`
 	FinishedAt        time.Time `bun:"finished_at,nullzero"`

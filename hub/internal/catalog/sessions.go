@@ -108,6 +108,11 @@ func (c *Catalog) CommitSession(ctx context.Context, sessionID string, bd *Backu
 		if _, err := tx.NewInsert().Model(bd).Exec(ctx); err != nil {
 			return fmt.Errorf("record disk %s of job %s: %w", bd.DiskID, bd.JobID, err)
 		}
+		if bd.CBTDrift {
+			if _, err := tx.NewUpdate().Model((*BackupJob)(nil)).Set("cbt_drift = ?", true).Where("id = ?", bd.JobID).Exec(ctx); err != nil {
+				return fmt.Errorf("record CBT drift of job %s: %w", bd.JobID, err)
+			}
+		}
 		return nil
 	})
 	if errors.Is(err, errAlreadyCommitted) {

@@ -8,7 +8,7 @@ func (d *BackupDisk) Wire() api.BackupDisk {
 		DiskID: d.DiskID, Type: d.Type, Reason: d.Reason, ParentBackupID: d.ParentJobID, BaseChangeID: d.BaseChangeID,
 		ChangeID: d.ChangeID, CapacityBytes: d.CapacityBytes, ChunkSize: d.ChunkSize, SlotsTotal: d.SlotsTotal,
 		SlotsChanged: d.SlotsChanged, BytesRead: d.BytesRead, BytesSent: d.BytesSent, BytesDeduplicated: d.BytesDeduplicated,
-		BytesZero: d.BytesZero, Status: d.Status, Error: d.Error, StartedAt: d.StartedAt, FinishedAt: d.FinishedAt,
+		BytesZero: d.BytesZero, Status: d.Status, CBTDrift: d.CBTDrift, Error: d.Error, StartedAt: d.StartedAt, FinishedAt: d.FinishedAt,
 	}
 	if !d.StartedAt.IsZero() && !d.FinishedAt.IsZero() {
 		bd.DurationSeconds = d.FinishedAt.Sub(d.StartedAt).Seconds()

@@ -14,6 +14,8 @@ import (
 	"io"
 	"log/slog"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -60,6 +62,7 @@ type ingestCatalog interface {
 	SessionSlots(ctx context.Context, sessionID string) ([]catalog.UploadSlot, error)
 	CommitSession(ctx context.Context, sessionID string, bd *catalog.BackupDisk) (*catalog.BackupDisk, error)
 	BackupDisks(ctx context.Context, jobID string) ([]catalog.BackupDisk, error)
+	RecordEvents(ctx context.Context, evs []catalog.Event) error
 }
 
 // Repository is what intake needs of one repository. PutChunk re-hashes and stores a blob
@@ -403,6 +406,47 @@ func (s *Service) RecordSlots(ctx context.Context, agentID, sessionID string, ba
 	return api.SlotBatchResult{Recorded: len(rows), Missing: missing}, nil
 }
 
+// Check compares slot digests the agent read with the parent index of an incremental's session
+// and answers the slots whose digest differs: the slots CBT called unchanged that had changed
+// (CBT drift). A full backup has no parent to compare with: every slot matches.
+func (s *Service) Check(ctx context.Context, agentID, sessionID string, req api.CheckRequest) (api.CheckResult, error) {
+	if len(req.Slots) > api.MaxCheckSlots {
+		return api.CheckResult{}, &api.FieldError{Field: "slots", Msg: fmt.Sprintf("at most %d per check", api.MaxCheckSlots)}
+	}
+	ls, err := s.live(ctx, agentID, sessionID)
+	if err != nil {
+		return api.CheckResult{}, err
+	}
+	out := api.CheckResult{Mismatched: []int64{}}
+	if ls.Type != api.BackupIncremental || len(req.Slots) == 0 {
+		return out, nil
+	}
+	g := grid(&ls.UploadSession)
+	want := make([]chunk.Digest, len(req.Slots))
+	for i, sl := range req.Slots {
+		if !g.Contains(sl.Slot) {
+			return api.CheckResult{}, &api.FieldError{Field: fmt.Sprintf("slots[%d].slot", i), Msg: fmt.Sprintf("slot %d is outside the disk (0..%d)", sl.Slot, g.Slots()-1)}
+		}
+		if want[i], err = chunk.ParseDigest(sl.Digest); err != nil {
+			return api.CheckResult{}, &api.FieldError{Field: fmt.Sprintf("slots[%d].digest", i), Msg: "must be a lowercase hex SHA-256"}
+		}
+	}
+	repo, err := s.open(ctx, ls.RepositoryID)
+	if err != nil {
+		return api.CheckResult{}, err
+	}
+	parent, err := repo.ReadIndex(ctx, repository.IndexRef{VMUUID: ls.InstanceUUID, DiskID: ls.DiskID, BackupID: ls.ParentJobID})
+	if err != nil {
+		return api.CheckResult{}, fmt.Errorf("read parent index of %s: %w", ls.DiskID, err)
+	}
+	for i, sl := range req.Slots {
+		if sl.Slot >= int64(len(parent.Digests)) || parent.Digests[sl.Slot] != want[i] {
+			out.Mismatched = append(out.Mismatched, sl.Slot)
+		}
+	}
+	return out, nil
+}
+
 // Commit writes the disk's fixed index — the parent's index with the recorded slots replaced,
 // or a new one for a full — after the repository has checked that every chunk it names is
 // durable, and records the disk's result. Committing twice returns the first result.
@@ -417,6 +461,12 @@ func (s *Service) Commit(ctx context.Context, agentID, sessionID string, req api
 	sess := &ls.UploadSession
 	if err := checkCommit(req, grid(sess)); err != nil {
 		return api.BackupDisk{}, err
+	}
+	if req.CBTDrift && sess.Type != api.BackupIncremental {
+		return api.BackupDisk{}, &api.FieldError{Field: "cbt_drift", Msg: "only an incremental can find CBT drift"}
+	}
+	if len(req.DriftSlots) > api.MaxDriftSlots {
+		return api.BackupDisk{}, &api.FieldError{Field: "drift_slots", Msg: fmt.Sprintf("at most %d", api.MaxDriftSlots)}
 	}
 	if sess.Status == api.SessionCommitted {
 		bds, err := s.cat.BackupDisks(ctx, sess.JobID)
@@ -471,15 +521,37 @@ func (s *Service) Commit(ctx context.Context, agentID, sessionID string, req api
 		ParentJobID: sess.ParentJobID, BaseChangeID: sess.BaseChangeID, ChangeID: sess.ChangeID,
 		CapacityBytes: sess.CapacityBytes, ChunkSize: sess.ChunkSize, SlotsTotal: sess.SlotCount, SlotsChanged: req.SlotsChanged,
 		BytesRead: req.BytesRead, BytesSent: req.BytesSent, BytesDeduplicated: req.BytesDeduplicated, BytesZero: req.BytesZero,
-		IndexPath: ref.String(), IndexDigest: digest, StartedAt: sess.CreatedAt, FinishedAt: s.now().UTC(),
+		IndexPath: ref.String(), IndexDigest: digest, StartedAt: sess.CreatedAt, FinishedAt: s.now().UTC(), CBTDrift: req.CBTDrift,
 	}
 	got, err := s.cat.CommitSession(ctx, sessionID, bd)
 	if err != nil {
 		return api.BackupDisk{}, err
 	}
+	if req.CBTDrift {
+		s.driftFound(ctx, ls, req)
+	}
 	s.knownSets.drop(sessionID)
 	s.log.InfoContext(ctx, "disk committed", "job_id", sess.JobID, "disk_id", sess.DiskID, "type", sess.Type, "slots_recorded", len(slots), "index", ref.String())
 	return got.Wire(), nil
+}
+
+// driftFound counts and records CBT drift found by a committed incremental. The backup itself is
+// already correct (the agent read every slot), so a failure to record the event is logged only.
+func (s *Service) driftFound(ctx context.Context, ls *catalog.LiveSession, req api.CommitRequest) {
+	s.metrics.cbtDrift.Inc()
+	list := make([]string, len(req.DriftSlots))
+	for i, sl := range req.DriftSlots {
+		list[i] = strconv.FormatInt(sl, 10)
+	}
+	count := max(req.DriftCount, int64(len(req.DriftSlots)))
+	s.log.WarnContext(ctx, "CBT drift: slots CBT called unchanged had changed; the whole disk was read", "job_id", ls.JobID,
+		"disk_id", ls.DiskID, "vm_context_id", ls.VMContextID, "drift_count", count, "slots", list)
+	err := s.cat.RecordEvents(ctx, []catalog.Event{{Type: api.EventCBTDrift, VMContextID: ls.VMContextID, AgentID: ls.AgentID, Actor: ls.AgentID,
+		Outcome: api.OutcomeOK, Details: map[string]string{"backup_id": ls.JobID, "disk_id": ls.DiskID,
+			"drift_count": strconv.FormatInt(count, 10), "slots": strings.Join(list, ",")}}})
+	if err != nil {
+		s.log.ErrorContext(ctx, "could not record the CBT drift event", "job_id", ls.JobID, "disk_id", ls.DiskID, "err", err)
+	}
 }
 
 // checkCommit refuses a commit whose numbers no disk of this geometry can produce: nothing is

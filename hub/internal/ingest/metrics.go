@@ -12,6 +12,7 @@ type metrics struct {
 	slotsRecorded    prometheus.Counter
 	uploadsRefused   prometheus.Counter
 	uploadsInFlight  prometheus.Gauge
+	cbtDrift         prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -24,9 +25,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		slotsRecorded:    prometheus.NewCounter(prometheus.CounterOpts{Name: "sendense_hub_slots_recorded_total", Help: "Disk slots recorded in upload sessions."}),
 		uploadsRefused:   prometheus.NewCounter(prometheus.CounterOpts{Name: "sendense_hub_chunk_uploads_refused_busy_total", Help: "Chunk uploads refused (429) because their agent had too many in flight."}),
 		uploadsInFlight:  prometheus.NewGauge(prometheus.GaugeOpts{Name: "sendense_hub_chunk_uploads_in_flight", Help: "Chunk uploads being received now."}),
+		cbtDrift:         prometheus.NewCounter(prometheus.CounterOpts{Name: "sendense_hub_backups_cbt_drift_total", Help: "Disks of incrementals that found slots CBT called unchanged had changed (read in full instead)."}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.chunksReceived, m.chunkBytes, m.chunksDuplicate, m.digestMismatches, m.badBlobs, m.slotsRecorded, m.uploadsRefused, m.uploadsInFlight)
+		reg.MustRegister(m.chunksReceived, m.chunkBytes, m.chunksDuplicate, m.digestMismatches, m.badBlobs, m.slotsRecorded, m.uploadsRefused, m.uploadsInFlight, m.cbtDrift)
 	}
 	return m
 }

@@ -81,7 +81,7 @@ func (s *Service) jobSpec(ctx context.Context, j *catalog.BackupJob, resumed boo
 		return nil, err
 	}
 	spec := &api.Job{
-		ID: j.ID, Status: j.Status, RequestedType: j.RequestedType, SnapshotName: j.SnapshotName, Resumed: resumed,
+		ID: j.ID, Status: j.Status, RequestedType: j.RequestedType, SnapshotName: j.SnapshotName, Resumed: resumed, CBTSample: j.CBTSample,
 		VM:         api.JobVM{ContextID: vm.ContextID, Name: vm.VMName, Source: vm.SourceName, InstanceUUID: vm.InstanceUUID, CBTEnabled: vm.CBTEnabled},
 		Repository: api.JobRepo{ID: repo.ID, ChunkSize: repo.ChunkSize},
 	}

@@ -23,6 +23,13 @@ func (s *Service) Start(ctx context.Context, req api.StartBackupRequest) (api.Ba
 	if typ != api.BackupAuto && typ != api.BackupFull && typ != api.BackupIncremental {
 		return api.Backup{}, &api.FieldError{Field: "type", Msg: "must be auto, full or incremental"}
 	}
+	sample := api.DefaultCBTSample
+	if req.CBTSample != nil {
+		sample = *req.CBTSample
+	}
+	if !(sample >= 0 && sample <= 1) {
+		return api.Backup{}, &api.FieldError{Field: "cbt_sample", Msg: "must be a fraction between 0 and 1"}
+	}
 	repoName := req.Repository
 	if repoName == "" {
 		repoName = repository.DefaultName
@@ -54,7 +61,7 @@ func (s *Service) Start(ctx context.Context, req api.StartBackupRequest) (api.Ba
 	if err != nil {
 		return api.Backup{}, err
 	}
-	id, err := s.Queue(ctx, vm, repo.ID, "", typ)
+	id, err := s.queue(ctx, vm, repo.ID, "", typ, sample)
 	if err != nil {
 		return api.Backup{}, err
 	}
@@ -63,17 +70,22 @@ func (s *Service) Start(ctx context.Context, req api.StartBackupRequest) (api.Ba
 
 // Queue creates a queued job for a VM (policyID empty for an operator's request) and wakes the
 // VM's agent. A VM with a queued or running job → catalog.ErrJobActive (and ErrConflict).
+// Its incrementals check CBT with the default sample (api.DefaultCBTSample).
 func (s *Service) Queue(ctx context.Context, vm *catalog.VMWithSource, repositoryID, policyID, typ string) (string, error) {
+	return s.queue(ctx, vm, repositoryID, policyID, typ, api.DefaultCBTSample)
+}
+
+func (s *Service) queue(ctx context.Context, vm *catalog.VMWithSource, repositoryID, policyID, typ string, cbtSample float64) (string, error) {
 	id := catalog.NewID("bk-", s.opts.Now())
 	j := &catalog.BackupJob{
 		ID: id, VMContextID: vm.ContextID, AgentID: vm.AgentID, RepositoryID: repositoryID,
-		RequestedType: typ, SnapshotName: api.SnapshotPrefix + id, PolicyID: policyID,
+		RequestedType: typ, SnapshotName: api.SnapshotPrefix + id, PolicyID: policyID, CBTSample: cbtSample,
 	}
 	if err := s.cat.CreateJob(ctx, j); err != nil {
 		return "", err
 	}
 	s.log.InfoContext(ctx, "backup queued", "job_id", id, "vm_context_id", vm.ContextID, "vm_name", vm.VMName, "agent_id", vm.AgentID,
-		"repository_id", repositoryID, "requested_type", typ, "policy_id", policyID)
+		"repository_id", repositoryID, "requested_type", typ, "policy_id", policyID, "cbt_sample", cbtSample)
 	s.wake(vm.AgentID)
 	return id, nil
 }
@@ -99,7 +111,7 @@ func backupInfo(r *catalog.BackupRow, disks []catalog.BackupDisk) api.Backup {
 		RequestedType: r.RequestedType, Type: r.Type, Status: r.Status, CancelRequested: r.CancelRequested, Protected: r.Protected,
 		SnapshotName: r.SnapshotName, CreatedAt: r.CreatedAt, StartedAt: r.StartedAt, FinishedAt: r.FinishedAt,
 		BytesRead: r.BytesRead, BytesSent: r.BytesSent, BytesDeduplicated: r.BytesDeduplicated, BytesZero: r.BytesZero, BytesTotal: r.BytesTotal, Phase: r.Phase, SkippedDisks: r.SkippedDisks,
-		Error: r.Error, Notes: r.Notes, VerifiedAt: r.VerifiedAt, VerifyStatus: r.VerifyStatus,
+		Error: r.Error, Notes: r.Notes, VerifiedAt: r.VerifiedAt, VerifyStatus: r.VerifyStatus, CBTDrift: r.CBTDrift,
 	}
 	if !r.StartedAt.IsZero() && !r.FinishedAt.IsZero() {
 		b.DurationSeconds = r.FinishedAt.Sub(r.StartedAt).Seconds()

@@ -1,0 +1,5 @@
+ALTER TABLE backup_jobs ADD COLUMN cbt_sample REAL NOT NULL DEFAULT 0;
+--bun:split
+ALTER TABLE backup_jobs ADD COLUMN cbt_drift BOOLEAN NOT NULL DEFAULT FALSE;
+--bun:split
+ALTER TABLE backup_disks ADD COLUMN cbt_drift BOOLEAN NOT NULL DEFAULT FALSE;
