@@ -169,9 +169,14 @@ func (e *env) api(method, path string, in, out any) int {
 // startBackup queues a backup through the operator API.
 func (e *env) startBackup(vm, typ string) api.Backup {
 	e.t.Helper()
+	return e.start(api.StartBackupRequest{VM: vm, Type: typ})
+}
+
+func (e *env) start(req api.StartBackupRequest) api.Backup {
+	e.t.Helper()
 	var b api.Backup
-	if code := e.api(http.MethodPost, api.PathBackups, api.StartBackupRequest{VM: vm, Type: typ}, &b); code != http.StatusAccepted {
-		e.t.Fatalf("start backup of %s: %d", vm, code)
+	if code := e.api(http.MethodPost, api.PathBackups, req, &b); code != http.StatusAccepted {
+		e.t.Fatalf("start backup of %s: %d", req.VM, code)
 	}
 	return b
 }
@@ -179,7 +184,13 @@ func (e *env) startBackup(vm, typ string) api.Backup {
 // backup runs one backup of vm in this process and returns it as the hub records it.
 func (e *env) backup(vm, typ string) api.Backup {
 	e.t.Helper()
-	queued := e.startBackup(vm, typ)
+	return e.run(api.StartBackupRequest{VM: vm, Type: typ})
+}
+
+// run queues a backup as req asks and runs it in this process.
+func (e *env) run(req api.StartBackupRequest) api.Backup {
+	e.t.Helper()
+	queued := e.start(req)
 	job, err := e.hc.NextJob(e.t.Context(), 10*time.Second, nil)
 	if err != nil || job == nil || job.ID != queued.ID {
 		e.t.Fatalf("claim job %s: %+v %v", queued.ID, job, err)

@@ -122,6 +122,10 @@ func (h *fakeHub) Commit(_ context.Context, _ string, req api.CommitRequest) (ap
 }
 
 // recorded returns the recorded slots, ascending.
+func (h *fakeHub) Check(context.Context, string, api.CheckRequest) (api.CheckResult, error) {
+	return api.CheckResult{}, nil
+}
+
 func (h *fakeHub) recorded() []int64 {
 	h.mu.Lock()
 	defer h.mu.Unlock()

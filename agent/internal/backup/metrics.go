@@ -13,6 +13,7 @@ type Metrics struct {
 	jobDuration prometheus.Histogram
 	snapshotAge prometheus.Gauge
 	fullReasons *prometheus.CounterVec
+	cbtDrift    prometheus.Counter
 }
 
 // NewMetrics returns the data-path metrics and registers them on reg; a nil reg registers
@@ -31,6 +32,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}),
 		snapshotAge: prometheus.NewGauge(prometheus.GaugeOpts{Name: "sendense_agent_snapshot_age_seconds", Help: "Age of the oldest snapshot the agent holds open (0 when none)."}),
 		fullReasons: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sendense_agent_disk_backups_total", Help: "Disk backups by type (full, incremental)."}, []string{"type"}),
+		cbtDrift:    prometheus.NewCounter(prometheus.CounterOpts{Name: "sendense_agent_cbt_drift_total", Help: "Incrementals of a disk whose CBT sample found changed slots CBT had not reported (the disk was then read in full)."}),
 	}
 	for _, r := range []string{"uploaded", "deduplicated", "zero"} {
 		m.slots.WithLabelValues(r)
@@ -42,7 +44,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		m.fullReasons.WithLabelValues(r)
 	}
 	if reg != nil {
-		reg.MustRegister(m.readBytes, m.sentBytes, m.zeroBytes, m.dedupBytes, m.slots, m.jobs, m.jobDuration, m.snapshotAge, m.fullReasons)
+		reg.MustRegister(m.readBytes, m.sentBytes, m.zeroBytes, m.dedupBytes, m.slots, m.jobs, m.jobDuration, m.snapshotAge, m.fullReasons, m.cbtDrift)
 	}
 	return m
 }
