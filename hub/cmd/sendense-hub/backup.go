@@ -33,6 +33,7 @@ func newBackupCmd(e *env) *cobra.Command {
 	cmd := &cobra.Command{Use: "backup", Short: "Start, list, show, cancel, protect and delete backups"}
 	var vm, repo string
 	var full, incremental, wait bool
+	var cbtSample float64
 	start := &cobra.Command{
 		Use:   "start --vm NAME [--full] [--wait]",
 		Short: "Queue a backup of a VM (the VM's agent picks it up)",
@@ -47,7 +48,11 @@ func newBackupCmd(e *env) *cobra.Command {
 			case incremental:
 				typ = api.BackupIncremental
 			}
-			bk, err := b.Start(cmd.Context(), api.StartBackupRequest{VM: vm, Type: typ, Repository: repo})
+			req := api.StartBackupRequest{VM: vm, Type: typ, Repository: repo}
+			if cmd.Flags().Changed("cbt-sample") {
+				req.CBTSample = &cbtSample
+			}
+			bk, err := b.Start(cmd.Context(), req)
 			if err != nil {
 				return err
 			}
@@ -63,6 +68,8 @@ func newBackupCmd(e *env) *cobra.Command {
 	start.Flags().StringVar(&repo, "repository", "", "repository name (default: default)")
 	start.Flags().BoolVar(&full, "full", false, "force a full backup")
 	start.Flags().BoolVar(&incremental, "incremental", false, "ask for an incremental (falls back to full with a reason)")
+	start.Flags().Float64Var(&cbtSample, "cbt-sample", api.DefaultCBTSample,
+		"fraction (0-1) of the slots CBT calls unchanged that an incremental re-reads to catch CBT drift")
 	start.Flags().BoolVar(&wait, "wait", false, "wait for the backup to finish, showing progress")
 	_ = start.MarkFlagRequired("vm")
 
