@@ -65,6 +65,18 @@ func TestServeAndWrite(t *testing.T) {
 	if res.Seed != 9 || len(res.Extents) != 6 || res.Bytes != 6<<20 {
 		t.Errorf("10%% of 64 MiB: %+v, want seed 9 and six 1 MiB writes", res)
 	}
+	// Hidden writes change the bytes but not what CBT reports.
+	flat := st.VMs[0].Disks[0].FlatPath
+	before, err := os.ReadFile(flat)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := run(t.Context(), []string{"write", "--dir", dir, "--vm", "cli", "--disk", "disk-2000", "--percent", "5", "--seed", "11", "--hide-from-cbt"}, new(bytes.Buffer), new(bytes.Buffer)); err != nil {
+		t.Fatalf("write --hide-from-cbt: %v", err)
+	}
+	if after, err := os.ReadFile(flat); err != nil || bytes.Equal(before, after) {
+		t.Errorf("write --hide-from-cbt left the disk's bytes unchanged (%v)", err)
+	}
 	out.Reset()
 	if err := run(t.Context(), []string{"write", "--dir", dir, "--vm", "cli", "--disk", "disk-2000", "--offset", "63MiB", "--length", "4096"}, &out, new(bytes.Buffer)); err != nil {
 		t.Fatalf("write --offset: %v", err)
@@ -90,7 +102,7 @@ func TestServeAndWrite(t *testing.T) {
 	if st, _ := lab.ReadState(dir); st.VMs[0].Disks[1].CapacityBytes != 10<<20 {
 		t.Errorf("capacity after resize to 10MB: %d, want 10 MiB", st.VMs[0].Disks[1].CapacityBytes)
 	}
-	err := run(t.Context(), []string{"write", "--dir", dir, "--vm", "nope", "--disk", "disk-2000", "--percent", "1"}, new(bytes.Buffer), new(bytes.Buffer))
+	err = run(t.Context(), []string{"write", "--dir", dir, "--vm", "nope", "--disk", "disk-2000", "--percent", "1"}, new(bytes.Buffer), new(bytes.Buffer))
 	if !errors.Is(err, lab.ErrVMNotFound) {
 		t.Errorf("write to an unknown VM: %v, want ErrVMNotFound", err)
 	}
@@ -118,6 +130,7 @@ func TestUsageErrors(t *testing.T) {
 		{"bad spec file", []string{"serve", "--dir", dir, "--spec", writeFile(t, "vms: [{name: a, disks: [{size: 1Moo}]}]")}, "unknown unit"},
 		{"no dir", []string{"serve", "--demo"}, "dir"},
 		{"write without amount", []string{"write", "--dir", dir, "--vm", "a", "--disk", "disk-2000"}, "--percent"},
+		{"hide without percent", []string{"write", "--dir", dir, "--vm", "a", "--disk", "disk-2000", "--offset", "0", "--length", "1", "--hide-from-cbt"}, "--hide-from-cbt needs --percent"},
 		{"write with both", []string{"write", "--dir", dir, "--vm", "a", "--disk", "disk-2000", "--percent", "1", "--offset", "0", "--length", "1"}, "not both"},
 		{"write without a lab", []string{"write", "--dir", dir, "--vm", "a", "--disk", "disk-2000", "--percent", "1"}, "lab.json"},
 	}
