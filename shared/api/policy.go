@@ -33,13 +33,16 @@ type Policy struct {
 	Retention Retention `json:"retention"`
 	// FullEveryIncrementals and FullEveryDays force a full backup after that many incrementals
 	// or days; 0 (the default) never forces one: every backup is a full restore point anyway.
-	FullEveryIncrementals int       `json:"full_every_incrementals,omitempty"`
-	FullEveryDays         int       `json:"full_every_days,omitempty"`
-	LastRunAt             time.Time `json:"last_run_at,omitzero"`
-	NextRunAt             time.Time `json:"next_run_at,omitzero"`
-	LastStatus            string    `json:"last_status,omitempty"`
-	LastSuccessAt         time.Time `json:"last_success_at,omitzero"`
-	CreatedAt             time.Time `json:"created_at,omitzero"`
+	FullEveryIncrementals int `json:"full_every_incrementals,omitempty"`
+	FullEveryDays         int `json:"full_every_days,omitempty"`
+	// CBTSample is the fraction (0..1) of the slots CBT calls unchanged that the policy's
+	// incrementals re-read to check CBT (see StartBackupRequest.CBTSample); absent: DefaultCBTSample.
+	CBTSample     *float64  `json:"cbt_sample,omitempty"`
+	LastRunAt     time.Time `json:"last_run_at,omitzero"`
+	NextRunAt     time.Time `json:"next_run_at,omitzero"`
+	LastStatus    string    `json:"last_status,omitempty"`
+	LastSuccessAt time.Time `json:"last_success_at,omitzero"`
+	CreatedAt     time.Time `json:"created_at,omitzero"`
 }
 
 // PruneDecision is what prune decided for one backup, and why.

@@ -33,12 +33,14 @@ func newPolicyCmd(e *env) *cobra.Command {
 	cmd := &cobra.Command{Use: "policy", Short: "Create, list, show and remove backup policies"}
 	var in api.Policy
 	var disabled bool
+	var cbtSample float64
 	create := &cobra.Command{
 		Use:   "create --name N --schedule '0 3 * * *' [--timezone Europe/Berlin] [--vm NAME]... [--vm-glob 'db-*'] [--agent ID] [--keep-daily 7 ...]",
 		Short: "Create a policy: which VMs are backed up when, where, and how long backups are kept",
 		Args:  cobra.NoArgs,
 		RunE: policyCmd(e, func(cmd *cobra.Command, _ []string, ps *policy.Service) error {
 			in.Enabled = !disabled
+			in.CBTSample = &cbtSample
 			p, err := ps.Create(cmd.Context(), in)
 			if err != nil {
 				return err
@@ -62,6 +64,7 @@ func newPolicyCmd(e *env) *cobra.Command {
 	f.IntVar(&in.Retention.KeepYearly, "keep-yearly", 0, "... years")
 	f.IntVar(&in.FullEveryIncrementals, "full-every-incrementals", 0, "force a full after N incrementals (0: never)")
 	f.IntVar(&in.FullEveryDays, "full-every-days", 0, "force a full when the last one is N days old (0: never)")
+	f.Float64Var(&cbtSample, "cbt-sample", api.DefaultCBTSample, "fraction (0-1) of the slots CBT calls unchanged that incrementals re-read to check CBT")
 	f.BoolVar(&disabled, "disabled", false, "create the policy disabled")
 	_ = create.MarkFlagRequired("name")
 	_ = create.MarkFlagRequired("schedule")

@@ -274,6 +274,7 @@ type Policy struct {
 	KeepYearly            int       `bun:"keep_yearly,notnull"`
 	FullEveryIncrementals int       `bun:"full_every_incrementals,notnull"`
 	FullEveryDays         int       `bun:"full_every_days,notnull"`
+	CBTSample             float64   `bun:"cbt_sample,notnull"` // the drift check's sample of its incrementals
 	LastRunAt             time.Time `bun:"last_run_at,nullzero"`
 	NextRunAt             time.Time `bun:"next_run_at,nullzero"`
 	CreatedAt             time.Time `bun:"created_at,notnull"`

@@ -61,7 +61,7 @@ func (s *Service) Start(ctx context.Context, req api.StartBackupRequest) (api.Ba
 	if err != nil {
 		return api.Backup{}, err
 	}
-	id, err := s.queue(ctx, vm, repo.ID, "", typ, sample)
+	id, err := s.Queue(ctx, vm, repo.ID, "", typ, sample)
 	if err != nil {
 		return api.Backup{}, err
 	}
@@ -70,12 +70,8 @@ func (s *Service) Start(ctx context.Context, req api.StartBackupRequest) (api.Ba
 
 // Queue creates a queued job for a VM (policyID empty for an operator's request) and wakes the
 // VM's agent. A VM with a queued or running job → catalog.ErrJobActive (and ErrConflict).
-// Its incrementals check CBT with the default sample (api.DefaultCBTSample).
-func (s *Service) Queue(ctx context.Context, vm *catalog.VMWithSource, repositoryID, policyID, typ string) (string, error) {
-	return s.queue(ctx, vm, repositoryID, policyID, typ, api.DefaultCBTSample)
-}
-
-func (s *Service) queue(ctx context.Context, vm *catalog.VMWithSource, repositoryID, policyID, typ string, cbtSample float64) (string, error) {
+// Its incrementals re-read cbtSample of the slots CBT calls unchanged to check CBT.
+func (s *Service) Queue(ctx context.Context, vm *catalog.VMWithSource, repositoryID, policyID, typ string, cbtSample float64) (string, error) {
 	id := catalog.NewID("bk-", s.opts.Now())
 	j := &catalog.BackupJob{
 		ID: id, VMContextID: vm.ContextID, AgentID: vm.AgentID, RepositoryID: repositoryID,

@@ -46,7 +46,7 @@ type policyCatalog interface {
 
 // jobs queues and deletes backups.
 type jobs interface {
-	Queue(ctx context.Context, vm *catalog.VMWithSource, repositoryID, policyID, typ string) (string, error)
+	Queue(ctx context.Context, vm *catalog.VMWithSource, repositoryID, policyID, typ string, cbtSample float64) (string, error)
 	Delete(ctx context.Context, id string) error
 }
 
@@ -88,7 +88,7 @@ func (s *Service) info(ctx context.Context, p *catalog.Policy) (api.Policy, erro
 		ID: p.ID, Name: p.Name, Enabled: p.Enabled, VMs: p.VMNames, VMGlob: p.VMGlob, Agent: p.AgentID, Repository: repo.Name,
 		Schedule: p.Schedule, Timezone: p.Timezone,
 		Retention:             api.Retention{KeepLast: p.KeepLast, KeepHourly: p.KeepHourly, KeepDaily: p.KeepDaily, KeepWeekly: p.KeepWeekly, KeepMonthly: p.KeepMonthly, KeepYearly: p.KeepYearly},
-		FullEveryIncrementals: p.FullEveryIncrementals, FullEveryDays: p.FullEveryDays,
+		FullEveryIncrementals: p.FullEveryIncrementals, FullEveryDays: p.FullEveryDays, CBTSample: &p.CBTSample,
 		LastRunAt: p.LastRunAt, NextRunAt: p.NextRunAt, LastStatus: st.LastStatus, LastSuccessAt: st.LastSuccessAt, CreatedAt: p.CreatedAt,
 	}, nil
 }
@@ -135,6 +135,13 @@ func (s *Service) fromAPI(ctx context.Context, in api.Policy) (*catalog.Policy, 
 	if in.FullEveryIncrementals < 0 || in.FullEveryDays < 0 {
 		return nil, &api.FieldError{Field: "full_every_incrementals", Msg: "full-backup cadences must not be negative"}
 	}
+	sample := api.DefaultCBTSample
+	if in.CBTSample != nil {
+		sample = *in.CBTSample
+	}
+	if !(sample >= 0 && sample <= 1) {
+		return nil, &api.FieldError{Field: "cbt_sample", Msg: "must be a fraction between 0 and 1"}
+	}
 	repoName := in.Repository
 	if repoName == "" {
 		repoName = repository.DefaultName
@@ -150,7 +157,7 @@ func (s *Service) fromAPI(ctx context.Context, in api.Policy) (*catalog.Policy, 
 		Name: in.Name, Enabled: in.Enabled, VMNames: in.VMs, VMGlob: in.VMGlob, AgentID: in.Agent, RepositoryID: repo.ID,
 		Schedule: in.Schedule, Timezone: tz, KeepLast: r.KeepLast, KeepHourly: r.KeepHourly, KeepDaily: r.KeepDaily,
 		KeepWeekly: r.KeepWeekly, KeepMonthly: r.KeepMonthly, KeepYearly: r.KeepYearly,
-		FullEveryIncrementals: in.FullEveryIncrementals, FullEveryDays: in.FullEveryDays,
+		FullEveryIncrementals: in.FullEveryIncrementals, FullEveryDays: in.FullEveryDays, CBTSample: sample,
 	}, nil
 }
 

@@ -90,7 +90,7 @@ func (s *Service) runPolicy(ctx context.Context, p *catalog.Policy, now time.Tim
 		if err != nil {
 			return ids, err
 		}
-		id, err := s.jobs.Queue(ctx, vm, p.RepositoryID, p.ID, typ)
+		id, err := s.jobs.Queue(ctx, vm, p.RepositoryID, p.ID, typ, p.CBTSample)
 		switch {
 		case errors.Is(err, catalog.ErrJobActive):
 			skipped++ // a VM never has two backup jobs at once

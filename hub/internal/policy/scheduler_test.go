@@ -85,7 +85,7 @@ func TestSchedulerRunsDueRunsOnce(t *testing.T) {
 		seed(t, c)
 		clk := &clock{t: time.Date(2026, 11, 2, 1, 0, 0, 0, time.UTC)}
 		ps := services(c, clk)
-		p, err := ps.Create(t.Context(), api.Policy{Name: "nightly", Enabled: true, VMGlob: "db-*", Schedule: "0 3 * * *", Retention: api.Retention{KeepDaily: 7}})
+		p, err := ps.Create(t.Context(), api.Policy{Name: "nightly", Enabled: true, VMGlob: "db-*", Schedule: "0 3 * * *", Retention: api.Retention{KeepDaily: 7}, CBTSample: ptr(0.25)})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -100,6 +100,12 @@ func TestSchedulerRunsDueRunsOnce(t *testing.T) {
 		q, err := ps.Tick(t.Context())
 		if err != nil || len(q) != 2 {
 			t.Fatalf("tick at the slot queued %v (%v); want db-1 and db-2", q, err)
+		}
+		// The policy's drift-check sample goes with its jobs.
+		for _, id := range q {
+			if j, err := c.JobByID(t.Context(), id); err != nil || j.CBTSample != 0.25 {
+				t.Fatalf("job %s of the policy: cbt_sample %v (%v), want 0.25", id, j.CBTSample, err)
+			}
 		}
 		// The same slot again: nothing (and a VM never gets a second job).
 		if q, _ := ps.Tick(t.Context()); len(q) != 0 {
@@ -197,6 +203,8 @@ func TestPolicyValidation(t *testing.T) {
 			{"vm_glob", api.Policy{Name: "x", Schedule: "@daily", VMGlob: "[db"}},
 			{"repository", api.Policy{Name: "x", Schedule: "@daily", Repository: "nope"}},
 			{"agent", api.Policy{Name: "x", Schedule: "@daily", Agent: "agent-nope"}},
+			{"cbt_sample", api.Policy{Name: "x", Schedule: "@daily", CBTSample: ptr(1.5)}},
+			{"cbt_sample", api.Policy{Name: "x", Schedule: "@daily", CBTSample: ptr(-0.1)}},
 		} {
 			_, err := ps.Create(t.Context(), tc.p)
 			fe, ok := err.(*api.FieldError)
@@ -204,11 +212,17 @@ func TestPolicyValidation(t *testing.T) {
 				t.Errorf("%s: err %v", tc.field, err)
 			}
 		}
-		if _, err := ps.Create(t.Context(), api.Policy{Name: "ok", Schedule: "@daily"}); err != nil {
+		ok, err := ps.Create(t.Context(), api.Policy{Name: "ok", Schedule: "@daily"})
+		if err != nil {
 			t.Fatal(err)
+		}
+		if ok.CBTSample == nil || *ok.CBTSample != api.DefaultCBTSample {
+			t.Fatalf("a policy without cbt_sample shows %v, want the default %v", ok.CBTSample, api.DefaultCBTSample)
 		}
 		if _, err := ps.Create(t.Context(), api.Policy{Name: "ok", Schedule: "@daily"}); err == nil {
 			t.Fatal("a second policy with the same name was accepted")
 		}
 	})
 }
+
+func ptr[T any](v T) *T { return &v }

@@ -1,0 +1,1 @@
+ALTER TABLE policies ADD COLUMN cbt_sample REAL NOT NULL DEFAULT 0.01;
