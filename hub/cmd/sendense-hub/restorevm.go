@@ -43,16 +43,7 @@ func restoreVMCmds(e *env) []*cobra.Command {
 			if keepMACs {
 				req.MACAddresses = api.MACKeep
 			}
-			r, err := b.StartRestore(cmd.Context(), req)
-			if err != nil {
-				return err
-			}
-			if !wait {
-				_, err = fmt.Fprintln(e.stdout, r.ID)
-				return err
-			}
-			fmt.Fprintf(e.stderr, "restore %s of %s as %s queued\n", r.ID, r.BackupID, printable(r.Target.Name))
-			return waitRestore(cmd.Context(), e, b, r.ID)
+			return startRestore(cmd.Context(), e, b, req, wait, "restore %s of %s as %s queued\n")
 		}),
 	}
 	f := vm.Flags()
@@ -187,16 +178,7 @@ func inPlaceCmd(e *env) *cobra.Command {
 			"Refused while a backup of the VM is queued or running.",
 		Args: cobra.NoArgs,
 		RunE: backupCmd(e, func(cmd *cobra.Command, _ []string, b *jobs.Service, _ *catalog.Catalog) error {
-			r, err := b.StartRestore(cmd.Context(), req)
-			if err != nil {
-				return err
-			}
-			if !wait {
-				_, err = fmt.Fprintln(e.stdout, r.ID)
-				return err
-			}
-			fmt.Fprintf(e.stderr, "in-place restore %s of %s over %s queued\n", r.ID, r.BackupID, printable(r.Target.Name))
-			return waitRestore(cmd.Context(), e, b, r.ID)
+			return startRestore(cmd.Context(), e, b, req, wait, "in-place restore %s of %s over %s queued\n")
 		}),
 	}
 	f := cmd.Flags()
@@ -208,4 +190,19 @@ func inPlaceCmd(e *env) *cobra.Command {
 		_ = cmd.MarkFlagRequired(n)
 	}
 	return cmd
+}
+
+// startRestore queues a restore and prints its id, or with wait follows it to its end; queued is
+// the line told on stderr (restore id, backup id, target name).
+func startRestore(ctx context.Context, e *env, b *jobs.Service, req api.RestoreRequest, wait bool, queued string) error {
+	r, err := b.StartRestore(ctx, req)
+	if err != nil {
+		return err
+	}
+	if !wait {
+		_, err = fmt.Fprintln(e.stdout, r.ID)
+		return err
+	}
+	fmt.Fprintf(e.stderr, queued, r.ID, r.BackupID, printable(r.Target.Name))
+	return waitRestore(ctx, e, b, r.ID)
 }
