@@ -33,6 +33,10 @@ const (
 	// and read the whole disk instead. Details: backup_id, disk_id, drift_count and slots (the
 	// first api.MaxDriftSlots, comma-separated).
 	EventCBTDrift = "cbt_drift"
+	// EventRestoreTest: a restore test finished. Outcome is its result (passed or failed).
+	// Details: restore_test_id, backup_id, result, bytes_read, seconds, mb_per_s, and reason
+	// (the failed checks with their errors) when it failed.
+	EventRestoreTest = "restore_test"
 )
 
 // InventoryEventTypes lists the types of the events inventory pushes cause.
@@ -42,8 +46,8 @@ var InventoryEventTypes = []string{EventVMAdded, EventVMGone, EventVMReturned, E
 // RepositoryEventTypes lists the types of the events of repository damage and its repair.
 var RepositoryEventTypes = []string{EventChunkQuarantined, EventBackupHealed}
 
-// BackupEventTypes lists the types of the events backups record.
-var BackupEventTypes = []string{EventCBTDrift}
+// BackupEventTypes lists the types of the events backups and their restore tests record.
+var BackupEventTypes = []string{EventCBTDrift, EventRestoreTest}
 
 // EventTypes lists every event type.
 var EventTypes = append(append(append(append([]string(nil), InventoryEventTypes...), EventAudit), RepositoryEventTypes...), BackupEventTypes...)

@@ -14,11 +14,22 @@ type Retention struct {
 	KeepYearly  int `json:"keep_yearly,omitempty"`
 }
 
-// Policy says which VMs are backed up when, to which repository, and how long backups are kept.
+// Kinds of policy (Policy.Kind).
+const (
+	PolicyBackup      = "backup"       // back the VMs up (the default)
+	PolicyRestoreTest = "restore_test" // test the VMs' latest restore points
+)
+
+// Policy says which VMs are backed up when, to which repository, and how long backups are kept;
+// or, with Kind restore_test, which VMs' latest restore points (in Repository) are tested when,
+// with which Checks. A restore-test policy has no retention, cadence or CBT sample.
 type Policy struct {
 	ID      string `json:"id,omitempty"`
 	Name    string `json:"name"`
+	Kind    string `json:"kind,omitempty"` // backup (default) or restore_test
 	Enabled bool   `json:"enabled"`
+	// Checks are the restore-test checks of a restore_test policy (default: read).
+	Checks []string `json:"checks,omitempty"`
 	// VMs selects VMs by exact name or context id; VMGlob by name pattern (path.Match syntax,
 	// e.g. "db-*"); Agent restricts both to one agent's VMs. With neither VMs nor VMGlob, every
 	// VM (of Agent, when set) is covered. Templates and gone VMs are never covered.

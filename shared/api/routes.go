@@ -62,6 +62,8 @@ const (
 	PathPolicies      = "/api/v1/policies"
 	PathPolicy        = "/api/v1/policies/{name}"
 	PathEvents        = "/api/v1/events"
+	PathRestoreTests  = "/api/v1/restore-tests"      // POST: start a restore test; GET: list (?vm, since, result)
+	PathRestoreTest   = "/api/v1/restore-tests/{id}" // GET: one restore test with its evidence
 	PathOpenAPI       = "/api/v1/openapi.json"
 )
 

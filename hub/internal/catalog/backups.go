@@ -24,11 +24,12 @@ type BackupRow struct {
 
 // BackupFilter selects backups for listing.
 type BackupFilter struct {
-	VMContextID string
-	Status      string
-	Since       time.Time
-	Limit       int
-	Offset      int
+	VMContextID  string
+	RepositoryID string
+	Status       string
+	Since        time.Time
+	Limit        int
+	Offset       int
 }
 
 func (c *Catalog) backupQuery(dst any) *bun.SelectQuery {
@@ -44,6 +45,9 @@ func (c *Catalog) Backups(ctx context.Context, f BackupFilter) ([]BackupRow, int
 	q := c.backupQuery(&out)
 	if f.VMContextID != "" {
 		q = q.Where("j.vm_context_id = ?", f.VMContextID)
+	}
+	if f.RepositoryID != "" {
+		q = q.Where("j.repository_id = ?", f.RepositoryID)
 	}
 	if f.Status != "" {
 		q = q.Where("j.status = ?", f.Status)

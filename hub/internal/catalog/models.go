@@ -259,7 +259,9 @@ type Policy struct {
 
 	ID                    string    `bun:"id,pk"`
 	Name                  string    `bun:"name,notnull"`
+	Kind                  string    `bun:"kind,notnull"` // api.PolicyBackup or api.PolicyRestoreTest
 	Enabled               bool      `bun:"enabled,notnull"`
+	Checks                []string  `bun:"checks,type:text,nullzero"`   // a restore-test policy's checks, stored as JSON
 	VMNames               []string  `bun:"vm_names,type:text,nullzero"` // explicit names or context ids, stored as JSON
 	VMGlob                string    `bun:"vm_glob,notnull"`
 	AgentID               string    `bun:"agent_id,nullzero"`

@@ -1,0 +1,3 @@
+ALTER TABLE policies DROP COLUMN checks;
+--bun:split
+ALTER TABLE policies DROP COLUMN kind;

@@ -1,0 +1,3 @@
+ALTER TABLE policies ADD COLUMN kind TEXT NOT NULL DEFAULT 'backup';
+--bun:split
+ALTER TABLE policies ADD COLUMN checks TEXT NULL;
