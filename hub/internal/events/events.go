@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strconv"
 	"time"
 
 	"github.com/sendense/sendense/hub/internal/catalog"
@@ -116,4 +117,15 @@ func BackupHealed(backupID, vmContextID, vmName, repositoryName string) api.Even
 		Type: api.EventBackupHealed, Actor: "verify", Outcome: api.OutcomeOK, VMContextID: vmContextID, VM: vmName,
 		Details: map[string]string{"backup_id": backupID, "repository": repositoryName},
 	}
+}
+
+// RestoreTestFinished is the event of a finished restore test: its outcome is the result
+// (passed or failed), reason the failed checks with their errors.
+func RestoreTestFinished(testID, vmContextID, vmName, backupID, result, reason string, bytesRead int64, seconds, mbPerS float64) api.Event {
+	d := map[string]string{"restore_test_id": testID, "backup_id": backupID, "result": result,
+		"bytes_read": strconv.FormatInt(bytesRead, 10), "seconds": strconv.FormatFloat(seconds, 'f', 3, 64), "mb_per_s": strconv.FormatFloat(mbPerS, 'f', 2, 64)}
+	if reason != "" {
+		d["reason"] = reason
+	}
+	return api.Event{Type: api.EventRestoreTest, Actor: "restore-test", Outcome: result, VMContextID: vmContextID, VM: vmName, Details: d}
 }
