@@ -50,21 +50,30 @@ type jobs interface {
 	Delete(ctx context.Context, id string) error
 }
 
+// restoreTests queues restore tests.
+type restoreTests interface {
+	// Queue queues a test of the VM's newest successful backup in repositoryID with checks;
+	// a VM without one → restore.ErrNotRestorable, and nothing is queued.
+	Queue(ctx context.Context, vm *catalog.VMWithSource, repositoryID, policyID string, checks []string) (string, error)
+}
+
 // Service manages policies, runs the scheduler and prunes.
 type Service struct {
-	cat  policyCatalog
-	jobs jobs
-	log  *slog.Logger
-	now  func() time.Time
+	cat   policyCatalog
+	jobs  jobs
+	tests restoreTests
+	log   *slog.Logger
+	now   func() time.Time
 }
 
 // New returns the service, registering its collector (per-policy run state, unprotected VMs) on
-// reg unless reg is nil; now is the clock (nil: time.Now).
-func New(cat policyCatalog, jobs jobs, log *slog.Logger, reg prometheus.Registerer, now func() time.Time) *Service {
+// reg unless reg is nil; now is the clock (nil: time.Now). tests runs the restore-test
+// policies (nil: a due restore-test policy fails its run).
+func New(cat policyCatalog, jobs jobs, tests restoreTests, log *slog.Logger, reg prometheus.Registerer, now func() time.Time) *Service {
 	if now == nil {
 		now = time.Now
 	}
-	s := &Service{cat: cat, jobs: jobs, log: log, now: now}
+	s := &Service{cat: cat, jobs: jobs, tests: tests, log: log, now: now}
 	if reg != nil {
 		reg.MustRegister(newCollector(s, log))
 	}
@@ -84,14 +93,28 @@ func (s *Service) info(ctx context.Context, p *catalog.Policy) (api.Policy, erro
 	if err != nil {
 		return api.Policy{}, err
 	}
-	return api.Policy{
-		ID: p.ID, Name: p.Name, Enabled: p.Enabled, VMs: p.VMNames, VMGlob: p.VMGlob, Agent: p.AgentID, Repository: repo.Name,
+	out := api.Policy{
+		ID: p.ID, Name: p.Name, Kind: kind(p), Enabled: p.Enabled, VMs: p.VMNames, VMGlob: p.VMGlob, Agent: p.AgentID, Repository: repo.Name,
 		Schedule: p.Schedule, Timezone: p.Timezone,
 		Retention:             api.Retention{KeepLast: p.KeepLast, KeepHourly: p.KeepHourly, KeepDaily: p.KeepDaily, KeepWeekly: p.KeepWeekly, KeepMonthly: p.KeepMonthly, KeepYearly: p.KeepYearly},
 		FullEveryIncrementals: p.FullEveryIncrementals, FullEveryDays: p.FullEveryDays, CBTSample: &p.CBTSample,
 		LastRunAt: p.LastRunAt, NextRunAt: p.NextRunAt, LastStatus: st.LastStatus, LastSuccessAt: st.LastSuccessAt, CreatedAt: p.CreatedAt,
-	}, nil
+	}
+	if isRestoreTest(p) {
+		out.Checks, out.CBTSample = p.Checks, nil
+	}
+	return out, nil
 }
+
+// kind is a policy's kind; rows from before kinds existed are backup policies.
+func kind(p *catalog.Policy) string {
+	if p.Kind == "" {
+		return api.PolicyBackup
+	}
+	return p.Kind
+}
+
+func isRestoreTest(p *catalog.Policy) bool { return p.Kind == api.PolicyRestoreTest }
 
 // fromAPI validates an API policy into a catalog row; each error names the field.
 func (s *Service) fromAPI(ctx context.Context, in api.Policy) (*catalog.Policy, error) {
@@ -100,6 +123,35 @@ func (s *Service) fromAPI(ctx context.Context, in api.Policy) (*catalog.Policy, 
 		return nil, &api.FieldError{Field: "name", Msg: "must be a non-empty name without spaces or slashes, at most 128 characters"}
 	case len(in.VMs) > 10000:
 		return nil, &api.FieldError{Field: "vms", Msg: "at most 10000 entries"}
+	}
+	k := in.Kind
+	if k == "" {
+		k = api.PolicyBackup
+	}
+	var checks []string
+	switch k {
+	case api.PolicyBackup:
+		if len(in.Checks) > 0 {
+			return nil, &api.FieldError{Field: "checks", Msg: "only a restore_test policy has checks"}
+		}
+	case api.PolicyRestoreTest:
+		checks = in.Checks
+		if len(checks) == 0 {
+			checks = api.DefaultRestoreTestChecks
+		}
+		if err := api.ValidateChecks("checks", checks); err != nil {
+			return nil, err
+		}
+		switch {
+		case in.Retention != (api.Retention{}):
+			return nil, &api.FieldError{Field: "retention", Msg: "a restore_test policy keeps no backups: leave retention empty"}
+		case in.FullEveryIncrementals != 0 || in.FullEveryDays != 0:
+			return nil, &api.FieldError{Field: "full_every_incrementals", Msg: "a restore_test policy takes no backups: leave the full-backup cadences empty"}
+		case in.CBTSample != nil:
+			return nil, &api.FieldError{Field: "cbt_sample", Msg: "a restore_test policy takes no backups: leave cbt_sample empty"}
+		}
+	default:
+		return nil, &api.FieldError{Field: "kind", Msg: "must be backup or restore_test"}
 	}
 	for i, v := range in.VMs {
 		if v == "" || len(v) > api.MaxNameLen {
@@ -154,7 +206,7 @@ func (s *Service) fromAPI(ctx context.Context, in api.Policy) (*catalog.Policy, 
 		return nil, err
 	}
 	return &catalog.Policy{
-		Name: in.Name, Enabled: in.Enabled, VMNames: in.VMs, VMGlob: in.VMGlob, AgentID: in.Agent, RepositoryID: repo.ID,
+		Name: in.Name, Kind: k, Checks: checks, Enabled: in.Enabled, VMNames: in.VMs, VMGlob: in.VMGlob, AgentID: in.Agent, RepositoryID: repo.ID,
 		Schedule: in.Schedule, Timezone: tz, KeepLast: r.KeepLast, KeepHourly: r.KeepHourly, KeepDaily: r.KeepDaily,
 		KeepWeekly: r.KeepWeekly, KeepMonthly: r.KeepMonthly, KeepYearly: r.KeepYearly,
 		FullEveryIncrementals: in.FullEveryIncrementals, FullEveryDays: in.FullEveryDays, CBTSample: sample,
@@ -276,7 +328,7 @@ func (s *Service) Covered(ctx context.Context, p *catalog.Policy) ([]catalog.VMW
 	return out, nil
 }
 
-// Unprotected lists the VMs (not gone, not templates) that no enabled policy covers.
+// Unprotected lists the VMs (not gone, not templates) that no enabled backup policy covers.
 func (s *Service) Unprotected(ctx context.Context) ([]api.VMContext, error) {
 	ps, err := s.cat.Policies(ctx)
 	if err != nil {
@@ -292,7 +344,7 @@ func (s *Service) Unprotected(ctx context.Context) ([]api.VMContext, error) {
 		if vm.CurrentStatus == api.VMGone || vm.IsTemplate {
 			continue
 		}
-		if !slices.ContainsFunc(ps, func(p catalog.Policy) bool { return covers(&p, vm) }) {
+		if !slices.ContainsFunc(ps, func(p catalog.Policy) bool { return !isRestoreTest(&p) && covers(&p, vm) }) {
 			out = append(out, inventory.VMInfo(vm, nil))
 		}
 	}

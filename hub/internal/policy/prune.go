@@ -57,8 +57,8 @@ func (s *Service) Prune(ctx context.Context, o PruneOptions) (PruneReport, error
 	var order [][2]string
 	for i := range ps {
 		p := &ps[i]
-		if !p.Enabled {
-			continue
+		if !p.Enabled || isRestoreTest(p) {
+			continue // a restore-test policy keeps nothing: it must not keep backups from prune either
 		}
 		loc, err := time.LoadLocation(p.Timezone)
 		if err != nil {

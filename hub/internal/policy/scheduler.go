@@ -3,9 +3,11 @@ package policy
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/sendense/sendense/hub/internal/catalog"
+	"github.com/sendense/sendense/hub/internal/restore"
 	"github.com/sendense/sendense/hub/internal/schedule"
 	"github.com/sendense/sendense/shared/api"
 )
@@ -82,6 +84,9 @@ func (s *Service) runPolicy(ctx context.Context, p *catalog.Policy, now time.Tim
 	if err != nil {
 		return nil, err
 	}
+	if isRestoreTest(p) {
+		return s.runRestoreTests(ctx, p, vms)
+	}
 	var ids []string
 	skipped := 0
 	for i := range vms {
@@ -102,6 +107,31 @@ func (s *Service) runPolicy(ctx context.Context, p *catalog.Policy, now time.Tim
 		ids = append(ids, id)
 	}
 	s.log.InfoContext(ctx, "policy run", "policy", p.Name, "vms", len(vms), "queued", len(ids), "skipped", skipped)
+	return ids, nil
+}
+
+// runRestoreTests queues a restore test of the latest restore point of every covered VM; a VM
+// without a successful backup in the policy's repository is skipped (and logged).
+func (s *Service) runRestoreTests(ctx context.Context, p *catalog.Policy, vms []catalog.VMWithSource) ([]string, error) {
+	if s.tests == nil {
+		return nil, fmt.Errorf("policy %s: this process runs no restore tests", p.Name)
+	}
+	var ids []string
+	skipped := 0
+	for i := range vms {
+		vm := &vms[i]
+		id, err := s.tests.Queue(ctx, vm, p.RepositoryID, p.ID, p.Checks)
+		switch {
+		case errors.Is(err, restore.ErrNotRestorable):
+			skipped++
+			s.log.WarnContext(ctx, "scheduled restore test skipped: the VM has no successful backup", "policy", p.Name, "vm_name", vm.VMName)
+			continue
+		case err != nil:
+			return ids, err
+		}
+		ids = append(ids, id)
+	}
+	s.log.InfoContext(ctx, "restore-test policy run", "policy", p.Name, "vms", len(vms), "queued", len(ids), "skipped", skipped)
 	return ids, nil
 }
 
@@ -140,7 +170,7 @@ func (s *Service) backupType(ctx context.Context, p *catalog.Policy, vm *catalog
 // (a policy's own window: a nightly policy tolerates one missed night), or that never had one
 // although the policy is older than that.
 func (s *Service) overdue(ctx context.Context, p *catalog.Policy, covered []catalog.VMWithSource) (int, error) {
-	if !p.Enabled || len(covered) == 0 {
+	if !p.Enabled || len(covered) == 0 || isRestoreTest(p) {
 		return 0, nil
 	}
 	sched, err := schedule.Parse(p.Schedule, p.Timezone)

@@ -53,7 +53,7 @@ func seed(t *testing.T, c *catalog.Catalog) {
 func services(c *catalog.Catalog, clk *clock) *policy.Service {
 	c.SetClock(clk.Now)
 	b := jobs.New(c, repository.NewRegistry(c, nil, nil), quiet, nil, jobs.Options{Now: clk.Now})
-	return policy.New(c, b, quiet, nil, clk.Now)
+	return policy.New(c, b, nil, quiet, nil, clk.Now)
 }
 
 func jobCount(t *testing.T, c *catalog.Catalog) map[string]int {
