@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -67,7 +68,7 @@ func newEventsCmd(e *env) *cobra.Command {
 	return cmd
 }
 
-// parseSince reads an RFC 3339 time, or a duration counted back from now.
+// parseSince reads an RFC 3339 time, or a duration counted back from now (Go units, or days: 30d).
 func parseSince(s string, now time.Time) (time.Time, error) {
 	if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
 		return t, nil
@@ -75,7 +76,12 @@ func parseSince(s string, now time.Time) (time.Time, error) {
 	if d, err := time.ParseDuration(s); err == nil && d > 0 {
 		return now.Add(-d), nil
 	}
-	return time.Time{}, fmt.Errorf("--since %q: want an RFC 3339 time such as 2026-01-02T15:04:05Z or a duration such as 24h", s)
+	if days, ok := strings.CutSuffix(s, "d"); ok {
+		if n, err := strconv.Atoi(days); err == nil && n > 0 && n <= 100*366 {
+			return now.AddDate(0, 0, -n), nil
+		}
+	}
+	return time.Time{}, fmt.Errorf("--since %q: want an RFC 3339 time such as 2026-01-02T15:04:05Z or a duration such as 24h or 30d", s)
 }
 
 func dash(s string) string {

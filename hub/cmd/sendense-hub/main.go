@@ -68,6 +68,8 @@ func newRootCmd(e *env) *cobra.Command {
 		newConfigCmd(e),
 		newPruneCmd(e),
 		newEventsCmd(e),
+		newRestoreTestCmd(e),
+		newReportCmd(e),
 		&cobra.Command{
 			Use:   "version",
 			Short: "Print the version",

@@ -24,23 +24,26 @@ func policyCmd(e *env, fn func(cmd *cobra.Command, args []string, p *policy.Serv
 			repos := repository.NewRegistry(cat, log, nil)
 			defer repos.Close()
 			b := jobs.New(cat, repos, log, nil, jobs.Options{})
-			return fn(cmd, args, policy.New(cat, b, log, nil, nil))
+			return fn(cmd, args, policy.New(cat, b, nil, log, nil, nil))
 		})(cmd, args)
 	}
 }
 
 func newPolicyCmd(e *env) *cobra.Command {
-	cmd := &cobra.Command{Use: "policy", Short: "Create, list, show and remove backup policies"}
+	cmd := &cobra.Command{Use: "policy", Short: "Create, list, show and remove backup and restore-test policies"}
 	var in api.Policy
 	var disabled bool
 	var cbtSample float64
 	create := &cobra.Command{
-		Use:   "create --name N --schedule '0 3 * * *' [--timezone Europe/Berlin] [--vm NAME]... [--vm-glob 'db-*'] [--agent ID] [--keep-daily 7 ...]",
-		Short: "Create a policy: which VMs are backed up when, where, and how long backups are kept",
+		Use:   "create --name N --schedule '0 3 * * *' [--kind backup|restore-test] [--check read]... [--timezone Europe/Berlin] [--vm NAME]... [--vm-glob 'db-*'] [--agent ID] [--keep-daily 7 ...]",
+		Short: "Create a policy: which VMs are backed up when, where, and how long backups are kept; or (--kind restore-test) whose latest restore points are tested when",
 		Args:  cobra.NoArgs,
 		RunE: policyCmd(e, func(cmd *cobra.Command, _ []string, ps *policy.Service) error {
 			in.Enabled = !disabled
-			in.CBTSample = &cbtSample
+			in.Kind = strings.ReplaceAll(in.Kind, "-", "_") // --kind restore-test reads like the command
+			if in.Kind != api.PolicyRestoreTest || cmd.Flags().Changed("cbt-sample") {
+				in.CBTSample = &cbtSample
+			}
 			p, err := ps.Create(cmd.Context(), in)
 			if err != nil {
 				return err
@@ -51,6 +54,8 @@ func newPolicyCmd(e *env) *cobra.Command {
 	f := create.Flags()
 	f.StringVar(&in.Name, "name", "", "policy name (required)")
 	f.StringVar(&in.Schedule, "schedule", "", `cron "0 3 * * *", "@daily", or "@every 6h" (required)`)
+	f.StringVar(&in.Kind, "kind", api.PolicyBackup, "backup, or restore-test: test the covered VMs' latest restore points in --repository")
+	f.StringSliceVar(&in.Checks, "check", nil, "a restore-test policy's checks (repeatable; default and only one today: read)")
 	f.StringVar(&in.Timezone, "timezone", "UTC", "IANA time zone of the cron schedule and of retention buckets")
 	f.StringSliceVar(&in.VMs, "vm", nil, "VM name or context id (repeatable)")
 	f.StringVar(&in.VMGlob, "vm-glob", "", `VM name pattern, e.g. "db-*"`)
@@ -83,9 +88,9 @@ func newPolicyCmd(e *env) *cobra.Command {
 				return printJSON(e.stdout, l)
 			}
 			tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "NAME\tENABLED\tSCHEDULE\tREPOSITORY\tLAST RUN\tLAST STATUS\tNEXT RUN")
+			fmt.Fprintln(tw, "NAME\tKIND\tENABLED\tSCHEDULE\tREPOSITORY\tLAST RUN\tLAST STATUS\tNEXT RUN")
 			for _, p := range l {
-				fmt.Fprintf(tw, "%s\t%v\t%s %s\t%s\t%s\t%s\t%s\n", p.Name, p.Enabled, p.Schedule, p.Timezone, p.Repository, fmtTime(p.LastRunAt), orDash(p.LastStatus), fmtTime(p.NextRunAt))
+				fmt.Fprintf(tw, "%s\t%s\t%v\t%s %s\t%s\t%s\t%s\t%s\n", p.Name, p.Kind, p.Enabled, p.Schedule, p.Timezone, p.Repository, fmtTime(p.LastRunAt), orDash(p.LastStatus), fmtTime(p.NextRunAt))
 			}
 			return tw.Flush()
 		}),

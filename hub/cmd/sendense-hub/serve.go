@@ -31,6 +31,7 @@ import (
 	"github.com/sendense/sendense/hub/internal/policy"
 	"github.com/sendense/sendense/hub/internal/repository"
 	"github.com/sendense/sendense/hub/internal/restore"
+	"github.com/sendense/sendense/hub/internal/restoretest"
 	"github.com/sendense/sendense/hub/internal/verify"
 	wire "github.com/sendense/sendense/shared/api"
 	"github.com/sendense/sendense/shared/httpserve"
@@ -105,7 +106,9 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	ids := identity.New(cat, ca, log, reg, identity.Options{HubURL: hubURL(cfg), CertLifetime: cfg.AgentCertLifetime})
 	inv := inventory.New(cat, log, reg)
 	backups := jobs.New(cat, repos, log, reg, jobs.Options{JobTimeout: cfg.JobTimeout})
-	policies := policy.New(cat, backups, log, reg, nil)
+	restores := restore.New(cat, restoreRepos(repos), reg)
+	tests := restoretest.New(cat, restores, log, reg, restoretest.Options{})
+	policies := policy.New(cat, backups, tests, log, reg, nil)
 	collector := gc.New(cat, gcRepos(repos), log, reg)
 	verifier := verify.New(cat, verifyRepos(repos), log, reg, 2)
 	backups.OnFinished = func(j catalog.BackupJob) {
@@ -119,7 +122,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 			policies.PruneVM(pctx, j.VMContextID)
 		}()
 	}
-	apiSrv := api.New(api.Deps{Log: log, Registry: reg, Catalog: cat, Repository: defRepo, Identity: ids, Inventory: inv, Backup: backups, Restores: backups, Ingest: ingest.New(cat, repos, log, reg), Restore: restore.New(cat, restoreRepos(repos), reg), Repositories: repos, Policies: policies, Events: events.New(cat, log), Started: started,
+	apiSrv := api.New(api.Deps{Log: log, Registry: reg, Catalog: cat, Repository: defRepo, Identity: ids, Inventory: inv, Backup: backups, Restores: backups, Ingest: ingest.New(cat, repos, log, reg), Restore: restores, Repositories: repos, Policies: policies, RestoreTests: tests, Events: events.New(cat, log), Started: started,
 		Limits: api.Limits{BodyTimeout: cfg.RequestBodyTimeout, UploadMinRate: cfg.UploadMinKiBPerSecond << 10}})
 
 	tcpln, err := net.Listen("tcp", cfg.Listen)
@@ -151,6 +154,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	g.Go(func() error { return httpserve.Serve(gctx, httpSrv, ln, cfg.ShutdownTimeout) })
 	g.Go(func() error { return backups.ReapStale(gctx, min(30*time.Second, cfg.JobTimeout/4)) })
 	g.Go(func() error { return policies.Run(gctx, cfg.SchedulerInterval) })
+	g.Go(func() error { return tests.Run(gctx, cfg.SchedulerInterval) })
 	g.Go(func() error {
 		// Repository size for the metrics until the first collection; a large repository takes
 		// a while to walk, so in the background.

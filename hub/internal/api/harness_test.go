@@ -36,6 +36,7 @@ import (
 	"github.com/sendense/sendense/hub/internal/policy"
 	"github.com/sendense/sendense/hub/internal/repository"
 	"github.com/sendense/sendense/hub/internal/restore"
+	"github.com/sendense/sendense/hub/internal/restoretest"
 	"github.com/sendense/sendense/hub/internal/verify"
 	"github.com/sendense/sendense/shared/api"
 	"github.com/sendense/sendense/shared/testenv"
@@ -54,6 +55,7 @@ type testHub struct {
 	Clock   *fakeClock
 	Repo    *repository.Repository
 	RepoDir string
+	Tests   *restoretest.Service // runs nothing by itself: a test calls Tests.Run
 }
 
 type fakeClock struct {
@@ -117,8 +119,10 @@ func newTestHub(t *testing.T, c *catalog.Catalog, opts ...hubOptions) *testHub {
 		t.Fatal(err)
 	}
 	backups := jobs.New(c, repos, log, reg, jobs.Options{Now: clock.Now, PollInterval: o.pollInterval})
-	srv := hubapi.New(hubapi.Deps{Log: log, Registry: reg, Catalog: c, Repository: repo, Identity: ids, Inventory: inv, Backup: backups, Restores: backups, Ingest: ingest.New(c, repos, log, reg), Restore: restore.New(c, restoreRepos(repos), reg), Repositories: repos,
-		Policies: policy.New(c, backups, log, reg, clock.Now), Events: events.New(c, log), Limits: o.limits})
+	restores := restore.New(c, restoreRepos(repos), reg)
+	tests := restoretest.New(c, restores, log, reg, restoretest.Options{HeartbeatInterval: 20 * time.Millisecond, Now: clock.Now})
+	srv := hubapi.New(hubapi.Deps{Log: log, Registry: reg, Catalog: c, Repository: repo, Identity: ids, Inventory: inv, Backup: backups, Restores: backups, Ingest: ingest.New(c, repos, log, reg), Restore: restores, Repositories: repos,
+		Policies: policy.New(c, backups, tests, log, reg, clock.Now), RestoreTests: tests, Events: events.New(c, log), Limits: o.limits})
 	ts := httptest.NewUnstartedServer(srv.Handler())
 	ts.Config.ErrorLog = slog.NewLogLogger(log.Handler(), slog.LevelWarn)
 	ts.TLS = &tls.Config{
@@ -127,7 +131,7 @@ func newTestHub(t *testing.T, c *catalog.Catalog, opts ...hubOptions) *testHub {
 	}
 	ts.StartTLS()
 	t.Cleanup(ts.Close)
-	return &testHub{t: t, URL: ts.URL, CA: ca, Cat: c, IDs: ids, Reg: reg, Logs: logs, Clock: clock, Repo: repo, RepoDir: repoDir}
+	return &testHub{t: t, URL: ts.URL, CA: ca, Cat: c, IDs: ids, Reg: reg, Logs: logs, Clock: clock, Repo: repo, RepoDir: repoDir, Tests: tests}
 }
 
 // forEachHub runs fn against a test hub on each catalog dialect.

@@ -25,7 +25,7 @@ import (
 
 func (h *testHub) policies() *policy.Service {
 	b := jobs.New(h.Cat, repository.NewRegistry(h.Cat, nil, nil), slog.New(slog.DiscardHandler), nil, jobs.Options{Now: h.Clock.Now})
-	return policy.New(h.Cat, b, slog.New(slog.DiscardHandler), nil, h.Clock.Now)
+	return policy.New(h.Cat, b, nil, slog.New(slog.DiscardHandler), nil, h.Clock.Now)
 }
 
 func (h *testHub) collector() *gc.Collector {

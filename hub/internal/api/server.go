@@ -46,6 +46,8 @@ type Deps struct {
 	// Repositories lists and creates repositories.
 	Repositories repositoryService
 	Policies     policyService
+	// RestoreTests starts and lists restore tests (nil: the routes answer 500).
+	RestoreTests restoreTestService
 	Events       eventService
 	Started      time.Time
 	// Limits bound slow and anonymous clients; zero fields select the defaults.
@@ -108,6 +110,7 @@ func New(d Deps) *Server {
 	s.registerRestoreJobs(agent, v1)
 	s.registerRepositories(v1)
 	s.registerPolicies(v1)
+	s.registerRestoreTests(v1)
 	s.registerEvents(v1)
 	s.registerOpenAPI()
 	return s

@@ -1,0 +1,157 @@
+package main
+
+import (
+	"fmt"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/sendense/sendense/hub/internal/catalog"
+	"github.com/sendense/sendense/hub/internal/config"
+	"github.com/sendense/sendense/hub/internal/repository"
+	"github.com/sendense/sendense/hub/internal/restore"
+	"github.com/sendense/sendense/hub/internal/restoretest"
+	"github.com/sendense/sendense/shared/api"
+)
+
+// restoreTestCmd adapts a command body that needs the restore-test service.
+func restoreTestCmd(e *env, fn func(cmd *cobra.Command, args []string, s *restoretest.Service) error) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, args []string) error {
+		return catalogCmd(e, func(cmd *cobra.Command, cfg *config.Config, cat *catalog.Catalog) error {
+			log := cfg.NewLogger(e.stderr)
+			repos := repository.NewRegistry(cat, log, nil)
+			defer repos.Close()
+			return fn(cmd, args, restoretest.New(cat, restore.New(cat, restoreRepos(repos), nil), log, nil, restoretest.Options{}))
+		})(cmd, args)
+	}
+}
+
+func newRestoreTestCmd(e *env) *cobra.Command {
+	cmd := &cobra.Command{Use: "restore-test", Short: "Prove restore points restore: run, list and show restore tests"}
+	var req api.StartRestoreTestRequest
+	var asJSON bool
+	run := &cobra.Command{
+		Use:   "run --vm V [--backup ID] [--check read]... [--json]",
+		Short: "Test the VM's latest (or a named) restore point now: read every disk in full, every chunk verified; exit 1 unless it passed",
+		Long: "Reads every disk of the restore point through the hub's restore path, as a restore would, verifying every chunk\n" +
+			"(a damaged chunk is quarantined), and records the evidence: the checks with their results and reasons, bytes read,\n" +
+			"MB/s and seconds. The test is listed by `restore-test list`, GET /api/v1/restore-tests and `report restore-tests`.",
+		Args: cobra.NoArgs,
+		RunE: restoreTestCmd(e, func(cmd *cobra.Command, _ []string, s *restoretest.Service) error {
+			t, err := s.RunNow(cmd.Context(), req, restoretest.ActorCLI)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				if err := printJSON(e.stdout, t); err != nil {
+					return err
+				}
+			} else {
+				printRestoreTest(e, t)
+			}
+			if !t.Passed {
+				return fmt.Errorf("restore test %s of %s failed: %s", t.ID, t.BackupID, printable(t.Error))
+			}
+			return nil
+		}),
+	}
+	run.Flags().StringVar(&req.VM, "vm", "", "VM name or context id (required)")
+	run.Flags().StringVar(&req.BackupID, "backup", "", "the restore point to test (default: the VM's latest successful backup)")
+	run.Flags().StringSliceVar(&req.Checks, "check", nil, "checks to run (repeatable; default and only one today: read)")
+	run.Flags().BoolVar(&asJSON, "json", false, "print the evidence as JSON")
+	_ = run.MarkFlagRequired("vm")
+
+	var f restoretest.Filter
+	var since string
+	var listJSON bool
+	list := &cobra.Command{
+		Use:   "list [--vm V] [--result passed|failed|queued|running] [--since 30d|RFC3339] [--json]",
+		Short: "List restore tests, newest first",
+		Args:  cobra.NoArgs,
+		RunE: restoreTestCmd(e, func(cmd *cobra.Command, _ []string, s *restoretest.Service) error {
+			if since != "" {
+				t, err := parseSince(since, time.Now())
+				if err != nil {
+					return err
+				}
+				f.Since = t
+			}
+			l, err := s.List(cmd.Context(), f)
+			if err != nil {
+				return err
+			}
+			if listJSON {
+				return printJSON(e.stdout, l)
+			}
+			tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "ID\tVM\tBACKUP\tSTATUS\tCREATED\tREAD\tMB/S\tSECONDS\tERROR")
+			for _, t := range l.RestoreTests {
+				row(tw, t.ID, t.VMName, t.BackupID, t.Status, fmtTime(t.CreatedAt), humanBytes(t.BytesRead), fmt.Sprintf("%.1f", t.MBPerS), fmt.Sprintf("%.1f", t.Seconds), orDash(t.Error))
+			}
+			return tw.Flush()
+		}),
+	}
+	list.Flags().StringVar(&f.VM, "vm", "", "VM name or context id")
+	list.Flags().StringVar(&f.Result, "result", "", "passed, failed, queued or running")
+	list.Flags().StringVar(&since, "since", "", "tests at or after this RFC 3339 time, or within this duration (24h, 30d)")
+	list.Flags().IntVar(&f.Limit, "limit", 0, "at most this many (0 = all)")
+	list.Flags().BoolVar(&listJSON, "json", false, "print JSON")
+
+	show := &cobra.Command{
+		Use:   "show ID",
+		Short: "Show a restore test with its checks and evidence (JSON)",
+		Args:  cobra.ExactArgs(1),
+		RunE: restoreTestCmd(e, func(cmd *cobra.Command, args []string, s *restoretest.Service) error {
+			t, err := s.Get(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			return printJSON(e.stdout, t)
+		}),
+	}
+	cmd.AddCommand(run, list, show)
+	return cmd
+}
+
+func printRestoreTest(e *env, t api.RestoreTest) {
+	fmt.Fprintf(e.stdout, "restore test %s of %s, restore point %s (%s): %s\n", t.ID, printable(t.VMName), t.BackupID, fmtTime(t.BackupCreatedAt), t.Status)
+	for _, c := range t.Checks {
+		res := "passed"
+		if !c.Passed {
+			res = "FAILED: " + printable(c.Error)
+		}
+		fmt.Fprintf(e.stdout, "  %s %s\t%s in %.1fs\t%s\n", c.Name, c.DiskID, humanBytes(c.BytesRead), c.Seconds, res)
+	}
+	fmt.Fprintf(e.stdout, "read %s in %.1fs (%.1f MB/s)\n", humanBytes(t.BytesRead), t.Seconds, t.MBPerS)
+}
+
+func newReportCmd(e *env) *cobra.Command {
+	cmd := &cobra.Command{Use: "report", Short: "Reports an auditor can keep"}
+	var since string
+	var asJSON bool
+	tests := &cobra.Command{
+		Use:   "restore-tests [--since 30d|RFC3339] [--json]",
+		Short: "Restore tests of the period by VM (Markdown, or JSON): results, restore points, checks, bytes, MB/s, seconds, failures, and the VMs without a test",
+		Args:  cobra.NoArgs,
+		RunE: restoreTestCmd(e, func(cmd *cobra.Command, _ []string, s *restoretest.Service) error {
+			now := time.Now()
+			from, err := parseSince(since, now)
+			if err != nil {
+				return err
+			}
+			rep, err := s.Report(cmd.Context(), from, now)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return printJSON(e.stdout, rep)
+			}
+			return restoretest.WriteMarkdown(e.stdout, rep)
+		}),
+	}
+	tests.Flags().StringVar(&since, "since", "30d", "the period's start: an RFC 3339 time, or a duration back from now (24h, 30d)")
+	tests.Flags().BoolVar(&asJSON, "json", false, "print JSON instead of Markdown")
+	cmd.AddCommand(tests)
+	return cmd
+}
