@@ -1,0 +1,327 @@
+package api_test
+
+import (
+	"context"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sendense/sendense/hub/internal/catalog"
+	"github.com/sendense/sendense/hub/internal/jobs"
+	"github.com/sendense/sendense/hub/internal/policy"
+	"github.com/sendense/sendense/hub/internal/repository"
+	"github.com/sendense/sendense/shared/api"
+	"github.com/sendense/sendense/shared/chunk"
+	"log/slog"
+)
+
+// runTests runs the hub's restore-test runner until the test ends.
+func (h *testHub) runTests() {
+	h.t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = h.Tests.Run(ctx, 20*time.Millisecond) }()
+	h.t.Cleanup(func() { cancel(); <-done })
+}
+
+// waitTest polls a restore test until it is final.
+func (h *testHub) waitTest(token, id string) api.RestoreTest {
+	h.t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var rt api.RestoreTest
+		if code, e := h.call(h.client(nil), http.MethodGet, api.Path(api.PathRestoreTest, id), token, nil, &rt); code != http.StatusOK {
+			h.t.Fatalf("get restore test %s: %d %+v", id, code, e)
+		}
+		if rt.Status == api.RestoreTestPassed || rt.Status == api.RestoreTestFailed {
+			return rt
+		}
+		if time.Now().After(deadline) {
+			h.t.Fatalf("restore test %s still %s after 30s", id, rt.Status)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (h *testHub) restoreTests(token, query string) api.RestoreTestList {
+	h.t.Helper()
+	var l api.RestoreTestList
+	if code, e := h.call(h.client(nil), http.MethodGet, api.PathRestoreTests+query, token, nil, &l); code != http.StatusOK {
+		h.t.Fatalf("list restore tests%s: %d %+v", query, code, e)
+	}
+	return l
+}
+
+// damageChunk flips one byte of the stored chunk holding plain.
+func (h *testHub) damageChunk(plain []byte) string {
+	h.t.Helper()
+	d := chunk.Sum(plain).String()
+	p := filepath.Join(h.RepoDir, "chunks", d[:2], d[2:4], d)
+	if err := os.Chmod(p, 0o640); err != nil {
+		h.t.Fatal(err)
+	}
+	b, err := os.ReadFile(p)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	b[len(b)-1] ^= 0x01
+	if err := os.WriteFile(p, b, 0o640); err != nil {
+		h.t.Fatal(err)
+	}
+	return d
+}
+
+// A healthy restore point passes, started through the API and run by the hub in the
+// background: every disk read in full, the evidence recorded and served, an event recorded,
+// the metrics counting it.
+func TestRestoreTestOfAHealthyRestorePointPasses(t *testing.T) {
+	forEachHub(t, func(t *testing.T, h *testHub) {
+		a := h.newAgent("a1")
+		operator, viewer := h.apiToken(api.RoleOperator), h.apiToken(api.RoleViewer)
+		img := randomImage(t, 5*testChunk)
+		clear(img[testChunk : 2*testChunk]) // a zero slot is read (as zeros) too
+		h.backupImage(a, operator, img)
+		h.Clock.Add(time.Minute)
+		last := h.backupImage(a, operator, img) // the latest restore point is the one tested
+		h.runTests()
+
+		var started api.RestoreTest
+		if code, e := h.call(h.client(nil), http.MethodPost, api.PathRestoreTests, operator, api.StartRestoreTestRequest{VM: "pgtest1"}, &started); code != http.StatusAccepted {
+			t.Fatalf("start: %d %+v", code, e)
+		}
+		if started.BackupID != last || started.ID == "" || (started.Status != api.RestoreTestQueued && started.Status != api.RestoreTestRunning) {
+			t.Fatalf("started: %+v", started)
+		}
+		rt := h.waitTest(viewer, started.ID)
+		want := int64(len(img)) + testChunk // disk-2000 and disk-2001 (one slot)
+		if !rt.Passed || rt.Status != api.RestoreTestPassed || rt.Error != "" || rt.BackupID != last || rt.VMName != "pgtest1" ||
+			rt.BytesRead != want || rt.BytesTotal != want || rt.Seconds <= 0 || rt.MBPerS <= 0 || rt.FinishedAt.IsZero() || rt.StartedAt.IsZero() ||
+			rt.Repository != repository.DefaultName || rt.Actor != "test-operator" || rt.BackupCreatedAt.IsZero() {
+			t.Fatalf("evidence: %+v", rt)
+		}
+		if len(rt.Checks) != 2 {
+			t.Fatalf("checks: %+v", rt.Checks)
+		}
+		for i, disk := range []string{"disk-2000", "disk-2001"} {
+			c := rt.Checks[i]
+			if c.Name != api.CheckRead || c.DiskID != disk || !c.Passed || c.Error != "" {
+				t.Fatalf("check %d: %+v", i, c)
+			}
+		}
+		if rt.Checks[0].BytesRead != int64(len(img)) || rt.Checks[1].BytesRead != testChunk {
+			t.Fatalf("bytes per disk: %+v", rt.Checks)
+		}
+		for q, n := range map[string]int{"": 1, "?vm=pgtest1": 1, "?result=passed": 1, "?result=failed": 0,
+			"?since=" + time.Now().Add(time.Hour).UTC().Format(time.RFC3339): 0} {
+			if l := h.restoreTests(viewer, q); len(l.RestoreTests) != n || l.Page.Total != n {
+				t.Fatalf("list%s: %d tests, want %d", q, len(l.RestoreTests), n)
+			}
+		}
+		evs := h.events(viewer, "?type=restore_test")
+		if len(evs.Events) != 1 || evs.Events[0].Outcome != api.RestoreTestPassed || evs.Events[0].Details["restore_test_id"] != rt.ID ||
+			evs.Events[0].Details["backup_id"] != last || evs.Events[0].VM != "pgtest1" {
+			t.Fatalf("events: %+v", evs.Events)
+		}
+		if v := metricValue(t, h.Reg, "sendense_hub_restore_tests_total", "result", "passed"); v != 1 {
+			t.Fatalf("passed tests counted %v", v)
+		}
+		if v := metricValue(t, h.Reg, "sendense_hub_restore_test_vms_failing", "", ""); v != 0 {
+			t.Fatalf("failing VMs %v", v)
+		}
+		if v := metricValue(t, h.Reg, "sendense_hub_restore_test_last_success_timestamp_seconds", "vm", "pgtest1"); v != float64(rt.FinishedAt.Unix()) {
+			t.Fatalf("last success %v, want %d", v, rt.FinishedAt.Unix())
+		}
+	})
+}
+
+// A damaged chunk fails the test, naming the disk and the damage; the other disk still passes;
+// the failure shows in the metrics the alert reads. A later passing test clears the alert's
+// metric.
+func TestRestoreTestFailsOnADamagedChunk(t *testing.T) {
+	forEachHub(t, func(t *testing.T, h *testHub) {
+		a := h.newAgent("a1")
+		operator := h.apiToken(api.RoleOperator)
+		img := randomImage(t, 5*testChunk)
+		bk := h.backupImage(a, operator, img)
+		d := h.damageChunk(img[3*testChunk : 4*testChunk])
+		h.runTests()
+
+		var started api.RestoreTest
+		if code, e := h.call(h.client(nil), http.MethodPost, api.PathRestoreTests, operator, api.StartRestoreTestRequest{VM: "pgtest1", BackupID: bk, Checks: []string{"read"}}, &started); code != http.StatusAccepted {
+			t.Fatalf("start: %d %+v", code, e)
+		}
+		rt := h.waitTest(operator, started.ID)
+		if rt.Passed || rt.Status != api.RestoreTestFailed || len(rt.Checks) != 2 {
+			t.Fatalf("result: %+v", rt)
+		}
+		bad, good := rt.Checks[0], rt.Checks[1]
+		if bad.DiskID != "disk-2000" || bad.Passed || !strings.Contains(bad.Error, "slot 3") || !strings.Contains(bad.Error, "chunk damaged") ||
+			bad.BytesRead != 3*testChunk {
+			t.Fatalf("the damaged disk's check: %+v", bad)
+		}
+		if good.DiskID != "disk-2001" || !good.Passed {
+			t.Fatalf("the intact disk's check: %+v", good)
+		}
+		if !strings.Contains(rt.Error, "read disk-2000") || !strings.Contains(rt.Error, "chunk damaged") {
+			t.Fatalf("the test's reason %q names neither the disk nor the damage", rt.Error)
+		}
+		if l := h.restoreTests(operator, "?result=failed"); len(l.RestoreTests) != 1 || l.RestoreTests[0].ID != rt.ID {
+			t.Fatalf("failed tests: %+v", l.RestoreTests)
+		}
+		evs := h.events(operator, "?type=restore_test")
+		if len(evs.Events) != 1 || evs.Events[0].Outcome != api.RestoreTestFailed || !strings.Contains(evs.Events[0].Details["reason"], "disk-2000") {
+			t.Fatalf("events: %+v", evs.Events)
+		}
+		if q := h.events(operator, "?type=chunk_quarantined"); len(q.Events) != 1 || q.Events[0].Details["digest"] != d {
+			t.Fatalf("the damaged chunk was not quarantined: %+v", q.Events)
+		}
+		if v := metricValue(t, h.Reg, "sendense_hub_restore_tests_total", "result", "failed"); v != 1 {
+			t.Fatalf("failed tests counted %v", v)
+		}
+		if v := metricValue(t, h.Reg, "sendense_hub_restore_test_vms_failing", "", ""); v != 1 {
+			t.Fatalf("failing VMs %v, want 1", v)
+		}
+
+		// The next backup uploads the quarantined chunk again; its test passes, and the VM is
+		// no longer failing.
+		h.Clock.Add(time.Second) // the finish times order the results
+		h.backupImage(a, operator, img)
+		if code, e := h.call(h.client(nil), http.MethodPost, api.PathRestoreTests, operator, api.StartRestoreTestRequest{VM: "pgtest1"}, &started); code != http.StatusAccepted {
+			t.Fatalf("start: %d %+v", code, e)
+		}
+		if rt := h.waitTest(operator, started.ID); !rt.Passed {
+			t.Fatalf("the test after a new backup: %+v", rt)
+		}
+		if v := metricValue(t, h.Reg, "sendense_hub_restore_test_vms_failing", "", ""); v != 0 {
+			t.Fatalf("failing VMs %v after a passing test, want 0", v)
+		}
+	})
+}
+
+// Bad requests are refused with a JSON body naming the problem, and record nothing.
+func TestRestoreTestRejectsBadRequests(t *testing.T) {
+	forEachHub(t, func(t *testing.T, h *testHub) {
+		a := h.newAgent("a1")
+		operator, viewer := h.apiToken(api.RoleOperator), h.apiToken(api.RoleViewer)
+		a.push(twoDiskInventory(2*testChunk, testChunk))
+		// No backup yet: the VM has nothing to test.
+		if code, e := h.call(h.client(nil), http.MethodPost, api.PathRestoreTests, operator, api.StartRestoreTestRequest{VM: "pgtest1"}, nil); code != http.StatusConflict || !strings.Contains(e.Error, "no successful backup") {
+			t.Fatalf("a VM without backups: %d %+v", code, e)
+		}
+		bk := h.backupImage(a, operator, randomImage(t, 2*testChunk))
+		for _, c := range []struct {
+			name  string
+			body  any
+			code  int
+			field string
+			msg   string
+		}{
+			{"unknown VM", api.StartRestoreTestRequest{VM: "nope"}, 400, "vm", `no VM named "nope"`},
+			{"no VM", api.StartRestoreTestRequest{}, 400, "vm", "required"},
+			{"unknown backup", api.StartRestoreTestRequest{VM: "pgtest1", BackupID: "bk-none"}, 400, "backup_id", `no backup "bk-none"`},
+			{"a check not built yet", api.StartRestoreTestRequest{VM: "pgtest1", Checks: []string{"read", "boot"}}, 400, "checks[1]", "not available yet"},
+			{"an unknown check", api.StartRestoreTestRequest{VM: "pgtest1", Checks: []string{"fsck"}}, 400, "checks[0]", `unknown check "fsck"`},
+			{"a check twice", api.StartRestoreTestRequest{VM: "pgtest1", Checks: []string{"read", "read"}}, 400, "checks[1]", "twice"},
+			{"paths to check", map[string]any{"vm": "pgtest1", "paths": []string{"/etc/fstab"}}, 400, "paths", "unknown field"},
+		} {
+			code, e := h.call(h.client(nil), http.MethodPost, api.PathRestoreTests, operator, c.body, nil)
+			if code != c.code || e.Field != c.field || !strings.Contains(e.Error, c.msg) {
+				t.Errorf("%s: %d %+v, want %d naming %s (%q)", c.name, code, e, c.code, c.field, c.msg)
+			}
+		}
+		if code, _ := h.call(h.client(nil), http.MethodPost, api.PathRestoreTests, viewer, api.StartRestoreTestRequest{VM: "pgtest1", BackupID: bk}, nil); code != http.StatusForbidden {
+			t.Fatalf("a viewer started a restore test: %d", code)
+		}
+		if code, e := h.call(h.client(nil), http.MethodGet, api.PathRestoreTests+"?result=maybe", viewer, nil, nil); code != 400 || e.Field != "result" {
+			t.Fatalf("bad result filter: %d %+v", code, e)
+		}
+		if code, e := h.call(h.client(nil), http.MethodGet, api.PathRestoreTests+"?vm=nope", viewer, nil, nil); code != 400 || e.Field != "vm" {
+			t.Fatalf("unknown VM filter: %d %+v", code, e)
+		}
+		if code, e := h.call(h.client(nil), http.MethodGet, api.Path(api.PathRestoreTest, "rt-none"), viewer, nil, nil); code != http.StatusNotFound || !strings.Contains(e.Error, "rt-none") {
+			t.Fatalf("unknown test: %d %+v", code, e)
+		}
+		if l := h.restoreTests(viewer, ""); len(l.RestoreTests) != 0 {
+			t.Fatalf("refused requests recorded tests: %+v", l.RestoreTests)
+		}
+		if evs := h.events(viewer, "?type=restore_test"); len(evs.Events) != 0 {
+			t.Fatalf("refused requests recorded events: %+v", evs.Events)
+		}
+	})
+}
+
+// A restore-test policy queues one test per covered VM when due, and only once per due run;
+// its tests run and pass. Its settings are checked like a request's, and it keeps no backups
+// from prune.
+func TestRestoreTestPolicyRunsWhenDueAndOnce(t *testing.T) {
+	forEachHub(t, func(t *testing.T, h *testHub) {
+		a := h.newAgent("a1")
+		operator := h.apiToken(api.RoleOperator)
+		bk := h.backupImage(a, operator, randomImage(t, 3*testChunk))
+
+		for _, c := range []struct {
+			in    api.Policy
+			field string
+		}{
+			{api.Policy{Name: "rt", Kind: api.PolicyRestoreTest, Schedule: "@every 1h", Checks: []string{"paths"}}, "checks[0]"},
+			{api.Policy{Name: "rt", Kind: api.PolicyRestoreTest, Schedule: "@every 1h", Retention: api.Retention{KeepLast: 3}}, "retention"},
+			{api.Policy{Name: "rt", Kind: "verify", Schedule: "@every 1h"}, "kind"},
+			{api.Policy{Name: "rt", Schedule: "@every 1h", Checks: []string{"read"}}, "checks"},
+		} {
+			if code, e := h.call(h.client(nil), http.MethodPost, api.PathPolicies, operator, c.in, nil); code != 400 || e.Field != c.field {
+				t.Errorf("policy %+v: %d %+v, want 400 naming %s", c.in, code, e, c.field)
+			}
+		}
+		var p api.Policy
+		in := api.Policy{Name: "weekly-restore-test", Kind: api.PolicyRestoreTest, Enabled: true, Schedule: "@every 1h", VMs: []string{"pgtest1"}}
+		if code, e := h.call(h.client(nil), http.MethodPost, api.PathPolicies, operator, in, &p); code != http.StatusCreated {
+			t.Fatalf("create: %d %+v", code, e)
+		}
+		if p.Kind != api.PolicyRestoreTest || len(p.Checks) != 1 || p.Checks[0] != api.CheckRead || p.CBTSample != nil {
+			t.Fatalf("created: %+v", p)
+		}
+		b := jobs.New(h.Cat, repository.NewRegistry(h.Cat, nil, nil), slog.New(slog.DiscardHandler), nil, jobs.Options{Now: h.Clock.Now})
+		sched := policy.New(h.Cat, b, h.Tests, slog.New(slog.DiscardHandler), nil, h.Clock.Now)
+		if ids, err := sched.Tick(t.Context()); err != nil || len(ids) != 0 {
+			t.Fatalf("tick before due: %v %v", ids, err)
+		}
+		h.Clock.Add(61 * time.Minute)
+		ids, err := sched.Tick(t.Context())
+		if err != nil || len(ids) != 1 || !strings.HasPrefix(ids[0], api.RestoreTestIDPrefix) {
+			t.Fatalf("due tick: %v %v", ids, err)
+		}
+		if again, err := sched.Tick(t.Context()); err != nil || len(again) != 0 {
+			t.Fatalf("second tick of the same run: %v %v", again, err)
+		}
+		// No backup jobs were queued by it.
+		if bl, _, _ := h.Cat.Backups(t.Context(), catalog.BackupFilter{Status: api.JobQueued}); len(bl) != 0 {
+			t.Fatalf("a restore-test policy queued backups: %+v", bl)
+		}
+		h.runTests()
+		rt := h.waitTest(operator, ids[0])
+		if !rt.Passed || rt.Policy != p.ID || rt.Actor != "policy" || rt.BackupID != bk {
+			t.Fatalf("the policy's test: %+v", rt)
+		}
+		if l := h.restoreTests(operator, ""); len(l.RestoreTests) != 1 {
+			t.Fatalf("%d tests after one due run, want 1", len(l.RestoreTests))
+		}
+
+		// The policy does not keep backups from a backup policy's prune.
+		var bp api.Policy
+		if code, e := h.call(h.client(nil), http.MethodPost, api.PathPolicies, operator, api.Policy{Name: "nightly", Enabled: true, Schedule: "@daily", VMs: []string{"pgtest1"}, Retention: api.Retention{KeepLast: 1}}, &bp); code != http.StatusCreated {
+			t.Fatalf("create backup policy: %d %+v", code, e)
+		}
+		h.Clock.Add(time.Minute)
+		newer := h.backupImage(a, operator, randomImage(t, 3*testChunk))
+		rep, err := sched.Prune(t.Context(), policy.PruneOptions{})
+		if err != nil || rep.Removed != 1 {
+			t.Fatalf("prune: %+v %v", rep, err)
+		}
+		if _, err := h.Cat.BackupByID(t.Context(), bk); err == nil {
+			t.Fatalf("backup %s survived prune (newest is %s): the restore-test policy kept it", bk, newer)
+		}
+	})
+}
