@@ -96,16 +96,15 @@ func base(name string) string {
 	return name
 }
 
-// The whole product runs (lab, hub, enrolled agent daemon, a policy, a backup), both metrics
-// endpoints are scraped and linted, and the dashboard and alert rules are checked against them.
-func TestMetricsDashboardAndAlerts(t *testing.T) {
-	pt := promtool(t)
-	root := repoRoot(t)
+// startProduct runs the lab with VM vm1, a hub, and an enrolled agent daemon reporting on the
+// lab, and waits until the hub lists vm1. It returns the hub and the agent's metrics URL.
+func startProduct(t *testing.T) (*hubtest.Hub, string) {
+	t.Helper()
 	l, err := lab.Start(t.Context(), lab.Spec{VMs: []lab.VMSpec{{Name: "vm1", CBT: true, Disks: []lab.DiskSpec{{Size: "64MiB", Fill: lab.FillSparse, Data: "16MiB"}}}}}, lab.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
+	t.Cleanup(func() { _ = l.Close() })
 	hub := hubtest.Start(t)
 	dir := t.TempDir()
 	state := filepath.Join(dir, "agent")
@@ -128,7 +127,7 @@ func TestMetricsDashboardAndAlerts(t *testing.T) {
 	if err := agent.Start(); err != nil {
 		t.Fatal(err)
 	}
-	defer func() { _ = agent.Process.Kill(); _ = agent.Wait() }()
+	t.Cleanup(func() { _ = agent.Process.Kill(); _ = agent.Wait() })
 	agentMetrics := ""
 	lastCLI := time.Time{}
 	testenv.WaitFor(t, 2*time.Minute, "the agent to report its inventory", func() bool {
@@ -144,6 +143,15 @@ func TestMetricsDashboardAndAlerts(t *testing.T) {
 		lastCLI = time.Now()
 		return strings.Contains(hub.CLI("vms", "list"), "vm1")
 	})
+	return hub, agentMetrics
+}
+
+// The whole product runs (lab, hub, enrolled agent daemon, a policy, a backup), both metrics
+// endpoints are scraped and linted, and the dashboard and alert rules are checked against them.
+func TestMetricsDashboardAndAlerts(t *testing.T) {
+	pt := promtool(t)
+	root := repoRoot(t)
+	hub, agentMetrics := startProduct(t)
 	hub.CLI("policy", "create", "--name", "nightly", "--schedule", "0 3 * * *", "--keep-daily", "7")
 	id := strings.TrimSpace(hub.CLI("backup", "start", "--vm", "vm1"))
 	hub.CLI("backup", "wait", id)
@@ -165,7 +173,8 @@ func TestMetricsDashboardAndAlerts(t *testing.T) {
 		"sendense_hub_backup_jobs_finished_total", "sendense_hub_backup_duration_seconds", "sendense_hub_backup_read_bytes_total",
 		"sendense_hub_backup_sent_bytes_total", "sendense_hub_backup_deduplicated_bytes_total", "sendense_hub_verify_chunk_failures_total",
 		"sendense_hub_repository_size_bytes", "sendense_hub_certificate_expiry_timestamp_seconds", "sendense_hub_catalog_query_errors_total",
-		"sendense_hub_policy_vms_overdue", "sendense_agent_hub_request_retries_total", "sendense_agent_snapshot_age_seconds",
+		"sendense_hub_policy_vms_overdue", "sendense_hub_restore_tests_total", "sendense_hub_restore_test_duration_seconds",
+		"sendense_hub_restore_test_vms_failing", "sendense_agent_hub_request_retries_total", "sendense_agent_snapshot_age_seconds",
 		"sendense_agent_certificate_expiry_timestamp_seconds", "sendense_agent_read_bytes_total",
 	} {
 		if !exported[want] {
@@ -225,7 +234,7 @@ func TestMetricsDashboardAndAlerts(t *testing.T) {
 		}
 	}
 	for _, alert := range []string{"SendenseBackupMissed", "SendenseBackupJobsFailing", "SendenseAgentDown", "SendenseCertificateExpiringSoon",
-		"SendenseRepositoryAlmostFull", "SendenseVerifyFoundDamage", "SendenseSnapshotTooOld"} {
+		"SendenseRepositoryAlmostFull", "SendenseVerifyFoundDamage", "SendenseSnapshotTooOld", "SendenseRestoreTestFailing"} {
 		tb, _ := os.ReadFile(filepath.Join(filepath.Dir(rules), "sendense-alerts.test.yml"))
 		if !bytes.Contains(rb, []byte("alert: "+alert)) || !bytes.Contains(tb, []byte("alertname: "+alert)) {
 			t.Errorf("alert %s is missing or has no unit test", alert)
