@@ -2,6 +2,7 @@ package api_test
 
 import (
 	"context"
+	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -13,9 +14,9 @@ import (
 	"github.com/sendense/sendense/hub/internal/jobs"
 	"github.com/sendense/sendense/hub/internal/policy"
 	"github.com/sendense/sendense/hub/internal/repository"
+	"github.com/sendense/sendense/hub/internal/restoretest"
 	"github.com/sendense/sendense/shared/api"
 	"github.com/sendense/sendense/shared/chunk"
-	"log/slog"
 )
 
 // runTests runs the hub's restore-test runner until the test ends.
@@ -322,6 +323,86 @@ func TestRestoreTestPolicyRunsWhenDueAndOnce(t *testing.T) {
 		}
 		if _, err := h.Cat.BackupByID(t.Context(), bk); err == nil {
 			t.Fatalf("backup %s survived prune (newest is %s): the restore-test policy kept it", bk, newer)
+		}
+	})
+}
+
+// A test whose hub stopped while it ran (no progress for StaleAfter) is failed with the
+// reason by the next runner, and counted.
+func TestStaleRestoreTestIsFailed(t *testing.T) {
+	forEachHub(t, func(t *testing.T, h *testHub) {
+		a := h.newAgent("a1")
+		operator := h.apiToken(api.RoleOperator)
+		bk := h.backupImage(a, operator, randomImage(t, 2*testChunk))
+		row, err := h.Cat.BackupByID(t.Context(), bk)
+		if err != nil {
+			t.Fatal(err)
+		}
+		orphan := &catalog.RestoreTest{ID: "rt-orphan", VMContextID: row.VMContextID, VMName: row.VMName, BackupID: bk, BackupCreatedAt: row.CreatedAt,
+			RepositoryID: row.RepositoryID, RepositoryName: row.RepositoryName, Actor: "cli", RequestedChecks: []string{"read"}, Status: api.RestoreTestRunning}
+		if err := h.Cat.CreateRestoreTest(t.Context(), orphan); err != nil {
+			t.Fatal(err)
+		}
+		h.runTests()
+		time.Sleep(100 * time.Millisecond) // a few runner rounds: a fresh heartbeat keeps it running
+		if got := h.waitTestStatus(operator, "rt-orphan"); got.Status != api.RestoreTestRunning {
+			t.Fatalf("a test with a fresh heartbeat was failed: %+v", got)
+		}
+		h.Clock.Add(3 * time.Minute)
+		rt := h.waitTest(operator, "rt-orphan")
+		if rt.Passed || !strings.Contains(rt.Error, "stopped before it finished") {
+			t.Fatalf("the orphaned test: %+v", rt)
+		}
+		if evs := h.events(operator, "?type=restore_test"); len(evs.Events) != 1 || evs.Events[0].Outcome != api.RestoreTestFailed {
+			t.Fatalf("events: %+v", evs.Events)
+		}
+	})
+}
+
+func (h *testHub) waitTestStatus(token, id string) api.RestoreTest {
+	h.t.Helper()
+	var rt api.RestoreTest
+	if code, e := h.call(h.client(nil), http.MethodGet, api.Path(api.PathRestoreTest, id), token, nil, &rt); code != http.StatusOK {
+		h.t.Fatalf("get restore test %s: %d %+v", id, code, e)
+	}
+	return rt
+}
+
+// The report lists every VM with its runs and names the VMs without a test; names are written
+// escaped, so a VM name cannot forge Markdown.
+func TestRestoreTestReport(t *testing.T) {
+	forEachHub(t, func(t *testing.T, h *testHub) {
+		a := h.newAgent("a1")
+		operator := h.apiToken(api.RoleOperator)
+		bk := h.backupImage(a, operator, randomImage(t, 2*testChunk))
+		inv := twoDiskInventory(2*testChunk, testChunk)
+		inv.VMs = append(inv.VMs, api.VM{InstanceUUID: "50120000-0000-4000-8000-000000000002", Name: "idle|*1", CBTEnabled: true})
+		a.push(inv)
+		from := h.Clock.Now().Add(-time.Hour)
+		rt, err := h.Tests.RunNow(t.Context(), api.StartRestoreTestRequest{VM: "pgtest1"}, "cli")
+		if err != nil || !rt.Passed {
+			t.Fatalf("run: %+v %v", rt, err)
+		}
+		rep, err := h.Tests.Report(t.Context(), from, h.Clock.Now().Add(time.Minute))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rep.Runs != 1 || rep.Passed != 1 || len(rep.VMs) != 1 || rep.VMs[0].VMName != "pgtest1" || len(rep.VMs[0].Runs) != 1 ||
+			rep.VMs[0].Runs[0].BackupID != bk || len(rep.Untested) != 1 || rep.Untested[0].VMName != "idle|*1" {
+			t.Fatalf("report: %+v", rep)
+		}
+		var md strings.Builder
+		if err := restoretest.WriteMarkdown(&md, rep); err != nil {
+			t.Fatal(err)
+		}
+		for _, want := range []string{"| pgtest1 | 1 | 1 | 0 | PASSED |", rt.ID, bk, "read disk-2000: pass; read disk-2001: pass", `- idle\|\*1 (`} {
+			if !strings.Contains(md.String(), want) {
+				t.Fatalf("the Markdown lacks %q:\n%s", want, md.String())
+			}
+		}
+		// A period before the test holds no runs, and every VM is untested in it.
+		if rep, err := h.Tests.Report(t.Context(), from.Add(-time.Hour), from); err != nil || rep.Runs != 0 || len(rep.Untested) != 2 {
+			t.Fatalf("an earlier period: %+v %v", rep, err)
 		}
 	})
 }
