@@ -297,6 +297,11 @@ func TestRestoreTestPolicyRunsWhenDueAndOnce(t *testing.T) {
 		if again, err := sched.Tick(t.Context()); err != nil || len(again) != 0 {
 			t.Fatalf("second tick of the same run: %v %v", again, err)
 		}
+		// The next due run finds the VM's test still waiting (no runner yet): it queues no second.
+		h.Clock.Add(61 * time.Minute)
+		if next, err := sched.Tick(t.Context()); err != nil || len(next) != 0 {
+			t.Fatalf("due tick with a test still queued: %v %v", next, err)
+		}
 		// No backup jobs were queued by it.
 		if bl, _, _ := h.Cat.Backups(t.Context(), catalog.BackupFilter{Status: api.JobQueued}); len(bl) != 0 {
 			t.Fatalf("a restore-test policy queued backups: %+v", bl)

@@ -8,6 +8,7 @@ import (
 
 	"github.com/sendense/sendense/hub/internal/catalog"
 	"github.com/sendense/sendense/hub/internal/restore"
+	"github.com/sendense/sendense/hub/internal/restoretest"
 	"github.com/sendense/sendense/hub/internal/schedule"
 	"github.com/sendense/sendense/shared/api"
 )
@@ -111,7 +112,8 @@ func (s *Service) runPolicy(ctx context.Context, p *catalog.Policy, now time.Tim
 }
 
 // runRestoreTests queues a restore test of the latest restore point of every covered VM; a VM
-// without a successful backup in the policy's repository is skipped (and logged).
+// without a successful backup in the policy's repository, or whose previous test still waits to
+// run, is skipped (and logged).
 func (s *Service) runRestoreTests(ctx context.Context, p *catalog.Policy, vms []catalog.VMWithSource) ([]string, error) {
 	if s.tests == nil {
 		return nil, fmt.Errorf("policy %s: this process runs no restore tests", p.Name)
@@ -125,6 +127,10 @@ func (s *Service) runRestoreTests(ctx context.Context, p *catalog.Policy, vms []
 		case errors.Is(err, restore.ErrNotRestorable):
 			skipped++
 			s.log.WarnContext(ctx, "scheduled restore test skipped: the VM has no successful backup", "policy", p.Name, "vm_name", vm.VMName)
+			continue
+		case errors.Is(err, restoretest.ErrQueued):
+			skipped++
+			s.log.WarnContext(ctx, "scheduled restore test skipped: the VM's previous test has not run yet", "policy", p.Name, "vm_name", vm.VMName)
 			continue
 		case err != nil:
 			return ids, err

@@ -49,7 +49,9 @@ func newMetrics(s *Service, reg prometheus.Registerer) *metrics {
 
 func (m *metrics) observe(t *catalog.RestoreTest) {
 	m.total.WithLabelValues(t.Status).Inc()
-	m.duration.Observe(t.Seconds)
+	if t.Seconds > 0 { // a test failed as stale has no measured time
+		m.duration.Observe(t.Seconds)
+	}
 	m.bytes.Add(float64(t.BytesRead))
 }
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -76,6 +77,8 @@ func md(s string) string {
 	}
 	return b.String()
 }
+
+func formatFloat(f float64) string { return strconv.FormatFloat(f, 'f', 2, 64) }
 
 func ts(t time.Time) string {
 	if t.IsZero() {

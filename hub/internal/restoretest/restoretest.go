@@ -13,7 +13,6 @@ import (
 	"io"
 	"log/slog"
 	"slices"
-	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -179,11 +178,21 @@ func (s *Service) Start(ctx context.Context, req api.StartRestoreTestRequest, ac
 	return Info(t), nil
 }
 
+// ErrQueued is returned by Queue for a VM that already has a test waiting to run: a policy
+// whose runs come faster than the hub tests does not pile tests up.
+var ErrQueued = errors.New("the VM already has a restore test waiting to run")
+
 // Queue queues a test of the VM's newest successful backup in repositoryID for a policy's run.
-// A VM without one → restore.ErrNotRestorable, and nothing is queued.
+// A VM without one → restore.ErrNotRestorable, a VM with a test still queued → ErrQueued; in
+// both cases nothing is queued.
 func (s *Service) Queue(ctx context.Context, vm *catalog.VMWithSource, repositoryID, policyID string, checks []string) (string, error) {
 	if len(checks) == 0 {
 		checks = api.DefaultRestoreTestChecks
+	}
+	if _, n, err := s.cat.RestoreTests(ctx, catalog.RestoreTestFilter{VMContextID: vm.ContextID, Status: api.RestoreTestQueued, Limit: 1}); err != nil {
+		return "", err
+	} else if n > 0 {
+		return "", fmt.Errorf("VM %s: %w", vm.VMName, ErrQueued)
 	}
 	bk, err := s.latest(ctx, vm.ContextID, repositoryID)
 	if err != nil {
@@ -466,5 +475,3 @@ func (s *Service) List(ctx context.Context, f Filter) (api.RestoreTestList, erro
 	}
 	return out, nil
 }
-
-func formatFloat(f float64) string { return strconv.FormatFloat(f, 'f', 2, 64) }
