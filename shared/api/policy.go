@@ -51,7 +51,7 @@ type Policy struct {
 	CBTSample     *float64  `json:"cbt_sample,omitempty"`
 	LastRunAt     time.Time `json:"last_run_at,omitzero"`
 	NextRunAt     time.Time `json:"next_run_at,omitzero"`
-	LastStatus    string    `json:"last_status,omitempty"`
+	LastStatus    string    `json:"last_status,omitempty"` // of the last finished backup, or restore test (passed, failed)
 	LastSuccessAt time.Time `json:"last_success_at,omitzero"`
 	CreatedAt     time.Time `json:"created_at,omitzero"`
 }

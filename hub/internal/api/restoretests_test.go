@@ -314,6 +314,9 @@ func TestRestoreTestPolicyRunsWhenDueAndOnce(t *testing.T) {
 		if l := h.restoreTests(operator, ""); len(l.RestoreTests) != 1 {
 			t.Fatalf("%d tests after one due run, want 1", len(l.RestoreTests))
 		}
+		if code, _ := h.call(h.client(nil), http.MethodGet, api.Path(api.PathPolicy, p.Name), operator, nil, &p); code != 200 || p.LastStatus != api.RestoreTestPassed || p.LastSuccessAt.IsZero() {
+			t.Fatalf("the policy after its test passed: %+v", p)
+		}
 
 		// The policy does not keep backups from a backup policy's prune.
 		var bp api.Policy

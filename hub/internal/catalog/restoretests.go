@@ -212,3 +212,26 @@ func (c *Catalog) RestoreTestSummaries(ctx context.Context) ([]RestoreTestSummar
 	}
 	return out, nil
 }
+
+// RestoreTestPolicyStats summarises the finished restore tests a policy started like
+// PolicyStats does its backups: the last one's status and time, and the last that passed.
+func (c *Catalog) RestoreTestPolicyStats(ctx context.Context, policyID string) (PolicyRunStats, error) {
+	var out PolicyRunStats
+	var last RestoreTest
+	err := c.db.NewSelect().Model(&last).Column("status", "finished_at").
+		Where("policy_id = ?", policyID).Where("status IN (?)", bun.In([]string{api.RestoreTestPassed, api.RestoreTestFailed})).
+		Order("finished_at DESC").Limit(1).Scan(ctx)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return out, fmt.Errorf("last restore test of policy %s: %w", policyID, err)
+	}
+	out.LastStatus, out.LastFinished = last.Status, last.FinishedAt
+	var ok RestoreTest
+	err = c.db.NewSelect().Model(&ok).Column("finished_at").
+		Where("policy_id = ?", policyID).Where("status = ?", api.RestoreTestPassed).
+		Order("finished_at DESC").Limit(1).Scan(ctx)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return out, fmt.Errorf("last passed restore test of policy %s: %w", policyID, err)
+	}
+	out.LastSuccessAt = ok.FinishedAt
+	return out, nil
+}

@@ -36,6 +36,7 @@ type policyCatalog interface {
 	ClaimPolicyRun(ctx context.Context, id string, seenLastRun, runAt, nextRun time.Time) (bool, error)
 	SetPolicyNextRun(ctx context.Context, id string, next time.Time) error
 	PolicyStats(ctx context.Context, policyID string) (catalog.PolicyRunStats, error)
+	RestoreTestPolicyStats(ctx context.Context, policyID string) (catalog.PolicyRunStats, error)
 	VMBackupHistory(ctx context.Context, vmContextID, repositoryID string) ([]catalog.BackupJob, error)
 	LastSuccessByVM(ctx context.Context, repositoryID string) (map[string]time.Time, error)
 	VMs(ctx context.Context, f catalog.VMFilter) ([]catalog.VMWithSource, int, error)
@@ -89,7 +90,11 @@ func (s *Service) info(ctx context.Context, p *catalog.Policy) (api.Policy, erro
 	if err != nil {
 		return api.Policy{}, err
 	}
-	st, err := s.cat.PolicyStats(ctx, p.ID)
+	stats := s.cat.PolicyStats
+	if isRestoreTest(p) {
+		stats = s.cat.RestoreTestPolicyStats // last_status: passed or failed
+	}
+	st, err := stats(ctx, p.ID)
 	if err != nil {
 		return api.Policy{}, err
 	}
