@@ -76,13 +76,15 @@ type RestoreTestCheck struct {
 	Passed    bool    `json:"passed"`
 	Error     string  `json:"error,omitempty"`
 	BytesRead int64   `json:"bytes_read"`
+	DataBytes int64   `json:"data_bytes"` // of BytesRead, those held in chunks (zero slots are not stored)
 	Seconds   float64 `json:"seconds"`
 }
 
 // RestoreTest is one restore test with its evidence. BytesRead counts the disk bytes read and
-// verified through the restore path (zero slots included, as a restore writes them); MBPerS is
-// BytesRead per second in 10^6 bytes; Seconds is the time from start to finish, the measured
-// time to restore the VM's disks (RTO of a full restore).
+// verified through the restore path (zero slots included, as a restore writes them), DataBytes
+// those of them held in chunks, read from the repository and checked against their digests;
+// MBPerS is BytesRead per second in 10^6 bytes; Seconds is the time from start to finish, the
+// measured time to restore the VM's disks (RTO of a full restore).
 type RestoreTest struct {
 	ID              string             `json:"id"`
 	VMName          string             `json:"vm_name"`
@@ -97,6 +99,7 @@ type RestoreTest struct {
 	RequestedChecks []string           `json:"requested_checks"`
 	Checks          []RestoreTestCheck `json:"checks"`
 	BytesRead       int64              `json:"bytes_read"`
+	DataBytes       int64              `json:"data_bytes"`
 	BytesTotal      int64              `json:"bytes_total"`
 	MBPerS          float64            `json:"mb_per_s"`
 	Seconds         float64            `json:"seconds"`

@@ -81,7 +81,7 @@ func TestRestoreTestsOnTheLab(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &rt); err != nil {
 		t.Fatalf("restore-test run --json: %v\n%s", err, out)
 	}
-	if !rt.Passed || rt.BackupID != id || rt.BytesRead != 64<<20 || rt.Seconds <= 0 || rt.MBPerS <= 0 ||
+	if !rt.Passed || rt.BackupID != id || rt.BytesRead != 64<<20 || rt.DataBytes < 16<<20 || rt.DataBytes >= rt.BytesRead || rt.Seconds <= 0 || rt.MBPerS <= 0 ||
 		len(rt.Checks) != 1 || rt.Checks[0].Name != "read" || !rt.Checks[0].Passed || rt.Checks[0].DiskID == "" {
 		t.Fatalf("healthy restore point: %s", out)
 	}
@@ -91,7 +91,7 @@ func TestRestoreTestsOnTheLab(t *testing.T) {
 		}
 	}
 	disk := rt.Checks[0].DiskID
-	t.Logf("healthy restore point %s: %d bytes read and verified in %.3fs (%.1f MB/s)", id, rt.BytesRead, rt.Seconds, rt.MBPerS)
+	t.Logf("healthy restore point %s: %d bytes (%d of data) read and verified in %.3fs (%.1f MB/s)", id, rt.BytesRead, rt.DataBytes, rt.Seconds, rt.MBPerS)
 	viewer := hub.APIToken(api.RoleViewer)
 	var l api.RestoreTestList
 	if code := apiCall(t, hub, http.MethodGet, api.PathRestoreTests+"?vm=vm1&result=passed", viewer, nil, &l); code != 200 || len(l.RestoreTests) != 1 || l.RestoreTests[0].ID != rt.ID {

@@ -82,8 +82,7 @@ func TestRestoreTestOfAHealthyRestorePointPasses(t *testing.T) {
 	forEachHub(t, func(t *testing.T, h *testHub) {
 		a := h.newAgent("a1")
 		operator, viewer := h.apiToken(api.RoleOperator), h.apiToken(api.RoleViewer)
-		img := randomImage(t, 5*testChunk)
-		clear(img[testChunk : 2*testChunk]) // a zero slot is read (as zeros) too
+		img := randomImage(t, 5*testChunk) // slot 1 is a zero slot: read (as zeros), not counted as data
 		h.backupImage(a, operator, img)
 		h.Clock.Add(time.Minute)
 		last := h.backupImage(a, operator, img) // the latest restore point is the one tested
@@ -112,7 +111,8 @@ func TestRestoreTestOfAHealthyRestorePointPasses(t *testing.T) {
 				t.Fatalf("check %d: %+v", i, c)
 			}
 		}
-		if rt.Checks[0].BytesRead != int64(len(img)) || rt.Checks[1].BytesRead != testChunk {
+		if rt.Checks[0].BytesRead != int64(len(img)) || rt.Checks[1].BytesRead != testChunk ||
+			rt.Checks[0].DataBytes != int64(len(img))-testChunk || rt.Checks[1].DataBytes != 0 || rt.DataBytes != int64(len(img))-testChunk {
 			t.Fatalf("bytes per disk: %+v", rt.Checks)
 		}
 		for q, n := range map[string]int{"": 1, "?vm=pgtest1": 1, "?result=passed": 1, "?result=failed": 0,
@@ -160,7 +160,7 @@ func TestRestoreTestFailsOnADamagedChunk(t *testing.T) {
 		}
 		bad, good := rt.Checks[0], rt.Checks[1]
 		if bad.DiskID != "disk-2000" || bad.Passed || !strings.Contains(bad.Error, "slot 3") || !strings.Contains(bad.Error, "chunk damaged") ||
-			bad.BytesRead != 3*testChunk {
+			bad.BytesRead != 3*testChunk || bad.DataBytes != 2*testChunk { // slot 1 is a zero slot
 			t.Fatalf("the damaged disk's check: %+v", bad)
 		}
 		if good.DiskID != "disk-2001" || !good.Passed {

@@ -96,14 +96,14 @@ func WriteMarkdown(w io.Writer, rep api.RestoreTestReport) error {
 	fmt.Fprintf(&b, "- Runs: %d (%d passed, %d failed, %d not finished)\n", rep.Runs, rep.Passed, rep.Failed, rep.Runs-rep.Passed-rep.Failed)
 	fmt.Fprintf(&b, "- VMs tested: %d; VMs without a restore test in the period: %d\n\n", len(rep.VMs), len(rep.Untested))
 	fmt.Fprintf(&b, "Each test reads every disk of the restore point in full through the hub's restore path; every chunk is verified against its SHA-256 digest. ")
-	fmt.Fprintf(&b, "Bytes are disk bytes read and verified; MB/s is 10^6 bytes per second; seconds is the time the whole read took (the measured time to restore the disks).\n\n")
+	fmt.Fprintf(&b, "Bytes are disk bytes read and verified (zero areas included, as a restore writes them); data bytes are those held in chunks; MB/s is 10^6 bytes per second; seconds is the time the whole read took (the measured time to restore the disks).\n\n")
 	fmt.Fprintf(&b, "## Summary\n\n| VM | runs | passed | failed | last result |\n|---|---:|---:|---:|---|\n")
 	for _, v := range rep.VMs {
 		fmt.Fprintf(&b, "| %s | %d | %d | %d | %s |\n", md(v.VMName), len(v.Runs), v.Passed, v.Failed, strings.ToUpper(v.LastResult))
 	}
 	for _, v := range rep.VMs {
 		fmt.Fprintf(&b, "\n## %s (%s)\n\n", md(v.VMName), md(v.VMContextID))
-		fmt.Fprintf(&b, "| test | started | result | restore point | point taken | checks | bytes | MB/s | seconds |\n|---|---|---|---|---|---|---:|---:|---:|\n")
+		fmt.Fprintf(&b, "| test | started | result | restore point | point taken | checks | bytes | data bytes | MB/s | seconds |\n|---|---|---|---|---|---|---:|---:|---:|---:|\n")
 		for _, t := range v.Runs {
 			var checks []string
 			for _, c := range t.Checks {
@@ -116,8 +116,8 @@ func WriteMarkdown(w io.Writer, rep api.RestoreTestReport) error {
 			if len(checks) == 0 {
 				checks = append(checks, md(strings.Join(t.RequestedChecks, ", "))+": not run")
 			}
-			fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %d | %s | %s |\n", md(t.ID), ts(t.CreatedAt), strings.ToUpper(t.Status), md(t.BackupID),
-				ts(t.BackupCreatedAt), strings.Join(checks, "; "), t.BytesRead, formatFloat(t.MBPerS), formatFloat(t.Seconds))
+			fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %d | %d | %s | %s |\n", md(t.ID), ts(t.CreatedAt), strings.ToUpper(t.Status), md(t.BackupID),
+				ts(t.BackupCreatedAt), strings.Join(checks, "; "), t.BytesRead, t.DataBytes, formatFloat(t.MBPerS), formatFloat(t.Seconds))
 		}
 		var failures []string
 		for _, t := range v.Runs {

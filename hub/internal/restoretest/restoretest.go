@@ -21,6 +21,7 @@ import (
 
 	"github.com/sendense/sendense/hub/internal/catalog"
 	"github.com/sendense/sendense/hub/internal/events"
+	"github.com/sendense/sendense/hub/internal/fidx"
 	"github.com/sendense/sendense/hub/internal/restore"
 	"github.com/sendense/sendense/shared/api"
 )
@@ -385,6 +386,9 @@ func (s *Service) readDisk(ctx context.Context, t *catalog.RestoreTest, d restor
 		_, err = img.Stream(ctx, read, 0, img.Size(), s.opts.Parallel)
 	}
 	c.BytesRead = read.n.Load()
+	if img != nil {
+		c.DataBytes = dataBytes(img.Index(), c.BytesRead)
+	}
 	c.Seconds = time.Since(start).Seconds()
 	if err != nil {
 		c.Error = fmt.Sprintf("read failed after %d of %d bytes: %v", c.BytesRead, d.Size, err)
@@ -393,6 +397,17 @@ func (s *Service) readDisk(ctx context.Context, t *catalog.RestoreTest, d restor
 	}
 	c.Passed = true
 	return c
+}
+
+// dataBytes counts the bytes of non-zero slots among the first n bytes of the index's disk.
+func dataBytes(x *fidx.Index, n int64) int64 {
+	var out int64
+	for i := 0; i < x.SlotCount() && int64(i)*x.ChunkSize < n; i++ {
+		if !x.IsZeroSlot(i) {
+			out += min(int64(x.SlotLen(i)), n-int64(i)*x.ChunkSize)
+		}
+	}
+	return out
 }
 
 // finished counts, logs and records the event of a finished test.
@@ -417,6 +432,9 @@ func Info(t *catalog.RestoreTest) api.RestoreTest {
 	}
 	if out.Checks == nil {
 		out.Checks = []api.RestoreTestCheck{}
+	}
+	for _, c := range out.Checks {
+		out.DataBytes += c.DataBytes
 	}
 	if out.RequestedChecks == nil {
 		out.RequestedChecks = []string{}
