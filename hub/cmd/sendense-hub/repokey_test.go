@@ -149,4 +149,21 @@ func TestRepoKeyCommands(t *testing.T) {
 	if err := readable(pw2); err != nil {
 		t.Fatalf("after removals: %v", err)
 	}
+
+	// A hub whose recorded password file no longer opens the repository says so at start,
+	// naming the repository, and serves the others.
+	write("pw2", "someone changed this file\n")
+	_, _, logs, stop := startHub(t, "--data-dir", dataDir)
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	var found bool
+	for _, line := range strings.Split(logs.String(), "\n") {
+		if strings.Contains(line, "repository cannot be opened") && strings.Contains(line, `"repository":"sec"`) && strings.Contains(line, "wrong password") {
+			found = true
+		}
+	}
+	if !found {
+		t.Fatalf("the hub did not report the locked repository at start:\n%s", logs.String())
+	}
 }
