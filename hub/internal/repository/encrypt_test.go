@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -443,5 +444,39 @@ func TestPlainRepositoryRefusesKeys(t *testing.T) {
 	}
 	if _, err := r.ExportKey(); !errors.Is(err, ErrNotEncrypted) {
 		t.Fatalf("ExportKey: %v", err)
+	}
+}
+
+// A damaged slot file, or a slot whose parameters were tampered with, keeps no other slot from
+// opening the repository, is listed, and can be removed.
+func TestDamagedKeySlot(t *testing.T) {
+	ctx := t.Context()
+	r, dir := newEncryptedRepo(t, 64*kib, "good")
+	good := r.UnlockedBy()
+	if err := os.WriteFile(filepath.Join(dir, "keys", "slot-garbage.json"), []byte("{not json"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	greedy := &KeySlot{ID: "slot-greedy", Kind: SlotPassword, KDF: KDF{Name: "argon2id", Salt: make([]byte, 16), Time: 1, MemoryKiB: 1 << 30, Threads: 1}, Wrapped: make([]byte, 60)}
+	if err := putSlot(ctx, r.store, greedy); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := reopen(t, dir, []byte("good")); err != nil {
+		t.Fatalf("the good slot with a damaged and a greedy one beside it: %v", err)
+	}
+	_, err := reopen(t, dir, []byte("bad"))
+	if !errors.Is(err, ErrWrongKey) || !strings.Contains(err.Error(), "slot-garbage") || !strings.Contains(err.Error(), "out of bounds") {
+		t.Fatalf("wrong password: %v", err)
+	}
+	slots, err := r.KeySlots(ctx)
+	if err != nil || len(slots) != 3 || !slices.ContainsFunc(slots, func(s KeySlot) bool { return s.ID == "slot-garbage" && s.Kind == SlotDamaged }) {
+		t.Fatalf("KeySlots = %+v, %v", slots, err)
+	}
+	for _, id := range []string{"slot-garbage", "slot-greedy"} {
+		if err := r.RemoveKeySlot(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := r.RemoveKeySlot(ctx, good); !errors.Is(err, ErrLastKeySlot) {
+		t.Fatalf("removing the last good slot: %v", err)
 	}
 }

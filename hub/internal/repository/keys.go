@@ -62,6 +62,7 @@ const (
 	// Slot kinds.
 	SlotPassword = "password"
 	SlotKeyFile  = "key-file"
+	SlotDamaged  = "damaged" // a slot file that does not parse (KeySlots)
 )
 
 // KDF names the key derivation of a slot and its parameters.
@@ -230,9 +231,9 @@ func putSlot(ctx context.Context, s store.Store, sl *KeySlot) error {
 	return nil
 }
 
-// listSlots returns the repository's key slots in id order. A slot file that does not parse is
-// an error: a damaged slot must be seen, not skipped.
-func listSlots(ctx context.Context, s store.Store) ([]*KeySlot, error) {
+// listSlots returns the repository's key slots in id order, and the ids of slot files that do
+// not parse (damaged: they open nothing, but must be seen and can be removed).
+func listSlots(ctx context.Context, s store.Store) (slots []*KeySlot, damaged []string, err error) {
 	var keys []string
 	if err := s.List(ctx, keyPrefix, func(info store.Info) error {
 		if strings.HasSuffix(info.Key, ".json") {
@@ -240,22 +241,22 @@ func listSlots(ctx context.Context, s store.Store) ([]*KeySlot, error) {
 		}
 		return nil
 	}); err != nil {
-		return nil, fmt.Errorf("list key slots: %w", err)
+		return nil, nil, fmt.Errorf("list key slots: %w", err)
 	}
 	slices.Sort(keys)
-	out := make([]*KeySlot, 0, len(keys))
 	for _, k := range keys {
 		b, err := s.Get(ctx, k, nil, keySlotLimit)
-		if err != nil {
-			return nil, fmt.Errorf("read key slot %s: %w", k, err)
+		if err != nil && !errors.Is(err, store.ErrTooLarge) {
+			return nil, nil, fmt.Errorf("read key slot %s: %w", k, err)
 		}
 		var sl KeySlot
-		if err := json.Unmarshal(b, &sl); err != nil || slotKey(sl.ID) != k {
-			return nil, fmt.Errorf("key slot %s is damaged", k)
+		if err != nil || json.Unmarshal(b, &sl) != nil || slotKey(sl.ID) != k {
+			damaged = append(damaged, strings.TrimSuffix(strings.TrimPrefix(k, keyPrefix), ".json"))
+			continue
 		}
-		out = append(out, &sl)
+		slots = append(slots, &sl)
 	}
-	return out, nil
+	return slots, damaged, nil
 }
 
 // unlock finds the master key of the repository desc describes with the secret b: from an
@@ -277,22 +278,33 @@ func unlock(ctx context.Context, s store.Store, desc Descriptor, b []byte) (mast
 		}
 		return sec.key, "", nil
 	}
-	slots, err := listSlots(ctx, s)
+	slots, damaged, err := listSlots(ctx, s)
 	if err != nil {
 		return nil, "", err
+	}
+	// A damaged or tampered slot must not keep the others from opening: its problem is told
+	// only when no slot opens.
+	var problems []error
+	for _, id := range damaged {
+		problems = append(problems, fmt.Errorf("key slot %s is damaged", id))
 	}
 	for _, sl := range slots {
 		m, err := sl.unwrap(desc.ID, sec)
 		if err != nil {
-			return nil, "", err
+			problems = append(problems, err)
+			continue
 		}
 		if m == nil {
 			continue
 		}
 		if !check(m) {
-			return nil, "", fmt.Errorf("key slot %s opens a key that is not this repository's: the slot was tampered with", sl.ID)
+			problems = append(problems, fmt.Errorf("key slot %s opens a key that is not this repository's: the slot was tampered with", sl.ID))
+			continue
 		}
 		return m, sl.ID, nil
+	}
+	if len(problems) > 0 {
+		return nil, "", fmt.Errorf("%w (%w)", ErrWrongKey, errors.Join(problems...))
 	}
 	return nil, "", ErrWrongKey
 }
@@ -304,18 +316,22 @@ func (r *Repository) Encrypted() bool { return r.seal != nil }
 // or one opened with its exported master key.
 func (r *Repository) UnlockedBy() string { return r.slotID }
 
-// KeySlots lists the key slots of an encrypted repository.
+// KeySlots lists the key slots of an encrypted repository; a slot file that does not parse is
+// listed with kind SlotDamaged.
 func (r *Repository) KeySlots(ctx context.Context) ([]KeySlot, error) {
 	if !r.Encrypted() {
 		return nil, ErrNotEncrypted
 	}
-	slots, err := listSlots(ctx, r.store)
+	slots, damaged, err := listSlots(ctx, r.store)
 	if err != nil {
 		return nil, err
 	}
-	out := make([]KeySlot, len(slots))
-	for i, sl := range slots {
-		out[i] = *sl
+	out := make([]KeySlot, 0, len(slots)+len(damaged))
+	for _, sl := range slots {
+		out = append(out, *sl)
+	}
+	for _, id := range damaged {
+		out = append(out, KeySlot{ID: id, Kind: SlotDamaged})
 	}
 	return out, nil
 }
@@ -349,14 +365,15 @@ func (r *Repository) RemoveKeySlot(ctx context.Context, id string) error {
 	}
 	r.indexMu.Lock()
 	defer r.indexMu.Unlock()
-	slots, err := listSlots(ctx, r.store)
+	slots, damaged, err := listSlots(ctx, r.store)
 	if err != nil {
 		return err
 	}
-	if !slices.ContainsFunc(slots, func(sl *KeySlot) bool { return sl.ID == id }) {
+	isDamaged := slices.Contains(damaged, id)
+	if !isDamaged && !slices.ContainsFunc(slots, func(sl *KeySlot) bool { return sl.ID == id }) {
 		return fmt.Errorf("remove key slot %s: %w", id, ErrKeySlotNotFound)
 	}
-	if len(slots) == 1 {
+	if !isDamaged && len(slots) == 1 {
 		return fmt.Errorf("remove key slot %s: %w", id, ErrLastKeySlot)
 	}
 	if err := r.store.Remove(ctx, slotKey(id)); err != nil {
