@@ -21,7 +21,8 @@
 // so it is SealOverhead bytes longer than the unsealed payload (raw: exactly plaintext length +
 // SealOverhead). The codec byte names the codec of the payload inside the seal. The additional
 // authenticated data is Header.Fields (bytes 0–15: magic, version, codec, flags, both lengths)
-// followed by the name the blob is stored under, so neither a header field nor the blob's place
+// followed by the key the blob is stored under (chunks/ab/cd/<keyed name> in the hub), so neither
+// a header field nor the blob's place
 // can be changed without the tag failing: a blob moved under another chunk's name does not open.
 // The CRC covers the sealed payload, so damage is still told apart before any decryption. This
 // package only frames and validates; the keys and the sealing live in the hub's repository.
@@ -274,7 +275,8 @@ func (h Header) Check(payload []byte) error {
 // SealBlob writes the header into blob[:HeaderSize] for the payload already in
 // blob[HeaderSize:], which encodes plaintextLen bytes with codec. A producer can reserve the
 // header room, compress straight after it (zstd's EncodeAll(src, make([]byte, HeaderSize, n)))
-// and seal, without copying the payload.
+// and seal, without copying the payload. "Seal" here means closing the frame: SealBlob does not
+// encrypt, and the blob it frames is unsealed in the FlagSealed sense.
 func SealBlob(blob []byte, codec Codec, plaintextLen int) error {
 	if len(blob) < HeaderSize {
 		return fmt.Errorf("seal chunk blob: %d bytes leave no room for the %d-byte header", len(blob), HeaderSize)
