@@ -22,8 +22,8 @@
 // SealOverhead). The codec byte names the codec of the payload inside the seal. The additional
 // authenticated data is Header.Fields (bytes 0–15: magic, version, codec, flags, both lengths)
 // followed by the key the blob is stored under (chunks/ab/cd/<keyed name> in the hub), so neither
-// a header field nor the blob's place
-// can be changed without the tag failing: a blob moved under another chunk's name does not open.
+// a header field nor the blob's place can be changed without the tag failing: a blob moved under
+// another chunk's name does not open.
 // The CRC covers the sealed payload, so damage is still told apart before any decryption. This
 // package only frames and validates; the keys and the sealing live in the hub's repository.
 //
