@@ -126,7 +126,9 @@ func (r *Repository) PutChunk(ctx context.Context, d chunk.Digest, blob []byte) 
 		return false, fmt.Errorf("put chunk %s: %w", d, err)
 	}
 	if r.seal != nil {
-		if blob, err = r.seal.sealChunk(r.keyOf(d), h, payload); err != nil {
+		bp := r.payloadBuf()
+		defer r.payloadBufs.Put(bp)
+		if blob, err = r.seal.sealChunk(*bp, r.keyOf(d), h, payload); err != nil {
 			return false, fmt.Errorf("put chunk %s: seal: %w", d, err)
 		}
 	}

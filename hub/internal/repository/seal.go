@@ -118,11 +118,16 @@ func (s *sealer) name(d chunk.Digest) chunk.Digest {
 }
 
 // sealChunk returns the sealed blob of a chunk stored under key whose (unsealed, checked) blob
-// has header h and payload.
-func (s *sealer) sealChunk(key string, h chunk.Header, payload []byte) ([]byte, error) {
+// has header h and payload, written over dst's storage when its capacity suffices.
+func (s *sealer) sealChunk(dst []byte, key string, h chunk.Header, payload []byte) ([]byte, error) {
 	sh := chunk.Header{Version: chunk.Version, Codec: h.Codec, Flags: chunk.FlagSealed, PlaintextLen: h.PlaintextLen, PayloadLen: uint32(len(payload) + chunk.SealOverhead)}
 	aad := append(sh.Fields(), key...)
-	out := make([]byte, chunk.HeaderSize+chunk.SealOverhead+len(payload))
+	n := chunk.HeaderSize + chunk.SealOverhead + len(payload)
+	out := dst[:0]
+	if cap(out) < n {
+		out = make([]byte, 0, n)
+	}
+	out = out[:n]
 	nonce := out[chunk.HeaderSize : chunk.HeaderSize+s.aead.NonceSize()]
 	if _, err := rand.Read(nonce); err != nil {
 		return nil, err
