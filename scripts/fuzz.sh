@@ -29,6 +29,7 @@ targets=(
   "shared ./api FuzzInventoryValidate"
   "shared ./api FuzzParseJoinToken"
   "hub ./internal/fidx FuzzUnmarshalBinary"
+  "hub ./internal/repository FuzzOpenSealed"
   "hub ./internal/api FuzzParseRange"
   "hub ./internal/api FuzzDecodeJSON"
   "hub ./internal/pki FuzzSignAgentCSR"

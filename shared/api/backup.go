@@ -155,6 +155,9 @@ type Repository struct {
 	Path      string    `json:"path"`
 	ChunkSize int64     `json:"chunk_size"`
 	CreatedAt time.Time `json:"created_at"`
+
+	// Encrypted: the repository seals what it stores (repo create --encrypt).
+	Encrypted bool `json:"encrypted,omitempty"`
 }
 
 // CreateRepositoryRequest is the body of POST /api/v1/repositories.

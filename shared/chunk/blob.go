@@ -7,12 +7,25 @@
 //	     0     4  magic "SDCK"
 //	     4     1  format version, 1
 //	     5     1  codec: 0 raw, 1 zstd
-//	     6     1  flags, 0; the bits are kept for encryption, a version 1 reader refuses any set bit
+//	     6     1  flags: bit 0 FlagSealed (AES-256-GCM); a reader refuses any other set bit
 //	     7     1  reserved, 0
 //	     8     4  plaintext length in bytes, at most MaxPlaintextLen (64 MiB)
 //	    12     4  payload length in bytes; the blob is exactly HeaderSize + payload length long
 //	    16     4  CRC-32C (Castagnoli) over bytes 0–15 and then the payload
 //	    20     …  payload: the plaintext itself (raw) or one or more zstd frames
+//
+// A sealed blob (FlagSealed) is what an encrypted repository stores. Its payload is
+//
+//	nonce (12 random bytes) ‖ AES-256-GCM ciphertext of the codec payload ‖ GCM tag (16 bytes)
+//
+// so it is SealOverhead bytes longer than the unsealed payload (raw: exactly plaintext length +
+// SealOverhead). The codec byte names the codec of the payload inside the seal. The additional
+// authenticated data is Header.Fields (bytes 0–15: magic, version, codec, flags, both lengths)
+// followed by the key the blob is stored under (chunks/ab/cd/<keyed name> in the hub), so neither
+// a header field nor the blob's place can be changed without the tag failing: a blob moved under
+// another chunk's name does not open.
+// The CRC covers the sealed payload, so damage is still told apart before any decryption. This
+// package only frames and validates; the keys and the sealing live in the hub's repository.
 //
 // The CRC tells damage (a flipped bit, a truncated file, a garbled length) apart from a digest
 // mismatch without decompressing or hashing. It covers the header fields too, so a damaged
@@ -38,6 +51,12 @@ const Version = 1
 
 // HeaderSize is the length of the fixed blob header.
 const HeaderSize = 20
+
+// FlagSealed marks a blob whose payload is sealed with AES-256-GCM (see the package comment).
+const FlagSealed uint8 = 1 << 0
+
+// SealOverhead is what sealing adds to a payload: a 12-byte nonce and a 16-byte tag.
+const SealOverhead = 12 + 16
 
 // MaxPlaintextLen bounds the plaintext of one chunk: slots are at most 64 MiB.
 const MaxPlaintextLen = 64 << 20
@@ -104,14 +123,41 @@ func MaxBlobLen(n int) int {
 	return HeaderSize + MaxPayloadLen(n)
 }
 
+// MaxSealedBlobLen is the largest sealed blob of a plaintext of n bytes: what a reader of an
+// encrypted repository must allow.
+func MaxSealedBlobLen(n int) int {
+	return MaxBlobLen(n) + SealOverhead
+}
+
+// Sealed reports whether the blob's payload is sealed (FlagSealed).
+func (h Header) Sealed() bool { return h.Flags&FlagSealed != 0 }
+
+// Fields returns header bytes 0–15, every field but the CRC: the part of the header a seal
+// authenticates. They depend on the payload only through its length, so a producer can compute
+// them before sealing.
+func (h Header) Fields() []byte {
+	b := EncodeHeader(h)
+	return b[:16]
+}
+
 // NewHeader returns the header for payload, which encodes plaintextLen bytes with codec.
 func NewHeader(codec Codec, plaintextLen int, payload []byte) (Header, error) {
+	return newHeader(codec, 0, plaintextLen, payload)
+}
+
+// NewSealedHeader returns the header (FlagSealed set) for a sealed payload, which is nonce ‖
+// ciphertext ‖ tag of a payload that encodes plaintextLen bytes with codec.
+func NewSealedHeader(codec Codec, plaintextLen int, payload []byte) (Header, error) {
+	return newHeader(codec, FlagSealed, plaintextLen, payload)
+}
+
+func newHeader(codec Codec, flags uint8, plaintextLen int, payload []byte) (Header, error) {
 	if plaintextLen < 0 || plaintextLen > MaxPlaintextLen {
 		return Header{}, fmt.Errorf("new chunk header: plaintext length %d outside 0..%d", plaintextLen, MaxPlaintextLen)
 	}
-	h := Header{Version: Version, Codec: codec, PlaintextLen: uint32(plaintextLen), PayloadLen: uint32(len(payload))}
-	if len(payload) > MaxPayloadLen(plaintextLen) {
-		return Header{}, fmt.Errorf("new chunk header: payload of %d bytes exceeds the bound %d for %d plaintext bytes", len(payload), MaxPayloadLen(plaintextLen), plaintextLen)
+	h := Header{Version: Version, Codec: codec, Flags: flags, PlaintextLen: uint32(plaintextLen), PayloadLen: uint32(len(payload))}
+	if bound := MaxPayloadLen(plaintextLen) + h.overhead(); len(payload) > bound {
+		return Header{}, fmt.Errorf("new chunk header: payload of %d bytes exceeds the bound %d for %d plaintext bytes", len(payload), bound, plaintextLen)
 	}
 	if err := h.validate(); err != nil {
 		return Header{}, fmt.Errorf("new chunk header: %w", err)
@@ -171,25 +217,37 @@ func (h Header) validate() error {
 	if h.Version != Version {
 		return fmt.Errorf("%w: %d, this code reads %d", ErrUnsupportedVersion, h.Version, Version)
 	}
-	if h.Flags != 0 {
+	if h.Flags&^FlagSealed != 0 {
 		return fmt.Errorf("%w: %#02x", ErrUnsupportedFlags, h.Flags)
 	}
 	if h.PlaintextLen > MaxPlaintextLen {
 		return fmt.Errorf("%w: plaintext length %d exceeds %d", ErrCorrupt, h.PlaintextLen, MaxPlaintextLen)
 	}
+	over := int64(h.overhead())
 	switch h.Codec {
 	case CodecRaw:
-		if h.PayloadLen != h.PlaintextLen {
-			return fmt.Errorf("%w: raw payload length %d differs from plaintext length %d", ErrCorrupt, h.PayloadLen, h.PlaintextLen)
+		if int64(h.PayloadLen) != int64(h.PlaintextLen)+over {
+			return fmt.Errorf("%w: raw payload length %d differs from plaintext length %d (+%d sealing)", ErrCorrupt, h.PayloadLen, h.PlaintextLen, over)
 		}
 	case CodecZstd:
-		if int64(h.PayloadLen) > int64(MaxPayloadLen(int(h.PlaintextLen))) {
-			return fmt.Errorf("%w: zstd payload length %d exceeds the bound %d for %d plaintext bytes", ErrCorrupt, h.PayloadLen, MaxPayloadLen(int(h.PlaintextLen)), h.PlaintextLen)
+		if bound := int64(MaxPayloadLen(int(h.PlaintextLen))) + over; int64(h.PayloadLen) > bound {
+			return fmt.Errorf("%w: zstd payload length %d exceeds the bound %d for %d plaintext bytes", ErrCorrupt, h.PayloadLen, bound, h.PlaintextLen)
+		}
+		if int64(h.PayloadLen) < over {
+			return fmt.Errorf("%w: sealed payload of %d bytes is shorter than nonce and tag", ErrCorrupt, h.PayloadLen)
 		}
 	default:
 		return fmt.Errorf("%w: %d", ErrUnknownCodec, uint8(h.Codec))
 	}
 	return nil
+}
+
+// overhead is what sealing adds to the payload of h.
+func (h Header) overhead() int {
+	if h.Sealed() {
+		return SealOverhead
+	}
+	return 0
 }
 
 func (h Header) checksum(payload []byte) uint32 {
@@ -217,7 +275,8 @@ func (h Header) Check(payload []byte) error {
 // SealBlob writes the header into blob[:HeaderSize] for the payload already in
 // blob[HeaderSize:], which encodes plaintextLen bytes with codec. A producer can reserve the
 // header room, compress straight after it (zstd's EncodeAll(src, make([]byte, HeaderSize, n)))
-// and seal, without copying the payload.
+// and seal, without copying the payload. "Seal" here means closing the frame: SealBlob does not
+// encrypt, and the blob it frames is unsealed in the FlagSealed sense.
 func SealBlob(blob []byte, codec Codec, plaintextLen int) error {
 	if len(blob) < HeaderSize {
 		return fmt.Errorf("seal chunk blob: %d bytes leave no room for the %d-byte header", len(blob), HeaderSize)

@@ -197,7 +197,9 @@ func TestBlobDamage(t *testing.T) {
 		{"not a blob", []byte("PK\x03\x04 a zip file, not a chunk"), ErrBadMagic},
 		{"version 2", mutate(func(b []byte) []byte { b[4] = 2; return b }), ErrUnsupportedVersion},
 		{"unknown codec", mutate(func(b []byte) []byte { b[5] = 7; return b }), ErrUnknownCodec},
-		{"encrypted flag", mutate(func(b []byte) []byte { b[6] = 1; return b }), ErrUnsupportedFlags},
+		{"unknown flag", mutate(func(b []byte) []byte { b[6] = 2; return b }), ErrUnsupportedFlags},
+		{"sealed flag set on a plain blob", mutate(func(b []byte) []byte { b[6] = FlagSealed; return b }), ErrCorrupt},
+		{"sealed flag cleared on a sealed blob", sealedBlob(t, func(b []byte) []byte { b[6] = 0; return b }), ErrCorrupt},
 		{"reserved byte", mutate(func(b []byte) []byte { b[7] = 1; return b }), ErrCorrupt},
 		{"plaintext length flipped", mutate(func(b []byte) []byte { b[9] ^= 0x01; return b }), ErrCorrupt},
 		{"plaintext too large", mutate(func(b []byte) []byte { b[11] = 0x10; return b }), ErrCorrupt},
@@ -231,6 +233,7 @@ func FuzzParseHeader(f *testing.F) {
 	f.Add([]byte("SDCK"))
 	f.Add([]byte{})
 	f.Add(append([]byte("SDCK\x02\x01\x00\x00"), make([]byte, 12)...))
+	f.Add(sealedBlob(f, func(b []byte) []byte { return b }))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		h, err := ParseHeader(b)
 		if err != nil {
@@ -247,14 +250,73 @@ func FuzzParseHeader(f *testing.F) {
 		if h.PlaintextLen > MaxPlaintextLen {
 			t.Fatalf("accepted plaintext length %d", h.PlaintextLen)
 		}
-		if h.Codec == CodecRaw && h.PayloadLen != h.PlaintextLen {
-			t.Fatalf("accepted raw header with payload %d != plaintext %d", h.PayloadLen, h.PlaintextLen)
+		over := uint32(0)
+		if h.Sealed() {
+			over = SealOverhead
+		}
+		if h.Codec == CodecRaw && h.PayloadLen != h.PlaintextLen+over {
+			t.Fatalf("accepted raw header with payload %d != plaintext %d + %d", h.PayloadLen, h.PlaintextLen, over)
 		}
 		if _, payload, err := OpenBlob(b); err == nil {
-			again, aerr := AppendBlob(nil, h.Codec, int(h.PlaintextLen), payload)
-			if aerr != nil || !bytes.Equal(again, b) {
+			frame := NewHeader
+			if h.Sealed() {
+				frame = NewSealedHeader
+			}
+			nh, aerr := frame(h.Codec, int(h.PlaintextLen), payload)
+			if again := append(EncodeHeader(nh), payload...); aerr != nil || !bytes.Equal(again, b) {
 				t.Fatalf("a blob OpenBlob accepts does not re-encode to itself: %v", aerr)
 			}
 		}
 	})
+}
+
+// sealedBlob returns a well-framed sealed raw blob of 8 plaintext bytes, changed by mutate.
+func sealedBlob(t testing.TB, mutate func([]byte) []byte) []byte {
+	t.Helper()
+	payload := bytes.Repeat([]byte{0xa5}, 8+SealOverhead)
+	h, err := NewSealedHeader(CodecRaw, 8, payload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return mutate(append(EncodeHeader(h), payload...))
+}
+
+func TestSealedFraming(t *testing.T) {
+	payload := bytes.Repeat([]byte{0x5a}, 100+SealOverhead)
+	for _, tc := range []struct {
+		name    string
+		codec   Codec
+		plain   int
+		payload []byte
+		ok      bool
+	}{
+		{"raw", CodecRaw, 100, payload, true},
+		{"raw without room for nonce and tag", CodecRaw, 100, payload[:100], false},
+		{"zstd", CodecZstd, 4096, payload, true},
+		{"zstd shorter than nonce and tag", CodecZstd, 4096, payload[:SealOverhead-1], false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h, err := NewSealedHeader(tc.codec, tc.plain, tc.payload)
+			if !tc.ok {
+				if err == nil {
+					t.Fatalf("NewSealedHeader accepted a payload of %d bytes", len(tc.payload))
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			blob := append(EncodeHeader(h), tc.payload...)
+			got, p, err := OpenBlob(blob)
+			if err != nil || !got.Sealed() || !bytes.Equal(p, tc.payload) {
+				t.Fatalf("OpenBlob = %+v, %d bytes, %v", got, len(p), err)
+			}
+			if !bytes.Equal(got.Fields(), blob[:16]) {
+				t.Fatalf("Fields = % x, want header bytes 0-15 % x", got.Fields(), blob[:16])
+			}
+			if len(blob) > MaxSealedBlobLen(tc.plain) {
+				t.Fatalf("sealed blob of %d bytes exceeds MaxSealedBlobLen %d", len(blob), MaxSealedBlobLen(tc.plain))
+			}
+		})
+	}
 }

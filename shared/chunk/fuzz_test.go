@@ -52,22 +52,40 @@ func FuzzOpenBlob(f *testing.F) {
 		if uint64(len(payload)) != uint64(h.PayloadLen) || len(blob) != HeaderSize+len(payload) {
 			t.Fatalf("payload of %d bytes in a blob of %d, header declares %d", len(payload), len(blob), h.PayloadLen)
 		}
+		if h.Flags&^FlagSealed != 0 {
+			t.Fatalf("accepted unknown flags %#x", h.Flags)
+		}
+		over := 0
+		if h.Sealed() {
+			over = SealOverhead
+			if len(payload) < SealOverhead {
+				t.Fatalf("sealed payload of %d bytes has no room for nonce and tag", len(payload))
+			}
+		}
 		switch h.Codec {
 		case CodecRaw:
-			if len(payload) != int(h.PlaintextLen) {
+			if len(payload) != int(h.PlaintextLen)+over {
 				t.Fatalf("raw payload of %d bytes declares %d plaintext bytes", len(payload), h.PlaintextLen)
 			}
 		case CodecZstd:
-			if len(payload) > MaxPayloadLen(int(h.PlaintextLen)) {
-				t.Fatalf("zstd payload of %d bytes over the bound %d", len(payload), MaxPayloadLen(int(h.PlaintextLen)))
+			if len(payload) > MaxPayloadLen(int(h.PlaintextLen))+over {
+				t.Fatalf("zstd payload of %d bytes over the bound %d", len(payload), MaxPayloadLen(int(h.PlaintextLen))+over)
 			}
 		default:
 			t.Fatalf("accepted unknown codec %d", h.Codec)
 		}
-		again, err := AppendBlob(nil, h.Codec, int(h.PlaintextLen), payload)
+		if len(blob) > MaxSealedBlobLen(int(h.PlaintextLen)) || (!h.Sealed() && len(blob) > MaxBlobLen(int(h.PlaintextLen))) {
+			t.Fatalf("accepted blob of %d bytes over the bound for %d plaintext bytes", len(blob), h.PlaintextLen)
+		}
+		frame := NewHeader
+		if h.Sealed() {
+			frame = NewSealedHeader
+		}
+		nh, err := frame(h.Codec, int(h.PlaintextLen), payload)
 		if err != nil {
 			t.Fatalf("accepted blob does not re-frame: %v", err)
 		}
+		again := append(EncodeHeader(nh), payload...)
 		if !bytes.Equal(again, blob) {
 			t.Fatalf("accepted blob is not canonical:\n got % x\nwant % x", blob[:HeaderSize], again[:HeaderSize])
 		}
@@ -165,5 +183,17 @@ func blobSeeds(tb testing.TB) [][]byte {
 	}
 	flipped := bytes.Clone(raw)
 	flipped[len(flipped)-1] ^= 1
-	return [][]byte{raw, empty, zst, flipped, raw[:HeaderSize-1], raw[:len(raw)-1], append(bytes.Clone(raw), 0), []byte("SDCK"), nil}
+	// Sealed blobs: nonce, ciphertext and tag are opaque to the framing.
+	sealedPayload := bytes.Repeat([]byte{0x3c}, 8+SealOverhead)
+	sh, err := NewSealedHeader(CodecRaw, 8, sealedPayload)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	sealed := append(EncodeHeader(sh), sealedPayload...)
+	zh, err := NewSealedHeader(CodecZstd, 4096, sealedPayload[:SealOverhead+3])
+	if err != nil {
+		tb.Fatal(err)
+	}
+	sealedZst := append(EncodeHeader(zh), sealedPayload[:SealOverhead+3]...)
+	return [][]byte{raw, empty, zst, flipped, sealed, sealedZst, sealed[:len(sealed)-1], raw[:HeaderSize-1], raw[:len(raw)-1], append(bytes.Clone(raw), 0), []byte("SDCK"), nil}
 }

@@ -41,8 +41,9 @@ func parseSize(s string) (int64, error) {
 func newRepoCmd(e *env) *cobra.Command {
 	cmd := &cobra.Command{Use: "repo", Short: "Create, list and verify backup repositories"}
 	var path, chunkSize string
+	var enc encryptFlags
 	create := &cobra.Command{
-		Use:   "create NAME --path DIR [--chunk-size 4MiB]",
+		Use:   "create NAME --path DIR [--chunk-size 4MiB] [--encrypt --password-file F]",
 		Short: "Create a repository (or adopt an existing one at DIR)",
 		Args:  cobra.ExactArgs(1),
 		RunE: catalogCmd(e, func(cmd *cobra.Command, cfg *config.Config, cat *catalog.Catalog) error {
@@ -52,17 +53,24 @@ func newRepoCmd(e *env) *cobra.Command {
 			}
 			repos := repository.NewRegistry(cat, cfg.NewLogger(e.stderr), nil)
 			defer repos.Close()
-			rec, err := repos.Create(cmd.Context(), cmd.Flags().Arg(0), path, cs)
+			if err := enc.check(); err != nil {
+				return err
+			}
+			rec, err := repos.CreateEncrypted(cmd.Context(), cmd.Flags().Arg(0), path, cs, enc.passwordFile)
 			if err != nil {
 				return err
 			}
 			_, err = fmt.Fprintf(e.stdout, "created repository %s (%s) at %s, chunk size %s\n", rec.Name, rec.ID, rec.Path, humanBytes(rec.ChunkSize))
+			if err == nil && enc.encrypt {
+				err = enc.warn(e, rec)
+			}
 			return err
 		}),
 	}
 	create.Flags().StringVar(&path, "path", "", "directory of the repository (required)")
 	create.Flags().StringVar(&chunkSize, "chunk-size", "4MiB", "slot size, a power of two from 64KiB to 64MiB")
 	_ = create.MarkFlagRequired("path")
+	enc.register(create)
 	var asJSON bool
 	list := &cobra.Command{
 		Use:   "list",
@@ -192,6 +200,6 @@ func newRepoCmd(e *env) *cobra.Command {
 		}),
 	}
 	checkCmd.Flags().BoolVar(&repair, "repair", false, "remove orphaned indexes and stale temporary files")
-	cmd.AddCommand(create, list, verifyCmd, gcCmd, checkCmd)
+	cmd.AddCommand(create, list, verifyCmd, gcCmd, checkCmd, newRepoKeyCmd(e))
 	return cmd
 }

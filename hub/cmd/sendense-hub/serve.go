@@ -102,6 +102,15 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("default repository: %w", err)
 	}
+	// Open (and unlock) every repository now, so that a missing or wrong password file shows
+	// at start, naming the repository, rather than at the first backup into it.
+	if recs, err := repos.List(ctx); err == nil {
+		for _, rec := range recs {
+			if _, err := repos.Open(ctx, rec.ID); err != nil {
+				log.ErrorContext(ctx, "repository cannot be opened", "repository", rec.Name, "err", err)
+			}
+		}
+	}
 
 	ids := identity.New(cat, ca, log, reg, identity.Options{HubURL: hubURL(cfg), CertLifetime: cfg.AgentCertLifetime})
 	inv := inventory.New(cat, log, reg)

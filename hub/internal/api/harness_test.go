@@ -15,6 +15,8 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -82,6 +84,8 @@ type hubOptions struct {
 	pollInterval time.Duration
 	// limits are the API's limits for slow and anonymous clients (zero: the defaults).
 	limits hubapi.Limits
+	// encrypted makes the default repository an encrypted one, unlocked by a password file.
+	encrypted bool
 }
 
 func newTestHub(t *testing.T, c *catalog.Catalog, opts ...hubOptions) *testHub {
@@ -92,6 +96,7 @@ func newTestHub(t *testing.T, c *catalog.Catalog, opts ...hubOptions) *testHub {
 			o.pollInterval = x.pollInterval
 		}
 		o.limits = x.limits
+		o.encrypted = o.encrypted || x.encrypted
 	}
 	logs := &testenv.LogBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -111,7 +116,16 @@ func newTestHub(t *testing.T, c *catalog.Catalog, opts ...hubOptions) *testHub {
 	inv := inventory.New(c, log, reg)
 	repos := repository.NewRegistry(c, nil, nil)
 	t.Cleanup(func() { _ = repos.Close() })
-	if _, err := repos.Create(context.Background(), repository.DefaultName, repoDir, 64<<10); err != nil {
+	passwordFile := ""
+	if o.encrypted {
+		passwordFile = filepath.Join(t.TempDir(), "repo.password")
+		if err := os.WriteFile(passwordFile, []byte("test password of the harness\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		// Cheap argon2id: the slot records its parameters, so every later unlock is cheap too.
+		repos.SetKDFCost(repository.KDF{Name: "argon2id", Time: 1, MemoryKiB: 64, Threads: 1})
+	}
+	if _, err := repos.CreateEncrypted(context.Background(), repository.DefaultName, repoDir, 64<<10, passwordFile); err != nil {
 		t.Fatal(err)
 	}
 	repo, err := repos.Open(context.Background(), mustRepoID(t, c))

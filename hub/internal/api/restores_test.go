@@ -14,7 +14,12 @@ import (
 // configuration, and returns the backup id and the disk image.
 func restorableBackup(t *testing.T, h *testHub, a *fakeAgent, withConfig bool) (string, []byte) {
 	t.Helper()
-	img := randomImage(t, 5*testChunk)
+	return backupOf(t, h, a, randomImage(t, 5*testChunk), withConfig)
+}
+
+// backupOf is restorableBackup of the disk image img.
+func backupOf(t *testing.T, h *testHub, a *fakeAgent, img []byte, withConfig bool) (string, []byte) {
+	t.Helper()
 	inv := twoDiskInventory(int64(len(img)), testChunk)
 	inv.VMs[0].Disks = inv.VMs[0].Disks[:1]
 	a.push(inv)

@@ -21,6 +21,10 @@ type Repository struct {
 	ChunkSize int64     `bun:"chunk_size,notnull"`
 	CreatedAt time.Time `bun:"created_at,notnull"`
 	UpdatedAt time.Time `bun:"updated_at,notnull"`
+
+	// PasswordFile is the path of the file that unlocks an encrypted repository, read whenever
+	// the hub opens it; empty for a plain repository. The password itself is never stored.
+	PasswordFile string `bun:"password_file,notnull"`
 }
 
 // Agent is an enrolled sendense-agent.

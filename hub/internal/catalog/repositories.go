@@ -44,3 +44,16 @@ func (c *Catalog) Repositories(ctx context.Context) ([]Repository, error) {
 	}
 	return rs, nil
 }
+
+// SetRepositoryPasswordFile records the password file of a repository (after its key changed),
+// or ErrNotFound.
+func (c *Catalog) SetRepositoryPasswordFile(ctx context.Context, id, path string) error {
+	res, err := c.db.NewUpdate().Model((*Repository)(nil)).Set("password_file = ?", path).Set("updated_at = ?", c.now()).Where("id = ?", id).Exec(ctx)
+	if err != nil {
+		return fmt.Errorf("update repository %s: %w", id, err)
+	}
+	if n, err := res.RowsAffected(); err != nil || n != 1 {
+		return fmt.Errorf("update repository %s: %w", id, ErrNotFound)
+	}
+	return nil
+}

@@ -31,12 +31,15 @@ type Repository interface {
 	WalkIndexes(ctx context.Context, fn func(ref repository.IndexRef) error) error
 	// ReadIndex reads and checks one index.
 	ReadIndex(ctx context.Context, ref repository.IndexRef) (*fidx.Index, error)
-	// WalkChunks calls fn for every chunk with its size and modification time.
-	WalkChunks(ctx context.Context, fn func(d chunk.Digest, size int64, modTime time.Time) error) error
-	// RemoveChunkIfOlder removes a chunk only if its modification time is before cutoff, which
-	// a backup in any process that touched or stored the chunk since has moved past; a missing
-	// chunk is not an error.
-	RemoveChunkIfOlder(ctx context.Context, d chunk.Digest, cutoff time.Time) (removed bool, size int64, err error)
+	// ChunkName returns the name the chunk with digest d is stored under (d itself unless the
+	// repository is encrypted, which names chunks by a keyed digest).
+	ChunkName(d chunk.Digest) chunk.Digest
+	// WalkChunks calls fn for every chunk with its stored name, size and modification time.
+	WalkChunks(ctx context.Context, fn func(name chunk.Digest, size int64, modTime time.Time) error) error
+	// RemoveChunkIfOlder removes the chunk stored under name only if its modification time is
+	// before cutoff, which a backup in any process that touched or stored the chunk since has
+	// moved past; a missing chunk is not an error.
+	RemoveChunkIfOlder(ctx context.Context, name chunk.Digest, cutoff time.Time) (removed bool, size int64, err error)
 	// LockGC takes the repository's collection lock, held across processes, without waiting:
 	// an error wrapping repository.ErrLocked while another collection holds it.
 	LockGC(ctx context.Context) (release func() error, err error)
@@ -171,6 +174,7 @@ func (g *Collector) collect(ctx context.Context, r catalog.Repository, grace tim
 	// keeps such chunks (and absorbs small clock differences between hub instances).
 	cutoff = cutoff.Add(-clockMargin)
 	rep.Cutoff = cutoff
+	// marked holds stored names (ChunkName), which is what the walk of the chunks sees.
 	marked := map[chunk.Digest]struct{}{}
 	err = repo.WalkIndexes(ctx, func(ref repository.IndexRef) error {
 		idx, err := repo.ReadIndex(ctx, ref)
@@ -179,7 +183,7 @@ func (g *Collector) collect(ctx context.Context, r catalog.Repository, grace tim
 		}
 		rep.Indexes++
 		for _, d := range idx.Referenced() {
-			marked[d] = struct{}{}
+			marked[repo.ChunkName(d)] = struct{}{}
 		}
 		return nil
 	})
@@ -195,7 +199,7 @@ func (g *Collector) collect(ctx context.Context, r catalog.Repository, grace tim
 		if err != nil {
 			return rep, fmt.Errorf("open session names a bad digest %q: %w", h, err)
 		}
-		marked[d] = struct{}{}
+		marked[repo.ChunkName(d)] = struct{}{}
 	}
 	rep.Referenced = len(marked)
 	var doomed []chunk.Digest
@@ -237,7 +241,7 @@ func (g *Collector) collect(ctx context.Context, r catalog.Repository, grace tim
 		}
 		rep.FreedChunks++
 		rep.FreedBytes += size
-		g.log.DebugContext(ctx, "chunk removed", "repository", r.Name, "digest", d.String(), "cutoff", cutoff)
+		g.log.DebugContext(ctx, "chunk removed", "repository", r.Name, "chunk_name", d.String(), "cutoff", cutoff)
 	}
 	rep.Duration = g.now().Sub(start)
 	if !dryRun {

@@ -34,15 +34,30 @@ var (
 
 const chunkPrefix = "chunks/"
 
-// chunkKey is chunks/ab/cd/<hex>: two levels of 256 prefixes keep every listing level small.
-func chunkKey(d chunk.Digest) string {
-	return chunkPrefix + hex.EncodeToString(d[0:1]) + "/" + hex.EncodeToString(d[1:2]) + "/" + d.String()
+// chunkKey is chunks/ab/cd/<hex> of a chunk's stored name: two levels of 256 prefixes keep
+// every listing level small.
+func chunkKey(name chunk.Digest) string {
+	return chunkPrefix + hex.EncodeToString(name[0:1]) + "/" + hex.EncodeToString(name[1:2]) + "/" + name.String()
 }
+
+// ChunkName returns the name the chunk with digest d is stored under: d itself in a plain
+// repository, its keyed name (seal.go) in an encrypted one. WalkChunks reports names, and
+// RemoveChunkIfOlder takes one; a caller that holds digests (an index, an upload session)
+// compares them with ChunkName of each.
+func (r *Repository) ChunkName(d chunk.Digest) chunk.Digest {
+	if r.seal == nil {
+		return d
+	}
+	return r.seal.name(d)
+}
+
+// keyOf is the store key of the chunk with digest d.
+func (r *Repository) keyOf(d chunk.Digest) string { return chunkKey(r.ChunkName(d)) }
 
 // HasChunk reports whether the repository holds a chunk with digest d. It does not read the
 // chunk; VerifyChunk does.
 func (r *Repository) HasChunk(ctx context.Context, d chunk.Digest) (bool, error) {
-	_, err := r.store.Stat(ctx, chunkKey(d))
+	_, err := r.store.Stat(ctx, r.keyOf(d))
 	switch {
 	case err == nil:
 		return true, nil
@@ -92,7 +107,8 @@ func (r *Repository) PutChunk(ctx context.Context, d chunk.Digest, blob []byte) 
 	if err := ctx.Err(); err != nil {
 		return false, fmt.Errorf("put chunk %s: %w", d, err)
 	}
-	if err := r.checkBlob(d, blob); err != nil {
+	h, payload, err := r.checkBlob(d, blob)
+	if err != nil {
 		return false, fmt.Errorf("put chunk %s: %w", d, err)
 	}
 	unlock, err := r.lockDigest(ctx, d)
@@ -103,32 +119,44 @@ func (r *Repository) PutChunk(ctx context.Context, d chunk.Digest, blob []byte) 
 	// Touch first: it both tells whether the chunk exists and, when it does, refreshes its time
 	// so that garbage collection in any process spares it. A chunk garbage collection takes at
 	// the same moment makes Touch report it missing, and then it is written again.
-	switch err := r.store.Touch(ctx, chunkKey(d)); {
+	switch err := r.store.Touch(ctx, r.keyOf(d)); {
 	case err == nil:
 		return false, nil
 	case !errors.Is(err, store.ErrNotFound):
 		return false, fmt.Errorf("put chunk %s: %w", d, err)
 	}
-	if err := r.store.Put(ctx, chunkKey(d), blob); err != nil {
+	if r.seal != nil {
+		bp := r.payloadBuf()
+		defer r.payloadBufs.Put(bp)
+		if blob, err = r.seal.sealChunk(*bp, r.keyOf(d), h, payload); err != nil {
+			return false, fmt.Errorf("put chunk %s: seal: %w", d, err)
+		}
+	}
+	if err := r.store.Put(ctx, r.keyOf(d), blob); err != nil {
 		return false, fmt.Errorf("put chunk %s: %w", d, err)
 	}
 	return true, nil
 }
 
-// checkBlob verifies that blob is a well-formed blob of the plaintext named d.
-func (r *Repository) checkBlob(d chunk.Digest, blob []byte) error {
-	if len(blob) > r.maxBlob {
-		return fmt.Errorf("%w: %d bytes, more than the %d a chunk of %d bytes may take", ErrBadBlob, len(blob), r.maxBlob, r.desc.ChunkSize)
+// checkBlob verifies that blob is a well-formed, unsealed blob of the plaintext named d, and
+// returns its header and payload.
+func (r *Repository) checkBlob(d chunk.Digest, blob []byte) (h chunk.Header, payload []byte, err error) {
+	if maxLen := chunk.MaxBlobLen(int(r.desc.ChunkSize)); len(blob) > maxLen {
+		return h, nil, fmt.Errorf("%w: %d bytes, more than the %d a chunk of %d bytes may take", ErrBadBlob, len(blob), maxLen, r.desc.ChunkSize)
 	}
-	h, payload, err := chunk.OpenBlob(blob)
+	h, payload, err = chunk.OpenBlob(blob)
 	if err != nil {
-		return fmt.Errorf("%w: %w", ErrBadBlob, err)
+		return h, nil, fmt.Errorf("%w: %w", ErrBadBlob, err)
+	}
+	if h.Sealed() {
+		// Only the hub seals, with the repository's key: an uploaded blob is always plain.
+		return h, nil, fmt.Errorf("%w: an uploaded blob must not be sealed", ErrBadBlob)
 	}
 	if int64(h.PlaintextLen) > r.desc.ChunkSize {
-		return fmt.Errorf("%w: plaintext of %d bytes exceeds the chunk size %d", ErrBadBlob, h.PlaintextLen, r.desc.ChunkSize)
+		return h, nil, fmt.Errorf("%w: plaintext of %d bytes exceeds the chunk size %d", ErrBadBlob, h.PlaintextLen, r.desc.ChunkSize)
 	}
 	if d == chunk.ZeroDigest(int(h.PlaintextLen)) {
-		return ErrZeroChunk
+		return h, nil, ErrZeroChunk
 	}
 	var plain []byte
 	switch h.Codec {
@@ -138,13 +166,13 @@ func (r *Repository) checkBlob(d chunk.Digest, blob []byte) error {
 		bp := r.plainBuf()
 		defer r.plainBufs.Put(bp)
 		if plain, err = r.decode(h, payload, *bp); err != nil {
-			return fmt.Errorf("%w: %w", ErrBadBlob, err)
+			return h, nil, fmt.Errorf("%w: %w", ErrBadBlob, err)
 		}
 	}
 	if got := chunk.Sum(plain); got != d {
-		return fmt.Errorf("%w: plaintext hashes to %s", ErrDigestMismatch, got)
+		return h, nil, fmt.Errorf("%w: plaintext hashes to %s", ErrDigestMismatch, got)
 	}
-	return nil
+	return h, payload, nil
 }
 
 func (r *Repository) plainBuf() *[]byte {
@@ -234,7 +262,7 @@ func (r *Repository) ReadChunk(ctx context.Context, d chunk.Digest, dst []byte) 
 func (r *Repository) readChunk(ctx context.Context, d chunk.Digest, dst []byte) ([]byte, error) {
 	bp := r.payloadBuf()
 	defer r.payloadBufs.Put(bp)
-	blob, err := r.store.Get(ctx, chunkKey(d), *bp, int64(r.maxBlob))
+	blob, err := r.store.Get(ctx, r.keyOf(d), *bp, int64(r.maxBlob))
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		return nil, ErrChunkNotFound
@@ -259,6 +287,14 @@ func (r *Repository) openStored(d chunk.Digest, blob, dst []byte) ([]byte, error
 	payload := blob[chunk.HeaderSize:]
 	if err := h.Check(payload); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrChunkDamaged, err)
+	}
+	switch {
+	case r.seal != nil:
+		if payload, err = r.seal.openChunk(r.keyOf(d), h, payload); err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrChunkDamaged, err)
+		}
+	case h.Sealed():
+		return nil, fmt.Errorf("%w: a sealed blob in a repository that is not encrypted", ErrChunkDamaged)
 	}
 	plain, err := r.decode(h, payload, dst)
 	if err != nil {
@@ -286,7 +322,7 @@ func (r *Repository) VerifyChunk(ctx context.Context, d chunk.Digest) error {
 // RemoveChunkIfOlder it does not spare a chunk in use: callers must know that no index, open
 // upload or backup in any process needs it.
 func (r *Repository) RemoveChunk(ctx context.Context, d chunk.Digest) error {
-	if err := r.store.Remove(ctx, chunkKey(d)); errors.Is(err, store.ErrNotFound) {
+	if err := r.store.Remove(ctx, r.keyOf(d)); errors.Is(err, store.ErrNotFound) {
 		return fmt.Errorf("remove chunk %s: %w", d, ErrChunkNotFound)
 	} else if err != nil {
 		return fmt.Errorf("remove chunk %s: %w", d, err)
@@ -294,11 +330,12 @@ func (r *Repository) RemoveChunk(ctx context.Context, d chunk.Digest) error {
 	return nil
 }
 
-// WalkChunks calls fn for every chunk of the repository, in digest order, with the size of its
-// blob file and its modification time (the time it was stored). Files in chunks/ that are not
+// WalkChunks calls fn for every chunk of the repository, in name order, with its stored name
+// (ChunkName: the digest itself in a plain repository), the size of its blob file and its
+// modification time (the time it was stored). Files in chunks/ that are not
 // chunk blobs in their proper place are skipped. Chunks stored or removed during the walk may or
 // may not be visited. An error from fn stops the walk and is returned as is.
-func (r *Repository) WalkChunks(ctx context.Context, fn func(d chunk.Digest, size int64, modTime time.Time) error) error {
+func (r *Repository) WalkChunks(ctx context.Context, fn func(name chunk.Digest, size int64, modTime time.Time) error) error {
 	var fnErr error
 	err := r.store.List(ctx, chunkPrefix, func(info store.Info) error {
 		d, ok := parseChunkKey(info.Key)
@@ -317,7 +354,7 @@ func (r *Repository) WalkChunks(ctx context.Context, fn func(d chunk.Digest, siz
 	return nil
 }
 
-// parseChunkKey returns the digest of a key that is exactly chunkKey of it.
+// parseChunkKey returns the name of a key that is exactly chunkKey of it.
 func parseChunkKey(key string) (chunk.Digest, bool) {
 	rest, _ := strings.CutPrefix(key, chunkPrefix)
 	i := strings.LastIndexByte(rest, '/')
@@ -348,7 +385,7 @@ func (r *Repository) Stats(ctx context.Context) (chunks int64, bytes int64, err 
 // cutoff, in any process, removes the chunk; when it races with one that wins, it returns
 // ErrChunkNotFound and the caller must upload the chunk again.
 func (r *Repository) TouchChunk(ctx context.Context, d chunk.Digest) error {
-	if err := r.store.Touch(ctx, chunkKey(d)); errors.Is(err, store.ErrNotFound) {
+	if err := r.store.Touch(ctx, r.keyOf(d)); errors.Is(err, store.ErrNotFound) {
 		return fmt.Errorf("touch chunk %s: %w", d, ErrChunkNotFound)
 	} else if err != nil {
 		return fmt.Errorf("touch chunk %s: %w", d, err)
@@ -356,14 +393,15 @@ func (r *Repository) TouchChunk(ctx context.Context, d chunk.Digest) error {
 	return nil
 }
 
-// RemoveChunkIfOlder removes chunk d only if its modification time is before cutoff, and
-// reports whether it removed it and its size. A chunk that a backup touched or stored at or after
+// RemoveChunkIfOlder removes the chunk stored under name (ChunkName of its digest, as WalkChunks
+// reports it) only if its modification time is before cutoff, and reports whether it removed it
+// and its size. A chunk that a backup touched or stored at or after
 // cutoff survives, whichever process did it (see store.Store's RemoveIfOlder). A missing chunk
 // is not an error.
-func (r *Repository) RemoveChunkIfOlder(ctx context.Context, d chunk.Digest, cutoff time.Time) (bool, int64, error) {
-	removed, size, err := r.store.RemoveIfOlder(ctx, chunkKey(d), cutoff)
+func (r *Repository) RemoveChunkIfOlder(ctx context.Context, name chunk.Digest, cutoff time.Time) (bool, int64, error) {
+	removed, size, err := r.store.RemoveIfOlder(ctx, chunkKey(name), cutoff)
 	if err != nil {
-		return false, 0, fmt.Errorf("remove chunk %s: %w", d, err)
+		return false, 0, fmt.Errorf("remove chunk %s: %w", name, err)
 	}
 	return removed, size, nil
 }

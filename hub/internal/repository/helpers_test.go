@@ -165,3 +165,19 @@ func overwrite(t testing.TB, path string, b []byte) {
 		t.Fatal(err)
 	}
 }
+
+// sealedFrame reframes the payload of blob as a sealed blob (FlagSealed, the payload extended by
+// the nonce and tag room), well formed but sealed by nobody: what a hostile agent could upload.
+func sealedFrame(t *testing.T, blob []byte) []byte {
+	t.Helper()
+	h, payload, err := chunk.OpenBlob(blob)
+	if err != nil {
+		t.Fatal(err)
+	}
+	payload = append(bytes.Clone(payload), make([]byte, chunk.SealOverhead)...)
+	sh, err := chunk.NewSealedHeader(h.Codec, int(h.PlaintextLen), payload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return append(chunk.EncodeHeader(sh), payload...)
+}

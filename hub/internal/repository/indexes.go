@@ -91,8 +91,9 @@ func indexKey(r IndexRef) string {
 	return indexPrefix + r.VMUUID + "/" + r.DiskID + "/" + r.BackupID + indexExt
 }
 
-// WriteIndex stores idx under ref and returns the SHA-256 (lowercase hex) of the index file,
-// which the catalog can record to check the file later.
+// WriteIndex stores idx under ref and returns the SHA-256 (lowercase hex) of the index file
+// (of its plaintext, in an encrypted repository, where the file is sealed), which the catalog can
+// record to check the file later.
 //
 // It first checks that every chunk idx names (fidx.Index.Referenced: all but zero slots) is in
 // the repository, and refuses with ErrMissingChunk naming one that is not, writing nothing.
@@ -128,18 +129,24 @@ func (r *Repository) WriteIndex(ctx context.Context, ref IndexRef, idx *fidx.Ind
 	sum := sha256.Sum256(b)
 	digest = hex.EncodeToString(sum[:])
 
+	key := indexKey(ref)
+	stored, err := r.sealObject(key, b)
+	if err != nil {
+		return "", fmt.Errorf("write index %s: %w", ref, err)
+	}
+
 	r.indexMu.Lock()
 	defer r.indexMu.Unlock()
-	old, err := r.store.Get(ctx, indexKey(ref), nil, int64(len(b)))
+	old, err := r.store.Get(ctx, key, nil, int64(len(stored)))
 	switch {
-	case err == nil && bytes.Equal(old, b):
+	case err == nil && r.sameObject(key, old, b):
 		return digest, nil
 	case err == nil, errors.Is(err, store.ErrTooLarge):
 		return "", fmt.Errorf("write index %s: %w", ref, ErrIndexExists)
 	case !errors.Is(err, store.ErrNotFound):
 		return "", fmt.Errorf("write index %s: %w", ref, err)
 	}
-	if err := r.store.Put(ctx, indexKey(ref), b); err != nil {
+	if err := r.store.Put(ctx, key, stored); err != nil {
 		return "", fmt.Errorf("write index %s: %w", ref, err)
 	}
 	return digest, nil
@@ -155,7 +162,7 @@ func (r *Repository) ReadIndex(ctx context.Context, ref IndexRef) (*fidx.Index, 
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("read index %s: %w", ref, err)
 	}
-	b, err := r.store.Get(ctx, indexKey(ref), nil, indexLimit)
+	b, err := r.store.Get(ctx, indexKey(ref), nil, indexLimit+r.objectOverhead())
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		return nil, fmt.Errorf("read index %s: %w", ref, ErrIndexNotFound)
@@ -163,6 +170,9 @@ func (r *Repository) ReadIndex(ctx context.Context, ref IndexRef) (*fidx.Index, 
 		return nil, fmt.Errorf("read index %s: %w: %w", ref, ErrIndexDamaged, err)
 	case err != nil:
 		return nil, fmt.Errorf("read index %s: %w", ref, err)
+	}
+	if b, err = r.openObject(indexKey(ref), b); err != nil {
+		return nil, fmt.Errorf("read index %s: %w: %w", ref, ErrIndexDamaged, err)
 	}
 	var x fidx.Index
 	if err := x.UnmarshalBinary(b); err != nil {
@@ -219,4 +229,39 @@ func (r *Repository) WalkIndexes(ctx context.Context, fn func(ref IndexRef) erro
 		return fmt.Errorf("walk indexes: %w", err)
 	}
 	return nil
+}
+
+// sealObject returns what the repository stores for an index or VM configuration of content
+// plain under key: plain itself, or its sealed envelope in an encrypted repository.
+func (r *Repository) sealObject(key string, plain []byte) ([]byte, error) {
+	if r.seal == nil {
+		return plain, nil
+	}
+	b, err := r.seal.sealObject(key, plain)
+	if err != nil {
+		return nil, fmt.Errorf("seal: %w", err)
+	}
+	return b, nil
+}
+
+// openObject returns the content of an index or VM configuration stored as b under key.
+func (r *Repository) openObject(key string, b []byte) ([]byte, error) {
+	if r.seal == nil {
+		return b, nil
+	}
+	return r.seal.openObject(key, b)
+}
+
+// sameObject reports whether the object stored as old under key has content plain.
+func (r *Repository) sameObject(key string, old, plain []byte) bool {
+	got, err := r.openObject(key, old)
+	return err == nil && bytes.Equal(got, plain)
+}
+
+// objectOverhead is what sealing adds to an index or VM configuration.
+func (r *Repository) objectOverhead() int64 {
+	if r.seal == nil {
+		return 0
+	}
+	return objectOverhead
 }

@@ -17,7 +17,7 @@ import (
 var ErrChunkSound = errors.New("chunk is sound")
 
 // quarantinePrefix holds damaged chunks moved out of chunks/, one object per quarantine:
-// quarantine/<sha256 hex>.<unix nanoseconds>. The time keeps two quarantines of one digest (the
+// quarantine/<name hex>.<unix nanoseconds>, the name being ChunkName of the digest. The time keeps two quarantines of one digest (the
 // chunk damaged, uploaded again, damaged again) apart.
 const quarantinePrefix = "quarantine/"
 
@@ -27,7 +27,9 @@ func quarantineKey(d chunk.Digest, at time.Time) string {
 
 // Quarantined is one damaged chunk object kept in quarantine.
 type Quarantined struct {
-	Key    string
+	Key string
+	// Digest is the chunk's stored name: its digest in a plain repository, the keyed name
+	// (ChunkName) in an encrypted one.
 	Digest chunk.Digest
 	At     time.Time // when it was quarantined
 	Size   int64
@@ -61,8 +63,8 @@ func (r *Repository) QuarantineChunk(ctx context.Context, d chunk.Digest) (key s
 		return "", fmt.Errorf("quarantine chunk %s: %w", d, err)
 	}
 	defer unlock()
-	key = quarantineKey(d, time.Now())
-	switch err := r.store.Rename(ctx, chunkKey(d), key); {
+	key = quarantineKey(r.ChunkName(d), time.Now())
+	switch err := r.store.Rename(ctx, r.keyOf(d), key); {
 	case errors.Is(err, store.ErrNotFound):
 		return "", fmt.Errorf("quarantine chunk %s: %w", d, ErrChunkNotFound)
 	case err != nil:
@@ -92,7 +94,7 @@ func (r *Repository) QuarantineChunk(ctx context.Context, d chunk.Digest) (key s
 // unquarantine moves the quarantined object key back to chunk d's key, or removes it when
 // another copy of the chunk holds the key now.
 func (r *Repository) unquarantine(ctx context.Context, d chunk.Digest, key string) error {
-	err := r.store.Rename(ctx, key, chunkKey(d))
+	err := r.store.Rename(ctx, key, r.keyOf(d))
 	if errors.Is(err, store.ErrExists) {
 		return r.store.Remove(ctx, key)
 	}

@@ -27,6 +27,7 @@ type registryCatalog interface {
 	RepositoryByName(ctx context.Context, name string) (*catalog.Repository, error)
 	RepositoryByID(ctx context.Context, id string) (*catalog.Repository, error)
 	Repositories(ctx context.Context) ([]catalog.Repository, error)
+	SetRepositoryPasswordFile(ctx context.Context, id, path string) error
 }
 
 // Registry is the hub's set of repositories: each one is a record in the catalog and a store
@@ -38,6 +39,23 @@ type Registry struct {
 
 	mu   sync.Mutex
 	open map[string]*Repository
+
+	// kdf is the argon2id cost of password slots added through this registry; zero: the
+	// default. Tests lower it (SetKDFCost).
+	kdf KDF
+}
+
+// SetKDFCost sets the argon2id cost of the password slots of repositories this registry
+// creates or opens; tests lower it from DefaultKDFCost.
+func (g *Registry) SetKDFCost(k KDF) { g.kdf = k }
+
+// withKDF is WithKDFCost unless k is zero.
+func withKDF(k KDF) Option {
+	return func(o *options) {
+		if k.Time != 0 {
+			o.kdfCost = k
+		}
+	}
 }
 
 // NewRegistry returns a registry over the catalog's repositories and registers its metrics
@@ -87,6 +105,14 @@ func (g *Registry) EnsureDefault(ctx context.Context, dir string) (*catalog.Repo
 // chunk size unless chunkSize is 0) and records it in the catalog under name. A name in use
 // returns catalog.ErrConflict.
 func (g *Registry) Create(ctx context.Context, name, dir string, chunkSize int64) (*catalog.Repository, error) {
+	return g.CreateEncrypted(ctx, name, dir, chunkSize, "")
+}
+
+// CreateEncrypted is Create of an encrypted repository whose first key slot opens with the
+// content of passwordFile (a password or a key file), or adopts the encrypted repository at dir
+// that the file unlocks. The file's absolute path is recorded, never its content: the hub reads
+// the file whenever it opens the repository. An empty passwordFile is Create.
+func (g *Registry) CreateEncrypted(ctx context.Context, name, dir string, chunkSize int64, passwordFile string) (*catalog.Repository, error) {
 	if err := CheckName(name); err != nil {
 		return nil, err
 	}
@@ -100,18 +126,32 @@ func (g *Registry) Create(ctx context.Context, name, dir string, chunkSize int64
 	if _, err := g.cat.RepositoryByName(ctx, name); err == nil {
 		return nil, fmt.Errorf("repository %q: %w", name, catalog.ErrConflict)
 	}
-	r, err := OpenDir(ctx, abs, g.log)
+	var opts []Option
+	if passwordFile != "" {
+		if passwordFile, err = filepath.Abs(passwordFile); err != nil {
+			return nil, fmt.Errorf("password file: %w", err)
+		}
+		opts = append(opts, WithPasswordFile(passwordFile), withKDF(g.kdf))
+	}
+	r, err := OpenDir(ctx, abs, g.log, opts...)
 	if errors.Is(err, ErrNotRepository) {
-		r, err = InitDir(ctx, abs, chunkSize, g.log)
+		if passwordFile != "" {
+			opts = append(opts, Encrypt())
+		}
+		r, err = InitDir(ctx, abs, chunkSize, g.log, opts...)
 	}
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("repository %q: %w", name, err)
+	}
+	if passwordFile != "" && !r.Encrypted() {
+		_ = r.Close()
+		return nil, fmt.Errorf("%s already holds a repository that is not encrypted", abs)
 	}
 	if chunkSize != 0 && r.ChunkSize() != chunkSize {
 		_ = r.Close()
 		return nil, fmt.Errorf("%s already holds a repository with chunk size %d", abs, r.ChunkSize())
 	}
-	rec := &catalog.Repository{ID: r.ID(), Name: name, Kind: "local", Path: abs, ChunkSize: r.ChunkSize()}
+	rec := &catalog.Repository{ID: r.ID(), Name: name, Kind: "local", Path: abs, ChunkSize: r.ChunkSize(), PasswordFile: passwordFile}
 	if err := g.cat.CreateRepository(ctx, rec); err != nil {
 		_ = r.Close()
 		return nil, err
@@ -145,7 +185,7 @@ func (g *Registry) Open(ctx context.Context, id string) (*Repository, error) {
 	if err != nil {
 		return nil, err
 	}
-	r, err = OpenDir(ctx, rec.Path, g.log)
+	r, err = OpenDir(ctx, rec.Path, g.log, WithPasswordFile(rec.PasswordFile), withKDF(g.kdf))
 	if err != nil {
 		return nil, fmt.Errorf("repository %q: %w", rec.Name, err)
 	}
@@ -196,5 +236,5 @@ func (g *Registry) Add(ctx context.Context, name, dir string, chunkSize int64) (
 }
 
 func wire(r *catalog.Repository) api.Repository {
-	return api.Repository{ID: r.ID, Name: r.Name, Kind: r.Kind, Path: r.Path, ChunkSize: r.ChunkSize, CreatedAt: r.CreatedAt}
+	return api.Repository{ID: r.ID, Name: r.Name, Kind: r.Kind, Path: r.Path, ChunkSize: r.ChunkSize, CreatedAt: r.CreatedAt, Encrypted: r.PasswordFile != ""}
 }

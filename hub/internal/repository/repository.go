@@ -4,13 +4,19 @@
 //
 // Keys in the store:
 //
-//	repo.json                                    format version, id, chunk size, digest algorithm
+//	repo.json                                    format version, id, chunk size, digest algorithm,
+//	                                             encryption and key check (encrypted repositories)
+//	keys/<slot id>.json                          a key slot wrapping the master key (keys.go)
 //	chunks/ab/cd/<sha256 hex>                    one immutable chunk blob (shared/chunk) per digest;
-//	                                             ab and cd are the first two and next two hex digits
+//	                                             ab and cd are the first two and next two hex digits;
+//	                                             in an encrypted repository the keyed name (seal.go)
 //	indexes/<vm uuid>/<disk id>/<backup id>.fidx one fixed index (hub/internal/fidx) per disk and backup
 //	vmconfigs/<vm uuid>/<backup id>.json         the VM configuration (api.VMConfig) of one backup
 //	quarantine/<sha256 hex>.<unix nanoseconds>   a chunk blob found damaged, moved out of chunks/
 //	                                             (QuarantineChunk) so that it is uploaded again
+//
+// An encrypted repository (format 2) seals every chunk, index and VM configuration with
+// AES-256-GCM and names chunks by a keyed digest; see seal.go and keys.go.
 //
 // A local repository keeps each object in the file of the same relative path (store/local), so
 // the on-disk layout is the key layout. Every write is durable when it returns (see store.Store),
@@ -42,8 +48,12 @@ import (
 	"github.com/sendense/sendense/shared/chunk"
 )
 
-// FormatVersion is the repository layout version written to repo.json.
+// FormatVersion is the repository layout version written to repo.json of a plain repository.
 const FormatVersion = 1
+
+// FormatVersionEncrypted is the layout version of an encrypted repository. It is a version of its
+// own so that a hub that predates encryption refuses the repository instead of misreading it.
+const FormatVersionEncrypted = 2
 
 // DefaultChunkSize is the slot size of new repositories: 4 MiB.
 const DefaultChunkSize = 4 << 20
@@ -74,6 +84,52 @@ type Descriptor struct {
 	ChunkSize     int64     `json:"chunk_size"`
 	Digest        string    `json:"digest"` // "sha256"
 	CreatedAt     time.Time `json:"created_at"`
+	// Encryption is "aes-256-gcm" in an encrypted repository, empty otherwise.
+	Encryption string `json:"encryption,omitempty"`
+	// KeyCheck is a keyed tag of the id under the master key (seal.go): it recognises the right
+	// key before any object is read.
+	KeyCheck string `json:"key_check,omitempty"`
+}
+
+// Option configures Init and Open.
+type Option func(*options)
+
+type options struct {
+	secret       []byte
+	passwordFile string
+	encrypt      bool
+	kdfCost      KDF
+}
+
+// WithSecret gives the content of a password file: what unlocks an encrypted repository at Open,
+// or the first key slot's secret with Encrypt at Init.
+func WithSecret(b []byte) Option { return func(o *options) { o.secret = b } }
+
+// WithPasswordFile is WithSecret with the content of the file at path, read when the repository
+// is opened (or created). An empty path is no option.
+func WithPasswordFile(path string) Option { return func(o *options) { o.passwordFile = path } }
+
+// Encrypt makes Init create an encrypted repository, its master key wrapped in a first key slot
+// under the secret (WithSecret or WithPasswordFile).
+func Encrypt() Option { return func(o *options) { o.encrypt = true } }
+
+// WithKDFCost sets the argon2id cost of password slots this repository adds (default
+// DefaultKDFCost); tests lower it.
+func WithKDFCost(k KDF) Option { return func(o *options) { o.kdfCost = k } }
+
+func collect(opts []Option) (options, error) {
+	o := options{kdfCost: DefaultKDFCost}
+	for _, f := range opts {
+		f(&o)
+	}
+	if o.secret == nil && o.passwordFile != "" {
+		b, err := ReadSecretFile(o.passwordFile)
+		if err != nil {
+			return o, err
+		}
+		o.secret = b
+	}
+	return o, nil
 }
 
 // Repository is the repository format on top of a blob store. Every method is safe for
@@ -103,10 +159,21 @@ type Repository struct {
 	// indexMu serialises index writes and removals in this process: the check for an existing
 	// index and the write that follows must not interleave with another writer of the same index.
 	indexMu sync.Mutex
+
+	// Encryption: seal is nil in a plain repository. master is the unwrapped master key, slotID
+	// the slot that gave it, kdfCost the cost of password slots added.
+	seal    *sealer
+	master  []byte
+	slotID  string
+	kdfCost KDF
 }
 
 func newRepository(s store.Store, desc Descriptor) (*Repository, error) {
-	r := &Repository{store: s, desc: desc, maxBlob: chunk.MaxBlobLen(int(desc.ChunkSize)), inflight: map[chunk.Digest]chan struct{}{}}
+	maxBlob := chunk.MaxBlobLen(int(desc.ChunkSize))
+	if desc.Encryption != "" {
+		maxBlob = chunk.MaxSealedBlobLen(int(desc.ChunkSize))
+	}
+	r := &Repository{store: s, desc: desc, maxBlob: maxBlob, inflight: map[chunk.Digest]chan struct{}{}}
 	// The output limit is the cap of each DecodeAll destination (WithDecodeAllCapLimit). The
 	// memory bound is set to the largest chunk rather than this repository's chunk size because
 	// the decoder also refuses frames whose window exceeds it, and a stream encoder may announce
@@ -132,9 +199,15 @@ func CheckChunkSize(chunkSize int64) error {
 }
 
 // Init creates a repository in s, which must not hold one, with a random id. A chunk size of 0
-// stands for DefaultChunkSize. The repository owns s from then on (see Close).
-func Init(ctx context.Context, s store.Store, chunkSize int64) (*Repository, error) {
+// stands for DefaultChunkSize. With Encrypt it is an encrypted repository: a random master key,
+// wrapped in one key slot under the secret given, which is written before repo.json so that no
+// repository exists without a slot. The repository owns s from then on (see Close).
+func Init(ctx context.Context, s store.Store, chunkSize int64, opts ...Option) (*Repository, error) {
 	if err := CheckChunkSize(chunkSize); err != nil {
+		return nil, err
+	}
+	o, err := collect(opts)
+	if err != nil {
 		return nil, err
 	}
 	if chunkSize == 0 {
@@ -150,6 +223,31 @@ func Init(ctx context.Context, s store.Store, chunkSize int64) (*Repository, err
 		return nil, err
 	}
 	desc := Descriptor{FormatVersion: FormatVersion, ID: "repo-" + hex.EncodeToString(id[:]), ChunkSize: chunkSize, Digest: "sha256", CreatedAt: time.Now().UTC()}
+	var master []byte
+	var slot *KeySlot
+	if o.encrypt {
+		if o.secret == nil {
+			return nil, fmt.Errorf("init repository: %w", ErrKeyRequired)
+		}
+		sec, err := parseSecret(o.secret)
+		if err != nil {
+			return nil, fmt.Errorf("init repository: %w", err)
+		}
+		master = make([]byte, masterKeyLen)
+		if _, err := rand.Read(master); err != nil {
+			return nil, err
+		}
+		desc.FormatVersion, desc.Encryption = FormatVersionEncrypted, encryptionAlg
+		if desc.KeyCheck, err = keyCheck(master, desc.ID); err != nil {
+			return nil, err
+		}
+		if slot, err = newSlot(desc.ID, master, sec, o.kdfCost); err != nil {
+			return nil, fmt.Errorf("init repository: %w", err)
+		}
+		if err := putSlot(ctx, s, slot); err != nil {
+			return nil, fmt.Errorf("init repository: %w", err)
+		}
+	}
 	b, err := json.MarshalIndent(desc, "", "  ")
 	if err != nil {
 		return nil, err
@@ -157,12 +255,37 @@ func Init(ctx context.Context, s store.Store, chunkSize int64) (*Repository, err
 	if err := s.Put(ctx, descriptorKey, append(b, '\n')); err != nil {
 		return nil, fmt.Errorf("init repository: %w", err)
 	}
-	return newRepository(s, desc)
+	r, err := newRepository(s, desc)
+	if err != nil {
+		return nil, err
+	}
+	r.kdfCost = o.kdfCost
+	if master != nil {
+		if err := r.setKey(master, slot.ID); err != nil {
+			return nil, err
+		}
+	}
+	return r, nil
 }
 
-// Open opens the repository in s: ErrNotRepository when s holds no repo.json. The repository
-// owns s from then on (see Close).
-func Open(ctx context.Context, s store.Store) (*Repository, error) {
+func (r *Repository) setKey(master []byte, slotID string) error {
+	sl, err := newSealer(master, r.desc.ID)
+	if err != nil {
+		return err
+	}
+	r.seal, r.master, r.slotID = sl, master, slotID
+	return nil
+}
+
+// Open opens the repository in s: ErrNotRepository when s holds no repo.json. An encrypted
+// repository is unlocked with the secret given (WithSecret, WithPasswordFile) before anything but
+// repo.json and the key slots is read: ErrKeyRequired without one, ErrWrongKey when it opens no
+// slot. The repository owns s from then on (see Close).
+func Open(ctx context.Context, s store.Store, opts ...Option) (*Repository, error) {
+	o, err := collect(opts)
+	if err != nil {
+		return nil, err
+	}
 	b, err := s.Get(ctx, descriptorKey, nil, descriptorLimit)
 	if errors.Is(err, store.ErrNotFound) {
 		return nil, ErrNotRepository
@@ -174,17 +297,40 @@ func Open(ctx context.Context, s store.Store) (*Repository, error) {
 	if err := json.Unmarshal(b, &desc); err != nil {
 		return nil, fmt.Errorf("repo.json: %w", err)
 	}
-	if desc.FormatVersion != FormatVersion {
-		return nil, fmt.Errorf("repository format %d, this hub reads format %d", desc.FormatVersion, FormatVersion)
+	switch {
+	case desc.FormatVersion == FormatVersion && desc.Encryption == "":
+	case desc.FormatVersion == FormatVersionEncrypted && desc.Encryption == encryptionAlg && desc.KeyCheck != "":
+	default:
+		return nil, fmt.Errorf("repository format %d (encryption %q), this hub reads formats %d and %d (%s)", desc.FormatVersion, desc.Encryption, FormatVersion, FormatVersionEncrypted, encryptionAlg)
 	}
 	if desc.Digest != "sha256" || desc.ChunkSize < MinChunkSize || desc.ChunkSize > MaxChunkSize {
 		return nil, fmt.Errorf("repo.json: unsupported digest %q or chunk size %d", desc.Digest, desc.ChunkSize)
 	}
-	return newRepository(s, desc)
+	var master []byte
+	var slotID string
+	if desc.Encryption != "" {
+		if o.secret == nil {
+			return nil, ErrKeyRequired
+		}
+		if master, slotID, err = unlock(ctx, s, desc, o.secret); err != nil {
+			return nil, fmt.Errorf("unlock: %w", err)
+		}
+	}
+	r, err := newRepository(s, desc)
+	if err != nil {
+		return nil, err
+	}
+	r.kdfCost = o.kdfCost
+	if master != nil {
+		if err := r.setKey(master, slotID); err != nil {
+			return nil, err
+		}
+	}
+	return r, nil
 }
 
 // InitDir creates a repository in the local directory dir (created if missing).
-func InitDir(ctx context.Context, dir string, chunkSize int64, log *slog.Logger) (*Repository, error) {
+func InitDir(ctx context.Context, dir string, chunkSize int64, log *slog.Logger, opts ...Option) (*Repository, error) {
 	if err := CheckChunkSize(chunkSize); err != nil {
 		return nil, err
 	}
@@ -192,7 +338,7 @@ func InitDir(ctx context.Context, dir string, chunkSize int64, log *slog.Logger)
 	if err != nil {
 		return nil, err
 	}
-	r, err := Init(ctx, s, chunkSize)
+	r, err := Init(ctx, s, chunkSize, opts...)
 	if err != nil {
 		_ = s.Close()
 		return nil, fmt.Errorf("%s: %w", dir, err)
@@ -202,7 +348,7 @@ func InitDir(ctx context.Context, dir string, chunkSize int64, log *slog.Logger)
 
 // OpenDir opens the repository in the local directory dir: ErrNotRepository when dir holds
 // none (then nothing in dir is changed).
-func OpenDir(ctx context.Context, dir string, log *slog.Logger) (*Repository, error) {
+func OpenDir(ctx context.Context, dir string, log *slog.Logger, opts ...Option) (*Repository, error) {
 	if _, err := os.Stat(filepath.Join(dir, descriptorKey)); errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("%s: %w", dir, ErrNotRepository)
 	}
@@ -210,7 +356,7 @@ func OpenDir(ctx context.Context, dir string, log *slog.Logger) (*Repository, er
 	if err != nil {
 		return nil, err
 	}
-	r, err := Open(ctx, s)
+	r, err := Open(ctx, s, opts...)
 	if err != nil {
 		_ = s.Close()
 		return nil, fmt.Errorf("%s: %w", dir, err)

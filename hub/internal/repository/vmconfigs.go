@@ -1,7 +1,6 @@
 package repository
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -57,18 +56,23 @@ func (r *Repository) WriteVMConfig(ctx context.Context, vmUUID, backupID string,
 	sum := sha256.Sum256(data)
 	digest = hex.EncodeToString(sum[:])
 
+	stored, err := r.sealObject(key, data)
+	if err != nil {
+		return "", fmt.Errorf("write vm config %s: %w", key, err)
+	}
+
 	r.indexMu.Lock()
 	defer r.indexMu.Unlock()
-	old, err := r.store.Get(ctx, key, nil, int64(len(data)))
+	old, err := r.store.Get(ctx, key, nil, int64(len(stored)))
 	switch {
-	case err == nil && bytes.Equal(old, data):
+	case err == nil && r.sameObject(key, old, data):
 		return digest, nil
 	case err == nil, errors.Is(err, store.ErrTooLarge):
 		return "", fmt.Errorf("write vm config %s: %w", key, ErrVMConfigExists)
 	case !errors.Is(err, store.ErrNotFound):
 		return "", fmt.Errorf("write vm config %s: %w", key, err)
 	}
-	if err := r.store.Put(ctx, key, data); err != nil {
+	if err := r.store.Put(ctx, key, stored); err != nil {
 		return "", fmt.Errorf("write vm config %s: %w", key, err)
 	}
 	return digest, nil
@@ -82,7 +86,7 @@ func (r *Repository) ReadVMConfig(ctx context.Context, vmUUID, backupID, digest 
 	if err != nil {
 		return nil, fmt.Errorf("read vm config: %w", err)
 	}
-	b, err := r.store.Get(ctx, key, nil, api.MaxVMConfigBytes)
+	b, err := r.store.Get(ctx, key, nil, api.MaxVMConfigBytes+r.objectOverhead())
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		return nil, fmt.Errorf("read vm config %s: %w", key, ErrVMConfigNotFound)
@@ -90,6 +94,9 @@ func (r *Repository) ReadVMConfig(ctx context.Context, vmUUID, backupID, digest 
 		return nil, fmt.Errorf("read vm config %s: %w: %w", key, ErrVMConfigDamaged, err)
 	case err != nil:
 		return nil, fmt.Errorf("read vm config %s: %w", key, err)
+	}
+	if b, err = r.openObject(key, b); err != nil {
+		return nil, fmt.Errorf("read vm config %s: %w: %w", key, ErrVMConfigDamaged, err)
 	}
 	sum := sha256.Sum256(b)
 	if got := hex.EncodeToString(sum[:]); got != digest {

@@ -57,6 +57,10 @@ type Repository interface {
 	// read back after the move is sound (a good copy uploaded meanwhile) and stays,
 	// ErrChunkNotFound when it is gone already.
 	QuarantineChunk(ctx context.Context, d chunk.Digest) (key string, err error)
+	// ReadVMConfig reads a backup's VM configuration and checks it against the digest the
+	// catalog recorded: an error wrapping repository.ErrVMConfigDamaged or ErrVMConfigNotFound
+	// for a verdict.
+	ReadVMConfig(ctx context.Context, vmUUID, backupID, digest string) ([]byte, error)
 }
 
 // OpenFunc opens the repository with a catalog id.
@@ -149,6 +153,17 @@ func (v *Verifier) Run(ctx context.Context, backupID string) (*Report, error) {
 		repo, err := v.open(ctx, r.RepositoryID)
 		if err != nil {
 			return nil, err
+		}
+		// The VM configuration is what a restore as a new VM builds the VM from: damage to it
+		// damages the backup as surely as a chunk's.
+		if r.VMConfigDigest != "" {
+			_, err := repo.ReadVMConfig(ctx, r.InstanceUUID, r.ID, r.VMConfigDigest)
+			switch {
+			case errors.Is(err, repository.ErrVMConfigDamaged), errors.Is(err, repository.ErrVMConfigNotFound):
+				rep.DamagedBackups[r.ID] = append(rep.DamagedBackups[r.ID], fmt.Sprintf("vm config: %v", err))
+			case err != nil:
+				return nil, err
+			}
 		}
 		disks, err := v.cat.BackupDisks(ctx, r.ID)
 		if err != nil {

@@ -1,0 +1,1 @@
+ALTER TABLE repositories ADD COLUMN password_file VARCHAR(1024) NOT NULL DEFAULT '';

@@ -1,0 +1,1 @@
+ALTER TABLE repositories ADD COLUMN password_file TEXT NOT NULL DEFAULT '';
