@@ -68,6 +68,7 @@ func newRootCmd(e *env) *cobra.Command {
 		newConfigCmd(e),
 		newPruneCmd(e),
 		newEventsCmd(e),
+		newUserCmd(e),
 		&cobra.Command{
 			Use:   "version",
 			Short: "Print the version",
