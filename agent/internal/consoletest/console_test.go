@@ -130,7 +130,7 @@ func (b *browserT) text(sel string) string {
 
 func (b *browserT) screenshot(name string) {
 	b.t.Helper()
-	png := get(b, "screenshot "+name, chromedp.FullScreenshot(90))
+	png := get(b, "screenshot "+name, chromedp.FullScreenshot(100))
 	b.n++
 	p := filepath.Join(b.shot, fmt.Sprintf("%02d-%s.png", b.n, name))
 	if err := os.WriteFile(p, png, 0o644); err != nil {
@@ -233,7 +233,6 @@ func TestConsoleInBrowser(t *testing.T) {
 	if got := b.text("#agents-online"); got != "1" {
 		t.Errorf("dashboard: %s agents online, want 1", got)
 	}
-	b.screenshot("dashboard")
 
 	// The lab's VM, its page, and a backup started from it.
 	b.open("/vms", "a.vm-link")
@@ -356,6 +355,11 @@ func TestConsoleInBrowser(t *testing.T) {
 	}
 	b.do("copy button present", chromedp.WaitVisible(chromedp.CSS("#copy-token")))
 	b.screenshot("agents")
+	b.open("/", "#vms-protected")
+	if got := b.text("#vms-protected"); got != "1" {
+		t.Errorf("dashboard after the policy: %s VMs protected, want 1", got)
+	}
+	b.screenshot("dashboard")
 	b.open("/repositories", "h1")
 	b.screenshot("repositories")
 	b.open("/events", "h1")
