@@ -163,11 +163,14 @@ func (s *Server) Drain() { s.drainOnce.Do(func() { close(s.draining) }) }
 // Handler returns the HTTP handler.
 func (s *Server) Handler() http.Handler { return s.engine }
 
-// Endpoints lists the registered routes, read from the router.
+// Endpoints lists the registered API routes, read from the router.
 func (s *Server) Endpoints() []api.Endpoint {
 	routes := s.engine.Routes()
 	out := make([]api.Endpoint, 0, len(routes))
 	for _, r := range routes {
+		if !strings.HasPrefix(r.Path, apiBase+"/") {
+			continue // the console's pages are not API endpoints
+		}
 		out = append(out, api.Endpoint{Method: r.Method, Path: r.Path})
 	}
 	sort.Slice(out, func(i, j int) bool {
