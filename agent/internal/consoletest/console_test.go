@@ -318,6 +318,45 @@ func TestConsoleInBrowser(t *testing.T) {
 		t.Fatalf("downloaded image differs from the lab disk: %v", err)
 	}
 
+	// Restore the backup as a new VM in the lab, from the backup's page.
+	b.open("/backups/"+jobID, "#restore-new")
+	if got := get(b, "read the prefilled source", chromedp.Value(chromedp.CSS("#r-source"))); got != "lab" {
+		t.Errorf("restore form: source %q, want the VM's source lab", got)
+	}
+	b.do("restore as a new VM",
+		chromedp.SendKeys(chromedp.CSS("#r-name"), "web1-restored"),
+		chromedp.SendKeys(chromedp.CSS("#r-datastore"), l.Datastore()),
+		chromedp.Click(chromedp.CSS("#restore-new-vm")),
+		chromedp.WaitVisible(chromedp.CSS("#restores-title")))
+	deadline = time.Now().Add(2 * time.Minute)
+	for {
+		b.open("/restores", "#restores-title")
+		st := b.text("table tbody tr td:nth-child(6)")
+		if st == "succeeded" {
+			break
+		}
+		if st == "failed" || st == "cancelled" || time.Now().After(deadline) {
+			t.Fatalf("restore as a new VM: %q\nagent:\n%s", st, logs.String())
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	// The hub's record of the restore: the new VM's reference in the lab and every byte written.
+	var rl struct {
+		Restores []struct {
+			Target       struct{ Name string }
+			VMRef        string `json:"vm_ref"`
+			Status       string
+			BytesWritten int64 `json:"bytes_written"`
+		}
+	}
+	if err := json.Unmarshal([]byte(hub.CLI("restore", "list", "--json")), &rl); err != nil {
+		t.Fatal(err)
+	}
+	if len(rl.Restores) != 1 || rl.Restores[0].Target.Name != "web1-restored" || rl.Restores[0].VMRef == "" || rl.Restores[0].BytesWritten != vm.Disks[0].CapacityBytes {
+		t.Fatalf("restores in the catalog: %+v, want web1-restored with a VM reference and %d bytes written", rl.Restores, vm.Disks[0].CapacityBytes)
+	}
+	b.screenshot("restores")
+
 	// A policy and the preview of its next runs.
 	b.open("/policies/new", "#policy-form")
 	b.do("fill the policy",

@@ -123,7 +123,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	}
 	images := restore.New(cat, restoreRepos(repos), reg)
 	evs := events.New(cat, log)
-	cons, err := console.New(console.Deps{Log: log, Accounts: accounts.New(cat, log, accounts.Options{}), VMs: inv, Backups: backups, Images: images,
+	cons, err := console.New(console.Deps{Log: log, Accounts: accounts.New(cat, log, accounts.Options{}), VMs: inv, Backups: backups, Images: images, Restores: backups,
 		Policies: policies, Agents: ids, Repositories: repos, Events: evs, Verify: verifier, Status: api.StatusOf,
 		Certificates: map[string]time.Time{"ca": ca.Cert.NotAfter, "server": cert.Leaf.NotAfter}})
 	if err != nil {

@@ -55,10 +55,19 @@ func (l *loginLimiter) blocked(keys ...string) time.Duration {
 	return wait
 }
 
+// maxTracked bounds the limiter's memory: past it, every key is pruned before one is added, so
+// only failures within the window (at most Failures per key) are kept.
+const maxTracked = 100_000
+
 func (l *loginLimiter) fail(keys ...string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	now := l.now()
+	if len(l.fails) > maxTracked {
+		for k := range l.fails {
+			l.prune(k, now)
+		}
+	}
 	for _, k := range keys {
 		l.fails[k] = append(l.prune(k, now), now)
 	}

@@ -71,6 +71,11 @@ type (
 		Delete(ctx context.Context, id string) error
 		SetProtected(ctx context.Context, id string, protected bool) (api.Backup, error)
 	}
+	restoreService interface {
+		StartRestore(ctx context.Context, req api.RestoreRequest) (api.Restore, error)
+		ListRestores(ctx context.Context, f jobs.RestoreListFilter) (api.RestoreList, error)
+		CancelRestore(ctx context.Context, id string) (api.Restore, error)
+	}
 	imageService interface {
 		Open(ctx context.Context, backupID, diskID string) (*restore.Image, restore.Disk, error)
 	}
@@ -108,6 +113,7 @@ type Deps struct {
 	VMs          vmService
 	Backups      backupService
 	Images       imageService
+	Restores     restoreService
 	Policies     policyService
 	Agents       agentService
 	Repositories repositoryService
@@ -160,6 +166,9 @@ func New(d Deps) (*Console, error) {
 	// Verify reads every chunk of the backup: as heavy as the operator's verify command.
 	c.route("POST /backups/{id}/verify", api.RoleOperator, c.verifyBackup)
 	c.route("GET /backups/{id}/disks/{disk}/image", api.RoleViewer, c.image)
+	c.route("POST /backups/{id}/restore", api.RoleOperator, c.startRestore)
+	c.route("GET /restores", api.RoleViewer, c.restores)
+	c.route("POST /restores/{id}/cancel", api.RoleOperator, c.cancelRestore)
 	c.route("GET /jobs", api.RoleViewer, c.jobs)
 	c.route("GET /jobs/stream", api.RoleViewer, c.jobStream)
 	c.route("GET /policies", api.RoleViewer, c.policies)
@@ -198,7 +207,7 @@ func (c *Console) HasSession(r *http.Request) bool {
 
 // Paths lists the first path segments the console serves, for the router in front of it.
 func Paths() []string {
-	return []string{"/", "/login", "/logout", "/static", "/vms", "/backups", "/jobs", "/policies", "/agents", "/repositories", "/events"}
+	return []string{"/", "/login", "/logout", "/static", "/vms", "/backups", "/jobs", "/restores", "/policies", "/agents", "/repositories", "/events"}
 }
 
 type ctxKey int

@@ -103,6 +103,15 @@ func (noBackups) Open(context.Context, string, string) (*restore.Image, restore.
 func (noBackups) Run(context.Context, string) (*verify.Report, error) {
 	return nil, catalog.ErrNotFound
 }
+func (noBackups) StartRestore(context.Context, wire.RestoreRequest) (wire.Restore, error) {
+	return wire.Restore{}, catalog.ErrNotFound
+}
+func (noBackups) ListRestores(context.Context, jobs.RestoreListFilter) (wire.RestoreList, error) {
+	return wire.RestoreList{}, nil
+}
+func (noBackups) CancelRestore(context.Context, string) (wire.Restore, error) {
+	return wire.Restore{}, catalog.ErrNotFound
+}
 func (noBackups) Agents(context.Context) ([]wire.Agent, error) { return nil, nil }
 func (noBackups) RevokeAgent(context.Context, string) error    { return catalog.ErrNotFound }
 func (noBackups) CreateJoinToken(context.Context, string, time.Duration) (string, wire.JoinTokenInfo, error) {
@@ -137,7 +146,7 @@ func newEnv(t *testing.T, dialect string) *env {
 	}
 	pol := &policies{}
 	evs := events.New(cat, log)
-	c, err := console.New(console.Deps{Log: log, Accounts: acct, VMs: empty{}, Backups: noBackups{}, Images: noBackups{}, Policies: pol,
+	c, err := console.New(console.Deps{Log: log, Accounts: acct, VMs: empty{}, Backups: noBackups{}, Images: noBackups{}, Restores: noBackups{}, Policies: pol,
 		Agents: noBackups{}, Repositories: noBackups{}, Events: evs, Verify: noBackups{}, Status: api.StatusOf, Now: clk.Now,
 		LoginLimit: console.LoginLimit{Failures: 3, Window: 10 * time.Minute}})
 	if err != nil {

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/sendense/sendense/hub/internal/events"
+	"github.com/sendense/sendense/hub/internal/identity"
 	"github.com/sendense/sendense/hub/internal/inventory"
 	"github.com/sendense/sendense/hub/internal/jobs"
 	"github.com/sendense/sendense/hub/internal/policy"
@@ -74,7 +75,15 @@ func (c *Console) dashboard(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var repos []repoUse
-	if rs, err := c.d.Repositories.Describe(ctx); err == nil {
+	if !identity.Allows(userOf(r).Role, api.RoleAdmin) {
+		// The API shows repositories (their paths) to admins only; others see the total.
+		u := repoUse{Repository: api.Repository{Name: "all repositories"}}
+		for _, b := range all.Backups {
+			u.Backups++
+			u.Bytes += b.BytesSent
+		}
+		repos = append(repos, u)
+	} else if rs, err := c.d.Repositories.Describe(ctx); err == nil {
 		for _, rp := range rs {
 			u := repoUse{Repository: rp}
 			for _, b := range all.Backups {
@@ -196,7 +205,15 @@ func (c *Console) backup(w http.ResponseWriter, r *http.Request) {
 		c.fail(w, r, err)
 		return
 	}
-	c.render(w, r, http.StatusOK, "backup", map[string]any{"B": b, "Verify": r.FormValue("verify")})
+	// The VM's source and datacenter are the defaults of a restore as a new VM.
+	vm, _ := c.d.VMs.Show(r.Context(), b.VMContextID)
+	rs, err := c.d.Restores.ListRestores(r.Context(), jobs.RestoreListFilter{BackupID: b.ID, Limit: 20})
+	if err != nil {
+		c.fail(w, r, err)
+		return
+	}
+	c.render(w, r, http.StatusOK, "backup", map[string]any{"B": b, "VM": vm, "Verify": r.FormValue("verify"), "Restores": rs.Restores,
+		"Active": b.Status == api.JobQueued || b.Status == api.JobRunning})
 }
 
 func (c *Console) startBackup(w http.ResponseWriter, r *http.Request) {
@@ -582,4 +599,48 @@ func (c *Console) eventsPage(w http.ResponseWriter, r *http.Request) {
 	types := slices.Clone(api.EventTypes)
 	sort.Strings(types)
 	c.render(w, r, http.StatusOK, "events", map[string]any{"Events": list.Events, "VM": f.VM, "Type": f.Type, "Types": types})
+}
+
+// startRestore queues a restore of the backup as a new VM or, with in_place, over its VM; the
+// restore service validates the request as it does the API's.
+func (c *Console) startRestore(w http.ResponseWriter, r *http.Request) {
+	req := api.RestoreRequest{BackupID: r.PathValue("id"), PowerOn: r.PostFormValue("power_on") != ""}
+	if r.PostFormValue("in_place") != "" {
+		req.InPlace, req.Confirm = true, strings.TrimSpace(r.PostFormValue("confirm"))
+	} else {
+		req.Target = api.RestoreTarget{
+			Source: strings.TrimSpace(r.PostFormValue("source")), Datacenter: strings.TrimSpace(r.PostFormValue("datacenter")),
+			Datastore: strings.TrimSpace(r.PostFormValue("datastore")), Name: strings.TrimSpace(r.PostFormValue("name")),
+			Folder: strings.TrimSpace(r.PostFormValue("folder")), Cluster: strings.TrimSpace(r.PostFormValue("cluster")),
+			Host: strings.TrimSpace(r.PostFormValue("host")), ResourcePool: strings.TrimSpace(r.PostFormValue("resource_pool")),
+		}
+		if r.PostFormValue("thick") != "" {
+			req.DiskProvisioning = "thick"
+		}
+		if r.PostFormValue("keep_macs") != "" {
+			req.MACAddresses = "keep"
+		}
+	}
+	if _, err := c.d.Restores.StartRestore(r.Context(), req); err != nil {
+		c.fail(w, r, err)
+		return
+	}
+	http.Redirect(w, r, "/restores", http.StatusSeeOther)
+}
+
+func (c *Console) restores(w http.ResponseWriter, r *http.Request) {
+	rs, err := c.d.Restores.ListRestores(r.Context(), jobs.RestoreListFilter{Status: r.FormValue("status"), Limit: 100})
+	if err != nil {
+		c.fail(w, r, err)
+		return
+	}
+	c.render(w, r, http.StatusOK, "restores", map[string]any{"Restores": rs.Restores})
+}
+
+func (c *Console) cancelRestore(w http.ResponseWriter, r *http.Request) {
+	if _, err := c.d.Restores.CancelRestore(r.Context(), r.PathValue("id")); err != nil {
+		c.fail(w, r, err)
+		return
+	}
+	http.Redirect(w, r, "/restores", http.StatusSeeOther)
 }
