@@ -200,7 +200,8 @@ func (s *Service) SignIn(ctx context.Context, name, password string) (string, Us
 	if err != nil {
 		return "", User{}, err
 	}
-	if err := s.st.CreateConsoleSession(ctx, &catalog.ConsoleSession{IDHash: HashSecret(secret), UserID: u.ID, ExpiresAt: s.now().Add(s.lifetime)}); err != nil {
+	now := s.now()
+	if err := s.st.CreateConsoleSession(ctx, &catalog.ConsoleSession{IDHash: HashSecret(secret), UserID: u.ID, CreatedAt: now, ExpiresAt: now.Add(s.lifetime)}); err != nil {
 		return "", User{}, err
 	}
 	return secret, User{ID: u.ID, Name: u.Name, Role: u.Role, CreatedAt: u.CreatedAt}, nil

@@ -100,9 +100,16 @@ func (c *Catalog) DeleteUser(ctx context.Context, name string) error {
 	})
 }
 
-// CreateConsoleSession stores a session (its secret hashed by the caller).
+// CreateConsoleSession stores a session (its secret hashed by the caller) and removes the
+// sessions that have expired by its CreatedAt (the catalog's clock when zero), so that
+// sessions never signed out do not pile up.
 func (c *Catalog) CreateConsoleSession(ctx context.Context, s *ConsoleSession) error {
-	s.CreatedAt = c.now()
+	if s.CreatedAt.IsZero() {
+		s.CreatedAt = c.now()
+	}
+	if _, err := c.db.NewDelete().Model((*ConsoleSession)(nil)).Where("expires_at <= ?", s.CreatedAt).Exec(ctx); err != nil {
+		return fmt.Errorf("remove expired console sessions: %w", err)
+	}
 	if _, err := c.db.NewInsert().Model(s).Exec(ctx); err != nil {
 		return fmt.Errorf("insert console session: %w", err)
 	}
