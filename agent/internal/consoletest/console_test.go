@@ -128,8 +128,17 @@ func (b *browserT) text(sel string) string {
 	return strings.TrimSpace(get(b, "read "+sel, chromedp.Text(chromedp.CSS(sel))))
 }
 
+// unlabeled names the page's controls that have no label (a <label>, aria-label or, for a
+// button or link, text): every control must be usable with a screen reader and the keyboard.
+const unlabeled = `Array.from(document.querySelectorAll('input:not([type=hidden]), select, textarea, button, a[href]'))
+	.filter(el => !(el.labels && el.labels.length) && !el.getAttribute('aria-label') && !el.textContent.trim())
+	.map(el => el.outerHTML.slice(0, 80))`
+
 func (b *browserT) screenshot(name string) {
 	b.t.Helper()
+	if bad := get(b, "find unlabeled controls", chromedp.Evaluate[[]string](unlabeled)); len(bad) > 0 {
+		b.t.Errorf("page %s: controls without a label: %q", name, bad)
+	}
 	png := get(b, "screenshot "+name, chromedp.FullScreenshot(100))
 	b.n++
 	p := filepath.Join(b.shot, fmt.Sprintf("%02d-%s.png", b.n, name))
