@@ -144,12 +144,14 @@ func (c *Console) login(w http.ResponseWriter, r *http.Request) {
 	if wait := c.limiter.blocked(addrKey, userKey); wait > 0 {
 		secs := int(wait.Round(time.Second) / time.Second)
 		w.Header().Set("Retry-After", strconv.Itoa(max(secs, 1)))
+		c.record(r, name, "", "/login", http.StatusTooManyRequests)
 		c.showLogin(w, r, http.StatusTooManyRequests, fmt.Sprintf("too many failed sign-ins for this user or from this address: try again in %d s", max(secs, 1)))
 		return
 	}
 	secret, u, err := c.d.Accounts.SignIn(r.Context(), name, password)
 	if errors.Is(err, accounts.ErrBadCredentials) {
 		c.limiter.fail(addrKey, userKey)
+		c.record(r, name, "", "/login", http.StatusUnauthorized)
 		c.d.Log.WarnContext(r.Context(), "console sign-in refused", "user", name, "remote_addr", clientIP(r))
 		c.showLogin(w, r, http.StatusUnauthorized, "wrong user name or password")
 		return
@@ -159,6 +161,7 @@ func (c *Console) login(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	c.limiter.reset(userKey)
+	c.record(r, u.Name, u.Role, "/login", http.StatusSeeOther)
 	http.SetCookie(w, &http.Cookie{Name: SessionCookie, Value: secret, Path: "/", MaxAge: int(c.d.Accounts.Lifetime() / time.Second),
 		Secure: true, HttpOnly: true, SameSite: http.SameSiteStrictMode})
 	http.SetCookie(w, &http.Cookie{Name: LoginCookie, Value: "", Path: "/login", MaxAge: -1, Secure: true, HttpOnly: true, SameSite: http.SameSiteStrictMode})

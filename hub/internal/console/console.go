@@ -295,11 +295,19 @@ func (s *statusRecorder) Flush() {
 // the user (console:NAME), the address, the route and the answer's status. Bodies are never
 // recorded: some carry passwords or produce join tokens.
 func (c *Console) audit(r *http.Request, u accounts.User, pattern string, rec *statusRecorder) {
-	status := strconv.Itoa(rec.status)
 	_, route, _ := strings.Cut(pattern, " ")
+	c.record(r, u.Name, u.Role, route, rec.status)
+}
+
+// record stores one audit event of the console; a failure is logged and changes no answer.
+func (c *Console) record(r *http.Request, user, role, route string, code int) {
+	status := strconv.Itoa(code)
 	e := api.Event{
-		Type: api.EventAudit, Actor: "console:" + u.Name, SourceAddress: clientIP(r), Outcome: status,
-		Details: map[string]string{"method": r.Method, "route": route, "path": r.URL.Path, "status": status, "console_user": u.Name, "role": u.Role},
+		Type: api.EventAudit, Actor: "console:" + user, SourceAddress: clientIP(r), Outcome: status,
+		Details: map[string]string{"method": r.Method, "route": route, "path": r.URL.Path, "status": status, "console_user": user},
+	}
+	if role != "" {
+		e.Details["role"] = role
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 5*time.Second)
 	defer cancel()

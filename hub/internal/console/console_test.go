@@ -254,6 +254,14 @@ func authCases(t *testing.T, dialect string) {
 					t.Fatalf("dashboard after a refused sign-in: %d %q, want a redirect to /login", r.StatusCode, r.Header.Get("Location"))
 				}
 			}
+			evs, err := e.evs.List(t.Context(), events.Filter{Type: wire.EventAudit})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(evs.Events) != 2 || evs.Events[0].Actor != "console:nobody" || evs.Events[1].Actor != "console:olga" ||
+				evs.Events[0].Outcome != "401" || evs.Events[1].Outcome != "401" {
+				t.Fatalf("audit events %+v: want both refused sign-ins", evs.Events)
+			}
 		})
 		t.Run("failed sign-ins are limited per user and per address", func(t *testing.T) {
 			e := newEnv(t, dialect)
@@ -342,8 +350,10 @@ func authCases(t *testing.T, dialect string) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if len(evs.Events) != 1 || evs.Events[0].Actor != "console:vera" || evs.Events[0].Outcome != "403" {
-				t.Fatalf("audit events %+v: want the viewer's refused change", evs.Events)
+			// Newest first: the refused change, then the sign-in.
+			if len(evs.Events) != 2 || evs.Events[0].Actor != "console:vera" || evs.Events[0].Outcome != "403" ||
+				evs.Events[1].Details["route"] != "/login" || evs.Events[1].Outcome != "303" {
+				t.Fatalf("audit events %+v: want the viewer's sign-in and refused change", evs.Events)
 			}
 		})
 		t.Run("sign-out ends the session on the server", func(t *testing.T) {
