@@ -94,4 +94,14 @@ printf 'restore:    both disks in %ss, verified chunk by chunk and identical to 
 printf 'metrics:    hub %s, agent %s (plain HTTP, loopback)\n' "$HUB_METRICS" "$AGENT_METRICS"
 printf 'catalog:    %s\n' "$(hub vms list --name pgtest1 | head -n 2 | tail -n 1)"
 printf 'total:      %ss\n' "$(since "$t0")"
+
+# A console user with a password made for this run only: it ends with the demo's hub.
+CONSOLE_PW=$(head -c 18 /dev/urandom | base64 | tr -d '/+=')
+printf '%s\n' "$CONSOLE_PW" >"$W/console-password"
+hub user add demo --role admin --password-file "$W/console-password" >/dev/null
+printf 'console:    %s/ (user demo, password %s; the certificate is the hub CA %s)\n' "$HUB" "$CONSOLE_PW" "$W/hub/pki/ca.crt"
 echo "demo OK"
+if [ -n "${DEMO_HOLD:-}" ]; then
+  echo "DEMO_HOLD is set: the lab, hub and agent keep running for the console; Ctrl-C stops them"
+  while :; do sleep 3600; done
+fi

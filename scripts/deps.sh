@@ -11,6 +11,8 @@ command -v curl >/dev/null 2>&1 || need+=(curl ca-certificates)
 [ -x /usr/bin/time ] || need+=(time)
 command -v rpm >/dev/null 2>&1 || need+=(rpm)
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
+# The console's browser test (agent/internal/consoletest) drives headless Chromium.
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
 
 if [ ${#need[@]} -gt 0 ]; then
   echo "deps.sh: installing ${need[*]} with apt" >&2

@@ -70,6 +70,7 @@ func newRootCmd(e *env) *cobra.Command {
 		newEventsCmd(e),
 		newRestoreTestCmd(e),
 		newReportCmd(e),
+		newUserCmd(e),
 		&cobra.Command{
 			Use:   "version",
 			Short: "Print the version",

@@ -17,10 +17,12 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/sendense/sendense/hub/internal/accounts"
 	"github.com/sendense/sendense/hub/internal/api"
 	"github.com/sendense/sendense/hub/internal/catalog"
 	"github.com/sendense/sendense/hub/internal/config"
 	"github.com/sendense/sendense/hub/internal/connlimit"
+	"github.com/sendense/sendense/hub/internal/console"
 	"github.com/sendense/sendense/hub/internal/events"
 	"github.com/sendense/sendense/hub/internal/gc"
 	"github.com/sendense/sendense/hub/internal/identity"
@@ -131,8 +133,16 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 			policies.PruneVM(pctx, j.VMContextID)
 		}()
 	}
-	apiSrv := api.New(api.Deps{Log: log, Registry: reg, Catalog: cat, Repository: defRepo, Identity: ids, Inventory: inv, Backup: backups, Restores: backups, Ingest: ingest.New(cat, repos, log, reg), Restore: restores, Repositories: repos, Policies: policies, RestoreTests: tests, Events: events.New(cat, log), Started: started,
-		Limits: api.Limits{BodyTimeout: cfg.RequestBodyTimeout, UploadMinRate: cfg.UploadMinKiBPerSecond << 10}})
+	evs := events.New(cat, log)
+	cons, err := console.New(console.Deps{Log: log, Accounts: accounts.New(cat, log, accounts.Options{}), VMs: inv, Backups: backups, Images: restores, Restores: backups,
+		Policies: policies, Agents: ids, Repositories: repos, Events: evs, Verify: verifier, Status: api.StatusOf,
+		Certificates: map[string]time.Time{"ca": ca.Cert.NotAfter, "server": cert.Leaf.NotAfter}})
+	if err != nil {
+		return err
+	}
+	apiSrv := api.New(api.Deps{Log: log, Registry: reg, Catalog: cat, Repository: defRepo, Identity: ids, Inventory: inv, Backup: backups, Restores: backups, Ingest: ingest.New(cat, repos, log, reg), Restore: restores, Repositories: repos, Policies: policies, RestoreTests: tests, Events: evs, Started: started,
+		Limits:  api.Limits{BodyTimeout: cfg.RequestBodyTimeout, UploadMinRate: cfg.UploadMinKiBPerSecond << 10},
+		Console: cons, ConsolePaths: console.Paths()})
 
 	tcpln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {

@@ -32,8 +32,8 @@ func (s *Server) audit() gin.HandlerFunc {
 			return
 		}
 		route := c.FullPath()
-		if route == "" || strings.HasPrefix(route, agentBase+"/") {
-			return // unmatched (404/405), or an agent's request
+		if route == "" || strings.HasPrefix(route, agentBase+"/") || !strings.HasPrefix(route, apiBase+"/") {
+			return // unmatched (404/405), an agent's request, or the console's (it audits its own, naming the user)
 		}
 		status := strconv.Itoa(c.Writer.Status())
 		actor := c.GetString(ctxTokenName)

@@ -25,6 +25,13 @@ import (
 // errTooLarge is returned by decodeJSON when the body exceeds its cap.
 var errTooLarge = errors.New("request body too large")
 
+// StatusOf is the HTTP status the API answers err with: the one mapping of domain errors to
+// status codes, also used by the console.
+func StatusOf(err error) int {
+	code, _ := statusOf(err)
+	return code
+}
+
 // statusOf is the one place where domain errors become HTTP status codes and error codes.
 func statusOf(err error) (int, string) {
 	var fe *api.FieldError

@@ -180,7 +180,7 @@ func (b *deadlineBody) Read(p []byte) (int, error) {
 // read.
 func (s *Server) limitUnauthenticated() gin.HandlerFunc {
 	return func(c *gin.Context) {
-		if !unauthenticated(c) {
+		if !unauthenticated(c) || (s.deps.Console != nil && s.deps.Console.HasSession(c.Request)) {
 			c.Next()
 			return
 		}

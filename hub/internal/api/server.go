@@ -52,6 +52,20 @@ type Deps struct {
 	Started      time.Time
 	// Limits bound slow and anonymous clients; zero fields select the defaults.
 	Limits Limits
+	// Console is the web console, served beside the API on the paths ConsolePaths lists (nil:
+	// no console).
+	Console      consoleHandler
+	ConsolePaths []string
+}
+
+// consoleHandler serves the web console. It is mounted as a plain http.Handler: its pages are
+// rendered with html/template in its own package, and Gin stays here, where it routes the
+// console's paths to it beside the API's.
+type consoleHandler interface {
+	http.Handler
+	// HasSession reports whether a request carries a console session cookie: such requests
+	// count as credentialed for the limits on anonymous clients, as bearer tokens do.
+	HasSession(r *http.Request) bool
 }
 
 // Server is the hub's HTTP API.
@@ -113,6 +127,7 @@ func New(d Deps) *Server {
 	s.registerRestoreTests(v1)
 	s.registerEvents(v1)
 	s.registerOpenAPI()
+	s.registerConsole()
 	return s
 }
 
@@ -151,11 +166,14 @@ func (s *Server) Drain() { s.drainOnce.Do(func() { close(s.draining) }) }
 // Handler returns the HTTP handler.
 func (s *Server) Handler() http.Handler { return s.engine }
 
-// Endpoints lists the registered routes, read from the router.
+// Endpoints lists the registered API routes, read from the router.
 func (s *Server) Endpoints() []api.Endpoint {
 	routes := s.engine.Routes()
 	out := make([]api.Endpoint, 0, len(routes))
 	for _, r := range routes {
+		if !strings.HasPrefix(r.Path, apiBase+"/") {
+			continue // the console's pages are not API endpoints
+		}
 		out = append(out, api.Endpoint{Method: r.Method, Path: r.Path})
 	}
 	sort.Slice(out, func(i, j int) bool {
@@ -200,4 +218,24 @@ func (s *Server) health(c *gin.Context) {
 		code = http.StatusServiceUnavailable
 	}
 	c.JSON(code, h)
+}
+
+// registerConsole routes every path of the console (a first segment and everything below it)
+// to its handler; the API's own paths all lie under /api/ and never overlap them.
+func (s *Server) registerConsole() {
+	if s.deps.Console == nil {
+		return
+	}
+	h := gin.WrapH(s.deps.Console)
+	for _, p := range s.deps.ConsolePaths {
+		if strings.HasPrefix(p, "/api") {
+			panic("console path " + p + " overlaps the API")
+		}
+		if p == "/" {
+			s.engine.GET("/", h)
+			continue
+		}
+		s.engine.Any(p, h)
+		s.engine.Any(p+"/*rest", h)
+	}
 }

@@ -176,29 +176,63 @@ func (s *Service) backupType(ctx context.Context, p *catalog.Policy, vm *catalog
 // (a policy's own window: a nightly policy tolerates one missed night), or that never had one
 // although the policy is older than that.
 func (s *Service) overdue(ctx context.Context, p *catalog.Policy, covered []catalog.VMWithSource) (int, error) {
+	ids, err := s.overdueVMs(ctx, p, covered)
+	return len(ids), err
+}
+
+// overdueVMs lists the context ids of the VMs overdue counts.
+func (s *Service) overdueVMs(ctx context.Context, p *catalog.Policy, covered []catalog.VMWithSource) ([]string, error) {
 	if !p.Enabled || len(covered) == 0 || isRestoreTest(p) {
-		return 0, nil
+		return nil, nil
 	}
 	sched, err := schedule.Parse(p.Schedule, p.Timezone)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	now := s.now()
 	n1 := sched.Next(now)
 	window := 2 * sched.Next(n1).Sub(n1)
 	last, err := s.cat.LastSuccessByVM(ctx, p.RepositoryID)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
-	count := 0
+	var out []string
 	for _, vm := range covered {
 		t, ok := last[vm.ContextID]
 		switch {
 		case ok && now.Sub(t) > window:
-			count++
+			out = append(out, vm.ContextID)
 		case !ok && now.Sub(p.CreatedAt) > window:
-			count++
+			out = append(out, vm.ContextID)
 		}
 	}
-	return count, nil
+	return out, nil
+}
+
+// OverdueVMs lists the context ids of the VMs that some enabled policy covers and whose last
+// successful backup is older than two of that policy's periods (see overdue), each once.
+func (s *Service) OverdueVMs(ctx context.Context) ([]string, error) {
+	ps, err := s.cat.Policies(ctx)
+	if err != nil {
+		return nil, err
+	}
+	seen := map[string]bool{}
+	var out []string
+	for i := range ps {
+		covered, err := s.Covered(ctx, &ps[i])
+		if err != nil {
+			return nil, err
+		}
+		ids, err := s.overdueVMs(ctx, &ps[i], covered)
+		if err != nil {
+			return nil, fmt.Errorf("policy %s: %w", ps[i].Name, err)
+		}
+		for _, id := range ids {
+			if !seen[id] {
+				seen[id] = true
+				out = append(out, id)
+			}
+		}
+	}
+	return out, nil
 }

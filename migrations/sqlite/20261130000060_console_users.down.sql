@@ -1,0 +1,3 @@
+DROP TABLE IF EXISTS console_sessions;
+--bun:split
+DROP TABLE IF EXISTS console_users;
