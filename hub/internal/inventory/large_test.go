@@ -3,6 +3,7 @@ package inventory_test
 import (
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -28,8 +29,10 @@ func largeInventory(vms, disks int) *api.Inventory {
 }
 
 // A large inventory is applied in short transactions: while it is being written on SQLite (one
-// writer at a time), another agent's heartbeat and small push go through promptly, and the large
-// push still ends complete.
+// writer at a time), another agent's heartbeats and small pushes go through between them — they
+// finish while the large push is still being applied, not behind it — and the large push still
+// ends complete. The test counts what finished alongside rather than timing it: these machines
+// are shared and noisy.
 func TestLargeInventoryDoesNotBlockOtherAgents(t *testing.T) {
 	if testing.Short() {
 		t.Skip("writes 20,000 VMs")
@@ -45,19 +48,24 @@ func TestLargeInventoryDoesNotBlockOtherAgents(t *testing.T) {
 	big := largeInventory(vms, disks)
 
 	done := make(chan error, 1)
-	var res api.InventoryResult
+	var (
+		res      api.InventoryResult
+		finished atomic.Bool
+	)
 	go func() {
 		var err error
 		res, err = s.Apply(t.Context(), "agent-big", "192.0.2.1", big)
+		finished.Store(true)
 		done <- err
 	}()
 	// Let the large push get past validation and into the catalog, then heartbeat and push from
 	// the other agent alongside it, timing each.
 	time.Sleep(300 * time.Millisecond)
 	var (
-		mu      sync.Mutex
-		slowest time.Duration
-		calls   int
+		mu        sync.Mutex
+		slowest   time.Duration
+		calls     int
+		alongside int // calls that finished while the large push was still being applied
 	)
 	small := pgtest1()
 	for running := true; running; {
@@ -79,15 +87,17 @@ func TestLargeInventoryDoesNotBlockOtherAgents(t *testing.T) {
 		}
 		mu.Lock()
 		slowest, calls = max(slowest, time.Since(start)), calls+1
+		if !finished.Load() {
+			alongside++
+		}
 		mu.Unlock()
 		time.Sleep(20 * time.Millisecond)
 	}
-	t.Logf("large push: %.1fs; %d heartbeats and small pushes alongside, slowest %s", res.ElapsedSecs, calls, slowest)
-	if calls == 0 {
-		t.Fatal("no heartbeat ran while the large push was applied")
-	}
-	if slowest > time.Second {
-		t.Fatalf("a heartbeat and a small push waited %s behind the large push", slowest)
+	t.Logf("large push: %.1fs; %d heartbeats and small pushes, %d of them finished alongside it, slowest %s", res.ElapsedSecs, calls, alongside, slowest)
+	// One transaction for the whole inventory would hold the only writer until the end: the first
+	// heartbeat would finish after the large push, and none alongside it.
+	if alongside < 3 {
+		t.Fatalf("only %d of %d heartbeats and small pushes finished while the large push was applied: they waited behind it", alongside, calls)
 	}
 	if res.VMs != vms || res.Disks != vms*disks || len(res.Events) != vms {
 		t.Fatalf("large push result: %d vms, %d disks, %d events", res.VMs, res.Disks, len(res.Events))
