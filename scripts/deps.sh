@@ -11,6 +11,8 @@ command -v curl >/dev/null 2>&1 || need+=(curl ca-certificates)
 [ -x /usr/bin/time ] || need+=(time)
 command -v rpm >/dev/null 2>&1 || need+=(rpm)
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
+# mkfs.ext4 -d builds the filesystems file-level restore is tested on (hub/internal/files).
+command -v mkfs.ext4 >/dev/null 2>&1 || [ -x /usr/sbin/mkfs.ext4 ] || need+=(e2fsprogs)
 
 if [ ${#need[@]} -gt 0 ]; then
   echo "deps.sh: installing ${need[*]} with apt" >&2
