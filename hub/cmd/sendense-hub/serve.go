@@ -22,6 +22,7 @@ import (
 	"github.com/sendense/sendense/hub/internal/config"
 	"github.com/sendense/sendense/hub/internal/connlimit"
 	"github.com/sendense/sendense/hub/internal/events"
+	"github.com/sendense/sendense/hub/internal/files"
 	"github.com/sendense/sendense/hub/internal/gc"
 	"github.com/sendense/sendense/hub/internal/identity"
 	"github.com/sendense/sendense/hub/internal/ingest"
@@ -119,7 +120,8 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 			policies.PruneVM(pctx, j.VMContextID)
 		}()
 	}
-	apiSrv := api.New(api.Deps{Log: log, Registry: reg, Catalog: cat, Repository: defRepo, Identity: ids, Inventory: inv, Backup: backups, Restores: backups, Ingest: ingest.New(cat, repos, log, reg), Restore: restore.New(cat, restoreRepos(repos), reg), Repositories: repos, Policies: policies, Events: events.New(cat, log), Started: started,
+	restoreSvc := restore.New(cat, restoreRepos(repos), reg)
+	apiSrv := api.New(api.Deps{Log: log, Registry: reg, Catalog: cat, Repository: defRepo, Identity: ids, Inventory: inv, Backup: backups, Restores: backups, Ingest: ingest.New(cat, repos, log, reg), Restore: restoreSvc, Files: files.NewService(restoreSvc, reg), Repositories: repos, Policies: policies, Events: events.New(cat, log), Started: started,
 		Limits: api.Limits{BodyTimeout: cfg.RequestBodyTimeout, UploadMinRate: cfg.UploadMinKiBPerSecond << 10}})
 
 	tcpln, err := net.Listen("tcp", cfg.Listen)

@@ -27,6 +27,7 @@ import (
 	"github.com/sendense/sendense/hub/internal/catalog/catalogtest"
 	"github.com/sendense/sendense/hub/internal/check"
 	"github.com/sendense/sendense/hub/internal/events"
+	"github.com/sendense/sendense/hub/internal/files"
 	"github.com/sendense/sendense/hub/internal/gc"
 	"github.com/sendense/sendense/hub/internal/identity"
 	"github.com/sendense/sendense/hub/internal/ingest"
@@ -117,7 +118,8 @@ func newTestHub(t *testing.T, c *catalog.Catalog, opts ...hubOptions) *testHub {
 		t.Fatal(err)
 	}
 	backups := jobs.New(c, repos, log, reg, jobs.Options{Now: clock.Now, PollInterval: o.pollInterval})
-	srv := hubapi.New(hubapi.Deps{Log: log, Registry: reg, Catalog: c, Repository: repo, Identity: ids, Inventory: inv, Backup: backups, Restores: backups, Ingest: ingest.New(c, repos, log, reg), Restore: restore.New(c, restoreRepos(repos), reg), Repositories: repos,
+	restoreSvc := restore.New(c, restoreRepos(repos), reg)
+	srv := hubapi.New(hubapi.Deps{Log: log, Registry: reg, Catalog: c, Repository: repo, Identity: ids, Inventory: inv, Backup: backups, Restores: backups, Ingest: ingest.New(c, repos, log, reg), Restore: restoreSvc, Files: files.NewService(restoreSvc, reg), Repositories: repos,
 		Policies: policy.New(c, backups, log, reg, clock.Now), Events: events.New(c, log), Limits: o.limits})
 	ts := httptest.NewUnstartedServer(srv.Handler())
 	ts.Config.ErrorLog = slog.NewLogLogger(log.Handler(), slog.LevelWarn)
