@@ -17,9 +17,12 @@ import (
 // quarantines it). The answer for that path fails; other paths of the disk still read.
 var ErrDamaged = errors.New("restore point damaged under this path")
 
-// pages is how many pages (chunks) of an image one open disk keeps: 8 × a 4 MiB chunk is 32
-// MiB per request at most.
-const pages = 8
+// One open disk keeps pages pages of at most maxPage bytes of its image: 32 MiB per request.
+// A page is a chunk (4 MiB by default): every read of an image reads and verifies a whole chunk.
+const (
+	pages   = 8
+	maxPage = 4 << 20
+)
 
 // imageOpener opens a disk of a restore point (restore.Service).
 type imageOpener interface {
@@ -80,7 +83,7 @@ func (s *Service) Open(ctx context.Context, backupID, diskID string) (*Browser, 
 	if err != nil {
 		return nil, err
 	}
-	d, err := OpenDisk(img.Reader(ctx), img.Size(), img.Index().ChunkSize, pages)
+	d, err := OpenDisk(img.Reader(ctx), img.Size(), min(img.Index().ChunkSize, maxPage), pages)
 	if err != nil {
 		return nil, fmt.Errorf("backup %s disk %s: %w", backupID, diskID, damaged(err))
 	}
