@@ -4,13 +4,16 @@ import (
 	"archive/tar"
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/sendense/sendense/hub/internal/files"
 	"github.com/sendense/sendense/hub/internal/files/filestest"
@@ -234,5 +237,59 @@ func TestWriteTar(t *testing.T) {
 	}
 	if len(got) != len(want) || copied != total {
 		t.Fatalf("archive holds %v (%d bytes, %d counted), want %d entries", got, total, copied, len(want))
+	}
+}
+
+// mkfs.ext4 -d keeps whole seconds: debugfs sets the nanoseconds and the epoch bits (the
+// years after 2038) of the extra timestamp, which the reader must combine.
+func TestMtimeNanosecondsAndEpoch(t *testing.T) {
+	src := filepath.Join(t.TempDir(), "src")
+	for _, n := range []string{"a", "b"} {
+		if err := os.MkdirAll(src, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(src, n), []byte(n), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	when := time.Date(2024, 2, 29, 12, 34, 56, 0, time.UTC)
+	if err := os.Chtimes(filepath.Join(src, "a"), when, when); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chtimes(filepath.Join(src, "b"), when, when); err != nil {
+		t.Fatal(err)
+	}
+	debugfs, err := exec.LookPath("debugfs")
+	if err != nil {
+		debugfs = "/usr/sbin/debugfs"
+	}
+	img := filepath.Join(t.TempDir(), "fs.img")
+	if err := os.WriteFile(img, filestest.MkfsExt4(t, src, 4<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, cmd := range []string{
+		fmt.Sprintf("sif /a mtime_extra %#x", 123456789<<2),   // nanoseconds, epoch 0
+		fmt.Sprintf("sif /b mtime_extra %#x", 987654321<<2|1), // and one epoch later: 2160
+	} {
+		if out, err := exec.Command(debugfs, "-w", "-R", cmd, img).CombinedOutput(); err != nil {
+			t.Fatalf("debugfs %s: %v\n%s", cmd, err, out)
+		}
+	}
+	b, err := os.ReadFile(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := files.OpenDisk(bytes.NewReader(b), int64(len(b)), 1<<20, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, want := range map[string]time.Time{
+		"a": when.Add(123456789),
+		"b": time.Unix(when.Unix()+1<<32, 987654321).UTC(),
+	} {
+		e, err := d.Stat("/disk/" + name)
+		if err != nil || !e.Mtime.Equal(want) {
+			t.Fatalf("%s: mtime %v (%v), want %v", name, e.Mtime, err, want)
+		}
 	}
 }
