@@ -386,6 +386,9 @@ func (fs *ext4) readDir(in *ext4Inode, fn func(dirent) (stop bool)) error {
 	if in.flags&(ext4FlagInline|ext4FlagEncrypt) != 0 {
 		return fmt.Errorf("ext4: directory inode %d: inline or encrypted directories are not read: %w", in.ino, ErrUnsupported)
 	}
+	if in.size > maxDirBytes {
+		return fmt.Errorf("ext4: directory inode %d of %d bytes, over %d: %w", in.ino, in.size, maxDirBytes, ErrTooLarge)
+	}
 	le := binary.LittleEndian
 	f := ext4File{fs, in}
 	blk := make([]byte, fs.bs)
