@@ -149,6 +149,18 @@ func TestReadExt4BehindEveryTable(t *testing.T) {
 	}
 }
 
+// Without the extent feature (ext2/ext3 layout), files map their blocks through direct, single,
+// double indirect blocks: big.bin (2,305 blocks) needs the double, sparse.img holes in them.
+func TestReadBlockMappedFiles(t *testing.T) {
+	src, _ := tree(t)
+	fs := filestest.MkfsExt4(t, src, 48<<20, "-O", "^extent,^64bit,^flex_bg,^huge_file,^dir_nlink,^extra_isize,^metadata_csum")
+	d, err := files.OpenDisk(bytes.NewReader(fs), int64(len(fs)), 4<<20, 8)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkTree(t, d, "disk", src)
+}
+
 func TestPathsAreNormalised(t *testing.T) {
 	src, fs := tree(t)
 	disk := filestest.GPTDisk(fs)
