@@ -46,8 +46,8 @@ const (
 	maxDirEntries = 1 << 20 // entries of one directory listed (about 300 MiB at most of names)
 	// maxDirBytes bounds the blocks of one directory read: a hostile directory can map one block
 	// at every offset of a 16 TiB size. 1<<20 entries of the longest name take 264 MiB.
-	maxDirBytes = 512 << 20
-	maxTreeDepth  = 256     // directory levels an archive descends
+	maxDirBytes  = 512 << 20
+	maxTreeDepth = 256 // directory levels an archive descends
 )
 
 // Entry types, as the API names them.
