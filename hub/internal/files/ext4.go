@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 )
 
@@ -332,6 +333,7 @@ func (f ext4File) ReadAt(p []byte, off int64) (int, error) {
 		if err != nil {
 			return n, err
 		}
+		run = max(run, 1)                            // a hostile tree must not stall the loop
 		avail := int64(min(run, 1<<20))*f.fs.bs - in // bounded so that the product cannot overflow
 		want := min(int64(len(p)-n), f.in.size-pos, avail)
 		if phys == 0 {
@@ -414,7 +416,9 @@ func (fs *ext4) readDir(in *ext4Inode, fn func(dirent) (stop bool)) error {
 			}
 			name := string(b[p+8 : p+8+nameLen])
 			p += rec
-			if ino == 0 || name == "." || name == ".." || nameLen == 0 {
+			if ino == 0 || name == "." || name == ".." || nameLen == 0 || strings.ContainsAny(name, "/\x00") {
+				// Unused, the links up, or a name no filesystem writes (a hostile image's "../x"
+				// would escape the directory an archive is extracted into).
 				continue
 			}
 			if count++; count > maxDirEntries {
