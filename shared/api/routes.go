@@ -53,11 +53,6 @@ const (
 	PathBackupChain   = "/api/v1/backups/{id}/chain" // {id} is a VM name or context id (the seed system's route)
 	PathBackupImage   = "/api/v1/backups/{id}/disks/{disk}/image"
 	PathBackupVM      = "/api/v1/backups/{id}/vm" // GET: the VM configuration of a restore point
-	// File-level restore: ?path=/p1/etc lists a directory of a disk's volumes, downloads one
-	// file (Range) or streams a directory as tar.
-	PathBackupFiles       = "/api/v1/backups/{id}/disks/{disk}/files"
-	PathBackupFileContent = "/api/v1/backups/{id}/disks/{disk}/files/content"
-	PathBackupFileArchive = "/api/v1/backups/{id}/disks/{disk}/files/archive"
 	PathBackupProtect = "/api/v1/backups/{id}/protect"
 	PathBackupUnprot  = "/api/v1/backups/{id}/unprotect"
 	PathRestores      = "/api/v1/restores"             // POST: restore a backup (new VM or in place); GET: list
@@ -68,6 +63,12 @@ const (
 	PathPolicy        = "/api/v1/policies/{name}"
 	PathEvents        = "/api/v1/events"
 	PathOpenAPI       = "/api/v1/openapi.json"
+
+	// File-level restore: ?path=/p1/etc lists a directory of a disk's volumes, downloads one
+	// file (Range) or streams a directory as tar.
+	PathBackupFiles       = "/api/v1/backups/{id}/disks/{disk}/files"
+	PathBackupFileContent = "/api/v1/backups/{id}/disks/{disk}/files/content"
+	PathBackupFileArchive = "/api/v1/backups/{id}/disks/{disk}/files/archive"
 )
 
 // Path fills the {parameters} of route, in order, with params, each escaped as one path segment.
