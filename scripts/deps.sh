@@ -13,6 +13,8 @@ command -v rpm >/dev/null 2>&1 || need+=(rpm)
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 # The console's browser test (agent/internal/consoletest) drives headless Chromium.
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
+# mkfs.ext4 -d builds the filesystems file-level restore is tested on (hub/internal/files).
+command -v mkfs.ext4 >/dev/null 2>&1 || [ -x /usr/sbin/mkfs.ext4 ] || need+=(e2fsprogs)
 
 if [ ${#need[@]} -gt 0 ]; then
   echo "deps.sh: installing ${need[*]} with apt" >&2

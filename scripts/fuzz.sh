@@ -34,6 +34,7 @@ targets=(
   "hub ./internal/api FuzzDecodeJSON"
   "hub ./internal/pki FuzzSignAgentCSR"
   "hub ./internal/schedule FuzzParse"
+  "hub ./internal/files FuzzOpenDisk"
   "agent ./internal/nbd FuzzServerBytes"
 )
 

@@ -25,6 +25,8 @@ const (
 	CodeUnavailable     = "unavailable"
 	CodeStorageFull     = "storage_full" // 507: a file system the hub writes (a repository, the catalog) is full
 	CodeInternal        = "internal"
+	CodeDamaged         = "damaged"       // 500: a chunk the answer needs is missing or fails its checks (quarantined)
+	CodeUnprocessable   = "unprocessable" // 422: the restore point's filesystem cannot be read (unsupported, damaged)
 )
 
 // Page is the pagination envelope of list responses.

@@ -65,6 +65,12 @@ const (
 	PathRestoreTests  = "/api/v1/restore-tests"      // POST: start a restore test; GET: list (?vm, since, result)
 	PathRestoreTest   = "/api/v1/restore-tests/{id}" // GET: one restore test with its evidence
 	PathOpenAPI       = "/api/v1/openapi.json"
+
+	// File-level restore: ?path=/p1/etc lists a directory of a disk's volumes, downloads one
+	// file (Range) or streams a directory as tar.
+	PathBackupFiles       = "/api/v1/backups/{id}/disks/{disk}/files"
+	PathBackupFileContent = "/api/v1/backups/{id}/disks/{disk}/files/content"
+	PathBackupFileArchive = "/api/v1/backups/{id}/disks/{disk}/files/archive"
 )
 
 // Path fills the {parameters} of route, in order, with params, each escaped as one path segment.

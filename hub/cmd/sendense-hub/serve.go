@@ -24,6 +24,7 @@ import (
 	"github.com/sendense/sendense/hub/internal/connlimit"
 	"github.com/sendense/sendense/hub/internal/console"
 	"github.com/sendense/sendense/hub/internal/events"
+	"github.com/sendense/sendense/hub/internal/files"
 	"github.com/sendense/sendense/hub/internal/gc"
 	"github.com/sendense/sendense/hub/internal/identity"
 	"github.com/sendense/sendense/hub/internal/ingest"
@@ -140,7 +141,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	apiSrv := api.New(api.Deps{Log: log, Registry: reg, Catalog: cat, Repository: defRepo, Identity: ids, Inventory: inv, Backup: backups, Restores: backups, Ingest: ingest.New(cat, repos, log, reg), Restore: restores, Repositories: repos, Policies: policies, RestoreTests: tests, Events: evs, Started: started,
+	apiSrv := api.New(api.Deps{Log: log, Registry: reg, Catalog: cat, Repository: defRepo, Identity: ids, Inventory: inv, Backup: backups, Restores: backups, Ingest: ingest.New(cat, repos, log, reg), Restore: restores, Files: files.NewService(restores, reg), Repositories: repos, Policies: policies, RestoreTests: tests, Events: evs, Started: started,
 		Limits:  api.Limits{BodyTimeout: cfg.RequestBodyTimeout, UploadMinRate: cfg.UploadMinKiBPerSecond << 10},
 		Console: cons, ConsolePaths: console.Paths()})
 

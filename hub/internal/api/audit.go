@@ -35,24 +35,39 @@ func (s *Server) audit() gin.HandlerFunc {
 		if route == "" || strings.HasPrefix(route, agentBase+"/") || !strings.HasPrefix(route, apiBase+"/") {
 			return // unmatched (404/405), an agent's request, or the console's (it audits its own, naming the user)
 		}
-		status := strconv.Itoa(c.Writer.Status())
-		actor := c.GetString(ctxTokenName)
-		if actor == "" {
-			actor = c.GetString(ctxAgentID) // an enrollment: the agent it created
-		}
-		e := api.Event{
-			Type: api.EventAudit, Actor: actor, AgentID: c.GetString(ctxAgentID),
-			SourceAddress: c.ClientIP(), Outcome: status,
-			Details: map[string]string{"method": c.Request.Method, "route": route, "path": c.Request.URL.Path, "status": status},
-		}
-		if id := c.GetString(ctxTokenID); id != "" {
-			e.Details["api_token_id"] = id
-		}
-		ctx, cancel := context.WithTimeout(context.WithoutCancel(c.Request.Context()), 5*time.Second)
-		defer cancel()
-		if err := s.deps.Events.Record(ctx, e); err != nil {
-			s.auditFailures.Inc()
-			s.deps.Log.ErrorContext(ctx, "record audit event", "method", c.Request.Method, "route", route, "status", status, "err", err)
-		}
+		s.recordAudit(c, auditEvent(c))
+	}
+}
+
+// auditEvent is the audit event of the request c has answered: who (the API token's name and
+// id, or the agent), from where, what (method, route, path) and the status code.
+func auditEvent(c *gin.Context) api.Event {
+	status := strconv.Itoa(c.Writer.Status())
+	actor := c.GetString(ctxTokenName)
+	if actor == "" {
+		actor = c.GetString(ctxAgentID) // an enrollment: the agent it created
+	}
+	e := api.Event{
+		Type: api.EventAudit, Actor: actor, AgentID: c.GetString(ctxAgentID),
+		SourceAddress: c.ClientIP(), Outcome: status,
+		Details: map[string]string{"method": c.Request.Method, "route": c.FullPath(), "path": c.Request.URL.Path, "status": status},
+	}
+	if id := c.GetString(ctxTokenID); id != "" {
+		e.Details["api_token_id"] = id
+	}
+	return e
+}
+
+// recordAudit stores e under a context of its own, so that a client that hung up does not
+// lose the record; a failure is logged and counted.
+func (s *Server) recordAudit(c *gin.Context, e api.Event) {
+	if s.deps.Events == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(c.Request.Context()), 5*time.Second)
+	defer cancel()
+	if err := s.deps.Events.Record(ctx, e); err != nil {
+		s.auditFailures.Inc()
+		s.deps.Log.ErrorContext(ctx, "record audit event", "method", c.Request.Method, "route", e.Details["route"], "status", e.Outcome, "err", err)
 	}
 }

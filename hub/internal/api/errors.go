@@ -7,12 +7,14 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"syscall"
 
 	"github.com/gin-gonic/gin"
 
 	"github.com/sendense/sendense/hub/internal/catalog"
+	"github.com/sendense/sendense/hub/internal/files"
 	"github.com/sendense/sendense/hub/internal/identity"
 	"github.com/sendense/sendense/hub/internal/ingest"
 	"github.com/sendense/sendense/hub/internal/inventory"
@@ -58,6 +60,14 @@ func statusOf(err error) (int, string) {
 		errors.Is(err, identity.ErrTokenExpired), errors.Is(err, identity.ErrTokenRevoked),
 		errors.Is(err, catalog.ErrNotYours):
 		return http.StatusForbidden, api.CodeForbidden
+	case errors.Is(err, files.ErrBadPath), errors.Is(err, files.ErrNotDir), errors.Is(err, files.ErrNotFile):
+		return http.StatusBadRequest, api.CodeInvalid
+	case errors.Is(err, files.ErrNotFound):
+		return http.StatusNotFound, api.CodeNotFound
+	case errors.Is(err, files.ErrDamaged):
+		return http.StatusInternalServerError, api.CodeDamaged
+	case errors.Is(err, files.ErrUnsupported), errors.Is(err, files.ErrCorrupt), errors.Is(err, files.ErrTooLarge):
+		return http.StatusUnprocessableEntity, api.CodeUnprocessable
 	case errors.Is(err, restore.ErrNotRestorable):
 		return http.StatusConflict, api.CodeConflict
 	case errors.Is(err, repository.ErrIndexNotFound), errors.Is(err, repository.ErrIndexDamaged),
@@ -85,11 +95,15 @@ func (s *Server) fail(c *gin.Context, err error) {
 	if errors.As(err, &fe) {
 		body.Field = fe.Field
 	}
-	switch code {
-	case http.StatusInternalServerError:
+	switch {
+	case ecode == api.CodeDamaged:
+		// The error names chunk files of the repository: they stay in the hub's log.
+		s.deps.Log.ErrorContext(c.Request.Context(), "request failed: restore point damaged", "route", c.FullPath(), "err", err)
+		body.Error = "path " + strconv.Quote(c.Query("path")) + ": a chunk under it is missing or fails its checks (it is quarantined: see the chunk_quarantined events; the next backup of these bytes uploads it again); nothing of it was served"
+	case code == http.StatusInternalServerError:
 		s.deps.Log.ErrorContext(c.Request.Context(), "request failed", "route", c.FullPath(), "err", err)
 		body.Error = "internal error"
-	case http.StatusInsufficientStorage:
+	case code == http.StatusInsufficientStorage:
 		// The error names the hub's file paths: they stay in the hub's log.
 		s.deps.Log.ErrorContext(c.Request.Context(), "request failed: out of space", "route", c.FullPath(), "err", err)
 		body.Error = "the hub is out of storage space (no space left on a repository or catalog file system); free space or add capacity, then retry"

@@ -55,15 +55,25 @@ const (
 	ctxRole      = "role"
 )
 
-// recovery turns a panic into a logged 500 with the standard error body.
+// recovery turns a panic into a logged 500 with the standard error body. A panic with
+// http.ErrAbortHandler (a download that found damage after its status was sent) goes on to
+// net/http, which closes the connection without ending the response: gin's own recovery
+// swallows it as a broken pipe and lets a chunked response end cleanly, as if complete.
 func (s *Server) recovery() gin.HandlerFunc {
-	return gin.CustomRecoveryWithWriter(nil, func(c *gin.Context, rec any) {
-		if rec == http.ErrAbortHandler {
-			panic(rec) // a deliberate abort: let net/http close the connection
-		}
-		s.deps.Log.ErrorContext(c.Request.Context(), "panic in handler", "route", c.FullPath(), "err", fmt.Sprint(rec))
-		c.AbortWithStatusJSON(http.StatusInternalServerError, api.Error{Error: "internal error", Code: api.CodeInternal})
-	})
+	return func(c *gin.Context) {
+		defer func() {
+			rec := recover()
+			if rec == nil {
+				return
+			}
+			if rec == http.ErrAbortHandler {
+				panic(rec)
+			}
+			s.deps.Log.ErrorContext(c.Request.Context(), "panic in handler", "route", c.FullPath(), "err", fmt.Sprint(rec))
+			c.AbortWithStatusJSON(http.StatusInternalServerError, api.Error{Error: "internal error", Code: api.CodeInternal})
+		}()
+		c.Next()
+	}
 }
 
 type httpMetrics struct {

@@ -41,6 +41,8 @@ type Deps struct {
 	Backup     backupService
 	Ingest     ingestService
 	Restore    restoreService
+	// Files browses the files of restore points (nil: the routes answer 500).
+	Files fileService
 	// Restores queues restores as new VMs and hands them to agents (nil: the routes answer 500).
 	Restores restoreJobService
 	// Repositories lists and creates repositories.
@@ -121,6 +123,7 @@ func New(d Deps) *Server {
 	s.registerBackup(agent, v1)
 	s.registerIngest(agent)
 	s.registerRestore(v1)
+	s.registerFiles(v1)
 	s.registerRestoreJobs(agent, v1)
 	s.registerRepositories(v1)
 	s.registerPolicies(v1)
