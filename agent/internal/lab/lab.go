@@ -9,6 +9,9 @@
 //   - With CBT on, each snapshot stamps every tracked disk's ChangeId "<uuid>/<n>", the UUID in
 //     vSphere's "52 xx xx xx xx xx xx xx-xx xx xx xx xx xx xx xx" form. QueryChangedDiskAreas
 //     answers one window (Options.QueryWindow) per call; "*" lists the allocated areas.
+//   - Imports (ResourcePool.ImportVApp) keep what is uploaded into their lease: a
+//     stream-optimized VMDK is written, sparsely, into the new disk's flat file; leases expire
+//     without renewal (Options.LeaseTimeout). See nfc.go.
 //   - Faults: FileFault when change tracking is off, unsupported (independent disks,
 //     DiskSpec.CBTUnsupported) or was reset since the change ID or snapshot; InvalidArgument for
 //     a malformed change ID, one newer than the snapshot, an unknown device key or an offset
