@@ -28,8 +28,8 @@ func (e *env) refused(method, path string, in any) (int, string) {
 }
 
 // An in-place restore brings changed blocks back, keeps the VM's identity and makes the next
-// backup a full one; a wrong or missing confirmation and a queued backup refuse it, and a
-// queued in-place restore refuses a backup.
+// backup a full one; a wrong or missing confirmation and a queued or running backup refuse it,
+// and a queued in-place restore refuses a backup.
 func TestRestoreInPlace(t *testing.T) {
 	e := newEnv(t, twoDiskSpec("db1"), envOptions{})
 	b := e.backup("db1", "")
@@ -71,6 +71,10 @@ func TestRestoreInPlace(t *testing.T) {
 	job, err := e.hc.NextJob(t.Context(), 10*time.Second, nil)
 	if err != nil || job == nil {
 		t.Fatalf("claim backup: %v", err)
+	}
+	// Running (claimed by the agent) refuses it too.
+	if code, body := e.refused(http.MethodPost, api.PathRestores, req); code != http.StatusConflict || !strings.Contains(body, "backup") {
+		t.Fatalf("in-place restore while a backup runs: %d %s", code, body)
 	}
 	if err := e.runner.Run(t.Context(), job); err != nil {
 		t.Fatal(err)
