@@ -102,6 +102,7 @@ type state struct {
 	mu      sync.Mutex
 	phase   string
 	vmRef   string
+	wasOn   *bool // in place: the VM's power state before the restore
 	total   int64
 	written atomic.Int64
 }
@@ -109,7 +110,7 @@ type state struct {
 func (s *state) progress() api.RestoreProgress {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return api.RestoreProgress{Phase: s.phase, VMRef: s.vmRef, BytesWritten: s.written.Load(), BytesTotal: s.total}
+	return api.RestoreProgress{Phase: s.phase, VMRef: s.vmRef, BytesWritten: s.written.Load(), BytesTotal: s.total, VMWasOn: s.wasOn}
 }
 
 func (s *state) set(phase, vmRef string) {
@@ -354,8 +355,9 @@ func (r *Runner) importDisk(ctx context.Context, jobID string, d api.RestoreDisk
 }
 
 // runInPlace overwrites the disks of the VM the backup was taken of: checks it (its name is the
-// confirmed one, no snapshots, the backup's disks), powers it off, writes every disk, resets
-// CBT and powers it on again if it was on (or PowerOn asks). The VM is never removed: on an
+// confirmed one, no snapshots, the backup's disks), records its power state on the hub, powers
+// it off, writes every disk, resets CBT and powers it on again if it was on before the first
+// run of the restore (or PowerOn asks). The VM is never removed: on an
 // error it stays powered off with disks that may be partly written, and the error says so.
 func (r *Runner) runInPlace(ctx context.Context, job *api.RestoreJob, target Target, st *state, log *slog.Logger) (string, error) {
 	st.set(api.PhaseChecking, "")
@@ -364,10 +366,23 @@ func (r *Runner) runInPlace(ctx context.Context, job *api.RestoreJob, target Tar
 		return "", err
 	}
 	log = log.With("vm_ref", vm.MoRef())
+	// A resumed run finds the VM off (the earlier run powered it off): the state to come back
+	// to is the one the first run found, which the hub kept. It is recorded on the hub before
+	// the VM is powered off, so a run killed after that is resumed with it.
+	wasOn := vm.WasOn
+	if job.VMWasOn != nil {
+		wasOn = *job.VMWasOn
+	}
+	st.mu.Lock()
+	st.wasOn = &wasOn
+	st.mu.Unlock()
+	if err := r.report(ctx, job.ID, st); err != nil {
+		return "", fmt.Errorf("record the power state of vm %s on the hub: %w", vm.Name, err)
+	}
 	if err := vm.PowerOff(ctx); err != nil {
 		return "", err
 	}
-	log.InfoContext(ctx, "vm powered off for an in-place restore", "was_on", vm.WasOn)
+	log.InfoContext(ctx, "vm powered off for an in-place restore", "was_on", wasOn, "on_now", vm.WasOn, "resumed", job.Resumed)
 	st.set(api.PhaseWriting, "")
 	for _, d := range job.Disks {
 		if err := r.writeDisk(ctx, job.ID, d, vm.Disks[d.DiskID], vm.DatacenterPath(), target, st, log); err != nil {
@@ -377,7 +392,7 @@ func (r *Runner) runInPlace(ctx context.Context, job *api.RestoreJob, target Tar
 	if err := vm.ResetCBT(ctx); err != nil {
 		return "", fmt.Errorf("%w; the disks are restored, but the next backup must be a full one", err)
 	}
-	if vm.WasOn || job.PowerOn {
+	if wasOn || job.PowerOn {
 		if err := vm.PowerOn(ctx); err != nil {
 			return "", fmt.Errorf("%w; the disks are restored", err)
 		}
