@@ -15,6 +15,7 @@ import (
 	"github.com/sendense/sendense/agent/internal/lab"
 	"github.com/sendense/sendense/agent/internal/restore"
 	"github.com/sendense/sendense/shared/api"
+	"github.com/sendense/sendense/shared/testenv"
 )
 
 // The round trip lives with the backup tests: it needs their hub, lab and backup helpers.
@@ -203,4 +204,56 @@ func allocated(t *testing.T, path string) int64 {
 		t.Fatal(err)
 	}
 	return fi.Sys().(*syscall.Stat_t).Blocks * 512
+}
+
+// A restore cancelled while its disks are imported aborts the import lease and removes the
+// half-made VM.
+func TestCancelMidImport(t *testing.T) {
+	spec := lab.Spec{VMs: []lab.VMSpec{{Name: "big1", CBT: true, Disks: []lab.DiskSpec{
+		{Key: 2000, Size: "2GiB", Fill: lab.FillSparse, Data: "512MiB", Seed: 5},
+	}}}}
+	e := newEnv(t, spec, envOptions{})
+	b := e.backup("big1", "")
+	if b.Status != api.JobSucceeded {
+		t.Fatalf("backup: %+v\n%s", b, e.logs)
+	}
+	var queued api.Restore
+	req := api.RestoreRequest{BackupID: b.ID, Target: api.RestoreTarget{Source: "lab", Datacenter: e.lab.Datacenter(), Datastore: e.lab.Datastore(), Name: "big1-restored"}}
+	if code := e.api(http.MethodPost, api.PathRestores, req, &queued); code != http.StatusAccepted {
+		t.Fatalf("start restore: %d", code)
+	}
+	job, err := e.hc.NextRestore(t.Context(), 10*time.Second, nil)
+	if err != nil || job == nil {
+		t.Fatalf("claim restore: %v", err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- e.restoreRunner().Run(t.Context(), job) }()
+	var lease string
+	testenv.WaitFor(t, time.Minute, "the import lease", func() bool {
+		if open := e.lab.OpenLeases(); len(open) == 1 {
+			lease = open[0]
+			return true
+		}
+		time.Sleep(2 * time.Millisecond) // paces the polling
+		return false
+	})
+	if code := e.api(http.MethodPost, api.Path(api.PathRestoreCancel, queued.ID), nil, nil); code != http.StatusAccepted && code != http.StatusOK {
+		t.Fatalf("cancel: %d", code)
+	}
+	if err := <-done; err == nil {
+		t.Fatalf("the cancelled restore succeeded\n%s", e.logs)
+	}
+	var r api.Restore
+	if e.api(http.MethodGet, api.Path(api.PathRestore, queued.ID), nil, &r); r.Status != api.JobCancelled || r.VMRef != "" {
+		t.Fatalf("cancelled restore: %+v", r)
+	}
+	if st := e.lab.LeaseState(lease); st != lab.LeaseAborted {
+		t.Fatalf("the cancelled restore's lease is %q, want aborted", st)
+	}
+	if _, ok := e.sourceVM("big1-restored"); ok {
+		t.Fatal("the cancelled restore left its vm")
+	}
+	if r.BytesWritten >= r.BytesTotal {
+		t.Fatalf("the restore was not cancelled mid-import: %d of %d bytes", r.BytesWritten, r.BytesTotal)
+	}
 }
