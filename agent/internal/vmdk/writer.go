@@ -2,13 +2,12 @@ package vmdk
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"io"
 	"math"
+	"runtime"
 	"strings"
 
 	"github.com/klauspost/compress/zlib"
@@ -25,6 +24,9 @@ type Options struct {
 	// Level is the zlib level; default zlib.BestSpeed: disk images are large and the
 	// difference in size at higher levels is small next to the zero grains skipped.
 	Level int
+	// Workers deflate grains in parallel; default GOMAXPROCS, at most 4. The stream is the
+	// same for any number.
+	Workers int
 }
 
 // Stats describes one stream Write produced.
@@ -59,13 +61,15 @@ func Write(ctx context.Context, dst io.Writer, src io.Reader, capacity int64, op
 	if opts.Level == 0 {
 		opts.Level = zlib.BestSpeed
 	}
-	zw, err := zlib.NewWriterLevel(io.Discard, opts.Level)
-	if err != nil {
+	if _, err := zlib.NewWriterLevel(io.Discard, opts.Level); err != nil {
 		return Stats{}, fmt.Errorf("zlib level %d: %w", opts.Level, err)
+	}
+	if opts.Workers <= 0 {
+		opts.Workers = min(runtime.GOMAXPROCS(0), 4)
 	}
 	w := &writer{
 		out:      bufio.NewWriterSize(dst, 1<<20),
-		zw:       zw,
+		level:    opts.Level,
 		grains:   (capacity + GrainSize - 1) / GrainSize,
 		capacity: capacity,
 	}
@@ -78,8 +82,7 @@ func Write(ctx context.Context, dst io.Writer, src io.Reader, capacity int64, op
 
 type writer struct {
 	out      *bufio.Writer
-	zw       *zlib.Writer
-	zbuf     bytes.Buffer
+	level    int
 	grains   int64
 	capacity int64
 	pos      int64    // bytes written so far, always whole sectors between items
@@ -110,35 +113,9 @@ func (w *writer) run(ctx context.Context, src io.Reader, opts Options) error {
 		return err
 	}
 
-	buf := make([]byte, GrainSize)
 	w.stats.Grains = w.grains
-	for g := int64(0); g < w.grains; g++ {
-		if g%gtEntries == 0 {
-			if g > 0 {
-				if err := w.flushGT(g/gtEntries - 1); err != nil {
-					return err
-				}
-			}
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-		}
-		n := min(int64(GrainSize), w.capacity-g*GrainSize)
-		if _, err := io.ReadFull(src, buf[:n]); err != nil {
-			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-				return fmt.Errorf("%w: at byte %d of %d", ErrShortImage, g*GrainSize, w.capacity)
-			}
-			return fmt.Errorf("read image at byte %d: %w", g*GrainSize, err)
-		}
-		clear(buf[n:]) // the last grain is padded with zeros: readers inflate whole grains
-		if bytes.Equal(buf, zeroGrain) {
-			continue
-		}
-		if err := w.grain(g, buf); err != nil {
-			return err
-		}
-		w.stats.DataGrains++
-		w.stats.DataBytes += n
+	if err := w.grainsFrom(ctx, src, opts.Workers); err != nil {
+		return err
 	}
 	if err := w.flushGT((w.grains - 1) / gtEntries); err != nil {
 		return err
@@ -172,16 +149,8 @@ func (w *writer) run(ctx context.Context, src io.Reader, opts Options) error {
 	return nil
 }
 
-// grain writes grain g (a whole, non-zero grain) as a grain marker and its deflated bytes.
-func (w *writer) grain(g int64, data []byte) error {
-	w.zbuf.Reset()
-	w.zw.Reset(&w.zbuf)
-	if _, err := w.zw.Write(data); err != nil {
-		return fmt.Errorf("compress grain %d: %w", g, err)
-	}
-	if err := w.zw.Close(); err != nil {
-		return fmt.Errorf("compress grain %d: %w", g, err)
-	}
+// grain writes grain g as a grain marker and its deflated bytes.
+func (w *writer) grain(g int64, deflated []byte) error {
 	sector := w.pos / SectorSize
 	if sector > math.MaxUint32 {
 		return fmt.Errorf("grain %d at sector %d: a grain table entry holds 32 bits: the stream is beyond 2 TiB", g, sector)
@@ -190,11 +159,11 @@ func (w *writer) grain(g int64, data []byte) error {
 	w.gtUsed = true
 	var m [12]byte
 	binary.LittleEndian.PutUint64(m[0:], uint64(g*grainSectors))
-	binary.LittleEndian.PutUint32(m[8:], uint32(w.zbuf.Len()))
+	binary.LittleEndian.PutUint32(m[8:], uint32(len(deflated)))
 	if err := w.write(m[:]); err != nil {
 		return err
 	}
-	if err := w.write(w.zbuf.Bytes()); err != nil {
+	if err := w.write(deflated); err != nil {
 		return err
 	}
 	return w.pad()
