@@ -34,6 +34,7 @@ targets=(
   "hub ./internal/pki FuzzSignAgentCSR"
   "hub ./internal/schedule FuzzParse"
   "agent ./internal/nbd FuzzServerBytes"
+  "agent ./internal/vmdk FuzzReader"
 )
 
 failed=()

@@ -61,7 +61,8 @@ func NewReader(src io.Reader) (*Reader, error) {
 	switch {
 	case h.Flags&flagCompressed == 0 || h.Flags&flagMarkers == 0 || h.CompressAlgo != compressDeflate:
 		return nil, fmt.Errorf("%w: flags %#x, compression %d (want deflated grains with markers)", ErrFormat, h.Flags, h.CompressAlgo)
-	case h.GrainSize == 0 || h.GrainSize > 1<<16 || h.Capacity == 0 || h.Capacity > uint64(MaxCapacity/SectorSize):
+	case h.GrainSize < 8 || h.GrainSize > 2048 || h.GrainSize&(h.GrainSize-1) != 0 || h.Capacity == 0 || h.Capacity > uint64(MaxCapacity/SectorSize):
+		// Grains are a power of two from 4 KiB to 1 MiB (vSphere writes 64 KiB).
 		return nil, fmt.Errorf("%w: grain of %d sectors, capacity of %d sectors", ErrFormat, h.GrainSize, h.Capacity)
 	case h.OverHead < 1 || h.OverHead > maxMetadataSectors:
 		return nil, fmt.Errorf("%w: overhead of %d sectors", ErrFormat, h.OverHead)
