@@ -1,7 +1,8 @@
-// Package restore runs restore jobs on the agent: a backup restored as a new VM, created on the
-// target vCenter from the backup's configuration, its disks written from the hub's verified
-// images, removed again when the restore does not finish; or restored in place, over the disks
-// of the VM it was taken of, which is never removed.
+// Package restore runs restore jobs on the agent: a backup restored as a new VM, imported into
+// the target vCenter (ImportVApp) with the backup's configuration, each disk streamed from the
+// hub's verified image into the import lease as a stream-optimized VMDK without its zero
+// grains, the VM removed again when the restore does not finish; or restored in place, over
+// the disks of the VM it was taken of, which is never removed.
 package restore
 
 import (
