@@ -210,7 +210,7 @@ func allocated(t *testing.T, path string) int64 {
 // half-made VM.
 func TestCancelMidImport(t *testing.T) {
 	spec := lab.Spec{VMs: []lab.VMSpec{{Name: "big1", CBT: true, Disks: []lab.DiskSpec{
-		{Key: 2000, Size: "2GiB", Fill: lab.FillSparse, Data: "512MiB", Seed: 5},
+		{Key: 2000, Size: "2GiB", Fill: lab.FillSparse, Data: "128MiB", Seed: 5},
 	}}}}
 	e := newEnv(t, spec, envOptions{})
 	b := e.backup("big1", "")
