@@ -316,14 +316,12 @@ var errUploadEnded = errors.New("the upload into the import lease ended")
 // disk's data on a thin disk. The hub's image is read whole (it carries the zeros too).
 func (r *Runner) importDisk(ctx context.Context, jobID string, d api.RestoreDiskSpec, rd vsphere.RestoredDisk, controller string, vm *vsphere.ImportedVM, st *state, log *slog.Logger) error {
 	start := time.Now()
-	body, n, err := r.hub.OpenRestoreImage(ctx, jobID, d.DiskID, 0)
-	if err != nil {
-		return fmt.Errorf("read image of disk %s: %w", d.DiskID, err)
+	if d.CapacityBytes != rd.Capacity {
+		return fmt.Errorf("disk %s: the image has %d bytes, the new disk %d", d.DiskID, d.CapacityBytes, rd.Capacity)
 	}
-	defer body.Close()
-	if n != rd.Capacity {
-		return fmt.Errorf("disk %s: the image has %d bytes, the new disk %d", d.DiskID, n, rd.Capacity)
-	}
+	img := newImageReader(ctx, r.hub, jobID, d.DiskID, rd.Capacity, log)
+	defer img.close()
+	n := rd.Capacity
 	adapter := "lsilogic"
 	if controller == "ide" {
 		adapter = "ide"
@@ -334,7 +332,7 @@ func (r *Runner) importDisk(ctx context.Context, jobID string, d api.RestoreDisk
 	written := make(chan struct{})
 	go func() {
 		defer close(written)
-		stats, werr = vmdk.Write(ctx, pw, &countingReader{r: body, n: &st.written}, n, vmdk.Options{AdapterType: adapter})
+		stats, werr = vmdk.Write(ctx, pw, &countingReader{r: img, n: &st.written}, n, vmdk.Options{AdapterType: adapter})
 		pw.CloseWithError(werr) // nil: the upload sees the end of the stream
 	}()
 	uerr := vm.UploadDisk(ctx, d.DiskID, pr)
@@ -402,25 +400,24 @@ func (r *Runner) runInPlace(ctx context.Context, job *api.RestoreJob, target Tar
 }
 
 // writeDisk (in-place restores) streams a disk image from the hub into a VM's flat file with
-// one PUT of the whole file (the datastore /folder interface cannot write at an offset). The PUT writes every
-// byte, zeros too: a thin disk ends up fully allocated (in the simulator, and on ESXi, whose
-// /folder upload does not punch holes).
+// one PUT of the whole file: the datastore /folder interface cannot write at an offset, and an
+// import lease only ever creates a new VM. The PUT writes every byte, zeros too: a thin disk
+// ends up fully allocated (in the simulator, and on ESXi, whose /folder upload does not punch
+// holes).
 func (r *Runner) writeDisk(ctx context.Context, jobID string, d api.RestoreDiskSpec, rd vsphere.RestoredDisk, dcPath string, target Target, st *state, log *slog.Logger) error {
 	start := time.Now()
-	body, n, err := r.hub.OpenRestoreImage(ctx, jobID, d.DiskID, 0)
-	if err != nil {
-		return fmt.Errorf("read image of disk %s: %w", d.DiskID, err)
+	if d.CapacityBytes != rd.Capacity {
+		return fmt.Errorf("disk %s: the image has %d bytes, the new disk %d", d.DiskID, d.CapacityBytes, rd.Capacity)
 	}
-	defer body.Close()
-	if n != rd.Capacity {
-		return fmt.Errorf("disk %s: the image has %d bytes, the new disk %d", d.DiskID, n, rd.Capacity)
-	}
+	img := newImageReader(ctx, r.hub, jobID, d.DiskID, rd.Capacity, log)
+	defer img.close()
+	n := rd.Capacity
 	url, client, err := target.DatastoreHTTP(ctx, dcPath, rd.Datastore, rd.DataFile)
 	if err != nil {
 		return err
 	}
 	before := st.written.Load()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPut, url, &countingReader{r: body, n: &st.written})
+	req, err := http.NewRequestWithContext(ctx, http.MethodPut, url, &countingReader{r: img, n: &st.written})
 	if err != nil {
 		return fmt.Errorf("write disk %s: %w", d.DiskID, err)
 	}
