@@ -276,11 +276,12 @@ func (r *Runner) run(ctx context.Context, job *api.RestoreJob, target Target, st
 	return vm.MoRef(), nil
 }
 
-// keepLease renews the import lease with the share of the image written so far, several times
-// per lease timeout, until stop (idempotent) is called. A failed renewal is logged: the lease
-// then expires and the upload fails with vSphere's error.
+// keepLease renews the import lease with the share of the image written so far, five times per
+// lease timeout and at least every 2 s (one small call; vSphere's timeout is 300 s), until stop
+// (idempotent) is called. A failed renewal is logged: the lease then expires and the upload
+// fails with vSphere's error.
 func (r *Runner) keepLease(ctx context.Context, vm *vsphere.ImportedVM, st *state, log *slog.Logger) (stop func()) {
-	every := min(max(vm.LeaseTimeout()/5, 100*time.Millisecond), 20*time.Second)
+	every := min(max(vm.LeaseTimeout()/5, 100*time.Millisecond), 2*time.Second)
 	done := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Go(func() {
