@@ -19,7 +19,7 @@ import (
 // the killed run is gone, and no lease stays open (the killed run's lease expires unrenewed,
 // as vSphere's does: no other session can end it).
 func TestKillAgentMidRestore(t *testing.T) {
-	const leaseTimeout = 3 * time.Second
+	const leaseTimeout = 10 * time.Second // the agent renews every 2 s
 	w := newWorldWith(t, "sqlite", nil, 42, lab.Options{LeaseTimeout: leaseTimeout})
 	t.Cleanup(w.close)
 	b := w.startBackup("", w.diskSums())
@@ -89,6 +89,50 @@ func TestKillAgentMidRestore(t *testing.T) {
 		t.Fatalf("the killed run's lease is %q", st)
 	}
 	t.Logf("the killed run's lease %s: %s %.1fs after the kill", open[0], w.lab.LeaseState(open[0]), time.Since(killedAt).Seconds())
+}
+
+// Cutting the agent's connections to the hub while it imports a restored VM's disks does not
+// fail the restore: the image is reopened at the byte reached, and the disks arrive whole.
+func TestRestoreSurvivesCutConnections(t *testing.T) {
+	w := newWorld(t, "sqlite", nil, 43)
+	t.Cleanup(w.close)
+	b := w.startBackup("", w.diskSums())
+	if got, ok := w.waitFinal(b.ID, jobDeadline); !ok || got.Status != api.JobSucceeded {
+		t.Fatalf("backup: %+v\n%s", got, tail(w.alogs.String(), 40))
+	}
+	var rs api.Restore
+	req := api.RestoreRequest{BackupID: b.ID, Target: api.RestoreTarget{Source: "lab", Datacenter: w.lab.Datacenter(), Datastore: w.lab.Datastore(), Name: chaosVM + "-cut"}}
+	if code := w.api(http.MethodPost, api.PathRestores, req, &rs); code != http.StatusAccepted {
+		t.Fatalf("start restore: %d", code)
+	}
+	// The agent logs this once the hub knows the VM, right before it opens the first image.
+	testenv.WaitFor(t, jobDeadline, "the import to start", func() bool {
+		time.Sleep(time.Millisecond) // paces the polling
+		return strings.Contains(w.alogs.String(), "import lease ready")
+	})
+	// Three times: once the hub has sent 4 MiB more (the image is streaming), cut every
+	// connection between agent and hub.
+	cuts := 0
+	var r api.Restore
+	mark := w.proxy.fromHub.Load()
+	testenv.WaitFor(t, jobDeadline, "the restore to end", func() bool {
+		if cuts < 3 && w.proxy.fromHub.Load() > mark+4<<20 {
+			w.proxy.cut()
+			cuts++
+			mark = w.proxy.fromHub.Load()
+			return false
+		}
+		time.Sleep(time.Millisecond) // paces the polling
+		return w.api(http.MethodGet, api.Path(api.PathRestore, rs.ID), nil, &r) == http.StatusOK && final(r.Status)
+	})
+	if r.Status != api.JobSucceeded {
+		t.Fatalf("restore with %d cut connections: %+v\n%s", cuts, r, tail(w.alogs.String(), 40))
+	}
+	if !strings.Contains(w.alogs.String(), "image read broke off") {
+		t.Fatalf("no image read was cut (%d cuts)\n%s", cuts, tail(w.alogs.String(), 60))
+	}
+	w.compareRestored(r.VMRef)
+	t.Logf("restore succeeded through %d cuts", cuts)
 }
 
 // vmExists says whether the lab's vCenter has a VM of this moref.
