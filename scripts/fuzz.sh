@@ -36,6 +36,7 @@ targets=(
   "hub ./internal/schedule FuzzParse"
   "hub ./internal/files FuzzOpenDisk"
   "agent ./internal/nbd FuzzServerBytes"
+  "agent ./internal/vmdk FuzzReader"
 )
 
 failed=()

@@ -236,6 +236,10 @@ type RestoreJob struct {
 	// before the job is run again or failed. Never set for an in-place restore.
 	VMRef   string `json:"vm_ref,omitempty"`
 	Resumed bool   `json:"resumed"`
+	// VMWasOn is, for an in-place restore, the power state its first run found the VM in
+	// (nil until a run reported it): a resumed run finds the VM off and powers it on again
+	// when this says it was on.
+	VMWasOn *bool `json:"vm_was_on,omitempty"`
 }
 
 // RestoreDiskSpec is one disk of a restore: its image size and where it goes.
@@ -253,6 +257,9 @@ type RestoreProgress struct {
 	VMRef        string `json:"vm_ref,omitempty"`
 	BytesWritten int64  `json:"bytes_written"`
 	BytesTotal   int64  `json:"bytes_total"`
+	// VMWasOn is the power state an in-place restore found the VM in, reported before it
+	// powers the VM off; the hub keeps the first report.
+	VMWasOn *bool `json:"vm_was_on,omitempty"`
 }
 
 // RestoreCompletion is the body of POST /api/v1/agent/restores/{id}/complete.

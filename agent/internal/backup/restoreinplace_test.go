@@ -28,8 +28,8 @@ func (e *env) refused(method, path string, in any) (int, string) {
 }
 
 // An in-place restore brings changed blocks back, keeps the VM's identity and makes the next
-// backup a full one; a wrong or missing confirmation and a queued backup refuse it, and a
-// queued in-place restore refuses a backup.
+// backup a full one; a wrong or missing confirmation and a queued or running backup refuse it,
+// and a queued in-place restore refuses a backup.
 func TestRestoreInPlace(t *testing.T) {
 	e := newEnv(t, twoDiskSpec("db1"), envOptions{})
 	b := e.backup("db1", "")
@@ -71,6 +71,10 @@ func TestRestoreInPlace(t *testing.T) {
 	job, err := e.hc.NextJob(t.Context(), 10*time.Second, nil)
 	if err != nil || job == nil {
 		t.Fatalf("claim backup: %v", err)
+	}
+	// Running (claimed by the agent) refuses it too.
+	if code, body := e.refused(http.MethodPost, api.PathRestores, req); code != http.StatusConflict || !strings.Contains(body, "backup") {
+		t.Fatalf("in-place restore while a backup runs: %d %s", code, body)
 	}
 	if err := e.runner.Run(t.Context(), job); err != nil {
 		t.Fatal(err)
@@ -125,5 +129,51 @@ func TestRestoreInPlace(t *testing.T) {
 		if e.imageSum(next.ID, id) != want[id] {
 			t.Fatalf("full backup of %s after the restore does not hold the restored bytes", id)
 		}
+	}
+}
+
+// An in-place restore resumed after its agent was lost, with the VM powered off by the lost
+// run, powers the VM on again: the hub kept the power state the first run found (and only
+// that one), not the one the resumed run finds.
+func TestResumedInPlaceRestoreRemembersPowerState(t *testing.T) {
+	e := newEnv(t, twoDiskSpec("db1"), envOptions{})
+	b := e.backup("db1", "")
+	if b.Status != api.JobSucceeded {
+		t.Fatalf("backup: %+v\n%s", b, e.logs)
+	}
+	before, ok := e.sourceVM("db1")
+	if !ok || before.PowerState != "poweredOn" {
+		t.Fatalf("db1 before: %+v", before)
+	}
+	var queued api.Restore
+	if code := e.api(http.MethodPost, api.PathRestores, api.RestoreRequest{BackupID: b.ID, InPlace: true, Confirm: "db1"}, &queued); code != http.StatusAccepted {
+		t.Fatalf("start in-place restore: %d", code)
+	}
+	first, err := e.hc.NextRestore(t.Context(), 10*time.Second, nil)
+	if err != nil || first == nil || first.ID != queued.ID || first.VMWasOn != nil {
+		t.Fatalf("claim restore: %+v %v", first, err)
+	}
+	// The first run records what it found and powers the VM off, then its agent is lost; a
+	// later report of "off" (what a resumed run would find) does not replace the first.
+	on, off := true, false
+	for _, p := range []api.RestoreProgress{{Phase: api.PhaseChecking, VMWasOn: &on}, {Phase: api.PhaseWriting, VMWasOn: &off}} {
+		if _, err := e.hc.RestoreProgress(t.Context(), queued.ID, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := e.lab.PowerOff(t.Context(), "db1"); err != nil {
+		t.Fatal(err)
+	}
+	resumed, err := e.hc.NextRestore(t.Context(), 10*time.Second, nil)
+	if err != nil || resumed == nil || resumed.ID != queued.ID || !resumed.Resumed || resumed.VMWasOn == nil || !*resumed.VMWasOn {
+		t.Fatalf("resumed restore: %+v %v", resumed, err)
+	}
+	_ = e.restoreRunner().Run(t.Context(), resumed)
+	var r api.Restore
+	if code := e.api(http.MethodGet, api.Path(api.PathRestore, queued.ID), nil, &r); code != http.StatusOK || r.Status != api.JobSucceeded {
+		t.Fatalf("resumed in-place restore: %d %+v\n%s", code, r, e.logs)
+	}
+	if after, ok := e.sourceVM("db1"); !ok || after.PowerState != "poweredOn" {
+		t.Fatalf("db1 after the resumed restore: %+v, want powered on", after)
 	}
 }

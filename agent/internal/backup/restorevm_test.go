@@ -5,14 +5,17 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/sendense/sendense/agent/internal/lab"
 	"github.com/sendense/sendense/agent/internal/restore"
 	"github.com/sendense/sendense/shared/api"
+	"github.com/sendense/sendense/shared/testenv"
 )
 
 // The round trip lives with the backup tests: it needs their hub, lab and backup helpers.
@@ -144,4 +147,113 @@ func (e *env) imageRate(backupID, diskID string) float64 {
 		e.t.Fatalf("image %s/%s: %d %v", backupID, diskID, resp.StatusCode, err)
 	}
 	return float64(n) / time.Since(start).Seconds() / 1e6
+}
+
+// A thin restore of a mostly-zero disk sends vSphere only the disk's data (the stream-optimized
+// VMDK leaves zero grains out) and the restored flat file allocates no more than the source's.
+func TestRestoreThinStaysThin(t *testing.T) {
+	const capacity, data = int64(1) << 30, int64(24) << 20
+	spec := lab.Spec{VMs: []lab.VMSpec{{Name: "thin1", CBT: true, Disks: []lab.DiskSpec{
+		{Key: 2000, Size: "1GiB", Fill: lab.FillSparse, Data: "24MiB", Seed: 11},
+	}}}}
+	e := newEnv(t, spec, envOptions{})
+	b := e.backup("thin1", "")
+	if b.Status != api.JobSucceeded {
+		t.Fatalf("backup: %+v\n%s", b, e.logs)
+	}
+	start := time.Now()
+	r := e.restoreVM(api.RestoreRequest{BackupID: b.ID, DiskProvisioning: api.ProvisionThin, Target: api.RestoreTarget{
+		Source: "lab", Datacenter: e.lab.Datacenter(), Datastore: e.lab.Datastore(), Name: "thin1-restored",
+	}})
+	secs := time.Since(start).Seconds()
+	if r.Status != api.JobSucceeded {
+		t.Fatalf("restore: %+v\n%s", r, e.logs)
+	}
+	src, err := e.lab.VM("thin1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	imports := e.lab.Imports()
+	if len(imports) != 1 || imports[0].Err != "" || imports[0].VM != r.VMRef {
+		t.Fatalf("imports %+v, want one upload into %s", imports, r.VMRef)
+	}
+	imp := imports[0]
+	if err := lab.CompareFiles(src.Disks[0].FlatPath, imp.FlatPath, capacity); err != nil {
+		t.Fatalf("restored disk: %v", err)
+	}
+	// What travels to vSphere: the data, deflated, plus markers and tables (4 KiB per 32 MiB).
+	if imp.StreamBytes > data+(1<<20) || imp.WrittenBytes != data {
+		t.Fatalf("import of a disk holding %d bytes: %d bytes sent, %d written", data, imp.StreamBytes, imp.WrittenBytes)
+	}
+	srcAlloc, gotAlloc := allocated(t, src.Disks[0].FlatPath), allocated(t, imp.FlatPath)
+	if srcAlloc > data+(1<<20) {
+		t.Fatalf("the source disk allocates %d bytes for %d of data: the file system keeps no holes", srcAlloc, data)
+	}
+	if gotAlloc > srcAlloc+(1<<20) {
+		t.Fatalf("the restored thin disk allocates %d bytes, the source %d", gotAlloc, srcAlloc)
+	}
+	t.Logf("thin restore of a %d-byte disk holding %d: %d bytes sent to vSphere (%.2f%% of the capacity), %d allocated; %.1f MB/s of capacity, image GET %.1f MB/s",
+		capacity, data, imp.StreamBytes, 100*float64(imp.StreamBytes)/float64(capacity), gotAlloc, float64(capacity)/secs/1e6, e.imageRate(b.ID, "disk-2000"))
+}
+
+// allocated is the bytes a file occupies on disk.
+func allocated(t *testing.T, path string) int64 {
+	t.Helper()
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fi.Sys().(*syscall.Stat_t).Blocks * 512
+}
+
+// A restore cancelled while its disks are imported aborts the import lease and removes the
+// half-made VM.
+func TestCancelMidImport(t *testing.T) {
+	spec := lab.Spec{VMs: []lab.VMSpec{{Name: "big1", CBT: true, Disks: []lab.DiskSpec{
+		{Key: 2000, Size: "2GiB", Fill: lab.FillSparse, Data: "128MiB", Seed: 5},
+	}}}}
+	e := newEnv(t, spec, envOptions{})
+	b := e.backup("big1", "")
+	if b.Status != api.JobSucceeded {
+		t.Fatalf("backup: %+v\n%s", b, e.logs)
+	}
+	var queued api.Restore
+	req := api.RestoreRequest{BackupID: b.ID, Target: api.RestoreTarget{Source: "lab", Datacenter: e.lab.Datacenter(), Datastore: e.lab.Datastore(), Name: "big1-restored"}}
+	if code := e.api(http.MethodPost, api.PathRestores, req, &queued); code != http.StatusAccepted {
+		t.Fatalf("start restore: %d", code)
+	}
+	job, err := e.hc.NextRestore(t.Context(), 10*time.Second, nil)
+	if err != nil || job == nil {
+		t.Fatalf("claim restore: %v", err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- e.restoreRunner().Run(t.Context(), job) }()
+	var lease string
+	testenv.WaitFor(t, time.Minute, "the import lease", func() bool {
+		if open := e.lab.OpenLeases(); len(open) == 1 {
+			lease = open[0]
+			return true
+		}
+		time.Sleep(2 * time.Millisecond) // paces the polling
+		return false
+	})
+	if code := e.api(http.MethodPost, api.Path(api.PathRestoreCancel, queued.ID), nil, nil); code != http.StatusAccepted && code != http.StatusOK {
+		t.Fatalf("cancel: %d", code)
+	}
+	if err := <-done; err == nil {
+		t.Fatalf("the cancelled restore succeeded\n%s", e.logs)
+	}
+	var r api.Restore
+	if e.api(http.MethodGet, api.Path(api.PathRestore, queued.ID), nil, &r); r.Status != api.JobCancelled || r.VMRef != "" {
+		t.Fatalf("cancelled restore: %+v", r)
+	}
+	if st := e.lab.LeaseState(lease); st != lab.LeaseAborted {
+		t.Fatalf("the cancelled restore's lease is %q, want aborted", st)
+	}
+	if _, ok := e.sourceVM("big1-restored"); ok {
+		t.Fatal("the cancelled restore left its vm")
+	}
+	if r.BytesWritten >= r.BytesTotal {
+		t.Fatalf("the restore was not cancelled mid-import: %d of %d bytes", r.BytesWritten, r.BytesTotal)
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"testing"
 )
 
@@ -16,6 +17,8 @@ type proxy struct {
 	mu    sync.Mutex
 	conns map[net.Conn]struct{}
 	down  bool
+	// fromHub counts the bytes forwarded from the hub to the agent.
+	fromHub atomic.Int64
 }
 
 func newProxy(t *testing.T, target string) *proxy {
@@ -73,7 +76,7 @@ func (p *proxy) forward(c net.Conn) {
 		p.mu.Unlock()
 	}
 	go func() { _, _ = io.Copy(u, c); done() }()
-	go func() { _, _ = io.Copy(c, u); done() }()
+	go func() { _, _ = io.Copy(countingWriter{c, &p.fromHub}, u); done() }()
 }
 
 // cut severs every open connection; new ones are accepted.
@@ -94,6 +97,17 @@ func (p *proxy) setDown(down bool) {
 	if down {
 		p.cut()
 	}
+}
+
+type countingWriter struct {
+	w io.Writer
+	n *atomic.Int64
+}
+
+func (c countingWriter) Write(b []byte) (int, error) {
+	n, err := c.w.Write(b)
+	c.n.Add(int64(n))
+	return n, err
 }
 
 func (p *proxy) close() {

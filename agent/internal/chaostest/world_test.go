@@ -69,13 +69,19 @@ type world struct {
 
 func newWorld(t *testing.T, catalog string, db *mariaDB, seed int64) *world {
 	t.Helper()
+	return newWorldWith(t, catalog, db, seed, lab.Options{})
+}
+
+// newWorldWith is newWorld with the lab's options.
+func newWorldWith(t *testing.T, catalog string, db *mariaDB, seed int64, labOpts lab.Options) *world {
+	t.Helper()
 	w := &world{t: t, catalog: catalog, db: db, bin: agentBinary(t), alogs: &testenv.LogBuffer{},
 		want: map[string]map[string][32]byte{}, succeeded: map[string]bool{}, restored: map[string]bool{}}
 	spec := lab.Spec{VMs: []lab.VMSpec{{Name: chaosVM, CBT: true, Disks: []lab.DiskSpec{
 		{Key: 2000, Size: "40MiB", Fill: lab.FillRandom, Seed: seed},
 		{Key: 2001, Size: "24MiB", Fill: lab.FillCompressible, Seed: seed + 1},
 	}}}}
-	l, err := lab.Start(t.Context(), spec, lab.Options{})
+	l, err := lab.Start(t.Context(), spec, labOpts)
 	if err != nil {
 		t.Fatalf("start lab: %v", err)
 	}

@@ -244,6 +244,27 @@ func (l *Lab) RemoveVM(name string) error {
 	return nil
 }
 
+// PowerOff powers a lab VM off, as an operator (or a restore killed half-way) would; a VM that
+// is off already stays off.
+func (l *Lab) PowerOff(ctx context.Context, name string) error {
+	if l.closed.Load() {
+		return ErrClosed
+	}
+	ref, err := l.lookup(name)
+	if err != nil {
+		return err
+	}
+	vm := object.NewVirtualMachine(l.client, ref)
+	state, err := vm.PowerState(ctx)
+	if err != nil {
+		return fmt.Errorf("power state of vm %s: %w", name, err)
+	}
+	if state != types.VirtualMachinePowerStatePoweredOn {
+		return nil
+	}
+	return l.wait(ctx, "power off vm "+name)(vm.PowerOff(ctx))
+}
+
 // destroy powers vm off when it is on and destroys it.
 func (l *Lab) destroy(ctx context.Context, vm *object.VirtualMachine) error {
 	state, err := vm.PowerState(ctx)

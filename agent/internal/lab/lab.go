@@ -9,6 +9,9 @@
 //   - With CBT on, each snapshot stamps every tracked disk's ChangeId "<uuid>/<n>", the UUID in
 //     vSphere's "52 xx xx xx xx xx xx xx-xx xx xx xx xx xx xx xx" form. QueryChangedDiskAreas
 //     answers one window (Options.QueryWindow) per call; "*" lists the allocated areas.
+//   - Imports (ResourcePool.ImportVApp) keep what is uploaded into their lease: a
+//     stream-optimized VMDK is written, sparsely, into the new disk's flat file; leases expire
+//     without renewal (Options.LeaseTimeout). See nfc.go.
 //   - Faults: FileFault when change tracking is off, unsupported (independent disks,
 //     DiskSpec.CBTUnsupported) or was reset since the change ID or snapshot; InvalidArgument for
 //     a malformed change ID, one newer than the snapshot, an unknown device key or an offset
@@ -29,6 +32,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -79,6 +83,9 @@ type Options struct {
 	// QueryWindow is the bytes of disk one QueryChangedDiskAreas answer covers; default
 	// DefaultQueryWindow.
 	QueryWindow int64
+	// LeaseTimeout is how long an import lease lives without a renewal; default
+	// DefaultLeaseTimeout (see nfc.go).
+	LeaseTimeout time.Duration
 }
 
 // Lab is a running simulated vCenter. Its methods are safe for concurrent use.
@@ -103,6 +110,8 @@ type Lab struct {
 	datacenter       *object.Datacenter
 	vmFolder         *object.Folder
 	pool             *object.ResourcePool
+
+	nfc nfcState
 
 	closed    atomic.Bool
 	closeOnce sync.Once
@@ -188,6 +197,10 @@ func Start(ctx context.Context, spec Spec, opts Options) (_ *Lab, err error) {
 	if l.window <= 0 {
 		l.window = DefaultQueryWindow
 	}
+	l.nfc = nfcState{timeout: opts.LeaseTimeout, now: time.Now, leases: map[string]*importLease{}}
+	if l.nfc.timeout <= 0 {
+		l.nfc.timeout = DefaultLeaseTimeout
+	}
 	defer func() {
 		if err != nil {
 			_ = l.Close()
@@ -222,6 +235,12 @@ func Start(ctx context.Context, spec Spec, opts Options) (_ *Lab, err error) {
 	model.Service.TLS = &tls.Config{Certificates: []tls.Certificate{l.tls.cert}, MinVersion: tls.VersionTLS12}
 	model.Service.Listen = &url.URL{Host: listen, User: url.UserPassword(username, l.password)}
 	model.Map().Handler = l.handle
+	if model.Service.ServeMux == nil {
+		model.Service.ServeMux = http.NewServeMux()
+	}
+	// More specific than the simulator's "/nfc/", which keeps serving downloads.
+	model.Service.ServeMux.HandleFunc("POST /nfc/", l.serveNFCUpload)
+	model.Service.ServeMux.HandleFunc("PUT /nfc/", l.serveNFCUpload)
 	if l.server, err = startServer(model); err != nil {
 		return nil, err
 	}

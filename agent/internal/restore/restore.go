@@ -1,7 +1,8 @@
-// Package restore runs restore jobs on the agent: a backup restored as a new VM, created on the
-// target vCenter from the backup's configuration, its disks written from the hub's verified
-// images, removed again when the restore does not finish; or restored in place, over the disks
-// of the VM it was taken of, which is never removed.
+// Package restore runs restore jobs on the agent: a backup restored as a new VM, imported into
+// the target vCenter (ImportVApp) with the backup's configuration, each disk streamed from the
+// hub's verified image into the import lease as a stream-optimized VMDK without its zero
+// grains, the VM removed again when the restore does not finish; or restored in place, over
+// the disks of the VM it was taken of, which is never removed.
 package restore
 
 import (
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	"github.com/sendense/sendense/agent/internal/hubclient"
+	"github.com/sendense/sendense/agent/internal/vmdk"
 	"github.com/sendense/sendense/agent/internal/vsphere"
 	"github.com/sendense/sendense/shared/api"
 )
@@ -101,6 +103,7 @@ type state struct {
 	mu      sync.Mutex
 	phase   string
 	vmRef   string
+	wasOn   *bool // in place: the VM's power state before the restore
 	total   int64
 	written atomic.Int64
 }
@@ -108,7 +111,7 @@ type state struct {
 func (s *state) progress() api.RestoreProgress {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return api.RestoreProgress{Phase: s.phase, VMRef: s.vmRef, BytesWritten: s.written.Load(), BytesTotal: s.total}
+	return api.RestoreProgress{Phase: s.phase, VMRef: s.vmRef, BytesWritten: s.written.Load(), BytesTotal: s.total, VMWasOn: s.wasOn}
 }
 
 func (s *state) set(phase, vmRef string) {
@@ -207,7 +210,7 @@ func (r *Runner) Run(ctx context.Context, job *api.RestoreJob) error {
 }
 
 // run does the restore; on an error the caller removes the VM recorded in st.
-func (r *Runner) run(ctx context.Context, job *api.RestoreJob, target Target, st *state, log *slog.Logger) (string, error) {
+func (r *Runner) run(ctx context.Context, job *api.RestoreJob, target Target, st *state, log *slog.Logger) (_ string, retErr error) {
 	if job.VMRef != "" {
 		// The simplest correct resume: what an earlier run wrote cannot be trusted to be
 		// complete, so its VM goes and the restore starts over.
@@ -224,28 +227,46 @@ func (r *Runner) run(ctx context.Context, job *api.RestoreJob, target Target, st
 		return "", err
 	}
 	st.set(api.PhaseCreating, "")
-	vm, err := p.CreateVM(ctx, job)
+	vm, err := p.ImportVM(ctx, job)
 	if vm != nil {
 		st.set(api.PhaseCreating, vm.MoRef())
 	}
 	if err != nil {
 		return "", err
 	}
+	// From here on a failure aborts the import lease first; Run then removes the VM.
+	defer func() {
+		if retErr != nil {
+			if aerr := vm.Abort(ctx, retErr); aerr != nil {
+				log.WarnContext(ctx, "could not abort the import lease", "vm_ref", vm.MoRef(), "err", aerr)
+			}
+		}
+	}()
 	// The hub must know the VM before any byte goes into it: a crash from here on leaves a VM
 	// that the restarted agent (or the operator) finds by this reference.
 	st.set(api.PhaseWriting, "")
 	if err := r.report(ctx, job.ID, st); err != nil {
 		return "", fmt.Errorf("record the new vm %s on the hub: %w", vm.MoRef(), err)
 	}
-	log.InfoContext(ctx, "vm created", "vm_ref", vm.MoRef())
+	log.InfoContext(ctx, "vm created, import lease ready", "vm_ref", vm.MoRef(), "lease_timeout_seconds", vm.LeaseTimeout().Seconds())
+	stopLease := r.keepLease(ctx, vm, st, log)
+	defer stopLease()
+	adapter := map[string]string{}
+	for _, d := range job.VM.Disks {
+		adapter[d.DiskID] = d.Controller.Type
+	}
 	for _, d := range job.Disks {
 		rd, ok := vm.Disks[d.DiskID]
 		if !ok {
 			return "", fmt.Errorf("the new vm has no disk for %s", d.DiskID)
 		}
-		if err := r.writeDisk(ctx, job.ID, d, rd, p.DatacenterPath(), target, st, log); err != nil {
+		if err := r.importDisk(ctx, job.ID, d, rd, adapter[d.DiskID], vm, st, log); err != nil {
 			return "", err
 		}
+	}
+	stopLease()
+	if err := vm.Complete(ctx); err != nil {
+		return "", err
 	}
 	if job.PowerOn {
 		if err := vm.PowerOn(ctx); err != nil {
@@ -255,9 +276,88 @@ func (r *Runner) run(ctx context.Context, job *api.RestoreJob, target Target, st
 	return vm.MoRef(), nil
 }
 
+// keepLease renews the import lease with the share of the image written so far, five times per
+// lease timeout and at least every 2 s (one small call; vSphere's timeout is 300 s), until stop
+// (idempotent) is called. A failed renewal is logged: the lease then expires and the upload
+// fails with vSphere's error.
+func (r *Runner) keepLease(ctx context.Context, vm *vsphere.ImportedVM, st *state, log *slog.Logger) (stop func()) {
+	every := min(max(vm.LeaseTimeout()/5, 100*time.Millisecond), 2*time.Second)
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			p := st.progress()
+			pct := int32(0)
+			if p.BytesTotal > 0 {
+				pct = int32(p.BytesWritten * 100 / p.BytesTotal)
+			}
+			if err := vm.Progress(ctx, pct); err != nil && ctx.Err() == nil {
+				log.WarnContext(ctx, "import lease renewal failed", "vm_ref", vm.MoRef(), "err", err)
+			}
+		}
+	})
+	var once sync.Once
+	return func() { once.Do(func() { close(done); wg.Wait() }) }
+}
+
+// errUploadEnded stops the VMDK writer when the upload stopped reading its stream.
+var errUploadEnded = errors.New("the upload into the import lease ended")
+
+// importDisk streams a disk image from the hub through the stream-optimized VMDK writer into
+// the import lease: zero grains are left out of the stream, so vSphere allocates only the
+// disk's data on a thin disk. The hub's image is read whole (it carries the zeros too).
+func (r *Runner) importDisk(ctx context.Context, jobID string, d api.RestoreDiskSpec, rd vsphere.RestoredDisk, controller string, vm *vsphere.ImportedVM, st *state, log *slog.Logger) error {
+	start := time.Now()
+	if d.CapacityBytes != rd.Capacity {
+		return fmt.Errorf("disk %s: the image has %d bytes, the new disk %d", d.DiskID, d.CapacityBytes, rd.Capacity)
+	}
+	img := newImageReader(ctx, r.hub, jobID, d.DiskID, rd.Capacity, log)
+	defer img.close()
+	n := rd.Capacity
+	adapter := "lsilogic"
+	if controller == "ide" {
+		adapter = "ide"
+	}
+	pr, pw := io.Pipe()
+	var stats vmdk.Stats
+	var werr error
+	written := make(chan struct{})
+	go func() {
+		defer close(written)
+		stats, werr = vmdk.Write(ctx, pw, &countingReader{r: img, n: &st.written}, n, vmdk.Options{AdapterType: adapter})
+		pw.CloseWithError(werr) // nil: the upload sees the end of the stream
+	}()
+	uerr := vm.UploadDisk(ctx, d.DiskID, pr)
+	pr.CloseWithError(errUploadEnded)
+	<-written
+	switch {
+	case werr != nil && !errors.Is(werr, errUploadEnded):
+		return fmt.Errorf("disk %s: %w", d.DiskID, werr)
+	case uerr != nil:
+		return uerr
+	case werr != nil:
+		return fmt.Errorf("disk %s: %w", d.DiskID, werr)
+	}
+	secs := time.Since(start).Seconds()
+	log.InfoContext(ctx, "disk imported", "disk_id", d.DiskID, "datastore", rd.Datastore, "file", rd.DataFile, "bytes", n,
+		"stream_bytes", stats.StreamSize, "data_bytes", stats.DataBytes, "data_grains", stats.DataGrains, "grains", stats.Grains,
+		"duration_seconds", secs, "bytes_per_second", float64(n)/max(secs, 1e-9))
+	return nil
+}
+
 // runInPlace overwrites the disks of the VM the backup was taken of: checks it (its name is the
-// confirmed one, no snapshots, the backup's disks), powers it off, writes every disk, resets
-// CBT and powers it on again if it was on (or PowerOn asks). The VM is never removed: on an
+// confirmed one, no snapshots, the backup's disks), records its power state on the hub, powers
+// it off, writes every disk, resets CBT and powers it on again if it was on before the first
+// run of the restore (or PowerOn asks). The VM is never removed: on an
 // error it stays powered off with disks that may be partly written, and the error says so.
 func (r *Runner) runInPlace(ctx context.Context, job *api.RestoreJob, target Target, st *state, log *slog.Logger) (string, error) {
 	st.set(api.PhaseChecking, "")
@@ -266,10 +366,23 @@ func (r *Runner) runInPlace(ctx context.Context, job *api.RestoreJob, target Tar
 		return "", err
 	}
 	log = log.With("vm_ref", vm.MoRef())
+	// A resumed run finds the VM off (the earlier run powered it off): the state to come back
+	// to is the one the first run found, which the hub kept. It is recorded on the hub before
+	// the VM is powered off, so a run killed after that is resumed with it.
+	wasOn := vm.WasOn
+	if job.VMWasOn != nil {
+		wasOn = *job.VMWasOn
+	}
+	st.mu.Lock()
+	st.wasOn = &wasOn
+	st.mu.Unlock()
+	if err := r.report(ctx, job.ID, st); err != nil {
+		return "", fmt.Errorf("record the power state of vm %s on the hub: %w", vm.Name, err)
+	}
 	if err := vm.PowerOff(ctx); err != nil {
 		return "", err
 	}
-	log.InfoContext(ctx, "vm powered off for an in-place restore", "was_on", vm.WasOn)
+	log.InfoContext(ctx, "vm powered off for an in-place restore", "was_on", wasOn, "on_now", vm.WasOn, "resumed", job.Resumed)
 	st.set(api.PhaseWriting, "")
 	for _, d := range job.Disks {
 		if err := r.writeDisk(ctx, job.ID, d, vm.Disks[d.DiskID], vm.DatacenterPath(), target, st, log); err != nil {
@@ -279,7 +392,7 @@ func (r *Runner) runInPlace(ctx context.Context, job *api.RestoreJob, target Tar
 	if err := vm.ResetCBT(ctx); err != nil {
 		return "", fmt.Errorf("%w; the disks are restored, but the next backup must be a full one", err)
 	}
-	if vm.WasOn || job.PowerOn {
+	if wasOn || job.PowerOn {
 		if err := vm.PowerOn(ctx); err != nil {
 			return "", fmt.Errorf("%w; the disks are restored", err)
 		}
@@ -287,26 +400,25 @@ func (r *Runner) runInPlace(ctx context.Context, job *api.RestoreJob, target Tar
 	return vm.MoRef(), nil
 }
 
-// writeDisk streams a disk image from the hub into the new VM's flat file with one PUT of the
-// whole file (the datastore /folder interface cannot write at an offset). The PUT writes every
-// byte, zeros too: a thin disk ends up fully allocated (in the simulator, and on ESXi, whose
-// /folder upload does not punch holes).
+// writeDisk (in-place restores) streams a disk image from the hub into a VM's flat file with
+// one PUT of the whole file: the datastore /folder interface cannot write at an offset, and an
+// import lease only ever creates a new VM. The PUT writes every byte, zeros too: a thin disk
+// ends up fully allocated (in the simulator, and on ESXi, whose /folder upload does not punch
+// holes).
 func (r *Runner) writeDisk(ctx context.Context, jobID string, d api.RestoreDiskSpec, rd vsphere.RestoredDisk, dcPath string, target Target, st *state, log *slog.Logger) error {
 	start := time.Now()
-	body, n, err := r.hub.OpenRestoreImage(ctx, jobID, d.DiskID, 0)
-	if err != nil {
-		return fmt.Errorf("read image of disk %s: %w", d.DiskID, err)
+	if d.CapacityBytes != rd.Capacity {
+		return fmt.Errorf("disk %s: the image has %d bytes, the new disk %d", d.DiskID, d.CapacityBytes, rd.Capacity)
 	}
-	defer body.Close()
-	if n != rd.Capacity {
-		return fmt.Errorf("disk %s: the image has %d bytes, the new disk %d", d.DiskID, n, rd.Capacity)
-	}
+	img := newImageReader(ctx, r.hub, jobID, d.DiskID, rd.Capacity, log)
+	defer img.close()
+	n := rd.Capacity
 	url, client, err := target.DatastoreHTTP(ctx, dcPath, rd.Datastore, rd.DataFile)
 	if err != nil {
 		return err
 	}
 	before := st.written.Load()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPut, url, &countingReader{r: body, n: &st.written})
+	req, err := http.NewRequestWithContext(ctx, http.MethodPut, url, &countingReader{r: img, n: &st.written})
 	if err != nil {
 		return fmt.Errorf("write disk %s: %w", d.DiskID, err)
 	}

@@ -8,7 +8,7 @@ import (
 	"github.com/sendense/sendense/shared/api"
 )
 
-// vmSpec builds the CreateVM specification of a restore from the backup's configuration.
+// vmSpec builds the configuration of a restored VM (the ConfigSpec of its import spec) of a restore from the backup's configuration.
 func vmSpec(job *api.RestoreJob, p *Placement) (*types.VirtualMachineConfigSpec, error) {
 	cfg := job.VM
 	annotation := api.RestoreVMPrefix + job.ID + " of " + job.BackupID

@@ -234,40 +234,13 @@ type RestoredDisk struct {
 	Datastore string
 	DataFile  string // datastore-relative path of the flat file ("vm/vm-flat.vmdk")
 	Capacity  int64
+
+	descriptor string // datastore-relative path of the descriptor ("vm/vm.vmdk")
+	index      int    // among the VM's disks, in device order
 }
 
 // MoRef returns the new VM's managed object id.
 func (v *RestoredVM) MoRef() string { return v.obj.Reference().Value }
-
-// CreateVM creates the VM a restore describes in the placement, powered off: CPUs, cores,
-// memory, firmware and secure boot, hardware version, guest, allocations, the boot-relevant
-// extraConfig, the storage controllers, each disk on its controller and unit (thin or thick
-// as asked), and each NIC on its mapped network with its MAC kept (manual) or generated.
-// CD-ROMs are not created: their ISO files belong to the source environment. The annotation
-// starts with api.RestoreVMPrefix and the job id, so a half-made VM can be recognised.
-func (p *Placement) CreateVM(ctx context.Context, job *api.RestoreJob) (*RestoredVM, error) {
-	spec, err := vmSpec(job, p)
-	if err != nil {
-		return nil, err
-	}
-	task, err := p.folder.CreateVM(ctx, *spec, p.pool, p.host)
-	if err != nil {
-		return nil, fmt.Errorf("create vm %s: %w", job.Target.Name, err)
-	}
-	res, err := task.WaitForResult(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("create vm %s: %w", job.Target.Name, err)
-	}
-	ref, ok := res.Result.(types.ManagedObjectReference)
-	if !ok {
-		return nil, fmt.Errorf("create vm %s: the task returned %T", job.Target.Name, res.Result)
-	}
-	vm := &RestoredVM{p: p, obj: object.NewVirtualMachine(p.c.vc, ref), Disks: map[string]RestoredDisk{}}
-	if err := vm.readDisks(ctx, job); err != nil {
-		return vm, err
-	}
-	return vm, nil
-}
 
 // readDisks maps the new VM's disks to the backup's by controller and unit.
 func (v *RestoredVM) readDisks(ctx context.Context, job *api.RestoreJob) error {
@@ -281,8 +254,10 @@ func (v *RestoredVM) readDisks(ctx context.Context, job *api.RestoreJob) error {
 		unit int32
 	}
 	created := map[slot]*types.VirtualDisk{}
-	for _, d := range devices.SelectByType((*types.VirtualDisk)(nil)) {
+	order := map[*types.VirtualDisk]int{}
+	for i, d := range devices.SelectByType((*types.VirtualDisk)(nil)) {
 		vd := d.(*types.VirtualDisk)
+		order[vd] = i
 		ctrl, ok := devices.FindByKey(vd.ControllerKey).(types.BaseVirtualController)
 		if !ok || vd.UnitNumber == nil {
 			continue
@@ -312,7 +287,8 @@ func (v *RestoredVM) readDisks(ctx context.Context, job *api.RestoreJob) error {
 		if !dp.FromString(b.FileName) {
 			return fmt.Errorf("disk %s of the new vm: bad file name %q", d.DiskID, b.FileName)
 		}
-		v.Disks[d.DiskID] = RestoredDisk{Datastore: dp.Datastore, DataFile: strings.TrimSuffix(dp.Path, ".vmdk") + "-flat.vmdk", Capacity: vd.CapacityInBytes}
+		v.Disks[d.DiskID] = RestoredDisk{Datastore: dp.Datastore, DataFile: strings.TrimSuffix(dp.Path, ".vmdk") + "-flat.vmdk", Capacity: vd.CapacityInBytes,
+			descriptor: dp.Path, index: order[vd]}
 	}
 	return nil
 }

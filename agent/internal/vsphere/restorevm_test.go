@@ -52,9 +52,10 @@ func vmCount(t *testing.T, s *sim) int {
 	return len(vms)
 }
 
-// A restore creates a VM with the captured hardware: CPUs, memory, firmware, controllers, disks
-// on their units, NICs with the kept MACs; and the VM can be destroyed again.
-func TestCreateRestoredVM(t *testing.T) {
+// A restore imports a VM with the captured hardware: CPUs, memory, firmware, controllers, disks
+// on their units, NICs with the kept MACs, an import lease with a device URL per disk; and the
+// VM can be destroyed again once the lease is aborted.
+func TestImportRestoredVM(t *testing.T) {
 	s := startSim(t, simulator.VPX())
 	c := s.connect(t)
 	job := restoreJobOf(t, c, "DC0_H0_VM0")
@@ -62,9 +63,15 @@ func TestCreateRestoredVM(t *testing.T) {
 	if err != nil {
 		t.Fatalf("resolve: %v", err)
 	}
-	vm, err := p.CreateVM(t.Context(), job)
+	vm, err := p.ImportVM(t.Context(), job)
 	if err != nil {
-		t.Fatalf("create: %v", err)
+		t.Fatalf("import: %v", err)
+	}
+	if len(vm.urls) != len(job.Disks) || vm.LeaseTimeout() <= 0 {
+		t.Fatalf("lease: %d device urls for %d disks, timeout %s", len(vm.urls), len(job.Disks), vm.LeaseTimeout())
+	}
+	if err := vm.Progress(t.Context(), 50); err != nil {
+		t.Fatalf("renew lease: %v", err)
 	}
 	var m mo.VirtualMachine
 	if err := vm.obj.Properties(t.Context(), vm.obj.Reference(), []string{"config", "name"}, &m); err != nil {
@@ -107,6 +114,9 @@ func TestCreateRestoredVM(t *testing.T) {
 	before := vmCount(t, s)
 	if _, err := c.ResolveRestore(t.Context(), job); !errors.Is(err, ErrNameTaken) || !strings.Contains(err.Error(), job.Target.Name) {
 		t.Fatalf("restore to an existing name: %v, want ErrNameTaken naming it", err)
+	}
+	if err := vm.Abort(t.Context(), errors.New("test ends")); err != nil {
+		t.Fatalf("abort lease: %v", err)
 	}
 	if err := c.DestroyRestoredVM(t.Context(), vm.MoRef(), "rs-other"); err == nil {
 		t.Fatal("a VM of another restore was destroyed")

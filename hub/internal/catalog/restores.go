@@ -33,19 +33,22 @@ type RestoreJob struct {
 	// backup of it may be queued or running at the same time.
 	VMContextID string `bun:"vm_context_id,nullzero"`
 	// Spec is the normalised api.RestoreRequest (JSON).
-	Spec            string    `bun:"spec,notnull"`
-	Status          string    `bun:"status,notnull"`
-	CancelRequested bool      `bun:"cancel_requested,notnull"`
-	Phase           string    `bun:"phase,notnull"`
-	VMRef           string    `bun:"vm_ref,nullzero"` // the VM the agent created, while it exists
-	BytesWritten    int64     `bun:"bytes_written,notnull"`
-	BytesTotal      int64     `bun:"bytes_total,notnull"`
-	Error           string    `bun:"error,nullzero"`
-	ClaimedAt       time.Time `bun:"claimed_at,nullzero"`
-	HeartbeatAt     time.Time `bun:"heartbeat_at,nullzero"`
-	FinishedAt      time.Time `bun:"finished_at,nullzero"`
-	CreatedAt       time.Time `bun:"created_at,notnull"`
-	UpdatedAt       time.Time `bun:"updated_at,notnull"`
+	Spec            string `bun:"spec,notnull"`
+	Status          string `bun:"status,notnull"`
+	CancelRequested bool   `bun:"cancel_requested,notnull"`
+	Phase           string `bun:"phase,notnull"`
+	VMRef           string `bun:"vm_ref,nullzero"` // the VM the agent created, while it exists
+	// VMWasOn is the power state an in-place restore found the VM in, as its first run
+	// reported it before powering it off (nil until then): a resumed run powers it on again.
+	VMWasOn      *bool     `bun:"vm_was_on"`
+	BytesWritten int64     `bun:"bytes_written,notnull"`
+	BytesTotal   int64     `bun:"bytes_total,notnull"`
+	Error        string    `bun:"error,nullzero"`
+	ClaimedAt    time.Time `bun:"claimed_at,nullzero"`
+	HeartbeatAt  time.Time `bun:"heartbeat_at,nullzero"`
+	FinishedAt   time.Time `bun:"finished_at,nullzero"`
+	CreatedAt    time.Time `bun:"created_at,notnull"`
+	UpdatedAt    time.Time `bun:"updated_at,notnull"`
 }
 
 // SourceByName returns the source called name (as the agents report it). A name reported by
@@ -209,6 +212,18 @@ func (c *Catalog) RestoreProgress(ctx context.Context, id, agentID, phase, vmRef
 		return j, fmt.Errorf("restore %s is %s: %w", id, j.Status, ErrConflict)
 	}
 	return j, nil
+}
+
+// RecordVMWasOn records the power state a running in-place restore found its VM in. Only the
+// first report counts: a resumed run finds the VM off because an earlier run powered it off.
+func (c *Catalog) RecordVMWasOn(ctx context.Context, id, agentID string, on bool) error {
+	_, err := c.db.NewUpdate().Model((*RestoreJob)(nil)).Set("vm_was_on = ?", on).
+		Where("id = ?", id).Where("agent_id = ?", agentID).Where("status = ?", api.JobRunning).Where("vm_was_on IS NULL").
+		Exec(ctx)
+	if err != nil {
+		return fmt.Errorf("record the power state of the vm of restore %s: %w", id, err)
+	}
+	return nil
 }
 
 // CancelRestore cancels a queued restore at once, or asks the agent to stop a running one.

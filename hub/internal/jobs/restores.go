@@ -21,6 +21,7 @@ type restoreCatalog interface {
 	RestoreJobs(ctx context.Context, f catalog.RestoreFilter) ([]catalog.RestoreJob, int, error)
 	ClaimRestoreJob(ctx context.Context, agentID string, busy []string) (*catalog.RestoreJob, bool, error)
 	RestoreProgress(ctx context.Context, id, agentID, phase, vmRef string, written, total int64) (*catalog.RestoreJob, error)
+	RecordVMWasOn(ctx context.Context, id, agentID string, on bool) error
 	CancelRestore(ctx context.Context, id string) (*catalog.RestoreJob, error)
 	FinishRestore(ctx context.Context, id, agentID, status, errMsg, vmRef string) (*catalog.RestoreJob, error)
 	FailStaleRestores(ctx context.Context, cutoff time.Time) ([]catalog.RestoreJob, error)
@@ -248,6 +249,7 @@ func (s *Service) restoreSpec(ctx context.Context, j *catalog.RestoreJob, resume
 	}
 	if req.InPlace {
 		spec.VMRef = "" // the restored VM is the original: never removed
+		spec.VMWasOn = j.VMWasOn
 	}
 	for _, d := range disks {
 		ds := req.Target.Datastore
@@ -311,6 +313,11 @@ func (s *Service) RestoreProgress(ctx context.Context, agentID, id string, p api
 	}
 	if err := checkRef("vm_ref", p.VMRef); err != nil {
 		return api.JobState{}, err
+	}
+	if p.VMWasOn != nil {
+		if err := s.cat.RecordVMWasOn(ctx, id, agentID, *p.VMWasOn); err != nil {
+			return api.JobState{}, err
+		}
 	}
 	j, err = s.cat.RestoreProgress(ctx, id, agentID, p.Phase, p.VMRef, p.BytesWritten, p.BytesTotal)
 	if err != nil {

@@ -1,0 +1,1 @@
+ALTER TABLE restore_jobs DROP COLUMN vm_was_on;

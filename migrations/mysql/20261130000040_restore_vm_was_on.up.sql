@@ -1,0 +1,1 @@
+ALTER TABLE restore_jobs ADD COLUMN vm_was_on BOOLEAN NULL;
