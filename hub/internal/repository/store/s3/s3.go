@@ -992,3 +992,27 @@ func (s *Store) Close() error {
 	s.tr.CloseIdleConnections()
 	return err
 }
+
+// CleanTemp removes (with dryRun: only counts) the removal markers that processes left when they
+// died while removing: markers older than markerExpiry plus clockMargin, which no removal can
+// still use. It returns how many it found. It is safe while other processes use the store.
+func (s *Store) CleanTemp(ctx context.Context, dryRun bool) (int, error) {
+	var stale []string
+	for oi := range s.client.ListObjects(ctx, s.bucket, minio.ListObjectsOptions{Prefix: s.prefix + "tmp/removing/", Recursive: true}) {
+		if oi.Err != nil {
+			return 0, fmt.Errorf("list removal markers: %w", describe(oi.Err))
+		}
+		if time.Since(oi.LastModified) > markerExpiry+clockMargin {
+			stale = append(stale, oi.Key)
+		}
+	}
+	if dryRun {
+		return len(stale), nil
+	}
+	for _, obj := range stale {
+		if err := s.removeObject(ctx, obj); err != nil {
+			return 0, fmt.Errorf("remove stale removal marker %s: %w", obj, err)
+		}
+	}
+	return len(stale), nil
+}

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/sendense/sendense/hub/internal/repository/store"
 	"github.com/sendense/sendense/hub/internal/repository/store/s3"
@@ -103,6 +104,15 @@ func TestRetriesThrottlingAndServerErrors(t *testing.T) {
 	n := 0
 	if err := s.List(ctx, "chunks/", func(store.Info) error { n++; return nil }); err != nil || n != 10 {
 		t.Fatalf("List through a throttling server: %d, %v", n, err)
+	}
+	// Every removal dropped its marker: none is left for CleanTemp.
+	for i := range 10 {
+		if _, _, err := s.RemoveIfOlder(ctx, fmt.Sprintf("chunks/00/00/obj%d", i), time.Now().Add(time.Hour)); err != nil {
+			t.Fatalf("RemoveIfOlder through a throttling server: %v", err)
+		}
+	}
+	if n, err := s.CleanTemp(ctx, true); err != nil || n != 0 {
+		t.Fatalf("CleanTemp after removals: %d markers left, %v", n, err)
 	}
 	th.mu.Lock()
 	defer th.mu.Unlock()
