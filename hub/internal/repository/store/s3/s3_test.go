@@ -168,3 +168,25 @@ func TestReadCredentials(t *testing.T) {
 		t.Fatal("a missing file was read")
 	}
 }
+
+// An object larger than one request's part (an index of a disk of several TiB) is uploaded in
+// parts and read back whole; a reader never sees it partly uploaded.
+func TestLargeObjectInParts(t *testing.T) {
+	s := open(t, s3test.Config(t))
+	ctx := t.Context()
+	const key = "indexes/vm/disk-2000/bk-big.fidx"
+	b := make([]byte, 40<<20+12345)
+	for i := range b {
+		b[i] = byte(i * 7 >> 3)
+	}
+	if err := s.Put(ctx, key, b); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.Get(ctx, key, nil, int64(len(b)))
+	if err != nil || !bytes.Equal(got, b) {
+		t.Fatalf("Get of a %d-byte object: %d bytes, %v", len(b), len(got), err)
+	}
+	if info, err := s.Stat(ctx, key); err != nil || info.Size != int64(len(b)) {
+		t.Fatalf("Stat = %+v, %v", info, err)
+	}
+}
