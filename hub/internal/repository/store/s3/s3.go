@@ -176,6 +176,11 @@ type Store struct {
 	prefix string
 	log    *slog.Logger
 
+	// leaseEvery is how often a held lock's lease is renewed (leaseDuration/3), leaseStale
+	// after how long without renewal a lease may be taken over (leaseDuration + clockMargin).
+	// Fields only so that a test can shorten them.
+	leaseEvery, leaseStale time.Duration
+
 	mu     sync.Mutex
 	leases map[*lease]struct{}
 	closed bool
@@ -209,7 +214,8 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Store, error) {
 	if prefix != "" {
 		prefix += "/"
 	}
-	s := &Store{client: client, core: minio.Core{Client: client}, tr: tr, bucket: cfg.Bucket, prefix: prefix, log: log, leases: map[*lease]struct{}{}}
+	s := &Store{client: client, core: minio.Core{Client: client}, tr: tr, bucket: cfg.Bucket, prefix: prefix, log: log, leases: map[*lease]struct{}{},
+		leaseEvery: leaseDuration / 3, leaseStale: leaseDuration + clockMargin}
 	octx, cancel := context.WithTimeout(ctx, opTimeout)
 	defer cancel()
 	ok, err := client.BucketExists(octx, cfg.Bucket)
@@ -901,7 +907,7 @@ func (l *lease) acquire(ctx context.Context) error {
 		return fmt.Errorf("read lease: %w", err)
 	case strings.HasPrefix(string(b), l.token+"\n"):
 		return nil // our own first attempt, whose answer was lost
-	case time.Since(info.ModTime) < leaseDuration+clockMargin:
+	case time.Since(info.ModTime) < l.s.leaseStale:
 		return store.ErrLocked
 	}
 	// The holder stopped renewing: take the lease over, unless someone else does first.
@@ -912,7 +918,7 @@ func (l *lease) acquire(ctx context.Context) error {
 		}
 		return describe(err)
 	}
-	if time.Since(oi.LastModified) < leaseDuration+clockMargin {
+	if time.Since(oi.LastModified) < l.s.leaseStale {
 		return store.ErrLocked
 	}
 	var take minio.PutObjectOptions
@@ -930,7 +936,7 @@ func (l *lease) acquire(ctx context.Context) error {
 // renew rewrites the lease every leaseDuration/3 while it is held.
 func (l *lease) renew() {
 	defer close(l.done)
-	t := time.NewTicker(leaseDuration / 3)
+	t := time.NewTicker(l.s.leaseEvery)
 	defer t.Stop()
 	for {
 		select {
@@ -943,7 +949,7 @@ func (l *lease) renew() {
 		l.mu.Unlock()
 		var opts minio.PutObjectOptions
 		opts.SetMatchETag(etag)
-		ctx, cancel := context.WithTimeout(context.Background(), leaseDuration/3)
+		ctx, cancel := context.WithTimeout(context.Background(), l.s.leaseEvery)
 		err := l.write(ctx, opts)
 		cancel()
 		if err != nil {

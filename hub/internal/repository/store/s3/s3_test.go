@@ -2,6 +2,7 @@ package s3_test
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -19,6 +20,7 @@ import (
 	"github.com/sendense/sendense/hub/internal/repository/store/s3"
 	"github.com/sendense/sendense/hub/internal/repository/store/s3/s3test"
 	"github.com/sendense/sendense/hub/internal/repository/store/storetest"
+	"github.com/sendense/sendense/shared/testenv"
 )
 
 func open(t *testing.T, cfg s3.Config) *s3.Store {
@@ -188,5 +190,47 @@ func TestLargeObjectInParts(t *testing.T) {
 	}
 	if info, err := s.Stat(ctx, key); err != nil || info.Size != int64(len(b)) {
 		t.Fatalf("Stat = %+v, %v", info, err)
+	}
+}
+
+// A lock whose holder dies is taken over once its lease has not been renewed for the lease's
+// time, and not before; a live holder's renewals keep it.
+func TestLockLeaseExpiresWithItsHolder(t *testing.T) {
+	cfg := s3test.Config(t)
+	ctx := t.Context()
+	live, dead, other := open(t, cfg), open(t, cfg), open(t, cfg)
+	for _, s := range []*s3.Store{live, dead, other} {
+		s3.SetLeaseForTest(s, time.Second, 4*time.Second)
+	}
+	relLive, err := live.Lock(ctx, "live")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := dead.Lock(ctx, "gc"); err != nil {
+		t.Fatal(err)
+	}
+	s3.AbandonLocksForTest(dead)
+	if _, err := other.Lock(ctx, "gc"); !errors.Is(err, store.ErrLocked) {
+		t.Fatalf("a fresh lease was taken over: %v, want ErrLocked", err)
+	}
+	var rel func() error
+	start := time.Now()
+	testenv.WaitFor(t, 30*time.Second, "the dead holder's lease to be taken over", func() bool {
+		rel, err = other.Lock(ctx, "gc")
+		return err == nil
+	})
+	if waited := time.Since(start); waited < 2*time.Second {
+		t.Fatalf("the lease was taken over after %v, before it went stale", waited)
+	}
+	if err := rel(); err != nil {
+		t.Fatal(err)
+	}
+	// The live holder renewed all along: its lock, older than a lease by now, is still its own.
+	time.Sleep(2 * time.Second)
+	if _, err := other.Lock(ctx, "live"); !errors.Is(err, store.ErrLocked) {
+		t.Fatalf("a renewed lease was taken over: %v, want ErrLocked", err)
+	}
+	if err := relLive(); err != nil {
+		t.Fatal(err)
 	}
 }
