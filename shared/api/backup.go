@@ -147,24 +147,48 @@ type Chain struct {
 	Disks       map[string][]ChainEntry `json:"disks"`
 }
 
+// Repository kinds.
+const (
+	RepositoryLocal = "local" // a directory on the hub
+	RepositoryS3    = "s3"    // a prefix of an S3-compatible bucket
+)
+
 // Repository is a backup repository as admins see it.
 type Repository struct {
-	ID        string    `json:"id"`
-	Name      string    `json:"name"`
-	Kind      string    `json:"kind"`
+	ID   string `json:"id"`
+	Name string `json:"name"`
+	Kind string `json:"kind"` // RepositoryLocal or RepositoryS3
+	// Path is a local repository's directory; for an S3 repository, endpoint/bucket/prefix.
 	Path      string    `json:"path"`
 	ChunkSize int64     `json:"chunk_size"`
 	CreatedAt time.Time `json:"created_at"`
 
 	// Encrypted: the repository seals what it stores (repo create --encrypt).
 	Encrypted bool `json:"encrypted,omitempty"`
+
+	S3Settings
 }
 
-// CreateRepositoryRequest is the body of POST /api/v1/repositories.
+// S3Settings are the settings of an S3 repository, the same as the flags of `sendense-hub repo
+// create`. The credentials are read from the file S3CredentialsFile names on the hub (the access
+// key id on its first line, the secret on its second) whenever the hub opens the repository;
+// no request or response carries them.
+type S3Settings struct {
+	S3Endpoint        string `json:"s3_endpoint,omitempty"` // http(s)://host[:port]
+	S3Bucket          string `json:"s3_bucket,omitempty"`   // must exist
+	S3Prefix          string `json:"s3_prefix,omitempty"`   // key prefix inside the bucket
+	S3Region          string `json:"s3_region,omitempty"`
+	S3CAFile          string `json:"s3_ca_file,omitempty"` // PEM authorities to trust beside the system's
+	S3CredentialsFile string `json:"s3_credentials_file,omitempty"`
+}
+
+// CreateRepositoryRequest is the body of POST /api/v1/repositories: a local repository (Path)
+// or an S3 one (S3Endpoint, S3Bucket, S3CredentialsFile, …), not both.
 type CreateRepositoryRequest struct {
 	Name      string `json:"name"`
-	Path      string `json:"path"`
+	Path      string `json:"path,omitempty"`
 	ChunkSize int64  `json:"chunk_size,omitempty"`
+	S3Settings
 }
 
 // ---- Agent side of a backup job ----

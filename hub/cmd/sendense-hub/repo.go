@@ -18,6 +18,7 @@ import (
 	"github.com/sendense/sendense/hub/internal/gc"
 	"github.com/sendense/sendense/hub/internal/repository"
 	"github.com/sendense/sendense/hub/internal/verify"
+	"github.com/sendense/sendense/shared/api"
 )
 
 // parseSize parses "4MiB", "64KiB", "1GiB" or a byte count.
@@ -42,10 +43,15 @@ func newRepoCmd(e *env) *cobra.Command {
 	cmd := &cobra.Command{Use: "repo", Short: "Create, list and verify backup repositories"}
 	var path, chunkSize string
 	var enc encryptFlags
+	var s3set api.S3Settings
 	create := &cobra.Command{
-		Use:   "create NAME --path DIR [--chunk-size 4MiB] [--encrypt --password-file F]",
-		Short: "Create a repository (or adopt an existing one at DIR)",
-		Args:  cobra.ExactArgs(1),
+		Use:   "create NAME (--path DIR | --s3-endpoint URL --s3-bucket B --s3-credentials-file F [--s3-prefix P] [--s3-region R] [--s3-ca-file F]) [--chunk-size 4MiB] [--encrypt --password-file F]",
+		Short: "Create a repository in a directory or an S3 bucket (or adopt the one there)",
+		Long: "A repository lives in a directory of the hub (--path) or under a prefix of an S3-compatible bucket (--s3-*).\n" +
+			"The S3 credentials file holds the access key id on its first line and the secret on its second; the catalog\n" +
+			"records its path, never its content, and the hub reads it whenever it opens the repository.\n" +
+			"--encrypt seals everything the repository stores under a key the password file unlocks (read likewise).",
+		Args: cobra.ExactArgs(1),
 		RunE: catalogCmd(e, func(cmd *cobra.Command, cfg *config.Config, cat *catalog.Catalog) error {
 			cs, err := parseSize(chunkSize)
 			if err != nil {
@@ -56,21 +62,34 @@ func newRepoCmd(e *env) *cobra.Command {
 			if err := enc.check(); err != nil {
 				return err
 			}
-			rec, err := repos.CreateEncrypted(cmd.Context(), cmd.Flags().Arg(0), path, cs, enc.passwordFile)
+			var rec *catalog.Repository
+			if s3set.S3Endpoint != "" {
+				rec, err = repos.CreateS3(cmd.Context(), cmd.Flags().Arg(0), s3set, cs, enc.passwordFile)
+			} else {
+				rec, err = repos.CreateEncrypted(cmd.Context(), cmd.Flags().Arg(0), path, cs, enc.passwordFile)
+			}
 			if err != nil {
 				return err
 			}
-			_, err = fmt.Fprintf(e.stdout, "created repository %s (%s) at %s, chunk size %s\n", rec.Name, rec.ID, rec.Path, humanBytes(rec.ChunkSize))
+			_, err = fmt.Fprintf(e.stdout, "created repository %s (%s, %s) at %s, chunk size %s\n", rec.Name, rec.ID, rec.Kind, rec.Path, humanBytes(rec.ChunkSize))
 			if err == nil && enc.encrypt {
 				err = enc.warn(e, rec)
 			}
 			return err
 		}),
 	}
-	create.Flags().StringVar(&path, "path", "", "directory of the repository (required)")
+	create.Flags().StringVar(&path, "path", "", "directory of a local repository")
 	create.Flags().StringVar(&chunkSize, "chunk-size", "4MiB", "slot size, a power of two from 64KiB to 64MiB")
-	_ = create.MarkFlagRequired("path")
 	enc.register(create)
+	create.Flags().StringVar(&s3set.S3Endpoint, "s3-endpoint", "", "URL of an S3-compatible server: http(s)://host[:port]")
+	create.Flags().StringVar(&s3set.S3Bucket, "s3-bucket", "", "bucket of an S3 repository (must exist)")
+	create.Flags().StringVar(&s3set.S3Prefix, "s3-prefix", "", "key prefix of the repository in the bucket")
+	create.Flags().StringVar(&s3set.S3Region, "s3-region", "", "region of the bucket (default: asked from the server)")
+	create.Flags().StringVar(&s3set.S3CAFile, "s3-ca-file", "", "PEM certificate authorities to trust for an https endpoint, beside the system's")
+	create.Flags().StringVar(&s3set.S3CredentialsFile, "s3-credentials-file", "", "file with the access key id on line 1 and the secret on line 2")
+	create.MarkFlagsOneRequired("path", "s3-endpoint")
+	create.MarkFlagsMutuallyExclusive("path", "s3-endpoint")
+	create.MarkFlagsRequiredTogether("s3-endpoint", "s3-bucket", "s3-credentials-file")
 	var asJSON bool
 	list := &cobra.Command{
 		Use:   "list",

@@ -13,9 +13,9 @@ import (
 // repositoryService lists and creates repositories.
 type repositoryService interface {
 	Describe(ctx context.Context) ([]api.Repository, error)
-	// Add validates the name and chunk size (*api.FieldError), creates or adopts the
-	// repository in dir and records it.
-	Add(ctx context.Context, name, dir string, chunkSize int64) (api.Repository, error)
+	// Add validates the name, the chunk size and the S3 settings (*api.FieldError), creates or
+	// adopts the repository in the directory or the bucket's prefix, and records it.
+	Add(ctx context.Context, req api.CreateRepositoryRequest) (api.Repository, error)
 }
 
 func (s *Server) registerRepositories(v1 *gin.RouterGroup) {
@@ -38,13 +38,27 @@ func (s *Server) createRepository(c *gin.Context) {
 		s.fail(c, err)
 		return
 	}
-	// The name and the chunk size are checked where every repository is created, also by the
-	// command line; a relative path means nothing to a remote caller.
-	if !strings.HasPrefix(req.Path, "/") {
+	// The name, the chunk size and the S3 settings are checked where every repository is
+	// created, also by the command line; a relative path means nothing to a remote caller.
+	switch {
+	case req.S3Endpoint != "" || req.S3Bucket != "" || req.S3CredentialsFile != "":
+		if req.S3CredentialsFile != "" && !strings.HasPrefix(req.S3CredentialsFile, "/") {
+			s.fail(c, &api.FieldError{Field: "s3_credentials_file", Msg: "must be an absolute file path on the hub"})
+			return
+		}
+		if req.S3CAFile != "" && !strings.HasPrefix(req.S3CAFile, "/") {
+			s.fail(c, &api.FieldError{Field: "s3_ca_file", Msg: "must be an absolute file path on the hub"})
+			return
+		}
+		if req.S3Endpoint == "" {
+			s.fail(c, &api.FieldError{Field: "s3_endpoint", Msg: "required for an S3 repository"})
+			return
+		}
+	case !strings.HasPrefix(req.Path, "/"):
 		s.fail(c, &api.FieldError{Field: "path", Msg: "must be an absolute directory path on the hub"})
 		return
 	}
-	r, err := s.deps.Repositories.Add(c.Request.Context(), req.Name, req.Path, req.ChunkSize)
+	r, err := s.deps.Repositories.Add(c.Request.Context(), req)
 	if err != nil {
 		s.fail(c, err)
 		return

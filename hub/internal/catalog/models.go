@@ -16,8 +16,8 @@ type Repository struct {
 
 	ID        string    `bun:"id,pk"`
 	Name      string    `bun:"name,notnull"`
-	Kind      string    `bun:"kind,notnull"` // "local"
-	Path      string    `bun:"path,notnull"`
+	Kind      string    `bun:"kind,notnull"` // "local" or "s3"
+	Path      string    `bun:"path,notnull"` // local: the directory; s3: where, for people (endpoint/bucket/prefix)
 	ChunkSize int64     `bun:"chunk_size,notnull"`
 	CreatedAt time.Time `bun:"created_at,notnull"`
 	UpdatedAt time.Time `bun:"updated_at,notnull"`
@@ -25,6 +25,15 @@ type Repository struct {
 	// PasswordFile is the path of the file that unlocks an encrypted repository, read whenever
 	// the hub opens it; empty for a plain repository. The password itself is never stored.
 	PasswordFile string `bun:"password_file,notnull"`
+
+	// Settings of an S3 repository ("" for a local one). The credentials stay in the file
+	// named here, read whenever the repository is opened; the catalog never holds them.
+	S3Endpoint        string `bun:"s3_endpoint,notnull"`
+	S3Bucket          string `bun:"s3_bucket,notnull"`
+	S3Prefix          string `bun:"s3_prefix,notnull"`
+	S3Region          string `bun:"s3_region,notnull"`
+	S3CAFile          string `bun:"s3_ca_file,notnull"`
+	S3CredentialsFile string `bun:"s3_credentials_file,notnull"`
 }
 
 // Agent is an enrolled sendense-agent.

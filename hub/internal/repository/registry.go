@@ -151,7 +151,7 @@ func (g *Registry) CreateEncrypted(ctx context.Context, name, dir string, chunkS
 		_ = r.Close()
 		return nil, fmt.Errorf("%s already holds a repository with chunk size %d", abs, r.ChunkSize())
 	}
-	rec := &catalog.Repository{ID: r.ID(), Name: name, Kind: "local", Path: abs, ChunkSize: r.ChunkSize(), PasswordFile: passwordFile}
+	rec := &catalog.Repository{ID: r.ID(), Name: name, Kind: api.RepositoryLocal, Path: abs, ChunkSize: r.ChunkSize(), PasswordFile: passwordFile}
 	if err := g.cat.CreateRepository(ctx, rec); err != nil {
 		_ = r.Close()
 		return nil, err
@@ -173,7 +173,8 @@ func (g *Registry) keep(id string, r *Repository) *Repository {
 }
 
 // Open returns the repository with that catalog id, checking that its store still holds the
-// repository the catalog recorded.
+// repository the catalog recorded. An S3 repository's credentials file is read now, at every
+// open: replacing the file takes effect at the next open (a hub restart or CLI command).
 func (g *Registry) Open(ctx context.Context, id string) (*Repository, error) {
 	g.mu.Lock()
 	r, ok := g.open[id]
@@ -185,7 +186,7 @@ func (g *Registry) Open(ctx context.Context, id string) (*Repository, error) {
 	if err != nil {
 		return nil, err
 	}
-	r, err = OpenDir(ctx, rec.Path, g.log, WithPasswordFile(rec.PasswordFile), withKDF(g.kdf))
+	r, err = g.openRecord(ctx, rec, rec.PasswordFile)
 	if err != nil {
 		return nil, fmt.Errorf("repository %q: %w", rec.Name, err)
 	}
@@ -226,9 +227,18 @@ func (g *Registry) Describe(ctx context.Context) ([]api.Repository, error) {
 	return out, nil
 }
 
-// Add is Create for operators: it returns the new repository as they see it.
-func (g *Registry) Add(ctx context.Context, name, dir string, chunkSize int64) (api.Repository, error) {
-	r, err := g.Create(ctx, name, dir, chunkSize)
+// Add is Create or CreateS3 for operators: it returns the new repository as they see it.
+func (g *Registry) Add(ctx context.Context, req api.CreateRepositoryRequest) (api.Repository, error) {
+	var r *catalog.Repository
+	var err error
+	switch {
+	case req.S3Endpoint != "" && req.Path != "":
+		return api.Repository{}, &api.FieldError{Field: "path", Msg: "a repository is a directory (path) or an S3 bucket (s3_endpoint), not both"}
+	case req.S3Endpoint != "":
+		r, err = g.CreateS3(ctx, req.Name, req.S3Settings, req.ChunkSize, "")
+	default:
+		r, err = g.Create(ctx, req.Name, req.Path, req.ChunkSize)
+	}
 	if err != nil {
 		return api.Repository{}, err
 	}
@@ -236,5 +246,18 @@ func (g *Registry) Add(ctx context.Context, name, dir string, chunkSize int64) (
 }
 
 func wire(r *catalog.Repository) api.Repository {
-	return api.Repository{ID: r.ID, Name: r.Name, Kind: r.Kind, Path: r.Path, ChunkSize: r.ChunkSize, CreatedAt: r.CreatedAt, Encrypted: r.PasswordFile != ""}
+	w := api.Repository{ID: r.ID, Name: r.Name, Kind: r.Kind, Path: r.Path, ChunkSize: r.ChunkSize, CreatedAt: r.CreatedAt, Encrypted: r.PasswordFile != ""}
+	if r.Kind == api.RepositoryS3 {
+		w.S3Settings = s3Settings(r)
+	}
+	return w
+}
+
+// openRecord opens the repository a catalog record describes, in its directory or its bucket,
+// unlocking an encrypted one with the secret in passwordFile.
+func (g *Registry) openRecord(ctx context.Context, rec *catalog.Repository, passwordFile string) (*Repository, error) {
+	if rec.Kind == api.RepositoryS3 {
+		return g.openS3(ctx, rec, passwordFile)
+	}
+	return OpenDir(ctx, rec.Path, g.log, WithPasswordFile(passwordFile), withKDF(g.kdf))
 }

@@ -19,7 +19,7 @@ func (g *Registry) OpenKeys(ctx context.Context, name, passwordFile string) (*ca
 	if passwordFile == "" {
 		passwordFile = rec.PasswordFile
 	}
-	r, err := OpenDir(ctx, rec.Path, g.log, WithPasswordFile(passwordFile), withKDF(g.kdf))
+	r, err := g.openRecord(ctx, rec, passwordFile)
 	if err != nil {
 		return nil, nil, fmt.Errorf("repository %q: %w", rec.Name, err)
 	}

@@ -44,6 +44,7 @@ import (
 
 	"github.com/sendense/sendense/hub/internal/repository/store"
 	"github.com/sendense/sendense/hub/internal/repository/store/local"
+	"github.com/sendense/sendense/hub/internal/repository/store/s3"
 	"github.com/sendense/sendense/shared/api"
 	"github.com/sendense/sendense/shared/chunk"
 )
@@ -384,14 +385,18 @@ func (r *Repository) CheckWritable(ctx context.Context) error {
 	return r.store.Remove(ctx, key)
 }
 
-// tempCleaner is implemented by stores that keep temp files (store/local).
+// tempCleaner is implemented by stores that keep temp files (store/local) or leave removal
+// markers behind when a process dies (store/s3).
 type tempCleaner interface {
 	// CleanTemp removes (with dryRun: counts) the temp files that no live writer owns, and
 	// returns how many it found. It is safe while other processes write to the store.
 	CleanTemp(ctx context.Context, dryRun bool) (int, error)
 }
 
-var _ tempCleaner = (*local.Store)(nil)
+var (
+	_ tempCleaner = (*local.Store)(nil)
+	_ tempCleaner = (*s3.Store)(nil)
+)
 
 // CleanTemp removes the temp files of writers that died (with dryRun: only counts them) and
 // returns how many it found; stores without temp files have none. Opening a repository already

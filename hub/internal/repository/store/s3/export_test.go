@@ -1,0 +1,19 @@
+package s3
+
+import "time"
+
+// SetLeaseForTest shortens the lease of the store's locks: renewed every `every`, taken over
+// after `stale` without renewal.
+func SetLeaseForTest(s *Store, every, stale time.Duration) { s.leaseEvery, s.leaseStale = every, stale }
+
+// AbandonLocksForTest stops renewing every lock s holds without releasing any, as the death of
+// its process would.
+func AbandonLocksForTest(s *Store) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for l := range s.leases {
+		close(l.stop)
+		<-l.done
+		delete(s.leases, l)
+	}
+}

@@ -1,0 +1,236 @@
+package s3_test
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/sendense/sendense/hub/internal/repository/store"
+	"github.com/sendense/sendense/hub/internal/repository/store/s3"
+	"github.com/sendense/sendense/hub/internal/repository/store/s3/s3test"
+	"github.com/sendense/sendense/hub/internal/repository/store/storetest"
+	"github.com/sendense/sendense/shared/testenv"
+)
+
+func open(t *testing.T, cfg s3.Config) *s3.Store {
+	t.Helper()
+	s, err := s3.Open(t.Context(), cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	return s
+}
+
+// TestConformance runs the store's conformance suite against SeaweedFS, each backing a fresh
+// prefix of the bucket and each instance a client of its own, as another hub would be.
+func TestConformance(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) func(t *testing.T) store.Store {
+		cfg := s3test.Config(t)
+		return func(t *testing.T) store.Store { return open(t, cfg) }
+	})
+}
+
+// throttler stands between the store and the server and answers every other request with 503
+// SlowDown (or 500 InternalError), as a busy S3 service does.
+type throttler struct {
+	mu        sync.Mutex
+	n         int
+	throttled int
+	proxy     *httputil.ReverseProxy
+}
+
+func (p *throttler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	p.mu.Lock()
+	p.n++
+	refuse, n := p.n%2 == 1, p.n
+	if refuse {
+		p.throttled++
+	}
+	p.mu.Unlock()
+	if !refuse {
+		p.proxy.ServeHTTP(w, r)
+		return
+	}
+	_, _ = io.Copy(io.Discard, r.Body)
+	code, status := "SlowDown", http.StatusServiceUnavailable
+	if n%4 == 3 {
+		code, status = "InternalError", http.StatusInternalServerError
+	}
+	w.Header().Set("Content-Type", "application/xml")
+	w.WriteHeader(status)
+	if r.Method != http.MethodHead {
+		fmt.Fprintf(w, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>%s</Code><Message>try later</Message></Error>", code)
+	}
+}
+
+// Throttling and server errors are retried with backoff: every operation succeeds through a
+// server that refuses every other request.
+func TestRetriesThrottlingAndServerErrors(t *testing.T) {
+	cfg := s3test.Config(t)
+	target, err := url.Parse(cfg.Endpoint)
+	if err != nil {
+		t.Fatal(err)
+	}
+	th := &throttler{proxy: httputil.NewSingleHostReverseProxy(target)}
+	ts := httptest.NewServer(th)
+	t.Cleanup(ts.Close)
+	cfg.Endpoint = ts.URL
+	s := open(t, cfg)
+	ctx := t.Context()
+	for i := range 10 {
+		key := fmt.Sprintf("chunks/00/00/obj%d", i)
+		b := bytes.Repeat([]byte{byte(i)}, 100_000+i)
+		if err := s.Put(ctx, key, b); err != nil {
+			t.Fatalf("Put through a throttling server: %v", err)
+		}
+		got, err := s.Get(ctx, key, nil, 0)
+		if err != nil || !bytes.Equal(got, b) {
+			t.Fatalf("Get through a throttling server: %v", err)
+		}
+		if err := s.Touch(ctx, key); err != nil {
+			t.Fatalf("Touch through a throttling server: %v", err)
+		}
+	}
+	n := 0
+	if err := s.List(ctx, "chunks/", func(store.Info) error { n++; return nil }); err != nil || n != 10 {
+		t.Fatalf("List through a throttling server: %d, %v", n, err)
+	}
+	// Every removal dropped its marker: none is left for CleanTemp.
+	for i := range 10 {
+		if _, _, err := s.RemoveIfOlder(ctx, fmt.Sprintf("chunks/00/00/obj%d", i), time.Now().Add(time.Hour)); err != nil {
+			t.Fatalf("RemoveIfOlder through a throttling server: %v", err)
+		}
+	}
+	if n, err := s.CleanTemp(ctx, true); err != nil || n != 0 {
+		t.Fatalf("CleanTemp after removals: %d markers left, %v", n, err)
+	}
+	th.mu.Lock()
+	defer th.mu.Unlock()
+	if th.throttled < 20 {
+		t.Fatalf("only %d requests were refused: the test did not throttle", th.throttled)
+	}
+	t.Logf("%d of %d requests refused with 503 SlowDown or 500, all retried", th.throttled, th.n)
+}
+
+// The settings are checked before any request, and the errors name the setting.
+func TestConfigCheck(t *testing.T) {
+	good := s3.Config{Endpoint: "https://s3.example:9000", Bucket: "b", AccessKey: "k", SecretKey: "s"}
+	if err := good.Check(); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		mod  func(*s3.Config)
+		want string
+	}{
+		{"no endpoint", func(c *s3.Config) { c.Endpoint = "" }, "s3 endpoint"},
+		{"scheme", func(c *s3.Config) { c.Endpoint = "ftp://x" }, "s3 endpoint"},
+		{"path", func(c *s3.Config) { c.Endpoint = "http://x/y" }, "s3 endpoint"},
+		{"user", func(c *s3.Config) { c.Endpoint = "http://u:p@x" }, "s3 endpoint"},
+		{"bucket", func(c *s3.Config) { c.Bucket = "" }, "s3 bucket"},
+		{"prefix", func(c *s3.Config) { c.Prefix = "a/../b" }, "s3 prefix"},
+		{"secret", func(c *s3.Config) { c.SecretKey = "" }, "s3 credentials"},
+	} {
+		c := good
+		tc.mod(&c)
+		if err := c.Check(); err == nil || !strings.HasPrefix(err.Error(), tc.want) {
+			t.Errorf("%s: %v, want an error on %s", tc.name, err, tc.want)
+		}
+	}
+}
+
+func TestReadCredentials(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "creds")
+	if err := os.WriteFile(p, []byte("AKID\r\nsecret-value\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if k, s, err := s3.ReadCredentials(p); err != nil || k != "AKID" || s != "secret-value" {
+		t.Fatalf("ReadCredentials = %q, %q, %v", k, s, err)
+	}
+	if err := os.WriteFile(p, []byte("only-one-line-secret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s3.ReadCredentials(p); err == nil || strings.Contains(err.Error(), "only-one-line-secret") || !strings.Contains(err.Error(), p) {
+		t.Fatalf("a one-line file: %v (must name the file, never its content)", err)
+	}
+	if _, _, err := s3.ReadCredentials(filepath.Join(dir, "missing")); err == nil {
+		t.Fatal("a missing file was read")
+	}
+}
+
+// An object larger than one request's part (an index of a disk of several TiB) is uploaded in
+// parts and read back whole; a reader never sees it partly uploaded.
+func TestLargeObjectInParts(t *testing.T) {
+	s := open(t, s3test.Config(t))
+	ctx := t.Context()
+	const key = "indexes/vm/disk-2000/bk-big.fidx"
+	b := make([]byte, 40<<20+12345)
+	for i := range b {
+		b[i] = byte(i * 7 >> 3)
+	}
+	if err := s.Put(ctx, key, b); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.Get(ctx, key, nil, int64(len(b)))
+	if err != nil || !bytes.Equal(got, b) {
+		t.Fatalf("Get of a %d-byte object: %d bytes, %v", len(b), len(got), err)
+	}
+	if info, err := s.Stat(ctx, key); err != nil || info.Size != int64(len(b)) {
+		t.Fatalf("Stat = %+v, %v", info, err)
+	}
+}
+
+// A lock whose holder dies is taken over once its lease has not been renewed for the lease's
+// time, and not before; a live holder's renewals keep it.
+func TestLockLeaseExpiresWithItsHolder(t *testing.T) {
+	cfg := s3test.Config(t)
+	ctx := t.Context()
+	live, dead, other := open(t, cfg), open(t, cfg), open(t, cfg)
+	for _, s := range []*s3.Store{live, dead, other} {
+		s3.SetLeaseForTest(s, time.Second, 4*time.Second)
+	}
+	relLive, err := live.Lock(ctx, "live")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := dead.Lock(ctx, "gc"); err != nil {
+		t.Fatal(err)
+	}
+	s3.AbandonLocksForTest(dead)
+	if _, err := other.Lock(ctx, "gc"); !errors.Is(err, store.ErrLocked) {
+		t.Fatalf("a fresh lease was taken over: %v, want ErrLocked", err)
+	}
+	var rel func() error
+	start := time.Now()
+	testenv.WaitFor(t, 30*time.Second, "the dead holder's lease to be taken over", func() bool {
+		rel, err = other.Lock(ctx, "gc")
+		return err == nil
+	})
+	if waited := time.Since(start); waited < 2*time.Second {
+		t.Fatalf("the lease was taken over after %v, before it went stale", waited)
+	}
+	if err := rel(); err != nil {
+		t.Fatal(err)
+	}
+	// The live holder renewed all along: its lock, older than a lease by now, is still its own.
+	time.Sleep(2 * time.Second)
+	if _, err := other.Lock(ctx, "live"); !errors.Is(err, store.ErrLocked) {
+		t.Fatalf("a renewed lease was taken over: %v, want ErrLocked", err)
+	}
+	if err := relLive(); err != nil {
+		t.Fatal(err)
+	}
+}
