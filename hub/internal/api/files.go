@@ -80,21 +80,9 @@ func (s *Server) fileContent(c *gin.Context) {
 	h.Set("Content-Type", "application/octet-stream")
 	h.Set("Content-Disposition", fmt.Sprintf("attachment; filename*=UTF-8''%s", url.PathEscape(path.Base(f.Path))))
 	h.Set("Last-Modified", f.Entry.Mtime.UTC().Format(http.TimeFormat))
-	if inm := c.GetHeader("If-None-Match"); inm != "" && (inm == etag || inm == "*") {
-		c.Status(http.StatusNotModified)
+	off, n, partial, ok := span(c, etag, size, false)
+	if !ok {
 		return
-	}
-	off, n, partial := int64(0), size, false
-	if rh := c.GetHeader("Range"); rh != "" && size > 0 && (c.GetHeader("If-Range") == "" || c.GetHeader("If-Range") == etag) {
-		o, l, ok, err := parseRange(rh, size)
-		if err != nil {
-			h.Set("Content-Range", fmt.Sprintf("bytes */%d", size))
-			c.AbortWithStatusJSON(http.StatusRequestedRangeNotSatisfiable, api.Error{Error: err.Error(), Code: api.CodeInvalid, Field: "Range"})
-			return
-		}
-		if ok {
-			off, n, partial = o, l, true
-		}
 	}
 	// The first bytes are read before the status is sent: damage there is an answer, not a
 	// broken connection.
@@ -105,14 +93,7 @@ func (s *Server) fileContent(c *gin.Context) {
 		s.fail(c, err)
 		return
 	}
-	h.Set("Content-Length", strconv.FormatInt(n, 10))
-	status := http.StatusOK
-	if partial {
-		h.Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", off, off+n-1, size))
-		status = http.StatusPartialContent
-	}
-	c.Status(status)
-	if c.Request.Method == http.MethodHead {
+	if !startBody(c, off, n, size, partial) {
 		return
 	}
 	written := int64(0)

@@ -48,30 +48,8 @@ func (s *Server) serveImage(c *gin.Context, backupID, diskID string) {
 	h.Set("Accept-Ranges", "bytes")
 	h.Set("Content-Type", "application/octet-stream")
 	h.Set("Content-Disposition", fmt.Sprintf(`attachment; filename="%s-%s.raw"`, d.BackupID, d.DiskID))
-	if inm := c.GetHeader("If-None-Match"); inm != "" && (inm == etag || inm == "*") {
-		c.Status(http.StatusNotModified)
-		return
-	}
-	off, n, partial := int64(0), size, false
-	if rh := c.GetHeader("Range"); rh != "" && (c.GetHeader("If-Range") == "" || c.GetHeader("If-Range") == etag) {
-		o, l, ok, err := parseRange(rh, size)
-		if err != nil {
-			h.Set("Content-Range", fmt.Sprintf("bytes */%d", size))
-			c.AbortWithStatusJSON(http.StatusRequestedRangeNotSatisfiable, api.Error{Error: err.Error(), Code: api.CodeInvalid, Field: "Range"})
-			return
-		}
-		if ok {
-			off, n, partial = o, l, true
-		}
-	}
-	h.Set("Content-Length", strconv.FormatInt(n, 10))
-	status := http.StatusOK
-	if partial {
-		h.Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", off, off+n-1, size))
-		status = http.StatusPartialContent
-	}
-	c.Status(status)
-	if c.Request.Method == http.MethodHead {
+	off, n, partial, ok := span(c, etag, size, true)
+	if !ok || !startBody(c, off, n, size, partial) {
 		return
 	}
 	written, err := img.Stream(c.Request.Context(), c.Writer, off, n, 4)
@@ -82,6 +60,48 @@ func (s *Server) serveImage(c *gin.Context, backupID, diskID string) {
 		}
 		panic(http.ErrAbortHandler) // closes the connection: the client cannot mistake this for a complete image
 	}
+}
+
+// span answers the conditional and Range headers of a download of size bytes whose ETag is
+// etag: it returns the bytes to send (the whole, or the one range asked for, then partial), or
+// ok=false when it has answered already (304 Not Modified, or 416 with a JSON body).
+// emptyRanges says whether a Range on an empty representation is parsed (and refused) rather
+// than ignored.
+func span(c *gin.Context, etag string, size int64, emptyRanges bool) (off, n int64, partial, ok bool) {
+	h := c.Writer.Header()
+	if inm := c.GetHeader("If-None-Match"); inm != "" && (inm == etag || inm == "*") {
+		c.Status(http.StatusNotModified)
+		return 0, 0, false, false
+	}
+	rh := c.GetHeader("Range")
+	if rh == "" || (size == 0 && !emptyRanges) || (c.GetHeader("If-Range") != "" && c.GetHeader("If-Range") != etag) {
+		return 0, size, false, true
+	}
+	o, l, ranged, err := parseRange(rh, size)
+	if err != nil {
+		h.Set("Content-Range", fmt.Sprintf("bytes */%d", size))
+		c.AbortWithStatusJSON(http.StatusRequestedRangeNotSatisfiable, api.Error{Error: err.Error(), Code: api.CodeInvalid, Field: "Range"})
+		return 0, 0, false, false
+	}
+	if !ranged {
+		return 0, size, false, true
+	}
+	return o, l, true, true
+}
+
+// startBody sends the status and length headers of n bytes at off of a size-byte
+// representation (206 with Content-Range for a range), and reports whether a body follows (not
+// for HEAD).
+func startBody(c *gin.Context, off, n, size int64, partial bool) bool {
+	h := c.Writer.Header()
+	h.Set("Content-Length", strconv.FormatInt(n, 10))
+	status := http.StatusOK
+	if partial {
+		h.Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", off, off+n-1, size))
+		status = http.StatusPartialContent
+	}
+	c.Status(status)
+	return c.Request.Method != http.MethodHead
 }
 
 // parseRange parses one "bytes=" range. It returns ok=false for headers it ignores (several
