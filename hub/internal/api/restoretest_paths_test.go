@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sendense/sendense/hub/internal/files/filestest"
 	"github.com/sendense/sendense/hub/internal/jobs"
 	"github.com/sendense/sendense/hub/internal/policy"
 	"github.com/sendense/sendense/hub/internal/repository"
@@ -207,6 +208,32 @@ func TestRestoreTestPolicyWithPaths(t *testing.T) {
 		rt := h.waitTest(operator, ids[0])
 		if !rt.Passed || rt.BackupID != bk || len(rt.Checks) != 2 || !pathCheck(t, rt, "disk-2000:/p1/bin/run.sh").Passed {
 			t.Fatalf("the policy's test: %+v", rt)
+		}
+	})
+}
+
+// A path on a volume whose filesystem cannot be read fails with that reason, not as missing.
+func TestRestoreTestPathsOnAnUnreadableFilesystem(t *testing.T) {
+	vol := randomImage(t, 16*testChunk) // a partition of random bytes: no filesystem this hub reads
+	disk := filestest.GPTDisk(vol)
+	forEachHub(t, func(t *testing.T, h *testHub) {
+		a := h.newAgent("a1")
+		operator := h.apiToken(api.RoleOperator)
+		h.backupImage(a, operator, disk)
+		h.runTests()
+		rt := h.startTest(operator, api.StartRestoreTestRequest{VM: "pgtest1", Checks: []string{"read", "paths"}, Paths: []string{"disk-2000:/p1/etc/hosts", "/p1"}})
+		if rt.Passed || len(rt.Checks) != 4 || !rt.Checks[0].Passed || !rt.Checks[1].Passed {
+			t.Fatalf("result: %+v", rt)
+		}
+		if c := pathCheck(t, rt, "disk-2000:/p1/etc/hosts"); c.Passed || c.DiskID != "disk-2000" || !strings.HasPrefix(c.Error, "filesystem not readable: ") {
+			t.Fatalf("a path on an unreadable volume: %+v", c)
+		}
+		// The volume exists on disk-2000 but cannot be read: the path fails there.
+		if c := pathCheck(t, rt, "/p1"); c.Passed || c.DiskID != "disk-2000" || c.Type != api.FileTypeOther || !strings.HasPrefix(c.Error, "filesystem not readable: ") {
+			t.Fatalf("an unreadable volume: %+v", c)
+		}
+		if !strings.Contains(rt.Error, "paths disk-2000:/p1/etc/hosts: filesystem not readable") {
+			t.Fatalf("the test's reason %q", rt.Error)
 		}
 	})
 }

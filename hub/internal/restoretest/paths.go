@@ -23,104 +23,127 @@ type fileTrees interface {
 
 var _ fileTrees = (*files.Service)(nil)
 
-// tree is one disk's file tree, opened at most once per test.
-type tree struct {
-	b   *files.Browser
-	err error
+// pathState is one path of a paths check on its way through the disks.
+type pathState struct {
+	c          api.RestoreTestCheck
+	diskID, fp string // the disk named (empty: any) and the path in its tree
+	done       bool
+	reasons    []string // per disk looked at, why the path was not found there
+	allMissing bool
 }
 
-// checkPaths runs the paths check: one result per path of the test, in order. The error is
-// ctx's, when it ended before every path was checked.
+// checkPaths runs the paths check: one result per path of the test, in order. It goes through
+// the restore point's disks in order, opening one file tree at a time (a tree keeps up to 32
+// MiB of pages), and checks on each disk the paths not yet found that may lie there; a path
+// without a disk is taken from the first disk that has it. The error is ctx's, when it ended
+// before every path was checked.
 func (s *Service) checkPaths(ctx context.Context, t *catalog.RestoreTest, disks []restore.Disk, read *counter, done *atomic.Int64) ([]api.RestoreTestCheck, error) {
-	opened := map[string]tree{}
-	open := func(diskID string) tree {
-		tr, ok := opened[diskID]
-		if !ok {
-			tr.b, tr.err = s.files.Open(ctx, t.BackupID, diskID)
-			opened[diskID] = tr
+	ps := make([]*pathState, len(t.Paths))
+	for i, p := range t.Paths {
+		st := &pathState{c: api.RestoreTestCheck{Name: api.CheckPaths, Path: p}, allMissing: true}
+		var err error
+		if st.diskID, st.fp, err = api.SplitTestPath(p); err != nil { // requests are validated: a row written by other means
+			st.c.Error, st.done = err.Error(), true
 		}
-		return tr
+		ps[i] = st
 	}
-	out := make([]api.RestoreTestCheck, 0, len(t.Paths))
-	for _, p := range t.Paths {
-		if ctx.Err() != nil {
-			return out, fmt.Errorf("cancelled before path %s was checked: %w", p, ctx.Err())
+	var runErr error
+	for _, d := range disks {
+		var todo []*pathState
+		for _, st := range ps {
+			if !st.done && (st.diskID == "" || st.diskID == d.DiskID) {
+				todo = append(todo, st)
+			}
 		}
-		c := s.checkPath(ctx, t, p, disks, open, read)
-		done.Add(read.n.Swap(0))
-		if !c.Passed {
+		if len(todo) == 0 {
+			continue
+		}
+		if runErr = ctx.Err(); runErr != nil {
+			break
+		}
+		start := time.Now()
+		b, err := s.files.Open(ctx, t.BackupID, d.DiskID)
+		opened := time.Since(start).Seconds() / float64(len(todo)) // shared by the paths that needed the tree
+		for _, st := range todo {
+			if runErr = ctx.Err(); runErr != nil {
+				break
+			}
+			st.c.Seconds += opened
+			lookOn(b, err, d.DiskID, st, read)
+			done.Add(read.n.Swap(0))
+		}
+		if runErr != nil {
+			break
+		}
+	}
+	out := make([]api.RestoreTestCheck, 0, len(ps))
+	for _, st := range ps {
+		if !st.done {
+			if runErr != nil {
+				continue // not checked: the test fails on runErr
+			}
+			finish(st, disks)
+		}
+		if !st.c.Passed {
 			s.log.WarnContext(ctx, "restore test: path check failed", "restore_test_id", t.ID, "vm_name", t.VMName, "backup_id", t.BackupID,
-				"path", p, "disk_id", c.DiskID, "err", c.Error)
+				"path", st.c.Path, "disk_id", st.c.DiskID, "err", st.c.Error)
 		}
-		out = append(out, c)
+		out = append(out, st.c)
+	}
+	if runErr != nil {
+		return out, fmt.Errorf("cancelled before every path was checked: %w", runErr)
 	}
 	return out, nil
 }
 
-// checkPath looks for one path (api.SplitTestPath) on the disk it names, or on each disk in
-// turn until one has it, and verifies what it finds: a file is read in full (into read), a
-// directory or a volume listed.
-func (s *Service) checkPath(ctx context.Context, t *catalog.RestoreTest, p string, disks []restore.Disk, open func(string) tree, read *counter) (c api.RestoreTestCheck) {
+// lookOn looks for a path on one disk whose tree is b (or could not be opened: openErr),
+// and verifies what it finds there: what is found on a disk is the path's result, whatever
+// the other disks hold.
+func lookOn(b *files.Browser, openErr error, diskID string, st *pathState, read *counter) {
 	start := time.Now()
-	c = api.RestoreTestCheck{Name: api.CheckPaths, Path: p}
-	defer func() { c.Seconds = time.Since(start).Seconds() }()
-	diskID, fp, err := api.SplitTestPath(p)
-	if err != nil { // requests are validated: a row written by other means
-		c.Error = err.Error()
-		return c
+	defer func() { st.c.Seconds += time.Since(start).Seconds() }()
+	var e api.FileEntry
+	err := openErr
+	if err == nil {
+		e, err = b.Stat(st.fp)
 	}
-	var candidates []string
+	if err != nil {
+		r := reason(err)
+		st.allMissing = st.allMissing && r == reasonMissing
+		st.reasons = append(st.reasons, diskID+": "+r)
+		return
+	}
+	st.done = true
+	st.c.DiskID, st.c.Type = diskID, e.Type
+	if err := verify(b, st.fp, e, read); err != nil {
+		st.c.Error = reason(err)
+	} else {
+		st.c.Passed = true
+	}
+	st.c.BytesRead = read.n.Load()
+}
+
+// finish gives a path found on no disk its reason.
+func finish(st *pathState, disks []restore.Disk) {
+	st.done = true
+	var looked []string
 	for _, d := range disks {
-		if diskID == "" || d.DiskID == diskID {
-			candidates = append(candidates, d.DiskID)
+		if st.diskID == "" || st.diskID == d.DiskID {
+			looked = append(looked, d.DiskID)
 		}
 	}
 	switch {
-	case diskID != "" && len(candidates) == 0:
-		c.DiskID, c.Error = diskID, fmt.Sprintf("missing: the restore point has no disk %s", diskID)
-		return c
-	case len(candidates) == 0:
-		c.Error = "missing: the restore point has no disks"
-		return c
-	}
-	var reasons []string
-	allMissing := true
-	for _, d := range candidates {
-		if ctx.Err() != nil {
-			c.Error = fmt.Sprintf("cancelled: %v", ctx.Err())
-			return c
-		}
-		tr := open(d)
-		var e api.FileEntry
-		err := tr.err
-		if err == nil {
-			e, err = tr.b.Stat(fp)
-		}
-		if err != nil {
-			r := reason(err)
-			allMissing = allMissing && r == reasonMissing
-			reasons = append(reasons, d+": "+r)
-			continue
-		}
-		// Found: what is found here is the result, whatever the other disks hold.
-		c.DiskID, c.Type = d, e.Type
-		if err := verify(tr.b, fp, e, read); err != nil {
-			c.Error = reason(err)
-		} else {
-			c.Passed = true
-		}
-		c.BytesRead = read.n.Load()
-		return c
-	}
-	switch {
-	case diskID != "":
-		c.DiskID, c.Error = diskID, strings.TrimPrefix(reasons[0], diskID+": ")
-	case allMissing:
-		c.Error = reasonMissing + " (looked on " + strings.Join(candidates, ", ") + ")"
+	case st.diskID != "" && len(looked) == 0:
+		st.c.DiskID, st.c.Error = st.diskID, "missing: the restore point has no disk "+st.diskID
+	case len(looked) == 0:
+		st.c.Error = "missing: the restore point has no disks"
+	case st.diskID != "":
+		st.c.DiskID, st.c.Error = st.diskID, strings.TrimPrefix(st.reasons[0], st.diskID+": ")
+	case st.allMissing:
+		st.c.Error = reasonMissing + " (looked on " + strings.Join(looked, ", ") + ")"
 	default:
-		c.Error = strings.Join(reasons, "; ")
+		st.c.Error = strings.Join(st.reasons, "; ")
 	}
-	return c
 }
 
 // verify reads what was found at p: a regular file in full, a directory's entries, a volume's
