@@ -30,6 +30,9 @@ type Policy struct {
 	Enabled bool   `json:"enabled"`
 	// Checks are the restore-test checks of a restore_test policy (default: read).
 	Checks []string `json:"checks,omitempty"`
+	// Paths are the paths a restore_test policy's paths check looks for in every covered VM's
+	// restore point (see SplitTestPath).
+	Paths []string `json:"paths,omitempty"`
 	// VMs selects VMs by exact name or context id; VMGlob by name pattern (path.Match syntax,
 	// e.g. "db-*"); Agent restricts both to one agent's VMs. With neither VMs nor VMGlob, every
 	// VM (of Agent, when set) is covered. Templates and gone VMs are never covered.

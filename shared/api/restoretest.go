@@ -3,8 +3,10 @@ package api
 import (
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // RestoreTestIDPrefix starts every restore test's id ("rt-20261130-160000-0a1b2c3d").
@@ -15,20 +17,23 @@ const (
 	// CheckRead reads every disk of the restore point in full through the hub's restore path:
 	// every chunk is verified against its digest, and a damaged chunk is quarantined.
 	CheckRead = "read"
+	// CheckPaths opens the filesystems of the restore point's disks (file-level restore) and
+	// checks that each of the test's Paths exists; a regular file is read in full, a directory
+	// listed, so that a damaged chunk under either fails the path.
+	CheckPaths = "paths"
 )
 
 // RestoreTestChecks lists the checks the hub runs today; DefaultRestoreTestChecks is what a
 // request without checks asks for.
 var (
-	RestoreTestChecks        = []string{CheckRead}
+	RestoreTestChecks        = []string{CheckRead, CheckPaths}
 	DefaultRestoreTestChecks = []string{CheckRead}
 )
 
 // PlannedRestoreTestChecks names checks that are designed but not built yet, each with what it
 // will do: a request naming one is refused rather than reported as passed.
 var PlannedRestoreTestChecks = map[string]string{
-	"paths": "paths that must exist inside the restored file systems (needs file-level restore)",
-	"boot":  "an instant-recovery boot with a guest heartbeat or TCP check (needs instant recovery)",
+	"boot": "an instant-recovery boot with a guest heartbeat or TCP check (needs instant recovery)",
 }
 
 // States of a restore test (RestoreTest.Status). Passed and failed are final.
@@ -60,19 +65,103 @@ func ValidateChecks(field string, checks []string) error {
 	return nil
 }
 
+// Bounds of the paths of a restore test (StartRestoreTestRequest.Paths, Policy.Paths).
+const (
+	MaxRestoreTestPaths   = 64
+	MaxRestoreTestPathLen = 4096
+)
+
+// SplitTestPath splits a path of the paths check into the disk it names and the path in that
+// disk's file tree. Two forms are accepted:
+//
+//   - "disk-2000:/p1/etc/hosts": the path must exist on that disk;
+//   - "/p1/etc/hosts": the path must exist on one of the restore point's disks, whichever
+//     (a VM's root filesystem is not always on its first disk, and one policy covers VMs
+//     laid out differently).
+//
+// The path is absolute in the disk's tree: its first name is the volume (p1, p2, … for
+// partitions, or the name file-level restore gives a filesystem on the whole disk), the rest
+// the names inside the filesystem. It must be in normal form: no empty, "." or ".." names, no
+// trailing slash, no control or bidirectional-override characters, at most
+// MaxRestoreTestPathLen bytes of valid UTF-8. The error says what is wrong, without the field.
+func SplitTestPath(s string) (diskID, path string, err error) {
+	path = s
+	if !strings.HasPrefix(s, "/") {
+		d, p, ok := strings.Cut(s, ":")
+		if !ok || !strings.HasPrefix(p, "/") {
+			return "", "", fmt.Errorf("%q is neither an absolute path (/p1/etc/hosts) nor a disk and a path (disk-2000:/p1/etc/hosts)", s)
+		}
+		key, err := strconv.Atoi(strings.TrimPrefix(d, "disk-"))
+		if !strings.HasPrefix(d, "disk-") || err != nil || key <= 0 || DiskIDForKey(int32(key)) != d {
+			return "", "", fmt.Errorf("%q names no disk: a disk is written disk-<key>, like disk-2000", d)
+		}
+		diskID, path = d, p
+	}
+	switch {
+	case len(s) > MaxRestoreTestPathLen:
+		return "", "", fmt.Errorf("a path of %d bytes, over %d", len(s), MaxRestoreTestPathLen)
+	case !utf8.ValidString(path):
+		return "", "", fmt.Errorf("%q is not valid UTF-8", path)
+	case strings.IndexFunc(path, UnsafeRune) >= 0:
+		return "", "", fmt.Errorf("%q holds a control or bidirectional-override character", path)
+	case path == "/":
+		return "", "", fmt.Errorf("%q names no volume: write /p1/… (p1 is the first partition)", path)
+	}
+	for _, n := range strings.Split(path[1:], "/") {
+		if n == "" || n == "." || n == ".." {
+			return "", "", fmt.Errorf("%q is not in normal form: no empty, \".\" or \"..\" names and no trailing slash", path)
+		}
+	}
+	return diskID, path, nil
+}
+
+// ValidatePaths checks the paths of a restore test or policy against its (validated) checks:
+// the paths check needs at least one path, paths need the paths check, and every path must be
+// one SplitTestPath accepts, listed once. field names the list in errors ("paths"); the error
+// is a *FieldError naming the entry.
+func ValidatePaths(field string, checks, paths []string) error {
+	want := slices.Contains(checks, CheckPaths)
+	switch {
+	case want && len(paths) == 0:
+		return &FieldError{field, fmt.Sprintf("the %q check needs at least one path, like /p1/etc/hosts or disk-2000:/p1/etc/hosts", CheckPaths)}
+	case !want && len(paths) > 0:
+		return &FieldError{field, fmt.Sprintf("paths are checked by the %q check only: add it to the checks", CheckPaths)}
+	case len(paths) > MaxRestoreTestPaths:
+		return &FieldError{field, fmt.Sprintf("at most %d paths", MaxRestoreTestPaths)}
+	}
+	for i, p := range paths {
+		f := fmt.Sprintf("%s[%d]", field, i)
+		if _, _, err := SplitTestPath(p); err != nil {
+			return &FieldError{f, err.Error()}
+		}
+		if slices.Index(paths, p) != i {
+			return &FieldError{f, fmt.Sprintf("path %q is listed twice", p)}
+		}
+	}
+	return nil
+}
+
 // StartRestoreTestRequest is the body of POST /api/v1/restore-tests: test the VM's latest
 // successful restore point, or BackupID (a successful backup of that VM).
 type StartRestoreTestRequest struct {
 	VM       string   `json:"vm"` // name or context id
 	BackupID string   `json:"backup_id,omitempty"`
 	Checks   []string `json:"checks,omitempty"` // default DefaultRestoreTestChecks
+	// Paths are what the paths check looks for (see SplitTestPath); required with it, refused
+	// without it.
+	Paths []string `json:"paths,omitempty"`
 }
 
 // RestoreTestCheck is the outcome of one check of a restore test. A read check covers one
-// disk; Error says why a check failed (the disk, the slot and the damage found).
+// disk; Error says why a check failed (the disk, the slot and the damage found). A paths check
+// covers one path: Path as the test names it, DiskID the disk it was found on (or the disk it
+// names), Type what was found there (file, dir, symlink, other), BytesRead the bytes of the
+// file read, and Error "missing", "damaged chunk: …" or "filesystem not readable: …".
 type RestoreTestCheck struct {
 	Name      string  `json:"name"`
 	DiskID    string  `json:"disk_id,omitempty"`
+	Path      string  `json:"path,omitempty"`
+	Type      string  `json:"type,omitempty"`
 	Passed    bool    `json:"passed"`
 	Error     string  `json:"error,omitempty"`
 	BytesRead int64   `json:"bytes_read"`
@@ -80,8 +169,9 @@ type RestoreTestCheck struct {
 	Seconds   float64 `json:"seconds"`
 }
 
-// RestoreTest is one restore test with its evidence. BytesRead counts the disk bytes read and
-// verified through the restore path (zero slots included, as a restore writes them), DataBytes
+// RestoreTest is one restore test with its evidence. BytesRead counts the bytes read and
+// verified through the restore path by its checks — the disk bytes of read checks (zero slots
+// included, as a restore writes them) and the file bytes of paths checks —, DataBytes
 // those of them held in chunks, read from the repository and checked against their digests;
 // MBPerS is BytesRead per second in 10^6 bytes; Seconds is the time from start to finish, the
 // measured time to restore the VM's disks (RTO of a full restore).
@@ -97,6 +187,7 @@ type RestoreTest struct {
 	Status          string             `json:"status"`
 	Passed          bool               `json:"passed"`
 	RequestedChecks []string           `json:"requested_checks"`
+	Paths           []string           `json:"paths,omitempty"` // of the paths check
 	Checks          []RestoreTestCheck `json:"checks"`
 	BytesRead       int64              `json:"bytes_read"`
 	DataBytes       int64              `json:"data_bytes"`

@@ -32,11 +32,13 @@ func newRestoreTestCmd(e *env) *cobra.Command {
 	var req api.StartRestoreTestRequest
 	var asJSON bool
 	run := &cobra.Command{
-		Use:   "run --vm V [--backup ID] [--check read]... [--json]",
+		Use:   "run --vm V [--backup ID] [--check read|paths]... [--path [disk-2000:]/p1/etc/hosts]... [--json]",
 		Short: "Test the VM's latest (or a named) restore point now: read every disk in full, every chunk verified; exit 1 unless it passed",
 		Long: "Reads every disk of the restore point through the hub's restore path, as a restore would, verifying every chunk\n" +
 			"(a damaged chunk is quarantined), and records the evidence: the checks with their results and reasons, bytes read,\n" +
-			"MB/s and seconds. The test is listed by `restore-test list`, GET /api/v1/restore-tests and `report restore-tests`.",
+			"MB/s and seconds. With --check paths, each --path must exist in the restore point's filesystems (ext2/3/4 behind\n" +
+			"MBR or GPT, read through file-level restore; a file is read in full): disk-2000:/p1/etc/hosts on that disk,\n" +
+			"/p1/etc/hosts on any disk. The test is listed by `restore-test list`, GET /api/v1/restore-tests and `report restore-tests`.",
 		Args: cobra.NoArgs,
 		RunE: restoreTestCmd(e, func(cmd *cobra.Command, _ []string, s *restoretest.Service) error {
 			t, err := s.RunNow(cmd.Context(), req, restoretest.ActorCLI)
@@ -58,7 +60,8 @@ func newRestoreTestCmd(e *env) *cobra.Command {
 	}
 	run.Flags().StringVar(&req.VM, "vm", "", "VM name or context id (required)")
 	run.Flags().StringVar(&req.BackupID, "backup", "", "the restore point to test (default: the VM's latest successful backup)")
-	run.Flags().StringSliceVar(&req.Checks, "check", nil, "checks to run (repeatable; default and only one today: read)")
+	run.Flags().StringSliceVar(&req.Checks, "check", nil, "checks to run (repeatable): read (the default), paths")
+	run.Flags().StringArrayVar(&req.Paths, "path", nil, "a path the paths check requires, [disk-2000:]/p1/etc/hosts (repeatable)")
 	run.Flags().BoolVar(&asJSON, "json", false, "print the evidence as JSON")
 	_ = run.MarkFlagRequired("vm")
 
@@ -121,7 +124,11 @@ func printRestoreTest(e *env, t api.RestoreTest) {
 		if !c.Passed {
 			res = "FAILED: " + printable(c.Error)
 		}
-		fmt.Fprintf(e.stdout, "  %s %s\t%s in %.1fs\t%s\n", c.Name, c.DiskID, humanBytes(c.BytesRead), c.Seconds, res)
+		what := c.DiskID
+		if c.Path != "" {
+			what = printable(c.Path) + " (" + orDash(c.DiskID) + ")"
+		}
+		fmt.Fprintf(e.stdout, "  %s %s\t%s in %.1fs\t%s\n", c.Name, what, humanBytes(c.BytesRead), c.Seconds, res)
 	}
 	fmt.Fprintf(e.stdout, "read %s in %.1fs (%.1f MB/s)\n", humanBytes(t.BytesRead), t.Seconds, t.MBPerS)
 }

@@ -106,7 +106,7 @@ var operations = []operation{
 	{"DELETE", api.PathPolicy, "Delete a policy (its backups stay)", authOperator, nil, nil, nil, 204},
 
 	{"GET", api.PathEvents, "List recorded events, newest first (vm: name or context id; since: RFC 3339)", authViewer, []string{"vm", "type", "since", "limit", "offset"}, nil, api.EventList{}, 200},
-	{"POST", api.PathRestoreTests, "Start a restore test: a full verified read of every disk of the VM's latest (or a named) restore point, run by the hub in the background", authOperator, nil, api.StartRestoreTestRequest{}, api.RestoreTest{}, 202},
+	{"POST", api.PathRestoreTests, "Start a restore test of the VM's latest (or a named) restore point, run by the hub in the background: a full verified read of every disk, and the paths that must exist in its filesystems", authOperator, nil, api.StartRestoreTestRequest{}, api.RestoreTest{}, 202},
 	{"GET", api.PathRestoreTests, "List restore tests with their evidence, newest first", authViewer, []string{"vm", "since", "result", "limit", "offset"}, nil, api.RestoreTestList{}, 200},
 	{"GET", api.PathRestoreTest, "Show a restore test with its checks and evidence", authViewer, nil, nil, api.RestoreTest{}, 200},
 }

@@ -226,7 +226,16 @@ func TestRestoreTestRejectsBadRequests(t *testing.T) {
 			{"a check not built yet", api.StartRestoreTestRequest{VM: "pgtest1", Checks: []string{"read", "boot"}}, 400, "checks[1]", "not available yet"},
 			{"an unknown check", api.StartRestoreTestRequest{VM: "pgtest1", Checks: []string{"fsck"}}, 400, "checks[0]", `unknown check "fsck"`},
 			{"a check twice", api.StartRestoreTestRequest{VM: "pgtest1", Checks: []string{"read", "read"}}, 400, "checks[1]", "twice"},
-			{"paths to check", map[string]any{"vm": "pgtest1", "paths": []string{"/etc/fstab"}}, 400, "paths", "unknown field"},
+			{"paths without the paths check", api.StartRestoreTestRequest{VM: "pgtest1", Paths: []string{"/p1/etc/fstab"}}, 400, "paths", `by the "paths" check only`},
+			{"the paths check without paths", api.StartRestoreTestRequest{VM: "pgtest1", Checks: []string{"paths"}}, 400, "paths", "at least one path"},
+			{"a relative path", api.StartRestoreTestRequest{VM: "pgtest1", Checks: []string{"read", "paths"}, Paths: []string{"/p1/etc/hosts", "etc/fstab"}}, 400, "paths[1]", "neither an absolute path"},
+			{"a path going up", api.StartRestoreTestRequest{VM: "pgtest1", Checks: []string{"paths"}, Paths: []string{"/p1/../p2/etc"}}, 400, "paths[0]", "normal form"},
+			{"a path with a trailing slash", api.StartRestoreTestRequest{VM: "pgtest1", Checks: []string{"paths"}, Paths: []string{"/p1/etc/"}}, 400, "paths[0]", "normal form"},
+			{"a path without a volume", api.StartRestoreTestRequest{VM: "pgtest1", Checks: []string{"paths"}, Paths: []string{"/"}}, 400, "paths[0]", "names no volume"},
+			{"a bad disk", api.StartRestoreTestRequest{VM: "pgtest1", Checks: []string{"paths"}, Paths: []string{"disk-02000:/p1/etc/hosts"}}, 400, "paths[0]", "names no disk"},
+			{"a control character", api.StartRestoreTestRequest{VM: "pgtest1", Checks: []string{"paths"}, Paths: []string{"/p1/etc/ho\nsts"}}, 400, "paths[0]", "control"},
+			{"a path twice", api.StartRestoreTestRequest{VM: "pgtest1", Checks: []string{"paths"}, Paths: []string{"/p1/etc/hosts", "/p1/etc/hosts"}}, 400, "paths[1]", "twice"},
+			{"too many paths", api.StartRestoreTestRequest{VM: "pgtest1", Checks: []string{"paths"}, Paths: manyPaths(api.MaxRestoreTestPaths + 1)}, 400, "paths", "at most 64"},
 		} {
 			code, e := h.call(h.client(nil), http.MethodPost, api.PathRestoreTests, operator, c.body, nil)
 			if code != c.code || e.Field != c.field || !strings.Contains(e.Error, c.msg) {
@@ -267,7 +276,11 @@ func TestRestoreTestPolicyRunsWhenDueAndOnce(t *testing.T) {
 			in    api.Policy
 			field string
 		}{
-			{api.Policy{Name: "rt", Kind: api.PolicyRestoreTest, Schedule: "@every 1h", Checks: []string{"paths"}}, "checks[0]"},
+			{api.Policy{Name: "rt", Kind: api.PolicyRestoreTest, Schedule: "@every 1h", Checks: []string{"boot"}}, "checks[0]"},
+			{api.Policy{Name: "rt", Kind: api.PolicyRestoreTest, Schedule: "@every 1h", Checks: []string{"paths"}}, "paths"},
+			{api.Policy{Name: "rt", Kind: api.PolicyRestoreTest, Schedule: "@every 1h", Paths: []string{"/p1/etc/hosts"}}, "paths"},
+			{api.Policy{Name: "rt", Kind: api.PolicyRestoreTest, Schedule: "@every 1h", Checks: []string{"paths"}, Paths: []string{"p1/etc/hosts"}}, "paths[0]"},
+			{api.Policy{Name: "rt", Schedule: "@every 1h", Paths: []string{"/p1/etc/hosts"}}, "paths"},
 			{api.Policy{Name: "rt", Kind: api.PolicyRestoreTest, Schedule: "@every 1h", Retention: api.Retention{KeepLast: 3}}, "retention"},
 			{api.Policy{Name: "rt", Kind: "verify", Schedule: "@every 1h"}, "kind"},
 			{api.Policy{Name: "rt", Schedule: "@every 1h", Checks: []string{"read"}}, "checks"},

@@ -18,7 +18,7 @@ var tables = []string{"vm_disks", "upload_slots", "policies", "events", "restore
 
 // columns are added by migrations to tables created before them; the downs run above drop them
 // (SQLite refuses to drop an indexed column, so a down that forgets an index fails there).
-var columns = [][2]string{{"backup_jobs", "phase"}, {"sources", "instance_uuid"}}
+var columns = [][2]string{{"backup_jobs", "phase"}, {"sources", "instance_uuid"}, {"restore_tests", "paths"}, {"policies", "paths"}}
 
 func TestMigrateUpDownUp(t *testing.T) {
 	for _, d := range catalogtest.Dialects {

@@ -275,6 +275,7 @@ type Policy struct {
 	Kind                  string    `bun:"kind,notnull"` // api.PolicyBackup or api.PolicyRestoreTest
 	Enabled               bool      `bun:"enabled,notnull"`
 	Checks                []string  `bun:"checks,type:text,nullzero"`   // a restore-test policy's checks, stored as JSON
+	Paths                 []string  `bun:"paths,type:text,nullzero"`    // the paths its paths check looks for, stored as JSON
 	VMNames               []string  `bun:"vm_names,type:text,nullzero"` // explicit names or context ids, stored as JSON
 	VMGlob                string    `bun:"vm_glob,notnull"`
 	AgentID               string    `bun:"agent_id,nullzero"`

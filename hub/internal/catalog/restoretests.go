@@ -28,6 +28,7 @@ type RestoreTest struct {
 	PolicyID        string                 `bun:"policy_id,nullzero"`
 	Actor           string                 `bun:"actor,notnull"`
 	RequestedChecks []string               `bun:"requested_checks,type:text,notnull"` // JSON
+	Paths           []string               `bun:"paths,type:text,nullzero"`           // JSON, the paths check's paths
 	Checks          []api.RestoreTestCheck `bun:"checks,type:text,nullzero"`          // JSON, once finished
 	Status          string                 `bun:"status,notnull"`
 	BytesRead       int64                  `bun:"bytes_read,notnull"`

@@ -98,6 +98,16 @@ func damaged(err error) error {
 	return err
 }
 
+// Stat describes the node at p without following a symlink; a volume whose filesystem this
+// package does not read is of type other.
+func (b *Browser) Stat(p string) (api.FileEntry, error) {
+	e, err := b.d.Stat(p)
+	if err != nil {
+		return api.FileEntry{}, damaged(err)
+	}
+	return e.wire(), nil
+}
+
 // List returns the directory at p with its path normalised.
 func (b *Browser) List(p string) (api.FileList, error) {
 	names, err := SplitPath(p)

@@ -53,9 +53,10 @@ type jobs interface {
 
 // restoreTests queues restore tests.
 type restoreTests interface {
-	// Queue queues a test of the VM's newest successful backup in repositoryID with checks;
-	// a VM without one → restore.ErrNotRestorable, and nothing is queued.
-	Queue(ctx context.Context, vm *catalog.VMWithSource, repositoryID, policyID string, checks []string) (string, error)
+	// Queue queues a test of the VM's newest successful backup in repositoryID with checks
+	// (and the paths of a paths check); a VM without one → restore.ErrNotRestorable, and
+	// nothing is queued.
+	Queue(ctx context.Context, vm *catalog.VMWithSource, repositoryID, policyID string, checks, paths []string) (string, error)
 }
 
 // Service manages policies, runs the scheduler and prunes.
@@ -106,7 +107,7 @@ func (s *Service) info(ctx context.Context, p *catalog.Policy) (api.Policy, erro
 		LastRunAt: p.LastRunAt, NextRunAt: p.NextRunAt, LastStatus: st.LastStatus, LastSuccessAt: st.LastSuccessAt, CreatedAt: p.CreatedAt,
 	}
 	if isRestoreTest(p) {
-		out.Checks, out.CBTSample = p.Checks, nil
+		out.Checks, out.Paths, out.CBTSample = p.Checks, p.Paths, nil
 	}
 	return out, nil
 }
@@ -139,12 +140,18 @@ func (s *Service) fromAPI(ctx context.Context, in api.Policy) (*catalog.Policy, 
 		if len(in.Checks) > 0 {
 			return nil, &api.FieldError{Field: "checks", Msg: "only a restore_test policy has checks"}
 		}
+		if len(in.Paths) > 0 {
+			return nil, &api.FieldError{Field: "paths", Msg: "only a restore_test policy has paths"}
+		}
 	case api.PolicyRestoreTest:
 		checks = in.Checks
 		if len(checks) == 0 {
 			checks = api.DefaultRestoreTestChecks
 		}
 		if err := api.ValidateChecks("checks", checks); err != nil {
+			return nil, err
+		}
+		if err := api.ValidatePaths("paths", checks, in.Paths); err != nil {
 			return nil, err
 		}
 		switch {
@@ -211,7 +218,7 @@ func (s *Service) fromAPI(ctx context.Context, in api.Policy) (*catalog.Policy, 
 		return nil, err
 	}
 	return &catalog.Policy{
-		Name: in.Name, Kind: k, Checks: checks, Enabled: in.Enabled, VMNames: in.VMs, VMGlob: in.VMGlob, AgentID: in.Agent, RepositoryID: repo.ID,
+		Name: in.Name, Kind: k, Checks: checks, Paths: in.Paths, Enabled: in.Enabled, VMNames: in.VMs, VMGlob: in.VMGlob, AgentID: in.Agent, RepositoryID: repo.ID,
 		Schedule: in.Schedule, Timezone: tz, KeepLast: r.KeepLast, KeepHourly: r.KeepHourly, KeepDaily: r.KeepDaily,
 		KeepWeekly: r.KeepWeekly, KeepMonthly: r.KeepMonthly, KeepYearly: r.KeepYearly,
 		FullEveryIncrementals: in.FullEveryIncrementals, FullEveryDays: in.FullEveryDays, CBTSample: sample,

@@ -95,8 +95,9 @@ func WriteMarkdown(w io.Writer, rep api.RestoreTestReport) error {
 	fmt.Fprintf(&b, "- Generated: %s\n", ts(rep.GeneratedAt))
 	fmt.Fprintf(&b, "- Runs: %d (%d passed, %d failed, %d not finished)\n", rep.Runs, rep.Passed, rep.Failed, rep.Runs-rep.Passed-rep.Failed)
 	fmt.Fprintf(&b, "- VMs tested: %d; VMs without a restore test in the period: %d\n\n", len(rep.VMs), len(rep.Untested))
-	fmt.Fprintf(&b, "Each test reads every disk of the restore point in full through the hub's restore path; every chunk is verified against its SHA-256 digest. ")
-	fmt.Fprintf(&b, "Bytes are disk bytes read and verified (zero areas included, as a restore writes them); data bytes are those held in chunks; MB/s is 10^6 bytes per second; seconds is the time the whole read took (the measured time to restore the disks).\n\n")
+	fmt.Fprintf(&b, "A read check reads a disk of the restore point in full through the hub's restore path; every chunk is verified against its SHA-256 digest. ")
+	fmt.Fprintf(&b, "A paths check looks for one path in the filesystems of the restore point (disk-2000:/p1/etc/hosts: on that disk; /p1/etc/hosts: on any disk), reading a file in full and listing a directory through the same verified path. ")
+	fmt.Fprintf(&b, "Bytes are the disk and file bytes read and verified (zero areas included, as a restore writes them); data bytes are those held in chunks; MB/s is 10^6 bytes per second; seconds is the time the whole read took (the measured time to restore the disks).\n\n")
 	fmt.Fprintf(&b, "## Summary\n\n| VM | runs | passed | failed | last result |\n|---|---:|---:|---:|---|\n")
 	for _, v := range rep.VMs {
 		fmt.Fprintf(&b, "| %s | %d | %d | %d | %s |\n", md(v.VMName), len(v.Runs), v.Passed, v.Failed, strings.ToUpper(v.LastResult))

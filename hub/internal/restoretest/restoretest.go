@@ -1,6 +1,6 @@
 // Package restoretest proves that restore points restore: a restore test reads every disk of a
 // VM's restore point in full through the hub's restore path (every chunk verified, damaged ones
-// quarantined), records each check with its result and reason, the bytes read, the throughput
+// quarantined) and checks that named paths exist in its filesystems (file-level restore), records each check with its result and reason, the bytes read, the throughput
 // and the time taken in the catalog, counts it in the metrics and records an event. Tests run
 // in the background on the hub (queued through the catalog, so each runs once whatever the
 // number of hubs) or at once in the CLI.
@@ -22,6 +22,7 @@ import (
 	"github.com/sendense/sendense/hub/internal/catalog"
 	"github.com/sendense/sendense/hub/internal/events"
 	"github.com/sendense/sendense/hub/internal/fidx"
+	"github.com/sendense/sendense/hub/internal/files"
 	"github.com/sendense/sendense/hub/internal/restore"
 	"github.com/sendense/sendense/shared/api"
 )
@@ -65,15 +66,17 @@ type Options struct {
 
 // Service starts, runs, lists and reports restore tests.
 type Service struct {
-	cat  testCatalog
-	img  images
-	log  *slog.Logger
-	m    *metrics
-	opts Options
-	wake chan struct{}
+	cat   testCatalog
+	img   images
+	files fileTrees
+	log   *slog.Logger
+	m     *metrics
+	opts  Options
+	wake  chan struct{}
 }
 
-// New returns the service; its metrics are registered on reg unless reg is nil.
+// New returns the service; its metrics are registered on reg unless reg is nil. The paths
+// check reads the filesystems of img's disks through file-level restore.
 func New(cat testCatalog, img images, log *slog.Logger, reg prometheus.Registerer, opts Options) *Service {
 	if opts.Parallel <= 0 {
 		opts.Parallel = 4
@@ -87,7 +90,8 @@ func New(cat testCatalog, img images, log *slog.Logger, reg prometheus.Registere
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	s := &Service{cat: cat, img: img, log: log, opts: opts, wake: make(chan struct{}, 1)}
+	// The file trees' own metrics count operators' downloads: not registered for tests.
+	s := &Service{cat: cat, img: img, files: files.NewService(img, nil), log: log, opts: opts, wake: make(chan struct{}, 1)}
 	s.m = newMetrics(s, reg)
 	return s
 }
@@ -113,6 +117,9 @@ func (s *Service) prepare(ctx context.Context, req api.StartRestoreTestRequest, 
 		checks = api.DefaultRestoreTestChecks
 	}
 	if err := api.ValidateChecks("checks", checks); err != nil {
+		return nil, err
+	}
+	if err := api.ValidatePaths("paths", checks, req.Paths); err != nil {
 		return nil, err
 	}
 	vm, err := s.cat.ResolveVM(ctx, req.VM)
@@ -141,7 +148,7 @@ func (s *Service) prepare(ctx context.Context, req api.StartRestoreTestRequest, 
 			return nil, err
 		}
 	}
-	return s.row(vm, bk, checks, "", actor), nil
+	return s.row(vm, bk, checks, req.Paths, "", actor), nil
 }
 
 // latest returns the VM's newest successful backup (in repositoryID unless empty).
@@ -156,11 +163,11 @@ func (s *Service) latest(ctx context.Context, vmContextID, repositoryID string) 
 	return &bks[0], nil
 }
 
-func (s *Service) row(vm *catalog.VMWithSource, bk *catalog.BackupRow, checks []string, policyID, actor string) *catalog.RestoreTest {
+func (s *Service) row(vm *catalog.VMWithSource, bk *catalog.BackupRow, checks, paths []string, policyID, actor string) *catalog.RestoreTest {
 	return &catalog.RestoreTest{
 		ID: catalog.NewID(api.RestoreTestIDPrefix, s.opts.Now()), VMContextID: vm.ContextID, VMName: vm.VMName,
 		BackupID: bk.ID, BackupCreatedAt: bk.CreatedAt, RepositoryID: bk.RepositoryID, RepositoryName: bk.RepositoryName,
-		PolicyID: policyID, Actor: actor, RequestedChecks: slices.Clone(checks), Status: api.RestoreTestQueued,
+		PolicyID: policyID, Actor: actor, RequestedChecks: slices.Clone(checks), Paths: slices.Clone(paths), Status: api.RestoreTestQueued,
 	}
 }
 
@@ -183,10 +190,10 @@ func (s *Service) Start(ctx context.Context, req api.StartRestoreTestRequest, ac
 // whose runs come faster than the hub tests does not pile tests up.
 var ErrQueued = errors.New("the VM already has a restore test waiting to run")
 
-// Queue queues a test of the VM's newest successful backup in repositoryID for a policy's run.
-// A VM without one → restore.ErrNotRestorable, a VM with a test still queued → ErrQueued; in
+// Queue queues a test of the VM's newest successful backup in repositoryID for a policy's run,
+// with the policy's checks and the paths of its paths check (validated with the policy). A VM without one → restore.ErrNotRestorable, a VM with a test still queued → ErrQueued; in
 // both cases nothing is queued.
-func (s *Service) Queue(ctx context.Context, vm *catalog.VMWithSource, repositoryID, policyID string, checks []string) (string, error) {
+func (s *Service) Queue(ctx context.Context, vm *catalog.VMWithSource, repositoryID, policyID string, checks, paths []string) (string, error) {
 	if len(checks) == 0 {
 		checks = api.DefaultRestoreTestChecks
 	}
@@ -199,7 +206,7 @@ func (s *Service) Queue(ctx context.Context, vm *catalog.VMWithSource, repositor
 	if err != nil {
 		return "", err
 	}
-	t := s.row(vm, bk, checks, policyID, ActorPolicy)
+	t := s.row(vm, bk, checks, paths, policyID, ActorPolicy)
 	if err := s.cat.CreateRestoreTest(ctx, t); err != nil {
 		return "", err
 	}
@@ -340,6 +347,9 @@ func (s *Service) execute(ctx context.Context, t *catalog.RestoreTest) error {
 }
 
 func checkName(c api.RestoreTestCheck) string {
+	if c.Path != "" {
+		return c.Name + " " + c.Path
+	}
 	if c.DiskID != "" {
 		return c.Name + " " + c.DiskID
 	}
@@ -368,6 +378,12 @@ func (s *Service) runChecks(ctx context.Context, t *catalog.RestoreTest, read *c
 				c := s.readDisk(ctx, t, d, read)
 				done.Add(read.n.Swap(0))
 				out = append(out, c)
+			}
+		case api.CheckPaths:
+			cs, err := s.checkPaths(ctx, t, disks, read, done)
+			out = append(out, cs...)
+			if err != nil {
+				return out, total, err
 			}
 		default:
 			// Requests are validated; a row from a newer hub may name a check this one lacks.
@@ -427,7 +443,7 @@ func Info(t *catalog.RestoreTest) api.RestoreTest {
 	out := api.RestoreTest{
 		ID: t.ID, VMName: t.VMName, VMContextID: t.VMContextID, BackupID: t.BackupID, BackupCreatedAt: t.BackupCreatedAt,
 		Repository: t.RepositoryName, Policy: t.PolicyID, Actor: t.Actor, Status: t.Status, Passed: t.Status == api.RestoreTestPassed,
-		RequestedChecks: t.RequestedChecks, Checks: t.Checks, BytesRead: t.BytesRead, BytesTotal: t.BytesTotal,
+		RequestedChecks: t.RequestedChecks, Paths: t.Paths, Checks: t.Checks, BytesRead: t.BytesRead, BytesTotal: t.BytesTotal,
 		Seconds: t.Seconds, Error: t.Error, CreatedAt: t.CreatedAt, StartedAt: t.StartedAt, FinishedAt: t.FinishedAt,
 	}
 	if out.Checks == nil {
