@@ -12,6 +12,10 @@
 # file. restic 0.18.1 and kopia 0.21.1 (zstd-fastest, as Sendense) back up the lab's disk file
 # itself (they must re-read all of it each time). Both are built into $TOOLS when missing; kopia
 # through a throwaway module, as `go install` of it is refused.
+#
+# Knobs for comparisons (default: the shipped configuration): CHUNK_DURABILITY=chunk|commit for
+# the hub, UPLOAD_MEMORY_MIB for the agent, BIN for another build's binaries, TOOLS for where the
+# peers are built, DISCOVERY=0 to skip the discovery benchmark.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-bin}
@@ -69,13 +73,15 @@ echo "== machine limit" >&2
 limit_mbps=$(awk -F'\t' '$1 == "limit" { print $2 }' "$W/limit.tsv")
 
 echo "== starting hub and agent" >&2
-"$BIN/sendense-hub" serve --data-dir "$W/hub" --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 --log-format json --pprof 2>"$W/hub.log" &
+"$BIN/sendense-hub" serve --data-dir "$W/hub" --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 --log-format json --pprof \
+  ${CHUNK_DURABILITY:+--chunk-durability "$CHUNK_DURABILITY"} 2>"$W/hub.log" &
 HUB_PID=$!
 pids+=($HUB_PID)
 wait_for "$W/hub.log" '"msg":"metrics listening"'
 HUB="https://$(grep '"msg":"hub listening"' "$W/hub.log" | json_field addr)"
 "$BIN/sendense-agent" enroll --token "$(hub token create --public-url "$HUB")" --state-dir "$W/agent" >/dev/null
 "$BIN/sendense-lab" agent-config --dir "$W/lab" --state-dir "$W/agent" --transport file >"$W/agent.yaml"
+[ -z "${UPLOAD_MEMORY_MIB:-}" ] || echo "upload_memory_mib: $UPLOAD_MEMORY_MIB" >>"$W/agent.yaml"
 "$BIN/sendense-agent" run --config "$W/agent.yaml" --metrics-listen 127.0.0.1:0 --pprof --log-format json 2>"$W/agent.log" &
 AGENT_PID=$!
 pids+=($AGENT_PID)
@@ -164,6 +170,7 @@ printf '| full backup against the machine limit | %s of %s MB/s | | | | |\n' "$(
 printf '\nMachine limit (rate per CPU second of each stage; the limit spreads their CPU time over %s cores)\n| stage | MB/s per core | CPU s for this image |\n|---|---|---|\n' "$(nproc)"
 awk -F'\t' '{ printf "| %s | %s | %s |\n", $1, $2, $3 }' "$W/limit.tsv"
 
+[ "${DISCOVERY:-1}" = 1 ] || exit 0
 echo "== discovery at scale: 1,000 VMs x 3 disks" >&2
 for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
 pids=()

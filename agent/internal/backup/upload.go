@@ -47,9 +47,10 @@ func (c *Counters) remove(o *Counters) {
 
 // UploadOptions bound the uploader.
 type UploadOptions struct {
-	// MaxInFlight caps the memory of slots read but not yet acknowledged (default 256 MiB).
+	// MaxInFlight caps the memory of slots read but not yet acknowledged, with the compression
+	// buffers that go with them (default 80 MiB).
 	MaxInFlight int64
-	// GroupSlots is how many consecutive slots one worker reads and records at once (default 8).
+	// GroupSlots is how many consecutive slots one worker reads and records at once (default 4).
 	GroupSlots int
 }
 
@@ -69,10 +70,10 @@ type uploadTask struct {
 // flight never exceeds it.
 func upload(ctx context.Context, hub sessionHub, t uploadTask, c *Counters, m *Metrics, opts UploadOptions) error {
 	if opts.MaxInFlight <= 0 {
-		opts.MaxInFlight = 256 << 20
+		opts.MaxInFlight = 80 << 20
 	}
 	if opts.GroupSlots <= 0 {
-		opts.GroupSlots = 8
+		opts.GroupSlots = 4
 	}
 	if len(t.Slots) == 0 {
 		return nil
