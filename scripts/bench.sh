@@ -1,13 +1,21 @@
 #!/usr/bin/env bash
-# Benchmark: Sendense against restic on the same 4 GiB disk image, every figure measured in this
-# one run on this machine. The image: 2 GiB random, 1 GiB of compressible binaries (from /usr),
+# Benchmark: Sendense against restic and kopia on the same 4 GiB disk image, every figure measured
+# in this one run on this machine. The image: 2 GiB random, 1 GiB of compressible binaries (from /usr),
 # 1 GiB never written (a hole). Steps: full backup, backup after 1% of the blocks changed (ten
-# 1 MiB writes per GiB, spread), restore of the latest; plus the machine's limits (reading the
-# file, one SHA-256 pass) and the peak RSS of hub and agent. Prints one table.
+# 1 MiB writes per GiB, spread), restore of the latest; plus the machine's limit (each stage's
+# rate per CPU second — read, SHA-256 on each side, zstd on the compressible part and its
+# decoding, TLS on loopback — combined over the cores: `sendense-lab machine-limit`) and the peak
+# RSS of hub and agent. Prints one table with ratios against both peers.
 #
 # Sendense reads the disk through the lab's vSphere API with CBT and the file transport (as a
 # hot-add appliance would), sends to a hub on loopback over TLS 1.3, and restores to a sparse
-# file. restic 0.18.1 backs up the lab's disk file itself (it must re-read all of it each time).
+# file. restic 0.18.1 and kopia 0.21.1 (zstd-fastest, as Sendense) back up the lab's disk file
+# itself (they must re-read all of it each time). Both are built into $TOOLS when missing; kopia
+# through a throwaway module, as `go install` of it is refused.
+#
+# Knobs for comparisons (default: the shipped configuration): CHUNK_DURABILITY=chunk|commit for
+# the hub, UPLOAD_MEMORY_MIB for the agent, BIN for another build's binaries, TOOLS for where the
+# peers are built, DISCOVERY=0 to skip the discovery benchmark.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-bin}
@@ -18,6 +26,15 @@ if [ ! -x "$TOOLS/restic" ]; then
   GOBIN="$TOOLS" go install github.com/restic/restic/cmd/restic@v0.18.1
 fi
 RESTIC="$TOOLS/restic"
+if [ ! -x "$TOOLS/kopia" ]; then
+  echo "building kopia 0.21.1 into $TOOLS (about a minute)" >&2
+  kb=$(mktemp -d "${TMPDIR:-/tmp}/kopia-build.XXXXXX")
+  printf 'module kopiabuild\n\ngo 1.24\n\nrequire github.com/kopia/kopia v0.21.1\n' >"$kb/go.mod"
+  printf 'package kopiabuild\n\nimport _ "github.com/kopia/kopia"\n' >"$kb/tools.go"
+  (cd "$kb" && GOFLAGS=-mod=mod go mod tidy >/dev/null 2>&1 && GOFLAGS=-mod=mod go build -o "$TOOLS/kopia" github.com/kopia/kopia)
+  rm -rf "$kb"
+fi
+KOPIA="$TOOLS/kopia"
 W=$(mktemp -d "${TMPDIR:-/tmp}/sendense-bench.XXXXXX")
 pids=()
 cleanup() {
@@ -33,6 +50,7 @@ wait_for() { for _ in $(seq 1 600); do grep -q "$2" "$1" 2>/dev/null && return 0
 json_field() { sed -n "s/.*\"$1\":\"\([^\"]*\)\".*/\1/p" | head -n 1; }
 hub() { "$BIN/sendense-hub" --data-dir "$W/hub" "$@"; }
 GiB=$((1 << 30))
+LOAD=$(cut -d' ' -f1-3 /proc/loadavg)
 SIZE=$((4 * GiB))
 
 echo "== preparing the 4 GiB lab disk" >&2
@@ -49,18 +67,21 @@ head -c $((2 * GiB)) /dev/urandom | dd of="$FLAT" bs=4M conv=notrunc status=none
 [ "$(du -B1 --apparent-size "$FLAT" | cut -f1)" -eq $SIZE ] || { echo "the lab disk is not 4 GiB" >&2; exit 1; }
 sync "$FLAT"
 
-echo "== machine limits" >&2
-t=$(now); cat "$FLAT" >/dev/null; read_s=$(secs "$t" "$(now)")
-t=$(now); sha256sum "$FLAT" >/dev/null; sha_s=$(secs "$t" "$(now)")
+echo "== machine limit" >&2
+"$BIN/sendense-lab" machine-limit --image "$FLAT" --size $SIZE --data $((3 * GiB)) \
+  --compressible-offset $((2 * GiB)) --compressible-length $GiB >"$W/limit.tsv"
+limit_mbps=$(awk -F'\t' '$1 == "limit" { print $2 }' "$W/limit.tsv")
 
 echo "== starting hub and agent" >&2
-"$BIN/sendense-hub" serve --data-dir "$W/hub" --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 --log-format json --pprof 2>"$W/hub.log" &
+"$BIN/sendense-hub" serve --data-dir "$W/hub" --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 --log-format json --pprof \
+  ${CHUNK_DURABILITY:+--chunk-durability "$CHUNK_DURABILITY"} 2>"$W/hub.log" &
 HUB_PID=$!
 pids+=($HUB_PID)
 wait_for "$W/hub.log" '"msg":"metrics listening"'
 HUB="https://$(grep '"msg":"hub listening"' "$W/hub.log" | json_field addr)"
 "$BIN/sendense-agent" enroll --token "$(hub token create --public-url "$HUB")" --state-dir "$W/agent" >/dev/null
 "$BIN/sendense-lab" agent-config --dir "$W/lab" --state-dir "$W/agent" --transport file >"$W/agent.yaml"
+[ -z "${UPLOAD_MEMORY_MIB:-}" ] || echo "upload_memory_mib: $UPLOAD_MEMORY_MIB" >>"$W/agent.yaml"
 "$BIN/sendense-agent" run --config "$W/agent.yaml" --metrics-listen 127.0.0.1:0 --pprof --log-format json 2>"$W/agent.log" &
 AGENT_PID=$!
 pids+=($AGENT_PID)
@@ -89,42 +110,67 @@ restic_backup() {
   secs "$t" "$(now)"
 }
 
+export KOPIA_PASSWORD=bench KOPIA_CONFIG_PATH="$W/kopia.config" KOPIA_CACHE_DIRECTORY="$W/kopia-cache" \
+  KOPIA_CHECK_FOR_UPDATES=false KOPIA_LOG_DIR="$W/kopia-logs"
+"$KOPIA" repository create filesystem --path "$W/kopia" >/dev/null 2>&1
+"$KOPIA" policy set --global --compression=zstd-fastest >/dev/null 2>&1
+kopia_backup() {
+  local t
+  t=$(now)
+  "$KOPIA" snapshot create "$FLAT" >/dev/null 2>&1
+  secs "$t" "$(now)"
+}
+
 echo "== full backups" >&2
 read -r s_full sent_full _ < <(backup_run)
 echo "sendense full: ${s_full}s" >&2
 r_full=$(restic_backup)
 echo "restic full: ${r_full}s" >&2
+k_full=$(kopia_backup)
+echo "kopia full: ${k_full}s" >&2
 r_size_full=$(du -sb "$W/restic" | cut -f1)
 
 echo "== 1% of the blocks changed" >&2
 "$BIN/sendense-lab" write --dir "$W/lab" --vm bench --disk disk-2000 --percent 1 --seed 7 >/dev/null
 read -r s_inc sent_inc inc_id < <(backup_run)
 r_inc=$(restic_backup)
+k_inc=$(kopia_backup)
 
 echo "== restores" >&2
 t=$(now); hub restore --backup "$inc_id" --disk disk-2000 --output "$W/restored.raw" >/dev/null 2>&1; s_rest=$(secs "$t" "$(now)")
 cmp "$FLAT" "$W/restored.raw" || { echo "Sendense restore differs from the disk!" >&2; exit 1; }
 t=$(now); "$RESTIC" restore -q latest --target "$W/restic-out" >/dev/null; r_rest=$(secs "$t" "$(now)")
 cmp "$FLAT" "$W/restic-out$FLAT" || { echo "restic restore differs from the disk!" >&2; exit 1; }
-rm -rf "$W/restic-out" "$W/restored.raw"
+rm -rf "$W/restic-out"
+k_snap=$("$KOPIA" snapshot list "$FLAT" --json 2>/dev/null | tr -d ' \n' | sed 's/.*"rootEntry":{[^}]*"obj":"\([^"]*\)".*/\1/')
+t=$(now); "$KOPIA" restore "$k_snap" "$W/kopia-out.raw" >/dev/null 2>&1; k_rest=$(secs "$t" "$(now)")
+cmp "$FLAT" "$W/kopia-out.raw" || { echo "kopia restore differs from the disk!" >&2; exit 1; }
+rm -f "$W/kopia-out.raw" "$W/restored.raw"
 
 hub_rss=$(awk '/VmHWM/ {print int($2/1024)}' "/proc/$HUB_PID/status")
 agent_rss=$(awk '/VmHWM/ {print int($2/1024)}' "/proc/$AGENT_PID/status")
 repo_size=$(du -sb "$W/hub/repositories" | cut -f1)
 r_size=$(du -sb "$W/restic" | cut -f1)
 
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f×", a / b }'; }
-printf '\nSendense vs restic 0.18.1, 4 GiB image (2 GiB random, 1 GiB binaries, 1 GiB hole), %s, %s cores, %s\n' \
-  "$(date -u +%Y-%m-%d)" "$(nproc)" "$(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -n 1)"
-printf '| step | Sendense | restic | Sendense/restic |\n|---|---|---|---|\n'
-printf '| full backup | %ss, %s MB/s, %s MiB sent | %ss, %s MB/s | %s faster |\n' "$s_full" "$(mbps $SIZE "$s_full")" $((sent_full >> 20)) "$r_full" "$(mbps $SIZE "$r_full")" "$(ratio "$r_full" "$s_full")"
-printf '| backup after 1%% changed | %ss, %s MiB sent | %ss | %s faster |\n' "$s_inc" $((sent_inc >> 20)) "$r_inc" "$(ratio "$r_inc" "$s_inc")"
-printf '| restore of the latest | %ss, %s MB/s (sparse, verified) | %ss, %s MB/s | %s faster |\n' "$s_rest" "$(mbps $SIZE "$s_rest")" "$r_rest" "$(mbps $SIZE "$r_rest")" "$(ratio "$r_rest" "$s_rest")"
-printf '| repository size | %s MiB | %s MiB (after the full: %s MiB) | |\n' $((repo_size >> 20)) $((r_size >> 20)) $((r_size_full >> 20))
-printf '| peak RSS | hub %s MiB, agent %s MiB | | |\n' "$hub_rss" "$agent_rss"
-printf '| machine: read the file (cat) | %ss, %s MB/s | | |\n' "$read_s" "$(mbps $SIZE "$read_s")"
-printf '| machine: one SHA-256 pass (sha256sum) | %ss, %s MB/s | | |\n' "$sha_s" "$(mbps $SIZE "$sha_s")"
+k_size=$(du -sb "$W/kopia" | cut -f1)
 
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f×", a / b }'; }
+pct() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.0f %%", 100 * a / b }'; }
+printf '\nSendense vs restic 0.18.1 and kopia 0.21.1 (zstd-fastest), 4 GiB image (2 GiB random, 1 GiB binaries, 1 GiB hole), %s, %s cores, %s, load average before the run %s\n' \
+  "$(date -u +%Y-%m-%d)" "$(nproc)" "$(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -n 1)" "$LOAD"
+printf '| step | Sendense | restic | kopia | vs restic | vs kopia |\n|---|---|---|---|---|---|\n'
+printf '| full backup | %ss, %s MB/s, %s MiB sent | %ss, %s MB/s | %ss, %s MB/s | %s faster | %s faster |\n' "$s_full" "$(mbps $SIZE "$s_full")" $((sent_full >> 20)) \
+  "$r_full" "$(mbps $SIZE "$r_full")" "$k_full" "$(mbps $SIZE "$k_full")" "$(ratio "$r_full" "$s_full")" "$(ratio "$k_full" "$s_full")"
+printf '| backup after 1%% changed | %ss, %s MiB sent | %ss | %ss | %s faster | %s faster |\n' "$s_inc" $((sent_inc >> 20)) "$r_inc" "$k_inc" "$(ratio "$r_inc" "$s_inc")" "$(ratio "$k_inc" "$s_inc")"
+printf '| restore of the latest | %ss, %s MB/s (sparse, verified) | %ss, %s MB/s | %ss, %s MB/s | %s faster | %s faster |\n' "$s_rest" "$(mbps $SIZE "$s_rest")" \
+  "$r_rest" "$(mbps $SIZE "$r_rest")" "$k_rest" "$(mbps $SIZE "$k_rest")" "$(ratio "$r_rest" "$s_rest")" "$(ratio "$k_rest" "$s_rest")"
+printf '| repository size | %s MiB | %s MiB (after the full: %s MiB) | %s MiB | | |\n' $((repo_size >> 20)) $((r_size >> 20)) $((r_size_full >> 20)) $((k_size >> 20))
+printf '| peak RSS | hub %s MiB, agent %s MiB | | | | |\n' "$hub_rss" "$agent_rss"
+printf '| full backup against the machine limit | %s of %s MB/s | | | | |\n' "$(pct "$(mbps $SIZE "$s_full")" "$limit_mbps")" "$limit_mbps"
+printf '\nMachine limit (rate per CPU second of each stage; the limit spreads their CPU time over %s cores)\n| stage | MB/s per core | CPU s for this image |\n|---|---|---|\n' "$(nproc)"
+awk -F'\t' '{ printf "| %s | %s | %s |\n", $1, $2, $3 }' "$W/limit.tsv"
+
+[ "${DISCOVERY:-1}" = 1 ] || exit 0
 echo "== discovery at scale: 1,000 VMs x 3 disks" >&2
 for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
 pids=()

@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -21,6 +22,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/sendense/sendense/agent/internal/lab"
+	"github.com/sendense/sendense/agent/internal/machinelimit"
 	"github.com/sendense/sendense/shared/version"
 )
 
@@ -48,6 +50,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		newResetCBTCmd(),
 		newCompareCmd(stdout),
 		newAgentConfigCmd(stdout),
+		newMachineLimitCmd(stdout),
 		&cobra.Command{
 			Use:   "version",
 			Short: "Print the version",
@@ -429,4 +432,42 @@ func randomSeed() int64 {
 	var b [8]byte
 	_, _ = rand.Read(b[:])
 	return int64(binary.LittleEndian.Uint64(b[:]) >> 1)
+}
+
+func newMachineLimitCmd(stdout io.Writer) *cobra.Command {
+	var (
+		img   machinelimit.Image
+		cores int
+	)
+	cmd := &cobra.Command{
+		Use:   "machine-limit --image FILE --size N --data N --compressible-offset N --compressible-length N",
+		Short: "Measure each backup stage's rate per CPU second and the fastest backup the cores allow",
+		Long: `Measure, per CPU second, reading the image, SHA-256, zstd (fastest) on its compressible
+part, TLS 1.3 on loopback (both ends) and zstd decoding, then print one line per stage
+("stage<TAB>MB/s<TAB>CPU seconds for this image") and the limit ("limit<TAB>MB/s of image<TAB>seconds"):
+the CPU time of all stages spread over the cores.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if img.Path == "" || img.Size <= 0 || img.Data <= 0 {
+				return errors.New("--image, --size and --data are required")
+			}
+			l, err := machinelimit.Measure(cmd.Context(), img, cores)
+			if err != nil {
+				return err
+			}
+			for _, s := range l.Stages {
+				fmt.Fprintf(stdout, "%s\t%.0f\t%.2f\n", s.Name, s.Rate/1e6, s.Seconds())
+			}
+			_, err = fmt.Fprintf(stdout, "limit\t%.0f\t%.2f\n", l.Rate/1e6, l.Seconds)
+			return err
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&img.Path, "image", "", "the disk image file")
+	f.Int64Var(&img.Size, "size", 0, "the image's size in bytes, holes included")
+	f.Int64Var(&img.Data, "data", 0, "the bytes of the image that are data (a backup reads, hashes and sends them)")
+	f.Int64Var(&img.CompressibleOffset, "compressible-offset", 0, "where the compressible part starts")
+	f.Int64Var(&img.CompressibleLength, "compressible-length", 0, "the compressible part's length (zstd runs on it)")
+	f.IntVar(&cores, "cores", runtime.NumCPU(), "cores to spread the stages over")
+	return cmd
 }

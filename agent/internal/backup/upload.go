@@ -47,9 +47,10 @@ func (c *Counters) remove(o *Counters) {
 
 // UploadOptions bound the uploader.
 type UploadOptions struct {
-	// MaxInFlight caps the memory of slots read but not yet acknowledged (default 256 MiB).
+	// MaxInFlight caps the memory of slots read but not yet acknowledged, with the compression
+	// buffers that go with them (default 80 MiB).
 	MaxInFlight int64
-	// GroupSlots is how many consecutive slots one worker reads and records at once (default 8).
+	// GroupSlots is how many consecutive slots one worker reads and records at once (default 4).
 	GroupSlots int
 }
 
@@ -69,10 +70,10 @@ type uploadTask struct {
 // flight never exceeds it.
 func upload(ctx context.Context, hub sessionHub, t uploadTask, c *Counters, m *Metrics, opts UploadOptions) error {
 	if opts.MaxInFlight <= 0 {
-		opts.MaxInFlight = 256 << 20
+		opts.MaxInFlight = 80 << 20
 	}
 	if opts.GroupSlots <= 0 {
-		opts.GroupSlots = 8
+		opts.GroupSlots = 4
 	}
 	if len(t.Slots) == 0 {
 		return nil
@@ -119,6 +120,8 @@ type worker struct {
 	out  []byte
 	zero []byte
 	enc  *zstd.Encoder
+	// sample holds the compressed samples of incompressible.
+	sample []byte
 }
 
 func newWorker(hub sessionHub, t uploadTask, c *Counters, m *Metrics, group int, zero []byte) (*worker, error) {
@@ -214,20 +217,47 @@ func (w *worker) group(ctx context.Context, slots []int64) error {
 }
 
 // seal compresses a slot with zstd into a chunk blob, or stores it raw when compression does not
-// save at least 1/32 (random data, already compressed files).
+// save at least 1/32 (random data, already compressed files). A slot whose samples do not
+// compress (incompressible) is stored raw without a compression pass over all of it.
 func (w *worker) seal(p []byte) ([]byte, error) {
 	out := w.out[:chunk.HeaderSize]
-	out = w.enc.EncodeAll(p, out)
-	codec := chunk.CodecZstd
-	if len(out)-chunk.HeaderSize >= len(p)-len(p)/32 {
+	codec := chunk.CodecRaw
+	if !w.incompressible(p) {
+		out = w.enc.EncodeAll(p, out)
+		codec = chunk.CodecZstd
+		if len(out)-chunk.HeaderSize >= len(p)-len(p)/32 {
+			codec = chunk.CodecRaw
+		}
+	}
+	if codec == chunk.CodecRaw {
 		out = append(w.out[:chunk.HeaderSize], p...)
-		codec = chunk.CodecRaw
 	}
 	if err := chunk.SealBlob(out, codec, len(p)); err != nil {
 		return nil, fmt.Errorf("seal chunk: %w", err)
 	}
 	w.out = out[:0]
 	return out, nil
+}
+
+// sampleLen is the size of each of the three samples incompressible compresses; slots shorter
+// than four samples are always compressed whole.
+const sampleLen = 16 << 10
+
+// incompressible compresses three samples of p (its start, middle and end) and reports whether
+// together they save less than 1/64: then the whole slot would not save the 1/32 that zstd must
+// (zstd does better on a whole slot than on small samples, hence the lower bar), and the pass
+// is skipped. Random data and compressed files fail fast here at about 1 % of a full pass.
+func (w *worker) incompressible(p []byte) bool {
+	if len(p) < 4*sampleLen {
+		return false
+	}
+	in, packed := 0, 0
+	for _, off := range [3]int{0, len(p)/2 - sampleLen/2, len(p) - sampleLen} {
+		w.sample = w.enc.EncodeAll(p[off:off+sampleLen], w.sample[:0])
+		in += sampleLen
+		packed += len(w.sample)
+	}
+	return packed >= in-in/64
 }
 
 // readFull reads exactly len(p) bytes at off.

@@ -85,7 +85,7 @@ func Default() Config {
 		HeartbeatInterval: 30 * time.Second,
 		MetricsListen:     "127.0.0.1:9083",
 		MaxParallelJobs:   1,
-		UploadMemoryMiB:   256,
+		UploadMemoryMiB:   80,
 		LogLevel:          "info",
 		LogFormat:         "text",
 	}

@@ -100,6 +100,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		return err
 	}
 	repos := repository.NewRegistry(cat, log, reg)
+	repos.SetDurability(repository.Durability(cfg.ChunkDurability))
 	defer repos.Close()
 	_, defRepo, err := repos.EnsureDefault(ctx, cfg.DefaultRepoPath())
 	if err != nil {

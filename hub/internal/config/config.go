@@ -58,6 +58,10 @@ type Config struct {
 	// VerifyInterval is how often every successful backup's chunks are re-read and re-hashed
 	// (0 disables the schedule; `sendense-hub repo verify` runs it on demand).
 	VerifyInterval time.Duration `yaml:"verify_interval"`
+	// ChunkDurability is when stored chunks are made durable: "commit" (one sync of the
+	// repository's file system before each disk's index is written) or "chunk" (an fsync of
+	// every chunk and its directory before its upload is acknowledged).
+	ChunkDurability string `yaml:"chunk_durability"`
 	// MaxConnections caps the API listener's open connections in total, MaxConnectionsPerAddress
 	// those from one client IP address; 0 selects the default (connlimit.DefaultMaxConns,
 	// connlimit.DefaultMaxConnsPerAddress, where their sizing is explained). The caps act before
@@ -92,6 +96,7 @@ func Default() Config {
 		GCInterval:        24 * time.Hour,
 		GCGrace:           24 * time.Hour,
 		VerifyInterval:    7 * 24 * time.Hour,
+		ChunkDurability:   "commit",
 		// See connlimit for why these fit every legitimate client.
 		MaxConnections:           connlimit.DefaultMaxConns,
 		MaxConnectionsPerAddress: connlimit.DefaultMaxConnsPerAddress,
@@ -122,6 +127,7 @@ func BindFlags(fs *pflag.FlagSet, c *Config) {
 	fs.DurationVar(&c.GCInterval, "gc-interval", c.GCInterval, "how often garbage collection runs (0 disables)")
 	fs.DurationVar(&c.GCGrace, "gc-grace", c.GCGrace, "unreferenced chunks younger than this are kept")
 	fs.DurationVar(&c.VerifyInterval, "verify-interval", c.VerifyInterval, "how often all backups are verified (0 disables)")
+	fs.StringVar(&c.ChunkDurability, "chunk-durability", c.ChunkDurability, "when chunks are made durable: commit (one sync per disk before its index) or chunk (fsync per chunk)")
 	fs.IntVar(&c.MaxConnections, "max-connections", c.MaxConnections, "cap on open API connections (0: 4096)")
 	fs.IntVar(&c.MaxConnectionsPerAddress, "max-connections-per-address", c.MaxConnectionsPerAddress, "cap on open API connections from one client IP address (0: 128)")
 	fs.DurationVar(&c.RequestBodyTimeout, "request-body-timeout", c.RequestBodyTimeout, "time allowed for a whole request body; the grace before the upload minimum rate applies")
@@ -270,6 +276,9 @@ func (c *Config) Validate() error {
 	}
 	if c.VerifyInterval != 0 && c.VerifyInterval < time.Minute {
 		return &FieldError{"verify_interval", "must be 0 (off) or at least 1m"}
+	}
+	if c.ChunkDurability != "commit" && c.ChunkDurability != "chunk" {
+		return &FieldError{"chunk_durability", fmt.Sprintf("%q: must be commit or chunk", c.ChunkDurability)}
 	}
 	if c.MaxConnections < 0 {
 		return &FieldError{"max_connections", "must not be negative (0: the default)"}

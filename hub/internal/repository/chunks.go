@@ -103,6 +103,10 @@ func (r *Repository) MissingChunks(ctx context.Context, ds []chunk.Digest) ([]ch
 // only once the chunk is durable. PutChunk is idempotent and safe for concurrent calls with the
 // same or different digests; within one process exactly one of concurrent puts of a new chunk
 // reports it stored.
+//
+// "Durable" depends on the repository's Durability (durability.go): in the per-commit mode the
+// chunk is complete and visible at once and made durable by the next WriteIndex, before the index
+// that names it.
 func (r *Repository) PutChunk(ctx context.Context, d chunk.Digest, blob []byte) (stored bool, err error) {
 	if err := ctx.Err(); err != nil {
 		return false, fmt.Errorf("put chunk %s: %w", d, err)
@@ -132,7 +136,7 @@ func (r *Repository) PutChunk(ctx context.Context, d chunk.Digest, blob []byte) 
 			return false, fmt.Errorf("put chunk %s: seal: %w", d, err)
 		}
 	}
-	if err := r.store.Put(ctx, r.keyOf(d), blob); err != nil {
+	if err := r.putChunkBlob(ctx, r.keyOf(d), blob); err != nil {
 		return false, fmt.Errorf("put chunk %s: %w", d, err)
 	}
 	return true, nil
@@ -277,6 +281,19 @@ func (r *Repository) readChunk(ctx context.Context, d chunk.Digest, dst []byte) 
 // openStored checks a stored blob of chunk d as ReadChunk does and returns its plaintext over
 // dst: an error wrapping ErrChunkDamaged when it fails any check.
 func (r *Repository) openStored(d chunk.Digest, blob, dst []byte) ([]byte, error) {
+	plain, err := r.openBlob(r.keyOf(d), blob, dst)
+	if err != nil {
+		return nil, err
+	}
+	if got := chunk.Sum(plain); got != d {
+		return nil, fmt.Errorf("%w: plaintext hashes to %s", ErrChunkDamaged, got)
+	}
+	return plain, nil
+}
+
+// openBlob checks the framing and CRC of a blob stored under key, opens its seal and decodes its
+// plaintext over dst: an error wrapping ErrChunkDamaged when any of that fails.
+func (r *Repository) openBlob(key string, blob, dst []byte) ([]byte, error) {
 	h, err := chunk.ParseHeader(blob[:min(len(blob), chunk.HeaderSize)])
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrChunkDamaged, err)
@@ -290,7 +307,7 @@ func (r *Repository) openStored(d chunk.Digest, blob, dst []byte) ([]byte, error
 	}
 	switch {
 	case r.seal != nil:
-		if payload, err = r.seal.openChunk(r.keyOf(d), h, payload); err != nil {
+		if payload, err = r.seal.openChunk(key, h, payload); err != nil {
 			return nil, fmt.Errorf("%w: %w", ErrChunkDamaged, err)
 		}
 	case h.Sealed():
@@ -299,9 +316,6 @@ func (r *Repository) openStored(d chunk.Digest, blob, dst []byte) ([]byte, error
 	plain, err := r.decode(h, payload, dst)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrChunkDamaged, err)
-	}
-	if got := chunk.Sum(plain); got != d {
-		return nil, fmt.Errorf("%w: plaintext hashes to %s", ErrChunkDamaged, got)
 	}
 	return plain, nil
 }

@@ -146,6 +146,11 @@ func (r *Repository) WriteIndex(ctx context.Context, ref IndexRef, idx *fidx.Ind
 	case !errors.Is(err, store.ErrNotFound):
 		return "", fmt.Errorf("write index %s: %w", ref, err)
 	}
+	// Every chunk named exists; make them durable, whoever wrote them, before the index is
+	// (durability.go). A refused write changes nothing, so this comes after the checks.
+	if err := r.syncChunks(ctx); err != nil {
+		return "", fmt.Errorf("write index %s: %w", ref, err)
+	}
 	if err := r.store.Put(ctx, key, stored); err != nil {
 		return "", fmt.Errorf("write index %s: %w", ref, err)
 	}

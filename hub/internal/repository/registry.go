@@ -43,6 +43,23 @@ type Registry struct {
 	// kdf is the argon2id cost of password slots added through this registry; zero: the
 	// default. Tests lower it (SetKDFCost).
 	kdf KDF
+
+	// durability is when the chunks of repositories opened through this registry are made
+	// durable (SetDurability); "" is the default.
+	durability Durability
+}
+
+// SetDurability sets when the chunks of repositories this registry creates or opens from now on
+// are made durable (see Durability).
+func (g *Registry) SetDurability(d Durability) { g.durability = d }
+
+// repoOptions are the options of every repository the registry opens.
+func (g *Registry) repoOptions() []Option {
+	opts := []Option{withKDF(g.kdf), WithLogger(g.log)}
+	if g.durability != "" {
+		opts = append(opts, WithDurability(g.durability))
+	}
+	return opts
 }
 
 // SetKDFCost sets the argon2id cost of the password slots of repositories this registry
@@ -126,12 +143,12 @@ func (g *Registry) CreateEncrypted(ctx context.Context, name, dir string, chunkS
 	if _, err := g.cat.RepositoryByName(ctx, name); err == nil {
 		return nil, fmt.Errorf("repository %q: %w", name, catalog.ErrConflict)
 	}
-	var opts []Option
+	opts := g.repoOptions()
 	if passwordFile != "" {
 		if passwordFile, err = filepath.Abs(passwordFile); err != nil {
 			return nil, fmt.Errorf("password file: %w", err)
 		}
-		opts = append(opts, WithPasswordFile(passwordFile), withKDF(g.kdf))
+		opts = append(opts, WithPasswordFile(passwordFile))
 	}
 	r, err := OpenDir(ctx, abs, g.log, opts...)
 	if errors.Is(err, ErrNotRepository) {
@@ -259,5 +276,5 @@ func (g *Registry) openRecord(ctx context.Context, rec *catalog.Repository, pass
 	if rec.Kind == api.RepositoryS3 {
 		return g.openS3(ctx, rec, passwordFile)
 	}
-	return OpenDir(ctx, rec.Path, g.log, WithPasswordFile(passwordFile), withKDF(g.kdf))
+	return OpenDir(ctx, rec.Path, g.log, append(g.repoOptions(), WithPasswordFile(passwordFile))...)
 }

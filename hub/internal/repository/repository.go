@@ -100,7 +100,13 @@ type options struct {
 	passwordFile string
 	encrypt      bool
 	kdfCost      KDF
+	durability   Durability
+	bootID       func() (string, error)
+	logger       *slog.Logger
 }
+
+// WithLogger gives the repository a logger for what it does on its own (recovery at Open).
+func WithLogger(log *slog.Logger) Option { return func(o *options) { o.logger = log } }
 
 // WithSecret gives the content of a password file: what unlocks an encrypted repository at Open,
 // or the first key slot's secret with Encrypt at Init.
@@ -119,7 +125,7 @@ func Encrypt() Option { return func(o *options) { o.encrypt = true } }
 func WithKDFCost(k KDF) Option { return func(o *options) { o.kdfCost = k } }
 
 func collect(opts []Option) (options, error) {
-	o := options{kdfCost: DefaultKDFCost}
+	o := options{kdfCost: DefaultKDFCost, durability: DurabilityCommit, bootID: readBootID, logger: slog.New(slog.DiscardHandler)}
 	for _, f := range opts {
 		f(&o)
 	}
@@ -167,6 +173,12 @@ type Repository struct {
 	master  []byte
 	slotID  string
 	kdfCost KDF
+
+	// deferred is the per-commit durability state (durability.go); nil in the per-chunk mode or
+	// on a store without deferred writes. markerMu guards its marker.
+	deferred *deferredState
+	markerMu sync.Mutex
+	logger   *slog.Logger
 }
 
 func newRepository(s store.Store, desc Descriptor) (*Repository, error) {
@@ -266,6 +278,7 @@ func Init(ctx context.Context, s store.Store, chunkSize int64, opts ...Option) (
 			return nil, err
 		}
 	}
+	r.setDurability(o)
 	return r, nil
 }
 
@@ -327,6 +340,10 @@ func Open(ctx context.Context, s store.Store, opts ...Option) (*Repository, erro
 			return nil, err
 		}
 	}
+	r.setDurability(o)
+	if err := r.recoverUnsynced(ctx, o.bootID); err != nil {
+		return nil, err
+	}
 	return r, nil
 }
 
@@ -365,8 +382,19 @@ func OpenDir(ctx context.Context, dir string, log *slog.Logger, opts ...Option) 
 	return r, nil
 }
 
-// Close closes the repository's store.
-func (r *Repository) Close() error { return r.store.Close() }
+// Close makes what this process stored durable and closes the repository's store.
+func (r *Repository) Close() error {
+	err := r.closeDeferred(context.Background())
+	return errors.Join(err, r.store.Close())
+}
+
+// setDurability applies the durability options.
+func (r *Repository) setDurability(o options) {
+	r.logger = o.logger
+	if d, ok := r.store.(store.Deferrer); ok && o.durability != DurabilityChunk {
+		r.deferred = &deferredState{d: d, bootID: o.bootID}
+	}
+}
 
 // ID is the repository's identity from repo.json.
 func (r *Repository) ID() string { return r.desc.ID }

@@ -43,12 +43,12 @@ func (g *Registry) CreateS3(ctx context.Context, name string, set api.S3Settings
 		}
 	}
 	set.S3Prefix = strings.Trim(set.S3Prefix, "/")
-	var opts []Option
+	opts := g.repoOptions()
 	if passwordFile != "" {
 		if passwordFile, err = filepath.Abs(passwordFile); err != nil {
 			return nil, fmt.Errorf("password file: %w", err)
 		}
-		opts = append(opts, WithPasswordFile(passwordFile), withKDF(g.kdf))
+		opts = append(opts, WithPasswordFile(passwordFile))
 	}
 	if _, err := g.cat.RepositoryByName(ctx, name); err == nil {
 		return nil, fmt.Errorf("repository %q: %w", name, catalog.ErrConflict)
@@ -113,7 +113,7 @@ func (g *Registry) openS3(ctx context.Context, rec *catalog.Repository, password
 	if err != nil {
 		return nil, err
 	}
-	r, err := Open(ctx, st, WithPasswordFile(passwordFile), withKDF(g.kdf))
+	r, err := Open(ctx, st, append(g.repoOptions(), WithPasswordFile(passwordFile))...)
 	if err != nil {
 		_ = st.Close()
 		return nil, fmt.Errorf("%s: %w", rec.Path, err)

@@ -108,6 +108,20 @@ type Store interface {
 	Close() error
 }
 
+// Deferrer is an optional interface of a Store whose Put pays for its durability per object
+// (a local file system's fsyncs) and that can pay it once for many objects instead. Callers
+// discover it by type assertion; a Store without it makes every Put durable on return.
+type Deferrer interface {
+	// PutDeferred is Put without the durability: the object is complete and visible to every
+	// reader at once, exactly as after Put, but a crash of the host (not only of the process)
+	// before the next Sync may leave it missing, or present with damaged content.
+	PutDeferred(ctx context.Context, key string, data []byte) error
+
+	// Sync makes durable every object that any process on this host put, deferred or not,
+	// before Sync was called.
+	Sync(ctx context.Context) error
+}
+
 // CheckKey checks that key is a valid object key: at most MaxKeyLen bytes of valid UTF-8,
 // components separated by "/", each non-empty, not starting with "." (which also excludes "."
 // and ".."), and without "\" or control characters. Such keys are safe as relative file paths

@@ -36,6 +36,7 @@ import (
 	"github.com/sendense/sendense/hub/internal/directio"
 	"github.com/sendense/sendense/hub/internal/repository/store"
 	"github.com/sendense/sendense/shared/atomicfile"
+	"golang.org/x/sys/unix"
 )
 
 var _ store.Store = (*Store)(nil)
@@ -213,10 +214,56 @@ func (s *Store) Put(ctx context.Context, key string, data []byte) (err error) {
 	return nil
 }
 
+// PutDeferred implements store.Deferrer: Put without the fsync of the file and of its
+// directory. New directories on the way are still created durably (there are few of them).
+func (s *Store) PutDeferred(ctx context.Context, key string, data []byte) (err error) {
+	path, err := s.path(key)
+	if err != nil {
+		return fmt.Errorf("put: %w", err)
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("put %s: %w", key, err)
+	}
+	tmp, err := s.writeTempNoSync(data)
+	if err != nil {
+		return fmt.Errorf("put %s: %w", key, err)
+	}
+	if err := s.renameIntoNoSync(tmp, path); err != nil {
+		_ = os.Remove(tmp)
+		return fmt.Errorf("put %s: %w", key, err)
+	}
+	return nil
+}
+
+// Sync implements store.Deferrer with syncfs(2) on the store's file system: every dirty file and
+// directory of that file system, whoever wrote it, is on stable storage when it returns.
+func (s *Store) Sync(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("sync store: %w", err)
+	}
+	f, err := os.Open(s.root)
+	if err != nil {
+		return fmt.Errorf("sync store: %w", err)
+	}
+	defer f.Close()
+	if err := unix.Syncfs(int(f.Fd())); err != nil {
+		return fmt.Errorf("sync store %s: %w", s.root, err)
+	}
+	return nil
+}
+
 // renameInto renames file to path, creating path's directories durably, and makes the rename
 // durable. A Remove may prune a directory between its creation and the rename; then it is
 // created again.
 func (s *Store) renameInto(file, path string) error {
+	if err := s.renameIntoNoSync(file, path); err != nil {
+		return err
+	}
+	return syncDir(filepath.Dir(path))
+}
+
+// renameIntoNoSync is renameInto without making the rename durable.
+func (s *Store) renameIntoNoSync(file, path string) error {
 	dir := filepath.Dir(path)
 	for attempt := 0; ; attempt++ {
 		if err := s.ensureDir(dir); err != nil {
@@ -234,12 +281,19 @@ func (s *Store) renameInto(file, path string) error {
 		}
 		s.forgetDirs(dir)
 	}
-	return syncDir(dir)
+	return nil
 }
 
 // writeTemp writes data to a new read-only file in the temp directory, fsyncs and closes it,
 // and returns its path.
-func (s *Store) writeTemp(data []byte) (path string, err error) {
+func (s *Store) writeTemp(data []byte) (path string, err error) { return s.writeTempFile(data, true) }
+
+// writeTempNoSync is writeTemp without the fsync.
+func (s *Store) writeTempNoSync(data []byte) (path string, err error) {
+	return s.writeTempFile(data, false)
+}
+
+func (s *Store) writeTempFile(data []byte, sync bool) (path string, err error) {
 	dir, err := s.tempDir()
 	if err != nil {
 		return "", err
@@ -260,8 +314,10 @@ func (s *Store) writeTemp(data []byte) (path string, err error) {
 	if err := f.Chmod(filePerm); err != nil {
 		return "", fmt.Errorf("chmod %s: %w", f.Name(), err)
 	}
-	if err := f.Sync(); err != nil {
-		return "", fmt.Errorf("fsync %s: %w", f.Name(), err)
+	if sync {
+		if err := f.Sync(); err != nil {
+			return "", fmt.Errorf("fsync %s: %w", f.Name(), err)
+		}
 	}
 	if err := f.Close(); err != nil {
 		return "", fmt.Errorf("close %s: %w", f.Name(), err)
