@@ -1,0 +1,209 @@
+package client
+
+import (
+	"context"
+	"net/http"
+	"net/url"
+	"strconv"
+	"time"
+
+	"github.com/sendense/sendense/shared/api"
+)
+
+// maxPage is the largest page the API serves (limit=1000).
+const maxPage = 1000
+
+// pages fetches a paginated list: want items (0: all), in pages of at most maxPage. It returns
+// the items and the total the last page reported.
+func pages[L any, T any](ctx context.Context, c *Client, path string, q url.Values, want int, items func(*L) []T, page func(*L) api.Page) ([]T, int, error) {
+	if q == nil {
+		q = url.Values{}
+	}
+	out := []T{}
+	total := 0
+	for offset := 0; ; {
+		limit := maxPage
+		if want > 0 && want-len(out) < limit {
+			limit = want - len(out)
+		}
+		q.Set("limit", strconv.Itoa(limit))
+		q.Set("offset", strconv.Itoa(offset))
+		var l L
+		if err := c.get(ctx, path, q, &l); err != nil {
+			return nil, 0, err
+		}
+		got := items(&l)
+		out = append(out, got...)
+		total = page(&l).Total
+		offset += len(got)
+		if len(got) == 0 || offset >= total || (want > 0 && len(out) >= want) {
+			return out, total, nil
+		}
+	}
+}
+
+func setIf(q url.Values, key, v string) {
+	if v != "" {
+		q.Set(key, v)
+	}
+}
+
+// VMs lists VMs by exact name, status and agent (empty: any); limit 0 lists all.
+func (c *Client) VMs(ctx context.Context, name, status, agentID string, limit int) (api.VMList, error) {
+	q := url.Values{}
+	setIf(q, "name", name)
+	setIf(q, "status", status)
+	setIf(q, "agent", agentID)
+	vms, total, err := pages(ctx, c, api.PathVMs, q, limit,
+		func(l *api.VMList) []api.VMContext { return l.VMs }, func(l *api.VMList) api.Page { return l.Page })
+	return api.VMList{VMs: vms, Page: api.Page{Limit: limit, Total: total}}, err
+}
+
+// VM shows one VM (name or context id) with its disks.
+func (c *Client) VM(ctx context.Context, id string) (api.VMContext, error) {
+	var vm api.VMContext
+	return vm, c.get(ctx, api.Path(api.PathVM, id), nil, &vm)
+}
+
+// StartBackup queues a backup.
+func (c *Client) StartBackup(ctx context.Context, req api.StartBackupRequest) (api.Backup, error) {
+	var b api.Backup
+	return b, c.do(ctx, http.MethodPost, api.PathBackups, nil, req, &b)
+}
+
+// Backups lists backups of a VM (name or context id) and status (empty: any), newest first;
+// limit 0 lists all.
+func (c *Client) Backups(ctx context.Context, vm, status string, limit int) (api.BackupList, error) {
+	q := url.Values{}
+	setIf(q, "vm", vm)
+	setIf(q, "status", status)
+	bs, total, err := pages(ctx, c, api.PathBackups, q, limit,
+		func(l *api.BackupList) []api.Backup { return l.Backups }, func(l *api.BackupList) api.Page { return l.Page })
+	return api.BackupList{Backups: bs, Page: api.Page{Limit: limit, Total: total}}, err
+}
+
+// Backup shows one backup with its disks.
+func (c *Client) Backup(ctx context.Context, id string) (api.Backup, error) {
+	var b api.Backup
+	return b, c.get(ctx, api.Path(api.PathBackup, id), nil, &b)
+}
+
+// DeleteBackup deletes a finished, unprotected backup.
+func (c *Client) DeleteBackup(ctx context.Context, id string) error {
+	return c.do(ctx, http.MethodDelete, api.Path(api.PathBackup, id), nil, nil, nil)
+}
+
+// CancelBackup asks for a queued or running backup to be cancelled.
+func (c *Client) CancelBackup(ctx context.Context, id string) (api.Backup, error) {
+	var b api.Backup
+	return b, c.do(ctx, http.MethodPost, api.Path(api.PathBackupCancel, id), nil, nil, &b)
+}
+
+// SetProtected protects a backup or lifts its protection.
+func (c *Client) SetProtected(ctx context.Context, id string, on bool) (api.Backup, error) {
+	route := api.PathBackupUnprot
+	if on {
+		route = api.PathBackupProtect
+	}
+	var b api.Backup
+	return b, c.do(ctx, http.MethodPost, api.Path(route, id), nil, nil, &b)
+}
+
+// Events lists events, newest first; limit 0 lists all.
+func (c *Client) Events(ctx context.Context, vm, typ string, since time.Time, limit int) (api.EventList, error) {
+	q := url.Values{}
+	setIf(q, "vm", vm)
+	setIf(q, "type", typ)
+	if !since.IsZero() {
+		q.Set("since", since.UTC().Format(time.RFC3339Nano))
+	}
+	es, total, err := pages(ctx, c, api.PathEvents, q, limit,
+		func(l *api.EventList) []api.Event { return l.Events }, func(l *api.EventList) api.Page { return l.Page })
+	return api.EventList{Events: es, Page: api.Page{Limit: limit, Total: total}}, err
+}
+
+// Agents lists enrolled agents.
+func (c *Client) Agents(ctx context.Context) ([]api.Agent, error) {
+	var l api.AgentList
+	return l.Agents, c.get(ctx, api.PathAgents, nil, &l)
+}
+
+// Agent shows one agent.
+func (c *Client) Agent(ctx context.Context, id string) (api.Agent, error) {
+	var a api.Agent
+	return a, c.get(ctx, api.Path(api.PathAgent, id), nil, &a)
+}
+
+// RevokeAgent revokes an agent.
+func (c *Client) RevokeAgent(ctx context.Context, id string) error {
+	return c.do(ctx, http.MethodPost, api.Path(api.PathAgentRevoke, id), nil, nil, nil)
+}
+
+// CreateJoinToken creates a single-use join token and returns its string once.
+func (c *Client) CreateJoinToken(ctx context.Context, name string, ttl time.Duration) (string, api.JoinTokenInfo, error) {
+	var r api.CreateJoinTokenResponse
+	err := c.do(ctx, http.MethodPost, api.PathJoinTokens, nil, api.CreateJoinTokenRequest{Name: name, TTL: ttl.String()}, &r)
+	return r.Token, r.Info, err
+}
+
+// JoinTokens lists join tokens (never their secrets).
+func (c *Client) JoinTokens(ctx context.Context) ([]api.JoinTokenInfo, error) {
+	var l api.JoinTokenList
+	return l.Tokens, c.get(ctx, api.PathJoinTokens, nil, &l)
+}
+
+// RevokeJoinToken revokes an unused join token.
+func (c *Client) RevokeJoinToken(ctx context.Context, id string) error {
+	return c.do(ctx, http.MethodDelete, api.Path(api.PathJoinToken, id), nil, nil, nil)
+}
+
+// CreateAPIToken creates an operator API token and returns it once.
+func (c *Client) CreateAPIToken(ctx context.Context, name, role string) (string, api.APITokenInfo, error) {
+	var r api.CreateAPITokenResponse
+	err := c.do(ctx, http.MethodPost, api.PathAPITokens, nil, api.CreateAPITokenRequest{Name: name, Role: role}, &r)
+	return r.Token, r.Info, err
+}
+
+// APITokens lists API tokens (never their secrets).
+func (c *Client) APITokens(ctx context.Context) ([]api.APITokenInfo, error) {
+	var l api.APITokenList
+	return l.APITokens, c.get(ctx, api.PathAPITokens, nil, &l)
+}
+
+// RevokeAPIToken revokes an API token.
+func (c *Client) RevokeAPIToken(ctx context.Context, id string) error {
+	return c.do(ctx, http.MethodDelete, api.Path(api.PathAPIToken, id), nil, nil, nil)
+}
+
+// Policies lists policies.
+func (c *Client) Policies(ctx context.Context) ([]api.Policy, error) {
+	var l api.PolicyList
+	return l.Policies, c.get(ctx, api.PathPolicies, nil, &l)
+}
+
+// Policy shows one policy (name or id).
+func (c *Client) Policy(ctx context.Context, name string) (api.Policy, error) {
+	var p api.Policy
+	return p, c.get(ctx, api.Path(api.PathPolicy, name), nil, &p)
+}
+
+// CreatePolicy creates a policy.
+func (c *Client) CreatePolicy(ctx context.Context, p api.Policy) (api.Policy, error) {
+	var out api.Policy
+	return out, c.do(ctx, http.MethodPost, api.PathPolicies, nil, p, &out)
+}
+
+// DeletePolicy removes a policy (name or id).
+func (c *Client) DeletePolicy(ctx context.Context, name string) error {
+	return c.do(ctx, http.MethodDelete, api.Path(api.PathPolicy, name), nil, nil, nil)
+}
+
+// Repositories lists repositories (admin).
+func (c *Client) Repositories(ctx context.Context) ([]api.Repository, error) {
+	var l api.RepositoryList
+	return l.Repositories, c.get(ctx, api.PathRepositories, nil, &l)
+}
+
+func pathImage(backupID, diskID string) string {
+	return api.Path(api.PathBackupImage, backupID, diskID)
+}
