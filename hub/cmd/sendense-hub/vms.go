@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"text/tabwriter"
 
@@ -9,6 +10,7 @@ import (
 	"github.com/sendense/sendense/hub/internal/catalog"
 	"github.com/sendense/sendense/hub/internal/config"
 	"github.com/sendense/sendense/hub/internal/inventory"
+	"github.com/sendense/sendense/shared/api"
 )
 
 func humanBytes(n int64) string {
@@ -33,6 +35,12 @@ func inventoryCmd(e *env, fn func(cmd *cobra.Command, args []string, inv *invent
 	}
 }
 
+// vmOps reads the inventory's VMs (limit 0: all).
+type vmOps interface {
+	VMs(ctx context.Context, name, status, agentID string, limit int) (api.VMList, error)
+	VM(ctx context.Context, id string) (api.VMContext, error)
+}
+
 func newVMsCmd(e *env) *cobra.Command {
 	cmd := &cobra.Command{Use: "vms", Short: "List and show discovered VMs"}
 	var f inventory.Filter
@@ -41,8 +49,8 @@ func newVMsCmd(e *env) *cobra.Command {
 		Use:   "list",
 		Short: "List VMs (filters: --name, --status, --agent)",
 		Args:  cobra.NoArgs,
-		RunE: inventoryCmd(e, func(cmd *cobra.Command, _ []string, inv *inventory.Service) error {
-			l, err := inv.List(cmd.Context(), f)
+		RunE: opsCmd(e, func(cmd *cobra.Command, _ []string, o vmOps) error {
+			l, err := o.VMs(cmd.Context(), f.Name, f.Status, f.AgentID, f.Limit)
 			if err != nil {
 				return err
 			}
@@ -71,8 +79,8 @@ func newVMsCmd(e *env) *cobra.Command {
 		Use:   "show NAME|CONTEXT-ID",
 		Short: "Show a VM and its disks",
 		Args:  cobra.ExactArgs(1),
-		RunE: inventoryCmd(e, func(cmd *cobra.Command, args []string, inv *inventory.Service) error {
-			vm, err := inv.Show(cmd.Context(), args[0])
+		RunE: opsCmd(e, func(cmd *cobra.Command, args []string, o vmOps) error {
+			vm, err := o.VM(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}
