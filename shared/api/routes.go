@@ -64,7 +64,9 @@ const (
 	PathEvents        = "/api/v1/events"
 	PathRestoreTests  = "/api/v1/restore-tests"      // POST: start a restore test; GET: list (?vm, since, result)
 	PathRestoreTest   = "/api/v1/restore-tests/{id}" // GET: one restore test with its evidence
-	PathOpenAPI       = "/api/v1/openapi.json"
+	// GET: the restore tests of [from, to] by VM (?from=RFC3339, default 30 days back; ?to, default now).
+	PathReportRestoreTests = "/api/v1/reports/restore-tests"
+	PathOpenAPI            = "/api/v1/openapi.json"
 
 	// File-level restore: ?path=/p1/etc lists a directory of a disk's volumes, downloads one
 	// file (Range) or streams a directory as tar.

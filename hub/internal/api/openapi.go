@@ -109,6 +109,7 @@ var operations = []operation{
 	{"POST", api.PathRestoreTests, "Start a restore test: a full verified read of every disk of the VM's latest (or a named) restore point, run by the hub in the background", authOperator, nil, api.StartRestoreTestRequest{}, api.RestoreTest{}, 202},
 	{"GET", api.PathRestoreTests, "List restore tests with their evidence, newest first", authViewer, []string{"vm", "since", "result", "limit", "offset"}, nil, api.RestoreTestList{}, 200},
 	{"GET", api.PathRestoreTest, "Show a restore test with its checks and evidence", authViewer, nil, nil, api.RestoreTest{}, 200},
+	{"GET", api.PathReportRestoreTests, "The restore tests of a period by VM, and the VMs without one (from, to: RFC 3339; default the last 30 days)", authViewer, []string{"from", "to"}, nil, api.RestoreTestReport{}, 200},
 }
 
 // schemaGen turns Go types into OpenAPI schemas, collecting named structs as components.
