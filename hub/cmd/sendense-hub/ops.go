@@ -15,7 +15,10 @@ import (
 	"github.com/sendense/sendense/hub/internal/identity"
 	"github.com/sendense/sendense/hub/internal/inventory"
 	"github.com/sendense/sendense/hub/internal/jobs"
+	"github.com/sendense/sendense/hub/internal/policy"
 	"github.com/sendense/sendense/hub/internal/repository"
+	"github.com/sendense/sendense/hub/internal/restore"
+	"github.com/sendense/sendense/hub/internal/restoretest"
 	"github.com/sendense/sendense/shared/api"
 )
 
@@ -24,18 +27,26 @@ import (
 // *client.Client, the API. Both answer with the API's wire types, so that one formatting code
 // prints the same tables and JSON either way.
 var (
-	_ vmOps        = (*localOps)(nil)
-	_ vmOps        = (*client.Client)(nil)
-	_ backupOps    = (*localOps)(nil)
-	_ backupOps    = (*client.Client)(nil)
-	_ eventOps     = (*localOps)(nil)
-	_ eventOps     = (*client.Client)(nil)
-	_ agentOps     = (*localOps)(nil)
-	_ agentOps     = (*client.Client)(nil)
-	_ joinTokenOps = (*localOps)(nil)
-	_ joinTokenOps = (*client.Client)(nil)
-	_ apiTokenOps  = (*localOps)(nil)
-	_ apiTokenOps  = (*client.Client)(nil)
+	_ vmOps            = (*localOps)(nil)
+	_ vmOps            = (*client.Client)(nil)
+	_ backupOps        = (*localOps)(nil)
+	_ backupOps        = (*client.Client)(nil)
+	_ eventOps         = (*localOps)(nil)
+	_ eventOps         = (*client.Client)(nil)
+	_ agentOps         = (*localOps)(nil)
+	_ agentOps         = (*client.Client)(nil)
+	_ joinTokenOps     = (*localOps)(nil)
+	_ joinTokenOps     = (*client.Client)(nil)
+	_ apiTokenOps      = (*localOps)(nil)
+	_ apiTokenOps      = (*client.Client)(nil)
+	_ policyOps        = (*localOps)(nil)
+	_ policyOps        = (*client.Client)(nil)
+	_ restoreOps       = (*localOps)(nil)
+	_ restoreOps       = (*client.Client)(nil)
+	_ restoreTestOps   = (*localOps)(nil)
+	_ restoreTestOps   = (*client.Client)(nil)
+	_ repositoryLister = (*localOps)(nil)
+	_ repositoryLister = (*client.Client)(nil)
 )
 
 // opsCmd adapts a command body to run against the hub named by --hub (and the rest of the
@@ -207,4 +218,71 @@ func (l *localOps) RevokeAPIToken(ctx context.Context, tokenID string) error {
 		return err
 	}
 	return id.RevokeAPIToken(ctx, tokenID)
+}
+
+func (l *localOps) policies() *policy.Service {
+	return policy.New(l.cat, l.jobs(), nil, l.log, nil, nil)
+}
+
+func (l *localOps) Policies(ctx context.Context) ([]api.Policy, error) {
+	return l.policies().List(ctx)
+}
+
+func (l *localOps) Policy(ctx context.Context, name string) (api.Policy, error) {
+	return l.policies().Get(ctx, name)
+}
+
+func (l *localOps) CreatePolicy(ctx context.Context, p api.Policy) (api.Policy, error) {
+	return l.policies().Create(ctx, p)
+}
+
+func (l *localOps) DeletePolicy(ctx context.Context, name string) error {
+	return l.policies().Delete(ctx, name)
+}
+
+func (l *localOps) StartRestore(ctx context.Context, req api.RestoreRequest) (api.Restore, error) {
+	return l.jobs().StartRestore(ctx, req)
+}
+
+func (l *localOps) Restores(ctx context.Context, status, backupID string, limit int) (api.RestoreList, error) {
+	return l.jobs().ListRestores(ctx, jobs.RestoreListFilter{Status: status, BackupID: backupID, Limit: limit})
+}
+
+func (l *localOps) Restore(ctx context.Context, id string) (api.Restore, error) {
+	return l.jobs().GetRestore(ctx, id)
+}
+
+func (l *localOps) CancelRestore(ctx context.Context, id string) (api.Restore, error) {
+	return l.jobs().CancelRestore(ctx, id)
+}
+
+func (l *localOps) restoreTests() *restoretest.Service {
+	if l.repos == nil {
+		l.repos = repository.NewRegistry(l.cat, l.log, nil)
+	}
+	return restoretest.New(l.cat, restore.New(l.cat, restoreRepos(l.repos), nil), l.log, nil, restoretest.Options{})
+}
+
+// RunRestoreTest runs the test in this process, at once.
+func (l *localOps) RunRestoreTest(ctx context.Context, req api.StartRestoreTestRequest) (api.RestoreTest, error) {
+	return l.restoreTests().RunNow(ctx, req, restoretest.ActorCLI)
+}
+
+func (l *localOps) RestoreTests(ctx context.Context, vm, result string, since time.Time, limit int) (api.RestoreTestList, error) {
+	return l.restoreTests().List(ctx, restoretest.Filter{VM: vm, Result: result, Since: since, Limit: limit})
+}
+
+func (l *localOps) RestoreTest(ctx context.Context, id string) (api.RestoreTest, error) {
+	return l.restoreTests().Get(ctx, id)
+}
+
+func (l *localOps) RestoreTestReport(ctx context.Context, from, to time.Time) (api.RestoreTestReport, error) {
+	return l.restoreTests().Report(ctx, from, to)
+}
+
+func (l *localOps) Repositories(ctx context.Context) ([]api.Repository, error) {
+	if l.repos == nil {
+		l.repos = repository.NewRegistry(l.cat, l.log, nil)
+	}
+	return l.repos.Describe(ctx)
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"text/tabwriter"
@@ -29,6 +30,14 @@ func policyCmd(e *env, fn func(cmd *cobra.Command, args []string, p *policy.Serv
 	}
 }
 
+// policyOps manages policies.
+type policyOps interface {
+	Policies(ctx context.Context) ([]api.Policy, error)
+	Policy(ctx context.Context, name string) (api.Policy, error)
+	CreatePolicy(ctx context.Context, p api.Policy) (api.Policy, error)
+	DeletePolicy(ctx context.Context, name string) error
+}
+
 func newPolicyCmd(e *env) *cobra.Command {
 	cmd := &cobra.Command{Use: "policy", Short: "Create, list, show and remove backup and restore-test policies"}
 	var in api.Policy
@@ -38,13 +47,13 @@ func newPolicyCmd(e *env) *cobra.Command {
 		Use:   "create --name N --schedule '0 3 * * *' [--kind backup|restore-test] [--check read]... [--timezone Europe/Berlin] [--vm NAME]... [--vm-glob 'db-*'] [--agent ID] [--keep-daily 7 ...]",
 		Short: "Create a policy: which VMs are backed up when, where, and how long backups are kept; or (--kind restore-test) whose latest restore points are tested when",
 		Args:  cobra.NoArgs,
-		RunE: policyCmd(e, func(cmd *cobra.Command, _ []string, ps *policy.Service) error {
+		RunE: opsCmd(e, func(cmd *cobra.Command, _ []string, ps policyOps) error {
 			in.Enabled = !disabled
 			in.Kind = strings.ReplaceAll(in.Kind, "-", "_") // --kind restore-test reads like the command
 			if in.Kind != api.PolicyRestoreTest || cmd.Flags().Changed("cbt-sample") {
 				in.CBTSample = &cbtSample
 			}
-			p, err := ps.Create(cmd.Context(), in)
+			p, err := ps.CreatePolicy(cmd.Context(), in)
 			if err != nil {
 				return err
 			}
@@ -79,8 +88,8 @@ func newPolicyCmd(e *env) *cobra.Command {
 		Use:   "list",
 		Short: "List policies with their last and next runs",
 		Args:  cobra.NoArgs,
-		RunE: policyCmd(e, func(cmd *cobra.Command, _ []string, ps *policy.Service) error {
-			l, err := ps.List(cmd.Context())
+		RunE: opsCmd(e, func(cmd *cobra.Command, _ []string, ps policyOps) error {
+			l, err := ps.Policies(cmd.Context())
 			if err != nil {
 				return err
 			}
@@ -100,8 +109,8 @@ func newPolicyCmd(e *env) *cobra.Command {
 		Use:   "show NAME",
 		Short: "Show a policy",
 		Args:  cobra.ExactArgs(1),
-		RunE: policyCmd(e, func(cmd *cobra.Command, args []string, ps *policy.Service) error {
-			p, err := ps.Get(cmd.Context(), args[0])
+		RunE: opsCmd(e, func(cmd *cobra.Command, args []string, ps policyOps) error {
+			p, err := ps.Policy(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}
@@ -112,8 +121,8 @@ func newPolicyCmd(e *env) *cobra.Command {
 		Use:   "rm NAME",
 		Short: "Remove a policy (its backups stay)",
 		Args:  cobra.ExactArgs(1),
-		RunE: policyCmd(e, func(cmd *cobra.Command, args []string, ps *policy.Service) error {
-			if err := ps.Delete(cmd.Context(), args[0]); err != nil {
+		RunE: opsCmd(e, func(cmd *cobra.Command, args []string, ps policyOps) error {
+			if err := ps.DeletePolicy(cmd.Context(), args[0]); err != nil {
 				return err
 			}
 			_, err := fmt.Fprintln(e.stdout, "removed", args[0])

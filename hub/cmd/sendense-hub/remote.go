@@ -33,11 +33,15 @@ var remoteCommands = map[string]bool{
 	"vms list": true, "vms show": true,
 	"backup start": true, "backup wait": true, "backup list": true, "backup show": true,
 	"backup rm": true, "backup cancel": true, "backup protect": true, "backup unprotect": true,
-	"restore":     true,
+	"restore": true, "restore vm": true, "restore in-place": true,
+	"restore list": true, "restore show": true, "restore cancel": true,
 	"events list": true,
 	"agents list": true, "agents show": true, "agents revoke": true,
 	"token create": true, "token list": true, "token revoke": true,
 	"apitoken create": true, "apitoken list": true, "apitoken revoke": true,
+	"restore-test run": true, "restore-test list": true, "restore-test show": true, "report restore-tests": true,
+	"repo list":     true,
+	"policy create": true, "policy list": true, "policy show": true, "policy rm": true,
 }
 
 // clientConfig is the client config file: where the hub is and the files holding the token

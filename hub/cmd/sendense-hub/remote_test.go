@@ -7,10 +7,12 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/sendense/sendense/hub/internal/pki"
 	"github.com/sendense/sendense/shared/api"
@@ -153,9 +155,62 @@ func TestRemoteCLIMatchesLocal(t *testing.T) {
 	}
 	same("token", "list")
 
+	// Policies, repositories, restore tests and their report.
+	same("repo", "list")
+	if out := same("repo", "list", "--json"); !strings.Contains(out, `"name": "default"`) {
+		t.Fatalf("repo list --json: %s", out)
+	}
+	var pol api.Policy
+	out, err := remote("policy", "create", "--name", "nightly", "--schedule", "0 3 * * *", "--vm", "pgtest1", "--keep-last", "3")
+	if err != nil || json.Unmarshal([]byte(out), &pol) != nil || pol.Name != "nightly" || pol.Retention.KeepLast != 3 || pol.NextRunAt.IsZero() {
+		t.Fatalf("remote policy create: %v %s", err, out)
+	}
+	mustLocal("policy", "create", "--name", "weekly", "--schedule", "@weekly", "--vm-glob", "pg*")
+	same("policy", "list")
+	same("policy", "list", "--json")
+	same("policy", "show", "nightly")
+	if out, err := remote("policy", "rm", "weekly"); err != nil || out != "removed weekly\n" {
+		t.Fatalf("remote policy rm: %v %q", err, out)
+	}
+	same("policy", "list")
+	var rt api.RestoreTest
+	out, err = remote("restore-test", "run", "--vm", "pgtest1", "--json")
+	if err != nil || json.Unmarshal([]byte(out), &rt) != nil || !rt.Passed || rt.BackupID != backupID || rt.BytesRead != int64(len(img)) {
+		t.Fatalf("remote restore-test run: %v %s", err, out)
+	}
+	if out, err := remote("restore-test", "run", "--vm", "pgtest1"); err != nil || !strings.Contains(out, "read disk-2000\t3.0 MiB") {
+		t.Fatalf("remote restore-test run (table): %v %q", err, out)
+	}
+	same("restore-test", "list")
+	same("restore-test", "list", "--json", "--vm", "pgtest1", "--since", "1h")
+	same("restore-test", "show", rt.ID)
+	report := func(out string) api.RestoreTestReport {
+		t.Helper()
+		var r api.RestoreTestReport
+		if err := json.Unmarshal([]byte(out), &r); err != nil {
+			t.Fatalf("report: %v %s", err, out)
+		}
+		r.From, r.To, r.GeneratedAt = r.From.Truncate(time.Minute), r.To.Truncate(time.Minute), r.GeneratedAt.Truncate(time.Minute)
+		return r
+	}
+	rout, err := remote("report", "restore-tests", "--json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r, l := report(rout), report(mustLocal("report", "restore-tests", "--json")); r.Runs != 2 || !reflect.DeepEqual(r, l) {
+		t.Fatalf("report differs:\nremote %+v\nlocal  %+v", r, l)
+	}
+	same("restore", "list")
+	// A refusal reads as on the hub host, after the status.
+	_, lerr := local("restore", "in-place", "--backup", backupID, "--confirm", "pgtest1")
+	_, rerr := remote("restore", "in-place", "--backup", backupID, "--confirm", "pgtest1")
+	if lerr == nil || rerr == nil || rerr.Error() != "hub answered 404: "+lerr.Error() {
+		t.Fatalf("restore in-place of a backup without a VM configuration:\nremote %v\nlocal  %v", rerr, lerr)
+	}
+
 	// restore downloads the image over the API: the same bytes and line as the local restore.
 	rdir, ldir := filepath.Join(empty, "r"), filepath.Join(t.TempDir(), "l")
-	rout, err := remote("restore", "--backup", backupID, "--output", rdir)
+	rout, err = remote("restore", "--backup", backupID, "--output", rdir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -223,11 +278,11 @@ func TestRemoteCLIMatchesLocal(t *testing.T) {
 
 	// The environment and the client config file name the hub as well as the flags.
 	envOf := func(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
-	var out bytes.Buffer
-	err = run(t.Context(), []string{"vms", "list"}, &out, io.Discard, envOf(map[string]string{
+	var buf bytes.Buffer
+	err = run(t.Context(), []string{"vms", "list"}, &buf, io.Discard, envOf(map[string]string{
 		"SENDENSE_HUB": hubURL, "SENDENSE_TOKEN_FILE": adminFile, "SENDENSE_CA_FILE": caFile}))
-	if err != nil || out.String() != mustLocal("vms", "list") {
-		t.Fatalf("from the environment: %v %q", err, out.String())
+	if err != nil || buf.String() != mustLocal("vms", "list") {
+		t.Fatalf("from the environment: %v %q", err, buf.String())
 	}
 	cfgDir := filepath.Join(t.TempDir(), "sendense")
 	if err := os.MkdirAll(cfgDir, 0o700); err != nil {
@@ -247,15 +302,15 @@ func TestRemoteCLIMatchesLocal(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(cfgDir, "cli.yaml"), []byte(cc), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	out.Reset()
-	err = run(t.Context(), []string{"backup", "list", "--json"}, &out, io.Discard, envOf(map[string]string{"XDG_CONFIG_HOME": filepath.Dir(cfgDir)}))
-	if err != nil || out.String() != mustLocal("backup", "list", "--json") {
-		t.Fatalf("from ~/.config/sendense/cli.yaml: %v %q", err, out.String())
+	buf.Reset()
+	err = run(t.Context(), []string{"backup", "list", "--json"}, &buf, io.Discard, envOf(map[string]string{"XDG_CONFIG_HOME": filepath.Dir(cfgDir)}))
+	if err != nil || buf.String() != mustLocal("backup", "list", "--json") {
+		t.Fatalf("from ~/.config/sendense/cli.yaml: %v %q", err, buf.String())
 	}
-	out.Reset()
-	err = run(t.Context(), []string{"agents", "list", "--client-config", filepath.Join(cfgDir, "cli.yaml")}, &out, io.Discard, noEnv)
-	if err != nil || out.String() != mustLocal("agents", "list") {
-		t.Fatalf("--client-config: %v %q", err, out.String())
+	buf.Reset()
+	err = run(t.Context(), []string{"agents", "list", "--client-config", filepath.Join(cfgDir, "cli.yaml")}, &buf, io.Discard, noEnv)
+	if err != nil || buf.String() != mustLocal("agents", "list") {
+		t.Fatalf("--client-config: %v %q", err, buf.String())
 	}
 	if err := os.WriteFile(filepath.Join(cfgDir, "bad.yaml"), []byte("hub: x\ntoken: sdt_inline\n"), 0o600); err != nil {
 		t.Fatal(err)

@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -206,4 +207,80 @@ func (c *Client) Repositories(ctx context.Context) ([]api.Repository, error) {
 
 func pathImage(backupID, diskID string) string {
 	return api.Path(api.PathBackupImage, backupID, diskID)
+}
+
+// StartRestore queues a restore as a new VM or in place.
+func (c *Client) StartRestore(ctx context.Context, req api.RestoreRequest) (api.Restore, error) {
+	var r api.Restore
+	return r, c.do(ctx, http.MethodPost, api.PathRestores, nil, req, &r)
+}
+
+// Restores lists restores by status and backup (empty: any), newest first; limit 0 lists all.
+func (c *Client) Restores(ctx context.Context, status, backupID string, limit int) (api.RestoreList, error) {
+	q := url.Values{}
+	setIf(q, "status", status)
+	setIf(q, "backup", backupID)
+	rs, total, err := pages(ctx, c, api.PathRestores, q, limit,
+		func(l *api.RestoreList) []api.Restore { return l.Restores }, func(l *api.RestoreList) api.Page { return l.Page })
+	return api.RestoreList{Restores: rs, Page: api.Page{Limit: limit, Total: total}}, err
+}
+
+// Restore shows one restore with its progress.
+func (c *Client) Restore(ctx context.Context, id string) (api.Restore, error) {
+	var r api.Restore
+	return r, c.get(ctx, api.Path(api.PathRestore, id), nil, &r)
+}
+
+// CancelRestore cancels a queued restore or asks the agent to stop a running one.
+func (c *Client) CancelRestore(ctx context.Context, id string) (api.Restore, error) {
+	var r api.Restore
+	return r, c.do(ctx, http.MethodPost, api.Path(api.PathRestoreCancel, id), nil, nil, &r)
+}
+
+// RunRestoreTest starts a restore test, which the hub runs in the background, and follows it
+// until it has passed or failed (or ctx ends), as `restore-test run` on the hub host does.
+func (c *Client) RunRestoreTest(ctx context.Context, req api.StartRestoreTestRequest) (api.RestoreTest, error) {
+	var t api.RestoreTest
+	if err := c.do(ctx, http.MethodPost, api.PathRestoreTests, nil, req, &t); err != nil {
+		return t, err
+	}
+	tick := time.NewTicker(250 * time.Millisecond)
+	defer tick.Stop()
+	for t.Status == api.RestoreTestQueued || t.Status == api.RestoreTestRunning {
+		select {
+		case <-ctx.Done():
+			return t, fmt.Errorf("restore test %s is still %s: %w", t.ID, t.Status, ctx.Err())
+		case <-tick.C:
+		}
+		if err := c.get(ctx, api.Path(api.PathRestoreTest, t.ID), nil, &t); err != nil {
+			return t, err
+		}
+	}
+	return t, nil
+}
+
+// RestoreTests lists restore tests, newest first; limit 0 lists all.
+func (c *Client) RestoreTests(ctx context.Context, vm, result string, since time.Time, limit int) (api.RestoreTestList, error) {
+	q := url.Values{}
+	setIf(q, "vm", vm)
+	setIf(q, "result", result)
+	if !since.IsZero() {
+		q.Set("since", since.UTC().Format(time.RFC3339Nano))
+	}
+	ts, total, err := pages(ctx, c, api.PathRestoreTests, q, limit,
+		func(l *api.RestoreTestList) []api.RestoreTest { return l.RestoreTests }, func(l *api.RestoreTestList) api.Page { return l.Page })
+	return api.RestoreTestList{RestoreTests: ts, Page: api.Page{Limit: limit, Total: total}}, err
+}
+
+// RestoreTest shows one restore test with its evidence.
+func (c *Client) RestoreTest(ctx context.Context, id string) (api.RestoreTest, error) {
+	var t api.RestoreTest
+	return t, c.get(ctx, api.Path(api.PathRestoreTest, id), nil, &t)
+}
+
+// RestoreTestReport reports the restore tests of [from, to] by VM.
+func (c *Client) RestoreTestReport(ctx context.Context, from, to time.Time) (api.RestoreTestReport, error) {
+	q := url.Values{"from": {from.UTC().Format(time.RFC3339Nano)}, "to": {to.UTC().Format(time.RFC3339Nano)}}
+	var r api.RestoreTestReport
+	return r, c.get(ctx, api.PathReportRestoreTests, q, &r)
 }
