@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 
 	"github.com/sendense/sendense/hub/internal/client"
 	"github.com/sendense/sendense/shared/api"
@@ -102,4 +103,52 @@ func isZero(p []byte) bool {
 		p = p[n:]
 	}
 	return true
+}
+
+// getRemoteFile downloads one file of a restore point over the API to output (through a
+// temporary file renamed once complete, with the file's mtime) or to stdout. The hub verifies
+// every chunk and audits the download.
+func getRemoteFile(ctx context.Context, cl *client.Client, backupID, diskID, p, output string, stdout io.Writer) error {
+	if output == "" {
+		_, _, err := cl.DownloadFile(ctx, backupID, diskID, p, &sequentialWriter{w: stdout})
+		return err
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(output), "."+filepath.Base(output)+".part-*")
+	if err != nil {
+		return err
+	}
+	_, mtime, err := cl.DownloadFile(ctx, backupID, diskID, p, tmp)
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		if !mtime.IsZero() {
+			_ = os.Chtimes(tmp.Name(), mtime, mtime)
+		}
+		err = os.Rename(tmp.Name(), output)
+	}
+	if err != nil {
+		_ = os.Remove(tmp.Name())
+		return err
+	}
+	return nil
+}
+
+// sequentialWriter is an io.WriterAt over a stream that accepts only the next offset: a
+// resumed download continues at exactly the byte reached, so that is all it needs.
+type sequentialWriter struct {
+	w   io.Writer
+	off int64
+}
+
+func (s *sequentialWriter) WriteAt(p []byte, off int64) (int, error) {
+	if off != s.off {
+		return 0, fmt.Errorf("write at %d of a stream at %d", off, s.off)
+	}
+	n, err := s.w.Write(p)
+	s.off += int64(n)
+	return n, err
 }

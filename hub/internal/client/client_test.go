@@ -127,7 +127,7 @@ func TestDownloadImageRefusesAChangedImage(t *testing.T) {
 		http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(img))
 	}))
 	_, err := c.DownloadImage(t.Context(), "bk-1", "disk-2000", &memWriterAt{}, nil)
-	if err == nil || !strings.Contains(err.Error(), "the image changed") {
+	if !errors.Is(err, errChanged) {
 		t.Fatalf("changed image: %v", err)
 	}
 }

@@ -6,13 +6,20 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
+	"time"
+
+	"github.com/sendense/sendense/shared/api"
 )
 
 // downloadAttempts bounds how often a broken download is resumed (Range from the byte reached)
 // before the error is returned.
 const downloadAttempts = 5
+
+// errChanged: a resumed download's answer is not the rest of what the first answer started.
+var errChanged = errors.New("changed while it was downloaded")
 
 // DownloadImage writes the raw image of a disk of a backup into dst at its offsets, 1 MiB at a
 // time, and returns its size. The hub verifies every chunk as it serves it and breaks the
@@ -20,37 +27,58 @@ const downloadAttempts = 5
 // is resumed with a Range request from the byte reached, pinned with If-Range to the same image
 // (ETag), up to 5 times. progress, if not nil, is called with the bytes written so far.
 func (c *Client) DownloadImage(ctx context.Context, backupID, diskID string, dst io.WriterAt, progress func(int64)) (int64, error) {
-	path := pathImage(backupID, diskID)
+	size, _, err := c.download(ctx, pathImage(backupID, diskID), nil, dst, progress)
+	if err != nil {
+		return size, fmt.Errorf("download %s of %s: %w", diskID, backupID, err)
+	}
+	return size, nil
+}
+
+// DownloadFile writes one file of a disk of a backup into dst at its offsets, resumed like
+// DownloadImage, and returns its size and modification time. The hub audits the download.
+func (c *Client) DownloadFile(ctx context.Context, backupID, diskID, p string, dst io.WriterAt) (int64, time.Time, error) {
+	size, h, err := c.download(ctx, api.Path(api.PathBackupFileContent, backupID, diskID), url.Values{"path": {p}}, dst, nil)
+	if err != nil {
+		return size, time.Time{}, fmt.Errorf("download %s: %w", p, err)
+	}
+	mtime, _ := http.ParseTime(h.Get("Last-Modified"))
+	return size, mtime, nil
+}
+
+// download GETs path?q into dst, resuming a broken transfer with Range and If-Range up to
+// downloadAttempts times, and returns the size and the first answer's headers.
+func (c *Client) download(ctx context.Context, path string, q url.Values, dst io.WriterAt, progress func(int64)) (int64, http.Header, error) {
 	var done, size int64 = 0, -1
 	var etag string
+	var header http.Header
 	var lastErr error
 	for attempt := 0; attempt < downloadAttempts; attempt++ {
-		n, sz, tag, err := c.downloadFrom(ctx, path, done, etag, dst, progress)
+		n, sz, h, err := c.downloadFrom(ctx, path, q, done, etag, dst, progress)
 		done += n
-		if size < 0 {
-			size, etag = sz, tag
+		if size < 0 && h != nil {
+			size, etag, header = sz, h.Get("ETag"), h
 		}
 		if err == nil {
 			if done != size {
-				return done, fmt.Errorf("download %s of %s: got %d of %d bytes", diskID, backupID, done, size)
+				return done, header, fmt.Errorf("got %d of %d bytes", done, size)
 			}
-			return size, nil
+			return size, header, nil
 		}
 		var apiErr *Error
-		if errors.As(err, &apiErr) || ctx.Err() != nil || size < 0 {
-			return done, err // refused, cancelled, or broken before the first byte's headers
+		if errors.As(err, &apiErr) || errors.Is(err, errChanged) || ctx.Err() != nil || size < 0 {
+			return done, header, err // refused, cancelled, or broken before the first byte's headers
 		}
 		lastErr = err
 	}
-	return done, fmt.Errorf("download %s of %s: broken %d times, last: %w", diskID, backupID, downloadAttempts, lastErr)
+	return done, header, fmt.Errorf("broken %d times, last: %w", downloadAttempts, lastErr)
 }
 
-// downloadFrom reads the image from offset on (Range when offset > 0) and returns the bytes
-// written, the image's full size and ETag.
-func (c *Client) downloadFrom(ctx context.Context, path string, offset int64, etag string, dst io.WriterAt, progress func(int64)) (int64, int64, string, error) {
-	req, err := c.newRequest(ctx, http.MethodGet, path, nil, nil)
+// downloadFrom reads from offset on (Range when offset > 0) and returns the bytes written, the
+// full size and the answer's headers.
+func (c *Client) downloadFrom(ctx context.Context, path string, q url.Values, offset int64, etag string, dst io.WriterAt, progress func(int64)) (int64, int64, http.Header, error) {
+	req, err := c.newRequest(ctx, http.MethodGet, path, q, nil)
 	if err != nil {
-		return 0, -1, "", err
+		return 0, -1, nil, err
 	}
 	req.Header.Set("Accept", "application/octet-stream")
 	if offset > 0 {
@@ -61,7 +89,7 @@ func (c *Client) downloadFrom(ctx context.Context, path string, offset int64, et
 	}
 	resp, err := c.send(req)
 	if err != nil {
-		return 0, -1, "", err
+		return 0, -1, nil, err
 	}
 	defer resp.Body.Close()
 	size := resp.ContentLength
@@ -69,12 +97,12 @@ func (c *Client) downloadFrom(ctx context.Context, path string, offset int64, et
 	case offset > 0 && resp.StatusCode == http.StatusPartialContent:
 		size, err = rangeTotal(resp.Header.Get("Content-Range"), offset)
 		if err != nil {
-			return 0, -1, "", fmt.Errorf("GET %s: %w", path, err)
+			return 0, -1, nil, fmt.Errorf("GET %s: %w: %w", path, errChanged, err)
 		}
 	case offset > 0:
-		return 0, -1, "", fmt.Errorf("GET %s: the image changed while it was downloaded (answer %d to a resume)", path, resp.StatusCode)
+		return 0, -1, nil, fmt.Errorf("GET %s: %w (answer %d to a resume)", path, errChanged, resp.StatusCode)
 	case size < 0:
-		return 0, -1, "", fmt.Errorf("GET %s: no Content-Length", path)
+		return 0, -1, nil, fmt.Errorf("GET %s: no Content-Length", path)
 	}
 	buf := make([]byte, 1<<20)
 	var n int64
@@ -82,7 +110,7 @@ func (c *Client) downloadFrom(ctx context.Context, path string, offset int64, et
 		k, rerr := io.ReadFull(resp.Body, buf)
 		if k > 0 {
 			if _, err := dst.WriteAt(buf[:k], offset+n); err != nil {
-				return n, size, resp.Header.Get("ETag"), fmt.Errorf("write at %d: %w", offset+n, err)
+				return n, size, resp.Header, fmt.Errorf("write at %d: %w", offset+n, err)
 			}
 			n += int64(k)
 			if progress != nil {
@@ -91,12 +119,12 @@ func (c *Client) downloadFrom(ctx context.Context, path string, offset int64, et
 		}
 		if errors.Is(rerr, io.EOF) || errors.Is(rerr, io.ErrUnexpectedEOF) {
 			if offset+n < size {
-				return n, size, resp.Header.Get("ETag"), fmt.Errorf("GET %s: transfer broken at byte %d of %d", path, offset+n, size)
+				return n, size, resp.Header, fmt.Errorf("GET %s: transfer broken at byte %d of %d", path, offset+n, size)
 			}
-			return n, size, resp.Header.Get("ETag"), nil
+			return n, size, resp.Header, nil
 		}
 		if rerr != nil {
-			return n, size, resp.Header.Get("ETag"), fmt.Errorf("GET %s: at byte %d: %w", path, offset+n, rerr)
+			return n, size, resp.Header, fmt.Errorf("GET %s: at byte %d: %w", path, offset+n, rerr)
 		}
 	}
 }

@@ -284,3 +284,9 @@ func (c *Client) RestoreTestReport(ctx context.Context, from, to time.Time) (api
 	var r api.RestoreTestReport
 	return r, c.get(ctx, api.PathReportRestoreTests, q, &r)
 }
+
+// Files lists a directory (path, e.g. /p1/etc) of a disk of a backup.
+func (c *Client) Files(ctx context.Context, backupID, diskID, p string) (api.FileList, error) {
+	var l api.FileList
+	return l, c.get(ctx, api.Path(api.PathBackupFiles, backupID, diskID), url.Values{"path": {p}}, &l)
+}
