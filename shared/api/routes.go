@@ -44,6 +44,8 @@ const (
 	PathJoinToken     = "/api/v1/tokens/{id}"
 	PathAPITokens     = "/api/v1/apitokens"
 	PathAPIToken      = "/api/v1/apitokens/{id}"
+	PathSources       = "/api/v1/sources"           // GET: sources with their owning agents
+	PathSourceMove    = "/api/v1/sources/{id}/move" // POST: give a source (id, instance uuid or name) to another agent
 	PathVMs           = "/api/v1/vms"
 	PathVM            = "/api/v1/vms/{id}"
 	PathVMDisks       = "/api/v1/vms/{id}/disks"

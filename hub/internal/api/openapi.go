@@ -72,6 +72,8 @@ var operations = []operation{
 	{"POST", api.PathAPITokens, "Create an API token (shown once)", authAdmin, nil, api.CreateAPITokenRequest{}, api.CreateAPITokenResponse{}, 201},
 	{"DELETE", api.PathAPIToken, "Revoke an API token", authAdmin, nil, nil, nil, 204},
 
+	{"GET", api.PathSources, "List the vCenters and ESXi hosts agents report on, with their owning agents", authViewer, nil, nil, api.SourceList{}, 200},
+	{"POST", api.PathSourceMove, "Give a source (id, instance uuid, or a name only one agent uses) and its VMs to another agent", authAdmin, nil, api.MoveSourceRequest{}, api.SourceInfo{}, 200},
 	{"GET", api.PathVMs, "List VMs", authViewer, []string{"name", "status", "agent", "protected", "limit", "offset"}, nil, api.VMList{}, 200},
 	{"GET", api.PathVM, "Show a VM (by context id or unique name) with its disks", authViewer, nil, nil, api.VMContext{}, 200},
 	{"GET", api.PathVMDisks, "A VM's disks", authViewer, nil, nil, api.VMDiskList{}, 200},
