@@ -9,25 +9,9 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/sendense/sendense/hub/internal/catalog"
-	"github.com/sendense/sendense/hub/internal/config"
 	"github.com/sendense/sendense/hub/internal/jobs"
-	"github.com/sendense/sendense/hub/internal/repository"
 	"github.com/sendense/sendense/shared/api"
 )
-
-// backupCmd adapts a command body that needs the backup service and the catalog.
-func backupCmd(e *env, fn func(cmd *cobra.Command, args []string, b *jobs.Service, cat *catalog.Catalog) error) func(*cobra.Command, []string) error {
-	return func(cmd *cobra.Command, args []string) error {
-		return catalogCmd(e, func(cmd *cobra.Command, cfg *config.Config, cat *catalog.Catalog) error {
-			log := cfg.NewLogger(e.stderr)
-			repos := repository.NewRegistry(cat, log, nil)
-			defer repos.Close()
-			svc := jobs.New(cat, repos, log, nil, jobs.Options{})
-			return fn(cmd, args, svc, cat)
-		})(cmd, args)
-	}
-}
 
 // backupOps starts, reads and changes backups (limit 0: all).
 type backupOps interface {

@@ -47,6 +47,8 @@ var (
 	_ restoreTestOps   = (*client.Client)(nil)
 	_ repositoryLister = (*localOps)(nil)
 	_ repositoryLister = (*client.Client)(nil)
+	_ sourceOps        = (*localOps)(nil)
+	_ sourceOps        = (*client.Client)(nil)
 )
 
 // opsCmd adapts a command body to run against the hub named by --hub (and the rest of the
@@ -285,4 +287,12 @@ func (l *localOps) Repositories(ctx context.Context) ([]api.Repository, error) {
 		l.repos = repository.NewRegistry(l.cat, l.log, nil)
 	}
 	return l.repos.Describe(ctx)
+}
+
+func (l *localOps) Sources(ctx context.Context) ([]api.SourceInfo, error) {
+	return l.inventory().Sources(ctx)
+}
+
+func (l *localOps) MoveSource(ctx context.Context, source, agentID string) (api.SourceInfo, error) {
+	return l.inventory().MoveSource(ctx, source, agentID)
 }

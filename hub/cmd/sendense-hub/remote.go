@@ -30,7 +30,7 @@ const (
 // (it needs the catalog or the repositories' files) and refuses --hub with a message saying so.
 var remoteCommands = map[string]bool{
 	"version": true, "config example": true,
-	"vms list": true, "vms show": true,
+	"vms list": true, "vms show": true, "sources list": true, "sources move": true,
 	"backup start": true, "backup wait": true, "backup list": true, "backup show": true,
 	"backup rm": true, "backup cancel": true, "backup protect": true, "backup unprotect": true,
 	"restore": true, "restore vm": true, "restore in-place": true,

@@ -94,6 +94,7 @@ func TestRemoteCLIMatchesLocal(t *testing.T) {
 	for _, args := range [][]string{
 		{"vms", "list"}, {"vms", "list", "--json"}, {"vms", "list", "--name", "pgtest1", "--limit", "1"},
 		{"vms", "show", "pgtest1"}, {"vms", "show", "pgtest1", "--json"},
+		{"sources", "list"}, {"sources", "list", "--json"},
 		{"backup", "list"}, {"backup", "list", "--json"}, {"backup", "list", "--vm", "pgtest1", "--status", "succeeded"},
 		{"backup", "show", backupID},
 		{"agents", "list"}, {"agents", "list", "--json"}, {"agents", "show", "agent-1"},
@@ -203,10 +204,18 @@ func TestRemoteCLIMatchesLocal(t *testing.T) {
 	}
 	same("restore", "list")
 	// A refusal reads as on the hub host, after the status.
-	_, lerr := local("restore", "in-place", "--backup", backupID, "--confirm", "pgtest1")
-	_, rerr := remote("restore", "in-place", "--backup", backupID, "--confirm", "pgtest1")
-	if lerr == nil || rerr == nil || rerr.Error() != "hub answered 404: "+lerr.Error() {
-		t.Fatalf("restore in-place of a backup without a VM configuration:\nremote %v\nlocal  %v", rerr, lerr)
+	for _, args := range [][]string{
+		{"restore", "in-place", "--backup", backupID, "--confirm", "pgtest1"},
+		{"sources", "move", "vc1", "--agent", "agent-nope"},
+	} {
+		_, lerr := local(args...)
+		_, rerr := remote(args...)
+		if lerr == nil || rerr == nil || !strings.HasPrefix(rerr.Error(), "hub answered 4") || !strings.HasSuffix(rerr.Error(), ": "+lerr.Error()) {
+			t.Fatalf("%v:\nremote %v\nlocal  %v", args, rerr, lerr)
+		}
+	}
+	if out, err := remote("sources", "move", "vc1", "--agent", "agent-1"); err != nil || !strings.Contains(out, "now belongs to agent agent-1") {
+		t.Fatalf("remote sources move: %v %q", err, out)
 	}
 
 	// restore downloads the image over the API: the same bytes and line as the local restore.

@@ -7,8 +7,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/sendense/sendense/hub/internal/catalog"
-	"github.com/sendense/sendense/hub/internal/config"
 	"github.com/sendense/sendense/hub/internal/inventory"
 	"github.com/sendense/sendense/shared/api"
 )
@@ -24,15 +22,6 @@ func humanBytes(n int64) string {
 		exp++
 	}
 	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
-}
-
-// inventoryCmd adapts a command body that needs the inventory service.
-func inventoryCmd(e *env, fn func(cmd *cobra.Command, args []string, inv *inventory.Service) error) func(*cobra.Command, []string) error {
-	return func(cmd *cobra.Command, args []string) error {
-		return catalogCmd(e, func(cmd *cobra.Command, cfg *config.Config, cat *catalog.Catalog) error {
-			return fn(cmd, args, inventory.New(cat, cfg.NewLogger(e.stderr), nil))
-		})(cmd, args)
-	}
 }
 
 // vmOps reads the inventory's VMs (limit 0: all).

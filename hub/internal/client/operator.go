@@ -290,3 +290,15 @@ func (c *Client) Files(ctx context.Context, backupID, diskID, p string) (api.Fil
 	var l api.FileList
 	return l, c.get(ctx, api.Path(api.PathBackupFiles, backupID, diskID), url.Values{"path": {p}}, &l)
 }
+
+// Sources lists the vCenters and ESXi hosts agents report on.
+func (c *Client) Sources(ctx context.Context) ([]api.SourceInfo, error) {
+	var l api.SourceList
+	return l.Sources, c.get(ctx, api.PathSources, nil, &l)
+}
+
+// MoveSource gives a source (id, instance uuid or name) and its VMs to another agent.
+func (c *Client) MoveSource(ctx context.Context, source, agentID string) (api.SourceInfo, error) {
+	var s api.SourceInfo
+	return s, c.do(ctx, http.MethodPost, api.Path(api.PathSourceMove, source), nil, api.MoveSourceRequest{AgentID: agentID}, &s)
+}
