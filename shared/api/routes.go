@@ -63,6 +63,7 @@ const (
 	PathRepositories  = "/api/v1/repositories"
 	PathPolicies      = "/api/v1/policies"
 	PathPolicy        = "/api/v1/policies/{name}"
+	PathPrune         = "/api/v1/prune" // POST: apply the policies' retention (or, dry_run, only report)
 	PathEvents        = "/api/v1/events"
 	PathRestoreTests  = "/api/v1/restore-tests"      // POST: start a restore test; GET: list (?vm, since, result)
 	PathRestoreTest   = "/api/v1/restore-tests/{id}" // GET: one restore test with its evidence

@@ -106,6 +106,7 @@ var operations = []operation{
 	{"GET", api.PathPolicy, "Show a policy", authViewer, nil, nil, api.Policy{}, 200},
 	{"PUT", api.PathPolicy, "Replace a policy's settings", authOperator, nil, api.Policy{}, api.Policy{}, 200},
 	{"DELETE", api.PathPolicy, "Delete a policy (its backups stay)", authOperator, nil, nil, nil, 204},
+	{"POST", api.PathPrune, "Apply the policies' retention now (dry_run: only report), never to protected backups", authOperator, nil, api.PruneRequest{}, api.PruneResult{}, 200},
 
 	{"GET", api.PathEvents, "List recorded events, newest first (vm: name or context id; since: RFC 3339)", authViewer, []string{"vm", "type", "since", "limit", "offset"}, nil, api.EventList{}, 200},
 	{"POST", api.PathRestoreTests, "Start a restore test: a full verified read of every disk of the VM's latest (or a named) restore point, run by the hub in the background", authOperator, nil, api.StartRestoreTestRequest{}, api.RestoreTest{}, 202},
