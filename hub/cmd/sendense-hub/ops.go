@@ -49,6 +49,8 @@ var (
 	_ repositoryLister = (*client.Client)(nil)
 	_ sourceOps        = (*localOps)(nil)
 	_ sourceOps        = (*client.Client)(nil)
+	_ pruner           = (*localOps)(nil)
+	_ pruner           = (*client.Client)(nil)
 )
 
 // opsCmd adapts a command body to run against the hub named by --hub (and the rest of the
@@ -295,4 +297,9 @@ func (l *localOps) Sources(ctx context.Context) ([]api.SourceInfo, error) {
 
 func (l *localOps) MoveSource(ctx context.Context, source, agentID string) (api.SourceInfo, error) {
 	return l.inventory().MoveSource(ctx, source, agentID)
+}
+
+func (l *localOps) Prune(ctx context.Context, req api.PruneRequest) (api.PruneResult, error) {
+	rep, err := l.policies().Prune(ctx, policy.PruneOptions{Policy: req.Policy, VM: req.VM, DryRun: req.DryRun})
+	return api.PruneResult{Decisions: rep.Decisions, Removed: rep.Removed, Errors: rep.Errors}, err
 }

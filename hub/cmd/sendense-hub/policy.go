@@ -9,26 +9,9 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/sendense/sendense/hub/internal/catalog"
-	"github.com/sendense/sendense/hub/internal/config"
-	"github.com/sendense/sendense/hub/internal/jobs"
 	"github.com/sendense/sendense/hub/internal/policy"
-	"github.com/sendense/sendense/hub/internal/repository"
 	"github.com/sendense/sendense/shared/api"
 )
-
-// policyCmd adapts a command body that needs the policy service.
-func policyCmd(e *env, fn func(cmd *cobra.Command, args []string, p *policy.Service) error) func(*cobra.Command, []string) error {
-	return func(cmd *cobra.Command, args []string) error {
-		return catalogCmd(e, func(cmd *cobra.Command, cfg *config.Config, cat *catalog.Catalog) error {
-			log := cfg.NewLogger(e.stderr)
-			repos := repository.NewRegistry(cat, log, nil)
-			defer repos.Close()
-			b := jobs.New(cat, repos, log, nil, jobs.Options{})
-			return fn(cmd, args, policy.New(cat, b, nil, log, nil, nil))
-		})(cmd, args)
-	}
-}
 
 // policyOps manages policies.
 type policyOps interface {
@@ -133,14 +116,19 @@ func newPolicyCmd(e *env) *cobra.Command {
 	return cmd
 }
 
+// pruner applies retention.
+type pruner interface {
+	Prune(ctx context.Context, req api.PruneRequest) (api.PruneResult, error)
+}
+
 func newPruneCmd(e *env) *cobra.Command {
 	var o policy.PruneOptions
 	cmd := &cobra.Command{
 		Use:   "prune [--policy NAME] [--vm NAME] [--dry-run]",
 		Short: "Apply the policies' retention rules: delete the backups no rule keeps (never protected ones)",
 		Args:  cobra.NoArgs,
-		RunE: policyCmd(e, func(cmd *cobra.Command, _ []string, ps *policy.Service) error {
-			rep, err := ps.Prune(cmd.Context(), o)
+		RunE: opsCmd(e, func(cmd *cobra.Command, _ []string, ps pruner) error {
+			rep, err := ps.Prune(cmd.Context(), api.PruneRequest{Policy: o.Policy, VM: o.VM, DryRun: o.DryRun})
 			if err != nil {
 				return err
 			}

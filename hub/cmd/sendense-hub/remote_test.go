@@ -129,6 +129,10 @@ func TestRemoteCLIMatchesLocal(t *testing.T) {
 	if out, err := remote("backup", "cancel", m[1]); err != nil || out != m[1]+": cancelled (cancel requested)\n" {
 		t.Fatalf("remote cancel: %v %q", err, out)
 	}
+	_, lerr := local("backup", "wait", m[1])
+	if out, err := remote("backup", "wait", m[1]); err == nil || lerr == nil || err.Error() != lerr.Error() || !strings.Contains(out, "backup "+m[1]+" of pgtest1 cancelled") {
+		t.Fatalf("backup wait of a cancelled backup:\nremote %v %q\nlocal  %v", err, out, lerr)
+	}
 	if out, err := remote("backup", "rm", m[1]); err != nil || out != "deleted "+m[1]+"\n" {
 		t.Fatalf("remote rm: %v %q", err, out)
 	}
@@ -175,6 +179,25 @@ func TestRemoteCLIMatchesLocal(t *testing.T) {
 		t.Fatalf("remote policy rm: %v %q", err, out)
 	}
 	same("policy", "list")
+	if out := same("prune", "--dry-run"); !strings.Contains(out, "nightly: last 1") || !strings.Contains(out, "dry run: nothing was removed") {
+		t.Fatalf("prune --dry-run: %s", out)
+	}
+	same("prune", "--vm", "pgtest1")
+	repoDir := t.TempDir()
+	out, err = remote("repo", "create", "second", "--path", repoDir, "--chunk-size", "1MiB")
+	if err != nil || !regexp.MustCompile(`^created repository second \(\S+, local\) at `+regexp.QuoteMeta(repoDir)+`, chunk size 1\.0 MiB\n$`).MatchString(out) {
+		t.Fatalf("remote repo create: %v %q", err, out)
+	}
+	if _, err := os.Stat(filepath.Join(repoDir, "repo.json")); err != nil {
+		t.Fatalf("the hub did not create the repository: %v", err)
+	}
+	if _, err := remote("repo", "create", "enc", "--path", t.TempDir(), "--encrypt", "--password-file", adminFile); err == nil || !strings.Contains(err.Error(), "hub-local only") {
+		t.Fatalf("remote repo create --encrypt: %v", err)
+	}
+	if _, err := remote("repo", "create", "rel", "--path", "relative/dir"); err == nil || !strings.Contains(err.Error(), "absolute directory on the hub") {
+		t.Fatalf("remote repo create with a relative path: %v", err)
+	}
+	same("repo", "list")
 	var rt api.RestoreTest
 	out, err = remote("restore-test", "run", "--vm", "pgtest1", "--json")
 	if err != nil || json.Unmarshal([]byte(out), &rt) != nil || !rt.Passed || rt.BackupID != backupID || rt.BytesRead != int64(len(img)) {
@@ -256,7 +279,7 @@ func TestRemoteCLIMatchesLocal(t *testing.T) {
 	if out, err := remoteAs(viewerFile, "vms", "list"); err != nil || out != mustLocal("vms", "list") {
 		t.Fatalf("viewer vms list: %v %q", err, out)
 	}
-	for _, args := range [][]string{{"backup", "protect", backupID}, {"token", "list"}, {"backup", "rm", backupID}} {
+	for _, args := range [][]string{{"backup", "protect", backupID}, {"token", "list"}, {"backup", "rm", backupID}, {"prune"}, {"repo", "list"}} {
 		_, err := remoteAs(viewerFile, args...)
 		if err == nil || !strings.Contains(err.Error(), "hub answered 403") || !strings.Contains(err.Error(), "role is needed") || !strings.Contains(err.Error(), "has viewer") {
 			t.Fatalf("viewer %v: %v", args, err)

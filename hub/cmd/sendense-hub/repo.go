@@ -225,6 +225,7 @@ func newRepoCmd(e *env) *cobra.Command {
 		}),
 	}
 	checkCmd.Flags().BoolVar(&repair, "repair", false, "remove orphaned indexes and stale temporary files")
+	create.RunE = remoteRepoCreate(e, create.RunE, &path, &chunkSize, &enc, &s3set)
 	cmd.AddCommand(create, list, verifyCmd, gcCmd, checkCmd, newRepoKeyCmd(e))
 	return cmd
 }

@@ -302,3 +302,16 @@ func (c *Client) MoveSource(ctx context.Context, source, agentID string) (api.So
 	var s api.SourceInfo
 	return s, c.do(ctx, http.MethodPost, api.Path(api.PathSourceMove, source), nil, api.MoveSourceRequest{AgentID: agentID}, &s)
 }
+
+// Prune applies the policies' retention now (or, dry run, only reports what it would do).
+func (c *Client) Prune(ctx context.Context, req api.PruneRequest) (api.PruneResult, error) {
+	var r api.PruneResult
+	return r, c.do(ctx, http.MethodPost, api.PathPrune, nil, req, &r)
+}
+
+// CreateRepository creates a repository (or adopts the one there) in a directory of the hub or
+// an S3 bucket.
+func (c *Client) CreateRepository(ctx context.Context, req api.CreateRepositoryRequest) (api.Repository, error) {
+	var r api.Repository
+	return r, c.do(ctx, http.MethodPost, api.PathRepositories, nil, req, &r)
+}
