@@ -148,8 +148,12 @@ func checkRemote(cmd *cobra.Command, e *env) error {
 	if err != nil || !remote {
 		return err
 	}
-	if !remoteCommands[commandPath(cmd)] {
-		return fmt.Errorf("%q is hub-local only (it works on the hub's catalog and files; the API has no route for it): run it on the hub host without --hub/%s", commandPath(cmd), envHub)
+	p := commandPath(cmd)
+	if p == "help" || strings.HasPrefix(p, "help ") || strings.HasPrefix(p, "completion") {
+		return nil
+	}
+	if !remoteCommands[p] {
+		return fmt.Errorf("%q is hub-local only: it works on the hub's own catalog and files, not over the API; run it on the hub host without --hub (nor %s or a client config naming a hub)", p, envHub)
 	}
 	hubFlags := pflag.NewFlagSet("hub", pflag.ContinueOnError)
 	scratch := config.Default()

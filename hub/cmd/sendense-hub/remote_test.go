@@ -305,6 +305,9 @@ func TestRemoteCLIMatchesLocal(t *testing.T) {
 			t.Fatalf("%v with --hub: %v", args, err)
 		}
 	}
+	if out, err := remote("help", "vms"); err != nil || !strings.Contains(out, "sendense-hub vms [command]") {
+		t.Fatalf("help with --hub: %v %q", err, out)
+	}
 	if _, err := remote("vms", "list", "--data-dir", dataDir); err == nil || !strings.Contains(err.Error(), "--data-dir") {
 		t.Fatalf("--data-dir with --hub: %v", err)
 	}
