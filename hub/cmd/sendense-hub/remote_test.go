@@ -356,6 +356,29 @@ func TestRemoteCLIMatchesLocal(t *testing.T) {
 		t.Fatalf("unknown client config key: %v", err)
 	}
 
+	// Revocations over the API take effect at once.
+	if out, err := remote("agents", "revoke", "agent-1"); err != nil || out != "revoked agent-1\n" {
+		t.Fatalf("remote agents revoke: %v %q", err, out)
+	}
+	if out := mustLocal("agents", "show", "agent-1"); !strings.Contains(out, `"status": "revoked"`) {
+		t.Fatalf("the agent is not revoked:\n%s", out)
+	}
+	var apiTokens []api.APITokenInfo
+	if err := json.Unmarshal([]byte(mustLocal("apitoken", "list", "--json")), &apiTokens); err != nil {
+		t.Fatal(err)
+	}
+	for _, tk := range apiTokens {
+		if tk.Name != "auditor" {
+			continue
+		}
+		if out, err := remote("apitoken", "revoke", tk.ID); err != nil || out != "revoked "+tk.ID+"\n" {
+			t.Fatalf("remote apitoken revoke: %v %q", err, out)
+		}
+	}
+	if _, err := remoteAs(viewerFile, "vms", "list"); err == nil || !strings.Contains(err.Error(), "hub answered 401: api token has been revoked") {
+		t.Fatalf("a revoked token: %v", err)
+	}
+
 	// Nothing was created in the working directory, and no token was printed or logged.
 	if ents, err := os.ReadDir(empty); err != nil || len(ents) != 1 || ents[0].Name() != "r" {
 		t.Fatalf("remote commands left %v in the working directory (%v)", ents, err)
