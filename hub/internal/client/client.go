@@ -98,7 +98,10 @@ func New(o Options) (*Client, error) {
 	}
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.TLSClientConfig = tlsCfg
-	tr.Proxy = nil // the hub is reached directly: a proxy would see the bearer token's host
+	// HTTPS_PROXY is honoured (the default): through a CONNECT proxy TLS stays end to end.
+	// Downloads have no overall timeout (an image takes as long as it takes), but a hub that
+	// does not start answering within 2 minutes is given up on.
+	tr.ResponseHeaderTimeout = 2 * time.Minute
 	timeout := o.Timeout
 	if timeout == 0 {
 		timeout = 5 * time.Minute
