@@ -110,6 +110,12 @@ type SourceInfo struct {
 	LastInventoryAt time.Time `json:"last_inventory_at"`
 }
 
+// MoveSourceRequest is the body of POST /api/v1/sources/{id}/move: the agent that reports on
+// the source and its VMs from now on.
+type MoveSourceRequest struct {
+	AgentID string `json:"agent_id"`
+}
+
 // SourceList is the body of GET /api/v1/sources.
 type SourceList struct {
 	Sources []SourceInfo `json:"sources"`

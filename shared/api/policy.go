@@ -68,6 +68,22 @@ type PruneDecision struct {
 	Reasons   []string  `json:"reasons,omitempty"`
 }
 
+// PruneRequest is the body of POST /api/v1/prune: which VMs retention is applied to (empty:
+// those of every enabled policy), and whether to remove anything.
+type PruneRequest struct {
+	Policy string `json:"policy,omitempty"` // name or id
+	VM     string `json:"vm,omitempty"`     // name or context id
+	DryRun bool   `json:"dry_run,omitempty"`
+}
+
+// PruneResult is the answer of POST /api/v1/prune: every decision, kept and removed, with its
+// reasons, and the backups that could not be removed.
+type PruneResult struct {
+	Decisions []PruneDecision `json:"decisions"`
+	Removed   int             `json:"removed"`
+	Errors    []string        `json:"errors,omitempty"`
+}
+
 // PolicyList is the body of GET /api/v1/policies.
 type PolicyList struct {
 	Policies []Policy `json:"policies"`

@@ -44,6 +44,8 @@ const (
 	PathJoinToken     = "/api/v1/tokens/{id}"
 	PathAPITokens     = "/api/v1/apitokens"
 	PathAPIToken      = "/api/v1/apitokens/{id}"
+	PathSources       = "/api/v1/sources"           // GET: sources with their owning agents
+	PathSourceMove    = "/api/v1/sources/{id}/move" // POST: give a source (id, instance uuid or name) to another agent
 	PathVMs           = "/api/v1/vms"
 	PathVM            = "/api/v1/vms/{id}"
 	PathVMDisks       = "/api/v1/vms/{id}/disks"
@@ -61,10 +63,13 @@ const (
 	PathRepositories  = "/api/v1/repositories"
 	PathPolicies      = "/api/v1/policies"
 	PathPolicy        = "/api/v1/policies/{name}"
+	PathPrune         = "/api/v1/prune" // POST: apply the policies' retention (or, dry_run, only report)
 	PathEvents        = "/api/v1/events"
 	PathRestoreTests  = "/api/v1/restore-tests"      // POST: start a restore test; GET: list (?vm, since, result)
 	PathRestoreTest   = "/api/v1/restore-tests/{id}" // GET: one restore test with its evidence
-	PathOpenAPI       = "/api/v1/openapi.json"
+	// GET: the restore tests of [from, to] by VM (?from=RFC3339, default 30 days back; ?to, default now).
+	PathReportRestoreTests = "/api/v1/reports/restore-tests"
+	PathOpenAPI            = "/api/v1/openapi.json"
 
 	// File-level restore: ?path=/p1/etc lists a directory of a disk's volumes, downloads one
 	// file (Range) or streams a directory as tar.

@@ -9,24 +9,23 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/sendense/sendense/hub/internal/catalog"
-	"github.com/sendense/sendense/hub/internal/config"
 	"github.com/sendense/sendense/hub/internal/jobs"
-	"github.com/sendense/sendense/hub/internal/repository"
 	"github.com/sendense/sendense/shared/api"
 )
 
-// backupCmd adapts a command body that needs the backup service and the catalog.
-func backupCmd(e *env, fn func(cmd *cobra.Command, args []string, b *jobs.Service, cat *catalog.Catalog) error) func(*cobra.Command, []string) error {
-	return func(cmd *cobra.Command, args []string) error {
-		return catalogCmd(e, func(cmd *cobra.Command, cfg *config.Config, cat *catalog.Catalog) error {
-			log := cfg.NewLogger(e.stderr)
-			repos := repository.NewRegistry(cat, log, nil)
-			defer repos.Close()
-			svc := jobs.New(cat, repos, log, nil, jobs.Options{})
-			return fn(cmd, args, svc, cat)
-		})(cmd, args)
-	}
+// backupOps starts, reads and changes backups (limit 0: all).
+type backupOps interface {
+	StartBackup(ctx context.Context, req api.StartBackupRequest) (api.Backup, error)
+	Backups(ctx context.Context, vm, status string, limit int) (api.BackupList, error)
+	Backup(ctx context.Context, id string) (api.Backup, error)
+	DeleteBackup(ctx context.Context, id string) error
+	CancelBackup(ctx context.Context, id string) (api.Backup, error)
+	SetProtected(ctx context.Context, id string, on bool) (api.Backup, error)
+}
+
+// backupGetter reads one backup.
+type backupGetter interface {
+	Backup(ctx context.Context, id string) (api.Backup, error)
 }
 
 func newBackupCmd(e *env) *cobra.Command {
@@ -38,7 +37,7 @@ func newBackupCmd(e *env) *cobra.Command {
 		Use:   "start --vm NAME [--full] [--wait]",
 		Short: "Queue a backup of a VM (the VM's agent picks it up)",
 		Args:  cobra.NoArgs,
-		RunE: backupCmd(e, func(cmd *cobra.Command, _ []string, b *jobs.Service, _ *catalog.Catalog) error {
+		RunE: opsCmd(e, func(cmd *cobra.Command, _ []string, b backupOps) error {
 			typ := api.BackupAuto
 			switch {
 			case full && incremental:
@@ -52,7 +51,7 @@ func newBackupCmd(e *env) *cobra.Command {
 			if cmd.Flags().Changed("cbt-sample") {
 				req.CBTSample = &cbtSample
 			}
-			bk, err := b.Start(cmd.Context(), req)
+			bk, err := b.StartBackup(cmd.Context(), req)
 			if err != nil {
 				return err
 			}
@@ -79,8 +78,8 @@ func newBackupCmd(e *env) *cobra.Command {
 		Use:   "list [--vm NAME] [--status S]",
 		Short: "List backups, newest first",
 		Args:  cobra.NoArgs,
-		RunE: backupCmd(e, func(cmd *cobra.Command, _ []string, b *jobs.Service, _ *catalog.Catalog) error {
-			l, err := b.List(cmd.Context(), lf)
+		RunE: opsCmd(e, func(cmd *cobra.Command, _ []string, b backupOps) error {
+			l, err := b.Backups(cmd.Context(), lf.VM, lf.Status, lf.Limit)
 			if err != nil {
 				return err
 			}
@@ -104,8 +103,8 @@ func newBackupCmd(e *env) *cobra.Command {
 		Use:   "show ID",
 		Short: "Show a backup with its disks",
 		Args:  cobra.ExactArgs(1),
-		RunE: backupCmd(e, func(cmd *cobra.Command, args []string, b *jobs.Service, _ *catalog.Catalog) error {
-			bk, err := b.Get(cmd.Context(), args[0])
+		RunE: opsCmd(e, func(cmd *cobra.Command, args []string, b backupOps) error {
+			bk, err := b.Backup(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}
@@ -116,8 +115,8 @@ func newBackupCmd(e *env) *cobra.Command {
 		Use:   "rm ID",
 		Short: "Delete a finished, unprotected backup (its space is reclaimed by repo gc)",
 		Args:  cobra.ExactArgs(1),
-		RunE: backupCmd(e, func(cmd *cobra.Command, args []string, b *jobs.Service, _ *catalog.Catalog) error {
-			if err := b.Delete(cmd.Context(), args[0]); err != nil {
+		RunE: opsCmd(e, func(cmd *cobra.Command, args []string, b backupOps) error {
+			if err := b.DeleteBackup(cmd.Context(), args[0]); err != nil {
 				return err
 			}
 			_, err := fmt.Fprintln(e.stdout, "deleted", args[0])
@@ -128,8 +127,8 @@ func newBackupCmd(e *env) *cobra.Command {
 		Use:   "cancel ID",
 		Short: "Cancel a queued or running backup",
 		Args:  cobra.ExactArgs(1),
-		RunE: backupCmd(e, func(cmd *cobra.Command, args []string, b *jobs.Service, _ *catalog.Catalog) error {
-			bk, err := b.Cancel(cmd.Context(), args[0])
+		RunE: opsCmd(e, func(cmd *cobra.Command, args []string, b backupOps) error {
+			bk, err := b.CancelBackup(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}
@@ -146,7 +145,7 @@ func newBackupCmd(e *env) *cobra.Command {
 			Use:   use,
 			Short: short,
 			Args:  cobra.ExactArgs(1),
-			RunE: backupCmd(e, func(cmd *cobra.Command, args []string, b *jobs.Service, _ *catalog.Catalog) error {
+			RunE: opsCmd(e, func(cmd *cobra.Command, args []string, b backupOps) error {
 				bk, err := b.SetProtected(cmd.Context(), args[0], on)
 				if err != nil {
 					return err
@@ -160,7 +159,7 @@ func newBackupCmd(e *env) *cobra.Command {
 		Use:   "wait ID",
 		Short: "Wait for a backup to finish, showing progress; exit 1 unless it succeeded",
 		Args:  cobra.ExactArgs(1),
-		RunE: backupCmd(e, func(cmd *cobra.Command, args []string, b *jobs.Service, _ *catalog.Catalog) error {
+		RunE: opsCmd(e, func(cmd *cobra.Command, args []string, b backupOps) error {
 			return waitBackup(cmd.Context(), e, b, args[0])
 		}),
 	}
@@ -191,12 +190,12 @@ func orDash(s string) string {
 
 // waitBackup polls a backup until it ends, with a progress line; a backup that does not succeed
 // is an error.
-func waitBackup(ctx context.Context, e *env, b *jobs.Service, id string) error {
+func waitBackup(ctx context.Context, e *env, b backupGetter, id string) error {
 	bar := newProgress(e.stderr, "backup "+id, 0)
 	t := time.NewTicker(100 * time.Millisecond)
 	defer t.Stop()
 	for {
-		bk, err := b.Get(ctx, id)
+		bk, err := b.Backup(ctx, id)
 		if err != nil {
 			return err
 		}

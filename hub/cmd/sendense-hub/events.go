@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"maps"
 	"slices"
@@ -11,10 +12,14 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/sendense/sendense/hub/internal/catalog"
-	"github.com/sendense/sendense/hub/internal/config"
 	"github.com/sendense/sendense/hub/internal/events"
+	"github.com/sendense/sendense/shared/api"
 )
+
+// eventOps reads events, newest first (limit 0: all).
+type eventOps interface {
+	Events(ctx context.Context, vm, typ string, since time.Time, limit int) (api.EventList, error)
+}
 
 func newEventsCmd(e *env) *cobra.Command {
 	cmd := &cobra.Command{Use: "events", Short: "Show recorded events: inventory changes and operators' requests"}
@@ -33,8 +38,8 @@ func newEventsCmd(e *env) *cobra.Command {
 				}
 				f.Since = t
 			}
-			return catalogCmd(e, func(cmd *cobra.Command, cfg *config.Config, cat *catalog.Catalog) error {
-				l, err := events.New(cat, cfg.NewLogger(e.stderr)).List(cmd.Context(), f)
+			return opsCmd(e, func(cmd *cobra.Command, _ []string, o eventOps) error {
+				l, err := o.Events(cmd.Context(), f.VM, f.Type, f.Since, f.Limit)
 				if err != nil {
 					return err
 				}

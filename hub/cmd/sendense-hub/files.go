@@ -49,29 +49,26 @@ func newFilesCmd(e *env) *cobra.Command {
 		Use:   "ls --backup ID --disk DISK [--path /p1/etc] [--json]",
 		Short: "List a directory",
 		Args:  cobra.NoArgs,
-		RunE: browse(func(cmd *cobra.Command, _ *catalog.Catalog, b *files.Browser) error {
-			l, err := b.List(p)
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cl, err := remoteClient(cmd, e)
 			if err != nil {
 				return err
 			}
-			if asJSON {
-				return printJSON(e.stdout, l)
-			}
-			tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "TYPE\tMODE\tSIZE\tMTIME\tNAME")
-			for _, en := range l.Entries {
-				name := en.Name
-				if en.Type == api.FileTypeSymlink {
-					name += " -> " + en.Target
+			if cl != nil {
+				l, err := cl.Files(cmd.Context(), backupID, diskID, p)
+				if err != nil {
+					return err
 				}
-				row(tw, en.Type, fmt.Sprintf("%04o", en.Mode), en.Size, en.Mtime.UTC().Format(time.RFC3339), name)
+				return printFiles(e, l, asJSON)
 			}
-			if err := tw.Flush(); err != nil {
-				return err
-			}
-			_, err = fmt.Fprintf(e.stdout, "%s: %d entries\n", printable(l.Path), len(l.Entries))
-			return err
-		}),
+			return browse(func(cmd *cobra.Command, _ *catalog.Catalog, b *files.Browser) error {
+				l, err := b.List(p)
+				if err != nil {
+					return err
+				}
+				return printFiles(e, l, asJSON)
+			})(cmd, args)
+		},
 	}
 	ls.Flags().StringVar(&p, "path", "/", "directory to list")
 	ls.Flags().BoolVar(&asJSON, "json", false, "print JSON (the body of GET "+api.PathBackupFiles+")")
@@ -82,16 +79,25 @@ func newFilesCmd(e *env) *cobra.Command {
 		Long: "Every chunk is verified as it is read: damage under the file fails the command (exit 1) and\n" +
 			"removes the partial output. The download is recorded as an audit event.",
 		Args: cobra.NoArgs,
-		RunE: browse(func(cmd *cobra.Command, cat *catalog.Catalog, b *files.Browser) error {
-			f, err := b.File(p)
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cl, err := remoteClient(cmd, e)
 			if err != nil {
 				return err
 			}
-			n, err := getFile(f, output, e.stdout)
-			f.Done(n, err)
-			auditCLIDownload(cmd.Context(), e.stderr, cat, b, f.Path, n, err)
-			return err
-		}),
+			if cl != nil {
+				return getRemoteFile(cmd.Context(), cl, backupID, diskID, p, output, e.stdout)
+			}
+			return browse(func(cmd *cobra.Command, cat *catalog.Catalog, b *files.Browser) error {
+				f, err := b.File(p)
+				if err != nil {
+					return err
+				}
+				n, err := getFile(f, output, e.stdout)
+				f.Done(n, err)
+				auditCLIDownload(cmd.Context(), e.stderr, cat, b, f.Path, n, err)
+				return err
+			})(cmd, args)
+		},
 	}
 	get.Flags().StringVar(&p, "path", "", "file to download")
 	get.Flags().StringVar(&output, "output", "", "write to this file (created 0600; replaced only when the download completes)")
@@ -104,6 +110,27 @@ func newFilesCmd(e *env) *cobra.Command {
 	}
 	cmd.AddCommand(ls, get)
 	return cmd
+}
+
+// printFiles prints a directory listing as a table, or as the API's JSON.
+func printFiles(e *env, l api.FileList, asJSON bool) error {
+	if asJSON {
+		return printJSON(e.stdout, l)
+	}
+	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "TYPE\tMODE\tSIZE\tMTIME\tNAME")
+	for _, en := range l.Entries {
+		name := en.Name
+		if en.Type == api.FileTypeSymlink {
+			name += " -> " + en.Target
+		}
+		row(tw, en.Type, fmt.Sprintf("%04o", en.Mode), en.Size, en.Mtime.UTC().Format(time.RFC3339), name)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	_, err := fmt.Fprintf(e.stdout, "%s: %d entries\n", printable(l.Path), len(l.Entries))
+	return err
 }
 
 // getFile writes f to output, through a temporary file renamed once complete, or to stdout.

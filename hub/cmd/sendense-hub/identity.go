@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -16,6 +17,7 @@ import (
 	"github.com/sendense/sendense/hub/internal/config"
 	"github.com/sendense/sendense/hub/internal/identity"
 	"github.com/sendense/sendense/hub/internal/pki"
+	"github.com/sendense/sendense/shared/api"
 )
 
 // hubURL is where agents reach this hub: public_url, else https://<hostname>:<listen port>.
@@ -39,19 +41,6 @@ func newIdentity(cfg *config.Config, cat *catalog.Catalog, log *slog.Logger) (*i
 	return identity.New(cat, ca, log, nil, identity.Options{HubURL: hubURL(cfg), CertLifetime: cfg.AgentCertLifetime}), nil
 }
 
-// identityCmd adapts a command body that needs the identity service.
-func identityCmd(e *env, fn func(cmd *cobra.Command, args []string, id *identity.Service) error) func(*cobra.Command, []string) error {
-	return func(cmd *cobra.Command, args []string) error {
-		return catalogCmd(e, func(cmd *cobra.Command, cfg *config.Config, cat *catalog.Catalog) error {
-			svc, err := newIdentity(cfg, cat, cfg.NewLogger(e.stderr))
-			if err != nil {
-				return err
-			}
-			return fn(cmd, args, svc)
-		})(cmd, args)
-	}
-}
-
 func printJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
@@ -65,6 +54,27 @@ func fmtTime(t time.Time) string {
 	return t.UTC().Format("2006-01-02 15:04:05Z")
 }
 
+// joinTokenOps manages agent join tokens.
+type joinTokenOps interface {
+	CreateJoinToken(ctx context.Context, name string, ttl time.Duration) (string, api.JoinTokenInfo, error)
+	JoinTokens(ctx context.Context) ([]api.JoinTokenInfo, error)
+	RevokeJoinToken(ctx context.Context, id string) error
+}
+
+// agentOps reads and revokes enrolled agents.
+type agentOps interface {
+	Agents(ctx context.Context) ([]api.Agent, error)
+	Agent(ctx context.Context, id string) (api.Agent, error)
+	RevokeAgent(ctx context.Context, id string) error
+}
+
+// apiTokenOps manages operator API tokens.
+type apiTokenOps interface {
+	CreateAPIToken(ctx context.Context, name, role string) (string, api.APITokenInfo, error)
+	APITokens(ctx context.Context) ([]api.APITokenInfo, error)
+	RevokeAPIToken(ctx context.Context, id string) error
+}
+
 func newTokenCmd(e *env) *cobra.Command {
 	cmd := &cobra.Command{Use: "token", Short: "Manage agent join tokens"}
 	var ttl time.Duration
@@ -73,7 +83,7 @@ func newTokenCmd(e *env) *cobra.Command {
 		Use:   "create",
 		Short: "Create a single-use join token and print it (only the token goes to stdout)",
 		Args:  cobra.NoArgs,
-		RunE: identityCmd(e, func(cmd *cobra.Command, _ []string, id *identity.Service) error {
+		RunE: opsCmd(e, func(cmd *cobra.Command, _ []string, id joinTokenOps) error {
 			tok, _, err := id.CreateJoinToken(cmd.Context(), name, ttl)
 			if err != nil {
 				return err
@@ -90,7 +100,7 @@ func newTokenCmd(e *env) *cobra.Command {
 		Use:   "list",
 		Short: "List join tokens (never their secrets)",
 		Args:  cobra.NoArgs,
-		RunE: identityCmd(e, func(cmd *cobra.Command, _ []string, id *identity.Service) error {
+		RunE: opsCmd(e, func(cmd *cobra.Command, _ []string, id joinTokenOps) error {
 			ts, err := id.JoinTokens(cmd.Context())
 			if err != nil {
 				return err
@@ -111,7 +121,7 @@ func newTokenCmd(e *env) *cobra.Command {
 		Use:   "revoke ID",
 		Short: "Revoke an unused join token",
 		Args:  cobra.ExactArgs(1),
-		RunE: identityCmd(e, func(cmd *cobra.Command, args []string, id *identity.Service) error {
+		RunE: opsCmd(e, func(cmd *cobra.Command, args []string, id joinTokenOps) error {
 			if err := id.RevokeJoinToken(cmd.Context(), args[0]); err != nil {
 				return err
 			}
@@ -130,7 +140,7 @@ func newAgentsCmd(e *env) *cobra.Command {
 		Use:   "list",
 		Short: "List enrolled agents",
 		Args:  cobra.NoArgs,
-		RunE: identityCmd(e, func(cmd *cobra.Command, _ []string, id *identity.Service) error {
+		RunE: opsCmd(e, func(cmd *cobra.Command, _ []string, id agentOps) error {
 			as, err := id.Agents(cmd.Context())
 			if err != nil {
 				return err
@@ -151,7 +161,7 @@ func newAgentsCmd(e *env) *cobra.Command {
 		Use:   "show ID",
 		Short: "Show one agent",
 		Args:  cobra.ExactArgs(1),
-		RunE: identityCmd(e, func(cmd *cobra.Command, args []string, id *identity.Service) error {
+		RunE: opsCmd(e, func(cmd *cobra.Command, args []string, id agentOps) error {
 			a, err := id.Agent(cmd.Context(), args[0])
 			if err != nil {
 				return err
@@ -163,7 +173,7 @@ func newAgentsCmd(e *env) *cobra.Command {
 		Use:   "revoke ID",
 		Short: "Revoke an agent: its next request is refused",
 		Args:  cobra.ExactArgs(1),
-		RunE: identityCmd(e, func(cmd *cobra.Command, args []string, id *identity.Service) error {
+		RunE: opsCmd(e, func(cmd *cobra.Command, args []string, id agentOps) error {
 			if err := id.RevokeAgent(cmd.Context(), args[0]); err != nil {
 				return err
 			}
@@ -182,7 +192,7 @@ func newAPITokenCmd(e *env) *cobra.Command {
 		Use:   "create --name NAME --role admin|operator|viewer",
 		Short: "Create an operator API token and print it once (only the token goes to stdout)",
 		Args:  cobra.NoArgs,
-		RunE: identityCmd(e, func(cmd *cobra.Command, _ []string, id *identity.Service) error {
+		RunE: opsCmd(e, func(cmd *cobra.Command, _ []string, id apiTokenOps) error {
 			tok, _, err := id.CreateAPIToken(cmd.Context(), name, role)
 			if err != nil {
 				return err
@@ -200,7 +210,7 @@ func newAPITokenCmd(e *env) *cobra.Command {
 		Use:   "list",
 		Short: "List API tokens (never their secrets)",
 		Args:  cobra.NoArgs,
-		RunE: identityCmd(e, func(cmd *cobra.Command, _ []string, id *identity.Service) error {
+		RunE: opsCmd(e, func(cmd *cobra.Command, _ []string, id apiTokenOps) error {
 			ts, err := id.APITokens(cmd.Context())
 			if err != nil {
 				return err
@@ -221,7 +231,7 @@ func newAPITokenCmd(e *env) *cobra.Command {
 		Use:   "revoke ID",
 		Short: "Revoke an API token",
 		Args:  cobra.ExactArgs(1),
-		RunE: identityCmd(e, func(cmd *cobra.Command, args []string, id *identity.Service) error {
+		RunE: opsCmd(e, func(cmd *cobra.Command, args []string, id apiTokenOps) error {
 			if err := id.RevokeAPIToken(cmd.Context(), args[0]); err != nil {
 				return err
 			}

@@ -52,6 +52,8 @@ func newRootCmd(e *env) *cobra.Command {
 	scratch := config.Default()
 	root.PersistentFlags().String("config", "", "YAML configuration file (env SENDENSE_HUB_CONFIG)")
 	config.BindFlags(root.PersistentFlags(), &scratch)
+	bindRemoteFlags(root)
+	root.PersistentPreRunE = func(cmd *cobra.Command, _ []string) error { return checkRemote(cmd, e) }
 
 	root.AddCommand(
 		newServeCmd(e),

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"text/tabwriter"
@@ -8,25 +9,16 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/sendense/sendense/hub/internal/catalog"
-	"github.com/sendense/sendense/hub/internal/config"
-	"github.com/sendense/sendense/hub/internal/jobs"
 	"github.com/sendense/sendense/hub/internal/policy"
-	"github.com/sendense/sendense/hub/internal/repository"
 	"github.com/sendense/sendense/shared/api"
 )
 
-// policyCmd adapts a command body that needs the policy service.
-func policyCmd(e *env, fn func(cmd *cobra.Command, args []string, p *policy.Service) error) func(*cobra.Command, []string) error {
-	return func(cmd *cobra.Command, args []string) error {
-		return catalogCmd(e, func(cmd *cobra.Command, cfg *config.Config, cat *catalog.Catalog) error {
-			log := cfg.NewLogger(e.stderr)
-			repos := repository.NewRegistry(cat, log, nil)
-			defer repos.Close()
-			b := jobs.New(cat, repos, log, nil, jobs.Options{})
-			return fn(cmd, args, policy.New(cat, b, nil, log, nil, nil))
-		})(cmd, args)
-	}
+// policyOps manages policies.
+type policyOps interface {
+	Policies(ctx context.Context) ([]api.Policy, error)
+	Policy(ctx context.Context, name string) (api.Policy, error)
+	CreatePolicy(ctx context.Context, p api.Policy) (api.Policy, error)
+	DeletePolicy(ctx context.Context, name string) error
 }
 
 func newPolicyCmd(e *env) *cobra.Command {
@@ -38,13 +30,13 @@ func newPolicyCmd(e *env) *cobra.Command {
 		Use:   "create --name N --schedule '0 3 * * *' [--kind backup|restore-test] [--check read]... [--timezone Europe/Berlin] [--vm NAME]... [--vm-glob 'db-*'] [--agent ID] [--keep-daily 7 ...]",
 		Short: "Create a policy: which VMs are backed up when, where, and how long backups are kept; or (--kind restore-test) whose latest restore points are tested when",
 		Args:  cobra.NoArgs,
-		RunE: policyCmd(e, func(cmd *cobra.Command, _ []string, ps *policy.Service) error {
+		RunE: opsCmd(e, func(cmd *cobra.Command, _ []string, ps policyOps) error {
 			in.Enabled = !disabled
 			in.Kind = strings.ReplaceAll(in.Kind, "-", "_") // --kind restore-test reads like the command
 			if in.Kind != api.PolicyRestoreTest || cmd.Flags().Changed("cbt-sample") {
 				in.CBTSample = &cbtSample
 			}
-			p, err := ps.Create(cmd.Context(), in)
+			p, err := ps.CreatePolicy(cmd.Context(), in)
 			if err != nil {
 				return err
 			}
@@ -80,8 +72,8 @@ func newPolicyCmd(e *env) *cobra.Command {
 		Use:   "list",
 		Short: "List policies with their last and next runs",
 		Args:  cobra.NoArgs,
-		RunE: policyCmd(e, func(cmd *cobra.Command, _ []string, ps *policy.Service) error {
-			l, err := ps.List(cmd.Context())
+		RunE: opsCmd(e, func(cmd *cobra.Command, _ []string, ps policyOps) error {
+			l, err := ps.Policies(cmd.Context())
 			if err != nil {
 				return err
 			}
@@ -101,8 +93,8 @@ func newPolicyCmd(e *env) *cobra.Command {
 		Use:   "show NAME",
 		Short: "Show a policy",
 		Args:  cobra.ExactArgs(1),
-		RunE: policyCmd(e, func(cmd *cobra.Command, args []string, ps *policy.Service) error {
-			p, err := ps.Get(cmd.Context(), args[0])
+		RunE: opsCmd(e, func(cmd *cobra.Command, args []string, ps policyOps) error {
+			p, err := ps.Policy(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}
@@ -113,8 +105,8 @@ func newPolicyCmd(e *env) *cobra.Command {
 		Use:   "rm NAME",
 		Short: "Remove a policy (its backups stay)",
 		Args:  cobra.ExactArgs(1),
-		RunE: policyCmd(e, func(cmd *cobra.Command, args []string, ps *policy.Service) error {
-			if err := ps.Delete(cmd.Context(), args[0]); err != nil {
+		RunE: opsCmd(e, func(cmd *cobra.Command, args []string, ps policyOps) error {
+			if err := ps.DeletePolicy(cmd.Context(), args[0]); err != nil {
 				return err
 			}
 			_, err := fmt.Fprintln(e.stdout, "removed", args[0])
@@ -125,14 +117,19 @@ func newPolicyCmd(e *env) *cobra.Command {
 	return cmd
 }
 
+// pruner applies retention.
+type pruner interface {
+	Prune(ctx context.Context, req api.PruneRequest) (api.PruneResult, error)
+}
+
 func newPruneCmd(e *env) *cobra.Command {
 	var o policy.PruneOptions
 	cmd := &cobra.Command{
 		Use:   "prune [--policy NAME] [--vm NAME] [--dry-run]",
 		Short: "Apply the policies' retention rules: delete the backups no rule keeps (never protected ones)",
 		Args:  cobra.NoArgs,
-		RunE: policyCmd(e, func(cmd *cobra.Command, _ []string, ps *policy.Service) error {
-			rep, err := ps.Prune(cmd.Context(), o)
+		RunE: opsCmd(e, func(cmd *cobra.Command, _ []string, ps pruner) error {
+			rep, err := ps.Prune(cmd.Context(), api.PruneRequest{Policy: o.Policy, VM: o.VM, DryRun: o.DryRun})
 			if err != nil {
 				return err
 			}

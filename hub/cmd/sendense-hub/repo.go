@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"maps"
@@ -37,6 +38,11 @@ func parseSize(s string) (int64, error) {
 		}
 	}
 	return strconv.ParseInt(s, 10, 64)
+}
+
+// repositoryLister lists repositories as the API describes them.
+type repositoryLister interface {
+	Repositories(ctx context.Context) ([]api.Repository, error)
 }
 
 func newRepoCmd(e *env) *cobra.Command {
@@ -95,8 +101,8 @@ func newRepoCmd(e *env) *cobra.Command {
 		Use:   "list",
 		Short: "List repositories",
 		Args:  cobra.NoArgs,
-		RunE: catalogCmd(e, func(cmd *cobra.Command, _ *config.Config, cat *catalog.Catalog) error {
-			rs, err := cat.Repositories(cmd.Context())
+		RunE: opsCmd(e, func(cmd *cobra.Command, _ []string, o repositoryLister) error {
+			rs, err := o.Repositories(cmd.Context())
 			if err != nil {
 				return err
 			}
@@ -219,6 +225,7 @@ func newRepoCmd(e *env) *cobra.Command {
 		}),
 	}
 	checkCmd.Flags().BoolVar(&repair, "repair", false, "remove orphaned indexes and stale temporary files")
+	create.RunE = remoteRepoCreate(e, create.RunE, &path, &chunkSize, &enc, &s3set)
 	cmd.AddCommand(create, list, verifyCmd, gcCmd, checkCmd, newRepoKeyCmd(e))
 	return cmd
 }

@@ -27,7 +27,7 @@ func newRestoreCmd(e *env) *cobra.Command {
 			"Zero slots become holes. Every chunk is verified against its digest; any damage fails the restore (exit 1)\n" +
 			"and the partial image is removed.",
 		Args: cobra.NoArgs,
-		RunE: catalogCmd(e, func(cmd *cobra.Command, _ *config.Config, cat *catalog.Catalog) error {
+		RunE: func(cmd *cobra.Command, args []string) error {
 			if format != "raw" && format != "qcow2" {
 				return fmt.Errorf("--format must be raw or qcow2, not %q", format)
 			}
@@ -39,40 +39,42 @@ func newRestoreCmd(e *env) *cobra.Command {
 				}
 				qemuImg = p
 			}
-			repos := repository.NewRegistry(cat, nil, nil)
-			defer repos.Close()
-			svc := restore.New(cat, restoreRepos(repos), nil)
-			disks, err := svc.Disks(cmd.Context(), backupID)
+			cl, err := remoteClient(cmd, e)
 			if err != nil {
 				return err
 			}
-			var targets []restore.Disk
-			for _, d := range disks {
-				if diskID == "" || d.DiskID == diskID {
-					targets = append(targets, d)
-				}
+			if cl != nil {
+				return restoreRemote(cmd.Context(), e, cl, backupID, diskID, output, qemuImg)
 			}
-			if len(targets) == 0 {
-				return fmt.Errorf("backup %s has no disk %q", backupID, diskID)
-			}
-			ext := ".raw"
-			if format == "qcow2" {
-				ext = ".qcow2"
-			}
-			for _, d := range targets {
-				out := output
-				if diskID == "" {
-					if err := os.MkdirAll(output, 0o750); err != nil {
-						return fmt.Errorf("create output directory: %w", err)
-					}
-					out = filepath.Join(output, d.DiskID+ext)
-				}
-				if err := restoreDisk(cmd.Context(), e, svc, d, out, parallel, qemuImg); err != nil {
+			return catalogCmd(e, func(cmd *cobra.Command, _ *config.Config, cat *catalog.Catalog) error {
+				repos := repository.NewRegistry(cat, nil, nil)
+				defer repos.Close()
+				svc := restore.New(cat, restoreRepos(repos), nil)
+				disks, err := svc.Disks(cmd.Context(), backupID)
+				if err != nil {
 					return err
 				}
-			}
-			return nil
-		}),
+				var targets []restore.Disk
+				for _, d := range disks {
+					if diskID == "" || d.DiskID == diskID {
+						targets = append(targets, d)
+					}
+				}
+				if len(targets) == 0 {
+					return fmt.Errorf("backup %s has no disk %q", backupID, diskID)
+				}
+				for _, d := range targets {
+					out, err := restoreOutput(output, diskID, d.DiskID, qemuImg)
+					if err != nil {
+						return err
+					}
+					if err := restoreDisk(cmd.Context(), e, svc, d, out, parallel, qemuImg); err != nil {
+						return err
+					}
+				}
+				return nil
+			})(cmd, args)
+		},
 	}
 	cmd.Flags().StringVar(&backupID, "backup", "", "backup id (required)")
 	cmd.Flags().StringVar(&diskID, "disk", "", "only this disk, e.g. disk-2000 (default: all disks)")
@@ -90,10 +92,7 @@ func restoreDisk(ctx context.Context, e *env, svc *restore.Service, d restore.Di
 	if err != nil {
 		return err
 	}
-	raw := out
-	if qemuImg != "" {
-		raw = out + ".raw-tmp"
-	}
+	raw := rawPath(out, qemuImg)
 	f, err := os.OpenFile(raw, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o640)
 	if err != nil {
 		return fmt.Errorf("create %s: %w", raw, err)
@@ -108,15 +107,45 @@ func restoreDisk(ctx context.Context, e *env, svc *restore.Service, d restore.Di
 		return fmt.Errorf("restore %s of %s: %w (the partial image was removed)", d.DiskID, d.BackupID, err)
 	}
 	bar.Done(img.Size(), "verified")
+	return finishRestore(ctx, e, d.DiskID, raw, out, img.Size(), qemuImg)
+}
+
+// restoreOutput is the file a disk is restored to: output itself when one disk was asked for,
+// else <disk>.raw (or .qcow2) in the directory output, which is created.
+func restoreOutput(output, only, diskID, qemuImg string) (string, error) {
+	if only != "" {
+		return output, nil
+	}
+	if err := os.MkdirAll(output, 0o750); err != nil {
+		return "", fmt.Errorf("create output directory: %w", err)
+	}
+	ext := ".raw"
+	if qemuImg != "" {
+		ext = ".qcow2"
+	}
+	return filepath.Join(output, diskID+ext), nil
+}
+
+// rawPath is where a disk's raw image is written: out, or a temporary file beside it when it
+// is converted to qcow2 afterwards.
+func rawPath(out, qemuImg string) string {
+	if qemuImg != "" {
+		return out + ".raw-tmp"
+	}
+	return out
+}
+
+// finishRestore converts a restored raw image to qcow2 when asked and prints the disk's line.
+func finishRestore(ctx context.Context, e *env, diskID, raw, out string, size int64, qemuImg string) error {
 	if qemuImg != "" {
 		conv := exec.CommandContext(ctx, qemuImg, "convert", "-f", "raw", "-O", "qcow2", raw, out)
 		conv.Stderr = e.stderr
 		err := conv.Run()
 		_ = os.Remove(raw)
 		if err != nil {
-			return fmt.Errorf("convert %s to qcow2: %w", d.DiskID, err)
+			return fmt.Errorf("convert %s to qcow2: %w", diskID, err)
 		}
 	}
-	_, err = fmt.Fprintf(e.stdout, "%s\t%s\t%d bytes\n", d.DiskID, out, img.Size())
+	_, err := fmt.Fprintf(e.stdout, "%s\t%s\t%d bytes\n", diskID, out, size)
 	return err
 }

@@ -1,30 +1,23 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
 
-	"github.com/sendense/sendense/hub/internal/catalog"
-	"github.com/sendense/sendense/hub/internal/config"
-	"github.com/sendense/sendense/hub/internal/repository"
-	"github.com/sendense/sendense/hub/internal/restore"
 	"github.com/sendense/sendense/hub/internal/restoretest"
 	"github.com/sendense/sendense/shared/api"
 )
 
-// restoreTestCmd adapts a command body that needs the restore-test service.
-func restoreTestCmd(e *env, fn func(cmd *cobra.Command, args []string, s *restoretest.Service) error) func(*cobra.Command, []string) error {
-	return func(cmd *cobra.Command, args []string) error {
-		return catalogCmd(e, func(cmd *cobra.Command, cfg *config.Config, cat *catalog.Catalog) error {
-			log := cfg.NewLogger(e.stderr)
-			repos := repository.NewRegistry(cat, log, nil)
-			defer repos.Close()
-			return fn(cmd, args, restoretest.New(cat, restore.New(cat, restoreRepos(repos), nil), log, nil, restoretest.Options{}))
-		})(cmd, args)
-	}
+// restoreTestOps runs and reads restore tests (limit 0: all).
+type restoreTestOps interface {
+	RunRestoreTest(ctx context.Context, req api.StartRestoreTestRequest) (api.RestoreTest, error)
+	RestoreTests(ctx context.Context, vm, result string, since time.Time, limit int) (api.RestoreTestList, error)
+	RestoreTest(ctx context.Context, id string) (api.RestoreTest, error)
+	RestoreTestReport(ctx context.Context, from, to time.Time) (api.RestoreTestReport, error)
 }
 
 func newRestoreTestCmd(e *env) *cobra.Command {
@@ -40,8 +33,8 @@ func newRestoreTestCmd(e *env) *cobra.Command {
 			"MBR or GPT, read through file-level restore; a file is read in full): disk-2000:/p1/etc/hosts on that disk,\n" +
 			"/p1/etc/hosts on any disk. The test is listed by `restore-test list`, GET /api/v1/restore-tests and `report restore-tests`.",
 		Args: cobra.NoArgs,
-		RunE: restoreTestCmd(e, func(cmd *cobra.Command, _ []string, s *restoretest.Service) error {
-			t, err := s.RunNow(cmd.Context(), req, restoretest.ActorCLI)
+		RunE: opsCmd(e, func(cmd *cobra.Command, _ []string, s restoreTestOps) error {
+			t, err := s.RunRestoreTest(cmd.Context(), req)
 			if err != nil {
 				return err
 			}
@@ -72,7 +65,7 @@ func newRestoreTestCmd(e *env) *cobra.Command {
 		Use:   "list [--vm V] [--result passed|failed|queued|running] [--since 30d|RFC3339] [--json]",
 		Short: "List restore tests, newest first",
 		Args:  cobra.NoArgs,
-		RunE: restoreTestCmd(e, func(cmd *cobra.Command, _ []string, s *restoretest.Service) error {
+		RunE: opsCmd(e, func(cmd *cobra.Command, _ []string, s restoreTestOps) error {
 			if since != "" {
 				t, err := parseSince(since, time.Now())
 				if err != nil {
@@ -80,7 +73,7 @@ func newRestoreTestCmd(e *env) *cobra.Command {
 				}
 				f.Since = t
 			}
-			l, err := s.List(cmd.Context(), f)
+			l, err := s.RestoreTests(cmd.Context(), f.VM, f.Result, f.Since, f.Limit)
 			if err != nil {
 				return err
 			}
@@ -105,8 +98,8 @@ func newRestoreTestCmd(e *env) *cobra.Command {
 		Use:   "show ID",
 		Short: "Show a restore test with its checks and evidence (JSON)",
 		Args:  cobra.ExactArgs(1),
-		RunE: restoreTestCmd(e, func(cmd *cobra.Command, args []string, s *restoretest.Service) error {
-			t, err := s.Get(cmd.Context(), args[0])
+		RunE: opsCmd(e, func(cmd *cobra.Command, args []string, s restoreTestOps) error {
+			t, err := s.RestoreTest(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}
@@ -141,13 +134,13 @@ func newReportCmd(e *env) *cobra.Command {
 		Use:   "restore-tests [--since 30d|RFC3339] [--json]",
 		Short: "Restore tests of the period by VM (Markdown, or JSON): results, restore points, checks, bytes, MB/s, seconds, failures, and the VMs without a test",
 		Args:  cobra.NoArgs,
-		RunE: restoreTestCmd(e, func(cmd *cobra.Command, _ []string, s *restoretest.Service) error {
+		RunE: opsCmd(e, func(cmd *cobra.Command, _ []string, s restoreTestOps) error {
 			now := time.Now()
 			from, err := parseSince(since, now)
 			if err != nil {
 				return err
 			}
-			rep, err := s.Report(cmd.Context(), from, now)
+			rep, err := s.RestoreTestReport(cmd.Context(), from, now)
 			if err != nil {
 				return err
 			}

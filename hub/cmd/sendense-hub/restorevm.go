@@ -10,10 +10,17 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/sendense/sendense/hub/internal/catalog"
 	"github.com/sendense/sendense/hub/internal/jobs"
 	"github.com/sendense/sendense/shared/api"
 )
+
+// restoreOps starts, reads and cancels restores as VMs (limit 0: all).
+type restoreOps interface {
+	StartRestore(ctx context.Context, req api.RestoreRequest) (api.Restore, error)
+	Restores(ctx context.Context, status, backupID string, limit int) (api.RestoreList, error)
+	Restore(ctx context.Context, id string) (api.Restore, error)
+	CancelRestore(ctx context.Context, id string) (api.Restore, error)
+}
 
 // restoreVMCmds are the subcommands of "restore" that manage restores as new VMs.
 func restoreVMCmds(e *env) []*cobra.Command {
@@ -27,7 +34,7 @@ func restoreVMCmds(e *env) []*cobra.Command {
 			"that the name is free, the datastores have room and the host is not in maintenance, before it creates anything;\n" +
 			"a failed or cancelled restore removes the VM it made. Prints the restore id (with --wait: the outcome).",
 		Args: cobra.NoArgs,
-		RunE: backupCmd(e, func(cmd *cobra.Command, _ []string, b *jobs.Service, _ *catalog.Catalog) error {
+		RunE: opsCmd(e, func(cmd *cobra.Command, _ []string, b restoreOps) error {
 			var err error
 			if req.NetworkMap, err = pairs("--network-map", netMap); err != nil {
 				return err
@@ -72,8 +79,8 @@ func restoreVMCmds(e *env) []*cobra.Command {
 		Use:   "list [--status S] [--backup ID]",
 		Short: "List restores as new VMs, newest first",
 		Args:  cobra.NoArgs,
-		RunE: backupCmd(e, func(cmd *cobra.Command, _ []string, b *jobs.Service, _ *catalog.Catalog) error {
-			l, err := b.ListRestores(cmd.Context(), lf)
+		RunE: opsCmd(e, func(cmd *cobra.Command, _ []string, b restoreOps) error {
+			l, err := b.Restores(cmd.Context(), lf.Status, lf.BackupID, lf.Limit)
 			if err != nil {
 				return err
 			}
@@ -98,8 +105,8 @@ func restoreVMCmds(e *env) []*cobra.Command {
 		Use:   "show ID",
 		Short: "Show a restore as JSON",
 		Args:  cobra.ExactArgs(1),
-		RunE: backupCmd(e, func(cmd *cobra.Command, args []string, b *jobs.Service, _ *catalog.Catalog) error {
-			r, err := b.GetRestore(cmd.Context(), args[0])
+		RunE: opsCmd(e, func(cmd *cobra.Command, args []string, b restoreOps) error {
+			r, err := b.Restore(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}
@@ -112,7 +119,7 @@ func restoreVMCmds(e *env) []*cobra.Command {
 		Use:   "cancel ID",
 		Short: "Cancel a queued or running restore (the agent removes the half-made VM)",
 		Args:  cobra.ExactArgs(1),
-		RunE: backupCmd(e, func(cmd *cobra.Command, args []string, b *jobs.Service, _ *catalog.Catalog) error {
+		RunE: opsCmd(e, func(cmd *cobra.Command, args []string, b restoreOps) error {
 			r, err := b.CancelRestore(cmd.Context(), args[0])
 			if err != nil {
 				return err
@@ -137,12 +144,12 @@ func pairs(flag string, vs []string) (map[string]string, error) {
 	return out, nil
 }
 
-func waitRestore(ctx context.Context, e *env, b *jobs.Service, id string) error {
+func waitRestore(ctx context.Context, e *env, b restoreOps, id string) error {
 	bar := newProgress(e.stderr, "restore "+id, 0)
 	t := time.NewTicker(200 * time.Millisecond)
 	defer t.Stop()
 	for {
-		r, err := b.GetRestore(ctx, id)
+		r, err := b.Restore(ctx, id)
 		if err != nil {
 			return err
 		}
@@ -177,7 +184,7 @@ func inPlaceCmd(e *env) *cobra.Command {
 			"backup's, resets changed block tracking (the next backup is a full one) and powers it on again if it was on.\n" +
 			"Refused while a backup of the VM is queued or running.",
 		Args: cobra.NoArgs,
-		RunE: backupCmd(e, func(cmd *cobra.Command, _ []string, b *jobs.Service, _ *catalog.Catalog) error {
+		RunE: opsCmd(e, func(cmd *cobra.Command, _ []string, b restoreOps) error {
 			return startRestore(cmd.Context(), e, b, req, wait, "in-place restore %s of %s over %s queued\n")
 		}),
 	}
@@ -194,7 +201,7 @@ func inPlaceCmd(e *env) *cobra.Command {
 
 // startRestore queues a restore and prints its id, or with wait follows it to its end; queued is
 // the line told on stderr (restore id, backup id, target name).
-func startRestore(ctx context.Context, e *env, b *jobs.Service, req api.RestoreRequest, wait bool, queued string) error {
+func startRestore(ctx context.Context, e *env, b restoreOps, req api.RestoreRequest, wait bool, queued string) error {
 	r, err := b.StartRestore(ctx, req)
 	if err != nil {
 		return err

@@ -1,14 +1,20 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
 
-	"github.com/sendense/sendense/hub/internal/inventory"
 	"github.com/sendense/sendense/shared/api"
 )
+
+// sourceOps lists sources and moves one to another agent.
+type sourceOps interface {
+	Sources(ctx context.Context) ([]api.SourceInfo, error)
+	MoveSource(ctx context.Context, source, agentID string) (api.SourceInfo, error)
+}
 
 func newSourcesCmd(e *env) *cobra.Command {
 	cmd := &cobra.Command{Use: "sources", Short: "List the vCenters and ESXi hosts agents report on, and move one to another agent"}
@@ -17,7 +23,7 @@ func newSourcesCmd(e *env) *cobra.Command {
 		Use:   "list",
 		Short: "List sources with their owning agent",
 		Args:  cobra.NoArgs,
-		RunE: inventoryCmd(e, func(cmd *cobra.Command, _ []string, inv *inventory.Service) error {
+		RunE: opsCmd(e, func(cmd *cobra.Command, _ []string, inv sourceOps) error {
 			srcs, err := inv.Sources(cmd.Context())
 			if err != nil {
 				return err
@@ -41,7 +47,7 @@ func newSourcesCmd(e *env) *cobra.Command {
 		Long: "Give a source and its VMs to another agent, e.g. after an appliance was replaced. From then on the\n" +
 			"new agent's inventory pushes for it are accepted and the old agent's are refused (409).",
 		Args: cobra.ExactArgs(1),
-		RunE: inventoryCmd(e, func(cmd *cobra.Command, args []string, inv *inventory.Service) error {
+		RunE: opsCmd(e, func(cmd *cobra.Command, args []string, inv sourceOps) error {
 			if agent == "" {
 				return fmt.Errorf("--agent is required")
 			}

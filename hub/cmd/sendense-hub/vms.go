@@ -1,14 +1,14 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
 
-	"github.com/sendense/sendense/hub/internal/catalog"
-	"github.com/sendense/sendense/hub/internal/config"
 	"github.com/sendense/sendense/hub/internal/inventory"
+	"github.com/sendense/sendense/shared/api"
 )
 
 func humanBytes(n int64) string {
@@ -24,13 +24,10 @@ func humanBytes(n int64) string {
 	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }
 
-// inventoryCmd adapts a command body that needs the inventory service.
-func inventoryCmd(e *env, fn func(cmd *cobra.Command, args []string, inv *inventory.Service) error) func(*cobra.Command, []string) error {
-	return func(cmd *cobra.Command, args []string) error {
-		return catalogCmd(e, func(cmd *cobra.Command, cfg *config.Config, cat *catalog.Catalog) error {
-			return fn(cmd, args, inventory.New(cat, cfg.NewLogger(e.stderr), nil))
-		})(cmd, args)
-	}
+// vmOps reads the inventory's VMs (limit 0: all).
+type vmOps interface {
+	VMs(ctx context.Context, name, status, agentID string, limit int) (api.VMList, error)
+	VM(ctx context.Context, id string) (api.VMContext, error)
 }
 
 func newVMsCmd(e *env) *cobra.Command {
@@ -41,8 +38,8 @@ func newVMsCmd(e *env) *cobra.Command {
 		Use:   "list",
 		Short: "List VMs (filters: --name, --status, --agent)",
 		Args:  cobra.NoArgs,
-		RunE: inventoryCmd(e, func(cmd *cobra.Command, _ []string, inv *inventory.Service) error {
-			l, err := inv.List(cmd.Context(), f)
+		RunE: opsCmd(e, func(cmd *cobra.Command, _ []string, o vmOps) error {
+			l, err := o.VMs(cmd.Context(), f.Name, f.Status, f.AgentID, f.Limit)
 			if err != nil {
 				return err
 			}
@@ -71,8 +68,8 @@ func newVMsCmd(e *env) *cobra.Command {
 		Use:   "show NAME|CONTEXT-ID",
 		Short: "Show a VM and its disks",
 		Args:  cobra.ExactArgs(1),
-		RunE: inventoryCmd(e, func(cmd *cobra.Command, args []string, inv *inventory.Service) error {
-			vm, err := inv.Show(cmd.Context(), args[0])
+		RunE: opsCmd(e, func(cmd *cobra.Command, args []string, o vmOps) error {
+			vm, err := o.VM(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}

@@ -17,6 +17,8 @@ type inventoryService interface {
 	List(ctx context.Context, f inventory.Filter) (api.VMList, error)
 	Show(ctx context.Context, idOrName string) (api.VMContext, error)
 	RefreshDisks(ctx context.Context, agentID, addr, jobID, vmContextID string, disks []api.Disk) error
+	Sources(ctx context.Context) ([]api.SourceInfo, error)
+	MoveSource(ctx context.Context, source, agentID string) (api.SourceInfo, error)
 }
 
 func (s *Server) registerInventory(agent, v1 *gin.RouterGroup) {
@@ -24,6 +26,37 @@ func (s *Server) registerInventory(agent, v1 *gin.RouterGroup) {
 	v1.GET(rel(v1, api.PathVMs), s.requireRole(api.RoleViewer), s.listVMs)
 	v1.GET(rel(v1, api.PathVM), s.requireRole(api.RoleViewer), s.showVM)
 	v1.GET(rel(v1, api.PathVMDisks), s.requireRole(api.RoleViewer), s.showVMDisks)
+	v1.GET(rel(v1, api.PathSources), s.requireRole(api.RoleViewer), s.listSources)
+	// Giving a vCenter to another agent decides who may speak for it: an admin's call, like
+	// revoking an agent.
+	v1.POST(rel(v1, api.PathSourceMove), s.requireRole(api.RoleAdmin), s.moveSource)
+}
+
+func (s *Server) listSources(c *gin.Context) {
+	srcs, err := s.deps.Inventory.Sources(c.Request.Context())
+	if err != nil {
+		s.fail(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, api.SourceList{Sources: nonNil(srcs)})
+}
+
+func (s *Server) moveSource(c *gin.Context) {
+	var req api.MoveSourceRequest
+	if err := decodeJSON(c, smallBody, &req); err != nil {
+		s.fail(c, err)
+		return
+	}
+	if req.AgentID == "" {
+		s.fail(c, &api.FieldError{Field: "agent_id", Msg: "required: the agent that reports on the source from now on"})
+		return
+	}
+	src, err := s.deps.Inventory.MoveSource(c.Request.Context(), c.Param("id"), req.AgentID)
+	if err != nil {
+		s.fail(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, src)
 }
 
 func (s *Server) putInventory(c *gin.Context) {

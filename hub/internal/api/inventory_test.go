@@ -223,6 +223,50 @@ func TestInventoryOwnership(t *testing.T) {
 		if l := h.vmsQuery(viewer, "?agent="+agentB); l.Page.Total != 1 {
 			t.Fatalf("b's vms: %+v", l)
 		}
+
+		// An admin gives A's vCenter to B (an appliance replaced): from then on B speaks for it.
+		var srcs api.SourceList
+		if code, e := h.call(h.client(nil), http.MethodGet, api.PathSources, viewer, nil, &srcs); code != http.StatusOK || len(srcs.Sources) != 2 {
+			t.Fatalf("GET sources: %d %+v %+v", code, e, srcs)
+		}
+		var srcA api.SourceInfo
+		for _, src := range srcs.Sources {
+			if src.AgentID == agentA {
+				srcA = src
+			}
+		}
+		if srcA.InstanceUUID != seedInventory().Source.InstanceUUID || srcA.VMs != 1 {
+			t.Fatalf("a's source: %+v", srcA)
+		}
+		move := api.Path(api.PathSourceMove, srcA.InstanceUUID)
+		for _, role := range []string{api.RoleViewer, api.RoleOperator} {
+			code, e := h.call(h.client(nil), http.MethodPost, move, h.apiToken(role), api.MoveSourceRequest{AgentID: agentB}, nil)
+			if code != http.StatusForbidden || !strings.Contains(e.Error, "admin role is needed") {
+				t.Fatalf("%s moved a source: %d %+v", role, code, e)
+			}
+		}
+		admin := h.apiToken(api.RoleAdmin)
+		if code, e := h.call(h.client(nil), http.MethodPost, move, admin, api.MoveSourceRequest{}, nil); code != http.StatusBadRequest || e.Field != "agent_id" {
+			t.Fatalf("move without agent_id: %d %+v", code, e)
+		}
+		if code, e := h.call(h.client(nil), http.MethodPost, api.Path(api.PathSourceMove, "vc-nothing"), admin, api.MoveSourceRequest{AgentID: agentB}, nil); code != http.StatusNotFound {
+			t.Fatalf("move of an unknown source: %d %+v", code, e)
+		}
+		// B already reports a vCenter named vc1: two of one name under one agent are refused.
+		if code, e := h.call(h.client(nil), http.MethodPost, move, admin, api.MoveSourceRequest{AgentID: agentB}, nil); code != http.StatusConflict || !strings.Contains(e.Error, "already has a source named vc1") {
+			t.Fatalf("move onto a name clash: %d %+v", code, e)
+		}
+		agentC, certC := h.enrollAgent("c")
+		var moved api.SourceInfo
+		if code, e := h.call(h.client(nil), http.MethodPost, move, admin, api.MoveSourceRequest{AgentID: agentC}, &moved); code != http.StatusOK || moved.AgentID != agentC || moved.ID != srcA.ID {
+			t.Fatalf("move: %d %+v %+v", code, e, moved)
+		}
+		if code, e := push(certA, seedInventory()); code != http.StatusConflict {
+			t.Fatalf("a pushed the source it gave away: %d %+v", code, e)
+		}
+		if code, e := push(certC, seedInventory()); code != http.StatusOK {
+			t.Fatalf("c pushed the source it was given: %d %+v", code, e)
+		}
 	})
 }
 

@@ -72,6 +72,8 @@ var operations = []operation{
 	{"POST", api.PathAPITokens, "Create an API token (shown once)", authAdmin, nil, api.CreateAPITokenRequest{}, api.CreateAPITokenResponse{}, 201},
 	{"DELETE", api.PathAPIToken, "Revoke an API token", authAdmin, nil, nil, nil, 204},
 
+	{"GET", api.PathSources, "List the vCenters and ESXi hosts agents report on, with their owning agents", authViewer, nil, nil, api.SourceList{}, 200},
+	{"POST", api.PathSourceMove, "Give a source (id, instance uuid, or a name only one agent uses) and its VMs to another agent", authAdmin, nil, api.MoveSourceRequest{}, api.SourceInfo{}, 200},
 	{"GET", api.PathVMs, "List VMs", authViewer, []string{"name", "status", "agent", "protected", "limit", "offset"}, nil, api.VMList{}, 200},
 	{"GET", api.PathVM, "Show a VM (by context id or unique name) with its disks", authViewer, nil, nil, api.VMContext{}, 200},
 	{"GET", api.PathVMDisks, "A VM's disks", authViewer, nil, nil, api.VMDiskList{}, 200},
@@ -104,11 +106,13 @@ var operations = []operation{
 	{"GET", api.PathPolicy, "Show a policy", authViewer, nil, nil, api.Policy{}, 200},
 	{"PUT", api.PathPolicy, "Replace a policy's settings", authOperator, nil, api.Policy{}, api.Policy{}, 200},
 	{"DELETE", api.PathPolicy, "Delete a policy (its backups stay)", authOperator, nil, nil, nil, 204},
+	{"POST", api.PathPrune, "Apply the policies' retention now (dry_run: only report), never to protected backups", authOperator, nil, api.PruneRequest{}, api.PruneResult{}, 200},
 
 	{"GET", api.PathEvents, "List recorded events, newest first (vm: name or context id; since: RFC 3339)", authViewer, []string{"vm", "type", "since", "limit", "offset"}, nil, api.EventList{}, 200},
 	{"POST", api.PathRestoreTests, "Start a restore test of the VM's latest (or a named) restore point, run by the hub in the background: a full verified read of every disk, and the paths that must exist in its filesystems", authOperator, nil, api.StartRestoreTestRequest{}, api.RestoreTest{}, 202},
 	{"GET", api.PathRestoreTests, "List restore tests with their evidence, newest first", authViewer, []string{"vm", "since", "result", "limit", "offset"}, nil, api.RestoreTestList{}, 200},
 	{"GET", api.PathRestoreTest, "Show a restore test with its checks and evidence", authViewer, nil, nil, api.RestoreTest{}, 200},
+	{"GET", api.PathReportRestoreTests, "The restore tests of a period by VM, and the VMs without one (from, to: RFC 3339; default the last 30 days)", authViewer, []string{"from", "to"}, nil, api.RestoreTestReport{}, 200},
 }
 
 // schemaGen turns Go types into OpenAPI schemas, collecting named structs as components.

@@ -6,6 +6,7 @@ import (
 
 	"github.com/gin-gonic/gin"
 
+	"github.com/sendense/sendense/hub/internal/policy"
 	"github.com/sendense/sendense/shared/api"
 )
 
@@ -17,6 +18,7 @@ type policyService interface {
 	List(ctx context.Context) ([]api.Policy, error)
 	Delete(ctx context.Context, nameOrID string) error
 	Unprotected(ctx context.Context) ([]api.VMContext, error)
+	Prune(ctx context.Context, o policy.PruneOptions) (policy.PruneReport, error)
 }
 
 func (s *Server) registerPolicies(v1 *gin.RouterGroup) {
@@ -25,6 +27,7 @@ func (s *Server) registerPolicies(v1 *gin.RouterGroup) {
 	v1.POST(rel(v1, api.PathPolicies), s.requireRole(api.RoleOperator), s.createPolicy)
 	v1.PUT(rel(v1, api.PathPolicy), s.requireRole(api.RoleOperator), s.updatePolicy)
 	v1.DELETE(rel(v1, api.PathPolicy), s.requireRole(api.RoleOperator), s.deletePolicy)
+	v1.POST(rel(v1, api.PathPrune), s.requireRole(api.RoleOperator), s.prune)
 }
 
 func (s *Server) listPolicies(c *gin.Context) {
@@ -79,4 +82,19 @@ func (s *Server) deletePolicy(c *gin.Context) {
 		return
 	}
 	c.Status(http.StatusNoContent)
+}
+
+// prune applies retention now, as `sendense-hub prune` does, and answers every decision.
+func (s *Server) prune(c *gin.Context) {
+	var req api.PruneRequest
+	if err := decodeJSON(c, smallBody, &req); err != nil {
+		s.fail(c, err)
+		return
+	}
+	rep, err := s.deps.Policies.Prune(c.Request.Context(), policy.PruneOptions{Policy: req.Policy, VM: req.VM, DryRun: req.DryRun})
+	if err != nil {
+		s.fail(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, api.PruneResult{Decisions: nonNil(rep.Decisions), Removed: rep.Removed, Errors: rep.Errors})
 }

@@ -2,7 +2,9 @@ package api_test
 
 import (
 	"net/http"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/sendense/sendense/shared/api"
 )
@@ -55,6 +57,61 @@ func TestPolicyAPI(t *testing.T) {
 		}
 		if code, _ := h.call(c, http.MethodGet, api.PathPolicies+"/pg", viewer, nil, nil); code != http.StatusNotFound {
 			t.Fatalf("deleted policy: %d", code)
+		}
+	})
+}
+
+func TestPruneAPI(t *testing.T) {
+	forEachHub(t, func(t *testing.T, h *testHub) {
+		a := h.newAgent("a1")
+		viewer, operator := h.apiToken(api.RoleViewer), h.apiToken(api.RoleOperator)
+		c := h.client(nil)
+		older := h.backupImage(a, operator, randomImage(t, 2*testChunk))
+		h.Clock.Add(time.Hour)
+		newer := h.backupImage(a, operator, randomImage(t, 2*testChunk))
+		p := api.Policy{Name: "pg", Enabled: true, VMs: []string{"pgtest1"}, Schedule: "@daily", Retention: api.Retention{KeepLast: 1}}
+		if code, e := h.call(c, http.MethodPost, api.PathPolicies, operator, p, nil); code != http.StatusCreated {
+			t.Fatalf("create: %d %+v", code, e)
+		}
+		if code, e := h.call(c, http.MethodPost, api.PathPrune, viewer, api.PruneRequest{}, nil); code != http.StatusForbidden || !strings.Contains(e.Error, "operator role is needed") {
+			t.Fatalf("viewer pruned: %d %+v", code, e)
+		}
+		if code, e := h.call(c, http.MethodPost, api.PathPrune, operator, api.PruneRequest{Policy: "nope"}, nil); code != http.StatusNotFound {
+			t.Fatalf("prune of an unknown policy: %d %+v", code, e)
+		}
+		backups := func() int {
+			var l api.BackupList
+			if code, e := h.call(c, http.MethodGet, api.PathBackups, viewer, nil, &l); code != http.StatusOK {
+				t.Fatalf("list: %d %+v", code, e)
+			}
+			return l.Page.Total
+		}
+		decided := func(r api.PruneResult) map[string]bool {
+			out := map[string]bool{}
+			for _, d := range r.Decisions {
+				if len(d.Reasons) == 0 && d.Keep {
+					t.Fatalf("kept without a reason: %+v", d)
+				}
+				out[d.BackupID] = d.Keep
+			}
+			return out
+		}
+		var dry api.PruneResult
+		if code, e := h.call(c, http.MethodPost, api.PathPrune, operator, api.PruneRequest{VM: "pgtest1", DryRun: true}, &dry); code != http.StatusOK {
+			t.Fatalf("dry run: %d %+v", code, e)
+		}
+		if d := decided(dry); dry.Removed != 0 || len(d) != 2 || !d[newer] || d[older] || backups() != 2 {
+			t.Fatalf("dry run: %+v, %d backups", dry, backups())
+		}
+		var res api.PruneResult
+		if code, e := h.call(c, http.MethodPost, api.PathPrune, operator, api.PruneRequest{Policy: "pg"}, &res); code != http.StatusOK {
+			t.Fatalf("prune: %d %+v", code, e)
+		}
+		if d := decided(res); res.Removed != 1 || len(res.Errors) != 0 || !d[newer] || d[older] || backups() != 1 {
+			t.Fatalf("prune: %+v, %d backups", res, backups())
+		}
+		if code, _ := h.call(c, http.MethodGet, api.Path(api.PathBackup, older), viewer, nil, nil); code != http.StatusNotFound {
+			t.Fatalf("the pruned backup is still there: %d", code)
 		}
 	})
 }

@@ -16,12 +16,14 @@ type restoreTestService interface {
 	Start(ctx context.Context, req api.StartRestoreTestRequest, actor string) (api.RestoreTest, error)
 	Get(ctx context.Context, id string) (api.RestoreTest, error)
 	List(ctx context.Context, f restoretest.Filter) (api.RestoreTestList, error)
+	Report(ctx context.Context, from, to time.Time) (api.RestoreTestReport, error)
 }
 
 func (s *Server) registerRestoreTests(v1 *gin.RouterGroup) {
 	v1.POST(rel(v1, api.PathRestoreTests), s.requireRole(api.RoleOperator), s.startRestoreTest)
 	v1.GET(rel(v1, api.PathRestoreTests), s.requireRole(api.RoleViewer), s.listRestoreTests)
 	v1.GET(rel(v1, api.PathRestoreTest), s.requireRole(api.RoleViewer), s.getRestoreTest)
+	v1.GET(rel(v1, api.PathReportRestoreTests), s.requireRole(api.RoleViewer), s.restoreTestReport)
 }
 
 func (s *Server) startRestoreTest(c *gin.Context) {
@@ -72,4 +74,37 @@ func (s *Server) getRestoreTest(c *gin.Context) {
 		return
 	}
 	c.JSON(http.StatusOK, t)
+}
+
+// restoreTestReport answers the restore tests of a period by VM, as `report restore-tests`
+// prints them.
+func (s *Server) restoreTestReport(c *gin.Context) {
+	to := time.Now()
+	if v := c.Query("to"); v != "" {
+		t, err := time.Parse(time.RFC3339Nano, v)
+		if err != nil {
+			s.fail(c, &api.FieldError{Field: "to", Msg: "must be an RFC 3339 time like 2026-11-26T00:00:00Z"})
+			return
+		}
+		to = t
+	}
+	from := to.AddDate(0, 0, -30)
+	if v := c.Query("from"); v != "" {
+		t, err := time.Parse(time.RFC3339Nano, v)
+		if err != nil {
+			s.fail(c, &api.FieldError{Field: "from", Msg: "must be an RFC 3339 time like 2026-11-26T00:00:00Z"})
+			return
+		}
+		from = t
+	}
+	if from.After(to) {
+		s.fail(c, &api.FieldError{Field: "from", Msg: "must not be after to"})
+		return
+	}
+	rep, err := s.deps.RestoreTests.Report(c.Request.Context(), from, to)
+	if err != nil {
+		s.fail(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, rep)
 }

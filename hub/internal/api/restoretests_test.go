@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -424,6 +425,25 @@ func TestRestoreTestReport(t *testing.T) {
 		// A period before the test holds no runs, and every VM is untested in it.
 		if rep, err := h.Tests.Report(t.Context(), from.Add(-time.Hour), from); err != nil || rep.Runs != 0 || len(rep.Untested) != 2 {
 			t.Fatalf("an earlier period: %+v %v", rep, err)
+		}
+
+		// GET /reports/restore-tests answers the same report to a viewer.
+		viewer := h.apiToken(api.RoleViewer)
+		q := "?from=" + url.QueryEscape(from.Format(time.RFC3339Nano)) + "&to=" + url.QueryEscape(h.Clock.Now().Add(time.Minute).Format(time.RFC3339Nano))
+		var got api.RestoreTestReport
+		if code, e := h.call(h.client(nil), http.MethodGet, api.PathReportRestoreTests+q, viewer, nil, &got); code != http.StatusOK {
+			t.Fatalf("GET report: %d %+v", code, e)
+		}
+		if got.Runs != 1 || len(got.VMs) != 1 || got.VMs[0].Runs[0].ID != rt.ID || len(got.Untested) != 1 {
+			t.Fatalf("GET report: %+v", got)
+		}
+		for _, bad := range []struct{ query, field string }{{"?from=yesterday", "from"}, {"?to=x", "to"}, {"?from=2026-02-01T00:00:00Z&to=2026-01-01T00:00:00Z", "from"}} {
+			if code, e := h.call(h.client(nil), http.MethodGet, api.PathReportRestoreTests+bad.query, viewer, nil, nil); code != http.StatusBadRequest || e.Field != bad.field {
+				t.Fatalf("GET report%s: %d %+v", bad.query, code, e)
+			}
+		}
+		if code, _ := h.call(h.client(nil), http.MethodGet, api.PathReportRestoreTests, "", nil, nil); code != http.StatusUnauthorized {
+			t.Fatalf("GET report without a token: %d", code)
 		}
 	})
 }
