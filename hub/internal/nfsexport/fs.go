@@ -141,10 +141,10 @@ func (s *sessionFS) change() billy.Change {
 // noChange refuses attribute changes on a filesystem that cannot make them.
 type noChange struct{}
 
-func (noChange) Chmod(string, os.FileMode) error             { return syscall.EPERM }
-func (noChange) Lchown(string, int, int) error               { return syscall.EPERM }
-func (noChange) Chown(string, int, int) error                { return syscall.EPERM }
-func (noChange) Chtimes(string, time.Time, time.Time) error  { return syscall.EPERM }
+func (noChange) Chmod(string, os.FileMode) error            { return syscall.EPERM }
+func (noChange) Lchown(string, int, int) error              { return syscall.EPERM }
+func (noChange) Chown(string, int, int) error               { return syscall.EPERM }
+func (noChange) Chtimes(string, time.Time, time.Time) error { return syscall.EPERM }
 
 func (s *sessionFS) diskInfo(name string, d *cowDisk) os.FileInfo {
 	s.mu.Lock()

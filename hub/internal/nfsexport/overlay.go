@@ -113,7 +113,7 @@ func (d *cowDisk) load() error {
 }
 
 func (d *cowDisk) isDirty(blk int64) bool { return d.dirty[blk/64]&(1<<(blk%64)) != 0 }
-func (d *cowDisk) setDirty(blk int64)      { d.dirty[blk/64] |= 1 << (blk % 64) }
+func (d *cowDisk) setDirty(blk int64)     { d.dirty[blk/64] |= 1 << (blk % 64) }
 
 // ReadAt reads the disk as the guest sees it: its own writes over the restore point.
 func (d *cowDisk) ReadAt(p []byte, off int64) (int, error) {
