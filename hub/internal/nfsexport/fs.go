@@ -74,10 +74,15 @@ func (s *sessionFS) ReadDir(dir string) ([]os.FileInfo, error) {
 	if err != nil {
 		return nil, err
 	}
-	if path.Clean("/"+dir) == "/" {
-		for name, d := range s.disks {
+	clean := path.Clean("/" + dir)[1:]
+	added := false
+	for name, d := range s.disks {
+		if path.Dir(name) == clean {
 			infos = append(infos, s.diskInfo(name, d))
+			added = true
 		}
+	}
+	if added {
 		sort.Slice(infos, func(i, j int) bool { return infos[i].Name() < infos[j].Name() })
 	}
 	return infos, nil

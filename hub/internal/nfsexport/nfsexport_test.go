@@ -173,7 +173,7 @@ func TestServesEveryDiskByteIdentical(t *testing.T) {
 	s, addr := serve(t, t.TempDir())
 	start := time.Now()
 	err := s.Add(Export{
-		ID: "ir-one", Allowed: []netip.Addr{loopback},
+		ID: "ir-one", Folder: "web01", Allowed: []netip.Addr{loopback},
 		Files: map[string][]byte{"web01.vmx": vmx},
 		Disks: []Disk{
 			{Name: "web01", Image: im1.Reader(t.Context()), Size: im1.Size()},
@@ -184,7 +184,7 @@ func TestServesEveryDiskByteIdentical(t *testing.T) {
 		t.Fatal(err)
 	}
 	tg := mustMount(t, addr, Path("ir-one"))
-	first, err := tg.Open("web01-flat.vmdk")
+	first, err := tg.Open("web01/web01-flat.vmdk")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -193,7 +193,7 @@ func TestServesEveryDiskByteIdentical(t *testing.T) {
 	}
 	t.Logf("export to first byte over NFS: %v", time.Since(start))
 
-	entries, err := tg.ReadDirPlus("/")
+	entries, err := tg.ReadDirPlus("/web01")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -208,17 +208,17 @@ func TestServesEveryDiskByteIdentical(t *testing.T) {
 	if got := strings.Join(names, " "); got != want {
 		t.Fatalf("folder lists %q, want %q", got, want)
 	}
-	if got := readFile(t, tg, "web01.vmx", int64(len(vmx))); !bytes.Equal(got, vmx) {
+	if got := readFile(t, tg, "web01/web01.vmx", int64(len(vmx))); !bytes.Equal(got, vmx) {
 		t.Fatalf("vmx reads %q", got)
 	}
 	desc := Descriptor(Disk{Name: "web01_1", Size: im2.Size(), AdapterType: "buslogic"})
-	if got := readFile(t, tg, "web01_1.vmdk", int64(len(desc))); !bytes.Equal(got, desc) {
+	if got := readFile(t, tg, "web01/web01_1.vmdk", int64(len(desc))); !bytes.Equal(got, desc) {
 		t.Fatalf("descriptor reads %q", got)
 	}
 	if !bytes.Contains(desc, []byte(`RW 386 VMFS "web01_1-flat.vmdk"`)) || !bytes.Contains(desc, []byte(`ddb.adapterType = "buslogic"`)) {
 		t.Fatalf("descriptor does not name its extent and adapter:\n%s", desc)
 	}
-	for name, img := range map[string][]byte{"web01-flat.vmdk": img1, "web01_1-flat.vmdk": img2} {
+	for name, img := range map[string][]byte{"web01/web01-flat.vmdk": img1, "web01/web01_1-flat.vmdk": img2} {
 		fi, _, err := tg.Lookup(name)
 		if err != nil {
 			t.Fatal(err)
@@ -239,7 +239,7 @@ func TestWritesStayInTheOverlay(t *testing.T) {
 	root := t.TempDir()
 	s, addr := serve(t, root)
 	e := Export{
-		ID: "ir-cow", Allowed: []netip.Addr{loopback},
+		ID: "ir-cow", Folder: "db", Allowed: []netip.Addr{loopback},
 		Disks: []Disk{{Name: "db", Image: im.Reader(t.Context()), Size: im.Size()}},
 	}
 	if err := s.Add(e); err != nil {
@@ -257,7 +257,7 @@ func TestWritesStayInTheOverlay(t *testing.T) {
 		p := make([]byte, w.n)
 		_, _ = rand.Read(p)
 		copy(want[w.off:], p)
-		f, err := tg.OpenFile("db-flat.vmdk", 0o644)
+		f, err := tg.OpenFile("db/db-flat.vmdk", 0o644)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -271,11 +271,11 @@ func TestWritesStayInTheOverlay(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if got := readFile(t, tg, "db-flat.vmdk", int64(len(img))); !bytes.Equal(got, want) {
+	if got := readFile(t, tg, "db/db-flat.vmdk", int64(len(img))); !bytes.Equal(got, want) {
 		t.Fatal("reads do not see the writes over the restore point")
 	}
 	// ESXi also creates files of its own in the folder.
-	lf, err := tg.OpenFile("vmware.log", 0o644)
+	lf, err := tg.OpenFile("db/vmware.log", 0o644)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -284,7 +284,7 @@ func TestWritesStayInTheOverlay(t *testing.T) {
 	}
 	lf.Close()
 	// A flat file cannot be removed or replaced.
-	if err := tg.Remove("db-flat.vmdk"); err == nil {
+	if err := tg.Remove("db/db-flat.vmdk"); err == nil {
 		t.Fatal("removing a flat file succeeded")
 	}
 
@@ -318,10 +318,10 @@ func TestWritesStayInTheOverlay(t *testing.T) {
 		t.Fatalf("after a restart the overlay counts %d bytes, want %d", used2, used)
 	}
 	tg2 := mustMount(t, addr2, Path("ir-cow"))
-	if got := readFile(t, tg2, "db-flat.vmdk", int64(len(img))); !bytes.Equal(got, want) {
+	if got := readFile(t, tg2, "db/db-flat.vmdk", int64(len(img))); !bytes.Equal(got, want) {
 		t.Fatal("after a restart reads do not see the writes")
 	}
-	if got := readFile(t, tg2, "vmware.log", 11); string(got) != "powered on\n" {
+	if got := readFile(t, tg2, "db/vmware.log", 11); string(got) != "powered on\n" {
 		t.Fatalf("after a restart the log reads %q", got)
 	}
 	// Dropping the session deletes its folder and overlay.
@@ -341,7 +341,7 @@ func TestOverlayBoundIsEnforced(t *testing.T) {
 	im, _ := restorePoint(t, img, "disk-2000")
 	s, addr := serve(t, t.TempDir())
 	err := s.Add(Export{
-		ID: "ir-small", Allowed: []netip.Addr{loopback}, OverlayLimit: 2 * slot,
+		ID: "ir-small", Folder: "d", Allowed: []netip.Addr{loopback}, OverlayLimit: 2 * slot,
 		Disks: []Disk{{Name: "d", Image: im.Reader(t.Context()), Size: im.Size()}},
 	})
 	if err != nil {
@@ -349,7 +349,7 @@ func TestOverlayBoundIsEnforced(t *testing.T) {
 	}
 	tg := mustMount(t, addr, Path("ir-small"))
 	write := func(off int64, n int) error {
-		f, err := tg.OpenFile("d-flat.vmdk", 0o644)
+		f, err := tg.OpenFile("d/d-flat.vmdk", 0o644)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -373,7 +373,7 @@ func TestOverlayBoundIsEnforced(t *testing.T) {
 	if used, _ := s.OverlayBytes("ir-small"); used != 2*slot {
 		t.Fatalf("overlay holds %d bytes, want %d", used, 2*slot)
 	}
-	got := readFile(t, tg, "d-flat.vmdk", int64(len(img)))
+	got := readFile(t, tg, "d/d-flat.vmdk", int64(len(img)))
 	if !bytes.Equal(got[5*slot:6*slot], img[5*slot:6*slot]) {
 		t.Fatal("the refused write changed the disk")
 	}
@@ -384,14 +384,14 @@ func TestOnlyNamedHostsMayMount(t *testing.T) {
 	s, addr := serve(t, t.TempDir())
 	disk := []Disk{{Name: "d", Image: im.Reader(t.Context()), Size: im.Size()}}
 	other := netip.MustParseAddr("192.0.2.10")
-	if err := s.Add(Export{ID: "ir-theirs", Allowed: []netip.Addr{other}, Disks: disk}); err != nil {
+	if err := s.Add(Export{ID: "ir-theirs", Folder: "d", Allowed: []netip.Addr{other}, Disks: disk}); err != nil {
 		t.Fatal(err)
 	}
 	// A client no session names is not served at all.
 	if _, err := mount(t, addr, Path("ir-theirs")); err == nil {
 		t.Fatal("a client no export allows mounted")
 	}
-	if err := s.Add(Export{ID: "ir-ours", Allowed: []netip.Addr{loopback}, Disks: disk}); err != nil {
+	if err := s.Add(Export{ID: "ir-ours", Folder: "d", Allowed: []netip.Addr{loopback}, Disks: disk}); err != nil {
 		t.Fatal(err)
 	}
 	// Now the client is served, but only its own session.
@@ -407,7 +407,7 @@ func TestOnlyNamedHostsMayMount(t *testing.T) {
 	defer c.Close()
 	fh := make([]byte, handleSize)
 	putUint64(fh[:8], hash64("ir-theirs"))
-	putUint64(fh[8:], hash64("d-flat.vmdk"))
+	putUint64(fh[8:], hash64("d/d-flat.vmdk"))
 	tg, err := nfsc.NewTargetWithClient(c, rpc.AuthNull, fh, "/", 0)
 	if err == nil {
 		if _, err = tg.GetAttr(fh); err == nil {

@@ -50,10 +50,14 @@ type Disk struct {
 	AdapterType string
 }
 
-// Export is one session's folder.
+// Export is one session's export: the datastore an ESXi host mounts, holding one folder for
+// the VM (ESXi keeps a VM's files in a folder of the datastore; the simulator cannot even
+// register a .vmx at a datastore's root).
 type Export struct {
 	// ID names the session; the export path is "/" + ID.
 	ID string
+	// Folder is the VM's folder in the export; Files and Disks are in it.
+	Folder string
 	// Allowed are the only client addresses that may mount the export or use its handles.
 	Allowed []netip.Addr
 	// Files are written into the folder when it is first made (the .vmx); later writes by
@@ -140,6 +144,12 @@ func (s *Server) open(e Export) (*export, error) {
 	if err := os.MkdirAll(filepath.Join(dir, "overlay"), 0o700); err != nil {
 		return nil, err
 	}
+	if !validFile.MatchString(e.Folder) {
+		return nil, fmt.Errorf("folder %q: must match %s", e.Folder, validFile)
+	}
+	if err := os.MkdirAll(filepath.Join(folder, e.Folder), 0o700); err != nil {
+		return nil, err
+	}
 	files := map[string][]byte{}
 	for name, b := range e.Files {
 		files[name] = b
@@ -156,7 +166,7 @@ func (s *Server) open(e Export) (*export, error) {
 		if !validFile.MatchString(name) {
 			return nil, fmt.Errorf("file name %q: must match %s", name, validFile)
 		}
-		p := filepath.Join(folder, name)
+		p := filepath.Join(folder, e.Folder, name)
 		if _, err := os.Stat(p); err == nil {
 			continue
 		}
@@ -176,7 +186,7 @@ func (s *Server) open(e Export) (*export, error) {
 			sfs.close()
 			return nil, err
 		}
-		sfs.disks[name] = cd
+		sfs.disks[e.Folder+"/"+name] = cd
 	}
 	ex := &export{
 		id: e.ID, key: hash64(e.ID), dir: dir, fs: sfs, budget: b, limit: e.OverlayLimit,
@@ -194,7 +204,7 @@ func (s *Server) open(e Export) (*export, error) {
 		return nil
 	})
 	for name := range flats {
-		ex.register([]string{name})
+		ex.register([]string{e.Folder, name})
 	}
 	return ex, nil
 }
