@@ -120,6 +120,9 @@ func (l *Lab) handle(ctx *simulator.Context, m *simulator.Method) (mo.Reference,
 	if ctx.Session == nil || ctx.Session.Key == l.inProcessSession {
 		return nil, nil
 	}
+	if fault := l.handleNAS(ctx, m); fault != nil {
+		return nil, fault
+	}
 	switch m.This.Type {
 	case "VirtualMachine", "VirtualMachineSnapshot":
 	default:
