@@ -36,6 +36,10 @@ const (
 	PathAgentRestoreDone  = "/api/v1/agent/restores/{id}/complete"
 	PathAgentRestoreImage = "/api/v1/agent/restores/{id}/disks/{disk}/image" // GET: a disk of the job's backup (Range)
 
+	// Instant recovery: the same long poll for the next action (start or stop) of a session.
+	PathAgentInstantRecoveries   = "/api/v1/agent/instant-recoveries"               // GET: long poll (?wait=30s)
+	PathAgentInstantRecoveryDone = "/api/v1/agent/instant-recoveries/{id}/complete" // POST: the action's outcome
+
 	// Operators, with an API token.
 	PathAgents        = "/api/v1/agents"
 	PathAgent         = "/api/v1/agents/{id}"
@@ -65,6 +69,10 @@ const (
 	PathRestoreTests  = "/api/v1/restore-tests"      // POST: start a restore test; GET: list (?vm, since, result)
 	PathRestoreTest   = "/api/v1/restore-tests/{id}" // GET: one restore test with its evidence
 	PathOpenAPI       = "/api/v1/openapi.json"
+
+	// Instant recovery: boot a VM from a restore point served over NFS.
+	PathInstantRecoveries = "/api/v1/instant-recoveries"      // POST: start a session; GET: list
+	PathInstantRecovery   = "/api/v1/instant-recoveries/{id}" // GET: one session; DELETE: stop and clean up
 
 	// File-level restore: ?path=/p1/etc lists a directory of a disk's volumes, downloads one
 	// file (Range) or streams a directory as tar.
