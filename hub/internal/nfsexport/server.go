@@ -531,3 +531,30 @@ func getUint64(b []byte) uint64 {
 	}
 	return v
 }
+
+// DropExcept deletes the folder and overlay of every session under the root that keep does
+// not name and that is not served, and returns their ids.
+func (s *Server) DropExcept(keep map[string]bool) ([]string, error) {
+	entries, err := os.ReadDir(s.root)
+	if err != nil {
+		return nil, fmt.Errorf("list export root %s: %w", s.root, err)
+	}
+	var dropped []string
+	for _, e := range entries {
+		id := e.Name()
+		if !e.IsDir() || keep[id] || !validID.MatchString(id) {
+			continue
+		}
+		s.mu.RLock()
+		_, served := s.exports[id]
+		s.mu.RUnlock()
+		if served {
+			continue
+		}
+		if err := os.RemoveAll(filepath.Join(s.root, id)); err != nil {
+			return dropped, fmt.Errorf("drop export %s: %w", id, err)
+		}
+		dropped = append(dropped, id)
+	}
+	return dropped, nil
+}
