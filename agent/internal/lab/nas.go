@@ -237,3 +237,26 @@ func (l *Lab) FindVMByName(name string) (RegisteredVM, bool) {
 	}
 	return RegisteredVM{}, false
 }
+
+// RenameHost renames an ESXi host, as one added to vCenter by a DNS name or address is named:
+// instant recovery lets only the addresses of the host's name mount its export. (The
+// simulator's hosts do not implement Rename_Task: the lab renames the object in place.)
+func (l *Lab) RenameHost(ctx context.Context, from, to string) error {
+	for _, o := range l.model.Map().All("HostSystem") {
+		h, ok := o.(*simulator.HostSystem)
+		if !ok {
+			continue
+		}
+		found := false
+		sctx := &simulator.Context{Context: ctx, Map: l.model.Map()}
+		sctx.WithLock(h, func() {
+			if h.Name == from {
+				h.Name, h.Summary.Config.Name, found = to, to, true
+			}
+		})
+		if found {
+			return nil
+		}
+	}
+	return fmt.Errorf("host %s: not in the lab", from)
+}
