@@ -296,3 +296,74 @@ func restartIR(t *testing.T, h *testHub) string {
 	t.Cleanup(func() { ln.Close(); <-done })
 	return ln.Addr().String()
 }
+
+// Measured, not asserted: sequential reads of a restore point over NFS (the Go client, 1 MiB
+// reads) against the image API, and the time from the request to the first byte over NFS.
+func TestInstantRecoveryReadRate(t *testing.T) {
+	forEachHub(t, func(t *testing.T, h *testHub) {
+		if strings.HasSuffix(t.Name(), "mysql") {
+			t.Log("measured on sqlite only: the catalog is not on the read path")
+			return
+		}
+		a := h.newAgent("a1")
+		backupID, img := backupOf(t, h, a, randomImage(t, 64<<20), true)
+		op := h.client(nil)
+		start := time.Now()
+		var ir api.InstantRecovery
+		if code, e := h.call(op, http.MethodPost, api.PathInstantRecoveries, h.apiToken(api.RoleOperator), api.InstantRecoveryRequest{BackupID: backupID, Host: "esx1.lab", Name: "big"}, &ir); code != http.StatusAccepted {
+			t.Fatalf("start: %d %+v", code, e)
+		}
+		tg, err := mountIR(t, h.NFSAddr, ir.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f, err := tg.Open("big/big-flat.vmdk")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.Read(make([]byte, 1)); err != nil {
+			t.Fatal(err)
+		}
+		first := time.Since(start)
+		f.Close()
+
+		f, err = tg.Open("big/big-flat.vmdk")
+		if err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, 1<<20)
+		got := make([]byte, 0, len(img))
+		readStart := time.Now()
+		for len(got) < len(img) {
+			n, err := f.Read(buf)
+			got = append(got, buf[:n]...)
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		nfsSecs := time.Since(readStart).Seconds()
+		f.Close()
+		if !bytes.Equal(got, img) {
+			t.Fatal("the flat file differs from the restore point")
+		}
+
+		imgStart := time.Now()
+		rq, _ := http.NewRequest(http.MethodGet, h.URL+api.Path(api.PathBackupImage, backupID, "disk-2000"), nil)
+		rq.Header.Set("Authorization", "Bearer "+h.apiToken(api.RoleViewer))
+		resp, err := op.Do(rq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, err := io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if err != nil || n != int64(len(img)) {
+			t.Fatalf("image: %d bytes, %v", n, err)
+		}
+		apiSecs := time.Since(imgStart).Seconds()
+		t.Logf("request to first byte over NFS: %v; sequential read of %d MiB: NFS %.1f MB/s, image API %.1f MB/s",
+			first, len(img)>>20, float64(len(img))/nfsSecs/1e6, float64(len(img))/apiSecs/1e6)
+	})
+}
