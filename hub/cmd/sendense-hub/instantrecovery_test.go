@@ -23,7 +23,9 @@ func TestInstantRecoveryCommand(t *testing.T) {
 		t.Fatalf("list with instant recovery off: %v", err)
 	}
 	nfs := []string{"--nfs-listen", "127.0.0.1:2049", "--nfs-address", "127.0.0.1"}
-	ir := func(args ...string) (string, error) { return hub(append(append([]string{"instant-recovery"}, args...), nfs...)...) }
+	ir := func(args ...string) (string, error) {
+		return hub(append(append([]string{"instant-recovery"}, args...), nfs...)...)
+	}
 	if _, err := ir("start", "--backup", "bk-none", "--host", "esx1", "--name", "x"); err == nil || !strings.Contains(err.Error(), "backup_id") {
 		t.Fatalf("start of a missing backup: %v", err)
 	}
