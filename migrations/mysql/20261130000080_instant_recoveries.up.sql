@@ -1,6 +1,7 @@
 -- Instant-recovery sessions: a restore point served over NFS to an ESXi host, where the agent
 -- of the source mounts it, registers the VM and boots it. pending is the action waiting for
--- the agent ('start', 'stop' or ''), claimed_at when the agent took it.
+-- the agent ('start', 'stop', 'migrate' or ''), claimed_at when the agent took it;
+-- target_datastore the production datastore a migration moves the VM to.
 CREATE TABLE IF NOT EXISTS instant_recoveries (
   id            VARCHAR(64)  NOT NULL,
   backup_id     VARCHAR(64)  NOT NULL,
@@ -13,6 +14,7 @@ CREATE TABLE IF NOT EXISTS instant_recoveries (
   pending       VARCHAR(8)   NOT NULL DEFAULT '',
   vm_ref        VARCHAR(255) NULL,
   datastore_ref VARCHAR(255) NULL,
+  target_datastore VARCHAR(255) NULL,
   error         TEXT         NULL,
   claimed_at    DATETIME(6)  NULL,
   finished_at   DATETIME(6)  NULL,

@@ -1,6 +1,7 @@
 -- Instant-recovery sessions: a restore point served over NFS to an ESXi host, where the agent
 -- of the source mounts it, registers the VM and boots it. pending is the action waiting for
--- the agent ('start', 'stop' or ''), claimed_at when the agent took it.
+-- the agent ('start', 'stop', 'migrate' or ''), claimed_at when the agent took it;
+-- target_datastore the production datastore a migration moves the VM to.
 CREATE TABLE IF NOT EXISTS instant_recoveries (
   id            TEXT NOT NULL PRIMARY KEY,
   backup_id     TEXT NOT NULL REFERENCES backup_jobs (id),
@@ -13,6 +14,7 @@ CREATE TABLE IF NOT EXISTS instant_recoveries (
   pending       TEXT NOT NULL DEFAULT '',
   vm_ref        TEXT NULL,
   datastore_ref TEXT NULL,
+  target_datastore TEXT NULL,
   error         TEXT NULL,
   claimed_at    TIMESTAMP NULL,
   finished_at   TIMESTAMP NULL,

@@ -15,13 +15,24 @@ const (
 	IRStopping = "stopping" // the agent is powering off, unregistering and unmounting
 	IRStopped  = "stopped"  // cleaned up: the VM is gone from the host, the overlay deleted
 	IRFailed   = "failed"   // could not start; cleaned up like a stopped session
+	// IRMigrating: the agent moves the running VM to a production datastore (Storage vMotion).
+	IRMigrating = "migrating"
+	// IRMigrated: the VM runs from the production datastore; the export is unmounted and the
+	// overlay deleted.
+	IRMigrated = "migrated"
 )
 
 // Actions the agent carries out for a session.
 const (
-	IRActionStart = "start"
-	IRActionStop  = "stop"
+	IRActionStart   = "start"
+	IRActionStop    = "stop"
+	IRActionMigrate = "migrate"
 )
+
+// InstantRecoveryMigrateRequest moves a running session's VM to a production datastore.
+type InstantRecoveryMigrateRequest struct {
+	Datastore string `json:"datastore"`
+}
 
 // InstantRecoveryRequest starts a session: the backup is served over NFS to the ESXi host,
 // where the agent of the backed-up VM's source (or of Source) registers it as Name.
@@ -75,9 +86,11 @@ type InstantRecovery struct {
 	NetworkMap map[string]string `json:"network_map,omitempty"`
 	PowerOn    bool              `json:"power_on"`
 	// Pending is the action waiting for the agent ("start", "stop" or "").
-	Pending      string `json:"pending,omitempty"`
-	VMRef        string `json:"vm_ref,omitempty"`
-	DatastoreRef string `json:"datastore_ref,omitempty"`
+	Pending string `json:"pending,omitempty"`
+	// TargetDatastore is where a migration moves (or moved) the VM.
+	TargetDatastore string `json:"target_datastore,omitempty"`
+	VMRef           string `json:"vm_ref,omitempty"`
+	DatastoreRef    string `json:"datastore_ref,omitempty"`
 	// OverlayBytes is what the VM's writes take in the session's overlay, of OverlayLimitBytes.
 	OverlayBytes      int64     `json:"overlay_bytes"`
 	OverlayLimitBytes int64     `json:"overlay_limit_bytes"`
@@ -107,6 +120,8 @@ type InstantRecoveryJob struct {
 	Name       string            `json:"name"`
 	NetworkMap map[string]string `json:"network_map,omitempty"`
 	PowerOn    bool              `json:"power_on"`
+	// Datastore is where a migrate moves the VM.
+	Datastore string `json:"datastore,omitempty"`
 }
 
 // InstantRecoveryReport is the outcome of an action.

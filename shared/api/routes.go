@@ -73,6 +73,8 @@ const (
 	// Instant recovery: boot a VM from a restore point served over NFS.
 	PathInstantRecoveries = "/api/v1/instant-recoveries"      // POST: start a session; GET: list
 	PathInstantRecovery   = "/api/v1/instant-recoveries/{id}" // GET: one session; DELETE: stop and clean up
+	// POST: move the VM to a production datastore (Storage vMotion), then unmount the export.
+	PathInstantRecoveryMigrate = "/api/v1/instant-recoveries/{id}/migrate"
 
 	// File-level restore: ?path=/p1/etc lists a directory of a disk's volumes, downloads one
 	// file (Range) or streams a directory as tar.

@@ -49,7 +49,7 @@ func irCmd(e *env, fn func(cmd *cobra.Command, args []string, s *instantrecovery
 }
 
 func newInstantRecoveryCmd(e *env) *cobra.Command {
-	cmd := &cobra.Command{Use: "instant-recovery", Short: "Boot VMs straight from backups over NFS: start, list, show and stop sessions"}
+	cmd := &cobra.Command{Use: "instant-recovery", Short: "Boot VMs straight from backups over NFS: start, list, show, migrate and stop sessions"}
 	var req api.InstantRecoveryRequest
 	var netMap []string
 	start := &cobra.Command{
@@ -106,7 +106,7 @@ func newInstantRecoveryCmd(e *env) *cobra.Command {
 			return tw.Flush()
 		}),
 	}
-	list.Flags().StringVar(&lf.Status, "status", "", "starting, running, stopping, stopped or failed")
+	list.Flags().StringVar(&lf.Status, "status", "", "starting, running, stopping, stopped, failed, migrating or migrated")
 	list.Flags().IntVar(&lf.Limit, "limit", 100, "at most this many")
 	list.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 
@@ -137,6 +137,22 @@ func newInstantRecoveryCmd(e *env) *cobra.Command {
 			return err
 		}),
 	}
-	cmd.AddCommand(start, list, show, stop)
+	var ds string
+	migrate := &cobra.Command{
+		Use:   "migrate ID --datastore DS",
+		Short: "Move a running session's VM to a production datastore (Storage vMotion), then unmount the export",
+		Args:  cobra.ExactArgs(1),
+		RunE: irCmd(e, func(cmd *cobra.Command, args []string, s *instantrecovery.Service) error {
+			r, err := s.Migrate(cmd.Context(), args[0], api.InstantRecoveryMigrateRequest{Datastore: ds})
+			if err != nil {
+				return err
+			}
+			_, err = fmt.Fprintf(e.stdout, "%s\t%s\t%s\n", r.ID, r.Status, r.TargetDatastore)
+			return err
+		}),
+	}
+	migrate.Flags().StringVar(&ds, "datastore", "", "the datastore to move the VM to (required)")
+	_ = migrate.MarkFlagRequired("datastore")
+	cmd.AddCommand(start, list, show, stop, migrate)
 	return cmd
 }

@@ -19,6 +19,7 @@ type instantRecoveryService interface {
 	Get(ctx context.Context, id string) (api.InstantRecovery, error)
 	List(ctx context.Context, f instantrecovery.ListFilter) (api.InstantRecoveryList, error)
 	Stop(ctx context.Context, id string) (api.InstantRecovery, error)
+	Migrate(ctx context.Context, id string, req api.InstantRecoveryMigrateRequest) (api.InstantRecovery, error)
 
 	Next(ctx context.Context, agentID string, busy []string, wait time.Duration) (*api.InstantRecoveryJob, error)
 	Complete(ctx context.Context, agentID, id string, rep api.InstantRecoveryReport) (api.InstantRecovery, error)
@@ -32,6 +33,7 @@ func (s *Server) registerInstantRecoveries(agent, v1 *gin.RouterGroup) {
 	v1.GET(rel(v1, api.PathInstantRecoveries), s.requireRole(api.RoleViewer), s.listInstantRecoveries)
 	v1.GET(rel(v1, api.PathInstantRecovery), s.requireRole(api.RoleViewer), s.getInstantRecovery)
 	v1.DELETE(rel(v1, api.PathInstantRecovery), s.requireRole(api.RoleOperator), s.stopInstantRecovery)
+	v1.POST(rel(v1, api.PathInstantRecoveryMigrate), s.requireRole(api.RoleOperator), s.migrateInstantRecovery)
 
 	agent.GET(rel(agent, api.PathAgentInstantRecoveries), s.nextInstantRecovery)
 	agent.POST(rel(agent, api.PathAgentInstantRecoveryDone), s.completeInstantRecovery)
@@ -76,9 +78,9 @@ func (s *Server) listInstantRecoveries(c *gin.Context) {
 	}
 	f := instantrecovery.ListFilter{Status: c.Query("status"), Limit: limit, Offset: offset}
 	switch f.Status {
-	case "", api.IRStarting, api.IRRunning, api.IRStopping, api.IRStopped, api.IRFailed:
+	case "", api.IRStarting, api.IRRunning, api.IRStopping, api.IRStopped, api.IRFailed, api.IRMigrating, api.IRMigrated:
 	default:
-		s.fail(c, &api.FieldError{Field: "status", Msg: "must be starting, running, stopping, stopped or failed"})
+		s.fail(c, &api.FieldError{Field: "status", Msg: "must be starting, running, stopping, stopped, failed, migrating or migrated"})
 		return
 	}
 	l, err := svc.List(c.Request.Context(), f)
@@ -108,6 +110,24 @@ func (s *Server) stopInstantRecovery(c *gin.Context) {
 		return
 	}
 	r, err := svc.Stop(c.Request.Context(), c.Param("id"))
+	if err != nil {
+		s.fail(c, err)
+		return
+	}
+	c.JSON(http.StatusAccepted, r)
+}
+
+func (s *Server) migrateInstantRecovery(c *gin.Context) {
+	svc, ok := s.instantRecoveries(c)
+	if !ok {
+		return
+	}
+	var req api.InstantRecoveryMigrateRequest
+	if err := decodeJSON(c, smallBody, &req); err != nil {
+		s.fail(c, err)
+		return
+	}
+	r, err := svc.Migrate(c.Request.Context(), c.Param("id"), req)
 	if err != nil {
 		s.fail(c, err)
 		return

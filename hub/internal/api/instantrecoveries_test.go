@@ -367,3 +367,57 @@ func TestInstantRecoveryReadRate(t *testing.T) {
 			first, len(img)>>20, float64(len(img))/nfsSecs/1e6, float64(len(img))/apiSecs/1e6)
 	})
 }
+
+// A running session migrates to a production datastore: the agent is handed the move, a
+// failed move leaves the session running, a done one drops the export and its overlay.
+func TestInstantRecoveryMigrate(t *testing.T) {
+	forEachHub(t, func(t *testing.T, h *testHub) {
+		a := h.newAgent("a1")
+		backupID, _ := restorableBackup(t, h, a, true)
+		operator := h.apiToken(api.RoleOperator)
+		op := h.client(nil)
+		var ir api.InstantRecovery
+		if code, e := h.call(op, http.MethodPost, api.PathInstantRecoveries, operator, api.InstantRecoveryRequest{BackupID: backupID, Host: "esx1.lab", Name: "m1"}, &ir); code != http.StatusAccepted {
+			t.Fatalf("start: %d %+v", code, e)
+		}
+		migrate := api.Path(api.PathInstantRecoveryMigrate, ir.ID)
+		if code, _ := h.call(op, http.MethodPost, migrate, operator, api.InstantRecoveryMigrateRequest{Datastore: "LocalDS_0"}, nil); code != http.StatusConflict {
+			t.Fatalf("migrating a starting session: %d, want 409", code)
+		}
+		var job api.InstantRecoveryJob
+		a.call(http.MethodGet, api.PathAgentInstantRecoveries+"?wait=5s", nil, &job)
+		a.call(http.MethodPost, api.Path(api.PathAgentInstantRecoveryDone, ir.ID), api.InstantRecoveryReport{Action: api.IRActionStart, Status: api.JobSucceeded, VMRef: "vm-5"}, &ir)
+		if code, e := h.call(op, http.MethodPost, migrate, operator, api.InstantRecoveryMigrateRequest{}, nil); code != http.StatusBadRequest || e.Field != "datastore" {
+			t.Fatalf("migrate without a datastore: %d %+v", code, e)
+		}
+		if code, e := h.call(op, http.MethodPost, migrate, operator, api.InstantRecoveryMigrateRequest{Datastore: "LocalDS_0"}, &ir); code != http.StatusAccepted || ir.Status != api.IRMigrating || ir.TargetDatastore != "LocalDS_0" {
+			t.Fatalf("migrate: %d %+v %+v", code, e, ir)
+		}
+		if code, _ := h.call(op, http.MethodDelete, api.Path(api.PathInstantRecovery, ir.ID), operator, nil, &ir); code != http.StatusAccepted || ir.Status != api.IRMigrating {
+			t.Fatalf("a stop while migrating: %d %+v; want the migration left alone", code, ir)
+		}
+		if code, _ := a.call(http.MethodGet, api.PathAgentInstantRecoveries+"?wait=5s", nil, &job); code != http.StatusOK || job.Action != api.IRActionMigrate || job.Datastore != "LocalDS_0" {
+			t.Fatalf("claim migrate: %d %+v", code, job)
+		}
+		id := ir.ID
+		ir = api.InstantRecovery{} // empty fields are left out of the answer
+		a.call(http.MethodPost, api.Path(api.PathAgentInstantRecoveryDone, id), api.InstantRecoveryReport{Action: api.IRActionMigrate, Status: api.JobFailed, Error: "not enough space"}, &ir)
+		if ir.Status != api.IRRunning || ir.Pending != "" || !strings.Contains(ir.Error, "space") {
+			t.Fatalf("after a failed migration %+v", ir)
+		}
+		h.call(op, http.MethodPost, migrate, operator, api.InstantRecoveryMigrateRequest{Datastore: "LocalDS_1"}, &ir)
+		if code, _ := a.call(http.MethodGet, api.PathAgentInstantRecoveries+"?wait=5s", nil, &job); code != http.StatusOK || job.Datastore != "LocalDS_1" {
+			t.Fatalf("claim the second migrate: %d %+v", code, job)
+		}
+		a.call(http.MethodPost, api.Path(api.PathAgentInstantRecoveryDone, ir.ID), api.InstantRecoveryReport{Action: api.IRActionMigrate, Status: api.JobSucceeded}, &ir)
+		if ir.Status != api.IRMigrated || ir.FinishedAt.IsZero() {
+			t.Fatalf("after the migration %+v", ir)
+		}
+		if _, err := os.Stat(filepath.Join(h.IRRoot, ir.ID)); !os.IsNotExist(err) {
+			t.Fatalf("the export is left after the migration: %v", err)
+		}
+		if n := metricValue(t, h.Reg, "sendense_instant_recoveries", "status", "migrated"); n != 1 {
+			t.Fatalf("sendense_instant_recoveries{migrated} = %v", n)
+		}
+	})
+}

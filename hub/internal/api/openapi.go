@@ -96,6 +96,7 @@ var operations = []operation{
 	{"POST", api.PathInstantRecoveries, "Boot a VM from a backup: serve it over NFS to the ESXi host, where the agent mounts it, registers the VM and powers it on", authOperator, nil, api.InstantRecoveryRequest{}, api.InstantRecovery{}, 202},
 	{"GET", api.PathInstantRecoveries, "List instant-recovery sessions, newest first", authViewer, []string{"status", "limit", "offset"}, nil, api.InstantRecoveryList{}, 200},
 	{"GET", api.PathInstantRecovery, "Show an instant-recovery session with its overlay use", authViewer, nil, nil, api.InstantRecovery{}, 200},
+	{"POST", api.PathInstantRecoveryMigrate, "Move a running session's VM to a production datastore (Storage vMotion), then unmount the export and drop the overlay", authOperator, nil, api.InstantRecoveryMigrateRequest{}, api.InstantRecovery{}, 202},
 	{"DELETE", api.PathInstantRecovery, "Stop a session: the agent powers the VM off, unregisters it and unmounts the export; then the overlay is dropped", authOperator, nil, nil, api.InstantRecovery{}, 202},
 
 	{"POST", api.PathRestores, "Restore a backup as a new VM: queued for the agent of the target source", authOperator, nil, api.RestoreRequest{}, api.Restore{}, 202},

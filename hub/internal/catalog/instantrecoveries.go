@@ -26,14 +26,16 @@ type InstantRecovery struct {
 	Spec   string `bun:"spec,notnull"`
 	Status string `bun:"status,notnull"`
 	// Pending is the action waiting for the agent: api.IRActionStart, api.IRActionStop or "".
-	Pending      string    `bun:"pending,notnull"`
-	VMRef        string    `bun:"vm_ref,nullzero"`
-	DatastoreRef string    `bun:"datastore_ref,nullzero"`
-	Error        string    `bun:"error,nullzero"`
-	ClaimedAt    time.Time `bun:"claimed_at,nullzero"`
-	FinishedAt   time.Time `bun:"finished_at,nullzero"`
-	CreatedAt    time.Time `bun:"created_at,notnull"`
-	UpdatedAt    time.Time `bun:"updated_at,notnull"`
+	Pending      string `bun:"pending,notnull"`
+	VMRef        string `bun:"vm_ref,nullzero"`
+	DatastoreRef string `bun:"datastore_ref,nullzero"`
+	// TargetDatastore is where a migration moves the VM.
+	TargetDatastore string    `bun:"target_datastore,nullzero"`
+	Error           string    `bun:"error,nullzero"`
+	ClaimedAt       time.Time `bun:"claimed_at,nullzero"`
+	FinishedAt      time.Time `bun:"finished_at,nullzero"`
+	CreatedAt       time.Time `bun:"created_at,notnull"`
+	UpdatedAt       time.Time `bun:"updated_at,notnull"`
 }
 
 // CreateInstantRecovery records a new session, starting, with its start pending.
@@ -78,11 +80,11 @@ func (c *Catalog) InstantRecoveries(ctx context.Context, f InstantRecoveryFilter
 	return out, int(n), nil
 }
 
-// ActiveInstantRecoveries returns the sessions whose export must be served: starting, running
-// or stopping.
+// ActiveInstantRecoveries returns the sessions whose export must be served: starting, running,
+// stopping or migrating.
 func (c *Catalog) ActiveInstantRecoveries(ctx context.Context) ([]InstantRecovery, error) {
 	var out []InstantRecovery
-	err := c.db.NewSelect().Model(&out).Where("status IN (?)", bun.In([]string{api.IRStarting, api.IRRunning, api.IRStopping})).
+	err := c.db.NewSelect().Model(&out).Where("status IN (?)", bun.In([]string{api.IRStarting, api.IRRunning, api.IRStopping, api.IRMigrating})).
 		Order("created_at ASC").Scan(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("list active instant recoveries: %w", err)
@@ -144,7 +146,7 @@ func (c *Catalog) FinishInstantRecoveryAction(ctx context.Context, id, agentID, 
 	if u.Error != "" {
 		q = q.Set("error = ?", u.Error)
 	}
-	if u.Status == api.IRStopped || u.Status == api.IRFailed {
+	if u.Status == api.IRStopped || u.Status == api.IRFailed || u.Status == api.IRMigrated {
 		q = q.Set("finished_at = ?", now)
 	}
 	res, err := q.Exec(ctx)
@@ -184,6 +186,28 @@ func (c *Catalog) StopInstantRecovery(ctx context.Context, id string) (*InstantR
 	return c.InstantRecoveryByID(ctx, id)
 }
 
+// MigrateInstantRecovery asks for a running session's VM to be moved to datastore: the session
+// becomes migrating with the migrate pending. A session that is not running with nothing
+// pending → ErrConflict, changing nothing.
+func (c *Catalog) MigrateInstantRecovery(ctx context.Context, id, datastore string) (*InstantRecovery, error) {
+	now := c.now()
+	res, err := c.db.NewUpdate().Model((*InstantRecovery)(nil)).
+		Set("status = ?", api.IRMigrating).Set("pending = ?", api.IRActionMigrate).Set("target_datastore = ?", datastore).
+		Set("claimed_at = NULL").Set("updated_at = ?", now).
+		Where("id = ?", id).Where("status = ?", api.IRRunning).Where("pending = ''").Exec(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("migrate instant recovery %s: %w", id, err)
+	}
+	r, err := c.InstantRecoveryByID(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if n, _ := res.RowsAffected(); n != 1 {
+		return r, fmt.Errorf("instant recovery %s is %s: only a running session migrates: %w", id, r.Status, ErrConflict)
+	}
+	return r, nil
+}
+
 // FailInstantRecovery ends a session the hub could not serve (its export failed): nothing
 // pending, status failed with the reason.
 func (c *Catalog) FailInstantRecovery(ctx context.Context, id, reason string) error {
@@ -206,7 +230,7 @@ func (c *Catalog) CountInstantRecoveriesByStatus(ctx context.Context) (map[strin
 	if err := c.db.NewSelect().Model((*InstantRecovery)(nil)).Column("status").ColumnExpr("COUNT(*) AS n").Group("status").Scan(ctx, &rows); err != nil {
 		return nil, fmt.Errorf("count instant recoveries: %w", err)
 	}
-	out := map[string]int{api.IRStarting: 0, api.IRRunning: 0, api.IRStopping: 0, api.IRStopped: 0, api.IRFailed: 0}
+	out := map[string]int{api.IRStarting: 0, api.IRRunning: 0, api.IRStopping: 0, api.IRStopped: 0, api.IRFailed: 0, api.IRMigrating: 0, api.IRMigrated: 0}
 	for _, r := range rows {
 		out[r.Status] = r.N
 	}

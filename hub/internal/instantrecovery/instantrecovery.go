@@ -40,6 +40,7 @@ type irCatalog interface {
 	ClaimInstantRecovery(ctx context.Context, agentID string, staleBefore time.Time) (*catalog.InstantRecovery, error)
 	FinishInstantRecoveryAction(ctx context.Context, id, agentID, action string, u catalog.InstantRecoveryUpdate) (*catalog.InstantRecovery, error)
 	StopInstantRecovery(ctx context.Context, id string) (*catalog.InstantRecovery, error)
+	MigrateInstantRecovery(ctx context.Context, id, datastore string) (*catalog.InstantRecovery, error)
 	FailInstantRecovery(ctx context.Context, id, reason string) error
 	CountInstantRecoveriesByStatus(ctx context.Context) (map[string]int, error)
 }
@@ -323,7 +324,7 @@ func (s *Service) info(r *catalog.InstantRecovery, overlays map[string]int64) ap
 	return api.InstantRecovery{
 		ID: r.ID, Status: r.Status, NFSExport: s.opts.NFSAddress + ":" + nfsexport.Path(r.ID),
 		BackupID: r.BackupID, AgentID: r.AgentID, Source: r.SourceName, Host: r.Host, Name: r.Name,
-		NetworkMap: sp.NetworkMap, PowerOn: sp.PowerOn, Pending: r.Pending, VMRef: r.VMRef, DatastoreRef: r.DatastoreRef,
+		NetworkMap: sp.NetworkMap, PowerOn: sp.PowerOn, Pending: r.Pending, TargetDatastore: r.TargetDatastore, VMRef: r.VMRef, DatastoreRef: r.DatastoreRef,
 		OverlayBytes: overlays[r.ID], OverlayLimitBytes: s.opts.OverlayLimit, Error: r.Error,
 		CreatedAt: r.CreatedAt, FinishedAt: r.FinishedAt,
 	}
@@ -338,6 +339,22 @@ func (s *Service) Stop(ctx context.Context, id string) (api.InstantRecovery, err
 		return api.InstantRecovery{}, err
 	}
 	s.log.InfoContext(ctx, "instant recovery stop requested", "session_id", id, "status", r.Status)
+	s.poll.Wake(r.AgentID)
+	return s.info(r, s.exp.Overlays()), nil
+}
+
+// Migrate asks the agent to move a running session's VM to a production datastore with
+// Storage vMotion and then unmount the export; the overlay is dropped when the agent reports
+// the move done. Only a running session with nothing pending migrates (else catalog.ErrConflict).
+func (s *Service) Migrate(ctx context.Context, id string, req api.InstantRecoveryMigrateRequest) (api.InstantRecovery, error) {
+	if strings.TrimSpace(req.Datastore) == "" || len(req.Datastore) > 255 || strings.ContainsAny(req.Datastore, "[]\x00\n") {
+		return api.InstantRecovery{}, &api.FieldError{Field: "datastore", Msg: "must name a datastore (at most 255 characters, no brackets)"}
+	}
+	r, err := s.cat.MigrateInstantRecovery(ctx, id, req.Datastore)
+	if err != nil {
+		return api.InstantRecovery{}, err
+	}
+	s.log.InfoContext(ctx, "instant recovery migration requested", "session_id", id, "datastore", req.Datastore)
 	s.poll.Wake(r.AgentID)
 	return s.info(r, s.exp.Overlays()), nil
 }
@@ -361,6 +378,7 @@ func (s *Service) Next(ctx context.Context, agentID string, _ []string, wait tim
 		out = &api.InstantRecoveryJob{
 			ID: r.ID, Action: r.Pending, Source: r.SourceName, Host: r.Host, NFSServer: s.opts.NFSAddress, NFSPath: nfsexport.Path(r.ID),
 			VMX: sp.Folder + "/" + sp.Folder + ".vmx", Name: r.Name, NetworkMap: sp.NetworkMap, PowerOn: sp.PowerOn,
+			Datastore: r.TargetDatastore,
 		}
 		s.log.InfoContext(ctx, "instant recovery action claimed", "session_id", r.ID, "agent_id", agentID, "action", r.Pending)
 		return true, nil
@@ -370,8 +388,8 @@ func (s *Service) Next(ctx context.Context, agentID string, _ []string, wait tim
 
 // Complete records the outcome of an action of the agent. A start that failed is followed by
 // a stop, so that whatever it made on the host is undone before the session counts as failed;
-// a stop that failed is handed out again after the claim timeout; a stop done drops the
-// session's folder and overlay.
+// a stop that failed is handed out again after the claim timeout; a stop or a migration done
+// drops the session's folder and overlay; a migration that failed leaves the session running.
 func (s *Service) Complete(ctx context.Context, agentID, id string, rep api.InstantRecoveryReport) (api.InstantRecovery, error) {
 	switch rep.Status {
 	case api.JobSucceeded, api.JobFailed:
@@ -409,8 +427,13 @@ func (s *Service) Complete(ctx context.Context, agentID, id string, rep api.Inst
 		}
 	case rep.Action == api.IRActionStop:
 		u.Status, u.Pending = api.IRStopping, api.IRActionStop
+	case rep.Action == api.IRActionMigrate && rep.Status == api.JobSucceeded:
+		u.Status = api.IRMigrated
+	case rep.Action == api.IRActionMigrate:
+		// Storage vMotion fails whole: the VM still runs from the export.
+		u.Status = api.IRRunning
 	default:
-		return api.InstantRecovery{}, &api.FieldError{Field: "action", Msg: "must be start or stop"}
+		return api.InstantRecovery{}, &api.FieldError{Field: "action", Msg: "must be start, stop or migrate"}
 	}
 	r, err := s.cat.FinishInstantRecoveryAction(ctx, id, agentID, rep.Action, u)
 	if err != nil {
@@ -422,7 +445,7 @@ func (s *Service) Complete(ctx context.Context, agentID, id string, rep api.Inst
 	}
 	level(ctx, "instant recovery action finished", "session_id", id, "agent_id", agentID, "action", rep.Action,
 		"result", rep.Status, "status", r.Status, "vm_ref", r.VMRef, "err", rep.Error)
-	if r.Status == api.IRStopped || r.Status == api.IRFailed {
+	if r.Status == api.IRStopped || r.Status == api.IRFailed || r.Status == api.IRMigrated {
 		if err := s.exp.Remove(id, true); err != nil {
 			s.log.WarnContext(ctx, "drop instant recovery overlay", "session_id", id, "err", err)
 		}
