@@ -100,4 +100,31 @@ func TestInstantRecoveryOnTheLab(t *testing.T) {
 	if n, _ := e.lab.VMs(); len(n) != 1 {
 		t.Fatalf("the lab has %d VMs after the stop, want the source only", len(n))
 	}
+
+	// A second session migrates to the lab's datastore: the VM stays, the export goes.
+	req.Name = "db1-moved"
+	if code := e.api(http.MethodPost, api.PathInstantRecoveries, req, &ir); code != http.StatusAccepted {
+		t.Fatalf("second start: %d", code)
+	}
+	ir = e.irAction(ir.ID, api.IRActionStart)
+	if ir.Status != api.IRRunning {
+		t.Fatalf("second start: %+v", ir)
+	}
+	if code := e.api(http.MethodPost, api.Path(api.PathInstantRecoveryMigrate, ir.ID), api.InstantRecoveryMigrateRequest{Datastore: e.lab.Datastore()}, &ir); code != http.StatusAccepted || ir.Status != api.IRMigrating {
+		t.Fatalf("migrate: %d %+v", code, ir)
+	}
+	ir = e.irAction(ir.ID, api.IRActionMigrate)
+	if ir.Status != api.IRMigrated {
+		t.Fatalf("after the migration: %+v\n%s", ir, e.logs)
+	}
+	vm, ok = e.lab.FindVMByName("db1-moved")
+	if !ok || vm.PowerState != "poweredOn" || vm.VMPathName != "["+e.lab.Datastore()+"] db1-moved/db1-moved.vmx" {
+		t.Fatalf("migrated vm %+v (found %v)", vm, ok)
+	}
+	if nas := e.lab.NASDatastores(); len(nas) != 0 {
+		t.Fatalf("the export is still mounted after the migration: %+v", nas)
+	}
+	if _, err := os.Stat(filepath.Join(e.hub.DataDir, "instant-recovery", ir.ID)); !os.IsNotExist(err) {
+		t.Fatalf("the migrated session's folder and overlay are left: %v", err)
+	}
 }

@@ -1,6 +1,7 @@
 // Package instant carries out the agent's side of instant recovery: mount the hub's NFS export
-// on an ESXi host, register the VM and boot it (start), or power it off, unregister it and
-// unmount the export (stop), then report the outcome to the hub.
+// on an ESXi host, register the VM and boot it (start), power it off, unregister it and unmount
+// the export (stop), or move it to a production datastore and unmount the export (migrate),
+// then report the outcome to the hub.
 package instant
 
 import (
@@ -29,6 +30,7 @@ var _ irHub = (*hubclient.Client)(nil)
 type Target interface {
 	StartInstant(ctx context.Context, s vsphere.InstantSpec) (vsphere.InstantVM, error)
 	StopInstant(ctx context.Context, id, host string) error
+	MigrateInstant(ctx context.Context, id, host, datastore string) (vsphere.InstantVM, error)
 }
 
 var _ Target = (*vsphere.Client)(nil)
@@ -110,6 +112,10 @@ func (r *Runner) run(ctx context.Context, job *api.InstantRecoveryJob, rep *api.
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Minute)
 		defer cancel()
 		return t.StopInstant(sctx, job.ID, job.Host)
+	case api.IRActionMigrate:
+		vm, err := t.MigrateInstant(ctx, job.ID, job.Host, job.Datastore)
+		rep.VMRef, rep.DatastoreRef = vm.VMRef, vm.DatastoreRef
+		return err
 	}
 	return fmt.Errorf("instant recovery %s: unknown action %q", job.ID, job.Action)
 }

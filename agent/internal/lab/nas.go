@@ -17,9 +17,9 @@ import (
 
 // The simulator mounts an NFS datastore by taking its LocalPath as a directory on this machine
 // and cannot remove a datastore at all (no RemoveDatastore); registering a VM needs the .vmx,
-// the nvram and the log to exist, which ESXi makes itself. The lab fills these gaps, so an
-// instant recovery runs against it end to end: mount, register, power on, power off,
-// unregister, unmount.
+// the nvram and the log to exist, which ESXi makes itself; a Storage vMotion moves no file. The
+// lab fills these gaps, so an instant recovery runs against it end to end: mount, register,
+// power on, power off, unregister, unmount, or migrate and unmount.
 
 // validNASName is what the lab accepts as an NFS datastore's name.
 var validNASName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$`)
@@ -46,6 +46,76 @@ func (l *Lab) handleNAS(ctx *simulator.Context, m *simulator.Method) types.BaseM
 	case "RegisterVM_Task":
 		if req, ok := m.Body.(*types.RegisterVM_Task); ok {
 			l.registerFiles(ctx, req)
+		}
+	case "RelocateVM_Task":
+		if req, ok := m.Body.(*types.RelocateVM_Task); ok && req.Spec.Datastore != nil {
+			l.relocateFiles(ctx, m.This, *req.Spec.Datastore)
+		}
+	}
+	return nil
+}
+
+// relocateFiles does for a Storage vMotion what the simulator leaves out (it only changes the
+// VM's datastore list): the VM's folder is copied to the target datastore (what files exist
+// there: a flat file served by the hub over NFS has no file in the lab), its .vmx path moves,
+// and the datastores' VM lists follow, so that the source datastore can be unmounted.
+func (l *Lab) relocateFiles(ctx *simulator.Context, ref, dsRef types.ManagedObjectReference) {
+	vm, ok := ctx.Map.Get(ref).(*simulator.VirtualMachine)
+	target, ok2 := ctx.Map.Get(dsRef).(*simulator.Datastore)
+	if !ok || !ok2 {
+		return
+	}
+	var old []types.ManagedObjectReference
+	var vmx string
+	ctx.WithLock(vm, func() {
+		old = append(old, vm.Datastore...)
+		if vm.Config != nil {
+			vmx = vm.Config.Files.VmPathName
+		}
+	})
+	dsName, rel, ok := cutDatastorePath(vmx)
+	if !ok {
+		return
+	}
+	for _, o := range old {
+		src, ok := ctx.Map.Get(o).(*simulator.Datastore)
+		if !ok || o == dsRef {
+			continue
+		}
+		if src.Name == dsName {
+			from := filepath.Join(src.Summary.Url, filepath.FromSlash(path.Dir(rel)))
+			to := filepath.Join(target.Summary.Url, filepath.FromSlash(path.Dir(rel)))
+			_ = copyDir(from, to)
+		}
+		ctx.Map.RemoveReference(ctx, src, &src.Vm, ref)
+	}
+	ctx.Map.AddReference(ctx, target, &target.Vm, ref)
+	moved := "[" + target.Name + "] " + rel
+	ctx.WithLock(vm, func() {
+		vm.Config.Files.VmPathName = moved
+		vm.Summary.Config.VmPathName = moved
+	})
+}
+
+// copyDir copies the regular files of one directory into another.
+func copyDir(from, to string) error {
+	entries, err := os.ReadDir(from)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(to, 0o755); err != nil {
+		return err
+	}
+	for _, e := range entries {
+		if !e.Type().IsRegular() {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(from, e.Name()))
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(filepath.Join(to, e.Name()), b, 0o644); err != nil {
+			return err
 		}
 	}
 	return nil

@@ -301,3 +301,53 @@ func (c *Client) StopInstant(ctx context.Context, id, host string) error {
 	}
 	return nil
 }
+
+// MigrateInstant moves the VM registered from the session's datastore to the datastore named
+// datastore with Storage vMotion (files and disks, while it runs), then unmounts the session's
+// datastore. Run again after it succeeded it finds no VM left and only unmounts. The error
+// wraps ErrTargetNotFound for a datastore that does not exist.
+func (c *Client) MigrateInstant(ctx context.Context, id, host, datastore string) (InstantVM, error) {
+	h, err := c.instantHost(ctx, host)
+	if err != nil {
+		return InstantVM{}, err
+	}
+	dsName := InstantDatastorePrefix + id
+	ds, err := h.datastore(ctx, dsName)
+	if err != nil {
+		return InstantVM{}, err
+	}
+	if ds == nil {
+		return InstantVM{}, nil // migrated and unmounted before
+	}
+	target, err := h.finder.Datastore(ctx, datastore)
+	if err != nil {
+		return InstantVM{}, notFound("datastore", datastore, err)
+	}
+	vms, err := h.vmsOn(ctx, ds)
+	if err != nil {
+		return InstantVM{}, err
+	}
+	var out InstantVM
+	for _, v := range vms {
+		if !strings.HasPrefix(v.path, "["+dsName+"]") {
+			return out, fmt.Errorf("vm %s (%s) on datastore %s: %w", v.obj.Reference().Value, v.path, dsName, ErrForeignVM)
+		}
+		ref := target.Reference()
+		t, err := v.obj.Relocate(ctx, types.VirtualMachineRelocateSpec{Datastore: &ref}, types.VirtualMachineMovePriorityDefaultPriority)
+		if err == nil {
+			err = t.Wait(ctx)
+		}
+		if err != nil {
+			return out, fmt.Errorf("move vm %s to datastore %s: %w", v.obj.Reference().Value, datastore, err)
+		}
+		out.VMRef, out.DatastoreRef = v.obj.Reference().Value, ref.Value
+	}
+	dss, err := h.host.ConfigManager().DatastoreSystem(ctx)
+	if err != nil {
+		return out, fmt.Errorf("datastore system of host %s: %w", host, err)
+	}
+	if err := dss.Remove(ctx, ds); err != nil && !isGone(err) {
+		return out, fmt.Errorf("unmount datastore %s from host %s: %w", dsName, host, err)
+	}
+	return out, nil
+}

@@ -73,4 +73,35 @@ func TestInstantRecoveryOnTheLab(t *testing.T) {
 	if _, err := c.StartInstant(t.Context(), vsphere.InstantSpec{ID: "x", Host: "no-such-host"}); !errors.Is(err, vsphere.ErrTargetNotFound) {
 		t.Fatalf("start on an unknown host: %v, want ErrTargetNotFound", err)
 	}
+
+	// Migrate: the VM moves to the lab's datastore and keeps running; the export is unmounted.
+	spec.ID = "ir-20261130-2"
+	got, err = c.StartInstant(t.Context(), spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.MigrateInstant(t.Context(), spec.ID, host, "NoSuchDS"); !errors.Is(err, vsphere.ErrTargetNotFound) {
+		t.Fatalf("migrate to an unknown datastore: %v, want ErrTargetNotFound", err)
+	}
+	moved, err := c.MigrateInstant(t.Context(), spec.ID, host, l.Datastore())
+	if err != nil {
+		t.Fatalf("migrate: %v", err)
+	}
+	vm, ok = l.FindVMByName("web01-instant")
+	if !ok || vm.MoRef != got.VMRef || moved.VMRef != got.VMRef || vm.PowerState != "poweredOn" || vm.VMPathName != "["+l.Datastore()+"] web01/web01.vmx" {
+		t.Fatalf("migrated vm %+v (found %v), migrate returned %+v", vm, ok, moved)
+	}
+	if nas := l.NASDatastores(); len(nas) != 0 {
+		t.Fatalf("the export is still mounted after the migration: %+v", nas)
+	}
+	if again, err := c.MigrateInstant(t.Context(), spec.ID, host, l.Datastore()); err != nil || again.VMRef != "" {
+		t.Fatalf("migrate again: %+v %v", again, err)
+	}
+	// A stop after the migration leaves the migrated VM alone.
+	if err := c.StopInstant(t.Context(), spec.ID, host); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := l.FindVMByName("web01-instant"); !ok {
+		t.Fatal("a stop after the migration removed the migrated vm")
+	}
 }
