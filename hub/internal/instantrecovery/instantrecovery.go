@@ -278,7 +278,8 @@ func (s *Service) export(ctx context.Context, r *catalog.InstantRecovery, cfg ap
 		if size%512 != 0 {
 			return fmt.Errorf("disk %s of backup %s: %d bytes is not a whole number of sectors: %w", bd.DiskID, r.BackupID, size, ErrUnsupported)
 		}
-		e.Disks = append(e.Disks, nfsexport.Disk{Name: base, Image: img.Reader(context.Background()), Size: size, AdapterType: descriptorAdapter(d.Controller.Type)})
+		e.Disks = append(e.Disks, nfsexport.Disk{Name: base, Image: img.Reader(context.Background()), Size: size,
+			AdapterType: descriptorAdapter(d.Controller.Type), SlotSize: img.Index().ChunkSize})
 		disks = append(disks, vmxDisk{DiskID: bd.DiskID, File: base + ".vmdk", Controller: d.Controller, Unit: d.UnitNumber})
 	}
 	vmx, err := VMX(cfg, r.Name, "sendense instant recovery "+r.ID+" of "+r.BackupID, disks, sp.NetworkMap)

@@ -48,7 +48,14 @@ type Disk struct {
 	Size int64
 	// AdapterType goes into the descriptor: lsilogic, buslogic, ide or legacyESX.
 	AdapterType string
+	// SlotSize is the image's slot (chunk) size: reads are served from a cache of whole slots
+	// (slotCacheSlots per disk). 0 reads the image directly.
+	SlotSize int64
 }
+
+// slotCacheSlots is how many slots each disk keeps decoded: 8 × 4 MiB = 32 MiB per disk, which
+// holds a guest's sequential read-ahead and the hot blocks of a boot.
+const slotCacheSlots = 8
 
 // Export is one session's export: the datastore an ESXi host mounts, holding one folder for
 // the VM (ESXi keeps a VM's files in a folder of the datastore; the simulator cannot even
@@ -181,7 +188,11 @@ func (s *Server) open(e Export) (*export, error) {
 		mtime:      time.Now(),
 	}
 	for name, d := range flats {
-		cd, err := openCOW(filepath.Join(dir, "overlay", d.Name+".cow"), d.Image, d.Size, b)
+		base := d.Image
+		if d.SlotSize > 0 {
+			base = newSlotCache(d.Image, d.Size, d.SlotSize, slotCacheSlots)
+		}
+		cd, err := openCOW(filepath.Join(dir, "overlay", d.Name+".cow"), base, d.Size, b)
 		if err != nil {
 			sfs.close()
 			return nil, err
