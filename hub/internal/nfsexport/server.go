@@ -318,12 +318,13 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 			return fmt.Errorf("accept nfs connection: %w", err)
 		}
 		client, ok := remoteAddr(c)
-		if !ok || !s.knows(client) {
-			// Not any session's host: nothing to say to it.
-			s.log.Warn("nfs connection refused", "client", c.RemoteAddr().String())
+		if !ok {
 			c.Close()
 			continue
 		}
+		// Every client is answered, so that a host not named by any session is told "access
+		// denied" at once instead of waiting on a dropped connection; what it may mount and
+		// which handles it may use are checked per request against the session's addresses.
 		go s.serveConn(ctx, c, client)
 	}
 }
@@ -349,18 +350,6 @@ func remoteAddr(c net.Conn) (netip.Addr, bool) {
 		return netip.Addr{}, false
 	}
 	return ap.Addr().Unmap(), true
-}
-
-// knows reports whether some export allows client.
-func (s *Server) knows(client netip.Addr) bool {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	for _, ex := range s.exports {
-		if ex.allowed[client] {
-			return true
-		}
-	}
-	return false
 }
 
 // oneConn is a listener that yields one connection, then blocks until that connection is
