@@ -511,7 +511,16 @@ func (s *Service) Sync(ctx context.Context) (map[string]bool, error) {
 		keep[r.ID] = true
 	}
 	for id := range served {
-		if !keep[id] {
+		if keep[id] {
+			continue
+		}
+		// Only a session the catalog says has ended is dropped: one with no row yet is being
+		// started (its export is made before its row); a hub start drops true orphans.
+		r, err := s.cat.InstantRecoveryByID(ctx, id)
+		if err != nil {
+			continue
+		}
+		if r.Status == api.IRStopped || r.Status == api.IRFailed || r.Status == api.IRMigrated {
 			if err := s.exp.Remove(id, true); err != nil {
 				s.log.WarnContext(ctx, "drop instant recovery overlay", "session_id", id, "err", err)
 			}
