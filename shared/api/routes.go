@@ -36,6 +36,10 @@ const (
 	PathAgentRestoreDone  = "/api/v1/agent/restores/{id}/complete"
 	PathAgentRestoreImage = "/api/v1/agent/restores/{id}/disks/{disk}/image" // GET: a disk of the job's backup (Range)
 
+	// Instant recovery: the same long poll for the next action (start or stop) of a session.
+	PathAgentInstantRecoveries   = "/api/v1/agent/instant-recoveries"               // GET: long poll (?wait=30s)
+	PathAgentInstantRecoveryDone = "/api/v1/agent/instant-recoveries/{id}/complete" // POST: the action's outcome
+
 	// Operators, with an API token.
 	PathAgents        = "/api/v1/agents"
 	PathAgent         = "/api/v1/agents/{id}"
@@ -70,6 +74,12 @@ const (
 	// GET: the restore tests of [from, to] by VM (?from=RFC3339, default 30 days back; ?to, default now).
 	PathReportRestoreTests = "/api/v1/reports/restore-tests"
 	PathOpenAPI            = "/api/v1/openapi.json"
+
+	// Instant recovery: boot a VM from a restore point served over NFS.
+	PathInstantRecoveries = "/api/v1/instant-recoveries"      // POST: start a session; GET: list
+	PathInstantRecovery   = "/api/v1/instant-recoveries/{id}" // GET: one session; DELETE: stop and clean up
+	// POST: move the VM to a production datastore (Storage vMotion), then unmount the export.
+	PathInstantRecoveryMigrate = "/api/v1/instant-recoveries/{id}/migrate"
 
 	// File-level restore: ?path=/p1/etc lists a directory of a disk's volumes, downloads one
 	// file (Range) or streams a directory as tar.

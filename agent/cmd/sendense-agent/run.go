@@ -19,6 +19,7 @@ import (
 	"github.com/sendense/sendense/agent/internal/config"
 	"github.com/sendense/sendense/agent/internal/daemon"
 	"github.com/sendense/sendense/agent/internal/hubclient"
+	"github.com/sendense/sendense/agent/internal/instant"
 	"github.com/sendense/sendense/agent/internal/restore"
 	"github.com/sendense/sendense/agent/internal/sources"
 	"github.com/sendense/sendense/shared/httpserve"
@@ -94,6 +95,8 @@ func runDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger) error 
 		restores := restore.NewRunner(hc, restoreTarget(srcs), log, restore.Options{})
 		// Restores have their own loop: a queued restore does not wait for a backup slot.
 		g.Go(func() error { return daemon.Restores(gctx, hc, restores, cfg.MaxParallelJobs, log) })
+		irs := instant.NewRunner(hc, instantTarget(srcs), log)
+		g.Go(func() error { return daemon.InstantRecoveries(gctx, hc, irs, cfg.MaxParallelJobs, log) })
 	} else {
 		log.WarnContext(ctx, "no sources configured: the agent only heartbeats; add sources to the configuration to discover and back up VMs")
 	}
@@ -115,6 +118,20 @@ func lookupSource(srcs *sources.Set) func(name string) (backup.Source, error) {
 }
 
 // restoreTarget resolves a restore's source name to its connected vCenter.
+func instantTarget(srcs *sources.Set) func(ctx context.Context, name string) (instant.Target, error) {
+	return func(ctx context.Context, name string) (instant.Target, error) {
+		c, err := srcs.Get(name)
+		if err != nil {
+			return nil, err
+		}
+		cl, err := c.Client(ctx)
+		if err != nil {
+			return nil, err // not a nil *vsphere.Client inside a non-nil interface
+		}
+		return cl, nil
+	}
+}
+
 func restoreTarget(srcs *sources.Set) func(ctx context.Context, name string) (restore.Target, error) {
 	return func(ctx context.Context, name string) (restore.Target, error) {
 		c, err := srcs.Get(name)

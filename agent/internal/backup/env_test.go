@@ -50,6 +50,9 @@ type envOptions struct {
 	transport string // https (default), file or nbd
 	hubURL    func(h *hubtest.Hub) string
 	hubArgs   []string
+	// instantRecovery turns on the hub's NFS listener; the lab's hosts then mount a session's
+	// export as the folder the hub serves.
+	instantRecovery bool
 }
 
 func newEnv(t *testing.T, spec lab.Spec, o envOptions) *env {
@@ -57,12 +60,20 @@ func newEnv(t *testing.T, spec lab.Spec, o envOptions) *env {
 	ctx := t.Context()
 	logs := &testenv.LogBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	l, err := lab.Start(ctx, spec, lab.Options{})
+	var hub *hubtest.Hub
+	lo := lab.Options{}
+	if o.instantRecovery {
+		o.hubArgs = append(o.hubArgs, "--nfs-listen", "127.0.0.1:0", "--nfs-address", "127.0.0.1")
+		lo.NASDir = func(_, remotePath string) (string, error) {
+			return filepath.Join(hub.DataDir, "instant-recovery", strings.TrimPrefix(remotePath, "/"), "export"), nil
+		}
+	}
+	l, err := lab.Start(ctx, spec, lo)
 	if err != nil {
 		t.Fatalf("start lab: %v", err)
 	}
 	t.Cleanup(func() { _ = l.Close() })
-	hub := hubtest.Start(t, o.hubArgs...)
+	hub = hubtest.Start(t, o.hubArgs...)
 	stateDir := filepath.Join(t.TempDir(), "agent")
 	id, err := enroll.Enroll(ctx, enroll.Options{Token: hub.JoinToken(), StateDir: stateDir, Name: "test-agent"}, log)
 	if err != nil {

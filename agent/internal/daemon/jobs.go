@@ -90,3 +90,20 @@ func drain(slots chan struct{}, n int) error {
 	}
 	return nil
 }
+
+// irSource hands out instant-recovery actions (the hub's long poll).
+type irSource interface {
+	NextInstantRecovery(ctx context.Context, wait time.Duration, busy []string) (*api.InstantRecoveryJob, error)
+}
+
+// irRunner runs one instant-recovery action to its end (reporting the outcome itself).
+type irRunner interface {
+	Run(ctx context.Context, job *api.InstantRecoveryJob) error
+	Busy() []string
+}
+
+// InstantRecoveries long-polls the hub for instant-recovery actions and runs up to parallel of
+// them at once, until ctx ends.
+func InstantRecoveries(ctx context.Context, hub irSource, runner irRunner, parallel int, log *slog.Logger) error {
+	return poll(ctx, hub.NextInstantRecovery, runner.Run, runner.Busy, parallel, log.With("loop", "instant_recoveries"))
+}

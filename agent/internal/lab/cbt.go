@@ -123,6 +123,9 @@ func (l *Lab) handle(ctx *simulator.Context, m *simulator.Method) (mo.Reference,
 	if handled, fault := l.handleNFC(ctx, m); handled {
 		return nil, fault
 	}
+	if fault := l.handleNAS(ctx, m); fault != nil {
+		return nil, fault
+	}
 	switch m.This.Type {
 	case "VirtualMachine", "VirtualMachineSnapshot":
 	default:

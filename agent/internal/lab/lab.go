@@ -86,6 +86,9 @@ type Options struct {
 	// LeaseTimeout is how long an import lease lives without a renewal; default
 	// DefaultLeaseTimeout (see nfc.go).
 	LeaseTimeout time.Duration
+	// NASDir says which local directory an NFS datastore the lab's hosts mount shows
+	// (CreateNasDatastore of remoteHost:remotePath); nil: an empty directory under Dir.
+	NASDir func(remoteHost, remotePath string) (string, error)
 }
 
 // Lab is a running simulated vCenter. Its methods are safe for concurrent use.
@@ -98,6 +101,7 @@ type Lab struct {
 	dsDir         string
 	dcName        string
 	window        int64
+	nasDir        func(remoteHost, remotePath string) (string, error)
 	password      string
 	tls           *serverTLS
 	caFile        string
@@ -191,6 +195,7 @@ func Start(ctx context.Context, spec Spec, opts Options) (_ *Lab, err error) {
 		log:    log,
 		dcName: spec.Datacenter,
 		window: opts.QueryWindow,
+		nasDir: opts.NASDir,
 		byName: make(map[string]types.ManagedObjectReference),
 		vms:    make(map[types.ManagedObjectReference]*vmState),
 	}

@@ -65,6 +65,7 @@ func newRootCmd(e *env) *cobra.Command {
 		newSourcesCmd(e),
 		newBackupCmd(e),
 		newRestoreCmd(e),
+		newInstantRecoveryCmd(e),
 		newFilesCmd(e),
 		newRepoCmd(e),
 		newPolicyCmd(e),

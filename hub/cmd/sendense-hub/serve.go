@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -28,8 +29,10 @@ import (
 	"github.com/sendense/sendense/hub/internal/gc"
 	"github.com/sendense/sendense/hub/internal/identity"
 	"github.com/sendense/sendense/hub/internal/ingest"
+	"github.com/sendense/sendense/hub/internal/instantrecovery"
 	"github.com/sendense/sendense/hub/internal/inventory"
 	"github.com/sendense/sendense/hub/internal/jobs"
+	"github.com/sendense/sendense/hub/internal/nfsexport"
 	"github.com/sendense/sendense/hub/internal/pki"
 	"github.com/sendense/sendense/hub/internal/policy"
 	"github.com/sendense/sendense/hub/internal/repository"
@@ -142,9 +145,31 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	apiSrv := api.New(api.Deps{Log: log, Registry: reg, Catalog: cat, Repository: defRepo, Identity: ids, Inventory: inv, Backup: backups, Restores: backups, Ingest: ingest.New(cat, repos, log, reg), Restore: restores, Files: files.NewService(restores, reg), Repositories: repos, Policies: policies, RestoreTests: tests, Events: evs, Started: started,
+	deps := api.Deps{Log: log, Registry: reg, Catalog: cat, Repository: defRepo, Identity: ids, Inventory: inv, Backup: backups, Restores: backups, Ingest: ingest.New(cat, repos, log, reg), Restore: restores, Files: files.NewService(restores, reg), Repositories: repos, Policies: policies, RestoreTests: tests, Events: evs, Started: started,
 		Limits:  api.Limits{BodyTimeout: cfg.RequestBodyTimeout, UploadMinRate: cfg.UploadMinKiBPerSecond << 10},
-		Console: cons, ConsolePaths: console.Paths()})
+		Console: cons, ConsolePaths: console.Paths()}
+	var nfsSrv *nfsexport.Server
+	var nfsln net.Listener
+	var syncIRs *instantrecovery.Service
+	if cfg.NFSListen != "" {
+		if nfsSrv, err = nfsexport.New(filepath.Join(cfg.DataDir, "instant-recovery"), log); err != nil {
+			return err
+		}
+		irs := instantrecovery.New(cat, restores, backups, nfsSrv, backups, log, reg, instantrecovery.Options{
+			NFSAddress: cfg.NFSAddress, OverlayLimit: cfg.OverlayLimitGiB << 30,
+		})
+		// The sessions the catalog says are active are served again before anyone can ask.
+		if err := irs.Restore(ctx); err != nil {
+			return fmt.Errorf("instant recovery: %w", err)
+		}
+		if nfsln, err = net.Listen("tcp", cfg.NFSListen); err != nil {
+			return fmt.Errorf("listen %s: %w", cfg.NFSListen, err)
+		}
+		defer nfsln.Close()
+		deps.InstantRecoveries = irs
+		syncIRs = irs
+	}
+	apiSrv := api.New(deps)
 
 	tcpln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
@@ -190,6 +215,12 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	if cfg.GCInterval > 0 {
 		g.Go(func() error { return collector.Schedule(gctx, cfg.GCInterval, cfg.GCGrace) })
 	}
+	nfsAddr := ""
+	if nfsln != nil {
+		g.Go(func() error { return nfsSrv.Serve(gctx, nfsln) })
+		g.Go(func() error { return syncIRs.Run(gctx, cfg.SchedulerInterval) })
+		nfsAddr = nfsln.Addr().String()
+	}
 	if mln != nil {
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
@@ -203,7 +234,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	}
 	// Both listeners are open before this line: whoever waits for it (tests, scripts) can read
 	// every address from it at once.
-	log.InfoContext(ctx, "hub listening", "addr", ln.Addr().String(), "metrics_addr", metricsAddr, "tls", "1.3",
+	log.InfoContext(ctx, "hub listening", "addr", ln.Addr().String(), "metrics_addr", metricsAddr, "nfs_addr", nfsAddr, "tls", "1.3",
 		"catalog", cat.Driver(), "data_dir", cfg.DataDir, "ca_fingerprint", ca.Fingerprint(), "version", version.Get().Version)
 	err = g.Wait()
 	log.InfoContext(context.WithoutCancel(ctx), "hub stopped", "err", err)

@@ -17,6 +17,7 @@ import (
 	"github.com/sendense/sendense/hub/internal/files"
 	"github.com/sendense/sendense/hub/internal/identity"
 	"github.com/sendense/sendense/hub/internal/ingest"
+	"github.com/sendense/sendense/hub/internal/instantrecovery"
 	"github.com/sendense/sendense/hub/internal/inventory"
 	"github.com/sendense/sendense/hub/internal/pki"
 	"github.com/sendense/sendense/hub/internal/repository"
@@ -66,7 +67,8 @@ func statusOf(err error) (int, string) {
 		return http.StatusNotFound, api.CodeNotFound
 	case errors.Is(err, files.ErrDamaged):
 		return http.StatusInternalServerError, api.CodeDamaged
-	case errors.Is(err, files.ErrUnsupported), errors.Is(err, files.ErrCorrupt), errors.Is(err, files.ErrTooLarge):
+	case errors.Is(err, files.ErrUnsupported), errors.Is(err, files.ErrCorrupt), errors.Is(err, files.ErrTooLarge),
+		errors.Is(err, instantrecovery.ErrUnsupported):
 		return http.StatusUnprocessableEntity, api.CodeUnprocessable
 	case errors.Is(err, restore.ErrNotRestorable):
 		return http.StatusConflict, api.CodeConflict
@@ -77,7 +79,7 @@ func statusOf(err error) (int, string) {
 		return http.StatusNotFound, api.CodeNotFound
 	case errors.Is(err, catalog.ErrConflict), errors.Is(err, inventory.ErrAmbiguous), errors.Is(err, ingest.ErrFullRequired), errors.Is(err, catalog.ErrJobActive):
 		return http.StatusConflict, api.CodeConflict
-	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled), errors.Is(err, errNoInstantRecovery):
 		return http.StatusServiceUnavailable, api.CodeUnavailable
 	case errors.Is(err, syscall.ENOSPC), errors.Is(err, syscall.EDQUOT):
 		return http.StatusInsufficientStorage, api.CodeStorageFull

@@ -11,10 +11,13 @@ import (
 	"crypto/x509/pkix"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -33,8 +36,10 @@ import (
 	"github.com/sendense/sendense/hub/internal/gc"
 	"github.com/sendense/sendense/hub/internal/identity"
 	"github.com/sendense/sendense/hub/internal/ingest"
+	"github.com/sendense/sendense/hub/internal/instantrecovery"
 	"github.com/sendense/sendense/hub/internal/inventory"
 	"github.com/sendense/sendense/hub/internal/jobs"
+	"github.com/sendense/sendense/hub/internal/nfsexport"
 	"github.com/sendense/sendense/hub/internal/pki"
 	"github.com/sendense/sendense/hub/internal/policy"
 	"github.com/sendense/sendense/hub/internal/repository"
@@ -59,6 +64,10 @@ type testHub struct {
 	Repo    *repository.Repository
 	RepoDir string
 	Tests   *restoretest.Service // runs nothing by itself: a test calls Tests.Run
+	// NFSAddr is the instant-recovery NFS listener (loopback); IRRoot holds its sessions.
+	NFSAddr string
+	IRRoot  string
+	IR      *instantrecovery.Service
 }
 
 type fakeClock struct {
@@ -136,8 +145,21 @@ func newTestHub(t *testing.T, c *catalog.Catalog, opts ...hubOptions) *testHub {
 	backups := jobs.New(c, repos, log, reg, jobs.Options{Now: clock.Now, PollInterval: o.pollInterval})
 	restores := restore.New(c, restoreRepos(repos), reg)
 	tests := restoretest.New(c, restores, log, reg, restoretest.Options{HeartbeatInterval: 20 * time.Millisecond, Now: clock.Now})
+	irRoot := filepath.Join(t.TempDir(), "instant-recovery")
+	nfsSrv, err := nfsexport.New(irRoot, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	irs := newIRService(c, restores, backups, nfsSrv, log, reg, clock.Now)
+	nfsln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	nfsDone := make(chan error, 1)
+	go func() { nfsDone <- nfsSrv.Serve(context.Background(), nfsln) }()
+	t.Cleanup(func() { nfsln.Close(); <-nfsDone })
 	srv := hubapi.New(hubapi.Deps{Log: log, Registry: reg, Catalog: c, Repository: repo, Identity: ids, Inventory: inv, Backup: backups, Restores: backups, Ingest: ingest.New(c, repos, log, reg), Restore: restores, Files: files.NewService(restores, reg), Repositories: repos,
-		Policies: policy.New(c, backups, tests, log, reg, clock.Now), RestoreTests: tests, Events: events.New(c, log), Limits: o.limits})
+		Policies: policy.New(c, backups, tests, log, reg, clock.Now), RestoreTests: tests, Events: events.New(c, log), Limits: o.limits, InstantRecoveries: irs})
 	ts := httptest.NewUnstartedServer(srv.Handler())
 	ts.Config.ErrorLog = slog.NewLogLogger(log.Handler(), slog.LevelWarn)
 	ts.TLS = &tls.Config{
@@ -146,7 +168,8 @@ func newTestHub(t *testing.T, c *catalog.Catalog, opts ...hubOptions) *testHub {
 	}
 	ts.StartTLS()
 	t.Cleanup(ts.Close)
-	return &testHub{t: t, URL: ts.URL, CA: ca, Cat: c, IDs: ids, Reg: reg, Logs: logs, Clock: clock, Repo: repo, RepoDir: repoDir, Tests: tests}
+	return &testHub{t: t, URL: ts.URL, CA: ca, Cat: c, IDs: ids, Reg: reg, Logs: logs, Clock: clock, Repo: repo, RepoDir: repoDir, Tests: tests,
+		NFSAddr: nfsln.Addr().String(), IRRoot: irRoot, IR: irs}
 }
 
 // forEachHub runs fn against a test hub on each catalog dialect.
@@ -340,4 +363,18 @@ func restoreRepos(g *repository.Registry) restore.OpenFunc {
 		}
 		return r, nil
 	}
+}
+
+// newIRService is the instant-recovery service of a test hub: every ESXi host name resolves to
+// the loopback address, so the test's NFS client is the host.
+func newIRService(c *catalog.Catalog, restores *restore.Service, backups *jobs.Service, exp *nfsexport.Server, log *slog.Logger, reg prometheus.Registerer, now func() time.Time) *instantrecovery.Service {
+	return instantrecovery.New(c, restores, backups, exp, backups, log, reg, instantrecovery.Options{
+		NFSAddress: "127.0.0.1", OverlayLimit: 128 << 10, Now: now, // two blocks
+		Resolve: func(_ context.Context, host string) ([]netip.Addr, error) {
+			if host == "unknown.invalid" {
+				return nil, errors.New("no such host")
+			}
+			return []netip.Addr{netip.MustParseAddr("127.0.0.1")}, nil
+		},
+	})
 }

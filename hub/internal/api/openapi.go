@@ -49,6 +49,8 @@ var operations = []operation{
 	{"POST", api.PathAgentJobDone, "Report the end of a job", authAgent, nil, api.JobCompletion{}, api.JobState{}, 200},
 	{"PUT", api.PathAgentJobDisks, "Report the VM's disks as the job's snapshot shows them; answers the job with the disks to back up", authAgent, nil, api.JobDisksReport{}, api.Job{}, 200},
 	{"PUT", api.PathAgentJobVM, "Store the VM configuration the job's snapshot recorded with the backup (the same again: no change)", authAgent, nil, api.VMConfig{}, nil, 204},
+	{"GET", api.PathAgentInstantRecoveries, "Long poll for the next action (start or stop) of an instant-recovery session (204: none)", authAgent, []string{"wait", "running"}, nil, api.InstantRecoveryJob{}, 200},
+	{"POST", api.PathAgentInstantRecoveryDone, "Report the outcome of an instant-recovery action", authAgent, nil, api.InstantRecoveryReport{}, api.InstantRecovery{}, 200},
 	{"GET", api.PathAgentRestores, "Long poll for the next restore as a new VM (204: none)", authAgent, []string{"wait", "running"}, nil, api.RestoreJob{}, 200},
 	{"GET", api.PathAgentRestore, "A restore's state", authAgent, nil, nil, api.JobState{}, 200},
 	{"POST", api.PathAgentRestoreProg, "Report a restore's progress and the VM it created; answers whether to cancel", authAgent, nil, api.RestoreProgress{}, api.JobState{}, 200},
@@ -92,6 +94,12 @@ var operations = []operation{
 	{"GET", api.PathBackupFiles, "List a directory of a restore point's disk: at / one entry per volume (p1, p2, … or disk), then its filesystem (ext2/3/4)", authViewer, []string{"path"}, nil, api.FileList{}, 200},
 	{"GET", api.PathBackupFileContent, "Download one file of a restore point's disk (Range supported, every chunk verified; audited)", authViewer, []string{"path"}, nil, []byte{}, 200},
 	{"GET", api.PathBackupFileArchive, "Stream a directory of a restore point's disk as a tar archive (every chunk verified; audited)", authViewer, []string{"path"}, nil, []byte{}, 200},
+
+	{"POST", api.PathInstantRecoveries, "Boot a VM from a backup: serve it over NFS to the ESXi host, where the agent mounts it, registers the VM and powers it on", authOperator, nil, api.InstantRecoveryRequest{}, api.InstantRecovery{}, 202},
+	{"GET", api.PathInstantRecoveries, "List instant-recovery sessions, newest first", authViewer, []string{"status", "limit", "offset"}, nil, api.InstantRecoveryList{}, 200},
+	{"GET", api.PathInstantRecovery, "Show an instant-recovery session with its overlay use", authViewer, nil, nil, api.InstantRecovery{}, 200},
+	{"POST", api.PathInstantRecoveryMigrate, "Move a running session's VM to a production datastore (Storage vMotion), then unmount the export and drop the overlay", authOperator, nil, api.InstantRecoveryMigrateRequest{}, api.InstantRecovery{}, 202},
+	{"DELETE", api.PathInstantRecovery, "Stop a session: the agent powers the VM off, unregisters it and unmounts the export; then the overlay is dropped", authOperator, nil, nil, api.InstantRecovery{}, 202},
 
 	{"POST", api.PathRestores, "Restore a backup as a new VM: queued for the agent of the target source", authOperator, nil, api.RestoreRequest{}, api.Restore{}, 202},
 	{"GET", api.PathRestores, "List restores, newest first", authViewer, []string{"status", "backup", "limit", "offset"}, nil, api.RestoreList{}, 200},

@@ -50,8 +50,10 @@ type Deps struct {
 	Policies     policyService
 	// RestoreTests starts and lists restore tests (nil: the routes answer 500).
 	RestoreTests restoreTestService
-	Events       eventService
-	Started      time.Time
+	// InstantRecoveries runs instant-recovery sessions (nil: the routes answer 500).
+	InstantRecoveries instantRecoveryService
+	Events            eventService
+	Started           time.Time
 	// Limits bound slow and anonymous clients; zero fields select the defaults.
 	Limits Limits
 	// Console is the web console, served beside the API on the paths ConsolePaths lists (nil:
@@ -128,6 +130,7 @@ func New(d Deps) *Server {
 	s.registerRepositories(v1)
 	s.registerPolicies(v1)
 	s.registerRestoreTests(v1)
+	s.registerInstantRecoveries(agent, v1)
 	s.registerEvents(v1)
 	s.registerOpenAPI()
 	s.registerConsole()

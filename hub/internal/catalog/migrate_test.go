@@ -14,7 +14,7 @@ import (
 var quiet = slog.New(slog.DiscardHandler)
 
 // tables are created by the migrations, each in a different one, and dropped by their downs.
-var tables = []string{"vm_disks", "upload_slots", "policies", "events", "restore_jobs"}
+var tables = []string{"vm_disks", "upload_slots", "policies", "events", "restore_jobs", "instant_recoveries"}
 
 // columns are added by migrations to tables created before them; the downs run above drop them
 // (SQLite refuses to drop an indexed column, so a down that forgets an index fails there).

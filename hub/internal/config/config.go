@@ -75,6 +75,13 @@ type Config struct {
 	// UploadMinKiBPerSecond is the lowest average rate of an upload body (chunks, slot batches,
 	// inventories) after RequestBodyTimeout; a slower one is cut.
 	UploadMinKiBPerSecond int64 `yaml:"upload_min_kib_per_second"`
+	// NFSListen is the NFSv3 address of instant recovery (MOUNT and NFS on one TCP port;
+	// ESXi mounts on 2049); empty turns instant recovery off.
+	NFSListen string `yaml:"nfs_listen"`
+	// NFSAddress is this hub's address as the ESXi hosts reach the NFS listener (a name or IP).
+	NFSAddress string `yaml:"nfs_address"`
+	// OverlayLimitGiB bounds the copy-on-write overlay of each instant-recovery session.
+	OverlayLimitGiB int64 `yaml:"instant_recovery_overlay_limit_gib"`
 	// Pprof serves Go's profiler at /debug/pprof/ on the metrics listener (loopback by default).
 	Pprof bool `yaml:"pprof"`
 	// LogLevel is debug, info, warn or error.
@@ -106,6 +113,7 @@ func Default() Config {
 		// below 34 KiB/s: a quarter of that never cuts an upload the agent would have finished
 		// (the API's own default, api.DefaultUploadMinRate, is the same).
 		UploadMinKiBPerSecond: 8,
+		OverlayLimitGiB:       64,
 		LogLevel:              "info",
 		LogFormat:             "text",
 	}
@@ -132,6 +140,9 @@ func BindFlags(fs *pflag.FlagSet, c *Config) {
 	fs.IntVar(&c.MaxConnectionsPerAddress, "max-connections-per-address", c.MaxConnectionsPerAddress, "cap on open API connections from one client IP address (0: 128)")
 	fs.DurationVar(&c.RequestBodyTimeout, "request-body-timeout", c.RequestBodyTimeout, "time allowed for a whole request body; the grace before the upload minimum rate applies")
 	fs.Int64Var(&c.UploadMinKiBPerSecond, "upload-min-kib-per-second", c.UploadMinKiBPerSecond, "lowest average rate of an upload body (KiB/s); a slower one is cut")
+	fs.StringVar(&c.NFSListen, "nfs-listen", c.NFSListen, "instant recovery's NFSv3 listen address (ESXi mounts on port 2049; empty turns instant recovery off)")
+	fs.StringVar(&c.NFSAddress, "nfs-address", c.NFSAddress, "this hub's address as the ESXi hosts reach the NFS listener")
+	fs.Int64Var(&c.OverlayLimitGiB, "instant-recovery-overlay-limit-gib", c.OverlayLimitGiB, "bound of each instant-recovery session's copy-on-write overlay (GiB)")
 	fs.BoolVar(&c.Pprof, "pprof", c.Pprof, "serve /debug/pprof/ on the metrics listener")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error")
 	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "text or json")
@@ -297,6 +308,17 @@ func (c *Config) Validate() error {
 	}
 	if c.GCGrace < 0 {
 		return &FieldError{"gc_grace", "must not be negative"}
+	}
+	if c.NFSListen != "" {
+		if err := checkHostPort(c.NFSListen, false); err != nil {
+			return &FieldError{"nfs_listen", err.Error()}
+		}
+		if strings.TrimSpace(c.NFSAddress) == "" || strings.ContainsAny(c.NFSAddress, " /:") && net.ParseIP(c.NFSAddress) == nil {
+			return &FieldError{"nfs_address", fmt.Sprintf("%q is not a DNS name or IP address (required with nfs_listen)", c.NFSAddress)}
+		}
+	}
+	if c.OverlayLimitGiB < 1 {
+		return &FieldError{"instant_recovery_overlay_limit_gib", "must be at least 1"}
 	}
 	if _, err := ParseLevel(c.LogLevel); err != nil {
 		return &FieldError{"log_level", err.Error()}

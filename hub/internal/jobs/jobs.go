@@ -168,3 +168,13 @@ func (s *Service) waiting(agentID string) int {
 	defer s.mu.Unlock()
 	return len(s.waiters[agentID])
 }
+
+// Poll long-polls for other work of an agent with the jobs' wake-ups: claim runs at once, then
+// whenever Wake is called for the agent and every PollInterval, for up to wait. It returns nil
+// when nothing came or ctx ended.
+func (s *Service) Poll(ctx context.Context, agentID string, wait time.Duration, claim func() (bool, error)) error {
+	return s.poll(ctx, agentID, wait, claim)
+}
+
+// Wake ends the agent's waiting long polls so that they look for work again.
+func (s *Service) Wake(agentID string) { s.wake(agentID) }
