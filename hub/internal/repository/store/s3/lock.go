@@ -106,7 +106,19 @@ func (s *Store) headVersion(ctx context.Context, obj, id string) (version, error
 // retention, or an error wrapping store.ErrRetained. A version left behind by a Touch or a
 // second Put would otherwise come back as the object once the current one is deleted.
 func (s *Store) removableVersions(ctx context.Context, obj string) ([]string, error) {
+	// The current version first, by HEAD: a version listing is not guaranteed to show it.
+	cur, err := s.headVersion(ctx, obj, "")
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+	case err != nil:
+		return nil, err
+	case time.Now().Before(cur.until):
+		return nil, fmt.Errorf("%w until %s (%s mode)", store.ErrRetained, cur.until.UTC().Format(time.RFC3339), s.ObjectLock())
+	}
 	var ids []string
+	if cur.id != "" {
+		ids = append(ids, cur.id)
+	}
 	for oi := range s.client.ListObjects(ctx, s.bucket, minio.ListObjectsOptions{Prefix: obj, WithVersions: true}) {
 		if oi.Err != nil {
 			if ctx.Err() != nil {
@@ -114,7 +126,7 @@ func (s *Store) removableVersions(ctx context.Context, obj string) ([]string, er
 			}
 			return nil, fmt.Errorf("list versions of %s: %w", obj, describe(oi.Err))
 		}
-		if oi.Key != obj {
+		if oi.Key != obj || oi.VersionID == cur.id {
 			continue
 		}
 		ids = append(ids, oi.VersionID)
@@ -141,6 +153,10 @@ func (s *Store) removeVersions(ctx context.Context, obj string, ids []string) er
 		if err := s.client.RemoveObject(ctx, s.bucket, obj, minio.RemoveObjectOptions{VersionID: id}); err != nil && !isNotFound(err) {
 			if ctx.Err() != nil {
 				return ctx.Err()
+			}
+			if response(err).Code == "AccessDenied" {
+				// An older version whose date has not passed: the server refuses, as it should.
+				return fmt.Errorf("%w: version %s: %w", store.ErrRetained, id, describe(err))
 			}
 			return describe(err)
 		}
