@@ -3,8 +3,14 @@ package repository_test
 import (
 	"bytes"
 	"errors"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/sendense/sendense/hub/internal/catalog"
+	"github.com/sendense/sendense/hub/internal/catalog/catalogtest"
+	"github.com/sendense/sendense/shared/api"
 
 	"github.com/sendense/sendense/hub/internal/fidx"
 	"github.com/sendense/sendense/hub/internal/repository"
@@ -104,4 +110,56 @@ func TestRetainBackupExtendsSharedChunks(t *testing.T) {
 	if err := r.RemoveIndex(ctx, repository.IndexRef{VMUUID: vm, DiskID: "disk-2000", BackupID: "bk-old"}); err != nil {
 		t.Fatalf("RemoveIndex after the date: %v", err)
 	}
+}
+
+// repo create's object lock settings: checked field by field, recorded, and in force when
+// another registry opens the repository from the catalog.
+func TestRegistryS3ObjectLockSettings(t *testing.T) {
+	locked := s3test.LockedConfig(t, s3.LockGovernance)
+	plain := s3test.Config(t)
+	catalogtest.ForEachDialect(t, func(t *testing.T, c *catalog.Catalog) {
+		ctx := t.Context()
+		g := repository.NewRegistry(c, nil, nil)
+		t.Cleanup(func() { _ = g.Close() })
+		creds := filepath.Join(t.TempDir(), "creds")
+		if err := os.WriteFile(creds, []byte(locked.AccessKey+"\n"+locked.SecretKey+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		set := func(cfg s3.Config, mode string, days int) api.S3Settings {
+			return api.S3Settings{S3Endpoint: cfg.Endpoint, S3Bucket: cfg.Bucket, S3Prefix: cfg.Prefix + "/" + filepath.Base(t.Name()),
+				S3CredentialsFile: creds, S3ObjectLock: mode, S3LockDays: days}
+		}
+		for _, tc := range []struct {
+			field string
+			set   api.S3Settings
+		}{
+			{"s3_object_lock", set(locked, "forever", 7)},
+			{"s3_lock_days", set(locked, s3.LockGovernance, 0)},
+			{"s3_lock_days", set(locked, s3.LockGovernance, 4000)},
+			{"s3_lock_days", set(locked, "", 7)},
+			{"s3_object_lock", set(plain, s3.LockCompliance, 7)}, // a bucket without Object Lock
+		} {
+			_, err := g.CreateS3(ctx, "bad", tc.set, 0, "")
+			var fe *api.FieldError
+			if !errors.As(err, &fe) || fe.Field != tc.field {
+				t.Errorf("CreateS3(%s %d in %s): %v, want a field error on %s", tc.set.S3ObjectLock, tc.set.S3LockDays, tc.set.S3Bucket, err, tc.field)
+			}
+		}
+		rec, err := g.CreateS3(ctx, "vault", set(locked, s3.LockGovernance, 7), 256<<10, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rec.S3ObjectLock != s3.LockGovernance || rec.S3LockDays != 7 {
+			t.Fatalf("recorded %q %d", rec.S3ObjectLock, rec.S3LockDays)
+		}
+		other := repository.NewRegistry(c, nil, nil)
+		t.Cleanup(func() { _ = other.Close() })
+		r, err := other.Open(ctx, rec.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.ObjectLock() != s3.LockGovernance || r.LockPeriod() != 7*24*time.Hour {
+			t.Fatalf("opened: lock %q period %v", r.ObjectLock(), r.LockPeriod())
+		}
+	})
 }
