@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"time"
 
 	"github.com/sendense/sendense/hub/internal/repository/store"
+	"github.com/sendense/sendense/shared/chunk"
 )
 
 // retainer is a store that can keep objects from removal until a date (store/s3 with Object
@@ -123,4 +125,27 @@ func (r *Repository) BackupRetainedUntil(ctx context.Context, vmUUID, backupID s
 		}
 	}
 	return latest, nil
+}
+
+// localDir is the directory of a local repository; false for any other store.
+func (r *Repository) localDir() (string, bool) {
+	type dirStore interface{ Dir() string }
+	d, ok := r.store.(dirStore)
+	if !ok {
+		return "", false
+	}
+	return d.Dir(), true
+}
+
+// IndexFile is the file holding the index under ref in a local repository (false for any other).
+func (r *Repository) IndexFile(ref IndexRef) (string, bool) {
+	dir, ok := r.localDir()
+	return filepath.Join(dir, filepath.FromSlash(indexKey(ref))), ok
+}
+
+// ChunkFile is the file holding the chunk stored under name (ChunkName of its digest) in a
+// local repository (false for any other).
+func (r *Repository) ChunkFile(name chunk.Digest) (string, bool) {
+	dir, ok := r.localDir()
+	return filepath.Join(dir, filepath.FromSlash(chunkKey(name))), ok
 }
