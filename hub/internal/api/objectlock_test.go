@@ -4,16 +4,23 @@ import (
 	"bytes"
 	"crypto/rand"
 	"errors"
+	"io/fs"
+	"log/slog"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/sendense/sendense/hub/internal/harden"
+	"github.com/sendense/sendense/hub/internal/immutable"
 	"github.com/sendense/sendense/hub/internal/policy"
 	"github.com/sendense/sendense/hub/internal/repository"
 	"github.com/sendense/sendense/hub/internal/repository/store"
 	"github.com/sendense/sendense/hub/internal/repository/store/s3"
 	"github.com/sendense/sendense/shared/api"
+	"github.com/sendense/sendense/shared/testenv"
 )
 
 // An S3 repository with Object Lock (compliance): a backup inside its retention cannot be
@@ -176,4 +183,55 @@ func vmUUIDOf(t *testing.T, h *testHub, backupID string) string {
 		t.Fatal(err)
 	}
 	return row.InstanceUUID
+}
+
+// A hardened local repository: once the root helper made a backup immutable, DELETE answers
+// 409 naming it and the index stays; after the lock period the helper releases it and DELETE
+// succeeds.
+func TestHardenedBackupDeleteRefusedUntilReleased(t *testing.T) {
+	forEachHub(t, func(t *testing.T, h *testHub) {
+		ctx := t.Context()
+		probe := filepath.Join(h.RepoDir, "probe")
+		_ = os.WriteFile(probe, nil, 0o600)
+		if err := immutable.Set(probe, true); err != nil {
+			testenv.Skip(t, "immutable files: %v (run as root on ext4, XFS or btrfs)", err)
+		}
+		_ = immutable.Set(probe, false)
+		_ = os.Remove(probe)
+		t.Cleanup(func() {
+			_ = filepath.WalkDir(h.RepoDir, func(p string, d fs.DirEntry, err error) error {
+				if err == nil && !d.IsDir() {
+					_ = immutable.Set(p, false)
+				}
+				return nil
+			})
+		})
+		a := h.newAgent("a1")
+		operator := h.apiToken(api.RoleOperator)
+		img := make([]byte, 2*testChunk)
+		_, _ = rand.Read(img)
+		id := h.backupImage(a, operator, img)
+		opts := harden.Options{RepositoryID: mustRepoID(t, h.Cat), LockPeriod: 30 * 24 * time.Hour}
+		if rep, err := harden.Run(ctx, h.Repo, h.Cat, opts, slog.New(slog.DiscardHandler)); err != nil || rep.HardenedIndexes == 0 {
+			t.Fatalf("harden: %+v, %v", rep, err)
+		}
+		code, e := h.call(h.client(nil), http.MethodDelete, api.PathBackups+"/"+id, operator, nil, nil)
+		if code != http.StatusConflict || !strings.Contains(e.Error, "immutable") {
+			t.Fatalf("DELETE of a hardened backup: %d %+v, want 409 naming the immutability", code, e)
+		}
+		ref := repository.IndexRef{VMUUID: vmUUIDOf(t, h, id), DiskID: "disk-2000", BackupID: id}
+		if _, err := h.Repo.ReadIndex(ctx, ref); err != nil {
+			t.Fatalf("index after the refused DELETE: %v", err)
+		}
+		opts.Now = time.Now().Add(31 * 24 * time.Hour)
+		if rep, err := harden.Run(ctx, h.Repo, h.Cat, opts, slog.New(slog.DiscardHandler)); err != nil || rep.ReleasedIndexes == 0 {
+			t.Fatalf("release: %+v, %v", rep, err)
+		}
+		if code, e := h.call(h.client(nil), http.MethodDelete, api.PathBackups+"/"+id, operator, nil, nil); code != http.StatusNoContent {
+			t.Fatalf("DELETE after the release: %d %+v", code, e)
+		}
+		if _, err := h.Repo.ReadIndex(ctx, ref); !errors.Is(err, repository.ErrIndexNotFound) {
+			t.Fatalf("index after DELETE: %v", err)
+		}
+	})
 }

@@ -11,9 +11,9 @@ import (
 )
 
 // ErrRetained is returned (with catalog.ErrConflict) when deleting a backup whose objects are
-// under an S3 Object Lock retention date that has not passed: the repository would refuse to
-// remove them, so the catalog keeps the backup too.
-var ErrRetained = errors.New("the backup is under object lock retention")
+// immutable (a hardened local repository) or under an S3 Object Lock retention date that has
+// not passed: the repository would refuse to remove them, so the catalog keeps the backup too.
+var ErrRetained = errors.New("the backup is under retention")
 
 // retainer is a repository that keeps the objects of a backup from removal until a date
 // (*repository.Repository on an S3 bucket with Object Lock). A repository without it, or whose
@@ -26,6 +26,12 @@ type retainer interface {
 	RetainBackup(ctx context.Context, vmUUID, backupID string, diskIDs []string, until time.Time) (repository.Retained, error)
 	// BackupRetainedUntil is the latest date of the backup's indexes (zero: none).
 	BackupRetainedUntil(ctx context.Context, vmUUID, backupID string, diskIDs []string) (time.Time, error)
+}
+
+// hardened is a repository whose files may be immutable (a hardened local repository).
+type hardened interface {
+	// BackupImmutable reports whether an index of the backup is immutable.
+	BackupImmutable(ctx context.Context, vmUUID, backupID string, diskIDs []string) (bool, error)
 }
 
 func diskIDs(disks []catalog.BackupDisk) []string {
@@ -68,19 +74,30 @@ func (s *Service) Retain(ctx context.Context, id string) error {
 	return nil
 }
 
-// checkNotRetained refuses the deletion of a backup whose indexes are under retention.
+// checkNotRetained refuses the deletion of a backup whose indexes are under retention or
+// immutable.
 func (s *Service) checkNotRetained(ctx context.Context, row *catalog.BackupRow) error {
 	repo, err := s.open(ctx, row.RepositoryID)
 	if err != nil {
 		return fmt.Errorf("backup %s: repository: %w", row.ID, err)
 	}
-	rt, ok := repo.(retainer)
-	if !ok || rt.ObjectLock() == "" {
-		return nil
-	}
 	disks, err := s.cat.BackupDisks(ctx, row.ID)
 	if err != nil {
 		return err
+	}
+	if h, ok := repo.(hardened); ok {
+		on, err := h.BackupImmutable(ctx, row.InstanceUUID, row.ID, diskIDs(disks))
+		if err != nil {
+			return err
+		}
+		if on {
+			return fmt.Errorf("backup %s: %w: its files are immutable (hardened repository) until `sendense-hub repo harden`, run as root, releases them after the lock period: %w",
+				row.ID, ErrRetained, catalog.ErrConflict)
+		}
+	}
+	rt, ok := repo.(retainer)
+	if !ok || rt.ObjectLock() == "" {
+		return nil
 	}
 	until, err := rt.BackupRetainedUntil(ctx, row.InstanceUUID, row.ID, diskIDs(disks))
 	if err != nil {

@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"path/filepath"
 	"time"
 
+	"github.com/sendense/sendense/hub/internal/immutable"
 	"github.com/sendense/sendense/hub/internal/repository/store"
 	"github.com/sendense/sendense/shared/chunk"
 )
@@ -148,4 +150,30 @@ func (r *Repository) IndexFile(ref IndexRef) (string, bool) {
 func (r *Repository) ChunkFile(name chunk.Digest) (string, bool) {
 	dir, ok := r.localDir()
 	return filepath.Join(dir, filepath.FromSlash(chunkKey(name))), ok
+}
+
+// BackupImmutable reports whether an index of the backup's disks is immutable (a hardened local
+// repository, see package harden): then neither the index nor its chunks can be removed until
+// the root helper releases them. Always false for other repositories.
+func (r *Repository) BackupImmutable(ctx context.Context, vmUUID, backupID string, diskIDs []string) (bool, error) {
+	for _, disk := range diskIDs {
+		ref := IndexRef{VMUUID: vmUUID, DiskID: disk, BackupID: backupID}
+		if err := ref.Validate(); err != nil {
+			return false, fmt.Errorf("backup %s: %w", backupID, err)
+		}
+		path, ok := r.IndexFile(ref)
+		if !ok {
+			return false, nil
+		}
+		on, err := immutable.Is(path)
+		switch {
+		case errors.Is(err, fs.ErrNotExist), errors.Is(err, immutable.ErrUnsupported):
+			continue
+		case err != nil:
+			return false, fmt.Errorf("backup %s: %w", backupID, err)
+		case on:
+			return true, nil
+		}
+	}
+	return false, ctx.Err()
 }
