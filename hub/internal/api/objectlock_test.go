@@ -146,8 +146,9 @@ func TestObjectLockDeleteRetainedPruneExpired(t *testing.T) {
 				t.Fatalf("chunk of the kept backup after gc: %v", err)
 			}
 		}
-		// Protected: 409 naming the protection, and protecting extended the lock from now.
-		h.Clock.t = time.Now().Add(time.Hour)
+		// Protected: 409 naming the protection, and protecting extended the lock from now (13
+		// hours later, when less than half the day's lock is left).
+		h.Clock.t = time.Now().Add(13 * time.Hour)
 		if code, e := h.call(h.client(nil), http.MethodPost, api.Path(api.PathBackupProtect, newID), operator, nil, nil); code != http.StatusOK {
 			t.Fatalf("protect: %d %+v", code, e)
 		}
