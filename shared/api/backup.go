@@ -180,6 +180,12 @@ type S3Settings struct {
 	S3Region          string `json:"s3_region,omitempty"`
 	S3CAFile          string `json:"s3_ca_file,omitempty"` // PEM authorities to trust beside the system's
 	S3CredentialsFile string `json:"s3_credentials_file,omitempty"`
+	// S3ObjectLock ("compliance" or "governance") makes the repository set S3 Object Lock
+	// retention dates: the objects of a backup cannot be deleted, by the hub or anyone with
+	// its credentials, for S3LockDays days after the backup (and after every retention run that
+	// keeps it or finds it protected). The bucket must have been created with Object Lock.
+	S3ObjectLock string `json:"s3_object_lock,omitempty"`
+	S3LockDays   int    `json:"s3_lock_days,omitempty"`
 }
 
 // CreateRepositoryRequest is the body of POST /api/v1/repositories: a local repository (Path)

@@ -51,12 +51,16 @@ func newRepoCmd(e *env) *cobra.Command {
 	var enc encryptFlags
 	var s3set api.S3Settings
 	create := &cobra.Command{
-		Use:   "create NAME (--path DIR | --s3-endpoint URL --s3-bucket B --s3-credentials-file F [--s3-prefix P] [--s3-region R] [--s3-ca-file F]) [--chunk-size 4MiB] [--encrypt --password-file F]",
+		Use:   "create NAME (--path DIR | --s3-endpoint URL --s3-bucket B --s3-credentials-file F [--s3-prefix P] [--s3-region R] [--s3-ca-file F] [--s3-object-lock compliance|governance --s3-lock-days N]) [--chunk-size 4MiB] [--encrypt --password-file F]",
 		Short: "Create a repository in a directory or an S3 bucket (or adopt the one there)",
 		Long: "A repository lives in a directory of the hub (--path) or under a prefix of an S3-compatible bucket (--s3-*).\n" +
 			"The S3 credentials file holds the access key id on its first line and the secret on its second; the catalog\n" +
 			"records its path, never its content, and the hub reads it whenever it opens the repository.\n" +
-			"--encrypt seals everything the repository stores under a key the password file unlocks (read likewise).",
+			"--encrypt seals everything the repository stores under a key the password file unlocks (read likewise).\n" +
+			"--s3-object-lock sets S3 Object Lock retention dates on the objects of every backup, N days after the backup and\n" +
+			"after every retention run that keeps it: until then nobody can delete them through the hub or with its credentials\n" +
+			"(compliance: nobody at all; governance: only users allowed to bypass governance retention). The bucket must have\n" +
+			"been created with Object Lock enabled.",
 		Args: cobra.ExactArgs(1),
 		RunE: catalogCmd(e, func(cmd *cobra.Command, cfg *config.Config, cat *catalog.Catalog) error {
 			cs, err := parseSize(chunkSize)
@@ -78,6 +82,9 @@ func newRepoCmd(e *env) *cobra.Command {
 				return err
 			}
 			_, err = fmt.Fprintf(e.stdout, "created repository %s (%s, %s) at %s, chunk size %s\n", rec.Name, rec.ID, rec.Kind, rec.Path, humanBytes(rec.ChunkSize))
+			if err == nil && rec.S3ObjectLock != "" {
+				_, err = fmt.Fprintf(e.stdout, "object lock: %s mode, every backup's objects undeletable for %d days after it and after every retention run that keeps it\n", rec.S3ObjectLock, rec.S3LockDays)
+			}
 			if err == nil && enc.encrypt {
 				err = enc.warn(e, rec)
 			}
@@ -93,6 +100,9 @@ func newRepoCmd(e *env) *cobra.Command {
 	create.Flags().StringVar(&s3set.S3Region, "s3-region", "", "region of the bucket (default: asked from the server)")
 	create.Flags().StringVar(&s3set.S3CAFile, "s3-ca-file", "", "PEM certificate authorities to trust for an https endpoint, beside the system's")
 	create.Flags().StringVar(&s3set.S3CredentialsFile, "s3-credentials-file", "", "file with the access key id on line 1 and the secret on line 2")
+	create.Flags().StringVar(&s3set.S3ObjectLock, "s3-object-lock", "", "compliance or governance: set S3 Object Lock retention dates on every backup's objects")
+	create.Flags().IntVar(&s3set.S3LockDays, "s3-lock-days", 0, "days a backup's objects stay locked after the backup and after each retention run that keeps it")
+	create.MarkFlagsRequiredTogether("s3-object-lock", "s3-lock-days")
 	create.MarkFlagsOneRequired("path", "s3-endpoint")
 	create.MarkFlagsMutuallyExclusive("path", "s3-endpoint")
 	create.MarkFlagsRequiredTogether("s3-endpoint", "s3-bucket", "s3-credentials-file")
@@ -178,6 +188,9 @@ func newRepoCmd(e *env) *cobra.Command {
 				}
 				fmt.Fprintf(e.stdout, "%s: %d indexes, %d chunks (%d referenced, %d too young to collect); %s %d chunks, %s, in %s\n",
 					r.Repository, r.Indexes, r.Chunks, r.Referenced, r.YoungSpared, verb, r.FreedChunks, humanBytes(r.FreedBytes), r.Duration.Round(time.Millisecond))
+				if r.Retained > 0 {
+					fmt.Fprintf(e.stdout, "%s: %d unreferenced chunks kept: under object lock retention until a later date\n", r.Repository, r.Retained)
+				}
 			}
 			return err
 		}),
@@ -226,6 +239,6 @@ func newRepoCmd(e *env) *cobra.Command {
 	}
 	checkCmd.Flags().BoolVar(&repair, "repair", false, "remove orphaned indexes and stale temporary files")
 	create.RunE = remoteRepoCreate(e, create.RunE, &path, &chunkSize, &enc, &s3set)
-	cmd.AddCommand(create, list, verifyCmd, gcCmd, checkCmd, newRepoKeyCmd(e))
+	cmd.AddCommand(create, list, verifyCmd, gcCmd, checkCmd, newRepoKeyCmd(e), newRepoHardenCmd(e))
 	return cmd
 }

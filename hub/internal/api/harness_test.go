@@ -43,6 +43,8 @@ import (
 	"github.com/sendense/sendense/hub/internal/pki"
 	"github.com/sendense/sendense/hub/internal/policy"
 	"github.com/sendense/sendense/hub/internal/repository"
+	"github.com/sendense/sendense/hub/internal/repository/store/s3"
+	"github.com/sendense/sendense/hub/internal/repository/store/s3/s3test"
 	"github.com/sendense/sendense/hub/internal/restore"
 	"github.com/sendense/sendense/hub/internal/restoretest"
 	"github.com/sendense/sendense/hub/internal/verify"
@@ -68,6 +70,7 @@ type testHub struct {
 	NFSAddr string
 	IRRoot  string
 	IR      *instantrecovery.Service
+	S3      s3.Config // the default repository's bucket with hubOptions.s3Lock
 }
 
 type fakeClock struct {
@@ -96,6 +99,9 @@ type hubOptions struct {
 	limits hubapi.Limits
 	// encrypted makes the default repository an encrypted one, unlocked by a password file.
 	encrypted bool
+	// s3Lock makes the default repository an S3 one in an Object Lock bucket, with retention
+	// dates of this mode set one day (by the hub's clock) after each backup.
+	s3Lock string
 }
 
 func newTestHub(t *testing.T, c *catalog.Catalog, opts ...hubOptions) *testHub {
@@ -107,6 +113,9 @@ func newTestHub(t *testing.T, c *catalog.Catalog, opts ...hubOptions) *testHub {
 		}
 		o.limits = x.limits
 		o.encrypted = o.encrypted || x.encrypted
+		if x.s3Lock != "" {
+			o.s3Lock = x.s3Lock
+		}
 	}
 	logs := &testenv.LogBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -135,7 +144,18 @@ func newTestHub(t *testing.T, c *catalog.Catalog, opts ...hubOptions) *testHub {
 		// Cheap argon2id: the slot records its parameters, so every later unlock is cheap too.
 		repos.SetKDFCost(repository.KDF{Name: "argon2id", Time: 1, MemoryKiB: 64, Threads: 1})
 	}
-	if _, err := repos.CreateEncrypted(context.Background(), repository.DefaultName, repoDir, 64<<10, passwordFile); err != nil {
+	var s3cfg s3.Config
+	if o.s3Lock != "" {
+		s3cfg = s3test.LockedConfig(t, o.s3Lock)
+		creds := filepath.Join(t.TempDir(), "s3.creds")
+		if err := os.WriteFile(creds, []byte(s3cfg.AccessKey+"\n"+s3cfg.SecretKey+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		set := api.S3Settings{S3Endpoint: s3cfg.Endpoint, S3Bucket: s3cfg.Bucket, S3Prefix: s3cfg.Prefix, S3CredentialsFile: creds, S3ObjectLock: o.s3Lock, S3LockDays: 1}
+		if _, err := repos.CreateS3(context.Background(), repository.DefaultName, set, 64<<10, passwordFile); err != nil {
+			t.Fatal(err)
+		}
+	} else if _, err := repos.CreateEncrypted(context.Background(), repository.DefaultName, repoDir, 64<<10, passwordFile); err != nil {
 		t.Fatal(err)
 	}
 	repo, err := repos.Open(context.Background(), mustRepoID(t, c))
@@ -169,7 +189,7 @@ func newTestHub(t *testing.T, c *catalog.Catalog, opts ...hubOptions) *testHub {
 	ts.StartTLS()
 	t.Cleanup(ts.Close)
 	return &testHub{t: t, URL: ts.URL, CA: ca, Cat: c, IDs: ids, Reg: reg, Logs: logs, Clock: clock, Repo: repo, RepoDir: repoDir, Tests: tests,
-		NFSAddr: nfsln.Addr().String(), IRRoot: irRoot, IR: irs}
+		NFSAddr: nfsln.Addr().String(), IRRoot: irRoot, IR: irs, S3: s3cfg}
 }
 
 // forEachHub runs fn against a test hub on each catalog dialect.

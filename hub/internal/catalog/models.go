@@ -34,6 +34,11 @@ type Repository struct {
 	S3Region          string `bun:"s3_region,notnull"`
 	S3CAFile          string `bun:"s3_ca_file,notnull"`
 	S3CredentialsFile string `bun:"s3_credentials_file,notnull"`
+	// S3ObjectLock is the S3 Object Lock mode of the repository's retention dates
+	// ("compliance" or "governance"; "" for none), S3LockDays how long after a backup (or
+	// after a retention run that keeps it) its objects cannot be deleted.
+	S3ObjectLock string `bun:"s3_object_lock,notnull"`
+	S3LockDays   int    `bun:"s3_lock_days,notnull"`
 }
 
 // Agent is an enrolled sendense-agent.

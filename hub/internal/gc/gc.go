@@ -87,9 +87,12 @@ type Report struct {
 	FreedBytes  int64
 	KeptBytes   int64
 	YoungSpared int // unreferenced but younger than the cutoff
-	Duration    time.Duration
-	DryRun      bool
-	Cutoff      time.Time
+	// Retained counts unreferenced chunks the store refused to remove because their retention
+	// date (S3 Object Lock) has not passed; a later collection removes them.
+	Retained int
+	Duration time.Duration
+	DryRun   bool
+	Cutoff   time.Time
 }
 
 // Collector collects garbage.
@@ -231,6 +234,12 @@ func (g *Collector) collect(ctx context.Context, r catalog.Repository, grace tim
 		// Checked again as it is removed: a backup in any process may have reused (touched) it
 		// since the walk, and then it stays.
 		removed, size, err := repo.RemoveChunkIfOlder(ctx, d, cutoff)
+		if errors.Is(err, repository.ErrRetained) {
+			rep.Retained++
+			rep.KeptBytes += sizes[i]
+			g.log.DebugContext(ctx, "chunk kept under retention", "repository", r.Name, "chunk_name", d.String(), "err", err)
+			continue
+		}
 		if err != nil {
 			return rep, err
 		}
@@ -253,7 +262,7 @@ func (g *Collector) collect(ctx context.Context, r catalog.Repository, grace tim
 		g.m.Chunks.WithLabelValues(r.Name).Set(float64(rep.Chunks - rep.FreedChunks))
 	}
 	g.log.InfoContext(ctx, "garbage collection finished", "repository", r.Name, "indexes", rep.Indexes, "chunks", rep.Chunks,
-		"referenced", rep.Referenced, "freed_chunks", rep.FreedChunks, "freed_bytes", rep.FreedBytes, "young_spared", rep.YoungSpared,
+		"referenced", rep.Referenced, "freed_chunks", rep.FreedChunks, "freed_bytes", rep.FreedBytes, "young_spared", rep.YoungSpared, "retained", rep.Retained,
 		"dry_run", dryRun, "duration_seconds", rep.Duration.Seconds())
 	return rep, nil
 }

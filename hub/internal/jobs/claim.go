@@ -219,6 +219,10 @@ func (s *Service) Complete(ctx context.Context, agentID, id string, c api.JobCom
 		s.metrics.backupDuration.Observe(j.FinishedAt.Sub(j.StartedAt).Seconds())
 	}
 	if j.Status == api.JobSucceeded {
+		if err := s.Retain(ctx, id); err != nil {
+			s.log.ErrorContext(ctx, "backup not retained: its objects can be deleted from the bucket until a retention run retains it",
+				"job_id", id, "err", err)
+		}
 		// The totals are sums of checked numbers; still, a metric must never fail a request
 		// (a negative Add panics), so only non-negative values are added.
 		addBytes(s.metrics.bytesRead, j.BytesRead)

@@ -174,6 +174,11 @@ func (s *Service) Delete(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
+	if !row.Protected { // the catalog refuses a protected one, and says so first
+		if err := s.checkNotRetained(ctx, row); err != nil {
+			return err
+		}
+	}
 	j, disks, err := s.cat.DeleteBackup(ctx, id)
 	if err != nil {
 		return err
@@ -229,6 +234,11 @@ func (s *Service) Chain(ctx context.Context, vmNameOrID string) (api.Chain, erro
 func (s *Service) SetProtected(ctx context.Context, id string, protected bool) (api.Backup, error) {
 	if err := s.cat.SetProtected(ctx, id, protected); err != nil {
 		return api.Backup{}, err
+	}
+	if protected {
+		if err := s.Retain(ctx, id); err != nil {
+			s.log.ErrorContext(ctx, "protected backup not retained: its objects can be deleted from the bucket", "job_id", id, "err", err)
+		}
 	}
 	s.log.InfoContext(ctx, "backup protection set", "job_id", id, "protected", protected)
 	return s.Get(ctx, id)

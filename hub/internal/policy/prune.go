@@ -118,6 +118,12 @@ func (s *Service) pruneGroup(ctx context.Context, g *group, dryRun bool, rep *Pr
 		slices.Sort(reasons)
 		reasons = slices.Compact(reasons)
 		d := api.PruneDecision{BackupID: j.ID, VMName: g.vm.VMName, CreatedAt: j.CreatedAt, Keep: kept, Reasons: reasons}
+		if rt, ok := s.jobs.(retainer); ok && kept && !dryRun {
+			// Kept by retention: its objects stay locked for another lock period.
+			if err := rt.Retain(ctx, j.ID); err != nil {
+				rep.Errors = append(rep.Errors, fmt.Sprintf("%s: extend retention: %v", j.ID, err))
+			}
+		}
 		if !kept {
 			d.Reasons = []string{"no rule keeps it"}
 			if !dryRun {
@@ -136,6 +142,12 @@ func (s *Service) pruneGroup(ctx context.Context, g *group, dryRun bool, rep *Pr
 		rep.Decisions = append(rep.Decisions, d)
 	}
 	return nil
+}
+
+// retainer extends the S3 Object Lock retention of a kept backup's objects (jobs.Service); a
+// repository without Object Lock makes it a no-op.
+type retainer interface {
+	Retain(ctx context.Context, id string) error
 }
 
 // PruneVM prunes one VM in one repository after a scheduled backup of it finished.

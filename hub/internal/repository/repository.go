@@ -72,6 +72,10 @@ var ErrNotRepository = errors.New("not a sendense repository")
 // ErrLocked is returned by LockGC while another holder, in any process, has the lock.
 var ErrLocked = store.ErrLocked
 
+// ErrRetained is returned by a removal of an object under a retention date that has not
+// passed (an S3 repository with Object Lock); nothing was removed.
+var ErrRetained = store.ErrRetained
+
 // descriptorKey is the key of repo.json; descriptorLimit bounds what Open reads of it.
 const (
 	descriptorKey   = "repo.json"
@@ -144,9 +148,12 @@ func collect(opts []Option) (options, error) {
 // the guarantees the store gives (see store.Store); where a guarantee holds only within one
 // process, the method says so.
 type Repository struct {
-	store   store.Store
-	desc    Descriptor
-	maxBlob int // largest blob accepted or read: chunk.MaxBlobLen(chunk size)
+	store store.Store
+	desc  Descriptor
+	// lockPeriod is how long a backup's objects are retained (S3 Object Lock) after the backup
+	// or a retention run that keeps it; set by the registry from the catalog record.
+	lockPeriod time.Duration
+	maxBlob    int // largest blob accepted or read: chunk.MaxBlobLen(chunk size)
 
 	// dec decodes zstd payloads with DecodeAll; it holds one decoder per CPU and is safe for
 	// concurrent use. Each DecodeAll stops at the capacity of its destination, the plaintext

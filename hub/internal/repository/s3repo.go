@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/sendense/sendense/hub/internal/catalog"
 	"github.com/sendense/sendense/hub/internal/repository/store/s3"
@@ -43,6 +44,14 @@ func (g *Registry) CreateS3(ctx context.Context, name string, set api.S3Settings
 		}
 	}
 	set.S3Prefix = strings.Trim(set.S3Prefix, "/")
+	switch {
+	case set.S3ObjectLock != "" && set.S3ObjectLock != s3.LockCompliance && set.S3ObjectLock != s3.LockGovernance:
+		return nil, &api.FieldError{Field: "s3_object_lock", Msg: "must be compliance or governance"}
+	case set.S3ObjectLock != "" && (set.S3LockDays < 1 || set.S3LockDays > maxLockDays):
+		return nil, &api.FieldError{Field: "s3_lock_days", Msg: fmt.Sprintf("must be 1 to %d with s3_object_lock", maxLockDays)}
+	case set.S3ObjectLock == "" && set.S3LockDays != 0:
+		return nil, &api.FieldError{Field: "s3_lock_days", Msg: "needs s3_object_lock"}
+	}
 	opts := g.repoOptions()
 	if passwordFile != "" {
 		if passwordFile, err = filepath.Abs(passwordFile); err != nil {
@@ -55,13 +64,16 @@ func (g *Registry) CreateS3(ctx context.Context, name string, set api.S3Settings
 	}
 	rec := &catalog.Repository{Name: name, Kind: api.RepositoryS3, Path: s3Location(set),
 		S3Endpoint: set.S3Endpoint, S3Bucket: set.S3Bucket, S3Prefix: set.S3Prefix, S3Region: set.S3Region,
-		S3CAFile: set.S3CAFile, S3CredentialsFile: set.S3CredentialsFile, PasswordFile: passwordFile}
+		S3CAFile: set.S3CAFile, S3CredentialsFile: set.S3CredentialsFile, PasswordFile: passwordFile,
+		S3ObjectLock: set.S3ObjectLock, S3LockDays: set.S3LockDays}
 	// Settings that do not lead to a usable bucket are the request's fault: field errors.
 	st, err := openS3Store(ctx, rec, g)
 	var cerr *credentialsError
 	switch {
 	case errors.As(err, &cerr):
 		return nil, &api.FieldError{Field: "s3_credentials_file", Msg: err.Error()}
+	case err != nil && set.S3ObjectLock != "" && strings.Contains(err.Error(), "object lock"):
+		return nil, &api.FieldError{Field: "s3_object_lock", Msg: err.Error()}
 	case err != nil:
 		return nil, &api.FieldError{Field: "s3_endpoint", Msg: err.Error()}
 	}
@@ -89,9 +101,13 @@ func (g *Registry) CreateS3(ctx context.Context, name string, set api.S3Settings
 		_ = r.Close()
 		return nil, err
 	}
+	r.lockPeriod = time.Duration(rec.S3LockDays) * 24 * time.Hour
 	g.keep(rec.ID, r)
 	return rec, nil
 }
+
+// maxLockDays bounds s3_lock_days: ten years, far beyond any sane lock, still a date S3 takes.
+const maxLockDays = 3650
 
 // s3Location is where an S3 repository is, for people: endpoint/bucket[/prefix].
 func s3Location(set api.S3Settings) string {
@@ -103,7 +119,8 @@ func s3Location(set api.S3Settings) string {
 }
 
 func s3Settings(r *catalog.Repository) api.S3Settings {
-	return api.S3Settings{S3Endpoint: r.S3Endpoint, S3Bucket: r.S3Bucket, S3Prefix: r.S3Prefix, S3Region: r.S3Region, S3CAFile: r.S3CAFile, S3CredentialsFile: r.S3CredentialsFile}
+	return api.S3Settings{S3Endpoint: r.S3Endpoint, S3Bucket: r.S3Bucket, S3Prefix: r.S3Prefix, S3Region: r.S3Region, S3CAFile: r.S3CAFile, S3CredentialsFile: r.S3CredentialsFile,
+		S3ObjectLock: r.S3ObjectLock, S3LockDays: r.S3LockDays}
 }
 
 // openS3 opens the S3 repository of a catalog record, unlocking an encrypted one with the
@@ -118,6 +135,7 @@ func (g *Registry) openS3(ctx context.Context, rec *catalog.Repository, password
 		_ = st.Close()
 		return nil, fmt.Errorf("%s: %w", rec.Path, err)
 	}
+	r.lockPeriod = time.Duration(rec.S3LockDays) * 24 * time.Hour
 	return r, nil
 }
 
@@ -129,7 +147,7 @@ func openS3Store(ctx context.Context, rec *catalog.Repository, g *Registry) (*s3
 	}
 	return s3.Open(ctx, s3.Config{
 		Endpoint: rec.S3Endpoint, Bucket: rec.S3Bucket, Prefix: rec.S3Prefix, Region: rec.S3Region,
-		CAFile: rec.S3CAFile, AccessKey: key, SecretKey: secret,
+		CAFile: rec.S3CAFile, AccessKey: key, SecretKey: secret, ObjectLock: rec.S3ObjectLock,
 	}, g.log)
 }
 

@@ -27,6 +27,9 @@ var (
 	ErrLocked = errors.New("lock held by another holder")
 	// ErrExists: Rename found an object under its destination key and moved nothing.
 	ErrExists = errors.New("object exists")
+	// ErrRetained: a removal met an object under a retention date (S3 Object Lock) that has
+	// not passed, and removed nothing. Permanent until that date.
+	ErrRetained = errors.New("object under retention")
 )
 
 // MaxKeyLen bounds a key in bytes (S3's limit).

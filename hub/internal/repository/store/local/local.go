@@ -34,6 +34,7 @@ import (
 	"time"
 
 	"github.com/sendense/sendense/hub/internal/directio"
+	"github.com/sendense/sendense/hub/internal/immutable"
 	"github.com/sendense/sendense/hub/internal/repository/store"
 	"github.com/sendense/sendense/shared/atomicfile"
 	"golang.org/x/sys/unix"
@@ -513,6 +514,8 @@ func (s *Store) Touch(ctx context.Context, key string) error {
 		now := time.Now()
 		if err := os.Chtimes(path, now, now); errors.Is(err, fs.ErrNotExist) {
 			return fmt.Errorf("touch %s: %w", key, store.ErrNotFound)
+		} else if hardened(path, err) {
+			return nil // nothing can remove it, so it needs no fresh time
 		} else if err != nil {
 			return fmt.Errorf("touch %s: %w", key, err)
 		}
@@ -573,6 +576,8 @@ func (s *Store) RemoveIfOlder(ctx context.Context, key string, cutoff time.Time)
 	}
 	if err := os.Rename(path, aside); errors.Is(err, fs.ErrNotExist) {
 		return false, 0, nil // removed meanwhile
+	} else if hardened(path, err) {
+		return false, 0, fmt.Errorf("remove %s: %w", key, errRetained)
 	} else if err != nil {
 		return false, 0, fmt.Errorf("remove %s: %w", key, err)
 	}
@@ -636,6 +641,8 @@ func (s *Store) Remove(ctx context.Context, key string) error {
 	}
 	if err := os.Remove(path); errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("remove %s: %w", key, store.ErrNotFound)
+	} else if hardened(path, err) {
+		return fmt.Errorf("remove %s: %w", key, errRetained)
 	} else if err != nil {
 		return fmt.Errorf("remove %s: %w", key, err)
 	}
@@ -694,6 +701,8 @@ func (s *Store) Rename(ctx context.Context, from, to string) error {
 	}
 	if err := os.Rename(src, aside); errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("rename %s: %w", from, store.ErrNotFound) // moved or removed meanwhile
+	} else if hardened(src, err) {
+		return fmt.Errorf("rename %s: %w", from, errRetained)
 	} else if err != nil {
 		return fmt.Errorf("rename %s: %w", from, err)
 	}
@@ -883,4 +892,17 @@ func syncDir(dir string) error {
 		return err
 	}
 	return nil
+}
+
+// errRetained is a removal refused because the file is immutable (a hardened repository).
+var errRetained = fmt.Errorf("%w: the file is immutable (hardened repository); only the root helper, sendense-hub repo harden, releases it", store.ErrRetained)
+
+// hardened reports whether err is the EPERM an operation on an immutable file (chattr +i) meets:
+// writes, renames, removals and time changes all refuse, for root too.
+func hardened(path string, err error) bool {
+	if !errors.Is(err, syscall.EPERM) {
+		return false
+	}
+	on, ierr := immutable.Is(path)
+	return ierr == nil && on
 }

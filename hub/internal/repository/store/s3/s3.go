@@ -125,6 +125,10 @@ type Config struct {
 	CAFile string
 	// AccessKey and SecretKey sign the requests.
 	AccessKey, SecretKey string
+	// ObjectLock is "" for a bucket used without S3 Object Lock, or the mode of the retention
+	// dates Retain sets: LockCompliance or LockGovernance. The bucket must have been created
+	// with Object Lock enabled (see lock.go).
+	ObjectLock string
 }
 
 // Check validates the settings without contacting the server. Errors name the setting.
@@ -147,6 +151,9 @@ func (c Config) Check() error {
 	}
 	if c.AccessKey == "" || c.SecretKey == "" {
 		return errors.New("s3 credentials: access key or secret missing")
+	}
+	if _, err := lockMode(c.ObjectLock); err != nil {
+		return err
 	}
 	return nil
 }
@@ -175,6 +182,8 @@ type Store struct {
 	bucket string
 	prefix string
 	log    *slog.Logger
+	// lock is the retention mode of an Object Lock store, "" when the store does not use it.
+	lock minio.RetentionMode
 
 	// leaseEvery is how often a held lock's lease is renewed (leaseDuration/3), leaseStale
 	// after how long without renewal a lease may be taken over (leaseDuration + clockMargin).
@@ -191,6 +200,30 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Store, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	s, err := connect(cfg)
+	if err != nil {
+		return nil, err
+	}
+	s.log = log
+	octx, cancel := context.WithTimeout(ctx, opTimeout)
+	defer cancel()
+	ok, err := s.client.BucketExists(octx, cfg.Bucket)
+	if err != nil {
+		return nil, fmt.Errorf("s3 bucket %s at %s: %w", cfg.Bucket, cfg.Endpoint, describe(err))
+	}
+	if !ok {
+		return nil, fmt.Errorf("s3 bucket %s at %s: no such bucket", cfg.Bucket, cfg.Endpoint)
+	}
+	if s.lock != "" {
+		if err := s.checkLockEnabled(octx); err != nil {
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+// connect makes the client of cfg's server without contacting it.
+func connect(cfg Config) (*Store, error) {
 	if err := cfg.Check(); err != nil {
 		return nil, err
 	}
@@ -214,18 +247,10 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Store, error) {
 	if prefix != "" {
 		prefix += "/"
 	}
-	s := &Store{client: client, core: minio.Core{Client: client}, tr: tr, bucket: cfg.Bucket, prefix: prefix, log: log, leases: map[*lease]struct{}{},
-		leaseEvery: leaseDuration / 3, leaseStale: leaseDuration + clockMargin}
-	octx, cancel := context.WithTimeout(ctx, opTimeout)
-	defer cancel()
-	ok, err := client.BucketExists(octx, cfg.Bucket)
-	if err != nil {
-		return nil, fmt.Errorf("s3 bucket %s at %s: %w", cfg.Bucket, cfg.Endpoint, describe(err))
-	}
-	if !ok {
-		return nil, fmt.Errorf("s3 bucket %s at %s: no such bucket", cfg.Bucket, cfg.Endpoint)
-	}
-	return s, nil
+	lock, _ := lockMode(cfg.ObjectLock) // checked by Check
+	return &Store{client: client, core: minio.Core{Client: client}, tr: tr, bucket: cfg.Bucket, prefix: prefix, lock: lock,
+		log: slog.New(slog.DiscardHandler), leases: map[*lease]struct{}{},
+		leaseEvery: leaseDuration / 3, leaseStale: leaseDuration + clockMargin}, nil
 }
 
 // transport is an HTTP transport with timeouts for every phase but the body (bounded by the
@@ -545,6 +570,12 @@ func (s *Store) touch(ctx context.Context, obj string) error {
 		"Content-Type":             "application/octet-stream",
 		touchMetaKey:               strconv.FormatInt(time.Now().UnixNano(), 10),
 	}
+	if s.lock != "" {
+		// The copy is a new version: it carries the retention of the version it replaces.
+		if err := s.carryRetention(ctx, obj, meta); err != nil {
+			return err
+		}
+	}
 	_, err := s.core.CopyObject(ctx, s.bucket, obj, s.bucket, obj, meta, minio.CopySrcOptions{}, minio.PutObjectOptions{})
 	switch {
 	case err == nil:
@@ -679,6 +710,15 @@ func (s *Store) getSmall(ctx context.Context, obj string) ([]byte, store.Info, e
 func (s *Store) removeObject(ctx context.Context, obj string) error {
 	ctx, cancel := context.WithTimeout(ctx, removeWindow)
 	defer cancel()
+	if s.lock != "" {
+		// In a versioned (Object Lock) bucket a plain DELETE only hides the object behind a
+		// delete marker: its versions are deleted instead, once their retention passed.
+		ids, err := s.removableVersions(ctx, obj)
+		if err != nil {
+			return err
+		}
+		return s.removeVersions(ctx, obj, ids)
+	}
 	if err := s.client.RemoveObject(ctx, s.bucket, obj, minio.RemoveObjectOptions{}); err != nil {
 		if ctx.Err() != nil {
 			return ctx.Err()

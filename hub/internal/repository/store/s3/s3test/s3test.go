@@ -43,3 +43,17 @@ func clean(cfg s3.Config) {
 		_ = st.Remove(ctx, k)
 	}
 }
+
+// LockedConfig is Config in a bucket of the tests' S3 server created with Object Lock enabled
+// (sendense-test-locked), for a store that sets retention dates in mode (s3.LockCompliance or
+// s3.LockGovernance). Objects under retention outlive the test: keep the dates short.
+func LockedConfig(t testing.TB, mode string) s3.Config {
+	t.Helper()
+	cfg := Config(t)
+	cfg.Bucket += "-locked"
+	cfg.ObjectLock = mode
+	if err := s3.CreateBucket(t.Context(), cfg); err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}

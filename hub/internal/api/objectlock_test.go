@@ -1,0 +1,238 @@
+package api_test
+
+import (
+	"bytes"
+	"crypto/rand"
+	"errors"
+	"io/fs"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sendense/sendense/hub/internal/harden"
+	"github.com/sendense/sendense/hub/internal/immutable"
+	"github.com/sendense/sendense/hub/internal/policy"
+	"github.com/sendense/sendense/hub/internal/repository"
+	"github.com/sendense/sendense/hub/internal/repository/store"
+	"github.com/sendense/sendense/hub/internal/repository/store/s3"
+	"github.com/sendense/sendense/shared/api"
+	"github.com/sendense/sendense/shared/testenv"
+)
+
+// An S3 repository with Object Lock (compliance): a backup inside its retention cannot be
+// deleted (409 naming the lock, and every object of it is still in the bucket); a chunk it
+// shares with a newer backup carries the newer backup's later date; once its date has passed,
+// prune removes it (retention no longer keeps it) and garbage collection frees its own chunks
+// and nothing the newer backup uses.
+func TestObjectLockDeleteRetainedPruneExpired(t *testing.T) {
+	forEachHub(t, func(t *testing.T, h *testHub) {
+		ctx := t.Context()
+		a := h.newAgent("a1")
+		operator := h.apiToken(api.RoleOperator)
+		st, err := s3.Open(ctx, h.S3, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = st.Close() })
+		dateOf := func(hex string) time.Time {
+			u, err := st.RetainedUntil(ctx, "chunks/"+hex[0:2]+"/"+hex[2:4]+"/"+hex)
+			if err != nil {
+				t.Fatalf("chunk %s: %v", hex, err)
+			}
+			return u
+		}
+		shared := bytes.Repeat([]byte{7}, testChunk)
+		image := func() []byte {
+			img := make([]byte, 3*testChunk)
+			_, _ = rand.Read(img[:2*testChunk])
+			copy(img[2*testChunk:], shared)
+			return img
+		}
+
+		// The old backup was taken a day ago, less a few seconds, by the hub's clock: its lock
+		// (one day) ends a few seconds from now. The new one is taken now.
+		realNow := time.Now()
+		h.Clock.t = realNow.Add(-24*time.Hour + 6*time.Second)
+		oldImg := image()
+		oldID := h.backupImage(a, operator, oldImg)
+		h.Clock.t = realNow
+		newImg := image()
+		newID := h.backupImage(a, operator, newImg)
+
+		oldUntil := realNow.Add(6 * time.Second)
+		newUntil := realNow.Add(24 * time.Hour)
+		for d := range chunksOf(oldImg) {
+			got := dateOf(d)
+			want := oldUntil
+			if d == sharedDigest(shared) {
+				want = newUntil
+			}
+			if got.Before(want.Add(-time.Second)) || got.After(want.Add(2*time.Second)) {
+				t.Errorf("chunk %s of the old backup retained until %v, want %v", d[:12], got, want)
+			}
+		}
+
+		code, e := h.call(h.client(nil), http.MethodDelete, api.PathBackups+"/"+oldID, operator, nil, nil)
+		if code != http.StatusConflict || !strings.Contains(e.Error, "object lock") || !strings.Contains(e.Error, "compliance") {
+			t.Fatalf("DELETE of a retained backup: %d %+v, want 409 naming the object lock", code, e)
+		}
+		if _, err := h.Repo.ReadIndex(ctx, repository.IndexRef{VMUUID: vmUUIDOf(t, h, oldID), DiskID: "disk-2000", BackupID: oldID}); err != nil {
+			t.Fatalf("index of the refused deletion: %v", err)
+		}
+		for d := range chunksOf(oldImg) {
+			if _, err := st.Stat(ctx, "chunks/"+d[0:2]+"/"+d[2:4]+"/"+d); err != nil {
+				t.Fatalf("chunk of the refused deletion: %v", err)
+			}
+		}
+		// Nobody with the hub's credentials removes it behind the hub's back either.
+		for d := range chunksOf(oldImg) {
+			key := "chunks/" + d[0:2] + "/" + d[2:4] + "/" + d
+			if err := st.Remove(ctx, key); !errors.Is(err, store.ErrRetained) {
+				t.Fatalf("direct removal of retained chunk %s: %v", d[:12], err)
+			}
+			if _, err := st.Stat(ctx, key); err != nil {
+				t.Fatalf("chunk %s after a refused removal: %v", d[:12], err)
+			}
+		}
+
+		ps := h.policies()
+		if _, err := ps.Create(ctx, api.Policy{Name: "last", Enabled: true, Schedule: "@daily", Retention: api.Retention{KeepLast: 1}}); err != nil {
+			t.Fatal(err)
+		}
+		rep, err := ps.Prune(ctx, policy.PruneOptions{})
+		if err != nil || rep.Removed != 0 {
+			t.Fatalf("prune inside the lock: removed %d, %v", rep.Removed, err)
+		}
+		var said bool
+		for _, d := range rep.Decisions {
+			if d.BackupID == oldID && d.Keep && strings.Contains(strings.Join(d.Reasons, " "), "object lock") {
+				said = true
+			}
+		}
+		if !said {
+			t.Fatalf("prune inside the lock does not say why it kept %s: %+v", oldID, rep.Decisions)
+		}
+
+		time.Sleep(time.Until(oldUntil) + 1500*time.Millisecond)
+		h.Clock.t = time.Now()
+		rep, err = ps.Prune(ctx, policy.PruneOptions{})
+		if err != nil || rep.Removed != 1 || len(rep.Errors) != 0 {
+			t.Fatalf("prune after the lock: removed %d, errors %v, %v", rep.Removed, rep.Errors, err)
+		}
+		reps, err := h.collector().Run(ctx, "", 0, false)
+		if err != nil || len(reps) != 1 {
+			t.Fatalf("gc: %+v, %v", reps, err)
+		}
+		// The old backup's own two chunks are freed; the shared one and the new ones stay.
+		if reps[0].FreedChunks != 2 || reps[0].Retained != 0 {
+			t.Fatalf("gc freed %d chunks (retained %d), want 2", reps[0].FreedChunks, reps[0].Retained)
+		}
+		for d := range chunksOf(oldImg) {
+			_, err := st.Stat(ctx, "chunks/"+d[0:2]+"/"+d[2:4]+"/"+d)
+			if d == sharedDigest(shared) {
+				if err != nil {
+					t.Fatalf("the shared chunk: %v", err)
+				}
+			} else if !errors.Is(err, store.ErrNotFound) {
+				t.Fatalf("chunk %s of the pruned backup after gc: %v", d[:12], err)
+			}
+		}
+		for d := range chunksOf(newImg) {
+			if _, err := st.Stat(ctx, "chunks/"+d[0:2]+"/"+d[2:4]+"/"+d); err != nil {
+				t.Fatalf("chunk of the kept backup after gc: %v", err)
+			}
+		}
+		// Protected: 409 naming the protection, and protecting extended the lock from now (13
+		// hours later, when less than half the day's lock is left).
+		h.Clock.t = time.Now().Add(13 * time.Hour)
+		if code, e := h.call(h.client(nil), http.MethodPost, api.Path(api.PathBackupProtect, newID), operator, nil, nil); code != http.StatusOK {
+			t.Fatalf("protect: %d %+v", code, e)
+		}
+		newRef := repository.IndexRef{VMUUID: vmUUIDOf(t, h, newID), DiskID: "disk-2000", BackupID: newID}
+		if u, err := h.Repo.BackupRetainedUntil(ctx, newRef.VMUUID, newID, []string{"disk-2000"}); err != nil || u.Before(h.Clock.t.Add(24*time.Hour)) {
+			t.Fatalf("protected backup retained until %v (%v), want at least %v", u, err, h.Clock.t.Add(24*time.Hour))
+		}
+		code, e = h.call(h.client(nil), http.MethodDelete, api.PathBackups+"/"+newID, operator, nil, nil)
+		if code != http.StatusConflict || !strings.Contains(e.Error, "protected") {
+			t.Fatalf("DELETE of a protected backup: %d %+v, want 409 naming the protection", code, e)
+		}
+		if _, err := h.Repo.ReadIndex(ctx, newRef); err != nil {
+			t.Fatalf("index of the protected backup: %v", err)
+		}
+		resp, img, err := h.getImage(operator, newID, "")
+		if err != nil || resp.StatusCode != http.StatusOK || !bytes.Equal(img, newImg) {
+			t.Fatalf("restore of the kept backup: %v %v, identical %v", resp.Status, err, bytes.Equal(img, newImg))
+		}
+	}, hubOptions{s3Lock: s3.LockCompliance})
+}
+
+func sharedDigest(p []byte) string {
+	for d := range chunksOf(p) {
+		return d
+	}
+	return ""
+}
+
+func vmUUIDOf(t *testing.T, h *testHub, backupID string) string {
+	t.Helper()
+	row, err := h.Cat.BackupByID(t.Context(), backupID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return row.InstanceUUID
+}
+
+// A hardened local repository: once the root helper made a backup immutable, DELETE answers
+// 409 naming it and the index stays; after the lock period the helper releases it and DELETE
+// succeeds.
+func TestHardenedBackupDeleteRefusedUntilReleased(t *testing.T) {
+	forEachHub(t, func(t *testing.T, h *testHub) {
+		ctx := t.Context()
+		probe := filepath.Join(h.RepoDir, "probe")
+		_ = os.WriteFile(probe, nil, 0o600)
+		if err := immutable.Set(probe, true); err != nil {
+			testenv.Skip(t, "immutable files: %v (run as root on ext4, XFS or btrfs)", err)
+		}
+		_ = immutable.Set(probe, false)
+		_ = os.Remove(probe)
+		t.Cleanup(func() {
+			_ = filepath.WalkDir(h.RepoDir, func(p string, d fs.DirEntry, err error) error {
+				if err == nil && !d.IsDir() {
+					_ = immutable.Set(p, false)
+				}
+				return nil
+			})
+		})
+		a := h.newAgent("a1")
+		operator := h.apiToken(api.RoleOperator)
+		img := make([]byte, 2*testChunk)
+		_, _ = rand.Read(img)
+		id := h.backupImage(a, operator, img)
+		opts := harden.Options{RepositoryID: mustRepoID(t, h.Cat), LockPeriod: 30 * 24 * time.Hour}
+		if rep, err := harden.Run(ctx, h.Repo, h.Cat, opts, slog.New(slog.DiscardHandler)); err != nil || rep.HardenedIndexes == 0 {
+			t.Fatalf("harden: %+v, %v", rep, err)
+		}
+		code, e := h.call(h.client(nil), http.MethodDelete, api.PathBackups+"/"+id, operator, nil, nil)
+		if code != http.StatusConflict || !strings.Contains(e.Error, "immutable") {
+			t.Fatalf("DELETE of a hardened backup: %d %+v, want 409 naming the immutability", code, e)
+		}
+		ref := repository.IndexRef{VMUUID: vmUUIDOf(t, h, id), DiskID: "disk-2000", BackupID: id}
+		if _, err := h.Repo.ReadIndex(ctx, ref); err != nil {
+			t.Fatalf("index after the refused DELETE: %v", err)
+		}
+		opts.Now = time.Now().Add(31 * 24 * time.Hour)
+		if rep, err := harden.Run(ctx, h.Repo, h.Cat, opts, slog.New(slog.DiscardHandler)); err != nil || rep.ReleasedIndexes == 0 {
+			t.Fatalf("release: %+v, %v", rep, err)
+		}
+		if code, e := h.call(h.client(nil), http.MethodDelete, api.PathBackups+"/"+id, operator, nil, nil); code != http.StatusNoContent {
+			t.Fatalf("DELETE after the release: %d %+v", code, e)
+		}
+		if _, err := h.Repo.ReadIndex(ctx, ref); !errors.Is(err, repository.ErrIndexNotFound) {
+			t.Fatalf("index after DELETE: %v", err)
+		}
+	})
+}

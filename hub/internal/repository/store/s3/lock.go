@@ -1,0 +1,250 @@
+package s3
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/minio/minio-go/v7"
+
+	"github.com/sendense/sendense/hub/internal/repository/store"
+)
+
+// Object Lock. A bucket created with Object Lock enabled is versioned, and each version of an
+// object may carry a retention date before which the server refuses to delete or overwrite that
+// version: in compliance mode nobody can, not even the bucket's owner or the account's root; in
+// governance mode a user with the s3:BypassGovernanceRetention permission can (with the
+// x-amz-bypass-governance-retention header, which this store never sends). A date can be moved
+// later, never earlier. The hub's store uses it as follows:
+//
+//   - Retain moves an object's date to the given time when that is later, never earlier, so that
+//     a chunk shared by several backups keeps the latest date any of them asked for.
+//   - Every removal (Remove, RemoveIfOlder, Rename's delete of its source) first lists the
+//     versions of the key and reads their dates: while one is in the future it removes nothing
+//     and returns store.ErrRetained; otherwise it deletes every version. (A plain DELETE would
+//     only add a delete marker and hide versions that are still there.)
+//   - Touch's self-copy is a new version; it carries the date of the version it replaces.
+//     Versions left behind (older copies, a chunk put again) keep their own dates and go with
+//     the key's removal.
+//
+// SeaweedFS (the version scripts/weed pins) enforces both modes this way; the tests check it.
+
+// Modes of Config.ObjectLock.
+const (
+	LockCompliance = "compliance"
+	LockGovernance = "governance"
+)
+
+func lockMode(s string) (minio.RetentionMode, error) {
+	switch s {
+	case "":
+		return "", nil
+	case LockCompliance:
+		return minio.Compliance, nil
+	case LockGovernance:
+		return minio.Governance, nil
+	}
+	return "", fmt.Errorf("s3 object lock %q: want %s or %s", s, LockCompliance, LockGovernance)
+}
+
+// checkLockEnabled checks that the bucket was created with Object Lock enabled: retention dates
+// on a bucket without it are refused by the server at every put.
+func (s *Store) checkLockEnabled(ctx context.Context) error {
+	enabled, _, _, _, err := s.client.GetObjectLockConfig(ctx, s.bucket)
+	if err != nil && response(err).Code != "ObjectLockConfigurationNotFoundError" {
+		return fmt.Errorf("s3 bucket %s: object lock configuration: %w", s.bucket, describe(err))
+	}
+	if enabled != "Enabled" {
+		return fmt.Errorf("s3 bucket %s: object lock is not enabled; a bucket gets it only when it is created (with x-amz-bucket-object-lock-enabled: true)", s.bucket)
+	}
+	return nil
+}
+
+// ObjectLock reports the store's retention mode: LockCompliance, LockGovernance or "".
+func (s *Store) ObjectLock() string {
+	switch s.lock {
+	case minio.Compliance:
+		return LockCompliance
+	case minio.Governance:
+		return LockGovernance
+	}
+	return ""
+}
+
+// version is the current version of an object and its retention date (zero when it has none).
+type version struct {
+	id    string
+	until time.Time
+}
+
+// headVersion reads version id of obj, or its current version when id is "".
+func (s *Store) headVersion(ctx context.Context, obj, id string) (version, error) {
+	ctx, cancel := context.WithTimeout(ctx, opTimeout)
+	defer cancel()
+	oi, err := s.client.StatObject(ctx, s.bucket, obj, minio.StatObjectOptions{VersionID: id})
+	if err != nil {
+		if isNotFound(err) {
+			return version{}, store.ErrNotFound
+		}
+		if ctx.Err() != nil {
+			return version{}, ctx.Err()
+		}
+		return version{}, describe(err)
+	}
+	v := version{id: oi.VersionID}
+	if h := oi.Metadata.Get("X-Amz-Object-Lock-Retain-Until-Date"); h != "" {
+		if v.until, err = time.Parse(time.RFC3339, h); err != nil {
+			return version{}, fmt.Errorf("retain-until date %q of %s: %w", h, obj, err)
+		}
+	}
+	return v, nil
+}
+
+// removableVersions returns every version of obj (and its delete markers) when none is under
+// retention, or an error wrapping store.ErrRetained. A version left behind by a Touch or a
+// second Put would otherwise come back as the object once the current one is deleted.
+func (s *Store) removableVersions(ctx context.Context, obj string) ([]string, error) {
+	// The current version first, by HEAD: a version listing is not guaranteed to show it.
+	cur, err := s.headVersion(ctx, obj, "")
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+	case err != nil:
+		return nil, err
+	case time.Now().Before(cur.until):
+		return nil, fmt.Errorf("%w until %s (%s mode)", store.ErrRetained, cur.until.UTC().Format(time.RFC3339), s.ObjectLock())
+	}
+	var ids []string
+	if cur.id != "" {
+		ids = append(ids, cur.id)
+	}
+	for oi := range s.client.ListObjects(ctx, s.bucket, minio.ListObjectsOptions{Prefix: obj, WithVersions: true}) {
+		if oi.Err != nil {
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			return nil, fmt.Errorf("list versions of %s: %w", obj, describe(oi.Err))
+		}
+		if oi.Key != obj || oi.VersionID == cur.id {
+			continue
+		}
+		ids = append(ids, oi.VersionID)
+		if oi.IsDeleteMarker {
+			continue
+		}
+		v, err := s.headVersion(ctx, obj, oi.VersionID)
+		if errors.Is(err, store.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		if time.Now().Before(v.until) {
+			return nil, fmt.Errorf("%w until %s (%s mode)", store.ErrRetained, v.until.UTC().Format(time.RFC3339), s.ObjectLock())
+		}
+	}
+	return ids, nil
+}
+
+// removeVersions deletes the versions of obj that removableVersions returned.
+func (s *Store) removeVersions(ctx context.Context, obj string, ids []string) error {
+	for _, id := range ids {
+		if err := s.client.RemoveObject(ctx, s.bucket, obj, minio.RemoveObjectOptions{VersionID: id}); err != nil && !isNotFound(err) {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			if response(err).Code == "AccessDenied" {
+				// An older version whose date has not passed: the server refuses, as it should.
+				return fmt.Errorf("%w: version %s: %w", store.ErrRetained, id, describe(err))
+			}
+			return describe(err)
+		}
+	}
+	return nil
+}
+
+// carryRetention adds to a self-copy's headers the retention of the version it replaces.
+func (s *Store) carryRetention(ctx context.Context, obj string, headers map[string]string) error {
+	v, err := s.headVersion(ctx, obj, "")
+	if err != nil {
+		return err
+	}
+	if time.Now().Before(v.until) {
+		headers["X-Amz-Object-Lock-Mode"] = string(s.lock)
+		headers["X-Amz-Object-Lock-Retain-Until-Date"] = v.until.UTC().Format(time.RFC3339)
+	}
+	return nil
+}
+
+// Retain makes the object under key undeletable until at least until (rounded up to the
+// second): it sets the current version's retention date to until when that is later than the
+// date it has, and leaves it otherwise, so it never shortens a date. ErrNotFound when there is
+// no object. Only for a store opened with Config.ObjectLock. Two Retains of one key racing may
+// both read the old date and both send theirs: the server refuses to move a date earlier (in
+// governance mode too, as the store never sends the bypass header), so the earlier one fails
+// and a retry finds the later date in place.
+func (s *Store) Retain(ctx context.Context, key string, until time.Time) error {
+	obj, err := s.objectKey(key)
+	if err != nil {
+		return fmt.Errorf("retain: %w", err)
+	}
+	if s.lock == "" {
+		return fmt.Errorf("retain %s: the store does not use object lock", key)
+	}
+	if r := until.Truncate(time.Second); r.Before(until) {
+		until = r.Add(time.Second)
+	}
+	until = until.UTC()
+	v, err := s.headVersion(ctx, obj, "")
+	if err != nil {
+		return fmt.Errorf("retain %s: %w", key, err)
+	}
+	if !v.until.Before(until) {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, opTimeout)
+	defer cancel()
+	mode := s.lock
+	err = s.client.PutObjectRetention(ctx, s.bucket, obj, minio.PutObjectRetentionOptions{Mode: &mode, RetainUntilDate: &until, VersionID: v.id})
+	switch {
+	case err == nil:
+		return nil
+	case isNotFound(err):
+		return fmt.Errorf("retain %s: %w", key, store.ErrNotFound)
+	case ctx.Err() != nil:
+		return fmt.Errorf("retain %s: %w", key, ctx.Err())
+	}
+	return fmt.Errorf("retain %s until %s: %w", key, until.Format(time.RFC3339), describe(err))
+}
+
+// RetainedUntil returns the retention date of the object under key (zero when it has none, or
+// the store does not use object lock); ErrNotFound when there is no object.
+func (s *Store) RetainedUntil(ctx context.Context, key string) (time.Time, error) {
+	obj, err := s.objectKey(key)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("retention: %w", err)
+	}
+	v, err := s.headVersion(ctx, obj, "")
+	if err != nil {
+		return time.Time{}, fmt.Errorf("retention of %s: %w", key, err)
+	}
+	return v.until, nil
+}
+
+// CreateBucket creates the bucket of cfg, with Object Lock enabled when cfg.ObjectLock is set
+// (S3 enables it only at creation). An existing bucket owned by the caller is not an error.
+func CreateBucket(ctx context.Context, cfg Config) error {
+	st, err := connect(cfg)
+	if err != nil {
+		return err
+	}
+	defer st.tr.CloseIdleConnections()
+	ctx, cancel := context.WithTimeout(ctx, opTimeout)
+	defer cancel()
+	err = st.client.MakeBucket(ctx, cfg.Bucket, minio.MakeBucketOptions{Region: cfg.Region, ObjectLocking: cfg.ObjectLock != ""})
+	if r := response(err); err != nil && r.Code != "BucketAlreadyOwnedByYou" && r.StatusCode != http.StatusConflict {
+		return fmt.Errorf("create s3 bucket %s: %w", cfg.Bucket, describe(err))
+	}
+	return nil
+}

@@ -1,0 +1,105 @@
+package s3_test
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sendense/sendense/hub/internal/repository/store"
+	"github.com/sendense/sendense/hub/internal/repository/store/s3"
+	"github.com/sendense/sendense/hub/internal/repository/store/s3/s3test"
+	"github.com/sendense/sendense/hub/internal/repository/store/storetest"
+)
+
+// A retained object survives every removal the store offers, in both modes, until its date
+// has passed; then it is removed for good (not hidden behind a delete marker).
+func TestObjectLockRefusesRemovalUntilTheDate(t *testing.T) {
+	for _, mode := range []string{s3.LockCompliance, s3.LockGovernance} {
+		t.Run(mode, func(t *testing.T) {
+			st := open(t, s3test.LockedConfig(t, mode))
+			ctx := t.Context()
+			if st.ObjectLock() != mode {
+				t.Fatalf("ObjectLock() = %q", st.ObjectLock())
+			}
+			if err := st.Put(ctx, "chunks/aa/bb/x", []byte("locked")); err != nil {
+				t.Fatal(err)
+			}
+			until := time.Now().Add(4 * time.Second)
+			if err := st.Retain(ctx, "chunks/aa/bb/x", until); err != nil {
+				t.Fatal(err)
+			}
+			got, err := st.RetainedUntil(ctx, "chunks/aa/bb/x")
+			if err != nil || got.Before(until.Truncate(time.Second)) {
+				t.Fatalf("RetainedUntil = %v, %v; want ≥ %v", got, err, until)
+			}
+			if err := st.Remove(ctx, "chunks/aa/bb/x"); !errors.Is(err, store.ErrRetained) || !strings.Contains(err.Error(), mode) {
+				t.Fatalf("Remove of a retained object: %v, want ErrRetained naming %s", err, mode)
+			}
+			if _, _, err := st.RemoveIfOlder(ctx, "chunks/aa/bb/x", time.Now().Add(time.Hour)); !errors.Is(err, store.ErrRetained) {
+				t.Fatalf("RemoveIfOlder of a retained object: %v, want ErrRetained", err)
+			}
+			if err := st.Rename(ctx, "chunks/aa/bb/x", "quarantine/x"); !errors.Is(err, store.ErrRetained) {
+				t.Fatalf("Rename of a retained object: %v, want ErrRetained", err)
+			}
+			// A touch is a new version: it keeps the date.
+			if err := st.Touch(ctx, "chunks/aa/bb/x"); err != nil {
+				t.Fatal(err)
+			}
+			if got2, err := st.RetainedUntil(ctx, "chunks/aa/bb/x"); err != nil || !got2.Equal(got) {
+				t.Fatalf("after Touch RetainedUntil = %v, %v; want %v", got2, err, got)
+			}
+			if err := st.Remove(ctx, "chunks/aa/bb/x"); !errors.Is(err, store.ErrRetained) {
+				t.Fatalf("Remove after Touch: %v, want ErrRetained", err)
+			}
+			// An earlier date changes nothing.
+			if err := st.Retain(ctx, "chunks/aa/bb/x", time.Now()); err != nil {
+				t.Fatal(err)
+			}
+			if got2, _ := st.RetainedUntil(ctx, "chunks/aa/bb/x"); !got2.Equal(got) {
+				t.Fatalf("an earlier Retain moved the date to %v", got2)
+			}
+			if b, err := st.Get(ctx, "chunks/aa/bb/x", nil, 0); err != nil || string(b) != "locked" {
+				t.Fatalf("Get = %q, %v", b, err)
+			}
+			time.Sleep(time.Until(got) + 1100*time.Millisecond)
+			removed, _, err := st.RemoveIfOlder(ctx, "chunks/aa/bb/x", time.Now().Add(time.Hour))
+			if err != nil || !removed {
+				t.Fatalf("RemoveIfOlder after the date: %v, %v", removed, err)
+			}
+			if _, err := st.Stat(ctx, "chunks/aa/bb/x"); !errors.Is(err, store.ErrNotFound) {
+				t.Fatalf("Stat after removal: %v", err)
+			}
+		})
+	}
+}
+
+// A store asked to use Object Lock refuses a bucket without it, and an unknown mode.
+func TestObjectLockNeedsALockedBucket(t *testing.T) {
+	cfg := s3test.Config(t)
+	cfg.ObjectLock = s3.LockCompliance
+	if _, err := s3.Open(t.Context(), cfg, nil); err == nil || !strings.Contains(err.Error(), "object lock is not enabled") {
+		t.Fatalf("Open of a bucket without object lock: %v", err)
+	}
+	cfg.ObjectLock = "forever"
+	if _, err := s3.Open(t.Context(), cfg, nil); err == nil || !strings.Contains(err.Error(), "want compliance or governance") {
+		t.Fatalf("Open with mode %q: %v", cfg.ObjectLock, err)
+	}
+	cfg.ObjectLock = ""
+	st := open(t, cfg)
+	if err := st.Put(t.Context(), "k", []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Retain(t.Context(), "k", time.Now().Add(time.Minute)); err == nil {
+		t.Fatal("Retain in a store without object lock succeeded")
+	}
+}
+
+// The store keeps its whole contract in an Object Lock bucket (versioned), where removals
+// delete versions rather than hide them.
+func TestConformanceInObjectLockBucket(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) func(t *testing.T) store.Store {
+		cfg := s3test.LockedConfig(t, s3.LockGovernance)
+		return func(t *testing.T) store.Store { return open(t, cfg) }
+	})
+}

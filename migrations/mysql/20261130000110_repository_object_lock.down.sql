@@ -1,0 +1,3 @@
+ALTER TABLE repositories DROP COLUMN s3_lock_days;
+--bun:split
+ALTER TABLE repositories DROP COLUMN s3_object_lock;
