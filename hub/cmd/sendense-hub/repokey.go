@@ -22,7 +22,7 @@ type encryptFlags struct {
 
 func (f *encryptFlags) register(cmd *cobra.Command) {
 	cmd.Flags().BoolVar(&f.encrypt, "encrypt", false, "seal every chunk, index and VM configuration with AES-256-GCM (needs --password-file)")
-	cmd.Flags().StringVar(&f.passwordFile, "password-file", "", "file holding the password (or a key file) of the first key slot; the hub reads it whenever it opens the repository")
+	cmd.Flags().StringVar(&f.passwordFile, "password-file", "", "file holding the password (or a key file) of the first key slot, or env:NAME for the hub's environment variable NAME; the hub reads it whenever it opens the repository")
 }
 
 func (f *encryptFlags) check() error {

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -100,8 +101,20 @@ type secret struct {
 	repoID string // of an exported master key
 }
 
-// ReadSecretFile reads a password file: a password, a key file or an exported master key.
+// EnvPrefix names, in place of a password file's path, an environment variable of the hub that
+// holds the secret instead: "env:SENDENSE_REPO_PASSWORD".
+const EnvPrefix = "env:"
+
+// ReadSecretFile reads a password file: a password, a key file or an exported master key. A
+// path "env:NAME" reads the environment variable NAME instead, which must be set and not empty.
 func ReadSecretFile(path string) ([]byte, error) {
+	if name, ok := strings.CutPrefix(path, EnvPrefix); ok {
+		v := os.Getenv(name)
+		if v == "" {
+			return nil, fmt.Errorf("read password: environment variable %s is not set", name)
+		}
+		return []byte(v), nil
+	}
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("read password file: %w", err)
@@ -403,4 +416,20 @@ func (r *Repository) ExportKey() (string, error) {
 		return "", ErrNotEncrypted
 	}
 	return masterKeyPrefix + r.desc.ID + ":" + base64.RawURLEncoding.EncodeToString(r.master), nil
+}
+
+// secretRef is how a password file is recorded: its absolute path, or an "env:NAME" reference
+// as it is.
+func secretRef(p string) (string, error) {
+	if strings.HasPrefix(p, EnvPrefix) {
+		if len(p) == len(EnvPrefix) {
+			return "", errors.New("password file: env: needs a variable name")
+		}
+		return p, nil
+	}
+	abs, err := filepath.Abs(p)
+	if err != nil {
+		return "", fmt.Errorf("password file: %w", err)
+	}
+	return abs, nil
 }

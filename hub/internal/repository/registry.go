@@ -145,8 +145,8 @@ func (g *Registry) CreateEncrypted(ctx context.Context, name, dir string, chunkS
 	}
 	opts := g.repoOptions()
 	if passwordFile != "" {
-		if passwordFile, err = filepath.Abs(passwordFile); err != nil {
-			return nil, fmt.Errorf("password file: %w", err)
+		if passwordFile, err = secretRef(passwordFile); err != nil {
+			return nil, err
 		}
 		opts = append(opts, WithPasswordFile(passwordFile))
 	}

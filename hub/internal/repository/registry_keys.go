@@ -3,7 +3,6 @@ package repository
 import (
 	"context"
 	"fmt"
-	"path/filepath"
 
 	"github.com/sendense/sendense/hub/internal/catalog"
 )
@@ -37,9 +36,9 @@ func (g *Registry) OpenKeys(ctx context.Context, name, passwordFile string) (*ca
 // SetPasswordFile records passwordFile (made absolute) as the file the hub reads to open the
 // repository named name, after checking that it unlocks it.
 func (g *Registry) SetPasswordFile(ctx context.Context, name, passwordFile string) error {
-	abs, err := filepath.Abs(passwordFile)
+	abs, err := secretRef(passwordFile)
 	if err != nil {
-		return fmt.Errorf("password file: %w", err)
+		return err
 	}
 	rec, r, err := g.OpenKeys(ctx, name, abs)
 	if err != nil {

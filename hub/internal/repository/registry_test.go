@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/sendense/sendense/hub/internal/catalog"
@@ -82,6 +83,60 @@ func TestRegistryCreateValidates(t *testing.T) {
 		}
 		if def2, _, err := other.EnsureDefault(ctx, "/nonexistent"); err != nil || def2.ID != def.ID {
 			t.Fatalf("a second EnsureDefault = %+v, %v; want the existing default", def2, err)
+		}
+	})
+}
+
+// An encrypted repository's secret may come from the hub's environment (--password-file
+// env:NAME): the catalog records the reference, never the value; the repository opens while the
+// variable holds the password and is refused, naming the variable, when it is unset or wrong.
+func TestRegistryPasswordFromEnvironment(t *testing.T) {
+	catalogtest.ForEachDialect(t, func(t *testing.T, c *catalog.Catalog) {
+		ctx := t.Context()
+		const password = "a password only the environment knows"
+		t.Setenv("SENDENSE_TEST_REPO_PASSWORD", password)
+		g := repository.NewRegistry(c, nil, nil)
+		g.SetKDFCost(repository.KDF{Name: "argon2id", Time: 1, MemoryKiB: 64, Threads: 1})
+		t.Cleanup(func() { _ = g.Close() })
+		if _, err := g.CreateEncrypted(ctx, "envkey", filepath.Join(t.TempDir(), "r"), 0, "env:"); err == nil {
+			t.Fatal("env: without a variable name was accepted")
+		}
+		rec, err := g.CreateEncrypted(ctx, "envkey", filepath.Join(t.TempDir(), "repo"), 0, "env:SENDENSE_TEST_REPO_PASSWORD")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rec.PasswordFile != "env:SENDENSE_TEST_REPO_PASSWORD" {
+			t.Fatalf("recorded %q", rec.PasswordFile)
+		}
+		rs, err := c.Repositories(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range rs {
+			if r.PasswordFile == password || r.Path == password {
+				t.Fatal("the catalog holds the password")
+			}
+		}
+		other := repository.NewRegistry(c, nil, nil)
+		t.Cleanup(func() { _ = other.Close() })
+		r, err := other.Open(ctx, rec.ID)
+		if err != nil {
+			t.Fatalf("open with the variable set: %v", err)
+		}
+		if !r.Encrypted() {
+			t.Fatal("not encrypted")
+		}
+		t.Setenv("SENDENSE_TEST_REPO_PASSWORD", "")
+		third := repository.NewRegistry(c, nil, nil)
+		t.Cleanup(func() { _ = third.Close() })
+		if _, err := third.Open(ctx, rec.ID); err == nil || !strings.Contains(err.Error(), "SENDENSE_TEST_REPO_PASSWORD is not set") {
+			t.Fatalf("open with the variable unset: %v", err)
+		}
+		t.Setenv("SENDENSE_TEST_REPO_PASSWORD", "not the password")
+		fourth := repository.NewRegistry(c, nil, nil)
+		t.Cleanup(func() { _ = fourth.Close() })
+		if _, err := fourth.Open(ctx, rec.ID); err == nil || !strings.Contains(err.Error(), `repository "envkey"`) {
+			t.Fatalf("open with a wrong password: %v", err)
 		}
 	})
 }

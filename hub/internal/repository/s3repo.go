@@ -54,8 +54,8 @@ func (g *Registry) CreateS3(ctx context.Context, name string, set api.S3Settings
 	}
 	opts := g.repoOptions()
 	if passwordFile != "" {
-		if passwordFile, err = filepath.Abs(passwordFile); err != nil {
-			return nil, fmt.Errorf("password file: %w", err)
+		if passwordFile, err = secretRef(passwordFile); err != nil {
+			return nil, err
 		}
 		opts = append(opts, WithPasswordFile(passwordFile))
 	}
