@@ -5,7 +5,8 @@
 # 1 MiB writes per GiB, spread), restore of the latest; plus the machine's limit (each stage's
 # rate per CPU second — read, SHA-256 on each side, zstd on the compressible part and its
 # decoding, TLS on loopback — combined over the cores: `sendense-lab machine-limit`) and the peak
-# RSS of hub and agent. Prints one table with ratios against both peers.
+# RSS of hub and agent, and the cost of encryption at rest (the full backup again into an
+# encrypted repository). Prints one table with ratios against both peers.
 #
 # Sendense reads the disk through the lab's vSphere API with CBT and the file transport (as a
 # hot-add appliance would), sends to a hub on loopback over TLS 1.3, and restores to a sparse
@@ -91,10 +92,12 @@ wait_for "$W/agent.log" '"msg":"inventory pushed"'
 # the agent's waiting long poll at once.
 TOKEN=$(hub apitoken create --name bench --role operator 2>/dev/null)
 # backup_run: one Sendense backup; prints "seconds bytes_sent id".
+# An optional argument is the request's body (default: the VM's next backup in the default
+# repository).
 backup_run() {
-  local id t s out
+  local id t s out body=${1:-'{"vm":"bench"}'}
   t=$(now)
-  id=$(curl -sf --cacert "$W/hub/pki/ca.crt" -H "Authorization: Bearer $TOKEN" -d '{"vm":"bench"}' "$HUB/api/v1/backups" | json_field id)
+  id=$(curl -sf --cacert "$W/hub/pki/ca.crt" -H "Authorization: Bearer $TOKEN" -d "$body" "$HUB/api/v1/backups" | json_field id)
   out=$(hub backup wait "$id" 2>/dev/null)
   s=$(secs "$t" "$(now)")
   hub backup show "$id" >"$W/$id.json" 2>/dev/null
@@ -154,6 +157,15 @@ r_size=$(du -sb "$W/restic" | cut -f1)
 
 k_size=$(du -sb "$W/kopia" | cut -f1)
 
+# The cost of encryption at rest: the same full backup into an encrypted repository (restic and
+# kopia always encrypt), created on the running hub. After the RSS figures above, which are of
+# the shipped default.
+echo "== full backup into an encrypted repository" >&2
+head -c 24 /dev/urandom | base64 >"$W/enc.password"
+hub repo create enc --path "$W/enc" --encrypt --password-file "$W/enc.password" >/dev/null 2>&1
+read -r s_enc _ _ < <(backup_run '{"vm":"bench","type":"full","repository":"enc"}')
+echo "sendense encrypted full: ${s_enc}s" >&2
+
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f×", a / b }'; }
 pct() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.0f %%", 100 * a / b }'; }
 printf '\nSendense vs restic 0.18.1 and kopia 0.21.1 (zstd-fastest), 4 GiB image (2 GiB random, 1 GiB binaries, 1 GiB hole), %s, %s cores, %s, load average before the run %s\n' \
@@ -161,6 +173,8 @@ printf '\nSendense vs restic 0.18.1 and kopia 0.21.1 (zstd-fastest), 4 GiB image
 printf '| step | Sendense | restic | kopia | vs restic | vs kopia |\n|---|---|---|---|---|---|\n'
 printf '| full backup | %ss, %s MB/s, %s MiB sent | %ss, %s MB/s | %ss, %s MB/s | %s faster | %s faster |\n' "$s_full" "$(mbps $SIZE "$s_full")" $((sent_full >> 20)) \
   "$r_full" "$(mbps $SIZE "$r_full")" "$k_full" "$(mbps $SIZE "$k_full")" "$(ratio "$r_full" "$s_full")" "$(ratio "$k_full" "$s_full")"
+printf '| full backup, encrypted repository | %ss, %s MB/s (%s the plain full'"'"'s time) | | | %s faster | %s faster |\n' "$s_enc" "$(mbps $SIZE "$s_enc")" \
+  "$(ratio "$s_enc" "$s_full")" "$(ratio "$r_full" "$s_enc")" "$(ratio "$k_full" "$s_enc")"
 printf '| backup after 1%% changed | %ss, %s MiB sent | %ss | %ss | %s faster | %s faster |\n' "$s_inc" $((sent_inc >> 20)) "$r_inc" "$k_inc" "$(ratio "$r_inc" "$s_inc")" "$(ratio "$k_inc" "$s_inc")"
 printf '| restore of the latest | %ss, %s MB/s (sparse, verified) | %ss, %s MB/s | %ss, %s MB/s | %s faster | %s faster |\n' "$s_rest" "$(mbps $SIZE "$s_rest")" \
   "$r_rest" "$(mbps $SIZE "$r_rest")" "$k_rest" "$(mbps $SIZE "$k_rest")" "$(ratio "$r_rest" "$s_rest")" "$(ratio "$k_rest" "$s_rest")"
