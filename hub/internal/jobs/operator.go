@@ -178,6 +178,9 @@ func (s *Service) Delete(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
+	// The record goes first: one left behind without its indexes would bring back, at an
+	// attach, a backup that cannot be restored.
+	s.undescribe(ctx, j.RepositoryID, row.InstanceUUID, id)
 	s.removeIndexes(ctx, j.RepositoryID, row.InstanceUUID, disks)
 	if row.VMConfigDigest != "" {
 		s.removeVMConfig(ctx, j.RepositoryID, row.InstanceUUID, id)
@@ -229,6 +232,11 @@ func (s *Service) Chain(ctx context.Context, vmNameOrID string) (api.Chain, erro
 func (s *Service) SetProtected(ctx context.Context, id string, protected bool) (api.Backup, error) {
 	if err := s.cat.SetProtected(ctx, id, protected); err != nil {
 		return api.Backup{}, err
+	}
+	if j, err := s.cat.JobByID(ctx, id); err == nil && j.Status == api.JobSucceeded {
+		if err := s.describe(ctx, id); err != nil {
+			return api.Backup{}, err
+		}
 	}
 	s.log.InfoContext(ctx, "backup protection set", "job_id", id, "protected", protected)
 	return s.Get(ctx, id)

@@ -1,0 +1,124 @@
+package backup_test
+
+import (
+	"encoding/json"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/sendense/sendense/agent/internal/hubtest"
+	"github.com/sendense/sendense/shared/api"
+)
+
+// Losing the hub loses no restore point: backups into an encrypted repository (a full, a
+// protected incremental, and one deleted afterwards) are rebuilt by a fresh hub — new catalog,
+// new data directory, new CA — that attaches the repository: the same backup ids, types,
+// parents, protection and VM configuration, each disk restoring byte-identical; the deleted one
+// stays deleted. Attaching again changes nothing.
+func TestAttachRebuildsCatalogOnFreshHub(t *testing.T) {
+	e := newEnv(t, twoDiskSpec("keep"), envOptions{})
+	vault := filepath.Join(t.TempDir(), "vault")
+	pw := filepath.Join(t.TempDir(), "vault.password")
+	if err := os.WriteFile(pw, []byte("correct horse battery staple\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out := e.hub.CLI("repo", "create", "vault", "--path", vault, "--encrypt", "--password-file", pw); !strings.Contains(out, "created repository vault") {
+		t.Fatalf("repo create: %s", out)
+	}
+	disks := []string{"disk-2000", "disk-2001"}
+	sums := map[string][32]byte{}
+	full := e.run(api.StartBackupRequest{VM: "keep", Repository: "vault"})
+	for _, d := range disks {
+		sums[full.ID+"/"+d] = e.diskSum("keep", d)
+	}
+	if _, err := e.lab.WritePercent("keep", "disk-2000", 10, 21); err != nil {
+		t.Fatal(err)
+	}
+	inc := e.run(api.StartBackupRequest{VM: "keep", Repository: "vault"})
+	for _, d := range disks {
+		sums[inc.ID+"/"+d] = e.diskSum("keep", d)
+	}
+	gone := e.run(api.StartBackupRequest{VM: "keep", Repository: "vault"})
+	if full.Type != "full" || inc.Type != "incremental" || gone.Status != "succeeded" {
+		t.Fatalf("backups: full %+v, incremental %+v, third %+v", full, inc, gone)
+	}
+	if code := e.api(http.MethodPost, strings.Replace(api.PathBackupProtect, "{id}", inc.ID, 1), nil, nil); code != http.StatusOK {
+		t.Fatalf("protect %s: %d", inc.ID, code)
+	}
+	if code := e.api(http.MethodDelete, api.PathBackups+"/"+gone.ID, nil, nil); code >= 300 {
+		t.Fatalf("delete %s: %d", gone.ID, code)
+	}
+	before := map[string]api.Backup{full.ID: e.get(full.ID), inc.ID: e.get(inc.ID)}
+	if before[full.ID].VMConfig == nil || before[full.ID].VMConfig.Error != "" {
+		t.Fatalf("the full backup has no readable VM configuration: %+v", before[full.ID].VMConfig)
+	}
+
+	// The hub is lost: its catalog, keys and data directory.
+	e.hub.Stop()
+	if err := os.RemoveAll(e.hub.DataDir); err != nil {
+		t.Fatal(err)
+	}
+	hub := hubtest.Start(t)
+	e.hub, e.operator, e.op = hub, hub.APIToken("operator"), operatorClient(t, hub)
+
+	out := hub.CLI("repo", "attach", "vault", "--path", vault, "--password-file", pw)
+	if !strings.Contains(out, "attached repository vault") || !strings.Contains(out, "imported 2 backups, 0 already in the catalog") ||
+		strings.Contains(out, "UNDESCRIBED") || strings.Contains(out, "NOT IMPORTED") {
+		t.Fatalf("repo attach: %s", out)
+	}
+	for id, was := range before {
+		got := e.get(id)
+		if got.Status != "succeeded" || got.Type != was.Type || got.Repository != "vault" || got.VMName != "keep" ||
+			got.Protected != was.Protected || !got.CreatedAt.Equal(was.CreatedAt) || len(got.Disks) != len(was.Disks) {
+			t.Fatalf("backup %s after attach: %+v\nbefore: %+v", id, got, was)
+		}
+		for i, d := range got.Disks {
+			w := was.Disks[i]
+			if d.DiskID != w.DiskID || d.ParentBackupID != w.ParentBackupID || d.CapacityBytes != w.CapacityBytes || d.Type != w.Type ||
+				d.Status != w.Status || d.ChangeID != w.ChangeID || d.SlotsChanged != w.SlotsChanged {
+				t.Fatalf("backup %s disk %d after attach: %+v, before %+v", id, i, d, w)
+			}
+		}
+		if got.VMConfig == nil || got.VMConfig.Error != "" || got.VMConfig.Digest != was.VMConfig.Digest {
+			t.Fatalf("backup %s: VM configuration after attach %+v, before %+v", id, got.VMConfig, was.VMConfig)
+		}
+		for _, d := range disks {
+			if e.imageSum(id, d) != sums[id+"/"+d] {
+				t.Fatalf("backup %s disk %s does not restore its bytes after attach", id, d)
+			}
+		}
+	}
+	if before[inc.ID].Disks[0].ParentBackupID != full.ID {
+		t.Fatalf("the incremental's parent: %+v", before[inc.ID].Disks)
+	}
+	if code := e.api(http.MethodGet, api.PathBackups+"/"+gone.ID, nil, nil); code != http.StatusNotFound {
+		t.Fatalf("the deleted backup %s came back with the attach: %d", gone.ID, code)
+	}
+	if code := e.api(http.MethodDelete, api.PathBackups+"/"+inc.ID, nil, nil); code != http.StatusConflict {
+		t.Fatalf("deleting the protected backup after attach: %d, want 409", code)
+	}
+	if out := hub.CLI("repo", "check"); !strings.Contains(out, "consistent") {
+		t.Fatalf("repo check after attach: %s", out)
+	}
+
+	list := func() string {
+		var l json.RawMessage
+		if code := e.api(http.MethodGet, api.PathBackups, nil, &l); code != http.StatusOK {
+			t.Fatalf("list backups: %d", code)
+		}
+		return string(l)
+	}
+	had := list()
+	out = hub.CLI("repo", "attach", "vault", "--path", vault, "--password-file", pw)
+	if !strings.Contains(out, "already attached: repository vault") || !strings.Contains(out, "imported 0 backups, 2 already in the catalog") {
+		t.Fatalf("second repo attach: %s", out)
+	}
+	if now := list(); now != had {
+		t.Fatalf("attaching again changed the backups:\nbefore %s\nafter  %s", had, now)
+	}
+	if _, err := hub.TryCLI("repo", "attach", "other", "--path", vault, "--password-file", pw); err == nil {
+		t.Fatal("the repository was attached a second time under another name")
+	}
+}
