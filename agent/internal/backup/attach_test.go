@@ -5,11 +5,13 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/sendense/sendense/agent/internal/hubtest"
 	"github.com/sendense/sendense/shared/api"
+	"github.com/sendense/sendense/shared/testenv"
 )
 
 // Losing the hub loses no restore point: backups into an encrypted repository (a full, a
@@ -120,5 +122,46 @@ func TestAttachRebuildsCatalogOnFreshHub(t *testing.T) {
 	}
 	if _, err := hub.TryCLI("repo", "attach", "other", "--path", vault, "--password-file", pw); err == nil {
 		t.Fatal("the repository was attached a second time under another name")
+	}
+}
+
+// An S3 repository (SeaweedFS) is attached by a fresh hub with the same --s3-* flags as repo
+// create: its backup restores byte-identical.
+func TestAttachS3RepositoryOnFreshHub(t *testing.T) {
+	srv := testenv.S3(t)
+	e := newEnv(t, twoDiskSpec("cloud"), envOptions{})
+	creds := createS3Repo(t, e.hub, srv, "offsite")
+	var rs []struct{ Name, S3Prefix string }
+	if err := json.Unmarshal([]byte(e.hub.CLI("repo", "list", "--json")), &rs); err != nil {
+		t.Fatal(err)
+	}
+	i := slices.IndexFunc(rs, func(r struct{ Name, S3Prefix string }) bool { return r.Name == "offsite" })
+	if i < 0 || rs[i].S3Prefix == "" {
+		t.Fatalf("repo list: %+v", rs)
+	}
+	b := e.run(api.StartBackupRequest{VM: "cloud", Repository: "offsite"})
+	want := map[string][32]byte{}
+	for _, d := range []string{"disk-2000", "disk-2001"} {
+		want[d] = e.diskSum("cloud", d)
+	}
+
+	e.hub.Stop()
+	if err := os.RemoveAll(e.hub.DataDir); err != nil {
+		t.Fatal(err)
+	}
+	hub := hubtest.Start(t)
+	e.hub, e.operator, e.op = hub, hub.APIToken("operator"), operatorClient(t, hub)
+	out := hub.CLI("repo", "attach", "offsite", "--s3-endpoint", srv.Endpoint, "--s3-bucket", srv.Bucket,
+		"--s3-prefix", rs[i].S3Prefix, "--s3-credentials-file", creds)
+	if !strings.Contains(out, "attached repository offsite") || !strings.Contains(out, "imported 1 backups") {
+		t.Fatalf("repo attach: %s", out)
+	}
+	if got := e.get(b.ID); got.Status != "succeeded" || got.Repository != "offsite" || got.Type != b.Type {
+		t.Fatalf("backup after attach: %+v", got)
+	}
+	for d, sum := range want {
+		if e.imageSum(b.ID, d) != sum {
+			t.Fatalf("%s does not restore its bytes from the attached S3 repository", d)
+		}
 	}
 }
