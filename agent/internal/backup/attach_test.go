@@ -52,6 +52,24 @@ func TestAttachRebuildsCatalogOnFreshHub(t *testing.T) {
 	if code := e.api(http.MethodDelete, api.PathBackups+"/"+gone.ID, nil, nil); code >= 300 {
 		t.Fatalf("delete %s: %d", gone.ID, code)
 	}
+	// A backup whose record is missing (as one taken before records were written) gets one
+	// from repo describe.
+	recs, err := filepath.Glob(filepath.Join(vault, "backups", "*", full.ID+".json"))
+	if err != nil || len(recs) != 1 {
+		t.Fatalf("the full backup's record: %v %v", recs, err)
+	}
+	if err := os.Remove(recs[0]); err != nil {
+		t.Fatal(err)
+	}
+	if out := e.hub.CLI("repo", "describe", "--repository", "vault"); !strings.Contains(out, "described 2 backups") {
+		t.Fatalf("repo describe: %s", out)
+	}
+	if _, err := os.Stat(recs[0]); err != nil {
+		t.Fatalf("repo describe wrote no record of %s: %v", full.ID, err)
+	}
+	if left, _ := filepath.Glob(filepath.Join(vault, "backups", "*", gone.ID+".json")); len(left) != 0 {
+		t.Fatalf("the deleted backup's record is left: %v", left)
+	}
 	before := map[string]api.Backup{full.ID: e.get(full.ID), inc.ID: e.get(inc.ID)}
 	if before[full.ID].VMConfig == nil || before[full.ID].VMConfig.Error != "" {
 		t.Fatalf("the full backup has no readable VM configuration: %+v", before[full.ID].VMConfig)

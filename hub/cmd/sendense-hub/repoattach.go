@@ -7,6 +7,7 @@ import (
 
 	"github.com/sendense/sendense/hub/internal/catalog"
 	"github.com/sendense/sendense/hub/internal/config"
+	"github.com/sendense/sendense/hub/internal/jobs"
 	"github.com/sendense/sendense/hub/internal/repository"
 )
 
@@ -59,5 +60,32 @@ func newRepoAttachCmd(e *env) *cobra.Command {
 	cmd.MarkFlagsOneRequired("path", "s3-endpoint")
 	cmd.MarkFlagsMutuallyExclusive("path", "s3-endpoint")
 	cmd.MarkFlagsRequiredTogether("s3-endpoint", "s3-bucket", "s3-credentials-file")
+	return cmd
+}
+
+func newRepoDescribeCmd(e *env) *cobra.Command {
+	var repoName string
+	cmd := &cobra.Command{
+		Use:   "describe [--repository NAME]",
+		Short: "Write into each repository the records that describe its successful backups (for backups taken before they were written)",
+		Long: "Every backup that succeeds, or whose protection changes, is described in its repository next to its indexes, so that\n" +
+			"repo attach can rebuild it on another hub. describe writes those records for every successful backup in the catalog\n" +
+			"(of one repository, or of all), which gives backups taken before records existed one. Running it again is harmless.",
+		Args: cobra.NoArgs,
+		RunE: backupCmd(e, func(cmd *cobra.Command, _ []string, b *jobs.Service, cat *catalog.Catalog) error {
+			id := ""
+			if repoName != "" {
+				rec, err := cat.RepositoryByName(cmd.Context(), repoName)
+				if err != nil {
+					return err
+				}
+				id = rec.ID
+			}
+			n, err := b.DescribeBackups(cmd.Context(), id)
+			fmt.Fprintf(e.stdout, "described %d backups\n", n)
+			return err
+		}),
+	}
+	cmd.Flags().StringVar(&repoName, "repository", "", "only this repository (default: all)")
 	return cmd
 }

@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/sendense/sendense/hub/internal/catalog"
 	"github.com/sendense/sendense/hub/internal/repository"
+	"github.com/sendense/sendense/shared/api"
 )
 
 // describe writes (or rewrites) the backup record of a successful backup into its repository,
@@ -36,4 +38,23 @@ func (s *Service) undescribe(ctx context.Context, repositoryID, instanceUUID, id
 	if err != nil {
 		s.log.WarnContext(ctx, "remove backup record", "job_id", id, "repository_id", repositoryID, "err", err)
 	}
+}
+
+// DescribeBackups writes the backup record of every successful backup in the repository with
+// catalog id repositoryID (every repository when empty) and returns how many it wrote. Records
+// are rewritten whole, so running it again is harmless; it gives backups taken before
+// repositories described their backups a record, making them attachable.
+func (s *Service) DescribeBackups(ctx context.Context, repositoryID string) (int, error) {
+	rows, _, err := s.cat.Backups(ctx, catalog.BackupFilter{RepositoryID: repositoryID, Status: api.JobSucceeded})
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, r := range rows {
+		if err := s.describe(ctx, r.ID); err != nil {
+			return n, err
+		}
+		n++
+	}
+	return n, nil
 }
