@@ -1,15 +1,24 @@
 package backup_test
 
 import (
+	"context"
 	"encoding/json"
+	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/sendense/sendense/agent/internal/backup"
+	"github.com/sendense/sendense/agent/internal/config"
+	"github.com/sendense/sendense/agent/internal/daemon"
+	"github.com/sendense/sendense/agent/internal/enroll"
+	"github.com/sendense/sendense/agent/internal/hubclient"
 	"github.com/sendense/sendense/agent/internal/hubtest"
+	"github.com/sendense/sendense/agent/internal/sources"
 	"github.com/sendense/sendense/shared/api"
 	"github.com/sendense/sendense/shared/testenv"
 )
@@ -141,6 +150,65 @@ func TestAttachRebuildsCatalogOnFreshHub(t *testing.T) {
 	if _, err := hub.TryCLI("repo", "attach", "other", "--path", vault, "--password-file", pw); err == nil {
 		t.Fatal("the repository was attached a second time under another name")
 	}
+
+	// A new agent for the same vCenter takes the source over (sources move, as when an
+	// appliance is replaced): the chain of the attached VM continues with an incremental on the
+	// attached incremental, which restores byte-identical.
+	agentID := e.reenroll()
+	conn, err := e.srcs.Get("lab")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := daemon.DiscoverOnce(t.Context(), conn, e.hc); err == nil {
+		t.Fatal("the new agent's inventory of the attached source was taken without a move")
+	}
+	if out := hub.CLI("sources", "move", "lab", "--agent", agentID); !strings.Contains(out, agentID) {
+		t.Fatalf("sources move: %s", out)
+	}
+	e.discover()
+	if _, err := e.lab.WritePercent("keep", "disk-2000", 10, 33); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range disks {
+		sums["next/"+d] = e.diskSum("keep", d)
+	}
+	next := e.run(api.StartBackupRequest{VM: "keep", Repository: "vault"})
+	if next.Status != "succeeded" || next.Type != "incremental" || next.VMContextID != before[full.ID].VMContextID ||
+		next.Disks[0].ParentBackupID != inc.ID || next.Disks[0].SlotsChanged == 0 {
+		t.Fatalf("backup after attach: %+v", next)
+	}
+	for _, d := range disks {
+		if e.imageSum(next.ID, d) != sums["next/"+d] {
+			t.Fatalf("the backup after attach: %s does not restore its bytes", d)
+		}
+	}
+}
+
+// reenroll enrolls a new agent with the env's (new) hub and makes it the env's agent; it
+// returns the agent's id.
+func (e *env) reenroll() string {
+	e.t.Helper()
+	log := slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	stateDir := filepath.Join(e.t.TempDir(), "agent2")
+	id, err := enroll.Enroll(e.t.Context(), enroll.Options{Token: e.hub.JoinToken(), StateDir: stateDir, Name: "new-agent"}, log)
+	if err != nil {
+		e.t.Fatalf("enroll: %v", err)
+	}
+	hc, err := hubclient.New(id.HubURL(), id.TLSConfig(), log, hubclient.Options{RetryWaitMin: 50 * time.Millisecond, RetryWaitMax: time.Second, RetryMax: 10})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	srcs := sources.New([]config.Source{e.srcCfg}, stateDir, log)
+	e.t.Cleanup(func() { srcs.Close(context.Background()) })
+	e.hc, e.srcs = hc, srcs
+	e.runner = backup.NewRunner(hc, func(name string) (backup.Source, error) {
+		c, err := srcs.Get(name)
+		if err != nil {
+			return nil, err
+		}
+		return c, nil
+	}, log, e.metrics, backup.RunnerOptions{ProgressInterval: 200 * time.Millisecond})
+	return id.AgentID()
 }
 
 // An S3 repository (SeaweedFS) is attached by a fresh hub with the same --s3-* flags as repo

@@ -125,8 +125,9 @@ func (c *Catalog) ImportBackup(ctx context.Context, b *BackupRows) (imported boo
 			if n > 0 {
 				continue
 			}
-			// No change id: the next backup of the disk, by whatever agent, starts a new chain
-			// with a full read rather than trusting a change id this catalog did not record.
+			// The disk's change id is the inventory's to report. The next backup's parent, and
+			// the change id it reads changes from, come from the disk's latest backup
+			// (backup_disks), which the record brought back: a chain continues across an attach.
 			d.ID, d.VMContextID, d.JobID, d.ChangeID = 0, vm.ContextID, "", ""
 			d.Status, d.GoneAt, d.CreatedAt, d.UpdatedAt = api.DiskGone, now, now, now
 			if _, err := tx.NewInsert().Model(&d).Exec(ctx); err != nil {
