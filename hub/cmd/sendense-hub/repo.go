@@ -219,6 +219,6 @@ func newRepoCmd(e *env) *cobra.Command {
 		}),
 	}
 	checkCmd.Flags().BoolVar(&repair, "repair", false, "remove orphaned indexes and stale temporary files")
-	cmd.AddCommand(create, list, verifyCmd, gcCmd, checkCmd, newRepoKeyCmd(e), newRepoAttachCmd(e), newRepoDescribeCmd(e))
+	cmd.AddCommand(create, list, verifyCmd, gcCmd, checkCmd, newRepoKeyCmd(e), newRepoAttachCmd(e), newRepoDescribeCmd(e), newRepoCopyCmd(e))
 	return cmd
 }

@@ -86,3 +86,42 @@ func TestImportBackup(t *testing.T) {
 		}
 	})
 }
+
+// A recorded copy is listed with its repository's name, recorded again without error, counted
+// by the consistency check's query for the copy's repository, and goes with its backup.
+func TestBackupCopies(t *testing.T) {
+	catalogtest.ForEachDialect(t, func(t *testing.T, c *catalog.Catalog) {
+		ctx := t.Context()
+		for _, r := range []*catalog.Repository{
+			{ID: "repo-1", Name: "vault", Kind: api.RepositoryLocal, Path: "/srv/vault", ChunkSize: 4 << 20},
+			{ID: "repo-2", Name: "offsite", Kind: api.RepositoryLocal, Path: "/srv/offsite", ChunkSize: 4 << 20},
+		} {
+			if err := c.CreateRepository(ctx, r); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := c.ImportBackup(ctx, importedRows("repo-1", "bk-full", "", time.Date(2026, 11, 1, 10, 0, 0, 0, time.UTC))); err != nil {
+			t.Fatal(err)
+		}
+		for range 2 {
+			if err := c.RecordCopy(ctx, &catalog.BackupCopy{BackupID: "bk-full", RepositoryID: "repo-2", ChunksCopied: 3}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		cps, err := c.BackupCopies(ctx, "bk-full")
+		if err != nil || len(cps) != 1 || cps[0].RepositoryName != "offsite" || cps[0].CopiedAt.IsZero() {
+			t.Fatalf("BackupCopies = %+v, %v", cps, err)
+		}
+		for _, repo := range []string{"repo-1", "repo-2"} {
+			if ds, err := c.IndexedDisks(ctx, repo); err != nil || len(ds) != 1 || ds[0].JobID != "bk-full" {
+				t.Fatalf("IndexedDisks(%s) = %+v, %v", repo, ds, err)
+			}
+		}
+		if _, _, err := c.DeleteBackup(ctx, "bk-full"); err != nil {
+			t.Fatal(err)
+		}
+		if cps, err := c.BackupCopies(ctx, "bk-full"); err != nil || len(cps) != 0 {
+			t.Fatalf("copies of a deleted backup: %+v, %v", cps, err)
+		}
+	})
+}

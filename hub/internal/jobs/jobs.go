@@ -52,6 +52,7 @@ type backupCatalog interface {
 	DeleteBackup(ctx context.Context, id string) (*catalog.BackupJob, []catalog.BackupDisk, error)
 	SetProtected(ctx context.Context, id string, protected bool) error
 	BackupRows(ctx context.Context, id string) (*catalog.BackupRows, error)
+	BackupCopies(ctx context.Context, backupID string) ([]catalog.BackupCopy, error)
 	CountJobsByStatus(ctx context.Context) (map[string]int, error)
 
 	restoreCatalog

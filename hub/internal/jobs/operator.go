@@ -98,6 +98,13 @@ func (s *Service) Get(ctx context.Context, id string) (api.Backup, error) {
 	}
 	b := backupInfo(row, disks)
 	b.VMConfig = s.vmConfigSummary(ctx, row)
+	cps, err := s.cat.BackupCopies(ctx, id)
+	if err != nil {
+		return api.Backup{}, err
+	}
+	for _, cp := range cps {
+		b.Copies = append(b.Copies, api.BackupCopy{Repository: cp.RepositoryName, CopiedAt: cp.CopiedAt})
+	}
 	return b, nil
 }
 
@@ -174,9 +181,21 @@ func (s *Service) Delete(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
+	cps, err := s.cat.BackupCopies(ctx, id)
+	if err != nil {
+		return err
+	}
 	j, disks, err := s.cat.DeleteBackup(ctx, id)
 	if err != nil {
 		return err
+	}
+	// The backup's copies go with it: left behind, they would be indexes no backup names.
+	for _, cp := range cps {
+		s.undescribe(ctx, cp.RepositoryID, row.InstanceUUID, id)
+		s.removeIndexes(ctx, cp.RepositoryID, row.InstanceUUID, disks)
+		if row.VMConfigDigest != "" {
+			s.removeVMConfig(ctx, cp.RepositoryID, row.InstanceUUID, id)
+		}
 	}
 	// The record goes first: one left behind without its indexes would bring back, at an
 	// attach, a backup that cannot be restored.
