@@ -23,15 +23,17 @@ import (
 )
 
 // Repository is what a copy needs of the repositories at both ends (*repository.Repository).
+// Every method is safe for concurrent use.
 type Repository interface {
 	ID() string
 	ChunkSize() int64
-	// Source side.
-	ReadBackupRecord(ctx context.Context, vmUUID, backupID string) (*repository.BackupRecord, error)
+	// Source side: reads check what they return (digests, index framing, the recorded digest
+	// of a VM configuration).
 	ReadIndex(ctx context.Context, ref repository.IndexRef) (*fidx.Index, error)
 	ReadChunk(ctx context.Context, d chunk.Digest, dst []byte) ([]byte, error)
 	ReadVMConfig(ctx context.Context, vmUUID, backupID, digest string) ([]byte, error)
-	// Target side: every write is durable and idempotent.
+	// Target side: every write is durable when it returns and idempotent; PutChunk re-hashes
+	// the blob, WriteIndex refuses an index naming a chunk the target lacks.
 	MissingChunks(ctx context.Context, ds []chunk.Digest) ([]chunk.Digest, error)
 	PutChunk(ctx context.Context, d chunk.Digest, blob []byte) (bool, error)
 	VerifyChunk(ctx context.Context, d chunk.Digest) error
