@@ -139,15 +139,15 @@ func (b *BackupRecord) Check() error {
 	if b.Version != BackupRecordVersion {
 		return fmt.Errorf("backup record version %d, this hub reads %d", b.Version, BackupRecordVersion)
 	}
-	for _, c := range []struct{ name, v string }{
-		{"backup id", b.BackupID}, {"vm uuid", b.VM.InstanceUUID}, {"vm context id", b.VM.ContextID}, {"agent id", b.Agent.ID},
-	} {
+	// The backup id and the VM's UUID name the record's key (and the indexes'); the other ids
+	// are only catalog keys.
+	for _, c := range []struct{ name, v string }{{"backup id", b.BackupID}, {"vm uuid", b.VM.InstanceUUID}} {
 		if err := checkComponent(c.v); err != nil {
 			return fmt.Errorf("backup record: %s %q: %s", c.name, c.v, err)
 		}
 	}
-	if b.Source.Name == "" || b.VM.Name == "" {
-		return errors.New("backup record: no source or vm name")
+	if b.VM.ContextID == "" || b.Agent.ID == "" || b.Source.Name == "" || b.VM.Name == "" {
+		return fmt.Errorf("backup record %s: no vm context id, agent id, source or vm name", b.BackupID)
 	}
 	if b.Type != api.BackupFull && b.Type != api.BackupIncremental {
 		return fmt.Errorf("backup record %s: type %q", b.BackupID, b.Type)
