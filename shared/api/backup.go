@@ -89,6 +89,15 @@ type Backup struct {
 	// VMConfig summarises the VM configuration stored with a succeeded backup (GET
 	// /api/v1/backups/{id}/vm has all of it); absent for backups taken before it was captured.
 	VMConfig *VMConfigSummary `json:"vm_config,omitempty"`
+	// Copies are the other repositories that hold a verified copy of the backup (copies off
+	// site, sendense-hub repo copy); the backup restores from any of them.
+	Copies []BackupCopy `json:"copies,omitempty"`
+}
+
+// BackupCopy is one copy of a backup in another repository.
+type BackupCopy struct {
+	Repository string    `json:"repository"`
+	CopiedAt   time.Time `json:"copied_at"`
 }
 
 // SkippedDisk is a disk of the VM that a backup left out, and why.

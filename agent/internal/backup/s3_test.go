@@ -41,6 +41,7 @@ func TestBackupToS3Repository(t *testing.T) {
 	createS3Repo(t, e.hub, srv, "offsite")
 
 	full := e.run(api.StartBackupRequest{VM: "s3vm", Repository: "offsite"})
+	fullDone := time.Now()
 	if full.Status != "succeeded" || full.Repository != "offsite" || full.Type != "full" {
 		t.Fatalf("full backup into S3: %+v\n%s", full, e.logs)
 	}
@@ -73,6 +74,9 @@ func TestBackupToS3Repository(t *testing.T) {
 	if code := e.api(http.MethodDelete, api.PathBackups+"/"+full.ID, nil, nil); code >= 300 {
 		t.Fatalf("delete the full backup: %d", code)
 	}
+	// GC spares objects younger than its clock margin (5 s) beyond the grace, and S3 times are
+	// whole seconds: wait until the full's own chunks are old enough for a 0s grace.
+	time.Sleep(time.Until(fullDone.Add(7 * time.Second)))
 	out := e.hub.CLI("repo", "gc", "--repository", "offsite", "--grace", "0s")
 	if !strings.Contains(out, "offsite:") || strings.Contains(out, "freed 0 chunks") {
 		t.Fatalf("repo gc freed nothing after the full backup was deleted: %s", out)

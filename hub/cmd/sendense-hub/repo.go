@@ -239,6 +239,6 @@ func newRepoCmd(e *env) *cobra.Command {
 	}
 	checkCmd.Flags().BoolVar(&repair, "repair", false, "remove orphaned indexes and stale temporary files")
 	create.RunE = remoteRepoCreate(e, create.RunE, &path, &chunkSize, &enc, &s3set)
-	cmd.AddCommand(create, list, verifyCmd, gcCmd, checkCmd, newRepoKeyCmd(e), newRepoHardenCmd(e))
+	cmd.AddCommand(create, list, verifyCmd, gcCmd, checkCmd, newRepoKeyCmd(e), newRepoHardenCmd(e), newRepoAttachCmd(e), newRepoDescribeCmd(e), newRepoCopyCmd(e))
 	return cmd
 }

@@ -206,8 +206,8 @@ type IndexedDisk struct {
 	DiskStatus   string `bun:"disk_status"`
 }
 
-// IndexedDisks lists every disk result of every job in a repository, with the job's status: the
-// catalog's side of a consistency check.
+// IndexedDisks lists every disk result of every job in a repository, or copied into it
+// (backup_copies), with the job's status: the catalog's side of a consistency check.
 func (c *Catalog) IndexedDisks(ctx context.Context, repositoryID string) ([]IndexedDisk, error) {
 	var out []IndexedDisk
 	err := c.db.NewSelect().Model((*BackupDisk)(nil)).
@@ -215,7 +215,8 @@ func (c *Catalog) IndexedDisks(ctx context.Context, repositoryID string) ([]Inde
 		ColumnExpr("vmc.instance_uuid AS instance_uuid").ColumnExpr("j.status AS job_status").
 		Join("JOIN backup_jobs AS j ON j.id = bd.job_id").
 		Join("JOIN vm_contexts AS vmc ON vmc.context_id = j.vm_context_id").
-		Where("j.repository_id = ?", repositoryID).Scan(ctx, &out)
+		Where("j.repository_id = ? OR j.id IN (SELECT backup_id FROM backup_copies WHERE repository_id = ?)", repositoryID, repositoryID).
+		Scan(ctx, &out)
 	if err != nil {
 		return nil, fmt.Errorf("list indexed disks: %w", err)
 	}

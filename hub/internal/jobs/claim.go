@@ -210,6 +210,14 @@ func (s *Service) Complete(ctx context.Context, agentID, id string, c api.JobCom
 			s.removeVMConfig(ctx, j.RepositoryID, vm.InstanceUUID, j.ID)
 		}
 	}
+	if j.Status == api.JobSucceeded {
+		// The repository describes the backup before the agent hears that it succeeded. A
+		// repository that cannot take the record does not undo the backup, which restores
+		// from this catalog; only a hub that lost the catalog would miss it.
+		if err := s.describe(ctx, j.ID); err != nil {
+			s.log.ErrorContext(ctx, "backup record not written", "job_id", id, "repository_id", j.RepositoryID, "err", err)
+		}
+	}
 	result := j.Status
 	if j.Status == api.JobSucceeded && len(j.SkippedDisks) > 0 {
 		result = resultWithWarnings // a restore point, but not of every disk

@@ -51,6 +51,8 @@ type backupCatalog interface {
 	Chain(ctx context.Context, vmContextID string) ([]catalog.ChainEntry, error)
 	DeleteBackup(ctx context.Context, id string) (*catalog.BackupJob, []catalog.BackupDisk, error)
 	SetProtected(ctx context.Context, id string, protected bool) error
+	BackupRows(ctx context.Context, id string) (*catalog.BackupRows, error)
+	BackupCopies(ctx context.Context, backupID string) ([]catalog.BackupCopy, error)
 	CountJobsByStatus(ctx context.Context) (map[string]int, error)
 
 	restoreCatalog
@@ -70,6 +72,10 @@ type Repository interface {
 	ReadVMConfig(ctx context.Context, vmUUID, backupID, digest string) ([]byte, error)
 	// RemoveVMConfig deletes it durably; none is not an error.
 	RemoveVMConfig(ctx context.Context, vmUUID, backupID string) error
+	// WriteBackupRecord stores or replaces the record that describes a successful backup,
+	// durably; RemoveBackupRecord deletes it (none is not an error).
+	WriteBackupRecord(ctx context.Context, rec *repository.BackupRecord) error
+	RemoveBackupRecord(ctx context.Context, vmUUID, backupID string) error
 }
 
 // Opener opens a repository by catalog id (a registry of repositories).

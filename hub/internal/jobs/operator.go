@@ -98,6 +98,13 @@ func (s *Service) Get(ctx context.Context, id string) (api.Backup, error) {
 	}
 	b := backupInfo(row, disks)
 	b.VMConfig = s.vmConfigSummary(ctx, row)
+	cps, err := s.cat.BackupCopies(ctx, id)
+	if err != nil {
+		return api.Backup{}, err
+	}
+	for _, cp := range cps {
+		b.Copies = append(b.Copies, api.BackupCopy{Repository: cp.RepositoryName, CopiedAt: cp.CopiedAt})
+	}
 	return b, nil
 }
 
@@ -179,10 +186,25 @@ func (s *Service) Delete(ctx context.Context, id string) error {
 			return err
 		}
 	}
+	cps, err := s.cat.BackupCopies(ctx, id)
+	if err != nil {
+		return err
+	}
 	j, disks, err := s.cat.DeleteBackup(ctx, id)
 	if err != nil {
 		return err
 	}
+	// The backup's copies go with it: left behind, they would be indexes no backup names.
+	for _, cp := range cps {
+		s.undescribe(ctx, cp.RepositoryID, row.InstanceUUID, id)
+		s.removeIndexes(ctx, cp.RepositoryID, row.InstanceUUID, disks)
+		if row.VMConfigDigest != "" {
+			s.removeVMConfig(ctx, cp.RepositoryID, row.InstanceUUID, id)
+		}
+	}
+	// The record goes first: one left behind without its indexes would bring back, at an
+	// attach, a backup that cannot be restored.
+	s.undescribe(ctx, j.RepositoryID, row.InstanceUUID, id)
 	s.removeIndexes(ctx, j.RepositoryID, row.InstanceUUID, disks)
 	if row.VMConfigDigest != "" {
 		s.removeVMConfig(ctx, j.RepositoryID, row.InstanceUUID, id)
@@ -238,6 +260,11 @@ func (s *Service) SetProtected(ctx context.Context, id string, protected bool) (
 	if protected {
 		if err := s.Retain(ctx, id); err != nil {
 			s.log.ErrorContext(ctx, "protected backup not retained: its objects can be deleted from the bucket", "job_id", id, "err", err)
+		}
+	}
+	if j, err := s.cat.JobByID(ctx, id); err == nil && j.Status == api.JobSucceeded {
+		if err := s.describe(ctx, id); err != nil {
+			return api.Backup{}, err
 		}
 	}
 	s.log.InfoContext(ctx, "backup protection set", "job_id", id, "protected", protected)

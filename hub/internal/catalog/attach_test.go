@@ -1,0 +1,127 @@
+package catalog_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/sendense/sendense/hub/internal/catalog"
+	"github.com/sendense/sendense/hub/internal/catalog/catalogtest"
+	"github.com/sendense/sendense/shared/api"
+)
+
+func importedRows(repoID, jobID, parent string, created time.Time) *catalog.BackupRows {
+	typ := api.BackupFull
+	if parent != "" {
+		typ = api.BackupIncremental
+	}
+	return &catalog.BackupRows{
+		Agent:   catalog.Agent{ID: "agent-old", Name: "old-agent", Hostname: "appliance"},
+		Source:  catalog.Source{Name: "lab", URL: "https://vc/sdk", InstanceUUID: "vc-uuid-1"},
+		VM:      catalog.VMContext{ContextID: "ctx-web-1", InstanceUUID: "5012-web", VMName: "web", NumCPU: 2, MemoryMB: 2048},
+		VMDisks: []catalog.VMDisk{{DiskID: "disk-2000", DeviceKey: 2000, Label: "Hard disk 1", CapacityBytes: 8 << 20, Backupable: true, ChangeID: "cbt/1"}},
+		Job: catalog.BackupJob{ID: jobID, RepositoryID: repoID, RequestedType: "auto", Type: typ, Status: api.JobSucceeded,
+			CreatedAt: created, StartedAt: created, FinishedAt: created.Add(time.Minute), Protected: parent != ""},
+		Disks: []catalog.BackupDisk{{DiskID: "disk-2000", Type: typ, ParentJobID: parent, CapacityBytes: 8 << 20, ChunkSize: 4 << 20,
+			SlotsTotal: 2, IndexPath: "indexes/5012-web/disk-2000/" + jobID + ".fidx", IndexDigest: "ab", ChangeID: "cbt/1"}},
+	}
+}
+
+// ImportBackup rebuilds a backup with the agent, source and VM it names into an empty catalog,
+// under its own id; importing it again changes nothing; a VM the catalog knows under another
+// context id (the same source and instance UUID) takes the backup under its own context id.
+func TestImportBackup(t *testing.T) {
+	catalogtest.ForEachDialect(t, func(t *testing.T, c *catalog.Catalog) {
+		ctx := t.Context()
+		repo := &catalog.Repository{ID: "repo-1", Name: "vault", Kind: api.RepositoryLocal, Path: "/srv/vault", ChunkSize: 4 << 20}
+		if err := c.CreateRepository(ctx, repo); err != nil {
+			t.Fatal(err)
+		}
+		t0 := time.Date(2026, 11, 1, 10, 0, 0, 0, time.UTC)
+		for _, b := range []*catalog.BackupRows{importedRows("repo-1", "bk-full", "", t0), importedRows("repo-1", "bk-inc", "bk-full", t0.Add(time.Hour))} {
+			if ok, err := c.ImportBackup(ctx, b); err != nil || !ok {
+				t.Fatalf("import %s: %v, %v", b.Job.ID, ok, err)
+			}
+		}
+		row, err := c.BackupByID(ctx, "bk-inc")
+		if err != nil || row.VMName != "web" || row.RepositoryName != "vault" || !row.Protected || row.Type != api.BackupIncremental || !row.CreatedAt.Equal(t0.Add(time.Hour)) {
+			t.Fatalf("BackupByID = %+v, %v", row, err)
+		}
+		chain, err := c.Chain(ctx, "ctx-web-1")
+		if err != nil || len(chain) != 2 || chain[1].ParentJobID != "bk-full" || chain[0].Status != api.JobSucceeded {
+			t.Fatalf("Chain = %+v, %v", chain, err)
+		}
+		a, err := c.AgentByID(ctx, "agent-old")
+		if err != nil || a.Status != api.AgentRevoked {
+			t.Fatalf("agent = %+v, %v", a, err)
+		}
+		vm, err := c.VMByContextID(ctx, "ctx-web-1")
+		if err != nil || vm.CurrentStatus != api.VMGone || vm.SourceName != "lab" {
+			t.Fatalf("vm = %+v, %v", vm, err)
+		}
+		disks, err := c.VMDisks(ctx, "ctx-web-1")
+		if err != nil || len(disks) != 1 || disks[0].ChangeID != "" || disks[0].Status != api.DiskGone {
+			t.Fatalf("disks = %+v, %v", disks, err)
+		}
+
+		again := importedRows("repo-1", "bk-full", "", t0)
+		again.Job.Notes = "changed"
+		if ok, err := c.ImportBackup(ctx, again); err != nil || ok {
+			t.Fatalf("import again: %v, %v", ok, err)
+		}
+		if row, _ := c.BackupByID(ctx, "bk-full"); row.Notes != "" {
+			t.Fatalf("importing again changed the backup: %+v", row)
+		}
+		if _, n, err := c.Backups(ctx, catalog.BackupFilter{}); err != nil || n != 2 {
+			t.Fatalf("backups after importing again: %d, %v", n, err)
+		}
+
+		// The same VM seen under another context id: the backup joins that VM.
+		other := importedRows("repo-1", "bk-other", "", t0.Add(2*time.Hour))
+		other.VM.ContextID = "ctx-web-2"
+		if ok, err := c.ImportBackup(ctx, other); err != nil || !ok {
+			t.Fatalf("import under another context id: %v, %v", ok, err)
+		}
+		if row, err := c.BackupByID(ctx, "bk-other"); err != nil || row.VMContextID != "ctx-web-1" {
+			t.Fatalf("bk-other = %+v, %v", row, err)
+		}
+	})
+}
+
+// A recorded copy is listed with its repository's name, recorded again without error, counted
+// by the consistency check's query for the copy's repository, and goes with its backup.
+func TestBackupCopies(t *testing.T) {
+	catalogtest.ForEachDialect(t, func(t *testing.T, c *catalog.Catalog) {
+		ctx := t.Context()
+		for _, r := range []*catalog.Repository{
+			{ID: "repo-1", Name: "vault", Kind: api.RepositoryLocal, Path: "/srv/vault", ChunkSize: 4 << 20},
+			{ID: "repo-2", Name: "offsite", Kind: api.RepositoryLocal, Path: "/srv/offsite", ChunkSize: 4 << 20},
+		} {
+			if err := c.CreateRepository(ctx, r); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := c.ImportBackup(ctx, importedRows("repo-1", "bk-full", "", time.Date(2026, 11, 1, 10, 0, 0, 0, time.UTC))); err != nil {
+			t.Fatal(err)
+		}
+		for range 2 {
+			if err := c.RecordCopy(ctx, &catalog.BackupCopy{BackupID: "bk-full", RepositoryID: "repo-2", ChunksCopied: 3}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		cps, err := c.BackupCopies(ctx, "bk-full")
+		if err != nil || len(cps) != 1 || cps[0].RepositoryName != "offsite" || cps[0].CopiedAt.IsZero() {
+			t.Fatalf("BackupCopies = %+v, %v", cps, err)
+		}
+		for _, repo := range []string{"repo-1", "repo-2"} {
+			if ds, err := c.IndexedDisks(ctx, repo); err != nil || len(ds) != 1 || ds[0].JobID != "bk-full" {
+				t.Fatalf("IndexedDisks(%s) = %+v, %v", repo, ds, err)
+			}
+		}
+		if _, _, err := c.DeleteBackup(ctx, "bk-full"); err != nil {
+			t.Fatal(err)
+		}
+		if cps, err := c.BackupCopies(ctx, "bk-full"); err != nil || len(cps) != 0 {
+			t.Fatalf("copies of a deleted backup: %+v, %v", cps, err)
+		}
+	})
+}

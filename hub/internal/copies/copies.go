@@ -1,0 +1,232 @@
+// Package copies owns copies of restore points from one repository to another (3-2-1: a copy
+// off site): each backup's chunks that the target lacks, verified on arrival, then its indexes,
+// its VM configuration and its backup record, so that the target alone can restore it, or be
+// attached by a hub that lost the original.
+package copies
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	"github.com/klauspost/compress/zstd"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/sendense/sendense/hub/internal/catalog"
+	"github.com/sendense/sendense/hub/internal/fidx"
+	"github.com/sendense/sendense/hub/internal/repository"
+	"github.com/sendense/sendense/shared/api"
+	"github.com/sendense/sendense/shared/chunk"
+)
+
+// Repository is what a copy needs of the repositories at both ends (*repository.Repository).
+// Every method is safe for concurrent use.
+type Repository interface {
+	ID() string
+	ChunkSize() int64
+	// Source side: reads check what they return (digests, index framing, the recorded digest
+	// of a VM configuration).
+	ReadIndex(ctx context.Context, ref repository.IndexRef) (*fidx.Index, error)
+	ReadChunk(ctx context.Context, d chunk.Digest, dst []byte) ([]byte, error)
+	ReadVMConfig(ctx context.Context, vmUUID, backupID, digest string) ([]byte, error)
+	// Target side: every write is durable when it returns and idempotent; PutChunk re-hashes
+	// the blob, WriteIndex refuses an index naming a chunk the target lacks.
+	MissingChunks(ctx context.Context, ds []chunk.Digest) ([]chunk.Digest, error)
+	PutChunk(ctx context.Context, d chunk.Digest, blob []byte) (bool, error)
+	VerifyChunk(ctx context.Context, d chunk.Digest) error
+	WriteIndex(ctx context.Context, ref repository.IndexRef, idx *fidx.Index) (string, error)
+	WriteVMConfig(ctx context.Context, vmUUID, backupID string, data []byte) (string, error)
+	WriteBackupRecord(ctx context.Context, rec *repository.BackupRecord) error
+}
+
+// copyCatalog is what a copy needs of the catalog.
+type copyCatalog interface {
+	Backups(ctx context.Context, f catalog.BackupFilter) ([]catalog.BackupRow, int, error)
+	BackupRows(ctx context.Context, id string) (*catalog.BackupRows, error)
+	BackupCopies(ctx context.Context, backupID string) ([]catalog.BackupCopy, error)
+	RecordCopy(ctx context.Context, cp *catalog.BackupCopy) error
+}
+
+// Opener opens a repository by catalog id.
+type Opener func(ctx context.Context, id string) (Repository, error)
+
+// Report says what one run copied.
+type Report struct {
+	Backups      int   // backups copied in this run
+	Present      int   // backups the target had already
+	Chunks       int64 // chunks copied (the target lacked them)
+	ChunksShared int64 // chunks the target had already
+	Bytes        int64 // plaintext bytes of the chunks copied
+	Duration     time.Duration
+}
+
+// Copier copies backups between repositories.
+type Copier struct {
+	cat      copyCatalog
+	open     Opener
+	log      *slog.Logger
+	parallel int
+}
+
+// New returns a copier that copies up to parallel chunks at once (at least 1).
+func New(cat copyCatalog, open Opener, log *slog.Logger, parallel int) *Copier {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Copier{cat: cat, open: open, log: log, parallel: max(parallel, 1)}
+}
+
+// Run copies every successful backup of the repository fromID (or only backupID, when not
+// empty) into the repository toID, oldest first, and records each copy in the catalog. A backup
+// copied before is skipped; a run stopped half-way is resumed by the next, which copies only the
+// chunks still missing.
+func (c *Copier) Run(ctx context.Context, fromID, toID, backupID string) (Report, error) {
+	start := time.Now()
+	var rep Report
+	if fromID == toID {
+		return rep, errors.New("a repository cannot be copied into itself")
+	}
+	src, err := c.open(ctx, fromID)
+	if err != nil {
+		return rep, err
+	}
+	dst, err := c.open(ctx, toID)
+	if err != nil {
+		return rep, err
+	}
+	if src.ChunkSize() != dst.ChunkSize() {
+		return rep, fmt.Errorf("the repositories have different chunk sizes (%d and %d): indexes cannot be copied", src.ChunkSize(), dst.ChunkSize())
+	}
+	rows, _, err := c.cat.Backups(ctx, catalog.BackupFilter{RepositoryID: fromID, Status: api.JobSucceeded})
+	if err != nil {
+		return rep, err
+	}
+	for i := len(rows) - 1; i >= 0; i-- { // oldest first: a parent is copied before its children
+		row := rows[i]
+		if backupID != "" && row.ID != backupID {
+			continue
+		}
+		copied, err := c.copied(ctx, row.ID, toID)
+		if err != nil {
+			return rep, err
+		}
+		if copied {
+			rep.Present++
+			continue
+		}
+		if err := c.copyBackup(ctx, src, dst, row.ID, &rep); err != nil {
+			return rep, fmt.Errorf("copy backup %s: %w", row.ID, err)
+		}
+		rep.Backups++
+	}
+	rep.Duration = time.Since(start)
+	c.log.InfoContext(ctx, "copy finished", "from_repository_id", fromID, "to_repository_id", toID, "backups", rep.Backups,
+		"present", rep.Present, "chunks", rep.Chunks, "chunks_shared", rep.ChunksShared, "bytes", rep.Bytes, "duration_seconds", rep.Duration.Seconds())
+	return rep, nil
+}
+
+func (c *Copier) copied(ctx context.Context, backupID, toID string) (bool, error) {
+	cps, err := c.cat.BackupCopies(ctx, backupID)
+	if err != nil {
+		return false, err
+	}
+	for _, cp := range cps {
+		if cp.RepositoryID == toID {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// copyBackup copies one backup: chunks, verified in the target; indexes; VM configuration;
+// record last, so that the target describes the backup only once all of it is there.
+func (c *Copier) copyBackup(ctx context.Context, src, dst Repository, id string, rep *Report) error {
+	rows, err := c.cat.BackupRows(ctx, id)
+	if err != nil {
+		return err
+	}
+	rec := repository.RecordOf(rows)
+	vm := rows.VM.InstanceUUID
+	var chunks, bytes atomic.Int64
+	idxs := map[string]*fidx.Index{}
+	for _, d := range rec.Disks {
+		ref := repository.IndexRef{VMUUID: vm, DiskID: d.DiskID, BackupID: id}
+		idx, err := src.ReadIndex(ctx, ref)
+		if err != nil {
+			return err
+		}
+		idxs[d.DiskID] = idx
+		refd := idx.Referenced()
+		missing, err := dst.MissingChunks(ctx, refd)
+		if err != nil {
+			return err
+		}
+		rep.ChunksShared += int64(len(refd) - len(missing))
+		if err := c.copyChunks(ctx, src, dst, missing, &chunks, &bytes); err != nil {
+			return err
+		}
+	}
+	rep.Chunks += chunks.Load()
+	rep.Bytes += bytes.Load()
+	for _, d := range rec.Disks {
+		ref := repository.IndexRef{VMUUID: vm, DiskID: d.DiskID, BackupID: id}
+		digest, err := dst.WriteIndex(ctx, ref, idxs[d.DiskID])
+		if err != nil {
+			return err
+		}
+		if digest != d.IndexDigest {
+			return fmt.Errorf("index %s: sha-256 %s in the copy, the catalog recorded %s", ref, digest, d.IndexDigest)
+		}
+	}
+	if rec.VMConfigDigest != "" {
+		data, err := src.ReadVMConfig(ctx, vm, id, rec.VMConfigDigest)
+		if err != nil {
+			return err
+		}
+		if _, err := dst.WriteVMConfig(ctx, vm, id, data); err != nil {
+			return err
+		}
+	}
+	if err := dst.WriteBackupRecord(ctx, rec); err != nil {
+		return err
+	}
+	return c.cat.RecordCopy(ctx, &catalog.BackupCopy{BackupID: id, RepositoryID: dst.ID(), ChunksCopied: chunks.Load(), BytesCopied: bytes.Load()})
+}
+
+// copyChunks reads each chunk from src (which re-hashes it), stores it in dst as a zstd blob
+// (which re-hashes it again and seals it under the target's key) and reads it back from dst
+// (verification on arrival), c.parallel at a time.
+func (c *Copier) copyChunks(ctx context.Context, src, dst Repository, ds []chunk.Digest, chunks, bytes *atomic.Int64) error {
+	enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(1))
+	if err != nil {
+		return err
+	}
+	defer enc.Close()
+	g, ctx := errgroup.WithContext(ctx)
+	g.SetLimit(c.parallel)
+	for _, d := range ds {
+		g.Go(func() error {
+			plain, err := src.ReadChunk(ctx, d, nil)
+			if err != nil {
+				return err
+			}
+			blob, err := chunk.AppendBlob(nil, chunk.CodecZstd, len(plain), enc.EncodeAll(plain, nil))
+			if err != nil {
+				return fmt.Errorf("frame chunk %s: %w", d, err)
+			}
+			if _, err := dst.PutChunk(ctx, d, blob); err != nil {
+				return err
+			}
+			if err := dst.VerifyChunk(ctx, d); err != nil {
+				return fmt.Errorf("chunk %s after copying: %w", d, err)
+			}
+			chunks.Add(1)
+			bytes.Add(int64(len(plain)))
+			return nil
+		})
+	}
+	return g.Wait()
+}
