@@ -168,6 +168,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		}
 		defer nfsln.Close()
 		deps.InstantRecoveries = irs
+		cons.SetInstantRecoveries(irs)
 		syncIRs = irs
 	}
 	apiSrv := api.New(deps)

@@ -24,6 +24,7 @@ import (
 	"github.com/sendense/sendense/hub/internal/events"
 	"github.com/sendense/sendense/hub/internal/files"
 	"github.com/sendense/sendense/hub/internal/identity"
+	"github.com/sendense/sendense/hub/internal/instantrecovery"
 	"github.com/sendense/sendense/hub/internal/inventory"
 	"github.com/sendense/sendense/hub/internal/jobs"
 	"github.com/sendense/sendense/hub/internal/policy"
@@ -109,6 +110,12 @@ type (
 	fileService interface {
 		Open(ctx context.Context, backupID, diskID string) (*files.Browser, error)
 	}
+	instantRecoveryService interface {
+		Start(ctx context.Context, req api.InstantRecoveryRequest) (api.InstantRecovery, error)
+		List(ctx context.Context, f instantrecovery.ListFilter) (api.InstantRecoveryList, error)
+		Stop(ctx context.Context, id string) (api.InstantRecovery, error)
+		Migrate(ctx context.Context, id string, req api.InstantRecoveryMigrateRequest) (api.InstantRecovery, error)
+	}
 	restoreTestService interface {
 		Start(ctx context.Context, req api.StartRestoreTestRequest, actor string) (api.RestoreTest, error)
 		Get(ctx context.Context, id string) (api.RestoreTest, error)
@@ -132,6 +139,8 @@ type Deps struct {
 	Verify       verifyService
 	Files        fileService
 	RestoreTests restoreTestService
+	// InstantRecoveries is nil on a hub without an NFS listener: its page says so.
+	InstantRecoveries instantRecoveryService
 	// Status maps a domain error to its HTTP status, the API's one mapping (api.StatusOf).
 	Status func(error) int
 	// Certificates are the hub's own certificates' expiry times by name (ca, server).
@@ -188,6 +197,10 @@ func New(d Deps) (*Console, error) {
 	c.route("GET /restore-tests", api.RoleViewer, c.restoreTests)
 	c.route("GET /restore-tests/{id}", api.RoleViewer, c.restoreTestPage)
 	c.route("POST /restore-tests", api.RoleOperator, c.startRestoreTest)
+	c.route("GET /instant-recoveries", api.RoleViewer, c.instantRecoveries)
+	c.route("POST /instant-recoveries", api.RoleOperator, c.startInstantRecovery)
+	c.route("POST /instant-recoveries/{id}/stop", api.RoleOperator, c.stopInstantRecovery)
+	c.route("POST /instant-recoveries/{id}/migrate", api.RoleOperator, c.migrateInstantRecovery)
 	c.route("GET /jobs", api.RoleViewer, c.jobs)
 	c.route("GET /jobs/stream", api.RoleViewer, c.jobStream)
 	c.route("GET /policies", api.RoleViewer, c.policies)
@@ -203,6 +216,10 @@ func New(d Deps) (*Console, error) {
 	c.route("GET /events", api.RoleViewer, c.eventsPage)
 	return c, nil
 }
+
+// SetInstantRecoveries gives the console the instant-recovery service of a hub that serves NFS,
+// made after the console; call it before serving.
+func (c *Console) SetInstantRecoveries(s instantRecoveryService) { c.d.InstantRecoveries = s }
 
 // ServeHTTP serves the console with its security headers.
 func (c *Console) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -226,7 +243,7 @@ func (c *Console) HasSession(r *http.Request) bool {
 
 // Paths lists the first path segments the console serves, for the router in front of it.
 func Paths() []string {
-	return []string{"/", "/login", "/logout", "/static", "/vms", "/backups", "/jobs", "/restores", "/restore-tests", "/policies", "/agents", "/repositories", "/events"}
+	return []string{"/", "/login", "/logout", "/static", "/vms", "/backups", "/jobs", "/restores", "/restore-tests", "/instant-recoveries", "/policies", "/agents", "/repositories", "/events"}
 }
 
 type ctxKey int

@@ -121,11 +121,12 @@ func (noBackups) CreateJoinToken(context.Context, string, time.Duration) (string
 func (noBackups) Describe(context.Context) ([]wire.Repository, error) { return nil, nil }
 
 type env struct {
-	srv  *httptest.Server
-	clk  *clock
-	pol  *policies
-	evs  *events.Service
-	acct *accounts.Service
+	console *console.Console
+	srv     *httptest.Server
+	clk     *clock
+	pol     *policies
+	evs     *events.Service
+	acct    *accounts.Service
 }
 
 const password = "correct horse battery"
@@ -164,7 +165,7 @@ func newEnvWith(t *testing.T, dialect string, images interface {
 	}
 	srv := httptest.NewTLSServer(c)
 	t.Cleanup(srv.Close)
-	return &env{srv: srv, clk: clk, pol: pol, evs: evs, acct: acct}
+	return &env{console: c, srv: srv, clk: clk, pol: pol, evs: evs, acct: acct}
 }
 
 // client is a browser-like client: a cookie jar, no automatic redirects.
