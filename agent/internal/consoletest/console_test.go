@@ -56,6 +56,46 @@ func spkiPin(t *testing.T, addr string) string {
 	return base64.StdEncoding.EncodeToString(sum[:])
 }
 
+// hostsFile is /etc/hosts of the filesystem the test writes onto the lab disk.
+const hostsFile = "127.0.0.1 localhost\n10.1.2.3 web1.lab web1\n"
+
+// writeFilesystem makes the lab disk hold an ext4 filesystem on the whole disk (no partition
+// table: the file browser's "disk" volume) with /etc/hosts and /etc/app/app.conf, written through
+// the lab as a guest would write it, so that the next backup reads it.
+func writeFilesystem(t *testing.T, l *lab.Lab, vm, diskID string, size int64) {
+	t.Helper()
+	mkfs, err := exec.LookPath("mkfs.ext4")
+	if err != nil {
+		if _, serr := os.Stat("/usr/sbin/mkfs.ext4"); serr != nil {
+			testenv.Skip(t, "mkfs.ext4 not found (Debian: apt install e2fsprogs)")
+		}
+		mkfs = "/usr/sbin/mkfs.ext4"
+	}
+	dir := t.TempDir()
+	src := filepath.Join(dir, "src")
+	if err := os.MkdirAll(filepath.Join(src, "etc", "app"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for p, b := range map[string]string{"etc/hosts": hostsFile, "etc/app/app.conf": "listen = 0.0.0.0:8080\n"} {
+		if err := os.WriteFile(filepath.Join(src, p), []byte(b), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	img := filepath.Join(dir, "fs.img")
+	cmd := exec.Command(mkfs, "-q", "-F", "-b", "4096", "-d", src, img, fmt.Sprintf("%dk", size>>10))
+	cmd.Env = append(os.Environ(), "E2FSPROGS_FAKE_TIME=1700000000")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("mkfs.ext4: %v\n%s", err, out)
+	}
+	b, err := os.ReadFile(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Write(vm, diskID, 0, b); err != nil {
+		t.Fatalf("write the filesystem onto %s of %s: %v", diskID, vm, err)
+	}
+}
+
 func run(t *testing.T, name string, args ...string) string {
 	t.Helper()
 	out, err := exec.Command(name, args...).CombinedOutput()
@@ -180,6 +220,11 @@ func TestConsoleInBrowser(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l.Close()
+	labVM, err := l.VM("web1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFilesystem(t, l, "web1", labVM.Disks[0].DiskID, labVM.Disks[0].CapacityBytes)
 	hub := hubtest.Start(t)
 	dir := t.TempDir()
 	pwFile := filepath.Join(dir, "console-password")
@@ -326,6 +371,52 @@ func TestConsoleInBrowser(t *testing.T) {
 	if err := lab.CompareFiles(disk.FlatPath, img, disk.CapacityBytes); err != nil {
 		t.Fatalf("downloaded image differs from the lab disk: %v", err)
 	}
+
+	// Browse the backed-up disk's filesystem from the backup's page and fetch /etc/hosts.
+	b.open("/backups/"+jobID, "#files-"+disk.DiskID)
+	b.do("browse the disk", chromedp.Click(chromedp.CSS("#files-"+disk.DiskID)), chromedp.WaitVisible(chromedp.CSS("#files")))
+	b.screenshot("files-volumes")
+	b.do("open the volume", chromedp.Click(chromedp.CSS(`#files a[href$="path=%2fdisk"]`)), chromedp.WaitVisible(chromedp.CSS(`#files a[href$="path=%2fdisk%2fetc"]`)))
+	b.do("open /etc", chromedp.Click(chromedp.CSS(`#files a[href$="path=%2fdisk%2fetc"]`)), chromedp.WaitVisible(chromedp.CSS(`#files a[href$="file?path=%2fdisk%2fetc%2fhosts"]`)))
+	b.screenshot("files")
+	hosts := get(b, "download /etc/hosts", chromedp.Evaluate[string](`fetch(document.querySelector('#files a[href$="file?path=%2fdisk%2fetc%2fhosts"]').href).then(r => r.ok ? r.text() : 'HTTP ' + r.status)`, chromedp.EvalAwaitPromise))
+	if hosts != hostsFile {
+		t.Fatalf("/etc/hosts from the restore point: %q, want %q", hosts, hostsFile)
+	}
+	if ev := hub.CLI("events", "list", "--type", "audit"); !strings.Contains(ev, "/disk/etc/hosts") {
+		t.Fatalf("the file download is not audited:\n%s", ev)
+	}
+
+	// A restore test of the VM with the read and paths checks, watched until it passes.
+	b.open("/restore-tests", "#restore-test-start")
+	b.do("start a restore test",
+		chromedp.SendKeys(chromedp.CSS("#rt-vm"), "web1"),
+		chromedp.Click(chromedp.CSS(`input[name=check][value=paths]`)),
+		chromedp.SendKeys(chromedp.CSS("#rt-paths"), "/disk/etc/hosts\n/disk/etc/app"),
+		chromedp.Click(chromedp.CSS("#restore-test-run")),
+		chromedp.WaitVisible(chromedp.CSS("#test-status")))
+	testURL := get(b, "read the test's address", chromedp.Location())
+	deadline = time.Now().Add(2 * time.Minute)
+	for {
+		res := b.text("#test-result")
+		if res == "passed" {
+			break
+		}
+		if res == "failed" || time.Now().After(deadline) {
+			t.Fatalf("restore test %s: %q, status %q", testURL, res, b.text("#test-status"))
+		}
+		time.Sleep(500 * time.Millisecond)
+		b.do("reload the test", chromedp.Navigate(testURL), chromedp.WaitVisible(chromedp.CSS("#test-result")))
+	}
+	checks := get(b, "read the evidence", chromedp.Evaluate[[]string](`Array.from(document.querySelectorAll('#test-checks tbody tr')).map(tr => tr.textContent)`))
+	if len(checks) != 3 || !strings.Contains(strings.Join(checks, "|"), "/disk/etc/hosts") {
+		t.Fatalf("restore test evidence: %q, want a read check and two paths", checks)
+	}
+	b.screenshot("restore-test")
+	b.open("/restore-tests", "#report")
+	b.screenshot("restore-tests")
+	b.open("/instant-recoveries", "#instant-recoveries-title")
+	b.screenshot("instant-recoveries")
 
 	// Restore the backup as a new VM in the lab, from the backup's page.
 	b.open("/backups/"+jobID, "#restore-new")
