@@ -40,7 +40,7 @@ func (c *Console) filesPage(w http.ResponseWriter, r *http.Request) {
 	}
 	l, err := b.List(r.URL.Query().Get("path"))
 	if err != nil {
-		c.fail(w, r, err)
+		c.failFile(w, r, err)
 		return
 	}
 	crumbs := []crumb{{Name: "/", Path: "/"}}
@@ -75,7 +75,7 @@ func (c *Console) fileDownload(w http.ResponseWriter, r *http.Request) {
 	}
 	f, err := b.File(r.URL.Query().Get("path"))
 	if err != nil {
-		c.fail(w, r, err)
+		c.failFile(w, r, err)
 		return
 	}
 	size := f.Entry.Size
@@ -83,7 +83,7 @@ func (c *Console) fileDownload(w http.ResponseWriter, r *http.Request) {
 	if _, err := f.ReadAt(first, 0); err != nil && !errors.Is(err, io.EOF) {
 		f.Done(0, err)
 		c.auditDownload(r, b, f.Path, 0, err)
-		c.fail(w, r, err)
+		c.failFile(w, r, err)
 		return
 	}
 	h := w.Header()
@@ -117,7 +117,7 @@ func (c *Console) archiveDownload(w http.ResponseWriter, r *http.Request) {
 	}
 	a, err := b.Archive(r.URL.Query().Get("path"))
 	if err != nil {
-		c.fail(w, r, err)
+		c.failFile(w, r, err)
 		return
 	}
 	h := w.Header()
@@ -130,12 +130,24 @@ func (c *Console) archiveDownload(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !rec.wrote {
-		c.fail(w, r, err)
+		c.failFile(w, r, err)
 		return
 	}
 	c.d.Log.ErrorContext(r.Context(), "console archive download cut", "backup_id", b.Disk.BackupID, "disk_id", b.Disk.DiskID,
 		"path", a.Path, "bytes_written", n, "err", err)
 	panic(http.ErrAbortHandler)
+}
+
+// failFile answers an error of a restore point's files: damage is named as the API names it
+// (the error itself names chunk files of the repository and stays in the hub's log).
+func (c *Console) failFile(w http.ResponseWriter, r *http.Request, err error) {
+	if !errors.Is(err, files.ErrDamaged) {
+		c.fail(w, r, err)
+		return
+	}
+	c.d.Log.ErrorContext(r.Context(), "console request failed: restore point damaged", "path", r.URL.Path, "err", err)
+	c.errorPage(w, r, http.StatusInternalServerError, "path "+strconv.Quote(r.URL.Query().Get("path"))+
+		": a chunk under it is missing or fails its checks (it is quarantined: see the chunk_quarantined events; the next backup of these bytes uploads it again); nothing of it was served")
 }
 
 // writeTracker notes whether anything (and so the status) was sent.

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net/http"
 	"net/url"
 	"os"
@@ -39,6 +40,58 @@ type storedDisk struct {
 	repo *repository.Repository
 	ref  repository.IndexRef
 	size int64
+	img  []byte
+	idx  *fidx.Index
+}
+
+// damagedRepo is the repository with some chunks reading as damaged, as restore sees a chunk
+// that fails its digest.
+type damagedRepo struct {
+	*repository.Repository
+	bad map[chunk.Digest]bool
+}
+
+func (d damagedRepo) ReadChunk(ctx context.Context, dg chunk.Digest, dst []byte) ([]byte, error) {
+	if d.bad[dg] {
+		return nil, fmt.Errorf("chunk %s: %w", dg, repository.ErrChunkDamaged)
+	}
+	return d.Repository.ReadChunk(ctx, dg, dst)
+}
+func (d damagedRepo) QuarantineChunk(context.Context, chunk.Digest) (string, error) {
+	return "", errors.New("not moved in this test")
+}
+
+// damagedDisk is the stored disk with the chunks holding data bytes [from, to) damaged.
+type damagedDisk struct {
+	*storedDisk
+	bad map[chunk.Digest]bool
+}
+
+func (s *storedDisk) damaged(t *testing.T, data []byte) *damagedDisk {
+	t.Helper()
+	off := int64(bytes.Index(s.img, data))
+	if off < 0 {
+		t.Fatal("the bytes to damage are not on the disk")
+	}
+	bad := map[chunk.Digest]bool{}
+	for i := range s.idx.SlotCount() {
+		so := s.idx.SlotOffset(i)
+		if so+int64(s.idx.SlotLen(i)) > off && so < off+int64(len(data)) {
+			bad[s.idx.Digests[i]] = true
+		}
+	}
+	return &damagedDisk{storedDisk: s, bad: bad}
+}
+
+func (d *damagedDisk) Open(ctx context.Context, backupID, diskID string) (*restore.Image, restore.Disk, error) {
+	if backupID != d.ref.BackupID || diskID != d.ref.DiskID {
+		return nil, restore.Disk{}, fmt.Errorf("backup %s disk %s: %w", backupID, diskID, catalog.ErrNotFound)
+	}
+	img, err := restore.OpenImage(ctx, damagedRepo{d.repo, d.bad}, d.ref)
+	if err != nil {
+		return nil, restore.Disk{}, err
+	}
+	return img, restore.Disk{BackupID: backupID, DiskID: diskID, Size: img.Size(), IndexDigest: "d"}, nil
 }
 
 func (s *storedDisk) Open(ctx context.Context, backupID, diskID string) (*restore.Image, restore.Disk, error) {
@@ -57,7 +110,8 @@ func (s *storedDisk) Open(ctx context.Context, backupID, diskID string) (*restor
 func newStoredDisk(t *testing.T) (*storedDisk, []byte) {
 	t.Helper()
 	src := t.TempDir()
-	big := bytes.Repeat([]byte("0123456789abcdef"), 3<<16)
+	big := make([]byte, 3<<20) // no two chunks alike: damage to one must not reach another
+	_, _ = rand.NewChaCha8([32]byte{1}).Read(big)
 	for p, b := range map[string][]byte{"etc/hosts": []byte(hostsText), "etc/app/a.conf": []byte("a=1\n"), "etc/app/b.conf": []byte("b=2\n"), "big.bin": big} {
 		if err := os.MkdirAll(filepath.Join(src, filepath.Dir(p)), 0o755); err != nil {
 			t.Fatal(err)
@@ -96,7 +150,7 @@ func newStoredDisk(t *testing.T) (*storedDisk, []byte) {
 	if _, err := repo.WriteIndex(t.Context(), ref, idx); err != nil {
 		t.Fatal(err)
 	}
-	return &storedDisk{repo: repo, ref: ref, size: int64(len(img))}, big
+	return &storedDisk{repo: repo, ref: ref, size: int64(len(img)), img: img, idx: idx}, big
 }
 
 // restoreTests is an in-memory restore-test service that records what it was asked to start.
@@ -250,6 +304,42 @@ func restorePointCases(t *testing.T, dialect string, disk *storedDisk, big []byt
 		}
 		if ev := arch[0]; ev.Details["file"] != "/p1/etc" || ev.Details["result"] != "complete" || ev.Details["bytes"] != fmt.Sprint(len(hostsText)+8) {
 			t.Fatalf("audit of the archive: %+v", ev)
+		}
+	})
+	t.Run("damage fails a download, before its first byte with an error page, later by a cut; both audited", func(t *testing.T) {
+		// big.bin's first chunk: the download answers an error naming the damage.
+		e := newEnvWith(t, dialect, disk.damaged(t, big[:4096]), &restoreTests{})
+		cl := e.client(t)
+		e.login(t, cl, "vera", password)
+		r, body := get(t, cl, e.srv.URL+base+"/file?path=/p1/big.bin")
+		if r.StatusCode < 400 || !strings.Contains(body, "missing or fails its checks") {
+			t.Fatalf("download over a damaged first chunk: %d, want an error naming the damage\n%s", r.StatusCode, body)
+		}
+		// Its last chunk, past the first MiB read before the answer: the download is cut short.
+		e2 := newEnvWith(t, dialect, disk.damaged(t, big[len(big)-4096:]), &restoreTests{})
+		cl2 := e2.client(t)
+		e2.login(t, cl2, "vera", password)
+		resp, err := cl2.Get(e2.srv.URL + base + "/file?path=/p1/big.bin")
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err == nil || len(got) >= len(big) {
+			t.Fatalf("download over a damaged last chunk: %d bytes, read error %v; want a cut download", len(got), err)
+		}
+		for i, env := range []*env{e, e2} {
+			ev := auditOf(t, env, "/backups/{id}/disks/{disk}/file")
+			if len(ev) != 1 || ev[0].Details["result"] != "failed" || ev[0].Details["file"] != "/p1/big.bin" || ev[0].Outcome == "200" {
+				t.Fatalf("audit of damaged download %d: %+v", i, ev)
+			}
+			if i == 1 && ev[0].Details["bytes"] == "0" {
+				t.Fatalf("the cut download's audit counts no bytes: %+v", ev[0])
+			}
+		}
+		// Other files of the disk still read.
+		if r, body := get(t, cl, e.srv.URL+base+"/file?path=/p1/etc/hosts"); r.StatusCode != http.StatusOK || body != hostsText {
+			t.Fatalf("an undamaged file of a damaged disk: %d %q", r.StatusCode, body)
 		}
 	})
 	t.Run("the menu links the restore tests", func(t *testing.T) {
