@@ -215,7 +215,12 @@ func TestConsoleInBrowser(t *testing.T) {
 	} else if err := os.MkdirAll(shots, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	l, err := lab.Start(t.Context(), lab.Spec{VMs: []lab.VMSpec{{Name: "web1", CBT: true, Disks: []lab.DiskSpec{{Size: "64MiB", Fill: lab.FillSparse, Data: "24MiB"}}}}}, lab.Options{})
+	// The hub serves instant recovery over NFS; the lab mounts its exports from the hub's folder.
+	var hub *hubtest.Hub
+	lo := lab.Options{NASDir: func(_, remotePath string) (string, error) {
+		return filepath.Join(hub.DataDir, "instant-recovery", strings.TrimPrefix(remotePath, "/"), "export"), nil
+	}}
+	l, err := lab.Start(t.Context(), lab.Spec{VMs: []lab.VMSpec{{Name: "web1", CBT: true, Disks: []lab.DiskSpec{{Size: "64MiB", Fill: lab.FillSparse, Data: "24MiB"}}}}}, lo)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -225,7 +230,11 @@ func TestConsoleInBrowser(t *testing.T) {
 		t.Fatal(err)
 	}
 	writeFilesystem(t, l, "web1", labVM.Disks[0].DiskID, labVM.Disks[0].CapacityBytes)
-	hub := hubtest.Start(t)
+	hub = hubtest.Start(t, "--nfs-listen", "127.0.0.1:0", "--nfs-address", "127.0.0.1")
+	// The hub lets the addresses of the host's name mount the export.
+	if err := l.RenameHost(t.Context(), l.Hosts()[0], "localhost"); err != nil {
+		t.Fatal(err)
+	}
 	dir := t.TempDir()
 	pwFile := filepath.Join(dir, "console-password")
 	if err := os.WriteFile(pwFile, []byte(password+"\n"), 0o600); err != nil {
@@ -415,8 +424,6 @@ func TestConsoleInBrowser(t *testing.T) {
 	b.screenshot("restore-test")
 	b.open("/restore-tests", "#report")
 	b.screenshot("restore-tests")
-	b.open("/instant-recoveries", "#instant-recoveries-title")
-	b.screenshot("instant-recoveries")
 
 	// Restore the backup as a new VM in the lab, from the backup's page.
 	b.open("/backups/"+jobID, "#restore-new")
@@ -509,6 +516,47 @@ func TestConsoleInBrowser(t *testing.T) {
 	b.open("/", "#vms-protected")
 	b.screenshot("dashboard-phone")
 	b.do("desktop width", chromedp.EmulateViewport(1280, 900))
+
+	// Instant recovery from the backup's page: the VM boots from the hub's export, then moves to
+	// the lab's datastore.
+	b.open("/backups/"+jobID, "#instant-recovery")
+	b.do("start instant recovery",
+		chromedp.SendKeys(chromedp.CSS("#ir-host"), "localhost"),
+		chromedp.SendKeys(chromedp.CSS("#ir-name"), "web1-instant"),
+		chromedp.Click(chromedp.CSS(`#instant-recovery input[name=power_on]`)),
+		chromedp.Click(chromedp.CSS("#instant-recovery-start")),
+		chromedp.WaitVisible(chromedp.CSS("#instant-recoveries")))
+	irStatus := func(want string) {
+		t.Helper()
+		deadline := time.Now().Add(2 * time.Minute)
+		for {
+			b.open("/instant-recoveries", "#instant-recoveries")
+			st := b.text("#instant-recoveries tbody tr td:nth-child(5)")
+			if strings.HasPrefix(st, want) {
+				return
+			}
+			if strings.HasPrefix(st, "failed") || time.Now().After(deadline) {
+				t.Fatalf("instant recovery: %q, want %s\nagent:\n%s", st, want, logs.String())
+			}
+			time.Sleep(500 * time.Millisecond)
+		}
+	}
+	irStatus("running")
+	if vm, ok := l.FindVMByName("web1-instant"); !ok || vm.PowerState != "poweredOn" {
+		t.Fatalf("the instant-recovery VM in the lab: %+v (found %v)", vm, ok)
+	}
+	b.screenshot("instant-recoveries")
+	b.do("migrate", chromedp.SendKeys(chromedp.CSS(`#instant-recoveries input[name=datastore]`), l.Datastore()),
+		chromedp.Click(chromedp.CSS(`#instant-recoveries form[action$="/migrate"] button`)),
+		// The answer is the list again, without the running session's migrate form.
+		chromedp.WaitNotPresent(chromedp.CSS(`#instant-recoveries form[action$="/migrate"]`)))
+	irStatus("migrated")
+	if vm, ok := l.FindVMByName("web1-instant"); !ok || vm.VMPathName != "["+l.Datastore()+"] web1-instant/web1-instant.vmx" {
+		t.Fatalf("the migrated VM in the lab: %+v (found %v)", vm, ok)
+	}
+	if nas := l.NASDatastores(); len(nas) != 0 {
+		t.Fatalf("the export is still mounted after the migration: %+v", nas)
+	}
 	b.signOut()
 
 	// A viewer sees no change buttons, and the server refuses the change when it posts anyway.

@@ -79,7 +79,7 @@ func instantRecoveryCases(t *testing.T, dialect string) {
 		e.login(t, cl, "olga", password)
 		r, page := get(t, cl, e.srv.URL+"/instant-recoveries?status=running")
 		for _, want := range []string{"pgtest1-ir", "256.0 MiB of 1.0 GiB (25 %)", "10.0.0.1:/ir-1", `action="/instant-recoveries/ir-1/stop"`,
-			`action="/instant-recoveries/ir-1/migrate"`, `<label for="ir-ds-ir-1">Datastore</label>`} {
+			`action="/instant-recoveries/ir-1/migrate"`, `<label for="ir-ds-ir-1">Migrate pgtest1-ir to datastore</label>`} {
 			if !strings.Contains(page, want) {
 				t.Fatalf("sessions page: %d, no %q in\n%s", r.StatusCode, want, page)
 			}
