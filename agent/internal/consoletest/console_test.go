@@ -515,6 +515,18 @@ func TestConsoleInBrowser(t *testing.T) {
 	b.do("phone width", chromedp.EmulateViewport(390, 844))
 	b.open("/", "#vms-protected")
 	b.screenshot("dashboard-phone")
+	// The new pages at phone width: wide tables scroll inside themselves, the page does not.
+	for _, p := range []struct{ path, wait, name string }{
+		{"/backups/" + jobID + "/disks/" + disk.DiskID + "/files?path=/disk/etc", "#files", "files-phone"},
+		{"/restore-tests", "#restore-tests", "restore-tests-phone"},
+		{"/backups/" + jobID, "#instant-recovery", "backup-phone"},
+	} {
+		b.open(p.path, p.wait)
+		if w := get(b, "measure "+p.name, chromedp.Evaluate[int](`document.documentElement.scrollWidth`)); w > 390 {
+			t.Errorf("%s at phone width: the page is %d px wide, want at most 390", p.path, w)
+		}
+		b.screenshot(p.name)
+	}
 	b.do("desktop width", chromedp.EmulateViewport(1280, 900))
 
 	// Instant recovery from the backup's page: the VM boots from the hub's export, then moves to
