@@ -56,6 +56,46 @@ func spkiPin(t *testing.T, addr string) string {
 	return base64.StdEncoding.EncodeToString(sum[:])
 }
 
+// hostsFile is /etc/hosts of the filesystem the test writes onto the lab disk.
+const hostsFile = "127.0.0.1 localhost\n10.1.2.3 web1.lab web1\n"
+
+// writeFilesystem makes the lab disk hold an ext4 filesystem on the whole disk (no partition
+// table: the file browser's "disk" volume) with /etc/hosts and /etc/app/app.conf, written through
+// the lab as a guest would write it, so that the next backup reads it.
+func writeFilesystem(t *testing.T, l *lab.Lab, vm, diskID string, size int64) {
+	t.Helper()
+	mkfs, err := exec.LookPath("mkfs.ext4")
+	if err != nil {
+		if _, serr := os.Stat("/usr/sbin/mkfs.ext4"); serr != nil {
+			testenv.Skip(t, "mkfs.ext4 not found (Debian: apt install e2fsprogs)")
+		}
+		mkfs = "/usr/sbin/mkfs.ext4"
+	}
+	dir := t.TempDir()
+	src := filepath.Join(dir, "src")
+	if err := os.MkdirAll(filepath.Join(src, "etc", "app"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for p, b := range map[string]string{"etc/hosts": hostsFile, "etc/app/app.conf": "listen = 0.0.0.0:8080\n"} {
+		if err := os.WriteFile(filepath.Join(src, p), []byte(b), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	img := filepath.Join(dir, "fs.img")
+	cmd := exec.Command(mkfs, "-q", "-F", "-b", "4096", "-d", src, img, fmt.Sprintf("%dk", size>>10))
+	cmd.Env = append(os.Environ(), "E2FSPROGS_FAKE_TIME=1700000000")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("mkfs.ext4: %v\n%s", err, out)
+	}
+	b, err := os.ReadFile(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Write(vm, diskID, 0, b); err != nil {
+		t.Fatalf("write the filesystem onto %s of %s: %v", diskID, vm, err)
+	}
+}
+
 func run(t *testing.T, name string, args ...string) string {
 	t.Helper()
 	out, err := exec.Command(name, args...).CombinedOutput()
@@ -175,12 +215,26 @@ func TestConsoleInBrowser(t *testing.T) {
 	} else if err := os.MkdirAll(shots, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	l, err := lab.Start(t.Context(), lab.Spec{VMs: []lab.VMSpec{{Name: "web1", CBT: true, Disks: []lab.DiskSpec{{Size: "64MiB", Fill: lab.FillSparse, Data: "24MiB"}}}}}, lab.Options{})
+	// The hub serves instant recovery over NFS; the lab mounts its exports from the hub's folder.
+	var hub *hubtest.Hub
+	lo := lab.Options{NASDir: func(_, remotePath string) (string, error) {
+		return filepath.Join(hub.DataDir, "instant-recovery", strings.TrimPrefix(remotePath, "/"), "export"), nil
+	}}
+	l, err := lab.Start(t.Context(), lab.Spec{VMs: []lab.VMSpec{{Name: "web1", CBT: true, Disks: []lab.DiskSpec{{Size: "64MiB", Fill: lab.FillSparse, Data: "24MiB"}}}}}, lo)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	hub := hubtest.Start(t)
+	labVM, err := l.VM("web1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFilesystem(t, l, "web1", labVM.Disks[0].DiskID, labVM.Disks[0].CapacityBytes)
+	hub = hubtest.Start(t, "--nfs-listen", "127.0.0.1:0", "--nfs-address", "127.0.0.1")
+	// The hub lets the addresses of the host's name mount the export.
+	if err := l.RenameHost(t.Context(), l.Hosts()[0], "localhost"); err != nil {
+		t.Fatal(err)
+	}
 	dir := t.TempDir()
 	pwFile := filepath.Join(dir, "console-password")
 	if err := os.WriteFile(pwFile, []byte(password+"\n"), 0o600); err != nil {
@@ -327,6 +381,50 @@ func TestConsoleInBrowser(t *testing.T) {
 		t.Fatalf("downloaded image differs from the lab disk: %v", err)
 	}
 
+	// Browse the backed-up disk's filesystem from the backup's page and fetch /etc/hosts.
+	b.open("/backups/"+jobID, "#files-"+disk.DiskID)
+	b.do("browse the disk", chromedp.Click(chromedp.CSS("#files-"+disk.DiskID)), chromedp.WaitVisible(chromedp.CSS("#files")))
+	b.screenshot("files-volumes")
+	b.do("open the volume", chromedp.Click(chromedp.CSS(`#files a[href$="path=%2fdisk"]`)), chromedp.WaitVisible(chromedp.CSS(`#files a[href$="path=%2fdisk%2fetc"]`)))
+	b.do("open /etc", chromedp.Click(chromedp.CSS(`#files a[href$="path=%2fdisk%2fetc"]`)), chromedp.WaitVisible(chromedp.CSS(`#files a[href$="file?path=%2fdisk%2fetc%2fhosts"]`)))
+	b.screenshot("files")
+	hosts := get(b, "download /etc/hosts", chromedp.Evaluate[string](`fetch(document.querySelector('#files a[href$="file?path=%2fdisk%2fetc%2fhosts"]').href).then(r => r.ok ? r.text() : 'HTTP ' + r.status)`, chromedp.EvalAwaitPromise))
+	if hosts != hostsFile {
+		t.Fatalf("/etc/hosts from the restore point: %q, want %q", hosts, hostsFile)
+	}
+	if ev := hub.CLI("events", "list", "--type", "audit"); !strings.Contains(ev, "/disk/etc/hosts") {
+		t.Fatalf("the file download is not audited:\n%s", ev)
+	}
+
+	// A restore test of the VM with the read and paths checks, watched until it passes.
+	b.open("/restore-tests", "#restore-test-start")
+	b.do("start a restore test",
+		chromedp.SendKeys(chromedp.CSS("#rt-vm"), "web1"),
+		chromedp.Click(chromedp.CSS(`input[name=check][value=paths]`)),
+		chromedp.SendKeys(chromedp.CSS("#rt-paths"), "/disk/etc/hosts\n/disk/etc/app"),
+		chromedp.Click(chromedp.CSS("#restore-test-run")),
+		chromedp.WaitVisible(chromedp.CSS("#test-status")))
+	testURL := get(b, "read the test's address", chromedp.Location())
+	deadline = time.Now().Add(2 * time.Minute)
+	for {
+		res := b.text("#test-result")
+		if res == "passed" {
+			break
+		}
+		if res == "failed" || time.Now().After(deadline) {
+			t.Fatalf("restore test %s: %q, status %q", testURL, res, b.text("#test-status"))
+		}
+		time.Sleep(500 * time.Millisecond)
+		b.do("reload the test", chromedp.Navigate(testURL), chromedp.WaitVisible(chromedp.CSS("#test-result")))
+	}
+	checks := get(b, "read the evidence", chromedp.Evaluate[[]string](`Array.from(document.querySelectorAll('#test-checks tbody tr')).map(tr => tr.textContent)`))
+	if len(checks) != 3 || !strings.Contains(strings.Join(checks, "|"), "/disk/etc/hosts") {
+		t.Fatalf("restore test evidence: %q, want a read check and two paths", checks)
+	}
+	b.screenshot("restore-test")
+	b.open("/restore-tests", "#report")
+	b.screenshot("restore-tests")
+
 	// Restore the backup as a new VM in the lab, from the backup's page.
 	b.open("/backups/"+jobID, "#restore-new")
 	if got := get(b, "read the prefilled source", chromedp.Value(chromedp.CSS("#r-source"))); got != "lab" {
@@ -417,7 +515,60 @@ func TestConsoleInBrowser(t *testing.T) {
 	b.do("phone width", chromedp.EmulateViewport(390, 844))
 	b.open("/", "#vms-protected")
 	b.screenshot("dashboard-phone")
+	// The new pages at phone width: wide tables scroll inside themselves, the page does not.
+	for _, p := range []struct{ path, wait, name string }{
+		{"/backups/" + jobID + "/disks/" + disk.DiskID + "/files?path=/disk/etc", "#files", "files-phone"},
+		{"/restore-tests", "#restore-tests", "restore-tests-phone"},
+		{"/backups/" + jobID, "#instant-recovery", "backup-phone"},
+	} {
+		b.open(p.path, p.wait)
+		if w := get(b, "measure "+p.name, chromedp.Evaluate[int](`document.documentElement.scrollWidth`)); w > 390 {
+			t.Errorf("%s at phone width: the page is %d px wide, want at most 390", p.path, w)
+		}
+		b.screenshot(p.name)
+	}
 	b.do("desktop width", chromedp.EmulateViewport(1280, 900))
+
+	// Instant recovery from the backup's page: the VM boots from the hub's export, then moves to
+	// the lab's datastore.
+	b.open("/backups/"+jobID, "#instant-recovery")
+	b.do("start instant recovery",
+		chromedp.SendKeys(chromedp.CSS("#ir-host"), "localhost"),
+		chromedp.SendKeys(chromedp.CSS("#ir-name"), "web1-instant"),
+		chromedp.Click(chromedp.CSS(`#instant-recovery input[name=power_on]`)),
+		chromedp.Click(chromedp.CSS("#instant-recovery-start")),
+		chromedp.WaitVisible(chromedp.CSS("#instant-recoveries")))
+	irStatus := func(want string) {
+		t.Helper()
+		deadline := time.Now().Add(2 * time.Minute)
+		for {
+			b.open("/instant-recoveries", "#instant-recoveries")
+			st := b.text("#instant-recoveries tbody tr td:nth-child(5)")
+			if strings.HasPrefix(st, want) {
+				return
+			}
+			if strings.HasPrefix(st, "failed") || time.Now().After(deadline) {
+				t.Fatalf("instant recovery: %q, want %s\nagent:\n%s", st, want, logs.String())
+			}
+			time.Sleep(500 * time.Millisecond)
+		}
+	}
+	irStatus("running")
+	if vm, ok := l.FindVMByName("web1-instant"); !ok || vm.PowerState != "poweredOn" {
+		t.Fatalf("the instant-recovery VM in the lab: %+v (found %v)", vm, ok)
+	}
+	b.screenshot("instant-recoveries")
+	b.do("migrate", chromedp.SendKeys(chromedp.CSS(`#instant-recoveries input[name=datastore]`), l.Datastore()),
+		chromedp.Click(chromedp.CSS(`#instant-recoveries form[action$="/migrate"] button`)),
+		// The answer is the list again, without the running session's migrate form.
+		chromedp.WaitNotPresent(chromedp.CSS(`#instant-recoveries form[action$="/migrate"]`)))
+	irStatus("migrated")
+	if vm, ok := l.FindVMByName("web1-instant"); !ok || vm.VMPathName != "["+l.Datastore()+"] web1-instant/web1-instant.vmx" {
+		t.Fatalf("the migrated VM in the lab: %+v (found %v)", vm, ok)
+	}
+	if nas := l.NASDatastores(); len(nas) != 0 {
+		t.Fatalf("the export is still mounted after the migration: %+v", nas)
+	}
 	b.signOut()
 
 	// A viewer sees no change buttons, and the server refuses the change when it posts anyway.

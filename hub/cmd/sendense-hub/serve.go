@@ -139,13 +139,14 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		}()
 	}
 	evs := events.New(cat, log)
+	fileSvc := files.NewService(restores, reg)
 	cons, err := console.New(console.Deps{Log: log, Accounts: accounts.New(cat, log, accounts.Options{}), VMs: inv, Backups: backups, Images: restores, Restores: backups,
-		Policies: policies, Agents: ids, Repositories: repos, Events: evs, Verify: verifier, Status: api.StatusOf,
+		Policies: policies, Agents: ids, Repositories: repos, Events: evs, Verify: verifier, Files: fileSvc, RestoreTests: tests, Status: api.StatusOf,
 		Certificates: map[string]time.Time{"ca": ca.Cert.NotAfter, "server": cert.Leaf.NotAfter}})
 	if err != nil {
 		return err
 	}
-	deps := api.Deps{Log: log, Registry: reg, Catalog: cat, Repository: defRepo, Identity: ids, Inventory: inv, Backup: backups, Restores: backups, Ingest: ingest.New(cat, repos, log, reg), Restore: restores, Files: files.NewService(restores, reg), Repositories: repos, Policies: policies, RestoreTests: tests, Events: evs, Started: started,
+	deps := api.Deps{Log: log, Registry: reg, Catalog: cat, Repository: defRepo, Identity: ids, Inventory: inv, Backup: backups, Restores: backups, Ingest: ingest.New(cat, repos, log, reg), Restore: restores, Files: fileSvc, Repositories: repos, Policies: policies, RestoreTests: tests, Events: evs, Started: started,
 		Limits:  api.Limits{BodyTimeout: cfg.RequestBodyTimeout, UploadMinRate: cfg.UploadMinKiBPerSecond << 10},
 		Console: cons, ConsolePaths: console.Paths()}
 	var nfsSrv *nfsexport.Server
@@ -167,6 +168,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		}
 		defer nfsln.Close()
 		deps.InstantRecoveries = irs
+		cons.SetInstantRecoveries(irs)
 		syncIRs = irs
 	}
 	apiSrv := api.New(deps)

@@ -22,11 +22,14 @@ import (
 
 	"github.com/sendense/sendense/hub/internal/accounts"
 	"github.com/sendense/sendense/hub/internal/events"
+	"github.com/sendense/sendense/hub/internal/files"
 	"github.com/sendense/sendense/hub/internal/identity"
+	"github.com/sendense/sendense/hub/internal/instantrecovery"
 	"github.com/sendense/sendense/hub/internal/inventory"
 	"github.com/sendense/sendense/hub/internal/jobs"
 	"github.com/sendense/sendense/hub/internal/policy"
 	"github.com/sendense/sendense/hub/internal/restore"
+	"github.com/sendense/sendense/hub/internal/restoretest"
 	"github.com/sendense/sendense/hub/internal/verify"
 	"github.com/sendense/sendense/shared/api"
 )
@@ -104,6 +107,21 @@ type (
 	verifyService interface {
 		Run(ctx context.Context, backupID string) (*verify.Report, error)
 	}
+	fileService interface {
+		Open(ctx context.Context, backupID, diskID string) (*files.Browser, error)
+	}
+	instantRecoveryService interface {
+		Start(ctx context.Context, req api.InstantRecoveryRequest) (api.InstantRecovery, error)
+		List(ctx context.Context, f instantrecovery.ListFilter) (api.InstantRecoveryList, error)
+		Stop(ctx context.Context, id string) (api.InstantRecovery, error)
+		Migrate(ctx context.Context, id string, req api.InstantRecoveryMigrateRequest) (api.InstantRecovery, error)
+	}
+	restoreTestService interface {
+		Start(ctx context.Context, req api.StartRestoreTestRequest, actor string) (api.RestoreTest, error)
+		Get(ctx context.Context, id string) (api.RestoreTest, error)
+		List(ctx context.Context, f restoretest.Filter) (api.RestoreTestList, error)
+		Report(ctx context.Context, from, to time.Time) (api.RestoreTestReport, error)
+	}
 )
 
 // Deps are what the console serves. Every field is required.
@@ -119,6 +137,10 @@ type Deps struct {
 	Repositories repositoryService
 	Events       eventService
 	Verify       verifyService
+	Files        fileService
+	RestoreTests restoreTestService
+	// InstantRecoveries is nil on a hub without an NFS listener: its page says so.
+	InstantRecoveries instantRecoveryService
 	// Status maps a domain error to its HTTP status, the API's one mapping (api.StatusOf).
 	Status func(error) int
 	// Certificates are the hub's own certificates' expiry times by name (ca, server).
@@ -167,8 +189,18 @@ func New(d Deps) (*Console, error) {
 	c.route("POST /backups/{id}/verify", api.RoleOperator, c.verifyBackup)
 	c.route("GET /backups/{id}/disks/{disk}/image", api.RoleViewer, c.image)
 	c.route("POST /backups/{id}/restore", api.RoleOperator, c.startRestore)
+	c.route("GET /backups/{id}/disks/{disk}/files", api.RoleViewer, c.filesPage)
+	c.route("GET /backups/{id}/disks/{disk}/file", api.RoleViewer, c.fileDownload)
+	c.route("GET /backups/{id}/disks/{disk}/archive", api.RoleViewer, c.archiveDownload)
 	c.route("GET /restores", api.RoleViewer, c.restores)
 	c.route("POST /restores/{id}/cancel", api.RoleOperator, c.cancelRestore)
+	c.route("GET /restore-tests", api.RoleViewer, c.restoreTests)
+	c.route("GET /restore-tests/{id}", api.RoleViewer, c.restoreTestPage)
+	c.route("POST /restore-tests", api.RoleOperator, c.startRestoreTest)
+	c.route("GET /instant-recoveries", api.RoleViewer, c.instantRecoveries)
+	c.route("POST /instant-recoveries", api.RoleOperator, c.startInstantRecovery)
+	c.route("POST /instant-recoveries/{id}/stop", api.RoleOperator, c.stopInstantRecovery)
+	c.route("POST /instant-recoveries/{id}/migrate", api.RoleOperator, c.migrateInstantRecovery)
 	c.route("GET /jobs", api.RoleViewer, c.jobs)
 	c.route("GET /jobs/stream", api.RoleViewer, c.jobStream)
 	c.route("GET /policies", api.RoleViewer, c.policies)
@@ -184,6 +216,10 @@ func New(d Deps) (*Console, error) {
 	c.route("GET /events", api.RoleViewer, c.eventsPage)
 	return c, nil
 }
+
+// SetInstantRecoveries gives the console the instant-recovery service of a hub that serves NFS,
+// made after the console; call it before serving.
+func (c *Console) SetInstantRecoveries(s instantRecoveryService) { c.d.InstantRecoveries = s }
 
 // ServeHTTP serves the console with its security headers.
 func (c *Console) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -207,7 +243,7 @@ func (c *Console) HasSession(r *http.Request) bool {
 
 // Paths lists the first path segments the console serves, for the router in front of it.
 func Paths() []string {
-	return []string{"/", "/login", "/logout", "/static", "/vms", "/backups", "/jobs", "/restores", "/policies", "/agents", "/repositories", "/events"}
+	return []string{"/", "/login", "/logout", "/static", "/vms", "/backups", "/jobs", "/restores", "/restore-tests", "/instant-recoveries", "/policies", "/agents", "/repositories", "/events"}
 }
 
 type ctxKey int
@@ -301,10 +337,18 @@ func (c *Console) audit(r *http.Request, u accounts.User, pattern string, rec *s
 
 // record stores one audit event of the console; a failure is logged and changes no answer.
 func (c *Console) record(r *http.Request, user, role, route string, code int) {
+	c.recordDetails(r, user, role, route, code, nil)
+}
+
+// recordDetails records an audit event with extra details (a download's file and bytes).
+func (c *Console) recordDetails(r *http.Request, user, role, route string, code int, extra map[string]string) {
 	status := strconv.Itoa(code)
 	e := api.Event{
 		Type: api.EventAudit, Actor: "console:" + user, SourceAddress: clientIP(r), Outcome: status,
 		Details: map[string]string{"method": r.Method, "route": route, "path": r.URL.Path, "status": status, "console_user": user},
+	}
+	for k, v := range extra {
+		e.Details[k] = v
 	}
 	if role != "" {
 		e.Details["role"] = role

@@ -20,6 +20,7 @@ import (
 	"github.com/sendense/sendense/hub/internal/catalog/catalogtest"
 	"github.com/sendense/sendense/hub/internal/console"
 	"github.com/sendense/sendense/hub/internal/events"
+	"github.com/sendense/sendense/hub/internal/files"
 	"github.com/sendense/sendense/hub/internal/inventory"
 	"github.com/sendense/sendense/hub/internal/jobs"
 	"github.com/sendense/sendense/hub/internal/policy"
@@ -120,17 +121,26 @@ func (noBackups) CreateJoinToken(context.Context, string, time.Duration) (string
 func (noBackups) Describe(context.Context) ([]wire.Repository, error) { return nil, nil }
 
 type env struct {
-	srv  *httptest.Server
-	clk  *clock
-	pol  *policies
-	evs  *events.Service
-	acct *accounts.Service
+	console *console.Console
+	srv     *httptest.Server
+	clk     *clock
+	pol     *policies
+	evs     *events.Service
+	acct    *accounts.Service
 }
 
 const password = "correct horse battery"
 
 // newEnv serves a console over a fresh, migrated catalog of the dialect.
 func newEnv(t *testing.T, dialect string) *env {
+	t.Helper()
+	return newEnvWith(t, dialect, noBackups{}, &restoreTests{})
+}
+
+// newEnvWith is newEnv with the restore points files are browsed in and the restore tests.
+func newEnvWith(t *testing.T, dialect string, images interface {
+	Open(context.Context, string, string) (*restore.Image, restore.Disk, error)
+}, rt *restoreTests) *env {
 	t.Helper()
 	log := slog.New(slog.DiscardHandler)
 	cat := catalogtest.Open(t, dialect)
@@ -139,7 +149,7 @@ func newEnv(t *testing.T, dialect string) *env {
 	}
 	clk := &clock{t: time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)}
 	acct := accounts.New(cat, log, accounts.Options{Now: clk.Now, BcryptCost: 4, SessionLifetime: time.Hour})
-	for _, u := range []struct{ name, role string }{{"olga", wire.RoleOperator}, {"vera", wire.RoleViewer}, {"mallory", wire.RoleViewer}} {
+	for _, u := range []struct{ name, role string }{{"olga", wire.RoleOperator}, {"vera", wire.RoleViewer}, {"mallory", wire.RoleViewer}, {"ada", wire.RoleAdmin}} {
 		if _, err := acct.Add(t.Context(), u.name, u.role, password); err != nil {
 			t.Fatal(err)
 		}
@@ -147,14 +157,15 @@ func newEnv(t *testing.T, dialect string) *env {
 	pol := &policies{}
 	evs := events.New(cat, log)
 	c, err := console.New(console.Deps{Log: log, Accounts: acct, VMs: empty{}, Backups: noBackups{}, Images: noBackups{}, Restores: noBackups{}, Policies: pol,
-		Agents: noBackups{}, Repositories: noBackups{}, Events: evs, Verify: noBackups{}, Status: api.StatusOf, Now: clk.Now,
+		Agents: noBackups{}, Repositories: repos{}, Events: evs, Verify: noBackups{}, Status: api.StatusOf, Now: clk.Now,
+		Files: files.NewService(images, nil), RestoreTests: rt,
 		LoginLimit: console.LoginLimit{Failures: 3, Window: 10 * time.Minute}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	srv := httptest.NewTLSServer(c)
 	t.Cleanup(srv.Close)
-	return &env{srv: srv, clk: clk, pol: pol, evs: evs, acct: acct}
+	return &env{console: c, srv: srv, clk: clk, pol: pol, evs: evs, acct: acct}
 }
 
 // client is a browser-like client: a cookie jar, no automatic redirects.

@@ -10,7 +10,7 @@ import (
 	"github.com/sendense/sendense/hub/internal/identity"
 )
 
-var pageNames = []string{"login", "error", "dashboard", "vms", "vm", "backups", "backup", "jobs", "policies", "policy", "agents", "repositories", "events", "restores"}
+var pageNames = []string{"login", "error", "dashboard", "vms", "vm", "backups", "backup", "jobs", "policies", "policy", "agents", "repositories", "events", "restores", "files", "restoretests", "restoretest", "instantrecoveries"}
 
 func (c *Console) parseTemplates() error {
 	funcs := template.FuncMap{
