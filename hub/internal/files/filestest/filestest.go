@@ -448,6 +448,15 @@ func MkfsXFS(t testing.TB, src string, size int64, extra ...string) []byte {
 		copy(b[at:], name)
 		xfsInodeCRC(in)
 	}
+	// The image as patched must still be one xfs_repair finds nothing wrong with.
+	if repair := lookSbin("xfs_repair"); repair != "" {
+		if err := os.WriteFile(img, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if out, err := exec.Command(repair, "-n", "-f", img).CombinedOutput(); err != nil {
+			t.Fatalf("xfs_repair -n: %v\n%s", err, out)
+		}
+	}
 	return b
 }
 
