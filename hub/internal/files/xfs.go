@@ -62,8 +62,11 @@ const (
 	xfsLeafOffset  = 32 << 30
 	xfsMaxLinkSize = 1024 // XFS_SYMLINK_MAXLEN
 	xfsMaxBtree    = 9    // levels of a data fork btree (XFS_BM_MAXLEVELS with 64-bit counts is 9)
-	// xfsMaxExtents bounds the extents of one file held in memory (24 MiB).
+	// xfsMaxExtents bounds the extents of one file held in memory (40 MiB with their records).
 	xfsMaxExtents = 1 << 20
+	// xfsMaxBtreeBlocks bounds the blocks of one data fork btree read: 1<<20 extents fill at
+	// most 38,837 leaves of the smallest blocks.
+	xfsMaxBtreeBlocks = 1 << 16
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
@@ -313,15 +316,13 @@ type xfsExtent struct {
 
 // extents returns the extents of the data fork of in, sorted and not overlapping.
 func (fs *xfs) extents(in *xfsInode) ([]xfsExtent, error) {
-	var recs [][]byte
+	var recs []byte // records of 16 bytes
 	switch in.format {
 	case xfsFmtExtents:
 		if in.nextents > uint64(len(in.fork)/16) {
 			return nil, fmt.Errorf("xfs: inode %d: %d extents in a fork of %d bytes: %w", in.ino, in.nextents, len(in.fork), ErrCorrupt)
 		}
-		for i := range int(in.nextents) {
-			recs = append(recs, in.fork[16*i:16*i+16])
-		}
+		recs = in.fork[:16*in.nextents]
 	case xfsFmtBtree:
 		var err error
 		if recs, err = fs.btree(in); err != nil {
@@ -331,9 +332,10 @@ func (fs *xfs) extents(in *xfsInode) ([]xfsExtent, error) {
 		return nil, fmt.Errorf("xfs: inode %d: data fork format %d: %w", in.ino, in.format, ErrCorrupt)
 	}
 	be := binary.BigEndian
-	out := make([]xfsExtent, 0, len(recs))
+	out := make([]xfsExtent, 0, len(recs)/16)
 	var end uint64
-	for _, r := range recs {
+	for i := 0; i < len(recs); i += 16 {
+		r := recs[i : i+16]
 		l0, l1 := be.Uint64(r), be.Uint64(r[8:])
 		e := xfsExtent{
 			unwritten: l0>>63 != 0,
@@ -355,9 +357,9 @@ func (fs *xfs) extents(in *xfsInode) ([]xfsExtent, error) {
 	return out, nil
 }
 
-// btree returns the leaf records of the data fork btree of in, at most xfsMaxExtents, visiting
-// each block once and at most xfsMaxBtree levels deep.
-func (fs *xfs) btree(in *xfsInode) ([][]byte, error) {
+// btree returns the leaf records of the data fork btree of in, 16 bytes each, at most
+// xfsMaxExtents, visiting each block once and at most xfsMaxBtree levels deep.
+func (fs *xfs) btree(in *xfsInode) ([]byte, error) {
 	be := binary.BigEndian
 	root := in.fork
 	if len(root) < 4+16 {
@@ -376,7 +378,7 @@ func (fs *xfs) btree(in *xfsInode) ([][]byte, error) {
 	if fs.v5 {
 		hdr, magic = 72, 0x424d4133 // "BMA3"
 	}
-	var recs [][]byte
+	var recs []byte
 	seen := map[uint64]bool{}
 	var walk func(fsb uint64, level int) error
 	walk = func(fsb uint64, level int) error {
@@ -404,15 +406,13 @@ func (fs *xfs) btree(in *xfsInode) ([][]byte, error) {
 			return fmt.Errorf("xfs: inode %d: btree block %#x of %d entries: %w", in.ino, fsb, n, ErrCorrupt)
 		}
 		if level == 0 {
-			if len(recs)+n > xfsMaxExtents {
+			if len(recs)/16+n > xfsMaxExtents {
 				return fmt.Errorf("xfs: inode %d: more than %d extents: %w", in.ino, xfsMaxExtents, ErrTooLarge)
 			}
-			for i := range n {
-				recs = append(recs, b[hdr+16*i:hdr+16*i+16])
-			}
+			recs = append(recs, b[hdr:hdr+16*n]...)
 			return nil
 		}
-		if len(seen) > xfsMaxExtents/16 {
+		if len(seen) > xfsMaxBtreeBlocks {
 			return fmt.Errorf("xfs: inode %d: btree of more than %d blocks: %w", in.ino, len(seen), ErrTooLarge)
 		}
 		for i := range n {
@@ -471,7 +471,8 @@ func (f *xfsFile) ReadAt(p []byte, off int64) (int, error) {
 		want := min(int64(len(p)-n), f.in.size-pos)
 		if !mapped {
 			if i < len(f.ext) {
-				want = min(want, int64(f.ext[i].startoff-lblk)*bs-pos%bs)
+				// Bounded so that the product cannot overflow: a hostile extent may start at 2^54.
+				want = min(want, int64(min(f.ext[i].startoff-lblk, 1<<30))*bs-pos%bs)
 			}
 			clear(p[n : n+int(want)])
 			n += int(want)
@@ -680,6 +681,9 @@ func (fs *xfs) dataBlock(in *xfsInode, b []byte, off int64, emit func([]byte, ui
 			}
 			p += l
 			continue
+		}
+		if p+16 > end { // the smallest entry: inode, length, a name of one byte, tag
+			return false, fmt.Errorf("xfs: directory inode %d: entry at %d: %w", in.ino, off+int64(p), ErrCorrupt)
 		}
 		nl := int(b[p+8])
 		size := (8 + 1 + nl + ft + 2 + 7) &^ 7
