@@ -15,6 +15,8 @@ command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 # mkfs.ext4 -d builds the filesystems file-level restore is tested on (hub/internal/files).
 command -v mkfs.ext4 >/dev/null 2>&1 || [ -x /usr/sbin/mkfs.ext4 ] || need+=(e2fsprogs)
+# mkfs.xfs -p (a protofile) and xfs_db build the XFS filesystems of the same tests.
+command -v mkfs.xfs >/dev/null 2>&1 || [ -x /usr/sbin/mkfs.xfs ] || need+=(xfsprogs)
 
 if [ ${#need[@]} -gt 0 ]; then
   echo "deps.sh: installing ${need[*]} with apt" >&2

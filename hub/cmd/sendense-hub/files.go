@@ -29,7 +29,7 @@ func newFilesCmd(e *env) *cobra.Command {
 		Short: "Browse and download files inside a restore point's disks, without restoring the disk",
 		Long: "The top level of a disk holds one directory per volume: p1, p2, … for partitions (MBR or GPT\n" +
 			"numbering), disk for a filesystem on the whole disk; a file's path is then e.g. /p1/etc/hosts.\n" +
-			"ext2/3/4 filesystems are read. Symlinks are listed with their targets, never followed.",
+			"ext2/3/4 and XFS filesystems are read. Symlinks are listed with their targets, never followed.",
 	}
 	var backupID, diskID, p, output string
 	var asJSON bool

@@ -29,7 +29,7 @@ func newRestoreTestCmd(e *env) *cobra.Command {
 		Short: "Test the VM's latest (or a named) restore point now: read every disk in full, every chunk verified; exit 1 unless it passed",
 		Long: "Reads every disk of the restore point through the hub's restore path, as a restore would, verifying every chunk\n" +
 			"(a damaged chunk is quarantined), and records the evidence: the checks with their results and reasons, bytes read,\n" +
-			"MB/s and seconds. With --check paths, each --path must exist in the restore point's filesystems (ext2/3/4 behind\n" +
+			"MB/s and seconds. With --check paths, each --path must exist in the restore point's filesystems (ext2/3/4, XFS behind\n" +
 			"MBR or GPT, read through file-level restore; a file is read in full): disk-2000:/p1/etc/hosts on that disk,\n" +
 			"/p1/etc/hosts on any disk. The test is listed by `restore-test list`, GET /api/v1/restore-tests and `report restore-tests`.",
 		Args: cobra.NoArgs,

@@ -91,7 +91,7 @@ var operations = []operation{
 	{"GET", api.PathBackupImage, "The raw disk image of a restore point (Range supported, every chunk verified)", authViewer, nil, nil, []byte{}, 200},
 	{"GET", api.PathBackupVM, "The VM configuration of a restore point: hardware, firmware, controllers, disks, NICs, CD-ROMs, boot-relevant extraConfig (404: a backup without one)", authViewer, nil, nil, api.VMConfig{}, 200},
 	{"HEAD", api.PathBackupImage, "Size and ETag of a disk image", authViewer, nil, nil, nil, 200},
-	{"GET", api.PathBackupFiles, "List a directory of a restore point's disk: at / one entry per volume (p1, p2, … or disk), then its filesystem (ext2/3/4)", authViewer, []string{"path"}, nil, api.FileList{}, 200},
+	{"GET", api.PathBackupFiles, "List a directory of a restore point's disk: at / one entry per volume (p1, p2, … or disk), then its filesystem (ext2/3/4, XFS)", authViewer, []string{"path"}, nil, api.FileList{}, 200},
 	{"GET", api.PathBackupFileContent, "Download one file of a restore point's disk (Range supported, every chunk verified; audited)", authViewer, []string{"path"}, nil, []byte{}, 200},
 	{"GET", api.PathBackupFileArchive, "Stream a directory of a restore point's disk as a tar archive (every chunk verified; audited)", authViewer, []string{"path"}, nil, []byte{}, 200},
 

@@ -1,6 +1,6 @@
 // Package files reads files out of the disk images of restore points without restoring them:
 // it finds the volumes of a disk (MBR and GPT partition tables, or a filesystem on the whole
-// disk), reads ext2/3/4 filesystems through the image's verified random-access reader, and
+// disk), reads ext2/3/4 and XFS filesystems through the image's verified random-access reader, and
 // lists directories, serves files and streams directories as tar archives.
 //
 // Every structure comes from an image that may be damaged or hostile: every number read from
@@ -128,6 +128,26 @@ func OpenDisk(r io.ReaderAt, size, pageSize int64, pages int) (*Disk, error) {
 	return &Disk{vols: vols, r: c, fss: map[string]filesystem{}}, nil
 }
 
+// openFS reads the filesystem of a volume with the first reader that recognises it: each
+// answers ErrUnsupported for a volume that does not hold its filesystem.
+func openFS(r io.ReaderAt, size int64) (filesystem, error) {
+	f, err := openExt4(r, size)
+	if err == nil {
+		return f, nil
+	}
+	if !errors.Is(err, ErrUnsupported) {
+		return nil, err
+	}
+	x, xerr := openXFS(r, size)
+	if xerr == nil {
+		return x, nil
+	}
+	if !errors.Is(xerr, ErrUnsupported) {
+		return nil, xerr
+	}
+	return nil, fmt.Errorf("%v; %w", err, xerr)
+}
+
 // fs returns the filesystem of the volume named name.
 func (d *Disk) fs(name string) (filesystem, volume, error) {
 	for _, v := range d.vols {
@@ -137,7 +157,7 @@ func (d *Disk) fs(name string) (filesystem, volume, error) {
 		if f, ok := d.fss[name]; ok {
 			return f, v, nil
 		}
-		f, err := openExt4(section{d.r, v.Off, v.Size}, v.Size)
+		f, err := openFS(section{d.r, v.Off, v.Size}, v.Size)
 		if err != nil {
 			return nil, v, fmt.Errorf("volume %s: %w", name, err)
 		}

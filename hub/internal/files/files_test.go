@@ -82,6 +82,9 @@ var fixture struct {
 	dir  string
 	src  string
 	fs   []byte
+
+	xfsOnce sync.Once
+	xfs     []byte
 }
 
 func TestMain(m *testing.M) {
@@ -108,6 +111,57 @@ func tree(t *testing.T) (src string, fs []byte) {
 		t.Fatal("the fixture could not be made (see the first test)")
 	}
 	return fixture.src, fixture.fs
+}
+
+// xfsTree is the source tree of tree and its XFS filesystem.
+func xfsTree(t *testing.T) (src string, fs []byte) {
+	t.Helper()
+	src, _ = tree(t)
+	fixture.xfsOnce.Do(func() { fixture.xfs = filestest.MkfsXFS(t, src, 128<<20) })
+	if fixture.xfs == nil {
+		t.Fatal("the XFS fixture could not be made (see the first test)")
+	}
+	return src, fixture.xfs
+}
+
+// The same tree through XFS: a short-form root, the 10,000 entries of many in a node
+// directory, block directories, local and remote symlinks, big.bin in extents.
+func TestReadXFSBehindEveryTable(t *testing.T) {
+	src, fs := xfsTree(t)
+	junk := bytes.Repeat([]byte{0xa5}, 1<<20)
+	for _, tc := range []struct {
+		name string
+		disk []byte
+		vols []files.Entry
+	}{
+		{"whole disk", fs, []files.Entry{{Name: "disk", Type: "dir"}}},
+		{"mbr", filestest.MBRDisk(junk, fs), []files.Entry{{Name: "p1", Type: "other"}, {Name: "p2", Type: "dir"}}},
+		{"gpt", filestest.GPTDisk(fs, junk), []files.Entry{{Name: "p1", Type: "dir"}, {Name: "p2", Type: "other"}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d, err := files.OpenDisk(bytes.NewReader(tc.disk), int64(len(tc.disk)), 4<<20, 8)
+			if err != nil {
+				t.Fatal(err)
+			}
+			top, err := d.ReadDir("/")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(top) != len(tc.vols) {
+				t.Fatalf("top level %+v, want %+v", top, tc.vols)
+			}
+			vol := ""
+			for i, e := range top {
+				if e.Name != tc.vols[i].Name || e.Type != tc.vols[i].Type {
+					t.Fatalf("top level %+v, want %+v", top, tc.vols)
+				}
+				if e.Type == "dir" && vol == "" {
+					vol = e.Name
+				}
+			}
+			checkTree(t, d, vol, src)
+		})
+	}
 }
 
 func TestReadExt4BehindEveryTable(t *testing.T) {

@@ -14,7 +14,9 @@ import (
 // FuzzOpenDisk reads partition tables and filesystems out of arbitrary bytes: it must never
 // panic, allocate without bound or loop forever, whatever the image claims. The seed corpus in
 // testdata/fuzz/FuzzOpenDisk holds small real filesystems made by mkfs (ext4 with extents,
-// ext2 with block maps) behind a GPT, and behind an MBR with an extended partition.
+// ext2 with block maps) behind a GPT, and behind an MBR with an extended partition, and XFS
+// version 5 and version 4 on whole disks (1 KiB blocks, external log, cut after their last
+// used block with the superblock's size to match).
 func FuzzOpenDisk(f *testing.F) {
 	f.Add([]byte{})
 	mbr := make([]byte, 2048)
@@ -86,6 +88,8 @@ func TestFuzzSeedsRead(t *testing.T) {
 	}{
 		{"mbr-ext2-and-logical-ext4", []string{"p1", "p5"}},
 		{"gpt-ext4", []string{"p1"}},
+		{"disk-xfs5", []string{"disk"}},
+		{"disk-xfs4", []string{"disk"}},
 	} {
 		s := string(seed(t, tc.seed))
 		d, err := OpenDisk(strings.NewReader(s), int64(len(s)), 4096, 4)
@@ -104,6 +108,26 @@ func TestFuzzSeedsRead(t *testing.T) {
 			l, err := d.Stat("/" + v + "/longlink")
 			if err != nil || l.Target != strings.Repeat("x", 70) {
 				t.Fatalf("%s %s: long symlink %+v %v", tc.seed, v, l, err)
+			}
+			if v != "disk" {
+				continue
+			}
+			// XFS: a symlink in a block of its own, directories in one 4 KiB directory block made of
+			// four filesystem blocks.
+			l, err = d.Stat("/disk/remotelink")
+			if err != nil || l.Target != strings.Repeat("y", 600) {
+				t.Fatalf("%s: remote symlink %+v %v", tc.seed, l, err)
+			}
+			for dir, n := range map[string]int{"blk": 35, "blk60": 60} {
+				es, err := d.ReadDir("/disk/" + dir)
+				if err != nil || len(es) != n {
+					t.Fatalf("%s: /%s: %d entries (%v), want %d", tc.seed, dir, len(es), err, n)
+				}
+			}
+			if e, r, err := d.Open("/disk/blk/b7"); err != nil || e.Mode != 0o644 {
+				t.Fatalf("%s: blk/b7: %+v %v", tc.seed, e, err)
+			} else if b := make([]byte, 3); func() bool { _, err := r.ReadAt(b, 0); return err != nil }() || string(b) != "abc" {
+				t.Fatalf("%s: blk/b7 reads %q", tc.seed, b)
 			}
 		}
 	}
@@ -147,5 +171,49 @@ func TestHostileNamesAreDropped(t *testing.T) {
 	}
 	if bytes.Contains(buf.Bytes(), []byte("../xx")) || !bytes.Contains(buf.Bytes(), []byte("p1/d/sub/g")) {
 		t.Fatal("the archive holds the hostile name, or misses the rest")
+	}
+}
+
+// Damage under a CRC of XFS version 5 is reported as such, for the structure it hits only.
+func TestXFSDamageIsReported(t *testing.T) {
+	img := seed(t, "disk-xfs5")
+	x, err := openXFS(bytes.NewReader(img), int64(len(img)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := OpenDisk(bytes.NewReader(img), int64(len(img)), 4096, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := d.Stat("/disk/d/sub/g")
+	if err != nil {
+		t.Fatal(err)
+	}
+	off, _, err := x.inodeAddr(g.id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := bytes.Clone(img)
+	bad[off+60] ^= 1 // a bit of the size
+	if d, err = OpenDisk(bytes.NewReader(bad), int64(len(bad)), 4096, 4); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.Stat("/disk/d/sub/g"); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "CRC mismatch") {
+		t.Fatalf("a damaged inode: %v", err)
+	}
+	if l, err := d.Stat("/disk/longlink"); err != nil || l.Target != strings.Repeat("x", 70) {
+		t.Fatalf("beside the damage: %+v %v", l, err)
+	}
+	// A damaged superblock: the volume is listed as one this package cannot read.
+	bad = bytes.Clone(img)
+	bad[8] ^= 1
+	if d, err = OpenDisk(bytes.NewReader(bad), int64(len(bad)), 4096, 4); err != nil {
+		t.Fatal(err)
+	}
+	if top, err := d.ReadDir("/"); err != nil || len(top) != 1 || top[0].Type != TypeOther {
+		t.Fatalf("damaged superblock: %+v %v", top, err)
+	}
+	if _, err := d.Stat("/disk/d"); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "superblock CRC") {
+		t.Fatalf("damaged superblock: %v", err)
 	}
 }

@@ -12,7 +12,10 @@ import (
 	"io/fs"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -267,4 +270,227 @@ func Nodes(t testing.TB, src string) map[string]Node {
 		t.Fatal(err)
 	}
 	return out
+}
+
+// MkfsXFS makes an XFS filesystem (version 5, the defaults of mkfs.xfs) of size bytes holding
+// the tree src and returns its bytes. mkfs.xfs -p fills it from a protofile; what a protofile
+// cannot say is then written into the image: mtimes (to the second, like MkfsExt4, through
+// inode numbers xfs_db lists) and names holding white space (made with '_' in their place, then
+// renamed in the short-form directories that hold them; a name with white space in a larger
+// directory is refused). A sparse source file is written whole: the protofile of mkfs.xfs 6.1
+// allocates every block. It skips, or fails under SENDENSE_TEST_STRICT, without mkfs.xfs and
+// xfs_db (Debian: xfsprogs).
+func MkfsXFS(t testing.TB, src string, size int64, extra ...string) []byte {
+	t.Helper()
+	mkfs, xfsdb := lookSbin("mkfs.xfs"), lookSbin("xfs_db")
+	if mkfs == "" || xfsdb == "" {
+		testenv.Skip(t, "mkfs.xfs or xfs_db not found (Debian: apt install xfsprogs)")
+	}
+	work := t.TempDir()
+	var proto bytes.Buffer
+	proto.WriteString("/dev/null\n0 0\nd--755 0 0\n")
+	var dirs []string              // every directory, placeholder names, "" the root
+	renames := map[string]string{} // placeholder name → real name
+	nfile := 0
+	var walk func(rel, prel string)
+	walk = func(rel, prel string) {
+		dirs = append(dirs, prel)
+		entries, err := os.ReadDir(filepath.Join(src, rel))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range entries {
+			name := e.Name()
+			pname := strings.Map(func(r rune) rune {
+				if r == ' ' || r == '\t' {
+					return '_'
+				}
+				return r
+			}, name)
+			if pname != name {
+				renames[pname] = name
+			}
+			full := filepath.Join(src, rel, name)
+			fi, err := os.Lstat(full)
+			if err != nil {
+				t.Fatal(err)
+			}
+			perm := fmt.Sprintf("%03o", fi.Mode().Perm())
+			suid := "-"
+			if fi.Mode()&os.ModeSetuid != 0 {
+				suid = "u"
+			}
+			switch {
+			case fi.IsDir():
+				fmt.Fprintf(&proto, "%s d%s-%s 0 0\n", pname, suid, perm)
+				walk(path.Join(rel, name), path.Join(prel, pname))
+				proto.WriteString("$\n")
+			case fi.Mode().IsRegular():
+				// The protofile splits on white space: each file is named by a link without any.
+				link := filepath.Join(work, fmt.Sprintf("f%d", nfile))
+				nfile++
+				if err := os.Symlink(full, link); err != nil {
+					t.Fatal(err)
+				}
+				fmt.Fprintf(&proto, "%s -%s-%s 0 0 %s\n", pname, suid, perm, link)
+			case fi.Mode()&os.ModeSymlink != 0:
+				target, err := os.Readlink(full)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if strings.ContainsAny(target, " \t\n") {
+					t.Fatalf("MkfsXFS: symlink %s: a target with white space cannot be written", full)
+				}
+				fmt.Fprintf(&proto, "%s l--%s 0 0 %s\n", pname, perm, target)
+			}
+		}
+	}
+	real := func(p string) string { // placeholder path → source path
+		parts := strings.Split(p, "/")
+		for i, n := range parts {
+			if r, ok := renames[n]; ok {
+				parts[i] = r
+			}
+		}
+		return strings.Join(parts, "/")
+	}
+	walk("", "")
+	proto.WriteString("$\n")
+	protoFile := filepath.Join(work, "proto")
+	if err := os.WriteFile(protoFile, proto.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	img := filepath.Join(work, "fs.img")
+	if err := os.WriteFile(img, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(img, size); err != nil {
+		t.Fatal(err)
+	}
+	args := append([]string{"-q", "-f", "-p", protoFile}, extra...)
+	args = append(args, img)
+	cmd := exec.Command(mkfs, args...)
+	// mkfs.xfs refuses filesystems under 300 MB unless it runs under xfsprogs' own test suite,
+	// which these variables announce.
+	cmd.Env = append(os.Environ(), "TEST_DIR=1", "TEST_DEV=1", "QA_CHECK_FS=1")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("mkfs.xfs %v: %v\n%s", args, err, out)
+	}
+
+	// Inode numbers of every node, from xfs_db's listing of each directory.
+	var script bytes.Buffer
+	for _, d := range dirs {
+		fmt.Fprintf(&script, "path /%s\nls\n", d)
+	}
+	cmd = exec.Command(xfsdb, "-r", img)
+	cmd.Stdin = &script
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("xfs_db: %v\n%s", err, out)
+	}
+	inos := map[string]uint64{} // placeholder path → inode
+	di := -1
+	for _, line := range strings.Split(string(out), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 7 {
+			continue
+		}
+		name := strings.Join(f[5:len(f)-1], " ")
+		ino, err := strconv.ParseUint(f[1], 10, 64)
+		if err != nil {
+			t.Fatalf("xfs_db listing %q: %v", line, err)
+		}
+		switch name {
+		case ".":
+			di++
+			if di >= len(dirs) {
+				t.Fatalf("xfs_db listed more directories than %d", len(dirs))
+			}
+		case "..":
+		default:
+			if di < 0 {
+				t.Fatalf("xfs_db listing %q before a directory", line)
+			}
+			inos[path.Join(dirs[di], name)] = ino
+		}
+	}
+	b, err := os.ReadFile(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := xfsGeometry(t, b)
+	for p, ino := range inos {
+		fi, err := os.Lstat(filepath.Join(src, real(p)))
+		if err != nil {
+			t.Fatalf("%s (inode %d): %v", p, ino, err)
+		}
+		off := g.inodeOff(ino)
+		in := b[off : off+g.inodeSize]
+		sec := fi.ModTime().Unix()
+		ts := in[40:48]
+		if binary.BigEndian.Uint64(in[120:])&0x8 != 0 { // bigtime
+			binary.BigEndian.PutUint64(ts, uint64(sec+1<<31)*1e9)
+		} else {
+			binary.BigEndian.PutUint32(ts, uint32(sec))
+			binary.BigEndian.PutUint32(ts[4:], 0)
+		}
+		xfsInodeCRC(in)
+	}
+	for pname, name := range renames {
+		at := bytes.Index(b, []byte(pname))
+		if at < 0 || bytes.Index(b[at+1:], []byte(pname)) >= 0 {
+			t.Fatalf("MkfsXFS: the name %q is not once in the image", pname)
+		}
+		in := b[at-at%int(g.inodeSize):][:g.inodeSize]
+		if string(in[:2]) != "IN" || in[5] != 1 {
+			t.Fatalf("MkfsXFS: the name %q is not in a short-form directory", pname)
+		}
+		copy(b[at:], name)
+		xfsInodeCRC(in)
+	}
+	// The image as patched must still be one xfs_repair finds nothing wrong with.
+	if repair := lookSbin("xfs_repair"); repair != "" {
+		if err := os.WriteFile(img, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if out, err := exec.Command(repair, "-n", "-f", img).CombinedOutput(); err != nil {
+			t.Fatalf("xfs_repair -n: %v\n%s", err, out)
+		}
+	}
+	return b
+}
+
+type xfsGeo struct {
+	bs, inodeSize, agblocks int64
+	agblklog, inopblog      uint
+}
+
+func xfsGeometry(t testing.TB, b []byte) xfsGeo {
+	be := binary.BigEndian
+	if string(b[:4]) != "XFSB" {
+		t.Fatal("MkfsXFS: no superblock")
+	}
+	return xfsGeo{bs: int64(be.Uint32(b[4:])), inodeSize: int64(be.Uint16(b[104:])), agblocks: int64(be.Uint32(b[84:])), agblklog: uint(b[124]), inopblog: uint(b[123])}
+}
+
+func (g xfsGeo) inodeOff(ino uint64) int64 {
+	ag := int64(ino >> (g.agblklog + g.inopblog))
+	agbno := int64(ino>>g.inopblog) & (1<<g.agblklog - 1)
+	return (ag*g.agblocks+agbno)*g.bs + int64(ino&(1<<g.inopblog-1))*g.inodeSize
+}
+
+// xfsInodeCRC stores the CRC32C of a version 3 inode.
+func xfsInodeCRC(in []byte) {
+	binary.LittleEndian.PutUint32(in[100:], 0)
+	binary.LittleEndian.PutUint32(in[100:], crc32.Checksum(in, crc32.MakeTable(crc32.Castagnoli)))
+}
+
+func lookSbin(name string) string {
+	if p, err := exec.LookPath(name); err == nil {
+		return p
+	}
+	if p := "/usr/sbin/" + name; fileExists(p) {
+		return p
+	}
+	return ""
 }
