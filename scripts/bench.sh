@@ -167,17 +167,19 @@ read -r s_enc _ _ < <(backup_run '{"vm":"bench","type":"full","repository":"enc"
 echo "sendense encrypted full: ${s_enc}s" >&2
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f×", a / b }'; }
+# speed: how Sendense's time $2 compares with a peer's $1, as "N× faster" or "N× slower".
+speed() { awk -v a="$1" -v b="$2" 'BEGIN { if (a >= b) printf "%.1f× faster", a / b; else printf "%.1f× slower", b / a }'; }
 pct() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.0f %%", 100 * a / b }'; }
 printf '\nSendense vs restic 0.18.1 and kopia 0.21.1 (zstd-fastest), 4 GiB image (2 GiB random, 1 GiB binaries, 1 GiB hole), %s, %s cores, %s, load average before the run %s\n' \
   "$(date -u +%Y-%m-%d)" "$(nproc)" "$(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -n 1)" "$LOAD"
 printf '| step | Sendense | restic | kopia | vs restic | vs kopia |\n|---|---|---|---|---|---|\n'
-printf '| full backup | %ss, %s MB/s, %s MiB sent | %ss, %s MB/s | %ss, %s MB/s | %s faster | %s faster |\n' "$s_full" "$(mbps $SIZE "$s_full")" $((sent_full >> 20)) \
-  "$r_full" "$(mbps $SIZE "$r_full")" "$k_full" "$(mbps $SIZE "$k_full")" "$(ratio "$r_full" "$s_full")" "$(ratio "$k_full" "$s_full")"
-printf '| full backup, encrypted repository | %ss, %s MB/s (%s the plain full'"'"'s time) | | | %s faster | %s faster |\n' "$s_enc" "$(mbps $SIZE "$s_enc")" \
-  "$(ratio "$s_enc" "$s_full")" "$(ratio "$r_full" "$s_enc")" "$(ratio "$k_full" "$s_enc")"
-printf '| backup after 1%% changed | %ss, %s MiB sent | %ss | %ss | %s faster | %s faster |\n' "$s_inc" $((sent_inc >> 20)) "$r_inc" "$k_inc" "$(ratio "$r_inc" "$s_inc")" "$(ratio "$k_inc" "$s_inc")"
-printf '| restore of the latest | %ss, %s MB/s (sparse, verified) | %ss, %s MB/s | %ss, %s MB/s | %s faster | %s faster |\n' "$s_rest" "$(mbps $SIZE "$s_rest")" \
-  "$r_rest" "$(mbps $SIZE "$r_rest")" "$k_rest" "$(mbps $SIZE "$k_rest")" "$(ratio "$r_rest" "$s_rest")" "$(ratio "$k_rest" "$s_rest")"
+printf '| full backup | %ss, %s MB/s, %s MiB sent | %ss, %s MB/s | %ss, %s MB/s | %s | %s |\n' "$s_full" "$(mbps $SIZE "$s_full")" $((sent_full >> 20)) \
+  "$r_full" "$(mbps $SIZE "$r_full")" "$k_full" "$(mbps $SIZE "$k_full")" "$(speed "$r_full" "$s_full")" "$(speed "$k_full" "$s_full")"
+printf '| full backup, encrypted repository | %ss, %s MB/s (%s the plain full'"'"'s time) | | | %s | %s |\n' "$s_enc" "$(mbps $SIZE "$s_enc")" \
+  "$(ratio "$s_enc" "$s_full")" "$(speed "$r_full" "$s_enc")" "$(speed "$k_full" "$s_enc")"
+printf '| backup after 1%% changed | %ss, %s MiB sent | %ss | %ss | %s | %s |\n' "$s_inc" $((sent_inc >> 20)) "$r_inc" "$k_inc" "$(speed "$r_inc" "$s_inc")" "$(speed "$k_inc" "$s_inc")"
+printf '| restore of the latest | %ss, %s MB/s (sparse, verified) | %ss, %s MB/s | %ss, %s MB/s | %s | %s |\n' "$s_rest" "$(mbps $SIZE "$s_rest")" \
+  "$r_rest" "$(mbps $SIZE "$r_rest")" "$k_rest" "$(mbps $SIZE "$k_rest")" "$(speed "$r_rest" "$s_rest")" "$(speed "$k_rest" "$s_rest")"
 printf '| repository size | %s MiB | %s MiB (after the full: %s MiB) | %s MiB | | |\n' $((repo_size >> 20)) $((r_size >> 20)) $((r_size_full >> 20)) $((k_size >> 20))
 printf '| peak RSS | hub %s MiB, agent %s MiB | | | | |\n' "$hub_rss" "$agent_rss"
 printf '| full backup against the machine limit | %s of %s MB/s | | | | |\n' "$(pct "$(mbps $SIZE "$s_full")" "$limit_mbps")" "$limit_mbps"
