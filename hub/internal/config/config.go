@@ -58,6 +58,10 @@ type Config struct {
 	// VerifyInterval is how often every successful backup's chunks are re-read and re-hashed
 	// (0 disables the schedule; `sendense-hub repo verify` runs it on demand).
 	VerifyInterval time.Duration `yaml:"verify_interval"`
+	// LeaseTTL is how long the lease of a background duty (scheduler, GC, verification, reaper)
+	// outlives its hub's last renewal: of several hubs sharing the catalog one runs each duty,
+	// and another takes it over this long after that hub dies.
+	LeaseTTL time.Duration `yaml:"lease_ttl"`
 	// ChunkDurability is when stored chunks are made durable: "commit" (one sync of the
 	// repository's file system before each disk's index is written) or "chunk" (an fsync of
 	// every chunk and its directory before its upload is acknowledged).
@@ -103,6 +107,7 @@ func Default() Config {
 		GCInterval:        24 * time.Hour,
 		GCGrace:           24 * time.Hour,
 		VerifyInterval:    7 * 24 * time.Hour,
+		LeaseTTL:          30 * time.Second,
 		ChunkDurability:   "commit",
 		// See connlimit for why these fit every legitimate client.
 		MaxConnections:           connlimit.DefaultMaxConns,
@@ -131,6 +136,7 @@ func BindFlags(fs *pflag.FlagSet, c *Config) {
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", c.ShutdownTimeout, "how long in-flight requests may drain on shutdown")
 	fs.DurationVar(&c.AgentCertLifetime, "agent-cert-lifetime", c.AgentCertLifetime, "lifetime of agent client certificates")
 	fs.DurationVar(&c.JobTimeout, "job-timeout", c.JobTimeout, "fail a running backup whose agent has not reported for this long")
+	fs.DurationVar(&c.LeaseTTL, "lease-ttl", c.LeaseTTL, "how long a dead hub's background duties wait before another hub takes them over")
 	fs.DurationVar(&c.SchedulerInterval, "scheduler-interval", c.SchedulerInterval, "how often due policies are looked for")
 	fs.DurationVar(&c.GCInterval, "gc-interval", c.GCInterval, "how often garbage collection runs (0 disables)")
 	fs.DurationVar(&c.GCGrace, "gc-grace", c.GCGrace, "unreferenced chunks younger than this are kept")
@@ -278,6 +284,9 @@ func (c *Config) Validate() error {
 	}
 	if c.JobTimeout < 10*time.Second {
 		return &FieldError{"job_timeout", "must be at least 10s"}
+	}
+	if c.LeaseTTL < 3*time.Second {
+		return &FieldError{"lease_ttl", "must be at least 3s"}
 	}
 	if c.SchedulerInterval < time.Second {
 		return &FieldError{"scheduler_interval", "must be at least 1s"}
