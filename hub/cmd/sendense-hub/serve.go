@@ -80,20 +80,11 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
 		return fmt.Errorf("create data dir: %w", err)
 	}
-	ca, err := pki.LoadOrCreate(cfg.PKIDir(), nil)
-	if err != nil {
-		return err
-	}
-	cert, err := ca.ServerCertificate(cfg.TLSNames)
-	if err != nil {
-		return err
-	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		buildInfo("sendense_hub_build_info"),
-		certExpiry(ca.Cert, cert.Leaf),
 	)
 	cat, err := openCatalog(ctx, cfg, log, reg)
 	if err != nil {
@@ -103,6 +94,15 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	if _, err := cat.MigrateUp(ctx, log); err != nil {
 		return err
 	}
+	ca, err := loadCA(ctx, cfg, cat, log)
+	if err != nil {
+		return err
+	}
+	cert, err := ca.ServerCertificate(cfg.TLSNames)
+	if err != nil {
+		return err
+	}
+	reg.MustRegister(certExpiry(ca.Cert, cert.Leaf))
 	repos := repository.NewRegistry(cat, log, reg)
 	repos.SetDurability(repository.Durability(cfg.ChunkDurability))
 	defer repos.Close()

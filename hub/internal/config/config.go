@@ -36,6 +36,12 @@ type Config struct {
 	DB string `yaml:"db"`
 	// DBPasswordFile holds the MySQL password so that it need not appear in the DSN.
 	DBPasswordFile string `yaml:"db_password_file"`
+	// HubKeyFile holds the hub key (64 hex digits) that seals the CA kept in the catalog, so that
+	// several hubs sharing the catalog share the CA. SENDENSE_HUB_KEY may give the key itself
+	// instead. Without a key, the CA stays in files in the data directory (one hub).
+	HubKeyFile string `yaml:"hub_key_file"`
+	// hubKeyEnv is the key from SENDENSE_HUB_KEY.
+	hubKeyEnv string
 	// PublicURL is the address agents use to reach this hub; it is written into join tokens.
 	PublicURL string `yaml:"public_url"`
 	// TLSNames are extra DNS names and IP addresses for the hub's server certificate.
@@ -130,6 +136,7 @@ func BindFlags(fs *pflag.FlagSet, c *Config) {
 	fs.StringVar(&c.DataDir, "data-dir", c.DataDir, "directory for the SQLite catalog, the CA and the default repository")
 	fs.StringVar(&c.DB, "db", c.DB, "MySQL/MariaDB DSN user:pass@tcp(host:3306)/db (default: embedded SQLite)")
 	fs.StringVar(&c.DBPasswordFile, "db-password-file", c.DBPasswordFile, "file holding the MySQL password")
+	fs.StringVar(&c.HubKeyFile, "hub-key-file", c.HubKeyFile, "file holding the hub key that seals the CA shared in the catalog (or SENDENSE_HUB_KEY)")
 	fs.StringVar(&c.PublicURL, "public-url", c.PublicURL, "URL agents use to reach the hub (default https://<hostname>:<port>)")
 	fs.StringSliceVar(&c.TLSNames, "tls-names", c.TLSNames, "extra DNS names/IPs for the server certificate")
 	fs.StringVar(&c.MetricsListen, "metrics-listen", c.MetricsListen, "plain-HTTP /metrics listen address (empty disables)")
@@ -176,6 +183,10 @@ func Load(path string, getenv func(string) string, set *pflag.FlagSet) (*Config,
 		if err := applyFlags(bound, set); err != nil {
 			return nil, err
 		}
+	}
+	c.hubKeyEnv = getenv(EnvHubKey)
+	if c.hubKeyEnv != "" && c.HubKeyFile != "" {
+		return nil, &FieldError{"hub_key_file", "set together with " + EnvHubKey + "; give the hub key one way"}
 	}
 	if err := c.Validate(); err != nil {
 		return nil, err
@@ -263,6 +274,11 @@ func (c *Config) Validate() error {
 	if c.DBPasswordFile != "" {
 		if _, err := os.Stat(c.DBPasswordFile); err != nil {
 			return &FieldError{"db_password_file", err.Error()}
+		}
+	}
+	if c.HubKeyFile != "" {
+		if _, err := os.Stat(c.HubKeyFile); err != nil {
+			return &FieldError{"hub_key_file", err.Error()}
 		}
 	}
 	if c.PublicURL != "" {
@@ -374,6 +390,25 @@ func (c *Config) DBPassword() (string, error) {
 		return "", fmt.Errorf("read db_password_file: %w", err)
 	}
 	return strings.TrimRight(string(b), "\r\n"), nil
+}
+
+// EnvHubKey gives the hub key itself, instead of hub_key_file.
+const EnvHubKey = EnvPrefix + "KEY"
+
+// HubKey returns the text of the hub key (from SENDENSE_HUB_KEY or hub_key_file), or nil when
+// the hub has none.
+func (c *Config) HubKey() ([]byte, error) {
+	if c.hubKeyEnv != "" {
+		return []byte(c.hubKeyEnv), nil
+	}
+	if c.HubKeyFile == "" {
+		return nil, nil
+	}
+	b, err := os.ReadFile(c.HubKeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("read hub_key_file: %w", err)
+	}
+	return b, nil
 }
 
 // Paths inside the data directory.
