@@ -74,6 +74,9 @@ func connect(cfg *config.Config, log *slog.Logger, opts hubclient.Options) (*ide
 	if cfg.HubURL != "" {
 		url = cfg.HubURL
 	}
+	if len(cfg.HubURLs) > 0 {
+		url, opts.Fallbacks = cfg.HubURLs[0], cfg.HubURLs[1:]
+	}
 	hc, err := hubclient.New(url, id.TLSConfig(), log, opts)
 	if err != nil {
 		return nil, nil, err

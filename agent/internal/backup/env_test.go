@@ -50,6 +50,7 @@ type envOptions struct {
 	transport string // https (default), file or nbd
 	hubURL    func(h *hubtest.Hub) string
 	hubArgs   []string
+	fallbacks []string // more hub URLs the agent fails over to
 	// instantRecovery turns on the hub's NFS listener; the lab's hosts then mount a session's
 	// export as the folder the hub serves.
 	instantRecovery bool
@@ -83,7 +84,7 @@ func newEnv(t *testing.T, spec lab.Spec, o envOptions) *env {
 	if o.hubURL != nil {
 		url = o.hubURL(hub)
 	}
-	hc, err := hubclient.New(url, id.TLSConfig(), log, hubclient.Options{RetryWaitMin: 50 * time.Millisecond, RetryWaitMax: time.Second, RetryMax: 10})
+	hc, err := hubclient.New(url, id.TLSConfig(), log, hubclient.Options{RetryWaitMin: 50 * time.Millisecond, RetryWaitMax: time.Second, RetryMax: 10, Fallbacks: o.fallbacks})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -27,6 +27,9 @@ type Config struct {
 	StateDir string `yaml:"state_dir"`
 	// HubURL overrides the hub URL recorded at enrollment.
 	HubURL string `yaml:"hub_url"`
+	// HubURLs are several hubs sharing one catalog and its repositories, instead of hub_url: the
+	// agent uses the first and fails over to the next when a hub cannot be reached.
+	HubURLs []string `yaml:"hub_urls"`
 	// DiscoveryInterval is how often the inventory of every source is pushed.
 	DiscoveryInterval time.Duration `yaml:"discovery_interval"`
 	// HeartbeatInterval is how often the agent tells the hub it is alive.
@@ -81,6 +84,7 @@ type NBDConfig struct {
 func Default() Config {
 	return Config{
 		StateDir:          "/var/lib/sendense-agent",
+		HubURLs:           []string{},
 		DiscoveryInterval: 5 * time.Minute,
 		HeartbeatInterval: 30 * time.Second,
 		MetricsListen:     "127.0.0.1:9083",
@@ -95,6 +99,7 @@ func Default() Config {
 func BindFlags(fs *pflag.FlagSet, c *Config) {
 	fs.StringVar(&c.StateDir, "state-dir", c.StateDir, "directory holding the agent identity and state")
 	fs.StringVar(&c.HubURL, "hub-url", c.HubURL, "hub URL (default: the one recorded at enrollment)")
+	fs.StringSliceVar(&c.HubURLs, "hub-urls", c.HubURLs, "URLs of several hubs sharing one catalog, failed over in order (instead of --hub-url)")
 	fs.DurationVar(&c.DiscoveryInterval, "discovery-interval", c.DiscoveryInterval, "how often inventory is pushed")
 	fs.DurationVar(&c.HeartbeatInterval, "heartbeat-interval", c.HeartbeatInterval, "how often the agent reports to the hub")
 	fs.StringVar(&c.MetricsListen, "metrics-listen", c.MetricsListen, "plain-HTTP /metrics listen address (empty disables)")
@@ -162,6 +167,14 @@ func (c *Config) Validate() error {
 	if c.HubURL != "" {
 		if u, err := url.Parse(c.HubURL); err != nil || u.Scheme != "https" || u.Host == "" {
 			return &FieldError{"hub_url", fmt.Sprintf("%q is not an https:// URL", c.HubURL)}
+		}
+	}
+	if c.HubURL != "" && len(c.HubURLs) > 0 {
+		return &FieldError{"hub_urls", "set together with hub_url; list every hub in hub_urls"}
+	}
+	for _, h := range c.HubURLs {
+		if u, err := url.Parse(h); err != nil || u.Scheme != "https" || u.Host == "" {
+			return &FieldError{"hub_urls", fmt.Sprintf("%q is not an https:// URL", h)}
 		}
 	}
 	if c.DiscoveryInterval < 10*time.Second {

@@ -59,11 +59,17 @@ type Options struct {
 	Timeout time.Duration
 	// Retries, when set, counts retried requests.
 	Retries prometheus.Counter
+	// Fallbacks are more URLs of hubs sharing the catalog and repositories of the first (which
+	// differ from it in host and port only). A request whose connection fails (refused, reset,
+	// timed out — not an answer, whatever its status) is retried on the next hub, and later
+	// requests stay there until it fails in turn.
+	Fallbacks []string
 }
 
-// Client talks to one hub. It is safe for concurrent use.
+// Client talks to a hub, failing over between several. It is safe for concurrent use.
 type Client struct {
-	base    *url.URL
+	bases   []*url.URL
+	cur     atomic.Int32 // index in bases of the hub requests go to
 	http    *retryablehttp.Client
 	rt      *rotatingTransport
 	timeout time.Duration
@@ -73,9 +79,16 @@ type Client struct {
 // New returns a client for the hub at baseURL using tlsConfig (TLS 1.3, the hub CA as root, the
 // agent's certificate).
 func New(baseURL string, tlsConfig *tls.Config, log *slog.Logger, opts Options) (*Client, error) {
-	u, err := url.Parse(baseURL)
-	if err != nil || u.Scheme != "https" || u.Host == "" {
-		return nil, fmt.Errorf("hub URL %q is not https://host:port", baseURL)
+	var bases []*url.URL
+	for _, raw := range append([]string{baseURL}, opts.Fallbacks...) {
+		u, err := url.Parse(raw)
+		if err != nil || u.Scheme != "https" || u.Host == "" {
+			return nil, fmt.Errorf("hub URL %q is not https://host:port", raw)
+		}
+		if len(bases) > 0 && strings.TrimSuffix(u.Path, "/") != strings.TrimSuffix(bases[0].Path, "/") {
+			return nil, fmt.Errorf("hub URL %q: the hubs' URLs may differ in host and port only", raw)
+		}
+		bases = append(bases, u)
 	}
 	if opts.RetryMax == 0 {
 		opts.RetryMax = 6
@@ -89,8 +102,10 @@ func New(baseURL string, tlsConfig *tls.Config, log *slog.Logger, opts Options) 
 	if opts.Timeout == 0 {
 		opts.Timeout = 2 * time.Minute
 	}
-	rt := &rotatingTransport{tls: tlsConfig}
+	c := &Client{bases: bases, timeout: opts.Timeout, log: log}
+	rt := &rotatingTransport{tls: tlsConfig, failed: c.failed}
 	rt.cur.Store(rt.newTransport())
+	c.rt = rt
 	rc := retryablehttp.NewClient()
 	rc.HTTPClient = &http.Client{Transport: rt}
 	rc.RetryMax = opts.RetryMax
@@ -108,7 +123,40 @@ func New(baseURL string, tlsConfig *tls.Config, log *slog.Logger, opts Options) 
 			}
 		}
 	}
-	return &Client{base: u, http: rc, rt: rt, timeout: opts.Timeout, log: log}, nil
+	// A retry goes to the hub in use now, which is another one when the attempt before failed
+	// to connect.
+	rc.PrepareRetry = func(req *http.Request) error {
+		if b := c.base(); req.URL.Host != b.Host {
+			u := *req.URL
+			u.Scheme, u.Host = b.Scheme, b.Host
+			req.URL, req.Host = &u, ""
+		}
+		return nil
+	}
+	c.http = rc
+	return c, nil
+}
+
+// base is the URL of the hub requests go to now.
+func (c *Client) base() *url.URL { return c.bases[c.cur.Load()] }
+
+// Hub is the URL of the hub requests go to now.
+func (c *Client) Hub() string { return c.base().String() }
+
+// failed moves later requests to the next hub when a request to the hub in use could not
+// connect. Concurrent failures of the same hub move once.
+func (c *Client) failed(req *http.Request, err error) {
+	if len(c.bases) < 2 || req.Context().Err() != nil {
+		return
+	}
+	i := c.cur.Load()
+	if c.bases[i].Host != req.URL.Host {
+		return // already moved on
+	}
+	next := (i + 1) % int32(len(c.bases))
+	if c.cur.CompareAndSwap(i, next) {
+		c.log.WarnContext(req.Context(), "hub unreachable: failing over", "hub", c.bases[i].String(), "next_hub", c.bases[next].String(), "err", err)
+	}
 }
 
 // rotatingTransport lets a renewed client certificate take effect on every later request: a TLS
@@ -117,6 +165,8 @@ func New(baseURL string, tlsConfig *tls.Config, log *slog.Logger, opts Options) 
 type rotatingTransport struct {
 	tls *tls.Config
 	cur atomic.Pointer[http.Transport]
+	// failed hears of every request that got no answer.
+	failed func(*http.Request, error)
 }
 
 func (r *rotatingTransport) newTransport() *http.Transport {
@@ -137,7 +187,11 @@ func (r *rotatingTransport) newTransport() *http.Transport {
 }
 
 func (r *rotatingTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	return r.cur.Load().RoundTrip(req)
+	resp, err := r.cur.Load().RoundTrip(req)
+	if err != nil && r.failed != nil {
+		r.failed(req, err)
+	}
+	return resp, err
 }
 
 func (r *rotatingTransport) rotate() {

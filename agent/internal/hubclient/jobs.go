@@ -126,7 +126,7 @@ func (c *Client) do(ctx context.Context, method, path string, body []byte, conte
 		ctx, cancel = context.WithTimeout(ctx, c.timeout)
 		defer cancel()
 	}
-	u := c.base.JoinPath(strings.SplitN(path, "?", 2)[0])
+	u := c.base().JoinPath(strings.SplitN(path, "?", 2)[0])
 	if i := strings.IndexByte(path, '?'); i >= 0 {
 		u.RawQuery = path[i+1:]
 	}

@@ -49,7 +49,7 @@ func (c *Client) CompleteRestore(ctx context.Context, id string, done api.Restor
 // request is bounded by ctx only: an image of hundreds of GiB takes as long as it takes.
 func (c *Client) OpenRestoreImage(ctx context.Context, id, diskID string, offset int64) (io.ReadCloser, int64, error) {
 	path := api.Path(api.PathAgentRestoreImage, id, diskID)
-	req, err := retryablehttp.NewRequestWithContext(ctx, http.MethodGet, c.base.JoinPath(path).String(), nil)
+	req, err := retryablehttp.NewRequestWithContext(ctx, http.MethodGet, c.base().JoinPath(path).String(), nil)
 	if err != nil {
 		return nil, 0, fmt.Errorf("GET %s: %w", path, err)
 	}

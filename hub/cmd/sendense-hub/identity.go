@@ -15,6 +15,7 @@ import (
 
 	"github.com/sendense/sendense/hub/internal/catalog"
 	"github.com/sendense/sendense/hub/internal/config"
+	"github.com/sendense/sendense/hub/internal/hubkey"
 	"github.com/sendense/sendense/hub/internal/identity"
 	"github.com/sendense/sendense/hub/internal/pki"
 	"github.com/sendense/sendense/shared/api"
@@ -33,12 +34,42 @@ func hubURL(cfg *config.Config) string {
 	return "https://" + net.JoinHostPort(host, port)
 }
 
-func newIdentity(cfg *config.Config, cat *catalog.Catalog, log *slog.Logger) (*identity.Service, error) {
-	ca, err := pki.LoadOrCreate(cfg.PKIDir(), nil)
+func newIdentity(ctx context.Context, cfg *config.Config, cat *catalog.Catalog, log *slog.Logger) (*identity.Service, error) {
+	ca, err := loadCA(ctx, cfg, cat, log)
 	if err != nil {
 		return nil, err
 	}
 	return identity.New(cat, ca, log, nil, identity.Options{HubURL: hubURL(cfg), CertLifetime: cfg.AgentCertLifetime}), nil
+}
+
+// loadCA loads the hub's CA: with a hub key, the one the hubs sharing the catalog share, sealed
+// in it (moving this hub's own CA there at the first start with a key); without one, the files in
+// the data directory, refused when the catalog already holds a shared CA.
+func loadCA(ctx context.Context, cfg *config.Config, cat *catalog.Catalog, log *slog.Logger) (*pki.CA, error) {
+	text, err := cfg.HubKey()
+	if err != nil {
+		return nil, err
+	}
+	if text == nil {
+		if _, shared, err := cat.HubSecret(ctx, pki.SecretName); err != nil {
+			return nil, err
+		} else if shared {
+			return nil, fmt.Errorf("the catalog holds the CA shared by several hubs: give this hub their hub key (hub_key_file or %s)", config.EnvHubKey)
+		}
+		return pki.LoadOrCreate(cfg.PKIDir(), nil)
+	}
+	key, err := hubkey.Parse(text)
+	if err != nil {
+		return nil, err
+	}
+	ca, moved, err := pki.LoadOrCreateShared(ctx, cat, key, cfg.PKIDir(), nil)
+	if err != nil {
+		return nil, err
+	}
+	if moved && log != nil {
+		log.InfoContext(ctx, "CA moved into the catalog, sealed under the hub key", "ca_fingerprint", ca.Fingerprint())
+	}
+	return ca, nil
 }
 
 func printJSON(w io.Writer, v any) error {

@@ -50,6 +50,13 @@ func TestInvalidConfigCreatesNothing(t *testing.T) {
 func startHub(t *testing.T, extra ...string) (addr, dataDir string, logs *testenv.LogBuffer, stop func() error) {
 	t.Helper()
 	dataDir = filepath.Join(t.TempDir(), "data")
+	addr, logs, stop = startHubIn(t, dataDir, extra...)
+	return addr, dataDir, logs, stop
+}
+
+// startHubIn runs `serve` in-process on loopback with the given data dir.
+func startHubIn(t *testing.T, dataDir string, extra ...string) (addr string, logs *testenv.LogBuffer, stop func() error) {
+	t.Helper()
 	logs = &testenv.LogBuffer{}
 	ctx, cancel := context.WithCancel(context.Background())
 	args := append([]string{"serve", "--listen", "127.0.0.1:0", "--metrics-listen", "", "--data-dir", dataDir, "--log-format", "json"}, extra...)
@@ -70,7 +77,7 @@ func startHub(t *testing.T, extra ...string) (addr, dataDir string, logs *testen
 		return stopErr
 	}
 	t.Cleanup(func() { _ = stop() })
-	return addr, dataDir, logs, stop
+	return addr, logs, stop
 }
 
 func waitListening(t *testing.T, logs *testenv.LogBuffer, done <-chan error) string {

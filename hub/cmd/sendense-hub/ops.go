@@ -105,9 +105,9 @@ func (l *localOps) jobs() *jobs.Service {
 	return jobs.New(l.cat, l.repos, l.log, nil, jobs.Options{})
 }
 
-func (l *localOps) identity() (*identity.Service, error) {
+func (l *localOps) identity(ctx context.Context) (*identity.Service, error) {
 	if l.id == nil {
-		id, err := newIdentity(l.cfg, l.cat, l.log)
+		id, err := newIdentity(ctx, l.cfg, l.cat, l.log)
 		if err != nil {
 			return nil, err
 		}
@@ -153,7 +153,7 @@ func (l *localOps) Events(ctx context.Context, vm, typ string, since time.Time, 
 }
 
 func (l *localOps) Agents(ctx context.Context) ([]api.Agent, error) {
-	id, err := l.identity()
+	id, err := l.identity(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -161,7 +161,7 @@ func (l *localOps) Agents(ctx context.Context) ([]api.Agent, error) {
 }
 
 func (l *localOps) Agent(ctx context.Context, agentID string) (api.Agent, error) {
-	id, err := l.identity()
+	id, err := l.identity(ctx)
 	if err != nil {
 		return api.Agent{}, err
 	}
@@ -169,7 +169,7 @@ func (l *localOps) Agent(ctx context.Context, agentID string) (api.Agent, error)
 }
 
 func (l *localOps) RevokeAgent(ctx context.Context, agentID string) error {
-	id, err := l.identity()
+	id, err := l.identity(ctx)
 	if err != nil {
 		return err
 	}
@@ -177,7 +177,7 @@ func (l *localOps) RevokeAgent(ctx context.Context, agentID string) error {
 }
 
 func (l *localOps) CreateJoinToken(ctx context.Context, name string, ttl time.Duration) (string, api.JoinTokenInfo, error) {
-	id, err := l.identity()
+	id, err := l.identity(ctx)
 	if err != nil {
 		return "", api.JoinTokenInfo{}, err
 	}
@@ -185,7 +185,7 @@ func (l *localOps) CreateJoinToken(ctx context.Context, name string, ttl time.Du
 }
 
 func (l *localOps) JoinTokens(ctx context.Context) ([]api.JoinTokenInfo, error) {
-	id, err := l.identity()
+	id, err := l.identity(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -193,7 +193,7 @@ func (l *localOps) JoinTokens(ctx context.Context) ([]api.JoinTokenInfo, error) 
 }
 
 func (l *localOps) RevokeJoinToken(ctx context.Context, tokenID string) error {
-	id, err := l.identity()
+	id, err := l.identity(ctx)
 	if err != nil {
 		return err
 	}
@@ -201,7 +201,7 @@ func (l *localOps) RevokeJoinToken(ctx context.Context, tokenID string) error {
 }
 
 func (l *localOps) CreateAPIToken(ctx context.Context, name, role string) (string, api.APITokenInfo, error) {
-	id, err := l.identity()
+	id, err := l.identity(ctx)
 	if err != nil {
 		return "", api.APITokenInfo{}, err
 	}
@@ -209,7 +209,7 @@ func (l *localOps) CreateAPIToken(ctx context.Context, name, role string) (strin
 }
 
 func (l *localOps) APITokens(ctx context.Context) ([]api.APITokenInfo, error) {
-	id, err := l.identity()
+	id, err := l.identity(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -217,7 +217,7 @@ func (l *localOps) APITokens(ctx context.Context) ([]api.APITokenInfo, error) {
 }
 
 func (l *localOps) RevokeAPIToken(ctx context.Context, tokenID string) error {
-	id, err := l.identity()
+	id, err := l.identity(ctx)
 	if err != nil {
 		return err
 	}

@@ -32,6 +32,7 @@ import (
 	"github.com/sendense/sendense/hub/internal/instantrecovery"
 	"github.com/sendense/sendense/hub/internal/inventory"
 	"github.com/sendense/sendense/hub/internal/jobs"
+	"github.com/sendense/sendense/hub/internal/lease"
 	"github.com/sendense/sendense/hub/internal/nfsexport"
 	"github.com/sendense/sendense/hub/internal/pki"
 	"github.com/sendense/sendense/hub/internal/policy"
@@ -79,20 +80,11 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
 		return fmt.Errorf("create data dir: %w", err)
 	}
-	ca, err := pki.LoadOrCreate(cfg.PKIDir(), nil)
-	if err != nil {
-		return err
-	}
-	cert, err := ca.ServerCertificate(cfg.TLSNames)
-	if err != nil {
-		return err
-	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		buildInfo("sendense_hub_build_info"),
-		certExpiry(ca.Cert, cert.Leaf),
 	)
 	cat, err := openCatalog(ctx, cfg, log, reg)
 	if err != nil {
@@ -102,6 +94,15 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	if _, err := cat.MigrateUp(ctx, log); err != nil {
 		return err
 	}
+	ca, err := loadCA(ctx, cfg, cat, log)
+	if err != nil {
+		return err
+	}
+	cert, err := ca.ServerCertificate(cfg.TLSNames)
+	if err != nil {
+		return err
+	}
+	reg.MustRegister(certExpiry(ca.Cert, cert.Leaf))
 	repos := repository.NewRegistry(cat, log, reg)
 	repos.SetDurability(repository.Durability(cfg.ChunkDurability))
 	defer repos.Close()
@@ -200,8 +201,18 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	httpSrv.RegisterOnShutdown(apiSrv.Drain)
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return httpserve.Serve(gctx, httpSrv, ln, cfg.ShutdownTimeout) })
-	g.Go(func() error { return backups.ReapStale(gctx, min(30*time.Second, cfg.JobTimeout/4)) })
-	g.Go(func() error { return policies.Run(gctx, cfg.SchedulerInterval) })
+	// Of several hubs sharing the catalog, one runs each background duty, under a lease. Restore
+	// tests are not leased: each is claimed on its own, so that hubs share the work; the prune
+	// after a scheduled backup runs on the hub that took the backup's end.
+	leases := lease.New(cat, log, reg, lease.Options{TTL: cfg.LeaseTTL})
+	g.Go(func() error {
+		return leases.Run(gctx, "reaper", func(ctx context.Context) error {
+			return backups.ReapStale(ctx, min(30*time.Second, cfg.JobTimeout/4))
+		})
+	})
+	g.Go(func() error {
+		return leases.Run(gctx, "scheduler", func(ctx context.Context) error { return policies.Run(ctx, cfg.SchedulerInterval) })
+	})
 	g.Go(func() error { return tests.Run(gctx, cfg.SchedulerInterval) })
 	g.Go(func() error {
 		// Repository size for the metrics until the first collection; a large repository takes
@@ -212,10 +223,14 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		return nil
 	})
 	if cfg.VerifyInterval > 0 {
-		g.Go(func() error { return verifier.Schedule(gctx, cfg.VerifyInterval) })
+		g.Go(func() error {
+			return leases.Run(gctx, "verify", func(ctx context.Context) error { return verifier.Schedule(ctx, cfg.VerifyInterval) })
+		})
 	}
 	if cfg.GCInterval > 0 {
-		g.Go(func() error { return collector.Schedule(gctx, cfg.GCInterval, cfg.GCGrace) })
+		g.Go(func() error {
+			return leases.Run(gctx, "gc", func(ctx context.Context) error { return collector.Schedule(ctx, cfg.GCInterval, cfg.GCGrace) })
+		})
 	}
 	nfsAddr := ""
 	if nfsln != nil {

@@ -36,6 +36,12 @@ type Config struct {
 	DB string `yaml:"db"`
 	// DBPasswordFile holds the MySQL password so that it need not appear in the DSN.
 	DBPasswordFile string `yaml:"db_password_file"`
+	// HubKeyFile holds the hub key (64 hex digits) that seals the CA kept in the catalog, so that
+	// several hubs sharing the catalog share the CA. SENDENSE_HUB_KEY may give the key itself
+	// instead. Without a key, the CA stays in files in the data directory (one hub).
+	HubKeyFile string `yaml:"hub_key_file"`
+	// hubKeyEnv is the key from SENDENSE_HUB_KEY.
+	hubKeyEnv string
 	// PublicURL is the address agents use to reach this hub; it is written into join tokens.
 	PublicURL string `yaml:"public_url"`
 	// TLSNames are extra DNS names and IP addresses for the hub's server certificate.
@@ -58,6 +64,10 @@ type Config struct {
 	// VerifyInterval is how often every successful backup's chunks are re-read and re-hashed
 	// (0 disables the schedule; `sendense-hub repo verify` runs it on demand).
 	VerifyInterval time.Duration `yaml:"verify_interval"`
+	// LeaseTTL is how long the lease of a background duty (scheduler, GC, verification, reaper)
+	// outlives its hub's last renewal: of several hubs sharing the catalog one runs each duty,
+	// and another takes it over this long after that hub dies.
+	LeaseTTL time.Duration `yaml:"lease_ttl"`
 	// ChunkDurability is when stored chunks are made durable: "commit" (one sync of the
 	// repository's file system before each disk's index is written) or "chunk" (an fsync of
 	// every chunk and its directory before its upload is acknowledged).
@@ -103,6 +113,7 @@ func Default() Config {
 		GCInterval:        24 * time.Hour,
 		GCGrace:           24 * time.Hour,
 		VerifyInterval:    7 * 24 * time.Hour,
+		LeaseTTL:          30 * time.Second,
 		ChunkDurability:   "commit",
 		// See connlimit for why these fit every legitimate client.
 		MaxConnections:           connlimit.DefaultMaxConns,
@@ -125,12 +136,14 @@ func BindFlags(fs *pflag.FlagSet, c *Config) {
 	fs.StringVar(&c.DataDir, "data-dir", c.DataDir, "directory for the SQLite catalog, the CA and the default repository")
 	fs.StringVar(&c.DB, "db", c.DB, "MySQL/MariaDB DSN user:pass@tcp(host:3306)/db (default: embedded SQLite)")
 	fs.StringVar(&c.DBPasswordFile, "db-password-file", c.DBPasswordFile, "file holding the MySQL password")
+	fs.StringVar(&c.HubKeyFile, "hub-key-file", c.HubKeyFile, "file holding the hub key that seals the CA shared in the catalog (or SENDENSE_HUB_KEY)")
 	fs.StringVar(&c.PublicURL, "public-url", c.PublicURL, "URL agents use to reach the hub (default https://<hostname>:<port>)")
 	fs.StringSliceVar(&c.TLSNames, "tls-names", c.TLSNames, "extra DNS names/IPs for the server certificate")
 	fs.StringVar(&c.MetricsListen, "metrics-listen", c.MetricsListen, "plain-HTTP /metrics listen address (empty disables)")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", c.ShutdownTimeout, "how long in-flight requests may drain on shutdown")
 	fs.DurationVar(&c.AgentCertLifetime, "agent-cert-lifetime", c.AgentCertLifetime, "lifetime of agent client certificates")
 	fs.DurationVar(&c.JobTimeout, "job-timeout", c.JobTimeout, "fail a running backup whose agent has not reported for this long")
+	fs.DurationVar(&c.LeaseTTL, "lease-ttl", c.LeaseTTL, "how long a dead hub's background duties wait before another hub takes them over")
 	fs.DurationVar(&c.SchedulerInterval, "scheduler-interval", c.SchedulerInterval, "how often due policies are looked for")
 	fs.DurationVar(&c.GCInterval, "gc-interval", c.GCInterval, "how often garbage collection runs (0 disables)")
 	fs.DurationVar(&c.GCGrace, "gc-grace", c.GCGrace, "unreferenced chunks younger than this are kept")
@@ -170,6 +183,10 @@ func Load(path string, getenv func(string) string, set *pflag.FlagSet) (*Config,
 		if err := applyFlags(bound, set); err != nil {
 			return nil, err
 		}
+	}
+	c.hubKeyEnv = getenv(EnvHubKey)
+	if c.hubKeyEnv != "" && c.HubKeyFile != "" {
+		return nil, &FieldError{"hub_key_file", "set together with " + EnvHubKey + "; give the hub key one way"}
 	}
 	if err := c.Validate(); err != nil {
 		return nil, err
@@ -259,6 +276,11 @@ func (c *Config) Validate() error {
 			return &FieldError{"db_password_file", err.Error()}
 		}
 	}
+	if c.HubKeyFile != "" {
+		if _, err := os.Stat(c.HubKeyFile); err != nil {
+			return &FieldError{"hub_key_file", err.Error()}
+		}
+	}
 	if c.PublicURL != "" {
 		u, err := url.Parse(c.PublicURL)
 		if err != nil || u.Scheme != "https" || u.Host == "" {
@@ -278,6 +300,9 @@ func (c *Config) Validate() error {
 	}
 	if c.JobTimeout < 10*time.Second {
 		return &FieldError{"job_timeout", "must be at least 10s"}
+	}
+	if c.LeaseTTL < 3*time.Second {
+		return &FieldError{"lease_ttl", "must be at least 3s"}
 	}
 	if c.SchedulerInterval < time.Second {
 		return &FieldError{"scheduler_interval", "must be at least 1s"}
@@ -365,6 +390,25 @@ func (c *Config) DBPassword() (string, error) {
 		return "", fmt.Errorf("read db_password_file: %w", err)
 	}
 	return strings.TrimRight(string(b), "\r\n"), nil
+}
+
+// EnvHubKey gives the hub key itself, instead of hub_key_file.
+const EnvHubKey = EnvPrefix + "KEY"
+
+// HubKey returns the text of the hub key (from SENDENSE_HUB_KEY or hub_key_file), or nil when
+// the hub has none.
+func (c *Config) HubKey() ([]byte, error) {
+	if c.hubKeyEnv != "" {
+		return []byte(c.hubKeyEnv), nil
+	}
+	if c.HubKeyFile == "" {
+		return nil, nil
+	}
+	b, err := os.ReadFile(c.HubKeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("read hub_key_file: %w", err)
+	}
+	return b, nil
 }
 
 // Paths inside the data directory.

@@ -73,13 +73,30 @@ func create(dir string, now func() time.Time) (*CA, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("create pki directory: %w", err)
 	}
+	certPEM, keyPEM, err := generate(now)
+	if err != nil {
+		return nil, err
+	}
+	// Key first: a crash between the two writes leaves a key without a certificate, which
+	// LoadOrCreate reports instead of silently making a second CA.
+	if err := atomicfile.WriteFile(filepath.Join(dir, caKeyFile), keyPEM, 0o600); err != nil {
+		return nil, err
+	}
+	if err := atomicfile.WriteFile(filepath.Join(dir, caCertFile), certPEM, 0o644); err != nil {
+		return nil, err
+	}
+	return load(dir, now)
+}
+
+// generate makes a new CA key pair and self-signed certificate, PEM-encoded.
+func generate(now func() time.Time) (certPEM, keyPEM []byte, err error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
-		return nil, fmt.Errorf("generate CA key: %w", err)
+		return nil, nil, fmt.Errorf("generate CA key: %w", err)
 	}
 	serial, err := NewSerial()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	t := now()
 	tmpl := &x509.Certificate{
@@ -94,22 +111,12 @@ func create(dir string, now func() time.Time) (*CA, error) {
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
 	if err != nil {
-		return nil, fmt.Errorf("self-sign CA certificate: %w", err)
+		return nil, nil, fmt.Errorf("self-sign CA certificate: %w", err)
 	}
-	keyPEM, err := encodeKey(key)
-	if err != nil {
-		return nil, err
+	if keyPEM, err = encodeKey(key); err != nil {
+		return nil, nil, err
 	}
-	// Key first: a crash between the two writes leaves a key without a certificate, which
-	// LoadOrCreate reports instead of silently making a second CA.
-	if err := atomicfile.WriteFile(filepath.Join(dir, caKeyFile), keyPEM, 0o600); err != nil {
-		return nil, err
-	}
-	certPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
-	if err := atomicfile.WriteFile(filepath.Join(dir, caCertFile), certPEM, 0o644); err != nil {
-		return nil, err
-	}
-	return load(dir, now)
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), keyPEM, nil
 }
 
 func load(dir string, now func() time.Time) (*CA, error) {
@@ -131,6 +138,23 @@ func load(dir string, now func() time.Time) (*CA, error) {
 	}
 	if !key.PublicKey.Equal(cert.PublicKey) {
 		return nil, fmt.Errorf("CA key in %s does not match the CA certificate", dir)
+	}
+	return &CA{Cert: cert, CertPEM: certPEM, key: key, dir: dir, now: now}, nil
+}
+
+// fromPEM makes a CA from its PEM-encoded certificate and key; dir is where the hub's own server
+// certificate lives.
+func fromPEM(certPEM, keyPEM []byte, dir string, now func() time.Time) (*CA, error) {
+	cert, err := ParseCertPEM(certPEM)
+	if err != nil {
+		return nil, fmt.Errorf("CA certificate: %w", err)
+	}
+	key, err := parseKeyPEM(keyPEM)
+	if err != nil {
+		return nil, fmt.Errorf("CA key: %w", err)
+	}
+	if !key.PublicKey.Equal(cert.PublicKey) {
+		return nil, errors.New("CA key does not match the CA certificate")
 	}
 	return &CA{Cert: cert, CertPEM: certPEM, key: key, dir: dir, now: now}, nil
 }
