@@ -2,6 +2,7 @@ package api_test
 
 import (
 	"bytes"
+	"errors"
 	"io"
 	"log/slog"
 	"net"
@@ -9,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -30,7 +32,7 @@ import (
 // mountIR mounts a session's export as the ESXi host would.
 func mountIR(t *testing.T, addr, id string) (*nfsc.Target, error) {
 	t.Helper()
-	c, err := rpc.DialTCP("tcp", addr, false)
+	c, err := dialNFS(t, addr)
 	if err != nil {
 		return nil, err
 	}
@@ -420,4 +422,17 @@ func TestInstantRecoveryMigrate(t *testing.T) {
 			t.Fatalf("sendense_instant_recoveries{migrated} = %v", n)
 		}
 	})
+}
+
+// dialNFS connects the Go NFS client to addr. The client binds a random local port from the
+// ephemeral range without retrying when that port is taken (a busy machine runs many
+// connections), so a taken port is retried here with another.
+func dialNFS(t *testing.T, addr string) (*rpc.Client, error) {
+	t.Helper()
+	for try := 0; ; try++ {
+		c, err := rpc.DialTCP("tcp", addr, false)
+		if err == nil || try == 20 || !(errors.Is(err, syscall.EADDRINUSE) || strings.Contains(err.Error(), "address already in use")) {
+			return c, err
+		}
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/rand"
 	"crypto/sha256"
+	"errors"
 	"io"
 	"io/fs"
 	"log/slog"
@@ -13,6 +14,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -139,7 +141,7 @@ func serve(t *testing.T, root string) (*Server, string) {
 // mount mounts export path p at addr with the Go client, as the ESXi host would.
 func mount(t *testing.T, addr, p string) (*nfsc.Target, error) {
 	t.Helper()
-	c, err := rpc.DialTCP("tcp", addr, false)
+	c, err := dialNFS(t, addr)
 	if err != nil {
 		return nil, err
 	}
@@ -406,7 +408,7 @@ func TestOnlyNamedHostsMayMount(t *testing.T) {
 	}
 	mustMount(t, addr, Path("ir-ours"))
 	// A handle of the other session, made up by the client, is refused too.
-	c, err := rpc.DialTCP("tcp", addr, false)
+	c, err := dialNFS(t, addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -460,5 +462,18 @@ func TestSmallReadRate(t *testing.T) {
 		}
 		f.Close()
 		t.Logf("%s: 64 KiB sequential reads of %d MiB with 4 MiB slots: %.1f MB/s", c.id, n>>20, float64(n)/time.Since(start).Seconds()/1e6)
+	}
+}
+
+// dialNFS connects the Go NFS client to addr. The client binds a random local port from the
+// ephemeral range without retrying when that port is taken (a busy machine runs many
+// connections), so a taken port is retried here with another.
+func dialNFS(t *testing.T, addr string) (*rpc.Client, error) {
+	t.Helper()
+	for try := 0; ; try++ {
+		c, err := rpc.DialTCP("tcp", addr, false)
+		if err == nil || try == 20 || !(errors.Is(err, syscall.EADDRINUSE) || strings.Contains(err.Error(), "address already in use")) {
+			return c, err
+		}
 	}
 }
