@@ -126,6 +126,7 @@ func (l *Lab) handle(ctx *simulator.Context, m *simulator.Method) (mo.Reference,
 	if fault := l.handleNAS(ctx, m); fault != nil {
 		return nil, fault
 	}
+	l.handleGuest(m)
 	switch m.This.Type {
 	case "VirtualMachine", "VirtualMachineSnapshot":
 	default:

@@ -128,6 +128,8 @@ type Lab struct {
 	mu     sync.Mutex
 	byName map[string]types.ManagedObjectReference
 	vms    map[types.ManagedObjectReference]*vmState
+	// silent names the VMs whose guest never reports running (SilenceGuest); guarded by mu.
+	silent map[string]bool
 }
 
 // vmState is what the lab knows about a VM beyond the simulator's view.
