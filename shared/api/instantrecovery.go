@@ -122,6 +122,49 @@ type InstantRecoveryJob struct {
 	PowerOn    bool              `json:"power_on"`
 	// Datastore is where a migrate moves the VM.
 	Datastore string `json:"datastore,omitempty"`
+	// Boot, on a start, asks the agent to wait for the guest to boot once the VM runs and to
+	// report what it saw (InstantRecoveryReport.Boot); nil: no wait. A restore test's boot check
+	// sets it.
+	Boot *InstantRecoveryBootWait `json:"boot,omitempty"`
+}
+
+// Boot signals an agent reports (InstantRecoveryBoot.Signal).
+const (
+	// BootSignalTools: VMware Tools in the guest report running (toolsRunningStatus).
+	BootSignalTools = "tools_running"
+	// BootSignalTCP: the agent connected to the guest's address on the asked TCP port.
+	BootSignalTCP = "tcp"
+)
+
+// InstantRecoveryBootWait is how the agent waits for a started VM's guest: until VMware Tools
+// report it running, or, with TCPPort, until the guest's address answers on that port.
+type InstantRecoveryBootWait struct {
+	TCPPort        int `json:"tcp_port,omitempty"`
+	TimeoutSeconds int `json:"timeout_seconds"`
+}
+
+// Validate checks the wait; a *FieldError names the bad field.
+func (w *InstantRecoveryBootWait) Validate() error {
+	if w.TCPPort < 0 || w.TCPPort > 65535 {
+		return &FieldError{"tcp_port", fmt.Sprintf("%d is not a TCP port (1-65535)", w.TCPPort)}
+	}
+	if w.TimeoutSeconds <= 0 || w.TimeoutSeconds > 24*3600 {
+		return &FieldError{"timeout_seconds", fmt.Sprintf("%d is outside 1 to 86400", w.TimeoutSeconds)}
+	}
+	return nil
+}
+
+// InstantRecoveryBoot is what the agent saw of the guest after a start that asked for a boot
+// wait. Signal is empty when the guest gave none; Reason then says why.
+type InstantRecoveryBoot struct {
+	Signal string `json:"signal,omitempty"`
+	// IP is the guest's address as its tools report it.
+	IP string `json:"ip,omitempty"`
+	// SignalAt is when the agent saw the signal (the agent's clock).
+	SignalAt time.Time `json:"signal_at,omitzero"`
+	// Seconds is from the agent taking the start to the signal (or to giving up).
+	Seconds float64 `json:"seconds"`
+	Reason  string  `json:"reason,omitempty"`
 }
 
 // InstantRecoveryReport is the outcome of an action.
@@ -131,4 +174,7 @@ type InstantRecoveryReport struct {
 	Error        string `json:"error,omitempty"`
 	VMRef        string `json:"vm_ref,omitempty"`
 	DatastoreRef string `json:"datastore_ref,omitempty"`
+	// Boot answers a start's InstantRecoveryJob.Boot. A start whose VM runs but whose guest
+	// gives no boot signal still succeeded: the session runs until it is stopped.
+	Boot *InstantRecoveryBoot `json:"boot,omitempty"`
 }

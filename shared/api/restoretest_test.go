@@ -61,3 +61,23 @@ func TestValidatePaths(t *testing.T) {
 		}
 	}
 }
+
+func TestBootWaitValidate(t *testing.T) {
+	for _, c := range []struct {
+		w     InstantRecoveryBootWait
+		field string
+	}{
+		{InstantRecoveryBootWait{TimeoutSeconds: 600}, ""},
+		{InstantRecoveryBootWait{TCPPort: 22, TimeoutSeconds: 60}, ""},
+		{InstantRecoveryBootWait{TCPPort: 65536, TimeoutSeconds: 60}, "tcp_port"},
+		{InstantRecoveryBootWait{TCPPort: -1, TimeoutSeconds: 60}, "tcp_port"},
+		{InstantRecoveryBootWait{}, "timeout_seconds"},
+		{InstantRecoveryBootWait{TimeoutSeconds: 86401}, "timeout_seconds"},
+	} {
+		err := c.w.Validate()
+		var fe *FieldError
+		if c.field == "" && err != nil || c.field != "" && (!errors.As(err, &fe) || fe.Field != c.field) {
+			t.Errorf("%+v: %v, want field %q", c.w, err, c.field)
+		}
+	}
+}

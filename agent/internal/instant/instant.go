@@ -6,6 +6,7 @@ package instant
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -31,6 +32,8 @@ type Target interface {
 	StartInstant(ctx context.Context, s vsphere.InstantSpec) (vsphere.InstantVM, error)
 	StopInstant(ctx context.Context, id, host string) error
 	MigrateInstant(ctx context.Context, id, host, datastore string) (vsphere.InstantVM, error)
+	// WaitBoot waits until the VM's guest boots (see vsphere.Client.WaitBoot).
+	WaitBoot(ctx context.Context, vmRef string, tcpPort int, poll time.Duration) (vsphere.BootSignal, error)
 }
 
 var _ Target = (*vsphere.Client)(nil)
@@ -78,7 +81,8 @@ func (r *Runner) Run(ctx context.Context, job *api.InstantRecoveryJob) error {
 	}()
 	log := r.log.With("session_id", job.ID, "action", job.Action, "host", job.Host, "source", job.Source)
 	rep := api.InstantRecoveryReport{Action: job.Action, Status: api.JobSucceeded}
-	err := r.run(ctx, job, &rep)
+	began := time.Now()
+	err := r.run(ctx, job, &rep, began)
 	if err != nil {
 		rep.Status, rep.Error = api.JobFailed, err.Error()
 		log.WarnContext(ctx, "instant recovery action failed", "err", err)
@@ -94,7 +98,7 @@ func (r *Runner) Run(ctx context.Context, job *api.InstantRecoveryJob) error {
 	return err
 }
 
-func (r *Runner) run(ctx context.Context, job *api.InstantRecoveryJob, rep *api.InstantRecoveryReport) error {
+func (r *Runner) run(ctx context.Context, job *api.InstantRecoveryJob, rep *api.InstantRecoveryReport, began time.Time) error {
 	t, err := r.targets(ctx, job.Source)
 	if err != nil {
 		return err
@@ -106,7 +110,11 @@ func (r *Runner) run(ctx context.Context, job *api.InstantRecoveryJob, rep *api.
 			VMX: job.VMX, Name: job.Name, NetworkMap: job.NetworkMap, PowerOn: job.PowerOn,
 		})
 		rep.VMRef, rep.DatastoreRef = vm.VMRef, vm.DatastoreRef
-		return err
+		if err != nil || job.Boot == nil {
+			return err
+		}
+		rep.Boot = r.waitBoot(ctx, t, vm.VMRef, *job.Boot, began)
+		return nil
 	case api.IRActionStop:
 		// A stop runs to its end even when the agent is told to stop: half-undone is worse.
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Minute)
@@ -118,4 +126,31 @@ func (r *Runner) run(ctx context.Context, job *api.InstantRecoveryJob, rep *api.
 		return err
 	}
 	return fmt.Errorf("instant recovery %s: unknown action %q", job.ID, job.Action)
+}
+
+// bootPoll is how often the agent reads a booting guest's state.
+var bootPoll = 2 * time.Second
+
+// waitBoot waits for the started VM's guest as w asks and says what it saw. A guest that gives
+// no signal within the timeout is an observation, not a failure of the start.
+func (r *Runner) waitBoot(ctx context.Context, t Target, vmRef string, w api.InstantRecoveryBootWait, began time.Time) *api.InstantRecoveryBoot {
+	timeout := time.Duration(w.TimeoutSeconds) * time.Second
+	wctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	sig, err := t.WaitBoot(wctx, vmRef, w.TCPPort, bootPoll)
+	out := &api.InstantRecoveryBoot{Seconds: time.Since(began).Seconds()}
+	switch {
+	case err == nil:
+		out.Signal, out.IP, out.SignalAt = sig.Signal, sig.IP, sig.At
+		out.Seconds = sig.At.Sub(began).Seconds()
+	case ctx.Err() != nil:
+		out.Reason = "the agent stopped before the guest reported running: " + err.Error()
+	case errors.Is(err, vsphere.ErrNoBootSignal) && w.TCPPort > 0:
+		out.Reason = fmt.Sprintf("guest did not answer on tcp port %d within %s (%v)", w.TCPPort, timeout, err)
+	case errors.Is(err, vsphere.ErrNoBootSignal):
+		out.Reason = fmt.Sprintf("guest did not report running within %s (%v)", timeout, err)
+	default:
+		out.Reason = "watch the guest: " + err.Error()
+	}
+	return out
 }

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/sendense/sendense/agent/internal/vsphere"
 	"github.com/sendense/sendense/shared/api"
@@ -42,6 +43,10 @@ func (t *fakeTarget) StopInstant(ctx context.Context, id, host string) error {
 	t.ctxDone = ctx.Err() != nil
 	t.stopped = append(t.stopped, id+"@"+host)
 	return nil
+}
+
+func (t *fakeTarget) WaitBoot(ctx context.Context, vmRef string, port int, poll time.Duration) (vsphere.BootSignal, error) {
+	return vsphere.BootSignal{}, errors.New("the fake target boots nothing")
 }
 
 func (t *fakeTarget) MigrateInstant(ctx context.Context, id, host, ds string) (vsphere.InstantVM, error) {

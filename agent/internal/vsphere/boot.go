@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/sendense/sendense/shared/api"
 	"github.com/vmware/govmomi/vim25/mo"
 	"github.com/vmware/govmomi/vim25/types"
 )
@@ -15,9 +16,9 @@ import (
 // Boot signals WaitBoot reports (BootSignal.Signal).
 const (
 	// SignalToolsRunning: VMware Tools in the guest report running (toolsRunningStatus).
-	SignalToolsRunning = "tools_running"
+	SignalToolsRunning = api.BootSignalTools
 	// SignalTCP: the agent connected to the guest's address on the asked TCP port.
-	SignalTCP = "tcp"
+	SignalTCP = api.BootSignalTCP
 )
 
 // BootSignal is the first sign of a booted guest WaitBoot saw.
