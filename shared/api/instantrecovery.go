@@ -92,11 +92,14 @@ type InstantRecovery struct {
 	VMRef           string `json:"vm_ref,omitempty"`
 	DatastoreRef    string `json:"datastore_ref,omitempty"`
 	// OverlayBytes is what the VM's writes take in the session's overlay, of OverlayLimitBytes.
-	OverlayBytes      int64     `json:"overlay_bytes"`
-	OverlayLimitBytes int64     `json:"overlay_limit_bytes"`
-	Error             string    `json:"error,omitempty"`
-	CreatedAt         time.Time `json:"created_at"`
-	FinishedAt        time.Time `json:"finished_at,omitzero"`
+	OverlayBytes      int64  `json:"overlay_bytes"`
+	OverlayLimitBytes int64  `json:"overlay_limit_bytes"`
+	Error             string `json:"error,omitempty"`
+	// Boot is what the agent saw of the guest, for a session started with a boot wait (a
+	// restore test's boot check).
+	Boot       *InstantRecoveryBoot `json:"boot,omitempty"`
+	CreatedAt  time.Time            `json:"created_at"`
+	FinishedAt time.Time            `json:"finished_at,omitzero"`
 }
 
 // InstantRecoveryList is a page of sessions, newest first.

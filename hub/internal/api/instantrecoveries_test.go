@@ -436,3 +436,53 @@ func dialNFS(t *testing.T, addr string) (*rpc.Client, error) {
 		}
 	}
 }
+
+// A session started with a boot wait (a restore test's boot check) hands the wait to the agent
+// with the start only; the agent's observation is checked, recorded and shown with the
+// session; a stop carries no wait, and a boot on a stop's report is refused.
+func TestInstantRecoveryBootWait(t *testing.T) {
+	forEachHub(t, func(t *testing.T, h *testHub) {
+		a := h.newAgent("a1")
+		backupID, _ := restorableBackup(t, h, a, true)
+		req := api.InstantRecoveryRequest{BackupID: backupID, Host: "esx1.lab", Name: "boot1", PowerOn: true}
+		if _, err := h.IR.StartBoot(t.Context(), req, api.InstantRecoveryBootWait{TimeoutSeconds: 0}); err == nil || !strings.Contains(err.Error(), "timeout_seconds") {
+			t.Fatalf("a wait without a timeout: %v", err)
+		}
+		ir, err := h.IR.StartBoot(t.Context(), req, api.InstantRecoveryBootWait{TCPPort: 22, TimeoutSeconds: 600})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var job api.InstantRecoveryJob
+		if code, e := a.call(http.MethodGet, api.PathAgentInstantRecoveries+"?wait=5s", nil, &job); code != http.StatusOK || job.Boot == nil || *job.Boot != (api.InstantRecoveryBootWait{TCPPort: 22, TimeoutSeconds: 600}) {
+			t.Fatalf("start job: %d %+v %+v", code, e, job.Boot)
+		}
+		done := api.Path(api.PathAgentInstantRecoveryDone, ir.ID)
+		bad := api.InstantRecoveryReport{Action: api.IRActionStart, Status: api.JobSucceeded, VMRef: "vm-9", Boot: &api.InstantRecoveryBoot{Seconds: 3}}
+		if code, e := a.call(http.MethodPost, done, bad, nil); code != http.StatusBadRequest || e.Field != "boot.reason" {
+			t.Fatalf("a boot with neither signal nor reason: %d %+v", code, e)
+		}
+		at := time.Date(2026, 11, 30, 18, 0, 0, 0, time.UTC)
+		rep := api.InstantRecoveryReport{Action: api.IRActionStart, Status: api.JobSucceeded, VMRef: "vm-9",
+			Boot: &api.InstantRecoveryBoot{Signal: api.BootSignalTCP, IP: "10.0.0.9", SignalAt: at, Seconds: 41.5}}
+		if code, e := a.call(http.MethodPost, done, rep, &ir); code != http.StatusOK || ir.Status != api.IRRunning || ir.Boot == nil || *ir.Boot != *rep.Boot {
+			t.Fatalf("start done: %d %+v %+v", code, e, ir.Boot)
+		}
+		got, err := h.IR.Get(t.Context(), ir.ID)
+		if err != nil || got.Boot == nil || got.Boot.Signal != api.BootSignalTCP || got.Boot.Seconds != 41.5 || !got.Boot.SignalAt.Equal(at) {
+			t.Fatalf("recorded boot: %+v %v", got.Boot, err)
+		}
+		if _, err := h.IR.Stop(t.Context(), ir.ID); err != nil {
+			t.Fatal(err)
+		}
+		job = api.InstantRecoveryJob{}
+		if code, _ := a.call(http.MethodGet, api.PathAgentInstantRecoveries+"?wait=5s", nil, &job); code != http.StatusOK || job.Action != api.IRActionStop || job.Boot != nil {
+			t.Fatalf("stop job: %d %+v", code, job)
+		}
+		if code, e := a.call(http.MethodPost, done, api.InstantRecoveryReport{Action: api.IRActionStop, Status: api.JobSucceeded, Boot: rep.Boot}, nil); code != http.StatusBadRequest || e.Field != "boot" {
+			t.Fatalf("a boot on a stop: %d %+v", code, e)
+		}
+		if code, _ := a.call(http.MethodPost, done, api.InstantRecoveryReport{Action: api.IRActionStop, Status: api.JobSucceeded}, &ir); code != http.StatusOK || ir.Status != api.IRStopped || ir.Boot == nil {
+			t.Fatalf("stop done: %d %+v", code, ir)
+		}
+	})
+}

@@ -30,12 +30,15 @@ type InstantRecovery struct {
 	VMRef        string `bun:"vm_ref,nullzero"`
 	DatastoreRef string `bun:"datastore_ref,nullzero"`
 	// TargetDatastore is where a migration moves the VM.
-	TargetDatastore string    `bun:"target_datastore,nullzero"`
-	Error           string    `bun:"error,nullzero"`
-	ClaimedAt       time.Time `bun:"claimed_at,nullzero"`
-	FinishedAt      time.Time `bun:"finished_at,nullzero"`
-	CreatedAt       time.Time `bun:"created_at,notnull"`
-	UpdatedAt       time.Time `bun:"updated_at,notnull"`
+	TargetDatastore string `bun:"target_datastore,nullzero"`
+	Error           string `bun:"error,nullzero"`
+	// Boot is what the agent saw of the guest after a start that waited for its boot
+	// (api.InstantRecoveryBoot, JSON).
+	Boot       string    `bun:"boot,nullzero"`
+	ClaimedAt  time.Time `bun:"claimed_at,nullzero"`
+	FinishedAt time.Time `bun:"finished_at,nullzero"`
+	CreatedAt  time.Time `bun:"created_at,notnull"`
+	UpdatedAt  time.Time `bun:"updated_at,notnull"`
 }
 
 // CreateInstantRecovery records a new session, starting, with its start pending.
@@ -146,6 +149,9 @@ func (c *Catalog) FinishInstantRecoveryAction(ctx context.Context, id, agentID, 
 	if u.Error != "" {
 		q = q.Set("error = ?", u.Error)
 	}
+	if u.Boot != "" {
+		q = q.Set("boot = ?", u.Boot)
+	}
 	if u.Status == api.IRStopped || u.Status == api.IRFailed || u.Status == api.IRMigrated {
 		q = q.Set("finished_at = ?", now)
 	}
@@ -169,6 +175,8 @@ func (c *Catalog) FinishInstantRecoveryAction(ctx context.Context, id, agentID, 
 // InstantRecoveryUpdate is what an action's outcome makes of a session.
 type InstantRecoveryUpdate struct {
 	Status, Pending, VMRef, DatastoreRef, Error string
+	// Boot, when set, is recorded as the session's boot observation.
+	Boot string
 }
 
 // StopInstantRecovery asks for a session to be stopped: a starting or running session becomes

@@ -139,11 +139,27 @@ type spec struct {
 	// Allowed are the host's addresses when the session started: a restart serves the same
 	// clients even if the name resolves differently by then.
 	Allowed []string `json:"allowed"`
+	// Boot asks the agent to wait for the guest's boot after the start (a restore test's boot
+	// check).
+	Boot *api.InstantRecoveryBootWait `json:"boot,omitempty"`
 }
 
 // Start validates a request, records the session, starts serving its export and queues the
 // start for the agent. The export is served before the agent hears of the session.
 func (s *Service) Start(ctx context.Context, req api.InstantRecoveryRequest) (api.InstantRecovery, error) {
+	return s.start(ctx, req, nil)
+}
+
+// StartBoot starts a session like Start whose agent, once the VM runs, waits for its guest to
+// boot as w asks and reports what it saw (api.InstantRecovery.Boot).
+func (s *Service) StartBoot(ctx context.Context, req api.InstantRecoveryRequest, w api.InstantRecoveryBootWait) (api.InstantRecovery, error) {
+	if err := w.Validate(); err != nil {
+		return api.InstantRecovery{}, err
+	}
+	return s.start(ctx, req, &w)
+}
+
+func (s *Service) start(ctx context.Context, req api.InstantRecoveryRequest, boot *api.InstantRecoveryBootWait) (api.InstantRecovery, error) {
 	if err := req.Normalize(); err != nil {
 		return api.InstantRecovery{}, err
 	}
@@ -178,7 +194,7 @@ func (s *Service) Start(ctx context.Context, req api.InstantRecoveryRequest) (ap
 	if err != nil || len(addrs) == 0 {
 		return api.InstantRecovery{}, &api.FieldError{Field: "host", Msg: fmt.Sprintf("cannot find the address of ESXi host %q (only its addresses may mount the export): %v", req.Host, err)}
 	}
-	sp := spec{NetworkMap: req.NetworkMap, PowerOn: req.PowerOn, Folder: folderName(req.Name)}
+	sp := spec{NetworkMap: req.NetworkMap, PowerOn: req.PowerOn, Folder: folderName(req.Name), Boot: boot}
 	for _, a := range addrs {
 		sp.Allowed = append(sp.Allowed, a.String())
 	}
@@ -327,8 +343,49 @@ func (s *Service) info(r *catalog.InstantRecovery, overlays map[string]int64) ap
 		BackupID: r.BackupID, AgentID: r.AgentID, Source: r.SourceName, Host: r.Host, Name: r.Name,
 		NetworkMap: sp.NetworkMap, PowerOn: sp.PowerOn, Pending: r.Pending, TargetDatastore: r.TargetDatastore, VMRef: r.VMRef, DatastoreRef: r.DatastoreRef,
 		OverlayBytes: overlays[r.ID], OverlayLimitBytes: s.opts.OverlayLimit, Error: r.Error,
-		CreatedAt: r.CreatedAt, FinishedAt: r.FinishedAt,
+		CreatedAt: r.CreatedAt, FinishedAt: r.FinishedAt, Boot: bootOf(r),
 	}
+}
+
+// bootJSON checks a report's boot observation and encodes it for the catalog ("" for none).
+// Only a start reports one.
+func bootJSON(rep api.InstantRecoveryReport) (string, error) {
+	b := rep.Boot
+	if b == nil {
+		return "", nil
+	}
+	switch {
+	case rep.Action != api.IRActionStart:
+		return "", &api.FieldError{Field: "boot", Msg: "only a start reports a boot"}
+	case b.Signal != "" && b.Signal != api.BootSignalTools && b.Signal != api.BootSignalTCP:
+		return "", &api.FieldError{Field: "boot.signal", Msg: fmt.Sprintf("must be %s, %s or empty", api.BootSignalTools, api.BootSignalTCP)}
+	case b.Signal == "" && b.Reason == "":
+		return "", &api.FieldError{Field: "boot.reason", Msg: "a boot without a signal needs the reason"}
+	case b.Seconds < 0 || b.Seconds > 7*24*3600:
+		return "", &api.FieldError{Field: "boot.seconds", Msg: "must be between 0 and a week"}
+	case len(b.IP) > 64:
+		return "", &api.FieldError{Field: "boot.ip", Msg: "longer than 64 characters"}
+	}
+	c := *b
+	if len(c.Reason) > 4096 {
+		c.Reason = c.Reason[:4096]
+	}
+	out, err := json.Marshal(c)
+	if err != nil {
+		return "", fmt.Errorf("encode boot of instant recovery: %w", err)
+	}
+	return string(out), nil
+}
+
+func bootOf(r *catalog.InstantRecovery) *api.InstantRecoveryBoot {
+	if r.Boot == "" {
+		return nil
+	}
+	var b api.InstantRecoveryBoot
+	if json.Unmarshal([]byte(r.Boot), &b) != nil {
+		return nil
+	}
+	return &b
 }
 
 // Stop asks the agent to power the VM off, unregister it and unmount the export; the overlay
@@ -381,6 +438,9 @@ func (s *Service) Next(ctx context.Context, agentID string, _ []string, wait tim
 			VMX: sp.Folder + "/" + sp.Folder + ".vmx", Name: r.Name, NetworkMap: sp.NetworkMap, PowerOn: sp.PowerOn,
 			Datastore: r.TargetDatastore,
 		}
+		if r.Pending == api.IRActionStart {
+			out.Boot = sp.Boot
+		}
 		s.log.InfoContext(ctx, "instant recovery action claimed", "session_id", r.ID, "agent_id", agentID, "action", r.Pending)
 		return true, nil
 	})
@@ -405,6 +465,10 @@ func (s *Service) Complete(ctx context.Context, agentID, id string, rep api.Inst
 	if len(rep.Error) > 4096 {
 		rep.Error = rep.Error[:4096]
 	}
+	boot, err := bootJSON(rep)
+	if err != nil {
+		return api.InstantRecovery{}, err
+	}
 	cur, err := s.cat.InstantRecoveryByID(ctx, id)
 	if err != nil {
 		return api.InstantRecovery{}, err
@@ -412,7 +476,7 @@ func (s *Service) Complete(ctx context.Context, agentID, id string, rep api.Inst
 	if cur.AgentID != agentID {
 		return api.InstantRecovery{}, fmt.Errorf("instant recovery %s: %w", id, catalog.ErrNotYours)
 	}
-	u := catalog.InstantRecoveryUpdate{VMRef: rep.VMRef, DatastoreRef: rep.DatastoreRef, Error: rep.Error}
+	u := catalog.InstantRecoveryUpdate{VMRef: rep.VMRef, DatastoreRef: rep.DatastoreRef, Error: rep.Error, Boot: boot}
 	switch {
 	case rep.Action == api.IRActionStart && rep.Status == api.JobSucceeded:
 		u.Status = api.IRRunning

@@ -1,0 +1,1 @@
+ALTER TABLE instant_recoveries DROP COLUMN boot;

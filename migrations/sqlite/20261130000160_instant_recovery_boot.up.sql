@@ -1,0 +1,1 @@
+ALTER TABLE instant_recoveries ADD COLUMN boot TEXT NULL;
