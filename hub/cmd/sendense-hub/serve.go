@@ -250,7 +250,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 			return leases.Run(gctx, "gc", func(ctx context.Context) error { return collector.Schedule(ctx, cfg.GCInterval, cfg.GCGrace) })
 		})
 	}
-	nfsAddr := ""
+	nfsAddr, portmapAddr := "", ""
 	if nfsln != nil {
 		g.Go(func() error { return nfsSrv.Serve(gctx, nfsln) })
 		g.Go(func() error { return syncIRs.Run(gctx, cfg.SchedulerInterval) })
@@ -259,6 +259,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 			pm := portmap.New(portmap.NFS(uint16(nfsln.Addr().(*net.TCPAddr).Port)), nfsSrv.Allows, log)
 			g.Go(func() error { return pm.ServeTCP(gctx, pmTCP) })
 			g.Go(func() error { return pm.ServeUDP(gctx, pmUDP) })
+			portmapAddr = pmTCP.Addr().String()
 		}
 	}
 	if mln != nil {
@@ -274,7 +275,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	}
 	// Both listeners are open before this line: whoever waits for it (tests, scripts) can read
 	// every address from it at once.
-	log.InfoContext(ctx, "hub listening", "addr", ln.Addr().String(), "metrics_addr", metricsAddr, "nfs_addr", nfsAddr, "tls", "1.3",
+	log.InfoContext(ctx, "hub listening", "addr", ln.Addr().String(), "metrics_addr", metricsAddr, "nfs_addr", nfsAddr, "portmap_addr", portmapAddr, "tls", "1.3",
 		"catalog", cat.Driver(), "data_dir", cfg.DataDir, "ca_fingerprint", ca.Fingerprint(), "version", version.Get().Version)
 	err = g.Wait()
 	log.InfoContext(context.WithoutCancel(ctx), "hub stopped", "err", err)
