@@ -256,7 +256,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		g.Go(func() error { return syncIRs.Run(gctx, cfg.SchedulerInterval) })
 		nfsAddr = nfsln.Addr().String()
 		if pmTCP != nil {
-			pm := portmap.New(portmap.NFS(uint16(nfsln.Addr().(*net.TCPAddr).Port)), nfsSrv.Allows, log)
+			pm := portmap.New(portmap.NFS(uint16(nfsln.Addr().(*net.TCPAddr).Port), uint16(pmTCP.Addr().(*net.TCPAddr).Port)), nfsSrv.Allows, log)
 			g.Go(func() error { return pm.ServeTCP(gctx, pmTCP) })
 			g.Go(func() error { return pm.ServeUDP(gctx, pmUDP) })
 			portmapAddr = pmTCP.Addr().String()

@@ -25,11 +25,11 @@ func TestMountThroughThePortmapper(t *testing.T) {
 	_, portStr, _ := net.SplitHostPort(addr)
 	port, _ := strconv.Atoi(portStr)
 
-	pm := portmap.New(portmap.NFS(uint16(port)), s.Allows, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
+	pm := portmap.New(portmap.NFS(uint16(port), uint16(ln.Addr().(*net.TCPAddr).Port)), s.Allows, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	done := make(chan error, 1)
 	go func() { done <- pm.ServeTCP(t.Context(), ln) }()
 	t.Cleanup(func() { ln.Close(); <-done })

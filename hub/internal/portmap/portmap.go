@@ -57,11 +57,15 @@ type Mapping struct {
 	Prog, Vers, Prot, Port uint32
 }
 
-// NFS returns the table of an NFSv3 server that serves MOUNT v3 and NFS v3 on one TCP port.
-func NFS(port uint16) []Mapping {
+// NFS returns the table of an NFSv3 server that serves MOUNT v3 and NFS v3 on one TCP port,
+// with the portmapper's own entries (TCP and UDP on self): clients such as rpcinfo first ask
+// the portmapper where the portmapper is.
+func NFS(nfsPort, self uint16) []Mapping {
 	return []Mapping{
-		{Prog: ProgNFS, Vers: 3, Prot: ProtoTCP, Port: uint32(port)},
-		{Prog: ProgMount, Vers: 3, Prot: ProtoTCP, Port: uint32(port)},
+		{Prog: Program, Vers: Version, Prot: ProtoTCP, Port: uint32(self)},
+		{Prog: Program, Vers: Version, Prot: ProtoUDP, Port: uint32(self)},
+		{Prog: ProgNFS, Vers: 3, Prot: ProtoTCP, Port: uint32(nfsPort)},
+		{Prog: ProgMount, Vers: 3, Prot: ProtoTCP, Port: uint32(nfsPort)},
 	}
 }
 

@@ -15,13 +15,16 @@ import (
 	"github.com/willscott/go-nfs-client/nfs/rpc"
 )
 
-const nfsPort = 20490
+const (
+	nfsPort  = 20490
+	selfPort = 1110
+)
 
 // start serves the NFS table for port nfsPort on loopback TCP and UDP, answering the
 // addresses allow accepts.
 func start(t *testing.T, allow func(netip.Addr) bool) (tcpAddr, udpAddr string) {
 	t.Helper()
-	s := New(NFS(nfsPort), allow, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	s := New(NFS(nfsPort, selfPort), allow, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -104,6 +107,9 @@ func TestGetPortOverTCPWithTheNFSClientsPortmapper(t *testing.T) {
 		{rpc.Mapping{Prog: ProgNFS, Vers: 4, Prot: ProtoTCP}, 0},
 		{rpc.Mapping{Prog: ProgMount, Vers: 1, Prot: ProtoTCP}, 0},
 		{rpc.Mapping{Prog: 100021, Vers: 4, Prot: ProtoTCP}, 0}, // NLM: unknown
+		{rpc.Mapping{Prog: Program, Vers: Version, Prot: ProtoTCP}, selfPort},
+		{rpc.Mapping{Prog: Program, Vers: Version, Prot: ProtoUDP}, selfPort},
+		{rpc.Mapping{Prog: Program, Vers: 4, Prot: ProtoTCP}, 0}, // rpcbind v4 is not served
 	} {
 		got, err := pm.Getport(tc.m)
 		if err != nil || got != tc.want {
@@ -139,7 +145,8 @@ func TestGetPortNullAndDumpOverUDP(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := append(be(1, ProgNFS, 3, ProtoTCP, nfsPort, 1, ProgMount, 3, ProtoTCP, nfsPort), be(0)...)
+	want := append(be(1, Program, Version, ProtoTCP, selfPort, 1, Program, Version, ProtoUDP, selfPort,
+		1, ProgNFS, 3, ProtoTCP, nfsPort, 1, ProgMount, 3, ProtoTCP, nfsPort), be(0)...)
 	if got := result(t, 10, reply); !bytes.Equal(got, want) {
 		t.Fatalf("DUMP = % x, want % x", got, want)
 	}
@@ -270,14 +277,14 @@ func FuzzDecodeCall(f *testing.F) {
 	f.Add(append(be(3, 0, 2, Program, Version, ProcNull, 1, 20), make([]byte, 28)...))
 	f.Add(be(4, 1, 0, 0, 0, 0))
 	f.Add([]byte{0, 0, 0})
-	s := New(NFS(nfsPort), all, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	s := New(NFS(nfsPort, selfPort), all, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		c, err := DecodeCall(b)
 		if err == nil && len(c.Args) > len(b)-40 {
 			t.Fatalf("args of %d bytes from a %d-byte message", len(c.Args), len(b))
 		}
 		reply, ok := s.Reply(b)
-		if ok && (len(reply) < 24 || len(reply) > 24+4*(5*len(NFS(0))+1)) {
+		if ok && (len(reply) < 24 || len(reply) > 24+4*(5*len(NFS(0, 0))+1)) {
 			t.Fatalf("reply of %d bytes", len(reply))
 		}
 		if _, err := ReadRecord(bytes.NewReader(b), MaxRecord); err == nil && len(b) < 4 {
