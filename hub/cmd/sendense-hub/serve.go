@@ -36,6 +36,7 @@ import (
 	"github.com/sendense/sendense/hub/internal/nfsexport"
 	"github.com/sendense/sendense/hub/internal/pki"
 	"github.com/sendense/sendense/hub/internal/policy"
+	"github.com/sendense/sendense/hub/internal/portmap"
 	"github.com/sendense/sendense/hub/internal/repository"
 	"github.com/sendense/sendense/hub/internal/restore"
 	"github.com/sendense/sendense/hub/internal/restoretest"
@@ -151,7 +152,8 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		Limits:  api.Limits{BodyTimeout: cfg.RequestBodyTimeout, UploadMinRate: cfg.UploadMinKiBPerSecond << 10},
 		Console: cons, ConsolePaths: console.Paths()}
 	var nfsSrv *nfsexport.Server
-	var nfsln net.Listener
+	var nfsln, pmTCP net.Listener
+	var pmUDP net.PacketConn
 	var syncIRs *instantrecovery.Service
 	if cfg.NFSListen != "" {
 		if nfsSrv, err = nfsexport.New(filepath.Join(cfg.DataDir, "instant-recovery"), log); err != nil {
@@ -168,6 +170,22 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 			return fmt.Errorf("listen %s: %w", cfg.NFSListen, err)
 		}
 		defer nfsln.Close()
+		if cfg.NFSPortmapListen != "" {
+			if pmTCP, err = net.Listen("tcp", cfg.NFSPortmapListen); err != nil {
+				return fmt.Errorf("listen %s: %w", cfg.NFSPortmapListen, err)
+			}
+			defer pmTCP.Close()
+			// The same port on UDP (":0" would pick a different one), as clients expect.
+			udpAddr := cfg.NFSPortmapListen
+			if h, p, _ := net.SplitHostPort(udpAddr); p == "0" {
+				_, p, _ = net.SplitHostPort(pmTCP.Addr().String())
+				udpAddr = net.JoinHostPort(h, p)
+			}
+			if pmUDP, err = net.ListenPacket("udp", udpAddr); err != nil {
+				return fmt.Errorf("listen udp %s: %w", udpAddr, err)
+			}
+			defer pmUDP.Close()
+		}
 		deps.InstantRecoveries = irs
 		cons.SetInstantRecoveries(irs)
 		syncIRs = irs
@@ -232,11 +250,17 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 			return leases.Run(gctx, "gc", func(ctx context.Context) error { return collector.Schedule(ctx, cfg.GCInterval, cfg.GCGrace) })
 		})
 	}
-	nfsAddr := ""
+	nfsAddr, portmapAddr := "", ""
 	if nfsln != nil {
 		g.Go(func() error { return nfsSrv.Serve(gctx, nfsln) })
 		g.Go(func() error { return syncIRs.Run(gctx, cfg.SchedulerInterval) })
 		nfsAddr = nfsln.Addr().String()
+		if pmTCP != nil {
+			pm := portmap.New(portmap.NFS(uint16(nfsln.Addr().(*net.TCPAddr).Port), uint16(pmTCP.Addr().(*net.TCPAddr).Port)), nfsSrv.Allows, log)
+			g.Go(func() error { return pm.ServeTCP(gctx, pmTCP) })
+			g.Go(func() error { return pm.ServeUDP(gctx, pmUDP) })
+			portmapAddr = pmTCP.Addr().String()
+		}
 	}
 	if mln != nil {
 		mux := http.NewServeMux()
@@ -251,7 +275,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	}
 	// Both listeners are open before this line: whoever waits for it (tests, scripts) can read
 	// every address from it at once.
-	log.InfoContext(ctx, "hub listening", "addr", ln.Addr().String(), "metrics_addr", metricsAddr, "nfs_addr", nfsAddr, "tls", "1.3",
+	log.InfoContext(ctx, "hub listening", "addr", ln.Addr().String(), "metrics_addr", metricsAddr, "nfs_addr", nfsAddr, "portmap_addr", portmapAddr, "tls", "1.3",
 		"catalog", cat.Driver(), "data_dir", cfg.DataDir, "ca_fingerprint", ca.Fingerprint(), "version", version.Get().Version)
 	err = g.Wait()
 	log.InfoContext(context.WithoutCancel(ctx), "hub stopped", "err", err)

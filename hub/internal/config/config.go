@@ -90,6 +90,9 @@ type Config struct {
 	NFSListen string `yaml:"nfs_listen"`
 	// NFSAddress is this hub's address as the ESXi hosts reach the NFS listener (a name or IP).
 	NFSAddress string `yaml:"nfs_address"`
+	// NFSPortmapListen is the address of the portmapper (TCP and UDP) that tells NFS clients
+	// the port of nfs_listen; ESXi asks port 111. Empty serves none.
+	NFSPortmapListen string `yaml:"nfs_portmap_listen"`
 	// OverlayLimitGiB bounds the copy-on-write overlay of each instant-recovery session.
 	OverlayLimitGiB int64 `yaml:"instant_recovery_overlay_limit_gib"`
 	// Pprof serves Go's profiler at /debug/pprof/ on the metrics listener (loopback by default).
@@ -154,6 +157,7 @@ func BindFlags(fs *pflag.FlagSet, c *Config) {
 	fs.DurationVar(&c.RequestBodyTimeout, "request-body-timeout", c.RequestBodyTimeout, "time allowed for a whole request body; the grace before the upload minimum rate applies")
 	fs.Int64Var(&c.UploadMinKiBPerSecond, "upload-min-kib-per-second", c.UploadMinKiBPerSecond, "lowest average rate of an upload body (KiB/s); a slower one is cut")
 	fs.StringVar(&c.NFSListen, "nfs-listen", c.NFSListen, "instant recovery's NFSv3 listen address (ESXi mounts on port 2049; empty turns instant recovery off)")
+	fs.StringVar(&c.NFSPortmapListen, "nfs-portmap-listen", c.NFSPortmapListen, "portmapper address (TCP and UDP; ESXi asks port 111) telling NFS clients the port of nfs_listen; empty serves none")
 	fs.StringVar(&c.NFSAddress, "nfs-address", c.NFSAddress, "this hub's address as the ESXi hosts reach the NFS listener")
 	fs.Int64Var(&c.OverlayLimitGiB, "instant-recovery-overlay-limit-gib", c.OverlayLimitGiB, "bound of each instant-recovery session's copy-on-write overlay (GiB)")
 	fs.BoolVar(&c.Pprof, "pprof", c.Pprof, "serve /debug/pprof/ on the metrics listener")
@@ -340,6 +344,14 @@ func (c *Config) Validate() error {
 		}
 		if strings.TrimSpace(c.NFSAddress) == "" || strings.ContainsAny(c.NFSAddress, " /:") && net.ParseIP(c.NFSAddress) == nil {
 			return &FieldError{"nfs_address", fmt.Sprintf("%q is not a DNS name or IP address (required with nfs_listen)", c.NFSAddress)}
+		}
+	}
+	if c.NFSPortmapListen != "" {
+		if c.NFSListen == "" {
+			return &FieldError{"nfs_portmap_listen", "needs nfs_listen"}
+		}
+		if err := checkHostPort(c.NFSPortmapListen, false); err != nil {
+			return &FieldError{"nfs_portmap_listen", err.Error()}
 		}
 	}
 	if c.OverlayLimitGiB < 1 {

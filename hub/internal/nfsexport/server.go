@@ -298,6 +298,19 @@ func (s *Server) Overlays() map[string]int64 {
 	return m
 }
 
+// Allows reports whether some export is open to client: the portmapper answers only them.
+func (s *Server) Allows(client netip.Addr) bool {
+	client = client.Unmap()
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	for _, ex := range s.exports {
+		if ex.allowed[client] {
+			return true
+		}
+	}
+	return false
+}
+
 // Serve answers MOUNT and NFSv3 on ln (both programs on the one port) until ctx ends.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	go func() {
