@@ -43,6 +43,8 @@ var remoteCommands = map[string]bool{
 	"repo create": true, "repo list": true, "files ls": true, "files get": true,
 	"prune":         true,
 	"policy create": true, "policy list": true, "policy show": true, "policy rm": true,
+	"instant-recovery start": true, "instant-recovery list": true, "instant-recovery show": true,
+	"instant-recovery stop": true, "instant-recovery migrate": true,
 }
 
 // clientConfig is the client config file: where the hub is and the files holding the token
