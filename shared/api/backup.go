@@ -374,3 +374,20 @@ type CheckResult struct {
 type RepositoryList struct {
 	Repositories []Repository `json:"repositories"`
 }
+
+// VerifyRequest asks for a verification of every succeeded backup, or of BackupID only.
+type VerifyRequest struct {
+	BackupID string `json:"backup_id,omitempty"`
+}
+
+// VerifyReport is what a verification found: damaged chunks are quarantined, backups damaged
+// before and sound again are healed.
+type VerifyReport struct {
+	Backups        int                 `json:"backups"`
+	Chunks         int                 `json:"chunks"`
+	DamagedChunks  []string            `json:"damaged_chunks"`
+	Quarantined    []string            `json:"quarantined"`
+	DamagedBackups map[string][]string `json:"damaged_backups"` // backup id → what is wrong
+	Healed         []string            `json:"healed"`
+	DurationNanos  int64               `json:"duration_nanoseconds"`
+}

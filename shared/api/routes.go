@@ -65,12 +65,14 @@ const (
 	PathRestore       = "/api/v1/restores/{id}"        // GET: one restore with its progress
 	PathRestoreCancel = "/api/v1/restores/{id}/cancel" // POST
 	PathRepositories  = "/api/v1/repositories"
-	PathPolicies      = "/api/v1/policies"
-	PathPolicy        = "/api/v1/policies/{name}"
-	PathPrune         = "/api/v1/prune" // POST: apply the policies' retention (or, dry_run, only report)
-	PathEvents        = "/api/v1/events"
-	PathRestoreTests  = "/api/v1/restore-tests"      // POST: start a restore test; GET: list (?vm, since, result)
-	PathRestoreTest   = "/api/v1/restore-tests/{id}" // GET: one restore test with its evidence
+	// POST: re-read and re-hash the chunks of every succeeded backup (or one), in the request.
+	PathRepositoryVerify = "/api/v1/repositories/verify"
+	PathPolicies         = "/api/v1/policies"
+	PathPolicy           = "/api/v1/policies/{name}"
+	PathPrune            = "/api/v1/prune" // POST: apply the policies' retention (or, dry_run, only report)
+	PathEvents           = "/api/v1/events"
+	PathRestoreTests     = "/api/v1/restore-tests"      // POST: start a restore test; GET: list (?vm, since, result)
+	PathRestoreTest      = "/api/v1/restore-tests/{id}" // GET: one restore test with its evidence
 	// GET: the restore tests of [from, to] by VM (?from=RFC3339, default 30 days back; ?to, default now).
 	PathReportRestoreTests = "/api/v1/reports/restore-tests"
 	PathOpenAPI            = "/api/v1/openapi.json"

@@ -26,6 +26,13 @@ import (
 // the backup's id.
 func backupDisk(t *testing.T, dataDir string, img []byte) string {
 	t.Helper()
+	return backupDiskOf(t, dataDir, img, false)
+}
+
+// backupDiskOf is backupDisk, with the VM's configuration recorded as an agent captures it
+// when withConfig (restores as a new VM and instant recovery need it).
+func backupDiskOf(t *testing.T, dataDir string, img []byte, withConfig bool) string {
+	t.Helper()
 	ctx, log := t.Context(), slog.New(slog.DiscardHandler)
 	cat, err := catalog.Open(ctx, catalog.Options{SQLitePath: filepath.Join(dataDir, "catalog.db")})
 	if err != nil {
@@ -58,6 +65,18 @@ func backupDisk(t *testing.T, dataDir string, img []byte) string {
 	job, err := js.NextJob(ctx, "agent-1", nil, 0)
 	if err != nil || job == nil {
 		t.Fatalf("claim: %v %v", job, err)
+	}
+	if withConfig {
+		ctrl := api.DeviceController{Key: 1000, Type: "pvscsi"}
+		if err := js.PutVMConfig(ctx, "agent-1", job.ID, api.VMConfig{
+			Version: api.VMConfigVersion, InstanceUUID: inv.VMs[0].InstanceUUID, Name: "pgtest1", HardwareVersion: "vmx-21",
+			GuestID: "otherLinux64Guest", Firmware: "bios", NumCPU: 1, CoresPerSocket: 1, MemoryMB: 1024,
+			Controllers: []api.VMController{{Key: 1000, Type: "pvscsi", Sharing: "noSharing"}},
+			Disks:       []api.VMConfigDisk{{DiskID: "disk-2000", Key: 2000, CapacityBytes: int64(len(img)), Controller: ctrl, Provisioning: "thin"}},
+			NICs:        []api.VMNIC{{Key: 4000, AdapterType: "vmxnet3", BackingType: "network", Network: "VM Network", Connected: true}},
+		}); err != nil {
+			t.Fatal(err)
+		}
 	}
 	ing := ingest.New(cat, repos, log, nil)
 	const cs = 64 << 10

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -10,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/sendense/sendense/hub/internal/catalog"
+	"github.com/sendense/sendense/hub/internal/client"
 	"github.com/sendense/sendense/hub/internal/config"
 	"github.com/sendense/sendense/hub/internal/instantrecovery"
 	"github.com/sendense/sendense/hub/internal/jobs"
@@ -19,11 +21,58 @@ import (
 	"github.com/sendense/sendense/shared/api"
 )
 
-// irCmd runs fn with the instant-recovery service of this hub's configuration. A session it
-// starts is written to the hub's folders and catalog; the running hub serves it within one
-// scheduler interval (and before its agent is told).
-func irCmd(e *env, fn func(cmd *cobra.Command, args []string, s *instantrecovery.Service) error) func(*cobra.Command, []string) error {
+// irOps is what the instant-recovery commands need: the hub's instant-recovery service on
+// the local catalog (localIR) or the API (*client.Client). Both answer with the API's wire
+// types, so the commands print the same either way.
+type irOps interface {
+	StartInstantRecovery(ctx context.Context, req api.InstantRecoveryRequest) (api.InstantRecovery, error)
+	InstantRecoveries(ctx context.Context, status string, limit int) (api.InstantRecoveryList, error)
+	InstantRecovery(ctx context.Context, id string) (api.InstantRecovery, error)
+	StopInstantRecovery(ctx context.Context, id string) (api.InstantRecovery, error)
+	MigrateInstantRecovery(ctx context.Context, id string, req api.InstantRecoveryMigrateRequest) (api.InstantRecovery, error)
+}
+
+var (
+	_ irOps = localIR{}
+	_ irOps = (*client.Client)(nil)
+)
+
+// localIR runs the instant-recovery commands through this hub's service, as the API does.
+type localIR struct{ s *instantrecovery.Service }
+
+func (l localIR) StartInstantRecovery(ctx context.Context, req api.InstantRecoveryRequest) (api.InstantRecovery, error) {
+	return l.s.Start(ctx, req)
+}
+
+func (l localIR) InstantRecoveries(ctx context.Context, status string, limit int) (api.InstantRecoveryList, error) {
+	return l.s.List(ctx, instantrecovery.ListFilter{Status: status, Limit: limit})
+}
+
+func (l localIR) InstantRecovery(ctx context.Context, id string) (api.InstantRecovery, error) {
+	return l.s.Get(ctx, id)
+}
+
+func (l localIR) StopInstantRecovery(ctx context.Context, id string) (api.InstantRecovery, error) {
+	return l.s.Stop(ctx, id)
+}
+
+func (l localIR) MigrateInstantRecovery(ctx context.Context, id string, req api.InstantRecoveryMigrateRequest) (api.InstantRecovery, error) {
+	return l.s.Migrate(ctx, id, req)
+}
+
+// irCmd runs fn against the hub named by --hub (its API) or, without one, with the
+// instant-recovery service of this hub's configuration. A session started locally is written
+// to the hub's folders and catalog; the running hub serves it within one scheduler interval
+// (and before its agent is told).
+func irCmd(e *env, fn func(cmd *cobra.Command, args []string, o irOps) error) func(*cobra.Command, []string) error {
 	return func(cmd *cobra.Command, args []string) error {
+		cl, err := remoteClient(cmd, e)
+		if err != nil {
+			return err
+		}
+		if cl != nil {
+			return fn(cmd, args, cl)
+		}
 		return catalogCmd(e, func(cmd *cobra.Command, cfg *config.Config, cat *catalog.Catalog) error {
 			if cfg.NFSListen == "" {
 				return errors.New("instant recovery is off in this configuration: set nfs_listen and nfs_address")
@@ -43,7 +92,7 @@ func irCmd(e *env, fn func(cmd *cobra.Command, args []string, s *instantrecovery
 			}()
 			svc := instantrecovery.New(cat, restore.New(cat, restoreRepos(repos), nil), backups, exp, backups, log, nil,
 				instantrecovery.Options{NFSAddress: cfg.NFSAddress, OverlayLimit: cfg.OverlayLimitGiB << 30})
-			return fn(cmd, args, svc)
+			return fn(cmd, args, localIR{svc})
 		})(cmd, args)
 	}
 }
@@ -59,12 +108,12 @@ func newInstantRecoveryCmd(e *env) *cobra.Command {
 			"copy-on-write overlay on the hub, then the agent of the VM's source mounts the export on the host as a\n" +
 			"datastore, registers the VM and powers it on if asked. Prints the session id and the export.",
 		Args: cobra.NoArgs,
-		RunE: irCmd(e, func(cmd *cobra.Command, _ []string, s *instantrecovery.Service) error {
+		RunE: irCmd(e, func(cmd *cobra.Command, _ []string, o irOps) error {
 			var err error
 			if req.NetworkMap, err = pairs("--network-map", netMap); err != nil {
 				return err
 			}
-			r, err := s.Start(cmd.Context(), req)
+			r, err := o.StartInstantRecovery(cmd.Context(), req)
 			if err != nil {
 				return err
 			}
@@ -83,14 +132,15 @@ func newInstantRecoveryCmd(e *env) *cobra.Command {
 		_ = start.MarkFlagRequired(n)
 	}
 
-	var lf instantrecovery.ListFilter
+	var status string
+	var limit int
 	var asJSON bool
 	list := &cobra.Command{
 		Use:   "list [--status S]",
 		Short: "List instant-recovery sessions, newest first",
 		Args:  cobra.NoArgs,
-		RunE: irCmd(e, func(cmd *cobra.Command, _ []string, s *instantrecovery.Service) error {
-			l, err := s.List(cmd.Context(), lf)
+		RunE: irCmd(e, func(cmd *cobra.Command, _ []string, o irOps) error {
+			l, err := o.InstantRecoveries(cmd.Context(), status, limit)
 			if err != nil {
 				return err
 			}
@@ -106,16 +156,16 @@ func newInstantRecoveryCmd(e *env) *cobra.Command {
 			return tw.Flush()
 		}),
 	}
-	list.Flags().StringVar(&lf.Status, "status", "", "starting, running, stopping, stopped, failed, migrating or migrated")
-	list.Flags().IntVar(&lf.Limit, "limit", 100, "at most this many")
+	list.Flags().StringVar(&status, "status", "", "starting, running, stopping, stopped, failed, migrating or migrated")
+	list.Flags().IntVar(&limit, "limit", 100, "at most this many")
 	list.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 
 	show := &cobra.Command{
 		Use:   "show ID",
 		Short: "Show a session as JSON",
 		Args:  cobra.ExactArgs(1),
-		RunE: irCmd(e, func(cmd *cobra.Command, args []string, s *instantrecovery.Service) error {
-			r, err := s.Get(cmd.Context(), args[0])
+		RunE: irCmd(e, func(cmd *cobra.Command, args []string, o irOps) error {
+			r, err := o.InstantRecovery(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}
@@ -128,8 +178,8 @@ func newInstantRecoveryCmd(e *env) *cobra.Command {
 		Use:   "stop ID",
 		Short: "Stop a session: the agent powers the VM off, unregisters it and unmounts the export; the overlay is dropped",
 		Args:  cobra.ExactArgs(1),
-		RunE: irCmd(e, func(cmd *cobra.Command, args []string, s *instantrecovery.Service) error {
-			r, err := s.Stop(cmd.Context(), args[0])
+		RunE: irCmd(e, func(cmd *cobra.Command, args []string, o irOps) error {
+			r, err := o.StopInstantRecovery(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}
@@ -142,8 +192,8 @@ func newInstantRecoveryCmd(e *env) *cobra.Command {
 		Use:   "migrate ID --datastore DS",
 		Short: "Move a running session's VM to a production datastore (Storage vMotion), then unmount the export",
 		Args:  cobra.ExactArgs(1),
-		RunE: irCmd(e, func(cmd *cobra.Command, args []string, s *instantrecovery.Service) error {
-			r, err := s.Migrate(cmd.Context(), args[0], api.InstantRecoveryMigrateRequest{Datastore: ds})
+		RunE: irCmd(e, func(cmd *cobra.Command, args []string, o irOps) error {
+			r, err := o.MigrateInstantRecovery(cmd.Context(), args[0], api.InstantRecoveryMigrateRequest{Datastore: ds})
 			if err != nil {
 				return err
 			}

@@ -40,9 +40,11 @@ var remoteCommands = map[string]bool{
 	"token create": true, "token list": true, "token revoke": true,
 	"apitoken create": true, "apitoken list": true, "apitoken revoke": true,
 	"restore-test run": true, "restore-test list": true, "restore-test show": true, "report restore-tests": true,
-	"repo create": true, "repo list": true, "files ls": true, "files get": true,
+	"repo create": true, "repo list": true, "repo verify": true, "files ls": true, "files get": true,
 	"prune":         true,
 	"policy create": true, "policy list": true, "policy show": true, "policy rm": true,
+	"instant-recovery start": true, "instant-recovery list": true, "instant-recovery show": true,
+	"instant-recovery stop": true, "instant-recovery migrate": true,
 }
 
 // clientConfig is the client config file: where the hub is and the files holding the token

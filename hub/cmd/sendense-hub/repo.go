@@ -15,6 +15,7 @@ import (
 
 	"github.com/sendense/sendense/hub/internal/catalog"
 	"github.com/sendense/sendense/hub/internal/check"
+	"github.com/sendense/sendense/hub/internal/client"
 	"github.com/sendense/sendense/hub/internal/config"
 	"github.com/sendense/sendense/hub/internal/gc"
 	"github.com/sendense/sendense/hub/internal/repository"
@@ -138,34 +139,24 @@ func newRepoCmd(e *env) *cobra.Command {
 			"the next backup holding its data uploads it again. Backups found damaged before whose every chunk is present and\n" +
 			"intact again are reported healed (and recorded as backup_healed events).",
 		Args: cobra.NoArgs,
-		RunE: catalogCmd(e, func(cmd *cobra.Command, cfg *config.Config, cat *catalog.Catalog) error {
-			log := cfg.NewLogger(e.stderr)
-			repos := repository.NewRegistry(cat, log, nil)
-			defer repos.Close()
-			v := verify.New(cat, verifyRepos(repos), log, nil, parallel)
-			rep, err := v.Run(cmd.Context(), backupID)
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cl, err := remoteClient(cmd, e)
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(e.stdout, "verified %d backups, %d chunks in %s\n", rep.Backups, rep.Chunks, rep.Duration.Round(1e6))
-			for _, id := range rep.Healed {
-				fmt.Fprintf(e.stdout, "HEALED backup %s: damaged at its last verification, every chunk it names is present and intact again\n", id)
-			}
-			for _, d := range rep.Quarantined {
-				fmt.Fprintf(e.stdout, "QUARANTINED chunk %s: damaged; the next backup holding its data uploads it again\n", d)
-			}
-			if rep.OK() {
-				fmt.Fprintln(e.stdout, "no damage found")
-				return nil
-			}
-			for _, id := range slices.Sorted(maps.Keys(rep.DamagedBackups)) {
-				fmt.Fprintf(e.stdout, "DAMAGED backup %s:\n", id)
-				for _, p := range rep.DamagedBackups[id] {
-					fmt.Fprintf(e.stdout, "  %s\n", p)
+			if cl != nil {
+				if cmd.Flags().Changed("parallel") {
+					return errors.New("--parallel is the hub's own setting and means nothing with --hub")
 				}
+				return printVerify(cmd, e, cl, backupID)
 			}
-			return errors.New("verification found damaged backups")
-		}),
+			return catalogCmd(e, func(cmd *cobra.Command, cfg *config.Config, cat *catalog.Catalog) error {
+				log := cfg.NewLogger(e.stderr)
+				repos := repository.NewRegistry(cat, log, nil)
+				defer repos.Close()
+				return printVerify(cmd, e, verify.New(cat, verifyRepos(repos), log, nil, parallel), backupID)
+			})(cmd, args)
+		},
 	}
 	verifyCmd.Flags().StringVar(&backupID, "backup", "", "only this backup")
 	verifyCmd.Flags().IntVar(&parallel, "parallel", 4, "chunks verified at once")
@@ -241,4 +232,41 @@ func newRepoCmd(e *env) *cobra.Command {
 	create.RunE = remoteRepoCreate(e, create.RunE, &path, &chunkSize, &enc, &s3set)
 	cmd.AddCommand(create, list, verifyCmd, gcCmd, checkCmd, newRepoKeyCmd(e), newRepoHardenCmd(e), newRepoAttachCmd(e), newRepoDescribeCmd(e), newRepoCopyCmd(e))
 	return cmd
+}
+
+// verifier runs a verification: the hub's verifier on the local catalog, or the API, which
+// runs it in the request.
+type verifier interface {
+	Verify(ctx context.Context, backupID string) (api.VerifyReport, error)
+}
+
+var (
+	_ verifier = (*verify.Verifier)(nil)
+	_ verifier = (*client.Client)(nil)
+)
+
+// printVerify runs a verification and prints its report; damage is an error (exit 1).
+func printVerify(cmd *cobra.Command, e *env, v verifier, backupID string) error {
+	rep, err := v.Verify(cmd.Context(), backupID)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stdout, "verified %d backups, %d chunks in %s\n", rep.Backups, rep.Chunks, time.Duration(rep.DurationNanos).Round(1e6))
+	for _, id := range rep.Healed {
+		fmt.Fprintf(e.stdout, "HEALED backup %s: damaged at its last verification, every chunk it names is present and intact again\n", id)
+	}
+	for _, d := range rep.Quarantined {
+		fmt.Fprintf(e.stdout, "QUARANTINED chunk %s: damaged; the next backup holding its data uploads it again\n", d)
+	}
+	if len(rep.DamagedBackups) == 0 {
+		fmt.Fprintln(e.stdout, "no damage found")
+		return nil
+	}
+	for _, id := range slices.Sorted(maps.Keys(rep.DamagedBackups)) {
+		fmt.Fprintf(e.stdout, "DAMAGED backup %s:\n", id)
+		for _, p := range rep.DamagedBackups[id] {
+			fmt.Fprintf(e.stdout, "  %s\n", p)
+		}
+	}
+	return errors.New("verification found damaged backups")
 }

@@ -148,7 +148,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	deps := api.Deps{Log: log, Registry: reg, Catalog: cat, Repository: defRepo, Identity: ids, Inventory: inv, Backup: backups, Restores: backups, Ingest: ingest.New(cat, repos, log, reg), Restore: restores, Files: fileSvc, Repositories: repos, Policies: policies, RestoreTests: tests, Events: evs, Started: started,
+	deps := api.Deps{Log: log, Registry: reg, Catalog: cat, Repository: defRepo, Identity: ids, Inventory: inv, Backup: backups, Restores: backups, Ingest: ingest.New(cat, repos, log, reg), Restore: restores, Files: fileSvc, Repositories: repos, Verify: verifier, Policies: policies, RestoreTests: tests, Events: evs, Started: started,
 		Limits:  api.Limits{BodyTimeout: cfg.RequestBodyTimeout, UploadMinRate: cfg.UploadMinKiBPerSecond << 10},
 		Console: cons, ConsolePaths: console.Paths()}
 	var nfsSrv *nfsexport.Server

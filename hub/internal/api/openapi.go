@@ -108,6 +108,7 @@ var operations = []operation{
 
 	{"GET", api.PathRepositories, "List repositories", authAdmin, nil, nil, api.RepositoryList{}, 200},
 	{"POST", api.PathRepositories, "Create a repository", authAdmin, nil, api.CreateRepositoryRequest{}, api.Repository{}, 201},
+	{"POST", api.PathRepositoryVerify, "Re-read and re-hash the chunks of every succeeded backup (or of backup_id), quarantining damaged ones; answers when done", authAdmin, nil, api.VerifyRequest{}, api.VerifyReport{}, 200},
 
 	{"GET", api.PathPolicies, "List policies", authViewer, nil, nil, api.PolicyList{}, 200},
 	{"POST", api.PathPolicies, "Create a policy", authOperator, nil, api.Policy{}, api.Policy{}, 201},

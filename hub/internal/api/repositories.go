@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"strings"
 
@@ -18,9 +19,37 @@ type repositoryService interface {
 	Add(ctx context.Context, req api.CreateRepositoryRequest) (api.Repository, error)
 }
 
+// verifyService re-reads and re-hashes backups' chunks, quarantining damaged ones. It runs in
+// the caller's request (minutes on a large repository); a missing backup is a *api.FieldError,
+// one that is not a restore point catalog.ErrConflict.
+type verifyService interface {
+	Verify(ctx context.Context, backupID string) (api.VerifyReport, error)
+}
+
 func (s *Server) registerRepositories(v1 *gin.RouterGroup) {
 	v1.GET(rel(v1, api.PathRepositories), s.requireRole(api.RoleAdmin), s.listRepositories)
 	v1.POST(rel(v1, api.PathRepositories), s.requireRole(api.RoleAdmin), s.createRepository)
+	v1.POST(rel(v1, api.PathRepositoryVerify), s.requireRole(api.RoleAdmin), s.verifyRepositories)
+}
+
+// verifyRepositories runs a verification in the request and answers its report, damaged or
+// not (damage is a finding, not a failure of the request).
+func (s *Server) verifyRepositories(c *gin.Context) {
+	if s.deps.Verify == nil {
+		s.fail(c, errors.New("verification is not configured on this hub"))
+		return
+	}
+	var req api.VerifyRequest
+	if err := decodeJSON(c, smallBody, &req); err != nil {
+		s.fail(c, err)
+		return
+	}
+	rep, err := s.deps.Verify.Verify(c.Request.Context(), req.BackupID)
+	if err != nil {
+		s.fail(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, rep)
 }
 
 func (s *Server) listRepositories(c *gin.Context) {

@@ -47,7 +47,9 @@ type Deps struct {
 	Restores restoreJobService
 	// Repositories lists and creates repositories.
 	Repositories repositoryService
-	Policies     policyService
+	// Verify verifies backups on an admin's request (nil: the route answers 500).
+	Verify   verifyService
+	Policies policyService
 	// RestoreTests starts and lists restore tests (nil: the routes answer 500).
 	RestoreTests restoreTestService
 	// InstantRecoveries runs instant-recovery sessions (nil: the routes answer 500).

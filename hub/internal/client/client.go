@@ -58,6 +58,9 @@ type Client struct {
 	token   string
 	http    *http.Client
 	timeout time.Duration
+	// long sends the requests the hub answers only when done (a verification of every backup
+	// takes minutes to hours): no answer timeout; the caller's context bounds them.
+	long *http.Client
 }
 
 // New checks the options and reads the token and the CA. Nothing is sent yet.
@@ -106,7 +109,9 @@ func New(o Options) (*Client, error) {
 	if timeout == 0 {
 		timeout = 5 * time.Minute
 	}
-	return &Client{base: base, token: token, http: &http.Client{Transport: tr}, timeout: timeout}, nil
+	longTr := tr.Clone()
+	longTr.ResponseHeaderTimeout = 0
+	return &Client{base: base, token: token, http: &http.Client{Transport: tr}, timeout: timeout, long: &http.Client{Transport: longTr}}, nil
 }
 
 // URL returns the hub's base URL.
@@ -133,7 +138,11 @@ func (c *Client) newRequest(ctx context.Context, method, path string, q url.Valu
 
 // send performs req and returns the response when its status is 2xx, or an *Error.
 func (c *Client) send(req *http.Request) (*http.Response, error) {
-	resp, err := c.http.Do(req)
+	return c.sendWith(c.http, req)
+}
+
+func (c *Client) sendWith(hc *http.Client, req *http.Request) (*http.Response, error) {
+	resp, err := hc.Do(req)
 	if err != nil {
 		var uerr *url.Error
 		if errors.As(err, &uerr) {
@@ -164,6 +173,16 @@ func (c *Client) send(req *http.Request) (*http.Response, error) {
 func (c *Client) do(ctx context.Context, method, path string, q url.Values, in, out any) error {
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
+	return c.exchange(ctx, c.http, method, path, q, in, out)
+}
+
+// doLong is do without the answer timeout, for requests the hub runs to the end before it
+// answers; only ctx bounds them.
+func (c *Client) doLong(ctx context.Context, method, path string, q url.Values, in, out any) error {
+	return c.exchange(ctx, c.long, method, path, q, in, out)
+}
+
+func (c *Client) exchange(ctx context.Context, hc *http.Client, method, path string, q url.Values, in, out any) error {
 	var body io.Reader
 	if in != nil {
 		b, err := json.Marshal(in)
@@ -176,7 +195,7 @@ func (c *Client) do(ctx context.Context, method, path string, q url.Values, in, 
 	if err != nil {
 		return err
 	}
-	resp, err := c.send(req)
+	resp, err := c.sendWith(hc, req)
 	if err != nil {
 		return err
 	}

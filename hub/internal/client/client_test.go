@@ -2,6 +2,7 @@ package client
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"encoding/json"
 	"encoding/pem"
@@ -197,3 +198,21 @@ func mustRangeStart(t *testing.T, rng string) int64 {
 }
 
 func itoa(n int64) string { return strconv.FormatInt(n, 10) }
+
+// A verification is answered when done: the per-request answer timeout, which bounds every
+// other request, does not cut it short.
+func TestVerifyOutlastsTheAnswerTimeout(t *testing.T) {
+	c, _ := newTestClient(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(300 * time.Millisecond)
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"backups":2,"chunks":7,"damaged_chunks":[],"quarantined":[],"damaged_backups":{},"healed":[],"duration_nanoseconds":5}`))
+	}))
+	c.timeout = 100 * time.Millisecond
+	if _, err := c.Backup(t.Context(), "bk-1"); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("an ordinary request past the timeout: %v", err)
+	}
+	rep, err := c.Verify(t.Context(), "")
+	if err != nil || rep.Backups != 2 || rep.Chunks != 7 {
+		t.Fatalf("verify: %+v %v", rep, err)
+	}
+}

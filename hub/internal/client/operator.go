@@ -315,3 +315,10 @@ func (c *Client) CreateRepository(ctx context.Context, req api.CreateRepositoryR
 	var r api.Repository
 	return r, c.do(ctx, http.MethodPost, api.PathRepositories, nil, req, &r)
 }
+
+// Verify has the hub re-read and re-hash the chunks of every succeeded backup (or of
+// backupID) and answers its report when done, with no answer timeout.
+func (c *Client) Verify(ctx context.Context, backupID string) (api.VerifyReport, error) {
+	var r api.VerifyReport
+	return r, c.doLong(ctx, http.MethodPost, api.PathRepositoryVerify, nil, api.VerifyRequest{BackupID: backupID}, &r)
+}

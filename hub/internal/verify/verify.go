@@ -100,6 +100,30 @@ type Report struct {
 // OK reports whether nothing was damaged.
 func (r *Report) OK() bool { return len(r.DamagedBackups) == 0 }
 
+// Verify runs a verification (of one backup, or of all when backupID is empty) and answers
+// with the report's wire form.
+func (v *Verifier) Verify(ctx context.Context, backupID string) (api.VerifyReport, error) {
+	r, err := v.Run(ctx, backupID)
+	if err != nil {
+		return api.VerifyReport{}, err
+	}
+	return r.API(), nil
+}
+
+// API is the report's wire form, as the API answers and the command line prints it.
+func (r *Report) API() api.VerifyReport {
+	nonNil := func(s []string) []string {
+		if s == nil {
+			return []string{}
+		}
+		return s
+	}
+	return api.VerifyReport{
+		Backups: r.Backups, Chunks: r.Chunks, DamagedChunks: nonNil(r.DamagedChunks), Quarantined: nonNil(r.Quarantined),
+		DamagedBackups: r.DamagedBackups, Healed: nonNil(r.Healed), DurationNanos: int64(r.Duration),
+	}
+}
+
 // Verifier verifies backups.
 type Verifier struct {
 	cat      verifyCatalog
@@ -131,11 +155,14 @@ func (v *Verifier) Run(ctx context.Context, backupID string) (*Report, error) {
 	var rows []catalog.BackupRow
 	if backupID != "" {
 		r, err := v.cat.BackupByID(ctx, backupID)
+		if errors.Is(err, catalog.ErrNotFound) {
+			return nil, &api.FieldError{Field: "backup_id", Msg: fmt.Sprintf("no backup %q", backupID)}
+		}
 		if err != nil {
 			return nil, err
 		}
 		if r.Status != api.JobSucceeded {
-			return nil, fmt.Errorf("backup %s is %s; only successful backups are restore points", backupID, r.Status)
+			return nil, fmt.Errorf("backup %s is %s: %w: only successful backups are restore points", backupID, r.Status, catalog.ErrConflict)
 		}
 		rows = []catalog.BackupRow{*r}
 	} else {
