@@ -217,11 +217,11 @@ func TestAttachS3RepositoryOnFreshHub(t *testing.T) {
 	srv := testenv.S3(t)
 	e := newEnv(t, twoDiskSpec("cloud"), envOptions{})
 	creds := createS3Repo(t, e.hub, srv, "offsite")
-	var rs []struct{ Name, S3Prefix string }
+	var rs []api.Repository
 	if err := json.Unmarshal([]byte(e.hub.CLI("repo", "list", "--json")), &rs); err != nil {
 		t.Fatal(err)
 	}
-	i := slices.IndexFunc(rs, func(r struct{ Name, S3Prefix string }) bool { return r.Name == "offsite" })
+	i := slices.IndexFunc(rs, func(r api.Repository) bool { return r.Name == "offsite" })
 	if i < 0 || rs[i].S3Prefix == "" {
 		t.Fatalf("repo list: %+v", rs)
 	}

@@ -40,7 +40,7 @@ func TestCopyOffSite(t *testing.T) {
 	srv := testenv.S3(t)
 	e := newEnv(t, twoDiskSpec("far"), envOptions{})
 	createS3Repo(t, e.hub, srv, "offsite")
-	var rs []struct{ Name, S3Prefix string }
+	var rs []api.Repository
 	if err := json.Unmarshal([]byte(e.hub.CLI("repo", "list", "--json")), &rs); err != nil {
 		t.Fatal(err)
 	}

@@ -18,13 +18,13 @@ import (
 // are clean; and after the password is changed and the hub restarted, every backup still
 // restores.
 func TestBackupIntoEncryptedRepository(t *testing.T) {
-	e := newEnv(t, lab.Spec{VMs: []lab.VMSpec{{Name: "sec1", CBT: true, Disks: []lab.DiskSpec{
+	e := newEnv(t, lab.Spec{VMs: []lab.VMSpec{{Name: "secret-vm-name-7f3a", CBT: true, Disks: []lab.DiskSpec{
 		{Key: 2000, Size: "24MiB", Fill: lab.FillSparse, Data: "8MiB", Seed: 11},
 	}}}}, envOptions{})
 	markers := []string{"ENCRYPTION-TEST-MARKER-FULL", "ENCRYPTION-TEST-MARKER-INCREMENTAL"}
 	write := func(marker string, off int64) {
 		t.Helper()
-		if err := e.lab.Write("sec1", "disk-2000", off, bytes.Repeat([]byte(marker+" "), 4096)); err != nil {
+		if err := e.lab.Write("secret-vm-name-7f3a", "disk-2000", off, bytes.Repeat([]byte(marker+" "), 4096)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -37,11 +37,11 @@ func TestBackupIntoEncryptedRepository(t *testing.T) {
 	}
 	e.hub.CLI("repo", "create", "sec", "--path", repoDir, "--encrypt", "--password-file", pw)
 
-	full := e.run(api.StartBackupRequest{VM: "sec1", Type: "full", Repository: "sec"})
-	fullSum := e.diskSum("sec1", "disk-2000")
+	full := e.run(api.StartBackupRequest{VM: "secret-vm-name-7f3a", Type: "full", Repository: "sec"})
+	fullSum := e.diskSum("secret-vm-name-7f3a", "disk-2000")
 	write(markers[1], 17<<20)
-	incr := e.run(api.StartBackupRequest{VM: "sec1", Type: "incremental", Repository: "sec"})
-	incrSum := e.diskSum("sec1", "disk-2000")
+	incr := e.run(api.StartBackupRequest{VM: "secret-vm-name-7f3a", Type: "incremental", Repository: "sec"})
+	incrSum := e.diskSum("secret-vm-name-7f3a", "disk-2000")
 	for _, b := range []api.Backup{full, incr} {
 		if b.Status != api.JobSucceeded || b.Repository != "sec" {
 			t.Fatalf("backup %s: %s into %q\n%s", b.ID, b.Status, b.Repository, e.logs)
@@ -71,7 +71,7 @@ func TestBackupIntoEncryptedRepository(t *testing.T) {
 			return err
 		}
 		b, err := os.ReadFile(p)
-		for _, m := range append(markers, "sec1") {
+		for _, m := range append(markers, "secret-vm-name-7f3a") {
 			if bytes.Contains(b, []byte(m)) {
 				t.Errorf("%s holds %q", p, m)
 			}
