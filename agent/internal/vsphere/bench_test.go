@@ -44,13 +44,17 @@ func bigModel(tb testing.TB) *sim {
 }
 
 // BenchmarkInventory1000VMs measures one full discovery of 1,000 VMs × 3 disks, with the
-// default page size (several continuation round trips) and with one page for everything.
+// default page size (several continuation round trips) read in one stream and in parallel
+// parts, and with one page for everything.
 func BenchmarkInventory1000VMs(b *testing.B) {
 	s := bigModel(b)
 	c := s.connect(b)
-	for _, page := range []int32{defaultPageSize, 5000} {
-		b.Run(fmt.Sprintf("page=%d", page), func(b *testing.B) {
-			c.pageSize = page
+	for _, run := range []struct {
+		page    int32
+		streams int
+	}{{defaultPageSize, 1}, {defaultPageSize, defaultStreams}, {5000, 1}} {
+		b.Run(fmt.Sprintf("page=%d/streams=%d", run.page, run.streams), func(b *testing.B) {
+			c.pageSize, c.streams = run.page, run.streams
 			for b.Loop() {
 				inv, err := c.Inventory(b.Context())
 				if err != nil {

@@ -9,10 +9,13 @@ import (
 	"strings"
 	"time"
 
+	"github.com/vmware/govmomi/fault"
 	"github.com/vmware/govmomi/object"
+	"github.com/vmware/govmomi/property"
 	"github.com/vmware/govmomi/view"
 	"github.com/vmware/govmomi/vim25/mo"
 	"github.com/vmware/govmomi/vim25/types"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/sendense/sendense/shared/api"
 )
@@ -168,27 +171,32 @@ func entityPath(ents map[types.ManagedObjectReference]entity, ref types.ManagedO
 
 // datacenterVMs lists the VMs of one datacenter.
 func (c *Client) datacenterVMs(ctx context.Context, dc datacenter, folders map[types.ManagedObjectReference]entity) ([]api.VM, error) {
-	objs, err := c.retrieveView(ctx, dc.ref, map[string][]string{
-		"VirtualMachine":         vmProperties,
-		"HostSystem":             {"name", "parent"},
-		"ComputeResource":        {"name"},
-		"ClusterComputeResource": {"name"},
-		"Datastore":              {"name"},
-		"VirtualApp":             {"name", "parentFolder", "parentVApp"},
+	var objs, vmObjs []types.ObjectContent
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		var err error
+		objs, err = c.retrieveView(gctx, dc.ref, map[string][]string{
+			"HostSystem":             {"name", "parent"},
+			"ComputeResource":        {"name"},
+			"ClusterComputeResource": {"name"},
+			"Datastore":              {"name"},
+			"VirtualApp":             {"name", "parentFolder", "parentVApp"},
+		})
+		return err
 	})
-	if err != nil {
+	g.Go(func() error {
+		var err error
+		vmObjs, err = c.retrieveVMs(gctx, dc.ref)
+		return err
+	})
+	if err := g.Wait(); err != nil {
 		return nil, fmt.Errorf("list vms of datacenter %s: %w", dc.path, err)
 	}
 
 	names := make(map[types.ManagedObjectReference]string) // hosts, clusters, datastores, vApps
 	hostParent := make(map[types.ManagedObjectReference]types.ManagedObjectReference)
 	vappParent := make(map[types.ManagedObjectReference]types.ManagedObjectReference)
-	var vmObjs []types.ObjectContent
 	for _, o := range objs {
-		if o.Obj.Type == "VirtualMachine" {
-			vmObjs = append(vmObjs, o)
-			continue
-		}
 		for _, p := range o.PropSet {
 			switch p.Name {
 			case "name":
@@ -308,6 +316,87 @@ func (c *Client) decodeVM(o types.ObjectContent, dc datacenter, names map[types.
 	return vm, true
 }
 
+// retrieveVMs retrieves vmProperties of every VM under container. A large inventory is read
+// in up to c.streams retrievals at once, each over a contiguous part of the VM list: the
+// server encodes one answer while the agent decodes another, where one retrieval with
+// continuation leaves each side idle while the other works. A VM removed between listing and
+// reading makes its part fail with ManagedObjectNotFound; the whole list is then read again
+// through one view, which skips removed VMs.
+func (c *Client) retrieveVMs(ctx context.Context, container types.ManagedObjectReference) ([]types.ObjectContent, error) {
+	viaView := func() ([]types.ObjectContent, error) {
+		return c.retrieveView(ctx, container, map[string][]string{"VirtualMachine": vmProperties})
+	}
+	refs, err := c.viewMembers(ctx, container, "VirtualMachine")
+	if err != nil {
+		return nil, err
+	}
+	page := max(int(c.pageSize), 1)
+	streams := min(c.streams, (len(refs)+page-1)/page)
+	if streams <= 1 {
+		return viaView()
+	}
+	parts := make([][]types.ObjectContent, streams)
+	g, gctx := errgroup.WithContext(ctx)
+	for i := range streams {
+		lo, hi := i*len(refs)/streams, (i+1)*len(refs)/streams
+		g.Go(func() error {
+			var err error
+			parts[i], err = c.retrieveObjects(gctx, refs[lo:hi], "VirtualMachine", vmProperties)
+			return err
+		})
+	}
+	if err := g.Wait(); err != nil {
+		if fault.Is(err, &types.ManagedObjectNotFound{}) && ctx.Err() == nil {
+			c.log.Debug("a vm went away while the inventory was read; reading it again through one view", "err", err)
+			return viaView()
+		}
+		return nil, err
+	}
+	return slices.Concat(parts...), nil
+}
+
+// destroyView destroys a container view, also after ctx has ended (a view lives as long as the
+// session otherwise).
+func (c *Client) destroyView(ctx context.Context, v *view.ContainerView) {
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	if err := v.Destroy(dctx); err != nil {
+		c.log.Debug("destroy container view", "err", err)
+	}
+}
+
+// viewMembers lists the objects of one kind under container through a container view.
+func (c *Client) viewMembers(ctx context.Context, container types.ManagedObjectReference, kind string) ([]types.ManagedObjectReference, error) {
+	v, err := view.NewManager(c.vc).CreateContainerView(ctx, container, []string{kind}, true)
+	if err != nil {
+		return nil, fmt.Errorf("create container view: %w", err)
+	}
+	defer c.destroyView(ctx, v)
+	var cv mo.ContainerView
+	if err := property.DefaultCollector(c.vc).RetrieveOne(ctx, v.Reference(), []string{"view"}, &cv); err != nil {
+		return nil, fmt.Errorf("list %s objects: %w", kind, err)
+	}
+	return cv.View, nil
+}
+
+// retrieveObjects retrieves the given properties of the listed objects of one kind, following
+// continuation tokens.
+func (c *Client) retrieveObjects(ctx context.Context, refs []types.ManagedObjectReference, kind string, props []string) ([]types.ObjectContent, error) {
+	set := make([]types.ObjectSpec, len(refs))
+	for i, r := range refs {
+		set[i] = types.ObjectSpec{Obj: r}
+	}
+	objs, err := mo.RetrievePropertiesEx(ctx, c.vc, types.RetrievePropertiesEx{
+		This:    c.vc.ServiceContent.PropertyCollector,
+		Options: types.RetrieveOptions{MaxObjects: c.pageSize},
+		SpecSet: []types.PropertyFilterSpec{{ObjectSet: set, PropSet: []types.PropertySpec{{Type: kind, PathSet: props}}}},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("retrieve properties: %w", err)
+	}
+	return objs, nil
+}
+
 // retrieveView creates a recursive container view of the given kinds under container,
 // retrieves the given properties per kind (following continuation tokens) and destroys the
 // view. The view is session-scoped; creating it is the call that re-logs in after a lost
@@ -322,13 +411,7 @@ func (c *Client) retrieveView(ctx context.Context, container types.ManagedObject
 	if err != nil {
 		return nil, fmt.Errorf("create container view: %w", err)
 	}
-	defer func() {
-		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-		defer cancel()
-		if err := v.Destroy(dctx); err != nil {
-			c.log.Debug("destroy container view", "err", err)
-		}
-	}()
+	defer c.destroyView(ctx, v)
 	specs := make([]types.PropertySpec, 0, len(kinds))
 	for _, k := range kinds {
 		specs = append(specs, types.PropertySpec{Type: k, PathSet: props[k]})

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"sync"
 	"testing"
 
 	"github.com/vmware/govmomi"
@@ -11,7 +12,9 @@ import (
 	"github.com/vmware/govmomi/object"
 	"github.com/vmware/govmomi/simulator"
 	"github.com/vmware/govmomi/view"
+	"github.com/vmware/govmomi/vim25/methods"
 	"github.com/vmware/govmomi/vim25/mo"
+	"github.com/vmware/govmomi/vim25/soap"
 	"github.com/vmware/govmomi/vim25/types"
 
 	"github.com/sendense/sendense/shared/api"
@@ -390,5 +393,75 @@ func TestInventoryESXiSourceUUID(t *testing.T) {
 	}
 	if err := inv.Validate(); err != nil {
 		t.Fatalf("the hub would refuse this inventory: %v", err)
+	}
+}
+
+// removeOnRead destroys a VM just before the first property retrieval that names VMs one by
+// one, the moment between listing a datacenter's VMs and reading them.
+type removeOnRead struct {
+	soap.RoundTripper
+	once   sync.Once
+	remove func()
+}
+
+func (r *removeOnRead) RoundTrip(ctx context.Context, req, res soap.HasFault) error {
+	if b, ok := req.(*methods.RetrievePropertiesExBody); ok {
+		for _, spec := range b.Req.SpecSet {
+			if len(spec.ObjectSet) > 0 && spec.ObjectSet[0].Obj.Type == "VirtualMachine" {
+				r.once.Do(r.remove)
+			}
+		}
+	}
+	return r.RoundTripper.RoundTrip(ctx, req, res)
+}
+
+// TestInventoryVMRemovedWhileRead removes a VM after discovery has listed the VMs and before
+// it reads them in parallel parts: the inventory is read again and holds every other VM.
+func TestInventoryVMRemovedWhileRead(t *testing.T) {
+	m := simulator.VPX()
+	m.Machine = 4
+	s := startSim(t, m)
+	c := s.connect(t)
+	before, err := c.Inventory(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin := s.admin(t)
+	victim := findVM(t, admin, "/DC0/vm/DC0_H0_VM1")
+	c.pageSize = 2 // several parts for the 8 VMs
+	rt := &removeOnRead{RoundTripper: c.vc.RoundTripper, remove: func() {
+		ctx := context.Background()
+		var err error
+		for _, op := range []func(context.Context) (*object.Task, error){victim.PowerOff, victim.Destroy} {
+			var task *object.Task
+			if task, err = op(ctx); err == nil {
+				err = task.Wait(ctx)
+			}
+			if err != nil {
+				break
+			}
+		}
+		if err != nil {
+			t.Errorf("destroy %s: %v", victim.Name(), err)
+		}
+	}}
+	c.vc.RoundTripper = rt
+	after, err := c.Inventory(t.Context())
+	if err != nil {
+		t.Fatalf("inventory with a vm removed while read: %v", err)
+	}
+	var want []string
+	for _, vm := range before.VMs {
+		if vm.Name != "DC0_H0_VM1" {
+			want = append(want, vm.Name)
+		}
+	}
+	if got := vmNames(after); !slices.Equal(got, want) {
+		t.Errorf("inventory = %v, want %v", got, want)
+	}
+	fired := false
+	rt.once.Do(func() { fired = true })
+	if fired || len(before.VMs) != 8 {
+		t.Fatalf("the vm was not removed during the read (before: %d vms)", len(before.VMs))
 	}
 }

@@ -58,6 +58,9 @@ var (
 // take four round trips, small enough to bound the server's and our memory per answer.
 const defaultPageSize = 250
 
+// defaultStreams is how many parts of a datacenter's VM list discovery reads at once.
+const defaultStreams = 4
+
 // keepAliveInterval is how often an idle session is touched. vCenter's default idle session
 // timeout is 30 minutes; a long disk read over NBD or HTTPS makes no SOAP call for that long.
 const keepAliveInterval = 5 * time.Minute
@@ -148,8 +151,10 @@ type Client struct {
 	// pageSize bounds the objects of one property-collector answer; the rest follows through
 	// continuation tokens.
 	pageSize int32
-	closeMu  sync.Mutex
-	closed   bool
+	// streams bounds the concurrent property retrievals of one datacenter's VMs.
+	streams int
+	closeMu sync.Mutex
+	closed  bool
 
 	httpOnce   sync.Once
 	httpClient *http.Client // datastore access, see DatastoreHTTP
@@ -192,7 +197,7 @@ func Connect(ctx context.Context, cfg Config, log *slog.Logger) (*Client, error)
 		return nil, fmt.Errorf("connect %s: %w", u.Host, err)
 	}
 
-	c := &Client{cfg: cfg, log: log, vc: vc, now: time.Now, about: vc.ServiceContent.About, pageSize: defaultPageSize}
+	c := &Client{cfg: cfg, log: log, vc: vc, now: time.Now, about: vc.ServiceContent.About, pageSize: defaultPageSize, streams: defaultStreams}
 	c.sess = &sessionRoundTripper{
 		rt:        sc,
 		manager:   *vc.ServiceContent.SessionManager,
