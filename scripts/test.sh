@@ -8,6 +8,13 @@ scripts/deps.sh
 scripts/tools.sh
 eval "$(scripts/mariadb.sh env)"
 export SENDENSE_TEST_STRICT=1
+# The tests' shared S3 server keeps its objects in a directory of this run only: SeaweedFS
+# reclaims deleted objects' space lazily, and a directory kept across runs grows by gigabytes.
+if [ -z "${SENDENSE_TEST_S3_DIR:-}" ]; then
+  SENDENSE_TEST_S3_DIR=$(mktemp -d "${TMPDIR:-/tmp}/sendense-test-s3.XXXXXX")
+  export SENDENSE_TEST_S3_DIR
+  trap 'scripts/s3.sh stop "$SENDENSE_TEST_S3_DIR" >/dev/null 2>&1 || true; rm -rf "$SENDENSE_TEST_S3_DIR"' EXIT
+fi
 
 modules=(shared migrations hub agent)
 
