@@ -5,8 +5,9 @@
 # 1 MiB writes per GiB, spread), restore of the latest; plus the machine's limit (each stage's
 # rate per CPU second — read, SHA-256 on each side, zstd on the compressible part and its
 # decoding, TLS on loopback — combined over the cores: `sendense-lab machine-limit`) and the peak
-# RSS of hub and agent, and the cost of encryption at rest (the full backup again into an
-# encrypted repository). Prints one table with ratios against both peers.
+# RSS of hub and agent, the cost of encryption at rest (the full backup again into an encrypted
+# repository) and of an object store (the full backup again into an S3 repository on a local
+# SeaweedFS, and its restore). Prints one table with ratios against both peers.
 #
 # Sendense reads the disk through the lab's vSphere API with CBT and the file transport (as a
 # hot-add appliance would), sends to a hub on loopback over TLS 1.3, and restores to a sparse
@@ -156,6 +157,9 @@ repo_size=$(du -sb "$W/hub/repositories" | cut -f1)
 r_size=$(du -sb "$W/restic" | cut -f1)
 
 k_size=$(du -sb "$W/kopia" | cut -f1)
+# The peers' repositories are measured: free their space for the steps below (the whole run
+# needs about 15 GB at its peak otherwise).
+rm -rf "$W/restic" "$W/restic-cache" "$W/kopia" "$W/kopia-cache"
 
 # The cost of encryption at rest: the same full backup into an encrypted repository (restic and
 # kopia always encrypt), created on the running hub. After the RSS figures above, which are of
@@ -165,6 +169,20 @@ head -c 24 /dev/urandom | base64 >"$W/enc.password"
 hub repo create enc --path "$W/enc" --encrypt --password-file "$W/enc.password" >/dev/null 2>&1
 read -r s_enc _ _ < <(backup_run '{"vm":"bench","type":"full","repository":"enc"}')
 echo "sendense encrypted full: ${s_enc}s" >&2
+rm -rf "$W/enc"
+
+# The same full backup into an S3 repository on a local SeaweedFS (scripts/s3.sh), and its
+# restore: what an object store costs against the local directory on the same machine.
+echo "== full backup into an S3 repository (SeaweedFS on loopback)" >&2
+trap 'scripts/s3.sh stop "$W/s3" >/dev/null 2>&1 || true; cleanup' EXIT
+eval "$(scripts/s3.sh start "$W/s3" | sed 's/^/export /')"
+printf '%s\n%s\n' "$S3_ACCESS_KEY" "$S3_SECRET_KEY" >"$W/s3.credentials"
+hub repo create s3 --s3-endpoint "$S3_ENDPOINT" --s3-bucket "$S3_BUCKET" --s3-credentials-file "$W/s3.credentials" >/dev/null 2>&1
+read -r s_s3 _ s3_id < <(backup_run '{"vm":"bench","type":"full","repository":"s3"}')
+echo "sendense full into S3: ${s_s3}s" >&2
+t=$(now); hub restore --backup "$s3_id" --disk disk-2000 --output "$W/restored-s3.raw" >/dev/null 2>&1; s_s3_rest=$(secs "$t" "$(now)")
+cmp "$FLAT" "$W/restored-s3.raw" || { echo "Sendense restore from S3 differs from the disk!" >&2; exit 1; }
+rm -f "$W/restored-s3.raw"
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f×", a / b }'; }
 # speed: how Sendense's time $2 compares with a peer's $1, as "N× faster" or "N× slower".
@@ -177,9 +195,13 @@ printf '| full backup | %ss, %s MB/s, %s MiB sent | %ss, %s MB/s | %ss, %s MB/s 
   "$r_full" "$(mbps $SIZE "$r_full")" "$k_full" "$(mbps $SIZE "$k_full")" "$(speed "$r_full" "$s_full")" "$(speed "$k_full" "$s_full")"
 printf '| full backup, encrypted repository | %ss, %s MB/s (%s the plain full'"'"'s time) | | | %s | %s |\n' "$s_enc" "$(mbps $SIZE "$s_enc")" \
   "$(ratio "$s_enc" "$s_full")" "$(speed "$r_full" "$s_enc")" "$(speed "$k_full" "$s_enc")"
+printf '| full backup, S3 repository (SeaweedFS on loopback) | %ss, %s MB/s (%s the local full'"'"'s time) | | | %s | %s |\n' "$s_s3" "$(mbps $SIZE "$s_s3")" \
+  "$(ratio "$s_s3" "$s_full")" "$(speed "$r_full" "$s_s3")" "$(speed "$k_full" "$s_s3")"
 printf '| backup after 1%% changed | %ss, %s MiB sent | %ss | %ss | %s | %s |\n' "$s_inc" $((sent_inc >> 20)) "$r_inc" "$k_inc" "$(speed "$r_inc" "$s_inc")" "$(speed "$k_inc" "$s_inc")"
 printf '| restore of the latest | %ss, %s MB/s (sparse, verified) | %ss, %s MB/s | %ss, %s MB/s | %s | %s |\n' "$s_rest" "$(mbps $SIZE "$s_rest")" \
   "$r_rest" "$(mbps $SIZE "$r_rest")" "$k_rest" "$(mbps $SIZE "$k_rest")" "$(speed "$r_rest" "$s_rest")" "$(speed "$k_rest" "$s_rest")"
+printf '| restore from the S3 repository | %ss, %s MB/s (%s the local restore'"'"'s time) | | | %s | %s |\n' "$s_s3_rest" "$(mbps $SIZE "$s_s3_rest")" \
+  "$(ratio "$s_s3_rest" "$s_rest")" "$(speed "$r_rest" "$s_s3_rest")" "$(speed "$k_rest" "$s_s3_rest")"
 printf '| repository size | %s MiB | %s MiB (after the full: %s MiB) | %s MiB | | |\n' $((repo_size >> 20)) $((r_size >> 20)) $((r_size_full >> 20)) $((k_size >> 20))
 printf '| peak RSS | hub %s MiB, agent %s MiB | | | | |\n' "$hub_rss" "$agent_rss"
 printf '| full backup against the machine limit | %s of %s MB/s | | | | |\n' "$(pct "$(mbps $SIZE "$s_full")" "$limit_mbps")" "$limit_mbps"
