@@ -7,7 +7,7 @@
 # decoding, TLS on loopback — combined over the cores: `sendense-lab machine-limit`) and the peak
 # RSS of hub and agent, the cost of encryption at rest (the full backup again into an encrypted
 # repository) and of an object store (the full backup again into an S3 repository on a local
-# SeaweedFS, and its restore). Prints one table with ratios against both peers.
+# SeaweedFS, and its restore) and of the https and nbd transports. Prints one table with ratios against both peers.
 #
 # Sendense reads the disk through the lab's vSphere API with CBT and the file transport (as a
 # hot-add appliance would), sends to a hub on loopback over TLS 1.3, and restores to a sparse
@@ -17,7 +17,8 @@
 #
 # Knobs for comparisons (default: the shipped configuration): CHUNK_DURABILITY=chunk|commit for
 # the hub, UPLOAD_MEMORY_MIB for the agent, BIN for another build's binaries, TOOLS for where the
-# peers are built, DISCOVERY=0 to skip the discovery benchmark.
+# peers are built, DISCOVERY=0 to skip the discovery benchmark, TRANSPORTS=0 to skip the https
+# and nbd transports.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-bin}
@@ -184,6 +185,27 @@ t=$(now); hub restore --backup "$s3_id" --disk disk-2000 --output "$W/restored-s
 cmp "$FLAT" "$W/restored-s3.raw" || { echo "Sendense restore from S3 differs from the disk!" >&2; exit 1; }
 rm -f "$W/restored-s3.raw"
 
+# The transports real installations use: the same full backup, into a fresh repository each,
+# with the agent reading through the datastore's HTTPS file access (`https`) and through nbdkit's
+# curl plugin (`nbd`) instead of the file transport above. TRANSPORTS=0 skips this step.
+declare -A s_tr
+if [ "${TRANSPORTS:-1}" = 1 ]; then
+  for tr in https nbd; do
+    echo "== full backup through the $tr transport" >&2
+    kill -TERM "$AGENT_PID"; wait "$AGENT_PID" 2>/dev/null || true
+    "$BIN/sendense-lab" agent-config --dir "$W/lab" --state-dir "$W/agent" --transport "$tr" >"$W/agent-$tr.yaml"
+    [ -z "${UPLOAD_MEMORY_MIB:-}" ] || echo "upload_memory_mib: $UPLOAD_MEMORY_MIB" >>"$W/agent-$tr.yaml"
+    "$BIN/sendense-agent" run --config "$W/agent-$tr.yaml" --metrics-listen 127.0.0.1:0 --log-format json 2>"$W/agent-$tr.log" &
+    AGENT_PID=$!
+    pids+=($AGENT_PID)
+    wait_for "$W/agent-$tr.log" '"msg":"inventory pushed"'
+    hub repo create "tr-$tr" --path "$W/tr-$tr" >/dev/null 2>&1
+    read -r s_tr[$tr] _ _ < <(backup_run '{"vm":"bench","type":"full","repository":"tr-'"$tr"'"}')
+    echo "sendense full through $tr: ${s_tr[$tr]}s" >&2
+    rm -rf "$W/tr-$tr"
+  done
+fi
+
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f×", a / b }'; }
 # speed: how Sendense's time $2 compares with a peer's $1, as "N× faster" or "N× slower".
 speed() { awk -v a="$1" -v b="$2" 'BEGIN { if (a >= b) printf "%.1f× faster", a / b; else printf "%.1f× slower", b / a }'; }
@@ -197,6 +219,11 @@ printf '| full backup, encrypted repository | %ss, %s MB/s (%s the plain full'"'
   "$(ratio "$s_enc" "$s_full")" "$(speed "$r_full" "$s_enc")" "$(speed "$k_full" "$s_enc")"
 printf '| full backup, S3 repository (SeaweedFS on loopback) | %ss, %s MB/s (%s the local full'"'"'s time) | | | %s | %s |\n' "$s_s3" "$(mbps $SIZE "$s_s3")" \
   "$(ratio "$s_s3" "$s_full")" "$(speed "$r_full" "$s_s3")" "$(speed "$k_full" "$s_s3")"
+for tr in https nbd; do
+  [ -n "${s_tr[$tr]:-}" ] || continue
+  printf '| full backup, %s transport | %ss, %s MB/s (%s the file transport'"'"'s time) | | | %s | %s |\n' "$tr" "${s_tr[$tr]}" "$(mbps $SIZE "${s_tr[$tr]}")" \
+    "$(ratio "${s_tr[$tr]}" "$s_full")" "$(speed "$r_full" "${s_tr[$tr]}")" "$(speed "$k_full" "${s_tr[$tr]}")"
+done
 printf '| backup after 1%% changed | %ss, %s MiB sent | %ss | %ss | %s | %s |\n' "$s_inc" $((sent_inc >> 20)) "$r_inc" "$k_inc" "$(speed "$r_inc" "$s_inc")" "$(speed "$k_inc" "$s_inc")"
 printf '| restore of the latest | %ss, %s MB/s (sparse, verified) | %ss, %s MB/s | %ss, %s MB/s | %s | %s |\n' "$s_rest" "$(mbps $SIZE "$s_rest")" \
   "$r_rest" "$(mbps $SIZE "$r_rest")" "$k_rest" "$(mbps $SIZE "$k_rest")" "$(speed "$r_rest" "$s_rest")" "$(speed "$k_rest" "$s_rest")"
