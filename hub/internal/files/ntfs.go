@@ -811,7 +811,8 @@ type ntfsDirent struct {
 // names and the metadata files left out, until fn returns true.
 func (fs *ntfs) readDir(f *ntfsFile, fn func(ntfsDirent) bool) error {
 	roots := f.find(ntfsAttrIndexRoot, "$I30")
-	if f.flags&ntfsRecordDir == 0 || len(roots) == 0 {
+	if f.flags&ntfsRecordDir == 0 || len(roots) == 0 || fs.isLink(f) {
+		// A junction is a directory too, but shown as the symlink it is, never followed.
 		return fmt.Errorf("MFT record %d: %w", f.num, ErrNotDir)
 	}
 	root := roots[0]
@@ -831,6 +832,24 @@ func (fs *ntfs) readDir(f *ntfsFile, fn func(ntfsDirent) bool) error {
 	}
 	_, err := d.node(root.value[16:], 0, "index root")
 	return err
+}
+
+// isLink tells whether f is a symlink or junction by its reparse point's tag.
+func (fs *ntfs) isLink(f *ntfsFile) bool {
+	rp := f.find(ntfsAttrReparse, "")
+	if len(rp) == 0 {
+		return false
+	}
+	b := make([]byte, 4)
+	s, err := fs.stream(f.num, rp)
+	if err != nil {
+		return false
+	}
+	if _, err := s.ReadAt(b, 0); err != nil {
+		return false
+	}
+	tag := binary.LittleEndian.Uint32(b)
+	return tag == ntfsTagSymlink || tag == ntfsTagMountPoint
 }
 
 type ntfsDirWalk struct {
