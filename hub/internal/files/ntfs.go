@@ -45,6 +45,10 @@ type ntfs struct {
 	indexSize   int64 // index record (INDX) size
 	mft         *ntfsStream
 	mftRecords  int64
+	// reads counts down the MFT records one request may read (Stat, ReadDir, Open): a hostile
+	// directory of a million entries, each naming a file of thousands of extension records,
+	// would otherwise keep the hub busy for hours.
+	reads int64
 }
 
 const (
@@ -88,7 +92,10 @@ const (
 	ntfsMaxIndexDepth = 32       // levels of a directory's B+ tree
 	ntfsMaxLinkSize   = 32 << 10 // bytes of a reparse point's data (16 KiB on Windows)
 	ntfsMaxIndexBytes = maxDirBytes
-	ntfsEpochDelta    = 11644473600 // seconds from 1601-01-01 to 1970-01-01
+	// ntfsMaxRecordReads bounds the MFT records read for one request: a listing of
+	// maxDirEntries files, each with a few extension records (about 10 s of parsing).
+	ntfsMaxRecordReads = 4 * maxDirEntries
+	ntfsEpochDelta     = 11644473600 // seconds from 1601-01-01 to 1970-01-01
 )
 
 // openNTFS reads the boot sector of the volume r of size bytes and the start of its MFT;
@@ -141,6 +148,7 @@ func openNTFS(r io.ReaderAt, size int64) (*ntfs, error) {
 	if mftLCN == 0 || mftLCN >= uint64(fs.clusters) {
 		return nil, fmt.Errorf("ntfs: MFT at cluster %d of %d: %w", mftLCN, fs.clusters, ErrCorrupt)
 	}
+	fs.reads = ntfsMaxRecordReads
 	if err := fs.loadMFT(int64(mftLCN)); err != nil {
 		return nil, err
 	}
@@ -281,6 +289,9 @@ func (fs *ntfs) record(num int64) (*ntfsRecord, error) {
 	if num < 0 || num >= fs.mftRecords {
 		return nil, fmt.Errorf("ntfs: MFT record %d of %d: %w", num, fs.mftRecords, ErrCorrupt)
 	}
+	if fs.reads--; fs.reads < 0 {
+		return nil, fmt.Errorf("ntfs: more than %d MFT records read for one request: %w", ntfsMaxRecordReads, ErrTooLarge)
+	}
 	raw := make([]byte, fs.recordSize)
 	if _, err := fs.mft.ReadAt(raw, num*fs.recordSize); err != nil {
 		return nil, fmt.Errorf("ntfs: MFT record %d: %w", num, err)
@@ -366,7 +377,7 @@ func parseAttr(b []byte, fs *ntfs) (ntfsAttr, error) {
 	if a.startVCN == 0 && (a.dataSize > a.allocSize || a.initSize > a.dataSize || a.allocSize > 1<<60) {
 		return a, fmt.Errorf("sizes %d allocated, %d data, %d initialized: %w", a.allocSize, a.dataSize, a.initSize, ErrCorrupt)
 	}
-	runs, err := decodeRuns(b[runsOff:], a.startVCN, fs.clusters)
+	runs, err := decodeRuns(b[runsOff:], a.startVCN, fs.clusters, fs.clusterSize)
 	if err != nil {
 		return a, err
 	}
@@ -377,7 +388,8 @@ func parseAttr(b []byte, fs *ntfs) (ntfsAttr, error) {
 // decodeRuns decodes a run list starting at vcn: each run a header byte (the sizes of its
 // length and offset fields), a length, and an offset signed relative to the previous run's
 // cluster; no offset field is a sparse run.
-func decodeRuns(b []byte, vcn, clusters int64) ([]ntfsRun, error) {
+func decodeRuns(b []byte, vcn, clusters, clusterSize int64) ([]ntfsRun, error) {
+	maxVCN := int64(1<<62) / clusterSize // so that a VCN's byte offset cannot overflow
 	var out []ntfsRun
 	var lcn int64
 	for p := 0; p < len(b); {
@@ -393,7 +405,7 @@ func decodeRuns(b []byte, vcn, clusters int64) ([]ntfsRun, error) {
 		for i := ls - 1; i >= 0; i-- {
 			length = length<<8 | int64(b[p+1+i])
 		}
-		if length <= 0 || length > 1<<48 || vcn > 1<<62-length {
+		if length <= 0 || length > 1<<48 || vcn > maxVCN-length {
 			return nil, fmt.Errorf("data run of %d clusters: %w", length, ErrCorrupt)
 		}
 		r := ntfsRun{vcn: vcn, lcn: -1, length: length}
@@ -619,6 +631,9 @@ func (s *ntfsStream) ReadAt(p []byte, off int64) (int, error) {
 		}
 		r := s.runs[i]
 		want = min(want, (r.vcn+r.length)*cs-pos)
+		if want <= 0 { // cannot happen with the bounds of decodeRuns; a loop must not stall
+			return n, fmt.Errorf("ntfs: MFT record %d: run at VCN %d: %w", s.num, r.vcn, ErrCorrupt)
+		}
 		if r.lcn < 0 {
 			clear(p[n : n+int(want)])
 		} else if err := s.fs.read(p[n:n+int(want)], r.lcn*cs+(pos-r.vcn*cs)); err != nil {
@@ -1053,6 +1068,7 @@ func (fs *ntfs) entry(name string, f *ntfsFile) (Entry, error) {
 
 // Stat describes the file at names.
 func (fs *ntfs) Stat(names []string) (Entry, error) {
+	fs.reads = ntfsMaxRecordReads
 	f, err := fs.walk(names)
 	if err != nil {
 		return Entry{}, err
@@ -1066,6 +1082,7 @@ func (fs *ntfs) Stat(names []string) (Entry, error) {
 
 // ReadDir lists the directory at names.
 func (fs *ntfs) ReadDir(names []string) ([]Entry, error) {
+	fs.reads = ntfsMaxRecordReads
 	f, err := fs.walk(names)
 	if err != nil {
 		return nil, err
@@ -1095,6 +1112,7 @@ func (fs *ntfs) ReadDir(names []string) ([]Entry, error) {
 
 // Open returns the bytes of the regular file at names.
 func (fs *ntfs) Open(names []string) (Entry, io.ReaderAt, error) {
+	fs.reads = ntfsMaxRecordReads
 	f, err := fs.walk(names)
 	if err != nil {
 		return Entry{}, nil, err
