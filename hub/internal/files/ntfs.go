@@ -64,12 +64,9 @@ const (
 
 	ntfsFlagCompressed = 0x0001 // attribute flags
 	ntfsFlagEncrypted  = 0x4000
-	ntfsFlagSparse     = 0x8000
 
 	ntfsFileReadOnly  = 0x0001 // file attributes ($STANDARD_INFORMATION)
 	ntfsFileSystem    = 0x0004
-	ntfsFileReparse   = 0x0400
-	ntfsFileCompress  = 0x0800
 	ntfsFileEncrypted = 0x4000
 
 	ntfsRecordInUse = 0x0001
@@ -85,10 +82,9 @@ const (
 	ntfsSector        = 512      // the update sequence protects every 512 bytes
 	ntfsMaxCluster    = 2 << 20  // Windows formats clusters up to 2 MiB
 	ntfsMaxRecord     = 64 << 10 // MFT and index records
-	ntfsMaxRuns       = 1 << 20  // runs of one attribute held in memory (32 MiB)
+	ntfsMaxRuns       = 1 << 20  // runs of one attribute held in memory (24 MiB)
 	ntfsMaxExtents    = 4096     // extension records of one file ($ATTRIBUTE_LIST)
 	ntfsMaxAttrList   = 1 << 20  // bytes of one $ATTRIBUTE_LIST
-	ntfsMaxResident   = ntfsMaxRecord
 	ntfsMaxIndexDepth = 32       // levels of a directory's B+ tree
 	ntfsMaxLinkSize   = 32 << 10 // bytes of a reparse point's data (16 KiB on Windows)
 	ntfsMaxIndexBytes = maxDirBytes
@@ -263,7 +259,6 @@ type ntfsAttr struct {
 	// non-resident
 	startVCN, lastVCN int64
 	runs              []ntfsRun
-	compUnit          uint16
 	allocSize         int64
 	dataSize          int64
 	initSize          int64
@@ -367,7 +362,6 @@ func parseAttr(b []byte, fs *ntfs) (ntfsAttr, error) {
 	}
 	a.startVCN, a.lastVCN = int64(le.Uint64(b[16:])), int64(le.Uint64(b[24:]))
 	runsOff := int(le.Uint16(b[32:]))
-	a.compUnit = le.Uint16(b[34:])
 	a.allocSize, a.dataSize, a.initSize = int64(le.Uint64(b[40:])), int64(le.Uint64(b[48:])), int64(le.Uint64(b[56:]))
 	// A sparse file's VCNs may run past the volume's clusters: bounded by 2^48 only.
 	if a.startVCN < 0 || a.startVCN > 1<<48 || a.lastVCN < a.startVCN-1 || a.lastVCN > 1<<48 ||
