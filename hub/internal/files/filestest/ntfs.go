@@ -322,3 +322,35 @@ func NTFSNodes(t testing.TB, src string) map[string]Node {
 	}
 	return nodes
 }
+
+// MkntfsCopy makes an NTFS filesystem of size bytes with mkntfs and copies files into its root
+// with ntfscp -t (bytes and modification time), without mounting anything: files maps a name
+// in the root to the path of its source. It skips, or fails under SENDENSE_TEST_STRICT, without
+// mkntfs and ntfscp (Debian: ntfs-3g).
+func MkntfsCopy(t testing.TB, size int64, files map[string]string) []byte {
+	t.Helper()
+	mkntfs, ntfscp := lookSbin("mkntfs"), lookSbin("ntfscp")
+	if mkntfs == "" || ntfscp == "" {
+		testenv.Skip(t, "mkntfs or ntfscp not found (Debian: apt install ntfs-3g)")
+	}
+	img := filepath.Join(t.TempDir(), "fs.img")
+	if err := os.WriteFile(img, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(img, size); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command(mkntfs, "-F", "-f", "-q", img).CombinedOutput(); err != nil {
+		t.Fatalf("mkntfs: %v\n%s", err, out)
+	}
+	for name, src := range files {
+		if out, err := exec.Command(ntfscp, "-q", "-t", img, src, name).CombinedOutput(); err != nil {
+			t.Fatalf("ntfscp %s: %v\n%s", name, err, out)
+		}
+	}
+	b, err := os.ReadFile(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
