@@ -7,6 +7,7 @@ import (
 	"io"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf16"
 )
@@ -17,7 +18,9 @@ import (
 // runs, and bytes past the initialized size, read as zeros), $ATTRIBUTE_LIST (attributes
 // spilled to extension records), directories through their B+ tree index ($INDEX_ROOT,
 // $INDEX_ALLOCATION with its INDX fixups, $BITMAP), and symbolic links and junctions from their
-// reparse points (and the Interix symlinks ntfs-3g writes).
+// reparse points (and the Interix symlinks ntfs-3g writes). Boot sector bounds: sectors of 256
+// bytes to 4 KiB, clusters up to 2 MiB, MFT records of 1 KiB to 64 KiB, index records of 512
+// bytes to 64 KiB.
 //
 // What a listing shows, and why:
 //   - Each file once, under its Win32 or POSIX name: DOS 8.3 names (namespace 2) are the
@@ -33,9 +36,10 @@ import (
 //   - Names are matched exactly, case-sensitively (NTFS compares them case-insensitively
 //     through its upcase table; the exact name always matches).
 //
-// Compressed (LZNT1) and encrypted (EFS) files are listed, but reading them is an
-// ErrUnsupported naming the feature, as is a file behind another reparse point (deduplicated,
-// Windows-compressed, cloud placeholders): its unnamed $DATA does not hold its bytes.
+// Compressed files (LZNT1, a compression unit at a time) are read. Encrypted (EFS) files are
+// listed, but reading them is an ErrUnsupported naming the feature, as is a file behind another
+// reparse point (deduplicated, compressed by Windows' "compact", a cloud placeholder): its
+// unnamed $DATA does not hold its bytes.
 type ntfs struct {
 	r           io.ReaderAt
 	size        int64 // bytes of the volume the boot sector describes
@@ -88,6 +92,7 @@ const (
 	ntfsMaxIndexDepth = 32       // levels of a directory's B+ tree
 	ntfsMaxLinkSize   = 32 << 10 // bytes of a reparse point's data (16 KiB on Windows)
 	ntfsMaxIndexBytes = maxDirBytes
+	ntfsMaxUnit       = 1 << 20 // bytes of a compression unit (64 KiB in practice)
 	// ntfsMaxRecordReads bounds the MFT records read for one request: a listing of
 	// maxDirEntries files, each with a few extension records (about 10 s of parsing).
 	ntfsMaxRecordReads = 4 * maxDirEntries
@@ -259,6 +264,7 @@ type ntfsAttr struct {
 	// non-resident
 	startVCN, lastVCN int64
 	runs              []ntfsRun
+	compUnit          uint16 // log2 of the clusters of a compression unit
 	allocSize         int64
 	dataSize          int64
 	initSize          int64
@@ -362,6 +368,7 @@ func parseAttr(b []byte, fs *ntfs) (ntfsAttr, error) {
 	}
 	a.startVCN, a.lastVCN = int64(le.Uint64(b[16:])), int64(le.Uint64(b[24:]))
 	runsOff := int(le.Uint16(b[32:]))
+	a.compUnit = le.Uint16(b[34:])
 	a.allocSize, a.dataSize, a.initSize = int64(le.Uint64(b[40:])), int64(le.Uint64(b[48:])), int64(le.Uint64(b[56:]))
 	// A sparse file's VCNs may run past the volume's clusters: bounded by 2^48 only.
 	if a.startVCN < 0 || a.startVCN > 1<<48 || a.lastVCN < a.startVCN-1 || a.lastVCN > 1<<48 ||
@@ -542,6 +549,13 @@ type ntfsStream struct {
 	size, init int64
 	resident   []byte
 	isResident bool
+
+	// A compressed stream is read a compression unit (unit bytes) at a time; the last unit
+	// decompressed is kept.
+	unit      int64
+	mu        sync.Mutex
+	cached    []byte
+	cachedIdx int64
 }
 
 // stream joins the extents of one non-resident attribute (sorted by their first VCN) or
@@ -562,7 +576,14 @@ func (fs *ntfs) stream(num int64, extents []ntfsAttr) (*ntfsStream, error) {
 	if first.startVCN != 0 {
 		return nil, fmt.Errorf("first extent at VCN %d: %w", first.startVCN, ErrCorrupt)
 	}
-	s := &ntfsStream{fs: fs, num: num, size: first.dataSize, init: first.initSize}
+	s := &ntfsStream{fs: fs, num: num, size: first.dataSize, init: first.initSize, cachedIdx: -1}
+	if first.flags&ntfsFlagCompressed != 0 {
+		// Compression units are 2^compUnit clusters: 16 (64 KiB of 4 KiB clusters) in practice.
+		if first.compUnit == 0 || first.compUnit > 8 || fs.clusterSize<<first.compUnit > ntfsMaxUnit {
+			return nil, fmt.Errorf("compression units of 2^%d clusters of %d bytes: %w", first.compUnit, fs.clusterSize, ErrUnsupported)
+		}
+		s.unit = fs.clusterSize << first.compUnit
+	}
 	next := int64(0)
 	for _, e := range extents {
 		if !e.nonResident || e.startVCN != next {
@@ -618,6 +639,14 @@ func (s *ntfsStream) ReadAt(p []byte, off int64) (int, error) {
 			continue
 		}
 		want = min(want, s.init-pos)
+		if s.unit > 0 {
+			k, err := s.readCompressed(p[n:n+int(want)], pos)
+			n += k
+			if err != nil {
+				return n, err
+			}
+			continue
+		}
 		vcn := pos / cs
 		i := sort.Search(len(s.runs), func(i int) bool { return s.runs[i].vcn+s.runs[i].length > vcn })
 		if i == len(s.runs) || s.runs[i].vcn > vcn {
@@ -636,6 +665,142 @@ func (s *ntfsStream) ReadAt(p []byte, off int64) (int, error) {
 		n += int(want)
 	}
 	return n, nil
+}
+
+// readCompressed reads into p, at pos, from the compression unit holding pos, and returns how
+// many bytes it read (up to the unit's end).
+func (s *ntfsStream) readCompressed(p []byte, pos int64) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	idx := pos / s.unit
+	if s.cachedIdx != idx {
+		if s.cached == nil {
+			s.cached = make([]byte, s.unit)
+		}
+		s.cachedIdx = -1
+		if err := s.decodeUnit(s.cached, idx); err != nil {
+			return 0, fmt.Errorf("ntfs: MFT record %d: compression unit at %d: %w", s.num, idx*s.unit, err)
+		}
+		s.cachedIdx = idx
+	}
+	return copy(p, s.cached[pos-idx*s.unit:]), nil
+}
+
+// decodeUnit fills dst with compression unit idx: all sparse, zeros; all allocated, stored as
+// it is; allocated then sparse, its allocated clusters hold LZNT1 data.
+func (s *ntfsStream) decodeUnit(dst []byte, idx int64) error {
+	cs := s.fs.clusterSize
+	clusters := s.unit / cs
+	type seg struct{ lcn, n int64 }
+	var segs []seg
+	allocated, sparseSeen := int64(0), false
+	for vcn := idx * clusters; vcn < (idx+1)*clusters; {
+		i := sort.Search(len(s.runs), func(i int) bool { return s.runs[i].vcn+s.runs[i].length > vcn })
+		if i == len(s.runs) || s.runs[i].vcn > vcn {
+			return fmt.Errorf("cluster %d is not mapped: %w", vcn, ErrCorrupt)
+		}
+		r := s.runs[i]
+		n := min(r.vcn+r.length-vcn, (idx+1)*clusters-vcn)
+		if r.lcn < 0 {
+			sparseSeen = true
+		} else {
+			if sparseSeen {
+				return fmt.Errorf("clusters after a sparse run: %w", ErrCorrupt)
+			}
+			segs = append(segs, seg{r.lcn + vcn - r.vcn, n})
+			allocated += n
+		}
+		vcn += n
+	}
+	if allocated == 0 {
+		clear(dst)
+		return nil
+	}
+	src := dst
+	if allocated < clusters {
+		src = make([]byte, allocated*cs)
+	}
+	at := int64(0)
+	for _, g := range segs {
+		if err := s.fs.read(src[at:at+g.n*cs], g.lcn*cs); err != nil {
+			return err
+		}
+		at += g.n * cs
+	}
+	if allocated == clusters {
+		return nil // stored uncompressed
+	}
+	n, err := lznt1(dst, src)
+	if err != nil {
+		return err
+	}
+	clear(dst[n:])
+	return nil
+}
+
+// lznt1 decompresses src, a sequence of LZNT1 chunks (each a 16-bit header: its size less
+// one in the low 12 bits, bit 15 set when compressed; a zero header ends them), into dst and
+// returns the bytes written. Each chunk stands for 4 KiB at most: a compressed chunk is groups
+// of a flag byte and eight items, a literal byte (flag bit 0) or a 16-bit back-reference whose
+// split between offset and length depends on how far into its 4 KiB the chunk has got.
+func lznt1(dst, src []byte) (int, error) {
+	le := binary.LittleEndian
+	out := 0
+	for p := 0; p+2 <= len(src); {
+		h := le.Uint16(src[p:])
+		if h == 0 {
+			break
+		}
+		size := int(h&0xfff) + 1
+		if p+2+size > len(src) {
+			return out, fmt.Errorf("LZNT1 chunk of %d bytes at %d: %w", size, p, ErrCorrupt)
+		}
+		chunk := src[p+2 : p+2+size]
+		p += 2 + size
+		if h&0x8000 == 0 { // stored
+			if out+len(chunk) > len(dst) {
+				return out, fmt.Errorf("LZNT1 data past the unit's end: %w", ErrCorrupt)
+			}
+			out += copy(dst[out:], chunk)
+			continue
+		}
+		start, limit := out, min(len(dst), out+4096)
+		for q := 0; q < len(chunk); {
+			flags := chunk[q]
+			q++
+			for bit := 0; bit < 8 && q < len(chunk); bit++ {
+				if flags&(1<<bit) == 0 {
+					if out >= limit {
+						return out, fmt.Errorf("LZNT1 chunk over 4 KiB: %w", ErrCorrupt)
+					}
+					dst[out] = chunk[q]
+					out++
+					q++
+					continue
+				}
+				if q+2 > len(chunk) {
+					return out, fmt.Errorf("LZNT1 back-reference cut: %w", ErrCorrupt)
+				}
+				tok := int(le.Uint16(chunk[q:]))
+				q += 2
+				pos := out - start
+				lenMask, offShift := 0xfff, 12
+				for i := pos - 1; i >= 0x10; i >>= 1 {
+					lenMask >>= 1
+					offShift--
+				}
+				off, n := tok>>offShift+1, tok&lenMask+3
+				if pos == 0 || off > pos || out+n > limit {
+					return out, fmt.Errorf("LZNT1 back-reference of %d bytes at -%d from %d: %w", n, off, pos, ErrCorrupt)
+				}
+				for range n { // byte by byte: the copy may overlap what it writes
+					dst[out] = dst[out-off]
+					out++
+				}
+			}
+		}
+	}
+	return out, nil
 }
 
 // attrs returns the parts of the attributes of f of type typ named name.
@@ -1125,9 +1290,6 @@ func (fs *ntfs) Open(names []string) (Entry, io.ReaderAt, error) {
 	switch {
 	case in.dataFlags&ntfsFlagEncrypted != 0 || in.fileAttrs&ntfsFileEncrypted != 0:
 		return Entry{}, nil, fmt.Errorf("%s: ntfs: encrypted (EFS) files are not read: %w", joinPath(names), ErrUnsupported)
-	case in.dataFlags&ntfsFlagCompressed != 0:
-		// (A sparse file has a compression unit too: only the flag says compressed.)
-		return Entry{}, nil, fmt.Errorf("%s: ntfs: compressed (LZNT1) files are not read: %w", joinPath(names), ErrUnsupported)
 	case in.reparse != 0:
 		return Entry{}, nil, fmt.Errorf("%s: ntfs: a file behind reparse point %#x (deduplicated, compressed by Windows or a cloud placeholder) is not read: %w", joinPath(names), in.reparse, ErrUnsupported)
 	}
