@@ -222,3 +222,44 @@ func TestXFSDamageIsReported(t *testing.T) {
 		t.Fatalf("damaged superblock: %v", err)
 	}
 }
+
+// lznt1Sample is one compressed LZNT1 chunk: three literals, then a back-reference of 9 bytes
+// 3 back ("abc" + "abcabcabc"), then the end.
+var lznt1Sample = []byte{0x05, 0x80, 0x08, 'a', 'b', 'c', 0x06, 0x20, 0, 0}
+
+func TestLZNT1(t *testing.T) {
+	dst := make([]byte, 64)
+	n, err := lznt1(dst, lznt1Sample)
+	if err != nil || string(dst[:n]) != "abcabcabcabc" {
+		t.Fatalf("%q %v", dst[:n], err)
+	}
+	// A stored chunk (bit 15 clear), then a back-reference further back than the chunk holds.
+	stored := append([]byte{0x03, 0x00}, "wxyz"...)
+	if n, err := lznt1(dst, stored); err != nil || string(dst[:n]) != "wxyz" {
+		t.Fatalf("stored: %q %v", dst[:n], err)
+	}
+	bad := bytes.Clone(lznt1Sample)
+	bad[7] = 0x30 // 4 back from 3 bytes in
+	if _, err := lznt1(dst, bad); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("a reference before the chunk: %v", err)
+	}
+}
+
+// FuzzLZNT1 decompresses arbitrary bytes into a compression unit: never a panic, never a
+// write past the unit.
+func FuzzLZNT1(f *testing.F) {
+	f.Add(lznt1Sample)
+	f.Add(append([]byte{0x03, 0x00}, "wxyz"...))
+	f.Fuzz(func(t *testing.T, src []byte) {
+		dst := make([]byte, 8192)
+		n, _ := lznt1(dst[:4096], src)
+		if n < 0 || n > 4096 {
+			t.Fatalf("%d bytes written into 4096", n)
+		}
+		for _, b := range dst[4096:] {
+			if b != 0 {
+				t.Fatal("written past the unit")
+			}
+		}
+	})
+}
