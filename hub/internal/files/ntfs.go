@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -498,7 +499,7 @@ func (fs *ntfs) file(num int64) (*ntfsFile, error) {
 		ref := int64(le.Uint64(list[p+16:]) & (1<<48 - 1))
 		k := key{ref, le.Uint16(list[p+24:])}
 		if !want[k] && ref != num {
-			if !contains(order, ref) {
+			if !slices.Contains(order, ref) {
 				if len(order) >= ntfsMaxExtents {
 					return nil, fmt.Errorf("ntfs: MFT record %d: more than %d extension records: %w", num, ntfsMaxExtents, ErrTooLarge)
 				}
@@ -528,15 +529,6 @@ func (fs *ntfs) file(num int64) (*ntfsFile, error) {
 		}
 	}
 	return f, nil
-}
-
-func contains(s []int64, v int64) bool {
-	for _, x := range s {
-		if x == v {
-			return true
-		}
-	}
-	return false
 }
 
 // ntfsStream reads a non-resident attribute's bytes: its runs, which may come from several
@@ -803,7 +795,7 @@ func lznt1(dst, src []byte) (int, error) {
 	return out, nil
 }
 
-// attrs returns the parts of the attributes of f of type typ named name.
+// find returns the parts of the attributes of f of type typ named name.
 func (f *ntfsFile) find(typ uint32, name string) []ntfsAttr {
 	var out []ntfsAttr
 	for _, a := range f.attrs {
@@ -1161,7 +1153,7 @@ func (d *ntfsDirWalk) child(vcn int64, depth int) (bool, error) {
 	return d.node(b[24:], depth, what)
 }
 
-// lookup returns the file at names, resolved from the root without following symlinks.
+// walk returns the file at names, resolved from the root without following symlinks.
 func (fs *ntfs) walk(names []string) (*ntfsFile, error) {
 	f, err := fs.file(ntfsRootRecord)
 	if err != nil {
