@@ -17,6 +17,8 @@ command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v mkfs.ext4 >/dev/null 2>&1 || [ -x /usr/sbin/mkfs.ext4 ] || need+=(e2fsprogs)
 # mkfs.xfs -p (a protofile) and xfs_db build the XFS filesystems of the same tests.
 command -v mkfs.xfs >/dev/null 2>&1 || [ -x /usr/sbin/mkfs.xfs ] || need+=(xfsprogs)
+# mkntfs and ntfs-3g (FUSE, as root: mkntfs and ntfscp cannot make directories) build the NTFS ones.
+command -v mkntfs >/dev/null 2>&1 || [ -x /usr/sbin/mkntfs ] || [ -x /sbin/mkntfs ] || need+=(ntfs-3g)
 
 if [ ${#need[@]} -gt 0 ]; then
   echo "deps.sh: installing ${need[*]} with apt" >&2

@@ -35,6 +35,7 @@ targets=(
   "hub ./internal/pki FuzzSignAgentCSR"
   "hub ./internal/schedule FuzzParse"
   "hub ./internal/files FuzzOpenDisk"
+  "hub ./internal/files FuzzLZNT1"
   "hub ./internal/portmap FuzzDecodeCall"
   "agent ./internal/nbd FuzzServerBytes"
   "agent ./internal/vmdk FuzzReader"

@@ -114,7 +114,12 @@ func downloads(t *testing.T, reg *prometheus.Registry, kind, outcome string) flo
 // how many files it downloaded.
 func checkFilesOverHTTP(t *testing.T, h *testHub, viewer, id, vol, src string) int {
 	t.Helper()
-	want := filestest.Nodes(t, src)
+	return checkNodesOverHTTP(t, h, viewer, id, vol, src, filestest.Nodes(t, src))
+}
+
+// checkNodesOverHTTP is checkFilesOverHTTP against the nodes want.
+func checkNodesOverHTTP(t *testing.T, h *testHub, viewer, id, vol, src string, want map[string]filestest.Node) int {
+	t.Helper()
 	seen, downloaded := 0, 0
 	var walk func(rel string)
 	walk = func(rel string) {
@@ -175,6 +180,41 @@ func TestXFSFileRestoreOverHTTP(t *testing.T) {
 		resp, got, err := h.filesGet(viewer, id, api.PathBackupFileContent, "/p1/big.bin", "bytes=4194000-4195000")
 		if err != nil || resp.StatusCode != http.StatusPartialContent || !bytes.Equal(got, big[4194000:4195001]) {
 			t.Fatalf("range across a chunk boundary: %v %v", resp.Status, err)
+		}
+	})
+}
+
+// The same tree in NTFS (filled by ntfs-3g), behind a GPT: listed and downloaded over the API
+// as it went in, with the modes NTFS attributes give and mtimes to 100 ns.
+func TestNTFSFileRestoreOverHTTP(t *testing.T) {
+	src, _ := fileDisk(t)
+	// 60 MiB: the harness takes at most 1024 slots of 64 KiB in one batch.
+	disk := filestest.GPTDisk(filestest.MkfsNTFS(t, src, 60<<20, nil))
+	want := filestest.NTFSNodes(t, src)
+	forEachHub(t, func(t *testing.T, h *testHub) {
+		a := h.newAgent("a1")
+		operator, viewer := h.apiToken(api.RoleOperator), h.apiToken(api.RoleViewer)
+		id := h.backupImage(a, operator, disk)
+		top, code, e := h.listFiles(viewer, id, "/")
+		if code != http.StatusOK || len(top.Entries) != 1 || top.Entries[0].Name != "p1" || top.Entries[0].Type != api.FileTypeDir {
+			t.Fatalf("top level: %d %+v %+v", code, top, e)
+		}
+		if n := checkNodesOverHTTP(t, h, viewer, id, "/p1", src, want); n < 10 {
+			t.Fatalf("%d files downloaded", n)
+		}
+		big, _ := os.ReadFile(filepath.Join(src, "big.bin"))
+		resp, got, err := h.filesGet(viewer, id, api.PathBackupFileContent, "/p1/big.bin", "bytes=4194000-4195000")
+		if err != nil || resp.StatusCode != http.StatusPartialContent || !bytes.Equal(got, big[4194000:4195001]) {
+			t.Fatalf("range across a chunk boundary: %v %v", resp.Status, err)
+		}
+		sparse, _ := os.ReadFile(filepath.Join(src, "sparse.img"))
+		resp, got, err = h.filesGet(viewer, id, api.PathBackupFileContent, "/p1/sparse.img", "bytes=4000-8199")
+		if err != nil || resp.StatusCode != http.StatusPartialContent || !bytes.Equal(got, sparse[4000:8200]) {
+			t.Fatalf("range across the sparse file's hole: %v %v", resp.Status, err)
+		}
+		// The metadata files are not the guest's: not found.
+		if resp, _, _ := h.filesGet(viewer, id, api.PathBackupFileContent, "/p1/$MFT", ""); resp.StatusCode != http.StatusNotFound {
+			t.Fatalf("$MFT: %d", resp.StatusCode)
 		}
 	})
 }

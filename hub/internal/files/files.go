@@ -1,6 +1,6 @@
 // Package files reads files out of the disk images of restore points without restoring them:
 // it finds the volumes of a disk (MBR and GPT partition tables, or a filesystem on the whole
-// disk), reads ext2/3/4 and XFS filesystems through the image's verified random-access reader, and
+// disk), reads ext2/3/4, XFS and NTFS filesystems through the image's verified random-access reader, and
 // lists directories, serves files and streams directories as tar archives.
 //
 // Every structure comes from an image that may be damaged or hostile: every number read from
@@ -145,7 +145,14 @@ func openFS(r io.ReaderAt, size int64) (filesystem, error) {
 	if !errors.Is(xerr, ErrUnsupported) {
 		return nil, xerr
 	}
-	return nil, fmt.Errorf("%v; %w", err, xerr)
+	n, nerr := openNTFS(r, size)
+	if nerr == nil {
+		return n, nil
+	}
+	if !errors.Is(nerr, ErrUnsupported) {
+		return nil, nerr
+	}
+	return nil, fmt.Errorf("%v; %v; %w", err, xerr, nerr)
 }
 
 // fs returns the filesystem of the volume named name.

@@ -23,7 +23,13 @@ import (
 // size, mode, mtime and target, and every file's bytes.
 func checkTree(t *testing.T, d *files.Disk, vol, src string) {
 	t.Helper()
-	want := filestest.Nodes(t, src)
+	checkNodes(t, d, vol, src, filestest.Nodes(t, src))
+}
+
+// checkNodes compares everything below vol of d with want, and every file's bytes with those of
+// the tree src.
+func checkNodes(t *testing.T, d *files.Disk, vol, src string, want map[string]filestest.Node) {
+	t.Helper()
 	seen := 0
 	var walk func(rel string)
 	walk = func(rel string) {
@@ -85,6 +91,9 @@ var fixture struct {
 
 	xfsOnce sync.Once
 	xfs     []byte
+
+	ntfsOnce sync.Once
+	ntfs     []byte
 }
 
 func TestMain(m *testing.M) {

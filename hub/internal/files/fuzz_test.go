@@ -16,7 +16,10 @@ import (
 // testdata/fuzz/FuzzOpenDisk holds small real filesystems made by mkfs (ext4 with extents,
 // ext2 with block maps) behind a GPT, and behind an MBR with an extended partition, and XFS
 // version 5 and version 4 on whole disks (1 KiB blocks, external log, cut after their last
-// used block with the superblock's size to match).
+// used block with the superblock's size to match), and NTFS on a whole disk and behind an MBR
+// (mkntfs with 512-byte clusters, filled by ntfs-3g, cut after the root's index blocks with the
+// boot sector's size to match; the clusters it does not read — $LogFile, $MFTMirr, $UpCase… —
+// and the MFT records not in use are zeros).
 func FuzzOpenDisk(f *testing.F) {
 	f.Add([]byte{})
 	mbr := make([]byte, 2048)
@@ -90,6 +93,8 @@ func TestFuzzSeedsRead(t *testing.T) {
 		{"gpt-ext4", []string{"p1"}},
 		{"disk-xfs5", []string{"disk"}},
 		{"disk-xfs4", []string{"disk"}},
+		{"disk-ntfs", []string{"disk"}},
+		{"mbr-ntfs", []string{"p1"}},
 	} {
 		s := string(seed(t, tc.seed))
 		d, err := OpenDisk(strings.NewReader(s), int64(len(s)), 4096, 4)
@@ -109,7 +114,7 @@ func TestFuzzSeedsRead(t *testing.T) {
 			if err != nil || l.Target != strings.Repeat("x", 70) {
 				t.Fatalf("%s %s: long symlink %+v %v", tc.seed, v, l, err)
 			}
-			if v != "disk" {
+			if !strings.HasPrefix(tc.seed, "disk-xfs") {
 				continue
 			}
 			// XFS: a symlink in a block of its own, directories in one 4 KiB directory block made of
@@ -216,4 +221,45 @@ func TestXFSDamageIsReported(t *testing.T) {
 	if _, err := d.Stat("/disk/d"); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "superblock CRC") {
 		t.Fatalf("damaged superblock: %v", err)
 	}
+}
+
+// lznt1Sample is one compressed LZNT1 chunk: three literals, then a back-reference of 9 bytes
+// 3 back ("abc" + "abcabcabc"), then the end.
+var lznt1Sample = []byte{0x05, 0x80, 0x08, 'a', 'b', 'c', 0x06, 0x20, 0, 0}
+
+func TestLZNT1(t *testing.T) {
+	dst := make([]byte, 64)
+	n, err := lznt1(dst, lznt1Sample)
+	if err != nil || string(dst[:n]) != "abcabcabcabc" {
+		t.Fatalf("%q %v", dst[:n], err)
+	}
+	// A stored chunk (bit 15 clear), then a back-reference further back than the chunk holds.
+	stored := append([]byte{0x03, 0x00}, "wxyz"...)
+	if n, err := lznt1(dst, stored); err != nil || string(dst[:n]) != "wxyz" {
+		t.Fatalf("stored: %q %v", dst[:n], err)
+	}
+	bad := bytes.Clone(lznt1Sample)
+	bad[7] = 0x30 // 4 back from 3 bytes in
+	if _, err := lznt1(dst, bad); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("a reference before the chunk: %v", err)
+	}
+}
+
+// FuzzLZNT1 decompresses arbitrary bytes into a compression unit: never a panic, never a
+// write past the unit.
+func FuzzLZNT1(f *testing.F) {
+	f.Add(lznt1Sample)
+	f.Add(append([]byte{0x03, 0x00}, "wxyz"...))
+	f.Fuzz(func(t *testing.T, src []byte) {
+		dst := make([]byte, 8192)
+		n, _ := lznt1(dst[:4096], src)
+		if n < 0 || n > 4096 {
+			t.Fatalf("%d bytes written into 4096", n)
+		}
+		for _, b := range dst[4096:] {
+			if b != 0 {
+				t.Fatal("written past the unit")
+			}
+		}
+	})
 }

@@ -38,7 +38,8 @@ func findVolumes(r io.ReaderAt, size int64) ([]volume, error) {
 	if _, err := r.ReadAt(mbr, 0); err != nil && !errors.Is(err, io.EOF) {
 		return nil, fmt.Errorf("read partition table: %w", err)
 	}
-	if mbr[510] != 0x55 || mbr[511] != 0xaa {
+	if mbr[510] != 0x55 || mbr[511] != 0xaa || string(mbr[3:11]) == "NTFS    " {
+		// No MBR, or an NTFS boot sector (whose boot code may pass for partition entries).
 		return []volume{{Name: "disk", Off: 0, Size: size}}, nil
 	}
 	type mbrEntry struct {
