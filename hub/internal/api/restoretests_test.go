@@ -224,7 +224,17 @@ func TestRestoreTestRejectsBadRequests(t *testing.T) {
 			{"unknown VM", api.StartRestoreTestRequest{VM: "nope"}, 400, "vm", `no VM named "nope"`},
 			{"no VM", api.StartRestoreTestRequest{}, 400, "vm", "required"},
 			{"unknown backup", api.StartRestoreTestRequest{VM: "pgtest1", BackupID: "bk-none"}, 400, "backup_id", `no backup "bk-none"`},
-			{"a check not built yet", api.StartRestoreTestRequest{VM: "pgtest1", Checks: []string{"read", "boot"}}, 400, "checks[1]", "not available yet"},
+			{"boot without a host", api.StartRestoreTestRequest{VM: "pgtest1", Checks: []string{"read", "boot"}, RestoreTestBoot: api.RestoreTestBoot{Network: "iso"}}, 400, "host", "needs the ESXi host"},
+			{"boot without a network", api.StartRestoreTestRequest{VM: "pgtest1", Checks: []string{"boot"}, RestoreTestBoot: api.RestoreTestBoot{Host: "esx1"}}, 400, "network", "isolated port group"},
+			{"a port over 65535", api.StartRestoreTestRequest{VM: "pgtest1", Checks: []string{"boot"}, RestoreTestBoot: api.RestoreTestBoot{Host: "esx1", Network: "iso", TCPPort: 65536}}, 400, "tcp_port", "not a TCP port (1-65535)"},
+			{"a negative port", api.StartRestoreTestRequest{VM: "pgtest1", Checks: []string{"boot"}, RestoreTestBoot: api.RestoreTestBoot{Host: "esx1", Network: "iso", TCPPort: -22}}, 400, "tcp_port", "not a TCP port"},
+			{"no boot time", api.StartRestoreTestRequest{VM: "pgtest1", Checks: []string{"boot"}, RestoreTestBoot: api.RestoreTestBoot{Host: "esx1", Network: "iso", BootTimeout: "0s"}}, 400, "boot_timeout", "outside 1s to 1h0m0s"},
+			{"a boot time over an hour", api.StartRestoreTestRequest{VM: "pgtest1", Checks: []string{"boot"}, RestoreTestBoot: api.RestoreTestBoot{Host: "esx1", Network: "iso", BootTimeout: "61m"}}, 400, "boot_timeout", "outside 1s to 1h0m0s"},
+			{"a boot time that is no duration", api.StartRestoreTestRequest{VM: "pgtest1", Checks: []string{"boot"}, RestoreTestBoot: api.RestoreTestBoot{Host: "esx1", Network: "iso", BootTimeout: "ten minutes"}}, 400, "boot_timeout", "not a duration"},
+			{"a host without the boot check", api.StartRestoreTestRequest{VM: "pgtest1", RestoreTestBoot: api.RestoreTestBoot{Host: "esx1"}}, 400, "host", `setting of the "boot" check only`},
+			{"a network on a read check", api.StartRestoreTestRequest{VM: "pgtest1", Checks: []string{"read"}, RestoreTestBoot: api.RestoreTestBoot{Network: "iso"}}, 400, "network", `setting of the "boot" check only`},
+			{"a port on a paths check", api.StartRestoreTestRequest{VM: "pgtest1", Checks: []string{"paths"}, Paths: []string{"/p1/etc/hosts"}, RestoreTestBoot: api.RestoreTestBoot{TCPPort: 22}}, 400, "tcp_port", `setting of the "boot" check only`},
+			{"a boot timeout without the boot check", api.StartRestoreTestRequest{VM: "pgtest1", RestoreTestBoot: api.RestoreTestBoot{BootTimeout: "5m"}}, 400, "boot_timeout", `setting of the "boot" check only`},
 			{"an unknown check", api.StartRestoreTestRequest{VM: "pgtest1", Checks: []string{"fsck"}}, 400, "checks[0]", `unknown check "fsck"`},
 			{"a check twice", api.StartRestoreTestRequest{VM: "pgtest1", Checks: []string{"read", "read"}}, 400, "checks[1]", "twice"},
 			{"paths without the paths check", api.StartRestoreTestRequest{VM: "pgtest1", Paths: []string{"/p1/etc/fstab"}}, 400, "paths", `by the "paths" check only`},
@@ -277,7 +287,12 @@ func TestRestoreTestPolicyRunsWhenDueAndOnce(t *testing.T) {
 			in    api.Policy
 			field string
 		}{
-			{api.Policy{Name: "rt", Kind: api.PolicyRestoreTest, Schedule: "@every 1h", Checks: []string{"boot"}}, "checks[0]"},
+			{api.Policy{Name: "rt", Kind: api.PolicyRestoreTest, Schedule: "@every 1h", Checks: []string{"boot"}}, "host"},
+			{api.Policy{Name: "rt", Kind: api.PolicyRestoreTest, Schedule: "@every 1h", Checks: []string{"boot"}, RestoreTestBoot: api.RestoreTestBoot{Host: "esx1"}}, "network"},
+			{api.Policy{Name: "rt", Kind: api.PolicyRestoreTest, Schedule: "@every 1h", Checks: []string{"boot"}, RestoreTestBoot: api.RestoreTestBoot{Host: "esx1", Network: "iso", TCPPort: 70000}}, "tcp_port"},
+			{api.Policy{Name: "rt", Kind: api.PolicyRestoreTest, Schedule: "@every 1h", Checks: []string{"boot"}, RestoreTestBoot: api.RestoreTestBoot{Host: "esx1", Network: "iso", BootTimeout: "3h"}}, "boot_timeout"},
+			{api.Policy{Name: "rt", Kind: api.PolicyRestoreTest, Schedule: "@every 1h", RestoreTestBoot: api.RestoreTestBoot{Host: "esx1"}}, "host"},
+			{api.Policy{Name: "rt", Schedule: "@every 1h", RestoreTestBoot: api.RestoreTestBoot{Network: "iso"}}, "network"},
 			{api.Policy{Name: "rt", Kind: api.PolicyRestoreTest, Schedule: "@every 1h", Checks: []string{"paths"}}, "paths"},
 			{api.Policy{Name: "rt", Kind: api.PolicyRestoreTest, Schedule: "@every 1h", Paths: []string{"/p1/etc/hosts"}}, "paths"},
 			{api.Policy{Name: "rt", Kind: api.PolicyRestoreTest, Schedule: "@every 1h", Checks: []string{"paths"}, Paths: []string{"p1/etc/hosts"}}, "paths[0]"},
@@ -297,6 +312,17 @@ func TestRestoreTestPolicyRunsWhenDueAndOnce(t *testing.T) {
 		}
 		if p.Kind != api.PolicyRestoreTest || len(p.Checks) != 1 || p.Checks[0] != api.CheckRead || p.CBTSample != nil {
 			t.Fatalf("created: %+v", p)
+		}
+		// A disabled policy with the boot check keeps its settings, the timeout normalized.
+		var bootP api.Policy
+		bootIn := api.Policy{Name: "boot-test", Kind: api.PolicyRestoreTest, Schedule: "@every 1h", VMs: []string{"pgtest1"}, Checks: []string{"read", "boot"},
+			RestoreTestBoot: api.RestoreTestBoot{Host: "esx1", Network: "isolated", TCPPort: 22, BootTimeout: "90s"}}
+		if code, e := h.call(h.client(nil), http.MethodPost, api.PathPolicies, operator, bootIn, &bootP); code != http.StatusCreated {
+			t.Fatalf("create the boot policy: %d %+v", code, e)
+		}
+		if code, _ := h.call(h.client(nil), http.MethodGet, api.Path(api.PathPolicy, "boot-test"), operator, nil, &bootP); code != 200 ||
+			bootP.RestoreTestBoot != (api.RestoreTestBoot{Host: "esx1", Network: "isolated", TCPPort: 22, BootTimeout: "1m30s"}) {
+			t.Fatalf("the boot policy: %d %+v", code, bootP)
 		}
 		b := jobs.New(h.Cat, repository.NewRegistry(h.Cat, nil, nil), slog.New(slog.DiscardHandler), nil, jobs.Options{Now: h.Clock.Now})
 		sched := policy.New(h.Cat, b, h.Tests, slog.New(slog.DiscardHandler), nil, h.Clock.Now)
