@@ -473,3 +473,46 @@ func TestRestoreTestReport(t *testing.T) {
 		}
 	})
 }
+
+// A boot test whose hub stopped mid-test is failed as stale, and its instant-recovery session
+// is stopped with it (the agent is handed the stop): no booted copy is left running. Another
+// session is left alone.
+func TestStaleBootTestStopsItsSession(t *testing.T) {
+	forEachHub(t, func(t *testing.T, h *testHub) {
+		a := h.newAgent("a1")
+		operator := h.apiToken(api.RoleOperator)
+		bk, _ := restorableBackup(t, h, a, true)
+		row, err := h.Cat.BackupByID(t.Context(), bk)
+		if err != nil {
+			t.Fatal(err)
+		}
+		boot := &api.RestoreTestBoot{Host: "esx1.lab", Network: "isolated", BootTimeout: "10m0s"}
+		orphan := &catalog.RestoreTest{ID: "rt-orphan-boot", VMContextID: row.VMContextID, VMName: row.VMName, BackupID: bk, BackupCreatedAt: row.CreatedAt,
+			RepositoryID: row.RepositoryID, RepositoryName: row.RepositoryName, Actor: "cli", RequestedChecks: []string{"boot"}, Boot: boot, Status: api.RestoreTestRunning}
+		if err := h.Cat.CreateRestoreTest(t.Context(), orphan); err != nil {
+			t.Fatal(err)
+		}
+		wait := api.InstantRecoveryBootWait{TimeoutSeconds: 600}
+		mine, err := h.IR.StartBoot(t.Context(), api.InstantRecoveryRequest{BackupID: bk, Host: "esx1.lab", Name: row.VMName + "-rt-orphan-boot", PowerOn: true}, wait)
+		if err != nil {
+			t.Fatal(err)
+		}
+		other, err := h.IR.StartBoot(t.Context(), api.InstantRecoveryRequest{BackupID: bk, Host: "esx1.lab", Name: "someone-elses", PowerOn: true}, wait)
+		if err != nil {
+			t.Fatal(err)
+		}
+		h.runTests()
+		h.Clock.Add(3 * time.Minute)
+		rt := h.waitTest(operator, "rt-orphan-boot")
+		if rt.Passed || !strings.Contains(rt.Error, "stopped before it finished") || rt.Host != "esx1.lab" {
+			t.Fatalf("the orphaned boot test: %+v", rt)
+		}
+		got, err := h.IR.Get(t.Context(), mine.ID)
+		if err != nil || got.Status != api.IRStopping || got.Pending != api.IRActionStop {
+			t.Fatalf("the stale test's session: %+v %v", got, err)
+		}
+		if got, err := h.IR.Get(t.Context(), other.ID); err != nil || got.Status != api.IRStarting {
+			t.Fatalf("another session was touched: %+v %v", got, err)
+		}
+	})
+}
