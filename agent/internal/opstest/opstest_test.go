@@ -198,7 +198,7 @@ func TestMetricsDashboardAndAlerts(t *testing.T) {
 		"sendense_hub_backup_sent_bytes_total", "sendense_hub_backup_deduplicated_bytes_total", "sendense_hub_verify_chunk_failures_total",
 		"sendense_hub_repository_size_bytes", "sendense_hub_certificate_expiry_timestamp_seconds", "sendense_hub_catalog_query_errors_total",
 		"sendense_hub_policy_vms_overdue", "sendense_hub_restore_tests_total", "sendense_hub_restore_test_duration_seconds",
-		"sendense_hub_restore_test_vms_failing", "sendense_agent_hub_request_retries_total", "sendense_agent_snapshot_age_seconds",
+		"sendense_hub_restore_test_vms_failing", "sendense_hub_restore_test_rto_seconds", "sendense_agent_hub_request_retries_total", "sendense_agent_snapshot_age_seconds",
 		"sendense_agent_certificate_expiry_timestamp_seconds", "sendense_agent_read_bytes_total",
 	} {
 		if !exported[want] {
