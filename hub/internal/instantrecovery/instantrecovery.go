@@ -190,9 +190,9 @@ func (s *Service) start(ctx context.Context, req api.InstantRecoveryRequest, boo
 	if err != nil {
 		return api.InstantRecovery{}, err
 	}
-	addrs, err := s.opts.Resolve(ctx, req.Host)
-	if err != nil || len(addrs) == 0 {
-		return api.InstantRecovery{}, &api.FieldError{Field: "host", Msg: fmt.Sprintf("cannot find the address of ESXi host %q (only its addresses may mount the export): %v", req.Host, err)}
+	addrs, err := s.hostAddrs(ctx, req.Host)
+	if err != nil {
+		return api.InstantRecovery{}, err
 	}
 	sp := spec{NetworkMap: req.NetworkMap, PowerOn: req.PowerOn, Folder: folderName(req.Name), Boot: boot}
 	for _, a := range addrs {
@@ -220,6 +220,25 @@ func (s *Service) start(ctx context.Context, req api.InstantRecoveryRequest, boo
 		"host", req.Host, "vm_name", req.Name, "allowed", sp.Allowed)
 	s.poll.Wake(agentID)
 	return s.Get(ctx, r.ID)
+}
+
+// CheckHost reports whether the hub finds the addresses of an ESXi host, which a session on it
+// needs (only they may mount its export): nil, or an *api.FieldError naming host. It looks the
+// name up now; a later start looks it up again.
+func (s *Service) CheckHost(ctx context.Context, host string) error {
+	_, err := s.hostAddrs(ctx, host)
+	return err
+}
+
+func (s *Service) hostAddrs(ctx context.Context, host string) ([]netip.Addr, error) {
+	addrs, err := s.opts.Resolve(ctx, host)
+	if err == nil && len(addrs) == 0 {
+		err = errors.New("no address")
+	}
+	if err != nil {
+		return nil, &api.FieldError{Field: "host", Msg: fmt.Sprintf("cannot find the address of ESXi host %q (only its addresses may mount the export): %v", host, err)}
+	}
+	return addrs, nil
 }
 
 // agentFor names the agent and source that carry out a session: the named source's, else the

@@ -14,8 +14,10 @@ import (
 // sessions runs the boot check's instant-recovery sessions (instantrecovery.Service). Stop of
 // a session that is stopping or over changes nothing; the agent of the VM's source carries
 // the start and the stop out and reports to any hub, so the session is read back from the
-// catalog.
+// catalog. CheckHost refuses, with an *api.FieldError naming host, an ESXi host the hub cannot
+// find the address of (a start would refuse it too).
 type sessions interface {
+	CheckHost(ctx context.Context, host string) error
 	StartBoot(ctx context.Context, req api.InstantRecoveryRequest, w api.InstantRecoveryBootWait) (api.InstantRecovery, error)
 	Get(ctx context.Context, id string) (api.InstantRecovery, error)
 	Stop(ctx context.Context, id string) (api.InstantRecovery, error)

@@ -148,6 +148,11 @@ func (s *Service) prepare(ctx context.Context, req api.StartRestoreTestRequest, 
 	if i := slices.Index(checks, api.CheckBoot); i >= 0 && s.ir == nil {
 		return nil, &api.FieldError{Field: fmt.Sprintf("checks[%d]", i), Msg: errNoBoot}
 	}
+	if boot.Host != "" {
+		if err := s.ir.CheckHost(ctx, boot.Host); err != nil {
+			return nil, err
+		}
+	}
 	vm, err := s.cat.ResolveVM(ctx, req.VM)
 	if errors.Is(err, catalog.ErrNotFound) {
 		return nil, &api.FieldError{Field: "vm", Msg: fmt.Sprintf("no VM named %q", req.VM)}
