@@ -517,3 +517,59 @@ func TestStaleBootTestStopsItsSession(t *testing.T) {
 		}
 	})
 }
+
+// A restore-test policy with the boot check queues, when due, a test of every covered VM with
+// the policy's boot settings (host, network, tcp_port, the normalized boot_timeout); replacing
+// the policy replaces them, and dropping the boot check drops them.
+func TestRestoreTestPolicyQueuesTheBootCheck(t *testing.T) {
+	forEachHub(t, func(t *testing.T, h *testHub) {
+		a := h.newAgent("a1")
+		operator := h.apiToken(api.RoleOperator)
+		bk := h.backupImage(a, operator, randomImage(t, 2*testChunk))
+
+		in := api.Policy{Name: "boot-weekly", Kind: api.PolicyRestoreTest, Enabled: true, Schedule: "@every 1h", VMs: []string{"pgtest1"}, Checks: []string{"read", "boot"},
+			RestoreTestBoot: api.RestoreTestBoot{Host: "esx1.lab", Network: "isolated", TCPPort: 22, BootTimeout: "90s"}}
+		var p api.Policy
+		if code, e := h.call(h.client(nil), http.MethodPost, api.PathPolicies, operator, in, &p); code != http.StatusCreated {
+			t.Fatalf("create: %d %+v", code, e)
+		}
+		in.BootTimeout, in.TCPPort = "20m", 0
+		if code, e := h.call(h.client(nil), http.MethodPut, api.Path(api.PathPolicy, in.Name), operator, in, nil); code != http.StatusOK {
+			t.Fatalf("replace: %d %+v", code, e)
+		}
+		p = api.Policy{} // omitted fields must not survive from the last answer
+		if code, e := h.call(h.client(nil), http.MethodGet, api.Path(api.PathPolicy, in.Name), operator, nil, &p); code != http.StatusOK {
+			t.Fatalf("get: %d %+v", code, e)
+		}
+		want := api.RestoreTestBoot{Host: "esx1.lab", Network: "isolated", BootTimeout: "20m0s"}
+		if p.RestoreTestBoot != want {
+			t.Fatalf("the replaced policy's boot settings: %+v, want %+v", p.RestoreTestBoot, want)
+		}
+		sched := policy.New(h.Cat, jobs.New(h.Cat, repository.NewRegistry(h.Cat, nil, nil), slog.New(slog.DiscardHandler), nil, jobs.Options{Now: h.Clock.Now}),
+			h.Tests, slog.New(slog.DiscardHandler), nil, h.Clock.Now)
+		h.Clock.Add(61 * time.Minute)
+		ids, err := sched.Tick(t.Context())
+		if err != nil || len(ids) != 1 {
+			t.Fatalf("due tick: %v %v", ids, err)
+		}
+		var rt api.RestoreTest
+		if code, e := h.call(h.client(nil), http.MethodGet, api.Path(api.PathRestoreTest, ids[0]), operator, nil, &rt); code != http.StatusOK {
+			t.Fatalf("get the queued test: %d %+v", code, e)
+		}
+		if rt.Status != api.RestoreTestQueued || rt.Policy != p.ID || rt.BackupID != bk || strings.Join(rt.RequestedChecks, ",") != "read,boot" || rt.RestoreTestBoot != want {
+			t.Fatalf("the queued test: %+v, want the checks read,boot and boot settings %+v", rt, want)
+		}
+
+		// Without the boot check the policy keeps no boot settings: a JSON round trip shows none.
+		in.Checks, in.RestoreTestBoot = []string{"read"}, api.RestoreTestBoot{}
+		if code, e := h.call(h.client(nil), http.MethodPut, api.Path(api.PathPolicy, in.Name), operator, in, nil); code != http.StatusOK {
+			t.Fatalf("replace without boot: %d %+v", code, e)
+		}
+		raw := h.raw(http.MethodGet, api.Path(api.PathPolicy, in.Name), operator)
+		for _, field := range []string{`"host"`, `"network"`, `"tcp_port"`, `"boot_timeout"`} {
+			if strings.Contains(raw, field) {
+				t.Fatalf("a policy without the boot check shows %s: %s", field, raw)
+			}
+		}
+	})
+}
