@@ -402,8 +402,15 @@ func TestStaleRestoreTestIsFailed(t *testing.T) {
 		if rt.Passed || !strings.Contains(rt.Error, "stopped before it finished") {
 			t.Fatalf("the orphaned test: %+v", rt)
 		}
-		if evs := h.events(operator, "?type=restore_test"); len(evs.Events) != 1 || evs.Events[0].Outcome != api.RestoreTestFailed {
-			t.Fatalf("events: %+v", evs.Events)
+		// The runner records the event just after it failed the test: give it a moment.
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+			evs := h.events(operator, "?type=restore_test")
+			if len(evs.Events) == 1 && evs.Events[0].Outcome == api.RestoreTestFailed {
+				break
+			}
+			if len(evs.Events) > 1 || time.Now().After(deadline) {
+				t.Fatalf("events: %+v", evs.Events)
+			}
 		}
 	})
 }
@@ -476,8 +483,10 @@ func TestRestoreTestReport(t *testing.T) {
 }
 
 // A boot test whose hub stopped mid-test is failed as stale, and its instant-recovery session
-// is stopped with it (the agent is handed the stop): no booted copy is left running. Another
-// session is left alone.
+// is stopped by the next runner (the agent is handed the stop): no booted copy is left
+// running. So is the session of a test already over (its hub stopped before it stopped the
+// session). The session of a test still running, a session named like a test that does not
+// exist and another session are left alone.
 func TestStaleBootTestStopsItsSession(t *testing.T) {
 	forEachHub(t, func(t *testing.T, h *testHub) {
 		a := h.newAgent("a1")
@@ -488,32 +497,61 @@ func TestStaleBootTestStopsItsSession(t *testing.T) {
 			t.Fatal(err)
 		}
 		boot := &api.RestoreTestBoot{Host: "esx1.lab", Network: "isolated", BootTimeout: "10m0s"}
-		orphan := &catalog.RestoreTest{ID: "rt-orphan-boot", VMContextID: row.VMContextID, VMName: row.VMName, BackupID: bk, BackupCreatedAt: row.CreatedAt,
-			RepositoryID: row.RepositoryID, RepositoryName: row.RepositoryName, Actor: "cli", RequestedChecks: []string{"boot"}, Boot: boot, Status: api.RestoreTestRunning}
-		if err := h.Cat.CreateRestoreTest(t.Context(), orphan); err != nil {
-			t.Fatal(err)
-		}
 		wait := api.InstantRecoveryBootWait{TimeoutSeconds: 600}
-		mine, err := h.IR.StartBoot(t.Context(), api.InstantRecoveryRequest{BackupID: bk, Host: "esx1.lab", Name: row.VMName + "-rt-orphan-boot", PowerOn: true}, wait)
-		if err != nil {
-			t.Fatal(err)
+		session := func(name string) string {
+			ir, err := h.IR.StartBoot(t.Context(), api.InstantRecoveryRequest{BackupID: bk, Host: "esx1.lab", Name: name, PowerOn: true}, wait)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return ir.ID
 		}
-		other, err := h.IR.StartBoot(t.Context(), api.InstantRecoveryRequest{BackupID: bk, Host: "esx1.lab", Name: "someone-elses", PowerOn: true}, wait)
-		if err != nil {
-			t.Fatal(err)
+		test := func(id, status string) {
+			rt := &catalog.RestoreTest{ID: id, VMContextID: row.VMContextID, VMName: row.VMName, BackupID: bk, BackupCreatedAt: row.CreatedAt,
+				RepositoryID: row.RepositoryID, RepositoryName: row.RepositoryName, Actor: "cli", RequestedChecks: []string{"boot"}, Boot: boot, Status: status}
+			if err := h.Cat.CreateRestoreTest(t.Context(), rt); err != nil {
+				t.Fatal(err)
+			}
 		}
+		test("rt-orphan-boot", api.RestoreTestRunning)
+		test("rt-over-boot", api.RestoreTestFailed)
+		orphan, over := session(row.VMName+"-rt-orphan-boot"), session(row.VMName+"-rt-over-boot")
+		missing, other := session(row.VMName+"-rt-missing"), session("someone-elses")
+		status := func(id string) api.InstantRecovery {
+			t.Helper()
+			ir, err := h.IR.Get(t.Context(), id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return ir
+		}
+		waitStopping := func(id, what string) {
+			t.Helper()
+			for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+				ir := status(id)
+				if ir.Status == api.IRStopping && ir.Pending == api.IRActionStop {
+					return
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("%s: %+v, want stopping", what, ir)
+				}
+			}
+		}
+
 		h.runTests()
+		waitStopping(over, "the session of a test already over")
+		if ir := status(orphan); ir.Status != api.IRStarting {
+			t.Fatalf("the session of a test still running (fresh heartbeat) was touched: %+v", ir)
+		}
 		h.Clock.Add(3 * time.Minute)
 		rt := h.waitTest(operator, "rt-orphan-boot")
 		if rt.Passed || !strings.Contains(rt.Error, "stopped before it finished") || rt.Host != "esx1.lab" {
 			t.Fatalf("the orphaned boot test: %+v", rt)
 		}
-		got, err := h.IR.Get(t.Context(), mine.ID)
-		if err != nil || got.Status != api.IRStopping || got.Pending != api.IRActionStop {
-			t.Fatalf("the stale test's session: %+v %v", got, err)
-		}
-		if got, err := h.IR.Get(t.Context(), other.ID); err != nil || got.Status != api.IRStarting {
-			t.Fatalf("another session was touched: %+v %v", got, err)
+		waitStopping(orphan, "the stale test's session")
+		for _, id := range []string{missing, other} {
+			if ir := status(id); ir.Status != api.IRStarting {
+				t.Fatalf("a session of no test was touched: %+v", ir)
+			}
 		}
 	})
 }

@@ -3,6 +3,7 @@ package restoretest
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -186,28 +187,39 @@ func (s *Service) stopSession(ctx context.Context, id string) (string, error) {
 	}
 }
 
-// stopStaleSessions stops the boot session of a test failed as stale: its hub stopped while
-// the session ran, and nothing else would stop it.
-func (s *Service) stopStaleSessions(ctx context.Context, t *catalog.RestoreTest) {
-	if t.Boot == nil || s.ir == nil {
+// stopOrphanSessions stops the boot sessions whose test is over: the hub that ran the test
+// stopped mid-test (the test is then failed as stale) or between recording the test and
+// stopping its session, or the stop could not be recorded. A session is a test's when its VM
+// name is the test's bootVMName and it boots the test's restore point; the session of a test
+// still running is its test's to stop. The runner calls it every round, so a hub dying at any
+// point leaves no booted copy running for longer than a round after the test is over.
+func (s *Service) stopOrphanSessions(ctx context.Context) {
+	if s.ir == nil {
 		return
 	}
-	name := bootVMName(t)
 	for _, status := range []string{api.IRStarting, api.IRRunning} {
 		l, err := s.ir.List(ctx, instantrecovery.ListFilter{Status: status})
 		if err != nil {
-			s.log.WarnContext(ctx, "list instant recoveries of a stale restore test", "restore_test_id", t.ID, "err", err)
+			s.log.WarnContext(ctx, "list instant recoveries for boot sessions left running", "err", err)
 			return
 		}
 		for _, ir := range l.InstantRecoveries {
-			if ir.Name != name || ir.BackupID != t.BackupID {
+			i := strings.LastIndex(ir.Name, "-"+api.RestoreTestIDPrefix)
+			if i < 0 {
+				continue
+			}
+			t, err := s.cat.RestoreTestByID(ctx, ir.Name[i+1:])
+			if err != nil { // not a test's session, or the catalog is away until the next round
+				continue
+			}
+			if t.Boot == nil || t.BackupID != ir.BackupID || bootVMName(t) != ir.Name || (t.Status != api.RestoreTestPassed && t.Status != api.RestoreTestFailed) {
 				continue
 			}
 			if _, err := s.ir.Stop(ctx, ir.ID); err != nil {
-				s.log.WarnContext(ctx, "stop the boot session of a stale restore test", "restore_test_id", t.ID, "session_id", ir.ID, "err", err)
+				s.log.WarnContext(ctx, "stop the boot session of a finished restore test", "restore_test_id", t.ID, "session_id", ir.ID, "err", err)
 				continue
 			}
-			s.log.InfoContext(ctx, "boot session of a stale restore test stopped", "restore_test_id", t.ID, "session_id", ir.ID)
+			s.log.InfoContext(ctx, "boot session of a finished restore test stopped", "restore_test_id", t.ID, "session_id", ir.ID, "test_status", t.Status)
 		}
 	}
 }

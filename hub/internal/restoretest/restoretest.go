@@ -309,9 +309,9 @@ func (s *Service) runQueued(ctx context.Context) error {
 		return err
 	}
 	for i := range stale {
-		s.stopStaleSessions(ctx, &stale[i])
 		s.finished(ctx, &stale[i])
 	}
+	s.stopOrphanSessions(ctx)
 	for ctx.Err() == nil {
 		t, err := s.cat.ClaimRestoreTest(ctx)
 		if err != nil || t == nil {
