@@ -126,6 +126,17 @@ func TestRestoreTestBootOnTheLab(t *testing.T) {
 	}
 	bootCheckCleanedUp(t, hub, l, viewer, closed)
 
+	// The list shows the passed test's RTO in the column before its (empty) error.
+	var line []string
+	for _, l := range strings.Split(hub.CLI("restore-test", "list", "--vm", "vm1"), "\n") {
+		if f := strings.Fields(l); len(f) > 0 && f[0] == rt.ID {
+			line = f
+		}
+	}
+	if len(line) < 3 || line[len(line)-2] != fmt.Sprintf("%.1f", rt.RTOSeconds) || line[len(line)-1] != "-" {
+		t.Fatalf("restore-test list: the row of %s is %q, want its RTO %.1f", rt.ID, line, rt.RTOSeconds)
+	}
+
 	// The report shows the RTO of the passed test and the reasons of the failed ones.
 	md := hub.CLI("report", "restore-tests", "--since", "30d")
 	for _, w := range []string{"RTO seconds", fmt.Sprintf("%.2f", rt.RTOSeconds), "boot on localhost: pass", "guest did not report running within 3s", want} {

@@ -86,9 +86,13 @@ func newRestoreTestCmd(e *env) *cobra.Command {
 				return printJSON(e.stdout, l)
 			}
 			tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "ID\tVM\tBACKUP\tSTATUS\tCREATED\tREAD\tMB/S\tSECONDS\tERROR")
+			fmt.Fprintln(tw, "ID\tVM\tBACKUP\tSTATUS\tCREATED\tREAD\tMB/S\tSECONDS\tRTO\tERROR")
 			for _, t := range l.RestoreTests {
-				row(tw, t.ID, t.VMName, t.BackupID, t.Status, fmtTime(t.CreatedAt), humanBytes(t.BytesRead), fmt.Sprintf("%.1f", t.MBPerS), fmt.Sprintf("%.1f", t.Seconds), orDash(t.Error))
+				rto := "-" // no boot check passed
+				if t.RTOSeconds > 0 {
+					rto = fmt.Sprintf("%.1f", t.RTOSeconds)
+				}
+				row(tw, t.ID, t.VMName, t.BackupID, t.Status, fmtTime(t.CreatedAt), humanBytes(t.BytesRead), fmt.Sprintf("%.1f", t.MBPerS), fmt.Sprintf("%.1f", t.Seconds), rto, orDash(t.Error))
 			}
 			return tw.Flush()
 		}),
