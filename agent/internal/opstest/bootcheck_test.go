@@ -144,4 +144,42 @@ func TestRestoreTestBootOnTheLab(t *testing.T) {
 			t.Fatalf("the report lacks %q:\n%s", w, md)
 		}
 	}
+
+	// The hub stops (SIGTERM) while the agent waits for a silent guest: the test is failed as
+	// cancelled and its session stopped; the restarted hub serves the agent's stop, and nothing
+	// of the session is left. The agent carries the stop out once its wait for the guest ends
+	// (boot_timeout, 20s here): it does not hear of the stop before.
+	l.SilenceGuest("vm1-rt-*", true)
+	req.Checks, req.BootTimeout = []string{api.CheckBoot}, "20s"
+	var cut api.RestoreTest
+	if code := apiCall(t, hub, http.MethodPost, api.PathRestoreTests, operator, req, &cut); code != http.StatusAccepted {
+		t.Fatalf("POST restore-tests before the hub stops: %d\n%s", code, hub.Logs())
+	}
+	for began := time.Now(); ; time.Sleep(100 * time.Millisecond) {
+		if _, ok := l.FindVMByName("vm1-" + cut.ID); ok {
+			break
+		}
+		if time.Since(began) > time.Minute {
+			t.Fatalf("the boot check's VM was never registered\n%s", hub.Logs())
+		}
+	}
+	hub.Restart()
+	for began := time.Now(); ; time.Sleep(200 * time.Millisecond) {
+		var got api.RestoreTest
+		apiCall(t, hub, http.MethodGet, api.Path(api.PathRestoreTest, cut.ID), viewer, nil, &got)
+		if got.Status == api.RestoreTestFailed && len(got.Checks) == 1 {
+			if c := got.Checks[0]; !strings.Contains(c.Error, "cancelled while waiting for the guest") || c.SessionID == "" || (c.SessionStatus != api.IRStopping && c.SessionStatus != api.IRStopped) {
+				t.Fatalf("the test cut by the hub's stop: %+v", got)
+			}
+			var ir api.InstantRecovery
+			if apiCall(t, hub, http.MethodGet, api.Path(api.PathInstantRecovery, got.Checks[0].SessionID), viewer, nil, &ir); ir.Status == api.IRStopped {
+				got.Checks[0].SessionStatus = api.IRStopped // the stop, asked before the hub stopped, has ended since
+				bootCheckCleanedUp(t, hub, l, viewer, got)
+				break
+			}
+		}
+		if time.Since(began) > 2*time.Minute {
+			t.Fatalf("the test cut by the hub's stop: %+v\n%s", got, hub.Logs())
+		}
+	}
 }
