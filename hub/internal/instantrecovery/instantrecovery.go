@@ -37,7 +37,7 @@ type irCatalog interface {
 	InstantRecoveryByID(ctx context.Context, id string) (*catalog.InstantRecovery, error)
 	InstantRecoveries(ctx context.Context, f catalog.InstantRecoveryFilter) ([]catalog.InstantRecovery, int, error)
 	ActiveInstantRecoveries(ctx context.Context) ([]catalog.InstantRecovery, error)
-	ClaimInstantRecovery(ctx context.Context, agentID string, staleBefore time.Time) (*catalog.InstantRecovery, error)
+	ClaimInstantRecovery(ctx context.Context, agentID string, staleBefore time.Time, busy []string) (*catalog.InstantRecovery, error)
 	FinishInstantRecoveryAction(ctx context.Context, id, agentID, action string, u catalog.InstantRecoveryUpdate) (*catalog.InstantRecovery, error)
 	StopInstantRecovery(ctx context.Context, id string) (*catalog.InstantRecovery, error)
 	MigrateInstantRecovery(ctx context.Context, id, datastore string) (*catalog.InstantRecovery, error)
@@ -436,15 +436,17 @@ func (s *Service) Migrate(ctx context.Context, id string, req api.InstantRecover
 	return s.info(r, s.exp.Overlays()), nil
 }
 
-// Next waits up to wait for an action of the agent's sessions and claims it.
-func (s *Service) Next(ctx context.Context, agentID string, _ []string, wait time.Duration) (*api.InstantRecoveryJob, error) {
+// Next waits up to wait for an action of the agent's sessions and claims it. An action claimed
+// longer than the claim timeout ago is handed out again, unless busy (the sessions the agent
+// is carrying an action of out) names its session.
+func (s *Service) Next(ctx context.Context, agentID string, busy []string, wait time.Duration) (*api.InstantRecoveryJob, error) {
 	var out *api.InstantRecoveryJob
 	err := s.poll.Poll(ctx, agentID, wait, func() (bool, error) {
 		// A session started with the command line is served before its start is handed out.
 		if _, err := s.Sync(ctx); err != nil {
 			return false, err
 		}
-		r, err := s.cat.ClaimInstantRecovery(ctx, agentID, s.opts.Now().Add(-s.opts.ClaimTimeout))
+		r, err := s.cat.ClaimInstantRecovery(ctx, agentID, s.opts.Now().Add(-s.opts.ClaimTimeout), busy)
 		if err != nil || r == nil {
 			return false, err
 		}
