@@ -33,6 +33,9 @@ type Policy struct {
 	// Paths are the paths a restore_test policy's paths check looks for in every covered VM's
 	// restore point (see SplitTestPath).
 	Paths []string `json:"paths,omitempty"`
+	// RestoreTestBoot holds a restore_test policy's boot check settings (host, network,
+	// tcp_port, boot_timeout); required with the boot check, refused without it.
+	RestoreTestBoot
 	// VMs selects VMs by exact name or context id; VMGlob by name pattern (path.Match syntax,
 	// e.g. "db-*"); Agent restricts both to one agent's VMs. With neither VMs nor VMGlob, every
 	// VM (of Agent, when set) is covered. Templates and gone VMs are never covered.

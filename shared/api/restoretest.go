@@ -21,19 +21,105 @@ const (
 	// checks that each of the test's Paths exists; a regular file is read in full, a directory
 	// listed, so that a damaged chunk under either fails the path.
 	CheckPaths = "paths"
+	// CheckBoot boots the restore point with instant recovery on an ESXi host (Host), every
+	// NIC on an isolated port group (Network), waits for VMware Tools to report the guest
+	// running or, with TCPPort, for the guest's address to answer on that port, records the
+	// time from the request to that signal (the RTO), and always stops the session.
+	CheckBoot = "boot"
 )
 
 // RestoreTestChecks lists the checks the hub runs today; DefaultRestoreTestChecks is what a
 // request without checks asks for.
 var (
-	RestoreTestChecks        = []string{CheckRead, CheckPaths}
+	RestoreTestChecks        = []string{CheckRead, CheckPaths, CheckBoot}
 	DefaultRestoreTestChecks = []string{CheckRead}
 )
 
 // PlannedRestoreTestChecks names checks that are designed but not built yet, each with what it
-// will do: a request naming one is refused rather than reported as passed.
-var PlannedRestoreTestChecks = map[string]string{
-	"boot": "an instant-recovery boot with a guest heartbeat or TCP check (needs instant recovery)",
+// will do: a request naming one is refused rather than reported as passed. None is left.
+var PlannedRestoreTestChecks = map[string]string{}
+
+// Bounds of the boot check's wait for the guest (RestoreTestBoot.BootTimeout).
+const (
+	DefaultBootTimeout = 10 * time.Minute
+	MaxBootTimeout     = time.Hour
+)
+
+// RestoreTestBoot is how the boot check boots a restore point; its fields are those of a
+// request, a policy and a test (JSON host, network, tcp_port, boot_timeout), all refused
+// without the boot check.
+type RestoreTestBoot struct {
+	// Host is the ESXi host, by its inventory name, that mounts the restore point over NFS
+	// and runs the VM. Required by the boot check.
+	Host string `json:"host,omitempty"`
+	// Network is the isolated port group every NIC of the VM is connected to, so that the
+	// copy never meets the production VM on its network. Required by the boot check: there is
+	// no safe default.
+	Network string `json:"network,omitempty"`
+	// TCPPort, when set (1-65535), is the boot signal: the agent connects to the guest's
+	// address on it. Unset, the signal is VMware Tools reporting the guest running.
+	TCPPort int `json:"tcp_port,omitempty"`
+	// BootTimeout is how long the guest has to give its signal once the VM runs, a Go
+	// duration of whole seconds ("10m", "90s"), at most MaxBootTimeout; default
+	// DefaultBootTimeout.
+	BootTimeout string `json:"boot_timeout,omitempty"`
+}
+
+// Timeout is the boot timeout of a normalized RestoreTestBoot.
+func (b RestoreTestBoot) Timeout() time.Duration {
+	d, err := time.ParseDuration(b.BootTimeout)
+	if err != nil || d <= 0 {
+		return DefaultBootTimeout
+	}
+	return d
+}
+
+// NormalizeBoot checks the boot settings against the (validated) checks and fills in the
+// default timeout: with the boot check, host and network are required, tcp_port must be a TCP
+// port and boot_timeout a duration of whole seconds in (0, 1h]; without it, every boot setting
+// is refused. The error is a *FieldError naming the field.
+func (b *RestoreTestBoot) NormalizeBoot(checks []string) error {
+	if !slices.Contains(checks, CheckBoot) {
+		for _, f := range []struct {
+			name string
+			set  bool
+		}{{"host", b.Host != ""}, {"network", b.Network != ""}, {"tcp_port", b.TCPPort != 0}, {"boot_timeout", b.BootTimeout != ""}} {
+			if f.set {
+				return &FieldError{f.name, fmt.Sprintf("is a setting of the %q check only: add it to the checks", CheckBoot)}
+			}
+		}
+		return nil
+	}
+	if b.Host == "" {
+		return &FieldError{"host", fmt.Sprintf("the %q check needs the ESXi host that boots the restore point", CheckBoot)}
+	}
+	if err := checkName("host", b.Host, true); err != nil {
+		return err
+	}
+	if b.Network == "" {
+		return &FieldError{"network", fmt.Sprintf("the %q check needs the isolated port group every NIC of the VM is connected to (a copy must not boot on the production network)", CheckBoot)}
+	}
+	if err := checkName("network", b.Network, true); err != nil {
+		return err
+	}
+	if b.TCPPort < 0 || b.TCPPort > 65535 {
+		return &FieldError{"tcp_port", fmt.Sprintf("%d is not a TCP port (1-65535)", b.TCPPort)}
+	}
+	d := DefaultBootTimeout
+	if b.BootTimeout != "" {
+		var err error
+		if d, err = time.ParseDuration(b.BootTimeout); err != nil {
+			return &FieldError{"boot_timeout", fmt.Sprintf("%q is not a duration like 10m or 90s", b.BootTimeout)}
+		}
+	}
+	switch {
+	case d <= 0 || d > MaxBootTimeout:
+		return &FieldError{"boot_timeout", fmt.Sprintf("%s is outside 1s to %s", d, MaxBootTimeout)}
+	case d%time.Second != 0:
+		return &FieldError{"boot_timeout", fmt.Sprintf("%s is not a whole number of seconds", d)}
+	}
+	b.BootTimeout = d.String()
+	return nil
 }
 
 // States of a restore test (RestoreTest.Status). Passed and failed are final.
@@ -150,6 +236,9 @@ type StartRestoreTestRequest struct {
 	// Paths are what the paths check looks for (see SplitTestPath); required with it, refused
 	// without it.
 	Paths []string `json:"paths,omitempty"`
+	// RestoreTestBoot holds the boot check's settings (host, network, tcp_port,
+	// boot_timeout); required with it, refused without it.
+	RestoreTestBoot
 }
 
 // RestoreTestCheck is the outcome of one check of a restore test. A read check covers one
@@ -157,16 +246,27 @@ type StartRestoreTestRequest struct {
 // covers one path: Path as the test names it, DiskID the disk it was found on (or the disk it
 // names), Type what was found there (file, dir, symlink, other), BytesRead the bytes of the
 // file read, and Error "missing", "damaged chunk: …" or "filesystem not readable: …".
+// A boot check covers the restore point: Host the ESXi host, SessionID the instant-recovery
+// session, Signal the boot signal seen (BootSignalTools or BootSignalTCP) and Address the
+// guest's, RTOSeconds the time from the hub's request to the signal, SessionStatus how the
+// session ended (stopped, or failed for one that could not start: cleaned up either way), and
+// Error why it failed ("guest did not report running within 10m0s …").
 type RestoreTestCheck struct {
-	Name      string  `json:"name"`
-	DiskID    string  `json:"disk_id,omitempty"`
-	Path      string  `json:"path,omitempty"`
-	Type      string  `json:"type,omitempty"`
-	Passed    bool    `json:"passed"`
-	Error     string  `json:"error,omitempty"`
-	BytesRead int64   `json:"bytes_read"`
-	DataBytes int64   `json:"data_bytes"` // of BytesRead, those held in chunks (zero slots are not stored)
-	Seconds   float64 `json:"seconds"`
+	Name          string  `json:"name"`
+	DiskID        string  `json:"disk_id,omitempty"`
+	Path          string  `json:"path,omitempty"`
+	Type          string  `json:"type,omitempty"`
+	Host          string  `json:"host,omitempty"`
+	SessionID     string  `json:"session_id,omitempty"`
+	Signal        string  `json:"signal,omitempty"`
+	Address       string  `json:"address,omitempty"`
+	RTOSeconds    float64 `json:"rto_seconds,omitempty"`
+	SessionStatus string  `json:"session_status,omitempty"`
+	Passed        bool    `json:"passed"`
+	Error         string  `json:"error,omitempty"`
+	BytesRead     int64   `json:"bytes_read"`
+	DataBytes     int64   `json:"data_bytes"` // of BytesRead, those held in chunks (zero slots are not stored)
+	Seconds       float64 `json:"seconds"`
 }
 
 // RestoreTest is one restore test with its evidence. BytesRead counts the bytes read and
@@ -174,7 +274,9 @@ type RestoreTestCheck struct {
 // included, as a restore writes them) and the file bytes of paths checks —, DataBytes
 // those of them held in chunks, read from the repository and checked against their digests;
 // MBPerS is BytesRead per second in 10^6 bytes; Seconds is the time from start to finish, the
-// measured time to restore the VM's disks (RTO of a full restore).
+// measured time to restore the VM's disks (RTO of a full restore). RTOSeconds is, for a test
+// whose boot check passed, the time from the hub's instant-recovery request to the guest's
+// first boot signal: the RTO of an instant recovery.
 type RestoreTest struct {
 	ID              string             `json:"id"`
 	VMName          string             `json:"vm_name"`
@@ -188,12 +290,14 @@ type RestoreTest struct {
 	Passed          bool               `json:"passed"`
 	RequestedChecks []string           `json:"requested_checks"`
 	Paths           []string           `json:"paths,omitempty"` // of the paths check
+	RestoreTestBoot                    // of the boot check
 	Checks          []RestoreTestCheck `json:"checks"`
 	BytesRead       int64              `json:"bytes_read"`
 	DataBytes       int64              `json:"data_bytes"`
 	BytesTotal      int64              `json:"bytes_total"`
 	MBPerS          float64            `json:"mb_per_s"`
 	Seconds         float64            `json:"seconds"`
+	RTOSeconds      float64            `json:"rto_seconds,omitempty"`
 	Error           string             `json:"error,omitempty"`
 	CreatedAt       time.Time          `json:"created_at"`
 	StartedAt       time.Time          `json:"started_at,omitzero"`

@@ -81,3 +81,46 @@ func TestBootWaitValidate(t *testing.T) {
 		}
 	}
 }
+
+func TestNormalizeBoot(t *testing.T) {
+	boot := []string{CheckRead, CheckBoot}
+	for _, c := range []struct {
+		name    string
+		checks  []string
+		in      RestoreTestBoot
+		field   string // "" when valid
+		timeout string // normalized, when valid
+	}{
+		{"defaults", boot, RestoreTestBoot{Host: "esx1", Network: "isolated"}, "", "10m0s"},
+		{"a port and a timeout", boot, RestoreTestBoot{Host: "esx1", Network: "isolated", TCPPort: 22, BootTimeout: "90s"}, "", "1m30s"},
+		{"the longest wait", boot, RestoreTestBoot{Host: "esx1", Network: "n", BootTimeout: "1h"}, "", "1h0m0s"},
+		{"no host", boot, RestoreTestBoot{Network: "isolated"}, "host", ""},
+		{"no network", boot, RestoreTestBoot{Host: "esx1"}, "network", ""},
+		{"a control character", boot, RestoreTestBoot{Host: "esx\n1", Network: "n"}, "host", ""},
+		{"port 0 is unset", boot, RestoreTestBoot{Host: "esx1", Network: "n", TCPPort: 0}, "", "10m0s"},
+		{"port too big", boot, RestoreTestBoot{Host: "esx1", Network: "n", TCPPort: 65536}, "tcp_port", ""},
+		{"negative port", boot, RestoreTestBoot{Host: "esx1", Network: "n", TCPPort: -1}, "tcp_port", ""},
+		{"zero timeout", boot, RestoreTestBoot{Host: "esx1", Network: "n", BootTimeout: "0s"}, "boot_timeout", ""},
+		{"negative timeout", boot, RestoreTestBoot{Host: "esx1", Network: "n", BootTimeout: "-5m"}, "boot_timeout", ""},
+		{"over an hour", boot, RestoreTestBoot{Host: "esx1", Network: "n", BootTimeout: "61m"}, "boot_timeout", ""},
+		{"not a duration", boot, RestoreTestBoot{Host: "esx1", Network: "n", BootTimeout: "10"}, "boot_timeout", ""},
+		{"part of a second", boot, RestoreTestBoot{Host: "esx1", Network: "n", BootTimeout: "1500ms"}, "boot_timeout", ""},
+		{"nothing without boot", []string{CheckRead}, RestoreTestBoot{}, "", ""},
+		{"host without boot", []string{CheckRead}, RestoreTestBoot{Host: "esx1"}, "host", ""},
+		{"network without boot", []string{CheckRead}, RestoreTestBoot{Network: "n"}, "network", ""},
+		{"port without boot", []string{CheckPaths}, RestoreTestBoot{TCPPort: 22}, "tcp_port", ""},
+		{"timeout without boot", nil, RestoreTestBoot{BootTimeout: "5m"}, "boot_timeout", ""},
+	} {
+		b := c.in
+		err := b.NormalizeBoot(c.checks)
+		var fe *FieldError
+		switch {
+		case c.field == "" && err != nil:
+			t.Errorf("%s: %v", c.name, err)
+		case c.field == "" && b.BootTimeout != c.timeout:
+			t.Errorf("%s: boot_timeout %q, want %q", c.name, b.BootTimeout, c.timeout)
+		case c.field != "" && (!errors.As(err, &fe) || fe.Field != c.field):
+			t.Errorf("%s: %v, want a FieldError naming %s", c.name, err, c.field)
+		}
+	}
+}

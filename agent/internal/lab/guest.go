@@ -2,6 +2,7 @@ package lab
 
 import (
 	"context"
+	"path"
 	"time"
 
 	"github.com/vmware/govmomi/simulator"
@@ -23,7 +24,8 @@ const guestBootWait = 30 * time.Second
 
 // SilenceGuest makes the guest of the VM of that name never report running after a power-on
 // (silent true), or boot again as usual (false). It applies to VMs made or registered later
-// too: the name is what counts.
+// too: the name is what counts. The name may be a path.Match pattern ("vm1-rt-*"), for VMs
+// whose full name is made by the product.
 func (l *Lab) SilenceGuest(name string, silent bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -40,7 +42,12 @@ func (l *Lab) SilenceGuest(name string, silent bool) {
 func (l *Lab) guestSilenced(name string) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.silent[name]
+	for p := range l.silent {
+		if ok, _ := path.Match(p, name); ok || p == name {
+			return true
+		}
+	}
+	return false
 }
 
 // handleGuest watches the VM a power-on or power-off is asked of, and sets its guest once

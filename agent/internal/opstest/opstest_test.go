@@ -100,12 +100,36 @@ func base(name string) string {
 // lab, and waits until the hub lists vm1. It returns the hub and the agent's metrics URL.
 func startProduct(t *testing.T) (*hubtest.Hub, string) {
 	t.Helper()
-	l, err := lab.Start(t.Context(), lab.Spec{VMs: []lab.VMSpec{{Name: "vm1", CBT: true, Disks: []lab.DiskSpec{{Size: "64MiB", Fill: lab.FillSparse, Data: "16MiB"}}}}}, lab.Options{})
+	hub, _, m := startProductWith(t, false)
+	return hub, m
+}
+
+// startProductWith is startProduct that also returns the lab and, with instantRecovery, turns
+// on the hub's NFS export (on 127.0.0.1) and lets the lab's hosts mount a session's export as
+// the folder the hub serves; the lab's first host is then named localhost, an ESXi host name
+// the hub resolves.
+func startProductWith(t *testing.T, instantRecovery bool) (*hubtest.Hub, *lab.Lab, string) {
+	t.Helper()
+	var hub *hubtest.Hub
+	var hubArgs []string
+	lo := lab.Options{}
+	if instantRecovery {
+		hubArgs = append(hubArgs, "--nfs-listen", "127.0.0.1:0", "--nfs-address", "127.0.0.1")
+		lo.NASDir = func(_, remotePath string) (string, error) {
+			return filepath.Join(hub.DataDir, "instant-recovery", strings.TrimPrefix(remotePath, "/"), "export"), nil
+		}
+	}
+	l, err := lab.Start(t.Context(), lab.Spec{VMs: []lab.VMSpec{{Name: "vm1", CBT: true, Disks: []lab.DiskSpec{{Size: "64MiB", Fill: lab.FillSparse, Data: "16MiB"}}}}}, lo)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = l.Close() })
-	hub := hubtest.Start(t)
+	if instantRecovery {
+		if err := l.RenameHost(t.Context(), l.Hosts()[0], "localhost"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	hub = hubtest.Start(t, hubArgs...)
 	dir := t.TempDir()
 	state := filepath.Join(dir, "agent")
 	agentBin := filepath.Join(dir, "sendense-agent")
@@ -143,7 +167,7 @@ func startProduct(t *testing.T) (*hubtest.Hub, string) {
 		lastCLI = time.Now()
 		return strings.Contains(hub.CLI("vms", "list"), "vm1")
 	})
-	return hub, agentMetrics
+	return hub, l, agentMetrics
 }
 
 // The whole product runs (lab, hub, enrolled agent daemon, a policy, a backup), both metrics
@@ -174,7 +198,7 @@ func TestMetricsDashboardAndAlerts(t *testing.T) {
 		"sendense_hub_backup_sent_bytes_total", "sendense_hub_backup_deduplicated_bytes_total", "sendense_hub_verify_chunk_failures_total",
 		"sendense_hub_repository_size_bytes", "sendense_hub_certificate_expiry_timestamp_seconds", "sendense_hub_catalog_query_errors_total",
 		"sendense_hub_policy_vms_overdue", "sendense_hub_restore_tests_total", "sendense_hub_restore_test_duration_seconds",
-		"sendense_hub_restore_test_vms_failing", "sendense_agent_hub_request_retries_total", "sendense_agent_snapshot_age_seconds",
+		"sendense_hub_restore_test_vms_failing", "sendense_hub_restore_test_rto_seconds", "sendense_agent_hub_request_retries_total", "sendense_agent_snapshot_age_seconds",
 		"sendense_agent_certificate_expiry_timestamp_seconds", "sendense_agent_read_bytes_total",
 	} {
 		if !exported[want] {

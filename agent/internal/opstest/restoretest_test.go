@@ -45,7 +45,9 @@ func apiCall(t *testing.T, hub *hubtest.Hub, method, path, token string, in, out
 	}
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(ca)
-	c := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS13}}}
+	// One connection per call, closed after it: callers poll, and idle connections left open by
+	// each call's transport would reach the hub's per-address connection limit.
+	c := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{DisableKeepAlives: true, TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS13}}}
 	var body io.Reader
 	if in != nil {
 		b, _ := json.Marshal(in)

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"path/filepath"
 	"text/tabwriter"
 
@@ -80,21 +81,33 @@ func irCmd(e *env, fn func(cmd *cobra.Command, args []string, o irOps) error) fu
 			log := cfg.NewLogger(e.stderr)
 			repos := repository.NewRegistry(cat, log, nil)
 			defer repos.Close()
-			backups := jobs.New(cat, repos, log, nil, jobs.Options{})
-			exp, err := nfsexport.New(filepath.Join(cfg.DataDir, "instant-recovery"), log)
+			svc, closeIR, err := localIRService(cfg, cat, repos, log)
 			if err != nil {
 				return err
 			}
-			defer func() {
-				for id := range exp.Overlays() { // close what Start opened; the hub serves it
-					_ = exp.Remove(id, false)
-				}
-			}()
-			svc := instantrecovery.New(cat, restore.New(cat, restoreRepos(repos), nil), backups, exp, backups, log, nil,
-				instantrecovery.Options{NFSAddress: cfg.NFSAddress, OverlayLimit: cfg.OverlayLimitGiB << 30})
+			defer closeIR()
 			return fn(cmd, args, localIR{svc})
 		})(cmd, args)
 	}
+}
+
+// localIRService is the instant-recovery service of this hub's configuration in a command: a
+// session it starts is written to the hub's folders and catalog, and the running hub serves
+// it. close closes what the command opened (the hub keeps serving it).
+func localIRService(cfg *config.Config, cat *catalog.Catalog, repos *repository.Registry, log *slog.Logger) (*instantrecovery.Service, func(), error) {
+	backups := jobs.New(cat, repos, log, nil, jobs.Options{})
+	exp, err := nfsexport.New(filepath.Join(cfg.DataDir, "instant-recovery"), log)
+	if err != nil {
+		return nil, nil, err
+	}
+	closeAll := func() {
+		for id := range exp.Overlays() { // close what Start opened; the hub serves it
+			_ = exp.Remove(id, false)
+		}
+	}
+	svc := instantrecovery.New(cat, restore.New(cat, restoreRepos(repos), nil), backups, exp, backups, log, nil,
+		instantrecovery.Options{NFSAddress: cfg.NFSAddress, OverlayLimit: cfg.OverlayLimitGiB << 30})
+	return svc, closeAll, nil
 }
 
 func newInstantRecoveryCmd(e *env) *cobra.Command {

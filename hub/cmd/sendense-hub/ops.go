@@ -267,9 +267,19 @@ func (l *localOps) restoreTests() *restoretest.Service {
 	return restoretest.New(l.cat, restore.New(l.cat, restoreRepos(l.repos), nil), l.log, nil, restoretest.Options{})
 }
 
-// RunRestoreTest runs the test in this process, at once.
+// RunRestoreTest runs the test in this process, at once. Its boot check starts the instant
+// recovery through this hub's configuration: the running hub serves it, the agent boots it.
 func (l *localOps) RunRestoreTest(ctx context.Context, req api.StartRestoreTestRequest) (api.RestoreTest, error) {
-	return l.restoreTests().RunNow(ctx, req, restoretest.ActorCLI)
+	s := l.restoreTests()
+	if l.cfg.NFSListen != "" {
+		ir, closeIR, err := localIRService(l.cfg, l.cat, l.repos, l.log)
+		if err != nil {
+			return api.RestoreTest{}, err
+		}
+		defer closeIR()
+		s.EnableBoot(ir, l.jobs())
+	}
+	return s.RunNow(ctx, req, restoretest.ActorCLI)
 }
 
 func (l *localOps) RestoreTests(ctx context.Context, vm, result string, since time.Time, limit int) (api.RestoreTestList, error) {

@@ -27,7 +27,7 @@ func newPolicyCmd(e *env) *cobra.Command {
 	var disabled bool
 	var cbtSample float64
 	create := &cobra.Command{
-		Use:   "create --name N --schedule '0 3 * * *' [--kind backup|restore-test] [--check read]... [--timezone Europe/Berlin] [--vm NAME]... [--vm-glob 'db-*'] [--agent ID] [--keep-daily 7 ...]",
+		Use:   "create --name N --schedule '0 3 * * *' [--kind backup|restore-test] [--check read]... [--host ESXI --network PG [--tcp-port N] [--boot-timeout 10m]] [--timezone Europe/Berlin] [--vm NAME]... [--vm-glob 'db-*'] [--agent ID] [--keep-daily 7 ...]",
 		Short: "Create a policy: which VMs are backed up when, where, and how long backups are kept; or (--kind restore-test) whose latest restore points are tested when",
 		Args:  cobra.NoArgs,
 		RunE: opsCmd(e, func(cmd *cobra.Command, _ []string, ps policyOps) error {
@@ -47,8 +47,9 @@ func newPolicyCmd(e *env) *cobra.Command {
 	f.StringVar(&in.Name, "name", "", "policy name (required)")
 	f.StringVar(&in.Schedule, "schedule", "", `cron "0 3 * * *", "@daily", or "@every 6h" (required)`)
 	f.StringVar(&in.Kind, "kind", api.PolicyBackup, "backup, or restore-test: test the covered VMs' latest restore points in --repository")
-	f.StringSliceVar(&in.Checks, "check", nil, "a restore-test policy's checks (repeatable): read (the default), paths")
+	f.StringSliceVar(&in.Checks, "check", nil, "a restore-test policy's checks (repeatable): read (the default), paths, boot")
 	f.StringArrayVar(&in.Paths, "path", nil, "a path a restore-test policy's paths check requires, [disk-2000:]/p1/etc/hosts (repeatable)")
+	bootFlags(create, &in.RestoreTestBoot)
 	f.StringVar(&in.Timezone, "timezone", "UTC", "IANA time zone of the cron schedule and of retention buckets")
 	f.StringSliceVar(&in.VMs, "vm", nil, "VM name or context id (repeatable)")
 	f.StringVar(&in.VMGlob, "vm-glob", "", `VM name pattern, e.g. "db-*"`)

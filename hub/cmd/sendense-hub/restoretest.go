@@ -25,13 +25,17 @@ func newRestoreTestCmd(e *env) *cobra.Command {
 	var req api.StartRestoreTestRequest
 	var asJSON bool
 	run := &cobra.Command{
-		Use:   "run --vm V [--backup ID] [--check read|paths]... [--path [disk-2000:]/p1/etc/hosts]... [--json]",
+		Use:   "run --vm V [--backup ID] [--check read|paths|boot]... [--path [disk-2000:]/p1/etc/hosts]... [--host ESXI --network PG [--tcp-port N] [--boot-timeout 10m]] [--json]",
 		Short: "Test the VM's latest (or a named) restore point now: read every disk in full, every chunk verified; exit 1 unless it passed",
 		Long: "Reads every disk of the restore point through the hub's restore path, as a restore would, verifying every chunk\n" +
 			"(a damaged chunk is quarantined), and records the evidence: the checks with their results and reasons, bytes read,\n" +
 			"MB/s and seconds. With --check paths, each --path must exist in the restore point's filesystems (ext2/3/4, XFS behind\n" +
 			"MBR or GPT, read through file-level restore; a file is read in full): disk-2000:/p1/etc/hosts on that disk,\n" +
-			"/p1/etc/hosts on any disk. The test is listed by `restore-test list`, GET /api/v1/restore-tests and `report restore-tests`.",
+			"/p1/etc/hosts on any disk. With --check boot, the restore point is booted with instant recovery on ESXi host --host, every\n" +
+			"NIC on the isolated port group --network, until VMware Tools report the guest running (or, with --tcp-port, the guest's\n" +
+			"address answers on that port) within --boot-timeout; the time from the request to that signal is the RTO, and the\n" +
+			"session is stopped afterwards whatever happened. The test is listed by `restore-test list`, GET /api/v1/restore-tests\n" +
+			"and `report restore-tests`.",
 		Args: cobra.NoArgs,
 		RunE: opsCmd(e, func(cmd *cobra.Command, _ []string, s restoreTestOps) error {
 			t, err := s.RunRestoreTest(cmd.Context(), req)
@@ -53,8 +57,9 @@ func newRestoreTestCmd(e *env) *cobra.Command {
 	}
 	run.Flags().StringVar(&req.VM, "vm", "", "VM name or context id (required)")
 	run.Flags().StringVar(&req.BackupID, "backup", "", "the restore point to test (default: the VM's latest successful backup)")
-	run.Flags().StringSliceVar(&req.Checks, "check", nil, "checks to run (repeatable): read (the default), paths")
+	run.Flags().StringSliceVar(&req.Checks, "check", nil, "checks to run (repeatable): read (the default), paths, boot")
 	run.Flags().StringArrayVar(&req.Paths, "path", nil, "a path the paths check requires, [disk-2000:]/p1/etc/hosts (repeatable)")
+	bootFlags(run, &req.RestoreTestBoot)
 	run.Flags().BoolVar(&asJSON, "json", false, "print the evidence as JSON")
 	_ = run.MarkFlagRequired("vm")
 
@@ -81,9 +86,13 @@ func newRestoreTestCmd(e *env) *cobra.Command {
 				return printJSON(e.stdout, l)
 			}
 			tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "ID\tVM\tBACKUP\tSTATUS\tCREATED\tREAD\tMB/S\tSECONDS\tERROR")
+			fmt.Fprintln(tw, "ID\tVM\tBACKUP\tSTATUS\tCREATED\tREAD\tMB/S\tSECONDS\tRTO\tERROR")
 			for _, t := range l.RestoreTests {
-				row(tw, t.ID, t.VMName, t.BackupID, t.Status, fmtTime(t.CreatedAt), humanBytes(t.BytesRead), fmt.Sprintf("%.1f", t.MBPerS), fmt.Sprintf("%.1f", t.Seconds), orDash(t.Error))
+				rto := "-" // no boot check passed
+				if t.RTOSeconds > 0 {
+					rto = fmt.Sprintf("%.1f", t.RTOSeconds)
+				}
+				row(tw, t.ID, t.VMName, t.BackupID, t.Status, fmtTime(t.CreatedAt), humanBytes(t.BytesRead), fmt.Sprintf("%.1f", t.MBPerS), fmt.Sprintf("%.1f", t.Seconds), rto, orDash(t.Error))
 			}
 			return tw.Flush()
 		}),
@@ -110,6 +119,14 @@ func newRestoreTestCmd(e *env) *cobra.Command {
 	return cmd
 }
 
+// bootFlags adds the boot check's settings to a command.
+func bootFlags(cmd *cobra.Command, b *api.RestoreTestBoot) {
+	cmd.Flags().StringVar(&b.Host, "host", "", "the boot check's ESXi host (required with --check boot)")
+	cmd.Flags().StringVar(&b.Network, "network", "", "the isolated port group every NIC of the booted VM is put on (required with --check boot)")
+	cmd.Flags().IntVar(&b.TCPPort, "tcp-port", 0, "the boot check's signal: the guest answers on this TCP port (default: VMware Tools report running)")
+	cmd.Flags().StringVar(&b.BootTimeout, "boot-timeout", "", "how long the guest has to give its boot signal, at most 1h (default 10m)")
+}
+
 func printRestoreTest(e *env, t api.RestoreTest) {
 	fmt.Fprintf(e.stdout, "restore test %s of %s, restore point %s (%s): %s\n", t.ID, printable(t.VMName), t.BackupID, fmtTime(t.BackupCreatedAt), t.Status)
 	for _, c := range t.Checks {
@@ -121,9 +138,18 @@ func printRestoreTest(e *env, t api.RestoreTest) {
 		if c.Path != "" {
 			what = printable(c.Path) + " (" + orDash(c.DiskID) + ")"
 		}
+		if c.Name == api.CheckBoot {
+			what = "on " + printable(c.Host) + " (" + orDash(c.SessionID) + ", " + orDash(c.SessionStatus) + ")"
+			if c.Passed {
+				what += fmt.Sprintf(" %s %s, RTO %.1fs", c.Signal, printable(c.Address), c.RTOSeconds)
+			}
+		}
 		fmt.Fprintf(e.stdout, "  %s %s\t%s in %.1fs\t%s\n", c.Name, what, humanBytes(c.BytesRead), c.Seconds, res)
 	}
 	fmt.Fprintf(e.stdout, "read %s in %.1fs (%.1f MB/s)\n", humanBytes(t.BytesRead), t.Seconds, t.MBPerS)
+	if t.RTOSeconds > 0 {
+		fmt.Fprintf(e.stdout, "booted on %s: RTO %.1fs\n", printable(t.Host), t.RTOSeconds)
+	}
 }
 
 func newReportCmd(e *env) *cobra.Command {

@@ -187,6 +187,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 			defer pmUDP.Close()
 		}
 		deps.InstantRecoveries = irs
+		tests.EnableBoot(irs, backups)
 		cons.SetInstantRecoveries(irs)
 		syncIRs = irs
 	}

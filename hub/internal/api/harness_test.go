@@ -171,6 +171,7 @@ func newTestHub(t *testing.T, c *catalog.Catalog, opts ...hubOptions) *testHub {
 		t.Fatal(err)
 	}
 	irs := newIRService(c, restores, backups, nfsSrv, log, reg, clock.Now)
+	tests.EnableBoot(irs, backups)
 	nfsln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

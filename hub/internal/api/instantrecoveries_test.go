@@ -456,6 +456,17 @@ func TestInstantRecoveryBootWait(t *testing.T) {
 		if code, e := a.call(http.MethodGet, api.PathAgentInstantRecoveries+"?wait=5s", nil, &job); code != http.StatusOK || job.Boot == nil || *job.Boot != (api.InstantRecoveryBootWait{TCPPort: 22, TimeoutSeconds: 600}) {
 			t.Fatalf("start job: %d %+v %+v", code, e, job.Boot)
 		}
+		// The guest takes longer than the claim timeout: the start is not handed out again while
+		// the agent says it still carries it out, and is once the agent no longer does (it
+		// restarted).
+		h.Clock.Add(11 * time.Minute)
+		if code, _ := a.call(http.MethodGet, api.PathAgentInstantRecoveries+"?wait=0s&running="+ir.ID, nil, nil); code != http.StatusNoContent {
+			t.Fatalf("a start the agent still runs was handed out again: %d", code)
+		}
+		job = api.InstantRecoveryJob{}
+		if code, e := a.call(http.MethodGet, api.PathAgentInstantRecoveries+"?wait=0s&running=ir-other", nil, &job); code != http.StatusOK || job.ID != ir.ID || job.Action != api.IRActionStart {
+			t.Fatalf("a start claimed long ago by an agent that no longer runs it: %d %+v %+v", code, e, job)
+		}
 		done := api.Path(api.PathAgentInstantRecoveryDone, ir.ID)
 		bad := api.InstantRecoveryReport{Action: api.IRActionStart, Status: api.JobSucceeded, VMRef: "vm-9", Boot: &api.InstantRecoveryBoot{Seconds: 3}}
 		if code, e := a.call(http.MethodPost, done, bad, nil); code != http.StatusBadRequest || e.Field != "boot.reason" {

@@ -118,7 +118,7 @@ var operations = []operation{
 	{"POST", api.PathPrune, "Apply the policies' retention now (dry_run: only report), never to protected backups", authOperator, nil, api.PruneRequest{}, api.PruneResult{}, 200},
 
 	{"GET", api.PathEvents, "List recorded events, newest first (vm: name or context id; since: RFC 3339)", authViewer, []string{"vm", "type", "since", "limit", "offset"}, nil, api.EventList{}, 200},
-	{"POST", api.PathRestoreTests, "Start a restore test of the VM's latest (or a named) restore point, run by the hub in the background: a full verified read of every disk, and the paths that must exist in its filesystems", authOperator, nil, api.StartRestoreTestRequest{}, api.RestoreTest{}, 202},
+	{"POST", api.PathRestoreTests, "Start a restore test of the VM's latest (or a named) restore point, run by the hub in the background: a full verified read of every disk, the paths that must exist in its filesystems, and an instant-recovery boot on an ESXi host with its RTO (the boot check: host, network, tcp_port, boot_timeout)", authOperator, nil, api.StartRestoreTestRequest{}, api.RestoreTest{}, 202},
 	{"GET", api.PathRestoreTests, "List restore tests with their evidence, newest first", authViewer, []string{"vm", "since", "result", "limit", "offset"}, nil, api.RestoreTestList{}, 200},
 	{"GET", api.PathRestoreTest, "Show a restore test with its checks and evidence", authViewer, nil, nil, api.RestoreTest{}, 200},
 	{"GET", api.PathReportRestoreTests, "The restore tests of a period by VM, and the VMs without one (from, to: RFC 3339; default the last 30 days)", authViewer, []string{"from", "to"}, nil, api.RestoreTestReport{}, 200},

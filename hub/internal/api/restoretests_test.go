@@ -224,7 +224,18 @@ func TestRestoreTestRejectsBadRequests(t *testing.T) {
 			{"unknown VM", api.StartRestoreTestRequest{VM: "nope"}, 400, "vm", `no VM named "nope"`},
 			{"no VM", api.StartRestoreTestRequest{}, 400, "vm", "required"},
 			{"unknown backup", api.StartRestoreTestRequest{VM: "pgtest1", BackupID: "bk-none"}, 400, "backup_id", `no backup "bk-none"`},
-			{"a check not built yet", api.StartRestoreTestRequest{VM: "pgtest1", Checks: []string{"read", "boot"}}, 400, "checks[1]", "not available yet"},
+			{"boot without a host", api.StartRestoreTestRequest{VM: "pgtest1", Checks: []string{"read", "boot"}, RestoreTestBoot: api.RestoreTestBoot{Network: "iso"}}, 400, "host", "needs the ESXi host"},
+			{"boot without a network", api.StartRestoreTestRequest{VM: "pgtest1", Checks: []string{"boot"}, RestoreTestBoot: api.RestoreTestBoot{Host: "esx1"}}, 400, "network", "isolated port group"},
+			{"a port over 65535", api.StartRestoreTestRequest{VM: "pgtest1", Checks: []string{"boot"}, RestoreTestBoot: api.RestoreTestBoot{Host: "esx1", Network: "iso", TCPPort: 65536}}, 400, "tcp_port", "not a TCP port (1-65535)"},
+			{"a negative port", api.StartRestoreTestRequest{VM: "pgtest1", Checks: []string{"boot"}, RestoreTestBoot: api.RestoreTestBoot{Host: "esx1", Network: "iso", TCPPort: -22}}, 400, "tcp_port", "not a TCP port"},
+			{"no boot time", api.StartRestoreTestRequest{VM: "pgtest1", Checks: []string{"boot"}, RestoreTestBoot: api.RestoreTestBoot{Host: "esx1", Network: "iso", BootTimeout: "0s"}}, 400, "boot_timeout", "outside 1s to 1h0m0s"},
+			{"a boot time over an hour", api.StartRestoreTestRequest{VM: "pgtest1", Checks: []string{"boot"}, RestoreTestBoot: api.RestoreTestBoot{Host: "esx1", Network: "iso", BootTimeout: "61m"}}, 400, "boot_timeout", "outside 1s to 1h0m0s"},
+			{"a boot time that is no duration", api.StartRestoreTestRequest{VM: "pgtest1", Checks: []string{"boot"}, RestoreTestBoot: api.RestoreTestBoot{Host: "esx1", Network: "iso", BootTimeout: "ten minutes"}}, 400, "boot_timeout", "not a duration"},
+			{"an ESXi host the hub cannot find", api.StartRestoreTestRequest{VM: "pgtest1", Checks: []string{"read", "boot"}, RestoreTestBoot: api.RestoreTestBoot{Host: "unknown.invalid", Network: "iso"}}, 400, "host", `cannot find the address of ESXi host "unknown.invalid"`},
+			{"a host without the boot check", api.StartRestoreTestRequest{VM: "pgtest1", RestoreTestBoot: api.RestoreTestBoot{Host: "esx1"}}, 400, "host", `setting of the "boot" check only`},
+			{"a network on a read check", api.StartRestoreTestRequest{VM: "pgtest1", Checks: []string{"read"}, RestoreTestBoot: api.RestoreTestBoot{Network: "iso"}}, 400, "network", `setting of the "boot" check only`},
+			{"a port on a paths check", api.StartRestoreTestRequest{VM: "pgtest1", Checks: []string{"paths"}, Paths: []string{"/p1/etc/hosts"}, RestoreTestBoot: api.RestoreTestBoot{TCPPort: 22}}, 400, "tcp_port", `setting of the "boot" check only`},
+			{"a boot timeout without the boot check", api.StartRestoreTestRequest{VM: "pgtest1", RestoreTestBoot: api.RestoreTestBoot{BootTimeout: "5m"}}, 400, "boot_timeout", `setting of the "boot" check only`},
 			{"an unknown check", api.StartRestoreTestRequest{VM: "pgtest1", Checks: []string{"fsck"}}, 400, "checks[0]", `unknown check "fsck"`},
 			{"a check twice", api.StartRestoreTestRequest{VM: "pgtest1", Checks: []string{"read", "read"}}, 400, "checks[1]", "twice"},
 			{"paths without the paths check", api.StartRestoreTestRequest{VM: "pgtest1", Paths: []string{"/p1/etc/fstab"}}, 400, "paths", `by the "paths" check only`},
@@ -277,7 +288,12 @@ func TestRestoreTestPolicyRunsWhenDueAndOnce(t *testing.T) {
 			in    api.Policy
 			field string
 		}{
-			{api.Policy{Name: "rt", Kind: api.PolicyRestoreTest, Schedule: "@every 1h", Checks: []string{"boot"}}, "checks[0]"},
+			{api.Policy{Name: "rt", Kind: api.PolicyRestoreTest, Schedule: "@every 1h", Checks: []string{"boot"}}, "host"},
+			{api.Policy{Name: "rt", Kind: api.PolicyRestoreTest, Schedule: "@every 1h", Checks: []string{"boot"}, RestoreTestBoot: api.RestoreTestBoot{Host: "esx1"}}, "network"},
+			{api.Policy{Name: "rt", Kind: api.PolicyRestoreTest, Schedule: "@every 1h", Checks: []string{"boot"}, RestoreTestBoot: api.RestoreTestBoot{Host: "esx1", Network: "iso", TCPPort: 70000}}, "tcp_port"},
+			{api.Policy{Name: "rt", Kind: api.PolicyRestoreTest, Schedule: "@every 1h", Checks: []string{"boot"}, RestoreTestBoot: api.RestoreTestBoot{Host: "esx1", Network: "iso", BootTimeout: "3h"}}, "boot_timeout"},
+			{api.Policy{Name: "rt", Kind: api.PolicyRestoreTest, Schedule: "@every 1h", RestoreTestBoot: api.RestoreTestBoot{Host: "esx1"}}, "host"},
+			{api.Policy{Name: "rt", Schedule: "@every 1h", RestoreTestBoot: api.RestoreTestBoot{Network: "iso"}}, "network"},
 			{api.Policy{Name: "rt", Kind: api.PolicyRestoreTest, Schedule: "@every 1h", Checks: []string{"paths"}}, "paths"},
 			{api.Policy{Name: "rt", Kind: api.PolicyRestoreTest, Schedule: "@every 1h", Paths: []string{"/p1/etc/hosts"}}, "paths"},
 			{api.Policy{Name: "rt", Kind: api.PolicyRestoreTest, Schedule: "@every 1h", Checks: []string{"paths"}, Paths: []string{"p1/etc/hosts"}}, "paths[0]"},
@@ -297,6 +313,17 @@ func TestRestoreTestPolicyRunsWhenDueAndOnce(t *testing.T) {
 		}
 		if p.Kind != api.PolicyRestoreTest || len(p.Checks) != 1 || p.Checks[0] != api.CheckRead || p.CBTSample != nil {
 			t.Fatalf("created: %+v", p)
+		}
+		// A disabled policy with the boot check keeps its settings, the timeout normalized.
+		var bootP api.Policy
+		bootIn := api.Policy{Name: "boot-test", Kind: api.PolicyRestoreTest, Schedule: "@every 1h", VMs: []string{"pgtest1"}, Checks: []string{"read", "boot"},
+			RestoreTestBoot: api.RestoreTestBoot{Host: "esx1", Network: "isolated", TCPPort: 22, BootTimeout: "90s"}}
+		if code, e := h.call(h.client(nil), http.MethodPost, api.PathPolicies, operator, bootIn, &bootP); code != http.StatusCreated {
+			t.Fatalf("create the boot policy: %d %+v", code, e)
+		}
+		if code, _ := h.call(h.client(nil), http.MethodGet, api.Path(api.PathPolicy, "boot-test"), operator, nil, &bootP); code != 200 ||
+			bootP.RestoreTestBoot != (api.RestoreTestBoot{Host: "esx1", Network: "isolated", TCPPort: 22, BootTimeout: "1m30s"}) {
+			t.Fatalf("the boot policy: %d %+v", code, bootP)
 		}
 		b := jobs.New(h.Cat, repository.NewRegistry(h.Cat, nil, nil), slog.New(slog.DiscardHandler), nil, jobs.Options{Now: h.Clock.Now})
 		sched := policy.New(h.Cat, b, h.Tests, slog.New(slog.DiscardHandler), nil, h.Clock.Now)
@@ -375,8 +402,15 @@ func TestStaleRestoreTestIsFailed(t *testing.T) {
 		if rt.Passed || !strings.Contains(rt.Error, "stopped before it finished") {
 			t.Fatalf("the orphaned test: %+v", rt)
 		}
-		if evs := h.events(operator, "?type=restore_test"); len(evs.Events) != 1 || evs.Events[0].Outcome != api.RestoreTestFailed {
-			t.Fatalf("events: %+v", evs.Events)
+		// The runner records the event just after it failed the test: give it a moment.
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+			evs := h.events(operator, "?type=restore_test")
+			if len(evs.Events) == 1 && evs.Events[0].Outcome == api.RestoreTestFailed {
+				break
+			}
+			if len(evs.Events) > 1 || time.Now().After(deadline) {
+				t.Fatalf("events: %+v", evs.Events)
+			}
 		}
 	})
 }
@@ -444,6 +478,136 @@ func TestRestoreTestReport(t *testing.T) {
 		}
 		if code, _ := h.call(h.client(nil), http.MethodGet, api.PathReportRestoreTests, "", nil, nil); code != http.StatusUnauthorized {
 			t.Fatalf("GET report without a token: %d", code)
+		}
+	})
+}
+
+// A boot test whose hub stopped mid-test is failed as stale, and its instant-recovery session
+// is stopped by the next runner (the agent is handed the stop): no booted copy is left
+// running. So is the session of a test already over (its hub stopped before it stopped the
+// session). The session of a test still running, a session named like a test that does not
+// exist and another session are left alone.
+func TestStaleBootTestStopsItsSession(t *testing.T) {
+	forEachHub(t, func(t *testing.T, h *testHub) {
+		a := h.newAgent("a1")
+		operator := h.apiToken(api.RoleOperator)
+		bk, _ := restorableBackup(t, h, a, true)
+		row, err := h.Cat.BackupByID(t.Context(), bk)
+		if err != nil {
+			t.Fatal(err)
+		}
+		boot := &api.RestoreTestBoot{Host: "esx1.lab", Network: "isolated", BootTimeout: "10m0s"}
+		wait := api.InstantRecoveryBootWait{TimeoutSeconds: 600}
+		session := func(name string) string {
+			ir, err := h.IR.StartBoot(t.Context(), api.InstantRecoveryRequest{BackupID: bk, Host: "esx1.lab", Name: name, PowerOn: true}, wait)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return ir.ID
+		}
+		test := func(id, status string) {
+			rt := &catalog.RestoreTest{ID: id, VMContextID: row.VMContextID, VMName: row.VMName, BackupID: bk, BackupCreatedAt: row.CreatedAt,
+				RepositoryID: row.RepositoryID, RepositoryName: row.RepositoryName, Actor: "cli", RequestedChecks: []string{"boot"}, Boot: boot, Status: status}
+			if err := h.Cat.CreateRestoreTest(t.Context(), rt); err != nil {
+				t.Fatal(err)
+			}
+		}
+		test("rt-orphan-boot", api.RestoreTestRunning)
+		test("rt-over-boot", api.RestoreTestFailed)
+		orphan, over := session(row.VMName+"-rt-orphan-boot"), session(row.VMName+"-rt-over-boot")
+		missing, other := session(row.VMName+"-rt-missing"), session("someone-elses")
+		status := func(id string) api.InstantRecovery {
+			t.Helper()
+			ir, err := h.IR.Get(t.Context(), id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return ir
+		}
+		waitStopping := func(id, what string) {
+			t.Helper()
+			for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+				ir := status(id)
+				if ir.Status == api.IRStopping && ir.Pending == api.IRActionStop {
+					return
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("%s: %+v, want stopping", what, ir)
+				}
+			}
+		}
+
+		h.runTests()
+		waitStopping(over, "the session of a test already over")
+		if ir := status(orphan); ir.Status != api.IRStarting {
+			t.Fatalf("the session of a test still running (fresh heartbeat) was touched: %+v", ir)
+		}
+		h.Clock.Add(3 * time.Minute)
+		rt := h.waitTest(operator, "rt-orphan-boot")
+		if rt.Passed || !strings.Contains(rt.Error, "stopped before it finished") || rt.Host != "esx1.lab" {
+			t.Fatalf("the orphaned boot test: %+v", rt)
+		}
+		waitStopping(orphan, "the stale test's session")
+		for _, id := range []string{missing, other} {
+			if ir := status(id); ir.Status != api.IRStarting {
+				t.Fatalf("a session of no test was touched: %+v", ir)
+			}
+		}
+	})
+}
+
+// A restore-test policy with the boot check queues, when due, a test of every covered VM with
+// the policy's boot settings (host, network, tcp_port, the normalized boot_timeout); replacing
+// the policy replaces them, and dropping the boot check drops them.
+func TestRestoreTestPolicyQueuesTheBootCheck(t *testing.T) {
+	forEachHub(t, func(t *testing.T, h *testHub) {
+		a := h.newAgent("a1")
+		operator := h.apiToken(api.RoleOperator)
+		bk := h.backupImage(a, operator, randomImage(t, 2*testChunk))
+
+		in := api.Policy{Name: "boot-weekly", Kind: api.PolicyRestoreTest, Enabled: true, Schedule: "@every 1h", VMs: []string{"pgtest1"}, Checks: []string{"read", "boot"},
+			RestoreTestBoot: api.RestoreTestBoot{Host: "esx1.lab", Network: "isolated", TCPPort: 22, BootTimeout: "90s"}}
+		var p api.Policy
+		if code, e := h.call(h.client(nil), http.MethodPost, api.PathPolicies, operator, in, &p); code != http.StatusCreated {
+			t.Fatalf("create: %d %+v", code, e)
+		}
+		in.BootTimeout, in.TCPPort = "20m", 0
+		if code, e := h.call(h.client(nil), http.MethodPut, api.Path(api.PathPolicy, in.Name), operator, in, nil); code != http.StatusOK {
+			t.Fatalf("replace: %d %+v", code, e)
+		}
+		p = api.Policy{} // omitted fields must not survive from the last answer
+		if code, e := h.call(h.client(nil), http.MethodGet, api.Path(api.PathPolicy, in.Name), operator, nil, &p); code != http.StatusOK {
+			t.Fatalf("get: %d %+v", code, e)
+		}
+		want := api.RestoreTestBoot{Host: "esx1.lab", Network: "isolated", BootTimeout: "20m0s"}
+		if p.RestoreTestBoot != want {
+			t.Fatalf("the replaced policy's boot settings: %+v, want %+v", p.RestoreTestBoot, want)
+		}
+		sched := policy.New(h.Cat, jobs.New(h.Cat, repository.NewRegistry(h.Cat, nil, nil), slog.New(slog.DiscardHandler), nil, jobs.Options{Now: h.Clock.Now}),
+			h.Tests, slog.New(slog.DiscardHandler), nil, h.Clock.Now)
+		h.Clock.Add(61 * time.Minute)
+		ids, err := sched.Tick(t.Context())
+		if err != nil || len(ids) != 1 {
+			t.Fatalf("due tick: %v %v", ids, err)
+		}
+		var rt api.RestoreTest
+		if code, e := h.call(h.client(nil), http.MethodGet, api.Path(api.PathRestoreTest, ids[0]), operator, nil, &rt); code != http.StatusOK {
+			t.Fatalf("get the queued test: %d %+v", code, e)
+		}
+		if rt.Status != api.RestoreTestQueued || rt.Policy != p.ID || rt.BackupID != bk || strings.Join(rt.RequestedChecks, ",") != "read,boot" || rt.RestoreTestBoot != want {
+			t.Fatalf("the queued test: %+v, want the checks read,boot and boot settings %+v", rt, want)
+		}
+
+		// Without the boot check the policy keeps no boot settings: a JSON round trip shows none.
+		in.Checks, in.RestoreTestBoot = []string{"read"}, api.RestoreTestBoot{}
+		if code, e := h.call(h.client(nil), http.MethodPut, api.Path(api.PathPolicy, in.Name), operator, in, nil); code != http.StatusOK {
+			t.Fatalf("replace without boot: %d %+v", code, e)
+		}
+		raw := h.raw(http.MethodGet, api.Path(api.PathPolicy, in.Name), operator)
+		for _, field := range []string{`"host"`, `"network"`, `"tcp_port"`, `"boot_timeout"`} {
+			if strings.Contains(raw, field) {
+				t.Fatalf("a policy without the boot check shows %s: %s", field, raw)
+			}
 		}
 	})
 }

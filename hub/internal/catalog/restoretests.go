@@ -29,11 +29,13 @@ type RestoreTest struct {
 	Actor           string                 `bun:"actor,notnull"`
 	RequestedChecks []string               `bun:"requested_checks,type:text,notnull"` // JSON
 	Paths           []string               `bun:"paths,type:text,nullzero"`           // JSON, the paths check's paths
+	Boot            *api.RestoreTestBoot   `bun:"boot,type:text,nullzero"`            // JSON, the boot check's settings
 	Checks          []api.RestoreTestCheck `bun:"checks,type:text,nullzero"`          // JSON, once finished
 	Status          string                 `bun:"status,notnull"`
 	BytesRead       int64                  `bun:"bytes_read,notnull"`
 	BytesTotal      int64                  `bun:"bytes_total,notnull"`
 	Seconds         float64                `bun:"seconds,notnull"`
+	RTOSeconds      float64                `bun:"rto_seconds,nullzero"` // of a passed boot check
 	Error           string                 `bun:"error,nullzero"`
 	CreatedAt       time.Time              `bun:"created_at,notnull"`
 	StartedAt       time.Time              `bun:"started_at,nullzero"`
@@ -138,7 +140,7 @@ func (c *Catalog) FinishRestoreTest(ctx context.Context, t *RestoreTest) error {
 	now := c.now()
 	t.FinishedAt, t.HeartbeatAt = now, now
 	res, err := c.db.NewUpdate().Model(t).
-		Column("checks", "status", "bytes_read", "bytes_total", "seconds", "error", "finished_at", "heartbeat_at").
+		Column("checks", "status", "bytes_read", "bytes_total", "seconds", "rto_seconds", "error", "finished_at", "heartbeat_at").
 		WherePK().Where("status = ?", api.RestoreTestRunning).Exec(ctx)
 	if err != nil {
 		return fmt.Errorf("finish restore test %s: %w", t.ID, err)

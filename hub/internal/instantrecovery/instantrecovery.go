@@ -37,7 +37,7 @@ type irCatalog interface {
 	InstantRecoveryByID(ctx context.Context, id string) (*catalog.InstantRecovery, error)
 	InstantRecoveries(ctx context.Context, f catalog.InstantRecoveryFilter) ([]catalog.InstantRecovery, int, error)
 	ActiveInstantRecoveries(ctx context.Context) ([]catalog.InstantRecovery, error)
-	ClaimInstantRecovery(ctx context.Context, agentID string, staleBefore time.Time) (*catalog.InstantRecovery, error)
+	ClaimInstantRecovery(ctx context.Context, agentID string, staleBefore time.Time, busy []string) (*catalog.InstantRecovery, error)
 	FinishInstantRecoveryAction(ctx context.Context, id, agentID, action string, u catalog.InstantRecoveryUpdate) (*catalog.InstantRecovery, error)
 	StopInstantRecovery(ctx context.Context, id string) (*catalog.InstantRecovery, error)
 	MigrateInstantRecovery(ctx context.Context, id, datastore string) (*catalog.InstantRecovery, error)
@@ -190,9 +190,9 @@ func (s *Service) start(ctx context.Context, req api.InstantRecoveryRequest, boo
 	if err != nil {
 		return api.InstantRecovery{}, err
 	}
-	addrs, err := s.opts.Resolve(ctx, req.Host)
-	if err != nil || len(addrs) == 0 {
-		return api.InstantRecovery{}, &api.FieldError{Field: "host", Msg: fmt.Sprintf("cannot find the address of ESXi host %q (only its addresses may mount the export): %v", req.Host, err)}
+	addrs, err := s.hostAddrs(ctx, req.Host)
+	if err != nil {
+		return api.InstantRecovery{}, err
 	}
 	sp := spec{NetworkMap: req.NetworkMap, PowerOn: req.PowerOn, Folder: folderName(req.Name), Boot: boot}
 	for _, a := range addrs {
@@ -220,6 +220,25 @@ func (s *Service) start(ctx context.Context, req api.InstantRecoveryRequest, boo
 		"host", req.Host, "vm_name", req.Name, "allowed", sp.Allowed)
 	s.poll.Wake(agentID)
 	return s.Get(ctx, r.ID)
+}
+
+// CheckHost reports whether the hub finds the addresses of an ESXi host, which a session on it
+// needs (only they may mount its export): nil, or an *api.FieldError naming host. It looks the
+// name up now; a later start looks it up again.
+func (s *Service) CheckHost(ctx context.Context, host string) error {
+	_, err := s.hostAddrs(ctx, host)
+	return err
+}
+
+func (s *Service) hostAddrs(ctx context.Context, host string) ([]netip.Addr, error) {
+	addrs, err := s.opts.Resolve(ctx, host)
+	if err == nil && len(addrs) == 0 {
+		err = errors.New("no address")
+	}
+	if err != nil {
+		return nil, &api.FieldError{Field: "host", Msg: fmt.Sprintf("cannot find the address of ESXi host %q (only its addresses may mount the export): %v", host, err)}
+	}
+	return addrs, nil
 }
 
 // agentFor names the agent and source that carry out a session: the named source's, else the
@@ -417,15 +436,17 @@ func (s *Service) Migrate(ctx context.Context, id string, req api.InstantRecover
 	return s.info(r, s.exp.Overlays()), nil
 }
 
-// Next waits up to wait for an action of the agent's sessions and claims it.
-func (s *Service) Next(ctx context.Context, agentID string, _ []string, wait time.Duration) (*api.InstantRecoveryJob, error) {
+// Next waits up to wait for an action of the agent's sessions and claims it. An action claimed
+// longer than the claim timeout ago is handed out again, unless busy (the sessions the agent
+// is carrying an action of out) names its session.
+func (s *Service) Next(ctx context.Context, agentID string, busy []string, wait time.Duration) (*api.InstantRecoveryJob, error) {
 	var out *api.InstantRecoveryJob
 	err := s.poll.Poll(ctx, agentID, wait, func() (bool, error) {
 		// A session started with the command line is served before its start is handed out.
 		if _, err := s.Sync(ctx); err != nil {
 			return false, err
 		}
-		r, err := s.cat.ClaimInstantRecovery(ctx, agentID, s.opts.Now().Add(-s.opts.ClaimTimeout))
+		r, err := s.cat.ClaimInstantRecovery(ctx, agentID, s.opts.Now().Add(-s.opts.ClaimTimeout), busy)
 		if err != nil || r == nil {
 			return false, err
 		}

@@ -54,9 +54,9 @@ type jobs interface {
 // restoreTests queues restore tests.
 type restoreTests interface {
 	// Queue queues a test of the VM's newest successful backup in repositoryID with checks
-	// (and the paths of a paths check); a VM without one → restore.ErrNotRestorable, and
-	// nothing is queued.
-	Queue(ctx context.Context, vm *catalog.VMWithSource, repositoryID, policyID string, checks, paths []string) (string, error)
+	// (and the paths of a paths check, the settings of a boot check); a VM without one →
+	// restore.ErrNotRestorable, and nothing is queued.
+	Queue(ctx context.Context, vm *catalog.VMWithSource, repositoryID, policyID string, checks, paths []string, boot *api.RestoreTestBoot) (string, error)
 }
 
 // Service manages policies, runs the scheduler and prunes.
@@ -108,6 +108,9 @@ func (s *Service) info(ctx context.Context, p *catalog.Policy) (api.Policy, erro
 	}
 	if isRestoreTest(p) {
 		out.Checks, out.Paths, out.CBTSample = p.Checks, p.Paths, nil
+		if p.Boot != nil {
+			out.RestoreTestBoot = *p.Boot
+		}
 	}
 	return out, nil
 }
@@ -135,6 +138,7 @@ func (s *Service) fromAPI(ctx context.Context, in api.Policy) (*catalog.Policy, 
 		k = api.PolicyBackup
 	}
 	var checks []string
+	var boot *api.RestoreTestBoot
 	switch k {
 	case api.PolicyBackup:
 		if len(in.Checks) > 0 {
@@ -142,6 +146,9 @@ func (s *Service) fromAPI(ctx context.Context, in api.Policy) (*catalog.Policy, 
 		}
 		if len(in.Paths) > 0 {
 			return nil, &api.FieldError{Field: "paths", Msg: "only a restore_test policy has paths"}
+		}
+		if fe := new(api.FieldError); errors.As(in.NormalizeBoot(nil), &fe) {
+			return nil, &api.FieldError{Field: fe.Field, Msg: "only a restore_test policy with the boot check has it"}
 		}
 	case api.PolicyRestoreTest:
 		checks = in.Checks
@@ -153,6 +160,13 @@ func (s *Service) fromAPI(ctx context.Context, in api.Policy) (*catalog.Policy, 
 		}
 		if err := api.ValidatePaths("paths", checks, in.Paths); err != nil {
 			return nil, err
+		}
+		if err := in.NormalizeBoot(checks); err != nil {
+			return nil, err
+		}
+		if slices.Contains(checks, api.CheckBoot) {
+			b := in.RestoreTestBoot
+			boot = &b
 		}
 		switch {
 		case in.Retention != (api.Retention{}):
@@ -218,7 +232,7 @@ func (s *Service) fromAPI(ctx context.Context, in api.Policy) (*catalog.Policy, 
 		return nil, err
 	}
 	return &catalog.Policy{
-		Name: in.Name, Kind: k, Checks: checks, Paths: in.Paths, Enabled: in.Enabled, VMNames: in.VMs, VMGlob: in.VMGlob, AgentID: in.Agent, RepositoryID: repo.ID,
+		Name: in.Name, Kind: k, Checks: checks, Paths: in.Paths, Boot: boot, Enabled: in.Enabled, VMNames: in.VMs, VMGlob: in.VMGlob, AgentID: in.Agent, RepositoryID: repo.ID,
 		Schedule: in.Schedule, Timezone: tz, KeepLast: r.KeepLast, KeepHourly: r.KeepHourly, KeepDaily: r.KeepDaily,
 		KeepWeekly: r.KeepWeekly, KeepMonthly: r.KeepMonthly, KeepYearly: r.KeepYearly,
 		FullEveryIncrementals: in.FullEveryIncrementals, FullEveryDays: in.FullEveryDays, CBTSample: sample,

@@ -122,7 +122,7 @@ func (s *Service) runRestoreTests(ctx context.Context, p *catalog.Policy, vms []
 	skipped := 0
 	for i := range vms {
 		vm := &vms[i]
-		id, err := s.tests.Queue(ctx, vm, p.RepositoryID, p.ID, p.Checks, p.Paths)
+		id, err := s.tests.Queue(ctx, vm, p.RepositoryID, p.ID, p.Checks, p.Paths, p.Boot)
 		switch {
 		case errors.Is(err, restore.ErrNotRestorable):
 			skipped++

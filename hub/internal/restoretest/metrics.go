@@ -17,6 +17,7 @@ type metrics struct {
 	s        *Service
 	total    *prometheus.CounterVec
 	duration prometheus.Histogram
+	rto      prometheus.Histogram
 	bytes    prometheus.Counter
 
 	failing, lastSuccess, lastFailure *prometheus.Desc
@@ -29,6 +30,8 @@ func newMetrics(s *Service, reg prometheus.Registerer) *metrics {
 			Help: "Restore tests this hub finished, by result (passed, failed)."}, []string{"result"}),
 		duration: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "sendense_hub_restore_test_duration_seconds",
 			Help: "Time a restore test took from start to finish (its measured restore time).", Buckets: prometheus.ExponentialBuckets(1, 2, 16)}),
+		rto: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "sendense_hub_restore_test_rto_seconds",
+			Help: "Time from a restore test's instant-recovery request to the guest's first boot signal, of the boot checks this hub passed.", Buckets: prometheus.ExponentialBuckets(1, 2, 13)}),
 		bytes: prometheus.NewCounter(prometheus.CounterOpts{Name: "sendense_hub_restore_test_read_bytes_total",
 			Help: "Disk bytes read and verified by restore tests this hub ran."}),
 		failing: prometheus.NewDesc("sendense_hub_restore_test_vms_failing",
@@ -42,7 +45,7 @@ func newMetrics(s *Service, reg prometheus.Registerer) *metrics {
 	m.total.WithLabelValues(api.RestoreTestPassed)
 	m.total.WithLabelValues(api.RestoreTestFailed)
 	if reg != nil {
-		reg.MustRegister(m.total, m.duration, m.bytes, m)
+		reg.MustRegister(m.total, m.duration, m.rto, m.bytes, m)
 	}
 	return m
 }
@@ -51,6 +54,9 @@ func (m *metrics) observe(t *catalog.RestoreTest) {
 	m.total.WithLabelValues(t.Status).Inc()
 	if t.Seconds > 0 { // a test failed as stale has no measured time
 		m.duration.Observe(t.Seconds)
+	}
+	if t.RTOSeconds > 0 {
+		m.rto.Observe(t.RTOSeconds)
 	}
 	m.bytes.Add(float64(t.BytesRead))
 }

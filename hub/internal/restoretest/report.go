@@ -97,14 +97,15 @@ func WriteMarkdown(w io.Writer, rep api.RestoreTestReport) error {
 	fmt.Fprintf(&b, "- VMs tested: %d; VMs without a restore test in the period: %d\n\n", len(rep.VMs), len(rep.Untested))
 	fmt.Fprintf(&b, "A read check reads a disk of the restore point in full through the hub's restore path; every chunk is verified against its SHA-256 digest. ")
 	fmt.Fprintf(&b, "A paths check looks for one path in the filesystems of the restore point (disk-2000:/p1/etc/hosts: on that disk; /p1/etc/hosts: on any disk), reading a file in full and listing a directory through the same verified path. ")
-	fmt.Fprintf(&b, "Bytes are the disk and file bytes read and verified (zero areas included, as a restore writes them); data bytes are those held in chunks; MB/s is 10^6 bytes per second; seconds is the time the whole read took (the measured time to restore the disks).\n\n")
+	fmt.Fprintf(&b, "Bytes are the disk and file bytes read and verified (zero areas included, as a restore writes them); data bytes are those held in chunks; MB/s is 10^6 bytes per second; seconds is the time the whole test took (the measured time to restore the disks). ")
+	fmt.Fprintf(&b, "A boot check boots the restore point with instant recovery on the ESXi host named, every NIC on the isolated port group named, and waits for VMware Tools to report the guest running or for its TCP port to answer; RTO is the time from the hub's request to that first boot signal; the session is stopped afterwards (the VM powered off and unregistered, the datastore unmounted, its writes dropped).\n\n")
 	fmt.Fprintf(&b, "## Summary\n\n| VM | runs | passed | failed | last result |\n|---|---:|---:|---:|---|\n")
 	for _, v := range rep.VMs {
 		fmt.Fprintf(&b, "| %s | %d | %d | %d | %s |\n", md(v.VMName), len(v.Runs), v.Passed, v.Failed, strings.ToUpper(v.LastResult))
 	}
 	for _, v := range rep.VMs {
 		fmt.Fprintf(&b, "\n## %s (%s)\n\n", md(v.VMName), md(v.VMContextID))
-		fmt.Fprintf(&b, "| test | started | result | restore point | point taken | checks | bytes | data bytes | MB/s | seconds |\n|---|---|---|---|---|---|---:|---:|---:|---:|\n")
+		fmt.Fprintf(&b, "| test | started | result | restore point | point taken | checks | bytes | data bytes | MB/s | seconds | RTO seconds |\n|---|---|---|---|---|---|---:|---:|---:|---:|---:|\n")
 		for _, t := range v.Runs {
 			var checks []string
 			for _, c := range t.Checks {
@@ -112,13 +113,21 @@ func WriteMarkdown(w io.Writer, rep api.RestoreTestReport) error {
 				if !c.Passed {
 					r = "FAIL"
 				}
-				checks = append(checks, md(checkName(c))+": "+r)
+				what := checkName(c)
+				if c.Name == api.CheckBoot && c.Host != "" {
+					what += " on " + c.Host
+				}
+				checks = append(checks, md(what)+": "+r)
 			}
 			if len(checks) == 0 {
 				checks = append(checks, md(strings.Join(t.RequestedChecks, ", "))+": not run")
 			}
-			fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %d | %d | %s | %s |\n", md(t.ID), ts(t.CreatedAt), strings.ToUpper(t.Status), md(t.BackupID),
-				ts(t.BackupCreatedAt), strings.Join(checks, "; "), t.BytesRead, t.DataBytes, formatFloat(t.MBPerS), formatFloat(t.Seconds))
+			rto := "-"
+			if t.RTOSeconds > 0 {
+				rto = formatFloat(t.RTOSeconds)
+			}
+			fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %d | %d | %s | %s | %s |\n", md(t.ID), ts(t.CreatedAt), strings.ToUpper(t.Status), md(t.BackupID),
+				ts(t.BackupCreatedAt), strings.Join(checks, "; "), t.BytesRead, t.DataBytes, formatFloat(t.MBPerS), formatFloat(t.Seconds), rto)
 		}
 		var failures []string
 		for _, t := range v.Runs {

@@ -1,7 +1,9 @@
 // Package restoretest proves that restore points restore: a restore test reads every disk of a
 // VM's restore point in full through the hub's restore path (every chunk verified, damaged ones
-// quarantined) and checks that named paths exist in its filesystems (file-level restore), records each check with its result and reason, the bytes read, the throughput
-// and the time taken in the catalog, counts it in the metrics and records an event. Tests run
+// quarantined), checks that named paths exist in its filesystems (file-level restore) and
+// boots it with instant recovery until its guest reports running (the RTO), records each check
+// with its result and reason, the bytes read, the throughput and the time taken in the
+// catalog, counts it in the metrics and records an event. Tests run
 // in the background on the hub (queued through the catalog, so each runs once whatever the
 // number of hubs) or at once in the CLI.
 package restoretest
@@ -62,6 +64,11 @@ type Options struct {
 	HeartbeatInterval, StaleAfter time.Duration
 	// Now is the clock (default time.Now).
 	Now func() time.Time
+	// BootPoll is how often the boot check reads its session from the catalog (default
+	// 200ms: the RTO is measured to that); StartWait how long the agent has to claim, mount,
+	// register and power on, on top of the guest's boot timeout (default 10m); CleanupWait
+	// how long the check waits for the agent to stop the session (default 5m).
+	BootPoll, StartWait, CleanupWait time.Duration
 }
 
 // Service starts, runs, lists and reports restore tests.
@@ -73,6 +80,9 @@ type Service struct {
 	m     *metrics
 	opts  Options
 	wake  chan struct{}
+	// ir and cfgs run the boot check (EnableBoot); nil: the hub cannot.
+	ir   sessions
+	cfgs vmConfigs
 }
 
 // New returns the service; its metrics are registered on reg unless reg is nil. The paths
@@ -89,6 +99,15 @@ func New(cat testCatalog, img images, log *slog.Logger, reg prometheus.Registere
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
+	}
+	if opts.BootPoll <= 0 {
+		opts.BootPoll = 200 * time.Millisecond
+	}
+	if opts.StartWait <= 0 {
+		opts.StartWait = 10 * time.Minute
+	}
+	if opts.CleanupWait <= 0 {
+		opts.CleanupWait = 5 * time.Minute
 	}
 	// The file trees' own metrics count operators' downloads: not registered for tests.
 	s := &Service{cat: cat, img: img, files: files.NewService(img, nil), log: log, opts: opts, wake: make(chan struct{}, 1)}
@@ -122,6 +141,18 @@ func (s *Service) prepare(ctx context.Context, req api.StartRestoreTestRequest, 
 	if err := api.ValidatePaths("paths", checks, req.Paths); err != nil {
 		return nil, err
 	}
+	boot := req.RestoreTestBoot
+	if err := boot.NormalizeBoot(checks); err != nil {
+		return nil, err
+	}
+	if i := slices.Index(checks, api.CheckBoot); i >= 0 && s.ir == nil {
+		return nil, &api.FieldError{Field: fmt.Sprintf("checks[%d]", i), Msg: errNoBoot}
+	}
+	if boot.Host != "" {
+		if err := s.ir.CheckHost(ctx, boot.Host); err != nil {
+			return nil, err
+		}
+	}
 	vm, err := s.cat.ResolveVM(ctx, req.VM)
 	if errors.Is(err, catalog.ErrNotFound) {
 		return nil, &api.FieldError{Field: "vm", Msg: fmt.Sprintf("no VM named %q", req.VM)}
@@ -148,7 +179,7 @@ func (s *Service) prepare(ctx context.Context, req api.StartRestoreTestRequest, 
 			return nil, err
 		}
 	}
-	return s.row(vm, bk, checks, req.Paths, "", actor), nil
+	return s.row(vm, bk, checks, req.Paths, bootOf(checks, boot), "", actor), nil
 }
 
 // latest returns the VM's newest successful backup (in repositoryID unless empty).
@@ -163,12 +194,20 @@ func (s *Service) latest(ctx context.Context, vmContextID, repositoryID string) 
 	return &bks[0], nil
 }
 
-func (s *Service) row(vm *catalog.VMWithSource, bk *catalog.BackupRow, checks, paths []string, policyID, actor string) *catalog.RestoreTest {
+func (s *Service) row(vm *catalog.VMWithSource, bk *catalog.BackupRow, checks, paths []string, boot *api.RestoreTestBoot, policyID, actor string) *catalog.RestoreTest {
 	return &catalog.RestoreTest{
 		ID: catalog.NewID(api.RestoreTestIDPrefix, s.opts.Now()), VMContextID: vm.ContextID, VMName: vm.VMName,
 		BackupID: bk.ID, BackupCreatedAt: bk.CreatedAt, RepositoryID: bk.RepositoryID, RepositoryName: bk.RepositoryName,
-		PolicyID: policyID, Actor: actor, RequestedChecks: slices.Clone(checks), Paths: slices.Clone(paths), Status: api.RestoreTestQueued,
+		PolicyID: policyID, Actor: actor, RequestedChecks: slices.Clone(checks), Paths: slices.Clone(paths), Boot: boot, Status: api.RestoreTestQueued,
 	}
+}
+
+// bootOf is what a test records of the boot settings: nothing without the boot check.
+func bootOf(checks []string, b api.RestoreTestBoot) *api.RestoreTestBoot {
+	if !slices.Contains(checks, api.CheckBoot) {
+		return nil
+	}
+	return &b
 }
 
 // Start validates a request and queues the test for the hub's runner (Run); it returns the
@@ -191,9 +230,10 @@ func (s *Service) Start(ctx context.Context, req api.StartRestoreTestRequest, ac
 var ErrQueued = errors.New("the VM already has a restore test waiting to run")
 
 // Queue queues a test of the VM's newest successful backup in repositoryID for a policy's run,
-// with the policy's checks and the paths of its paths check (validated with the policy). A VM without one → restore.ErrNotRestorable, a VM with a test still queued → ErrQueued; in
-// both cases nothing is queued.
-func (s *Service) Queue(ctx context.Context, vm *catalog.VMWithSource, repositoryID, policyID string, checks, paths []string) (string, error) {
+// with the policy's checks, the paths of its paths check and the settings of its boot check
+// (validated with the policy). A VM without one → restore.ErrNotRestorable, a VM with a test
+// still queued → ErrQueued; in both cases nothing is queued.
+func (s *Service) Queue(ctx context.Context, vm *catalog.VMWithSource, repositoryID, policyID string, checks, paths []string, boot *api.RestoreTestBoot) (string, error) {
 	if len(checks) == 0 {
 		checks = api.DefaultRestoreTestChecks
 	}
@@ -206,7 +246,11 @@ func (s *Service) Queue(ctx context.Context, vm *catalog.VMWithSource, repositor
 	if err != nil {
 		return "", err
 	}
-	t := s.row(vm, bk, checks, paths, policyID, ActorPolicy)
+	var b *api.RestoreTestBoot
+	if boot != nil {
+		b = bootOf(checks, *boot)
+	}
+	t := s.row(vm, bk, checks, paths, b, policyID, ActorPolicy)
 	if err := s.cat.CreateRestoreTest(ctx, t); err != nil {
 		return "", err
 	}
@@ -267,6 +311,7 @@ func (s *Service) runQueued(ctx context.Context) error {
 	for i := range stale {
 		s.finished(ctx, &stale[i])
 	}
+	s.stopOrphanSessions(ctx)
 	for ctx.Err() == nil {
 		t, err := s.cat.ClaimRestoreTest(ctx)
 		if err != nil || t == nil {
@@ -320,6 +365,12 @@ func (s *Service) execute(ctx context.Context, t *catalog.RestoreTest) error {
 		t.BytesRead += c.BytesRead
 	}
 	t.Seconds = time.Since(start).Seconds()
+	t.RTOSeconds = 0
+	for _, c := range checks {
+		if c.Name == api.CheckBoot && c.Passed {
+			t.RTOSeconds = c.RTOSeconds
+		}
+	}
 	t.Status, t.Error = api.RestoreTestPassed, ""
 	var reasons []string
 	for _, c := range checks {
@@ -385,6 +436,8 @@ func (s *Service) runChecks(ctx context.Context, t *catalog.RestoreTest, read *c
 			if err != nil {
 				return out, total, err
 			}
+		case api.CheckBoot:
+			out = append(out, s.checkBoot(ctx, t))
 		default:
 			// Requests are validated; a row from a newer hub may name a check this one lacks.
 			out = append(out, api.RestoreTestCheck{Name: name, Error: "this hub cannot run the check"})
@@ -444,7 +497,7 @@ func Info(t *catalog.RestoreTest) api.RestoreTest {
 		ID: t.ID, VMName: t.VMName, VMContextID: t.VMContextID, BackupID: t.BackupID, BackupCreatedAt: t.BackupCreatedAt,
 		Repository: t.RepositoryName, Policy: t.PolicyID, Actor: t.Actor, Status: t.Status, Passed: t.Status == api.RestoreTestPassed,
 		RequestedChecks: t.RequestedChecks, Paths: t.Paths, Checks: t.Checks, BytesRead: t.BytesRead, BytesTotal: t.BytesTotal,
-		Seconds: t.Seconds, Error: t.Error, CreatedAt: t.CreatedAt, StartedAt: t.StartedAt, FinishedAt: t.FinishedAt,
+		Seconds: t.Seconds, RTOSeconds: t.RTOSeconds, Error: t.Error, CreatedAt: t.CreatedAt, StartedAt: t.StartedAt, FinishedAt: t.FinishedAt,
 	}
 	if out.Checks == nil {
 		out.Checks = []api.RestoreTestCheck{}
@@ -454,6 +507,9 @@ func Info(t *catalog.RestoreTest) api.RestoreTest {
 	}
 	if out.RequestedChecks == nil {
 		out.RequestedChecks = []string{}
+	}
+	if t.Boot != nil {
+		out.RestoreTestBoot = *t.Boot
 	}
 	if t.Seconds > 0 {
 		out.MBPerS = float64(t.BytesRead) / 1e6 / t.Seconds

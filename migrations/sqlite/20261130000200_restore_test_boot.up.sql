@@ -1,0 +1,5 @@
+ALTER TABLE restore_tests ADD COLUMN boot TEXT NULL;
+--bun:split
+ALTER TABLE restore_tests ADD COLUMN rto_seconds REAL NULL;
+--bun:split
+ALTER TABLE policies ADD COLUMN boot TEXT NULL;
