@@ -102,6 +102,8 @@ type hubOptions struct {
 	// s3Lock makes the default repository an S3 one in an Object Lock bucket, with retention
 	// dates of this mode set one day (by the hub's clock) after each backup.
 	s3Lock string
+	// noInstantRecovery serves the API of a hub without NFS, where instant recovery is not configured.
+	noInstantRecovery bool
 }
 
 func newTestHub(t *testing.T, c *catalog.Catalog, opts ...hubOptions) *testHub {
@@ -116,6 +118,7 @@ func newTestHub(t *testing.T, c *catalog.Catalog, opts ...hubOptions) *testHub {
 		if x.s3Lock != "" {
 			o.s3Lock = x.s3Lock
 		}
+		o.noInstantRecovery = o.noInstantRecovery || x.noInstantRecovery
 	}
 	logs := &testenv.LogBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -179,8 +182,12 @@ func newTestHub(t *testing.T, c *catalog.Catalog, opts ...hubOptions) *testHub {
 	nfsDone := make(chan error, 1)
 	go func() { nfsDone <- nfsSrv.Serve(context.Background(), nfsln) }()
 	t.Cleanup(func() { nfsln.Close(); <-nfsDone })
-	srv := hubapi.New(hubapi.Deps{Log: log, Registry: reg, Catalog: c, Repository: repo, Identity: ids, Inventory: inv, Backup: backups, Restores: backups, Ingest: ingest.New(c, repos, log, reg), Restore: restores, Files: files.NewService(restores, reg), Repositories: repos,
-		Policies: policy.New(c, backups, tests, log, reg, clock.Now), RestoreTests: tests, Events: events.New(c, log), Limits: o.limits, InstantRecoveries: irs})
+	deps := hubapi.Deps{Log: log, Registry: reg, Catalog: c, Repository: repo, Identity: ids, Inventory: inv, Backup: backups, Restores: backups, Ingest: ingest.New(c, repos, log, reg), Restore: restores, Files: files.NewService(restores, reg), Repositories: repos,
+		Policies: policy.New(c, backups, tests, log, reg, clock.Now), RestoreTests: tests, Events: events.New(c, log), Limits: o.limits, InstantRecoveries: irs}
+	if o.noInstantRecovery {
+		deps.InstantRecoveries = nil
+	}
+	srv := hubapi.New(deps)
 	ts := httptest.NewUnstartedServer(srv.Handler())
 	ts.Config.ErrorLog = slog.NewLogLogger(log.Handler(), slog.LevelWarn)
 	ts.TLS = &tls.Config{

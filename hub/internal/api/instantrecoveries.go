@@ -136,12 +136,26 @@ func (s *Server) migrateInstantRecovery(c *gin.Context) {
 }
 
 // nextInstantRecovery long-polls for an action like nextJob: 200 with it, 204 when none came.
+// nextInstantRecovery hands out the agent's next instant-recovery action. A hub without instant
+// recovery never has one: it answers the long poll as having no work, so that every agent of a
+// hub without NFS does not report an error each minute.
 func (s *Server) nextInstantRecovery(c *gin.Context) {
-	svc, ok := s.instantRecoveries(c)
-	if !ok {
+	if s.deps.InstantRecoveries == nil {
+		longPoll(s, c, noInstantRecoveryWork)
 		return
 	}
-	longPoll(s, c, svc.Next)
+	longPoll(s, c, s.deps.InstantRecoveries.Next)
+}
+
+// noInstantRecoveryWork waits out the long poll of a hub without instant recovery.
+func noInstantRecoveryWork(ctx context.Context, _ string, _ []string, wait time.Duration) (*api.InstantRecoveryJob, error) {
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
+	return nil, nil
 }
 
 func (s *Server) completeInstantRecovery(c *gin.Context) {

@@ -497,3 +497,30 @@ func TestInstantRecoveryBootWait(t *testing.T) {
 		}
 	})
 }
+
+// TestHubWithoutInstantRecovery: on a hub without NFS the operator routes answer 503 naming
+// what is missing, while an agent's long poll for instant-recovery actions is simply answered
+// "no work" after its wait, without an error logged each time.
+func TestHubWithoutInstantRecovery(t *testing.T) {
+	forEachHub(t, func(t *testing.T, h *testHub) {
+		a := h.newAgent("a1")
+		for range 3 {
+			if code, e := a.call(http.MethodGet, api.PathAgentInstantRecoveries+"?wait=0s", nil, nil); code != http.StatusNoContent {
+				t.Fatalf("agent poll on a hub without instant recovery: %d %+v", code, e)
+			}
+		}
+		if code, e := a.call(http.MethodGet, api.PathAgentInstantRecoveries+"?wait=2m", nil, nil); code != http.StatusBadRequest || e.Field != "wait" {
+			t.Fatalf("a bad wait is still refused: %d %+v", code, e)
+		}
+		req := api.InstantRecoveryRequest{BackupID: "bk-any", Host: "esx1.lab", Name: "x"}
+		code, e := h.call(h.client(nil), http.MethodPost, api.PathInstantRecoveries, h.apiToken(api.RoleOperator), req, nil)
+		if code != http.StatusServiceUnavailable || !strings.Contains(e.Error, "nfs_listen") {
+			t.Fatalf("start on a hub without instant recovery: %d %+v", code, e)
+		}
+		for _, line := range strings.Split(h.Logs.String(), "\n") {
+			if strings.Contains(line, "level=ERROR") && strings.Contains(line, "instant-recoveries") && strings.Contains(line, "/agent/") {
+				t.Errorf("agent poll logged as an error: %s", line)
+			}
+		}
+	}, hubOptions{noInstantRecovery: true})
+}
