@@ -275,16 +275,18 @@ type UploadSlot struct {
 type Policy struct {
 	bun.BaseModel `bun:"table:policies,alias:p"`
 
-	ID                    string    `bun:"id,pk"`
-	Name                  string    `bun:"name,notnull"`
-	Kind                  string    `bun:"kind,notnull"` // api.PolicyBackup or api.PolicyRestoreTest
-	Enabled               bool      `bun:"enabled,notnull"`
-	Checks                []string  `bun:"checks,type:text,nullzero"`   // a restore-test policy's checks, stored as JSON
-	Paths                 []string  `bun:"paths,type:text,nullzero"`    // the paths its paths check looks for, stored as JSON
-	VMNames               []string  `bun:"vm_names,type:text,nullzero"` // explicit names or context ids, stored as JSON
-	VMGlob                string    `bun:"vm_glob,notnull"`
-	AgentID               string    `bun:"agent_id,nullzero"`
-	RepositoryID          string    `bun:"repository_id,notnull"`
+	ID           string   `bun:"id,pk"`
+	Name         string   `bun:"name,notnull"`
+	Kind         string   `bun:"kind,notnull"` // api.PolicyBackup, api.PolicyRestoreTest or api.PolicyCopy
+	Enabled      bool     `bun:"enabled,notnull"`
+	Checks       []string `bun:"checks,type:text,nullzero"`   // a restore-test policy's checks, stored as JSON
+	Paths        []string `bun:"paths,type:text,nullzero"`    // the paths its paths check looks for, stored as JSON
+	VMNames      []string `bun:"vm_names,type:text,nullzero"` // explicit names or context ids, stored as JSON
+	VMGlob       string   `bun:"vm_glob,notnull"`
+	AgentID      string   `bun:"agent_id,nullzero"`
+	RepositoryID string   `bun:"repository_id,notnull"`
+	// TargetRepositoryID is where a copy policy copies RepositoryID's backups to.
+	TargetRepositoryID    string    `bun:"target_repository_id,nullzero"`
 	Schedule              string    `bun:"schedule,notnull"`
 	Timezone              string    `bun:"timezone,notnull"`
 	KeepLast              int       `bun:"keep_last,notnull"`
