@@ -73,6 +73,12 @@ func TestCopyPolicy(t *testing.T) {
 				t.Fatalf("policy create: %s (%v)", out, err)
 			}
 
+			// Before its first run the policy is behind by what it keeps: b1 (protected), b3, b4.
+			behind := `sendense_hub_copies_behind{policy="offsite-copy"}`
+			lag := `sendense_hub_copy_lag_seconds{policy="offsite-copy"}`
+			if n, l := e.hubMetric(t, behind), e.hubMetric(t, lag); n != 3 || l <= 0 {
+				t.Fatalf("before the first run: %s = %v, %s = %v; want 3 and the age of b1", behind, n, lag, l)
+			}
 			first := runCopyPolicy(t, e.hub, "offsite-copy")
 			// keep-last 2 keeps b3 and b4, protection keeps b1; b2 is never copied.
 			if first.status != "succeeded" || first.copied != 3 || first.present != 0 || first.pruned != 0 || first.chunks == 0 {
@@ -86,6 +92,9 @@ func TestCopyPolicy(t *testing.T) {
 			if got := copiesOf(e.get(b2.ID)); len(got) != 0 {
 				t.Fatalf("backup %s, which keep-last 2 does not keep, was copied to %v", b2.ID, got)
 			}
+			if n, l := e.hubMetric(t, behind), e.hubMetric(t, lag); n != 0 || l != 0 {
+				t.Fatalf("after the first run: %s = %v, %s = %v; want 0 and 0", behind, n, lag, l)
+			}
 			if again := runCopyPolicy(t, e.hub, "offsite-copy"); again.copied != 0 || again.present != 3 || again.chunks != 0 || again.pruned != 0 {
 				t.Fatalf("a run with nothing new: %+v", again)
 			}
@@ -95,6 +104,9 @@ func TestCopyPolicy(t *testing.T) {
 				t.Fatal(err)
 			}
 			b5 := e.run(api.StartBackupRequest{VM: "cp"})
+			if n := e.hubMetric(t, behind); n != 1 {
+				t.Fatalf("a new backup: %s = %v, want 1", behind, n)
+			}
 			second := runCopyPolicy(t, e.hub, "offsite-copy")
 			if second.status != "succeeded" || second.copied != 1 || second.present != 2 || second.pruned != 1 || second.chunks == 0 || second.chunks >= first.chunks {
 				t.Fatalf("second run: %+v (first copied %d chunks)", second, first.chunks)

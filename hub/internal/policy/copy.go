@@ -15,6 +15,7 @@ import (
 	"github.com/sendense/sendense/hub/internal/catalog"
 	"github.com/sendense/sendense/hub/internal/copies"
 	"github.com/sendense/sendense/hub/internal/retention"
+	"github.com/sendense/sendense/hub/internal/schedule"
 	"github.com/sendense/sendense/shared/api"
 )
 
@@ -236,4 +237,26 @@ func (s *Service) runCopy(ctx context.Context, p *catalog.Policy) (catalog.CopyR
 		return run, fmt.Errorf("copy policy %s: %s", p.Name, run.Error)
 	}
 	return run, nil
+}
+
+// copyLag reports how far a copy policy's target is behind: the age of the oldest backup the
+// policy keeps that the target lacks (0 when none), how many it lacks, and the lag the policy
+// tolerates — two periods of its schedule, as for overdue backups: a backup waits up to one
+// period for the next run, and the run takes a while.
+func (s *Service) copyLag(ctx context.Context, p *catalog.Policy) (lag time.Duration, behind int, allowed time.Duration, err error) {
+	sched, err := schedule.Parse(p.Schedule, p.Timezone)
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	now := s.now()
+	n1 := sched.Next(now)
+	allowed = 2 * sched.Next(n1).Sub(n1)
+	plan, err := s.planCopy(ctx, p)
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	if len(plan.Missing) > 0 {
+		lag = max(now.Sub(plan.Missing[0].CreatedAt), 0)
+	}
+	return lag, len(plan.Missing), allowed, nil
 }
