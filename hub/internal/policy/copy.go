@@ -92,16 +92,15 @@ type copyPlan struct {
 // already out of the window is not behind.
 func (s *Service) planCopy(ctx context.Context, p *catalog.Policy) (copyPlan, error) {
 	var plan copyPlan
-	cc := s.cat
 	loc, err := time.LoadLocation(p.Timezone)
 	if err != nil {
 		return plan, fmt.Errorf("policy %s: time zone %q: %w", p.Name, p.Timezone, err)
 	}
-	rows, _, err := cc.Backups(ctx, catalog.BackupFilter{RepositoryID: p.RepositoryID, Status: api.JobSucceeded})
+	rows, _, err := s.cat.Backups(ctx, catalog.BackupFilter{RepositoryID: p.RepositoryID, Status: api.JobSucceeded})
 	if err != nil {
 		return plan, err
 	}
-	held, err := cc.CopiesIn(ctx, p.TargetRepositoryID)
+	held, err := s.cat.CopiesIn(ctx, p.TargetRepositoryID)
 	if err != nil {
 		return plan, err
 	}
@@ -153,7 +152,6 @@ func (s *Service) RunCopy(ctx context.Context, nameOrID string) (catalog.CopyRun
 // succeeded, so that a failing target never loses the copies it still has. The run is recorded
 // (copy_runs) and ends with a copy_run event.
 func (s *Service) runCopy(ctx context.Context, p *catalog.Policy) (catalog.CopyRun, error) {
-	cc := s.cat
 	if s.copier == nil || s.copyDel == nil {
 		return catalog.CopyRun{}, fmt.Errorf("policy %s: this process runs no copies", p.Name)
 	}
@@ -162,7 +160,7 @@ func (s *Service) runCopy(ctx context.Context, p *catalog.Policy) (catalog.CopyR
 		return catalog.CopyRun{}, err
 	}
 	run := catalog.CopyRun{ID: "cr-" + hex.EncodeToString(b[:]), PolicyID: p.ID, FromRepositoryID: p.RepositoryID, ToRepositoryID: p.TargetRepositoryID, Status: CopyRunning}
-	if err := cc.StartCopyRun(ctx, &run); err != nil {
+	if err := s.cat.StartCopyRun(ctx, &run); err != nil {
 		return run, err
 	}
 	start := s.now()
@@ -208,7 +206,7 @@ func (s *Service) runCopy(ctx context.Context, p *catalog.Policy) (catalog.CopyR
 	// The outcome is recorded even when the run was stopped (SIGTERM, the lease lost).
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
-	if err := cc.FinishCopyRun(rctx, &run); err != nil {
+	if err := s.cat.FinishCopyRun(rctx, &run); err != nil {
 		return run, err
 	}
 	d := map[string]string{
@@ -227,7 +225,7 @@ func (s *Service) runCopy(ctx context.Context, p *catalog.Policy) (catalog.CopyR
 	if run.Error != "" {
 		d["error"] = run.Error
 	}
-	if err := cc.RecordEvents(rctx, []catalog.Event{{Type: api.EventCopyRun, Actor: "policy", Outcome: run.Status, Details: d}}); err != nil {
+	if err := s.cat.RecordEvents(rctx, []catalog.Event{{Type: api.EventCopyRun, Actor: "policy", Outcome: run.Status, Details: d}}); err != nil {
 		s.log.WarnContext(ctx, "record copy run event", "policy", p.Name, "err", err)
 	}
 	s.log.InfoContext(ctx, "copy policy run", "policy", p.Name, "copy_run_id", run.ID, "status", run.Status, "backups_copied", run.BackupsCopied,
