@@ -37,14 +37,19 @@ const (
 	// Details: restore_test_id, backup_id, result, bytes_read, seconds, mb_per_s, and reason
 	// (the failed checks with their errors) when it failed.
 	EventRestoreTest = "restore_test"
+	// EventCopyRun: a run of a copy policy finished. Outcome is its status (succeeded or
+	// failed). Details: policy, copy_run_id, from, to, backups_copied, backups_present,
+	// backups_failed, copies_pruned, chunks, bytes, seconds, and error when it failed.
+	EventCopyRun = "copy_run"
 )
 
 // InventoryEventTypes lists the types of the events inventory pushes cause.
 var InventoryEventTypes = []string{EventVMAdded, EventVMGone, EventVMReturned, EventVMRenamed, EventCBTDisabled,
 	EventDiskAdded, EventDiskRemoved, EventDiskResized, EventDiskMoved, EventDiskReturn, EventSourceConflict}
 
-// RepositoryEventTypes lists the types of the events of repository damage and its repair.
-var RepositoryEventTypes = []string{EventChunkQuarantined, EventBackupHealed}
+// RepositoryEventTypes lists the types of the events of repository damage and its repair, and
+// of copies between repositories.
+var RepositoryEventTypes = []string{EventChunkQuarantined, EventBackupHealed, EventCopyRun}
 
 // BackupEventTypes lists the types of the events backups and their restore tests record.
 var BackupEventTypes = []string{EventCBTDrift, EventRestoreTest}

@@ -18,11 +18,14 @@ type Retention struct {
 const (
 	PolicyBackup      = "backup"       // back the VMs up (the default)
 	PolicyRestoreTest = "restore_test" // test the VMs' latest restore points
+	PolicyCopy        = "copy"         // copy the VMs' backups into another repository
 )
 
 // Policy says which VMs are backed up when, to which repository, and how long backups are kept;
 // or, with Kind restore_test, which VMs' latest restore points (in Repository) are tested when,
-// with which Checks. A restore-test policy has no retention, cadence or CBT sample.
+// with which Checks. A restore-test policy has no retention, cadence or CBT sample. With Kind
+// copy, which VMs' successful backups in From are copied when into To, and how long the copies
+// are kept there (Retention applies to the copies in To, never to the backups in From).
 type Policy struct {
 	ID      string `json:"id,omitempty"`
 	Name    string `json:"name"`
@@ -43,6 +46,10 @@ type Policy struct {
 	VMGlob     string   `json:"vm_glob,omitempty"`
 	Agent      string   `json:"agent,omitempty"`
 	Repository string   `json:"repository,omitempty"` // default "default"
+	// From and To are a copy policy's source and target repositories (From defaults to
+	// Repository, then "default"); a copy policy's Repository is its From.
+	From string `json:"from,omitempty"`
+	To   string `json:"to,omitempty"`
 	// Schedule is a 5-field cron expression ("0 3 * * *"), a shorthand ("@daily") or an interval
 	// ("@every 6h"); Timezone is an IANA zone for cron (default UTC).
 	Schedule  string    `json:"schedule"`

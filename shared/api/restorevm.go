@@ -53,6 +53,9 @@ type RestoreTarget struct {
 // InPlace over the VM it was taken of.
 type RestoreRequest struct {
 	BackupID string `json:"backup_id"`
+	// Repository reads the backup from a copy of it in the repository of that name (see
+	// Backup.Copies); empty: from the backup's own repository.
+	Repository string `json:"repository,omitempty"`
 	// InPlace powers the backed-up VM off, overwrites its disks with the backup's and resets
 	// its changed block tracking (the next backup is full); the VM keeps its identity (instance
 	// UUID, MACs, configuration). Confirm must then be the VM's name, and Target, NetworkMap,
@@ -79,6 +82,9 @@ func (r *RestoreRequest) Normalize() error {
 		return &FieldError{"backup_id", "is required"}
 	}
 	if err := checkName("backup_id", r.BackupID, true); err != nil {
+		return err
+	}
+	if err := checkName("repository", r.Repository, false); err != nil {
 		return err
 	}
 	if r.InPlace {
@@ -180,7 +186,8 @@ func sortedKeys(m map[string]string) []string {
 type Restore struct {
 	ID               string            `json:"id"`
 	BackupID         string            `json:"backup_id"`
-	VMName           string            `json:"vm_name,omitempty"` // the backed-up VM's name
+	Repository       string            `json:"repository,omitempty"` // the copy it reads, when not the backup's own repository
+	VMName           string            `json:"vm_name,omitempty"`    // the backed-up VM's name
 	InPlace          bool              `json:"in_place,omitempty"`
 	AgentID          string            `json:"agent_id"`
 	Target           RestoreTarget     `json:"target"`

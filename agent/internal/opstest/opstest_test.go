@@ -177,6 +177,8 @@ func TestMetricsDashboardAndAlerts(t *testing.T) {
 	root := repoRoot(t)
 	hub, agentMetrics := startProduct(t)
 	hub.CLI("policy", "create", "--name", "nightly", "--schedule", "0 3 * * *", "--keep-daily", "7")
+	hub.CLI("repo", "create", "offsite", "--path", filepath.Join(t.TempDir(), "offsite"))
+	hub.CLI("policy", "create", "offsite", "--kind", "copy", "--to", "offsite", "--schedule", "@daily")
 	id := strings.TrimSpace(hub.CLI("backup", "start", "--vm", "vm1"))
 	hub.CLI("backup", "wait", id)
 
@@ -200,6 +202,7 @@ func TestMetricsDashboardAndAlerts(t *testing.T) {
 		"sendense_hub_policy_vms_overdue", "sendense_hub_restore_tests_total", "sendense_hub_restore_test_duration_seconds",
 		"sendense_hub_restore_test_vms_failing", "sendense_hub_restore_test_rto_seconds", "sendense_agent_hub_request_retries_total", "sendense_agent_snapshot_age_seconds",
 		"sendense_agent_certificate_expiry_timestamp_seconds", "sendense_agent_read_bytes_total",
+		"sendense_hub_copy_lag_seconds", "sendense_hub_copies_behind", "sendense_hub_copy_lag_allowed_seconds",
 	} {
 		if !exported[want] {
 			t.Errorf("metric %s is not exported", want)
@@ -258,7 +261,7 @@ func TestMetricsDashboardAndAlerts(t *testing.T) {
 		}
 	}
 	for _, alert := range []string{"SendenseBackupMissed", "SendenseBackupJobsFailing", "SendenseAgentDown", "SendenseCertificateExpiringSoon",
-		"SendenseRepositoryAlmostFull", "SendenseVerifyFoundDamage", "SendenseSnapshotTooOld", "SendenseRestoreTestFailing"} {
+		"SendenseRepositoryAlmostFull", "SendenseVerifyFoundDamage", "SendenseSnapshotTooOld", "SendenseRestoreTestFailing", "SendenseCopiesBehind"} {
 		tb, _ := os.ReadFile(filepath.Join(filepath.Dir(rules), "sendense-alerts.test.yml"))
 		if !bytes.Contains(rb, []byte("alert: "+alert)) || !bytes.Contains(tb, []byte("alertname: "+alert)) {
 			t.Errorf("alert %s is missing or has no unit test", alert)

@@ -65,7 +65,7 @@ func newEventsCmd(e *env) *cobra.Command {
 		},
 	}
 	list.Flags().StringVar(&f.VM, "vm", "", "VM name or context id")
-	list.Flags().StringVar(&f.Type, "type", "", "event type: vm_added, vm_gone, ..., audit, chunk_quarantined, backup_healed")
+	list.Flags().StringVar(&f.Type, "type", "", "event type: vm_added, vm_gone, ..., audit, chunk_quarantined, backup_healed, copy_run")
 	list.Flags().StringVar(&since, "since", "", "events at or after this RFC 3339 time, or within this duration (24h)")
 	list.Flags().IntVar(&f.Limit, "limit", 100, "at most this many (0 = all)")
 	list.Flags().BoolVar(&asJSON, "json", false, "print JSON (the body of GET /api/v1/events)")

@@ -17,10 +17,10 @@ import (
 )
 
 func newRestoreCmd(e *env) *cobra.Command {
-	var backupID, diskID, output, format string
+	var backupID, diskID, repo, output, format string
 	var parallel int
 	cmd := &cobra.Command{
-		Use:   "restore --backup ID [--disk disk-2000] --output PATH [--format raw|qcow2]",
+		Use:   "restore --backup ID [--disk disk-2000] [--repository NAME] --output PATH [--format raw|qcow2]",
 		Short: "Restore disks of a backup to sparse raw images (or qcow2), verifying every chunk",
 		Long: "Writes one disk to PATH, or, without --disk, every disk of the backup into the directory PATH as <disk>.raw.\n" +
 			"(restore vm restores a backup as a new VM in vSphere; restore list/show/cancel manage those restores.)\n" +
@@ -44,7 +44,7 @@ func newRestoreCmd(e *env) *cobra.Command {
 				return err
 			}
 			if cl != nil {
-				return restoreRemote(cmd.Context(), e, cl, backupID, diskID, output, qemuImg)
+				return restoreRemote(cmd.Context(), e, cl, backupID, repo, diskID, output, qemuImg)
 			}
 			return catalogCmd(e, func(cmd *cobra.Command, _ *config.Config, cat *catalog.Catalog) error {
 				repos := repository.NewRegistry(cat, nil, nil)
@@ -68,7 +68,7 @@ func newRestoreCmd(e *env) *cobra.Command {
 					if err != nil {
 						return err
 					}
-					if err := restoreDisk(cmd.Context(), e, svc, d, out, parallel, qemuImg); err != nil {
+					if err := restoreDisk(cmd.Context(), e, svc, d, repo, out, parallel, qemuImg); err != nil {
 						return err
 					}
 				}
@@ -78,6 +78,7 @@ func newRestoreCmd(e *env) *cobra.Command {
 	}
 	cmd.Flags().StringVar(&backupID, "backup", "", "backup id (required)")
 	cmd.Flags().StringVar(&diskID, "disk", "", "only this disk, e.g. disk-2000 (default: all disks)")
+	cmd.Flags().StringVar(&repo, "repository", "", "read the backup from its copy in this repository (backup show lists the copies; default: its own repository)")
 	cmd.Flags().StringVar(&output, "output", "", "output file (with --disk) or directory (required)")
 	cmd.Flags().StringVar(&format, "format", "raw", "raw or qcow2 (qcow2 needs qemu-img)")
 	cmd.Flags().IntVar(&parallel, "parallel", 4, "chunks read at once")
@@ -87,8 +88,8 @@ func newRestoreCmd(e *env) *cobra.Command {
 	return cmd
 }
 
-func restoreDisk(ctx context.Context, e *env, svc *restore.Service, d restore.Disk, out string, parallel int, qemuImg string) error {
-	img, _, err := svc.Open(ctx, d.BackupID, d.DiskID)
+func restoreDisk(ctx context.Context, e *env, svc *restore.Service, d restore.Disk, repo, out string, parallel int, qemuImg string) error {
+	img, _, err := svc.OpenIn(ctx, d.BackupID, d.DiskID, repo)
 	if err != nil {
 		return err
 	}

@@ -15,7 +15,7 @@ import (
 // imageOps reads a backup and downloads the raw image of one of its disks.
 type imageOps interface {
 	Backup(ctx context.Context, id string) (api.Backup, error)
-	DownloadImage(ctx context.Context, backupID, diskID string, dst io.WriterAt, progress func(int64)) (int64, error)
+	DownloadImage(ctx context.Context, backupID, diskID, repo string, dst io.WriterAt, progress func(int64)) (int64, error)
 }
 
 var _ imageOps = (*client.Client)(nil)
@@ -23,7 +23,7 @@ var _ imageOps = (*client.Client)(nil)
 // restoreRemote downloads disks of a backup over the API into sparse raw images (qcow2 after
 // conversion). The hub verifies every chunk it serves and breaks the transfer on damage; a
 // broken transfer is resumed, and one that cannot be completed removes the partial image.
-func restoreRemote(ctx context.Context, e *env, o imageOps, backupID, only, output, qemuImg string) error {
+func restoreRemote(ctx context.Context, e *env, o imageOps, backupID, repo, only, output, qemuImg string) error {
 	bk, err := o.Backup(ctx, backupID)
 	if err != nil {
 		return err
@@ -46,7 +46,7 @@ func restoreRemote(ctx context.Context, e *env, o imageOps, backupID, only, outp
 			return err
 		}
 		raw := rawPath(out, qemuImg)
-		size, err := downloadDisk(ctx, e, o, backupID, d, raw)
+		size, err := downloadDisk(ctx, e, o, backupID, repo, d, raw)
 		if err != nil {
 			return err
 		}
@@ -57,13 +57,13 @@ func restoreRemote(ctx context.Context, e *env, o imageOps, backupID, only, outp
 	return nil
 }
 
-func downloadDisk(ctx context.Context, e *env, o imageOps, backupID string, d api.BackupDisk, raw string) (int64, error) {
+func downloadDisk(ctx context.Context, e *env, o imageOps, backupID, repo string, d api.BackupDisk, raw string) (int64, error) {
 	f, err := os.OpenFile(raw, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o640)
 	if err != nil {
 		return 0, fmt.Errorf("create %s: %w", raw, err)
 	}
 	bar := newProgress(e.stderr, "restore "+d.DiskID, d.CapacityBytes)
-	size, err := o.DownloadImage(ctx, backupID, d.DiskID, sparseWriter{f}, func(done int64) { bar.Update(done, "") })
+	size, err := o.DownloadImage(ctx, backupID, d.DiskID, repo, sparseWriter{f}, func(done int64) { bar.Update(done, "") })
 	if err == nil {
 		err = f.Truncate(size) // a trailing hole
 	}

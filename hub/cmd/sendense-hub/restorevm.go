@@ -28,7 +28,7 @@ func restoreVMCmds(e *env) []*cobra.Command {
 	var netMap, diskDS []string
 	var thick, keepMACs, wait bool
 	vm := &cobra.Command{
-		Use:   "vm --backup ID --source S --datacenter DC --datastore DS --name N [--network-map old=new]... [--power-on] [--wait]",
+		Use:   "vm --backup ID [--repository NAME] --source S --datacenter DC --datastore DS --name N [--network-map old=new]... [--power-on] [--wait]",
 		Short: "Restore a backup as a new VM (the agent of the target source creates it and writes its disks)",
 		Long: "Queues a restore for the agent that reports the target source. The agent checks that every named object exists,\n" +
 			"that the name is free, the datastores have room and the host is not in maintenance, before it creates anything;\n" +
@@ -55,6 +55,7 @@ func restoreVMCmds(e *env) []*cobra.Command {
 	}
 	f := vm.Flags()
 	f.StringVar(&req.BackupID, "backup", "", "backup id (required)")
+	f.StringVar(&req.Repository, "repository", "", "read the backup from its copy in this repository (default: its own repository)")
 	f.StringVar(&req.Target.Source, "source", "", "target vCenter, as in sources list (required)")
 	f.StringVar(&req.Target.Datacenter, "datacenter", "", "target datacenter (required)")
 	f.StringVar(&req.Target.Datastore, "datastore", "", "datastore for the VM and its disks (required)")
@@ -190,6 +191,7 @@ func inPlaceCmd(e *env) *cobra.Command {
 	}
 	f := cmd.Flags()
 	f.StringVar(&req.BackupID, "backup", "", "backup id (required)")
+	f.StringVar(&req.Repository, "repository", "", "read the backup from its copy in this repository (default: its own repository)")
 	f.StringVar(&req.Confirm, "confirm", "", "the name of the VM whose disks are overwritten (required)")
 	f.BoolVar(&req.PowerOn, "power-on", false, "power the VM on afterwards even if it was off")
 	f.BoolVar(&wait, "wait", false, "wait for the restore to finish, showing progress")

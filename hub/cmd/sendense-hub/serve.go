@@ -24,6 +24,7 @@ import (
 	"github.com/sendense/sendense/hub/internal/config"
 	"github.com/sendense/sendense/hub/internal/connlimit"
 	"github.com/sendense/sendense/hub/internal/console"
+	"github.com/sendense/sendense/hub/internal/copies"
 	"github.com/sendense/sendense/hub/internal/events"
 	"github.com/sendense/sendense/hub/internal/files"
 	"github.com/sendense/sendense/hub/internal/gc"
@@ -127,6 +128,8 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	restores := restore.New(cat, restoreRepos(repos), reg)
 	tests := restoretest.New(cat, restores, log, reg, restoretest.Options{})
 	policies := policy.New(cat, backups, tests, log, reg, nil)
+	copyOpen := func(ctx context.Context, id string) (copies.Repository, error) { return repos.Open(ctx, id) }
+	policies.SetCopies(copies.New(cat, copyOpen, log, 8), backups)
 	collector := gc.New(cat, gcRepos(repos), log, reg)
 	verifier := verify.New(cat, verifyRepos(repos), log, reg, 2)
 	backups.OnFinished = func(j catalog.BackupJob) {

@@ -20,7 +20,7 @@ import (
 
 // fileService browses the files of restore points (files.Service).
 type fileService interface {
-	Open(ctx context.Context, backupID, diskID string) (*files.Browser, error)
+	OpenIn(ctx context.Context, backupID, diskID, repo string) (*files.Browser, error)
 }
 
 func (s *Server) registerFiles(v1 *gin.RouterGroup) {
@@ -29,13 +29,14 @@ func (s *Server) registerFiles(v1 *gin.RouterGroup) {
 	v1.GET(rel(v1, api.PathBackupFileArchive), s.requireRole(api.RoleViewer), s.fileArchive)
 }
 
-// browse opens the disk of the request's backup; false when it answered an error.
+// browse opens the disk of the request's backup, from the repository the query's repository
+// names (a copy's) or its own; false when it answered an error.
 func (s *Server) browse(c *gin.Context) (*files.Browser, bool) {
 	if s.deps.Files == nil {
 		s.fail(c, fmt.Errorf("file-level restore is not configured"))
 		return nil, false
 	}
-	b, err := s.deps.Files.Open(c.Request.Context(), c.Param("id"), c.Param("disk"))
+	b, err := s.deps.Files.OpenIn(c.Request.Context(), c.Param("id"), c.Param("disk"), c.Query("repository"))
 	if err != nil {
 		s.fail(c, err)
 		return nil, false

@@ -16,7 +16,9 @@ import (
 
 // restoreService opens restore points.
 type restoreService interface {
-	Open(ctx context.Context, backupID, diskID string) (*restore.Image, restore.Disk, error)
+	// OpenIn opens a disk of a backup read from the repository named repo, the backup's own
+	// or one holding a copy of it (empty: its own).
+	OpenIn(ctx context.Context, backupID, diskID, repo string) (*restore.Image, restore.Disk, error)
 }
 
 // errBadRange is answered with 416.
@@ -30,13 +32,15 @@ func (s *Server) registerRestore(v1 *gin.RouterGroup) {
 // diskImage streams the raw image of one disk of a restore point, with single byte-range
 // support for random access. Every chunk is verified as it is read; damage aborts the response
 // (the client sees a truncated body and a broken connection, never wrong bytes with a 200).
+// The query's repository reads it from a copy in that repository.
 func (s *Server) diskImage(c *gin.Context) {
-	s.serveImage(c, c.Param("id"), c.Param("disk"))
+	s.serveImage(c, c.Param("id"), c.Param("disk"), c.Query("repository"))
 }
 
-// serveImage answers the image of one disk of a backup (diskImage).
-func (s *Server) serveImage(c *gin.Context, backupID, diskID string) {
-	img, d, err := s.deps.Restore.Open(c.Request.Context(), backupID, diskID)
+// serveImage answers the image of one disk of a backup (diskImage) read from the repository
+// named repo (empty: the backup's own).
+func (s *Server) serveImage(c *gin.Context, backupID, diskID, repo string) {
+	img, d, err := s.deps.Restore.OpenIn(c.Request.Context(), backupID, diskID, repo)
 	if err != nil {
 		s.fail(c, err)
 		return

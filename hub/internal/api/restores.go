@@ -23,7 +23,7 @@ type restoreJobService interface {
 	RestoreState(ctx context.Context, agentID, id string) (api.JobState, error)
 	RestoreProgress(ctx context.Context, agentID, id string, p api.RestoreProgress) (api.JobState, error)
 	CompleteRestore(ctx context.Context, agentID, id string, c api.RestoreCompletion) (api.JobState, error)
-	RestoreBackup(ctx context.Context, agentID, id string) (string, error)
+	RestoreBackup(ctx context.Context, agentID, id string) (backupID, repo string, err error)
 }
 
 func (s *Server) registerRestoreJobs(agent, v1 *gin.RouterGroup) {
@@ -136,10 +136,10 @@ func (s *Server) completeRestore(c *gin.Context) {
 // restoreImage serves an agent the disk images of the backup its running restore reads, with
 // the operators' image route's Range support and verification.
 func (s *Server) restoreImage(c *gin.Context) {
-	backupID, err := s.deps.Restores.RestoreBackup(c.Request.Context(), agentID(c), c.Param("id"))
+	backupID, repo, err := s.deps.Restores.RestoreBackup(c.Request.Context(), agentID(c), c.Param("id"))
 	if err != nil {
 		s.fail(c, err)
 		return
 	}
-	s.serveImage(c, backupID, c.Param("disk"))
+	s.serveImage(c, backupID, c.Param("disk"), repo)
 }

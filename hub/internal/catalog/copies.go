@@ -2,6 +2,8 @@ package catalog
 
 import (
 	"context"
+	"database/sql"
+	"errors"
 	"fmt"
 	"time"
 
@@ -44,5 +46,104 @@ func (c *Catalog) BackupCopies(ctx context.Context, backupID string) ([]BackupCo
 	if err != nil {
 		return nil, fmt.Errorf("list copies of backup %s: %w", backupID, err)
 	}
+	return out, nil
+}
+
+// CopiesIn lists the copies held by a repository, by backup id.
+func (c *Catalog) CopiesIn(ctx context.Context, repositoryID string) (map[string]BackupCopy, error) {
+	var rows []BackupCopy
+	if err := c.db.NewSelect().Model(&rows).Where("bc.repository_id = ?", repositoryID).Scan(ctx); err != nil {
+		return nil, fmt.Errorf("list copies in repository %s: %w", repositoryID, err)
+	}
+	out := make(map[string]BackupCopy, len(rows))
+	for _, r := range rows {
+		out[r.BackupID] = r
+	}
+	return out, nil
+}
+
+// DeleteCopy forgets the copy of a backup in a repository; a copy not recorded → ErrNotFound.
+func (c *Catalog) DeleteCopy(ctx context.Context, backupID, repositoryID string) error {
+	res, err := c.db.NewDelete().Model((*BackupCopy)(nil)).Where("backup_id = ?", backupID).Where("repository_id = ?", repositoryID).Exec(ctx)
+	if err != nil {
+		return fmt.Errorf("delete copy of backup %s in repository %s: %w", backupID, repositoryID, err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return fmt.Errorf("copy of backup %s in repository %s: %w", backupID, repositoryID, ErrNotFound)
+	}
+	return nil
+}
+
+// CopyRun is one run of a copy policy: what it copied and pruned, and how it ended.
+type CopyRun struct {
+	bun.BaseModel `bun:"table:copy_runs,alias:cr"`
+
+	ID               string    `bun:"id,pk"`
+	PolicyID         string    `bun:"policy_id,notnull"`
+	FromRepositoryID string    `bun:"from_repository_id,notnull"`
+	ToRepositoryID   string    `bun:"to_repository_id,notnull"`
+	Status           string    `bun:"status,notnull"` // running, then succeeded or failed
+	BackupsCopied    int       `bun:"backups_copied,notnull"`
+	BackupsPresent   int       `bun:"backups_present,notnull"`
+	BackupsFailed    int       `bun:"backups_failed,notnull"`
+	CopiesPruned     int       `bun:"copies_pruned,notnull"`
+	ChunksCopied     int64     `bun:"chunks_copied,notnull"`
+	BytesCopied      int64     `bun:"bytes_copied,notnull"`
+	Error            string    `bun:"error,nullzero"`
+	StartedAt        time.Time `bun:"started_at,notnull"`
+	FinishedAt       time.Time `bun:"finished_at,nullzero"`
+}
+
+// StartCopyRun records a run that begins now.
+func (c *Catalog) StartCopyRun(ctx context.Context, r *CopyRun) error {
+	r.StartedAt = c.now()
+	if _, err := c.db.NewInsert().Model(r).Exec(ctx); err != nil {
+		return fmt.Errorf("record copy run of policy %s: %w", r.PolicyID, err)
+	}
+	return nil
+}
+
+// FinishCopyRun records the outcome of a run, finished now.
+func (c *Catalog) FinishCopyRun(ctx context.Context, r *CopyRun) error {
+	r.FinishedAt = c.now()
+	if _, err := c.db.NewUpdate().Model(r).WherePK().ExcludeColumn("id", "policy_id", "started_at").Exec(ctx); err != nil {
+		return fmt.Errorf("record the end of copy run %s: %w", r.ID, err)
+	}
+	return nil
+}
+
+// CopyRuns lists a policy's runs, newest first, at most limit (0: all).
+func (c *Catalog) CopyRuns(ctx context.Context, policyID string, limit int) ([]CopyRun, error) {
+	var out []CopyRun
+	q := c.db.NewSelect().Model(&out).Where("policy_id = ?", policyID).Order("started_at DESC", "id DESC")
+	if limit > 0 {
+		q = q.Limit(int64(limit))
+	}
+	if err := q.Scan(ctx); err != nil {
+		return nil, fmt.Errorf("list copy runs of policy %s: %w", policyID, err)
+	}
+	return out, nil
+}
+
+// CopyPolicyStats returns the run statistics of a copy policy: the last finished run's status
+// and time, and the last successful one's.
+func (c *Catalog) CopyPolicyStats(ctx context.Context, policyID string) (PolicyRunStats, error) {
+	var out PolicyRunStats
+	var last CopyRun
+	err := c.db.NewSelect().Model(&last).Column("status", "finished_at").
+		Where("policy_id = ?", policyID).Where("finished_at IS NOT NULL").
+		Order("finished_at DESC").Limit(1).Scan(ctx)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return out, fmt.Errorf("last copy run of policy %s: %w", policyID, err)
+	}
+	out.LastStatus, out.LastFinished = last.Status, last.FinishedAt
+	var ok CopyRun
+	err = c.db.NewSelect().Model(&ok).Column("finished_at").
+		Where("policy_id = ?", policyID).Where("status = ?", "succeeded").
+		Order("finished_at DESC").Limit(1).Scan(ctx)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return out, fmt.Errorf("last successful copy run of policy %s: %w", policyID, err)
+	}
+	out.LastSuccessAt = ok.FinishedAt
 	return out, nil
 }

@@ -14,11 +14,11 @@ import (
 var quiet = slog.New(slog.DiscardHandler)
 
 // tables are created by the migrations, each in a different one, and dropped by their downs.
-var tables = []string{"vm_disks", "upload_slots", "policies", "events", "restore_jobs", "instant_recoveries"}
+var tables = []string{"vm_disks", "upload_slots", "policies", "events", "restore_jobs", "instant_recoveries", "copy_runs"}
 
 // columns are added by migrations to tables created before them; the downs run above drop them
 // (SQLite refuses to drop an indexed column, so a down that forgets an index fails there).
-var columns = [][2]string{{"backup_jobs", "phase"}, {"sources", "instance_uuid"}, {"restore_tests", "paths"}, {"policies", "paths"}}
+var columns = [][2]string{{"backup_jobs", "phase"}, {"sources", "instance_uuid"}, {"restore_tests", "paths"}, {"policies", "paths"}, {"policies", "target_repository_id"}}
 
 func TestMigrateUpDownUp(t *testing.T) {
 	for _, d := range catalogtest.Dialects {

@@ -277,31 +277,33 @@ type Policy struct {
 
 	ID      string   `bun:"id,pk"`
 	Name    string   `bun:"name,notnull"`
-	Kind    string   `bun:"kind,notnull"` // api.PolicyBackup or api.PolicyRestoreTest
+	Kind    string   `bun:"kind,notnull"` // api.PolicyBackup, api.PolicyRestoreTest or api.PolicyCopy
 	Enabled bool     `bun:"enabled,notnull"`
 	Checks  []string `bun:"checks,type:text,nullzero"` // a restore-test policy's checks, stored as JSON
 	Paths   []string `bun:"paths,type:text,nullzero"`  // the paths its paths check looks for, stored as JSON
 	// Boot is a restore-test policy's boot check settings (JSON); nil without the boot check.
-	Boot                  *api.RestoreTestBoot `bun:"boot,type:text,nullzero"`
-	VMNames               []string             `bun:"vm_names,type:text,nullzero"` // explicit names or context ids, stored as JSON
-	VMGlob                string               `bun:"vm_glob,notnull"`
-	AgentID               string               `bun:"agent_id,nullzero"`
-	RepositoryID          string               `bun:"repository_id,notnull"`
-	Schedule              string               `bun:"schedule,notnull"`
-	Timezone              string               `bun:"timezone,notnull"`
-	KeepLast              int                  `bun:"keep_last,notnull"`
-	KeepHourly            int                  `bun:"keep_hourly,notnull"`
-	KeepDaily             int                  `bun:"keep_daily,notnull"`
-	KeepWeekly            int                  `bun:"keep_weekly,notnull"`
-	KeepMonthly           int                  `bun:"keep_monthly,notnull"`
-	KeepYearly            int                  `bun:"keep_yearly,notnull"`
-	FullEveryIncrementals int                  `bun:"full_every_incrementals,notnull"`
-	FullEveryDays         int                  `bun:"full_every_days,notnull"`
-	CBTSample             float64              `bun:"cbt_sample,notnull"` // the drift check's sample of its incrementals
-	LastRunAt             time.Time            `bun:"last_run_at,nullzero"`
-	NextRunAt             time.Time            `bun:"next_run_at,nullzero"`
-	CreatedAt             time.Time            `bun:"created_at,notnull"`
-	UpdatedAt             time.Time            `bun:"updated_at,notnull"`
+	Boot         *api.RestoreTestBoot `bun:"boot,type:text,nullzero"`
+	VMNames      []string             `bun:"vm_names,type:text,nullzero"` // explicit names or context ids, stored as JSON
+	VMGlob       string               `bun:"vm_glob,notnull"`
+	AgentID      string               `bun:"agent_id,nullzero"`
+	RepositoryID string               `bun:"repository_id,notnull"`
+	// TargetRepositoryID is where a copy policy copies RepositoryID's backups to.
+	TargetRepositoryID    string    `bun:"target_repository_id,nullzero"`
+	Schedule              string    `bun:"schedule,notnull"`
+	Timezone              string    `bun:"timezone,notnull"`
+	KeepLast              int       `bun:"keep_last,notnull"`
+	KeepHourly            int       `bun:"keep_hourly,notnull"`
+	KeepDaily             int       `bun:"keep_daily,notnull"`
+	KeepWeekly            int       `bun:"keep_weekly,notnull"`
+	KeepMonthly           int       `bun:"keep_monthly,notnull"`
+	KeepYearly            int       `bun:"keep_yearly,notnull"`
+	FullEveryIncrementals int       `bun:"full_every_incrementals,notnull"`
+	FullEveryDays         int       `bun:"full_every_days,notnull"`
+	CBTSample             float64   `bun:"cbt_sample,notnull"` // the drift check's sample of its incrementals
+	LastRunAt             time.Time `bun:"last_run_at,nullzero"`
+	NextRunAt             time.Time `bun:"next_run_at,nullzero"`
+	CreatedAt             time.Time `bun:"created_at,notnull"`
+	UpdatedAt             time.Time `bun:"updated_at,notnull"`
 }
 
 // Event is one recorded event: an inventory change or an operator's request. Events are only

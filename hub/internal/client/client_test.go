@@ -98,7 +98,7 @@ func TestDownloadImageResumesWithRange(t *testing.T) {
 	}))
 	var dst memWriterAt
 	var last int64
-	n, err := c.DownloadImage(t.Context(), "bk-1", "disk-2000", &dst, func(done int64) { last = done })
+	n, err := c.DownloadImage(t.Context(), "bk-1", "disk-2000", "", &dst, func(done int64) { last = done })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -127,7 +127,7 @@ func TestDownloadImageRefusesAChangedImage(t *testing.T) {
 		w.Header().Set("ETag", `"new"`)
 		http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(img))
 	}))
-	_, err := c.DownloadImage(t.Context(), "bk-1", "disk-2000", &memWriterAt{}, nil)
+	_, err := c.DownloadImage(t.Context(), "bk-1", "disk-2000", "", &memWriterAt{}, nil)
 	if !errors.Is(err, errChanged) {
 		t.Fatalf("changed image: %v", err)
 	}

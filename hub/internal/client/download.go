@@ -25,9 +25,14 @@ var errChanged = errors.New("changed while it was downloaded")
 // time, and returns its size. The hub verifies every chunk as it serves it and breaks the
 // transfer on damage, so a short body is never taken for the image: a transfer broken part-way
 // is resumed with a Range request from the byte reached, pinned with If-Range to the same image
-// (ETag), up to 5 times. progress, if not nil, is called with the bytes written so far.
-func (c *Client) DownloadImage(ctx context.Context, backupID, diskID string, dst io.WriterAt, progress func(int64)) (int64, error) {
-	size, _, err := c.download(ctx, pathImage(backupID, diskID), nil, dst, progress)
+// (ETag), up to 5 times. progress, if not nil, is called with the bytes written so far. repo,
+// when not empty, reads the backup from its copy in the repository of that name.
+func (c *Client) DownloadImage(ctx context.Context, backupID, diskID, repo string, dst io.WriterAt, progress func(int64)) (int64, error) {
+	var q url.Values
+	if repo != "" {
+		q = url.Values{"repository": {repo}}
+	}
+	size, _, err := c.download(ctx, pathImage(backupID, diskID), q, dst, progress)
 	if err != nil {
 		return size, fmt.Errorf("download %s of %s: %w", diskID, backupID, err)
 	}

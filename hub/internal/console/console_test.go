@@ -98,6 +98,10 @@ func (noBackups) Delete(context.Context, string) error { return catalog.ErrNotFo
 func (noBackups) SetProtected(context.Context, string, bool) (wire.Backup, error) {
 	return wire.Backup{}, catalog.ErrNotFound
 }
+func (n noBackups) OpenIn(ctx context.Context, backupID, diskID, _ string) (*restore.Image, restore.Disk, error) {
+	return n.Open(ctx, backupID, diskID)
+}
+
 func (noBackups) Open(context.Context, string, string) (*restore.Image, restore.Disk, error) {
 	return nil, restore.Disk{}, catalog.ErrNotFound
 }
@@ -140,6 +144,7 @@ func newEnv(t *testing.T, dialect string) *env {
 // newEnvWith is newEnv with the restore points files are browsed in and the restore tests.
 func newEnvWith(t *testing.T, dialect string, images interface {
 	Open(context.Context, string, string) (*restore.Image, restore.Disk, error)
+	OpenIn(context.Context, string, string, string) (*restore.Image, restore.Disk, error)
 }, rt *restoreTests) *env {
 	t.Helper()
 	log := slog.New(slog.DiscardHandler)

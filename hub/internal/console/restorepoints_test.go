@@ -83,6 +83,10 @@ func (s *storedDisk) damaged(t *testing.T, data []byte) *damagedDisk {
 	return &damagedDisk{storedDisk: s, bad: bad}
 }
 
+func (d *damagedDisk) OpenIn(ctx context.Context, backupID, diskID, _ string) (*restore.Image, restore.Disk, error) {
+	return d.Open(ctx, backupID, diskID)
+}
+
 func (d *damagedDisk) Open(ctx context.Context, backupID, diskID string) (*restore.Image, restore.Disk, error) {
 	if backupID != d.ref.BackupID || diskID != d.ref.DiskID {
 		return nil, restore.Disk{}, fmt.Errorf("backup %s disk %s: %w", backupID, diskID, catalog.ErrNotFound)
@@ -92,6 +96,10 @@ func (d *damagedDisk) Open(ctx context.Context, backupID, diskID string) (*resto
 		return nil, restore.Disk{}, err
 	}
 	return img, restore.Disk{BackupID: backupID, DiskID: diskID, Size: img.Size(), IndexDigest: "d"}, nil
+}
+
+func (s *storedDisk) OpenIn(ctx context.Context, backupID, diskID, _ string) (*restore.Image, restore.Disk, error) {
+	return s.Open(ctx, backupID, diskID)
 }
 
 func (s *storedDisk) Open(ctx context.Context, backupID, diskID string) (*restore.Image, restore.Disk, error) {

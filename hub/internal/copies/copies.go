@@ -55,11 +55,13 @@ type Opener func(ctx context.Context, id string) (Repository, error)
 
 // Report says what one run copied.
 type Report struct {
-	Backups      int   // backups copied in this run
-	Present      int   // backups the target had already
-	Chunks       int64 // chunks copied (the target lacked them)
-	ChunksShared int64 // chunks the target had already
-	Bytes        int64 // plaintext bytes of the chunks copied
+	Backups      int      // backups copied in this run
+	Present      int      // backups the target had already
+	Chunks       int64    // chunks copied (the target lacked them)
+	ChunksShared int64    // chunks the target had already
+	Bytes        int64    // plaintext bytes of the chunks copied
+	Failed       int      // backups that could not be copied (CopyBackups goes on past them)
+	Errors       []string // why, one per failed backup
 	Duration     time.Duration
 }
 
@@ -82,8 +84,30 @@ func New(cat copyCatalog, open Opener, log *slog.Logger, parallel int) *Copier {
 // Run copies every successful backup of the repository fromID (or only backupID, when not
 // empty) into the repository toID, oldest first, and records each copy in the catalog. A backup
 // copied before is skipped; a run stopped half-way is resumed by the next, which copies only the
-// chunks still missing.
+// chunks still missing. It stops at the first backup that cannot be copied.
 func (c *Copier) Run(ctx context.Context, fromID, toID, backupID string) (Report, error) {
+	rows, _, err := c.cat.Backups(ctx, catalog.BackupFilter{RepositoryID: fromID, Status: api.JobSucceeded})
+	if err != nil {
+		return Report{}, err
+	}
+	var ids []string
+	for i := len(rows) - 1; i >= 0; i-- { // oldest first: a parent is copied before its children
+		if backupID == "" || rows[i].ID == backupID {
+			ids = append(ids, rows[i].ID)
+		}
+	}
+	return c.copy(ctx, fromID, toID, ids, false)
+}
+
+// CopyBackups copies the backups ids (successful backups of the repository fromID, oldest
+// first) into toID like Run, but goes on past a backup that cannot be copied: each failure is
+// counted and listed in the report, and the error returned is only that of the repositories
+// (they cannot be opened, or do not fit together) or of ctx.
+func (c *Copier) CopyBackups(ctx context.Context, fromID, toID string, ids []string) (Report, error) {
+	return c.copy(ctx, fromID, toID, ids, true)
+}
+
+func (c *Copier) copy(ctx context.Context, fromID, toID string, ids []string, keepGoing bool) (Report, error) {
 	start := time.Now()
 	var rep Report
 	if fromID == toID {
@@ -100,16 +124,11 @@ func (c *Copier) Run(ctx context.Context, fromID, toID, backupID string) (Report
 	if src.ChunkSize() != dst.ChunkSize() {
 		return rep, fmt.Errorf("the repositories have different chunk sizes (%d and %d): indexes cannot be copied", src.ChunkSize(), dst.ChunkSize())
 	}
-	rows, _, err := c.cat.Backups(ctx, catalog.BackupFilter{RepositoryID: fromID, Status: api.JobSucceeded})
-	if err != nil {
-		return rep, err
-	}
-	for i := len(rows) - 1; i >= 0; i-- { // oldest first: a parent is copied before its children
-		row := rows[i]
-		if backupID != "" && row.ID != backupID {
-			continue
+	for _, id := range ids {
+		if err := ctx.Err(); err != nil {
+			return rep, err
 		}
-		copied, err := c.copied(ctx, row.ID, toID)
+		copied, err := c.copied(ctx, id, toID)
 		if err != nil {
 			return rep, err
 		}
@@ -117,14 +136,21 @@ func (c *Copier) Run(ctx context.Context, fromID, toID, backupID string) (Report
 			rep.Present++
 			continue
 		}
-		if err := c.copyBackup(ctx, src, dst, row.ID, &rep); err != nil {
-			return rep, fmt.Errorf("copy backup %s: %w", row.ID, err)
+		if err := c.copyBackup(ctx, src, dst, id, &rep); err != nil {
+			err = fmt.Errorf("copy backup %s: %w", id, err)
+			if !keepGoing || ctx.Err() != nil {
+				return rep, err
+			}
+			rep.Failed++
+			rep.Errors = append(rep.Errors, err.Error())
+			c.log.WarnContext(ctx, "backup not copied", "job_id", id, "to_repository_id", toID, "err", err)
+			continue
 		}
 		rep.Backups++
 	}
 	rep.Duration = time.Since(start)
 	c.log.InfoContext(ctx, "copy finished", "from_repository_id", fromID, "to_repository_id", toID, "backups", rep.Backups,
-		"present", rep.Present, "chunks", rep.Chunks, "chunks_shared", rep.ChunksShared, "bytes", rep.Bytes, "duration_seconds", rep.Duration.Seconds())
+		"present", rep.Present, "failed", rep.Failed, "chunks", rep.Chunks, "chunks_shared", rep.ChunksShared, "bytes", rep.Bytes, "duration_seconds", rep.Duration.Seconds())
 	return rep, nil
 }
 

@@ -26,8 +26,9 @@ const (
 
 // imageOpener opens a disk of a restore point (restore.Service).
 type imageOpener interface {
-	// Open returns the disk's image; every read of it verifies its chunks.
-	Open(ctx context.Context, backupID, diskID string) (*restore.Image, restore.Disk, error)
+	// OpenIn returns the disk's image read from the repository named repo, the backup's own or
+	// one holding a copy of it (empty: its own); every read of it verifies its chunks.
+	OpenIn(ctx context.Context, backupID, diskID, repo string) (*restore.Image, restore.Disk, error)
 }
 
 // Service browses the files of restore points.
@@ -79,7 +80,13 @@ type Browser struct {
 
 // Open opens the disk diskID of backup backupID for browsing under ctx.
 func (s *Service) Open(ctx context.Context, backupID, diskID string) (*Browser, error) {
-	img, disk, err := s.open.Open(ctx, backupID, diskID)
+	return s.OpenIn(ctx, backupID, diskID, "")
+}
+
+// OpenIn is Open reading the backup from the repository named repo: its own or one holding a
+// copy of it (empty: its own).
+func (s *Service) OpenIn(ctx context.Context, backupID, diskID, repo string) (*Browser, error) {
+	img, disk, err := s.open.OpenIn(ctx, backupID, diskID, repo)
 	if err != nil {
 		return nil, err
 	}

@@ -8,9 +8,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/sendense/sendense/hub/internal/catalog"
 	"github.com/sendense/sendense/hub/internal/fidx"
@@ -102,6 +104,8 @@ type Collector struct {
 	log  *slog.Logger
 	m    *metrics
 	now  func() time.Time
+	// removeParallel overrides the repositories' RemovalParallelism when > 0.
+	removeParallel int
 }
 
 // New returns a collector and registers its metrics on reg (nil: none).
@@ -225,32 +229,13 @@ func (g *Collector) collect(ctx context.Context, r catalog.Repository, grace tim
 	if err != nil {
 		return rep, err
 	}
-	for i, d := range doomed {
-		if dryRun {
-			rep.FreedChunks++
-			rep.FreedBytes += sizes[i]
-			continue
+	if dryRun {
+		rep.FreedChunks = len(doomed)
+		for _, sz := range sizes {
+			rep.FreedBytes += sz
 		}
-		// Checked again as it is removed: a backup in any process may have reused (touched) it
-		// since the walk, and then it stays.
-		removed, size, err := repo.RemoveChunkIfOlder(ctx, d, cutoff)
-		if errors.Is(err, repository.ErrRetained) {
-			rep.Retained++
-			rep.KeptBytes += sizes[i]
-			g.log.DebugContext(ctx, "chunk kept under retention", "repository", r.Name, "chunk_name", d.String(), "err", err)
-			continue
-		}
-		if err != nil {
-			return rep, err
-		}
-		if !removed {
-			rep.YoungSpared++
-			rep.KeptBytes += sizes[i]
-			continue
-		}
-		rep.FreedChunks++
-		rep.FreedBytes += size
-		g.log.DebugContext(ctx, "chunk removed", "repository", r.Name, "chunk_name", d.String(), "cutoff", cutoff)
+	} else if err := g.sweep(ctx, repo, r.Name, doomed, sizes, cutoff, &rep); err != nil {
+		return rep, err
 	}
 	rep.Duration = g.now().Sub(start)
 	if !dryRun {
@@ -266,6 +251,59 @@ func (g *Collector) collect(ctx context.Context, r catalog.Repository, grace tim
 		"dry_run", dryRun, "duration_seconds", rep.Duration.Seconds())
 	return rep, nil
 }
+
+// sweep removes the doomed chunks that are still older than cutoff, as many at once as the
+// repository suggests (RemovalParallelism: S3 removals are remote requests) unless the collector
+// was told otherwise. Each removal checks the chunk's time again as it removes it, whatever runs
+// beside it, so parallel removals are as safe as one at a time. The first error stops the sweep.
+func (g *Collector) sweep(ctx context.Context, repo Repository, name string, doomed []chunk.Digest, sizes []int64, cutoff time.Time, rep *Report) error {
+	n := g.removeParallel
+	if n <= 0 {
+		n = 1
+		if p, ok := repo.(removalParallelism); ok {
+			n = max(p.RemovalParallelism(), 1)
+		}
+	}
+	var mu sync.Mutex
+	eg, ctx := errgroup.WithContext(ctx)
+	eg.SetLimit(n)
+	for i, d := range doomed {
+		eg.Go(func() error {
+			// Checked again as it is removed: a backup in any process may have reused (touched)
+			// it since the walk, and then it stays.
+			removed, size, err := repo.RemoveChunkIfOlder(ctx, d, cutoff)
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case errors.Is(err, repository.ErrRetained):
+				rep.Retained++
+				rep.KeptBytes += sizes[i]
+				g.log.DebugContext(ctx, "chunk kept under retention", "repository", name, "chunk_name", d.String(), "err", err)
+			case err != nil:
+				return err
+			case !removed:
+				rep.YoungSpared++
+				rep.KeptBytes += sizes[i]
+			default:
+				rep.FreedChunks++
+				rep.FreedBytes += size
+				g.log.DebugContext(ctx, "chunk removed", "repository", name, "chunk_name", d.String(), "cutoff", cutoff)
+			}
+			return nil
+		})
+	}
+	return eg.Wait()
+}
+
+// removalParallelism is implemented by repositories that suggest how many chunk removals run at
+// once (*repository.Repository).
+type removalParallelism interface {
+	RemovalParallelism() int
+}
+
+// SetRemovalParallelism makes every collection remove n chunks at once (0: what each repository
+// suggests — 16 on S3, 1 on a local directory). Not safe to call while a collection runs.
+func (g *Collector) SetRemovalParallelism(n int) { g.removeParallel = n }
 
 // Schedule runs a collection of every repository every interval until ctx ends.
 func (g *Collector) Schedule(ctx context.Context, interval, grace time.Duration) error {

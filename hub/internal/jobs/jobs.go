@@ -53,6 +53,7 @@ type backupCatalog interface {
 	SetProtected(ctx context.Context, id string, protected bool) error
 	BackupRows(ctx context.Context, id string) (*catalog.BackupRows, error)
 	BackupCopies(ctx context.Context, backupID string) ([]catalog.BackupCopy, error)
+	DeleteCopy(ctx context.Context, backupID, repositoryID string) error
 	CountJobsByStatus(ctx context.Context) (map[string]int, error)
 
 	restoreCatalog

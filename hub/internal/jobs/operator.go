@@ -270,3 +270,40 @@ func (s *Service) SetProtected(ctx context.Context, id string, protected bool) (
 	s.log.InfoContext(ctx, "backup protection set", "job_id", id, "protected", protected)
 	return s.Get(ctx, id)
 }
+
+// DeleteCopy removes the copy of a backup held by the repository repositoryID (never the backup
+// itself): the catalog's record of the copy first, so that no restore picks it any more, then
+// the repository's record of the backup, its indexes and its VM configuration there. The copy
+// of a protected backup, or one under retention in that repository, is refused (ErrConflict);
+// no such copy → ErrNotFound. The chunks stay for the garbage collection of that repository.
+func (s *Service) DeleteCopy(ctx context.Context, backupID, repositoryID string) error {
+	row, err := s.cat.BackupByID(ctx, backupID)
+	if err != nil {
+		return err
+	}
+	if row.RepositoryID == repositoryID {
+		return fmt.Errorf("backup %s is held by that repository, not copied there: %w", backupID, catalog.ErrConflict)
+	}
+	if row.Protected {
+		return fmt.Errorf("copy of backup %s: %w; unprotect it first: %w", backupID, catalog.ErrProtected, catalog.ErrConflict)
+	}
+	held := *row
+	held.RepositoryID = repositoryID
+	if err := s.checkNotRetained(ctx, &held); err != nil {
+		return err
+	}
+	disks, err := s.cat.BackupDisks(ctx, backupID)
+	if err != nil {
+		return err
+	}
+	if err := s.cat.DeleteCopy(ctx, backupID, repositoryID); err != nil {
+		return err
+	}
+	s.undescribe(ctx, repositoryID, row.InstanceUUID, backupID)
+	s.removeIndexes(ctx, repositoryID, row.InstanceUUID, disks)
+	if row.VMConfigDigest != "" {
+		s.removeVMConfig(ctx, repositoryID, row.InstanceUUID, backupID)
+	}
+	s.log.InfoContext(ctx, "copy deleted", "job_id", backupID, "repository_id", repositoryID, "disks", len(disks))
+	return nil
+}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/sendense/sendense/hub/internal/catalog"
+	"github.com/sendense/sendense/hub/internal/restore"
 	"github.com/sendense/sendense/shared/api"
 )
 
@@ -49,7 +50,16 @@ func (s *Service) StartRestore(ctx context.Context, req api.RestoreRequest) (api
 	if row.Status != api.JobSucceeded {
 		return api.Restore{}, fmt.Errorf("backup %s is %s: %w", row.ID, row.Status, ErrNotRestorePoint)
 	}
-	cfg, err := s.readVMConfig(ctx, row)
+	repoID, repoName, err := restore.Holder(ctx, s.cat, row, req.Repository)
+	if err != nil {
+		return api.Restore{}, err
+	}
+	if repoID == row.RepositoryID {
+		req.Repository = "" // the backup's own: nothing to remember
+	} else {
+		req.Repository = repoName
+	}
+	cfg, err := s.readVMConfigIn(ctx, row, repoID)
 	if err != nil {
 		return api.Restore{}, err
 	}
@@ -185,7 +195,7 @@ func restoreInfo(j *catalog.RestoreJob) api.Restore {
 	var req api.RestoreRequest
 	_ = json.Unmarshal([]byte(j.Spec), &req) // written by StartRestore; a damaged row shows its columns only
 	r := api.Restore{
-		ID: j.ID, BackupID: j.BackupID, AgentID: j.AgentID, Target: req.Target, NetworkMap: req.NetworkMap,
+		ID: j.ID, BackupID: j.BackupID, Repository: req.Repository, AgentID: j.AgentID, Target: req.Target, NetworkMap: req.NetworkMap,
 		DiskProvisioning: req.DiskProvisioning, MACAddresses: req.MACAddresses, PowerOn: req.PowerOn, InPlace: req.InPlace,
 		Status: j.Status, CancelRequested: j.CancelRequested, Phase: j.Phase, VMRef: j.VMRef,
 		BytesWritten: j.BytesWritten, BytesTotal: j.BytesTotal, Error: j.Error,
@@ -234,7 +244,11 @@ func (s *Service) restoreSpec(ctx context.Context, j *catalog.RestoreJob, resume
 	if err != nil {
 		return nil, err
 	}
-	cfg, err := s.readVMConfig(ctx, row)
+	repoID, _, err := restore.Holder(ctx, s.cat, row, req.Repository)
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := s.readVMConfigIn(ctx, row, repoID)
 	if err != nil {
 		return nil, err
 	}
@@ -270,17 +284,22 @@ func (s *Service) RestoreState(ctx context.Context, agentID, id string) (api.Job
 	return api.JobState{ID: j.ID, Status: j.Status, CancelRequested: j.CancelRequested}, nil
 }
 
-// RestoreBackup returns the backup a running restore of the agent reads: the agent may read
-// that backup's images and no other.
-func (s *Service) RestoreBackup(ctx context.Context, agentID, id string) (string, error) {
+// RestoreBackup returns the backup a running restore of the agent reads, and the repository it
+// reads it from (empty: the backup's own): the agent may read that backup's images and no
+// other.
+func (s *Service) RestoreBackup(ctx context.Context, agentID, id string) (backupID, repo string, err error) {
 	j, err := s.cat.AgentRestoreJob(ctx, id, agentID)
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
 	if j.Status != api.JobRunning {
-		return "", fmt.Errorf("restore %s is %s: %w", id, j.Status, catalog.ErrConflict)
+		return "", "", fmt.Errorf("restore %s is %s: %w", id, j.Status, catalog.ErrConflict)
 	}
-	return j.BackupID, nil
+	var req api.RestoreRequest
+	if err := json.Unmarshal([]byte(j.Spec), &req); err != nil {
+		return "", "", fmt.Errorf("restore %s: decode request: %w", j.ID, err)
+	}
+	return j.BackupID, req.Repository, nil
 }
 
 // RestoreProgress records a running restore's heartbeat and progress and answers whether to

@@ -84,10 +84,16 @@ func (s *Service) VMConfig(ctx context.Context, id string) (api.VMConfig, error)
 }
 
 func (s *Service) readVMConfig(ctx context.Context, row *catalog.BackupRow) (api.VMConfig, error) {
+	return s.readVMConfigIn(ctx, row, row.RepositoryID)
+}
+
+// readVMConfigIn is readVMConfig from the repository repoID: the backup's own or one holding a
+// copy of it.
+func (s *Service) readVMConfigIn(ctx context.Context, row *catalog.BackupRow, repoID string) (api.VMConfig, error) {
 	if row.VMConfigDigest == "" {
 		return api.VMConfig{}, fmt.Errorf("backup %s: %w", row.ID, ErrNoVMConfig)
 	}
-	repo, err := s.open(ctx, row.RepositoryID)
+	repo, err := s.open(ctx, repoID)
 	if err != nil {
 		return api.VMConfig{}, err
 	}

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/sendense/sendense/hub/internal/catalog"
 )
 
 // collector exports per-policy run state and the count of unprotected VMs, read from the
@@ -17,6 +19,8 @@ type collector struct {
 	lastSuccess, lastFailed   *prometheus.Desc
 	nextRun, unprotected, vms *prometheus.Desc
 	overdue                   *prometheus.Desc
+	copyLag, copiesBehind     *prometheus.Desc
+	copyLagAllowed            *prometheus.Desc
 }
 
 func newCollector(s *Service, log *slog.Logger) *collector {
@@ -29,12 +33,18 @@ func newCollector(s *Service, log *slog.Logger) *collector {
 		unprotected: prometheus.NewDesc("sendense_hub_vms_unprotected", "VMs (not gone, not templates) that no enabled policy covers.", nil, nil),
 		overdue: prometheus.NewDesc("sendense_hub_policy_vms_overdue",
 			"VMs the policy covers whose last successful backup is older than two schedule periods (or that have none although the policy is that old).", []string{"policy"}, nil),
+		copyLag: prometheus.NewDesc("sendense_hub_copy_lag_seconds",
+			"Age of the oldest successful backup an enabled copy policy keeps that its target repository still lacks (0: up to date).", []string{"policy"}, nil),
+		copiesBehind: prometheus.NewDesc("sendense_hub_copies_behind",
+			"Successful backups an enabled copy policy keeps that its target repository still lacks.", []string{"policy"}, nil),
+		copyLagAllowed: prometheus.NewDesc("sendense_hub_copy_lag_allowed_seconds",
+			"The copy lag a copy policy tolerates: two periods of its schedule (a copy waits up to one for its run).", []string{"policy"}, nil),
 	}
 }
 
 // Describe implements prometheus.Collector.
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.lastSuccess, c.lastFailed, c.nextRun, c.vms, c.unprotected, c.overdue} {
+	for _, d := range []*prometheus.Desc{c.lastSuccess, c.lastFailed, c.nextRun, c.vms, c.unprotected, c.overdue, c.copyLag, c.copiesBehind, c.copyLagAllowed} {
 		ch <- d
 	}
 }
@@ -58,7 +68,12 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	for i := range ps {
 		p := &ps[i]
-		st, err := c.s.cat.PolicyStats(ctx, p.ID)
+		stats := c.s.cat.PolicyStats
+		if isCopy(p) {
+			stats = c.s.cat.CopyPolicyStats
+			c.collectCopy(ctx, ch, p)
+		}
+		st, err := stats(ctx, p.ID)
 		if err != nil {
 			ch <- prometheus.NewInvalidMetric(c.lastSuccess, err)
 			continue
@@ -88,4 +103,19 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		return
 	}
 	ch <- prometheus.MustNewConstMetric(c.unprotected, prometheus.GaugeValue, float64(len(un)))
+}
+
+// collectCopy exports how far an enabled copy policy's target is behind.
+func (c *collector) collectCopy(ctx context.Context, ch chan<- prometheus.Metric, p *catalog.Policy) {
+	if !p.Enabled {
+		return
+	}
+	lag, behind, allowed, err := c.s.copyLag(ctx, p)
+	if err != nil {
+		ch <- prometheus.NewInvalidMetric(c.copyLag, err)
+		return
+	}
+	ch <- prometheus.MustNewConstMetric(c.copyLag, prometheus.GaugeValue, lag.Seconds(), p.Name)
+	ch <- prometheus.MustNewConstMetric(c.copiesBehind, prometheus.GaugeValue, float64(behind), p.Name)
+	ch <- prometheus.MustNewConstMetric(c.copyLagAllowed, prometheus.GaugeValue, allowed.Seconds(), p.Name)
 }

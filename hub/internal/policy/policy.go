@@ -14,6 +14,7 @@ import (
 	"path"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -43,6 +44,8 @@ type policyCatalog interface {
 	RepositoryByName(ctx context.Context, name string) (*catalog.Repository, error)
 	RepositoryByID(ctx context.Context, id string) (*catalog.Repository, error)
 	AgentByID(ctx context.Context, id string) (*catalog.Agent, error)
+	CopyPolicyStats(ctx context.Context, policyID string) (catalog.PolicyRunStats, error)
+	copyCatalog
 }
 
 // jobs queues and deletes backups.
@@ -66,6 +69,14 @@ type Service struct {
 	tests restoreTests
 	log   *slog.Logger
 	now   func() time.Time
+
+	copier  copier
+	copyDel copyDeleter
+	// copying holds the copy policies whose run is under way in this process; runs waits for
+	// them when the scheduler stops.
+	mu      sync.Mutex
+	copying map[string]bool
+	runs    sync.WaitGroup
 }
 
 // New returns the service, registering its collector (per-policy run state, unprotected VMs) on
@@ -75,7 +86,7 @@ func New(cat policyCatalog, jobs jobs, tests restoreTests, log *slog.Logger, reg
 	if now == nil {
 		now = time.Now
 	}
-	s := &Service{cat: cat, jobs: jobs, tests: tests, log: log, now: now}
+	s := &Service{cat: cat, jobs: jobs, tests: tests, log: log, now: now, copying: map[string]bool{}}
 	if reg != nil {
 		reg.MustRegister(newCollector(s, log))
 	}
@@ -92,8 +103,11 @@ func (s *Service) info(ctx context.Context, p *catalog.Policy) (api.Policy, erro
 		return api.Policy{}, err
 	}
 	stats := s.cat.PolicyStats
-	if isRestoreTest(p) {
+	switch {
+	case isRestoreTest(p):
 		stats = s.cat.RestoreTestPolicyStats // last_status: passed or failed
+	case isCopy(p):
+		stats = s.cat.CopyPolicyStats // last_status: succeeded or failed
 	}
 	st, err := stats(ctx, p.ID)
 	if err != nil {
@@ -112,6 +126,13 @@ func (s *Service) info(ctx context.Context, p *catalog.Policy) (api.Policy, erro
 			out.RestoreTestBoot = *p.Boot
 		}
 	}
+	if isCopy(p) {
+		to, err := s.cat.RepositoryByID(ctx, p.TargetRepositoryID)
+		if err != nil {
+			return api.Policy{}, err
+		}
+		out.From, out.To, out.CBTSample = repo.Name, to.Name, nil
+	}
 	return out, nil
 }
 
@@ -124,6 +145,11 @@ func kind(p *catalog.Policy) string {
 }
 
 func isRestoreTest(p *catalog.Policy) bool { return p.Kind == api.PolicyRestoreTest }
+
+func isCopy(p *catalog.Policy) bool { return p.Kind == api.PolicyCopy }
+
+// takesBackups reports whether a policy backs VMs up (and so protects them, and prunes them).
+func takesBackups(p *catalog.Policy) bool { return !isRestoreTest(p) && !isCopy(p) }
 
 // fromAPI validates an API policy into a catalog row; each error names the field.
 func (s *Service) fromAPI(ctx context.Context, in api.Policy) (*catalog.Policy, error) {
@@ -176,8 +202,29 @@ func (s *Service) fromAPI(ctx context.Context, in api.Policy) (*catalog.Policy, 
 		case in.CBTSample != nil:
 			return nil, &api.FieldError{Field: "cbt_sample", Msg: "a restore_test policy takes no backups: leave cbt_sample empty"}
 		}
+	case api.PolicyCopy:
+		switch {
+		case len(in.Checks) > 0:
+			return nil, &api.FieldError{Field: "checks", Msg: "only a restore_test policy has checks"}
+		case len(in.Paths) > 0:
+			return nil, &api.FieldError{Field: "paths", Msg: "only a restore_test policy has paths"}
+		case in.FullEveryIncrementals != 0 || in.FullEveryDays != 0:
+			return nil, &api.FieldError{Field: "full_every_incrementals", Msg: "a copy policy takes no backups: leave the full-backup cadences empty"}
+		case in.CBTSample != nil:
+			return nil, &api.FieldError{Field: "cbt_sample", Msg: "a copy policy takes no backups: leave cbt_sample empty"}
+		case in.To == "":
+			return nil, &api.FieldError{Field: "to", Msg: "a copy policy needs the repository it copies to"}
+		case in.From != "" && in.Repository != "" && in.From != in.Repository:
+			return nil, &api.FieldError{Field: "from", Msg: "from and repository name the same thing for a copy policy: give one"}
+		}
+		if in.From != "" {
+			in.Repository = in.From
+		}
 	default:
-		return nil, &api.FieldError{Field: "kind", Msg: "must be backup or restore_test"}
+		return nil, &api.FieldError{Field: "kind", Msg: "must be backup, restore_test or copy"}
+	}
+	if k != api.PolicyCopy && (in.From != "" || in.To != "") {
+		return nil, &api.FieldError{Field: "to", Msg: "only a copy policy has from and to: a " + k + " policy uses repository"}
 	}
 	for i, v := range in.VMs {
 		if v == "" || len(v) > api.MaxNameLen {
@@ -231,8 +278,25 @@ func (s *Service) fromAPI(ctx context.Context, in api.Policy) (*catalog.Policy, 
 	if err != nil {
 		return nil, err
 	}
+	target := ""
+	if k == api.PolicyCopy {
+		to, err := s.cat.RepositoryByName(ctx, in.To)
+		if errors.Is(err, catalog.ErrNotFound) {
+			return nil, &api.FieldError{Field: "to", Msg: fmt.Sprintf("no repository named %q", in.To)}
+		}
+		if err != nil {
+			return nil, err
+		}
+		if to.ID == repo.ID {
+			return nil, &api.FieldError{Field: "to", Msg: fmt.Sprintf("a copy policy copies into another repository than its source %q", repoName)}
+		}
+		if to.ChunkSize != repo.ChunkSize {
+			return nil, &api.FieldError{Field: "to", Msg: fmt.Sprintf("repository %q has %d-byte chunks and %q %d-byte chunks: indexes cannot be copied between them", in.To, to.ChunkSize, repoName, repo.ChunkSize)}
+		}
+		target, sample = to.ID, 0
+	}
 	return &catalog.Policy{
-		Name: in.Name, Kind: k, Checks: checks, Paths: in.Paths, Boot: boot, Enabled: in.Enabled, VMNames: in.VMs, VMGlob: in.VMGlob, AgentID: in.Agent, RepositoryID: repo.ID,
+		Name: in.Name, Kind: k, Checks: checks, Paths: in.Paths, Boot: boot, Enabled: in.Enabled, VMNames: in.VMs, VMGlob: in.VMGlob, AgentID: in.Agent, RepositoryID: repo.ID, TargetRepositoryID: target,
 		Schedule: in.Schedule, Timezone: tz, KeepLast: r.KeepLast, KeepHourly: r.KeepHourly, KeepDaily: r.KeepDaily,
 		KeepWeekly: r.KeepWeekly, KeepMonthly: r.KeepMonthly, KeepYearly: r.KeepYearly,
 		FullEveryIncrementals: in.FullEveryIncrementals, FullEveryDays: in.FullEveryDays, CBTSample: sample,
@@ -370,7 +434,7 @@ func (s *Service) Unprotected(ctx context.Context) ([]api.VMContext, error) {
 		if vm.CurrentStatus == api.VMGone || vm.IsTemplate {
 			continue
 		}
-		if !slices.ContainsFunc(ps, func(p catalog.Policy) bool { return !isRestoreTest(&p) && covers(&p, vm) }) {
+		if !slices.ContainsFunc(ps, func(p catalog.Policy) bool { return takesBackups(&p) && covers(&p, vm) }) {
 			out = append(out, inventory.VMInfo(vm, nil))
 		}
 	}

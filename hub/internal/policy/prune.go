@@ -57,8 +57,10 @@ func (s *Service) Prune(ctx context.Context, o PruneOptions) (PruneReport, error
 	var order [][2]string
 	for i := range ps {
 		p := &ps[i]
-		if !p.Enabled || isRestoreTest(p) {
-			continue // a restore-test policy keeps nothing: it must not keep backups from prune either
+		if !p.Enabled || !takesBackups(p) {
+			// A restore-test policy keeps nothing: it must not keep backups from prune either. A
+			// copy policy's retention is of its copies, applied by its own runs.
+			continue
 		}
 		loc, err := time.LoadLocation(p.Timezone)
 		if err != nil {

@@ -17,6 +17,7 @@ import (
 func (s *Service) Run(ctx context.Context, interval time.Duration) error {
 	t := time.NewTicker(interval)
 	defer t.Stop()
+	defer s.runs.Wait() // the lease is given up only once no copy run is left
 	for {
 		if _, err := s.Tick(ctx); err != nil && ctx.Err() == nil {
 			s.log.WarnContext(ctx, "scheduler tick failed", "err", err)
@@ -52,6 +53,9 @@ func (s *Service) Tick(ctx context.Context) ([]string, error) {
 			errs = append(errs, err)
 			continue
 		}
+		if isCopy(p) && s.isCopying(p.ID) {
+			continue // the previous run still copies; this one is claimed once it ends
+		}
 		last := p.LastRunAt
 		if last.IsZero() {
 			last = p.CreatedAt // a new policy waits for its first scheduled time
@@ -71,6 +75,10 @@ func (s *Service) Tick(ctx context.Context) ([]string, error) {
 		if !won {
 			continue // another hub instance took this run
 		}
+		if isCopy(p) {
+			s.startCopy(ctx, *p)
+			continue
+		}
 		ids, err := s.runPolicy(ctx, p, now)
 		queued = append(queued, ids...)
 		if err != nil {
@@ -79,6 +87,35 @@ func (s *Service) Tick(ctx context.Context) ([]string, error) {
 	}
 	return queued, errors.Join(errs...)
 }
+
+// startCopy runs a copy policy in the background: a copy may take hours and must not hold up
+// the other policies. It runs under ctx (the scheduler's lease).
+func (s *Service) startCopy(ctx context.Context, p catalog.Policy) {
+	s.mu.Lock()
+	s.copying[p.ID] = true
+	s.mu.Unlock()
+	s.runs.Add(1)
+	go func() {
+		defer s.runs.Done()
+		defer func() {
+			s.mu.Lock()
+			delete(s.copying, p.ID)
+			s.mu.Unlock()
+		}()
+		if _, err := s.runCopy(ctx, &p); err != nil {
+			s.log.WarnContext(ctx, "copy policy run failed", "policy", p.Name, "err", err)
+		}
+	}()
+}
+
+func (s *Service) isCopying(id string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.copying[id]
+}
+
+// WaitCopies waits for the copy runs the scheduler started to end.
+func (s *Service) WaitCopies() { s.runs.Wait() }
 
 func (s *Service) runPolicy(ctx context.Context, p *catalog.Policy, now time.Time) ([]string, error) {
 	vms, err := s.Covered(ctx, p)
@@ -182,7 +219,7 @@ func (s *Service) overdue(ctx context.Context, p *catalog.Policy, covered []cata
 
 // overdueVMs lists the context ids of the VMs overdue counts.
 func (s *Service) overdueVMs(ctx context.Context, p *catalog.Policy, covered []catalog.VMWithSource) ([]string, error) {
-	if !p.Enabled || len(covered) == 0 || isRestoreTest(p) {
+	if !p.Enabled || len(covered) == 0 || !takesBackups(p) {
 		return nil, nil
 	}
 	sched, err := schedule.Parse(p.Schedule, p.Timezone)

@@ -407,6 +407,16 @@ func (r *Repository) TouchChunk(ctx context.Context, d chunk.Digest) error {
 	return nil
 }
 
+// RemovalParallelism is how many RemoveChunkIfOlder calls garbage collection runs at once: what
+// the store suggests (an S3 store, whose removals are remote requests), else 1 (a local
+// directory, whose removals are a few system calls each).
+func (r *Repository) RemovalParallelism() int {
+	if p, ok := r.store.(interface{ RemovalParallelism() int }); ok {
+		return max(p.RemovalParallelism(), 1)
+	}
+	return 1
+}
+
 // RemoveChunkIfOlder removes the chunk stored under name (ChunkName of its digest, as WalkChunks
 // reports it) only if its modification time is before cutoff, and reports whether it removed it
 // and its size. A chunk that a backup touched or stored at or after

@@ -28,6 +28,8 @@ type restoreCatalog interface {
 	BackupByID(ctx context.Context, id string) (*catalog.BackupRow, error)
 	BackupDisks(ctx context.Context, jobID string) ([]catalog.BackupDisk, error)
 	RecordEvents(ctx context.Context, evs []catalog.Event) error
+	RepositoryByName(ctx context.Context, name string) (*catalog.Repository, error)
+	BackupCopies(ctx context.Context, backupID string) ([]catalog.BackupCopy, error)
 }
 
 // OpenFunc opens the repository with a catalog id.
@@ -46,12 +48,12 @@ func New(cat restoreCatalog, open OpenFunc, reg prometheus.Registerer) *Service 
 	return &Service{cat: cat, open: open, m: newMetrics(reg)}
 }
 
-// recorder returns the function with which an image of row's disk records the quarantine of a
-// damaged chunk it read: an event naming the backup and disk. A failure to record is returned
-// to the reader, whose read fails anyway.
-func (s *Service) recorder(row *catalog.BackupRow, diskID string) func(ctx context.Context, d chunk.Digest, key string, cause error) error {
+// recorder returns the function with which an image of row's disk, read from the repository
+// repoID (repoName), records the quarantine of a damaged chunk it read: an event naming the
+// backup and disk. A failure to record is returned to the reader, whose read fails anyway.
+func (s *Service) recorder(row *catalog.BackupRow, repoID, repoName, diskID string) func(ctx context.Context, d chunk.Digest, key string, cause error) error {
 	return func(ctx context.Context, d chunk.Digest, key string, cause error) error {
-		e := events.ChunkQuarantined(row.RepositoryID, row.RepositoryName, d.String(), key, cause.Error(), "restore")
+		e := events.ChunkQuarantined(repoID, repoName, d.String(), key, cause.Error(), "restore")
 		e.VMContextID, e.VM = row.VMContextID, row.VMName
 		e.Details["backup_id"], e.Details["disk_id"] = row.ID, diskID
 		return s.cat.RecordEvents(ctx, []catalog.Event{events.Row(e)})
@@ -103,14 +105,27 @@ func (s *Service) Disks(ctx context.Context, backupID string) ([]Disk, error) {
 	return out, nil
 }
 
-// Open returns a disk of a successful backup as a random-access image.
+// Open returns a disk of a successful backup as a random-access image, read from the backup's
+// own repository.
 func (s *Service) Open(ctx context.Context, backupID, diskID string) (*Image, Disk, error) {
+	return s.OpenIn(ctx, backupID, diskID, "")
+}
+
+// OpenIn is Open reading from the repository named repo: the backup's own or one holding a copy
+// of it (empty: the backup's own). An unknown repository is an *api.FieldError on
+// "repository"; one without a copy of the backup, catalog.ErrNotFound. The image is the same
+// whichever copy it is read from: a copy's index has the digest the catalog recorded.
+func (s *Service) OpenIn(ctx context.Context, backupID, diskID, repo string) (*Image, Disk, error) {
 	row, err := s.cat.BackupByID(ctx, backupID)
 	if err != nil {
 		return nil, Disk{}, err
 	}
 	if row.Status != api.JobSucceeded {
 		return nil, Disk{}, fmt.Errorf("backup %s is %s: %w", backupID, row.Status, ErrNotRestorable)
+	}
+	repoID, repoName, err := Holder(ctx, s.cat, row, repo)
+	if err != nil {
+		return nil, Disk{}, err
 	}
 	bds, err := s.cat.BackupDisks(ctx, backupID)
 	if err != nil {
@@ -120,19 +135,52 @@ func (s *Service) Open(ctx context.Context, backupID, diskID string) (*Image, Di
 		if d.DiskID != diskID {
 			continue
 		}
-		repo, err := s.open(ctx, row.RepositoryID)
+		r, err := s.open(ctx, repoID)
 		if err != nil {
 			return nil, Disk{}, err
 		}
-		img, err := OpenImage(ctx, repo, repository.IndexRef{VMUUID: row.InstanceUUID, DiskID: diskID, BackupID: backupID})
+		img, err := OpenImage(ctx, r, repository.IndexRef{VMUUID: row.InstanceUUID, DiskID: diskID, BackupID: backupID})
 		if err != nil {
 			return nil, Disk{}, err
 		}
 		img.m = s.m
-		img.record = s.recorder(row, diskID)
+		img.record = s.recorder(row, repoID, repoName, diskID)
 		return img, Disk{BackupID: backupID, DiskID: diskID, Size: img.Size(), IndexDigest: d.IndexDigest}, nil
 	}
 	return nil, Disk{}, fmt.Errorf("backup %s has no disk %s: %w", backupID, diskID, catalog.ErrNotFound)
+}
+
+// HolderCatalog is what Holder needs of the catalog.
+type HolderCatalog interface {
+	RepositoryByName(ctx context.Context, name string) (*catalog.Repository, error)
+	BackupCopies(ctx context.Context, backupID string) ([]catalog.BackupCopy, error)
+}
+
+// Holder resolves the repository a backup is read from: repo names the backup's own repository
+// or one that holds a copy of it (empty: its own). It returns that repository's id and name; an
+// unknown name is an *api.FieldError on "repository", a repository without a copy of the
+// backup catalog.ErrNotFound.
+func Holder(ctx context.Context, cat HolderCatalog, row *catalog.BackupRow, repo string) (id, name string, err error) {
+	if repo == "" || repo == row.RepositoryName {
+		return row.RepositoryID, row.RepositoryName, nil
+	}
+	r, err := cat.RepositoryByName(ctx, repo)
+	if errors.Is(err, catalog.ErrNotFound) {
+		return "", "", &api.FieldError{Field: "repository", Msg: fmt.Sprintf("no repository named %q", repo)}
+	}
+	if err != nil {
+		return "", "", err
+	}
+	cps, err := cat.BackupCopies(ctx, row.ID)
+	if err != nil {
+		return "", "", err
+	}
+	for _, cp := range cps {
+		if cp.RepositoryID == r.ID {
+			return r.ID, r.Name, nil
+		}
+	}
+	return "", "", fmt.Errorf("backup %s has no copy in repository %q: %w", row.ID, repo, catalog.ErrNotFound)
 }
 
 // Repository is what a restore needs of a repository.

@@ -51,6 +51,7 @@ type testCatalog interface {
 type images interface {
 	Disks(ctx context.Context, backupID string) ([]restore.Disk, error)
 	Open(ctx context.Context, backupID, diskID string) (*restore.Image, restore.Disk, error)
+	OpenIn(ctx context.Context, backupID, diskID, repo string) (*restore.Image, restore.Disk, error)
 }
 
 var _ images = (*restore.Service)(nil)

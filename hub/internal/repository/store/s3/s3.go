@@ -105,6 +105,9 @@ const (
 	clockMargin   = 10 * time.Second
 	maxRetries    = 8
 	maxConns      = 64
+	// removeParallel is how many RemoveIfOlder calls RemovalParallelism suggests at once: each
+	// costs four round trips (marker PUT, HEAD, DELETE, marker DELETE) and is latency-bound.
+	removeParallel = 16
 )
 
 // touchMetaKey is the user metadata that Touch replaces: S3 refuses a copy of an object onto
@@ -1021,6 +1024,11 @@ func (l *lease) drop(ctx context.Context) error {
 	}
 	return nil
 }
+
+// RemovalParallelism is how many RemoveIfOlder calls a caller removing many objects (garbage
+// collection) should run at once: removals are remote requests, latency-bound, and the store is
+// safe for concurrent use.
+func (s *Store) RemovalParallelism() int { return removeParallel }
 
 // Close releases the locks still held. The store is not usable afterwards.
 func (s *Store) Close() error {
