@@ -171,7 +171,7 @@ func TestRestoreTestBootOnTheLab(t *testing.T) {
 		var got api.RestoreTest
 		apiCall(t, hub, http.MethodGet, api.Path(api.PathRestoreTest, dropped.ID), viewer, nil, &got)
 		if got.Status == api.RestoreTestFailed {
-			if c := got.Checks[0]; c.SessionID != sid || c.Passed {
+			if c := got.Checks[0]; c.SessionID != sid || c.Passed || c.Error != "the session was stopped while waiting for the guest" {
 				t.Fatalf("the test whose session the operator stopped: %+v", got)
 			}
 			bootCheckCleanedUp(t, hub, l, viewer, got)
