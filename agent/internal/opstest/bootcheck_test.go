@@ -61,7 +61,9 @@ func runCLITest(t *testing.T, hub *hubtest.Hub, args ...string) (api.RestoreTest
 // The boot check on the lab, with a real hub process and agent daemon: a healthy restore point
 // passes read + boot through the hub's runner with its RTO in the evidence, the metrics and the
 // report; a guest that never reports running and a TCP port nothing answers on fail with their
-// reasons from the CLI (exit status 1). Every session is cleaned up afterwards.
+// reasons from the CLI (exit status 1); a test whose session an operator stops, or whose hub
+// restarts, while the agent waits for a silent guest ends and is cleaned up within a minute,
+// not after its 5m boot_timeout. Every session is cleaned up afterwards.
 func TestRestoreTestBootOnTheLab(t *testing.T) {
 	hub, l, _ := startProductWith(t, true)
 	id := strings.TrimSpace(hub.CLI("backup", "start", "--vm", "vm1"))
