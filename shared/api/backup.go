@@ -281,6 +281,8 @@ const (
 )
 
 // JobState is the hub's answer to progress and GET: cancel when the operator asked for it.
+// For an instant-recovery session (GET PathAgentInstantRecovery), Status is the session's and
+// CancelRequested says its stop is pending: a start still waiting for its guest ends the wait.
 type JobState struct {
 	ID              string `json:"id"`
 	Status          string `json:"status"`

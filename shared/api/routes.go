@@ -38,6 +38,7 @@ const (
 
 	// Instant recovery: the same long poll for the next action (start or stop) of a session.
 	PathAgentInstantRecoveries   = "/api/v1/agent/instant-recoveries"               // GET: long poll (?wait=30s)
+	PathAgentInstantRecovery     = "/api/v1/agent/instant-recoveries/{id}"          // GET: the session's state (stop pending?)
 	PathAgentInstantRecoveryDone = "/api/v1/agent/instant-recoveries/{id}/complete" // POST: the action's outcome
 
 	// Operators, with an API token.

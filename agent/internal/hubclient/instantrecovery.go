@@ -18,3 +18,10 @@ func (c *Client) NextInstantRecovery(ctx context.Context, wait time.Duration, bu
 func (c *Client) CompleteInstantRecovery(ctx context.Context, id string, rep api.InstantRecoveryReport) error {
 	return c.Do(ctx, http.MethodPost, api.Path(api.PathAgentInstantRecoveryDone, id), rep, nil)
 }
+
+// InstantRecoveryState asks for a session's state: CancelRequested says its stop is pending.
+func (c *Client) InstantRecoveryState(ctx context.Context, id string) (api.JobState, error) {
+	var st api.JobState
+	err := c.Do(ctx, http.MethodGet, api.Path(api.PathAgentInstantRecovery, id), nil, &st)
+	return st, err
+}

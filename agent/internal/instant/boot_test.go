@@ -76,6 +76,62 @@ func TestRunnerReportsTheGuestBoot(t *testing.T) {
 		t.Fatalf("silent guest: the wait took %s, want about the 1s timeout", d)
 	}
 
+	// A silent guest with a long timeout whose stop becomes pending: the wait ends at the next
+	// ask with the reason, not after the timeout; a stop handed out meanwhile waits for the
+	// start to end and report, then cleans up.
+	oldStop := stopPoll
+	stopPoll = 50 * time.Millisecond
+	t.Cleanup(func() { stopPoll = oldStop })
+	l.SilenceGuest("quiet01-test", true)
+	if err := os.Mkdir(filepath.Join(export, "quiet01"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(export, "quiet01", "quiet01.vmx"), []byte("displayName = \"quiet01\"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	began = time.Now()
+	started := make(chan error, 1)
+	go func() { started <- r.Run(t.Context(), job("ir-boot-3", "quiet01", 300)) }()
+	for {
+		if _, ok := l.FindVMByName("quiet01-test"); ok {
+			break
+		}
+		if time.Since(began) > time.Minute {
+			t.Fatal("the start never registered its VM")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	stopped := make(chan error, 1)
+	go func() {
+		stopped <- r.Run(t.Context(), &api.InstantRecoveryJob{ID: "ir-boot-3", Action: api.IRActionStop, Source: "lab", Host: host})
+	}()
+	time.Sleep(300 * time.Millisecond) // several asks: no stop pending yet, the wait goes on
+	if _, order := hub.report("ir-boot-3"); len(order) != 2 {
+		t.Fatalf("before the stop was pending: outcomes %v, want none of ir-boot-3", order)
+	}
+	if _, ok := l.FindVMByName("quiet01-test"); !ok {
+		t.Fatal("the stop ran beside the start still waiting for its guest")
+	}
+	hub.stop("ir-boot-3")
+	for _, ch := range []chan error{started, stopped} {
+		select {
+		case err := <-ch:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-time.After(time.Minute):
+			t.Fatal("the start did not end its wait when the stop became pending")
+		}
+	}
+	rep, order := hub.report("ir-boot-3")
+	if len(order) != 4 || order[2] != "ir-boot-3 start: stopped while waiting for the guest" || order[3] != "ir-boot-3 stop" || rep.Status != api.JobSucceeded {
+		t.Fatalf("outcomes %v, want the start's then the stop's", order)
+	}
+	if _, ok := l.FindVMByName("quiet01-test"); ok {
+		t.Fatal("vm quiet01-test still registered after the stop")
+	}
+	t.Logf("a pending stop ended a 300s guest wait and cleaned up %.2fs after the start began", time.Since(began).Seconds())
+
 	// The hub's stops clean both sessions up.
 	for _, id := range []string{"ir-boot-1", "ir-boot-2"} {
 		if err := r.Run(t.Context(), &api.InstantRecoveryJob{ID: id, Action: api.IRActionStop, Source: "lab", Host: host}); err != nil {

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"sync"
 	"time"
 
@@ -22,6 +23,9 @@ type irHub interface {
 	// CompleteInstantRecovery reports an action's outcome; retried by the client, and a
 	// repeated report of the same outcome is refused as a conflict, not applied twice.
 	CompleteInstantRecovery(ctx context.Context, id string, rep api.InstantRecoveryReport) error
+	// InstantRecoveryState returns the session's state; CancelRequested says its stop is
+	// pending. Read-only; a failed call is retried at the next ask.
+	InstantRecoveryState(ctx context.Context, id string) (api.JobState, error)
 }
 
 var _ irHub = (*hubclient.Client)(nil)
@@ -47,13 +51,14 @@ type Runner struct {
 	targets func(ctx context.Context, source string) (Target, error)
 	log     *slog.Logger
 
-	mu     sync.Mutex
-	active map[string]bool
+	mu sync.Mutex
+	// active holds the sessions with an action running, each with a channel closed when it ends.
+	active map[string]chan struct{}
 }
 
 // NewRunner returns a runner; targets resolves a job's agent-local source name.
 func NewRunner(hub irHub, targets func(ctx context.Context, source string) (Target, error), log *slog.Logger) *Runner {
-	return &Runner{hub: hub, targets: targets, log: log, active: map[string]bool{}}
+	return &Runner{hub: hub, targets: targets, log: log, active: map[string]chan struct{}{}}
 }
 
 // Busy lists the sessions with an action running now.
@@ -69,17 +74,17 @@ func (r *Runner) Busy() []string {
 
 // Run carries out one action and reports its outcome (also when ctx ended meanwhile: the
 // report runs under its own timeout). A start that fails is reported failed; the hub then
-// hands out the stop that undoes whatever it made.
+// hands out the stop that undoes whatever it made. Actions of one session never overlap: one
+// handed out while another runs (the hub does not, unless the agent's busy list was taken
+// before that action registered) waits for it to end; when ctx ends first it returns without
+// a report, and the hub hands it out again.
 func (r *Runner) Run(ctx context.Context, job *api.InstantRecoveryJob) error {
-	r.mu.Lock()
-	r.active[job.ID] = true
-	r.mu.Unlock()
-	defer func() {
-		r.mu.Lock()
-		delete(r.active, job.ID)
-		r.mu.Unlock()
-	}()
 	log := r.log.With("session_id", job.ID, "action", job.Action, "host", job.Host, "source", job.Source)
+	if err := r.enter(ctx, job.ID); err != nil {
+		log.WarnContext(ctx, "instant recovery action not run", "err", err)
+		return err
+	}
+	defer r.leave(job.ID)
 	rep := api.InstantRecoveryReport{Action: job.Action, Status: api.JobSucceeded}
 	began := time.Now()
 	err := r.run(ctx, job, &rep, began)
@@ -91,11 +96,44 @@ func (r *Runner) Run(ctx context.Context, job *api.InstantRecoveryJob) error {
 	}
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), reportTimeout)
 	defer cancel()
-	if rerr := r.hub.CompleteInstantRecovery(rctx, job.ID, rep); rerr != nil {
+	rerr := r.hub.CompleteInstantRecovery(rctx, job.ID, rep)
+	if rerr != nil && rep.Boot != nil && rep.Boot.Reason == reasonStopPending && hubclient.StatusOf(rerr) == http.StatusConflict {
+		// The hub refuses the outcome of a start its stop overtook: expected, the stop follows.
+		log.InfoContext(ctx, "instant recovery start overtaken by its stop", "err", rerr)
+		return err
+	}
+	if rerr != nil {
 		log.WarnContext(ctx, "report instant recovery action", "err", rerr)
 		return fmt.Errorf("report %s of instant recovery %s: %w", job.Action, job.ID, rerr)
 	}
 	return err
+}
+
+// enter marks the session busy, first waiting for an action of it that runs to end.
+func (r *Runner) enter(ctx context.Context, id string) error {
+	for {
+		r.mu.Lock()
+		running, ok := r.active[id]
+		if !ok {
+			r.active[id] = make(chan struct{})
+			r.mu.Unlock()
+			return nil
+		}
+		r.mu.Unlock()
+		select {
+		case <-running:
+		case <-ctx.Done():
+			return fmt.Errorf("instant recovery %s: wait for its running action: %w", id, ctx.Err())
+		}
+	}
+}
+
+// leave marks the session free and wakes an action waiting for it.
+func (r *Runner) leave(id string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	close(r.active[id])
+	delete(r.active, id)
 }
 
 func (r *Runner) run(ctx context.Context, job *api.InstantRecoveryJob, rep *api.InstantRecoveryReport, began time.Time) error {
@@ -113,7 +151,7 @@ func (r *Runner) run(ctx context.Context, job *api.InstantRecoveryJob, rep *api.
 		if err != nil || job.Boot == nil {
 			return err
 		}
-		rep.Boot = r.waitBoot(ctx, t, vm.VMRef, *job.Boot, began)
+		rep.Boot = r.waitBoot(ctx, t, job.ID, vm.VMRef, *job.Boot, began)
 		return nil
 	case api.IRActionStop:
 		// A stop runs to its end even when the agent is told to stop: half-undone is worse.
@@ -128,21 +166,42 @@ func (r *Runner) run(ctx context.Context, job *api.InstantRecoveryJob, rep *api.
 	return fmt.Errorf("instant recovery %s: unknown action %q", job.ID, job.Action)
 }
 
-// bootPoll is how often the agent reads a booting guest's state.
-var bootPoll = 2 * time.Second
+// bootPoll is how often the agent reads a booting guest's state; stopPoll how often it asks the
+// hub meanwhile whether the session's stop is pending (a cheap read: one row by its key).
+var bootPoll, stopPoll = 2 * time.Second, 3 * time.Second
+
+// errStopPending ends a guest wait whose session the hub wants stopped, with the reason
+// reasonStopPending.
+var errStopPending = errors.New("the session's stop is pending")
+
+const reasonStopPending = "stopped while waiting for the guest"
 
 // waitBoot waits for the started VM's guest as w asks and says what it saw. A guest that gives
-// no signal within the timeout is an observation, not a failure of the start.
-func (r *Runner) waitBoot(ctx context.Context, t Target, vmRef string, w api.InstantRecoveryBootWait, began time.Time) *api.InstantRecoveryBoot {
+// no signal within the timeout is an observation, not a failure of the start. A stop of the
+// session asked meanwhile ends the wait within stopPoll: the start then reports, and the stop
+// is handed out after it (never beside it), instead of the VM running until the timeout.
+func (r *Runner) waitBoot(ctx context.Context, t Target, id, vmRef string, w api.InstantRecoveryBootWait, began time.Time) *api.InstantRecoveryBoot {
 	timeout := time.Duration(w.TimeoutSeconds) * time.Second
 	wctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	sig, err := t.WaitBoot(wctx, vmRef, w.TCPPort, bootPoll)
+	sctx, stop := context.WithCancelCause(wctx)
+	defer stop(nil)
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		r.watchStop(sctx, id, stop)
+	}()
+	sig, err := t.WaitBoot(sctx, vmRef, w.TCPPort, bootPoll)
+	stopped := errors.Is(context.Cause(sctx), errStopPending)
+	stop(nil)
+	<-watched
 	out := &api.InstantRecoveryBoot{Seconds: time.Since(began).Seconds()}
 	switch {
 	case err == nil:
 		out.Signal, out.IP, out.SignalAt = sig.Signal, sig.IP, sig.At
 		out.Seconds = sig.At.Sub(began).Seconds()
+	case stopped:
+		out.Reason = reasonStopPending
 	case ctx.Err() != nil:
 		out.Reason = "the agent stopped before the guest reported running: " + err.Error()
 	case errors.Is(err, vsphere.ErrNoBootSignal) && w.TCPPort > 0:
@@ -153,4 +212,28 @@ func (r *Runner) waitBoot(ctx context.Context, t Target, vmRef string, w api.Ins
 		out.Reason = "watch the guest: " + err.Error()
 	}
 	return out
+}
+
+// watchStop asks the hub every stopPoll whether the session's stop is pending and, when it is,
+// ends the wait with errStopPending. It returns when ctx ends. A failed ask is only logged: the
+// wait goes on and the next ask may reach the hub.
+func (r *Runner) watchStop(ctx context.Context, id string, stop context.CancelCauseFunc) {
+	tick := time.NewTicker(stopPoll)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		st, err := r.hub.InstantRecoveryState(ctx, id)
+		switch {
+		case err != nil && ctx.Err() == nil:
+			r.log.DebugContext(ctx, "ask whether the session's stop is pending", "session_id", id, "err", err)
+		case err == nil && st.CancelRequested:
+			r.log.InfoContext(ctx, "instant recovery stop pending: ending the wait for the guest", "session_id", id)
+			stop(errStopPending)
+			return
+		}
+	}
 }

@@ -17,13 +17,45 @@ import (
 type fakeHub struct {
 	mu      sync.Mutex
 	reports map[string]api.InstantRecoveryReport
+	order   []string // "id action[: boot reason]", in the order the outcomes came
+	stops   map[string]bool
+	asked   int
 }
 
 func (h *fakeHub) CompleteInstantRecovery(_ context.Context, id string, rep api.InstantRecoveryReport) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.reports[id] = rep
+	o := id + " " + rep.Action
+	if rep.Boot != nil && rep.Boot.Reason != "" {
+		o += ": " + rep.Boot.Reason
+	}
+	h.order = append(h.order, o)
 	return nil
+}
+
+func (h *fakeHub) InstantRecoveryState(_ context.Context, id string) (api.JobState, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.asked++
+	return api.JobState{ID: id, Status: api.IRStarting, CancelRequested: h.stops[id]}, nil
+}
+
+// stop makes the session's stop pending.
+func (h *fakeHub) stop(id string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.stops == nil {
+		h.stops = map[string]bool{}
+	}
+	h.stops[id] = true
+}
+
+// report returns the session's last outcome and the order of all.
+func (h *fakeHub) report(id string) (api.InstantRecoveryReport, []string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.reports[id], append([]string(nil), h.order...)
 }
 
 type fakeTarget struct {

@@ -23,6 +23,7 @@ type instantRecoveryService interface {
 
 	Next(ctx context.Context, agentID string, busy []string, wait time.Duration) (*api.InstantRecoveryJob, error)
 	Complete(ctx context.Context, agentID, id string, rep api.InstantRecoveryReport) (api.InstantRecovery, error)
+	State(ctx context.Context, agentID, id string) (api.JobState, error)
 }
 
 // errNoInstantRecovery answers the routes of a hub without an NFS listener.
@@ -36,6 +37,7 @@ func (s *Server) registerInstantRecoveries(agent, v1 *gin.RouterGroup) {
 	v1.POST(rel(v1, api.PathInstantRecoveryMigrate), s.requireRole(api.RoleOperator), s.migrateInstantRecovery)
 
 	agent.GET(rel(agent, api.PathAgentInstantRecoveries), s.nextInstantRecovery)
+	agent.GET(rel(agent, api.PathAgentInstantRecovery), s.instantRecoveryState)
 	agent.POST(rel(agent, api.PathAgentInstantRecoveryDone), s.completeInstantRecovery)
 }
 
@@ -174,4 +176,17 @@ func (s *Server) completeInstantRecovery(c *gin.Context) {
 		return
 	}
 	c.JSON(http.StatusOK, r)
+}
+
+func (s *Server) instantRecoveryState(c *gin.Context) {
+	svc, ok := s.instantRecoveries(c)
+	if !ok {
+		return
+	}
+	st, err := svc.State(c.Request.Context(), agentID(c), c.Param("id"))
+	if err != nil {
+		s.fail(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, st)
 }

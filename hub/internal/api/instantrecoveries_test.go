@@ -498,6 +498,72 @@ func TestInstantRecoveryBootWait(t *testing.T) {
 	})
 }
 
+// An agent whose start waits for the guest asks the hub whether the session's stop is pending:
+// only about its own sessions (another agent: 403; an unknown id: 404; the answer changes
+// nothing); once an operator asks for the stop, the answer says so, the stop is not handed out
+// while the agent still runs the start, and is at once when it no longer does.
+func TestInstantRecoveryStopPendingState(t *testing.T) {
+	forEachHub(t, func(t *testing.T, h *testHub) {
+		a, b := h.newAgent("a1"), h.newAgent("b1")
+		backupID, _ := restorableBackup(t, h, a, true)
+		req := api.InstantRecoveryRequest{BackupID: backupID, Host: "esx1.lab", Name: "boot1", PowerOn: true}
+		ir, err := h.IR.StartBoot(t.Context(), req, api.InstantRecoveryBootWait{TimeoutSeconds: 300})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var job api.InstantRecoveryJob
+		if code, e := a.call(http.MethodGet, api.PathAgentInstantRecoveries+"?wait=5s", nil, &job); code != http.StatusOK || job.Action != api.IRActionStart {
+			t.Fatalf("start job: %d %+v %+v", code, e, job)
+		}
+		state := api.Path(api.PathAgentInstantRecovery, ir.ID)
+		var st api.JobState
+		if code, e := a.call(http.MethodGet, state, nil, &st); code != http.StatusOK || st != (api.JobState{ID: ir.ID, Status: api.IRStarting}) {
+			t.Fatalf("state of a starting session: %d %+v %+v", code, e, st)
+		}
+		if code, e := b.call(http.MethodGet, state, nil, nil); code != http.StatusForbidden || e.Error == "" {
+			t.Fatalf("another agent asked about the session: %d %+v", code, e)
+		}
+		if code, e := a.call(http.MethodGet, api.Path(api.PathAgentInstantRecovery, "ir-20200101-000000-00000000"), nil, nil); code != http.StatusNotFound || e.Error == "" {
+			t.Fatalf("an unknown session: %d %+v", code, e)
+		}
+		if code, e := h.call(h.client(nil), http.MethodGet, state, "", nil, nil); code != http.StatusUnauthorized && code != http.StatusForbidden {
+			t.Fatalf("a caller without an agent certificate: %d %+v", code, e)
+		}
+		if got, err := h.IR.Get(t.Context(), ir.ID); err != nil || got.Status != api.IRStarting {
+			t.Fatalf("asking changed the session: %+v %v", got, err)
+		}
+
+		if _, err := h.IR.Stop(t.Context(), ir.ID); err != nil {
+			t.Fatal(err)
+		}
+		st = api.JobState{}
+		if code, e := a.call(http.MethodGet, state, nil, &st); code != http.StatusOK || st != (api.JobState{ID: ir.ID, Status: api.IRStopping, CancelRequested: true}) {
+			t.Fatalf("state with the stop pending: %d %+v %+v", code, e, st)
+		}
+		if code, _ := a.call(http.MethodGet, api.PathAgentInstantRecoveries+"?wait=0s&running="+ir.ID, nil, nil); code != http.StatusNoContent {
+			t.Fatalf("the stop was handed out while the agent still runs the start: %d", code)
+		}
+		// The start ends its wait and reports; the hub refuses the overtaken outcome and hands
+		// the stop out.
+		rep := api.InstantRecoveryReport{Action: api.IRActionStart, Status: api.JobSucceeded, VMRef: "vm-9",
+			Boot: &api.InstantRecoveryBoot{Reason: "stopped while waiting for the guest", Seconds: 4}}
+		if code, _ := a.call(http.MethodPost, api.Path(api.PathAgentInstantRecoveryDone, ir.ID), rep, nil); code != http.StatusConflict {
+			t.Fatalf("the outcome of a start overtaken by a stop: %d", code)
+		}
+		job = api.InstantRecoveryJob{}
+		if code, _ := a.call(http.MethodGet, api.PathAgentInstantRecoveries+"?wait=5s", nil, &job); code != http.StatusOK || job.ID != ir.ID || job.Action != api.IRActionStop {
+			t.Fatalf("stop job once the start ended: %d %+v", code, job)
+		}
+		if code, _ := a.call(http.MethodPost, api.Path(api.PathAgentInstantRecoveryDone, ir.ID), api.InstantRecoveryReport{Action: api.IRActionStop, Status: api.JobSucceeded}, nil); code != http.StatusOK {
+			t.Fatalf("stop done: %d", code)
+		}
+		st = api.JobState{}
+		if code, _ := a.call(http.MethodGet, state, nil, &st); code != http.StatusOK || st != (api.JobState{ID: ir.ID, Status: api.IRStopped}) {
+			t.Fatalf("state of a stopped session: %d %+v", code, st)
+		}
+	})
+}
+
 // TestHubWithoutInstantRecovery: on a hub without NFS the operator routes answer 503 naming
 // what is missing, while an agent's long poll for instant-recovery actions is simply answered
 // "no work" after its wait, without an error logged each time.

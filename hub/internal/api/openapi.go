@@ -50,6 +50,7 @@ var operations = []operation{
 	{"PUT", api.PathAgentJobDisks, "Report the VM's disks as the job's snapshot shows them; answers the job with the disks to back up", authAgent, nil, api.JobDisksReport{}, api.Job{}, 200},
 	{"PUT", api.PathAgentJobVM, "Store the VM configuration the job's snapshot recorded with the backup (the same again: no change)", authAgent, nil, api.VMConfig{}, nil, 204},
 	{"GET", api.PathAgentInstantRecoveries, "Long poll for the next action (start or stop) of an instant-recovery session (204: none)", authAgent, []string{"wait", "running"}, nil, api.InstantRecoveryJob{}, 200},
+	{"GET", api.PathAgentInstantRecovery, "An instant-recovery session's state (cancel_requested: its stop is pending)", authAgent, nil, nil, api.JobState{}, 200},
 	{"POST", api.PathAgentInstantRecoveryDone, "Report the outcome of an instant-recovery action", authAgent, nil, api.InstantRecoveryReport{}, api.InstantRecovery{}, 200},
 	{"GET", api.PathAgentRestores, "Long poll for the next restore as a new VM (204: none)", authAgent, []string{"wait", "running"}, nil, api.RestoreJob{}, 200},
 	{"GET", api.PathAgentRestore, "A restore's state", authAgent, nil, nil, api.JobState{}, 200},

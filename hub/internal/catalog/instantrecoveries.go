@@ -98,22 +98,21 @@ func (c *Catalog) ActiveInstantRecoveries(ctx context.Context) ([]InstantRecover
 // ClaimInstantRecovery hands the agent the oldest pending action of its sessions: one never
 // claimed, or claimed before staleBefore (the agent died or restarted while carrying it out;
 // every action is safe to run again), unless busy, the sessions the agent says it is still
-// working on, names it: a start that waits for its guest's boot runs for up to an hour, longer
-// than any claim timeout. The claim is a conditional UPDATE, so two pollers never both get it.
-// It returns nil when there is nothing to do.
+// working on, names its session: a start that waits for its guest's boot runs for up to an
+// hour, longer than any claim timeout, and a stop asked meanwhile must not overlap it (the
+// start may still be registering the VM). The claim is a conditional UPDATE, so two pollers
+// never both get it. It returns nil when there is nothing to do.
 func (c *Catalog) ClaimInstantRecovery(ctx context.Context, agentID string, staleBefore time.Time, busy []string) (*InstantRecovery, error) {
 	for range 5 { // another claimer may win a candidate; try the next
 		cand := new(InstantRecovery)
-		err := c.db.NewSelect().Model(cand).Where("agent_id = ?", agentID).Where("pending <> ''").
+		sel := c.db.NewSelect().Model(cand).Where("agent_id = ?", agentID).Where("pending <> ''").
 			WhereGroup(" AND ", func(q *bun.SelectQuery) *bun.SelectQuery {
-				return q.Where("claimed_at IS NULL").WhereGroup(" OR ", func(q *bun.SelectQuery) *bun.SelectQuery {
-					q = q.Where("claimed_at < ?", staleBefore)
-					if len(busy) > 0 {
-						q = q.Where("id NOT IN (?)", bun.In(busy))
-					}
-					return q
-				})
-			}).Order("created_at ASC").Limit(1).Scan(ctx)
+				return q.Where("claimed_at IS NULL").WhereOr("claimed_at < ?", staleBefore)
+			})
+		if len(busy) > 0 {
+			sel = sel.Where("id NOT IN (?)", bun.In(busy))
+		}
+		err := sel.Order("created_at ASC").Limit(1).Scan(ctx)
 		if errors.Is(err, sql.ErrNoRows) {
 			return nil, nil
 		}

@@ -468,6 +468,20 @@ func (s *Service) Next(ctx context.Context, agentID string, busy []string, wait 
 	return out, err
 }
 
+// State tells the agent whether a stop of its session is pending (JobState.CancelRequested), so
+// that a start still waiting for its guest ends the wait and the stop is handed out. Only the
+// session's agent may ask (else catalog.ErrNotYours); the answer changes nothing.
+func (s *Service) State(ctx context.Context, agentID, id string) (api.JobState, error) {
+	r, err := s.cat.InstantRecoveryByID(ctx, id)
+	if err != nil {
+		return api.JobState{}, err
+	}
+	if r.AgentID != agentID {
+		return api.JobState{}, fmt.Errorf("instant recovery %s: %w", id, catalog.ErrNotYours)
+	}
+	return api.JobState{ID: r.ID, Status: r.Status, CancelRequested: r.Pending == api.IRActionStop}, nil
+}
+
 // Complete records the outcome of an action of the agent. A start that failed is followed by
 // a stop, so that whatever it made on the host is undone before the session counts as failed;
 // a stop that failed is handed out again after the claim timeout; a stop or a migration done

@@ -128,6 +128,11 @@ func (s *Service) checkBoot(ctx context.Context, t *catalog.RestoreTest) (c api.
 		case ir.Status == api.IRRunning:
 			c.Error = "the agent started the VM without watching its guest (an agent too old for the boot check)"
 			return c
+		case (ir.Status == api.IRStopping || ir.Status == api.IRStopped) && ir.Error == "":
+			// Someone else (an operator, another hub's runner) stopped the session: its agent
+			// ends the wait for the guest and the stop follows.
+			c.Error = "the session was stopped while waiting for the guest"
+			return c
 		case ir.Status != api.IRStarting:
 			c.Error = fmt.Sprintf("the instant recovery did not start (%s): %s", ir.Status, orUnknown(ir.Error))
 			return c
