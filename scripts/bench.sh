@@ -6,7 +6,9 @@
 # rate per CPU second — read, SHA-256 on each side, zstd on the compressible part and its
 # decoding, TLS on loopback — combined over the cores: `sendense-lab machine-limit`) and the peak
 # RSS of hub and agent, and the cost of encryption at rest (the full backup again into an
-# encrypted repository). Prints one table with ratios against both peers.
+# encrypted repository), and the full backup through a loopback proxy adding a 100 ms round trip
+# (`sendense-lab latency-proxy`, RTT) against the same without it, each into a fresh repository.
+# Prints one table with ratios against both peers.
 #
 # Sendense reads the disk through the lab's vSphere API with CBT and the file transport (as a
 # hot-add appliance would), sends to a hub on loopback over TLS 1.3, and restores to a sparse
@@ -16,7 +18,8 @@
 #
 # Knobs for comparisons (default: the shipped configuration): CHUNK_DURABILITY=chunk|commit for
 # the hub, UPLOAD_MEMORY_MIB for the agent, BIN for another build's binaries, TOOLS for where the
-# peers are built, DISCOVERY=0 to skip the discovery benchmark.
+# peers are built, DISCOVERY=0 to skip the discovery benchmark, RTT=0 to skip the round-trip one
+# (default RTT=100ms).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-bin}
@@ -85,6 +88,7 @@ HUB="https://$(grep '"msg":"hub listening"' "$W/hub.log" | json_field addr)"
 [ -z "${UPLOAD_MEMORY_MIB:-}" ] || echo "upload_memory_mib: $UPLOAD_MEMORY_MIB" >>"$W/agent.yaml"
 "$BIN/sendense-agent" run --config "$W/agent.yaml" --metrics-listen 127.0.0.1:0 --pprof --log-format json 2>"$W/agent.log" &
 AGENT_PID=$!
+AGENT_IDX=${#pids[@]}
 pids+=($AGENT_PID)
 wait_for "$W/agent.log" '"msg":"inventory pushed"'
 
@@ -166,6 +170,29 @@ hub repo create enc --path "$W/enc" --encrypt --password-file "$W/enc.password" 
 read -r s_enc _ _ < <(backup_run '{"vm":"bench","type":"full","repository":"enc"}')
 echo "sendense encrypted full: ${s_enc}s" >&2
 
+# The full backup over a wide-area link: a fresh repository each time (nothing deduplicated), first
+# direct, then with the agent restarted behind a proxy that adds the round trip.
+RTT=${RTT:-100ms}
+if [ "$RTT" != 0 ]; then
+  echo "== full backup with $RTT round trip" >&2
+  hub repo create direct --path "$W/direct" >/dev/null 2>&1
+  hub repo create far --path "$W/far" >/dev/null 2>&1
+  read -r s_direct _ _ < <(backup_run '{"vm":"bench","type":"full","repository":"direct"}')
+  kill -TERM "$AGENT_PID"
+  wait "$AGENT_PID" 2>/dev/null || true
+  "$BIN/sendense-lab" latency-proxy --target "${HUB#https://}" --rtt "$RTT" >"$W/proxy.addr" &
+  pids+=($!)
+  for _ in $(seq 1 100); do [ -s "$W/proxy.addr" ] && break; sleep 0.1; done
+  sed "s|^hub_url:.*||" "$W/agent.yaml" >"$W/agent-far.yaml"
+  echo "hub_url: https://$(cat "$W/proxy.addr")" >>"$W/agent-far.yaml"
+  "$BIN/sendense-agent" run --config "$W/agent-far.yaml" --metrics-listen 127.0.0.1:0 --log-format json 2>"$W/agent-far.log" &
+  AGENT_PID=$!
+  pids[AGENT_IDX]=$AGENT_PID
+  wait_for "$W/agent-far.log" '"msg":"inventory pushed"'
+  read -r s_far _ _ < <(backup_run '{"vm":"bench","type":"full","repository":"far"}')
+  echo "sendense full direct ${s_direct}s, with $RTT round trip ${s_far}s" >&2
+fi
+
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f×", a / b }'; }
 # speed: how Sendense's time $2 compares with a peer's $1, as "N× faster" or "N× slower".
 speed() { awk -v a="$1" -v b="$2" 'BEGIN { if (a >= b) printf "%.1f× faster", a / b; else printf "%.1f× slower", b / a }'; }
@@ -182,6 +209,8 @@ printf '| restore of the latest | %ss, %s MB/s (sparse, verified) | %ss, %s MB/s
   "$r_rest" "$(mbps $SIZE "$r_rest")" "$k_rest" "$(mbps $SIZE "$k_rest")" "$(speed "$r_rest" "$s_rest")" "$(speed "$k_rest" "$s_rest")"
 printf '| repository size | %s MiB | %s MiB (after the full: %s MiB) | %s MiB | | |\n' $((repo_size >> 20)) $((r_size >> 20)) $((r_size_full >> 20)) $((k_size >> 20))
 printf '| peak RSS | hub %s MiB, agent %s MiB | | | | |\n' "$hub_rss" "$agent_rss"
+[ "$RTT" = 0 ] || printf '| full backup with %s round trip (loopback proxy) | %ss, %s MB/s: %s of the %s MB/s without (%ss), fresh repositories | | | | |\n' \
+  "$RTT" "$s_far" "$(mbps $SIZE "$s_far")" "$(pct "$s_direct" "$s_far")" "$(mbps $SIZE "$s_direct")" "$s_direct"
 printf '| full backup against the machine limit | %s of %s MB/s | | | | |\n' "$(pct "$(mbps $SIZE "$s_full")" "$limit_mbps")" "$limit_mbps"
 printf '\nMachine limit (rate per CPU second of each stage; the limit spreads their CPU time over %s cores)\n| stage | MB/s per core | CPU s for this image |\n|---|---|---|\n' "$(nproc)"
 awk -F'\t' '{ printf "| %s | %s | %s |\n", $1, $2, $3 }' "$W/limit.tsv"
