@@ -6,8 +6,10 @@
 # rate per CPU second — read, SHA-256 on each side, zstd on the compressible part and its
 # decoding, TLS on loopback — combined over the cores: `sendense-lab machine-limit`) and the peak
 # RSS of hub and agent, the cost of encryption at rest (the full backup again into an encrypted
-# repository) and of an object store (the full backup again into an S3 repository on a local
-# SeaweedFS, and its restore) and of the https and nbd transports. Prints one table with ratios against both peers.
+# repository), of an object store (the full backup again into an S3 repository on a local
+# SeaweedFS, and its restore), of a 100 ms round trip (the full backup through a loopback proxy
+# adding it, `sendense-lab latency-proxy`, against the same without it, each into a fresh
+# repository) and of the https and nbd transports. Prints one table with ratios against both peers.
 #
 # Sendense reads the disk through the lab's vSphere API with CBT and the file transport (as a
 # hot-add appliance would), sends to a hub on loopback over TLS 1.3, and restores to a sparse
@@ -17,8 +19,8 @@
 #
 # Knobs for comparisons (default: the shipped configuration): CHUNK_DURABILITY=chunk|commit for
 # the hub, UPLOAD_MEMORY_MIB for the agent, BIN for another build's binaries, TOOLS for where the
-# peers are built, DISCOVERY=0 to skip the discovery benchmark, TRANSPORTS=0 to skip the https
-# and nbd transports.
+# peers are built, DISCOVERY=0 to skip the discovery benchmark, RTT=0 to skip the round-trip one
+# (default RTT=100ms), TRANSPORTS=0 to skip the https and nbd transports.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-bin}
@@ -87,6 +89,7 @@ HUB="https://$(grep '"msg":"hub listening"' "$W/hub.log" | json_field addr)"
 [ -z "${UPLOAD_MEMORY_MIB:-}" ] || echo "upload_memory_mib: $UPLOAD_MEMORY_MIB" >>"$W/agent.yaml"
 "$BIN/sendense-agent" run --config "$W/agent.yaml" --metrics-listen 127.0.0.1:0 --pprof --log-format json 2>"$W/agent.log" &
 AGENT_PID=$!
+AGENT_IDX=${#pids[@]}
 pids+=($AGENT_PID)
 wait_for "$W/agent.log" '"msg":"inventory pushed"'
 
@@ -185,6 +188,31 @@ t=$(now); hub restore --backup "$s3_id" --disk disk-2000 --output "$W/restored-s
 cmp "$FLAT" "$W/restored-s3.raw" || { echo "Sendense restore from S3 differs from the disk!" >&2; exit 1; }
 rm -f "$W/restored-s3.raw"
 
+# The full backup over a wide-area link: a fresh repository each time (nothing deduplicated), first
+# direct, then with the agent restarted behind a proxy that adds the round trip.
+RTT=${RTT:-100ms}
+if [ "$RTT" != 0 ]; then
+  echo "== full backup with $RTT round trip" >&2
+  hub repo create direct --path "$W/direct" >/dev/null 2>&1
+  hub repo create far --path "$W/far" >/dev/null 2>&1
+  read -r s_direct _ _ < <(backup_run '{"vm":"bench","type":"full","repository":"direct"}')
+  rm -rf "$W/direct"
+  kill -TERM "$AGENT_PID"
+  wait "$AGENT_PID" 2>/dev/null || true
+  "$BIN/sendense-lab" latency-proxy --target "${HUB#https://}" --rtt "$RTT" >"$W/proxy.addr" &
+  pids+=($!)
+  for _ in $(seq 1 100); do [ -s "$W/proxy.addr" ] && break; sleep 0.1; done
+  sed "s|^hub_url:.*||" "$W/agent.yaml" >"$W/agent-far.yaml"
+  echo "hub_url: https://$(cat "$W/proxy.addr")" >>"$W/agent-far.yaml"
+  "$BIN/sendense-agent" run --config "$W/agent-far.yaml" --metrics-listen 127.0.0.1:0 --log-format json 2>"$W/agent-far.log" &
+  AGENT_PID=$!
+  pids[AGENT_IDX]=$AGENT_PID
+  wait_for "$W/agent-far.log" '"msg":"inventory pushed"'
+  read -r s_far _ _ < <(backup_run '{"vm":"bench","type":"full","repository":"far"}')
+  echo "sendense full direct ${s_direct}s, with $RTT round trip ${s_far}s" >&2
+  rm -rf "$W/far"
+fi
+
 # The transports real installations use: the same full backup, into a fresh repository each,
 # with the agent reading through the datastore's HTTPS file access (`https`) and through nbdkit's
 # curl plugin (`nbd`) instead of the file transport above. TRANSPORTS=0 skips this step.
@@ -231,6 +259,8 @@ printf '| restore from the S3 repository | %ss, %s MB/s (%s the local restore'"'
   "$(ratio "$s_s3_rest" "$s_rest")" "$(speed "$r_rest" "$s_s3_rest")" "$(speed "$k_rest" "$s_s3_rest")"
 printf '| repository size | %s MiB | %s MiB (after the full: %s MiB) | %s MiB | | |\n' $((repo_size >> 20)) $((r_size >> 20)) $((r_size_full >> 20)) $((k_size >> 20))
 printf '| peak RSS | hub %s MiB, agent %s MiB | | | | |\n' "$hub_rss" "$agent_rss"
+[ "$RTT" = 0 ] || printf '| full backup with %s round trip (loopback proxy) | %ss, %s MB/s: %s of the %s MB/s without (%ss), fresh repositories | | | | |\n' \
+  "$RTT" "$s_far" "$(mbps $SIZE "$s_far")" "$(pct "$s_direct" "$s_far")" "$(mbps $SIZE "$s_direct")" "$s_direct"
 printf '| full backup against the machine limit | %s of %s MB/s | | | | |\n' "$(pct "$(mbps $SIZE "$s_full")" "$limit_mbps")" "$limit_mbps"
 printf '\nMachine limit (rate per CPU second of each stage; the limit spreads their CPU time over %s cores)\n| stage | MB/s per core | CPU s for this image |\n|---|---|---|\n' "$(nproc)"
 awk -F'\t' '{ printf "| %s | %s | %s |\n", $1, $2, $3 }' "$W/limit.tsv"

@@ -18,11 +18,13 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/sendense/sendense/agent/internal/lab"
 	"github.com/sendense/sendense/agent/internal/machinelimit"
+	"github.com/sendense/sendense/agent/internal/netdelay"
 	"github.com/sendense/sendense/shared/version"
 )
 
@@ -51,6 +53,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		newCompareCmd(stdout),
 		newAgentConfigCmd(stdout),
 		newMachineLimitCmd(stdout),
+		newLatencyProxyCmd(stdout),
 		&cobra.Command{
 			Use:   "version",
 			Short: "Print the version",
@@ -469,5 +472,42 @@ the CPU time of all stages spread over the cores.`,
 	f.Int64Var(&img.CompressibleOffset, "compressible-offset", 0, "where the compressible part starts")
 	f.Int64Var(&img.CompressibleLength, "compressible-length", 0, "the compressible part's length (zstd runs on it)")
 	f.IntVar(&cores, "cores", runtime.NumCPU(), "cores to spread the stages over")
+	return cmd
+}
+
+func newLatencyProxyCmd(stdout io.Writer) *cobra.Command {
+	var (
+		listen, target string
+		rtt            time.Duration
+		window         int
+	)
+	cmd := &cobra.Command{
+		Use:   "latency-proxy --target HOST:PORT --rtt 100ms [--listen 127.0.0.1:0] [--window BYTES]",
+		Short: "Forward TCP to a target with a round-trip time added, as a wide-area link would",
+		Long: `Forward every TCP connection to --target, each byte delivered half of --rtt after it was
+sent, with at most --window bytes unacknowledged per direction (acknowledged a round trip after
+sending, as a TCP receiver's window allows; default: the maximum of net.ipv4.tcp_rmem). Prints the
+address it listens on, then serves until interrupted.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if target == "" {
+				return errors.New("--target is required")
+			}
+			p, err := netdelay.Listen(listen, target, rtt, window)
+			if err != nil {
+				return err
+			}
+			if _, err := fmt.Fprintln(stdout, p.Addr()); err != nil {
+				_ = p.Close()
+				return err
+			}
+			return p.Serve(cmd.Context())
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&listen, "listen", "127.0.0.1:0", "the address to listen on")
+	f.StringVar(&target, "target", "", "the address to forward to")
+	f.DurationVar(&rtt, "rtt", 100*time.Millisecond, "the round-trip time to add")
+	f.IntVar(&window, "window", netdelay.DefaultWindow(), "the most bytes in flight per direction of a connection")
 	return cmd
 }

@@ -50,7 +50,7 @@ func TestSealSkipsIncompressible(t *testing.T) {
 		{"short text", text[:2*sampleLen], chunk.CodecZstd},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			blob, err := w.seal(tc.p)
+			blob, err := w.seal(append(make([]byte, chunk.HeaderSize), tc.p...))
 			if err != nil {
 				t.Fatal(err)
 			}

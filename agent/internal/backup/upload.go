@@ -112,11 +112,14 @@ func upload(ctx context.Context, hub sessionHub, t uploadTask, c *Counters, m *M
 }
 
 type worker struct {
-	hub  sessionHub
-	t    uploadTask
-	c    *Counters
-	m    *Metrics
+	hub sessionHub
+	t   uploadTask
+	c   *Counters
+	m   *Metrics
+	// bufs hold a group's slots, each after room for a blob header, so that a chunk is sealed
+	// in place and the group's uploads need no buffer of their own.
 	bufs [][]byte
+	// out is where zstd compresses a slot before the result is copied over the slot's bytes.
 	out  []byte
 	zero []byte
 	enc  *zstd.Encoder
@@ -134,7 +137,7 @@ func newWorker(hub sessionHub, t uploadTask, c *Counters, m *Metrics, group int,
 	}
 	w := &worker{hub: hub, t: t, c: c, m: m, zero: zero, enc: enc, out: make([]byte, 0, chunk.MaxBlobLen(int(t.ChunkSize)))}
 	for range group {
-		w.bufs = append(w.bufs, make([]byte, t.ChunkSize))
+		w.bufs = append(w.bufs, make([]byte, chunk.HeaderSize+t.ChunkSize))
 	}
 	return w, nil
 }
@@ -147,14 +150,17 @@ func (w *worker) add(f func(c *Counters)) {
 	}
 }
 
-// group handles consecutive slots: read, hash, record, upload what the hub lacks.
+// group handles consecutive slots: read, hash, record, upload what the hub lacks. The uploads
+// of a group run at once, so that on a long round trip a worker waits for one answer per group
+// rather than one per chunk.
 func (w *worker) group(ctx context.Context, slots []int64) error {
 	batch := api.SlotBatch{Slots: make([]api.SlotDigest, 0, len(slots))}
 	plain := make(map[string][]byte, len(slots))
+	blobs := make(map[string][]byte, len(slots)) // the slot's buffer from its header room on
 	for i, s := range slots {
 		off := s * w.t.ChunkSize
 		n := min(w.t.ChunkSize, w.t.Capacity-off)
-		buf := w.bufs[i][:n]
+		buf := w.bufs[i][chunk.HeaderSize : chunk.HeaderSize+n]
 		if err := readFull(w.t.Reader, buf, off); err != nil {
 			return fmt.Errorf("read slot %d at offset %d: %w", s, off, err)
 		}
@@ -171,6 +177,7 @@ func (w *worker) group(ctx context.Context, slots []int64) error {
 		}
 		hex := d.String()
 		plain[hex] = buf
+		blobs[hex] = w.bufs[i][:chunk.HeaderSize+n]
 		batch.Slots = append(batch.Slots, api.SlotDigest{Slot: s, Digest: hex})
 	}
 	res, err := w.hub.RecordSlots(ctx, w.t.SessionID, batch)
@@ -178,10 +185,17 @@ func (w *worker) group(ctx context.Context, slots []int64) error {
 		return fmt.Errorf("record slots %d..%d: %w", slots[0], slots[len(slots)-1], err)
 	}
 	missing := make(map[string]bool, len(res.Missing))
+	// Sealing overwrites a slot's bytes (only their length is used afterwards); the uploads then
+	// run together, each recording the slots that hold its chunk: one round trip per missing
+	// chunk, none more for the group, all of them at once.
+	ug, uctx := errgroup.WithContext(ctx)
 	for _, d := range res.Missing {
-		p, ok := plain[d]
+		room, ok := blobs[d]
 		if !ok {
 			return fmt.Errorf("hub asked for chunk %s that this batch does not hold", d)
+		}
+		if missing[d] {
+			continue // named twice; its blob is sealed already
 		}
 		var holders []int64
 		for _, sd := range batch.Slots {
@@ -189,18 +203,22 @@ func (w *worker) group(ctx context.Context, slots []int64) error {
 				holders = append(holders, sd.Slot)
 			}
 		}
-		blob, err := w.seal(p)
+		blob, err := w.seal(room)
 		if err != nil {
-			return err
-		}
-		// The upload records the slots that hold the chunk: one round trip per missing chunk,
-		// none more for the group.
-		if err := w.hub.PutChunk(ctx, w.t.SessionID, d, holders, blob); err != nil {
-			return fmt.Errorf("upload chunk %s: %w", d, err)
+			return errors.Join(err, ug.Wait())
 		}
 		missing[d] = true
-		w.add(func(c *Counters) { c.BytesSent.Add(int64(len(blob))) })
-		w.m.sentBytes.Add(float64(len(blob)))
+		ug.Go(func() error {
+			if err := w.hub.PutChunk(uctx, w.t.SessionID, d, holders, blob); err != nil {
+				return fmt.Errorf("upload chunk %s: %w", d, err)
+			}
+			w.add(func(c *Counters) { c.BytesSent.Add(int64(len(blob))) })
+			w.m.sentBytes.Add(float64(len(blob)))
+			return nil
+		})
+	}
+	if err := ug.Wait(); err != nil {
+		return err
 	}
 	for _, sd := range batch.Slots {
 		n := int64(len(plain[sd.Digest]))
@@ -216,27 +234,26 @@ func (w *worker) group(ctx context.Context, slots []int64) error {
 	return nil
 }
 
-// seal compresses a slot with zstd into a chunk blob, or stores it raw when compression does not
-// save at least 1/32 (random data, already compressed files). A slot whose samples do not
-// compress (incompressible) is stored raw without a compression pass over all of it.
-func (w *worker) seal(p []byte) ([]byte, error) {
-	out := w.out[:chunk.HeaderSize]
-	codec := chunk.CodecRaw
+// seal turns room — chunk.HeaderSize bytes of room, then a slot's bytes — into a chunk blob in
+// place: compressed with zstd, or raw when compression does not save at least 1/32 (random
+// data, already compressed files). A slot whose samples do not compress (incompressible) is
+// stored raw without a compression pass over all of it. The slot's bytes are overwritten.
+func (w *worker) seal(room []byte) ([]byte, error) {
+	p := room[chunk.HeaderSize:]
+	n := len(p)
+	blob, codec := room, chunk.CodecRaw
 	if !w.incompressible(p) {
-		out = w.enc.EncodeAll(p, out)
-		codec = chunk.CodecZstd
-		if len(out)-chunk.HeaderSize >= len(p)-len(p)/32 {
-			codec = chunk.CodecRaw
+		out := w.enc.EncodeAll(p, w.out[:0])
+		w.out = out[:0]
+		if len(out) < n-n/32 {
+			codec = chunk.CodecZstd
+			blob = room[:chunk.HeaderSize+copy(p, out)]
 		}
 	}
-	if codec == chunk.CodecRaw {
-		out = append(w.out[:chunk.HeaderSize], p...)
-	}
-	if err := chunk.SealBlob(out, codec, len(p)); err != nil {
+	if err := chunk.SealBlob(blob, codec, n); err != nil {
 		return nil, fmt.Errorf("seal chunk: %w", err)
 	}
-	w.out = out[:0]
-	return out, nil
+	return blob, nil
 }
 
 // sampleLen is the size of each of the three samples incompressible compresses; slots shorter

@@ -188,11 +188,22 @@ func orDash(s string) string {
 	return s
 }
 
+// waitPoll is how long waitBackup waits between two looks at a backup it has followed for
+// elapsed: 20 ms for the first 5 s, so that an incremental of a second is not reported up to
+// 100 ms late (a look is one catalog row, or one API request with --hub), then 100 ms.
+func waitPoll(elapsed time.Duration) time.Duration {
+	if elapsed < 5*time.Second {
+		return 20 * time.Millisecond
+	}
+	return 100 * time.Millisecond
+}
+
 // waitBackup polls a backup until it ends, with a progress line; a backup that does not succeed
 // is an error.
 func waitBackup(ctx context.Context, e *env, b backupGetter, id string) error {
 	bar := newProgress(e.stderr, "backup "+id, 0)
-	t := time.NewTicker(100 * time.Millisecond)
+	start := time.Now()
+	t := time.NewTimer(waitPoll(0))
 	defer t.Stop()
 	for {
 		bk, err := b.Backup(ctx, id)
@@ -215,5 +226,6 @@ func waitBackup(ctx context.Context, e *env, b backupGetter, id string) error {
 			return ctx.Err()
 		case <-t.C:
 		}
+		t.Reset(waitPoll(time.Since(start)))
 	}
 }

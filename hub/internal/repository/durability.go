@@ -5,15 +5,21 @@ package repository
 // In the per-chunk mode every chunk is durable when PutChunk returns (the store's Put: on a local
 // directory an fsync of the file and one of its directory, per chunk). In the per-commit mode
 // (the default) chunks are written with the store's PutDeferred, which skips both, and WriteIndex
-// makes everything durable with one Sync of the store before it writes the index. A committed
-// backup still means that every chunk its index names is durable.
+// makes them durable before it writes the index: with SyncOwn (an fsync of each file this
+// process wrote since its last sync, and of their directories) when this process is the only
+// deferred writer, with Sync (syncfs) otherwise. A committed backup still means that every chunk
+// its index names is durable.
 //
 // Why that holds, including for chunks a later backup finds present and reuses without writing:
 //
-//   - WriteIndex checks that every chunk the index names exists, then calls Sync, then writes the
-//     index. Sync makes durable every object put by any process on this host before it was
-//     called, so every chunk the index names is durable before the index is, whoever wrote it and
-//     whether or not it was synced before.
+//   - WriteIndex checks that every chunk the index names exists, then syncs, then writes the
+//     index. A chunk the index names that is not durable yet was put deferred, by this process
+//     (then SyncOwn makes it durable) or by another, whose marker (below) exists from before its
+//     first deferred put until after a sync of all it put: when WriteIndex finds such a marker it
+//     calls Sync, which makes durable every object put by any process on this host before it was
+//     called. So every chunk the index names is durable before the index is, whoever wrote it
+//     and whether or not it was synced before. SyncOwn does not wait for other programs' writes
+//     to the same file system, which one syncfs does.
 //   - A crash of a process (kill -9, a panic) loses nothing it wrote: the host's page cache
 //     survives, and the next Sync of any process, at the latest the next WriteIndex, makes those
 //     chunks durable. They are complete (a Put is visible whole or not at all) and may be
@@ -167,15 +173,56 @@ func (r *Repository) putMarker(ctx context.Context, id string, m unsyncedMarker)
 	return nil
 }
 
-// syncChunks makes every chunk stored so far durable (a no-op in the per-chunk mode) and
-// advances this process's marker.
+// syncChunks makes every chunk stored so far durable, by this process or any other (a no-op in
+// the per-chunk mode), and advances this process's marker. Called after the chunks an index
+// names were found present, it makes them durable before the index is written.
+//
+// When no other process has a marker, every chunk not yet durable is one this process put
+// deferred (a process writes its marker before its first deferred chunk and removes it only
+// after a sync; a chunk put durably is durable), so syncing this process's own files
+// (SyncOwn: an fsync of each file and directory) suffices, and other programs' writes to the
+// file system are not waited for. Another process's marker, live or dead, means chunks this
+// process cannot name may be unsynced: then the whole file system is synced, and the markers of
+// processes that died on this boot are removed, their chunks being durable now.
 func (r *Repository) syncChunks(ctx context.Context) error {
 	if r.deferred == nil {
 		return nil
 	}
 	start := time.Now().UTC()
-	if err := r.deferred.d.Sync(ctx); err != nil {
+	others, err := r.otherMarkers(ctx)
+	if err != nil {
 		return fmt.Errorf("sync chunks: %w", err)
+	}
+	// The locks of dead writers' markers are taken before the sync, so that everything those
+	// processes wrote precedes it.
+	var dead []string
+	for _, id := range others {
+		release, err := r.store.Lock(ctx, "unsynced-"+id)
+		if errors.Is(err, store.ErrLocked) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("sync chunks: lock unsynced marker %s: %w", id, err)
+		}
+		defer func() { _ = release() }()
+		dead = append(dead, id)
+	}
+	how := "own files"
+	if len(others) == 0 {
+		err = r.deferred.d.SyncOwn(ctx)
+	} else {
+		how = "file system"
+		err = r.deferred.d.Sync(ctx)
+	}
+	if err != nil {
+		return fmt.Errorf("sync chunks: %w", err)
+	}
+	r.logger.DebugContext(ctx, "chunks synced", "synced", how, "other_writers", len(others),
+		"duration_seconds", time.Since(start).Seconds())
+	for _, id := range dead {
+		if err := r.removeDeadMarker(ctx, id); err != nil {
+			r.logger.WarnContext(ctx, "unsynced marker of a dead writer", "marker", id, "err", err)
+		}
 	}
 	r.markerMu.Lock()
 	defer r.markerMu.Unlock()
@@ -194,6 +241,50 @@ func (r *Repository) syncChunks(ctx context.Context) error {
 	return nil
 }
 
+// otherMarkers lists the unsynced markers of other processes (and of other repositories opened
+// on the same store in this process).
+func (r *Repository) otherMarkers(ctx context.Context) ([]string, error) {
+	r.markerMu.Lock()
+	own := r.deferred.id
+	r.markerMu.Unlock()
+	var ids []string
+	err := r.store.List(ctx, unsyncedPrefix, func(info store.Info) error {
+		if id := strings.TrimPrefix(info.Key, unsyncedPrefix); id != own {
+			ids = append(ids, id)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list unsynced markers: %w", err)
+	}
+	return ids, nil
+}
+
+// removeDeadMarker removes the marker id, whose lock the caller holds since before a Sync, when
+// its process died on this boot: its chunks are durable. A marker left by a host crash (whose
+// chunks must be verified when the repository is next opened, see recoverMarker) stays.
+func (r *Repository) removeDeadMarker(ctx context.Context, id string) error {
+	b, err := r.store.Get(ctx, unsyncedPrefix+id, nil, 4096)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	boot, err := r.deferred.bootID()
+	if err != nil {
+		return err
+	}
+	var m unsyncedMarker
+	if json.Unmarshal(b, &m) != nil || m.BootID != boot {
+		return nil
+	}
+	if err := r.store.Remove(ctx, unsyncedPrefix+id); err != nil && !errors.Is(err, store.ErrNotFound) {
+		return err
+	}
+	return nil
+}
+
 // closeDeferred syncs what this process wrote and removes its marker.
 func (r *Repository) closeDeferred(ctx context.Context) error {
 	if r.deferred == nil {
@@ -205,7 +296,8 @@ func (r *Repository) closeDeferred(ctx context.Context) error {
 	if ds.id == "" {
 		return nil
 	}
-	if err := ds.d.Sync(ctx); err != nil {
+	// Only this process's chunks are under its marker; other processes have their own.
+	if err := ds.d.SyncOwn(ctx); err != nil {
 		return fmt.Errorf("sync chunks: %w", err)
 	}
 	err := r.store.Remove(ctx, unsyncedPrefix+ds.id)

@@ -49,6 +49,11 @@ func (s *writeRecorder) Sync(ctx context.Context) error {
 	return s.Store.Sync(ctx)
 }
 
+func (s *writeRecorder) SyncOwn(ctx context.Context) error {
+	s.record("syncown")
+	return s.Store.SyncOwn(ctx)
+}
+
 func (s *writeRecorder) taken() []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -68,15 +73,15 @@ func opKinds(ops []string) []string {
 	return out
 }
 
-// The per-commit mode writes chunks without durability and syncs once before the index; the
-// per-chunk mode puts every chunk durably and never syncs. Plain and encrypted repositories alike.
+// The per-commit mode writes chunks without durability and syncs its own files once before the
+// index; the per-chunk mode puts every chunk durably and never syncs. Plain and encrypted repositories alike.
 func TestDurabilityModes(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		mode Durability
 		want []string
 	}{
-		{"commit", DurabilityCommit, []string{"put unsynced", "deferred chunks", "deferred chunks", "sync", "put unsynced", "put indexes"}},
+		{"commit", DurabilityCommit, []string{"put unsynced", "deferred chunks", "deferred chunks", "syncown", "put unsynced", "put indexes"}},
 		{"chunk", DurabilityChunk, []string{"put chunks", "put chunks", "put indexes"}},
 	} {
 		for _, encrypted := range []bool{false, true} {
@@ -383,3 +388,190 @@ func mustEncode(t testing.TB, plain []byte) []byte {
 }
 
 var _ store.Deferrer = (*local.Store)(nil)
+
+// durabilityModel tracks, for local stores of one directory, which objects are not durable yet,
+// as store.Deferrer's contract says: PutDeferred leaves an object not durable until a SyncOwn of
+// the same store or a Sync of any store begun after it returned.
+type durabilityModel struct {
+	mu    sync.Mutex
+	dirty map[string]*modelStore // key → the store that put it deferred
+	// atIndex is, for each index key put, the chunk keys not durable at that moment.
+	atIndex map[string][]string
+}
+
+// modelStore is one process's local store under the model; it records its syncs.
+type modelStore struct {
+	*local.Store
+	m     *durabilityModel
+	syncs []string
+}
+
+func (m *durabilityModel) store(s *local.Store) *modelStore { return &modelStore{Store: s, m: m} }
+
+func (s *modelStore) PutDeferred(ctx context.Context, key string, data []byte) error {
+	if err := s.Store.PutDeferred(ctx, key, data); err != nil {
+		return err
+	}
+	s.m.mu.Lock()
+	s.m.dirty[key] = s
+	s.m.mu.Unlock()
+	return nil
+}
+
+// settle makes durable, after a successful sync, the keys that were dirty when it began and that
+// pick selects.
+func (s *modelStore) settle(kind string, pick func(*modelStore) bool, sync func() error) error {
+	s.m.mu.Lock()
+	var keys []string
+	for k, w := range s.m.dirty {
+		if pick(w) {
+			keys = append(keys, k)
+		}
+	}
+	s.syncs = append(s.syncs, kind)
+	s.m.mu.Unlock()
+	if err := sync(); err != nil {
+		return err
+	}
+	s.m.mu.Lock()
+	for _, k := range keys {
+		delete(s.m.dirty, k)
+	}
+	s.m.mu.Unlock()
+	return nil
+}
+
+func (s *modelStore) SyncOwn(ctx context.Context) error {
+	return s.settle("syncown", func(w *modelStore) bool { return w == s }, func() error { return s.Store.SyncOwn(ctx) })
+}
+
+func (s *modelStore) Sync(ctx context.Context) error {
+	return s.settle("sync", func(*modelStore) bool { return true }, func() error { return s.Store.Sync(ctx) })
+}
+
+func (s *modelStore) Put(ctx context.Context, key string, data []byte) error {
+	if strings.HasPrefix(key, "indexes/") {
+		s.m.mu.Lock()
+		var dirty []string
+		for k := range s.m.dirty {
+			dirty = append(dirty, k)
+		}
+		s.m.atIndex[key] = dirty
+		s.m.mu.Unlock()
+	}
+	return s.Store.Put(ctx, key, data)
+}
+
+func (s *modelStore) takeSyncs() []string {
+	s.m.mu.Lock()
+	defer s.m.mu.Unlock()
+	out := s.syncs
+	s.syncs = nil
+	return out
+}
+
+// Every index is written only once every chunk it names is durable, whichever process put the
+// chunk: a process alone syncs only its own files; another writer's marker, live or dead, makes
+// it sync the file system, and a dead writer's marker of this boot is then removed.
+func TestIndexWrittenAfterItsChunksAreDurable(t *testing.T) {
+	ctx := context.Background()
+	dir := filepath.Join(t.TempDir(), "repo")
+	m := &durabilityModel{dirty: map[string]*modelStore{}, atIndex: map[string][]string{}}
+	open := func() (*Repository, *modelStore) {
+		t.Helper()
+		ls, err := local.Create(ctx, dir, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ms := m.store(ls)
+		var r *Repository
+		if _, serr := os.Stat(filepath.Join(dir, "repo.json")); serr != nil {
+			r, err = Init(ctx, ms, 64*kib)
+		} else {
+			r, err = Open(ctx, ms)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r, ms
+	}
+	put := func(r *Repository, seed uint64) chunk.Digest {
+		t.Helper()
+		plain := randomData(seed, 64*kib)
+		d := chunk.Sum(plain)
+		if _, err := r.PutChunk(ctx, d, frame(t, chunk.CodecRaw, plain)); err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	n := 0
+	// commit writes an index naming ds and checks that none of them was dirty when it was put.
+	commit := func(r *Repository, ds ...chunk.Digest) {
+		t.Helper()
+		idx, err := fidx.New(int64(len(ds))*64*kib, 64*kib)
+		if err != nil {
+			t.Fatal(err)
+		}
+		copy(idx.Digests, ds)
+		n++
+		ref := IndexRef{VMUUID: "vm", DiskID: "disk-2000", BackupID: "bk-" + strconv.Itoa(n)}
+		if _, err := r.WriteIndex(ctx, ref, idx); err != nil {
+			t.Fatal(err)
+		}
+		dirty, ok := m.atIndex[indexKey(ref)]
+		if !ok {
+			t.Fatalf("index %s was not put", ref)
+		}
+		for _, d := range ds {
+			if slices.Contains(dirty, chunkKey(r.ChunkName(d))) {
+				t.Fatalf("index %s was written while chunk %s was not durable", ref, d)
+			}
+		}
+	}
+
+	r1, s1 := open()
+	defer r1.Close()
+	r2, s2 := open()
+	a1, a2 := put(r1, 1), put(r1, 2)
+	y := put(r2, 3)
+	s1.takeSyncs()
+	// r1 names a chunk r2 put and has not synced: r2's live marker makes r1 sync the file system.
+	commit(r1, a1, y)
+	if got := s1.takeSyncs(); !slices.Equal(got, []string{"sync"}) {
+		t.Fatalf("commit with another live writer: syncs %q, want one file-system sync", got)
+	}
+	if c := countMarkers(t, dir); c != 2 {
+		t.Fatalf("%d markers after the commit, want both live writers'", c)
+	}
+	// r2 closes cleanly: r1 is alone and syncs only its own files.
+	if err := r2.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got := s2.takeSyncs(); !slices.Equal(got, []string{"syncown"}) {
+		t.Fatalf("clean close: syncs %q, want its own files only", got)
+	}
+	a3 := put(r1, 4)
+	commit(r1, a3, a2, y)
+	if got := s1.takeSyncs(); !slices.Equal(got, []string{"syncown"}) {
+		t.Fatalf("commit of the only writer: syncs %q, want its own files only", got)
+	}
+	// r3 puts a chunk and dies (its lock goes, its marker stays): r1's next commit naming it
+	// syncs the file system and removes the dead writer's marker; the one after is alone again.
+	r3, _ := open()
+	z := put(r3, 5)
+	if err := r3.store.Close(); err != nil {
+		t.Fatal(err)
+	}
+	commit(r1, z, a1)
+	if got := s1.takeSyncs(); !slices.Equal(got, []string{"sync"}) {
+		t.Fatalf("commit after a writer died: syncs %q, want one file-system sync", got)
+	}
+	if c := countMarkers(t, dir); c != 1 {
+		t.Fatalf("%d markers after the commit, want only r1's", c)
+	}
+	a4 := put(r1, 6)
+	commit(r1, a4, z)
+	if got := s1.takeSyncs(); !slices.Equal(got, []string{"syncown"}) {
+		t.Fatalf("commit once the dead marker is gone: syncs %q, want its own files only", got)
+	}
+}

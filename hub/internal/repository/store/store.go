@@ -123,6 +123,11 @@ type Deferrer interface {
 	// Sync makes durable every object that any process on this host put, deferred or not,
 	// before Sync was called.
 	Sync(ctx context.Context) error
+
+	// SyncOwn makes durable every object this Store put deferred before SyncOwn was called
+	// (and whose PutDeferred had returned), and need not wait for anything else. A call made
+	// while another runs returns only once both calls' objects are durable.
+	SyncOwn(ctx context.Context) error
 }
 
 // CheckKey checks that key is a valid object key: at most MaxKeyLen bytes of valid UTF-8,

@@ -74,6 +74,65 @@ type Store struct {
 	dirs sync.Map
 
 	seq atomic.Uint64 // numbers aside files
+
+	// pending tracks the files of deferred puts not yet synced, for SyncOwn.
+	pending pendingFiles
+	// fsync and syncfs make a file (or directory) and the whole file system durable; tests
+	// replace them to record calls.
+	fsync  func(path string) error
+	syncfs func(root string) error
+}
+
+// Bounds of SyncOwn. pendingMax files (16 GiB of 4 MiB chunks, about 0.5 MiB of paths) are
+// tracked; a store that wrote more since its last sync falls back to one syncfs, which by then
+// costs about the same. syncWorkers fsyncs run at once: a journaling file system commits
+// concurrent fsyncs together, and a few in flight keep its queue busy without a thread per file.
+const (
+	pendingMax  = 4096
+	syncWorkers = 4
+)
+
+// pendingFiles is the set of files this Store put deferred since they were last synced.
+type pendingFiles struct {
+	syncMu sync.Mutex // serializes SyncOwn and Sync: a file leaves the set only once durable
+
+	mu       sync.Mutex
+	max      int // pendingMax; tests lower it
+	files    map[string]struct{}
+	overflow bool // more than max files, or a failed sync: SyncOwn must use syncfs
+}
+
+// add records a file written deferred.
+func (p *pendingFiles) add(path string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.overflow {
+		return
+	}
+	if len(p.files) >= p.max {
+		p.overflow, p.files = true, nil
+		return
+	}
+	if p.files == nil {
+		p.files = map[string]struct{}{}
+	}
+	p.files[path] = struct{}{}
+}
+
+// take empties the set and returns what it held.
+func (p *pendingFiles) take() (files map[string]struct{}, overflow bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	files, overflow = p.files, p.overflow
+	p.files, p.overflow = nil, false
+	return files, overflow
+}
+
+// failed marks the set unknown after a failed sync: the next sync is a syncfs.
+func (p *pendingFiles) failed() {
+	p.mu.Lock()
+	p.overflow, p.files = true, nil
+	p.mu.Unlock()
 }
 
 // Create makes dir (and its parents) if missing and opens the store there.
@@ -97,7 +156,8 @@ func Open(ctx context.Context, dir string, log *slog.Logger) (*Store, error) {
 	if !fi.IsDir() {
 		return nil, fmt.Errorf("open store: %s is not a directory", dir)
 	}
-	s := &Store{root: dir, log: log, held: map[*os.File]struct{}{}}
+	s := &Store{root: dir, log: log, held: map[*os.File]struct{}{}, fsync: fsyncPath, syncfs: syncfsPath}
+	s.pending.max = pendingMax
 	if err := s.newTempDir(); err != nil {
 		return nil, fmt.Errorf("open store %s: %w", dir, err)
 	}
@@ -233,6 +293,7 @@ func (s *Store) PutDeferred(ctx context.Context, key string, data []byte) (err e
 		_ = os.Remove(tmp)
 		return fmt.Errorf("put %s: %w", key, err)
 	}
+	s.pending.add(path)
 	return nil
 }
 
@@ -242,15 +303,121 @@ func (s *Store) Sync(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("sync store: %w", err)
 	}
-	f, err := os.Open(s.root)
-	if err != nil {
-		return fmt.Errorf("sync store: %w", err)
-	}
-	defer f.Close()
-	if err := unix.Syncfs(int(f.Fd())); err != nil {
+	s.pending.syncMu.Lock()
+	defer s.pending.syncMu.Unlock()
+	// What was pending before the syncfs is durable after it.
+	_, _ = s.pending.take()
+	if err := s.syncfs(s.root); err != nil {
+		s.pending.failed()
 		return fmt.Errorf("sync store %s: %w", s.root, err)
 	}
 	return nil
+}
+
+// SyncOwn implements store.Deferrer: it fsyncs the files this Store put deferred since they
+// were last synced and the directories holding them, a few at a time, and nothing else, so it
+// does not wait for other programs' writes to the same file system as syncfs does. Beyond
+// pendingMax files, or after a failed sync, it is Sync. Concurrent calls run one after the other,
+// so that each returns only once every file put before it was called is durable.
+func (s *Store) SyncOwn(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("sync store: %w", err)
+	}
+	s.pending.syncMu.Lock()
+	defer s.pending.syncMu.Unlock()
+	files, overflow := s.pending.take()
+	if overflow {
+		if err := s.syncfs(s.root); err != nil {
+			s.pending.failed()
+			return fmt.Errorf("sync store %s: %w", s.root, err)
+		}
+		return nil
+	}
+	if len(files) == 0 {
+		return nil
+	}
+	paths := make([]string, 0, 2*len(files))
+	dirs := map[string]struct{}{}
+	for f := range files {
+		paths = append(paths, f)
+		d := filepath.Dir(f)
+		if _, ok := dirs[d]; !ok {
+			dirs[d] = struct{}{}
+			paths = append(paths, d)
+		}
+	}
+	if err := s.fsyncAll(ctx, paths); err != nil {
+		s.pending.failed()
+		return fmt.Errorf("sync store %s: %w", s.root, err)
+	}
+	return nil
+}
+
+// fsyncAll fsyncs paths with syncWorkers workers. A path that no longer exists is skipped: the
+// object was removed (garbage collection, quarantine) and needs no durability.
+func (s *Store) fsyncAll(ctx context.Context, paths []string) error {
+	work := make(chan string)
+	errs := make(chan error, syncWorkers)
+	var wg sync.WaitGroup
+	for range min(syncWorkers, len(paths)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var first error
+			for p := range work {
+				if first != nil {
+					continue
+				}
+				if err := s.fsync(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+					first = err
+				}
+			}
+			errs <- first
+		}()
+	}
+	var err error
+send:
+	for _, p := range paths {
+		select {
+		case work <- p:
+		case <-ctx.Done():
+			err = ctx.Err()
+			break send
+		}
+	}
+	close(work)
+	wg.Wait()
+	close(errs)
+	for e := range errs {
+		err = errors.Join(err, e)
+	}
+	return err
+}
+
+// fsyncPath opens path (a file or a directory) read-only and fsyncs it.
+func fsyncPath(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	err = f.Sync()
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("fsync %s: %w", path, err)
+	}
+	return nil
+}
+
+// syncfsPath runs syncfs(2) on the file system holding root.
+func syncfsPath(root string) error {
+	f, err := os.Open(root)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return unix.Syncfs(int(f.Fd()))
 }
 
 // renameInto renames file to path, creating path's directories durably, and makes the rename
@@ -733,6 +900,9 @@ func (s *Store) Rename(ctx context.Context, from, to string) error {
 	if err := errors.Join(syncDir(filepath.Dir(dst)), syncDir(filepath.Dir(src)), syncDir(filepath.Dir(aside))); err != nil {
 		return fmt.Errorf("rename %s: %w", from, err)
 	}
+	// The object may have been put deferred and not synced yet (a chunk quarantined and put
+	// back): its content is now made durable under its new path by the next SyncOwn.
+	s.pending.add(dst)
 	return nil
 }
 

@@ -7,7 +7,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -252,5 +255,135 @@ func TestDirectoriesAreNotObjects(t *testing.T) {
 	}
 	if _, err := s.Stat(ctx, "chunks/ab/cd/abcd"); err != nil {
 		t.Fatalf("the object under the directory: %v", err)
+	}
+}
+
+// syncRecorder replaces a store's fsync and syncfs with recorders that still do the work.
+type syncRecorder struct {
+	mu      sync.Mutex
+	fsynced []string
+	syncfs  int
+	fail    error // returned by the next fsync
+}
+
+func recordSyncs(s *Store) *syncRecorder {
+	rec := &syncRecorder{}
+	s.fsync = func(path string) error {
+		rec.mu.Lock()
+		defer rec.mu.Unlock()
+		if err := rec.fail; err != nil {
+			rec.fail = nil
+			return err
+		}
+		rec.fsynced = append(rec.fsynced, path)
+		return fsyncPath(path)
+	}
+	s.syncfs = func(root string) error {
+		rec.mu.Lock()
+		rec.syncfs++
+		rec.mu.Unlock()
+		return syncfsPath(root)
+	}
+	return rec
+}
+
+func (rec *syncRecorder) take() (fsynced []string, syncfs int) {
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	fsynced, syncfs = rec.fsynced, rec.syncfs
+	rec.fsynced, rec.syncfs = nil, 0
+	slices.Sort(fsynced)
+	return fsynced, syncfs
+}
+
+// SyncOwn fsyncs exactly the files this store put deferred since the last sync and their
+// directories, never the file system; beyond its bound, or after a failed fsync, it falls back to
+// syncfs; Sync forgets what it made durable.
+func TestSyncOwn(t *testing.T) {
+	ctx := t.Context()
+	dir := t.TempDir()
+	s := open(t, dir)
+	other := open(t, dir) // another writer of the same directory
+	rec := recordSyncs(s)
+	p := func(key string) string { return filepath.Join(dir, filepath.FromSlash(key)) }
+
+	for _, key := range []string{"chunks/ab/cd/abcd1", "chunks/ab/cd/abcd2", "chunks/ef/01/ef011"} {
+		if err := s.PutDeferred(ctx, key, []byte(key)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Put(ctx, "indexes/x", []byte("durable already")); err != nil {
+		t.Fatal(err)
+	}
+	if err := other.PutDeferred(ctx, "chunks/99/99/9999", []byte("not ours")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SyncOwn(ctx); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{p("chunks/ab/cd"), p("chunks/ab/cd/abcd1"), p("chunks/ab/cd/abcd2"), p("chunks/ef/01"), p("chunks/ef/01/ef011")}
+	if got, n := rec.take(); !slices.Equal(got, want) || n != 0 {
+		t.Fatalf("SyncOwn fsynced %q and ran syncfs %d times, want %q and none", got, n, want)
+	}
+	if err := s.SyncOwn(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got, n := rec.take(); len(got) != 0 || n != 0 {
+		t.Fatalf("a second SyncOwn fsynced %q, syncfs %d; want nothing", got, n)
+	}
+
+	// A file removed before the sync needs none.
+	if err := s.PutDeferred(ctx, "chunks/ab/cd/gone", []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Remove(ctx, "chunks/ab/cd/gone"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SyncOwn(ctx); err != nil {
+		t.Fatal(err)
+	}
+	rec.take()
+
+	// A failed fsync is an error, and the next SyncOwn syncs the file system.
+	if err := s.PutDeferred(ctx, "chunks/ab/cd/abcd3", []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	rec.fail = errors.New("injected fsync failure")
+	if err := s.SyncOwn(ctx); err == nil || !strings.Contains(err.Error(), "injected") {
+		t.Fatalf("SyncOwn with a failing fsync: %v", err)
+	}
+	rec.take()
+	if err := s.SyncOwn(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got, n := rec.take(); len(got) != 0 || n != 1 {
+		t.Fatalf("after a failed fsync: fsynced %q, syncfs %d; want one syncfs", got, n)
+	}
+
+	// Beyond the bound: one syncfs, then tracking starts again.
+	s.pending.max = 2
+	for i := range 3 {
+		if err := s.PutDeferred(ctx, "chunks/77/77/o"+strconv.Itoa(i), []byte("x")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.SyncOwn(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got, n := rec.take(); len(got) != 0 || n != 1 {
+		t.Fatalf("overflowed: fsynced %q, syncfs %d; want one syncfs", got, n)
+	}
+	if err := s.PutDeferred(ctx, "chunks/77/77/o9", []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	// Sync covers what was pending: SyncOwn has nothing left.
+	if err := s.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SyncOwn(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got, n := rec.take(); len(got) != 0 || n != 1 {
+		t.Fatalf("Sync then SyncOwn: fsynced %q, syncfs %d; want the one syncfs", got, n)
 	}
 }
