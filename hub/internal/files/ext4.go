@@ -432,72 +432,21 @@ func (fs *ext4) readDir(in *ext4Inode, fn func(dirent) (stop bool)) error {
 	return nil
 }
 
+func (fs *ext4) rootNode() (*ext4Inode, error)          { return fs.inode(ext4RootIno) }
+func (fs *ext4) direntName(d dirent) string             { return d.name }
+func (fs *ext4) childNode(d dirent) (*ext4Inode, error) { return fs.inode(d.ino) }
+
 // walk resolves names from the root without following symlinks.
 func (fs *ext4) walk(names []string) (*ext4Inode, error) {
-	in, err := fs.inode(ext4RootIno)
-	if err != nil {
-		return nil, err
-	}
-	for i, name := range names {
-		var found uint32
-		if err := fs.readDir(in, func(d dirent) bool {
-			if d.name == name {
-				found = d.ino
-				return true
-			}
-			return false
-		}); err != nil {
-			if errors.Is(err, ErrNotDir) {
-				return nil, fmt.Errorf("%s: %w", joinPath(names[:i]), ErrNotDir)
-			}
-			return nil, err
-		}
-		if found == 0 {
-			return nil, fmt.Errorf("%s: %w", joinPath(names[:i+1]), ErrNotFound)
-		}
-		if in, err = fs.inode(found); err != nil {
-			return nil, err
-		}
-	}
-	return in, nil
+	return walkTree[*ext4Inode, dirent](fs, names)
 }
 
 // Stat describes the file at names.
-func (fs *ext4) Stat(names []string) (Entry, error) {
-	in, err := fs.walk(names)
-	if err != nil {
-		return Entry{}, err
-	}
-	name := "/"
-	if len(names) > 0 {
-		name = names[len(names)-1]
-	}
-	return fs.entry(name, in)
-}
+func (fs *ext4) Stat(names []string) (Entry, error) { return statTree[*ext4Inode, dirent](fs, names) }
 
 // ReadDir lists the directory at names.
 func (fs *ext4) ReadDir(names []string) ([]Entry, error) {
-	in, err := fs.walk(names)
-	if err != nil {
-		return nil, err
-	}
-	var ds []dirent
-	if err := fs.readDir(in, func(d dirent) bool { ds = append(ds, d); return false }); err != nil {
-		return nil, err
-	}
-	out := make([]Entry, 0, len(ds))
-	for _, d := range ds {
-		child, err := fs.inode(d.ino)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", joinPath(append(names[:len(names):len(names)], d.name)), err)
-		}
-		e, err := fs.entry(d.name, child)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", joinPath(append(names[:len(names):len(names)], d.name)), err)
-		}
-		out = append(out, e)
-	}
-	return out, nil
+	return readDirTree[*ext4Inode, dirent](fs, names)
 }
 
 // Open returns the bytes of the regular file at names.

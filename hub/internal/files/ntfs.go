@@ -1153,34 +1153,13 @@ func (d *ntfsDirWalk) child(vcn int64, depth int) (bool, error) {
 	return d.node(b[24:], depth, what)
 }
 
-// walk returns the file at names, resolved from the root without following symlinks.
+func (fs *ntfs) rootNode() (*ntfsFile, error)              { return fs.file(ntfsRootRecord) }
+func (fs *ntfs) direntName(d ntfsDirent) string            { return d.name }
+func (fs *ntfs) childNode(d ntfsDirent) (*ntfsFile, error) { return fs.child(&d) }
+
+// walk resolves names from the root without following symlinks.
 func (fs *ntfs) walk(names []string) (*ntfsFile, error) {
-	f, err := fs.file(ntfsRootRecord)
-	if err != nil {
-		return nil, err
-	}
-	for i, name := range names {
-		var found *ntfsDirent
-		if err := fs.readDir(f, func(d ntfsDirent) bool {
-			if d.name == name {
-				found = &d
-				return true
-			}
-			return false
-		}); err != nil {
-			if errors.Is(err, ErrNotDir) {
-				return nil, fmt.Errorf("%s: %w", joinPath(names[:i]), ErrNotDir)
-			}
-			return nil, err
-		}
-		if found == nil {
-			return nil, fmt.Errorf("%s: %w", joinPath(names[:i+1]), ErrNotFound)
-		}
-		if f, err = fs.child(found); err != nil {
-			return nil, fmt.Errorf("%s: %w", joinPath(names[:i+1]), err)
-		}
-	}
-	return f, nil
+	return walkTree[*ntfsFile, ntfsDirent](fs, names)
 }
 
 // child reads the file an index entry names; a sequence number that does not match the
@@ -1220,45 +1199,13 @@ func (fs *ntfs) entry(name string, f *ntfsFile) (Entry, error) {
 // Stat describes the file at names.
 func (fs *ntfs) Stat(names []string) (Entry, error) {
 	fs.reads = ntfsMaxRecordReads
-	f, err := fs.walk(names)
-	if err != nil {
-		return Entry{}, err
-	}
-	name := "/"
-	if len(names) > 0 {
-		name = names[len(names)-1]
-	}
-	return fs.entry(name, f)
+	return statTree[*ntfsFile, ntfsDirent](fs, names)
 }
 
 // ReadDir lists the directory at names.
 func (fs *ntfs) ReadDir(names []string) ([]Entry, error) {
 	fs.reads = ntfsMaxRecordReads
-	f, err := fs.walk(names)
-	if err != nil {
-		return nil, err
-	}
-	var ds []ntfsDirent
-	if err := fs.readDir(f, func(d ntfsDirent) bool { ds = append(ds, d); return false }); err != nil {
-		if errors.Is(err, ErrNotDir) {
-			return nil, fmt.Errorf("%s: %w", joinPath(names), ErrNotDir)
-		}
-		return nil, err
-	}
-	out := make([]Entry, 0, len(ds))
-	for i := range ds {
-		p := joinPath(append(names[:len(names):len(names)], ds[i].name))
-		child, err := fs.child(&ds[i])
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", p, err)
-		}
-		e, err := fs.entry(ds[i].name, child)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", p, err)
-		}
-		out = append(out, e)
-	}
-	return out, nil
+	return readDirTree[*ntfsFile, ntfsDirent](fs, names)
 }
 
 // Open returns the bytes of the regular file at names.

@@ -699,74 +699,21 @@ func (fs *xfs) dataBlock(in *xfsInode, b []byte, off int64, emit func([]byte, ui
 	return false, nil
 }
 
+func (fs *xfs) rootNode() (*xfsInode, error)             { return fs.inode(fs.rootIno) }
+func (fs *xfs) direntName(d xfsDirent) string            { return d.name }
+func (fs *xfs) childNode(d xfsDirent) (*xfsInode, error) { return fs.inode(d.ino) }
+
 // walk resolves names from the root without following symlinks.
 func (fs *xfs) walk(names []string) (*xfsInode, error) {
-	in, err := fs.inode(fs.rootIno)
-	if err != nil {
-		return nil, err
-	}
-	for i, name := range names {
-		var found uint64
-		var ok bool
-		if err := fs.readDir(in, func(d xfsDirent) bool {
-			if d.name == name {
-				found, ok = d.ino, true
-				return true
-			}
-			return false
-		}); err != nil {
-			if errors.Is(err, ErrNotDir) {
-				return nil, fmt.Errorf("%s: %w", joinPath(names[:i]), ErrNotDir)
-			}
-			return nil, err
-		}
-		if !ok {
-			return nil, fmt.Errorf("%s: %w", joinPath(names[:i+1]), ErrNotFound)
-		}
-		if in, err = fs.inode(found); err != nil {
-			return nil, err
-		}
-	}
-	return in, nil
+	return walkTree[*xfsInode, xfsDirent](fs, names)
 }
 
 // Stat describes the file at names.
-func (fs *xfs) Stat(names []string) (Entry, error) {
-	in, err := fs.walk(names)
-	if err != nil {
-		return Entry{}, err
-	}
-	name := "/"
-	if len(names) > 0 {
-		name = names[len(names)-1]
-	}
-	return fs.entry(name, in)
-}
+func (fs *xfs) Stat(names []string) (Entry, error) { return statTree[*xfsInode, xfsDirent](fs, names) }
 
 // ReadDir lists the directory at names.
 func (fs *xfs) ReadDir(names []string) ([]Entry, error) {
-	in, err := fs.walk(names)
-	if err != nil {
-		return nil, err
-	}
-	var ds []xfsDirent
-	if err := fs.readDir(in, func(d xfsDirent) bool { ds = append(ds, d); return false }); err != nil {
-		return nil, err
-	}
-	out := make([]Entry, 0, len(ds))
-	for _, d := range ds {
-		p := joinPath(append(names[:len(names):len(names)], d.name))
-		child, err := fs.inode(d.ino)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", p, err)
-		}
-		e, err := fs.entry(d.name, child)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", p, err)
-		}
-		out = append(out, e)
-	}
-	return out, nil
+	return readDirTree[*xfsInode, xfsDirent](fs, names)
 }
 
 // Open returns the bytes of the regular file at names.
