@@ -1,6 +1,7 @@
 package catalog_test
 
 import (
+	"errors"
 	"testing"
 	"time"
 
@@ -122,6 +123,90 @@ func TestBackupCopies(t *testing.T) {
 		}
 		if cps, err := c.BackupCopies(ctx, "bk-full"); err != nil || len(cps) != 0 {
 			t.Fatalf("copies of a deleted backup: %+v, %v", cps, err)
+		}
+	})
+}
+
+// A backup moves to its copy: its repository becomes the copy's, its origin the repository it
+// left, the copy's record goes, and the consistency check expects its indexes in the copy's
+// repository only. A protected backup, one without a copy there, one running, or one unknown is
+// refused and left as it was.
+func TestRehomeBackup(t *testing.T) {
+	catalogtest.ForEachDialect(t, func(t *testing.T, c *catalog.Catalog) {
+		ctx := t.Context()
+		for _, r := range []*catalog.Repository{
+			{ID: "repo-1", Name: "vault", Kind: api.RepositoryLocal, Path: "/srv/vault", ChunkSize: 4 << 20},
+			{ID: "repo-2", Name: "offsite", Kind: api.RepositoryLocal, Path: "/srv/offsite", ChunkSize: 4 << 20},
+			{ID: "repo-3", Name: "tape", Kind: api.RepositoryLocal, Path: "/srv/tape", ChunkSize: 4 << 20},
+		} {
+			if err := c.CreateRepository(ctx, r); err != nil {
+				t.Fatal(err)
+			}
+		}
+		t0 := time.Date(2026, 11, 1, 10, 0, 0, 0, time.UTC)
+		// bk-inc is imported protected (importedRows protects the incremental).
+		for _, b := range []*catalog.BackupRows{importedRows("repo-1", "bk-full", "", t0), importedRows("repo-1", "bk-inc", "bk-full", t0.Add(time.Hour))} {
+			if _, err := c.ImportBackup(ctx, b); err != nil {
+				t.Fatal(err)
+			}
+			for _, to := range []string{"repo-2", "repo-3"} {
+				if err := c.RecordCopy(ctx, &catalog.BackupCopy{BackupID: b.Job.ID, RepositoryID: to}); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+
+		for _, tc := range []struct {
+			name, id, to string
+			want         error
+		}{
+			{"protected", "bk-inc", "repo-2", catalog.ErrProtected},
+			{"no copy there", "bk-full", "repo-1", catalog.ErrNotFound},
+			{"unknown backup", "bk-none", "repo-2", catalog.ErrNotFound},
+		} {
+			if _, _, err := c.RehomeBackup(ctx, tc.id, tc.to); !errors.Is(err, tc.want) {
+				t.Fatalf("%s: RehomeBackup(%s, %s) = %v, want %v", tc.name, tc.id, tc.to, err, tc.want)
+			}
+		}
+		if row, err := c.BackupByID(ctx, "bk-inc"); err != nil || row.RepositoryID != "repo-1" || row.OriginRepositoryID != "" {
+			t.Fatalf("a refused move changed the backup: %+v, %v", row, err)
+		}
+		if cps, err := c.BackupCopies(ctx, "bk-inc"); err != nil || len(cps) != 2 {
+			t.Fatalf("a refused move changed the copies: %+v, %v", cps, err)
+		}
+
+		j, disks, err := c.RehomeBackup(ctx, "bk-full", "repo-2")
+		if err != nil || j.RepositoryID != "repo-1" || len(disks) != 1 || disks[0].DiskID != "disk-2000" {
+			t.Fatalf("RehomeBackup = %+v, %+v, %v", j, disks, err)
+		}
+		row, err := c.BackupByID(ctx, "bk-full")
+		if err != nil || row.RepositoryID != "repo-2" || row.RepositoryName != "offsite" || row.OriginRepositoryID != "repo-1" {
+			t.Fatalf("after the move: %+v, %v", row, err)
+		}
+		if cps, err := c.BackupCopies(ctx, "bk-full"); err != nil || len(cps) != 1 || cps[0].RepositoryID != "repo-3" {
+			t.Fatalf("copies after the move: %+v, %v", cps, err)
+		}
+		for repo, want := range map[string]int{"repo-1": 1, "repo-2": 2, "repo-3": 2} {
+			if ds, err := c.IndexedDisks(ctx, repo); err != nil || len(ds) != want {
+				t.Fatalf("IndexedDisks(%s) = %+v, %v; want %d", repo, ds, err, want)
+			}
+		}
+		// Moving again keeps the repository it was first taken into as its origin.
+		if _, _, err := c.RehomeBackup(ctx, "bk-full", "repo-3"); err != nil {
+			t.Fatal(err)
+		}
+		if row, err := c.BackupByID(ctx, "bk-full"); err != nil || row.RepositoryID != "repo-3" || row.OriginRepositoryID != "repo-1" {
+			t.Fatalf("after the second move: %+v, %v", row, err)
+		}
+		if _, _, err := c.RehomeBackup(ctx, "bk-full", "repo-2"); !errors.Is(err, catalog.ErrNotFound) {
+			t.Fatalf("moving to a copy that went with the first move: %v", err)
+		}
+
+		// A running backup is refused.
+		ctxID := catalog.SeedVMForTest(t, c)
+		running := catalog.SeedJobForTest(t, c, ctxID)
+		if _, _, err := c.RehomeBackup(ctx, running, "repo-2"); !errors.Is(err, catalog.ErrConflict) {
+			t.Fatalf("moving a queued or running backup: %v", err)
 		}
 	})
 }

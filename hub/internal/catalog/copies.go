@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/sendense/sendense/shared/api"
 	"github.com/uptrace/bun"
 )
 
@@ -146,4 +147,57 @@ func (c *Catalog) CopyPolicyStats(ctx context.Context, policyID string) (PolicyR
 	}
 	out.LastSuccessAt = ok.FinishedAt
 	return out, nil
+}
+
+// RehomeBackup moves a backup to its copy in repository toRepositoryID, in one transaction: the
+// backup's repository becomes toRepositoryID, origin_repository_id remembers the repository it
+// leaves (or keeps the one it was first taken into), and the copy's record goes, since the copy
+// is now the backup itself. A queued or running backup is refused (ErrConflict), so is a
+// protected one (ErrProtected, ErrConflict); no copy recorded there → ErrNotFound. It returns the
+// job as it was before the move (its RepositoryID is the repository left) and its disks.
+func (c *Catalog) RehomeBackup(ctx context.Context, id, toRepositoryID string) (*BackupJob, []BackupDisk, error) {
+	j := new(BackupJob)
+	var disks []BackupDisk
+	err := c.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+		q := tx.NewSelect().Model(j).Where("id = ?", id)
+		if c.driver == DriverMySQL {
+			q = q.For("UPDATE")
+		}
+		if err := q.Scan(ctx); err != nil {
+			if errors.Is(err, sql.ErrNoRows) {
+				return fmt.Errorf("backup %s: %w", id, ErrNotFound)
+			}
+			return fmt.Errorf("select backup %s: %w", id, err)
+		}
+		switch {
+		case j.Status == api.JobQueued || j.Status == api.JobRunning:
+			return fmt.Errorf("backup %s is %s; cancel it first: %w", id, j.Status, ErrConflict)
+		case j.Protected:
+			return fmt.Errorf("backup %s: %w; unprotect it first: %w", id, ErrProtected, ErrConflict)
+		}
+		res, err := tx.NewDelete().Model((*BackupCopy)(nil)).Where("backup_id = ?", id).Where("repository_id = ?", toRepositoryID).Exec(ctx)
+		if err != nil {
+			return fmt.Errorf("delete copy of backup %s in repository %s: %w", id, toRepositoryID, err)
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return fmt.Errorf("copy of backup %s in repository %s: %w", id, toRepositoryID, ErrNotFound)
+		}
+		origin := j.OriginRepositoryID
+		if origin == "" {
+			origin = j.RepositoryID
+		}
+		if _, err := tx.NewUpdate().Model((*BackupJob)(nil)).
+			Set("repository_id = ?", toRepositoryID).Set("origin_repository_id = ?", origin).Set("updated_at = ?", c.now()).
+			Where("id = ?", id).Exec(ctx); err != nil {
+			return fmt.Errorf("move backup %s to repository %s: %w", id, toRepositoryID, err)
+		}
+		if err := tx.NewSelect().Model(&disks).Where("job_id = ?", id).Scan(ctx); err != nil {
+			return fmt.Errorf("select disks of backup %s: %w", id, err)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	return j, disks, nil
 }

@@ -164,27 +164,30 @@ type VMDisk struct {
 type BackupJob struct {
 	bun.BaseModel `bun:"table:backup_jobs,alias:j"`
 
-	ID                string    `bun:"id,pk"`
-	VMContextID       string    `bun:"vm_context_id,notnull"`
-	AgentID           string    `bun:"agent_id,notnull"`
-	RepositoryID      string    `bun:"repository_id,notnull"`
-	RequestedType     string    `bun:"requested_type,notnull"` // auto, full, incremental
-	Type              string    `bun:"type,notnull"`           // full or incremental once decided
-	Status            string    `bun:"status,notnull"`
-	CancelRequested   bool      `bun:"cancel_requested,notnull"`
-	SnapshotName      string    `bun:"snapshot_name,notnull"`
-	SnapshotRef       string    `bun:"snapshot_ref,notnull"`
-	SnapshotCreatedAt time.Time `bun:"snapshot_created_at,nullzero"`
-	ClaimedAt         time.Time `bun:"claimed_at,nullzero"`
-	StartedAt         time.Time `bun:"started_at,nullzero"`
-	FinishedAt        time.Time `bun:"finished_at,nullzero"`
-	HeartbeatAt       time.Time `bun:"heartbeat_at,nullzero"`
-	BytesRead         int64     `bun:"bytes_read,notnull"`
-	BytesSent         int64     `bun:"bytes_sent,notnull"`
-	BytesDeduplicated int64     `bun:"bytes_deduplicated,notnull"`
-	BytesZero         int64     `bun:"bytes_zero,notnull"`
-	BytesTotal        int64     `bun:"bytes_total,notnull"` // what the agent plans to read
-	Phase             string    `bun:"phase,notnull"`       // the agent's last reported phase
+	ID           string `bun:"id,pk"`
+	VMContextID  string `bun:"vm_context_id,notnull"`
+	AgentID      string `bun:"agent_id,notnull"`
+	RepositoryID string `bun:"repository_id,notnull"`
+	// OriginRepositoryID is the repository the backup was taken into when it has since moved
+	// to a copy of it (RehomeBackup); empty while it lives where it was taken.
+	OriginRepositoryID string    `bun:"origin_repository_id,nullzero"`
+	RequestedType      string    `bun:"requested_type,notnull"` // auto, full, incremental
+	Type               string    `bun:"type,notnull"`           // full or incremental once decided
+	Status             string    `bun:"status,notnull"`
+	CancelRequested    bool      `bun:"cancel_requested,notnull"`
+	SnapshotName       string    `bun:"snapshot_name,notnull"`
+	SnapshotRef        string    `bun:"snapshot_ref,notnull"`
+	SnapshotCreatedAt  time.Time `bun:"snapshot_created_at,nullzero"`
+	ClaimedAt          time.Time `bun:"claimed_at,nullzero"`
+	StartedAt          time.Time `bun:"started_at,nullzero"`
+	FinishedAt         time.Time `bun:"finished_at,nullzero"`
+	HeartbeatAt        time.Time `bun:"heartbeat_at,nullzero"`
+	BytesRead          int64     `bun:"bytes_read,notnull"`
+	BytesSent          int64     `bun:"bytes_sent,notnull"`
+	BytesDeduplicated  int64     `bun:"bytes_deduplicated,notnull"`
+	BytesZero          int64     `bun:"bytes_zero,notnull"`
+	BytesTotal         int64     `bun:"bytes_total,notnull"` // what the agent plans to read
+	Phase              string    `bun:"phase,notnull"`       // the agent's last reported phase
 	// SkippedDisks are the VM's present disks a snapshot cannot capture, recorded when the job
 	// succeeds (JSON).
 	SkippedDisks []api.SkippedDisk `bun:"skipped_disks,type:text,nullzero"`

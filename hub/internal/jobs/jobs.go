@@ -54,6 +54,7 @@ type backupCatalog interface {
 	BackupRows(ctx context.Context, id string) (*catalog.BackupRows, error)
 	BackupCopies(ctx context.Context, backupID string) ([]catalog.BackupCopy, error)
 	DeleteCopy(ctx context.Context, backupID, repositoryID string) error
+	RehomeBackup(ctx context.Context, id, toRepositoryID string) (*catalog.BackupJob, []catalog.BackupDisk, error)
 	CountJobsByStatus(ctx context.Context) (map[string]int, error)
 
 	restoreCatalog

@@ -1,9 +1,11 @@
 package jobs
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/sendense/sendense/hub/internal/catalog"
@@ -210,6 +212,55 @@ func (s *Service) Delete(ctx context.Context, id string) error {
 		s.removeVMConfig(ctx, j.RepositoryID, row.InstanceUUID, id)
 	}
 	s.log.InfoContext(ctx, "backup deleted", "job_id", id, "vm_context_id", j.VMContextID, "disks", len(disks))
+	return nil
+}
+
+// DeleteFrom removes a backup from the repository repositoryID only. Held there as a copy, the
+// copy goes (DeleteCopy). Held there as its home without a copy elsewhere, the backup goes
+// (Delete). Held there as its home with copies, it moves to its oldest copy, which becomes its
+// home under the same id (restores, files and restore tests follow), and only this
+// repository's record, indexes and VM configuration go: a copy kept off site for longer than
+// the backups at home outlives them. The same refusals as Delete apply (protected, queued or
+// running, retained by an object lock or a hardened repository → catalog.ErrConflict); a
+// backup not in that repository → catalog.ErrNotFound.
+func (s *Service) DeleteFrom(ctx context.Context, id, repositoryID string) error {
+	row, err := s.cat.BackupByID(ctx, id)
+	if err != nil {
+		return err
+	}
+	if row.RepositoryID != repositoryID {
+		return s.DeleteCopy(ctx, id, repositoryID)
+	}
+	cps, err := s.cat.BackupCopies(ctx, id)
+	if err != nil {
+		return err
+	}
+	if len(cps) == 0 {
+		return s.Delete(ctx, id)
+	}
+	if !row.Protected { // the catalog refuses a protected one, and says so first
+		if err := s.checkNotRetained(ctx, row); err != nil {
+			return err
+		}
+	}
+	// The oldest copy: the one made under the longest-standing policy, most likely the one
+	// meant to keep it longest.
+	to := slices.MinFunc(cps, func(a, b catalog.BackupCopy) int {
+		return cmp.Or(a.CopiedAt.Compare(b.CopiedAt), cmp.Compare(a.RepositoryID, b.RepositoryID))
+	})
+	j, disks, err := s.cat.RehomeBackup(ctx, id, to.RepositoryID)
+	if err != nil {
+		return err
+	}
+	// j is the backup as it was: its RepositoryID is the repository it left, whose files go
+	// as Delete removes them, the record first.
+	s.undescribe(ctx, j.RepositoryID, row.InstanceUUID, id)
+	s.removeIndexes(ctx, j.RepositoryID, row.InstanceUUID, disks)
+	if row.VMConfigDigest != "" {
+		s.removeVMConfig(ctx, j.RepositoryID, row.InstanceUUID, id)
+	}
+	s.log.InfoContext(ctx, "backup moved to its copy", "job_id", id, "vm_context_id", j.VMContextID,
+		"from_repository_id", j.RepositoryID, "to_repository_id", to.RepositoryID, "disks", len(disks))
 	return nil
 }
 

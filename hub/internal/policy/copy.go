@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -26,10 +27,11 @@ type copier interface {
 	CopyBackups(ctx context.Context, fromID, toID string, ids []string) (copies.Report, error)
 }
 
-// copyDeleter removes the copy of a backup from a repository, never the backup (jobs.Service);
-// a protected backup's copy → catalog.ErrConflict.
+// copyDeleter removes a backup from one repository (jobs.Service): its copy there, or the
+// backup itself when it moved there from the copy policy's source and has no further copy;
+// protected or retained → catalog.ErrConflict; not there → catalog.ErrNotFound.
 type copyDeleter interface {
-	DeleteCopy(ctx context.Context, backupID, repositoryID string) error
+	DeleteFrom(ctx context.Context, id, repositoryID string) error
 }
 
 // copyCatalog is what copy policies need of the catalog besides policyCatalog.
@@ -81,7 +83,8 @@ type copyPlan struct {
 	// keeps (protected ones always), oldest first; Missing those of them the target holds no
 	// copy of.
 	Wanted, Missing []catalog.BackupRow
-	// Unwanted are copies in the target of selected backups that the retention no longer keeps.
+	// Unwanted are copies in the target of selected backups that the retention no longer keeps,
+	// and backups moved into the target from the source that it no longer keeps.
 	Unwanted []catalog.BackupRow
 }
 
@@ -89,7 +92,9 @@ type copyPlan struct {
 // backup it keeps belongs in the target, a copy of one it does not keep does not. Retention is
 // decided on the source's backups, not on the copies, so that a copy pruned from the target is
 // never copied again (a newer backup took its place) and a backup never copied because it was
-// already out of the window is not behind.
+// already out of the window is not behind. The source's backups include those pruned there
+// since and moved to their copy in the target (origin_repository_id): they count for the
+// retention, and go for good when it stops keeping them.
 func (s *Service) planCopy(ctx context.Context, p *catalog.Policy) (copyPlan, error) {
 	var plan copyPlan
 	loc, err := time.LoadLocation(p.Timezone)
@@ -100,6 +105,19 @@ func (s *Service) planCopy(ctx context.Context, p *catalog.Policy) (copyPlan, er
 	if err != nil {
 		return plan, err
 	}
+	moved, _, err := s.cat.Backups(ctx, catalog.BackupFilter{RepositoryID: p.TargetRepositoryID, Status: api.JobSucceeded})
+	if err != nil {
+		return plan, err
+	}
+	for _, b := range moved {
+		if b.OriginRepositoryID == p.RepositoryID {
+			rows = append(rows, b)
+		}
+	}
+	// Newest first, as Backups lists them, over both.
+	slices.SortStableFunc(rows, func(a, b catalog.BackupRow) int {
+		return cmp.Or(b.CreatedAt.Compare(a.CreatedAt), cmp.Compare(b.ID, a.ID))
+	})
 	held, err := s.cat.CopiesIn(ctx, p.TargetRepositoryID)
 	if err != nil {
 		return plan, err
@@ -121,6 +139,7 @@ func (s *Service) planCopy(ctx context.Context, p *catalog.Policy) (copyPlan, er
 		b := rows[i]
 		kept, selected := keep[b.ID]
 		_, copied := held[b.ID]
+		copied = copied || b.RepositoryID == p.TargetRepositoryID // moved there: the copy is the backup
 		switch {
 		case !selected:
 		case kept:
@@ -182,7 +201,9 @@ func (s *Service) runCopy(ctx context.Context, p *catalog.Policy) (catalog.CopyR
 		}
 		if len(errs) == 0 {
 			for _, u := range plan.Unwanted {
-				err := s.copyDel.DeleteCopy(ctx, u.ID, p.TargetRepositoryID)
+				// A copy goes from the target; a backup moved into the target goes for good
+				// (unless it has a further copy elsewhere, which it then moves to).
+				err := s.copyDel.DeleteFrom(ctx, u.ID, p.TargetRepositoryID)
 				switch {
 				case errors.Is(err, catalog.ErrConflict):
 					s.log.InfoContext(ctx, "copy kept: it cannot be removed", "policy", p.Name, "job_id", u.ID, "err", err)

@@ -26,7 +26,7 @@ func (c *countingCopier) CopyBackups(ctx context.Context, fromID, toID string, i
 
 type noDeletes struct{}
 
-func (noDeletes) DeleteCopy(ctx context.Context, backupID, repositoryID string) error { return nil }
+func (noDeletes) DeleteFrom(ctx context.Context, id, repositoryID string) error { return nil }
 
 // A copy policy is due once per slot however many hubs tick at once: 8 concurrent ticks on two
 // hubs sharing one catalog run it once per hour, each run recorded with its outcome and an event.

@@ -48,10 +48,13 @@ type policyCatalog interface {
 	copyCatalog
 }
 
-// jobs queues and deletes backups.
+// jobs queues backups and removes them from a repository.
 type jobs interface {
 	Queue(ctx context.Context, vm *catalog.VMWithSource, repositoryID, policyID, typ string, cbtSample float64) (string, error)
-	Delete(ctx context.Context, id string) error
+	// DeleteFrom removes a backup from one repository: a copy there goes; a backup at home
+	// there moves to its oldest copy, or goes when it has none. Protected, running or
+	// retained → catalog.ErrConflict.
+	DeleteFrom(ctx context.Context, id, repositoryID string) error
 }
 
 // restoreTests queues restore tests.

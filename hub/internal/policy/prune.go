@@ -103,7 +103,9 @@ func (s *Service) pruneGroup(ctx context.Context, g *group, dryRun bool, rep *Pr
 	}
 	in := make([]retention.Backup, 0, len(hist))
 	for _, j := range hist {
-		in = append(in, retention.Backup{ID: j.ID, Time: j.CreatedAt, Protected: j.Protected})
+		if j.OriginRepositoryID == "" {
+			in = append(in, retention.Backup{ID: j.ID, Time: j.CreatedAt, Protected: j.Protected})
+		}
 	}
 	keep := map[string][]string{}
 	for _, r := range g.rules {
@@ -120,6 +122,17 @@ func (s *Service) pruneGroup(ctx context.Context, g *group, dryRun bool, rep *Pr
 		slices.Sort(reasons)
 		reasons = slices.Compact(reasons)
 		d := api.PruneDecision{BackupID: j.ID, VMName: g.vm.VMName, CreatedAt: j.CreatedAt, Keep: kept, Reasons: reasons}
+		if j.OriginRepositoryID != "" {
+			// Moved here from its home when that pruned it: it is the copy a copy policy keeps,
+			// under that policy's retention, not this one's.
+			origin := j.OriginRepositoryID
+			if r, err := s.cat.RepositoryByID(ctx, origin); err == nil {
+				origin = r.Name
+			}
+			d.Keep, d.Reasons = true, []string{"moved here from repository " + origin + ": its copy policy's retention applies"}
+			rep.Decisions = append(rep.Decisions, d)
+			continue
+		}
 		if rt, ok := s.jobs.(retainer); ok && kept && !dryRun {
 			// Kept by retention: its objects stay locked for another lock period.
 			if err := rt.Retain(ctx, j.ID); err != nil {
@@ -129,7 +142,9 @@ func (s *Service) pruneGroup(ctx context.Context, g *group, dryRun bool, rep *Pr
 		if !kept {
 			d.Reasons = []string{"no rule keeps it"}
 			if !dryRun {
-				if err := s.jobs.Delete(ctx, j.ID); err != nil {
+				// Only from this repository: a backup with a copy moves to it and lives on there
+				// under the copy policy's retention.
+				if err := s.jobs.DeleteFrom(ctx, j.ID, g.repo); err != nil {
 					if errors.Is(err, catalog.ErrConflict) {
 						d.Keep, d.Reasons = true, []string{"not removed: " + err.Error()}
 					} else {

@@ -1,0 +1,1 @@
+ALTER TABLE backup_jobs DROP COLUMN origin_repository_id;
