@@ -85,6 +85,9 @@ func NewRunner(hub jobHub, sources func(name string) (Source, error), log *slog.
 	if m == nil {
 		m = NewMetrics(nil)
 	}
+	if opts.Upload.Pool == nil {
+		opts.Upload.Pool = NewBufferPool(opts.Upload.MaxInFlight)
+	}
 	return &Runner{hub: hub, sources: sources, log: log, metrics: m, opts: opts, snapshots: map[string]time.Time{}, active: map[string]bool{}}
 }
 
@@ -398,7 +401,7 @@ func (r *Runner) backupDisk(ctx context.Context, job *api.Job, jd api.JobDisk, s
 		}
 	}
 	dc := &Counters{}
-	err = upload(ctx, r.hub, uploadTask{SessionID: sess.ID, Job: c, Reader: rd, Capacity: sd.CapacityBytes, ChunkSize: chunkSize, Slots: todo}, dc, r.metrics, r.opts.Upload)
+	err = upload(ctx, r.hub, r.opts.Upload.Pool, uploadTask{SessionID: sess.ID, Job: c, Reader: rd, Capacity: sd.CapacityBytes, ChunkSize: chunkSize, Slots: todo}, dc, r.metrics, r.opts.Upload)
 	if err != nil {
 		return err
 	}

@@ -17,11 +17,7 @@ import (
 // finds no gain and goes raw too. Every blob opens to the slot's bytes.
 func TestSealSkipsIncompressible(t *testing.T) {
 	const n = 4 << 20
-	w, err := newWorker(nil, uploadTask{ChunkSize: n}, &Counters{}, nil, 1, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.enc.Close()
+	pool := NewBufferPool(16 << 20)
 	random := func(k int) []byte {
 		b := make([]byte, k)
 		if _, err := rand.Read(b); err != nil {
@@ -50,7 +46,12 @@ func TestSealSkipsIncompressible(t *testing.T) {
 		{"short text", text[:2*sampleLen], chunk.CodecZstd},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			blob, err := w.seal(append(make([]byte, chunk.HeaderSize), tc.p...))
+			var blob []byte
+			err := pool.withSealer(t.Context(), func(s *sealer) error {
+				var err error
+				blob, err = s.seal(append(make([]byte, chunk.HeaderSize), tc.p...))
+				return err
+			})
 			if err != nil {
 				t.Fatal(err)
 			}

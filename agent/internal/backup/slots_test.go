@@ -46,32 +46,3 @@ func TestWithoutDone(t *testing.T) {
 		t.Fatalf("no slots: got %v", got)
 	}
 }
-
-func TestUploadWorkers(t *testing.T) {
-	const mib = 1 << 20
-	for _, tt := range []struct {
-		name        string
-		maxInFlight int64
-		groupSlots  int
-		chunkSize   int64
-		want        int
-	}{
-		// Each worker holds groupSlots+2 chunks: 6 × 4 MiB = 24 MiB by default.
-		{"defaults", 80 * mib, 4, 4 * mib, 3},
-		{"exactly two workers", 80 * mib, 8, 4 * mib, 2},
-		{"just short of two", 80*mib - 1, 8, 4 * mib, 1},
-		{"cap below one worker", 1 * mib, 8, 4 * mib, 1},
-		{"zero cap", 0, 8, 4 * mib, 1},
-		{"capped at 16", 1 << 40, 8, 4 * mib, 16},
-		{"single-slot groups", 256 * mib, 1, 4 * mib, 16},
-		{"big groups", 256 * mib, 63, 4 * mib, 1},
-		{"small chunks", 256 * mib, 8, 64 << 10, 16},
-		{"1 MiB chunks", 32 * mib, 7, 1 * mib, 3},
-	} {
-		t.Run(tt.name, func(t *testing.T) {
-			if got := uploadWorkers(tt.maxInFlight, tt.groupSlots, tt.chunkSize); got != tt.want {
-				t.Fatalf("uploadWorkers(%d, %d, %d) = %d, want %d", tt.maxInFlight, tt.groupSlots, tt.chunkSize, got, tt.want)
-			}
-		})
-	}
-}

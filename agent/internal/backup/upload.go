@@ -1,6 +1,6 @@
 // Package backup is the agent's data path: for one job it takes the snapshot, asks CBT what
 // changed, reads the changed slots through a disk transport, skips zeros, hashes, compresses
-// what the hub lacks and uploads it in parallel under a memory cap, resumably.
+// what the hub lacks and uploads it in parallel under one memory budget of the process, resumably.
 package backup
 
 import (
@@ -9,9 +9,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sync/atomic"
 
-	"github.com/klauspost/compress/zstd"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/sendense/sendense/shared/api"
@@ -47,12 +47,23 @@ func (c *Counters) remove(o *Counters) {
 
 // UploadOptions bound the uploader.
 type UploadOptions struct {
-	// MaxInFlight caps the memory of slots read but not yet acknowledged, with the compression
-	// buffers that go with them (default 80 MiB).
+	// MaxInFlight is the process's budget for slots read but not yet acknowledged, with the
+	// compression buffers that go with them (default 80 MiB), shared by every upload of the
+	// Runner (one pool, see BufferPool).
 	MaxInFlight int64
-	// GroupSlots is how many consecutive slots one worker reads and records at once (default 4).
+	// GroupSlots is how many consecutive slots are read and recorded at once (default 4).
 	GroupSlots int
+	// Pool, when set, is the budget to share instead of one made from MaxInFlight (several
+	// Runners of one process).
+	Pool *BufferPool
 }
+
+// Widths of an upload's stages. They bound goroutines, not memory: memory is the pool's.
+const (
+	readersPerUpload   = 2  // read and hash groups
+	recordersPerUpload = 4  // record requests in flight
+	sendersPerUpload   = 16 // chunk uploads in flight
+)
 
 // uploadTask describes one disk's upload.
 type uploadTask struct {
@@ -64,44 +75,102 @@ type uploadTask struct {
 	Slots     []int64 // the slots to read, ascending
 }
 
-// upload reads, hashes and sends the task's slots. Workers each take a group of slots: read
-// them, record their digests (the hub answers which chunks it lacks), compress and upload only
-// those, and record them again. The number of workers follows from the memory cap, so memory in
-// flight never exceeds it.
-func upload(ctx context.Context, hub sessionHub, t uploadTask, c *Counters, m *Metrics, opts UploadOptions) error {
-	if opts.MaxInFlight <= 0 {
-		opts.MaxInFlight = 80 << 20
-	}
+// readGroup is consecutive slots read and hashed, each in its buffer after room for a blob
+// header, so that a chunk is sealed in place and its upload needs no buffer of its own.
+type readGroup struct {
+	slots   []int64
+	bufs    []slotBuf
+	lens    []int64
+	digests []string
+}
+
+// missingChunk is a chunk the hub lacks, in the buffer of one of the slots that hold it.
+type missingChunk struct {
+	digest  string
+	holders []int64
+	buf     slotBuf
+	n       int64
+}
+
+// upload reads, hashes and sends the task's slots in three overlapping stages, so that round
+// trips to the hub overlap with reading and with each other: readers fill buffers from the
+// pool with groups of slots and hash them; recorders record each group's digests (the hub
+// answers which chunks it lacks) and give back the buffers of slots that are zero or already
+// held; senders compress and upload the missing chunks, each recording the slots that hold it,
+// and give their buffers back once acknowledged. Memory in flight is the pool's, shared by
+// every upload of the process.
+func upload(ctx context.Context, hub sessionHub, pool *BufferPool, t uploadTask, c *Counters, m *Metrics, opts UploadOptions) error {
 	if opts.GroupSlots <= 0 {
 		opts.GroupSlots = 4
 	}
 	if len(t.Slots) == 0 {
 		return nil
 	}
-	workers := uploadWorkers(opts.MaxInFlight, opts.GroupSlots, t.ChunkSize)
+	size := chunk.HeaderSize + int(t.ChunkSize)
+	per := pool.groupFit(opts.GroupSlots, size)
+	u := &uploader{hub: hub, pool: pool, t: t, c: c, m: m}
+	// Whatever the stages still hold when they stop on an error goes back to the pool here,
+	// after every stage has returned.
+	defer u.releaseHeld()
+
 	groups := make(chan []int64)
+	read := make(chan *readGroup)
+	missing := make(chan missingChunk)
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
 		defer close(groups)
-		for i := 0; i < len(t.Slots); i += opts.GroupSlots {
+		for i := 0; i < len(t.Slots); i += per {
 			select {
-			case groups <- t.Slots[i:min(i+opts.GroupSlots, len(t.Slots))]:
+			case groups <- t.Slots[i:min(i+per, len(t.Slots))]:
 			case <-gctx.Done():
 				return gctx.Err()
 			}
 		}
 		return nil
 	})
-	zero := make([]byte, t.ChunkSize)
-	for range workers {
+	var readers, recorders atomic.Int32
+	readers.Store(readersPerUpload)
+	recorders.Store(recordersPerUpload)
+	for range readersPerUpload {
 		g.Go(func() error {
-			w, err := newWorker(hub, t, c, m, opts.GroupSlots, zero)
-			if err != nil {
-				return err
-			}
-			defer w.enc.Close()
+			defer func() {
+				if readers.Add(-1) == 0 {
+					close(read)
+				}
+			}()
 			for grp := range groups {
-				if err := w.group(gctx, grp); err != nil {
+				rg, err := u.read(gctx, grp, size)
+				if err != nil {
+					return err
+				}
+				select {
+				case read <- rg:
+				case <-gctx.Done():
+					return gctx.Err()
+				}
+			}
+			return nil
+		})
+	}
+	for range recordersPerUpload {
+		g.Go(func() error {
+			defer func() {
+				if recorders.Add(-1) == 0 {
+					close(missing)
+				}
+			}()
+			for rg := range read {
+				if err := u.record(gctx, rg, missing); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}
+	for range sendersPerUpload {
+		g.Go(func() error {
+			for mc := range missing {
+				if err := u.send(gctx, mc); err != nil {
 					return err
 				}
 			}
@@ -111,140 +180,170 @@ func upload(ctx context.Context, hub sessionHub, t uploadTask, c *Counters, m *M
 	return g.Wait()
 }
 
-type worker struct {
-	hub sessionHub
-	t   uploadTask
-	c   *Counters
-	m   *Metrics
-	// bufs hold a group's slots, each after room for a blob header, so that a chunk is sealed
-	// in place and the group's uploads need no buffer of their own.
-	bufs [][]byte
-	// out is where zstd compresses a slot before the result is copied over the slot's bytes.
-	out  []byte
-	zero []byte
-	enc  *zstd.Encoder
-	// sample holds the compressed samples of incompressible.
-	sample []byte
-}
-
-func newWorker(hub sessionHub, t uploadTask, c *Counters, m *Metrics, group int, zero []byte) (*worker, error) {
-	// No zstd frame checksum: the blob header carries a CRC-32C and the hub re-hashes the
-	// plaintext with SHA-256 anyway.
-	enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(1),
-		zstd.WithZeroFrames(true), zstd.WithEncoderCRC(false))
-	if err != nil {
-		return nil, fmt.Errorf("zstd encoder: %w", err)
-	}
-	w := &worker{hub: hub, t: t, c: c, m: m, zero: zero, enc: enc, out: make([]byte, 0, chunk.MaxBlobLen(int(t.ChunkSize)))}
-	for range group {
-		w.bufs = append(w.bufs, make([]byte, chunk.HeaderSize+t.ChunkSize))
-	}
-	return w, nil
+type uploader struct {
+	hub  sessionHub
+	pool *BufferPool
+	t    uploadTask
+	c    *Counters
+	m    *Metrics
+	held atomic.Int64 // budget bytes this upload holds
 }
 
 // add counts on the disk's counters and, when set, the job's.
-func (w *worker) add(f func(c *Counters)) {
-	f(w.c)
-	if w.t.Job != nil {
-		f(w.t.Job)
+func (u *uploader) add(f func(c *Counters)) {
+	f(u.c)
+	if u.t.Job != nil {
+		f(u.t.Job)
 	}
 }
 
-// group handles consecutive slots: read, hash, record, upload what the hub lacks. The uploads
-// of a group run at once, so that on a long round trip a worker waits for one answer per group
-// rather than one per chunk.
-func (w *worker) group(ctx context.Context, slots []int64) error {
-	batch := api.SlotBatch{Slots: make([]api.SlotDigest, 0, len(slots))}
-	plain := make(map[string][]byte, len(slots))
-	blobs := make(map[string][]byte, len(slots)) // the slot's buffer from its header room on
+func (u *uploader) put(sb slotBuf) {
+	u.held.Add(-sb.w)
+	u.pool.put(sb)
+}
+
+// releaseHeld gives back the budget of buffers left in the stages by an error; the buffers
+// themselves are left to the garbage collector.
+func (u *uploader) releaseHeld() {
+	if h := u.held.Swap(0); h > 0 {
+		u.pool.inUse.Add(-h)
+		u.pool.sem.Release(h)
+	}
+}
+
+// read takes the buffers of a group from the pool at once, reads and hashes its slots.
+func (u *uploader) read(ctx context.Context, slots []int64, size int) (*readGroup, error) {
+	bufs, err := u.pool.getGroup(ctx, len(slots), size)
+	if err != nil {
+		return nil, err
+	}
+	for _, b := range bufs {
+		u.held.Add(b.w)
+	}
+	rg := &readGroup{slots: slots, bufs: bufs, lens: make([]int64, len(slots)), digests: make([]string, len(slots))}
 	for i, s := range slots {
-		off := s * w.t.ChunkSize
-		n := min(w.t.ChunkSize, w.t.Capacity-off)
-		buf := w.bufs[i][chunk.HeaderSize : chunk.HeaderSize+n]
-		if err := readFull(w.t.Reader, buf, off); err != nil {
-			return fmt.Errorf("read slot %d at offset %d: %w", s, off, err)
+		off := s * u.t.ChunkSize
+		n := min(u.t.ChunkSize, u.t.Capacity-off)
+		buf := bufs[i].b[chunk.HeaderSize : chunk.HeaderSize+n]
+		if err := readFull(u.t.Reader, buf, off); err != nil {
+			return nil, fmt.Errorf("read slot %d at offset %d: %w", s, off, err)
 		}
-		w.add(func(c *Counters) { c.BytesRead.Add(n) })
-		w.m.readBytes.Add(float64(n))
+		u.add(func(c *Counters) { c.BytesRead.Add(n) })
+		u.m.readBytes.Add(float64(n))
 		var d chunk.Digest
-		if bytes.Equal(buf, w.zero[:n]) {
+		if isZero(buf) {
 			d = chunk.ZeroDigest(int(n))
-			w.add(func(c *Counters) { c.BytesZero.Add(n) })
-			w.m.zeroBytes.Add(float64(n))
-			w.m.slots.WithLabelValues("zero").Inc()
+			u.add(func(c *Counters) { c.BytesZero.Add(n) })
+			u.m.zeroBytes.Add(float64(n))
+			u.m.slots.WithLabelValues("zero").Inc()
 		} else {
 			d = chunk.Sum(buf)
 		}
-		hex := d.String()
-		plain[hex] = buf
-		blobs[hex] = w.bufs[i][:chunk.HeaderSize+n]
-		batch.Slots = append(batch.Slots, api.SlotDigest{Slot: s, Digest: hex})
+		rg.lens[i], rg.digests[i] = n, d.String()
 	}
-	res, err := w.hub.RecordSlots(ctx, w.t.SessionID, batch)
+	return rg, nil
+}
+
+// record records a group's digests, gives back the buffers of slots whose chunk the hub holds
+// (or that are zero) and passes each missing chunk on, once, with the slots that hold it.
+func (u *uploader) record(ctx context.Context, rg *readGroup, out chan<- missingChunk) error {
+	batch := api.SlotBatch{Slots: make([]api.SlotDigest, len(rg.slots))}
+	for i, s := range rg.slots {
+		batch.Slots[i] = api.SlotDigest{Slot: s, Digest: rg.digests[i]}
+	}
+	res, err := u.hub.RecordSlots(ctx, u.t.SessionID, batch)
 	if err != nil {
-		return fmt.Errorf("record slots %d..%d: %w", slots[0], slots[len(slots)-1], err)
+		return fmt.Errorf("record slots %d..%d: %w", rg.slots[0], rg.slots[len(rg.slots)-1], err)
 	}
-	missing := make(map[string]bool, len(res.Missing))
-	// Sealing overwrites a slot's bytes (only their length is used afterwards); the uploads then
-	// run together, each recording the slots that hold its chunk: one round trip per missing
-	// chunk, none more for the group, all of them at once.
-	ug, uctx := errgroup.WithContext(ctx)
+	// The first slot holding a missing digest carries its chunk; every other buffer goes back.
+	carrier := make(map[string]int, len(res.Missing))
 	for _, d := range res.Missing {
-		room, ok := blobs[d]
-		if !ok {
+		i := slices.Index(rg.digests, d)
+		if i < 0 {
 			return fmt.Errorf("hub asked for chunk %s that this batch does not hold", d)
 		}
-		if missing[d] {
-			continue // named twice; its blob is sealed already
-		}
-		var holders []int64
-		for _, sd := range batch.Slots {
-			if sd.Digest == d {
-				holders = append(holders, sd.Slot)
-			}
-		}
-		blob, err := w.seal(room)
-		if err != nil {
-			return errors.Join(err, ug.Wait())
-		}
-		missing[d] = true
-		ug.Go(func() error {
-			if err := w.hub.PutChunk(uctx, w.t.SessionID, d, holders, blob); err != nil {
-				return fmt.Errorf("upload chunk %s: %w", d, err)
-			}
-			w.add(func(c *Counters) { c.BytesSent.Add(int64(len(blob))) })
-			w.m.sentBytes.Add(float64(len(blob)))
-			return nil
-		})
+		carrier[d] = i
 	}
-	if err := ug.Wait(); err != nil {
-		return err
-	}
-	for _, sd := range batch.Slots {
-		n := int64(len(plain[sd.Digest]))
+	var send []missingChunk
+	for i, d := range rg.digests {
+		ci, isMissing := carrier[d]
 		switch {
-		case missing[sd.Digest]:
-			w.m.slots.WithLabelValues("uploaded").Inc()
-		case sd.Digest != chunk.ZeroDigest(int(n)).String():
-			w.add(func(c *Counters) { c.BytesDeduplicated.Add(n) })
-			w.m.dedupBytes.Add(float64(n))
-			w.m.slots.WithLabelValues("deduplicated").Inc()
+		case isMissing && ci == i:
+			mc := missingChunk{digest: d, buf: rg.bufs[i], n: rg.lens[i]}
+			for j, dj := range rg.digests {
+				if dj == d {
+					mc.holders = append(mc.holders, rg.slots[j])
+				}
+			}
+			send = append(send, mc)
+			continue
+		case !isMissing && d != chunk.ZeroDigest(int(rg.lens[i])).String():
+			n := rg.lens[i]
+			u.add(func(c *Counters) { c.BytesDeduplicated.Add(n) })
+			u.m.dedupBytes.Add(float64(n))
+			u.m.slots.WithLabelValues("deduplicated").Inc()
+		}
+		u.put(rg.bufs[i])
+	}
+	for _, mc := range send {
+		select {
+		case out <- mc:
+		case <-ctx.Done():
+			return ctx.Err()
 		}
 	}
 	return nil
+}
+
+// send seals a missing chunk in place with one of the pool's encoders, uploads it and gives its
+// buffer back once the hub has acknowledged it.
+func (u *uploader) send(ctx context.Context, mc missingChunk) error {
+	var blob []byte
+	err := u.pool.withSealer(ctx, func(s *sealer) error {
+		var err error
+		blob, err = s.seal(mc.buf.b[:chunk.HeaderSize+mc.n])
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	if err := u.hub.PutChunk(ctx, u.t.SessionID, mc.digest, mc.holders, blob); err != nil {
+		return fmt.Errorf("upload chunk %s: %w", mc.digest, err)
+	}
+	sent := int64(len(blob))
+	u.put(mc.buf)
+	u.add(func(c *Counters) { c.BytesSent.Add(sent) })
+	u.m.sentBytes.Add(float64(sent))
+	u.m.slots.WithLabelValues("uploaded").Add(float64(len(mc.holders)))
+	return nil
+}
+
+// zeros is compared against a slot piece by piece to find all-zero slots.
+var zeros [64 << 10]byte
+
+// isZero reports whether p holds only zero bytes.
+func isZero(p []byte) bool {
+	for len(p) > 0 {
+		k := min(len(p), len(zeros))
+		if !bytes.Equal(p[:k], zeros[:k]) {
+			return false
+		}
+		p = p[k:]
+	}
+	return true
 }
 
 // seal turns room — chunk.HeaderSize bytes of room, then a slot's bytes — into a chunk blob in
 // place: compressed with zstd, or raw when compression does not save at least 1/32 (random
 // data, already compressed files). A slot whose samples do not compress (incompressible) is
 // stored raw without a compression pass over all of it. The slot's bytes are overwritten.
-func (w *worker) seal(room []byte) ([]byte, error) {
+func (s *sealer) seal(room []byte) ([]byte, error) {
 	p := room[chunk.HeaderSize:]
 	n := len(p)
 	blob, codec := room, chunk.CodecRaw
-	if !w.incompressible(p) {
-		out := w.enc.EncodeAll(p, w.out[:0])
-		w.out = out[:0]
+	if !s.incompressible(p) {
+		out := s.enc.EncodeAll(p, s.out[:0])
+		s.out = out[:0]
 		if len(out) < n-n/32 {
 			codec = chunk.CodecZstd
 			blob = room[:chunk.HeaderSize+copy(p, out)]
@@ -264,15 +363,15 @@ const sampleLen = 16 << 10
 // together they save less than 1/64: then the whole slot would not save the 1/32 that zstd must
 // (zstd does better on a whole slot than on small samples, hence the lower bar), and the pass
 // is skipped. Random data and compressed files fail fast here at about 1 % of a full pass.
-func (w *worker) incompressible(p []byte) bool {
+func (s *sealer) incompressible(p []byte) bool {
 	if len(p) < 4*sampleLen {
 		return false
 	}
 	in, packed := 0, 0
 	for _, off := range [3]int{0, len(p)/2 - sampleLen/2, len(p) - sampleLen} {
-		w.sample = w.enc.EncodeAll(p[off:off+sampleLen], w.sample[:0])
+		s.sample = s.enc.EncodeAll(p[off:off+sampleLen], s.sample[:0])
 		in += sampleLen
-		packed += len(w.sample)
+		packed += len(s.sample)
 	}
 	return packed >= in-in/64
 }

@@ -38,7 +38,8 @@ type Config struct {
 	MetricsListen string `yaml:"metrics_listen"`
 	// MaxParallelJobs is how many backup jobs run at once.
 	MaxParallelJobs int `yaml:"max_parallel_jobs"`
-	// UploadMemoryMiB caps the memory of disk data read but not yet acknowledged, per job.
+	// UploadMemoryMiB caps the memory of disk data read but not yet acknowledged, shared by
+	// every job of the agent.
 	UploadMemoryMiB int `yaml:"upload_memory_mib"`
 	// Pprof serves Go's profiler at /debug/pprof/ on the metrics listener (loopback by default).
 	Pprof bool `yaml:"pprof"`
@@ -104,7 +105,7 @@ func BindFlags(fs *pflag.FlagSet, c *Config) {
 	fs.DurationVar(&c.HeartbeatInterval, "heartbeat-interval", c.HeartbeatInterval, "how often the agent reports to the hub")
 	fs.StringVar(&c.MetricsListen, "metrics-listen", c.MetricsListen, "plain-HTTP /metrics listen address (empty disables)")
 	fs.IntVar(&c.MaxParallelJobs, "max-parallel-jobs", c.MaxParallelJobs, "backup jobs run at once")
-	fs.IntVar(&c.UploadMemoryMiB, "upload-memory-mib", c.UploadMemoryMiB, "memory cap (MiB) for disk data in flight per job")
+	fs.IntVar(&c.UploadMemoryMiB, "upload-memory-mib", c.UploadMemoryMiB, "memory cap (MiB) for disk data in flight, shared by all jobs")
 	fs.BoolVar(&c.Pprof, "pprof", c.Pprof, "serve /debug/pprof/ on the metrics listener")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error")
 	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "text or json")
