@@ -3,6 +3,8 @@ package daemon
 import (
 	"context"
 	"log/slog"
+	"slices"
+	"sync"
 	"time"
 
 	"github.com/sendense/sendense/shared/api"
@@ -22,7 +24,7 @@ type jobRunner interface {
 // Jobs long-polls the hub for backup jobs and runs up to parallel of them at once, until ctx
 // ends; it then waits for the running jobs to wind down (they report and clean up).
 func Jobs(ctx context.Context, hub jobSource, runner jobRunner, parallel int, log *slog.Logger) error {
-	return poll(ctx, hub.NextJob, runner.Run, runner.Busy, parallel, log.With("loop", "backups"))
+	return poll(ctx, hub.NextJob, runner.Run, runner.Busy, func(j *api.Job) string { return j.ID }, parallel, log.With("loop", "backups"))
 }
 
 // restoreSource hands out restore jobs (the hub's long poll).
@@ -41,17 +43,33 @@ type restoreRunner interface {
 // ctx ends; it then waits for the running restores to wind down (they remove what they made
 // and report).
 func Restores(ctx context.Context, hub restoreSource, runner restoreRunner, parallel int, log *slog.Logger) error {
-	return poll(ctx, hub.NextRestore, runner.Run, runner.Busy, parallel, log.With("loop", "restores"))
+	return poll(ctx, hub.NextRestore, runner.Run, runner.Busy, func(j *api.RestoreJob) string { return j.ID }, parallel, log.With("loop", "restores"))
 }
 
 // poll is the claim loop of Jobs and Restores.
 func poll[J any](ctx context.Context, next func(context.Context, time.Duration, []string) (*J, error),
-	run func(context.Context, *J) error, busy func() []string, parallel int, log *slog.Logger,
+	run func(context.Context, *J) error, busy func() []string, id func(*J) string, parallel int, log *slog.Logger,
 ) error {
 	if parallel < 1 {
 		parallel = 1
 	}
 	slots := make(chan struct{}, parallel)
+	// handed holds the jobs handed out and not yet ended: a job's runner may not have registered
+	// it as busy yet when the next poll lists the busy ones, and the hub hands a running job the
+	// agent does not list back to it as if the agent had restarted.
+	var mu sync.Mutex
+	handed := map[string]bool{}
+	busyNow := func() []string {
+		ids := busy()
+		mu.Lock()
+		defer mu.Unlock()
+		for h := range handed {
+			if !slices.Contains(ids, h) {
+				ids = append(ids, h)
+			}
+		}
+		return ids
+	}
 	backoff := time.Second
 	for {
 		select {
@@ -59,7 +77,7 @@ func poll[J any](ctx context.Context, next func(context.Context, time.Duration, 
 		case <-ctx.Done():
 			return drain(slots, parallel)
 		}
-		job, err := next(ctx, 30*time.Second, busy())
+		job, err := next(ctx, 30*time.Second, busyNow())
 		if err != nil || job == nil {
 			<-slots
 			if ctx.Err() != nil {
@@ -76,9 +94,16 @@ func poll[J any](ctx context.Context, next func(context.Context, time.Duration, 
 			continue
 		}
 		backoff = time.Second
+		jobID := id(job)
+		mu.Lock()
+		handed[jobID] = true
+		mu.Unlock()
 		go func() {
 			defer func() { <-slots }()
 			_ = run(ctx, job) // run reports the outcome and logs failures itself
+			mu.Lock()
+			delete(handed, jobID)
+			mu.Unlock()
 		}()
 	}
 }
@@ -105,5 +130,5 @@ type irRunner interface {
 // InstantRecoveries long-polls the hub for instant-recovery actions and runs up to parallel of
 // them at once, until ctx ends.
 func InstantRecoveries(ctx context.Context, hub irSource, runner irRunner, parallel int, log *slog.Logger) error {
-	return poll(ctx, hub.NextInstantRecovery, runner.Run, runner.Busy, parallel, log.With("loop", "instant_recoveries"))
+	return poll(ctx, hub.NextInstantRecovery, runner.Run, runner.Busy, func(j *api.InstantRecoveryJob) string { return j.ID }, parallel, log.With("loop", "instant_recoveries"))
 }
