@@ -95,6 +95,29 @@ func (c *Catalog) Chain(ctx context.Context, vmContextID string) ([]ChainEntry, 
 	return out, nil
 }
 
+// lockRemovableBackup reads backup id into j inside tx (locking its row on MySQL) and refuses
+// what may not be removed or moved: a queued or running job (ErrConflict), a protected backup
+// (ErrProtected, ErrConflict); no such backup → ErrNotFound.
+func (c *Catalog) lockRemovableBackup(ctx context.Context, tx bun.Tx, id string, j *BackupJob) error {
+	q := tx.NewSelect().Model(j).Where("id = ?", id)
+	if c.driver == DriverMySQL {
+		q = q.For("UPDATE")
+	}
+	if err := q.Scan(ctx); err != nil {
+		if errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("backup %s: %w", id, ErrNotFound)
+		}
+		return fmt.Errorf("select backup %s: %w", id, err)
+	}
+	switch {
+	case j.Status == api.JobQueued || j.Status == api.JobRunning:
+		return fmt.Errorf("backup %s is %s; cancel it first: %w", id, j.Status, ErrConflict)
+	case j.Protected:
+		return fmt.Errorf("backup %s: %w; unprotect it first: %w", id, ErrProtected, ErrConflict)
+	}
+	return nil
+}
+
 // DeleteBackup removes a finished, unprotected backup from the catalog and returns its disks so
 // that the caller can remove their indexes (the chunks are reclaimed by garbage collection). A
 // queued or running job, or a protected backup → ErrConflict.
@@ -102,21 +125,8 @@ func (c *Catalog) DeleteBackup(ctx context.Context, id string) (*BackupJob, []Ba
 	j := new(BackupJob)
 	var disks []BackupDisk
 	err := c.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
-		q := tx.NewSelect().Model(j).Where("id = ?", id)
-		if c.driver == DriverMySQL {
-			q = q.For("UPDATE")
-		}
-		if err := q.Scan(ctx); err != nil {
-			if errors.Is(err, sql.ErrNoRows) {
-				return fmt.Errorf("backup %s: %w", id, ErrNotFound)
-			}
-			return fmt.Errorf("select backup %s: %w", id, err)
-		}
-		switch {
-		case j.Status == api.JobQueued || j.Status == api.JobRunning:
-			return fmt.Errorf("backup %s is %s; cancel it first: %w", id, j.Status, ErrConflict)
-		case j.Protected:
-			return fmt.Errorf("backup %s: %w; unprotect it first: %w", id, ErrProtected, ErrConflict)
+		if err := c.lockRemovableBackup(ctx, tx, id, j); err != nil {
+			return err
 		}
 		if err := tx.NewSelect().Model(&disks).Where("job_id = ?", id).Scan(ctx); err != nil {
 			return fmt.Errorf("select disks of backup %s: %w", id, err)

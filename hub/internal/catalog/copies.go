@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/sendense/sendense/shared/api"
 	"github.com/uptrace/bun"
 )
 
@@ -159,21 +158,8 @@ func (c *Catalog) RehomeBackup(ctx context.Context, id, toRepositoryID string) (
 	j := new(BackupJob)
 	var disks []BackupDisk
 	err := c.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
-		q := tx.NewSelect().Model(j).Where("id = ?", id)
-		if c.driver == DriverMySQL {
-			q = q.For("UPDATE")
-		}
-		if err := q.Scan(ctx); err != nil {
-			if errors.Is(err, sql.ErrNoRows) {
-				return fmt.Errorf("backup %s: %w", id, ErrNotFound)
-			}
-			return fmt.Errorf("select backup %s: %w", id, err)
-		}
-		switch {
-		case j.Status == api.JobQueued || j.Status == api.JobRunning:
-			return fmt.Errorf("backup %s is %s; cancel it first: %w", id, j.Status, ErrConflict)
-		case j.Protected:
-			return fmt.Errorf("backup %s: %w; unprotect it first: %w", id, ErrProtected, ErrConflict)
+		if err := c.lockRemovableBackup(ctx, tx, id, j); err != nil {
+			return err
 		}
 		res, err := tx.NewDelete().Model((*BackupCopy)(nil)).Where("backup_id = ?", id).Where("repository_id = ?", toRepositoryID).Exec(ctx)
 		if err != nil {
