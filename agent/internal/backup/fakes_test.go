@@ -85,32 +85,33 @@ func isZeroDigest(d string) bool {
 
 // PutChunk opens the blob, refuses one whose plaintext does not hash to digest, and records the
 // slots that hold it.
-func (h *fakeHub) PutChunk(_ context.Context, _ string, digest string, slots []int64, blob []byte) error {
+func (h *fakeHub) PutChunk(_ context.Context, _ string, digest string, slots []int64, blob []byte) (bool, error) {
 	hdr, payload, err := chunk.OpenBlob(blob)
 	if err != nil {
-		return err
+		return false, err
 	}
 	plain := payload
 	if hdr.Codec == chunk.CodecZstd {
 		dec, err := zstd.NewReader(nil)
 		if err != nil {
-			return err
+			return false, err
 		}
 		defer dec.Close()
 		if plain, err = dec.DecodeAll(payload, nil); err != nil {
-			return err
+			return false, err
 		}
 	}
 	if chunk.Sum(plain).String() != digest {
-		return fmt.Errorf("chunk %s does not hash to its name", digest)
+		return false, fmt.Errorf("chunk %s does not hash to its name", digest)
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	_, held := h.chunks[digest]
 	h.chunks[digest] = slices.Clone(plain)
 	for _, sl := range slots {
 		h.slots[sl] = digest
 	}
-	return nil
+	return !held, nil
 }
 
 func (h *fakeHub) Commit(_ context.Context, _ string, req api.CommitRequest) (api.BackupDisk, error) {

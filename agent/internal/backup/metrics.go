@@ -8,6 +8,7 @@ type Metrics struct {
 	sentBytes   prometheus.Counter
 	zeroBytes   prometheus.Counter
 	dedupBytes  prometheus.Counter
+	uploadsHeld prometheus.Counter
 	slots       *prometheus.CounterVec
 	jobs        *prometheus.CounterVec
 	jobDuration prometheus.Histogram
@@ -20,12 +21,13 @@ type Metrics struct {
 // nothing (tests).
 func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
-		readBytes:  prometheus.NewCounter(prometheus.CounterOpts{Name: "sendense_agent_read_bytes_total", Help: "Bytes read from VM disks."}),
-		sentBytes:  prometheus.NewCounter(prometheus.CounterOpts{Name: "sendense_agent_sent_bytes_total", Help: "Bytes of chunk blobs sent to the hub (after compression)."}),
-		zeroBytes:  prometheus.NewCounter(prometheus.CounterOpts{Name: "sendense_agent_zero_bytes_total", Help: "Bytes read that were all zero and never sent."}),
-		dedupBytes: prometheus.NewCounter(prometheus.CounterOpts{Name: "sendense_agent_deduplicated_bytes_total", Help: "Bytes read whose chunk the hub already held, so not sent."}),
-		slots:      prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sendense_agent_slots_total", Help: "Slots read, by outcome (uploaded, deduplicated, zero)."}, []string{"result"}),
-		jobs:       prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sendense_agent_jobs_total", Help: "Backup jobs run, by result (succeeded, failed, cancelled)."}, []string{"result"}),
+		readBytes:   prometheus.NewCounter(prometheus.CounterOpts{Name: "sendense_agent_read_bytes_total", Help: "Bytes read from VM disks."}),
+		sentBytes:   prometheus.NewCounter(prometheus.CounterOpts{Name: "sendense_agent_sent_bytes_total", Help: "Bytes of chunk blobs sent to the hub (after compression)."}),
+		zeroBytes:   prometheus.NewCounter(prometheus.CounterOpts{Name: "sendense_agent_zero_bytes_total", Help: "Bytes read that were all zero and never sent."}),
+		dedupBytes:  prometheus.NewCounter(prometheus.CounterOpts{Name: "sendense_agent_deduplicated_bytes_total", Help: "Bytes read whose chunk the hub already held, so not sent."}),
+		uploadsHeld: prometheus.NewCounter(prometheus.CounterOpts{Name: "sendense_agent_direct_uploads_held_total", Help: "Chunks uploaded without asking the hub first (while it lacked nearly every chunk) that it already held: sent in vain."}),
+		slots:       prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sendense_agent_slots_total", Help: "Slots read, by outcome (uploaded, deduplicated, zero)."}, []string{"result"}),
+		jobs:        prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sendense_agent_jobs_total", Help: "Backup jobs run, by result (succeeded, failed, cancelled)."}, []string{"result"}),
 		jobDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "sendense_agent_job_duration_seconds", Help: "Duration of backup jobs on the agent.",
 			Buckets: prometheus.ExponentialBuckets(1, 2, 16),
@@ -44,7 +46,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		m.fullReasons.WithLabelValues(r)
 	}
 	if reg != nil {
-		reg.MustRegister(m.readBytes, m.sentBytes, m.zeroBytes, m.dedupBytes, m.slots, m.jobs, m.jobDuration, m.snapshotAge, m.fullReasons, m.cbtDrift)
+		reg.MustRegister(m.readBytes, m.sentBytes, m.zeroBytes, m.dedupBytes, m.uploadsHeld, m.slots, m.jobs, m.jobDuration, m.snapshotAge, m.fullReasons, m.cbtDrift)
 	}
 	return m
 }

@@ -32,16 +32,16 @@ func (h *slowHub) RecordSlots(ctx context.Context, id string, b api.SlotBatch) (
 	return h.fakeHub.RecordSlots(ctx, id, b)
 }
 
-func (h *slowHub) PutChunk(ctx context.Context, id, digest string, slots []int64, blob []byte) error {
+func (h *slowHub) PutChunk(ctx context.Context, id, digest string, slots []int64, blob []byte) (bool, error) {
 	h.mu.Lock()
 	h.puts++
 	fail := h.failAt > 0 && h.puts >= h.failAt
 	h.mu.Unlock()
 	if err := sleepCtx(ctx, h.delay); err != nil {
-		return err
+		return false, err
 	}
 	if fail {
-		return errors.New("the hub is gone")
+		return false, errors.New("the hub is gone")
 	}
 	return h.fakeHub.PutChunk(ctx, id, digest, slots, blob)
 }

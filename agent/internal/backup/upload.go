@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"sync"
 	"sync/atomic"
 
 	"golang.org/x/sync/errgroup"
@@ -20,10 +21,10 @@ import (
 
 // sessionHub is what the uploader needs from the hub. Both calls are idempotent: RecordSlots
 // records the slots whose chunk the hub holds and answers the digests it lacks; PutChunk stores
-// a chunk and records the slots that hold it.
+// a chunk, records the slots that hold it and reports whether the hub lacked it.
 type sessionHub interface {
 	RecordSlots(ctx context.Context, sessionID string, batch api.SlotBatch) (api.SlotBatchResult, error)
-	PutChunk(ctx context.Context, sessionID, digest string, slots []int64, blob []byte) error
+	PutChunk(ctx context.Context, sessionID, digest string, slots []int64, blob []byte) (stored bool, err error)
 }
 
 // Counters are a job's running totals; safe for concurrent use.
@@ -90,14 +91,16 @@ type missingChunk struct {
 	holders []int64
 	buf     slotBuf
 	n       int64
+	direct  bool // sent without asking the hub whether it lacks the chunk
 }
 
 // upload reads, hashes and sends the task's slots in three overlapping stages, so that round
 // trips to the hub overlap with reading and with each other: readers fill buffers from the
 // pool with groups of slots and hash them; recorders record each group's digests (the hub
 // answers which chunks it lacks) and give back the buffers of slots that are zero or already
-// held; senders compress and upload the missing chunks, each recording the slots that hold it,
-// and give their buffers back once acknowledged. Memory in flight is the pool's, shared by
+// held — or, while the hub lacks nearly every chunk, pass the group's chunks on without asking
+// (see sendMode); senders compress and upload the chunks, each recording the slots that hold
+// it, and give their buffers back once acknowledged. Memory in flight is the pool's, shared by
 // every upload of the process.
 func upload(ctx context.Context, hub sessionHub, pool *BufferPool, t uploadTask, c *Counters, m *Metrics, opts UploadOptions) error {
 	if opts.GroupSlots <= 0 {
@@ -160,7 +163,11 @@ func upload(ctx context.Context, hub sessionHub, pool *BufferPool, t uploadTask,
 				}
 			}()
 			for rg := range read {
-				if err := u.record(gctx, rg, missing); err != nil {
+				record := u.record
+				if u.mode.isDirect() {
+					record = u.direct
+				}
+				if err := record(gctx, rg, missing); err != nil {
 					return err
 				}
 			}
@@ -187,6 +194,7 @@ type uploader struct {
 	c    *Counters
 	m    *Metrics
 	held atomic.Int64 // budget bytes this upload holds
+	mode sendMode
 }
 
 // add counts on the disk's counters and, when set, the job's.
@@ -255,6 +263,7 @@ func (u *uploader) record(ctx context.Context, rg *readGroup, out chan<- missing
 	if err != nil {
 		return fmt.Errorf("record slots %d..%d: %w", rg.slots[0], rg.slots[len(rg.slots)-1], err)
 	}
+	u.mode.recorded(rg, len(res.Missing))
 	// The first slot holding a missing digest carries its chunk; every other buffer goes back.
 	carrier := make(map[string]int, len(res.Missing))
 	for _, d := range res.Missing {
@@ -295,6 +304,110 @@ func (u *uploader) record(ctx context.Context, rg *readGroup, out chan<- missing
 	return nil
 }
 
+// direct passes a group's chunks on without asking the hub which it lacks: one upload per
+// distinct non-zero digest, carrying every slot of the group that holds it (the hub verifies
+// and records it as after a record), the other buffers back at once. Zero slots are recorded
+// afterwards in one request that holds no buffer.
+func (u *uploader) direct(ctx context.Context, rg *readGroup, out chan<- missingChunk) error {
+	var zero api.SlotBatch
+	var send []missingChunk
+	first := make(map[string]int, len(rg.digests))
+	for i, d := range rg.digests {
+		switch j, dup := first[d]; {
+		case d == chunk.ZeroDigest(int(rg.lens[i])).String():
+			zero.Slots = append(zero.Slots, api.SlotDigest{Slot: rg.slots[i], Digest: d})
+		case dup:
+			send[j].holders = append(send[j].holders, rg.slots[i])
+		default:
+			first[d] = len(send)
+			send = append(send, missingChunk{digest: d, holders: []int64{rg.slots[i]}, buf: rg.bufs[i], n: rg.lens[i], direct: true})
+			continue
+		}
+		u.put(rg.bufs[i])
+	}
+	for _, mc := range send {
+		select {
+		case out <- mc:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	if len(zero.Slots) == 0 {
+		return nil
+	}
+	if _, err := u.hub.RecordSlots(ctx, u.t.SessionID, zero); err != nil {
+		return fmt.Errorf("record zero slots %d..%d: %w", zero.Slots[0].Slot, zero.Slots[len(zero.Slots)-1].Slot, err)
+	}
+	return nil
+}
+
+// sendMode chooses, group by group, how a group's chunks reach the hub. Record first, the
+// start: the group's digests are recorded and the hub answers which chunks it lacks, so only
+// those travel, at the price of one round trip during which the group's buffers wait. Direct:
+// every distinct chunk is uploaded at once, saving that round trip, and a chunk the hub already
+// held travels in vain. An upload turns direct when at most 1 of the last modeWindow distinct
+// chunks it asked about was held (a full backup into a repository without this data, an
+// incremental of new data), and back as soon as more than 2 of the last modeWindow chunks it
+// uploaded directly were held (a clone, a re-run full). So direct sends at most about 1/16 in
+// vain, and over a long round trip the buffers of the in-flight budget each wait one round
+// trip instead of two. The mode changes what travels, never what is recorded.
+type sendMode struct {
+	mu     sync.Mutex
+	on     bool
+	n, hit int // in the current window: distinct chunks asked about (or uploaded directly), of them held
+}
+
+// modeWindow is how many distinct chunks a switch of sendMode looks at.
+const modeWindow = 32
+
+func (m *sendMode) isDirect() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.on
+}
+
+// recorded counts a group recorded first, of whose distinct non-zero digests missing were
+// lacked by the hub.
+func (m *sendMode) recorded(rg *readGroup, missing int) {
+	distinct := map[string]bool{}
+	for i, d := range rg.digests {
+		if d != chunk.ZeroDigest(int(rg.lens[i])).String() {
+			distinct[d] = true
+		}
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.on {
+		return // a group that was read before the switch
+	}
+	m.n += len(distinct)
+	m.hit += len(distinct) - missing
+	if m.n >= modeWindow {
+		m.on = m.hit <= 1
+		m.n, m.hit = 0, 0
+	}
+}
+
+// uploaded counts a chunk uploaded directly; stored is false when the hub already held it.
+func (m *sendMode) uploaded(stored bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if !m.on {
+		return // uploaded after the switch back
+	}
+	m.n++
+	if !stored {
+		m.hit++
+	}
+	switch {
+	case m.hit > 2:
+		m.on = false
+		m.n, m.hit = 0, 0
+	case m.n >= modeWindow:
+		m.n, m.hit = 0, 0
+	}
+}
+
 // send seals a missing chunk in place with one of the pool's encoders, uploads it and gives its
 // buffer back once the hub has acknowledged it.
 func (u *uploader) send(ctx context.Context, mc missingChunk) error {
@@ -307,8 +420,15 @@ func (u *uploader) send(ctx context.Context, mc missingChunk) error {
 	if err != nil {
 		return err
 	}
-	if err := u.hub.PutChunk(ctx, u.t.SessionID, mc.digest, mc.holders, blob); err != nil {
+	stored, err := u.hub.PutChunk(ctx, u.t.SessionID, mc.digest, mc.holders, blob)
+	if err != nil {
 		return fmt.Errorf("upload chunk %s: %w", mc.digest, err)
+	}
+	if mc.direct {
+		u.mode.uploaded(stored)
+		if !stored {
+			u.m.uploadsHeld.Inc()
+		}
 	}
 	sent := int64(len(blob))
 	u.put(mc.buf)

@@ -90,8 +90,8 @@ func (c *Client) RecordSlots(ctx context.Context, sessionID string, batch api.Sl
 }
 
 // PutChunk uploads one chunk blob (idempotent: the name is the content's digest) and records
-// the slots of the session that hold it.
-func (c *Client) PutChunk(ctx context.Context, sessionID, digest string, slots []int64, blob []byte) error {
+// the slots of the session that hold it; stored is false when the hub already held the chunk.
+func (c *Client) PutChunk(ctx context.Context, sessionID, digest string, slots []int64, blob []byte) (stored bool, err error) {
 	path := api.Path(api.PathAgentChunk, sessionID, digest)
 	if len(slots) > 0 {
 		list := make([]string, len(slots))
@@ -100,8 +100,8 @@ func (c *Client) PutChunk(ctx context.Context, sessionID, digest string, slots [
 		}
 		path += "?slots=" + strings.Join(list, ",")
 	}
-	_, err := c.do(ctx, http.MethodPut, path, blob, "application/octet-stream", nil)
-	return err
+	status, err := c.do(ctx, http.MethodPut, path, blob, "application/octet-stream", nil)
+	return status == http.StatusCreated, err
 }
 
 // Check compares slot digests with the parent index of the session and returns the slots that

@@ -1,0 +1,145 @@
+package backup
+
+import (
+	"context"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/sendense/sendense/shared/api"
+	"github.com/sendense/sendense/shared/chunk"
+)
+
+// countingHub counts what the uploader asks the hub: the non-zero digests it records first,
+// the chunks it uploads, and the uploads of chunks the hub already held.
+type countingHub struct {
+	*fakeHub
+	mu                  sync.Mutex
+	asked, puts, inVain int
+}
+
+func (h *countingHub) RecordSlots(ctx context.Context, id string, b api.SlotBatch) (api.SlotBatchResult, error) {
+	h.mu.Lock()
+	for _, s := range b.Slots {
+		if !isZeroDigest(s.Digest) {
+			h.asked++
+		}
+	}
+	h.mu.Unlock()
+	return h.fakeHub.RecordSlots(ctx, id, b)
+}
+
+func (h *countingHub) PutChunk(ctx context.Context, id, digest string, slots []int64, blob []byte) (bool, error) {
+	stored, err := h.fakeHub.PutChunk(ctx, id, digest, slots, blob)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.puts++
+	if err == nil && !stored {
+		h.inVain++
+	}
+	return stored, err
+}
+
+// modeDisk is n slots of random bytes; slot s is zero when zero(s), and a copy of slot s-1 when
+// s%8 == 1 (in the same group of 4, so that one upload carries both).
+func modeDisk(n int, zero func(s int) bool) []byte {
+	r := rand.New(rand.NewPCG(uint64(n), 7))
+	d := make([]byte, n*testChunk)
+	for s := range n {
+		p := d[s*testChunk : (s+1)*testChunk]
+		switch {
+		case zero(s):
+		case s%8 == 1:
+			copy(p, d[(s-1)*testChunk:])
+		default:
+			for i := range p {
+				p[i] = byte(r.Uint32())
+			}
+		}
+	}
+	return d
+}
+
+// uploadAll uploads every slot of disk to hub through a pool of 8 slot buffers and checks that
+// each slot is recorded with its bytes.
+func uploadAll(t *testing.T, hub *countingHub, disk []byte) {
+	t.Helper()
+	size := chunk.HeaderSize + testChunk
+	pool := newBufferPool(int64(8*size), 1)
+	var slots []int64
+	for s := int64(0); s*testChunk < int64(len(disk)); s++ {
+		slots = append(slots, s)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	if err := upload(ctx, hub, pool, uploadTask{SessionID: "s", Reader: memDisk(disk), Capacity: int64(len(disk)),
+		ChunkSize: testChunk, Slots: slots}, &Counters{}, NewMetrics(nil), UploadOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range slots {
+		p := disk[s*testChunk : (s+1)*testChunk]
+		d, ok := hub.slots[s]
+		switch {
+		case !ok:
+			t.Fatalf("slot %d not recorded", s)
+		case isZeroDigest(d):
+			if d != chunk.ZeroDigest(len(p)).String() || !slices.Equal(p, make([]byte, len(p))) {
+				t.Fatalf("slot %d recorded as zero", s)
+			}
+		case d != chunk.Sum(p).String() || !slices.Equal(hub.chunks[d], p):
+			t.Fatalf("slot %d recorded as %s, not its bytes", s, d)
+		}
+	}
+	if pool.InUse() != 0 {
+		t.Fatalf("%d bytes still handed out", pool.InUse())
+	}
+}
+
+// While the hub lacks every chunk, the upload stops asking first after one window of chunks and
+// uploads each distinct chunk once, with every slot that holds it; zero slots are still
+// recorded. Without the direct mode every slot's digest would be asked about.
+func TestDirectUploadsWhileTheHubLacksEverything(t *testing.T) {
+	const n = 400
+	disk := modeDisk(n, func(s int) bool { return s%12 == 3 })
+	hub := &countingHub{fakeHub: newFakeHub()}
+	uploadAll(t, hub, disk)
+	distinct := map[string]bool{}
+	for s := range n {
+		if p := disk[s*testChunk : (s+1)*testChunk]; !slices.Equal(p, make([]byte, len(p))) {
+			distinct[chunk.Sum(p).String()] = true
+		}
+	}
+	// One window, and the groups read before the switch: at most the pool's 8 buffers.
+	if hub.asked > modeWindow+8 {
+		t.Fatalf("asked about %d digests: the upload never stopped asking first", hub.asked)
+	}
+	if hub.puts != len(distinct) || hub.inVain != 0 {
+		t.Fatalf("%d uploads (%d of held chunks) for %d distinct chunks", hub.puts, hub.inVain, len(distinct))
+	}
+}
+
+// Once direct uploads find chunks the hub already holds (here: after 100 new slots, 300 it
+// holds), the upload asks first again: a few chunks travel in vain, not hundreds.
+func TestDirectUploadTurnsBackWhenTheHubHoldsChunks(t *testing.T) {
+	const n, fresh = 400, 100
+	disk := modeDisk(n, func(int) bool { return false })
+	hub := &countingHub{fakeHub: newFakeHub()}
+	for s := fresh; s < n; s++ {
+		p := disk[s*testChunk : (s+1)*testChunk]
+		hub.chunks[chunk.Sum(p).String()] = slices.Clone(p)
+	}
+	uploadAll(t, hub, disk)
+	// Turned direct during the fresh part: far fewer than its 100 digests asked about there.
+	if hub.asked > (n-fresh)+modeWindow+8 {
+		t.Fatalf("asked about %d digests: the upload never went direct", hub.asked)
+	}
+	// Back to asking first after more than 2 held ones, plus what was already in flight.
+	if hub.inVain > 3+8 {
+		t.Fatalf("%d chunks the hub held were uploaded: the upload never turned back", hub.inVain)
+	}
+	if hub.inVain < 3 {
+		t.Fatalf("%d chunks the hub held were uploaded; direct uploads must have met more", hub.inVain)
+	}
+}
