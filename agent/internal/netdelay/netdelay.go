@@ -31,8 +31,12 @@ func DefaultWindow() int {
 	return 6 << 20
 }
 
-// segmentSize is the most one read forwards at once.
-const segmentSize = 64 << 10
+// segmentSize is the smallest window, and maxSegment the most one read forwards at once (a
+// quarter of the window at most, so that the window still paces the bytes).
+const (
+	segmentSize = 64 << 10
+	maxSegment  = 256 << 10
+)
 
 // Proxy forwards TCP connections to a target with a round-trip time added.
 type Proxy struct {
@@ -117,11 +121,19 @@ type segment struct {
 // count against the window until a round trip after it was read (its acknowledgement's return).
 func (p *Proxy) pipe(dst, src net.Conn) {
 	w := newWindow(p.window)
+	seg := max(segmentSize, min(maxSegment, p.window/4))
+	// Segment buffers are reused: at most a window of them is out at once.
+	free := make(chan []byte, p.window/segmentSize+1)
 	q := make(chan segment, p.window/segmentSize+1)
 	go func() {
 		defer close(q)
 		for {
-			b := make([]byte, segmentSize)
+			var b []byte
+			select {
+			case b = <-free:
+			default:
+				b = make([]byte, seg)
+			}
 			n, err := src.Read(b)
 			if n > 0 {
 				w.acquire(n)
@@ -134,8 +146,9 @@ func (p *Proxy) pipe(dst, src net.Conn) {
 	}()
 	failed := false
 	for s := range q {
+		n := len(s.b)
 		if failed {
-			w.release(len(s.b))
+			w.release(n)
 			continue
 		}
 		time.Sleep(time.Until(s.due))
@@ -143,7 +156,10 @@ func (p *Proxy) pipe(dst, src net.Conn) {
 			failed = true
 			_ = src.Close()
 		}
-		n := len(s.b)
+		select {
+		case free <- s.b[:cap(s.b)]:
+		default:
+		}
 		time.AfterFunc(p.oneWay, func() { w.release(n) })
 	}
 	if tc, ok := dst.(*net.TCPConn); ok && !failed {
