@@ -219,6 +219,7 @@ func buildAgent(t *testing.T) string {
 			agentBinErr = err
 			return
 		}
+		hubtest.RemoveAtExit(dir)
 		agentBinPath = filepath.Join(dir, "sendense-agent")
 		out, err := exec.Command("go", "build", "-o", agentBinPath, "github.com/sendense/sendense/agent/cmd/sendense-agent").CombinedOutput()
 		if err != nil {

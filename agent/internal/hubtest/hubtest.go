@@ -26,14 +26,32 @@ var (
 	buildErr  error
 )
 
-// Main builds sendense-hub once for the test binary and removes it afterwards. Call it from
-// TestMain: os.Exit(hubtest.Main(m)).
+// Main builds sendense-hub once for the test binary and removes it afterwards, with the
+// directories given to RemoveAtExit. Call it from TestMain: os.Exit(hubtest.Main(m)).
 func Main(m *testing.M) int {
 	code := m.Run()
 	if binDir != "" {
 		_ = os.RemoveAll(binDir)
 	}
+	atExit.Lock()
+	defer atExit.Unlock()
+	for _, d := range atExit.dirs {
+		_ = os.RemoveAll(d)
+	}
 	return code
+}
+
+// atExit holds directories that outlive one test (binaries built once per test binary).
+var atExit struct {
+	sync.Mutex
+	dirs []string
+}
+
+// RemoveAtExit removes dir when Main returns.
+func RemoveAtExit(dir string) {
+	atExit.Lock()
+	defer atExit.Unlock()
+	atExit.dirs = append(atExit.dirs, dir)
 }
 
 // Binary returns the path of a sendense-hub built from this workspace.

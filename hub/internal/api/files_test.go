@@ -26,6 +26,7 @@ import (
 // writing 10,000 files and mkfs take seconds.
 var fsFixture struct {
 	once  sync.Once
+	dir   string // holds src
 	src   string
 	disk  []byte
 	fsOff int64 // where p1 starts on the disk
@@ -38,6 +39,7 @@ func fileDisk(t *testing.T) (string, []byte) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		fsFixture.dir = dir // removed by TestMain
 		src := filepath.Join(dir, "src")
 		filestest.Tree(t, src)
 		fs := filestest.MkfsExt4(t, src, 48<<20)
