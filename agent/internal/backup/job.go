@@ -7,9 +7,12 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"time"
+
+	"golang.org/x/sync/errgroup"
 
 	"github.com/sendense/sendense/agent/internal/disk"
 	"github.com/sendense/sendense/agent/internal/hubclient"
@@ -379,14 +382,32 @@ func (r *Runner) backupDisk(ctx context.Context, job *api.Job, jd api.JobDisk, s
 		return fmt.Errorf("the transport sees %d bytes, the snapshot says %d", rd.Size(), sd.CapacityBytes)
 	}
 	grid := chunk.Grid{Capacity: sd.CapacityBytes, ChunkSize: chunkSize}
+	dc := &Counters{}
+	send := func(ctx context.Context, slots []int64) error {
+		return upload(ctx, r.hub, r.opts.Upload.Pool, uploadTask{SessionID: sess.ID, Job: c, Reader: rd, Capacity: sd.CapacityBytes,
+			ChunkSize: chunkSize, Slots: slots}, dc, r.metrics, r.opts.Upload)
+	}
 	var drift []int64
-	if pl.typ == api.BackupIncremental {
+	if pl.typ != api.BackupIncremental {
+		if err := send(ctx, todo); err != nil {
+			return err
+		}
+	} else {
 		// CBT can miss writes (known vSphere bugs); a backup built on such an answer would be
 		// silently wrong. Re-read a sample of what CBT calls unchanged and compare it with the
-		// parent: on any difference CBT is not trusted for this disk and every slot is read, so
-		// the index this session commits is correct (the recorded slots replace the parent's).
+		// parent — beside the upload of what CBT reported, which it does not change: on any
+		// difference CBT is not trusted for this disk and every other slot is read too before
+		// the commit, so the index this session commits is correct (the recorded slots replace
+		// the parent's).
 		sample := pickSample(grid.Slots(), slots, job.CBTSample, api.MinCBTSampleSlots, rand.Float64())
-		if drift, err = r.checkSample(ctx, r.hub, sess.ID, rd, grid, sample); err != nil {
+		g, gctx := errgroup.WithContext(ctx)
+		g.Go(func() error {
+			var err error
+			drift, err = r.checkSample(gctx, r.hub, sess.ID, rd, grid, sample)
+			return err
+		})
+		g.Go(func() error { return send(gctx, todo) })
+		if err := g.Wait(); err != nil {
 			return err
 		}
 		log.InfoContext(ctx, "CBT checked", "slots_sampled", len(sample), "slots_drifted", len(drift))
@@ -395,15 +416,15 @@ func (r *Runner) backupDisk(ctx context.Context, job *api.Job, jd api.JobDisk, s
 				"slots", drift[:min(len(drift), api.MaxDriftSlots)])
 			r.metrics.cbtDrift.Inc()
 			slots = grid.All()
-			more := withoutDone(slots, sess.Done)
-			st.set(func(s *jobStatus) { s.total += int64(len(more)-len(todo)) * chunkSize })
-			todo = more
+			rest := slices.DeleteFunc(slices.Clone(withoutDone(slots, sess.Done)), func(s int64) bool {
+				_, sent := slices.BinarySearch(todo, s)
+				return sent
+			})
+			st.set(func(s *jobStatus) { s.total += int64(len(rest)) * chunkSize })
+			if err := send(ctx, rest); err != nil {
+				return err
+			}
 		}
-	}
-	dc := &Counters{}
-	err = upload(ctx, r.hub, r.opts.Upload.Pool, uploadTask{SessionID: sess.ID, Job: c, Reader: rd, Capacity: sd.CapacityBytes, ChunkSize: chunkSize, Slots: todo}, dc, r.metrics, r.opts.Upload)
-	if err != nil {
-		return err
 	}
 	bd, err := r.hub.Commit(ctx, sess.ID, api.CommitRequest{
 		SlotsChanged: int64(len(slots)), BytesRead: dc.BytesRead.Load(), BytesSent: dc.BytesSent.Load(),
