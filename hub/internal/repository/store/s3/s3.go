@@ -22,16 +22,18 @@
 //     back), then reads the object, then deletes it, then drops the marker. Touch and Put do the
 //     opposite: they write the object, then look for the marker. With strongly consistent
 //     requests one of the two always sees the other (if the remover's read missed the touch,
-//     the touch completed after the marker was written, and its look for the marker finds it).
+//     the touch completed after the marker was written, and its look for the marker finds it
+//     — or the whole removal ended before that look, and the object is gone).
 //     A Touch or Put that finds a marker waits until it is gone. A Put then checks that its
-//     object is still there and puts it again if not. A Touch always checks afterwards that
+//     object is still there, whether it met a marker or not, and puts it again if not (the
+//     conformance suite's race caught a removal that fit between a PUT and its look). A Touch always checks afterwards that
 //     the object is there with a time no earlier than the Touch (else ErrNotFound, and its
 //     caller puts the object again): a server may carry out the copy as a read and a later
 //     update, which answers 200 and changes nothing when the object was removed in between —
 //     SeaweedFS does, and the conformance suite's race caught it. A Touch also waits out a
 //     removal in progress before it copies. So a Touch that returns nil is never undone by a
 //     removal, and an object put at or after the cutoff is never lost to one. The price is
-//     requests: a Touch costs a copy and three HEADs, a Put a PUT and a HEAD, a removal four.
+//     requests: a Touch costs a copy and three HEADs, a Put a PUT and two HEADs, a removal four.
 //   - A remover deletes only within removeWindow (30 s) of starting to take its marker, with a
 //     request timeout of removeWindow, so whatever it does lands within 2×removeWindow; a
 //     waiter that has seen one marker for markerExpiry (90 s) treats it as left by a crashed
@@ -368,13 +370,11 @@ func (s *Store) Put(ctx context.Context, key string, data []byte) error {
 			return fmt.Errorf("put %s: %w", key, err)
 		}
 		// A removal of the key that read the object before this Put may delete it: wait for
-		// any removal in progress to end, and put again if the object is gone.
-		waited, err := s.waitMarker(ctx, key)
-		if err != nil {
+		// any removal in progress to end, and put again if the object is gone. Look even when
+		// no removal is in progress now: a whole removal — read, delete, marker dropped — may
+		// fit between this PUT and the look for its marker.
+		if _, err := s.waitMarker(ctx, key); err != nil {
 			return fmt.Errorf("put %s: %w", key, err)
-		}
-		if !waited {
-			return nil
 		}
 		if _, err := s.stat(ctx, obj); err == nil {
 			return nil
