@@ -85,7 +85,23 @@ func isZeroDigest(d string) bool {
 
 // PutChunk opens the blob, refuses one whose plaintext does not hash to digest, and records the
 // slots that hold it.
-func (h *fakeHub) PutChunk(_ context.Context, _ string, digest string, slots []int64, blob []byte) (bool, error) {
+func (h *fakeHub) PutChunk(_ context.Context, _ string, digest string, slots []int64, size int64, body func() (io.Reader, error)) (bool, error) {
+	r, err := body()
+	if err != nil {
+		return false, err
+	}
+	blob, err := io.ReadAll(r)
+	if err != nil {
+		return false, err
+	}
+	if int64(len(blob)) != size {
+		return false, fmt.Errorf("chunk %s: %d bytes read, %d announced", digest, len(blob), size)
+	}
+	return h.putBlob(digest, slots, blob)
+}
+
+// putBlob stores a blob read from an upload.
+func (h *fakeHub) putBlob(digest string, slots []int64, blob []byte) (bool, error) {
 	hdr, payload, err := chunk.OpenBlob(blob)
 	if err != nil {
 		return false, err

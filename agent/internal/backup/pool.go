@@ -19,7 +19,8 @@ import (
 // encoder's history and its output buffer) is set aside from the budget when the pool is made.
 //
 // A caller takes all the buffers one item needs in one call (getGroup) and never asks for more
-// while holding them, so uploads sharing the pool cannot deadlock on it.
+// while holding them, so uploads sharing the pool cannot deadlock on it. One more buffer, outside
+// the budget, serves uploads repeated after their buffer went back (getRetry).
 type BufferPool struct {
 	budget   int64 // bytes for slot buffers, after the encoders' share
 	sem      *semaphore.Weighted
@@ -32,6 +33,10 @@ type BufferPool struct {
 
 	inUse, peak atomic.Int64 // bytes of slot buffers handed out, and the most at once
 	allocated   atomic.Int64 // bytes of slot buffers ever allocated (reuse does not count)
+
+	// retry is the one buffer, outside the budget, in which a chunk whose upload must be
+	// repeated after its buffer went back is read again: one at a time for the process.
+	retry chan []byte
 }
 
 // encoderShare is what one encoder is counted as: its history (about one default slot,
@@ -54,7 +59,8 @@ func NewBufferPool(budget int64) *BufferPool {
 // newBufferPool returns a pool of slotBudget bytes for slot buffers and the given number of
 // encoders.
 func newBufferPool(slotBudget int64, encoders int) *BufferPool {
-	p := &BufferPool{budget: slotBudget, sem: semaphore.NewWeighted(slotBudget), encoders: make(chan *sealer, encoders)}
+	p := &BufferPool{budget: slotBudget, sem: semaphore.NewWeighted(slotBudget), encoders: make(chan *sealer, encoders), retry: make(chan []byte, 1)}
+	p.retry <- nil // allocated when first needed
 	for range encoders {
 		p.encoders <- &sealer{}
 	}
@@ -165,3 +171,19 @@ func (p *BufferPool) withSealer(ctx context.Context, f func(s *sealer) error) er
 	}
 	return f(s)
 }
+
+// getRetry waits for the retry buffer and returns it, at least size bytes long.
+func (p *BufferPool) getRetry(ctx context.Context, size int) (slotBuf, error) {
+	select {
+	case b := <-p.retry:
+		if len(b) < size {
+			b = make([]byte, size)
+		}
+		return slotBuf{b: b[:size]}, nil
+	case <-ctx.Done():
+		return slotBuf{}, ctx.Err()
+	}
+}
+
+// putRetry gives the retry buffer back.
+func (p *BufferPool) putRetry(sb slotBuf) { p.retry <- sb.b }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"runtime"
 	"sync"
@@ -32,7 +33,7 @@ func (h *slowHub) RecordSlots(ctx context.Context, id string, b api.SlotBatch) (
 	return h.fakeHub.RecordSlots(ctx, id, b)
 }
 
-func (h *slowHub) PutChunk(ctx context.Context, id, digest string, slots []int64, blob []byte) (bool, error) {
+func (h *slowHub) PutChunk(ctx context.Context, id, digest string, slots []int64, size int64, body func() (io.Reader, error)) (bool, error) {
 	h.mu.Lock()
 	h.puts++
 	fail := h.failAt > 0 && h.puts >= h.failAt
@@ -43,7 +44,7 @@ func (h *slowHub) PutChunk(ctx context.Context, id, digest string, slots []int64
 	if fail {
 		return false, errors.New("the hub is gone")
 	}
-	return h.fakeHub.PutChunk(ctx, id, digest, slots, blob)
+	return h.fakeHub.PutChunk(ctx, id, digest, slots, size, body)
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) error {

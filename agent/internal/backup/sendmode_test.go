@@ -2,6 +2,7 @@ package backup
 
 import (
 	"context"
+	"io"
 	"math/rand/v2"
 	"slices"
 	"sync"
@@ -31,8 +32,8 @@ func (h *countingHub) RecordSlots(ctx context.Context, id string, b api.SlotBatc
 	return h.fakeHub.RecordSlots(ctx, id, b)
 }
 
-func (h *countingHub) PutChunk(ctx context.Context, id, digest string, slots []int64, blob []byte) (bool, error) {
-	stored, err := h.fakeHub.PutChunk(ctx, id, digest, slots, blob)
+func (h *countingHub) PutChunk(ctx context.Context, id, digest string, slots []int64, size int64, body func() (io.Reader, error)) (bool, error) {
+	stored, err := h.fakeHub.PutChunk(ctx, id, digest, slots, size, body)
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.puts++

@@ -21,10 +21,12 @@ import (
 
 // sessionHub is what the uploader needs from the hub. Both calls are idempotent: RecordSlots
 // records the slots whose chunk the hub holds and answers the digests it lacks; PutChunk stores
-// a chunk, records the slots that hold it and reports whether the hub lacked it.
+// a chunk of size bytes, records the slots that hold it and reports whether the hub lacked it.
+// PutChunk calls body for a reader of the blob before each attempt it makes (and may call it
+// once more to learn the length), and reads that reader to its end or not at all.
 type sessionHub interface {
 	RecordSlots(ctx context.Context, sessionID string, batch api.SlotBatch) (api.SlotBatchResult, error)
-	PutChunk(ctx context.Context, sessionID, digest string, slots []int64, blob []byte) (stored bool, err error)
+	PutChunk(ctx context.Context, sessionID, digest string, slots []int64, size int64, body func() (io.Reader, error)) (stored bool, err error)
 }
 
 // Counters are a job's running totals; safe for concurrent use.
@@ -406,36 +408,6 @@ func (m *sendMode) uploaded(stored bool) {
 	case m.n >= modeWindow:
 		m.n, m.hit = 0, 0
 	}
-}
-
-// send seals a missing chunk in place with one of the pool's encoders, uploads it and gives its
-// buffer back once the hub has acknowledged it.
-func (u *uploader) send(ctx context.Context, mc missingChunk) error {
-	var blob []byte
-	err := u.pool.withSealer(ctx, func(s *sealer) error {
-		var err error
-		blob, err = s.seal(mc.buf.b[:chunk.HeaderSize+mc.n])
-		return err
-	})
-	if err != nil {
-		return err
-	}
-	stored, err := u.hub.PutChunk(ctx, u.t.SessionID, mc.digest, mc.holders, blob)
-	if err != nil {
-		return fmt.Errorf("upload chunk %s: %w", mc.digest, err)
-	}
-	if mc.direct {
-		u.mode.uploaded(stored)
-		if !stored {
-			u.m.uploadsHeld.Inc()
-		}
-	}
-	sent := int64(len(blob))
-	u.put(mc.buf)
-	u.add(func(c *Counters) { c.BytesSent.Add(sent) })
-	u.m.sentBytes.Add(float64(sent))
-	u.m.slots.WithLabelValues("uploaded").Add(float64(len(mc.holders)))
-	return nil
 }
 
 // zeros is compared against a slot piece by piece to find all-zero slots.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -89,9 +90,11 @@ func (c *Client) RecordSlots(ctx context.Context, sessionID string, batch api.Sl
 	return res, err
 }
 
-// PutChunk uploads one chunk blob (idempotent: the name is the content's digest) and records
-// the slots of the session that hold it; stored is false when the hub already held the chunk.
-func (c *Client) PutChunk(ctx context.Context, sessionID, digest string, slots []int64, blob []byte) (stored bool, err error) {
+// PutChunk uploads one chunk blob of size bytes (idempotent: the name is the content's digest)
+// and records the slots of the session that hold it; stored is false when the hub already held
+// the chunk. body gives a reader of the blob before each attempt (and once more to learn its
+// length): a retry reads the blob again from a fresh reader.
+func (c *Client) PutChunk(ctx context.Context, sessionID, digest string, slots []int64, size int64, body func() (io.Reader, error)) (stored bool, err error) {
 	path := api.Path(api.PathAgentChunk, sessionID, digest)
 	if len(slots) > 0 {
 		list := make([]string, len(slots))
@@ -100,7 +103,7 @@ func (c *Client) PutChunk(ctx context.Context, sessionID, digest string, slots [
 		}
 		path += "?slots=" + strings.Join(list, ",")
 	}
-	status, err := c.do(ctx, http.MethodPut, path, blob, "application/octet-stream", nil)
+	status, err := c.send(ctx, http.MethodPut, path, retryablehttp.ReaderFunc(body), size, "application/octet-stream", nil)
 	return status == http.StatusCreated, err
 }
 
@@ -121,6 +124,15 @@ func (c *Client) Commit(ctx context.Context, sessionID string, req api.CommitReq
 
 // do sends a raw body (or none) and decodes a JSON answer; it returns the HTTP status.
 func (c *Client) do(ctx context.Context, method, path string, body []byte, contentType string, out any) (int, error) {
+	var rd any
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	return c.send(ctx, method, path, rd, int64(len(body)), contentType, out)
+}
+
+// send is do with the body as retryablehttp takes it (nil: none) and its length.
+func (c *Client) send(ctx context.Context, method, path string, rd any, size int64, contentType string, out any) (int, error) {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, c.timeout)
@@ -130,13 +142,12 @@ func (c *Client) do(ctx context.Context, method, path string, body []byte, conte
 	if i := strings.IndexByte(path, '?'); i >= 0 {
 		u.RawQuery = path[i+1:]
 	}
-	var rd any
-	if body != nil {
-		rd = bytes.NewReader(body)
-	}
 	req, err := retryablehttp.NewRequestWithContext(ctx, method, u.String(), rd)
 	if err != nil {
 		return 0, fmt.Errorf("%s %s: %w", method, path, err)
+	}
+	if rd != nil {
+		req.ContentLength = size
 	}
 	if contentType != "" {
 		req.Header.Set("Content-Type", contentType)
