@@ -13,7 +13,8 @@
 #
 # Sendense reads the disk through the lab's vSphere API with CBT and the file transport (as a
 # hot-add appliance would), sends to a hub on loopback over TLS 1.3, and restores to a sparse
-# file. restic 0.18.1 and kopia 0.21.1 (zstd-fastest, as Sendense) back up the lab's disk file
+# file, synced (the peers' restores are timed without and with the sync of their file; each
+# restore starts after an untimed sync). restic 0.18.1 and kopia 0.21.1 (zstd-fastest, as Sendense) back up the lab's disk file
 # itself (they must re-read all of it each time). Both are built into $TOOLS when missing; kopia
 # through a throwaway module, as `go install` of it is refused.
 #
@@ -145,15 +146,24 @@ r_inc=$(restic_backup)
 k_inc=$(kopia_backup)
 
 echo "== restores" >&2
+# Each restore starts with nothing of another program's left to write back (an untimed sync).
+# Sendense's restore ends with its output synced to disk; restic's and kopia's do not, so the
+# sync of their output file is timed after their restore and the table gives both figures.
+sync
 t=$(now); hub restore --backup "$inc_id" --disk disk-2000 --output "$W/restored.raw" >/dev/null 2>&1; s_rest=$(secs "$t" "$(now)")
 cmp "$FLAT" "$W/restored.raw" || { echo "Sendense restore differs from the disk!" >&2; exit 1; }
+rm -f "$W/restored.raw"
+sync
 t=$(now); "$RESTIC" restore -q latest --target "$W/restic-out" >/dev/null; r_rest=$(secs "$t" "$(now)")
+t=$(now); sync "$W/restic-out$FLAT"; r_sync=$(secs "$t" "$(now)")
 cmp "$FLAT" "$W/restic-out$FLAT" || { echo "restic restore differs from the disk!" >&2; exit 1; }
 rm -rf "$W/restic-out"
+sync
 k_snap=$("$KOPIA" snapshot list "$FLAT" --json 2>/dev/null | tr -d ' \n' | sed 's/.*"rootEntry":{[^}]*"obj":"\([^"]*\)".*/\1/')
 t=$(now); "$KOPIA" restore "$k_snap" "$W/kopia-out.raw" >/dev/null 2>&1; k_rest=$(secs "$t" "$(now)")
+t=$(now); sync "$W/kopia-out.raw"; k_sync=$(secs "$t" "$(now)")
 cmp "$FLAT" "$W/kopia-out.raw" || { echo "kopia restore differs from the disk!" >&2; exit 1; }
-rm -f "$W/kopia-out.raw" "$W/restored.raw"
+rm -f "$W/kopia-out.raw"
 
 hub_rss=$(awk '/VmHWM/ {print int($2/1024)}' "/proc/$HUB_PID/status")
 agent_rss=$(awk '/VmHWM/ {print int($2/1024)}' "/proc/$AGENT_PID/status")
@@ -184,6 +194,7 @@ printf '%s\n%s\n' "$S3_ACCESS_KEY" "$S3_SECRET_KEY" >"$W/s3.credentials"
 hub repo create s3 --s3-endpoint "$S3_ENDPOINT" --s3-bucket "$S3_BUCKET" --s3-credentials-file "$W/s3.credentials" >/dev/null 2>&1
 read -r s_s3 _ s3_id < <(backup_run '{"vm":"bench","type":"full","repository":"s3"}')
 echo "sendense full into S3: ${s_s3}s" >&2
+sync
 t=$(now); hub restore --backup "$s3_id" --disk disk-2000 --output "$W/restored-s3.raw" >/dev/null 2>&1; s_s3_rest=$(secs "$t" "$(now)")
 cmp "$FLAT" "$W/restored-s3.raw" || { echo "Sendense restore from S3 differs from the disk!" >&2; exit 1; }
 rm -f "$W/restored-s3.raw"
@@ -261,8 +272,10 @@ for tr in https nbd; do
     "$(ratio "${s_tr[$tr]}" "$s_full")" "$(speed "$r_full" "${s_tr[$tr]}")" "$(speed "$k_full" "${s_tr[$tr]}")"
 done
 printf '| backup after 1%% changed | %ss, %s MiB sent | %ss | %ss | %s | %s |\n' "$s_inc" $((sent_inc >> 20)) "$r_inc" "$k_inc" "$(speed "$r_inc" "$s_inc")" "$(speed "$k_inc" "$s_inc")"
-printf '| restore of the latest | %ss, %s MB/s (sparse, verified) | %ss, %s MB/s | %ss, %s MB/s | %s | %s |\n' "$s_rest" "$(mbps $SIZE "$s_rest")" \
-  "$r_rest" "$(mbps $SIZE "$r_rest")" "$k_rest" "$(mbps $SIZE "$k_rest")" "$(speed "$r_rest" "$s_rest")" "$(speed "$k_rest" "$s_rest")"
+add() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a + b }'; }
+printf '| restore of the latest | %ss, %s MB/s (sparse, verified, synced) | %ss, %s MB/s, + %ss to sync its file | %ss, %s MB/s, + %ss to sync its file | %s (%s with its sync) | %s (%s with its sync) |\n' \
+  "$s_rest" "$(mbps $SIZE "$s_rest")" "$r_rest" "$(mbps $SIZE "$r_rest")" "$r_sync" "$k_rest" "$(mbps $SIZE "$k_rest")" "$k_sync" \
+  "$(speed "$r_rest" "$s_rest")" "$(speed "$(add "$r_rest" "$r_sync")" "$s_rest")" "$(speed "$k_rest" "$s_rest")" "$(speed "$(add "$k_rest" "$k_sync")" "$s_rest")"
 printf '| restore from the S3 repository | %ss, %s MB/s (%s the local restore'"'"'s time) | | | %s | %s |\n' "$s_s3_rest" "$(mbps $SIZE "$s_s3_rest")" \
   "$(ratio "$s_s3_rest" "$s_rest")" "$(speed "$r_rest" "$s_s3_rest")" "$(speed "$k_rest" "$s_s3_rest")"
 printf '| repository size | %s MiB | %s MiB (after the full: %s MiB) | %s MiB | | |\n' $((repo_size >> 20)) $((r_size >> 20)) $((r_size_full >> 20)) $((k_size >> 20))
