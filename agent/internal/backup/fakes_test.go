@@ -86,18 +86,27 @@ func isZeroDigest(d string) bool {
 // PutChunk opens the blob, refuses one whose plaintext does not hash to digest, and records the
 // slots that hold it.
 func (h *fakeHub) PutChunk(_ context.Context, _ string, digest string, slots []int64, size int64, body func() (io.Reader, error)) (bool, error) {
-	r, err := body()
+	blob, err := readBody(body, size)
 	if err != nil {
 		return false, err
+	}
+	return h.putBlob(digest, slots, blob)
+}
+
+// readBody reads one attempt's blob of an upload, which must be size bytes.
+func readBody(body func() (io.Reader, error), size int64) ([]byte, error) {
+	r, err := body()
+	if err != nil {
+		return nil, err
 	}
 	blob, err := io.ReadAll(r)
 	if err != nil {
-		return false, err
+		return nil, err
 	}
 	if int64(len(blob)) != size {
-		return false, fmt.Errorf("chunk %s: %d bytes read, %d announced", digest, len(blob), size)
+		return nil, fmt.Errorf("%d bytes read, %d announced", len(blob), size)
 	}
-	return h.putBlob(digest, slots, blob)
+	return blob, nil
 }
 
 // putBlob stores a blob read from an upload.

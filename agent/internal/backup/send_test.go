@@ -22,11 +22,7 @@ type farHub struct {
 }
 
 func (h *farHub) PutChunk(ctx context.Context, id, digest string, slots []int64, size int64, body func() (io.Reader, error)) (bool, error) {
-	r, err := body()
-	if err != nil {
-		return false, err
-	}
-	blob, err := io.ReadAll(r)
+	blob, err := readBody(body, size)
 	if err != nil {
 		return false, err
 	}
@@ -120,16 +116,9 @@ func (h *retryHub) PutChunk(_ context.Context, _ string, digest string, slots []
 	if h.between != nil {
 		h.between()
 	}
-	r2, err := body()
+	blob, err := readBody(body, size)
 	if err != nil {
 		return false, err
-	}
-	blob, err := io.ReadAll(r2)
-	if err != nil {
-		return false, err
-	}
-	if int64(len(blob)) != size {
-		return false, errors.New("the second attempt's blob has another length")
 	}
 	return h.putBlob(digest, slots, blob)
 }

@@ -79,20 +79,7 @@ func uploadAll(t *testing.T, hub *countingHub, disk []byte) {
 		ChunkSize: testChunk, Slots: slots}, &Counters{}, NewMetrics(nil), UploadOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	for _, s := range slots {
-		p := disk[s*testChunk : (s+1)*testChunk]
-		d, ok := hub.slots[s]
-		switch {
-		case !ok:
-			t.Fatalf("slot %d not recorded", s)
-		case isZeroDigest(d):
-			if d != chunk.ZeroDigest(len(p)).String() || !slices.Equal(p, make([]byte, len(p))) {
-				t.Fatalf("slot %d recorded as zero", s)
-			}
-		case d != chunk.Sum(p).String() || !slices.Equal(hub.chunks[d], p):
-			t.Fatalf("slot %d recorded as %s, not its bytes", s, d)
-		}
-	}
+	checkSlots(t, hub.fakeHub, disk)
 	if pool.InUse() != 0 {
 		t.Fatalf("%d bytes still handed out", pool.InUse())
 	}

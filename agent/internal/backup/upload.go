@@ -296,6 +296,11 @@ func (u *uploader) record(ctx context.Context, rg *readGroup, out chan<- missing
 		}
 		u.put(rg.bufs[i])
 	}
+	return pass(ctx, send, out)
+}
+
+// pass hands chunks on to the senders.
+func pass(ctx context.Context, send []missingChunk, out chan<- missingChunk) error {
 	for _, mc := range send {
 		select {
 		case out <- mc:
@@ -327,15 +332,8 @@ func (u *uploader) direct(ctx context.Context, rg *readGroup, out chan<- missing
 		}
 		u.put(rg.bufs[i])
 	}
-	for _, mc := range send {
-		select {
-		case out <- mc:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
-	if len(zero.Slots) == 0 {
-		return nil
+	if err := pass(ctx, send, out); err != nil || len(zero.Slots) == 0 {
+		return err
 	}
 	if _, err := u.hub.RecordSlots(ctx, u.t.SessionID, zero); err != nil {
 		return fmt.Errorf("record zero slots %d..%d: %w", zero.Slots[0].Slot, zero.Slots[len(zero.Slots)-1].Slot, err)
