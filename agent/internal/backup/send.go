@@ -15,8 +15,8 @@ import (
 // buffer goes back to the pool as soon as the upload has read the blob out of it — the bytes are
 // then on their way, and the hub's answer takes a round trip the buffer need not wait for — so
 // over a long round trip the budget keeps the link full. An attempt that must be repeated after
-// that reads the slot from the disk again into a fresh buffer, checks that it still hashes to the
-// chunk's digest and seals it again.
+// that reads the slot from the disk again into the pool's retry buffer, checks that it still
+// hashes to the chunk's digest and seals it again.
 func (u *uploader) send(ctx context.Context, mc missingChunk) error {
 	blob, err := u.seal(ctx, mc.buf, mc.n)
 	if err != nil {
@@ -56,7 +56,7 @@ func (u *uploader) seal(ctx context.Context, sb slotBuf, n int64) ([]byte, error
 // while the upload has not read it to its end, the body of the attempt in progress.
 type chunkUpload struct {
 	u    *uploader
-	ctx  context.Context
+	ctx  context.Context // the upload's: body is called back without one
 	mc   missingChunk
 	size int // the blob's length, the same in every attempt
 
