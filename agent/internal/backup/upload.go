@@ -87,6 +87,11 @@ type readGroup struct {
 	digests []string
 }
 
+// zero reports whether the group's i-th slot is all zero bytes.
+func (rg *readGroup) zero(i int) bool {
+	return rg.digests[i] == chunk.ZeroDigest(int(rg.lens[i])).String()
+}
+
 // missingChunk is a chunk the hub lacks, in the buffer of one of the slots that hold it.
 type missingChunk struct {
 	digest  string
@@ -288,7 +293,7 @@ func (u *uploader) record(ctx context.Context, rg *readGroup, out chan<- missing
 			}
 			send = append(send, mc)
 			continue
-		case !isMissing && d != chunk.ZeroDigest(int(rg.lens[i])).String():
+		case !isMissing && !rg.zero(i):
 			n := rg.lens[i]
 			u.add(func(c *Counters) { c.BytesDeduplicated.Add(n) })
 			u.m.dedupBytes.Add(float64(n))
@@ -321,7 +326,7 @@ func (u *uploader) direct(ctx context.Context, rg *readGroup, out chan<- missing
 	first := make(map[string]int, len(rg.digests))
 	for i, d := range rg.digests {
 		switch j, dup := first[d]; {
-		case d == chunk.ZeroDigest(int(rg.lens[i])).String():
+		case rg.zero(i):
 			zero.Slots = append(zero.Slots, api.SlotDigest{Slot: rg.slots[i], Digest: d})
 		case dup:
 			send[j].holders = append(send[j].holders, rg.slots[i])
@@ -371,7 +376,7 @@ func (m *sendMode) isDirect() bool {
 func (m *sendMode) recorded(rg *readGroup, missing int) {
 	distinct := map[string]bool{}
 	for i, d := range rg.digests {
-		if d != chunk.ZeroDigest(int(rg.lens[i])).String() {
+		if !rg.zero(i) {
 			distinct[d] = true
 		}
 	}
