@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 
 	"github.com/spf13/cobra"
 
@@ -46,6 +47,9 @@ func newRestoreCmd(e *env) *cobra.Command {
 			if cl != nil {
 				return restoreRemote(cmd.Context(), e, cl, backupID, repo, diskID, output, qemuImg)
 			}
+			// One processor above the CPUs: ToFile keeps one free for its writer, and the
+			// rest verify chunks on every CPU.
+			runtime.GOMAXPROCS(runtime.GOMAXPROCS(0) + 1)
 			return catalogCmd(e, func(cmd *cobra.Command, _ *config.Config, cat *catalog.Catalog) error {
 				repos := repository.NewRegistry(cat, nil, nil)
 				defer repos.Close()
@@ -81,7 +85,7 @@ func newRestoreCmd(e *env) *cobra.Command {
 	cmd.Flags().StringVar(&repo, "repository", "", "read the backup from its copy in this repository (backup show lists the copies; default: its own repository)")
 	cmd.Flags().StringVar(&output, "output", "", "output file (with --disk) or directory (required)")
 	cmd.Flags().StringVar(&format, "format", "raw", "raw or qcow2 (qcow2 needs qemu-img)")
-	cmd.Flags().IntVar(&parallel, "parallel", 4, "chunks read at once")
+	cmd.Flags().IntVar(&parallel, "parallel", 4, "chunks read and verified at once (at most one per CPU)")
 	_ = cmd.MarkFlagRequired("backup")
 	_ = cmd.MarkFlagRequired("output")
 	cmd.AddCommand(restoreVMCmds(e)...)

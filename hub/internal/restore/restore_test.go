@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -254,5 +255,67 @@ func TestSoundChunkIsNotQuarantined(t *testing.T) {
 	_ = repo.WalkQuarantine(t.Context(), func(repository.Quarantined) error { n++; return nil })
 	if n != 0 {
 		t.Fatalf("%d objects in quarantine, want none", n)
+	}
+}
+
+// gatedRepo holds every chunk read until release is closed and counts the reads under way.
+type gatedRepo struct {
+	*repository.Repository
+	release      chan struct{}
+	inside, peak atomic.Int32
+}
+
+func (r *gatedRepo) ReadChunk(ctx context.Context, d chunk.Digest, dst []byte) ([]byte, error) {
+	n := r.inside.Add(1)
+	defer r.inside.Add(-1)
+	for {
+		p := r.peak.Load()
+		if n <= p || r.peak.CompareAndSwap(p, n) {
+			break
+		}
+	}
+	<-r.release
+	return r.Repository.ReadChunk(ctx, d, dst)
+}
+
+// ToFile leaves one processor free for its writer: it reads with at most GOMAXPROCS-1 workers
+// however many reads it is allowed, and the image is still restored whole.
+func TestToFileLeavesTheWriterAProcessor(t *testing.T) {
+	img := testImage(t) // 8 slots to read
+	for _, tc := range []struct{ procs, parallel, want int }{{3, 8, 2}, {2, 8, 1}, {1, 8, 1}, {5, 3, 3}} {
+		t.Run(fmt.Sprintf("GOMAXPROCS %d parallel %d", tc.procs, tc.parallel), func(t *testing.T) {
+			defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(tc.procs))
+			repo, ref := storeImage(t, img)
+			gated := &gatedRepo{Repository: repo, release: make(chan struct{})}
+			im, err := OpenImage(t.Context(), gated, ref)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out := filepath.Join(t.TempDir(), "disk.raw")
+			f, err := os.Create(out)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			done := make(chan error, 1)
+			go func() { done <- im.ToFile(t.Context(), f, tc.parallel, nil) }()
+			for deadline := time.Now().Add(10 * time.Second); gated.inside.Load() < int32(tc.want); {
+				if time.Now().After(deadline) {
+					t.Fatalf("%d reads under way, want %d", gated.inside.Load(), tc.want)
+				}
+				time.Sleep(time.Millisecond)
+			}
+			time.Sleep(100 * time.Millisecond) // room for any read beyond the limit to start
+			if got := gated.peak.Load(); got != int32(tc.want) {
+				t.Fatalf("%d reads at once, want %d", got, tc.want)
+			}
+			close(gated.release)
+			if err := <-done; err != nil {
+				t.Fatal(err)
+			}
+			if got, _ := os.ReadFile(out); !bytes.Equal(got, img) {
+				t.Fatal("restored file differs")
+			}
+		})
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"sync"
 	"time"
 
@@ -178,10 +179,25 @@ func (im *Image) stream(ctx context.Context, w io.Writer, off, n int64, parallel
 // Progress is called with the number of bytes of the image restored so far.
 type Progress func(done int64)
 
+// toFileWorkers is how many workers ToFile reads and verifies slots with when asked for
+// parallel: parallel, at most GOMAXPROCS-1, at least one.
+func toFileWorkers(parallel int) int {
+	return max(1, min(parallel, runtime.GOMAXPROCS(0)-1))
+}
+
 // ToFile writes the whole image to f (which must be empty): zero slots become holes, the other
-// slots are read and verified by parallel workers and written by one writer, with direct I/O
-// where possible (concurrent writes to one file contend on its inode lock). The file is synced.
+// slots are read and verified by up to parallel workers and written by one writer, with direct
+// I/O where possible (concurrent writes to one file contend on its inode lock). The file is
+// synced.
+//
+// The workers are at most GOMAXPROCS-1, so that a processor is free whenever the writer's
+// write returns. A goroutine coming back from a blocking system call finds no processor while
+// every one runs a worker, and waits in the run queue until a worker is preempted: with one
+// worker per processor, the writer spent most of a restore waiting and the disk stood idle
+// (3.0–3.7 s against 2.3–2.4 s for a 3 GiB image on 2 CPUs). A caller that wants every CPU
+// verifying runs with GOMAXPROCS one above the CPUs, as the hub's restore command does.
 func (im *Image) ToFile(ctx context.Context, f *os.File, parallel int, progress Progress) error {
+	workers := toFileWorkers(parallel)
 	if err := f.Truncate(im.idx.DiskSize); err != nil {
 		return fmt.Errorf("size the output: %w", err)
 	}
@@ -197,7 +213,7 @@ func (im *Image) ToFile(ctx context.Context, f *os.File, parallel int, progress 
 		data slotData
 	}
 	slots := make(chan int)
-	out := make(chan readSlot, parallel)
+	out := make(chan readSlot, workers)
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
 		defer close(slots)
@@ -214,7 +230,7 @@ func (im *Image) ToFile(ctx context.Context, f *os.File, parallel int, progress 
 		return nil
 	})
 	var readers sync.WaitGroup
-	for range max(parallel, 1) {
+	for range workers {
 		readers.Add(1)
 		g.Go(func() error {
 			defer readers.Done()
