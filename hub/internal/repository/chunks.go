@@ -263,6 +263,14 @@ func (r *Repository) ReadChunk(ctx context.Context, d chunk.Digest, dst []byte) 
 	return out, nil
 }
 
+// PrefetchChunk starts reading chunk d in the background when the store can (a local
+// directory), so that a ReadChunk soon after does not wait for the disk. It is only a hint.
+func (r *Repository) PrefetchChunk(d chunk.Digest) {
+	if p, ok := r.store.(store.Prefetcher); ok {
+		p.Prefetch(r.keyOf(d))
+	}
+}
+
 func (r *Repository) readChunk(ctx context.Context, d chunk.Digest, dst []byte) ([]byte, error) {
 	bp := r.payloadBuf()
 	defer r.payloadBufs.Put(bp)

@@ -10,7 +10,9 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -317,5 +319,117 @@ func TestToFileLeavesTheWriterAProcessor(t *testing.T) {
 				t.Fatal("restored file differs")
 			}
 		})
+	}
+}
+
+// prefetchingRepo is a gatedRepo that records the chunks it is asked to prefetch.
+type prefetchingRepo struct {
+	*gatedRepo
+	mu         sync.Mutex
+	prefetched []chunk.Digest
+}
+
+func (r *prefetchingRepo) PrefetchChunk(d chunk.Digest) {
+	r.mu.Lock()
+	r.prefetched = append(r.prefetched, d)
+	r.mu.Unlock()
+	r.Repository.PrefetchChunk(d)
+}
+
+func (r *prefetchingRepo) count() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.prefetched)
+}
+
+// ToFile asks the repository to read chunks ahead of its workers, in slot order, each once, and
+// never more than prefetchAhead beyond the slots it has handed out.
+func TestToFilePrefetchesAhead(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(3)) // two workers
+	img := make([]byte, 40*slot)
+	_, _ = rand.Read(img)
+	clear(img[5*slot : 7*slot]) // zero slots are not read
+	repo, ref := storeImage(t, img)
+	pr := &prefetchingRepo{gatedRepo: &gatedRepo{Repository: repo, release: make(chan struct{})}}
+	im, err := OpenImage(t.Context(), pr, ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(t.TempDir(), "disk.raw")
+	f, err := os.Create(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	done := make(chan error, 1)
+	go func() { done <- im.ToFile(t.Context(), f, 2, nil) }()
+	// With both workers held in their first read, two slots are handed out: the prefetches
+	// stop at prefetchAhead beyond them.
+	want := prefetchAhead + 2
+	for deadline := time.Now().Add(10 * time.Second); pr.inside.Load() < 2 || pr.count() < want; {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d reads under way and %d chunks prefetched, want 2 and %d", pr.inside.Load(), pr.count(), want)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	time.Sleep(100 * time.Millisecond) // room for any prefetch beyond the lead to start
+	if got := pr.count(); got != want {
+		t.Fatalf("%d chunks prefetched while 2 slots were handed out, want %d", got, want)
+	}
+	close(pr.release)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := os.ReadFile(out); !bytes.Equal(got, img) {
+		t.Fatal("restored file differs")
+	}
+	idx := im.Index()
+	var order []chunk.Digest
+	for s := range idx.SlotCount() {
+		if !idx.IsZeroSlot(s) {
+			order = append(order, idx.Digests[s])
+		}
+	}
+	if !slices.Equal(pr.prefetched, order) {
+		t.Fatalf("prefetched %d chunks, want the %d non-zero slots once each in slot order", len(pr.prefetched), len(order))
+	}
+}
+
+// A stream prefetches only the chunks of its own range: a small read of an instant recovery or
+// a file costs no reads beyond it.
+func TestStreamPrefetchesItsRangeOnly(t *testing.T) {
+	img := make([]byte, 40*slot)
+	_, _ = rand.Read(img)
+	clear(img[5*slot : 7*slot])
+	repo, ref := storeImage(t, img)
+	for _, r := range [][2]int{{3, 3}, {4, 8}, {30, 39}} {
+		pr := &prefetchingRepo{gatedRepo: &gatedRepo{Repository: repo, release: make(chan struct{})}}
+		close(pr.release)
+		im, err := OpenImage(t.Context(), pr, ref)
+		if err != nil {
+			t.Fatal(err)
+		}
+		off, n := int64(r[0])*slot+5, int64(r[1]-r[0])*slot+10
+		var buf bytes.Buffer
+		if _, err := im.Stream(t.Context(), &buf, off, n, 2); err != nil || !bytes.Equal(buf.Bytes(), img[off:off+n]) {
+			t.Fatalf("stream of slots %v: %v", r, err)
+		}
+		var want []chunk.Digest
+		for s := r[0]; s <= r[1]; s++ {
+			if !im.Index().IsZeroSlot(s) {
+				want = append(want, im.Index().Digests[s])
+			}
+		}
+		// The last prefetch may still be under way when the stream returns.
+		for deadline := time.Now().Add(10 * time.Second); pr.count() < len(want) && time.Now().Before(deadline); {
+			time.Sleep(time.Millisecond)
+		}
+		time.Sleep(20 * time.Millisecond) // room for a prefetch beyond the range
+		pr.mu.Lock()
+		got := slices.Clone(pr.prefetched)
+		pr.mu.Unlock()
+		if !slices.Equal(got, want) {
+			t.Fatalf("slots %v: prefetched %d chunks, want the %d of the range, in order", r, len(got), len(want))
+		}
 	}
 }

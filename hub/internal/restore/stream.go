@@ -17,6 +17,55 @@ import (
 	"github.com/sendense/sendense/shared/chunk"
 )
 
+// prefetchAhead is how many chunks ToFile asks its repository to read ahead of the slots it
+// has handed to its workers (32 MiB of page cache for 4 MiB chunks). Chunks are written with
+// direct I/O, so a restore finds them on disk: the prefetched reads keep the disk busy while
+// the workers verify. Measured on a 3 GiB image after dropping caches: 3.4–3.8 s against
+// 3.8–4.6 s without, 16 ahead no better than 8.
+const prefetchAhead = 8
+
+// chunkPrefetcher is a Repository that can start reading a chunk in the background.
+type chunkPrefetcher interface {
+	PrefetchChunk(d chunk.Digest)
+}
+
+// readAhead asks the repository, when it can prefetch, to start reading the chunks of the
+// non-zero slots in [first, last] in order, staying at most prefetchAhead chunks ahead of the
+// slots handed out. The caller calls taken for each slot of the range as it hands it out, in
+// order; taken waits until that slot's chunk has been asked for, and is a no-op for zero slots
+// and repositories that cannot prefetch. The prefetches stop when ctx ends.
+func (im *Image) readAhead(ctx context.Context, first, last int) (taken func(slot int) error) {
+	pf, ok := im.repo.(chunkPrefetcher)
+	if !ok {
+		return func(int) error { return nil }
+	}
+	lead := make(chan struct{}, prefetchAhead) // a token per chunk asked for and not yet handed out
+	go func() {
+		for s := first; s <= last; s++ {
+			if im.idx.IsZeroSlot(s) {
+				continue
+			}
+			select {
+			case lead <- struct{}{}:
+			case <-ctx.Done():
+				return
+			}
+			pf.PrefetchChunk(im.idx.Digests[s])
+		}
+	}()
+	return func(slot int) error {
+		if im.idx.IsZeroSlot(slot) {
+			return nil
+		}
+		select {
+		case <-lead:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
 // slotData is one decoded slot, or why it could not be read.
 type slotData struct {
 	buf  *[]byte // nil for a zero slot
@@ -89,7 +138,7 @@ func (im *Image) quarantine(ctx context.Context, d chunk.Digest, cause error) (s
 }
 
 // Stream writes bytes [off, off+n) of the image to w in order, reading up to parallel slots
-// ahead (each verified). It stops at the first damaged or missing chunk with an error; what was
+// ahead (each verified) and prefetching a few more within the range (readAhead). It stops at the first damaged or missing chunk with an error; what was
 // written before is correct.
 func (im *Image) Stream(ctx context.Context, w io.Writer, off, n int64, parallel int) (int64, error) {
 	written, damaged, err := im.stream(ctx, w, off, n, parallel)
@@ -118,6 +167,7 @@ func (im *Image) stream(ctx context.Context, w io.Writer, off, n int64, parallel
 	// One channel per slot, created in order by the producer; the window of buffered channels
 	// bounds how many slots are read ahead.
 	window := make(chan chan slotData, parallel)
+	taken := im.readAhead(ctx, first, last)
 	go func() {
 		defer close(window)
 		for s := first; s <= last; s++ {
@@ -128,6 +178,9 @@ func (im *Image) stream(ctx context.Context, w io.Writer, off, n int64, parallel
 				return
 			}
 			go func(s int) { ch <- im.readSlot(ctx, s) }(s)
+			if taken(s) != nil {
+				return
+			}
 		}
 	}()
 	zero := make([]byte, min(cs, 1<<20))
@@ -190,6 +243,7 @@ func toFileWorkers(parallel int) int {
 // I/O where possible (concurrent writes to one file contend on its inode lock). The file is
 // synced.
 //
+// Chunks are asked for ahead of the workers when the repository can prefetch (readAhead).
 // The workers are at most GOMAXPROCS-1, so that a processor is free whenever the writer's
 // write returns. A goroutine coming back from a blocking system call finds no processor while
 // every one runs a worker, and waits in the run queue until a worker is preempted: with one
@@ -215,6 +269,7 @@ func (im *Image) ToFile(ctx context.Context, f *os.File, parallel int, progress 
 	slots := make(chan int)
 	out := make(chan readSlot, workers)
 	g, gctx := errgroup.WithContext(ctx)
+	taken := im.readAhead(gctx, 0, im.idx.SlotCount()-1)
 	g.Go(func() error {
 		defer close(slots)
 		for s := range im.idx.SlotCount() {
@@ -225,6 +280,9 @@ func (im *Image) ToFile(ctx context.Context, f *os.File, parallel int, progress 
 			case slots <- s:
 			case <-gctx.Done():
 				return gctx.Err()
+			}
+			if err := taken(s); err != nil {
+				return err
 			}
 		}
 		return nil

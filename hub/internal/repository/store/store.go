@@ -130,6 +130,15 @@ type Deferrer interface {
 	SyncOwn(ctx context.Context) error
 }
 
+// Prefetcher is an optional interface of a Store that can start reading an object in the
+// background, so that a Get soon after finds it in memory (a local file system's page cache).
+// Callers discover it by type assertion.
+type Prefetcher interface {
+	// Prefetch starts reading the object under key and returns without waiting for the read. It
+	// is only a hint: a missing object or a failure is ignored, and Get reports it.
+	Prefetch(key string)
+}
+
 // CheckKey checks that key is a valid object key: at most MaxKeyLen bytes of valid UTF-8,
 // components separated by "/", each non-empty, not starting with "." (which also excludes "."
 // and ".."), and without "\" or control characters. Such keys are safe as relative file paths
