@@ -2,7 +2,9 @@ package local
 
 import (
 	"bufio"
+	"bytes"
 	"context"
+	"crypto/rand"
 	"errors"
 	"os"
 	"os/exec"
@@ -13,6 +15,9 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/sendense/sendense/hub/internal/repository/store"
 	"github.com/sendense/sendense/hub/internal/repository/store/storetest"
@@ -385,5 +390,74 @@ func TestSyncOwn(t *testing.T) {
 	}
 	if got, n := rec.take(); len(got) != 0 || n != 1 {
 		t.Fatalf("Sync then SyncOwn: fsynced %q, syncfs %d; want the one syncfs", got, n)
+	}
+}
+
+// resident reports how many of the file's pages are in the page cache, and how many it has.
+func resident(t *testing.T, path string) (in, pages int) {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := unix.Mmap(int(f.Fd()), 0, int(fi.Size()), unix.PROT_READ, unix.MAP_SHARED)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = unix.Munmap(m) }()
+	vec := make([]byte, (len(m)+os.Getpagesize()-1)/os.Getpagesize())
+	if _, _, e := unix.Syscall(unix.SYS_MINCORE, uintptr(unsafe.Pointer(&m[0])), uintptr(len(m)), uintptr(unsafe.Pointer(&vec[0]))); e != 0 {
+		t.Fatal(e)
+	}
+	for _, v := range vec {
+		in += int(v & 1)
+	}
+	return in, len(vec)
+}
+
+// Prefetch brings an object's file into the page cache without the caller waiting for it, and
+// ignores keys that are missing or invalid.
+func TestPrefetchReadsIntoThePageCache(t *testing.T) {
+	dir := t.TempDir()
+	s := open(t, dir)
+	key := "chunks/ab/cd/abcd"
+	data := make([]byte, 4<<20)
+	_, _ = rand.Read(data)
+	if err := s.Put(t.Context(), key, data); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, key)
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED)
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if in, n := resident(t, path); in > n/10 {
+		t.Fatalf("%d of %d pages still cached after dropping them: cannot tell what Prefetch does", in, n)
+	}
+	s.Prefetch("chunks/ab/cd/missing")
+	s.Prefetch("../outside")
+	s.Prefetch(key)
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+		in, n := resident(t, path)
+		if in == n {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d pages cached 10 s after Prefetch", in, n)
+		}
+	}
+	got, err := s.Get(t.Context(), key, nil, 0)
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("Get after Prefetch: %v", err)
 	}
 }
