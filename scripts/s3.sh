@@ -28,21 +28,35 @@ envfile="$dir/s3.env"
 exec 9>"$dir/s3.lock"
 flock 9
 
+# running succeeds while the server of DIR runs. The cmdline check keeps a reused pid from
+# counting; the server this script just started (starting) counts before it has exec'd weed,
+# since its cmdline is still this script's for a moment after the fork.
+starting=
 running() {
   [ -f "$pidfile" ] || return 1
   local pid
   pid=$(cat "$pidfile")
-  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && grep -q weed "/proc/$pid/cmdline" 2>/dev/null
+  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 1
+  [ "$(cut -d' ' -f3 "/proc/$pid/stat" 2>/dev/null)" != Z ] || return 1 # exited, not yet reaped
+  grep -q weed "/proc/$pid/cmdline" 2>/dev/null || [ "$pid" = "$starting" ]
 }
 
-port_free() { ! ss -Htln "sport = :$1" | grep -q .; }
+# port_free: no TCP socket uses the port, listening or connected (a connection's local port
+# would make weed's bind fail as surely as a listener).
+port_free() { ! ss -Hta "sport = :$1" | grep -q .; }
 
-# pick_port prints a free port p in 20000-29999 whose gRPC companion p+10000 is free too and
-# that differs from the ports given as arguments.
+# pick_port prints a free port p from 20000 whose gRPC companion p+10000 is free too, that
+# differs from the ports given as arguments and that the kernel never hands out to outgoing
+# connections: both stay below the ephemeral range (32768 and up by default), or a busy machine
+# can take a companion between this check and weed's bind, and weed exits.
 pick_port() {
-  local p
+  local p lo span
+  read -r lo _ </proc/sys/net/ipv4/ip_local_port_range
+  span=$((lo - 10000 - 20000))
+  [ "$span" -ge 100 ] || span=10000
+  span=$((span < 10000 ? span : 10000))
   for _ in $(seq 1 200); do
-    p=$((20000 + RANDOM % 10000))
+    p=$((20000 + RANDOM % span))
     case " $* " in *" $p "*) continue ;; esac
     if port_free "$p" && port_free $((p + 10000)); then
       echo "$p"
@@ -107,7 +121,8 @@ ENV
       -s3.port="$s3port" -s3.port.iceberg=0 -s3.port.lance=0 \
       -master.port="$S3_MASTER_PORT" -volume.port="$S3_VOLUME_PORT" -filer.port="$S3_FILER_PORT" \
       >"$dir/weed.log" 2>&1 </dev/null 9>&- &
-    echo $! >"$pidfile"
+    starting=$!
+    echo "$starting" >"$pidfile"
   fi
   for _ in $(seq 1 120); do
     if answers; then
