@@ -74,23 +74,11 @@ func testImage(t *testing.T) []byte {
 func TestToFileAndStream(t *testing.T) {
 	img := testImage(t)
 	repo, ref := storeImage(t, img)
-	im, err := OpenImage(t.Context(), repo, ref)
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := filepath.Join(t.TempDir(), "disk.raw")
-	f, err := os.Create(out)
-	if err != nil {
-		t.Fatal(err)
-	}
 	var last int64
-	if err := im.ToFile(t.Context(), f, 3, func(d int64) { last = d }); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
-	got, _ := os.ReadFile(out)
-	if !bytes.Equal(got, img) || last != int64(len(img)) {
-		t.Fatalf("restored file differs (progress %d of %d)", last, len(img))
+	im, finish := toFileAsync(t, repo, ref, 3, func(d int64) { last = d })
+	finish(img)
+	if last != int64(len(img)) {
+		t.Fatalf("progress %d of %d", last, len(img))
 	}
 
 	for _, r := range [][2]int64{{0, int64(len(img))}, {5, 10}, {slot - 3, slot + 7}, {2 * slot, 2 * slot}, {int64(len(img)) - 100, 100}, {0, 0}} {
@@ -260,7 +248,8 @@ func TestSoundChunkIsNotQuarantined(t *testing.T) {
 	}
 }
 
-// gatedRepo holds every chunk read until release is closed and counts the reads under way.
+// gatedRepo holds every chunk read until release is closed (or its context ends) and counts the
+// reads under way.
 type gatedRepo struct {
 	*repository.Repository
 	release      chan struct{}
@@ -276,8 +265,40 @@ func (r *gatedRepo) ReadChunk(ctx context.Context, d chunk.Digest, dst []byte) (
 			break
 		}
 	}
-	<-r.release
+	select {
+	case <-r.release:
+	case <-ctx.Done(): // the test ended without releasing
+		return nil, ctx.Err()
+	}
 	return r.Repository.ReadChunk(ctx, d, dst)
+}
+
+// toFileAsync opens the image of ref in repo and starts ToFile into a new file. finish waits
+// for ToFile and checks that the file holds want.
+func toFileAsync(t *testing.T, repo Repository, ref repository.IndexRef, parallel int, progress Progress) (im *Image, finish func(want []byte)) {
+	t.Helper()
+	im, err := OpenImage(t.Context(), repo, ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(t.TempDir(), "disk.raw")
+	f, err := os.Create(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- im.ToFile(t.Context(), f, parallel, progress) }()
+	return im, func(want []byte) {
+		t.Helper()
+		err := <-done
+		f.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, _ := os.ReadFile(out); !bytes.Equal(got, want) {
+			t.Fatal("restored file differs")
+		}
+	}
 }
 
 // ToFile leaves one processor free for its writer: it reads with at most GOMAXPROCS-1 workers
@@ -289,18 +310,7 @@ func TestToFileLeavesTheWriterAProcessor(t *testing.T) {
 			defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(tc.procs))
 			repo, ref := storeImage(t, img)
 			gated := &gatedRepo{Repository: repo, release: make(chan struct{})}
-			im, err := OpenImage(t.Context(), gated, ref)
-			if err != nil {
-				t.Fatal(err)
-			}
-			out := filepath.Join(t.TempDir(), "disk.raw")
-			f, err := os.Create(out)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer f.Close()
-			done := make(chan error, 1)
-			go func() { done <- im.ToFile(t.Context(), f, tc.parallel, nil) }()
+			_, finish := toFileAsync(t, gated, ref, tc.parallel, nil)
 			for deadline := time.Now().Add(10 * time.Second); gated.inside.Load() < int32(tc.want); {
 				if time.Now().After(deadline) {
 					t.Fatalf("%d reads under way, want %d", gated.inside.Load(), tc.want)
@@ -312,12 +322,7 @@ func TestToFileLeavesTheWriterAProcessor(t *testing.T) {
 				t.Fatalf("%d reads at once, want %d", got, tc.want)
 			}
 			close(gated.release)
-			if err := <-done; err != nil {
-				t.Fatal(err)
-			}
-			if got, _ := os.ReadFile(out); !bytes.Equal(got, img) {
-				t.Fatal("restored file differs")
-			}
+			finish(img)
 		})
 	}
 }
@@ -351,18 +356,7 @@ func TestToFilePrefetchesAhead(t *testing.T) {
 	clear(img[5*slot : 7*slot]) // zero slots are not read
 	repo, ref := storeImage(t, img)
 	pr := &prefetchingRepo{gatedRepo: &gatedRepo{Repository: repo, release: make(chan struct{})}}
-	im, err := OpenImage(t.Context(), pr, ref)
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := filepath.Join(t.TempDir(), "disk.raw")
-	f, err := os.Create(out)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	done := make(chan error, 1)
-	go func() { done <- im.ToFile(t.Context(), f, 2, nil) }()
+	im, finish := toFileAsync(t, pr, ref, 2, nil)
 	// With both workers held in their first read, two slots are handed out: the prefetches
 	// stop at prefetchAhead beyond them.
 	want := prefetchAhead + 2
@@ -377,12 +371,7 @@ func TestToFilePrefetchesAhead(t *testing.T) {
 		t.Fatalf("%d chunks prefetched while 2 slots were handed out, want %d", got, want)
 	}
 	close(pr.release)
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
-	if got, _ := os.ReadFile(out); !bytes.Equal(got, img) {
-		t.Fatal("restored file differs")
-	}
+	finish(img)
 	idx := im.Index()
 	var order []chunk.Digest
 	for s := range idx.SlotCount() {
@@ -390,7 +379,7 @@ func TestToFilePrefetchesAhead(t *testing.T) {
 			order = append(order, idx.Digests[s])
 		}
 	}
-	if !slices.Equal(pr.prefetched, order) {
+	if !slices.Equal(pr.prefetched, order) { // ToFile has returned: no prefetch is under way
 		t.Fatalf("prefetched %d chunks, want the %d non-zero slots once each in slot order", len(pr.prefetched), len(order))
 	}
 }
@@ -420,15 +409,7 @@ func TestStreamPrefetchesItsRangeOnly(t *testing.T) {
 				want = append(want, im.Index().Digests[s])
 			}
 		}
-		// The last prefetch may still be under way when the stream returns.
-		for deadline := time.Now().Add(10 * time.Second); pr.count() < len(want) && time.Now().Before(deadline); {
-			time.Sleep(time.Millisecond)
-		}
-		time.Sleep(20 * time.Millisecond) // room for a prefetch beyond the range
-		pr.mu.Lock()
-		got := slices.Clone(pr.prefetched)
-		pr.mu.Unlock()
-		if !slices.Equal(got, want) {
+		if got := pr.prefetched; !slices.Equal(got, want) { // Stream has returned: no prefetch is under way
 			t.Fatalf("slots %v: prefetched %d chunks, want the %d of the range, in order", r, len(got), len(want))
 		}
 	}

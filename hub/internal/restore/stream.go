@@ -31,16 +31,17 @@ type chunkPrefetcher interface {
 
 // readAhead asks the repository, when it can prefetch, to start reading the chunks of the
 // non-zero slots in [first, last] in order, staying at most prefetchAhead chunks ahead of the
-// slots handed out. The caller calls taken for each slot of the range as it hands it out, in
-// order; taken waits until that slot's chunk has been asked for, and is a no-op for zero slots
-// and repositories that cannot prefetch. The prefetches stop when ctx ends.
-func (im *Image) readAhead(ctx context.Context, first, last int) (taken func(slot int) error) {
+// slots handed out. The caller runs run (in a goroutine of its own; it returns once every chunk
+// was asked for or ctx ended) and calls taken for each slot of the range as it hands it out, in
+// order: taken waits until that slot's chunk has been asked for, and is a no-op for zero slots.
+// Both are no-ops for a repository that cannot prefetch.
+func (im *Image) readAhead(ctx context.Context, first, last int) (run func(), taken func(slot int) error) {
 	pf, ok := im.repo.(chunkPrefetcher)
 	if !ok {
-		return func(int) error { return nil }
+		return func() {}, func(int) error { return nil }
 	}
 	lead := make(chan struct{}, prefetchAhead) // a token per chunk asked for and not yet handed out
-	go func() {
+	run = func() {
 		for s := first; s <= last; s++ {
 			if im.idx.IsZeroSlot(s) {
 				continue
@@ -52,8 +53,8 @@ func (im *Image) readAhead(ctx context.Context, first, last int) (taken func(slo
 			}
 			pf.PrefetchChunk(im.idx.Digests[s])
 		}
-	}()
-	return func(slot int) error {
+	}
+	taken = func(slot int) error {
 		if im.idx.IsZeroSlot(slot) {
 			return nil
 		}
@@ -64,6 +65,7 @@ func (im *Image) readAhead(ctx context.Context, first, last int) (taken func(slo
 			return ctx.Err()
 		}
 	}
+	return run, taken
 }
 
 // slotData is one decoded slot, or why it could not be read.
@@ -162,12 +164,15 @@ func (im *Image) stream(ctx context.Context, w io.Writer, off, n int64, parallel
 	parallel = max(parallel, 1)
 	cs := im.idx.ChunkSize
 	first, last := int(off/cs), int((off+n-1)/cs)
+	var prefetching sync.WaitGroup
+	defer prefetching.Wait() // after cancel
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	// One channel per slot, created in order by the producer; the window of buffered channels
 	// bounds how many slots are read ahead.
 	window := make(chan chan slotData, parallel)
-	taken := im.readAhead(ctx, first, last)
+	prefetch, taken := im.readAhead(ctx, first, last)
+	prefetching.Go(prefetch)
 	go func() {
 		defer close(window)
 		for s := first; s <= last; s++ {
@@ -269,7 +274,8 @@ func (im *Image) ToFile(ctx context.Context, f *os.File, parallel int, progress 
 	slots := make(chan int)
 	out := make(chan readSlot, workers)
 	g, gctx := errgroup.WithContext(ctx)
-	taken := im.readAhead(gctx, 0, im.idx.SlotCount()-1)
+	prefetch, taken := im.readAhead(gctx, 0, im.idx.SlotCount()-1)
+	g.Go(func() error { prefetch(); return nil })
 	g.Go(func() error {
 		defer close(slots)
 		for s := range im.idx.SlotCount() {
