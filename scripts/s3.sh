@@ -41,9 +41,10 @@ running() {
   grep -q weed "/proc/$pid/cmdline" 2>/dev/null || [ "$pid" = "$starting" ]
 }
 
-# port_free: no TCP socket uses the port, listening or connected (a connection's local port
-# would make weed's bind fail as surely as a listener).
-port_free() { ! ss -Hta "sport = :$1" | grep -q .; }
+# port_free: nothing listens on the port. (Connections of a server killed in DIR may linger
+# on its ports; weed binds over those. pick_port keeps ports out of the range the kernel hands
+# to outgoing connections.)
+port_free() { ! ss -Htln "sport = :$1" | grep -q .; }
 
 # pick_port prints a free port p from 20000 whose gRPC companion p+10000 is free too, that
 # differs from the ports given as arguments and that the kernel never hands out to outgoing
