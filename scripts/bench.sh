@@ -14,7 +14,8 @@
 # Sendense reads the disk through the lab's vSphere API with CBT and the file transport (as a
 # hot-add appliance would), sends to a hub on loopback over TLS 1.3, and restores to a sparse
 # file, synced (the peers' restores are timed without and with the sync of their file; each
-# restore starts after an untimed sync). restic 0.18.1 and kopia 0.21.1 (zstd-fastest, as Sendense) back up the lab's disk file
+# restore starts after an untimed sync, once with every repository in the page cache and once,
+# as root, with the page cache dropped). restic 0.18.1 and kopia 0.21.1 (zstd-fastest, as Sendense) back up the lab's disk file
 # itself (they must re-read all of it each time). Both are built into $TOOLS when missing; kopia
 # through a throwaway module, as `go install` of it is refused.
 #
@@ -153,24 +154,40 @@ r_inc=$(restic_backup)
 k_inc=$(kopia_backup)
 
 echo "== restores" >&2
-# Each restore starts with nothing of another program's left to write back (an untimed sync).
-# Sendense's restore ends with its output synced to disk; restic's and kopia's do not, so the
-# sync of their output file is timed after their restore and the table gives both figures.
-sync
-t=$(now); hub restore --backup "$inc_id" --disk disk-2000 --output "$W/restored.raw" >/dev/null 2>&1; s_rest=$(secs "$t" "$(now)")
-cmp "$FLAT" "$W/restored.raw" || { echo "Sendense restore differs from the disk!" >&2; exit 1; }
-rm -f "$W/restored.raw"
-sync
-t=$(now); "$RESTIC" restore -q latest --target "$W/restic-out" >/dev/null; r_rest=$(secs "$t" "$(now)")
-t=$(now); sync "$W/restic-out$FLAT"; r_sync=$(secs "$t" "$(now)")
-cmp "$FLAT" "$W/restic-out$FLAT" || { echo "restic restore differs from the disk!" >&2; exit 1; }
-rm -rf "$W/restic-out"
-sync
+# Each program restores twice: with its repository in the page cache (read once, untimed, before
+# the restore) and with the page cache dropped (a restore of last week's backup reads its disk).
+# Without either, the comparison would be lopsided: restic and kopia write their repositories
+# through the page cache, and the hub writes chunks with direct I/O, so only theirs would still be
+# cached from the backup. Each restore starts with nothing of another program's left to write
+# back (an untimed sync). Sendense's restore ends with its output synced to disk; restic's and
+# kopia's do not, so the sync of their output file is timed after their restore and the table
+# gives both figures. Dropping the page cache needs root; without it the cold line is skipped.
 k_snap=$("$KOPIA" snapshot list "$FLAT" --json 2>/dev/null | tr -d ' \n' | sed 's/.*"rootEntry":{[^}]*"obj":"\([^"]*\)".*/\1/')
-t=$(now); "$KOPIA" restore "$k_snap" "$W/kopia-out.raw" >/dev/null 2>&1; k_rest=$(secs "$t" "$(now)")
-t=$(now); sync "$W/kopia-out.raw"; k_sync=$(secs "$t" "$(now)")
-cmp "$FLAT" "$W/kopia-out.raw" || { echo "kopia restore differs from the disk!" >&2; exit 1; }
-rm -f "$W/kopia-out.raw"
+declare -A s_rest r_rest r_sync k_rest k_sync
+# restore_prepare MODE DIR: warm reads every file under DIR; cold drops the page cache.
+restore_prepare() {
+  sync
+  if [ "$1" = warm ]; then find "$2" -type f -exec cat {} + >/dev/null; else echo 3 >/proc/sys/vm/drop_caches; fi
+}
+modes=(warm)
+[ -w /proc/sys/vm/drop_caches ] && modes+=(cold)
+for mode in "${modes[@]}"; do
+  restore_prepare "$mode" "$W/hub/repositories"
+  t=$(now); hub restore --backup "$inc_id" --disk disk-2000 --output "$W/restored.raw" >/dev/null 2>&1; s_rest[$mode]=$(secs "$t" "$(now)")
+  cmp "$FLAT" "$W/restored.raw" || { echo "Sendense restore differs from the disk!" >&2; exit 1; }
+  rm -f "$W/restored.raw"
+  restore_prepare "$mode" "$W/restic"
+  t=$(now); "$RESTIC" restore -q latest --target "$W/restic-out" >/dev/null; r_rest[$mode]=$(secs "$t" "$(now)")
+  t=$(now); sync "$W/restic-out$FLAT"; r_sync[$mode]=$(secs "$t" "$(now)")
+  cmp "$FLAT" "$W/restic-out$FLAT" || { echo "restic restore differs from the disk!" >&2; exit 1; }
+  rm -rf "$W/restic-out"
+  restore_prepare "$mode" "$W/kopia"
+  t=$(now); "$KOPIA" restore "$k_snap" "$W/kopia-out.raw" >/dev/null 2>&1; k_rest[$mode]=$(secs "$t" "$(now)")
+  t=$(now); sync "$W/kopia-out.raw"; k_sync[$mode]=$(secs "$t" "$(now)")
+  cmp "$FLAT" "$W/kopia-out.raw" || { echo "kopia restore differs from the disk!" >&2; exit 1; }
+  rm -f "$W/kopia-out.raw"
+  echo "restore ($mode): sendense ${s_rest[$mode]}s, restic ${r_rest[$mode]}s + ${r_sync[$mode]}s, kopia ${k_rest[$mode]}s + ${k_sync[$mode]}s" >&2
+done
 
 hub_rss=$(awk '/VmHWM/ {print int($2/1024)}' "/proc/$HUB_PID/status")
 agent_rss=$(awk '/VmHWM/ {print int($2/1024)}' "/proc/$AGENT_PID/status")
@@ -201,7 +218,7 @@ printf '%s\n%s\n' "$S3_ACCESS_KEY" "$S3_SECRET_KEY" >"$W/s3.credentials"
 hub repo create s3 --s3-endpoint "$S3_ENDPOINT" --s3-bucket "$S3_BUCKET" --s3-credentials-file "$W/s3.credentials" >/dev/null 2>&1
 read -r s_s3 _ s3_id < <(backup_run '{"vm":"bench","type":"full","repository":"s3"}')
 echo "sendense full into S3: ${s_s3}s" >&2
-sync
+restore_prepare warm "$W/s3"
 t=$(now); hub restore --backup "$s3_id" --disk disk-2000 --output "$W/restored-s3.raw" >/dev/null 2>&1; s_s3_rest=$(secs "$t" "$(now)")
 cmp "$FLAT" "$W/restored-s3.raw" || { echo "Sendense restore from S3 differs from the disk!" >&2; exit 1; }
 rm -f "$W/restored-s3.raw"
@@ -280,11 +297,17 @@ for tr in https nbd; do
 done
 printf '| backup after 1%% changed | %ss, %s MiB sent | %ss | %ss | %s | %s |\n' "$s_inc" $((sent_inc >> 20)) "$r_inc" "$k_inc" "$(speed "$r_inc" "$s_inc")" "$(speed "$k_inc" "$s_inc")"
 add() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a + b }'; }
-printf '| restore of the latest | %ss, %s MB/s (sparse, verified, synced) | %ss, %s MB/s, + %ss to sync its file | %ss, %s MB/s, + %ss to sync its file | %s (%s with its sync) | %s (%s with its sync) |\n' \
-  "$s_rest" "$(mbps $SIZE "$s_rest")" "$r_rest" "$(mbps $SIZE "$r_rest")" "$r_sync" "$k_rest" "$(mbps $SIZE "$k_rest")" "$k_sync" \
-  "$(speed "$r_rest" "$s_rest")" "$(speed "$(add "$r_rest" "$r_sync")" "$s_rest")" "$(speed "$k_rest" "$s_rest")" "$(speed "$(add "$k_rest" "$k_sync")" "$s_rest")"
-printf '| restore from the S3 repository | %ss, %s MB/s (%s the local restore'"'"'s time) | | | %s | %s |\n' "$s_s3_rest" "$(mbps $SIZE "$s_s3_rest")" \
-  "$(ratio "$s_s3_rest" "$s_rest")" "$(speed "$r_rest" "$s_s3_rest")" "$(speed "$k_rest" "$s_s3_rest")"
+declare -A mode_name=([warm]="repositories in the page cache" [cold]="page cache dropped")
+for mode in "${modes[@]}"; do
+  printf '| restore of the latest, %s | %ss, %s MB/s (sparse, verified, synced) | %ss, %s MB/s, + %ss to sync its file | %ss, %s MB/s, + %ss to sync its file | %s (%s with its sync) | %s (%s with its sync) |\n' \
+    "${mode_name[$mode]}" "${s_rest[$mode]}" "$(mbps $SIZE "${s_rest[$mode]}")" "${r_rest[$mode]}" "$(mbps $SIZE "${r_rest[$mode]}")" "${r_sync[$mode]}" \
+    "${k_rest[$mode]}" "$(mbps $SIZE "${k_rest[$mode]}")" "${k_sync[$mode]}" \
+    "$(speed "${r_rest[$mode]}" "${s_rest[$mode]}")" "$(speed "$(add "${r_rest[$mode]}" "${r_sync[$mode]}")" "${s_rest[$mode]}")" \
+    "$(speed "${k_rest[$mode]}" "${s_rest[$mode]}")" "$(speed "$(add "${k_rest[$mode]}" "${k_sync[$mode]}")" "${s_rest[$mode]}")"
+done
+[ "${#modes[@]}" = 2 ] || printf '| restore, page cache dropped | not measured: dropping the page cache needs root | | | | |\n'
+printf '| restore from the S3 repository | %ss, %s MB/s (%s the local restore'"'"'s time from the page cache) | | | %s | %s |\n' "$s_s3_rest" "$(mbps $SIZE "$s_s3_rest")" \
+  "$(ratio "$s_s3_rest" "${s_rest[warm]}")" "$(speed "${r_rest[warm]}" "$s_s3_rest")" "$(speed "${k_rest[warm]}" "$s_s3_rest")"
 printf '| repository size | %s MiB | %s MiB (after the full: %s MiB) | %s MiB | | |\n' $((repo_size >> 20)) $((r_size >> 20)) $((r_size_full >> 20)) $((k_size >> 20))
 printf '| peak RSS | hub %s MiB, agent %s MiB | | | | |\n' "$hub_rss" "$agent_rss"
 [ "$RTT" = 0 ] || printf '| full backup with %s round trip (loopback proxy) | %ss, %s MB/s: %s of the %s MB/s through the proxy without delay (%ss), %s of the %s MB/s direct (%ss); fresh repositories | | | | |\n' \
