@@ -140,8 +140,8 @@ func (im *Image) quarantine(ctx context.Context, d chunk.Digest, cause error) (s
 }
 
 // Stream writes bytes [off, off+n) of the image to w in order, reading up to parallel slots
-// ahead (each verified) and prefetching a few more within the range (readAhead). It stops at the first damaged or missing chunk with an error; what was
-// written before is correct.
+// ahead (each verified) and prefetching a few more within the range (readAhead). It stops at
+// the first damaged or missing chunk with an error; what was written before is correct.
 func (im *Image) Stream(ctx context.Context, w io.Writer, off, n int64, parallel int) (int64, error) {
 	written, damaged, err := im.stream(ctx, w, off, n, parallel)
 	if im.m != nil {
