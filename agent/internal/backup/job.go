@@ -230,9 +230,22 @@ func (r *Runner) run(ctx context.Context, job *api.Job, c *Counters, st *jobStat
 	defer r.removeSnapshot(ctx, job.ID, snap, log)
 	st.set(func(s *jobStatus) { s.snapRef, s.snapAt = snap.MoRef(), r.opts.Now().UTC() })
 
+	// The restore point carries the VM's configuration, so that the VM can be created again
+	// from the repository alone: a backup without it would not be restorable into vSphere. It
+	// is read and sent beside the disks' report and backups (over a long link, a round trip
+	// waited for is time lost); the job succeeds only once it is stored, and either failing
+	// stops the other.
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return r.sendVMConfig(gctx, job.ID, snap) })
+	g.Go(func() error { return r.backupDisks(gctx, job, snap, src, cbtWasOff, c, st, log) })
+	return notes, g.Wait()
+}
+
+// backupDisks reports the disks the snapshot shows and backs up each disk of the job.
+func (r *Runner) backupDisks(ctx context.Context, job *api.Job, snap *vsphere.Snapshot, src Source, cbtWasOff bool, c *Counters, st *jobStatus, log *slog.Logger) error {
 	sdisks, err := snap.Disks(ctx)
 	if err != nil {
-		return notes, err
+		return err
 	}
 	// The hub takes the disks' geometry from what the snapshot shows, and records disks added
 	// since the last discovery, so that this backup includes them.
@@ -242,18 +255,9 @@ func (r *Runner) run(ctx context.Context, job *api.Job, c *Counters, st *jobStat
 	}
 	spec, err := r.hub.ReportDisks(ctx, job.ID, report)
 	if err != nil {
-		return notes, fmt.Errorf("report the snapshot's disks: %w", err)
+		return fmt.Errorf("report the snapshot's disks: %w", err)
 	}
 	job.Disks = spec.Disks
-	// The restore point carries the VM's configuration, so that the VM can be created again
-	// from the repository alone: a backup without it would not be restorable into vSphere.
-	cfg, err := snap.VMConfig(ctx)
-	if err != nil {
-		return notes, err
-	}
-	if err := r.hub.PutVMConfig(ctx, job.ID, cfg); err != nil {
-		return notes, fmt.Errorf("send the VM configuration: %w", err)
-	}
 	byKey := map[int32]vsphere.SnapshotDisk{}
 	for _, d := range sdisks {
 		byKey[d.Key] = d
@@ -261,16 +265,29 @@ func (r *Runner) run(ctx context.Context, job *api.Job, c *Counters, st *jobStat
 	for _, jd := range job.Disks {
 		sd, ok := byKey[jd.Key]
 		if !ok {
-			return notes, fmt.Errorf("disk %s (key %d) is not in the snapshot; was it removed?", jd.DiskID, jd.Key)
+			return fmt.Errorf("disk %s (key %d) is not in the snapshot; was it removed?", jd.DiskID, jd.Key)
 		}
 		if !sd.Backupable {
-			return notes, fmt.Errorf("disk %s cannot be backed up: %s", jd.DiskID, sd.NotBackupableReason)
+			return fmt.Errorf("disk %s cannot be backed up: %s", jd.DiskID, sd.NotBackupableReason)
 		}
 		if err := r.backupDisk(ctx, job, jd, snap, sd, src, cbtWasOff, c, st, log.With("disk_id", jd.DiskID)); err != nil {
-			return notes, fmt.Errorf("disk %s: %w", jd.DiskID, err)
+			return fmt.Errorf("disk %s: %w", jd.DiskID, err)
 		}
 	}
-	return notes, nil
+	return nil
+}
+
+// sendVMConfig reads the VM's configuration as the snapshot recorded it and stores it with the
+// job's backup.
+func (r *Runner) sendVMConfig(ctx context.Context, jobID string, snap *vsphere.Snapshot) error {
+	cfg, err := snap.VMConfig(ctx)
+	if err != nil {
+		return err
+	}
+	if err := r.hub.PutVMConfig(ctx, jobID, cfg); err != nil {
+		return fmt.Errorf("send the VM configuration: %w", err)
+	}
+	return nil
 }
 
 // Busy lists the jobs running now.

@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -282,4 +283,72 @@ func (e *env) apiError(method, path string, out *api.Error) int {
 		e.t.Fatalf("%s %s: %d, not a JSON error body: %s", method, path, resp.StatusCode, b)
 	}
 	return resp.StatusCode
+}
+
+// slowConfigAgent is an agent whose VM configuration reaches the hub only after a disk was
+// committed, or, with refuse set, is refused.
+type slowConfigAgent struct {
+	*hubclient.Client
+	committed chan struct{}
+	once      sync.Once
+	refuse    bool
+}
+
+func (a *slowConfigAgent) Commit(ctx context.Context, sessionID string, req api.CommitRequest) (api.BackupDisk, error) {
+	bd, err := a.Client.Commit(ctx, sessionID, req)
+	if err == nil {
+		a.once.Do(func() { close(a.committed) })
+	}
+	return bd, err
+}
+
+func (a *slowConfigAgent) PutVMConfig(ctx context.Context, jobID string, cfg api.VMConfig) error {
+	if a.refuse {
+		return errors.New("the link dropped the VM configuration")
+	}
+	select {
+	case <-a.committed:
+		return a.Client.PutVMConfig(ctx, jobID, cfg)
+	case <-time.After(30 * time.Second):
+		return errors.New("the disks waited for the VM configuration")
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// runWith runs the next backup of vm with hub as the agent's side of the hub.
+func (e *env) runWith(hub *slowConfigAgent, vm string) (api.Backup, error) {
+	e.t.Helper()
+	runner := backup.NewRunner(hub, func(name string) (backup.Source, error) {
+		c, err := e.srcs.Get(name)
+		if err != nil {
+			return nil, err
+		}
+		return c, nil
+	}, slog.New(slog.DiscardHandler), nil, backup.RunnerOptions{ProgressInterval: 200 * time.Millisecond})
+	queued := e.startBackup(vm, "")
+	job, err := e.hc.NextJob(e.t.Context(), 10*time.Second, nil)
+	if err != nil || job == nil || job.ID != queued.ID {
+		e.t.Fatalf("claim: %+v %v", job, err)
+	}
+	err = runner.Run(e.t.Context(), job)
+	return e.get(job.ID), err
+}
+
+// The VM configuration travels beside the disks, not before them (over a long link each round
+// trip waited for is time lost): here it reaches the hub only after a disk was committed, and
+// the backup succeeds with it. When it cannot be stored, the backup fails (no restore point),
+// though its disks were sent.
+func TestVMConfigTravelsBesideTheDisks(t *testing.T) {
+	e := newEnv(t, vmConfigSpec("web1"), envOptions{})
+	configureVM(t, e.lab, "web1")
+	b, err := e.runWith(&slowConfigAgent{Client: e.hc, committed: make(chan struct{})}, "web1")
+	if err != nil || b.Status != api.JobSucceeded || b.VMConfig == nil || b.VMConfig.NICs != 2 {
+		t.Fatalf("backup: %v %s, vm config %+v\n%s", err, b.Status, b.VMConfig, e.logs)
+	}
+
+	b, err = e.runWith(&slowConfigAgent{Client: e.hc, committed: make(chan struct{}), refuse: true}, "web1")
+	if err == nil || b.Status != api.JobFailed || !strings.Contains(b.Error, "send the VM configuration: the link dropped") {
+		t.Fatalf("backup without its configuration: %v %s %q", err, b.Status, b.Error)
+	}
 }
