@@ -41,8 +41,17 @@ func bootCheckCleanedUp(t *testing.T, hub *hubtest.Hub, l *lab.Lab, viewer strin
 	if nas := l.NASDatastores(); len(nas) != 0 {
 		t.Fatalf("the boot check's datastore is still mounted: %+v", nas)
 	}
-	if _, err := os.Stat(filepath.Join(hub.DataDir, "instant-recovery", ir.ID)); !os.IsNotExist(err) {
-		t.Fatalf("the session's folder and overlay are left: %v", err)
+	// The hub records the stop, then drops the folder in the same request: a viewer may see the
+	// session stopped a moment before its folder is gone.
+	dir := filepath.Join(hub.DataDir, "instant-recovery", ir.ID)
+	for began := time.Now(); ; time.Sleep(50 * time.Millisecond) {
+		_, err := os.Stat(dir)
+		if os.IsNotExist(err) {
+			return
+		}
+		if time.Since(began) > 10*time.Second {
+			t.Fatalf("the session's folder and overlay are left 10s after it stopped: %v", err)
+		}
 	}
 }
 
