@@ -331,6 +331,10 @@ type SlotDigest struct {
 // MaxSlotBatch bounds one SlotBatch.
 const MaxSlotBatch = 1024
 
+// MaxUploadsPerAgent bounds the chunk uploads one agent has in flight at a hub: the hub refuses
+// more (busy), and an agent keeps every upload of its process within it.
+const MaxUploadsPerAgent = 32
+
 // SlotBatch records slots whose chunks the hub holds (or that are all zero).
 type SlotBatch struct {
 	Slots []SlotDigest `json:"slots"`

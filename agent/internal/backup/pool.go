@@ -10,6 +10,7 @@ import (
 	"github.com/klauspost/compress/zstd"
 	"golang.org/x/sync/semaphore"
 
+	"github.com/sendense/sendense/shared/api"
 	"github.com/sendense/sendense/shared/chunk"
 )
 
@@ -21,10 +22,15 @@ import (
 // A caller takes all the buffers one item needs in one call (getGroup) and never asks for more
 // while holding them, so uploads sharing the pool cannot deadlock on it. One more buffer, outside
 // the budget, serves uploads repeated after their buffer went back (getRetry).
+//
+// The pool also counts the process's chunk uploads in flight (startUpload): a buffer goes back
+// once its upload's body is read, before the hub answers, so the budget alone does not bound
+// them, and a hub refuses an agent more than api.MaxUploadsPerAgent at once.
 type BufferPool struct {
 	budget   int64 // bytes for slot buffers, after the encoders' share
 	sem      *semaphore.Weighted
 	encoders chan *sealer
+	uploads  *semaphore.Weighted // chunk uploads in flight, at most api.MaxUploadsPerAgent
 
 	mu   sync.Mutex
 	free [][]byte // returned buffers, all of length freeLen, reused before allocating
@@ -59,12 +65,22 @@ func NewBufferPool(budget int64) *BufferPool {
 // newBufferPool returns a pool of slotBudget bytes for slot buffers and the given number of
 // encoders.
 func newBufferPool(slotBudget int64, encoders int) *BufferPool {
-	p := &BufferPool{budget: slotBudget, sem: semaphore.NewWeighted(slotBudget), encoders: make(chan *sealer, encoders), retry: make(chan []byte, 1)}
+	p := &BufferPool{budget: slotBudget, sem: semaphore.NewWeighted(slotBudget), encoders: make(chan *sealer, encoders),
+		uploads: semaphore.NewWeighted(api.MaxUploadsPerAgent), retry: make(chan []byte, 1)}
 	p.retry <- nil // allocated when first needed
 	for range encoders {
 		p.encoders <- &sealer{}
 	}
 	return p
+}
+
+// startUpload waits until the process has fewer than api.MaxUploadsPerAgent chunk uploads in
+// flight and counts one more until done is called.
+func (p *BufferPool) startUpload(ctx context.Context) (done func(), err error) {
+	if err := p.uploads.Acquire(ctx, 1); err != nil {
+		return nil, err
+	}
+	return func() { p.uploads.Release(1) }, nil
 }
 
 // Peak reports the most bytes of slot buffers handed out at once.

@@ -23,7 +23,13 @@ func (u *uploader) send(ctx context.Context, mc missingChunk) error {
 		return err
 	}
 	cu := &chunkUpload{u: u, ctx: ctx, mc: mc, buf: mc.buf, blob: blob, size: len(blob)}
+	done, err := u.pool.startUpload(ctx)
+	if err != nil {
+		cu.finish()
+		return err
+	}
 	stored, err := u.hub.PutChunk(ctx, u.t.SessionID, mc.digest, mc.holders, int64(len(blob)), cu.body)
+	done()
 	cu.finish()
 	if err != nil {
 		return fmt.Errorf("upload chunk %s: %w", mc.digest, err)

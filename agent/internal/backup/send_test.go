@@ -3,6 +3,7 @@ package backup
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"slices"
 	"sync"
@@ -10,6 +11,9 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sync/errgroup"
+
+	"github.com/sendense/sendense/shared/api"
 	"github.com/sendense/sendense/shared/chunk"
 )
 
@@ -261,4 +265,62 @@ func TestRetriesWhileReadersHoldTheBudget(t *testing.T) {
 	if pool.InUse() != 0 {
 		t.Fatalf("%d bytes still in use", pool.InUse())
 	}
+}
+
+// limitHub refuses a chunk upload while the agent has limit others in flight, as the hub does
+// (busy); every limitHub of a test shares inFlight, as the disks of one agent share a hub.
+type limitHub struct {
+	*fakeHub
+	delay          time.Duration
+	inFlight, peak *atomic.Int32
+}
+
+func (h *limitHub) PutChunk(ctx context.Context, id, digest string, slots []int64, size int64, body func() (io.Reader, error)) (bool, error) {
+	n := h.inFlight.Add(1)
+	defer h.inFlight.Add(-1)
+	for m := h.peak.Load(); n > m && !h.peak.CompareAndSwap(m, n); m = h.peak.Load() {
+	}
+	if n > api.MaxUploadsPerAgent {
+		return false, fmt.Errorf("busy: upload %d in flight, at most %d per agent", n, api.MaxUploadsPerAgent)
+	}
+	blob, err := readBody(body, size)
+	if err != nil {
+		return false, err
+	}
+	if err := sleepCtx(ctx, h.delay); err != nil {
+		return false, err
+	}
+	return h.putBlob(digest, slots, blob)
+}
+
+// Three disks uploaded at once by one process, 50 ms from the hub: together they keep within the
+// hub's limit of uploads per agent and fill it, though each upload alone may have as many in
+// flight and a buffer goes back before the answer.
+func TestUploadsOfOneProcessShareTheHubsLimit(t *testing.T) {
+	size := chunk.HeaderSize + testChunk
+	pool := newBufferPool(int64(8*size), 1)
+	var inFlight, peak atomic.Int32
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	g, gctx := errgroup.WithContext(ctx)
+	disks := make([][]byte, 3)
+	hubs := make([]*limitHub, 3)
+	for i := range disks {
+		disks[i] = modeDisk(96+i, func(int) bool { return false })
+		hubs[i] = &limitHub{fakeHub: newFakeHub(), delay: 50 * time.Millisecond, inFlight: &inFlight, peak: &peak}
+		g.Go(func() error {
+			return upload(gctx, hubs[i], pool, uploadTask{SessionID: "s", Reader: memDisk(disks[i]), Capacity: int64(len(disks[i])),
+				ChunkSize: testChunk, Slots: allSlots(disks[i])}, &Counters{}, NewMetrics(nil), UploadOptions{})
+		})
+	}
+	if err := g.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	for i := range disks {
+		checkSlots(t, hubs[i].fakeHub, disks[i])
+	}
+	if p := peak.Load(); p < api.MaxUploadsPerAgent/2 {
+		t.Fatalf("at most %d uploads in flight at once for three disks 50 ms away", p)
+	}
+	t.Logf("at most %d chunk uploads in flight at once (limit %d)", peak.Load(), api.MaxUploadsPerAgent)
 }

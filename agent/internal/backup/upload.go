@@ -64,9 +64,12 @@ type UploadOptions struct {
 
 // Widths of an upload's stages. They bound goroutines, not memory: memory is the pool's.
 const (
-	readersPerUpload   = 2  // read and hash groups
-	recordersPerUpload = 4  // record requests in flight
-	sendersPerUpload   = 16 // chunk uploads in flight
+	readersPerUpload   = 2 // read and hash groups
+	recordersPerUpload = 4 // record requests in flight
+	// sendersPerUpload bounds one upload's chunk uploads in flight, and the pool keeps those of
+	// every upload of the process within the hub's limit per agent. Each upload waits a round
+	// trip for its answer, so together they must cover the link's bandwidth-delay product.
+	sendersPerUpload = api.MaxUploadsPerAgent
 )
 
 // uploadTask describes one disk's upload.

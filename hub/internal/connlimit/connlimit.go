@@ -19,10 +19,11 @@ import (
 
 // Defaults for Options left zero.
 //
-// A default agent holds about ten connections to the hub (up to 16 upload workers per job with
-// more upload memory, plus its long poll, heartbeat and progress reports) and keeps at most 64
-// idle; an operator's CLI or scripts hold a few. 128 per address leaves room for an agent running
-// several jobs at once, or a handful of agents behind one NAT address, and still means that an
+// An agent holds up to about 40 connections to the hub while it backs up a disk (32 chunk
+// uploads for the whole process, api.MaxUploadsPerAgent, and 4 record requests per disk, plus
+// its long poll, heartbeat and progress reports) and keeps at most 64 idle; an operator's CLI or
+// scripts hold a few. 128 per address leaves room for an agent running several jobs at once, or
+// a couple of agents behind one NAT address, and still means that an
 // anonymous client needs 32 addresses to fill the total. 4096 in total serves a couple of
 // hundred agents uploading at full parallelism and stays far below the file limit Go raises
 // the process to (the hard limit, commonly 2^19 or more under systemd), leaving room for
