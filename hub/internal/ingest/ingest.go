@@ -21,6 +21,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/sendense/sendense/hub/internal/buffers"
 	"github.com/sendense/sendense/hub/internal/catalog"
 	"github.com/sendense/sendense/hub/internal/fidx"
 	"github.com/sendense/sendense/hub/internal/repository"
@@ -42,13 +43,18 @@ var (
 	ErrBadBody = errors.New("could not read the chunk")
 )
 
+// keptUploadBuffers is how many upload buffers the hub keeps for reuse: those of two agents
+// uploading at full width.
+const keptUploadBuffers = 2 * MaxUploadsPerAgent
+
 // MaxDiskBytes bounds the capacity of a disk accepted in a session (64 TiB, the vSphere limit).
 const MaxDiskBytes = 64 << 40
 
 // MaxUploadsPerAgent bounds the chunk uploads one agent has in flight, each holding a buffer of
-// up to one blob (4 MiB by default, 64 MiB at most): an agent runs at most 16 upload workers, so
-// 32 never holds one back, while a misbehaving agent holds at most 32 blobs of memory.
-const MaxUploadsPerAgent = 32
+// up to one blob (4 MiB by default, 64 MiB at most): an agent keeps all its uploads within it
+// (api.MaxUploadsPerAgent), so it never holds one back, while a misbehaving agent holds at most
+// 32 blobs of memory.
+const MaxUploadsPerAgent = api.MaxUploadsPerAgent
 
 // ingestCatalog is what intake needs from the catalog.
 type ingestCatalog interface {
@@ -89,7 +95,7 @@ type Service struct {
 	metrics *metrics
 	now     func() time.Time
 
-	bufs sync.Pool // *[]byte upload buffers, reused: chunks are megabytes
+	bufs *buffers.List // upload buffers, kept for reuse: chunks are megabytes
 
 	mu       sync.Mutex
 	inFlight map[string]int // agent id → chunk uploads in progress
@@ -107,7 +113,8 @@ func New[R Repository](cat ingestCatalog, repos Opener[R], log *slog.Logger, reg
 		}
 		return r, nil
 	}
-	return &Service{cat: cat, open: open, log: log, metrics: newMetrics(reg), now: time.Now, inFlight: map[string]int{}}
+	return &Service{cat: cat, open: open, log: log, metrics: newMetrics(reg), now: time.Now, inFlight: map[string]int{},
+		bufs: buffers.New(keptUploadBuffers, 0)}
 }
 
 // OpenSession opens (or reopens, for a resuming agent) the upload session of one disk of a job.
@@ -266,9 +273,9 @@ func (s *Service) PutChunk(ctx context.Context, agentID, sessionID, digest strin
 		return false, fmt.Errorf("%w (%d)", ErrBusy, MaxUploadsPerAgent)
 	}
 	defer s.release(agentID)
-	bp := s.buf(int(limit) + 1)
-	defer s.bufs.Put(bp)
-	n, err := io.ReadFull(body, (*bp)[:limit+1])
+	b := s.bufs.Get(int(limit) + 1)
+	defer s.bufs.Put(b)
+	n, err := io.ReadFull(body, b)
 	switch {
 	case err == nil:
 		return false, fmt.Errorf("%w: more than %d bytes", ErrTooLarge, limit)
@@ -279,7 +286,7 @@ func (s *Service) PutChunk(ctx context.Context, agentID, sessionID, digest strin
 	if size >= 0 && int64(n) != size {
 		return false, &api.FieldError{Field: "body", Msg: fmt.Sprintf("%d bytes received, %d announced", n, size)}
 	}
-	blob := (*bp)[:n]
+	blob := b[:n]
 	repo, err := s.open(ctx, ls.RepositoryID)
 	if err != nil {
 		return false, err
@@ -334,15 +341,6 @@ func (s *Service) release(agentID string) {
 	if s.inFlight[agentID]--; s.inFlight[agentID] <= 0 {
 		delete(s.inFlight, agentID)
 	}
-}
-
-// buf returns a pooled buffer of at least n bytes.
-func (s *Service) buf(n int) *[]byte {
-	if bp, ok := s.bufs.Get().(*[]byte); ok && len(*bp) >= n {
-		return bp
-	}
-	b := make([]byte, n)
-	return &b
 }
 
 // RecordSlots records slots whose chunk the repository holds (or that are all zero) and returns

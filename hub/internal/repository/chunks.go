@@ -130,9 +130,9 @@ func (r *Repository) PutChunk(ctx context.Context, d chunk.Digest, blob []byte) 
 		return false, fmt.Errorf("put chunk %s: %w", d, err)
 	}
 	if r.seal != nil {
-		bp := r.payloadBuf()
+		bp := r.payloadBufs.Get(r.maxBlob)
 		defer r.payloadBufs.Put(bp)
-		if blob, err = r.seal.sealChunk(*bp, r.keyOf(d), h, payload); err != nil {
+		if blob, err = r.seal.sealChunk(bp, r.keyOf(d), h, payload); err != nil {
 			return false, fmt.Errorf("put chunk %s: seal: %w", d, err)
 		}
 	}
@@ -167,9 +167,9 @@ func (r *Repository) checkBlob(d chunk.Digest, blob []byte) (h chunk.Header, pay
 	case chunk.CodecRaw:
 		plain = payload
 	default:
-		bp := r.plainBuf()
+		bp := r.plainBufs.Get(int(r.desc.ChunkSize))
 		defer r.plainBufs.Put(bp)
-		if plain, err = r.decode(h, payload, *bp); err != nil {
+		if plain, err = r.decode(h, payload, bp); err != nil {
 			return h, nil, fmt.Errorf("%w: %w", ErrBadBlob, err)
 		}
 	}
@@ -177,22 +177,6 @@ func (r *Repository) checkBlob(d chunk.Digest, blob []byte) (h chunk.Header, pay
 		return h, nil, fmt.Errorf("%w: plaintext hashes to %s", ErrDigestMismatch, got)
 	}
 	return h, payload, nil
-}
-
-func (r *Repository) plainBuf() *[]byte {
-	if bp, ok := r.plainBufs.Get().(*[]byte); ok {
-		return bp
-	}
-	b := make([]byte, r.desc.ChunkSize)
-	return &b
-}
-
-func (r *Repository) payloadBuf() *[]byte {
-	if bp, ok := r.payloadBufs.Get().(*[]byte); ok {
-		return bp
-	}
-	b := make([]byte, r.maxBlob)
-	return &b
 }
 
 // decode returns the plaintext of a payload whose header h has been checked, written over dst
@@ -272,9 +256,9 @@ func (r *Repository) PrefetchChunk(d chunk.Digest) {
 }
 
 func (r *Repository) readChunk(ctx context.Context, d chunk.Digest, dst []byte) ([]byte, error) {
-	bp := r.payloadBuf()
+	bp := r.payloadBufs.Get(r.maxBlob)
 	defer r.payloadBufs.Put(bp)
-	blob, err := r.store.Get(ctx, r.keyOf(d), *bp, int64(r.maxBlob))
+	blob, err := r.store.Get(ctx, r.keyOf(d), bp, int64(r.maxBlob))
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		return nil, ErrChunkNotFound
@@ -331,9 +315,9 @@ func (r *Repository) openBlob(key string, blob, dst []byte) ([]byte, error) {
 // VerifyChunk re-reads chunk d and re-hashes its plaintext. It returns nil for a sound chunk,
 // ErrChunkNotFound or ErrChunkDamaged otherwise (or an I/O error).
 func (r *Repository) VerifyChunk(ctx context.Context, d chunk.Digest) error {
-	bp := r.plainBuf()
+	bp := r.plainBufs.Get(int(r.desc.ChunkSize))
 	defer r.plainBufs.Put(bp)
-	_, err := r.ReadChunk(ctx, d, *bp)
+	_, err := r.ReadChunk(ctx, d, bp)
 	if err != nil {
 		return fmt.Errorf("verify: %w", err)
 	}

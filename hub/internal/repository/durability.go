@@ -383,18 +383,18 @@ func (r *Repository) verifySince(ctx context.Context, t time.Time) error {
 	if err != nil {
 		return err
 	}
-	bp := r.payloadBuf()
+	bp := r.payloadBufs.Get(r.maxBlob)
 	defer r.payloadBufs.Put(bp)
-	pp := r.plainBuf()
+	pp := r.plainBufs.Get(int(r.desc.ChunkSize))
 	defer r.plainBufs.Put(pp)
 	for _, name := range names {
 		key := chunkKey(name)
-		blob, err := r.store.Get(ctx, key, *bp, int64(r.maxBlob))
+		blob, err := r.store.Get(ctx, key, bp, int64(r.maxBlob))
 		if errors.Is(err, store.ErrNotFound) {
 			continue
 		}
 		if err == nil {
-			err = r.checkStoredName(name, blob, *pp)
+			err = r.checkStoredName(name, blob, pp)
 		}
 		if err == nil {
 			continue

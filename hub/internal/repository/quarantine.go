@@ -71,18 +71,18 @@ func (r *Repository) QuarantineChunk(ctx context.Context, d chunk.Digest) (key s
 		return "", fmt.Errorf("quarantine chunk %s: %w", d, err)
 	}
 	ctx = context.WithoutCancel(ctx)
-	bp := r.payloadBuf()
+	bp := r.payloadBufs.Get(r.maxBlob)
 	defer r.payloadBufs.Put(bp)
-	blob, err := r.store.Get(ctx, key, *bp, int64(r.maxBlob))
+	blob, err := r.store.Get(ctx, key, bp, int64(r.maxBlob))
 	switch {
 	case errors.Is(err, store.ErrTooLarge):
 		return key, nil // damaged: no chunk of this repository is that large
 	case err != nil:
 		return "", fmt.Errorf("quarantine chunk %s: read it back: %w", d, errors.Join(err, r.unquarantine(ctx, d, key)))
 	}
-	pp := r.plainBuf()
+	pp := r.plainBufs.Get(int(r.desc.ChunkSize))
 	defer r.plainBufs.Put(pp)
-	if _, err := r.openStored(d, blob, *pp); err != nil {
+	if _, err := r.openStored(d, blob, pp); err != nil {
 		return key, nil
 	}
 	if err := r.unquarantine(ctx, d, key); err != nil {

@@ -42,6 +42,7 @@ import (
 
 	"github.com/klauspost/compress/zstd"
 
+	"github.com/sendense/sendense/hub/internal/buffers"
 	"github.com/sendense/sendense/hub/internal/repository/store"
 	"github.com/sendense/sendense/hub/internal/repository/store/local"
 	"github.com/sendense/sendense/hub/internal/repository/store/s3"
@@ -159,10 +160,10 @@ type Repository struct {
 	// concurrent use. Each DecodeAll stops at the capacity of its destination, the plaintext
 	// length the header declares, so a hostile payload cannot expand beyond one slot.
 	dec *zstd.Decoder
-	// plainBufs and payloadBufs hold *[]byte of chunk size and of maxBlob capacity, reused
-	// across calls: a 4 MiB allocation per chunk would dominate the garbage collector's work.
-	plainBufs   sync.Pool
-	payloadBufs sync.Pool
+	// plainBufs and payloadBufs keep buffers of chunk size and of maxBlob for reuse: a 4 MiB
+	// allocation per chunk would dominate the garbage collector's work and the heap.
+	plainBufs   *buffers.List
+	payloadBufs *buffers.List
 
 	// inflight serialises PutChunk per digest within this process, so that of concurrent puts
 	// of one new chunk exactly one reports it stored: the channel of a digest is closed when
@@ -188,12 +189,17 @@ type Repository struct {
 	logger   *slog.Logger
 }
 
+// keptBuffers is how many buffers of each kind a repository keeps for reuse: one per chunk
+// upload an agent may have in flight.
+const keptBuffers = api.MaxUploadsPerAgent
+
 func newRepository(s store.Store, desc Descriptor) (*Repository, error) {
 	maxBlob := chunk.MaxBlobLen(int(desc.ChunkSize))
 	if desc.Encryption != "" {
 		maxBlob = chunk.MaxSealedBlobLen(int(desc.ChunkSize))
 	}
-	r := &Repository{store: s, desc: desc, maxBlob: maxBlob, inflight: map[chunk.Digest]chan struct{}{}}
+	r := &Repository{store: s, desc: desc, maxBlob: maxBlob, inflight: map[chunk.Digest]chan struct{}{},
+		plainBufs: buffers.New(keptBuffers, 0), payloadBufs: buffers.New(keptBuffers, 0)}
 	// The output limit is the cap of each DecodeAll destination (WithDecodeAllCapLimit). The
 	// memory bound is set to the largest chunk rather than this repository's chunk size because
 	// the decoder also refuses frames whose window exceeds it, and a stream encoder may announce
