@@ -167,6 +167,8 @@ func (r *Repository) checkBlob(d chunk.Digest, blob []byte) (h chunk.Header, pay
 	case chunk.CodecRaw:
 		plain = payload
 	default:
+		r.decoding <- struct{}{}
+		defer func() { <-r.decoding }()
 		bp := r.plainBufs.Get(int(r.desc.ChunkSize))
 		defer r.plainBufs.Put(bp)
 		if plain, err = r.decode(h, payload, bp); err != nil {

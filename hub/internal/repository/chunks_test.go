@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -644,5 +645,33 @@ func TestReopenKeepsAPI(t *testing.T) {
 	empty := t.TempDir()
 	if _, err := OpenDir(t.Context(), empty, nil); !errors.Is(err, ErrNotRepository) {
 		t.Fatalf("Open of an empty directory: %v, want ErrNotRepository", err)
+	}
+}
+
+// Uploads verified at once decode one chunk per CPU at a time, so they hold no more plaintext
+// buffers than CPUs: more decodes at once would only hold more memory.
+func TestPutChunkDecodesOnePerCPU(t *testing.T) {
+	const cs, uploads = 16 * mib, 12
+	l := newRepo(t, cs)
+	plain := textData(1, cs)
+	blob, d := frame(t, chunk.CodecZstd, plain), chunk.Sum(plain)
+	start := make(chan struct{})
+	errs := make(chan error, uploads)
+	for range uploads {
+		go func() { // the same chunk each time: every upload is verified before it is stored
+			<-start
+			_, err := l.PutChunk(t.Context(), d, slices.Clone(blob))
+			errs <- err
+		}()
+	}
+	close(start)
+	for range uploads {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The list keeps every plaintext buffer that was ever taken: as many as were in use at once.
+	if n, p := l.plainBufs.Len(), runtime.GOMAXPROCS(0); n > p {
+		t.Fatalf("%d plaintext buffers of %d MiB taken for %d uploads at once, more than the %d CPUs", n, cs/mib, uploads, p)
 	}
 }
