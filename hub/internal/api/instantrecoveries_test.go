@@ -2,7 +2,6 @@ package api_test
 
 import (
 	"bytes"
-	"errors"
 	"io"
 	"log/slog"
 	"net"
@@ -10,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -20,6 +18,7 @@ import (
 
 	"github.com/sendense/sendense/hub/internal/jobs"
 	"github.com/sendense/sendense/hub/internal/nfsexport"
+	"github.com/sendense/sendense/hub/internal/nfstest"
 	"github.com/sendense/sendense/hub/internal/repository"
 	"github.com/sendense/sendense/hub/internal/restore"
 	"github.com/sendense/sendense/hub/internal/verify"
@@ -32,7 +31,7 @@ import (
 // mountIR mounts a session's export as the ESXi host would.
 func mountIR(t *testing.T, addr, id string) (*nfsc.Target, error) {
 	t.Helper()
-	c, err := dialNFS(t, addr)
+	c, err := nfstest.Dial(addr)
 	if err != nil {
 		return nil, err
 	}
@@ -422,19 +421,6 @@ func TestInstantRecoveryMigrate(t *testing.T) {
 			t.Fatalf("sendense_instant_recoveries{migrated} = %v", n)
 		}
 	})
-}
-
-// dialNFS connects the Go NFS client to addr. The client binds a random local port from the
-// ephemeral range without retrying when that port is taken (a busy machine runs many
-// connections), so a taken port is retried here with another.
-func dialNFS(t *testing.T, addr string) (*rpc.Client, error) {
-	t.Helper()
-	for try := 0; ; try++ {
-		c, err := rpc.DialTCP("tcp", addr, false)
-		if err == nil || try == 20 || !(errors.Is(err, syscall.EADDRINUSE) || strings.Contains(err.Error(), "address already in use")) {
-			return c, err
-		}
-	}
 }
 
 // A session started with a boot wait (a restore test's boot check) hands the wait to the agent

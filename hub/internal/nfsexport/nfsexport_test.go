@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"crypto/rand"
 	"crypto/sha256"
-	"errors"
 	"io"
 	"io/fs"
 	"log/slog"
@@ -14,7 +13,6 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -22,6 +20,7 @@ import (
 	"github.com/willscott/go-nfs-client/nfs/rpc"
 
 	"github.com/sendense/sendense/hub/internal/fidx"
+	"github.com/sendense/sendense/hub/internal/nfstest"
 	"github.com/sendense/sendense/hub/internal/repository"
 	"github.com/sendense/sendense/hub/internal/restore"
 	"github.com/sendense/sendense/shared/chunk"
@@ -141,7 +140,7 @@ func serve(t *testing.T, root string) (*Server, string) {
 // mount mounts export path p at addr with the Go client, as the ESXi host would.
 func mount(t *testing.T, addr, p string) (*nfsc.Target, error) {
 	t.Helper()
-	c, err := dialNFS(t, addr)
+	c, err := nfstest.Dial(addr)
 	if err != nil {
 		return nil, err
 	}
@@ -408,7 +407,7 @@ func TestOnlyNamedHostsMayMount(t *testing.T) {
 	}
 	mustMount(t, addr, Path("ir-ours"))
 	// A handle of the other session, made up by the client, is refused too.
-	c, err := dialNFS(t, addr)
+	c, err := nfstest.Dial(addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -462,18 +461,5 @@ func TestSmallReadRate(t *testing.T) {
 		}
 		f.Close()
 		t.Logf("%s: 64 KiB sequential reads of %d MiB with 4 MiB slots: %.1f MB/s", c.id, n>>20, float64(n)/time.Since(start).Seconds()/1e6)
-	}
-}
-
-// dialNFS connects the Go NFS client to addr. The client binds a random local port from the
-// ephemeral range without retrying when that port is taken (a busy machine runs many
-// connections), so a taken port is retried here with another.
-func dialNFS(t *testing.T, addr string) (*rpc.Client, error) {
-	t.Helper()
-	for try := 0; ; try++ {
-		c, err := rpc.DialTCP("tcp", addr, false)
-		if err == nil || try == 20 || !(errors.Is(err, syscall.EADDRINUSE) || strings.Contains(err.Error(), "address already in use")) {
-			return c, err
-		}
 	}
 }

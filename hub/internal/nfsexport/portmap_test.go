@@ -13,6 +13,7 @@ import (
 
 	"github.com/willscott/go-nfs-client/nfs/rpc"
 
+	"github.com/sendense/sendense/hub/internal/nfstest"
 	"github.com/sendense/sendense/hub/internal/portmap"
 )
 
@@ -35,7 +36,7 @@ func TestMountThroughThePortmapper(t *testing.T) {
 	t.Cleanup(func() { ln.Close(); <-done })
 
 	getport := func(prog uint32) (int, error) {
-		c, err := dialNFS(t, ln.Addr().String())
+		c, err := nfstest.Dial(ln.Addr().String())
 		if err != nil {
 			return 0, err
 		}

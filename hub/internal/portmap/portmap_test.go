@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/willscott/go-nfs-client/nfs/rpc"
+
+	"github.com/sendense/sendense/hub/internal/nfstest"
 )
 
 const (
@@ -91,7 +93,7 @@ func tcpCall(t *testing.T, c net.Conn, msg []byte) ([]byte, error) {
 
 func TestGetPortOverTCPWithTheNFSClientsPortmapper(t *testing.T) {
 	addr, _ := start(t, all)
-	c, err := rpc.DialTCP("tcp", addr, false)
+	c, err := nfstest.Dial(addr)
 	if err != nil {
 		t.Fatal(err)
 	}
