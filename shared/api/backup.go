@@ -335,6 +335,13 @@ const MaxSlotBatch = 1024
 // more (busy), and an agent keeps every upload of its process within it.
 const MaxUploadsPerAgent = 32
 
+// ChunkStored answers the upload of a chunk the hub names (PathAgentChunks): the name it gave,
+// the SHA-256 (hex) of the plaintext, and whether the chunk was new.
+type ChunkStored struct {
+	Digest string `json:"digest"`
+	Stored bool   `json:"stored"`
+}
+
 // SlotBatch records slots whose chunks the hub holds (or that are all zero).
 type SlotBatch struct {
 	Slots []SlotDigest `json:"slots"`

@@ -21,11 +21,12 @@ const (
 	PathAgentJob        = "/api/v1/agent/jobs/{id}" // GET: job state (cancel requested?)
 	PathAgentJobProg    = "/api/v1/agent/jobs/{id}/progress"
 	PathAgentJobDone    = "/api/v1/agent/jobs/{id}/complete"
-	PathAgentJobDisks   = "/api/v1/agent/jobs/{id}/disks"                // PUT: the VM's disks as the snapshot sees them
-	PathAgentJobVM      = "/api/v1/agent/jobs/{id}/vm"                   // PUT: the VM's configuration as the snapshot recorded it
-	PathAgentOpenSess   = "/api/v1/agent/jobs/{id}/disks/{disk}/session" // POST: open or reopen (idempotent)
-	PathAgentSession    = "/api/v1/agent/sessions/{session}"             // GET: with the slots done, to resume
-	PathAgentChunk      = "/api/v1/agent/sessions/{session}/chunks/{digest}"
+	PathAgentJobDisks   = "/api/v1/agent/jobs/{id}/disks"                    // PUT: the VM's disks as the snapshot sees them
+	PathAgentJobVM      = "/api/v1/agent/jobs/{id}/vm"                       // PUT: the VM's configuration as the snapshot recorded it
+	PathAgentOpenSess   = "/api/v1/agent/jobs/{id}/disks/{disk}/session"     // POST: open or reopen (idempotent)
+	PathAgentSession    = "/api/v1/agent/sessions/{session}"                 // GET: with the slots done, to resume
+	PathAgentChunk      = "/api/v1/agent/sessions/{session}/chunks/{digest}" // PUT: a chunk named by the agent
+	PathAgentChunks     = "/api/v1/agent/sessions/{session}/chunks"          // POST: a chunk the hub names (ChunkStored)
 	PathAgentSlots      = "/api/v1/agent/sessions/{session}/slots"
 	PathAgentCommitSess = "/api/v1/agent/sessions/{session}/commit"
 	PathAgentCheckSess  = "/api/v1/agent/sessions/{session}/check" // POST: compare slot digests with the parent index

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/tls"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -16,6 +17,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/klauspost/compress/zstd"
 
 	"github.com/sendense/sendense/hub/internal/ingest"
 	"github.com/sendense/sendense/hub/internal/repository"
@@ -78,7 +81,27 @@ func (a *fakeAgent) putChunk(sid string, plain []byte, slots ...int64) int {
 
 func (a *fakeAgent) putBlob(sid, digest string, blob []byte, slots ...int64) int {
 	a.h.t.Helper()
-	u := a.h.URL + api.Path(api.PathAgentChunk, sid, digest)
+	code, _ := a.sendBlob(http.MethodPut, api.Path(api.PathAgentChunk, sid, digest), blob, slots)
+	return code
+}
+
+// postBlob uploads a blob for the hub to name; it returns the status and the hub's answer.
+func (a *fakeAgent) postBlob(sid string, blob []byte, slots ...int64) (int, api.ChunkStored) {
+	a.h.t.Helper()
+	code, body := a.sendBlob(http.MethodPost, api.Path(api.PathAgentChunks, sid), blob, slots)
+	var res api.ChunkStored
+	if code == http.StatusOK || code == http.StatusCreated {
+		if err := json.Unmarshal(body, &res); err != nil {
+			a.h.t.Fatalf("answer to a chunk the hub names: %v: %q", err, body)
+		}
+	}
+	return code, res
+}
+
+// sendBlob sends a chunk upload with ?slots=; it returns the status and the body of the answer.
+func (a *fakeAgent) sendBlob(method, path string, blob []byte, slots []int64) (int, []byte) {
+	a.h.t.Helper()
+	u := a.h.URL + path
 	for i, s := range slots {
 		sep := ","
 		if i == 0 {
@@ -86,13 +109,17 @@ func (a *fakeAgent) putBlob(sid, digest string, blob []byte, slots ...int64) int
 		}
 		u += sep + strconv.FormatInt(s, 10)
 	}
-	req, _ := http.NewRequest(http.MethodPut, u, bytes.NewReader(blob))
+	req, _ := http.NewRequest(method, u, bytes.NewReader(blob))
 	resp, err := a.c.Do(req)
 	if err != nil {
 		a.h.t.Fatal(err)
 	}
-	resp.Body.Close()
-	return resp.StatusCode
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		a.h.t.Fatal(err)
+	}
+	return resp.StatusCode, body
 }
 
 // uploadDisk sends the given slots of img through a session as an agent does: record the slots,
@@ -405,6 +432,7 @@ func TestAgentCannotTouchAnotherAgentsJob(t *testing.T) {
 			{http.MethodPost, "/api/v1/agent/jobs/" + j.ID + "/disks/disk-2000/session"},
 			{http.MethodGet, "/api/v1/agent/sessions/" + s.ID},
 			{http.MethodPost, "/api/v1/agent/sessions/" + s.ID + "/slots"},
+			{http.MethodPost, "/api/v1/agent/sessions/" + s.ID + "/chunks"},
 			{http.MethodPost, "/api/v1/agent/sessions/" + s.ID + "/commit"},
 		} {
 			var body any
@@ -587,6 +615,98 @@ func TestChunkUploadRecordsItsSlots(t *testing.T) {
 		// A slot outside the disk is refused before anything is stored or recorded.
 		if code := a.putChunk(s.ID, img[testChunk:2*testChunk], 4); code != http.StatusBadRequest {
 			t.Fatalf("slot outside the disk: %d, want 400", code)
+		}
+	})
+}
+
+// A chunk the agent sends without a name is named by the hub, from the plaintext it decodes
+// and hashes itself: the answer is that name, the slots are recorded with it, and a backup made
+// of such uploads commits and restores. What the hub would refuse under a name it refuses here.
+func TestChunkNamedByTheHub(t *testing.T) {
+	forEachHub(t, func(t *testing.T, h *testHub) {
+		a := h.newAgent("a1")
+		img := randomImage(t, 4*testChunk)
+		a.push(twoDiskInventory(int64(len(img)), testChunk))
+		operator := h.apiToken(api.RoleOperator)
+		var b api.Backup
+		h.call(h.client(nil), http.MethodPost, api.PathBackups, operator, api.StartBackupRequest{VM: "pgtest1"}, &b)
+		j := a.nextJob("5s")
+		s, code, e := a.openSession(j.ID, "disk-2000", api.OpenSessionRequest{Type: "full", CapacityBytes: int64(len(img)), ChunkSize: testChunk})
+		if code != http.StatusOK {
+			t.Fatalf("open: %d %+v", code, e)
+		}
+		chunksBefore, _, _ := h.Repo.Stats(t.Context())
+		// Refused, and nothing stored or recorded: garbage, a zero chunk, a slot outside the disk,
+		// a body over the session's cap, another agent's upload into this session.
+		raw := func(p []byte) []byte {
+			blob, err := chunk.AppendBlob(nil, chunk.CodecRaw, len(p), p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return blob
+		}
+		for _, tc := range []struct {
+			name  string
+			blob  []byte
+			slots []int64
+			want  int
+		}{
+			{"garbage", []byte("not a blob"), []int64{0}, http.StatusBadRequest},
+			{"zero chunk", raw(make([]byte, testChunk)), []int64{0}, http.StatusBadRequest},
+			{"slot outside the disk", raw(img[:testChunk]), []int64{4}, http.StatusBadRequest},
+			{"over the cap", make([]byte, 2*testChunk), []int64{0}, http.StatusRequestEntityTooLarge},
+		} {
+			if code, _ := a.postBlob(s.ID, tc.blob, tc.slots...); code != tc.want {
+				t.Errorf("%s: %d, want %d", tc.name, code, tc.want)
+			}
+		}
+		if code, _ := h.newAgent("b").postBlob(s.ID, raw(img[:testChunk]), 0); code != http.StatusNotFound {
+			t.Errorf("another agent's upload into the session: %d, want 404", code)
+		}
+		if n, _, _ := h.Repo.Stats(t.Context()); n != chunksBefore {
+			t.Fatalf("refused uploads stored %d chunks", n-chunksBefore)
+		}
+		var sess api.Session
+		a.call(http.MethodGet, api.Path(api.PathAgentSession, s.ID), nil, &sess)
+		if len(sess.Done) != 0 {
+			t.Fatalf("refused uploads recorded slots: %v", sess.Done)
+		}
+
+		// Slot 0 raw, slot 1 compressed: each named by the SHA-256 of its plaintext.
+		enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest))
+		if err != nil {
+			t.Fatal(err)
+		}
+		text := bytes.Repeat([]byte("sendense names what it was sent "), testChunk/32)
+		copy(img[testChunk:2*testChunk], text)
+		packed, err := chunk.AppendBlob(nil, chunk.CodecZstd, testChunk, enc.EncodeAll(text, nil))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, blob := range [][]byte{raw(img[:testChunk]), packed} {
+			code, res := a.postBlob(s.ID, blob, int64(i))
+			if want := chunk.Sum(img[i*testChunk : (i+1)*testChunk]).String(); code != http.StatusCreated || res.Digest != want || !res.Stored {
+				t.Fatalf("slot %d: %d %+v, want 201 named %s and stored", i, code, res, want)
+			}
+		}
+		// Again: held already, the same name.
+		if code, res := a.postBlob(s.ID, packed, 1); code != http.StatusOK || res.Stored || res.Digest != chunk.Sum(text).String() {
+			t.Fatalf("the same chunk again: %d %+v, want 200, not stored", code, res)
+		}
+		a.call(http.MethodGet, api.Path(api.PathAgentSession, s.ID), nil, &sess)
+		if fmt.Sprint(sess.Done) != "[[0 2]]" {
+			t.Fatalf("done ranges %v, want [[0 2]]", sess.Done)
+		}
+		a.uploadDisk(s.ID, img, []int64{2, 3})
+		bd := a.commit(s.ID)
+		idx, err := h.Repo.ReadIndex(t.Context(), repository.IndexRef{VMUUID: "50120000-0000-4000-8000-000000000001", DiskID: "disk-2000", BackupID: j.ID})
+		if err != nil {
+			t.Fatalf("index of %+v: %v", bd, err)
+		}
+		for slot := range int64(4) {
+			if got, want := idx.Digests[slot], chunk.Sum(img[slot*testChunk:(slot+1)*testChunk]); got != want {
+				t.Errorf("slot %d is indexed as %s, want %s", slot, got, want)
+			}
 		}
 	})
 }

@@ -18,7 +18,7 @@ import (
 type ingestService interface {
 	OpenSession(ctx context.Context, agentID, jobID, diskID string, req api.OpenSessionRequest) (api.Session, error)
 	Session(ctx context.Context, agentID, id string) (api.Session, error)
-	PutChunk(ctx context.Context, agentID, sessionID, digest string, slots []int64, body io.Reader, size int64) (bool, error)
+	PutChunk(ctx context.Context, agentID, sessionID, digest string, slots []int64, body io.Reader, size int64) (api.ChunkStored, error)
 	RecordSlots(ctx context.Context, agentID, sessionID string, batch api.SlotBatch) (api.SlotBatchResult, error)
 	Commit(ctx context.Context, agentID, sessionID string, req api.CommitRequest) (api.BackupDisk, error)
 	Check(ctx context.Context, agentID, sessionID string, req api.CheckRequest) (api.CheckResult, error)
@@ -28,6 +28,7 @@ func (s *Server) registerIngest(agent *gin.RouterGroup) {
 	agent.POST(rel(agent, api.PathAgentOpenSess), s.openSession)
 	agent.GET(rel(agent, api.PathAgentSession), s.getSession)
 	agent.PUT(rel(agent, api.PathAgentChunk), s.putChunk)
+	agent.POST(rel(agent, api.PathAgentChunks), s.postChunk)
 	agent.POST(rel(agent, api.PathAgentSlots), s.recordSlots)
 	agent.POST(rel(agent, api.PathAgentCommitSess), s.commitSession)
 	agent.POST(rel(agent, api.PathAgentCheckSess), s.checkSession)
@@ -56,27 +57,45 @@ func (s *Server) getSession(c *gin.Context) {
 	c.JSON(http.StatusOK, sess)
 }
 
-// putChunk receives one chunk blob and records the slots named by ?slots=3,4,9. The service
-// checks the session before it reads the body, and caps the body at the session's chunk size.
+// putChunk receives one chunk blob the agent names and records the slots named by
+// ?slots=3,4,9. The service checks the session before it reads the body, and caps the body at
+// the session's chunk size. 201: stored, 200: the hub held it already.
 func (s *Server) putChunk(c *gin.Context) {
+	if res, ok := s.receiveChunk(c, c.Param("digest")); ok {
+		c.Status(chunkStatus(res))
+	}
+}
+
+// postChunk is putChunk for a blob the hub names: it answers the name (api.ChunkStored).
+func (s *Server) postChunk(c *gin.Context) {
+	if res, ok := s.receiveChunk(c, ""); ok {
+		c.JSON(chunkStatus(res), res)
+	}
+}
+
+// receiveChunk hands an upload to the service; on failure it has answered.
+func (s *Server) receiveChunk(c *gin.Context, digest string) (api.ChunkStored, bool) {
 	slots, err := parseSlots(c.Query("slots"))
 	if err != nil {
 		s.fail(c, err)
-		return
+		return api.ChunkStored{}, false
 	}
-	stored, err := s.deps.Ingest.PutChunk(c.Request.Context(), agentID(c), c.Param("session"), c.Param("digest"), slots, c.Request.Body, c.Request.ContentLength)
+	res, err := s.deps.Ingest.PutChunk(c.Request.Context(), agentID(c), c.Param("session"), digest, slots, c.Request.Body, c.Request.ContentLength)
 	if errors.Is(err, ingest.ErrBusy) {
 		c.Header("Retry-After", "1") // the agent's client backs off and retries
 	}
 	if err != nil {
 		s.fail(c, err)
-		return
+		return api.ChunkStored{}, false
 	}
-	if stored {
-		c.Status(http.StatusCreated)
-		return
+	return res, true
+}
+
+func chunkStatus(res api.ChunkStored) int {
+	if res.Stored {
+		return http.StatusCreated
 	}
-	c.Status(http.StatusOK)
+	return http.StatusOK
 }
 
 // parseSlots reads a comma-separated list of slot numbers; empty is none.

@@ -59,6 +59,7 @@ func (l Limits) withDefaults() Limits {
 // slow link is not cut while a drip-fed body is.
 var uploadRoutes = map[string]bool{
 	http.MethodPut + " " + ginPath(api.PathAgentChunk):     true,
+	http.MethodPost + " " + ginPath(api.PathAgentChunks):   true,
 	http.MethodPost + " " + ginPath(api.PathAgentSlots):    true,
 	http.MethodPut + " " + ginPath(api.PathAgentInventory): true,
 }

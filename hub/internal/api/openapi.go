@@ -61,6 +61,7 @@ var operations = []operation{
 	{"POST", api.PathAgentOpenSess, "Open (or reopen) the upload session of a disk", authAgent, nil, api.OpenSessionRequest{}, api.Session{}, 200},
 	{"GET", api.PathAgentSession, "A session with the slots already recorded", authAgent, nil, nil, api.Session{}, 200},
 	{"PUT", api.PathAgentChunk, "Upload one chunk blob (201 stored, 200 already held) and record the slots that hold it", authAgent, []string{"slots"}, []byte{}, nil, 201},
+	{"POST", api.PathAgentChunks, "Upload one chunk blob the hub names by the SHA-256 of its plaintext (201 stored, 200 already held) and record the slots that hold it", authAgent, []string{"slots"}, []byte{}, api.ChunkStored{}, 201},
 	{"POST", api.PathAgentSlots, "Record slot digests; answers the digests the hub lacks", authAgent, nil, api.SlotBatch{}, api.SlotBatchResult{}, 200},
 	{"POST", api.PathAgentCheckSess, "Compare slot digests with the parent index (CBT drift check); answers the slots that differ", authAgent, nil, api.CheckRequest{}, api.CheckResult{}, 200},
 	{"POST", api.PathAgentCommitSess, "Close a session: the hub writes the disk's index", authAgent, nil, api.CommitRequest{}, api.BackupDisk{}, 200},

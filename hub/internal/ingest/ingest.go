@@ -72,11 +72,12 @@ type ingestCatalog interface {
 }
 
 // Repository is what intake needs of one repository. PutChunk re-hashes and stores a blob
-// durably (idempotent); TouchChunk proves a chunk exists and spares it from garbage collection
+// durably (idempotent), PutBlob does the same for a blob it names by that hash; TouchChunk proves a chunk exists and spares it from garbage collection
 // (repository.ErrChunkNotFound when it does not); WriteIndex refuses an index naming a missing
 // chunk.
 type Repository interface {
 	PutChunk(ctx context.Context, d chunk.Digest, blob []byte) (stored bool, err error)
+	PutBlob(ctx context.Context, blob []byte) (d chunk.Digest, stored bool, err error)
 	TouchChunk(ctx context.Context, d chunk.Digest) error
 	ReadIndex(ctx context.Context, ref repository.IndexRef) (*fidx.Index, error)
 	WriteIndex(ctx context.Context, ref repository.IndexRef, idx *fidx.Index) (digest string, err error)
@@ -245,32 +246,38 @@ func MaxChunkUpload(chunkSize int64) int64 { return int64(chunk.MaxBlobLen(int(c
 // before any byte of the body is read; the body (size bytes as announced, -1 when unknown) may be
 // at most the largest blob of the session's chunk size (ErrTooLarge otherwise). The blob is
 // re-hashed: one whose content does not hash to its name is refused and nothing is stored or
-// recorded. It reports whether the chunk was new.
-func (s *Service) PutChunk(ctx context.Context, agentID, sessionID, digest string, slots []int64, body io.Reader, size int64) (bool, error) {
-	d, err := chunk.ParseDigest(digest)
-	if err != nil {
-		return false, &api.FieldError{Field: "digest", Msg: "must be a lowercase hex SHA-256"}
+// recorded. With digest "" the hub names the chunk itself by that hash (an agent sending data
+// it did not ask about need not hash it first). It answers the chunk's name and whether it was
+// new.
+func (s *Service) PutChunk(ctx context.Context, agentID, sessionID, digest string, slots []int64, body io.Reader, size int64) (api.ChunkStored, error) {
+	var named *chunk.Digest
+	if digest != "" {
+		d, err := chunk.ParseDigest(digest)
+		if err != nil {
+			return api.ChunkStored{}, &api.FieldError{Field: "digest", Msg: "must be a lowercase hex SHA-256"}
+		}
+		named = &d
 	}
 	if len(slots) > api.MaxSlotBatch {
-		return false, &api.FieldError{Field: "slots", Msg: fmt.Sprintf("at most %d per upload", api.MaxSlotBatch)}
+		return api.ChunkStored{}, &api.FieldError{Field: "slots", Msg: fmt.Sprintf("at most %d per upload", api.MaxSlotBatch)}
 	}
 	ls, err := s.live(ctx, agentID, sessionID)
 	if err != nil {
-		return false, err
+		return api.ChunkStored{}, err
 	}
 	g := grid(&ls.UploadSession)
 	for _, sl := range slots {
 		if !g.Contains(sl) {
-			return false, &api.FieldError{Field: "slots", Msg: fmt.Sprintf("slot %d is outside the disk (0..%d)", sl, g.Slots()-1)}
+			return api.ChunkStored{}, &api.FieldError{Field: "slots", Msg: fmt.Sprintf("slot %d is outside the disk (0..%d)", sl, g.Slots()-1)}
 		}
 	}
 	limit := MaxChunkUpload(ls.ChunkSize)
 	if size > limit {
-		return false, fmt.Errorf("%w: %d bytes, a chunk of this session takes at most %d", ErrTooLarge, size, limit)
+		return api.ChunkStored{}, fmt.Errorf("%w: %d bytes, a chunk of this session takes at most %d", ErrTooLarge, size, limit)
 	}
 	if !s.acquire(agentID) {
 		s.metrics.uploadsRefused.Inc()
-		return false, fmt.Errorf("%w (%d)", ErrBusy, MaxUploadsPerAgent)
+		return api.ChunkStored{}, fmt.Errorf("%w (%d)", ErrBusy, MaxUploadsPerAgent)
 	}
 	defer s.release(agentID)
 	b := s.bufs.Get(int(limit) + 1)
@@ -278,28 +285,35 @@ func (s *Service) PutChunk(ctx context.Context, agentID, sessionID, digest strin
 	n, err := io.ReadFull(body, b)
 	switch {
 	case err == nil:
-		return false, fmt.Errorf("%w: more than %d bytes", ErrTooLarge, limit)
+		return api.ChunkStored{}, fmt.Errorf("%w: more than %d bytes", ErrTooLarge, limit)
 	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
 	default:
-		return false, fmt.Errorf("%w: %w", ErrBadBody, err)
+		return api.ChunkStored{}, fmt.Errorf("%w: %w", ErrBadBody, err)
 	}
 	if size >= 0 && int64(n) != size {
-		return false, &api.FieldError{Field: "body", Msg: fmt.Sprintf("%d bytes received, %d announced", n, size)}
+		return api.ChunkStored{}, &api.FieldError{Field: "body", Msg: fmt.Sprintf("%d bytes received, %d announced", n, size)}
 	}
 	blob := b[:n]
 	repo, err := s.open(ctx, ls.RepositoryID)
 	if err != nil {
-		return false, err
+		return api.ChunkStored{}, err
 	}
-	stored, err := repo.PutChunk(ctx, d, blob)
+	var d chunk.Digest
+	var stored bool
+	if named != nil {
+		d = *named
+		stored, err = repo.PutChunk(ctx, d, blob)
+	} else {
+		d, stored, err = repo.PutBlob(ctx, blob)
+	}
 	switch {
 	case errors.Is(err, repository.ErrDigestMismatch):
 		s.metrics.digestMismatches.Inc()
 		s.log.WarnContext(ctx, "chunk refused: content does not match its digest", "agent_id", agentID, "session_id", sessionID, "digest", digest)
-		return false, err
+		return api.ChunkStored{}, err
 	case err != nil:
 		s.metrics.badBlobs.Inc()
-		return false, err
+		return api.ChunkStored{}, err
 	}
 	s.metrics.chunksReceived.Inc()
 	s.metrics.chunkBytes.Add(float64(len(blob)))
@@ -312,14 +326,14 @@ func (s *Service) PutChunk(ctx context.Context, agentID, sessionID, digest strin
 	if len(slots) > 0 {
 		rows := make([]catalog.UploadSlot, len(slots))
 		for i, sl := range slots {
-			rows[i] = catalog.UploadSlot{Slot: sl, Digest: digest}
+			rows[i] = catalog.UploadSlot{Slot: sl, Digest: d.String()}
 		}
 		if err := s.cat.RecordSlots(ctx, sessionID, rows); err != nil {
-			return false, err
+			return api.ChunkStored{}, err
 		}
 		s.metrics.slotsRecorded.Add(float64(len(rows)))
 	}
-	return stored, nil
+	return api.ChunkStored{Digest: d.String(), Stored: stored}, nil
 }
 
 // acquire counts one more upload in flight for the agent unless it has MaxUploadsPerAgent.

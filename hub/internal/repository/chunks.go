@@ -111,10 +111,35 @@ func (r *Repository) PutChunk(ctx context.Context, d chunk.Digest, blob []byte) 
 	if err := ctx.Err(); err != nil {
 		return false, fmt.Errorf("put chunk %s: %w", d, err)
 	}
-	h, payload, err := r.checkBlob(d, blob)
+	h, payload, got, err := r.checkBlob(blob)
+	if err == nil && got != d {
+		err = fmt.Errorf("%w: plaintext hashes to %s", ErrDigestMismatch, got)
+	}
 	if err != nil {
 		return false, fmt.Errorf("put chunk %s: %w", d, err)
 	}
+	return r.storeChunk(ctx, d, h, payload, blob)
+}
+
+// PutBlob is PutChunk for a blob that comes without a name: the repository names it by the
+// SHA-256 of its plaintext, which it computes to check the blob anyway, and returns that name.
+// An uploader that sends data it is not asked about (a full backup of new data) so spares the
+// hash it would compute only to name the chunk. The checks, errors (but ErrDigestMismatch) and
+// durability are PutChunk's.
+func (r *Repository) PutBlob(ctx context.Context, blob []byte) (d chunk.Digest, stored bool, err error) {
+	if err := ctx.Err(); err != nil {
+		return d, false, fmt.Errorf("put blob: %w", err)
+	}
+	h, payload, d, err := r.checkBlob(blob)
+	if err != nil {
+		return d, false, fmt.Errorf("put blob: %w", err)
+	}
+	stored, err = r.storeChunk(ctx, d, h, payload, blob)
+	return d, stored, err
+}
+
+// storeChunk stores a checked blob of header h and payload under d unless the chunk exists.
+func (r *Repository) storeChunk(ctx context.Context, d chunk.Digest, h chunk.Header, payload, blob []byte) (stored bool, err error) {
 	unlock, err := r.lockDigest(ctx, d)
 	if err != nil {
 		return false, fmt.Errorf("put chunk %s: %w", d, err)
@@ -142,25 +167,22 @@ func (r *Repository) PutChunk(ctx context.Context, d chunk.Digest, blob []byte) 
 	return true, nil
 }
 
-// checkBlob verifies that blob is a well-formed, unsealed blob of the plaintext named d, and
-// returns its header and payload.
-func (r *Repository) checkBlob(d chunk.Digest, blob []byte) (h chunk.Header, payload []byte, err error) {
+// checkBlob verifies that blob is a well-formed, unsealed blob of a chunk that is not all zero,
+// and returns its header, payload and the SHA-256 of its plaintext.
+func (r *Repository) checkBlob(blob []byte) (h chunk.Header, payload []byte, sum chunk.Digest, err error) {
 	if maxLen := chunk.MaxBlobLen(int(r.desc.ChunkSize)); len(blob) > maxLen {
-		return h, nil, fmt.Errorf("%w: %d bytes, more than the %d a chunk of %d bytes may take", ErrBadBlob, len(blob), maxLen, r.desc.ChunkSize)
+		return h, nil, sum, fmt.Errorf("%w: %d bytes, more than the %d a chunk of %d bytes may take", ErrBadBlob, len(blob), maxLen, r.desc.ChunkSize)
 	}
 	h, payload, err = chunk.OpenBlob(blob)
 	if err != nil {
-		return h, nil, fmt.Errorf("%w: %w", ErrBadBlob, err)
+		return h, nil, sum, fmt.Errorf("%w: %w", ErrBadBlob, err)
 	}
 	if h.Sealed() {
 		// Only the hub seals, with the repository's key: an uploaded blob is always plain.
-		return h, nil, fmt.Errorf("%w: an uploaded blob must not be sealed", ErrBadBlob)
+		return h, nil, sum, fmt.Errorf("%w: an uploaded blob must not be sealed", ErrBadBlob)
 	}
 	if int64(h.PlaintextLen) > r.desc.ChunkSize {
-		return h, nil, fmt.Errorf("%w: plaintext of %d bytes exceeds the chunk size %d", ErrBadBlob, h.PlaintextLen, r.desc.ChunkSize)
-	}
-	if d == chunk.ZeroDigest(int(h.PlaintextLen)) {
-		return h, nil, ErrZeroChunk
+		return h, nil, sum, fmt.Errorf("%w: plaintext of %d bytes exceeds the chunk size %d", ErrBadBlob, h.PlaintextLen, r.desc.ChunkSize)
 	}
 	var plain []byte
 	switch h.Codec {
@@ -172,13 +194,14 @@ func (r *Repository) checkBlob(d chunk.Digest, blob []byte) (h chunk.Header, pay
 		bp := r.plainBufs.Get(int(r.desc.ChunkSize))
 		defer r.plainBufs.Put(bp)
 		if plain, err = r.decode(h, payload, bp); err != nil {
-			return h, nil, fmt.Errorf("%w: %w", ErrBadBlob, err)
+			return h, nil, sum, fmt.Errorf("%w: %w", ErrBadBlob, err)
 		}
 	}
-	if got := chunk.Sum(plain); got != d {
-		return h, nil, fmt.Errorf("%w: plaintext hashes to %s", ErrDigestMismatch, got)
+	sum = chunk.Sum(plain)
+	if sum == chunk.ZeroDigest(len(plain)) {
+		return h, nil, sum, ErrZeroChunk
 	}
-	return h, payload, nil
+	return h, payload, sum, nil
 }
 
 // decode returns the plaintext of a payload whose header h has been checked, written over dst

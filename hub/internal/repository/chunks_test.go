@@ -87,6 +87,40 @@ func TestPutReadRoundTrip(t *testing.T) {
 	}
 }
 
+// PutBlob names a blob by the SHA-256 of its plaintext and stores it as PutChunk would under
+// that name; what PutChunk refuses it refuses, storing nothing.
+func TestPutBlobNamesByPlaintext(t *testing.T) {
+	l := newRepo(t, 0)
+	ctx := t.Context()
+	before := listing(t, root(l))
+	for name, blob := range map[string][]byte{
+		"garbage":    []byte("not a blob"),
+		"zero chunk": frame(t, chunk.CodecZstd, make([]byte, 4*mib)),
+		"sealed":     sealedFrame(t, agentFrame(t, randomData(9, mib))),
+	} {
+		if _, _, err := l.PutBlob(ctx, blob); err == nil {
+			t.Errorf("%s: PutBlob succeeded", name)
+		}
+	}
+	assertUnchanged(t, before, root(l))
+	for _, plain := range [][]byte{randomData(1, 4*mib), textData(2, 4*mib), randomData(3, mib+123)} {
+		want := chunk.Sum(plain)
+		for i, wantStored := range []bool{true, false} {
+			d, stored, err := l.PutBlob(ctx, agentFrame(t, plain))
+			if err != nil || d != want || stored != wantStored {
+				t.Fatalf("PutBlob #%d = %s, %v, %v; want %s, %v", i+1, d, stored, err, want, wantStored)
+			}
+		}
+		if stored, err := l.PutChunk(ctx, want, agentFrame(t, plain)); err != nil || stored {
+			t.Fatalf("PutChunk under the name PutBlob gave = %v, %v; want held", stored, err)
+		}
+		got, err := l.ReadChunk(ctx, want, nil)
+		if err != nil || !bytes.Equal(got, plain) {
+			t.Fatalf("ReadChunk after PutBlob: %v (equal: %v)", err, bytes.Equal(got, plain))
+		}
+	}
+}
+
 func TestZeroChunksAreNeverStored(t *testing.T) {
 	l := newRepo(t, 0)
 	before := listing(t, root(l))
