@@ -1,6 +1,7 @@
 package backup
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -23,6 +24,7 @@ func (u *uploader) send(ctx context.Context, mc missingChunk) error {
 		return err
 	}
 	cu := &chunkUpload{u: u, ctx: ctx, mc: mc, buf: mc.buf, blob: blob, size: len(blob)}
+	copy(cu.header[:], blob)
 	done, err := u.pool.startUpload(ctx)
 	if err != nil {
 		cu.finish()
@@ -32,7 +34,7 @@ func (u *uploader) send(ctx context.Context, mc missingChunk) error {
 	done()
 	cu.finish()
 	if err != nil {
-		return fmt.Errorf("upload chunk %s: %w", mc.digest, err)
+		return fmt.Errorf("upload chunk %s: %w", mc.name(), err)
 	}
 	if mc.direct {
 		u.mode.uploaded(stored)
@@ -65,6 +67,9 @@ type chunkUpload struct {
 	ctx  context.Context // the upload's: body is called back without one
 	mc   missingChunk
 	size int // the blob's length, the same in every attempt
+	// header is the first attempt's blob header: its CRC-32C covers the whole blob, so a chunk
+	// without a digest read and sealed again must come out with the same header.
+	header [chunk.HeaderSize]byte
 
 	mu    sync.Mutex // serializes body and finish
 	buf   slotBuf
@@ -122,11 +127,12 @@ func (cu *chunkUpload) finish() {
 }
 
 // errChunkChanged is a slot read again for a repeated upload that no longer hashes to its chunk.
-var errChunkChanged = errors.New("the slot read again does not hash to its chunk: the disk changed under the snapshot")
+var errChunkChanged = errors.New("the slot read again does not hold its chunk's bytes: the disk changed under the snapshot")
 
 // reread takes the pool's retry buffer (the upload holds none), reads the chunk's first slot
 // into it again, checks its digest and seals it; the blob must come out as long as the first
-// one. The retry buffer is not part of the budget: a sender waiting for the budget would wait
+// one, and for a chunk without a digest (the hub names it) with the same header, hence the same
+// CRC-32C. The retry buffer is not part of the budget: a sender waiting for the budget would wait
 // for readers that wait for senders.
 func (cu *chunkUpload) reread() error {
 	u, mc := cu.u, cu.mc
@@ -137,19 +143,23 @@ func (cu *chunkUpload) reread() error {
 	off := mc.holders[0] * u.t.ChunkSize
 	p := sb.b[chunk.HeaderSize : chunk.HeaderSize+mc.n]
 	err = readFull(u.t.Reader, p, off)
-	if err == nil && chunk.Sum(p).String() != mc.digest {
+	if err == nil && mc.digest != "" && chunk.Sum(p).String() != mc.digest {
 		err = fmt.Errorf("slot %d: %w", mc.holders[0], errChunkChanged)
 	}
 	var blob []byte
 	if err == nil {
 		blob, err = u.seal(cu.ctx, sb, mc.n)
 	}
-	if err == nil && len(blob) != cu.size {
+	switch {
+	case err != nil:
+	case mc.digest == "" && !bytes.Equal(blob[:chunk.HeaderSize], cu.header[:]):
+		err = fmt.Errorf("slot %d: sealed again into another blob: %w", mc.holders[0], errChunkChanged)
+	case len(blob) != cu.size:
 		err = fmt.Errorf("slot %d sealed again into %d bytes, not %d", mc.holders[0], len(blob), cu.size)
 	}
 	if err != nil {
 		u.pool.putRetry(sb)
-		return fmt.Errorf("read chunk %s again for another attempt: %w", mc.digest, err)
+		return fmt.Errorf("read chunk %s again for another attempt: %w", mc.name(), err)
 	}
 	u.m.readBytes.Add(float64(mc.n))
 	cu.buf, cu.blob, cu.retry = sb, blob, true

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"regexp"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -91,12 +93,13 @@ func TestBufferReturnsOnceTheBodyIsRead(t *testing.T) {
 }
 
 // retryHub makes every upload take two attempts: the first reads readFirst bytes of the body
-// (all of it when negative) and fails, between the attempts between runs, and the second is
+// (all of it when negative) and fails, between the attempts between runs (with the upload's
+// digest, empty when the hub names the chunk, and slots), and the second is
 // stored. It keeps the first attempt's readers.
 type retryHub struct {
 	*fakeHub
 	readFirst int
-	between   func()
+	between   func(digest string, slots []int64)
 	mu        sync.Mutex
 	stale     []io.Reader
 }
@@ -118,7 +121,7 @@ func (h *retryHub) PutChunk(_ context.Context, _ string, digest string, slots []
 	h.stale = append(h.stale, r)
 	h.mu.Unlock()
 	if h.between != nil {
-		h.between()
+		h.between(digest, slots)
 	}
 	blob, err := readBody(body, size)
 	if err != nil {
@@ -188,25 +191,39 @@ func TestRetryAfterTheBodyWasRead(t *testing.T) {
 }
 
 // A slot that reads back with other bytes for a second attempt fails the upload: what the
-// first attempt sent can no longer be vouched for.
+// first attempt sent can no longer be vouched for. A chunk the agent named is checked against
+// its digest; one sent for the hub to name (after the upload went direct), against its CRC-32C.
 func TestRetryOfAChangedSlotFails(t *testing.T) {
-	disk := &changingDisk{b: modeDisk(8, func(int) bool { return false })}
-	pool := newBufferPool(int64(8*(chunk.HeaderSize+testChunk)), 1)
-	var once sync.Once
-	hub := &retryHub{fakeHub: newFakeHub(), readFirst: -1, between: func() { once.Do(disk.flip) }}
-	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
-	defer cancel()
-	err := upload(ctx, hub, pool, uploadTask{SessionID: "s", Reader: disk, Capacity: int64(len(disk.b)),
-		ChunkSize: testChunk, Slots: allSlots(disk.b)}, &Counters{}, NewMetrics(nil), UploadOptions{})
-	if !errors.Is(err, errChunkChanged) {
-		t.Fatalf("upload of a slot that changed between attempts: %v", err)
-	}
-	if pool.InUse() != 0 {
-		t.Fatalf("%d bytes still in use", pool.InUse())
+	for _, tc := range []struct {
+		name  string
+		slots int
+		named bool
+		want  string
+	}{{"named chunk", 8, true, "read chunk " + strings.Repeat("[0-9a-f]", 64) + " again"}, {"chunk the hub names", 96, false, "read chunk of slot [0-9]+ again"}} {
+		t.Run(tc.name, func(t *testing.T) {
+			disk := &changingDisk{b: modeDisk(tc.slots, func(int) bool { return false })}
+			pool := newBufferPool(int64(8*(chunk.HeaderSize+testChunk)), 1)
+			var once sync.Once
+			hub := &retryHub{fakeHub: newFakeHub(), readFirst: -1, between: func(digest string, slots []int64) {
+				if (digest != "") == tc.named {
+					once.Do(func() { disk.flip(slots[0]) })
+				}
+			}}
+			ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+			defer cancel()
+			err := upload(ctx, hub, pool, uploadTask{SessionID: "s", Reader: disk, Capacity: int64(len(disk.b)),
+				ChunkSize: testChunk, Slots: allSlots(disk.b)}, &Counters{}, NewMetrics(nil), UploadOptions{})
+			if !errors.Is(err, errChunkChanged) || !regexp.MustCompile(tc.want).MatchString(err.Error()) {
+				t.Fatalf("upload of a slot that changed between attempts: %v, want %v matching %q", err, errChunkChanged, tc.want)
+			}
+			if pool.InUse() != 0 {
+				t.Fatalf("%d bytes still in use", pool.InUse())
+			}
+		})
 	}
 }
 
-// changingDisk is a disk whose bytes flip changes under its readers.
+// changingDisk is a disk whose slots flip changes under its readers.
 type changingDisk struct {
 	mu sync.Mutex
 	b  []byte
@@ -218,11 +235,11 @@ func (d *changingDisk) ReadAt(p []byte, off int64) (int, error) {
 	return memDisk(d.b).ReadAt(p, off)
 }
 
-func (d *changingDisk) flip() {
+func (d *changingDisk) flip(slot int64) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	for i := range d.b {
-		d.b[i] ^= 0xff
+	for i := range d.b[slot*testChunk : (slot+1)*testChunk] {
+		d.b[slot*testChunk+int64(i)] ^= 0xff
 	}
 }
 

@@ -16,12 +16,13 @@ import (
 
 // countingHub counts what the uploader asks the hub: the distinct non-zero digests of each
 // record request (as sendMode counts them; a group's copies of one slot are asked about once),
-// the chunks it uploads, the uploads of chunks the hub already held, and the requests that
-// record zero slots. It refuses a batch larger than the hub's limit, as the hub does.
+// the chunks it uploads (unnamed: those it sends for the hub to name), the uploads of chunks the
+// hub already held, and the requests that record zero slots. It refuses a batch larger than the hub's limit, as the hub does.
 type countingHub struct {
 	*fakeHub
 	mu                  sync.Mutex
 	asked, puts, inVain int
+	unnamed             int
 	zeroRequests        int
 }
 
@@ -52,6 +53,9 @@ func (h *countingHub) PutChunk(ctx context.Context, id, digest string, slots []i
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.puts++
+	if digest == "" {
+		h.unnamed++
+	}
 	if err == nil && !stored {
 		h.inVain++
 	}
@@ -102,7 +106,8 @@ func uploadAll(t *testing.T, hub *countingHub, disk []byte) {
 
 // While the hub lacks every chunk, the upload stops asking first after one window of chunks and
 // uploads each distinct chunk once, with every slot that holds it; zero slots are still
-// recorded. Without the direct mode every slot's digest would be asked about.
+// recorded. Without the direct mode every slot's digest would be asked about. Groups read once it
+// is direct are not hashed: the hub names their chunks (copies within a group are still found).
 func TestDirectUploadsWhileTheHubLacksEverything(t *testing.T) {
 	const n = 400
 	disk := modeDisk(n, func(s int) bool { return s%12 == 3 })
@@ -121,6 +126,11 @@ func TestDirectUploadsWhileTheHubLacksEverything(t *testing.T) {
 	}
 	if hub.puts != len(distinct) || hub.inVain != 0 {
 		t.Fatalf("%d uploads (%d of held chunks) for %d distinct chunks", hub.puts, hub.inVain, len(distinct))
+	}
+	// All but the window, what the recorders held then and what the readers had read ahead (the
+	// pool's 8 buffers).
+	if named := hub.puts - hub.unnamed; named > modeWindow+3+(recordersPerUpload-1)*4+8 {
+		t.Fatalf("%d of %d uploads were named by the agent: direct groups were still hashed", named, hub.puts)
 	}
 }
 

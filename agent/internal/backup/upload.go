@@ -22,7 +22,8 @@ import (
 
 // sessionHub is what the uploader needs from the hub. Both calls are idempotent: RecordSlots
 // records the slots whose chunk the hub holds and answers the digests it lacks; PutChunk stores
-// a chunk of size bytes, records the slots that hold it and reports whether the hub lacked it.
+// a chunk of size bytes (named by digest, or by the hub when digest is ""), records the slots
+// that hold it and reports whether the hub lacked it.
 // PutChunk calls body for a reader of the blob before each attempt it makes (and may call it
 // once more to learn the length), and reads that reader to its end or not at all.
 type sessionHub interface {
@@ -82,13 +83,41 @@ type uploadTask struct {
 	Slots     []int64 // the slots to read, ascending
 }
 
-// readGroup is consecutive slots read and hashed, each in its buffer after room for a blob
-// header, so that a chunk is sealed in place and its upload needs no buffer of its own.
+// readGroup is consecutive slots read, each in its buffer after room for a blob header, so that
+// a chunk is sealed in place and its upload needs no buffer of its own. A named group was hashed:
+// each slot has its digest. A group read while the upload sends directly is not (hashing would
+// only name chunks the hub names anyway, see sendMode): its non-zero slots have an empty digest.
 type readGroup struct {
 	slots   []int64
 	bufs    []slotBuf
 	lens    []int64
-	digests []string
+	digests []string // every slot's when named; otherwise only the zero slots'
+	named   bool
+}
+
+// data returns the bytes of the group's i-th slot, as read.
+func (rg *readGroup) data(i int) []byte {
+	return rg.bufs[i].b[chunk.HeaderSize : chunk.HeaderSize+rg.lens[i]]
+}
+
+// copyOf returns the index in carriers of a slot holding the same bytes as slot i, or -1.
+// carriers are slots of the group before i that are not zero and whose buffers are still held:
+// the buffer of a copy goes back to the pool at once and may already hold other data. Unnamed
+// slots are compared byte by byte: slots that differ mostly differ early, and even a group of
+// four copies costs less to compare than to hash.
+func (rg *readGroup) copyOf(i int, carriers []int) int {
+	for c, j := range carriers {
+		switch {
+		case rg.lens[j] != rg.lens[i]:
+		case rg.named:
+			if rg.digests[j] == rg.digests[i] {
+				return c
+			}
+		case bytes.Equal(rg.data(j), rg.data(i)):
+			return c
+		}
+	}
+	return -1
 }
 
 // zero reports whether the group's i-th slot is all zero bytes.
@@ -98,16 +127,24 @@ func (rg *readGroup) zero(i int) bool {
 
 // missingChunk is a chunk the hub lacks, in the buffer of one of the slots that hold it.
 type missingChunk struct {
-	digest  string
+	digest  string // empty: unnamed, the hub names it
 	holders []int64
 	buf     slotBuf
 	n       int64
 	direct  bool // sent without asking the hub whether it lacks the chunk
 }
 
+// name is how messages name the chunk.
+func (mc *missingChunk) name() string {
+	if mc.digest == "" {
+		return fmt.Sprintf("of slot %d", mc.holders[0])
+	}
+	return mc.digest
+}
+
 // upload reads, hashes and sends the task's slots in three overlapping stages, so that round
 // trips to the hub overlap with reading and with each other: readers fill buffers from the
-// pool with groups of slots and hash them; recorders record each group's digests (the hub
+// pool with groups of slots and hash them (not while the upload sends directly); recorders record each group's digests (the hub
 // answers which chunks it lacks) and give back the buffers of slots that are zero or already
 // held — or, while the hub lacks nearly every chunk, pass the group's chunks on without asking
 // (see sendMode); senders compress and upload the chunks, each recording the slots that hold
@@ -179,7 +216,7 @@ func upload(ctx context.Context, hub sessionHub, pool *BufferPool, t uploadTask,
 			}()
 			for rg := range read {
 				record := u.record
-				if u.mode.isDirect() {
+				if !rg.named || u.mode.isDirect() {
 					record = u.direct
 				}
 				if err := record(gctx, rg, missing); err != nil {
@@ -237,7 +274,8 @@ func (u *uploader) releaseHeld() {
 	}
 }
 
-// read takes the buffers of a group from the pool at once, reads and hashes its slots.
+// read takes the buffers of a group from the pool at once and reads its slots; it hashes them
+// unless the upload sends directly.
 func (u *uploader) read(ctx context.Context, slots []int64, size int) (*readGroup, error) {
 	bufs, err := u.pool.getGroup(ctx, len(slots), size)
 	if err != nil {
@@ -246,7 +284,7 @@ func (u *uploader) read(ctx context.Context, slots []int64, size int) (*readGrou
 	for _, b := range bufs {
 		u.held.Add(b.w)
 	}
-	rg := &readGroup{slots: slots, bufs: bufs, lens: make([]int64, len(slots)), digests: make([]string, len(slots))}
+	rg := &readGroup{slots: slots, bufs: bufs, lens: make([]int64, len(slots)), digests: make([]string, len(slots)), named: !u.mode.isDirect()}
 	for i, s := range slots {
 		off := s * u.t.ChunkSize
 		n := min(u.t.ChunkSize, u.t.Capacity-off)
@@ -256,16 +294,16 @@ func (u *uploader) read(ctx context.Context, slots []int64, size int) (*readGrou
 		}
 		u.add(func(c *Counters) { c.BytesRead.Add(n) })
 		u.m.readBytes.Add(float64(n))
-		var d chunk.Digest
-		if isZero(buf) {
-			d = chunk.ZeroDigest(int(n))
+		rg.lens[i] = n
+		switch {
+		case isZero(buf):
+			rg.digests[i] = chunk.ZeroDigest(int(n)).String()
 			u.add(func(c *Counters) { c.BytesZero.Add(n) })
 			u.m.zeroBytes.Add(float64(n))
 			u.m.slots.WithLabelValues("zero").Inc()
-		} else {
-			d = chunk.Sum(buf)
+		case rg.named:
+			rg.digests[i] = chunk.Sum(buf).String()
 		}
-		rg.lens[i], rg.digests[i] = n, d.String()
 	}
 	return rg, nil
 }
@@ -338,26 +376,27 @@ func pass(ctx context.Context, send []missingChunk, out chan<- missingChunk) err
 }
 
 // direct passes a group's chunks on without asking the hub which it lacks: one upload per
-// distinct non-zero digest, carrying every slot of the group that holds it (the hub verifies
-// and records it as after a record), the other buffers back at once, the zero slots to
-// recordZeros.
+// distinct non-zero content, carrying every slot of the group that holds it (the hub verifies
+// and records it as after a record, and names it when the group is unnamed), the other buffers
+// back at once, the zero slots to recordZeros.
 func (u *uploader) direct(ctx context.Context, rg *readGroup, out chan<- missingChunk) error {
 	var send []missingChunk
-	first := make(map[string]int, len(rg.digests))
-	for i, d := range rg.digests {
-		switch j, dup := first[d]; {
-		case rg.zero(i):
-			if err := u.zero(ctx, rg.slots[i], d); err != nil {
+	var carriers []int // the slots whose buffers carry send's chunks, in its order
+	for i := range rg.slots {
+		if rg.zero(i) {
+			if err := u.zero(ctx, rg.slots[i], rg.digests[i]); err != nil {
 				return err
 			}
-		case dup:
-			send[j].holders = append(send[j].holders, rg.slots[i])
-		default:
-			first[d] = len(send)
-			send = append(send, missingChunk{digest: d, holders: []int64{rg.slots[i]}, buf: rg.bufs[i], n: rg.lens[i], direct: true})
+			u.put(rg.bufs[i])
 			continue
 		}
-		u.put(rg.bufs[i])
+		if c := rg.copyOf(i, carriers); c >= 0 {
+			send[c].holders = append(send[c].holders, rg.slots[i])
+			u.put(rg.bufs[i])
+			continue
+		}
+		carriers = append(carriers, i)
+		send = append(send, missingChunk{digest: rg.digests[i], holders: []int64{rg.slots[i]}, buf: rg.bufs[i], n: rg.lens[i], direct: true})
 	}
 	return pass(ctx, send, out)
 }

@@ -92,10 +92,14 @@ func (c *Client) RecordSlots(ctx context.Context, sessionID string, batch api.Sl
 
 // PutChunk uploads one chunk blob of size bytes (idempotent: the name is the content's digest)
 // and records the slots of the session that hold it; stored is false when the hub already held
-// the chunk. body gives a reader of the blob before each attempt (and once more to learn its
-// length): a retry reads the blob again from a fresh reader.
+// the chunk. With digest "" the hub names the chunk by the digest of its plaintext. body gives a
+// reader of the blob before each attempt (and once more to learn its length): a retry reads the
+// blob again from a fresh reader.
 func (c *Client) PutChunk(ctx context.Context, sessionID, digest string, slots []int64, size int64, body func() (io.Reader, error)) (stored bool, err error) {
-	path := api.Path(api.PathAgentChunk, sessionID, digest)
+	method, path := http.MethodPut, api.Path(api.PathAgentChunk, sessionID, digest)
+	if digest == "" {
+		method, path = http.MethodPost, api.Path(api.PathAgentChunks, sessionID)
+	}
 	if len(slots) > 0 {
 		list := make([]string, len(slots))
 		for i, s := range slots {
@@ -103,7 +107,8 @@ func (c *Client) PutChunk(ctx context.Context, sessionID, digest string, slots [
 		}
 		path += "?slots=" + strings.Join(list, ",")
 	}
-	status, err := c.send(ctx, http.MethodPut, path, retryablehttp.ReaderFunc(body), size, "application/octet-stream", nil)
+	// 201 both ways when the chunk was new; the name the hub gives is not needed here.
+	status, err := c.send(ctx, method, path, retryablehttp.ReaderFunc(body), size, "application/octet-stream", nil)
 	return status == http.StatusCreated, err
 }
 
