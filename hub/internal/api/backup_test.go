@@ -68,6 +68,22 @@ func (a *fakeAgent) nextJob(wait string) *api.Job {
 	return nil
 }
 
+// fullSession has a new agent "a1" push two disks of img's size, starts a backup of their VM and
+// opens the full upload session of its disk-2000.
+func (h *testHub) fullSession(img []byte) (*fakeAgent, *api.Job, api.Session) {
+	h.t.Helper()
+	a := h.newAgent("a1")
+	a.push(twoDiskInventory(int64(len(img)), testChunk))
+	var b api.Backup
+	h.call(h.client(nil), http.MethodPost, api.PathBackups, h.apiToken(api.RoleOperator), api.StartBackupRequest{VM: "pgtest1"}, &b)
+	j := a.nextJob("5s")
+	s, code, e := a.openSession(j.ID, "disk-2000", api.OpenSessionRequest{Type: "full", CapacityBytes: int64(len(img)), ChunkSize: testChunk})
+	if code != http.StatusOK {
+		h.t.Fatalf("open: %d %+v", code, e)
+	}
+	return a, j, s
+}
+
 // putChunk uploads plain as a raw chunk blob and records the given slots with it.
 func (a *fakeAgent) putChunk(sid string, plain []byte, slots ...int64) int {
 	a.h.t.Helper()
@@ -338,17 +354,8 @@ func TestBackupProtocolFullThenIncremental(t *testing.T) {
 
 func TestBackupRejectsBadUploadsAndStoresNothing(t *testing.T) {
 	forEachHub(t, func(t *testing.T, h *testHub) {
-		a := h.newAgent("a1")
 		img := randomImage(t, 4*testChunk)
-		a.push(twoDiskInventory(int64(len(img)), testChunk))
-		operator := h.apiToken(api.RoleOperator)
-		var b api.Backup
-		h.call(h.client(nil), http.MethodPost, api.PathBackups, operator, api.StartBackupRequest{VM: "pgtest1"}, &b)
-		j := a.nextJob("5s")
-		s, code, e := a.openSession(j.ID, "disk-2000", api.OpenSessionRequest{Type: "full", CapacityBytes: int64(len(img)), ChunkSize: testChunk})
-		if code != http.StatusOK {
-			t.Fatalf("open: %d %+v", code, e)
-		}
+		a, j, s := h.fullSession(img)
 		chunksBefore, _, _ := h.Repo.Stats(t.Context())
 
 		// A blob whose content does not hash to its name.
@@ -369,7 +376,7 @@ func TestBackupRejectsBadUploadsAndStoresNothing(t *testing.T) {
 			t.Fatalf("refused uploads stored %d chunks", n-chunksBefore)
 		}
 		// A slot out of range names the field and records nothing.
-		code, e = a.call(http.MethodPost, "/api/v1/agent/sessions/"+s.ID+"/slots", api.SlotBatch{Slots: []api.SlotDigest{{Slot: 0, Digest: chunk.ZeroDigest(testChunk).String()}, {Slot: 4, Digest: other}}}, nil)
+		code, e := a.call(http.MethodPost, "/api/v1/agent/sessions/"+s.ID+"/slots", api.SlotBatch{Slots: []api.SlotDigest{{Slot: 0, Digest: chunk.ZeroDigest(testChunk).String()}, {Slot: 4, Digest: other}}}, nil)
 		if code != http.StatusBadRequest || e.Field != "slots[1].slot" {
 			t.Fatalf("slot out of range: %d %+v", code, e)
 		}
@@ -406,7 +413,7 @@ func TestBackupRejectsBadUploadsAndStoresNothing(t *testing.T) {
 			t.Fatalf("fail: %d", code)
 		}
 		var got api.Backup
-		h.call(h.client(nil), http.MethodGet, api.PathBackups+"/"+j.ID, operator, nil, &got)
+		h.call(h.client(nil), http.MethodGet, api.PathBackups+"/"+j.ID, h.apiToken(api.RoleViewer), nil, &got)
 		if got.Status != "failed" || len(got.Disks) != 0 {
 			t.Fatalf("failed backup %+v", got)
 		}
@@ -579,18 +586,9 @@ func TestLongPollWakesOnNewJob(t *testing.T) {
 // and VM) and one write for the slots, and no second slot batch is needed.
 func TestChunkUploadRecordsItsSlots(t *testing.T) {
 	forEachHub(t, func(t *testing.T, h *testHub) {
-		a := h.newAgent("a1")
 		img := randomImage(t, 4*testChunk)
 		copy(img[3*testChunk:], img[:testChunk]) // slots 0 and 3 hold the same chunk
-		a.push(twoDiskInventory(int64(len(img)), testChunk))
-		operator := h.apiToken(api.RoleOperator)
-		var b api.Backup
-		h.call(h.client(nil), http.MethodPost, api.PathBackups, operator, api.StartBackupRequest{VM: "pgtest1"}, &b)
-		j := a.nextJob("5s")
-		s, code, e := a.openSession(j.ID, "disk-2000", api.OpenSessionRequest{Type: "full", CapacityBytes: int64(len(img)), ChunkSize: testChunk})
-		if code != http.StatusOK {
-			t.Fatalf("open: %d %+v", code, e)
-		}
+		a, _, s := h.fullSession(img)
 		selects := metricValue(t, h.CatReg, "sendense_hub_catalog_queries_total", "operation", "SELECT")
 		inserts := metricValue(t, h.CatReg, "sendense_hub_catalog_queries_total", "operation", "INSERT")
 		others := metricValue(t, h.CatReg, "sendense_hub_catalog_queries_total", "operation", "OTHER")
@@ -624,17 +622,8 @@ func TestChunkUploadRecordsItsSlots(t *testing.T) {
 // of such uploads commits and restores. What the hub would refuse under a name it refuses here.
 func TestChunkNamedByTheHub(t *testing.T) {
 	forEachHub(t, func(t *testing.T, h *testHub) {
-		a := h.newAgent("a1")
 		img := randomImage(t, 4*testChunk)
-		a.push(twoDiskInventory(int64(len(img)), testChunk))
-		operator := h.apiToken(api.RoleOperator)
-		var b api.Backup
-		h.call(h.client(nil), http.MethodPost, api.PathBackups, operator, api.StartBackupRequest{VM: "pgtest1"}, &b)
-		j := a.nextJob("5s")
-		s, code, e := a.openSession(j.ID, "disk-2000", api.OpenSessionRequest{Type: "full", CapacityBytes: int64(len(img)), ChunkSize: testChunk})
-		if code != http.StatusOK {
-			t.Fatalf("open: %d %+v", code, e)
-		}
+		a, j, s := h.fullSession(img)
 		chunksBefore, _, _ := h.Repo.Stats(t.Context())
 		// Refused, and nothing stored or recorded: garbage, a zero chunk, a slot outside the disk,
 		// a body over the session's cap, another agent's upload into this session.
@@ -715,17 +704,8 @@ func TestChunkNamedByTheHub(t *testing.T) {
 // session's chunk size, not at the largest chunk any repository may use.
 func TestChunkUploadCheckedBeforeItsBody(t *testing.T) {
 	forEachHub(t, func(t *testing.T, h *testHub) {
-		a := h.newAgent("a1")
 		img := randomImage(t, 4*testChunk)
-		a.push(twoDiskInventory(int64(len(img)), testChunk))
-		operator := h.apiToken(api.RoleOperator)
-		var b api.Backup
-		h.call(h.client(nil), http.MethodPost, api.PathBackups, operator, api.StartBackupRequest{VM: "pgtest1"}, &b)
-		j := a.nextJob("5s")
-		s, code, e := a.openSession(j.ID, "disk-2000", api.OpenSessionRequest{Type: "full", CapacityBytes: int64(len(img)), ChunkSize: testChunk})
-		if code != http.StatusOK {
-			t.Fatalf("open: %d %+v", code, e)
-		}
+		a, _, s := h.fullSession(img)
 		digest := chunk.Sum(img[:testChunk]).String()
 		// A made-up session: refused from the headers, the announced body is never read.
 		body := &countingReader{n: 64 << 20}
@@ -864,17 +844,8 @@ func TestJobTotalsAreTheSumOfItsDisks(t *testing.T) {
 // answered 429 with Retry-After before its body is read.
 func TestChunkUploadsPerAgentAreBounded(t *testing.T) {
 	forEachHub(t, func(t *testing.T, h *testHub) {
-		a := h.newAgent("a1")
 		img := randomImage(t, 4*testChunk)
-		a.push(twoDiskInventory(int64(len(img)), testChunk))
-		operator := h.apiToken(api.RoleOperator)
-		var b api.Backup
-		h.call(h.client(nil), http.MethodPost, api.PathBackups, operator, api.StartBackupRequest{VM: "pgtest1"}, &b)
-		j := a.nextJob("5s")
-		s, code, e := a.openSession(j.ID, "disk-2000", api.OpenSessionRequest{Type: "full", CapacityBytes: int64(len(img)), ChunkSize: testChunk})
-		if code != http.StatusOK {
-			t.Fatalf("open: %d %+v", code, e)
-		}
+		a, _, s := h.fullSession(img)
 		plain := img[:testChunk]
 		blob, _ := chunk.AppendBlob(nil, chunk.CodecRaw, len(plain), plain)
 		url := h.URL + api.Path(api.PathAgentChunk, s.ID, chunk.Sum(plain).String())
