@@ -121,16 +121,8 @@ func TestEnrollBodyDripIsCut(t *testing.T) {
 // grace, at a healthy rate, is stored.
 func TestChunkUploadMinimumRate(t *testing.T) {
 	h := sqliteHub(t, hubapi.Limits{BodyTimeout: time.Second, UploadMinRate: 2 << 10})
-	a := h.newAgent("a1")
 	img := randomImage(t, 2*testChunk)
-	a.push(twoDiskInventory(int64(len(img)), testChunk))
-	var b api.Backup
-	h.call(h.client(nil), http.MethodPost, api.PathBackups, h.apiToken(api.RoleOperator), api.StartBackupRequest{VM: "pgtest1"}, &b)
-	j := a.nextJob("5s")
-	s, code, e := a.openSession(j.ID, "disk-2000", api.OpenSessionRequest{Type: "full", CapacityBytes: int64(len(img)), ChunkSize: testChunk})
-	if code != http.StatusOK {
-		t.Fatalf("open: %d %+v", code, e)
-	}
+	a, _, s := h.fullSession(img)
 	plain := img[:testChunk]
 	digest := chunk.Sum(plain).String()
 	blob, err := chunk.AppendBlob(nil, chunk.CodecRaw, len(plain), plain)
