@@ -72,9 +72,9 @@ type ingestCatalog interface {
 }
 
 // Repository is what intake needs of one repository. PutChunk re-hashes and stores a blob
-// durably (idempotent), PutBlob does the same for a blob it names by that hash; TouchChunk proves a chunk exists and spares it from garbage collection
-// (repository.ErrChunkNotFound when it does not); WriteIndex refuses an index naming a missing
-// chunk.
+// durably (idempotent), PutBlob does the same for a blob it names by that hash; TouchChunk
+// proves a chunk exists and spares it from garbage collection (repository.ErrChunkNotFound when
+// it does not); WriteIndex refuses an index naming a missing chunk.
 type Repository interface {
 	PutChunk(ctx context.Context, d chunk.Digest, blob []byte) (stored bool, err error)
 	PutBlob(ctx context.Context, blob []byte) (d chunk.Digest, stored bool, err error)

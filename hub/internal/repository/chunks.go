@@ -124,7 +124,7 @@ func (r *Repository) PutChunk(ctx context.Context, d chunk.Digest, blob []byte) 
 // PutBlob is PutChunk for a blob that comes without a name: the repository names it by the
 // SHA-256 of its plaintext, which it computes to check the blob anyway, and returns that name.
 // An uploader that sends data it is not asked about (a full backup of new data) so spares the
-// hash it would compute only to name the chunk. The checks, errors (but ErrDigestMismatch) and
+// hash it would compute only to name the chunk. The checks, errors (except ErrDigestMismatch) and
 // durability are PutChunk's.
 func (r *Repository) PutBlob(ctx context.Context, blob []byte) (d chunk.Digest, stored bool, err error) {
 	if err := ctx.Err(); err != nil {
