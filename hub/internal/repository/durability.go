@@ -4,9 +4,10 @@ package repository
 //
 // In the per-chunk mode every chunk is durable when PutChunk returns (the store's Put: on a local
 // directory an fsync of the file and one of its directory, per chunk). In the per-commit mode
-// (the default) chunks are written with the store's PutDeferred, which skips both, and WriteIndex
-// makes them durable before it writes the index: with SyncOwn (an fsync of each file this
-// process wrote since its last sync, and of their directories) when this process is the only
+// (the default) chunks are written with the store's PutDeferred, which skips both (and the fsync
+// of a new directory's parent), and WriteIndex makes them durable before it writes the index:
+// with SyncOwn (an fsync of each file and new directory this process wrote since its last sync,
+// and of the directories holding them) when this process is the only
 // deferred writer, with Sync (syncfs) otherwise. A committed backup still means that every chunk
 // its index names is durable.
 //

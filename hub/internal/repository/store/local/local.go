@@ -72,6 +72,10 @@ type Store struct {
 	// dirs holds directories known to exist durably (entry fsynced in its parent), so that a
 	// Put into a known directory costs no mkdir and no directory fsync.
 	dirs sync.Map
+	// deferredDirs holds directories PutDeferred created or found, not known durable: each was
+	// entered in pending when first met, so that the next SyncOwn or Sync makes its entry
+	// durable with the files put into it (see ensureDirDeferred).
+	deferredDirs sync.Map
 
 	seq atomic.Uint64 // numbers aside files
 
@@ -81,18 +85,21 @@ type Store struct {
 	// replace them to record calls.
 	fsync  func(path string) error
 	syncfs func(root string) error
+	// dirSync makes a new directory's entry durable (its parent fsynced) when a Put creates it.
+	dirSync func(dir string) error
 }
 
-// Bounds of SyncOwn. pendingMax files (16 GiB of 4 MiB chunks, about 0.5 MiB of paths) are
-// tracked; a store that wrote more since its last sync falls back to one syncfs, which by then
-// costs about the same. syncWorkers fsyncs run at once: a journaling file system commits
+// Bounds of SyncOwn. pendingMax files and new directories (16 GiB of 4 MiB chunks even when
+// each makes its own directory, about 1 MiB of paths) are tracked; a store that wrote more since
+// its last sync falls back to one syncfs, which by then costs about the same. syncWorkers fsyncs run at once: a journaling file system commits
 // concurrent fsyncs together, and a few in flight keep its queue busy without a thread per file.
 const (
-	pendingMax  = 4096
+	pendingMax  = 8192
 	syncWorkers = 4
 )
 
-// pendingFiles is the set of files this Store put deferred since they were last synced.
+// pendingFiles is the set of files this Store put deferred since they were last synced, and of
+// the directories it made or found for them and does not know durable.
 type pendingFiles struct {
 	syncMu sync.Mutex // serializes SyncOwn and Sync: a file leaves the set only once durable
 
@@ -156,7 +163,7 @@ func Open(ctx context.Context, dir string, log *slog.Logger) (*Store, error) {
 	if !fi.IsDir() {
 		return nil, fmt.Errorf("open store: %s is not a directory", dir)
 	}
-	s := &Store{root: dir, log: log, held: map[*os.File]struct{}{}, fsync: fsyncPath, syncfs: syncfsPath}
+	s := &Store{root: dir, log: log, held: map[*os.File]struct{}{}, fsync: fsyncPath, syncfs: syncfsPath, dirSync: atomicfile.SyncDir}
 	s.pending.max = pendingMax
 	if err := s.newTempDir(); err != nil {
 		return nil, fmt.Errorf("open store %s: %w", dir, err)
@@ -275,8 +282,10 @@ func (s *Store) Put(ctx context.Context, key string, data []byte) (err error) {
 	return nil
 }
 
-// PutDeferred implements store.Deferrer: Put without the fsync of the file and of its
-// directory. New directories on the way are still created durably (there are few of them).
+// PutDeferred implements store.Deferrer: Put without the fsync of the file, of its directory
+// and of new directories on the way, all of which the next SyncOwn or Sync makes durable. (In a
+// new repository nearly every chunk makes a directory of its own: thousands of directory fsyncs,
+// each a journal commit, while chunks arrive.)
 func (s *Store) PutDeferred(ctx context.Context, key string, data []byte) (err error) {
 	path, err := s.path(key)
 	if err != nil {
@@ -289,7 +298,7 @@ func (s *Store) PutDeferred(ctx context.Context, key string, data []byte) (err e
 	if err != nil {
 		return fmt.Errorf("put %s: %w", key, err)
 	}
-	if err := s.renameIntoNoSync(tmp, path); err != nil {
+	if err := s.renameIntoNoSync(tmp, path, s.ensureDirDeferredOnce); err != nil {
 		_ = os.Remove(tmp)
 		return fmt.Errorf("put %s: %w", key, err)
 	}
@@ -315,7 +324,8 @@ func (s *Store) Sync(ctx context.Context) error {
 }
 
 // SyncOwn implements store.Deferrer: it fsyncs the files this Store put deferred since they
-// were last synced and the directories holding them, a few at a time, and nothing else, so it
+// were last synced, the directories it made for them, and the directories holding each of
+// those, a few at a time, and nothing else, so it
 // does not wait for other programs' writes to the same file system as syncfs does. Beyond
 // pendingMax files, or after a failed sync, it is Sync. Concurrent calls run one after the other,
 // so that each returns only once every file put before it was called is durable.
@@ -336,14 +346,15 @@ func (s *Store) SyncOwn(ctx context.Context) error {
 	if len(files) == 0 {
 		return nil
 	}
+	// Each entry and its directory, once: a directory made for a file is also an entry.
 	paths := make([]string, 0, 2*len(files))
-	dirs := map[string]struct{}{}
+	seen := make(map[string]struct{}, 2*len(files))
 	for f := range files {
-		paths = append(paths, f)
-		d := filepath.Dir(f)
-		if _, ok := dirs[d]; !ok {
-			dirs[d] = struct{}{}
-			paths = append(paths, d)
+		for _, p := range [2]string{f, filepath.Dir(f)} {
+			if _, ok := seen[p]; !ok {
+				seen[p] = struct{}{}
+				paths = append(paths, p)
+			}
 		}
 	}
 	if err := s.fsyncAll(ctx, paths); err != nil {
@@ -424,17 +435,18 @@ func syncfsPath(root string) error {
 // durable. A Remove may prune a directory between its creation and the rename; then it is
 // created again.
 func (s *Store) renameInto(file, path string) error {
-	if err := s.renameIntoNoSync(file, path); err != nil {
+	if err := s.renameIntoNoSync(file, path, s.ensureDirOnce); err != nil {
 		return err
 	}
 	return syncDir(filepath.Dir(path))
 }
 
-// renameIntoNoSync is renameInto without making the rename durable.
-func (s *Store) renameIntoNoSync(file, path string) error {
+// renameIntoNoSync is renameInto without making the rename durable; ensureOnce makes the
+// directories on the way (ensureDirOnce durably, ensureDirDeferredOnce for the next sync).
+func (s *Store) renameIntoNoSync(file, path string, ensureOnce func(dir string) error) error {
 	dir := filepath.Dir(path)
 	for attempt := 0; ; attempt++ {
-		if err := s.ensureDir(dir); err != nil {
+		if err := s.ensureDirWith(dir, ensureOnce); err != nil {
 			return err
 		}
 		err := os.Rename(file, path)
@@ -498,9 +510,13 @@ func (s *Store) writeTempFile(data []byte, sync bool) (path string, err error) {
 // and not yet made its entry durable, and an object must not be reported durable before its
 // whole path is.
 // A Remove in any process may prune a directory meanwhile; then the path is created again.
-func (s *Store) ensureDir(dir string) error {
+func (s *Store) ensureDir(dir string) error { return s.ensureDirWith(dir, s.ensureDirOnce) }
+
+// ensureDirWith runs once (ensureDirOnce or ensureDirDeferredOnce) until no directory on the way
+// is pruned meanwhile.
+func (s *Store) ensureDirWith(dir string, once func(dir string) error) error {
 	for attempt := 0; ; attempt++ {
-		err := s.ensureDirOnce(dir)
+		err := once(dir)
 		if err == nil || !errors.Is(err, fs.ErrNotExist) || attempt == 10 {
 			return err
 		}
@@ -518,10 +534,38 @@ func (s *Store) ensureDirOnce(dir string) error {
 	if err := os.Mkdir(dir, dirPerm); err != nil && !errors.Is(err, fs.ErrExist) {
 		return fmt.Errorf("create directory: %w", err)
 	}
-	if err := atomicfile.SyncDir(filepath.Dir(dir)); err != nil {
+	if err := s.dirSync(filepath.Dir(dir)); err != nil {
 		return err
 	}
 	s.dirs.Store(dir, struct{}{})
+	return nil
+}
+
+// ensureDirDeferredOnce makes dir and the directories between the root and it exist, like
+// ensureDirOnce, but leaves their entries to the next sync: each one not known durable is
+// entered in pending once, whose SyncOwn fsyncs it and its parent (and Sync the whole file
+// system), before the files put into it are reported durable. It is entered before it is
+// remembered, so that a put that finds it remembered knows the next sync covers it — or, when
+// a sync that took it is still running, the one after, which waits for it (syncMu) and is a
+// syncfs if it failed.
+func (s *Store) ensureDirDeferredOnce(dir string) error {
+	if dir == s.root {
+		return nil
+	}
+	if _, ok := s.dirs.Load(dir); ok {
+		return nil
+	}
+	if _, ok := s.deferredDirs.Load(dir); ok {
+		return nil
+	}
+	if err := s.ensureDirDeferredOnce(filepath.Dir(dir)); err != nil {
+		return err
+	}
+	if err := os.Mkdir(dir, dirPerm); err != nil && !errors.Is(err, fs.ErrExist) {
+		return fmt.Errorf("create directory: %w", err)
+	}
+	s.pending.add(dir)
+	s.deferredDirs.Store(dir, struct{}{})
 	return nil
 }
 
@@ -529,6 +573,7 @@ func (s *Store) ensureDirOnce(dir string) error {
 func (s *Store) forgetDirs(dir string) {
 	for ; dir != s.root && len(dir) > len(s.root); dir = filepath.Dir(dir) {
 		s.dirs.Delete(dir)
+		s.deferredDirs.Delete(dir)
 	}
 }
 
@@ -835,6 +880,7 @@ func (s *Store) Remove(ctx context.Context, key string) error {
 	}
 	for depth := strings.Count(key, "/"); depth > 1; depth-- {
 		s.dirs.Delete(dir)
+		s.deferredDirs.Delete(dir)
 		if os.Remove(dir) != nil {
 			break // not empty, or removed by someone else
 		}

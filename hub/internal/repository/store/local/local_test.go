@@ -21,6 +21,7 @@ import (
 
 	"github.com/sendense/sendense/hub/internal/repository/store"
 	"github.com/sendense/sendense/hub/internal/repository/store/storetest"
+	"github.com/sendense/sendense/shared/atomicfile"
 )
 
 func open(t *testing.T, dir string) *Store {
@@ -263,7 +264,8 @@ func TestDirectoriesAreNotObjects(t *testing.T) {
 	}
 }
 
-// syncRecorder replaces a store's fsync and syncfs with recorders that still do the work.
+// syncRecorder replaces a store's fsync, syncfs and directory sync with recorders that still do
+// the work.
 type syncRecorder struct {
 	mu      sync.Mutex
 	fsynced []string
@@ -289,6 +291,12 @@ func recordSyncs(s *Store) *syncRecorder {
 		rec.mu.Unlock()
 		return syncfsPath(root)
 	}
+	s.dirSync = func(dir string) error {
+		rec.mu.Lock()
+		rec.fsynced = append(rec.fsynced, dir)
+		rec.mu.Unlock()
+		return atomicfile.SyncDir(dir)
+	}
 	return rec
 }
 
@@ -301,8 +309,9 @@ func (rec *syncRecorder) take() (fsynced []string, syncfs int) {
 	return fsynced, syncfs
 }
 
-// SyncOwn fsyncs exactly the files this store put deferred since the last sync and their
-// directories, never the file system; beyond its bound, or after a failed fsync, it falls back to
+// SyncOwn fsyncs exactly the files this store put deferred since the last sync, their
+// directories, and each directory on their way that it made or found without knowing it durable
+// (another writer's, here chunks/99/99) with the directory holding it, never the file system; beyond its bound, or after a failed fsync, it falls back to
 // syncfs; Sync forgets what it made durable.
 func TestSyncOwn(t *testing.T) {
 	ctx := t.Context()
@@ -317,18 +326,41 @@ func TestSyncOwn(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	if got, n := rec.take(); len(got) != 0 || n != 0 {
+		t.Fatalf("deferred puts fsynced %q, syncfs %d; want nothing before the sync", got, n)
+	}
 	if err := s.Put(ctx, "indexes/x", []byte("durable already")); err != nil {
 		t.Fatal(err)
 	}
+	if got, _ := rec.take(); !slices.Equal(got, []string{dir}) {
+		t.Fatalf("a durable put into a new directory synced %q, want the root, which holds it", got)
+	}
 	if err := other.PutDeferred(ctx, "chunks/99/99/9999", []byte("not ours")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.PutDeferred(ctx, "chunks/99/99/mine", []byte("ours")); err != nil {
+		t.Fatal(err)
+	}
+	if got, n := rec.take(); len(got) != 0 || n != 0 {
+		t.Fatalf("deferred puts fsynced %q, syncfs %d; want nothing before the sync", got, n)
+	}
+	if err := s.SyncOwn(ctx); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{dir, p("chunks"), p("chunks/99"), p("chunks/99/99"), p("chunks/99/99/mine"), p("chunks/ab"), p("chunks/ab/cd"),
+		p("chunks/ab/cd/abcd1"), p("chunks/ab/cd/abcd2"), p("chunks/ef"), p("chunks/ef/01"), p("chunks/ef/01/ef011")}
+	if got, n := rec.take(); !slices.Equal(got, want) || n != 0 {
+		t.Fatalf("SyncOwn fsynced %q and ran syncfs %d times, want %q and none", got, n, want)
+	}
+	// Directories synced once are not synced again for the next file put into them.
+	if err := s.PutDeferred(ctx, "chunks/ab/cd/abcd4", []byte("x")); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.SyncOwn(ctx); err != nil {
 		t.Fatal(err)
 	}
-	want := []string{p("chunks/ab/cd"), p("chunks/ab/cd/abcd1"), p("chunks/ab/cd/abcd2"), p("chunks/ef/01"), p("chunks/ef/01/ef011")}
-	if got, n := rec.take(); !slices.Equal(got, want) || n != 0 {
-		t.Fatalf("SyncOwn fsynced %q and ran syncfs %d times, want %q and none", got, n, want)
+	if got, n := rec.take(); !slices.Equal(got, []string{p("chunks/ab/cd"), p("chunks/ab/cd/abcd4")}) || n != 0 {
+		t.Fatalf("SyncOwn of one more file fsynced %q, syncfs %d; want the file and its directory", got, n)
 	}
 	if err := s.SyncOwn(ctx); err != nil {
 		t.Fatal(err)
