@@ -74,7 +74,7 @@ type Store struct {
 	dirs sync.Map
 	// deferredDirs holds directories PutDeferred created or found, not known durable: each was
 	// entered in pending when first met, so that the next SyncOwn or Sync makes its entry
-	// durable with the files put into it (see ensureDirDeferred).
+	// durable with the files put into it (see ensureDirDeferredOnce).
 	deferredDirs sync.Map
 
 	seq atomic.Uint64 // numbers aside files
@@ -91,8 +91,9 @@ type Store struct {
 
 // Bounds of SyncOwn. pendingMax files and new directories (16 GiB of 4 MiB chunks even when
 // each makes its own directory, about 1 MiB of paths) are tracked; a store that wrote more since
-// its last sync falls back to one syncfs, which by then costs about the same. syncWorkers fsyncs run at once: a journaling file system commits
-// concurrent fsyncs together, and a few in flight keep its queue busy without a thread per file.
+// its last sync falls back to one syncfs, which by then costs about the same. syncWorkers fsyncs
+// run at once: a journaling file system commits concurrent fsyncs together, and a few in flight
+// keep its queue busy without a thread per file.
 const (
 	pendingMax  = 8192
 	syncWorkers = 4
@@ -325,10 +326,10 @@ func (s *Store) Sync(ctx context.Context) error {
 
 // SyncOwn implements store.Deferrer: it fsyncs the files this Store put deferred since they
 // were last synced, the directories it made for them, and the directories holding each of
-// those, a few at a time, and nothing else, so it
-// does not wait for other programs' writes to the same file system as syncfs does. Beyond
-// pendingMax files, or after a failed sync, it is Sync. Concurrent calls run one after the other,
-// so that each returns only once every file put before it was called is durable.
+// those, a few at a time, and nothing else, so it does not wait for other programs' writes to
+// the same file system as syncfs does. Beyond pendingMax entries, or after a failed sync, it is
+// Sync. Concurrent calls run one after the other, so that each returns only once every file put
+// before it was called is durable.
 func (s *Store) SyncOwn(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("sync store: %w", err)
