@@ -311,8 +311,9 @@ func (rec *syncRecorder) take() (fsynced []string, syncfs int) {
 
 // SyncOwn fsyncs exactly the files this store put deferred since the last sync, their
 // directories, and each directory on their way that it made or found without knowing it durable
-// (another writer's, here chunks/99/99) with the directory holding it, never the file system; beyond its bound, or after a failed fsync, it falls back to
-// syncfs; Sync forgets what it made durable.
+// (another writer's, here chunks/99/99) with the directory holding it, never the file system;
+// beyond its bound, or after a failed fsync, it falls back to syncfs; Sync forgets what it made
+// durable.
 func TestSyncOwn(t *testing.T) {
 	ctx := t.Context()
 	dir := t.TempDir()
