@@ -1,7 +1,6 @@
 package backup
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -52,10 +51,21 @@ func pickSample(total int64, changed []int64, fraction float64, floor int, phase
 
 // checkSample reads the sampled slots and asks the hub which differ from the parent's index:
 // slots CBT called unchanged whose content changed. The reads count in no disk's totals (the
-// disk's counters cover the data of the backup), only in the agent's read metric.
+// disk's counters cover the data of the backup), only in the agent's read metric. The slots are
+// read into one buffer of the upload pool, as the upload's own reads are: the pool's budget is
+// most of the agent's heap, and memory beyond it would leave the garbage collector no room
+// under the agent's memory limit (it then runs on every allocation).
 func (r *Runner) checkSample(ctx context.Context, hub jobHub, sessionID string, rd io.ReaderAt, g chunk.Grid, sample []int64) ([]int64, error) {
-	buf := make([]byte, g.ChunkSize)
-	zero := make([]byte, g.ChunkSize)
+	if len(sample) == 0 {
+		return nil, nil
+	}
+	pool := r.opts.Upload.Pool
+	bufs, err := pool.getGroup(ctx, 1, chunk.HeaderSize+int(g.ChunkSize))
+	if err != nil {
+		return nil, err
+	}
+	defer pool.put(bufs[0])
+	buf := bufs[0].b[chunk.HeaderSize:]
 	var mismatched []int64
 	for i := 0; i < len(sample); i += api.MaxCheckSlots {
 		batch := sample[i:min(i+api.MaxCheckSlots, len(sample))]
@@ -68,7 +78,7 @@ func (r *Runner) checkSample(ctx context.Context, hub jobHub, sessionID string, 
 			}
 			r.metrics.readBytes.Add(float64(len(p)))
 			var d chunk.Digest
-			if bytes.Equal(p, zero[:len(p)]) {
+			if isZero(p) {
 				d = chunk.ZeroDigest(len(p))
 			} else {
 				d = chunk.Sum(p)

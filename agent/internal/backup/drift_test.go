@@ -1,8 +1,14 @@
 package backup
 
 import (
+	"context"
+	"log/slog"
+	"math/rand/v2"
 	"slices"
 	"testing"
+
+	"github.com/sendense/sendense/shared/api"
+	"github.com/sendense/sendense/shared/chunk"
 )
 
 func TestPickSample(t *testing.T) {
@@ -68,5 +74,70 @@ func TestPickSampleProperties(t *testing.T) {
 	}
 	if slices.Equal(a, b) {
 		t.Fatal("two phases picked the same slots")
+	}
+}
+
+// parentHub answers Check from a parent's digests and notes how much of the upload pool is in
+// use while the agent waits for the answer.
+type parentHub struct {
+	*fakeHub
+	parent map[int64]string
+	pool   *BufferPool
+	inUse  []int64
+	got    []api.SlotDigest
+}
+
+func (h *parentHub) Check(_ context.Context, _ string, req api.CheckRequest) (api.CheckResult, error) {
+	h.inUse = append(h.inUse, h.pool.InUse())
+	h.got = append(h.got, req.Slots...)
+	var res api.CheckResult
+	for _, sd := range req.Slots {
+		if h.parent[sd.Slot] != sd.Digest {
+			res.Mismatched = append(res.Mismatched, sd.Slot)
+		}
+	}
+	return res, nil
+}
+
+// The CBT sample is read into a buffer of the upload pool and reports the sampled slots whose
+// content differs from the parent's. A buffer outside the pool would be memory beyond the
+// budget the agent's memory limit is set from (one slot more per disk being backed up).
+func TestCheckSampleReadsIntoThePool(t *testing.T) {
+	const cs = 64 << 10
+	g := chunk.Grid{Capacity: 6*cs - 100, ChunkSize: cs} // the last slot is short
+	data := make([]byte, g.Capacity)
+	rng := rand.New(rand.NewPCG(3, 4))
+	for i := cs; i < len(data); i++ { // slot 0 stays zero
+		data[i] = byte(rng.Uint32())
+	}
+	parent := map[int64]string{}
+	for s := range g.Slots() {
+		p := data[s*cs : min((s+1)*cs, g.Capacity)]
+		if s == 0 {
+			parent[s] = chunk.ZeroDigest(len(p)).String()
+		} else {
+			parent[s] = chunk.Sum(p).String()
+		}
+	}
+	parent[3] = chunk.Sum([]byte("what the parent held")).String()
+	size := chunk.HeaderSize + cs
+	pool := newBufferPool(int64(size), 1) // room for one slot buffer
+	r := NewRunner(nil, nil, slog.New(slog.DiscardHandler), nil, RunnerOptions{Upload: UploadOptions{Pool: pool}})
+	hub := &parentHub{fakeHub: newFakeHub(), parent: parent, pool: pool}
+	drift, err := r.checkSample(t.Context(), hub, "session", memDisk(data), g, []int64{0, 2, 3, 5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(drift, []int64{3}) {
+		t.Fatalf("drifted slots %v, want [3]", drift)
+	}
+	if len(hub.got) != 4 || hub.got[0].Digest != parent[0] || hub.got[3].Digest != parent[5] {
+		t.Fatalf("sent %+v: want slot 0 as zero and slot 5 (short) by its digest", hub.got)
+	}
+	if !slices.Equal(hub.inUse, []int64{int64(size)}) {
+		t.Fatalf("pool bytes in use while checking: %v, want the one slot buffer (%d)", hub.inUse, size)
+	}
+	if n := pool.InUse(); n != 0 {
+		t.Fatalf("%d bytes of the pool still in use after the check", n)
 	}
 }
