@@ -45,9 +45,12 @@ func runDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger) error 
 	if os.Getenv("GOMEMLIMIT") == "" {
 		// The upload buffers (with their compression buffers), one budget shared by every job, are
 		// the agent's working set; a soft limit just above them makes the garbage collector run
-		// before the heap doubles (the default GOGC behaviour). 32 MiB covers the rest of the
-		// heap: TLS, HTTP, inventory (a larger inventory makes the collector work harder, not fail).
-		debug.SetMemoryLimit(int64(cfg.UploadMemoryMiB+32) << 20)
+		// before the heap doubles (the default GOGC behaviour). 24 MiB covers the rest: about
+		// 10 MiB of heap (the buffers of up to some 40 connections to the hub, TLS, inventory)
+		// and the runtime's own, and leaves the collector room. With none left (the rest
+		// outgrowing its share) it runs on nearly every allocation; a larger inventory makes it
+		// work harder, not fail.
+		debug.SetMemoryLimit(int64(cfg.UploadMemoryMiB+24) << 20)
 	}
 	reg := prometheus.NewRegistry()
 	pm := newProcessMetrics(reg)

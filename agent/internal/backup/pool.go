@@ -177,9 +177,11 @@ func (p *BufferPool) withSealer(ctx context.Context, f func(s *sealer) error) er
 	defer func() { p.encoders <- s }()
 	if s.enc == nil {
 		// No zstd frame checksum: the blob header carries a CRC-32C and the hub re-hashes the
-		// plaintext with SHA-256 anyway.
+		// plaintext with SHA-256 anyway. Lower memory keeps the encoder's history at about one
+		// slot, as encoderShare counts it; by default it is twice that, at the same speed and
+		// with the same output.
 		enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(1),
-			zstd.WithZeroFrames(true), zstd.WithEncoderCRC(false))
+			zstd.WithZeroFrames(true), zstd.WithEncoderCRC(false), zstd.WithLowerEncoderMem(true))
 		if err != nil {
 			return fmt.Errorf("zstd encoder: %w", err)
 		}

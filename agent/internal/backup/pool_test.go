@@ -199,3 +199,54 @@ func TestNewBufferPool(t *testing.T) {
 		t.Fatalf("80 MiB: %d encoders", len(p.encoders))
 	}
 }
+
+// An encoder is counted in the budget as encoderShare: its history and its output buffer must
+// fit in it. Beyond it the agent's heap outgrows the budget its memory limit is set from, and
+// the garbage collector then runs on nearly every allocation.
+func TestSealerFitsItsShare(t *testing.T) {
+	p := newBufferPool(chunk.HeaderSize+defaultChunkSize, 1)
+	room := make([]byte, chunk.HeaderSize+defaultChunkSize)
+	slot := make([]byte, defaultChunkSize)
+	rng := rand.New(rand.NewPCG(1, 2))
+	for i := range slot {
+		if i%3 == 0 {
+			slot[i] = byte(rng.IntN(8)) // compressible, as binaries are: the full pass runs
+		}
+	}
+	// Two collections empty sync.Pools (their victim caches too) on either side.
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	var codec chunk.Codec
+	err := p.withSealer(t.Context(), func(s *sealer) error {
+		for range 3 {
+			copy(room[chunk.HeaderSize:], slot)
+			blob, err := s.seal(room)
+			if err != nil {
+				return err
+			}
+			h, err := chunk.ParseHeader(blob)
+			if err != nil {
+				return err
+			}
+			codec = h.Codec
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runtime.GC()
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	runtime.KeepAlive(p)
+	runtime.KeepAlive(room)
+	runtime.KeepAlive(slot)
+	if codec != chunk.CodecZstd {
+		t.Fatalf("the slot was stored with codec %v, want zstd: the test does not exercise the encoder", codec)
+	}
+	if grown := int64(after.HeapAlloc) - int64(before.HeapAlloc); grown > encoderShare {
+		t.Fatalf("an encoder holds %.1f MiB after sealing, more than the %d MiB its share counts", float64(grown)/(1<<20), encoderShare>>20)
+	}
+}

@@ -177,8 +177,10 @@ func (r *rotatingTransport) newTransport() *http.Transport {
 		IdleConnTimeout:       90 * time.Second,
 		TLSHandshakeTimeout:   15 * time.Second,
 		ResponseHeaderTimeout: 0, // long polls wait on purpose; calls are bounded by their context
-		// Chunks are megabytes: large buffers mean fewer, fuller TLS records and syscalls.
-		WriteBufferSize: 256 << 10,
+		// Past the headers and the first buffer's worth, a request body is copied straight to
+		// the connection, not through this buffer: a larger one would only hold memory on
+		// every connection, idle ones too.
+		WriteBufferSize: 64 << 10,
 		ReadBufferSize:  64 << 10,
 		// HTTP/1.1: parallel uploads spread over several connections instead of sharing one
 		// HTTP/2 flow-control window.
