@@ -243,10 +243,36 @@ func toFileWorkers(parallel int) int {
 	return max(1, min(parallel, runtime.GOMAXPROCS(0)-1))
 }
 
+// preallocate reserves the blocks of f that the image's non-zero slots will be written to, one
+// range per run of them, leaving the zero slots holes. A restore that does not fit fails here,
+// before it writes anything, and the writer's direct writes then find their blocks allocated, in
+// long extents: measured on the 3 GiB bench image with the page cache dropped, 5.08–5.75 s
+// against 4.59–6.60 s without (six pairs, alternating; faster in five).
+func (im *Image) preallocate(f *os.File) error {
+	cs := im.idx.ChunkSize
+	for s, n := 0, im.idx.SlotCount(); s < n; {
+		if im.idx.IsZeroSlot(s) {
+			s++
+			continue
+		}
+		e := s + 1
+		for e < n && !im.idx.IsZeroSlot(e) {
+			e++
+		}
+		off := int64(s) * cs
+		if err := directio.Preallocate(f, off, min(int64(e)*cs, im.idx.DiskSize)-off); err != nil {
+			return fmt.Errorf("reserve space for the output: %w", err)
+		}
+		s = e
+	}
+	return nil
+}
+
 // ToFile writes the whole image to f (which must be empty): zero slots become holes, the other
 // slots are read and verified by up to parallel workers and written by one writer, with direct
-// I/O where possible (concurrent writes to one file contend on its inode lock). The file is
-// synced.
+// I/O where possible, into space reserved first (preallocate). The file is synced. More writers
+// did not help: with two or four on the bench's disk, the writes' total time grew about as much
+// and the restore was no faster.
 //
 // Chunks are asked for ahead of the workers when the repository can prefetch (readAhead).
 // The workers are at most GOMAXPROCS-1, so that a processor is free whenever the writer's
@@ -259,6 +285,9 @@ func (im *Image) ToFile(ctx context.Context, f *os.File, parallel int, progress 
 	workers := toFileWorkers(parallel)
 	if err := f.Truncate(im.idx.DiskSize); err != nil {
 		return fmt.Errorf("size the output: %w", err)
+	}
+	if err := im.preallocate(f); err != nil {
+		return err
 	}
 	var done int64
 	report := func(n int64) {
