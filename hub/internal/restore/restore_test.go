@@ -273,19 +273,26 @@ func (r *gatedRepo) ReadChunk(ctx context.Context, d chunk.Digest, dst []byte) (
 	return r.Repository.ReadChunk(ctx, d, dst)
 }
 
-// toFileAsync opens the image of ref in repo and starts ToFile into a new file. finish waits
-// for ToFile and checks that the file holds want.
-func toFileAsync(t *testing.T, repo Repository, ref repository.IndexRef, parallel int, progress Progress) (im *Image, finish func(want []byte)) {
+// openForRestore opens the image ref of repo and creates the empty file to restore it to.
+func openForRestore(t *testing.T, repo Repository, ref repository.IndexRef) (*Image, *os.File) {
 	t.Helper()
 	im, err := OpenImage(t.Context(), repo, ref)
 	if err != nil {
 		t.Fatal(err)
 	}
-	out := filepath.Join(t.TempDir(), "disk.raw")
-	f, err := os.Create(out)
+	f, err := os.Create(filepath.Join(t.TempDir(), "disk.raw"))
 	if err != nil {
 		t.Fatal(err)
 	}
+	return im, f
+}
+
+// toFileAsync opens the image of ref in repo and starts ToFile into a new file. finish waits
+// for ToFile and checks that the file holds want.
+func toFileAsync(t *testing.T, repo Repository, ref repository.IndexRef, parallel int, progress Progress) (im *Image, finish func(want []byte)) {
+	t.Helper()
+	im, f := openForRestore(t, repo, ref)
+	out := f.Name()
 	done := make(chan error, 1)
 	go func() { done <- im.ToFile(t.Context(), f, parallel, progress) }()
 	return im, func(want []byte) {

@@ -3,7 +3,6 @@ package restore
 import (
 	"bytes"
 	"os"
-	"path/filepath"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -14,20 +13,12 @@ import (
 func TestToFileReservesOnlyTheDataSlots(t *testing.T) {
 	img := testImage(t) // slots 2 and 3 are zero
 	repo, ref := storeImage(t, img)
-	im, err := OpenImage(t.Context(), repo, ref)
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := filepath.Join(t.TempDir(), "disk.raw")
-	f, err := os.Create(out)
-	if err != nil {
-		t.Fatal(err)
-	}
+	im, f := openForRestore(t, repo, ref)
 	defer f.Close()
 	if err := im.ToFile(t.Context(), f, 2, nil); err != nil {
 		t.Fatal(err)
 	}
-	if got, _ := os.ReadFile(out); !bytes.Equal(got, img) {
+	if got, _ := os.ReadFile(f.Name()); !bytes.Equal(got, img) {
 		t.Fatal("restored file differs")
 	}
 	hole, err := unix.Seek(int(f.Fd()), 0, unix.SEEK_HOLE)
