@@ -400,13 +400,14 @@ func (r *Runner) backupDisk(ctx context.Context, job *api.Job, jd api.JobDisk, s
 	}
 	grid := chunk.Grid{Capacity: sd.CapacityBytes, ChunkSize: chunkSize}
 	dc := &Counters{}
-	send := func(ctx context.Context, slots []int64) error {
+	// send uploads slots; direct when they are expected to be new to the hub (see sendMode).
+	send := func(ctx context.Context, slots []int64, direct bool) error {
 		return upload(ctx, r.hub, r.opts.Upload.Pool, uploadTask{SessionID: sess.ID, Job: c, Reader: rd, Capacity: sd.CapacityBytes,
-			ChunkSize: chunkSize, Slots: slots}, dc, r.metrics, r.opts.Upload)
+			ChunkSize: chunkSize, Slots: slots, Direct: direct}, dc, r.metrics, r.opts.Upload)
 	}
 	var drift []int64
 	if pl.typ != api.BackupIncremental {
-		if err := send(ctx, todo); err != nil {
+		if err := send(ctx, todo, false); err != nil {
 			return err
 		}
 	} else {
@@ -423,7 +424,7 @@ func (r *Runner) backupDisk(ctx context.Context, job *api.Job, jd api.JobDisk, s
 			drift, err = r.checkSample(gctx, r.hub, sess.ID, rd, grid, sample)
 			return err
 		})
-		g.Go(func() error { return send(gctx, todo) })
+		g.Go(func() error { return send(gctx, todo, true) })
 		if err := g.Wait(); err != nil {
 			return err
 		}
@@ -438,7 +439,8 @@ func (r *Runner) backupDisk(ctx context.Context, job *api.Job, jd api.JobDisk, s
 				return sent
 			})
 			st.set(func(s *jobStatus) { s.total += int64(len(rest)) * chunkSize })
-			if err := send(ctx, rest); err != nil {
+			// What CBT called unchanged is mostly the parent's data: asked about first.
+			if err := send(ctx, rest, false); err != nil {
 				return err
 			}
 		}

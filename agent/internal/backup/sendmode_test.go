@@ -82,9 +82,9 @@ func modeDisk(n int, zero func(s int) bool) []byte {
 	return d
 }
 
-// uploadAll uploads every slot of disk to hub through a pool of 8 slot buffers and checks that
-// each slot is recorded with its bytes.
-func uploadAll(t *testing.T, hub *countingHub, disk []byte) {
+// uploadAll uploads every slot of disk to hub through a pool of 8 slot buffers, starting in the
+// direct mode when direct is set, and checks that each slot is recorded with its bytes.
+func uploadAll(t *testing.T, hub *countingHub, disk []byte, direct bool) {
 	t.Helper()
 	size := chunk.HeaderSize + testChunk
 	pool := newBufferPool(int64(8*size), 1)
@@ -95,7 +95,7 @@ func uploadAll(t *testing.T, hub *countingHub, disk []byte) {
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
 	if err := upload(ctx, hub, pool, uploadTask{SessionID: "s", Reader: memDisk(disk), Capacity: int64(len(disk)),
-		ChunkSize: testChunk, Slots: slots}, &Counters{}, NewMetrics(nil), UploadOptions{}); err != nil {
+		ChunkSize: testChunk, Slots: slots, Direct: direct}, &Counters{}, NewMetrics(nil), UploadOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	checkSlots(t, hub.fakeHub, disk)
@@ -112,7 +112,7 @@ func TestDirectUploadsWhileTheHubLacksEverything(t *testing.T) {
 	const n = 400
 	disk := modeDisk(n, func(s int) bool { return s%12 == 3 })
 	hub := &countingHub{fakeHub: newFakeHub()}
-	uploadAll(t, hub, disk)
+	uploadAll(t, hub, disk, false)
 	distinct := map[string]bool{}
 	for s := range n {
 		if p := disk[s*testChunk : (s+1)*testChunk]; !slices.Equal(p, make([]byte, len(p))) {
@@ -144,7 +144,7 @@ func TestDirectUploadTurnsBackWhenTheHubHoldsChunks(t *testing.T) {
 		p := disk[s*testChunk : (s+1)*testChunk]
 		hub.chunks[chunk.Sum(p).String()] = slices.Clone(p)
 	}
-	uploadAll(t, hub, disk)
+	uploadAll(t, hub, disk, false)
 	// Turned direct during the fresh part: far fewer than its 100 digests asked about there.
 	if hub.asked > (n-fresh)+modeWindow+3+(recordersPerUpload-1)*4 {
 		t.Fatalf("asked about %d digests: the upload never went direct", hub.asked)
@@ -157,6 +157,46 @@ func TestDirectUploadTurnsBackWhenTheHubHoldsChunks(t *testing.T) {
 	}
 	if hub.inVain < 3 {
 		t.Fatalf("%d chunks the hub held were uploaded; direct uploads must have met more", hub.inVain)
+	}
+}
+
+// An upload told to start direct (an incremental's changed slots) asks about no digest while
+// the hub lacks every chunk: it uploads each distinct chunk once, unhashed, for the hub to name.
+// When the hub turns out to hold them (a VM reverted to older data), it turns back to asking
+// first after a few uploads in vain, as an upload that turned direct by itself does.
+func TestUploadStartsDirectWhenTold(t *testing.T) {
+	const n = 200
+	for _, held := range []bool{false, true} {
+		t.Run(fmt.Sprintf("hub holds the data=%v", held), func(t *testing.T) {
+			disk := modeDisk(n, func(s int) bool { return s%12 == 3 })
+			hub := &countingHub{fakeHub: newFakeHub()}
+			distinct := map[string]bool{}
+			for s := range n {
+				if p := disk[s*testChunk : (s+1)*testChunk]; !slices.Equal(p, make([]byte, len(p))) {
+					distinct[chunk.Sum(p).String()] = true
+					if held {
+						hub.chunks[chunk.Sum(p).String()] = slices.Clone(p)
+					}
+				}
+			}
+			uploadAll(t, hub, disk, true)
+			if held {
+				// As in TestDirectUploadTurnsBackWhenTheHubHoldsChunks.
+				if hub.inVain < 3 || hub.inVain > 3+sendersPerUpload+8 {
+					t.Fatalf("%d chunks the hub held were uploaded, want 3 to %d", hub.inVain, 3+sendersPerUpload+8)
+				}
+				if hub.asked == 0 {
+					t.Fatal("the upload never asked first")
+				}
+				return
+			}
+			if hub.asked != 0 {
+				t.Fatalf("asked about %d digests: the upload did not start direct", hub.asked)
+			}
+			if hub.puts != len(distinct) || hub.unnamed != hub.puts || hub.inVain != 0 {
+				t.Fatalf("%d uploads (%d unnamed, %d of held chunks) for %d distinct chunks", hub.puts, hub.unnamed, hub.inVain, len(distinct))
+			}
+		})
 	}
 }
 
@@ -175,7 +215,7 @@ func TestZeroSlotsAreRecordedInBatches(t *testing.T) {
 					hub.chunks[chunk.Sum(p).String()] = slices.Clone(p)
 				}
 			}
-			uploadAll(t, hub, disk)
+			uploadAll(t, hub, disk, false)
 			// Three full batches; a slow machine may flush a few more on the timer.
 			if hub.zeroRequests > 12 {
 				t.Fatalf("%d requests recorded the zero slots", hub.zeroRequests)
