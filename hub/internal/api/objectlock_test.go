@@ -53,17 +53,20 @@ func TestObjectLockDeleteRetainedPruneExpired(t *testing.T) {
 			return img
 		}
 
-		// The old backup was taken a day ago, less a few seconds, by the hub's clock: its lock
-		// (one day) ends a few seconds from now. The new one is taken now.
+		// The old backup was taken a day ago, less some seconds, by the hub's clock: its lock
+		// (one day) ends that many seconds from now, real time, which is what the S3 server
+		// and the store go by. Everything up to the sleep below must happen before then, on
+		// a loaded machine too. The new one is taken now.
+		const margin = 15 * time.Second
 		realNow := time.Now()
-		h.Clock.t = realNow.Add(-24*time.Hour + 6*time.Second)
+		h.Clock.t = realNow.Add(-24*time.Hour + margin)
 		oldImg := image()
 		oldID := h.backupImage(a, operator, oldImg)
 		h.Clock.t = realNow
 		newImg := image()
 		newID := h.backupImage(a, operator, newImg)
 
-		oldUntil := realNow.Add(6 * time.Second)
+		oldUntil := realNow.Add(margin)
 		newUntil := realNow.Add(24 * time.Hour)
 		for d := range chunksOf(oldImg) {
 			got := dateOf(d)

@@ -63,8 +63,10 @@ func TestRetainBackupExtendsSharedChunks(t *testing.T) {
 	}
 	write("bk-old", ds[0], ds[1])
 	write("bk-new", ds[1], ds[2])
+	// Dates in real time, which the S3 server goes by: the checks before each date
+	// must land before it, on a loaded machine too.
 	now := time.Now()
-	oldUntil, newUntil := now.Add(5*time.Second), now.Add(9*time.Second)
+	oldUntil, newUntil := now.Add(8*time.Second), now.Add(16*time.Second)
 	// The newer backup first: the older one's earlier date must not shorten the shared chunk's.
 	got, err := r.RetainBackup(ctx, vm, "bk-new", []string{"disk-2000"}, newUntil)
 	if err != nil || got.Chunks != 2 || got.Objects != 3 {
