@@ -53,12 +53,17 @@ func TestScheduledCollectionOnOneHub(t *testing.T) {
 		log := slog.New(countHandler{Handler: slog.DiscardHandler, n: &runs[i]})
 		col := New(shared.cat, shared.open, log, nil)
 		col.now = shared.now
-		leases := lease.New(cats[i], log, nil, lease.Options{Holder: []string{"hub-a", "hub-b"}[i], TTL: 600 * time.Millisecond})
+		leases := lease.New(cats[i], log, nil, lease.Options{Holder: []string{"hub-a", "hub-b"}[i], TTL: 3 * time.Second})
 		wg.Go(func() {
 			_ = leases.Run(ctx, "gc", func(ctx context.Context) error { return col.Schedule(ctx, 100*time.Millisecond, time.Minute) })
 		})
 	}
+	// Through two renewals at least, and until five collections have run (or long enough to
+	// show they do not).
 	time.Sleep(2 * time.Second)
+	for deadline := time.Now().Add(30 * time.Second); runs[0].Load()+runs[1].Load() < 5 && time.Now().Before(deadline); {
+		time.Sleep(50 * time.Millisecond)
+	}
 	cancel()
 	wg.Wait()
 	a, b := runs[0].Load(), runs[1].Load()

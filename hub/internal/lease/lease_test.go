@@ -121,13 +121,15 @@ func TestAcquireLeaseOneWinner(t *testing.T) {
 // duty ran on exactly one of them, once, never on both at once.
 func TestOneHubRunsTheDuty(t *testing.T) {
 	forEachDialect(t, func(t *testing.T, a, b *catalog.Catalog) {
-		const ttl = 300 * time.Millisecond
+		// Long enough that a renewal stalled by a loaded machine (a commit's fsync, a
+		// starved goroutine) does not let the lease expire: that would be a real handover.
+		const ttl = 1500 * time.Millisecond
 		d := newDuty()
 		ctx, cancel := context.WithCancel(t.Context())
 		var wg sync.WaitGroup
 		wg.Go(func() { _ = manager(a, "hub-a", ttl).Run(ctx, "scheduler", d.fn("hub-a")) })
 		wg.Go(func() { _ = manager(b, "hub-b", ttl).Run(ctx, "scheduler", d.fn("hub-b")) })
-		time.Sleep(10 * ttl)
+		time.Sleep(4 * ttl)
 		cancel()
 		wg.Wait()
 		if d.starts.Load() != 1 || d.maxRunning.Load() != 1 {
@@ -152,8 +154,8 @@ func TestDeadHolderTakenOver(t *testing.T) {
 		go func() { _ = manager(b, "hub-b", ttl).Run(ctx, "gc", d.fn("hub-b")) }()
 		select {
 		case <-d.started:
-		case <-time.After(deadTTL + 5*ttl):
-			t.Fatalf("duty not taken over %v after the dead holder's lease expired", 5*ttl)
+		case <-time.After(deadTTL + 10*time.Second):
+			t.Fatalf("duty not taken over %v after the dead holder's lease expired", 10*time.Second)
 		}
 		if waited := time.Since(taken); waited < deadTTL {
 			t.Fatalf("duty taken over after %v, before the dead holder's lease expired (%v)", waited, deadTTL)
@@ -208,10 +210,11 @@ func TestLostLeaseStopsDuty(t *testing.T) {
 		if ok, err := b.AcquireLease(t.Context(), "reaper", "hub-b", time.Now().Add(2*ttl), time.Hour); err != nil || !ok {
 			t.Fatalf("take over = %v, %v", ok, err)
 		}
-		deadline := time.Now().Add(ttl)
+		const wait = 10 * time.Second
+		deadline := time.Now().Add(wait)
 		for d.running.Load() != 0 {
 			if time.Now().After(deadline) {
-				t.Fatalf("duty still running %v after its lease was taken over", ttl)
+				t.Fatalf("duty still running %v after its lease was taken over", wait)
 			}
 			time.Sleep(10 * time.Millisecond)
 		}
