@@ -85,7 +85,13 @@ func upload(ctx context.Context, c *vim25.Client, u *url.URL, body []byte) error
 func TestImportKeepsUploads(t *testing.T) {
 	requireHoles(t)
 	const size = int64(48) << 20
-	l := startLab(t, Spec{VMs: []VMSpec{{Name: "src", Disks: []DiskSpec{{Size: "1MiB"}}}}}, Options{LeaseTimeout: 2 * time.Second})
+	l := startLab(t, Spec{VMs: []VMSpec{{Name: "src", Disks: []DiskSpec{{Size: "1MiB"}}}}}, Options{})
+	// The leases' clock runs skew ahead of the real one: the test moves it on instead of
+	// sleeping through a short timeout that a slow upload could outlast.
+	var skew time.Duration // guarded by l.nfc.mu, under which the lab reads its clock
+	l.nfc.mu.Lock()
+	l.nfc.now = func() time.Time { return time.Now().Add(skew) }
+	l.nfc.mu.Unlock()
 	c := login(t, l)
 	ctx := t.Context()
 
@@ -138,7 +144,9 @@ func TestImportKeepsUploads(t *testing.T) {
 
 	// A lease nobody renews expires: its uploads and renewals are refused.
 	lease2, u2, _ := importVM(t, c, "abandoned", size)
-	time.Sleep(2500 * time.Millisecond)
+	l.nfc.mu.Lock()
+	skew += DefaultLeaseTimeout + time.Second
+	l.nfc.mu.Unlock()
 	if got := l.OpenLeases(); len(got) != 0 || l.LeaseState(lease2.Reference().Value) != LeaseExpired {
 		t.Fatalf("unrenewed lease: open %v, state %q", got, l.LeaseState(lease2.Reference().Value))
 	}
