@@ -3,7 +3,6 @@ package opstest
 import (
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -14,6 +13,7 @@ import (
 	"github.com/sendense/sendense/agent/internal/hubtest"
 	"github.com/sendense/sendense/agent/internal/lab"
 	"github.com/sendense/sendense/shared/api"
+	"github.com/sendense/sendense/shared/testenv"
 )
 
 // bootCheckCleanedUp fails the test unless the boot check's session is over and nothing of it
@@ -121,12 +121,7 @@ func TestRestoreTestBootOnTheLab(t *testing.T) {
 
 	// A TCP port nothing listens on: the tools run, the port never answers.
 	l.SilenceGuest("vm1-rt-*", false)
-	ln, err := net.Listen("tcp", lab.GuestIP+":0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := ln.Addr().(*net.TCPAddr).Port
-	_ = ln.Close()
+	port := testenv.NewClosedPort(t, lab.GuestIP).Port
 	closed, err := runCLITest(t, hub, "--check", "boot", "--host", "localhost", "--network", "VM Network", "--tcp-port", fmt.Sprint(port), "--boot-timeout", "3s")
 	if err == nil || !strings.Contains(err.Error(), "exit status 1") {
 		t.Fatalf("a closed port: exit %v", err)

@@ -3,16 +3,15 @@ package vsphere_test
 import (
 	"context"
 	"errors"
-	"net"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/sendense/sendense/agent/internal/lab"
 	"github.com/sendense/sendense/agent/internal/vsphere"
+	"github.com/sendense/sendense/shared/testenv"
 )
 
 // TestWaitBootOnTheLab starts instant recoveries on the lab and waits for their guests: one
@@ -59,19 +58,15 @@ func TestWaitBootOnTheLab(t *testing.T) {
 	}
 
 	// The TCP check: nothing listens on the port yet, so no signal; then a listener answers.
-	ln, err := net.Listen("tcp", net.JoinHostPort(lab.GuestIP, "0"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := ln.Addr().(*net.TCPAddr).Port
-	_ = ln.Close()
-	short, cancelShort := context.WithTimeout(t.Context(), 300*time.Millisecond)
+	closed := testenv.NewClosedPort(t, lab.GuestIP)
+	port := closed.Port
+	short, cancelShort := context.WithTimeout(t.Context(), 2*time.Second)
 	_, err = c.WaitBoot(short, web.VMRef, port, 20*time.Millisecond)
 	cancelShort()
 	if !errors.Is(err, vsphere.ErrNoBootSignal) || !strings.Contains(err.Error(), "connect") {
 		t.Fatalf("tcp port closed: %v, want ErrNoBootSignal naming the connection", err)
 	}
-	ln, err = net.Listen("tcp", net.JoinHostPort(lab.GuestIP, strconv.Itoa(port)))
+	ln, err := closed.Listen()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -86,7 +81,7 @@ func TestWaitBootOnTheLab(t *testing.T) {
 	if vm, ok := l.FindVMByName("dead01-boot"); !ok || vm.PowerState != "poweredOn" {
 		t.Fatalf("silent vm: %+v %v", vm, ok)
 	}
-	short, cancelShort = context.WithTimeout(t.Context(), 500*time.Millisecond)
+	short, cancelShort = context.WithTimeout(t.Context(), 2*time.Second)
 	defer cancelShort()
 	_, err = c.WaitBoot(short, dead.VMRef, 0, 20*time.Millisecond)
 	if !errors.Is(err, vsphere.ErrNoBootSignal) || !strings.Contains(err.Error(), "tools guestToolsNotRunning") {
