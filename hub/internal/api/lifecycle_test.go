@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -184,7 +185,7 @@ func TestGCDuringBackup(t *testing.T) {
 		stop := make(chan struct{})
 		var wg sync.WaitGroup
 		wg.Add(1)
-		gcRuns := 0
+		var gcRuns atomic.Int32
 		go func() {
 			defer wg.Done()
 			for {
@@ -199,7 +200,7 @@ func TestGCDuringBackup(t *testing.T) {
 					}
 					return
 				}
-				gcRuns++
+				gcRuns.Add(1)
 			}
 		}()
 		for _, d := range j.Disks {
@@ -211,9 +212,14 @@ func TestGCDuringBackup(t *testing.T) {
 			if d.DiskID != "disk-2000" {
 				data = make([]byte, testChunk)
 			}
-			for _, slot := range allSlots(s.SlotCount) { // slot by slot, giving GC every chance
+			for _, slot := range allSlots(s.SlotCount) { // slot by slot, a collection finished in each gap
+				before := gcRuns.Load()
 				a.uploadDisk(s.ID, data, []int64{slot})
-				time.Sleep(5 * time.Millisecond)
+				for deadline := time.Now().Add(30 * time.Second); gcRuns.Load() == before; time.Sleep(time.Millisecond) {
+					if time.Now().After(deadline) {
+						t.Fatalf("no garbage collection finished in 30 s")
+					}
+				}
 			}
 			var bd api.BackupDisk
 			if code, e := a.call(http.MethodPost, "/api/v1/agent/sessions/"+s.ID+"/commit", api.CommitRequest{}, &bd); code != http.StatusOK {
@@ -229,8 +235,8 @@ func TestGCDuringBackup(t *testing.T) {
 		if code, e := a.complete(j.ID, "succeeded"); code != http.StatusOK {
 			t.Fatalf("complete while gc runs: %d %+v", code, e)
 		}
-		if gcRuns < 3 {
-			t.Fatalf("only %d gc runs during the backup", gcRuns)
+		if n := gcRuns.Load(); n < 3 {
+			t.Fatalf("only %d gc runs during the backup", n)
 		}
 		// One more collection after the backup, then restore.
 		if _, err := h.collector().Run(t.Context(), "", 0, false); err != nil {
