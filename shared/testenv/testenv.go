@@ -1,6 +1,7 @@
 // Package testenv holds the helpers every module's tests share: skipping (or, under
 // SENDENSE_TEST_STRICT, failing) when a dependency is missing, waiting for a condition with a
-// deadline, and a log buffer safe for concurrent writers. Tests only; standard library only.
+// deadline, a log buffer safe for concurrent writers, a TCP port that refuses connections
+// (ClosedPort) and the tests' S3 server. Tests only; standard library only.
 package testenv
 
 import (
