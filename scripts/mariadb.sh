@@ -41,8 +41,11 @@ start() {
     --socket="$sock" --port="$port" --bind-address=127.0.0.1 --pid-file="$base/mysqld.pid" \
     --skip-name-resolve --innodb-buffer-pool-size=128M --innodb-flush-log-at-trx-commit=2 \
     --max-connections=500 --log-error="$base/error.log" >/dev/null 2>&1 &
+  local pid=$!
+  # Wait while it starts; a server that exits (its port taken, say) fails at once.
   for _ in $(seq 1 120); do
     alive && break
+    kill -0 "$pid" 2>/dev/null || break
     sleep 0.5
   done
   alive || { log "mariadbd did not start; see $base/error.log"; tail -20 "$base/error.log" >&2; exit 1; }
