@@ -42,18 +42,31 @@ func startMariaDB(t *testing.T) *mariaDB {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := ln.Addr().(*net.TCPAddr).Port
-	ln.Close()
-	db := &mariaDB{t: t, script: filepath.Join(repoRoot(t), "scripts", "mariadb.sh"), dir: dir, port: port}
+	db := &mariaDB{t: t, script: filepath.Join(repoRoot(t), "scripts", "mariadb.sh"), dir: dir}
 	t.Cleanup(func() {
 		db.stop(syscall.SIGTERM)
 		_ = os.RemoveAll(dir)
 	})
-	out := db.run("env")
+	// The server binds a port found free a moment before: another process may take it in
+	// between, and then the server exits at once. A few fresh ports make that harmless.
+	var out string
+	for attempt := 1; ; attempt++ {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		db.port = ln.Addr().(*net.TCPAddr).Port
+		ln.Close()
+		out, err = db.tryRun("env")
+		if err == nil {
+			break
+		}
+		if attempt == 3 || !strings.Contains(db.errorLog(), "Address already in use") {
+			t.Fatalf("scripts/mariadb.sh env: %v\n%s", err, db.errorLog())
+		}
+		t.Logf("MariaDB could not bind port %d (taken since it was found free); trying another", db.port)
+		_ = os.Remove(filepath.Join(dir, "error.log"))
+	}
 	m := dsnRE.FindStringSubmatch(out)
 	if m == nil {
 		t.Fatalf("scripts/mariadb.sh env printed no DSN: %q", out)
@@ -64,14 +77,24 @@ func startMariaDB(t *testing.T) *mariaDB {
 
 func (db *mariaDB) run(arg string) string {
 	db.t.Helper()
+	out, err := db.tryRun(arg)
+	if err != nil {
+		db.t.Fatalf("scripts/mariadb.sh %s: %v\n%s", arg, err, db.errorLog())
+	}
+	return out
+}
+
+// tryRun runs scripts/mariadb.sh arg for this server and returns its standard output; an
+// error carries its standard error.
+func (db *mariaDB) tryRun(arg string) (string, error) {
 	cmd := exec.Command(db.script, arg)
 	cmd.Env = append(os.Environ(), "SENDENSE_MARIADB_DIR="+db.dir, "SENDENSE_MARIADB_PORT="+strconv.Itoa(db.port))
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
-		db.t.Fatalf("scripts/mariadb.sh %s: %v\n%s%s", arg, err, stderr.String(), db.errorLog())
+		return "", fmt.Errorf("%w\n%s", err, stderr.String())
 	}
-	return stdout.String()
+	return stdout.String(), nil
 }
 
 func (db *mariaDB) errorLog() string {
