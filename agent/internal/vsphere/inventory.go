@@ -13,6 +13,7 @@ import (
 	"github.com/vmware/govmomi/object"
 	"github.com/vmware/govmomi/property"
 	"github.com/vmware/govmomi/view"
+	"github.com/vmware/govmomi/vim25/methods"
 	"github.com/vmware/govmomi/vim25/mo"
 	"github.com/vmware/govmomi/vim25/types"
 	"golang.org/x/sync/errgroup"
@@ -171,7 +172,8 @@ func entityPath(ents map[types.ManagedObjectReference]entity, ref types.ManagedO
 
 // datacenterVMs lists the VMs of one datacenter.
 func (c *Client) datacenterVMs(ctx context.Context, dc datacenter, folders map[types.ManagedObjectReference]entity) ([]api.VM, error) {
-	var objs, vmObjs []types.ObjectContent
+	var objs []types.ObjectContent
+	var found []foundVM
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
 		var err error
@@ -186,7 +188,7 @@ func (c *Client) datacenterVMs(ctx context.Context, dc datacenter, folders map[t
 	})
 	g.Go(func() error {
 		var err error
-		vmObjs, err = c.retrieveVMs(gctx, dc.ref)
+		found, err = c.retrieveVMs(gctx, dc.ref)
 		return err
 	})
 	if err := g.Wait(); err != nil {
@@ -224,34 +226,45 @@ func (c *Client) datacenterVMs(ctx context.Context, dc datacenter, folders map[t
 		return entityPath(folders, ref)
 	}
 
-	vms := make([]api.VM, 0, len(vmObjs))
-	for _, o := range vmObjs {
-		vm, ok := c.decodeVM(o, dc, names, hostParent, folderPath)
-		if ok {
-			vms = append(vms, vm)
-		}
+	vms := make([]api.VM, len(found))
+	for i := range found {
+		vms[i] = found[i].resolve(dc, names, hostParent, folderPath)
 	}
 	return vms, nil
 }
 
-// decodeVM turns one VirtualMachine's properties into the wire type. It reports false (and
-// logs) for a VM without readable configuration.
-func (c *Client) decodeVM(o types.ObjectContent, dc datacenter, names map[types.ManagedObjectReference]string,
-	hostParent map[types.ManagedObjectReference]types.ManagedObjectReference,
-	folderPath func(types.ManagedObjectReference, int) string,
-) (api.VM, bool) {
-	vm := api.VM{MoRef: o.Obj.Value, Datacenter: dc.name, Disks: []api.Disk{}}
+// foundVM is one VM as read from vSphere, before the names of its host, cluster, folder and
+// datastores are known. It keeps none of the properties' bulk (the device list), so a large
+// inventory is held in this form while its pages arrive.
+type foundVM struct {
+	vm                       api.VM // without Datacenter, Host, Cluster, Folder and Disks
+	parent, parentVApp, host types.ManagedObjectReference
+	disks                    []foundDisk
+}
+
+// foundDisk is one disk of a foundVM: the wire type, with the datastore its backing names (zero
+// when none) still to be resolved.
+type foundDisk struct {
+	disk      api.Disk // Datastore: the name in the backing file's path, the fallback
+	datastore types.ManagedObjectReference
+}
+
+// readVM takes from one VirtualMachine's properties what the inventory needs. It reports false
+// (and logs) for a VM without readable configuration.
+func (c *Client) readVM(o types.ObjectContent) (foundVM, bool) {
+	var f foundVM
+	vm := &f.vm
+	vm.MoRef = o.Obj.Value
 	var devices object.VirtualDeviceList
-	var parent, parentVApp, host types.ManagedObjectReference
 	var guestID, guestFull string
 	for _, p := range o.PropSet {
 		switch p.Name {
 		case "name":
 			vm.Name, _ = p.Val.(string)
 		case "parent":
-			parent, _ = p.Val.(types.ManagedObjectReference)
+			f.parent, _ = p.Val.(types.ManagedObjectReference)
 		case "parentVApp":
-			parentVApp, _ = p.Val.(types.ManagedObjectReference)
+			f.parentVApp, _ = p.Val.(types.ManagedObjectReference)
 		case "config.instanceUuid":
 			vm.InstanceUUID, _ = p.Val.(string)
 		case "config.uuid":
@@ -279,7 +292,7 @@ func (c *Client) decodeVM(o types.ObjectContent, dc datacenter, names map[types.
 				vm.PowerState = string(s)
 			}
 		case "runtime.host":
-			host, _ = p.Val.(types.ManagedObjectReference)
+			f.host, _ = p.Val.(types.ManagedObjectReference)
 		}
 	}
 	if vm.InstanceUUID == "" {
@@ -288,32 +301,49 @@ func (c *Client) decodeVM(o types.ObjectContent, dc datacenter, names map[types.
 			reason = fmt.Sprintf("property %s: %T", o.MissingSet[0].Path, o.MissingSet[0].Fault.Fault)
 		}
 		c.log.Warn("vm left out of inventory: no instance uuid", "moref", vm.MoRef, "vm_name", vm.Name, "reason", reason)
-		return api.VM{}, false
+		return foundVM{}, false
 	}
 	vm.GuestOS = cmp.Or(guestFull, guestID)
-	if host.Value != "" {
-		vm.Host = names[host]
-		if cr := hostParent[host]; cr.Type == "ClusterComputeResource" {
+	for _, d := range devices.SelectByType((*types.VirtualDisk)(nil)) {
+		facts := describeDisk(d.(*types.VirtualDisk), devices)
+		fd := foundDisk{disk: facts.apiDisk(datastoreFromPath(facts.fileName))}
+		if facts.datastoreRef != nil {
+			fd.datastore = *facts.datastoreRef
+		}
+		f.disks = append(f.disks, fd)
+	}
+	slices.SortFunc(f.disks, func(a, b foundDisk) int { return cmp.Compare(a.disk.Key, b.disk.Key) })
+	return f, true
+}
+
+// resolve returns the VM in the wire type, in datacenter dc, its host, cluster and datastores
+// named from names (a host's parent in hostParent) and its folder by folderPath.
+func (f *foundVM) resolve(dc datacenter, names map[types.ManagedObjectReference]string,
+	hostParent map[types.ManagedObjectReference]types.ManagedObjectReference,
+	folderPath func(types.ManagedObjectReference, int) string,
+) api.VM {
+	vm := f.vm
+	vm.Datacenter = dc.name
+	if f.host.Value != "" {
+		vm.Host = names[f.host]
+		if cr := hostParent[f.host]; cr.Type == "ClusterComputeResource" {
 			vm.Cluster = names[cr]
 		}
 	}
 	switch {
-	case parent.Value != "":
-		vm.Folder = folderPath(parent, 0)
-	case parentVApp.Value != "":
-		vm.Folder = folderPath(parentVApp, 0)
+	case f.parent.Value != "":
+		vm.Folder = folderPath(f.parent, 0)
+	case f.parentVApp.Value != "":
+		vm.Folder = folderPath(f.parentVApp, 0)
 	}
-
-	for _, d := range devices.SelectByType((*types.VirtualDisk)(nil)) {
-		f := describeDisk(d.(*types.VirtualDisk), devices)
-		ds := ""
-		if f.datastoreRef != nil {
-			ds = names[*f.datastoreRef]
+	vm.Disks = make([]api.Disk, len(f.disks))
+	for i, fd := range f.disks {
+		vm.Disks[i] = fd.disk
+		if ds := names[fd.datastore]; fd.datastore.Value != "" && ds != "" {
+			vm.Disks[i].Datastore = ds
 		}
-		vm.Disks = append(vm.Disks, f.apiDisk(cmp.Or(ds, datastoreFromPath(f.fileName))))
 	}
-	slices.SortFunc(vm.Disks, func(a, b api.Disk) int { return cmp.Compare(a.Key, b.Key) })
-	return vm, true
+	return vm
 }
 
 // retrieveVMs retrieves vmProperties of every VM under container. A large inventory is read
@@ -321,10 +351,23 @@ func (c *Client) decodeVM(o types.ObjectContent, dc datacenter, names map[types.
 // server encodes one answer while the agent decodes another, where one retrieval with
 // continuation leaves each side idle while the other works. A VM removed between listing and
 // reading makes its part fail with ManagedObjectNotFound; the whole list is then read again
-// through one view, which skips removed VMs.
-func (c *Client) retrieveVMs(ctx context.Context, container types.ManagedObjectReference) ([]types.ObjectContent, error) {
-	viaView := func() ([]types.ObjectContent, error) {
-		return c.retrieveView(ctx, container, map[string][]string{"VirtualMachine": vmProperties})
+// through one view, which skips removed VMs. Each answer is read into foundVMs as it arrives:
+// the device lists, the bulk of an answer, are garbage by the next one, so a large inventory
+// is read within a small heap (a daemon's heap is bounded).
+func (c *Client) retrieveVMs(ctx context.Context, container types.ManagedObjectReference) ([]foundVM, error) {
+	read := func(dst *[]foundVM) func([]types.ObjectContent) {
+		return func(objs []types.ObjectContent) {
+			for _, o := range objs {
+				if f, ok := c.readVM(o); ok {
+					*dst = append(*dst, f)
+				}
+			}
+		}
+	}
+	viaView := func() ([]foundVM, error) {
+		var found []foundVM
+		err := c.viewPages(ctx, container, map[string][]string{"VirtualMachine": vmProperties}, read(&found))
+		return found, err
 	}
 	refs, err := c.viewMembers(ctx, container, "VirtualMachine")
 	if err != nil {
@@ -335,14 +378,12 @@ func (c *Client) retrieveVMs(ctx context.Context, container types.ManagedObjectR
 	if streams <= 1 {
 		return viaView()
 	}
-	parts := make([][]types.ObjectContent, streams)
+	parts := make([][]foundVM, streams)
 	g, gctx := errgroup.WithContext(ctx)
 	for i := range streams {
 		lo, hi := i*len(refs)/streams, (i+1)*len(refs)/streams
 		g.Go(func() error {
-			var err error
-			parts[i], err = c.retrieveObjects(gctx, refs[lo:hi], "VirtualMachine", vmProperties)
-			return err
+			return c.objectPages(gctx, refs[lo:hi], "VirtualMachine", vmProperties, read(&parts[i]))
 		})
 	}
 	if err := g.Wait(); err != nil {
@@ -379,29 +420,67 @@ func (c *Client) viewMembers(ctx context.Context, container types.ManagedObjectR
 	return cv.View, nil
 }
 
-// retrieveObjects retrieves the given properties of the listed objects of one kind, following
-// continuation tokens.
-func (c *Client) retrieveObjects(ctx context.Context, refs []types.ManagedObjectReference, kind string, props []string) ([]types.ObjectContent, error) {
+// objectPages retrieves the given properties of the listed objects of one kind and hands each
+// answer to each (see retrievePages).
+func (c *Client) objectPages(ctx context.Context, refs []types.ManagedObjectReference, kind string, props []string, each func([]types.ObjectContent)) error {
 	set := make([]types.ObjectSpec, len(refs))
 	for i, r := range refs {
 		set[i] = types.ObjectSpec{Obj: r}
 	}
-	objs, err := mo.RetrievePropertiesEx(ctx, c.vc, types.RetrievePropertiesEx{
+	return c.retrievePages(ctx, types.RetrievePropertiesEx{
 		This:    c.vc.ServiceContent.PropertyCollector,
 		Options: types.RetrieveOptions{MaxObjects: c.pageSize},
 		SpecSet: []types.PropertyFilterSpec{{ObjectSet: set, PropSet: []types.PropertySpec{{Type: kind, PathSet: props}}}},
-	})
-	if err != nil {
-		return nil, fmt.Errorf("retrieve properties: %w", err)
-	}
-	return objs, nil
+	}, each)
 }
 
-// retrieveView creates a recursive container view of the given kinds under container,
-// retrieves the given properties per kind (following continuation tokens) and destroys the
-// view. The view is session-scoped; creating it is the call that re-logs in after a lost
-// session.
+// retrievePages runs one property retrieval and hands each answer's objects to each, in order,
+// following continuation tokens; a retrieval that fails midway is cancelled on the server. each
+// keeps nothing of what it is handed that it does not need: the answers are not collected.
+func (c *Client) retrievePages(ctx context.Context, req types.RetrievePropertiesEx, each func([]types.ObjectContent)) error {
+	res, err := methods.RetrievePropertiesEx(ctx, c.vc, &req)
+	if err != nil {
+		return fmt.Errorf("retrieve properties: %w", err)
+	}
+	if res.Returnval == nil {
+		return nil
+	}
+	each(res.Returnval.Objects)
+	token := res.Returnval.Token
+	for token != "" {
+		next, err := methods.ContinueRetrievePropertiesEx(ctx, c.vc, &types.ContinueRetrievePropertiesEx{This: req.This, Token: token})
+		if err != nil {
+			c.cancelRetrieval(ctx, req.This, token)
+			return fmt.Errorf("retrieve properties (continued): %w", err)
+		}
+		each(next.Returnval.Objects)
+		token = next.Returnval.Token
+	}
+	return nil
+}
+
+// cancelRetrieval frees the server's state of a retrieval left unfinished, also after ctx has
+// ended; a failure only leaves it to the session's end.
+func (c *Client) cancelRetrieval(ctx context.Context, collector types.ManagedObjectReference, token string) {
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	if _, err := methods.CancelRetrievePropertiesEx(cctx, c.vc, &types.CancelRetrievePropertiesEx{This: collector, Token: token}); err != nil {
+		c.log.Debug("cancel property retrieval", "err", err)
+	}
+}
+
+// retrieveView is viewPages collecting every answer.
 func (c *Client) retrieveView(ctx context.Context, container types.ManagedObjectReference, props map[string][]string) ([]types.ObjectContent, error) {
+	var objs []types.ObjectContent
+	err := c.viewPages(ctx, container, props, func(page []types.ObjectContent) { objs = append(objs, page...) })
+	return objs, err
+}
+
+// viewPages creates a recursive container view of the given kinds under container, retrieves
+// the given properties per kind, handing each answer to each (see retrievePages), and destroys
+// the view. The view is session-scoped; creating it is the call that re-logs in after a lost
+// session.
+func (c *Client) viewPages(ctx context.Context, container types.ManagedObjectReference, props map[string][]string, each func([]types.ObjectContent)) error {
 	kinds := make([]string, 0, len(props))
 	for k := range props {
 		kinds = append(kinds, k)
@@ -409,14 +488,14 @@ func (c *Client) retrieveView(ctx context.Context, container types.ManagedObject
 	slices.Sort(kinds)
 	v, err := view.NewManager(c.vc).CreateContainerView(ctx, container, kinds, true)
 	if err != nil {
-		return nil, fmt.Errorf("create container view: %w", err)
+		return fmt.Errorf("create container view: %w", err)
 	}
 	defer c.destroyView(ctx, v)
 	specs := make([]types.PropertySpec, 0, len(kinds))
 	for _, k := range kinds {
 		specs = append(specs, types.PropertySpec{Type: k, PathSet: props[k]})
 	}
-	objs, err := mo.RetrievePropertiesEx(ctx, c.vc, types.RetrievePropertiesEx{
+	return c.retrievePages(ctx, types.RetrievePropertiesEx{
 		This:    c.vc.ServiceContent.PropertyCollector,
 		Options: types.RetrieveOptions{MaxObjects: c.pageSize},
 		SpecSet: []types.PropertyFilterSpec{{
@@ -430,9 +509,5 @@ func (c *Client) retrieveView(ctx context.Context, container types.ManagedObject
 			}},
 			PropSet: specs,
 		}},
-	})
-	if err != nil {
-		return nil, fmt.Errorf("retrieve properties: %w", err)
-	}
-	return objs, nil
+	}, each)
 }

@@ -3,6 +3,7 @@ package vsphere
 import (
 	"context"
 	"errors"
+	"reflect"
 	"slices"
 	"sync"
 	"testing"
@@ -463,5 +464,47 @@ func TestInventoryVMRemovedWhileRead(t *testing.T) {
 	rt.once.Do(func() { fired = true })
 	if fired || len(before.VMs) != 8 {
 		t.Fatalf("the vm was not removed during the read (before: %d vms)", len(before.VMs))
+	}
+}
+
+// TestFoundVMResolve names what a read VM refers to: a disk's datastore by the reference its
+// backing holds (the name in the file's path is only the fallback, as a datastore can be
+// renamed), the host and its cluster, and the folder.
+func TestFoundVMResolve(t *testing.T) {
+	ref := func(kind, id string) types.ManagedObjectReference {
+		return types.ManagedObjectReference{Type: kind, Value: id}
+	}
+	names := map[types.ManagedObjectReference]string{
+		ref("Datastore", "ds-1"):                   "renamed",
+		ref("HostSystem", "host-1"):                "esx1",
+		ref("ClusterComputeResource", "domain-c1"): "prod",
+	}
+	hostParent := map[types.ManagedObjectReference]types.ManagedObjectReference{
+		ref("HostSystem", "host-1"): ref("ClusterComputeResource", "domain-c1"),
+	}
+	folderPath := func(r types.ManagedObjectReference, _ int) string { return "/DC/vm/" + r.Value }
+	f := foundVM{
+		vm:     api.VM{MoRef: "vm-1", Name: "a", InstanceUUID: "u"},
+		parent: ref("Folder", "group-1"),
+		host:   ref("HostSystem", "host-1"),
+		disks: []foundDisk{
+			{disk: api.Disk{Key: 2000, Datastore: "old"}, datastore: ref("Datastore", "ds-1")},
+			{disk: api.Disk{Key: 2001, Datastore: "frompath"}, datastore: ref("Datastore", "ds-unknown")},
+			{disk: api.Disk{Key: 2002, Datastore: "frompath"}},
+		},
+	}
+	got := f.resolve(datacenter{name: "DC"}, names, hostParent, folderPath)
+	want := api.VM{
+		MoRef: "vm-1", Name: "a", InstanceUUID: "u", Datacenter: "DC", Host: "esx1", Cluster: "prod", Folder: "/DC/vm/group-1",
+		Disks: []api.Disk{{Key: 2000, Datastore: "renamed"}, {Key: 2001, Datastore: "frompath"}, {Key: 2002, Datastore: "frompath"}},
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("resolved =\n %+v, want\n %+v", got, want)
+	}
+
+	bare := foundVM{vm: api.VM{MoRef: "vm-2"}, parentVApp: ref("VirtualApp", "resgroup-v1")}
+	got = bare.resolve(datacenter{name: "DC"}, names, hostParent, folderPath)
+	if got.Disks == nil || len(got.Disks) != 0 || got.Folder != "/DC/vm/resgroup-v1" || got.Host != "" || got.Cluster != "" {
+		t.Errorf("vm without disks or host: %+v, want an empty (not null) disk list, the vApp's folder, no host", got)
 	}
 }
