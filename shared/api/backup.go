@@ -18,11 +18,14 @@ const (
 	JobCancelled = "cancelled"
 )
 
-// Upload session statuses (Session.Status).
+// Upload session statuses (Session.Status). A session is committing from the moment the hub
+// starts writing its index until the disk's result is recorded: it takes no more slots, and a
+// commit interrupted there may be sent again.
 const (
-	SessionOpen      = "open"
-	SessionCommitted = "committed"
-	SessionAborted   = "aborted"
+	SessionOpen       = "open"
+	SessionCommitting = "committing"
+	SessionCommitted  = "committed"
+	SessionAborted    = "aborted"
 )
 
 // SnapshotPrefix starts the name of every snapshot an agent takes, "sendense-<job id>": the
@@ -316,7 +319,7 @@ type Session struct {
 	CapacityBytes int64  `json:"capacity_bytes"`
 	ChunkSize     int64  `json:"chunk_size"`
 	SlotCount     int64  `json:"slot_count"`
-	Status        string `json:"status"` // open, committed
+	Status        string `json:"status"` // open, committing, committed or aborted
 	// Done lists, as half-open [start, end) slot ranges, the slots already recorded: a resumed
 	// upload skips them.
 	Done [][2]int64 `json:"done"`

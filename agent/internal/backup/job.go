@@ -406,7 +406,11 @@ func (r *Runner) backupDisk(ctx context.Context, job *api.Job, jd api.JobDisk, s
 			ChunkSize: chunkSize, Slots: slots, Direct: direct}, dc, r.metrics, r.opts.Upload)
 	}
 	var drift []int64
-	if pl.typ != api.BackupIncremental {
+	// A session the hub is committing or has committed holds every slot already: the agent
+	// asked for its commit before it stopped (or lost the answer). Asking again completes it.
+	if sess.Status == api.SessionCommitting || sess.Status == api.SessionCommitted {
+		log.InfoContext(ctx, "the disk's session is already being committed; committing it again", "status", sess.Status)
+	} else if pl.typ != api.BackupIncremental {
 		if err := send(ctx, todo, false); err != nil {
 			return err
 		}

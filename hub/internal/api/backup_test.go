@@ -583,7 +583,8 @@ func TestLongPollWakesOnNewJob(t *testing.T) {
 }
 
 // A chunk upload records the slots that hold it: one catalog read for the session (with its job
-// and VM) and one write for the slots, and no second slot batch is needed.
+// and VM) before the body, and one transaction that reads the session's status again and writes
+// the slots; no second slot batch is needed.
 func TestChunkUploadRecordsItsSlots(t *testing.T) {
 	forEachHub(t, func(t *testing.T, h *testHub) {
 		img := randomImage(t, 4*testChunk)
@@ -596,14 +597,14 @@ func TestChunkUploadRecordsItsSlots(t *testing.T) {
 			t.Fatalf("put chunk: %d, want 201", code)
 		}
 		// The agent's certificate is checked against the catalog on every request: one more read.
-		if d := metricValue(t, h.CatReg, "sendense_hub_catalog_queries_total", "operation", "SELECT") - selects; d != 2 {
-			t.Errorf("a chunk upload ran %v SELECTs, want 2 (agent, session)", d)
+		if d := metricValue(t, h.CatReg, "sendense_hub_catalog_queries_total", "operation", "SELECT") - selects; d != 3 {
+			t.Errorf("a chunk upload ran %v SELECTs, want 3 (agent, session, its status before the slots)", d)
 		}
 		if d := metricValue(t, h.CatReg, "sendense_hub_catalog_queries_total", "operation", "INSERT") - inserts; d != 1 {
 			t.Errorf("a chunk upload ran %v INSERTs, want 1 (its slots)", d)
 		}
-		if d := metricValue(t, h.CatReg, "sendense_hub_catalog_queries_total", "operation", "OTHER") - others; d != 0 {
-			t.Errorf("a chunk upload ran %v other statements (transactions), want none", d)
+		if d := metricValue(t, h.CatReg, "sendense_hub_catalog_queries_total", "operation", "OTHER") - others; d != 2 {
+			t.Errorf("a chunk upload ran %v other statements, want 2 (the transaction's begin and commit)", d)
 		}
 		var sess api.Session
 		a.call(http.MethodGet, api.Path(api.PathAgentSession, s.ID), nil, &sess)
@@ -892,6 +893,101 @@ func TestChunkUploadsPerAgentAreBounded(t *testing.T) {
 		}
 		if code := a.putBlob(s.ID, chunk.Sum(plain).String(), blob); code != http.StatusOK {
 			t.Fatalf("upload once the others finished: %d, want 200 (already stored)", code)
+		}
+	})
+}
+
+// A chunk upload still arriving when its session is committed is refused (409) and records
+// nothing: acknowledging it would report stored a slot that the committed index does not name.
+// The commit sent again returns the same result, and the backup holds exactly what was recorded.
+func TestChunkUploadAcrossCommitIsRefused(t *testing.T) {
+	forEachHub(t, func(t *testing.T, h *testHub) {
+		img := randomImage(t, 3*testChunk)
+		a, j, s := h.fullSession(img)
+		a.uploadDisk(s.ID, img, []int64{0, 1})
+		plain := img[2*testChunk:]
+		blob, err := chunk.AppendBlob(nil, chunk.CodecRaw, len(plain), plain)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pr, pw := io.Pipe()
+		req, _ := http.NewRequest(http.MethodPut, h.URL+api.Path(api.PathAgentChunk, s.ID, chunk.Sum(plain).String())+"?slots=2", pr)
+		req.ContentLength = int64(len(blob))
+		type answer struct {
+			code int
+			body []byte
+		}
+		done := make(chan answer, 1)
+		go func() {
+			resp, err := a.c.Do(req)
+			if err != nil {
+				done <- answer{}
+				return
+			}
+			defer resp.Body.Close()
+			body, _ := io.ReadAll(resp.Body)
+			done <- answer{resp.StatusCode, body}
+		}()
+		if _, err := pw.Write(blob[:100]); err != nil {
+			t.Fatal(err)
+		}
+		// The hub has checked the session and waits for the rest of the body.
+		testenv.WaitFor(t, 20*time.Second, "the upload to be in flight", func() bool {
+			return metricValue(t, h.Reg, "sendense_hub_chunk_uploads_in_flight", "", "") == 1
+		})
+		first := a.commit(s.ID)
+		if _, err := pw.Write(blob[100:]); err != nil {
+			t.Fatal(err)
+		}
+		_ = pw.Close()
+		got := <-done
+		var e api.Error
+		if got.code != http.StatusConflict || json.Unmarshal(got.body, &e) != nil || e.Error == "" {
+			t.Fatalf("upload finished after the commit: %d %q, want 409 with a JSON error", got.code, got.body)
+		}
+		slots, err := h.Cat.SessionSlots(t.Context(), s.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(slots) != 2 || slots[0].Slot != 0 || slots[1].Slot != 1 {
+			t.Fatalf("slots recorded: %+v, want 0 and 1 only", slots)
+		}
+		if again := a.commit(s.ID); again.Status != first.Status || !again.StartedAt.Equal(first.StartedAt) || again.SlotsTotal != 3 {
+			t.Fatalf("commit sent again: %+v, first %+v", again, first)
+		}
+		want := append(bytes.Clone(img[:2*testChunk]), make([]byte, testChunk)...)
+		if back := h.restore("50120000-0000-4000-8000-000000000001", "disk-2000", j.ID); !bytes.Equal(back, want) {
+			t.Fatal("the committed backup is not the two recorded slots and a zero third")
+		}
+	})
+}
+
+// A commit interrupted after it began (a hub stopped while writing the index) leaves the session
+// committing: it takes no more slots, an agent resuming sees it so, and the commit sent again
+// completes it with every slot recorded before.
+func TestCommitInterruptedIsCompletedBySendingItAgain(t *testing.T) {
+	forEachHub(t, func(t *testing.T, h *testHub) {
+		img := randomImage(t, 3*testChunk)
+		a, j, s := h.fullSession(img)
+		a.uploadDisk(s.ID, img, []int64{0, 1, 2})
+		if err := h.Cat.BeginCommit(t.Context(), s.ID); err != nil {
+			t.Fatal(err)
+		}
+		if code := a.putChunk(s.ID, img[:testChunk], 0); code != http.StatusConflict {
+			t.Fatalf("upload to a committing session: %d, want 409", code)
+		}
+		var sess api.Session
+		if code, e := a.call(http.MethodGet, api.Path(api.PathAgentSession, s.ID), nil, &sess); code != http.StatusOK || sess.Status != api.SessionCommitting {
+			t.Fatalf("session: %d %+v %+v, want 200 and committing", code, e, sess)
+		}
+		if bd := a.commit(s.ID); bd.Status != "committed" {
+			t.Fatalf("commit sent again: %+v", bd)
+		}
+		if back := h.restore("50120000-0000-4000-8000-000000000001", "disk-2000", j.ID); !bytes.Equal(back, img) {
+			t.Fatal("the completed commit does not restore the disk")
+		}
+		if err := h.Cat.BeginCommit(t.Context(), s.ID); err == nil {
+			t.Fatal("a committed session began a commit again")
 		}
 	})
 }

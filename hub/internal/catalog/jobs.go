@@ -361,7 +361,7 @@ func (c *Catalog) finishJob(ctx context.Context, id, agentID, status, errMsg, no
 			}
 		}
 		if _, err := tx.NewUpdate().Model((*UploadSession)(nil)).Set("status = ?", api.SessionAborted).Set("updated_at = ?", now).
-			Where("job_id = ?", id).Where("status = ?", api.SessionOpen).Exec(ctx); err != nil {
+			Where("job_id = ?", id).Where("status IN (?)", bun.In(unfinishedSessions)).Exec(ctx); err != nil {
 			return fmt.Errorf("close sessions of job %s: %w", id, err)
 		}
 		uq := tx.NewUpdate().Model((*BackupJob)(nil)).

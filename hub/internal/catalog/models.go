@@ -258,7 +258,7 @@ type UploadSession struct {
 	CapacityBytes int64     `bun:"capacity_bytes,notnull"`
 	ChunkSize     int64     `bun:"chunk_size,notnull"`
 	SlotCount     int64     `bun:"slot_count,notnull"`
-	Status        string    `bun:"status,notnull"` // api.SessionOpen, api.SessionCommitted, api.SessionAborted
+	Status        string    `bun:"status,notnull"` // api.SessionOpen, api.SessionCommitting, api.SessionCommitted, api.SessionAborted
 	CreatedAt     time.Time `bun:"created_at,notnull"`
 	UpdatedAt     time.Time `bun:"updated_at,notnull"`
 }

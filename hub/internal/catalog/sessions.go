@@ -58,26 +58,60 @@ func (c *Catalog) AgentLiveSession(ctx context.Context, id, agentID string) (*Li
 	return s, nil
 }
 
-// RecordSlots stores slot digests of a session (a slot recorded again takes the new digest), at
-// most 500 rows per statement. The caller has checked in the same request that the session is
-// open: a slot recorded after a concurrent commit is ignored by that commit, which read the
-// slots it indexes in its own transaction, and only the agent that owns both can race them.
+// RecordSlots stores slot digests of an open session (a slot recorded again takes the new
+// digest), at most 500 rows per statement, in one transaction that first reads the session's
+// status with a shared lock on its row: a session that is no longer open (committing,
+// committed, aborted) → ErrConflict and nothing is recorded. A commit leaves the open state
+// (BeginCommit, which takes that row exclusively) before it reads the slots it indexes, so it
+// sees every slot recorded before and none is recorded after; uploads to one session do not
+// wait for each other.
 func (c *Catalog) RecordSlots(ctx context.Context, sessionID string, slots []UploadSlot) error {
 	now := c.now()
 	for i := range slots {
 		slots[i].SessionID, slots[i].CreatedAt, slots[i].UpdatedAt = sessionID, now, now
 	}
-	for start := 0; start < len(slots); start += 500 {
-		part := slots[start:min(start+500, len(slots))]
-		ins := c.db.NewInsert().Model(&part)
-		if c.driver == DriverMySQL {
-			ins = ins.On("DUPLICATE KEY UPDATE").Set("digest = VALUES(digest)").Set("updated_at = VALUES(updated_at)")
-		} else {
-			ins = ins.On("CONFLICT (session_id, slot) DO UPDATE").Set("digest = EXCLUDED.digest").Set("updated_at = EXCLUDED.updated_at")
-		}
-		if _, err := ins.Exec(ctx); err != nil {
+	// SQLite's transactions here are immediate (one writer at a time): its read needs no lock.
+	lock := ""
+	if c.driver == DriverMySQL {
+		lock = " LOCK IN SHARE MODE"
+	}
+	return c.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+		var status string
+		err := tx.QueryRowContext(ctx, "SELECT status FROM upload_sessions WHERE id = ?"+lock, sessionID).Scan(&status)
+		switch {
+		case errors.Is(err, sql.ErrNoRows):
+			return fmt.Errorf("upload session %s: %w", sessionID, ErrNotFound)
+		case err != nil:
 			return fmt.Errorf("record slots of session %s: %w", sessionID, err)
+		case status != api.SessionOpen:
+			return fmt.Errorf("upload session %s is %s: %w", sessionID, status, ErrConflict)
 		}
+		for start := 0; start < len(slots); start += 500 {
+			part := slots[start:min(start+500, len(slots))]
+			ins := tx.NewInsert().Model(&part)
+			if c.driver == DriverMySQL {
+				ins = ins.On("DUPLICATE KEY UPDATE").Set("digest = VALUES(digest)").Set("updated_at = VALUES(updated_at)")
+			} else {
+				ins = ins.On("CONFLICT (session_id, slot) DO UPDATE").Set("digest = EXCLUDED.digest").Set("updated_at = EXCLUDED.updated_at")
+			}
+			if _, err := ins.Exec(ctx); err != nil {
+				return fmt.Errorf("record slots of session %s: %w", sessionID, err)
+			}
+		}
+		return nil
+	})
+}
+
+// BeginCommit moves an open session to committing, after which it takes no more slots; a
+// session already committing stays so (a commit sent again). Any other status → ErrConflict.
+func (c *Catalog) BeginCommit(ctx context.Context, sessionID string) error {
+	res, err := c.db.NewUpdate().Model((*UploadSession)(nil)).Set("status = ?", api.SessionCommitting).Set("updated_at = ?", c.now()).
+		Where("id = ?", sessionID).Where("status IN (?)", bun.In([]string{api.SessionOpen, api.SessionCommitting})).Exec(ctx)
+	if err != nil {
+		return fmt.Errorf("begin commit of session %s: %w", sessionID, err)
+	}
+	if n, _ := res.RowsAffected(); n != 1 {
+		return fmt.Errorf("upload session %s is neither open nor committing: %w", sessionID, ErrConflict)
 	}
 	return nil
 }
@@ -91,13 +125,14 @@ func (c *Catalog) SessionSlots(ctx context.Context, sessionID string) ([]UploadS
 	return out, nil
 }
 
-// CommitSession closes an open session and records the disk's result (not yet visible as a
-// backup: the job must succeed first). Committing a committed session returns its result.
+// CommitSession closes a committing session (BeginCommit) and records the disk's result (not yet
+// visible as a backup: the job must succeed first). Committing a committed session returns its
+// result.
 func (c *Catalog) CommitSession(ctx context.Context, sessionID string, bd *BackupDisk) (*BackupDisk, error) {
 	err := c.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
 		now := c.now()
 		res, err := tx.NewUpdate().Model((*UploadSession)(nil)).Set("status = ?", api.SessionCommitted).Set("updated_at = ?", now).
-			Where("id = ?", sessionID).Where("status = ?", api.SessionOpen).Exec(ctx)
+			Where("id = ?", sessionID).Where("status = ?", api.SessionCommitting).Exec(ctx)
 		if err != nil {
 			return fmt.Errorf("commit session %s: %w", sessionID, err)
 		}
@@ -130,6 +165,9 @@ func (c *Catalog) CommitSession(ctx context.Context, sessionID string, bd *Backu
 
 var errAlreadyCommitted = errors.New("session already committed")
 
+// unfinishedSessions are the statuses of a session whose chunks no index names yet.
+var unfinishedSessions = []string{api.SessionOpen, api.SessionCommitting}
+
 // LatestBackupDisk returns the newest successful backup of a disk in a repository: the parent of
 // an incremental. No backup → ErrNotFound.
 func (c *Catalog) LatestBackupDisk(ctx context.Context, vmContextID, diskID, repositoryID string) (*BackupDisk, error) {
@@ -157,13 +195,13 @@ func (c *Catalog) BackupDisks(ctx context.Context, jobID string) ([]BackupDisk, 
 	return out, nil
 }
 
-// OpenSessionDigests returns every digest recorded by an open session writing to the
-// repository: chunks that garbage collection must keep although no index names them yet.
+// OpenSessionDigests returns every digest recorded by an open or committing session writing to
+// the repository: chunks that garbage collection must keep although no index names them yet.
 func (c *Catalog) OpenSessionDigests(ctx context.Context, repositoryID string) ([]string, error) {
 	var out []string
 	err := c.db.NewSelect().Model((*UploadSlot)(nil)).ColumnExpr("DISTINCT us.digest").
 		Join("JOIN upload_sessions AS s ON s.id = us.session_id").
-		Where("s.repository_id = ?", repositoryID).Where("s.status = ?", api.SessionOpen).
+		Where("s.repository_id = ?", repositoryID).Where("s.status IN (?)", bun.In(unfinishedSessions)).
 		Scan(ctx, &out)
 	if err != nil {
 		return nil, fmt.Errorf("select digests of open sessions: %w", err)
@@ -171,12 +209,13 @@ func (c *Catalog) OpenSessionDigests(ctx context.Context, repositoryID string) (
 	return out, nil
 }
 
-// OldestOpenSession returns when the oldest open session writing to the repository was opened
-// (zero when none is open): every chunk such a session uploaded is younger than that.
+// OldestOpenSession returns when the oldest open or committing session writing to the
+// repository was opened (zero when none is): every chunk such a session uploaded is younger than
+// that.
 func (c *Catalog) OldestOpenSession(ctx context.Context, repositoryID string) (time.Time, error) {
 	var s UploadSession
 	err := c.db.NewSelect().Model(&s).Column("created_at").
-		Where("repository_id = ?", repositoryID).Where("status = ?", api.SessionOpen).
+		Where("repository_id = ?", repositoryID).Where("status IN (?)", bun.In(unfinishedSessions)).
 		Order("created_at ASC").Limit(1).Scan(ctx)
 	if errors.Is(err, sql.ErrNoRows) {
 		return time.Time{}, nil

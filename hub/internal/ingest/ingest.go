@@ -63,6 +63,7 @@ type ingestCatalog interface {
 	VMDisks(ctx context.Context, contextID string) ([]catalog.VMDisk, error)
 	LatestBackupDisk(ctx context.Context, vmContextID, diskID, repositoryID string) (*catalog.BackupDisk, error)
 	OpenSession(ctx context.Context, s *catalog.UploadSession) (*catalog.UploadSession, error)
+	BeginCommit(ctx context.Context, sessionID string) error
 	AgentLiveSession(ctx context.Context, id, agentID string) (*catalog.LiveSession, error)
 	RecordSlots(ctx context.Context, sessionID string, slots []catalog.UploadSlot) error
 	SessionSlots(ctx context.Context, sessionID string) ([]catalog.UploadSlot, error)
@@ -492,11 +493,16 @@ func (s *Service) Commit(ctx context.Context, agentID, sessionID string, req api
 		}
 		return api.BackupDisk{}, fmt.Errorf("upload session %s is committed without a result: %w", sessionID, catalog.ErrConflict)
 	}
-	if sess.Status != api.SessionOpen {
+	if sess.Status != api.SessionOpen && sess.Status != api.SessionCommitting {
 		return api.BackupDisk{}, fmt.Errorf("upload session %s is %s: %w", sessionID, sess.Status, catalog.ErrConflict)
 	}
 	repo, err := s.open(ctx, sess.RepositoryID)
 	if err != nil {
+		return api.BackupDisk{}, err
+	}
+	// From here the session takes no more slots: an upload still arriving fails (409) instead
+	// of being acknowledged for a slot this index would not name.
+	if err := s.cat.BeginCommit(ctx, sessionID); err != nil {
 		return api.BackupDisk{}, err
 	}
 	var idx *fidx.Index
