@@ -260,6 +260,37 @@ func checkText(field, v string, required bool, max int) error {
 	return nil
 }
 
+// DisplayText returns s as free text that is safe to store and show: bytes that are not UTF-8
+// become U+FFFD, tabs and line breaks a space, every other rune UnsafeRune reports U+FFFD, and
+// the result is cut to at most max bytes on a rune boundary. An agent's error messages and
+// notes go through it before the hub records them.
+func DisplayText(s string, max int) string {
+	clean := len(s) <= max && utf8.ValidString(s)
+	for _, r := range s {
+		if !clean {
+			break
+		}
+		clean = !UnsafeRune(r)
+	}
+	if clean {
+		return s
+	}
+	var b strings.Builder
+	for _, r := range strings.ToValidUTF8(s, "\uFFFD") {
+		switch {
+		case r == '\t', r == '\n', r == '\r':
+			r = ' '
+		case UnsafeRune(r):
+			r = utf8.RuneError
+		}
+		if b.Len()+utf8.RuneLen(r) > max {
+			break
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
+
 // UnsafeRune reports whether r is a control character (C0, DEL, C1) or a Unicode bidi control
 // (U+061C, U+200E, U+200F, U+202A–U+202E, U+2066–U+2069): characters that make a terminal or a
 // text view show something other than the text.

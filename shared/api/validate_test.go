@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"unicode/utf8"
 )
 
 // The UUIDs are of the forms vcsim and the lab produce: lowercase hex, 8-4-4-4-12.
@@ -204,5 +205,33 @@ func TestInventoryLimits(t *testing.T) {
 	wantFieldError(t, err, "vms[0].disks")
 	if !strings.Contains(err.Error(), fmt.Sprint(MaxDisksPerVM)) {
 		t.Fatalf("%v does not name the limit", err)
+	}
+}
+
+// Free text an agent sends (a job's error, its notes) is stored and shown without anything a
+// terminal would act on, within its limit, and cut only between characters.
+func TestDisplayText(t *testing.T) {
+	for _, c := range []struct {
+		in   string
+		max  int
+		want string
+	}{
+		{"snapshot failed: disk locked", 100, "snapshot failed: disk locked"},
+		{"Größe überschritten ✓", 100, "Größe überschritten ✓"},
+		{"line one\nline two\tand\r", 100, "line one line two and "},
+		{"x\x1b]0;pwned\x07\x1b[2J", 100, "x\uFFFD]0;pwned\uFFFD\uFFFD[2J"},
+		{"evil\u202etxt.exe \u2066x\u2069 \u0085", 100, "evil\uFFFDtxt.exe \uFFFDx\uFFFD \uFFFD"},
+		{"bad \xff\xfe bytes", 100, "bad \uFFFD bytes"},
+		{"aaé", 3, "aa"}, // é is two bytes: not split
+		{"abcdef", 4, "abcd"},
+		{"", 10, ""},
+	} {
+		got := DisplayText(c.in, c.max)
+		if got != c.want {
+			t.Errorf("DisplayText(%q, %d) = %q, want %q", c.in, c.max, got, c.want)
+		}
+		if !utf8.ValidString(got) || len(got) > c.max || strings.IndexFunc(got, UnsafeRune) >= 0 {
+			t.Errorf("DisplayText(%q, %d) = %q: not valid, too long or unsafe", c.in, c.max, got)
+		}
 	}
 }

@@ -170,13 +170,13 @@ func newBackupCmd(e *env) *cobra.Command {
 // summary is a one-line account of a finished backup.
 func summary(b api.Backup) string {
 	line := fmt.Sprintf("backup %s of %s %s: %s, read %s, sent %s, deduplicated %s, zero %s, %.1fs, %.0f MB/s read",
-		b.ID, b.VMName, b.Status, orDash(b.Type), humanBytes(b.BytesRead), humanBytes(b.BytesSent),
+		b.ID, printable(b.VMName), b.Status, orDash(b.Type), humanBytes(b.BytesRead), humanBytes(b.BytesSent),
 		humanBytes(b.BytesDeduplicated), humanBytes(b.BytesZero), b.DurationSeconds, b.ThroughputBPS/1e6)
 	if b.Notes != "" {
-		line += " (" + b.Notes + ")"
+		line += " (" + printable(b.Notes) + ")"
 	}
 	if b.Error != "" {
-		line += ": " + b.Error
+		line += ": " + printable(b.Error)
 	}
 	return line
 }
@@ -216,7 +216,7 @@ func waitBackup(ctx context.Context, e *env, b backupGetter, id string) error {
 			bar.Done(bk.BytesRead, extra)
 			fmt.Fprintln(e.stdout, summary(bk))
 			if bk.Status != api.JobSucceeded {
-				return fmt.Errorf("backup %s %s: %s", id, bk.Status, bk.Error)
+				return fmt.Errorf("backup %s %s: %s", id, bk.Status, printable(bk.Error))
 			}
 			return nil
 		}

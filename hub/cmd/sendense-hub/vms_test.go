@@ -133,3 +133,17 @@ func TestSourcesListAndMove(t *testing.T) {
 		t.Fatalf("the source's vms did not move: %v\n%s", err, out)
 	}
 }
+
+// A finished backup's line shows the VM name, notes and error of old rows escaped: they came
+// from an agent.
+func TestBackupSummaryEscapesControlCharacters(t *testing.T) {
+	line := summary(api.Backup{ID: "job-1", VMName: forgedName, Status: api.JobFailed, Notes: "\r\x1b[1A", Error: "x\x1b]0;pwned\x07"})
+	for _, r := range line {
+		if api.UnsafeRune(r) {
+			t.Fatalf("summary printed the raw character %U: %q", r, line)
+		}
+	}
+	if !strings.Contains(line, `(\r\x1b[1A): x\x1b]0;pwned\a`) {
+		t.Fatalf("notes and error not shown escaped: %q", line)
+	}
+}

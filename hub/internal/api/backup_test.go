@@ -17,6 +17,7 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/klauspost/compress/zstd"
 
@@ -1196,6 +1197,32 @@ func TestFullBackupDespiteAnUnreadableLastIndex(t *testing.T) {
 		second := backupAll("full")
 		if got := h.restore("50120000-0000-4000-8000-000000000001", "disk-2000", second); !bytes.Equal(got, img) {
 			t.Fatal("the full backup after a damaged index does not restore the disk")
+		}
+	})
+}
+
+// A job's error and notes come from the agent: the hub records them without the characters a
+// terminal or a page would act on, cut between characters at its limit.
+func TestJobErrorAndNotesAreStoredSafe(t *testing.T) {
+	forEachHub(t, func(t *testing.T, h *testHub) {
+		img := randomImage(t, 3*testChunk)
+		a, j, _ := h.fullSession(img)
+		long := strings.Repeat("a", 3999) + "é" // 4001 bytes: byte 4000 starts é
+		code, e := a.call(http.MethodPost, "/api/v1/agent/jobs/"+j.ID+"/complete",
+			api.JobCompletion{Status: api.JobFailed, Error: "x\x1b]0;pwned\x07\x1b[2J\u202e", Notes: long}, nil)
+		if code != http.StatusOK {
+			t.Fatalf("complete: %d %+v", code, e)
+		}
+		var b api.Backup
+		if code, e := h.call(h.client(nil), http.MethodGet, "/api/v1/backups/"+j.ID, h.apiToken(api.RoleViewer), nil, &b); code != http.StatusOK {
+			t.Fatalf("get backup: %d %+v", code, e)
+		}
+		if want := "x\uFFFD]0;pwned\uFFFD\uFFFD[2J\uFFFD"; b.Error != want {
+			t.Errorf("error stored as %q, want %q", b.Error, want)
+		}
+		if b.Notes != strings.Repeat("a", 3999) {
+			t.Errorf("notes of %d bytes stored as %d bytes (valid UTF-8: %v), want the 3999 before the cut character",
+				len(long), len(b.Notes), utf8.ValidString(b.Notes))
 		}
 	})
 }

@@ -394,12 +394,9 @@ func (c *Catalog) finishJob(ctx context.Context, id, agentID, status, errMsg, no
 	return j, dropped, err
 }
 
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n]
-}
+// truncate makes free text (an error, notes) safe to store and show, at most n bytes: see
+// api.DisplayText.
+func truncate(s string, n int) string { return api.DisplayText(s, n) }
 
 // FailedJob is a job failed by FailStaleJobs with the disk results it discarded.
 type FailedJob struct {

@@ -497,9 +497,7 @@ func (s *Service) Complete(ctx context.Context, agentID, id string, rep api.Inst
 			return api.InstantRecovery{}, &api.FieldError{Field: f.name, Msg: "must be a managed object reference: at most 255 printable ASCII characters"}
 		}
 	}
-	if len(rep.Error) > 4096 {
-		rep.Error = rep.Error[:4096]
-	}
+	rep.Error = api.DisplayText(rep.Error, 4096)
 	boot, err := bootJSON(rep)
 	if err != nil {
 		return api.InstantRecovery{}, err
