@@ -116,6 +116,32 @@ func (c *Catalog) BeginCommit(ctx context.Context, sessionID string) error {
 	return nil
 }
 
+// EachSessionSlot calls fn with each recorded slot of a session and its digest, in slot order,
+// reading the rows as it goes: a session of millions of slots is never held as rows. An error
+// from fn stops the walk and is returned.
+func (c *Catalog) EachSessionSlot(ctx context.Context, sessionID string, fn func(slot int64, digest string) error) error {
+	rows, err := c.db.NewSelect().Model((*UploadSlot)(nil)).Column("slot", "digest").
+		Where("session_id = ?", sessionID).Order("slot ASC").Rows(ctx)
+	if err != nil {
+		return fmt.Errorf("select slots of session %s: %w", sessionID, err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var slot int64
+		var digest string
+		if err := rows.Scan(&slot, &digest); err != nil {
+			return fmt.Errorf("read slots of session %s: %w", sessionID, err)
+		}
+		if err := fn(slot, digest); err != nil {
+			return err
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("read slots of session %s: %w", sessionID, err)
+	}
+	return nil
+}
+
 // SessionSlots returns the recorded slots of a session in slot order.
 func (c *Catalog) SessionSlots(ctx context.Context, sessionID string) ([]UploadSlot, error) {
 	var out []UploadSlot

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/semaphore"
 
 	"github.com/sendense/sendense/hub/internal/buffers"
 	"github.com/sendense/sendense/hub/internal/catalog"
@@ -66,7 +67,7 @@ type ingestCatalog interface {
 	BeginCommit(ctx context.Context, sessionID string) error
 	AgentLiveSession(ctx context.Context, id, agentID string) (*catalog.LiveSession, error)
 	RecordSlots(ctx context.Context, sessionID string, slots []catalog.UploadSlot) error
-	SessionSlots(ctx context.Context, sessionID string) ([]catalog.UploadSlot, error)
+	EachSessionSlot(ctx context.Context, sessionID string, fn func(slot int64, digest string) error) error
 	CommitSession(ctx context.Context, sessionID string, bd *catalog.BackupDisk) (*catalog.BackupDisk, error)
 	BackupDisks(ctx context.Context, jobID string) ([]catalog.BackupDisk, error)
 	RecordEvents(ctx context.Context, evs []catalog.Event) error
@@ -103,6 +104,29 @@ type Service struct {
 	inFlight map[string]int // agent id → chunk uploads in progress
 
 	knownSets knownCache // per session: the chunks its agent may reference without upload
+
+	indexMem *semaphore.Weighted // index-sized work in progress, by its estimated memory (indexWork)
+}
+
+// Index-sized work — reading a parent index, building a known set, walking a session's slots,
+// writing an index — holds memory in proportion to the disk's slots: about indexBytesPerSlot
+// each (the index file and its decoded digests, or a known-set entry). Such work runs within
+// indexMemory for the whole hub, so that no number of requests, from one agent or many, can
+// make it hold more; one larger piece (a disk of over 8 million slots, 32 TiB in 4 MiB chunks)
+// runs alone.
+const (
+	indexMemory       = 1 << 30
+	indexBytesPerSlot = 128
+)
+
+// indexWork waits until index-sized work for a disk of slots slots fits in indexMemory and
+// returns the function that ends it.
+func (s *Service) indexWork(ctx context.Context, slots int64) (release func(), err error) {
+	w := min(max(slots, 1)*indexBytesPerSlot, indexMemory)
+	if err := s.indexMem.Acquire(ctx, w); err != nil {
+		return nil, err
+	}
+	return func() { s.indexMem.Release(w) }, nil
 }
 
 // New returns the intake service over the repositories of repos; its metrics are registered on
@@ -116,7 +140,7 @@ func New[R Repository](cat ingestCatalog, repos Opener[R], log *slog.Logger, reg
 		return r, nil
 	}
 	return &Service{cat: cat, open: open, log: log, metrics: newMetrics(reg), now: time.Now, inFlight: map[string]int{},
-		bufs: buffers.New(keptUploadBuffers, 0)}
+		bufs: buffers.New(keptUploadBuffers, 0), indexMem: semaphore.NewWeighted(indexMemory)}
 }
 
 // OpenSession opens (or reopens, for a resuming agent) the upload session of one disk of a job.
@@ -204,18 +228,23 @@ func (s *Service) Session(ctx context.Context, agentID, id string) (api.Session,
 }
 
 func (s *Service) sessionInfo(ctx context.Context, sess *catalog.UploadSession) (api.Session, error) {
-	slots, err := s.cat.SessionSlots(ctx, sess.ID)
+	release, err := s.indexWork(ctx, sess.SlotCount)
 	if err != nil {
 		return api.Session{}, err
 	}
+	defer release()
 	out := api.Session{ID: sess.ID, JobID: sess.JobID, DiskID: sess.DiskID, Type: sess.Type, CapacityBytes: sess.CapacityBytes,
 		ChunkSize: sess.ChunkSize, SlotCount: sess.SlotCount, Status: sess.Status, Done: [][2]int64{}}
-	for _, sl := range slots {
-		if n := len(out.Done); n > 0 && out.Done[n-1][1] == sl.Slot {
+	err = s.cat.EachSessionSlot(ctx, sess.ID, func(slot int64, _ string) error {
+		if n := len(out.Done); n > 0 && out.Done[n-1][1] == slot {
 			out.Done[n-1][1]++
-			continue
+			return nil
 		}
-		out.Done = append(out.Done, [2]int64{sl.Slot, sl.Slot + 1})
+		out.Done = append(out.Done, [2]int64{slot, slot + 1})
+		return nil
+	})
+	if err != nil {
+		return api.Session{}, err
 	}
 	return out, nil
 }
@@ -448,6 +477,11 @@ func (s *Service) Check(ctx context.Context, agentID, sessionID string, req api.
 	if err != nil {
 		return api.CheckResult{}, err
 	}
+	release, err := s.indexWork(ctx, ls.SlotCount)
+	if err != nil {
+		return api.CheckResult{}, err
+	}
+	defer release()
 	parent, err := repo.ReadIndex(ctx, repository.IndexRef{VMUUID: ls.InstanceUUID, DiskID: ls.DiskID, BackupID: ls.ParentJobID})
 	if err != nil {
 		return api.CheckResult{}, fmt.Errorf("read parent index of %s: %w", ls.DiskID, err)
@@ -505,6 +539,11 @@ func (s *Service) Commit(ctx context.Context, agentID, sessionID string, req api
 	if err := s.cat.BeginCommit(ctx, sessionID); err != nil {
 		return api.BackupDisk{}, err
 	}
+	release, err := s.indexWork(ctx, sess.SlotCount)
+	if err != nil {
+		return api.BackupDisk{}, err
+	}
+	defer release()
 	var idx *fidx.Index
 	if sess.Type == api.BackupIncremental {
 		parent, err := repo.ReadIndex(ctx, repository.IndexRef{VMUUID: ls.InstanceUUID, DiskID: sess.DiskID, BackupID: sess.ParentJobID})
@@ -518,16 +557,21 @@ func (s *Service) Commit(ctx context.Context, agentID, sessionID string, req api
 		return api.BackupDisk{}, fmt.Errorf("new index of %s: %w", sess.DiskID, err)
 	}
 	idx.Created = sess.CreatedAt.UTC() // deterministic: a retried commit writes the same bytes
-	slots, err := s.cat.SessionSlots(ctx, sessionID)
+	recorded := 0
+	err = s.cat.EachSessionSlot(ctx, sessionID, func(slot int64, digest string) error {
+		d, err := chunk.ParseDigest(digest)
+		if err != nil {
+			return fmt.Errorf("slot %d of session %s: %w", slot, sessionID, err)
+		}
+		if slot < 0 || slot >= int64(len(idx.Digests)) {
+			return fmt.Errorf("slot %d of session %s is outside its index of %d slots", slot, sessionID, len(idx.Digests))
+		}
+		idx.Digests[slot] = d
+		recorded++
+		return nil
+	})
 	if err != nil {
 		return api.BackupDisk{}, err
-	}
-	for _, sl := range slots {
-		d, err := chunk.ParseDigest(sl.Digest)
-		if err != nil {
-			return api.BackupDisk{}, fmt.Errorf("slot %d of session %s: %w", sl.Slot, sessionID, err)
-		}
-		idx.Digests[sl.Slot] = d
 	}
 	ref := repository.IndexRef{VMUUID: ls.InstanceUUID, DiskID: sess.DiskID, BackupID: sess.JobID}
 	digest, err := repo.WriteIndex(ctx, ref, idx)
@@ -549,7 +593,7 @@ func (s *Service) Commit(ctx context.Context, agentID, sessionID string, req api
 		s.driftFound(ctx, ls, req)
 	}
 	s.knownSets.drop(sessionID)
-	s.log.InfoContext(ctx, "disk committed", "job_id", sess.JobID, "disk_id", sess.DiskID, "type", sess.Type, "slots_recorded", len(slots), "index", ref.String())
+	s.log.InfoContext(ctx, "disk committed", "job_id", sess.JobID, "disk_id", sess.DiskID, "type", sess.Type, "slots_recorded", recorded, "index", ref.String())
 	return got.Wire(), nil
 }
 

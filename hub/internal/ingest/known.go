@@ -89,6 +89,14 @@ func (s *Service) known(ctx context.Context, ls *catalog.LiveSession, repo Repos
 	if k := s.knownSets.get(ls.ID); k != nil {
 		return k, nil
 	}
+	release, err := s.indexWork(ctx, ls.SlotCount)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	if k := s.knownSets.get(ls.ID); k != nil {
+		return k, nil // built by another request while this one waited
+	}
 	k := &knownSet{keys: map[knownKey]struct{}{}}
 	parent := ls.ParentJobID
 	if parent == "" {
@@ -119,14 +127,14 @@ func (s *Service) known(ctx context.Context, ls *catalog.LiveSession, repo Repos
 				"session_id", ls.ID, "disk_id", ls.DiskID, "backup_id", parent, "err", err)
 		}
 	}
-	slots, err := s.cat.SessionSlots(ctx, ls.ID)
-	if err != nil {
-		return nil, err
-	}
-	for _, sl := range slots {
-		if d, err := chunk.ParseDigest(sl.Digest); err == nil {
+	err = s.cat.EachSessionSlot(ctx, ls.ID, func(_ int64, digest string) error {
+		if d, err := chunk.ParseDigest(digest); err == nil {
 			k.keys[keyOf(d)] = struct{}{}
 		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	s.knownSets.put(ls.ID, k)
 	return k, nil

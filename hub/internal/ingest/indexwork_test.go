@@ -1,0 +1,51 @@
+package ingest
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"golang.org/x/sync/semaphore"
+)
+
+// Index-sized work stays within indexMemory for the whole hub: disks of ordinary size run side
+// by side, one beyond the budget runs alone, and a request that waits gives up with its context.
+func TestIndexWorkIsBounded(t *testing.T) {
+	s := &Service{indexMem: semaphore.NewWeighted(indexMemory)}
+	ctx := t.Context()
+	// 64 requests on disks of 100,000 slots (400 GiB in 4 MiB chunks) fit at once.
+	var releases []func()
+	for range 64 {
+		r, err := s.indexWork(ctx, 100_000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		releases = append(releases, r)
+	}
+	for _, r := range releases {
+		r()
+	}
+	// A 64 TiB disk (16 million slots) takes the whole budget: nothing else runs beside it.
+	huge, err := s.indexWork(ctx, 16<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer cancel()
+	if _, err := s.indexWork(short, 1); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("work beside a disk that takes the budget: %v, want to wait until the context ends", err)
+	}
+	got := make(chan error, 1)
+	go func() {
+		r, err := s.indexWork(ctx, 1)
+		if err == nil {
+			r()
+		}
+		got <- err
+	}()
+	huge()
+	if err := <-got; err != nil {
+		t.Fatalf("work once the large one ended: %v", err)
+	}
+}
