@@ -2,6 +2,7 @@ package catalog_test
 
 import (
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -207,6 +208,55 @@ func TestRehomeBackup(t *testing.T) {
 		running := catalog.SeedJobForTest(t, c, ctxID)
 		if _, _, err := c.RehomeBackup(ctx, running, "repo-2"); !errors.Is(err, catalog.ErrConflict) {
 			t.Fatalf("moving a queued or running backup: %v", err)
+		}
+	})
+}
+
+// A backup that a restore or an instant recovery still reads cannot be deleted (ErrConflict,
+// nothing removed); once they have finished, the backup goes with their records.
+func TestDeleteBackupWithRestores(t *testing.T) {
+	catalogtest.ForEachDialect(t, func(t *testing.T, c *catalog.Catalog) {
+		ctx := t.Context()
+		if err := c.CreateRepository(ctx, &catalog.Repository{ID: "repo-1", Name: "vault", Kind: api.RepositoryLocal, Path: "/srv/vault", ChunkSize: 4 << 20}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.ImportBackup(ctx, importedRows("repo-1", "bk-full", "", time.Date(2026, 11, 1, 10, 0, 0, 0, time.UTC))); err != nil {
+			t.Fatal(err)
+		}
+		rj := &catalog.RestoreJob{ID: "rs-1", BackupID: "bk-full", AgentID: "agent-old", SourceName: "lab", TargetName: "web-restored", Spec: "{}"}
+		if err := c.CreateRestoreJob(ctx, rj); err != nil {
+			t.Fatal(err)
+		}
+		ir := &catalog.InstantRecovery{ID: "ir-1", BackupID: "bk-full", AgentID: "agent-old", SourceName: "lab", Host: "esx1", Name: "web-ir", Spec: "{}"}
+		if err := c.CreateInstantRecovery(ctx, ir); err != nil {
+			t.Fatal(err)
+		}
+		refused := func(what string) {
+			t.Helper()
+			_, _, err := c.DeleteBackup(ctx, "bk-full")
+			if !errors.Is(err, catalog.ErrConflict) || !strings.Contains(err.Error(), what) {
+				t.Fatalf("delete while %s is active: %v, want a conflict naming it", what, err)
+			}
+			if _, err := c.BackupByID(ctx, "bk-full"); err != nil {
+				t.Fatalf("the refused delete removed the backup: %v", err)
+			}
+		}
+		refused("rs-1")
+		if _, err := c.CancelRestore(ctx, "rs-1"); err != nil {
+			t.Fatal(err)
+		}
+		refused("ir-1")
+		if _, err := c.FinishInstantRecoveryAction(ctx, "ir-1", "agent-old", api.IRActionStart, catalog.InstantRecoveryUpdate{Status: api.IRFailed, Error: "no host"}); err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := c.DeleteBackup(ctx, "bk-full"); err != nil {
+			t.Fatalf("delete once the restore and the instant recovery ended: %v", err)
+		}
+		if _, err := c.RestoreJobByID(ctx, "rs-1"); !errors.Is(err, catalog.ErrNotFound) {
+			t.Fatalf("the restore's record after the delete: %v, want gone", err)
+		}
+		if _, err := c.InstantRecoveryByID(ctx, "ir-1"); !errors.Is(err, catalog.ErrNotFound) {
+			t.Fatalf("the instant recovery's record after the delete: %v, want gone", err)
 		}
 	})
 }

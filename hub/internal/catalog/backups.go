@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/sendense/sendense/shared/api"
@@ -118,14 +119,19 @@ func (c *Catalog) lockRemovableBackup(ctx context.Context, tx bun.Tx, id string,
 	return nil
 }
 
-// DeleteBackup removes a finished, unprotected backup from the catalog and returns its disks so
-// that the caller can remove their indexes (the chunks are reclaimed by garbage collection). A
-// queued or running job, or a protected backup → ErrConflict.
+// DeleteBackup removes a finished, unprotected backup from the catalog, with the records of the
+// restores and instant recoveries made from it, and returns its disks so that the caller can
+// remove their indexes (the chunks are reclaimed by garbage collection). A queued or running
+// job, a protected backup, or one that a restore or an instant recovery still reads →
+// ErrConflict naming why.
 func (c *Catalog) DeleteBackup(ctx context.Context, id string) (*BackupJob, []BackupDisk, error) {
 	j := new(BackupJob)
 	var disks []BackupDisk
 	err := c.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
 		if err := c.lockRemovableBackup(ctx, tx, id, j); err != nil {
+			return err
+		}
+		if err := releaseBackupUsers(ctx, tx, id); err != nil {
 			return err
 		}
 		if err := tx.NewSelect().Model(&disks).Where("job_id = ?", id).Scan(ctx); err != nil {
@@ -167,6 +173,37 @@ func (c *Catalog) DeleteBackup(ctx context.Context, id string) (*BackupJob, []Ba
 		return nil, nil, err
 	}
 	return j, disks, nil
+}
+
+// releaseBackupUsers deletes the records of the finished restores and instant recoveries of
+// backup id, which name it; one still reading it (a restore queued or running, an instant
+// recovery not yet stopped, failed or migrated) → ErrConflict, and nothing is deleted. The
+// caller holds the backup's row, so that no new one starts meanwhile.
+func releaseBackupUsers(ctx context.Context, tx bun.Tx, id string) error {
+	var restores []string
+	err := tx.NewSelect().Model((*RestoreJob)(nil)).Column("id").Where("backup_id = ?", id).
+		Where("status IN (?)", bun.In([]string{api.JobQueued, api.JobRunning})).Order("id").Scan(ctx, &restores)
+	if err != nil {
+		return fmt.Errorf("select restores of backup %s: %w", id, err)
+	}
+	if len(restores) > 0 {
+		return fmt.Errorf("backup %s is being restored (%s); wait for it or cancel it first: %w", id, strings.Join(restores, ", "), ErrConflict)
+	}
+	var recoveries []string
+	err = tx.NewSelect().Model((*InstantRecovery)(nil)).Column("id").Where("backup_id = ?", id).
+		Where("status NOT IN (?)", bun.In([]string{api.IRStopped, api.IRFailed, api.IRMigrated})).Order("id").Scan(ctx, &recoveries)
+	if err != nil {
+		return fmt.Errorf("select instant recoveries of backup %s: %w", id, err)
+	}
+	if len(recoveries) > 0 {
+		return fmt.Errorf("backup %s runs instant recovery %s; stop it first: %w", id, strings.Join(recoveries, ", "), ErrConflict)
+	}
+	for _, m := range []any{(*RestoreJob)(nil), (*InstantRecovery)(nil)} {
+		if _, err := tx.NewDelete().Model(m).Where("backup_id = ?", id).Exec(ctx); err != nil {
+			return fmt.Errorf("delete restore records of backup %s: %w", id, err)
+		}
+	}
+	return nil
 }
 
 // SetProtected protects a backup from pruning and deletion, or lifts that protection.
