@@ -58,3 +58,42 @@ func TestCreateS3Repository(t *testing.T) {
 		}
 	})
 }
+
+// POST /repositories with a local path that cannot hold a repository, or a directory holding one
+// of another chunk size, answers 400 naming the field, and records nothing.
+func TestCreateLocalRepositoryRefusesBadPaths(t *testing.T) {
+	forEachHub(t, func(t *testing.T, h *testHub) {
+		admin := h.apiToken(api.RoleAdmin)
+		c := h.client(nil)
+		dir := t.TempDir()
+		file := filepath.Join(dir, "a-file")
+		if err := os.WriteFile(file, []byte("x"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		var first api.Repository
+		if code, e := h.call(c, http.MethodPost, api.PathRepositories, admin, api.CreateRepositoryRequest{Name: "big", Path: filepath.Join(dir, "big")}, &first); code != http.StatusCreated {
+			t.Fatalf("create: %d %+v", code, e)
+		}
+		var before api.RepositoryList
+		h.call(c, http.MethodGet, api.PathRepositories, admin, nil, &before)
+		for _, tc := range []struct {
+			field string
+			req   api.CreateRepositoryRequest
+		}{
+			{"path", api.CreateRepositoryRequest{Name: "r1", Path: file}},
+			{"path", api.CreateRepositoryRequest{Name: "r2", Path: filepath.Join(file, "sub")}},
+			{"path", api.CreateRepositoryRequest{Name: "r3", Path: "/proc/sendense-nope"}},
+			{"chunk_size", api.CreateRepositoryRequest{Name: "r4", Path: filepath.Join(dir, "big"), ChunkSize: 1 << 20}},
+		} {
+			code, e := h.call(c, http.MethodPost, api.PathRepositories, admin, tc.req, nil)
+			if code != http.StatusBadRequest || e.Field != tc.field || e.Error == "" {
+				t.Errorf("create %+v: %d %+v, want 400 on %s", tc.req, code, e, tc.field)
+			}
+		}
+		var after api.RepositoryList
+		h.call(c, http.MethodGet, api.PathRepositories, admin, nil, &after)
+		if len(after.Repositories) != len(before.Repositories) {
+			t.Fatalf("refused creates recorded repositories: %d before, %d after", len(before.Repositories), len(after.Repositories))
+		}
+	})
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"path/filepath"
 	"strings"
@@ -157,16 +158,22 @@ func (g *Registry) CreateEncrypted(ctx context.Context, name, dir string, chunkS
 		}
 		r, err = InitDir(ctx, abs, chunkSize, g.log, opts...)
 	}
-	if err != nil {
+	var pathErr *fs.PathError
+	switch {
+	case errors.As(err, &pathErr) && !errors.Is(err, ErrNotRepository):
+		// The directory cannot be made or used (not a directory, no such parent, no
+		// permission, read-only): a mistake in the path the operator named.
+		return nil, &api.FieldError{Field: "path", Msg: fmt.Sprintf("cannot hold a repository: %v", err)}
+	case err != nil:
 		return nil, fmt.Errorf("repository %q: %w", name, err)
 	}
 	if passwordFile != "" && !r.Encrypted() {
 		_ = r.Close()
-		return nil, fmt.Errorf("%s already holds a repository that is not encrypted", abs)
+		return nil, &api.FieldError{Field: "password_file", Msg: fmt.Sprintf("%s already holds a repository that is not encrypted", abs)}
 	}
 	if chunkSize != 0 && r.ChunkSize() != chunkSize {
 		_ = r.Close()
-		return nil, fmt.Errorf("%s already holds a repository with chunk size %d", abs, r.ChunkSize())
+		return nil, &api.FieldError{Field: "chunk_size", Msg: fmt.Sprintf("%s already holds a repository with chunk size %d", abs, r.ChunkSize())}
 	}
 	rec := &catalog.Repository{ID: r.ID(), Name: name, Kind: api.RepositoryLocal, Path: abs, ChunkSize: r.ChunkSize(), PasswordFile: passwordFile}
 	if err := g.cat.CreateRepository(ctx, rec); err != nil {

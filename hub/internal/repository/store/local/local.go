@@ -162,7 +162,7 @@ func Open(ctx context.Context, dir string, log *slog.Logger) (*Store, error) {
 		return nil, fmt.Errorf("open store: %w", err)
 	}
 	if !fi.IsDir() {
-		return nil, fmt.Errorf("open store: %s is not a directory", dir)
+		return nil, fmt.Errorf("open store: %w", &fs.PathError{Op: "open", Path: dir, Err: syscall.ENOTDIR})
 	}
 	s := &Store{root: dir, log: log, held: map[*os.File]struct{}{}, fsync: fsyncPath, syncfs: syncfsPath, dirSync: atomicfile.SyncDir}
 	s.pending.max = pendingMax
