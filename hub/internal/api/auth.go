@@ -129,8 +129,7 @@ func (s *Server) requireAgent() gin.HandlerFunc {
 // requireRole admits only requests with a valid operator API token whose role includes need.
 func (s *Server) requireRole(need string) gin.HandlerFunc {
 	return func(c *gin.Context) {
-		h := c.GetHeader("Authorization")
-		bearer, ok := strings.CutPrefix(h, "Bearer ")
+		bearer, ok := bearerToken(c.GetHeader("Authorization"))
 		if !ok || bearer == "" {
 			s.auth.failures.WithLabelValues("no_token").Inc()
 			s.fail(c, errNoBearer)
@@ -156,3 +155,13 @@ func (s *Server) requireRole(need string) gin.HandlerFunc {
 
 // agentID returns the authenticated agent of the request.
 func agentID(c *gin.Context) string { return c.GetString(ctxAgentID) }
+
+// bearerToken returns the token of an Authorization header of the Bearer scheme, whose name is
+// case-insensitive (RFC 9110).
+func bearerToken(h string) (string, bool) {
+	const scheme = "bearer "
+	if len(h) < len(scheme) || !strings.EqualFold(h[:len(scheme)], scheme) {
+		return "", false
+	}
+	return h[len(scheme):], true
+}

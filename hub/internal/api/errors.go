@@ -2,11 +2,13 @@ package api
 
 import (
 	"context"
+	"encoding"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"reflect"
 	"strconv"
 	"strings"
 	"syscall"
@@ -128,8 +130,10 @@ func decodeJSON(c *gin.Context, limit int64, dst any) error {
 			return fmt.Errorf("%w: over %d bytes", errTooLarge, limit)
 		case errors.Is(err, errSlowBody):
 			return err
+		case errors.As(err, &ute) && ute.Field == "":
+			return &api.FieldError{Field: "body", Msg: fmt.Sprintf("must be a JSON object, not %s", ute.Value)}
 		case errors.As(err, &ute):
-			return &api.FieldError{Field: ute.Field, Msg: fmt.Sprintf("must be %s, not %s", ute.Type, ute.Value)}
+			return &api.FieldError{Field: ute.Field, Msg: fmt.Sprintf("must be %s, not %s", jsonKind(ute.Type), ute.Value)}
 		case strings.HasPrefix(err.Error(), "json: unknown field "):
 			return &api.FieldError{Field: strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`), Msg: "unknown field"}
 		case errors.Is(err, io.EOF):
@@ -157,4 +161,28 @@ func nonNil[T any](s []T) []T {
 		return []T{}
 	}
 	return s
+}
+
+var textUnmarshaler = reflect.TypeFor[encoding.TextUnmarshaler]()
+
+// jsonKind names the JSON value a Go type decodes from, for an error message: an operator sends
+// JSON, not Go.
+func jsonKind(t reflect.Type) string {
+	if reflect.PointerTo(t).Implements(textUnmarshaler) {
+		return "a string" // time.Time and the like
+	}
+	switch t.Kind() {
+	case reflect.Bool:
+		return "a boolean"
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Float32, reflect.Float64:
+		return "a number"
+	case reflect.String:
+		return "a string"
+	case reflect.Slice, reflect.Array:
+		return "an array"
+	case reflect.Map, reflect.Struct, reflect.Pointer:
+		return "an object"
+	}
+	return t.String()
 }

@@ -2,6 +2,7 @@ package api
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io/fs"
 	"log/slog"
@@ -35,6 +36,45 @@ func TestOutOfSpaceIsInsufficientStorage(t *testing.T) {
 		}
 		if !strings.Contains(body.Error, "out of storage space") || strings.Contains(body.Error, "/srv/repo") {
 			t.Fatalf("%v: error body %q", errno, body.Error)
+		}
+	}
+}
+
+// A body of the wrong JSON kind is named in JSON's terms, never in Go's: the operator sent JSON.
+func TestDecodeJSONNamesJSONKinds(t *testing.T) {
+	gin.SetMode(gin.TestMode)
+	for _, tc := range []struct{ body, field, msg string }{
+		{`[]`, "body", "must be a JSON object, not array"},
+		{`"x"`, "body", "must be a JSON object, not string"},
+		{`{"vm":1}`, "vm", "must be a string, not number"},
+		{`{"vm":"a","cbt_sample":"all"}`, "cbt_sample", "must be a number, not string"},
+	} {
+		c, _ := gin.CreateTestContext(httptest.NewRecorder())
+		c.Request = httptest.NewRequest(http.MethodPost, "/api/v1/backups", strings.NewReader(tc.body))
+		var got api.StartBackupRequest
+		err := decodeJSON(c, smallBody, &got)
+		var fe *api.FieldError
+		if !errors.As(err, &fe) || fe.Field != tc.field || fe.Msg != tc.msg {
+			t.Errorf("decodeJSON(%s) = %v, want field %q: %q", tc.body, err, tc.field, tc.msg)
+		}
+	}
+}
+
+// The Bearer scheme's name is case-insensitive (RFC 9110); other schemes carry no token.
+func TestBearerToken(t *testing.T) {
+	for _, tc := range []struct {
+		h, token string
+		ok       bool
+	}{
+		{"Bearer sdt_a.b", "sdt_a.b", true},
+		{"bearer sdt_a.b", "sdt_a.b", true},
+		{"BEARER sdt_a.b", "sdt_a.b", true},
+		{"Basic dXNlcjpwYXNz", "", false},
+		{"Bearer", "", false},
+		{"", "", false},
+	} {
+		if got, ok := bearerToken(tc.h); got != tc.token || ok != tc.ok {
+			t.Errorf("bearerToken(%q) = %q, %v; want %q, %v", tc.h, got, ok, tc.token, tc.ok)
 		}
 	}
 }

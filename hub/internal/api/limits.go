@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
-	"strings"
 	"sync"
 	"time"
 
@@ -206,7 +205,8 @@ func unauthenticated(c *gin.Context) bool {
 	if t := c.Request.TLS; t != nil && len(t.VerifiedChains) > 0 {
 		return false
 	}
-	return !strings.HasPrefix(c.GetHeader("Authorization"), "Bearer ")
+	_, bearer := bearerToken(c.GetHeader("Authorization"))
+	return !bearer
 }
 
 // clientAddr is the client's IP address as the connection caps count it (IPv4-mapped IPv6 as
