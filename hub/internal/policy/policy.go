@@ -159,6 +159,10 @@ func (s *Service) fromAPI(ctx context.Context, in api.Policy) (*catalog.Policy, 
 	switch {
 	case in.Name == "" || len(in.Name) > 128 || strings.ContainsAny(in.Name, " /\\\t\n"):
 		return nil, &api.FieldError{Field: "name", Msg: "must be a non-empty name without spaces or slashes, at most 128 characters"}
+	case strings.HasPrefix(in.Name, "pol-"):
+		// Policies are looked up by name or id: a name of an id's form could shadow another
+		// policy's id.
+		return nil, &api.FieldError{Field: "name", Msg: `must not start with "pol-", the prefix of policy ids`}
 	case len(in.VMs) > 10000:
 		return nil, &api.FieldError{Field: "vms", Msg: "at most 10000 entries"}
 	}
@@ -260,8 +264,11 @@ func (s *Service) fromAPI(ctx context.Context, in api.Policy) (*catalog.Policy, 
 	if err := r.Validate(); err != nil {
 		return nil, &api.FieldError{Field: "retention", Msg: err.Error()}
 	}
-	if in.FullEveryIncrementals < 0 || in.FullEveryDays < 0 {
-		return nil, &api.FieldError{Field: "full_every_incrementals", Msg: "full-backup cadences must not be negative"}
+	if in.FullEveryIncrementals < 0 {
+		return nil, &api.FieldError{Field: "full_every_incrementals", Msg: "must not be negative"}
+	}
+	if in.FullEveryDays < 0 {
+		return nil, &api.FieldError{Field: "full_every_days", Msg: "must not be negative"}
 	}
 	sample := api.DefaultCBTSample
 	if in.CBTSample != nil {

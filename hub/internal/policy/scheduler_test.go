@@ -205,6 +205,9 @@ func TestPolicyValidation(t *testing.T) {
 			{"agent", api.Policy{Name: "x", Schedule: "@daily", Agent: "agent-nope"}},
 			{"cbt_sample", api.Policy{Name: "x", Schedule: "@daily", CBTSample: ptr(1.5)}},
 			{"cbt_sample", api.Policy{Name: "x", Schedule: "@daily", CBTSample: ptr(-0.1)}},
+			{"name", api.Policy{Name: "pol-6832e26e32f0", Schedule: "@daily"}},
+			{"full_every_days", api.Policy{Name: "x", Schedule: "@daily", FullEveryDays: -5}},
+			{"full_every_incrementals", api.Policy{Name: "x", Schedule: "@daily", FullEveryIncrementals: -1}},
 		} {
 			_, err := ps.Create(t.Context(), tc.p)
 			fe, ok := err.(*api.FieldError)
