@@ -176,16 +176,17 @@ func newPruneCmd(e *env) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			// Each error starts with the id of the backup it is about.
+			failed := map[string]bool{}
+			for _, msg := range rep.Errors {
+				if id, _, ok := strings.Cut(msg, ": "); ok {
+					failed[id] = true
+				}
+			}
 			tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "BACKUP\tVM\tCREATED\tDECISION\tWHY")
 			for _, d := range rep.Decisions {
-				decision := "keep"
-				if !d.Keep {
-					decision = "remove"
-					if !o.DryRun {
-						decision = "removed"
-					}
-				}
+				decision := pruneDecision(d, o.DryRun, failed[d.BackupID])
 				row(tw, d.BackupID, d.VMName, d.CreatedAt.UTC().Format(time.RFC3339), decision, strings.Join(d.Reasons, "; "))
 			}
 			if err := tw.Flush(); err != nil {
@@ -206,4 +207,17 @@ func newPruneCmd(e *env) *cobra.Command {
 	cmd.Flags().StringVar(&o.VM, "vm", "", "only this VM (name or context id)")
 	cmd.Flags().BoolVar(&o.DryRun, "dry-run", false, "show what would be kept and removed, and why; remove nothing")
 	return cmd
+}
+
+// pruneDecision is how prune shows what it did with one backup.
+func pruneDecision(d api.PruneDecision, dryRun, failed bool) string {
+	switch {
+	case d.Keep:
+		return "keep"
+	case dryRun:
+		return "remove"
+	case failed:
+		return "remove failed"
+	}
+	return "removed"
 }

@@ -478,3 +478,20 @@ func TestRemoteFiles(t *testing.T) {
 		t.Fatalf("audit events: %v\n%s", err, out)
 	}
 }
+
+// prune shows a backup whose removal failed as such, not as removed.
+func TestPruneDecision(t *testing.T) {
+	for _, tc := range []struct {
+		keep, dryRun, failed bool
+		want                 string
+	}{
+		{true, false, false, "keep"},
+		{false, true, false, "remove"},
+		{false, false, false, "removed"},
+		{false, false, true, "remove failed"},
+	} {
+		if got := pruneDecision(api.PruneDecision{Keep: tc.keep}, tc.dryRun, tc.failed); got != tc.want {
+			t.Errorf("keep %v, dry run %v, failed %v: %q, want %q", tc.keep, tc.dryRun, tc.failed, got, tc.want)
+		}
+	}
+}
