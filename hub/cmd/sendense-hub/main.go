@@ -4,8 +4,10 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/signal"
 	"syscall"
@@ -113,13 +115,51 @@ func catalogCmd(e *env, fn func(cmd *cobra.Command, cfg *config.Config, cat *cat
 		if err != nil {
 			return err
 		}
-		cat, err := openCatalog(cmd.Context(), cfg, nil, nil)
+		migrating := cmd.Parent() != nil && cmd.Parent().Name() == "migrate"
+		var cat *catalog.Catalog
+		if migrating {
+			cat, err = openCatalog(cmd.Context(), cfg, nil, nil)
+		} else {
+			cat, err = openMigratedCatalog(cmd.Context(), cfg)
+		}
 		if err != nil {
 			return err
 		}
 		defer cat.Close()
 		return fn(cmd, cfg, cat)
 	}
+}
+
+// openMigratedCatalog opens the catalog for a command that reads or changes it: a data
+// directory without one, or a catalog that lacks migrations, is an error that says what to do,
+// not an SQL error about a missing table.
+func openMigratedCatalog(ctx context.Context, cfg *config.Config) (*catalog.Catalog, error) {
+	where := cfg.SQLitePath()
+	if cfg.DB != "" {
+		where = "the configured database"
+	} else if _, err := os.Stat(where); errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("no catalog at %s: check --data-dir (or data_dir in the configuration), or create it with `sendense-hub migrate up` or `sendense-hub serve`", where)
+	}
+	cat, err := openCatalog(ctx, cfg, nil, nil)
+	if err != nil {
+		return nil, err
+	}
+	ms, err := cat.MigrationStatus(ctx)
+	if err != nil {
+		_ = cat.Close()
+		return nil, err
+	}
+	pending := 0
+	for _, m := range ms {
+		if !m.Applied {
+			pending++
+		}
+	}
+	if pending > 0 {
+		_ = cat.Close()
+		return nil, fmt.Errorf("the catalog at %s lacks %d of %d migrations: run `sendense-hub migrate up` (or `sendense-hub serve`, which migrates when it starts)", where, pending, len(ms))
+	}
+	return cat, nil
 }
 
 func newConfigCmd(e *env) *cobra.Command {

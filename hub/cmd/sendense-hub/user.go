@@ -18,7 +18,7 @@ func accountsCmd(e *env, fn func(cmd *cobra.Command, args []string, acc *account
 		if err != nil {
 			return err
 		}
-		cat, err := openCatalog(cmd.Context(), cfg, nil, nil)
+		cat, err := openMigratedCatalog(cmd.Context(), cfg)
 		if err != nil {
 			return err
 		}

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"io"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -145,5 +146,34 @@ func TestBackupSummaryEscapesControlCharacters(t *testing.T) {
 	}
 	if !strings.Contains(line, `(\r\x1b[1A): x\x1b]0;pwned\a`) {
 		t.Fatalf("notes and error not shown escaped: %q", line)
+	}
+}
+
+// A command pointed at a data directory without a catalog, or at a catalog not migrated, says
+// so and what to run, instead of an SQL error; it creates no catalog file.
+func TestCommandsNeedAMigratedCatalog(t *testing.T) {
+	dataDir := t.TempDir()
+	hub := func(args ...string) error {
+		return run(t.Context(), append(args, "--data-dir", dataDir), io.Discard, io.Discard, noEnv)
+	}
+	for _, args := range [][]string{{"vms", "list"}, {"apitoken", "create", "--name", "x", "--role", "admin"}, {"user", "list"}} {
+		if err := hub(args...); err == nil || !strings.Contains(err.Error(), "no catalog at "+filepath.Join(dataDir, "")) {
+			t.Fatalf("%v on an empty data directory: %v", args, err)
+		}
+	}
+	if ents, _ := os.ReadDir(dataDir); len(ents) != 0 {
+		t.Fatalf("a refused command left %d files in the data directory", len(ents))
+	}
+	if err := hub("migrate", "status"); err != nil {
+		t.Fatal(err)
+	}
+	if err := hub("vms", "list"); err == nil || !strings.Contains(err.Error(), "migrate up") {
+		t.Fatalf("vms list on a catalog not migrated: %v", err)
+	}
+	if err := hub("migrate", "up"); err != nil {
+		t.Fatal(err)
+	}
+	if err := hub("vms", "list"); err != nil {
+		t.Fatalf("vms list once migrated: %v", err)
 	}
 }
