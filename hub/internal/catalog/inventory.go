@@ -5,6 +5,8 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/uptrace/bun"
@@ -122,8 +124,8 @@ func (c *Catalog) ApplyInventory(ctx context.Context, agentID string, src api.So
 		return err
 	}
 	st := &InventoryState{Source: *row, Now: now}
-	if err := c.db.NewSelect().Model(&st.VMs).Where("source_id = ?", row.ID).Order("context_id ASC").Scan(ctx); err != nil {
-		return fmt.Errorf("select vms of source %s: %w", row.Name, err)
+	if err := c.inventoryVMs(ctx, row, vmUUIDs, &st.VMs); err != nil {
+		return err
 	}
 	ctxIDs := make([]string, 0, len(st.VMs))
 	for i := range st.VMs {
@@ -174,6 +176,32 @@ func (c *Catalog) ApplyInventory(ctx context.Context, agentID string, src api.So
 	if _, err := c.db.NewUpdate().Model((*Source)(nil)).Set("last_inventory_at = ?", now).Where("id = ?", row.ID).Exec(ctx); err != nil {
 		return fmt.Errorf("record inventory time of source %s: %w", row.Name, err)
 	}
+	return nil
+}
+
+// inventoryVMs reads the VMs of a source that a push can change: those not gone (each is either
+// reported or now gone) and the gone ones it reports again (they return), in context id order.
+// The VMs gone and not reported, which only grow in number as a vCenter's VMs come and go, are
+// left in the catalog unread.
+func (c *Catalog) inventoryVMs(ctx context.Context, src *Source, vmUUIDs []string, out *[]VMContext) error {
+	if err := c.db.NewSelect().Model(out).Where("source_id = ?", src.ID).Where("current_status <> ?", api.VMGone).
+		Scan(ctx); err != nil {
+		return fmt.Errorf("select vms of source %s: %w", src.Name, err)
+	}
+	anyGone, err := c.db.NewSelect().Model((*VMContext)(nil)).Where("source_id = ?", src.ID).
+		Where("current_status = ?", api.VMGone).Exists(ctx)
+	if err != nil {
+		return fmt.Errorf("select vms of source %s: %w", src.Name, err)
+	}
+	for start := 0; anyGone && start < len(vmUUIDs); start += 500 {
+		var part []VMContext
+		if err := c.db.NewSelect().Model(&part).Where("source_id = ?", src.ID).Where("current_status = ?", api.VMGone).
+			Where("instance_uuid IN (?)", bun.In(vmUUIDs[start:min(start+500, len(vmUUIDs))])).Scan(ctx); err != nil {
+			return fmt.Errorf("select returning vms of source %s: %w", src.Name, err)
+		}
+		*out = append(*out, part...)
+	}
+	slices.SortFunc(*out, func(a, b VMContext) int { return strings.Compare(a.ContextID, b.ContextID) })
 	return nil
 }
 
