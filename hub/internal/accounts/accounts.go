@@ -29,6 +29,10 @@ var (
 	ErrNoSession = errors.New("not signed in")
 	// ErrInvalid is wrapped by every error about bad input (name, role, password).
 	ErrInvalid = errors.New("invalid input")
+	// ErrUnknownUser wraps ErrBadCredentials when no user has the name: the hub's own records
+	// leave such names out (they are often passwords typed in the wrong field), while what the
+	// client sees and how long it waits stay those of a wrong password.
+	ErrUnknownUser = fmt.Errorf("%w (no such user)", ErrBadCredentials)
 )
 
 // MinPasswordLength is the shortest password Add and SetPassword accept. bcrypt reads at most
@@ -95,6 +99,9 @@ func New(st store, log *slog.Logger, o Options) *Service {
 	dummy, _ := bcrypt.GenerateFromPassword([]byte("no such user, no such password"), o.BcryptCost)
 	return &Service{st: st, log: log, now: o.Now, lifetime: o.SessionLifetime, cost: o.BcryptCost, dummy: dummy}
 }
+
+// ValidName checks a user name: 1 to 64 letters, digits, '.', '-', '_' or '@'.
+func ValidName(name string) error { return validName(name) }
 
 func validName(name string) error {
 	if name == "" || len(name) > 64 {
@@ -186,8 +193,11 @@ func (s *Service) Remove(ctx context.Context, name string) error {
 // same ErrBadCredentials, and cost the same bcrypt comparison.
 func (s *Service) SignIn(ctx context.Context, name, password string) (string, User, error) {
 	u, err := s.st.UserByName(ctx, name)
-	if errors.Is(err, catalog.ErrNotFound) || len(password) > MaxPasswordLength {
+	if errors.Is(err, catalog.ErrNotFound) || (err == nil && len(password) > MaxPasswordLength) {
 		_ = bcrypt.CompareHashAndPassword(s.dummy, []byte(password))
+		if err != nil {
+			return "", User{}, ErrUnknownUser
+		}
 		return "", User{}, ErrBadCredentials
 	}
 	if err != nil {

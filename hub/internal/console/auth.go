@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -40,38 +41,49 @@ func newLoginLimiter(l LoginLimit, now func() time.Time) *loginLimiter {
 	return &loginLimiter{limit: l, now: now, fails: map[string][]time.Time{}}
 }
 
-// blocked returns how long the first blocked key stays blocked (0: not blocked).
-func (l *loginLimiter) blocked(keys ...string) time.Duration {
+// attempt starts a sign-in attempt under keys. When one of them already has Failures failures
+// within the window it returns how long it stays blocked, and counts nothing. Otherwise it
+// counts the attempt as a failure of every key at once — so that concurrent attempts cannot all
+// pass before any has failed — and returns undo, which takes that count back (a sign-in that
+// succeeded, or one that failed for another reason than its credentials).
+func (l *loginLimiter) attempt(keys ...string) (wait time.Duration, undo func()) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	now := l.now()
-	var wait time.Duration
 	for _, k := range keys {
-		ts := l.prune(k, now)
-		if len(ts) >= l.limit.Failures {
+		if ts := l.prune(k, now); len(ts) >= l.limit.Failures {
 			wait = max(wait, ts[0].Add(l.limit.Window).Sub(now))
 		}
 	}
-	return wait
-}
-
-// maxTracked bounds the limiter's memory: past it, every key is pruned before one is added, so
-// only failures within the window (at most Failures per key) are kept.
-const maxTracked = 100_000
-
-func (l *loginLimiter) fail(keys ...string) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	now := l.now()
+	if wait > 0 {
+		return wait, func() {}
+	}
 	if len(l.fails) > maxTracked {
 		for k := range l.fails {
 			l.prune(k, now)
 		}
 	}
 	for _, k := range keys {
-		l.fails[k] = append(l.prune(k, now), now)
+		l.fails[k] = append(l.fails[k], now)
+	}
+	return 0, func() {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		for _, k := range keys {
+			ts := l.fails[k]
+			if i := slices.Index(ts, now); i >= 0 {
+				l.fails[k] = slices.Delete(ts, i, i+1)
+			}
+			if len(l.fails[k]) == 0 {
+				delete(l.fails, k)
+			}
+		}
 	}
 }
+
+// maxTracked bounds the limiter's memory: past it, every key is pruned before one is added, so
+// only failures within the window (at most Failures per key) are kept.
+const maxTracked = 100_000
 
 func (l *loginLimiter) reset(key string) {
 	l.mu.Lock()
@@ -105,9 +117,15 @@ func urlQueryEscape(s string) string { return url.QueryEscape(s) }
 
 func urlPathEscape(s string) string { return url.PathEscape(s) }
 
-// safeNext keeps a post-login redirect on this site: a local absolute path only.
+// unknownUser stands for a sign-in's user name in records when no user has it.
+const unknownUser = "(unknown user)"
+
+// safeNext keeps a post-login redirect on this site: a local absolute path only, without
+// backslashes or control characters (a browser drops a tab or a line break, which can turn
+// "/<tab>/host" into "//host").
 func safeNext(next string) string {
-	if !strings.HasPrefix(next, "/") || strings.HasPrefix(next, "//") || strings.ContainsAny(next, "\\\r\n") {
+	if !strings.HasPrefix(next, "/") || strings.HasPrefix(next, "//") || strings.ContainsRune(next, '\\') ||
+		strings.IndexFunc(next, func(r rune) bool { return r < 0x20 || r == 0x7f }) >= 0 {
 		return "/"
 	}
 	return next
@@ -140,22 +158,41 @@ func (c *Console) login(w http.ResponseWriter, r *http.Request) {
 		c.showLogin(w, r, http.StatusBadRequest, "username and password are required")
 		return
 	}
-	addrKey, userKey := "addr:"+clientIP(r), "user:"+name
-	if wait := c.limiter.blocked(addrKey, userKey); wait > 0 {
+	// A name no user can have counts against the address only: the limiter then tracks user
+	// names of at most 64 characters.
+	keys := []string{"addr:" + clientIP(r)}
+	validName := accounts.ValidName(name) == nil
+	userKey := "user:" + name
+	if validName {
+		keys = append(keys, userKey)
+	}
+	wait, undo := c.limiter.attempt(keys...)
+	if wait > 0 {
+		// Not recorded: anyone can send these, as fast as they like.
 		secs := int(wait.Round(time.Second) / time.Second)
 		w.Header().Set("Retry-After", strconv.Itoa(max(secs, 1)))
-		c.record(r, name, "", "/login", http.StatusTooManyRequests)
 		c.showLogin(w, r, http.StatusTooManyRequests, fmt.Sprintf("too many failed sign-ins for this user or from this address: try again in %d s", max(secs, 1)))
 		return
 	}
-	secret, u, err := c.d.Accounts.SignIn(r.Context(), name, password)
+	var secret string
+	var u accounts.User
+	err = accounts.ErrUnknownUser
+	if validName {
+		secret, u, err = c.d.Accounts.SignIn(r.Context(), name, password)
+	}
 	if errors.Is(err, accounts.ErrBadCredentials) {
-		c.limiter.fail(addrKey, userKey)
-		c.record(r, name, "", "/login", http.StatusUnauthorized)
-		c.d.Log.WarnContext(r.Context(), "console sign-in refused", "user", name, "remote_addr", clientIP(r))
+		// An unknown name is often a password typed in the wrong field: it is neither recorded
+		// nor logged.
+		who := name
+		if errors.Is(err, accounts.ErrUnknownUser) {
+			who = unknownUser
+		}
+		c.record(r, who, "", "/login", http.StatusUnauthorized)
+		c.d.Log.WarnContext(r.Context(), "console sign-in refused", "user", who, "remote_addr", clientIP(r))
 		c.showLogin(w, r, http.StatusUnauthorized, "wrong user name or password")
 		return
 	}
+	undo()
 	if err != nil {
 		c.fail(w, r, err)
 		return

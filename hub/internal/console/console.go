@@ -185,8 +185,8 @@ func New(d Deps) (*Console, error) {
 	c.route("POST /backups/{id}/unprotect", api.RoleOperator, c.protect(false))
 	c.route("POST /backups/{id}/delete", api.RoleOperator, c.deleteBackup)
 	c.route("POST /backups/{id}/cancel", api.RoleOperator, c.cancelBackup)
-	// Verify reads every chunk of the backup: as heavy as the operator's verify command.
-	c.route("POST /backups/{id}/verify", api.RoleOperator, c.verifyBackup)
+	// Verify reads every chunk of the backup: admin only, as the API's verify.
+	c.route("POST /backups/{id}/verify", api.RoleAdmin, c.verifyBackup)
 	c.route("GET /backups/{id}/disks/{disk}/image", api.RoleViewer, c.image)
 	c.route("POST /backups/{id}/restore", api.RoleOperator, c.startRestore)
 	c.route("GET /backups/{id}/disks/{disk}/files", api.RoleViewer, c.filesPage)
@@ -234,11 +234,16 @@ func (c *Console) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	c.mux.ServeHTTP(w, r)
 }
 
-// HasSession reports whether the request carries a session cookie (not whether it is valid):
-// the API's limits count such requests as credentialed, as they do a bearer token.
+// HasSession reports whether the request carries the cookie of a live session: the API's
+// limits count such requests as credentialed. Any other cookie counts for nothing, or anyone
+// could escape the limits on anonymous requests by sending one.
 func (c *Console) HasSession(r *http.Request) bool {
 	ck, err := r.Cookie(SessionCookie)
-	return err == nil && ck.Value != ""
+	if err != nil || ck.Value == "" {
+		return false
+	}
+	_, err = c.d.Accounts.Session(r.Context(), ck.Value)
+	return err == nil
 }
 
 // Paths lists the first path segments the console serves, for the router in front of it.

@@ -274,7 +274,7 @@ func authCases(t *testing.T, dialect string) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if len(evs.Events) != 2 || evs.Events[0].Actor != "console:nobody" || evs.Events[1].Actor != "console:olga" ||
+			if len(evs.Events) != 2 || evs.Events[0].Actor != "console:(unknown user)" || evs.Events[1].Actor != "console:olga" ||
 				evs.Events[0].Outcome != "401" || evs.Events[1].Outcome != "401" {
 				t.Fatalf("audit events %+v: want both refused sign-ins", evs.Events)
 			}
@@ -299,6 +299,126 @@ func authCases(t *testing.T, dialect string) {
 			e.clk.Add(10*time.Minute + time.Second)
 			if resp := e.login(t, cl, "olga", password); resp.StatusCode != http.StatusSeeOther {
 				t.Fatalf("sign-in after the window: %d, want 303", resp.StatusCode)
+			}
+		})
+		t.Run("concurrent failed sign-ins are counted before their passwords are checked", func(t *testing.T) {
+			e := newEnv(t, dialect)
+			cl := e.client(t)
+			_, page := get(t, cl, e.srv.URL+"/login")
+			form := url.Values{"csrf_token": {csrfOf(t, page)}, "username": {"olga"}, "password": {"not the password"}}
+			codes := make(chan int, 20)
+			var wg sync.WaitGroup
+			for range 20 {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					resp, err := cl.PostForm(e.srv.URL+"/login", form)
+					if err != nil {
+						codes <- 0
+						return
+					}
+					resp.Body.Close()
+					codes <- resp.StatusCode
+				}()
+			}
+			wg.Wait()
+			close(codes)
+			n := map[int]int{}
+			for c := range codes {
+				n[c]++
+			}
+			if n[http.StatusUnauthorized] != 3 || n[http.StatusTooManyRequests] != 17 {
+				t.Fatalf("20 concurrent wrong passwords: %v, want 3 checked (401) and 17 refused (429)", n)
+			}
+			evs, err := e.evs.List(t.Context(), events.Filter{Type: wire.EventAudit})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(evs.Events) != 3 {
+				t.Fatalf("%d audit events, want the 3 refused sign-ins (refusals while blocked are not recorded)", len(evs.Events))
+			}
+		})
+		t.Run("a name no user has is neither recorded nor tracked", func(t *testing.T) {
+			e := newEnv(t, dialect)
+			for _, name := range []string{"Sup3r-Secret-Passw0rd", strings.Repeat("x", 60<<10), "<b>x</b>"} {
+				cl := e.client(t)
+				if resp := e.login(t, cl, name, "whatever it is"); resp.StatusCode != http.StatusUnauthorized {
+					t.Fatalf("unknown name of %d bytes: %d, want 401", len(name), resp.StatusCode)
+				}
+			}
+			evs, err := e.evs.List(t.Context(), events.Filter{Type: wire.EventAudit})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, ev := range evs.Events {
+				if ev.Actor != "console:(unknown user)" || ev.Details["console_user"] != "(unknown user)" {
+					t.Fatalf("audit event of an unknown name: %+v", ev)
+				}
+			}
+			// The address's failures count: a real user from it is now blocked too.
+			if resp := e.login(t, e.client(t), "olga", password); resp.StatusCode != http.StatusTooManyRequests {
+				t.Fatalf("sign-in after 3 unknown names from the address: %d, want 429", resp.StatusCode)
+			}
+		})
+		t.Run("only a live session's cookie counts as credentials", func(t *testing.T) {
+			e := newEnv(t, dialect)
+			resp := e.login(t, e.client(t), "olga", password)
+			live := sessionCookie(resp)
+			for _, tc := range []struct {
+				cookie *http.Cookie
+				want   bool
+			}{
+				{nil, false},
+				{&http.Cookie{Name: console.SessionCookie, Value: "bogus"}, false},
+				{live, true},
+			} {
+				req := httptest.NewRequest(http.MethodPost, "/api/v1/enroll", nil)
+				if tc.cookie != nil {
+					req.AddCookie(tc.cookie)
+				}
+				if got := e.console.HasSession(req); got != tc.want {
+					t.Errorf("HasSession with cookie %v = %v, want %v", tc.cookie, got, tc.want)
+				}
+			}
+		})
+		t.Run("a redirect after sign-in stays on the site", func(t *testing.T) {
+			e := newEnv(t, dialect)
+			for _, next := range []string{"/%09/evil.example/vms", "//evil.example", "/\\evil.example", "https://evil.example", "/%0d%0a/x"} {
+				_, page := get(t, e.client(t), e.srv.URL+"/login?next="+next)
+				if !strings.Contains(page, `name="next" value="/"`) {
+					t.Errorf("next=%s: the form does not fall back to /", next)
+				}
+			}
+			if _, page := get(t, e.client(t), e.srv.URL+"/login?next=/vms"); !strings.Contains(page, `name="next" value="/vms"`) {
+				t.Error("next=/vms is not kept")
+			}
+		})
+		t.Run("the jobs stream ends with its session", func(t *testing.T) {
+			e := newEnv(t, dialect)
+			cl := e.client(t)
+			e.login(t, cl, "olga", password)
+			_, page := get(t, cl, e.srv.URL+"/policies")
+			resp, err := cl.Get(e.srv.URL + "/jobs/stream")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			first := make([]byte, 64)
+			if _, err := resp.Body.Read(first); err != nil {
+				t.Fatalf("first event: %v", err)
+			}
+			if r, _ := post(t, cl, e.srv.URL+"/logout", url.Values{"csrf_token": {csrfOf(t, page)}}); r.StatusCode != http.StatusSeeOther {
+				t.Fatalf("sign-out: %d", r.StatusCode)
+			}
+			ended := make(chan error, 1)
+			go func() { _, err := io.Copy(io.Discard, resp.Body); ended <- err }()
+			select {
+			case err := <-ended:
+				if err != nil {
+					t.Fatalf("the stream ended with %v, want its end", err)
+				}
+			case <-time.After(20 * time.Second):
+				t.Fatal("the jobs stream still runs 20 s after sign-out")
 			}
 		})
 		t.Run("an expired session is signed out", func(t *testing.T) {

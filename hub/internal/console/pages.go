@@ -200,7 +200,13 @@ func (c *Console) backups(w http.ResponseWriter, r *http.Request) {
 }
 
 func (c *Console) backup(w http.ResponseWriter, r *http.Request) {
-	b, err := c.d.Backups.Get(r.Context(), r.PathValue("id"))
+	c.showBackup(w, r, r.PathValue("id"), "")
+}
+
+// showBackup renders a backup's page with the result of a verify run just now ("": none). The
+// result is never taken from the request: a link must not be able to show a backup as sound.
+func (c *Console) showBackup(w http.ResponseWriter, r *http.Request, id, verified string) {
+	b, err := c.d.Backups.Get(r.Context(), id)
 	if err != nil {
 		c.fail(w, r, err)
 		return
@@ -212,7 +218,7 @@ func (c *Console) backup(w http.ResponseWriter, r *http.Request) {
 		c.fail(w, r, err)
 		return
 	}
-	c.render(w, r, http.StatusOK, "backup", map[string]any{"B": b, "VM": vm, "Verify": r.FormValue("verify"), "Restores": rs.Restores,
+	c.render(w, r, http.StatusOK, "backup", map[string]any{"B": b, "VM": vm, "Verify": verified, "Restores": rs.Restores,
 		"Active": b.Status == api.JobQueued || b.Status == api.JobRunning})
 }
 
@@ -268,7 +274,7 @@ func (c *Console) verifyBackup(w http.ResponseWriter, r *http.Request) {
 	if !rep.OK() {
 		result = fmt.Sprintf("DAMAGED: %s", strings.Join(rep.DamagedBackups[id], "; "))
 	}
-	http.Redirect(w, r, "/backups/"+id+"?verify="+urlQueryEscape(result), http.StatusSeeOther)
+	c.showBackup(w, r, id, result)
 }
 
 // image streams a disk of a restore point as a download. Every chunk is verified as it is read;
@@ -351,8 +357,10 @@ func (c *Console) jobs(w http.ResponseWriter, r *http.Request) {
 }
 
 // jobStream pushes the jobs table as server-sent events, once a second while it changes and a
-// comment every 15 s otherwise, until the client goes away.
+// comment every 15 s otherwise, until the client goes away or its session ends (sign-out,
+// expiry, the user removed), which it checks before every look.
 func (c *Console) jobStream(w http.ResponseWriter, r *http.Request) {
+	secret, _ := r.Context().Value(secretKey).(string)
 	rc := http.NewResponseController(w)
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.Header().Set("X-Accel-Buffering", "no")
@@ -362,6 +370,9 @@ func (c *Console) jobStream(w http.ResponseWriter, r *http.Request) {
 	var last []byte
 	idle := 0
 	for {
+		if _, err := c.d.Accounts.Session(r.Context(), secret); err != nil {
+			return
+		}
 		rows, err := c.jobRows(r)
 		if err != nil {
 			if r.Context().Err() == nil {
