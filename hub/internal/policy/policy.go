@@ -157,8 +157,10 @@ func takesBackups(p *catalog.Policy) bool { return !isRestoreTest(p) && !isCopy(
 // fromAPI validates an API policy into a catalog row; each error names the field.
 func (s *Service) fromAPI(ctx context.Context, in api.Policy) (*catalog.Policy, error) {
 	switch {
-	case in.Name == "" || len(in.Name) > 128 || strings.ContainsAny(in.Name, " /\\\t\n"):
-		return nil, &api.FieldError{Field: "name", Msg: "must be a non-empty name without spaces or slashes, at most 128 characters"}
+	case in.Name == "" || len(in.Name) > 128 || strings.ContainsAny(in.Name, " /\\?#%") ||
+		strings.IndexFunc(in.Name, api.UnsafeRune) >= 0:
+		// A name goes into URL paths (the API's and the console's) as it is.
+		return nil, &api.FieldError{Field: "name", Msg: "must be a non-empty name of at most 128 characters, without spaces, control characters or any of / \\ ? # %"}
 	case strings.HasPrefix(in.Name, "pol-"):
 		// Policies are looked up by name or id: a name of an id's form could shadow another
 		// policy's id.

@@ -206,6 +206,10 @@ func TestPolicyValidation(t *testing.T) {
 			{"cbt_sample", api.Policy{Name: "x", Schedule: "@daily", CBTSample: ptr(1.5)}},
 			{"cbt_sample", api.Policy{Name: "x", Schedule: "@daily", CBTSample: ptr(-0.1)}},
 			{"name", api.Policy{Name: "pol-6832e26e32f0", Schedule: "@daily"}},
+			{"name", api.Policy{Name: "a?b", Schedule: "@daily"}},
+			{"name", api.Policy{Name: "a#b", Schedule: "@daily"}},
+			{"name", api.Policy{Name: "a%2fb", Schedule: "@daily"}},
+			{"name", api.Policy{Name: "a\x1bb", Schedule: "@daily"}},
 			{"full_every_days", api.Policy{Name: "x", Schedule: "@daily", FullEveryDays: -5}},
 			{"full_every_incrementals", api.Policy{Name: "x", Schedule: "@daily", FullEveryIncrementals: -1}},
 		} {
