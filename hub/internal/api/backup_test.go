@@ -1226,3 +1226,53 @@ func TestJobErrorAndNotesAreStoredSafe(t *testing.T) {
 		}
 	})
 }
+
+// The parent of an incremental being uploaded cannot be deleted (409 naming the incremental):
+// its index is what the incremental's commit builds on. Once that job ends, it can.
+func TestParentOfARunningIncrementalIsKept(t *testing.T) {
+	forEachHub(t, func(t *testing.T, h *testHub) {
+		img := randomImage(t, 3*testChunk)
+		a := h.newAgent("a1")
+		a.push(twoDiskInventory(int64(len(img)), testChunk))
+		h.call(h.client(nil), http.MethodPost, api.PathBackups, h.apiToken(api.RoleOperator), api.StartBackupRequest{VM: "pgtest1"}, nil)
+		j := a.nextJob("5s")
+		for _, d := range j.Disks {
+			s, code, e := a.openSession(j.ID, d.DiskID, api.OpenSessionRequest{Type: "full", ChangeID: "uuid-1/1", CapacityBytes: d.CapacityBytes, ChunkSize: testChunk})
+			if code != http.StatusOK {
+				t.Fatalf("open: %d %+v", code, e)
+			}
+			a.uploadDisk(s.ID, img[:d.CapacityBytes], allSlots(s.SlotCount))
+			a.commit(s.ID)
+		}
+		if code, e := a.complete(j.ID, api.JobSucceeded); code != http.StatusOK {
+			t.Fatalf("complete: %d %+v", code, e)
+		}
+		operator := h.apiToken(api.RoleOperator)
+		var b api.Backup
+		if code, e := h.call(h.client(nil), http.MethodPost, api.PathBackups, operator, api.StartBackupRequest{VM: "pgtest1"}, &b); code != http.StatusAccepted {
+			t.Fatalf("start incremental: %d %+v", code, e)
+		}
+		j2 := a.nextJob("5s")
+		p := j2.Disks[0].Parent
+		if p == nil {
+			t.Fatalf("incremental job without a parent: %+v", j2.Disks[0])
+		}
+		if _, code, e := a.openSession(j2.ID, j2.Disks[0].DiskID, api.OpenSessionRequest{Type: api.BackupIncremental, ParentBackupID: p.BackupID,
+			BaseChangeID: p.ChangeID, ChangeID: "uuid-1/2", CapacityBytes: j2.Disks[0].CapacityBytes, ChunkSize: testChunk}); code != http.StatusOK {
+			t.Fatalf("open incremental: %d %+v", code, e)
+		}
+		code, e := h.call(h.client(nil), http.MethodDelete, "/api/v1/backups/"+j.ID, operator, nil, nil)
+		if code != http.StatusConflict || !strings.Contains(e.Error, j2.ID) {
+			t.Fatalf("delete the parent of a running incremental: %d %+v, want 409 naming %s", code, e, j2.ID)
+		}
+		if _, err := h.Cat.BackupByID(t.Context(), j.ID); err != nil {
+			t.Fatalf("the refused delete removed the parent: %v", err)
+		}
+		if code, e := a.complete(j2.ID, api.JobFailed); code != http.StatusOK {
+			t.Fatalf("fail the incremental: %d %+v", code, e)
+		}
+		if code, e := h.call(h.client(nil), http.MethodDelete, "/api/v1/backups/"+j.ID, operator, nil, nil); code != http.StatusNoContent && code != http.StatusOK {
+			t.Fatalf("delete once the incremental ended: %d %+v", code, e)
+		}
+	})
+}

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -177,8 +178,9 @@ func (c *Catalog) DeleteBackup(ctx context.Context, id string) (*BackupJob, []Ba
 
 // releaseBackupUsers deletes the records of the finished restores and instant recoveries of
 // backup id, which name it; one still reading it (a restore queued or running, an instant
-// recovery not yet stopped, failed or migrated) → ErrConflict, and nothing is deleted. The
-// caller holds the backup's row, so that no new one starts meanwhile.
+// recovery not yet stopped, failed or migrated, an incremental being uploaded onto it) →
+// ErrConflict, and nothing is deleted. The caller holds the backup's row, so that no new
+// restore starts meanwhile.
 func releaseBackupUsers(ctx context.Context, tx bun.Tx, id string) error {
 	var restores []string
 	err := tx.NewSelect().Model((*RestoreJob)(nil)).Column("id").Where("backup_id = ?", id).
@@ -197,6 +199,16 @@ func releaseBackupUsers(ctx context.Context, tx bun.Tx, id string) error {
 	}
 	if len(recoveries) > 0 {
 		return fmt.Errorf("backup %s runs instant recovery %s; stop it first: %w", id, strings.Join(recoveries, ", "), ErrConflict)
+	}
+	var children []string
+	err = tx.NewSelect().Model((*UploadSession)(nil)).ColumnExpr("DISTINCT job_id").Where("parent_job_id = ?", id).
+		Where("status IN (?)", bun.In(unfinishedSessions)).Scan(ctx, &children)
+	if err != nil {
+		return fmt.Errorf("select backups based on backup %s: %w", id, err)
+	}
+	if len(children) > 0 {
+		slices.Sort(children)
+		return fmt.Errorf("backup %s is the parent of running incremental backup %s; wait for it or cancel it first: %w", id, strings.Join(children, ", "), ErrConflict)
 	}
 	for _, m := range []any{(*RestoreJob)(nil), (*InstantRecovery)(nil)} {
 		if _, err := tx.NewDelete().Model(m).Where("backup_id = ?", id).Exec(ctx); err != nil {

@@ -482,9 +482,9 @@ func (s *Service) Check(ctx context.Context, agentID, sessionID string, req api.
 		return api.CheckResult{}, err
 	}
 	defer release()
-	parent, err := repo.ReadIndex(ctx, repository.IndexRef{VMUUID: ls.InstanceUUID, DiskID: ls.DiskID, BackupID: ls.ParentJobID})
+	parent, err := s.parentIndex(ctx, repo, ls.InstanceUUID, ls.DiskID, ls.ParentJobID)
 	if err != nil {
-		return api.CheckResult{}, fmt.Errorf("read parent index of %s: %w", ls.DiskID, err)
+		return api.CheckResult{}, err
 	}
 	for i, sl := range req.Slots {
 		if sl.Slot >= int64(len(parent.Digests)) || parent.Digests[sl.Slot] != want[i] {
@@ -492,6 +492,20 @@ func (s *Service) Check(ctx context.Context, agentID, sessionID string, req api.
 		}
 	}
 	return out, nil
+}
+
+// parentIndex reads the index of an incremental's parent. A parent deleted while the
+// incremental ran (deletion refuses that, but not a removal outside the hub) → ErrConflict
+// naming it: the incremental cannot be completed, the next backup of the disk is a full one.
+func (s *Service) parentIndex(ctx context.Context, repo Repository, vmUUID, diskID, parentID string) (*fidx.Index, error) {
+	idx, err := repo.ReadIndex(ctx, repository.IndexRef{VMUUID: vmUUID, DiskID: diskID, BackupID: parentID})
+	switch {
+	case errors.Is(err, repository.ErrIndexNotFound):
+		return nil, fmt.Errorf("the parent backup %s of this incremental of %s has no index any more (deleted?): %w", parentID, diskID, catalog.ErrConflict)
+	case err != nil:
+		return nil, fmt.Errorf("read parent index of %s: %w", diskID, err)
+	}
+	return idx, nil
 }
 
 // Commit writes the disk's fixed index — the parent's index with the recorded slots replaced,
@@ -546,9 +560,9 @@ func (s *Service) Commit(ctx context.Context, agentID, sessionID string, req api
 	defer release()
 	var idx *fidx.Index
 	if sess.Type == api.BackupIncremental {
-		parent, err := repo.ReadIndex(ctx, repository.IndexRef{VMUUID: ls.InstanceUUID, DiskID: sess.DiskID, BackupID: sess.ParentJobID})
+		parent, err := s.parentIndex(ctx, repo, ls.InstanceUUID, sess.DiskID, sess.ParentJobID)
 		if err != nil {
-			return api.BackupDisk{}, fmt.Errorf("read parent index of %s: %w", sess.DiskID, err)
+			return api.BackupDisk{}, err
 		}
 		if idx, err = fidx.Derive(parent, sess.CapacityBytes); err != nil {
 			return api.BackupDisk{}, fmt.Errorf("derive index of %s: %w", sess.DiskID, err)
