@@ -105,6 +105,12 @@ func (s *sessionFS) Rename(from, to string) error {
 	return s.Filesystem.Rename(from, to)
 }
 
+// Symlink is refused: ESXi needs no links in a VM's folder, and a link the client made could
+// point outside it between the export's check of a path and its open (swapped in by a rename).
+func (s *sessionFS) Symlink(target, link string) error {
+	return &os.LinkError{Op: "symlink", Old: target, New: link, Err: syscall.EPERM}
+}
+
 func (s *sessionFS) Chmod(name string, mode os.FileMode) error {
 	if d, _ := s.disk(name); d != nil {
 		return nil // a flat file's mode is fixed; ESXi sets it and needs no error

@@ -117,6 +117,9 @@ func (d *cowDisk) setDirty(blk int64)     { d.dirty[blk/64] |= 1 << (blk % 64) }
 
 // ReadAt reads the disk as the guest sees it: its own writes over the restore point.
 func (d *cowDisk) ReadAt(p []byte, off int64) (int, error) {
+	if off < 0 {
+		return 0, fmt.Errorf("read at %d: %w", off, syscall.EINVAL) // an NFS offset past 2^63
+	}
 	if off >= d.size {
 		return 0, io.EOF
 	}
@@ -156,7 +159,7 @@ func (d *cowDisk) ReadAt(p []byte, off int64) (int, error) {
 // from the restore point, and syncs the overlay before returning: the NFS server answers
 // every write as stable. A write past the disk's end fails with EFBIG (a disk does not grow).
 func (d *cowDisk) WriteAt(p []byte, off int64) (int, error) {
-	if off < 0 || off+int64(len(p)) > d.size {
+	if off < 0 || int64(len(p)) > d.size || off > d.size-int64(len(p)) { // no overflow of off+len
 		return 0, fmt.Errorf("write %d bytes at %d past the disk's %d bytes: %w", len(p), off, d.size, syscall.EFBIG)
 	}
 	d.mu.Lock()

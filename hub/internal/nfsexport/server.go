@@ -99,6 +99,8 @@ type Server struct {
 	mu      sync.RWMutex
 	exports map[string]*export // by id
 	byKey   map[uint64]*export
+
+	conns connCounts
 }
 
 // New returns a server keeping its sessions' folders and overlays under root.
@@ -331,14 +333,54 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 			return fmt.Errorf("accept nfs connection: %w", err)
 		}
 		client, ok := remoteAddr(c)
-		if !ok {
+		// A host no session names is hung up on at once, as the portmapper does: the NFS
+		// library decodes a request, with whatever lengths it claims, before any check of
+		// ours. What a named host may mount and which handles it may use are checked per
+		// request against the session's addresses.
+		if !ok || !s.Allows(client) || !s.conns.acquire(client) {
 			c.Close()
 			continue
 		}
-		// Every client is answered, so that a host not named by any session is told "access
-		// denied" at once instead of waiting on a dropped connection; what it may mount and
-		// which handles it may use are checked per request against the session's addresses.
-		go s.serveConn(ctx, c, client)
+		go func() {
+			defer s.conns.release(client)
+			s.serveConn(ctx, c, client)
+		}()
+	}
+}
+
+// Bounds of the NFS connections served at once: an ESXi host opens a few per mount.
+const (
+	maxNFSConns          = 256
+	maxNFSConnsPerClient = 32
+)
+
+// connCounts counts the NFS connections being served, in all and per client address.
+type connCounts struct {
+	mu    sync.Mutex
+	total int
+	by    map[netip.Addr]int
+}
+
+func (c *connCounts) acquire(a netip.Addr) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.total >= maxNFSConns || c.by[a] >= maxNFSConnsPerClient {
+		return false
+	}
+	if c.by == nil {
+		c.by = map[netip.Addr]int{}
+	}
+	c.total++
+	c.by[a]++
+	return true
+}
+
+func (c *connCounts) release(a netip.Addr) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.total--
+	if c.by[a]--; c.by[a] <= 0 {
+		delete(c.by, a)
 	}
 }
 
@@ -355,6 +397,14 @@ func (s *Server) serveConn(ctx context.Context, c net.Conn, client netip.Addr) {
 		}
 	}()
 	_ = srv.Serve(l)
+}
+
+// logPath is a mount path as a log line shows it: at most 256 bytes, the rest counted.
+func logPath(p []byte) string {
+	if len(p) <= 256 {
+		return string(p)
+	}
+	return fmt.Sprintf("%s… (%d bytes)", p[:256], len(p))
 }
 
 func remoteAddr(c net.Conn) (netip.Addr, bool) {
@@ -420,7 +470,7 @@ func (h *handler) Mount(ctx context.Context, c net.Conn, req nfs.MountRequest) (
 	ex, ok := h.s.exports[id]
 	h.s.mu.RUnlock()
 	if !ok {
-		h.s.log.Warn("nfs mount of unknown export refused", "client", h.client.String(), "path", string(req.Dirpath))
+		h.s.log.Warn("nfs mount of unknown export refused", "client", h.client.String(), "path", logPath(req.Dirpath))
 		return nfs.MountStatusErrNoEnt, nil, nil
 	}
 	if !ex.allowed[h.client] {
