@@ -23,6 +23,12 @@ type sessionFS struct {
 	disks            map[string]*cowDisk
 	mtime            time.Time
 	mu               sync.Mutex // serialises mtime updates
+
+	// budget is the session's overlay limit, which the bytes of its other files count against
+	// too (ESXi's swap file, a snapshot's delta disks): nil counts nothing. meter serialises
+	// the changes of those files' sizes, so that each byte is counted once.
+	budget *budget
+	meter  sync.Mutex
 }
 
 var (
@@ -47,7 +53,7 @@ func (s *sessionFS) Create(name string) (billy.File, error) {
 func (s *sessionFS) OpenFile(name string, flag int, perm os.FileMode) (billy.File, error) {
 	d, clean := s.disk(name)
 	if d == nil {
-		return s.Filesystem.OpenFile(name, flag, perm)
+		return s.openMetered(name, flag, perm)
 	}
 	if flag&(os.O_TRUNC|os.O_EXCL) != 0 && flag&os.O_CREATE != 0 {
 		return nil, &os.PathError{Op: "open", Path: name, Err: syscall.EEXIST}
@@ -92,7 +98,14 @@ func (s *sessionFS) Remove(name string) error {
 	if d, _ := s.disk(name); d != nil {
 		return &os.PathError{Op: "remove", Path: name, Err: syscall.EPERM}
 	}
-	return s.Filesystem.Remove(name)
+	s.meter.Lock()
+	defer s.meter.Unlock()
+	size := s.fileSize(name)
+	if err := s.Filesystem.Remove(name); err != nil {
+		return err
+	}
+	s.release(size)
+	return nil
 }
 
 func (s *sessionFS) Rename(from, to string) error {
@@ -102,7 +115,107 @@ func (s *sessionFS) Rename(from, to string) error {
 	if d, _ := s.disk(to); d != nil {
 		return &os.LinkError{Op: "rename", Old: from, New: to, Err: syscall.EPERM}
 	}
-	return s.Filesystem.Rename(from, to)
+	s.meter.Lock()
+	defer s.meter.Unlock()
+	replaced := s.fileSize(to)
+	if err := s.Filesystem.Rename(from, to); err != nil {
+		return err
+	}
+	s.release(replaced)
+	return nil
+}
+
+// openMetered opens a file of the folder other than a flat disk; its growth counts against the
+// session's budget.
+func (s *sessionFS) openMetered(name string, flag int, perm os.FileMode) (billy.File, error) {
+	if s.budget == nil {
+		return s.Filesystem.OpenFile(name, flag, perm)
+	}
+	s.meter.Lock()
+	defer s.meter.Unlock()
+	before := s.fileSize(name)
+	f, err := s.Filesystem.OpenFile(name, flag, perm)
+	if err != nil {
+		return nil, err
+	}
+	if flag&os.O_TRUNC != 0 {
+		s.release(before - s.fileSize(name))
+	}
+	return &meteredFile{File: f, fs: s, name: name}, nil
+}
+
+// fileSize is the size of a regular file of the folder, 0 for anything else; the caller holds
+// meter.
+func (s *sessionFS) fileSize(name string) int64 {
+	fi, err := s.Filesystem.Lstat(name)
+	if err != nil || !fi.Mode().IsRegular() {
+		return 0
+	}
+	return fi.Size()
+}
+
+func (s *sessionFS) release(n int64) {
+	if n > 0 && s.budget != nil {
+		s.budget.used.Add(-n)
+	}
+}
+
+// resize takes what growing a file from size to end needs from the budget, or gives back what
+// shrinking it frees; the caller holds meter.
+func (s *sessionFS) resize(size, end int64) error {
+	if end > size {
+		return s.budget.reserve(end - size)
+	}
+	s.release(size - end)
+	return nil
+}
+
+// meteredFile is an open file of the folder other than a flat disk. Its writes are synced before
+// they are answered, as the NFS server answers every write as stable.
+type meteredFile struct {
+	billy.File
+	fs   *sessionFS
+	name string
+}
+
+func (f *meteredFile) Write(p []byte) (int, error) {
+	f.fs.meter.Lock()
+	defer f.fs.meter.Unlock()
+	pos, err := f.File.Seek(0, io.SeekCurrent)
+	if err != nil {
+		return 0, err
+	}
+	size := f.fs.fileSize(f.name)
+	end := max(size, pos+int64(len(p)))
+	if err := f.fs.resize(size, end); err != nil {
+		return 0, err
+	}
+	n, werr := f.File.Write(p)
+	// What a failed write did not add goes back.
+	f.fs.release(end - max(size, f.fs.fileSize(f.name)))
+	if werr != nil {
+		return n, werr
+	}
+	if sf, ok := f.File.(interface{ Sync() error }); ok {
+		if err := sf.Sync(); err != nil {
+			return n, err
+		}
+	}
+	return n, nil
+}
+
+func (f *meteredFile) Truncate(size int64) error {
+	f.fs.meter.Lock()
+	defer f.fs.meter.Unlock()
+	cur := f.fs.fileSize(f.name)
+	if err := f.fs.resize(cur, size); err != nil {
+		return err
+	}
+	if err := f.File.Truncate(size); err != nil {
+		_ = f.fs.resize(size, cur) // gives back what was taken: cannot fail
+		return err
+	}
+	return nil
 }
 
 // Symlink is refused: ESXi needs no links in a VM's folder, and a link the client made could

@@ -303,7 +303,8 @@ func TestWritesStayInTheOverlay(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := int64(4*slot + 1024); used != want { // blocks 0 to 3 and the short last one
+	// Blocks 0 to 3 and the short last one, and the log ESXi wrote.
+	if want := int64(4*slot + 1024 + 11); used != want {
 		t.Fatalf("overlay holds %d bytes, want %d", used, want)
 	}
 	if treeDigest(t, repoDir) != before {
@@ -519,5 +520,44 @@ func hungUp(t *testing.T, addr string) {
 	// Closed with our bytes unread, the connection ends in EOF or a reset.
 	if n, err := c.Read(make([]byte, 64)); n != 0 || (err != io.EOF && !errors.Is(err, syscall.ECONNRESET)) {
 		t.Fatalf("read %d bytes, %v; want the connection closed unanswered", n, err)
+	}
+}
+
+// The files a client writes in the folder besides the flat disks (ESXi's swap, a snapshot's
+// delta disk) count against the session's overlay limit; removing or shrinking them gives the
+// bytes back.
+func TestOtherFilesCountAgainstTheLimit(t *testing.T) {
+	dir := t.TempDir()
+	b := &budget{limit: 64 << 10}
+	s := &sessionFS{Filesystem: osfs.New(dir, osfs.WithBoundOS()), budget: b}
+	f, err := s.Create("vm-000001-sesparse.vmdk")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Write(make([]byte, 48<<10)); err != nil {
+		t.Fatalf("a write within the limit: %v", err)
+	}
+	if _, err := f.Write(make([]byte, 32<<10)); !errors.Is(err, syscall.EDQUOT) {
+		t.Fatalf("a write past the limit: %v, want EDQUOT", err)
+	}
+	if got := b.used.Load(); got != 48<<10 {
+		t.Fatalf("budget used %d, want %d", got, 48<<10)
+	}
+	// Rewriting bytes the file has costs nothing.
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Write(make([]byte, 16<<10)); err != nil || b.used.Load() != 48<<10 {
+		t.Fatalf("a rewrite: %v, used %d", err, b.used.Load())
+	}
+	if err := f.Truncate(1 << 30); !errors.Is(err, syscall.EDQUOT) {
+		t.Fatalf("growing past the limit by truncate: %v, want EDQUOT", err)
+	}
+	if err := f.Truncate(16 << 10); err != nil || b.used.Load() != 16<<10 {
+		t.Fatalf("shrinking: %v, used %d, want %d", err, b.used.Load(), 16<<10)
+	}
+	f.Close()
+	if err := s.Remove("vm-000001-sesparse.vmdk"); err != nil || b.used.Load() != 0 {
+		t.Fatalf("removing: %v, used %d, want 0", err, b.used.Load())
 	}
 }

@@ -188,7 +188,23 @@ func (s *Server) open(e Export) (*export, error) {
 		Filesystem: osfs.New(folder, osfs.WithBoundOS()),
 		disks:      map[string]*cowDisk{},
 		mtime:      time.Now(),
+		budget:     b,
 	}
+	// What the client wrote to the folder before a restart counts against the budget, as when
+	// written; the files the hub wrote itself do not.
+	var written int64
+	_ = filepath.WalkDir(folder, func(_ string, de os.DirEntry, err error) error {
+		if err == nil && de.Type().IsRegular() {
+			if fi, ierr := de.Info(); ierr == nil {
+				written += fi.Size()
+			}
+		}
+		return nil
+	})
+	for _, c := range files {
+		written -= int64(len(c))
+	}
+	b.used.Add(max(written, 0))
 	for name, d := range flats {
 		base := d.Image
 		if d.SlotSize > 0 {
