@@ -212,7 +212,8 @@ func (f *meteredFile) Truncate(size int64) error {
 		return err
 	}
 	if err := f.File.Truncate(size); err != nil {
-		_ = f.fs.resize(size, cur) // gives back what was taken: cannot fail
+		// Count the size the file has after all, without the limit: it holds those bytes.
+		f.fs.budget.used.Add(f.fs.fileSize(f.name) - size)
 		return err
 	}
 	return nil
