@@ -182,33 +182,29 @@ func (c *Catalog) DeleteBackup(ctx context.Context, id string) (*BackupJob, []Ba
 // ErrConflict, and nothing is deleted. The caller holds the backup's row, so that no new
 // restore starts meanwhile.
 func releaseBackupUsers(ctx context.Context, tx bun.Tx, id string) error {
-	var restores []string
-	err := tx.NewSelect().Model((*RestoreJob)(nil)).Column("id").Where("backup_id = ?", id).
-		Where("status IN (?)", bun.In([]string{api.JobQueued, api.JobRunning})).Order("id").Scan(ctx, &restores)
-	if err != nil {
-		return fmt.Errorf("select restores of backup %s: %w", id, err)
+	users := []struct {
+		q    *bun.SelectQuery
+		what string // the refusal, given the ids found
+	}{
+		{tx.NewSelect().Model((*RestoreJob)(nil)).Column("id").Where("backup_id = ?", id).
+			Where("status IN (?)", bun.In([]string{api.JobQueued, api.JobRunning})),
+			"backup %s is being restored (%s); wait for it or cancel it first"},
+		{tx.NewSelect().Model((*InstantRecovery)(nil)).Column("id").Where("backup_id = ?", id).
+			Where("status NOT IN (?)", bun.In([]string{api.IRStopped, api.IRFailed, api.IRMigrated})),
+			"backup %s runs instant recovery %s; stop it first"},
+		{tx.NewSelect().Model((*UploadSession)(nil)).ColumnExpr("DISTINCT job_id").Where("parent_job_id = ?", id).
+			Where("status IN (?)", bun.In(unfinishedSessions)),
+			"backup %s is the parent of running incremental backup %s; wait for it or cancel it first"},
 	}
-	if len(restores) > 0 {
-		return fmt.Errorf("backup %s is being restored (%s); wait for it or cancel it first: %w", id, strings.Join(restores, ", "), ErrConflict)
-	}
-	var recoveries []string
-	err = tx.NewSelect().Model((*InstantRecovery)(nil)).Column("id").Where("backup_id = ?", id).
-		Where("status NOT IN (?)", bun.In([]string{api.IRStopped, api.IRFailed, api.IRMigrated})).Order("id").Scan(ctx, &recoveries)
-	if err != nil {
-		return fmt.Errorf("select instant recoveries of backup %s: %w", id, err)
-	}
-	if len(recoveries) > 0 {
-		return fmt.Errorf("backup %s runs instant recovery %s; stop it first: %w", id, strings.Join(recoveries, ", "), ErrConflict)
-	}
-	var children []string
-	err = tx.NewSelect().Model((*UploadSession)(nil)).ColumnExpr("DISTINCT job_id").Where("parent_job_id = ?", id).
-		Where("status IN (?)", bun.In(unfinishedSessions)).Scan(ctx, &children)
-	if err != nil {
-		return fmt.Errorf("select backups based on backup %s: %w", id, err)
-	}
-	if len(children) > 0 {
-		slices.Sort(children)
-		return fmt.Errorf("backup %s is the parent of running incremental backup %s; wait for it or cancel it first: %w", id, strings.Join(children, ", "), ErrConflict)
+	for _, u := range users {
+		var ids []string
+		if err := u.q.Scan(ctx, &ids); err != nil {
+			return fmt.Errorf("select the users of backup %s: %w", id, err)
+		}
+		if len(ids) > 0 {
+			slices.Sort(ids)
+			return fmt.Errorf(u.what+": %w", id, strings.Join(ids, ", "), ErrConflict)
+		}
 	}
 	for _, m := range []any{(*RestoreJob)(nil), (*InstantRecovery)(nil)} {
 		if _, err := tx.NewDelete().Model(m).Where("backup_id = ?", id).Exec(ctx); err != nil {
