@@ -17,3 +17,9 @@ func AbandonLocksForTest(s *Store) {
 		delete(s.leases, l)
 	}
 }
+
+// SetRemovalTimingForTest shortens the removal window (the slack of its last delete included)
+// and the expiry of removal markers.
+func SetRemovalTimingForTest(s *Store, window, slack, expiry time.Duration) {
+	s.removeWindow, s.removeSlack, s.markerExpiry = window, slack, expiry
+}

@@ -38,6 +38,10 @@
 //     request timeout of removeWindow, so whatever it does lands within 2×removeWindow; a
 //     waiter that has seen one marker for markerExpiry (90 s) treats it as left by a crashed
 //     process and goes on. A remover that finds a marker older than markerExpiry removes it.
+//     A removal whose delete failed without a definite answer (a timeout, a lost connection, a
+//     server error) does not drop its marker but leaves it to expire: a server may still carry
+//     out a request after the client gave up on it, and a Touch that went on at once could be
+//     undone.
 //   - Rename copies the object under from to to with If-None-Match: * (ErrExists when to holds
 //     one, and nothing is moved), then deletes from, all under from's marker: concurrent
 //     Renames of one key take turns and the later ones find nothing (ErrNotFound). A crash
@@ -194,6 +198,9 @@ type Store struct {
 	// after how long without renewal a lease may be taken over (leaseDuration + clockMargin).
 	// Fields only so that a test can shorten them.
 	leaseEvery, leaseStale time.Duration
+	// removeWindow and markerExpiry are the constants of the same names, and removeSlack is
+	// opTimeoutSlack; fields only so that a test can shorten them.
+	removeWindow, markerExpiry, removeSlack time.Duration
 
 	mu     sync.Mutex
 	leases map[*lease]struct{}
@@ -255,7 +262,8 @@ func connect(cfg Config) (*Store, error) {
 	lock, _ := lockMode(cfg.ObjectLock) // checked by Check
 	return &Store{client: client, core: minio.Core{Client: client}, tr: tr, bucket: cfg.Bucket, prefix: prefix, lock: lock,
 		log: slog.New(slog.DiscardHandler), leases: map[*lease]struct{}{},
-		leaseEvery: leaseDuration / 3, leaseStale: leaseDuration + clockMargin}, nil
+		leaseEvery: leaseDuration / 3, leaseStale: leaseDuration + clockMargin,
+		removeWindow: removeWindow, markerExpiry: markerExpiry, removeSlack: opTimeoutSlack}, nil
 }
 
 // transport is an HTTP transport with timeouts for every phase but the body (bounded by the
@@ -414,7 +422,7 @@ func (s *Store) waitMarker(ctx context.Context, key string) (bool, error) {
 		}
 		if first.IsZero() {
 			first = time.Now()
-		} else if time.Since(first) > markerExpiry {
+		} else if time.Since(first) > s.markerExpiry {
 			s.log.WarnContext(ctx, "s3 store: a removal marker outlived its removal; going on", "key", key, "marker", mk)
 			return true, nil
 		}
@@ -594,15 +602,17 @@ func (s *Store) touch(ctx context.Context, obj string) error {
 
 // marker is a removal marker this store holds.
 type marker struct {
-	obj   string
-	start time.Time // when taking it began; the removal must be done by start+removeWindow
+	obj string
+	// deadline is when the removal under it must have sent its last delete: removeWindow
+	// after taking it began, less the slack of that delete's timeout.
+	deadline time.Time
 }
 
 // takeMarker takes key's removal marker: false when another removal of key holds it. With
 // look, it first looks whether the marker exists: a conditional PUT that competes with others
 // for one key can wait seconds for the server's lock of the key (SeaweedFS), a HEAD does not.
 func (s *Store) takeMarker(ctx context.Context, key string, look bool) (*marker, bool, error) {
-	m := &marker{obj: s.markerKey(key), start: time.Now()}
+	m := &marker{obj: s.markerKey(key), deadline: time.Now().Add(s.removeWindow - s.removeSlack)}
 	if look {
 		if _, err := s.stat(ctx, m.obj); err == nil {
 			return nil, false, nil
@@ -629,7 +639,7 @@ func (s *Store) takeMarker(ctx context.Context, key string, look bool) (*marker,
 		return nil, false, fmt.Errorf("read removal marker: %w", gerr)
 	case strings.HasPrefix(string(b), tok+"\n"):
 		return m, true, nil
-	case time.Since(info.ModTime) > markerExpiry+clockMargin:
+	case time.Since(info.ModTime) > s.markerExpiry+clockMargin:
 		// Left by a process that died while removing. No removal can still be running under
 		// it (see removeWindow), so it may go; the next attempt takes a fresh one.
 		s.log.WarnContext(ctx, "s3 store: removing a stale removal marker", "key", key, "marker", m.obj)
@@ -652,7 +662,7 @@ func (s *Store) dropMarker(ctx context.Context, m *marker) error {
 }
 
 // inWindow reports whether a removal under m may still delete: see removeWindow.
-func (m *marker) inWindow() bool { return time.Since(m.start) < removeWindow-opTimeoutSlack }
+func (m *marker) inWindow() bool { return time.Now().Before(m.deadline) }
 
 // opTimeoutSlack keeps the last delete of a removal inside its window.
 const opTimeoutSlack = 5 * time.Second
@@ -711,7 +721,7 @@ func (s *Store) getSmall(ctx context.Context, obj string) ([]byte, store.Info, e
 // removeObject deletes a bucket object within removeWindow: a DELETE that arrives later could
 // undo the work of a Touch that waited for the removal to end.
 func (s *Store) removeObject(ctx context.Context, obj string) error {
-	ctx, cancel := context.WithTimeout(ctx, removeWindow)
+	ctx, cancel := context.WithTimeout(ctx, s.removeWindow)
 	defer cancel()
 	if s.lock != "" {
 		// In a versioned (Object Lock) bucket a plain DELETE only hides the object behind a
@@ -748,7 +758,7 @@ func (s *Store) RemoveIfOlder(ctx context.Context, key string, cutoff time.Time)
 		return false, 0, wrap("remove", key, err)
 	}
 	removed, size, err := s.removeUnder(ctx, m, obj, cutoff)
-	err = errors.Join(err, s.dropMarker(ctx, m))
+	err = errors.Join(err, s.endRemoval(ctx, key, m, err))
 	if err != nil {
 		return removed, size, fmt.Errorf("remove %s: %w", key, err)
 	}
@@ -768,9 +778,38 @@ func (s *Store) removeUnder(ctx context.Context, m *marker, obj string, cutoff t
 		return false, 0, nil // too slow to delete safely; a later collection will
 	}
 	if err := s.removeObject(ctx, obj); err != nil {
-		return false, 0, err
+		return false, 0, sent(err)
 	}
 	return true, info.Size, nil
+}
+
+// deleteSentError is the failure of a removal that sent a delete without learning its outcome
+// (a timeout, a lost connection, a server error): the server may still carry it out, after the
+// removal ended on our side.
+type deleteSentError struct{ err error }
+
+func (e *deleteSentError) Error() string { return e.err.Error() }
+func (e *deleteSentError) Unwrap() error { return e.err }
+
+// sent marks err, the failure of removeObject or hide, as a delete that may still land, unless
+// the server refused it for retention (a definite answer).
+func sent(err error) error {
+	if errors.Is(err, store.ErrRetained) {
+		return err
+	}
+	return &deleteSentError{err}
+}
+
+// endRemoval drops m, the marker of a removal of key that ended with err, unless that removal
+// sent a delete whose outcome it does not know: then the marker stays until it expires
+// (markerExpiry, see waitMarker and takeMarker), so that no Touch or Put counts on the object
+// while a late delete may still remove it.
+func (s *Store) endRemoval(ctx context.Context, key string, m *marker, err error) error {
+	if ds := (*deleteSentError)(nil); errors.As(err, &ds) {
+		s.log.WarnContext(ctx, "s3 store: a delete may still land; its removal marker stays until it expires", "key", key, "marker", m.obj, "err", ds.err)
+		return nil
+	}
+	return s.dropMarker(ctx, m)
 }
 
 func wrap(op, key string, err error) error {
@@ -826,7 +865,7 @@ func (s *Store) Rename(ctx context.Context, from, to string) error {
 		}
 	}
 	err = s.renameUnder(ctx, m, src, dst)
-	if derr := s.dropMarker(ctx, m); derr != nil {
+	if derr := s.endRemoval(ctx, from, m, err); derr != nil {
 		err = errors.Join(err, derr)
 	}
 	if err != nil {
@@ -845,6 +884,12 @@ func (s *Store) renameUnder(ctx context.Context, m *marker, src, dst string) err
 	cctx, cancel := context.WithTimeout(ctx, opTimeout)
 	defer cancel()
 	meta := map[string]string{"If-None-Match": "*"}
+	if s.lock != "" {
+		// The object keeps its retention under its new key (and when it moves back).
+		if err := s.carryRetention(cctx, src, meta); err != nil {
+			return err
+		}
+	}
 	_, err := s.core.CopyObject(cctx, s.bucket, src, s.bucket, dst, meta, minio.CopySrcOptions{}, minio.PutObjectOptions{})
 	switch {
 	case err == nil:
@@ -860,7 +905,16 @@ func (s *Store) renameUnder(ctx context.Context, m *marker, src, dst string) err
 	if !m.inWindow() {
 		return errors.New("copied, but too slow to remove the source safely: the object is under both keys")
 	}
-	return s.removeObject(ctx, src)
+	err = s.removeObject(ctx, src)
+	if errors.Is(err, store.ErrRetained) {
+		// Object Lock: a version of the source must stay until its retention date. The source
+		// is hidden behind a delete marker instead, so that it reads as moved (see lock.go).
+		err = s.hide(ctx, src)
+	}
+	if err != nil {
+		return sent(err)
+	}
+	return nil
 }
 
 // Lock implements store.Store with a lease object (see the package comment).
@@ -1056,7 +1110,7 @@ func (s *Store) CleanTemp(ctx context.Context, dryRun bool) (int, error) {
 		if oi.Err != nil {
 			return 0, fmt.Errorf("list removal markers: %w", describe(oi.Err))
 		}
-		if time.Since(oi.LastModified) > markerExpiry+clockMargin {
+		if time.Since(oi.LastModified) > s.markerExpiry+clockMargin {
 			stale = append(stale, oi.Key)
 		}
 	}

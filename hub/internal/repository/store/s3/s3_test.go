@@ -234,3 +234,62 @@ func TestLockLeaseExpiresWithItsHolder(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestLateDeleteDoesNotUndoATouch: a server may carry out a DELETE after the client gave up on
+// it. A removal whose delete timed out keeps its marker until it expires, so that a Touch
+// waiting on it does not report an object that the late delete then removes.
+func TestLateDeleteDoesNotUndoATouch(t *testing.T) {
+	cfg := s3test.Config(t)
+	up, err := url.Parse(cfg.Endpoint)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rp := httputil.NewSingleHostReverseProxy(up)
+	landed := make(chan struct{})
+	var once sync.Once
+	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodDelete || !strings.Contains(r.URL.Path, "/chunks/") {
+			rp.ServeHTTP(w, r)
+			return
+		}
+		// The client gives up first; the server carries the delete out 1.5 s later.
+		<-r.Context().Done()
+		out := r.Clone(t.Context())
+		out.URL.Scheme, out.URL.Host, out.RequestURI = up.Scheme, up.Host, ""
+		time.Sleep(1500 * time.Millisecond)
+		if resp, err := http.DefaultTransport.RoundTrip(out); err == nil {
+			resp.Body.Close()
+		}
+		once.Do(func() { close(landed) })
+	}))
+	defer proxy.Close()
+	cfg.Endpoint = proxy.URL
+	s := open(t, cfg)
+	s3.SetRemovalTimingForTest(s, 2*time.Second, 500*time.Millisecond, 6*time.Second)
+	const key = "chunks/ab/cd/abcd"
+	if err := s.Put(t.Context(), key, []byte("data")); err != nil {
+		t.Fatal(err)
+	}
+	removal := make(chan error, 1)
+	go func() {
+		_, _, err := s.RemoveIfOlder(t.Context(), key, time.Now().Add(time.Hour))
+		removal <- err
+	}()
+	time.Sleep(500 * time.Millisecond) // the removal holds its marker and has sent its delete
+	touchErr := s.Touch(t.Context(), key)
+	if err := <-removal; err == nil {
+		t.Fatal("the removal whose delete timed out reported success")
+	}
+	select {
+	case <-landed:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the delayed delete never reached the server")
+	}
+	_, statErr := s.Stat(t.Context(), key)
+	switch {
+	case touchErr == nil && statErr != nil:
+		t.Fatalf("Touch returned nil, then the late delete removed the object: %v", statErr)
+	case touchErr != nil && !errors.Is(touchErr, store.ErrNotFound):
+		t.Fatalf("touch: %v", touchErr)
+	}
+}
