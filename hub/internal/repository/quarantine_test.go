@@ -11,6 +11,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sendense/sendense/hub/internal/fidx"
+	"github.com/sendense/sendense/hub/internal/repository/store/s3"
+	"github.com/sendense/sendense/hub/internal/repository/store/s3/s3test"
 	"github.com/sendense/sendense/shared/chunk"
 )
 
@@ -193,5 +196,65 @@ func TestQuarantineRacesUpload(t *testing.T) {
 		if _, err := a.openStored(d, b, nil); !errors.Is(err, ErrChunkDamaged) {
 			t.Fatalf("%s in quarantine is sound", q.Key)
 		}
+	}
+}
+
+// TestQuarantineUnderObjectLock: a damaged chunk whose version is retained (S3 Object Lock)
+// cannot be deleted, but it is still moved out of the way: hidden under its key, kept in
+// quarantine, and the next backup of its bytes stores a fresh copy instead of reusing it.
+func TestQuarantineUnderObjectLock(t *testing.T) {
+	ctx := t.Context()
+	st, err := s3.Open(ctx, s3test.LockedConfig(t, s3.LockGovernance), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := Init(ctx, st, 64<<10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = r.Close() })
+	plain := bytes.Repeat([]byte("retained"), 400)
+	d := chunk.Sum(plain)
+	good, err := chunk.AppendBlob(nil, chunk.CodecRaw, len(plain), plain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.PutChunk(ctx, d, good); err != nil {
+		t.Fatal(err)
+	}
+	// The stored object goes bad: a new version with a flipped byte, retained like the first.
+	bad := bytes.Clone(good)
+	bad[len(bad)-1] ^= 0xff
+	if err := st.Put(ctx, r.keyOf(d), bad); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Retain(ctx, r.keyOf(d), time.Now().Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.ReadChunk(ctx, d, nil); !errors.Is(err, ErrChunkDamaged) {
+		t.Fatalf("read of the damaged chunk: %v", err)
+	}
+	if _, err := r.QuarantineChunk(ctx, d); err != nil {
+		t.Fatalf("quarantine of a retained chunk: %v", err)
+	}
+	if has, err := r.HasChunk(ctx, d); err != nil || has {
+		t.Fatalf("after quarantine the chunk is still there (%v, %v): backups would reuse it", has, err)
+	}
+	if q := quarantined(t, r); len(q) != 1 || q[0].Digest != r.ChunkName(d) {
+		t.Fatalf("quarantine holds %v", q)
+	}
+	if stored, err := r.PutChunk(ctx, d, good); err != nil || !stored {
+		t.Fatalf("the next upload of the chunk: stored %v, %v", stored, err)
+	}
+	idx, err := fidx.New(64<<10, 64<<10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	idx.Digests[0] = d
+	if _, err := r.WriteIndex(ctx, IndexRef{VMUUID: "vm", DiskID: "disk-2000", BackupID: "job-new"}, idx); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := r.ReadChunk(ctx, d, nil); err != nil || !bytes.Equal(got, plain) {
+		t.Fatalf("the chunk after its fresh upload: %v", err)
 	}
 }

@@ -25,6 +25,12 @@ import (
 //     versions of the key and reads their dates: while one is in the future it removes nothing
 //     and returns store.ErrRetained; otherwise it deletes every version. (A plain DELETE would
 //     only add a delete marker and hide versions that are still there.)
+//   - Rename's copy carries the source's date, like Touch's. A Rename (a chunk moved into
+//     quarantine) whose source is retained hides the source behind a delete marker instead of
+//     deleting it: the key reads as absent, so a damaged chunk is not reused and the next backup
+//     of its bytes puts a fresh version; the hidden versions go with the key's next removal once
+//     their dates passed (a key never put again keeps them until a lifecycle rule for noncurrent
+//     versions, which the operator may set on the bucket, expires them).
 //   - Touch's self-copy is a new version; it carries the date of the version it replaces.
 //     Versions left behind (older copies, a chunk put again) keep their own dates and go with
 //     the key's removal.
@@ -160,6 +166,20 @@ func (s *Store) removeVersions(ctx context.Context, obj string, ids []string) er
 			}
 			return describe(err)
 		}
+	}
+	return nil
+}
+
+// hide puts a delete marker on obj (a plain DELETE in a versioned bucket, which retention
+// allows): its versions stay, and the key reads as absent.
+func (s *Store) hide(ctx context.Context, obj string) error {
+	ctx, cancel := context.WithTimeout(ctx, s.removeWindow)
+	defer cancel()
+	if err := s.client.RemoveObject(ctx, s.bucket, obj, minio.RemoveObjectOptions{}); err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return describe(err)
 	}
 	return nil
 }
