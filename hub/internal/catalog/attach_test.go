@@ -260,3 +260,77 @@ func TestDeleteBackupWithRestores(t *testing.T) {
 		}
 	})
 }
+
+// A copy being written holds back garbage collection of its target (OldestWrite) and keeps its
+// backup's indexes from being taken for orphans (WritingBackupIDs) while it is renewed; once it
+// has expired it does neither, cannot be renewed, and its copy cannot be recorded.
+func TestCopyWrites(t *testing.T) {
+	catalogtest.ForEachDialect(t, func(t *testing.T, c *catalog.Catalog) {
+		ctx := t.Context()
+		for _, r := range []*catalog.Repository{
+			{ID: "repo-1", Name: "vault", Kind: api.RepositoryLocal, Path: "/srv/vault", ChunkSize: 4 << 20},
+			{ID: "repo-2", Name: "offsite", Kind: api.RepositoryLocal, Path: "/srv/offsite", ChunkSize: 4 << 20},
+		} {
+			if err := c.CreateRepository(ctx, r); err != nil {
+				t.Fatal(err)
+			}
+		}
+		t0 := time.Date(2026, 11, 1, 10, 0, 0, 0, time.UTC)
+		if _, err := c.ImportBackup(ctx, importedRows("repo-1", "bk-full", "", t0)); err != nil {
+			t.Fatal(err)
+		}
+		now := t0.Add(24 * time.Hour)
+		c.SetClock(func() time.Time { return now })
+		expect := func(repo string, oldest time.Time, writing bool) {
+			t.Helper()
+			if got, err := c.OldestWrite(ctx, repo); err != nil || !got.Equal(oldest) {
+				t.Fatalf("OldestWrite(%s) = %v, %v; want %v", repo, got, err, oldest)
+			}
+			if ids, err := c.WritingBackupIDs(ctx); err != nil || ids["bk-full"] != writing {
+				t.Fatalf("WritingBackupIDs = %v, %v; want bk-full %v", ids, err, writing)
+			}
+		}
+		w, err := c.BeginCopyWrite(ctx, "bk-full", "repo-2", 2*time.Minute)
+		if err != nil {
+			t.Fatal(err)
+		}
+		start := now
+		expect("repo-2", start, true)
+		expect("repo-1", time.Time{}, true)
+		now = now.Add(time.Minute)
+		if err := c.RenewCopyWrite(ctx, w.ID, 2*time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		now = now.Add(110 * time.Second) // within the renewed two minutes
+		expect("repo-2", start, true)
+		now = now.Add(time.Minute) // past them
+		expect("repo-2", time.Time{}, false)
+		if err := c.RenewCopyWrite(ctx, w.ID, 2*time.Minute); !errors.Is(err, catalog.ErrCopyWriteExpired) {
+			t.Fatalf("renewal of an expired copy write: %v", err)
+		}
+		if err := c.FinishCopyWrite(ctx, w.ID, &catalog.BackupCopy{BackupID: "bk-full", RepositoryID: "repo-2"}); !errors.Is(err, catalog.ErrCopyWriteExpired) {
+			t.Fatalf("finish of an expired copy write: %v", err)
+		}
+		if cps, err := c.BackupCopies(ctx, "bk-full"); err != nil || len(cps) != 0 {
+			t.Fatalf("copies after an expired write: %+v, %v", cps, err)
+		}
+		if err := c.EndCopyWrite(ctx, w.ID); err != nil {
+			t.Fatal(err)
+		}
+
+		w, err = c.BeginCopyWrite(ctx, "bk-full", "repo-2", 2*time.Minute)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.FinishCopyWrite(ctx, w.ID, &catalog.BackupCopy{BackupID: "bk-full", RepositoryID: "repo-2", ChunksCopied: 3}); err != nil {
+			t.Fatal(err)
+		}
+		if cps, err := c.BackupCopies(ctx, "bk-full"); err != nil || len(cps) != 1 || cps[0].ChunksCopied != 3 {
+			t.Fatalf("copies after a finished write: %+v, %v", cps, err)
+		}
+		expect("repo-2", time.Time{}, false)
+		if err := c.EndCopyWrite(ctx, w.ID); err != nil {
+			t.Fatalf("end of a finished copy write: %v", err)
+		}
+	})
+}

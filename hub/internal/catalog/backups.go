@@ -278,12 +278,17 @@ func (c *Catalog) IndexedDisks(ctx context.Context, repositoryID string) ([]Inde
 	return out, nil
 }
 
-// ActiveJobIDs returns the ids of queued and running jobs.
-func (c *Catalog) ActiveJobIDs(ctx context.Context) (map[string]bool, error) {
-	var ids []string
+// WritingBackupIDs returns the ids of the backups whose indexes may be being written: queued
+// and running jobs, and backups with an unexpired copy write (into any repository).
+func (c *Catalog) WritingBackupIDs(ctx context.Context) (map[string]bool, error) {
+	var ids, copying []string
 	if err := c.db.NewSelect().Model((*BackupJob)(nil)).Column("id").Where("status IN (?)", bun.In([]string{api.JobQueued, api.JobRunning})).Scan(ctx, &ids); err != nil {
 		return nil, fmt.Errorf("list active jobs: %w", err)
 	}
+	if err := c.db.NewSelect().Model((*CopyWrite)(nil)).Column("backup_id").Where("expires_at > ?", c.now()).Scan(ctx, &copying); err != nil {
+		return nil, fmt.Errorf("list copies being written: %w", err)
+	}
+	ids = append(ids, copying...)
 	out := make(map[string]bool, len(ids))
 	for _, id := range ids {
 		out[id] = true

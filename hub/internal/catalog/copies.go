@@ -26,8 +26,12 @@ type BackupCopy struct {
 
 // RecordCopy records a copy of a backup; recording it again updates its time and counts.
 func (c *Catalog) RecordCopy(ctx context.Context, cp *BackupCopy) error {
+	return c.recordCopy(ctx, c.db, cp)
+}
+
+func (c *Catalog) recordCopy(ctx context.Context, db bun.IDB, cp *BackupCopy) error {
 	cp.CopiedAt = c.now()
-	_, err := c.db.NewInsert().Model(cp).
+	_, err := db.NewInsert().Model(cp).
 		On(map[string]string{DriverSQLite: "CONFLICT (backup_id, repository_id) DO UPDATE", DriverMySQL: "DUPLICATE KEY UPDATE"}[c.driver]).
 		Set(map[string]string{DriverSQLite: "copied_at = EXCLUDED.copied_at", DriverMySQL: "copied_at = VALUES(copied_at)"}[c.driver]).
 		Exec(ctx)
@@ -186,4 +190,70 @@ func (c *Catalog) RehomeBackup(ctx context.Context, id, toRepositoryID string) (
 		return nil, nil, err
 	}
 	return j, disks, nil
+}
+
+// CopyWrite is a copy of a backup being written into a repository. While it is unexpired, garbage
+// collection of the repository spares every chunk stored or touched since it started
+// (OldestWrite) and repo check takes none of the backup's indexes there for an orphan
+// (WritingBackupIDs). The copier renews it; one that dies stops renewing, and the run expires.
+type CopyWrite struct {
+	bun.BaseModel `bun:"table:copy_writes,alias:cw"`
+
+	ID           string    `bun:"id,pk"`
+	BackupID     string    `bun:"backup_id,notnull"`
+	RepositoryID string    `bun:"repository_id,notnull"`
+	StartedAt    time.Time `bun:"started_at,notnull"`
+	ExpiresAt    time.Time `bun:"expires_at,notnull"`
+}
+
+// ErrCopyWriteExpired: a copy write was not renewed in time (or is unknown), so garbage collection
+// may have stopped sparing what it wrote.
+var ErrCopyWriteExpired = errors.New("copy write expired")
+
+// BeginCopyWrite records that backup backupID is being copied into repositoryID, for ttl.
+func (c *Catalog) BeginCopyWrite(ctx context.Context, backupID, repositoryID string, ttl time.Duration) (*CopyWrite, error) {
+	now := c.now()
+	r := &CopyWrite{ID: NewID("cw-", now), BackupID: backupID, RepositoryID: repositoryID, StartedAt: now, ExpiresAt: now.Add(ttl)}
+	if _, err := c.db.NewInsert().Model(r).Exec(ctx); err != nil {
+		return nil, fmt.Errorf("begin copy of backup %s into repository %s: %w", backupID, repositoryID, err)
+	}
+	return r, nil
+}
+
+// RenewCopyWrite extends an unexpired copy write by ttl from now; an expired or unknown one →
+// ErrCopyWriteExpired.
+func (c *Catalog) RenewCopyWrite(ctx context.Context, id string, ttl time.Duration) error {
+	now := c.now()
+	res, err := c.db.NewUpdate().Model((*CopyWrite)(nil)).Set("expires_at = ?", now.Add(ttl)).
+		Where("id = ?", id).Where("expires_at > ?", now).Exec(ctx)
+	if err != nil {
+		return fmt.Errorf("renew copy write %s: %w", id, err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return fmt.Errorf("copy write %s: %w", id, ErrCopyWriteExpired)
+	}
+	return nil
+}
+
+// FinishCopyWrite records the copy cp and ends the copy write id, in one transaction, only while
+// the run is unexpired: an expired or unknown run → ErrCopyWriteExpired, and nothing is recorded.
+func (c *Catalog) FinishCopyWrite(ctx context.Context, id string, cp *BackupCopy) error {
+	return c.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+		res, err := tx.NewDelete().Model((*CopyWrite)(nil)).Where("id = ?", id).Where("expires_at > ?", c.now()).Exec(ctx)
+		if err != nil {
+			return fmt.Errorf("end copy write %s: %w", id, err)
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return fmt.Errorf("copy write %s: %w", id, ErrCopyWriteExpired)
+		}
+		return c.recordCopy(ctx, tx, cp)
+	})
+}
+
+// EndCopyWrite forgets a copy write (a copy that failed); an unknown one is not an error.
+func (c *Catalog) EndCopyWrite(ctx context.Context, id string) error {
+	if _, err := c.db.NewDelete().Model((*CopyWrite)(nil)).Where("id = ?", id).Exec(ctx); err != nil {
+		return fmt.Errorf("end copy write %s: %w", id, err)
+	}
+	return nil
 }

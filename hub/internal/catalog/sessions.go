@@ -235,19 +235,27 @@ func (c *Catalog) OpenSessionDigests(ctx context.Context, repositoryID string) (
 	return out, nil
 }
 
-// OldestOpenSession returns when the oldest open or committing session writing to the
-// repository was opened (zero when none is): every chunk such a session uploaded is younger than
-// that.
-func (c *Catalog) OldestOpenSession(ctx context.Context, repositoryID string) (time.Time, error) {
+// OldestWrite returns when the oldest write into the repository that is still going on began
+// (zero when none is): an open or committing upload session, or an unexpired copy write. Every
+// chunk such a write stored or touched is younger than that.
+func (c *Catalog) OldestWrite(ctx context.Context, repositoryID string) (time.Time, error) {
 	var s UploadSession
 	err := c.db.NewSelect().Model(&s).Column("created_at").
 		Where("repository_id = ?", repositoryID).Where("status IN (?)", bun.In(unfinishedSessions)).
 		Order("created_at ASC").Limit(1).Scan(ctx)
-	if errors.Is(err, sql.ErrNoRows) {
-		return time.Time{}, nil
-	}
-	if err != nil {
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
 		return time.Time{}, fmt.Errorf("oldest open session: %w", err)
 	}
-	return s.CreatedAt, nil
+	oldest := s.CreatedAt
+	var r CopyWrite
+	err = c.db.NewSelect().Model(&r).Column("started_at").
+		Where("repository_id = ?", repositoryID).Where("expires_at > ?", c.now()).
+		Order("started_at ASC").Limit(1).Scan(ctx)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return time.Time{}, fmt.Errorf("oldest copy write: %w", err)
+	}
+	if !r.StartedAt.IsZero() && (oldest.IsZero() || r.StartedAt.Before(oldest)) {
+		oldest = r.StartedAt
+	}
+	return oldest, nil
 }

@@ -20,7 +20,7 @@ import (
 type checkCatalog interface {
 	Repositories(ctx context.Context) ([]catalog.Repository, error)
 	IndexedDisks(ctx context.Context, repositoryID string) ([]catalog.IndexedDisk, error)
-	ActiveJobIDs(ctx context.Context) (map[string]bool, error)
+	WritingBackupIDs(ctx context.Context) (map[string]bool, error)
 }
 
 // Repository is what the check needs of one repository.
@@ -145,7 +145,7 @@ func (c *Checker) repository(ctx context.Context, r catalog.Repository, repair b
 	}
 	// Orphans are decided against the active jobs read after the walk: a job that started
 	// meanwhile is active, so its fresh index is never taken for an orphan.
-	active, err := c.cat.ActiveJobIDs(ctx)
+	active, err := c.cat.WritingBackupIDs(ctx)
 	if err != nil {
 		return err
 	}

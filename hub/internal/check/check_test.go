@@ -29,7 +29,7 @@ func (c *fakeCatalog) IndexedDisks(context.Context, string) ([]catalog.IndexedDi
 	return c.disks, nil
 }
 
-func (c *fakeCatalog) ActiveJobIDs(context.Context) (map[string]bool, error) {
+func (c *fakeCatalog) WritingBackupIDs(context.Context) (map[string]bool, error) {
 	return map[string]bool{}, nil
 }
 

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -34,7 +35,8 @@ type Repository interface {
 	ReadVMConfig(ctx context.Context, vmUUID, backupID, digest string) ([]byte, error)
 	// Target side: every write is durable when it returns and idempotent; PutChunk re-hashes
 	// the blob, WriteIndex refuses an index naming a chunk the target lacks.
-	MissingChunks(ctx context.Context, ds []chunk.Digest) ([]chunk.Digest, error)
+	// TouchChunk refreshes a chunk's time (repository.ErrChunkNotFound when there is none).
+	TouchChunk(ctx context.Context, d chunk.Digest) error
 	PutChunk(ctx context.Context, d chunk.Digest, blob []byte) (bool, error)
 	VerifyChunk(ctx context.Context, d chunk.Digest) error
 	WriteIndex(ctx context.Context, ref repository.IndexRef, idx *fidx.Index) (string, error)
@@ -47,8 +49,15 @@ type copyCatalog interface {
 	Backups(ctx context.Context, f catalog.BackupFilter) ([]catalog.BackupRow, int, error)
 	BackupRows(ctx context.Context, id string) (*catalog.BackupRows, error)
 	BackupCopies(ctx context.Context, backupID string) ([]catalog.BackupCopy, error)
-	RecordCopy(ctx context.Context, cp *catalog.BackupCopy) error
+	BeginCopyWrite(ctx context.Context, backupID, repositoryID string, ttl time.Duration) (*catalog.CopyWrite, error)
+	RenewCopyWrite(ctx context.Context, id string, ttl time.Duration) error
+	FinishCopyWrite(ctx context.Context, id string, cp *catalog.BackupCopy) error
+	EndCopyWrite(ctx context.Context, id string) error
 }
+
+// writeTTL is how long a copy's record of writing into its target (catalog.CopyWrite) holds
+// garbage collection back there without renewal; it is renewed every writeTTL/4.
+const writeTTL = 2 * time.Minute
 
 // Opener opens a repository by catalog id.
 type Opener func(ctx context.Context, id string) (Repository, error)
@@ -71,6 +80,7 @@ type Copier struct {
 	open     Opener
 	log      *slog.Logger
 	parallel int
+	ttl      time.Duration // writeTTL; a field so that a test can shorten it
 }
 
 // New returns a copier that copies up to parallel chunks at once (at least 1).
@@ -78,7 +88,7 @@ func New(cat copyCatalog, open Opener, log *slog.Logger, parallel int) *Copier {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Copier{cat: cat, open: open, log: log, parallel: max(parallel, 1)}
+	return &Copier{cat: cat, open: open, log: log, parallel: max(parallel, 1), ttl: writeTTL}
 }
 
 // Run copies every successful backup of the repository fromID (or only backupID, when not
@@ -169,10 +179,78 @@ func (c *Copier) copied(ctx context.Context, backupID, toID string) (bool, error
 
 // copyBackup copies one backup: chunks, verified in the target; indexes; VM configuration;
 // record last, so that the target describes the backup only once all of it is there.
-func (c *Copier) copyBackup(ctx context.Context, src, dst Repository, id string, rep *Report) error {
-	rows, err := c.cat.BackupRows(ctx, id)
+//
+// Garbage collection in the target spares what the copy writes, from its start to its record:
+// the copy is recorded in the catalog as writing there (catalog.CopyWrite, renewed as it goes),
+// which holds the collection's cutoff back to the copy's start, and the chunks the target holds
+// already are touched instead of only looked at. The copy is recorded only while that hold is
+// unbroken; a copy whose hold lapsed (the catalog unreachable for writeTTL) fails.
+func (c *Copier) copyBackup(ctx context.Context, src, dst Repository, id string, rep *Report) (err error) {
+	w, err := c.cat.BeginCopyWrite(ctx, id, dst.ID(), c.ttl)
 	if err != nil {
 		return err
+	}
+	wctx, stop := c.holdWrite(ctx, w.ID)
+	recorded := false
+	defer func() {
+		stop()
+		if cause := context.Cause(wctx); err != nil && errors.Is(err, context.Canceled) && cause != nil {
+			err = cause
+		}
+		if !recorded {
+			if eerr := c.cat.EndCopyWrite(context.WithoutCancel(ctx), w.ID); eerr != nil {
+				c.log.WarnContext(ctx, "copy: could not end its record of writing (it expires)", "job_id", id, "err", eerr)
+			}
+		}
+	}()
+	chunks, bytes, err := c.copyBackupData(wctx, src, dst, id, rep)
+	if err != nil {
+		return err
+	}
+	cp := catalog.BackupCopy{BackupID: id, RepositoryID: dst.ID(), ChunksCopied: chunks, BytesCopied: bytes}
+	if err := c.cat.FinishCopyWrite(wctx, w.ID, &cp); err != nil {
+		return err
+	}
+	recorded = true
+	return nil
+}
+
+// holdWrite renews the copy write id every ttl/4 until stop is called. A renewal that fails
+// cancels the returned context with the reason: the copy must not go on unprotected.
+func (c *Copier) holdWrite(ctx context.Context, id string) (_ context.Context, stop func()) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	done, stopped := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(stopped)
+		t := time.NewTicker(c.ttl / 4)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			if err := c.cat.RenewCopyWrite(ctx, id, c.ttl); err != nil && ctx.Err() == nil {
+				cancel(fmt.Errorf("the copy's hold on garbage collection in the target lapsed: %w", err))
+				return
+			}
+		}
+	}()
+	return ctx, func() {
+		close(done)
+		<-stopped
+		cancel(nil)
+	}
+}
+
+// copyBackupData writes everything of backup id into dst but its record in the catalog, and
+// returns the chunks it copied and their plaintext bytes.
+func (c *Copier) copyBackupData(ctx context.Context, src, dst Repository, id string, rep *Report) (copied, copiedBytes int64, err error) {
+	rows, err := c.cat.BackupRows(ctx, id)
+	if err != nil {
+		return 0, 0, err
 	}
 	rec := repository.RecordOf(rows)
 	vm := rows.VM.InstanceUUID
@@ -182,17 +260,17 @@ func (c *Copier) copyBackup(ctx context.Context, src, dst Repository, id string,
 		ref := repository.IndexRef{VMUUID: vm, DiskID: d.DiskID, BackupID: id}
 		idx, err := src.ReadIndex(ctx, ref)
 		if err != nil {
-			return err
+			return 0, 0, err
 		}
 		idxs[d.DiskID] = idx
 		refd := idx.Referenced()
-		missing, err := dst.MissingChunks(ctx, refd)
+		missing, err := c.touchHeld(ctx, dst, refd)
 		if err != nil {
-			return err
+			return 0, 0, err
 		}
 		rep.ChunksShared += int64(len(refd) - len(missing))
 		if err := c.copyChunks(ctx, src, dst, missing, &chunks, &bytes); err != nil {
-			return err
+			return 0, 0, err
 		}
 	}
 	rep.Chunks += chunks.Load()
@@ -201,25 +279,58 @@ func (c *Copier) copyBackup(ctx context.Context, src, dst Repository, id string,
 		ref := repository.IndexRef{VMUUID: vm, DiskID: d.DiskID, BackupID: id}
 		digest, err := dst.WriteIndex(ctx, ref, idxs[d.DiskID])
 		if err != nil {
-			return err
+			return 0, 0, err
 		}
 		if digest != d.IndexDigest {
-			return fmt.Errorf("index %s: sha-256 %s in the copy, the catalog recorded %s", ref, digest, d.IndexDigest)
+			return 0, 0, fmt.Errorf("index %s: sha-256 %s in the copy, the catalog recorded %s", ref, digest, d.IndexDigest)
 		}
 	}
 	if rec.VMConfigDigest != "" {
 		data, err := src.ReadVMConfig(ctx, vm, id, rec.VMConfigDigest)
 		if err != nil {
-			return err
+			return 0, 0, err
 		}
 		if _, err := dst.WriteVMConfig(ctx, vm, id, data); err != nil {
-			return err
+			return 0, 0, err
 		}
 	}
 	if err := dst.WriteBackupRecord(ctx, rec); err != nil {
-		return err
+		return 0, 0, err
 	}
-	return c.cat.RecordCopy(ctx, &catalog.BackupCopy{BackupID: id, RepositoryID: dst.ID(), ChunksCopied: chunks.Load(), BytesCopied: bytes.Load()})
+	return chunks.Load(), bytes.Load(), nil
+}
+
+// touchHeld touches each chunk of ds that dst holds, so that garbage collection there spares it
+// from now on (the copy's hold spares only what was stored or touched since the copy began),
+// and returns the others, each once, c.parallel at a time.
+func (c *Copier) touchHeld(ctx context.Context, dst Repository, ds []chunk.Digest) ([]chunk.Digest, error) {
+	var (
+		mu      sync.Mutex
+		missing []chunk.Digest
+	)
+	seen := make(map[chunk.Digest]struct{}, len(ds))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(c.parallel)
+	for _, d := range ds {
+		if _, dup := seen[d]; dup {
+			continue
+		}
+		seen[d] = struct{}{}
+		g.Go(func() error {
+			err := dst.TouchChunk(gctx, d)
+			if errors.Is(err, repository.ErrChunkNotFound) {
+				mu.Lock()
+				missing = append(missing, d)
+				mu.Unlock()
+				return nil
+			}
+			return err
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	return missing, nil
 }
 
 // copyChunks reads each chunk from src (which re-hashes it), stores it in dst as a zstd blob

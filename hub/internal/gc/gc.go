@@ -24,7 +24,7 @@ import (
 type gcCatalog interface {
 	Repositories(ctx context.Context) ([]catalog.Repository, error)
 	OpenSessionDigests(ctx context.Context, repositoryID string) ([]string, error)
-	OldestOpenSession(ctx context.Context, repositoryID string) (time.Time, error)
+	OldestWrite(ctx context.Context, repositoryID string) (time.Time, error)
 }
 
 // Repository is what garbage collection needs of one repository.
@@ -169,7 +169,7 @@ func (g *Collector) collect(ctx context.Context, r catalog.Repository, grace tim
 	// The cutoff is taken before marking: chunks written after it are spared whatever marking
 	// saw.
 	cutoff := start.Add(-grace)
-	oldest, err := g.cat.OldestOpenSession(ctx, r.ID)
+	oldest, err := g.cat.OldestWrite(ctx, r.ID)
 	if err != nil {
 		return rep, err
 	}

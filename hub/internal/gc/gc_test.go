@@ -34,7 +34,7 @@ func (c *fakeCatalog) OpenSessionDigests(context.Context, string) ([]string, err
 	return c.sessions, nil
 }
 
-func (c *fakeCatalog) OldestOpenSession(context.Context, string) (time.Time, error) {
+func (c *fakeCatalog) OldestWrite(context.Context, string) (time.Time, error) {
 	return time.Time{}, nil
 }
 
