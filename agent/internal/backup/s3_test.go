@@ -74,9 +74,9 @@ func TestBackupToS3Repository(t *testing.T) {
 	if code := e.api(http.MethodDelete, api.PathBackups+"/"+full.ID, nil, nil); code >= 300 {
 		t.Fatalf("delete the full backup: %d", code)
 	}
-	// GC spares objects younger than its clock margin (5 s) beyond the grace, and S3 times are
-	// whole seconds: wait until the full's own chunks are old enough for a 0s grace.
-	time.Sleep(time.Until(fullDone.Add(7 * time.Second)))
+	// GC spares objects younger than an S3 store's clock margin (11 s) beyond the grace: wait
+	// until the full's own chunks are old enough for a 0s grace.
+	time.Sleep(time.Until(fullDone.Add(13 * time.Second)))
 	out := e.hub.CLI("repo", "gc", "--repository", "offsite", "--grace", "0s")
 	if !strings.Contains(out, "offsite:") || strings.Contains(out, "freed 0 chunks") {
 		t.Fatalf("repo gc freed nothing after the full backup was deleted: %s", out)

@@ -42,6 +42,8 @@ type Repository interface {
 	// before cutoff, which a backup in any process that touched or stored the chunk since has
 	// moved past; a missing chunk is not an error.
 	RemoveChunkIfOlder(ctx context.Context, name chunk.Digest, cutoff time.Time) (removed bool, size int64, err error)
+	// ClockMargin is how far the times of the repository's objects may lag this host's clock.
+	ClockMargin() time.Duration
 	// LockGC takes the repository's collection lock, held across processes, without waiting:
 	// an error wrapping repository.ErrLocked while another collection holds it.
 	LockGC(ctx context.Context) (release func() error, err error)
@@ -178,8 +180,9 @@ func (g *Collector) collect(ctx context.Context, r catalog.Repository, grace tim
 	}
 	// File times come from the kernel's coarse clock, which lags time.Now by milliseconds: a
 	// chunk written just after the collection started can look older than the cutoff. The margin
-	// keeps such chunks (and absorbs small clock differences between hub instances).
-	cutoff = cutoff.Add(-clockMargin)
+	// keeps such chunks (and absorbs small clock differences between hub instances), and is at
+	// least what the store allows its own clock to lag (an S3 server's).
+	cutoff = cutoff.Add(-max(clockMargin, repo.ClockMargin()))
 	rep.Cutoff = cutoff
 	// marked holds stored names (ChunkName), which is what the walk of the chunks sees.
 	marked := map[chunk.Digest]struct{}{}

@@ -98,9 +98,8 @@ func TestParallelSweepOnS3(t *testing.T) {
 	if _, err := repo.WriteIndex(t.Context(), repository.IndexRef{VMUUID: "vm", DiskID: "disk-2000", BackupID: "bk"}, idx); err != nil {
 		t.Fatal(err)
 	}
-	// Old enough for a grace of 0 (the cutoff is 5 s before the start; S3 times are whole
-	// seconds).
-	time.Sleep(7 * time.Second)
+	// Old enough for a grace of 0 (the cutoff is the store's clock margin before the start).
+	time.Sleep(repo.ClockMargin() + 2*time.Second)
 
 	var kept sync.Map // touched chunks whose Touch returned nil
 	done := make(chan error, 1)
@@ -118,9 +117,14 @@ func TestParallelSweepOnS3(t *testing.T) {
 		}
 		done <- nil
 	}()
+	started := time.Now()
 	reps, err := c.Run(t.Context(), "s3", 0, false)
 	if err != nil {
 		t.Fatal(err)
+	}
+	// The cutoff leaves the room the store allows an S3 server's clock to lag.
+	if m := repo.ClockMargin(); m < 11*time.Second || reps[0].Cutoff.After(started.Add(-m+time.Second)) {
+		t.Fatalf("cutoff %v for a collection started at %v; the store's clock margin is %v", reps[0].Cutoff, started, m)
 	}
 	if err := <-done; err != nil {
 		t.Fatal(err)
@@ -184,7 +188,7 @@ func BenchmarkGCS3(b *testing.B) {
 				start := time.Now()
 				putChunks(b, repo, n, 32)
 				b.Logf("%d chunk objects put in %s", n, time.Since(start).Round(time.Millisecond))
-				time.Sleep(7 * time.Second)
+				time.Sleep(repo.ClockMargin() + 2*time.Second)
 				b.StartTimer()
 				reps, err := c.Run(context.Background(), "s3", 0, false)
 				b.StopTimer()

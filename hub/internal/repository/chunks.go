@@ -424,6 +424,16 @@ func (r *Repository) TouchChunk(ctx context.Context, d chunk.Digest) error {
 	return nil
 }
 
+// ClockMargin is how far the times of the store's objects may lag this host's clock (an S3
+// server's clock, whole seconds): garbage collection moves its cutoff back by at least this
+// much. Zero for a local directory, whose times come from this host's kernel.
+func (r *Repository) ClockMargin() time.Duration {
+	if m, ok := r.store.(interface{ ClockMargin() time.Duration }); ok {
+		return m.ClockMargin()
+	}
+	return 0
+}
+
 // RemovalParallelism is how many RemoveChunkIfOlder calls garbage collection runs at once: what
 // the store suggests (an S3 store, whose removals are remote requests), else 1 (a local
 // directory, whose removals are a few system calls each).

@@ -1082,6 +1082,11 @@ func (l *lease) drop(ctx context.Context) error {
 // RemovalParallelism is how many RemoveIfOlder calls a caller removing many objects (garbage
 // collection) should run at once: removals are remote requests, latency-bound, and the store is
 // safe for concurrent use.
+// ClockMargin is how far an object's time may lag the clock of the host that wrote it: the
+// server's clock may lag by clockMargin (Touch accepts that), and Last-Modified has whole
+// seconds. A collector's cutoff must leave at least this much room.
+func (s *Store) ClockMargin() time.Duration { return clockMargin + time.Second }
+
 func (s *Store) RemovalParallelism() int { return removeParallel }
 
 // Close releases the locks still held. The store is not usable afterwards.
