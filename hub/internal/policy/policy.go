@@ -393,9 +393,14 @@ func (s *Service) Delete(ctx context.Context, nameOrID string) error {
 	return nil
 }
 
-// covers reports whether a policy selects a VM.
+// covers reports whether an enabled policy selects a VM.
 func covers(p *catalog.Policy, vm *catalog.VMWithSource) bool {
-	if vm.CurrentStatus == api.VMGone || vm.IsTemplate || !p.Enabled {
+	return p.Enabled && selects(p, vm)
+}
+
+// selects reports whether a policy, enabled or not, selects a VM.
+func selects(p *catalog.Policy, vm *catalog.VMWithSource) bool {
+	if vm.CurrentStatus == api.VMGone || vm.IsTemplate {
 		return false
 	}
 	if p.AgentID != "" && vm.AgentID != p.AgentID {
@@ -415,15 +420,20 @@ func covers(p *catalog.Policy, vm *catalog.VMWithSource) bool {
 	return false
 }
 
-// Covered lists the VMs a policy selects.
+// Covered lists the VMs a policy selects (none while it is disabled).
 func (s *Service) Covered(ctx context.Context, p *catalog.Policy) ([]catalog.VMWithSource, error) {
+	return s.selected(ctx, p, covers)
+}
+
+// selected lists the VMs for which pick(p, vm) holds.
+func (s *Service) selected(ctx context.Context, p *catalog.Policy, pick func(*catalog.Policy, *catalog.VMWithSource) bool) ([]catalog.VMWithSource, error) {
 	vms, _, err := s.cat.VMs(ctx, catalog.VMFilter{AgentID: p.AgentID})
 	if err != nil {
 		return nil, err
 	}
 	var out []catalog.VMWithSource
 	for i := range vms {
-		if covers(p, &vms[i]) {
+		if pick(p, &vms[i]) {
 			out = append(out, vms[i])
 		}
 	}

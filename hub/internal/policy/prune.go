@@ -39,25 +39,45 @@ type named struct {
 }
 
 // Prune applies retention per VM and repository. When several policies cover a VM in one
-// repository, a backup is kept if any of them keeps it. Protected backups are never removed.
-// Backups of VMs no policy covers any more are left alone.
+// repository, a backup is kept if any of them keeps it — also when only one policy's VMs are
+// pruned (o.Policy), and also the rules of a disabled policy (paused, its retention still
+// keeps), though only enabled policies choose what is pruned. Protected backups are never
+// removed. Backups of VMs no enabled policy covers any more are left alone.
 func (s *Service) Prune(ctx context.Context, o PruneOptions) (PruneReport, error) {
 	ps, err := s.cat.Policies(ctx)
 	if err != nil {
 		return PruneReport{}, err
 	}
+	only := ""
 	if o.Policy != "" {
 		p, err := s.cat.PolicyByName(ctx, o.Policy)
 		if err != nil {
 			return PruneReport{}, err
 		}
-		ps = []catalog.Policy{*p}
+		switch {
+		case !takesBackups(p):
+			return PruneReport{}, &api.FieldError{Field: "policy", Msg: fmt.Sprintf("policy %s is a %s policy: it keeps no backups (a copy policy prunes its copies in its own runs)", p.Name, p.Kind)}
+		case !p.Enabled:
+			return PruneReport{}, &api.FieldError{Field: "policy", Msg: fmt.Sprintf("policy %s is disabled: enable it to prune by it", p.Name)}
+		}
+		only = p.ID
 	}
 	groups := map[[2]string]*group{}
 	var order [][2]string
+	chosen := map[[2]string]bool{}
+	// Enabled policies first: they make the groups; disabled ones then only add their rules.
+	slices.SortStableFunc(ps, func(a, b catalog.Policy) int {
+		switch {
+		case a.Enabled == b.Enabled:
+			return 0
+		case a.Enabled:
+			return -1
+		}
+		return 1
+	})
 	for i := range ps {
 		p := &ps[i]
-		if !p.Enabled || !takesBackups(p) {
+		if !takesBackups(p) {
 			// A restore-test policy keeps nothing: it must not keep backups from prune either. A
 			// copy policy's retention is of its copies, applied by its own runs.
 			continue
@@ -66,7 +86,7 @@ func (s *Service) Prune(ctx context.Context, o PruneOptions) (PruneReport, error
 		if err != nil {
 			return PruneReport{}, fmt.Errorf("policy %s: time zone %q: %w", p.Name, p.Timezone, err)
 		}
-		vms, err := s.Covered(ctx, p)
+		vms, err := s.selected(ctx, p, selects)
 		if err != nil {
 			return PruneReport{}, err
 		}
@@ -77,15 +97,24 @@ func (s *Service) Prune(ctx context.Context, o PruneOptions) (PruneReport, error
 			k := [2]string{vm.ContextID, p.RepositoryID}
 			g := groups[k]
 			if g == nil {
+				if !p.Enabled {
+					continue
+				}
 				g = &group{vm: vm, repo: p.RepositoryID}
 				groups[k] = g
 				order = append(order, k)
+			}
+			if p.Enabled && (only == "" || p.ID == only) {
+				chosen[k] = true
 			}
 			g.rules = append(g.rules, named{policy: p.Name, rule: rule(p), loc: loc})
 		}
 	}
 	var rep PruneReport
 	for _, k := range order {
+		if !chosen[k] {
+			continue
+		}
 		if err := s.pruneGroup(ctx, groups[k], o.DryRun, &rep); err != nil {
 			return rep, err
 		}

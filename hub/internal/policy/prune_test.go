@@ -1,0 +1,133 @@
+package policy_test
+
+import (
+	"database/sql"
+	"errors"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/sendense/sendense/hub/internal/catalog"
+	"github.com/sendense/sendense/hub/internal/policy"
+	"github.com/sendense/sendense/shared/api"
+)
+
+// rig is a seeded SQLite catalog (seed) with its policy service, and a second connection to the
+// same file to set job states that only an agent reaches.
+type rig struct {
+	c   *catalog.Catalog
+	raw *sql.DB
+	clk *clock
+	ps  *policy.Service
+}
+
+func newRig(t *testing.T) *rig {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "catalog.db")
+	c, err := catalog.Open(t.Context(), catalog.Options{SQLitePath: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	if _, err := c.MigrateUp(t.Context(), quiet); err != nil {
+		t.Fatal(err)
+	}
+	seed(t, c)
+	raw, err := sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = raw.Close() })
+	clk := &clock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	return &rig{c: c, raw: raw, clk: clk, ps: services(c, clk)}
+}
+
+// backup records a successful backup of vm in the default repository, taken at at.
+func (r *rig) backup(t *testing.T, vm string, at time.Time) string {
+	t.Helper()
+	v, err := r.c.ResolveVM(t.Context(), vm)
+	if err != nil {
+		t.Fatal(err)
+	}
+	repo, err := r.c.RepositoryByName(t.Context(), "default")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.clk.Set(at)
+	j := &catalog.BackupJob{ID: catalog.NewID("bk-", at), VMContextID: v.ContextID, AgentID: "agent-1", RepositoryID: repo.ID,
+		Type: api.BackupFull, RequestedType: api.BackupFull}
+	if err := r.c.CreateJob(t.Context(), j); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.raw.Exec("UPDATE backup_jobs SET status = ? WHERE id = ?", api.JobSucceeded, j.ID); err != nil {
+		t.Fatal(err)
+	}
+	return j.ID
+}
+
+func (r *rig) left(t *testing.T) map[string]bool {
+	t.Helper()
+	rows, _, err := r.c.Backups(t.Context(), catalog.BackupFilter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]bool{}
+	for _, row := range rows {
+		out[row.ID] = true
+	}
+	return out
+}
+
+// Two policies cover db-1 in one repository, keeping 7 daily and 12 monthly restore points:
+// pruning by one of them (`prune --policy daily`) still keeps what the other keeps, and so does
+// a disabled policy's retention; a policy that takes no backups cannot be pruned by.
+func TestPruneByOnePolicyKeepsWhatAnotherKeeps(t *testing.T) {
+	r := newRig(t)
+	start := time.Date(2026, 1, 1, 3, 0, 0, 0, time.UTC)
+	var ids []string
+	for d := range 70 {
+		ids = append(ids, r.backup(t, "db-1", start.AddDate(0, 0, d)))
+	}
+	ctx := t.Context()
+	if _, err := r.ps.Create(ctx, api.Policy{Name: "daily", Enabled: true, VMs: []string{"db-1"}, Schedule: "@daily",
+		Retention: api.Retention{KeepDaily: 7}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.ps.Create(ctx, api.Policy{Name: "monthly", Enabled: true, VMGlob: "db-*", Schedule: "@monthly",
+		Retention: api.Retention{KeepMonthly: 12}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.ps.Create(ctx, api.Policy{Name: "paused", Enabled: false, VMs: []string{"db-1"}, Schedule: "@daily",
+		Retention: api.Retention{KeepLast: 20}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.ps.Create(ctx, api.Policy{Name: "drill", Kind: api.PolicyRestoreTest, Enabled: true, VMs: []string{"db-1"},
+		Schedule: "@weekly"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"paused", "drill"} {
+		var fe *api.FieldError
+		if _, err := r.ps.Prune(ctx, policy.PruneOptions{Policy: name}); !errors.As(err, &fe) || fe.Field != "policy" {
+			t.Fatalf("prune by policy %s: %v, want a policy field error", name, err)
+		}
+	}
+	rep, err := r.ps.Prune(ctx, policy.PruneOptions{Policy: "daily"})
+	if err != nil || len(rep.Errors) != 0 {
+		t.Fatalf("prune --policy daily: %v, %v", rep.Errors, err)
+	}
+	left := r.left(t)
+	// Kept: the last 20 (paused: days 50–69, which hold the last 7 days), and the month ends
+	// January 31 and February 28 (monthly; March's is day 69).
+	want := map[string]bool{ids[30]: true, ids[58]: true}
+	for _, id := range ids[50:] {
+		want[id] = true
+	}
+	if rep.Removed != len(ids)-len(want) || len(left) != len(want) {
+		t.Fatalf("removed %d, left %d; want %d removed and %d left", rep.Removed, len(left), len(ids)-len(want), len(want))
+	}
+	for id := range want {
+		if !left[id] {
+			t.Fatalf("backup %s, kept by a policy, was removed", id)
+		}
+	}
+}
