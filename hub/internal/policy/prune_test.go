@@ -131,3 +131,32 @@ func TestPruneByOnePolicyKeepsWhatAnotherKeeps(t *testing.T) {
 		}
 	}
 }
+
+// A VM being restored in place gets no scheduled backup, and the VMs after it still get theirs.
+func TestScheduledRunGoesOnPastABusyVM(t *testing.T) {
+	r := newRig(t)
+	ctx := t.Context()
+	bk := r.backup(t, "db-1", time.Date(2026, 11, 1, 3, 0, 0, 0, time.UTC))
+	v, err := r.c.ResolveVM(ctx, "db-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := time.Date(2026, 11, 1, 4, 0, 0, 0, time.UTC)
+	if _, err := r.raw.Exec(`INSERT INTO restore_jobs (id, backup_id, agent_id, source_name, target_name, spec, status, created_at, updated_at, vm_context_id)
+		VALUES ('rj-1', ?, 'agent-1', 'db-1', 'db-1', '{}', 'queued', ?, ?, ?)`, bk, at, at, v.ContextID); err != nil {
+		t.Fatal(err)
+	}
+	r.clk.Set(time.Date(2026, 11, 2, 1, 0, 0, 0, time.UTC))
+	if _, err := r.ps.Create(ctx, api.Policy{Name: "nightly", Enabled: true, VMGlob: "db-*", Schedule: "0 3 * * *",
+		Retention: api.Retention{KeepDaily: 7}}); err != nil {
+		t.Fatal(err)
+	}
+	r.clk.Set(time.Date(2026, 11, 2, 3, 0, 5, 0, time.UTC))
+	queued, err := r.ps.Tick(ctx)
+	if err != nil || len(queued) != 1 {
+		t.Fatalf("tick: queued %v, %v", queued, err)
+	}
+	if n := jobCount(t, r.c); n["db-1"] != 1 || n["db-2"] != 1 {
+		t.Fatalf("jobs per VM after the run: %v (db-1: its earlier backup only; db-2: the scheduled one)", n)
+	}
+}

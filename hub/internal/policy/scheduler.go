@@ -117,6 +117,9 @@ func (s *Service) isCopying(id string) bool {
 // WaitCopies waits for the copy runs the scheduler started to end.
 func (s *Service) WaitCopies() { s.runs.Wait() }
 
+// runPolicy queues a backup of every VM the policy covers. A VM that cannot get one (it has a
+// job or an in-place restore already, or its queueing fails) does not keep the VMs after it from
+// theirs: each failure is logged and all of them are returned together.
 func (s *Service) runPolicy(ctx context.Context, p *catalog.Policy, now time.Time) ([]string, error) {
 	vms, err := s.Covered(ctx, p)
 	if err != nil {
@@ -126,56 +129,64 @@ func (s *Service) runPolicy(ctx context.Context, p *catalog.Policy, now time.Tim
 		return s.runRestoreTests(ctx, p, vms)
 	}
 	var ids []string
+	var errs []error
 	skipped := 0
 	for i := range vms {
 		vm := &vms[i]
 		typ, err := s.backupType(ctx, p, vm, now)
-		if err != nil {
-			return ids, err
+		if err == nil {
+			var id string
+			if id, err = s.jobs.Queue(ctx, vm, p.RepositoryID, p.ID, typ, p.CBTSample); err == nil {
+				ids = append(ids, id)
+				continue
+			}
 		}
-		id, err := s.jobs.Queue(ctx, vm, p.RepositoryID, p.ID, typ, p.CBTSample)
+		skipped++
 		switch {
 		case errors.Is(err, catalog.ErrJobActive):
-			skipped++ // a VM never has two backup jobs at once
+			// A VM never has two backup jobs at once.
 			s.log.InfoContext(ctx, "scheduled backup skipped: the VM already has a job", "policy", p.Name, "vm_name", vm.VMName)
-			continue
-		case err != nil:
-			return ids, err
+		case errors.Is(err, catalog.ErrInPlaceRestoreActive):
+			s.log.WarnContext(ctx, "scheduled backup skipped: the VM is being restored in place", "policy", p.Name, "vm_name", vm.VMName)
+		default:
+			s.log.WarnContext(ctx, "scheduled backup not queued", "policy", p.Name, "vm_name", vm.VMName, "err", err)
+			errs = append(errs, fmt.Errorf("policy %s, VM %s: %w", p.Name, vm.VMName, err))
 		}
-		ids = append(ids, id)
 	}
 	s.log.InfoContext(ctx, "policy run", "policy", p.Name, "vms", len(vms), "queued", len(ids), "skipped", skipped)
-	return ids, nil
+	return ids, errors.Join(errs...)
 }
 
 // runRestoreTests queues a restore test of the latest restore point of every covered VM; a VM
 // without a successful backup in the policy's repository, or whose previous test still waits to
-// run, is skipped (and logged).
+// run, is skipped (and logged). Like runPolicy, it goes on past a VM whose test cannot be queued.
 func (s *Service) runRestoreTests(ctx context.Context, p *catalog.Policy, vms []catalog.VMWithSource) ([]string, error) {
 	if s.tests == nil {
 		return nil, fmt.Errorf("policy %s: this process runs no restore tests", p.Name)
 	}
 	var ids []string
+	var errs []error
 	skipped := 0
 	for i := range vms {
 		vm := &vms[i]
 		id, err := s.tests.Queue(ctx, vm, p.RepositoryID, p.ID, p.Checks, p.Paths, p.Boot)
+		if err == nil {
+			ids = append(ids, id)
+			continue
+		}
+		skipped++
 		switch {
 		case errors.Is(err, restore.ErrNotRestorable):
-			skipped++
 			s.log.WarnContext(ctx, "scheduled restore test skipped: the VM has no successful backup", "policy", p.Name, "vm_name", vm.VMName)
-			continue
 		case errors.Is(err, restoretest.ErrQueued):
-			skipped++
 			s.log.WarnContext(ctx, "scheduled restore test skipped: the VM's previous test has not run yet", "policy", p.Name, "vm_name", vm.VMName)
-			continue
-		case err != nil:
-			return ids, err
+		default:
+			s.log.WarnContext(ctx, "scheduled restore test not queued", "policy", p.Name, "vm_name", vm.VMName, "err", err)
+			errs = append(errs, fmt.Errorf("policy %s, VM %s: %w", p.Name, vm.VMName, err))
 		}
-		ids = append(ids, id)
 	}
 	s.log.InfoContext(ctx, "restore-test policy run", "policy", p.Name, "vms", len(vms), "queued", len(ids), "skipped", skipped)
-	return ids, nil
+	return ids, errors.Join(errs...)
 }
 
 // backupType applies the policy's full-backup cadence: a full after FullEveryIncrementals
