@@ -85,7 +85,7 @@ var operations = []operation{
 	{"POST", api.PathBackups, "Start a backup of a VM", authOperator, nil, api.StartBackupRequest{}, api.Backup{}, 202},
 	{"GET", api.PathBackups, "List backups, newest first", authViewer, []string{"vm", "status", "since", "limit", "offset"}, nil, api.BackupList{}, 200},
 	{"GET", api.PathBackup, "Show a backup with its disks", authViewer, nil, nil, api.Backup{}, 200},
-	{"DELETE", api.PathBackup, "Delete a finished, unprotected backup with its finished restore records (409 while a restore, an instant recovery or an incremental still uses it; space is reclaimed by garbage collection)", authOperator, nil, nil, nil, 204},
+	{"DELETE", api.PathBackup, "Delete a finished, unprotected backup with its finished restore records (409 while a restore, an instant recovery, an incremental or a copy still uses it; space is reclaimed by garbage collection)", authOperator, nil, nil, nil, 204},
 	{"POST", api.PathBackupProtect, "Protect a backup from pruning and deletion", authOperator, nil, nil, api.Backup{}, 200},
 	{"POST", api.PathBackupUnprot, "Lift the protection of a backup", authOperator, nil, nil, api.Backup{}, 200},
 	{"POST", api.PathBackupCancel, "Cancel a queued or running backup", authOperator, nil, nil, api.Backup{}, 202},

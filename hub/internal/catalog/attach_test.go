@@ -322,6 +322,10 @@ func TestCopyWrites(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		// The backup being copied cannot be deleted meanwhile.
+		if _, _, err := c.DeleteBackup(ctx, "bk-full"); !errors.Is(err, catalog.ErrConflict) || !strings.Contains(err.Error(), "being copied") {
+			t.Fatalf("delete of a backup being copied: %v", err)
+		}
 		if err := c.FinishCopyWrite(ctx, w.ID, &catalog.BackupCopy{BackupID: "bk-full", RepositoryID: "repo-2", ChunksCopied: 3}); err != nil {
 			t.Fatal(err)
 		}
@@ -331,6 +335,9 @@ func TestCopyWrites(t *testing.T) {
 		expect("repo-2", time.Time{}, false)
 		if err := c.EndCopyWrite(ctx, w.ID); err != nil {
 			t.Fatalf("end of a finished copy write: %v", err)
+		}
+		if _, _, err := c.DeleteBackup(ctx, "bk-full"); err != nil {
+			t.Fatalf("delete after the copy: %v", err)
 		}
 	})
 }

@@ -132,7 +132,7 @@ func (c *Catalog) DeleteBackup(ctx context.Context, id string) (*BackupJob, []Ba
 		if err := c.lockRemovableBackup(ctx, tx, id, j); err != nil {
 			return err
 		}
-		if err := releaseBackupUsers(ctx, tx, id); err != nil {
+		if err := releaseBackupUsers(ctx, tx, id, c.now()); err != nil {
 			return err
 		}
 		if err := tx.NewSelect().Model(&disks).Where("job_id = ?", id).Scan(ctx); err != nil {
@@ -178,10 +178,10 @@ func (c *Catalog) DeleteBackup(ctx context.Context, id string) (*BackupJob, []Ba
 
 // releaseBackupUsers deletes the records of the finished restores and instant recoveries of
 // backup id, which name it; one still reading it (a restore queued or running, an instant
-// recovery not yet stopped, failed or migrated, an incremental being uploaded onto it) →
-// ErrConflict, and nothing is deleted. The caller holds the backup's row, so that no new
-// restore starts meanwhile.
-func releaseBackupUsers(ctx context.Context, tx bun.Tx, id string) error {
+// recovery not yet stopped, failed or migrated, an incremental being uploaded onto it, a copy
+// being written from it) → ErrConflict, and nothing is deleted. The caller holds the backup's
+// row, so that no new restore starts meanwhile.
+func releaseBackupUsers(ctx context.Context, tx bun.Tx, id string, now time.Time) error {
 	users := []struct {
 		q    *bun.SelectQuery
 		what string // the refusal, given the ids found
@@ -195,6 +195,9 @@ func releaseBackupUsers(ctx context.Context, tx bun.Tx, id string) error {
 		{tx.NewSelect().Model((*UploadSession)(nil)).ColumnExpr("DISTINCT job_id").Where("parent_job_id = ?", id).
 			Where("status IN (?)", bun.In(unfinishedSessions)),
 			"backup %s is the parent of running incremental backup %s; wait for it or cancel it first"},
+		{tx.NewSelect().Model((*CopyWrite)(nil)).ColumnExpr("DISTINCT repository_id").Where("backup_id = ?", id).
+			Where("expires_at > ?", now),
+			"backup %s is being copied into repository %s; wait for the copy to end"},
 	}
 	for _, u := range users {
 		var ids []string
