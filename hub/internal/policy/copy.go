@@ -95,7 +95,47 @@ type copyPlan struct {
 // already out of the window is not behind. The source's backups include those pruned there
 // since and moved to their copy in the target (origin_repository_id): they count for the
 // retention, and go for good when it stops keeping them.
+//
+// A copy that another copy policy into the same target wants (enabled or not, as prune counts a
+// disabled backup policy's retention) is not unwanted: policies sharing a target keep the union
+// of what each keeps.
 func (s *Service) planCopy(ctx context.Context, p *catalog.Policy) (copyPlan, error) {
+	plan, err := s.planCopyAlone(ctx, p)
+	if err != nil || len(plan.Unwanted) == 0 {
+		return plan, err
+	}
+	ps, err := s.cat.Policies(ctx)
+	if err != nil {
+		return plan, err
+	}
+	others := map[string]string{} // backup id → the other policy that wants it
+	for i := range ps {
+		q := &ps[i]
+		if !isCopy(q) || q.ID == p.ID || q.TargetRepositoryID != p.TargetRepositoryID {
+			continue
+		}
+		qp, err := s.planCopyAlone(ctx, q)
+		if err != nil {
+			return plan, err
+		}
+		for _, b := range qp.Wanted {
+			others[b.ID] = q.Name
+		}
+	}
+	unwanted := plan.Unwanted[:0]
+	for _, b := range plan.Unwanted {
+		if q, ok := others[b.ID]; ok {
+			s.log.InfoContext(ctx, "copy kept: another copy policy into the same repository keeps it", "policy", p.Name, "other_policy", q, "job_id", b.ID)
+			continue
+		}
+		unwanted = append(unwanted, b)
+	}
+	plan.Unwanted = unwanted
+	return plan, nil
+}
+
+// planCopyAlone is planCopy by p's retention alone.
+func (s *Service) planCopyAlone(ctx context.Context, p *catalog.Policy) (copyPlan, error) {
 	var plan copyPlan
 	loc, err := time.LoadLocation(p.Timezone)
 	if err != nil {

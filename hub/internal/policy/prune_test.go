@@ -1,6 +1,7 @@
 package policy_test
 
 import (
+	"context"
 	"database/sql"
 	"errors"
 	"path/filepath"
@@ -8,7 +9,10 @@ import (
 	"time"
 
 	"github.com/sendense/sendense/hub/internal/catalog"
+	"github.com/sendense/sendense/hub/internal/copies"
+	"github.com/sendense/sendense/hub/internal/jobs"
 	"github.com/sendense/sendense/hub/internal/policy"
+	"github.com/sendense/sendense/hub/internal/repository"
 	"github.com/sendense/sendense/shared/api"
 )
 
@@ -158,5 +162,77 @@ func TestScheduledRunGoesOnPastABusyVM(t *testing.T) {
 	}
 	if n := jobCount(t, r.c); n["db-1"] != 1 || n["db-2"] != 1 {
 		t.Fatalf("jobs per VM after the run: %v (db-1: its earlier backup only; db-2: the scheduled one)", n)
+	}
+}
+
+// recordingCopier records the copies it is asked for, without copying any bytes.
+type recordingCopier struct{ c *catalog.Catalog }
+
+func (r recordingCopier) CopyBackups(ctx context.Context, _, toID string, ids []string) (copies.Report, error) {
+	for _, id := range ids {
+		if err := r.c.RecordCopy(ctx, &catalog.BackupCopy{BackupID: id, RepositoryID: toID}); err != nil {
+			return copies.Report{}, err
+		}
+	}
+	return copies.Report{Backups: len(ids)}, nil
+}
+
+// Two copy policies into one repository keep 12 monthly and 3 daily copies: a run of either
+// keeps the copies the other keeps — a copy, and a backup moved into that repository when its
+// home pruned it.
+func TestCopyPoliciesIntoOneRepositoryKeepWhatEachKeeps(t *testing.T) {
+	r := newRig(t)
+	ctx := t.Context()
+	if _, err := repository.NewRegistry(r.c, nil, nil).Create(ctx, "offsite", t.TempDir(), 0); err != nil {
+		t.Fatal(err)
+	}
+	js := jobs.New(r.c, repository.NewRegistry(r.c, nil, nil), quiet, nil, jobs.Options{Now: r.clk.Now})
+	r.ps = policy.New(r.c, js, nil, quiet, nil, r.clk.Now)
+	r.ps.SetCopies(recordingCopier{r.c}, js)
+	start := time.Date(2026, 1, 1, 3, 0, 0, 0, time.UTC)
+	var ids []string
+	for d := range 40 {
+		ids = append(ids, r.backup(t, "db-1", start.AddDate(0, 0, d)))
+	}
+	for _, p := range []api.Policy{
+		{Name: "off-monthly", Kind: api.PolicyCopy, Enabled: true, Schedule: "@daily", To: "offsite", Retention: api.Retention{KeepMonthly: 12}},
+		{Name: "off-daily", Kind: api.PolicyCopy, Enabled: true, Schedule: "@daily", To: "offsite", Retention: api.Retention{KeepDaily: 3}},
+		{Name: "local", Enabled: true, VMs: []string{"db-1"}, Schedule: "@daily", Retention: api.Retention{KeepDaily: 3}},
+	} {
+		if _, err := r.ps.Create(ctx, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	copiesOf := func(id string) int {
+		t.Helper()
+		cps, err := r.c.BackupCopies(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(cps)
+	}
+	jan31 := ids[30]
+	for _, name := range []string{"off-monthly", "off-daily"} {
+		if run, err := r.ps.RunCopy(ctx, name); err != nil || run.Status != policy.CopySucceeded || run.CopiesPruned != 0 {
+			t.Fatalf("copy run of %s: %+v, %v", name, run, err)
+		}
+	}
+	if copiesOf(jan31) != 1 || copiesOf(ids[39]) != 1 {
+		t.Fatalf("after both runs: %d copies of January 31, %d of the newest", copiesOf(jan31), copiesOf(ids[39]))
+	}
+	// The backup policy prunes at home: January 31 moves to its copy in offsite.
+	if _, err := r.ps.Prune(ctx, policy.PruneOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := r.c.BackupByID(ctx, jan31); err != nil || b.RepositoryName != "offsite" {
+		t.Fatalf("January 31 after the prune at home: %+v, %v", b, err)
+	}
+	for _, name := range []string{"off-daily", "off-monthly"} {
+		if run, err := r.ps.RunCopy(ctx, name); err != nil || run.Status != policy.CopySucceeded || run.CopiesPruned != 0 {
+			t.Fatalf("second copy run of %s: %+v, %v", name, run, err)
+		}
+	}
+	if b, err := r.c.BackupByID(ctx, jan31); err != nil || b.RepositoryName != "offsite" {
+		t.Fatalf("January 31, kept by off-monthly, after off-daily ran: %+v, %v", b, err)
 	}
 }
