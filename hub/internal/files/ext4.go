@@ -455,6 +455,21 @@ func (fs *ext4) Open(names []string) (Entry, io.ReaderAt, error) {
 	if err != nil {
 		return Entry{}, nil, err
 	}
+	return fs.openNode(in, names)
+}
+
+func (fs *ext4) lookup(names []string) (any, error) { return fs.walk(names) }
+
+func (fs *ext4) list(dir any, names []string) ([]Entry, []any, error) {
+	return listNodes[*ext4Inode, dirent](fs, dir, names)
+}
+
+// openNode returns the bytes of the regular file node n, at names.
+func (fs *ext4) openNode(n any, names []string) (Entry, io.ReaderAt, error) {
+	in, ok := n.(*ext4Inode)
+	if !ok {
+		return Entry{}, nil, fmt.Errorf("%s: not an ext4 node", joinPath(names))
+	}
 	if in.kind() != TypeFile {
 		return Entry{}, nil, fmt.Errorf("%s is a %s: %w", joinPath(names), in.kind(), ErrNotFile)
 	}

@@ -48,6 +48,9 @@ const (
 	// at every offset of a 16 TiB size. 1<<20 entries of the longest name take 264 MiB.
 	maxDirBytes  = 512 << 20
 	maxTreeDepth = 256 // directory levels an archive descends
+	// maxListBytes bounds the names and symlink targets of one listing: many names of one
+	// symlink (hard links) would repeat its target.
+	maxListBytes = 320 << 20
 )
 
 // Entry types, as the API names them.
@@ -75,6 +78,13 @@ type filesystem interface {
 	Stat(names []string) (Entry, error)
 	ReadDir(names []string) ([]Entry, error)
 	Open(names []string) (Entry, io.ReaderAt, error)
+	// A walk over a tree (an archive) goes node by node, not path by path from the root: lookup
+	// resolves names to a node, list lists a directory node by name with the node of each
+	// entry, openNode reads a regular file node. Nodes are the filesystem's own; names are for
+	// errors.
+	lookup(names []string) (any, error)
+	list(dir any, names []string) ([]Entry, []any, error)
+	openNode(n any, names []string) (Entry, io.ReaderAt, error)
 }
 
 // SplitPath normalises p, an absolute path in the tree of a disk ("/p1/etc/hosts"; empty means
@@ -269,9 +279,10 @@ func prefix(vol string, err error) error {
 
 // WriteTar writes the directory at p and everything below it to w as a tar archive, names
 // relative to p's parent (p = /p1/etc gives etc/, etc/hosts, …). Symlinks are stored as
-// symlinks; other nodes are left out. Each directory is visited once (a hostile image can link
-// a directory into itself) and at most maxTreeDepth levels deep. Any error (a damaged chunk
-// under a file) stops the archive: the caller must not let it pass as complete.
+// symlinks (but one whose target holds NUL, which tar cannot store, is left out); other nodes
+// are left out. Each directory is visited once (a hostile image can link a directory into
+// itself) and at most maxTreeDepth levels deep. Any error (a damaged chunk under a file) stops
+// the archive: the caller must not let it pass as complete.
 func (d *Disk) WriteTar(w io.Writer, p string, copied func(n int64)) error {
 	names, err := SplitPath(p)
 	if err != nil {
@@ -284,59 +295,109 @@ func (d *Disk) WriteTar(w io.Writer, p string, copied func(n int64)) error {
 	if root.Type != TypeDir {
 		return fmt.Errorf("%s: %w", joinPath(names), ErrNotDir)
 	}
-	base := "disk"
-	if len(names) > 0 {
-		base = names[len(names)-1]
+	a := &archive{d: d, tw: tar.NewWriter(w), seen: map[string]bool{}, copied: copied}
+	if len(names) == 0 {
+		err = a.disk(root)
+	} else {
+		err = a.volumeDir(names, names[len(names)-1], root, 0)
 	}
-	tw := tar.NewWriter(w)
-	seen := map[string]bool{} // volume and inode of each directory written
-	if err := d.tarDir(tw, names, base, root, 0, seen, copied); err != nil {
+	if err != nil {
 		return err
 	}
-	return tw.Close()
+	return a.tw.Close()
 }
 
-func (d *Disk) tarDir(tw *tar.Writer, names []string, rel string, dir Entry, depth int, seen map[string]bool, copied func(int64)) error {
+// archive is one WriteTar.
+type archive struct {
+	d      *Disk
+	tw     *tar.Writer
+	seen   map[string]bool // volume and inode of each directory written
+	copied func(int64)
+}
+
+func (a *archive) dirHeader(rel string, e Entry) error {
+	return a.tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: rel + "/", Mode: int64(e.Mode), ModTime: e.Mtime, Format: tar.FormatPAX})
+}
+
+// disk writes the whole disk: a directory per volume whose filesystem this package reads.
+func (a *archive) disk(root Entry) error {
+	if err := a.dirHeader("disk", root); err != nil {
+		return err
+	}
+	vols, err := a.d.ReadDir("/")
+	if err != nil {
+		return err
+	}
+	for _, v := range vols {
+		if v.Type == TypeDir {
+			if err := a.volumeDir([]string{v.Name}, "disk/"+v.Name, v, 1); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// volumeDir writes the directory at names (a volume, and the names below its root), entry dir,
+// as rel.
+func (a *archive) volumeDir(names []string, rel string, dir Entry, depth int) error {
+	f, _, err := a.d.fs(names[0])
+	if err != nil {
+		return err
+	}
+	n, err := f.lookup(names[1:])
+	if err != nil {
+		return prefix(names[0], err)
+	}
+	return a.dir(f, n, names, rel, dir, depth)
+}
+
+// dir writes the directory node n of filesystem f, at names, entry e, as rel, and what is
+// below it, node by node.
+func (a *archive) dir(f filesystem, n any, names []string, rel string, e Entry, depth int) error {
 	if depth > maxTreeDepth {
 		return fmt.Errorf("%s: deeper than %d levels: %w", joinPath(names), maxTreeDepth, ErrTooLarge)
 	}
 	if len(names) >= 2 {
-		key := fmt.Sprintf("%s/%d", names[0], dir.id)
-		if seen[key] {
+		key := fmt.Sprintf("%s/%d", names[0], e.id)
+		if a.seen[key] {
 			return nil // a directory linked twice: written once
 		}
-		seen[key] = true
+		a.seen[key] = true
 	}
-	if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: rel + "/", Mode: int64(dir.Mode), ModTime: dir.Mtime, Format: tar.FormatPAX}); err != nil {
+	if err := a.dirHeader(rel, e); err != nil {
 		return err
 	}
-	entries, err := d.ReadDir(joinPath(names))
+	entries, nodes, err := f.list(n, names[1:])
 	if err != nil {
-		return err
+		return prefix(names[0], err)
 	}
-	for _, e := range entries {
-		child := append(names[:len(names):len(names)], e.Name)
-		crel := rel + "/" + e.Name
-		switch e.Type {
+	for i, ce := range entries {
+		child := append(names[:len(names):len(names)], ce.Name)
+		crel := rel + "/" + ce.Name
+		switch ce.Type {
 		case TypeDir:
-			if err := d.tarDir(tw, child, crel, e, depth+1, seen, copied); err != nil {
+			if err := a.dir(f, nodes[i], child, crel, ce, depth+1); err != nil {
 				return err
 			}
 		case TypeSymlink:
-			if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeSymlink, Name: crel, Linkname: e.Target, Mode: int64(e.Mode), ModTime: e.Mtime, Format: tar.FormatPAX}); err != nil {
+			if strings.IndexByte(ce.Target, 0) >= 0 {
+				continue
+			}
+			if err := a.tw.WriteHeader(&tar.Header{Typeflag: tar.TypeSymlink, Name: crel, Linkname: ce.Target, Mode: int64(ce.Mode), ModTime: ce.Mtime, Format: tar.FormatPAX}); err != nil {
 				return err
 			}
 		case TypeFile:
-			fe, r, err := d.Open(joinPath(child))
+			fe, r, err := f.openNode(nodes[i], child[1:])
 			if err != nil {
+				return prefix(names[0], err)
+			}
+			if err := a.tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: crel, Size: fe.Size, Mode: int64(fe.Mode), ModTime: fe.Mtime, Format: tar.FormatPAX}); err != nil {
 				return err
 			}
-			if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: crel, Size: fe.Size, Mode: int64(fe.Mode), ModTime: fe.Mtime, Format: tar.FormatPAX}); err != nil {
-				return err
-			}
-			n, err := io.Copy(tw, io.NewSectionReader(r, 0, fe.Size))
-			if copied != nil {
-				copied(n)
+			n, err := io.Copy(a.tw, io.NewSectionReader(r, 0, fe.Size))
+			if a.copied != nil {
+				a.copied(n)
 			}
 			if err != nil {
 				return fmt.Errorf("%s: %w", joinPath(child), err)

@@ -1215,6 +1215,31 @@ func (fs *ntfs) Open(names []string) (Entry, io.ReaderAt, error) {
 	if err != nil {
 		return Entry{}, nil, err
 	}
+	return fs.openFile(f, names)
+}
+
+// lookup, list and openNode are each one request, with a budget of MFT record reads of its own.
+func (fs *ntfs) lookup(names []string) (any, error) {
+	fs.reads = ntfsMaxRecordReads
+	return fs.walk(names)
+}
+
+func (fs *ntfs) list(dir any, names []string) ([]Entry, []any, error) {
+	fs.reads = ntfsMaxRecordReads
+	return listNodes[*ntfsFile, ntfsDirent](fs, dir, names)
+}
+
+func (fs *ntfs) openNode(n any, names []string) (Entry, io.ReaderAt, error) {
+	fs.reads = ntfsMaxRecordReads
+	f, ok := n.(*ntfsFile)
+	if !ok {
+		return Entry{}, nil, fmt.Errorf("%s: not an ntfs node", joinPath(names))
+	}
+	return fs.openFile(f, names)
+}
+
+// openFile returns the bytes of the regular file f, at names.
+func (fs *ntfs) openFile(f *ntfsFile, names []string) (Entry, io.ReaderAt, error) {
 	e, err := fs.entry(names[len(names)-1], f)
 	if err != nil {
 		return Entry{}, nil, err

@@ -3,6 +3,8 @@ package files
 import (
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 )
 
 // dirTree is what path walks and listings need of a filesystem reader: N is its node (an
@@ -71,26 +73,72 @@ func readDirTree[N, D any](t dirTree[N, D], names []string) ([]Entry, error) {
 	if err != nil {
 		return nil, err
 	}
+	out, _, err := listTree(t, n, names)
+	return out, err
+}
+
+// listTree lists the directory node dir, at names, by name: its entries and the node of each. Of
+// entries sharing a name only the first counts, as a lookup finds only it. The names and
+// symlink targets of one listing take at most maxListBytes. An entry that cannot be read fails
+// the listing, naming it.
+func listTree[N, D any](t dirTree[N, D], dir N, names []string) ([]Entry, []N, error) {
 	var ds []D
-	if err := t.readDir(n, func(d D) bool { ds = append(ds, d); return false }); err != nil {
+	if err := t.readDir(dir, func(d D) bool { ds = append(ds, d); return false }); err != nil {
 		if errors.Is(err, ErrNotDir) {
-			return nil, fmt.Errorf("%s: %w", joinPath(names), ErrNotDir)
+			return nil, nil, fmt.Errorf("%s: %w", joinPath(names), ErrNotDir)
 		}
-		return nil, err
+		return nil, nil, err
 	}
 	out := make([]Entry, 0, len(ds))
+	nodes := make([]N, 0, len(ds))
+	seen := make(map[string]struct{}, len(ds))
+	size := 0
 	for _, d := range ds {
 		name := t.direntName(d)
+		if _, dup := seen[name]; dup {
+			continue
+		}
+		seen[name] = struct{}{}
 		p := joinPath(append(names[:len(names):len(names)], name))
 		child, err := t.childNode(d)
 		if err != nil {
-			return nil, fmt.Errorf("%s: %w", p, err)
+			return nil, nil, fmt.Errorf("%s: %w", p, err)
 		}
 		e, err := t.entry(name, child)
 		if err != nil {
-			return nil, fmt.Errorf("%s: %w", p, err)
+			return nil, nil, fmt.Errorf("%s: %w", p, err)
+		}
+		if size += len(e.Name) + len(e.Target); size > maxListBytes {
+			return nil, nil, fmt.Errorf("%s: names and link targets of over %d bytes: %w", joinPath(names), maxListBytes, ErrTooLarge)
 		}
 		out = append(out, e)
+		nodes = append(nodes, child)
 	}
-	return out, nil
+	idx := make([]int, len(out))
+	for i := range idx {
+		idx[i] = i
+	}
+	slices.SortFunc(idx, func(a, b int) int { return strings.Compare(out[a].Name, out[b].Name) })
+	sorted, sortedNodes := make([]Entry, len(out)), make([]N, len(out))
+	for i, j := range idx {
+		sorted[i], sortedNodes[i] = out[j], nodes[j]
+	}
+	return sorted, sortedNodes, nil
+}
+
+// listNodes is listTree with the nodes as a filesystem's opaque nodes (filesystem.list).
+func listNodes[N, D any](t dirTree[N, D], dir any, names []string) ([]Entry, []any, error) {
+	n, ok := dir.(N)
+	if !ok {
+		return nil, nil, fmt.Errorf("%s: not a node of this filesystem", joinPath(names))
+	}
+	out, nodes, err := listTree(t, n, names)
+	if err != nil {
+		return nil, nil, err
+	}
+	anys := make([]any, len(nodes))
+	for i, n := range nodes {
+		anys[i] = n
+	}
+	return out, anys, nil
 }

@@ -513,13 +513,23 @@ func (fs *xfs) readlink(in *xfsInode) (string, error) {
 		}
 		return string(in.fork[:in.size]), nil
 	}
+	if in.format != xfsFmtExtents {
+		// 1024 bytes take at most two blocks: never a btree.
+		return "", fmt.Errorf("xfs: symlink inode %d: data fork of format %d: %w", in.ino, in.format, ErrCorrupt)
+	}
 	ext, err := fs.extents(in)
 	if err != nil {
 		return "", err
 	}
+	if len(ext) > 2 {
+		return "", fmt.Errorf("xfs: symlink inode %d: %d extents: %w", in.ino, len(ext), ErrCorrupt)
+	}
 	// Remote: each block holds a piece of the target, after a header on version 5.
 	var out []byte
 	for _, e := range ext {
+		if int64(len(out)) >= in.size {
+			break
+		}
 		if e.count > 2 { // 1024 bytes take at most two blocks (512-byte blocks on version 4)
 			return "", fmt.Errorf("xfs: symlink inode %d: extent of %d blocks: %w", in.ino, e.count, ErrCorrupt)
 		}
@@ -583,9 +593,11 @@ func (fs *xfs) readDir(in *xfsInode, fn func(xfsDirent) (stop bool)) error {
 		if _, mapped := f.find(uint64(off / fs.bs)); !mapped {
 			continue // a data block freed from a leaf or node directory
 		}
-		if _, err := f.ReadAt(blk, off); err != nil && !errors.Is(err, io.EOF) {
+		n, err := f.ReadAt(blk, off)
+		if err != nil && !errors.Is(err, io.EOF) {
 			return err
 		}
+		clear(blk[n:]) // a short last block: nothing of the one before may remain
 		stop, err := fs.dataBlock(in, blk, off, emit)
 		if stop || err != nil {
 			return err
@@ -721,6 +733,21 @@ func (fs *xfs) Open(names []string) (Entry, io.ReaderAt, error) {
 	in, err := fs.walk(names)
 	if err != nil {
 		return Entry{}, nil, err
+	}
+	return fs.openNode(in, names)
+}
+
+func (fs *xfs) lookup(names []string) (any, error) { return fs.walk(names) }
+
+func (fs *xfs) list(dir any, names []string) ([]Entry, []any, error) {
+	return listNodes[*xfsInode, xfsDirent](fs, dir, names)
+}
+
+// openNode returns the bytes of the regular file node n, at names.
+func (fs *xfs) openNode(n any, names []string) (Entry, io.ReaderAt, error) {
+	in, ok := n.(*xfsInode)
+	if !ok {
+		return Entry{}, nil, fmt.Errorf("%s: not an xfs node", joinPath(names))
 	}
 	if in.kind() != TypeFile {
 		return Entry{}, nil, fmt.Errorf("%s is a %s: %w", joinPath(names), in.kind(), ErrNotFile)
