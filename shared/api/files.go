@@ -1,6 +1,10 @@
 package api
 
-import "time"
+import (
+	"fmt"
+	"strings"
+	"time"
+)
 
 // File entry types of a FileEntry.
 const (
@@ -29,4 +33,21 @@ type FileEntry struct {
 type FileList struct {
 	Path    string      `json:"path"`
 	Entries []FileEntry `json:"entries"`
+}
+
+// Attachment is the Content-Disposition of a download named name (a guest's file name: any
+// bytes): its RFC 8187 filename*, every byte but the letters, digits and !#$&+-.^_`|~
+// percent-encoded.
+func Attachment(name string) string {
+	var b strings.Builder
+	b.WriteString("attachment; filename*=UTF-8''")
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte("!#$&+-.^_`|~", c) >= 0 {
+			b.WriteByte(c)
+			continue
+		}
+		fmt.Fprintf(&b, "%%%02X", c)
+	}
+	return b.String()
 }

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/url"
 	"path"
 	"strconv"
 
@@ -79,7 +78,7 @@ func (s *Server) fileContent(c *gin.Context) {
 	h.Set("ETag", etag)
 	h.Set("Accept-Ranges", "bytes")
 	h.Set("Content-Type", "application/octet-stream")
-	h.Set("Content-Disposition", fmt.Sprintf("attachment; filename*=UTF-8''%s", url.PathEscape(path.Base(f.Path))))
+	h.Set("Content-Disposition", api.Attachment(path.Base(f.Path)))
 	h.Set("Last-Modified", f.Entry.Mtime.UTC().Format(http.TimeFormat))
 	off, n, partial, ok := span(c, etag, size, false)
 	if !ok {
@@ -126,7 +125,7 @@ func (s *Server) fileArchive(c *gin.Context) {
 	}
 	h := c.Writer.Header()
 	h.Set("Content-Type", "application/x-tar")
-	h.Set("Content-Disposition", fmt.Sprintf("attachment; filename*=UTF-8''%s.tar", url.PathEscape(a.Name)))
+	h.Set("Content-Disposition", api.Attachment(a.Name+".tar"))
 	c.Status(http.StatusOK)
 	n, err := a.Stream(c.Writer)
 	if err == nil {

@@ -5,12 +5,13 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/url"
+
 	"path"
 	"strconv"
 	"strings"
 
 	"github.com/sendense/sendense/hub/internal/files"
+	"github.com/sendense/sendense/shared/api"
 )
 
 // crumb is one step of the path shown above a listing.
@@ -89,7 +90,7 @@ func (c *Console) fileDownload(w http.ResponseWriter, r *http.Request) {
 	h := w.Header()
 	h.Set("Content-Type", "application/octet-stream")
 	h.Set("Content-Length", strconv.FormatInt(size, 10))
-	h.Set("Content-Disposition", "attachment; filename*=UTF-8''"+url.PathEscape(path.Base(f.Path)))
+	h.Set("Content-Disposition", api.Attachment(path.Base(f.Path)))
 	w.WriteHeader(http.StatusOK)
 	written := int64(0)
 	_, err = w.Write(first)
@@ -122,7 +123,7 @@ func (c *Console) archiveDownload(w http.ResponseWriter, r *http.Request) {
 	}
 	h := w.Header()
 	h.Set("Content-Type", "application/x-tar")
-	h.Set("Content-Disposition", "attachment; filename*=UTF-8''"+url.PathEscape(a.Name)+".tar")
+	h.Set("Content-Disposition", api.Attachment(a.Name+".tar"))
 	rec := &writeTracker{ResponseWriter: w}
 	n, err := a.Stream(rec)
 	c.auditDownload(r, b, a.Path, n, err)
