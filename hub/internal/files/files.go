@@ -121,6 +121,7 @@ type Disk struct {
 	vols []volume
 	r    io.ReaderAt
 	fss  map[string]filesystem
+	errs map[string]error // volumes whose filesystem could not be opened: tried once
 }
 
 // OpenDisk reads the partition table of the image r of size bytes. pageSize is the size of
@@ -135,7 +136,7 @@ func OpenDisk(r io.ReaderAt, size, pageSize int64, pages int) (*Disk, error) {
 	if err != nil {
 		return nil, fmt.Errorf("partition table: %w", err)
 	}
-	return &Disk{vols: vols, r: c, fss: map[string]filesystem{}}, nil
+	return &Disk{vols: vols, r: c, fss: map[string]filesystem{}, errs: map[string]error{}}, nil
 }
 
 // openFS reads the filesystem of a volume with the first reader that recognises it: each
@@ -174,9 +175,16 @@ func (d *Disk) fs(name string) (filesystem, volume, error) {
 		if f, ok := d.fss[name]; ok {
 			return f, v, nil
 		}
+		if err, ok := d.errs[name]; ok {
+			return nil, v, err
+		}
 		f, err := openFS(section{d.r, v.Off, v.Size}, v.Size)
 		if err != nil {
-			return nil, v, fmt.Errorf("volume %s: %w", name, err)
+			err = fmt.Errorf("volume %s: %w", name, err)
+			if errors.Is(err, ErrUnsupported) || errors.Is(err, ErrCorrupt) || errors.Is(err, ErrTooLarge) {
+				d.errs[name] = err // what the volume's bytes hold; a read error may pass
+			}
+			return nil, v, err
 		}
 		d.fss[name] = f
 		return f, v, nil
