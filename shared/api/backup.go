@@ -1,6 +1,10 @@
 package api
 
-import "time"
+import (
+	"regexp"
+	"strings"
+	"time"
+)
 
 // Backup types.
 const (
@@ -28,9 +32,29 @@ const (
 	SessionAborted    = "aborted"
 )
 
-// SnapshotPrefix starts the name of every snapshot an agent takes, "sendense-<job id>": the
-// agent's reaper recognises its own snapshots by it.
+// SnapshotPrefix starts the name of every snapshot an agent takes, "sendense-<job id>".
 const SnapshotPrefix = "sendense-"
+
+// jobIDForm is the form of a backup job's id (catalog.NewID("bk-", …)).
+var jobIDForm = regexp.MustCompile(`^bk-[0-9]{8}-[0-9]{6}-[0-9a-f]{8}$`)
+
+// SnapshotDescription is the description of the snapshot of backup job jobID taken by agent
+// agentID: it marks the snapshot as that agent's.
+func SnapshotDescription(jobID, agentID string) string {
+	return "Sendense backup job " + jobID + " of agent " + agentID + "; removed automatically when the job ends"
+}
+
+// SnapshotJob returns the backup job whose snapshot, taken by agent agentID, has this name and
+// description; false for any other snapshot — a user's named like ours, another agent's (of this
+// hub or another), one of an older agent that did not mark its snapshots — which an agent's
+// reaper must leave alone.
+func SnapshotJob(name, description, agentID string) (string, bool) {
+	id, ok := strings.CutPrefix(name, SnapshotPrefix)
+	if !ok || !jobIDForm.MatchString(id) || agentID == "" || description != SnapshotDescription(id, agentID) {
+		return "", false
+	}
+	return id, true
+}
 
 // StartBackupRequest is the body of POST /api/v1/backups.
 type StartBackupRequest struct {

@@ -62,7 +62,8 @@ func runDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger) error 
 	srcs := sources.New(cfg.Sources, cfg.StateDir, log)
 	defer srcs.Close(context.WithoutCancel(ctx))
 	runner := backup.NewRunner(hc, lookupSource(srcs), log, backup.NewMetrics(reg), backup.RunnerOptions{
-		Upload: backup.UploadOptions{MaxInFlight: int64(cfg.UploadMemoryMiB) << 20},
+		AgentID: id.AgentID(),
+		Upload:  backup.UploadOptions{MaxInFlight: int64(cfg.UploadMemoryMiB) << 20},
 	})
 	g, gctx := errgroup.WithContext(ctx)
 	if cfg.MetricsListen != "" {
@@ -93,7 +94,7 @@ func runDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger) error 
 			return daemon.Discovery(gctx, discover, hc, cfg.DiscoveryInterval, cfg.StateDir, dm, log)
 		})
 		g.Go(func() error {
-			return backup.ReapSnapshots(gctx, reap, hc, runner.Busy, 10*time.Minute, log)
+			return backup.ReapSnapshots(gctx, reap, hc, id.AgentID(), runner.Busy, 10*time.Minute, log)
 		})
 		g.Go(func() error { return daemon.Jobs(gctx, hc, runner, cfg.MaxParallelJobs, log) })
 		restores := restore.NewRunner(hc, restoreTarget(srcs), log, restore.Options{})

@@ -72,6 +72,9 @@ type Runner struct {
 
 // RunnerOptions tune jobs.
 type RunnerOptions struct {
+	// AgentID marks the job snapshots this agent takes (api.SnapshotDescription), so that its
+	// reaper removes only those.
+	AgentID          string
 	Upload           UploadOptions
 	ProgressInterval time.Duration // default 5s
 	Now              func() time.Time

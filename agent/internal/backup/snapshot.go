@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net/http"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/sendense/sendense/agent/internal/hubclient"
@@ -37,7 +36,7 @@ func (r *Runner) snapshot(ctx context.Context, vm *vsphere.VM, job *api.Job) (*v
 		r.track(job.ID, true)
 		return snap, "resumed after an agent restart", nil
 	}
-	desc := "Sendense backup job " + job.ID + "; removed automatically when the job ends"
+	desc := api.SnapshotDescription(job.ID, r.opts.AgentID)
 	snap, err := vm.CreateSnapshot(ctx, name, desc, true)
 	note := ""
 	if errors.Is(err, vsphere.ErrQuiesceFailed) {
@@ -98,12 +97,14 @@ type jobStates interface {
 	JobState(ctx context.Context, jobID string) (api.JobState, error)
 }
 
-// ReapSnapshots removes the job snapshots (api.SnapshotPrefix + job id) whose job is neither
-// running here (busy) nor running on the hub: leftovers of a crash, a lost connection or a
-// failed removal. It runs at start and then every interval until ctx ends.
-func ReapSnapshots(ctx context.Context, srcs []SnapshotSource, hub jobStates, busy func() []string, interval time.Duration, log *slog.Logger) error {
+// ReapSnapshots removes the job snapshots that agent agentID took (api.SnapshotJob: named for a
+// job, and marked as this agent's in their description) whose job is neither running here
+// (busy) nor running on the hub: leftovers of a crash, a lost connection or a failed removal.
+// Any other snapshot is left alone, whatever its name. It runs at start and then every
+// interval until ctx ends.
+func ReapSnapshots(ctx context.Context, srcs []SnapshotSource, hub jobStates, agentID string, busy func() []string, interval time.Duration, log *slog.Logger) error {
 	for {
-		reapOnce(ctx, srcs, hub, busy, log)
+		reapOnce(ctx, srcs, hub, agentID, busy, log)
 		select {
 		case <-ctx.Done():
 			return nil
@@ -113,15 +114,15 @@ func ReapSnapshots(ctx context.Context, srcs []SnapshotSource, hub jobStates, bu
 }
 
 // reapOnce is one pass over every source; it returns how many snapshots it removed.
-func reapOnce(ctx context.Context, srcs []SnapshotSource, hub jobStates, busy func() []string, log *slog.Logger) int {
+func reapOnce(ctx context.Context, srcs []SnapshotSource, hub jobStates, agentID string, busy func() []string, log *slog.Logger) int {
 	n := 0
 	for _, src := range srcs {
-		n += reapSource(ctx, src, hub, busy, log.With("source", src.Name()))
+		n += reapSource(ctx, src, hub, agentID, busy, log.With("source", src.Name()))
 	}
 	return n
 }
 
-func reapSource(ctx context.Context, src SnapshotSource, hub jobStates, busy func() []string, log *slog.Logger) int {
+func reapSource(ctx context.Context, src SnapshotSource, hub jobStates, agentID string, busy func() []string, log *slog.Logger) int {
 	snaps, err := src.Snapshots(ctx, api.SnapshotPrefix)
 	if err != nil {
 		if ctx.Err() == nil {
@@ -131,8 +132,8 @@ func reapSource(ctx context.Context, src SnapshotSource, hub jobStates, busy fun
 	}
 	removed := 0
 	for _, s := range snaps {
-		jobID := strings.TrimPrefix(s.Name, api.SnapshotPrefix)
-		if slices.Contains(busy(), jobID) {
+		jobID, ours := api.SnapshotJob(s.Name, s.Description, agentID)
+		if !ours || slices.Contains(busy(), jobID) {
 			continue
 		}
 		st, err := hub.JobState(ctx, jobID)

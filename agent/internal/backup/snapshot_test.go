@@ -3,6 +3,7 @@ package backup
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"slices"
@@ -79,44 +80,60 @@ func (h fakeJobStates) JobState(_ context.Context, jobID string) (api.JobState, 
 }
 
 func TestReaperRemovesOnlyStaleJobSnapshots(t *testing.T) {
-	snap := func(name, ref string) vsphere.SnapshotInfo {
-		return vsphere.SnapshotInfo{VMUUID: "uuid-" + ref, VMName: "vm-" + ref, Name: name, MoRef: ref}
+	const agent = "agent-1b1c1901b2213233"
+	id := func(n int) string { return fmt.Sprintf("bk-20261203-1200%02d-%08x", n, n) }
+	ours := func(n int, ref string) vsphere.SnapshotInfo {
+		return vsphere.SnapshotInfo{VMUUID: "uuid-" + ref, VMName: "vm-" + ref, Name: api.SnapshotPrefix + id(n), MoRef: ref,
+			Description: api.SnapshotDescription(id(n), agent)}
 	}
+	other := func(name, desc, ref string) vsphere.SnapshotInfo {
+		return vsphere.SnapshotInfo{VMUUID: "uuid-" + ref, VMName: "vm-" + ref, Name: name, MoRef: ref, Description: desc}
+	}
+	const (
+		busy, resumable, failed, unknown, hubDown, stuck, succeeded, cancelled, alsoBusy, hubRefuses = 1, 2, 3, 4, 5, 6, 9, 10, 11, 12
+		otherAgent, oldAgent, userNamed                                                              = 13, 14, 15
+	)
 	src := &fakeSnapshots{
 		snaps: []vsphere.SnapshotInfo{
-			snap(api.SnapshotPrefix+"busy", "s1"),         // running here
-			snap(api.SnapshotPrefix+"resumable", "s2"),    // running on the hub: this agent resumes it
-			snap(api.SnapshotPrefix+"failed", "s3"),       // ended on the hub
-			snap(api.SnapshotPrefix+"unknown", "s4"),      // the hub never heard of it (404)
-			snap(api.SnapshotPrefix+"hub-down", "s5"),     // the hub cannot answer: keep
-			snap(api.SnapshotPrefix+"stuck", "s6"),        // removal fails: kept for the next pass
-			snap("before-upgrade", "s7"),                  // not ours
-			snap("sendense", "s8"),                        // not a job snapshot name
-			snap(api.SnapshotPrefix+"succeeded", "s9"),    // ended on the hub
-			snap(api.SnapshotPrefix+"cancelled", "s10"),   // ended on the hub
-			snap(api.SnapshotPrefix+"also-busy", "s11"),   // running here
-			snap(api.SnapshotPrefix+"hub-refuses", "s12"), // 403: keep, the hub may come round
+			ours(busy, "s1"),      // running here
+			ours(resumable, "s2"), // running on the hub: this agent resumes it
+			ours(failed, "s3"),    // ended on the hub
+			ours(unknown, "s4"),   // the hub never heard of it (404)
+			ours(hubDown, "s5"),   // the hub cannot answer: keep
+			ours(stuck, "s6"),     // removal fails: kept for the next pass
+			other("before-upgrade", "", "s7"),
+			other("sendense", "", "s8"),
+			ours(succeeded, "s9"),   // ended on the hub
+			ours(cancelled, "s10"),  // ended on the hub
+			ours(alsoBusy, "s11"),   // running here
+			ours(hubRefuses, "s12"), // 403: keep, the hub may come round
+			// Not this agent's, though named like a job snapshot and unknown to its hub (404):
+			other(api.SnapshotPrefix+id(otherAgent), api.SnapshotDescription(id(otherAgent), "agent-0000000000000002"), "s13"),
+			other(api.SnapshotPrefix+id(oldAgent), "Sendense backup job "+id(oldAgent)+"; removed automatically when the job ends", "s14"),
+			other(api.SnapshotPrefix+"before-upgrade", "the user's", "s15"),
 		},
 		failRm: map[string]bool{"s6": true},
 	}
 	hub := fakeJobStates{
 		states: map[string]string{
-			"resumable": api.JobRunning, "failed": api.JobFailed, "stuck": api.JobFailed,
-			"succeeded": api.JobSucceeded, "cancelled": api.JobCancelled,
+			id(resumable): api.JobRunning, id(failed): api.JobFailed, id(stuck): api.JobFailed,
+			id(succeeded): api.JobSucceeded, id(cancelled): api.JobCancelled,
 		},
 		errs: map[string]error{
-			"hub-down":    errors.New("dial tcp: connection refused"),
-			"hub-refuses": &hubclient.Error{Status: http.StatusForbidden},
+			id(hubDown):    errors.New("dial tcp: connection refused"),
+			id(hubRefuses): &hubclient.Error{Status: http.StatusForbidden},
 		},
 	}
-	busy := func() []string { return []string{"busy", "also-busy"} }
+	busyJobs := func() []string { return []string{id(busy), id(alsoBusy)} }
 
-	n := reapOnce(t.Context(), []SnapshotSource{src}, hub, busy, slog.New(slog.DiscardHandler))
+	n := reapOnce(t.Context(), []SnapshotSource{src}, hub, agent, busyJobs, slog.New(slog.DiscardHandler))
 	if n != 4 {
 		t.Errorf("reaped %d snapshots, want 4 (failed, unknown, succeeded, cancelled)", n)
 	}
-	want := []string{"before-upgrade", "sendense", api.SnapshotPrefix + "also-busy", api.SnapshotPrefix + "busy",
-		api.SnapshotPrefix + "hub-down", api.SnapshotPrefix + "hub-refuses", api.SnapshotPrefix + "resumable", api.SnapshotPrefix + "stuck"}
+	want := []string{"before-upgrade", "sendense", api.SnapshotPrefix + "before-upgrade"}
+	for _, k := range []int{busy, alsoBusy, hubDown, hubRefuses, resumable, stuck, otherAgent, oldAgent} {
+		want = append(want, api.SnapshotPrefix+id(k))
+	}
 	slices.Sort(want)
 	if got := src.names(); !slices.Equal(got, want) {
 		t.Fatalf("snapshots left = %q\nwant %q", got, want)
@@ -124,8 +141,8 @@ func TestReaperRemovesOnlyStaleJobSnapshots(t *testing.T) {
 
 	// A source that cannot list is skipped without touching the others.
 	down := &fakeSnapshots{listErr: errors.New("vcenter unreachable")}
-	other := &fakeSnapshots{snaps: []vsphere.SnapshotInfo{snap(api.SnapshotPrefix+"failed", "s20")}}
-	if n := reapOnce(t.Context(), []SnapshotSource{down, other}, hub, busy, slog.New(slog.DiscardHandler)); n != 1 || len(other.names()) != 0 {
-		t.Fatalf("with one source down: reaped %d, left %q", n, other.names())
+	rest := &fakeSnapshots{snaps: []vsphere.SnapshotInfo{ours(failed, "s20")}}
+	if n := reapOnce(t.Context(), []SnapshotSource{down, rest}, hub, agent, busyJobs, slog.New(slog.DiscardHandler)); n != 1 || len(rest.names()) != 0 {
+		t.Fatalf("with one source down: reaped %d, left %q", n, rest.names())
 	}
 }

@@ -323,6 +323,8 @@ type SnapshotInfo struct {
 	Name    string
 	MoRef   string // e.g. "snapshot-17"
 	Created time.Time
+	// Description is the snapshot's description (a job snapshot's marks its agent).
+	Description string
 }
 
 // Snapshots lists the snapshots whose name starts with namePrefix across every VM of the
@@ -363,7 +365,7 @@ func (c *Client) Snapshots(ctx context.Context, namePrefix string) ([]SnapshotIn
 				if strings.HasPrefix(n.Name, namePrefix) {
 					out = append(out, SnapshotInfo{
 						VMUUID: uuid, VMName: name, VMMoRef: o.Obj.Value,
-						Name: n.Name, MoRef: n.Snapshot.Value, Created: n.CreateTime,
+						Name: n.Name, MoRef: n.Snapshot.Value, Created: n.CreateTime, Description: n.Description,
 					})
 				}
 			})
