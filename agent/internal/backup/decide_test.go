@@ -1,13 +1,18 @@
 package backup
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
+	"github.com/sendense/sendense/agent/internal/disk"
 	"github.com/sendense/sendense/agent/internal/vsphere"
 	"github.com/sendense/sendense/shared/api"
 	"github.com/sendense/sendense/shared/chunk"
@@ -203,5 +208,57 @@ func TestDecideMalformedChangeIDsForceFull(t *testing.T) {
 		if p.typ != api.BackupFull || !strings.Contains(p.reason, "malformed") || p.parent != "" || p.baseID != "" {
 			t.Errorf("parent %q, disk %q: plan %+v, want a full because a change ID is malformed", ids[0], ids[1], p)
 		}
+	}
+}
+
+// hangingDisk is a source whose reads never return until it is closed.
+type hangingDisk struct {
+	size   int64
+	closed chan struct{}
+	once   sync.Once
+}
+
+func (d *hangingDisk) Size() int64 { return d.size }
+
+func (d *hangingDisk) Close() error {
+	d.once.Do(func() { close(d.closed) })
+	return nil
+}
+
+func (d *hangingDisk) ReadAt([]byte, int64) (int, error) {
+	<-d.closed
+	return 0, errors.New("read on a closed disk")
+}
+
+type hangingSource struct{ d *hangingDisk }
+
+func (hangingSource) FindVM(context.Context, string) (*vsphere.VM, error) { return nil, nil }
+
+func (s hangingSource) OpenDisk(context.Context, vsphere.SnapshotDisk) (disk.Reader, error) {
+	return s.d, nil
+}
+
+// A read stuck on an unresponsive source does not keep a cancelled job: it returns.
+func TestCancelEndsAStuckRead(t *testing.T) {
+	d := &hangingDisk{size: testCapacity, closed: make(chan struct{})}
+	job := &api.Job{ID: "job-1", Repository: api.JobRepo{ChunkSize: testChunk}}
+	jd := api.JobDisk{DiskID: "disk-2000", Key: 2000, CapacityBytes: testCapacity}
+	sd := vsphere.SnapshotDisk{Key: 2000, DiskID: "disk-2000", CapacityBytes: testCapacity, ChangeID: "52 aa/7", Backupable: true}
+	tr := &fakeTracker{changed: map[string][]vsphere.Extent{"*": slotExtent(0, 1, 2, 5, 15)}}
+	r := NewRunner(newFakeHub(), nil, slog.New(slog.DiscardHandler), nil, RunnerOptions{Upload: UploadOptions{GroupSlots: 2}})
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() {
+		done <- r.backupDisk(ctx, job, jd, tr, sd, hangingSource{d}, false, &Counters{}, &jobStatus{}, slog.New(slog.DiscardHandler))
+	}()
+	time.Sleep(200 * time.Millisecond) // the reads are in flight
+	cancel()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("a cancelled backup with stuck reads reported success")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the backup was still blocked on its reads 10 s after it was cancelled")
 	}
 }

@@ -398,6 +398,9 @@ func (r *Runner) backupDisk(ctx context.Context, job *api.Job, jd api.JobDisk, s
 		return fmt.Errorf("open disk: %w", err)
 	}
 	defer rd.Close()
+	// A read stuck on an unresponsive source (a hung nbdkit, an ESXi host that stopped sending)
+	// ends when the job does: closing the reader fails the reads in flight (disk.Reader).
+	defer context.AfterFunc(ctx, func() { _ = rd.Close() })()
 	if rd.Size() < sd.CapacityBytes {
 		return fmt.Errorf("the transport sees %d bytes, the snapshot says %d", rd.Size(), sd.CapacityBytes)
 	}
