@@ -341,3 +341,48 @@ func TestCopyWrites(t *testing.T) {
 		}
 	})
 }
+
+// The backup after an in-place restore that an agent ran is full, whether the restore succeeded
+// or failed (it may have written part of the disks); one cancelled before an agent took it does
+// not count.
+func TestInPlaceRestoredAfter(t *testing.T) {
+	catalogtest.ForEachDialect(t, func(t *testing.T, c *catalog.Catalog) {
+		ctx := t.Context()
+		if err := c.CreateRepository(ctx, &catalog.Repository{ID: "repo-1", Name: "vault", Kind: api.RepositoryLocal, Path: "/srv/vault", ChunkSize: 4 << 20}); err != nil {
+			t.Fatal(err)
+		}
+		t0 := time.Date(2026, 11, 1, 10, 0, 0, 0, time.UTC)
+		if _, err := c.ImportBackup(ctx, importedRows("repo-1", "bk-full", "", t0)); err != nil {
+			t.Fatal(err)
+		}
+		now := t0.Add(time.Hour)
+		c.SetClock(func() time.Time { return now })
+		restore := func(id string) {
+			t.Helper()
+			if err := c.CreateRestoreJob(ctx, &catalog.RestoreJob{ID: id, BackupID: "bk-full", AgentID: "agent-old", SourceName: "lab",
+				TargetName: "web", VMContextID: "ctx-web-1", Spec: "{}"}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		after := func(want string) {
+			t.Helper()
+			if got, err := c.InPlaceRestoredAfter(ctx, "ctx-web-1", "bk-full"); err != nil || got != want {
+				t.Fatalf("InPlaceRestoredAfter = %q, %v; want %q", got, err, want)
+			}
+		}
+		restore("rs-cancelled")
+		if _, err := c.CancelRestore(ctx, "rs-cancelled"); err != nil {
+			t.Fatal(err)
+		}
+		after("")
+		restore("rs-failed")
+		if j, _, err := c.ClaimRestoreJob(ctx, "agent-old", nil); err != nil || j == nil || j.ID != "rs-failed" {
+			t.Fatalf("claim: %+v, %v", j, err)
+		}
+		now = now.Add(time.Minute)
+		if _, err := c.FinishRestore(ctx, "rs-failed", "agent-old", api.JobFailed, "datastore write failed half-way", ""); err != nil {
+			t.Fatal(err)
+		}
+		after("rs-failed")
+	})
+}

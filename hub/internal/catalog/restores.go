@@ -358,13 +358,16 @@ func activeInPlaceRestore(ctx context.Context, tx bun.Tx, contextID string) erro
 	return nil
 }
 
-// InPlaceRestoredAfter returns the id of the latest in-place restore of the VM that succeeded
-// after the backup backupID finished, or "" when there is none: a backup after it must be full.
+// InPlaceRestoredAfter returns the id of the latest in-place restore of the VM that an agent
+// ran (claimed) and that ended after the backup backupID finished, or "" when there is none: a
+// backup after it must be full. A restore that failed or was cancelled counts too: it may have
+// written part of the disks, through a path CBT does not see.
 func (c *Catalog) InPlaceRestoredAfter(ctx context.Context, contextID, backupID string) (string, error) {
 	var rs []RestoreJob
 	err := c.db.NewSelect().Model(&rs).Column("rj.id").
 		Join("JOIN backup_jobs AS b ON b.id = ?", backupID).
-		Where("rj.vm_context_id = ?", contextID).Where("rj.status = ?", api.JobSucceeded).
+		Where("rj.vm_context_id = ?", contextID).Where("rj.claimed_at IS NOT NULL").
+		Where("rj.status IN (?)", bun.In([]string{api.JobSucceeded, api.JobFailed, api.JobCancelled})).
 		Where("(b.finished_at IS NULL OR rj.finished_at >= b.finished_at)").
 		Order("rj.finished_at DESC").Limit(1).Scan(ctx)
 	if err != nil {
