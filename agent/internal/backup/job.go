@@ -94,7 +94,10 @@ func NewRunner(hub jobHub, sources func(name string) (Source, error), log *slog.
 	if opts.Upload.Pool == nil {
 		opts.Upload.Pool = NewBufferPool(opts.Upload.MaxInFlight)
 	}
-	return &Runner{hub: hub, sources: sources, log: log, metrics: m, opts: opts, snapshots: map[string]time.Time{}, active: map[string]bool{}}
+	r := &Runner{hub: hub, sources: sources, log: log, metrics: m, opts: opts, snapshots: map[string]time.Time{}, active: map[string]bool{}}
+	age := r.oldestSnapshotAge
+	m.oldestSnapshot.Store(&age)
+	return r
 }
 
 // Run runs one job to its end and reports the outcome to the hub. The snapshot it takes is

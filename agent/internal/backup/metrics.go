@@ -1,6 +1,10 @@
 package backup
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"sync/atomic"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
 
 // Metrics of the agent's data path.
 type Metrics struct {
@@ -12,9 +16,12 @@ type Metrics struct {
 	slots       *prometheus.CounterVec
 	jobs        *prometheus.CounterVec
 	jobDuration prometheus.Histogram
-	snapshotAge prometheus.Gauge
-	fullReasons *prometheus.CounterVec
-	cbtDrift    prometheus.Counter
+	snapshotAge prometheus.GaugeFunc
+	// oldestSnapshot gives the age, in seconds, of the oldest snapshot a job holds open (the
+	// runner's), computed at each scrape.
+	oldestSnapshot atomic.Pointer[func() float64]
+	fullReasons    *prometheus.CounterVec
+	cbtDrift       prometheus.Counter
 }
 
 // NewMetrics returns the data-path metrics and registers them on reg; a nil reg registers
@@ -32,10 +39,16 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "sendense_agent_job_duration_seconds", Help: "Duration of backup jobs on the agent.",
 			Buckets: prometheus.ExponentialBuckets(1, 2, 16),
 		}),
-		snapshotAge: prometheus.NewGauge(prometheus.GaugeOpts{Name: "sendense_agent_snapshot_age_seconds", Help: "Age of the oldest snapshot the agent holds open (0 when none)."}),
 		fullReasons: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sendense_agent_disk_backups_total", Help: "Disk backups by type (full, incremental)."}, []string{"type"}),
 		cbtDrift:    prometheus.NewCounter(prometheus.CounterOpts{Name: "sendense_agent_cbt_drift_total", Help: "Incrementals of a disk whose CBT sample found changed slots CBT had not reported (the disk was then read in full)."}),
 	}
+	m.snapshotAge = prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "sendense_agent_snapshot_age_seconds",
+		Help: "Age of the oldest snapshot a running backup job of the agent holds open (0 when none)."}, func() float64 {
+		if f := m.oldestSnapshot.Load(); f != nil {
+			return (*f)()
+		}
+		return 0
+	})
 	for _, r := range []string{"uploaded", "deduplicated", "zero"} {
 		m.slots.WithLabelValues(r)
 	}

@@ -58,6 +58,13 @@ func (r *Runner) track(jobID string, open bool) {
 	} else {
 		delete(r.snapshots, jobID)
 	}
+}
+
+// oldestSnapshotAge is the age in seconds of the oldest snapshot a running job holds open (0
+// when none): sendense_agent_snapshot_age_seconds, computed at each scrape.
+func (r *Runner) oldestSnapshotAge() float64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	oldest := time.Time{}
 	for _, t := range r.snapshots {
 		if oldest.IsZero() || t.Before(oldest) {
@@ -65,21 +72,20 @@ func (r *Runner) track(jobID string, open bool) {
 		}
 	}
 	if oldest.IsZero() {
-		r.metrics.snapshotAge.Set(0)
-	} else {
-		r.metrics.snapshotAge.Set(r.opts.Now().Sub(oldest).Seconds())
+		return 0
 	}
+	return r.opts.Now().Sub(oldest).Seconds()
 }
 
 // removeSnapshot removes the job's snapshot even after ctx was cancelled.
 func (r *Runner) removeSnapshot(ctx context.Context, jobID string, snap *vsphere.Snapshot, log *slog.Logger) {
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Minute)
 	defer cancel()
+	// The job lets go of its snapshot either way: one it could not remove is the reaper's now.
+	defer r.track(jobID, false)
 	if err := snap.Remove(rctx); err != nil {
 		log.ErrorContext(rctx, "could not remove the job's snapshot; the reaper will retry", "snapshot", snap.MoRef(), "err", err)
-		return
 	}
-	r.track(jobID, false)
 }
 
 // SnapshotSource lists and removes snapshots of one vCenter/ESXi endpoint (sources.Conn).

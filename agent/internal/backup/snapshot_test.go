@@ -10,6 +10,9 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/sendense/sendense/agent/internal/hubclient"
 	"github.com/sendense/sendense/agent/internal/vsphere"
@@ -144,5 +147,33 @@ func TestReaperRemovesOnlyStaleJobSnapshots(t *testing.T) {
 	rest := &fakeSnapshots{snaps: []vsphere.SnapshotInfo{ours(failed, "s20")}}
 	if n := reapOnce(t.Context(), []SnapshotSource{down, rest}, hub, agent, busyJobs, slog.New(slog.DiscardHandler)); n != 1 || len(rest.names()) != 0 {
 		t.Fatalf("with one source down: reaped %d, left %q", n, rest.names())
+	}
+}
+
+// The snapshot-age gauge is computed when it is read: a snapshot held for a day shows a day, not
+// the age it had when the job took it.
+func TestSnapshotAgeIsComputedWhenRead(t *testing.T) {
+	now := time.Date(2026, 12, 3, 0, 0, 0, 0, time.UTC)
+	m := NewMetrics(nil)
+	r := NewRunner(nil, nil, slog.New(slog.DiscardHandler), m, RunnerOptions{Now: func() time.Time { return now }})
+	age := func() float64 {
+		t.Helper()
+		var d dto.Metric
+		if err := m.snapshotAge.Write(&d); err != nil {
+			t.Fatal(err)
+		}
+		return d.GetGauge().GetValue()
+	}
+	if a := age(); a != 0 {
+		t.Fatalf("age with no snapshot: %v", a)
+	}
+	r.track("bk-1", true)
+	now = now.Add(25 * time.Hour)
+	if a := age(); a != 25*3600 {
+		t.Fatalf("age of a snapshot held 25 h: %v", a)
+	}
+	r.track("bk-1", false)
+	if a := age(); a != 0 {
+		t.Fatalf("age after the job let go of its snapshot: %v", a)
 	}
 }
