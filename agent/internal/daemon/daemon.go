@@ -110,11 +110,12 @@ func Renewal(ctx context.Context, id *identity.Identity, h hub, now func() time.
 		if ctx.Err() != nil {
 			return nil
 		}
-		log.WarnContext(ctx, "certificate renewal failed; retrying", "agent_id", id.AgentID(), "retry_in_seconds", backoff.Seconds(), "cert_not_after", id.NotAfter(), "err", err)
+		retry := hubclient.Jitter(backoff)
+		log.WarnContext(ctx, "certificate renewal failed; retrying", "agent_id", id.AgentID(), "retry_in_seconds", retry.Seconds(), "cert_not_after", id.NotAfter(), "err", err)
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-time.After(backoff):
+		case <-time.After(retry):
 		}
 		backoff = min(backoff*2, time.Hour)
 	}

@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/sendense/sendense/agent/internal/hubclient"
 	"github.com/sendense/sendense/shared/api"
 )
 
@@ -84,10 +85,11 @@ func poll[J any](ctx context.Context, next func(context.Context, time.Duration, 
 				return drain(slots, parallel)
 			}
 			if err != nil {
-				log.WarnContext(ctx, "asking the hub for work failed", "retry_in_seconds", backoff.Seconds(), "err", err)
+				wait := hubclient.Jitter(backoff)
+				log.WarnContext(ctx, "asking the hub for work failed", "retry_in_seconds", wait.Seconds(), "err", err)
 				select {
 				case <-ctx.Done():
-				case <-time.After(backoff):
+				case <-time.After(wait):
 				}
 				backoff = min(2*backoff, time.Minute)
 			}

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net/http"
 	"net/url"
 	"strings"
@@ -113,6 +114,7 @@ func New(baseURL string, tlsConfig *tls.Config, log *slog.Logger, opts Options) 
 		rc.RetryMax = 0
 	}
 	rc.RetryWaitMin, rc.RetryWaitMax = opts.RetryWaitMin, opts.RetryWaitMax
+	rc.Backoff = backoff
 	rc.Logger = nil
 	rc.ErrorHandler = retryablehttp.PassthroughErrorHandler
 	rc.RequestLogHook = func(_ retryablehttp.Logger, r *http.Request, attempt int) {
@@ -267,4 +269,25 @@ func (c *Client) PutInventory(ctx context.Context, inv *api.Inventory) (api.Inve
 	var res api.InventoryResult
 	err := c.Do(ctx, http.MethodPut, api.PathAgentInventory, inv, &res)
 	return res, err
+}
+
+// backoff is the wait before retry attempt of a request: the hub's Retry-After when it sent one
+// with 429 or 503, else an exponential wait from min to max, jittered (Jitter) so that the
+// requests that one hub restart failed — many uploads of many agents — do not come back in
+// step.
+func backoff(min, max time.Duration, attempt int, resp *http.Response) time.Duration {
+	d := retryablehttp.DefaultBackoff(min, max, attempt, resp)
+	if resp != nil && (resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable) &&
+		resp.Header.Get("Retry-After") != "" {
+		return d
+	}
+	return Jitter(d)
+}
+
+// Jitter returns a wait between d/2 and d, drawn at random.
+func Jitter(d time.Duration) time.Duration {
+	if d <= 1 {
+		return d
+	}
+	return d/2 + rand.N(d/2+1)
 }
