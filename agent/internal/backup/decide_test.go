@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"net/http"
 	"slices"
 	"strings"
 	"sync"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/sendense/sendense/agent/internal/disk"
+	"github.com/sendense/sendense/agent/internal/hubclient"
 	"github.com/sendense/sendense/agent/internal/vsphere"
 	"github.com/sendense/sendense/shared/api"
 	"github.com/sendense/sendense/shared/chunk"
@@ -260,5 +262,52 @@ func TestCancelEndsAStuckRead(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("the backup was still blocked on its reads 10 s after it was cancelled")
+	}
+}
+
+// flakyCompletions is a hub that answers the first completions with errs, then accepts.
+type flakyCompletions struct {
+	*fakeHub
+	mu    sync.Mutex
+	errs  []error
+	calls int
+}
+
+func (h *flakyCompletions) Complete(context.Context, string, api.JobCompletion) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.calls++
+	if len(h.errs) == 0 {
+		return nil
+	}
+	err := h.errs[0]
+	h.errs = h.errs[1:]
+	return err
+}
+
+// A job's outcome is reported again while the hub is away or answers with a server error, and
+// not again after an answer that will not change (a 4xx).
+func TestCompletionIsRetriedWhileTheHubIsAway(t *testing.T) {
+	down := errors.New("dial tcp 127.0.0.1:8443: connect: connection refused")
+	for _, tc := range []struct {
+		name      string
+		errs      []error
+		wantErr   bool
+		wantCalls int
+	}{
+		{"hub back after two failures", []error{down, &hubclient.Error{Status: http.StatusServiceUnavailable}}, false, 3},
+		{"a conflict is final", []error{&hubclient.Error{Status: http.StatusConflict}}, true, 1},
+		{"hub away for good", []error{down, down, down, down, down, down, down, down, down, down, down, down, down, down, down, down}, true, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			hub := &flakyCompletions{fakeHub: newFakeHub(), errs: tc.errs}
+			r := NewRunner(hub, nil, slog.New(slog.DiscardHandler), nil, RunnerOptions{CompleteWithin: time.Second})
+			ctx, cancel := context.WithTimeout(t.Context(), r.opts.CompleteWithin)
+			defer cancel()
+			err := r.complete(ctx, "bk-1", &Counters{}, api.JobCompletion{Status: api.JobSucceeded}, slog.New(slog.DiscardHandler))
+			if (err != nil) != tc.wantErr || (tc.wantCalls > 0 && hub.calls != tc.wantCalls) || (tc.wantCalls == 0 && hub.calls < 3) {
+				t.Fatalf("complete: %v after %d calls", err, hub.calls)
+			}
+		})
 	}
 }

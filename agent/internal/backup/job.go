@@ -74,8 +74,11 @@ type Runner struct {
 type RunnerOptions struct {
 	// AgentID marks the job snapshots this agent takes (api.SnapshotDescription), so that its
 	// reaper removes only those.
-	AgentID          string
-	Upload           UploadOptions
+	AgentID string
+	Upload  UploadOptions
+	// CompleteWithin is how long the report of a job's outcome is retried while the hub is away
+	// (default 10 minutes, the hub's default job_timeout).
+	CompleteWithin   time.Duration
 	ProgressInterval time.Duration // default 5s
 	Now              func() time.Time
 }
@@ -87,6 +90,9 @@ func NewRunner(hub jobHub, sources func(name string) (Source, error), log *slog.
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
+	}
+	if opts.CompleteWithin <= 0 {
+		opts.CompleteWithin = 10 * time.Minute
 	}
 	if m == nil {
 		m = NewMetrics(nil)
@@ -133,13 +139,17 @@ func (r *Runner) Run(ctx context.Context, job *api.Job) error {
 	default:
 		status, msg = api.JobFailed, err.Error()
 	}
-	// The outcome must reach the hub even when ctx is already cancelled (SIGTERM).
-	cctx, ccancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
+	// The outcome must reach the hub even when ctx is already cancelled (SIGTERM), and a hub
+	// that is away for a while must not cost a finished backup: the report is retried until the
+	// hub would fail the silent job anyway (its job_timeout, 10 minutes by default), or for two
+	// minutes of a stopping agent.
+	within := r.opts.CompleteWithin
+	if ctx.Err() != nil {
+		within = min(within, 2*time.Minute)
+	}
+	cctx, ccancel := context.WithTimeout(context.WithoutCancel(ctx), within)
 	defer ccancel()
-	p := c.Progress()
-	p.Phase = api.PhaseFinished
-	_, _ = r.hub.Progress(cctx, job.ID, p)
-	if cerr := r.hub.Complete(cctx, job.ID, api.JobCompletion{Status: status, Error: msg, Notes: strings.Join(notes, "; ")}); cerr != nil {
+	if cerr := r.complete(cctx, job.ID, c, api.JobCompletion{Status: status, Error: msg, Notes: strings.Join(notes, "; ")}, log); cerr != nil {
 		log.ErrorContext(cctx, "could not report the end of the job", "status", status, "err", cerr)
 		if err == nil {
 			err = cerr
@@ -150,6 +160,29 @@ func (r *Runner) Run(ctx context.Context, job *api.Job) error {
 	log.InfoContext(ctx, "backup finished", "status", status, "bytes_read", c.BytesRead.Load(), "bytes_sent", c.BytesSent.Load(),
 		"bytes_deduplicated", c.BytesDeduplicated.Load(), "bytes_zero", c.BytesZero.Load(), "duration_seconds", r.opts.Now().Sub(start).Seconds(), "err", msg)
 	return err
+}
+
+// complete reports the job's last progress and its outcome to the hub, again and again while the
+// hub cannot be reached or answers with a server error, until ctx ends.
+func (r *Runner) complete(ctx context.Context, jobID string, c *Counters, outcome api.JobCompletion, log *slog.Logger) error {
+	p := c.Progress()
+	p.Phase = api.PhaseFinished
+	wait := min(5*time.Second, r.opts.CompleteWithin/20)
+	for {
+		_, _ = r.hub.Progress(ctx, jobID, p)
+		err := r.hub.Complete(ctx, jobID, outcome)
+		if st := hubclient.StatusOf(err); err == nil || (st != 0 && st < 500 && st != http.StatusTooManyRequests) {
+			return err
+		}
+		retry := hubclient.Jitter(wait)
+		log.WarnContext(ctx, "could not report the end of the job; retrying", "status", outcome.Status, "retry_in_seconds", retry.Seconds(), "err", err)
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(retry):
+		}
+		wait = min(2*wait, time.Minute)
+	}
 }
 
 type jobStatus struct {
