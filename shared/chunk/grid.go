@@ -1,6 +1,6 @@
 package chunk
 
-import "sort"
+import "slices"
 
 // Grid is the slot grid of one disk: the disk is cut into slots of ChunkSize bytes from offset
 // 0, the last one shorter when Capacity is not a multiple of ChunkSize. Agent and hub both cut
@@ -46,27 +46,47 @@ type Extent struct {
 }
 
 // ForExtents maps byte ranges onto the grid: every slot any extent touches, ascending, each
-// once. Ranges beyond the capacity are clipped.
+// once. Ranges beyond the capacity are clipped. It takes one int64 per slot listed (and no more
+// while the extents are sorted and do not overlap, as change tracking reports them).
 func (g Grid) ForExtents(extents []Extent) []int64 {
 	n := g.Slots()
 	if n == 0 {
 		return nil
 	}
-	set := make(map[int64]struct{})
-	for _, e := range extents {
+	span := func(e Extent) (first, end int64, ok bool) {
 		if e.Length <= 0 || e.Offset >= g.Capacity {
+			return 0, 0, false
+		}
+		return max(e.Offset, 0) / g.ChunkSize, min((e.Offset+e.Length-1)/g.ChunkSize, n-1), true
+	}
+	size := int64(0)
+	for _, e := range extents {
+		if first, end, ok := span(e); ok {
+			size += end - first + 1
+		}
+	}
+	out := make([]int64, 0, min(size, n))
+	last, sorted := int64(-1), true
+	for _, e := range extents {
+		first, end, ok := span(e)
+		if !ok {
 			continue
 		}
-		first := max(e.Offset, 0) / g.ChunkSize
-		end := min((e.Offset+e.Length-1)/g.ChunkSize, n-1)
-		for s := first; s <= end; s++ {
-			set[s] = struct{}{}
+		switch {
+		case first > last:
+		case first == last:
+			first++ // the slot the previous extent ended in: listed already
+		default:
+			sorted = false // sorted and made unique below
 		}
+		for s := first; s <= end; s++ {
+			out = append(out, s)
+		}
+		last = max(last, end)
 	}
-	out := make([]int64, 0, len(set))
-	for s := range set {
-		out = append(out, s)
+	if !sorted {
+		slices.Sort(out)
+		out = slices.Compact(out)
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
 	return out
 }

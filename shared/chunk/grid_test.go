@@ -1,6 +1,7 @@
 package chunk
 
 import (
+	"math/rand/v2"
 	"slices"
 	"testing"
 )
@@ -53,5 +54,36 @@ func TestGridForExtents(t *testing.T) {
 				t.Errorf("ForExtents(%v) = %v, want %v", tc.in, got, tc.want)
 			}
 		})
+	}
+}
+
+// ForExtents lists each slot any extent touches once, ascending, whatever the extents' order and
+// overlaps: checked against a set on random extents.
+func TestGridForExtentsMatchesASet(t *testing.T) {
+	g := Grid{Capacity: 1000, ChunkSize: 64}
+	r := rand.New(rand.NewPCG(1, 2))
+	for range 2000 {
+		var in []Extent
+		set := map[int64]bool{}
+		for range r.IntN(6) {
+			e := Extent{Offset: r.Int64N(1100) - 50, Length: r.Int64N(300) - 20}
+			in = append(in, e)
+			if e.Length > 0 && e.Offset < g.Capacity {
+				for s := max(e.Offset, 0) / 64; s <= min((e.Offset+e.Length-1)/64, g.Slots()-1); s++ {
+					set[s] = true
+				}
+			}
+		}
+		if r.IntN(2) == 0 {
+			slices.SortFunc(in, func(a, b Extent) int { return int(a.Offset - b.Offset) })
+		}
+		var want []int64
+		for s := range set {
+			want = append(want, s)
+		}
+		slices.Sort(want)
+		if got := g.ForExtents(in); !slices.Equal(got, want) {
+			t.Fatalf("ForExtents(%v) = %v, want %v", in, got, want)
+		}
 	}
 }
