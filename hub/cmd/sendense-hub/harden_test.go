@@ -36,15 +36,15 @@ func TestRepoHardenCommand(t *testing.T) {
 	}
 	probe := filepath.Join(repoDir, "probe")
 	_ = os.WriteFile(probe, nil, 0o600)
-	if err := immutable.Set(probe, true); err != nil {
+	if err := immutable.Set(filepath.Dir(probe), probe, true); err != nil {
 		testenv.Skip(t, "immutable files: %v (run as root on ext4, XFS or btrfs)", err)
 	}
-	_ = immutable.Set(probe, false)
+	_ = immutable.Set(filepath.Dir(probe), probe, false)
 	_ = os.Remove(probe)
 	t.Cleanup(func() {
 		_ = filepath.WalkDir(repoDir, func(p string, d fs.DirEntry, err error) error {
 			if err == nil && !d.IsDir() {
-				_ = immutable.Set(p, false)
+				_ = immutable.Set(filepath.Dir(p), p, false)
 			}
 			return nil
 		})

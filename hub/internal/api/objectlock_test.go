@@ -197,15 +197,15 @@ func TestHardenedBackupDeleteRefusedUntilReleased(t *testing.T) {
 		ctx := t.Context()
 		probe := filepath.Join(h.RepoDir, "probe")
 		_ = os.WriteFile(probe, nil, 0o600)
-		if err := immutable.Set(probe, true); err != nil {
+		if err := immutable.Set(filepath.Dir(probe), probe, true); err != nil {
 			testenv.Skip(t, "immutable files: %v (run as root on ext4, XFS or btrfs)", err)
 		}
-		_ = immutable.Set(probe, false)
+		_ = immutable.Set(filepath.Dir(probe), probe, false)
 		_ = os.Remove(probe)
 		t.Cleanup(func() {
 			_ = filepath.WalkDir(h.RepoDir, func(p string, d fs.DirEntry, err error) error {
 				if err == nil && !d.IsDir() {
-					_ = immutable.Set(p, false)
+					_ = immutable.Set(filepath.Dir(p), p, false)
 				}
 				return nil
 			})

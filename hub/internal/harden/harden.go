@@ -124,6 +124,14 @@ func Run(ctx context.Context, repo Repository, cat Catalog, o Options, log *slog
 	if err != nil {
 		return rep, err
 	}
+	// chunks/ab/cd/<name>: the chunk directory is three levels above any chunk's file, and the
+	// repository's one above it.
+	p, ok := repo.ChunkFile(chunk.Digest{})
+	if !ok {
+		return rep, errors.New("not a local repository: hardened mode is for local repositories (S3 ones use Object Lock)")
+	}
+	chunkDir := filepath.Dir(filepath.Dir(filepath.Dir(p)))
+	root := filepath.Dir(chunkDir)
 	set := func(path string, on bool) (bool, error) {
 		was, err := immutable.Is(path)
 		if err != nil || was == on {
@@ -132,7 +140,7 @@ func Run(ctx context.Context, repo Repository, cat Catalog, o Options, log *slog
 		if o.DryRun {
 			return true, nil
 		}
-		return true, immutable.Set(path, on)
+		return true, immutable.Set(root, path, on)
 	}
 	// Chunks first, then indexes: an immutable index always names immutable chunks.
 	for name := range keepChunks {
@@ -168,12 +176,6 @@ func Run(ctx context.Context, repo Repository, cat Catalog, o Options, log *slog
 	if rep.UnreadableIndexes > 0 {
 		return rep, nil
 	}
-	// chunks/ab/cd/<name>: the chunk directory is three levels above any chunk's file.
-	p, ok := repo.ChunkFile(chunk.Digest{})
-	if !ok {
-		return rep, errors.New("not a local repository: hardened mode is for local repositories (S3 ones use Object Lock)")
-	}
-	chunkDir := filepath.Dir(filepath.Dir(filepath.Dir(p)))
 	// Release immutable chunks no kept index names. Their time becomes now, so that garbage
 	// collection's grace period covers a backup that reuses one meanwhile.
 	err = filepath.WalkDir(chunkDir, func(path string, d fs.DirEntry, err error) error {

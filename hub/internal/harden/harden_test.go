@@ -40,10 +40,10 @@ func supported(t *testing.T, dir string) {
 	if err := os.WriteFile(probe, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if err := immutable.Set(probe, true); err != nil {
+	if err := immutable.Set(filepath.Dir(probe), probe, true); err != nil {
 		testenv.Skip(t, "immutable files: %v (run as root on ext4, XFS or btrfs)", err)
 	}
-	_ = immutable.Set(probe, false)
+	_ = immutable.Set(filepath.Dir(probe), probe, false)
 	_ = os.Remove(probe)
 }
 
@@ -62,7 +62,7 @@ func TestHardenKeepsRecentAndProtectedReleasesTheRest(t *testing.T) {
 	t.Cleanup(func() { // what stays immutable would stop TempDir's removal
 		_ = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
 			if err == nil && !d.IsDir() {
-				_ = immutable.Set(p, false)
+				_ = immutable.Set(filepath.Dir(p), p, false)
 			}
 			return nil
 		})

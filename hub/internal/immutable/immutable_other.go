@@ -6,4 +6,4 @@ package immutable
 func Is(path string) (bool, error) { return false, ErrUnsupported }
 
 // Set is not supported on this platform.
-func Set(path string, on bool) error { return ErrUnsupported }
+func Set(root, path string, on bool) error { return ErrUnsupported }
