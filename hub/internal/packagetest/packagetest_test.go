@@ -52,6 +52,8 @@ type component struct {
 	// timeoutStop is the unit's TimeoutStopSec in seconds.
 	timeoutStop    int
 	privateDevices bool
+	// capabilities is the unit's one set of capabilities, bounding and ambient.
+	capabilities string
 	// maxExposure bounds `systemd-analyze security` (tenths of its 0-10 scale: 20 = 2.0).
 	maxExposure int
 	execStart   string
@@ -60,7 +62,7 @@ type component struct {
 var components = []component{
 	{
 		name: "sendense-hub", short: "hub", user: "sendense", config: "hub.yaml", dataDir: "/var/lib/sendense",
-		timeoutStop: 90, privateDevices: true, maxExposure: 20,
+		timeoutStop: 90, privateDevices: true, capabilities: "CAP_NET_BIND_SERVICE", maxExposure: 20,
 		execStart: "/usr/bin/sendense-hub serve --config /etc/sendense/hub.yaml --data-dir /var/lib/sendense",
 	},
 	{
@@ -432,7 +434,7 @@ func checkUnits(t *testing.T, b built) {
 				"Restart": "on-failure", "RestartSec": "5s", "TimeoutStopSec": strconv.Itoa(c.timeoutStop),
 				"StateDirectory": filepath.Base(c.dataDir), "StateDirectoryMode": "0750",
 				"ConfigurationDirectory": "sendense", "ReadWritePaths": c.dataDir, "UMask": "0027",
-				"NoNewPrivileges": "yes", "CapabilityBoundingSet": "", "ProtectSystem": "strict",
+				"NoNewPrivileges": "yes", "CapabilityBoundingSet": c.capabilities, "AmbientCapabilities": c.capabilities, "ProtectSystem": "strict",
 				"ProtectHome": "yes", "PrivateTmp": "yes", "ProtectKernelTunables": "yes",
 				"ProtectControlGroups": "yes", "RestrictAddressFamilies": "AF_UNIX AF_INET AF_INET6",
 				"LockPersonality": "yes", "RestrictRealtime": "yes", "SystemCallArchitectures": "native",
