@@ -1,12 +1,15 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -21,10 +24,10 @@ import (
 )
 
 func newEnrollCmd(e *env) *cobra.Command {
-	var token, hub, name string
+	var token, tokenFile, hub, name string
 	var force bool
 	cmd := &cobra.Command{
-		Use:   "enroll --token TOKEN [--hub URL] [--state-dir DIR]",
+		Use:   "enroll (--token-file FILE | --token TOKEN) [--hub URL] [--state-dir DIR]",
 		Short: "Enroll this agent with a hub using a join token",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -32,11 +35,19 @@ func newEnrollCmd(e *env) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if tokenFile != "" {
+				if token != "" {
+					return errors.New("give the join token once: --token or --token-file")
+				}
+				if token, err = readToken(cmd.InOrStdin(), tokenFile); err != nil {
+					return err
+				}
+			}
 			if token == "" {
 				token = e.getenv(config.EnvPrefix + "TOKEN")
 			}
 			if token == "" {
-				return errors.New("--token is required (the string printed by `sendense-hub token create`)")
+				return errors.New("a join token is required (the string printed by `sendense-hub token create`): --token-file FILE, --token-file - to read it from standard input, or SENDENSE_AGENT_TOKEN")
 			}
 			host, _ := os.Hostname()
 			if name == "" {
@@ -54,7 +65,8 @@ func newEnrollCmd(e *env) *cobra.Command {
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&token, "token", "", "join token (env SENDENSE_AGENT_TOKEN)")
+	cmd.Flags().StringVar(&tokenFile, "token-file", "", "file holding the join token (- reads standard input): it stays out of ps and shell history")
+	cmd.Flags().StringVar(&token, "token", "", "join token (env SENDENSE_AGENT_TOKEN); --token-file keeps it out of ps")
 	cmd.Flags().StringVar(&hub, "hub", "", "hub URL, overriding the one in the token")
 	cmd.Flags().StringVar(&name, "name", "", "agent name (default: host name)")
 	cmd.Flags().BoolVar(&force, "force", false, "replace an existing identity")
@@ -65,7 +77,7 @@ func newEnrollCmd(e *env) *cobra.Command {
 func connect(cfg *config.Config, log *slog.Logger, opts hubclient.Options) (*identity.Identity, *hubclient.Client, error) {
 	id, err := identity.Load(cfg.StateDir)
 	if errors.Is(err, identity.ErrNotEnrolled) {
-		return nil, nil, fmt.Errorf("not enrolled (no identity in %s): run `sendense-agent enroll --token TOKEN` first", cfg.StateDir)
+		return nil, nil, fmt.Errorf("not enrolled (no identity in %s): run `sendense-agent enroll --token-file FILE` first", cfg.StateDir)
 	}
 	if err != nil {
 		return nil, nil, err
@@ -137,4 +149,28 @@ func fmtAgo(t time.Time) string {
 		return "never"
 	}
 	return fmt.Sprintf("%s ago", time.Since(t).Round(time.Second))
+}
+
+// readToken reads a join token from the file path, or from in when path is "-": its first line,
+// without surrounding space.
+func readToken(in io.Reader, path string) (string, error) {
+	if path != "-" {
+		f, err := os.Open(path)
+		if err != nil {
+			return "", fmt.Errorf("join token: %w", err)
+		}
+		defer f.Close()
+		in = f
+	}
+	line, err := bufio.NewReader(io.LimitReader(in, 64<<10)).ReadString('\n')
+	if err != nil && !errors.Is(err, io.EOF) {
+		return "", fmt.Errorf("join token: %w", err)
+	}
+	if t := strings.TrimSpace(line); t != "" {
+		return t, nil
+	}
+	if path == "-" {
+		path = "standard input"
+	}
+	return "", fmt.Errorf("join token: nothing in %s", path)
 }

@@ -64,7 +64,15 @@ func TestEnrollStatusRenewRevoke(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	out, err := agentCLI(t, logs, "enroll", "--token", tokStr, "--state-dir", state, "--name", "appliance-1")
+	// The token from a file, as the documentation says: out of ps and shell history.
+	tokFile := filepath.Join(t.TempDir(), "join-token")
+	if err := os.WriteFile(tokFile, []byte(tokStr+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := agentCLI(t, logs, "enroll", "--token-file", tokFile, "--token", tokStr, "--state-dir", state); err == nil || !strings.Contains(err.Error(), "once") {
+		t.Fatalf("enroll with both --token and --token-file: %v", err)
+	}
+	out, err := agentCLI(t, logs, "enroll", "--token-file", tokFile, "--state-dir", state, "--name", "appliance-1")
 	if err != nil {
 		t.Fatalf("enroll: %v\n%s", err, logs)
 	}
@@ -179,5 +187,18 @@ func TestRunWithoutIdentity(t *testing.T) {
 	_, err := agentCLI(t, io.Discard, "run", "--state-dir", t.TempDir())
 	if err == nil || !strings.Contains(err.Error(), "sendense-agent enroll") {
 		t.Fatalf("run without identity: %v", err)
+	}
+}
+
+// readToken takes the first line of its file or of standard input, trimmed; nothing is an error.
+func TestReadToken(t *testing.T) {
+	if tok, err := readToken(strings.NewReader("  SDJ1.abc \nsecond line\n"), "-"); err != nil || tok != "SDJ1.abc" {
+		t.Fatalf("from standard input: %q, %v", tok, err)
+	}
+	if _, err := readToken(strings.NewReader("\n"), "-"); err == nil || !strings.Contains(err.Error(), "standard input") {
+		t.Fatalf("empty standard input: %v", err)
+	}
+	if _, err := readToken(nil, filepath.Join(t.TempDir(), "missing")); err == nil {
+		t.Fatal("a missing token file was accepted")
 	}
 }

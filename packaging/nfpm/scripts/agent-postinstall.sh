@@ -9,7 +9,7 @@ set -e
 unit=sendense-agent.service
 
 next_steps() {
-	echo "sendense-agent: enroll as the service user (sudo -u sendense-agent sendense-agent enroll --config /etc/sendense/agent.yaml --token TOKEN), add a source to /etc/sendense/agent.yaml, then: systemctl enable --now $unit"
+	echo "sendense-agent: enroll as the service user (sudo -u sendense-agent sendense-agent enroll --config /etc/sendense/agent.yaml --token-file -, then paste the token), add a source to /etc/sendense/agent.yaml, then: systemctl enable --now $unit"
 }
 
 if [ -d /run/systemd/system ]; then
