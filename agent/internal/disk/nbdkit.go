@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -58,6 +59,10 @@ type NBDKitOptions struct {
 	// Prefer key=+FILE (a 0600 file nbdkit reads) for them: inline values are visible to local
 	// users in the process list, and StartNBDKit warns about it.
 	SecretKeys []string
+	// SecretFiles are secret parameters given by value: StartNBDKit writes each value to a
+	// 0600 file in its private directory and passes key=+FILE after Args, so that the value
+	// never shows in the process list. The files go with the process.
+	SecretFiles map[string]string
 	// Filters are nbdkit filters (--filter=NAME), outermost first, e.g. "retry" or "cacheextents".
 	Filters []string
 	// Dir holds the unix socket and the pidfile. Empty means a new private temporary
@@ -109,7 +114,8 @@ type NBDKit struct {
 	plugin  string
 	socket  string
 	pidfile string
-	tempDir string // removed by Close when StartNBDKit created it
+	secrets []string // files of SecretFiles
+	tempDir string   // removed by Close when StartNBDKit created it
 	log     *slog.Logger
 	stderr  *stderrLog
 
@@ -165,17 +171,27 @@ func StartNBDKit(ctx context.Context, opts NBDKitOptions) (*NBDKit, error) {
 		return nil, fmt.Errorf("start nbdkit: socket path %s is %d bytes, unix sockets allow %d: use a shorter Dir", k.socket, len(k.socket), maxUnixSocketPath)
 	}
 
+	pluginArgs := slices.Clone(opts.Args)
+	for _, key := range slices.Sorted(maps.Keys(opts.SecretFiles)) {
+		f := filepath.Join(dir, name+"."+key)
+		k.secrets = append(k.secrets, f)
+		if err := os.WriteFile(f, []byte(opts.SecretFiles[key]), 0o600); err != nil {
+			k.removeFiles()
+			return nil, fmt.Errorf("start nbdkit: write parameter %s: %w", key, err)
+		}
+		pluginArgs = append(pluginArgs, key+"=+"+f)
+	}
 	args := []string{"--readonly", "--exit-with-parent", "--foreground", "--unix", k.socket, "--pidfile", k.pidfile}
 	for _, f := range opts.Filters {
 		args = append(args, "--filter="+f)
 	}
 	args = append(args, opts.Plugin)
-	args = append(args, opts.Args...)
+	args = append(args, pluginArgs...)
 
 	var shownKeys []string
 	var secrets []string // inline secret values, masked in stderr
 	nSecret, nInline := 0, 0
-	for _, a := range opts.Args {
+	for _, a := range pluginArgs {
 		key, value, _ := strings.Cut(a, "=")
 		if !isSecretKey(key, opts.SecretKeys) {
 			shownKeys = append(shownKeys, key)
@@ -392,6 +408,9 @@ func (k *NBDKit) Close() error {
 func (k *NBDKit) removeFiles() {
 	_ = os.Remove(k.socket)
 	_ = os.Remove(k.pidfile)
+	for _, f := range k.secrets {
+		_ = os.Remove(f)
+	}
 	if k.tempDir != "" {
 		_ = os.RemoveAll(k.tempDir)
 	}

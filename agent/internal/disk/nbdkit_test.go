@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -148,6 +149,55 @@ func TestNBDKitCurlPlugin(t *testing.T) {
 	}
 	if !strings.Contains(out, "secret_params=1") || !strings.Contains(out, "secret_params_inline=1") {
 		t.Errorf("log does not count the secret parameter or warn about the inline value:\n%s", out)
+	}
+}
+
+// A secret parameter given by value reaches nbdkit through a 0600 file, not its command line
+// (which every local user can read), and the file goes with the process.
+func TestNBDKitSecretFiles(t *testing.T) {
+	requireNBDKit(t)
+	_, content := makeImage(t, 8<<20+123)
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if ck, err := r.Cookie("vmware_soap_session"); err != nil || ck.Value != "topsecret42" {
+			http.Error(w, "no session", http.StatusForbidden)
+			return
+		}
+		http.ServeContent(w, r, "disk-flat.vmdk", time.Time{}, bytes.NewReader(content))
+	}))
+	t.Cleanup(srv.Close)
+	log, logs := testLogger()
+	dir := shortDir(t)
+	k := startKit(t, NBDKitOptions{
+		Plugin:      "curl",
+		Args:        []string{"url=" + diskURL(srv), "sslverify=false"},
+		SecretFiles: map[string]string{"cookie": "vmware_soap_session=topsecret42"},
+		Dir:         dir,
+		Log:         log,
+	})
+	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", k.cmd.Process.Pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Contains(cmdline, []byte("topsecret42")) || !bytes.Contains(cmdline, []byte("cookie=+")) {
+		t.Fatalf("nbdkit's command line: %q", cmdline)
+	}
+	for _, f := range k.secrets {
+		if fi, err := os.Stat(f); err != nil || fi.Mode().Perm() != 0o600 {
+			t.Fatalf("secret file %s: %v, %v", f, fi, err)
+		}
+	}
+	r := openKit(t, k)
+	checkReader(t, r, content)
+	if out := logs.String(); strings.Contains(out, "topsecret42") || strings.Contains(out, "secret_params_inline") {
+		t.Fatalf("the log shows the cookie or warns about an inline secret:\n%s", out)
+	}
+	if err := k.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range k.secrets {
+		if _, err := os.Stat(f); !errors.Is(err, os.ErrNotExist) {
+			t.Fatalf("secret file %s after Close: %v", f, err)
+		}
 	}
 }
 

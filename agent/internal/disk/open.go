@@ -146,7 +146,7 @@ func (t Transport) nbdkitOptions(ctx context.Context, d Disk) (NBDKitOptions, er
 				parts = append(parts, ck.Name+"="+ck.Value)
 			}
 			if len(parts) > 0 {
-				opts.Args = append(opts.Args, "cookie="+strings.Join(parts, "; "))
+				opts.SecretFiles = map[string]string{"cookie": strings.Join(parts, "; ")}
 			}
 		}
 	case "vddk":

@@ -54,8 +54,8 @@ func TestNBDKitOptionsCurl(t *testing.T) {
 		want    []string
 		wantErr string
 	}{
-		{"insecure", NBDTransport{Plugin: "curl", Insecure: true}, []string{"url=" + fileURL, "sslverify=false", "cookie=vmware_soap_session=abc"}, ""},
-		{"ca file", NBDTransport{Plugin: "curl", CAFile: "/etc/ca.pem"}, []string{"url=" + fileURL, "cainfo=/etc/ca.pem", "cookie=vmware_soap_session=abc"}, ""},
+		{"insecure", NBDTransport{Plugin: "curl", Insecure: true}, []string{"url=" + fileURL, "sslverify=false"}, ""},
+		{"ca file", NBDTransport{Plugin: "curl", CAFile: "/etc/ca.pem"}, []string{"url=" + fileURL, "cainfo=/etc/ca.pem"}, ""},
 		{"no verification configured", NBDTransport{Plugin: "curl"}, nil, "needs ca_file"},
 		{"unknown plugin", NBDTransport{Plugin: "memory"}, nil, `unknown nbd plugin "memory"`},
 	} {
@@ -70,7 +70,11 @@ func TestNBDKitOptionsCurl(t *testing.T) {
 			if err != nil || opts.Plugin != "curl" || !slices.Equal(opts.Args, tt.want) {
 				t.Fatalf("curl options = %q, %v; want %q", opts.Args, err, tt.want)
 			}
-			// The cookie is the session: it must be one of the keys never logged.
+			// The cookie is the session: it goes through a file, never on nbdkit's command line,
+			// and its key is one never logged.
+			if len(opts.SecretFiles) != 1 || opts.SecretFiles["cookie"] != "vmware_soap_session=abc" {
+				t.Fatalf("secret files = %q, want the session cookie", opts.SecretFiles)
+			}
 			if !isSecretKey("cookie", nil) {
 				t.Fatal("the curl cookie would be logged")
 			}
