@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -73,6 +74,10 @@ func Open(ctx context.Context, opts Options) (*Catalog, error) {
 		cfg, err := mysqlConfig(opts.MySQLDSN, opts.MySQLPassword, opts.ConnectTimeout)
 		if err != nil {
 			return nil, err
+		}
+		if why := plaintext(cfg); why != "" && opts.Log != nil {
+			opts.Log.Warn("the connection to the MySQL/MariaDB catalog is open to the network path: "+why+
+				"; add tls=true to the DSN (or the name of a TLS configuration with the server's CA)", "addr", cfg.Addr)
 		}
 		conn, err := mysql.NewConnector(cfg)
 		if err != nil {
@@ -158,6 +163,31 @@ func mysqlConfig(dsn, password string, timeout time.Duration) (*mysql.Config, er
 	// already there (protecting a protected backup) would look like a miss.
 	cfg.ClientFoundRows = true
 	return cfg, nil
+}
+
+// plaintext says how a MySQL connection over the network fails to be encrypted and
+// authenticated ("" when it is, or when it stays on this host): the catalog carries the login,
+// token hashes, console sessions and the inventory.
+func plaintext(cfg *mysql.Config) string {
+	if cfg.Net == "unix" {
+		return ""
+	}
+	host, _, err := net.SplitHostPort(cfg.Addr)
+	if err != nil {
+		host = cfg.Addr
+	}
+	if ip := net.ParseIP(host); host == "localhost" || ip != nil && ip.IsLoopback() {
+		return ""
+	}
+	switch cfg.TLSConfig {
+	case "", "false":
+		return "no TLS"
+	case "preferred":
+		return "TLS only when the server offers it"
+	case "skip-verify":
+		return "TLS without checking the server's certificate"
+	}
+	return ""
 }
 
 // privateFiles makes the SQLite catalog file exist with mode 0600 before SQLite opens it (SQLite

@@ -105,3 +105,23 @@ func TestSQLiteFilesArePrivate(t *testing.T) {
 	}
 	check()
 }
+
+// A catalog on another host over a connection an attacker on the path could read or change is
+// named at start; one on this host or over verified TLS is not.
+func TestPlaintextMySQL(t *testing.T) {
+	for dsn, want := range map[string]string{
+		"u@tcp(db.example:3306)/sendense":                 "no TLS",
+		"u@tcp(10.0.0.5:3306)/sendense?tls=false":         "no TLS",
+		"u@tcp(db.example:3306)/sendense?tls=preferred":   "TLS only when the server offers it",
+		"u@tcp(db.example:3306)/sendense?tls=skip-verify": "TLS without checking the server's certificate",
+		"u@tcp(db.example:3306)/sendense?tls=true":        "",
+		"u@tcp(127.0.0.1:3306)/sendense":                  "",
+		"u@tcp(localhost:3306)/sendense":                  "",
+		"u@tcp([::1]:3306)/sendense":                      "",
+		"u@unix(/run/mysqld/mysqld.sock)/sendense":        "",
+	} {
+		if got, err := catalog.PlaintextForTest(dsn); err != nil || got != want {
+			t.Errorf("%s: %q, %v; want %q", dsn, got, err, want)
+		}
+	}
+}

@@ -3,6 +3,7 @@ package catalog
 import (
 	"context"
 	"testing"
+	"time"
 
 	"github.com/uptrace/bun"
 
@@ -120,4 +121,13 @@ func EventColumnIsNullForTest(t *testing.T, c *Catalog, id int64, column string)
 		t.Fatal(err)
 	}
 	return n == 1
+}
+
+// PlaintextForTest is plaintext of the MySQL DSN dsn.
+func PlaintextForTest(dsn string) (string, error) {
+	cfg, err := mysqlConfig(dsn, "", time.Second)
+	if err != nil {
+		return "", err
+	}
+	return plaintext(cfg), nil
 }
