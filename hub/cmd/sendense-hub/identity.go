@@ -69,6 +69,11 @@ func loadCA(ctx context.Context, cfg *config.Config, cat *catalog.Catalog, log *
 	if moved && log != nil {
 		log.InfoContext(ctx, "CA moved into the catalog, sealed under the hub key", "ca_fingerprint", ca.Fingerprint())
 	}
+	if f := pki.LocalKeyFile(cfg.PKIDir()); log != nil {
+		if _, err := os.Stat(f); err == nil {
+			log.WarnContext(ctx, "the CA's key is still in a file in plain, though the catalog holds it sealed: delete the file once every hub sharing the catalog has started with the hub key", "file", f)
+		}
+	}
 	return ca, nil
 }
 

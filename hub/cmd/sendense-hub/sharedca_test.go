@@ -48,6 +48,9 @@ func TestTwoHubsShareCA(t *testing.T) {
 	if !bytes.Equal(caOf(dirA), before) || !strings.Contains(logsA.String(), "CA moved into the catalog") {
 		t.Fatalf("the hub's CA was not moved into the catalog unchanged:\n%s", logsA.String())
 	}
+	if !strings.Contains(logsA.String(), "the CA's key is still in a file in plain") {
+		t.Fatalf("the hub does not say that its CA key file is left to delete:\n%s", logsA.String())
+	}
 	addrB, dirB, _, _ := startHub(t, "--db", dsn, "--hub-key-file", keyFile)
 	if !bytes.Equal(caOf(dirB), before) {
 		t.Fatal("the second hub does not use the shared CA")

@@ -137,7 +137,7 @@ func Default() Config {
 func BindFlags(fs *pflag.FlagSet, c *Config) {
 	fs.StringVar(&c.Listen, "listen", c.Listen, "HTTPS API listen address (TLS 1.3)")
 	fs.StringVar(&c.DataDir, "data-dir", c.DataDir, "directory for the SQLite catalog, the CA and the default repository")
-	fs.StringVar(&c.DB, "db", c.DB, "MySQL/MariaDB DSN user:pass@tcp(host:3306)/db (default: embedded SQLite)")
+	fs.StringVar(&c.DB, "db", c.DB, "MySQL/MariaDB DSN user@tcp(host:3306)/db?tls=true, the password in --db-password-file (default: embedded SQLite)")
 	fs.StringVar(&c.DBPasswordFile, "db-password-file", c.DBPasswordFile, "file holding the MySQL password")
 	fs.StringVar(&c.HubKeyFile, "hub-key-file", c.HubKeyFile, "file holding the hub key that seals the CA shared in the catalog (or SENDENSE_HUB_KEY)")
 	fs.StringVar(&c.PublicURL, "public-url", c.PublicURL, "URL agents use to reach the hub (default https://<hostname>:<port>)")

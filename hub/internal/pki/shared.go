@@ -97,6 +97,10 @@ func LoadOrCreateShared(ctx context.Context, st secretStore, key sealer, dir str
 	return ca, moved, nil
 }
 
+// LocalKeyFile is the file in dir where a hub keeps its own CA's key in plain; once the CA is
+// shared in the catalog it is needed no more.
+func LocalKeyFile(dir string) string { return filepath.Join(dir, caKeyFile) }
+
 // openShared returns the catalog's CA, or nil when it holds none.
 func openShared(ctx context.Context, st secretStore, key sealer, dir string, now func() time.Time) (*CA, error) {
 	sealed, ok, err := st.HubSecret(ctx, SecretName)
