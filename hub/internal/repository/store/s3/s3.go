@@ -217,6 +217,11 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Store, error) {
 		return nil, err
 	}
 	s.log = log
+	if u, err := url.Parse(cfg.Endpoint); err == nil && u.Scheme == "http" {
+		if ip := net.ParseIP(u.Hostname()); u.Hostname() != "localhost" && (ip == nil || !ip.IsLoopback()) {
+			log.WarnContext(ctx, "s3 store: the endpoint is plain HTTP: the chunks (unless the repository is encrypted) and the requests cross the network readable and changeable by anyone on the path; use https", "endpoint", cfg.Endpoint)
+		}
+	}
 	octx, cancel := context.WithTimeout(ctx, opTimeout)
 	defer cancel()
 	ok, err := s.client.BucketExists(octx, cfg.Bucket)
