@@ -46,8 +46,11 @@ type NBDTransport struct {
 	User         string
 	PasswordFile string
 	// Thumbprint is the source's certificate pin as configured; vddk gets it only in SHA-1
-	// form.
-	Thumbprint string
+	// form. VerifiedSHA1 is the SHA-1 thumbprint of the certificate the agent's own connection
+	// verified (against a SHA-256 pin, a CA file or the system roots): vddk gets it when the pin
+	// is not SHA-1, so that VDDK checks the server too.
+	Thumbprint   string
+	VerifiedSHA1 string
 	// LibDir is the VDDK directory; Transports the VDDK transport order ("nbdssl:nbd").
 	LibDir     string
 	Transports string
@@ -160,7 +163,11 @@ func (t Transport) nbdkitOptions(ctx context.Context, d Disk) (NBDKitOptions, er
 			"password=+" + n.PasswordFile, "vm=moref=" + d.VMMoRef, "snapshot=" + d.SnapshotMoRef,
 			"file=" + d.FileName,
 		}
-		if tp := vddkThumbprint(n.Thumbprint); tp != "" {
+		tp := vddkThumbprint(n.Thumbprint)
+		if tp == "" {
+			tp = n.VerifiedSHA1
+		}
+		if tp != "" {
 			opts.Args = append(opts.Args, "thumbprint="+tp)
 		}
 		if n.Transports != "" {
@@ -173,7 +180,7 @@ func (t Transport) nbdkitOptions(ctx context.Context, d Disk) (NBDKitOptions, er
 }
 
 // vddkThumbprint gives VDDK the SHA-1 colon form it expects; a SHA-256 pin cannot be converted
-// and is left to vSphere's own verification.
+// ("": NBDTransport.VerifiedSHA1 serves instead).
 func vddkThumbprint(tp string) string {
 	clean := strings.ToUpper(strings.NewReplacer(":", "", " ", "").Replace(tp))
 	if len(clean) != 2*sha1.Size {

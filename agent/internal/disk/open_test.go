@@ -34,6 +34,13 @@ func TestNBDKitOptionsVDDK(t *testing.T) {
 	if err := validateNBDKitOptions(opts); err != nil {
 		t.Fatalf("nbdkit would refuse the vddk arguments: %v", err)
 	}
+	// A SHA-256 pin cannot be given to VDDK: the SHA-1 thumbprint of the certificate the agent's
+	// connection verified against it is.
+	tr.NBD.Thumbprint = strings.Repeat("AB:", 31) + "AB"
+	tr.NBD.VerifiedSHA1 = "12:34" + strings.Repeat(":56", 18)
+	if opts, err = tr.nbdkitOptions(t.Context(), d); err != nil || !slices.Contains(opts.Args, "thumbprint="+tr.NBD.VerifiedSHA1) {
+		t.Fatalf("vddk options with a SHA-256 pin: %q, %v", opts.Args, err)
+	}
 }
 
 func TestNBDKitOptionsCurl(t *testing.T) {

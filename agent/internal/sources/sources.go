@@ -161,6 +161,12 @@ func (c *Conn) RemoveSnapshotByRef(ctx context.Context, vmUUID, ref string) erro
 // OpenDisk opens a snapshot disk with the source's configured transport (package disk owns
 // how the bytes are read; this maps the source's configuration onto it).
 func (c *Conn) OpenDisk(ctx context.Context, d vsphere.SnapshotDisk) (disk.Reader, error) {
+	verified := ""
+	c.mu.Lock()
+	if c.client != nil {
+		verified = c.client.VerifiedThumbprintSHA1()
+	}
+	c.mu.Unlock()
 	t := disk.Transport{
 		Name:           c.cfg.Transport,
 		DatastoreHTTP:  c.datastoreHTTP,
@@ -169,7 +175,8 @@ func (c *Conn) OpenDisk(ctx context.Context, d vsphere.SnapshotDisk) (disk.Reade
 			Plugin: c.cfg.NBD.Plugin, Dir: c.workDir, Log: c.log,
 			Insecure: c.cfg.Insecure, CAFile: c.cfg.CAFile,
 			SourceURL: c.cfg.URL, User: c.cfg.Username, PasswordFile: c.cfg.PasswordFile, Thumbprint: c.cfg.Thumbprint,
-			LibDir: c.cfg.NBD.LibDir, Transports: c.cfg.NBD.Transports,
+			VerifiedSHA1: verified,
+			LibDir:       c.cfg.NBD.LibDir, Transports: c.cfg.NBD.Transports,
 		},
 	}
 	return disk.Open(ctx, t, disk.Disk{

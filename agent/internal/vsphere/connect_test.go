@@ -99,6 +99,14 @@ func TestConnectVerification(t *testing.T) {
 				if _, err := c.Inventory(t.Context()); err != nil {
 					t.Fatalf("inventory: %v", err)
 				}
+				// The certificate the handshake verified, in the SHA-1 form VDDK takes.
+				want := formatFingerprint(sha1Sum[:])
+				if cfg.Insecure {
+					want = ""
+				}
+				if got := c.VerifiedThumbprintSHA1(); got != want {
+					t.Fatalf("verified thumbprint %q, want %q", got, want)
+				}
 				return
 			}
 			if err == nil {

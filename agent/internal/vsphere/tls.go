@@ -77,6 +77,13 @@ func formatFingerprint(sum []byte) string {
 	return strings.Join(parts, ":")
 }
 
+// FingerprintSHA1 returns the SHA-1 fingerprint of a DER certificate in the colon form VDDK
+// takes as its thumbprint.
+func FingerprintSHA1(der []byte) string {
+	s := sha1.Sum(der)
+	return formatFingerprint(s[:])
+}
+
 // FingerprintSHA256 returns the SHA-256 fingerprint of a DER certificate as vSphere shows it.
 func FingerprintSHA256(der []byte) string {
 	s := sha256.Sum256(der)
@@ -85,7 +92,9 @@ func FingerprintSHA256(der []byte) string {
 
 // newTLSConfig builds the client TLS configuration for cfg. Verification happens inside the
 // handshake, so a server that fails it never receives an HTTP request, let alone the password.
-func newTLSConfig(cfg Config, host string, log *slog.Logger) (*tls.Config, error) {
+// verified is called with the server certificate of each handshake that verified it (never
+// with insecure).
+func newTLSConfig(cfg Config, host string, log *slog.Logger, verified func(der []byte)) (*tls.Config, error) {
 	conf := &tls.Config{MinVersion: tls.VersionTLS12}
 
 	var roots *x509.CertPool
@@ -142,13 +151,19 @@ func newTLSConfig(cfg Config, host string, log *slog.Logger) (*tls.Config, error
 					SeenSHA256: FingerprintSHA256(leaf.Raw),
 				}
 			}
+			verified(leaf.Raw)
 			return nil
 		}
-	case roots != nil:
-		conf.RootCAs = roots
-		conf.ServerName = host
 	default:
-		conf.ServerName = host // system roots
+		conf.RootCAs = roots // nil: the system's
+		conf.ServerName = host
+		// Called after the standard verification succeeded.
+		conf.VerifyConnection = func(cs tls.ConnectionState) error {
+			if len(cs.PeerCertificates) > 0 {
+				verified(cs.PeerCertificates[0].Raw)
+			}
+			return nil
+		}
 	}
 	return conf, nil
 }

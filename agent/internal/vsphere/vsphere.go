@@ -23,6 +23,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/vmware/govmomi/session/keepalive"
@@ -158,6 +159,19 @@ type Client struct {
 
 	httpOnce   sync.Once
 	httpClient *http.Client // datastore access, see DatastoreHTTP
+
+	verifiedSHA1 *atomic.Pointer[string]
+}
+
+// VerifiedThumbprintSHA1 is the SHA-1 thumbprint, in VDDK's colon form, of the certificate the
+// server presented in the last handshake that verified it (against the pin, the CA file or the
+// system roots); "" when none did (insecure). VDDK takes only SHA-1 thumbprints, and a pin in
+// SHA-256 cannot be converted: this is the certificate that pin accepted.
+func (c *Client) VerifiedThumbprintSHA1() string {
+	if p := c.verifiedSHA1.Load(); p != nil {
+		return *p
+	}
+	return ""
 }
 
 // Connect verifies the server's certificate (thumbprint, CA file or system roots), logs in and
@@ -173,7 +187,11 @@ func Connect(ctx context.Context, cfg Config, log *slog.Logger) (*Client, error)
 	log = log.With("source", cfg.Name)
 	u := cfg.sdkURL()
 
-	tlsConf, err := newTLSConfig(cfg, u.Hostname(), log)
+	var seen atomic.Pointer[string] // SHA-1 of the certificate of the last verified handshake
+	tlsConf, err := newTLSConfig(cfg, u.Hostname(), log, func(der []byte) {
+		fp := FingerprintSHA1(der)
+		seen.Store(&fp)
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -197,7 +215,8 @@ func Connect(ctx context.Context, cfg Config, log *slog.Logger) (*Client, error)
 		return nil, fmt.Errorf("connect %s: %w", u.Host, err)
 	}
 
-	c := &Client{cfg: cfg, log: log, vc: vc, now: time.Now, about: vc.ServiceContent.About, pageSize: defaultPageSize, streams: defaultStreams}
+	c := &Client{cfg: cfg, log: log, vc: vc, now: time.Now, about: vc.ServiceContent.About, pageSize: defaultPageSize, streams: defaultStreams,
+		verifiedSHA1: &seen}
 	c.sess = &sessionRoundTripper{
 		rt:        sc,
 		manager:   *vc.ServiceContent.SessionManager,
