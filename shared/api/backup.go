@@ -344,6 +344,10 @@ type Session struct {
 	ChunkSize     int64  `json:"chunk_size"`
 	SlotCount     int64  `json:"slot_count"`
 	Status        string `json:"status"` // open, committing, committed or aborted
+	// CBTDrift says a drift check of this session found slots CBT called unchanged that had
+	// changed: CBT is not trusted for the disk, and the session commits only once every slot is
+	// recorded (an agent resuming it reads them all).
+	CBTDrift bool `json:"cbt_drift"`
 	// Done lists, as half-open [start, end) slot ranges, the slots already recorded: a resumed
 	// upload skips them.
 	Done [][2]int64 `json:"done"`

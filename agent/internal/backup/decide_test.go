@@ -54,12 +54,13 @@ type diskRun struct {
 	cbtWasOff bool
 	tracker   *fakeTracker
 	done      [][2]int64 // slots the hub already holds (a resumed session)
+	drift     bool       // the hub found CBT drift in the session before (a resumed session)
 }
 
 func (d diskRun) run(t *testing.T) (*fakeHub, *fakeTracker, error) {
 	t.Helper()
 	hub := newFakeHub()
-	hub.done = d.done
+	hub.done, hub.drift = d.done, d.drift
 	tr := d.tracker
 	if tr == nil {
 		// A full backup lists the allocated slots; an incremental from 52 aa/4 one slot.
@@ -198,6 +199,29 @@ func TestResumedSessionSkipsDoneSlots(t *testing.T) {
 	}
 	if c := hub.commits[0]; c.SlotsChanged != 5 || c.BytesRead != 2*testChunk+1000 {
 		t.Fatalf("commit %+v: want 5 slots changed and only the 3 left read", c)
+	}
+}
+
+// An incremental's session in which CBT drift was found before the agent stopped: the agent
+// resuming it reads every slot not yet recorded, not only those CBT reports, and commits it as
+// drifted.
+func TestResumedSessionWithDriftReadsTheWholeDisk(t *testing.T) {
+	parent := &api.ParentRef{BackupID: "bk-parent", ChangeID: "52 aa/4", CapacityBytes: testCapacity}
+	d := diskRun{parent: parent, changeID: "52 aa/7", done: [][2]int64{{0, 2}}, drift: true}
+	hub, _, err := d.run(t)
+	if err != nil {
+		t.Fatal(err)
+	}
+	slots := int64((testCapacity + testChunk - 1) / testChunk)
+	var want []int64
+	for s := int64(2); s < slots; s++ {
+		want = append(want, s)
+	}
+	if got := hub.recorded(); !slices.Equal(got, want) {
+		t.Fatalf("the resumed session recorded %v, want every slot but the 2 done (%v)", got, want)
+	}
+	if c := hub.commits[0]; !c.CBTDrift || c.SlotsChanged != slots {
+		t.Fatalf("commit %+v: want drift and every slot changed", c)
 	}
 }
 

@@ -21,6 +21,7 @@ import (
 type fakeHub struct {
 	mu      sync.Mutex
 	done    [][2]int64 // what OpenSession reports as already recorded (a resumed session)
+	drift   bool       // what OpenSession reports as CBT drift found before (a resumed session)
 	opened  []api.OpenSessionRequest
 	slots   map[int64]string // recorded slot → digest
 	chunks  map[string][]byte
@@ -52,7 +53,7 @@ func (h *fakeHub) OpenSession(_ context.Context, jobID, diskID string, req api.O
 	defer h.mu.Unlock()
 	h.opened = append(h.opened, req)
 	return api.Session{ID: fmt.Sprintf("sess-%d", len(h.opened)), JobID: jobID, DiskID: diskID, Type: req.Type,
-		CapacityBytes: req.CapacityBytes, ChunkSize: req.ChunkSize, Status: "open", Done: h.done}, nil
+		CapacityBytes: req.CapacityBytes, ChunkSize: req.ChunkSize, Status: "open", Done: h.done, CBTDrift: h.drift}, nil
 }
 
 // RecordSlots records the slots whose chunk the hub holds (the all-zero chunk it always
@@ -150,11 +151,11 @@ func (h *fakeHub) Commit(_ context.Context, _ string, req api.CommitRequest) (ap
 	return api.BackupDisk{Type: last.Type, Reason: last.Reason, BytesRead: req.BytesRead, BytesSent: req.BytesSent}, nil
 }
 
-// recorded returns the recorded slots, ascending.
 func (h *fakeHub) Check(context.Context, string, api.CheckRequest) (api.CheckResult, error) {
 	return api.CheckResult{}, nil
 }
 
+// recorded returns the recorded slots, ascending.
 func (h *fakeHub) recorded() []int64 {
 	h.mu.Lock()
 	defer h.mu.Unlock()

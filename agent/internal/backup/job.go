@@ -448,10 +448,22 @@ func (r *Runner) backupDisk(ctx context.Context, job *api.Job, jd api.JobDisk, s
 			ChunkSize: chunkSize, Slots: slots, Direct: direct}, dc, r.metrics, r.opts.Upload)
 	}
 	var drift []int64
+	driftFound := false
 	// A session the hub is committing or has committed holds every slot already: the agent
 	// asked for its commit before it stopped (or lost the answer). Asking again completes it.
 	if sess.Status == api.SessionCommitting || sess.Status == api.SessionCommitted {
 		log.InfoContext(ctx, "the disk's session is already being committed; committing it again", "status", sess.Status)
+	} else if sess.CBTDrift {
+		// An agent before this one found CBT drift in this session and stopped while it read the
+		// whole disk: CBT is still not trusted, and the rest of the disk is read.
+		driftFound = true
+		slots = grid.All()
+		rest := withoutDone(slots, sess.Done)
+		log.WarnContext(ctx, "CBT drift was found in this session before; reading the rest of the whole disk", "slots_to_read", len(rest))
+		st.set(func(s *jobStatus) { s.total += int64(len(rest)-len(todo)) * chunkSize })
+		if err := send(ctx, rest, false); err != nil {
+			return err
+		}
 	} else if pl.typ != api.BackupIncremental {
 		if err := send(ctx, todo, false); err != nil {
 			return err
@@ -475,7 +487,7 @@ func (r *Runner) backupDisk(ctx context.Context, job *api.Job, jd api.JobDisk, s
 			return err
 		}
 		log.InfoContext(ctx, "CBT checked", "slots_sampled", len(sample), "slots_drifted", len(drift))
-		if len(drift) > 0 {
+		if driftFound = len(drift) > 0; driftFound {
 			log.WarnContext(ctx, "CBT drift: slots CBT called unchanged have changed; reading the whole disk", "slots_drifted", len(drift),
 				"slots", drift[:min(len(drift), api.MaxDriftSlots)])
 			r.metrics.cbtDrift.Inc()
@@ -494,7 +506,7 @@ func (r *Runner) backupDisk(ctx context.Context, job *api.Job, jd api.JobDisk, s
 	bd, err := r.hub.Commit(ctx, sess.ID, api.CommitRequest{
 		SlotsChanged: int64(len(slots)), BytesRead: dc.BytesRead.Load(), BytesSent: dc.BytesSent.Load(),
 		BytesDeduplicated: dc.BytesDeduplicated.Load(), BytesZero: dc.BytesZero.Load(),
-		CBTDrift: len(drift) > 0, DriftSlots: drift[:min(len(drift), api.MaxDriftSlots)], DriftCount: int64(len(drift)),
+		CBTDrift: driftFound, DriftSlots: drift[:min(len(drift), api.MaxDriftSlots)], DriftCount: int64(len(drift)),
 	})
 	if err != nil {
 		return fmt.Errorf("commit: %w", err)

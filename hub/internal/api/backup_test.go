@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -989,6 +990,92 @@ func TestCommitInterruptedIsCompletedBySendingItAgain(t *testing.T) {
 		}
 		if err := h.Cat.BeginCommit(t.Context(), s.ID); err == nil {
 			t.Fatal("a committed session began a commit again")
+		}
+	})
+}
+
+// Drift a check found is the session's, not only the agent's: an agent that stops after the
+// answer and resumes the session learns it from the session, and the session commits only once
+// every slot is recorded — not with the parent's digests for the slots CBT called unchanged.
+func TestDriftFoundHoldsTheSessionToEverySlot(t *testing.T) {
+	forEachHub(t, func(t *testing.T, h *testHub) {
+		operator := h.apiToken(api.RoleOperator)
+		img := randomImage(t, 4*testChunk)
+		a := h.newAgent("a1")
+		a.push(twoDiskInventory(int64(len(img)), testChunk))
+		var b api.Backup
+		h.call(h.client(nil), http.MethodPost, api.PathBackups, operator, api.StartBackupRequest{VM: "pgtest1"}, &b)
+		j := a.nextJob("5s")
+		for _, d := range []struct {
+			id  string
+			img []byte
+		}{{"disk-2000", img}, {"disk-2001", img[:testChunk]}} {
+			s, code, e := a.openSession(j.ID, d.id, api.OpenSessionRequest{Type: "full", ChangeID: "uuid-1/1", CapacityBytes: int64(len(d.img)), ChunkSize: testChunk})
+			if code != http.StatusOK {
+				t.Fatalf("open %s: %d %+v", d.id, code, e)
+			}
+			a.uploadDisk(s.ID, d.img, allSlots(s.SlotCount))
+			a.commit(s.ID)
+		}
+		if code, e := a.complete(j.ID, "succeeded"); code != http.StatusOK {
+			t.Fatalf("complete: %d %+v", code, e)
+		}
+
+		// Slot 1 changes as CBT reports; slot 2 changes behind CBT's back.
+		img2 := bytes.Clone(img)
+		_, _ = rand.Read(img2[1*testChunk : 2*testChunk])
+		_, _ = rand.Read(img2[2*testChunk : 3*testChunk])
+		h.call(h.client(nil), http.MethodPost, api.PathBackups, operator, api.StartBackupRequest{VM: "pgtest1"}, &b)
+		j2 := a.nextJob("5s")
+		p := j2.Disks[0].Parent
+		s2, code, e := a.openSession(j2.ID, "disk-2000", api.OpenSessionRequest{Type: api.BackupIncremental, ParentBackupID: p.BackupID,
+			BaseChangeID: p.ChangeID, ChangeID: "uuid-1/2", CapacityBytes: int64(len(img2)), ChunkSize: testChunk})
+		if code != http.StatusOK || s2.CBTDrift {
+			t.Fatalf("open incremental: %d %+v %+v", code, e, s2)
+		}
+		a.uploadDisk(s2.ID, img2, []int64{1})
+		var res api.CheckResult
+		check := api.CheckRequest{Slots: []api.SlotDigest{{Slot: 2, Digest: chunk.Sum(img2[2*testChunk : 3*testChunk]).String()},
+			{Slot: 3, Digest: chunk.Sum(img2[3*testChunk:]).String()}}}
+		if code, e := a.call(http.MethodPost, api.Path(api.PathAgentCheckSess, s2.ID), check, &res); code != http.StatusOK || !slices.Equal(res.Mismatched, []int64{2}) {
+			t.Fatalf("check: %d %+v %+v, want slot 2 mismatched", code, e, res)
+		}
+
+		// The agent stops here; the one that resumes asks for the session.
+		var sess api.Session
+		if code, e := a.call(http.MethodGet, api.Path(api.PathAgentSession, s2.ID), nil, &sess); code != http.StatusOK || !sess.CBTDrift {
+			t.Fatalf("resumed session: %d %+v %+v, want cbt_drift", code, e, sess)
+		}
+		var bd api.BackupDisk
+		code, e = a.call(http.MethodPost, api.Path(api.PathAgentCommitSess, s2.ID), api.CommitRequest{SlotsChanged: 1}, &bd)
+		if code != http.StatusConflict || !strings.Contains(e.Error, "CBT drift") || !strings.Contains(e.Error, "1 of 4") {
+			t.Fatalf("commit with only CBT's slot recorded: %d %+v, want 409 naming the drift and the slots recorded", code, e)
+		}
+		if code := a.putChunk(s2.ID, img2[2*testChunk:3*testChunk], 2); code != http.StatusCreated {
+			t.Fatalf("upload after the refused commit: %d, want 201 (the session is still open)", code)
+		}
+		var batch api.SlotBatchResult
+		unchanged := api.SlotBatch{Slots: []api.SlotDigest{{Slot: 0, Digest: chunk.Sum(img2[:testChunk]).String()}, {Slot: 3, Digest: chunk.Sum(img2[3*testChunk:]).String()}}}
+		if code, e := a.call(http.MethodPost, api.Path(api.PathAgentSlots, s2.ID), unchanged, &batch); code != http.StatusOK || batch.Recorded != 2 {
+			t.Fatalf("record the unchanged slots: %d %+v %+v", code, e, batch)
+		}
+		code, e = a.call(http.MethodPost, api.Path(api.PathAgentCommitSess, s2.ID), api.CommitRequest{SlotsChanged: 4}, &bd)
+		if code != http.StatusOK || !bd.CBTDrift {
+			t.Fatalf("commit with every slot recorded: %d %+v %+v, want 200 with cbt_drift", code, e, bd)
+		}
+		s3, _, _ := a.openSession(j2.ID, "disk-2001", api.OpenSessionRequest{Type: api.BackupIncremental, ParentBackupID: j2.Disks[1].Parent.BackupID,
+			BaseChangeID: j2.Disks[1].Parent.ChangeID, ChangeID: "uuid-1/2", CapacityBytes: testChunk, ChunkSize: testChunk})
+		a.commit(s3.ID)
+		if code, e := a.complete(j2.ID, "succeeded"); code != http.StatusOK {
+			t.Fatalf("complete the incremental: %d %+v", code, e)
+		}
+		if back := h.restore("50120000-0000-4000-8000-000000000001", "disk-2000", j2.ID); !bytes.Equal(back, img2) {
+			t.Fatal("the incremental does not restore the disk")
+		}
+		var evs api.EventList
+		if code, e := h.call(h.client(nil), http.MethodGet, api.PathEvents+"?type="+api.EventCBTDrift, operator, nil, &evs); code != http.StatusOK ||
+			len(evs.Events) != 1 || evs.Events[0].Details["drift_count"] != "1" || evs.Events[0].Details["backup_id"] != j2.ID {
+			t.Fatalf("cbt_drift events: %d %+v %+v", code, e, evs)
 		}
 	})
 }

@@ -245,22 +245,25 @@ type BackupDisk struct {
 type UploadSession struct {
 	bun.BaseModel `bun:"table:upload_sessions"`
 
-	ID            string    `bun:"id,pk"`
-	JobID         string    `bun:"job_id,notnull"`
-	DiskID        string    `bun:"disk_id,notnull"`
-	AgentID       string    `bun:"agent_id,notnull"`
-	RepositoryID  string    `bun:"repository_id,notnull"`
-	Type          string    `bun:"type,notnull"`
-	Reason        string    `bun:"reason,notnull"`
-	ParentJobID   string    `bun:"parent_job_id,nullzero"`
-	BaseChangeID  string    `bun:"base_change_id,notnull"`
-	ChangeID      string    `bun:"change_id,notnull"`
-	CapacityBytes int64     `bun:"capacity_bytes,notnull"`
-	ChunkSize     int64     `bun:"chunk_size,notnull"`
-	SlotCount     int64     `bun:"slot_count,notnull"`
-	Status        string    `bun:"status,notnull"` // api.SessionOpen, api.SessionCommitting, api.SessionCommitted, api.SessionAborted
-	CreatedAt     time.Time `bun:"created_at,notnull"`
-	UpdatedAt     time.Time `bun:"updated_at,notnull"`
+	ID            string `bun:"id,pk"`
+	JobID         string `bun:"job_id,notnull"`
+	DiskID        string `bun:"disk_id,notnull"`
+	AgentID       string `bun:"agent_id,notnull"`
+	RepositoryID  string `bun:"repository_id,notnull"`
+	Type          string `bun:"type,notnull"`
+	Reason        string `bun:"reason,notnull"`
+	ParentJobID   string `bun:"parent_job_id,nullzero"`
+	BaseChangeID  string `bun:"base_change_id,notnull"`
+	ChangeID      string `bun:"change_id,notnull"`
+	CapacityBytes int64  `bun:"capacity_bytes,notnull"`
+	ChunkSize     int64  `bun:"chunk_size,notnull"`
+	SlotCount     int64  `bun:"slot_count,notnull"`
+	Status        string `bun:"status,notnull"` // api.SessionOpen, api.SessionCommitting, api.SessionCommitted, api.SessionAborted
+	// DriftCount counts the slots the session's drift checks found changed although CBT called
+	// them unchanged; a session with any commits only with every slot recorded.
+	DriftCount int64     `bun:"drift_count,notnull"`
+	CreatedAt  time.Time `bun:"created_at,notnull"`
+	UpdatedAt  time.Time `bun:"updated_at,notnull"`
 }
 
 // UploadSlot records that one slot of a session has the given content digest (hex SHA-256).

@@ -102,6 +102,30 @@ func (c *Catalog) RecordSlots(ctx context.Context, sessionID string, slots []Upl
 	})
 }
 
+// RecordSessionDrift adds n to the slots an open session's drift check found changed although
+// CBT called them unchanged (a check sent again counts again: the count is at least the truth).
+// A session that is no longer open → ErrConflict.
+func (c *Catalog) RecordSessionDrift(ctx context.Context, sessionID string, n int64) error {
+	res, err := c.db.NewUpdate().Model((*UploadSession)(nil)).Set("drift_count = drift_count + ?", n).Set("updated_at = ?", c.now()).
+		Where("id = ?", sessionID).Where("status = ?", api.SessionOpen).Exec(ctx)
+	if err != nil {
+		return fmt.Errorf("record CBT drift of session %s: %w", sessionID, err)
+	}
+	if got, _ := res.RowsAffected(); got != 1 {
+		return fmt.Errorf("upload session %s is not open: %w", sessionID, ErrConflict)
+	}
+	return nil
+}
+
+// CountSessionSlots returns how many slots of a session are recorded.
+func (c *Catalog) CountSessionSlots(ctx context.Context, sessionID string) (int64, error) {
+	n, err := c.db.NewSelect().Model((*UploadSlot)(nil)).Where("session_id = ?", sessionID).Count(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("count slots of session %s: %w", sessionID, err)
+	}
+	return int64(n), nil
+}
+
 // BeginCommit moves an open session to committing, after which it takes no more slots; a
 // session already committing stays so (a commit sent again). Any other status → ErrConflict.
 func (c *Catalog) BeginCommit(ctx context.Context, sessionID string) error {

@@ -68,6 +68,8 @@ type ingestCatalog interface {
 	AgentLiveSession(ctx context.Context, id, agentID string) (*catalog.LiveSession, error)
 	RecordSlots(ctx context.Context, sessionID string, slots []catalog.UploadSlot) error
 	EachSessionSlot(ctx context.Context, sessionID string, fn func(slot int64, digest string) error) error
+	CountSessionSlots(ctx context.Context, sessionID string) (int64, error)
+	RecordSessionDrift(ctx context.Context, sessionID string, n int64) error
 	CommitSession(ctx context.Context, sessionID string, bd *catalog.BackupDisk) (*catalog.BackupDisk, error)
 	BackupDisks(ctx context.Context, jobID string) ([]catalog.BackupDisk, error)
 	RecordEvents(ctx context.Context, evs []catalog.Event) error
@@ -234,7 +236,7 @@ func (s *Service) sessionInfo(ctx context.Context, sess *catalog.UploadSession) 
 	}
 	defer release()
 	out := api.Session{ID: sess.ID, JobID: sess.JobID, DiskID: sess.DiskID, Type: sess.Type, CapacityBytes: sess.CapacityBytes,
-		ChunkSize: sess.ChunkSize, SlotCount: sess.SlotCount, Status: sess.Status, Done: [][2]int64{}}
+		ChunkSize: sess.ChunkSize, SlotCount: sess.SlotCount, Status: sess.Status, CBTDrift: sess.DriftCount > 0, Done: [][2]int64{}}
 	err = s.cat.EachSessionSlot(ctx, sess.ID, func(slot int64, _ string) error {
 		if n := len(out.Done); n > 0 && out.Done[n-1][1] == slot {
 			out.Done[n-1][1]++
@@ -491,6 +493,13 @@ func (s *Service) Check(ctx context.Context, agentID, sessionID string, req api.
 			out.Mismatched = append(out.Mismatched, sl.Slot)
 		}
 	}
+	// Remembered before it is answered: an agent that stops after this answer and resumes the
+	// session learns from the session that CBT is not to be trusted, and the commit holds it to that.
+	if len(out.Mismatched) > 0 {
+		if err := s.cat.RecordSessionDrift(ctx, sessionID, int64(len(out.Mismatched))); err != nil {
+			return api.CheckResult{}, err
+		}
+	}
 	return out, nil
 }
 
@@ -543,6 +552,20 @@ func (s *Service) Commit(ctx context.Context, agentID, sessionID string, req api
 	}
 	if sess.Status != api.SessionOpen && sess.Status != api.SessionCommitting {
 		return api.BackupDisk{}, fmt.Errorf("upload session %s is %s: %w", sessionID, sess.Status, catalog.ErrConflict)
+	}
+	drift := req.CBTDrift || sess.DriftCount > 0
+	if drift && sess.Status == api.SessionOpen {
+		// Slots CBT called unchanged had changed: the parent's digests cannot stand for any slot,
+		// so every slot must have been read and recorded — also by an agent that resumed the
+		// session after the one that found the drift stopped.
+		n, err := s.cat.CountSessionSlots(ctx, sessionID)
+		if err != nil {
+			return api.BackupDisk{}, err
+		}
+		if n < sess.SlotCount {
+			return api.BackupDisk{}, fmt.Errorf("CBT drift was found in upload session %s, so every slot must be read before its commit; %d of %d are recorded: %w",
+				sessionID, n, sess.SlotCount, catalog.ErrConflict)
+		}
 	}
 	repo, err := s.open(ctx, sess.RepositoryID)
 	if err != nil {
@@ -597,13 +620,13 @@ func (s *Service) Commit(ctx context.Context, agentID, sessionID string, req api
 		ParentJobID: sess.ParentJobID, BaseChangeID: sess.BaseChangeID, ChangeID: sess.ChangeID,
 		CapacityBytes: sess.CapacityBytes, ChunkSize: sess.ChunkSize, SlotsTotal: sess.SlotCount, SlotsChanged: req.SlotsChanged,
 		BytesRead: req.BytesRead, BytesSent: req.BytesSent, BytesDeduplicated: req.BytesDeduplicated, BytesZero: req.BytesZero,
-		IndexPath: ref.String(), IndexDigest: digest, StartedAt: sess.CreatedAt, FinishedAt: s.now().UTC(), CBTDrift: req.CBTDrift,
+		IndexPath: ref.String(), IndexDigest: digest, StartedAt: sess.CreatedAt, FinishedAt: s.now().UTC(), CBTDrift: drift,
 	}
 	got, err := s.cat.CommitSession(ctx, sessionID, bd)
 	if err != nil {
 		return api.BackupDisk{}, err
 	}
-	if req.CBTDrift {
+	if drift {
 		s.driftFound(ctx, ls, req)
 	}
 	s.knownSets.drop(sessionID)
@@ -619,7 +642,12 @@ func (s *Service) driftFound(ctx context.Context, ls *catalog.LiveSession, req a
 	for i, sl := range req.DriftSlots {
 		list[i] = strconv.FormatInt(sl, 10)
 	}
+	// The agent's count is exact; the session's counts checks sent again twice, and is all there
+	// is when the agent that found the drift stopped and another resumed the session.
 	count := max(req.DriftCount, int64(len(req.DriftSlots)))
+	if count == 0 {
+		count = ls.DriftCount
+	}
 	s.log.WarnContext(ctx, "CBT drift: slots CBT called unchanged had changed; the whole disk was read", "job_id", ls.JobID,
 		"disk_id", ls.DiskID, "vm_context_id", ls.VMContextID, "drift_count", count, "slots", list)
 	err := s.cat.RecordEvents(ctx, []catalog.Event{{Type: api.EventCBTDrift, VMContextID: ls.VMContextID, AgentID: ls.AgentID, Actor: ls.AgentID,
