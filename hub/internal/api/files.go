@@ -23,9 +23,9 @@ type fileService interface {
 }
 
 func (s *Server) registerFiles(v1 *gin.RouterGroup) {
-	v1.GET(rel(v1, api.PathBackupFiles), s.requireRole(api.RoleViewer), s.listFiles)
-	v1.GET(rel(v1, api.PathBackupFileContent), s.requireRole(api.RoleViewer), s.fileContent)
-	v1.GET(rel(v1, api.PathBackupFileArchive), s.requireRole(api.RoleViewer), s.fileArchive)
+	v1.GET(rel(v1, api.PathBackupFiles), s.requireRole(api.RoleViewer), s.limitServed(), s.listFiles)
+	v1.GET(rel(v1, api.PathBackupFileContent), s.requireRole(api.RoleViewer), s.limitServed(), s.fileContent)
+	v1.GET(rel(v1, api.PathBackupFileArchive), s.requireRole(api.RoleViewer), s.limitServed(), s.fileArchive)
 }
 
 // browse opens the disk of the request's backup, from the repository the query's repository

@@ -66,6 +66,8 @@ type testHub struct {
 	Repo    *repository.Repository
 	RepoDir string
 	Tests   *restoretest.Service // runs nothing by itself: a test calls Tests.Run
+	// Restores serves the restore points; its bound on reads served to clients is the API's.
+	Restores *restore.Service
 	// NFSAddr is the instant-recovery NFS listener (loopback); IRRoot holds its sessions.
 	NFSAddr string
 	IRRoot  string
@@ -196,7 +198,7 @@ func newTestHub(t *testing.T, c *catalog.Catalog, opts ...hubOptions) *testHub {
 	}
 	ts.StartTLS()
 	t.Cleanup(ts.Close)
-	return &testHub{t: t, URL: ts.URL, CA: ca, Cat: c, IDs: ids, Reg: reg, Logs: logs, Clock: clock, Repo: repo, RepoDir: repoDir, Tests: tests,
+	return &testHub{t: t, URL: ts.URL, CA: ca, Cat: c, IDs: ids, Reg: reg, Logs: logs, Clock: clock, Repo: repo, RepoDir: repoDir, Tests: tests, Restores: restores,
 		NFSAddr: nfsln.Addr().String(), IRRoot: irRoot, IR: irs, S3: s3cfg}
 }
 

@@ -19,14 +19,39 @@ type restoreService interface {
 	// OpenIn opens a disk of a backup read from the repository named repo, the backup's own
 	// or one holding a copy of it (empty: its own).
 	OpenIn(ctx context.Context, backupID, diskID, repo string) (*restore.Image, restore.Disk, error)
+	// Serve admits one read of restore points for a client, within the hub's bound.
+	Serve(ctx context.Context) (release func(), err error)
 }
 
 // errBadRange is answered with 416.
 var errBadRange = errors.New("range not satisfiable")
 
 func (s *Server) registerRestore(v1 *gin.RouterGroup) {
-	v1.GET(rel(v1, api.PathBackupImage), s.requireRole(api.RoleViewer), s.diskImage)
-	v1.HEAD("/backups/:id/disks/:disk/image", s.requireRole(api.RoleViewer), s.diskImage)
+	v1.GET(rel(v1, api.PathBackupImage), s.requireRole(api.RoleViewer), s.limitServed(), s.diskImage)
+	v1.HEAD("/backups/:id/disks/:disk/image", s.requireRole(api.RoleViewer), s.limitServed(), s.diskImage)
+}
+
+// limitServed admits a read of restore points (an image download, a file-level restore) within
+// the hub's bound on those served at once (restore.MaxServed): over it, after a short wait, the
+// request is answered 429 with Retry-After and the client retries. However many requests a
+// viewer sends, the hub holds a bounded amount of memory for them.
+func (s *Server) limitServed() gin.HandlerFunc {
+	return func(c *gin.Context) {
+		if s.deps.Restore == nil {
+			c.Next()
+			return
+		}
+		release, err := s.deps.Restore.Serve(c.Request.Context())
+		if err != nil {
+			if errors.Is(err, restore.ErrBusy) {
+				c.Header("Retry-After", "5")
+			}
+			s.fail(c, err)
+			return
+		}
+		defer release()
+		c.Next()
+	}
 }
 
 // diskImage streams the raw image of one disk of a restore point, with single byte-range

@@ -3,13 +3,18 @@ package api_test
 import (
 	"bytes"
 	"crypto/rand"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 
+	"github.com/sendense/sendense/hub/internal/restore"
 	"github.com/sendense/sendense/shared/api"
 	"github.com/sendense/sendense/shared/chunk"
 )
@@ -95,6 +100,54 @@ func TestRestoreImageOverHTTP(t *testing.T) {
 		}
 		if resp, _, _ := h.getImage("", id, ""); resp.StatusCode != http.StatusUnauthorized {
 			t.Fatalf("no token: %d", resp.StatusCode)
+		}
+	})
+}
+
+// Reads of restore points served at once are bounded, however many a viewer asks for: over the
+// bound an image download and a file listing wait, then get 429 with Retry-After and a JSON
+// body, and are served once a read has ended.
+func TestRestorePointReadsAreBounded(t *testing.T) {
+	forEachHub(t, func(t *testing.T, h *testHub) {
+		a := h.newAgent("a1")
+		operator, viewer := h.apiToken(api.RoleOperator), h.apiToken(api.RoleViewer)
+		img := randomImage(t, 3*testChunk)
+		id := h.backupImage(a, operator, img)
+		h.Restores.SetServeWaitForTest(100 * time.Millisecond)
+		var held []func()
+		for range restore.MaxServed {
+			release, err := h.Restores.Serve(t.Context())
+			if err != nil {
+				t.Fatal(err)
+			}
+			held = append(held, release)
+		}
+		resp, body, err := h.getImage(viewer, id, "")
+		var e api.Error
+		if err != nil || resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") == "" ||
+			json.Unmarshal(body, &e) != nil || e.Code != api.CodeTooManyRequests || !strings.Contains(e.Error, "restore-point reads") {
+			t.Fatalf("image over the bound: %v %v %q, want 429 with Retry-After and a JSON error", resp.StatusCode, err, body)
+		}
+		if code, e := h.call(h.client(nil), http.MethodGet, api.Path(api.PathBackupFiles, id, "disk-2000")+"?path=/", viewer, nil, nil); code != http.StatusTooManyRequests {
+			t.Fatalf("file listing over the bound: %d %+v, want 429", code, e)
+		}
+		if n := metricValue(t, h.Reg, "sendense_hub_restore_reads_refused_total", "", ""); n != 2 {
+			t.Fatalf("refused reads counted %v, want 2", n)
+		}
+		held[0]()
+		held[0]() // a release called twice frees one read only
+		resp, got, err := h.getImage(viewer, id, "")
+		if err != nil || resp.StatusCode != http.StatusOK || !bytes.Equal(got, img) {
+			t.Fatalf("image once a read ended: %v %v, equal %v", resp.StatusCode, err, bytes.Equal(got, img))
+		}
+		if _, err := h.Restores.Serve(t.Context()); err != nil {
+			t.Fatalf("the read freed: %v", err)
+		}
+		if _, err := h.Restores.Serve(t.Context()); !errors.Is(err, restore.ErrBusy) {
+			t.Fatalf("a second read after one release: %v, want ErrBusy", err)
+		}
+		for _, r := range held[1:] {
+			r()
 		}
 	})
 }

@@ -81,6 +81,9 @@ type (
 	}
 	imageService interface {
 		Open(ctx context.Context, backupID, diskID string) (*restore.Image, restore.Disk, error)
+		// Serve admits one read of restore points for a client, within the hub's bound
+		// shared with the API.
+		Serve(ctx context.Context) (release func(), err error)
 	}
 	policyService interface {
 		Create(ctx context.Context, in api.Policy) (api.Policy, error)
@@ -187,11 +190,11 @@ func New(d Deps) (*Console, error) {
 	c.route("POST /backups/{id}/cancel", api.RoleOperator, c.cancelBackup)
 	// Verify reads every chunk of the backup: admin only, as the API's verify.
 	c.route("POST /backups/{id}/verify", api.RoleAdmin, c.verifyBackup)
-	c.route("GET /backups/{id}/disks/{disk}/image", api.RoleViewer, c.image)
+	c.route("GET /backups/{id}/disks/{disk}/image", api.RoleViewer, c.served(c.image))
 	c.route("POST /backups/{id}/restore", api.RoleOperator, c.startRestore)
-	c.route("GET /backups/{id}/disks/{disk}/files", api.RoleViewer, c.filesPage)
-	c.route("GET /backups/{id}/disks/{disk}/file", api.RoleViewer, c.fileDownload)
-	c.route("GET /backups/{id}/disks/{disk}/archive", api.RoleViewer, c.archiveDownload)
+	c.route("GET /backups/{id}/disks/{disk}/files", api.RoleViewer, c.served(c.filesPage))
+	c.route("GET /backups/{id}/disks/{disk}/file", api.RoleViewer, c.served(c.fileDownload))
+	c.route("GET /backups/{id}/disks/{disk}/archive", api.RoleViewer, c.served(c.archiveDownload))
 	c.route("GET /restores", api.RoleViewer, c.restores)
 	c.route("POST /restores/{id}/cancel", api.RoleOperator, c.cancelRestore)
 	c.route("GET /restore-tests", api.RoleViewer, c.restoreTests)
@@ -261,6 +264,23 @@ const (
 // route registers a handler that needs a signed-in user of at least role need; a change
 // (anything but GET) must also carry the session's CSRF token, checked before the role so that
 // a forged request learns nothing, and is recorded as an audit event like the API's.
+// served admits h, a read of restore points, within the hub's bound on those served at once
+// (restore.MaxServed, shared with the API): over it, after a short wait, the page says so (429).
+func (c *Console) served(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		release, err := c.d.Images.Serve(r.Context())
+		if err != nil {
+			if errors.Is(err, restore.ErrBusy) {
+				w.Header().Set("Retry-After", "5")
+			}
+			c.fail(w, r, err)
+			return
+		}
+		defer release()
+		h(w, r)
+	}
+}
+
 func (c *Console) route(pattern, need string, h http.HandlerFunc) {
 	change := !strings.HasPrefix(pattern, "GET ")
 	c.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {

@@ -10,8 +10,11 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/semaphore"
+
 	"github.com/sendense/sendense/hub/internal/catalog"
 	"github.com/sendense/sendense/hub/internal/events"
 	"github.com/sendense/sendense/hub/internal/fidx"
@@ -22,6 +25,21 @@ import (
 
 // ErrNotRestorable is returned for a backup that is not a successful restore point.
 var ErrNotRestorable = errors.New("backup is not a successful restore point")
+
+// ErrBusy refuses a read of a restore point for a client while the hub serves as many as it
+// allows (Service.Serve); the client retries later.
+var ErrBusy = errors.New("the hub is serving as many restore-point reads as it allows")
+
+// MaxServed bounds the reads of restore points the hub serves to clients at once: image
+// downloads and file-level restores (listings, files, archives), through the API and the
+// console together. Each holds its disk's index and up to 32 MiB of chunks (a download's
+// read-ahead, a browse's page cache), so eight hold a few hundred MiB at most whoever asks and
+// however often. Instant recoveries, restore tests and restores run by the hub itself are not
+// counted: they have their own bounds.
+const MaxServed = 8
+
+// servedWait is how long a read waits for one of the others to end before ErrBusy.
+const servedWait = 10 * time.Second
 
 // restoreCatalog is what this package needs from the catalog.
 type restoreCatalog interface {
@@ -37,15 +55,36 @@ type OpenFunc func(ctx context.Context, id string) (Repository, error)
 
 // Service opens disk images of restore points.
 type Service struct {
-	cat  restoreCatalog
-	open OpenFunc
-	m    *metrics
+	cat    restoreCatalog
+	open   OpenFunc
+	m      *metrics
+	served *semaphore.Weighted // reads served to clients (Serve)
+	wait   time.Duration
 }
 
 // New returns the service; the metrics of the images it opens are registered on reg (nil: not
 // registered).
 func New(cat restoreCatalog, open OpenFunc, reg prometheus.Registerer) *Service {
-	return &Service{cat: cat, open: open, m: newMetrics(reg)}
+	return &Service{cat: cat, open: open, m: newMetrics(reg), served: semaphore.NewWeighted(MaxServed), wait: servedWait}
+}
+
+// SetServeWaitForTest sets how long Serve waits before ErrBusy (10 s otherwise).
+func (s *Service) SetServeWaitForTest(d time.Duration) { s.wait = d }
+
+// Serve admits one read of restore points served to a client (a download, a listing), waiting
+// up to 10 s while MaxServed others are being served: ErrBusy after that, the context's error
+// when it ends first. The read must call release when it ends.
+func (s *Service) Serve(ctx context.Context) (release func(), err error) {
+	wctx, cancel := context.WithTimeout(ctx, s.wait)
+	defer cancel()
+	if err := s.served.Acquire(wctx, 1); err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		s.m.busy.Inc()
+		return nil, fmt.Errorf("%w (%d at once); retry when one has ended", ErrBusy, MaxServed)
+	}
+	return sync.OnceFunc(func() { s.served.Release(1) }), nil
 }
 
 // recorder returns the function with which an image of row's disk, read from the repository
@@ -64,15 +103,18 @@ func (s *Service) recorder(row *catalog.BackupRow, repoID, repoName, diskID stri
 type metrics struct {
 	bytes    prometheus.Counter
 	failures prometheus.Counter
+	busy     prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
 	m := &metrics{
 		bytes:    prometheus.NewCounter(prometheus.CounterOpts{Name: "sendense_hub_restore_bytes_total", Help: "Bytes of disk images served for restore."}),
 		failures: prometheus.NewCounter(prometheus.CounterOpts{Name: "sendense_hub_restore_failures_total", Help: "Restore streams aborted because a chunk was damaged or missing."}),
+		busy: prometheus.NewCounter(prometheus.CounterOpts{Name: "sendense_hub_restore_reads_refused_total",
+			Help: "Reads of restore points for clients (downloads, file-level restores) refused because as many as the hub allows were being served."}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.bytes, m.failures)
+		reg.MustRegister(m.bytes, m.failures, m.busy)
 	}
 	return m
 }
