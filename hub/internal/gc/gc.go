@@ -25,6 +25,7 @@ type gcCatalog interface {
 	Repositories(ctx context.Context) ([]catalog.Repository, error)
 	OpenSessionDigests(ctx context.Context, repositoryID string) ([]string, error)
 	OldestWrite(ctx context.Context, repositoryID string) (time.Time, error)
+	IndexedDisks(ctx context.Context, repositoryID string) ([]catalog.IndexedDisk, error)
 }
 
 // Repository is what garbage collection needs of one repository.
@@ -186,19 +187,47 @@ func (g *Collector) collect(ctx context.Context, r catalog.Repository, grace tim
 	rep.Cutoff = cutoff
 	// marked holds stored names (ChunkName), which is what the walk of the chunks sees.
 	marked := map[chunk.Digest]struct{}{}
-	err = repo.WalkIndexes(ctx, func(ref repository.IndexRef) error {
-		idx, err := repo.ReadIndex(ctx, ref)
-		if err != nil {
-			return fmt.Errorf("index %s cannot be read, so nothing can be collected: %w", ref, err)
-		}
+	seen := map[repository.IndexRef]bool{}
+	mark := func(idx *fidx.Index) {
 		rep.Indexes++
 		for _, d := range idx.Referenced() {
 			marked[repo.ChunkName(d)] = struct{}{}
 		}
+	}
+	err = repo.WalkIndexes(ctx, func(ref repository.IndexRef) error {
+		seen[ref] = true
+		idx, err := repo.ReadIndex(ctx, ref)
+		if err != nil {
+			return fmt.Errorf("index %s cannot be read, so nothing can be collected: %w", ref, err)
+		}
+		mark(idx)
 		return nil
 	})
 	if err != nil {
 		return rep, err
+	}
+	// The walk may miss an index written while it ran (a listing is a snapshot) and also miss
+	// that index's parent, removed before the walk reached it — allowed once the child has
+	// committed, whose index then alone names the chunks it inherited. The catalog records a
+	// disk's index in the transaction that ends its session, before its parent can be removed:
+	// read after the walk, it names every such index.
+	disks, err := g.cat.IndexedDisks(ctx, r.ID)
+	if err != nil {
+		return rep, err
+	}
+	for _, d := range disks {
+		ref := repository.IndexRef{VMUUID: d.InstanceUUID, DiskID: d.DiskID, BackupID: d.JobID}
+		if seen[ref] {
+			continue
+		}
+		idx, err := repo.ReadIndex(ctx, ref)
+		switch {
+		case errors.Is(err, repository.ErrIndexNotFound):
+			continue // removed since, or lost before (the check reports that): nothing to keep
+		case err != nil:
+			return rep, fmt.Errorf("index %s cannot be read, so nothing can be collected: %w", ref, err)
+		}
+		mark(idx)
 	}
 	open, err := g.cat.OpenSessionDigests(ctx, r.ID)
 	if err != nil {

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"log/slog"
 	"path/filepath"
+	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -23,7 +25,12 @@ const slot = 64 << 10
 // fakeCatalog is one repository and its open upload sessions.
 type fakeCatalog struct {
 	repo     catalog.Repository
-	sessions []string // digests named by open sessions
+	sessions []string              // digests named by open sessions
+	disks    []catalog.IndexedDisk // disk results whose indexes the catalog names
+}
+
+func (c *fakeCatalog) IndexedDisks(context.Context, string) ([]catalog.IndexedDisk, error) {
+	return c.disks, nil
 }
 
 func (c *fakeCatalog) Repositories(context.Context) ([]catalog.Repository, error) {
@@ -137,5 +144,92 @@ func TestOneCollectionAtATime(t *testing.T) {
 	}
 	if reps, err := c.Run(t.Context(), "r", 30*time.Minute, false); err != nil || reps[0].FreedChunks != 1 {
 		t.Fatalf("Run after the other collection ended = %v, %v", reps, err)
+	}
+}
+
+// hookRepo runs hook once, just before the collection reads the index of backup first.
+type hookRepo struct {
+	*repository.Repository
+	first string
+	once  *sync.Once
+	hook  func()
+}
+
+func (h hookRepo) ReadIndex(ctx context.Context, ref repository.IndexRef) (*fidx.Index, error) {
+	if ref.BackupID == h.first {
+		h.once.Do(h.hook)
+	}
+	return h.Repository.ReadIndex(ctx, ref)
+}
+
+// An incremental commits while the collection walks the disk's indexes, after their directory
+// was listed, and its parent is pruned right after (allowed: the child has committed): the walk
+// sees neither index, and only the catalog, read after it, names the chunks the incremental
+// inherited. They are kept. An index the catalog names and the repository lost does not stop
+// the collection.
+func TestIndexCommittedDuringTheWalkKeepsWhatItInherited(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "repo")
+	repo, err := repository.InitDir(t.Context(), dir, slot, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = repo.Close() })
+	old, inherited, fresh, garbage := putChunk(t, repo), putChunk(t, repo), putChunk(t, repo), putChunk(t, repo)
+	ref := func(id string) repository.IndexRef {
+		return repository.IndexRef{VMUUID: "vm", DiskID: "disk-2000", BackupID: id}
+	}
+	write := func(id string, idx *fidx.Index) {
+		t.Helper()
+		if _, err := repo.WriteIndex(t.Context(), ref(id), idx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const first, parent, child = "bk-20261201-000000-aaaaaaaa", "bk-20261202-000000-aaaaaaaa", "bk-20261203-000000-aaaaaaaa"
+	o, _ := fidx.New(2*slot, slot)
+	o.Digests[0] = old
+	write(first, o)
+	p, _ := fidx.New(2*slot, slot)
+	p.Digests[0] = inherited
+	write(parent, p)
+	cat := &fakeCatalog{repo: catalog.Repository{ID: repo.ID(), Name: "r", Path: dir}, disks: []catalog.IndexedDisk{
+		{JobID: first, DiskID: "disk-2000", InstanceUUID: "vm"}, {JobID: parent, DiskID: "disk-2000", InstanceUUID: "vm"},
+		{JobID: "bk-20261130-000000-bbbbbbbb", DiskID: "disk-2000", InstanceUUID: "vm"}, // lost
+	}}
+	var once sync.Once
+	commitAndPrune := func() {
+		c, err := fidx.Derive(p, 2*slot)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		c.Digests[1] = fresh
+		write(child, c)
+		cat.disks = append(cat.disks, catalog.IndexedDisk{JobID: child, DiskID: "disk-2000", InstanceUUID: "vm"})
+		if err := repo.RemoveIndex(t.Context(), ref(parent)); err != nil {
+			t.Error(err)
+		}
+		cat.disks = slices.DeleteFunc(cat.disks, func(d catalog.IndexedDisk) bool { return d.JobID == parent })
+	}
+	open := func(ctx context.Context, id string) (Repository, error) {
+		r, err := repository.OpenDir(ctx, dir, nil)
+		if err != nil {
+			return nil, err
+		}
+		t.Cleanup(func() { _ = r.Close() })
+		return hookRepo{Repository: r, first: first, once: &once, hook: commitAndPrune}, nil
+	}
+	c := New(cat, open, slog.New(slog.DiscardHandler), nil)
+	c.now = func() time.Time { return time.Now().Add(time.Hour) } // every chunk is past the grace
+	reps, err := c.Run(t.Context(), "r", 30*time.Minute, false)
+	if err != nil || len(reps) != 1 {
+		t.Fatalf("collection: %+v %v", reps, err)
+	}
+	for _, d := range []chunk.Digest{old, inherited, fresh} {
+		if ok, err := repo.HasChunk(t.Context(), d); !ok || err != nil {
+			t.Fatalf("chunk %s named by a live index was collected (%v)", d, err)
+		}
+	}
+	if ok, _ := repo.HasChunk(t.Context(), garbage); ok {
+		t.Fatal("the chunk nothing names was kept")
 	}
 }
