@@ -143,11 +143,24 @@ func (c *Checker) repository(ctx context.Context, r catalog.Repository, repair b
 				Detail: "the backup is recorded as successful but its index is missing: it cannot be restored"})
 		}
 	}
-	// Orphans are decided against the active jobs read after the walk: a job that started
-	// meanwhile is active, so its fresh index is never taken for an orphan.
+	// Orphans are decided against the active jobs read after the walk, and then the catalog's
+	// disks read again: an index the walk found belongs to a job that was active then or that
+	// committed it before — a job that started meanwhile is active, one that succeeded
+	// meanwhile recorded its disk when it committed (before it stopped being active). Either
+	// way its fresh index is never taken for an orphan.
 	active, err := c.cat.WritingBackupIDs(ctx)
 	if err != nil {
 		return err
+	}
+	after, err := c.cat.IndexedDisks(ctx, r.ID)
+	if err != nil {
+		return err
+	}
+	for _, d := range after {
+		ref := repository.IndexRef{VMUUID: d.InstanceUUID, DiskID: d.DiskID, BackupID: d.JobID}
+		if _, ok := known[ref]; !ok && onDisk[ref] {
+			known[ref] = d
+		}
 	}
 	missingChunks := map[chunk.Digest][]repository.IndexRef{}
 	present := map[chunk.Digest]bool{}

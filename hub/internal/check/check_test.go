@@ -3,9 +3,12 @@ package check
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"errors"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -17,8 +20,9 @@ import (
 )
 
 type fakeCatalog struct {
-	repo  catalog.Repository
-	disks []catalog.IndexedDisk
+	repo      catalog.Repository
+	disks     []catalog.IndexedDisk
+	afterRead func() // run once, after the first read of the disks
 }
 
 func (c *fakeCatalog) Repositories(context.Context) ([]catalog.Repository, error) {
@@ -26,7 +30,12 @@ func (c *fakeCatalog) Repositories(context.Context) ([]catalog.Repository, error
 }
 
 func (c *fakeCatalog) IndexedDisks(context.Context, string) ([]catalog.IndexedDisk, error) {
-	return c.disks, nil
+	out := slices.Clone(c.disks)
+	if c.afterRead != nil {
+		c.afterRead()
+		c.afterRead = nil
+	}
+	return out, nil
 }
 
 func (c *fakeCatalog) WritingBackupIDs(context.Context) (map[string]bool, error) {
@@ -140,5 +149,59 @@ func TestQuarantinedChunks(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, filepath.FromSlash(key))); err != nil {
 		t.Fatalf("repair removed the quarantined chunk: %v", err)
+	}
+}
+
+// A backup that commits its index and succeeds just after the check read the catalog's disks:
+// the walk finds an index the catalog did not name when it was read, and the job is no longer
+// active when the check asks. It is not an orphan, and repair leaves it.
+func TestRepairKeepsAnIndexCommittedDuringTheCheck(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "repo")
+	repo, err := repository.InitDir(t.Context(), dir, 64<<10, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = repo.Close() })
+	p := make([]byte, 1000)
+	_, _ = rand.Read(p)
+	blob, err := chunk.AppendBlob(nil, chunk.CodecRaw, len(p), p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := chunk.Sum(p)
+	if _, err := repo.PutChunk(t.Context(), d, blob); err != nil {
+		t.Fatal(err)
+	}
+	fresh := repository.IndexRef{VMUUID: "vm", DiskID: "disk-2000", BackupID: "bk-fresh"}
+	orphan := repository.IndexRef{VMUUID: "vm", DiskID: "disk-2000", BackupID: "bk-orphan"}
+	idx, err := fidx.New(64<<10, 64<<10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	idx.Digests[0] = d
+	if _, err := repo.WriteIndex(t.Context(), orphan, idx); err != nil {
+		t.Fatal(err)
+	}
+	cat := &fakeCatalog{repo: catalog.Repository{ID: repo.ID(), Name: "r", Path: dir}}
+	cat.afterRead = func() {
+		// The index, then its disk's row (CommitSession), then the job succeeds.
+		if _, err := repo.WriteIndex(t.Context(), fresh, idx); err != nil {
+			t.Error(err)
+		}
+		cat.disks = append(cat.disks, catalog.IndexedDisk{JobID: fresh.BackupID, DiskID: fresh.DiskID, InstanceUUID: fresh.VMUUID, JobStatus: api.JobSucceeded})
+	}
+	c := New(cat, func(context.Context, string) (Repository, error) { return repo, nil }, slog.New(slog.DiscardHandler))
+	rep, err := c.Run(t.Context(), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := repo.ReadIndex(t.Context(), fresh); err != nil {
+		t.Fatalf("repair removed the index of a backup that succeeded during the check: %v (problems %+v)", err, rep.Problems)
+	}
+	if len(rep.Problems) != 1 || rep.Problems[0].Kind != "orphan_index" || rep.Problems[0].BackupID != orphan.BackupID || !rep.Problems[0].Repaired {
+		t.Fatalf("problems %+v, want the one orphan, repaired", rep.Problems)
+	}
+	if _, err := repo.ReadIndex(t.Context(), orphan); !errors.Is(err, repository.ErrIndexNotFound) {
+		t.Fatalf("the orphan index: %v, want removed", err)
 	}
 }
