@@ -386,3 +386,59 @@ func TestInPlaceRestoredAfter(t *testing.T) {
 		after("rs-failed")
 	})
 }
+
+// An incremental's session holds its parent: a parent deleted after ingest chose it (and before
+// the session was recorded) refuses the session, and once the session is recorded the parent can
+// be neither deleted nor moved to a copy (either would remove the index the incremental derives
+// from) until the session ends.
+func TestIncrementalSessionHoldsItsParent(t *testing.T) {
+	catalogtest.ForEachDialect(t, func(t *testing.T, c *catalog.Catalog) {
+		ctx := t.Context()
+		for _, r := range []*catalog.Repository{
+			{ID: "repo-1", Name: "vault", Kind: api.RepositoryLocal, Path: "/srv/vault", ChunkSize: 4 << 20},
+			{ID: "repo-2", Name: "offsite", Kind: api.RepositoryLocal, Path: "/srv/offsite", ChunkSize: 4 << 20},
+		} {
+			if err := c.CreateRepository(ctx, r); err != nil {
+				t.Fatal(err)
+			}
+		}
+		t0 := time.Date(2026, 11, 1, 10, 0, 0, 0, time.UTC)
+		for _, b := range []*catalog.BackupRows{importedRows("repo-1", "bk-q", "", t0), importedRows("repo-1", "bk-p", "", t0.Add(time.Hour))} {
+			if ok, err := c.ImportBackup(ctx, b); err != nil || !ok {
+				t.Fatalf("import %s: %v %v", b.Job.ID, ok, err)
+			}
+		}
+		if err := c.RecordCopy(ctx, &catalog.BackupCopy{BackupID: "bk-q", RepositoryID: "repo-2"}); err != nil {
+			t.Fatal(err)
+		}
+		job := catalog.SeedJobForTest(t, c, catalog.SeedVMForTest(t, c))
+		session := func(id, parent string) *catalog.UploadSession {
+			return &catalog.UploadSession{ID: id, JobID: job, DiskID: "disk-2000", AgentID: "agent-seed", RepositoryID: "repo-1",
+				Type: api.BackupIncremental, ParentJobID: parent, CapacityBytes: 8 << 20, ChunkSize: 4 << 20, SlotCount: 2}
+		}
+
+		parent, err := c.LatestBackupDisk(ctx, "ctx-web-1", "disk-2000", "repo-1")
+		if err != nil || parent.JobID != "bk-p" {
+			t.Fatalf("latest = %+v, %v", parent, err)
+		}
+		if _, _, err := c.DeleteBackup(ctx, "bk-p"); err != nil {
+			t.Fatalf("delete: %v", err)
+		}
+		if _, err := c.OpenSession(ctx, session("us-1", parent.JobID)); !errors.Is(err, catalog.ErrConflict) {
+			t.Fatalf("a session on a parent deleted after it was chosen: %v, want ErrConflict", err)
+		}
+
+		if _, err := c.OpenSession(ctx, session("us-2", "bk-q")); err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := c.DeleteBackup(ctx, "bk-q"); !errors.Is(err, catalog.ErrConflict) {
+			t.Fatalf("deleting the parent of an open session: %v, want ErrConflict", err)
+		}
+		if _, _, err := c.RehomeBackup(ctx, "bk-q", "repo-2"); !errors.Is(err, catalog.ErrConflict) {
+			t.Fatalf("moving the parent of an open session to its copy: %v, want ErrConflict", err)
+		}
+		if got, err := c.OpenSession(ctx, session("us-3", "bk-q")); err != nil || got.ID != "us-2" {
+			t.Fatalf("reopening the session: %+v, %v; want us-2", got, err)
+		}
+	})
+}

@@ -177,11 +177,25 @@ func (c *Catalog) DeleteBackup(ctx context.Context, id string) (*BackupJob, []Ba
 }
 
 // releaseBackupUsers deletes the records of the finished restores and instant recoveries of
-// backup id, which name it; one still reading it (a restore queued or running, an instant
-// recovery not yet stopped, failed or migrated, an incremental being uploaded onto it, a copy
-// being written from it) → ErrConflict, and nothing is deleted. The caller holds the backup's
-// row, so that no new restore starts meanwhile.
+// backup id, which name it; one still reading it (refuseBackupUsers) → ErrConflict, and nothing
+// is deleted. The caller holds the backup's row, so that no new restore starts meanwhile.
 func releaseBackupUsers(ctx context.Context, tx bun.Tx, id string, now time.Time) error {
+	if err := refuseBackupUsers(ctx, tx, id, now); err != nil {
+		return err
+	}
+	for _, m := range []any{(*RestoreJob)(nil), (*InstantRecovery)(nil)} {
+		if _, err := tx.NewDelete().Model(m).Where("backup_id = ?", id).Exec(ctx); err != nil {
+			return fmt.Errorf("delete restore records of backup %s: %w", id, err)
+		}
+	}
+	return nil
+}
+
+// refuseBackupUsers answers ErrConflict, naming it, when something still reads backup id where it
+// is: a restore queued or running, an instant recovery not yet stopped, failed or migrated, an
+// incremental being uploaded onto it, a copy being written from it. The caller holds the
+// backup's row.
+func refuseBackupUsers(ctx context.Context, tx bun.Tx, id string, now time.Time) error {
 	users := []struct {
 		q    *bun.SelectQuery
 		what string // the refusal, given the ids found
@@ -207,11 +221,6 @@ func releaseBackupUsers(ctx context.Context, tx bun.Tx, id string, now time.Time
 		if len(ids) > 0 {
 			slices.Sort(ids)
 			return fmt.Errorf(u.what+": %w", id, strings.Join(ids, ", "), ErrConflict)
-		}
-	}
-	for _, m := range []any{(*RestoreJob)(nil), (*InstantRecovery)(nil)} {
-		if _, err := tx.NewDelete().Model(m).Where("backup_id = ?", id).Exec(ctx); err != nil {
-			return fmt.Errorf("delete restore records of backup %s: %w", id, err)
 		}
 	}
 	return nil

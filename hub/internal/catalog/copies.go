@@ -156,13 +156,19 @@ func (c *Catalog) CopyPolicyStats(ctx context.Context, policyID string) (PolicyR
 // backup's repository becomes toRepositoryID, origin_repository_id remembers the repository it
 // leaves (or keeps the one it was first taken into), and the copy's record goes, since the copy
 // is now the backup itself. A queued or running backup is refused (ErrConflict), so is a
-// protected one (ErrProtected, ErrConflict); no copy recorded there → ErrNotFound. It returns the
-// job as it was before the move (its RepositoryID is the repository left) and its disks.
+// protected one (ErrProtected, ErrConflict), and so is one that something still reads where it
+// is (a running incremental onto it, a restore, an instant recovery, a copy from it:
+// ErrConflict naming it), since the caller removes its indexes there; no copy recorded there →
+// ErrNotFound. It returns the job as it was before the move (its RepositoryID is the repository
+// left) and its disks.
 func (c *Catalog) RehomeBackup(ctx context.Context, id, toRepositoryID string) (*BackupJob, []BackupDisk, error) {
 	j := new(BackupJob)
 	var disks []BackupDisk
 	err := c.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
 		if err := c.lockRemovableBackup(ctx, tx, id, j); err != nil {
+			return err
+		}
+		if err := refuseBackupUsers(ctx, tx, id, c.now()); err != nil {
 			return err
 		}
 		res, err := tx.NewDelete().Model((*BackupCopy)(nil)).Where("backup_id = ?", id).Where("repository_id = ?", toRepositoryID).Exec(ctx)

@@ -14,19 +14,74 @@ import (
 // OpenSession creates the upload session of one disk of a job, or returns the existing one (an
 // agent resuming after a restart opens it again). Reopening with other parameters → ErrConflict.
 func (c *Catalog) OpenSession(ctx context.Context, s *UploadSession) (*UploadSession, error) {
+	ex, err := c.sessionOf(ctx, s.JobID, s.DiskID)
+	switch {
+	case err == nil:
+		return sameSession(ex, s)
+	case !errors.Is(err, sql.ErrNoRows):
+		return nil, err
+	}
 	now := c.now()
 	s.Status, s.CreatedAt, s.UpdatedAt = api.SessionOpen, now, now
-	_, err := c.db.NewInsert().Model(s).Exec(ctx)
+	// SQLite's transactions here are immediate (one writer at a time): its read needs no lock.
+	lock := ""
+	if c.driver == DriverMySQL {
+		lock = " LOCK IN SHARE MODE"
+	}
+	err = c.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+		// An incremental's parent must still be a successful backup of the repository when its
+		// session is recorded: its row, read with a shared lock, cannot be deleted or moved
+		// (DeleteBackup and RehomeBackup lock it exclusively and then refuse while an unfinished
+		// session names it) until this session is there to be seen.
+		if s.ParentJobID != "" {
+			var status, repo string
+			err := tx.QueryRowContext(ctx, "SELECT status, repository_id FROM backup_jobs WHERE id = ?"+lock, s.ParentJobID).Scan(&status, &repo)
+			switch {
+			case errors.Is(err, sql.ErrNoRows):
+				return fmt.Errorf("the parent backup %s of this incremental was deleted: %w", s.ParentJobID, ErrConflict)
+			case err != nil:
+				return fmt.Errorf("select parent backup %s: %w", s.ParentJobID, err)
+			case status != api.JobSucceeded || repo != s.RepositoryID:
+				return fmt.Errorf("the parent backup %s of this incremental is no longer a successful backup in this repository: %w", s.ParentJobID, ErrConflict)
+			}
+		}
+		if _, err := tx.NewInsert().Model(s).Exec(ctx); err != nil {
+			return err
+		}
+		return nil
+	})
 	if err == nil {
 		return s, nil
+	}
+	if errors.Is(err, ErrConflict) {
+		return nil, err
 	}
 	if !isUniqueViolation(err) {
 		return nil, fmt.Errorf("insert upload session: %w", err)
 	}
+	// Opened at the same moment by another request of the agent.
+	if ex, err = c.sessionOf(ctx, s.JobID, s.DiskID); err != nil {
+		return nil, err
+	}
+	return sameSession(ex, s)
+}
+
+// sessionOf returns the session of a job's disk; sql.ErrNoRows when it has none.
+func (c *Catalog) sessionOf(ctx context.Context, jobID, diskID string) (*UploadSession, error) {
 	ex := new(UploadSession)
-	if err := c.db.NewSelect().Model(ex).Where("job_id = ?", s.JobID).Where("disk_id = ?", s.DiskID).Scan(ctx); err != nil {
+	err := c.db.NewSelect().Model(ex).Where("job_id = ?", jobID).Where("disk_id = ?", diskID).Scan(ctx)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return nil, err
+	case err != nil:
 		return nil, fmt.Errorf("select upload session: %w", err)
 	}
+	return ex, nil
+}
+
+// sameSession returns ex, the session a job's disk has, for a reopening s that asks for the same
+// geometry and parent; ErrConflict otherwise.
+func sameSession(ex, s *UploadSession) (*UploadSession, error) {
 	if ex.Type != s.Type || ex.CapacityBytes != s.CapacityBytes || ex.ChunkSize != s.ChunkSize || ex.ParentJobID != s.ParentJobID || ex.ChangeID != s.ChangeID {
 		return nil, fmt.Errorf("disk %s of job %s already has a %s session for %d bytes (change id %q): %w", s.DiskID, s.JobID, ex.Type, ex.CapacityBytes, ex.ChangeID, ErrConflict)
 	}
