@@ -402,13 +402,25 @@ func (c *connCounts) release(a netip.Addr) {
 
 // serveConn serves one connection with a handler that knows the client's address, so every
 // request (not only MOUNT) is checked against the export its handle names.
+//
+// The library reads the connection through a guardConn, which bounds what a request can make
+// it allocate. The connection has a context of its own, given to the library and cancelled
+// when the connection closes for any reason, so that no goroutine of the library is left
+// waiting on it (a reply that failed to be written, a record the library refused without
+// closing) and its slot in the connection counts is always released.
 func (s *Server) serveConn(ctx context.Context, c net.Conn, client netip.Addr) {
-	l := &oneConn{c: c, done: make(chan struct{})}
-	srv := &nfs.Server{Handler: &handler{s: s, client: client}, ID: s.id, Context: ctx}
+	cctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	l := &oneConn{done: make(chan struct{})}
+	l.c = &guardConn{Conn: c, onClose: func() {
+		cancel()
+		_ = l.Close()
+	}}
+	srv := &nfs.Server{Handler: &handler{s: s, client: client}, ID: s.id, Context: cctx}
 	go func() {
 		select {
-		case <-ctx.Done():
-			c.Close()
+		case <-cctx.Done():
+			_ = l.c.Close()
 		case <-l.done:
 		}
 	}()

@@ -1,0 +1,208 @@
+package nfsexport
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"io"
+	"net"
+	"sync"
+	"time"
+)
+
+// The NFS library (go-nfs v0.0.4 and the XDR decoders under it) allocates whatever length a
+// request claims — an RPC credential, a file handle, a name, a path, WRITE data — before it
+// reads the bytes: a 44-byte request could make the hub allocate 4 GiB. guardConn stands
+// between the client and the library and hands it one whole record at a time, checked first:
+// every length the library would allocate from must fit the record and a bound, or the
+// connection is closed. What it reads mirrors what the library reads, in the library's order;
+// re-check it when the library is upgraded.
+const (
+	// maxIO bounds the data of a WRITE and the count of a READ (clamped: a short read is
+	// legal). ESXi and Linux clients send at most 1 MiB; the library advertises more.
+	maxIO = 4 << 20
+	// maxRecord bounds one RPC record: a WRITE of maxIO and its headers.
+	maxRecord = maxIO + 64<<10
+	// Credentials and verifiers are at most 400 bytes (RFC 5531); NFSv3 handles at most 64
+	// (RFC 1813), names at most 255 here, MOUNT paths at most 1024 (MNTPATHLEN).
+	maxAuth, maxHandle, maxName, maxPath = 400, 64, 255, 1024
+
+	idleTimeout = 10 * time.Minute // between records (ESXi sends a heartbeat every few seconds)
+	bodyTimeout = 30 * time.Second // for the rest of a record once its mark has arrived
+	sendTimeout = time.Minute      // for each reply written
+)
+
+// errBadRecord refuses a record the guard will not hand to the library.
+var errBadRecord = errors.New("nfs: record refused")
+
+// RPC programs and NFSv3/MOUNT procedures the guard reads the arguments of.
+const (
+	progNFS   = 100003
+	progMount = 100005
+)
+
+// guardConn is a client connection as the library sees it: reads return whole records that
+// passed checkCall, writes have deadlines, and any failure closes the connection and runs
+// onClose (which ends the library's serving of it).
+type guardConn struct {
+	net.Conn
+	onClose func()
+	once    sync.Once
+	pending []byte       // the rest of the current record, handed out by Read
+	buf     bytes.Buffer // the record being read; it grows only as its bytes arrive
+}
+
+func (g *guardConn) Close() error {
+	var err error
+	g.once.Do(func() {
+		err = g.Conn.Close()
+		g.onClose()
+	})
+	return err
+}
+
+func (g *guardConn) Read(p []byte) (int, error) {
+	if len(g.pending) == 0 {
+		if err := g.next(); err != nil {
+			_ = g.Close()
+			return 0, err
+		}
+	}
+	n := copy(p, g.pending)
+	g.pending = g.pending[n:]
+	return n, nil
+}
+
+func (g *guardConn) Write(p []byte) (int, error) {
+	_ = g.Conn.SetWriteDeadline(time.Now().Add(sendTimeout))
+	n, err := g.Conn.Write(p)
+	if err != nil {
+		_ = g.Close()
+	}
+	return n, err
+}
+
+// next reads the next record whole: a single fragment of at most maxRecord bytes, its
+// arguments checked (checkCall).
+func (g *guardConn) next() error {
+	var mark [4]byte
+	_ = g.Conn.SetReadDeadline(time.Now().Add(idleTimeout))
+	if _, err := io.ReadFull(g.Conn, mark[:]); err != nil {
+		return err
+	}
+	h := binary.BigEndian.Uint32(mark[:])
+	n := int64(h & 0x7fffffff)
+	if h&0x80000000 == 0 || n < 40 || n > maxRecord {
+		return errBadRecord
+	}
+	_ = g.Conn.SetReadDeadline(time.Now().Add(bodyTimeout))
+	g.buf.Reset()
+	g.buf.Write(mark[:])
+	if _, err := io.CopyN(&g.buf, g.Conn, n); err != nil {
+		return err
+	}
+	rec := g.buf.Bytes()
+	if !checkCall(rec[4:]) {
+		return errBadRecord
+	}
+	g.pending = rec
+	return nil
+}
+
+// xdrReader reads XDR words of a record; past its end ok turns false.
+type xdrReader struct {
+	b  []byte
+	ok bool
+}
+
+func (r *xdrReader) u32() uint32 {
+	if !r.ok || len(r.b) < 4 {
+		r.ok = false
+		return 0
+	}
+	v := binary.BigEndian.Uint32(r.b)
+	r.b = r.b[4:]
+	return v
+}
+
+func (r *xdrReader) skip(n int) {
+	if !r.ok || len(r.b) < n {
+		r.ok = false
+		return
+	}
+	r.b = r.b[n:]
+}
+
+// field passes over a counted field of at most limit bytes; false when it claims more, or more
+// than the record holds. A record that ends before the count is left to the library, which
+// fails on its end without allocating.
+func (r *xdrReader) field(limit uint32) bool {
+	n := r.u32()
+	if !r.ok {
+		return true
+	}
+	padded := (uint64(n) + 3) &^ 3
+	if n > limit || padded > uint64(len(r.b)) {
+		return false
+	}
+	r.b = r.b[padded:]
+	return true
+}
+
+// checkCall reports whether an RPC call may reach the library: its credential and verifier,
+// and the counted fields of the arguments the library reads, are within bounds. It clamps a
+// READ's count to maxIO in place.
+func checkCall(b []byte) bool {
+	r := &xdrReader{b: b, ok: true}
+	r.u32()                           // xid
+	if r.u32() != 0 || r.u32() != 2 { // a CALL of RPC version 2
+		return false
+	}
+	prog, _, proc := r.u32(), r.u32(), r.u32()
+	r.u32() // credential flavor
+	if !r.field(maxAuth) {
+		return false
+	}
+	r.u32() // verifier flavor
+	if !r.field(maxAuth) || !r.ok {
+		return false
+	}
+	switch prog {
+	case progMount:
+		if proc == 1 || proc == 3 { // MNT, UMNT: a path
+			return r.field(maxPath)
+		}
+		return true
+	case progNFS:
+	default:
+		return true // no handler: the library answers without reading arguments
+	}
+	switch proc {
+	case 0: // NULL
+		return true
+	case 1, 2, 4, 5, 16, 17, 18, 19, 20, 21: // a handle first, then fixed-size fields
+		return r.field(maxHandle)
+	case 3, 8, 9, 11, 12, 13: // LOOKUP, CREATE, MKDIR, MKNOD, REMOVE, RMDIR: handle, name
+		return r.field(maxHandle) && r.field(maxName)
+	case 14: // RENAME: two handles and names
+		return r.field(maxHandle) && r.field(maxName) && r.field(maxHandle) && r.field(maxName)
+	case 6: // READ: handle, offset, count
+		if !r.field(maxHandle) {
+			return false
+		}
+		r.skip(8)
+		if r.ok && len(r.b) >= 4 && binary.BigEndian.Uint32(r.b) > maxIO {
+			binary.BigEndian.PutUint32(r.b, maxIO)
+		}
+		return true
+	case 7: // WRITE: handle, offset, count, stable, data
+		if !r.field(maxHandle) {
+			return false
+		}
+		r.skip(16)
+		return r.field(maxIO)
+	case 10, 15: // SYMLINK, LINK: a target the library reads unbounded; not served here
+		return false
+	}
+	return true // no such procedure: the library answers PROC_UNAVAIL
+}
