@@ -197,7 +197,10 @@ func (g *Collector) collect(ctx context.Context, r catalog.Repository, grace tim
 	err = repo.WalkIndexes(ctx, func(ref repository.IndexRef) error {
 		seen[ref] = true
 		idx, err := repo.ReadIndex(ctx, ref)
-		if err != nil {
+		switch {
+		case errors.Is(err, repository.ErrIndexNotFound):
+			return nil // removed since it was listed: it keeps nothing any more
+		case err != nil:
 			return fmt.Errorf("index %s cannot be read, so nothing can be collected: %w", ref, err)
 		}
 		mark(idx)

@@ -233,3 +233,51 @@ func TestIndexCommittedDuringTheWalkKeepsWhatItInherited(t *testing.T) {
 		t.Fatal("the chunk nothing names was kept")
 	}
 }
+
+// An index removed after the walk listed it (a backup deleted meanwhile) is passed over: the
+// collection goes on, and what only that index named is garbage.
+func TestIndexRemovedDuringTheWalkIsPassedOver(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "repo")
+	repo, err := repository.InitDir(t.Context(), dir, slot, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = repo.Close() })
+	kept, dropped := putChunk(t, repo), putChunk(t, repo)
+	ref := func(id string) repository.IndexRef {
+		return repository.IndexRef{VMUUID: "vm", DiskID: "disk-2000", BackupID: id}
+	}
+	for id, d := range map[string]chunk.Digest{"bk-20261201-000000-aaaaaaaa": dropped, "bk-20261202-000000-aaaaaaaa": kept} {
+		idx, _ := fidx.New(slot, slot)
+		idx.Digests[0] = d
+		if _, err := repo.WriteIndex(t.Context(), ref(id), idx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cat := &fakeCatalog{repo: catalog.Repository{ID: repo.ID(), Name: "r", Path: dir}}
+	var once sync.Once
+	open := func(ctx context.Context, id string) (Repository, error) {
+		r, err := repository.OpenDir(ctx, dir, nil)
+		if err != nil {
+			return nil, err
+		}
+		t.Cleanup(func() { _ = r.Close() })
+		return hookRepo{Repository: r, first: "bk-20261201-000000-aaaaaaaa", once: &once, hook: func() {
+			if err := repo.RemoveIndex(t.Context(), ref("bk-20261201-000000-aaaaaaaa")); err != nil {
+				t.Error(err)
+			}
+		}}, nil
+	}
+	c := New(cat, open, slog.New(slog.DiscardHandler), nil)
+	c.now = func() time.Time { return time.Now().Add(time.Hour) }
+	reps, err := c.Run(t.Context(), "r", 30*time.Minute, false)
+	if err != nil || len(reps) != 1 || reps[0].Indexes != 1 {
+		t.Fatalf("collection: %+v %v, want one index read", reps, err)
+	}
+	if ok, _ := repo.HasChunk(t.Context(), kept); !ok {
+		t.Fatal("the chunk of the index that stayed was collected")
+	}
+	if ok, _ := repo.HasChunk(t.Context(), dropped); ok {
+		t.Fatal("the chunk only the removed index named was kept")
+	}
+}
