@@ -6,7 +6,7 @@ import (
 	"io"
 	"net/url"
 	"path"
-	"strconv"
+	"slices"
 	"strings"
 	"time"
 
@@ -70,11 +70,11 @@ func (p *Placement) ImportVM(ctx context.Context, job *api.RestoreJob) (*Importe
 	if err := v.readDisks(ctx, job); err != nil {
 		return fail(err)
 	}
-	for id, d := range v.Disks {
-		dev, ok := matchDeviceURL(info.DeviceUrl, d, job.Target.Name)
-		if !ok {
-			return fail(fmt.Errorf("import vm %s: the lease has no device url for disk %s (%s)", job.Target.Name, id, d.descriptor))
-		}
+	devs, err := deviceURLs(info.DeviceUrl, v.Disks, job.Target.Name)
+	if err != nil {
+		return fail(fmt.Errorf("import vm %s: %w", job.Target.Name, err))
+	}
+	for id, dev := range devs {
 		u, err := p.c.vc.ParseURL(dev.Url) // also puts the host in for ESXi's "*"
 		if err != nil {
 			return fail(fmt.Errorf("import vm %s: device url of disk %s: %w", job.Target.Name, id, err))
@@ -87,22 +87,50 @@ func (p *Placement) ImportVM(ctx context.Context, job *api.RestoreJob) (*Importe
 	return v, nil
 }
 
-// matchDeviceURL finds a disk's device URL: by its target id, the descriptor's file name
-// (vCenter and the simulator), or else by its import key "/<vm name>/<kind>:<n>", n counting
-// the VM's disks in device order.
-func matchDeviceURL(urls []types.HttpNfcLeaseDeviceUrl, d RestoredDisk, name string) (types.HttpNfcLeaseDeviceUrl, bool) {
-	for _, u := range urls {
-		if u.TargetId != "" && u.TargetId == path.Base(d.descriptor) {
-			return u, true
-		}
+// deviceURLs maps each disk to its device URL of the lease: by the URL's target id when that is
+// the file name of one disk's descriptor and of no other's (vCenter and the simulator name the
+// files), else by the import key — "/<vm>/<controller class><bus>:<unit>" as vCenter writes it,
+// or "/<vm>/disk:<n>", n counting the VM's disks in device order, as the simulator does. A disk
+// with no URL, or with more than one, and a URL two disks would take fail the import: an image
+// written into another disk would be a restore that succeeds with the wrong bytes.
+func deviceURLs(urls []types.HttpNfcLeaseDeviceUrl, disks map[string]RestoredDisk, name string) (map[string]types.HttpNfcLeaseDeviceUrl, error) {
+	bases := map[string]int{}
+	for _, d := range disks {
+		bases[path.Base(d.descriptor)]++
 	}
-	suffix := ":" + strconv.Itoa(d.index)
-	for _, u := range urls {
-		if u.Disk != nil && *u.Disk && strings.HasPrefix(u.ImportKey, "/"+name+"/") && strings.HasSuffix(u.ImportKey, suffix) {
-			return u, true
+	out := map[string]types.HttpNfcLeaseDeviceUrl{}
+	taken := map[int]string{}
+	for id, d := range disks {
+		var found []int
+		if base := path.Base(d.descriptor); bases[base] == 1 {
+			for i, u := range urls {
+				if u.TargetId == base {
+					found = append(found, i)
+				}
+			}
 		}
+		if len(found) == 0 {
+			keys := []string{fmt.Sprintf("disk:%d", d.index), fmt.Sprintf("%s%d:%d", d.controllerClass, d.bus, d.unit)}
+			for i, u := range urls {
+				key, ok := strings.CutPrefix(u.ImportKey, "/"+name+"/")
+				if ok && u.Disk != nil && *u.Disk && slices.Contains(keys, key) {
+					found = append(found, i)
+				}
+			}
+		}
+		switch {
+		case len(found) == 0:
+			return nil, fmt.Errorf("the lease has no device url for disk %s (%s)", id, d.descriptor)
+		case len(found) > 1:
+			return nil, fmt.Errorf("the lease has %d device urls that could be disk %s (%s)", len(found), id, d.descriptor)
+		}
+		if other, ok := taken[found[0]]; ok {
+			return nil, fmt.Errorf("disks %s and %s both map to the lease's device url %s", min(id, other), max(id, other), urls[found[0]].ImportKey)
+		}
+		taken[found[0]] = id
+		out[id] = urls[found[0]]
 	}
-	return types.HttpNfcLeaseDeviceUrl{}, false
+	return out, nil
 }
 
 // LeaseTimeout is how long vSphere keeps the lease without a Progress call.

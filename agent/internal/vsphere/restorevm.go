@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"reflect"
 	"strings"
 
 	"github.com/vmware/govmomi/find"
@@ -237,6 +238,10 @@ type RestoredDisk struct {
 
 	descriptor string // datastore-relative path of the descriptor ("vm/vm.vmdk")
 	index      int    // among the VM's disks, in device order
+	// controllerClass is the vSphere type of the disk's controller ("ParaVirtualSCSIController");
+	// bus is the controller's bus number, unit the disk's unit on it.
+	controllerClass string
+	bus, unit       int32
 }
 
 // MoRef returns the new VM's managed object id.
@@ -255,6 +260,7 @@ func (v *RestoredVM) readDisks(ctx context.Context, job *api.RestoreJob) error {
 	}
 	created := map[slot]*types.VirtualDisk{}
 	order := map[*types.VirtualDisk]int{}
+	ctrls := map[*types.VirtualDisk]types.BaseVirtualController{}
 	for i, d := range devices.SelectByType((*types.VirtualDisk)(nil)) {
 		vd := d.(*types.VirtualDisk)
 		order[vd] = i
@@ -262,6 +268,7 @@ func (v *RestoredVM) readDisks(ctx context.Context, job *api.RestoreJob) error {
 		if !ok || vd.UnitNumber == nil {
 			continue
 		}
+		ctrls[vd] = ctrl
 		name := fmt.Sprintf("%s-%d", controllerType(ctrl.(types.BaseVirtualDevice)), ctrl.GetVirtualController().BusNumber)
 		created[slot{name, *vd.UnitNumber}] = vd
 	}
@@ -288,7 +295,8 @@ func (v *RestoredVM) readDisks(ctx context.Context, job *api.RestoreJob) error {
 			return fmt.Errorf("disk %s of the new vm: bad file name %q", d.DiskID, b.FileName)
 		}
 		v.Disks[d.DiskID] = RestoredDisk{Datastore: dp.Datastore, DataFile: strings.TrimSuffix(dp.Path, ".vmdk") + "-flat.vmdk", Capacity: vd.CapacityInBytes,
-			descriptor: dp.Path, index: order[vd]}
+			descriptor: dp.Path, index: order[vd], controllerClass: reflect.TypeOf(ctrls[vd]).Elem().Name(),
+			bus: ctrls[vd].GetVirtualController().BusNumber, unit: *vd.UnitNumber}
 	}
 	return nil
 }

@@ -199,3 +199,58 @@ func TestRestoreChecksCreateNothing(t *testing.T) {
 		t.Fatalf("%d vms after refused restores, want %d", n, before)
 	}
 }
+
+// Each disk of an import gets its own device url: by target id where that names one disk's
+// descriptor, else by the import key as vCenter writes it (controller class, bus and unit) or as
+// the simulator does (disks counted in device order). A key that does not count disks in device
+// order (a disk on scsi0:1 before one on scsi1:0) maps by controller and unit, never by
+// position; a url two disks could take fails.
+func TestDeviceURLs(t *testing.T) {
+	yes := true
+	u := func(target, key string) types.HttpNfcLeaseDeviceUrl {
+		return types.HttpNfcLeaseDeviceUrl{TargetId: target, ImportKey: key, Url: "https://esx/nfc/" + key, Disk: &yes}
+	}
+	a := RestoredDisk{descriptor: "web/web.vmdk", index: 0, controllerClass: "VirtualLsiLogicController", bus: 0, unit: 1}
+	b := RestoredDisk{descriptor: "web/web_1.vmdk", index: 1, controllerClass: "ParaVirtualSCSIController", bus: 1, unit: 0}
+	sameName := b
+	sameName.descriptor = "web/web.vmdk" // the first disk of its folder on another datastore
+	for _, tc := range []struct {
+		name    string
+		disks   map[string]RestoredDisk
+		urls    []types.HttpNfcLeaseDeviceUrl
+		want    map[string]string // disk → import key
+		wantErr string
+	}{
+		{"target ids", map[string]RestoredDisk{"d0": a, "d1": b},
+			[]types.HttpNfcLeaseDeviceUrl{u("web_1.vmdk", "/web/disk:1"), u("web.vmdk", "/web/disk:0")},
+			map[string]string{"d0": "/web/disk:0", "d1": "/web/disk:1"}, ""},
+		{"vCenter import keys", map[string]RestoredDisk{"d0": a, "d1": b},
+			[]types.HttpNfcLeaseDeviceUrl{u("disk-0.vmdk", "/web/ParaVirtualSCSIController1:0"), u("disk-1.vmdk", "/web/VirtualLsiLogicController0:1")},
+			map[string]string{"d0": "/web/VirtualLsiLogicController0:1", "d1": "/web/ParaVirtualSCSIController1:0"}, ""},
+		{"one file name on two datastores", map[string]RestoredDisk{"d0": a, "d1": sameName},
+			[]types.HttpNfcLeaseDeviceUrl{u("web.vmdk", "/web/disk:0"), u("web.vmdk", "/web/disk:1")},
+			map[string]string{"d0": "/web/disk:0", "d1": "/web/disk:1"}, ""},
+		{"no url for a disk", map[string]RestoredDisk{"d0": a, "d1": b},
+			[]types.HttpNfcLeaseDeviceUrl{u("disk-0.vmdk", "/web/VirtualLsiLogicController0:1")}, nil, "no device url for disk d1"},
+		{"one url for two disks", map[string]RestoredDisk{"d0": a, "d1": sameName},
+			[]types.HttpNfcLeaseDeviceUrl{u("x", "/web/disk:0"), u("y", "/web/ParaVirtualSCSIController1:0"), u("z", "/web/disk:1")}, nil, "device urls that could be disk d1"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := deviceURLs(tc.urls, tc.disks, "web")
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("err %v, want %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			for id, key := range tc.want {
+				if got[id].ImportKey != key {
+					t.Fatalf("disk %s → %s, want %s", id, got[id].ImportKey, key)
+				}
+			}
+		})
+	}
+}
