@@ -3,8 +3,11 @@ package backup_test
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"io"
+	"io/fs"
 	"net/http"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -175,5 +178,56 @@ func TestResumedInPlaceRestoreRemembersPowerState(t *testing.T) {
 	}
 	if after, ok := e.sourceVM("db1"); !ok || after.PowerState != "poweredOn" {
 		t.Fatalf("db1 after the resumed restore: %+v, want powered on", after)
+	}
+}
+
+// An in-place restore onto a VM whose disk data is not in the descriptor's flat file (here it
+// is gone) writes nothing: it fails before powering the VM off, creates no file, and leaves the
+// other disk as it was.
+func TestRestoreInPlaceRefusesAMissingDataFile(t *testing.T) {
+	e := newEnv(t, twoDiskSpec("db1"), envOptions{})
+	b := e.backup("db1", "")
+	if b.Status != api.JobSucceeded {
+		t.Fatalf("backup: %+v\n%s", b, e.logs)
+	}
+	if _, err := e.lab.WritePercent("db1", "disk-2000", 10, 42); err != nil {
+		t.Fatal(err)
+	}
+	changed := e.diskSum("db1", "disk-2000")
+	info, err := e.lab.VM("db1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var flat string
+	for _, d := range info.Disks {
+		if d.DiskID == "disk-2001" {
+			flat = d.FlatPath
+		}
+	}
+	if err := os.Rename(flat, flat+".elsewhere"); err != nil {
+		t.Fatal(err)
+	}
+	var queued api.Restore
+	if code := e.api(http.MethodPost, api.PathRestores, api.RestoreRequest{BackupID: b.ID, InPlace: true, Confirm: "db1"}, &queued); code != http.StatusAccepted {
+		t.Fatalf("start in-place restore: %d", code)
+	}
+	rj, err := e.hc.NextRestore(t.Context(), 10*time.Second, nil)
+	if err != nil || rj == nil {
+		t.Fatalf("claim restore: %+v %v", rj, err)
+	}
+	_ = e.restoreRunner().Run(t.Context(), rj)
+	var r api.Restore
+	if code := e.api(http.MethodGet, api.Path(api.PathRestore, queued.ID), nil, &r); code != http.StatusOK ||
+		r.Status != api.JobFailed || !strings.Contains(r.Error, "disk-2001") || !strings.Contains(r.Error, "nothing was written") {
+		t.Fatalf("restore onto a disk without its data file: %d %+v\n%s", code, r, e.logs)
+	}
+	if _, err := os.Stat(flat); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("the restore created %s: %v", flat, err)
+	}
+	if e.diskSum("db1", "disk-2000") != changed {
+		t.Fatal("the restore wrote disk-2000")
+	}
+	if after, ok := e.sourceVM("db1"); !ok || after.PowerState != "poweredOn" {
+		t.Fatalf("db1 after the refused restore: %+v, want still powered on", after)
 	}
 }

@@ -379,6 +379,11 @@ func (r *Runner) runInPlace(ctx context.Context, job *api.RestoreJob, target Tar
 	if err := r.report(ctx, job.ID, st); err != nil {
 		return "", fmt.Errorf("record the power state of vm %s on the hub: %w", vm.Name, err)
 	}
+	for _, d := range job.Disks {
+		if err := checkDataFile(ctx, d.DiskID, vm.Disks[d.DiskID], vm.DatacenterPath(), target); err != nil {
+			return "", err
+		}
+	}
 	if err := vm.PowerOff(ctx); err != nil {
 		return "", err
 	}
@@ -398,6 +403,32 @@ func (r *Runner) runInPlace(ctx context.Context, job *api.RestoreJob, target Tar
 		}
 	}
 	return vm.MoRef(), nil
+}
+
+// checkDataFile (in-place restores) makes sure a disk's data file is there, as large as the disk,
+// before anything is written: a PUT to a path that is not the disk's data would create a new
+// file, and the restore would succeed while the VM keeps its old bytes.
+func checkDataFile(ctx context.Context, diskID string, rd vsphere.RestoredDisk, dcPath string, target Target) error {
+	url, client, err := target.DatastoreHTTP(ctx, dcPath, rd.Datastore, rd.DataFile)
+	if err != nil {
+		return err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodHead, url, nil)
+	if err != nil {
+		return fmt.Errorf("check the data file of disk %s: %w", diskID, err)
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return fmt.Errorf("check the data file of disk %s, [%s] %s: %w", diskID, rd.Datastore, rd.DataFile, err)
+	}
+	resp.Body.Close()
+	switch {
+	case resp.StatusCode != http.StatusOK:
+		return fmt.Errorf("disk %s: its data file [%s] %s: the datastore answered %s; nothing was written: %w", diskID, rd.Datastore, rd.DataFile, resp.Status, vsphere.ErrDiskMismatch)
+	case resp.ContentLength != rd.Capacity:
+		return fmt.Errorf("disk %s: its data file [%s] %s has %d bytes, the disk %d; nothing was written: %w", diskID, rd.Datastore, rd.DataFile, resp.ContentLength, rd.Capacity, vsphere.ErrDiskMismatch)
+	}
+	return nil
 }
 
 // writeDisk (in-place restores) streams a disk image from the hub into a VM's flat file with

@@ -94,6 +94,15 @@ func (c *Client) ResolveInPlace(ctx context.Context, job *api.RestoreJob) (*InPl
 		if !ok {
 			return nil, fmt.Errorf("disk %s: a %T backing: %w", d.DiskID, vd.Backing, ErrDiskMismatch)
 		}
+		// The restore writes the descriptor's -flat.vmdk: a disk whose data lives elsewhere (a
+		// linked clone's delta on its parent, a vSAN or vVols object) would get a new file
+		// beside it and keep its old bytes.
+		switch {
+		case b.Parent != nil || b.DeltaDiskFormat != "":
+			return nil, fmt.Errorf("disk %s: a delta disk on a parent (a linked clone?); restore it as a new vm: %w", d.DiskID, ErrDiskMismatch)
+		case b.BackingObjectId != nil && *b.BackingObjectId != "":
+			return nil, fmt.Errorf("disk %s: a vSAN or vVols object, not a flat file; restore it as a new vm: %w", d.DiskID, ErrDiskMismatch)
+		}
 		if vd.CapacityInBytes != d.CapacityBytes {
 			return nil, fmt.Errorf("disk %s: %d bytes now, %d in the backup: %w", d.DiskID, vd.CapacityInBytes, d.CapacityBytes, ErrDiskMismatch)
 		}
