@@ -276,4 +276,7 @@ type RestoreCompletion struct {
 	// VMRef is the VM the restore leaves: the new VM on success; after a failure or cancel
 	// the half-made VM only when removing it failed (else "").
 	VMRef string `json:"vm_ref,omitempty"`
+	// BytesWritten is how many bytes of the backup's disks the restore wrote: a succeeded
+	// restore wrote every byte of every disk.
+	BytesWritten int64 `json:"bytes_written"`
 }

@@ -166,7 +166,7 @@ func (r *Runner) Run(ctx context.Context, job *api.RestoreJob) error {
 	done := api.RestoreCompletion{Status: api.JobSucceeded}
 	switch {
 	case err == nil:
-		done.VMRef = vmRef
+		done.VMRef, done.BytesWritten = vmRef, st.written.Load()
 	case errors.Is(err, ErrCancelled) || errors.Is(context.Cause(jctx), ErrCancelled):
 		done.Status, done.Error = api.JobCancelled, "cancelled by the operator"
 	case ctx.Err() != nil:

@@ -144,7 +144,20 @@ func TestRestoreLifecycle(t *testing.T) {
 		}
 		h.Clock.Add(2 * time.Second)
 		a.call(http.MethodPost, api.Path(api.PathAgentRestoreProg, r.ID), api.RestoreProgress{Phase: api.PhaseWriting, VMRef: "vm-42", BytesWritten: int64(len(img)), BytesTotal: int64(len(img))}, nil)
-		done := api.RestoreCompletion{Status: api.JobSucceeded, VMRef: "vm-42"}
+		bds, err := h.Cat.BackupDisks(t.Context(), r.BackupID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var total int64
+		for _, d := range bds {
+			total += d.CapacityBytes
+		}
+		// The agent cannot call a restore that did not write every byte of the disks succeeded.
+		short := api.RestoreCompletion{Status: api.JobSucceeded, VMRef: "vm-42", BytesWritten: 4096}
+		if code, e := a.call(http.MethodPost, api.Path(api.PathAgentRestoreDone, r.ID), short, nil); code != http.StatusBadRequest || e.Field != "bytes_written" {
+			t.Fatalf("success with %d of %d bytes written: %d %+v, want 400 naming bytes_written", short.BytesWritten, total, code, e)
+		}
+		done := api.RestoreCompletion{Status: api.JobSucceeded, VMRef: "vm-42", BytesWritten: total}
 		for range 2 { // a retried completion is answered the same
 			if code, e := a.call(http.MethodPost, api.Path(api.PathAgentRestoreDone, r.ID), done, &st); code != http.StatusOK || st.Status != api.JobSucceeded {
 				t.Fatalf("complete: %d %+v %+v", code, e, st)

@@ -369,6 +369,21 @@ func (s *Service) CompleteRestore(ctx context.Context, agentID, id string, c api
 	if err != nil {
 		return api.JobState{}, err
 	}
+	if c.Status == api.JobSucceeded && before.Status == api.JobRunning {
+		// A restore that did not write every byte of the backup's disks did not succeed, whatever
+		// the agent believes.
+		disks, err := s.cat.BackupDisks(ctx, before.BackupID)
+		if err != nil {
+			return api.JobState{}, err
+		}
+		var total int64
+		for _, d := range disks {
+			total += d.CapacityBytes
+		}
+		if c.BytesWritten != total {
+			return api.JobState{}, &api.FieldError{Field: "bytes_written", Msg: fmt.Sprintf("a succeeded restore writes all %d bytes of the backup's disks, not %d", total, c.BytesWritten)}
+		}
+	}
 	j, err := s.cat.FinishRestore(ctx, id, agentID, c.Status, c.Error, c.VMRef)
 	if err != nil {
 		return api.JobState{}, err
