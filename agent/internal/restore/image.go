@@ -6,11 +6,17 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"time"
 )
 
 // maxImageReopens bounds how often in a row a disk image is reopened without a byte read in
 // between: a hub that keeps failing at the same byte (a damaged chunk) fails the restore.
 const maxImageReopens = 5
+
+// imageIdleTimeout is how long one read of an image may wait for a byte before the connection is
+// taken for dead and the image reopened at the byte reached (a hub stuck on its repository, a
+// link that went silent without breaking).
+var imageIdleTimeout = 2 * time.Minute
 
 // imageReader reads one disk image of a restore from the hub, start to end, for a stream that
 // cannot start over (the VMDK upload into an import lease): when the connection drops or the
@@ -46,7 +52,12 @@ func (r *imageReader) Read(p []byte) (int, error) {
 			}
 			r.body = body
 		}
-		n, err := r.body.Read(p[:min(int64(len(p)), r.size-r.off)])
+		body := r.body
+		idle := time.AfterFunc(imageIdleTimeout, func() { _ = body.Close() })
+		n, err := body.Read(p[:min(int64(len(p)), r.size-r.off)])
+		if !idle.Stop() && err != nil {
+			err = fmt.Errorf("no byte for %s: %w", imageIdleTimeout, err)
+		}
 		r.off += int64(n)
 		if n > 0 {
 			r.failures = 0

@@ -63,7 +63,13 @@ type Options struct {
 	// CleanupTimeout bounds removing a half-made VM and reporting the outcome after the agent
 	// was told to stop (default 2m).
 	CleanupTimeout time.Duration
+	// StallTimeout fails a restore that wrote no byte for that long while writing disks (an
+	// ESXi host that stopped taking the upload, a hub that stopped sending): default 10m.
+	StallTimeout time.Duration
 }
+
+// errStalled fails a restore whose writing made no progress for Options.StallTimeout.
+var errStalled = errors.New("the restore stalled")
 
 // Runner runs restore jobs. It is safe for concurrent use.
 type Runner struct {
@@ -83,6 +89,9 @@ func NewRunner(hub restoreHub, targets func(ctx context.Context, source string) 
 	}
 	if opts.CleanupTimeout <= 0 {
 		opts.CleanupTimeout = 2 * time.Minute
+	}
+	if opts.StallTimeout <= 0 {
+		opts.StallTimeout = 10 * time.Minute
 	}
 	return &Runner{hub: hub, targets: targets, log: log, opts: opts, active: map[string]bool{}}
 }
@@ -169,6 +178,8 @@ func (r *Runner) Run(ctx context.Context, job *api.RestoreJob) error {
 		done.VMRef, done.BytesWritten = vmRef, st.written.Load()
 	case errors.Is(err, ErrCancelled) || errors.Is(context.Cause(jctx), ErrCancelled):
 		done.Status, done.Error = api.JobCancelled, "cancelled by the operator"
+	case errors.Is(context.Cause(jctx), errStalled):
+		done.Status, done.Error = api.JobFailed, context.Cause(jctx).Error()
 	case ctx.Err() != nil:
 		done.Status, done.Error = api.JobFailed, "the agent was stopped during the restore"
 	default:
@@ -507,6 +518,8 @@ func (r *Runner) reportProgress(ctx context.Context, id string, st *state, cance
 	wg.Go(func() {
 		t := time.NewTicker(r.opts.ProgressInterval)
 		defer t.Stop()
+		var last int64
+		moved := time.Now()
 		for {
 			select {
 			case <-done:
@@ -514,6 +527,14 @@ func (r *Runner) reportProgress(ctx context.Context, id string, st *state, cance
 			case <-ctx.Done():
 				return
 			case <-t.C:
+			}
+			p := st.progress()
+			if p.Phase != api.PhaseWriting || p.BytesWritten != last {
+				last, moved = p.BytesWritten, time.Now()
+			} else if stalled := time.Since(moved); stalled >= r.opts.StallTimeout {
+				log.ErrorContext(ctx, "the restore wrote nothing for too long; failing it", "bytes_written", last, "stalled", stalled)
+				cancel(fmt.Errorf("%w: no byte written for %s, %d of %d bytes written", errStalled, stalled.Round(time.Second), last, p.BytesTotal))
+				return
 			}
 			err := r.report(ctx, id, st)
 			switch code := hubclient.StatusOf(err); {
