@@ -250,13 +250,19 @@ func (r *Runner) run(ctx context.Context, job *api.Job, c *Counters, st *jobStat
 	if err != nil {
 		return nil, err
 	}
+	// The inventory may be older than the last job, which enabled CBT: vCenter says whether it
+	// is off now. A CBT turned off and on again since the parent has a new change ID UUID, which
+	// forces a full anyway (decide).
 	cbtWasOff := false
 	if !job.VM.CBTEnabled {
-		if err := vm.EnableCBT(ctx); err != nil {
+		enabled, err := vm.EnableCBT(ctx)
+		if err != nil {
 			return nil, err
 		}
-		cbtWasOff = true
-		notes = append(notes, "changed block tracking was off and has been enabled")
+		if enabled {
+			cbtWasOff = true
+			notes = append(notes, "changed block tracking was off and has been enabled")
+		}
 	}
 	st.set(func(s *jobStatus) { s.phase = api.PhaseSnapshot })
 	snap, snapNote, err := r.snapshot(ctx, vm, job)

@@ -206,3 +206,27 @@ func TestCBTOffUnsupportedAndQuiesce(t *testing.T) {
 		t.Fatal("second backup does not restore the CBT-less disk")
 	}
 }
+
+// The backup after the one that enabled CBT is an incremental, also when no discovery has told
+// the hub since that CBT is on: vCenter, not the inventory, says whether it is off now.
+func TestCBTEnabledByTheLastJobNeedsNoDiscovery(t *testing.T) {
+	spec := lab.Spec{VMs: []lab.VMSpec{{
+		Name: "legacy", CBT: false,
+		Disks: []lab.DiskSpec{{Key: 2000, Size: "40MiB", Fill: lab.FillSparse, Data: "12MiB"}},
+	}}}
+	e := newEnv(t, spec, envOptions{})
+	b := e.backup("legacy", "")
+	if !strings.Contains(b.Notes, "was off") || b.Type != "full" {
+		t.Fatalf("first backup: %+v", b)
+	}
+	if err := e.lab.Write("legacy", "disk-2000", 1*mib, []byte("changed")); err != nil {
+		t.Fatal(err)
+	}
+	b2 := e.backup("legacy", "")
+	if d := diskOf(t, b2, "disk-2000"); b2.Status != "succeeded" || d.Type != "incremental" || strings.Contains(b2.Notes, "was off") {
+		t.Fatalf("backup after CBT was enabled, with the inventory not yet refreshed: %+v, disk %+v\n%s", b2, d, e.logs)
+	}
+	if e.imageSum(b2.ID, "disk-2000") != e.diskSum("legacy", "disk-2000") {
+		t.Fatal("the incremental does not restore the disk")
+	}
+}

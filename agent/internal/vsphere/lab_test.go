@@ -143,7 +143,7 @@ func TestLabSnapshotsAndCBT(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := vm.EnableCBT(ctx); err != nil {
+	if _, err := vm.EnableCBT(ctx); err != nil {
 		t.Fatalf("enable cbt (already on): %v", err)
 	}
 
@@ -363,7 +363,7 @@ func TestLabCBTOffThenEnabled(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	if err := vm.EnableCBT(ctx); err != nil {
+	if _, err := vm.EnableCBT(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if !labVM(t, l, "web1").CBT {

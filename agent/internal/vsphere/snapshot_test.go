@@ -42,11 +42,11 @@ func TestSnapshotLifecycleSimulator(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := vm.EnableCBT(ctx); err != nil {
-		t.Fatalf("enable cbt: %v", err)
+	if on, err := vm.EnableCBT(ctx); err != nil || !on {
+		t.Fatalf("enable cbt: %v %v, want it turned on", on, err)
 	}
-	if err := vm.EnableCBT(ctx); err != nil { // no-op the second time
-		t.Fatalf("enable cbt again: %v", err)
+	if on, err := vm.EnableCBT(ctx); err != nil || on { // no-op the second time
+		t.Fatalf("enable cbt again: %v %v, want nothing done", on, err)
 	}
 	inv, err = c.Inventory(ctx)
 	if err != nil {

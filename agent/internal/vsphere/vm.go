@@ -72,27 +72,27 @@ func (c *Client) FindVM(ctx context.Context, instanceUUID string) (*VM, error) {
 	return &VM{c: c, obj: obj, InstanceUUID: instanceUUID, Name: name}, nil
 }
 
-// EnableCBT turns on changed block tracking (ReconfigVM changeTrackingEnabled=true) and waits
-// for the reconfiguration. It does nothing when CBT is already on. On a powered-on VM, vSphere
-// starts tracking at the next stun/unstun cycle, which the next snapshot provides; the first
-// backup after enabling is a full one anyway.
-func (v *VM) EnableCBT(ctx context.Context) error {
+// EnableCBT turns on changed block tracking (ReconfigVM changeTrackingEnabled=true), waits for
+// the reconfiguration and reports true. It does nothing and reports false when CBT is already
+// on. On a powered-on VM, vSphere starts tracking at the next stun/unstun cycle, which the next
+// snapshot provides; the first backup after enabling is a full one anyway.
+func (v *VM) EnableCBT(ctx context.Context) (bool, error) {
 	var props mo.VirtualMachine
 	if err := v.obj.Properties(ctx, v.obj.Reference(), []string{"config.changeTrackingEnabled"}, &props); err != nil {
-		return fmt.Errorf("read cbt state of vm %s: %w", v.MoRef(), err)
+		return false, fmt.Errorf("read cbt state of vm %s: %w", v.MoRef(), err)
 	}
 	if props.Config != nil && isTrue(props.Config.ChangeTrackingEnabled) {
-		return nil
+		return false, nil
 	}
 	task, err := v.obj.Reconfigure(ctx, types.VirtualMachineConfigSpec{ChangeTrackingEnabled: types.NewBool(true)})
 	if err != nil {
-		return fmt.Errorf("enable cbt on vm %s: %w", v.MoRef(), err)
+		return false, fmt.Errorf("enable cbt on vm %s: %w", v.MoRef(), err)
 	}
 	if _, err := task.WaitForResult(ctx, nil); err != nil {
-		return fmt.Errorf("enable cbt on vm %s: %w", v.MoRef(), err)
+		return false, fmt.Errorf("enable cbt on vm %s: %w", v.MoRef(), err)
 	}
 	v.c.log.Info("enabled changed block tracking", "vm", v.MoRef(), "vm_name", v.Name)
-	return nil
+	return true, nil
 }
 
 // Snapshot is one VM snapshot, taken by CreateSnapshot or found by the reaper.
