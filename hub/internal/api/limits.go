@@ -220,19 +220,19 @@ func clientAddr(c *gin.Context) string {
 	return ip
 }
 
-// addressSemaphore counts requests in flight per address, up to max each. Addresses with none
-// in flight take no memory.
-type addressSemaphore struct {
+// keyedSemaphore counts requests in flight per key (a client address, an agent), up to max
+// each. Keys with none in flight take no memory.
+type keyedSemaphore struct {
 	max int
 	mu  sync.Mutex
 	n   map[string]int
 }
 
-func newAddressSemaphore(max int) *addressSemaphore {
-	return &addressSemaphore{max: max, n: make(map[string]int)}
+func newKeyedSemaphore(max int) *keyedSemaphore {
+	return &keyedSemaphore{max: max, n: make(map[string]int)}
 }
 
-func (a *addressSemaphore) acquire(key string) bool {
+func (a *keyedSemaphore) acquire(key string) bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.n[key] >= a.max {
@@ -242,7 +242,7 @@ func (a *addressSemaphore) acquire(key string) bool {
 	return true
 }
 
-func (a *addressSemaphore) release(key string) {
+func (a *keyedSemaphore) release(key string) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.n[key]--; a.n[key] <= 0 {

@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"time"
 
@@ -141,5 +142,17 @@ func (s *Server) restoreImage(c *gin.Context) {
 		s.fail(c, err)
 		return
 	}
+	if !s.agentImages.acquire(agentID(c)) {
+		c.Header("Retry-After", "5")
+		s.fail(c, fmt.Errorf("%w: this agent reads %d restore images at once already", errTooManyRequests, MaxAgentImageReads))
+		return
+	}
+	defer s.agentImages.release(agentID(c))
 	s.serveImage(c, backupID, c.Param("disk"), repo)
 }
+
+// MaxAgentImageReads bounds the disk images of its restores one agent reads from the hub at
+// once, each holding an index and up to 32 MiB of chunks: an agent writes a restore's disks one
+// after the other, so 8 serve 8 restores at a time, and a hostile agent can hold no more. Over
+// it an agent gets 429 and retries.
+const MaxAgentImageReads = 8

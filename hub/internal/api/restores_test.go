@@ -7,7 +7,9 @@ import (
 	"testing"
 	"time"
 
+	hubapi "github.com/sendense/sendense/hub/internal/api"
 	"github.com/sendense/sendense/shared/api"
+	"github.com/sendense/sendense/shared/testenv"
 )
 
 // restorableBackup runs a full backup of a one-disk VM through the agent protocol, with its VM
@@ -258,6 +260,65 @@ func TestRestoreNeedsAVMConfiguration(t *testing.T) {
 		code, e := h.call(h.client(nil), http.MethodPost, api.PathRestores, h.apiToken(api.RoleOperator), restoreRequest(backupID), nil)
 		if code != http.StatusNotFound {
 			t.Fatalf("restore without a configuration: %d %+v, want 404", code, e)
+		}
+	})
+}
+
+// An agent reads at most MaxAgentImageReads restore images at once: past that it gets 429 with
+// Retry-After, and once a read has ended it is served again.
+func TestAgentImageReadsAreBounded(t *testing.T) {
+	forEachHub(t, func(t *testing.T, h *testHub) {
+		a := h.newAgent("a1")
+		backupID, img := backupOf(t, h, a, randomImage(t, 24<<20), true) // larger than a connection buffers
+		var r api.Restore
+		if code, e := h.call(h.client(nil), http.MethodPost, api.PathRestores, h.apiToken(api.RoleOperator), restoreRequest(backupID), &r); code != http.StatusAccepted {
+			t.Fatalf("start restore: %d %+v", code, e)
+		}
+		var rj api.RestoreJob
+		if code, e := a.call(http.MethodGet, api.PathAgentRestores+"?wait=5s", nil, &rj); code != http.StatusOK {
+			t.Fatalf("claim restore: %d %+v", code, e)
+		}
+		get := func() *http.Response {
+			t.Helper()
+			req, _ := http.NewRequest(http.MethodGet, h.URL+api.Path(api.PathAgentRestoreImage, r.ID, "disk-2000"), nil)
+			resp, err := a.c.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return resp
+		}
+		// Each read is held: its body is not read, and the image is larger than what the
+		// connection buffers, so the hub's handler waits to write.
+		var held []*http.Response
+		for range hubapi.MaxAgentImageReads {
+			resp := get()
+			if resp.StatusCode != http.StatusOK {
+				t.Fatalf("image read: %d", resp.StatusCode)
+			}
+			held = append(held, resp)
+		}
+		over := get()
+		body, _ := io.ReadAll(over.Body)
+		over.Body.Close()
+		if over.StatusCode != http.StatusTooManyRequests || over.Header.Get("Retry-After") == "" || !bytes.Contains(body, []byte("restore images at once")) {
+			t.Fatalf("one read over the bound: %d, %d bytes (%.200q), want 429 with Retry-After", over.StatusCode, len(body), body)
+		}
+		got, err := io.ReadAll(held[0].Body)
+		held[0].Body.Close()
+		if err != nil || !bytes.Equal(got, img) {
+			t.Fatalf("a held read: %v, equal %v", err, bytes.Equal(got, img))
+		}
+		testenv.WaitFor(t, 10*time.Second, "a read to be served again", func() bool {
+			resp := get()
+			defer resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				return false
+			}
+			b, err := io.ReadAll(resp.Body)
+			return err == nil && bytes.Equal(b, img)
+		})
+		for _, resp := range held[1:] {
+			resp.Body.Close()
 		}
 	})
 }

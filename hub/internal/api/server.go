@@ -81,7 +81,9 @@ type Server struct {
 	metrics *httpMetrics
 	auth    *authMetrics
 	limits  Limits
-	anon    *addressSemaphore // requests without credentials in flight, per client address
+	anon    *keyedSemaphore // requests without credentials in flight, per client address
+	// agentImages counts the restore images each agent reads at once (MaxAgentImageReads).
+	agentImages *keyedSemaphore
 
 	draining      chan struct{} // closed when the server starts shutting down: long polls return
 	drainOnce     sync.Once
@@ -95,7 +97,7 @@ func New(d Deps) *Server {
 	}
 	limits := d.Limits.withDefaults()
 	s := &Server{deps: d, engine: gin.New(), metrics: newHTTPMetrics(d.Registry), auth: newAuthMetrics(d.Registry), limits: limits,
-		anon: newAddressSemaphore(limits.UnauthenticatedPerAddress), draining: make(chan struct{})}
+		anon: newKeyedSemaphore(limits.UnauthenticatedPerAddress), agentImages: newKeyedSemaphore(MaxAgentImageReads), draining: make(chan struct{})}
 	s.auditFailures = prometheus.NewCounter(prometheus.CounterOpts{Name: "sendense_hub_audit_failures_total", Help: "Operator requests whose audit event could not be recorded."})
 	if d.Registry != nil {
 		d.Registry.MustRegister(s.auditFailures)
