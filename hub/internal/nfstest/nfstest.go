@@ -3,8 +3,12 @@ package nfstest
 
 import (
 	"errors"
+	"fmt"
+	"io"
+	"net"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/willscott/go-nfs-client/nfs/rpc"
 )
@@ -24,4 +28,23 @@ func Dial(addr string) (*rpc.Client, error) {
 
 func addrInUse(err error) bool {
 	return errors.Is(err, syscall.EADDRINUSE) || strings.Contains(err.Error(), "address already in use")
+}
+
+// HungUp reports whether the server at addr closes a new connection from this host without
+// answering, which is how the hub refuses a host no session names. Use it rather than a
+// client call: the client library panics (a reply channel closed twice) when a server keeps
+// hanging up on its reconnections.
+func HungUp(addr string) error {
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	_, _ = c.Write([]byte{0x80, 0, 0, 8, 0, 0, 0, 1, 0, 0, 0, 0}) // a record of a call, cut short
+	// Closed with our bytes unread, the connection ends in EOF or a reset.
+	if n, err := c.Read(make([]byte, 64)); n != 0 || (err != io.EOF && !errors.Is(err, syscall.ECONNRESET)) {
+		return fmt.Errorf("read %d bytes, %v; want the connection closed unanswered", n, err)
+	}
+	return nil
 }
