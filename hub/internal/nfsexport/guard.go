@@ -27,6 +27,10 @@ const (
 	// (RFC 1813), names at most 255 here, MOUNT paths at most 1024 (MNTPATHLEN).
 	maxAuth, maxHandle, maxName, maxPath = 400, 64, 255, 1024
 
+	// What FSINFO advertises instead of the library's 1 GiB reads and writes: a client that
+	// took 1 GiB at its word would have its connection closed on its first WRITE past maxIO.
+	advertisedMax, advertisedPref = maxIO, 1 << 20
+
 	idleTimeout = 10 * time.Minute // between records (ESXi sends a heartbeat every few seconds)
 	bodyTimeout = 30 * time.Second // for the rest of a record once its mark has arrived
 	sendTimeout = time.Minute      // for each reply written
@@ -42,15 +46,27 @@ const (
 )
 
 // guardConn is a client connection as the library sees it: reads return whole records that
-// passed checkCall, writes have deadlines, and any failure closes the connection and runs
-// onClose (which ends the library's serving of it).
+// passed checkCall, writes have deadlines and FSINFO replies advertise what the guard accepts,
+// and any failure closes the connection and runs onClose (which ends the library's serving of
+// it).
 type guardConn struct {
 	net.Conn
 	onClose func()
 	once    sync.Once
 	pending []byte       // the rest of the current record, handed out by Read
 	buf     bytes.Buffer // the record being read; it grows only as its bytes arrive
+
+	mu     sync.Mutex // fsinfo, shared by the library's reading and writing goroutines
+	fsinfo []uint32   // xids of FSINFO calls handed to the library and not yet answered
+
+	// The reply stream as written so far (only the library's writer goroutine writes).
+	outLeft int    // bytes of the current reply record not yet written
+	outMark []byte // the part of a record mark that ended the last write
 }
+
+// maxFSInfoPending bounds the FSINFO calls remembered; a reply to one past it keeps the
+// library's figures, which the guard still enforces.
+const maxFSInfoPending = 16
 
 func (g *guardConn) Close() error {
 	var err error
@@ -75,11 +91,99 @@ func (g *guardConn) Read(p []byte) (int, error) {
 
 func (g *guardConn) Write(p []byte) (int, error) {
 	_ = g.Conn.SetWriteDeadline(time.Now().Add(sendTimeout))
-	n, err := g.Conn.Write(p)
+	n, err := g.Conn.Write(g.rewrite(p)) // the same length as p
 	if err != nil {
 		_ = g.Close()
 	}
 	return n, err
+}
+
+// rewrite follows the reply records through p and returns p, or a copy of it in which each
+// whole reply to a remembered FSINFO call advertises advertisedMax and advertisedPref.
+func (g *guardConn) rewrite(p []byte) []byte {
+	out, copied := p, false
+	for i := 0; i < len(p); {
+		if g.outLeft > 0 {
+			k := min(g.outLeft, len(p)-i)
+			g.outLeft -= k
+			i += k
+			continue
+		}
+		need := 4 - len(g.outMark)
+		if len(p)-i < need {
+			g.outMark = append(g.outMark, p[i:]...)
+			break
+		}
+		whole := need == 4 // the mark and so perhaps the record are in p
+		mark := binary.BigEndian.Uint32(append(g.outMark, p[i:i+need]...))
+		g.outMark = g.outMark[:0]
+		i += need
+		n := int(mark & 0x7fffffff)
+		if whole && n <= len(p)-i && g.answersFSInfo(p[i:i+n]) {
+			if !copied {
+				out, copied = bytes.Clone(p), true
+			}
+			advertise(out[i : i+n])
+		}
+		g.outLeft = n
+	}
+	return out
+}
+
+// noteFSInfo remembers the xid of an FSINFO call handed to the library.
+func (g *guardConn) noteFSInfo(xid uint32) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if len(g.fsinfo) < maxFSInfoPending {
+		g.fsinfo = append(g.fsinfo, xid)
+	}
+}
+
+// answersFSInfo reports whether rec, a reply record, answers a remembered FSINFO call, and
+// forgets the call.
+func (g *guardConn) answersFSInfo(rec []byte) bool {
+	if len(rec) < 4 {
+		return false
+	}
+	xid := binary.BigEndian.Uint32(rec)
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for k, x := range g.fsinfo {
+		if x == xid {
+			g.fsinfo = append(g.fsinfo[:k], g.fsinfo[k+1:]...)
+			return true
+		}
+	}
+	return false
+}
+
+// advertise lowers the transfer sizes of a successful FSINFO reply in place (RFC 1813
+// FSINFO3resok after the RPC reply header); any other reply is left as it is.
+func advertise(rec []byte) {
+	r := &xdrReader{b: rec, ok: true}
+	r.u32()                           // xid
+	if r.u32() != 1 || r.u32() != 0 { // a REPLY, accepted
+		return
+	}
+	r.u32()                                                // verifier flavor
+	if !r.field(maxAuth) || r.u32() != 0 || r.u32() != 0 { // SUCCESS, NFS3_OK
+		return
+	}
+	if r.u32() == 1 { // post_op_attr follows: a fattr3
+		r.skip(84)
+	}
+	// rtmax rtpref rtmult wtmax wtpref wtmult dtpref, maxfilesize, time_delta, properties
+	if !r.ok || len(r.b) != 48 {
+		return
+	}
+	for _, f := range []struct {
+		off  int
+		size uint32
+	}{{0, advertisedMax}, {4, advertisedPref}, {12, advertisedMax}, {16, advertisedPref}} {
+		if binary.BigEndian.Uint32(r.b[f.off:]) > f.size {
+			binary.BigEndian.PutUint32(r.b[f.off:], f.size)
+		}
+	}
 }
 
 // next reads the next record whole: a single fragment of at most maxRecord bytes, its
@@ -104,6 +208,9 @@ func (g *guardConn) next() error {
 	rec := g.buf.Bytes()
 	if !checkCall(rec[4:]) {
 		return errBadRecord
+	}
+	if prog, proc := binary.BigEndian.Uint32(rec[16:]), binary.BigEndian.Uint32(rec[24:]); prog == progNFS && proc == 19 {
+		g.noteFSInfo(binary.BigEndian.Uint32(rec[4:]))
 	}
 	g.pending = rec
 	return nil

@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"runtime"
+	"slices"
 	"testing"
 	"time"
 
@@ -146,5 +147,72 @@ func TestReadCountIsClamped(t *testing.T) {
 	n := binary.BigEndian.Uint32(mark[:]) & 0x7fffffff
 	if n < maxIO || n > maxIO+4096 {
 		t.Fatalf("reply of %d bytes to a READ of 4 GiB, want maxIO (%d) and its headers", n, maxIO)
+	}
+}
+
+// FSINFO advertises the transfer sizes the guard accepts, not the library's 1 GiB: a client
+// honouring 1 GiB would have its connection closed on its first WRITE past maxIO.
+func TestFSInfoAdvertisesWhatTheGuardAccepts(t *testing.T) {
+	_, addr := hostileServer(t)
+	tg := mustMount(t, addr, Path("ir-1"))
+	fi, err := tg.FSInfo()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.RTMax != maxIO || fi.WTMax != maxIO || fi.RTPref != 1<<20 || fi.WTPref != 1<<20 {
+		t.Fatalf("FSINFO reads %d (preferred %d), writes %d (preferred %d); want %d (%d)",
+			fi.RTMax, fi.RTPref, fi.WTMax, fi.WTPref, maxIO, 1<<20)
+	}
+	// What it advertises is accepted: a WRITE of maxIO at once.
+	f, err := tg.OpenFile("d/d-flat.vmdk", 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if n, err := f.Write(bytes.Repeat([]byte{7}, maxIO)); n != maxIO || err != nil {
+		t.Fatalf("write of maxIO: %d, %v", n, err)
+	}
+}
+
+// The rewriting follows the reply records however the library's writes cut them: only a
+// whole reply to a remembered FSINFO call changes, and every other byte passes as written.
+func TestFSInfoRewriteFollowsTheRecords(t *testing.T) {
+	fsinfo := func(xid uint32) []byte {
+		b := words(xid, 1, 0, 0, 0, 0, 0, 1) // reply, accepted, null verifier, SUCCESS, NFS3_OK, attributes follow
+		b = append(b, make([]byte, 84)...)
+		return append(b, words(1<<30, 1<<30, 4096, 1<<30, 1<<30, 4096, 8192, 0, 1<<20, 0, 1, 0)...)
+	}
+	other := record(append(words(5, 1, 0, 0, 0, 0), bytes.Repeat([]byte{0xee}, 100<<10)...))
+	stream := slices.Concat(other, record(fsinfo(9)), record(fsinfo(8)), record(fsinfo(9)))
+	want := bytes.Clone(stream)
+	at := len(other) + 4 + 4*8 + 84 // the first FSINFO's rtmax
+	binary.BigEndian.PutUint32(want[at:], maxIO)
+	binary.BigEndian.PutUint32(want[at+4:], 1<<20)
+	binary.BigEndian.PutUint32(want[at+12:], maxIO)
+	binary.BigEndian.PutUint32(want[at+16:], 1<<20)
+
+	for _, cut := range []int{1, 3, 4096, len(other), 0} { // 0: the whole stream in one write
+		a, b := net.Pipe()
+		g := &guardConn{Conn: a, onClose: func() {}}
+		g.noteFSInfo(9) // answered by the first reply of xid 9 only; 8 was not asked
+		got := make(chan []byte)
+		go func() { all, _ := io.ReadAll(b); got <- all }()
+		// The library's writes: the other reply in pieces of cut bytes, each FSINFO reply whole.
+		var writes [][]byte
+		if cut == 0 {
+			writes = [][]byte{stream}
+		} else {
+			writes = slices.Collect(slices.Chunk(stream[:len(other)], cut))
+			writes = append(writes, slices.Collect(slices.Chunk(stream[len(other):], len(fsinfo(0))+4))...)
+		}
+		for _, w := range writes {
+			if n, err := g.Write(w); n != len(w) || err != nil {
+				t.Fatalf("write: %d, %v", n, err)
+			}
+		}
+		a.Close()
+		if all := <-got; !bytes.Equal(all, want) {
+			t.Fatalf("cut %d: the stream differs from the expected rewrite", cut)
+		}
 	}
 }
