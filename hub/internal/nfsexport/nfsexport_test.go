@@ -403,7 +403,11 @@ func TestOnlyNamedHostsMayMount(t *testing.T) {
 	if err := s.Add(Export{ID: "ir-ours", Folder: "d", Allowed: []netip.Addr{loopback}, Disks: disk}); err != nil {
 		t.Fatal(err)
 	}
-	// With a session of its own, the client still mounts only that one.
+	// With a session of its own, the client is answered (the check above can tell), and still
+	// mounts only that one.
+	if err := nfstest.HungUp(addr); err == nil {
+		t.Fatal("a host a session names was hung up on")
+	}
 	if _, err := mount(t, addr, Path("ir-theirs")); err == nil || !strings.Contains(err.Error(), "ACCES") {
 		t.Fatalf("mounting another host's export: err = %v, want MNT3ERR_ACCES", err)
 	}

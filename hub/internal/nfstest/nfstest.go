@@ -2,6 +2,7 @@
 package nfstest
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -31,9 +32,10 @@ func addrInUse(err error) bool {
 }
 
 // HungUp reports whether the server at addr closes a new connection from this host without
-// answering, which is how the hub refuses a host no session names. Use it rather than a
-// client call: the client library panics (a reply channel closed twice) when a server keeps
-// hanging up on its reconnections.
+// answering a well-formed call (an NFSv3 NULL), which is how the hub refuses a host no session
+// names; a server that answers gets an error. Use it rather than a client call: the client
+// library panics (a reply channel closed twice) when a server keeps hanging up on its
+// reconnections.
 func HungUp(addr string) error {
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
@@ -41,8 +43,14 @@ func HungUp(addr string) error {
 	}
 	defer c.Close()
 	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-	_, _ = c.Write([]byte{0x80, 0, 0, 8, 0, 0, 0, 1, 0, 0, 0, 0}) // a record of a call, cut short
-	// Closed with our bytes unread, the connection ends in EOF or a reset.
+	// xid, CALL, RPC 2, NFS, version 3, NULL, null credential and verifier: 40 bytes.
+	call := []uint32{0x80000000 | 40, 1, 0, 2, 100003, 3, 0, 0, 0, 0, 0}
+	buf := make([]byte, 0, 4*len(call))
+	for _, w := range call {
+		buf = binary.BigEndian.AppendUint32(buf, w)
+	}
+	_, _ = c.Write(buf)
+	// Closed unanswered, the connection ends in EOF or a reset (our bytes unread).
 	if n, err := c.Read(make([]byte, 64)); n != 0 || (err != io.EOF && !errors.Is(err, syscall.ECONNRESET)) {
 		return fmt.Errorf("read %d bytes, %v; want the connection closed unanswered", n, err)
 	}
