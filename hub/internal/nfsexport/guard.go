@@ -19,8 +19,8 @@ import (
 // re-check it when the library is upgraded.
 const (
 	// maxIO bounds the data of a WRITE and the count of a READ (clamped: a short read is
-	// legal). ESXi and Linux clients send at most 1 MiB; the library advertises more.
-	maxIO = 4 << 20
+	// legal), and is what FSINFO advertises. ESXi and Linux clients send at most 1 MiB.
+	maxIO = 1 << 20
 	// maxRecord bounds one RPC record: a WRITE of maxIO and its headers.
 	maxRecord = maxIO + 64<<10
 	// Credentials and verifiers are at most 400 bytes (RFC 5531); NFSv3 handles at most 64
@@ -29,7 +29,7 @@ const (
 
 	// What FSINFO advertises instead of the library's 1 GiB reads and writes: a client that
 	// took 1 GiB at its word would have its connection closed on its first WRITE past maxIO.
-	advertisedMax, advertisedPref = maxIO, 1 << 20
+	advertisedMax, advertisedPref = maxIO, maxIO
 
 	idleTimeout = 10 * time.Minute // between records (ESXi sends a heartbeat every few seconds)
 	bodyTimeout = 30 * time.Second // for the rest of a record once its mark has arrived
@@ -184,6 +184,8 @@ func advertise(rec []byte) {
 			binary.BigEndian.PutUint32(r.b[f.off:], f.size)
 		}
 	}
+	// Neither hard nor symbolic links are made here (FSF3_LINK, FSF3_SYMLINK).
+	binary.BigEndian.PutUint32(r.b[44:], binary.BigEndian.Uint32(r.b[44:])&^3)
 }
 
 // next reads the next record whole: a single fragment of at most maxRecord bytes, its
@@ -256,6 +258,24 @@ func (r *xdrReader) field(limit uint32) bool {
 	return true
 }
 
+// sattr3 passes over a sattr3 as the library reads it (RFC 1813): mode, uid and gid each a word
+// when set, size two, and each time two when set by the client.
+func (r *xdrReader) sattr3() {
+	for range 3 {
+		if r.u32() != 0 {
+			r.u32()
+		}
+	}
+	if r.u32() != 0 {
+		r.skip(8)
+	}
+	for range 2 {
+		if r.u32() == 2 {
+			r.skip(8)
+		}
+	}
+}
+
 // checkCall reports whether an RPC call may reach the library: its credential and verifier,
 // and the counted fields of the arguments the library reads, are within bounds. It clamps a
 // READ's count to maxIO in place.
@@ -308,8 +328,12 @@ func checkCall(b []byte) bool {
 		}
 		r.skip(16)
 		return r.field(maxIO)
-	case 10, 15: // SYMLINK, LINK: a target the library reads unbounded; not served here
-		return false
+	case 10, 15: // SYMLINK, LINK (read by the library as SYMLINK): handle, name, sattr3, target
+		if !r.field(maxHandle) || !r.field(maxName) {
+			return false
+		}
+		r.sattr3()
+		return r.field(maxPath) // the session's file system refuses both
 	}
 	return true // no such procedure: the library answers PROC_UNAVAIL
 }

@@ -5,9 +5,11 @@ import (
 	"encoding/binary"
 	"errors"
 	"io"
+	"io/fs"
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"testing"
@@ -62,7 +64,7 @@ func TestClaimedLengthsAllocateNothing(t *testing.T) {
 		name string
 		body []byte
 	}{
-		{"credential", append(words(1, 0, 2, progNFS, 3, 0, 1, 0x7ffffffc), words(0)...)},
+		{"credential", append(words(1, 0, 2, progNFS, 3, 0, 1, 0x7ffffffc), words(0, 0, 0)...)}, // 44 bytes: past the 40-byte floor
 		{"GETATTR handle", append(rpcCall(progNFS, 1), words(0xffffffff)...)},
 		{"MNT path", append(rpcCall(progMount, 1), words(0xffffffff)...)},
 		{"LOOKUP name", append(rpcCall(progNFS, 3), words(16, 0, 0, 0, 0, 0x7ffffffc, 0)...)},
@@ -159,9 +161,9 @@ func TestFSInfoAdvertisesWhatTheGuardAccepts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if fi.RTMax != maxIO || fi.WTMax != maxIO || fi.RTPref != 1<<20 || fi.WTPref != 1<<20 {
-		t.Fatalf("FSINFO reads %d (preferred %d), writes %d (preferred %d); want %d (%d)",
-			fi.RTMax, fi.RTPref, fi.WTMax, fi.WTPref, maxIO, 1<<20)
+	if fi.RTMax != 1<<20 || fi.WTMax != 1<<20 || fi.RTPref != 1<<20 || fi.WTPref != 1<<20 || fi.Properties&3 != 0 {
+		t.Fatalf("FSINFO reads %d (preferred %d), writes %d (preferred %d), properties %#x; want 1 MiB and no links",
+			fi.RTMax, fi.RTPref, fi.WTMax, fi.WTPref, fi.Properties)
 	}
 	// What it advertises is accepted: a WRITE of maxIO at once.
 	f, err := tg.OpenFile("d/d-flat.vmdk", 0o644)
@@ -180,16 +182,17 @@ func TestFSInfoRewriteFollowsTheRecords(t *testing.T) {
 	fsinfo := func(xid uint32) []byte {
 		b := words(xid, 1, 0, 0, 0, 0, 0, 1) // reply, accepted, null verifier, SUCCESS, NFS3_OK, attributes follow
 		b = append(b, make([]byte, 84)...)
-		return append(b, words(1<<30, 1<<30, 4096, 1<<30, 1<<30, 4096, 8192, 0, 1<<20, 0, 1, 0)...)
+		return append(b, words(1<<30, 1<<30, 4096, 1<<30, 1<<30, 4096, 8192, 0, 1<<20, 0, 1, 3)...)
 	}
 	other := record(append(words(5, 1, 0, 0, 0, 0), bytes.Repeat([]byte{0xee}, 100<<10)...))
 	stream := slices.Concat(other, record(fsinfo(9)), record(fsinfo(8)), record(fsinfo(9)))
 	want := bytes.Clone(stream)
 	at := len(other) + 4 + 4*8 + 84 // the first FSINFO's rtmax
 	binary.BigEndian.PutUint32(want[at:], maxIO)
-	binary.BigEndian.PutUint32(want[at+4:], 1<<20)
+	binary.BigEndian.PutUint32(want[at+4:], maxIO)
 	binary.BigEndian.PutUint32(want[at+12:], maxIO)
-	binary.BigEndian.PutUint32(want[at+16:], 1<<20)
+	binary.BigEndian.PutUint32(want[at+16:], maxIO)
+	binary.BigEndian.PutUint32(want[at+44:], 0) // no links
 
 	for _, cut := range []int{1, 3, 4096, len(other), 0} { // 0: the whole stream in one write
 		a, b := net.Pipe()
@@ -215,4 +218,44 @@ func TestFSInfoRewriteFollowsTheRecords(t *testing.T) {
 			t.Fatalf("cut %d: the stream differs from the expected rewrite", cut)
 		}
 	}
+}
+
+// A SYMLINK or LINK, which a client may send, is answered with an error, not a hang-up: a hard
+// mount whose connection is closed retransmits the call for ever.
+func TestLinksAreAnsweredWithAnError(t *testing.T) {
+	s, addr := hostileServer(t)
+	h := &handler{s: s, client: loopback}
+	s.mu.RLock()
+	ex := s.exports["ir-1"]
+	s.mu.RUnlock()
+	dir := h.ToHandle(ex.fs, []string{"d"})
+	opaque := func(b []byte) []byte {
+		return append(words(uint32(len(b))), append(b, make([]byte, (4-len(b)%4)%4)...)...)
+	}
+	for _, proc := range []uint32{10, 15} { // SYMLINK, LINK
+		body := slices.Concat(rpcCall(progNFS, proc), opaque(dir), opaque([]byte("etc")),
+			words(0, 0, 0, 0, 0, 0), opaque([]byte("/etc"))) // no attributes set
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if _, err := c.Write(record(body)); err != nil {
+			t.Fatal(err)
+		}
+		_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		reply := make([]byte, 32) // mark, xid, REPLY, accepted, null verifier, SUCCESS, status
+		if _, err := io.ReadFull(c, reply); err != nil {
+			t.Fatalf("procedure %d: %v, want an answer", proc, err)
+		}
+		if st := binary.BigEndian.Uint32(reply[28:]); binary.BigEndian.Uint32(reply[20:]) != 0 || st == 0 {
+			t.Fatalf("procedure %d answered status %d, want an NFS error", proc, st)
+		}
+	}
+	_ = filepath.WalkDir(s.root, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && d.Name() == "etc" {
+			t.Errorf("a link was made: %s", p)
+		}
+		return nil
+	})
 }
