@@ -2,8 +2,10 @@ package api_test
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -154,11 +156,6 @@ func TestRestoreLifecycle(t *testing.T) {
 		for _, d := range bds {
 			total += d.CapacityBytes
 		}
-		// The agent cannot call a restore that did not write every byte of the disks succeeded.
-		short := api.RestoreCompletion{Status: api.JobSucceeded, VMRef: "vm-42", BytesWritten: 4096}
-		if code, e := a.call(http.MethodPost, api.Path(api.PathAgentRestoreDone, r.ID), short, nil); code != http.StatusBadRequest || e.Field != "bytes_written" {
-			t.Fatalf("success with %d of %d bytes written: %d %+v, want 400 naming bytes_written", short.BytesWritten, total, code, e)
-		}
 		done := api.RestoreCompletion{Status: api.JobSucceeded, VMRef: "vm-42", BytesWritten: total}
 		for range 2 { // a retried completion is answered the same
 			if code, e := a.call(http.MethodPost, api.Path(api.PathAgentRestoreDone, r.ID), done, &st); code != http.StatusOK || st.Status != api.JobSucceeded {
@@ -185,6 +182,40 @@ func TestRestoreLifecycle(t *testing.T) {
 		}
 		if n := metricValue(t, h.Reg, "sendense_hub_restores", "status", "succeeded"); n != 1 {
 			t.Fatalf("restores{succeeded} = %v", n)
+		}
+	})
+}
+
+// The agent cannot call a restore that did not write every byte of the backup's disks succeeded:
+// it is recorded failed, saying so, and not handed back to the agent (which would resume it by
+// removing the VM it made).
+func TestRestoreShortOfItsDisksIsFailed(t *testing.T) {
+	forEachHub(t, func(t *testing.T, h *testHub) {
+		a := h.newAgent("a1")
+		backupID, img := restorableBackup(t, h, a, true)
+		var r api.Restore
+		if code, e := h.call(h.client(nil), http.MethodPost, api.PathRestores, h.apiToken(api.RoleOperator), restoreRequest(backupID), &r); code != http.StatusAccepted {
+			t.Fatalf("start restore: %d %+v", code, e)
+		}
+		var rj api.RestoreJob
+		if code, e := a.call(http.MethodGet, api.PathAgentRestores+"?wait=5s", nil, &rj); code != http.StatusOK {
+			t.Fatalf("claim restore: %d %+v", code, e)
+		}
+		a.call(http.MethodPost, api.Path(api.PathAgentRestoreProg, r.ID), api.RestoreProgress{Phase: api.PhaseWriting, VMRef: "vm-42", BytesWritten: 4096, BytesTotal: int64(len(img))}, nil)
+		var st api.JobState
+		short := api.RestoreCompletion{Status: api.JobSucceeded, VMRef: "vm-42", BytesWritten: 4096}
+		if code, e := a.call(http.MethodPost, api.Path(api.PathAgentRestoreDone, r.ID), short, &st); code != http.StatusOK || st.Status != api.JobFailed {
+			t.Fatalf("success with 4096 of %d bytes written: %d %+v %+v, want it recorded failed", len(img), code, e, st)
+		}
+		h.call(h.client(nil), http.MethodGet, api.Path(api.PathRestore, r.ID), h.apiToken(api.RoleViewer), nil, &r)
+		if want := fmt.Sprintf("written 4096 of the %d bytes", len(img)); r.Status != api.JobFailed || !strings.Contains(r.Error, want) || r.VMRef != "vm-42" {
+			t.Fatalf("restore %+v, want failed naming %q", r, want)
+		}
+		if code, _ := a.call(http.MethodGet, api.PathAgentRestores+"?wait=0s", nil, nil); code != http.StatusNoContent {
+			t.Fatalf("the failed restore was handed out again: %d", code)
+		}
+		if n := metricValue(t, h.Reg, "sendense_hub_restores_finished_total", "result", "failed"); n != 1 {
+			t.Fatalf("restores_finished_total{failed} = %v", n)
 		}
 	})
 }

@@ -371,7 +371,9 @@ func (s *Service) CompleteRestore(ctx context.Context, agentID, id string, c api
 	}
 	if c.Status == api.JobSucceeded && before.Status == api.JobRunning {
 		// A restore that did not write every byte of the backup's disks did not succeed, whatever
-		// the agent believes.
+		// the agent believes. It is recorded failed, not refused: a refused completion would leave
+		// the restore running, to be handed back to the agent as resumed, which starts by
+		// removing the VM it made.
 		disks, err := s.cat.BackupDisks(ctx, before.BackupID)
 		if err != nil {
 			return api.JobState{}, err
@@ -381,7 +383,8 @@ func (s *Service) CompleteRestore(ctx context.Context, agentID, id string, c api
 			total += d.CapacityBytes
 		}
 		if c.BytesWritten != total {
-			return api.JobState{}, &api.FieldError{Field: "bytes_written", Msg: fmt.Sprintf("a succeeded restore writes all %d bytes of the backup's disks, not %d", total, c.BytesWritten)}
+			c.Status = api.JobFailed
+			c.Error = fmt.Sprintf("the agent reported success having written %d of the %d bytes of the backup's disks; check the restored VM %s", c.BytesWritten, total, c.VMRef)
 		}
 	}
 	j, err := s.cat.FinishRestore(ctx, id, agentID, c.Status, c.Error, c.VMRef)
