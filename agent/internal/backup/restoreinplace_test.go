@@ -218,7 +218,8 @@ func TestRestoreInPlaceRefusesAMissingDataFile(t *testing.T) {
 	_ = e.restoreRunner().Run(t.Context(), rj)
 	var r api.Restore
 	if code := e.api(http.MethodGet, api.Path(api.PathRestore, queued.ID), nil, &r); code != http.StatusOK ||
-		r.Status != api.JobFailed || !strings.Contains(r.Error, "disk-2001") || !strings.Contains(r.Error, "nothing was written") {
+		r.Status != api.JobFailed || !strings.Contains(r.Error, "disk-2001") || !strings.Contains(r.Error, "nothing was written") ||
+		!strings.Contains(r.Error, "powered on again") {
 		t.Fatalf("restore onto a disk without its data file: %d %+v\n%s", code, r, e.logs)
 	}
 	if _, err := os.Stat(flat); !errors.Is(err, fs.ErrNotExist) {

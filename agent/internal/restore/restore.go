@@ -390,15 +390,24 @@ func (r *Runner) runInPlace(ctx context.Context, job *api.RestoreJob, target Tar
 	if err := r.report(ctx, job.ID, st); err != nil {
 		return "", fmt.Errorf("record the power state of vm %s on the hub: %w", vm.Name, err)
 	}
-	for _, d := range job.Disks {
-		if err := checkDataFile(ctx, d.DiskID, vm.Disks[d.DiskID], vm.DatacenterPath(), target); err != nil {
-			return "", err
-		}
-	}
 	if err := vm.PowerOff(ctx); err != nil {
 		return "", err
 	}
 	log.InfoContext(ctx, "vm powered off for an in-place restore", "was_on", wasOn, "on_now", vm.WasOn, "resumed", job.Resumed)
+	// The data files are checked once the VM is off, as ESXi refuses datastore reads of a
+	// running VM's disks. When one is missing, nothing was written: a VM this run found on is
+	// powered on again.
+	for _, d := range job.Disks {
+		if err := checkDataFile(ctx, d.DiskID, vm.Disks[d.DiskID], vm.DatacenterPath(), target); err != nil {
+			if !vm.WasOn {
+				return "", err
+			}
+			if perr := vm.PowerOn(ctx); perr != nil {
+				return "", fmt.Errorf("%w; vm %s is left powered off: %w", err, vm.Name, perr)
+			}
+			return "", fmt.Errorf("%w; vm %s was powered on again", err, vm.Name)
+		}
+	}
 	st.set(api.PhaseWriting, "")
 	for _, d := range job.Disks {
 		if err := r.writeDisk(ctx, job.ID, d, vm.Disks[d.DiskID], vm.DatacenterPath(), target, st, log); err != nil {
@@ -436,7 +445,7 @@ func checkDataFile(ctx context.Context, diskID string, rd vsphere.RestoredDisk, 
 	switch {
 	case resp.StatusCode != http.StatusOK:
 		return fmt.Errorf("disk %s: its data file [%s] %s: the datastore answered %s; nothing was written: %w", diskID, rd.Datastore, rd.DataFile, resp.Status, vsphere.ErrDiskMismatch)
-	case resp.ContentLength != rd.Capacity:
+	case resp.ContentLength >= 0 && resp.ContentLength != rd.Capacity: // -1: not said
 		return fmt.Errorf("disk %s: its data file [%s] %s has %d bytes, the disk %d; nothing was written: %w", diskID, rd.Datastore, rd.DataFile, resp.ContentLength, rd.Capacity, vsphere.ErrDiskMismatch)
 	}
 	return nil
