@@ -149,7 +149,14 @@ func TestImageReaderReopensASilentConnection(t *testing.T) {
 // A restore whose writing makes no progress for StallTimeout is failed with a cause that says
 // so; one whose bytes move is left alone.
 func TestStalledRestoreIsFailed(t *testing.T) {
-	r := NewRunner(&fakeHub{}, nil, slog.New(slog.DiscardHandler), Options{ProgressInterval: 10 * time.Millisecond, StallTimeout: 200 * time.Millisecond})
+	r := NewRunner(&fakeHub{}, nil, slog.New(slog.DiscardHandler), Options{ProgressInterval: 10 * time.Millisecond, StallTimeout: time.Second})
+	// Every byte written, the import's completion and the power-on are not watched.
+	written := &state{phase: api.PhaseWriting, total: 1 << 20}
+	written.written.Store(1 << 20)
+	wctx, wcancel := context.WithCancelCause(t.Context())
+	defer wcancel(nil)
+	stopWritten := r.reportProgress(wctx, "rs-3", written, wcancel, slog.New(slog.DiscardHandler))
+	defer stopWritten()
 	moving := &state{phase: api.PhaseWriting, total: 1 << 30}
 	mctx, mcancel := context.WithCancelCause(t.Context())
 	defer mcancel(nil)
@@ -170,6 +177,9 @@ func TestStalledRestoreIsFailed(t *testing.T) {
 	}
 	if mctx.Err() != nil {
 		t.Fatalf("the moving restore was failed: %v", context.Cause(mctx))
+	}
+	if wctx.Err() != nil {
+		t.Fatalf("a restore with every byte written was failed: %v", context.Cause(wctx))
 	}
 	stopMoving()
 }

@@ -537,8 +537,10 @@ func (r *Runner) reportProgress(ctx context.Context, id string, st *state, cance
 				return
 			case <-t.C:
 			}
+			// Only disk writing is watched: once every byte is written, completing the import,
+			// resetting CBT and powering on take what vSphere's tasks take.
 			p := st.progress()
-			if p.Phase != api.PhaseWriting || p.BytesWritten != last {
+			if p.Phase != api.PhaseWriting || p.BytesWritten != last || p.BytesWritten >= p.BytesTotal {
 				last, moved = p.BytesWritten, time.Now()
 			} else if stalled := time.Since(moved); stalled >= r.opts.StallTimeout {
 				log.ErrorContext(ctx, "the restore wrote nothing for too long; failing it", "bytes_written", last, "stalled", stalled)
