@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -22,6 +23,7 @@ import (
 
 	"github.com/klauspost/compress/zstd"
 
+	"github.com/sendense/sendense/hub/internal/catalog"
 	"github.com/sendense/sendense/hub/internal/ingest"
 	"github.com/sendense/sendense/hub/internal/repository"
 	"github.com/sendense/sendense/shared/api"
@@ -1050,6 +1052,11 @@ func TestDriftFoundHoldsTheSessionToEverySlot(t *testing.T) {
 		code, e = a.call(http.MethodPost, api.Path(api.PathAgentCommitSess, s2.ID), api.CommitRequest{SlotsChanged: 1}, &bd)
 		if code != http.StatusConflict || !strings.Contains(e.Error, "CBT drift") || !strings.Contains(e.Error, "1 of 4") {
 			t.Fatalf("commit with only CBT's slot recorded: %d %+v, want 409 naming the drift and the slots recorded", code, e)
+		}
+		// The commit's move out of open decides by itself, so a drift recorded after a commit read
+		// the session still holds it.
+		if err := h.Cat.BeginCommit(t.Context(), s2.ID); !errors.Is(err, catalog.ErrConflict) || !strings.Contains(err.Error(), "1 of 4") {
+			t.Fatalf("begin commit of the drifted session short of slots: %v, want ErrConflict", err)
 		}
 		if code := a.putChunk(s2.ID, img2[2*testChunk:3*testChunk], 2); code != http.StatusCreated {
 			t.Fatalf("upload after the refused commit: %d, want 201 (the session is still open)", code)

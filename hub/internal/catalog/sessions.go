@@ -23,11 +23,6 @@ func (c *Catalog) OpenSession(ctx context.Context, s *UploadSession) (*UploadSes
 	}
 	now := c.now()
 	s.Status, s.CreatedAt, s.UpdatedAt = api.SessionOpen, now, now
-	// SQLite's transactions here are immediate (one writer at a time): its read needs no lock.
-	lock := ""
-	if c.driver == DriverMySQL {
-		lock = " LOCK IN SHARE MODE"
-	}
 	err = c.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
 		// An incremental's parent must still be a successful backup of the repository when its
 		// session is recorded: its row, read with a shared lock, cannot be deleted or moved
@@ -35,7 +30,7 @@ func (c *Catalog) OpenSession(ctx context.Context, s *UploadSession) (*UploadSes
 		// session names it) until this session is there to be seen.
 		if s.ParentJobID != "" {
 			var status, repo string
-			err := tx.QueryRowContext(ctx, "SELECT status, repository_id FROM backup_jobs WHERE id = ?"+lock, s.ParentJobID).Scan(&status, &repo)
+			err := tx.QueryRowContext(ctx, "SELECT status, repository_id FROM backup_jobs WHERE id = ?"+c.rowLock(false), s.ParentJobID).Scan(&status, &repo)
 			switch {
 			case errors.Is(err, sql.ErrNoRows):
 				return fmt.Errorf("the parent backup %s of this incremental was deleted: %w", s.ParentJobID, ErrConflict)
@@ -125,14 +120,9 @@ func (c *Catalog) RecordSlots(ctx context.Context, sessionID string, slots []Upl
 	for i := range slots {
 		slots[i].SessionID, slots[i].CreatedAt, slots[i].UpdatedAt = sessionID, now, now
 	}
-	// SQLite's transactions here are immediate (one writer at a time): its read needs no lock.
-	lock := ""
-	if c.driver == DriverMySQL {
-		lock = " LOCK IN SHARE MODE"
-	}
 	return c.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
 		var status string
-		err := tx.QueryRowContext(ctx, "SELECT status FROM upload_sessions WHERE id = ?"+lock, sessionID).Scan(&status)
+		err := tx.QueryRowContext(ctx, "SELECT status FROM upload_sessions WHERE id = ?"+c.rowLock(false), sessionID).Scan(&status)
 		switch {
 		case errors.Is(err, sql.ErrNoRows):
 			return fmt.Errorf("upload session %s: %w", sessionID, ErrNotFound)
@@ -182,17 +172,45 @@ func (c *Catalog) CountSessionSlots(ctx context.Context, sessionID string) (int6
 }
 
 // BeginCommit moves an open session to committing, after which it takes no more slots; a
-// session already committing stays so (a commit sent again). Any other status → ErrConflict.
+// session already committing stays so (a commit sent again). Any other status → ErrConflict. An
+// open session whose drift check found CBT drift (drift_count) must have every slot recorded
+// first, or ErrConflict and it stays open: this is decided in one transaction with the move, so
+// a drift recorded while the commit was on its way is not missed. Its update takes the session's
+// row exclusively first, so the slots counted after it are all there will be (RecordSlots).
 func (c *Catalog) BeginCommit(ctx context.Context, sessionID string) error {
-	res, err := c.db.NewUpdate().Model((*UploadSession)(nil)).Set("status = ?", api.SessionCommitting).Set("updated_at = ?", c.now()).
-		Where("id = ?", sessionID).Where("status IN (?)", bun.In([]string{api.SessionOpen, api.SessionCommitting})).Exec(ctx)
-	if err != nil {
-		return fmt.Errorf("begin commit of session %s: %w", sessionID, err)
-	}
-	if n, _ := res.RowsAffected(); n != 1 {
-		return fmt.Errorf("upload session %s is neither open nor committing: %w", sessionID, ErrConflict)
-	}
-	return nil
+	return c.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+		var was string
+		err := tx.QueryRowContext(ctx, "SELECT status FROM upload_sessions WHERE id = ?"+c.rowLock(true), sessionID).Scan(&was)
+		switch {
+		case errors.Is(err, sql.ErrNoRows):
+			return fmt.Errorf("upload session %s: %w", sessionID, ErrNotFound)
+		case err != nil:
+			return fmt.Errorf("begin commit of session %s: %w", sessionID, err)
+		case was == api.SessionCommitting:
+			return nil
+		case was != api.SessionOpen:
+			return fmt.Errorf("upload session %s is %s, neither open nor committing: %w", sessionID, was, ErrConflict)
+		}
+		var drift, slots int64
+		if err := tx.QueryRowContext(ctx, "SELECT drift_count, slot_count FROM upload_sessions WHERE id = ?", sessionID).Scan(&drift, &slots); err != nil {
+			return fmt.Errorf("begin commit of session %s: %w", sessionID, err)
+		}
+		if drift > 0 {
+			n, err := tx.NewSelect().Model((*UploadSlot)(nil)).Where("session_id = ?", sessionID).Count(ctx)
+			if err != nil {
+				return fmt.Errorf("count slots of session %s: %w", sessionID, err)
+			}
+			if int64(n) < slots {
+				return fmt.Errorf("CBT drift was found in upload session %s, so every slot must be read before its commit; %d of %d are recorded: %w",
+					sessionID, n, slots, ErrConflict)
+			}
+		}
+		if _, err := tx.NewUpdate().Model((*UploadSession)(nil)).Set("status = ?", api.SessionCommitting).Set("updated_at = ?", c.now()).
+			Where("id = ?", sessionID).Exec(ctx); err != nil {
+			return fmt.Errorf("begin commit of session %s: %w", sessionID, err)
+		}
+		return nil
+	})
 }
 
 // EachSessionSlot calls fn with each recorded slot of a session and its digest, in slot order,
@@ -337,4 +355,17 @@ func (c *Catalog) OldestWrite(ctx context.Context, repositoryID string) (time.Ti
 		oldest = r.StartedAt
 	}
 	return oldest, nil
+}
+
+// rowLock is the clause that makes a SELECT in a transaction lock the rows it reads, shared or
+// exclusive, on MySQL. SQLite's transactions here are immediate (one writer at a time): its
+// reads need none.
+func (c *Catalog) rowLock(exclusive bool) string {
+	switch {
+	case c.driver != DriverMySQL:
+		return ""
+	case exclusive:
+		return " FOR UPDATE"
+	}
+	return " LOCK IN SHARE MODE"
 }
