@@ -33,6 +33,11 @@ type Limits struct {
 	// address still holds no more than 16 handlers' worth of catalog and signing work (the
 	// connection caps allow it many more connections).
 	UnauthenticatedPerAddress int
+	// ReadStall is how long one write of a restore-point read (an image download, a file-level
+	// restore, an agent's restore image) may wait for the client to take bytes before the
+	// connection is closed. Default 2m: a 4 MiB write then needs about 35 KB/s, and a client
+	// that stops reading gives back its place among the reads served at once.
+	ReadStall time.Duration
 }
 
 // DefaultUploadMinRate is the default of Limits.UploadMinRate. The agent gives up on a call
@@ -50,7 +55,33 @@ func (l Limits) withDefaults() Limits {
 	if l.UnauthenticatedPerAddress <= 0 {
 		l.UnauthenticatedPerAddress = 16
 	}
+	if l.ReadStall <= 0 {
+		l.ReadStall = 2 * time.Minute
+	}
 	return l
+}
+
+// stallWriter gives each write of a response a deadline (Limits.ReadStall), so that a client
+// that stops reading ends its request instead of holding its handler for ever.
+type stallWriter struct {
+	gin.ResponseWriter
+	rc    *http.ResponseController
+	stall time.Duration
+}
+
+func (w *stallWriter) Write(p []byte) (int, error) {
+	_ = w.rc.SetWriteDeadline(time.Now().Add(w.stall))
+	return w.ResponseWriter.Write(p)
+}
+
+func (w *stallWriter) WriteString(p string) (int, error) {
+	_ = w.rc.SetWriteDeadline(time.Now().Add(w.stall))
+	return w.ResponseWriter.WriteString(p)
+}
+
+// guardStall makes the rest of c's response subject to Limits.ReadStall.
+func (s *Server) guardStall(c *gin.Context) {
+	c.Writer = &stallWriter{ResponseWriter: c.Writer, rc: http.NewResponseController(c.Writer), stall: s.limits.ReadStall}
 }
 
 // uploadRoutes carry large bodies from agents (4 MiB chunks and slot batches, inventories up to

@@ -34,13 +34,15 @@ func (s *Server) registerRestore(v1 *gin.RouterGroup) {
 // limitServed admits a read of restore points (an image download, a file-level restore) within
 // the hub's bound on those served at once (restore.MaxServed): over it, after a short wait, the
 // request is answered 429 with Retry-After and the client retries. However many requests a
-// viewer sends, the hub holds a bounded amount of memory for them.
+// viewer sends, the hub holds a bounded amount of memory for them, and a client that stops
+// reading gives its place back (Limits.ReadStall).
 func (s *Server) limitServed() gin.HandlerFunc {
 	return func(c *gin.Context) {
 		if s.deps.Restore == nil {
 			c.Next()
 			return
 		}
+		s.guardStall(c)
 		release, err := s.deps.Restore.Serve(c.Request.Context())
 		if err != nil {
 			if errors.Is(err, restore.ErrBusy) {

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	hubapi "github.com/sendense/sendense/hub/internal/api"
 	"github.com/sendense/sendense/hub/internal/restore"
 	"github.com/sendense/sendense/shared/api"
 	"github.com/sendense/sendense/shared/chunk"
@@ -150,6 +151,47 @@ func TestRestorePointReadsAreBounded(t *testing.T) {
 			r()
 		}
 	})
+}
+
+// Downloads whose client stops reading are cut after Limits.ReadStall and give their places
+// back: a viewer cannot hold every restore-point read the hub serves for ever.
+func TestStalledReadsGiveTheirPlaceBack(t *testing.T) {
+	h := sqliteHub(t, hubapi.Limits{ReadStall: 300 * time.Millisecond})
+	a := h.newAgent("a1")
+	operator, viewer := h.apiToken(api.RoleOperator), h.apiToken(api.RoleViewer)
+	img := randomImage(t, 32<<20) // far more than the sockets buffer
+	id := h.backupImage(a, operator, img)
+	h.Restores.SetServeWaitForTest(50 * time.Millisecond)
+	var stalled []*http.Response
+	for range restore.MaxServed {
+		req, _ := http.NewRequest(http.MethodGet, h.URL+api.PathBackups+"/"+id+"/disks/disk-2000/image", nil)
+		req.Header.Set("Authorization", "Bearer "+viewer)
+		resp, err := h.client(nil).Do(req)
+		if err != nil || resp.StatusCode != http.StatusOK {
+			t.Fatalf("download: %v %v", resp, err)
+		}
+		defer resp.Body.Close()
+		stalled = append(stalled, resp) // its body is not read
+	}
+	if resp, _, err := h.getImage(viewer, id, "bytes=0-99"); err != nil || resp.StatusCode != http.StatusTooManyRequests {
+		t.Fatalf("a read while %d stall: %v %v, want 429", restore.MaxServed, resp.StatusCode, err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		resp, got, err := h.getImage(viewer, id, "bytes=0-99")
+		if err == nil && resp.StatusCode == http.StatusPartialContent && bytes.Equal(got, img[:100]) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the stalled downloads still hold every place: %v %v", resp.StatusCode, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	for _, resp := range stalled { // cut short, never mistaken for a whole image
+		if got, err := io.ReadAll(resp.Body); err == nil || len(got) == len(img) {
+			t.Fatalf("a stalled download read %d bytes, %v; want it cut", len(got), err)
+		}
+	}
 }
 
 func TestRestoreOfDamagedChunkFailsLoudly(t *testing.T) {

@@ -148,6 +148,7 @@ func (s *Server) restoreImage(c *gin.Context) {
 		return
 	}
 	defer s.agentImages.release(agentID(c))
+	s.guardStall(c)
 	s.serveImage(c, backupID, c.Param("disk"), repo)
 }
 

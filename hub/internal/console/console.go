@@ -151,6 +151,9 @@ type Deps struct {
 	// Now is the clock (time.Now when nil); LoginLimit bounds failed sign-ins (defaults when zero).
 	Now        func() time.Time
 	LoginLimit LoginLimit
+	// ReadStall is how long one write of a restore-point read may wait for the browser to take
+	// bytes before the connection is closed (2 minutes when zero), as in the API.
+	ReadStall time.Duration
 }
 
 // Console is the console's http.Handler.
@@ -165,6 +168,9 @@ type Console struct {
 func New(d Deps) (*Console, error) {
 	if d.Now == nil {
 		d.Now = time.Now
+	}
+	if d.ReadStall <= 0 {
+		d.ReadStall = 2 * time.Minute
 	}
 	c := &Console{d: d, mux: http.NewServeMux(), pages: map[string]*template.Template{}, limiter: newLoginLimiter(d.LoginLimit, d.Now)}
 	if err := c.parseTemplates(); err != nil {
@@ -277,9 +283,24 @@ func (c *Console) served(h http.HandlerFunc) http.HandlerFunc {
 			return
 		}
 		defer release()
-		h(w, r)
+		h(&stallWriter{ResponseWriter: w, rc: http.NewResponseController(w), stall: c.d.ReadStall}, r)
 	}
 }
+
+// stallWriter gives each write of a response a deadline (Deps.ReadStall): a browser that stops
+// reading a download gives back its place among the restore-point reads served at once.
+type stallWriter struct {
+	http.ResponseWriter
+	rc    *http.ResponseController
+	stall time.Duration
+}
+
+func (w *stallWriter) Write(p []byte) (int, error) {
+	_ = w.rc.SetWriteDeadline(time.Now().Add(w.stall))
+	return w.ResponseWriter.Write(p)
+}
+
+func (w *stallWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 func (c *Console) route(pattern, need string, h http.HandlerFunc) {
 	change := !strings.HasPrefix(pattern, "GET ")
