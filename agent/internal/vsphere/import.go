@@ -6,7 +6,6 @@ import (
 	"io"
 	"net/url"
 	"path"
-	"slices"
 	"strings"
 	"time"
 
@@ -70,7 +69,7 @@ func (p *Placement) ImportVM(ctx context.Context, job *api.RestoreJob) (*Importe
 	if err := v.readDisks(ctx, job); err != nil {
 		return fail(err)
 	}
-	devs, err := deviceURLs(info.DeviceUrl, v.Disks, job.Target.Name)
+	devs, err := deviceURLs(info.DeviceUrl, v.Disks)
 	if err != nil {
 		return fail(fmt.Errorf("import vm %s: %w", job.Target.Name, err))
 	}
@@ -87,22 +86,32 @@ func (p *Placement) ImportVM(ctx context.Context, job *api.RestoreJob) (*Importe
 	return v, nil
 }
 
-// deviceURLs maps each disk to its device URL of the lease: by the URL's target id when that is
-// the file name of one disk's descriptor and of no other's (vCenter and the simulator name the
-// files), else by the import key — "/<vm>/<controller class><bus>:<unit>" as vCenter writes it,
-// or "/<vm>/disk:<n>", n counting the VM's disks in device order, as the simulator does. A disk
+// deviceURLs maps each disk to its device URL of the lease: by the import key's device, the
+// last part of the key — "<controller class><bus>:<unit>" as vCenter writes it (after the VM's
+// name, escaped as vCenter escapes names) — else by the URL's target id when that is the file
+// name of one disk's descriptor and of no other's (the simulator names the files), else by
+// "disk:<n>", n counting the VM's disks in device order, as the simulator's keys do. A disk
 // with no URL, or with more than one, and a URL two disks would take fail the import: an image
 // written into another disk would be a restore that succeeds with the wrong bytes.
-func deviceURLs(urls []types.HttpNfcLeaseDeviceUrl, disks map[string]RestoredDisk, name string) (map[string]types.HttpNfcLeaseDeviceUrl, error) {
+func deviceURLs(urls []types.HttpNfcLeaseDeviceUrl, disks map[string]RestoredDisk) (map[string]types.HttpNfcLeaseDeviceUrl, error) {
 	bases := map[string]int{}
 	for _, d := range disks {
 		bases[path.Base(d.descriptor)]++
 	}
+	byKey := func(key string) []int {
+		var found []int
+		for i, u := range urls {
+			if k := u.ImportKey[strings.LastIndex(u.ImportKey, "/")+1:]; u.Disk != nil && *u.Disk && k == key {
+				found = append(found, i)
+			}
+		}
+		return found
+	}
 	out := map[string]types.HttpNfcLeaseDeviceUrl{}
 	taken := map[int]string{}
 	for id, d := range disks {
-		var found []int
-		if base := path.Base(d.descriptor); bases[base] == 1 {
+		found := byKey(fmt.Sprintf("%s%d:%d", d.controllerClass, d.bus, d.unit))
+		if base := path.Base(d.descriptor); len(found) == 0 && bases[base] == 1 {
 			for i, u := range urls {
 				if u.TargetId == base {
 					found = append(found, i)
@@ -110,13 +119,7 @@ func deviceURLs(urls []types.HttpNfcLeaseDeviceUrl, disks map[string]RestoredDis
 			}
 		}
 		if len(found) == 0 {
-			keys := []string{fmt.Sprintf("disk:%d", d.index), fmt.Sprintf("%s%d:%d", d.controllerClass, d.bus, d.unit)}
-			for i, u := range urls {
-				key, ok := strings.CutPrefix(u.ImportKey, "/"+name+"/")
-				if ok && u.Disk != nil && *u.Disk && slices.Contains(keys, key) {
-					found = append(found, i)
-				}
-			}
+			found = byKey(fmt.Sprintf("disk:%d", d.index))
 		}
 		switch {
 		case len(found) == 0:

@@ -212,6 +212,7 @@ func TestDeviceURLs(t *testing.T) {
 	}
 	a := RestoredDisk{descriptor: "web/web.vmdk", index: 0, controllerClass: "VirtualLsiLogicController", bus: 0, unit: 1}
 	b := RestoredDisk{descriptor: "web/web_1.vmdk", index: 1, controllerClass: "ParaVirtualSCSIController", bus: 1, unit: 0}
+	named := func(descriptor string, d RestoredDisk) RestoredDisk { d.descriptor = descriptor; return d }
 	sameName := b
 	sameName.descriptor = "web/web.vmdk" // the first disk of its folder on another datastore
 	for _, tc := range []struct {
@@ -227,16 +228,24 @@ func TestDeviceURLs(t *testing.T) {
 		{"vCenter import keys", map[string]RestoredDisk{"d0": a, "d1": b},
 			[]types.HttpNfcLeaseDeviceUrl{u("disk-0.vmdk", "/web/ParaVirtualSCSIController1:0"), u("disk-1.vmdk", "/web/VirtualLsiLogicController0:1")},
 			map[string]string{"d0": "/web/VirtualLsiLogicController0:1", "d1": "/web/ParaVirtualSCSIController1:0"}, ""},
+		{"vCenter, a VM named like its target ids", map[string]RestoredDisk{"d0": named("disk-1/disk-1.vmdk", a), "d1": named("disk-1/disk-1_1.vmdk", b)},
+			[]types.HttpNfcLeaseDeviceUrl{u("disk-0.vmdk", "/disk-1/VirtualLsiLogicController0:1"), u("disk-1.vmdk", "/disk-1/ParaVirtualSCSIController1:0")},
+			map[string]string{"d0": "/disk-1/VirtualLsiLogicController0:1", "d1": "/disk-1/ParaVirtualSCSIController1:0"}, ""},
+		{"vCenter, a name it escapes", map[string]RestoredDisk{"d0": a, "d1": b},
+			[]types.HttpNfcLeaseDeviceUrl{u("disk-0.vmdk", "/a%2fb/VirtualLsiLogicController0:1"), u("disk-1.vmdk", "/a%2fb/ParaVirtualSCSIController1:0")},
+			map[string]string{"d0": "/a%2fb/VirtualLsiLogicController0:1", "d1": "/a%2fb/ParaVirtualSCSIController1:0"}, ""},
+		{"two disks to one url", map[string]RestoredDisk{"d0": a, "d1": named("web/web_1.vmdk", a)},
+			[]types.HttpNfcLeaseDeviceUrl{u("x", "/web/VirtualLsiLogicController0:1"), u("y", "/web/disk:1")}, nil, "both map to the lease's device url"},
 		{"one file name on two datastores", map[string]RestoredDisk{"d0": a, "d1": sameName},
 			[]types.HttpNfcLeaseDeviceUrl{u("web.vmdk", "/web/disk:0"), u("web.vmdk", "/web/disk:1")},
 			map[string]string{"d0": "/web/disk:0", "d1": "/web/disk:1"}, ""},
 		{"no url for a disk", map[string]RestoredDisk{"d0": a, "d1": b},
 			[]types.HttpNfcLeaseDeviceUrl{u("disk-0.vmdk", "/web/VirtualLsiLogicController0:1")}, nil, "no device url for disk d1"},
-		{"one url for two disks", map[string]RestoredDisk{"d0": a, "d1": sameName},
-			[]types.HttpNfcLeaseDeviceUrl{u("x", "/web/disk:0"), u("y", "/web/ParaVirtualSCSIController1:0"), u("z", "/web/disk:1")}, nil, "device urls that could be disk d1"},
+		{"two urls for one disk", map[string]RestoredDisk{"d0": a, "d1": sameName},
+			[]types.HttpNfcLeaseDeviceUrl{u("x", "/web/VirtualLsiLogicController0:1"), u("y", "/web/ParaVirtualSCSIController1:0"), u("z", "/web/x/ParaVirtualSCSIController1:0")}, nil, "device urls that could be disk d1"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got, err := deviceURLs(tc.urls, tc.disks, "web")
+			got, err := deviceURLs(tc.urls, tc.disks)
 			if tc.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 					t.Fatalf("err %v, want %q", err, tc.wantErr)
