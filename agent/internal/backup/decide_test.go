@@ -335,3 +335,18 @@ func TestCompletionIsRetriedWhileTheHubIsAway(t *testing.T) {
 		})
 	}
 }
+
+// A disk whose change ID keeps the parent's UUID but a lower sequence (a snapshot reverted to)
+// cannot be asked for the changes since the parent: a full backup.
+func TestDecideSequenceGoneBackForcesFull(t *testing.T) {
+	for _, tc := range []struct {
+		parent, disk string
+		full         bool
+	}{{"52 aa/7", "52 aa/3", true}, {"52 aa/7", "52 aa/7", false}, {"52 aa/7", "52 aa/12", false}, {"52 aa/x", "52 aa/3", false}} {
+		parent := &api.ParentRef{BackupID: "bk-1", ChangeID: tc.parent, CapacityBytes: testCapacity}
+		p := decide(&api.Job{}, api.JobDisk{Parent: parent}, vsphere.SnapshotDisk{CapacityBytes: testCapacity, ChangeID: tc.disk}, false)
+		if got := p.typ == api.BackupFull; got != tc.full || (got && !strings.Contains(p.reason, "went back from 7 to 3")) {
+			t.Errorf("parent %q, disk %q: plan %+v, want full %v", tc.parent, tc.disk, p, tc.full)
+		}
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -379,8 +380,10 @@ func decide(job *api.Job, jd api.JobDisk, sd vsphere.SnapshotDisk, cbtWasOff boo
 	}
 	// Two malformed IDs would both parse to an empty UUID and look unchanged: only IDs that
 	// parse can vouch for an incremental.
-	pu, _, pok := vsphere.ParseChangeID(p.ChangeID)
-	su, _, sok := vsphere.ParseChangeID(sd.ChangeID)
+	pu, pseq, pok := vsphere.ParseChangeID(p.ChangeID)
+	su, sseq, sok := vsphere.ParseChangeID(sd.ChangeID)
+	pn, perr := strconv.ParseUint(pseq, 10, 64)
+	sn, serr := strconv.ParseUint(sseq, 10, 64)
 	switch {
 	case !pok:
 		return full(fmt.Sprintf("the parent backup's change ID %q is malformed", p.ChangeID))
@@ -388,6 +391,10 @@ func decide(job *api.Job, jd api.JobDisk, sd vsphere.SnapshotDisk, cbtWasOff boo
 		return full(fmt.Sprintf("the disk's change ID %q is malformed", sd.ChangeID))
 	case pu != su:
 		return full("the change ID's UUID changed (CBT was reset)")
+	case perr == nil && serr == nil && sn < pn:
+		// The disk's tracking is behind the parent's (a snapshot reverted to, a disk swapped
+		// back): the changes since the parent cannot be asked of it.
+		return full(fmt.Sprintf("the change ID's sequence went back from %d to %d (a snapshot reverted?)", pn, sn))
 	}
 	return plan{typ: api.BackupIncremental, reason: "changed blocks since " + p.ChangeID, parent: p.BackupID, baseID: p.ChangeID}
 }
