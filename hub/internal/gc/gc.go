@@ -195,14 +195,14 @@ func (g *Collector) collect(ctx context.Context, r catalog.Repository, grace tim
 		}
 	}
 	err = repo.WalkIndexes(ctx, func(ref repository.IndexRef) error {
-		seen[ref] = true
 		idx, err := repo.ReadIndex(ctx, ref)
 		switch {
 		case errors.Is(err, repository.ErrIndexNotFound):
-			return nil // removed since it was listed: it keeps nothing any more
+			return nil // removed since it was listed; the catalog's pass below reads it if written again
 		case err != nil:
 			return fmt.Errorf("index %s cannot be read, so nothing can be collected: %w", ref, err)
 		}
+		seen[ref] = true
 		mark(idx)
 		return nil
 	})
