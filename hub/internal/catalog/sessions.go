@@ -175,8 +175,9 @@ func (c *Catalog) CountSessionSlots(ctx context.Context, sessionID string) (int6
 // session already committing stays so (a commit sent again). Any other status → ErrConflict. An
 // open session whose drift check found CBT drift (drift_count) must have every slot recorded
 // first, or ErrConflict and it stays open: this is decided in one transaction with the move, so
-// a drift recorded while the commit was on its way is not missed. Its update takes the session's
-// row exclusively first, so the slots counted after it are all there will be (RecordSlots).
+// a drift recorded while the commit was on its way is not missed. It reads the session's row
+// with an exclusive lock first, so the slots counted after that are all there will be
+// (RecordSlots holds a shared lock of the row while it records).
 func (c *Catalog) BeginCommit(ctx context.Context, sessionID string) error {
 	return c.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
 		var was string
