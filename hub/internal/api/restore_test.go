@@ -176,16 +176,30 @@ func TestStalledReadsGiveTheirPlaceBack(t *testing.T) {
 	if resp, _, err := h.getImage(viewer, id, "bytes=0-99"); err != nil || resp.StatusCode != http.StatusTooManyRequests {
 		t.Fatalf("a read while %d stall: %v %v, want 429", restore.MaxServed, resp.StatusCode, err)
 	}
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		resp, got, err := h.getImage(viewer, id, "bytes=0-99")
-		if err == nil && resp.StatusCode == http.StatusPartialContent && bytes.Equal(got, img[:100]) {
-			break
+	// Every stalled download gives its place back: all of them can be taken again.
+	allFree := func() bool {
+		var held []func()
+		defer func() {
+			for _, release := range held {
+				release()
+			}
+		}()
+		for range restore.MaxServed {
+			release, err := h.Restores.Serve(t.Context())
+			if err != nil {
+				return false
+			}
+			held = append(held, release)
 		}
+		return true
+	}
+	for deadline := time.Now().Add(20 * time.Second); !allFree(); time.Sleep(100 * time.Millisecond) {
 		if time.Now().After(deadline) {
-			t.Fatalf("the stalled downloads still hold every place: %v %v", resp.StatusCode, err)
+			t.Fatal("the stalled downloads still hold their places")
 		}
-		time.Sleep(100 * time.Millisecond)
+	}
+	if resp, got, err := h.getImage(viewer, id, "bytes=0-99"); err != nil || resp.StatusCode != http.StatusPartialContent || !bytes.Equal(got, img[:100]) {
+		t.Fatalf("a read once the stalled ones were cut: %v %v", resp.StatusCode, err)
 	}
 	for _, resp := range stalled { // cut short, never mistaken for a whole image
 		if got, err := io.ReadAll(resp.Body); err == nil || len(got) == len(img) {
