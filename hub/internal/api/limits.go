@@ -13,6 +13,7 @@ import (
 
 	"github.com/gin-gonic/gin"
 
+	"github.com/sendense/sendense/hub/internal/stall"
 	"github.com/sendense/sendense/shared/api"
 )
 
@@ -61,27 +62,19 @@ func (l Limits) withDefaults() Limits {
 	return l
 }
 
-// stallWriter gives each write of a response a deadline (Limits.ReadStall), so that a client
-// that stops reading ends its request instead of holding its handler for ever.
+// stallWriter is the response of a restore-point read, each of whose writes must be taken by
+// the client within Limits.ReadStall (stall.Writer), for gin.
 type stallWriter struct {
 	gin.ResponseWriter
-	rc    *http.ResponseController
-	stall time.Duration
+	w *stall.Writer
 }
 
-func (w *stallWriter) Write(p []byte) (int, error) {
-	_ = w.rc.SetWriteDeadline(time.Now().Add(w.stall))
-	return w.ResponseWriter.Write(p)
-}
-
-func (w *stallWriter) WriteString(p string) (int, error) {
-	_ = w.rc.SetWriteDeadline(time.Now().Add(w.stall))
-	return w.ResponseWriter.WriteString(p)
-}
+func (w stallWriter) Write(p []byte) (int, error)       { return w.w.Write(p) }
+func (w stallWriter) WriteString(p string) (int, error) { return w.w.Write([]byte(p)) }
 
 // guardStall makes the rest of c's response subject to Limits.ReadStall.
 func (s *Server) guardStall(c *gin.Context) {
-	c.Writer = &stallWriter{ResponseWriter: c.Writer, rc: http.NewResponseController(c.Writer), stall: s.limits.ReadStall}
+	c.Writer = stallWriter{ResponseWriter: c.Writer, w: stall.New(c.Writer, s.limits.ReadStall)}
 }
 
 // uploadRoutes carry large bodies from agents (4 MiB chunks and slot batches, inventories up to

@@ -30,6 +30,7 @@ import (
 	"github.com/sendense/sendense/hub/internal/policy"
 	"github.com/sendense/sendense/hub/internal/restore"
 	"github.com/sendense/sendense/hub/internal/restoretest"
+	"github.com/sendense/sendense/hub/internal/stall"
 	"github.com/sendense/sendense/hub/internal/verify"
 	"github.com/sendense/sendense/shared/api"
 )
@@ -283,24 +284,9 @@ func (c *Console) served(h http.HandlerFunc) http.HandlerFunc {
 			return
 		}
 		defer release()
-		h(&stallWriter{ResponseWriter: w, rc: http.NewResponseController(w), stall: c.d.ReadStall}, r)
+		h(stall.New(w, c.d.ReadStall), r)
 	}
 }
-
-// stallWriter gives each write of a response a deadline (Deps.ReadStall): a browser that stops
-// reading a download gives back its place among the restore-point reads served at once.
-type stallWriter struct {
-	http.ResponseWriter
-	rc    *http.ResponseController
-	stall time.Duration
-}
-
-func (w *stallWriter) Write(p []byte) (int, error) {
-	_ = w.rc.SetWriteDeadline(time.Now().Add(w.stall))
-	return w.ResponseWriter.Write(p)
-}
-
-func (w *stallWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 func (c *Console) route(pattern, need string, h http.HandlerFunc) {
 	change := !strings.HasPrefix(pattern, "GET ")
