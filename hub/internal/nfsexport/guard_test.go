@@ -47,6 +47,35 @@ func hostileServer(t *testing.T) (*Server, string) {
 	return s, addr
 }
 
+// opaque encodes b as an XDR opaque: its length, then b padded to 4 bytes.
+func opaque(b []byte) []byte {
+	return append(words(uint32(len(b))), append(b, make([]byte, (4-len(b)%4)%4)...)...)
+}
+
+// exportHandle is the handle of a path of the hostile server's export.
+func exportHandle(s *Server, p ...string) []byte {
+	s.mu.RLock()
+	ex := s.exports["ir-1"]
+	s.mu.RUnlock()
+	return (&handler{s: s, client: loopback}).ToHandle(ex.fs, p)
+}
+
+// sendCall sends body as one record on a connection of its own and returns the connection, its
+// reads given 10 s.
+func sendCall(t *testing.T, addr string, body []byte) net.Conn {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	if _, err := c.Write(record(body)); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	return c
+}
+
 // closedByServer reports whether the server closes c within 10 s without answering.
 func closedByServer(t *testing.T, c net.Conn) bool {
 	t.Helper()
@@ -124,24 +153,8 @@ func TestRefusedRecordsReleaseTheirSlots(t *testing.T) {
 // A READ asking for 4 GiB gets at most maxIO bytes back.
 func TestReadCountIsClamped(t *testing.T) {
 	s, addr := hostileServer(t)
-	h := &handler{s: s, client: loopback}
-	s.mu.RLock()
-	ex := s.exports["ir-1"]
-	s.mu.RUnlock()
-	fh := h.ToHandle(ex.fs, []string{"d", "d-flat.vmdk"})
-	body := append(rpcCall(progNFS, 6), words(uint32(len(fh)))...)
-	body = append(body, fh...)
-	body = append(body, make([]byte, (4-len(fh)%4)%4)...)
-	body = append(body, words(0, 0, 0xffffffff)...)
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	if _, err := c.Write(record(body)); err != nil {
-		t.Fatal(err)
-	}
-	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	body := slices.Concat(rpcCall(progNFS, 6), opaque(exportHandle(s, "d", "d-flat.vmdk")), words(0, 0, 0xffffffff))
+	c := sendCall(t, addr, body)
 	var mark [4]byte
 	if _, err := io.ReadFull(c, mark[:]); err != nil {
 		t.Fatal(err)
@@ -224,26 +237,11 @@ func TestFSInfoRewriteFollowsTheRecords(t *testing.T) {
 // mount whose connection is closed retransmits the call for ever.
 func TestLinksAreAnsweredWithAnError(t *testing.T) {
 	s, addr := hostileServer(t)
-	h := &handler{s: s, client: loopback}
-	s.mu.RLock()
-	ex := s.exports["ir-1"]
-	s.mu.RUnlock()
-	dir := h.ToHandle(ex.fs, []string{"d"})
-	opaque := func(b []byte) []byte {
-		return append(words(uint32(len(b))), append(b, make([]byte, (4-len(b)%4)%4)...)...)
-	}
+	dir := exportHandle(s, "d")
 	for _, proc := range []uint32{10, 15} { // SYMLINK, LINK
 		body := slices.Concat(rpcCall(progNFS, proc), opaque(dir), opaque([]byte("etc")),
 			words(0, 0, 0, 0, 0, 0), opaque([]byte("/etc"))) // no attributes set
-		c, err := net.Dial("tcp", addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		if _, err := c.Write(record(body)); err != nil {
-			t.Fatal(err)
-		}
-		_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		c := sendCall(t, addr, body)
 		reply := make([]byte, 32) // mark, xid, REPLY, accepted, null verifier, SUCCESS, status
 		if _, err := io.ReadFull(c, reply); err != nil {
 			t.Fatalf("procedure %d: %v, want an answer", proc, err)
