@@ -186,6 +186,20 @@ func TestRestoreLifecycle(t *testing.T) {
 	})
 }
 
+// claimedRestore queues a restore of the backup as an operator and has the agent claim it.
+func claimedRestore(t *testing.T, h *testHub, a *fakeAgent, backupID string) api.Restore {
+	t.Helper()
+	var r api.Restore
+	if code, e := h.call(h.client(nil), http.MethodPost, api.PathRestores, h.apiToken(api.RoleOperator), restoreRequest(backupID), &r); code != http.StatusAccepted {
+		t.Fatalf("start restore: %d %+v", code, e)
+	}
+	var rj api.RestoreJob
+	if code, e := a.call(http.MethodGet, api.PathAgentRestores+"?wait=5s", nil, &rj); code != http.StatusOK || rj.ID != r.ID {
+		t.Fatalf("claim restore: %d %+v %+v", code, e, rj)
+	}
+	return r
+}
+
 // The agent cannot call a restore that did not write every byte of the backup's disks succeeded:
 // it is recorded failed, saying so, and not handed back to the agent (which would resume it by
 // removing the VM it made).
@@ -193,14 +207,7 @@ func TestRestoreShortOfItsDisksIsFailed(t *testing.T) {
 	forEachHub(t, func(t *testing.T, h *testHub) {
 		a := h.newAgent("a1")
 		backupID, img := restorableBackup(t, h, a, true)
-		var r api.Restore
-		if code, e := h.call(h.client(nil), http.MethodPost, api.PathRestores, h.apiToken(api.RoleOperator), restoreRequest(backupID), &r); code != http.StatusAccepted {
-			t.Fatalf("start restore: %d %+v", code, e)
-		}
-		var rj api.RestoreJob
-		if code, e := a.call(http.MethodGet, api.PathAgentRestores+"?wait=5s", nil, &rj); code != http.StatusOK {
-			t.Fatalf("claim restore: %d %+v", code, e)
-		}
+		r := claimedRestore(t, h, a, backupID)
 		a.call(http.MethodPost, api.Path(api.PathAgentRestoreProg, r.ID), api.RestoreProgress{Phase: api.PhaseWriting, VMRef: "vm-42", BytesWritten: 4096, BytesTotal: int64(len(img))}, nil)
 		var st api.JobState
 		short := api.RestoreCompletion{Status: api.JobSucceeded, VMRef: "vm-42", BytesWritten: 4096}
@@ -301,14 +308,7 @@ func TestAgentImageReadsAreBounded(t *testing.T) {
 	forEachHub(t, func(t *testing.T, h *testHub) {
 		a := h.newAgent("a1")
 		backupID, img := backupOf(t, h, a, randomImage(t, 24<<20), true) // larger than a connection buffers
-		var r api.Restore
-		if code, e := h.call(h.client(nil), http.MethodPost, api.PathRestores, h.apiToken(api.RoleOperator), restoreRequest(backupID), &r); code != http.StatusAccepted {
-			t.Fatalf("start restore: %d %+v", code, e)
-		}
-		var rj api.RestoreJob
-		if code, e := a.call(http.MethodGet, api.PathAgentRestores+"?wait=5s", nil, &rj); code != http.StatusOK {
-			t.Fatalf("claim restore: %d %+v", code, e)
-		}
+		r := claimedRestore(t, h, a, backupID)
 		get := func() *http.Response {
 			t.Helper()
 			req, _ := http.NewRequest(http.MethodGet, h.URL+api.Path(api.PathAgentRestoreImage, r.ID, "disk-2000"), nil)
