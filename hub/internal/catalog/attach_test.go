@@ -212,7 +212,7 @@ func TestRehomeBackup(t *testing.T) {
 	})
 }
 
-// A backup that a restore or an instant recovery still reads cannot be deleted (ErrConflict,
+// A backup that a restore, an instant recovery or a restore test still reads cannot be deleted (ErrConflict,
 // nothing removed); once they have finished, the backup goes with their records.
 func TestDeleteBackupWithRestores(t *testing.T) {
 	catalogtest.ForEachDialect(t, func(t *testing.T, c *catalog.Catalog) {
@@ -249,8 +249,26 @@ func TestDeleteBackupWithRestores(t *testing.T) {
 		if _, err := c.FinishInstantRecoveryAction(ctx, "ir-1", "agent-old", api.IRActionStart, catalog.InstantRecoveryUpdate{Status: api.IRFailed, Error: "no host"}); err != nil {
 			t.Fatal(err)
 		}
+		bk, err := c.BackupByID(ctx, "bk-full")
+		if err != nil {
+			t.Fatal(err)
+		}
+		rt := &catalog.RestoreTest{ID: "rt-1", VMContextID: bk.VMContextID, VMName: "web", BackupID: "bk-full", BackupCreatedAt: time.Date(2026, 11, 1, 10, 0, 0, 0, time.UTC),
+			RepositoryID: "repo-1", RepositoryName: "vault", Actor: "test", RequestedChecks: []string{api.CheckRead}, Status: api.RestoreTestQueued}
+		if err := c.CreateRestoreTest(ctx, rt); err != nil {
+			t.Fatal(err)
+		}
+		refused("rt-1") // queued
+		if got, err := c.ClaimRestoreTest(ctx); err != nil || got == nil || got.ID != "rt-1" {
+			t.Fatalf("claim the restore test: %+v %v", got, err)
+		}
+		refused("rt-1") // running
+		rt.Status = api.RestoreTestPassed
+		if err := c.FinishRestoreTest(ctx, rt); err != nil {
+			t.Fatal(err)
+		}
 		if _, _, err := c.DeleteBackup(ctx, "bk-full"); err != nil {
-			t.Fatalf("delete once the restore and the instant recovery ended: %v", err)
+			t.Fatalf("delete once the restore, the instant recovery and the restore test ended: %v", err)
 		}
 		if _, err := c.RestoreJobByID(ctx, "rs-1"); !errors.Is(err, catalog.ErrNotFound) {
 			t.Fatalf("the restore's record after the delete: %v, want gone", err)

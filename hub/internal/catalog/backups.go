@@ -193,7 +193,8 @@ func releaseBackupUsers(ctx context.Context, tx bun.Tx, id string, now time.Time
 
 // refuseBackupUsers answers ErrConflict, naming it, when something still reads backup id where it
 // is: a restore queued or running, an instant recovery not yet stopped, failed or migrated, an
-// incremental being uploaded onto it, a copy being written from it. The caller holds the
+// incremental being uploaded onto it, a copy being written from it, a restore test queued or
+// running. The caller holds the
 // backup's row.
 func refuseBackupUsers(ctx context.Context, tx bun.Tx, id string, now time.Time) error {
 	users := []struct {
@@ -212,6 +213,9 @@ func refuseBackupUsers(ctx context.Context, tx bun.Tx, id string, now time.Time)
 		{tx.NewSelect().Model((*CopyWrite)(nil)).ColumnExpr("DISTINCT repository_id").Where("backup_id = ?", id).
 			Where("expires_at > ?", now),
 			"backup %s is being copied into repository %s; wait for the copy to end"},
+		{tx.NewSelect().Model((*RestoreTest)(nil)).Column("id").Where("backup_id = ?", id).
+			Where("status IN (?)", bun.In([]string{api.RestoreTestQueued, api.RestoreTestRunning})),
+			"backup %s is being restore-tested (%s); wait for the test to end"},
 	}
 	for _, u := range users {
 		var ids []string
