@@ -148,6 +148,12 @@ type use struct {
 	disk   string
 }
 
+// stored is a chunk in one repository.
+type stored struct {
+	repo string
+	d    chunk.Digest
+}
+
 // Run verifies one backup (backupID set) or every successful backup, and records the result on
 // each backup verified.
 func (v *Verifier) Run(ctx context.Context, backupID string) (*Report, error) {
@@ -172,8 +178,9 @@ func (v *Verifier) Run(ctx context.Context, backupID string) (*Report, error) {
 		}
 	}
 	rep := &Report{Backups: len(rows), DamagedBackups: map[string][]string{}}
-	users := map[chunk.Digest][]use{}
-	repoOf := map[chunk.Digest]string{}
+	// A chunk is checked in each repository that holds it: digests are of the plain bytes, so
+	// two repositories may hold the same digest, and damage in one is not the other's.
+	users := map[stored][]use{}
 	repoName := map[string]string{}
 	for _, r := range rows {
 		repoName[r.RepositoryID] = r.RepositoryName
@@ -203,24 +210,29 @@ func (v *Verifier) Run(ctx context.Context, backupID string) (*Report, error) {
 				continue
 			}
 			for _, dg := range idx.Referenced() {
-				users[dg] = append(users[dg], use{r.ID, d.DiskID})
-				repoOf[dg] = r.RepositoryID
+				at := stored{r.RepositoryID, dg}
+				users[at] = append(users[at], use{r.ID, d.DiskID})
 			}
 		}
 	}
-	digests := make([]chunk.Digest, 0, len(users))
-	for d := range users {
-		digests = append(digests, d)
+	chunks := make([]stored, 0, len(users))
+	for at := range users {
+		chunks = append(chunks, at)
 	}
-	sort.Slice(digests, func(i, j int) bool { return digests[i].String() < digests[j].String() }) // disk-friendly: directory order
+	sort.Slice(chunks, func(i, j int) bool { // disk-friendly: directory order, repository by repository
+		if chunks[i].repo != chunks[j].repo {
+			return chunks[i].repo < chunks[j].repo
+		}
+		return chunks[i].d.String() < chunks[j].d.String()
+	})
 	var mu sync.Mutex
-	work := make(chan chunk.Digest)
+	work := make(chan stored)
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
 		defer close(work)
-		for _, d := range digests {
+		for _, at := range chunks {
 			select {
-			case work <- d:
+			case work <- at:
 			case <-gctx.Done():
 				return gctx.Err()
 			}
@@ -229,8 +241,9 @@ func (v *Verifier) Run(ctx context.Context, backupID string) (*Report, error) {
 	})
 	for range v.parallel {
 		g.Go(func() error {
-			for d := range work {
-				repo, err := v.open(gctx, repoOf[d])
+			for at := range work {
+				d := at.d
+				repo, err := v.open(gctx, at.repo)
 				if err != nil {
 					return err
 				}
@@ -241,7 +254,7 @@ func (v *Verifier) Run(ctx context.Context, backupID string) (*Report, error) {
 				}
 				problem, quarantined := "", false
 				if errors.Is(verr, repository.ErrChunkDamaged) {
-					problem, quarantined, verr = v.quarantine(gctx, repo, d, repoOf[d], repoName[repoOf[d]], users[d], verr)
+					problem, quarantined, verr = v.quarantine(gctx, repo, d, at.repo, repoName[at.repo], users[at], verr)
 				} else if verr != nil {
 					problem = fmt.Sprintf("chunk %s: %v", d, verr)
 				}
@@ -253,7 +266,7 @@ func (v *Verifier) Run(ctx context.Context, backupID string) (*Report, error) {
 				if verr != nil {
 					v.m.ChunksDamaged.Inc()
 					rep.DamagedChunks = append(rep.DamagedChunks, d.String())
-					for _, u := range users[d] {
+					for _, u := range users[at] {
 						rep.DamagedBackups[u.backup] = append(rep.DamagedBackups[u.backup], u.disk+": "+problem)
 					}
 				}

@@ -1,0 +1,111 @@
+package verify
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/sendense/sendense/hub/internal/catalog"
+	"github.com/sendense/sendense/hub/internal/fidx"
+	"github.com/sendense/sendense/hub/internal/repository"
+	"github.com/sendense/sendense/shared/api"
+	"github.com/sendense/sendense/shared/chunk"
+)
+
+// backupsIn is a catalog of one-disk backups, each in the repository its RepositoryID names.
+type backupsIn struct {
+	rows     []catalog.BackupRow
+	recorded map[string]string
+}
+
+func (c *backupsIn) Backups(context.Context, catalog.BackupFilter) ([]catalog.BackupRow, int, error) {
+	return c.rows, len(c.rows), nil
+}
+
+func (c *backupsIn) BackupByID(_ context.Context, id string) (*catalog.BackupRow, error) {
+	for i := range c.rows {
+		if c.rows[i].ID == id {
+			return &c.rows[i], nil
+		}
+	}
+	return nil, catalog.ErrNotFound
+}
+
+func (c *backupsIn) BackupDisks(_ context.Context, id string) ([]catalog.BackupDisk, error) {
+	return []catalog.BackupDisk{{JobID: id, DiskID: "disk-2000"}}, nil
+}
+
+func (c *backupsIn) RecordVerify(_ context.Context, id, status string, _ time.Time) error {
+	c.recorded[id] = status
+	return nil
+}
+
+func (c *backupsIn) RecordEvents(context.Context, []catalog.Event) error { return nil }
+
+func (c *backupsIn) VerifySummary(context.Context) (int, time.Time, error) {
+	return 0, time.Time{}, nil
+}
+
+// oneChunkRepo holds one index of one chunk, damaged or sound, and counts its chunk reads.
+type oneChunkRepo struct {
+	idx     *fidx.Index
+	damaged bool
+	reads   int
+}
+
+func (r *oneChunkRepo) ReadIndex(context.Context, repository.IndexRef) (*fidx.Index, error) {
+	return r.idx, nil
+}
+
+func (r *oneChunkRepo) VerifyChunk(_ context.Context, d chunk.Digest) error {
+	r.reads++
+	if r.damaged {
+		return fmt.Errorf("chunk %s: %w", d, repository.ErrChunkDamaged)
+	}
+	return nil
+}
+
+func (r *oneChunkRepo) QuarantineChunk(context.Context, chunk.Digest) (string, error) {
+	return "quarantine/1", nil
+}
+
+func (r *oneChunkRepo) ReadVMConfig(context.Context, string, string, string) ([]byte, error) {
+	return nil, nil
+}
+
+// One digest in two repositories (the same data backed up into both, or a backup moved to its
+// copy while newer ones stay home) is two chunks: each is read where it is, and damage in one
+// repository damages only the backups there.
+func TestAChunkIsVerifiedInEachRepositoryHoldingIt(t *testing.T) {
+	idx, err := fidx.New(4<<20, 4<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	idx.Digests[0] = chunk.Sum([]byte("the same bytes in both repositories"))
+	for _, damagedIn := range []string{"repo-a", "repo-b"} {
+		repos := map[string]*oneChunkRepo{"repo-a": {idx: idx}, "repo-b": {idx: idx}}
+		repos[damagedIn].damaged = true
+		cat := &backupsIn{recorded: map[string]string{}}
+		for _, id := range []string{"repo-a", "repo-b"} {
+			var row catalog.BackupRow
+			row.ID, row.RepositoryID, row.Status = "bk-in-"+id, id, api.JobSucceeded
+			cat.rows = append(cat.rows, row)
+		}
+		v := New(cat, func(_ context.Context, id string) (Repository, error) { return repos[id], nil }, slog.New(slog.DiscardHandler), nil, 2)
+		if _, err := v.Run(t.Context(), ""); err != nil {
+			t.Fatal(err)
+		}
+		for id, r := range repos {
+			want := StatusOK
+			if id == damagedIn {
+				want = StatusDamaged
+			}
+			if r.reads != 1 || cat.recorded["bk-in-"+id] != want {
+				t.Errorf("damaged in %s: the chunk was read %d times in %s and its backup recorded %q, want once and %q",
+					damagedIn, r.reads, id, cat.recorded["bk-in-"+id], want)
+			}
+		}
+	}
+}
