@@ -150,6 +150,10 @@ func (iv interval) Next(after time.Time) time.Time {
 // String returns the schedule as "@every <duration>".
 func (iv interval) String() string { return "@every " + iv.d.String() }
 
+// StepBack is how far a clock may step back below a policy's last run and still be taken for a
+// correction of a right clock (NTP, a resumed VM) rather than of a wrong one.
+const StepBack = time.Hour
+
 // Due decides what a scheduler does at now for a policy whose last scheduled run was at last
 // (the zero Time: never). due is true when at least one run time passed after last and by now:
 // runs missed while the hub was down collapse into this one run, not one per missed run time.
@@ -159,9 +163,11 @@ func (iv interval) String() string { return "@every " + iv.d.String() }
 // After starting a run because Due said so, record now as last. A policy that never ran is due
 // at once: a new policy protects its VMs without waiting for the first slot. A caller that
 // prefers to wait passes the policy's creation time as last instead. If the clock went back
-// below last, the policy waits for the first run time after last rather than running twice.
+// below last by up to StepBack, the policy waits for the first run time after last rather than
+// running twice; a last further ahead was recorded by a clock that was wrong (a year ahead, say),
+// and waiting for it would stop the policy for as long: the policy is due at once.
 func Due(s Schedule, last, now time.Time) (due bool, next time.Time) {
-	if last.IsZero() {
+	if last.IsZero() || last.Sub(now) > StepBack {
 		return true, s.Next(now)
 	}
 	slot := s.Next(last)

@@ -302,8 +302,18 @@ func TestDue(t *testing.T) {
 		},
 		{
 			name: "clock went back below last: no second run", s: daily,
-			last: b("2026-11-25 03:00:07"), now: b("2026-11-23 10:00:00"),
-			due: false, next: b("2026-11-26 03:00:00"),
+			last: b("2026-11-24 03:00:07"), now: b("2026-11-24 02:59:30"),
+			due: false, next: b("2026-11-25 03:00:00"),
+		},
+		{
+			name: "clock went back below last by an hour at most: still no second run", s: daily,
+			last: b("2026-11-24 03:00:07"), now: b("2026-11-24 02:00:08"),
+			due: false, next: b("2026-11-25 03:00:00"),
+		},
+		{
+			name: "last recorded by a clock a year ahead: due at once, not in a year", s: daily,
+			last: b("2027-11-24 03:00:07"), now: b("2026-11-24 10:00:00"),
+			due: true, next: b("2026-11-25 03:00:00"),
 		},
 		{
 			name: "interval, down for 3 days", s: every6h,
