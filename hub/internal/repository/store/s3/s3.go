@@ -457,6 +457,9 @@ func (s *Store) Get(ctx context.Context, key string, dst []byte, limit int64) ([
 		return nil, fmt.Errorf("get %s: %w: %d bytes, limit %d", key, store.ErrTooLarge, info.Size, limit)
 	}
 	defer r.Close()
+	if info.Size < 0 {
+		return nil, fmt.Errorf("get %s: the server did not say the object's size", key)
+	}
 	buf := dst[:0]
 	if int64(cap(dst)) < info.Size {
 		buf = make([]byte, 0, info.Size)
@@ -883,7 +886,8 @@ func (s *Store) Rename(ctx context.Context, from, to string) error {
 }
 
 func (s *Store) renameUnder(ctx context.Context, m *marker, src, dst string) error {
-	if _, err := s.stat(ctx, src); err != nil {
+	from, err := s.stat(ctx, src)
+	if err != nil {
 		return err // ErrNotFound: moved or removed before we took the marker
 	}
 	cctx, cancel := context.WithTimeout(ctx, opTimeout)
@@ -895,7 +899,14 @@ func (s *Store) renameUnder(ctx context.Context, m *marker, src, dst string) err
 			return err
 		}
 	}
-	_, err := s.core.CopyObject(cctx, s.bucket, src, s.bucket, dst, meta, minio.CopySrcOptions{}, minio.PutObjectOptions{})
+	_, err = s.core.CopyObject(cctx, s.bucket, src, s.bucket, dst, meta, minio.CopySrcOptions{}, minio.PutObjectOptions{})
+	if err == nil {
+		// A copy can be answered 200 with an error in its body, which the client library takes
+		// for success: the source goes only once the destination is there, of its size.
+		if to, serr := s.stat(cctx, dst); serr != nil || to.Size != from.Size {
+			return fmt.Errorf("copy %s to %s: the copy is not there whole (%d of %d bytes, %v); the source stays", src, dst, to.Size, from.Size, serr)
+		}
+	}
 	switch {
 	case err == nil:
 	case isPrecondition(err):
