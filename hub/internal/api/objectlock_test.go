@@ -2,6 +2,7 @@ package api_test
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"errors"
 	"io/fs"
@@ -13,12 +14,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sendense/sendense/hub/internal/copies"
 	"github.com/sendense/sendense/hub/internal/harden"
 	"github.com/sendense/sendense/hub/internal/immutable"
+	"github.com/sendense/sendense/hub/internal/jobs"
 	"github.com/sendense/sendense/hub/internal/policy"
 	"github.com/sendense/sendense/hub/internal/repository"
 	"github.com/sendense/sendense/hub/internal/repository/store"
 	"github.com/sendense/sendense/hub/internal/repository/store/s3"
+	"github.com/sendense/sendense/hub/internal/repository/store/s3/s3test"
 	"github.com/sendense/sendense/shared/api"
 	"github.com/sendense/sendense/shared/testenv"
 )
@@ -236,6 +240,56 @@ func TestHardenedBackupDeleteRefusedUntilReleased(t *testing.T) {
 		}
 		if _, err := h.Repo.ReadIndex(ctx, ref); !errors.Is(err, repository.ErrIndexNotFound) {
 			t.Fatalf("index after DELETE: %v", err)
+		}
+	})
+}
+
+// A copy in an Object Lock repository is retained there as the backup is at home: the copy
+// policy's run that keeps it dates its objects, after which neither the copy nor the backup
+// (whose deletion takes its copies) can be deleted before that date.
+func TestObjectLockRetainsCopies(t *testing.T) {
+	forEachHub(t, func(t *testing.T, h *testHub) {
+		ctx := t.Context()
+		a := h.newAgent("a1")
+		operator := h.apiToken(api.RoleOperator)
+		id := h.backupImage(a, operator, randomImage(t, 3*testChunk))
+
+		repos := repository.NewRegistry(h.Cat, nil, nil)
+		t.Cleanup(func() { _ = repos.Close() })
+		cfg := s3test.LockedConfig(t, s3.LockCompliance)
+		creds := filepath.Join(t.TempDir(), "s3.creds")
+		if err := os.WriteFile(creds, []byte(cfg.AccessKey+"\n"+cfg.SecretKey+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		set := api.S3Settings{S3Endpoint: cfg.Endpoint, S3Bucket: cfg.Bucket, S3Prefix: cfg.Prefix, S3CredentialsFile: creds, S3ObjectLock: s3.LockCompliance, S3LockDays: 1}
+		off, err := repos.CreateS3(ctx, "offsite", set, 64<<10, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b := jobs.New(h.Cat, repos, slog.New(slog.DiscardHandler), nil, jobs.Options{Now: time.Now})
+		ps := policy.New(h.Cat, b, nil, slog.New(slog.DiscardHandler), nil, time.Now)
+		open := func(ctx context.Context, id string) (copies.Repository, error) { return repos.Open(ctx, id) }
+		ps.SetCopies(copies.New(h.Cat, open, slog.New(slog.DiscardHandler), 2), b)
+		if _, err := ps.Create(ctx, api.Policy{Name: "off", Kind: api.PolicyCopy, From: repository.DefaultName, To: "offsite", Enabled: true,
+			Schedule: "@daily", Retention: api.Retention{KeepLast: 5}}); err != nil {
+			t.Fatal(err)
+		}
+		if run, err := ps.RunCopy(ctx, "off"); err != nil || run.BackupsCopied != 1 || run.Error != "" {
+			t.Fatalf("copy run: %+v %v", run, err)
+		}
+		target, err := repos.Open(ctx, off.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		until, err := target.BackupRetainedUntil(ctx, vmUUIDOf(t, h, id), id, []string{"disk-2000"})
+		if err != nil || until.Before(time.Now().Add(23*time.Hour)) {
+			t.Fatalf("the copy is retained until %v (%v), want a day from now", until, err)
+		}
+		if err := b.DeleteCopy(ctx, id, off.ID); !errors.Is(err, jobs.ErrRetained) {
+			t.Fatalf("delete of the retained copy: %v, want ErrRetained", err)
+		}
+		if code, e := h.call(h.client(nil), http.MethodDelete, api.PathBackups+"/"+id, operator, nil, nil); code != http.StatusConflict || !strings.Contains(e.Error, "object lock") {
+			t.Fatalf("DELETE of a backup whose copy is retained: %d %+v, want 409 naming the object lock", code, e)
 		}
 	})
 }

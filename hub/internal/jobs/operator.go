@@ -183,14 +183,19 @@ func (s *Service) Delete(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
-	if !row.Protected { // the catalog refuses a protected one, and says so first
-		if err := s.checkNotRetained(ctx, row); err != nil {
-			return err
-		}
-	}
 	cps, err := s.cat.BackupCopies(ctx, id)
 	if err != nil {
 		return err
+	}
+	if !row.Protected { // the catalog refuses a protected one, and says so first
+		// Its copies go with it: a copy under retention holds it as its own objects would.
+		for _, repoID := range append([]string{row.RepositoryID}, copyRepos(cps)...) {
+			held := *row
+			held.RepositoryID = repoID
+			if err := s.checkNotRetained(ctx, &held); err != nil {
+				return err
+			}
+		}
 	}
 	j, disks, err := s.cat.DeleteBackup(ctx, id)
 	if err != nil {
@@ -320,6 +325,14 @@ func (s *Service) SetProtected(ctx context.Context, id string, protected bool) (
 	}
 	s.log.InfoContext(ctx, "backup protection set", "job_id", id, "protected", protected)
 	return s.Get(ctx, id)
+}
+
+func copyRepos(cps []catalog.BackupCopy) []string {
+	ids := make([]string, 0, len(cps))
+	for _, cp := range cps {
+		ids = append(ids, cp.RepositoryID)
+	}
+	return ids
 }
 
 // DeleteCopy removes the copy of a backup held by the repository repositoryID (never the backup

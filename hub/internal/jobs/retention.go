@@ -43,44 +43,73 @@ func diskIDs(disks []catalog.BackupDisk) []string {
 }
 
 // Retain extends the retention of a successful backup's objects to now plus its repository's
-// lock period, in a repository with Object Lock; elsewhere it does nothing. Called when a
-// backup succeeds, when it is protected, and by every retention run that keeps it, so that a
+// lock period, in each repository holding it (its own, and those holding its copies) that has
+// Object Lock; elsewhere it does nothing. Called when a backup succeeds, when it is protected,
+// by every retention run that keeps it and by every copy run that keeps its copy, so that a
 // backup kept by retention or protection stays undeletable for at least half the lock period
 // after each such run (a backup protected for longer needs a retention run within every half
-// period). A backup retained for more than half the period from now is left as it is.
+// period). Where it is retained for more than half the period from now it is left as it is.
 func (s *Service) Retain(ctx context.Context, id string) error {
 	row, err := s.cat.BackupByID(ctx, id)
 	if err != nil {
 		return err
 	}
-	repo, err := s.open(ctx, row.RepositoryID)
+	disks, err := s.cat.BackupDisks(ctx, id)
 	if err != nil {
-		return fmt.Errorf("retain backup %s: %w", id, err)
+		return err
 	}
-	rt, ok := repo.(retainer)
-	if !ok || rt.ObjectLock() == "" {
-		return nil
+	cps, err := s.cat.BackupCopies(ctx, id)
+	if err != nil {
+		return err
+	}
+	for _, repoID := range append([]string{row.RepositoryID}, copyRepos(cps)...) {
+		if err := s.retainIn(ctx, row, diskIDs(disks), repoID); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// RetainCopy is Retain for the copy of a backup in one repository only: a copy run keeping
+// the copy extends its retention there, not the backup's where its own policy prunes it.
+func (s *Service) RetainCopy(ctx context.Context, id, repoID string) error {
+	row, err := s.cat.BackupByID(ctx, id)
+	if err != nil {
+		return err
 	}
 	disks, err := s.cat.BackupDisks(ctx, id)
 	if err != nil {
 		return err
 	}
+	return s.retainIn(ctx, row, diskIDs(disks), repoID)
+}
+
+// retainIn is Retain in one repository holding the backup.
+func (s *Service) retainIn(ctx context.Context, row *catalog.BackupRow, disks []string, repoID string) error {
+	repo, err := s.open(ctx, repoID)
+	if err != nil {
+		return fmt.Errorf("retain backup %s: %w", row.ID, err)
+	}
+	rt, ok := repo.(retainer)
+	if !ok || rt.ObjectLock() == "" {
+		return nil
+	}
 	now := s.opts.Now()
 	// An index's date is never earlier than its chunks' (RetainBackup sets it last), so a backup
 	// whose index is retained for more than half the period needs nothing now: a prune then
 	// costs one HEAD per kept backup, not one per chunk (about 1 ms each against SeaweedFS).
-	if cur, err := rt.BackupRetainedUntil(ctx, row.InstanceUUID, id, diskIDs(disks)); err != nil {
+	if cur, err := rt.BackupRetainedUntil(ctx, row.InstanceUUID, row.ID, disks); err != nil {
 		return err
 	} else if cur.After(now.Add(rt.LockPeriod() / 2)) {
 		return nil
 	}
 	until := now.Add(rt.LockPeriod())
-	got, err := rt.RetainBackup(ctx, row.InstanceUUID, id, diskIDs(disks), until)
+	got, err := rt.RetainBackup(ctx, row.InstanceUUID, row.ID, disks, until)
 	if err != nil {
 		return err
 	}
-	s.log.InfoContext(ctx, "backup retained", "job_id", id, "mode", rt.ObjectLock(), "until", until.UTC().Format(time.RFC3339),
-		"objects", got.Objects, "chunks", got.Chunks)
+	s.log.InfoContext(ctx, "backup retained", "job_id", row.ID, "repository_id", repoID, "mode", rt.ObjectLock(),
+		"until", until.UTC().Format(time.RFC3339), "objects", got.Objects, "chunks", got.Chunks)
 	return nil
 }
 

@@ -34,6 +34,12 @@ type copyDeleter interface {
 	DeleteFrom(ctx context.Context, id, repositoryID string) error
 }
 
+// copyRetainer extends the Object Lock retention of a backup's copy in one repository
+// (jobs.Service).
+type copyRetainer interface {
+	RetainCopy(ctx context.Context, id, repositoryID string) error
+}
+
 // copyCatalog is what copy policies need of the catalog besides policyCatalog.
 type copyCatalog interface {
 	Backups(ctx context.Context, f catalog.BackupFilter) ([]catalog.BackupRow, int, error)
@@ -238,6 +244,22 @@ func (s *Service) runCopy(ctx context.Context, p *catalog.Policy) (catalog.CopyR
 		errs = append(errs, rep.Errors...)
 		if err != nil {
 			errs = append(errs, err.Error())
+		}
+		// The copies the policy keeps stay locked in a target with Object Lock for another lock
+		// period (a no-op elsewhere); only there: the source's own policy retains it at home.
+		if rt, ok := s.copyDel.(copyRetainer); ok {
+			held, err := s.cat.CopiesIn(ctx, p.TargetRepositoryID)
+			if err != nil {
+				errs = append(errs, err.Error())
+			}
+			for _, w := range plan.Wanted {
+				if _, there := held[w.ID]; !there && w.RepositoryID != p.TargetRepositoryID {
+					continue // not copied (its failure is reported above)
+				}
+				if err := rt.RetainCopy(ctx, w.ID, p.TargetRepositoryID); err != nil && !errors.Is(err, catalog.ErrNotFound) {
+					errs = append(errs, fmt.Sprintf("retain copy of %s: %v", w.ID, err))
+				}
+			}
 		}
 		if len(errs) == 0 {
 			for _, u := range plan.Unwanted {
