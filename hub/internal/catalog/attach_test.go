@@ -279,6 +279,53 @@ func TestDeleteBackupWithRestores(t *testing.T) {
 	})
 }
 
+// A copy cannot be forgotten while the backup is protected or something reads it, which may
+// be reading the copy: a restore here.
+func TestDeleteCopyWithRestores(t *testing.T) {
+	catalogtest.ForEachDialect(t, func(t *testing.T, c *catalog.Catalog) {
+		ctx := t.Context()
+		for _, r := range []*catalog.Repository{
+			{ID: "repo-1", Name: "vault", Kind: api.RepositoryLocal, Path: "/srv/vault", ChunkSize: 4 << 20},
+			{ID: "repo-2", Name: "offsite", Kind: api.RepositoryLocal, Path: "/srv/offsite", ChunkSize: 4 << 20},
+		} {
+			if err := c.CreateRepository(ctx, r); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := c.ImportBackup(ctx, importedRows("repo-1", "bk-full", "", time.Date(2026, 11, 1, 10, 0, 0, 0, time.UTC))); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.RecordCopy(ctx, &catalog.BackupCopy{BackupID: "bk-full", RepositoryID: "repo-2"}); err != nil {
+			t.Fatal(err)
+		}
+		rj := &catalog.RestoreJob{ID: "rs-1", BackupID: "bk-full", AgentID: "agent-old", SourceName: "lab", TargetName: "web-restored", Spec: `{"repository":"offsite"}`}
+		if err := c.CreateRestoreJob(ctx, rj); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.DeleteCopy(ctx, "bk-full", "repo-2"); !errors.Is(err, catalog.ErrConflict) || !strings.Contains(err.Error(), "rs-1") {
+			t.Fatalf("forget the copy a restore may read: %v, want a conflict naming it", err)
+		}
+		if _, err := c.CancelRestore(ctx, "rs-1"); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.SetProtected(ctx, "bk-full", true); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.DeleteCopy(ctx, "bk-full", "repo-2"); !errors.Is(err, catalog.ErrProtected) {
+			t.Fatalf("forget the copy of a protected backup: %v, want ErrProtected", err)
+		}
+		if err := c.SetProtected(ctx, "bk-full", false); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.DeleteCopy(ctx, "bk-full", "repo-2"); err != nil {
+			t.Fatalf("forget the copy once nothing reads it: %v", err)
+		}
+		if cps, err := c.BackupCopies(ctx, "bk-full"); err != nil || len(cps) != 0 {
+			t.Fatalf("copies after the delete: %+v %v", cps, err)
+		}
+	})
+}
+
 // A copy being written holds back garbage collection of its target (OldestWrite) and keeps its
 // backup's indexes from being taken for orphans (WritingBackupIDs) while it is renewed; once it
 // has expired it does neither, cannot be renewed, and its copy cannot be recorded.

@@ -67,15 +67,26 @@ func (c *Catalog) CopiesIn(ctx context.Context, repositoryID string) (map[string
 }
 
 // DeleteCopy forgets the copy of a backup in a repository; a copy not recorded → ErrNotFound.
+// As for deleting the backup, a protected backup or one something still reads (a restore, an
+// instant recovery, a restore test, which may read the copy) → ErrConflict naming why: the
+// backup's row is held while this is decided.
 func (c *Catalog) DeleteCopy(ctx context.Context, backupID, repositoryID string) error {
-	res, err := c.db.NewDelete().Model((*BackupCopy)(nil)).Where("backup_id = ?", backupID).Where("repository_id = ?", repositoryID).Exec(ctx)
-	if err != nil {
-		return fmt.Errorf("delete copy of backup %s in repository %s: %w", backupID, repositoryID, err)
-	}
-	if n, _ := res.RowsAffected(); n == 0 {
-		return fmt.Errorf("copy of backup %s in repository %s: %w", backupID, repositoryID, ErrNotFound)
-	}
-	return nil
+	return c.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+		if err := c.lockRemovableBackup(ctx, tx, backupID, new(BackupJob)); err != nil {
+			return err
+		}
+		if err := refuseBackupUsers(ctx, tx, backupID, c.now()); err != nil {
+			return err
+		}
+		res, err := tx.NewDelete().Model((*BackupCopy)(nil)).Where("backup_id = ?", backupID).Where("repository_id = ?", repositoryID).Exec(ctx)
+		if err != nil {
+			return fmt.Errorf("delete copy of backup %s in repository %s: %w", backupID, repositoryID, err)
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return fmt.Errorf("copy of backup %s in repository %s: %w", backupID, repositoryID, ErrNotFound)
+		}
+		return nil
+	})
 }
 
 // CopyRun is one run of a copy policy: what it copied and pruned, and how it ended.
