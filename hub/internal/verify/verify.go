@@ -391,14 +391,23 @@ func (c *summaryCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.last, prometheus.GaugeValue, ts)
 }
 
-// Schedule verifies every successful backup every interval until ctx ends.
+// Schedule verifies every successful backup every interval until ctx ends. The first run comes
+// an interval after the last verification the catalog records, not after this start: a hub
+// restarted more often than the interval still verifies.
 func (v *Verifier) Schedule(ctx context.Context, interval time.Duration) error {
+	wait := interval
+	if _, last, err := v.cat.VerifySummary(ctx); err != nil {
+		v.log.WarnContext(ctx, "scheduled verification: the last one is not known; the first comes an interval from now", "err", err)
+	} else {
+		wait = firstWait(last, interval, v.now())
+	}
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-time.After(interval):
+		case <-time.After(wait):
 		}
+		wait = interval
 		rep, err := v.Run(ctx, "")
 		switch {
 		case err != nil && ctx.Err() == nil:
@@ -407,4 +416,10 @@ func (v *Verifier) Schedule(ctx context.Context, interval time.Duration) error {
 			v.log.ErrorContext(ctx, "scheduled verification found damaged backups", "backups", len(rep.DamagedBackups), "chunks", len(rep.DamagedChunks))
 		}
 	}
+}
+
+// firstWait is how long a starting schedule waits for its first verification: until an interval
+// after the last one, and at least a minute, for the hub to settle after its start.
+func firstWait(last time.Time, interval time.Duration, now time.Time) time.Duration {
+	return max(time.Minute, last.Add(interval).Sub(now))
 }
