@@ -46,7 +46,8 @@ type Retained struct {
 }
 
 // RetainBackup keeps every object of one backup — the indexes of its disks, every chunk they
-// name, and its VM configuration when there is one — from removal until at least until, in a
+// name, and its VM configuration when there is one — and the repository's descriptor and key
+// slots, which reading any of them needs, from removal until at least until, in a
 // repository with Object Lock (ObjectLock() != ""; in any other it does nothing). Dates are
 // only ever extended: a chunk that a newer backup shares keeps the later of the two dates. It
 // is idempotent, and may be called again with a later date as retention requires. Calls for
@@ -67,6 +68,20 @@ func (r *Repository) RetainBackup(ctx context.Context, vmUUID, backupID string, 
 			out.Objects++
 		}
 		return err
+	}
+	// The repository's descriptor and key slots first: without them no retained object can be
+	// read (an encrypted repository's chunks could not be decrypted).
+	meta := []string{descriptorKey}
+	if err := r.store.List(ctx, keyPrefix, func(info store.Info) error {
+		meta = append(meta, info.Key)
+		return nil
+	}); err != nil {
+		return out, fmt.Errorf("retain backup %s: list key slots: %w", backupID, err)
+	}
+	for _, k := range meta {
+		if err := retain(k); err != nil && !errors.Is(err, store.ErrNotFound) {
+			return out, fmt.Errorf("retain backup %s: %s: %w", backupID, k, err)
+		}
 	}
 	seen := map[string]struct{}{}
 	for _, disk := range diskIDs {

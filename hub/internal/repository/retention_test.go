@@ -69,8 +69,8 @@ func TestRetainBackupExtendsSharedChunks(t *testing.T) {
 	oldUntil, newUntil := now.Add(8*time.Second), now.Add(16*time.Second)
 	// The newer backup first: the older one's earlier date must not shorten the shared chunk's.
 	got, err := r.RetainBackup(ctx, vm, "bk-new", []string{"disk-2000"}, newUntil)
-	if err != nil || got.Chunks != 2 || got.Objects != 3 {
-		t.Fatalf("RetainBackup(bk-new) = %+v, %v; want 2 chunks, 3 objects", got, err)
+	if err != nil || got.Chunks != 2 || got.Objects != 4 {
+		t.Fatalf("RetainBackup(bk-new) = %+v, %v; want 2 chunks, 4 objects (with the descriptor)", got, err)
 	}
 	if _, err := r.RetainBackup(ctx, vm, "bk-old", []string{"disk-2000"}, oldUntil); err != nil {
 		t.Fatal(err)
@@ -88,6 +88,10 @@ func TestRetainBackupExtendsSharedChunks(t *testing.T) {
 		if got := dateOf(ds[i]); !got.Equal(second(want)) {
 			t.Errorf("chunk %d retained until %v, want %v", i, got, second(want))
 		}
+	}
+	// The descriptor, which reading any of them needs, is retained with them.
+	if u, err := st.RetainedUntil(ctx, "repo.json"); err != nil || !u.Equal(second(newUntil)) {
+		t.Errorf("repo.json retained until %v, %v; want %v", u, err, second(newUntil))
 	}
 	if u, err := r.BackupRetainedUntil(ctx, vm, "bk-old", []string{"disk-2000"}); err != nil || !u.Equal(second(oldUntil)) {
 		t.Errorf("BackupRetainedUntil(bk-old) = %v, %v; want %v", u, err, second(oldUntil))
@@ -164,4 +168,55 @@ func TestRegistryS3ObjectLockSettings(t *testing.T) {
 			t.Fatalf("opened: lock %q period %v", r.ObjectLock(), r.LockPeriod())
 		}
 	})
+}
+
+// In an encrypted repository with Object Lock the key slots are retained with the backups:
+// removed, they would leave every retained chunk unreadable.
+func TestRetainBackupKeepsTheKeySlots(t *testing.T) {
+	ctx := t.Context()
+	st, err := s3.Open(ctx, s3test.LockedConfig(t, s3.LockCompliance), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pw := filepath.Join(t.TempDir(), "password")
+	if err := os.WriteFile(pw, []byte("a password for the slot\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	const cs = 64 << 10
+	r, err := repository.Init(ctx, st, cs, repository.Encrypt(), repository.WithPasswordFile(pw),
+		repository.WithKDFCost(repository.KDF{Name: "argon2id", Time: 1, MemoryKiB: 64, Threads: 1}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = r.Close() })
+	plain := bytes.Repeat([]byte("k"), cs)
+	d := chunk.Sum(plain)
+	blob, err := chunk.AppendBlob(nil, chunk.CodecRaw, len(plain), plain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.PutChunk(ctx, d, blob); err != nil {
+		t.Fatal(err)
+	}
+	idx, err := fidx.New(cs, cs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	idx.Digests[0] = d
+	const vm = "4213f1a2-0000-0000-0000-000000000002"
+	if _, err := r.WriteIndex(ctx, repository.IndexRef{VMUUID: vm, DiskID: "disk-2000", BackupID: "bk-1"}, idx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.RetainBackup(ctx, vm, "bk-1", []string{"disk-2000"}, time.Now().Add(10*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	var slots []string
+	if err := st.List(ctx, "keys/", func(info store.Info) error { slots = append(slots, info.Key); return nil }); err != nil || len(slots) == 0 {
+		t.Fatalf("key slots %v, %v", slots, err)
+	}
+	for _, k := range slots {
+		if err := st.Remove(ctx, k); !errors.Is(err, store.ErrRetained) {
+			t.Fatalf("removal of key slot %s: %v, want ErrRetained", k, err)
+		}
+	}
 }
