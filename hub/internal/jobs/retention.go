@@ -24,8 +24,10 @@ type retainer interface {
 	LockPeriod() time.Duration
 	// RetainBackup extends (never shortens) the date of every object of the backup to until.
 	RetainBackup(ctx context.Context, vmUUID, backupID string, diskIDs []string, until time.Time) (repository.Retained, error)
-	// BackupRetainedUntil is the latest date of the backup's indexes (zero: none).
+	// BackupRetainedUntil is the latest date of the backup's indexes (zero: none);
+	// BackupRetainedAllUntil the earliest (zero when one has none).
 	BackupRetainedUntil(ctx context.Context, vmUUID, backupID string, diskIDs []string) (time.Time, error)
+	BackupRetainedAllUntil(ctx context.Context, vmUUID, backupID string, diskIDs []string) (time.Time, error)
 }
 
 // hardened is a repository whose files may be immutable (a hardened local repository).
@@ -96,9 +98,10 @@ func (s *Service) retainIn(ctx context.Context, row *catalog.BackupRow, disks []
 	}
 	now := s.opts.Now()
 	// An index's date is never earlier than its chunks' (RetainBackup sets it last), so a backup
-	// whose index is retained for more than half the period needs nothing now: a prune then
-	// costs one HEAD per kept backup, not one per chunk (about 1 ms each against SeaweedFS).
-	if cur, err := rt.BackupRetainedUntil(ctx, row.InstanceUUID, row.ID, disks); err != nil {
+	// whose indexes are all retained for more than half the period needs nothing now: a prune
+	// then costs one HEAD per disk of a kept backup, not one per chunk (about 1 ms each against
+	// SeaweedFS). One index without the date (a retention cut short) has it all done again.
+	if cur, err := rt.BackupRetainedAllUntil(ctx, row.InstanceUUID, row.ID, disks); err != nil {
 		return err
 	} else if cur.After(now.Add(rt.LockPeriod() / 2)) {
 		return nil

@@ -83,6 +83,16 @@ func (r *Repository) RetainBackup(ctx context.Context, vmUUID, backupID string, 
 			return out, fmt.Errorf("retain backup %s: %s: %w", backupID, k, err)
 		}
 	}
+	key, err := vmConfigKey(vmUUID, backupID)
+	if err != nil {
+		return out, fmt.Errorf("retain backup %s: %w", backupID, err)
+	}
+	if err := retain(key); err != nil && !errors.Is(err, store.ErrNotFound) {
+		return out, fmt.Errorf("retain backup %s: vm configuration: %w", backupID, err)
+	}
+	// Each disk's index after its chunks, and the indexes after everything else: a backup whose
+	// indexes all carry a date has every object of it retained to that date at least
+	// (BackupRetainedAllUntil).
 	seen := map[string]struct{}{}
 	for _, disk := range diskIDs {
 		ref := IndexRef{VMUUID: vmUUID, DiskID: disk, BackupID: backupID}
@@ -105,13 +115,6 @@ func (r *Repository) RetainBackup(ctx context.Context, vmUUID, backupID string, 
 		if err := retain(indexKey(ref)); err != nil {
 			return out, fmt.Errorf("retain backup %s: index %s: %w", backupID, ref, err)
 		}
-	}
-	key, err := vmConfigKey(vmUUID, backupID)
-	if err != nil {
-		return out, fmt.Errorf("retain backup %s: %w", backupID, err)
-	}
-	if err := retain(key); err != nil && !errors.Is(err, store.ErrNotFound) {
-		return out, fmt.Errorf("retain backup %s: vm configuration: %w", backupID, err)
 	}
 	return out, nil
 }
@@ -142,6 +145,33 @@ func (r *Repository) BackupRetainedUntil(ctx context.Context, vmUUID, backupID s
 		}
 	}
 	return latest, nil
+}
+
+// BackupRetainedAllUntil returns the earliest retention date of the indexes of one backup's
+// disks: zero when one of them has none (a retention cut short after an earlier disk), so that
+// only a backup retained whole is taken for one.
+func (r *Repository) BackupRetainedAllUntil(ctx context.Context, vmUUID, backupID string, diskIDs []string) (time.Time, error) {
+	var earliest time.Time
+	rt, ok := r.store.(retainer)
+	if !ok || rt.ObjectLock() == "" {
+		return earliest, nil
+	}
+	for i, disk := range diskIDs {
+		ref := IndexRef{VMUUID: vmUUID, DiskID: disk, BackupID: backupID}
+		if err := ref.Validate(); err != nil {
+			return time.Time{}, fmt.Errorf("retention of backup %s: %w", backupID, err)
+		}
+		t, err := rt.RetainedUntil(ctx, indexKey(ref))
+		switch {
+		case errors.Is(err, store.ErrNotFound), err == nil && t.IsZero():
+			return time.Time{}, nil
+		case err != nil:
+			return time.Time{}, fmt.Errorf("retention of backup %s: %w", backupID, err)
+		case i == 0 || t.Before(earliest):
+			earliest = t
+		}
+	}
+	return earliest, nil
 }
 
 // localDir is the directory of a local repository; false for any other store.

@@ -89,6 +89,14 @@ func TestRetainBackupExtendsSharedChunks(t *testing.T) {
 			t.Errorf("chunk %d retained until %v, want %v", i, got, second(want))
 		}
 	}
+	// A backup is retained whole only when every disk's index is: one without a date (a
+	// retention cut short, here a disk never retained) makes it not.
+	if u, err := r.BackupRetainedAllUntil(ctx, vm, "bk-new", []string{"disk-2000"}); err != nil || !u.Equal(second(newUntil)) {
+		t.Errorf("BackupRetainedAllUntil(bk-new) = %v, %v; want %v", u, err, second(newUntil))
+	}
+	if u, err := r.BackupRetainedAllUntil(ctx, vm, "bk-new", []string{"disk-2000", "disk-2001"}); err != nil || !u.IsZero() {
+		t.Errorf("BackupRetainedAllUntil(bk-new with a disk not retained) = %v, %v; want zero", u, err)
+	}
 	// The descriptor, which reading any of them needs, is retained with them.
 	if u, err := st.RetainedUntil(ctx, "repo.json"); err != nil || !u.Equal(second(newUntil)) {
 		t.Errorf("repo.json retained until %v, %v; want %v", u, err, second(newUntil))
