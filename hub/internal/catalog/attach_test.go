@@ -89,19 +89,25 @@ func TestImportBackup(t *testing.T) {
 	})
 }
 
+// vaultAndOffsite records two local repositories: repo-1 "vault" and repo-2 "offsite".
+func vaultAndOffsite(t *testing.T, c *catalog.Catalog) {
+	t.Helper()
+	for _, r := range []*catalog.Repository{
+		{ID: "repo-1", Name: "vault", Kind: api.RepositoryLocal, Path: "/srv/vault", ChunkSize: 4 << 20},
+		{ID: "repo-2", Name: "offsite", Kind: api.RepositoryLocal, Path: "/srv/offsite", ChunkSize: 4 << 20},
+	} {
+		if err := c.CreateRepository(t.Context(), r); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 // A recorded copy is listed with its repository's name, recorded again without error, counted
 // by the consistency check's query for the copy's repository, and goes with its backup.
 func TestBackupCopies(t *testing.T) {
 	catalogtest.ForEachDialect(t, func(t *testing.T, c *catalog.Catalog) {
 		ctx := t.Context()
-		for _, r := range []*catalog.Repository{
-			{ID: "repo-1", Name: "vault", Kind: api.RepositoryLocal, Path: "/srv/vault", ChunkSize: 4 << 20},
-			{ID: "repo-2", Name: "offsite", Kind: api.RepositoryLocal, Path: "/srv/offsite", ChunkSize: 4 << 20},
-		} {
-			if err := c.CreateRepository(ctx, r); err != nil {
-				t.Fatal(err)
-			}
-		}
+		vaultAndOffsite(t, c)
 		if _, err := c.ImportBackup(ctx, importedRows("repo-1", "bk-full", "", time.Date(2026, 11, 1, 10, 0, 0, 0, time.UTC))); err != nil {
 			t.Fatal(err)
 		}
@@ -284,14 +290,7 @@ func TestDeleteBackupWithRestores(t *testing.T) {
 func TestDeleteCopyWithRestores(t *testing.T) {
 	catalogtest.ForEachDialect(t, func(t *testing.T, c *catalog.Catalog) {
 		ctx := t.Context()
-		for _, r := range []*catalog.Repository{
-			{ID: "repo-1", Name: "vault", Kind: api.RepositoryLocal, Path: "/srv/vault", ChunkSize: 4 << 20},
-			{ID: "repo-2", Name: "offsite", Kind: api.RepositoryLocal, Path: "/srv/offsite", ChunkSize: 4 << 20},
-		} {
-			if err := c.CreateRepository(ctx, r); err != nil {
-				t.Fatal(err)
-			}
-		}
+		vaultAndOffsite(t, c)
 		if _, err := c.ImportBackup(ctx, importedRows("repo-1", "bk-full", "", time.Date(2026, 11, 1, 10, 0, 0, 0, time.UTC))); err != nil {
 			t.Fatal(err)
 		}
@@ -332,14 +331,7 @@ func TestDeleteCopyWithRestores(t *testing.T) {
 func TestCopyWrites(t *testing.T) {
 	catalogtest.ForEachDialect(t, func(t *testing.T, c *catalog.Catalog) {
 		ctx := t.Context()
-		for _, r := range []*catalog.Repository{
-			{ID: "repo-1", Name: "vault", Kind: api.RepositoryLocal, Path: "/srv/vault", ChunkSize: 4 << 20},
-			{ID: "repo-2", Name: "offsite", Kind: api.RepositoryLocal, Path: "/srv/offsite", ChunkSize: 4 << 20},
-		} {
-			if err := c.CreateRepository(ctx, r); err != nil {
-				t.Fatal(err)
-			}
-		}
+		vaultAndOffsite(t, c)
 		t0 := time.Date(2026, 11, 1, 10, 0, 0, 0, time.UTC)
 		if _, err := c.ImportBackup(ctx, importedRows("repo-1", "bk-full", "", t0)); err != nil {
 			t.Fatal(err)
@@ -459,14 +451,7 @@ func TestInPlaceRestoredAfter(t *testing.T) {
 func TestIncrementalSessionHoldsItsParent(t *testing.T) {
 	catalogtest.ForEachDialect(t, func(t *testing.T, c *catalog.Catalog) {
 		ctx := t.Context()
-		for _, r := range []*catalog.Repository{
-			{ID: "repo-1", Name: "vault", Kind: api.RepositoryLocal, Path: "/srv/vault", ChunkSize: 4 << 20},
-			{ID: "repo-2", Name: "offsite", Kind: api.RepositoryLocal, Path: "/srv/offsite", ChunkSize: 4 << 20},
-		} {
-			if err := c.CreateRepository(ctx, r); err != nil {
-				t.Fatal(err)
-			}
-		}
+		vaultAndOffsite(t, c)
 		t0 := time.Date(2026, 11, 1, 10, 0, 0, 0, time.UTC)
 		for _, b := range []*catalog.BackupRows{importedRows("repo-1", "bk-q", "", t0), importedRows("repo-1", "bk-p", "", t0.Add(time.Hour))} {
 			if ok, err := c.ImportBackup(ctx, b); err != nil || !ok {
