@@ -156,7 +156,9 @@ func TestRestorePointReadsAreBounded(t *testing.T) {
 // Downloads whose client stops reading are cut after Limits.ReadStall and give their places
 // back: a viewer cannot hold every restore-point read the hub serves for ever.
 func TestStalledReadsGiveTheirPlaceBack(t *testing.T) {
-	h := sqliteHub(t, hubapi.Limits{ReadStall: 300 * time.Millisecond})
+	// The stall is long enough for all the downloads to start before the first is cut, also
+	// under the race detector on a loaded machine.
+	h := sqliteHub(t, hubapi.Limits{ReadStall: 3 * time.Second})
 	a := h.newAgent("a1")
 	operator, viewer := h.apiToken(api.RoleOperator), h.apiToken(api.RoleViewer)
 	img := randomImage(t, 32<<20) // far more than the sockets buffer
