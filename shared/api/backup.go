@@ -125,6 +125,11 @@ type Backup struct {
 type BackupCopy struct {
 	Repository string    `json:"repository"`
 	CopiedAt   time.Time `json:"copied_at"`
+	// VerifiedAt and VerifyStatus are the copy's last verification, as for the backup: absent
+	// until the copy is verified, and again once it is copied anew; "damaged" copies are copied
+	// again by the next run of their copy policy.
+	VerifiedAt   time.Time `json:"verified_at,omitzero"`
+	VerifyStatus string    `json:"verify_status,omitempty"`
 }
 
 // SkippedDisk is a disk of the VM that a backup left out, and why.
@@ -419,6 +424,12 @@ type RepositoryList struct {
 	Repositories []Repository `json:"repositories"`
 }
 
+// Verify statuses of a backup and of a copy (VerifyStatus): "" until verified.
+const (
+	VerifyOK      = "ok"
+	VerifyDamaged = "damaged"
+)
+
 // VerifyRequest asks for a verification of every succeeded backup, or of BackupID only.
 type VerifyRequest struct {
 	BackupID string `json:"backup_id,omitempty"`
@@ -432,6 +443,11 @@ type VerifyReport struct {
 	DamagedChunks  []string            `json:"damaged_chunks"`
 	Quarantined    []string            `json:"quarantined"`
 	DamagedBackups map[string][]string `json:"damaged_backups"` // backup id → what is wrong
-	Healed         []string            `json:"healed"`
-	DurationNanos  int64               `json:"duration_nanoseconds"`
+	// Copies counts the copies verified with the backups (in the repositories that hold them);
+	// DamagedCopies names what is wrong with each damaged one: backup id → repository → problems.
+	// A damaged copy leaves the backup itself sound.
+	Copies        int                            `json:"copies"`
+	DamagedCopies map[string]map[string][]string `json:"damaged_copies"`
+	Healed        []string                       `json:"healed"`
+	DurationNanos int64                          `json:"duration_nanoseconds"`
 }

@@ -261,7 +261,7 @@ func TestMetricsDashboardAndAlerts(t *testing.T) {
 		}
 	}
 	for _, alert := range []string{"SendenseBackupMissed", "SendenseBackupJobsFailing", "SendenseAgentDown", "SendenseCertificateExpiringSoon",
-		"SendenseRepositoryAlmostFull", "SendenseVerifyFoundDamage", "SendenseSnapshotTooOld", "SendenseRestoreTestFailing", "SendenseCopiesBehind"} {
+		"SendenseRepositoryAlmostFull", "SendenseVerifyFoundDamage", "SendenseSnapshotTooOld", "SendenseRestoreTestFailing", "SendenseCopiesBehind", "SendenseCopyDamaged"} {
 		tb, _ := os.ReadFile(filepath.Join(filepath.Dir(rules), "sendense-alerts.test.yml"))
 		if !bytes.Contains(rb, []byte("alert: "+alert)) || !bytes.Contains(tb, []byte("alertname: "+alert)) {
 			t.Errorf("alert %s is missing or has no unit test", alert)

@@ -251,14 +251,14 @@ func printVerify(cmd *cobra.Command, e *env, v verifier, backupID string) error 
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(e.stdout, "verified %d backups, %d chunks in %s\n", rep.Backups, rep.Chunks, time.Duration(rep.DurationNanos).Round(1e6))
+	fmt.Fprintf(e.stdout, "verified %d backups, %d copies, %d chunks in %s\n", rep.Backups, rep.Copies, rep.Chunks, time.Duration(rep.DurationNanos).Round(1e6))
 	for _, id := range rep.Healed {
 		fmt.Fprintf(e.stdout, "HEALED backup %s: damaged at its last verification, every chunk it names is present and intact again\n", id)
 	}
 	for _, d := range rep.Quarantined {
 		fmt.Fprintf(e.stdout, "QUARANTINED chunk %s: damaged; the next backup holding its data uploads it again\n", d)
 	}
-	if len(rep.DamagedBackups) == 0 {
+	if len(rep.DamagedBackups) == 0 && len(rep.DamagedCopies) == 0 {
 		fmt.Fprintln(e.stdout, "no damage found")
 		return nil
 	}
@@ -267,6 +267,17 @@ func printVerify(cmd *cobra.Command, e *env, v verifier, backupID string) error 
 		for _, p := range rep.DamagedBackups[id] {
 			fmt.Fprintf(e.stdout, "  %s\n", p)
 		}
+	}
+	for _, id := range slices.Sorted(maps.Keys(rep.DamagedCopies)) {
+		for _, repo := range slices.Sorted(maps.Keys(rep.DamagedCopies[id])) {
+			fmt.Fprintf(e.stdout, "DAMAGED copy of backup %s in repository %s (the next run of its copy policy copies it again):\n", id, repo)
+			for _, p := range rep.DamagedCopies[id][repo] {
+				fmt.Fprintf(e.stdout, "  %s\n", p)
+			}
+		}
+	}
+	if len(rep.DamagedBackups) == 0 {
+		return errors.New("verification found damaged copies")
 	}
 	return errors.New("verification found damaged backups")
 }

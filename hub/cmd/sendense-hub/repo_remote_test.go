@@ -65,7 +65,7 @@ func TestRemoteRepoVerifyMatchesLocal(t *testing.T) {
 		if !took.MatchString(r) || took.ReplaceAllString(r, " in T\n") != took.ReplaceAllString(l, " in T\n") {
 			t.Fatalf("%v: remote output differs from local\nremote:\n%s\nlocal:\n%s", args, r, l)
 		}
-		if want := "verified 1 backups, 16 chunks in T\nno damage found\n"; took.ReplaceAllString(r, " in T\n") != want {
+		if want := "verified 1 backups, 0 copies, 16 chunks in T\nno damage found\n"; took.ReplaceAllString(r, " in T\n") != want {
 			t.Fatalf("%v printed %q, want %q", args, r, want)
 		}
 	}

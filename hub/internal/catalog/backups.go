@@ -256,7 +256,7 @@ func (c *Catalog) RecordVerify(ctx context.Context, id, status string, at time.T
 // VerifySummary returns how many successful backups were found damaged at their last
 // verification, and the time of the most recent verification.
 func (c *Catalog) VerifySummary(ctx context.Context) (int, time.Time, error) {
-	damaged, err := c.db.NewSelect().Model((*BackupJob)(nil)).Where("status = ?", api.JobSucceeded).Where("verify_status = ?", "damaged").Count(ctx)
+	damaged, err := c.db.NewSelect().Model((*BackupJob)(nil)).Where("status = ?", api.JobSucceeded).Where("verify_status = ?", api.VerifyDamaged).Count(ctx)
 	if err != nil {
 		return 0, time.Time{}, fmt.Errorf("count damaged backups: %w", err)
 	}

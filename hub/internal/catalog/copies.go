@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/uptrace/bun"
+
+	"github.com/sendense/sendense/shared/api"
 )
 
 // BackupCopy records that a backup has a copy in another repository than its own.
@@ -19,22 +21,30 @@ type BackupCopy struct {
 	ChunksCopied int64     `bun:"chunks_copied,notnull"`
 	BytesCopied  int64     `bun:"bytes_copied,notnull"`
 	CopiedAt     time.Time `bun:"copied_at,notnull"`
+	// VerifiedAt and VerifyStatus are the outcome of the copy's last verification: "" until it
+	// is verified, and again once it is copied anew.
+	VerifiedAt   time.Time `bun:"verified_at,nullzero"`
+	VerifyStatus string    `bun:"verify_status,notnull"`
 
 	// RepositoryName is filled by BackupCopies.
 	RepositoryName string `bun:"repository_name,scanonly"`
 }
 
-// RecordCopy records a copy of a backup; recording it again updates its time and counts.
+// RecordCopy records a copy of a backup; recording it again (a copy made anew) updates its
+// time, and its verification starts over: not verified yet.
 func (c *Catalog) RecordCopy(ctx context.Context, cp *BackupCopy) error {
 	return c.recordCopy(ctx, c.db, cp)
 }
 
 func (c *Catalog) recordCopy(ctx context.Context, db bun.IDB, cp *BackupCopy) error {
-	cp.CopiedAt = c.now()
-	_, err := db.NewInsert().Model(cp).
-		On(map[string]string{DriverSQLite: "CONFLICT (backup_id, repository_id) DO UPDATE", DriverMySQL: "DUPLICATE KEY UPDATE"}[c.driver]).
-		Set(map[string]string{DriverSQLite: "copied_at = EXCLUDED.copied_at", DriverMySQL: "copied_at = VALUES(copied_at)"}[c.driver]).
-		Exec(ctx)
+	cp.CopiedAt, cp.VerifiedAt, cp.VerifyStatus = c.now(), time.Time{}, ""
+	excluded := map[string]string{DriverSQLite: "EXCLUDED.%[1]s", DriverMySQL: "VALUES(%[1]s)"}[c.driver]
+	q := db.NewInsert().Model(cp).
+		On(map[string]string{DriverSQLite: "CONFLICT (backup_id, repository_id) DO UPDATE", DriverMySQL: "DUPLICATE KEY UPDATE"}[c.driver])
+	for _, col := range []string{"copied_at", "verified_at", "verify_status"} {
+		q = q.Set(col + " = " + fmt.Sprintf(excluded, col))
+	}
+	_, err := q.Exec(ctx)
 	if err != nil {
 		return fmt.Errorf("record copy of backup %s in repository %s: %w", cp.BackupID, cp.RepositoryID, err)
 	}
@@ -51,6 +61,28 @@ func (c *Catalog) BackupCopies(ctx context.Context, backupID string) ([]BackupCo
 		return nil, fmt.Errorf("list copies of backup %s: %w", backupID, err)
 	}
 	return out, nil
+}
+
+// RecordCopyVerify stores the outcome of verifying the copy of a backup in a repository; a copy
+// no longer recorded (deleted meanwhile) is passed over.
+func (c *Catalog) RecordCopyVerify(ctx context.Context, backupID, repositoryID, status string, at time.Time) error {
+	_, err := c.db.NewUpdate().Model((*BackupCopy)(nil)).Set("verified_at = ?", at.UTC()).Set("verify_status = ?", status).
+		Where("backup_id = ?", backupID).Where("repository_id = ?", repositoryID).Exec(ctx)
+	if err != nil {
+		return fmt.Errorf("record verification of the copy of backup %s in repository %s: %w", backupID, repositoryID, err)
+	}
+	return nil
+}
+
+// DamagedCopies counts the copies of successful backups that their last verification found
+// damaged.
+func (c *Catalog) DamagedCopies(ctx context.Context) (int, error) {
+	n, err := c.db.NewSelect().Model((*BackupCopy)(nil)).Join("JOIN backup_jobs AS j ON j.id = bc.backup_id").
+		Where("j.status = ?", api.JobSucceeded).Where("bc.verify_status = ?", api.VerifyDamaged).Count(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("count damaged copies: %w", err)
+	}
+	return int(n), nil
 }
 
 // CopiesIn lists the copies held by a repository, by backup id.

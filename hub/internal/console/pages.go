@@ -3,6 +3,7 @@ package console
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/http"
 	"slices"
 	"sort"
@@ -271,8 +272,11 @@ func (c *Console) verifyBackup(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	result := fmt.Sprintf("sound: %d chunks verified in %s", rep.Chunks, rep.Duration.Round(time.Millisecond))
-	if !rep.OK() {
-		result = fmt.Sprintf("DAMAGED: %s", strings.Join(rep.DamagedBackups[id], "; "))
+	if problems, bad := rep.DamagedBackups[id]; bad {
+		result = fmt.Sprintf("DAMAGED: %s", strings.Join(problems, "; "))
+	}
+	for _, repo := range slices.Sorted(maps.Keys(rep.DamagedCopies[id])) {
+		result += fmt.Sprintf("; DAMAGED copy in %s (the next copy run copies it again): %s", repo, strings.Join(rep.DamagedCopies[id][repo], "; "))
 	}
 	c.showBackup(w, r, id, result)
 }

@@ -105,7 +105,7 @@ func (s *Service) Get(ctx context.Context, id string) (api.Backup, error) {
 		return api.Backup{}, err
 	}
 	for _, cp := range cps {
-		b.Copies = append(b.Copies, api.BackupCopy{Repository: cp.RepositoryName, CopiedAt: cp.CopiedAt})
+		b.Copies = append(b.Copies, api.BackupCopy{Repository: cp.RepositoryName, CopiedAt: cp.CopiedAt, VerifiedAt: cp.VerifiedAt, VerifyStatus: cp.VerifyStatus})
 	}
 	return b, nil
 }

@@ -1,8 +1,9 @@
 // Package verify proves that restore points are intact: it re-reads and re-hashes every chunk
-// that successful backups reference (each chunk once), quarantines the damaged ones so that the
-// next backup holding their bytes uploads them again, reports the backups that a damaged or
-// missing chunk or index affects, and records the outcome per backup — and the backups healed
-// since the last verification.
+// that successful backups and their copies reference (each chunk once in each repository that
+// holds it), quarantines the damaged ones so that the next backup holding their bytes uploads
+// them again (the next copy run, in a copy's repository), reports the backups and copies that a
+// damaged or missing chunk or index affects, and records the outcome per backup and per copy —
+// and the backups healed since the last verification.
 package verify
 
 import (
@@ -30,8 +31,8 @@ import (
 // Verify statuses recorded per backup. A damaged backup that verifies sound again is recorded
 // ok once more; its healing is an event (api.EventBackupHealed) and a line of the report.
 const (
-	StatusOK      = "ok"
-	StatusDamaged = "damaged"
+	StatusOK      = api.VerifyOK
+	StatusDamaged = api.VerifyDamaged
 )
 
 // verifyCatalog is what this package needs from the catalog.
@@ -39,7 +40,9 @@ type verifyCatalog interface {
 	Backups(ctx context.Context, f catalog.BackupFilter) ([]catalog.BackupRow, int, error)
 	BackupByID(ctx context.Context, id string) (*catalog.BackupRow, error)
 	BackupDisks(ctx context.Context, jobID string) ([]catalog.BackupDisk, error)
+	BackupCopies(ctx context.Context, backupID string) ([]catalog.BackupCopy, error)
 	RecordVerify(ctx context.Context, id, status string, at time.Time) error
+	RecordCopyVerify(ctx context.Context, backupID, repositoryID, status string, at time.Time) error
 	RecordEvents(ctx context.Context, evs []catalog.Event) error
 	verifySummary
 }
@@ -91,14 +94,31 @@ type Report struct {
 	DamagedChunks  []string            // digests, damaged or missing
 	Quarantined    []string            // digests of the damaged chunks this run moved into quarantine
 	DamagedBackups map[string][]string // backup id → what is wrong
+	Copies         int                 // copies verified with the backups
+	// DamagedCopies: backup id → repository name → what is wrong with the backup's copy there.
+	// The backup itself is damaged only when its own repository's data is.
+	DamagedCopies map[string]map[string][]string
 	// Healed lists the backups the previous verification had found damaged and this one found
 	// sound: every chunk they name is present and intact again.
 	Healed   []string
 	Duration time.Duration
 }
 
-// OK reports whether nothing was damaged.
-func (r *Report) OK() bool { return len(r.DamagedBackups) == 0 }
+// OK reports whether nothing was damaged: no backup, no copy.
+func (r *Report) OK() bool { return len(r.DamagedBackups) == 0 && len(r.DamagedCopies) == 0 }
+
+// damage records a problem of backup id's data in a repository: its own (copy false) or the
+// copy it has there.
+func (r *Report) damage(id, repoName string, copy bool, problem string) {
+	if !copy {
+		r.DamagedBackups[id] = append(r.DamagedBackups[id], problem)
+		return
+	}
+	if r.DamagedCopies[id] == nil {
+		r.DamagedCopies[id] = map[string][]string{}
+	}
+	r.DamagedCopies[id][repoName] = append(r.DamagedCopies[id][repoName], problem)
+}
 
 // Verify runs a verification (of one backup, or of all when backupID is empty) and answers
 // with the report's wire form.
@@ -120,7 +140,8 @@ func (r *Report) API() api.VerifyReport {
 	}
 	return api.VerifyReport{
 		Backups: r.Backups, Chunks: r.Chunks, DamagedChunks: nonNil(r.DamagedChunks), Quarantined: nonNil(r.Quarantined),
-		DamagedBackups: r.DamagedBackups, Healed: nonNil(r.Healed), DurationNanos: int64(r.Duration),
+		DamagedBackups: r.DamagedBackups, Copies: r.Copies, DamagedCopies: r.DamagedCopies, Healed: nonNil(r.Healed),
+		DurationNanos: int64(r.Duration),
 	}
 }
 
@@ -143,9 +164,17 @@ func New(cat verifyCatalog, open OpenFunc, log *slog.Logger, reg prometheus.Regi
 	return &Verifier{cat: cat, open: open, log: log, m: newMetrics(reg), parallel: max(parallel, 1), now: time.Now}
 }
 
+// use is a disk of a backup naming a chunk, in the backup's own repository or in its copy's.
 type use struct {
 	backup string
 	disk   string
+	copy   bool
+}
+
+// holding is a repository holding a backup's data: its own, or one with a copy of it.
+type holding struct {
+	repoID, repoName string
+	copy             bool
 }
 
 // stored is a chunk in one repository.
@@ -177,41 +206,32 @@ func (v *Verifier) Run(ctx context.Context, backupID string) (*Report, error) {
 			return nil, err
 		}
 	}
-	rep := &Report{Backups: len(rows), DamagedBackups: map[string][]string{}}
+	rep := &Report{Backups: len(rows), DamagedBackups: map[string][]string{}, DamagedCopies: map[string]map[string][]string{}}
 	// A chunk is checked in each repository that holds it: digests are of the plain bytes, so
-	// two repositories may hold the same digest, and damage in one is not the other's.
+	// two repositories may hold the same digest, and damage in one is not the other's. A copy is
+	// verified as its backup is, in the copy's repository: a restore may read it from there.
 	users := map[stored][]use{}
 	repoName := map[string]string{}
+	copiesOf := map[string][]catalog.BackupCopy{}
 	for _, r := range rows {
-		repoName[r.RepositoryID] = r.RepositoryName
-		repo, err := v.open(ctx, r.RepositoryID)
-		if err != nil {
-			return nil, err
-		}
-		// The VM configuration is what a restore as a new VM builds the VM from: damage to it
-		// damages the backup as surely as a chunk's.
-		if r.VMConfigDigest != "" {
-			_, err := repo.ReadVMConfig(ctx, r.InstanceUUID, r.ID, r.VMConfigDigest)
-			switch {
-			case errors.Is(err, repository.ErrVMConfigDamaged), errors.Is(err, repository.ErrVMConfigNotFound):
-				rep.DamagedBackups[r.ID] = append(rep.DamagedBackups[r.ID], fmt.Sprintf("vm config: %v", err))
-			case err != nil:
-				return nil, err
-			}
-		}
 		disks, err := v.cat.BackupDisks(ctx, r.ID)
 		if err != nil {
 			return nil, err
 		}
-		for _, d := range disks {
-			idx, err := repo.ReadIndex(ctx, repository.IndexRef{VMUUID: r.InstanceUUID, DiskID: d.DiskID, BackupID: r.ID})
-			if err != nil {
-				rep.DamagedBackups[r.ID] = append(rep.DamagedBackups[r.ID], fmt.Sprintf("%s: index: %v", d.DiskID, err))
-				continue
-			}
-			for _, dg := range idx.Referenced() {
-				at := stored{r.RepositoryID, dg}
-				users[at] = append(users[at], use{r.ID, d.DiskID})
+		cps, err := v.cat.BackupCopies(ctx, r.ID)
+		if err != nil {
+			return nil, err
+		}
+		copiesOf[r.ID] = cps
+		rep.Copies += len(cps)
+		hs := []holding{{r.RepositoryID, r.RepositoryName, false}}
+		for _, cp := range cps {
+			hs = append(hs, holding{cp.RepositoryID, cp.RepositoryName, true})
+		}
+		for _, h := range hs {
+			repoName[h.repoID] = h.repoName
+			if err := v.collect(ctx, &r, disks, h, users, rep); err != nil {
+				return nil, err
 			}
 		}
 	}
@@ -267,7 +287,7 @@ func (v *Verifier) Run(ctx context.Context, backupID string) (*Report, error) {
 					v.m.ChunksDamaged.Inc()
 					rep.DamagedChunks = append(rep.DamagedChunks, d.String())
 					for _, u := range users[at] {
-						rep.DamagedBackups[u.backup] = append(rep.DamagedBackups[u.backup], u.disk+": "+problem)
+						rep.damage(u.backup, repoName[at.repo], u.copy, u.disk+": "+problem)
 					}
 				}
 				mu.Unlock()
@@ -293,15 +313,59 @@ func (v *Verifier) Run(ctx context.Context, backupID string) (*Report, error) {
 			v.log.InfoContext(ctx, "backup healed: every chunk it names is present and intact again", "job_id", r.ID, "vm_name", r.VMName)
 			v.record(ctx, events.BackupHealed(r.ID, r.VMContextID, r.VMName, r.RepositoryName))
 		}
+		for _, cp := range copiesOf[r.ID] {
+			status := StatusOK
+			if problems, bad := rep.DamagedCopies[r.ID][cp.RepositoryName]; bad {
+				status = StatusDamaged
+				v.log.ErrorContext(ctx, "copy damaged; the next run of its copy policy copies it again", "job_id", r.ID, "vm_name", r.VMName,
+					"repository", cp.RepositoryName, "problems", problems)
+			}
+			if err := v.cat.RecordCopyVerify(ctx, r.ID, cp.RepositoryID, status, at); err != nil {
+				return nil, err
+			}
+		}
 	}
 	rep.Duration = v.now().Sub(start)
 	sort.Strings(rep.DamagedChunks)
 	sort.Strings(rep.Quarantined)
 	sort.Strings(rep.Healed)
-	v.log.InfoContext(ctx, "verification finished", "backups", rep.Backups, "chunks", rep.Chunks, "damaged_chunks", len(rep.DamagedChunks),
-		"quarantined_chunks", len(rep.Quarantined), "damaged_backups", len(rep.DamagedBackups), "healed_backups", len(rep.Healed),
-		"duration_seconds", rep.Duration.Seconds())
+	v.log.InfoContext(ctx, "verification finished", "backups", rep.Backups, "copies", rep.Copies, "chunks", rep.Chunks, "damaged_chunks", len(rep.DamagedChunks),
+		"quarantined_chunks", len(rep.Quarantined), "damaged_backups", len(rep.DamagedBackups), "damaged_copies", len(rep.DamagedCopies),
+		"healed_backups", len(rep.Healed), "duration_seconds", rep.Duration.Seconds())
 	return rep, nil
+}
+
+// collect reads what backup r holds in one repository (its own, or its copy's): the VM
+// configuration and each disk's index, checked on the way; it adds the chunks they name to users
+// and their problems to rep.
+func (v *Verifier) collect(ctx context.Context, r *catalog.BackupRow, disks []catalog.BackupDisk, h holding, users map[stored][]use, rep *Report) error {
+	repo, err := v.open(ctx, h.repoID)
+	if err != nil {
+		return err
+	}
+	// The VM configuration is what a restore as a new VM builds the VM from: damage to it
+	// damages the backup as surely as a chunk's.
+	if r.VMConfigDigest != "" {
+		_, err := repo.ReadVMConfig(ctx, r.InstanceUUID, r.ID, r.VMConfigDigest)
+		switch {
+		case errors.Is(err, repository.ErrVMConfigDamaged), errors.Is(err, repository.ErrVMConfigNotFound):
+			rep.damage(r.ID, h.repoName, h.copy, fmt.Sprintf("vm config: %v", err))
+		case err != nil:
+			return err
+		}
+	}
+	for _, d := range disks {
+		idx, err := repo.ReadIndex(ctx, repository.IndexRef{VMUUID: r.InstanceUUID, DiskID: d.DiskID, BackupID: r.ID})
+		if err != nil {
+			rep.damage(r.ID, h.repoName, h.copy, fmt.Sprintf("%s: index: %v", d.DiskID, err))
+			continue
+		}
+		for _, dg := range idx.Referenced() {
+			at := stored{h.repoID, dg}
+			users[at] = append(users[at], use{r.ID, d.DiskID, h.copy})
+		}
+	}
+	return nil
 }
 
 // quarantine moves a chunk that verification found damaged (cause) into quarantine and records
@@ -348,16 +412,18 @@ func (v *Verifier) record(ctx context.Context, e api.Event) {
 
 type verifySummary interface {
 	VerifySummary(ctx context.Context) (damaged int, last time.Time, err error)
+	DamagedCopies(ctx context.Context) (int, error)
 }
 
 // summaryCollector exports what the catalog records about verification, so every hub instance
-// reports it whoever ran the verification: sendense_hub_backups_damaged and
-// sendense_hub_verify_last_timestamp_seconds.
+// reports it whoever ran the verification: sendense_hub_backups_damaged,
+// sendense_hub_backup_copies_damaged and sendense_hub_verify_last_timestamp_seconds.
 type summaryCollector struct {
-	cat     verifySummary
-	log     *slog.Logger
-	damaged *prometheus.Desc
-	last    *prometheus.Desc
+	cat           verifySummary
+	log           *slog.Logger
+	damaged       *prometheus.Desc
+	damagedCopies *prometheus.Desc
+	last          *prometheus.Desc
 }
 
 var _ prometheus.Collector = (*summaryCollector)(nil)
@@ -366,12 +432,18 @@ func newSummaryCollector(cat verifySummary, log *slog.Logger) *summaryCollector 
 	return &summaryCollector{
 		cat: cat, log: log,
 		damaged: prometheus.NewDesc("sendense_hub_backups_damaged", "Successful backups whose last verification found damage.", nil, nil),
-		last:    prometheus.NewDesc("sendense_hub_verify_last_timestamp_seconds", "Unix time of the most recent verification of any backup (0 when never verified).", nil, nil),
+		damagedCopies: prometheus.NewDesc("sendense_hub_backup_copies_damaged",
+			"Copies of successful backups whose last verification found damage; the next run of their copy policy copies them again.", nil, nil),
+		last: prometheus.NewDesc("sendense_hub_verify_last_timestamp_seconds", "Unix time of the most recent verification of any backup (0 when never verified).", nil, nil),
 	}
 }
 
 // Describe implements prometheus.Collector.
-func (c *summaryCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.damaged; ch <- c.last }
+func (c *summaryCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.damaged
+	ch <- c.damagedCopies
+	ch <- c.last
+}
 
 // Collect implements prometheus.Collector.
 func (c *summaryCollector) Collect(ch chan<- prometheus.Metric) {
@@ -389,6 +461,12 @@ func (c *summaryCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- prometheus.MustNewConstMetric(c.damaged, prometheus.GaugeValue, float64(damaged))
 	ch <- prometheus.MustNewConstMetric(c.last, prometheus.GaugeValue, ts)
+	if copies, err := c.cat.DamagedCopies(ctx); err != nil {
+		c.log.Warn("count damaged copies for metrics", "err", err)
+		ch <- prometheus.NewInvalidMetric(c.damagedCopies, err)
+	} else {
+		ch <- prometheus.MustNewConstMetric(c.damagedCopies, prometheus.GaugeValue, float64(copies))
+	}
 }
 
 // Schedule verifies every successful backup every interval until ctx ends. The first run comes
@@ -413,7 +491,8 @@ func (v *Verifier) Schedule(ctx context.Context, interval time.Duration) error {
 		case err != nil && ctx.Err() == nil:
 			v.log.ErrorContext(ctx, "scheduled verification failed", "err", err)
 		case err == nil && !rep.OK():
-			v.log.ErrorContext(ctx, "scheduled verification found damaged backups", "backups", len(rep.DamagedBackups), "chunks", len(rep.DamagedChunks))
+			v.log.ErrorContext(ctx, "scheduled verification found damage", "backups", len(rep.DamagedBackups), "copies", len(rep.DamagedCopies),
+				"chunks", len(rep.DamagedChunks))
 		}
 	}
 }

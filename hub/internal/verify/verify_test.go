@@ -17,7 +17,8 @@ import (
 // backupsIn is a catalog of one-disk backups, each in the repository its RepositoryID names.
 type backupsIn struct {
 	rows     []catalog.BackupRow
-	recorded map[string]string
+	copies   map[string][]catalog.BackupCopy // by backup id
+	recorded map[string]string               // backup id, or backup id@repository id for a copy → status
 }
 
 func (c *backupsIn) Backups(context.Context, catalog.BackupFilter) ([]catalog.BackupRow, int, error) {
@@ -41,6 +42,17 @@ func (c *backupsIn) RecordVerify(_ context.Context, id, status string, _ time.Ti
 	c.recorded[id] = status
 	return nil
 }
+
+func (c *backupsIn) BackupCopies(_ context.Context, id string) ([]catalog.BackupCopy, error) {
+	return c.copies[id], nil
+}
+
+func (c *backupsIn) RecordCopyVerify(_ context.Context, id, repositoryID, status string, _ time.Time) error {
+	c.recorded[id+"@"+repositoryID] = status
+	return nil
+}
+
+func (c *backupsIn) DamagedCopies(context.Context) (int, error) { return 0, nil }
 
 func (c *backupsIn) RecordEvents(context.Context, []catalog.Event) error { return nil }
 
@@ -106,6 +118,45 @@ func TestAChunkIsVerifiedInEachRepositoryHoldingIt(t *testing.T) {
 				t.Errorf("damaged in %s: the chunk was read %d times in %s and its backup recorded %q, want once and %q",
 					damagedIn, r.reads, id, cat.recorded["bk-in-"+id], want)
 			}
+		}
+	}
+}
+
+// A copy is verified where it is, and its damage is the copy's: the backup, sound in its own
+// repository, stays a sound restore point, and the other way round.
+func TestACopyIsVerifiedWhereItIs(t *testing.T) {
+	idx, err := fidx.New(4<<20, 4<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	idx.Digests[0] = chunk.Sum([]byte("a backup and its copy"))
+	for _, damagedIn := range []string{"home", "offsite"} {
+		repos := map[string]*oneChunkRepo{"home": {idx: idx}, "offsite": {idx: idx}}
+		repos[damagedIn].damaged = true
+		var row catalog.BackupRow
+		row.ID, row.RepositoryID, row.RepositoryName, row.Status = "bk", "home", "home", api.JobSucceeded
+		cat := &backupsIn{rows: []catalog.BackupRow{row}, recorded: map[string]string{},
+			copies: map[string][]catalog.BackupCopy{"bk": {{BackupID: "bk", RepositoryID: "offsite", RepositoryName: "offsite"}}}}
+		v := New(cat, func(_ context.Context, id string) (Repository, error) { return repos[id], nil }, slog.New(slog.DiscardHandler), nil, 2)
+		rep, err := v.Run(t.Context(), "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if repos["home"].reads != 1 || repos["offsite"].reads != 1 || rep.Copies != 1 || rep.OK() {
+			t.Fatalf("damaged in %s: reads home %d, offsite %d; report %+v", damagedIn, repos["home"].reads, repos["offsite"].reads, rep)
+		}
+		wantBackup, wantCopy := StatusOK, StatusDamaged
+		if damagedIn == "home" {
+			wantBackup, wantCopy = StatusDamaged, StatusOK
+		}
+		if cat.recorded["bk"] != wantBackup || cat.recorded["bk@offsite"] != wantCopy {
+			t.Errorf("damaged in %s: recorded %v, want the backup %s and its copy %s", damagedIn, cat.recorded, wantBackup, wantCopy)
+		}
+		if _, bad := rep.DamagedBackups["bk"]; bad != (damagedIn == "home") {
+			t.Errorf("damaged in %s: damaged backups %v", damagedIn, rep.DamagedBackups)
+		}
+		if _, bad := rep.DamagedCopies["bk"]["offsite"]; bad != (damagedIn == "offsite") || len(rep.DamagedCopies) > 1 {
+			t.Errorf("damaged in %s: damaged copies %v", damagedIn, rep.DamagedCopies)
 		}
 	}
 }

@@ -1,0 +1,3 @@
+ALTER TABLE backup_copies DROP COLUMN verify_status;
+--bun:split
+ALTER TABLE backup_copies DROP COLUMN verified_at;
