@@ -2,13 +2,16 @@ package api_test
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
+	"io"
 	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
 	"testing"
 
+	"github.com/sendense/sendense/hub/internal/copies"
 	"github.com/sendense/sendense/hub/internal/repository"
 	"github.com/sendense/sendense/hub/internal/verify"
 	"github.com/sendense/sendense/shared/api"
@@ -178,6 +181,102 @@ func TestDamagedChunkIsUploadedAgainAndTheBackupHeals(t *testing.T) {
 		// Healing is reported once: the next verification finds nothing new.
 		if rep, err = v.Run(t.Context(), ""); err != nil || !rep.OK() || len(rep.Healed) != 0 {
 			t.Fatalf("verify again: %+v %v", rep, err)
+		}
+	})
+}
+
+// A copy is verified where it is: damage in the copy is the copy's (the backup stays a sound
+// restore point, and the copy is recorded damaged), the damaged chunk is quarantined there, and
+// the next copy run copies the backup again, the missing chunk only, after which the copy
+// verifies and restores byte for byte.
+func TestDamagedCopyIsFoundAndCopiedAgain(t *testing.T) {
+	forEachHub(t, func(t *testing.T, h *testHub) {
+		ctx := t.Context()
+		a := h.newAgent("a1")
+		operator := h.apiToken(api.RoleOperator)
+		img := randomImage(t, 4*testChunk)
+		id := h.backupImage(a, operator, img)
+
+		repos := repository.NewRegistry(h.Cat, nil, nil)
+		t.Cleanup(func() { _ = repos.Close() })
+		home, err := h.Cat.RepositoryByName(ctx, repository.DefaultName)
+		if err != nil {
+			t.Fatal(err)
+		}
+		offDir := t.TempDir()
+		off, err := repos.Create(ctx, "offsite", offDir, testChunk)
+		if err != nil {
+			t.Fatal(err)
+		}
+		open := func(ctx context.Context, id string) (copies.Repository, error) { return repos.Open(ctx, id) }
+		copier := copies.New(h.Cat, open, slog.New(slog.DiscardHandler), 2)
+		if rep, err := copier.Run(ctx, home.ID, off.ID, ""); err != nil || rep.Backups != 1 {
+			t.Fatalf("copy: %+v %v", rep, err)
+		}
+		v := verify.New(h.Cat, verifyRepos(repos), slog.New(slog.DiscardHandler), nil, 2)
+		if rep, err := v.Run(ctx, ""); err != nil || !rep.OK() || rep.Copies != 1 {
+			t.Fatalf("clean verify: %+v %v", rep, err)
+		}
+
+		d := chunk.Sum(img[2*testChunk : 3*testChunk]).String()
+		p := filepath.Join(offDir, "chunks", d[:2], d[2:4], d)
+		_ = os.Chmod(p, 0o640)
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b[len(b)/2] ^= 0x20
+		if err := os.WriteFile(p, b, 0o640); err != nil {
+			t.Fatal(err)
+		}
+		rep, err := v.Run(ctx, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(rep.DamagedBackups) != 0 || len(rep.DamagedCopies) != 1 || len(rep.DamagedCopies[id]["offsite"]) != 1 ||
+			len(rep.Quarantined) != 1 || rep.Quarantined[0] != d {
+			t.Fatalf("verify after damaging the copy: %+v", rep)
+		}
+		var got api.Backup
+		h.call(h.client(nil), http.MethodGet, api.PathBackups+"/"+id, operator, nil, &got)
+		if got.VerifyStatus != api.VerifyOK || len(got.Copies) != 1 || got.Copies[0].VerifyStatus != api.VerifyDamaged || got.Copies[0].VerifiedAt.IsZero() {
+			t.Fatalf("after the damage: %+v", got)
+		}
+		if n, err := h.Cat.DamagedCopies(ctx); err != nil || n != 1 {
+			t.Fatalf("damaged copies counted: %d %v", n, err)
+		}
+		if resp, body, err := h.getImage(operator, id, ""); err != nil || resp.StatusCode != http.StatusOK || !bytes.Equal(body, img) {
+			t.Fatalf("restore from the backup's own repository: %v", err)
+		}
+
+		rep2, err := copier.Run(ctx, home.ID, off.ID, "")
+		if err != nil || rep2.Backups != 1 || rep2.Present != 0 || rep2.Chunks != 1 {
+			t.Fatalf("the copy run after the damage: %+v %v, want the backup copied again with its one missing chunk", rep2, err)
+		}
+		got = api.Backup{}
+		h.call(h.client(nil), http.MethodGet, api.PathBackups+"/"+id, operator, nil, &got)
+		if len(got.Copies) != 1 || got.Copies[0].VerifyStatus != "" || !got.Copies[0].VerifiedAt.IsZero() {
+			t.Fatalf("the copy made anew is still recorded verified: %+v", got.Copies)
+		}
+		if rep3, err := copier.Run(ctx, home.ID, off.ID, ""); err != nil || rep3.Backups != 0 || rep3.Present != 1 {
+			t.Fatalf("a third copy run: %+v %v, want the copy present", rep3, err)
+		}
+		if rep, err = v.Run(ctx, ""); err != nil || !rep.OK() || rep.Copies != 1 {
+			t.Fatalf("verify after the copy run: %+v %v", rep, err)
+		}
+		if n, err := h.Cat.DamagedCopies(ctx); err != nil || n != 0 {
+			t.Fatalf("damaged copies counted: %d %v", n, err)
+		}
+		req, _ := http.NewRequest(http.MethodGet, h.URL+api.PathBackups+"/"+id+"/disks/disk-2000/image?repository=offsite", nil)
+		req.Header.Set("Authorization", "Bearer "+operator)
+		resp, err := h.client(nil).Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, err := io.ReadAll(resp.Body)
+		_ = resp.Body.Close()
+		if err != nil || resp.StatusCode != http.StatusOK || !bytes.Equal(body, img) {
+			t.Fatalf("restore from the copy: %d %v (%d bytes)", resp.StatusCode, err, len(body))
 		}
 	})
 }

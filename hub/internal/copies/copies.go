@@ -94,7 +94,9 @@ func New(cat copyCatalog, open Opener, log *slog.Logger, parallel int) *Copier {
 // Run copies every successful backup of the repository fromID (or only backupID, when not
 // empty) into the repository toID, oldest first, and records each copy in the catalog. A backup
 // copied before is skipped; a run stopped half-way is resumed by the next, which copies only the
-// chunks still missing. It stops at the first backup that cannot be copied.
+// chunks still missing. A copy that verification found damaged is copied again: its damaged
+// chunks were quarantined, so the chunks still missing are those. It stops at the first backup
+// that cannot be copied.
 func (c *Copier) Run(ctx context.Context, fromID, toID, backupID string) (Report, error) {
 	rows, _, err := c.cat.Backups(ctx, catalog.BackupFilter{RepositoryID: fromID, Status: api.JobSucceeded})
 	if err != nil {
@@ -164,15 +166,22 @@ func (c *Copier) copy(ctx context.Context, fromID, toID string, ids []string, ke
 	return rep, nil
 }
 
+// copied reports whether toID holds a sound copy of the backup: one recorded, and not found
+// damaged by its last verification.
 func (c *Copier) copied(ctx context.Context, backupID, toID string) (bool, error) {
 	cps, err := c.cat.BackupCopies(ctx, backupID)
 	if err != nil {
 		return false, err
 	}
 	for _, cp := range cps {
-		if cp.RepositoryID == toID {
-			return true, nil
+		if cp.RepositoryID != toID {
+			continue
 		}
+		if cp.VerifyStatus == api.VerifyDamaged {
+			c.log.InfoContext(ctx, "copy found damaged by verification: copying it again", "job_id", backupID, "to_repository_id", toID)
+			return false, nil
+		}
+		return true, nil
 	}
 	return false, nil
 }
