@@ -67,6 +67,12 @@ func newRestoreCmd(e *env) *cobra.Command {
 				if len(targets) == 0 {
 					return fmt.Errorf("backup %s has no disk %q", backupID, diskID)
 				}
+				// Held in the catalog while it is read: a prune or deletion meanwhile is refused.
+				release, err := svc.Hold(cmd.Context(), backupID)
+				if err != nil {
+					return err
+				}
+				defer release()
 				for _, d := range targets {
 					out, err := restoreOutput(output, diskID, d.DiskID, qemuImg)
 					if err != nil {

@@ -19,8 +19,9 @@ type restoreService interface {
 	// OpenIn opens a disk of a backup read from the repository named repo, the backup's own
 	// or one holding a copy of it (empty: its own).
 	OpenIn(ctx context.Context, backupID, diskID, repo string) (*restore.Image, restore.Disk, error)
-	// Serve admits one read of restore points for a client, within the hub's bound.
-	Serve(ctx context.Context) (release func(), err error)
+	// Serve admits one read of a backup for a client, within the hub's bound, and holds the
+	// backup against deletion until release.
+	Serve(ctx context.Context, backupID string) (release func(), err error)
 }
 
 // errBadRange is answered with 416.
@@ -35,7 +36,8 @@ func (s *Server) registerRestore(v1 *gin.RouterGroup) {
 // the hub's bound on those served at once (restore.MaxServed): over it, after a short wait, the
 // request is answered 429 with Retry-After and the client retries. However many requests a
 // viewer sends, the hub holds a bounded amount of memory for them, and a client that stops
-// reading gives its place back (Limits.ReadStall).
+// reading gives its place back (Limits.ReadStall). The backup the path names is held against
+// deletion, pruning and moves while the request runs (restore.Service.Hold).
 func (s *Server) limitServed() gin.HandlerFunc {
 	return func(c *gin.Context) {
 		if s.deps.Restore == nil {
@@ -43,7 +45,7 @@ func (s *Server) limitServed() gin.HandlerFunc {
 			return
 		}
 		s.guardStall(c)
-		release, err := s.deps.Restore.Serve(c.Request.Context())
+		release, err := s.deps.Restore.Serve(c.Request.Context(), c.Param("id"))
 		if err != nil {
 			if errors.Is(err, restore.ErrBusy) {
 				c.Header("Retry-After", "5")

@@ -117,7 +117,7 @@ func TestRestorePointReadsAreBounded(t *testing.T) {
 		h.Restores.SetServeWaitForTest(100 * time.Millisecond)
 		var held []func()
 		for range restore.MaxServed {
-			release, err := h.Restores.Serve(t.Context())
+			release, err := h.Restores.Serve(t.Context(), id)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -141,10 +141,10 @@ func TestRestorePointReadsAreBounded(t *testing.T) {
 		if err != nil || resp.StatusCode != http.StatusOK || !bytes.Equal(got, img) {
 			t.Fatalf("image once a read ended: %v %v, equal %v", resp.StatusCode, err, bytes.Equal(got, img))
 		}
-		if _, err := h.Restores.Serve(t.Context()); err != nil {
+		if _, err := h.Restores.Serve(t.Context(), id); err != nil {
 			t.Fatalf("the read freed: %v", err)
 		}
-		if _, err := h.Restores.Serve(t.Context()); !errors.Is(err, restore.ErrBusy) {
+		if _, err := h.Restores.Serve(t.Context(), id); !errors.Is(err, restore.ErrBusy) {
 			t.Fatalf("a second read after one release: %v, want ErrBusy", err)
 		}
 		for _, r := range held[1:] {
@@ -187,7 +187,7 @@ func TestStalledReadsGiveTheirPlaceBack(t *testing.T) {
 			}
 		}()
 		for range restore.MaxServed {
-			release, err := h.Restores.Serve(t.Context())
+			release, err := h.Restores.Serve(t.Context(), id)
 			if err != nil {
 				return false
 			}
@@ -268,6 +268,66 @@ func TestRestoreOfDamagedChunkFailsLoudly(t *testing.T) {
 		h.backupImage(a, operator, img)
 		if resp, got, err := h.getImage(operator, id, ""); err != nil || resp.StatusCode != http.StatusOK || !bytes.Equal(got, img) {
 			t.Fatalf("restore after the chunk was uploaded again: %v", err)
+		}
+	})
+}
+
+// A download holds its backup: while the image is being read, deleting the backup is refused
+// with 409 naming the read, and the download completes byte for byte; once it ended the
+// backup can be deleted, after which a download is 404. A reader that died holds the backup
+// only until its record expires.
+func TestDownloadHoldsItsBackup(t *testing.T) {
+	forEachHub(t, func(t *testing.T, h *testHub) {
+		a := h.newAgent("a1")
+		operator, viewer := h.apiToken(api.RoleOperator), h.apiToken(api.RoleViewer)
+		img := randomImage(t, 512*testChunk) // 32 MiB: more than loopback buffers hold
+		id := h.backupImage(a, operator, img)
+
+		req, _ := http.NewRequest(http.MethodGet, h.URL+api.PathBackups+"/"+id+"/disks/disk-2000/image", nil)
+		req.Header.Set("Authorization", "Bearer "+viewer)
+		resp, err := h.client(nil).Do(req)
+		if err != nil || resp.StatusCode != http.StatusOK {
+			t.Fatalf("download: %v %v", resp, err)
+		}
+		defer resp.Body.Close()
+		got := make([]byte, len(img))
+		if _, err := io.ReadFull(resp.Body, got[:1<<20]); err != nil {
+			t.Fatal(err)
+		}
+		code, e := h.call(h.client(nil), http.MethodDelete, api.PathBackups+"/"+id, operator, nil, nil)
+		if code != http.StatusConflict || !strings.Contains(e.Error, "being read") {
+			t.Fatalf("DELETE during the download: %d %+v, want 409 naming the read", code, e)
+		}
+		if _, err := io.ReadFull(resp.Body, got[1<<20:]); err != nil || !bytes.Equal(got, img) {
+			t.Fatalf("the download after the refused DELETE: %v, equal %v", err, bytes.Equal(got, img))
+		}
+		_ = resp.Body.Close()
+		deadline := time.Now().Add(10 * time.Second) // the handler releases its hold once it returned
+		for {
+			code, e = h.call(h.client(nil), http.MethodDelete, api.PathBackups+"/"+id, operator, nil, nil)
+			if code == http.StatusNoContent {
+				break
+			}
+			if code != http.StatusConflict || time.Now().After(deadline) {
+				t.Fatalf("DELETE after the download: %d %+v", code, e)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		if resp, _, err := h.getImage(viewer, id, ""); err != nil || resp.StatusCode != http.StatusNotFound {
+			t.Fatalf("download of the deleted backup: %v %v, want 404", resp.StatusCode, err)
+		}
+
+		// A reader that died stops renewing: its record holds the backup until it expires.
+		id = h.backupImage(a, operator, randomImage(t, 3*testChunk))
+		if _, err := h.Cat.BeginBackupRead(t.Context(), id, time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		if code, e := h.call(h.client(nil), http.MethodDelete, api.PathBackups+"/"+id, operator, nil, nil); code != http.StatusConflict {
+			t.Fatalf("DELETE while a read is recorded: %d %+v, want 409", code, e)
+		}
+		h.Clock.Add(2 * time.Minute)
+		if code, e := h.call(h.client(nil), http.MethodDelete, api.PathBackups+"/"+id, operator, nil, nil); code != http.StatusNoContent {
+			t.Fatalf("DELETE once the read expired: %d %+v, want 204", code, e)
 		}
 	})
 }

@@ -82,9 +82,9 @@ type (
 	}
 	imageService interface {
 		Open(ctx context.Context, backupID, diskID string) (*restore.Image, restore.Disk, error)
-		// Serve admits one read of restore points for a client, within the hub's bound
-		// shared with the API.
-		Serve(ctx context.Context) (release func(), err error)
+		// Serve admits one read of a backup for a client, within the hub's bound shared with
+		// the API, and holds the backup against deletion until release.
+		Serve(ctx context.Context, backupID string) (release func(), err error)
 	}
 	policyService interface {
 		Create(ctx context.Context, in api.Policy) (api.Policy, error)
@@ -271,11 +271,12 @@ const (
 // route registers a handler that needs a signed-in user of at least role need; a change
 // (anything but GET) must also carry the session's CSRF token, checked before the role so that
 // a forged request learns nothing, and is recorded as an audit event like the API's.
-// served admits h, a read of restore points, within the hub's bound on those served at once
-// (restore.MaxServed, shared with the API): over it, after a short wait, the page says so (429).
+// served admits h, a read of the backup its path names, within the hub's bound on those served
+// at once (restore.MaxServed, shared with the API): over it, after a short wait, the page says
+// so (429). The backup is held against deletion while h runs.
 func (c *Console) served(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		release, err := c.d.Images.Serve(r.Context())
+		release, err := c.d.Images.Serve(r.Context(), r.PathValue("id"))
 		if err != nil {
 			if errors.Is(err, restore.ErrBusy) {
 				w.Header().Set("Retry-After", "5")

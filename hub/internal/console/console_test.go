@@ -102,7 +102,7 @@ func (n noBackups) OpenIn(ctx context.Context, backupID, diskID, _ string) (*res
 	return n.Open(ctx, backupID, diskID)
 }
 
-func (noBackups) Serve(context.Context) (func(), error) { return func() {}, nil }
+func (noBackups) Serve(context.Context, string) (func(), error) { return func() {}, nil }
 
 func (noBackups) Open(context.Context, string, string) (*restore.Image, restore.Disk, error) {
 	return nil, restore.Disk{}, catalog.ErrNotFound

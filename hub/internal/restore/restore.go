@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"sync"
 	"time"
 
@@ -48,7 +49,14 @@ type restoreCatalog interface {
 	RecordEvents(ctx context.Context, evs []catalog.Event) error
 	RepositoryByName(ctx context.Context, name string) (*catalog.Repository, error)
 	BackupCopies(ctx context.Context, backupID string) ([]catalog.BackupCopy, error)
+	BeginBackupRead(ctx context.Context, backupID string, ttl time.Duration) (string, error)
+	RenewBackupRead(ctx context.Context, id string, ttl time.Duration) error
+	EndBackupRead(ctx context.Context, id string) error
 }
+
+// readTTL is how long a read's record in the catalog (catalog.BackupRead) keeps its backup from
+// deletion without renewal; Hold renews it every readTTL/4.
+const readTTL = 2 * time.Minute
 
 // OpenFunc opens the repository with a catalog id.
 type OpenFunc func(ctx context.Context, id string) (Repository, error)
@@ -60,21 +68,28 @@ type Service struct {
 	m      *metrics
 	served *semaphore.Weighted // reads served to clients (Serve)
 	wait   time.Duration
+	ttl    time.Duration // readTTL; a field so that a test can shorten it
+	log    *slog.Logger
 }
 
 // New returns the service; the metrics of the images it opens are registered on reg (nil: not
 // registered).
 func New(cat restoreCatalog, open OpenFunc, reg prometheus.Registerer) *Service {
-	return &Service{cat: cat, open: open, m: newMetrics(reg), served: semaphore.NewWeighted(MaxServed), wait: servedWait}
+	return &Service{cat: cat, open: open, m: newMetrics(reg), served: semaphore.NewWeighted(MaxServed), wait: servedWait, ttl: readTTL,
+		log: slog.New(slog.DiscardHandler)}
 }
+
+// SetLogger sets where the service logs (nothing otherwise).
+func (s *Service) SetLogger(log *slog.Logger) { s.log = log }
 
 // SetServeWaitForTest sets how long Serve waits before ErrBusy (10 s otherwise).
 func (s *Service) SetServeWaitForTest(d time.Duration) { s.wait = d }
 
-// Serve admits one read of restore points served to a client (a download, a listing), waiting
-// up to 10 s while MaxServed others are being served: ErrBusy after that, the context's error
-// when it ends first. The read must call release when it ends.
-func (s *Service) Serve(ctx context.Context) (release func(), err error) {
+// Serve admits one read of backup backupID served to a client (a download, a listing),
+// waiting up to 10 s while MaxServed others are being served: ErrBusy after that, the context's
+// error when it ends first. The read holds the backup (Hold) until it calls release, which it
+// must when it ends.
+func (s *Service) Serve(ctx context.Context, backupID string) (release func(), err error) {
 	wctx, cancel := context.WithTimeout(ctx, s.wait)
 	defer cancel()
 	if err := s.served.Acquire(wctx, 1); err != nil {
@@ -84,7 +99,53 @@ func (s *Service) Serve(ctx context.Context) (release func(), err error) {
 		s.m.busy.Inc()
 		return nil, fmt.Errorf("%w (%d at once); retry when one has ended", ErrBusy, MaxServed)
 	}
-	return sync.OnceFunc(func() { s.served.Release(1) }), nil
+	unhold, err := s.Hold(ctx, backupID)
+	if err != nil {
+		s.served.Release(1)
+		return nil, err
+	}
+	return sync.OnceFunc(func() {
+		unhold()
+		s.served.Release(1)
+	}), nil
+}
+
+// Hold records in the catalog that backup backupID is being read, and renews that record until
+// release is called: meanwhile the backup cannot be deleted, pruned or moved, nor a copy of it
+// removed, by this hub or another on the same catalog. A backup that does not exist →
+// catalog.ErrNotFound; one that is not a restore point → catalog.ErrConflict. A renewal that
+// fails is logged and the read goes on: every chunk it reads is verified, so a backup removed
+// under it fails the read, never returns other bytes.
+func (s *Service) Hold(ctx context.Context, backupID string) (release func(), err error) {
+	id, err := s.cat.BeginBackupRead(ctx, backupID, s.ttl)
+	if err != nil {
+		return nil, err
+	}
+	done, stopped := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(stopped)
+		t := time.NewTicker(s.ttl / 4)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+			}
+			if err := s.cat.RenewBackupRead(context.WithoutCancel(ctx), id, s.ttl); err != nil {
+				s.log.WarnContext(ctx, "renew the record of a backup read; its backup may be deleted under it", "job_id", backupID, "err", err)
+			}
+		}
+	}()
+	return sync.OnceFunc(func() {
+		close(done)
+		<-stopped
+		ectx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		if err := s.cat.EndBackupRead(ectx, id); err != nil {
+			s.log.WarnContext(ctx, "end the record of a backup read (it expires)", "job_id", backupID, "err", err)
+		}
+	}), nil
 }
 
 // recorder returns the function with which an image of row's disk, read from the repository

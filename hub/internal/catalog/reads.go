@@ -1,0 +1,79 @@
+package catalog
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/uptrace/bun"
+
+	"github.com/sendense/sendense/shared/api"
+)
+
+// BackupRead is a read of a restore point served to a client: an image download, a file-level
+// restore, a restore run from the command line. While it is unexpired, the backup cannot be
+// deleted, pruned or moved, nor its copies removed (refuseBackupUsers). The reader renews it as
+// it goes; one that dies stops renewing, and the read expires.
+type BackupRead struct {
+	bun.BaseModel `bun:"table:backup_reads,alias:br"`
+
+	ID        string    `bun:"id,pk"`
+	BackupID  string    `bun:"backup_id,notnull"`
+	StartedAt time.Time `bun:"started_at,notnull"`
+	ExpiresAt time.Time `bun:"expires_at,notnull"`
+}
+
+// BeginBackupRead records that successful backup backupID is being read, for ttl. The backup's
+// row is held while this is decided, so a deletion either sees the read or happened before it:
+// no backup, or one that is not a restore point (queued, running, failed) → ErrNotFound or
+// ErrConflict, and nothing is recorded.
+func (c *Catalog) BeginBackupRead(ctx context.Context, backupID string, ttl time.Duration) (string, error) {
+	now := c.now()
+	r := &BackupRead{ID: NewID("br-", now), BackupID: backupID, StartedAt: now, ExpiresAt: now.Add(ttl)}
+	err := c.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+		var status string
+		err := tx.QueryRowContext(ctx, "SELECT status FROM backup_jobs WHERE id = ?"+c.rowLock(false), backupID).Scan(&status)
+		switch {
+		case errors.Is(err, sql.ErrNoRows):
+			return fmt.Errorf("backup %s: %w", backupID, ErrNotFound)
+		case err != nil:
+			return fmt.Errorf("select backup %s: %w", backupID, err)
+		case status != api.JobSucceeded:
+			return fmt.Errorf("backup %s is %s, not a restore point: %w", backupID, status, ErrConflict)
+		}
+		if _, err := tx.NewInsert().Model(r).Exec(ctx); err != nil {
+			return fmt.Errorf("record a read of backup %s: %w", backupID, err)
+		}
+		return nil
+	})
+	if err != nil {
+		return "", err
+	}
+	return r.ID, nil
+}
+
+// RenewBackupRead extends the read id by ttl from now; an expired or unknown one →
+// ErrNotFound: the backup may have gone meanwhile.
+func (c *Catalog) RenewBackupRead(ctx context.Context, id string, ttl time.Duration) error {
+	now := c.now()
+	res, err := c.db.NewUpdate().Model((*BackupRead)(nil)).Set("expires_at = ?", now.Add(ttl)).
+		Where("id = ?", id).Where("expires_at > ?", now).Exec(ctx)
+	if err != nil {
+		return fmt.Errorf("renew backup read %s: %w", id, err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return fmt.Errorf("backup read %s expired: %w", id, ErrNotFound)
+	}
+	return nil
+}
+
+// EndBackupRead forgets the read id, and any read that expired more than a day ago (its reader
+// died); an unknown id is not an error.
+func (c *Catalog) EndBackupRead(ctx context.Context, id string) error {
+	if _, err := c.db.NewDelete().Model((*BackupRead)(nil)).WhereOr("id = ?", id).WhereOr("expires_at < ?", c.now().Add(-24*time.Hour)).Exec(ctx); err != nil {
+		return fmt.Errorf("end backup read %s: %w", id, err)
+	}
+	return nil
+}
