@@ -39,6 +39,9 @@ type Repository struct {
 	// after a retention run that keeps it) its objects cannot be deleted.
 	S3ObjectLock string `bun:"s3_object_lock,notnull"`
 	S3LockDays   int    `bun:"s3_lock_days,notnull"`
+
+	// GCAt is when garbage collection last completed on the repository (zero: never).
+	GCAt time.Time `bun:"gc_at,nullzero"`
 }
 
 // Agent is an enrolled sendense-agent.

@@ -3,6 +3,7 @@ package catalog
 import (
 	"context"
 	"fmt"
+	"time"
 )
 
 // CreateRepository records a repository. A repository with the same name → ErrConflict.
@@ -54,6 +55,14 @@ func (c *Catalog) SetRepositoryPasswordFile(ctx context.Context, id, path string
 	}
 	if n, err := res.RowsAffected(); err != nil || n != 1 {
 		return fmt.Errorf("update repository %s: %w", id, ErrNotFound)
+	}
+	return nil
+}
+
+// RecordGC records that garbage collection of repository id completed at at.
+func (c *Catalog) RecordGC(ctx context.Context, id string, at time.Time) error {
+	if _, err := c.db.NewUpdate().Model((*Repository)(nil)).Set("gc_at = ?", at.UTC()).Where("id = ?", id).Exec(ctx); err != nil {
+		return fmt.Errorf("record garbage collection of repository %s: %w", id, err)
 	}
 	return nil
 }

@@ -102,6 +102,8 @@ func (c *fakeCatalog) Repositories(context.Context) ([]catalog.Repository, error
 
 func (c *fakeCatalog) OpenSessionDigests(context.Context, string) ([]string, error) { return nil, nil }
 
+func (c *fakeCatalog) RecordGC(context.Context, string, time.Time) error { return nil }
+
 func (c *fakeCatalog) OldestWrite(context.Context, string) (time.Time, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -17,6 +17,7 @@ import (
 	"github.com/sendense/sendense/hub/internal/catalog"
 	"github.com/sendense/sendense/hub/internal/fidx"
 	"github.com/sendense/sendense/hub/internal/repository"
+	"github.com/sendense/sendense/hub/internal/schedule"
 	"github.com/sendense/sendense/shared/chunk"
 )
 
@@ -26,6 +27,7 @@ type gcCatalog interface {
 	OpenSessionDigests(ctx context.Context, repositoryID string) ([]string, error)
 	OldestWrite(ctx context.Context, repositoryID string) (time.Time, error)
 	IndexedDisks(ctx context.Context, repositoryID string) ([]catalog.IndexedDisk, error)
+	RecordGC(ctx context.Context, repositoryID string, at time.Time) error
 }
 
 // Repository is what garbage collection needs of one repository.
@@ -109,11 +111,12 @@ type Collector struct {
 	now  func() time.Time
 	// removeParallel overrides the repositories' RemovalParallelism when > 0.
 	removeParallel int
+	settle         time.Duration // the least wait of a starting schedule: schedule.Settle
 }
 
 // New returns a collector and registers its metrics on reg (nil: none).
 func New(cat gcCatalog, open OpenFunc, log *slog.Logger, reg prometheus.Registerer) *Collector {
-	return &Collector{cat: cat, open: open, log: log, m: newMetrics(reg), now: time.Now}
+	return &Collector{cat: cat, open: open, log: log, m: newMetrics(reg), now: time.Now, settle: schedule.Settle}
 }
 
 // Run collects the named repository (every repository when name is empty). A chunk is removed
@@ -274,10 +277,16 @@ func (g *Collector) collect(ctx context.Context, r catalog.Repository, grace tim
 	}
 	rep.Duration = g.now().Sub(start)
 	if !dryRun {
+		// The schedule counts from here (Schedule); failing to record it only makes the next
+		// scheduled collection come sooner.
+		end := g.now()
+		if err := g.cat.RecordGC(ctx, r.ID, end); err != nil {
+			g.log.WarnContext(ctx, "record the end of garbage collection", "repository", r.Name, "err", err)
+		}
 		g.m.FreedBytes.WithLabelValues(r.Name).Add(float64(rep.FreedBytes))
 		g.m.FreedChunks.WithLabelValues(r.Name).Add(float64(rep.FreedChunks))
 		g.m.Duration.WithLabelValues(r.Name).Set(rep.Duration.Seconds())
-		g.m.LastRun.WithLabelValues(r.Name).Set(float64(g.now().Unix()))
+		g.m.LastRun.WithLabelValues(r.Name).Set(float64(end.Unix()))
 		g.m.Size.WithLabelValues(r.Name).Set(float64(rep.KeptBytes))
 		g.m.Chunks.WithLabelValues(r.Name).Set(float64(rep.Chunks - rep.FreedChunks))
 	}
@@ -340,18 +349,47 @@ type removalParallelism interface {
 // suggests — 16 on S3, 1 on a local directory). Not safe to call while a collection runs.
 func (g *Collector) SetRemovalParallelism(n int) { g.removeParallel = n }
 
-// Schedule runs a collection of every repository every interval until ctx ends.
+// Schedule runs a collection of every repository every interval until ctx ends. The first comes
+// an interval after the least recent collection the catalog records (of any repository; at
+// once, after the hub settled, when one was never collected), not an interval after this
+// start: a hub restarted more often than the interval still collects.
 func (g *Collector) Schedule(ctx context.Context, interval, grace time.Duration) error {
+	wait := interval
+	if last, err := g.leastRecent(ctx); err != nil {
+		g.log.WarnContext(ctx, "scheduled garbage collection: the last one is not known; the first comes an interval from now", "err", err)
+	} else {
+		wait = schedule.FirstWait(last, interval, g.settle, g.now())
+	}
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-time.After(interval):
+		case <-time.After(wait):
 		}
+		wait = interval
 		if _, err := g.Run(ctx, "", grace, false); err != nil && ctx.Err() == nil {
 			g.log.ErrorContext(ctx, "scheduled garbage collection failed", "err", err)
 		}
 	}
+}
+
+// leastRecent returns the time of the least recent collection among the repositories: the zero
+// Time when one was never collected (or there are none).
+func (g *Collector) leastRecent(ctx context.Context) (time.Time, error) {
+	rs, err := g.cat.Repositories(ctx)
+	if err != nil {
+		return time.Time{}, err
+	}
+	var least time.Time
+	for i, r := range rs {
+		if r.GCAt.IsZero() {
+			return time.Time{}, nil
+		}
+		if i == 0 || r.GCAt.Before(least) {
+			least = r.GCAt
+		}
+	}
+	return least, nil
 }
 
 // Measure sets the size and chunk gauges of every repository from a walk of its chunks, and
@@ -365,7 +403,11 @@ func (g *Collector) Measure(ctx context.Context) error {
 		g.m.FreedBytes.WithLabelValues(r.Name)
 		g.m.FreedChunks.WithLabelValues(r.Name)
 		g.m.Duration.WithLabelValues(r.Name)
-		g.m.LastRun.WithLabelValues(r.Name)
+		if r.GCAt.IsZero() {
+			g.m.LastRun.WithLabelValues(r.Name)
+		} else {
+			g.m.LastRun.WithLabelValues(r.Name).Set(float64(r.GCAt.Unix())) // a restart keeps it
+		}
 		repo, err := g.open(ctx, r.ID)
 		if err != nil {
 			return err

@@ -41,6 +41,13 @@ func (c *fakeCatalog) OpenSessionDigests(context.Context, string) ([]string, err
 	return c.sessions, nil
 }
 
+func (c *fakeCatalog) RecordGC(_ context.Context, id string, at time.Time) error {
+	if id == c.repo.ID {
+		c.repo.GCAt = at
+	}
+	return nil
+}
+
 func (c *fakeCatalog) OldestWrite(context.Context, string) (time.Time, error) {
 	return time.Time{}, nil
 }
@@ -113,6 +120,30 @@ func TestCollectRemovesOnlyGarbage(t *testing.T) {
 	}
 	if n, err := testutil.GatherAndCount(reg, "sendense_hub_gc_freed_chunks_total", "sendense_hub_repository_chunks"); err != nil || n != 2 {
 		t.Errorf("the registry the collector was given exports %d of its series (%v), want 2", n, err)
+	}
+}
+
+// A collection is recorded in the catalog when it completes (not a dry run), and the schedule
+// counts from the least recent one: a hub restarted more often than gc_interval still collects.
+func TestScheduleCountsFromTheLastCollection(t *testing.T) {
+	c, _, _, _, _ := setup(t, nil)
+	cat := c.cat.(*fakeCatalog)
+	if last, err := c.leastRecent(t.Context()); err != nil || !last.IsZero() {
+		t.Fatalf("never collected: least recent %v (%v), want zero: collect once the hub settled", last, err)
+	}
+	if _, err := c.Run(t.Context(), "r", 30*time.Minute, true); err != nil || !cat.repo.GCAt.IsZero() {
+		t.Fatalf("a dry run recorded a collection at %v (%v)", cat.repo.GCAt, err)
+	}
+	before := c.now()
+	if _, err := c.Run(t.Context(), "r", 30*time.Minute, false); err != nil {
+		t.Fatal(err)
+	}
+	last, err := c.leastRecent(t.Context())
+	if err != nil || last.Before(before) || last.After(c.now()) {
+		t.Fatalf("collection recorded at %v (%v), want between %v and now", last, err, before)
+	}
+	if got := testutil.ToFloat64(c.m.LastRun.WithLabelValues("r")); got != float64(last.Unix()) {
+		t.Errorf("sendense_hub_gc_last_run_timestamp_seconds = %v, want %v", got, last.Unix())
 	}
 }
 

@@ -53,6 +53,7 @@ func TestScheduledCollectionOnOneHub(t *testing.T) {
 		log := slog.New(countHandler{Handler: slog.DiscardHandler, n: &runs[i]})
 		col := New(shared.cat, shared.open, log, nil)
 		col.now = shared.now
+		col.settle = 0
 		leases := lease.New(cats[i], log, nil, lease.Options{Holder: []string{"hub-a", "hub-b"}[i], TTL: 3 * time.Second})
 		wg.Go(func() {
 			_ = leases.Run(ctx, "gc", func(ctx context.Context) error { return col.Schedule(ctx, 100*time.Millisecond, time.Minute) })

@@ -179,3 +179,14 @@ func Due(s Schedule, last, now time.Time) (due bool, next time.Time) {
 	}
 	return false, slot
 }
+
+// Settle is how long a starting hub waits at least before a background duty's first run.
+const Settle = time.Minute
+
+// FirstWait is how long a duty that runs every interval (verification, garbage collection)
+// waits for its first run when it starts: until an interval after its last run (the zero Time:
+// never), and at least settle (Settle), for the hub to settle after its start. A duty counted
+// from its start instead would never run on a hub restarted more often than its interval.
+func FirstWait(last time.Time, interval, settle time.Duration, now time.Time) time.Duration {
+	return max(settle, last.Add(interval).Sub(now))
+}

@@ -471,3 +471,23 @@ func BenchmarkNext(b *testing.B) {
 		})
 	}
 }
+
+// A duty that starts (a hub restarted, the lease taken over) runs an interval after its last
+// run, not an interval after its start: a hub restarted every few days still verifies weekly.
+func TestFirstWaitCountsFromTheLastRun(t *testing.T) {
+	now := time.Date(2026, 12, 4, 12, 0, 0, 0, time.UTC)
+	week := 7 * 24 * time.Hour
+	for _, tc := range []struct {
+		last time.Time
+		want time.Duration
+	}{
+		{time.Time{}, time.Minute},                     // never run: once the hub settled
+		{now.Add(-8 * 24 * time.Hour), time.Minute},    // overdue
+		{now.Add(-5 * 24 * time.Hour), 48 * time.Hour}, // the rest of the week
+		{now, week},
+	} {
+		if got := schedule.FirstWait(tc.last, week, schedule.Settle, now); got != tc.want {
+			t.Errorf("last run %v: first run in %v, want %v", tc.last, got, tc.want)
+		}
+	}
+}

@@ -24,6 +24,7 @@ import (
 	"github.com/sendense/sendense/hub/internal/events"
 	"github.com/sendense/sendense/hub/internal/fidx"
 	"github.com/sendense/sendense/hub/internal/repository"
+	"github.com/sendense/sendense/hub/internal/schedule"
 	"github.com/sendense/sendense/shared/api"
 	"github.com/sendense/sendense/shared/chunk"
 )
@@ -477,7 +478,7 @@ func (v *Verifier) Schedule(ctx context.Context, interval time.Duration) error {
 	if _, last, err := v.cat.VerifySummary(ctx); err != nil {
 		v.log.WarnContext(ctx, "scheduled verification: the last one is not known; the first comes an interval from now", "err", err)
 	} else {
-		wait = firstWait(last, interval, v.now())
+		wait = schedule.FirstWait(last, interval, schedule.Settle, v.now())
 	}
 	for {
 		select {
@@ -495,10 +496,4 @@ func (v *Verifier) Schedule(ctx context.Context, interval time.Duration) error {
 				"chunks", len(rep.DamagedChunks))
 		}
 	}
-}
-
-// firstWait is how long a starting schedule waits for its first verification: until an interval
-// after the last one, and at least a minute, for the hub to settle after its start.
-func firstWait(last time.Time, interval time.Duration, now time.Time) time.Duration {
-	return max(time.Minute, last.Add(interval).Sub(now))
 }
