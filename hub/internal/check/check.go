@@ -6,6 +6,7 @@ package check
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sort"
@@ -39,6 +40,9 @@ type Repository interface {
 	CleanTemp(ctx context.Context, dryRun bool) (int, error)
 	// WalkQuarantine calls fn for every damaged chunk object moved into quarantine.
 	WalkQuarantine(ctx context.Context, fn func(q repository.Quarantined) error) error
+	// ReadBackupRecord reads the repository's record of one backup:
+	// repository.ErrBackupRecordNotFound when there is none.
+	ReadBackupRecord(ctx context.Context, vmUUID, backupID string) (*repository.BackupRecord, error)
 }
 
 // OpenFunc opens the repository with a catalog id.
@@ -47,7 +51,7 @@ type OpenFunc func(ctx context.Context, id string) (Repository, error)
 // Problem is one inconsistency.
 type Problem struct {
 	Repository string
-	Kind       string // missing_index, orphan_index, missing_chunk, unreadable_index, stale_temp
+	Kind       string // missing_index, orphan_index, unimported_backup, missing_chunk, unreadable_index, stale_temp
 	BackupID   string
 	DiskID     string
 	Detail     string
@@ -98,6 +102,9 @@ func New(cat checkCatalog, open OpenFunc, log *slog.Logger) *Checker {
 // running (a failed or deleted backup's leftovers) — and stale temporary files: those of
 // writers that died (a crash), which no live process owns.
 // Missing indexes and chunks cannot be repaired: they are reported with the backups they break.
+// Neither can the indexes of a backup the repository records but the catalog lacks (a catalog
+// restored from an older copy, an attach under way): repo attach imports them, and repair
+// leaves them.
 func (c *Checker) Run(ctx context.Context, repair bool) (Report, error) {
 	var rep Report
 	rs, err := c.cat.Repositories(ctx)
@@ -168,9 +175,11 @@ func (c *Checker) repository(ctx context.Context, r catalog.Repository, repair b
 	for _, ref := range refs {
 		d, isKnown := known[ref]
 		if !isKnown && !active[ref.BackupID] {
-			p := Problem{Repository: r.Name, Kind: "orphan_index", BackupID: ref.BackupID, DiskID: ref.DiskID,
-				Detail: "no backup in the catalog names this index (a deleted or failed backup's leftover)"}
-			if repair {
+			p, orphan, err := c.unnamed(ctx, repo, r.Name, ref)
+			if err != nil {
+				return err
+			}
+			if repair && orphan {
 				if err := repo.RemoveIndex(ctx, ref); err != nil {
 					return err
 				}
@@ -247,4 +256,29 @@ func (c *Checker) repository(ctx context.Context, r catalog.Repository, repair b
 		rep.Problems = append(rep.Problems, p)
 	}
 	return nil
+}
+
+// unnamed classifies an index that no backup in the catalog names and no running job writes: an
+// orphan (a deleted or failed backup's leftover, which repair may remove) when the repository
+// holds no record of its backup — a deletion removes the record before the indexes, and a backup
+// writes it only once it succeeded — and otherwise a backup the catalog lacks, which is kept.
+// A record that cannot be read keeps the index too: repair removes only what is provably
+// orphaned.
+func (c *Checker) unnamed(ctx context.Context, repo Repository, name string, ref repository.IndexRef) (_ Problem, orphan bool, _ error) {
+	p := Problem{Repository: name, BackupID: ref.BackupID, DiskID: ref.DiskID}
+	_, err := repo.ReadBackupRecord(ctx, ref.VMUUID, ref.BackupID)
+	switch {
+	case errors.Is(err, repository.ErrBackupRecordNotFound):
+		p.Kind, p.Detail = "orphan_index", "no backup in the catalog names this index (a deleted or failed backup's leftover)"
+		return p, true, nil
+	case errors.Is(err, repository.ErrInvalidRef):
+		return p, false, err
+	case err != nil:
+		p.Kind, p.Detail = "orphan_index", fmt.Sprintf("no backup in the catalog names this index, and the repository's record of its backup cannot be read (%v): left in place", err)
+		return p, false, nil
+	}
+	p.Kind = "unimported_backup"
+	p.Detail = "the repository records this backup as complete but the catalog lacks it (a catalog restored from an older copy, " +
+		"an attach under way): `sendense-hub repo attach` with this repository's name and location imports it; repair leaves it"
+	return p, false, nil
 }

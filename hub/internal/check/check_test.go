@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/sendense/sendense/hub/internal/catalog"
 	"github.com/sendense/sendense/hub/internal/fidx"
@@ -203,5 +204,84 @@ func TestRepairKeepsAnIndexCommittedDuringTheCheck(t *testing.T) {
 	}
 	if _, err := repo.ReadIndex(t.Context(), orphan); !errors.Is(err, repository.ErrIndexNotFound) {
 		t.Fatalf("the orphan index: %v, want removed", err)
+	}
+}
+
+// An index no catalog row names whose backup the repository records as complete (the catalog
+// restored from an older copy, an attach under way) is not an orphan: it is reported as a
+// backup the catalog lacks and repair keeps it; so does an index whose record cannot be read.
+// Only an index without a record (a deleted backup's leftover: deletion removes the record
+// first) is removed.
+func TestRepairKeepsTheIndexesOfBackupsTheRepositoryRecords(t *testing.T) {
+	ctx := t.Context()
+	dir := filepath.Join(t.TempDir(), "repo")
+	repo, err := repository.InitDir(ctx, dir, 64<<10, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = repo.Close() })
+	p := make([]byte, 1000)
+	_, _ = rand.Read(p)
+	blob, err := chunk.AppendBlob(nil, chunk.CodecRaw, len(p), p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := chunk.Sum(p)
+	if _, err := repo.PutChunk(ctx, d, blob); err != nil {
+		t.Fatal(err)
+	}
+	idx, err := fidx.New(64<<10, 64<<10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	idx.Digests[0] = d
+	refs := map[string]repository.IndexRef{}
+	for _, id := range []string{"bk-recorded", "bk-unreadable", "bk-orphan"} {
+		refs[id] = repository.IndexRef{VMUUID: "vm-1", DiskID: "disk-2000", BackupID: id}
+		if _, err := repo.WriteIndex(ctx, refs[id], idx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	now := time.Now()
+	rows := &catalog.BackupRows{
+		Agent:  catalog.Agent{ID: "agent-1", Name: "a1"},
+		Source: catalog.Source{Name: "lab"},
+		VM:     catalog.VMContext{ContextID: "ctx-1", InstanceUUID: "vm-1", VMName: "db1"},
+		Job:    catalog.BackupJob{ID: "bk-recorded", Type: api.BackupFull, Status: api.JobSucceeded, CreatedAt: now, StartedAt: now, FinishedAt: now},
+		Disks: []catalog.BackupDisk{{DiskID: "disk-2000", Type: api.BackupFull, CapacityBytes: 64 << 10, ChunkSize: 64 << 10, SlotsTotal: 1,
+			IndexPath: "indexes/vm-1/disk-2000/bk-recorded.fidx", IndexDigest: "ab"}},
+	}
+	if err := repo.WriteBackupRecord(ctx, repository.RecordOf(rows)); err != nil {
+		t.Fatal(err)
+	}
+	bad := filepath.Join(dir, "backups", "vm-1", "bk-unreadable.json")
+	if err := os.WriteFile(bad, []byte("{not a record"), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	cat := &fakeCatalog{repo: catalog.Repository{ID: repo.ID(), Name: "r", Path: dir}}
+	rep, err := New(cat, func(context.Context, string) (Repository, error) { return repo, nil }, slog.New(slog.DiscardHandler)).Run(ctx, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]Problem{}
+	for _, p := range rep.Problems {
+		got[p.BackupID] = p
+	}
+	if p := got["bk-recorded"]; p.Kind != "unimported_backup" || p.Repaired || !strings.Contains(p.Detail, "repo attach") {
+		t.Errorf("the recorded backup's index: %+v, want unimported_backup, kept", p)
+	}
+	if p := got["bk-unreadable"]; p.Kind != "orphan_index" || p.Repaired || !strings.Contains(p.Detail, "left in place") {
+		t.Errorf("the index with an unreadable record: %+v, want reported and kept", p)
+	}
+	if p := got["bk-orphan"]; p.Kind != "orphan_index" || !p.Repaired {
+		t.Errorf("the orphan: %+v, want repaired", p)
+	}
+	for id, want := range map[string]bool{"bk-recorded": true, "bk-unreadable": true, "bk-orphan": false} {
+		if _, err := repo.ReadIndex(ctx, refs[id]); (err == nil) != want {
+			t.Errorf("index of %s after repair: %v, want kept %v", id, err, want)
+		}
+	}
+	if rep.OK() {
+		t.Error("the report is OK with a backup the catalog lacks")
 	}
 }
