@@ -145,14 +145,16 @@ func (c *Catalog) VMBackupHistory(ctx context.Context, vmContextID, repositoryID
 	return out, nil
 }
 
-// LastSuccessByVM returns, per VM, when its newest successful backup in the repository was made.
-func (c *Catalog) LastSuccessByVM(ctx context.Context, repositoryID string) (map[string]time.Time, error) {
+// LastSuccessByVM returns, per VM, when its newest successful backup in the repository made at or
+// before notAfter was made (a VM without one is absent).
+func (c *Catalog) LastSuccessByVM(ctx context.Context, repositoryID string, notAfter time.Time) (map[string]time.Time, error) {
 	var rows []struct {
 		VMContextID string    `bun:"vm_context_id"`
 		Last        time.Time `bun:"last"`
 	}
 	err := c.db.NewSelect().Model((*BackupJob)(nil)).Column("vm_context_id").ColumnExpr("MAX(created_at) AS last").
-		Where("repository_id = ?", repositoryID).Where("status = ?", api.JobSucceeded).Group("vm_context_id").Scan(ctx, &rows)
+		Where("repository_id = ?", repositoryID).Where("status = ?", api.JobSucceeded).Where("created_at <= ?", notAfter.UTC()).
+		Group("vm_context_id").Scan(ctx, &rows)
 	if err != nil {
 		return nil, fmt.Errorf("last successful backups: %w", err)
 	}

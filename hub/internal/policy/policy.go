@@ -39,7 +39,7 @@ type policyCatalog interface {
 	PolicyStats(ctx context.Context, policyID string) (catalog.PolicyRunStats, error)
 	RestoreTestPolicyStats(ctx context.Context, policyID string) (catalog.PolicyRunStats, error)
 	VMBackupHistory(ctx context.Context, vmContextID, repositoryID string) ([]catalog.BackupJob, error)
-	LastSuccessByVM(ctx context.Context, repositoryID string) (map[string]time.Time, error)
+	LastSuccessByVM(ctx context.Context, repositoryID string, notAfter time.Time) (map[string]time.Time, error)
 	VMs(ctx context.Context, f catalog.VMFilter) ([]catalog.VMWithSource, int, error)
 	RepositoryByName(ctx context.Context, name string) (*catalog.Repository, error)
 	RepositoryByID(ctx context.Context, id string) (*catalog.Repository, error)

@@ -240,7 +240,10 @@ func (s *Service) overdueVMs(ctx context.Context, p *catalog.Policy, covered []c
 	now := s.now()
 	n1 := sched.Next(now)
 	window := 2 * sched.Next(n1).Sub(n1)
-	last, err := s.cat.LastSuccessByVM(ctx, p.RepositoryID)
+	// A backup recorded further ahead than a clock correction steps (schedule.StepBack) was
+	// dated by a clock that was wrong: when it was taken is unknown, and trusting its date would
+	// keep its VM off this list, whatever happens to its backups, until the clock catches up.
+	last, err := s.cat.LastSuccessByVM(ctx, p.RepositoryID, now.Add(schedule.StepBack))
 	if err != nil {
 		return nil, err
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -233,3 +234,44 @@ func TestPolicyValidation(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// A backup dated a year ahead (by a hub clock that was wrong, since corrected) does not keep its
+// VM off the overdue list: when it was taken is unknown. Before, its date kept the VM protected
+// in the metrics for a year, whatever happened to the VM's backups since.
+func TestOverdueIgnoresBackupsDatedAhead(t *testing.T) {
+	r := newRig(t)
+	ctx := t.Context()
+	if _, err := r.ps.Create(ctx, api.Policy{Name: "daily", Enabled: true, VMs: []string{"db-1"}, Schedule: "@daily", Retention: api.Retention{KeepLast: 30}}); err != nil {
+		t.Fatal(err)
+	}
+	v, err := r.c.ResolveVM(ctx, "db-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	overdue := func(at time.Time) bool {
+		t.Helper()
+		r.clk.Set(at)
+		ids, err := r.ps.OverdueVMs(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return slices.Contains(ids, v.ContextID)
+	}
+	day := func(d int) time.Time { return time.Date(2026, 1, d, 12, 0, 0, 0, time.UTC) }
+	r.backup(t, "db-1", time.Date(2027, 1, 1, 0, 0, 0, 0, time.UTC))
+	if !overdue(day(10)) {
+		t.Fatal("db-1, whose only backup is dated a year ahead, is not overdue")
+	}
+	r.backup(t, "db-1", day(10))
+	if overdue(day(10).Add(time.Hour)) {
+		t.Fatal("db-1 is overdue an hour after a backup")
+	}
+	if !overdue(day(13)) {
+		t.Fatal("db-1 is not overdue three days after its last backup of a daily policy")
+	}
+	// A backup dated a little ahead (a clock stepped back by NTP) still counts.
+	r.backup(t, "db-1", day(13).Add(30*time.Minute))
+	if overdue(day(13)) {
+		t.Fatal("a backup dated 30 minutes ahead does not count")
+	}
+}
