@@ -942,7 +942,12 @@ func (s *Store) Lock(ctx context.Context, name string) (release func() error, er
 		return nil, fmt.Errorf("lock %s: %w", name, err)
 	}
 	l := &lease{s: s, name: name, obj: s.prefix + "locks/" + name, token: token(), stop: make(chan struct{}), done: make(chan struct{})}
+	start := time.Now()
 	if err := l.acquire(ctx); err != nil {
+		return nil, fmt.Errorf("lock %s: %w", name, err)
+	}
+	if err := s.checkClock(ctx, l.obj, start); err != nil {
+		_ = l.drop(ctx)
 		return nil, fmt.Errorf("lock %s: %w", name, err)
 	}
 	s.mu.Lock()
@@ -955,6 +960,29 @@ func (s *Store) Lock(ctx context.Context, name string) (release func() error, er
 	s.mu.Unlock()
 	go l.renew()
 	return func() error { return s.release(l) }, nil
+}
+
+// ErrClockBehind: the server dates the objects it stores further behind this host's clock than
+// clockMargin.
+var ErrClockBehind = errors.New("the S3 server's clock is behind this host's")
+
+// checkClock compares the time the server gave obj, written since start, with this host's
+// clock. Leases, removal markers and garbage collection's cutoff all compare the server's object
+// times with this host's clock, allowing clockMargin: a server further behind would make a live
+// lease look stale and a chunk stored this minute look old enough to collect, so a lock (held by
+// every collection) is refused then, naming both times. A server ahead errs on the safe side
+// (objects look younger) and passes.
+func (s *Store) checkClock(ctx context.Context, obj string, start time.Time) error {
+	info, err := s.stat(ctx, obj)
+	if err != nil {
+		return fmt.Errorf("read the time of %s: %w", obj, err)
+	}
+	// Last-Modified has whole seconds.
+	if floor := start.Truncate(time.Second).Add(-clockMargin); info.ModTime.Before(floor) {
+		return fmt.Errorf("%w by %s (it dated an object written at %s as %s; at most %s allowed): synchronise both clocks (NTP)",
+			ErrClockBehind, start.Truncate(time.Second).Sub(info.ModTime), start.UTC().Format(time.RFC3339), info.ModTime.UTC().Format(time.RFC3339), clockMargin)
+	}
+	return nil
 }
 
 func (s *Store) release(l *lease) error {
