@@ -48,6 +48,21 @@ func (h *testHub) backupImage(a *fakeAgent, operator string, img []byte) string 
 	return j.ID
 }
 
+// startDownload starts a download of the image of disk-2000 of backup id (query: "" or
+// "?repository=NAME") and returns the response once it answered 200, its body unread; the body
+// is closed when the test ends.
+func (h *testHub) startDownload(token, id, query string) *http.Response {
+	h.t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, h.URL+api.PathBackups+"/"+id+"/disks/disk-2000/image"+query, nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := h.client(nil).Do(req)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		h.t.Fatalf("download: %v %v", resp, err)
+	}
+	h.t.Cleanup(func() { _ = resp.Body.Close() })
+	return resp
+}
+
 func (h *testHub) getImage(token, backupID, rangeHdr string) (*http.Response, []byte, error) {
 	req, _ := http.NewRequest(http.MethodGet, h.URL+api.PathBackups+"/"+backupID+"/disks/disk-2000/image", nil)
 	req.Header.Set("Authorization", "Bearer "+token)
@@ -166,14 +181,7 @@ func TestStalledReadsGiveTheirPlaceBack(t *testing.T) {
 	h.Restores.SetServeWaitForTest(50 * time.Millisecond)
 	var stalled []*http.Response
 	for range restore.MaxServed {
-		req, _ := http.NewRequest(http.MethodGet, h.URL+api.PathBackups+"/"+id+"/disks/disk-2000/image", nil)
-		req.Header.Set("Authorization", "Bearer "+viewer)
-		resp, err := h.client(nil).Do(req)
-		if err != nil || resp.StatusCode != http.StatusOK {
-			t.Fatalf("download: %v %v", resp, err)
-		}
-		defer resp.Body.Close()
-		stalled = append(stalled, resp) // its body is not read
+		stalled = append(stalled, h.startDownload(viewer, id, "")) // its body is not read
 	}
 	if resp, _, err := h.getImage(viewer, id, "bytes=0-99"); err != nil || resp.StatusCode != http.StatusTooManyRequests {
 		t.Fatalf("a read while %d stall: %v %v, want 429", restore.MaxServed, resp.StatusCode, err)
@@ -283,13 +291,7 @@ func TestDownloadHoldsItsBackup(t *testing.T) {
 		img := randomImage(t, 512*testChunk) // 32 MiB: more than loopback buffers hold
 		id := h.backupImage(a, operator, img)
 
-		req, _ := http.NewRequest(http.MethodGet, h.URL+api.PathBackups+"/"+id+"/disks/disk-2000/image", nil)
-		req.Header.Set("Authorization", "Bearer "+viewer)
-		resp, err := h.client(nil).Do(req)
-		if err != nil || resp.StatusCode != http.StatusOK {
-			t.Fatalf("download: %v %v", resp, err)
-		}
-		defer resp.Body.Close()
+		resp := h.startDownload(viewer, id, "")
 		got := make([]byte, len(img))
 		if _, err := io.ReadFull(resp.Body, got[:1<<20]); err != nil {
 			t.Fatal(err)

@@ -272,16 +272,26 @@ func (c *Catalog) BeginCopyWrite(ctx context.Context, backupID, repositoryID str
 // RenewCopyWrite extends an unexpired copy write by ttl from now; an expired or unknown one →
 // ErrCopyWriteExpired.
 func (c *Catalog) RenewCopyWrite(ctx context.Context, id string, ttl time.Duration) error {
-	now := c.now()
-	res, err := c.db.NewUpdate().Model((*CopyWrite)(nil)).Set("expires_at = ?", now.Add(ttl)).
-		Where("id = ?", id).Where("expires_at > ?", now).Exec(ctx)
+	renewed, err := c.renew(ctx, (*CopyWrite)(nil), id, ttl)
 	if err != nil {
 		return fmt.Errorf("renew copy write %s: %w", id, err)
 	}
-	if n, _ := res.RowsAffected(); n == 0 {
+	if !renewed {
 		return fmt.Errorf("copy write %s: %w", id, ErrCopyWriteExpired)
 	}
 	return nil
+}
+
+// renew extends the unexpired row id of model (a table with id and expires_at) by ttl from now,
+// and reports whether there was one.
+func (c *Catalog) renew(ctx context.Context, model any, id string, ttl time.Duration) (bool, error) {
+	now := c.now()
+	res, err := c.db.NewUpdate().Model(model).Set("expires_at = ?", now.Add(ttl)).Where("id = ?", id).Where("expires_at > ?", now).Exec(ctx)
+	if err != nil {
+		return false, err
+	}
+	n, _ := res.RowsAffected()
+	return n > 0, nil
 }
 
 // FinishCopyWrite records the copy cp and ends the copy write id, in one transaction, only while

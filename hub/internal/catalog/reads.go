@@ -57,13 +57,11 @@ func (c *Catalog) BeginBackupRead(ctx context.Context, backupID string, ttl time
 // RenewBackupRead extends the read id by ttl from now; an expired or unknown one →
 // ErrNotFound: the backup may have gone meanwhile.
 func (c *Catalog) RenewBackupRead(ctx context.Context, id string, ttl time.Duration) error {
-	now := c.now()
-	res, err := c.db.NewUpdate().Model((*BackupRead)(nil)).Set("expires_at = ?", now.Add(ttl)).
-		Where("id = ?", id).Where("expires_at > ?", now).Exec(ctx)
+	renewed, err := c.renew(ctx, (*BackupRead)(nil), id, ttl)
 	if err != nil {
 		return fmt.Errorf("renew backup read %s: %w", id, err)
 	}
-	if n, _ := res.RowsAffected(); n == 0 {
+	if !renewed {
 		return fmt.Errorf("backup read %s expired: %w", id, ErrNotFound)
 	}
 	return nil

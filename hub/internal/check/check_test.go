@@ -153,11 +153,10 @@ func TestQuarantinedChunks(t *testing.T) {
 	}
 }
 
-// A backup that commits its index and succeeds just after the check read the catalog's disks:
-// the walk finds an index the catalog did not name when it was read, and the job is no longer
-// active when the check asks. It is not an orphan, and repair leaves it.
-func TestRepairKeepsAnIndexCommittedDuringTheCheck(t *testing.T) {
-	dir := filepath.Join(t.TempDir(), "repo")
+// oneChunkRepo returns a new repository in dir holding one chunk, and a one-slot index naming it.
+func oneChunkRepo(t *testing.T) (repo *repository.Repository, dir string, idx *fidx.Index) {
+	t.Helper()
+	dir = filepath.Join(t.TempDir(), "repo")
 	repo, err := repository.InitDir(t.Context(), dir, 64<<10, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -173,13 +172,20 @@ func TestRepairKeepsAnIndexCommittedDuringTheCheck(t *testing.T) {
 	if _, err := repo.PutChunk(t.Context(), d, blob); err != nil {
 		t.Fatal(err)
 	}
-	fresh := repository.IndexRef{VMUUID: "vm", DiskID: "disk-2000", BackupID: "bk-fresh"}
-	orphan := repository.IndexRef{VMUUID: "vm", DiskID: "disk-2000", BackupID: "bk-orphan"}
-	idx, err := fidx.New(64<<10, 64<<10)
-	if err != nil {
+	if idx, err = fidx.New(64<<10, 64<<10); err != nil {
 		t.Fatal(err)
 	}
 	idx.Digests[0] = d
+	return repo, dir, idx
+}
+
+// A backup that commits its index and succeeds just after the check read the catalog's disks:
+// the walk finds an index the catalog did not name when it was read, and the job is no longer
+// active when the check asks. It is not an orphan, and repair leaves it.
+func TestRepairKeepsAnIndexCommittedDuringTheCheck(t *testing.T) {
+	repo, dir, idx := oneChunkRepo(t)
+	fresh := repository.IndexRef{VMUUID: "vm", DiskID: "disk-2000", BackupID: "bk-fresh"}
+	orphan := repository.IndexRef{VMUUID: "vm", DiskID: "disk-2000", BackupID: "bk-orphan"}
 	if _, err := repo.WriteIndex(t.Context(), orphan, idx); err != nil {
 		t.Fatal(err)
 	}
@@ -214,27 +220,7 @@ func TestRepairKeepsAnIndexCommittedDuringTheCheck(t *testing.T) {
 // first) is removed.
 func TestRepairKeepsTheIndexesOfBackupsTheRepositoryRecords(t *testing.T) {
 	ctx := t.Context()
-	dir := filepath.Join(t.TempDir(), "repo")
-	repo, err := repository.InitDir(ctx, dir, 64<<10, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = repo.Close() })
-	p := make([]byte, 1000)
-	_, _ = rand.Read(p)
-	blob, err := chunk.AppendBlob(nil, chunk.CodecRaw, len(p), p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	d := chunk.Sum(p)
-	if _, err := repo.PutChunk(ctx, d, blob); err != nil {
-		t.Fatal(err)
-	}
-	idx, err := fidx.New(64<<10, 64<<10)
-	if err != nil {
-		t.Fatal(err)
-	}
-	idx.Digests[0] = d
+	repo, dir, idx := oneChunkRepo(t)
 	refs := map[string]repository.IndexRef{}
 	for _, id := range []string{"bk-recorded", "bk-unreadable", "bk-orphan"} {
 		refs[id] = repository.IndexRef{VMUUID: "vm-1", DiskID: "disk-2000", BackupID: id}
