@@ -272,7 +272,7 @@ func (g *Collector) collect(ctx context.Context, r catalog.Repository, grace tim
 		for _, sz := range sizes {
 			rep.FreedBytes += sz
 		}
-	} else if err := g.sweep(ctx, repo, r.Name, doomed, sizes, cutoff, &rep); err != nil {
+	} else if err := g.sweep(ctx, repo, r.Name, doomed, sizes, cutoff, start, &rep); err != nil {
 		return rep, err
 	}
 	rep.Duration = g.now().Sub(start)
@@ -300,7 +300,12 @@ func (g *Collector) collect(ctx context.Context, r catalog.Repository, grace tim
 // repository suggests (RemovalParallelism: S3 removals are remote requests) unless the collector
 // was told otherwise. Each removal checks the chunk's time again as it removes it, whatever runs
 // beside it, so parallel removals are as safe as one at a time. The first error stops the sweep.
-func (g *Collector) sweep(ctx context.Context, repo Repository, name string, doomed []chunk.Digest, sizes []int64, cutoff time.Time, rep *Report) error {
+//
+// Where a touch holds a chunk only for a while (touchHolds: a retention date under S3 Object
+// Lock), a chunk touched by a backup after this collection read what is referenced is safe from
+// it only that long: the sweep stops with errSweepTooLong at half of it after the collection
+// started, and the next collection goes on from a fresh look.
+func (g *Collector) sweep(ctx context.Context, repo Repository, name string, doomed []chunk.Digest, sizes []int64, cutoff, start time.Time, rep *Report) error {
 	n := g.removeParallel
 	if n <= 0 {
 		n = 1
@@ -308,10 +313,18 @@ func (g *Collector) sweep(ctx context.Context, repo Repository, name string, doo
 			n = max(p.RemovalParallelism(), 1)
 		}
 	}
+	var stop time.Time
+	if h, ok := repo.(touchHolds); ok && h.TouchHolds() > 0 {
+		stop = start.Add(h.TouchHolds() / 2)
+	}
 	var mu sync.Mutex
 	eg, ctx := errgroup.WithContext(ctx)
 	eg.SetLimit(n)
 	for i, d := range doomed {
+		if !stop.IsZero() && g.now().After(stop) {
+			_ = eg.Wait()
+			return fmt.Errorf("%w (%s since it started)", errSweepTooLong, g.now().Sub(start).Round(time.Second))
+		}
 		eg.Go(func() error {
 			// Checked again as it is removed: a backup in any process may have reused (touched)
 			// it since the walk, and then it stays.
@@ -337,6 +350,16 @@ func (g *Collector) sweep(ctx context.Context, repo Repository, name string, doo
 		})
 	}
 	return eg.Wait()
+}
+
+// errSweepTooLong: a collection reached the end of what the repository's touches hold (see
+// sweep) before it removed everything it found unreferenced.
+var errSweepTooLong = errors.New("garbage collection stopped: it ran longer than a reused chunk is held for it; the next collection goes on")
+
+// touchHolds is implemented by repositories whose touches hold a chunk only for a while
+// (*repository.Repository).
+type touchHolds interface {
+	TouchHolds() time.Duration
 }
 
 // removalParallelism is implemented by repositories that suggest how many chunk removals run at

@@ -147,6 +147,42 @@ func TestScheduleCountsFromTheLastCollection(t *testing.T) {
 	}
 }
 
+// heldAWhile is a repository whose touches hold a chunk for hold only (as under S3 Object Lock).
+type heldAWhile struct {
+	*repository.Repository
+	hold time.Duration
+}
+
+func (r heldAWhile) TouchHolds() time.Duration { return r.hold }
+
+// Where a touch holds a chunk for a while only, a collection stops removing once it has run for
+// half of that since it started: a chunk a backup touched after the collection read what is
+// referenced is safe from it only that long. The next collection removes the garbage.
+func TestSweepStopsBeforeTouchesLapse(t *testing.T) {
+	c, repo, _, _, garbage := setup(t, nil)
+	open := c.open
+	start := time.Now().Add(time.Hour)
+	calls := 0
+	c.now = func() time.Time { calls++; return start.Add(time.Duration(calls) * time.Hour) } // an hour per look
+	c.open = func(ctx context.Context, id string) (Repository, error) {
+		r, err := open(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		return heldAWhile{r.(*repository.Repository), time.Hour}, nil
+	}
+	if _, err := c.Run(t.Context(), "r", 30*time.Minute, false); !errors.Is(err, errSweepTooLong) {
+		t.Fatalf("a collection past half the hold: %v, want errSweepTooLong", err)
+	}
+	if ok, _ := repo.HasChunk(t.Context(), garbage); !ok {
+		t.Fatal("the stopped collection removed the garbage chunk")
+	}
+	c.now = func() time.Time { return start }
+	if reps, err := c.Run(t.Context(), "r", 30*time.Minute, false); err != nil || reps[0].FreedChunks != 1 {
+		t.Fatalf("a collection within the hold: %+v, %v", reps, err)
+	}
+}
+
 // TestOneCollectionAtATime: while another process collects a repository, a collection of it is
 // refused when asked for by name and skipped when all repositories are collected, and nothing
 // is removed.

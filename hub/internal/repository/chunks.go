@@ -434,6 +434,15 @@ func (r *Repository) ClockMargin() time.Duration {
 	return 0
 }
 
+// TouchHolds is how long TouchChunk keeps a chunk from removal when that is not for good (a
+// store that retains touched objects rather than moving their time: S3 Object Lock), else 0.
+func (r *Repository) TouchHolds() time.Duration {
+	if h, ok := r.store.(interface{ TouchHolds() time.Duration }); ok {
+		return h.TouchHolds()
+	}
+	return 0
+}
+
 // RemovalParallelism is how many RemoveChunkIfOlder calls garbage collection runs at once: what
 // the store suggests (an S3 store, whose removals are remote requests), else 1 (a local
 // directory, whose removals are a few system calls each).

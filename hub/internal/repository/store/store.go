@@ -78,7 +78,9 @@ type Store interface {
 	// object exists under key with a ModTime no earlier than the call's start, and
 	// RemoveIfOlder with a cutoff before that time, from any process, does not remove it: a
 	// RemoveIfOlder racing with Touch either spares the object or makes Touch return
-	// ErrNotFound. A caller that needs the object then puts it again.
+	// ErrNotFound. A caller that needs the object then puts it again. A store whose objects
+	// carry retention dates (S3 Object Lock) may retain the object for a while instead of
+	// changing its ModTime: RemoveIfOlder then answers ErrRetained until the date passes.
 	Touch(ctx context.Context, key string) error
 
 	// RemoveIfOlder removes the object under key only if its ModTime is before cutoff, and

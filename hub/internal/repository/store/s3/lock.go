@@ -31,9 +31,11 @@ import (
 //     of its bytes puts a fresh version; the hidden versions go with the key's next removal once
 //     their dates passed (a key never put again keeps them until a lifecycle rule for noncurrent
 //     versions, which the operator may set on the bucket, expires them).
-//   - Touch's self-copy is a new version; it carries the date of the version it replaces.
-//     Versions left behind (older copies, a chunk put again) keep their own dates and go with
-//     the key's removal.
+//   - Touch makes no new version: it moves the current version's date to at least
+//     touchRetention from now, so every removal refuses the object until then whatever its
+//     time (a self-copy would leave the replaced version behind, retained, once per touch).
+//     Versions left behind (a chunk put again) keep their own dates and go with the key's
+//     removal.
 //
 // SeaweedFS (the version scripts/weed pins) enforces both modes this way; the tests check it.
 

@@ -57,16 +57,6 @@ func TestObjectLockRefusesRemovalUntilTheDate(t *testing.T) {
 			if err := st.Remove(ctx, "chunks/aa/bb/x"); !errors.Is(err, store.ErrRetained) {
 				t.Fatalf("Remove after the renames: %v, want ErrRetained (the hidden version stays)", err)
 			}
-			// A touch is a new version: it keeps the date.
-			if err := st.Touch(ctx, "chunks/aa/bb/x"); err != nil {
-				t.Fatal(err)
-			}
-			if got2, err := st.RetainedUntil(ctx, "chunks/aa/bb/x"); err != nil || !got2.Equal(got) {
-				t.Fatalf("after Touch RetainedUntil = %v, %v; want %v", got2, err, got)
-			}
-			if err := st.Remove(ctx, "chunks/aa/bb/x"); !errors.Is(err, store.ErrRetained) {
-				t.Fatalf("Remove after Touch: %v, want ErrRetained", err)
-			}
 			// An earlier date changes nothing.
 			if err := st.Retain(ctx, "chunks/aa/bb/x", time.Now()); err != nil {
 				t.Fatal(err)
@@ -86,6 +76,54 @@ func TestObjectLockRefusesRemovalUntilTheDate(t *testing.T) {
 				t.Fatalf("Stat after removal: %v", err)
 			}
 		})
+	}
+}
+
+// Under Object Lock a Touch retains the object for two days instead of copying it onto itself:
+// a self-copy would leave the replaced version behind, retained, once per touch (every full
+// backup and every copy touches the chunks it reuses). The object keeps its time and version,
+// every removal refuses it meanwhile, a date already later stays, and a missing object is
+// ErrNotFound as always.
+func TestTouchUnderObjectLockRetainsInsteadOfCopying(t *testing.T) {
+	st := open(t, s3test.LockedConfig(t, s3.LockGovernance))
+	ctx := t.Context()
+	for _, k := range []string{"chunks/aa/bb/t", "chunks/aa/bb/later"} {
+		if err := st.Put(ctx, k, []byte("reused")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	later := time.Now().Add(30 * 24 * time.Hour)
+	if err := st.Retain(ctx, "chunks/aa/bb/later", later); err != nil {
+		t.Fatal(err)
+	}
+	before, err := st.Stat(ctx, "chunks/aa/bb/t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1100 * time.Millisecond) // Last-Modified has whole seconds
+	start := time.Now()
+	for _, k := range []string{"chunks/aa/bb/t", "chunks/aa/bb/later"} {
+		if err := st.Touch(ctx, k); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if until, err := st.RetainedUntil(ctx, "chunks/aa/bb/t"); err != nil || until.Before(start.Add(47*time.Hour)) {
+		t.Fatalf("after Touch RetainedUntil = %v, %v; want two days from now", until, err)
+	}
+	if until, err := st.RetainedUntil(ctx, "chunks/aa/bb/later"); err != nil || until.Before(later.Truncate(time.Second)) {
+		t.Fatalf("a Touch moved a later date to %v (%v), want it kept at %v", until, err, later)
+	}
+	if after, err := st.Stat(ctx, "chunks/aa/bb/t"); err != nil || !after.ModTime.Equal(before.ModTime) {
+		t.Fatalf("Touch changed the time %v → %v (%v): it wrote a new version", before.ModTime, after.ModTime, err)
+	}
+	if removed, _, err := st.RemoveIfOlder(ctx, "chunks/aa/bb/t", time.Now().Add(time.Hour)); removed || !errors.Is(err, store.ErrRetained) {
+		t.Fatalf("RemoveIfOlder of a touched object: %v, %v; want ErrRetained", removed, err)
+	}
+	if b, err := st.Get(ctx, "chunks/aa/bb/t", nil, 0); err != nil || string(b) != "reused" {
+		t.Fatalf("Get after Touch = %q, %v", b, err)
+	}
+	if err := st.Touch(ctx, "chunks/aa/bb/none"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("Touch of a missing object: %v, want ErrNotFound", err)
 	}
 }
 

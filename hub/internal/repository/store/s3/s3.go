@@ -543,11 +543,15 @@ func (s *Store) List(ctx context.Context, prefix string, fn func(store.Info) err
 }
 
 // Touch implements store.Store: a copy of the object onto itself, then a look for a removal in
-// progress (see the package comment).
+// progress (see the package comment). Under Object Lock it retains the object instead
+// (touchRetained).
 func (s *Store) Touch(ctx context.Context, key string) error {
 	obj, err := s.objectKey(key)
 	if err != nil {
 		return fmt.Errorf("touch: %w", err)
+	}
+	if s.lock != "" {
+		return s.touchRetained(ctx, key, obj)
 	}
 	start := time.Now()
 	// A removal in progress is waited out first, so that the copy does not bring back an
@@ -579,6 +583,43 @@ func (s *Store) Touch(ctx context.Context, key string) error {
 		}
 	}
 	return fmt.Errorf("touch %s: raced with removals ten times in a row", key)
+}
+
+// touchRetention is how long a Touch under Object Lock keeps its object from removal: longer
+// than any collection that may have missed the object's new user takes to decide.
+const touchRetention = 48 * time.Hour
+
+// touchRetained is Touch in an Object Lock bucket. A self-copy there is a new version, and the
+// version it replaces stays, with its own retention date, for as long as the key is used: a
+// chunk touched by every full backup and every copy would be stored once per touch. Instead the
+// current version's retention date is moved to at least touchRetention from now (never earlier),
+// which makes every removal refuse it (store.ErrRetained) until then, whatever its time. A
+// removal that deleted the object first makes the retention fail (ErrNotFound); one in progress
+// is waited out before and after, and the object must still be there at the end.
+func (s *Store) touchRetained(ctx context.Context, key, obj string) error {
+	if _, err := s.waitMarker(ctx, key); err != nil {
+		return fmt.Errorf("touch %s: %w", key, err)
+	}
+	until := time.Now().Add(touchRetention)
+	err := s.Retain(ctx, key, until)
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		// Another Retain moved the date meanwhile, later than this one (the server refuses to
+		// move it back): the second look finds it in place.
+		err = s.Retain(ctx, key, until)
+	}
+	if err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			return fmt.Errorf("touch %s: %w", key, store.ErrNotFound)
+		}
+		return fmt.Errorf("touch %s: %w", key, err)
+	}
+	if _, err := s.waitMarker(ctx, key); err != nil {
+		return fmt.Errorf("touch %s: %w", key, err)
+	}
+	if _, err := s.stat(ctx, obj); err != nil {
+		return fmt.Errorf("touch %s: %w", key, err)
+	}
+	return nil
 }
 
 func (s *Store) touch(ctx context.Context, obj string) error {
@@ -1132,6 +1173,17 @@ func (l *lease) drop(ctx context.Context) error {
 func (s *Store) ClockMargin() time.Duration { return clockMargin + time.Second }
 
 func (s *Store) RemovalParallelism() int { return removeParallel }
+
+// TouchHolds is how long a Touch keeps its object from removal: touchRetention under Object
+// Lock (touchRetained), and 0 otherwise, where a Touch moves the object's time and holds it
+// against every collection whose cutoff came before. A collection must not remove anything
+// this long after it read what is referenced.
+func (s *Store) TouchHolds() time.Duration {
+	if s.lock != "" {
+		return touchRetention
+	}
+	return 0
+}
 
 // Close releases the locks still held. The store is not usable afterwards.
 func (s *Store) Close() error {
