@@ -9,9 +9,13 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/sendense/sendense/hub/internal/copies"
+	"github.com/sendense/sendense/hub/internal/jobs"
+	"github.com/sendense/sendense/hub/internal/policy"
 	"github.com/sendense/sendense/hub/internal/repository"
 	"github.com/sendense/sendense/hub/internal/verify"
 	"github.com/sendense/sendense/shared/api"
@@ -185,10 +189,47 @@ func TestDamagedChunkIsUploadedAgainAndTheBackupHeals(t *testing.T) {
 	})
 }
 
+// offsiteCopy makes a local repository "offsite" and a daily copy policy "off" into it from the
+// default repository, and returns the policy service, the repository's directory and a verifier
+// of every repository.
+func (h *testHub) offsiteCopy(t *testing.T) (*policy.Service, string, *verify.Verifier) {
+	t.Helper()
+	ctx := t.Context()
+	repos := repository.NewRegistry(h.Cat, nil, nil)
+	t.Cleanup(func() { _ = repos.Close() })
+	dir := t.TempDir()
+	if _, err := repos.Create(ctx, "offsite", dir, testChunk); err != nil {
+		t.Fatal(err)
+	}
+	b := jobs.New(h.Cat, repos, slog.New(slog.DiscardHandler), nil, jobs.Options{Now: time.Now})
+	ps := policy.New(h.Cat, b, nil, slog.New(slog.DiscardHandler), nil, time.Now)
+	open := func(ctx context.Context, id string) (copies.Repository, error) { return repos.Open(ctx, id) }
+	ps.SetCopies(copies.New(h.Cat, open, slog.New(slog.DiscardHandler), 2), b)
+	if _, err := ps.Create(ctx, api.Policy{Name: "off", Kind: api.PolicyCopy, From: repository.DefaultName, To: "offsite", Enabled: true,
+		Schedule: "@daily", Retention: api.Retention{KeepLast: 5}}); err != nil {
+		t.Fatal(err)
+	}
+	return ps, dir, verify.New(h.Cat, verifyRepos(repos), slog.New(slog.DiscardHandler), nil, 2)
+}
+
+// flipByte changes one byte in the middle of the file at p, as bit rot would.
+func flipByte(t *testing.T, p string) {
+	t.Helper()
+	_ = os.Chmod(p, 0o640)
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[len(b)/2] ^= 0x20
+	if err := os.WriteFile(p, b, 0o640); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // A copy is verified where it is: damage in the copy is the copy's (the backup stays a sound
 // restore point, and the copy is recorded damaged), the damaged chunk is quarantined there, and
-// the next copy run copies the backup again, the missing chunk only, after which the copy
-// verifies and restores byte for byte.
+// the next run of the copy policy copies the backup again, the missing chunk only, after which
+// the copy verifies and restores byte for byte.
 func TestDamagedCopyIsFoundAndCopiedAgain(t *testing.T) {
 	forEachHub(t, func(t *testing.T, h *testHub) {
 		ctx := t.Context()
@@ -196,39 +237,16 @@ func TestDamagedCopyIsFoundAndCopiedAgain(t *testing.T) {
 		operator := h.apiToken(api.RoleOperator)
 		img := randomImage(t, 4*testChunk)
 		id := h.backupImage(a, operator, img)
-
-		repos := repository.NewRegistry(h.Cat, nil, nil)
-		t.Cleanup(func() { _ = repos.Close() })
-		home, err := h.Cat.RepositoryByName(ctx, repository.DefaultName)
-		if err != nil {
-			t.Fatal(err)
+		ps, offDir, v := h.offsiteCopy(t)
+		if run, err := ps.RunCopy(ctx, "off"); err != nil || run.BackupsCopied != 1 || run.Error != "" {
+			t.Fatalf("copy run: %+v %v", run, err)
 		}
-		offDir := t.TempDir()
-		off, err := repos.Create(ctx, "offsite", offDir, testChunk)
-		if err != nil {
-			t.Fatal(err)
-		}
-		open := func(ctx context.Context, id string) (copies.Repository, error) { return repos.Open(ctx, id) }
-		copier := copies.New(h.Cat, open, slog.New(slog.DiscardHandler), 2)
-		if rep, err := copier.Run(ctx, home.ID, off.ID, ""); err != nil || rep.Backups != 1 {
-			t.Fatalf("copy: %+v %v", rep, err)
-		}
-		v := verify.New(h.Cat, verifyRepos(repos), slog.New(slog.DiscardHandler), nil, 2)
 		if rep, err := v.Run(ctx, ""); err != nil || !rep.OK() || rep.Copies != 1 {
 			t.Fatalf("clean verify: %+v %v", rep, err)
 		}
 
 		d := chunk.Sum(img[2*testChunk : 3*testChunk]).String()
-		p := filepath.Join(offDir, "chunks", d[:2], d[2:4], d)
-		_ = os.Chmod(p, 0o640)
-		b, err := os.ReadFile(p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		b[len(b)/2] ^= 0x20
-		if err := os.WriteFile(p, b, 0o640); err != nil {
-			t.Fatal(err)
-		}
+		flipByte(t, filepath.Join(offDir, "chunks", d[:2], d[2:4], d))
 		rep, err := v.Run(ctx, "")
 		if err != nil {
 			t.Fatal(err)
@@ -249,17 +267,17 @@ func TestDamagedCopyIsFoundAndCopiedAgain(t *testing.T) {
 			t.Fatalf("restore from the backup's own repository: %v", err)
 		}
 
-		rep2, err := copier.Run(ctx, home.ID, off.ID, "")
-		if err != nil || rep2.Backups != 1 || rep2.Present != 0 || rep2.Chunks != 1 {
-			t.Fatalf("the copy run after the damage: %+v %v, want the backup copied again with its one missing chunk", rep2, err)
+		run, err := ps.RunCopy(ctx, "off")
+		if err != nil || run.BackupsCopied != 1 || run.BackupsPresent != 0 || run.ChunksCopied != 1 || run.Error != "" {
+			t.Fatalf("the copy run after the damage: %+v %v, want the backup copied again with its one missing chunk", run, err)
 		}
 		got = api.Backup{}
 		h.call(h.client(nil), http.MethodGet, api.PathBackups+"/"+id, operator, nil, &got)
 		if len(got.Copies) != 1 || got.Copies[0].VerifyStatus != "" || !got.Copies[0].VerifiedAt.IsZero() {
 			t.Fatalf("the copy made anew is still recorded verified: %+v", got.Copies)
 		}
-		if rep3, err := copier.Run(ctx, home.ID, off.ID, ""); err != nil || rep3.Backups != 0 || rep3.Present != 1 {
-			t.Fatalf("a third copy run: %+v %v, want the copy present", rep3, err)
+		if run, err := ps.RunCopy(ctx, "off"); err != nil || run.BackupsCopied != 0 || run.BackupsPresent != 1 {
+			t.Fatalf("a third copy run: %+v %v, want the copy present", run, err)
 		}
 		if rep, err = v.Run(ctx, ""); err != nil || !rep.OK() || rep.Copies != 1 {
 			t.Fatalf("verify after the copy run: %+v %v", rep, err)
@@ -270,6 +288,46 @@ func TestDamagedCopyIsFoundAndCopiedAgain(t *testing.T) {
 		body, err := io.ReadAll(h.startDownload(operator, id, "?repository=offsite").Body)
 		if err != nil || !bytes.Equal(body, img) {
 			t.Fatalf("restore from the copy: %v (%d bytes)", err, len(body))
+		}
+	})
+}
+
+// A copy whose index is damaged (verification cannot read its chunks, so it quarantines none)
+// is repaired by the next copy run all the same: the damaged index is written again, and every
+// chunk the copy holds is verified, the damaged one quarantined and copied again.
+func TestCopyWithADamagedIndexIsRepaired(t *testing.T) {
+	forEachHub(t, func(t *testing.T, h *testHub) {
+		ctx := t.Context()
+		a := h.newAgent("a1")
+		operator := h.apiToken(api.RoleOperator)
+		img := randomImage(t, 4*testChunk)
+		id := h.backupImage(a, operator, img)
+		ps, offDir, v := h.offsiteCopy(t)
+		if run, err := ps.RunCopy(ctx, "off"); err != nil || run.BackupsCopied != 1 {
+			t.Fatalf("copy run: %+v %v", run, err)
+		}
+		idx, _ := filepath.Glob(filepath.Join(offDir, "indexes", "*", "disk-2000", id+".fidx"))
+		if len(idx) != 1 {
+			t.Fatalf("the copy's index: %v", idx)
+		}
+		flipByte(t, idx[0])
+		d := chunk.Sum(img[3*testChunk:]).String()
+		flipByte(t, filepath.Join(offDir, "chunks", d[:2], d[2:4], d))
+		rep, err := v.Run(ctx, "")
+		if err != nil || len(rep.DamagedCopies[id]["offsite"]) != 1 || !strings.Contains(rep.DamagedCopies[id]["offsite"][0], "index") ||
+			len(rep.Quarantined) != 0 || len(rep.DamagedBackups) != 0 {
+			t.Fatalf("verify: %+v %v, want the copy's index named and nothing quarantined", rep, err)
+		}
+		run, err := ps.RunCopy(ctx, "off")
+		if err != nil || run.BackupsCopied != 1 || run.ChunksCopied != 1 || run.Error != "" {
+			t.Fatalf("the copy run after the damage: %+v %v, want the copy repaired with the damaged chunk copied again", run, err)
+		}
+		if rep, err = v.Run(ctx, ""); err != nil || !rep.OK() {
+			t.Fatalf("verify after the repair: %+v %v", rep, err)
+		}
+		body, err := io.ReadAll(h.startDownload(operator, id, "?repository=offsite").Body)
+		if err != nil || !bytes.Equal(body, img) {
+			t.Fatalf("restore from the repaired copy: %v (%d bytes)", err, len(body))
 		}
 	})
 }

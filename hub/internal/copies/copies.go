@@ -42,6 +42,12 @@ type Repository interface {
 	WriteIndex(ctx context.Context, ref repository.IndexRef, idx *fidx.Index) (string, error)
 	WriteVMConfig(ctx context.Context, vmUUID, backupID string, data []byte) (string, error)
 	WriteBackupRecord(ctx context.Context, rec *repository.BackupRecord) error
+	// Target side, repairing a copy verification found damaged: a damaged chunk is moved into
+	// quarantine (repository.ErrChunkSound when it reads sound by then), a damaged index or
+	// VM configuration removed, before they are copied again.
+	QuarantineChunk(ctx context.Context, d chunk.Digest) (string, error)
+	RemoveIndex(ctx context.Context, ref repository.IndexRef) error
+	RemoveVMConfig(ctx context.Context, vmUUID, backupID string) error
 }
 
 // copyCatalog is what a copy needs of the catalog.
@@ -140,15 +146,15 @@ func (c *Copier) copy(ctx context.Context, fromID, toID string, ids []string, ke
 		if err := ctx.Err(); err != nil {
 			return rep, err
 		}
-		copied, err := c.copied(ctx, id, toID)
+		state, err := c.copied(ctx, id, toID)
 		if err != nil {
 			return rep, err
 		}
-		if copied {
+		if state == copySound {
 			rep.Present++
 			continue
 		}
-		if err := c.copyBackup(ctx, src, dst, id, &rep); err != nil {
+		if err := c.copyBackup(ctx, src, dst, id, state == copyDamaged, &rep); err != nil {
 			err = fmt.Errorf("copy backup %s: %w", id, err)
 			if !keepGoing || ctx.Err() != nil {
 				return rep, err
@@ -166,12 +172,18 @@ func (c *Copier) copy(ctx context.Context, fromID, toID string, ids []string, ke
 	return rep, nil
 }
 
-// copied reports whether toID holds a sound copy of the backup: one recorded, and not found
-// damaged by its last verification.
-func (c *Copier) copied(ctx context.Context, backupID, toID string) (bool, error) {
+// What a target holds of a backup.
+const (
+	copyNone    = iota // no copy recorded
+	copySound          // a copy, not found damaged by its last verification
+	copyDamaged        // a copy its last verification found damaged: repaired by copying it again
+)
+
+// copied says what toID holds of the backup.
+func (c *Copier) copied(ctx context.Context, backupID, toID string) (int, error) {
 	cps, err := c.cat.BackupCopies(ctx, backupID)
 	if err != nil {
-		return false, err
+		return copyNone, err
 	}
 	for _, cp := range cps {
 		if cp.RepositoryID != toID {
@@ -179,11 +191,11 @@ func (c *Copier) copied(ctx context.Context, backupID, toID string) (bool, error
 		}
 		if cp.VerifyStatus == api.VerifyDamaged {
 			c.log.InfoContext(ctx, "copy found damaged by verification: copying it again", "job_id", backupID, "to_repository_id", toID)
-			return false, nil
+			return copyDamaged, nil
 		}
-		return true, nil
+		return copySound, nil
 	}
-	return false, nil
+	return copyNone, nil
 }
 
 // copyBackup copies one backup: chunks, verified in the target; indexes; VM configuration;
@@ -194,7 +206,11 @@ func (c *Copier) copied(ctx context.Context, backupID, toID string) (bool, error
 // which holds the collection's cutoff back to the copy's start, and the chunks the target holds
 // already are touched instead of only looked at. The copy is recorded only while that hold is
 // unbroken; a copy whose hold lapsed (the catalog unreachable for writeTTL) fails.
-func (c *Copier) copyBackup(ctx context.Context, src, dst Repository, id string, rep *Report) (err error) {
+//
+// repair copies again a copy verification found damaged: every chunk the target holds is
+// verified rather than only touched (a damaged one quarantined and copied again), and a damaged
+// index or VM configuration is removed and written again.
+func (c *Copier) copyBackup(ctx context.Context, src, dst Repository, id string, repair bool, rep *Report) (err error) {
 	w, err := c.cat.BeginCopyWrite(ctx, id, dst.ID(), c.ttl)
 	if err != nil {
 		return err
@@ -212,7 +228,7 @@ func (c *Copier) copyBackup(ctx context.Context, src, dst Repository, id string,
 			}
 		}
 	}()
-	chunks, bytes, err := c.copyBackupData(wctx, src, dst, id, rep)
+	chunks, bytes, err := c.copyBackupData(wctx, src, dst, id, repair, rep)
 	if err != nil {
 		return err
 	}
@@ -256,7 +272,7 @@ func (c *Copier) holdWrite(ctx context.Context, id string) (_ context.Context, s
 
 // copyBackupData writes everything of backup id into dst but its record in the catalog, and
 // returns the chunks it copied and their plaintext bytes.
-func (c *Copier) copyBackupData(ctx context.Context, src, dst Repository, id string, rep *Report) (copied, copiedBytes int64, err error) {
+func (c *Copier) copyBackupData(ctx context.Context, src, dst Repository, id string, repair bool, rep *Report) (copied, copiedBytes int64, err error) {
 	rows, err := c.cat.BackupRows(ctx, id)
 	if err != nil {
 		return 0, 0, err
@@ -273,7 +289,7 @@ func (c *Copier) copyBackupData(ctx context.Context, src, dst Repository, id str
 		}
 		idxs[d.DiskID] = idx
 		refd := idx.Referenced()
-		missing, err := c.touchHeld(ctx, dst, refd)
+		missing, err := c.touchHeld(ctx, dst, refd, repair)
 		if err != nil {
 			return 0, 0, err
 		}
@@ -286,6 +302,11 @@ func (c *Copier) copyBackupData(ctx context.Context, src, dst Repository, id str
 	rep.Bytes += bytes.Load()
 	for _, d := range rec.Disks {
 		ref := repository.IndexRef{VMUUID: vm, DiskID: d.DiskID, BackupID: id}
+		if repair {
+			if err := removeDamagedIndex(ctx, dst, ref); err != nil {
+				return 0, 0, err
+			}
+		}
 		digest, err := dst.WriteIndex(ctx, ref, idxs[d.DiskID])
 		if err != nil {
 			return 0, 0, err
@@ -299,6 +320,13 @@ func (c *Copier) copyBackupData(ctx context.Context, src, dst Repository, id str
 		if err != nil {
 			return 0, 0, err
 		}
+		if repair {
+			if _, err := dst.ReadVMConfig(ctx, vm, id, rec.VMConfigDigest); errors.Is(err, repository.ErrVMConfigDamaged) {
+				if err := dst.RemoveVMConfig(ctx, vm, id); err != nil {
+					return 0, 0, fmt.Errorf("remove the damaged vm configuration of the copy: %w", err)
+				}
+			}
+		}
 		if _, err := dst.WriteVMConfig(ctx, vm, id, data); err != nil {
 			return 0, 0, err
 		}
@@ -309,10 +337,23 @@ func (c *Copier) copyBackupData(ctx context.Context, src, dst Repository, id str
 	return chunks.Load(), bytes.Load(), nil
 }
 
+// removeDamagedIndex removes the index ref of dst when it is there but does not read back
+// sound, so that it can be written again.
+func removeDamagedIndex(ctx context.Context, dst Repository, ref repository.IndexRef) error {
+	if _, err := dst.ReadIndex(ctx, ref); !errors.Is(err, repository.ErrIndexDamaged) {
+		return nil // sound, absent (written next), or unreadable for a reason the write reports
+	}
+	if err := dst.RemoveIndex(ctx, ref); err != nil {
+		return fmt.Errorf("remove the damaged index %s of the copy: %w", ref, err)
+	}
+	return nil
+}
+
 // touchHeld touches each chunk of ds that dst holds, so that garbage collection there spares it
 // from now on (the copy's hold spares only what was stored or touched since the copy began),
-// and returns the others, each once, c.parallel at a time.
-func (c *Copier) touchHeld(ctx context.Context, dst Repository, ds []chunk.Digest) ([]chunk.Digest, error) {
+// and returns the others, each once, c.parallel at a time. With repair it verifies each held
+// chunk first, and a damaged one is quarantined and returned with the missing ones.
+func (c *Copier) touchHeld(ctx context.Context, dst Repository, ds []chunk.Digest, repair bool) ([]chunk.Digest, error) {
 	var (
 		mu      sync.Mutex
 		missing []chunk.Digest
@@ -326,6 +367,18 @@ func (c *Copier) touchHeld(ctx context.Context, dst Repository, ds []chunk.Diges
 		}
 		seen[d] = struct{}{}
 		g.Go(func() error {
+			if repair {
+				err := dst.VerifyChunk(gctx, d)
+				if errors.Is(err, repository.ErrChunkDamaged) {
+					_, err = dst.QuarantineChunk(gctx, d)
+					if errors.Is(err, repository.ErrChunkSound) {
+						err = nil // a sound copy was stored meanwhile
+					}
+				}
+				if err != nil && !errors.Is(err, repository.ErrChunkNotFound) {
+					return fmt.Errorf("verify chunk %s in the copy: %w", d, err)
+				}
+			}
 			err := dst.TouchChunk(gctx, d)
 			if errors.Is(err, repository.ErrChunkNotFound) {
 				mu.Lock()

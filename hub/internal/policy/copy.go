@@ -87,7 +87,7 @@ func copySelects(p *catalog.Policy, b *catalog.BackupRow) bool {
 type copyPlan struct {
 	// Wanted are the selected successful backups of the source that the policy's retention
 	// keeps (protected ones always), oldest first; Missing those of them the target holds no
-	// copy of.
+	// sound copy of (none, or one its last verification found damaged).
 	Wanted, Missing []catalog.BackupRow
 	// Unwanted are copies in the target of selected backups that the retention no longer keeps,
 	// and backups moved into the target from the source that it no longer keeps.
@@ -184,13 +184,16 @@ func (s *Service) planCopyAlone(ctx context.Context, p *catalog.Policy) (copyPla
 	for i := len(rows) - 1; i >= 0; i-- { // oldest first
 		b := rows[i]
 		kept, selected := keep[b.ID]
-		_, copied := held[b.ID]
+		cp, copied := held[b.ID]
+		// A copy verification found damaged is missing until copied again.
+		sound := copied && cp.VerifyStatus != api.VerifyDamaged
 		copied = copied || b.RepositoryID == p.TargetRepositoryID // moved there: the copy is the backup
+		sound = sound || b.RepositoryID == p.TargetRepositoryID
 		switch {
 		case !selected:
 		case kept:
 			plan.Wanted = append(plan.Wanted, b)
-			if !copied {
+			if !sound {
 				plan.Missing = append(plan.Missing, b)
 			}
 		case copied:
