@@ -448,6 +448,10 @@ type VerifyReport struct {
 	// A damaged copy leaves the backup itself sound.
 	Copies        int                            `json:"copies"`
 	DamagedCopies map[string]map[string][]string `json:"damaged_copies"`
-	Healed        []string                       `json:"healed"`
-	DurationNanos int64                          `json:"duration_nanoseconds"`
+	// SkippedRepositories names the repositories of copies that could not be read (repository
+	// → why); their copies keep their last verification. A repository holding backups of its
+	// own is never skipped: the verification fails instead.
+	SkippedRepositories map[string]string `json:"skipped_repositories"`
+	Healed              []string          `json:"healed"`
+	DurationNanos       int64             `json:"duration_nanoseconds"`
 }

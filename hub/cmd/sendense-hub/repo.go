@@ -258,7 +258,14 @@ func printVerify(cmd *cobra.Command, e *env, v verifier, backupID string) error 
 	for _, d := range rep.Quarantined {
 		fmt.Fprintf(e.stdout, "QUARANTINED chunk %s: damaged; the next backup holding its data uploads it again\n", d)
 	}
+	for _, repo := range slices.Sorted(maps.Keys(rep.SkippedRepositories)) {
+		fmt.Fprintf(e.stdout, "SKIPPED repository %s: cannot be read, its copies were not verified: %s\n", repo, rep.SkippedRepositories[repo])
+	}
 	if len(rep.DamagedBackups) == 0 && len(rep.DamagedCopies) == 0 {
+		if len(rep.SkippedRepositories) > 0 {
+			fmt.Fprintln(e.stdout, "no damage found in what could be read")
+			return errors.New("verification could not read every repository")
+		}
 		fmt.Fprintln(e.stdout, "no damage found")
 		return nil
 	}

@@ -278,6 +278,9 @@ func (c *Console) verifyBackup(w http.ResponseWriter, r *http.Request) {
 	for _, repo := range slices.Sorted(maps.Keys(rep.DamagedCopies[id])) {
 		result += fmt.Sprintf("; DAMAGED copy in %s (the next copy run copies it again): %s", repo, strings.Join(rep.DamagedCopies[id][repo], "; "))
 	}
+	for _, repo := range slices.Sorted(maps.Keys(rep.Skipped)) {
+		result += fmt.Sprintf("; copies in %s not verified: %s", repo, rep.Skipped[repo])
+	}
 	c.showBackup(w, r, id, result)
 }
 

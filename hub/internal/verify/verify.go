@@ -99,14 +99,20 @@ type Report struct {
 	// DamagedCopies: backup id → repository name → what is wrong with the backup's copy there.
 	// The backup itself is damaged only when its own repository's data is.
 	DamagedCopies map[string]map[string][]string
+	// Skipped: repository name → why it could not be read. Only a repository that holds copies
+	// and no backup of its own is skipped (one of its own fails the verification); the copies
+	// there keep their last verification, unless damage was found before.
+	Skipped map[string]string
 	// Healed lists the backups the previous verification had found damaged and this one found
 	// sound: every chunk they name is present and intact again.
 	Healed   []string
 	Duration time.Duration
 }
 
-// OK reports whether nothing was damaged: no backup, no copy.
-func (r *Report) OK() bool { return len(r.DamagedBackups) == 0 && len(r.DamagedCopies) == 0 }
+// OK reports whether nothing was damaged (no backup, no copy) and every repository was read.
+func (r *Report) OK() bool {
+	return len(r.DamagedBackups) == 0 && len(r.DamagedCopies) == 0 && len(r.Skipped) == 0
+}
 
 // damage records a problem of backup id's data in a repository: its own (copy false) or the
 // copy it has there.
@@ -141,7 +147,7 @@ func (r *Report) API() api.VerifyReport {
 	}
 	return api.VerifyReport{
 		Backups: r.Backups, Chunks: r.Chunks, DamagedChunks: nonNil(r.DamagedChunks), Quarantined: nonNil(r.Quarantined),
-		DamagedBackups: r.DamagedBackups, Copies: r.Copies, DamagedCopies: r.DamagedCopies, Healed: nonNil(r.Healed),
+		DamagedBackups: r.DamagedBackups, Copies: r.Copies, DamagedCopies: r.DamagedCopies, SkippedRepositories: r.Skipped, Healed: nonNil(r.Healed),
 		DurationNanos: int64(r.Duration),
 	}
 }
@@ -207,13 +213,35 @@ func (v *Verifier) Run(ctx context.Context, backupID string) (*Report, error) {
 			return nil, err
 		}
 	}
-	rep := &Report{Backups: len(rows), DamagedBackups: map[string][]string{}, DamagedCopies: map[string]map[string][]string{}}
-	// A chunk is checked in each repository that holds it: digests are of the plain bytes, so
-	// two repositories may hold the same digest, and damage in one is not the other's. A copy is
-	// verified as its backup is, in the copy's repository: a restore may read it from there.
+	rep := &Report{Backups: len(rows), DamagedBackups: map[string][]string{}, DamagedCopies: map[string]map[string][]string{}, Skipped: map[string]string{}}
 	users := map[stored][]use{}
 	repoName := map[string]string{}
 	copiesOf := map[string][]catalog.BackupCopy{}
+	homes := map[string]bool{}
+	for _, r := range rows {
+		homes[r.RepositoryID] = true
+	}
+	// skip gives up on a repository that holds only copies and cannot be read (an off-site
+	// store out of reach): the backups at home are verified all the same. It reports whether it
+	// did; a repository of the backups' own is not skipped (the verification fails).
+	var mu sync.Mutex
+	skipped := map[string]bool{}
+	skip := func(repoID string, err error) bool {
+		if homes[repoID] {
+			return false
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if !skipped[repoID] {
+			skipped[repoID] = true
+			rep.Skipped[repoName[repoID]] = err.Error()
+			v.log.ErrorContext(ctx, "verification: a repository of copies cannot be read; its copies are not verified", "repository", repoName[repoID], "err", err)
+		}
+		return true
+	}
+	// A chunk is checked in each repository that holds it: digests are of the plain bytes, so
+	// two repositories may hold the same digest, and damage in one is not the other's. A copy is
+	// verified as its backup is, in the copy's repository: a restore may read it from there.
 	for _, r := range rows {
 		disks, err := v.cat.BackupDisks(ctx, r.ID)
 		if err != nil {
@@ -231,7 +259,10 @@ func (v *Verifier) Run(ctx context.Context, backupID string) (*Report, error) {
 		}
 		for _, h := range hs {
 			repoName[h.repoID] = h.repoName
-			if err := v.collect(ctx, &r, disks, h, users, rep); err != nil {
+			if skipped[h.repoID] {
+				continue
+			}
+			if err := v.collect(ctx, &r, disks, h, users, rep); err != nil && !skip(h.repoID, err) {
 				return nil, err
 			}
 		}
@@ -246,7 +277,6 @@ func (v *Verifier) Run(ctx context.Context, backupID string) (*Report, error) {
 		}
 		return chunks[i].d.String() < chunks[j].d.String()
 	})
-	var mu sync.Mutex
 	work := make(chan stored)
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
@@ -264,13 +294,25 @@ func (v *Verifier) Run(ctx context.Context, backupID string) (*Report, error) {
 		g.Go(func() error {
 			for at := range work {
 				d := at.d
+				mu.Lock()
+				gone := skipped[at.repo]
+				mu.Unlock()
+				if gone {
+					continue
+				}
 				repo, err := v.open(gctx, at.repo)
 				if err != nil {
+					if skip(at.repo, err) {
+						continue
+					}
 					return err
 				}
 				verr := repo.VerifyChunk(gctx, d)
 				v.m.ChunksVerified.Inc()
 				if verr != nil && !errors.Is(verr, repository.ErrChunkDamaged) && !errors.Is(verr, repository.ErrChunkNotFound) {
+					if gctx.Err() == nil && skip(at.repo, verr) {
+						continue
+					}
 					return verr // an I/O problem of this machine, not a verdict on the chunk
 				}
 				problem, quarantined := "", false
@@ -316,10 +358,14 @@ func (v *Verifier) Run(ctx context.Context, backupID string) (*Report, error) {
 		}
 		for _, cp := range copiesOf[r.ID] {
 			status := StatusOK
-			if problems, bad := rep.DamagedCopies[r.ID][cp.RepositoryName]; bad {
+			problems, bad := rep.DamagedCopies[r.ID][cp.RepositoryName]
+			switch {
+			case bad:
 				status = StatusDamaged
 				v.log.ErrorContext(ctx, "copy damaged; the next run of its copy policy copies it again", "job_id", r.ID, "vm_name", r.VMName,
 					"repository", cp.RepositoryName, "problems", problems)
+			case skipped[cp.RepositoryID]:
+				continue // not verified: its last verification stands
 			}
 			if err := v.cat.RecordCopyVerify(ctx, r.ID, cp.RepositoryID, status, at); err != nil {
 				return nil, err
@@ -357,7 +403,10 @@ func (v *Verifier) collect(ctx context.Context, r *catalog.BackupRow, disks []ca
 	}
 	for _, d := range disks {
 		idx, err := repo.ReadIndex(ctx, repository.IndexRef{VMUUID: r.InstanceUUID, DiskID: d.DiskID, BackupID: r.ID})
-		if err != nil {
+		switch {
+		case err != nil && h.copy && !errors.Is(err, repository.ErrIndexDamaged) && !errors.Is(err, repository.ErrIndexNotFound):
+			return err // the copy's repository cannot be read: no verdict on the copy
+		case err != nil:
 			rep.damage(r.ID, h.repoName, h.copy, fmt.Sprintf("%s: index: %v", d.DiskID, err))
 			continue
 		}

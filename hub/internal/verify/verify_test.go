@@ -2,8 +2,10 @@ package verify
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
@@ -60,11 +62,13 @@ func (c *backupsIn) VerifySummary(context.Context) (int, time.Time, error) {
 	return 0, time.Time{}, nil
 }
 
-// oneChunkRepo holds one index of one chunk, damaged or sound, and counts its chunk reads.
+// oneChunkRepo holds one index of one chunk, damaged or sound, and counts its chunk reads;
+// with down set, every read fails as an unreachable store's would.
 type oneChunkRepo struct {
 	idx     *fidx.Index
 	damaged bool
 	reads   int
+	down    error
 }
 
 func (r *oneChunkRepo) ReadIndex(context.Context, repository.IndexRef) (*fidx.Index, error) {
@@ -73,6 +77,9 @@ func (r *oneChunkRepo) ReadIndex(context.Context, repository.IndexRef) (*fidx.In
 
 func (r *oneChunkRepo) VerifyChunk(_ context.Context, d chunk.Digest) error {
 	r.reads++
+	if r.down != nil {
+		return r.down
+	}
 	if r.damaged {
 		return fmt.Errorf("chunk %s: %w", d, repository.ErrChunkDamaged)
 	}
@@ -158,5 +165,64 @@ func TestACopyIsVerifiedWhereItIs(t *testing.T) {
 		if _, bad := rep.DamagedCopies["bk"]["offsite"]; bad != (damagedIn == "offsite") || len(rep.DamagedCopies) > 1 {
 			t.Errorf("damaged in %s: damaged copies %v", damagedIn, rep.DamagedCopies)
 		}
+	}
+}
+
+// A repository of copies that cannot be read (an off-site store out of reach) does not stop the
+// verification: the backups at home are verified and recorded, the copies there keep their last
+// verification, and the report names the repository. A repository holding backups of its own
+// that cannot be read fails the verification, as before.
+func TestAnUnreadableRepositoryOfCopiesIsSkipped(t *testing.T) {
+	idx, err := fidx.New(4<<20, 4<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	idx.Digests[0] = chunk.Sum([]byte("a backup and its copy"))
+	outage := errors.New("dial tcp 192.0.2.7:443: connect: connection refused")
+	for _, tc := range []struct {
+		name   string
+		opens  bool // the repository opens, and then its chunk reads fail
+		copies bool // the unreadable repository holds only copies
+	}{
+		{"copies, cannot be opened", false, true},
+		{"copies, chunk reads fail", true, true},
+		{"a backup's own, chunk reads fail", true, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			repos := map[string]*oneChunkRepo{"home": {idx: idx}, "offsite": {idx: idx, down: outage}}
+			var row catalog.BackupRow
+			row.ID, row.RepositoryID, row.RepositoryName, row.Status = "bk", "home", "home", api.JobSucceeded
+			cat := &backupsIn{rows: []catalog.BackupRow{row}, recorded: map[string]string{},
+				copies: map[string][]catalog.BackupCopy{"bk": {{BackupID: "bk", RepositoryID: "offsite", RepositoryName: "offsite"}}}}
+			if !tc.copies {
+				row.ID, row.RepositoryID, row.RepositoryName = "bk-off", "offsite", "offsite"
+				cat.rows = append(cat.rows, row)
+			}
+			open := func(_ context.Context, id string) (Repository, error) {
+				if id == "offsite" && !tc.opens {
+					return nil, outage
+				}
+				return repos[id], nil
+			}
+			rep, err := New(cat, open, slog.New(slog.DiscardHandler), nil, 2).Run(t.Context(), "")
+			if !tc.copies {
+				if !errors.Is(err, outage) {
+					t.Fatalf("a repository of backups cannot be read: %v, want the verification to fail", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if cat.recorded["bk"] != StatusOK || repos["home"].reads != 1 {
+				t.Errorf("the backup at home: recorded %q after %d reads, want ok after one", cat.recorded["bk"], repos["home"].reads)
+			}
+			if st, recorded := cat.recorded["bk@offsite"]; recorded {
+				t.Errorf("the copy in the unreadable repository was recorded %q", st)
+			}
+			if rep.OK() || !strings.Contains(rep.Skipped["offsite"], "connection refused") || len(rep.DamagedCopies) != 0 {
+				t.Errorf("report %+v, want offsite skipped and nothing damaged", rep)
+			}
+		})
 	}
 }
