@@ -38,7 +38,14 @@ func newFilesCmd(e *env) *cobra.Command {
 		return catalogCmd(e, func(cmd *cobra.Command, _ *config.Config, cat *catalog.Catalog) error {
 			repos := repository.NewRegistry(cat, nil, nil)
 			defer repos.Close()
-			b, err := files.NewService(restore.New(cat, restoreRepos(repos), nil), nil).Open(cmd.Context(), backupID, diskID)
+			svc := restore.New(cat, restoreRepos(repos), nil)
+			// Held in the catalog while it is read: a prune or deletion meanwhile is refused.
+			release, err := svc.Hold(cmd.Context(), backupID)
+			if err != nil {
+				return err
+			}
+			defer release()
+			b, err := files.NewService(svc, nil).Open(cmd.Context(), backupID, diskID)
 			if err != nil {
 				return err
 			}

@@ -126,6 +126,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	inv := inventory.New(cat, log, reg)
 	backups := jobs.New(cat, repos, log, reg, jobs.Options{JobTimeout: cfg.JobTimeout})
 	restores := restore.New(cat, restoreRepos(repos), reg)
+	restores.SetLogger(log)
 	tests := restoretest.New(cat, restores, log, reg, restoretest.Options{})
 	policies := policy.New(cat, backups, tests, log, reg, nil)
 	copyOpen := func(ctx context.Context, id string) (copies.Repository, error) { return repos.Open(ctx, id) }

@@ -43,6 +43,10 @@ func (c *Catalog) BeginBackupRead(ctx context.Context, backupID string, ttl time
 		case status != api.JobSucceeded:
 			return fmt.Errorf("backup %s is %s, not a restore point: %w", backupID, status, ErrConflict)
 		}
+		// The reads of this backup whose reader died go now (the index serves both).
+		if _, err := tx.NewDelete().Model((*BackupRead)(nil)).Where("backup_id = ?", backupID).Where("expires_at < ?", now).Exec(ctx); err != nil {
+			return fmt.Errorf("forget expired reads of backup %s: %w", backupID, err)
+		}
 		if _, err := tx.NewInsert().Model(r).Exec(ctx); err != nil {
 			return fmt.Errorf("record a read of backup %s: %w", backupID, err)
 		}
@@ -67,10 +71,10 @@ func (c *Catalog) RenewBackupRead(ctx context.Context, id string, ttl time.Durat
 	return nil
 }
 
-// EndBackupRead forgets the read id, and any read that expired more than a day ago (its reader
-// died); an unknown id is not an error.
+// EndBackupRead forgets the read id; an unknown id is not an error. The reads of dead readers
+// go with the next read of their backup (BeginBackupRead), or with the backup.
 func (c *Catalog) EndBackupRead(ctx context.Context, id string) error {
-	if _, err := c.db.NewDelete().Model((*BackupRead)(nil)).WhereOr("id = ?", id).WhereOr("expires_at < ?", c.now().Add(-24*time.Hour)).Exec(ctx); err != nil {
+	if _, err := c.db.NewDelete().Model((*BackupRead)(nil)).Where("id = ?", id).Exec(ctx); err != nil {
 		return fmt.Errorf("end backup read %s: %w", id, err)
 	}
 	return nil

@@ -103,8 +103,8 @@ func New(cat checkCatalog, open OpenFunc, log *slog.Logger) *Checker {
 // writers that died (a crash), which no live process owns.
 // Missing indexes and chunks cannot be repaired: they are reported with the backups they break.
 // Neither can the indexes of a backup the repository records but the catalog lacks (a catalog
-// restored from an older copy, an attach under way): repo attach imports them, and repair
-// leaves them.
+// restored from an older copy, an attach under way, a deletion that could not reach the
+// repository): repo attach imports them, and repair leaves them.
 func (c *Checker) Run(ctx context.Context, repair bool) (Report, error) {
 	var rep Report
 	rs, err := c.cat.Repositories(ctx)
@@ -279,6 +279,7 @@ func (c *Checker) unnamed(ctx context.Context, repo Repository, name string, ref
 	}
 	p.Kind = "unimported_backup"
 	p.Detail = "the repository records this backup as complete but the catalog lacks it (a catalog restored from an older copy, " +
-		"an attach under way): `sendense-hub repo attach` with this repository's name and location imports it; repair leaves it"
+		"an attach under way, or a deletion that could not reach the repository): `sendense-hub repo attach` with this repository's " +
+		"name and location imports it, and `sendense-hub backup rm` then removes it if it was deleted; repair leaves it"
 	return p, false, nil
 }

@@ -110,6 +110,24 @@ func (s *Service) Serve(ctx context.Context, backupID string) (release func(), e
 	}), nil
 }
 
+// renew extends the read *id of backupID, within a quarter of the read's lifetime; a read that
+// expired meanwhile (the catalog out of reach for that long) is recorded again, as a new one.
+func (s *Service) renew(ctx context.Context, backupID string, id *string) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.ttl/4)
+	defer cancel()
+	err := s.cat.RenewBackupRead(ctx, *id, s.ttl)
+	if !errors.Is(err, catalog.ErrNotFound) {
+		return err
+	}
+	fresh, err := s.cat.BeginBackupRead(ctx, backupID, s.ttl)
+	if err != nil {
+		return err
+	}
+	old := *id
+	*id = fresh
+	return s.cat.EndBackupRead(ctx, old)
+}
+
 // Hold records in the catalog that backup backupID is being read, and renews that record until
 // release is called: meanwhile the backup cannot be deleted, pruned or moved, nor a copy of it
 // removed, by this hub or another on the same catalog. A backup that does not exist →
@@ -132,7 +150,7 @@ func (s *Service) Hold(ctx context.Context, backupID string) (release func(), er
 				return
 			case <-t.C:
 			}
-			if err := s.cat.RenewBackupRead(context.WithoutCancel(ctx), id, s.ttl); err != nil {
+			if err := s.renew(ctx, backupID, &id); err != nil {
 				s.log.WarnContext(ctx, "renew the record of a backup read; its backup may be deleted under it", "job_id", backupID, "err", err)
 			}
 		}
@@ -140,7 +158,7 @@ func (s *Service) Hold(ctx context.Context, backupID string) (release func(), er
 	return sync.OnceFunc(func() {
 		close(done)
 		<-stopped
-		ectx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		ectx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.ttl/4)
 		defer cancel()
 		if err := s.cat.EndBackupRead(ectx, id); err != nil {
 			s.log.WarnContext(ctx, "end the record of a backup read (it expires)", "job_id", backupID, "err", err)
