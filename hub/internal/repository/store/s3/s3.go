@@ -983,12 +983,11 @@ func (s *Store) Lock(ctx context.Context, name string) (release func() error, er
 		return nil, fmt.Errorf("lock %s: %w", name, err)
 	}
 	l := &lease{s: s, name: name, obj: s.prefix + "locks/" + name, token: token(), stop: make(chan struct{}), done: make(chan struct{})}
-	start := time.Now()
-	if err := l.acquire(ctx); err != nil {
+	// Before the lease: taking over a stale one judges its age by the server's clock.
+	if err := s.checkClock(ctx, name); err != nil {
 		return nil, fmt.Errorf("lock %s: %w", name, err)
 	}
-	if err := s.checkClock(ctx, l.obj, start); err != nil {
-		_ = l.drop(ctx)
+	if err := l.acquire(ctx); err != nil {
 		return nil, fmt.Errorf("lock %s: %w", name, err)
 	}
 	s.mu.Lock()
@@ -1007,14 +1006,25 @@ func (s *Store) Lock(ctx context.Context, name string) (release func() error, er
 // clockMargin.
 var ErrClockBehind = errors.New("the S3 server's clock is behind this host's")
 
-// checkClock compares the time the server gave obj, written since start, with this host's
-// clock. Leases, removal markers and garbage collection's cutoff all compare the server's object
-// times with this host's clock, allowing clockMargin: a server further behind would make a live
-// lease look stale and a chunk stored this minute look old enough to collect, so a lock (held by
-// every collection) is refused then, naming both times. A server ahead errs on the safe side
-// (objects look younger) and passes.
-func (s *Store) checkClock(ctx context.Context, obj string, start time.Time) error {
+// checkClock writes a small object next to the lock name's lease and compares the time the
+// server gives it with this host's clock. Leases, removal markers and garbage collection's
+// cutoff all compare the server's object times with this host's clock, allowing clockMargin: a
+// server further behind would make a live lease look stale and a chunk stored this minute look
+// old enough to collect, so a lock (held by every collection) is refused then, naming both
+// times. A server ahead errs on the safe side (objects look younger) and passes.
+func (s *Store) checkClock(ctx context.Context, name string) error {
+	obj := s.prefix + "locks/" + name + ".clock-" + token()
+	start := time.Now()
+	pctx, cancel := context.WithTimeout(ctx, opTimeout)
+	_, err := s.client.PutObject(pctx, s.bucket, obj, bytes.NewReader(nil), 0, minio.PutObjectOptions{ContentType: "text/plain"})
+	cancel()
+	if err != nil {
+		return fmt.Errorf("write %s to read the server's clock: %w", obj, describe(err))
+	}
 	info, err := s.stat(ctx, obj)
+	if rerr := s.removeObject(context.WithoutCancel(ctx), obj); rerr != nil {
+		s.log.WarnContext(ctx, "s3 store: remove the clock probe", "object", obj, "err", rerr)
+	}
 	if err != nil {
 		return fmt.Errorf("read the time of %s: %w", obj, err)
 	}
