@@ -53,11 +53,12 @@ func (c *readsCatalog) EndBackupRead(_ context.Context, id string) error {
 }
 
 // A hold whose read expired (its renewals could not reach the catalog) records a new read and
-// keeps renewing that one; its release ends whichever read it holds, and nothing is left.
+// keeps renewing that one; its release ends whichever read it holds (after the linger of shared
+// holds), and nothing is left.
 func TestHoldRecordsItsReadAgainAfterItExpired(t *testing.T) {
 	cat := &readsCatalog{live: map[string]bool{}}
-	s := &Service{cat: cat, ttl: 40 * time.Millisecond, log: slog.New(slog.DiscardHandler)}
-	release, err := s.Hold(t.Context(), "bk-1")
+	s := &Service{cat: cat, ttl: 40 * time.Millisecond, log: slog.New(slog.DiscardHandler), held: map[string]*heldRead{}, linger: 10 * time.Millisecond}
+	release, err := s.holdShared(t.Context(), "bk-1")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -74,9 +75,49 @@ func TestHoldRecordsItsReadAgainAfterItExpired(t *testing.T) {
 	}
 	release()
 	release() // once only
+	testenv.WaitFor(t, 10*time.Second, "the read to end after its linger", func() bool {
+		cat.mu.Lock()
+		defer cat.mu.Unlock()
+		return len(cat.live) == 0
+	})
 	cat.mu.Lock()
 	defer cat.mu.Unlock()
-	if len(cat.live) != 0 || cat.n != 2 {
-		t.Fatalf("after release: live %v, %d begun; want none live, 2 begun", cat.live, cat.n)
+	if cat.n != 2 {
+		t.Fatalf("after release: %d reads begun, want 2", cat.n)
 	}
+}
+
+// The readers of one backup share one record in the catalog: it ends only once the last of them
+// released it and no reader came for a while (a client reading an image in many ranged
+// requests costs one record, not two writes per request); a reader of another backup gets its
+// own.
+func TestReadersOfABackupShareOneRecord(t *testing.T) {
+	cat := &readsCatalog{live: map[string]bool{}, renewed: 1} // renewals succeed
+	s := &Service{cat: cat, ttl: time.Minute, log: slog.New(slog.DiscardHandler), held: map[string]*heldRead{}, linger: 200 * time.Millisecond}
+	ctx := t.Context()
+	live := func() int { cat.mu.Lock(); defer cat.mu.Unlock(); return len(cat.live) }
+	begun := func() int { cat.mu.Lock(); defer cat.mu.Unlock(); return cat.n }
+	r1, err := s.holdShared(ctx, "bk-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r2, _ := s.holdShared(ctx, "bk-1")
+	other, _ := s.holdShared(ctx, "bk-2")
+	if begun() != 2 || live() != 2 {
+		t.Fatalf("%d reads begun, %d live; want one per backup", begun(), live())
+	}
+	r1()
+	other()
+	r2()
+	r3, _ := s.holdShared(ctx, "bk-1") // within the linger: the same record
+	if begun() != 2 {
+		t.Fatalf("a reader within the linger began read %d", begun())
+	}
+	r3()
+	testenv.WaitFor(t, 10*time.Second, "both records to end after their linger", func() bool { return live() == 0 })
+	r4, _ := s.holdShared(ctx, "bk-1")
+	if begun() != 3 || live() != 1 {
+		t.Fatalf("after the records ended: %d begun, %d live; want a new record", begun(), live())
+	}
+	r4()
 }

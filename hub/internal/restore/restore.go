@@ -70,13 +70,31 @@ type Service struct {
 	wait   time.Duration
 	ttl    time.Duration // readTTL; a field so that a test can shorten it
 	log    *slog.Logger
+
+	// Reads held (Hold), one record in the catalog per backup however many requests read it,
+	// kept for linger after the last ends: a client reading an image in many ranged requests
+	// costs the catalog a write now and then, not two per request.
+	heldMu sync.Mutex
+	held   map[string]*heldRead
+	linger time.Duration
+}
+
+// heldReads is how long a backup read recorded for clients stays recorded after the last of its
+// readers ended (see Service.held).
+const heldReads = 5 * time.Second
+
+// heldRead is the catalog's record of reads of one backup, shared by its readers.
+type heldRead struct {
+	refs    int
+	release func()      // ends the record
+	linger  *time.Timer // while refs is 0: ends the record when it fires
 }
 
 // New returns the service; the metrics of the images it opens are registered on reg (nil: not
 // registered).
 func New(cat restoreCatalog, open OpenFunc, reg prometheus.Registerer) *Service {
 	return &Service{cat: cat, open: open, m: newMetrics(reg), served: semaphore.NewWeighted(MaxServed), wait: servedWait, ttl: readTTL,
-		log: slog.New(slog.DiscardHandler)}
+		log: slog.New(slog.DiscardHandler), held: map[string]*heldRead{}, linger: heldReads}
 }
 
 // SetLogger sets where the service logs (nothing otherwise).
@@ -87,8 +105,11 @@ func (s *Service) SetServeWaitForTest(d time.Duration) { s.wait = d }
 
 // Serve admits one read of backup backupID served to a client (a download, a listing),
 // waiting up to 10 s while MaxServed others are being served: ErrBusy after that, the context's
-// error when it ends first. The read holds the backup (Hold) until it calls release, which it
-// must when it ends.
+// error when it ends first. The read holds the backup (as Hold does) until it calls release,
+// which it must when it ends; the reads served of one backup share one record in the catalog,
+// which ends a few seconds (heldReads) after the last of them released it, so that a client
+// reading an image in many ranged requests costs the catalog a write now and then, not two per
+// request.
 func (s *Service) Serve(ctx context.Context, backupID string) (release func(), err error) {
 	wctx, cancel := context.WithTimeout(ctx, s.wait)
 	defer cancel()
@@ -99,7 +120,7 @@ func (s *Service) Serve(ctx context.Context, backupID string) (release func(), e
 		s.m.busy.Inc()
 		return nil, fmt.Errorf("%w (%d at once); retry when one has ended", ErrBusy, MaxServed)
 	}
-	unhold, err := s.Hold(ctx, backupID)
+	unhold, err := s.holdShared(ctx, backupID)
 	if err != nil {
 		s.served.Release(1)
 		return nil, err
@@ -133,12 +154,82 @@ func (s *Service) renew(ctx context.Context, backupID string, id *string) error 
 // removed, by this hub or another on the same catalog. A backup that does not exist →
 // catalog.ErrNotFound; one that is not a restore point → catalog.ErrConflict. A renewal that
 // fails is logged and the read goes on: every chunk it reads is verified, so a backup removed
-// under it fails the read, never returns other bytes.
+// under it fails the read, never returns other bytes. The record ends at release.
 func (s *Service) Hold(ctx context.Context, backupID string) (release func(), err error) {
+	return s.record(ctx, backupID)
+}
+
+// holdShared is Hold sharing one record among the readers of a backup (see Serve).
+func (s *Service) holdShared(ctx context.Context, backupID string) (release func(), err error) {
+	if h := s.take(backupID); h != nil {
+		return s.unref(backupID, h), nil
+	}
+	end, err := s.record(ctx, backupID)
+	if err != nil {
+		return nil, err
+	}
+	s.heldMu.Lock()
+	if h := s.takeLocked(backupID); h != nil {
+		s.heldMu.Unlock()
+		end() // another reader recorded the backup's read meanwhile: this one shares that
+		return s.unref(backupID, h), nil
+	}
+	h := &heldRead{refs: 1, release: end}
+	s.held[backupID] = h
+	s.heldMu.Unlock()
+	return s.unref(backupID, h), nil
+}
+
+// take takes a share of the backup's recorded read, if there is one.
+func (s *Service) take(backupID string) *heldRead {
+	s.heldMu.Lock()
+	defer s.heldMu.Unlock()
+	return s.takeLocked(backupID)
+}
+
+func (s *Service) takeLocked(backupID string) *heldRead {
+	h := s.held[backupID]
+	if h == nil {
+		return nil
+	}
+	h.refs++
+	if h.linger != nil {
+		h.linger.Stop() // if it fired already, its callback finds refs > 0 and does nothing
+		h.linger = nil
+	}
+	return h
+}
+
+// unref returns the release of one share of h: the last one leaves the record to end after
+// s.linger, unless a new reader takes it first.
+func (s *Service) unref(backupID string, h *heldRead) func() {
+	return sync.OnceFunc(func() {
+		s.heldMu.Lock()
+		defer s.heldMu.Unlock()
+		if h.refs--; h.refs > 0 {
+			return
+		}
+		h.linger = time.AfterFunc(s.linger, func() {
+			s.heldMu.Lock()
+			if h.refs > 0 || s.held[backupID] != h {
+				s.heldMu.Unlock()
+				return
+			}
+			delete(s.held, backupID)
+			s.heldMu.Unlock()
+			h.release()
+		})
+	})
+}
+
+// record begins a record of reads of backupID in the catalog and renews it until the returned
+// end is called.
+func (s *Service) record(ctx context.Context, backupID string) (end func(), err error) {
 	id, err := s.cat.BeginBackupRead(ctx, backupID, s.ttl)
 	if err != nil {
 		return nil, err
 	}
+	ctx = context.WithoutCancel(ctx) // the record outlives the request that began it
 	done, stopped := make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(stopped)
@@ -158,7 +249,7 @@ func (s *Service) Hold(ctx context.Context, backupID string) (release func(), er
 	return sync.OnceFunc(func() {
 		close(done)
 		<-stopped
-		ectx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.ttl/4)
+		ectx, cancel := context.WithTimeout(ctx, s.ttl/4)
 		defer cancel()
 		if err := s.cat.EndBackupRead(ectx, id); err != nil {
 			s.log.WarnContext(ctx, "end the record of a backup read (it expires)", "job_id", backupID, "err", err)
