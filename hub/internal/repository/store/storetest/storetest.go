@@ -465,7 +465,13 @@ func testTouchRacesRemove(t *testing.T, open func(t *testing.T) store.Store) {
 		}
 	}
 	t.Logf("%d objects: %d touches succeeded, %d found nothing, %d removals, %d lost", n, touched.Load(), notFound.Load(), removed.Load(), lost)
-	if removed.Load() == 0 || touched.Load() == 0 {
+	switch {
+	case touched.Load() == 0:
+		t.Error("the race was not exercised: want some objects touched")
+	case removed.Load() == 0 && !retains(gc):
+		// A store that retains touched objects may see no removal win: its touch takes a few
+		// metadata requests, a removal of every version more. Losing nothing touched is what
+		// counts there.
 		t.Error("the race was not exercised: want some objects touched and some removed")
 	}
 }
