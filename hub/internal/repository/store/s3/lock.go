@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"time"
 
 	"github.com/minio/minio-go/v7"
@@ -111,8 +112,11 @@ func (s *Store) headVersion(ctx context.Context, obj, id string) (version, error
 }
 
 // removableVersions returns every version of obj (and its delete markers) when none is under
-// retention, or an error wrapping store.ErrRetained. A version left behind by a Touch or a
-// second Put would otherwise come back as the object once the current one is deleted.
+// retention, or an error wrapping store.ErrRetained. A version left behind by a second Put would
+// otherwise come back as the object once the current one is deleted. They come oldest first and
+// the current version last, in the order to delete them: deleting the current one first would
+// make an older version (a damaged one moved aside, say) the object until it went too, for a
+// Touch to retain.
 func (s *Store) removableVersions(ctx context.Context, obj string) ([]string, error) {
 	// The current version first, by HEAD: a version listing is not guaranteed to show it.
 	cur, err := s.headVersion(ctx, obj, "")
@@ -124,9 +128,6 @@ func (s *Store) removableVersions(ctx context.Context, obj string) ([]string, er
 		return nil, fmt.Errorf("%w until %s (%s mode)", store.ErrRetained, cur.until.UTC().Format(time.RFC3339), s.ObjectLock())
 	}
 	var ids []string
-	if cur.id != "" {
-		ids = append(ids, cur.id)
-	}
 	for oi := range s.client.ListObjects(ctx, s.bucket, minio.ListObjectsOptions{Prefix: obj, WithVersions: true}) {
 		if oi.Err != nil {
 			if ctx.Err() != nil {
@@ -151,6 +152,10 @@ func (s *Store) removableVersions(ctx context.Context, obj string) ([]string, er
 		if time.Now().Before(v.until) {
 			return nil, fmt.Errorf("%w until %s (%s mode)", store.ErrRetained, v.until.UTC().Format(time.RFC3339), s.ObjectLock())
 		}
+	}
+	slices.Reverse(ids) // listed newest first
+	if cur.id != "" {
+		ids = append(ids, cur.id)
 	}
 	return ids, nil
 }
