@@ -48,6 +48,9 @@ type Repository interface {
 	QuarantineChunk(ctx context.Context, d chunk.Digest) (string, error)
 	RemoveIndex(ctx context.Context, ref repository.IndexRef) error
 	RemoveVMConfig(ctx context.Context, vmUUID, backupID string) error
+	// TouchHolds is how long TouchChunk holds a chunk when not for good (S3 Object Lock: a
+	// retention date), else 0.
+	TouchHolds() time.Duration
 }
 
 // copyCatalog is what a copy needs of the catalog.
@@ -281,6 +284,7 @@ func (c *Copier) copyBackupData(ctx context.Context, src, dst Repository, id str
 	vm := rows.VM.InstanceUUID
 	var chunks, bytes atomic.Int64
 	idxs := map[string]*fidx.Index{}
+	heldSince := time.Now()
 	for _, d := range rec.Disks {
 		ref := repository.IndexRef{VMUUID: vm, DiskID: d.DiskID, BackupID: id}
 		idx, err := src.ReadIndex(ctx, ref)
@@ -297,6 +301,9 @@ func (c *Copier) copyBackupData(ctx context.Context, src, dst Repository, id str
 		if err := c.copyChunks(ctx, src, dst, missing, &chunks, &bytes); err != nil {
 			return 0, 0, err
 		}
+	}
+	if err := c.holdAgain(ctx, src, dst, rec, idxs, heldSince, &chunks, &bytes); err != nil {
+		return 0, 0, err
 	}
 	rep.Chunks += chunks.Load()
 	rep.Bytes += bytes.Load()
@@ -335,6 +342,37 @@ func (c *Copier) copyBackupData(ctx context.Context, src, dst Repository, id str
 		return 0, 0, err
 	}
 	return chunks.Load(), bytes.Load(), nil
+}
+
+// holdSlack is how much of half a touch's hold (TouchHolds) a copy keeps in hand for writing its
+// indexes once every chunk is in place.
+const holdSlack = time.Hour
+
+// holdAgain touches the chunks dst held already once more when the copy has run so long since it
+// first touched them (heldSince) that their hold may lapse before its indexes name them: where a
+// touch holds a chunk for a while only (TouchHolds, S3 Object Lock), a collection starting half
+// of that later could otherwise remove them. Chunks gone meanwhile are copied. A copy that cannot
+// touch them all again in that time fails.
+func (c *Copier) holdAgain(ctx context.Context, src, dst Repository, rec *repository.BackupRecord, idxs map[string]*fidx.Index, heldSince time.Time, chunks, bytes *atomic.Int64) error {
+	hold := dst.TouchHolds()
+	window := hold/2 - holdSlack
+	if hold <= 0 || time.Since(heldSince) < window {
+		return nil
+	}
+	again := time.Now()
+	for _, d := range rec.Disks {
+		missing, err := c.touchHeld(ctx, dst, idxs[d.DiskID].Referenced(), false)
+		if err != nil {
+			return err
+		}
+		if err := c.copyChunks(ctx, src, dst, missing, chunks, bytes); err != nil {
+			return err
+		}
+	}
+	if took := time.Since(again); window > 0 && took >= window {
+		return fmt.Errorf("touching the chunks the target holds took %s, too long for their hold of %s: the copy cannot count on them", took.Round(time.Second), hold)
+	}
+	return nil
 }
 
 // removeDamagedIndex removes the index ref of dst when it is there but does not read back

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -342,5 +343,54 @@ func TestCopyStopsWhenItsHoldLapses(t *testing.T) {
 	}
 	if len(f.cat.copied) != 0 || len(f.cat.writes) != 0 || f.cat.ended != 1 {
 		t.Fatalf("copies recorded %v, writes left %v, ended %d", f.cat.copied, f.cat.writes, f.cat.ended)
+	}
+}
+
+// briefHold is a target whose touches hold a chunk for hold only, as under S3 Object Lock, and
+// that counts them.
+type briefHold struct {
+	*repository.Repository
+	hold    time.Duration
+	touches atomic.Int32
+}
+
+func (r *briefHold) TouchHolds() time.Duration { return r.hold }
+
+func (r *briefHold) TouchChunk(ctx context.Context, d chunk.Digest) error {
+	r.touches.Add(1)
+	return r.Repository.TouchChunk(ctx, d)
+}
+
+// Where a touch holds a chunk for a while only, a copy that ran for half of that since it first
+// touched the chunks the target held touches them again before its indexes name them; one that
+// did not run that long touches each once.
+func TestLongCopyTouchesHeldChunksAgain(t *testing.T) {
+	for _, tc := range []struct {
+		hold time.Duration
+		want int32
+	}{
+		{2 * holdSlack, 4},  // half the hold, less the slack, is over at once: both chunks again
+		{48 * time.Hour, 2}, // a copy of a few milliseconds: each chunk once (one found missing)
+	} {
+		f := newFixture(t)
+		dst, err := repository.OpenDir(t.Context(), f.dstDir, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = dst.Close() })
+		target := &briefHold{Repository: dst, hold: tc.hold}
+		c := New(f.cat, func(_ context.Context, id string) (Repository, error) {
+			if id == "src" {
+				return f.src, nil
+			}
+			return target, nil
+		}, nil, 2)
+		if _, err := c.Run(t.Context(), "src", "dst", ""); err != nil {
+			t.Fatal(err)
+		}
+		if n := target.touches.Load(); n != tc.want {
+			t.Errorf("hold %v: %d touches, want %d", tc.hold, n, tc.want)
+		}
+		f.restorable(t, dst)
 	}
 }
