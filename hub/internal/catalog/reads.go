@@ -43,8 +43,9 @@ func (c *Catalog) BeginBackupRead(ctx context.Context, backupID string, ttl time
 		case status != api.JobSucceeded:
 			return fmt.Errorf("backup %s is %s, not a restore point: %w", backupID, status, ErrConflict)
 		}
-		// The reads of this backup whose reader died go now (the index serves both).
-		if _, err := tx.NewDelete().Model((*BackupRead)(nil)).Where("backup_id = ?", backupID).Where("expires_at < ?", now).Exec(ctx); err != nil {
+		// The reads of this backup whose reader died go now (the index serves both), an hour
+		// after they expired: another hub's clock may be behind this one's.
+		if _, err := tx.NewDelete().Model((*BackupRead)(nil)).Where("backup_id = ?", backupID).Where("expires_at < ?", now.Add(-time.Hour)).Exec(ctx); err != nil {
 			return fmt.Errorf("forget expired reads of backup %s: %w", backupID, err)
 		}
 		if _, err := tx.NewInsert().Model(r).Exec(ctx); err != nil {

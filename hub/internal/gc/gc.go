@@ -149,6 +149,11 @@ func (g *Collector) Run(ctx context.Context, name string, grace time.Duration, d
 			g.log.WarnContext(ctx, "garbage collection skipped: another one is running", "repository", r.Name)
 			continue
 		}
+		if errors.Is(err, errSweepTooLong) && name == "" {
+			g.log.WarnContext(ctx, "garbage collection of a repository stopped early; the next one goes on", "repository", r.Name, "err", err)
+			out = append(out, rep)
+			continue
+		}
 		if err != nil {
 			return out, fmt.Errorf("repository %s: %w", r.Name, err)
 		}

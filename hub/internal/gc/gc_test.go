@@ -174,6 +174,11 @@ func TestSweepStopsBeforeTouchesLapse(t *testing.T) {
 	if _, err := c.Run(t.Context(), "r", 30*time.Minute, false); !errors.Is(err, errSweepTooLong) {
 		t.Fatalf("a collection past half the hold: %v, want errSweepTooLong", err)
 	}
+	// Collecting every repository, the one stopped is reported and the others go on.
+	calls = 0
+	if reps, err := c.Run(t.Context(), "", 30*time.Minute, false); err != nil || len(reps) != 1 || reps[0].FreedChunks != 0 {
+		t.Fatalf("a scheduled collection past half the hold: %+v, %v; want the repository reported, nothing freed", reps, err)
+	}
 	if ok, _ := repo.HasChunk(t.Context(), garbage); !ok {
 		t.Fatal("the stopped collection removed the garbage chunk")
 	}
