@@ -71,17 +71,12 @@ type Service struct {
 	ttl    time.Duration // readTTL; a field so that a test can shorten it
 	log    *slog.Logger
 
-	// Reads held (Hold), one record in the catalog per backup however many requests read it,
-	// kept for linger after the last ends: a client reading an image in many ranged requests
-	// costs the catalog a write now and then, not two per request.
+	// Reads served (Serve), one record in the catalog per backup however many requests read
+	// it at once, kept for linger after the last ends (0: it ends with the last).
 	heldMu sync.Mutex
 	held   map[string]*heldRead
 	linger time.Duration
 }
-
-// heldReads is how long a backup read recorded for clients stays recorded after the last of its
-// readers ended (see Service.held).
-const heldReads = 5 * time.Second
 
 // heldRead is the catalog's record of reads of one backup, shared by its readers.
 type heldRead struct {
@@ -94,7 +89,7 @@ type heldRead struct {
 // registered).
 func New(cat restoreCatalog, open OpenFunc, reg prometheus.Registerer) *Service {
 	return &Service{cat: cat, open: open, m: newMetrics(reg), served: semaphore.NewWeighted(MaxServed), wait: servedWait, ttl: readTTL,
-		log: slog.New(slog.DiscardHandler), held: map[string]*heldRead{}, linger: heldReads}
+		log: slog.New(slog.DiscardHandler), held: map[string]*heldRead{}}
 }
 
 // SetLogger sets where the service logs (nothing otherwise).
@@ -106,10 +101,9 @@ func (s *Service) SetServeWaitForTest(d time.Duration) { s.wait = d }
 // Serve admits one read of backup backupID served to a client (a download, a listing),
 // waiting up to 10 s while MaxServed others are being served: ErrBusy after that, the context's
 // error when it ends first. The read holds the backup (as Hold does) until it calls release,
-// which it must when it ends; the reads served of one backup share one record in the catalog,
-// which ends a few seconds (heldReads) after the last of them released it, so that a client
-// reading an image in many ranged requests costs the catalog a write now and then, not two per
-// request.
+// which it must when it ends; the reads served of one backup at once share one record in the
+// catalog, which ends with the last of them, so that a backup is free to delete as soon as its
+// readers are done.
 func (s *Service) Serve(ctx context.Context, backupID string) (release func(), err error) {
 	wctx, cancel := context.WithTimeout(ctx, s.wait)
 	defer cancel()
@@ -200,13 +194,19 @@ func (s *Service) takeLocked(backupID string) *heldRead {
 	return h
 }
 
-// unref returns the release of one share of h: the last one leaves the record to end after
-// s.linger, unless a new reader takes it first.
+// unref returns the release of one share of h: the last one ends the record (after s.linger
+// when that is set, unless a new reader takes it first).
 func (s *Service) unref(backupID string, h *heldRead) func() {
 	return sync.OnceFunc(func() {
 		s.heldMu.Lock()
-		defer s.heldMu.Unlock()
 		if h.refs--; h.refs > 0 {
+			s.heldMu.Unlock()
+			return
+		}
+		if s.linger <= 0 {
+			delete(s.held, backupID) // a reader coming now records anew
+			s.heldMu.Unlock()
+			h.release()
 			return
 		}
 		h.linger = time.AfterFunc(s.linger, func() {
@@ -219,6 +219,7 @@ func (s *Service) unref(backupID string, h *heldRead) func() {
 			s.heldMu.Unlock()
 			h.release()
 		})
+		s.heldMu.Unlock()
 	})
 }
 
