@@ -321,6 +321,20 @@ func TestDownloadHoldsItsBackup(t *testing.T) {
 
 		// A reader that died stops renewing: its record holds the backup until it expires.
 		id = h.backupImage(a, operator, randomImage(t, 3*testChunk))
+		// Reads begun at once on a backup nobody reads yet each get their record (on MariaDB,
+		// shared row locks made them deadlock on the records' gap locks).
+		begun := make(chan error, 8)
+		for range cap(begun) {
+			go func() {
+				_, err := h.Cat.BeginBackupRead(t.Context(), id, time.Minute)
+				begun <- err
+			}()
+		}
+		for range cap(begun) {
+			if err := <-begun; err != nil {
+				t.Fatalf("reads begun at once: %v", err)
+			}
+		}
 		if _, err := h.Cat.BeginBackupRead(t.Context(), id, time.Minute); err != nil {
 			t.Fatal(err)
 		}

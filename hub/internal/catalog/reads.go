@@ -26,7 +26,9 @@ type BackupRead struct {
 }
 
 // BeginBackupRead records that successful backup backupID is being read, for ttl. The backup's
-// row is held while this is decided, so a deletion either sees the read or happened before it:
+// row is held while this is decided, so a deletion either sees the read or happened before it;
+// held exclusively, as two reads begun at once would each hold it shared and then deadlock on
+// the gap locks of their removals and insertions (MariaDB):
 // no backup, or one that is not a restore point (queued, running, failed) → ErrNotFound or
 // ErrConflict, and nothing is recorded.
 func (c *Catalog) BeginBackupRead(ctx context.Context, backupID string, ttl time.Duration) (string, error) {
@@ -34,7 +36,7 @@ func (c *Catalog) BeginBackupRead(ctx context.Context, backupID string, ttl time
 	r := &BackupRead{ID: NewID("br-", now), BackupID: backupID, StartedAt: now, ExpiresAt: now.Add(ttl)}
 	err := c.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
 		var status string
-		err := tx.QueryRowContext(ctx, "SELECT status FROM backup_jobs WHERE id = ?"+c.rowLock(false), backupID).Scan(&status)
+		err := tx.QueryRowContext(ctx, "SELECT status FROM backup_jobs WHERE id = ?"+c.rowLock(true), backupID).Scan(&status)
 		switch {
 		case errors.Is(err, sql.ErrNoRows):
 			return fmt.Errorf("backup %s: %w", backupID, ErrNotFound)
