@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"errors"
 	"io"
 	"log/slog"
 	"net/http"
@@ -13,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sendense/sendense/hub/internal/catalog"
 	"github.com/sendense/sendense/hub/internal/copies"
 	"github.com/sendense/sendense/hub/internal/jobs"
 	"github.com/sendense/sendense/hub/internal/policy"
@@ -265,6 +267,21 @@ func TestDamagedCopyIsFoundAndCopiedAgain(t *testing.T) {
 		}
 		if resp, body, err := h.getImage(operator, id, ""); err != nil || resp.StatusCode != http.StatusOK || !bytes.Equal(body, img) {
 			t.Fatalf("restore from the backup's own repository: %v", err)
+		}
+		// Until the copy is repaired, the backup does not leave its sound home for it (as a
+		// prune of its home would have it).
+		row, err := h.Cat.BackupByID(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		repos := repository.NewRegistry(h.Cat, nil, nil)
+		t.Cleanup(func() { _ = repos.Close() })
+		js := jobs.New(h.Cat, repos, slog.New(slog.DiscardHandler), nil, jobs.Options{Now: time.Now})
+		if err := js.DeleteFrom(ctx, id, row.RepositoryID); !errors.Is(err, catalog.ErrConflict) || !strings.Contains(err.Error(), "damaged") {
+			t.Fatalf("removal from home with only a damaged copy: %v, want a conflict naming the damage", err)
+		}
+		if after, err := h.Cat.BackupByID(ctx, id); err != nil || after.RepositoryID != row.RepositoryID {
+			t.Fatalf("the backup after the refused removal: %+v %v", after, err)
 		}
 
 		run, err := ps.RunCopy(ctx, "off")

@@ -201,7 +201,8 @@ func (c *Catalog) CopyPolicyStats(ctx context.Context, policyID string) (PolicyR
 // is now the backup itself. A queued or running backup is refused (ErrConflict), so is a
 // protected one (ErrProtected, ErrConflict), and so is one that something still reads where it
 // is (a running incremental onto it, a restore, an instant recovery, a copy from it:
-// ErrConflict naming it), since the caller removes its indexes there; no copy recorded there →
+// ErrConflict naming it), since the caller removes its indexes there, and so is a copy that
+// verification found damaged (ErrConflict); no copy recorded there →
 // ErrNotFound. It returns the job as it was before the move (its RepositoryID is the repository
 // left) and its disks.
 func (c *Catalog) RehomeBackup(ctx context.Context, id, toRepositoryID string) (*BackupJob, []BackupDisk, error) {
@@ -214,12 +215,18 @@ func (c *Catalog) RehomeBackup(ctx context.Context, id, toRepositoryID string) (
 		if err := refuseBackupUsers(ctx, tx, id, c.now()); err != nil {
 			return err
 		}
-		res, err := tx.NewDelete().Model((*BackupCopy)(nil)).Where("backup_id = ?", id).Where("repository_id = ?", toRepositoryID).Exec(ctx)
-		if err != nil {
-			return fmt.Errorf("delete copy of backup %s in repository %s: %w", id, toRepositoryID, err)
-		}
-		if n, _ := res.RowsAffected(); n == 0 {
+		// A verification may have found the copy damaged since the caller chose it.
+		cp := new(BackupCopy)
+		if err := tx.NewSelect().Model(cp).Where("backup_id = ?", id).Where("repository_id = ?", toRepositoryID).Scan(ctx); errors.Is(err, sql.ErrNoRows) {
 			return fmt.Errorf("copy of backup %s in repository %s: %w", id, toRepositoryID, ErrNotFound)
+		} else if err != nil {
+			return fmt.Errorf("select copy of backup %s in repository %s: %w", id, toRepositoryID, err)
+		}
+		if cp.VerifyStatus == api.VerifyDamaged {
+			return fmt.Errorf("copy of backup %s in repository %s is damaged: %w", id, toRepositoryID, ErrConflict)
+		}
+		if _, err := tx.NewDelete().Model((*BackupCopy)(nil)).Where("backup_id = ?", id).Where("repository_id = ?", toRepositoryID).Exec(ctx); err != nil {
+			return fmt.Errorf("delete copy of backup %s in repository %s: %w", id, toRepositoryID, err)
 		}
 		origin := j.OriginRepositoryID
 		if origin == "" {
