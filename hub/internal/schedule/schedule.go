@@ -186,7 +186,12 @@ const Settle = time.Minute
 // FirstWait is how long a duty that runs every interval (verification, garbage collection)
 // waits for its first run when it starts: until an interval after its last run (the zero Time:
 // never), and at least settle (Settle), for the hub to settle after its start. A duty counted
-// from its start instead would never run on a hub restarted more often than its interval.
+// from its start instead would never run on a hub restarted more often than its interval. A
+// last run dated after now (recorded by a clock set ahead) counts as now: the wait is never
+// longer than an interval.
 func FirstWait(last time.Time, interval, settle time.Duration, now time.Time) time.Duration {
+	if last.After(now) {
+		last = now
+	}
 	return max(settle, last.Add(interval).Sub(now))
 }

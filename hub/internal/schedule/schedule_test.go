@@ -485,6 +485,7 @@ func TestFirstWaitCountsFromTheLastRun(t *testing.T) {
 		{now.Add(-8 * 24 * time.Hour), time.Minute},    // overdue
 		{now.Add(-5 * 24 * time.Hour), 48 * time.Hour}, // the rest of the week
 		{now, week},
+		{now.Add(365 * 24 * time.Hour), week}, // recorded by a clock set ahead: no later than a week
 	} {
 		if got := schedule.FirstWait(tc.last, week, schedule.Settle, now); got != tc.want {
 			t.Errorf("last run %v: first run in %v, want %v", tc.last, got, tc.want)
