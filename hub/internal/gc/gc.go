@@ -131,13 +131,15 @@ func New(cat gcCatalog, open OpenFunc, log *slog.Logger, reg prometheus.Register
 //
 // Only one collection of a repository runs at a time, across processes: a repository whose
 // collection lock another process holds is an error wrapping repository.ErrLocked when named,
-// and skipped with a warning otherwise.
+// and skipped with a warning otherwise. Every repository (name empty) is collected whatever
+// the others' errors, which are returned joined after the reports of the others.
 func (g *Collector) Run(ctx context.Context, name string, grace time.Duration, dryRun bool) ([]Report, error) {
 	rs, err := g.cat.Repositories(ctx)
 	if err != nil {
 		return nil, err
 	}
 	var out []Report
+	var errs []error
 	found := false
 	for _, r := range rs {
 		if name != "" && r.Name != name {
@@ -154,6 +156,12 @@ func (g *Collector) Run(ctx context.Context, name string, grace time.Duration, d
 			out = append(out, rep)
 			continue
 		}
+		if err != nil && name == "" && ctx.Err() == nil {
+			// One repository that cannot be collected (unreachable, its server's clock
+			// behind) does not keep the others from being collected.
+			errs = append(errs, fmt.Errorf("repository %s: %w", r.Name, err))
+			continue
+		}
 		if err != nil {
 			return out, fmt.Errorf("repository %s: %w", r.Name, err)
 		}
@@ -162,7 +170,7 @@ func (g *Collector) Run(ctx context.Context, name string, grace time.Duration, d
 	if name != "" && !found {
 		return nil, fmt.Errorf("repository %q: %w", name, catalog.ErrNotFound)
 	}
-	return out, nil
+	return out, errors.Join(errs...)
 }
 
 func (g *Collector) collect(ctx context.Context, r catalog.Repository, grace time.Duration, dryRun bool) (Report, error) {
@@ -217,6 +225,19 @@ func (g *Collector) collect(ctx context.Context, r catalog.Repository, grace tim
 	if err != nil {
 		return rep, err
 	}
+	// The open sessions are read before the indexes the catalog records: a session that commits
+	// in between is then named by the one or the other.
+	open, err := g.cat.OpenSessionDigests(ctx, r.ID)
+	if err != nil {
+		return rep, err
+	}
+	for _, h := range open {
+		d, err := chunk.ParseDigest(h)
+		if err != nil {
+			return rep, fmt.Errorf("open session names a bad digest %q: %w", h, err)
+		}
+		marked[repo.ChunkName(d)] = struct{}{}
+	}
 	// The walk may miss an index written while it ran (a listing is a snapshot) and also miss
 	// that index's parent, removed before the walk reached it — allowed once the child has
 	// committed, whose index then alone names the chunks it inherited. The catalog records a
@@ -239,17 +260,6 @@ func (g *Collector) collect(ctx context.Context, r catalog.Repository, grace tim
 			return rep, fmt.Errorf("index %s cannot be read, so nothing can be collected: %w", ref, err)
 		}
 		mark(idx)
-	}
-	open, err := g.cat.OpenSessionDigests(ctx, r.ID)
-	if err != nil {
-		return rep, err
-	}
-	for _, h := range open {
-		d, err := chunk.ParseDigest(h)
-		if err != nil {
-			return rep, fmt.Errorf("open session names a bad digest %q: %w", h, err)
-		}
-		marked[repo.ChunkName(d)] = struct{}{}
 	}
 	rep.Referenced = len(marked)
 	var doomed []chunk.Digest
@@ -327,8 +337,8 @@ func (g *Collector) sweep(ctx context.Context, repo Repository, name string, doo
 	eg.SetLimit(n)
 	for i, d := range doomed {
 		if !stop.IsZero() && g.now().After(stop) {
-			_ = eg.Wait()
-			return fmt.Errorf("%w (%s since it started)", errSweepTooLong, g.now().Sub(start).Round(time.Second))
+			// A removal that failed meanwhile is reported with the stop, not lost behind it.
+			return errors.Join(fmt.Errorf("%w (%s since it started)", errSweepTooLong, g.now().Sub(start).Round(time.Second)), eg.Wait())
 		}
 		eg.Go(func() error {
 			// Checked again as it is removed: a backup in any process may have reused (touched)

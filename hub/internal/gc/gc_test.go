@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -27,6 +28,7 @@ type fakeCatalog struct {
 	repo     catalog.Repository
 	sessions []string              // digests named by open sessions
 	disks    []catalog.IndexedDisk // disk results whose indexes the catalog names
+	before   []catalog.Repository  // listed before repo
 }
 
 func (c *fakeCatalog) IndexedDisks(context.Context, string) ([]catalog.IndexedDisk, error) {
@@ -34,7 +36,7 @@ func (c *fakeCatalog) IndexedDisks(context.Context, string) ([]catalog.IndexedDi
 }
 
 func (c *fakeCatalog) Repositories(context.Context) ([]catalog.Repository, error) {
-	return []catalog.Repository{c.repo}, nil
+	return append(slices.Clone(c.before), c.repo), nil
 }
 
 func (c *fakeCatalog) OpenSessionDigests(context.Context, string) ([]string, error) {
@@ -120,6 +122,30 @@ func TestCollectRemovesOnlyGarbage(t *testing.T) {
 	}
 	if n, err := testutil.GatherAndCount(reg, "sendense_hub_gc_freed_chunks_total", "sendense_hub_repository_chunks"); err != nil || n != 2 {
 		t.Errorf("the registry the collector was given exports %d of its series (%v), want 2", n, err)
+	}
+}
+
+// A repository that cannot be collected does not keep a collection of every repository from
+// collecting the others; its error is returned with their reports.
+func TestRunGoesOnPastARepositoryInError(t *testing.T) {
+	c, repo, _, _, garbage := setup(t, nil)
+	c.cat.(*fakeCatalog).before = []catalog.Repository{{ID: "gone", Name: "offsite"}}
+	open := c.open
+	c.open = func(ctx context.Context, id string) (Repository, error) {
+		if id == "gone" {
+			return nil, errors.New("connection refused")
+		}
+		return open(ctx, id)
+	}
+	reps, err := c.Run(t.Context(), "", 30*time.Minute, false)
+	if err == nil || !strings.Contains(err.Error(), "repository offsite: connection refused") {
+		t.Fatalf("Run of every repository: %v, want the unreachable one's error", err)
+	}
+	if len(reps) != 1 || reps[0].Repository != "r" || reps[0].FreedChunks != 1 {
+		t.Fatalf("reports %+v, want the reachable repository collected", reps)
+	}
+	if ok, _ := repo.HasChunk(t.Context(), garbage); ok {
+		t.Fatal("the reachable repository's garbage is still there")
 	}
 }
 
