@@ -22,6 +22,7 @@ type checkCatalog interface {
 	Repositories(ctx context.Context) ([]catalog.Repository, error)
 	IndexedDisks(ctx context.Context, repositoryID string) ([]catalog.IndexedDisk, error)
 	WritingBackupIDs(ctx context.Context) (map[string]bool, error)
+	BackupByID(ctx context.Context, id string) (*catalog.BackupRow, error)
 }
 
 // Repository is what the check needs of one repository.
@@ -104,7 +105,8 @@ func New(cat checkCatalog, open OpenFunc, log *slog.Logger) *Checker {
 // Missing indexes and chunks cannot be repaired: they are reported with the backups they break.
 // Neither can the indexes of a backup the repository records but the catalog lacks (a catalog
 // restored from an older copy, an attach under way, a deletion that could not reach the
-// repository): repo attach imports them, and repair leaves them.
+// repository): repo attach imports them, and repair leaves them; so does it the indexes of a
+// backup the catalog holds in another repository with no copy recorded here (orphan_copy).
 func (c *Checker) Run(ctx context.Context, repair bool) (Report, error) {
 	var rep Report
 	rs, err := c.cat.Repositories(ctx)
@@ -175,7 +177,7 @@ func (c *Checker) repository(ctx context.Context, r catalog.Repository, repair b
 	for _, ref := range refs {
 		d, isKnown := known[ref]
 		if !isKnown && !active[ref.BackupID] {
-			p, orphan, err := c.unnamed(ctx, repo, r.Name, ref)
+			p, orphan, err := c.unnamed(ctx, repo, r, ref)
 			if err != nil {
 				return err
 			}
@@ -258,14 +260,20 @@ func (c *Checker) repository(ctx context.Context, r catalog.Repository, repair b
 	return nil
 }
 
+// kindOrphanCopy is the problem of an index that a copy left behind (unnamed).
+const kindOrphanCopy = "orphan_copy"
+
 // unnamed classifies an index that no backup in the catalog names and no running job writes: an
 // orphan (a deleted or failed backup's leftover, which repair may remove) when the repository
 // holds no record of its backup — a deletion removes the record before the indexes, and a backup
 // writes it only once it succeeded — and otherwise a backup the catalog lacks, which is kept.
 // A record that cannot be read keeps the index too: repair removes only what is provably
-// orphaned.
-func (c *Checker) unnamed(ctx context.Context, repo Repository, name string, ref repository.IndexRef) (_ Problem, orphan bool, _ error) {
-	p := Problem{Repository: name, BackupID: ref.BackupID, DiskID: ref.DiskID}
+// orphaned. A recorded backup that the catalog holds elsewhere, with no copy recorded here, is
+// the leftover of a copy that failed between writing it and recording it, or of a removal that
+// could not finish, or a copy in a repository attached after the backup's home (attach records
+// no copies): kindOrphanCopy, which repair leaves, as it cannot tell them apart.
+func (c *Checker) unnamed(ctx context.Context, repo Repository, r catalog.Repository, ref repository.IndexRef) (_ Problem, orphan bool, _ error) {
+	p := Problem{Repository: r.Name, BackupID: ref.BackupID, DiskID: ref.DiskID}
 	_, err := repo.ReadBackupRecord(ctx, ref.VMUUID, ref.BackupID)
 	switch {
 	case errors.Is(err, repository.ErrBackupRecordNotFound):
@@ -276,6 +284,16 @@ func (c *Checker) unnamed(ctx context.Context, repo Repository, name string, ref
 	case err != nil:
 		p.Kind, p.Detail = "orphan_index", fmt.Sprintf("no backup in the catalog names this index, and the repository's record of its backup cannot be read (%v): left in place", err)
 		return p, false, nil
+	}
+	switch row, err := c.cat.BackupByID(ctx, ref.BackupID); {
+	case err == nil && row.RepositoryID != r.ID:
+		p.Kind, p.Detail = kindOrphanCopy, "the catalog holds this backup in another repository and records no copy of it here: "+
+			"the leftover of a copy that failed before it was recorded or of a removal that could not finish, or a copy in a repository "+
+			"attached after the backup's home (attach records no copies); the next run of a copy policy into this repository records "+
+			"it if it is sound; repair leaves it"
+		return p, false, nil
+	case err != nil && !errors.Is(err, catalog.ErrNotFound):
+		return p, false, err
 	}
 	p.Kind = "unimported_backup"
 	p.Detail = "the repository records this backup as complete but the catalog lacks it (a catalog restored from an older copy, " +

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -23,7 +24,15 @@ import (
 type fakeCatalog struct {
 	repo      catalog.Repository
 	disks     []catalog.IndexedDisk
-	afterRead func() // run once, after the first read of the disks
+	afterRead func()   // run once, after the first read of the disks
+	elsewhere []string // backups the catalog holds in another repository
+}
+
+func (c *fakeCatalog) BackupByID(_ context.Context, id string) (*catalog.BackupRow, error) {
+	if slices.Contains(c.elsewhere, id) {
+		return &catalog.BackupRow{BackupJob: catalog.BackupJob{ID: id, RepositoryID: "elsewhere"}}, nil
+	}
+	return nil, fmt.Errorf("backup %s: %w", id, catalog.ErrNotFound)
 }
 
 func (c *fakeCatalog) Repositories(context.Context) ([]catalog.Repository, error) {
@@ -222,7 +231,7 @@ func TestRepairKeepsTheIndexesOfBackupsTheRepositoryRecords(t *testing.T) {
 	ctx := t.Context()
 	repo, dir, idx := oneChunkRepo(t)
 	refs := map[string]repository.IndexRef{}
-	for _, id := range []string{"bk-recorded", "bk-unreadable", "bk-orphan"} {
+	for _, id := range []string{"bk-recorded", "bk-unreadable", "bk-orphan", "bk-copied"} {
 		refs[id] = repository.IndexRef{VMUUID: "vm-1", DiskID: "disk-2000", BackupID: id}
 		if _, err := repo.WriteIndex(ctx, refs[id], idx); err != nil {
 			t.Fatal(err)
@@ -240,11 +249,18 @@ func TestRepairKeepsTheIndexesOfBackupsTheRepositoryRecords(t *testing.T) {
 	if err := repo.WriteBackupRecord(ctx, repository.RecordOf(rows)); err != nil {
 		t.Fatal(err)
 	}
+	// A copy of bk-copied, whose home is another repository, that the catalog does not record
+	// (it failed after writing its record, or this repository was attached after the home).
+	rows.Job.ID = "bk-copied"
+	rows.Disks[0].IndexPath = "indexes/vm-1/disk-2000/bk-copied.fidx"
+	if err := repo.WriteBackupRecord(ctx, repository.RecordOf(rows)); err != nil {
+		t.Fatal(err)
+	}
 	bad := filepath.Join(dir, "backups", "vm-1", "bk-unreadable.json")
 	if err := os.WriteFile(bad, []byte("{not a record"), 0o640); err != nil {
 		t.Fatal(err)
 	}
-	cat := &fakeCatalog{repo: catalog.Repository{ID: repo.ID(), Name: "r", Path: dir}}
+	cat := &fakeCatalog{repo: catalog.Repository{ID: repo.ID(), Name: "r", Path: dir}, elsewhere: []string{"bk-copied"}}
 	rep, err := New(cat, func(context.Context, string) (Repository, error) { return repo, nil }, slog.New(slog.DiscardHandler)).Run(ctx, true)
 	if err != nil {
 		t.Fatal(err)
@@ -262,7 +278,14 @@ func TestRepairKeepsTheIndexesOfBackupsTheRepositoryRecords(t *testing.T) {
 	if p := got["bk-orphan"]; p.Kind != "orphan_index" || !p.Repaired {
 		t.Errorf("the orphan: %+v, want repaired", p)
 	}
-	for id, want := range map[string]bool{"bk-recorded": true, "bk-unreadable": true, "bk-orphan": false} {
+	// Kept: it may as well be a copy in a repository attached after the backup's home.
+	if p := got["bk-copied"]; p.Kind != "orphan_copy" || p.Repaired || !strings.Contains(p.Detail, "copy policy") {
+		t.Errorf("the unrecorded copy: %+v, want orphan_copy, kept", p)
+	}
+	if _, err := repo.ReadBackupRecord(ctx, "vm-1", "bk-copied"); err != nil {
+		t.Errorf("the unrecorded copy's record after repair: %v, want kept", err)
+	}
+	for id, want := range map[string]bool{"bk-recorded": true, "bk-unreadable": true, "bk-orphan": false, "bk-copied": true} {
 		if _, err := repo.ReadIndex(ctx, refs[id]); (err == nil) != want {
 			t.Errorf("index of %s after repair: %v, want kept %v", id, err, want)
 		}

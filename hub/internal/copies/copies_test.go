@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -42,6 +43,13 @@ type fakeCatalog struct {
 
 func (c *fakeCatalog) Backups(context.Context, catalog.BackupFilter) ([]catalog.BackupRow, int, error) {
 	return []catalog.BackupRow{{BackupJob: c.rows.Job}}, 1, nil
+}
+
+func (c *fakeCatalog) BackupByID(_ context.Context, id string) (*catalog.BackupRow, error) {
+	if id != c.rows.Job.ID {
+		return nil, fmt.Errorf("backup %s: %w", id, catalog.ErrNotFound)
+	}
+	return &catalog.BackupRow{BackupJob: c.rows.Job}, nil
 }
 
 func (c *fakeCatalog) BackupRows(context.Context, string) (*catalog.BackupRows, error) {
