@@ -302,12 +302,13 @@ func (c *Copier) copyBackupData(ctx context.Context, src, dst Repository, id str
 			return 0, 0, err
 		}
 	}
-	if err := c.holdAgain(ctx, src, dst, rec, idxs, heldSince, &chunks, &bytes); err != nil {
-		return 0, 0, err
-	}
-	rep.Chunks += chunks.Load()
-	rep.Bytes += bytes.Load()
 	for _, d := range rec.Disks {
+		// Each index is written while the chunks it names are held: before each, they are
+		// touched again when the copy has run long, and an index whose writing outlasted
+		// their hold fails the copy (garbage collection does not see it until it is recorded).
+		if heldSince, err = c.holdAgain(ctx, src, dst, rec, idxs, heldSince, &chunks, &bytes); err != nil {
+			return 0, 0, err
+		}
 		ref := repository.IndexRef{VMUUID: vm, DiskID: d.DiskID, BackupID: id}
 		if repair {
 			if err := removeDamagedIndex(ctx, dst, ref); err != nil {
@@ -321,7 +322,13 @@ func (c *Copier) copyBackupData(ctx context.Context, src, dst Repository, id str
 		if digest != d.IndexDigest {
 			return 0, 0, fmt.Errorf("index %s: sha-256 %s in the copy, the catalog recorded %s", ref, digest, d.IndexDigest)
 		}
+		if hold := dst.TouchHolds(); hold > 0 && time.Since(heldSince) >= hold/2 {
+			return 0, 0, fmt.Errorf("index %s: written %s after the chunks it names were touched, too long for their hold of %s: the copy cannot count on them",
+				ref, time.Since(heldSince).Round(time.Second), hold)
+		}
 	}
+	rep.Chunks += chunks.Load()
+	rep.Bytes += bytes.Load()
 	if rec.VMConfigDigest != "" {
 		data, err := src.ReadVMConfig(ctx, vm, id, rec.VMConfigDigest)
 		if err != nil {
@@ -351,28 +358,29 @@ const holdSlack = time.Hour
 // holdAgain touches the chunks dst held already once more when the copy has run so long since it
 // first touched them (heldSince) that their hold may lapse before its indexes name them: where a
 // touch holds a chunk for a while only (TouchHolds, S3 Object Lock), a collection starting half
-// of that later could otherwise remove them. Chunks gone meanwhile are copied. A copy that cannot
+// of that later could otherwise remove them. Chunks gone meanwhile are copied. It returns when
+// the chunks were last touched: heldSince, or when it touched them again. A copy that cannot
 // touch them all again in that time fails.
-func (c *Copier) holdAgain(ctx context.Context, src, dst Repository, rec *repository.BackupRecord, idxs map[string]*fidx.Index, heldSince time.Time, chunks, bytes *atomic.Int64) error {
+func (c *Copier) holdAgain(ctx context.Context, src, dst Repository, rec *repository.BackupRecord, idxs map[string]*fidx.Index, heldSince time.Time, chunks, bytes *atomic.Int64) (time.Time, error) {
 	hold := dst.TouchHolds()
 	window := hold/2 - holdSlack
 	if hold <= 0 || time.Since(heldSince) < window {
-		return nil
+		return heldSince, nil
 	}
 	again := time.Now()
 	for _, d := range rec.Disks {
 		missing, err := c.touchHeld(ctx, dst, idxs[d.DiskID].Referenced(), false)
 		if err != nil {
-			return err
+			return heldSince, err
 		}
 		if err := c.copyChunks(ctx, src, dst, missing, chunks, bytes); err != nil {
-			return err
+			return heldSince, err
 		}
 	}
 	if took := time.Since(again); window > 0 && took >= window {
-		return fmt.Errorf("touching the chunks the target holds took %s, too long for their hold of %s: the copy cannot count on them", took.Round(time.Second), hold)
+		return heldSince, fmt.Errorf("touching the chunks the target holds took %s, too long for their hold of %s: the copy cannot count on them", took.Round(time.Second), hold)
 	}
-	return nil
+	return again, nil
 }
 
 // removeDamagedIndex removes the index ref of dst when it is there but does not read back

@@ -402,3 +402,39 @@ func TestLongCopyTouchesHeldChunksAgain(t *testing.T) {
 		f.restorable(t, dst)
 	}
 }
+
+// slowIndexes is a briefHold target whose index writes take delay, as HEADs of a large disk's
+// chunks against a distant S3 server would.
+type slowIndexes struct {
+	*briefHold
+	delay time.Duration
+}
+
+func (r *slowIndexes) WriteIndex(ctx context.Context, ref repository.IndexRef, idx *fidx.Index) (string, error) {
+	time.Sleep(r.delay)
+	return r.briefHold.WriteIndex(ctx, ref, idx)
+}
+
+// An index whose writing outlasts half the hold of the chunks it names fails the copy, which is
+// not recorded: a garbage collection that started before the index existed could remove them.
+func TestIndexWrittenPastTheHoldFailsTheCopy(t *testing.T) {
+	f := newFixture(t)
+	dst, err := repository.OpenDir(t.Context(), f.dstDir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = dst.Close() })
+	target := &slowIndexes{briefHold: &briefHold{Repository: dst, hold: 100 * time.Millisecond}, delay: 200 * time.Millisecond}
+	c := New(f.cat, func(_ context.Context, id string) (Repository, error) {
+		if id == "src" {
+			return f.src, nil
+		}
+		return target, nil
+	}, nil, 2)
+	if _, err := c.Run(t.Context(), "src", "dst", ""); err == nil || !strings.Contains(err.Error(), "too long for their hold") {
+		t.Fatalf("copy whose index outlasted the hold: %v", err)
+	}
+	if len(f.cat.copied) != 0 {
+		t.Fatalf("copies recorded %v", f.cat.copied)
+	}
+}
