@@ -253,7 +253,8 @@ func (s *Service) overdueVMs(ctx context.Context, p *catalog.Policy, covered []c
 		switch {
 		case ok && now.Sub(t) > window:
 			out = append(out, vm.ContextID)
-		case !ok && now.Sub(p.CreatedAt) > window:
+		case !ok && (now.Sub(p.CreatedAt) > window || p.CreatedAt.After(now.Add(schedule.StepBack))):
+			// A policy dated ahead, by the same wrong clock, is as old as its date is unknown.
 			out = append(out, vm.ContextID)
 		}
 	}

@@ -274,4 +274,19 @@ func TestOverdueIgnoresBackupsDatedAhead(t *testing.T) {
 	if overdue(day(13)) {
 		t.Fatal("a backup dated 30 minutes ahead does not count")
 	}
+
+	// A policy created by the same wrong clock does not give its VMs a year's grace either.
+	r.clk.Set(time.Date(2027, 1, 1, 0, 0, 0, 0, time.UTC))
+	if _, err := r.ps.Create(ctx, api.Policy{Name: "ahead", Enabled: true, VMs: []string{"db-2"}, Schedule: "@daily", Retention: api.Retention{KeepLast: 30}}); err != nil {
+		t.Fatal(err)
+	}
+	v2, err := r.c.ResolveVM(ctx, "db-2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.clk.Set(day(14))
+	ids, err := r.ps.OverdueVMs(ctx)
+	if err != nil || !slices.Contains(ids, v2.ContextID) {
+		t.Fatalf("overdue %v (%v): db-2, never backed up under a policy dated a year ahead, is not", ids, err)
+	}
 }
