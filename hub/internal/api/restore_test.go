@@ -321,12 +321,14 @@ func TestDownloadHoldsItsBackup(t *testing.T) {
 
 		// A reader that died stops renewing: its record holds the backup until it expires.
 		id = h.backupImage(a, operator, randomImage(t, 3*testChunk))
-		// Reads begun at once on a backup nobody reads yet each get their record (on MariaDB,
-		// shared row locks made them deadlock on the records' gap locks).
-		begun := make(chan error, 8)
-		for range cap(begun) {
+		// Reads begun at once on backups nobody reads yet, the same one or two neighbours, each
+		// get their record (on MariaDB, shared row locks and the gap locks of the removal of
+		// expired reads made them deadlock).
+		other := h.backupImage(a, operator, randomImage(t, 2*testChunk))
+		begun := make(chan error, 12)
+		for i := range cap(begun) {
 			go func() {
-				_, err := h.Cat.BeginBackupRead(t.Context(), id, time.Minute)
+				_, err := h.Cat.BeginBackupRead(t.Context(), []string{id, other}[i%3/2], time.Minute)
 				begun <- err
 			}()
 		}

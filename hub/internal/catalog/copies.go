@@ -215,14 +215,16 @@ func (c *Catalog) RehomeBackup(ctx context.Context, id, toRepositoryID string) (
 		if err := refuseBackupUsers(ctx, tx, id, c.now()); err != nil {
 			return err
 		}
-		// A verification may have found the copy damaged since the caller chose it.
-		cp := new(BackupCopy)
-		if err := tx.NewSelect().Model(cp).Where("backup_id = ?", id).Where("repository_id = ?", toRepositoryID).Scan(ctx); errors.Is(err, sql.ErrNoRows) {
+		// A verification may have found the copy damaged since the caller chose it: its row is
+		// read locked, as a plain read in this transaction could see it as it was.
+		var status string
+		err := tx.QueryRowContext(ctx, "SELECT verify_status FROM backup_copies WHERE backup_id = ? AND repository_id = ?"+c.rowLock(true), id, toRepositoryID).Scan(&status)
+		if errors.Is(err, sql.ErrNoRows) {
 			return fmt.Errorf("copy of backup %s in repository %s: %w", id, toRepositoryID, ErrNotFound)
 		} else if err != nil {
 			return fmt.Errorf("select copy of backup %s in repository %s: %w", id, toRepositoryID, err)
 		}
-		if cp.VerifyStatus == api.VerifyDamaged {
+		if status == api.VerifyDamaged {
 			return fmt.Errorf("copy of backup %s in repository %s is damaged: %w", id, toRepositoryID, ErrConflict)
 		}
 		if _, err := tx.NewDelete().Model((*BackupCopy)(nil)).Where("backup_id = ?", id).Where("repository_id = ?", toRepositoryID).Exec(ctx); err != nil {

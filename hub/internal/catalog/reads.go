@@ -28,7 +28,7 @@ type BackupRead struct {
 // BeginBackupRead records that successful backup backupID is being read, for ttl. The backup's
 // row is held while this is decided, so a deletion either sees the read or happened before it;
 // held exclusively, as two reads begun at once would each hold it shared and then deadlock on
-// the gap locks of their removals and insertions (MariaDB):
+// their insertions (MariaDB):
 // no backup, or one that is not a restore point (queued, running, failed) → ErrNotFound or
 // ErrConflict, and nothing is recorded.
 func (c *Catalog) BeginBackupRead(ctx context.Context, backupID string, ttl time.Duration) (string, error) {
@@ -46,9 +46,17 @@ func (c *Catalog) BeginBackupRead(ctx context.Context, backupID string, ttl time
 			return fmt.Errorf("backup %s is %s, not a restore point: %w", backupID, status, ErrConflict)
 		}
 		// The reads of this backup whose reader died go now (the index serves both), an hour
-		// after they expired: another hub's clock may be behind this one's.
-		if _, err := tx.NewDelete().Model((*BackupRead)(nil)).Where("backup_id = ?", backupID).Where("expires_at < ?", now.Add(-time.Hour)).Exec(ctx); err != nil {
-			return fmt.Errorf("forget expired reads of backup %s: %w", backupID, err)
+		// after they expired: another hub's clock may be behind this one's. They are found
+		// first and removed by id: a removal by range would lock the index's gaps (MariaDB),
+		// and reads of two backups in one gap would deadlock on each other's insertions.
+		var dead []string
+		if err := tx.NewSelect().Model((*BackupRead)(nil)).Column("id").Where("backup_id = ?", backupID).Where("expires_at < ?", now.Add(-time.Hour)).Scan(ctx, &dead); err != nil {
+			return fmt.Errorf("find expired reads of backup %s: %w", backupID, err)
+		}
+		if len(dead) > 0 {
+			if _, err := tx.NewDelete().Model((*BackupRead)(nil)).Where("id IN (?)", bun.In(dead)).Exec(ctx); err != nil {
+				return fmt.Errorf("forget expired reads of backup %s: %w", backupID, err)
+			}
 		}
 		if _, err := tx.NewInsert().Model(r).Exec(ctx); err != nil {
 			return fmt.Errorf("record a read of backup %s: %w", backupID, err)
