@@ -65,7 +65,7 @@ func TestReuseRacesGCAcrossProcesses(t *testing.T) {
 		start := make(chan struct{})
 		for i := first; i < first+batch; i++ {
 			d := chunk.Sum(plains[i])
-			wg.Go(func() {
+			reuse := func() {
 				<-start
 				if i%2 == 0 {
 					// The agent uploaded it again: stored afresh or touched, either way kept.
@@ -85,8 +85,8 @@ func TestReuseRacesGCAcrossProcesses(t *testing.T) {
 				default:
 					t.Error(err)
 				}
-			})
-			wg.Go(func() {
+			}
+			remove := func() {
 				<-start
 				ok, _, err := gc.RemoveChunkIfOlder(ctx, d, cutoff)
 				if err != nil {
@@ -95,7 +95,16 @@ func TestReuseRacesGCAcrossProcesses(t *testing.T) {
 				if ok {
 					removed.Add(1)
 				}
-			})
+			}
+			// Either side starts first for half of the chunks: the goroutines started first
+			// tend to run first, and on a loaded machine one order alone may never race.
+			if i%4 < 2 {
+				wg.Go(reuse)
+				wg.Go(remove)
+			} else {
+				wg.Go(remove)
+				wg.Go(reuse)
+			}
 		}
 		close(start)
 		wg.Wait()
