@@ -1,8 +1,11 @@
 package disk
 
 import (
+	"bytes"
 	"errors"
+	"io"
 	"io/fs"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"testing"
@@ -15,6 +18,9 @@ func TestFileReader(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkReader(t, r, content)
+	if r.(*fileReader).holeBytes.Load() == 0 {
+		t.Error("no hole of the sparse image was skipped")
+	}
 
 	if err := r.Close(); err != nil {
 		t.Fatalf("Close: %v", err)
@@ -60,4 +66,79 @@ func TestFileReaderErrors(t *testing.T) {
 			t.Fatal("ReadAt at -5 succeeded")
 		}
 	})
+}
+
+// TestFileReaderHoles reads a sparse file whose holes are long and short, aligned and not, into
+// buffers full of other bytes: a hole must come back as zeros, data around it intact, and a hole
+// that is really the end of a file that shrank must still be an error.
+func TestFileReaderHoles(t *testing.T) {
+	const size = 9<<20 + 777
+	content := make([]byte, size)
+	fill := rand.NewChaCha8([32]byte{9})
+	// Data pieces; everything else is never written. Between them: holes of 4 KiB and 8 KiB
+	// (read through), of 1 MiB and 3 MiB (skipped), and the tail hole.
+	pieces := []struct{ off, n int64 }{
+		{0, 4 << 10}, {8 << 10, 4 << 10}, {20 << 10, 100}, {1 << 20, 4 << 10},
+		{2<<20 + 5000, 70000}, {5 << 20, 1 << 20}, {6<<20 + 64<<10, 4 << 10},
+	}
+	path := filepath.Join(t.TempDir(), "sparse.img")
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Truncate(size); err != nil {
+		t.Fatal(err)
+	}
+	for _, pc := range pieces {
+		b := content[pc.off : pc.off+pc.n]
+		_, _ = fill.Read(b)
+		if _, err := f.WriteAt(b, pc.off); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	rd, err := OpenFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rd.Close()
+	r := rd.(*fileReader)
+
+	read := func(off int64, n int) {
+		t.Helper()
+		got := bytes.Repeat([]byte{0xa5}, n)
+		k, err := r.ReadAt(got, off)
+		wantN := int(min(int64(n), size-off))
+		if k != wantN || (err != nil && (err != io.EOF || wantN == n)) {
+			t.Fatalf("ReadAt(%d bytes at %d) = %d, %v; want %d", n, off, k, err, wantN)
+		}
+		if !bytes.Equal(got[:k], content[off:off+int64(k)]) {
+			t.Fatalf("ReadAt(%d bytes at %d): wrong bytes", n, off)
+		}
+	}
+	read(0, 4<<20)                // short holes, a long one, data at both ends
+	read(4<<20, 4<<20)            // a hole, then data, then a short hole and data
+	read(1<<20+4<<10, 1<<20)      // starts in a long hole
+	read(7<<20, 1<<20)            // entirely in the tail hole
+	read(8<<20, 2<<20)            // the tail hole up to the end of the file
+	read(3<<20, 512)              // a small read inside a hole
+	read(2<<20+5000+69990, 30000) // the last bytes of a piece, then a hole
+	if r.holeBytes.Load() == 0 {
+		t.Error("no hole was skipped")
+	}
+	rng := rand.New(rand.NewPCG(5, 5))
+	for range 300 {
+		read(rng.Int64N(size), 1+rng.IntN(3<<20))
+	}
+
+	// The file shrinks into its tail hole: lseek calls the rest a hole too, but it is gone.
+	if err := os.Truncate(path, 8<<20); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, 2<<20)
+	if n, err := r.ReadAt(got, 7<<20); err == nil || errors.Is(err, io.EOF) {
+		t.Fatalf("ReadAt across the new end = %d, %v; want an error", n, err)
+	}
 }
