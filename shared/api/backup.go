@@ -455,3 +455,12 @@ type VerifyReport struct {
 	Healed              []string          `json:"healed"`
 	DurationNanos       int64             `json:"duration_nanoseconds"`
 }
+
+// BackupHold keeps a restore point from being deleted, pruned or moved while a client reads it
+// in several requests (a restore of each of its disks, say), until ExpiresAt: the client renews
+// it before then and ends it when done. A client that dies stops renewing, and the hold expires.
+type BackupHold struct {
+	ID        string    `json:"id"`
+	BackupID  string    `json:"backup_id"`
+	ExpiresAt time.Time `json:"expires_at"`
+}

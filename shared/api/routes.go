@@ -63,6 +63,10 @@ const (
 	PathBackupVM      = "/api/v1/backups/{id}/vm" // GET: the VM configuration of a restore point
 	PathBackupProtect = "/api/v1/backups/{id}/protect"
 	PathBackupUnprot  = "/api/v1/backups/{id}/unprotect"
+	// POST: hold a restore point against deletion, pruning and moves while a client reads it in
+	// several requests (BackupHold); PUT on one hold renews it, DELETE ends it.
+	PathBackupHolds   = "/api/v1/backups/{id}/holds"
+	PathBackupHold    = "/api/v1/backups/{id}/holds/{hold}"
 	PathRestores      = "/api/v1/restores"             // POST: restore a backup (new VM or in place); GET: list
 	PathRestore       = "/api/v1/restores/{id}"        // GET: one restore with its progress
 	PathRestoreCancel = "/api/v1/restores/{id}/cancel" // POST

@@ -3,19 +3,25 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/sendense/sendense/hub/internal/client"
 	"github.com/sendense/sendense/shared/api"
 )
 
-// imageOps reads a backup and downloads the raw image of one of its disks.
+// imageOps reads a backup, holds it, and downloads the raw image of one of its disks.
 type imageOps interface {
 	Backup(ctx context.Context, id string) (api.Backup, error)
 	DownloadImage(ctx context.Context, backupID, diskID, repo string, dst io.WriterAt, progress func(int64)) (int64, error)
+	HoldBackup(ctx context.Context, backupID string) (api.BackupHold, error)
+	RenewHold(ctx context.Context, backupID, id string) (api.BackupHold, error)
+	EndHold(ctx context.Context, backupID, id string) error
 }
 
 var _ imageOps = (*client.Client)(nil)
@@ -40,6 +46,13 @@ func restoreRemote(ctx context.Context, e *env, o imageOps, backupID, repo, only
 	if len(targets) == 0 {
 		return fmt.Errorf("backup %s has no disk %q", backupID, only)
 	}
+	// Each disk is one download (and a broken one is resumed in another request); between them
+	// the backup is held, so that it cannot be pruned or deleted halfway through the restore.
+	release, err := holdBackup(ctx, e, o, backupID)
+	if err != nil {
+		return err
+	}
+	defer release()
 	for _, d := range targets {
 		out, err := restoreOutput(output, only, d.DiskID, qemuImg)
 		if err != nil {
@@ -55,6 +68,58 @@ func restoreRemote(ctx context.Context, e *env, o imageOps, backupID, repo, only
 		}
 	}
 	return nil
+}
+
+// Bounds on how often a hold is renewed: a quarter of its lifetime, within these.
+const (
+	minHoldRenewal = time.Second
+	maxHoldRenewal = 30 * time.Second
+)
+
+// holdBackup holds backup backupID on the hub and renews the hold until release, which ends it.
+// A hold found expired (the hub out of reach for its lifetime) is taken again; a renewal that
+// fails is reported and the restore goes on: the hub verifies every chunk it serves, so a backup
+// deleted meanwhile fails the download, never gives other bytes.
+func holdBackup(ctx context.Context, e *env, o imageOps, backupID string) (release func(), err error) {
+	h, err := o.HoldBackup(ctx, backupID)
+	if err != nil {
+		return nil, fmt.Errorf("hold backup %s for the restore: %w", backupID, err)
+	}
+	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			wait := min(max(time.Until(h.ExpiresAt)/4, minHoldRenewal), maxHoldRenewal)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(wait):
+			}
+			next, err := o.RenewHold(ctx, backupID, h.ID)
+			var ae *client.Error
+			if errors.As(err, &ae) && ae.Status == http.StatusNotFound {
+				next, err = o.HoldBackup(ctx, backupID)
+			}
+			switch {
+			case ctx.Err() != nil:
+				return
+			case err != nil:
+				fmt.Fprintf(e.stderr, "warning: renew the hold of backup %s: %v\n", backupID, err)
+			default:
+				h = next
+			}
+		}
+	}()
+	return func() {
+		cancel()
+		<-done
+		ectx, stop := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		defer stop()
+		if err := o.EndHold(ectx, backupID, h.ID); err != nil {
+			fmt.Fprintf(e.stderr, "warning: end the hold of backup %s (it expires by itself): %v\n", backupID, err)
+		}
+	}, nil
 }
 
 func downloadDisk(ctx context.Context, e *env, o imageOps, backupID, repo string, d api.BackupDisk, raw string) (int64, error) {

@@ -22,6 +22,11 @@ type restoreService interface {
 	// Serve admits one read of a backup for a client, within the hub's bound, and holds the
 	// backup against deletion until release.
 	Serve(ctx context.Context, backupID string) (release func(), err error)
+	// HoldFor, RenewHold and EndHold are a client's hold of a backup it reads in several
+	// requests, renewed by the client.
+	HoldFor(ctx context.Context, backupID string) (api.BackupHold, error)
+	RenewHold(ctx context.Context, backupID, id string) (api.BackupHold, error)
+	EndHold(ctx context.Context, backupID, id string) error
 }
 
 // errBadRange is answered with 416.
@@ -30,6 +35,61 @@ var errBadRange = errors.New("range not satisfiable")
 func (s *Server) registerRestore(v1 *gin.RouterGroup) {
 	v1.GET(rel(v1, api.PathBackupImage), s.requireRole(api.RoleViewer), s.limitServed(), s.diskImage)
 	v1.HEAD("/backups/:id/disks/:disk/image", s.requireRole(api.RoleViewer), s.limitServed(), s.diskImage)
+	// Whoever may read a restore point may hold it while reading, as each download does.
+	v1.POST(rel(v1, api.PathBackupHolds), s.requireRole(api.RoleViewer), s.holdBackup)
+	v1.PUT(rel(v1, api.PathBackupHold), s.requireRole(api.RoleViewer), s.renewHold)
+	v1.DELETE(rel(v1, api.PathBackupHold), s.requireRole(api.RoleViewer), s.endHold)
+}
+
+// maxHoldID bounds a hold id in a path; the hub's ids are far shorter.
+const maxHoldID = 64
+
+// holdBackup begins a hold of a restore point (201 with the hold): 404 for an unknown backup,
+// 409 for one that is not a restore point.
+func (s *Server) holdBackup(c *gin.Context) {
+	h, err := s.deps.Restore.HoldFor(c.Request.Context(), c.Param("id"))
+	if err != nil {
+		s.fail(c, err)
+		return
+	}
+	c.JSON(http.StatusCreated, h)
+}
+
+// renewHold extends a hold (200 with its new expiry): 404 once it expired or ended.
+func (s *Server) renewHold(c *gin.Context) {
+	id, ok := s.holdID(c)
+	if !ok {
+		return
+	}
+	h, err := s.deps.Restore.RenewHold(c.Request.Context(), c.Param("id"), id)
+	if err != nil {
+		s.fail(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, h)
+}
+
+// endHold ends a hold (204): 404 for one unknown or of another backup.
+func (s *Server) endHold(c *gin.Context) {
+	id, ok := s.holdID(c)
+	if !ok {
+		return
+	}
+	if err := s.deps.Restore.EndHold(c.Request.Context(), c.Param("id"), id); err != nil {
+		s.fail(c, err)
+		return
+	}
+	c.Status(http.StatusNoContent)
+}
+
+// holdID is the path's hold id, or false after answering 400 for one no hold could have.
+func (s *Server) holdID(c *gin.Context) (string, bool) {
+	id := c.Param("hold")
+	if id == "" || len(id) > maxHoldID {
+		s.fail(c, &api.FieldError{Field: "hold", Msg: fmt.Sprintf("must be a hold id of 1 to %d characters", maxHoldID)})
+		return "", false
+	}
+	return id, true
 }
 
 // limitServed admits a read of restore points (an image download, a file-level restore) within

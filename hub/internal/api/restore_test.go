@@ -349,3 +349,90 @@ func TestDownloadHoldsItsBackup(t *testing.T) {
 		}
 	})
 }
+
+// A client reading a backup in several requests (a restore of each of its disks) holds it in
+// between: deletion is refused while the hold is renewed, and allowed once it ends or expires.
+func TestHoldKeepsABackupBetweenRequests(t *testing.T) {
+	forEachHub(t, func(t *testing.T, h *testHub) {
+		a := h.newAgent("a1")
+		operator, viewer := h.apiToken(api.RoleOperator), h.apiToken(api.RoleViewer)
+		id := h.backupImage(a, operator, randomImage(t, 2*testChunk))
+		other := h.backupImage(a, operator, randomImage(t, 3*testChunk))
+		cl := h.client(nil)
+		deleteBackup := func(b string) int {
+			code, _ := h.call(cl, http.MethodDelete, api.Path(api.PathBackup, b), operator, nil, nil)
+			return code
+		}
+
+		if code, _ := h.call(cl, http.MethodPost, api.Path(api.PathBackupHolds, id), "", nil, nil); code != http.StatusUnauthorized {
+			t.Fatalf("hold without a token: %d, want 401", code)
+		}
+		if code, e := h.call(cl, http.MethodPost, api.Path(api.PathBackupHolds, "bk-nope"), viewer, nil, nil); code != http.StatusNotFound {
+			t.Fatalf("hold of an unknown backup: %d %+v, want 404", code, e)
+		}
+		var hold api.BackupHold
+		if code, e := h.call(cl, http.MethodPost, api.Path(api.PathBackupHolds, id), viewer, nil, &hold); code != http.StatusCreated {
+			t.Fatalf("hold: %d %+v, want 201", code, e)
+		}
+		if hold.ID == "" || hold.BackupID != id || !hold.ExpiresAt.After(h.Clock.Now()) {
+			t.Fatalf("hold = %+v: want an id, backup %s and an expiry after %v", hold, id, h.Clock.Now())
+		}
+		if code := deleteBackup(id); code != http.StatusConflict {
+			t.Fatalf("DELETE of a held backup: %d, want 409", code)
+		}
+
+		// Renewed before it expires, the hold outlives its first expiry.
+		h.Clock.Add(90 * time.Second)
+		var renewed api.BackupHold
+		if code, e := h.call(cl, http.MethodPut, api.Path(api.PathBackupHold, id, hold.ID), viewer, nil, &renewed); code != http.StatusOK {
+			t.Fatalf("renew: %d %+v, want 200", code, e)
+		}
+		if !renewed.ExpiresAt.After(hold.ExpiresAt) {
+			t.Fatalf("renewed expiry %v, not after the first %v", renewed.ExpiresAt, hold.ExpiresAt)
+		}
+		h.Clock.Add(90 * time.Second)
+		if code := deleteBackup(id); code != http.StatusConflict {
+			t.Fatalf("DELETE of a backup held by a renewed hold past its first expiry: %d, want 409", code)
+		}
+
+		// A hold is named under its own backup only; a bad id is refused before any lookup.
+		if code, _ := h.call(cl, http.MethodPut, api.Path(api.PathBackupHold, other, hold.ID), viewer, nil, nil); code != http.StatusNotFound {
+			t.Fatalf("renew under another backup: %d, want 404", code)
+		}
+		if code, _ := h.call(cl, http.MethodDelete, api.Path(api.PathBackupHold, other, hold.ID), viewer, nil, nil); code != http.StatusNotFound {
+			t.Fatalf("end under another backup: %d, want 404", code)
+		}
+		if code, _ := h.call(cl, http.MethodPut, api.Path(api.PathBackupHold, id, strings.Repeat("x", 65)), viewer, nil, nil); code != http.StatusBadRequest {
+			t.Fatalf("renew of a 65-character hold id: %d, want 400", code)
+		}
+		if code := deleteBackup(id); code != http.StatusConflict {
+			t.Fatalf("DELETE after the refused calls: %d, want 409 (the hold stands)", code)
+		}
+
+		// Ended, it frees the backup at once.
+		if code, e := h.call(cl, http.MethodDelete, api.Path(api.PathBackupHold, id, hold.ID), viewer, nil, nil); code != http.StatusNoContent {
+			t.Fatalf("end: %d %+v, want 204", code, e)
+		}
+		if code, _ := h.call(cl, http.MethodDelete, api.Path(api.PathBackupHold, id, hold.ID), viewer, nil, nil); code != http.StatusNotFound {
+			t.Fatalf("end again: %d, want 404", code)
+		}
+		if code := deleteBackup(id); code != http.StatusNoContent {
+			t.Fatalf("DELETE once the hold ended: %d, want 204", code)
+		}
+		if code, _ := h.call(cl, http.MethodPost, api.Path(api.PathBackupHolds, id), viewer, nil, nil); code != http.StatusNotFound {
+			t.Fatalf("hold of the deleted backup: %d, want 404", code)
+		}
+
+		// Not renewed, it expires: its client died.
+		if code, e := h.call(cl, http.MethodPost, api.Path(api.PathBackupHolds, other), viewer, nil, &hold); code != http.StatusCreated {
+			t.Fatalf("hold: %d %+v", code, e)
+		}
+		h.Clock.Add(2*time.Minute + time.Second)
+		if code, _ := h.call(cl, http.MethodPut, api.Path(api.PathBackupHold, other, hold.ID), viewer, nil, nil); code != http.StatusNotFound {
+			t.Fatalf("renew of an expired hold: %d, want 404", code)
+		}
+		if code := deleteBackup(other); code != http.StatusNoContent {
+			t.Fatalf("DELETE once the hold expired: %d, want 204", code)
+		}
+	})
+}

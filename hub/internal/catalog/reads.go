@@ -69,17 +69,20 @@ func (c *Catalog) BeginBackupRead(ctx context.Context, backupID string, ttl time
 	return r.ID, nil
 }
 
-// RenewBackupRead extends the read id by ttl from now; an expired or unknown one →
-// ErrNotFound: the backup may have gone meanwhile.
-func (c *Catalog) RenewBackupRead(ctx context.Context, id string, ttl time.Duration) error {
-	renewed, err := c.renew(ctx, (*BackupRead)(nil), id, ttl)
+// RenewBackupRead extends the read id of backup backupID by ttl from now and returns its new
+// expiry; an expired or unknown one, or one of another backup → ErrNotFound: the backup may have
+// gone meanwhile.
+func (c *Catalog) RenewBackupRead(ctx context.Context, backupID, id string, ttl time.Duration) (time.Time, error) {
+	now := c.now()
+	res, err := c.db.NewUpdate().Model((*BackupRead)(nil)).Set("expires_at = ?", now.Add(ttl)).
+		Where("id = ?", id).Where("backup_id = ?", backupID).Where("expires_at > ?", now).Exec(ctx)
 	if err != nil {
-		return fmt.Errorf("renew backup read %s: %w", id, err)
+		return time.Time{}, fmt.Errorf("renew backup read %s: %w", id, err)
 	}
-	if !renewed {
-		return fmt.Errorf("backup read %s expired: %w", id, ErrNotFound)
+	if n, _ := res.RowsAffected(); n == 0 {
+		return time.Time{}, fmt.Errorf("backup read %s of backup %s expired or unknown: %w", id, backupID, ErrNotFound)
 	}
-	return nil
+	return now.Add(ttl), nil
 }
 
 // EndBackupRead forgets the read id; an unknown id is not an error. The reads of dead readers
@@ -87,6 +90,19 @@ func (c *Catalog) RenewBackupRead(ctx context.Context, id string, ttl time.Durat
 func (c *Catalog) EndBackupRead(ctx context.Context, id string) error {
 	if _, err := c.db.NewDelete().Model((*BackupRead)(nil)).Where("id = ?", id).Exec(ctx); err != nil {
 		return fmt.Errorf("end backup read %s: %w", id, err)
+	}
+	return nil
+}
+
+// EndBackupReadOf forgets the read id of backup backupID: unknown, or of another backup →
+// ErrNotFound. An expired read that is still recorded ends like any other.
+func (c *Catalog) EndBackupReadOf(ctx context.Context, backupID, id string) error {
+	res, err := c.db.NewDelete().Model((*BackupRead)(nil)).Where("id = ?", id).Where("backup_id = ?", backupID).Exec(ctx)
+	if err != nil {
+		return fmt.Errorf("end backup read %s: %w", id, err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return fmt.Errorf("backup read %s of backup %s: %w", id, backupID, ErrNotFound)
 	}
 	return nil
 }

@@ -110,6 +110,25 @@ func (c *Client) SetProtected(ctx context.Context, id string, on bool) (api.Back
 	return b, c.do(ctx, http.MethodPost, api.Path(route, id), nil, nil, &b)
 }
 
+// HoldBackup holds a restore point against deletion, pruning and moves while the caller reads
+// it in several requests; the caller renews the hold (RenewHold) before it expires and ends it
+// (EndHold) when done.
+func (c *Client) HoldBackup(ctx context.Context, backupID string) (api.BackupHold, error) {
+	var h api.BackupHold
+	return h, c.do(ctx, http.MethodPost, api.Path(api.PathBackupHolds, backupID), nil, nil, &h)
+}
+
+// RenewHold extends a hold; one that expired or ended → an error with status 404.
+func (c *Client) RenewHold(ctx context.Context, backupID, id string) (api.BackupHold, error) {
+	var h api.BackupHold
+	return h, c.do(ctx, http.MethodPut, api.Path(api.PathBackupHold, backupID, id), nil, nil, &h)
+}
+
+// EndHold ends a hold.
+func (c *Client) EndHold(ctx context.Context, backupID, id string) error {
+	return c.do(ctx, http.MethodDelete, api.Path(api.PathBackupHold, backupID, id), nil, nil, nil)
+}
+
 // Events lists events, newest first; limit 0 lists all.
 func (c *Client) Events(ctx context.Context, vm, typ string, since time.Time, limit int) (api.EventList, error) {
 	q := url.Values{}

@@ -31,18 +31,18 @@ func (c *readsCatalog) BeginBackupRead(_ context.Context, backupID string, _ tim
 	return id, nil
 }
 
-func (c *readsCatalog) RenewBackupRead(_ context.Context, id string, _ time.Duration) error {
+func (c *readsCatalog) RenewBackupRead(_ context.Context, _, id string, ttl time.Duration) (time.Time, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.renewed++
 	if c.renewed == 1 {
 		delete(c.live, id) // expired
-		return fmt.Errorf("backup read %s expired: %w", id, catalog.ErrNotFound)
+		return time.Time{}, fmt.Errorf("backup read %s expired: %w", id, catalog.ErrNotFound)
 	}
 	if !c.live[id] {
-		return fmt.Errorf("backup read %s: %w", id, catalog.ErrNotFound)
+		return time.Time{}, fmt.Errorf("backup read %s: %w", id, catalog.ErrNotFound)
 	}
-	return nil
+	return time.Now().Add(ttl), nil
 }
 
 func (c *readsCatalog) EndBackupRead(_ context.Context, id string) error {

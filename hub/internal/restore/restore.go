@@ -50,8 +50,9 @@ type restoreCatalog interface {
 	RepositoryByName(ctx context.Context, name string) (*catalog.Repository, error)
 	BackupCopies(ctx context.Context, backupID string) ([]catalog.BackupCopy, error)
 	BeginBackupRead(ctx context.Context, backupID string, ttl time.Duration) (string, error)
-	RenewBackupRead(ctx context.Context, id string, ttl time.Duration) error
+	RenewBackupRead(ctx context.Context, backupID, id string, ttl time.Duration) (time.Time, error)
 	EndBackupRead(ctx context.Context, id string) error
+	EndBackupReadOf(ctx context.Context, backupID, id string) error
 }
 
 // readTTL is how long a read's record in the catalog (catalog.BackupRead) keeps its backup from
@@ -130,7 +131,7 @@ func (s *Service) Serve(ctx context.Context, backupID string) (release func(), e
 func (s *Service) renew(ctx context.Context, backupID string, id *string) error {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.ttl/4)
 	defer cancel()
-	err := s.cat.RenewBackupRead(ctx, *id, s.ttl)
+	_, err := s.cat.RenewBackupRead(ctx, backupID, *id, s.ttl)
 	if !errors.Is(err, catalog.ErrNotFound) {
 		return err
 	}
@@ -151,6 +152,38 @@ func (s *Service) renew(ctx context.Context, backupID string, id *string) error 
 // under it fails the read, never returns other bytes. The record ends at release.
 func (s *Service) Hold(ctx context.Context, backupID string) (release func(), err error) {
 	return s.record(ctx, backupID)
+}
+
+// HoldFor begins a hold of backup backupID for a client reading it in several requests: a
+// record of a read that the client renews (RenewHold) within readTTL and ends (EndHold). Unlike
+// Hold, the hub does not renew it: a client that dies stops, and the hold expires.
+func (s *Service) HoldFor(ctx context.Context, backupID string) (api.BackupHold, error) {
+	id, err := s.cat.BeginBackupRead(ctx, backupID, s.ttl)
+	if err != nil {
+		return api.BackupHold{}, err
+	}
+	// Renewed at once for the expiry, as the catalog's clock counts it.
+	h, err := s.RenewHold(ctx, backupID, id)
+	if err != nil {
+		_ = s.cat.EndBackupRead(context.WithoutCancel(ctx), id)
+		return api.BackupHold{}, err
+	}
+	return h, nil
+}
+
+// RenewHold extends hold id of backup backupID by readTTL from now: one that expired, ended or
+// is of another backup → catalog.ErrNotFound.
+func (s *Service) RenewHold(ctx context.Context, backupID, id string) (api.BackupHold, error) {
+	exp, err := s.cat.RenewBackupRead(ctx, backupID, id, s.ttl)
+	if err != nil {
+		return api.BackupHold{}, err
+	}
+	return api.BackupHold{ID: id, BackupID: backupID, ExpiresAt: exp.UTC()}, nil
+}
+
+// EndHold ends hold id of backup backupID: unknown, or of another backup → catalog.ErrNotFound.
+func (s *Service) EndHold(ctx context.Context, backupID, id string) error {
+	return s.cat.EndBackupReadOf(ctx, backupID, id)
 }
 
 // holdShared is Hold sharing one record among the readers of a backup (see Serve).
