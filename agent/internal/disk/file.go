@@ -18,7 +18,7 @@ type fileReader struct {
 	path string
 	size int64
 
-	// dense is set once the file refused SEEK_DATA (a block device, or a file system without
+	// dense is set for a device, and once the file refused SEEK_DATA (a file system without
 	// it): from then on every read is one pread.
 	dense atomic.Bool
 	// holeBytes counts the bytes returned as holes without reading them.
@@ -52,7 +52,12 @@ func OpenFile(path string) (Reader, error) {
 		_ = f.Close()
 		return nil, fmt.Errorf("size of disk %s: %w", path, err)
 	}
-	return &fileReader{f: f, path: path, size: size}, nil
+	r := &fileReader{f: f, path: path, size: size}
+	// A block device (a hot-added disk) has no holes to find: lseek would call it all data.
+	if fi, err := f.Stat(); err != nil || fi.Mode()&os.ModeDevice != 0 {
+		r.dense.Store(true)
+	}
+	return r, nil
 }
 
 // Size returns the size measured at open.

@@ -18,7 +18,7 @@ func TestFileReader(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkReader(t, r, content)
-	if r.(*fileReader).holeBytes.Load() == 0 {
+	if reportsHoles(t, path) && r.(*fileReader).holeBytes.Load() == 0 {
 		t.Error("no hole of the sparse image was skipped")
 	}
 
@@ -111,23 +111,26 @@ func TestFileReaderHoles(t *testing.T) {
 		got := bytes.Repeat([]byte{0xa5}, n)
 		k, err := r.ReadAt(got, off)
 		wantN := int(min(int64(n), size-off))
-		if k != wantN || (err != nil && (err != io.EOF || wantN == n)) {
+		if k != wantN || (wantN < n) != (err == io.EOF) || (err != nil && err != io.EOF) {
 			t.Fatalf("ReadAt(%d bytes at %d) = %d, %v; want %d", n, off, k, err, wantN)
 		}
 		if !bytes.Equal(got[:k], content[off:off+int64(k)]) {
 			t.Fatalf("ReadAt(%d bytes at %d): wrong bytes", n, off)
 		}
 	}
-	read(0, 4<<20)                // short holes, a long one, data at both ends
+	read(0, 2<<20+8000) // short holes, a long one, data at both ends
+	holes := reportsHoles(t, path)
+	// Only the two long holes, whole file-system blocks of them, are skipped.
+	if got := r.holeBytes.Load(); holes && (got == 0 || got > 2<<20-20<<10-100) {
+		t.Errorf("%d bytes skipped as holes, want the long holes only (at most %d)", got, 2<<20-20<<10-100)
+	}
 	read(4<<20, 4<<20)            // a hole, then data, then a short hole and data
 	read(1<<20+4<<10, 1<<20)      // starts in a long hole
 	read(7<<20, 1<<20)            // entirely in the tail hole
 	read(8<<20, 2<<20)            // the tail hole up to the end of the file
 	read(3<<20, 512)              // a small read inside a hole
 	read(2<<20+5000+69990, 30000) // the last bytes of a piece, then a hole
-	if r.holeBytes.Load() == 0 {
-		t.Error("no hole was skipped")
-	}
+
 	rng := rand.New(rand.NewPCG(5, 5))
 	for range 300 {
 		read(rng.Int64N(size), 1+rng.IntN(3<<20))
@@ -141,4 +144,25 @@ func TestFileReaderHoles(t *testing.T) {
 	if n, err := r.ReadAt(got, 7<<20); err == nil || errors.Is(err, io.EOF) {
 		t.Fatalf("ReadAt across the new end = %d, %v; want an error", n, err)
 	}
+}
+
+// reportsHoles tells whether the file system of path reports the holes of a sparse file (most
+// do; where one does not, a file reader reads them like data, and the tests check bytes only).
+func reportsHoles(t *testing.T, path string) bool {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		t.Fatal(err)
+	}
+	at, err := f.Seek(0, seekHole)
+	if err != nil || at >= fi.Size() {
+		t.Logf("the file system of %s reports no holes: only bytes are checked", path)
+		return false
+	}
+	return true
 }
