@@ -463,4 +463,7 @@ type BackupHold struct {
 	ID        string    `json:"id"`
 	BackupID  string    `json:"backup_id"`
 	ExpiresAt time.Time `json:"expires_at"`
+	// TTLSeconds is the hold's lifetime from each renewal: a client renews well within it,
+	// counted on its own clock, which may differ from the hub's.
+	TTLSeconds int `json:"ttl_seconds"`
 }

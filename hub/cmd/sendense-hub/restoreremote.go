@@ -48,11 +48,7 @@ func restoreRemote(ctx context.Context, e *env, o imageOps, backupID, repo, only
 	}
 	// Each disk is one download (and a broken one is resumed in another request); between them
 	// the backup is held, so that it cannot be pruned or deleted halfway through the restore.
-	release, err := holdBackup(ctx, e, o, backupID)
-	if err != nil {
-		return err
-	}
-	defer release()
+	defer holdBackup(ctx, e, o, backupID)()
 	for _, d := range targets {
 		out, err := restoreOutput(output, only, d.DiskID, qemuImg)
 		if err != nil {
@@ -78,37 +74,42 @@ const (
 
 // holdBackup holds backup backupID on the hub and renews the hold until release, which ends it.
 // A hold found expired (the hub out of reach for its lifetime) is taken again; a renewal that
-// fails is reported and the restore goes on: the hub verifies every chunk it serves, so a backup
-// deleted meanwhile fails the download, never gives other bytes.
-func holdBackup(ctx context.Context, e *env, o imageOps, backupID string) (release func(), err error) {
+// fails is reported and the restore goes on, as it does against a hub without holds: the hub
+// verifies every chunk it serves, so a backup deleted meanwhile fails the download, never gives
+// other bytes.
+func holdBackup(ctx context.Context, e *env, o imageOps, backupID string) (release func()) {
 	h, err := o.HoldBackup(ctx, backupID)
 	if err != nil {
-		return nil, fmt.Errorf("hold backup %s for the restore: %w", backupID, err)
+		fmt.Fprintf(e.stderr, "warning: hold backup %s for the restore: %v; restoring without a hold\n", backupID, err)
+		return func() {}
+	}
+	// Counted from its lifetime, not its expiry: the clocks of hub and client may differ.
+	every := maxHoldRenewal
+	if h.TTLSeconds > 0 {
+		every = min(max(time.Duration(h.TTLSeconds)*time.Second/4, minHoldRenewal), maxHoldRenewal)
 	}
 	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
+		failing := false
 		for {
-			wait := min(max(time.Until(h.ExpiresAt)/4, minHoldRenewal), maxHoldRenewal)
 			select {
 			case <-ctx.Done():
 				return
-			case <-time.After(wait):
+			case <-time.After(every):
 			}
-			next, err := o.RenewHold(ctx, backupID, h.ID)
-			var ae *client.Error
-			if errors.As(err, &ae) && ae.Status == http.StatusNotFound {
-				next, err = o.HoldBackup(ctx, backupID)
+			next, err := renewHold(ctx, o, backupID, h.ID, 2*every)
+			if err == nil {
+				h = next // before looking at ctx: release must end the hold it holds
 			}
 			switch {
 			case ctx.Err() != nil:
 				return
-			case err != nil:
+			case err != nil && !failing:
 				fmt.Fprintf(e.stderr, "warning: renew the hold of backup %s: %v\n", backupID, err)
-			default:
-				h = next
 			}
+			failing = err != nil
 		}
 	}()
 	return func() {
@@ -119,7 +120,19 @@ func holdBackup(ctx context.Context, e *env, o imageOps, backupID string) (relea
 		if err := o.EndHold(ectx, backupID, h.ID); err != nil {
 			fmt.Fprintf(e.stderr, "warning: end the hold of backup %s (it expires by itself): %v\n", backupID, err)
 		}
-	}, nil
+	}
+}
+
+// renewHold renews hold id within timeout, or takes a new hold when the hub no longer knows it.
+func renewHold(ctx context.Context, o imageOps, backupID, id string, timeout time.Duration) (api.BackupHold, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	h, err := o.RenewHold(ctx, backupID, id)
+	var ae *client.Error
+	if errors.As(err, &ae) && ae.Status == http.StatusNotFound {
+		return o.HoldBackup(ctx, backupID)
+	}
+	return h, err
 }
 
 func downloadDisk(ctx context.Context, e *env, o imageOps, backupID, repo string, d api.BackupDisk, raw string) (int64, error) {

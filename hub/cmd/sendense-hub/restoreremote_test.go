@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -25,6 +26,8 @@ type heldImages struct {
 	renewals int
 	// during is called inside each download with the holds live at that moment.
 	during func(diskID string, live int)
+	// refuse, when set, is the answer to every hold (a hub without holds).
+	refuse error
 }
 
 func (f *heldImages) Backup(_ context.Context, id string) (api.Backup, error) {
@@ -44,11 +47,14 @@ func (f *heldImages) DownloadImage(_ context.Context, _, diskID, _ string, dst i
 func (f *heldImages) HoldBackup(_ context.Context, backupID string) (api.BackupHold, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.refuse != nil {
+		return api.BackupHold{}, f.refuse
+	}
 	f.n++
 	id := fmt.Sprintf("br-%d", f.n)
 	f.live[id] = true
 	// A short life: renewed every second (minHoldRenewal).
-	return api.BackupHold{ID: id, BackupID: backupID, ExpiresAt: time.Now().Add(2 * time.Second)}, nil
+	return api.BackupHold{ID: id, BackupID: backupID, ExpiresAt: time.Now().Add(2 * time.Second), TTLSeconds: 2}, nil
 }
 
 func (f *heldImages) RenewHold(_ context.Context, backupID, id string) (api.BackupHold, error) {
@@ -62,7 +68,7 @@ func (f *heldImages) RenewHold(_ context.Context, backupID, id string) (api.Back
 	if !f.live[id] {
 		return api.BackupHold{}, &client.Error{Status: http.StatusNotFound, Body: api.Error{Code: "not_found", Error: "unknown"}}
 	}
-	return api.BackupHold{ID: id, BackupID: backupID, ExpiresAt: time.Now().Add(2 * time.Second)}, nil
+	return api.BackupHold{ID: id, BackupID: backupID, ExpiresAt: time.Now().Add(2 * time.Second), TTLSeconds: 2}, nil
 }
 
 func (f *heldImages) EndHold(_ context.Context, _, id string) error {
@@ -122,5 +128,23 @@ func TestRemoteRestoreHoldsItsBackup(t *testing.T) {
 		if err != nil || !bytes.Equal(b, bytes.Repeat([]byte(d[len(d)-1:]), 4096)) {
 			t.Fatalf("restored %s: %v, %d bytes", d, err, len(b))
 		}
+	}
+}
+
+// Against a hub that has no holds (older than the client), the remote restore goes on without
+// one and says so.
+func TestRemoteRestoreWithoutHolds(t *testing.T) {
+	f := &heldImages{live: map[string]bool{}, during: func(string, int) {},
+		refuse: &client.Error{Status: http.StatusNotFound, Body: api.Error{Code: "not_found", Error: "no such route"}}}
+	var stdout, stderr bytes.Buffer
+	out := filepath.Join(t.TempDir(), "out")
+	if err := restoreRemote(t.Context(), &env{stdout: &stdout, stderr: &stderr}, f, "bk-1", "", "", out, ""); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(stderr.String(), "restoring without a hold") {
+		t.Fatalf("stderr %q does not say the restore runs without a hold", stderr.String())
+	}
+	if _, err := os.Stat(filepath.Join(out, "disk-2001.raw")); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	hubapi "github.com/sendense/sendense/hub/internal/api"
+	"github.com/sendense/sendense/hub/internal/catalog"
 	"github.com/sendense/sendense/hub/internal/restore"
 	"github.com/sendense/sendense/shared/api"
 	"github.com/sendense/sendense/shared/chunk"
@@ -374,11 +375,29 @@ func TestHoldKeepsABackupBetweenRequests(t *testing.T) {
 		if code, e := h.call(cl, http.MethodPost, api.Path(api.PathBackupHolds, id), viewer, nil, &hold); code != http.StatusCreated {
 			t.Fatalf("hold: %d %+v, want 201", code, e)
 		}
-		if hold.ID == "" || hold.BackupID != id || !hold.ExpiresAt.After(h.Clock.Now()) {
-			t.Fatalf("hold = %+v: want an id, backup %s and an expiry after %v", hold, id, h.Clock.Now())
+		if hold.ID == "" || hold.BackupID != id || !hold.ExpiresAt.After(h.Clock.Now()) || hold.TTLSeconds != 120 {
+			t.Fatalf("hold = %+v: want an id, backup %s, an expiry after %v and 120 s", hold, id, h.Clock.Now())
 		}
-		if code := deleteBackup(id); code != http.StatusConflict {
-			t.Fatalf("DELETE of a held backup: %d, want 409", code)
+		// The refusal names the hold without its id, which is what renews and ends it.
+		if code, e := h.call(cl, http.MethodDelete, api.Path(api.PathBackup, id), operator, nil, nil); code != http.StatusConflict ||
+			!strings.Contains(e.Error, "a client hold") || strings.Contains(e.Error, hold.ID) {
+			t.Fatalf("DELETE of a held backup: %d %q, want 409 naming a client hold without its id", code, e.Error)
+		}
+		// The hub's own records of reads are not holds: no client renews or ends them.
+		readID, err := h.Cat.BeginBackupRead(t.Context(), other, time.Minute)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range []string{http.MethodPut, http.MethodDelete} {
+			if code, _ := h.call(cl, m, api.Path(api.PathBackupHold, other, readID), operator, nil, nil); code != http.StatusNotFound {
+				t.Fatalf("%s of the hub's read %s as a hold: %d, want 404", m, readID, code)
+			}
+		}
+		if code := deleteBackup(other); code != http.StatusConflict {
+			t.Fatalf("DELETE of a backup the hub reads, after the refused calls: %d, want 409", code)
+		}
+		if err := h.Cat.EndBackupRead(t.Context(), readID); err != nil {
+			t.Fatal(err)
 		}
 
 		// Renewed before it expires, the hold outlives its first expiry.
@@ -422,6 +441,35 @@ func TestHoldKeepsABackupBetweenRequests(t *testing.T) {
 		if code, _ := h.call(cl, http.MethodPost, api.Path(api.PathBackupHolds, id), viewer, nil, nil); code != http.StatusNotFound {
 			t.Fatalf("hold of the deleted backup: %d, want 404", code)
 		}
+
+		// However often renewed, a hold ends MaxHoldLife after it began.
+		var long api.BackupHold
+		if code, e := h.call(cl, http.MethodPost, api.Path(api.PathBackupHolds, other), viewer, nil, &long); code != http.StatusCreated {
+			t.Fatalf("hold: %d %+v", code, e)
+		}
+		for start := h.Clock.Now(); ; {
+			h.Clock.Add(110 * time.Second)
+			code, _ := h.call(cl, http.MethodPut, api.Path(api.PathBackupHold, other, long.ID), viewer, nil, nil)
+			if code == http.StatusOK {
+				if h.Clock.Now().Sub(start) > catalog.MaxHoldLife {
+					t.Fatalf("hold renewed %v after it began", h.Clock.Now().Sub(start))
+				}
+				continue
+			}
+			if code != http.StatusNotFound || h.Clock.Now().Sub(start) < catalog.MaxHoldLife {
+				t.Fatalf("renewal %v after the hold began: %d, want 200 until %v, then 404", h.Clock.Now().Sub(start), code, catalog.MaxHoldLife)
+			}
+			break
+		}
+		h.Clock.Add(2 * time.Minute) // its last renewal's lifetime
+		// A backup takes so many holds at once, no more.
+		for i := range catalog.MaxHoldsPerBackup + 1 {
+			code, e := h.call(cl, http.MethodPost, api.Path(api.PathBackupHolds, other), viewer, nil, nil)
+			if want := map[bool]int{true: http.StatusConflict, false: http.StatusCreated}[i == catalog.MaxHoldsPerBackup]; code != want {
+				t.Fatalf("hold %d: %d %+v, want %d", i+1, code, e, want)
+			}
+		}
+		h.Clock.Add(2*time.Minute + time.Second)
 
 		// Not renewed, it expires: its client died.
 		if code, e := h.call(cl, http.MethodPost, api.Path(api.PathBackupHolds, other), viewer, nil, &hold); code != http.StatusCreated {

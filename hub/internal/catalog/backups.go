@@ -216,7 +216,9 @@ func refuseBackupUsers(ctx context.Context, tx bun.Tx, id string, now time.Time)
 		{tx.NewSelect().Model((*RestoreTest)(nil)).Column("id").Where("backup_id = ?", id).
 			Where("status IN (?)", bun.In([]string{api.RestoreTestQueued, api.RestoreTestRunning})),
 			"backup %s is being restore-tested (%s); wait for the test to end"},
-		{tx.NewSelect().Model((*BackupRead)(nil)).Column("id").Where("backup_id = ?", id).Where("expires_at > ?", now),
+		// A client's hold is named without its id, which is what renews and ends it.
+		{tx.NewSelect().Model((*BackupRead)(nil)).ColumnExpr("DISTINCT CASE WHEN id LIKE ? THEN 'a client hold' ELSE id END", HoldPrefix+"%").
+			Where("backup_id = ?", id).Where("expires_at > ?", now),
 			"backup %s is being read by a client (%s: a download, a file-level restore); wait for it to end"},
 	}
 	for _, u := range users {

@@ -2,9 +2,12 @@ package catalog
 
 import (
 	"context"
+	"crypto/rand"
 	"database/sql"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/uptrace/bun"
@@ -34,7 +37,41 @@ type BackupRead struct {
 func (c *Catalog) BeginBackupRead(ctx context.Context, backupID string, ttl time.Duration) (string, error) {
 	now := c.now()
 	r := &BackupRead{ID: NewID("br-", now), BackupID: backupID, StartedAt: now, ExpiresAt: now.Add(ttl)}
-	err := c.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+	if err := c.beginRead(ctx, r, false); err != nil {
+		return "", err
+	}
+	return r.ID, nil
+}
+
+// HoldPrefix opens the id of a client's hold (BeginBackupHold), and of no other read.
+const HoldPrefix = "bh-"
+
+// Bounds on clients' holds: how many of one backup may be live at once, and how long one may be
+// renewed, so that no client, a viewer included, keeps a backup from deletion for ever.
+const (
+	MaxHoldsPerBackup = 32
+	MaxHoldLife       = 24 * time.Hour
+)
+
+// BeginBackupHold is BeginBackupRead for a client that renews the read itself across its requests
+// (api.BackupHold): its id, HoldPrefix and 128 random bits, is what the client renews and ends it
+// by. A backup with MaxHoldsPerBackup live holds already → ErrConflict.
+func (c *Catalog) BeginBackupHold(ctx context.Context, backupID string, ttl time.Duration) (*BackupRead, error) {
+	var b [16]byte
+	_, _ = rand.Read(b[:]) // never fails: crypto/rand aborts the program instead
+	now := c.now()
+	r := &BackupRead{ID: HoldPrefix + hex.EncodeToString(b[:]), BackupID: backupID, StartedAt: now, ExpiresAt: now.Add(ttl)}
+	if err := c.beginRead(ctx, r, true); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// beginRead records read r in one transaction with the check of its backup; a client's hold
+// (hold) is refused past MaxHoldsPerBackup live ones.
+func (c *Catalog) beginRead(ctx context.Context, r *BackupRead, hold bool) error {
+	now, backupID := r.StartedAt, r.BackupID
+	return c.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
 		var status string
 		err := tx.QueryRowContext(ctx, "SELECT status FROM backup_jobs WHERE id = ?"+c.rowLock(true), backupID).Scan(&status)
 		switch {
@@ -58,24 +95,34 @@ func (c *Catalog) BeginBackupRead(ctx context.Context, backupID string, ttl time
 				return fmt.Errorf("forget expired reads of backup %s: %w", backupID, err)
 			}
 		}
+		if hold {
+			n, err := tx.NewSelect().Model((*BackupRead)(nil)).Where("backup_id = ?", backupID).
+				Where("id LIKE ?", HoldPrefix+"%").Where("expires_at > ?", now).Count(ctx)
+			if err != nil {
+				return fmt.Errorf("count the holds of backup %s: %w", backupID, err)
+			}
+			if n >= MaxHoldsPerBackup {
+				return fmt.Errorf("backup %s has %d client holds, the most at once; end one or let it expire: %w", backupID, n, ErrConflict)
+			}
+		}
 		if _, err := tx.NewInsert().Model(r).Exec(ctx); err != nil {
 			return fmt.Errorf("record a read of backup %s: %w", backupID, err)
 		}
 		return nil
 	})
-	if err != nil {
-		return "", err
-	}
-	return r.ID, nil
 }
 
 // RenewBackupRead extends the read id of backup backupID by ttl from now and returns its new
-// expiry; an expired or unknown one, or one of another backup → ErrNotFound: the backup may have
-// gone meanwhile.
+// expiry; an expired or unknown one, one of another backup, or a client's hold begun
+// MaxHoldLife ago → ErrNotFound: the backup may have gone meanwhile.
 func (c *Catalog) RenewBackupRead(ctx context.Context, backupID, id string, ttl time.Duration) (time.Time, error) {
 	now := c.now()
-	res, err := c.db.NewUpdate().Model((*BackupRead)(nil)).Set("expires_at = ?", now.Add(ttl)).
-		Where("id = ?", id).Where("backup_id = ?", backupID).Where("expires_at > ?", now).Exec(ctx)
+	q := c.db.NewUpdate().Model((*BackupRead)(nil)).Set("expires_at = ?", now.Add(ttl)).
+		Where("id = ?", id).Where("backup_id = ?", backupID).Where("expires_at > ?", now)
+	if strings.HasPrefix(id, HoldPrefix) {
+		q = q.Where("started_at > ?", now.Add(-MaxHoldLife))
+	}
+	res, err := q.Exec(ctx)
 	if err != nil {
 		return time.Time{}, fmt.Errorf("renew backup read %s: %w", id, err)
 	}

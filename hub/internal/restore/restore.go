@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -50,6 +51,7 @@ type restoreCatalog interface {
 	RepositoryByName(ctx context.Context, name string) (*catalog.Repository, error)
 	BackupCopies(ctx context.Context, backupID string) ([]catalog.BackupCopy, error)
 	BeginBackupRead(ctx context.Context, backupID string, ttl time.Duration) (string, error)
+	BeginBackupHold(ctx context.Context, backupID string, ttl time.Duration) (*catalog.BackupRead, error)
 	RenewBackupRead(ctx context.Context, backupID, id string, ttl time.Duration) (time.Time, error)
 	EndBackupRead(ctx context.Context, id string) error
 	EndBackupReadOf(ctx context.Context, backupID, id string) error
@@ -158,31 +160,37 @@ func (s *Service) Hold(ctx context.Context, backupID string) (release func(), er
 // record of a read that the client renews (RenewHold) within readTTL and ends (EndHold). Unlike
 // Hold, the hub does not renew it: a client that dies stops, and the hold expires.
 func (s *Service) HoldFor(ctx context.Context, backupID string) (api.BackupHold, error) {
-	id, err := s.cat.BeginBackupRead(ctx, backupID, s.ttl)
+	r, err := s.cat.BeginBackupHold(ctx, backupID, s.ttl)
 	if err != nil {
 		return api.BackupHold{}, err
 	}
-	// Renewed at once for the expiry, as the catalog's clock counts it.
-	h, err := s.RenewHold(ctx, backupID, id)
-	if err != nil {
-		_ = s.cat.EndBackupRead(context.WithoutCancel(ctx), id)
-		return api.BackupHold{}, err
-	}
-	return h, nil
+	return s.hold(backupID, r.ID, r.ExpiresAt), nil
 }
 
-// RenewHold extends hold id of backup backupID by readTTL from now: one that expired, ended or
-// is of another backup → catalog.ErrNotFound.
+func (s *Service) hold(backupID, id string, expires time.Time) api.BackupHold {
+	return api.BackupHold{ID: id, BackupID: backupID, ExpiresAt: expires.UTC(), TTLSeconds: int(s.ttl / time.Second)}
+}
+
+// RenewHold extends hold id of backup backupID by readTTL from now: one that expired, ended,
+// reached catalog.MaxHoldLife, or is of another backup → catalog.ErrNotFound. Only a client's
+// hold is renewed here, never the hub's own records of reads.
 func (s *Service) RenewHold(ctx context.Context, backupID, id string) (api.BackupHold, error) {
+	if !strings.HasPrefix(id, catalog.HoldPrefix) {
+		return api.BackupHold{}, fmt.Errorf("hold %s of backup %s: %w", id, backupID, catalog.ErrNotFound)
+	}
 	exp, err := s.cat.RenewBackupRead(ctx, backupID, id, s.ttl)
 	if err != nil {
 		return api.BackupHold{}, err
 	}
-	return api.BackupHold{ID: id, BackupID: backupID, ExpiresAt: exp.UTC()}, nil
+	return s.hold(backupID, id, exp), nil
 }
 
 // EndHold ends hold id of backup backupID: unknown, or of another backup → catalog.ErrNotFound.
+// Only a client's hold is ended here, never the hub's own records of reads.
 func (s *Service) EndHold(ctx context.Context, backupID, id string) error {
+	if !strings.HasPrefix(id, catalog.HoldPrefix) {
+		return fmt.Errorf("hold %s of backup %s: %w", id, backupID, catalog.ErrNotFound)
+	}
 	return s.cat.EndBackupReadOf(ctx, backupID, id)
 }
 
