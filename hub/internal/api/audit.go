@@ -39,6 +39,16 @@ func (s *Server) audit() gin.HandlerFunc {
 	}
 }
 
+// auditPath is the request's path as the audit records it: a client's hold id, which is what
+// renews and ends the hold, cut to its first characters (enough to tell holds apart).
+func auditPath(c *gin.Context) string {
+	p := c.Request.URL.Path
+	if h := c.Param("hold"); len(h) > 11 && strings.HasSuffix(p, "/"+h) {
+		p = strings.TrimSuffix(p, h) + h[:11] + "…"
+	}
+	return p
+}
+
 // auditEvent is the audit event of the request c has answered: who (the API token's name and
 // id, or the agent), from where, what (method, route, path) and the status code.
 func auditEvent(c *gin.Context) api.Event {
@@ -50,7 +60,7 @@ func auditEvent(c *gin.Context) api.Event {
 	e := api.Event{
 		Type: api.EventAudit, Actor: actor, AgentID: c.GetString(ctxAgentID),
 		SourceAddress: c.ClientIP(), Outcome: status,
-		Details: map[string]string{"method": c.Request.Method, "route": c.FullPath(), "path": c.Request.URL.Path, "status": status},
+		Details: map[string]string{"method": c.Request.Method, "route": c.FullPath(), "path": auditPath(c), "status": status},
 	}
 	if id := c.GetString(ctxTokenID); id != "" {
 		e.Details["api_token_id"] = id

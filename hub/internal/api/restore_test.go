@@ -428,6 +428,15 @@ func TestHoldKeepsABackupBetweenRequests(t *testing.T) {
 			t.Fatalf("DELETE after the refused calls: %d, want 409 (the hold stands)", code)
 		}
 
+		// The audit names each call on the hold without its id.
+		var events json.RawMessage
+		if code, e := h.call(cl, http.MethodGet, api.PathEvents+"?type=audit&limit=1000", operator, nil, &events); code != http.StatusOK {
+			t.Fatalf("audit events: %d %+v", code, e)
+		}
+		if !strings.Contains(string(events), hold.ID[:11]+"…") || strings.Contains(string(events), hold.ID) {
+			t.Fatalf("the audit of the hold's renewal names it by %q, or by its whole id", hold.ID[:11]+"…")
+		}
+
 		// Ended, it frees the backup at once.
 		if code, e := h.call(cl, http.MethodDelete, api.Path(api.PathBackupHold, id, hold.ID), viewer, nil, nil); code != http.StatusNoContent {
 			t.Fatalf("end: %d %+v, want 204", code, e)
