@@ -23,10 +23,11 @@ type restoreService interface {
 	// backup against deletion until release.
 	Serve(ctx context.Context, backupID string) (release func(), err error)
 	// HoldFor, RenewHold and EndHold are a client's hold of a backup it reads in several
-	// requests, renewed by the client.
-	HoldFor(ctx context.Context, backupID string) (api.BackupHold, error)
-	RenewHold(ctx context.Context, backupID, id string) (api.BackupHold, error)
-	EndHold(ctx context.Context, backupID, id string) error
+	// requests, renewed by the client; holder (its API token) is the only one who renews or
+	// ends it.
+	HoldFor(ctx context.Context, backupID, holder string) (api.BackupHold, error)
+	RenewHold(ctx context.Context, backupID, id, holder string) (api.BackupHold, error)
+	EndHold(ctx context.Context, backupID, id, holder string) error
 }
 
 // errBadRange is answered with 416.
@@ -47,7 +48,7 @@ const maxHoldID = 64
 // holdBackup begins a hold of a restore point (201 with the hold): 404 for an unknown backup,
 // 409 for one that is not a restore point.
 func (s *Server) holdBackup(c *gin.Context) {
-	h, err := s.deps.Restore.HoldFor(c.Request.Context(), c.Param("id"))
+	h, err := s.deps.Restore.HoldFor(c.Request.Context(), c.Param("id"), holder(c))
 	if err != nil {
 		s.fail(c, err)
 		return
@@ -61,7 +62,7 @@ func (s *Server) renewHold(c *gin.Context) {
 	if !ok {
 		return
 	}
-	h, err := s.deps.Restore.RenewHold(c.Request.Context(), c.Param("id"), id)
+	h, err := s.deps.Restore.RenewHold(c.Request.Context(), c.Param("id"), id, holder(c))
 	if err != nil {
 		s.fail(c, err)
 		return
@@ -75,12 +76,16 @@ func (s *Server) endHold(c *gin.Context) {
 	if !ok {
 		return
 	}
-	if err := s.deps.Restore.EndHold(c.Request.Context(), c.Param("id"), id); err != nil {
+	if err := s.deps.Restore.EndHold(c.Request.Context(), c.Param("id"), id, holder(c)); err != nil {
 		s.fail(c, err)
 		return
 	}
 	c.Status(http.StatusNoContent)
 }
+
+// holder is who takes, renews and ends a hold: the request's API token, so that a hold's id
+// alone (a 409 never shows it, the audit shows its start) lets no other client end it.
+func holder(c *gin.Context) string { return c.GetString(ctxTokenID) }
 
 // holdID is the path's hold id, or false after answering 400 for one no hold could have.
 func (s *Server) holdID(c *gin.Context) (string, bool) {

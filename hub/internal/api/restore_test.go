@@ -399,6 +399,15 @@ func TestHoldKeepsABackupBetweenRequests(t *testing.T) {
 		if err := h.Cat.EndBackupRead(t.Context(), readID); err != nil {
 			t.Fatal(err)
 		}
+		// A hold is its holder's: another client, an operator included, knowing its id neither
+		// renews nor ends it.
+		for _, tok := range []string{h.apiToken(api.RoleViewer), operator} {
+			for _, m := range []string{http.MethodPut, http.MethodDelete} {
+				if code, _ := h.call(cl, m, api.Path(api.PathBackupHold, id, hold.ID), tok, nil, nil); code != http.StatusNotFound {
+					t.Fatalf("%s of the hold by another token: %d, want 404", m, code)
+				}
+			}
+		}
 
 		// Renewed before it expires, the hold outlives its first expiry.
 		h.Clock.Add(90 * time.Second)
@@ -471,12 +480,21 @@ func TestHoldKeepsABackupBetweenRequests(t *testing.T) {
 			break
 		}
 		h.Clock.Add(2 * time.Minute) // its last renewal's lifetime
-		// A backup takes so many holds at once, no more.
-		for i := range catalog.MaxHoldsPerBackup + 1 {
-			code, e := h.call(cl, http.MethodPost, api.Path(api.PathBackupHolds, other), viewer, nil, nil)
-			if want := map[bool]int{true: http.StatusConflict, false: http.StatusCreated}[i == catalog.MaxHoldsPerBackup]; code != want {
-				t.Fatalf("hold %d: %d %+v, want %d", i+1, code, e, want)
+		// A backup takes so many holds at once from one client, and from all, no more.
+		holders := []string{viewer}
+		for len(holders) < catalog.MaxHoldsPerBackup/catalog.MaxHoldsPerHolder {
+			holders = append(holders, h.apiToken(api.RoleViewer))
+		}
+		for _, tok := range holders {
+			for i := range catalog.MaxHoldsPerHolder + 1 {
+				code, e := h.call(cl, http.MethodPost, api.Path(api.PathBackupHolds, other), tok, nil, nil)
+				if want := map[bool]int{true: http.StatusConflict, false: http.StatusCreated}[i == catalog.MaxHoldsPerHolder]; code != want {
+					t.Fatalf("hold %d of one client: %d %+v, want %d", i+1, code, e, want)
+				}
 			}
+		}
+		if code, e := h.call(cl, http.MethodPost, api.Path(api.PathBackupHolds, other), h.apiToken(api.RoleViewer), nil, nil); code != http.StatusConflict {
+			t.Fatalf("hold %d of the backup: %d %+v, want 409", catalog.MaxHoldsPerBackup+1, code, e)
 		}
 		h.Clock.Add(2*time.Minute + time.Second)
 

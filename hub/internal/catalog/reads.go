@@ -26,6 +26,9 @@ type BackupRead struct {
 	BackupID  string    `bun:"backup_id,notnull"`
 	StartedAt time.Time `bun:"started_at,notnull"`
 	ExpiresAt time.Time `bun:"expires_at,notnull"`
+	// Holder is who took a client's hold (BeginBackupHold), the only one who renews or ends
+	// it; empty for the hub's own reads.
+	Holder string `bun:"holder,notnull"`
 }
 
 // BeginBackupRead records that successful backup backupID is being read, for ttl. The backup's
@@ -46,21 +49,27 @@ func (c *Catalog) BeginBackupRead(ctx context.Context, backupID string, ttl time
 // HoldPrefix opens the id of a client's hold (BeginBackupHold), and of no other read.
 const HoldPrefix = "bh-"
 
-// Bounds on clients' holds: how many of one backup may be live at once, and how long one may be
-// renewed, so that no client, a viewer included, keeps a backup from deletion for ever.
+// Bounds on clients' holds: how many of one backup may be live at once, from all holders and
+// from one, and how long one may be renewed, so that no client, a viewer included, keeps a
+// backup from deletion for ever or takes every hold of it.
 const (
 	MaxHoldsPerBackup = 32
+	MaxHoldsPerHolder = 8
 	MaxHoldLife       = 24 * time.Hour
 )
 
 // BeginBackupHold is BeginBackupRead for a client that renews the read itself across its requests
-// (api.BackupHold): its id, HoldPrefix and 128 random bits, is what the client renews and ends it
-// by. A backup with MaxHoldsPerBackup live holds already → ErrConflict.
-func (c *Catalog) BeginBackupHold(ctx context.Context, backupID string, ttl time.Duration) (*BackupRead, error) {
+// (api.BackupHold): its id, HoldPrefix and 128 random bits, and holder (who asks, never empty)
+// are what it is renewed and ended by. A backup with MaxHoldsPerBackup live holds already, or
+// MaxHoldsPerHolder of holder's → ErrConflict.
+func (c *Catalog) BeginBackupHold(ctx context.Context, backupID, holder string, ttl time.Duration) (*BackupRead, error) {
+	if holder == "" {
+		return nil, errors.New("begin backup hold: no holder")
+	}
 	var b [16]byte
 	_, _ = rand.Read(b[:]) // never fails: crypto/rand aborts the program instead
 	now := c.now()
-	r := &BackupRead{ID: HoldPrefix + hex.EncodeToString(b[:]), BackupID: backupID, StartedAt: now, ExpiresAt: now.Add(ttl)}
+	r := &BackupRead{ID: HoldPrefix + hex.EncodeToString(b[:]), BackupID: backupID, StartedAt: now, ExpiresAt: now.Add(ttl), Holder: holder}
 	if err := c.beginRead(ctx, r, true); err != nil {
 		return nil, err
 	}
@@ -68,7 +77,7 @@ func (c *Catalog) BeginBackupHold(ctx context.Context, backupID string, ttl time
 }
 
 // beginRead records read r in one transaction with the check of its backup; a client's hold
-// (hold) is refused past MaxHoldsPerBackup live ones.
+// (hold) is refused past MaxHoldsPerBackup live ones, or MaxHoldsPerHolder of its holder's.
 func (c *Catalog) beginRead(ctx context.Context, r *BackupRead, hold bool) error {
 	now, backupID := r.StartedAt, r.BackupID
 	return c.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
@@ -96,13 +105,16 @@ func (c *Catalog) beginRead(ctx context.Context, r *BackupRead, hold bool) error
 			}
 		}
 		if hold {
-			n, err := tx.NewSelect().Model((*BackupRead)(nil)).Where("backup_id = ?", backupID).
-				Where("id LIKE ?", HoldPrefix+"%").Where("expires_at > ?", now).Count(ctx)
-			if err != nil {
+			var live []string
+			if err := tx.NewSelect().Model((*BackupRead)(nil)).Column("holder").Where("backup_id = ?", backupID).
+				Where("id LIKE ?", HoldPrefix+"%").Where("expires_at > ?", now).Scan(ctx, &live); err != nil {
 				return fmt.Errorf("count the holds of backup %s: %w", backupID, err)
 			}
-			if n >= MaxHoldsPerBackup {
+			if n := len(live); n >= MaxHoldsPerBackup {
 				return fmt.Errorf("backup %s has %d client holds, the most at once; end one or let it expire: %w", backupID, n, ErrConflict)
+			}
+			if n := countOf(live, r.Holder); n >= MaxHoldsPerHolder {
+				return fmt.Errorf("backup %s has %d holds of this client, the most one client may have at once; end one or let it expire: %w", backupID, n, ErrConflict)
 			}
 		}
 		if _, err := tx.NewInsert().Model(r).Exec(ctx); err != nil {
@@ -112,13 +124,25 @@ func (c *Catalog) beginRead(ctx context.Context, r *BackupRead, hold bool) error
 	})
 }
 
-// RenewBackupRead extends the read id of backup backupID by ttl from now and returns its new
-// expiry; an expired or unknown one, one of another backup, or a client's hold begun
-// MaxHoldLife ago → ErrNotFound: the backup may have gone meanwhile.
-func (c *Catalog) RenewBackupRead(ctx context.Context, backupID, id string, ttl time.Duration) (time.Time, error) {
+// countOf counts the elements of xs equal to x.
+func countOf(xs []string, x string) int {
+	n := 0
+	for _, v := range xs {
+		if v == x {
+			n++
+		}
+	}
+	return n
+}
+
+// RenewBackupRead extends the read id of backup backupID, taken by holder (empty for the hub's
+// own reads), by ttl from now and returns its new expiry; an expired or unknown one, one of
+// another backup or holder, or a client's hold begun MaxHoldLife ago → ErrNotFound: the backup
+// may have gone meanwhile.
+func (c *Catalog) RenewBackupRead(ctx context.Context, backupID, id, holder string, ttl time.Duration) (time.Time, error) {
 	now := c.now()
 	q := c.db.NewUpdate().Model((*BackupRead)(nil)).Set("expires_at = ?", now.Add(ttl)).
-		Where("id = ?", id).Where("backup_id = ?", backupID).Where("expires_at > ?", now)
+		Where("id = ?", id).Where("backup_id = ?", backupID).Where("holder = ?", holder).Where("expires_at > ?", now)
 	if strings.HasPrefix(id, HoldPrefix) {
 		q = q.Where("started_at > ?", now.Add(-MaxHoldLife))
 	}
@@ -141,10 +165,11 @@ func (c *Catalog) EndBackupRead(ctx context.Context, id string) error {
 	return nil
 }
 
-// EndBackupReadOf forgets the read id of backup backupID: unknown, or of another backup →
-// ErrNotFound. An expired read that is still recorded ends like any other.
-func (c *Catalog) EndBackupReadOf(ctx context.Context, backupID, id string) error {
-	res, err := c.db.NewDelete().Model((*BackupRead)(nil)).Where("id = ?", id).Where("backup_id = ?", backupID).Exec(ctx)
+// EndBackupReadOf forgets the read id of backup backupID taken by holder: unknown, or of
+// another backup or holder → ErrNotFound. An expired read that is still recorded ends like any
+// other.
+func (c *Catalog) EndBackupReadOf(ctx context.Context, backupID, id, holder string) error {
+	res, err := c.db.NewDelete().Model((*BackupRead)(nil)).Where("id = ?", id).Where("backup_id = ?", backupID).Where("holder = ?", holder).Exec(ctx)
 	if err != nil {
 		return fmt.Errorf("end backup read %s: %w", id, err)
 	}

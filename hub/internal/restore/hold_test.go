@@ -31,7 +31,7 @@ func (c *readsCatalog) BeginBackupRead(_ context.Context, backupID string, _ tim
 	return id, nil
 }
 
-func (c *readsCatalog) RenewBackupRead(_ context.Context, _, id string, ttl time.Duration) (time.Time, error) {
+func (c *readsCatalog) RenewBackupRead(_ context.Context, _, id, _ string, ttl time.Duration) (time.Time, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.renewed++

@@ -51,10 +51,10 @@ type restoreCatalog interface {
 	RepositoryByName(ctx context.Context, name string) (*catalog.Repository, error)
 	BackupCopies(ctx context.Context, backupID string) ([]catalog.BackupCopy, error)
 	BeginBackupRead(ctx context.Context, backupID string, ttl time.Duration) (string, error)
-	BeginBackupHold(ctx context.Context, backupID string, ttl time.Duration) (*catalog.BackupRead, error)
-	RenewBackupRead(ctx context.Context, backupID, id string, ttl time.Duration) (time.Time, error)
+	BeginBackupHold(ctx context.Context, backupID, holder string, ttl time.Duration) (*catalog.BackupRead, error)
+	RenewBackupRead(ctx context.Context, backupID, id, holder string, ttl time.Duration) (time.Time, error)
 	EndBackupRead(ctx context.Context, id string) error
-	EndBackupReadOf(ctx context.Context, backupID, id string) error
+	EndBackupReadOf(ctx context.Context, backupID, id, holder string) error
 }
 
 // readTTL is how long a read's record in the catalog (catalog.BackupRead) keeps its backup from
@@ -133,7 +133,7 @@ func (s *Service) Serve(ctx context.Context, backupID string) (release func(), e
 func (s *Service) renew(ctx context.Context, backupID string, id *string) error {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.ttl/4)
 	defer cancel()
-	_, err := s.cat.RenewBackupRead(ctx, backupID, *id, s.ttl)
+	_, err := s.cat.RenewBackupRead(ctx, backupID, *id, "", s.ttl)
 	if !errors.Is(err, catalog.ErrNotFound) {
 		return err
 	}
@@ -156,11 +156,12 @@ func (s *Service) Hold(ctx context.Context, backupID string) (release func(), er
 	return s.record(ctx, backupID)
 }
 
-// HoldFor begins a hold of backup backupID for a client reading it in several requests: a
-// record of a read that the client renews (RenewHold) within readTTL and ends (EndHold). Unlike
-// Hold, the hub does not renew it: a client that dies stops, and the hold expires.
-func (s *Service) HoldFor(ctx context.Context, backupID string) (api.BackupHold, error) {
-	r, err := s.cat.BeginBackupHold(ctx, backupID, s.ttl)
+// HoldFor begins a hold of backup backupID for holder, a client reading it in several
+// requests: a record of a read that the holder, and no one else, renews (RenewHold) within
+// readTTL and ends (EndHold). Unlike Hold, the hub does not renew it: a client that dies stops,
+// and the hold expires.
+func (s *Service) HoldFor(ctx context.Context, backupID, holder string) (api.BackupHold, error) {
+	r, err := s.cat.BeginBackupHold(ctx, backupID, holder, s.ttl)
 	if err != nil {
 		return api.BackupHold{}, err
 	}
@@ -171,27 +172,29 @@ func (s *Service) hold(backupID, id string, expires time.Time) api.BackupHold {
 	return api.BackupHold{ID: id, BackupID: backupID, ExpiresAt: expires.UTC(), TTLSeconds: int(s.ttl / time.Second)}
 }
 
-// RenewHold extends hold id of backup backupID by readTTL from now: one that expired, ended,
-// reached catalog.MaxHoldLife, or is of another backup → catalog.ErrNotFound. Only a client's
-// hold is renewed here, never the hub's own records of reads.
-func (s *Service) RenewHold(ctx context.Context, backupID, id string) (api.BackupHold, error) {
-	if !strings.HasPrefix(id, catalog.HoldPrefix) {
+// RenewHold extends hold id of backup backupID, taken by holder, by readTTL from now: one that
+// expired, ended, reached catalog.MaxHoldLife, or is of another backup or holder →
+// catalog.ErrNotFound. Only a client's hold is renewed here, never the hub's own records of
+// reads.
+func (s *Service) RenewHold(ctx context.Context, backupID, id, holder string) (api.BackupHold, error) {
+	if !strings.HasPrefix(id, catalog.HoldPrefix) || holder == "" {
 		return api.BackupHold{}, fmt.Errorf("hold %s of backup %s: %w", id, backupID, catalog.ErrNotFound)
 	}
-	exp, err := s.cat.RenewBackupRead(ctx, backupID, id, s.ttl)
+	exp, err := s.cat.RenewBackupRead(ctx, backupID, id, holder, s.ttl)
 	if err != nil {
 		return api.BackupHold{}, err
 	}
 	return s.hold(backupID, id, exp), nil
 }
 
-// EndHold ends hold id of backup backupID: unknown, or of another backup → catalog.ErrNotFound.
-// Only a client's hold is ended here, never the hub's own records of reads.
-func (s *Service) EndHold(ctx context.Context, backupID, id string) error {
-	if !strings.HasPrefix(id, catalog.HoldPrefix) {
+// EndHold ends hold id of backup backupID, taken by holder: unknown, or of another backup or
+// holder → catalog.ErrNotFound. Only a client's hold is ended here, never the hub's own records
+// of reads.
+func (s *Service) EndHold(ctx context.Context, backupID, id, holder string) error {
+	if !strings.HasPrefix(id, catalog.HoldPrefix) || holder == "" {
 		return fmt.Errorf("hold %s of backup %s: %w", id, backupID, catalog.ErrNotFound)
 	}
-	return s.cat.EndBackupReadOf(ctx, backupID, id)
+	return s.cat.EndBackupReadOf(ctx, backupID, id, holder)
 }
 
 // holdShared is Hold sharing one record among the readers of a backup (see Serve).

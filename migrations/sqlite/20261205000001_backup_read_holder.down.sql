@@ -1,0 +1,1 @@
+ALTER TABLE backup_reads DROP COLUMN holder;
