@@ -23,3 +23,7 @@ func AbandonLocksForTest(s *Store) {
 func SetRemovalTimingForTest(s *Store, window, slack, expiry time.Duration) {
 	s.removeWindow, s.removeSlack, s.markerExpiry = window, slack, expiry
 }
+
+// SetProbeStaleForTest sets the age past which CleanTemp takes a clock probe for a dead
+// process's.
+func SetProbeStaleForTest(s *Store, stale time.Duration) { s.probeStale = stale }

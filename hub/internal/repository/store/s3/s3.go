@@ -114,6 +114,9 @@ const (
 	// removeParallel is how many RemoveIfOlder calls RemovalParallelism suggests at once: each
 	// costs four round trips (marker PUT, HEAD, DELETE, marker DELETE) and is latency-bound.
 	removeParallel = 16
+	// probeStale is the age past which a clock probe is a dead process's: a live check removes
+	// its probe within three requests.
+	probeStale = 3*opTimeout + clockMargin
 )
 
 // touchMetaKey is the user metadata that Touch replaces: S3 refuses a copy of an object onto
@@ -201,6 +204,8 @@ type Store struct {
 	// removeWindow and markerExpiry are the constants of the same names, and removeSlack is
 	// opTimeoutSlack; fields only so that a test can shorten them.
 	removeWindow, markerExpiry, removeSlack time.Duration
+	// probeStale is the constant of the same name; a field only so that a test can shorten it.
+	probeStale time.Duration
 
 	mu     sync.Mutex
 	leases map[*lease]struct{}
@@ -268,7 +273,7 @@ func connect(cfg Config) (*Store, error) {
 	return &Store{client: client, core: minio.Core{Client: client}, tr: tr, bucket: cfg.Bucket, prefix: prefix, lock: lock,
 		log: slog.New(slog.DiscardHandler), leases: map[*lease]struct{}{},
 		leaseEvery: leaseDuration / 3, leaseStale: leaseDuration + clockMargin,
-		removeWindow: removeWindow, markerExpiry: markerExpiry, removeSlack: opTimeoutSlack}, nil
+		removeWindow: removeWindow, markerExpiry: markerExpiry, removeSlack: opTimeoutSlack, probeStale: probeStale}, nil
 }
 
 // transport is an HTTP transport with timeouts for every phase but the body (bounded by the
@@ -1002,6 +1007,10 @@ func (s *Store) Lock(ctx context.Context, name string) (release func() error, er
 	return func() error { return s.release(l) }, nil
 }
 
+// clockProbe names the objects checkClock writes, after the lock's name: CleanTemp removes those
+// a process left behind.
+const clockProbe = ".clock-"
+
 // ErrClockBehind: the server dates the objects it stores further behind this host's clock than
 // clockMargin.
 var ErrClockBehind = errors.New("the S3 server's clock is behind this host's")
@@ -1013,7 +1022,7 @@ var ErrClockBehind = errors.New("the S3 server's clock is behind this host's")
 // old enough to collect, so a lock (held by every collection) is refused then, naming both
 // times. A server ahead errs on the safe side (objects look younger) and passes.
 func (s *Store) checkClock(ctx context.Context, name string) error {
-	obj := s.prefix + "locks/" + name + ".clock-" + token()
+	obj := s.prefix + "locks/" + name + clockProbe + token()
 	start := time.Now()
 	pctx, cancel := context.WithTimeout(ctx, opTimeout)
 	_, err := s.client.PutObject(pctx, s.bucket, obj, bytes.NewReader(nil), 0, minio.PutObjectOptions{ContentType: "text/plain"})
@@ -1212,17 +1221,27 @@ func (s *Store) Close() error {
 	return err
 }
 
-// CleanTemp removes (with dryRun: only counts) the removal markers that processes left when they
-// died while removing: markers older than markerExpiry plus clockMargin, which no removal can
-// still use. It returns how many it found. It is safe while other processes use the store.
+// CleanTemp removes (with dryRun: only counts) what processes left when they died, or lost the
+// server, in the middle of an operation: removal markers older than markerExpiry plus
+// clockMargin, which no removal can still use, and clock probes (checkClock) older than
+// s.probeStale, which no check still reads. It returns how many it found. It is safe while other
+// processes use the store.
 func (s *Store) CleanTemp(ctx context.Context, dryRun bool) (int, error) {
 	var stale []string
-	for oi := range s.client.ListObjects(ctx, s.bucket, minio.ListObjectsOptions{Prefix: s.prefix + "tmp/removing/", Recursive: true}) {
-		if oi.Err != nil {
-			return 0, fmt.Errorf("list removal markers: %w", describe(oi.Err))
-		}
-		if time.Since(oi.LastModified) > s.markerExpiry+clockMargin {
-			stale = append(stale, oi.Key)
+	for _, kind := range []struct {
+		what, prefix, within string
+		after                time.Duration
+	}{
+		{"removal markers", s.prefix + "tmp/removing/", "", s.markerExpiry + clockMargin},
+		{"clock probes", s.prefix + "locks/", clockProbe, s.probeStale},
+	} {
+		for oi := range s.client.ListObjects(ctx, s.bucket, minio.ListObjectsOptions{Prefix: kind.prefix, Recursive: true}) {
+			if oi.Err != nil {
+				return 0, fmt.Errorf("list %s: %w", kind.what, describe(oi.Err))
+			}
+			if strings.Contains(oi.Key, kind.within) && time.Since(oi.LastModified) > kind.after {
+				stale = append(stale, oi.Key)
+			}
 		}
 	}
 	if dryRun {
@@ -1230,7 +1249,7 @@ func (s *Store) CleanTemp(ctx context.Context, dryRun bool) (int, error) {
 	}
 	for _, obj := range stale {
 		if err := s.removeObject(ctx, obj); err != nil {
-			return 0, fmt.Errorf("remove stale removal marker %s: %w", obj, err)
+			return 0, fmt.Errorf("remove %s, left by a process that died: %w", obj, err)
 		}
 	}
 	return len(stale), nil

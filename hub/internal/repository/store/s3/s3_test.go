@@ -293,3 +293,55 @@ func TestLateDeleteDoesNotUndoATouch(t *testing.T) {
 		t.Fatalf("touch: %v", touchErr)
 	}
 }
+
+// probeKeeper stands between the store and the server and refuses the deletion of clock probes,
+// as a connection lost at that moment, or a process dying, would leave them.
+type probeKeeper struct{ proxy *httputil.ReverseProxy }
+
+func (p probeKeeper) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method == http.MethodDelete && strings.Contains(r.URL.Path, ".clock-") {
+		w.Header().Set("Content-Type", "application/xml")
+		w.WriteHeader(http.StatusForbidden)
+		fmt.Fprint(w, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>AccessDenied</Code><Message>no</Message></Error>")
+		return
+	}
+	p.proxy.ServeHTTP(w, r)
+}
+
+// A clock probe that its lock could not remove is left for CleanTemp, which removes it once no
+// check can still be reading it, and leaves every lock's lease alone.
+func TestCleanTempRemovesClockProbesLeftBehind(t *testing.T) {
+	cfg := s3test.Config(t)
+	target, err := url.Parse(cfg.Endpoint)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewServer(probeKeeper{httputil.NewSingleHostReverseProxy(target)})
+	t.Cleanup(ts.Close)
+	lossy := cfg
+	lossy.Endpoint = ts.URL
+	release, err := open(t, lossy).Lock(t.Context(), "gc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = release() }()
+
+	s := open(t, cfg)
+	if n, err := s.CleanTemp(t.Context(), true); err != nil || n != 0 {
+		t.Fatalf("CleanTemp of a fresh probe (dry run) = %d, %v; want none: a live check may read it", n, err)
+	}
+	s3.SetProbeStaleForTest(s, 0)
+	if n, err := s.CleanTemp(t.Context(), true); err != nil || n != 1 {
+		t.Fatalf("CleanTemp (dry run) = %d, %v; want the probe left behind", n, err)
+	}
+	if n, err := s.CleanTemp(t.Context(), false); err != nil || n != 1 {
+		t.Fatalf("CleanTemp = %d, %v; want the probe removed", n, err)
+	}
+	if n, err := s.CleanTemp(t.Context(), true); err != nil || n != 0 {
+		t.Fatalf("CleanTemp after it removed the probe = %d, %v; want nothing left", n, err)
+	}
+	// The lease is still there: another process cannot take the lock.
+	if _, err := s.Lock(t.Context(), "gc"); !errors.Is(err, store.ErrLocked) {
+		t.Fatalf("Lock of a held lock after CleanTemp: %v, want ErrLocked", err)
+	}
+}
