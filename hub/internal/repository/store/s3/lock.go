@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/minio/minio-go/v7"
@@ -58,17 +59,39 @@ func lockMode(s string) (minio.RetentionMode, error) {
 	return "", fmt.Errorf("s3 object lock %q: want %s or %s", s, LockCompliance, LockGovernance)
 }
 
-// checkLockEnabled checks that the bucket was created with Object Lock enabled: retention dates
-// on a bucket without it are refused by the server at every put.
+// checkLockEnabled checks that the bucket was created with Object Lock enabled (retention dates
+// on a bucket without it are refused by the server at every put) and has no default retention:
+// the server would give one to every object the store puts, its locks' leases and removal
+// markers too, which must go within seconds, while the store dates what it retains itself.
 func (s *Store) checkLockEnabled(ctx context.Context) error {
-	enabled, _, _, _, err := s.client.GetObjectLockConfig(ctx, s.bucket)
+	enabled, mode, validity, unit, err := s.client.GetObjectLockConfig(ctx, s.bucket)
 	if err != nil && response(err).Code != "ObjectLockConfigurationNotFoundError" {
 		return fmt.Errorf("s3 bucket %s: object lock configuration: %w", s.bucket, describe(err))
 	}
 	if enabled != "Enabled" {
 		return fmt.Errorf("s3 bucket %s: object lock is not enabled; a bucket gets it only when it is created (with x-amz-bucket-object-lock-enabled: true)", s.bucket)
 	}
+	if mode != nil && validity != nil && unit != nil {
+		return fmt.Errorf("s3 bucket %s has a default retention (%s, %d %s): it would also retain the hub's locks and removal markers, which must go within seconds, and stall garbage collection; "+
+			"remove the bucket's default retention (the hub dates each backup's objects itself)", s.bucket, *mode, *validity, strings.ToLower(string(*unit)))
+	}
 	return nil
+}
+
+// warnVersioned logs a warning when the bucket of a store without Object Lock keeps versions:
+// there a removal only hides an object behind a delete marker and a touch (a copy onto itself)
+// keeps the object's old version, so space is never given back unless a lifecycle rule of the
+// bucket expires noncurrent versions. A server or a user not allowed to say is not an error.
+func (s *Store) warnVersioned(ctx context.Context) {
+	vc, err := s.client.GetBucketVersioning(ctx, s.bucket)
+	if err != nil {
+		s.log.DebugContext(ctx, "s3 store: cannot read the bucket's versioning", "bucket", s.bucket, "err", describe(err))
+		return
+	}
+	if vc.Status == "Enabled" || vc.Status == "Suspended" {
+		s.log.WarnContext(ctx, "s3 store: the bucket keeps versions: what garbage collection removes, and each chunk's old version at every backup that reuses it, stays stored until a lifecycle rule for noncurrent versions expires it; "+
+			"add such a rule, or use a bucket without versioning, or one with Object Lock and --s3-object-lock", "bucket", s.bucket, "versioning", vc.Status)
+	}
 }
 
 // ObjectLock reports the store's retention mode: LockCompliance, LockGovernance or "".

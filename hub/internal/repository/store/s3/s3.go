@@ -240,6 +240,8 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Store, error) {
 		if err := s.checkLockEnabled(octx); err != nil {
 			return nil, err
 		}
+	} else {
+		s.warnVersioned(octx)
 	}
 	return s, nil
 }

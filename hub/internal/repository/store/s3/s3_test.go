@@ -2,9 +2,13 @@ package s3_test
 
 import (
 	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -15,6 +19,9 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/minio/minio-go/v7"
+	"github.com/minio/minio-go/v7/pkg/credentials"
 
 	"github.com/sendense/sendense/hub/internal/repository/store"
 	"github.com/sendense/sendense/hub/internal/repository/store/s3"
@@ -343,5 +350,80 @@ func TestCleanTempRemovesClockProbesLeftBehind(t *testing.T) {
 	// The lease is still there: another process cannot take the lock.
 	if _, err := s.Lock(t.Context(), "gc"); !errors.Is(err, store.ErrLocked) {
 		t.Fatalf("Lock of a held lock after CleanTemp: %v, want ErrLocked", err)
+	}
+}
+
+// rawClient is a plain client of cfg's server, to set a bucket up as an operator would.
+func rawClient(t *testing.T, cfg s3.Config) *minio.Client {
+	t.Helper()
+	u, err := url.Parse(cfg.Endpoint)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := minio.New(u.Host, &minio.Options{Creds: credentials.NewStaticV4(cfg.AccessKey, cfg.SecretKey, ""), BucketLookup: minio.BucketLookupPath})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// freshBucket makes a bucket of its own for a test that changes a bucket's settings (others
+// share theirs), removed at the end.
+func freshBucket(t *testing.T, c *minio.Client, cfg s3.Config, lock bool) s3.Config {
+	t.Helper()
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	cfg.Bucket = "sendense-test-" + hex.EncodeToString(b[:])
+	if err := c.MakeBucket(t.Context(), cfg.Bucket, minio.MakeBucketOptions{ObjectLocking: lock}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.RemoveBucket(context.Background(), cfg.Bucket) })
+	return cfg
+}
+
+// A bucket with a default retention would retain the store's locks and removal markers too:
+// a store with Object Lock refuses it, naming the setting, and opens once it is removed.
+func TestObjectLockRefusesADefaultRetention(t *testing.T) {
+	c := rawClient(t, s3test.Config(t))
+	cfg := freshBucket(t, c, s3test.Config(t), true)
+	cfg.ObjectLock = s3.LockCompliance
+	mode, days, unit := minio.Governance, uint(1), minio.Days
+	if err := c.SetObjectLockConfig(t.Context(), cfg.Bucket, &mode, &days, &unit); err != nil {
+		t.Fatal(err)
+	}
+	if s, err := s3.Open(t.Context(), cfg, nil); err == nil || !strings.Contains(err.Error(), "default retention (GOVERNANCE, 1 days)") {
+		if s != nil {
+			_ = s.Close()
+		}
+		t.Fatalf("Open over a bucket with a default retention: %v, want it refused naming the retention", err)
+	}
+	if err := c.SetObjectLockConfig(t.Context(), cfg.Bucket, nil, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	open(t, cfg)
+}
+
+// A store without Object Lock over a bucket that keeps versions warns once opened: removals
+// and touches there give no space back without a lifecycle rule. Over a plain bucket it does not.
+func TestWarnsOfAVersionedBucket(t *testing.T) {
+	plain := s3test.Config(t)
+	c := rawClient(t, plain)
+	versioned := freshBucket(t, c, plain, false)
+	if err := c.EnableVersioning(t.Context(), versioned.Bucket); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		cfg  s3.Config
+		warn bool
+	}{{plain, false}, {versioned, true}} {
+		var logs bytes.Buffer
+		s, err := s3.Open(t.Context(), tc.cfg, slog.New(slog.NewTextHandler(&logs, nil)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = s.Close()
+		if got := strings.Contains(logs.String(), "level=WARN") && strings.Contains(logs.String(), "the bucket keeps versions"); got != tc.warn {
+			t.Errorf("bucket %s: warned %v, want %v; logs:\n%s", tc.cfg.Bucket, got, tc.warn, logs.String())
+		}
 	}
 }
