@@ -44,10 +44,10 @@ type Repository interface {
 	WriteBackupRecord(ctx context.Context, rec *repository.BackupRecord) error
 	// Target side, repairing a copy verification found damaged: a damaged chunk is moved into
 	// quarantine (repository.ErrChunkSound when it reads sound by then), a damaged index or
-	// VM configuration removed, before they are copied again.
+	// VM configuration removed (hidden, under a retention date), before they are copied again.
 	QuarantineChunk(ctx context.Context, d chunk.Digest) (string, error)
-	RemoveIndex(ctx context.Context, ref repository.IndexRef) error
-	RemoveVMConfig(ctx context.Context, vmUUID, backupID string) error
+	RemoveDamagedIndex(ctx context.Context, ref repository.IndexRef) error
+	RemoveDamagedVMConfig(ctx context.Context, vmUUID, backupID, digest string) error
 	// TouchHolds is how long TouchChunk holds a chunk when not for good (S3 Object Lock: a
 	// retention date), else 0.
 	TouchHolds() time.Duration
@@ -311,8 +311,8 @@ func (c *Copier) copyBackupData(ctx context.Context, src, dst Repository, id str
 		}
 		ref := repository.IndexRef{VMUUID: vm, DiskID: d.DiskID, BackupID: id}
 		if repair {
-			if err := removeDamagedIndex(ctx, dst, ref); err != nil {
-				return 0, 0, err
+			if err := dst.RemoveDamagedIndex(ctx, ref); err != nil {
+				return 0, 0, fmt.Errorf("copy: %w", err)
 			}
 		}
 		digest, err := dst.WriteIndex(ctx, ref, idxs[d.DiskID])
@@ -335,10 +335,8 @@ func (c *Copier) copyBackupData(ctx context.Context, src, dst Repository, id str
 			return 0, 0, err
 		}
 		if repair {
-			if _, err := dst.ReadVMConfig(ctx, vm, id, rec.VMConfigDigest); errors.Is(err, repository.ErrVMConfigDamaged) {
-				if err := dst.RemoveVMConfig(ctx, vm, id); err != nil {
-					return 0, 0, fmt.Errorf("remove the damaged vm configuration of the copy: %w", err)
-				}
+			if err := dst.RemoveDamagedVMConfig(ctx, vm, id, rec.VMConfigDigest); err != nil {
+				return 0, 0, fmt.Errorf("copy: %w", err)
 			}
 		}
 		if _, err := dst.WriteVMConfig(ctx, vm, id, data); err != nil {
@@ -381,18 +379,6 @@ func (c *Copier) holdAgain(ctx context.Context, src, dst Repository, rec *reposi
 		return heldSince, fmt.Errorf("touching the chunks the target holds took %s, too long for their hold of %s: the copy cannot count on them", took.Round(time.Second), hold)
 	}
 	return again, nil
-}
-
-// removeDamagedIndex removes the index ref of dst when it is there but does not read back
-// sound, so that it can be written again.
-func removeDamagedIndex(ctx context.Context, dst Repository, ref repository.IndexRef) error {
-	if _, err := dst.ReadIndex(ctx, ref); !errors.Is(err, repository.ErrIndexDamaged) {
-		return nil // sound, absent (written next), or unreadable for a reason the write reports
-	}
-	if err := dst.RemoveIndex(ctx, ref); err != nil {
-		return fmt.Errorf("remove the damaged index %s of the copy: %w", ref, err)
-	}
-	return nil
 }
 
 // touchHeld touches each chunk of ds that dst holds, so that garbage collection there spares it

@@ -208,6 +208,36 @@ func (r *Repository) RemoveIndex(ctx context.Context, ref IndexRef) error {
 	return nil
 }
 
+// RemoveDamagedIndex removes the index under ref when it is there and does not read back sound
+// (ErrIndexDamaged), so that it can be written again, and leaves a sound or absent one as it is.
+// A damaged index under a retention date (S3 Object Lock), which no one can remove before that
+// date, is hidden instead (store.Hider): the key reads as absent, and its retained versions go
+// with the key's removal once their dates passed.
+func (r *Repository) RemoveDamagedIndex(ctx context.Context, ref IndexRef) error {
+	if _, err := r.ReadIndex(ctx, ref); !errors.Is(err, ErrIndexDamaged) {
+		return nil // sound, absent (written next), or unreadable for a reason the write reports
+	}
+	r.indexMu.Lock()
+	defer r.indexMu.Unlock()
+	if err := r.removeOrHide(ctx, indexKey(ref)); err != nil {
+		return fmt.Errorf("remove the damaged index %s: %w", ref, err)
+	}
+	return nil
+}
+
+// removeOrHide removes the object under key, or hides it where a retention date keeps it and
+// the store can (store.Hider). A missing object is not an error.
+func (r *Repository) removeOrHide(ctx context.Context, key string) error {
+	err := r.store.Remove(ctx, key)
+	if h, ok := r.store.(store.Hider); ok && errors.Is(err, store.ErrRetained) {
+		err = h.Hide(ctx, key)
+	}
+	if errors.Is(err, store.ErrNotFound) {
+		return nil
+	}
+	return err
+}
+
 // WalkIndexes calls fn for every index of the repository, in ascending order of their keys.
 // Entries that are not index files with valid reference components are skipped. Indexes written
 // or removed during the walk may or may not be visited. An error from fn stops the walk and is

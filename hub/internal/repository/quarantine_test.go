@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/sendense/sendense/hub/internal/fidx"
+	"github.com/sendense/sendense/hub/internal/repository/store"
 	"github.com/sendense/sendense/hub/internal/repository/store/s3"
 	"github.com/sendense/sendense/hub/internal/repository/store/s3/s3test"
 	"github.com/sendense/sendense/shared/chunk"
@@ -256,5 +257,100 @@ func TestQuarantineUnderObjectLock(t *testing.T) {
 	}
 	if got, err := r.ReadChunk(ctx, d, nil); err != nil || !bytes.Equal(got, plain) {
 		t.Fatalf("the chunk after its fresh upload: %v", err)
+	}
+}
+
+// TestDamagedIndexUnderObjectLockIsReplaced: a damaged index or VM configuration whose versions
+// are retained cannot be removed before their dates, which used to stop a copy's repair (and
+// its policy's pruning) until then. It is hidden instead, written again, and reads sound; a
+// sound one is left as it is.
+func TestDamagedIndexUnderObjectLockIsReplaced(t *testing.T) {
+	ctx := t.Context()
+	st, err := s3.Open(ctx, s3test.LockedConfig(t, s3.LockGovernance), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := Init(ctx, st, 64<<10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = r.Close() })
+	plain := bytes.Repeat([]byte("indexed!"), 8<<10)
+	d := chunk.Sum(plain)
+	blob, err := chunk.AppendBlob(nil, chunk.CodecRaw, len(plain), plain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.PutChunk(ctx, d, blob); err != nil {
+		t.Fatal(err)
+	}
+	idx, err := fidx.New(64<<10, 64<<10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	idx.Digests[0] = d
+	const vm, backup = "4213f1a2-0000-0000-0000-0000000000aa", "bk-locked"
+	ref := IndexRef{VMUUID: vm, DiskID: "disk-2000", BackupID: backup}
+	if _, err := r.WriteIndex(ctx, ref, idx); err != nil {
+		t.Fatal(err)
+	}
+	config := []byte(`{"name":"locked"}`)
+	cfgDigest, err := r.WriteVMConfig(ctx, vm, backup, config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Sound, each is left as it is.
+	if err := r.RemoveDamagedIndex(ctx, ref); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.RemoveDamagedVMConfig(ctx, vm, backup, cfgDigest); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.ReadIndex(ctx, ref); err != nil {
+		t.Fatalf("a sound index after RemoveDamagedIndex: %v", err)
+	}
+	// Retained (dates in real time, short: the objects outlive the test), then damaged: a new
+	// version of garbage, retained like the first.
+	until := time.Now().Add(30 * time.Second)
+	for _, key := range []string{indexKey(ref), VMConfigKey(vm, backup)} {
+		if err := st.Retain(ctx, key, until); err != nil {
+			t.Fatal(err)
+		}
+		if err := st.Put(ctx, key, []byte("not what was written")); err != nil {
+			t.Fatal(err)
+		}
+		if err := st.Retain(ctx, key, until); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := r.ReadIndex(ctx, ref); !errors.Is(err, ErrIndexDamaged) {
+		t.Fatalf("read of the damaged index: %v", err)
+	}
+	if err := r.RemoveIndex(ctx, ref); !errors.Is(err, store.ErrRetained) {
+		t.Fatalf("RemoveIndex of the retained index: %v, want ErrRetained", err)
+	}
+	if err := r.RemoveDamagedIndex(ctx, ref); err != nil {
+		t.Fatalf("RemoveDamagedIndex under retention: %v", err)
+	}
+	if err := r.RemoveDamagedVMConfig(ctx, vm, backup, cfgDigest); err != nil {
+		t.Fatalf("RemoveDamagedVMConfig under retention: %v", err)
+	}
+	if _, err := r.ReadIndex(ctx, ref); !errors.Is(err, ErrIndexNotFound) {
+		t.Fatalf("read of the hidden index: %v, want ErrIndexNotFound", err)
+	}
+	if _, err := r.WriteIndex(ctx, ref, idx); err != nil {
+		t.Fatalf("write of the index again: %v", err)
+	}
+	if got, err := r.ReadIndex(ctx, ref); err != nil || got.Digests[0] != d {
+		t.Fatalf("the index written again: %v", err)
+	}
+	if _, err := r.WriteVMConfig(ctx, vm, backup, config); err != nil {
+		t.Fatalf("write of the vm config again: %v", err)
+	}
+	if got, err := r.ReadVMConfig(ctx, vm, backup, cfgDigest); err != nil || !bytes.Equal(got, config) {
+		t.Fatalf("the vm config written again: %q %v", got, err)
+	}
+	if time.Now().After(until) {
+		t.Fatal("the retention passed before the checks: the test proved nothing")
 	}
 }

@@ -120,6 +120,25 @@ func (r *Repository) RemoveVMConfig(ctx context.Context, vmUUID, backupID string
 	return nil
 }
 
+// RemoveDamagedVMConfig removes the VM configuration of a backup when it is there and does not
+// match digest (ErrVMConfigDamaged), so that it can be written again, and leaves a sound or
+// absent one as it is; one under a retention date is hidden instead (see RemoveDamagedIndex).
+func (r *Repository) RemoveDamagedVMConfig(ctx context.Context, vmUUID, backupID, digest string) error {
+	if _, err := r.ReadVMConfig(ctx, vmUUID, backupID, digest); !errors.Is(err, ErrVMConfigDamaged) {
+		return nil
+	}
+	key, err := vmConfigKey(vmUUID, backupID)
+	if err != nil {
+		return fmt.Errorf("remove vm config: %w", err)
+	}
+	r.indexMu.Lock()
+	defer r.indexMu.Unlock()
+	if err := r.removeOrHide(ctx, key); err != nil {
+		return fmt.Errorf("remove the damaged vm config %s: %w", key, err)
+	}
+	return nil
+}
+
 // VMConfigKey returns the store key of a backup's VM configuration, for tools and tests that
 // look at a repository from outside.
 func VMConfigKey(vmUUID, backupID string) string {

@@ -132,6 +132,17 @@ type Deferrer interface {
 	SyncOwn(ctx context.Context) error
 }
 
+// Hider is an optional interface of a Store whose objects may carry retention dates (S3 Object
+// Lock), for an object that must be written again while a date keeps it from being removed.
+// Callers discover it by type assertion.
+type Hider interface {
+	// Hide makes the object under key read as absent, as after Remove, without removing what
+	// a retention date keeps: the retained versions stay stored, apart from the key's objects,
+	// until a removal of the key once their dates passed. A Put under key afterwards stores the
+	// object anew. ErrNotFound when there is no object.
+	Hide(ctx context.Context, key string) error
+}
+
 // Prefetcher is an optional interface of a Store that can start reading an object in the
 // background, so that a Get soon after finds it in memory (a local file system's page cache).
 // Callers discover it by type assertion.

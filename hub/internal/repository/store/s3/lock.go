@@ -214,6 +214,26 @@ func (s *Store) hide(ctx context.Context, obj string) error {
 	return nil
 }
 
+// Hide implements store.Hider with a delete marker: in a versioned bucket, which Object Lock
+// makes every locked bucket, a plain DELETE hides the object and keeps its versions, whatever
+// their dates.
+func (s *Store) Hide(ctx context.Context, key string) error {
+	obj, err := s.objectKey(key)
+	if err != nil {
+		return fmt.Errorf("hide: %w", err)
+	}
+	if s.lock == "" {
+		return fmt.Errorf("hide %s: the store does not use object lock", key)
+	}
+	if _, err := s.stat(ctx, obj); err != nil {
+		return fmt.Errorf("hide %s: %w", key, err)
+	}
+	if err := s.hide(ctx, obj); err != nil {
+		return fmt.Errorf("hide %s: %w", key, err)
+	}
+	return nil
+}
+
 // carryRetention adds to a self-copy's headers the retention of the version it replaces.
 func (s *Store) carryRetention(ctx context.Context, obj string, headers map[string]string) error {
 	v, err := s.headVersion(ctx, obj, "")

@@ -99,7 +99,10 @@ import (
 	"github.com/sendense/sendense/hub/internal/repository/store"
 )
 
-var _ store.Store = (*Store)(nil)
+var (
+	_ store.Store = (*Store)(nil)
+	_ store.Hider = (*Store)(nil)
+)
 
 // Tunables; see the package comment for how they relate.
 const (
