@@ -40,6 +40,9 @@ func newRepoAttachCmd(e *env) *cobra.Command {
 			for _, id := range rep.Imported {
 				fmt.Fprintf(e.stdout, "imported backup %s\n", id)
 			}
+			for _, id := range rep.Copies {
+				fmt.Fprintf(e.stdout, "recorded copy of backup %s (its home is another repository)\n", id)
+			}
 			for _, d := range rep.Damaged {
 				fmt.Fprintf(e.stdout, "NOT IMPORTED %s\n", d)
 			}

@@ -152,3 +152,70 @@ func (c *Catalog) ImportBackup(ctx context.Context, b *BackupRows) (imported boo
 	})
 	return imported, err
 }
+
+// RecordAttachedCopy records the backup b describes, found in repository repositoryID by an
+// attach, as a copy of the backup the catalog already holds elsewhere: only when the catalog's
+// backup succeeded, lives in another repository, has no copy recorded there yet, and b names the
+// same disks with the same index digests and the same VM configuration, so that the copy holds
+// the very restore point (a copy writes its record last, after every index and chunk). The copy
+// is recorded unverified. It reports whether it recorded one, and why not otherwise.
+func (c *Catalog) RecordAttachedCopy(ctx context.Context, b *BackupRows, repositoryID string) (recorded bool, why string, err error) {
+	id := b.Job.ID
+	err = c.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+		var j BackupJob
+		switch err := tx.NewSelect().Model(&j).Where("id = ?", id).Scan(ctx); {
+		case errors.Is(err, sql.ErrNoRows):
+			why = "the catalog has no such backup"
+			return nil
+		case err != nil:
+			return fmt.Errorf("look up backup %s: %w", id, err)
+		}
+		var disks []BackupDisk
+		if err := tx.NewSelect().Model(&disks).Where("job_id = ?", id).Scan(ctx); err != nil {
+			return fmt.Errorf("select disks of backup %s: %w", id, err)
+		}
+		n, err := tx.NewSelect().Model((*BackupCopy)(nil)).Where("backup_id = ?", id).Where("repository_id = ?", repositoryID).Count(ctx)
+		if err != nil {
+			return fmt.Errorf("look up copies of backup %s: %w", id, err)
+		}
+		switch {
+		case j.RepositoryID == repositoryID:
+			why = "its home is this repository"
+		case j.Status != api.JobSucceeded:
+			why = "the catalog's backup is " + j.Status
+		case n > 0:
+			why = "its copy here is recorded already"
+		case j.VMConfigDigest != b.Job.VMConfigDigest:
+			why = "its vm configuration differs from the catalog's"
+		default:
+			why = sameIndexes(disks, b.Disks)
+		}
+		if why != "" {
+			return nil
+		}
+		if err := c.recordCopy(ctx, tx, &BackupCopy{BackupID: id, RepositoryID: repositoryID}); err != nil {
+			return err
+		}
+		recorded = true
+		return nil
+	})
+	return recorded, why, err
+}
+
+// sameIndexes says how the disks of a backup the catalog holds differ from those of its
+// description in a repository ("" when they name the same disks with the same index digests).
+func sameIndexes(have, found []BackupDisk) string {
+	if len(have) != len(found) {
+		return fmt.Sprintf("it holds %d disks, the catalog's backup %d", len(found), len(have))
+	}
+	digests := make(map[string]string, len(have))
+	for _, d := range have {
+		digests[d.DiskID] = d.IndexDigest
+	}
+	for _, d := range found {
+		if want, ok := digests[d.DiskID]; !ok || want == "" || want != d.IndexDigest {
+			return "the index of disk " + d.DiskID + " differs from the catalog's"
+		}
+	}
+	return ""
+}

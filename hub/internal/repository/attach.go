@@ -2,6 +2,8 @@ package repository
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -78,6 +80,9 @@ type BackupImporter interface {
 	// ImportBackup records the backup and whatever it belongs to that the catalog lacks, in one
 	// transaction, and reports whether the backup was new; a known backup is left as it is.
 	ImportBackup(ctx context.Context, b *catalog.BackupRows) (imported bool, err error)
+	// RecordAttachedCopy records a known backup found in another repository than its home as
+	// a copy there, when it is the same restore point; it reports why not otherwise.
+	RecordAttachedCopy(ctx context.Context, b *catalog.BackupRows, repositoryID string) (recorded bool, why string, err error)
 }
 
 // AttachRequest names an existing repository for Attach: a directory (Path) or an S3 bucket
@@ -95,8 +100,10 @@ type AttachReport struct {
 	// Recorded is true when the repository was new to the catalog.
 	Recorded bool
 	// Imported are the backups that were rebuilt into the catalog, Known those it had already.
+	// Copies are the known backups whose home is another repository, recorded as copies here.
 	Imported []string
 	Known    []string
+	Copies   []string
 	// Damaged are records that could not be read or whose indexes are missing, with why; their
 	// backups are not imported.
 	Damaged []string
@@ -160,14 +167,31 @@ func (g *Registry) Attach(ctx context.Context, req AttachRequest, imp BackupImpo
 				return nil
 			}
 		}
-		imported, err := imp.ImportBackup(ctx, b.Rows(rec.ID))
+		rows := b.Rows(rec.ID)
+		imported, err := imp.ImportBackup(ctx, rows)
 		if err != nil {
 			return fmt.Errorf("import backup %s: %w", b.BackupID, err)
 		}
 		if imported {
 			rep.Imported = append(rep.Imported, b.BackupID)
+			return nil
+		}
+		rep.Known = append(rep.Known, b.BackupID)
+		// A backup the catalog holds may live elsewhere, this being a repository of its copies
+		// attached after its home: recorded as a copy when its indexes read back as the record
+		// (and the catalog) name them, with every chunk they name.
+		if why := indexesAsRecorded(ctx, r, b); why != "" {
+			g.log.InfoContext(ctx, "known backup not recorded as a copy", "repository_id", rec.ID, "job_id", b.BackupID, "why", why)
+			return nil
+		}
+		recorded, why, err := imp.RecordAttachedCopy(ctx, rows, rec.ID)
+		if err != nil {
+			return fmt.Errorf("record the copy of backup %s: %w", b.BackupID, err)
+		}
+		if recorded {
+			rep.Copies = append(rep.Copies, b.BackupID)
 		} else {
-			rep.Known = append(rep.Known, b.BackupID)
+			g.log.InfoContext(ctx, "known backup not recorded as a copy", "repository_id", rec.ID, "job_id", b.BackupID, "why", why)
 		}
 		return nil
 	}, func(key string, err error) error {
@@ -188,8 +212,37 @@ func (g *Registry) Attach(ctx context.Context, req AttachRequest, imp BackupImpo
 		return rep, fmt.Errorf("attach repository %q: %w", req.Name, err)
 	}
 	g.log.InfoContext(ctx, "repository attached", "repository_id", rec.ID, "name", req.Name, "recorded", rep.Recorded,
-		"imported", len(rep.Imported), "known", len(rep.Known), "damaged", len(rep.Damaged), "unrecorded_indexes", len(rep.Unrecorded))
+		"imported", len(rep.Imported), "known", len(rep.Known), "copies", len(rep.Copies), "damaged", len(rep.Damaged), "unrecorded_indexes", len(rep.Unrecorded))
 	return rep, nil
+}
+
+// indexesAsRecorded reads every index of backup record b in r and says how one differs from
+// the digest the record names, or lacks a chunk it names ("" when none does).
+func indexesAsRecorded(ctx context.Context, r *Repository, b *BackupRecord) string {
+	for _, d := range b.Disks {
+		ref := IndexRef{VMUUID: b.VM.InstanceUUID, DiskID: d.DiskID, BackupID: b.BackupID}
+		idx, err := r.ReadIndex(ctx, ref)
+		if err != nil {
+			return err.Error()
+		}
+		raw, err := idx.MarshalBinary()
+		if err != nil {
+			return fmt.Sprintf("index %s: %v", ref, err)
+		}
+		if sum := sha256.Sum256(raw); hex.EncodeToString(sum[:]) != d.IndexDigest {
+			return fmt.Sprintf("index %s: sha-256 %x, the record names %s", ref, sum, d.IndexDigest)
+		}
+		// A copy may come to stand for the backup (a prune of its home moves the backup onto
+		// it): every chunk its index names must be there, as a copy leaves them.
+		missing, err := r.MissingChunks(ctx, idx.Referenced())
+		if err != nil {
+			return fmt.Sprintf("index %s: %v", ref, err)
+		}
+		if len(missing) > 0 {
+			return fmt.Sprintf("index %s: %d chunks missing, %s the first", ref, len(missing), missing[0])
+		}
+	}
+	return ""
 }
 
 // attachRecord returns the catalog record of the repository req names, without its id.

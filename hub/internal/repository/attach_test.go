@@ -1,7 +1,9 @@
 package repository_test
 
 import (
+	"bytes"
 	"errors"
+	"os"
 	"path/filepath"
 	"slices"
 	"testing"
@@ -12,6 +14,7 @@ import (
 	"github.com/sendense/sendense/hub/internal/fidx"
 	"github.com/sendense/sendense/hub/internal/repository"
 	"github.com/sendense/sendense/shared/api"
+	"github.com/sendense/sendense/shared/chunk"
 )
 
 // Attach records an existing repository and imports the backups its records describe; it lists
@@ -99,6 +102,118 @@ func TestAttach(t *testing.T) {
 		rs, err := c.Repositories(ctx)
 		if err != nil || len(rs) != 2 {
 			t.Fatalf("repositories after the refused attaches: %+v, %v", rs, err)
+		}
+	})
+}
+
+// A repository of copies attached after the backups' home records, as copies, the known backups
+// it holds as the catalog has them: the same index digests, read back from their files. A
+// record whose index differs from the catalog's, or whose index file does not match its
+// record, is not taken for a copy; attaching again records nothing more.
+func TestAttachRecordsCopiesOfKnownBackups(t *testing.T) {
+	catalogtest.ForEachDialect(t, func(t *testing.T, c *catalog.Catalog) {
+		ctx := t.Context()
+		const vm = "5012-bbbb"
+		open := func(name string) (*repository.Repository, string) {
+			dir := filepath.Join(t.TempDir(), name)
+			r, err := repository.InitDir(ctx, dir, 0, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return r, dir
+		}
+		newIndex := func(size int64) *fidx.Index {
+			x, err := fidx.New(size, 4<<20)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return x
+		}
+		writeIndex := func(r *repository.Repository, backupID string, x *fidx.Index) string {
+			d, err := r.WriteIndex(ctx, repository.IndexRef{VMUUID: vm, DiskID: "disk-2000", BackupID: backupID}, x)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return d
+		}
+		record := func(r *repository.Repository, backupID, digest string, size int64) {
+			rec := &repository.BackupRecord{Version: repository.BackupRecordVersion, BackupID: backupID,
+				Agent: repository.RecordAgent{ID: "agent-1", Name: "appliance"}, Source: repository.RecordSource{Name: "lab"},
+				VM:   repository.RecordVM{ContextID: "ctx-web-2", InstanceUUID: vm, Name: "web"},
+				Type: api.BackupFull, CreatedAt: time.Now().UTC(),
+				Disks: []repository.RecordDisk{{DiskID: "disk-2000", Type: api.BackupFull, CapacityBytes: size, ChunkSize: r.ChunkSize(),
+					SlotsTotal: size / r.ChunkSize(), IndexPath: "indexes/" + vm + "/disk-2000/" + backupID + ".fidx", IndexDigest: digest}}}
+			if err := r.WriteBackupRecord(ctx, rec); err != nil {
+				t.Fatal(err)
+			}
+		}
+		home, homeDir := open("home")
+		digests, idxs := map[string]string{}, map[string]*fidx.Index{}
+		for _, id := range []string{"bk-1", "bk-2", "bk-3"} {
+			idxs[id] = newIndex(8 << 20)
+			digests[id] = writeIndex(home, id, idxs[id])
+			record(home, id, digests[id], 8<<20)
+		}
+		// bk-4 names a chunk, which its copy lacks.
+		plain := bytes.Repeat([]byte("copied?!"), 1<<10)
+		d := chunk.Sum(plain)
+		blob, err := chunk.AppendBlob(nil, chunk.CodecRaw, len(plain), plain)
+		if err != nil {
+			t.Fatal(err)
+		}
+		idxs["bk-4"] = newIndex(8 << 20)
+		idxs["bk-4"].Digests[1] = d
+		if _, err := home.PutChunk(ctx, d, blob); err != nil {
+			t.Fatal(err)
+		}
+		digests["bk-4"] = writeIndex(home, "bk-4", idxs["bk-4"])
+		record(home, "bk-4", digests["bk-4"], 8<<20)
+		copies, copiesDir := open("offsite")
+		record(copies, "bk-1", writeIndex(copies, "bk-1", idxs["bk-1"]), 8<<20)    // the same restore point
+		record(copies, "bk-2", writeIndex(copies, "bk-2", newIndex(8<<20)), 8<<20) // another index
+		writeIndex(copies, "bk-3", newIndex(8<<20))                                // a file unlike its record
+		record(copies, "bk-3", digests["bk-3"], 8<<20)
+		if _, err := copies.PutChunk(ctx, d, blob); err != nil {
+			t.Fatal(err)
+		}
+		record(copies, "bk-4", writeIndex(copies, "bk-4", idxs["bk-4"]), 8<<20)
+		h := d.String()
+		if err := os.Remove(filepath.Join(copiesDir, "chunks", h[:2], h[2:4], h)); err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range []*repository.Repository{home, copies} {
+			if err := r.Close(); err != nil {
+				t.Fatal(err)
+			}
+		}
+
+		g := repository.NewRegistry(c, nil, nil)
+		t.Cleanup(func() { _ = g.Close() })
+		if rep, err := g.Attach(ctx, repository.AttachRequest{Name: "home", Path: homeDir}, c); err != nil || len(rep.Imported) != 4 || len(rep.Copies) != 0 {
+			t.Fatalf("attach of the home: %+v, %v", rep, err)
+		}
+		rep, err := g.Attach(ctx, repository.AttachRequest{Name: "offsite", Path: copiesDir}, c)
+		if err != nil || len(rep.Imported) != 0 || len(rep.Known) != 4 || !slices.Equal(rep.Copies, []string{"bk-1"}) {
+			t.Fatalf("attach of the copies: %+v, %v; want bk-1 recorded as a copy", rep, err)
+		}
+		for id, want := range map[string]int{"bk-1": 1, "bk-2": 0, "bk-3": 0, "bk-4": 0} {
+			cps, err := c.BackupCopies(ctx, id)
+			if err != nil || len(cps) != want {
+				t.Fatalf("copies of %s: %+v, %v; want %d", id, cps, err, want)
+			}
+			if want == 1 && (cps[0].RepositoryName != "offsite" || cps[0].VerifyStatus != "") {
+				t.Fatalf("copy of %s: %+v, want in offsite, unverified", id, cps[0])
+			}
+			if row, err := c.BackupByID(ctx, id); err != nil || row.RepositoryName != "home" {
+				t.Fatalf("backup %s: %+v, %v; want its home unchanged", id, row, err)
+			}
+		}
+		if again, err := g.Attach(ctx, repository.AttachRequest{Name: "offsite", Path: copiesDir}, c); err != nil || len(again.Copies) != 0 {
+			t.Fatalf("second attach of the copies: %+v, %v", again, err)
+		}
+		// The home attached again records no copy of its own backups.
+		if again, err := g.Attach(ctx, repository.AttachRequest{Name: "home", Path: homeDir}, c); err != nil || len(again.Copies) != 0 {
+			t.Fatalf("second attach of the home: %+v, %v", again, err)
 		}
 	})
 }
