@@ -71,27 +71,43 @@ func (s *Store) checkLockEnabled(ctx context.Context) error {
 	if enabled != "Enabled" {
 		return fmt.Errorf("s3 bucket %s: object lock is not enabled; a bucket gets it only when it is created (with x-amz-bucket-object-lock-enabled: true)", s.bucket)
 	}
-	if mode != nil && validity != nil && unit != nil {
-		return fmt.Errorf("s3 bucket %s has a default retention (%s, %d %s): it would also retain the hub's locks and removal markers, which must go within seconds, and stall garbage collection; "+
-			"remove the bucket's default retention (the hub dates each backup's objects itself)", s.bucket, *mode, *validity, strings.ToLower(string(*unit)))
-	}
-	return nil
+	return s.refuseDefaultRetention(mode, validity, unit)
 }
 
-// warnVersioned logs a warning when the bucket of a store without Object Lock keeps versions:
-// there a removal only hides an object behind a delete marker and a touch (a copy onto itself)
-// keeps the object's old version, so space is never given back unless a lifecycle rule of the
-// bucket expires noncurrent versions. A server or a user not allowed to say is not an error.
-func (s *Store) warnVersioned(ctx context.Context) {
+// refuseDefaultRetention refuses a bucket whose Object Lock configuration (mode, validity, unit
+// as GetObjectLockConfig reads them) gives every new object a retention date.
+func (s *Store) refuseDefaultRetention(mode *minio.RetentionMode, validity *uint, unit *minio.ValidityUnit) error {
+	if mode == nil || *mode == "" || validity == nil || *validity == 0 || unit == nil {
+		return nil
+	}
+	return fmt.Errorf("s3 bucket %s has a default retention (%s, %d %s): it would also retain the hub's locks and removal markers, which must go within seconds, and stall garbage collection; "+
+		"remove the bucket's default retention (with --s3-object-lock the hub dates each backup's objects itself)", s.bucket, *mode, *validity, strings.ToLower(string(*unit)))
+}
+
+// checkVersions looks at the bucket of a store without Object Lock. One that keeps versions gets
+// a warning: there a removal only hides an object behind a delete marker and a touch (a copy
+// onto itself) keeps the object's old version, so space is never given back unless a lifecycle
+// rule of the bucket expires noncurrent versions. One with a default retention is refused, as
+// with Object Lock. A server or a user not allowed to say is not an error.
+func (s *Store) checkVersions(ctx context.Context) error {
 	vc, err := s.client.GetBucketVersioning(ctx, s.bucket)
 	if err != nil {
 		s.log.DebugContext(ctx, "s3 store: cannot read the bucket's versioning", "bucket", s.bucket, "err", describe(err))
-		return
+		return nil
 	}
-	if vc.Status == "Enabled" || vc.Status == "Suspended" {
-		s.log.WarnContext(ctx, "s3 store: the bucket keeps versions: what garbage collection removes, and each chunk's old version at every backup that reuses it, stays stored until a lifecycle rule for noncurrent versions expires it; "+
-			"add such a rule, or use a bucket without versioning, or one with Object Lock and --s3-object-lock", "bucket", s.bucket, "versioning", vc.Status)
+	if vc.Status != "Enabled" && vc.Status != "Suspended" {
+		return nil
 	}
+	if _, mode, validity, unit, err := s.client.GetObjectLockConfig(ctx, s.bucket); err == nil {
+		if err := s.refuseDefaultRetention(mode, validity, unit); err != nil {
+			return err
+		}
+	} else if response(err).Code != "ObjectLockConfigurationNotFoundError" {
+		s.log.DebugContext(ctx, "s3 store: cannot read the bucket's object lock configuration", "bucket", s.bucket, "err", describe(err))
+	}
+	s.log.WarnContext(ctx, "s3 store: the bucket keeps versions: what garbage collection removes, and each chunk's old version at every backup that reuses it, stays stored until a lifecycle rule for noncurrent versions expires it; "+
+		"add such a rule, or use a bucket without versioning, or one with Object Lock and --s3-object-lock", "bucket", s.bucket, "versioning", vc.Status)
+	return nil
 }
 
 // ObjectLock reports the store's retention mode: LockCompliance, LockGovernance or "".

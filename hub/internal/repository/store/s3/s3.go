@@ -243,8 +243,8 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Store, error) {
 		if err := s.checkLockEnabled(octx); err != nil {
 			return nil, err
 		}
-	} else {
-		s.warnVersioned(octx)
+	} else if err := s.checkVersions(octx); err != nil {
+		return nil, err
 	}
 	return s, nil
 }
@@ -989,6 +989,9 @@ func (s *Store) Lock(ctx context.Context, name string) (release func() error, er
 	if err := store.CheckName(name); err != nil {
 		return nil, fmt.Errorf("lock: %w", err)
 	}
+	if strings.Contains(name, clockProbe) {
+		return nil, fmt.Errorf("lock %q: %w: %q names the store's clock probes", name, store.ErrInvalidKey, clockProbe)
+	}
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("lock %s: %w", name, err)
 	}
@@ -1244,7 +1247,7 @@ func (s *Store) CleanTemp(ctx context.Context, dryRun bool) (int, error) {
 			if oi.Err != nil {
 				return 0, fmt.Errorf("list %s: %w", kind.what, describe(oi.Err))
 			}
-			if strings.Contains(oi.Key, kind.within) && time.Since(oi.LastModified) > kind.after {
+			if strings.Contains(strings.TrimPrefix(oi.Key, kind.prefix), kind.within) && time.Since(oi.LastModified) > kind.after {
 				stale = append(stale, oi.Key)
 			}
 		}

@@ -319,6 +319,7 @@ func (p probeKeeper) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // check can still be reading it, and leaves every lock's lease alone.
 func TestCleanTempRemovesClockProbesLeftBehind(t *testing.T) {
 	cfg := s3test.Config(t)
+	cfg.Prefix += ".clock-lab" // only the probes' own names count, not a prefix that looks like one
 	target, err := url.Parse(cfg.Endpoint)
 	if err != nil {
 		t.Fatal(err)
@@ -381,8 +382,8 @@ func freshBucket(t *testing.T, c *minio.Client, cfg s3.Config, lock bool) s3.Con
 	return cfg
 }
 
-// A bucket with a default retention would retain the store's locks and removal markers too:
-// a store with Object Lock refuses it, naming the setting, and opens once it is removed.
+// A bucket with a default retention would retain the store's locks and removal markers too: a
+// store refuses it, naming the setting, with Object Lock or without, and opens once it is removed.
 func TestObjectLockRefusesADefaultRetention(t *testing.T) {
 	c := rawClient(t, s3test.Config(t))
 	cfg := freshBucket(t, c, s3test.Config(t), true)
@@ -397,10 +398,20 @@ func TestObjectLockRefusesADefaultRetention(t *testing.T) {
 		}
 		t.Fatalf("Open over a bucket with a default retention: %v, want it refused naming the retention", err)
 	}
+	// A store without Object Lock over it is refused too: every object it puts would be retained.
+	plain := cfg
+	plain.ObjectLock = ""
+	if s, err := s3.Open(t.Context(), plain, nil); err == nil || !strings.Contains(err.Error(), "default retention (GOVERNANCE, 1 days)") {
+		if s != nil {
+			_ = s.Close()
+		}
+		t.Fatalf("Open without object lock over a bucket with a default retention: %v, want it refused", err)
+	}
 	if err := c.SetObjectLockConfig(t.Context(), cfg.Bucket, nil, nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	open(t, cfg)
+	open(t, plain)
 }
 
 // A store without Object Lock over a bucket that keeps versions warns once opened: removals
