@@ -424,10 +424,13 @@ type RepositoryList struct {
 	Repositories []Repository `json:"repositories"`
 }
 
-// Verify statuses of a backup and of a copy (VerifyStatus): "" until verified.
+// Verify statuses of a backup and of a copy (VerifyStatus): "" until verified. A copy that
+// repo attach found and recorded is VerifyPending until its first verification: it does not
+// stand in for its backup (as a prune of the backup's home would have it) before then.
 const (
 	VerifyOK      = "ok"
 	VerifyDamaged = "damaged"
+	VerifyPending = "pending"
 )
 
 // VerifyRequest asks for a verification of every succeeded backup, or of BackupID only.

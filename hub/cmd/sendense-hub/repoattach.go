@@ -19,8 +19,10 @@ func newRepoAttachCmd(e *env) *cobra.Command {
 		Long: "A repository describes each of its backups next to their indexes. attach records a repository that another (or a\n" +
 			"lost) hub wrote and rebuilds, from those descriptions, every backup in the catalog under its own backup id, restorable\n" +
 			"at once; the VMs and agents they name are recorded as gone and revoked until an agent reports them again.\n" +
-			"Attaching again changes nothing. Indexes of backups the repository does not describe (taken before repositories\n" +
-			"described their backups) are listed, not imported. An encrypted repository needs --password-file.",
+			"Attaching again imports nothing new. Backups the catalog holds in another repository are recorded as copies\n" +
+			"here (pending until repo verify reads them) when they are the same restore point. Indexes of backups the\n" +
+			"repository does not describe (taken before repositories described their backups) are listed, not imported.\n" +
+			"An encrypted repository needs --password-file.",
 		Args: cobra.ExactArgs(1),
 		RunE: catalogCmd(e, func(cmd *cobra.Command, cfg *config.Config, cat *catalog.Catalog) error {
 			repos := repository.NewRegistry(cat, cfg.NewLogger(e.stderr), nil)

@@ -153,53 +153,62 @@ func (c *Catalog) ImportBackup(ctx context.Context, b *BackupRows) (imported boo
 	return imported, err
 }
 
-// RecordAttachedCopy records the backup b describes, found in repository repositoryID by an
-// attach, as a copy of the backup the catalog already holds elsewhere: only when the catalog's
-// backup succeeded, lives in another repository, has no copy recorded there yet, and b names the
-// same disks with the same index digests and the same VM configuration, so that the copy holds
-// the very restore point (a copy writes its record last, after every index and chunk). The copy
-// is recorded unverified. It reports whether it recorded one, and why not otherwise.
+// AttachedCopyRefusal says why the backup b describes, found in repository repositoryID by an
+// attach, cannot be recorded as a copy there ("" when it can, as far as the catalog tells):
+// the catalog's backup must have succeeded, live in another repository, have no copy recorded
+// there yet, and b must name the same disks with the same index digests and the same VM
+// configuration, the very restore point (a copy writes its record last, after every index and
+// chunk). An attach asks this before it reads the copy's files.
+func (c *Catalog) AttachedCopyRefusal(ctx context.Context, b *BackupRows, repositoryID string) (why string, err error) {
+	return c.attachedCopy(ctx, c.db, b, repositoryID)
+}
+
+// RecordAttachedCopy records the copy AttachedCopyRefusal admits, checked again in the same
+// transaction, as pending (api.VerifyPending): it does not stand in for its backup until a
+// verification finds it sound. It reports whether it recorded one, and why not otherwise.
 func (c *Catalog) RecordAttachedCopy(ctx context.Context, b *BackupRows, repositoryID string) (recorded bool, why string, err error) {
-	id := b.Job.ID
 	err = c.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
-		var j BackupJob
-		switch err := tx.NewSelect().Model(&j).Where("id = ?", id).Scan(ctx); {
-		case errors.Is(err, sql.ErrNoRows):
-			why = "the catalog has no such backup"
-			return nil
-		case err != nil:
-			return fmt.Errorf("look up backup %s: %w", id, err)
-		}
-		var disks []BackupDisk
-		if err := tx.NewSelect().Model(&disks).Where("job_id = ?", id).Scan(ctx); err != nil {
-			return fmt.Errorf("select disks of backup %s: %w", id, err)
-		}
-		n, err := tx.NewSelect().Model((*BackupCopy)(nil)).Where("backup_id = ?", id).Where("repository_id = ?", repositoryID).Count(ctx)
-		if err != nil {
-			return fmt.Errorf("look up copies of backup %s: %w", id, err)
-		}
-		switch {
-		case j.RepositoryID == repositoryID:
-			why = "its home is this repository"
-		case j.Status != api.JobSucceeded:
-			why = "the catalog's backup is " + j.Status
-		case n > 0:
-			why = "its copy here is recorded already"
-		case j.VMConfigDigest != b.Job.VMConfigDigest:
-			why = "its vm configuration differs from the catalog's"
-		default:
-			why = sameIndexes(disks, b.Disks)
-		}
-		if why != "" {
-			return nil
-		}
-		if err := c.recordCopy(ctx, tx, &BackupCopy{BackupID: id, RepositoryID: repositoryID}); err != nil {
+		if why, err = c.attachedCopy(ctx, tx, b, repositoryID); err != nil || why != "" {
 			return err
+		}
+		cp := &BackupCopy{BackupID: b.Job.ID, RepositoryID: repositoryID, CopiedAt: c.now(), VerifyStatus: api.VerifyPending}
+		if _, err := tx.NewInsert().Model(cp).Exec(ctx); err != nil {
+			return fmt.Errorf("record copy of backup %s in repository %s: %w", cp.BackupID, repositoryID, err)
 		}
 		recorded = true
 		return nil
 	})
 	return recorded, why, err
+}
+
+func (c *Catalog) attachedCopy(ctx context.Context, db bun.IDB, b *BackupRows, repositoryID string) (string, error) {
+	id := b.Job.ID
+	var j BackupJob
+	switch err := db.NewSelect().Model(&j).Where("id = ?", id).Scan(ctx); {
+	case errors.Is(err, sql.ErrNoRows):
+		return "the catalog has no such backup", nil
+	case err != nil:
+		return "", fmt.Errorf("look up backup %s: %w", id, err)
+	}
+	var disks []BackupDisk
+	if err := db.NewSelect().Model(&disks).Where("job_id = ?", id).Scan(ctx); err != nil {
+		return "", fmt.Errorf("select disks of backup %s: %w", id, err)
+	}
+	n, err := db.NewSelect().Model((*BackupCopy)(nil)).Where("backup_id = ?", id).Where("repository_id = ?", repositoryID).Count(ctx)
+	if err != nil {
+		return "", fmt.Errorf("look up copies of backup %s: %w", id, err)
+	}
+	switch {
+	case j.RepositoryID == repositoryID:
+		return "its home is this repository", nil
+	case j.Status != api.JobSucceeded:
+		return "the catalog's backup is " + j.Status, nil
+	case n > 0:
+		return "its copy here is recorded already", nil
+	case j.VMConfigDigest != b.Job.VMConfigDigest:
+		return "its vm configuration differs from the catalog's", nil
+	}
+	return sameIndexes(disks, b.Disks), nil
 }
 
 // sameIndexes says how the disks of a backup the catalog holds differ from those of its

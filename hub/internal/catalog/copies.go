@@ -202,7 +202,8 @@ func (c *Catalog) CopyPolicyStats(ctx context.Context, policyID string) (PolicyR
 // protected one (ErrProtected, ErrConflict), and so is one that something still reads where it
 // is (a running incremental onto it, a restore, an instant recovery, a copy from it:
 // ErrConflict naming it), since the caller removes its indexes there, and so is a copy that
-// verification found damaged (ErrConflict); no copy recorded there →
+// verification found damaged, or that an attach recorded and no verification read yet
+// (api.VerifyPending; ErrConflict); no copy recorded there →
 // ErrNotFound. It returns the job as it was before the move (its RepositoryID is the repository
 // left) and its disks.
 func (c *Catalog) RehomeBackup(ctx context.Context, id, toRepositoryID string) (*BackupJob, []BackupDisk, error) {
@@ -224,8 +225,8 @@ func (c *Catalog) RehomeBackup(ctx context.Context, id, toRepositoryID string) (
 		} else if err != nil {
 			return fmt.Errorf("select copy of backup %s in repository %s: %w", id, toRepositoryID, err)
 		}
-		if status == api.VerifyDamaged {
-			return fmt.Errorf("copy of backup %s in repository %s is damaged: %w", id, toRepositoryID, ErrConflict)
+		if status == api.VerifyDamaged || status == api.VerifyPending {
+			return fmt.Errorf("copy of backup %s in repository %s is %s: %w", id, toRepositoryID, status, ErrConflict)
 		}
 		if _, err := tx.NewDelete().Model((*BackupCopy)(nil)).Where("backup_id = ?", id).Where("repository_id = ?", toRepositoryID).Exec(ctx); err != nil {
 			return fmt.Errorf("delete copy of backup %s in repository %s: %w", id, toRepositoryID, err)

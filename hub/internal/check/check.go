@@ -270,8 +270,8 @@ const kindOrphanCopy = "orphan_copy"
 // A record that cannot be read keeps the index too: repair removes only what is provably
 // orphaned. A recorded backup that the catalog holds elsewhere, with no copy recorded here, is
 // the leftover of a copy that failed between writing it and recording it, or of a removal that
-// could not finish, or a copy that attach did not take for the catalog's restore point (its
-// indexes differ): kindOrphanCopy, which repair leaves, as it cannot tell them apart.
+// could not finish, or a copy that attach did not take for the catalog's restore point (an
+// index differs, a chunk is missing): kindOrphanCopy, which repair leaves, as it cannot tell them apart.
 func (c *Checker) unnamed(ctx context.Context, repo Repository, r catalog.Repository, ref repository.IndexRef) (_ Problem, orphan bool, _ error) {
 	p := Problem{Repository: r.Name, BackupID: ref.BackupID, DiskID: ref.DiskID}
 	_, err := repo.ReadBackupRecord(ctx, ref.VMUUID, ref.BackupID)
@@ -288,8 +288,9 @@ func (c *Checker) unnamed(ctx context.Context, repo Repository, r catalog.Reposi
 	switch row, err := c.cat.BackupByID(ctx, ref.BackupID); {
 	case err == nil && row.RepositoryID != r.ID:
 		p.Kind, p.Detail = kindOrphanCopy, "the catalog holds this backup in another repository and records no copy of it here: "+
-			"the leftover of a copy that failed before it was recorded or of a removal that could not finish; the next run of a copy "+
-			"policy into this repository, or `sendense-hub repo attach` of it again, records it if it is sound; repair leaves it"
+			"the leftover of a copy that failed before it was recorded or of a removal that could not finish, or a copy that "+
+			"`sendense-hub repo attach` did not take for the catalog's restore point; the next run of a copy policy into this "+
+			"repository records it if it is sound; repair leaves it"
 		return p, false, nil
 	case err != nil && !errors.Is(err, catalog.ErrNotFound):
 		return p, false, err

@@ -249,10 +249,13 @@ func (s *Service) DeleteFrom(ctx context.Context, id, repositoryID string) error
 		}
 	}
 	// A copy that verification found damaged lacks what the copy policy's next run repairs:
-	// moving there would throw away the sound backup it is repaired from.
-	cps = slices.DeleteFunc(cps, func(c catalog.BackupCopy) bool { return c.VerifyStatus == api.VerifyDamaged })
+	// moving there would throw away the sound backup it is repaired from. One that an attach
+	// recorded has not been read whole yet: it stands in for the backup once verified.
+	cps = slices.DeleteFunc(cps, func(c catalog.BackupCopy) bool {
+		return c.VerifyStatus == api.VerifyDamaged || c.VerifyStatus == api.VerifyPending
+	})
 	if len(cps) == 0 {
-		return fmt.Errorf("backup %s: every copy of it is damaged, and it is their source until the copy policy repairs them: %w", id, catalog.ErrConflict)
+		return fmt.Errorf("backup %s: every copy of it is damaged, and it is their source until the copy policy repairs them, or attached and not yet verified (run repo verify): %w", id, catalog.ErrConflict)
 	}
 	// The oldest copy: the one made under the longest-standing policy, most likely the one
 	// meant to keep it longest.

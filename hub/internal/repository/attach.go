@@ -80,8 +80,10 @@ type BackupImporter interface {
 	// ImportBackup records the backup and whatever it belongs to that the catalog lacks, in one
 	// transaction, and reports whether the backup was new; a known backup is left as it is.
 	ImportBackup(ctx context.Context, b *catalog.BackupRows) (imported bool, err error)
-	// RecordAttachedCopy records a known backup found in another repository than its home as
-	// a copy there, when it is the same restore point; it reports why not otherwise.
+	// AttachedCopyRefusal says why a known backup found in another repository than its home
+	// cannot be a copy there ("" when it can); RecordAttachedCopy records it, pending until
+	// verified, checked again, and reports why not otherwise.
+	AttachedCopyRefusal(ctx context.Context, b *catalog.BackupRows, repositoryID string) (why string, err error)
 	RecordAttachedCopy(ctx context.Context, b *catalog.BackupRows, repositoryID string) (recorded bool, why string, err error)
 }
 
@@ -178,10 +180,17 @@ func (g *Registry) Attach(ctx context.Context, req AttachRequest, imp BackupImpo
 		}
 		rep.Known = append(rep.Known, b.BackupID)
 		// A backup the catalog holds may live elsewhere, this being a repository of its copies
-		// attached after its home: recorded as a copy when its indexes read back as the record
-		// (and the catalog) name them, with every chunk they name.
-		if why := indexesAsRecorded(ctx, r, b); why != "" {
-			g.log.InfoContext(ctx, "known backup not recorded as a copy", "repository_id", rec.ID, "job_id", b.BackupID, "why", why)
+		// attached after its home: recorded as a copy when the catalog names the same restore
+		// point and its indexes read back so, with every chunk they name.
+		why, err := imp.AttachedCopyRefusal(ctx, rows, rec.ID)
+		if err != nil {
+			return fmt.Errorf("look at the copy of backup %s: %w", b.BackupID, err)
+		}
+		if why == "" {
+			why = indexesAsRecorded(ctx, r, b)
+		}
+		if why != "" {
+			g.log.DebugContext(ctx, "known backup not recorded as a copy", "repository_id", rec.ID, "job_id", b.BackupID, "why", why)
 			return nil
 		}
 		recorded, why, err := imp.RecordAttachedCopy(ctx, rows, rec.ID)
@@ -191,7 +200,7 @@ func (g *Registry) Attach(ctx context.Context, req AttachRequest, imp BackupImpo
 		if recorded {
 			rep.Copies = append(rep.Copies, b.BackupID)
 		} else {
-			g.log.InfoContext(ctx, "known backup not recorded as a copy", "repository_id", rec.ID, "job_id", b.BackupID, "why", why)
+			g.log.DebugContext(ctx, "known backup not recorded as a copy", "repository_id", rec.ID, "job_id", b.BackupID, "why", why)
 		}
 		return nil
 	}, func(key string, err error) error {
@@ -216,8 +225,9 @@ func (g *Registry) Attach(ctx context.Context, req AttachRequest, imp BackupImpo
 	return rep, nil
 }
 
-// indexesAsRecorded reads every index of backup record b in r and says how one differs from
-// the digest the record names, or lacks a chunk it names ("" when none does).
+// indexesAsRecorded reads every index of backup record b in r and its VM configuration, and
+// says how one differs from the digest the record names, or lacks a chunk it names ("" when
+// none does). Chunks are not read: the copy is recorded pending until verification reads them.
 func indexesAsRecorded(ctx context.Context, r *Repository, b *BackupRecord) string {
 	for _, d := range b.Disks {
 		ref := IndexRef{VMUUID: b.VM.InstanceUUID, DiskID: d.DiskID, BackupID: b.BackupID}
@@ -240,6 +250,11 @@ func indexesAsRecorded(ctx context.Context, r *Repository, b *BackupRecord) stri
 		}
 		if len(missing) > 0 {
 			return fmt.Sprintf("index %s: %d chunks missing, %s the first", ref, len(missing), missing[0])
+		}
+	}
+	if b.VMConfigDigest != "" {
+		if _, err := r.ReadVMConfig(ctx, b.VM.InstanceUUID, b.BackupID, b.VMConfigDigest); err != nil {
+			return err.Error()
 		}
 	}
 	return ""

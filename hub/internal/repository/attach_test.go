@@ -108,8 +108,10 @@ func TestAttach(t *testing.T) {
 
 // A repository of copies attached after the backups' home records, as copies, the known backups
 // it holds as the catalog has them: the same index digests, read back from their files. A
-// record whose index differs from the catalog's, or whose index file does not match its
-// record, is not taken for a copy; attaching again records nothing more.
+// record whose index differs from the catalog's, whose index file does not match its record, or
+// whose index names a chunk, or whose record a VM configuration, the repository lacks, is not
+// taken for a copy; a copy taken stands in for its backup only once verified; attaching again
+// records nothing more.
 func TestAttachRecordsCopiesOfKnownBackups(t *testing.T) {
 	catalogtest.ForEachDialect(t, func(t *testing.T, c *catalog.Catalog) {
 		ctx := t.Context()
@@ -136,13 +138,16 @@ func TestAttachRecordsCopiesOfKnownBackups(t *testing.T) {
 			}
 			return d
 		}
-		record := func(r *repository.Repository, backupID, digest string, size int64) {
+		record := func(r *repository.Repository, backupID, digest string, size int64, vmConfig ...string) {
 			rec := &repository.BackupRecord{Version: repository.BackupRecordVersion, BackupID: backupID,
 				Agent: repository.RecordAgent{ID: "agent-1", Name: "appliance"}, Source: repository.RecordSource{Name: "lab"},
 				VM:   repository.RecordVM{ContextID: "ctx-web-2", InstanceUUID: vm, Name: "web"},
 				Type: api.BackupFull, CreatedAt: time.Now().UTC(),
 				Disks: []repository.RecordDisk{{DiskID: "disk-2000", Type: api.BackupFull, CapacityBytes: size, ChunkSize: r.ChunkSize(),
 					SlotsTotal: size / r.ChunkSize(), IndexPath: "indexes/" + vm + "/disk-2000/" + backupID + ".fidx", IndexDigest: digest}}}
+			if len(vmConfig) > 0 {
+				rec.VMConfigDigest = vmConfig[0]
+			}
 			if err := r.WriteBackupRecord(ctx, rec); err != nil {
 				t.Fatal(err)
 			}
@@ -168,15 +173,24 @@ func TestAttachRecordsCopiesOfKnownBackups(t *testing.T) {
 		}
 		digests["bk-4"] = writeIndex(home, "bk-4", idxs["bk-4"])
 		record(home, "bk-4", digests["bk-4"], 8<<20)
+		// bk-5 has a VM configuration, which its copy lacks.
+		idxs["bk-5"] = newIndex(8 << 20)
+		digests["bk-5"] = writeIndex(home, "bk-5", idxs["bk-5"])
+		cfgDigest, err := home.WriteVMConfig(ctx, vm, "bk-5", []byte(`{"name":"web"}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		record(home, "bk-5", digests["bk-5"], 8<<20, cfgDigest)
 		copies, copiesDir := open("offsite")
-		record(copies, "bk-1", writeIndex(copies, "bk-1", idxs["bk-1"]), 8<<20)    // the same restore point
-		record(copies, "bk-2", writeIndex(copies, "bk-2", newIndex(8<<20)), 8<<20) // another index
-		writeIndex(copies, "bk-3", newIndex(8<<20))                                // a file unlike its record
+		record(copies, "bk-1", writeIndex(copies, "bk-1", idxs["bk-1"]), 8<<20)      // the same restore point
+		record(copies, "bk-2", writeIndex(copies, "bk-2", newIndex(12<<20)), 12<<20) // another index
+		writeIndex(copies, "bk-3", newIndex(8<<20))                                  // a file unlike its record
 		record(copies, "bk-3", digests["bk-3"], 8<<20)
 		if _, err := copies.PutChunk(ctx, d, blob); err != nil {
 			t.Fatal(err)
 		}
 		record(copies, "bk-4", writeIndex(copies, "bk-4", idxs["bk-4"]), 8<<20)
+		record(copies, "bk-5", writeIndex(copies, "bk-5", idxs["bk-5"]), 8<<20, cfgDigest)
 		h := d.String()
 		if err := os.Remove(filepath.Join(copiesDir, "chunks", h[:2], h[2:4], h)); err != nil {
 			t.Fatal(err)
@@ -189,20 +203,20 @@ func TestAttachRecordsCopiesOfKnownBackups(t *testing.T) {
 
 		g := repository.NewRegistry(c, nil, nil)
 		t.Cleanup(func() { _ = g.Close() })
-		if rep, err := g.Attach(ctx, repository.AttachRequest{Name: "home", Path: homeDir}, c); err != nil || len(rep.Imported) != 4 || len(rep.Copies) != 0 {
+		if rep, err := g.Attach(ctx, repository.AttachRequest{Name: "home", Path: homeDir}, c); err != nil || len(rep.Imported) != 5 || len(rep.Copies) != 0 {
 			t.Fatalf("attach of the home: %+v, %v", rep, err)
 		}
 		rep, err := g.Attach(ctx, repository.AttachRequest{Name: "offsite", Path: copiesDir}, c)
-		if err != nil || len(rep.Imported) != 0 || len(rep.Known) != 4 || !slices.Equal(rep.Copies, []string{"bk-1"}) {
+		if err != nil || len(rep.Imported) != 0 || len(rep.Known) != 5 || !slices.Equal(rep.Copies, []string{"bk-1"}) {
 			t.Fatalf("attach of the copies: %+v, %v; want bk-1 recorded as a copy", rep, err)
 		}
-		for id, want := range map[string]int{"bk-1": 1, "bk-2": 0, "bk-3": 0, "bk-4": 0} {
+		for id, want := range map[string]int{"bk-1": 1, "bk-2": 0, "bk-3": 0, "bk-4": 0, "bk-5": 0} {
 			cps, err := c.BackupCopies(ctx, id)
 			if err != nil || len(cps) != want {
 				t.Fatalf("copies of %s: %+v, %v; want %d", id, cps, err, want)
 			}
-			if want == 1 && (cps[0].RepositoryName != "offsite" || cps[0].VerifyStatus != "") {
-				t.Fatalf("copy of %s: %+v, want in offsite, unverified", id, cps[0])
+			if want == 1 && (cps[0].RepositoryName != "offsite" || cps[0].VerifyStatus != api.VerifyPending) {
+				t.Fatalf("copy of %s: %+v, want in offsite, pending", id, cps[0])
 			}
 			if row, err := c.BackupByID(ctx, id); err != nil || row.RepositoryName != "home" {
 				t.Fatalf("backup %s: %+v, %v; want its home unchanged", id, row, err)
@@ -214,6 +228,16 @@ func TestAttachRecordsCopiesOfKnownBackups(t *testing.T) {
 		// The home attached again records no copy of its own backups.
 		if again, err := g.Attach(ctx, repository.AttachRequest{Name: "home", Path: homeDir}, c); err != nil || len(again.Copies) != 0 {
 			t.Fatalf("second attach of the home: %+v, %v", again, err)
+		}
+		// Until a verification reads it whole, the copy does not stand in for its backup.
+		if _, _, err := c.RehomeBackup(ctx, "bk-1", rep.Repository.ID); !errors.Is(err, catalog.ErrConflict) {
+			t.Fatalf("move of bk-1 onto its pending copy: %v, want a conflict", err)
+		}
+		if err := c.RecordCopyVerify(ctx, "bk-1", rep.Repository.ID, api.VerifyOK, time.Now()); err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := c.RehomeBackup(ctx, "bk-1", rep.Repository.ID); err != nil {
+			t.Fatalf("move of bk-1 onto its verified copy: %v", err)
 		}
 	})
 }

@@ -214,11 +214,11 @@ func (r *Repository) RemoveIndex(ctx context.Context, ref IndexRef) error {
 // date, is hidden instead (store.Hider): the key reads as absent, and its retained versions go
 // with the key's removal once their dates passed.
 func (r *Repository) RemoveDamagedIndex(ctx context.Context, ref IndexRef) error {
+	r.indexMu.Lock() // the index is judged and removed at once: not one written meanwhile
+	defer r.indexMu.Unlock()
 	if _, err := r.ReadIndex(ctx, ref); !errors.Is(err, ErrIndexDamaged) {
 		return nil // sound, absent (written next), or unreadable for a reason the write reports
 	}
-	r.indexMu.Lock()
-	defer r.indexMu.Unlock()
 	if err := r.removeOrHide(ctx, indexKey(ref)); err != nil {
 		return fmt.Errorf("remove the damaged index %s: %w", ref, err)
 	}

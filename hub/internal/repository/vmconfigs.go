@@ -124,15 +124,15 @@ func (r *Repository) RemoveVMConfig(ctx context.Context, vmUUID, backupID string
 // match digest (ErrVMConfigDamaged), so that it can be written again, and leaves a sound or
 // absent one as it is; one under a retention date is hidden instead (see RemoveDamagedIndex).
 func (r *Repository) RemoveDamagedVMConfig(ctx context.Context, vmUUID, backupID, digest string) error {
-	if _, err := r.ReadVMConfig(ctx, vmUUID, backupID, digest); !errors.Is(err, ErrVMConfigDamaged) {
-		return nil
-	}
 	key, err := vmConfigKey(vmUUID, backupID)
 	if err != nil {
 		return fmt.Errorf("remove vm config: %w", err)
 	}
-	r.indexMu.Lock()
+	r.indexMu.Lock() // judged and removed at once: not one written meanwhile
 	defer r.indexMu.Unlock()
+	if _, err := r.ReadVMConfig(ctx, vmUUID, backupID, digest); !errors.Is(err, ErrVMConfigDamaged) {
+		return nil
+	}
 	if err := r.removeOrHide(ctx, key); err != nil {
 		return fmt.Errorf("remove the damaged vm config %s: %w", key, err)
 	}
