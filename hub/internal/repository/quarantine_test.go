@@ -350,6 +350,20 @@ func TestDamagedIndexUnderObjectLockIsReplaced(t *testing.T) {
 	if got, err := r.ReadVMConfig(ctx, vm, backup, cfgDigest); err != nil || !bytes.Equal(got, config) {
 		t.Fatalf("the vm config written again: %q %v", got, err)
 	}
+	// The objects written again have no date yet: the backup is not taken for one retained
+	// whole, even with its index dated again, so the next retention run dates them all.
+	if err := st.Retain(ctx, indexKey(ref), until); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := r.BackupRetainedAllUntil(ctx, vm, backup, []string{"disk-2000"}); err != nil || !got.IsZero() {
+		t.Fatalf("BackupRetainedAllUntil with the VM configuration undated: %v, %v; want zero", got, err)
+	}
+	if err := st.Retain(ctx, VMConfigKey(vm, backup), until); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := r.BackupRetainedAllUntil(ctx, vm, backup, []string{"disk-2000"}); err != nil || got.IsZero() {
+		t.Fatalf("BackupRetainedAllUntil with every object dated: %v, %v", got, err)
+	}
 	if time.Now().After(until) {
 		t.Fatal("the retention passed before the checks: the test proved nothing")
 	}

@@ -148,7 +148,8 @@ func (r *Repository) BackupRetainedUntil(ctx context.Context, vmUUID, backupID s
 }
 
 // BackupRetainedAllUntil returns the earliest retention date of the indexes of one backup's
-// disks: zero when one of them has none (a retention cut short after an earlier disk), so that
+// disks and of its VM configuration (when it has one): zero when one of them has none (a
+// retention cut short after an earlier disk, or one written again by a copy's repair), so that
 // only a backup retained whole is taken for one.
 func (r *Repository) BackupRetainedAllUntil(ctx context.Context, vmUUID, backupID string, diskIDs []string) (time.Time, error) {
 	var earliest time.Time
@@ -170,6 +171,19 @@ func (r *Repository) BackupRetainedAllUntil(ctx context.Context, vmUUID, backupI
 		case i == 0 || t.Before(earliest):
 			earliest = t
 		}
+	}
+	key, err := vmConfigKey(vmUUID, backupID)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("retention of backup %s: %w", backupID, err)
+	}
+	switch t, err := rt.RetainedUntil(ctx, key); {
+	case errors.Is(err, store.ErrNotFound): // a backup without a VM configuration
+	case err != nil:
+		return time.Time{}, fmt.Errorf("retention of backup %s: %w", backupID, err)
+	case t.IsZero():
+		return time.Time{}, nil
+	case len(diskIDs) == 0 || t.Before(earliest):
+		earliest = t
 	}
 	return earliest, nil
 }
