@@ -98,9 +98,10 @@ func (s *Service) retainIn(ctx context.Context, row *catalog.BackupRow, disks []
 	}
 	now := s.opts.Now()
 	// An index's date is never earlier than its chunks' (RetainBackup sets it last), so a backup
-	// whose indexes are all retained for more than half the period needs nothing now: a prune
-	// then costs one HEAD per disk of a kept backup, not one per chunk (about 1 ms each against
-	// SeaweedFS). One index without the date (a retention cut short) has it all done again.
+	// whose indexes and VM configuration are all retained for more than half the period needs
+	// nothing now: a prune then costs one HEAD per disk of a kept backup and one for its VM
+	// configuration, not one per chunk (about 1 ms each against SeaweedFS). One object without
+	// the date (a retention cut short, or one a copy's repair wrote again) has it all done again.
 	if cur, err := rt.BackupRetainedAllUntil(ctx, row.InstanceUUID, row.ID, disks); err != nil {
 		return err
 	} else if cur.After(now.Add(rt.LockPeriod() / 2)) {
