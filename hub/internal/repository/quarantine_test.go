@@ -205,15 +205,7 @@ func TestQuarantineRacesUpload(t *testing.T) {
 // quarantine, and the next backup of its bytes stores a fresh copy instead of reusing it.
 func TestQuarantineUnderObjectLock(t *testing.T) {
 	ctx := t.Context()
-	st, err := s3.Open(ctx, s3test.LockedConfig(t, s3.LockGovernance), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r, err := Init(ctx, st, 64<<10)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = r.Close() })
+	st, r := lockedRepository(t)
 	plain := bytes.Repeat([]byte("retained"), 400)
 	d := chunk.Sum(plain)
 	good, err := chunk.AppendBlob(nil, chunk.CodecRaw, len(plain), plain)
@@ -266,15 +258,7 @@ func TestQuarantineUnderObjectLock(t *testing.T) {
 // sound one is left as it is.
 func TestDamagedIndexUnderObjectLockIsReplaced(t *testing.T) {
 	ctx := t.Context()
-	st, err := s3.Open(ctx, s3test.LockedConfig(t, s3.LockGovernance), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r, err := Init(ctx, st, 64<<10)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = r.Close() })
+	st, r := lockedRepository(t)
 	plain := bytes.Repeat([]byte("indexed!"), 8<<10)
 	d := chunk.Sum(plain)
 	blob, err := chunk.AppendBlob(nil, chunk.CodecRaw, len(plain), plain)
@@ -367,4 +351,20 @@ func TestDamagedIndexUnderObjectLockIsReplaced(t *testing.T) {
 	if time.Now().After(until) {
 		t.Fatal("the retention passed before the checks: the test proved nothing")
 	}
+}
+
+// lockedRepository is a repository of 64 KiB chunks in a bucket of the tests' S3 server with
+// Object Lock, in governance mode, and its store.
+func lockedRepository(t *testing.T) (*s3.Store, *Repository) {
+	t.Helper()
+	st, err := s3.Open(t.Context(), s3test.LockedConfig(t, s3.LockGovernance), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := Init(t.Context(), st, 64<<10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = r.Close() })
+	return st, r
 }
