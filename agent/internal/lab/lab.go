@@ -239,6 +239,11 @@ func Start(ctx context.Context, spec Spec, opts Options) (_ *Lab, err error) {
 		return nil, fmt.Errorf("create simulator inventory: %w", err)
 	}
 	l.model = model
+	// Every vCenter has an instance UUID of its own, which the hub keys a source by; the
+	// simulator hands each model the same one.
+	if si, ok := model.Map().Get(vim25.ServiceInstance).(*simulator.ServiceInstance); ok {
+		si.Content.About.InstanceUuid = newUUID()
+	}
 	model.Service.TLS = &tls.Config{Certificates: []tls.Certificate{l.tls.cert}, MinVersion: tls.VersionTLS12}
 	model.Service.Listen = &url.URL{Host: listen, User: url.UserPassword(username, l.password)}
 	model.Map().Handler = l.handle

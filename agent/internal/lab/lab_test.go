@@ -281,3 +281,14 @@ func TestFailedStartLeavesNothing(t *testing.T) {
 	}
 	startLab(t, spec, Options{Dir: dir})
 }
+
+// Two labs are two vCenters: each answers an instance UUID of its own, as the hub keys a source
+// by it.
+func TestLabsHaveTheirOwnVCenterInstanceUUID(t *testing.T) {
+	spec := Spec{VMs: []VMSpec{{Name: "a", Disks: []DiskSpec{{Size: "1MiB"}}}}}
+	a, b := login(t, startLab(t, spec, Options{})), login(t, startLab(t, spec, Options{}))
+	ua, ub := a.ServiceContent.About.InstanceUuid, b.ServiceContent.About.InstanceUuid
+	if ua == "" || ua == ub {
+		t.Errorf("instance UUIDs %q and %q, want two distinct ones", ua, ub)
+	}
+}
