@@ -78,7 +78,7 @@ func backupDiskOf(t *testing.T, dataDir string, img []byte, withConfig bool) str
 			t.Fatal(err)
 		}
 	}
-	ing := ingest.New(cat, repos, log, nil)
+	ing := ingest.New(cat, repos, log, nil, ingest.Options{})
 	const cs = 64 << 10
 	s, err := ing.OpenSession(ctx, "agent-1", job.ID, "disk-2000", api.OpenSessionRequest{Type: "full", CapacityBytes: int64(len(img)), ChunkSize: cs})
 	if err != nil {

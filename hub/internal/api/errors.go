@@ -47,7 +47,8 @@ func statusOf(err error) (int, string) {
 		return http.StatusRequestEntityTooLarge, api.CodeTooLarge
 	case errors.Is(err, errSlowBody):
 		return http.StatusRequestTimeout, api.CodeInvalid
-	case errors.Is(err, errTooManyRequests), errors.Is(err, ingest.ErrBusy), errors.Is(err, restore.ErrBusy):
+	case errors.Is(err, errTooManyRequests), errors.Is(err, ingest.ErrBusy), errors.Is(err, ingest.ErrNoUploadMemory),
+		errors.Is(err, restore.ErrBusy):
 		return http.StatusTooManyRequests, api.CodeTooManyRequests
 	case errors.Is(err, identity.ErrInvalidInput), errors.Is(err, pki.ErrBadCSR),
 		errors.Is(err, repository.ErrDigestMismatch), errors.Is(err, repository.ErrBadBlob),

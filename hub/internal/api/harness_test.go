@@ -104,6 +104,8 @@ type hubOptions struct {
 	// s3Lock makes the default repository an S3 one in an Object Lock bucket, with retention
 	// dates of this mode set one day (by the hub's clock) after each backup.
 	s3Lock string
+	// ingest tunes the intake (zero: its defaults).
+	ingest ingest.Options
 	// noInstantRecovery serves the API of a hub without NFS, where instant recovery is not configured.
 	noInstantRecovery bool
 }
@@ -121,6 +123,9 @@ func newTestHub(t *testing.T, c *catalog.Catalog, opts ...hubOptions) *testHub {
 			o.s3Lock = x.s3Lock
 		}
 		o.noInstantRecovery = o.noInstantRecovery || x.noInstantRecovery
+		if x.ingest != (ingest.Options{}) {
+			o.ingest = x.ingest
+		}
 	}
 	logs := &testenv.LogBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -184,7 +189,7 @@ func newTestHub(t *testing.T, c *catalog.Catalog, opts ...hubOptions) *testHub {
 	nfsDone := make(chan error, 1)
 	go func() { nfsDone <- nfsSrv.Serve(context.Background(), nfsln) }()
 	t.Cleanup(func() { nfsln.Close(); <-nfsDone })
-	deps := hubapi.Deps{Log: log, Registry: reg, Catalog: c, Repository: repo, Identity: ids, Inventory: inv, Backup: backups, Restores: backups, Ingest: ingest.New(c, repos, log, reg), Restore: restores, Files: files.NewService(restores, reg), Repositories: repos,
+	deps := hubapi.Deps{Log: log, Registry: reg, Catalog: c, Repository: repo, Identity: ids, Inventory: inv, Backup: backups, Restores: backups, Ingest: ingest.New(c, repos, log, reg, o.ingest), Restore: restores, Files: files.NewService(restores, reg), Repositories: repos,
 		Policies: policy.New(c, backups, tests, log, reg, clock.Now), RestoreTests: tests, Events: events.New(c, log), Limits: o.limits, InstantRecoveries: irs}
 	if o.noInstantRecovery {
 		deps.InstantRecoveries = nil

@@ -81,8 +81,14 @@ func (s *Server) receiveChunk(c *gin.Context, digest string) (api.ChunkStored, b
 		return api.ChunkStored{}, false
 	}
 	res, err := s.deps.Ingest.PutChunk(c.Request.Context(), agentID(c), c.Param("session"), digest, slots, c.Request.Body, c.Request.ContentLength)
-	if errors.Is(err, ingest.ErrBusy) {
+	switch {
+	case errors.Is(err, ingest.ErrBusy):
 		c.Header("Retry-After", "1") // the agent's client backs off and retries
+	case errors.Is(err, ingest.ErrNoUploadMemory):
+		// The body was not read: the connection closes after the answer rather than have
+		// net/http drain up to 4 MiB of it, and the agent retries on a new one.
+		c.Header("Retry-After", "2")
+		c.Header("Connection", "close")
 	}
 	if err != nil {
 		s.fail(c, err)

@@ -166,6 +166,17 @@ type deadlineBody struct {
 	n        int64     // bytes read
 	deadline time.Time // last deadline set
 	cut      string    // why the body was cut, if it was
+	done     bool      // read to its end: no deadline any more
+}
+
+// due is the deadline for the rest of the body: grace after start, plus for uploads the time
+// the bytes received have earned at the minimum rate.
+func (b *deadlineBody) due() time.Time {
+	d := b.start.Add(b.grace)
+	if b.rate > 0 {
+		d = d.Add(time.Duration(float64(b.n) / float64(b.rate) * float64(time.Second)))
+	}
+	return d
 }
 
 func (b *deadlineBody) Read(p []byte) (int, error) {
@@ -173,6 +184,7 @@ func (b *deadlineBody) Read(p []byte) (int, error) {
 	b.n += int64(n)
 	switch {
 	case errors.Is(err, io.EOF):
+		b.done = true
 		_ = b.rc.SetReadDeadline(time.Time{})
 	case errors.Is(err, os.ErrDeadlineExceeded):
 		b.cut = cutBodyTimeout
@@ -187,13 +199,29 @@ func (b *deadlineBody) Read(p []byte) (int, error) {
 	case err == nil && b.rate > 0 && n > 0:
 		// Extend by the time the bytes received have earned; a deadline moved by less than 50ms
 		// is left alone, to keep the timer updates rare on fast links with small reads.
-		d := b.start.Add(b.grace + time.Duration(float64(b.n)/float64(b.rate)*float64(time.Second)))
+		d := b.due()
 		if d.Sub(b.deadline) >= 50*time.Millisecond {
 			b.deadline = d
 			_ = b.rc.SetReadDeadline(d)
 		}
 	}
 	return n, err
+}
+
+// HoldDeadline lifts the body's read deadline while its handler waits for something other than
+// the client (ingest.DeadlineHolder); the function it returns sets the deadline again, counted as
+// if the wait had not happened.
+func (b *deadlineBody) HoldDeadline() (resume func()) {
+	held := time.Now()
+	_ = b.rc.SetReadDeadline(time.Time{})
+	return func() {
+		if b.done {
+			return
+		}
+		b.start = b.start.Add(time.Since(held))
+		b.deadline = b.due()
+		_ = b.rc.SetReadDeadline(b.deadline)
+	}
 }
 
 // limitUnauthenticated caps the requests without credentials in flight per client address;

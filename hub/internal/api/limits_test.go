@@ -15,18 +15,25 @@ import (
 	hubapi "github.com/sendense/sendense/hub/internal/api"
 	"github.com/sendense/sendense/hub/internal/catalog"
 	"github.com/sendense/sendense/hub/internal/catalog/catalogtest"
+	"github.com/sendense/sendense/hub/internal/ingest"
 	"github.com/sendense/sendense/shared/api"
 	"github.com/sendense/sendense/shared/chunk"
+	"github.com/sendense/sendense/shared/testenv"
 )
 
 // The limits are HTTP behaviour, the same over either catalog: the tests run on SQLite only.
 func sqliteHub(t *testing.T, limits hubapi.Limits) *testHub {
 	t.Helper()
+	return sqliteHubWith(t, hubOptions{limits: limits})
+}
+
+func sqliteHubWith(t *testing.T, o hubOptions) *testHub {
+	t.Helper()
 	c := catalogtest.Open(t, catalog.DriverSQLite)
 	if _, err := c.MigrateUp(t.Context(), slog.New(slog.DiscardHandler)); err != nil {
 		t.Fatal(err)
 	}
-	return newTestHub(t, c, hubOptions{limits: limits})
+	return newTestHub(t, c, o)
 }
 
 // drip is a request whose body a client sends one byte at a time, on a connection of its own.
@@ -250,5 +257,114 @@ func TestUnauthenticatedRequestsCappedPerAddress(t *testing.T) {
 	}
 	if code, e := h.call(h.client(nil), http.MethodGet, api.PathHealth, "", nil, nil); code != http.StatusOK {
 		t.Fatalf("an anonymous request after the held ones ended: %d %+v", code, e)
+	}
+}
+
+// The bodies of chunk uploads in flight share one memory budget, whoever sends them. An upload
+// that finds it spent waits without reading its body — its body deadline held, for the hub and
+// not the agent is slow — and is stored once memory is free; one that waits longer than the
+// upload wait is answered 429 with Retry-After and the JSON error body, and changes nothing.
+func TestChunkUploadsShareTheUploadMemory(t *testing.T) {
+	// A budget below one blob: one upload at a time.
+	h := sqliteHubWith(t, hubOptions{
+		limits: hubapi.Limits{BodyTimeout: time.Second, UploadMinRate: 1},
+		ingest: ingest.Options{UploadMemory: 1, UploadMemoryWait: 3 * time.Second},
+	})
+	img := randomImage(t, 5*testChunk) // slot 1 is zero
+	a, _, s := h.fullSession(img)
+	blobOf := func(slot int) (string, []byte) {
+		plain := img[slot*testChunk : (slot+1)*testChunk]
+		blob, err := chunk.AppendBlob(nil, chunk.CodecRaw, len(plain), plain)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return h.URL + api.Path(api.PathAgentChunk, s.ID, chunk.Sum(plain).String()) + fmt.Sprintf("?slots=%d", slot), blob
+	}
+	type answer struct {
+		code  int
+		retry string
+		body  string
+	}
+	upload := func(url string, body io.Reader, size int) chan answer {
+		done := make(chan answer, 1)
+		req, _ := http.NewRequest(http.MethodPut, url, body)
+		req.ContentLength = int64(size)
+		go func() {
+			resp, err := a.c.Do(req)
+			if err != nil {
+				done <- answer{body: err.Error()}
+				return
+			}
+			defer resp.Body.Close()
+			b, _ := io.ReadAll(resp.Body)
+			done <- answer{resp.StatusCode, resp.Header.Get("Retry-After"), string(b)}
+		}()
+		return done
+	}
+	// start begins the upload of a slot with the first 100 bytes of its body; the function it
+	// returns sends the rest.
+	start := func(slot int) (chan answer, func()) {
+		url, blob := blobOf(slot)
+		pr, pw := io.Pipe()
+		done := upload(url, pr, len(blob))
+		if _, err := pw.Write(blob[:100]); err != nil {
+			t.Fatal(err)
+		}
+		return done, func() { go func() { _, _ = pw.Write(blob[100:]); _ = pw.Close() }() }
+	}
+	// hold starts an upload that takes the memory; the function it returns ends it stored.
+	hold := func(slot int) func() {
+		done, rest := start(slot)
+		testenv.WaitFor(t, 20*time.Second, "the held upload to take the upload memory", func() bool {
+			return metricValue(t, h.Reg, "sendense_hub_chunk_upload_memory_bytes", "", "") == 1
+		})
+		return func() {
+			rest()
+			if got := <-done; got.code != http.StatusCreated {
+				t.Fatalf("the held upload of slot %d: %+v, want 201", slot, got)
+			}
+		}
+	}
+
+	// An upload waits for the memory longer than its body deadline, and is stored once it is free.
+	finish := hold(0)
+	waiting, rest := start(2)
+	testenv.WaitFor(t, 20*time.Second, "the second upload to wait for memory", func() bool {
+		return metricValue(t, h.Reg, "sendense_hub_chunk_upload_memory_waits_total", "", "") == 1
+	})
+	time.Sleep(2 * time.Second) // past the 1s body deadline, within the 3s wait
+	select {
+	case got := <-waiting:
+		t.Fatalf("the waiting upload ended while the memory was held: %+v", got)
+	default:
+	}
+	finish()
+	rest()
+	if got := <-waiting; got.code != http.StatusCreated {
+		t.Fatalf("the upload that waited for memory: %+v, want 201", got)
+	}
+
+	// One that waits longer than the upload wait is refused, and stored when sent again.
+	finish = hold(3)
+	url, blob := blobOf(4)
+	began := time.Now()
+	got := <-upload(url, bytes.NewReader(blob), len(blob))
+	if got.code != http.StatusTooManyRequests || got.retry == "" || !strings.Contains(got.body, "memory for chunk uploads") {
+		t.Fatalf("an upload that found no memory for 3s: %+v after %s, want 429 with Retry-After naming the memory", got, time.Since(began))
+	}
+	if n := metricValue(t, h.Reg, "sendense_hub_chunk_uploads_refused_memory_total", "", ""); n != 1 {
+		t.Errorf("uploads refused for memory = %v, want 1", n)
+	}
+	finish()
+	if code := a.putBlob(s.ID, chunk.Sum(img[4*testChunk:]).String(), blob, 4); code != http.StatusCreated {
+		t.Fatalf("the refused upload sent again: %d, want 201 (it stored nothing)", code)
+	}
+	if n := metricValue(t, h.Reg, "sendense_hub_chunk_upload_memory_bytes", "", ""); n != 0 {
+		t.Errorf("upload memory in use after every upload ended = %v, want 0", n)
+	}
+	for _, reason := range []string{"body_timeout", "upload_min_rate"} {
+		if n := metricValue(t, h.Reg, "sendense_hub_http_slow_clients_total", "reason", reason); n != 0 {
+			t.Errorf("slow clients (%s) = %v, want 0: a wait for memory is not the client's", reason, n)
+		}
 	}
 }

@@ -20,6 +20,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/sendense/sendense/hub/internal/connlimit"
+	"github.com/sendense/sendense/hub/internal/ingest"
 )
 
 // EnvPrefix prefixes every environment variable: flag --data-dir ↔ SENDENSE_HUB_DATA_DIR.
@@ -85,6 +86,9 @@ type Config struct {
 	// UploadMinKiBPerSecond is the lowest average rate of an upload body (chunks, slot batches,
 	// inventories) after RequestBodyTimeout; a slower one is cut.
 	UploadMinKiBPerSecond int64 `yaml:"upload_min_kib_per_second"`
+	// ChunkUploadMemoryMiB bounds the memory the chunk uploads of all agents together hold; an
+	// upload beyond it waits (see ingest.DefaultUploadMemory).
+	ChunkUploadMemoryMiB int64 `yaml:"chunk_upload_memory_mib"`
 	// NFSListen is the NFSv3 address of instant recovery (MOUNT and NFS on one TCP port;
 	// ESXi mounts on 2049); empty turns instant recovery off.
 	NFSListen string `yaml:"nfs_listen"`
@@ -127,6 +131,7 @@ func Default() Config {
 		// below 34 KiB/s: a quarter of that never cuts an upload the agent would have finished
 		// (the API's own default, api.DefaultUploadMinRate, is the same).
 		UploadMinKiBPerSecond: 8,
+		ChunkUploadMemoryMiB:  ingest.DefaultUploadMemory >> 20,
 		OverlayLimitGiB:       64,
 		LogLevel:              "info",
 		LogFormat:             "text",
@@ -156,6 +161,7 @@ func BindFlags(fs *pflag.FlagSet, c *Config) {
 	fs.IntVar(&c.MaxConnectionsPerAddress, "max-connections-per-address", c.MaxConnectionsPerAddress, "cap on open API connections from one client IP address (0: 128)")
 	fs.DurationVar(&c.RequestBodyTimeout, "request-body-timeout", c.RequestBodyTimeout, "time allowed for a whole request body; the grace before the upload minimum rate applies")
 	fs.Int64Var(&c.UploadMinKiBPerSecond, "upload-min-kib-per-second", c.UploadMinKiBPerSecond, "lowest average rate of an upload body (KiB/s); a slower one is cut")
+	fs.Int64Var(&c.ChunkUploadMemoryMiB, "chunk-upload-memory-mib", c.ChunkUploadMemoryMiB, "memory the chunk uploads of all agents together may hold (MiB); an upload beyond it waits")
 	fs.StringVar(&c.NFSListen, "nfs-listen", c.NFSListen, "instant recovery's NFSv3 listen address (ESXi mounts on port 2049; empty turns instant recovery off)")
 	fs.StringVar(&c.NFSPortmapListen, "nfs-portmap-listen", c.NFSPortmapListen, "portmapper address (TCP and UDP; ESXi asks port 111) telling NFS clients the port of nfs_listen; empty serves none")
 	fs.StringVar(&c.NFSAddress, "nfs-address", c.NFSAddress, "this hub's address as the ESXi hosts reach the NFS listener")
@@ -334,6 +340,9 @@ func (c *Config) Validate() error {
 	}
 	if c.UploadMinKiBPerSecond < 1 {
 		return &FieldError{"upload_min_kib_per_second", "must be at least 1"}
+	}
+	if c.ChunkUploadMemoryMiB < 8 || c.ChunkUploadMemoryMiB > 1<<20 {
+		return &FieldError{"chunk_upload_memory_mib", "must be from 8 (two 4 MiB chunks) to 1048576"}
 	}
 	if c.GCGrace < 0 {
 		return &FieldError{"gc_grace", "must not be negative"}

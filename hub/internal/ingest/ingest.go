@@ -39,6 +39,9 @@ var (
 	ErrTooLarge = errors.New("chunk upload too large")
 	// ErrBusy: the agent already has MaxUploadsPerAgent chunk uploads in flight; it may retry.
 	ErrBusy = errors.New("too many chunk uploads in flight for this agent")
+	// ErrNoUploadMemory: the uploads of all agents together held the hub's upload memory for
+	// as long as an upload may wait for it; the agent may retry.
+	ErrNoUploadMemory = errors.New("the hub's memory for chunk uploads is in use")
 	// ErrBadBody: the chunk could not be read from the request; it wraps the reader's error
 	// (for example the server's body deadline).
 	ErrBadBody = errors.New("could not read the chunk")
@@ -47,6 +50,34 @@ var (
 // keptUploadBuffers is how many upload buffers the hub keeps for reuse: those of two agents
 // uploading at full width.
 const keptUploadBuffers = 2 * MaxUploadsPerAgent
+
+// DefaultUploadMemory is the memory the bodies of chunk uploads in flight may hold, those of
+// every agent together: one agent at full width (MaxUploadsPerAgent blobs of 4 MiB) and a quarter
+// more, so that the hub's memory stays bounded however many agents upload at once. An upload
+// reserves the buffer its session's largest blob needs before it reads a byte, and waits while
+// the others hold the rest.
+const DefaultUploadMemory = 160 << 20
+
+// DefaultUploadMemoryWait bounds how long an upload waits for memory before ErrNoUploadMemory.
+// Its body's read deadline is held meanwhile: the hub, not the agent, is slow. The agent gives
+// up on a call after two minutes.
+const DefaultUploadMemoryWait = 30 * time.Second
+
+// Options tune the intake; zero values select the defaults.
+type Options struct {
+	// UploadMemory bounds the bytes the chunk uploads of all agents hold at once
+	// (DefaultUploadMemory). An upload larger than it runs alone.
+	UploadMemory int64
+	// UploadMemoryWait is how long an upload waits for UploadMemory (DefaultUploadMemoryWait).
+	UploadMemoryWait time.Duration
+}
+
+// DeadlineHolder is a request body whose read deadline can be held while its upload waits for
+// memory: HoldDeadline lifts it, and the function it returns sets it again as if the wait had
+// not happened.
+type DeadlineHolder interface {
+	HoldDeadline() (resume func())
+}
 
 // MaxDiskBytes bounds the capacity of a disk accepted in a session (64 TiB, the vSphere limit).
 const MaxDiskBytes = 64 << 40
@@ -108,6 +139,10 @@ type Service struct {
 	knownSets knownCache // per session: the chunks its agent may reference without upload
 
 	indexMem *semaphore.Weighted // index-sized work in progress, by its estimated memory (indexWork)
+
+	uploadMem     *semaphore.Weighted // bytes of upload buffers in use, all agents together
+	uploadMemSize int64
+	uploadWait    time.Duration
 }
 
 // Index-sized work — reading a parent index, building a known set, walking a session's slots,
@@ -133,7 +168,13 @@ func (s *Service) indexWork(ctx context.Context, slots int64) (release func(), e
 
 // New returns the intake service over the repositories of repos; its metrics are registered on
 // reg (nil: not registered).
-func New[R Repository](cat ingestCatalog, repos Opener[R], log *slog.Logger, reg prometheus.Registerer) *Service {
+func New[R Repository](cat ingestCatalog, repos Opener[R], log *slog.Logger, reg prometheus.Registerer, opts Options) *Service {
+	if opts.UploadMemory <= 0 {
+		opts.UploadMemory = DefaultUploadMemory
+	}
+	if opts.UploadMemoryWait <= 0 {
+		opts.UploadMemoryWait = DefaultUploadMemoryWait
+	}
 	open := func(ctx context.Context, id string) (Repository, error) {
 		r, err := repos.Open(ctx, id)
 		if err != nil {
@@ -142,7 +183,8 @@ func New[R Repository](cat ingestCatalog, repos Opener[R], log *slog.Logger, reg
 		return r, nil
 	}
 	return &Service{cat: cat, open: open, log: log, metrics: newMetrics(reg), now: time.Now, inFlight: map[string]int{},
-		bufs: buffers.New(keptUploadBuffers, 0), indexMem: semaphore.NewWeighted(indexMemory)}
+		bufs: buffers.New(keptUploadBuffers, 0), indexMem: semaphore.NewWeighted(indexMemory),
+		uploadMem: semaphore.NewWeighted(opts.UploadMemory), uploadMemSize: opts.UploadMemory, uploadWait: opts.UploadMemoryWait}
 }
 
 // OpenSession opens (or reopens, for a resuming agent) the upload session of one disk of a job.
@@ -312,6 +354,11 @@ func (s *Service) PutChunk(ctx context.Context, agentID, sessionID, digest strin
 		return api.ChunkStored{}, fmt.Errorf("%w (%d)", ErrBusy, MaxUploadsPerAgent)
 	}
 	defer s.release(agentID)
+	end, err := s.reserveUpload(ctx, body, limit+1)
+	if err != nil {
+		return api.ChunkStored{}, err
+	}
+	defer end()
 	b := s.bufs.Get(int(limit) + 1)
 	defer s.bufs.Put(b)
 	n, err := io.ReadFull(body, b)
@@ -378,6 +425,34 @@ func (s *Service) acquire(agentID string) bool {
 	s.inFlight[agentID]++
 	s.metrics.uploadsInFlight.Inc()
 	return true
+}
+
+// reserveUpload waits until n bytes of upload memory are free (all of it for a larger n),
+// holding the body's read deadline meanwhile, for at most the upload wait; it returns the
+// function that frees them.
+func (s *Service) reserveUpload(ctx context.Context, body io.Reader, n int64) (end func(), err error) {
+	n = min(n, s.uploadMemSize)
+	if !s.uploadMem.TryAcquire(n) {
+		s.metrics.uploadMemoryWaits.Inc()
+		if h, ok := body.(DeadlineHolder); ok {
+			defer h.HoldDeadline()()
+		}
+		wctx, cancel := context.WithTimeout(ctx, s.uploadWait)
+		err := s.uploadMem.Acquire(wctx, n)
+		cancel()
+		switch {
+		case ctx.Err() != nil:
+			return nil, ctx.Err()
+		case err != nil:
+			s.metrics.uploadsRefusedMemory.Inc()
+			return nil, fmt.Errorf("%w (%d MiB, waited %s)", ErrNoUploadMemory, s.uploadMemSize>>20, s.uploadWait)
+		}
+	}
+	s.metrics.uploadMemory.Add(float64(n))
+	return func() {
+		s.metrics.uploadMemory.Sub(float64(n))
+		s.uploadMem.Release(n)
+	}, nil
 }
 
 func (s *Service) release(agentID string) {
