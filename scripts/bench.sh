@@ -277,6 +277,41 @@ if [ "${TRANSPORTS:-1}" = 1 ]; then
   done
 fi
 
+# Eight disks streaming at once, the memory bounds' test: eight VMs of 512 MiB of random data on a
+# second lab, backed up at once by a second agent running eight jobs (max_parallel_jobs: 8) into a
+# fresh repository. The hub's peak RSS is reset first (the figure above is of the steps before).
+# EIGHT=0 skips this step.
+if [ "${EIGHT:-1}" = 1 ]; then
+  echo "== eight disks at once" >&2
+  "$BIN/sendense-lab" serve --dir "$W/lab8" --vms 8 --disk-size 512MiB --fill random 2>"$W/lab8.log" &
+  pids+=($!)
+  for _ in $(seq 1 1200); do [ -f "$W/lab8/lab.json" ] && break; sleep 0.1; done
+  "$BIN/sendense-agent" enroll --token "$(hub token create --public-url "$HUB")" --state-dir "$W/agent8" >/dev/null
+  "$BIN/sendense-lab" agent-config --dir "$W/lab8" --state-dir "$W/agent8" --transport file >"$W/agent8.yaml"
+  echo "max_parallel_jobs: 8" >>"$W/agent8.yaml"
+  "$BIN/sendense-agent" run --config "$W/agent8.yaml" --metrics-listen 127.0.0.1:0 --log-format json 2>"$W/agent8.log" &
+  AGENT8_PID=$!
+  pids+=($AGENT8_PID)
+  wait_for "$W/agent8.log" '"msg":"inventory pushed"'
+  hub repo create eight --path "$W/eight" >/dev/null 2>&1
+  sync
+  echo 5 >"/proc/$HUB_PID/clear_refs"
+  t=$(now)
+  eight_ids=()
+  for i in 1 2 3 4 5 6 7 8; do
+    eight_ids+=("$(curl -sf --cacert "$W/hub/pki/ca.crt" -H "Authorization: Bearer $TOKEN" \
+      -d '{"vm":"bench-000'"$i"'","type":"full","repository":"eight"}' "$HUB/api/v1/backups" | json_field id)")
+  done
+  for id in "${eight_ids[@]}"; do
+    hub backup wait "$id" >/dev/null 2>&1 || { echo "backup $id of the eight disks failed" >&2; exit 1; }
+  done
+  s_eight=$(secs "$t" "$(now)")
+  hub_rss8=$(awk '/VmHWM/ {print int($2/1024)}' "/proc/$HUB_PID/status")
+  agent_rss8=$(awk '/VmHWM/ {print int($2/1024)}' "/proc/$AGENT8_PID/status")
+  echo "sendense eight disks at once: ${s_eight}s, hub ${hub_rss8} MiB, agent ${agent_rss8} MiB" >&2
+  rm -rf "$W/eight"
+fi
+
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f×", a / b }'; }
 # speed: how Sendense's time $2 compares with a peer's $1, as "N× faster" or "N× slower".
 speed() { awk -v a="$1" -v b="$2" 'BEGIN { if (a >= b) printf "%.1f× faster", a / b; else printf "%.1f× slower", b / a }'; }
@@ -310,6 +345,8 @@ printf '| restore from the S3 repository | %ss, %s MB/s (%s the local restore'"'
   "$(ratio "$s_s3_rest" "${s_rest[warm]}")" "$(speed "${r_rest[warm]}" "$s_s3_rest")" "$(speed "${k_rest[warm]}" "$s_s3_rest")"
 printf '| repository size | %s MiB | %s MiB (after the full: %s MiB) | %s MiB | | |\n' $((repo_size >> 20)) $((r_size >> 20)) $((r_size_full >> 20)) $((k_size >> 20))
 printf '| peak RSS | hub %s MiB, agent %s MiB | | | | |\n' "$hub_rss" "$agent_rss"
+[ -z "${s_eight:-}" ] || printf '| eight disks at once (8 VMs x 512 MiB random, max_parallel_jobs: 8) | %ss, %s MB/s; peak RSS hub %s MiB, agent %s MiB | | | | |\n' \
+  "$s_eight" "$(mbps $((8 << 29)) "$s_eight")" "$hub_rss8" "$agent_rss8"
 [ "$RTT" = 0 ] || printf '| full backup with %s round trip (loopback proxy) | %ss, %s MB/s: %s of the %s MB/s through the proxy without delay (%ss), %s of the %s MB/s direct (%ss); fresh repositories | | | | |\n' \
   "$RTT" "$s_far" "$(mbps $SIZE "$s_far")" "$(pct "$s_near" "$s_far")" "$(mbps $SIZE "$s_near")" "$s_near" "$(pct "$s_direct" "$s_far")" "$(mbps $SIZE "$s_direct")" "$s_direct"
 printf '| full backup against the machine limit | %s of %s MB/s | | | | |\n' "$(pct "$(mbps $SIZE "$s_full")" "$limit_mbps")" "$limit_mbps"
