@@ -66,6 +66,9 @@ type Source struct {
 	Transport string `yaml:"transport"`
 	// DatastorePaths maps datastore names to local directories for the file transport.
 	DatastorePaths map[string]string `yaml:"datastore_paths"`
+	// ReadHoles makes the file transport read the holes of sparse disk files too, for a file
+	// system whose SEEK_DATA/SEEK_HOLE answers cannot be trusted; by default they are skipped.
+	ReadHoles bool `yaml:"read_holes"`
 	// NBD configures the nbd transport.
 	NBD NBDConfig `yaml:"nbd"`
 }
@@ -247,6 +250,9 @@ func (c *Config) Validate() error {
 			}
 		default:
 			return &FieldError{f("transport"), fmt.Sprintf("%q is not https, nbd or file", s.Transport)}
+		}
+		if s.ReadHoles && s.Transport != "file" {
+			return &FieldError{f("read_holes"), "applies to the file transport only"}
 		}
 		if s.CAFile != "" {
 			if _, err := os.Stat(s.CAFile); err != nil {

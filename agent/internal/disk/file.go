@@ -42,7 +42,12 @@ var _ Reader = (*fileReader)(nil)
 
 // OpenFile opens a local image file or block device (a hot-added disk) read-only. The size
 // comes from seeking to the end, which works for block devices where Stat reports 0.
-func OpenFile(path string) (Reader, error) {
+func OpenFile(path string) (Reader, error) { return openFile(path, false) }
+
+// openFile is OpenFile; with readHoles every byte is read, holes too, for a file system whose
+// SEEK_DATA answers cannot be trusted (one that has called dirty data a hole loses that data
+// from a backup that skips it).
+func openFile(path string, readHoles bool) (Reader, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("open disk %s: %w", path, err)
@@ -54,7 +59,7 @@ func OpenFile(path string) (Reader, error) {
 	}
 	r := &fileReader{f: f, path: path, size: size}
 	// A block device (a hot-added disk) has no holes to find: lseek would call it all data.
-	if fi, err := f.Stat(); err != nil || fi.Mode()&os.ModeDevice != 0 {
+	if fi, err := f.Stat(); readHoles || err != nil || fi.Mode()&os.ModeDevice != 0 {
 		r.dense.Store(true)
 	}
 	return r, nil

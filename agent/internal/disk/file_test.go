@@ -166,3 +166,28 @@ func reportsHoles(t *testing.T, path string) bool {
 	}
 	return true
 }
+
+// The file transport's read_holes reads every byte of a sparse file, holes too, where by default
+// the holes SEEK_DATA finds are left unread; both return the file's bytes.
+func TestFileTransportReadHoles(t *testing.T) {
+	path, content := makeImage(t, 48<<20+3333)
+	holes := reportsHoles(t, path)
+	for _, readHoles := range []bool{false, true} {
+		tr := Transport{Name: "file", DatastorePaths: map[string]string{"ds1": filepath.Dir(path)}, ReadHoles: readHoles}
+		r, err := Open(t.Context(), tr, Disk{ID: "disk-2000", Size: int64(len(content)), Datastore: "ds1", DataFile: filepath.Base(path)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkReader(t, r, content)
+		skipped := r.(*fileReader).holeBytes.Load()
+		if readHoles && skipped != 0 {
+			t.Errorf("read_holes: %d bytes of holes were left unread, want every byte read", skipped)
+		}
+		if !readHoles && holes && skipped == 0 {
+			t.Error("no hole of the sparse image was skipped by default")
+		}
+		if err := r.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}

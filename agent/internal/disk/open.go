@@ -23,6 +23,9 @@ type Transport struct {
 	DatastoreHTTP func(ctx context.Context, dcPath, datastore, path string) (string, *http.Client, error)
 	// DatastorePaths maps datastore names to local directories (file transport).
 	DatastorePaths map[string]string
+	// ReadHoles makes the file transport read the holes of sparse disk files instead of
+	// skipping what SEEK_DATA calls a hole.
+	ReadHoles bool
 	// NBD configures the nbd transport.
 	NBD NBDTransport
 }
@@ -94,7 +97,7 @@ func Open(ctx context.Context, t Transport, d Disk) (Reader, error) {
 		if d.DataFile == "" {
 			return nil, notPlainFile(d)
 		}
-		return OpenFile(filepath.Join(dir, filepath.FromSlash(d.DataFile)))
+		return openFile(filepath.Join(dir, filepath.FromSlash(d.DataFile)), t.ReadHoles)
 	case "nbd":
 		opts, err := t.nbdkitOptions(ctx, d)
 		if err != nil {

@@ -171,6 +171,7 @@ func (c *Conn) OpenDisk(ctx context.Context, d vsphere.SnapshotDisk) (disk.Reade
 		Name:           c.cfg.Transport,
 		DatastoreHTTP:  c.datastoreHTTP,
 		DatastorePaths: c.cfg.DatastorePaths,
+		ReadHoles:      c.cfg.ReadHoles,
 		NBD: disk.NBDTransport{
 			Plugin: c.cfg.NBD.Plugin, Dir: c.workDir, Log: c.log,
 			Insecure: c.cfg.Insecure, CAFile: c.cfg.CAFile,
