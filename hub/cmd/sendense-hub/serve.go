@@ -80,13 +80,17 @@ func openCatalog(ctx context.Context, cfg *config.Config, log *slog.Logger, reg 
 
 func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	started := time.Now()
+	intake := ingest.Options{UploadMemory: cfg.ChunkUploadMemoryMiB << 20}
 	if os.Getenv("GOMEMLIMIT") == "" {
 		// The chunk uploads' buffers, one budget for all agents, are the hub's working set while
 		// backups stream; a soft limit above them makes the garbage collector run before the
-		// heap doubles (the default GOGC behaviour). 64 MiB covers the rest: the catalog,
-		// connections, restores and index work of ordinary disks. Work that needs more (the
-		// index of a disk of many TiB) makes the collector run more often, not fail.
-		debug.SetMemoryLimit((cfg.ChunkUploadMemoryMiB + 64) << 20)
+		// heap doubles (the default GOGC behaviour). 64 MiB covers the rest of an ordinary
+		// day: the catalog, connections, restores. Index-sized work (parent indexes, known
+		// sets, commits: up to 1 GiB for disks of many TiB) raises the limit by its estimate
+		// while it runs. Work beyond all that makes the collector run more often, not fail.
+		base := (cfg.ChunkUploadMemoryMiB + 64) << 20
+		debug.SetMemoryLimit(base)
+		intake.OnIndexMemory = func(inUse int64) { debug.SetMemoryLimit(base + inUse) }
 	}
 	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
 		return fmt.Errorf("create data dir: %w", err)
@@ -161,7 +165,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	deps := api.Deps{Log: log, Registry: reg, Catalog: cat, Repository: defRepo, Identity: ids, Inventory: inv, Backup: backups, Restores: backups, Ingest: ingest.New(cat, repos, log, reg, ingest.Options{UploadMemory: cfg.ChunkUploadMemoryMiB << 20}), Restore: restores, Files: fileSvc, Repositories: repos, Verify: verifier, Policies: policies, RestoreTests: tests, Events: evs, Started: started,
+	deps := api.Deps{Log: log, Registry: reg, Catalog: cat, Repository: defRepo, Identity: ids, Inventory: inv, Backup: backups, Restores: backups, Ingest: ingest.New(cat, repos, log, reg, intake), Restore: restores, Files: fileSvc, Repositories: repos, Verify: verifier, Policies: policies, RestoreTests: tests, Events: evs, Started: started,
 		Limits:  api.Limits{BodyTimeout: cfg.RequestBodyTimeout, UploadMinRate: cfg.UploadMinKiBPerSecond << 10},
 		Console: cons, ConsolePaths: console.Paths()}
 	var nfsSrv *nfsexport.Server

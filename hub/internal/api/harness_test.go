@@ -123,7 +123,7 @@ func newTestHub(t *testing.T, c *catalog.Catalog, opts ...hubOptions) *testHub {
 			o.s3Lock = x.s3Lock
 		}
 		o.noInstantRecovery = o.noInstantRecovery || x.noInstantRecovery
-		if x.ingest != (ingest.Options{}) {
+		if x.ingest.UploadMemory != 0 || x.ingest.UploadMemoryWait != 0 {
 			o.ingest = x.ingest
 		}
 	}

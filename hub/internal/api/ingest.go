@@ -85,8 +85,8 @@ func (s *Server) receiveChunk(c *gin.Context, digest string) (api.ChunkStored, b
 	case errors.Is(err, ingest.ErrBusy):
 		c.Header("Retry-After", "1") // the agent's client backs off and retries
 	case errors.Is(err, ingest.ErrNoUploadMemory):
-		// The body was not read: the connection closes after the answer rather than have
-		// net/http drain up to 4 MiB of it, and the agent retries on a new one.
+		// The body was not read: the connection closes after the answer (net/http would
+		// drain at most 256 KiB of it), and the agent retries on a new one.
 		c.Header("Retry-After", "2")
 		c.Header("Connection", "close")
 	}

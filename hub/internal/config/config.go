@@ -341,8 +341,8 @@ func (c *Config) Validate() error {
 	if c.UploadMinKiBPerSecond < 1 {
 		return &FieldError{"upload_min_kib_per_second", "must be at least 1"}
 	}
-	if c.ChunkUploadMemoryMiB < 8 || c.ChunkUploadMemoryMiB > 1<<20 {
-		return &FieldError{"chunk_upload_memory_mib", "must be from 8 (two 4 MiB chunks) to 1048576"}
+	if c.ChunkUploadMemoryMiB < 16 || c.ChunkUploadMemoryMiB > 1<<20 {
+		return &FieldError{"chunk_upload_memory_mib", "must be from 16 (three uploads of 4 MiB chunks) to 1048576"}
 	}
 	if c.GCGrace < 0 {
 		return &FieldError{"gc_grace", "must not be negative"}

@@ -55,7 +55,7 @@ func TestInvalidConfigNamesTheField(t *testing.T) {
 		{"per-address cap over the total", "max_connections: 100\nmax_connections_per_address: 200\n", "max_connections_per_address", nil},
 		{"body timeout too short", "request_body_timeout: 100ms\n", "request_body_timeout", nil},
 		{"no upload rate", "upload_min_kib_per_second: 0\n", "upload_min_kib_per_second", nil},
-		{"upload memory under two chunks", "chunk_upload_memory_mib: 4\n", "chunk_upload_memory_mib", nil},
+		{"upload memory under three chunks", "chunk_upload_memory_mib: 12\n", "chunk_upload_memory_mib", nil},
 		{"upload memory past any machine", "chunk_upload_memory_mib: 9007199254740992\n", "chunk_upload_memory_mib", nil},
 		{"bad env duration", "", "SENDENSE_HUB_SHUTDOWN_TIMEOUT", map[string]string{"SENDENSE_HUB_SHUTDOWN_TIMEOUT": "soon"}},
 	}

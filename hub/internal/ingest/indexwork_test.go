@@ -3,6 +3,7 @@ package ingest
 import (
 	"context"
 	"errors"
+	"slices"
 	"testing"
 	"time"
 
@@ -47,5 +48,25 @@ func TestIndexWorkIsBounded(t *testing.T) {
 	huge()
 	if err := <-got; err != nil {
 		t.Fatalf("work once the large one ended: %v", err)
+	}
+}
+
+// OnIndexMemory hears the index-sized work in progress as it starts and ends, in order.
+func TestIndexWorkReportsItsMemory(t *testing.T) {
+	var heard []int64
+	s := &Service{indexMem: semaphore.NewWeighted(indexMemory), onIndexMemory: func(n int64) { heard = append(heard, n) }}
+	r1, err := s.indexWork(t.Context(), 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r2, err := s.indexWork(t.Context(), 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r1()
+	r2()
+	want := []int64{1000 * indexBytesPerSlot, 1010 * indexBytesPerSlot, 10 * indexBytesPerSlot, 0}
+	if !slices.Equal(heard, want) {
+		t.Fatalf("heard %v, want %v", heard, want)
 	}
 }

@@ -55,7 +55,8 @@ const keptUploadBuffers = 2 * MaxUploadsPerAgent
 // every agent together: one agent at full width (MaxUploadsPerAgent blobs of 4 MiB) and a quarter
 // more, so that the hub's memory stays bounded however many agents upload at once. An upload
 // reserves the buffer its session's largest blob needs before it reads a byte, and waits while
-// the others hold the rest.
+// the others hold the rest. One agent holds at most half of it (its share): however slowly its
+// uploads arrive, the other agents keep the other half.
 const DefaultUploadMemory = 160 << 20
 
 // DefaultUploadMemoryWait bounds how long an upload waits for memory before ErrNoUploadMemory.
@@ -70,6 +71,9 @@ type Options struct {
 	UploadMemory int64
 	// UploadMemoryWait is how long an upload waits for UploadMemory (DefaultUploadMemoryWait).
 	UploadMemoryWait time.Duration
+	// OnIndexMemory, when set, hears the estimated memory of the index-sized work in progress
+	// (see indexWork) each time it changes, e.g. to raise a soft memory limit by it.
+	OnIndexMemory func(inUse int64)
 }
 
 // DeadlineHolder is a request body whose read deadline can be held while its upload waits for
@@ -134,7 +138,7 @@ type Service struct {
 	bufs *buffers.List // upload buffers, kept for reuse: chunks are megabytes
 
 	mu       sync.Mutex
-	inFlight map[string]int // agent id → chunk uploads in progress
+	inFlight map[string]*agentUploads // agent id → its chunk uploads in progress
 
 	knownSets knownCache // per session: the chunks its agent may reference without upload
 
@@ -143,6 +147,17 @@ type Service struct {
 	uploadMem     *semaphore.Weighted // bytes of upload buffers in use, all agents together
 	uploadMemSize int64
 	uploadWait    time.Duration
+
+	indexMu       sync.Mutex
+	indexInUse    int64 // bytes of indexMem held
+	onIndexMemory func(int64)
+}
+
+// agentUploads are one agent's chunk uploads in progress and the share of the upload memory
+// they hold.
+type agentUploads struct {
+	n     int
+	share *semaphore.Weighted
 }
 
 // Index-sized work — reading a parent index, building a known set, walking a session's slots,
@@ -163,7 +178,18 @@ func (s *Service) indexWork(ctx context.Context, slots int64) (release func(), e
 	if err := s.indexMem.Acquire(ctx, w); err != nil {
 		return nil, err
 	}
-	return func() { s.indexMem.Release(w) }, nil
+	s.indexInUseAdd(w)
+	return func() { s.indexInUseAdd(-w); s.indexMem.Release(w) }, nil
+}
+
+// indexInUseAdd counts d more bytes of index-sized work and tells onIndexMemory, in order.
+func (s *Service) indexInUseAdd(d int64) {
+	s.indexMu.Lock()
+	defer s.indexMu.Unlock()
+	s.indexInUse += d
+	if s.onIndexMemory != nil {
+		s.onIndexMemory(s.indexInUse)
+	}
 }
 
 // New returns the intake service over the repositories of repos; its metrics are registered on
@@ -182,9 +208,10 @@ func New[R Repository](cat ingestCatalog, repos Opener[R], log *slog.Logger, reg
 		}
 		return r, nil
 	}
-	return &Service{cat: cat, open: open, log: log, metrics: newMetrics(reg), now: time.Now, inFlight: map[string]int{},
+	return &Service{cat: cat, open: open, log: log, metrics: newMetrics(reg), now: time.Now, inFlight: map[string]*agentUploads{},
 		bufs: buffers.New(keptUploadBuffers, 0), indexMem: semaphore.NewWeighted(indexMemory),
-		uploadMem: semaphore.NewWeighted(opts.UploadMemory), uploadMemSize: opts.UploadMemory, uploadWait: opts.UploadMemoryWait}
+		uploadMem: semaphore.NewWeighted(opts.UploadMemory), uploadMemSize: opts.UploadMemory, uploadWait: opts.UploadMemoryWait,
+		onIndexMemory: opts.OnIndexMemory}
 }
 
 // OpenSession opens (or reopens, for a resuming agent) the upload session of one disk of a job.
@@ -349,12 +376,13 @@ func (s *Service) PutChunk(ctx context.Context, agentID, sessionID, digest strin
 	if size > limit {
 		return api.ChunkStored{}, fmt.Errorf("%w: %d bytes, a chunk of this session takes at most %d", ErrTooLarge, size, limit)
 	}
-	if !s.acquire(agentID) {
+	au, ok := s.acquire(agentID)
+	if !ok {
 		s.metrics.uploadsRefused.Inc()
 		return api.ChunkStored{}, fmt.Errorf("%w (%d)", ErrBusy, MaxUploadsPerAgent)
 	}
 	defer s.release(agentID)
-	end, err := s.reserveUpload(ctx, body, limit+1)
+	end, err := s.reserveUpload(ctx, au, body, limit+1)
 	if err != nil {
 		return api.ChunkStored{}, err
 	}
@@ -416,52 +444,79 @@ func (s *Service) PutChunk(ctx context.Context, agentID, sessionID, digest strin
 }
 
 // acquire counts one more upload in flight for the agent unless it has MaxUploadsPerAgent.
-func (s *Service) acquire(agentID string) bool {
+func (s *Service) acquire(agentID string) (*agentUploads, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.inFlight[agentID] >= MaxUploadsPerAgent {
-		return false
+	au := s.inFlight[agentID]
+	if au == nil {
+		au = &agentUploads{share: semaphore.NewWeighted(s.agentShare())}
+		s.inFlight[agentID] = au
 	}
-	s.inFlight[agentID]++
+	if au.n >= MaxUploadsPerAgent {
+		return nil, false
+	}
+	au.n++
 	s.metrics.uploadsInFlight.Inc()
-	return true
-}
-
-// reserveUpload waits until n bytes of upload memory are free (all of it for a larger n),
-// holding the body's read deadline meanwhile, for at most the upload wait; it returns the
-// function that frees them.
-func (s *Service) reserveUpload(ctx context.Context, body io.Reader, n int64) (end func(), err error) {
-	n = min(n, s.uploadMemSize)
-	if !s.uploadMem.TryAcquire(n) {
-		s.metrics.uploadMemoryWaits.Inc()
-		if h, ok := body.(DeadlineHolder); ok {
-			defer h.HoldDeadline()()
-		}
-		wctx, cancel := context.WithTimeout(ctx, s.uploadWait)
-		err := s.uploadMem.Acquire(wctx, n)
-		cancel()
-		switch {
-		case ctx.Err() != nil:
-			return nil, ctx.Err()
-		case err != nil:
-			s.metrics.uploadsRefusedMemory.Inc()
-			return nil, fmt.Errorf("%w (%d MiB, waited %s)", ErrNoUploadMemory, s.uploadMemSize>>20, s.uploadWait)
-		}
-	}
-	s.metrics.uploadMemory.Add(float64(n))
-	return func() {
-		s.metrics.uploadMemory.Sub(float64(n))
-		s.uploadMem.Release(n)
-	}, nil
+	return au, true
 }
 
 func (s *Service) release(agentID string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.metrics.uploadsInFlight.Dec()
-	if s.inFlight[agentID]--; s.inFlight[agentID] <= 0 {
-		delete(s.inFlight, agentID)
+	if au := s.inFlight[agentID]; au != nil {
+		if au.n--; au.n <= 0 {
+			delete(s.inFlight, agentID)
+		}
 	}
+}
+
+// agentShare is the upload memory one agent may hold: half of it.
+func (s *Service) agentShare() int64 { return max(s.uploadMemSize/2, 1) }
+
+// reserveUpload waits until n bytes of upload memory are free, within the agent's share (all of
+// either for a larger n), holding the body's read deadline meanwhile, for at most the upload
+// wait; it returns the function that frees them.
+func (s *Service) reserveUpload(ctx context.Context, au *agentUploads, body io.Reader, n int64) (end func(), err error) {
+	n = min(n, s.uploadMemSize)
+	own := min(n, s.agentShare())
+	gotOwn := au.share.TryAcquire(own)
+	if !gotOwn || !s.uploadMem.TryAcquire(n) {
+		s.metrics.uploadMemoryWaits.Inc()
+		if h, ok := body.(DeadlineHolder); ok {
+			defer h.HoldDeadline()()
+		}
+		wctx, cancel := context.WithTimeout(ctx, s.uploadWait)
+		defer cancel()
+		var err error
+		whose := fmt.Sprintf("this agent's share, %d MiB", s.agentShare()>>20)
+		if !gotOwn {
+			if err = au.share.Acquire(wctx, own); err == nil {
+				gotOwn = true
+			}
+		}
+		if err == nil {
+			whose = fmt.Sprintf("%d MiB", s.uploadMemSize>>20)
+			err = s.uploadMem.Acquire(wctx, n)
+		}
+		// An Acquire that succeeded holds its weight even if ctx ended meanwhile: err decides.
+		if err != nil {
+			if gotOwn {
+				au.share.Release(own)
+			}
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			s.metrics.uploadsRefusedMemory.Inc()
+			return nil, fmt.Errorf("%w (%s, waited %s)", ErrNoUploadMemory, whose, s.uploadWait)
+		}
+	}
+	s.metrics.uploadMemory.Add(float64(n))
+	return func() {
+		s.metrics.uploadMemory.Sub(float64(n))
+		s.uploadMem.Release(n)
+		au.share.Release(own)
+	}, nil
 }
 
 // RecordSlots records slots whose chunk the repository holds (or that are all zero) and returns
