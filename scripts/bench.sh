@@ -9,7 +9,8 @@
 # repository), of an object store (the full backup again into an S3 repository on a local
 # SeaweedFS, and its restore), of a 100 ms round trip (the full backup through a loopback proxy
 # adding it, `sendense-lab latency-proxy`, against the same proxy without delay and against no
-# proxy, each into a fresh repository) and of the https and nbd transports. Prints one table with ratios against both peers.
+# proxy, each into a fresh repository) and of the https and nbd transports, and eight disks backed
+# up at once (the memory bounds). Prints one table with ratios against both peers.
 #
 # Sendense reads the disk through the lab's vSphere API with CBT and the file transport (as a
 # hot-add appliance would), sends to a hub on loopback over TLS 1.3, and restores to a sparse
@@ -22,7 +23,8 @@
 # Knobs for comparisons (default: the shipped configuration): CHUNK_DURABILITY=chunk|commit for
 # the hub, UPLOAD_MEMORY_MIB for the agent, BIN for another build's binaries, TOOLS for where the
 # peers are built, DISCOVERY=0 to skip the discovery benchmark, RTT=0 to skip the round-trip one
-# (default RTT=100ms), TRANSPORTS=0 to skip the https and nbd transports.
+# (default RTT=100ms), TRANSPORTS=0 to skip the https and nbd transports, EIGHT=0 to skip the
+# eight disks at once.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-bin}
@@ -284,11 +286,14 @@ fi
 if [ "${EIGHT:-1}" = 1 ]; then
   echo "== eight disks at once" >&2
   "$BIN/sendense-lab" serve --dir "$W/lab8" --vms 8 --disk-size 512MiB --fill random 2>"$W/lab8.log" &
-  pids+=($!)
+  LAB8_PID=$!
+  pids+=($LAB8_PID)
   for _ in $(seq 1 1200); do [ -f "$W/lab8/lab.json" ] && break; sleep 0.1; done
+  [ -f "$W/lab8/lab.json" ] || { echo "the lab of eight VMs did not start: $W/lab8.log" >&2; exit 1; }
   "$BIN/sendense-agent" enroll --token "$(hub token create --public-url "$HUB")" --state-dir "$W/agent8" >/dev/null
   "$BIN/sendense-lab" agent-config --dir "$W/lab8" --state-dir "$W/agent8" --transport file >"$W/agent8.yaml"
   echo "max_parallel_jobs: 8" >>"$W/agent8.yaml"
+  [ -z "${UPLOAD_MEMORY_MIB:-}" ] || echo "upload_memory_mib: $UPLOAD_MEMORY_MIB" >>"$W/agent8.yaml"
   "$BIN/sendense-agent" run --config "$W/agent8.yaml" --metrics-listen 127.0.0.1:0 --log-format json 2>"$W/agent8.log" &
   AGENT8_PID=$!
   pids+=($AGENT8_PID)
@@ -309,7 +314,9 @@ if [ "${EIGHT:-1}" = 1 ]; then
   hub_rss8=$(awk '/VmHWM/ {print int($2/1024)}' "/proc/$HUB_PID/status")
   agent_rss8=$(awk '/VmHWM/ {print int($2/1024)}' "/proc/$AGENT8_PID/status")
   echo "sendense eight disks at once: ${s_eight}s, hub ${hub_rss8} MiB, agent ${agent_rss8} MiB" >&2
-  rm -rf "$W/eight"
+  # Their 4 GiB of lab disks and 4 GiB of repository are not needed for the steps after.
+  kill -TERM "$AGENT8_PID" "$LAB8_PID"; wait "$AGENT8_PID" "$LAB8_PID" 2>/dev/null || true
+  rm -rf "$W/eight" "$W/lab8"
 fi
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f×", a / b }'; }
