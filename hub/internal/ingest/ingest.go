@@ -52,11 +52,11 @@ var (
 const keptUploadBuffers = 2 * MaxUploadsPerAgent
 
 // DefaultUploadMemory is the memory the bodies of chunk uploads in flight may hold, those of
-// every agent together: one agent at full width (MaxUploadsPerAgent blobs of 4 MiB) and a quarter
-// more, so that the hub's memory stays bounded however many agents upload at once. An upload
-// reserves the buffer its session's largest blob needs before it reads a byte, and waits while
-// the others hold the rest. One agent holds at most half of it (its share): however slowly its
-// uploads arrive, the other agents keep the other half.
+// every agent together, so that the hub's memory stays bounded however many agents upload at
+// once. An upload reserves the buffer its session's largest blob needs before it reads a byte,
+// and waits while the others hold the rest. One agent holds at most half of it (its share): 80
+// MiB, about the agent's own default budget for data in flight, so one agent at full speed waits
+// rarely, and however slowly its uploads arrive the other agents keep the other half.
 const DefaultUploadMemory = 160 << 20
 
 // DefaultUploadMemoryWait bounds how long an upload waits for memory before ErrNoUploadMemory.
