@@ -42,11 +42,14 @@ func New(keep int, idle time.Duration) *List {
 	return &List{keep: keep, idle: idle}
 }
 
-// Get returns a buffer of length n: the most recently kept one large enough, or a new one.
+// Get returns a buffer of length n: the most recently kept one large enough and at most an
+// eighth larger, or a new one. A much larger buffer is not handed out: what a caller holds stays
+// near what it asked for, so memory counted by request sizes (the hub's upload memory, shared by
+// repositories of different chunk sizes) is the memory held.
 func (l *List) Get(n int) []byte {
 	l.mu.Lock()
 	for i := len(l.free) - 1; i >= 0; i-- {
-		if b := l.free[i].b; cap(b) >= n {
+		if b := l.free[i].b; cap(b) >= n && cap(b)-n <= n/8 {
 			l.free = slices.Delete(l.free, i, i+1)
 			l.mu.Unlock()
 			return b[:n]

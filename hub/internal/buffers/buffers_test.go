@@ -19,8 +19,8 @@ func TestKeepsBuffersAcrossCollections(t *testing.T) {
 	l.Put(b)
 	runtime.GC()
 	runtime.GC()
-	c := l.Get(1 << 20)
-	if !same(b, c) || len(c) != 1<<20 {
+	c := l.Get(4<<20 - 100)
+	if !same(b, c) || len(c) != 4<<20-100 {
 		t.Fatalf("after two collections Get returned a new buffer (len %d), not the kept one", len(c))
 	}
 	// A kept buffer too small for the request stays kept; the request gets a new one.
@@ -28,6 +28,26 @@ func TestKeepsBuffersAcrossCollections(t *testing.T) {
 	d := l.Get(5 << 20)
 	if same(c, d) || len(d) != 5<<20 || l.Len() != 1 {
 		t.Fatalf("Get(5 MiB) with one 4 MiB buffer kept: len %d, same %v, %d kept", len(d), same(c, d), l.Len())
+	}
+}
+
+// A kept buffer much larger than the request stays kept: a caller holds about what it asked
+// for, never a 64 MiB buffer for a 4 MiB request.
+func TestLargerBuffersAreNotHandedOut(t *testing.T) {
+	l := New(4, time.Hour)
+	big := l.Get(64 << 20)
+	l.Put(big)
+	small := l.Get(4 << 20)
+	if same(big, small) || cap(small) != 4<<20 || l.Len() != 1 {
+		t.Fatalf("Get(4 MiB) with a 64 MiB buffer kept: cap %d, same %v, %d kept", cap(small), same(big, small), l.Len())
+	}
+	// Up to an eighth larger is close enough.
+	l.Put(small)
+	if c := l.Get(4<<20 - 4<<20/9); !same(small, c) {
+		t.Fatalf("Get of a ninth less than a kept 4 MiB buffer returned a new one")
+	}
+	if c := l.Get(64<<20 - 1); !same(big, c) {
+		t.Fatalf("Get(64 MiB - 1) did not return the kept 64 MiB buffer")
 	}
 }
 
