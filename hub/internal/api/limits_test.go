@@ -268,7 +268,7 @@ func TestChunkUploadsShareTheUploadMemory(t *testing.T) {
 	// A budget below one blob: one upload at a time.
 	h := sqliteHubWith(t, hubOptions{
 		limits: hubapi.Limits{BodyTimeout: time.Second, UploadMinRate: 1},
-		ingest: ingest.Options{UploadMemory: 1, UploadMemoryWait: 3 * time.Second},
+		ingest: ingest.Options{UploadMemory: 1, UploadMemoryWait: 6 * time.Second},
 	})
 	img := randomImage(t, 5*testChunk) // slot 1 is zero
 	a, _, s := h.fullSession(img)
@@ -332,7 +332,7 @@ func TestChunkUploadsShareTheUploadMemory(t *testing.T) {
 	testenv.WaitFor(t, 20*time.Second, "the second upload to wait for memory", func() bool {
 		return metricValue(t, h.Reg, "sendense_hub_chunk_upload_memory_waits_total", "", "") == 1
 	})
-	time.Sleep(2 * time.Second) // past the 1s body deadline, within the 3s wait
+	time.Sleep(2 * time.Second) // past the 1s body deadline, well within the 6s wait
 	select {
 	case got := <-waiting:
 		t.Fatalf("the waiting upload ended while the memory was held: %+v", got)
@@ -350,7 +350,7 @@ func TestChunkUploadsShareTheUploadMemory(t *testing.T) {
 	began := time.Now()
 	got := <-upload(url, bytes.NewReader(blob), len(blob))
 	if got.code != http.StatusTooManyRequests || got.retry == "" || !strings.Contains(got.body, "memory for chunk uploads") {
-		t.Fatalf("an upload that found no memory for 3s: %+v after %s, want 429 with Retry-After naming the memory", got, time.Since(began))
+		t.Fatalf("an upload that found no memory for 6s: %+v after %s, want 429 with Retry-After naming the memory", got, time.Since(began))
 	}
 	if n := metricValue(t, h.Reg, "sendense_hub_chunk_uploads_refused_memory_total", "", ""); n != 1 {
 		t.Errorf("uploads refused for memory = %v, want 1", n)
