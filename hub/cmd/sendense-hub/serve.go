@@ -87,7 +87,8 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		// heap doubles (the default GOGC behaviour). 64 MiB covers the rest of an ordinary
 		// day: the catalog, connections, restores. Index-sized work (parent indexes, known
 		// sets, commits: up to 1 GiB for disks of many TiB) raises the limit by its estimate
-		// while it runs. Work beyond all that makes the collector run more often, not fail.
+		// while it runs, and the known sets kept for open sessions while they are kept. Work
+		// beyond all that makes the collector run more often, not fail.
 		base := (cfg.ChunkUploadMemoryMiB + 64) << 20
 		debug.SetMemoryLimit(base)
 		intake.OnIndexMemory = func(inUse int64) { debug.SetMemoryLimit(base + inUse) }

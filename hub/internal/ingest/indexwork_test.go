@@ -3,6 +3,8 @@ package ingest
 import (
 	"context"
 	"errors"
+	"fmt"
+	"maps"
 	"slices"
 	"testing"
 	"time"
@@ -68,5 +70,48 @@ func TestIndexWorkReportsItsMemory(t *testing.T) {
 	want := []int64{1000 * indexBytesPerSlot, 1010 * indexBytesPerSlot, 10 * indexBytesPerSlot, 0}
 	if !slices.Equal(heard, want) {
 		t.Fatalf("heard %v, want %v", heard, want)
+	}
+}
+
+// The known sets cached for sessions count in the reported memory while they are cached: put
+// adds a set's estimate, replacing or evicting a set takes its estimate back, and so does drop.
+func TestCachedKnownSetsCountInTheReportedMemory(t *testing.T) {
+	var c knownCache
+	var total int64
+	cached := func() (sum int64) {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		for _, k := range c.sets {
+			sum += k.est
+		}
+		return sum
+	}
+	for i := range maxKnownSessions + 10 {
+		total += c.put(fmt.Sprintf("us-%d", i), &knownSet{est: int64(i+1) * knownBytesPerSlot})
+		if total != cached() {
+			t.Fatalf("after %d puts the deltas sum to %d, the cached sets hold %d", i+1, total, cached())
+		}
+	}
+	if n := len(c.sets); n != maxKnownSessions {
+		t.Fatalf("%d sets cached, want at most %d", n, maxKnownSessions)
+	}
+	last := fmt.Sprintf("us-%d", maxKnownSessions+9)
+	total += c.put(last, &knownSet{est: 7})
+	if total != cached() {
+		t.Fatalf("after replacing a set the deltas sum to %d, the cached sets hold %d", total, cached())
+	}
+	d := c.drop(last)
+	if d != -7 {
+		t.Fatalf("drop of a cached set of 7 bytes: %d, want -7", d)
+	}
+	total += d
+	if d := c.drop(last); d != 0 {
+		t.Fatalf("drop of a set no longer cached: %d, want 0", d)
+	}
+	for id := range maps.Clone(c.sets) {
+		total += c.drop(id)
+	}
+	if total != 0 {
+		t.Fatalf("with every set dropped the deltas sum to %d, want 0", total)
 	}
 }

@@ -72,7 +72,8 @@ type Options struct {
 	// UploadMemoryWait is how long an upload waits for UploadMemory (DefaultUploadMemoryWait).
 	UploadMemoryWait time.Duration
 	// OnIndexMemory, when set, hears the estimated memory of the index-sized work in progress
-	// (see indexWork) each time it changes, e.g. to raise a soft memory limit by it.
+	// (see indexWork) and of the cached known-chunk sets each time it changes, e.g. to raise a
+	// soft memory limit by it.
 	OnIndexMemory func(inUse int64)
 }
 
@@ -149,7 +150,7 @@ type Service struct {
 	uploadWait    time.Duration
 
 	indexMu       sync.Mutex
-	indexInUse    int64 // bytes of indexMem held
+	indexInUse    int64 // bytes of indexMem held, plus the estimate of the cached known sets
 	onIndexMemory func(int64)
 }
 
@@ -182,7 +183,8 @@ func (s *Service) indexWork(ctx context.Context, slots int64) (release func(), e
 	return func() { s.indexInUseAdd(-w); s.indexMem.Release(w) }, nil
 }
 
-// indexInUseAdd counts d more bytes of index-sized work and tells onIndexMemory, in order.
+// indexInUseAdd counts d more bytes of index-sized work or cached known sets and tells
+// onIndexMemory, in order.
 func (s *Service) indexInUseAdd(d int64) {
 	s.indexMu.Lock()
 	defer s.indexMu.Unlock()
@@ -759,7 +761,7 @@ func (s *Service) Commit(ctx context.Context, agentID, sessionID string, req api
 	if drift {
 		s.driftFound(ctx, ls, req)
 	}
-	s.knownSets.drop(sessionID)
+	s.indexInUseAdd(s.knownSets.drop(sessionID))
 	s.log.InfoContext(ctx, "disk committed", "job_id", sess.JobID, "disk_id", sess.DiskID, "type", sess.Type, "slots_recorded", recorded, "index", ref.String())
 	return got.Wire(), nil
 }

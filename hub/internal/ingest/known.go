@@ -34,7 +34,13 @@ func keyOf(d chunk.Digest) (k knownKey) { copy(k[:], d[:8]); return k }
 type knownSet struct {
 	mu   sync.Mutex
 	keys map[knownKey]struct{}
+	est  int64 // estimated memory while cached: knownBytesPerSlot per slot of the disk
 }
+
+// knownBytesPerSlot estimates a cached known set's memory per slot of its disk: about one key
+// per slot (the parent's chunks, then the session's uploads), each about 10 bytes in a Go map,
+// twice that with the slack of its growth.
+const knownBytesPerSlot = 24
 
 func (k *knownSet) has(d chunk.Digest) bool {
 	k.mu.Lock()
@@ -61,25 +67,39 @@ func (c *knownCache) get(id string) *knownSet {
 	return c.sets[id]
 }
 
-func (c *knownCache) put(id string, k *knownSet) {
+// put caches k as the session's set, evicting others beyond maxKnownSessions, and returns the
+// change in the estimated memory of the cached sets.
+func (c *knownCache) put(id string, k *knownSet) (delta int64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.sets == nil {
 		c.sets = map[string]*knownSet{}
 	}
-	for other := range c.sets {
+	if old := c.sets[id]; old != nil {
+		delta -= old.est
+		delete(c.sets, id)
+	}
+	for other, o := range c.sets {
 		if len(c.sets) < maxKnownSessions {
 			break
 		}
+		delta -= o.est
 		delete(c.sets, other)
 	}
 	c.sets[id] = k
+	return delta + k.est
 }
 
-func (c *knownCache) drop(id string) {
+// drop forgets the session's set and returns the change in the estimated memory of the cached
+// sets.
+func (c *knownCache) drop(id string) (delta int64) {
 	c.mu.Lock()
-	delete(c.sets, id)
-	c.mu.Unlock()
+	defer c.mu.Unlock()
+	if k := c.sets[id]; k != nil {
+		delete(c.sets, id)
+		return -k.est
+	}
+	return 0
 }
 
 // known returns the session's known chunks, building the set on first use: the digests of the
@@ -97,7 +117,7 @@ func (s *Service) known(ctx context.Context, ls *catalog.LiveSession, repo Repos
 	if k := s.knownSets.get(ls.ID); k != nil {
 		return k, nil // built by another request while this one waited
 	}
-	k := &knownSet{keys: map[knownKey]struct{}{}}
+	k := &knownSet{keys: map[knownKey]struct{}{}, est: max(ls.SlotCount, 1) * knownBytesPerSlot}
 	parent := ls.ParentJobID
 	if parent == "" {
 		latest, err := s.cat.LatestBackupDisk(ctx, ls.VMContextID, ls.DiskID, ls.RepositoryID)
@@ -136,6 +156,6 @@ func (s *Service) known(ctx context.Context, ls *catalog.LiveSession, repo Repos
 	if err != nil {
 		return nil, err
 	}
-	s.knownSets.put(ls.ID, k)
+	s.indexInUseAdd(s.knownSets.put(ls.ID, k))
 	return k, nil
 }
