@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -183,6 +184,10 @@ func TestTempDirRemoved(t *testing.T) {
 
 const childEnv = "SENDENSE_LOCAL_STORE_CHILD"
 
+// childHolds keeps the child's store and lock reachable while it waits: unreachable, the
+// collector would close their files and so release the locks the parent must find held.
+var childHolds []any
+
 // TestMain lets the test binary act as a second process: it opens the store, takes the lock,
 // writes a temp file, says "ready" and waits to be killed.
 func TestMain(m *testing.M) {
@@ -191,12 +196,17 @@ func TestMain(m *testing.M) {
 		if err != nil {
 			panic(err)
 		}
-		if _, err := s.Lock(context.Background(), "gc"); err != nil {
+		release, err := s.Lock(context.Background(), "gc")
+		if err != nil {
 			panic(err)
 		}
+		childHolds = append(childHolds, s, release)
 		if err := os.WriteFile(filepath.Join(s.tmp, "put-child"), []byte("partial"), 0o600); err != nil {
 			panic(err)
 		}
+		// Collect first, so that a lock kept only by garbage would show as released.
+		runtime.GC()
+		runtime.GC()
 		os.Stdout.WriteString("ready\n")
 		select {}
 	}
