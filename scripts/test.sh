@@ -4,6 +4,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# stage prints a stage's heading with the time since the start, so a slow run shows where its
+# time went (keep the whole run under 30 minutes on a clean checkout).
+stage() { printf '== [%02d:%02d] %s\n' $((SECONDS / 60)) $((SECONDS % 60)) "$*"; }
+
+stage "dependencies: apt packages, pinned tools, MariaDB"
 scripts/deps.sh
 scripts/tools.sh
 eval "$(scripts/mariadb.sh env)"
@@ -18,29 +23,29 @@ fi
 
 modules=(shared migrations hub agent)
 
-echo "== gofmt"
+stage "gofmt"
 out=$(gofmt -l "${modules[@]}")
 if [ -n "$out" ]; then echo "gofmt needed:"; echo "$out"; exit 1; fi
 
 for m in "${modules[@]}"; do
-  echo "== $m: each module builds alone (GOWORK=off)"
+  stage "$m: each module builds alone (GOWORK=off)"
   (cd "$m" && GOWORK=off go build -o /dev/null ./...)
-  echo "== $m: go vet"
+  stage "$m: go vet"
   (cd "$m" && go vet ./...)
-  echo "== $m: go test"
+  stage "$m: go test"
   (cd "$m" && go test -count=1 -timeout 20m ./...)
 done
-echo "== fuzz: every target for 3s (make fuzz runs them longer)"
+stage "fuzz: every target for 3s (make fuzz runs them longer)"
 scripts/fuzz.sh 3s
-echo "== race detector: backup pipeline, upload sessions, job claiming, restore"
+stage "race detector: backup pipeline, upload sessions, job claiming, restore"
 # One run over both modules (the workspace joins them), so that the agent's and the hub's longest
 # packages run side by side instead of one after the other.
 CGO_ENABLED=1 go test -race -count=1 -timeout 20m ./agent/internal/backup/ ./hub/internal/api/ \
   ./agent/internal/daemon/ ./agent/internal/nbd/ ./hub/internal/jobs/ ./hub/internal/restore/ \
   ./hub/internal/repository/... ./hub/internal/connlimit/
 
-echo "== end to end: the demo (make demo) as a test"
+stage "end to end: the demo (make demo) as a test"
 make build
 scripts/demo.sh
 
-echo "== all tests passed"
+stage "all tests passed"
