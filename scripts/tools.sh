@@ -33,7 +33,6 @@ weed() {
   want=$(sed -n 's|.*github.com/seaweedfs/seaweedfs \(v[^ ]*\).*|\1|p' scripts/weed/go.mod | head -n 1)
   if [ ! -x "$TOOLS/weed" ] || [ "$(cat "$TOOLS/weed.version" 2>/dev/null)" != "$want" ]; then
     echo "tools.sh: building weed (SeaweedFS $want) into $TOOLS (5-6 minutes, about 4 GB of module cache)" >&2
-    mkdir -p "$TOOLS"
     (cd scripts/weed && GOWORK=off CGO_ENABLED=0 go build -trimpath -ldflags '-s -w' -o "$TOOLS/weed.partial" github.com/seaweedfs/seaweedfs/weed)
     mv "$TOOLS/weed.partial" "$TOOLS/weed"
     echo "$want" >"$TOOLS/weed.version"
