@@ -201,7 +201,7 @@ func waitPoll(elapsed time.Duration) time.Duration {
 // waitBackup polls a backup until it ends, with a progress line; a backup that does not succeed
 // is an error.
 func waitBackup(ctx context.Context, e *env, b backupGetter, id string) error {
-	bar := newProgress(e.stderr, "backup "+id, 0)
+	bar := newWatch(e.stderr, "backup "+id)
 	start := time.Now()
 	t := time.NewTimer(waitPoll(0))
 	defer t.Stop()

@@ -146,7 +146,7 @@ func pairs(flag string, vs []string) (map[string]string, error) {
 }
 
 func waitRestore(ctx context.Context, e *env, b restoreOps, id string) error {
-	bar := newProgress(e.stderr, "restore "+id, 0)
+	bar := newWatch(e.stderr, "restore "+id)
 	t := time.NewTicker(200 * time.Millisecond)
 	defer t.Stop()
 	for {
