@@ -188,29 +188,40 @@ func advertise(rec []byte) {
 	binary.BigEndian.PutUint32(r.b[44:], binary.BigEndian.Uint32(r.b[44:])&^3)
 }
 
-// next reads the next record whole: a single fragment of at most maxRecord bytes, its
-// arguments checked (checkCall).
+// next reads the next record whole and hands it on as one last fragment: its fragments
+// joined (clients send a call as one fragment as a rule, but RFC 5531 lets them cut it
+// anywhere), at most maxRecord bytes in all, its arguments checked (checkCall).
 func (g *guardConn) next() error {
 	var mark [4]byte
 	_ = g.Conn.SetReadDeadline(time.Now().Add(idleTimeout))
-	if _, err := io.ReadFull(g.Conn, mark[:]); err != nil {
-		return err
-	}
-	h := binary.BigEndian.Uint32(mark[:])
-	n := int64(h & 0x7fffffff)
-	if h&0x80000000 == 0 || n < 40 || n > maxRecord {
-		return errBadRecord
-	}
-	_ = g.Conn.SetReadDeadline(time.Now().Add(bodyTimeout))
 	g.buf.Reset()
-	g.buf.Write(mark[:])
-	if _, err := io.CopyN(&g.buf, g.Conn, n); err != nil {
-		return err
+	g.buf.Write(mark[:]) // the record's own mark, written once its length is known
+	for first := true; ; first = false {
+		if _, err := io.ReadFull(g.Conn, mark[:]); err != nil {
+			return err
+		}
+		if first {
+			_ = g.Conn.SetReadDeadline(time.Now().Add(bodyTimeout))
+		}
+		h := binary.BigEndian.Uint32(mark[:])
+		n, last := int64(h&0x7fffffff), h&0x80000000 != 0
+		// An empty fragment that is not the last carries nothing: only a client stalling
+		// sends one.
+		if (n == 0 && !last) || int64(g.buf.Len()-4)+n > maxRecord {
+			return errBadRecord
+		}
+		if _, err := io.CopyN(&g.buf, g.Conn, n); err != nil {
+			return err
+		}
+		if last {
+			break
+		}
 	}
 	rec := g.buf.Bytes()
-	if !checkCall(rec[4:]) {
+	if len(rec)-4 < 40 || !checkCall(rec[4:]) {
 		return errBadRecord
 	}
+	binary.BigEndian.PutUint32(rec, 0x80000000|uint32(len(rec)-4))
 	if prog, proc := binary.BigEndian.Uint32(rec[16:]), binary.BigEndian.Uint32(rec[24:]); prog == progNFS && proc == 19 {
 		g.noteFSInfo(binary.BigEndian.Uint32(rec[4:]))
 	}

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -99,7 +100,8 @@ func TestClaimedLengthsAllocateNothing(t *testing.T) {
 		{"LOOKUP name", append(rpcCall(progNFS, 3), words(16, 0, 0, 0, 0, 0x7ffffffc, 0)...)},
 		{"WRITE data", append(rpcCall(progNFS, 7), words(16, 0, 0, 0, 0, 0, 0, 0, 0, 0x7ffffffc, 0)...)},
 		{"fragment over the bound", words(0x80000000|(maxRecord+4), 1, 0, 2)},
-		{"not the last fragment", words(64, 1, 0, 2)},
+		{"fragments over the bound", slices.Concat(words(maxRecord), make([]byte, maxRecord), words(0x80000000|4, 0))},
+		{"empty fragment not the last", words(0, 0x80000000|44)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var before, after runtime.MemStats
@@ -110,7 +112,7 @@ func TestClaimedLengthsAllocateNothing(t *testing.T) {
 			}
 			defer c.Close()
 			msg := tc.body
-			if tc.name != "fragment over the bound" && tc.name != "not the last fragment" {
+			if !strings.HasPrefix(tc.name, "fragment") && !strings.HasPrefix(tc.name, "empty fragment") {
 				msg = record(tc.body)
 			}
 			if _, err := c.Write(msg); err != nil {
@@ -162,6 +164,40 @@ func TestReadCountIsClamped(t *testing.T) {
 	n := binary.BigEndian.Uint32(mark[:]) & 0x7fffffff
 	if n < maxIO || n > maxIO+4096 {
 		t.Fatalf("reply of %d bytes to a READ of 4 GiB, want maxIO (%d) and its headers", n, maxIO)
+	}
+}
+
+// A call cut into fragments (RFC 5531 record marking; a client may cut a record anywhere) is
+// answered as if it came whole.
+func TestFragmentedCallIsAnswered(t *testing.T) {
+	s, addr := hostileServer(t)
+	body := slices.Concat(rpcCall(progNFS, 6), opaque(exportHandle(s, "d", "d-flat.vmdk")), words(0, 0, 4096))
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	cuts := []int{0, 1, 14, 40, len(body)}
+	for i := range len(cuts) - 1 {
+		frag := body[cuts[i]:cuts[i+1]]
+		mark := uint32(len(frag))
+		if i == len(cuts)-2 {
+			mark |= 0x80000000
+		}
+		// Each fragment in a write of its own, so that the guard reads them as they arrive.
+		if _, err := c.Write(append(words(mark), frag...)); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	head := make([]byte, 4+12)
+	if _, err := io.ReadFull(c, head); err != nil {
+		t.Fatalf("no answer to a fragmented READ: %v", err)
+	}
+	n := binary.BigEndian.Uint32(head) & 0x7fffffff
+	if xid, accepted := binary.BigEndian.Uint32(head[4:]), binary.BigEndian.Uint32(head[12:]); xid != 1 || accepted != 0 || n < 4096 {
+		t.Fatalf("reply of %d bytes, xid %d, reply status %d; want the READ's 4096 bytes for xid 1", n, xid, accepted)
 	}
 }
 
