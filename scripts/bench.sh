@@ -9,8 +9,9 @@
 # repository), of an object store (the full backup again into an S3 repository on a local
 # SeaweedFS, and its restore), of a 100 ms round trip (the full backup through a loopback proxy
 # adding it, `sendense-lab latency-proxy`, against the same proxy without delay and against no
-# proxy, each into a fresh repository) and of the https and nbd transports, and eight disks backed
-# up at once (the memory bounds). Prints one table with ratios against both peers.
+# proxy, each into a fresh repository) and of the https and nbd transports (with the CPU seconds
+# of hub, agent, nbdkit and the lab's datastore server for each), and eight disks backed up at
+# once (the memory bounds). Prints one table with ratios against both peers.
 #
 # Sendense reads the disk through the lab's vSphere API with CBT and the file transport (as a
 # hot-add appliance would), sends to a hub on loopback over TLS 1.3, and restores to a sparse
@@ -58,13 +59,25 @@ mbps() { awk -v n="$1" -v s="$2" 'BEGIN { printf "%.0f", n / s / 1e6 }'; }
 wait_for() { for _ in $(seq 1 600); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.1; done; echo "timed out: $2" >&2; return 1; }
 json_field() { sed -n "s/.*\"$1\":\"\([^\"]*\)\".*/\1/p" | head -n 1; }
 hub() { "$BIN/sendense-hub" --data-dir "$W/hub" "$@"; }
+# CPU time from /proc, to tell which process a step's time goes to. cpu_ticks PID: the process's
+# own ticks and those of its children it has waited for (the agent's nbdkit).
+TICK=$(getconf CLK_TCK)
+cpu_ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{ print $12 + $13, $14 + $15 }'; }
+# cpu_mark: ticks of the hub, the lab (the datastore's server, ESXi's part) and the agent.
+cpu_mark() { echo "$(cpu_ticks "$HUB_PID" | cut -d' ' -f1) $(cpu_ticks "$LAB_PID" | cut -d' ' -f1) $(cpu_ticks "$AGENT_PID")"; }
+# cpu_split BEFORE AFTER: CPU seconds between two marks, "hub/agent/nbdkit/lab".
+cpu_split() {
+  awk -v t="$TICK" -v a="$1" -v b="$2" 'BEGIN { split(a, x, " "); split(b, y, " ")
+    printf "%.1f/%.1f/%.1f/%.1f", (y[1] - x[1]) / t, (y[3] - x[3]) / t, (y[4] - x[4]) / t, (y[2] - x[2]) / t }'
+}
 GiB=$((1 << 30))
 LOAD=$(cut -d' ' -f1-3 /proc/loadavg)
 SIZE=$((4 * GiB))
 
 echo "== preparing the 4 GiB lab disk" >&2
 "$BIN/sendense-lab" serve --dir "$W/lab" --vm bench --disk 4GiB:zeros 2>"$W/lab.log" &
-pids+=($!)
+LAB_PID=$!
+pids+=($LAB_PID)
 for _ in $(seq 1 600); do [ -f "$W/lab/lab.json" ] && break; sleep 0.1; done
 FLAT=$(tr ',' '\n' <"$W/lab/lab.json" | sed -n 's/.*"flat_path": *"\([^"]*\)".*/\1/p' | head -n 1)
 [ -f "$FLAT" ] || { echo "no lab disk file" >&2; exit 1; }
@@ -141,7 +154,9 @@ kopia_backup() {
 }
 
 echo "== full backups" >&2
+c0=$(cpu_mark)
 read -r s_full sent_full _ < <(backup_run)
+cpu_full=$(cpu_split "$c0" "$(cpu_mark)")
 echo "sendense full: ${s_full}s" >&2
 r_full=$(restic_backup)
 echo "restic full: ${r_full}s" >&2
@@ -261,7 +276,7 @@ fi
 # The transports real installations use: the same full backup, into a fresh repository each,
 # with the agent reading through the datastore's HTTPS file access (`https`) and through nbdkit's
 # curl plugin (`nbd`) instead of the file transport above. TRANSPORTS=0 skips this step.
-declare -A s_tr
+declare -A s_tr cpu_tr
 if [ "${TRANSPORTS:-1}" = 1 ]; then
   for tr in https nbd; do
     echo "== full backup through the $tr transport" >&2
@@ -273,8 +288,10 @@ if [ "${TRANSPORTS:-1}" = 1 ]; then
     pids+=($AGENT_PID)
     wait_for "$W/agent-$tr.log" '"msg":"inventory pushed"'
     hub repo create "tr-$tr" --path "$W/tr-$tr" >/dev/null 2>&1
+    c0=$(cpu_mark)
     read -r s_tr[$tr] _ _ < <(backup_run '{"vm":"bench","type":"full","repository":"tr-'"$tr"'"}')
-    echo "sendense full through $tr: ${s_tr[$tr]}s" >&2
+    cpu_tr[$tr]=$(cpu_split "$c0" "$(cpu_mark)")
+    echo "sendense full through $tr: ${s_tr[$tr]}s, CPU s hub/agent/nbdkit/lab ${cpu_tr[$tr]}" >&2
     rm -rf "$W/tr-$tr"
   done
 fi
@@ -340,6 +357,9 @@ for tr in https nbd; do
   printf '| full backup, %s transport | %ss, %s MB/s (%s the file transport'"'"'s time) | | | %s | %s |\n' "$tr" "${s_tr[$tr]}" "$(mbps $SIZE "${s_tr[$tr]}")" \
     "$(ratio "${s_tr[$tr]}" "$s_full")" "$(speed "$r_full" "${s_tr[$tr]}")" "$(speed "$k_full" "${s_tr[$tr]}")"
 done
+line="file ${cpu_full}"
+for tr in https nbd; do [ -z "${cpu_tr[$tr]:-}" ] || line+="; $tr ${cpu_tr[$tr]}"; done
+printf '| CPU seconds of the full backup, hub/agent/nbdkit/lab (the datastore server: ESXi'"'"'s part) | %s | | | | |\n' "$line"
 printf '| backup after 1%% changed | %ss, %s MiB sent | %ss | %ss | %s | %s |\n' "$s_inc" $((sent_inc >> 20)) "$r_inc" "$k_inc" "$(speed "$r_inc" "$s_inc")" "$(speed "$k_inc" "$s_inc")"
 add() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a + b }'; }
 declare -A mode_name=([warm]="repositories in the page cache" [cold]="page cache dropped")
