@@ -44,6 +44,11 @@ type Proxy struct {
 	target string
 	oneWay time.Duration
 	window int
+	seg    int // the size of a segment's buffer
+	// bufs holds segment buffers (*[]byte of seg bytes) for every connection: a new
+	// connection reuses what earlier ones read into instead of touching fresh pages (an agent
+	// opens dozens, and with a round trip each holds up to half a window in flight).
+	bufs sync.Pool
 
 	wg sync.WaitGroup
 }
@@ -58,7 +63,9 @@ func Listen(addr, target string, rtt time.Duration, window int) (*Proxy, error) 
 	if err != nil {
 		return nil, fmt.Errorf("latency proxy: %w", err)
 	}
-	return &Proxy{ln: ln, target: target, oneWay: rtt / 2, window: window}, nil
+	p := &Proxy{ln: ln, target: target, oneWay: rtt / 2, window: window, seg: max(segmentSize, min(maxSegment, window/4))}
+	p.bufs.New = func() any { b := make([]byte, p.seg); return &b }
+	return p, nil
 }
 
 // Addr is the address the proxy listens on.
@@ -113,7 +120,8 @@ func (p *Proxy) forward(ctx context.Context, c net.Conn) {
 }
 
 type segment struct {
-	b   []byte
+	buf *[]byte // from the proxy's pool
+	n   int     // the bytes of buf to deliver
 	due time.Time
 }
 
@@ -121,23 +129,17 @@ type segment struct {
 // count against the window until a round trip after it was read (its acknowledgement's return).
 func (p *Proxy) pipe(dst, src net.Conn) {
 	w := newWindow(p.window)
-	seg := max(segmentSize, min(maxSegment, p.window/4))
-	// Segment buffers are reused: at most a window of them is out at once.
-	free := make(chan []byte, p.window/segmentSize+1)
 	q := make(chan segment, p.window/segmentSize+1)
 	go func() {
 		defer close(q)
 		for {
-			var b []byte
-			select {
-			case b = <-free:
-			default:
-				b = make([]byte, seg)
-			}
-			n, err := src.Read(b)
+			bp := p.bufs.Get().(*[]byte)
+			n, err := src.Read(*bp)
 			if n > 0 {
 				w.acquire(n)
-				q <- segment{b: b[:n], due: time.Now().Add(p.oneWay)}
+				q <- segment{buf: bp, n: n, due: time.Now().Add(p.oneWay)}
+			} else {
+				p.bufs.Put(bp)
 			}
 			if err != nil {
 				return
@@ -146,20 +148,18 @@ func (p *Proxy) pipe(dst, src net.Conn) {
 	}()
 	failed := false
 	for s := range q {
-		n := len(s.b)
+		n := s.n
 		if failed {
+			p.bufs.Put(s.buf)
 			w.release(n)
 			continue
 		}
 		time.Sleep(time.Until(s.due))
-		if _, err := dst.Write(s.b); err != nil {
+		if _, err := dst.Write((*s.buf)[:n]); err != nil {
 			failed = true
 			_ = src.Close()
 		}
-		select {
-		case free <- s.b[:cap(s.b)]:
-		default:
-		}
+		p.bufs.Put(s.buf)
 		time.AfterFunc(p.oneWay, func() { w.release(n) })
 	}
 	if tc, ok := dst.(*net.TCPConn); ok && !failed {
