@@ -845,6 +845,50 @@ func TestJobTotalsAreTheSumOfItsDisks(t *testing.T) {
 	})
 }
 
+// cancelAtEOF is a chunk body whose client goes away the moment its last byte is read.
+type cancelAtEOF struct {
+	r      io.Reader
+	cancel context.CancelFunc
+}
+
+func (b *cancelAtEOF) Read(p []byte) (int, error) {
+	n, err := b.r.Read(p)
+	if err == io.EOF {
+		b.cancel()
+	}
+	return n, err
+}
+
+// A chunk whose body arrived whole is stored and its slots recorded even when its agent goes
+// away at that moment (killed mid-backup): the agent that resumes finds the slots done instead
+// of sending the chunk again.
+func TestChunkIsRecordedWhenItsAgentLeavesAfterTheBody(t *testing.T) {
+	forEachHub(t, func(t *testing.T, h *testHub) {
+		a := h.newAgent("a1")
+		img := randomImage(t, 4*testChunk)
+		a.push(twoDiskInventory(int64(len(img)), testChunk))
+		var b api.Backup
+		h.call(h.client(nil), http.MethodPost, api.PathBackups, h.apiToken(api.RoleOperator), api.StartBackupRequest{VM: "pgtest1"}, &b)
+		j := a.nextJob("5s")
+		s, _, _ := a.openSession(j.ID, "disk-2000", api.OpenSessionRequest{Type: "full", CapacityBytes: int64(len(img)), ChunkSize: testChunk})
+		blob, err := chunk.AppendBlob(nil, chunk.CodecRaw, testChunk, img[:testChunk])
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(t.Context())
+		defer cancel()
+		res, err := h.Ingest.PutChunk(ctx, a.id, s.ID, "", []int64{0, 2}, &cancelAtEOF{r: bytes.NewReader(blob), cancel: cancel}, int64(len(blob)))
+		if err != nil || res.Digest != chunk.Sum(img[:testChunk]).String() {
+			t.Fatalf("a chunk whose agent left after its body: %+v, %v", res, err)
+		}
+		var sess api.Session
+		a.call(http.MethodGet, api.Path(api.PathAgentSession, s.ID), nil, &sess)
+		if fmt.Sprint(sess.Done) != "[[0 1] [2 3]]" {
+			t.Fatalf("slots done after the upload: %v, want 0 and 2", sess.Done)
+		}
+	})
+}
+
 // An agent may hold at most ingest.MaxUploadsPerAgent chunk uploads in flight: the next one is
 // answered 429 with Retry-After before its body is read.
 func TestChunkUploadsPerAgentAreBounded(t *testing.T) {

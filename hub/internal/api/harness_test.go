@@ -73,6 +73,7 @@ type testHub struct {
 	IRRoot  string
 	IR      *instantrecovery.Service
 	S3      s3.Config // the default repository's bucket with hubOptions.s3Lock
+	Ingest  *ingest.Service
 }
 
 type fakeClock struct {
@@ -189,7 +190,8 @@ func newTestHub(t *testing.T, c *catalog.Catalog, opts ...hubOptions) *testHub {
 	nfsDone := make(chan error, 1)
 	go func() { nfsDone <- nfsSrv.Serve(context.Background(), nfsln) }()
 	t.Cleanup(func() { nfsln.Close(); <-nfsDone })
-	deps := hubapi.Deps{Log: log, Registry: reg, Catalog: c, Repository: repo, Identity: ids, Inventory: inv, Backup: backups, Restores: backups, Ingest: ingest.New(c, repos, log, reg, o.ingest), Restore: restores, Files: files.NewService(restores, reg), Repositories: repos,
+	ing := ingest.New(c, repos, log, reg, o.ingest)
+	deps := hubapi.Deps{Log: log, Registry: reg, Catalog: c, Repository: repo, Identity: ids, Inventory: inv, Backup: backups, Restores: backups, Ingest: ing, Restore: restores, Files: files.NewService(restores, reg), Repositories: repos,
 		Policies: policy.New(c, backups, tests, log, reg, clock.Now), RestoreTests: tests, Events: events.New(c, log), Limits: o.limits, InstantRecoveries: irs}
 	if o.noInstantRecovery {
 		deps.InstantRecoveries = nil
@@ -203,7 +205,7 @@ func newTestHub(t *testing.T, c *catalog.Catalog, opts ...hubOptions) *testHub {
 	}
 	ts.StartTLS()
 	t.Cleanup(ts.Close)
-	return &testHub{t: t, URL: ts.URL, CA: ca, Cat: c, IDs: ids, Reg: reg, Logs: logs, Clock: clock, Repo: repo, RepoDir: repoDir, Tests: tests, Restores: restores,
+	return &testHub{t: t, URL: ts.URL, CA: ca, Cat: c, IDs: ids, Reg: reg, Logs: logs, Clock: clock, Repo: repo, RepoDir: repoDir, Tests: tests, Restores: restores, Ingest: ing,
 		NFSAddr: nfsln.Addr().String(), IRRoot: irRoot, IR: irs, S3: s3cfg}
 }
 

@@ -403,6 +403,10 @@ func (s *Service) PutChunk(ctx context.Context, agentID, sessionID, digest strin
 		return api.ChunkStored{}, &api.FieldError{Field: "body", Msg: fmt.Sprintf("%d bytes received, %d announced", n, size)}
 	}
 	blob := b[:n]
+	// Every byte is here: storing and recording the chunk no longer depends on the agent
+	// staying connected. An agent killed now finds the slots done when it resumes, instead of
+	// sending the chunk again. (The repository and catalog calls bound their own time.)
+	ctx = context.WithoutCancel(ctx)
 	repo, err := s.open(ctx, ls.RepositoryID)
 	if err != nil {
 		return api.ChunkStored{}, err
