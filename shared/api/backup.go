@@ -326,6 +326,9 @@ type JobCompletion struct {
 	Status string `json:"status"` // succeeded, failed or cancelled
 	Error  string `json:"error,omitempty"`
 	Notes  string `json:"notes,omitempty"` // e.g. "quiesce failed; crash-consistent snapshot"
+	// Progress, when set, is the job's last progress report, recorded (and checked) as POST
+	// .../progress would before the outcome: one round trip instead of two at the end of a job.
+	Progress *JobProgress `json:"progress,omitempty"`
 }
 
 // OpenSessionRequest opens (or reopens) the upload session of one disk of a job.

@@ -336,6 +336,59 @@ func TestCompletionIsRetriedWhileTheHubIsAway(t *testing.T) {
 	}
 }
 
+// olderHub records the end-of-job requests it gets and, like a hub from before completions
+// carried progress, refuses a completion with a progress field as an unknown field.
+type olderHub struct {
+	*fakeHub
+	older bool
+	mu    sync.Mutex
+	got   []string // "progress read=N", "complete with progress read=N", "complete"
+}
+
+func (h *olderHub) Progress(_ context.Context, _ string, p api.JobProgress) (api.JobState, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.got = append(h.got, fmt.Sprintf("progress read=%d", p.BytesRead))
+	return api.JobState{Status: api.JobRunning}, nil
+}
+
+func (h *olderHub) Complete(_ context.Context, _ string, c api.JobCompletion) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if c.Progress == nil {
+		h.got = append(h.got, "complete")
+		return nil
+	}
+	h.got = append(h.got, fmt.Sprintf("complete with progress read=%d", c.Progress.BytesRead))
+	if h.older {
+		return &hubclient.Error{Status: http.StatusBadRequest, Body: api.Error{Error: "unknown field", Field: "progress"}}
+	}
+	return nil
+}
+
+// The end of a job is one request carrying the last progress; a hub that does not know that
+// field (an older one) gets the progress and the outcome as two requests, and the job ends.
+func TestCompletionCarriesTheLastProgress(t *testing.T) {
+	for _, tc := range []struct {
+		older bool
+		want  []string
+	}{
+		{false, []string{"complete with progress read=7"}},
+		{true, []string{"complete with progress read=7", "progress read=7", "complete"}},
+	} {
+		hub := &olderHub{fakeHub: newFakeHub(), older: tc.older}
+		r := NewRunner(hub, nil, slog.New(slog.DiscardHandler), nil, RunnerOptions{CompleteWithin: time.Second})
+		c := &Counters{}
+		c.BytesRead.Store(7)
+		if err := r.complete(t.Context(), "bk-1", c, api.JobCompletion{Status: api.JobFailed}, slog.New(slog.DiscardHandler)); err != nil {
+			t.Fatalf("older hub %v: %v", tc.older, err)
+		}
+		if !slices.Equal(hub.got, tc.want) {
+			t.Errorf("older hub %v: the hub got %q, want %q", tc.older, hub.got, tc.want)
+		}
+	}
+}
+
 // A disk whose change ID keeps the parent's UUID but a lower sequence (a snapshot reverted to)
 // cannot be asked for the changes since the parent: a full backup.
 func TestDecideSequenceGoneBackForcesFull(t *testing.T) {

@@ -163,15 +163,25 @@ func (r *Runner) Run(ctx context.Context, job *api.Job) error {
 	return err
 }
 
-// complete reports the job's last progress and its outcome to the hub, again and again while the
-// hub cannot be reached or answers with a server error, until ctx ends.
+// complete reports the job's last progress and its outcome to the hub, in one request, again and
+// again while the hub cannot be reached or answers with a server error, until ctx ends. A hub
+// that does not know the progress field of a completion (an older one) gets the two requests
+// it knows.
 func (r *Runner) complete(ctx context.Context, jobID string, c *Counters, outcome api.JobCompletion, log *slog.Logger) error {
 	p := c.Progress()
 	p.Phase = api.PhaseFinished
+	outcome.Progress = &p
 	wait := min(5*time.Second, r.opts.CompleteWithin/20)
 	for {
-		_, _ = r.hub.Progress(ctx, jobID, p)
+		if outcome.Progress == nil {
+			_, _ = r.hub.Progress(ctx, jobID, p)
+		}
 		err := r.hub.Complete(ctx, jobID, outcome)
+		var he *hubclient.Error
+		if outcome.Progress != nil && errors.As(err, &he) && he.Status == http.StatusBadRequest && he.Body.Field == "progress" {
+			outcome.Progress = nil
+			continue
+		}
 		if st := hubclient.StatusOf(err); err == nil || (st != 0 && st < 500 && st != http.StatusTooManyRequests) {
 			return err
 		}

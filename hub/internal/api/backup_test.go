@@ -889,6 +889,49 @@ func TestChunkIsRecordedWhenItsAgentLeavesAfterTheBody(t *testing.T) {
 	})
 }
 
+// A completion may carry the job's last progress (one round trip instead of two at the end of a
+// job): it is checked as a report of its own would be, and a bad one refuses the completion,
+// which leaves the job running; a good one is recorded before the outcome.
+func TestCompletionCarriesTheLastProgress(t *testing.T) {
+	forEachHub(t, func(t *testing.T, h *testHub) {
+		a := h.newAgent("a1")
+		a.push(twoDiskInventory(4*testChunk, testChunk))
+		operator, viewer := h.apiToken(api.RoleOperator), h.apiToken(api.RoleViewer)
+		var b api.Backup
+		h.call(h.client(nil), http.MethodPost, api.PathBackups, operator, api.StartBackupRequest{VM: "pgtest1"}, &b)
+		j := a.nextJob("5s")
+		show := func() api.Backup {
+			var got api.Backup
+			h.call(h.client(nil), http.MethodGet, api.Path(api.PathBackup, j.ID), viewer, nil, &got)
+			return got
+		}
+		bad := api.JobCompletion{Status: api.JobFailed, Error: "source gone", Progress: &api.JobProgress{Phase: api.PhaseFinished, BytesRead: -1}}
+		if code, e := a.call(http.MethodPost, api.Path(api.PathAgentJobDone, j.ID), bad, nil); code != http.StatusBadRequest || e.Field != "progress.bytes_read" {
+			t.Fatalf("completion with a negative count: %d %+v, want 400 naming progress.bytes_read", code, e)
+		}
+		if got := show(); got.Status != api.JobRunning {
+			t.Fatalf("a refused completion ended the job: %s", got.Status)
+		}
+		last := &api.JobProgress{Phase: api.PhaseFinished, BytesRead: 3 * testChunk, BytesSent: 2 * testChunk, BytesZero: testChunk}
+		if code, e := a.call(http.MethodPost, api.Path(api.PathAgentJobDone, j.ID), api.JobCompletion{Status: api.JobFailed, Error: "source gone", Progress: last}, nil); code != http.StatusOK {
+			t.Fatalf("complete: %d %+v", code, e)
+		}
+		got := show()
+		if got.Status != api.JobFailed || got.Phase != api.PhaseFinished || got.BytesRead != 3*testChunk || got.BytesSent != 2*testChunk || got.BytesZero != testChunk {
+			t.Fatalf("after the completion: status %s phase %q read=%d sent=%d zero=%d, want failed, finished, %d, %d, %d",
+				got.Status, got.Phase, got.BytesRead, got.BytesSent, got.BytesZero, 3*testChunk, 2*testChunk, testChunk)
+		}
+		// Sent again (its answer lost), it is answered the same and records nothing more.
+		if code, e := a.call(http.MethodPost, api.Path(api.PathAgentJobDone, j.ID), api.JobCompletion{Status: api.JobFailed, Error: "source gone",
+			Progress: &api.JobProgress{Phase: api.PhaseFinished, BytesRead: testChunk}}, nil); code != http.StatusOK {
+			t.Fatalf("completion sent again: %d %+v", code, e)
+		}
+		if got := show(); got.BytesRead != 3*testChunk {
+			t.Fatalf("a completion sent again changed the totals: read=%d", got.BytesRead)
+		}
+	})
+}
+
 // An agent may hold at most ingest.MaxUploadsPerAgent chunk uploads in flight: the next one is
 // answered 429 with Retry-After before its body is read.
 func TestChunkUploadsPerAgentAreBounded(t *testing.T) {

@@ -199,6 +199,18 @@ func (s *Service) Complete(ctx context.Context, agentID, id string, c api.JobCom
 	if _, err := s.cat.AgentJob(ctx, id, agentID); err != nil {
 		return err // another agent's job is refused as such, not as missing
 	}
+	if c.Progress != nil {
+		// Recorded first, as a report of its own would have been; one that fails its checks
+		// refuses the whole completion, which changes nothing then. A retried completion of a
+		// job already over records nothing (progress counts only while a job runs).
+		if _, err := s.Progress(ctx, agentID, id, *c.Progress); err != nil {
+			var fe *api.FieldError
+			if errors.As(err, &fe) {
+				return &api.FieldError{Field: "progress." + fe.Field, Msg: fe.Msg}
+			}
+			return err
+		}
+	}
 	j, dropped, err := s.cat.FinishJob(ctx, id, agentID, c.Status, c.Error, c.Notes)
 	if err != nil {
 		return err
