@@ -158,8 +158,9 @@ func (r *Runner) Run(ctx context.Context, job *api.Job) error {
 	}
 	r.metrics.jobs.WithLabelValues(status).Inc()
 	r.metrics.jobDuration.Observe(r.opts.Now().Sub(start).Seconds())
-	log.InfoContext(ctx, "backup finished", "status", status, "bytes_read", c.BytesRead.Load(), "bytes_sent", c.BytesSent.Load(),
-		"bytes_deduplicated", c.BytesDeduplicated.Load(), "bytes_zero", c.BytesZero.Load(), "duration_seconds", r.opts.Now().Sub(start).Seconds(), "err", msg)
+	read, sent, dedup, zero := c.all() // of this run: a resumed job's earlier runs are the hub's to add
+	log.InfoContext(ctx, "backup finished", "status", status, "bytes_read", read, "bytes_sent", sent,
+		"bytes_deduplicated", dedup, "bytes_zero", zero, "duration_seconds", r.opts.Now().Sub(start).Seconds(), "err", msg)
 	return err
 }
 

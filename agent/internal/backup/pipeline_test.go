@@ -1,6 +1,8 @@
 package backup_test
 
 import (
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -39,6 +41,11 @@ func TestFullThenIncrementals(t *testing.T) {
 	d0 := diskOf(t, full, "disk-2000")
 	if d0.Type != "full" || !strings.Contains(d0.Reason, "no earlier backup") {
 		t.Fatalf("full disk: %+v", d0)
+	}
+	// The agent's last line of the job gives its totals, not what was left uncommitted.
+	if m := regexp.MustCompile(`msg="backup finished" job_id=` + full.ID + ` .* bytes_read=(\d+) bytes_sent=(\d+)`).FindStringSubmatch(e.logs.String()); m == nil ||
+		m[1] != strconv.FormatInt(full.BytesRead, 10) || m[2] != strconv.FormatInt(full.BytesSent, 10) {
+		t.Fatalf("the agent logged %q at the end of a job that read %d and sent %d bytes", m, full.BytesRead, full.BytesSent)
 	}
 	// CBT "*" lists only allocated areas: a 96 MiB disk with 40 MiB of data reads about 40 MiB.
 	if d0.BytesRead > 48*mib || d0.BytesRead < 40*mib {

@@ -34,6 +34,14 @@ type sessionHub interface {
 // Counters are a job's running totals; safe for concurrent use.
 type Counters struct {
 	BytesRead, BytesSent, BytesDeduplicated, BytesZero atomic.Int64
+	// committed holds what remove took out: the committed disks' counts.
+	committed struct{ read, sent, dedup, zero atomic.Int64 }
+}
+
+// all returns the counts of this run of the job, committed disks included.
+func (c *Counters) all() (read, sent, dedup, zero int64) {
+	return c.BytesRead.Load() + c.committed.read.Load(), c.BytesSent.Load() + c.committed.sent.Load(),
+		c.BytesDeduplicated.Load() + c.committed.dedup.Load(), c.BytesZero.Load() + c.committed.zero.Load()
 }
 
 // Snapshot returns the counters as a progress report.
@@ -44,10 +52,14 @@ func (c *Counters) Progress() api.JobProgress {
 // remove takes the byte counters of o out of c: a disk's, once it is committed, leaves the
 // job's running totals, which cover only what the hub has not recorded yet.
 func (c *Counters) remove(o *Counters) {
-	c.BytesRead.Add(-o.BytesRead.Load())
-	c.BytesSent.Add(-o.BytesSent.Load())
-	c.BytesDeduplicated.Add(-o.BytesDeduplicated.Load())
-	c.BytesZero.Add(-o.BytesZero.Load())
+	for _, f := range []struct{ from, to, by *atomic.Int64 }{
+		{&c.BytesRead, &c.committed.read, &o.BytesRead}, {&c.BytesSent, &c.committed.sent, &o.BytesSent},
+		{&c.BytesDeduplicated, &c.committed.dedup, &o.BytesDeduplicated}, {&c.BytesZero, &c.committed.zero, &o.BytesZero},
+	} {
+		n := f.by.Load()
+		f.from.Add(-n)
+		f.to.Add(n)
+	}
 }
 
 // UploadOptions bound the uploader.
