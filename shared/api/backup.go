@@ -359,6 +359,11 @@ type Session struct {
 	// Done lists, as half-open [start, end) slot ranges, the slots already recorded: a resumed
 	// upload skips them.
 	Done [][2]int64 `json:"done"`
+	// KnownBackupID is the backup whose chunks the session may reference without uploading
+	// them (an incremental's parent, else the disk's latest backup in the repository: the
+	// known-chunks rule). Empty when there is none: the hub then holds for the session only the
+	// chunks it recorded itself.
+	KnownBackupID string `json:"known_backup_id,omitempty"`
 }
 
 // SlotDigest names the content of one slot: the SHA-256 (hex) of its plaintext.

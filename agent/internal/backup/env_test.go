@@ -129,6 +129,12 @@ func datastoreDir(t *testing.T, l *lab.Lab) string {
 	return strings.TrimSuffix(d.FlatPath, "/"+rel)
 }
 
+// hubRequests counts the requests the hub has logged for route, in gin's form
+// ("/api/v1/agent/sessions/:session/slots").
+func (e *env) hubRequests(route string) int {
+	return strings.Count(e.hub.Logs(), `"route":"`+route+`"`)
+}
+
 func operatorClient(t *testing.T, hub *hubtest.Hub) *http.Client {
 	t.Helper()
 	pem, err := os.ReadFile(hub.CAFile())

@@ -489,7 +489,11 @@ func (r *Runner) backupDisk(ctx context.Context, job *api.Job, jd api.JobDisk, s
 			return err
 		}
 	} else if pl.typ != api.BackupIncremental {
-		if err := send(ctx, todo, false); err != nil {
+		// Without an earlier backup of the disk in the repository the hub can answer "held" only
+		// for copies within this session (the known-chunks rule): asking first would cost a round
+		// trip and a hash per slot to find those, and sendMode turns back if they abound. A
+		// resumed session asks first: the chunks the stopped agent sent last may be held.
+		if err := send(ctx, todo, sess.KnownBackupID == "" && len(sess.Done) == 0); err != nil {
 			return err
 		}
 	} else {

@@ -108,9 +108,15 @@ func TestCloneIsStoredOnce(t *testing.T) {
 		{Name: "clone", CBT: true, CloneOf: "tmpl"},
 	}}
 	e := newEnv(t, spec, envOptions{})
+	const slotsRoute, namedRoute = "/api/v1/agent/sessions/:session/slots", "/api/v1/agent/sessions/:session/chunks/:digest"
 	first := e.backup("tmpl", "")
 	if first.BytesSent < 32*mib {
 		t.Fatalf("first full sent only %d bytes", first.BytesSent)
+	}
+	// A disk without an earlier backup has no chunk the hub would let it skip but its own
+	// copies: its first full uploads at once, unnamed, without asking first.
+	if asked, named := e.hubRequests(slotsRoute), e.hubRequests(namedRoute); asked != 0 || named != 0 {
+		t.Fatalf("the first full of a disk recorded %d groups of slots first and named %d chunks: it asked the hub before uploading", asked, named)
 	}
 	stored, dup := e.hubMetric(t, "sendense_hub_chunks_received_total"), e.hubMetric(t, "sendense_hub_chunks_duplicate_total")
 	second := e.backup("clone", "")
@@ -127,9 +133,13 @@ func TestCloneIsStoredOnce(t *testing.T) {
 		t.Fatal("the clone's backup does not restore its bytes")
 	}
 	// Its next backup references its own chunks again without uploading them.
+	asked := e.hubRequests(slotsRoute)
 	third := e.backup("clone", "full")
 	if third.BytesSent > third.BytesRead/100 || third.BytesDeduplicated < 32*mib {
 		t.Fatalf("the clone's second full sent %d bytes (deduplicated %d), want its own chunks referenced", third.BytesSent, third.BytesDeduplicated)
+	}
+	if e.hubRequests(slotsRoute) == asked {
+		t.Fatal("a full backup of a disk with an earlier backup did not ask the hub which chunks it holds")
 	}
 }
 

@@ -148,7 +148,7 @@ func TestAgentKilledMidBackupResumes(t *testing.T) {
 		t.Fatalf("the resumed job read the whole disk again (%d chunks were stored before)\n%s", before, second.logs)
 	}
 	if maxSent := int64(160-before)*(4*mib+64) + 64; b.BytesSent > maxSent {
-		t.Fatalf("the resumed job sent %d bytes; only %d chunks were missing", b.BytesSent, 160-before)
+		t.Fatalf("the resumed job sent %d bytes; only %d chunks were missing\n%s", b.BytesSent, 160-before, second.logs)
 	}
 	if dup := e.hubMetric(t, "sendense_hub_chunks_duplicate_total") - dupBefore; dup > 16 {
 		t.Fatalf("the resumed agent re-sent %v chunks the hub already had", dup)

@@ -480,11 +480,13 @@ func (u *uploader) recordZeros(ctx context.Context, in <-chan api.SlotDigest, fl
 // backup into a repository without this data), and back as soon as more than 2 of the last
 // modeWindow chunks it uploaded directly were held (a clone, a re-run full). So direct sends at
 // most about 1/16 in vain, and over a long round trip the buffers of the in-flight budget each
-// wait one round trip instead of two. A full backup starts by recording first (its data may be
-// another VM's); an incremental starts direct (uploadTask.Direct): what CBT reports changed
-// since the parent is new data as a rule, and asking first would cost the agent a hash of every
-// slot (a tenth of an incremental's time after 1 % changed). The mode changes what travels,
-// never what is recorded.
+// wait one round trip instead of two. A full backup starts by recording first when the disk has
+// an earlier backup in the repository (a forced full, a CBT reset: most of its chunks may be
+// held) or resumes a session, direct otherwise (the hub may then answer "held" only for copies
+// within the session: the known-chunks rule); an incremental starts direct (uploadTask.Direct):
+// what CBT reports changed since the parent is new data as a rule, and asking first would cost
+// the agent a hash of every slot (a tenth of an incremental's time after 1 % changed). The mode
+// changes what travels, never what is recorded.
 type sendMode struct {
 	mu     sync.Mutex
 	on     bool

@@ -1189,6 +1189,9 @@ func TestKnownChunksRule(t *testing.T) {
 		h.call(h.client(nil), http.MethodPost, api.PathBackups, operator, api.StartBackupRequest{VM: "pgtest1"}, &b)
 		j := a.nextJob("5s")
 		s, _, _ := a.openSession(j.ID, "disk-2000", api.OpenSessionRequest{Type: "full", CapacityBytes: int64(len(img)), ChunkSize: testChunk})
+		if s.KnownBackupID != "" {
+			t.Fatalf("the first session of a disk may reference the chunks of %q", s.KnownBackupID)
+		}
 		a.uploadDisk(s.ID, img, allSlots(s.SlotCount))
 		a.commit(s.ID)
 		s1, _, _ := a.openSession(j.ID, "disk-2001", api.OpenSessionRequest{Type: "full", CapacityBytes: testChunk, ChunkSize: testChunk})
@@ -1203,6 +1206,16 @@ func TestKnownChunksRule(t *testing.T) {
 		if code, e := a.complete(j.ID, "succeeded"); code != http.StatusOK {
 			t.Fatalf("complete: %d %+v", code, e)
 		}
+		// A full backup of the disk again may reference the chunks of its last backup, and the
+		// session says so.
+		h.call(h.client(nil), http.MethodPost, api.PathBackups, operator, api.StartBackupRequest{VM: "pgtest1", Type: api.BackupFull}, &b)
+		j2 := a.nextJob("5s")
+		if s2, code, e := a.openSession(j2.ID, "disk-2000", api.OpenSessionRequest{Type: "full", CapacityBytes: int64(len(img)), ChunkSize: testChunk}); code != http.StatusOK || s2.KnownBackupID != j.ID {
+			t.Fatalf("a full after %s: %d %+v, session may reference %q", j.ID, code, e, s2.KnownBackupID)
+		}
+		if code, e := a.complete(j2.ID, "cancelled"); code != http.StatusOK {
+			t.Fatalf("complete: %d %+v", code, e)
+		}
 
 		// Agent b backs up its own VM and names agent a's chunk.
 		bAgent := h.newAgent("b")
@@ -1213,6 +1226,9 @@ func TestKnownChunksRule(t *testing.T) {
 		h.call(h.client(nil), http.MethodPost, api.PathBackups, operator, api.StartBackupRequest{VM: "other"}, &b)
 		jb := bAgent.nextJob("5s")
 		sb, _, _ := bAgent.openSession(jb.ID, "disk-2000", api.OpenSessionRequest{Type: "full", CapacityBytes: int64(len(img)), ChunkSize: testChunk})
+		if sb.KnownBackupID != "" {
+			t.Fatalf("agent b's first session may reference the chunks of %q", sb.KnownBackupID)
+		}
 		bAgent.call(http.MethodPost, api.Path(api.PathAgentSlots, sb.ID), api.SlotBatch{Slots: []api.SlotDigest{{Slot: 0, Digest: secret}}}, &res)
 		if res.Recorded != 0 || len(res.Missing) != 1 || res.Missing[0] != secret {
 			t.Fatalf("agent b referenced agent a's chunk without sending it: %+v", res)

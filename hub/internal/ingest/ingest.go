@@ -288,7 +288,7 @@ func (s *Service) OpenSession(ctx context.Context, agentID, jobID, diskID string
 	if err != nil {
 		return api.Session{}, err
 	}
-	return s.sessionInfo(ctx, got)
+	return s.sessionInfo(ctx, j.VMContextID, got)
 }
 
 // Session returns an agent's session with the slots already recorded, for resuming.
@@ -297,17 +297,22 @@ func (s *Service) Session(ctx context.Context, agentID, id string) (api.Session,
 	if err != nil {
 		return api.Session{}, err
 	}
-	return s.sessionInfo(ctx, &ls.UploadSession)
+	return s.sessionInfo(ctx, ls.VMContextID, &ls.UploadSession)
 }
 
-func (s *Service) sessionInfo(ctx context.Context, sess *catalog.UploadSession) (api.Session, error) {
+func (s *Service) sessionInfo(ctx context.Context, vmContextID string, sess *catalog.UploadSession) (api.Session, error) {
+	known, err := s.knownBackup(ctx, vmContextID, sess)
+	if err != nil {
+		return api.Session{}, err
+	}
 	release, err := s.indexWork(ctx, sess.SlotCount)
 	if err != nil {
 		return api.Session{}, err
 	}
 	defer release()
 	out := api.Session{ID: sess.ID, JobID: sess.JobID, DiskID: sess.DiskID, Type: sess.Type, CapacityBytes: sess.CapacityBytes,
-		ChunkSize: sess.ChunkSize, SlotCount: sess.SlotCount, Status: sess.Status, CBTDrift: sess.DriftCount > 0, Done: [][2]int64{}}
+		ChunkSize: sess.ChunkSize, SlotCount: sess.SlotCount, Status: sess.Status, CBTDrift: sess.DriftCount > 0, Done: [][2]int64{},
+		KnownBackupID: known}
 	err = s.cat.EachSessionSlot(ctx, sess.ID, func(slot int64, _ string) error {
 		if n := len(out.Done); n > 0 && out.Done[n-1][1] == slot {
 			out.Done[n-1][1]++

@@ -102,6 +102,23 @@ func (c *knownCache) drop(id string) (delta int64) {
 	return 0
 }
 
+// knownBackup is the backup whose chunks a session may reference without upload: an
+// incremental's parent, else the disk's latest backup in the repository ("" when it has none).
+func (s *Service) knownBackup(ctx context.Context, vmContextID string, sess *catalog.UploadSession) (string, error) {
+	if sess.ParentJobID != "" {
+		return sess.ParentJobID, nil
+	}
+	latest, err := s.cat.LatestBackupDisk(ctx, vmContextID, sess.DiskID, sess.RepositoryID)
+	switch {
+	case err == nil:
+		return latest.JobID, nil
+	case errors.Is(err, catalog.ErrNotFound):
+		return "", nil
+	default:
+		return "", err
+	}
+}
+
 // known returns the session's known chunks, building the set on first use: the digests of the
 // disk's latest backup in the repository (an incremental's parent) and those the session has
 // recorded so far (uploads included, also from before an agent or hub restart).
@@ -118,15 +135,9 @@ func (s *Service) known(ctx context.Context, ls *catalog.LiveSession, repo Repos
 		return k, nil // built by another request while this one waited
 	}
 	k := &knownSet{keys: map[knownKey]struct{}{}, est: max(ls.SlotCount, 1) * knownBytesPerSlot}
-	parent := ls.ParentJobID
-	if parent == "" {
-		latest, err := s.cat.LatestBackupDisk(ctx, ls.VMContextID, ls.DiskID, ls.RepositoryID)
-		switch {
-		case err == nil:
-			parent = latest.JobID
-		case !errors.Is(err, catalog.ErrNotFound):
-			return nil, err
-		}
+	parent, err := s.knownBackup(ctx, ls.VMContextID, &ls.UploadSession)
+	if err != nil {
+		return nil, err
 	}
 	if parent != "" {
 		idx, err := repo.ReadIndex(ctx, repository.IndexRef{VMUUID: ls.InstanceUUID, DiskID: ls.DiskID, BackupID: parent})
