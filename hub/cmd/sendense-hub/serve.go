@@ -80,7 +80,10 @@ func openCatalog(ctx context.Context, cfg *config.Config, log *slog.Logger, reg 
 
 func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	started := time.Now()
-	intake := ingest.Options{UploadMemory: cfg.ChunkUploadMemoryMiB << 20}
+	// Once chunk uploads have stopped for a while, their garbage (up to the soft limit below)
+	// goes back to the system at once rather than over minutes: the next backups, and other
+	// programs, start from what the hub holds.
+	intake := ingest.Options{UploadMemory: cfg.ChunkUploadMemoryMiB << 20, OnIdle: debug.FreeOSMemory}
 	if os.Getenv("GOMEMLIMIT") == "" {
 		// The chunk uploads' buffers, one budget for all agents, are the hub's working set while
 		// backups stream; a soft limit above them makes the garbage collector run before the

@@ -75,7 +75,16 @@ type Options struct {
 	// (see indexWork) and of the cached known-chunk sets each time it changes, e.g. to raise a
 	// soft memory limit by it.
 	OnIndexMemory func(inUse int64)
+	// OnIdle, when set, runs once the chunk uploads of every agent have stopped for IdleAfter
+	// (DefaultIdleAfter): e.g. to give the garbage of the backups just ended back to the system
+	// before the next ones. The upload buffers kept for reuse stay: dropping them too made the
+	// next incremental 0.2–0.3 s slower (its buffers faulted in anew).
+	OnIdle    func()
+	IdleAfter time.Duration
 }
+
+// DefaultIdleAfter is how long uploads must have stopped before the intake counts as idle.
+const DefaultIdleAfter = 10 * time.Second
 
 // DeadlineHolder is a request body whose read deadline can be held while its upload waits for
 // memory: HoldDeadline lifts it, and the function it returns sets it again as if the wait had
@@ -136,7 +145,8 @@ type Service struct {
 	metrics *metrics
 	now     func() time.Time
 
-	bufs *buffers.List // upload buffers, kept for reuse: chunks are megabytes
+	bufs    *buffers.List // upload buffers, kept for reuse: chunks are megabytes
+	uploads *quiet        // uploads holding memory, for Options.OnIdle (nil without it)
 
 	mu       sync.Mutex
 	inFlight map[string]*agentUploads // agent id → its chunk uploads in progress
@@ -210,10 +220,17 @@ func New[R Repository](cat ingestCatalog, repos Opener[R], log *slog.Logger, reg
 		}
 		return r, nil
 	}
-	return &Service{cat: cat, open: open, log: log, metrics: newMetrics(reg), now: time.Now, inFlight: map[string]*agentUploads{},
+	if opts.IdleAfter <= 0 {
+		opts.IdleAfter = DefaultIdleAfter
+	}
+	s := &Service{cat: cat, open: open, log: log, metrics: newMetrics(reg), now: time.Now, inFlight: map[string]*agentUploads{},
 		bufs: buffers.New(keptUploadBuffers, 0), indexMem: semaphore.NewWeighted(indexMemory),
 		uploadMem: semaphore.NewWeighted(opts.UploadMemory), uploadMemSize: opts.UploadMemory, uploadWait: opts.UploadMemoryWait,
 		onIndexMemory: opts.OnIndexMemory}
+	if opts.OnIdle != nil {
+		s.uploads = newQuiet(opts.IdleAfter, opts.OnIdle)
+	}
+	return s
 }
 
 // OpenSession opens (or reopens, for a resuming agent) the upload session of one disk of a job.
@@ -523,10 +540,12 @@ func (s *Service) reserveUpload(ctx context.Context, au *agentUploads, body io.R
 		}
 	}
 	s.metrics.uploadMemory.Add(float64(n))
+	s.uploads.begin()
 	return func() {
 		s.metrics.uploadMemory.Sub(float64(n))
 		s.uploadMem.Release(n)
 		au.share.Release(own)
+		s.uploads.end()
 	}, nil
 }
 

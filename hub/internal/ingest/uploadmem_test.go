@@ -97,3 +97,28 @@ func (b *heldBody) HoldDeadline() func() {
 	close(b.waiting)
 	return func() {}
 }
+
+// OnIdle runs once the uploads holding memory have all ended and none began for IdleAfter; an
+// upload in flight holds it off.
+func TestOnIdleRunsWhenUploadsStop(t *testing.T) {
+	idle := make(chan struct{}, 4)
+	s := uploadMemService(8<<20, time.Second)
+	s.uploads = newQuiet(50*time.Millisecond, func() { idle <- struct{}{} })
+	a, _ := s.acquire("a")
+	defer s.release("a")
+	end, err := s.reserveUpload(t.Context(), a, bytes.NewReader(nil), 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-idle:
+		t.Fatal("idle while an upload held memory")
+	case <-time.After(200 * time.Millisecond):
+	}
+	end()
+	select {
+	case <-idle:
+	case <-time.After(5 * time.Second):
+		t.Fatal("not idle 5s after the last upload ended")
+	}
+}
