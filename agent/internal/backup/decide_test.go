@@ -336,23 +336,24 @@ func TestCompletionIsRetriedWhileTheHubIsAway(t *testing.T) {
 	}
 }
 
-// olderHub records the end-of-job requests it gets and, like a hub from before completions
-// carried progress, refuses a completion with a progress field as an unknown field.
-type olderHub struct {
+// refusingHub records the end-of-job requests it gets and refuses a completion's progress field
+// with refusal: "progress" is an unknown field to a hub from before completions carried
+// progress; "progress.bytes_read" a value out of its bounds.
+type refusingHub struct {
 	*fakeHub
-	older bool
-	mu    sync.Mutex
-	got   []string // "progress read=N", "complete with progress read=N", "complete"
+	refusal string
+	mu      sync.Mutex
+	got     []string // "progress read=N", "complete with progress read=N", "complete"
 }
 
-func (h *olderHub) Progress(_ context.Context, _ string, p api.JobProgress) (api.JobState, error) {
+func (h *refusingHub) Progress(_ context.Context, _ string, p api.JobProgress) (api.JobState, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.got = append(h.got, fmt.Sprintf("progress read=%d", p.BytesRead))
 	return api.JobState{Status: api.JobRunning}, nil
 }
 
-func (h *olderHub) Complete(_ context.Context, _ string, c api.JobCompletion) error {
+func (h *refusingHub) Complete(_ context.Context, _ string, c api.JobCompletion) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if c.Progress == nil {
@@ -360,31 +361,33 @@ func (h *olderHub) Complete(_ context.Context, _ string, c api.JobCompletion) er
 		return nil
 	}
 	h.got = append(h.got, fmt.Sprintf("complete with progress read=%d", c.Progress.BytesRead))
-	if h.older {
-		return &hubclient.Error{Status: http.StatusBadRequest, Body: api.Error{Error: "unknown field", Field: "progress"}}
+	if h.refusal != "" {
+		return &hubclient.Error{Status: http.StatusBadRequest, Body: api.Error{Error: "refused", Field: h.refusal}}
 	}
 	return nil
 }
 
-// The end of a job is one request carrying the last progress; a hub that does not know that
-// field (an older one) gets the progress and the outcome as two requests, and the job ends.
+// The end of a job is one request carrying the last progress; a hub that refuses that field
+// (an older one does not know it) gets the progress and the outcome as two requests, and the
+// job ends either way.
 func TestCompletionCarriesTheLastProgress(t *testing.T) {
 	for _, tc := range []struct {
-		older bool
-		want  []string
+		refusal string
+		want    []string
 	}{
-		{false, []string{"complete with progress read=7"}},
-		{true, []string{"complete with progress read=7", "progress read=7", "complete"}},
+		{"", []string{"complete with progress read=7"}},
+		{"progress", []string{"complete with progress read=7", "progress read=7", "complete"}},
+		{"progress.bytes_read", []string{"complete with progress read=7", "progress read=7", "complete"}},
 	} {
-		hub := &olderHub{fakeHub: newFakeHub(), older: tc.older}
+		hub := &refusingHub{fakeHub: newFakeHub(), refusal: tc.refusal}
 		r := NewRunner(hub, nil, slog.New(slog.DiscardHandler), nil, RunnerOptions{CompleteWithin: time.Second})
 		c := &Counters{}
 		c.BytesRead.Store(7)
 		if err := r.complete(t.Context(), "bk-1", c, api.JobCompletion{Status: api.JobFailed}, slog.New(slog.DiscardHandler)); err != nil {
-			t.Fatalf("older hub %v: %v", tc.older, err)
+			t.Fatalf("progress refused as %q: %v", tc.refusal, err)
 		}
 		if !slices.Equal(hub.got, tc.want) {
-			t.Errorf("older hub %v: the hub got %q, want %q", tc.older, hub.got, tc.want)
+			t.Errorf("progress refused as %q: the hub got %q, want %q", tc.refusal, hub.got, tc.want)
 		}
 	}
 }

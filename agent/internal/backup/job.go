@@ -166,8 +166,8 @@ func (r *Runner) Run(ctx context.Context, job *api.Job) error {
 
 // complete reports the job's last progress and its outcome to the hub, in one request, again and
 // again while the hub cannot be reached or answers with a server error, until ctx ends. A hub
-// that does not know the progress field of a completion (an older one) gets the two requests
-// it knows.
+// that refuses the progress field of a completion (an older one does not know it) gets the two
+// requests it knows: the outcome never waits on the progress.
 func (r *Runner) complete(ctx context.Context, jobID string, c *Counters, outcome api.JobCompletion, log *slog.Logger) error {
 	p := c.Progress()
 	p.Phase = api.PhaseFinished
@@ -179,7 +179,8 @@ func (r *Runner) complete(ctx context.Context, jobID string, c *Counters, outcom
 		}
 		err := r.hub.Complete(ctx, jobID, outcome)
 		var he *hubclient.Error
-		if outcome.Progress != nil && errors.As(err, &he) && he.Status == http.StatusBadRequest && he.Body.Field == "progress" {
+		if outcome.Progress != nil && errors.As(err, &he) && he.Status == http.StatusBadRequest &&
+			(he.Body.Field == "progress" || strings.HasPrefix(he.Body.Field, "progress.")) {
 			outcome.Progress = nil
 			continue
 		}
