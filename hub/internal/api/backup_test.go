@@ -105,6 +105,16 @@ func (a *fakeAgent) putBlob(sid, digest string, blob []byte, slots ...int64) int
 	return code
 }
 
+// done returns the slot ranges the session has recorded, as printed ("[]" for none).
+func (a *fakeAgent) done(sid string) string {
+	a.h.t.Helper()
+	var sess api.Session
+	if code, e := a.call(http.MethodGet, api.Path(api.PathAgentSession, sid), nil, &sess); code != http.StatusOK {
+		a.h.t.Fatalf("session %s: %d %+v", sid, code, e)
+	}
+	return fmt.Sprint(sess.Done)
+}
+
 // postBlob uploads a blob for the hub to name; it returns the status and the hub's answer.
 func (a *fakeAgent) postBlob(sid string, blob []byte, slots ...int64) (int, api.ChunkStored) {
 	a.h.t.Helper()
@@ -610,10 +620,8 @@ func TestChunkUploadRecordsItsSlots(t *testing.T) {
 		if d := metricValue(t, h.CatReg, "sendense_hub_catalog_queries_total", "operation", "OTHER") - others; d != 2 {
 			t.Errorf("a chunk upload ran %v other statements, want 2 (the transaction's begin and commit)", d)
 		}
-		var sess api.Session
-		a.call(http.MethodGet, api.Path(api.PathAgentSession, s.ID), nil, &sess)
-		if want := [][2]int64{{0, 1}, {3, 4}}; fmt.Sprint(sess.Done) != fmt.Sprint(want) {
-			t.Fatalf("slots done = %v, want %v", sess.Done, want)
+		if got, want := a.done(s.ID), "[[0 1] [3 4]]"; got != want {
+			t.Fatalf("slots done = %s, want %s", got, want)
 		}
 		// A slot outside the disk is refused before anything is stored or recorded.
 		if code := a.putChunk(s.ID, img[testChunk:2*testChunk], 4); code != http.StatusBadRequest {
@@ -660,10 +668,8 @@ func TestChunkNamedByTheHub(t *testing.T) {
 		if n, _, _ := h.Repo.Stats(t.Context()); n != chunksBefore {
 			t.Fatalf("refused uploads stored %d chunks", n-chunksBefore)
 		}
-		var sess api.Session
-		a.call(http.MethodGet, api.Path(api.PathAgentSession, s.ID), nil, &sess)
-		if len(sess.Done) != 0 {
-			t.Fatalf("refused uploads recorded slots: %v", sess.Done)
+		if got := a.done(s.ID); got != "[]" {
+			t.Fatalf("refused uploads recorded slots: %s", got)
 		}
 
 		// Slot 0 raw, slot 1 compressed: each named by the SHA-256 of its plaintext.
@@ -687,9 +693,8 @@ func TestChunkNamedByTheHub(t *testing.T) {
 		if code, res := a.postBlob(s.ID, packed, 1); code != http.StatusOK || res.Stored || res.Digest != chunk.Sum(text).String() {
 			t.Fatalf("the same chunk again: %d %+v, want 200, not stored", code, res)
 		}
-		a.call(http.MethodGet, api.Path(api.PathAgentSession, s.ID), nil, &sess)
-		if fmt.Sprint(sess.Done) != "[[0 2]]" {
-			t.Fatalf("done ranges %v, want [[0 2]]", sess.Done)
+		if got := a.done(s.ID); got != "[[0 2]]" {
+			t.Fatalf("done ranges %s, want [[0 2]]", got)
 		}
 		a.uploadDisk(s.ID, img, []int64{2, 3})
 		bd := a.commit(s.ID)
@@ -881,10 +886,8 @@ func TestChunkIsRecordedWhenItsAgentLeavesAfterTheBody(t *testing.T) {
 		if err != nil || res.Digest != chunk.Sum(img[:testChunk]).String() {
 			t.Fatalf("a chunk whose agent left after its body: %+v, %v", res, err)
 		}
-		var sess api.Session
-		a.call(http.MethodGet, api.Path(api.PathAgentSession, s.ID), nil, &sess)
-		if fmt.Sprint(sess.Done) != "[[0 1] [2 3]]" {
-			t.Fatalf("slots done after the upload: %v, want 0 and 2", sess.Done)
+		if got := a.done(s.ID); got != "[[0 1] [2 3]]" {
+			t.Fatalf("slots done after the upload: %s, want 0 and 2", got)
 		}
 	})
 }
@@ -1233,18 +1236,15 @@ func TestKnownChunksRule(t *testing.T) {
 		if res.Recorded != 0 || len(res.Missing) != 1 || res.Missing[0] != secret {
 			t.Fatalf("agent b referenced agent a's chunk without sending it: %+v", res)
 		}
-		var sess api.Session
-		bAgent.call(http.MethodGet, api.Path(api.PathAgentSession, sb.ID), nil, &sess)
-		if len(sess.Done) != 0 {
-			t.Fatalf("agent b's slot was recorded: %v", sess.Done)
+		if got := bAgent.done(sb.ID); got != "[]" {
+			t.Fatalf("agent b's slot was recorded: %s", got)
 		}
 		// Sending the bytes is proof: accepted (already stored, so 200) and recorded.
 		if code := bAgent.putChunk(sb.ID, img[:testChunk], 0); code != http.StatusOK {
 			t.Fatalf("agent b uploading the chunk: %d, want 200 (stored once)", code)
 		}
-		bAgent.call(http.MethodGet, api.Path(api.PathAgentSession, sb.ID), nil, &sess)
-		if fmt.Sprint(sess.Done) != "[[0 1]]" {
-			t.Fatalf("after its upload, agent b's slots done = %v", sess.Done)
+		if got := bAgent.done(sb.ID); got != "[[0 1]]" {
+			t.Fatalf("after its upload, agent b's slots done = %s", got)
 		}
 	})
 }
