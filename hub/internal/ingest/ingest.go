@@ -410,9 +410,18 @@ func (s *Service) PutChunk(ctx context.Context, agentID, sessionID, digest strin
 	if err != nil {
 		return api.ChunkStored{}, err
 	}
-	defer end()
 	b := s.bufs.Get(int(limit) + 1)
-	defer s.bufs.Put(b)
+	// free gives the upload's memory back: once the blob is in the repository, recording its
+	// slots (a catalog commit) needs none of it, and the next upload need not wait for that.
+	freed := false
+	free := func() {
+		if !freed {
+			freed = true
+			s.bufs.Put(b)
+			end()
+		}
+	}
+	defer free()
 	n, err := io.ReadFull(body, b)
 	switch {
 	case err == nil:
@@ -450,8 +459,9 @@ func (s *Service) PutChunk(ctx context.Context, agentID, sessionID, digest strin
 		s.metrics.badBlobs.Inc()
 		return api.ChunkStored{}, err
 	}
+	free()
 	s.metrics.chunksReceived.Inc()
-	s.metrics.chunkBytes.Add(float64(len(blob)))
+	s.metrics.chunkBytes.Add(float64(n))
 	if !stored {
 		s.metrics.chunksDuplicate.Inc() // PutChunk touched it: garbage collection spares it now
 	}
