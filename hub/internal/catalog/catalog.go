@@ -58,6 +58,7 @@ type Catalog struct {
 	db     *bun.DB
 	driver string
 	now    func() time.Time
+	slots  slotBatcher // RecordSlots's shared transactions
 }
 
 // Open connects to the catalog and checks that it answers. It does not migrate.

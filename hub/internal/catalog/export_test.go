@@ -131,3 +131,26 @@ func PlaintextForTest(dsn string) (string, error) {
 	}
 	return plaintext(cfg), nil
 }
+
+// SlotBatchesForTest reports the transactions RecordSlots has begun, the calls they took and
+// the calls queued for the next.
+func SlotBatchesForTest(c *Catalog) (batches, records, queued int) {
+	c.slots.mu.Lock()
+	defer c.slots.mu.Unlock()
+	return c.slots.batches, c.slots.records, len(c.slots.queue)
+}
+
+// HoldSessionForTest takes a session's row for writing in a transaction of its own (under
+// SQLite the database's write lock) until release is called.
+func HoldSessionForTest(t *testing.T, c *Catalog, sessionID string) (release func()) {
+	t.Helper()
+	tx, err := c.db.BeginTx(t.Context(), nil)
+	if err != nil {
+		t.Fatalf("begin: %v", err)
+	}
+	if _, err := tx.ExecContext(t.Context(), "UPDATE upload_sessions SET updated_at = updated_at WHERE id = ?", sessionID); err != nil {
+		_ = tx.Rollback()
+		t.Fatalf("hold session %s: %v", sessionID, err)
+	}
+	return func() { _ = tx.Rollback() }
+}

@@ -108,45 +108,6 @@ func (c *Catalog) AgentLiveSession(ctx context.Context, id, agentID string) (*Li
 	return s, nil
 }
 
-// RecordSlots stores slot digests of an open session (a slot recorded again takes the new
-// digest), at most 500 rows per statement, in one transaction that first reads the session's
-// status with a shared lock on its row: a session that is no longer open (committing,
-// committed, aborted) → ErrConflict and nothing is recorded. A commit leaves the open state
-// (BeginCommit, which takes that row exclusively) before it reads the slots it indexes, so it
-// sees every slot recorded before and none is recorded after; uploads to one session do not
-// wait for each other.
-func (c *Catalog) RecordSlots(ctx context.Context, sessionID string, slots []UploadSlot) error {
-	now := c.now()
-	for i := range slots {
-		slots[i].SessionID, slots[i].CreatedAt, slots[i].UpdatedAt = sessionID, now, now
-	}
-	return c.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
-		var status string
-		err := tx.QueryRowContext(ctx, "SELECT status FROM upload_sessions WHERE id = ?"+c.rowLock(false), sessionID).Scan(&status)
-		switch {
-		case errors.Is(err, sql.ErrNoRows):
-			return fmt.Errorf("upload session %s: %w", sessionID, ErrNotFound)
-		case err != nil:
-			return fmt.Errorf("record slots of session %s: %w", sessionID, err)
-		case status != api.SessionOpen:
-			return fmt.Errorf("upload session %s is %s: %w", sessionID, status, ErrConflict)
-		}
-		for start := 0; start < len(slots); start += 500 {
-			part := slots[start:min(start+500, len(slots))]
-			ins := tx.NewInsert().Model(&part)
-			if c.driver == DriverMySQL {
-				ins = ins.On("DUPLICATE KEY UPDATE").Set("digest = VALUES(digest)").Set("updated_at = VALUES(updated_at)")
-			} else {
-				ins = ins.On("CONFLICT (session_id, slot) DO UPDATE").Set("digest = EXCLUDED.digest").Set("updated_at = EXCLUDED.updated_at")
-			}
-			if _, err := ins.Exec(ctx); err != nil {
-				return fmt.Errorf("record slots of session %s: %w", sessionID, err)
-			}
-		}
-		return nil
-	})
-}
-
 // RecordSessionDrift adds n to the slots an open session's drift check found changed although
 // CBT called them unchanged (a check sent again counts again: the count is at least the truth).
 // A session that is no longer open → ErrConflict.
