@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/sendense/sendense/hub/internal/catalog"
@@ -137,6 +138,70 @@ func TestRegistryPasswordFromEnvironment(t *testing.T) {
 		t.Cleanup(func() { _ = fourth.Close() })
 		if _, err := fourth.Open(ctx, rec.ID); err == nil || !strings.Contains(err.Error(), `repository "envkey"`) {
 			t.Fatalf("open with a wrong password: %v", err)
+		}
+	})
+}
+
+// The first uploads into an encrypted repository the hub has not opened yet arrive together:
+// they share one open, and so one derivation of the key, and all get the same repository. An
+// open that fails is everyone's failure and is not kept: the next call opens anew.
+func TestRegistryOpensOnceForConcurrentCalls(t *testing.T) {
+	catalogtest.ForEachDialect(t, func(t *testing.T, c *catalog.Catalog) {
+		ctx := t.Context()
+		passwordFile := filepath.Join(t.TempDir(), "password")
+		if err := os.WriteFile(passwordFile, []byte("the right password\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		creator := repository.NewRegistry(c, nil, nil) // the CLI, say
+		creator.SetKDFCost(repository.KDF{Name: "argon2id", Time: 1, MemoryKiB: 8 << 10, Threads: 1})
+		t.Cleanup(func() { _ = creator.Close() })
+		rec, err := creator.CreateEncrypted(ctx, "enc", filepath.Join(t.TempDir(), "repo"), 0, passwordFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		openAll := func(g *repository.Registry, n int) ([]*repository.Repository, []error) {
+			rs, errs := make([]*repository.Repository, n), make([]error, n)
+			start := make(chan struct{})
+			var wg sync.WaitGroup
+			for i := range n {
+				wg.Go(func() {
+					<-start
+					rs[i], errs[i] = g.Open(ctx, rec.ID)
+				})
+			}
+			close(start)
+			wg.Wait()
+			return rs, errs
+		}
+
+		hub := repository.NewRegistry(c, nil, nil)
+		t.Cleanup(func() { _ = hub.Close() })
+		rs, errs := openAll(hub, 16)
+		for i := range rs {
+			if errs[i] != nil || rs[i] != rs[0] || !rs[i].Encrypted() {
+				t.Fatalf("call %d: %p, %v; want the one encrypted repository %p", i, rs[i], errs[i], rs[0])
+			}
+		}
+		if n := repository.RegistryOpensForTest(hub); n != 1 {
+			t.Fatalf("16 calls at once opened the repository %d times, want once", n)
+		}
+
+		if err := os.WriteFile(passwordFile, []byte("a wrong password\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		failing := repository.NewRegistry(c, nil, nil)
+		t.Cleanup(func() { _ = failing.Close() })
+		_, errs = openAll(failing, 8)
+		for i, err := range errs {
+			if err == nil {
+				t.Fatalf("call %d opened the repository with a wrong password", i)
+			}
+		}
+		if err := os.WriteFile(passwordFile, []byte("the right password\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if r, err := failing.Open(ctx, rec.ID); err != nil || !r.Encrypted() {
+			t.Fatalf("Open after the password was put right: %v; a failed open must not be kept", err)
 		}
 	})
 }
