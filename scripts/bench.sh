@@ -17,8 +17,9 @@
 # hot-add appliance would), sends to a hub on loopback over TLS 1.3, and restores to a sparse
 # file, synced (the peers' restores are timed without and with the sync of their file; each
 # restore starts after an untimed sync, once with every repository in the page cache and once,
-# as root, with the page cache dropped). restic 0.18.1 and kopia 0.21.1 (zstd-fastest, as Sendense) back up the lab's disk file
-# itself (they must re-read all of it each time). Both are built into $TOOLS when missing; kopia
+# as root, with the page cache dropped, beside what the disk alone allows that restore). restic
+# 0.18.1 and kopia 0.21.1 (zstd-fastest, as Sendense) back up the lab's disk file itself (they
+# must re-read all of it each time). Both are built into $TOOLS when missing; kopia
 # through a throwaway module, as `go install` of it is refused.
 #
 # Knobs for comparisons (default: the shipped configuration): CHUNK_DURABILITY=chunk|commit for
@@ -191,9 +192,28 @@ restore_prepare() {
   sync
   if [ "$1" = warm ]; then find "$2" -type f -exec cat {} + >/dev/null; else echo 3 >/proc/sys/vm/drop_caches; fi
 }
+# disk_floor: what the disk alone allows a restore with the page cache dropped, just before
+# Sendense's: every file of its repository read (four readers) while the image's 3 GiB of data
+# are written with direct I/O, then synced. The bytes written come from the page cache (the lab
+# disk, read untimed first), so only the repository's reads and the writes touch the disk.
+disk_floor() {
+  local t rd
+  sync
+  echo 3 >/proc/sys/vm/drop_caches
+  cat "$FLAT" >/dev/null
+  t=$(now)
+  find "$W/hub/repositories" -type f -print0 | xargs -0 -r -P 4 -n 64 cat >/dev/null &
+  rd=$!
+  dd if="$FLAT" of="$W/floor.raw" bs=4M count=$((3 * GiB >> 22)) oflag=direct status=none
+  wait "$rd"
+  sync "$W/floor.raw"
+  s_floor=$(secs "$t" "$(now)")
+  rm -f "$W/floor.raw"
+}
 modes=(warm)
 [ -w /proc/sys/vm/drop_caches ] && modes+=(cold)
 for mode in "${modes[@]}"; do
+  [ "$mode" = warm ] || disk_floor
   restore_prepare "$mode" "$W/hub/repositories"
   t=$(now); hub restore --backup "$inc_id" --disk disk-2000 --output "$W/restored.raw" >/dev/null 2>&1; s_rest[$mode]=$(secs "$t" "$(now)")
   cmp "$FLAT" "$W/restored.raw" || { echo "Sendense restore differs from the disk!" >&2; exit 1; }
@@ -208,7 +228,7 @@ for mode in "${modes[@]}"; do
   t=$(now); sync "$W/kopia-out.raw"; k_sync[$mode]=$(secs "$t" "$(now)")
   cmp "$FLAT" "$W/kopia-out.raw" || { echo "kopia restore differs from the disk!" >&2; exit 1; }
   rm -f "$W/kopia-out.raw"
-  echo "restore ($mode): sendense ${s_rest[$mode]}s, restic ${r_rest[$mode]}s + ${r_sync[$mode]}s, kopia ${k_rest[$mode]}s + ${k_sync[$mode]}s" >&2
+  echo "restore ($mode): sendense ${s_rest[$mode]}s${s_floor:+ (the disk alone: ${s_floor}s)}, restic ${r_rest[$mode]}s + ${r_sync[$mode]}s, kopia ${k_rest[$mode]}s + ${k_sync[$mode]}s" >&2
 done
 
 hub_rss=$(awk '/VmHWM/ {print int($2/1024)}' "/proc/$HUB_PID/status")
@@ -375,7 +395,12 @@ for mode in "${modes[@]}"; do
     "$(speed "${r_rest[$mode]}" "${s_rest[$mode]}")" "$(speed "$(add "${r_rest[$mode]}" "${r_sync[$mode]}")" "${s_rest[$mode]}")" \
     "$(speed "${k_rest[$mode]}" "${s_rest[$mode]}")" "$(speed "$(add "${k_rest[$mode]}" "${k_sync[$mode]}")" "${s_rest[$mode]}")"
 done
-[ "${#modes[@]}" = 2 ] || printf '| restore, page cache dropped | not measured: dropping the page cache needs root | | | | |\n'
+if [ "${#modes[@]}" = 2 ]; then
+  printf '| the disk alone, for that restore: its repository read while 3 GiB are written with direct I/O, then synced | %ss: the restore at %s of it | | | | |\n' \
+    "$s_floor" "$(pct "$s_floor" "${s_rest[cold]}")"
+else
+  printf '| restore, page cache dropped | not measured: dropping the page cache needs root | | | | |\n'
+fi
 printf '| restore from the S3 repository | %ss, %s MB/s (%s the local restore'"'"'s time from the page cache) | | | %s | %s |\n' "$s_s3_rest" "$(mbps $SIZE "$s_s3_rest")" \
   "$(ratio "$s_s3_rest" "${s_rest[warm]}")" "$(speed "${r_rest[warm]}" "$s_s3_rest")" "$(speed "${k_rest[warm]}" "$s_s3_rest")"
 printf '| repository size | %s MiB | %s MiB (after the full: %s MiB) | %s MiB | | |\n' $((repo_size >> 20)) $((r_size >> 20)) $((r_size_full >> 20)) $((k_size >> 20))
