@@ -6,3 +6,14 @@ func RegistryOpensForTest(g *Registry) int {
 	defer g.mu.Unlock()
 	return g.opens
 }
+
+// RegistryWaitersForTest reports how many callers wait for the open of id in progress (0: none
+// in progress).
+func RegistryWaitersForTest(g *Registry, id string) int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if call, ok := g.opening[id]; ok {
+		return call.waiters
+	}
+	return 0
+}

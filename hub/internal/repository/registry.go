@@ -47,6 +47,9 @@ type Registry struct {
 	// restart) arrive together, up to 32 per agent, and each used to derive the key anew (measured:
 	// 8.5 CPU seconds of argon2id in one encrypted full backup, and that many times 64 MiB).
 	opening map[string]*openCall
+	// inflight counts the opens running (runOpen), which Close waits for; closed is set by Close.
+	inflight sync.WaitGroup
+	closed   bool
 	// opens counts the repositories opened from their store, for tests.
 	opens int
 
@@ -205,49 +208,101 @@ func (g *Registry) keep(id string, r *Repository) *Repository {
 	return r
 }
 
+// ErrRegistryClosed is returned by Open once the registry is closed.
+var ErrRegistryClosed = errors.New("the repository registry is closed")
+
 // Open returns the repository with that catalog id, checking that its store still holds the
 // repository the catalog recorded. An S3 repository's credentials file is read now, at every
 // open: replacing the file takes effect at the next open (a hub restart or CLI command).
 //
-// Concurrent calls for a repository not open yet share one open. A caller whose ctx ends stops
-// waiting; the open goes on for the others (or, when its own caller's ctx ended, fails for all
-// of them, and the next call opens anew). A failed open is not kept.
+// Concurrent calls for a repository not open yet share one open, which runs apart from any one
+// caller: a caller whose ctx ends stops waiting and the open goes on for the others. It is
+// cancelled when every caller waiting for it has left (the next call opens anew) or the
+// registry closes. A failed open is not kept.
 func (g *Registry) Open(ctx context.Context, id string) (*Repository, error) {
 	g.mu.Lock()
+	if g.closed {
+		g.mu.Unlock()
+		return nil, ErrRegistryClosed
+	}
 	if r, ok := g.open[id]; ok {
 		g.mu.Unlock()
 		return r, nil
 	}
-	call, waiting := g.opening[id]
-	if !waiting {
-		call = &openCall{done: make(chan struct{})}
+	call, ok := g.opening[id]
+	if !ok {
+		// The open keeps the first caller's values (its logger, its trace) but not its
+		// deadline or cancellation: those belong to that caller alone.
+		octx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+		call = &openCall{done: make(chan struct{}), cancel: cancel}
 		g.opening[id] = call
+		g.inflight.Add(1)
+		go g.runOpen(octx, id, call)
 	}
+	call.waiters++
 	g.mu.Unlock()
-	if waiting {
-		select {
-		case <-call.done:
-			return call.r, call.err
-		case <-ctx.Done():
-			return nil, ctx.Err()
+
+	select {
+	case <-call.done:
+		return call.r, call.err
+	case <-ctx.Done():
+		g.mu.Lock()
+		call.waiters--
+		if call.waiters == 0 {
+			// Nobody wants this open any more: stop it, and let the next caller start
+			// afresh rather than join an open being cancelled.
+			call.cancel()
+			if g.opening[id] == call {
+				delete(g.opening, id)
+			}
+		}
+		g.mu.Unlock()
+		return nil, ctx.Err()
+	}
+}
+
+// openCall is an open in progress. waiters is guarded by the registry's mutex; r and err are set
+// before done is closed.
+type openCall struct {
+	done    chan struct{}
+	cancel  context.CancelFunc
+	waiters int
+	r       *Repository
+	err     error
+}
+
+// runOpen runs one shared open and hands its result to the callers waiting for it.
+func (g *Registry) runOpen(ctx context.Context, id string, call *openCall) {
+	defer g.inflight.Done()
+	defer call.cancel()
+	r, err := g.openNow(ctx, id)
+	g.mu.Lock()
+	if g.opening[id] == call {
+		delete(g.opening, id)
+	}
+	switch {
+	case g.closed:
+		// Close ran meanwhile, cancelling this open: its callers learn why. Close closes only
+		// what it found open, so a repository opened all the same is ours to close.
+		if err == nil {
+			_ = r.Close()
+		}
+		r, err = nil, ErrRegistryClosed
+	case err != nil:
+	default:
+		if have, ok := g.open[id]; ok {
+			_ = r.Close()
+			r = have
+		} else {
+			g.open[id] = r
 		}
 	}
-	call.r, call.err = g.openNow(ctx, id)
-	g.mu.Lock()
-	delete(g.opening, id)
+	call.r, call.err = r, err
 	g.mu.Unlock()
 	close(call.done)
-	return call.r, call.err
 }
 
-// openCall is an open in progress; r and err are set before done is closed.
-type openCall struct {
-	done chan struct{}
-	r    *Repository
-	err  error
-}
-
-// openNow opens the repository with that catalog id from its store and keeps it.
+// openNow opens the repository with that catalog id from its store.
 func (g *Registry) openNow(ctx context.Context, id string) (*Repository, error) {
 	g.mu.Lock()
 	g.opens++
@@ -264,7 +319,7 @@ func (g *Registry) openNow(ctx context.Context, id string) (*Repository, error) 
 		_ = r.Close()
 		return nil, fmt.Errorf("repository %q: %s holds repository %s, the catalog expects %s", rec.Name, rec.Path, r.ID(), rec.ID)
 	}
-	return g.keep(id, r), nil
+	return r, nil
 }
 
 // List returns every repository record.
@@ -272,8 +327,17 @@ func (g *Registry) List(ctx context.Context) ([]catalog.Repository, error) {
 	return g.cat.Repositories(ctx)
 }
 
-// Close closes every repository the registry opened.
+// Close cancels the opens in progress, waits for them to end and closes every repository the
+// registry opened. Open fails with ErrRegistryClosed from then on.
 func (g *Registry) Close() error {
+	g.mu.Lock()
+	g.closed = true
+	for _, call := range g.opening {
+		call.cancel()
+	}
+	g.mu.Unlock()
+	g.inflight.Wait()
+
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	var err error

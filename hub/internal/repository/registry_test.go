@@ -1,12 +1,14 @@
 package repository_test
 
 import (
+	"context"
 	"errors"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/sendense/sendense/hub/internal/catalog"
 	"github.com/sendense/sendense/hub/internal/catalog/catalogtest"
@@ -203,5 +205,157 @@ func TestRegistryOpensOnceForConcurrentCalls(t *testing.T) {
 		if r, err := failing.Open(ctx, rec.ID); err != nil || !r.Encrypted() {
 			t.Fatalf("Open after the password was put right: %v; a failed open must not be kept", err)
 		}
+	})
+}
+
+// gatedCatalog holds every repository lookup until the test lets it go, so that a test can act
+// while an open is in progress. With ignoreCancel the lookup does not give up when its ctx ends
+// (an open stuck in a system call, say).
+type gatedCatalog struct {
+	*catalog.Catalog
+	entered      chan struct{}
+	gate         chan struct{}
+	ignoreCancel bool
+	ended        chan error // what each held lookup saw when it ended
+}
+
+func newGatedCatalog(c *catalog.Catalog, ignoreCancel bool) *gatedCatalog {
+	return &gatedCatalog{Catalog: c, entered: make(chan struct{}, 8), gate: make(chan struct{}),
+		ignoreCancel: ignoreCancel, ended: make(chan error, 8)}
+}
+
+func (g *gatedCatalog) RepositoryByID(ctx context.Context, id string) (*catalog.Repository, error) {
+	g.entered <- struct{}{}
+	if g.ignoreCancel {
+		<-g.gate
+		ctx = context.WithoutCancel(ctx) // and it then succeeds
+	} else {
+		select {
+		case <-g.gate:
+		case <-ctx.Done():
+			g.ended <- ctx.Err()
+			return nil, ctx.Err()
+		}
+	}
+	g.ended <- nil
+	return g.Catalog.RepositoryByID(ctx, id)
+}
+
+// waitFor polls cond until it holds or the test's deadline nears.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for !cond() {
+		if d, ok := t.Deadline(); ok && time.Until(d) < 5*time.Second {
+			t.Fatalf("gave up waiting: %s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// An upload that gives up while its repository is being opened must not fail the uploads that
+// wait for the same open: the open goes on for them. Once every caller has left, the open is
+// cancelled and the next call opens anew; Close cancels the opens in progress and waits for
+// them, and nothing opens after it.
+func TestRegistryOpenOutlivesItsCallers(t *testing.T) {
+	catalogtest.ForEachDialect(t, func(t *testing.T, c *catalog.Catalog) {
+		creator := repository.NewRegistry(c, nil, nil)
+		t.Cleanup(func() { _ = creator.Close() })
+		rec, err := creator.Create(t.Context(), "r", filepath.Join(t.TempDir(), "repo"), 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		type result struct {
+			r   *repository.Repository
+			err error
+		}
+		openAsync := func(ctx context.Context, g *repository.Registry) chan result {
+			ch := make(chan result, 1)
+			go func() {
+				r, err := g.Open(ctx, rec.ID)
+				ch <- result{r, err}
+			}()
+			return ch
+		}
+
+		t.Run("first caller leaves", func(t *testing.T) {
+			gc := newGatedCatalog(c, false)
+			g := repository.NewRegistry(gc, nil, nil)
+			t.Cleanup(func() { _ = g.Close() })
+			first, cancelFirst := context.WithCancel(t.Context())
+			a := openAsync(first, g)
+			<-gc.entered
+			b := openAsync(t.Context(), g)
+			waitFor(t, "the second caller to join the open", func() bool { return repository.RegistryWaitersForTest(g, rec.ID) == 2 })
+			cancelFirst()
+			if res := <-a; !errors.Is(res.err, context.Canceled) {
+				t.Fatalf("the caller that gave up got %v, want context.Canceled", res.err)
+			}
+			close(gc.gate)
+			res := <-b
+			if res.err != nil || res.r == nil {
+				t.Fatalf("the caller still waiting got %v: the first caller's cancellation failed it", res.err)
+			}
+			if err := <-gc.ended; err != nil {
+				t.Fatalf("the open saw %v", err)
+			}
+			if r, err := g.Open(t.Context(), rec.ID); err != nil || r != res.r {
+				t.Fatalf("Open after: %p, %v; want the repository kept, %p", r, err, res.r)
+			}
+			if n := repository.RegistryOpensForTest(g); n != 1 {
+				t.Fatalf("opened %d times, want once", n)
+			}
+		})
+
+		t.Run("every caller leaves", func(t *testing.T) {
+			gc := newGatedCatalog(c, false)
+			g := repository.NewRegistry(gc, nil, nil)
+			t.Cleanup(func() { _ = g.Close() })
+			ctx, cancel := context.WithCancel(t.Context())
+			a := openAsync(ctx, g)
+			<-gc.entered
+			cancel()
+			if res := <-a; !errors.Is(res.err, context.Canceled) {
+				t.Fatalf("the caller that gave up got %v", res.err)
+			}
+			if err := <-gc.ended; !errors.Is(err, context.Canceled) {
+				t.Fatalf("with nobody waiting the open saw %v, want it cancelled", err)
+			}
+			close(gc.gate)
+			if r, err := g.Open(t.Context(), rec.ID); err != nil || r == nil {
+				t.Fatalf("the next Open: %v; an abandoned open must not be kept", err)
+			}
+			if n := repository.RegistryOpensForTest(g); n != 2 {
+				t.Fatalf("opened %d times, want twice (the abandoned open, then the next)", n)
+			}
+		})
+
+		t.Run("close waits", func(t *testing.T) {
+			gc := newGatedCatalog(c, true)
+			g := repository.NewRegistry(gc, nil, nil)
+			a := openAsync(t.Context(), g)
+			<-gc.entered
+			closed := make(chan error, 1)
+			go func() { closed <- g.Close() }()
+			// The probe's ctx is cancelled beforehand, so that a probe that comes before Close
+			// leaves at once instead of waiting for the held open.
+			probe, cancelProbe := context.WithCancel(t.Context())
+			cancelProbe()
+			waitFor(t, "Close to refuse new opens", func() bool {
+				_, err := g.Open(probe, rec.ID)
+				return errors.Is(err, repository.ErrRegistryClosed)
+			})
+			select {
+			case err := <-closed:
+				t.Fatalf("Close returned (%v) while an open was still in progress", err)
+			case <-time.After(50 * time.Millisecond):
+			}
+			close(gc.gate)
+			if err := <-closed; err != nil {
+				t.Fatal(err)
+			}
+			if res := <-a; !errors.Is(res.err, repository.ErrRegistryClosed) || res.r != nil {
+				t.Fatalf("the open that finished after Close gave %p, %v; want ErrRegistryClosed", res.r, res.err)
+			}
+		})
 	})
 }
