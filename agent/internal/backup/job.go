@@ -299,7 +299,11 @@ func (r *Runner) run(ctx context.Context, job *api.Job, c *Counters, st *jobStat
 	return notes, g.Wait()
 }
 
-// backupDisks reports the disks the snapshot shows and backs up each disk of the job.
+// disksAtOnce bounds the disks of one job backed up at the same time.
+const disksAtOnce = 4
+
+// backupDisks reports the disks the snapshot shows and backs up the job's disks, checking
+// first that the snapshot has every one of them and that each can be backed up.
 func (r *Runner) backupDisks(ctx context.Context, job *api.Job, snap *vsphere.Snapshot, src Source, cbtWasOff bool, c *Counters, st *jobStatus, log *slog.Logger) error {
 	sdisks, err := snap.Disks(ctx)
 	if err != nil {
@@ -328,11 +332,22 @@ func (r *Runner) backupDisks(ctx context.Context, job *api.Job, snap *vsphere.Sn
 		if !sd.Backupable {
 			return fmt.Errorf("disk %s cannot be backed up: %s", jd.DiskID, sd.NotBackupableReason)
 		}
-		if err := r.backupDisk(ctx, job, jd, snap, sd, src, cbtWasOff, c, st, log.With("disk_id", jd.DiskID)); err != nil {
-			return fmt.Errorf("disk %s: %w", jd.DiskID, err)
-		}
 	}
-	return nil
+	// The disks are backed up at once: each disk's session, CBT query and commit are round
+	// trips of their own, which over a long link one disk after another would wait for in
+	// turn. They share the process's upload budget (UploadOptions), so memory stays bounded.
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(disksAtOnce)
+	for _, jd := range job.Disks {
+		sd := byKey[jd.Key]
+		g.Go(func() error {
+			if err := r.backupDisk(gctx, job, jd, snap, sd, src, cbtWasOff, c, st, log.With("disk_id", jd.DiskID)); err != nil {
+				return fmt.Errorf("disk %s: %w", jd.DiskID, err)
+			}
+			return nil
+		})
+	}
+	return g.Wait()
 }
 
 // sendVMConfig reads the VM's configuration as the snapshot recorded it and stores it with the
