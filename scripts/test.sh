@@ -10,6 +10,9 @@ stage() { printf '== [%02d:%02d] %s\n' $((SECONDS / 60)) $((SECONDS % 60)) "$*";
 
 stage "dependencies: apt packages, pinned tools, MariaDB"
 scripts/deps.sh
+# The tools build before everything else rather than beside the first modules' stages: both are
+# CPU-bound on two cores, and from empty Go caches the tools and the stages up to the hub's vet
+# took 15.1 minutes side by side against 13.2 one after the other (2026-12-07).
 scripts/tools.sh
 eval "$(scripts/mariadb.sh env)"
 export SENDENSE_TEST_STRICT=1
