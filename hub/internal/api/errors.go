@@ -2,21 +2,16 @@ package api
 
 import (
 	"context"
-	"encoding"
-	"encoding/json"
 	"errors"
-	"fmt"
-	"io"
 	"net/http"
-	"reflect"
 	"strconv"
-	"strings"
 	"syscall"
 
 	"github.com/gin-gonic/gin"
 
 	"github.com/sendense/sendense/hub/internal/catalog"
 	"github.com/sendense/sendense/hub/internal/files"
+	"github.com/sendense/sendense/hub/internal/httpin"
 	"github.com/sendense/sendense/hub/internal/identity"
 	"github.com/sendense/sendense/hub/internal/ingest"
 	"github.com/sendense/sendense/hub/internal/instantrecovery"
@@ -26,9 +21,6 @@ import (
 	"github.com/sendense/sendense/hub/internal/restore"
 	"github.com/sendense/sendense/shared/api"
 )
-
-// errTooLarge is returned by decodeJSON when the body exceeds its cap.
-var errTooLarge = errors.New("request body too large")
 
 // StatusOf is the HTTP status the API answers err with: the one mapping of domain errors to
 // status codes, also used by the console.
@@ -43,9 +35,9 @@ func statusOf(err error) (int, string) {
 	switch {
 	case errors.As(err, &fe):
 		return http.StatusBadRequest, api.CodeInvalidField
-	case errors.Is(err, errTooLarge), errors.Is(err, ingest.ErrTooLarge):
+	case errors.Is(err, httpin.ErrTooLarge), errors.Is(err, ingest.ErrTooLarge):
 		return http.StatusRequestEntityTooLarge, api.CodeTooLarge
-	case errors.Is(err, errSlowBody):
+	case errors.Is(err, httpin.ErrSlowBody):
 		return http.StatusRequestTimeout, api.CodeInvalid
 	case errors.Is(err, errTooManyRequests), errors.Is(err, ingest.ErrBusy), errors.Is(err, ingest.ErrNoUploadMemory),
 		errors.Is(err, restore.ErrBusy):
@@ -117,43 +109,9 @@ func (s *Server) fail(c *gin.Context, err error) {
 	c.AbortWithStatusJSON(code, body)
 }
 
-// decodeJSON reads a JSON body of at most limit bytes into dst. Unknown fields, trailing data
-// and bodies over the limit are refused with errors naming the problem.
+// decodeJSON reads the request's JSON body of at most limit bytes into dst (httpin.DecodeJSON).
 func decodeJSON(c *gin.Context, limit int64, dst any) error {
-	r := http.MaxBytesReader(c.Writer, c.Request.Body, limit)
-	dec := json.NewDecoder(r)
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(dst); err != nil {
-		var mbe *http.MaxBytesError
-		var ute *json.UnmarshalTypeError
-		switch {
-		case errors.As(err, &mbe):
-			return fmt.Errorf("%w: over %d bytes", errTooLarge, limit)
-		case errors.Is(err, errSlowBody):
-			return err
-		case errors.As(err, &ute) && ute.Field == "":
-			return &api.FieldError{Field: "body", Msg: fmt.Sprintf("must be a JSON object, not %s", ute.Value)}
-		case errors.As(err, &ute):
-			return &api.FieldError{Field: ute.Field, Msg: fmt.Sprintf("must be %s, not %s", jsonKind(ute.Type), ute.Value)}
-		case strings.HasPrefix(err.Error(), "json: unknown field "):
-			return &api.FieldError{Field: strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`), Msg: "unknown field"}
-		case errors.Is(err, io.EOF):
-			return &api.FieldError{Field: "body", Msg: "empty; a JSON object is required"}
-		default:
-			return &api.FieldError{Field: "body", Msg: "not valid JSON: " + err.Error()}
-		}
-	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			return fmt.Errorf("%w: over %d bytes", errTooLarge, limit)
-		}
-		if errors.Is(err, errSlowBody) {
-			return err
-		}
-		return &api.FieldError{Field: "body", Msg: "trailing data after the JSON object"}
-	}
-	return nil
+	return httpin.DecodeJSON(c.Writer, c.Request, limit, dst)
 }
 
 // nonNil returns s, or an empty slice for nil, so that a list encodes as [] and never as null.
@@ -162,28 +120,4 @@ func nonNil[T any](s []T) []T {
 		return []T{}
 	}
 	return s
-}
-
-var textUnmarshaler = reflect.TypeFor[encoding.TextUnmarshaler]()
-
-// jsonKind names the JSON value a Go type decodes from, for an error message: an operator sends
-// JSON, not Go.
-func jsonKind(t reflect.Type) string {
-	if reflect.PointerTo(t).Implements(textUnmarshaler) {
-		return "a string" // time.Time and the like
-	}
-	switch t.Kind() {
-	case reflect.Bool:
-		return "a boolean"
-	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
-		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Float32, reflect.Float64:
-		return "a number"
-	case reflect.String:
-		return "a string"
-	case reflect.Slice, reflect.Array:
-		return "an array"
-	case reflect.Map, reflect.Struct, reflect.Pointer:
-		return "an object"
-	}
-	return t.String()
 }

@@ -2,7 +2,6 @@ package api
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io/fs"
 	"log/slog"
@@ -14,6 +13,7 @@ import (
 
 	"github.com/gin-gonic/gin"
 
+	"github.com/sendense/sendense/hub/internal/httpin"
 	"github.com/sendense/sendense/shared/api"
 )
 
@@ -40,22 +40,19 @@ func TestOutOfSpaceIsInsufficientStorage(t *testing.T) {
 	}
 }
 
-// A body of the wrong JSON kind is named in JSON's terms, never in Go's: the operator sent JSON.
-func TestDecodeJSONNamesJSONKinds(t *testing.T) {
-	gin.SetMode(gin.TestMode)
-	for _, tc := range []struct{ body, field, msg string }{
-		{`[]`, "body", "must be a JSON object, not array"},
-		{`"x"`, "body", "must be a JSON object, not string"},
-		{`{"vm":1}`, "vm", "must be a string, not number"},
-		{`{"vm":"a","cbt_sample":"all"}`, "cbt_sample", "must be a number, not string"},
+// The errors of the request parsers get their statuses: 413 for a body over its cap, 408 for
+// one too slow, 400 naming the field for a bad one.
+func TestRequestParserErrorsStatuses(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		code int
+	}{
+		{fmt.Errorf("%w: over 8 bytes", httpin.ErrTooLarge), http.StatusRequestEntityTooLarge},
+		{fmt.Errorf("%w: below 1 bytes/s", httpin.ErrSlowBody), http.StatusRequestTimeout},
+		{&api.FieldError{Field: "body", Msg: "empty"}, http.StatusBadRequest},
 	} {
-		c, _ := gin.CreateTestContext(httptest.NewRecorder())
-		c.Request = httptest.NewRequest(http.MethodPost, "/api/v1/backups", strings.NewReader(tc.body))
-		var got api.StartBackupRequest
-		err := decodeJSON(c, smallBody, &got)
-		var fe *api.FieldError
-		if !errors.As(err, &fe) || fe.Field != tc.field || fe.Msg != tc.msg {
-			t.Errorf("decodeJSON(%s) = %v, want field %q: %q", tc.body, err, tc.field, tc.msg)
+		if code, _ := statusOf(tc.err); code != tc.code {
+			t.Errorf("statusOf(%v) = %d, want %d", tc.err, code, tc.code)
 		}
 	}
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/gin-gonic/gin"
 
+	"github.com/sendense/sendense/hub/internal/httpin"
 	"github.com/sendense/sendense/hub/internal/stall"
 	"github.com/sendense/sendense/shared/api"
 )
@@ -92,9 +93,6 @@ const (
 	cutBodyTimeout   = "body_timeout"
 	cutUploadMinRate = "upload_min_rate"
 )
-
-// errSlowBody is returned by a request body that did not arrive in time.
-var errSlowBody = errors.New("request body arrived too slowly")
 
 // errTooManyRequests refuses a request over a per-address cap.
 var errTooManyRequests = errors.New("too many requests")
@@ -188,10 +186,10 @@ func (b *deadlineBody) Read(p []byte) (int, error) {
 		_ = b.rc.SetReadDeadline(time.Time{})
 	case errors.Is(err, os.ErrDeadlineExceeded):
 		b.cut = cutBodyTimeout
-		err = fmt.Errorf("%w: the whole body is due within %s", errSlowBody, b.grace)
+		err = fmt.Errorf("%w: the whole body is due within %s", httpin.ErrSlowBody, b.grace)
 		if b.rate > 0 {
 			b.cut = cutUploadMinRate
-			err = fmt.Errorf("%w: below %d bytes/s after %s", errSlowBody, b.rate, b.grace)
+			err = fmt.Errorf("%w: below %d bytes/s after %s", httpin.ErrSlowBody, b.rate, b.grace)
 		}
 		// Whatever the handler answers, the connection closes after it (HTTP/2: the stream
 		// ends and the connection is shut down gracefully).

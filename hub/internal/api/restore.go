@@ -6,10 +6,10 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
-	"strings"
 
 	"github.com/gin-gonic/gin"
 
+	"github.com/sendense/sendense/hub/internal/httpin"
 	"github.com/sendense/sendense/hub/internal/restore"
 	"github.com/sendense/sendense/shared/api"
 )
@@ -29,9 +29,6 @@ type restoreService interface {
 	RenewHold(ctx context.Context, backupID, id, holder string) (api.BackupHold, error)
 	EndHold(ctx context.Context, backupID, id, holder string) error
 }
-
-// errBadRange is answered with 416.
-var errBadRange = errors.New("range not satisfiable")
 
 func (s *Server) registerRestore(v1 *gin.RouterGroup) {
 	v1.GET(rel(v1, api.PathBackupImage), s.requireRole(api.RoleViewer), s.limitServed(), s.diskImage)
@@ -175,7 +172,7 @@ func span(c *gin.Context, etag string, size int64, emptyRanges bool) (off, n int
 	if rh == "" || (size == 0 && !emptyRanges) || (c.GetHeader("If-Range") != "" && c.GetHeader("If-Range") != etag) {
 		return 0, size, false, true
 	}
-	o, l, ranged, err := parseRange(rh, size)
+	o, l, ranged, err := httpin.ParseRange(rh, size)
 	if err != nil {
 		h.Set("Content-Range", fmt.Sprintf("bytes */%d", size))
 		c.AbortWithStatusJSON(http.StatusRequestedRangeNotSatisfiable, api.Error{Error: err.Error(), Code: api.CodeInvalid, Field: "Range"})
@@ -200,41 +197,4 @@ func startBody(c *gin.Context, off, n, size int64, partial bool) bool {
 	}
 	c.Status(status)
 	return c.Request.Method != http.MethodHead
-}
-
-// parseRange parses one "bytes=" range. It returns ok=false for headers it ignores (several
-// ranges, other units): the whole image is then sent, as RFC 9110 allows.
-func parseRange(h string, size int64) (off, n int64, ok bool, err error) {
-	spec, found := strings.CutPrefix(h, "bytes=")
-	if !found || strings.Contains(spec, ",") {
-		return 0, 0, false, nil
-	}
-	a, b, found := strings.Cut(strings.TrimSpace(spec), "-")
-	if !found {
-		return 0, 0, false, fmt.Errorf("%w: %q", errBadRange, h)
-	}
-	switch {
-	case a == "": // suffix: the last b bytes
-		k, perr := strconv.ParseInt(b, 10, 64)
-		if perr != nil || k <= 0 || size == 0 {
-			// An empty image has no last bytes: "bytes 0--1/0" is not a Content-Range.
-			return 0, 0, false, fmt.Errorf("%w: %q for a %d-byte image", errBadRange, h, size)
-		}
-		k = min(k, size)
-		return size - k, k, true, nil
-	default:
-		first, perr := strconv.ParseInt(a, 10, 64)
-		if perr != nil || first < 0 || first >= size {
-			return 0, 0, false, fmt.Errorf("%w: %q for a %d-byte image", errBadRange, h, size)
-		}
-		last := size - 1
-		if b != "" {
-			l, perr := strconv.ParseInt(b, 10, 64)
-			if perr != nil || l < first {
-				return 0, 0, false, fmt.Errorf("%w: %q", errBadRange, h)
-			}
-			last = min(l, size-1)
-		}
-		return first, last - first + 1, true, nil
-	}
 }
