@@ -28,9 +28,14 @@ var (
 	ErrBadRange = errors.New("range not satisfiable")
 )
 
-// DecodeJSON reads r's JSON body of at most limit bytes into dst. Unknown fields, trailing data and bodies over the limit are refused with
+// DecodeJSON reads r's JSON body of at most limit bytes into dst. A body that declares a
+// length over the limit is refused before any of it is read; one that is not declared is cut
+// off at the limit. Unknown fields, trailing data and bodies over the limit are refused with
 // errors naming the problem: an *api.FieldError, ErrTooLarge or ErrSlowBody, wrapped.
 func DecodeJSON(w http.ResponseWriter, r *http.Request, limit int64, dst any) error {
+	if r.ContentLength > limit {
+		return fmt.Errorf("%w: %d bytes declared, over %d", ErrTooLarge, r.ContentLength, limit)
+	}
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, limit))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(dst); err != nil {

@@ -47,8 +47,8 @@ func (b *countingBody) Read(p []byte) (int, error) {
 
 func (b *countingBody) Close() error { return nil }
 
-// A body over the limit is refused with ErrTooLarge, with its length declared or not (chunked),
-// and is not read much past the limit. One at the limit is decoded.
+// A body over the limit is refused with ErrTooLarge: at once, reading nothing, when its length
+// is declared; once the limit is passed when it is not (chunked). One at the limit is decoded.
 func TestDecodeJSONLimit(t *testing.T) {
 	const limit = 64
 	over := `{"vm":"` + strings.Repeat("v", limit) + `"}`
@@ -64,7 +64,10 @@ func TestDecodeJSONLimit(t *testing.T) {
 		if !errors.Is(err, httpin.ErrTooLarge) {
 			t.Fatalf("declared %v: %d bytes with a limit of %d: %v, want ErrTooLarge", declared, len(over), limit, err)
 		}
-		if body.n > limit+1 {
+		if declared && body.n != 0 {
+			t.Fatalf("a body declared over the limit was read (%d bytes)", body.n)
+		}
+		if !declared && body.n > limit+1 {
 			t.Fatalf("an undeclared body was read past the limit: %d bytes", body.n)
 		}
 	}
